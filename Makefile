@@ -1,0 +1,47 @@
+# Everything a newcomer or CI needs: `make test`, `make demo`, `make bench`, `make lint`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install test lint demo bench emulator clean
+
+help:
+	@echo "make test      create .venv if missing, install, run the test suite"
+	@echo "make lint      ruff (including the Airflow AIR rules)"
+	@echo "make emulator  run the Altcraft API emulator on 127.0.0.1:8765"
+	@echo "make clean     remove .venv and local Airflow state"
+
+# mysqlclient (a dependency of the MySQL provider) compiles against the MariaDB client headers.
+system-deps:
+	@pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; \
+	  else \
+	    echo "Install the MariaDB/MySQL client headers first (Debian: apt-get install libmariadb-dev pkg-config)"; exit 1; \
+	  fi; }
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python system-deps
+	$(BIN)/python -m pip install -q --upgrade uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check plugins dags tests bench
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check plugins dags tests bench
+	$(BIN)/ruff check --select AIR plugins dags
+
+emulator: $(STAMP)
+	$(BIN)/python -m altcraft.emulator --host 127.0.0.1 --port 8765
+
+clean:
+	rm -rf $(VENV) .airflow

@@ -1,0 +1,95 @@
+"""Typed errors of the Altcraft API.
+
+Every error says whether retrying can help (:attr:`AltcraftError.retryable`). Launching calls add one
+more distinction: :class:`AltcraftDeliveryUncertain` means the request may have been processed, so it
+must be recorded, never blindly resent. No error message ever contains the API token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: Body/HTTP codes for which a retry cannot help: the request itself is wrong or not allowed.
+NON_RETRYABLE_CODES = frozenset({400, 401, 402, 403, 404, 409, 413})
+
+
+class AltcraftError(Exception):
+    """Base class of every error raised by the Altcraft hooks."""
+
+    retryable: bool = False
+
+
+class AltcraftApiError(AltcraftError):
+    """Altcraft answered and refused the request: HTTP status not 2xx, or a non-zero ``error`` code."""
+
+    def __init__(self, code: int, text: str, *, http_status: int | None = None, endpoint: str = ""):
+        self.code = code
+        self.text = text
+        self.http_status = http_status
+        self.endpoint = endpoint
+        status = http_status or code
+        self.retryable = status == 429 or status >= 500 or (code >= 500 and code not in NON_RETRYABLE_CODES)
+        if status in NON_RETRYABLE_CODES or code in NON_RETRYABLE_CODES:
+            self.retryable = False
+        where = f" from {endpoint}" if endpoint else ""
+        http = f" (HTTP {http_status})" if http_status and http_status != code else ""
+        super().__init__(f"Altcraft error {code}{http}{where}: {text}")
+
+
+class AltcraftRateLimited(AltcraftApiError):
+    """HTTP 429. The request was not processed; safe to retry after :attr:`retry_after` seconds."""
+
+    def __init__(self, text: str, *, retry_after: float | None, endpoint: str = ""):
+        super().__init__(429, text, http_status=429, endpoint=endpoint)
+        self.retry_after = retry_after
+        self.retryable = True
+
+
+class AltcraftTransportError(AltcraftError):
+    """The HTTP exchange failed: connection refused, reset, timeout, or an unreadable response body.
+
+    ``sent`` is False only when the request certainly never left this process (the connection could not
+    be opened); then even a launching call may be retried.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, sent: bool, endpoint: str = ""):
+        self.sent = sent
+        self.endpoint = endpoint
+        super().__init__(f"{message} ({endpoint})" if endpoint else message)
+
+
+class AltcraftDeliveryUncertain(AltcraftError):
+    """A launching request may have reached Altcraft, but no reliable answer came back.
+
+    The profiles in :attr:`keys` may or may not have been launched. Record them as uncertain; resending
+    them could send a second message to a real person.
+    """
+
+    retryable = False
+
+    def __init__(self, endpoint: str, keys: Sequence[str], cause: BaseException):
+        self.endpoint = endpoint
+        self.keys = list(keys)
+        self.cause = cause
+        super().__init__(
+            f"Delivery uncertain for {len(self.keys)} profile(s) sent to {endpoint}: {cause}. "
+            "They may have been launched; they are not resent automatically."
+        )
+
+
+class AltcraftTaskFailed(AltcraftError):
+    """An asynchronous Altcraft task ended in a non-successful terminal state."""
+
+    def __init__(self, task_id: str, status: str, detail: str = ""):
+        self.task_id = task_id
+        self.status = status
+        super().__init__(f"Altcraft task {task_id} ended with status {status!r}{': ' + detail if detail else ''}")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Replace every occurrence of ``secret`` in ``text`` (defence in depth for server-echoed text)."""
+    if secret and text:
+        return text.replace(secret, "***")
+    return text

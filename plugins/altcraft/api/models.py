@@ -1,0 +1,264 @@
+"""Pydantic models of Altcraft requests and responses.
+
+Parsing is lenient where the documentation is unsure (API reference, UNCONFIRMED marks): ``total`` or
+``total_count``, terminal task status ``completed`` or ``success``, group keys ``ID/title`` or
+``id/name``, per-profile results at ``data.result`` or ``data.result.result``. Unknown keys are kept
+on responses (``extra="allow"``) and dropped from nothing.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from altcraft.api.matching import MatchingMode
+
+# ---------------------------------------------------------------------------------------------- requests
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body (without the token), omitting unset options."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class MatchKey(_Request):
+    """The key(s) identifying one profile for a matching mode (§9)."""
+
+    email: str | None = None
+    phone: str | None = None
+    profile_id: str | None = None
+    field_value: Any | None = None
+    provider: str | None = None
+    subscription_id: str | None = None
+
+
+class LaunchOptions(_Request):
+    """Options shared by the import-and-launch calls (§3, §4)."""
+
+    skip_triggers: bool | None = None
+    skip_invalid_subscriptions: bool | None = None
+    detect_geo: bool | None = None
+    content: dict[str, Any] | None = None
+    custom_data: dict[str, Any] | None = None
+
+
+class StartRequest(MatchKey):
+    """``workflows/start``: put an existing profile into a scenario (§2)."""
+
+    id: int = Field(description="scenario id")
+    matching: MatchingMode = MatchingMode.EMAIL
+    field_name: str | None = None
+    resource_id: int | None = None
+    subscription_filter: dict[str, Any] | None = None
+    content: dict[str, Any] | None = None
+    custom_data: dict[str, Any] | None = None
+
+
+class ImportAndStartRequest(MatchKey, LaunchOptions):
+    """``workflows/import_and_start``: import one profile and launch it (§3)."""
+
+    workflow_id: int
+    matching: MatchingMode
+    field_name: str | None = None
+    resource_id: int | None = None
+    db_id: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchLaunchRequest(LaunchOptions):
+    """``workflows/import_and_start_batch`` and its ``_task`` twin (§4).
+
+    ``data`` holds one item per profile: its matching key(s) plus a nested ``data`` object of fields,
+    e.g. ``{"email": "a@example.org", "data": {"_fname": "Anna"}}``.
+    """
+
+    workflow_id: int
+    matching: MatchingMode
+    field_name: str | None = None
+    resource_id: int | None = None
+    db_id: int | None = None
+    data: list[dict[str, Any]]
+
+
+class ImportProfileRequest(MatchKey):
+    """``profiles/import``: add or update one profile (§7.1)."""
+
+    db_id: int
+    matching: MatchingMode = MatchingMode.EMAIL
+    field_name: str | None = None
+    resource_id: int | None = None
+    skip_triggers: bool | None = None
+    skip_invalid_subscriptions: bool | None = None
+    detect_geo: bool | None = None
+    add_to_segments: list[int] | None = None
+    remove_from_segments: list[int] | None = None
+    data: dict[str, Any]
+
+
+class ImportBatchRequest(_Request):
+    """``profiles/import_batch``: add or update many profiles (§7.2)."""
+
+    db_id: int
+    matching: MatchingMode = MatchingMode.EMAIL
+    field_name: str | None = None
+    resource_id: int | None = None
+    skip_triggers: bool | None = None
+    skip_invalid_subscriptions: bool | None = None
+    detect_geo: bool | None = None
+    data: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------------------------- responses
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Envelope(_Response):
+    """Top-level keys of every response (§1.3)."""
+
+    error: int = 0
+    error_text: str = ""
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _code(cls, value: Any) -> int:
+        return 0 if value in (None, "", "0") else int(value)
+
+    @field_validator("error_text", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        return "" if value is None else str(value)
+
+
+class ProfileResult(Envelope):
+    """Outcome for one profile: of a single import/launch, or one entry of a batch ``result`` array."""
+
+    profile_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error == 0
+
+
+class BatchResult(Envelope):
+    """A batch response: one :class:`ProfileResult` per input item, in input order (§1.6)."""
+
+    result: list[ProfileResult] = Field(default_factory=list)
+
+
+class Group(_Response):
+    id: int | None = Field(default=None, validation_alias=AliasChoices("id", "ID", "Id"))
+    name: str | None = Field(default=None, validation_alias=AliasChoices("name", "title", "Name", "Title"))
+
+
+class ScenarioNode(_Response):
+    name: str | None = None
+    type: str | None = None
+    node_id: int | None = None
+
+
+class Scenario(_Response):
+    """An automation scenario (``workflows/list``, §5.1). ``db_id`` is the documented ``list_id``."""
+
+    id: int
+    name: str = ""
+    db_id: int | None = Field(default=None, validation_alias=AliasChoices("list_id", "db_id"))
+    is_active: bool = False
+    mode: str | None = None
+    ui_tags: list[str] = Field(default_factory=list)
+    groups: list[Group] = Field(default_factory=list, validation_alias=AliasChoices("groups", "Groups"))
+    nodes: list[ScenarioNode] = Field(default_factory=list)
+
+    @field_validator("ui_tags", "groups", "nodes", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class Database(_Response):
+    """A profile database (``databases/list``, §6.1)."""
+
+    id: int
+    name: str = ""
+    ui_tags: list[str] = Field(default_factory=list)
+    groups: list[Group] = Field(default_factory=list, validation_alias=AliasChoices("groups", "Groups"))
+
+    @field_validator("ui_tags", "groups", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class DatabaseField(_Response):
+    """A field of a database (``databases/fields_get``, §6.3; layout UNCONFIRMED)."""
+
+    name: str = Field(validation_alias=AliasChoices("name", "field_name", "key"))
+    type: str = Field(default="string", validation_alias=AliasChoices("type", "field_type"))
+    title: str | None = None
+    is_custom: bool = Field(default=False, validation_alias=AliasChoices("is_custom", "custom"))
+
+
+class Page(_Response):
+    """One page of a list method: ``data`` plus keyset pagination (§5.1, §6.1)."""
+
+    data: list[dict[str, Any]] = Field(default_factory=list)
+    next_from_id: int | None = None
+    total: int | None = Field(default=None, validation_alias=AliasChoices("total", "total_count"))
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class TaskState(StrEnum):
+    """Normalised state of an asynchronous task; raw values vary between doc versions (§4.3)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @classmethod
+    def parse(cls, raw: str | None) -> TaskState:
+        value = (raw or "").strip().lower()
+        if value in {"completed", "complete", "success", "succeeded", "done", "finished"}:
+            return cls.SUCCEEDED
+        if value in {"failed", "fail", "error", "canceled", "cancelled", "aborted"}:
+            return cls.FAILED
+        if value in {"", "new", "queued", "pending", "waiting", "created"}:
+            return cls.PENDING
+        return cls.RUNNING
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED)
+
+
+class TaskStatus(_Response):
+    """``tasks/status`` payload (``data`` of the response)."""
+
+    task_id: str | None = None
+    status: str | None = None
+    progress: int | None = None
+    result: Any = None
+
+    @property
+    def state(self) -> TaskState:
+        return TaskState.parse(self.status)
+
+    def profile_results(self) -> list[ProfileResult]:
+        """Per-profile results of an import-and-launch task, wherever the server put them."""
+        items = self.result
+        if isinstance(items, dict):
+            items = next((items[k] for k in ("result", "results", "profiles") if k in items), None)
+        if not isinstance(items, list):
+            return []
+        return [ProfileResult.model_validate(item) for item in items if isinstance(item, dict)]
