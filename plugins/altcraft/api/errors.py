@@ -27,13 +27,16 @@ class AltcraftApiError(AltcraftError):
         self.text = text
         self.http_status = http_status
         self.endpoint = endpoint
-        status = http_status or code
-        self.retryable = status == 429 or status >= 500 or (code >= 500 and code not in NON_RETRYABLE_CODES)
-        if status in NON_RETRYABLE_CODES or code in NON_RETRYABLE_CODES:
-            self.retryable = False
+        statuses = {c for c in (code, http_status) if c and not 200 <= c < 300}
+        self.retryable = not statuses & NON_RETRYABLE_CODES and any(c == 429 or c >= 500 for c in statuses)
         where = f" from {endpoint}" if endpoint else ""
         http = f" (HTTP {http_status})" if http_status and http_status != code else ""
         super().__init__(f"Altcraft error {code}{http}{where}: {text}")
+
+    @property
+    def server_side(self) -> bool:
+        """A 5xx-class failure: the server (or a proxy in front of it) broke while handling the request."""
+        return any(c >= 500 for c in (self.code, self.http_status or 0))
 
 
 class AltcraftRateLimited(AltcraftApiError):
@@ -85,7 +88,9 @@ class AltcraftTaskFailed(AltcraftError):
     def __init__(self, task_id: str, status: str, detail: str = ""):
         self.task_id = task_id
         self.status = status
-        super().__init__(f"Altcraft task {task_id} ended with status {status!r}{': ' + detail if detail else ''}")
+        super().__init__(
+            f"Altcraft task {task_id} ended with status {status!r}{': ' + detail if detail else ''}"
+        )
 
 
 def redact(text: str, secret: str | None) -> str:

@@ -21,9 +21,9 @@ from altcraft.api.matching import MatchingMode
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=True)
 
-    def to_body(self) -> dict[str, Any]:
-        """The JSON body (without the token), omitting unset options."""
-        return self.model_dump(mode="json", exclude_none=True)
+    def to_body(self, *, without_data: bool = False) -> dict[str, Any]:
+        """The JSON body (without the token), omitting unset options and, if asked, ``data``."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"data"} if without_data else None)
 
 
 class MatchKey(_Request):

@@ -1,0 +1,139 @@
+"""Wire format shared by the sync and async hooks: request bodies in, typed results or errors out.
+
+Transport-independent: the hooks only move bytes; everything about what the bytes mean lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from altcraft.api.errors import AltcraftApiError, AltcraftRateLimited, AltcraftTransportError
+from altcraft.api.models import Page, Scenario, TaskStatus
+
+API_PREFIX = "/api/v1.1/"
+_SNIPPET = 200
+
+
+def api_path(endpoint: str) -> str:
+    """``workflows/list`` → ``/api/v1.1/workflows/list``."""
+    return API_PREFIX + endpoint.strip("/")
+
+
+def encode_body(body: Mapping[str, Any], *, token: str | None, raw_data: bytes | None = None) -> bytes:
+    """Encode a JSON request body, adding ``token`` when given.
+
+    ``raw_data`` is an already encoded JSON array spliced in as the ``data`` key, so a batch of
+    profiles is encoded exactly once (see :func:`altcraft.batching.encode_items`).
+    """
+    payload = dict(body)
+    if token is not None:
+        payload["token"] = token
+    encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    if raw_data is None:
+        return encoded
+    head = encoded[:-1] + (b',"data":' if len(encoded) > 2 else b'"data":')
+    return head + raw_data + b"}"
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); ``0`` is honoured."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def parse_response(
+    endpoint: str, status: int, headers: Mapping[str, str], body: bytes, *, secret: str | None = None
+) -> dict[str, Any]:
+    """Return the decoded JSON of a successful answer, or raise the matching typed error.
+
+    Success means HTTP 2xx **and** ``error == 0``; both are checked because Altcraft may report an error
+    with HTTP 200.
+    """
+    document = _decode(body)
+    code, text = _envelope(document)
+    if status == 429 or code == 429:
+        raise AltcraftRateLimited(
+            _clean(text or "too many requests", secret),
+            retry_after=parse_retry_after(headers.get("Retry-After") or headers.get("retry-after")),
+            endpoint=endpoint,
+        )
+    if not 200 <= status < 300:
+        if not text:
+            text = f"HTTP {status}" + (f": {_snippet(body)}" if body and document is None else "")
+        raise AltcraftApiError(code or status, _clean(text, secret), http_status=status, endpoint=endpoint)
+    if document is None or not isinstance(document, dict):
+        raise AltcraftTransportError(
+            f"unreadable response (HTTP {status}, {len(body)} bytes): {_clean(_snippet(body), secret)}",
+            sent=True,
+            endpoint=endpoint,
+        )
+    if code:
+        raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
+    return document
+
+
+def _decode(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _envelope(document: Any) -> tuple[int, str]:
+    if not isinstance(document, dict):
+        return 0, ""
+    raw_code = document.get("error", 0)
+    try:
+        code = int(raw_code or 0)
+    except (TypeError, ValueError):
+        code = 0
+    return code, str(document.get("error_text") or "")
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:_SNIPPET].decode("utf-8", errors="replace")
+    return " ".join(text.split()) + ("…" if len(body) > _SNIPPET else "")
+
+
+def _clean(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret and text else text
+
+
+def task_id_of(answer: dict[str, Any]) -> str:
+    """The task id of a task-creating call (``data.task_id``; ``task_id`` at the top level accepted)."""
+    data = answer.get("data")
+    task_id = (data.get("task_id") or data.get("id")) if isinstance(data, dict) else None
+    task_id = task_id or answer.get("task_id")
+    if not task_id:
+        raise AltcraftTransportError("task-creating call answered without a task id", sent=True)
+    return str(task_id)
+
+
+def task_status_of(answer: dict[str, Any], task_id: str) -> TaskStatus:
+    """Parse a ``tasks/status`` answer (payload in ``data``, or at the top level)."""
+    data = answer.get("data") if isinstance(answer.get("data"), dict) else answer
+    return TaskStatus.model_validate({"task_id": task_id, **data})
+
+
+def scenario_of(answer: dict[str, Any], scenario_id: int) -> Scenario | None:
+    """The scenario ``scenario_id`` from a ``workflows/list`` page asked with ``from_id=scenario_id``."""
+    page = Page.model_validate(answer)
+    return next((s for s in map(Scenario.model_validate, page.data) if s.id == scenario_id), None)

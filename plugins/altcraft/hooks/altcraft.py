@@ -1,0 +1,274 @@
+"""AltcraftHook: every Altcraft API call the provider uses, on top of Airflow's HttpHook.
+
+The token travels as ``Authorization: Bearer`` (and, by default, as ``token`` in the JSON body for older
+on-premises versions); never in the URL. It is registered with Airflow's secret masker and redacted
+from every error text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import requests
+from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk.log import mask_secret
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from altcraft import __version__
+from altcraft.api.errors import AltcraftError, AltcraftTransportError
+from altcraft.api.models import (
+    BatchLaunchRequest,
+    BatchResult,
+    Database,
+    DatabaseField,
+    ImportAndStartRequest,
+    ImportBatchRequest,
+    ImportProfileRequest,
+    Page,
+    ProfileResult,
+    Scenario,
+    StartRequest,
+    TaskStatus,
+)
+from altcraft.api.protocol import (
+    api_path,
+    encode_body,
+    parse_response,
+    scenario_of,
+    task_id_of,
+    task_status_of,
+)
+from altcraft.api.retry import as_uncertain
+from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
+
+PAGE_SIZE = 1000
+
+
+class AltcraftHook(HttpHook):
+    """Interact with the Altcraft platform API.
+
+    :param altcraft_conn_id: connection of type ``altcraft``: host = platform URL, password = API token.
+    """
+
+    conn_name_attr = "altcraft_conn_id"
+    default_conn_name = "altcraft_default"
+    conn_type = "altcraft"
+    hook_name = "Altcraft"
+
+    def __init__(self, altcraft_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(method="POST", http_conn_id=altcraft_conn_id, **kwargs)
+        self.altcraft_conn_id = altcraft_conn_id
+        self._session: requests.Session | None = None
+        self._token: str = ""
+        self.settings = AltcraftConnectionSettings()
+        self.requests_made = 0
+
+    # ------------------------------------------------------------------------------------------ session
+
+    def get_conn(
+        self, headers: dict[str, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
+        """A keep-alive session authenticated with the connection's token (created once per hook)."""
+        if self._session is None:
+            conn = self.get_connection(self.altcraft_conn_id)
+            self.settings = connection_settings(conn.extra_dejson)
+            self.base_url = base_url(conn.host, conn.schema, conn.port)
+            self._base_url_initialized = True
+            self._token = conn.password or ""
+            if not self._token:
+                raise ValueError(f"Connection {self.altcraft_conn_id!r} has no API token (password field)")
+            mask_secret(self._token)
+            session = requests.Session()
+            session.headers.update(
+                {
+                    "Authorization": f"Bearer {self._token}",
+                    "Content-Type": "application/json; charset=utf-8",
+                    "Accept": "application/json",
+                    "User-Agent": f"airflow-provider-altcraft/{__version__}",
+                }
+            )
+            session.verify = self.settings.verify
+            session.cert = self.settings.cert
+            session.proxies = self.settings.proxies or {}
+            self._session = self._configure_session_from_mount_adapters(session)
+        if headers:
+            self._session.headers.update(headers)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def call(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        raw_data: bytes | None = None,
+        launching: bool = False,
+        keys: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """POST one API method and return its decoded answer, retrying as the policy allows.
+
+        :param launching: the call puts profiles into a scenario; see :mod:`altcraft.api.retry`.
+        :param keys: the profiles in the request, carried by :class:`AltcraftDeliveryUncertain`.
+        """
+        session = self.get_conn()
+        payload = encode_body(
+            body, token=self._token if self.settings.token_in_body else None, raw_data=raw_data
+        )
+        url = self.base_url + api_path(endpoint)
+
+        def attempt() -> dict[str, Any]:
+            self.requests_made += 1
+            started = time.monotonic()
+            try:
+                response = session.post(url, data=payload, timeout=self.settings.timeout)
+            except requests.RequestException as exc:
+                raise _transport_error(exc, endpoint) from exc
+            self.log.debug(
+                "POST %s -> HTTP %s in %.3fs", endpoint, response.status_code, time.monotonic() - started
+            )
+            return parse_response(
+                endpoint, response.status_code, response.headers, response.content, secret=self._token
+            )
+
+        try:
+            return self.settings.retry_policy.retrying(launching=launching)(attempt)
+        except AltcraftError as exc:
+            if launching:
+                raise as_uncertain(exc, endpoint, keys) from exc
+            raise
+
+    # ---------------------------------------------------------------------------------------- launches
+
+    def start(self, request: StartRequest, *, keys: Sequence[str] = ()) -> ProfileResult:
+        """Put an existing profile into a scenario (``workflows/start``)."""
+        answer = self.call("workflows/start", request.to_body(), launching=True, keys=keys)
+        return ProfileResult.model_validate(answer)
+
+    def import_and_start(self, request: ImportAndStartRequest, *, keys: Sequence[str] = ()) -> ProfileResult:
+        """Import one profile and launch it into a scenario (``workflows/import_and_start``)."""
+        answer = self.call("workflows/import_and_start", request.to_body(), launching=True, keys=keys)
+        return ProfileResult.model_validate(answer)
+
+    def import_and_start_batch(
+        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
+    ) -> BatchResult:
+        """Import many profiles and launch each (``workflows/import_and_start_batch``).
+
+        :param raw_data: the ``data`` array already encoded (then ``request.data`` is not sent).
+        """
+        answer = self._batch("workflows/import_and_start_batch", request, raw_data, keys)
+        return BatchResult.model_validate(answer)
+
+    def submit_import_and_start_batch_task(
+        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
+    ) -> str:
+        """Submit ``workflows/import_and_start_batch_task``; returns the Altcraft task id."""
+        return task_id_of(self._batch("workflows/import_and_start_batch_task", request, raw_data, keys))
+
+    def _batch(
+        self, endpoint: str, request: BatchLaunchRequest, raw_data: bytes | None, keys: Sequence[str]
+    ) -> dict[str, Any]:
+        body = request.to_body(without_data=raw_data is not None)
+        return self.call(endpoint, body, raw_data=raw_data, launching=True, keys=keys)
+
+    def get_task_status(self, task_id: str) -> TaskStatus:
+        """Read an asynchronous task's state (``tasks/status``)."""
+        return task_status_of(self.call("tasks/status", {"task_id": task_id}), task_id)
+
+    # ----------------------------------------------------------------------------------------- imports
+
+    def import_profile(self, request: ImportProfileRequest) -> ProfileResult:
+        """Add or update one profile (``profiles/import``).
+
+        Imports may fire the database's import triggers, so unless ``skip_triggers`` is set they are
+        retried only as cautiously as launches.
+        """
+        answer = self.call("profiles/import", request.to_body(), launching=not request.skip_triggers)
+        return ProfileResult.model_validate(answer)
+
+    def import_profiles(self, request: ImportBatchRequest) -> BatchResult:
+        """Add or update many profiles (``profiles/import_batch``)."""
+        answer = self.call("profiles/import_batch", request.to_body(), launching=not request.skip_triggers)
+        return BatchResult.model_validate(answer)
+
+    # ------------------------------------------------------------------------------------------- reads
+
+    def iter_pages(self, endpoint: str, body: dict[str, Any] | None = None) -> Iterator[Page]:
+        """Every page of a keyset-paginated list method (``from_id`` / ``next_from_id``)."""
+        request = {"limit": PAGE_SIZE, **(body or {})}
+        while True:
+            page = Page.model_validate(self.call(endpoint, request))
+            yield page
+            if not page.data or page.next_from_id is None or page.next_from_id == request.get("from_id"):
+                return
+            request["from_id"] = page.next_from_id
+
+    def list_scenarios(self, **filters: Any) -> list[Scenario]:
+        """All scenarios visible to the token (``workflows/list``, every page)."""
+        return [
+            Scenario.model_validate(item)
+            for page in self.iter_pages("workflows/list", filters)
+            for item in page.data
+        ]
+
+    def get_scenario(self, scenario_id: int) -> Scenario | None:
+        """One scenario by id, or None when the token cannot see it."""
+        return scenario_of(self.call("workflows/list", {"from_id": scenario_id, "limit": 1}), scenario_id)
+
+    def list_databases(self, **filters: Any) -> list[Database]:
+        """All databases visible to the token (``databases/list``, every page)."""
+        return [
+            Database.model_validate(item)
+            for page in self.iter_pages("databases/list", filters)
+            for item in page.data
+        ]
+
+    def get_database_fields(self, db_id: int) -> list[DatabaseField]:
+        """The fields of a database (``databases/fields_get``)."""
+        answer = self.call("databases/fields_get", {"db_id": db_id})
+        return [DatabaseField.model_validate(item) for item in answer.get("data") or []]
+
+    def scenario_url(self, scenario_id: int | str) -> str:
+        """Link to the scenario in the Altcraft UI (pattern set by the ``scenario_url`` extra)."""
+        self.get_conn()
+        return self.settings.scenario_url.format(base_url=self.base_url, scenario_id=scenario_id)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Make one cheap authenticated call and say what came back."""
+        try:
+            page = Page.model_validate(self.call("databases/list", {"limit": 1}))
+        except (AltcraftError, ValueError) as exc:
+            return False, f"Altcraft connection test failed: {exc}"
+        except requests.RequestException as exc:
+            return False, f"Altcraft connection test failed: {type(exc).__name__}"
+        seen = page.total if page.total is not None else len(page.data)
+        return True, f"Connected to {self.base_url}; the token can see {seen} database(s)"
+
+
+def _transport_error(exc: requests.RequestException, endpoint: str) -> AltcraftTransportError:
+    """Classify a requests failure: was the request certainly never sent?"""
+    sent = not _never_connected(exc)
+    return AltcraftTransportError(f"{type(exc).__name__} talking to Altcraft", sent=sent, endpoint=endpoint)
+
+
+def _never_connected(exc: BaseException) -> bool:
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    seen: BaseException | None = exc
+    while seen is not None:
+        reason = getattr(seen, "reason", None)
+        if isinstance(seen, NewConnectionError | ConnectTimeoutError) or isinstance(
+            reason, NewConnectionError | ConnectTimeoutError
+        ):
+            return True
+        nxt = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = nxt or seen.__cause__ or seen.__context__
+        if seen is exc:
+            break
+    return False

@@ -1,0 +1,143 @@
+"""AltcraftAsyncHook: the aiohttp twin of :class:`~altcraft.hooks.altcraft.AltcraftHook` for triggers.
+
+Same wire format (:mod:`altcraft.api.protocol`), same retry policy (:mod:`altcraft.api.retry`), same
+models; no blocking call anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+from airflow.sdk import BaseHook
+from airflow.sdk.log import amask_secret
+
+from altcraft import __version__
+from altcraft.api.errors import AltcraftError, AltcraftTransportError
+from altcraft.api.models import BatchLaunchRequest, BatchResult, Scenario, TaskStatus
+from altcraft.api.protocol import (
+    api_path,
+    encode_body,
+    parse_response,
+    scenario_of,
+    task_id_of,
+    task_status_of,
+)
+from altcraft.api.retry import as_uncertain
+from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
+
+
+class AltcraftAsyncHook(BaseHook):
+    """Asynchronous access to the Altcraft API (use ``async with`` or call :meth:`close`)."""
+
+    conn_name_attr = "altcraft_conn_id"
+    default_conn_name = "altcraft_default"
+    conn_type = "altcraft"
+    hook_name = "Altcraft (async)"
+
+    def __init__(self, altcraft_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.altcraft_conn_id = altcraft_conn_id
+        self.settings = AltcraftConnectionSettings()
+        self.base_url = ""
+        self._token = ""
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AltcraftAsyncHook:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            conn = await self.aget_connection(self.altcraft_conn_id)
+            self.settings = connection_settings(conn.extra_dejson)
+            self.base_url = base_url(conn.host, conn.schema, conn.port)
+            self._token = conn.password or ""
+            if not self._token:
+                raise ValueError(f"Connection {self.altcraft_conn_id!r} has no API token (password field)")
+            await amask_secret(self._token)
+            self._session = aiohttp.ClientSession(
+                headers={
+                    "Authorization": f"Bearer {self._token}",
+                    "Content-Type": "application/json; charset=utf-8",
+                    "Accept": "application/json",
+                    "User-Agent": f"airflow-provider-altcraft/{__version__}",
+                },
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+            )
+        return self._session
+
+    async def call(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        raw_data: bytes | None = None,
+        launching: bool = False,
+        keys: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """POST one API method; the async counterpart of :meth:`AltcraftHook.call`."""
+        session = await self._get_session()
+        payload = encode_body(
+            body, token=self._token if self.settings.token_in_body else None, raw_data=raw_data
+        )
+        url = self.base_url + api_path(endpoint)
+        ssl = None if self.settings.verify is True else self.settings.verify
+
+        async def attempt() -> dict[str, Any]:
+            try:
+                async with session.post(url, data=payload, ssl=ssl) as response:
+                    content = await response.read()
+                    return parse_response(
+                        endpoint, response.status, response.headers, content, secret=self._token
+                    )
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                never_sent = isinstance(exc, aiohttp.ClientConnectorError)
+                raise AltcraftTransportError(
+                    f"{type(exc).__name__} talking to Altcraft", sent=not never_sent, endpoint=endpoint
+                ) from exc
+
+        try:
+            return await self.settings.retry_policy.async_retrying(launching=launching)(attempt)
+        except AltcraftError as exc:
+            if launching:
+                raise as_uncertain(exc, endpoint, keys) from exc
+            raise
+
+    async def get_task_status(self, task_id: str) -> TaskStatus:
+        """Read an asynchronous task's state (``tasks/status``)."""
+        return task_status_of(await self.call("tasks/status", {"task_id": task_id}), task_id)
+
+    async def submit_import_and_start_batch_task(
+        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
+    ) -> str:
+        """Submit ``workflows/import_and_start_batch_task``; returns the Altcraft task id."""
+        body = request.to_body(without_data=raw_data is not None)
+        answer = await self.call(
+            "workflows/import_and_start_batch_task", body, raw_data=raw_data, launching=True, keys=keys
+        )
+        return task_id_of(answer)
+
+    async def import_and_start_batch(
+        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
+    ) -> BatchResult:
+        """Import many profiles and launch each (``workflows/import_and_start_batch``)."""
+        body = request.to_body(without_data=raw_data is not None)
+        answer = await self.call(
+            "workflows/import_and_start_batch", body, raw_data=raw_data, launching=True, keys=keys
+        )
+        return BatchResult.model_validate(answer)
+
+    async def get_scenario(self, scenario_id: int) -> Scenario | None:
+        """One scenario by id, or None when the token cannot see it."""
+        return scenario_of(
+            await self.call("workflows/list", {"from_id": scenario_id, "limit": 1}), scenario_id
+        )

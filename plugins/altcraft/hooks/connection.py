@@ -1,0 +1,76 @@
+"""An Altcraft connection's extras as typed settings: one pure function, no Airflow import."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from altcraft.api.retry import RetryPolicy
+
+_PREFIX = "extra__altcraft__"
+_HTTP_PASSTHROUGH = ("verify", "proxies", "cert")
+
+
+class AltcraftConnectionSettings(BaseModel):
+    """What the optional extras of an ``altcraft`` connection may set."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    timeout: float = Field(60.0, gt=0, description="seconds to wait for one answer")
+    max_retries: int = Field(5, ge=0, description="retries of a failed call that may be repeated")
+    backoff_initial: float = Field(1.0, ge=0)
+    backoff_max: float = Field(30.0, ge=0, description="cap of the exponential backoff with jitter")
+    rate_limit_retries: int = Field(50, ge=0, description="HTTP 429 answers tolerated per call")
+    rate_limit_max_wait: float = Field(300.0, ge=0, description="total Retry-After seconds per call")
+    token_in_body: bool = Field(True, description="also send the token as `token` in the JSON body")
+    scenario_url: str = "{base_url}/workflows/{scenario_id}"
+    verify: bool | str = True
+    proxies: dict[str, str] | None = None
+    cert: str | None = None
+
+    @field_validator("timeout", "max_retries", "backoff_initial", "backoff_max", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+            rate_limit_retries=self.rate_limit_retries,
+            rate_limit_max_wait=self.rate_limit_max_wait,
+        )
+
+
+def connection_settings(extra: Mapping[str, Any] | None) -> AltcraftConnectionSettings:
+    """Settings from a connection's extras; UI-prefixed keys and blank form values are accepted.
+
+    :raises ValueError: naming the extra that is wrong.
+    """
+    cleaned = {}
+    for key, value in (extra or {}).items():
+        name = key.removeprefix(_PREFIX)
+        if value is None or value == "":
+            continue
+        cleaned[name] = value
+    try:
+        return AltcraftConnectionSettings.model_validate(cleaned)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"Invalid extra of the Altcraft connection: {problems}") from None
+
+
+def base_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:
+    """The platform URL from a connection's host (``https://`` assumed when no scheme is given)."""
+    host = (host or "").strip().rstrip("/")
+    if not host:
+        raise ValueError("The Altcraft connection has no Platform URL (host)")
+    if "://" not in host:
+        host = f"{schema or 'https'}://{host}"
+    if port and host.count(":") < 2:
+        host = f"{host}:{port}"
+    return host

@@ -1,0 +1,84 @@
+"""Provider metadata read by Airflow's ProvidersManager (``apache_airflow_provider`` entry point).
+
+The connection form is declared here (``conn-fields``, ``ui-field-behaviour``) so the UI can render it
+without importing the hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from altcraft import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-altcraft",
+        "name": "Altcraft",
+        "description": "Import contacts into the Altcraft marketing platform and launch them into "
+        "automation scenarios exactly once.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Altcraft",
+                "external-doc-url": "https://guides.altcraft.com/en/developer-guide",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Altcraft",
+                "python-modules": ["altcraft.hooks.altcraft", "altcraft.hooks.altcraft_async"],
+            }
+        ],
+        "operators": [
+            {"integration-name": "Altcraft", "python-modules": ["altcraft.operators.import_and_launch"]}
+        ],
+        "triggers": [{"integration-name": "Altcraft", "python-modules": ["altcraft.triggers.task_status"]}],
+        "extra-links": ["altcraft.operators.import_and_launch.AltcraftScenarioLink"],
+        "connection-types": [
+            {
+                "hook-class-name": "altcraft.hooks.altcraft.AltcraftHook",
+                "hook-name": "Altcraft",
+                "connection-type": "altcraft",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"host": "Platform URL", "password": "API token"},
+                    "placeholders": {
+                        "host": "https://ru.altkraft.com",
+                        "password": "token from Settings → Tokens",
+                    },
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "description": "Seconds to wait for an answer to one request (default 60).",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
+                    },
+                    "max_retries": {
+                        "label": "Retries",
+                        "description": "Retries of a failed request that may safely be repeated (default 5). "
+                        "Scenario launches are retried only when Altcraft certainly did not process them.",
+                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                    },
+                    "backoff_max": {
+                        "label": "Longest wait between retries (seconds)",
+                        "description": "Cap of the exponential backoff with jitter (default 30).",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "token_in_body": {
+                        "label": "Also send the token in the request body",
+                        "description": "Older on-premises versions read the token only from the JSON body "
+                        "(default on). It is always sent as 'Authorization: Bearer'.",
+                        "schema": {"type": ["boolean", "null"]},
+                    },
+                    "scenario_url": {
+                        "label": "Scenario URL pattern",
+                        "description": "Link shown on task instances, with {base_url} and {scenario_id} "
+                        "(default {base_url}/workflows/{scenario_id}).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+            }
+        ],
+    }
