@@ -1,0 +1,121 @@
+"""The wire format and lenient parsing, as pure functions."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from altcraft.api.errors import AltcraftApiError, AltcraftRateLimited, AltcraftTransportError
+from altcraft.api.models import BatchResult, Database, Page, Scenario, TaskState, TaskStatus
+from altcraft.api.protocol import encode_body, parse_response, parse_retry_after, task_id_of
+
+
+def test_encode_body_adds_token_and_splices_raw_data():
+    body = encode_body({"workflow_id": 1}, token="t0k", raw_data=b'[{"email":"a@b.c"}]')
+    assert json.loads(body) == {"workflow_id": 1, "token": "t0k", "data": [{"email": "a@b.c"}]}
+    assert json.loads(encode_body({}, token=None, raw_data=b"[]")) == {"data": []}
+    assert "token" not in json.loads(encode_body({"a": 1}, token=None))
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("0", 0.0), ("1", 1.0), ("2.5", 2.5), ("-3", 0.0), ("", None), (None, None), ("soon", None)],
+)
+def test_retry_after_seconds(header, expected):
+    assert parse_retry_after(header) == expected
+
+
+def test_retry_after_http_date():
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=now) == 30.0
+
+
+def test_success_needs_2xx_and_error_zero():
+    assert parse_response("x", 200, {}, b'{"error":0,"error_text":"ok","data":1}')["data"] == 1
+    with pytest.raises(AltcraftApiError) as err:
+        parse_response("x", 200, {}, b'{"error":404,"error_text":"workflow not found"}')
+    assert (err.value.code, err.value.http_status, err.value.retryable) == (404, 200, False)
+    with pytest.raises(AltcraftApiError) as err:
+        parse_response("x", 409, {}, b'{"error":409,"error_text":"more than one"}')
+    assert err.value.code == 409 and not err.value.retryable
+
+
+@pytest.mark.parametrize("code", [400, 401, 402, 403, 404, 409])
+def test_client_errors_are_not_retryable(code):
+    with pytest.raises(AltcraftApiError) as err:
+        parse_response("x", code, {}, json.dumps({"error": code, "error_text": "no"}).encode())
+    assert not err.value.retryable
+
+
+@pytest.mark.parametrize("code", [500, 502, 503, 504])
+def test_server_errors_are_retryable(code):
+    with pytest.raises(AltcraftApiError) as err:
+        parse_response("x", code, {}, b"<html>Bad gateway</html>")
+    assert err.value.retryable and err.value.server_side
+    assert "Bad gateway" in str(err.value)
+
+
+def test_429_carries_retry_after():
+    with pytest.raises(AltcraftRateLimited) as err:
+        parse_response("x", 429, {"Retry-After": "0"}, b"")
+    assert err.value.retry_after == 0.0 and err.value.retryable
+
+
+def test_unreadable_2xx_body_is_a_transport_error():
+    with pytest.raises(AltcraftTransportError) as err:
+        parse_response("x", 200, {}, b'{"error":0,"data":[{"id"')
+    assert err.value.sent and err.value.retryable
+
+
+def test_secret_is_redacted_from_error_text():
+    with pytest.raises(AltcraftApiError) as err:
+        parse_response(
+            "x", 403, {}, b'{"error":403,"error_text":"token s3cr3t has no access"}', secret="s3cr3t"
+        )
+    assert "s3cr3t" not in str(err.value)
+
+
+def test_lenient_models():
+    assert Page.model_validate({"data": None, "total_count": 3}).total == 3
+    assert Page.model_validate({"data": [], "total": 4}).total == 4
+    scenario = Scenario.model_validate(
+        {"id": 1, "list_id": 7, "is_active": True, "groups": [{"ID": 2, "title": "Sales"}], "nodes": None}
+    )
+    assert scenario.db_id == 7 and scenario.groups[0].name == "Sales"
+    database = Database.model_validate({"id": 1, "name": "d", "Groups": [{"Id": 3, "Name": "G"}]})
+    assert database.groups[0].id == 3
+    assert (
+        BatchResult.model_validate({"error": "0", "result": [{"error": 0, "profile_id": "x"}]}).result[0].ok
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "state"),
+    [
+        ("completed", TaskState.SUCCEEDED),
+        ("success", TaskState.SUCCEEDED),
+        ("queued", TaskState.PENDING),
+        ("running", TaskState.RUNNING),
+        ("failed", TaskState.FAILED),
+        (None, TaskState.PENDING),
+    ],
+)
+def test_task_states(raw, state):
+    assert TaskState.parse(raw) is state
+
+
+def test_task_profile_results_in_either_place():
+    nested = TaskStatus.model_validate(
+        {"status": "success", "result": {"total": 1, "result": [{"error": 0}]}}
+    )
+    flat = TaskStatus.model_validate({"status": "completed", "result": [{"error": 400, "error_text": "bad"}]})
+    assert [r.ok for r in nested.profile_results()] == [True]
+    assert [r.error for r in flat.profile_results()] == [400]
+
+
+def test_task_id_in_data_or_top_level():
+    assert task_id_of({"data": {"task_id": "task_1"}}) == "task_1"
+    assert task_id_of({"task_id": "abc"}) == "abc"
+    with pytest.raises(AltcraftTransportError):
+        task_id_of({"data": None})

@@ -1,0 +1,42 @@
+"""Connection extras → settings: one pure function."""
+
+from __future__ import annotations
+
+import pytest
+from altcraft.hooks.connection import base_url, connection_settings
+
+
+def test_defaults():
+    settings = connection_settings({})
+    assert settings.token_in_body is True
+    assert settings.retry_policy.max_retries == 5
+
+
+def test_ui_prefixed_and_blank_values():
+    settings = connection_settings(
+        {"extra__altcraft__timeout": "15", "max_retries": "", "token_in_body": "false", "unrelated": 1}
+    )
+    assert settings.timeout == 15.0 and settings.max_retries == 5 and settings.token_in_body is False
+
+
+def test_invalid_extra_names_the_field():
+    with pytest.raises(ValueError, match="max_retries"):
+        connection_settings({"max_retries": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("host", "schema", "port", "expected"),
+    [
+        ("ru.altkraft.com", None, None, "https://ru.altkraft.com"),
+        ("http://127.0.0.1", None, 8765, "http://127.0.0.1:8765"),
+        ("https://crm.example.org/", None, None, "https://crm.example.org"),
+        ("example.org", "http", None, "http://example.org"),
+    ],
+)
+def test_base_url(host, schema, port, expected):
+    assert base_url(host, schema, port) == expected
+
+
+def test_base_url_requires_host():
+    with pytest.raises(ValueError, match="Platform URL"):
+        base_url("")
