@@ -1,0 +1,366 @@
+"""Send mapped profiles to Altcraft and settle every one of them in the ledger.
+
+For each chunk: claim in the ledger (write-ahead), send by the delivery mode, settle what came back.
+A crash between sending and settling leaves the chunk ``sending``; the next try turns it ``uncertain``
+instead of sending it again. No Airflow import: the operator is the glue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, NoReturn
+
+from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
+from altcraft.api.models import (
+    BatchLaunchRequest,
+    ImportAndStartRequest,
+    ProfileResult,
+    TaskStatus,
+)
+from altcraft.api.retry import certainly_not_processed
+from altcraft.batching import chunk, encode_items
+from altcraft.ledger import Claim, Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
+from altcraft.mapping import Mapper, Profile, Rejection
+from altcraft.masking import mask_key
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryMode(StrEnum):
+    """How profiles reach Altcraft."""
+
+    SINGLE = "single"  # workflows/import_and_start, one request per contact
+    BATCH = "batch"  # workflows/import_and_start_batch
+    ASYNC = "async"  # workflows/import_and_start_batch_task + tasks/status
+
+
+@dataclass
+class Summary:
+    """What a run did, in counts only (this is what goes to XCom)."""
+
+    found: int = 0
+    launched: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    requests: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome, n: int = 1) -> None:
+        setattr(self, outcome.value, getattr(self, outcome.value) + n)
+
+    def note_reason(self, reason: str) -> None:
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    @property
+    def problem_ratio(self) -> float:
+        """(rejected + failed) / found: the share of contacts that did not make it because of bad data."""
+        return (self.rejected + self.failed) / self.found if self.found else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        data["reasons"] = dict(sorted(self.reasons.items(), key=lambda kv: -kv[1])[:10])
+        return data
+
+    def table(self) -> str:
+        """A small fixed-width table for the task log."""
+        rows = [
+            (k, getattr(self, k)) for k in ("found", "launched", "skipped", "rejected", "failed", "uncertain")
+        ]
+        rows += [("requests", self.requests), ("seconds", f"{self.seconds:.2f}")]
+        lines = [f"  {name:<10} {value:>10}" for name, value in rows]
+        lines += [
+            f"  rejected/failed because: {reason} (x{n})" for reason, n in self.as_dict()["reasons"].items()
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class LaunchTarget:
+    """Where and how profiles are launched: scenario, matching and the pass-through options."""
+
+    scenario_id: int
+    matching: str
+    field_name: str | None = None
+    resource_id: int | None = None
+    db_id: int | None = None
+    content: dict[str, Any] | None = None
+    skip_triggers: bool | None = None
+    skip_invalid_subscriptions: bool | None = None
+    detect_geo: bool | None = None
+
+    def batch_request(self) -> BatchLaunchRequest:
+        return BatchLaunchRequest(
+            workflow_id=self.scenario_id,
+            matching=self.matching,
+            field_name=self.field_name,
+            resource_id=self.resource_id,
+            db_id=self.db_id,
+            content=self.content,
+            skip_triggers=self.skip_triggers,
+            skip_invalid_subscriptions=self.skip_invalid_subscriptions,
+            detect_geo=self.detect_geo,
+            data=[],
+        )
+
+    def single_request(self, profile: Profile) -> ImportAndStartRequest:
+        options = self.batch_request().model_dump(exclude={"data"}, exclude_none=True)
+        return ImportAndStartRequest(**options, **profile.match, data=profile.data)
+
+
+class DeliveryStopped(AltcraftError):
+    """Altcraft refused or could not take a whole request; the run stops after settling what it sent."""
+
+
+@dataclass
+class Delivery:
+    """One task try's delivery: map → chunk → claim → send → settle.
+
+    ``on_task_submitted(batch_id, task_id)`` is called in ``async`` mode right after a task is created,
+    so the caller can persist the id before anything else can fail.
+    """
+
+    hook: Any  # AltcraftHook; typed loosely to keep this module free of Airflow imports
+    ledger: Ledger
+    scope: Scope
+    run: RunRef
+    target: LaunchTarget
+    mapper: Mapper
+    mode: DeliveryMode = DeliveryMode.BATCH
+    policy: RelaunchPolicy = field(default_factory=lambda: RelaunchPolicy("once"))
+    relaunch: bool = False
+    resend_uncertain: bool = False
+    batch_size: int = 1000
+    max_request_bytes: int = 9_500_000
+    dry_run: bool = False
+    on_task_submitted: Callable[[str, str], None] | None = None
+    summary: Summary = field(default_factory=Summary)
+    sample: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------------------------ the data path
+
+    def process(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Summary:
+        """Deliver every record of ``batches`` (a source's output) and return the running summary."""
+        started = time.monotonic()
+        overhead = len(self.target.batch_request().model_dump_json(exclude_none=True)) + 512
+        try:
+            for piece in chunk(
+                self._profiles(batches),
+                max_items=self.batch_size,
+                max_bytes=self.max_request_bytes,
+                overhead_bytes=overhead,
+            ):
+                self._deliver_chunk(piece.profiles)
+        finally:
+            self.summary.seconds += time.monotonic() - started
+        return self.summary
+
+    def _profiles(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Iterator[Profile]:
+        for records in batches:
+            rejections: list[Rejection] = []
+            for record in records:
+                self.summary.found += 1
+                mapped = self.mapper.map(record)
+                if isinstance(mapped, Rejection):
+                    rejections.append(mapped)
+                else:
+                    yield mapped
+            if rejections:
+                self.reject(rejections)
+
+    def reject(self, rejections: Sequence[Rejection]) -> None:
+        """Record contacts that cannot be sent (validation), with their reasons."""
+        self.summary.add(Outcome.REJECTED, len(rejections))
+        for rejection in rejections:
+            self.summary.note_reason(f"{rejection.field}: {rejection.reason}")
+            if len(self.sample) < 10:
+                self.sample.append(f"rejected {rejection.source_key}: {rejection.field}: {rejection.reason}")
+        if not self.dry_run:
+            self.ledger.record(
+                self.scope,
+                self.run,
+                Outcome.REJECTED,
+                [(None, r.source_key, None, f"{r.field}: {r.reason}") for r in rejections],
+            )
+
+    def _deliver_chunk(self, profiles: list[Profile]) -> None:
+        items = [(p.ledger_key, p.source_key) for p in profiles]
+        if self.dry_run:
+            claim = self.ledger.preview(
+                self.scope,
+                self.run,
+                items,
+                self.policy,
+                relaunch=self.relaunch,
+                resend_uncertain=self.resend_uncertain,
+            )
+        else:
+            claim = self.ledger.claim(
+                self.scope,
+                self.run,
+                items,
+                self.policy,
+                relaunch=self.relaunch,
+                resend_uncertain=self.resend_uncertain,
+            )
+        self._skip(claim, profiles)
+        by_key = {p.ledger_key: p for p in profiles}
+        to_send = [by_key[key] for key in claim.to_send]
+        if not to_send:
+            return
+        self.summary.chunks += 1
+        if self.dry_run:
+            self.summary.add(Outcome.LAUNCHED, len(to_send))
+            self.sample.extend(
+                f"would launch {mask_key(p.ledger_key)}" for p in to_send[: max(0, 10 - len(self.sample))]
+            )
+            return
+        if self.mode is DeliveryMode.SINGLE:
+            self._send_singly(claim, to_send)
+        elif self.mode is DeliveryMode.BATCH:
+            self._send_batch(claim, to_send)
+        else:
+            self._submit_task(claim, to_send)
+
+    def _skip(self, claim: Claim, profiles: list[Profile]) -> None:
+        if not claim.skipped:
+            return
+        self.summary.add(Outcome.SKIPPED, len(claim.skipped))
+        if not self.dry_run:
+            source_keys = {p.ledger_key: p.source_key for p in profiles}
+            self.ledger.record(
+                self.scope,
+                self.run,
+                Outcome.SKIPPED,
+                [(key, source_keys.get(key, ""), None, reason) for key, reason in claim.skipped.items()],
+            )
+
+    # ---------------------------------------------------------------------------------------- sending
+
+    def _send_batch(self, claim: Claim, profiles: list[Profile]) -> None:
+        keys = [p.ledger_key for p in profiles]
+        self.summary.requests += 1
+        try:
+            result = self.hook.import_and_start_batch(
+                self.target.batch_request(), raw_data=encode_items(profiles), keys=keys
+            )
+        except AltcraftError as exc:
+            self._stop(claim, {}, keys, exc)
+        self._settle_results(claim, keys, result.result)
+
+    def _send_singly(self, claim: Claim, profiles: list[Profile]) -> None:
+        settlements: dict[str, Settlement] = {}
+        for profile in profiles:
+            self.summary.requests += 1
+            try:
+                result = self.hook.import_and_start(
+                    self.target.single_request(profile), keys=[profile.ledger_key]
+                )
+            except AltcraftError as exc:
+                if _stops_the_run(exc):
+                    self._stop(claim, settlements, [profile.ledger_key], exc)
+                settlements[profile.ledger_key] = _settlement_for_error(exc)
+            else:
+                settlements[profile.ledger_key] = _settlement_for_result(result)
+        self._settle(claim, settlements)
+
+    def _stop(
+        self, claim: Claim, settled: dict[str, Settlement], failing: Sequence[str], exc: AltcraftError
+    ) -> NoReturn:
+        """Settle a chunk whose request failed as a whole, then stop the run.
+
+        The failing request's contacts get its outcome (uncertain if it may have been processed); contacts
+        of the chunk that were never sent are released as failed, so the next try sends them.
+        """
+        outcome = _settlement_for_error(exc)
+        not_sent = Settlement(Outcome.FAILED, text=f"not sent: the run stopped ({type(exc).__name__})")
+        settlements = {key: not_sent for key in claim.to_send} | settled | dict.fromkeys(failing, outcome)
+        self._settle(claim, settlements)
+        raise DeliveryStopped(f"Stopped delivering after a failed request: {exc}") from exc
+
+    def _submit_task(self, claim: Claim, profiles: list[Profile]) -> None:
+        keys = [p.ledger_key for p in profiles]
+        self.summary.requests += 1
+        try:
+            task_id = self.hook.submit_import_and_start_batch_task(
+                self.target.batch_request(), raw_data=encode_items(profiles), keys=keys
+            )
+        except AltcraftError as exc:
+            self._stop(claim, {}, keys, exc)
+        if self.on_task_submitted is not None:
+            self.on_task_submitted(claim.batch_id, task_id)
+        log.info(
+            "Submitted Altcraft task %s for %d contact(s) (batch %s)", task_id, len(keys), claim.batch_id
+        )
+
+    def settle_task(self, claim: Claim, status: TaskStatus) -> None:
+        """Settle an ``async`` chunk from its finished Altcraft task (results in request order)."""
+        results = status.profile_results()
+        if status.state.is_terminal and len(results) == len(claim.to_send):
+            self._settle_results(claim, claim.to_send, results)
+            return
+        log.warning(
+            "Altcraft task %s ended %s with %d result(s) for %d contact(s): recording them as uncertain",
+            status.task_id,
+            status.status,
+            len(results),
+            len(claim.to_send),
+        )
+        self._settle(claim, {})
+
+    # --------------------------------------------------------------------------------------- settling
+
+    def _settle_results(self, claim: Claim, keys: Sequence[str], results: Sequence[ProfileResult]) -> None:
+        if len(results) != len(keys):
+            log.warning(
+                "Altcraft answered %d result(s) for %d contact(s); without a 1:1 answer they are uncertain",
+                len(results),
+                len(keys),
+            )
+            self._settle(claim, {})
+            return
+        self._settle(claim, {key: _settlement_for_result(r) for key, r in zip(keys, results, strict=True)})
+
+    def _settle(self, claim: Claim, settlements: dict[str, Settlement]) -> None:
+        """Write the outcome of a claimed chunk; a key without a settlement becomes uncertain."""
+        self.ledger.settle(self.scope, self.run, claim, settlements)
+        for key in claim.to_send:
+            settlement = settlements.get(key)
+            outcome = settlement.outcome if settlement else Outcome.UNCERTAIN
+            self.summary.add(outcome)
+            if outcome is Outcome.FAILED and settlement:
+                self.summary.note_reason(f"API {settlement.code}: {settlement.text}")
+
+
+def _settlement_for_result(result: ProfileResult) -> Settlement:
+    if result.ok:
+        return Settlement(Outcome.LAUNCHED, profile_id=result.profile_id)
+    return Settlement(Outcome.FAILED, code=result.error, text=result.error_text)
+
+
+def _settlement_for_error(exc: AltcraftError) -> Settlement:
+    if isinstance(exc, AltcraftDeliveryUncertain):
+        return Settlement(Outcome.UNCERTAIN, text=str(exc.cause))
+    code = exc.code if isinstance(exc, AltcraftApiError) else None
+    return Settlement(Outcome.FAILED, code=code, text=str(exc))
+
+
+def _stops_the_run(exc: AltcraftError) -> bool:
+    """Whether a single-profile call's failure is about more than that profile.
+
+    Uncertain delivery, rate-limit exhaustion, an unreachable server, auth, tariff and server errors stop
+    the run (going on would fail the same way, or pile up uncertain contacts); a refusal of one profile
+    (400 bad field, 404 no such profile, 409 ambiguous match) does not.
+    """
+    if isinstance(exc, AltcraftDeliveryUncertain) or certainly_not_processed(exc):
+        return True
+    return not isinstance(exc, AltcraftApiError) or exc.code not in (400, 404, 409)

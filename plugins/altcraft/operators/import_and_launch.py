@@ -1,0 +1,400 @@
+"""ImportAndLaunchScenarioOperator: the Airflow step that replaces Albato's "import and launch".
+
+Thin glue around :mod:`altcraft.delivery`: it reads the task's context (window, run identity, task state),
+runs the pre-flight checks, streams the source through the delivery, and reports the outcome (XCom
+summary, log table, extra link, asset event). Contact data never goes to XCom.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
+from airflow.sdk.exceptions import AirflowFailException
+
+from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget, Summary
+from altcraft.hooks.altcraft import AltcraftHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+    from altcraft.ledger import RunRef
+    from altcraft.mapping import ProfileMapping
+    from altcraft.sources.base import Source, Window
+
+#: Default share of a run's contacts that may be rejected or fail before the task fails (after delivery).
+DEFAULT_MAX_REJECTED_RATIO = 0.1
+_TASKS_KEY = "altcraft_tasks"
+_SUMMARY_KEY = "altcraft_summary"
+
+
+class AltcraftScenarioLink(BaseOperatorLink):
+    """ "Altcraft scenario" button on the task instance: opens the scenario in the Altcraft UI."""
+
+    name = "Altcraft scenario"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return getattr(operator, "scenario_url", "") or ""
+
+
+class ImportAndLaunchScenarioOperator(BaseOperator):
+    """Import contacts into Altcraft and launch each into a scenario exactly once.
+
+    :param scenario_id: Altcraft scenario ("workflow") id. Templated.
+    :param mapping: how a source record becomes a profile (:class:`altcraft.mapping.ProfileMapping` or dict).
+    :param source: where contacts come from (:class:`altcraft.sources.base.Source`); or give ``contacts``.
+    :param contacts: records as an iterable (e.g. an upstream task's small output); needs ``key_column``.
+    :param key_column: the record field identifying a contact (taken from ``source`` when given).
+    :param db_id: database the scenario must work on; checked before anything is sent. Templated.
+    :param delivery: ``single``, ``batch`` (default) or ``async`` (batch task + deferrable wait).
+    :param batch_size: contacts per request (≤ 10,000) and per source read.
+    :param max_request_bytes: cap of one request's encoded JSON (default just under 10 MB).
+    :param relaunch_policy: ``once`` (default), ``cooldown:30d`` or ``every_run``; see docs/ledger.md.
+    :param relaunch: launch again contacts the policy would skip (never twice within one run).
+    :param resend_uncertain: send again contacts whose earlier delivery is uncertain.
+    :param dry_run: map, validate and check the ledger, but send nothing and write nothing. Templated.
+    :param max_rejected_ratio: fail the task (after delivering everything valid) when
+        (rejected + failed) / found exceeds this share. Default 0.1.
+    :param ledger_conn_id: SQL connection of the sync ledger; default a SQLite file in AIRFLOW_HOME.
+    :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
+    :param content, skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
+    :param deferrable: in ``async`` mode, wait for Altcraft tasks in the triggerer (default True).
+    """
+
+    template_fields: Sequence[str] = (
+        "scenario_id",
+        "db_id",
+        "matching",
+        "field_name",
+        "content",
+        "dry_run_mode",
+        "window_start",
+        "window_end",
+        "relaunch",
+        "resend_uncertain",
+    )
+    template_fields_renderers = {"content": "json"}
+    operator_extra_links = (AltcraftScenarioLink(),)
+    ui_color = "#ffd8b0"
+
+    def __init__(
+        self,
+        *,
+        scenario_id: int | str,
+        mapping: ProfileMapping | Mapping[str, Any],
+        source: Source | None = None,
+        contacts: Iterable[Mapping[str, Any]] | None = None,
+        key_column: str | None = None,
+        db_id: int | str | None = None,
+        altcraft_conn_id: str = AltcraftHook.default_conn_name,
+        delivery: DeliveryMode | str = DeliveryMode.BATCH,
+        batch_size: int = 1000,
+        max_request_bytes: int = 9_500_000,
+        relaunch_policy: str = "once",
+        relaunch: bool = False,
+        resend_uncertain: bool = False,
+        dry_run: bool | str = False,
+        max_rejected_ratio: float = DEFAULT_MAX_REJECTED_RATIO,
+        ledger_conn_id: str | None = None,
+        window_start: datetime | str | None = "{{ data_interval_start }}",
+        window_end: datetime | str | None = "{{ data_interval_end }}",
+        content: dict[str, Any] | None = None,
+        skip_triggers: bool | None = None,
+        skip_invalid_subscriptions: bool | None = None,
+        detect_geo: bool | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 5.0,
+        task_timeout: timedelta = timedelta(hours=6),
+        **kwargs: Any,
+    ) -> None:
+        from altcraft.batching import MAX_BATCH_ITEMS
+        from altcraft.ledger import RelaunchPolicy
+        from altcraft.mapping import ProfileMapping
+
+        if (source is None) == (contacts is None):
+            raise ValueError("Give exactly one of `source` or `contacts`")
+        self.mapping = (
+            mapping if isinstance(mapping, ProfileMapping) else ProfileMapping.model_validate(mapping)
+        )
+        self.key_column = source.key_column if source is not None else key_column
+        if not self.key_column:
+            raise ValueError("`key_column` is required with `contacts`")
+        if not 1 <= batch_size <= MAX_BATCH_ITEMS:
+            raise ValueError(f"`batch_size` must be between 1 and {MAX_BATCH_ITEMS}, got {batch_size}")
+        if not 0 <= max_rejected_ratio <= 1:
+            raise ValueError(f"`max_rejected_ratio` must be between 0 and 1, got {max_rejected_ratio}")
+        RelaunchPolicy.parse(relaunch_policy)  # fail at parse time on a typo
+        if isinstance(scenario_id, int) and "outlets" not in kwargs:
+            kwargs["outlets"] = [scenario_asset(altcraft_conn_id, scenario_id)]
+        super().__init__(**kwargs)
+        self.scenario_id = scenario_id
+        self.db_id = db_id
+        self.matching = self.mapping.matching.value
+        self.field_name = self.mapping.field_name
+        self.source = source
+        self.contacts = contacts
+        self.altcraft_conn_id = altcraft_conn_id
+        self.delivery = DeliveryMode(delivery)
+        self.batch_size = batch_size
+        self.max_request_bytes = max_request_bytes
+        self.relaunch_policy = relaunch_policy
+        self.relaunch = relaunch
+        self.resend_uncertain = resend_uncertain
+        self.dry_run_mode = dry_run
+        self.max_rejected_ratio = max_rejected_ratio
+        self.ledger_conn_id = ledger_conn_id
+        self.window_start = window_start
+        self.window_end = window_end
+        self.content = content
+        self.skip_triggers = skip_triggers
+        self.skip_invalid_subscriptions = skip_invalid_subscriptions
+        self.detect_geo = detect_geo
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.task_timeout = task_timeout
+        self.scenario_url = ""
+
+    # -------------------------------------------------------------------------------------- execution
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = AltcraftHook(self.altcraft_conn_id)
+        self._preflight(hook)
+        delivery = self._delivery(hook, context)
+        if not delivery.dry_run:
+            self._recover(delivery, context)
+        window = self._window()
+        self.log.info(
+            "Delivering %s into scenario %s (%s mode%s, window %s)",
+            self._source().describe(),
+            self.scenario_id,
+            delivery.mode.value,
+            ", dry run" if delivery.dry_run else "",
+            f"[{window.start.isoformat()}, {window.end.isoformat()})" if window else "none",
+        )
+        try:
+            delivery.process(self._batches(window))
+        finally:
+            self._log_summary(delivery, final=False)
+        if delivery.mode is DeliveryMode.ASYNC and not delivery.dry_run:
+            self._wait_for_tasks(delivery, context, hook)
+        return self._finish(delivery, context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger saw every Altcraft task of this try finish."""
+        hook = AltcraftHook(self.altcraft_conn_id)
+        delivery = self._delivery(hook, context)
+        saved = context["task_state_store"].get(_SUMMARY_KEY) or {}
+        for name, value in saved.items():
+            setattr(delivery.summary, name, value)
+        if event.get("status") != "done":
+            self.log.warning("Waiting for Altcraft tasks ended: %s", event.get("message"))
+        self._settle_tasks(delivery, context, hook, wait=False)
+        return self._finish(delivery, context)
+
+    # ---------------------------------------------------------------------------------------- set-up
+
+    def _preflight(self, hook: AltcraftHook) -> None:
+        """Fail at once, before anything is sent, when the scenario cannot take launches."""
+        scenario_id = int(self.scenario_id)
+        scenario = hook.get_scenario(scenario_id)
+        if scenario is None:
+            raise AirflowFailException(
+                f"Altcraft scenario {scenario_id} does not exist or the token of "
+                f"connection {self.altcraft_conn_id!r} cannot see it"
+            )
+        if not scenario.is_active:
+            raise AirflowFailException(f"Altcraft scenario {scenario_id} ({scenario.name!r}) is not active")
+        if self.db_id not in (None, "") and scenario.db_id is not None and int(self.db_id) != scenario.db_id:
+            raise AirflowFailException(
+                f"Altcraft scenario {scenario_id} works on database {scenario.db_id}, not db_id={self.db_id}"
+            )
+        self.scenario_url = hook.scenario_url(scenario_id)
+        self.log.info("Scenario %s %r is active (database %s)", scenario_id, scenario.name, scenario.db_id)
+
+    def _delivery(self, hook: AltcraftHook, context: Context) -> Delivery:
+        from altcraft.ledger import Ledger, RelaunchPolicy, Scope
+        from altcraft.mapping import compile_mapping
+
+        ledger = Ledger.from_conn_id(self.ledger_conn_id)
+        ledger.ensure_schema()
+        hook.get_conn()
+        store = context.get("task_state_store")
+
+        def remember_task(batch_id: str, task_id: str) -> None:
+            if store is not None:
+                tasks = dict(store.get(_TASKS_KEY) or {})
+                tasks[batch_id] = task_id
+                store.set(_TASKS_KEY, tasks)
+
+        return Delivery(
+            hook=hook,
+            ledger=ledger,
+            scope=Scope(platform=hook.base_url, scenario_id=int(self.scenario_id)),
+            run=self._run_ref(context),
+            target=LaunchTarget(
+                scenario_id=int(self.scenario_id),
+                matching=self.matching,
+                field_name=self.field_name,
+                resource_id=self.mapping.resource_id,
+                db_id=int(self.db_id) if self.db_id not in (None, "") else None,
+                content=self.content,
+                skip_triggers=self.skip_triggers,
+                skip_invalid_subscriptions=self.skip_invalid_subscriptions,
+                detect_geo=self.detect_geo,
+            ),
+            mapper=compile_mapping(self.mapping, source_key_column=self.key_column),
+            mode=self.delivery,
+            policy=RelaunchPolicy.parse(self.relaunch_policy),
+            relaunch=_as_bool(self.relaunch),
+            resend_uncertain=_as_bool(self.resend_uncertain),
+            batch_size=self.batch_size,
+            max_request_bytes=self.max_request_bytes,
+            dry_run=_as_bool(self.dry_run_mode),
+            on_task_submitted=remember_task,
+            summary=Summary(dry_run=_as_bool(self.dry_run_mode)),
+        )
+
+    def _run_ref(self, context: Context) -> RunRef:
+        from altcraft.ledger import RunRef
+
+        ti = context["ti"]
+        task_id = ti.task_id if ti.map_index in (None, -1) else f"{ti.task_id}[{ti.map_index}]"
+        window = self._window()
+        run_key = f"{ti.dag_id}/{task_id}/{ti.run_id}"
+        return RunRef(
+            dag_id=ti.dag_id,
+            task_id=task_id,
+            run_id=ti.run_id,
+            try_number=ti.try_number,
+            window_key=f"{ti.dag_id}/{task_id}/{window.key()}" if window else run_key,
+        )
+
+    def _window(self) -> Window | None:
+        from altcraft.sources.base import Window
+
+        start, end = _as_datetime(self.window_start), _as_datetime(self.window_end)
+        if start is None or end is None or start >= end:
+            return None
+        return Window(start=start, end=end)
+
+    def _source(self) -> Source:
+        from altcraft.sources.python import IterableSource
+
+        if self.source is not None:
+            return self.source
+        return IterableSource(self.contacts or (), key_column=self.key_column)
+
+    def _batches(self, window: Window | None) -> Iterator[list[dict[str, Any]]]:
+        return self._source().batches(window, self.batch_size)
+
+    # ------------------------------------------------------------------------------- crash recovery
+
+    def _recover(self, delivery: Delivery, context: Context) -> None:
+        """Before sending: settle what an earlier try of this task left in flight."""
+        self._settle_tasks(delivery, context, delivery.hook, wait=True)
+        recovered = delivery.ledger.recover(delivery.scope, delivery.run)
+        if recovered:
+            self.log.warning(
+                "%d contact(s) were being sent when an earlier try stopped; recorded as uncertain "
+                "(not resent; rerun with resend_uncertain=True after checking Altcraft)",
+                len(recovered),
+            )
+
+    # ------------------------------------------------------------------------------------ async mode
+
+    def _wait_for_tasks(self, delivery: Delivery, context: Context, hook: AltcraftHook) -> None:
+        from altcraft.triggers.task_status import AltcraftTaskTrigger
+
+        pending = list((context["task_state_store"].get(_TASKS_KEY) or {}).values())
+        if not pending:
+            return
+        if self.deferrable:
+            context["task_state_store"].set(
+                _SUMMARY_KEY, {**delivery.summary.as_dict(), "reasons": delivery.summary.reasons}
+            )
+            self.defer(
+                trigger=AltcraftTaskTrigger(
+                    task_ids=pending, altcraft_conn_id=self.altcraft_conn_id, poll_interval=self.poll_interval
+                ),
+                method_name="execute_complete",
+                timeout=self.task_timeout,
+            )
+        self._settle_tasks(delivery, context, hook, wait=True)
+
+    def _settle_tasks(self, delivery: Delivery, context: Context, hook: AltcraftHook, *, wait: bool) -> None:
+        """Settle every Altcraft task this task instance submitted (polling until done if ``wait``)."""
+        store = context.get("task_state_store")
+        tasks: dict[str, str] = dict((store.get(_TASKS_KEY) if store is not None else None) or {})
+        deadline = time.monotonic() + self.task_timeout.total_seconds()
+        for batch_id, task_id in list(tasks.items()):
+            claim = delivery.ledger.claim_of(delivery.scope, batch_id)
+            if claim.to_send:
+                status = hook.get_task_status(task_id)
+                while wait and not status.state.is_terminal and time.monotonic() < deadline:
+                    time.sleep(self.poll_interval)
+                    status = hook.get_task_status(task_id)
+                delivery.settle_task(claim, status)
+            del tasks[batch_id]
+            if store is not None:
+                store.set(_TASKS_KEY, tasks)
+
+    # ------------------------------------------------------------------------------------- reporting
+
+    def _finish(self, delivery: Delivery, context: Context) -> dict[str, Any]:
+        summary = delivery.summary
+        self._log_summary(delivery, final=True)
+        result = {
+            **summary.as_dict(),
+            "scenario_id": int(self.scenario_id),
+            "delivery": delivery.mode.value,
+            "window": delivery.run.window_key,
+        }
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset) and outlet.uri.startswith("altcraft://"):
+                context["outlet_events"][outlet].extra = {
+                    k: result[k] for k in ("found", "launched", "skipped", "rejected", "failed", "uncertain")
+                }
+        if summary.uncertain:
+            self.log.warning(
+                "%d contact(s) are uncertain: Altcraft may or may not have launched them. They will not be "
+                "resent automatically; check the scenario and rerun with resend_uncertain=True if needed.",
+                summary.uncertain,
+            )
+        if summary.problem_ratio > self.max_rejected_ratio:
+            raise AirflowFailException(
+                f"{summary.rejected} rejected and {summary.failed} failed of {summary.found} contacts "
+                f"({summary.problem_ratio:.1%}) is above max_rejected_ratio={self.max_rejected_ratio:.1%}; "
+                "all valid contacts were delivered. See the ledger (altcraft_outcomes) for reasons."
+            )
+        return result
+
+    def _log_summary(self, delivery: Delivery, *, final: bool) -> None:
+        title = "Altcraft delivery summary" if final else "Altcraft delivery so far"
+        self.log.info("%s (scenario %s):\n%s", title, self.scenario_id, delivery.summary.table())
+        if delivery.sample and final:
+            self.log.info("Sample (masked):\n  %s", "\n  ".join(delivery.sample))
+
+
+def scenario_asset(altcraft_conn_id: str, scenario_id: int) -> Asset:
+    """The asset standing for one Altcraft scenario; each run's event carries its counts in ``extra``."""
+    return Asset(
+        name=f"altcraft_scenario_{scenario_id}", uri=f"altcraft://{altcraft_conn_id}/scenarios/{scenario_id}"
+    )
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None or value == "" or value == "None":
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))

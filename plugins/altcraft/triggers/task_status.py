@@ -1,0 +1,73 @@
+"""Deferrable wait for asynchronous Altcraft tasks (``tasks/status``) in the triggerer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from altcraft.api.errors import AltcraftError
+
+
+class AltcraftTaskTrigger(BaseTrigger):
+    """Fire once every task in ``task_ids`` has reached a terminal state.
+
+    The event carries only task ids and states (no contact data); the resumed operator reads the
+    per-profile results itself.
+    """
+
+    def __init__(
+        self,
+        task_ids: list[str],
+        altcraft_conn_id: str = "altcraft_default",
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.task_ids = list(task_ids)
+        self.altcraft_conn_id = altcraft_conn_id
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "task_ids": self.task_ids,
+                "altcraft_conn_id": self.altcraft_conn_id,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from altcraft.hooks.altcraft_async import AltcraftAsyncHook
+
+        pending = set(self.task_ids)
+        states: dict[str, str] = {}
+        interval = self.poll_interval
+        started = time.monotonic()
+        async with AltcraftAsyncHook(self.altcraft_conn_id) as hook:
+            while pending:
+                for task_id in sorted(pending):
+                    try:
+                        status = await hook.get_task_status(task_id)
+                    except AltcraftError as exc:
+                        self.log.warning("Reading Altcraft task %s failed: %s", task_id, exc)
+                        continue
+                    if status.state.is_terminal:
+                        states[task_id] = status.state.value
+                        pending.discard(task_id)
+                if pending:
+                    self.log.info(
+                        "%d of %d Altcraft task(s) still running after %.0fs",
+                        len(pending),
+                        len(self.task_ids),
+                        time.monotonic() - started,
+                    )
+                    await asyncio.sleep(interval)
+                    interval = min(interval * 1.5, self.max_poll_interval)
+        yield TriggerEvent({"status": "done", "states": states})

@@ -1,0 +1,121 @@
+"""Fixtures for the delivery and operator tests: a fresh scenario, a real ledger, contact generators."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
+from altcraft.hooks.altcraft import AltcraftHook
+from altcraft.ledger import Ledger, RelaunchPolicy, RunRef, Scope
+from altcraft.mapping import ProfileMapping, compile_mapping
+
+PG_URL = os.environ.get("ALTCRAFT_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+FAST = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 2, "timeout": 5}
+_ids = itertools.count(int(uuid.uuid4().int % 10_000) * 100 + 1000)
+
+EMAIL_MAPPING = {
+    "matching": "email",
+    "key": {"email": "email"},
+    "fields": {
+        "_fname": "first_name",
+        "CRM_ID": {"source": "id", "type": "string"},
+        "phones": {"source": "phone", "type": "phone"},
+    },
+    "default_region": "RU",
+}
+
+
+def contacts(n: int, start: int = 0, domain: str = "example.org") -> list[dict[str, Any]]:
+    return [
+        {"id": i, "email": f"user{i}@{domain}", "first_name": f"User{i}", "phone": f"+7900{i:07d}"}
+        for i in range(start, start + n)
+    ]
+
+
+def in_batches(records: list[dict[str, Any]], size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+    for i in range(0, len(records), size):
+        yield records[i : i + size]
+
+
+@pytest.fixture
+def emulator(altcraft_emulator, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", altcraft_emulator.connection_json(**FAST))
+    return altcraft_emulator
+
+
+@pytest.fixture
+def scenario_id(emulator) -> int:
+    """A fresh active scenario on database 1, so each test has its own exactly-once scope."""
+    sid = next(_ids)
+    emulator.seed(
+        scenarios=[{"id": sid, "name": f"Welcome {sid}", "db_id": 1, "is_active": True, "mode": "restart"}]
+    )
+    return sid
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ledger(request, tmp_path) -> Ledger:
+    url = PG_URL if request.param == "postgresql" else f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(sa.create_engine(url))
+    ledger.ensure_schema()
+    return ledger
+
+
+@pytest.fixture
+def make_delivery(emulator, ledger, scenario_id):
+    """Build a Delivery for one simulated task try."""
+
+    def build(
+        *,
+        mode: str = "batch",
+        run: RunRef | None = None,
+        mapping: dict | None = None,
+        batch_size: int = 1000,
+        policy: str = "once",
+        **options: Any,
+    ) -> Delivery:
+        hook = AltcraftHook()
+        hook.get_conn()
+        mapping_model = ProfileMapping.model_validate(mapping or EMAIL_MAPPING)
+        return Delivery(
+            hook=hook,
+            ledger=ledger,
+            scope=Scope(platform=hook.base_url, scenario_id=scenario_id),
+            run=run or run_ref(),
+            target=LaunchTarget(
+                scenario_id=scenario_id,
+                matching=mapping_model.matching.value,
+                field_name=mapping_model.field_name,
+                resource_id=mapping_model.resource_id,
+            ),
+            mapper=compile_mapping(mapping_model, source_key_column="id"),
+            mode=DeliveryMode(mode),
+            policy=RelaunchPolicy.parse(policy),
+            batch_size=batch_size,
+            **options,
+        )
+
+    return build
+
+
+def run_ref(
+    run_id: str = "run-1", try_number: int = 1, window: str = "w1", dag_id: str = "welcome"
+) -> RunRef:
+    return RunRef(
+        dag_id=dag_id, task_id="import_and_launch", run_id=run_id, try_number=try_number, window_key=window
+    )
+
+
+def launch_counts(emulator, scenario_id: int) -> dict[str, int]:
+    """How many times each profile was launched into the scenario, from the emulator's journal."""
+    counts: dict[str, int] = {}
+    for entry in emulator.journal(scenario_id=scenario_id):
+        counts[entry["profile_id"]] = counts.get(entry["profile_id"], 0) + 1
+    return counts

@@ -1,0 +1,25 @@
+"""A one-task DAG around ImportAndLaunchScenarioOperator; its settings come from the JSON beside it."""
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, DeltaDataIntervalTimetable
+
+from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+
+config = json.loads(Path(__file__).with_suffix(".json").read_text())
+
+with DAG(
+    dag_id=config["dag_id"],
+    schedule=DeltaDataIntervalTimetable(timedelta(days=1)),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+) as dag:
+    ImportAndLaunchScenarioOperator(
+        task_id="import_and_launch",
+        contacts=config["contacts"],
+        key_column="id",
+        **config["operator"],
+    )

@@ -1,0 +1,166 @@
+"""Claim → send → settle against the emulator over HTTP and a real ledger (PostgreSQL and SQLite)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from altcraft.delivery import DeliveryStopped
+from altcraft.ledger import Outcome
+from tests.broken_contacts import BROKEN_CONTACTS
+
+from .conftest import contacts, in_batches, launch_counts, run_ref
+
+
+def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
+    counts = launch_counts(emulator, scenario_id)
+    assert len(counts) == expected
+    duplicates = {pid: n for pid, n in counts.items() if n > 1}
+    assert not duplicates, f"launched more than once: {duplicates}"
+
+
+@pytest.mark.parametrize("mode", ["single", "batch", "async"])
+def test_every_delivery_mode_launches_each_contact_once(make_delivery, emulator, scenario_id, mode):
+    delivery = make_delivery(mode=mode, batch_size=20)
+    if mode == "async":
+        submitted: dict[str, str] = {}
+        delivery.on_task_submitted = submitted.__setitem__
+    summary = delivery.process(in_batches(contacts(50), 20))
+    if mode == "async":
+        import time
+
+        assert len(submitted) == 3
+        for batch_id, task_id in submitted.items():
+            status = delivery.hook.get_task_status(task_id)
+            while not status.state.is_terminal:
+                time.sleep(0.05)
+                status = delivery.hook.get_task_status(task_id)
+            delivery.settle_task(delivery.ledger.claim_of(delivery.scope, batch_id), status)
+    assert (summary.found, summary.launched, summary.rejected) == (50, 50, 0)
+    assert summary.requests == {"single": 50, "batch": 3, "async": 3}[mode]
+    assert_exactly_once(emulator, scenario_id, 50)
+    assert delivery.ledger.counts(delivery.scope, delivery.run)[Outcome.LAUNCHED] == 50
+
+
+def test_25000_contacts_in_batches_of_1000(make_delivery, emulator, scenario_id, ledger):
+    if ledger.engine.dialect.name == "sqlite":
+        pytest.skip("the large run is done once, on PostgreSQL")
+    delivery = make_delivery(batch_size=1000)
+    summary = delivery.process(in_batches(contacts(25_000), 5000))
+    assert summary.launched == 25_000
+    assert summary.requests == math.ceil(25_000 / 1000) == 25
+    assert_exactly_once(emulator, scenario_id, 25_000)
+
+
+def test_rerunning_the_same_window_launches_nobody_again(make_delivery, emulator, scenario_id):
+    make_delivery().process(in_batches(contacts(30)))
+    rerun = make_delivery(run=run_ref(try_number=2)).process(in_batches(contacts(30)))
+    assert (rerun.launched, rerun.skipped, rerun.requests) == (0, 30, 0)
+    other_pipeline = make_delivery(run=run_ref(dag_id="other_pipeline", run_id="x", window="w9"))
+    assert other_pipeline.process(in_batches(contacts(30))).skipped == 30
+    assert_exactly_once(emulator, scenario_id, 30)
+
+
+def test_relaunch_true_launches_again_but_once_per_run(make_delivery, emulator, scenario_id):
+    make_delivery().process(in_batches(contacts(10)))
+    again = make_delivery(run=run_ref(run_id="run-2", window="w2"), relaunch=True)
+    assert again.process(in_batches(contacts(10))).launched == 10
+    retry = make_delivery(run=run_ref(run_id="run-2", window="w2", try_number=2), relaunch=True)
+    assert retry.process(in_batches(contacts(10))).skipped == 10
+    assert sorted(set(launch_counts(emulator, scenario_id).values())) == [2]
+
+
+def test_every_run_policy_relaunches_in_a_new_window_only(make_delivery, emulator, scenario_id):
+    make_delivery(policy="every_run").process(in_batches(contacts(5)))
+    same_window = make_delivery(policy="every_run", run=run_ref(run_id="backfill-1"))
+    assert same_window.process(in_batches(contacts(5))).skipped == 5
+    next_window = make_delivery(policy="every_run", run=run_ref(run_id="run-2", window="w2"))
+    assert next_window.process(in_batches(contacts(5))).launched == 5
+
+
+def test_per_profile_errors_fail_those_and_the_next_run_retries_only_them(
+    make_delivery, emulator, scenario_id
+):
+    emulator.add_faults(
+        {
+            "endpoint": "workflows/import_and_start_batch",
+            "kind": "profile_error",
+            "code": 400,
+            "text": "rejected by Altcraft",
+            "every": 4,
+            "count": None,
+        }
+    )
+    first = make_delivery(batch_size=10).process(in_batches(contacts(40)))
+    assert first.failed == 10 and first.launched == 30
+    emulator.clear_faults()
+    second = make_delivery(batch_size=10, run=run_ref(run_id="run-2", window="w2")).process(
+        in_batches(contacts(40))
+    )
+    assert (second.launched, second.skipped, second.requests) == (10, 30, 1)
+    assert_exactly_once(emulator, scenario_id, 40)
+
+
+def test_bad_contacts_are_rejected_with_reasons_and_the_rest_delivered(make_delivery, emulator, scenario_id):
+    broken = [record for record, _field, _reason in BROKEN_CONTACTS]
+    delivery = make_delivery(max_request_bytes=9_500_000)
+    summary = delivery.process(in_batches(broken + contacts(20)))
+    assert summary.rejected == len(broken) >= 30
+    assert summary.launched == 20
+    assert_exactly_once(emulator, scenario_id, 20)
+    assert sum(summary.reasons.values()) == len(broken)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "status", "status": 429, "retry_after": 0, "every": 2, "count": 3},
+        {"kind": "status", "status": 503, "every": 3, "count": 1},
+        {"kind": "drop_before", "every": 3, "count": 1},
+        {"kind": "drop_after", "every": 3, "count": 1},
+        {"kind": "latency", "latency_ms": 1500, "every": 3, "count": 1},
+    ],
+    ids=["429", "503", "drop_before", "drop_after", "timeout"],
+)
+def test_faults_never_duplicate_and_every_contact_is_accounted_for(
+    make_delivery, emulator, scenario_id, fault, monkeypatch
+):
+    if fault["kind"] == "latency":
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_ALTCRAFT_DEFAULT", emulator.connection_json(timeout=0.5, backoff_initial=0)
+        )
+    emulator.add_faults({"endpoint": "workflows/import_and_start_batch", **fault})
+    records = contacts(100)
+    outcomes: dict[str, int] = {}
+    for attempt in range(1, 6):  # Airflow retries of the same task instance
+        delivery = make_delivery(batch_size=10, run=run_ref(try_number=attempt))
+        try:
+            delivery.process(in_batches(records, 25))
+            done = True
+        except DeliveryStopped:
+            done = False
+        for outcome, n in delivery.ledger.counts(delivery.scope, delivery.run).items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + n
+        if done:
+            break
+    assert done
+    launched = launch_counts(emulator, scenario_id)
+    assert all(n == 1 for n in launched.values())
+    ledger_rows = delivery.ledger.contact_states(delivery.scope)
+    assert len(ledger_rows) == 100, "every contact has a ledger row"
+    uncertain = sum(1 for state in ledger_rows.values() if state == "uncertain")
+    if fault["kind"] == "status":
+        assert uncertain == 0 if fault["status"] == 429 else uncertain == 10
+    assert sum(1 for state in ledger_rows.values() if state == "launched") == 100 - uncertain
+    assert len(launched) >= 100 - uncertain
+
+
+def test_dry_run_sends_and_writes_nothing(make_delivery, emulator, scenario_id):
+    make_delivery().process(in_batches(contacts(5)))
+    preview = make_delivery(run=run_ref(run_id="r2", window="w2"), dry_run=True)
+    summary = preview.process(in_batches([*contacts(8), {"id": 99, "email": "nope"}]))
+    assert (summary.launched, summary.skipped, summary.rejected, summary.requests) == (3, 5, 1, 0)
+    assert len(emulator.journal(scenario_id=scenario_id)) == 5
+    assert preview.ledger.counts(preview.scope, preview.run) == {}
+    assert all("@example.org" not in line for line in preview.sample)

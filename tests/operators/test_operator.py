@@ -1,0 +1,116 @@
+"""ImportAndLaunchScenarioOperator inside real Airflow (``dag.test()``) against the emulator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from tests.airflow_helpers import install_dag, run_dag, task_states, xcom_values
+
+from .conftest import EMAIL_MAPPING, PG_URL, contacts, launch_counts
+
+DAG_FILE = Path(__file__).parent / "dag_files" / "welcome_contacts.py"
+DAY = pendulum.datetime(2026, 3, 1, tz="UTC")
+
+
+@pytest.fixture
+def ledger_conn(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_LEDGER_PG", PG_URL.replace("postgresql+psycopg2", "postgresql"))
+    return "ledger_pg"
+
+
+@pytest.fixture
+def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
+    def build(records, dag_id="welcome_test", **operator):
+        config = {
+            "dag_id": dag_id,
+            "contacts": records,
+            "operator": {
+                "scenario_id": scenario_id,
+                "mapping": EMAIL_MAPPING,
+                "ledger_conn_id": ledger_conn,
+                **operator,
+            },
+        }
+        return install_dag(DAG_FILE, config, Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]))
+
+    return build
+
+
+@pytest.mark.parametrize("delivery", ["batch", "single", "async"])
+def test_dag_run_delivers_and_reports_counts_only(dag_with, emulator, scenario_id, delivery):
+    dag = dag_with(
+        [*contacts(12), {"id": 999, "email": "broken"}], delivery=delivery, batch_size=5, poll_interval=0.1
+    )
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = xcom_values(dag.dag_id, dag_run.run_id)["import_and_launch", -1]
+    assert {k: summary[k] for k in ("found", "launched", "skipped", "rejected", "failed", "uncertain")} == {
+        "found": 13,
+        "launched": 12,
+        "skipped": 0,
+        "rejected": 1,
+        "failed": 0,
+        "uncertain": 0,
+    }
+    assert "@" not in repr(summary), "no contact data in XCom"
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 12
+    link = xcom_values(dag.dag_id, dag_run.run_id, key="_link_AltcraftScenarioLink")[
+        "import_and_launch", -1
+    ]
+    assert link.endswith(f"/workflows/{scenario_id}")
+
+
+def test_clear_and_rerun_of_the_same_run_launches_nobody_twice(dag_with, emulator, scenario_id):
+    dag = dag_with(contacts(10))
+    first = run_dag(dag, DAY)
+    second = run_dag(dag, DAY)  # dag.test() clears and reruns the same logical date
+    assert task_states(second) == {"import_and_launch": "success"}
+    summary = xcom_values(dag.dag_id, second.run_id)["import_and_launch", -1]
+    assert (summary["launched"], summary["skipped"]) == (0, 10)
+    assert first.run_id == second.run_id
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 10
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scenario_id": 987654}, "does not exist"),
+        ({"db_id": 2}, "works on database 1"),
+    ],
+)
+def test_preflight_fails_before_sending(dag_with, emulator, scenario_id, change, message, caplog):
+    dag = dag_with(contacts(3), **change)
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    assert emulator.journal() == [] or not launch_counts(emulator, scenario_id)
+    assert message in caplog.text
+
+
+def test_inactive_scenario_fails_fast(dag_with, emulator, scenario_id, caplog):
+    emulator.seed(
+        scenarios=[{"id": scenario_id, "name": "Off", "db_id": 1, "is_active": False, "mode": "skip"}]
+    )
+    dag_run = run_dag(dag_with(contacts(3)), DAY)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    assert "is not active" in caplog.text
+    assert not launch_counts(emulator, scenario_id)
+
+
+def test_too_many_rejections_fail_after_delivering_the_valid_ones(dag_with, emulator, scenario_id, caplog):
+    broken = [{"id": 1000 + i, "email": f"not-an-email-{i}"} for i in range(5)]
+    dag_run = run_dag(dag_with(contacts(5) + broken, max_rejected_ratio=0.2), DAY)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5
+    assert "above max_rejected_ratio" in caplog.text
+
+
+def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):
+    dag = dag_with(contacts(4), dry_run=True)
+    dag_run = run_dag(dag, DAY)
+    summary = xcom_values(dag.dag_id, dag_run.run_id)["import_and_launch", -1]
+    assert summary["dry_run"] is True and summary["launched"] == 4
+    assert not launch_counts(emulator, scenario_id)
