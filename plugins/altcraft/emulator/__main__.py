@@ -1,0 +1,47 @@
+"""``python -m altcraft.emulator``: serve the Altcraft API emulator over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import uvicorn
+
+from altcraft.emulator.app import build_app
+from altcraft.emulator.state import DEFAULT_TOKEN, Config, Emulator, demo_seed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m altcraft.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the full-access API token")
+    parser.add_argument("--seed", type=Path, help="JSON seed file (default: the bundled demo seed)")
+    parser.add_argument("--max-batch-profiles", type=int, default=Config().max_batch_profiles)
+    parser.add_argument("--max-body-bytes", type=int, default=Config().max_body_bytes)
+    parser.add_argument("--random-seed", type=int, default=0, help="seed of fault-rule probabilities")
+    parser.add_argument(
+        "--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP protocol"
+    )
+    parser.add_argument("--log-level", default="warning")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    seed = json.loads(args.seed.read_text("utf-8")) if args.seed else demo_seed()
+    config = Config(max_batch_profiles=args.max_batch_profiles, max_body_bytes=args.max_body_bytes)
+    emulator = Emulator(seed, token=args.token, config=config, random_seed=args.random_seed)
+    uvicorn.run(
+        build_app(emulator),
+        host=args.host,
+        port=args.port,
+        http=args.http,
+        log_level=args.log_level,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

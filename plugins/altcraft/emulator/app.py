@@ -1,0 +1,284 @@
+"""HTTP side of the emulator: the FastAPI app (Altcraft API + ``/_emulator/`` control API) and the pure
+ASGI :class:`FaultLayer` that wraps it.
+
+The fault layer sits outside FastAPI so it can do what an app cannot: answer before routing, swallow a
+finished response, and abort the TCP connection. Aborting uses uvicorn's own ``send`` bound method
+(``send.__self__.transport.abort()``), which exists for both the h11 and httptools protocol classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from altcraft.emulator.state import ENDPOINTS, TASK_ENDPOINT, ApiError, Emulator
+
+API_PREFIX = "/api/v1.1/"
+_API_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_HTML_PAGE = (
+    "<html><head><title>{status} {phrase}</title></head><body><center><h1>{status} {phrase}</h1></center>"
+    "<hr><center>nginx</center></body></html>"
+)
+
+
+def build_app(emulator: Emulator) -> ASGIApp:
+    """The application to give to uvicorn: the fault layer around the FastAPI app."""
+    return FaultLayer(create_app(emulator), emulator)
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def create_app(emulator: Emulator) -> FastAPI:
+    app = FastAPI(
+        title="Altcraft API emulator",
+        docs_url="/_emulator/docs",
+        openapi_url="/_emulator/openapi.json",
+        redoc_url=None,
+    )
+    jobs: set[asyncio.Task[None]] = set()
+
+    @app.exception_handler(ValueError)
+    async def bad_control_request(request: Request, exc: ValueError) -> Response:  # ruff: ignore[unused-async]
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.api_route(API_PREFIX + "{method:path}", methods=_API_METHODS, include_in_schema=False)
+    async def api(method: str, request: Request) -> Response:
+        endpoint = method.strip("/")
+        try:
+            answer = emulator.call(
+                endpoint, *await _api_request(request, endpoint, emulator.config.max_body_bytes)
+            )
+        except ApiError as exc:
+            status = 200 if emulator.config.error_http_status == "always_200" else exc.code
+            return json_response(exc.envelope(), status)
+        if endpoint == TASK_ENDPOINT:
+            job = asyncio.create_task(_run_task(emulator, answer["data"]["task_id"]))
+            jobs.add(job)
+            job.add_done_callback(jobs.discard)
+        return json_response(answer)
+
+    @app.get("/_emulator/state")
+    async def state() -> Response:
+        return json_response(emulator.snapshot())
+
+    @app.get("/_emulator/journal")
+    async def journal(scenario_id: int | None = None) -> Response:
+        return json_response({"launches": emulator.launches(scenario_id)})
+
+    @app.get("/_emulator/profiles")
+    async def profiles(db_id: int | None = None) -> Response:
+        return json_response({"profiles": emulator.profiles(db_id)})
+
+    @app.post("/_emulator/reset")
+    async def reset() -> Response:
+        for job in list(jobs):
+            job.cancel()
+        emulator.reset()
+        return json_response({"ok": True})
+
+    @app.post("/_emulator/seed")
+    async def seed(request: Request) -> Response:
+        emulator.apply_seed(await _control_body(request))
+        return json_response({"ok": True})
+
+    @app.post("/_emulator/config")
+    async def config(request: Request) -> Response:
+        return json_response({"config": emulator.configure(await _control_body(request)).public()})
+
+    @app.post("/_emulator/faults")
+    async def add_faults(request: Request) -> Response:
+        body = await _control_body(request)
+        random_seed = body.get("random_seed")
+        if random_seed is not None and (isinstance(random_seed, bool) or not isinstance(random_seed, int)):
+            raise ValueError("'random_seed' must be an integer")
+        emulator.faults.add(body.get("rules"), random_seed)
+        return json_response({"faults": emulator.faults.snapshot()})
+
+    @app.delete("/_emulator/faults")
+    async def clear_faults() -> Response:
+        emulator.faults.rules.clear()
+        return json_response({"faults": []})
+
+    return app
+
+
+async def _api_request(
+    request: Request, endpoint: str, max_body_bytes: int
+) -> tuple[dict[str, Any], Any, str]:
+    """Body, token and request id of an API call, after the transport-level checks (405/404/400/413)."""
+    if request.method != "POST":
+        raise ApiError(405, "only POST is allowed")
+    if endpoint not in ENDPOINTS:
+        raise ApiError(404, f"unknown API method '{endpoint}'")
+    if "token" in request.query_params:
+        raise ApiError(400, "the API token must not be sent in the URL query string")
+    raw = await request.body()  # already buffered by the fault layer
+    if len(raw) > max_body_bytes:
+        raise ApiError(413, f"request body is larger than {max_body_bytes} bytes")
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise ApiError(400, "malformed JSON body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    token = credentials.strip() if scheme.lower() == "bearer" else body.get("token")
+    return body, token, request.state.request_id
+
+
+async def _control_body(request: Request) -> dict[str, Any]:
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    return body
+
+
+async def _run_task(emulator: Emulator, task_id: str) -> None:
+    """Background life of a batch task: ``queued`` for the delay, then ``running`` in ten steps."""
+    delay = emulator.config.task_delay_seconds
+    await asyncio.sleep(delay)
+    while emulator.advance_task(task_id, steps=10):
+        await asyncio.sleep(delay / 10)
+
+
+# ------------------------------------------------------------------------------------------ fault layer
+
+
+class FaultLayer:
+    """Pure ASGI layer: ``X-Request-Id`` on every response, latency, and the request-level faults."""
+
+    def __init__(self, app: ASGIApp, emulator: Emulator):
+        self.app = app
+        self.emulator = emulator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        reply = _with_request_id(send, request_id)
+        if not scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, reply)
+            return
+        plan = self.emulator.faults.plan(scope["path"][len(API_PREFIX) :].strip("/"))
+        body = await _read_body(receive)
+        if body is None:  # the client left before its request was complete: nothing to process
+            return
+        delay_ms = self.emulator.config.latency_ms + plan.latency_ms
+        if delay_ms:  # the request is processed after the delay even if the client has given up by then
+            await asyncio.sleep(delay_ms / 1000)
+        rule, app_receive = plan.action, _replay(body, receive)
+        if rule is None:
+            await self.app(scope, app_receive, reply)
+        elif rule.kind == "drop_before":
+            await _abort(send, receive)
+        elif rule.kind == "status":
+            headers = [] if rule.retry_after is None else [(b"retry-after", f"{rule.retry_after:g}".encode())]
+            envelope = {"error": rule.status, "error_text": rule.text or _phrase(rule.status)}
+            await _send(reply, rule.status, b"application/json", json.dumps(envelope).encode(), headers)
+        elif rule.kind == "html":
+            page = _HTML_PAGE.format(status=rule.status, phrase=_phrase(rule.status)).encode()
+            await _send(reply, rule.status, b"text/html", page)
+        else:
+            answer = await _run_captured(self.app, scope, app_receive)
+            if rule.kind == "drop_after":
+                await _abort(send, receive)
+            else:  # malformed: processed, then a cut JSON body with HTTP 200
+                await _send(reply, 200, b"application/json", answer[: max(1, len(answer) // 2)])
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when the client disconnects first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the already read body, then passes through (disconnects)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _request_id(scope: Scope) -> str:
+    """The caller's ``X-Request-Id`` when it is short and printable, else a new one."""
+    for name, value in scope["headers"]:
+        if (
+            name == b"x-request-id"
+            and 0 < len(value) <= 128
+            and value.isascii()
+            and value.decode().isprintable()
+        ):
+            return value.decode()
+    return uuid.uuid4().hex
+
+
+def _with_request_id(send: Send, request_id: str) -> Send:
+    header = (b"x-request-id", request_id.encode())
+
+    async def reply(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), header]}
+        await send(message)
+
+    return reply
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def _send(
+    send: Send, status: int, content_type: bytes, body: bytes, headers: list | None = None
+) -> None:
+    base = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _run_captured(app: ASGIApp, scope: Scope, receive: Receive) -> bytes:
+    """Run the app to completion, keeping its response body instead of sending it."""
+    chunks: list[bytes] = []
+
+    async def capture(message: Message) -> None:  # ruff: ignore[unused-async]
+        if message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, capture)
+    return b"".join(chunks)
+
+
+async def _abort(send: Send, receive: Receive) -> None:
+    """Abort the TCP connection (RST, no response), then wait until uvicorn has seen it go."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("connection faults need uvicorn's own send() (send.__self__.transport)")
+    transport.abort()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2):
+            while (await receive())["type"] != "http.disconnect":
+                pass

@@ -1,0 +1,135 @@
+"""The ``/_emulator/`` control API and the pytest plugin's fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from .helpers import ok
+
+
+def test_fixture_sets_the_airflow_connection(altcraft_emulator):
+    connection = json.loads(os.environ["AIRFLOW_CONN_ALTCRAFT_DEFAULT"])
+    assert connection == {
+        "conn_type": "altcraft",
+        "host": altcraft_emulator.url,
+        "password": altcraft_emulator.token,
+        "extra": {},
+    }
+    assert json.loads(altcraft_emulator.connection_json(timeout=5))["extra"] == {"timeout": 5}
+
+
+def test_state_describes_the_demo_seed(altcraft_emulator):
+    state = altcraft_emulator.state()
+    [db] = state["databases"]
+    assert (db["id"], db["name"], db["profiles"]) == (1, "Customers", 0)
+    assert {"CRM_ID", "LOYALTY", "email", "phones"} <= {f["name"] for f in db["fields"]}
+    assert {(s["id"], s["is_active"], s["mode"]) for s in state["scenarios"]} == {
+        (12, True, "restart"),
+        (13, False, "skip"),
+    }
+    assert state["config"] == {
+        "error_http_status": "mirror",
+        "total_key": None,
+        "task_success_status": "completed",
+        "task_delay_seconds": 0.2,
+        "max_batch_profiles": 10000,
+        "max_body_bytes": 10485760,
+        "latency_ms": 0,
+    }
+    assert (state["profiles"], state["launches"], state["tasks"], state["faults"]) == (0, 0, [], [])
+
+
+def test_reset_returns_to_the_initial_seed(altcraft_emulator):
+    altcraft_emulator.seed(scenarios=[{"id": 40, "db_id": 1}], databases=[{"id": 2}])
+    altcraft_emulator.config(total_key="total_count", latency_ms=1)
+    altcraft_emulator.add_faults({"kind": "latency", "latency_ms": 1})
+    ok(altcraft_emulator.post("workflows/deactivate", {"id": 12}))
+    ok(altcraft_emulator.post("workflows/import_and_start", {"workflow_id": 40, "email": "a@example.org"}))
+    altcraft_emulator.reset()
+    state = altcraft_emulator.state()
+    assert [s["id"] for s in state["scenarios"]] == [12, 13] and state["scenarios"][0]["is_active"] is True
+    assert [d["id"] for d in state["databases"]] == [1]
+    assert (state["profiles"], state["launches"], state["faults"]) == (0, 0, [])
+    assert state["config"]["total_key"] is None and state["config"]["latency_ms"] == 0
+    first_id = ok(
+        altcraft_emulator.post("profiles/import", {"db_id": 1, "email": "a@example.org", "data": {}})
+    )
+    assert first_id["profile_id"] == "65a0c0ff0000000000000001"
+
+
+def test_seed_adds_and_replaces_objects(altcraft_emulator):
+    altcraft_emulator.seed(
+        databases=[{"id": 2, "name": "Partners", "fields": [{"name": "SCORE", "type": "float"}]}],
+        scenarios=[{"id": 12, "name": "Renamed", "list_id": 2, "mode": "skip"}],
+        profiles=[
+            {
+                "id": "bbbbbbbbbbbbbbbbbbbbbb01",
+                "db_id": 2,
+                "fields": {"SCORE": "1.5", "email": "p@example.org"},
+            }
+        ],
+        tokens=[{"token": "partner", "databases": [2], "scenarios": "*"}],
+    )
+    assert altcraft_emulator.profiles(2) == [
+        {
+            "id": "bbbbbbbbbbbbbbbbbbbbbb01",
+            "db_id": 2,
+            "fields": {"SCORE": 1.5, "email": "p@example.org"},
+            "subscriptions": [],
+        }
+    ]
+    answer = ok(
+        altcraft_emulator.post("workflows/start", {"id": 12, "email": "p@example.org"}, token="partner")
+    )
+    assert answer["profile_id"] == "bbbbbbbbbbbbbbbbbbbbbb01"
+    scenario = next(s for s in altcraft_emulator.state()["scenarios"] if s["id"] == 12)
+    assert (scenario["name"], scenario["list_id"]) == ("Renamed", 2)
+    altcraft_emulator.seed(
+        databases=[{"id": 2, "name": "Partners v2", "fields": [{"name": "SCORE", "type": "float"}]}]
+    )
+    assert len(altcraft_emulator.profiles(2)) == 1
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        {"databases": [{"id": 3, "fields": [{"name": "X", "type": "blob"}]}]},
+        {"scenarios": [{"id": 50}]},
+        {"profiles": [{"db_id": 1, "fields": {"NOPE": 1}}]},
+        {"profiles": [{"db_id": 77, "fields": {}}]},
+        {"databases": ["not an object"]},
+        {"tokens": [{"token": "t", "databases": 5}]},
+        {"scenarios": [{"id": 51, "db_id": 1}], "profiles": [{"db_id": 1, "fields": {"LOYALTY": "x"}}]},
+    ],
+)
+def test_invalid_seed_is_refused_and_changes_nothing(altcraft_emulator, seed):
+    before = altcraft_emulator.state()
+    with pytest.raises(RuntimeError, match="400"):
+        altcraft_emulator.seed(**seed)
+    assert altcraft_emulator.state() == before
+
+
+def test_config_refuses_unknown_keys_and_bad_values(altcraft_emulator):
+    for change in (
+        {"colour": "red"},
+        {"total_key": "sum"},
+        {"total_key": ["total"]},
+        {"max_batch_profiles": 0},
+        {"task_delay_seconds": "x"},
+    ):
+        with pytest.raises(RuntimeError, match="400"):
+            altcraft_emulator.config(**change)
+    assert altcraft_emulator.config(task_delay_seconds=0.05)["task_delay_seconds"] == 0.05
+
+
+def test_profiles_and_journal_filters(altcraft_emulator):
+    altcraft_emulator.seed(databases=[{"id": 2}], scenarios=[{"id": 60, "db_id": 2}])
+    ok(altcraft_emulator.post("workflows/import_and_start", {"workflow_id": 12, "email": "a@example.org"}))
+    ok(altcraft_emulator.post("workflows/import_and_start", {"workflow_id": 60, "email": "b@example.org"}))
+    assert [p["fields"]["email"] for p in altcraft_emulator.profiles(2)] == ["b@example.org"]
+    assert len(altcraft_emulator.profiles()) == 2
+    assert [e["scenario_id"] for e in altcraft_emulator.journal()] == [12, 60]
+    assert [e["db_id"] for e in altcraft_emulator.journal(60)] == [2]

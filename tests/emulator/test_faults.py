@@ -1,0 +1,159 @@
+"""Every fault kind, rule selection (every / probability / count / endpoint) and connection aborts."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from altcraft.testing import emulator_process
+
+from .helpers import error, ok
+
+LAUNCH = "workflows/import_and_start"
+
+
+def _launch(emulator, email="anna@example.org"):
+    return emulator.post(LAUNCH, {"workflow_id": 12, "email": email})
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "header"), [(429, 0, "0"), (503, 2.5, "2.5"), (500, None, None)]
+)
+def test_status_fault_answers_without_processing(altcraft_emulator, status, retry_after, header):
+    altcraft_emulator.add_faults(
+        {"endpoint": LAUNCH, "kind": "status", "status": status, "retry_after": retry_after, "count": 1}
+    )
+    response = _launch(altcraft_emulator)
+    error(response, status)
+    assert response.headers.get("Retry-After") == header and response.headers["X-Request-Id"]
+    assert altcraft_emulator.journal() == []
+    ok(_launch(altcraft_emulator))
+    [rule] = altcraft_emulator.state()["faults"]
+    assert (rule["remaining"], rule["hits"]) == (0, 1)
+
+
+def test_every_selects_every_nth_matching_request_and_endpoint_filters(altcraft_emulator):
+    altcraft_emulator.add_faults({"endpoint": "databases/list/", "kind": "status", "status": 502, "every": 2})
+    codes = [altcraft_emulator.post("databases/list", {}).status_code for _ in range(5)]
+    assert codes == [200, 502, 200, 502, 200]
+    assert altcraft_emulator.post("workflows/list", {}).status_code == 200
+    assert altcraft_emulator.state()["faults"][0]["remaining"] is None
+
+
+def test_probability_is_reproducible_with_a_random_seed(altcraft_emulator):
+    def pattern():
+        altcraft_emulator.clear_faults()
+        altcraft_emulator.add_faults({"kind": "status", "status": 500, "probability": 0.5}, random_seed=7)
+        return [altcraft_emulator.post("databases/list", {}).status_code for _ in range(16)]
+
+    first = pattern()
+    assert first == pattern()
+    assert {200, 500} == set(first)
+
+
+def test_latency_rule_and_latency_config_delay_requests(altcraft_emulator):
+    altcraft_emulator.add_faults(
+        {"endpoint": "databases/list", "kind": "latency", "latency_ms": 300, "count": 1}
+    )
+    started = time.perf_counter()
+    ok(altcraft_emulator.post("databases/list", {}))
+    assert time.perf_counter() - started >= 0.3
+    altcraft_emulator.config(latency_ms=200)
+    started = time.perf_counter()
+    ok(altcraft_emulator.post("workflows/list", {}))
+    assert time.perf_counter() - started >= 0.2
+
+
+def test_a_slow_request_is_processed_even_after_the_client_gave_up(altcraft_emulator):
+    altcraft_emulator.add_faults({"endpoint": LAUNCH, "kind": "latency", "latency_ms": 400, "count": 1})
+    with pytest.raises(requests.Timeout):
+        altcraft_emulator.post(LAUNCH, {"workflow_id": 12, "email": "slow@example.org"}, timeout=0.1)
+    deadline = time.monotonic() + 5
+    while not altcraft_emulator.journal() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e["key"] for e in altcraft_emulator.journal()] == ["slow@example.org"]
+
+
+def test_malformed_fault_processes_then_cuts_the_json(altcraft_emulator):
+    altcraft_emulator.add_faults({"endpoint": LAUNCH, "kind": "malformed", "count": 1})
+    response = _launch(altcraft_emulator)
+    assert response.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.text)
+    assert len(altcraft_emulator.journal()) == 1
+
+
+def test_html_fault_is_a_gateway_page_and_not_processed(altcraft_emulator):
+    altcraft_emulator.add_faults(
+        {"endpoint": LAUNCH, "kind": "html"}, {"endpoint": "databases/list", "kind": "html", "status": 504}
+    )
+    response = _launch(altcraft_emulator)
+    assert response.status_code == 502 and response.headers["Content-Type"].startswith("text/html")
+    assert "<html>" in response.text
+    assert altcraft_emulator.post("databases/list", {}).status_code == 504
+    assert altcraft_emulator.journal() == []
+
+
+def test_profile_error_fails_selected_batch_items_only(altcraft_emulator):
+    altcraft_emulator.add_faults(
+        {
+            "endpoint": "workflows/import_and_start_batch",
+            "kind": "profile_error",
+            "every": 2,
+            "code": 500,
+            "text": "temporary failure",
+        }
+    )
+    items = [{"email": f"p{i}@example.org"} for i in range(5)]
+    result = ok(
+        altcraft_emulator.post("workflows/import_and_start_batch", {"workflow_id": 12, "data": items})
+    )["result"]
+    assert [r["error"] for r in result] == [0, 500, 0, 500, 0]
+    assert result[1] == {"error": 500, "error_text": "temporary failure"}
+    assert [e["key"] for e in altcraft_emulator.journal()] == [
+        "p0@example.org",
+        "p2@example.org",
+        "p4@example.org",
+    ]
+    assert altcraft_emulator.state()["faults"][0]["hits"] == 2
+
+
+def _assert_drops(emulator):
+    emulator.add_faults({"endpoint": LAUNCH, "kind": "drop_before", "count": 1})
+    with pytest.raises(requests.ConnectionError):
+        _launch(emulator, "before@example.org")
+    assert emulator.journal() == []
+    emulator.add_faults({"endpoint": LAUNCH, "kind": "drop_after", "count": 1})
+    with pytest.raises(requests.ConnectionError):
+        _launch(emulator, "after@example.org")
+    [entry] = emulator.journal()
+    assert entry["key"] == "after@example.org"
+    ok(_launch(emulator, "later@example.org"))
+    assert len(emulator.journal()) == 2
+
+
+def test_drop_before_and_drop_after_abort_the_connection(altcraft_emulator):
+    _assert_drops(altcraft_emulator)
+
+
+def test_connection_aborts_work_with_the_h11_protocol_too():
+    with emulator_process("--http", "h11") as emulator:
+        _assert_drops(emulator)
+
+
+def test_bad_fault_rules_are_refused(altcraft_emulator):
+    for rule in (
+        {"kind": "explode"},
+        {"kind": "status", "status": 99},
+        {"kind": "latency"},
+        {"kind": "status", "probability": 2},
+        {"kind": "status", "colour": "red"},
+        {"kind": ["status"]},
+        "status",
+    ):
+        with pytest.raises(RuntimeError, match="400"):
+            altcraft_emulator.add_faults(rule)
+    assert altcraft_emulator.state()["faults"] == []
