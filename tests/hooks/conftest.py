@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from altcraft.hooks.altcraft import AltcraftHook
 
 FAST_RETRIES = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 3, "timeout": 5}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from altcraft.api.errors import (
     AltcraftApiError,
     AltcraftDeliveryUncertain,
@@ -135,7 +136,10 @@ def _key_for(mode: MatchingMode, n: int) -> tuple[dict, dict]:
             {"subscriptions": [sub_push]},
         ),
         MatchingMode.CUSTOM: ({"field_name": "CRM_ID", "field_value": f"A-{n}"}, {"CRM_ID": f"A-{n}"}),
-        MatchingMode.CUSTOM_SUB: ({"field_name": "CRM_ID", "field_value": f"A-{n}"}, {"CRM_ID": f"A-{n}"}),
+        MatchingMode.CUSTOM_SUB: (
+            {"field_name": "id", "field_value": f"tg-{n}"},
+            {"subscriptions": [{"channel": "telegram_bot", "resource_id": 1, "cc_data": {"id": f"tg-{n}"}}]},
+        ),
         MatchingMode.EMAIL_PHONE: ({"email": email, "phone": phone}, {"email": email, "phones": [phone]}),
         MatchingMode.EMAIL_PHONE_SUB: (
             {"email": email, "phone": phone},
@@ -152,8 +156,6 @@ def test_import_and_start_in_every_matching_mode(hook, emulator, mode):
             ImportProfileRequest(db_id=1, email="pid@example.org", data={"email": "pid@example.org"})
         )
         keys = {"profile_id": created.profile_id}
-    if mode is MatchingMode.CUSTOM_SUB:
-        pytest.skip("custom_sub needs a custom channel subscription; covered in the emulator tests")
     first = hook.import_and_start(
         ImportAndStartRequest(workflow_id=WELCOME, matching=mode, data=data, **keys)
     )

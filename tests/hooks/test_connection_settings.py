@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from altcraft.hooks.connection import base_url, connection_settings
 
 
