@@ -1,0 +1,118 @@
+"""Chunks profiles into batch requests by item count and encoded size, encoding each profile once.
+
+`chunk` encodes every profile's batch item exactly once and keeps the encoded items with the chunk;
+`Chunk.body` joins them into the JSON array (no re-encoding, also after `Chunk.select` dropped some
+profiles) and `request_body` splices that array into the request body. A profile that could never fit
+a request is yielded as a `Rejection` in the same stream (``field="<profile>"``), so callers handle
+one ordered stream of `Chunk | Rejection`::
+
+    for item in chunk(profiles, overhead_bytes=request_overhead(params)):
+        if isinstance(item, Rejection):
+            reject(item)
+        else:
+            send(request_body(params, item.body), item.profiles)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from altcraft.mapping import PROFILE, Profile, Rejection
+
+MAX_BATCH_ITEMS = 10_000
+"""Profiles per batch request the Altcraft docs advise not to exceed."""
+DEFAULT_MAX_REQUEST_BYTES = 9_500_000
+"""Request body limit we keep to: just under Altcraft's default 10 MB."""
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+@dataclass(slots=True, frozen=True)
+class Chunk:
+    """Profiles for one request and, in the same order, their encoded batch items."""
+
+    profiles: list[Profile]
+    items: list[bytes]
+
+    @property
+    def body(self) -> bytes:
+        """The JSON array of the batch items (UTF-8), ready for `request_body`."""
+        return _array(self.items)
+
+    @property
+    def encoded_bytes(self) -> int:
+        """Size of `body`."""
+        return sum(map(len, self.items)) + max(len(self.items) - 1, 0) + 2
+
+    def select(self, keep: Callable[[Profile], bool]) -> Chunk:
+        """The chunk of only the profiles `keep` accepts (e.g. those the ledger let through)."""
+        kept = [
+            (profile, item) for profile, item in zip(self.profiles, self.items, strict=True) if keep(profile)
+        ]
+        return Chunk([profile for profile, _ in kept], [item for _, item in kept])
+
+
+def encode_item(profile: Profile) -> bytes:
+    """`profile.batch_item()` as compact UTF-8 JSON."""
+    return _encode(profile.batch_item()).encode()
+
+
+def encode_items(profiles: Iterable[Profile]) -> bytes:
+    """The JSON array of the profiles' batch items, as `Chunk.body` gives it."""
+    return _array([encode_item(profile) for profile in profiles])
+
+
+def _array(items: list[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
+
+
+def request_body(params: Mapping[str, Any], array: bytes, *, key: str = "data") -> bytes:
+    """The JSON request body: `params` plus `key` set to the pre-encoded JSON `array` (`Chunk.body`)."""
+    if key in params:
+        raise ValueError(f"params already hold {key!r}")
+    head = _encode(dict(params)).encode()[:-1]
+    return head + (b"," if params else b"") + _encode(key).encode() + b":" + array + b"}"
+
+
+def request_overhead(params: Mapping[str, Any], *, key: str = "data") -> int:
+    """Bytes of the request body besides the array: the `overhead_bytes` to pass to `chunk`."""
+    return len(request_body(params, b"", key=key))
+
+
+def chunk(
+    profiles: Iterable[Profile],
+    *,
+    max_items: int = MAX_BATCH_ITEMS,
+    max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    overhead_bytes: int = 0,
+) -> Iterator[Chunk | Rejection]:
+    """Stream `profiles` as chunks of at most `max_items` whose request (overhead + array) fits `max_bytes`.
+
+    Yields a `Rejection` for each profile too large for any request; keeps only one chunk in memory.
+    """
+    if max_items < 1:
+        raise ValueError("max_items must be at least 1")
+    budget = max_bytes - overhead_bytes - 2  # the array's brackets
+    if budget < 1:
+        raise ValueError(f"overhead_bytes ({overhead_bytes}) leaves no room below max_bytes ({max_bytes})")
+    batch: list[Profile] = []
+    encoded: list[bytes] = []
+    size = 0  # items plus separating commas
+    for profile in profiles:
+        item = encode_item(profile)
+        if len(item) > budget:
+            yield Rejection(
+                profile.source_key, PROFILE, f"encoded profile is {len(item)} bytes, above the request limit"
+            )
+            continue
+        if batch and (len(batch) == max_items or size + 1 + len(item) > budget):
+            yield Chunk(batch, encoded)
+            batch, encoded, size = [], [], 0
+        size += len(item) + (1 if batch else 0)
+        batch.append(profile)
+        encoded.append(item)
+    if batch:
+        yield Chunk(batch, encoded)

@@ -1,0 +1,675 @@
+"""Declarative mapping of a source record (column → value) to an Altcraft profile, with type coercion.
+
+`ProfileMapping` is the spec (written in YAML pipeline specs, validated by pydantic with errors that
+name the field); `compile_mapping` turns it into a `Mapper` whose `map(record)` is the per-contact hot
+path and returns a `Profile` or a `Rejection`. Empty source values (None, blank text, empty list) are
+omitted from the profile, unless the target is required (then the record is rejected).
+
+Field types and what they send:
+
+======== ======================================================================================
+string   text (str, int, finite float/Decimal, UUID), stripped, NFC, no control characters
+int      int, integral float/Decimal, or decimal text; 64-bit range; bool is refused
+float    finite number or decimal text
+bool     bool, 0/1, or true/false/yes/no/on/off/t/f/y/n/1/0 text
+date     ``YYYY-MM-DD`` from a date, a datetime (its own wall date), ISO text or epoch seconds
+datetime RFC 3339 with offset from a datetime, a date (midnight), ISO text or epoch seconds (int/float);
+         naive values are wall time in `timezone`: an ambiguous time (DST fall-back) is its first
+         occurrence, a non-existent one (spring-forward gap) moves forward by the gap
+email    syntax-checked and normalised address (email-validator, no DNS)
+phone    E.164 text; the target ``phones`` always gets a list (one number, or a list of numbers)
+tags     list of distinct strings from a list or a comma-separated text
+======== ======================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from altcraft.api.matching import MatchingMode
+from altcraft.validation import (
+    MAX_FIELD_CHARS,
+    MAX_PROFILE_BYTES,
+    ValidationError,
+    as_text,
+    check_text,
+    is_finite,
+    key_text,
+    kind_of,
+    normalize_email,
+    normalize_phone,
+)
+
+FieldType = Literal["string", "int", "float", "bool", "date", "datetime", "email", "phone", "tags"]
+PROFILE = "<profile>"
+"""`Rejection.field` of a profile refused as a whole (too large)."""
+MISSING_KEY = "<missing>"
+"""`Rejection.source_key` of a record without a source key value."""
+INVALID_KEY = "<invalid>"
+"""`Rejection.source_key` of a record whose source key value is unusable (control characters, ...)."""
+
+_RESERVED_TARGETS = {"subscriptions": "is set by the `subscriptions` section"}
+_TARGET_TYPES = {"email": "email", "phones": "phone"}
+_BOOL_TEXT = {
+    **dict.fromkeys(("true", "yes", "on", "t", "y", "1"), True),
+    **dict.fromkeys(("false", "no", "off", "f", "n", "0"), False),
+}
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INT64 = (-(2**63), 2**63 - 1)
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+Coercer = Callable[[Any], Any]
+"""Turns one raw source value into the value sent; None means empty (omit); raises ValidationError."""
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass(slots=True, frozen=True)
+class Profile:
+    """One contact ready to send."""
+
+    source_key: str
+    match: dict[str, Any]
+    ledger_key: str
+    data: dict[str, Any]
+
+    def batch_item(self) -> dict[str, Any]:
+        """The element of a batch request's `data` array: matching key(s) plus nested `data`."""
+        return {**self.match, "data": self.data}
+
+
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    """A record that cannot be sent; `reason` contains no email/phone in clear."""
+
+    source_key: str
+    field: str
+    reason: str
+
+
+# ------------------------------------------------------------------------------------------------ spec
+
+
+def template_columns(template: str) -> list[tuple[str, str | None]]:
+    """`template` split into (literal text, column or None) parts; only plain `{column}` placeholders."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"template is malformed: {error}") from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, column, spec, conversion in parsed:
+        if column is not None:
+            if not column or column.isdigit():
+                raise ValueError("template placeholders must name a column, e.g. {first_name}")
+            if any(char in column for char in ".[]"):
+                raise ValueError(
+                    f"template placeholder {{{column}}}: attribute and index access are not allowed"
+                )
+            if conversion or spec:
+                raise ValueError(
+                    f"template placeholder {{{column}}}: conversions and format specs are not allowed"
+                )
+        parts.append((literal, column))
+    return parts
+
+
+class FieldSpec(BaseModel):
+    """Where one profile field's value comes from (exactly one of source, const, template) and its type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str | None = Field(default=None, min_length=1, description="source column")
+    const: str | int | float | bool | datetime | date | list[str] | None = Field(
+        default=None, description="fixed value"
+    )
+    template: str | None = Field(default=None, description="text with {column} placeholders")
+    type: FieldType = "string"
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            template_columns(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> FieldSpec:
+        given = [name for name in ("source", "const", "template") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of source, const, template (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class SubscriptionSpec(BaseModel):
+    """One subscription added to every profile (flat form of API reference §7.3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: Literal["email", "sms"]
+    resource_id: int = Field(gt=0)
+    source: str = Field(min_length=1, description="source column holding the email address / phone number")
+
+
+class ProfileMapping(BaseModel):
+    """How a source record becomes an Altcraft profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    matching: MatchingMode
+    field_name: str | None = Field(
+        default=None, validate_default=True, description="custom field to match on"
+    )
+    resource_id: int | None = Field(default=None, gt=0, validate_default=True)
+    key: dict[str, str] = Field(description="matching key field -> source column")
+    fields: dict[str, FieldSpec] = Field(default_factory=dict, description="target field -> value spec")
+    subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
+    timezone: str = Field(default="UTC", description="zone of naive date-times")
+    default_region: str | None = Field(default=None, description="region of phones without +country code")
+    required: list[str] = Field(default_factory=list, description="targets that must be present")
+    max_field_chars: int = Field(default=MAX_FIELD_CHARS, gt=0)
+    max_profile_bytes: int = Field(default=MAX_PROFILE_BYTES, gt=0)
+
+    @field_validator("field_name")
+    @classmethod
+    def _field_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        mode = info.data.get("matching")
+        if mode is not None and mode.needs_field_name and not value:
+            raise ValueError(f"required for matching {mode.value!r}")
+        if mode is not None and not mode.needs_field_name and value is not None:
+            raise ValueError(f"only allowed for matching custom and custom_sub, not {mode.value!r}")
+        return value
+
+    @field_validator("resource_id")
+    @classmethod
+    def _resource_id(cls, value: int | None, info: ValidationInfo) -> int | None:
+        mode = info.data.get("matching")
+        if value is not None and mode is not None and not {"email", "phone"} & set(mode.key_fields):
+            raise ValueError(f"narrows email/phone matching only, not {mode.value!r}")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        mode = info.data.get("matching")
+        if mode is None:
+            return value
+        expected = set(mode.key_fields)
+        unknown = sorted(set(value) - expected)
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} not a key of matching {mode.value!r}; "
+                f"use {' + '.join(mode.key_fields)}"
+            )
+        if not value or (not mode.any_of and set(value) != expected):
+            need = " and/or ".join(mode.key_fields) if mode.any_of else " + ".join(mode.key_fields)
+            raise ValueError(f"matching {mode.value!r} needs {need}")
+        if not all(value.values()):
+            raise ValueError("source columns must not be empty")
+        return value
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {
+                target: {"source": spec} if isinstance(spec, str) else spec for target, spec in value.items()
+            }
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, FieldSpec], info: ValidationInfo) -> dict[str, FieldSpec]:
+        for target, spec in value.items():
+            if not target.strip() or target != target.strip():
+                raise ValueError(f"{target!r}: target names must be non-blank without surrounding spaces")
+            if target in _RESERVED_TARGETS:
+                raise ValueError(f"{target}: {_RESERVED_TARGETS[target]}")
+            if target in _TARGET_TYPES and spec.type != _TARGET_TYPES[target]:
+                raise ValueError(f"{target}: must have type {_TARGET_TYPES[target]}")
+        mode, field_name, key = info.data.get("matching"), info.data.get("field_name"), info.data.get("key")
+        spec = value.get(field_name) if mode is not None and mode.needs_field_name else None
+        if spec is not None and key is not None:
+            if spec.source != key.get("field_value"):
+                raise ValueError(
+                    f"{field_name}: the matched custom field must come from key.field_value's column"
+                )
+            if spec.type in ("tags", "bool"):
+                raise ValueError(f"{field_name}: a {spec.type} field cannot be a matching key")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {value!r}; use a two-letter code such as RU")
+        return None if value is None else value.upper()
+
+    @field_validator("required")
+    @classmethod
+    def _required(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        fields, mode = info.data.get("fields"), info.data.get("matching")
+        if fields is not None and mode is not None:
+            unknown = [name for name in value if name not in fields and name not in mode.key_fields]
+            if unknown:
+                raise ValueError(f"not a field target: {', '.join(unknown)}")
+        return value
+
+    @model_validator(mode="after")
+    def _constants(self) -> ProfileMapping:
+        for target, spec in self.fields.items():
+            if spec.const is not None:
+                try:
+                    value = _coercer(self, target, spec.type)(spec.const)
+                except ValidationError as error:
+                    raise ValueError(f"fields.{target}.const {error.reason}") from None
+                if value is None:
+                    raise ValueError(f"fields.{target}.const is empty")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- coercion
+
+
+def _string(field: str, max_chars: int) -> Coercer:
+    def coerce(raw: Any) -> str | None:
+        return check_text(as_text(raw, field=field).strip(), field=field, max_chars=max_chars) or None
+
+    return coerce
+
+
+def _int(field: str) -> Coercer:
+    def coerce(raw: Any) -> int | None:
+        if isinstance(raw, bool):
+            raise ValidationError(field, "expected an integer, got bool")
+        if isinstance(raw, str):
+            text = raw.strip()
+            if not text:
+                return None
+            if not _INT_TEXT.fullmatch(text):
+                raise ValidationError(field, "is not an integer")
+            value = int(text)
+        elif isinstance(raw, int):
+            value = raw
+        elif isinstance(raw, float | Decimal):
+            if not is_finite(raw):
+                raise ValidationError(field, "is not a finite number")
+            value = raw
+        else:
+            raise ValidationError(field, f"expected an integer, got {kind_of(raw)}")
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValidationError(field, "is outside the 64-bit integer range")
+        if value != int(value):
+            raise ValidationError(field, "has a fractional part, expected an integer")
+        return int(value)
+
+    return coerce
+
+
+def _float(field: str) -> Coercer:
+    def coerce(raw: Any) -> float | None:
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+            raise ValidationError(field, f"expected a number, got {kind_of(raw)}")
+        if isinstance(raw, str):
+            raw = raw.strip()
+            if not raw:
+                return None
+            if not _FLOAT_TEXT.fullmatch(raw):
+                raise ValidationError(field, "is not a number")
+        try:
+            value = float(raw)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise ValidationError(field, "is not a finite number")
+        return value
+
+    return coerce
+
+
+def _bool(field: str) -> Coercer:
+    def coerce(raw: Any) -> bool | None:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str):
+            text = raw.strip().lower()
+            if not text:
+                return None
+            if text in _BOOL_TEXT:
+                return _BOOL_TEXT[text]
+        elif isinstance(raw, int) and raw in (0, 1):
+            return bool(raw)
+        raise ValidationError(field, "is not a boolean (true/false, yes/no, 1/0)")
+
+    return coerce
+
+
+def _from_epoch(raw: Any, zone: tzinfo, field: str) -> datetime:
+    if not is_finite(raw):
+        raise ValidationError(field, "is not a finite number")
+    try:
+        return datetime.fromtimestamp(float(raw), zone)
+    except (OverflowError, OSError, ValueError):
+        raise ValidationError(field, "epoch seconds out of range") from None
+
+
+def _is_number(raw: Any) -> bool:
+    return isinstance(raw, int | float | Decimal) and not isinstance(raw, bool)
+
+
+def _date(field: str, zone: tzinfo) -> Coercer:
+    def coerce(raw: Any) -> str | None:
+        if isinstance(raw, datetime):
+            return raw.date().isoformat()
+        if isinstance(raw, date):
+            return raw.isoformat()
+        if isinstance(raw, str):
+            text = raw.strip()
+            if not text:
+                return None
+            try:
+                return (
+                    date.fromisoformat(text) if len(text) <= 10 else datetime.fromisoformat(text).date()
+                ).isoformat()
+            except ValueError:
+                raise ValidationError(field, "is not an ISO 8601 date (YYYY-MM-DD)") from None
+        if _is_number(raw):
+            return _from_epoch(raw, zone, field).date().isoformat()
+        raise ValidationError(field, f"expected a date, got {kind_of(raw)}")
+
+    return coerce
+
+
+def _datetime(field: str, zone: tzinfo) -> Coercer:
+    def coerce(raw: Any) -> str | None:
+        if isinstance(raw, datetime):
+            value = raw
+        elif isinstance(raw, date):
+            value = datetime(raw.year, raw.month, raw.day)
+        elif isinstance(raw, str):
+            text = raw.strip()
+            if not text:
+                return None
+            try:
+                value = datetime.fromisoformat(text)
+            except ValueError:
+                raise ValidationError(field, "is not an ISO 8601 date-time") from None
+        elif _is_number(raw):
+            value = _from_epoch(raw, zone, field)
+        else:
+            raise ValidationError(field, f"expected a date-time, got {kind_of(raw)}")
+        try:
+            if value.utcoffset() is None:
+                value = value.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
+            offset = value.utcoffset()
+            if offset.seconds % 60 or offset.microseconds:  # RFC 3339 offsets have whole minutes
+                value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError(field, "is out of range") from None
+        return value.isoformat()
+
+    return coerce
+
+
+def _email(field: str) -> Coercer:
+    def coerce(raw: Any) -> str | None:
+        if isinstance(raw, str) and not raw.strip():
+            return None
+        return normalize_email(raw, field=field)
+
+    return coerce
+
+
+def _phone(field: str, region: str | None) -> Coercer:
+    def coerce(raw: Any) -> str | None:
+        if isinstance(raw, str) and not raw.strip():
+            return None
+        return normalize_phone(raw, region, field=field)
+
+    return coerce
+
+
+def _listed(item: Coercer, *, split: bool) -> Coercer:
+    """A list of distinct non-empty items from a list/tuple (or comma-separated text when `split`)."""
+
+    def coerce(raw: Any) -> list[Any] | None:
+        if isinstance(raw, list | tuple):
+            items = raw
+        elif split and isinstance(raw, str):
+            items = raw.split(",")
+        else:
+            items = [raw]
+        values = [item(value) for value in items if value is not None]
+        return list(dict.fromkeys(value for value in values if value is not None)) or None
+
+    return coerce
+
+
+def _coercer(mapping: ProfileMapping, target: str, field_type: FieldType) -> Coercer:
+    zone = ZoneInfo(mapping.timezone)
+    match field_type:
+        case "string":
+            return _string(target, mapping.max_field_chars)
+        case "int":
+            return _int(target)
+        case "float":
+            return _float(target)
+        case "bool":
+            return _bool(target)
+        case "date":
+            return _date(target, zone)
+        case "datetime":
+            return _datetime(target, zone)
+        case "email":
+            return _email(target)
+        case "phone" if target == "phones":
+            return _listed(_phone(target, mapping.default_region), split=False)
+        case "phone":
+            return _phone(target, mapping.default_region)
+        case "tags":
+            return _listed(_string(target, mapping.max_field_chars), split=True)
+    raise AssertionError(field_type)
+
+
+def _key_coercer(mapping: ProfileMapping, key_field: str, label: str) -> Coercer:
+    spec = mapping.fields.get(label) if mapping.matching.needs_field_name else None
+    if spec is not None and spec.type != "string":
+        return _coercer(mapping, label, spec.type)
+    if key_field == "email":
+        return _email(label)
+    if key_field == "phone":
+        return _phone(label, mapping.default_region)
+    return lambda raw: key_text(raw, field=label) or None
+
+
+# ---------------------------------------------------------------------------------------------- mapper
+
+
+Step = Callable[[Mapping[str, Any]], Any]
+"""Produces one target's value from a record; None means empty."""
+
+
+def _source_step(column: str, coerce: Coercer) -> Step:
+    def step(record: Mapping[str, Any]) -> Any:
+        raw = record.get(column)
+        return None if raw is None or (isinstance(raw, list | tuple) and not raw) else coerce(raw)
+
+    return step
+
+
+def _template_step(target: str, template: str, coerce: Coercer) -> Step:
+    parts = template_columns(template)
+
+    def step(record: Mapping[str, Any]) -> Any:
+        pieces = []
+        for literal, column in parts:
+            pieces.append(literal)
+            if column is not None:
+                raw = record.get(column)
+                text = None if raw is None else as_text(raw, field=target).strip()
+                if not text:
+                    return None
+                pieces.append(text)
+        return coerce("".join(pieces))
+
+    return step
+
+
+def _subscription_step(index: int, spec: SubscriptionSpec, region: str | None) -> Step:
+    field = f"subscriptions[{index}]"
+    address, coerce = (
+        ("email", _email(field)) if spec.channel == "email" else ("phone", _phone(field, region))
+    )
+    step = _source_step(spec.source, coerce)
+
+    def subscription(record: Mapping[str, Any]) -> dict[str, Any] | None:
+        value = step(record)
+        return (
+            None
+            if value is None
+            else {"channel": spec.channel, "resource_id": spec.resource_id, address: value}
+        )
+
+    return subscription
+
+
+@dataclass(slots=True, frozen=True)
+class _Key:
+    name: str  # request key: email, phone, profile_id, field_value, provider, subscription_id
+    label: str  # name used in rejections and, for custom matching, in data
+    column: str
+    coerce: Coercer
+
+
+class Mapper:
+    """A compiled `ProfileMapping`: `map(record)` is the per-contact hot path."""
+
+    __slots__ = (
+        "_any_of",
+        "_custom_field",
+        "_fields",
+        "_key_names",
+        "_keys",
+        "_max_bytes",
+        "_mode",
+        "_source_key_column",
+        "_subscriptions",
+        "mapping",
+    )
+
+    def __init__(self, mapping: ProfileMapping, *, source_key_column: str) -> None:
+        self.mapping = mapping
+        mode = mapping.matching
+        self._mode = mode.value
+        self._any_of = mode.any_of
+        self._source_key_column = source_key_column
+        self._custom_field = mapping.field_name if mode.needs_field_name else None
+        self._key_names = mode.key_fields
+        self._keys = [
+            _Key(name, label, mapping.key[name], _key_coercer(mapping, name, label))
+            for name in mode.key_fields
+            if name in mapping.key
+            for label in [self._custom_field if name == "field_value" else name]
+        ]
+        self._fields = [
+            (target, target in mapping.required, self._step(target, spec))
+            for target, spec in mapping.fields.items()
+            if target != self._custom_field
+        ]
+        self._subscriptions = [
+            _subscription_step(index, spec, mapping.default_region)
+            for index, spec in enumerate(mapping.subscriptions)
+        ]
+        self._max_bytes = mapping.max_profile_bytes
+
+    def _step(self, target: str, spec: FieldSpec) -> Step:
+        coerce = _coercer(self.mapping, target, spec.type)
+        if spec.source is not None:
+            return _source_step(spec.source, coerce)
+        if spec.template is not None:
+            return _template_step(target, spec.template, coerce)
+        value = coerce(spec.const)
+        return lambda record: value
+
+    def map(self, record: Mapping[str, Any]) -> Profile | Rejection:
+        """The profile for `record`, or why it cannot be sent."""
+        source_key = self._source_key(record)
+        if isinstance(source_key, Rejection):
+            return source_key
+        try:
+            match, ledger_key = self._match(record)
+            data: dict[str, Any] = {self._custom_field: match["field_value"]} if self._custom_field else {}
+            for target, required, step in self._fields:
+                value = step(record)
+                if value is not None:
+                    data[target] = value
+                elif required:
+                    raise ValidationError(target, "required value is missing")
+            if self._subscriptions:
+                subscriptions = [
+                    sub for sub in (step(record) for step in self._subscriptions) if sub is not None
+                ]
+                if subscriptions:
+                    data["subscriptions"] = subscriptions
+        except ValidationError as error:
+            return Rejection(source_key, error.field, error.reason)
+        profile = Profile(source_key, match, ledger_key, data)
+        size = len(_encode(profile.batch_item()).encode())
+        if size > self._max_bytes:
+            return Rejection(
+                source_key, PROFILE, f"encoded profile is {size} bytes, above the limit of {self._max_bytes}"
+            )
+        return profile
+
+    def _source_key(self, record: Mapping[str, Any]) -> str | Rejection:
+        column = self._source_key_column
+        raw = record.get(column)
+        try:
+            text = None if raw is None else key_text(raw, field=column)
+        except ValidationError as error:
+            return Rejection(INVALID_KEY, column, error.reason)
+        return text or Rejection(MISSING_KEY, column, "source key value is missing")
+
+    def _match(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        match: dict[str, Any] = {}
+        for key in self._keys:
+            raw = record.get(key.column)
+            value = None if raw is None else key.coerce(raw)
+            if value is not None:
+                match[key.name] = value
+            elif not self._any_of:
+                raise ValidationError(key.label, "matching key is missing")
+        if not match:
+            raise ValidationError("/".join(key.label for key in self._keys), "matching key is missing")
+        parts = ("" if (value := match.get(name)) is None else str(value) for name in self._key_names)
+        ledger_key = f"{self._mode}:{'|'.join(parts)}"
+        return match, ledger_key.lower() if "email" in match else ledger_key
+
+
+def compile_mapping(mapping: ProfileMapping, *, source_key_column: str) -> Mapper:
+    """Precompute everything `mapping` needs so that `Mapper.map` does no parsing per record."""
+    return Mapper(mapping, source_key_column=source_key_column)

@@ -1,0 +1,116 @@
+"""Masks contact data for logs: emails, phones, ledger keys and whole records. Never raises."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from altcraft.api.matching import MatchingMode
+
+MASK = "***"
+SAMPLE_CHARS = 64
+"""Longer text in `mask_record` output is cut to this many characters."""
+
+_MODES = frozenset(mode.value for mode in MatchingMode)
+_PHONE_LIKE = re.compile(r"\+?[0-9 ().\-]{6,32}")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_MAX_DEPTH = 4
+_MAX_ITEMS = 20
+
+
+def _text(value: Any) -> str:
+    try:
+        return value if isinstance(value, str) else str(value)
+    except Exception:
+        return ""
+
+
+def mask_text(value: Any) -> str:
+    """Any identifying text: first and last character kept when it is long enough to stay unguessable."""
+    text = _text(value)
+    return f"{text[:1]}{MASK}{text[-1:]}" if len(text) > 6 else MASK
+
+
+def mask_email(value: Any) -> str:
+    """`anna.petrova@example.org` → `a***@e***.org`."""
+    text = _text(value).strip()
+    local, at, domain = text.rpartition("@")
+    if not at:
+        return mask_text(text)
+    name, dot, tld = domain.rpartition(".")
+    masked_domain = f"{name[:1]}{MASK}.{tld}" if dot and name and len(tld) <= 24 else f"{domain[:1]}{MASK}"
+    return f"{local[:1]}{MASK}@{masked_domain}"
+
+
+def mask_phone(value: Any) -> str:
+    """`+79001234567` → `+7******4567`; short numbers keep less, very short ones nothing."""
+    text = _text(value).strip()
+    if len(text) >= 10:
+        head, tail = 2, 4
+    elif len(text) >= 7:
+        head, tail = 1, 2
+    else:
+        return MASK
+    return text[:head] + "*" * (len(text) - head - tail) + text[-tail:]
+
+
+def mask_key(ledger_key: Any) -> str:
+    """A ledger key (`<matching>:<value>`) with its value masked according to the matching mode."""
+    kind, sep, value = _text(ledger_key).partition(":")
+    if not sep or kind not in _MODES:
+        return mask_text(ledger_key)
+    if kind.startswith("email_phone"):
+        email, _, phone = value.rpartition("|")
+        masked = f"{mask_email(email) if email else ''}|{mask_phone(phone) if phone else ''}"
+    elif kind.startswith("email"):
+        masked = mask_email(value)
+    elif kind.startswith("phone"):
+        masked = mask_phone(value)
+    elif kind == MatchingMode.PUSH_SUB:
+        provider, _, subscription_id = value.partition("|")
+        masked = f"{provider}|{mask_text(subscription_id)}"
+    else:
+        masked = mask_text(value)
+    return f"{kind}:{masked}"
+
+
+def mask_value(value: Any, *, depth: int = 0) -> Any:
+    """One source value made safe to log: emails/phones masked (integers of 8+ digits count as phones),
+    long text cut, containers bounded, other objects shown by type name only."""
+    try:
+        if value is None or isinstance(value, bool | float):
+            return value
+        if isinstance(value, int):
+            return mask_phone(str(value)) if abs(value) >= 10_000_000 else value
+        if isinstance(value, str):
+            return _sample(value)
+        if isinstance(value, bytes | bytearray):
+            return f"<{len(value)} bytes>"
+        if depth >= _MAX_DEPTH:
+            return f"<{type(value).__name__}>"
+        if isinstance(value, Mapping):
+            return mask_record(value, depth=depth + 1)
+        if isinstance(value, list | tuple | set | frozenset):
+            return [mask_value(item, depth=depth + 1) for item in list(value)[:_MAX_ITEMS]]
+        return f"<{type(value).__name__}>"
+    except Exception:
+        return "<unprintable>"
+
+
+def mask_record(record: Any, *, depth: int = 0) -> dict[str, Any]:
+    """A source record (column → value) made safe to log as a sample; see `mask_value`."""
+    try:
+        items = list(record.items())[: _MAX_ITEMS * 10]
+    except Exception:
+        return {"<record>": "<unprintable>"}
+    return {_sample(_text(column)): mask_value(value, depth=depth) for column, value in items}
+
+
+def _sample(text: str) -> str:
+    if "@" in text:
+        return mask_email(text)
+    if _PHONE_LIKE.fullmatch(text.strip()) and sum(char.isdigit() for char in text) >= 6:
+        return mask_phone(text)
+    cut = text[:SAMPLE_CHARS] + (f"…(+{len(text) - SAMPLE_CHARS} chars)" if len(text) > SAMPLE_CHARS else "")
+    return _UNPRINTABLE.sub(lambda char: f"\\u{ord(char.group()):04x}", cut)

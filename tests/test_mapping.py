@@ -1,0 +1,758 @@
+"""Record → profile mapping: spec validation, every type coercion, matching modes, broken contacts."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pydantic
+import pytest
+import yaml
+
+from altcraft.api.matching import MatchingMode
+from altcraft.mapping import (
+    MISSING_KEY,
+    Mapper,
+    Profile,
+    ProfileMapping,
+    Rejection,
+    compile_mapping,
+    template_columns,
+)
+from altcraft.validation import MAX_FIELD_CHARS, MAX_PROFILE_BYTES
+from tests.broken_contacts import BROKEN_CONTACTS, MAPPING, SOURCE_KEY_COLUMN, VALID_CONTACTS
+
+EXAMPLE_YAML = """
+mapping:
+  matching: email
+  resource_id: 1
+  key: {email: email}
+  fields:
+    _fname: first_name
+    _regdate: {source: created_at, type: datetime}
+    _bdate: {source: birthday, type: date}
+    CRM_ID: {source: id, type: string}
+    LOYALTY: {source: points, type: int}
+    segment: {const: "b2c"}
+    greeting: {template: "Hello, {first_name}!"}
+    phones: {source: phone, type: phone}
+    interests: {source: tags, type: tags}
+    email: {source: email, type: email}
+  subscriptions:
+    - {channel: email, resource_id: 1, source: email}
+    - {channel: sms, resource_id: 1, source: phone}
+  timezone: Europe/Moscow
+  default_region: RU
+  required: [_fname]
+"""
+
+
+def mapper(**spec: Any) -> Mapper:
+    spec.setdefault("matching", "profile_id")
+    spec.setdefault("key", {"profile_id": "pid"})
+    return compile_mapping(ProfileMapping.model_validate(spec), source_key_column="id")
+
+
+def profile(result: Profile | Rejection) -> Profile:
+    assert isinstance(result, Profile), result
+    return result
+
+
+def rejection(result: Profile | Rejection) -> Rejection:
+    assert isinstance(result, Rejection), result
+    return result
+
+
+def one_field(field_type: str, raw: Any, **spec: Any) -> Profile | Rejection:
+    """Map `raw` through a single field `f` of `field_type`."""
+    return mapper(fields={"f": {"source": "v", "type": field_type}}, **spec).map(
+        {"id": 1, "pid": "p1", "v": raw}
+    )
+
+
+# ------------------------------------------------------------------------------------------ the example
+
+
+def test_the_documented_yaml_example_maps_a_record_completely():
+    spec = ProfileMapping.model_validate(yaml.safe_load(EXAMPLE_YAML)["mapping"])
+    record = {
+        "id": 17,
+        "email": " Anna.Petrova@Example.ORG ",
+        "phone": "8 (900) 123-45-67",
+        "first_name": "Anna",
+        "created_at": "2023-05-01 10:00",
+        "birthday": date(1990, 2, 3),
+        "points": "42",
+        "tags": "vip, news, vip",
+    }
+    result = profile(compile_mapping(spec, source_key_column="id").map(record))
+    assert result == Profile(
+        source_key="17",
+        match={"email": "Anna.Petrova@example.org"},
+        ledger_key="email:anna.petrova@example.org",
+        data={
+            "_fname": "Anna",
+            "_regdate": "2023-05-01T10:00:00+03:00",
+            "_bdate": "1990-02-03",
+            "CRM_ID": "17",
+            "LOYALTY": 42,
+            "segment": "b2c",
+            "greeting": "Hello, Anna!",
+            "phones": ["+79001234567"],
+            "interests": ["vip", "news"],
+            "email": "Anna.Petrova@example.org",
+            "subscriptions": [
+                {"channel": "email", "resource_id": 1, "email": "Anna.Petrova@example.org"},
+                {"channel": "sms", "resource_id": 1, "phone": "+79001234567"},
+            ],
+        },
+    )
+    assert result.batch_item() == {"email": "Anna.Petrova@example.org", "data": result.data}
+    assert record["email"] == " Anna.Petrova@Example.ORG "  # the record is not touched
+
+
+def test_profiles_and_rejections_are_frozen():
+    result = profile(mapper().map({"id": 1, "pid": "p"}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.ledger_key = "x"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------ type coercion
+
+
+@pytest.mark.parametrize(
+    ("field_type", "raw", "expected"),
+    [
+        ("string", "  Anna  ", "Anna"),
+        ("string", 42, "42"),
+        ("string", Decimal("12.50"), "12.50"),
+        ("string", 1.5, "1.5"),
+        ("string", UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+        ("string", "E\u0301te\u0301", "\u00c9t\u00e9"),  # NFC
+        ("string", "line one\nline two\ttab\r", "line one\nline two\ttab"),
+        ("int", 7, 7),
+        ("int", " -42 ", -42),
+        ("int", "+5", 5),
+        ("int", 3.0, 3),
+        ("int", Decimal("8"), 8),
+        ("int", 2**63 - 1, 2**63 - 1),
+        ("int", -(2**63), -(2**63)),
+        ("float", "3.25", 3.25),
+        ("float", "-1e3", -1000.0),
+        ("float", 2, 2.0),
+        ("float", Decimal("0.1"), 0.1),
+        ("bool", True, True),
+        ("bool", 0, False),
+        ("bool", " Yes ", True),
+        ("bool", "off", False),
+        ("bool", "F", False),
+        ("date", "2024-02-29", "2024-02-29"),
+        ("date", "20240229", "2024-02-29"),
+        ("date", date(2001, 12, 31), "2001-12-31"),
+        ("date", datetime(2001, 12, 31, 23, 0, tzinfo=UTC), "2001-12-31"),  # its own wall date
+        ("date", "2001-12-31T23:30:00-05:00", "2001-12-31"),
+        ("date", 0, "1970-01-01"),
+        ("email", "Anna@Example.ORG", "Anna@example.org"),
+        ("email", "anna@xn--e1afmkfd.xn--p1ai", "anna@пример.рф"),
+        ("phone", "+7 (900) 123-45-67", "+79001234567"),
+        ("phone", "8 900 123 45 67", "+79001234567"),
+        ("phone", 79001234567, "+79001234567"),
+        ("tags", "a, b,,  c ,a", ["a", "b", "c"]),
+        ("tags", ["x", " y ", "x", None, ""], ["x", "y"]),
+        ("tags", ("solo",), ["solo"]),
+        ("tags", 5, ["5"]),
+    ],
+)
+def test_every_type_coerces_its_accepted_inputs(field_type, raw, expected):
+    assert profile(one_field(field_type, raw, default_region="RU")).data == {"f": expected}
+
+
+@pytest.mark.parametrize(
+    ("field_type", "raw", "reason"),
+    [
+        ("string", ["a"], "expected text, got list"),
+        ("string", {"a": 1}, "expected text, got dict"),
+        ("string", False, "expected text, got bool"),
+        ("string", float("nan"), "not a finite number"),
+        ("string", Decimal("NaN"), "not a finite number"),
+        ("string", date(2020, 1, 1), "expected text, got date"),
+        ("int", "abc", "not an integer"),
+        ("int", "4.0", "not an integer"),
+        ("int", "1" * 5000, "not an integer"),
+        ("int", 2**63, "64-bit"),
+        ("int", 1e300, "64-bit"),
+        ("int", Decimal("2.5"), "fractional"),
+        ("int", False, "got bool"),
+        ("int", object(), "got object"),
+        ("float", "1,5", "not a number"),
+        ("float", "nan", "not a number"),
+        ("float", "1e999", "not a finite number"),
+        ("float", 10**400, "not a finite number"),
+        ("float", float("-inf"), "not a finite number"),
+        ("float", True, "got bool"),
+        ("bool", 2, "not a boolean"),
+        ("bool", "maybe", "not a boolean"),
+        ("bool", 1.0, "not a boolean"),
+        ("date", "2023-02-30", "ISO 8601 date"),
+        ("date", "31.12.2001", "ISO 8601 date"),
+        ("date", "2001-12-31Tjunk", "ISO 8601 date"),
+        ("date", float("inf"), "finite"),
+        ("date", [2001], "got list"),
+        ("email", "not-an-email", "@-sign"),
+        ("email", 5, "got int"),
+        ("phone", "+7 900", "too short"),
+        ("phone", "+7 900 123 45 67 ext 2", "letters"),
+        ("phone", 7.9e10, "got float"),
+        ("tags", ["ok", ["nested"]], "expected text, got list"),
+        ("tags", "ok, bad\x00", "U+0000"),
+    ],
+)
+def test_every_type_rejects_what_it_cannot_send(field_type, raw, reason):
+    result = rejection(one_field(field_type, raw, default_region="RU"))
+    assert (result.field, result.source_key) == ("f", "1")
+    assert reason in result.reason
+
+
+@pytest.mark.parametrize(
+    "field_type", ["string", "int", "float", "bool", "date", "datetime", "email", "phone", "tags"]
+)
+@pytest.mark.parametrize("raw", [None, "", "   ", []])
+def test_empty_values_are_omitted_not_sent(field_type, raw):
+    assert profile(one_field(field_type, raw)).data == {}
+
+
+def test_a_missing_source_column_is_an_empty_value():
+    assert profile(mapper(fields={"f": "nowhere"}).map({"id": 1, "pid": "p"})).data == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "zone", "expected"),
+    [
+        ("2023-05-01T10:00:00", "Europe/Moscow", "2023-05-01T10:00:00+03:00"),
+        ("2023-05-01 10:00", "UTC", "2023-05-01T10:00:00+00:00"),
+        ("2023-05-01T10:00:00.250000", "UTC", "2023-05-01T10:00:00.250000+00:00"),
+        ("2023-05-01T10:00:00Z", "Europe/Moscow", "2023-05-01T10:00:00+00:00"),  # aware: kept as given
+        ("2023-05-01T10:00:00-04:00", "Europe/Moscow", "2023-05-01T10:00:00-04:00"),
+        ("2023-05-01", "Asia/Kolkata", "2023-05-01T00:00:00+05:30"),
+        (date(2023, 5, 1), "Europe/Berlin", "2023-05-01T00:00:00+02:00"),
+        (datetime(2023, 1, 1, 12, 0), "Europe/Berlin", "2023-01-01T12:00:00+01:00"),
+        (
+            datetime(2023, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=9))),
+            "UTC",
+            "2023-01-01T12:00:00+09:00",
+        ),
+        (0, "Europe/Moscow", "1970-01-01T03:00:00+03:00"),
+        (1_700_000_000, "UTC", "2023-11-14T22:13:20+00:00"),
+        (1_700_000_000.5, "UTC", "2023-11-14T22:13:20.500000+00:00"),
+        (Decimal("1700000000"), "America/New_York", "2023-11-14T17:13:20-05:00"),
+        # DST: spring-forward gap (02:30 does not exist in Berlin) moves forward by the gap
+        ("2023-03-26T02:30:00", "Europe/Berlin", "2023-03-26T03:30:00+02:00"),
+        # DST: fall-back (02:30 happens twice) is its first occurrence, unless the datetime says fold=1
+        ("2023-10-29T02:30:00", "Europe/Berlin", "2023-10-29T02:30:00+02:00"),
+        (datetime(2023, 10, 29, 2, 30, fold=1), "Europe/Berlin", "2023-10-29T02:30:00+01:00"),
+        ("2023-03-12T02:15:00", "America/New_York", "2023-03-12T03:15:00-04:00"),
+        # local mean time offsets (seconds) are not RFC 3339: such values are sent in UTC
+        ("1850-01-01T00:00:00", "Europe/Berlin", "1849-12-31T23:06:32+00:00"),
+    ],
+)
+def test_datetimes_get_an_rfc3339_offset_from_the_mapping_time_zone(raw, zone, expected):
+    assert profile(one_field("datetime", raw, timezone=zone)).data == {"f": expected}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("yesterday", "ISO 8601 date-time"),
+        ("2023-02-30T10:00:00", "ISO 8601 date-time"),
+        ("2023-05-01T10:00:00+25:00", "ISO 8601 date-time"),
+        ("0001-01-01T00:00:00", "out of range"),
+        (1e20, "out of range"),
+        (float("nan"), "finite"),
+        (True, "got bool"),
+    ],
+)
+def test_impossible_datetimes_are_rejected(raw, reason):
+    assert reason in rejection(one_field("datetime", raw, timezone="Europe/Berlin")).reason
+
+
+def test_phones_target_is_always_a_list_and_other_phone_targets_are_text():
+    m = mapper(
+        fields={"phones": {"source": "p", "type": "phone"}, "WORK": {"source": "w", "type": "phone"}},
+        default_region="RU",
+    )
+    data = profile(m.map({"id": 1, "pid": "x", "p": "89001234567", "w": "+44 20 7946 0958"})).data
+    assert data == {"phones": ["+79001234567"], "WORK": "+442079460958"}
+    many = profile(
+        m.map({"id": 1, "pid": "x", "p": ["+79001234567", "8 900 123-45-67", None, "+79001234568"]})
+    )
+    assert many.data == {"phones": ["+79001234567", "+79001234568"]}
+    assert rejection(m.map({"id": 1, "pid": "x", "w": ["+79001234567"]})).reason.endswith("got list")
+
+
+def test_phones_without_country_code_need_a_default_region():
+    result = rejection(one_field("phone", "9001234567"))
+    assert "no default_region" in result.reason
+    assert profile(one_field("phone", "+7 900 123 45 67")).data == {"f": "+79001234567"}
+
+
+# ------------------------------------------------------------------------------------------ matching modes
+
+
+@pytest.mark.parametrize(
+    ("spec", "record", "match", "ledger_key"),
+    [
+        (
+            {"matching": "email", "key": {"email": "e"}},
+            {"e": "Anna@Example.org"},
+            {"email": "Anna@example.org"},
+            "email:anna@example.org",
+        ),
+        (
+            {"matching": "email_profile", "key": {"email": "e"}},
+            {"e": "BOB@X.ORG"},
+            {"email": "BOB@x.org"},
+            "email_profile:bob@x.org",
+        ),
+        (
+            {"matching": "email_sub", "key": {"email": "e"}, "resource_id": 3},
+            {"e": "a@b.co"},
+            {"email": "a@b.co"},
+            "email_sub:a@b.co",
+        ),
+        (
+            {"matching": "phone", "key": {"phone": "p"}, "default_region": "RU"},
+            {"p": "8 (900) 123-45-67"},
+            {"phone": "+79001234567"},
+            "phone:+79001234567",
+        ),
+        (
+            {"matching": "phone_sub", "key": {"phone": "p"}},
+            {"p": "+1 202-555-0143"},
+            {"phone": "+12025550143"},
+            "phone_sub:+12025550143",
+        ),
+        (
+            {"matching": "profile_id", "key": {"profile_id": "pid"}},
+            {"pid": " 65a0c0ffee "},
+            {"profile_id": "65a0c0ffee"},
+            "profile_id:65a0c0ffee",
+        ),
+        (
+            {"matching": "push_sub", "key": {"provider": "prov", "subscription_id": "sub"}},
+            {"prov": "android-firebase", "sub": "tok:123"},
+            {"provider": "android-firebase", "subscription_id": "tok:123"},
+            "push_sub:android-firebase|tok:123",
+        ),
+        (
+            {"matching": "custom", "field_name": "CRM_ID", "key": {"field_value": "crm"}},
+            {"crm": " C-77 "},
+            {"field_value": "C-77"},
+            "custom:C-77",
+        ),
+        (
+            {"matching": "custom_sub", "field_name": "TG", "key": {"field_value": "crm"}},
+            {"crm": 12345},
+            {"field_value": "12345"},
+            "custom_sub:12345",
+        ),
+        (
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}},
+            {"e": "Anna@Example.org", "p": "+79001234567"},
+            {"email": "Anna@example.org", "phone": "+79001234567"},
+            "email_phone:anna@example.org|+79001234567",
+        ),
+        (
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}},
+            {"e": "a@b.co", "p": None},
+            {"email": "a@b.co"},
+            "email_phone:a@b.co|",
+        ),
+        (
+            {"matching": "email_phone_sub", "key": {"email": "e", "phone": "p"}},
+            {"e": " ", "p": "+79001234567"},
+            {"phone": "+79001234567"},
+            "email_phone_sub:|+79001234567",
+        ),
+        (
+            {"matching": "email_phone_sub", "key": {"phone": "p"}},
+            {"p": "+79001234567"},
+            {"phone": "+79001234567"},
+            "email_phone_sub:|+79001234567",
+        ),
+    ],
+)
+def test_every_matching_mode_yields_its_keys_and_ledger_key(spec, record, match, ledger_key):
+    result = profile(compile_mapping(ProfileMapping(**spec), source_key_column="id").map({"id": 9, **record}))
+    assert (result.match, result.ledger_key, result.source_key) == (match, ledger_key, "9")
+
+
+def test_all_eleven_modes_are_covered_above():
+    covered = {
+        "email",
+        "email_profile",
+        "email_sub",
+        "phone",
+        "phone_sub",
+        "profile_id",
+        "push_sub",
+        "custom",
+        "custom_sub",
+        "email_phone",
+        "email_phone_sub",
+    }
+    assert covered == {mode.value for mode in MatchingMode}
+
+
+def test_custom_matching_puts_the_key_value_into_data_under_field_name():
+    m = compile_mapping(
+        ProfileMapping(
+            matching="custom", field_name="CRM_ID", key={"field_value": "crm"}, fields={"_fname": "n"}
+        ),
+        source_key_column="id",
+    )
+    assert profile(m.map({"id": 1, "crm": "C-1", "n": "Ann"})).data == {"CRM_ID": "C-1", "_fname": "Ann"}
+
+
+def test_custom_matching_uses_the_declared_type_of_the_matched_field():
+    m = compile_mapping(
+        ProfileMapping(
+            matching="custom",
+            field_name="LOYALTY_ID",
+            key={"field_value": "lid"},
+            fields={"LOYALTY_ID": {"source": "lid", "type": "int"}},
+        ),
+        source_key_column="id",
+    )
+    result = profile(m.map({"id": 1, "lid": " 0042 "}))
+    assert (result.match, result.ledger_key, result.data) == (
+        {"field_value": 42},
+        "custom:42",
+        {"LOYALTY_ID": 42},
+    )
+    bad = rejection(m.map({"id": 1, "lid": "x42"}))
+    assert (bad.field, bad.reason) == ("LOYALTY_ID", "is not an integer")
+
+
+@pytest.mark.parametrize(
+    ("spec", "record", "field"),
+    [
+        ({"matching": "email", "key": {"email": "e"}}, {}, "email"),
+        ({"matching": "phone", "key": {"phone": "p"}}, {"p": "  "}, "phone"),
+        (
+            {"matching": "push_sub", "key": {"provider": "a", "subscription_id": "b"}},
+            {"a": "fcm"},
+            "subscription_id",
+        ),
+        ({"matching": "custom", "field_name": "CRM", "key": {"field_value": "c"}}, {"c": None}, "CRM"),
+        (
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}},
+            {"e": "", "p": None},
+            "email/phone",
+        ),
+        ({"matching": "profile_id", "key": {"profile_id": "x"}}, {"x": "\t"}, "profile_id"),
+    ],
+)
+def test_a_missing_matching_key_rejects_the_record(spec, record, field):
+    result = rejection(
+        compile_mapping(ProfileMapping(**spec), source_key_column="id").map({"id": 5, **record})
+    )
+    assert (result.source_key, result.field, result.reason) == ("5", field, "matching key is missing")
+
+
+def test_an_invalid_half_of_email_phone_is_not_silently_dropped():
+    m = compile_mapping(
+        ProfileMapping(matching="email_phone", key={"email": "e", "phone": "p"}), source_key_column="id"
+    )
+    result = rejection(m.map({"id": 1, "e": "a@b.co", "p": "+7 900"}))
+    assert (result.field, result.reason) == ("phone", "is too short")
+
+
+@pytest.mark.parametrize("bad", ["pid\x00", "a\u202eb", "a\u200bb", "tab\tinside", "x" * 1025])
+def test_key_text_refuses_controls_invisible_characters_and_oversize(bad):
+    result = rejection(mapper().map({"id": 1, "pid": bad}))
+    assert result.field == "profile_id"
+
+
+# ------------------------------------------------------------------------------------------ source key
+
+
+@pytest.mark.parametrize(
+    ("raw", "source_key"),
+    [(17, "17"), (" 17 ", "17"), (UUID(int=5), "00000000-0000-0000-0000-000000000005"), (Decimal("3"), "3")],
+)
+def test_the_source_key_is_text(raw, source_key):
+    assert profile(mapper().map({"id": raw, "pid": "p"})).source_key == source_key
+
+
+@pytest.mark.parametrize("record", [{"pid": "p"}, {"id": None, "pid": "p"}, {"id": " ", "pid": "p"}])
+def test_a_record_without_source_key_is_rejected_as_missing(record):
+    assert rejection(mapper().map(record)) == Rejection(MISSING_KEY, "id", "source key value is missing")
+
+
+# ------------------------------------------------------------------------------------------ const, template
+
+
+def test_const_values_are_coerced_once_by_their_type():
+    m = mapper(
+        fields={
+            "segment": {"const": "b2c"},
+            "LEVEL": {"const": "3", "type": "int"},
+            "SINCE": {"const": date(2020, 1, 2), "type": "date"},
+            "AT": {"const": "2020-01-02T03:04:05", "type": "datetime"},
+            "TAGS": {"const": ["a", "b"], "type": "tags"},
+            "OPT_IN": {"const": True, "type": "bool"},
+        },
+        timezone="Europe/Moscow",
+    )
+    assert profile(m.map({"id": 1, "pid": "p"})).data == {
+        "segment": "b2c",
+        "LEVEL": 3,
+        "SINCE": "2020-01-02",
+        "AT": "2020-01-02T03:04:05+03:00",
+        "TAGS": ["a", "b"],
+        "OPT_IN": True,
+    }
+
+
+def test_templates_render_plain_column_placeholders_only():
+    m = mapper(
+        fields={
+            "greeting": {"template": "Hello, {first name}! {{literal}} #{n}"},
+            "CODE": {"template": "{n}", "type": "int"},
+        }
+    )
+    data = profile(m.map({"id": 1, "pid": "p", "first name": " Anna ", "n": 7})).data
+    assert data == {"greeting": "Hello, Anna! {literal} #7", "CODE": 7}
+
+
+def test_a_template_with_an_empty_placeholder_is_omitted_or_rejected_when_required():
+    spec = {"greeting": {"template": "Hello, {name}!"}}
+    assert profile(mapper(fields=spec).map({"id": 1, "pid": "p", "name": "  "})).data == {}
+    result = rejection(mapper(fields=spec, required=["greeting"]).map({"id": 1, "pid": "p"}))
+    assert (result.field, result.reason) == ("greeting", "required value is missing")
+
+
+def test_template_values_are_checked_like_any_text():
+    m = mapper(fields={"greeting": {"template": "Hi {name}"}})
+    assert rejection(m.map({"id": 1, "pid": "p", "name": ["x"]})).reason == "expected text, got list"
+    assert "U+0000" in rejection(m.map({"id": 1, "pid": "p", "name": "a\x00"})).reason
+
+
+@pytest.mark.parametrize(
+    ("template", "parts"),
+    [
+        ("plain", [("plain", None)]),
+        ("{a}-{b}", [("", "a"), ("-", "b")]),
+        ("{{x}} {y}!", [("{", None), ("x}", None), (" ", "y"), ("!", None)]),
+    ],
+)
+def test_template_columns_splits_literals_and_columns(template, parts):
+    assert template_columns(template) == parts
+
+
+# ------------------------------------------------------------------------------- subscriptions, required
+
+
+def test_subscriptions_are_added_in_flat_form_and_skipped_when_their_source_is_empty():
+    m = mapper(
+        subscriptions=[
+            {"channel": "email", "resource_id": 1, "source": "e"},
+            {"channel": "sms", "resource_id": 2, "source": "p"},
+        ],
+        default_region="RU",
+    )
+    both = profile(m.map({"id": 1, "pid": "p", "e": "A@B.CO", "p": "89001234567"}))
+    assert both.data == {
+        "subscriptions": [
+            {"channel": "email", "resource_id": 1, "email": "A@b.co"},
+            {"channel": "sms", "resource_id": 2, "phone": "+79001234567"},
+        ]
+    }
+    assert profile(m.map({"id": 1, "pid": "p", "p": "89001234567"})).data == {
+        "subscriptions": [{"channel": "sms", "resource_id": 2, "phone": "+79001234567"}]
+    }
+    assert profile(m.map({"id": 1, "pid": "p"})).data == {}
+    bad = rejection(m.map({"id": 1, "pid": "p", "e": "a@b.co", "p": "12"}))
+    assert (bad.field, bad.reason) == ("subscriptions[1]", "is too short")
+
+
+def test_required_targets_must_be_present():
+    m = mapper(fields={"_fname": "n", "_lname": "l"}, required=["_fname"])
+    assert profile(m.map({"id": 1, "pid": "p", "n": "Ann"})).data == {"_fname": "Ann"}
+    assert rejection(m.map({"id": 1, "pid": "p", "l": "Lee"})) == Rejection(
+        "1", "_fname", "required value is missing"
+    )
+
+
+# ------------------------------------------------------------------------------------------ sizes
+
+
+def test_field_size_limit_is_exact_and_configurable():
+    m = mapper(fields={"a": "a", "t": {"source": "t", "type": "tags"}}, max_field_chars=10)
+    assert profile(m.map({"id": 1, "pid": "p", "a": "é" * 10, "t": ["x" * 10]})).data == {
+        "a": "é" * 10,
+        "t": ["x" * 10],
+    }
+    assert (
+        rejection(m.map({"id": 1, "pid": "p", "a": "x" * 11})).reason
+        == "is 11 characters, above the limit of 10"
+    )
+    assert rejection(m.map({"id": 1, "pid": "p", "t": "ok, " + "y" * 11})).field == "t"
+
+
+def test_profile_size_limit_is_exact_and_configurable():
+    m = mapper(fields={"a": "a", "b": "b"}, max_profile_bytes=200)
+    base = profile(m.map({"id": 1, "pid": "p"}))
+    room = 200 - len(_encoded(base)) - len('"a":"","b":""')  # bytes left for the values of a and b
+    fits = profile(m.map({"id": 1, "pid": "p", "a": "é" * 5, "b": "x" * (room - 10)}))
+    assert len(_encoded(fits)) == 200
+    over = rejection(m.map({"id": 1, "pid": "p", "a": "é" * 5, "b": "x" * (room - 9)}))
+    assert (over.source_key, over.field) == ("1", "<profile>")
+    assert over.reason == "encoded profile is 201 bytes, above the limit of 200"
+
+
+def _encoded(result: Profile) -> bytes:
+    import json
+
+    return json.dumps(result.batch_item(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def test_default_limits():
+    spec = ProfileMapping(matching="email", key={"email": "e"})
+    assert (
+        (spec.max_field_chars, spec.max_profile_bytes)
+        == (MAX_FIELD_CHARS, MAX_PROFILE_BYTES)
+        == (65536, 262144)
+    )
+
+
+# ------------------------------------------------------------------------------------------ spec errors
+
+
+@pytest.mark.parametrize(
+    ("changes", "loc", "message"),
+    [
+        ({"matching": "emial"}, "matching", "Input should be 'email'"),
+        ({"key": {"phone": "p"}}, "key", "phone not a key of matching 'email'"),
+        ({"key": {}}, "key", "needs email"),
+        ({"matching": "push_sub", "key": {"provider": "p"}}, "key", "needs provider + subscription_id"),
+        ({"matching": "email_phone", "key": {}}, "key", "needs email and/or phone"),
+        ({"key": {"email": ""}}, "key", "must not be empty"),
+        ({"matching": "custom", "key": {"field_value": "c"}}, "field_name", "required for matching 'custom'"),
+        ({"field_name": "X"}, "field_name", "only allowed for matching custom"),
+        (
+            {"matching": "profile_id", "key": {"profile_id": "p"}, "resource_id": 1},
+            "resource_id",
+            "email/phone",
+        ),
+        ({"resource_id": 0}, "resource_id", "greater than 0"),
+        ({"fields": {"a": {"source": "x", "type": "integer"}}}, "fields.a.type", "Input should be 'string'"),
+        ({"fields": {"a": {"source": "x", "typ": "int"}}}, "fields.a.typ", "Extra inputs are not permitted"),
+        (
+            {"fields": {"a": {"source": "x", "const": "y"}}},
+            "fields.a",
+            "exactly one of source, const, template",
+        ),
+        ({"fields": {"a": {}}}, "fields.a", "exactly one of source, const, template (got none)"),
+        ({"fields": {"a": {"template": "{x.__class__}"}}}, "fields.a.template", "attribute and index access"),
+        ({"fields": {"a": {"template": "{x[0]}"}}}, "fields.a.template", "attribute and index access"),
+        ({"fields": {"a": {"template": "{x!r}"}}}, "fields.a.template", "conversions and format specs"),
+        ({"fields": {"a": {"template": "{x:>{y}}"}}}, "fields.a.template", "conversions and format specs"),
+        ({"fields": {"a": {"template": "{}"}}}, "fields.a.template", "must name a column"),
+        ({"fields": {"a": {"template": "{0}"}}}, "fields.a.template", "must name a column"),
+        ({"fields": {"a": {"template": "oops {"}}}, "fields.a.template", "malformed"),
+        ({"fields": {"a": {"const": "x", "type": "int"}}}, "", "fields.a.const is not an integer"),
+        ({"fields": {"a": {"const": " "}}}, "", "fields.a.const is empty"),
+        ({"fields": {"email": {"source": "e"}}}, "fields", "email: must have type email"),
+        ({"fields": {"phones": {"source": "p", "type": "string"}}}, "fields", "phones: must have type phone"),
+        ({"fields": {"subscriptions": "s"}}, "fields", "subscriptions: is set by"),
+        ({"fields": {" a": "s"}}, "fields", "non-blank"),
+        ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
+        ({"default_region": "XX"}, "default_region", "unknown region"),
+        ({"required": ["nope"]}, "required", "not a field target: nope"),
+        (
+            {"subscriptions": [{"channel": "push", "resource_id": 1, "source": "x"}]},
+            "subscriptions.0.channel",
+            "'sms'",
+        ),
+        (
+            {"subscriptions": [{"channel": "sms", "source": "x"}]},
+            "subscriptions.0.resource_id",
+            "Field required",
+        ),
+        ({"max_profile_bytes": 0}, "max_profile_bytes", "greater than 0"),
+        ({"extra": 1}, "extra", "Extra inputs are not permitted"),
+        (
+            {"matching": "custom", "field_name": "C", "key": {"field_value": "c"}, "fields": {"C": "other"}},
+            "fields",
+            "must come from key.field_value's column",
+        ),
+        (
+            {
+                "matching": "custom",
+                "field_name": "C",
+                "key": {"field_value": "c"},
+                "fields": {"C": {"source": "c", "type": "tags"}},
+            },
+            "fields",
+            "a tags field cannot be a matching key",
+        ),
+    ],
+)
+def test_spec_errors_name_the_field_at_fault(changes, loc, message):
+    with pytest.raises(pydantic.ValidationError) as caught:
+        ProfileMapping.model_validate({"matching": "email", "key": {"email": "e"}, **changes})
+    errors = caught.value.errors()
+    assert [".".join(map(str, error["loc"])) for error in errors] == [loc]
+    assert message in errors[0]["msg"]
+
+
+def test_spec_shorthand_region_case_and_yaml_dates():
+    spec = ProfileMapping.model_validate(
+        yaml.safe_load(
+            "matching: email\nkey: {email: e}\ndefault_region: ru\n"
+            "fields:\n  a: col\n  d: {const: 2020-01-02, type: date}"
+        )
+    )
+    assert spec.default_region == "RU"
+    assert spec.fields["a"].source == "col" and spec.fields["a"].type == "string"
+    assert spec.fields["d"].const == date(2020, 1, 2)
+    assert profile(compile_mapping(spec, source_key_column="id").map({"id": 1, "e": "a@b.co"})).data == {
+        "d": "2020-01-02"
+    }
+
+
+# ------------------------------------------------------------------------------------------ broken contacts
+
+
+@pytest.fixture(scope="module")
+def contacts_mapper() -> Mapper:
+    return compile_mapping(ProfileMapping.model_validate(MAPPING), source_key_column=SOURCE_KEY_COLUMN)
+
+
+def test_the_broken_contact_set_is_varied():
+    assert len(BROKEN_CONTACTS) >= 30
+    assert len({repr(record) for record, _, _ in BROKEN_CONTACTS}) == len(BROKEN_CONTACTS)
+
+
+@pytest.mark.parametrize(("record", "field", "reason"), BROKEN_CONTACTS, ids=range(len(BROKEN_CONTACTS)))
+def test_every_broken_contact_is_rejected_with_its_field_and_reason(contacts_mapper, record, field, reason):
+    result = rejection(contacts_mapper.map(record))
+    assert result.field == field
+    assert reason in result.reason
+    for column in ("email", "phone"):
+        value = record.get(column)
+        if isinstance(value, str) and len(value.strip()) >= 4:
+            assert value.strip() not in result.reason
+
+
+@pytest.mark.parametrize(
+    ("record", "match", "ledger_key", "data"), VALID_CONTACTS, ids=range(len(VALID_CONTACTS))
+)
+def test_tricky_but_valid_contacts_map(contacts_mapper, record, match, ledger_key, data):
+    result = profile(contacts_mapper.map(record))
+    assert (result.match, result.ledger_key) == (match, ledger_key)
+    assert {key: result.data.get(key) for key in data} == data

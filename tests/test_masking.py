@@ -1,0 +1,183 @@
+"""Masking of emails, phones, ledger keys and records: exact formats, no leaks, never raising."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from altcraft.mapping import Profile, ProfileMapping, compile_mapping
+from altcraft.masking import mask_email, mask_key, mask_phone, mask_record, mask_text, mask_value
+from tests.broken_contacts import BROKEN_CONTACTS, VALID_CONTACTS
+
+
+class Hostile:
+    """An object whose every string conversion fails."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+    __repr__ = __str__
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("anna.petrova@example.org", "a***@e***.org"),
+        ("Bob@Mail.Example.co.uk", "B***@M***.uk"),
+        ("x@y.z", "x***@y***.z"),
+        ("anna@пример.рф", "a***@п***.рф"),
+        ("anna@localhost", "a***@l***"),
+        ("@example.org", "***@e***.org"),
+        ("anna@", "a***@***"),
+        ("no-at-sign-here", "n***e"),
+        ("", "***"),
+        (None, "***"),
+        (Hostile(), "***"),
+    ],
+)
+def test_mask_email(raw, masked):
+    assert mask_email(raw) == masked
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("+79001234567", "+7******4567"),
+        ("+442079460958", "+4*******0958"),
+        ("8 (900) 123-45-67", "8 ***********5-67"),
+        ("1234567", "1****67"),
+        ("123456", "***"),
+        ("", "***"),
+        (79001234567, "79*****4567"),
+        (None, "***"),
+    ],
+)
+def test_mask_phone(raw, masked):
+    assert mask_phone(raw) == masked
+
+
+@pytest.mark.parametrize(
+    ("key", "masked"),
+    [
+        ("email:anna.petrova@example.org", "email:a***@e***.org"),
+        ("email_sub:anna@example.org", "email_sub:a***@e***.org"),
+        ("phone:+79001234567", "phone:+7******4567"),
+        ("phone_sub:+79001234567", "phone_sub:+7******4567"),
+        ("email_phone:anna@example.org|+79001234567", "email_phone:a***@e***.org|+7******4567"),
+        ("email_phone_sub:|+79001234567", "email_phone_sub:|+7******4567"),
+        ("email_phone:a|b@example.org|", "email_phone:a***@e***.org|"),
+        ("push_sub:android-firebase|token-abcdef", "push_sub:android-firebase|t***f"),
+        ("custom:C-1234567", "custom:C***7"),
+        ("profile_id:65a0c0ffee", "profile_id:6***e"),
+        ("unknown:anna@example.org", "u***g"),
+        ("anna@example.org", "a***g"),
+        ("", "***"),
+    ],
+)
+def test_mask_key_masks_the_value_by_its_kind(key, masked):
+    assert mask_key(key) == masked
+
+
+@pytest.mark.parametrize(
+    ("spec", "record"),
+    [
+        ({"matching": "email", "key": {"email": "e"}}, {"e": "anna.petrova@example.org"}),
+        ({"matching": "phone", "key": {"phone": "p"}}, {"p": "+79001234567"}),
+        (
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}},
+            {"e": "anna.petrova@example.org", "p": "+79001234567"},
+        ),
+        (
+            {"matching": "push_sub", "key": {"provider": "a", "subscription_id": "s"}},
+            {"a": "ios-apns", "s": "secret-device-token"},
+        ),
+        ({"matching": "custom", "field_name": "CRM", "key": {"field_value": "c"}}, {"c": "CRM-987654"}),
+        ({"matching": "profile_id", "key": {"profile_id": "p"}}, {"p": "65a0c0ffee0000000000abcd"}),
+    ],
+)
+def test_masked_ledger_keys_of_real_profiles_never_hold_a_key_value(spec, record):
+    result = compile_mapping(ProfileMapping(**spec), source_key_column="id").map({"id": 1, **record})
+    assert isinstance(result, Profile)
+    masked = mask_key(result.ledger_key)
+    assert masked.startswith(f"{spec['matching']}:")
+    for value in result.match.values():
+        if value != "ios-apns":  # a push provider is not contact data
+            assert str(value) not in masked
+            assert str(value)[1:-1] not in masked
+
+
+def test_mask_text_keeps_only_the_ends_of_long_values():
+    assert [mask_text(value) for value in ("1234567", "123456", None, 42, Hostile())] == ["1***7"] + [
+        "***"
+    ] * 4
+
+
+def test_mask_record_masks_contacts_and_bounds_everything_else():
+    record = {
+        "id": 17,
+        "email": "anna.petrova@example.org",
+        "phone": "+7 (900) 123-45-67",
+        "phone_int": 79001234567,
+        "first_name": "Anna",
+        "note": "x" * 100,
+        "blob": b"\x00" * 10,
+        "nested": {"work_email": "boss@corp.example", "deeper": {"a": {"b": {"c": {"d": 1}}}}},
+        "tags": ["a", "anna@example.org", *range(30)],
+        "when": date(2020, 1, 1),
+        "amount": Decimal("1.5"),
+        "ok": True,
+        "none": None,
+        "ratio": 0.5,
+        "ctrl": "a\x00b\ud800",
+        "hostile": Hostile(),
+    }
+    masked = mask_record(record)
+    assert masked["id"] == 17
+    assert masked["email"] == "a***@e***.org"
+    assert masked["phone"] == "+7************5-67"
+    assert masked["phone_int"] == "79*****4567"
+    assert masked["first_name"] == "Anna"
+    assert masked["note"] == "x" * 64 + "…(+36 chars)"
+    assert masked["blob"] == "<10 bytes>"
+    assert masked["nested"]["work_email"] == "b***@c***.example"
+    assert masked["nested"]["deeper"]["a"]["b"] == {"c": "<dict>"}
+    assert masked["tags"][:2] == ["a", "a***@e***.org"] and len(masked["tags"]) == 20
+    assert (masked["when"], masked["amount"], masked["ok"], masked["none"], masked["ratio"]) == (
+        "<date>",
+        "<Decimal>",
+        True,
+        None,
+        0.5,
+    )
+    assert masked["ctrl"] == "a\\u0000b\\ud800"
+    assert masked["hostile"] == "<Hostile>"
+    json.dumps(masked, ensure_ascii=False).encode()  # loggable: JSON-serialisable, valid UTF-8
+
+
+@pytest.mark.parametrize("odd", [None, 42, "text", ["a"], Hostile(), object()])
+def test_mask_record_never_raises_on_odd_input(odd):
+    assert mask_record(odd) == {"<record>": "<unprintable>"}
+
+
+@pytest.mark.parametrize(
+    "odd", [Hostile(), object(), float("nan"), 10**400, {1: 2}, {Hostile(): 1}, ["\ud800"]]
+)
+def test_mask_value_never_raises(odd):
+    mask_value(odd)
+
+
+def test_no_contact_record_leaks_a_full_email_or_phone():
+    records = [record for record, _, _ in BROKEN_CONTACTS] + [record for record, *_ in VALID_CONTACTS]
+    for record in records:
+        text = json.dumps(mask_record(record), ensure_ascii=False, default=str)
+        for column in ("email", "phone"):
+            value = record.get(column)
+            if isinstance(value, str) and "@" in value and len(value) < 100:
+                local = value.strip().split("@")[0]
+                assert value.strip() not in text
+                assert len(local) < 6 or local not in text
+            if isinstance(value, str) and sum(char.isdigit() for char in value) >= 10:
+                assert value.strip() not in text
