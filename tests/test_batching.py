@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from altcraft.api.protocol import encode_body
 from altcraft.batching import (
     DEFAULT_MAX_REQUEST_BYTES,
     MAX_BATCH_ITEMS,
@@ -16,7 +17,6 @@ from altcraft.batching import (
     chunk,
     encode_item,
     encode_items,
-    request_body,
     request_overhead,
 )
 from altcraft.mapping import Profile, ProfileMapping, Rejection, compile_mapping
@@ -125,16 +125,12 @@ def test_no_profiles_no_chunks():
     assert list(chunk([])) == []
 
 
-def test_request_body_splices_the_array_and_overhead_counts_the_rest():
-    params = {"workflow_id": 12, "matching": "email", "skip_triggers": False, "note": "тест"}
-    (piece,) = chunks_only(list(chunk(make(i) for i in range(3))))
-    body = request_body(params, piece.body)
-    assert json.loads(body) == {**params, "data": [p.batch_item() for p in piece.profiles]}
-    assert len(body) == request_overhead(params) + piece.encoded_bytes
-    assert json.loads(request_body({}, b"[]")) == {"data": []}
-    assert json.loads(request_body({"a": 1}, b"[1]", key="items")) == {"a": 1, "items": [1]}
-    with pytest.raises(ValueError, match="already hold"):
-        request_body({"data": []}, b"[]")
+def test_overhead_counts_everything_but_the_array():
+    params = {"workflow_id": 12, "matching": "email", "content": {"promo": "ДА"}}
+    piece = next(chunk([make(i) for i in range(3)], max_items=10, max_bytes=10_000))
+    body = encode_body(params, token="tok", raw_data=piece.body)
+    assert len(body) == request_overhead(params, token="tok") + piece.encoded_bytes
+    assert json.loads(body)["data"] == json.loads(piece.body)
 
 
 def test_chunk_is_lazy_on_an_endless_stream():

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from altcraft.api.protocol import encode_body
 from altcraft.mapping import PROFILE, Profile, Rejection
 
 MAX_BATCH_ITEMS = 10_000
@@ -69,17 +70,9 @@ def _array(items: list[bytes]) -> bytes:
     return b"[" + b",".join(items) + b"]"
 
 
-def request_body(params: Mapping[str, Any], array: bytes, *, key: str = "data") -> bytes:
-    """The JSON request body: `params` plus `key` set to the pre-encoded JSON `array` (`Chunk.body`)."""
-    if key in params:
-        raise ValueError(f"params already hold {key!r}")
-    head = _encode(dict(params)).encode()[:-1]
-    return head + (b"," if params else b"") + _encode(key).encode() + b":" + array + b"}"
-
-
-def request_overhead(params: Mapping[str, Any], *, key: str = "data") -> int:
-    """Bytes of the request body besides the array: the `overhead_bytes` to pass to `chunk`."""
-    return len(request_body(params, b"", key=key))
+def request_overhead(params: Mapping[str, Any], *, token: str | None = None) -> int:
+    """Bytes of the request body besides the profile array: the `overhead_bytes` to pass to `chunk`."""
+    return len(encode_body(params, token=token, raw_data=b""))
 
 
 def chunk(

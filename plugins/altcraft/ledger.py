@@ -1,0 +1,903 @@
+"""SQL sync ledger: exactly-once scenario launches and an outcome for every contact.
+
+Two tables (created on first use, see ``docs/ledger.md``):
+
+* ``altcraft_contacts``: one row per contact per scope (platform + scenario), its launch state. A claim
+  marks rows ``sending`` and commits *before* anything is sent (write-ahead), so a crash can never lose
+  a launch: the row stays ``sending`` and later becomes ``uncertain``, which is never resent silently.
+* ``altcraft_outcomes``: one row per contact per task try (launched, skipped, rejected, failed,
+  uncertain), the audit trail and the source of ``counts()``.
+
+Works with SQLAlchemy Core 2.x on PostgreSQL, MySQL/MariaDB and SQLite. Concurrent claims of the same
+contact are serialised by row locks (``SELECT ... FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``) and the
+primary key; conflicting transactions are retried a bounded number of times. No Airflow import except
+in :meth:`Ledger.from_conn_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Bind parameters per statement; far below every backend's limit (SQLite's historical 999 included).
+_PARAMS_PER_STATEMENT = 900
+#: Attempts of one transaction that hit a lock conflict, deadlock or concurrent insert.
+_MAX_ATTEMPTS = 8
+_ID_LEN = 250  # Airflow's length of dag_id, task_id and run_id
+_KEY_LEN = 800  # run keys and window keys: three ids, or two ids and two timestamps
+_PLATFORM_LEN = 255
+
+
+class Outcome(StrEnum):
+    """What happened to one contact in one task try."""
+
+    LAUNCHED = "launched"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+
+
+class ContactStatus(StrEnum):
+    """State of a contact in ``altcraft_contacts``."""
+
+    LAUNCHED = "launched"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+    SENDING = "sending"
+
+
+_UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+_POLICY_HELP = "relaunch policy must be 'once', 'every_run' or 'cooldown:<N>d|h|m'"
+
+
+@dataclass(frozen=True)
+class RelaunchPolicy:
+    """When a contact already launched into the scenario may be launched again.
+
+    ``once``: never. ``cooldown``: when its last launch is older than ``cooldown`` and it was not launched
+    for the same window. ``every_run``: by every run, except a rerun of a window it was launched for.
+    """
+
+    kind: Literal["once", "cooldown", "every_run"]
+    cooldown: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("once", "cooldown", "every_run"):
+            raise ValueError(f"{_POLICY_HELP}, got kind {self.kind!r}")
+        if (self.kind == "cooldown") != (self.cooldown is not None):
+            raise ValueError("a cooldown duration is required for kind 'cooldown' and only for it")
+        if self.cooldown is not None and (self.cooldown <= timedelta(0) or self.cooldown % _UNITS["m"]):
+            raise ValueError("cooldown must be a positive whole number of minutes")
+
+    @classmethod
+    def parse(cls, text: str) -> RelaunchPolicy:
+        """Parse ``once``, ``every_run`` or ``cooldown:<N><d|h|m>`` (e.g. ``cooldown:30d``)."""
+        spec = text.strip().lower()
+        if spec in ("once", "every_run"):
+            return cls(spec)  # type: ignore[arg-type]
+        kind, _, amount = spec.partition(":")
+        match = re.fullmatch(r"(\d+)([dhm])", amount)
+        if kind != "cooldown" or match is None:
+            raise ValueError(f"{_POLICY_HELP}, got {text!r}")
+        return cls("cooldown", int(match[1]) * _UNITS[match[2]])
+
+    def __str__(self) -> str:
+        if self.cooldown is None:
+            return self.kind
+        unit = next(name for name, size in _UNITS.items() if not self.cooldown % size)
+        return f"cooldown:{self.cooldown // _UNITS[unit]}{unit}"
+
+
+def normalise_platform(url: str) -> str:
+    """Canonical form of an Altcraft base URL: lower-case scheme and host, no trailing slash.
+
+    Credentials, a query or a fragment are refused (they could carry the API token into the ledger).
+    The URL itself is never echoed in the error.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("platform must be an http(s) URL with a host")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ValueError("platform URL must not contain credentials, a query or a fragment")
+    platform = f"{scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    if len(platform) > _PLATFORM_LEN:
+        raise ValueError(f"platform URL longer than {_PLATFORM_LEN} characters")
+    return platform
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What exactly-once is about: one scenario on one Altcraft platform. ``platform`` is normalised."""
+
+    platform: str
+    scenario_id: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "platform", normalise_platform(self.platform))
+        if (
+            isinstance(self.scenario_id, bool)
+            or not isinstance(self.scenario_id, int)
+            or self.scenario_id < 0
+        ):
+            raise ValueError("scenario_id must be a non-negative integer")
+
+    def contact_hash(self, contact_key: str) -> str:
+        """Primary key of a contact row: sha256 hex of ``platform \\n scenario_id \\n contact_key``."""
+        return hashlib.sha256(f"{self.platform}\n{self.scenario_id}\n{contact_key}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Who is sending: one try of one task instance, and the data window it processes."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+    window_key: str
+
+    def __post_init__(self) -> None:
+        if any(not value or len(value) > _ID_LEN for value in (self.dag_id, self.task_id, self.run_id)):
+            raise ValueError(f"dag_id, task_id and run_id must be 1..{_ID_LEN} characters")
+        if not self.window_key or len(self.window_key) > _KEY_LEN:
+            raise ValueError(f"window_key must be 1..{_KEY_LEN} characters")
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.dag_id}/{self.task_id}/{self.run_id}"
+
+    @classmethod
+    def create(
+        cls,
+        dag_id: str,
+        task_id: str,
+        run_id: str,
+        try_number: int,
+        window: tuple[datetime, datetime] | None = None,
+    ) -> RunRef:
+        """A run reference whose window key is ``dag/task/<start UTC iso>/<end UTC iso>``, or the run key."""
+        if window is None:
+            key = f"{dag_id}/{task_id}/{run_id}"
+        else:
+            start, end = (_utc(moment).isoformat() for moment in window)
+            key = f"{dag_id}/{task_id}/{start}/{end}"
+        return cls(dag_id, task_id, run_id, try_number, key)
+
+
+_SETTLED = (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The answer for one contact of a sent batch: launched, failed (certainly not launched) or uncertain."""
+
+    outcome: Outcome
+    code: int | None = None
+    text: str | None = None
+    profile_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in _SETTLED:
+            raise ValueError("a settlement is launched, failed or uncertain")
+
+
+_NO_ANSWER = Settlement(Outcome.UNCERTAIN, text="no result was reported for this contact")
+
+
+@dataclass
+class Claim:
+    """Result of :meth:`Ledger.claim`.
+
+    ``to_send`` keys are committed as ``sending``: send exactly one profile per key (the first item with
+    that key) and pass this object to :meth:`Ledger.settle`. ``skipped`` maps the other keys to the
+    reason; their ``skipped`` outcomes (and one per duplicate item) are already recorded.
+    """
+
+    batch_id: str
+    to_send: list[str]
+    skipped: dict[str, str]
+    source_keys: dict[str, str] = field(default_factory=dict)  # to_send key -> source key
+    settled: bool = False
+
+
+@dataclass(frozen=True)
+class ContactHistory:
+    """A contact's ledger row (None if never claimed) and its outcomes, oldest first."""
+
+    contact: dict[str, Any] | None
+    outcomes: list[dict[str, Any]]
+
+
+class _UtcDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware datetimes stored as naive UTC (microseconds on every backend)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else _utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = sa.MetaData()
+_MYSQL_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+contacts_table = sa.Table(
+    "altcraft_contacts",
+    metadata,
+    sa.Column("contact_hash", sa.String(64), primary_key=True),
+    sa.Column("platform", sa.String(_PLATFORM_LEN), nullable=False),
+    sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("contact_key", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("source_key", sa.Text, nullable=False),
+    sa.Column("launch_count", sa.Integer, nullable=False),
+    sa.Column("first_launched_at", _UtcDateTime),
+    sa.Column("last_launched_at", _UtcDateTime),
+    sa.Column("last_run_key", sa.String(_KEY_LEN)),
+    sa.Column("last_window_key", sa.String(_KEY_LEN)),
+    sa.Column("claim_run_key", sa.String(_KEY_LEN), nullable=False),
+    sa.Column("claim_try_number", sa.Integer, nullable=False),
+    sa.Column("batch_id", sa.String(32), nullable=False),
+    sa.Column("claimed_at", _UtcDateTime, nullable=False),
+    sa.Column("error_code", sa.Integer),
+    sa.Column("error_text", sa.Text),
+    sa.Column("updated_at", _UtcDateTime, nullable=False),
+    sa.Index("ix_altcraft_contacts_status", "status", "scenario_id"),
+    **_MYSQL_OPTIONS,
+)
+
+outcomes_table = sa.Table(
+    "altcraft_outcomes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("platform", sa.String(_PLATFORM_LEN), nullable=False),
+    sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("dag_id", sa.String(_ID_LEN), nullable=False),
+    sa.Column("task_id", sa.String(_ID_LEN), nullable=False),
+    sa.Column("run_id", sa.String(_ID_LEN), nullable=False),
+    sa.Column("window_key", sa.String(_KEY_LEN), nullable=False),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("contact_key", sa.Text),
+    sa.Column("contact_hash", sa.String(64)),
+    sa.Column("source_key", sa.Text, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("code", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("profile_id", sa.String(255)),
+    sa.Column("recorded_at", _UtcDateTime, nullable=False),
+    sa.Index("ix_altcraft_outcomes_run", "dag_id", "run_id", "task_id"),
+    sa.Index("ix_altcraft_outcomes_contact", "contact_hash", "outcome"),
+    sa.Index("ix_altcraft_outcomes_recorded_at", "recorded_at"),
+    **_MYSQL_OPTIONS,
+)
+
+_C = contacts_table.c
+_O = outcomes_table.c
+
+
+def _utc(moment: datetime | None) -> datetime:
+    """``moment`` (now if None) in UTC; naive datetimes are refused rather than guessed."""
+    if moment is None:
+        return datetime.now(UTC)
+    if moment.tzinfo is None:
+        raise ValueError("datetimes given to the ledger must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _is_transient(exc: sa.exc.DBAPIError) -> bool:
+    """A lock conflict, deadlock, busy database or concurrent insert of the same key: retrying helps."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3 / psycopg2
+    if sqlstate:
+        return sqlstate in {"23505", "40001", "40P01", "55P03"}
+    sqlite_error = getattr(orig, "sqlite_errorname", None)
+    if sqlite_error:
+        return sqlite_error.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CONSTRAINT_PRIMARYKEY"))
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in {1062, 1205, 1213}  # MySQL: duplicate key, lock timeout, deadlock
+
+
+def _dead_try_note(try_number: int, claimed_at: datetime) -> str:
+    return f"try {try_number} of this run claimed it at {_iso(claimed_at)} and ended without a result"
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    send: bool
+    reason: str = ""
+    uncertain_note: str | None = None  # set when a dead 'sending' claim is now marked uncertain
+
+
+def _decide(
+    row: RowMapping | None,
+    earlier: tuple[str, datetime] | None,
+    run: RunRef,
+    policy: RelaunchPolicy,
+    *,
+    relaunch: bool,
+    resend_uncertain: bool,
+    now: datetime,
+    stale_after: timedelta,
+) -> _Verdict:
+    """Send or skip one contact, given its row and ``earlier``: its launch by this run (relaunch) or
+    for this window (otherwise), as (run_id, time) from the outcomes table."""
+    if row is None:
+        return _Verdict(True)
+    status, by, since = row["status"], row["claim_run_key"], row["updated_at"]
+    note = None
+    if status == ContactStatus.SENDING:
+        claimed = _iso(row["claimed_at"])
+        if by == run.run_key and row["claim_try_number"] != run.try_number:
+            note = _dead_try_note(row["claim_try_number"], row["claimed_at"])
+        elif now - row["claimed_at"] >= stale_after:
+            note = f"claim by run {by} at {claimed} was never settled"
+        else:
+            where = "this run (another batch)" if by == run.run_key else f"run {by}"
+            return _Verdict(False, f"in flight in {where} since {claimed}")
+        status, since = ContactStatus.UNCERTAIN, now
+    if status == ContactStatus.UNCERTAIN and (not resend_uncertain or by == run.run_key):
+        hint = "this run never resends its own" if by == run.run_key else "resend with resend_uncertain=True"
+        return _Verdict(False, f"uncertain since {_iso(since)} (run {by}); {hint}", note)
+    reason = _policy_reason(row, earlier, policy, relaunch=relaunch, now=now)
+    return _Verdict(reason is None, reason or "", note)
+
+
+def _policy_reason(
+    row: RowMapping,
+    earlier: tuple[str, datetime] | None,
+    policy: RelaunchPolicy,
+    *,
+    relaunch: bool,
+    now: datetime,
+) -> str | None:
+    """Why a contact that was launched before must not be launched now, or None."""
+    launched_at = row["last_launched_at"]
+    if launched_at is None and row["status"] == ContactStatus.LAUNCHED:  # set by hand without a time
+        launched_at = row["updated_at"]
+    if launched_at is None:
+        return None
+    if relaunch:
+        return f"already launched by this run at {_iso(earlier[1])}" if earlier else None
+    if policy.kind == "once":
+        by = f" by {row['last_run_key']}" if row["last_run_key"] else ""
+        return f"already launched at {_iso(launched_at)}{by} (policy once)"
+    if earlier:
+        return f"already launched for this window at {_iso(earlier[1])} by run {earlier[0]}"
+    if policy.cooldown is not None and launched_at > now - policy.cooldown:
+        return f"launched at {_iso(launched_at)}, within {policy}"
+    return None
+
+
+def _per_row(column: sa.Column[Any], values: Mapping[str, Any]) -> Any:
+    """A SET value for ``column``: a constant when all rows agree, else ``CASE contact_hash WHEN ...``."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        return sa.literal(distinct.pop(), column.type)
+    return sa.cast(sa.case(dict(values), value=_C.contact_hash), column.type)
+
+
+def _update_contacts(
+    conn: Connection,
+    common: Mapping[str, Any],
+    per_row: Mapping[str, Mapping[str, Any]],
+    hashes: Sequence[str],
+    *guards: sa.ColumnElement[bool],
+) -> int:
+    """UPDATE the contact rows ``hashes`` in chunks, one statement per chunk; returns the rows matched."""
+    size = _PARAMS_PER_STATEMENT // (1 + 2 * len(per_row))
+    matched = 0
+    for chunk in _chunks(sorted(hashes), size):
+        values = dict(common)
+        for name, by_hash in per_row.items():
+            values[name] = _per_row(_C[name], {h: by_hash[h] for h in chunk})
+        statement = sa.update(contacts_table).where(_C.contact_hash.in_(chunk), *guards).values(values)
+        matched += conn.execute(statement).rowcount
+    return matched
+
+
+def _outcome_rows(
+    scope: Scope,
+    run: RunRef,
+    outcome: Outcome,
+    at: datetime,
+    entries: Iterable[tuple[str | None, str, int | None, str | None, str | None]],
+) -> list[dict[str, Any]]:
+    """Outcome rows from (contact_key, source_key, code, reason, profile_id) entries."""
+    base = {
+        "platform": scope.platform,
+        "scenario_id": scope.scenario_id,
+        "dag_id": run.dag_id,
+        "task_id": run.task_id,
+        "run_id": run.run_id,
+        "window_key": run.window_key,
+        "try_number": run.try_number,
+        "outcome": outcome.value,
+        "recorded_at": at,
+    }
+    return [
+        {
+            **base,
+            "contact_key": key,
+            "contact_hash": None if key is None else scope.contact_hash(key),
+            "source_key": source_key,
+            "code": code,
+            "reason": reason,
+            "profile_id": profile_id,
+        }
+        for key, source_key, code, reason, profile_id in entries
+    ]
+
+
+def _insert_outcomes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(sa.insert(outcomes_table), rows)
+
+
+def _split_duplicates(items: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """First occurrence of each ledger key (key -> source key, input order) and the later duplicates."""
+    first: dict[str, str] = {}
+    duplicates: list[tuple[str, str]] = []
+    for key, source_key in items:
+        if not isinstance(key, str) or not key:
+            raise ValueError("ledger keys must be non-empty strings")
+        if key in first:
+            duplicates.append((key, source_key))
+        else:
+            first[key] = source_key
+    return first, duplicates
+
+
+def _sqlalchemy_url(uri: str) -> str:
+    """Airflow writes PostgreSQL URIs as ``postgres://``; SQLAlchemy only knows ``postgresql://``."""
+    return re.sub(r"^postgres(?=://|\+)", "postgresql", uri)
+
+
+class Ledger:
+    """The sync ledger on one SQLAlchemy engine. Thread-safe; every public method is one transaction."""
+
+    def __init__(self, engine: Engine, *, stale_after: timedelta = timedelta(hours=6)):
+        self.engine = engine
+        self.stale_after = stale_after
+        self._schema_ready = False
+
+    @classmethod
+    def from_conn_id(cls, conn_id: str | None, *, stale_after: timedelta = timedelta(hours=6)) -> Ledger:
+        """Ledger on an Airflow connection's database, or on ``$AIRFLOW_HOME/altcraft_ledger.db`` if None."""
+        if conn_id is None:
+            home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+            home.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(
+                f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60}
+            )
+            return cls(engine, stale_after=stale_after)
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+        try:
+            hook = conn.get_hook()
+        except Exception as exc:  # no hook for this connection type: its URI may still work
+            log.info("No hook for connection %s (%s); using its URI", conn_id, type(exc).__name__)
+            hook = None
+        get_engine = getattr(hook, "get_sqlalchemy_engine", None)
+        engine = get_engine() if callable(get_engine) else sa.create_engine(_sqlalchemy_url(conn.get_uri()))
+        return cls(engine, stale_after=stale_after)
+
+    # --- schema and transactions -------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create the tables and indexes if missing. Idempotent; a concurrent creator is tolerated."""
+        for attempt in range(1, 4):
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+                break
+            except sa.exc.DBAPIError:
+                if attempt == 3:
+                    raise
+                log.info("Ledger tables were being created concurrently; checking again")
+                time.sleep(0.2 * attempt)
+        self._schema_ready = True
+
+    def _ready(self) -> None:
+        if not self._schema_ready:
+            self.ensure_schema()
+
+    @contextmanager
+    def _transaction(self) -> Generator[Connection]:
+        """A write transaction that takes its locks up front on SQLite and reads committed data elsewhere."""
+        with self.engine.connect() as conn:
+            dialect = self.engine.dialect.name
+            if dialect == "sqlite":
+                # pysqlite would defer BEGIN; take the write lock first so concurrent claims serialise.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.exec_driver_sql("COMMIT")
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+                return
+            if dialect == "mysql":  # InnoDB's REPEATABLE READ adds gap locks and deadlocks on new keys
+                conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                yield conn
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one transaction; on a conflict, roll back and rerun it (bounded attempts)."""
+        self._ready()
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                with self._transaction() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as exc:
+                if attempt == _MAX_ATTEMPTS or not _is_transient(exc):
+                    raise
+                log.info(
+                    "Ledger transaction conflict (%s), attempt %d; retrying", type(exc.orig).__name__, attempt
+                )
+                time.sleep(random.uniform(0.005, 0.02) * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # --- the exactly-once protocol -------------------------------------------------------------------
+
+    def recover(self, scope: Scope, run: RunRef, *, now: datetime | None = None) -> list[str]:
+        """Mark ``uncertain`` the rows an earlier try of this run left ``sending`` (it died mid-batch).
+
+        Records an ``uncertain`` outcome for each in this try; returns their ledger keys, sorted.
+        """
+        at = _utc(now)
+
+        def work(conn: Connection) -> list[str]:
+            query = (
+                sa.select(_C.contact_hash, _C.contact_key, _C.source_key, _C.claim_try_number, _C.claimed_at)
+                .where(
+                    _C.status == ContactStatus.SENDING.value,
+                    _C.scenario_id == scope.scenario_id,
+                    _C.platform == scope.platform,
+                    _C.claim_run_key == run.run_key,
+                    _C.claim_try_number != run.try_number,
+                )
+                .order_by(_C.contact_hash)
+                .with_for_update()
+            )
+            rows = conn.execute(query).all()
+            notes = {row.contact_hash: _dead_try_note(row.claim_try_number, row.claimed_at) for row in rows}
+            common = {"status": ContactStatus.UNCERTAIN.value, "error_code": None, "updated_at": at}
+            _update_contacts(conn, common, {"error_text": notes}, list(notes))
+            entries = [(r.contact_key, r.source_key, None, notes[r.contact_hash], None) for r in rows]
+            _insert_outcomes(conn, _outcome_rows(scope, run, Outcome.UNCERTAIN, at, entries))
+            return sorted(row.contact_key for row in rows)
+
+        keys = self._write(work)
+        if keys:
+            log.warning(
+                "%d contact(s) left 'sending' by an earlier try of %s are now uncertain",
+                len(keys),
+                run.run_key,
+            )
+        return keys
+
+    def claim(
+        self,
+        scope: Scope,
+        run: RunRef,
+        items: Sequence[tuple[str, str]],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool = False,
+        resend_uncertain: bool = False,
+        now: datetime | None = None,
+    ) -> Claim:
+        """Decide which of ``items`` (ledger key, source key) to send and commit them as ``sending``.
+
+        Skipped contacts get a ``skipped`` outcome in the same transaction. Two concurrent claims never
+        both receive the same key.
+        """
+        at = _utc(now)
+        first, duplicates = _split_duplicates(items)
+        hashes = {key: scope.contact_hash(key) for key in first}
+        batch_id = uuid.uuid4().hex
+
+        def work(conn: Connection) -> Claim:
+            rows = self._select_contacts(conn, list(hashes.values()), lock=True)
+            earlier = self._earlier_launches(conn, run, rows, policy, relaunch=relaunch)
+            to_send: list[str] = []
+            skipped: dict[str, str] = {}
+            uncertain_notes: dict[str, str] = {}
+            for key, contact_hash in hashes.items():
+                verdict = _decide(
+                    rows.get(contact_hash),
+                    earlier.get(contact_hash),
+                    run,
+                    policy,
+                    relaunch=relaunch,
+                    resend_uncertain=resend_uncertain,
+                    now=at,
+                    stale_after=self.stale_after,
+                )
+                if verdict.send:
+                    to_send.append(key)
+                else:
+                    skipped[key] = verdict.reason
+                    if verdict.uncertain_note:
+                        uncertain_notes[contact_hash] = verdict.uncertain_note
+            self._write_claim(conn, scope, run, batch_id, at, {k: first[k] for k in to_send}, rows)
+            _update_contacts(
+                conn,
+                {"status": ContactStatus.UNCERTAIN.value, "error_code": None, "updated_at": at},
+                {"error_text": uncertain_notes},
+                list(uncertain_notes),
+            )
+            entries = [(key, first[key], None, reason, None) for key, reason in skipped.items()]
+            entries += [(key, source, None, "duplicate in this run", None) for key, source in duplicates]
+            _insert_outcomes(conn, _outcome_rows(scope, run, Outcome.SKIPPED, at, entries))
+            return Claim(batch_id, to_send, skipped, {key: first[key] for key in to_send})
+
+        claim = self._write(work)
+        log.info(
+            "Ledger claim %s for %s: %d to send, %d skipped, %d duplicate(s)",
+            batch_id,
+            run.run_key,
+            len(claim.to_send),
+            len(claim.skipped),
+            len(duplicates),
+        )
+        return claim
+
+    def settle(
+        self,
+        scope: Scope,
+        run: RunRef,
+        claim: Claim,
+        settlements: Mapping[str, Settlement],
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Record the result of a sent claim: contact rows and outcomes in one transaction.
+
+        A key of ``claim.to_send`` without a settlement becomes ``uncertain`` (it may have been sent).
+        A row that another claim has taken over in the meantime keeps its state; its outcome is still
+        recorded.
+        """
+        if claim.settled:
+            raise ValueError(f"claim {claim.batch_id} was already settled")
+        unknown = settlements.keys() - set(claim.to_send)
+        if unknown:
+            raise ValueError(f"{len(unknown)} settlement(s) for keys that are not in claim {claim.batch_id}")
+        at = _utc(now)
+        final = {key: settlements.get(key, _NO_ANSWER) for key in claim.to_send}
+        hashes = {key: scope.contact_hash(key) for key in final}
+
+        def work(conn: Connection) -> int:
+            guards = (
+                _C.batch_id == claim.batch_id,
+                _C.status.in_([ContactStatus.SENDING.value, ContactStatus.UNCERTAIN.value]),
+            )
+            matched = 0
+            for outcome in _SETTLED:
+                group = {hashes[key]: s for key, s in final.items() if s.outcome == outcome}
+                if not group:
+                    continue
+                common: dict[str, Any] = {"status": outcome.value, "updated_at": at}
+                per_row: dict[str, dict[str, Any]] = {}
+                if outcome == Outcome.LAUNCHED:
+                    common |= {
+                        "launch_count": _C.launch_count + 1,
+                        "first_launched_at": sa.func.coalesce(
+                            _C.first_launched_at, sa.literal(at, _UtcDateTime())
+                        ),
+                        "last_launched_at": at,
+                        "last_run_key": run.run_key,
+                        "last_window_key": run.window_key,
+                        "error_code": None,
+                        "error_text": None,
+                    }
+                else:
+                    per_row = {
+                        "error_code": {h: s.code for h, s in group.items()},
+                        "error_text": {h: s.text for h, s in group.items()},
+                    }
+                matched += _update_contacts(conn, common, per_row, list(group), *guards)
+                entries = [
+                    (key, claim.source_keys[key], s.code, s.text, s.profile_id)
+                    for key, s in final.items()
+                    if s.outcome == outcome
+                ]
+                _insert_outcomes(conn, _outcome_rows(scope, run, outcome, at, entries))
+            return matched
+
+        matched = self._write(work)
+        claim.settled = True
+        if matched < len(final):
+            log.warning(
+                "%d of %d contact(s) of batch %s were taken over by another claim before settlement; "
+                "their outcomes are recorded, their ledger rows were left as they were",
+                len(final) - matched,
+                len(final),
+                claim.batch_id,
+            )
+
+    def record(
+        self,
+        scope: Scope,
+        run: RunRef,
+        outcome: Outcome,
+        rows: Sequence[tuple[str | None, str, int | None, str]],
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Record ``rejected`` or ``skipped`` outcomes decided outside the ledger.
+
+        ``rows`` are (contact_key or None, source_key, code, reason); reasons must not contain contact
+        data in clear.
+        """
+        if outcome not in (Outcome.REJECTED, Outcome.SKIPPED):
+            raise ValueError(
+                "record() takes rejected or skipped rows; sent contacts are recorded by settle()"
+            )
+        if not rows:
+            return
+        at = _utc(now)
+        entries = [(key, source_key, code, reason, None) for key, source_key, code, reason in rows]
+        self._write(lambda conn: _insert_outcomes(conn, _outcome_rows(scope, run, outcome, at, entries)))
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def counts(self, scope: Scope, run: RunRef) -> dict[Outcome, int]:
+        """Outcome counts of this try (every outcome present, zero if none)."""
+        self._ready()
+        query = (
+            sa.select(_O.outcome, sa.func.count())
+            .where(
+                _O.dag_id == run.dag_id,
+                _O.run_id == run.run_id,
+                _O.task_id == run.task_id,
+                _O.try_number == run.try_number,
+                _O.platform == scope.platform,
+                _O.scenario_id == scope.scenario_id,
+            )
+            .group_by(_O.outcome)
+        )
+        counts = dict.fromkeys(Outcome, 0)
+        with self.engine.connect() as conn:
+            for outcome, count in conn.execute(query):
+                counts[Outcome(outcome)] = count
+        return counts
+
+    def history(self, contact_key: str, scope: Scope) -> ContactHistory:
+        """The contact's ledger row and all its outcomes in this scope, for support and debugging."""
+        self._ready()
+        contact_hash = scope.contact_hash(contact_key)
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(contacts_table).where(_C.contact_hash == contact_hash))
+                .mappings()
+                .first()
+            )
+            outcomes = conn.execute(
+                sa.select(outcomes_table).where(_O.contact_hash == contact_hash).order_by(_O.id)
+            ).mappings()
+            return ContactHistory(None if row is None else dict(row), [dict(r) for r in outcomes])
+
+    # --- claim internals -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _select_contacts(conn: Connection, hashes: Sequence[str], *, lock: bool) -> dict[str, RowMapping]:
+        """Contact rows by hash, in chunks, locked in key order (a stable order avoids deadlocks)."""
+        found: dict[str, RowMapping] = {}
+        for chunk in _chunks(sorted(hashes), _PARAMS_PER_STATEMENT):
+            query = sa.select(contacts_table).where(_C.contact_hash.in_(chunk)).order_by(_C.contact_hash)
+            if lock:
+                query = query.with_for_update()
+            found.update((row["contact_hash"], row) for row in conn.execute(query).mappings())
+        return found
+
+    @staticmethod
+    def _earlier_launches(
+        conn: Connection,
+        run: RunRef,
+        rows: Mapping[str, RowMapping],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool,
+    ) -> dict[str, tuple[str, datetime]]:
+        """Launches of already-launched contacts by this run (relaunch) or for this window (policy).
+
+        Read from the outcomes table, so a rerun of an old window is recognised even after later
+        windows launched the contact again.
+        """
+        if not relaunch and policy.kind == "once":
+            return {}
+        if relaunch:
+            same = (_O.dag_id == run.dag_id, _O.task_id == run.task_id, _O.run_id == run.run_id)
+        else:
+            same = (_O.window_key == run.window_key,)
+        launched = [h for h, row in rows.items() if row["last_launched_at"] is not None]
+        earlier: dict[str, tuple[str, datetime]] = {}
+        for chunk in _chunks(sorted(launched), _PARAMS_PER_STATEMENT):
+            query = (
+                sa.select(_O.contact_hash, _O.run_id, _O.recorded_at)
+                .where(_O.contact_hash.in_(chunk), _O.outcome == Outcome.LAUNCHED.value, *same)
+                .order_by(_O.id)
+            )
+            earlier.update((h, (run_id, at)) for h, run_id, at in conn.execute(query))
+        return earlier
+
+    @staticmethod
+    def _write_claim(
+        conn: Connection,
+        scope: Scope,
+        run: RunRef,
+        batch_id: str,
+        at: datetime,
+        to_send: Mapping[str, str],
+        rows: Mapping[str, RowMapping],
+    ) -> None:
+        """Insert new contacts and move existing ones to ``sending`` (key -> source key in ``to_send``)."""
+        claim_values = {
+            "status": ContactStatus.SENDING.value,
+            "claim_run_key": run.run_key,
+            "claim_try_number": run.try_number,
+            "batch_id": batch_id,
+            "claimed_at": at,
+            "updated_at": at,
+        }
+        hashes = {scope.contact_hash(key): (key, source) for key, source in to_send.items()}
+        new = [
+            {
+                **claim_values,
+                "contact_hash": h,
+                "platform": scope.platform,
+                "scenario_id": scope.scenario_id,
+                "contact_key": key,
+                "source_key": source,
+                "launch_count": 0,
+            }
+            for h, (key, source) in sorted(hashes.items())
+            if h not in rows
+        ]
+        if new:
+            conn.execute(sa.insert(contacts_table), new)
+        existing = {h: source for h, (_, source) in hashes.items() if h in rows}
+        common = {**claim_values, "error_code": None, "error_text": None}
+        _update_contacts(conn, common, {"source_key": existing}, list(existing))
