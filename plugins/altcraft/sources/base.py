@@ -1,0 +1,189 @@
+"""The contract every contact source follows: a data window, a state store and the `Source` protocol.
+
+How a consumer (the operator) reads a source::
+
+    source = spec.build(state=context["asset_state_store"][asset])
+    for batch in source.batches(window, batch_size, partition=None):
+        deliver(batch)          # every record of the batch is sent and recorded
+    source.commit()             # only now: saves watermarks / marks files processed
+
+`commit()` must be called once, after the last batch was fully handled, and never after a failure:
+a retried run then sees exactly the same batches again. Stateless sources commit nothing.
+
+Partitions: ``partition=(index, count)`` lets ``count`` mapped tasks share one window. SQL, REST and
+Python sources give partition ``i`` the time sub-window ``Window.part(i, count)``; files are dealt by
+file, records given up front by position. The union of all partitions is the unpartitioned result,
+with no overlap.
+
+Bad input rows that must not stop a run (a broken JSON line, undecodable bytes) are yielded as
+*error records* (`error_record`): the mapper turns them into rejections.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+Record = dict[str, Any]
+Partition = tuple[int, int]
+
+ERROR_FIELD = "__error__"
+"""A record holding this field is not data: its value says what is wrong (never the raw content), its key
+column says where (``"<file>:<line>"``). The mapper must reject it under this field name."""
+
+
+class SourceError(RuntimeError):
+    """A source could not be read (unreachable system, unexpected answer, misuse of `commit`)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A data interval ``[start, end)``. Both ends must be timezone-aware; they are kept in UTC."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError(f"Window.{name} must be timezone-aware, got {value!r}")
+            object.__setattr__(self, name, value.astimezone(UTC))
+        if self.end < self.start:
+            raise ValueError(f"Window ends before it starts: {self.key()}")
+
+    def contains(self, ts: datetime) -> bool:
+        """Whether the aware timestamp falls in ``[start, end)``."""
+        if ts.tzinfo is None or ts.utcoffset() is None:
+            raise ValueError(f"cannot place a naive timestamp in a window: {ts!r}")
+        return self.start <= ts < self.end
+
+    def shifted(self, lookback: timedelta) -> Window:
+        """The interval moved back by ``lookback``, for systems whose rows land late.
+
+        Consecutive shifted windows stay contiguous, so shifting neither skips nor repeats a row.
+        """
+        return Window(self.start - lookback, self.end - lookback)
+
+    def part(self, index: int, count: int) -> Window:
+        """Sub-window ``index`` of ``count`` equal, contiguous sub-windows (microsecond boundaries)."""
+        check_partition((index, count))
+        span = self.end - self.start
+        return Window(self.start + span * index // count, self.start + span * (index + 1) // count)
+
+    def key(self) -> str:
+        """ISO 8601 interval in UTC, e.g. ``2024-01-01T00:00:00+00:00/2024-01-02T00:00:00+00:00``."""
+        return f"{self.start.isoformat()}/{self.end.isoformat()}"
+
+
+class StateStore(Protocol):
+    """Where a source remembers progress across runs; Airflow's ``asset_state_store[asset]`` fits.
+
+    Values must be JSON (Airflow stores them as JSON) and not ``None``.
+    """
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+
+class MemoryStateStore:
+    """A dict-backed `StateStore` that, like Airflow's, accepts only JSON values other than ``None``."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(self._data[key]) if key in self._data else default
+
+    def set(self, key: str, value: Any) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self._data[key] = json.dumps(value)
+
+    def __iter__(self) -> Iterator[str]:
+        """The keys set so far, sorted."""
+        return iter(sorted(self._data))
+
+
+class Source(Protocol):
+    """Where contacts come from. See the module docstring for the calling sequence."""
+
+    key_column: str
+
+    def batches(
+        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    ) -> Iterator[list[Record]]:
+        """Lists of 1..batch_size records in a deterministic order; never the whole window at once."""
+        ...
+
+    def describe(self) -> str:
+        """One line for logs and docs, without secrets."""
+        ...
+
+    def commit(self) -> None:
+        """Save the progress of the last, fully consumed `batches` iteration to the state store."""
+        ...
+
+
+class Stateless:
+    """Mixin for sources that remember nothing between runs."""
+
+    def commit(self) -> None:
+        """Nothing to save."""
+
+
+def error_record(key_column: str, location: str, reason: str) -> Record:
+    """A record standing for unreadable input at ``location``; see `ERROR_FIELD`."""
+    return {key_column: location, ERROR_FIELD: reason}
+
+
+def is_error_record(record: Mapping[str, Any]) -> bool:
+    return ERROR_FIELD in record
+
+
+def check_batch_size(batch_size: int) -> int:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_size
+
+
+def check_partition(partition: Partition) -> Partition:
+    index, count = partition
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"partition must be (index, count) with 0 <= index < count, got {partition!r}")
+    return partition
+
+
+def partition_window(window: Window | None, partition: Partition | None) -> Window | None:
+    """The window a partition reads: the time sub-window, or the whole window without partitioning."""
+    if partition is None:
+        return window
+    if window is None:
+        raise ValueError("partitioning splits the window in time: it needs a window")
+    return window.part(*partition)
+
+
+def check_timezone(name: str) -> str:
+    """Validate an IANA time zone name (``UTC``, ``Europe/Berlin``)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"timezone: unknown time zone {name!r}") from None
+    return name
+
+
+def rechunk(records: Iterable[Mapping[str, Any]], batch_size: int) -> Iterator[list[Record]]:
+    """Group records into lists of at most ``batch_size``; every record must be a mapping."""
+    check_batch_size(batch_size)
+    iterator = iter(records)
+    while batch := list(islice(iterator, batch_size)):
+        for record in batch:
+            if not isinstance(record, Mapping):
+                raise TypeError(f"a record must be a mapping of column to value, got {type(record).__name__}")
+        yield [dict(record) for record in batch]

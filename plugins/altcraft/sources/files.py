@@ -1,0 +1,224 @@
+"""CSV and JSON Lines files, local or in an object store, read through Airflow's ObjectStoragePath.
+
+* ``path`` is a file or a directory/prefix whose files matching ``pattern`` are read (``**/`` recurses);
+  ``file:///...``, ``s3://...``, ``gs://...`` URLs use ``conn_id`` for credentials.
+* ``window_by="column"``: rows whose ``timestamp_column`` lies outside the window are skipped
+  (ISO 8601 text, naive read in ``timezone``; or epoch seconds). ``window_by="mtime"``: whole files whose
+  modification time lies in the window are read.
+* Order: files by path, rows in file order; the deterministic order is (file, line), not the key.
+* A file is remembered as processed (by path, size and modification time) on `commit` and skipped next
+  time; a changed file counts as new. With ``window_by="column"`` a file is only remembered if every row
+  fell inside the window: a file spanning several windows is read by each of them (rows filtered), so
+  no window -- nor a retry or a partition of one -- can lose rows because another one committed first.
+  Without a state store nothing is remembered.
+* A line that cannot be read (invalid JSON, not an object, wrong number of CSV fields, bytes that are not
+  valid in ``encoding``, unreadable timestamp) becomes an error record (`base.error_record`) with the key
+  ``"<file>:<line>"``; the run goes on and the mapper rejects it (every window reading the file yields
+  it again, under the same key).
+* Partitions deal files by a stable hash of their path: each file is read by exactly one partition.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
+
+from altcraft.sources.base import (
+    Partition,
+    Record,
+    SourceError,
+    StateStore,
+    Window,
+    check_batch_size,
+    check_partition,
+    check_timezone,
+    error_record,
+    rechunk,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+FileFormat = Literal["csv", "jsonl"]
+WindowBy = Literal["column", "mtime"]
+
+_UNDECODABLE = re.compile(r"[\udc80-\udcff]")
+_EPOCH = re.compile(r"\d+(\.\d+)?")
+
+
+def parse_timestamp(value: Any, timezone: str) -> datetime:
+    """An aware timestamp from ISO 8601 text (naive text is in ``timezone``) or epoch seconds."""
+    if isinstance(value, str) and _EPOCH.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str):
+        raise ValueError(f"expected ISO 8601 text or epoch seconds, got {type(value).__name__}")
+    ts = datetime.fromisoformat(value.strip())
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=ZoneInfo(timezone))
+
+
+def check_encoding(name: str) -> str:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"encoding: unknown encoding {name!r}") from None
+    return name
+
+
+class FileSource:
+    """Contacts from CSV (with a header line) or JSON Lines files; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        key_column: str,
+        format: FileFormat = "csv",
+        timestamp_column: str | None = None,
+        window_by: WindowBy = "column",
+        encoding: str = "utf-8",
+        delimiter: str = ",",
+        pattern: str | None = None,
+        timezone: str = "UTC",
+        conn_id: str | None = None,
+        state: StateStore | None = None,
+    ):
+        if format not in ("csv", "jsonl"):
+            raise ValueError(f"format: expected 'csv' or 'jsonl', got {format!r}")
+        if window_by not in ("column", "mtime"):
+            raise ValueError(f"window_by: expected 'column' or 'mtime', got {window_by!r}")
+        if window_by == "column" and not timestamp_column:
+            raise ValueError("timestamp_column: required when window_by is 'column'")
+        if len(delimiter) != 1:
+            raise ValueError(f"delimiter: expected one character, got {delimiter!r}")
+        check_encoding(encoding)
+        self.path = path
+        self.key_column = key_column
+        self.format = format
+        self.timestamp_column = timestamp_column
+        self.window_by = window_by
+        self.encoding = encoding
+        self.delimiter = delimiter
+        self.pattern = pattern or f"*.{format}"
+        self.timezone = check_timezone(timezone)
+        self.conn_id = conn_id
+        self.state = state
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._complete = False
+
+    def describe(self) -> str:
+        where = re.sub(r"//[^/@]*@", "//", self.path)
+        window = "file modification time" if self.window_by == "mtime" else f"column {self.timestamp_column}"
+        return f"file {where} ({self.format}, files {self.pattern}), window by {window}"
+
+    def batches(
+        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    ) -> Iterator[list[Record]]:
+        check_batch_size(batch_size)
+        self._pending, self._complete = [], False
+        yield from rechunk(self._records(window, partition), batch_size)
+        self._complete = True
+
+    def commit(self) -> None:
+        """Remember the files read to their end; only after every batch of `batches` was handled."""
+        if not self._complete:
+            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
+        if self.state is not None:
+            for key, identity in self._pending:
+                self.state.set(key, identity)
+
+    def files(self, partition: Partition | None = None) -> list[ObjectStoragePath]:
+        """The files to consider, sorted by path; with a partition, only that partition's share."""
+        from airflow.sdk import ObjectStoragePath
+
+        root = ObjectStoragePath(self.path, conn_id=self.conn_id)
+        found = [root] if root.is_file() else [p for p in root.glob(self.pattern) if p.is_file()]
+        if partition is not None:
+            index, count = check_partition(partition)
+            found = [p for p in found if zlib.crc32(str(p).encode()) % count == index]
+        return sorted(found, key=str)
+
+    def _records(self, window: Window | None, partition: Partition | None) -> Iterator[Record]:
+        for file in self.files(partition):
+            stat = file.stat()
+            key = "file:" + hashlib.sha256(str(file).encode()).hexdigest()
+            identity = {"path": str(file), "size": stat.st_size, "mtime": stat.st_mtime}
+            if self.state is not None and self.state.get(key) == identity:
+                continue
+            modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+            if self.window_by == "mtime" and window is not None and not window.contains(modified):
+                continue
+            all_inside = True
+            for line, row in self._read(file):
+                try:
+                    if isinstance(row, str):
+                        raise ValueError(row)
+                    inside = self._inside(row, window)
+                except ValueError as exc:
+                    yield error_record(self.key_column, f"{file}:{line}", str(exc))
+                    continue
+                all_inside &= inside
+                if inside:
+                    yield row
+            if all_inside:
+                self._pending.append((key, identity))
+
+    def _inside(self, row: Record, window: Window | None) -> bool:
+        """Whether the row belongs to the window; ValueError if its timestamp is unreadable."""
+        if window is None or self.window_by == "mtime":
+            return True
+        if self.timestamp_column not in row:
+            raise ValueError(f"{self.timestamp_column}: missing")
+        try:
+            return window.contains(parse_timestamp(row[self.timestamp_column], self.timezone))
+        except (ValueError, OverflowError, OSError):
+            raise ValueError(f"{self.timestamp_column}: not ISO 8601 text or epoch seconds") from None
+
+    def _read(self, file: ObjectStoragePath) -> Iterator[tuple[int, Record | str]]:
+        """(line number, record) pairs; a text instead of a record says why that line is unreadable."""
+        with file.open("r", encoding=self.encoding, errors="surrogateescape", newline="") as handle:
+            yield from self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
+
+    def _read_jsonl(self, handle: IO[str]) -> Iterator[tuple[int, Record | str]]:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if _UNDECODABLE.search(line):
+                yield number, self._undecodable
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, f"invalid JSON: {exc.msg} at column {exc.colno}"
+                continue
+            yield number, record if isinstance(record, dict) else "not a JSON object"
+
+    def _read_csv(self, handle: IO[str], name: str) -> Iterator[tuple[int, Record | str]]:
+        reader = csv.DictReader(handle, delimiter=self.delimiter)
+        if reader.fieldnames is not None and _UNDECODABLE.search("".join(reader.fieldnames)):
+            raise SourceError(f"{name}: the header line is not valid {self.encoding}")
+        first_line = reader.line_num + 1
+        try:
+            for row in reader:
+                if None in row or None in row.values():
+                    yield first_line, f"expected {len(reader.fieldnames or ())} CSV fields"
+                elif _UNDECODABLE.search("".join(row.values())):
+                    yield first_line, self._undecodable
+                else:
+                    yield first_line, row
+                first_line = reader.line_num + 1
+        except csv.Error as exc:
+            raise SourceError(f"{name}:{first_line}: unreadable CSV ({exc})") from None
+
+    @property
+    def _undecodable(self) -> str:
+        return f"bytes that are not valid {self.encoding}"

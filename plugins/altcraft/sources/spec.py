@@ -1,0 +1,143 @@
+"""Pipeline spec models of the sources: the ``source:`` block of a YAML pipeline, ``type`` discriminated.
+
+Parsing is cheap and offline (no database, network or user module is touched) but strict: unknown
+keys, bad SQL identifiers, non-SELECT queries, unknown time zones and malformed callables fail at
+parse time, naming the field. ``build(state)`` makes the `Source`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+
+from altcraft.sources.base import Source, StateStore, check_timezone
+from altcraft.sources.files import FileFormat, FileSource, WindowBy, check_encoding
+from altcraft.sources.python import PythonSource, validate_callable_path
+from altcraft.sources.rest import Paginator, RestSource, WindowFormat
+from altcraft.sources.sql import SqlQuerySource, SqlTableSource, validate_identifier, validate_select
+
+
+def _identifier(field: str) -> AfterValidator:
+    return AfterValidator(lambda value: validate_identifier(value, field))
+
+
+Timezone = Annotated[str, AfterValidator(check_timezone)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _SourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def build(self, state: StateStore | None = None) -> Source:
+        """The source; ``state`` is where stateful sources keep watermarks and processed files."""
+        raise NotImplementedError
+
+
+class SqlTableSpec(_SourceSpec):
+    """``type: sql_table`` -- see `SqlTableSource`."""
+
+    type: Literal["sql_table"]
+    conn_id: NonEmpty
+    table: Annotated[str, _identifier("table")]
+    db_schema: Annotated[str, _identifier("schema")] | None = Field(None, alias="schema")
+    key_column: Annotated[str, _identifier("key_column")]
+    created_at_column: Annotated[str, _identifier("created_at_column")] | None = None
+    watermark_column: Annotated[str, _identifier("watermark_column")] | None = None
+    columns: list[Annotated[str, _identifier("columns")]] | None = None
+    timezone: Timezone = "UTC"
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SqlTableSpec:
+        if (self.created_at_column is None) == (self.watermark_column is None):
+            raise ValueError("set exactly one of created_at_column (window mode) and watermark_column")
+        return self
+
+    def build(self, state: StateStore | None = None) -> SqlTableSource:
+        return SqlTableSource(
+            self.conn_id,
+            self.table,
+            key_column=self.key_column,
+            created_at_column=self.created_at_column,
+            watermark_column=self.watermark_column,
+            schema=self.db_schema,
+            columns=self.columns,
+            timezone=self.timezone,
+            state=state,
+        )
+
+
+class SqlQuerySpec(_SourceSpec):
+    """``type: sql_query`` -- see `SqlQuerySource`."""
+
+    type: Literal["sql_query"]
+    conn_id: NonEmpty
+    sql: Annotated[str, AfterValidator(validate_select)]
+    key_column: Annotated[str, _identifier("key_column")]
+    timezone: Timezone = "UTC"
+
+    def build(self, state: StateStore | None = None) -> SqlQuerySource:
+        return SqlQuerySource(self.conn_id, self.sql, key_column=self.key_column, timezone=self.timezone)
+
+
+class FileSpec(_SourceSpec):
+    """``type: file`` -- see `FileSource`."""
+
+    type: Literal["file"]
+    path: NonEmpty
+    key_column: NonEmpty
+    format: FileFormat = "csv"
+    timestamp_column: NonEmpty | None = None
+    window_by: WindowBy = "column"
+    encoding: Annotated[str, AfterValidator(check_encoding)] = "utf-8"
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
+    pattern: NonEmpty | None = None
+    timezone: Timezone = "UTC"
+    conn_id: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _timestamp_for_column_window(self) -> FileSpec:
+        if self.window_by == "column" and self.timestamp_column is None:
+            raise ValueError("timestamp_column: required when window_by is 'column'")
+        return self
+
+    def build(self, state: StateStore | None = None) -> FileSource:
+        return FileSource(**self.model_dump(exclude={"type"}), state=state)
+
+
+class RestSpec(_SourceSpec):
+    """``type: rest`` -- see `RestSource`. Keep secrets in the connection, not in params/headers."""
+
+    type: Literal["rest"]
+    http_conn_id: NonEmpty
+    endpoint: str
+    key_column: NonEmpty
+    method: Literal["GET", "POST"] = "GET"
+    params: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    window_params: dict[Literal["start", "end"], NonEmpty] | None = None
+    window_format: WindowFormat = "iso"
+    record_path: str | None = None
+    paginator: Paginator | None = None
+    timeout: PositiveFloat = 60.0
+
+    def build(self, state: StateStore | None = None) -> RestSource:
+        fields = self.model_dump(exclude={"type", "http_conn_id", "endpoint", "paginator"})
+        return RestSource(self.http_conn_id, self.endpoint, paginator=self.paginator, **fields)
+
+
+class PythonSpec(_SourceSpec):
+    """``type: python`` -- see `PythonSource`."""
+
+    type: Literal["python"]
+    callable: Annotated[str, AfterValidator(validate_callable_path)]
+    key_column: NonEmpty
+    kwargs: dict[str, Any] = {}
+
+    def build(self, state: StateStore | None = None) -> PythonSource:
+        return PythonSource(self.callable, key_column=self.key_column, kwargs=self.kwargs)
+
+
+SourceSpec = Annotated[
+    SqlTableSpec | SqlQuerySpec | FileSpec | RestSpec | PythonSpec, Field(discriminator="type")
+]

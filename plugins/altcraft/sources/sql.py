@@ -1,0 +1,318 @@
+"""SQL sources through Airflow's common-sql hooks, streamed with server-side cursors.
+
+The connection id gives a `DbApiHook` (PostgreSQL, MySQL/MariaDB, SQLite, ...); its SQLAlchemy engine
+runs one ``SELECT ... ORDER BY key`` with ``stream_results`` / ``yield_per``, so PostgreSQL and
+MySQL/MariaDB keep the rows on the server and only one batch lives in memory.
+
+Time: window bounds are instants. Naive ``timestamp``/``DATETIME`` columns are read as wall-clock time in
+``timezone`` (default UTC). To get both kinds of column right without knowing which one a column is,
+the session time zone is set to ``timezone``: PostgreSQL compares aware bounds (naive columns are then
+read in the session zone); MySQL/MariaDB and SQLite get naive bounds in ``timezone`` (MySQL ``TIMESTAMP``
+columns are read in the session zone). A named zone other than UTC needs MySQL's time zone tables.
+SQLite stores text: timestamps must be ``YYYY-MM-DD HH:MM:SS[.ffffff]``, compared as text.
+
+Every read runs in a read-only transaction where the database offers one (PostgreSQL, MySQL/MariaDB,
+SQLite ``query_only``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from altcraft.sources.base import (
+    Partition,
+    Record,
+    SourceError,
+    Stateless,
+    StateStore,
+    Window,
+    check_batch_size,
+    check_partition,
+    check_timezone,
+    partition_window,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.sql import Executable
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+WINDOW_PARAMS = ("window_start", "window_end")
+
+# Text that cannot hold a statement: comments, string literals, quoted identifiers. Two dialect families
+# read quotes differently; a query is accepted only if it is safe under both readings.
+_NOISE_STANDARD = re.compile(
+    r"--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", re.DOTALL
+)
+_NOISE_MYSQL = re.compile(
+    r"(?:--(?=\s|$)|#)[^\n]*|/\*(?!M?!).*?\*/|'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`]|``)*`",
+    re.DOTALL,
+)
+_WRITES = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|MERGE|DROP|ALTER|CREATE|TRUNCATE|GRANT|REVOKE|COPY|CALL|INTO|LOCK)\b",
+    re.IGNORECASE,
+)
+_FIRST_WORD = re.compile(r"[\s(]*(\w+)")
+
+
+def validate_identifier(value: str, field: str) -> str:
+    """Accept only a plain identifier (``[A-Za-z_][A-Za-z0-9_]*``, at most 63 characters)."""
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{field}: {value!r} is not a plain SQL identifier "
+            "(letters, digits and _, not starting with a digit, at most 63 characters)"
+        )
+    return value
+
+
+def validate_select(sql: str, field: str = "sql") -> str:
+    """Accept one SELECT (or WITH ... SELECT) statement; return it without a trailing semicolon.
+
+    A guard against mistakes, not a sandbox: give the connection a read-only database role.
+    """
+    statement = sql.strip().removesuffix(";").rstrip()
+    for noise in (_NOISE_STANDARD, _NOISE_MYSQL):
+        code = noise.sub(" ", statement)
+        first = _FIRST_WORD.match(code)
+        if first is None or first.group(1).upper() not in ("SELECT", "WITH"):
+            raise ValueError(f"{field}: only a SELECT statement is allowed")
+        if ";" in code:
+            raise ValueError(f"{field}: only one statement is allowed (found ';')")
+        if write := _WRITES.search(code):
+            raise ValueError(f"{field}: only a SELECT statement is allowed (found {write.group(1).upper()})")
+    return statement
+
+
+def _is_utc(timezone: str) -> bool:
+    return timezone.upper() in ("UTC", "ETC/UTC")
+
+
+def _bound(ts: datetime, dialect: str, timezone: str) -> datetime | str:
+    """A window bound as this dialect compares it (see the module docstring)."""
+    if dialect == "postgresql":
+        return ts
+    local = ts.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+    return local.isoformat(" ") if dialect == "sqlite" else local
+
+
+def _begin_read(conn: Connection, timezone: str) -> None:
+    """Make the session read-only and set its time zone, before the first query."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        conn.execute(text("SELECT set_config('TimeZone', :tz, true)"), {"tz": timezone})
+    elif dialect in ("mysql", "mariadb"):
+        conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+        try:
+            conn.execute(text("SET time_zone = :tz"), {"tz": "+00:00" if _is_utc(timezone) else timezone})
+        except DBAPIError:
+            raise SourceError(
+                f"the MySQL/MariaDB server does not know the time zone {timezone!r}: "
+                "load its time zone tables (mysql_tzinfo_to_sql) or use timezone UTC"
+            ) from None
+    elif dialect == "sqlite":
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+
+
+def _stream(
+    conn_id: str,
+    timezone: str,
+    batch_size: int,
+    statement: Callable[[str], tuple[Executable, dict[str, Any]]],
+) -> Iterator[list[Record]]:
+    """Run ``statement(dialect_name)`` and yield its rows in lists of ``batch_size``."""
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from airflow.sdk import BaseHook
+
+    hook = BaseHook.get_connection(conn_id).get_hook()
+    if not isinstance(hook, DbApiHook):
+        raise SourceError(f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})")
+    engine = hook.get_sqlalchemy_engine()
+    try:
+        with engine.connect() as conn:
+            _begin_read(conn, timezone)
+            stmt, params = statement(conn.dialect.name)
+            result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(stmt, params)
+            with result:  # a consumer stopping early must close the server-side cursor before rollback
+                for rows in result.mappings().partitions():
+                    yield [dict(row) for row in rows]
+    finally:
+        engine.dispose()
+
+
+def encode_watermark(value: Any) -> dict[str, Any]:
+    """A watermark value as JSON for the state store (datetimes keep their offset or naivety)."""
+    for kind, python_type in (("datetime", datetime), ("date", date), ("decimal", Decimal)):
+        if isinstance(value, python_type):
+            return {"type": kind, "value": value.isoformat() if kind != "decimal" else str(value)}
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return {"type": "json", "value": value}
+    raise SourceError(f"cannot keep a watermark of type {type(value).__name__}")
+
+
+def decode_watermark(stored: dict[str, Any]) -> Any:
+    parse = {"datetime": datetime.fromisoformat, "date": date.fromisoformat, "decimal": Decimal}
+    return parse.get(stored["type"], lambda value: value)(stored["value"])
+
+
+class SqlTableSource:
+    """Rows of one table, by creation time window or by watermark.
+
+    * window mode (``created_at_column``): ``created_at >= start AND created_at < end`` -- a row exactly at
+      ``end`` belongs to the next window. Without a window the whole table is read.
+    * watermark mode (``watermark_column``, for tables without a reliable creation time): rows whose
+      watermark is greater than the highest one committed before (NULLs never qualify); the window is
+      ignored. `commit` saves the new highest value -- equal values arriving later are not read, so use a
+      strictly increasing column (a sequence, a precise update timestamp).
+
+    Rows are ordered by ``key_column``. Identifiers are validated and quoted by SQLAlchemy.
+    """
+
+    def __init__(
+        self,
+        conn_id: str,
+        table: str,
+        *,
+        key_column: str,
+        created_at_column: str | None = None,
+        watermark_column: str | None = None,
+        schema: str | None = None,
+        columns: list[str] | None = None,
+        timezone: str = "UTC",
+        state: StateStore | None = None,
+    ):
+        if (created_at_column is None) == (watermark_column is None):
+            raise ValueError("set exactly one of created_at_column (window mode) and watermark_column")
+        self.conn_id = conn_id
+        self.table = validate_identifier(table, "table")
+        self.schema = None if schema is None else validate_identifier(schema, "schema")
+        self.key_column = validate_identifier(key_column, "key_column")
+        self.created_at_column = created_at_column and validate_identifier(
+            created_at_column, "created_at_column"
+        )
+        self.watermark_column = watermark_column and validate_identifier(watermark_column, "watermark_column")
+        self.columns = [validate_identifier(c, "columns") for c in columns] if columns else None
+        self.timezone = check_timezone(timezone)
+        self.state = state
+        self._pending: Any = None
+        self._complete = False
+
+    @property
+    def state_key(self) -> str:
+        return f"sql_table:{self.schema or ''}.{self.table}.{self.watermark_column}:watermark"
+
+    def describe(self) -> str:
+        name = f"{self.schema}.{self.table}" if self.schema else self.table
+        mode = (
+            f"watermark {self.watermark_column}"
+            if self.watermark_column
+            else f"window on {self.created_at_column} ({self.timezone})"
+        )
+        return f"sql_table {name} on connection {self.conn_id!r}, {mode}, ordered by {self.key_column}"
+
+    def batches(
+        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    ) -> Iterator[list[Record]]:
+        check_batch_size(batch_size)
+        self._pending, self._complete = None, False
+        if self.watermark_column:
+            yield from self._watermark_batches(batch_size, partition)
+        else:
+            window = partition_window(window, partition)
+            yield from _stream(self.conn_id, self.timezone, batch_size, partial(self._select, window=window))
+        self._complete = True
+
+    def _watermark_batches(self, batch_size: int, partition: Partition | None) -> Iterator[list[Record]]:
+        if partition is not None and check_partition(partition)[1] > 1:
+            raise ValueError("watermark mode keeps one watermark: it cannot be partitioned")
+        if self.state is None:
+            raise SourceError(f"{self.describe()}: watermark mode needs a state store")
+        stored = self.state.get(self.state_key)
+        last = None if stored is None else decode_watermark(stored)
+        for batch in _stream(self.conn_id, self.timezone, batch_size, partial(self._select, last=last)):
+            top = max(row[self.watermark_column] for row in batch)
+            self._pending = top if self._pending is None else max(self._pending, top)
+            yield batch
+
+    def _select(
+        self, dialect: str, window: Window | None = None, last: Any = None
+    ) -> tuple[Executable, dict[str, Any]]:
+        from sqlalchemy import column, literal_column, select, table
+
+        wanted = [*(self.columns or []), self.key_column, self.watermark_column or self.created_at_column]
+        tbl = table(self.table, *(column(c) for c in dict.fromkeys(wanted)), schema=self.schema)
+        selected = [tbl.c[c] for c in dict.fromkeys(wanted)] if self.columns else [literal_column("*")]
+        stmt = select(*selected).select_from(tbl).order_by(tbl.c[self.key_column])
+        if self.watermark_column:
+            stmt = stmt.where(tbl.c[self.watermark_column].is_not(None))
+            if last is not None:
+                stmt = stmt.where(tbl.c[self.watermark_column] > last)
+        elif window is not None:
+            created = tbl.c[self.created_at_column]
+            stmt = stmt.where(
+                created >= _bound(window.start, dialect, self.timezone),
+                created < _bound(window.end, dialect, self.timezone),
+            )
+        return stmt, {}
+
+    def commit(self) -> None:
+        """Save the highest watermark read; only after every batch of `batches` was handled."""
+        if not self.watermark_column:
+            return
+        if not self._complete:
+            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
+        if self._pending is not None and self.state is not None:
+            self.state.set(self.state_key, encode_watermark(self._pending))
+
+
+class SqlQuerySource(Stateless):
+    """A custom SELECT, wrapped as a subquery and ordered by ``key_column``.
+
+    The window reaches the query only as the bound parameters ``:window_start`` / ``:window_end``
+    (``WHERE created >= :window_start AND created < :window_end``; in PostgreSQL write
+    ``CAST(:window_start AS timestamptz)``, not ``::``). Partitions bind each its time sub-window, so a
+    partitioned query must use both parameters.
+    """
+
+    def __init__(self, conn_id: str, sql: str, *, key_column: str, timezone: str = "UTC"):
+        from sqlalchemy import text
+
+        self.conn_id = conn_id
+        self.sql = validate_select(sql)
+        self.key_column = validate_identifier(key_column, "key_column")
+        self.timezone = check_timezone(timezone)
+        self._window_params = [p for p in WINDOW_PARAMS if p in text(self.sql).compile().params]
+
+    def describe(self) -> str:
+        bounds = "window as :window_start/:window_end" if self._window_params else "no window"
+        return f"sql_query on connection {self.conn_id!r}, {bounds}, ordered by {self.key_column}"
+
+    def batches(
+        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    ) -> Iterator[list[Record]]:
+        check_batch_size(batch_size)
+        if partition is not None and len(self._window_params) < len(WINDOW_PARAMS):
+            raise ValueError("a partitioned sql_query must use both :window_start and :window_end")
+        window = partition_window(window, partition)
+        if window is None and self._window_params:
+            raise ValueError("this sql_query uses :window_start/:window_end: it needs a window")
+        yield from _stream(self.conn_id, self.timezone, batch_size, lambda d: self._select(d, window))
+
+    def _select(self, dialect: str, window: Window | None) -> tuple[Executable, dict[str, Any]]:
+        from sqlalchemy import column, literal_column, select, text
+
+        query = text(self.sql + "\n").columns(column(self.key_column)).subquery("src")
+        stmt = select(literal_column("*")).select_from(query).order_by(query.c[self.key_column])
+        if window is None:
+            return stmt, {}
+        bounds = dict(zip(WINDOW_PARAMS, (window.start, window.end), strict=True))
+        return stmt, {p: _bound(bounds[p], dialect, self.timezone) for p in self._window_params}

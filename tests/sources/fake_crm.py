@@ -1,0 +1,129 @@
+"""A fake CRM contact API over real HTTP, with one endpoint per pagination style.
+
+Every endpoint answers GET (query string) and POST (JSON body) alike: it lists `CONTACTS` filtered by
+``created_from`` / ``created_to`` (``[from, to)``, ISO 8601 or epoch seconds), in id order, PAGE_SIZE
+per page unless the client asks for another ``limit``:
+
+* ``/v1/pages?page=N``           -> ``{"data": {"items": [...], "total_pages": T}}``
+* ``/v1/offset?offset=&limit=``  -> ``{"items": [...], "total": T}``
+* ``/v1/cursor?cursor=``         -> ``{"data": {"items": [...]}, "next_cursor": "..." | null}``
+* ``/v1/link?page=N``            -> ``{"items": [...]}`` and a ``Link: <...>; rel="next"`` header
+* ``/v1/link-in-body?page=N``    -> ``{"items": [...], "next": "<relative link>" | null}``
+* ``/v1/escaping-link``          -> ``{"items": [...], "next": "http://elsewhere.invalid/steal"}``
+* ``/v1/unavailable``            -> HTTP 503 whose body mentions a contact
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Generator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+PAGE_SIZE = 4
+EPOCH = datetime(2024, 3, 1, tzinfo=UTC)
+CONTACTS = [
+    {"id": i, "email": f"user{i}@example.org", "created_at": (EPOCH + timedelta(hours=2 * i)).isoformat()}
+    for i in range(25)
+]
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        return datetime.fromisoformat(text)
+
+
+def contacts_between(start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
+    def inside(contact: dict[str, Any]) -> bool:
+        ts = datetime.fromisoformat(contact["created_at"])
+        return (start is None or ts >= start) and (end is None or ts < end)
+
+    return [c for c in CONTACTS if inside(c)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeCrm
+
+    def log_message(self, *args: Any) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        self._answer(url.path, {k: v[0] for k, v in parse_qs(url.query).items()})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self._answer(urlsplit(self.path).path, {k: str(v) for k, v in body.items()})
+
+    def _answer(self, path: str, query: dict[str, str]) -> None:
+        self.server.requests.append((path, query))
+        start, end = (query.get(name) for name in ("created_from", "created_to"))
+        found = contacts_between(start and _instant(start), end and _instant(end))
+        page = int(query.get("page", 1))
+        limit = int(query.get("limit", PAGE_SIZE))
+        by_page = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        total_pages = -(-len(found) // PAGE_SIZE)
+        following = {**query, "page": page + 1}
+        more = page < total_pages
+        if path == "/v1/pages":
+            self._send({"data": {"items": by_page, "total_pages": total_pages}})
+        elif path == "/v1/offset":
+            offset = int(query["offset"])
+            self._send({"items": found[offset : offset + limit], "total": len(found)})
+        elif path == "/v1/cursor":
+            offset = int(query.get("cursor", "c0")[1:])
+            cursor = f"c{offset + PAGE_SIZE}" if offset + PAGE_SIZE < len(found) else None
+            self._send({"data": {"items": found[offset : offset + PAGE_SIZE]}, "next_cursor": cursor})
+        elif path == "/v1/link":
+            link = f'<{self.server.url}/v1/link?{urlencode(following)}>; rel="next"'
+            self._send({"items": by_page}, headers={"Link": link} if more else {})
+        elif path == "/v1/link-in-body":
+            self._send({"items": by_page, "next": f"link-in-body?{urlencode(following)}" if more else None})
+        elif path == "/v1/escaping-link":
+            self._send({"items": found[:1], "next": "http://elsewhere.invalid/steal"})
+        elif path == "/v1/unavailable":
+            self._send({"error": "down, try user1@example.org later"}, status=503)
+        else:
+            self._send({"error": "not found"}, status=404)
+
+    def _send(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class FakeCrm(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+@contextmanager
+def running_crm() -> Generator[FakeCrm]:
+    server = FakeCrm()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -1,0 +1,243 @@
+"""FileSource on local files through ObjectStoragePath."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from pathlib import Path
+
+import pytest
+
+from altcraft.sources import ERROR_FIELD, FileSource, MemoryStateStore, SourceError, Window
+
+START = datetime(2024, 3, 1, tzinfo=UTC)
+END = START + timedelta(days=1)
+WINDOW = Window(START, END)
+
+
+def write(path: Path, text: str | bytes, modified: datetime | None = None) -> Path:
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    if modified is not None:
+        os.utime(path, (modified.timestamp(), modified.timestamp()))
+    return path
+
+
+def read(source: FileSource, window: Window | None = WINDOW, batch_size: int = 100, **kwargs) -> list[dict]:
+    return [record for batch in source.batches(window, batch_size, **kwargs) for record in batch]
+
+
+def ids(records: list[dict]) -> list[str]:
+    return [record["id"] for record in records]
+
+
+CSV_HEADER = "id,email,created_at\n"
+
+
+def test_csv_rows_of_the_window_in_file_then_line_order(tmp_path):
+    write(
+        tmp_path / "b.csv",
+        CSV_HEADER + "9,n@example.org,2024-03-01T05:00:00Z\n1,m@example.org,2024-03-01T00:00:00+00:00\n",
+    )
+    write(
+        tmp_path / "a.csv",
+        CSV_HEADER
+        + "7,x@example.org,2024-03-02T00:00:00Z\n"  # exactly at the end: next window
+        + "8,y@example.org,2024-02-29T23:59:59Z\n"  # before the start
+        + "3,z@example.org,2024-03-01T23:59:59.999999Z\n",
+    )
+    (tmp_path / "notes.txt").write_text("ignored\n")
+    source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at")
+
+    records = read(source)
+
+    assert ids(records) == ["3", "9", "1"]
+    assert records[0] == {"id": "3", "email": "z@example.org", "created_at": "2024-03-01T23:59:59.999999Z"}
+    assert read(source) == records
+
+
+def test_batches_are_bounded_across_files(tmp_path):
+    for name, keys in (("1.jsonl", "abc"), ("2.jsonl", "de")):
+        write(tmp_path / name, "".join(f'{{"id": "{key}", "t": "2024-03-01T10:00:00"}}\n' for key in keys))
+    source = FileSource(str(tmp_path), format="jsonl", key_column="id", timestamp_column="t")
+
+    batches = list(source.batches(WINDOW, 2))
+
+    assert [[record["id"] for record in batch] for batch in batches] == [["a", "b"], ["c", "d"], ["e"]]
+
+
+def test_bad_jsonl_lines_become_error_records_and_the_rest_is_read(tmp_path):
+    path = write(
+        tmp_path / "contacts.jsonl",
+        b'{"id": "1", "t": "2024-03-01T01:00:00Z"}\n'
+        b'{"id": "2", "email": "secret@example.org", \n'
+        b'["not", "an", "object"]\n'
+        b'{"id": "4", "email": "caf\xe9@example.org", "t": "2024-03-01T01:00:00Z"}\n'
+        b"\n"
+        b'{"id": "6", "t": "2024-03-01T02:00:00Z", "email": null}\n'
+        b'{"id": "7", "t": "yesterday"}\n'
+        b'{"id": "8"}\n',
+    )
+    source = FileSource(str(tmp_path), format="jsonl", key_column="id", timestamp_column="t")
+
+    records = read(source)
+
+    assert ids(records) == ["1", f"{path}:2", f"{path}:3", f"{path}:4", "6", f"{path}:7", f"{path}:8"]
+    errors = {record["id"]: record[ERROR_FIELD] for record in records if ERROR_FIELD in record}
+    assert errors[f"{path}:2"].startswith("invalid JSON: ")
+    assert errors[f"{path}:3"] == "not a JSON object"
+    assert errors[f"{path}:4"] == "bytes that are not valid utf-8"
+    assert errors[f"{path}:7"] == "t: not ISO 8601 text or epoch seconds"
+    assert errors[f"{path}:8"] == "t: missing"
+    assert not any("example.org" in reason for reason in errors.values())
+
+
+def test_bad_csv_rows_become_error_records(tmp_path):
+    path = write(
+        tmp_path / "contacts.csv",
+        b"id;email;created_at\n"
+        b"1;a@example.org;2024-03-01 10:00:00\n"
+        b"2;b@example.org\n"
+        b"3;c@example.org;2024-03-01 10:00:00;extra\n"
+        b'4;"multi\nline@example.org";2024-03-01 10:00:00\n'
+        b"5;\xff@example.org;2024-03-01 10:00:00\n",
+    )
+    source = FileSource(str(path), key_column="id", timestamp_column="created_at", delimiter=";")
+
+    records = read(source)
+
+    assert ids(records) == ["1", f"{path}:3", f"{path}:4", "4", f"{path}:7"]
+    assert [record.get(ERROR_FIELD) for record in records] == [
+        None,
+        "expected 3 CSV fields",
+        "expected 3 CSV fields",
+        None,
+        "bytes that are not valid utf-8",
+    ]
+
+
+def test_other_encodings_are_decoded(tmp_path):
+    write(tmp_path / "latin.csv", "id,name,created_at\n1,Zoë,2024-03-01 10:00\n".encode("latin-1"))
+    source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at", encoding="latin-1")
+
+    assert read(source)[0]["name"] == "Zoë"
+
+
+def test_a_csv_header_that_cannot_be_decoded_fails_naming_the_file(tmp_path):
+    path = write(tmp_path / "broken.csv", b"id,\xffmail\n1,a\n")
+    source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at")
+
+    with pytest.raises(SourceError, match=f"{path}: the header line is not valid utf-8"):
+        read(source)
+
+
+def test_naive_timestamps_use_the_timezone_and_numbers_are_epoch_seconds(tmp_path):
+    write(
+        tmp_path / "t.jsonl",
+        '{"id": "berlin-start", "t": "2024-03-01T01:00:00"}\n'  # 00:00 UTC
+        '{"id": "berlin-before", "t": "2024-03-01T00:59:59"}\n'
+        f'{{"id": "epoch-in", "t": {START.timestamp() + 60}}}\n'
+        f'{{"id": "epoch-text-end", "t": "{int(END.timestamp())}"}}\n',
+    )
+    source = FileSource(
+        str(tmp_path), format="jsonl", key_column="id", timestamp_column="t", timezone="Europe/Berlin"
+    )
+
+    assert ids(read(source)) == ["berlin-start", "epoch-in"]
+
+
+def test_mtime_window_reads_whole_files_once(tmp_path):
+    write(tmp_path / "early.csv", CSV_HEADER + "1,a@example.org,\n", START - timedelta(seconds=1))
+    inside = write(tmp_path / "inside.csv", CSV_HEADER + "2,b@example.org,\n", START)
+    write(tmp_path / "late.csv", CSV_HEADER + "3,c@example.org,\n", END)
+    state = MemoryStateStore()
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=state)
+
+    assert ids(read(source)) == ["2"]
+    assert ids(read(source)) == ["2"], "nothing is remembered before commit"
+    source.commit()
+    assert ids(read(source)) == []
+    source.commit()
+
+    write(inside, CSV_HEADER + "2,b@example.org,\n4,d@example.org,\n", START + timedelta(hours=1))
+    assert ids(read(source)) == ["2", "4"], "a changed file is read again"
+    assert ids(read(source, Window(END, END + timedelta(days=1)))) == ["3"]
+
+
+def test_column_window_remembers_only_files_wholly_inside_it(tmp_path):
+    write(tmp_path / "inside.csv", CSV_HEADER + "1,a@example.org,2024-03-01 10:00\n")
+    write(
+        tmp_path / "two-days.csv",
+        CSV_HEADER + "2,b@example.org,2024-03-01 11:00\n3,c@example.org,2024-03-02 10:00\n",
+    )
+    state = MemoryStateStore()
+    source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at", state=state)
+    next_window = Window(END, END + timedelta(days=1))
+
+    assert ids(read(source)) == ["1", "2"]
+    source.commit()
+    assert [state.get(key)["path"] for key in state] == [str(tmp_path / "inside.csv")]
+    assert ids(read(source)) == ["2"], "a retry of the window still finds the rows of the spanning file"
+    assert ids(read(source, next_window)) == ["3"]
+    source.commit()
+    assert len(list(state)) == 1
+
+
+def test_commit_before_all_batches_were_read_is_refused(tmp_path):
+    write(tmp_path / "a.csv", CSV_HEADER + "1,a@example.org,\n2,b@example.org,\n", START)
+    state = MemoryStateStore()
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=state)
+
+    batches = source.batches(WINDOW, 1)
+    next(batches)
+    batches.close()
+
+    with pytest.raises(SourceError, match="fully consumed"):
+        source.commit()
+    assert list(state) == []
+
+
+def test_partitions_deal_each_file_to_exactly_one_partition(tmp_path):
+    for number in range(8):
+        rows = f"{number}a,a@example.org,\n{number}b,b@example.org,\n"
+        write(tmp_path / f"part-{number}.csv", CSV_HEADER + rows)
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime")
+
+    whole = ids(read(source, None))
+    parts = [ids(read(source, None, partition=(index, 3))) for index in range(3)]
+
+    assert len(whole) == 16
+    assert sorted(chain.from_iterable(parts)) == sorted(whole)
+    files_of = [{key[:-1] for key in part} for part in parts]
+    assert sum(len(files) for files in files_of) == 8, "both rows of a file go to the same partition"
+    assert [ids(read(source, None, partition=(index, 3))) for index in range(3)] == parts
+
+
+def test_file_urls_and_single_files_are_read_through_object_storage(tmp_path):
+    path = write(tmp_path / "only.jsonl", '{"id": "1"}\n', START)
+
+    for location in (tmp_path.as_uri(), path.as_uri(), str(path)):
+        source = FileSource(location, format="jsonl", key_column="id", window_by="mtime")
+        assert ids(read(source)) == ["1"], location
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"format": "xml"}, "^format: "),
+        ({"window_by": "column", "timestamp_column": None}, "^timestamp_column: required"),
+        ({"window_by": "ctime"}, "^window_by: "),
+        ({"encoding": "utf-9"}, "^encoding: unknown"),
+        ({"delimiter": ";;"}, "^delimiter: "),
+        ({"timezone": "Mars/Olympus"}, "^timezone: unknown"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FileSource(str(tmp_path), key_column="id", **{"timestamp_column": "t", **kwargs})
+
+
+def test_describe_hides_credentials_in_the_url():
+    source = FileSource("s3://key:secret@bucket/in/", key_column="id", window_by="mtime", conn_id="aws")
+
+    assert source.describe() == "file s3://bucket/in/ (csv, files *.csv), window by file modification time"

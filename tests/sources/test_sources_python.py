@@ -1,0 +1,114 @@
+"""PythonSource: a dotted path or a callable, called with the window, re-chunked."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+
+import pytest
+
+from altcraft.sources import PythonSource, Window
+from altcraft.sources.python import IterableSource
+
+WINDOW = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+
+
+@pytest.fixture
+def crm_module(tmp_path, monkeypatch) -> str:
+    """A user module with a generator function; returns its name."""
+    (tmp_path / "src_test_user_crm.py").write_text(
+        textwrap.dedent(
+            """
+            from datetime import UTC, datetime, timedelta
+
+            DAY = datetime(2024, 3, 1, tzinfo=UTC)
+
+            def contacts(window, prefix, hours=24):
+                for hour in range(-2, hours):
+                    ts = DAY + timedelta(hours=hour)
+                    if window.contains(ts):
+                        yield {"id": f"{prefix}{hour}", "created_at": ts.isoformat()}
+
+            class Api:
+                @staticmethod
+                def pages(window):
+                    return [[{"id": 1}, {"id": 2}], [{"id": 3}], {"id": 4}]
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "src_test_user_crm"
+
+
+def ids(batches) -> list:
+    return [record["id"] for batch in batches for record in batch]
+
+
+def test_dotted_path_is_called_with_the_window_and_kwargs(crm_module):
+    source = PythonSource(f"{crm_module}:contacts", key_column="id", kwargs={"prefix": "h"})
+
+    batches = list(source.batches(WINDOW, 10))
+
+    assert [len(batch) for batch in batches] == [10, 10, 4]
+    assert ids(batches) == [f"h{hour}" for hour in range(24)]
+    assert batches[0][0]["created_at"] == "2024-03-01T00:00:00+00:00"
+    assert source.describe() == f"python {crm_module}:contacts"
+
+
+def test_lists_of_records_are_flattened_and_rechunked(crm_module):
+    source = PythonSource(f"{crm_module}:Api.pages", key_column="id")
+
+    assert [[r["id"] for r in batch] for batch in source.batches(None, 3)] == [[1, 2, 3], [4]]
+
+
+def test_partitions_get_time_sub_windows(crm_module):
+    source = PythonSource(f"{crm_module}:contacts", key_column="id", kwargs={"prefix": ""})
+
+    parts = [ids(source.batches(WINDOW, 5, partition=(index, 4))) for index in range(4)]
+
+    assert parts[1] == [str(hour) for hour in range(6, 12)]
+    assert list(chain.from_iterable(parts)) == ids(source.batches(WINDOW, 5))
+
+
+def test_a_plain_callable_works_and_records_must_be_mappings():
+    seen = []
+
+    def produce(window, count):
+        seen.append(window)
+        return ({"id": n} for n in range(count))
+
+    assert ids(PythonSource(produce, key_column="id", kwargs={"count": 3}).batches(WINDOW, 2)) == [0, 1, 2]
+    assert seen == [WINDOW]
+    with pytest.raises(TypeError, match="mapping"):
+        list(PythonSource(lambda window: ["id=1"], key_column="id").batches(WINDOW, 2))
+
+
+@pytest.mark.parametrize("path", ["os.path.join", "os:path:join", "1mod:fn", "pkg.mod:fn()", ""])
+def test_malformed_dotted_paths_are_refused(path):
+    with pytest.raises(ValueError, match=r"^callable: expected 'package\.module:function'"):
+        PythonSource(path, key_column="id")
+
+
+def test_a_window_shifted_back_reaches_the_callable(crm_module):
+    source = PythonSource(f"{crm_module}:contacts", key_column="id", kwargs={"prefix": "", "hours": 1})
+    shifted = WINDOW.shifted(timedelta(hours=2))
+
+    records = [record for batch in source.batches(shifted, 5) for record in batch]
+
+    assert [record["id"] for record in records] == ["-2", "-1", "0"]
+    assert records[0]["created_at"] == "2024-02-29T22:00:00+00:00"
+
+
+def test_iterable_source_serves_given_records_and_deals_partitions_by_position():
+    records = [{"id": n} for n in range(7)]
+    source = IterableSource(iter(records), key_column="id")
+
+    assert [[r["id"] for r in batch] for batch in source.batches(WINDOW, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert ids(source.batches(None, 3)) == list(range(7)), "records are kept, so a re-read is identical"
+    assert [ids(source.batches(None, 3, partition=(index, 3))) for index in range(3)] == [
+        [0, 3, 6],
+        [1, 4],
+        [2, 5],
+    ]
+    assert source.describe() == "7 records given in code"

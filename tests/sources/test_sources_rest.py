@@ -1,0 +1,170 @@
+"""RestSource against the fake CRM over real HTTP, one paginator style per endpoint."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+
+import pytest
+from fake_crm import CONTACTS, EPOCH, PAGE_SIZE, contacts_between
+
+from altcraft.sources import (
+    CursorPaginator,
+    NextLinkPaginator,
+    OffsetPaginator,
+    PageNumberPaginator,
+    RestSource,
+    SourceError,
+    Window,
+)
+
+CONN = "src_test_crm"
+WINDOW = Window(EPOCH + timedelta(hours=4), EPOCH + timedelta(hours=30))  # ids 2..14, 15 is at the end
+WINDOW_PARAMS = {"start": "created_from", "end": "created_to"}
+
+PAGINATED = {
+    "page numbers, stop at an empty page": ("v1/pages", "data.items", PageNumberPaginator()),
+    "page numbers, stop at the total": (
+        "v1/pages",
+        "data.items",
+        PageNumberPaginator(total_pages_path="data.total_pages"),
+    ),
+    "offset, stop at an empty page": ("v1/offset", "items", OffsetPaginator(limit=5)),
+    "offset, stop at the total": ("v1/offset", "items", OffsetPaginator(limit=5, total_path="total")),
+    "cursor": ("/v1/cursor", "data.items", CursorPaginator(cursor_path="next_cursor", cursor_param="cursor")),
+    "Link header": ("v1/link", "items", NextLinkPaginator()),
+    "next link in the body": ("v1/link-in-body", "items", NextLinkPaginator(next_path="next")),
+}
+
+
+def source(endpoint: str, record_path: str | None, paginator, **kwargs) -> RestSource:
+    return RestSource(
+        CONN,
+        endpoint,
+        key_column="id",
+        record_path=record_path,
+        paginator=paginator,
+        window_params=WINDOW_PARAMS,
+        **kwargs,
+    )
+
+
+def ids(batches) -> list[int]:
+    return [record["id"] for batch in batches for record in batch]
+
+
+@pytest.mark.parametrize("style", PAGINATED)
+def test_every_paginator_reads_the_window_in_api_order(crm, style):
+    endpoint, record_path, paginator = PAGINATED[style]
+    crm.requests.clear()
+
+    batches = list(source(endpoint, record_path, paginator).batches(WINDOW, 5))
+
+    assert ids(batches) == list(range(2, 15))
+    assert [len(batch) for batch in batches] == [5, 5, 3]
+    assert batches[0][0] == CONTACTS[2]
+    window_sent = {(query["created_from"], query["created_to"]) for _, query in crm.requests}
+    assert window_sent == {("2024-03-01T04:00:00+00:00", "2024-03-02T06:00:00+00:00")}
+
+
+def test_stopping_at_the_total_saves_the_trailing_empty_page(crm):
+    pages = -(-len(contacts_between(WINDOW.start, WINDOW.end)) // PAGE_SIZE)
+    requested = {}
+    for paginator in (PageNumberPaginator(total_pages_path="data.total_pages"), PageNumberPaginator()):
+        crm.requests.clear()
+        list(source("v1/pages", "data.items", paginator).batches(WINDOW, 100))
+        requested[paginator.total_pages_path] = [int(query["page"]) for _, query in crm.requests]
+
+    assert requested == {"data.total_pages": list(range(1, pages + 1)), None: list(range(1, pages + 2))}
+
+
+def test_without_a_paginator_one_request_is_made(crm):
+    crm.requests.clear()
+
+    assert ids(source("v1/pages", "data.items", None).batches(WINDOW, 100)) == list(range(2, 2 + PAGE_SIZE))
+    assert len(crm.requests) == 1
+
+
+def test_epoch_window_params_and_fixed_params_are_sent(crm):
+    crm.requests.clear()
+    paginator = OffsetPaginator(limit=50)
+    rest = source("v1/offset", "items", paginator, window_format="epoch", params={"list": "vip"})
+
+    assert ids(rest.batches(WINDOW, 100)) == list(range(2, 15))
+    path, query = crm.requests[0]
+    assert (path, query) == (
+        "/v1/offset",
+        {
+            "list": "vip",
+            "created_from": str(int(WINDOW.start.timestamp())),
+            "created_to": str(int(WINDOW.end.timestamp())),
+            "offset": "0",
+            "limit": "50",
+        },
+    )
+
+
+def test_post_sends_the_parameters_as_a_json_body(crm):
+    crm.requests.clear()
+    rest = source("v1/cursor", "data.items", CursorPaginator(), method="post", params={"list": "vip"})
+
+    assert ids(rest.batches(WINDOW, 100)) == list(range(2, 15))
+    assert crm.requests[1] == (
+        "/v1/cursor",
+        {
+            "list": "vip",
+            "created_from": WINDOW.start.isoformat(),
+            "created_to": WINDOW.end.isoformat(),
+            "cursor": "c4",
+        },
+    )
+
+
+def test_empty_window_and_no_window(crm):
+    empty = Window(datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC))
+    rest = source("v1/cursor", "data.items", CursorPaginator())
+
+    assert list(rest.batches(empty, 10)) == []
+    assert ids(rest.batches(None, 10)) == list(range(25))
+
+
+def test_partitions_split_the_window_in_time(crm):
+    rest = source("v1/pages", "data.items", PageNumberPaginator())
+
+    parts = [ids(rest.batches(WINDOW, 4, partition=(index, 3))) for index in range(3)]
+
+    assert all(parts)
+    assert list(chain.from_iterable(parts)) == ids(rest.batches(WINDOW, 4))
+    with pytest.raises(ValueError, match="window_params for both"):
+        list(RestSource(CONN, "v1/pages", key_column="id").batches(WINDOW, 4, partition=(0, 2)))
+
+
+def test_http_errors_fail_without_leaking_the_answer(crm):
+    rest = source("v1/unavailable?token=s3cr3t", None, None)
+
+    with pytest.raises(SourceError) as failure:
+        list(rest.batches(WINDOW, 10))
+
+    assert "HTTP 503 from v1/unavailable" in str(failure.value)
+    assert "example.org" not in str(failure.value)
+    assert "s3cr3t" not in str(failure.value)
+
+
+def test_a_next_link_away_from_the_connection_is_not_followed(crm):
+    rest = source("v1/escaping-link", "items", NextLinkPaginator(next_path="next"))
+
+    with pytest.raises(SourceError, match="leads away from the connection's base URL"):
+        list(rest.batches(WINDOW, 10))
+
+
+def test_a_missing_record_list_is_an_error(crm):
+    with pytest.raises(SourceError, match=r"no list at record_path 'data\.contacts'"):
+        list(source("v1/pages", "data.contacts", PageNumberPaginator()).batches(WINDOW, 10))
+
+
+def test_settings_are_checked_and_describe_shows_no_query(crm):
+    with pytest.raises(ValueError, match=r"^window_params: "):
+        RestSource(CONN, "v1/pages", key_column="id", window_params={"from": "created_from"})
+
+    rest = source("v1/pages?api_key=s3cr3t", "data.items", PageNumberPaginator())
+    assert rest.describe() == "rest GET v1/pages on connection 'src_test_crm', page_number"
