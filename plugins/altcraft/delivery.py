@@ -22,12 +22,15 @@ from altcraft.api.models import (
     TaskStatus,
 )
 from altcraft.api.retry import certainly_not_processed
-from altcraft.batching import chunk, encode_items
+from altcraft.batching import Chunk, chunk, request_overhead
 from altcraft.ledger import Claim, Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 from altcraft.mapping import Mapper, Profile, Rejection
 from altcraft.masking import mask_key
 
 log = logging.getLogger(__name__)
+
+#: Room left in each request for the ``token`` body field, which only the hook knows.
+TOKEN_ALLOWANCE = 512
 
 
 class DeliveryMode(StrEnum):
@@ -151,7 +154,7 @@ class Delivery:
     def process(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Summary:
         """Deliver every record of ``batches`` (a source's output) and return the running summary."""
         started = time.monotonic()
-        overhead = len(self.target.batch_request().model_dump_json(exclude_none=True)) + 512
+        overhead = request_overhead(self.target.batch_request().to_body(without_data=True)) + TOKEN_ALLOWANCE
         try:
             for piece in chunk(
                 self._profiles(batches),
@@ -159,7 +162,10 @@ class Delivery:
                 max_bytes=self.max_request_bytes,
                 overhead_bytes=overhead,
             ):
-                self._deliver_chunk(piece.profiles)
+                if isinstance(piece, Rejection):
+                    self.reject([piece])
+                else:
+                    self._deliver_chunk(piece)
         finally:
             self.summary.seconds += time.monotonic() - started
         return self.summary
@@ -192,66 +198,41 @@ class Delivery:
                 [(None, r.source_key, None, f"{r.field}: {r.reason}") for r in rejections],
             )
 
-    def _deliver_chunk(self, profiles: list[Profile]) -> None:
-        items = [(p.ledger_key, p.source_key) for p in profiles]
-        if self.dry_run:
-            claim = self.ledger.preview(
-                self.scope,
-                self.run,
-                items,
-                self.policy,
-                relaunch=self.relaunch,
-                resend_uncertain=self.resend_uncertain,
-            )
-        else:
-            claim = self.ledger.claim(
-                self.scope,
-                self.run,
-                items,
-                self.policy,
-                relaunch=self.relaunch,
-                resend_uncertain=self.resend_uncertain,
-            )
-        self._skip(claim, profiles)
-        by_key = {p.ledger_key: p for p in profiles}
-        to_send = [by_key[key] for key in claim.to_send]
-        if not to_send:
+    def _deliver_chunk(self, piece: Chunk) -> None:
+        items = [(p.ledger_key, p.source_key) for p in piece.profiles]
+        decide = self.ledger.preview if self.dry_run else self.ledger.claim
+        claim = decide(
+            self.scope,
+            self.run,
+            items,
+            self.policy,
+            relaunch=self.relaunch,
+            resend_uncertain=self.resend_uncertain,
+        )
+        self.summary.add(Outcome.SKIPPED, len(piece.profiles) - len(claim.to_send))
+        if not claim.to_send:
             return
+        to_send = _in_claim_order(piece, claim)
         self.summary.chunks += 1
         if self.dry_run:
-            self.summary.add(Outcome.LAUNCHED, len(to_send))
-            self.sample.extend(
-                f"would launch {mask_key(p.ledger_key)}" for p in to_send[: max(0, 10 - len(self.sample))]
-            )
-            return
-        if self.mode is DeliveryMode.SINGLE:
-            self._send_singly(claim, to_send)
+            self.summary.add(Outcome.LAUNCHED, len(claim.to_send))
+            room = max(0, 10 - len(self.sample))
+            self.sample.extend(f"would launch {mask_key(key)}" for key in claim.to_send[:room])
+        elif self.mode is DeliveryMode.SINGLE:
+            self._send_singly(claim, to_send.profiles)
         elif self.mode is DeliveryMode.BATCH:
             self._send_batch(claim, to_send)
         else:
             self._submit_task(claim, to_send)
 
-    def _skip(self, claim: Claim, profiles: list[Profile]) -> None:
-        if not claim.skipped:
-            return
-        self.summary.add(Outcome.SKIPPED, len(claim.skipped))
-        if not self.dry_run:
-            source_keys = {p.ledger_key: p.source_key for p in profiles}
-            self.ledger.record(
-                self.scope,
-                self.run,
-                Outcome.SKIPPED,
-                [(key, source_keys.get(key, ""), None, reason) for key, reason in claim.skipped.items()],
-            )
-
     # ---------------------------------------------------------------------------------------- sending
 
-    def _send_batch(self, claim: Claim, profiles: list[Profile]) -> None:
-        keys = [p.ledger_key for p in profiles]
+    def _send_batch(self, claim: Claim, piece: Chunk) -> None:
+        keys = claim.to_send
         self.summary.requests += 1
         try:
             result = self.hook.import_and_start_batch(
-                self.target.batch_request(), raw_data=encode_items(profiles), keys=keys
+                self.target.batch_request(), raw_data=piece.body, keys=keys
             )
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
@@ -287,12 +268,12 @@ class Delivery:
         self._settle(claim, settlements)
         raise DeliveryStopped(f"Stopped delivering after a failed request: {exc}") from exc
 
-    def _submit_task(self, claim: Claim, profiles: list[Profile]) -> None:
-        keys = [p.ledger_key for p in profiles]
+    def _submit_task(self, claim: Claim, piece: Chunk) -> None:
+        keys = claim.to_send
         self.summary.requests += 1
         try:
             task_id = self.hook.submit_import_and_start_batch_task(
-                self.target.batch_request(), raw_data=encode_items(profiles), keys=keys
+                self.target.batch_request(), raw_data=piece.body, keys=keys
             )
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
@@ -364,3 +345,17 @@ def _stops_the_run(exc: AltcraftError) -> bool:
     if isinstance(exc, AltcraftDeliveryUncertain) or certainly_not_processed(exc):
         return True
     return not isinstance(exc, AltcraftApiError) or exc.code not in (400, 404, 409)
+
+
+def _in_claim_order(piece: Chunk, claim: Claim) -> Chunk:
+    """The chunk's profiles the claim lets through, one per key, in the claim's (sorted) key order.
+
+    Sorting makes the order reproducible from the ledger alone (:meth:`Ledger.claim_of`), which is how an
+    asynchronous task's positional results are matched after a restart.
+    """
+    claim.to_send.sort()
+    first: dict[str, tuple[Profile, bytes]] = {}
+    for profile, item in zip(piece.profiles, piece.items, strict=True):
+        first.setdefault(profile.ledger_key, (profile, item))
+    pairs = [first[key] for key in claim.to_send]
+    return Chunk([p for p, _ in pairs], [i for _, i in pairs])

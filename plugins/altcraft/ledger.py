@@ -639,28 +639,16 @@ class Ledger:
         batch_id = uuid.uuid4().hex
 
         def work(conn: Connection) -> Claim:
-            rows = self._select_contacts(conn, list(hashes.values()), lock=True)
-            earlier = self._earlier_launches(conn, run, rows, policy, relaunch=relaunch)
-            to_send: list[str] = []
-            skipped: dict[str, str] = {}
-            uncertain_notes: dict[str, str] = {}
-            for key, contact_hash in hashes.items():
-                verdict = _decide(
-                    rows.get(contact_hash),
-                    earlier.get(contact_hash),
-                    run,
-                    policy,
-                    relaunch=relaunch,
-                    resend_uncertain=resend_uncertain,
-                    now=at,
-                    stale_after=self.stale_after,
-                )
-                if verdict.send:
-                    to_send.append(key)
-                else:
-                    skipped[key] = verdict.reason
-                    if verdict.uncertain_note:
-                        uncertain_notes[contact_hash] = verdict.uncertain_note
+            rows, to_send, skipped, uncertain_notes = self._decide_all(
+                conn,
+                run,
+                hashes,
+                policy,
+                relaunch=relaunch,
+                resend_uncertain=resend_uncertain,
+                at=at,
+                lock=True,
+            )
             self._write_claim(conn, scope, run, batch_id, at, {k: first[k] for k in to_send}, rows)
             _update_contacts(
                 conn,
@@ -683,6 +671,62 @@ class Ledger:
             len(duplicates),
         )
         return claim
+
+    def preview(
+        self,
+        scope: Scope,
+        run: RunRef,
+        items: Sequence[tuple[str, str]],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool = False,
+        resend_uncertain: bool = False,
+        now: datetime | None = None,
+    ) -> Claim:
+        """What :meth:`claim` would decide, without writing anything (for dry runs)."""
+        self._ready()
+        first, duplicates = _split_duplicates(items)
+        hashes = {key: scope.contact_hash(key) for key in first}
+        with self.engine.connect() as conn:
+            _, to_send, skipped, _ = self._decide_all(
+                conn,
+                run,
+                hashes,
+                policy,
+                relaunch=relaunch,
+                resend_uncertain=resend_uncertain,
+                at=_utc(now),
+                lock=False,
+            )
+        skipped.update((key, "duplicate in this run") for key, _ in duplicates)
+        return Claim("preview", to_send, skipped, {key: first[key] for key in to_send})
+
+    def claim_of(self, scope: Scope, batch_id: str) -> Claim:
+        """The still unsettled (``sending``) part of an earlier claim, keys in sorted order.
+
+        Used to settle an asynchronous Altcraft task after a restart: a chunk is always sent in sorted
+        key order, so the task's per-profile results line up with these keys.
+        """
+        self._ready()
+        query = sa.select(_C.contact_key, _C.source_key).where(
+            _C.batch_id == batch_id,
+            _C.status == ContactStatus.SENDING.value,
+            _C.platform == scope.platform,
+            _C.scenario_id == scope.scenario_id,
+        )
+        with self.engine.connect() as conn:
+            rows = dict(conn.execute(query).all())
+        keys = sorted(rows)
+        return Claim(batch_id, keys, {}, {key: rows[key] for key in keys})
+
+    def contact_states(self, scope: Scope) -> dict[str, str]:
+        """Every contact of a scope with its status (``launched``, ``failed``, ``uncertain``, ``sending``)."""
+        self._ready()
+        query = sa.select(_C.contact_key, _C.status).where(
+            _C.platform == scope.platform, _C.scenario_id == scope.scenario_id
+        )
+        with self.engine.connect() as conn:
+            return dict(conn.execute(query).all())
 
     def settle(
         self,
@@ -862,6 +906,43 @@ class Ledger:
             )
             earlier.update((h, (run_id, at)) for h, run_id, at in conn.execute(query))
         return earlier
+
+    def _decide_all(
+        self,
+        conn: Connection,
+        run: RunRef,
+        hashes: Mapping[str, str],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool,
+        resend_uncertain: bool,
+        at: datetime,
+        lock: bool,
+    ) -> tuple[dict[str, RowMapping], list[str], dict[str, str], dict[str, str]]:
+        """Apply the claim rules: (rows, keys to send, skipped key -> reason, uncertain notes)."""
+        rows = self._select_contacts(conn, list(hashes.values()), lock=lock)
+        earlier = self._earlier_launches(conn, run, rows, policy, relaunch=relaunch)
+        to_send: list[str] = []
+        skipped: dict[str, str] = {}
+        uncertain_notes: dict[str, str] = {}
+        for key, contact_hash in hashes.items():
+            verdict = _decide(
+                rows.get(contact_hash),
+                earlier.get(contact_hash),
+                run,
+                policy,
+                relaunch=relaunch,
+                resend_uncertain=resend_uncertain,
+                now=at,
+                stale_after=self.stale_after,
+            )
+            if verdict.send:
+                to_send.append(key)
+            else:
+                skipped[key] = verdict.reason
+                if verdict.uncertain_note:
+                    uncertain_notes[contact_hash] = verdict.uncertain_note
+        return rows, to_send, skipped, uncertain_notes
 
     @staticmethod
     def _write_claim(

@@ -58,9 +58,7 @@ def test_dag_run_delivers_and_reports_counts_only(dag_with, emulator, scenario_i
     }
     assert "@" not in repr(summary), "no contact data in XCom"
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 12
-    link = xcom_values(dag.dag_id, dag_run.run_id, key="_link_AltcraftScenarioLink")[
-        "import_and_launch", -1
-    ]
+    link = xcom_values(dag.dag_id, dag_run.run_id, key="_link_AltcraftScenarioLink")["import_and_launch", -1]
     assert link.endswith(f"/workflows/{scenario_id}")
 
 

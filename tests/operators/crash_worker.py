@@ -1,0 +1,46 @@
+"""A worker process for the crash test: delivers contacts like one operator try, until it is killed.
+
+Usage: python crash_worker.py LEDGER_URL SCENARIO_ID TRY_NUMBER COUNT
+(the Altcraft connection comes from AIRFLOW_CONN_ALTCRAFT_DEFAULT, as in a task).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import sqlalchemy as sa
+
+from altcraft.delivery import Delivery, LaunchTarget
+from altcraft.hooks.altcraft import AltcraftHook
+from altcraft.ledger import Ledger, RunRef, Scope
+from altcraft.mapping import ProfileMapping, compile_mapping
+
+
+def main(ledger_url: str, scenario_id: int, try_number: int, count: int) -> None:
+    hook = AltcraftHook()
+    hook.get_conn()
+    ledger = Ledger(sa.create_engine(ledger_url))
+    ledger.ensure_schema()
+    scope = Scope(platform=hook.base_url, scenario_id=scenario_id)
+    run = RunRef(
+        dag_id="crash", task_id="import_and_launch", run_id="run-1", try_number=try_number, window_key="w"
+    )
+    recovered = ledger.recover(scope, run)
+    mapping = ProfileMapping.model_validate({"matching": "email", "key": {"email": "email"}})
+    delivery = Delivery(
+        hook=hook,
+        ledger=ledger,
+        scope=scope,
+        run=run,
+        target=LaunchTarget(scenario_id=scenario_id, matching="email"),
+        mapper=compile_mapping(mapping, source_key_column="id"),
+        batch_size=10,
+    )
+    records = [{"id": i, "email": f"crash{i}@example.org"} for i in range(count)]
+    summary = delivery.process([records[i : i + 10] for i in range(0, count, 10)])
+    print(json.dumps({"recovered": len(recovered), **summary.as_dict()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
