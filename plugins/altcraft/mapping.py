@@ -39,6 +39,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from altcraft.api.matching import MatchingMode
+from altcraft.sources.base import ERROR_FIELD
 from altcraft.validation import (
     MAX_FIELD_CHARS,
     MAX_PROFILE_BYTES,
@@ -620,6 +621,8 @@ class Mapper:
         source_key = self._source_key(record)
         if isinstance(source_key, Rejection):
             return source_key
+        if ERROR_FIELD in record:  # the source could not read this record; its value says why
+            return Rejection(source_key, ERROR_FIELD, str(record[ERROR_FIELD]))
         try:
             match, ledger_key = self._match(record)
             data: dict[str, Any] = {self._custom_field: match["field_value"]} if self._custom_field else {}

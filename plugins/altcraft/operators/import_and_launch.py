@@ -8,7 +8,7 @@ summary, log table, extra link, asset event). Contact data never goes to XCom.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 #: Default share of a run's contacts that may be rejected or fail before the task fails (after delivery).
 DEFAULT_MAX_REJECTED_RATIO = 0.1
+SCENARIO_URL_XCOM_KEY = "altcraft_scenario_url"
 _TASKS_KEY = "altcraft_tasks"
 _SUMMARY_KEY = "altcraft_summary"
 
@@ -38,7 +39,9 @@ class AltcraftScenarioLink(BaseOperatorLink):
     name = "Altcraft scenario"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return getattr(operator, "scenario_url", "") or ""
+        from airflow.sdk.bases.xcom import BaseXCom
+
+        return BaseXCom.get_value(ti_key=ti_key, key=SCENARIO_URL_XCOM_KEY) or ""
 
 
 class ImportAndLaunchScenarioOperator(BaseOperator):
@@ -63,6 +66,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
     :param content, skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
     :param deferrable: in ``async`` mode, wait for Altcraft tasks in the triggerer (default True).
+    :param state_asset: asset whose ``asset_state_store`` keeps the source's watermark / processed files
+        across runs (it must also be one of the task's outlets).
     """
 
     template_fields: Sequence[str] = (
@@ -109,6 +114,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         deferrable: bool = True,
         poll_interval: float = 5.0,
         task_timeout: timedelta = timedelta(hours=6),
+        state_asset: Asset | None = None,
         **kwargs: Any,
     ) -> None:
         from altcraft.batching import MAX_BATCH_ITEMS
@@ -156,29 +162,33 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.task_timeout = task_timeout
-        self.scenario_url = ""
+        self.state_asset = state_asset
 
     # -------------------------------------------------------------------------------------- execution
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = AltcraftHook(self.altcraft_conn_id)
         self._preflight(hook)
+        context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(int(self.scenario_id)))
         delivery = self._delivery(hook, context)
         if not delivery.dry_run:
             self._recover(delivery, context)
         window = self._window()
         self.log.info(
             "Delivering %s into scenario %s (%s mode%s, window %s)",
-            self._source().describe(),
+            self._source(context).describe(),
             self.scenario_id,
             delivery.mode.value,
             ", dry run" if delivery.dry_run else "",
             f"[{window.start.isoformat()}, {window.end.isoformat()})" if window else "none",
         )
+        source = self._source(context)
         try:
-            delivery.process(self._batches(window))
+            delivery.process(source.batches(window, self.batch_size))
         finally:
             self._log_summary(delivery, final=False)
+        if not delivery.dry_run:
+            source.commit()  # watermarks and processed files move on only after every record was settled
         if delivery.mode is DeliveryMode.ASYNC and not delivery.dry_run:
             self._wait_for_tasks(delivery, context, hook)
         return self._finish(delivery, context)
@@ -212,7 +222,6 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             raise AirflowFailException(
                 f"Altcraft scenario {scenario_id} works on database {scenario.db_id}, not db_id={self.db_id}"
             )
-        self.scenario_url = hook.scenario_url(scenario_id)
         self.log.info("Scenario %s %r is active (database %s)", scenario_id, scenario.name, scenario.db_id)
 
     def _delivery(self, hook: AltcraftHook, context: Context) -> Delivery:
@@ -281,15 +290,14 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             return None
         return Window(start=start, end=end)
 
-    def _source(self) -> Source:
+    def _source(self, context: Context) -> Source:
         from altcraft.sources.python import IterableSource
 
-        if self.source is not None:
-            return self.source
-        return IterableSource(self.contacts or (), key_column=self.key_column)
-
-    def _batches(self, window: Window | None) -> Iterator[list[dict[str, Any]]]:
-        return self._source().batches(window, self.batch_size)
+        if self.source is None:
+            return IterableSource(self.contacts or (), key_column=self.key_column)
+        if self.state_asset is not None and getattr(self.source, "state", False) is None:
+            self.source.state = context["asset_state_store"][self.state_asset]
+        return self.source
 
     # ------------------------------------------------------------------------------- crash recovery
 
