@@ -43,6 +43,22 @@ def xcom_values(dag_id: str, run_id: str, key: str = "return_value") -> dict[tup
         return {(row.task_id, row.map_index): XComModel.deserialize_value(row) for row in rows}
 
 
+def asset_event_extras(uri: str) -> list[dict[str, Any]]:
+    """The ``extra`` of every event of the asset with this URI, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == uri)
+            .order_by(AssetEvent.id)
+        )
+        return list(session.scalars(query))
+
+
 def task_states(dag_run: Any) -> dict[str, str]:
     from airflow.utils.session import create_session
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from tests.airflow_helpers import install_dag, run_dag, task_states, xcom_values
+from tests.airflow_helpers import asset_event_extras, install_dag, run_dag, task_states, xcom_values
 
 from .conftest import EMAIL_MAPPING, PG_URL, contacts, launch_counts
 
@@ -60,7 +60,8 @@ def test_dag_run_delivers_and_reports_counts_only(dag_with, emulator, scenario_i
     assert "@example.org" not in repr(summary)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 12
     link = xcom_values(dag.dag_id, dag_run.run_id, key="_link_AltcraftScenarioLink")["import_and_launch", -1]
-    assert link.endswith(f"/workflows/{scenario_id}")
+    assert link == f"{emulator.url}/workflows/{scenario_id}"
+    assert asset_event_extras(f"altcraft://altcraft_default/scenarios/{scenario_id}")[-1]["launched"] == 12
 
 
 def test_running_the_same_window_again_launches_nobody_twice(dag_with, emulator, scenario_id):
