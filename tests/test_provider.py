@@ -1,0 +1,46 @@
+"""The package is a real Airflow provider: discovered by ProvidersManager, with its connection form."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from altcraft.hooks.connection import AltcraftConnectionSettings
+
+
+@pytest.fixture(scope="module")
+def providers():
+    from airflow.providers_manager import ProvidersManager
+
+    return ProvidersManager()
+
+
+def test_provider_is_discovered(providers):
+    import altcraft
+
+    assert providers.providers["airflow-provider-altcraft"].version == altcraft.__version__
+
+
+def test_connection_type_and_form(providers):
+    behaviour = providers.field_behaviours["altcraft"]
+    assert set(behaviour["hidden_fields"]) == {"schema", "login", "port"}
+    assert behaviour["relabeling"] == {"host": "Platform URL", "password": "API token"}
+    prefix = "extra__altcraft__"
+    widgets = {k.removeprefix(prefix) for k in providers.connection_form_widgets if k.startswith(prefix)}
+    assert widgets == {"timeout", "max_retries", "backoff_max", "token_in_body", "scenario_url"}
+    assert widgets <= set(AltcraftConnectionSettings.model_fields), "every form field is a setting"
+
+
+def test_hook_and_link_are_registered(providers):
+    link = "altcraft.operators.import_and_launch.AltcraftScenarioLink"
+    assert link in providers.extra_links_class_names
+    assert providers.hooks["altcraft"].hook_class_name == "altcraft.hooks.altcraft.AltcraftHook"
+
+
+def test_airflow_cli_lists_the_provider():
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "airflow-provider-altcraft" in out
