@@ -572,6 +572,7 @@ class Mapper:
     __slots__ = (
         "_any_of",
         "_custom_field",
+        "_key_field",
         "_fields",
         "_key_names",
         "_keys",
@@ -589,6 +590,9 @@ class Mapper:
         self._any_of = mode.any_of
         self._source_key_column = source_key_column
         self._custom_field = mapping.field_name if mode.needs_field_name else None
+        # custom matching finds profiles by a database field, so the key is also that field's value;
+        # custom_sub matches a subscription's field, which is not a profile field
+        self._key_field = mapping.field_name if mode is MatchingMode.CUSTOM else None
         self._key_names = mode.key_fields
         self._keys = [
             _Key(name, label, mapping.key[name], _key_coercer(mapping, name, label))
@@ -599,7 +603,7 @@ class Mapper:
         self._fields = [
             (target, target in mapping.required, self._step(target, spec))
             for target, spec in mapping.fields.items()
-            if target != self._custom_field
+            if target != self._key_field
         ]
         self._subscriptions = [
             _subscription_step(index, spec, mapping.default_region)
@@ -625,7 +629,7 @@ class Mapper:
             return Rejection(source_key, ERROR_FIELD, str(record[ERROR_FIELD]))
         try:
             match, ledger_key = self._match(record)
-            data: dict[str, Any] = {self._custom_field: match["field_value"]} if self._custom_field else {}
+            data: dict[str, Any] = {self._key_field: match["field_value"]} if self._key_field else {}
             for target, required, step in self._fields:
                 value = step(record)
                 if value is not None:

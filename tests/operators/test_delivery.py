@@ -166,3 +166,59 @@ def test_dry_run_sends_and_writes_nothing(make_delivery, emulator, scenario_id):
     assert len(emulator.journal(scenario_id=scenario_id)) == 5
     assert not any(preview.ledger.counts(preview.scope, preview.run).values())
     assert all("@example.org" not in line for line in preview.sample)
+
+
+def _mode_mapping(mode: str) -> dict:
+    email_sub = [{"channel": "email", "resource_id": 1, "source": "email"}]
+    sms_sub = [{"channel": "sms", "resource_id": 1, "source": "phone"}]
+    phones = {"phones": {"source": "phone", "type": "phone"}}
+    return {
+        "email": {"key": {"email": "email"}},
+        "email_profile": {"key": {"email": "email"}},
+        "email_sub": {"key": {"email": "email"}, "subscriptions": email_sub},
+        "phone": {"key": {"phone": "phone"}, "fields": phones},
+        "phone_sub": {"key": {"phone": "phone"}, "subscriptions": sms_sub},
+        "profile_id": {"key": {"profile_id": "profile_id"}},
+        "push_sub": {"key": {"provider": "push_provider", "subscription_id": "push_id"}},
+        "custom": {"key": {"field_value": "id"}, "field_name": "CRM_ID"},
+        "custom_sub": {"key": {"field_value": "chat"}, "field_name": "id"},
+        "email_phone": {"key": {"email": "email", "phone": "phone"}, "fields": phones},
+        "email_phone_sub": {
+            "key": {"email": "email", "phone": "phone"},
+            "subscriptions": email_sub + sms_sub,
+        },
+    }[mode] | {"matching": mode, "default_region": "RU"}
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "email",
+        "email_profile",
+        "email_sub",
+        "phone",
+        "phone_sub",
+        "profile_id",
+        "push_sub",
+        "custom",
+        "custom_sub",
+        "email_phone",
+        "email_phone_sub",
+    ],
+)
+def test_every_matching_mode_launches_once_and_is_recognised_on_rerun(
+    make_delivery, emulator, scenario_id, mode
+):
+    records = [
+        {**c, "push_provider": "android-firebase", "push_id": f"push-{c['id']}", "chat": f"tg-{c['id']}"}
+        for c in contacts(6, start=700)
+    ]
+    if mode == "profile_id":  # profile_id matching only updates: the profiles must exist
+        emulator.seed(profiles=[{"db_id": 1, "fields": {"email": c["email"]}} for c in records])
+        by_email = {p["fields"]["email"]: p["id"] for p in emulator.profiles(db_id=1)}
+        records = [{**c, "profile_id": by_email[c["email"]]} for c in records]
+    first = make_delivery(mapping=_mode_mapping(mode)).process(in_batches(records))
+    assert (first.launched, first.rejected, first.failed) == (6, 0, 0)
+    again = make_delivery(mapping=_mode_mapping(mode), run=run_ref(run_id="r2", window="w2"))
+    assert again.process(in_batches(records)).skipped == 6
+    assert_exactly_once(emulator, scenario_id, 6)
