@@ -1,0 +1,11 @@
+"""Airflow DAG-folder entry point of the Altcraft templated pipelines: one DAG per YAML spec in ./pipelines.
+
+Drop a spec into dags/pipelines/ (see docs/pipelines.md); no Python is needed. A broken spec shows up as an
+import error of its own YAML file, and every other pipeline keeps loading.
+"""
+
+from pathlib import Path
+
+from altcraft.pipelines import load_pipelines
+
+load_pipelines(Path(__file__).with_name("pipelines")).register(globals())

@@ -1,0 +1,425 @@
+"""YAML pipeline specs → Airflow DAGs: ``plan`` → ``import_and_launch`` mapped over the partitions.
+
+Parsing is cheap and offline: no connection, database or network is touched and nothing from a spec is
+imported; sources are read only when the mapped task runs. See docs/pipelines.md.
+
+Broken specs: `Pipelines.register` adds every good DAG to the loader module and reports every broken
+spec as an Airflow import error of *its own YAML file* (see `report_import_errors`), so one broken spec
+never hides the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, Asset, BaseOperator, Param
+
+from altcraft.pipelines.spec import (
+    NotificationSpec,
+    PipelineSpec,
+    SpecError,
+    field_line,
+    keeps_state,
+    read_spec,
+    uses_watermark,
+)
+
+if TYPE_CHECKING:
+    from airflow.dag_processing.importers.base import DagImportResult
+    from airflow.sdk import Context
+    from airflow.sdk.bases.timetable import BaseTimetable
+
+    from altcraft.sources.base import Partition, Record, Source, StateStore, Window
+    from altcraft.sources.spec import SourceSpec
+
+log = logging.getLogger(__name__)
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+PLAN_TASK_ID = "plan"
+LAUNCH_TASK_ID = "import_and_launch"
+ALWAYS_TAG = "altcraft"
+
+
+# ------------------------------------------------------------------------------------------- plan
+
+
+def plan_windows(
+    start: datetime | None, end: datetime | None, *, partitions: int, lookback: timedelta | None = None
+) -> list[dict[str, str]]:
+    """The window ``[start - lookback, end)`` cut into ``partitions`` contiguous sub-windows.
+
+    Returns one ``{"window_start", "window_end"}`` (ISO 8601, UTC) per partition: references to data,
+    never data. An empty interval gives no partition (the mapped task is then skipped).
+    """
+    from altcraft.sources.base import Window
+
+    if start is None or end is None:
+        raise ValueError("this run has no data interval; pipelines need an interval timetable")
+    window = Window(start - lookback if lookback else start, end)
+    if window.start == window.end:
+        return []
+    parts = (window.part(index, partitions) for index in range(partitions))
+    return [{"window_start": p.start.isoformat(), "window_end": p.end.isoformat()} for p in parts]
+
+
+class PlanWindowsOperator(BaseOperator):
+    """Turns the run's data interval into the partition descriptors ``import_and_launch`` maps over."""
+
+    ui_color = "#e8f0ff"
+
+    def __init__(self, *, partitions: int, lookback: timedelta | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.partitions = partitions
+        self.lookback = lookback
+
+    def execute(self, context: Context) -> list[dict[str, str]]:
+        windows = plan_windows(
+            context["data_interval_start"],
+            context["data_interval_end"],
+            partitions=self.partitions,
+            lookback=self.lookback,
+        )
+        for index, window in enumerate(windows):
+            self.log.info("Partition %d: [%s, %s)", index, window["window_start"], window["window_end"])
+        return windows
+
+
+# --------------------------------------------------------------------------------------- source
+
+
+class SpecSource:
+    """The `Source` a source spec builds, printed as the spec.
+
+    A mapped task's partial arguments are serialized with ``str()``: a plain source object would print
+    its memory address, which changes with every parse and would make every parse a new DAG version.
+    """
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self.source = spec.build()
+        self.key_column = self.source.key_column
+
+    def __repr__(self) -> str:
+        return repr(self.spec)
+
+    @property
+    def state(self) -> StateStore | None:
+        """The built source's state store; AttributeError (no such attribute) for a stateless source."""
+        return self.source.state
+
+    @state.setter
+    def state(self, store: StateStore) -> None:
+        self.source.state = store
+
+    def describe(self) -> str:
+        return self.source.describe()
+
+    def batches(
+        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    ) -> Iterator[list[Record]]:
+        return self.source.batches(window, batch_size, partition=partition)
+
+    def commit(self) -> None:
+        self.source.commit()
+
+
+# ------------------------------------------------------------------------------------ on failure
+
+
+@dataclass(frozen=True)
+class FailureNotification:
+    """A DAG failure callback that imports its target only when a run fails."""
+
+    target: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    notifier: bool = False
+
+    @classmethod
+    def of(cls, spec: NotificationSpec) -> FailureNotification:
+        if spec.notifier is not None:
+            return cls(spec.notifier, spec.kwargs, notifier=True)
+        return cls(spec.callback or "", spec.kwargs)
+
+    def __call__(self, context: Context) -> None:
+        from altcraft.sources.python import import_callable
+
+        target = import_callable(self.target)
+        if self.notifier:
+            target(**self.kwargs)(context)
+        else:
+            target(context, **self.kwargs)
+
+
+# ------------------------------------------------------------------------------------------- DAG
+
+
+def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
+    """The DAG of one pipeline spec; ``spec_path`` is only named in its documentation."""
+    import pendulum
+
+    from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator, scenario_asset
+
+    source = SpecSource(spec.source)
+    dag = DAG(
+        dag_id=spec.id,
+        description=spec.description or None,
+        schedule=timetable(spec),
+        start_date=pendulum.instance(spec.start_date, tz=spec.timezone),
+        end_date=pendulum.instance(spec.end_date, tz=spec.timezone) if spec.end_date else None,
+        catchup=spec.catchup,
+        max_active_runs=spec.max_active_runs,
+        tags=list(dict.fromkeys([ALWAYS_TAG, *spec.tags])),
+        default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": spec.retry_delay},
+        params={
+            "dry_run": Param(spec.dry_run, type="boolean", description="send nothing, write nothing"),
+            "relaunch": Param(False, type="boolean", description="launch contacts the policy would skip"),
+            "resend_uncertain": Param(
+                False, type="boolean", description="send again contacts whose delivery is uncertain"
+            ),
+        },
+        on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
+        doc_md=doc_md(spec, source, spec_path),
+    )
+    state = state_asset(spec.id) if keeps_state(spec.source) else None
+    optional = {
+        "max_request_bytes": spec.delivery.max_request_bytes,
+        "db_id": spec.scenario.db_id,
+        "state_asset": state,
+    }
+    with dag:
+        plan = PlanWindowsOperator(task_id=PLAN_TASK_ID, partitions=spec.partitions, lookback=spec.lookback)
+        ImportAndLaunchScenarioOperator.partial(
+            task_id=LAUNCH_TASK_ID,
+            scenario_id=spec.scenario.id,
+            mapping=spec.mapping,
+            source=source,
+            altcraft_conn_id=spec.altcraft_conn_id,
+            delivery=spec.delivery.mode,
+            batch_size=spec.delivery.batch_size,
+            relaunch_policy=spec.relaunch_policy,
+            relaunch="{{ params.relaunch }}",
+            resend_uncertain="{{ params.resend_uncertain }}",
+            dry_run="{{ params.dry_run }}",
+            max_rejected_ratio=spec.max_rejected_ratio,
+            ledger_conn_id=spec.ledger_conn_id,
+            pool=spec.pool,
+            pool_slots=spec.pool_slots,
+            outlets=[scenario_asset(spec.altcraft_conn_id, spec.scenario.id), *([state] if state else [])],
+            **{name: value for name, value in optional.items() if value is not None},
+        ).expand_kwargs(plan.output)
+    return dag
+
+
+def state_asset(dag_id: str) -> Asset:
+    """The asset whose state store keeps a pipeline's source progress (watermark, files read)."""
+    return Asset(name=f"altcraft_pipeline_{dag_id}_source", uri=f"altcraft-pipeline://{dag_id}/source")
+
+
+def timetable(spec: PipelineSpec) -> BaseTimetable:
+    """Always a data-interval timetable: a run's window is its data interval, never empty."""
+    from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+
+    interval = spec.schedule_interval
+    if interval is not None:
+        return DeltaDataIntervalTimetable(interval)
+    return CronDataIntervalTimetable(spec.schedule, timezone=spec.timezone)
+
+
+def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
+    """The DAG's documentation: source, mapping table, scenario, schedule and window."""
+    mapping, notify = spec.mapping, spec.on_failure
+    delivery = (
+        "single (one request per contact)"
+        if spec.delivery.mode == "single"
+        else f"{spec.delivery.mode}, up to {spec.delivery.batch_size} contacts per request"
+    )
+    window = (
+        "watermark (the source remembers the highest value read; the data interval is not used)"
+        if uses_watermark(spec.source)
+        else "the run's data interval [start, end)"
+        + (f", start moved back by {spec.lookback}" if spec.lookback else "")
+        + (f", split into {spec.partitions} partitions" if spec.partitions > 1 else "")
+    )
+    rows = [
+        (
+            f"{_md(mapping.field_name if name == 'field_value' else name)} (matching key)",
+            f"`{_md(column)}`",
+            name if name in ("email", "phone") else "key",
+            "yes",
+        )
+        for name, column in mapping.key.items()
+    ]
+    for target, field_spec in mapping.fields.items():
+        origin = (
+            f"`{_md(field_spec.source)}`"
+            if field_spec.source is not None
+            else f"template `{_md(field_spec.template)}`"
+            if field_spec.template is not None
+            else f"constant {_md(field_spec.const)}"
+        )
+        rows.append((_md(target), origin, field_spec.type, "yes" if target in mapping.required else ""))
+    for index, subscription in enumerate(mapping.subscriptions):
+        rows.append(
+            (
+                f"subscriptions[{index}]",
+                f"`{_md(subscription.source)}`",
+                f"{subscription.channel} (resource {subscription.resource_id})",
+                "",
+            )
+        )
+    lines = [
+        f"# {_md(spec.id)}",
+        "",
+        _md(spec.description) if spec.description else "Altcraft import-and-launch pipeline.",
+        "",
+        f"*Generated from the pipeline spec `{_md(spec_path.name)}`: edit the YAML, not this DAG.*"
+        if spec_path
+        else "*Generated from a pipeline spec.*",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Source | {_md(source.describe())} |",
+        f"| Window | {_md(window)} |",
+        f"| Schedule | `{_md(spec.schedule)}` in {_md(spec.timezone)}"
+        + (", with catchup" if spec.catchup else "")
+        + " |",
+        f"| Scenario | {spec.scenario.id}"
+        + (f" on database {spec.scenario.db_id}" if spec.scenario.db_id else "")
+        + f" (connection `{_md(spec.altcraft_conn_id)}`) |",
+        f"| Delivery | {delivery}, relaunch policy `{spec.relaunch_policy}`, "
+        f"max rejected {spec.max_rejected_ratio:.0%}" + (", **dry run**" if spec.dry_run else "") + " |",
+        f"| Pool | `{_md(spec.pool)}` ({spec.pool_slots} slot{'s' if spec.pool_slots > 1 else ''}) |",
+        *([f"| On failure | `{_md(notify.callback or notify.notifier)}` |"] if notify else []),
+        "",
+        f"## Mapping (matching `{mapping.matching.value}`"
+        + (f" on field `{_md(mapping.field_name)}`" if mapping.field_name else "")
+        + ")",
+        "",
+        "| Altcraft field | from | type | required |",
+        "|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _md(value: Any) -> str:
+    """Spec text made inert in Markdown table cells (no HTML, no cell breaks, no code-span escapes)."""
+    text = " ".join(str(value).split())
+    for char, escaped in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "'")):
+        text = text.replace(char, escaped)
+    return text
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Pipelines:
+    """What a folder of specs gave: one DAG per good spec, one error per broken spec."""
+
+    dags: dict[str, DAG] = field(default_factory=dict)
+    errors: list[SpecError] = field(default_factory=list)
+
+    def register(self, namespace: MutableMapping[str, Any]) -> None:
+        """Expose the DAGs in a DAG-file module's ``globals()`` and report the broken specs to Airflow."""
+        namespace.update(self.dags)
+        report_import_errors(self.errors, loader_file=namespace.get("__file__"))
+
+
+def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
+    """Read every ``*.yaml`` / ``*.yml`` directly in ``folder`` (sorted by name) into DAGs.
+
+    A spec that cannot be read, validated or built becomes a `SpecError`; the others load regardless.
+    Two specs with the same ``id``: the later file (by name) is the error. Each DAG is validated here,
+    because Airflow reports a DAG that fails validation against the loader file, which would mark
+    every pipeline DAG of that file as having import errors.
+    """
+    result = Pipelines()
+    owners: dict[str, Path] = {}
+    folder = Path(folder)
+    names = sorted(os.listdir(folder)) if folder.is_dir() else []
+    for path in (folder / name for name in names if name.endswith(SPEC_SUFFIXES) and name[0] != "."):
+        spec = read_spec(path)
+        if isinstance(spec, SpecError):
+            result.errors.append(spec)
+            continue
+        if spec.id in owners:
+            line = field_line(path, ("id",))
+            message = f"  line {line}, id: {spec.id!r} is already the id of {owners[spec.id].name}"
+            result.errors.append(SpecError(path, message, line))
+            continue
+        try:
+            dag = build_dag(spec, spec_path=path)
+            dag.validate()
+        except Exception as error:
+            result.errors.append(SpecError(path, f"  cannot build the DAG: {type(error).__name__}: {error}"))
+            continue
+        result.dags[spec.id] = dag
+        owners[spec.id] = path
+    return result
+
+
+# -------------------------------------------------------------------------------- import errors
+
+
+def report_import_errors(errors: Sequence[SpecError], *, loader_file: str | None) -> bool:
+    """Record each broken spec as an Airflow import error keyed by the spec's own file.
+
+    Airflow 3.3 keeps one import error per file and drops every DAG of a DAG file that raises, so the
+    loader must not raise. Instead each error is added to the `DagImportResult` that Airflow's Python
+    importer is filling for ``loader_file`` (found on the call stack; it is the object the DagBag reads
+    right after the module ran, in the DAG processor, in a worker and in the CLI), under the spec's
+    path relative to the bundle root -- exactly how Airflow names files in import errors.
+
+    Outside an Airflow import (a plain ``import``, a script) the errors are only logged. Returns
+    whether they reached an Airflow import.
+    """
+    found = _active_import(loader_file) if errors and loader_file else None
+    if found is None:
+        for error in errors:
+            log.error("%s", error)
+        return False
+    import_result, bundle_root = found
+    from airflow.dag_processing.importers.base import DagImportError
+
+    for error in errors:
+        spec_file = os.path.abspath(error.path)
+        import_result.errors.append(
+            DagImportError(
+                file_path=os.path.relpath(spec_file, bundle_root) if bundle_root else spec_file,
+                message=str(error),
+                error_type="pipeline_spec",
+                line_number=error.line,
+            )
+        )
+    return True
+
+
+def _active_import(loader_file: str) -> tuple[DagImportResult, str | None] | None:
+    """Airflow's `DagImportResult` for ``loader_file`` being filled up the call stack, and the bundle root.
+
+    The result names the file relative to the bundle root, or absolutely when there is no bundle.
+    """
+    base = sys.modules.get("airflow.dag_processing.importers.base")
+    if base is None:
+        return None
+    loader = Path(os.path.abspath(loader_file))
+    frame = sys._getframe(1)
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            if isinstance(value, base.DagImportResult):
+                named = Path(value.file_path)
+                if named == loader:
+                    return value, None
+                if not named.is_absolute() and loader.parts[-len(named.parts) :] == named.parts:
+                    return value, str(loader.parents[len(named.parts) - 1])
+        frame = frame.f_back
+    return None

@@ -1,0 +1,410 @@
+"""The YAML pipeline spec: one file describes one scheduled, backfillable import-and-launch DAG.
+
+`PipelineSpec` is strict (unknown keys are errors) and offline: validating a spec touches no database,
+network or user module. Cross-field rules are attached to the later field, so every error names the
+field at fault (``partitions: ...``, ``source.table: ...``). `read_spec` turns a file into a spec or a
+`SpecError` that names the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from altcraft.batching import MAX_BATCH_ITEMS
+from altcraft.mapping import ProfileMapping
+from altcraft.sources.base import check_timezone
+from altcraft.sources.python import validate_callable_path
+from altcraft.sources.spec import SourceSpec
+
+_DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+_CONN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,255}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/ -]{0,99}")
+_OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@ -]{0,99}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"1h"``, ``"1d"``, ``"2w"`` (or a timedelta) as a positive timedelta."""
+    if isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"expected a duration such as 30m, 1h, 1d or 2w, got {value!r}")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def _plain_text(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _as_datetime(value: Any) -> Any:
+    """YAML gives ``2024-01-01`` as a date: read it as midnight (in the spec's timezone)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day)
+    return value
+
+
+def _schedule(value: str) -> str:
+    text = value.strip()
+    if _DURATION.fullmatch(text) or text in _CRON_PRESETS:
+        return text
+    from croniter import croniter
+
+    if text.startswith("@") or len(text.split()) not in (5, 6) or not croniter.is_valid(text):
+        raise ValueError(
+            f"{value!r} is neither a cron expression (e.g. '0 6 * * *', '@daily') "
+            "nor an interval (e.g. 15m, 1h, 1d)"
+        )
+    return text
+
+
+def _dotted(value: str) -> str:
+    """``package.module:attribute`` or ``package.module.attribute``, normalised to the colon form."""
+    if ":" not in value and "." in value:
+        module, _, attribute = value.rpartition(".")
+        value = f"{module}:{attribute}"
+    return validate_callable_path(value, field="path")
+
+
+DagId = Annotated[str, _matching(_DAG_ID, "DAG id (a letter, then letters, digits or _; at most 100)")]
+ConnId = Annotated[str, _matching(_CONN_ID, "connection id (letters, digits, _ . -)")]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+DottedPath = Annotated[str, AfterValidator(_dotted)]
+Timezone = Annotated[str, AfterValidator(check_timezone)]
+LocalDatetime = Annotated[datetime, BeforeValidator(_as_datetime)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioSpec(_Model):
+    """The Altcraft scenario every contact is launched into."""
+
+    id: int = Field(gt=0, description="scenario (workflow) id")
+    db_id: int | None = Field(
+        default=None, gt=0, description="database the scenario must work on; checked before sending"
+    )
+
+
+class DeliverySpec(_Model):
+    """How profiles are sent to Altcraft."""
+
+    mode: Literal["single", "batch", "async"] = Field(
+        default="batch",
+        description="single: one request per contact; batch: import_and_start_batch; "
+        "async: batch task waited for in the triggerer",
+    )
+    batch_size: int = Field(
+        default=1000, ge=1, le=MAX_BATCH_ITEMS, description="contacts per request and per source read"
+    )
+    max_request_bytes: int | None = Field(
+        default=None, gt=0, description="cap of one request's encoded JSON; default just under 10 MB"
+    )
+
+
+class NotificationSpec(_Model):
+    """What to call when a run fails: a function or an Airflow notifier class, imported only then."""
+
+    callback: DottedPath | None = Field(
+        default=None, description="function called as fn(context, **kwargs), e.g. my_pkg.alerts:on_failure"
+    )
+    notifier: DottedPath | None = Field(
+        default=None,
+        description="notifier class instantiated with kwargs and called with the context, e.g. "
+        "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of either")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NotificationSpec:
+        if (self.callback is None) == (self.notifier is None):
+            raise ValueError("give exactly one of callback and notifier")
+        return self
+
+
+class PipelineSpec(_Model):
+    """One pipeline: where contacts come from, how they map to profiles, which scenario, when."""
+
+    id: DagId = Field(description="DAG id")
+    description: PlainText = Field(default="", max_length=1000, description="shown in the DAG list")
+    owner: Annotated[str, _matching(_OWNER, "owner")] = Field(
+        default="airflow", description="Airflow owner of the tasks"
+    )
+    tags: list[Annotated[str, _matching(_TAG, "tag")]] = Field(
+        default_factory=list, description="DAG tags; `altcraft` is always added"
+    )
+    schedule: Annotated[str, AfterValidator(_schedule)] = Field(
+        description="cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, 2w)"
+    )
+    timezone: Timezone = Field(description="IANA time zone of the schedule and of naive dates")
+    start_date: LocalDatetime = Field(description="first data interval starts here (date or date-time)")
+    end_date: LocalDatetime | None = Field(default=None, description="no data interval starts after this")
+    catchup: bool = Field(default=False, description="create runs for every missed interval")
+    max_active_runs: int = Field(default=1, ge=1, le=64, description="concurrent runs of this pipeline")
+    retries: int = Field(default=2, ge=0, le=20, description="retries of a failed task")
+    retry_delay: Duration = Field(default=timedelta(minutes=5), description="wait before a retry")
+    pool: Annotated[str, _matching(_NAME, "pool name")] = Field(
+        default="default_pool", description="Airflow pool bounding concurrent Altcraft calls"
+    )
+    pool_slots: int = Field(default=1, ge=1, description="pool slots one import_and_launch task takes")
+    source: SourceSpec = Field(description="where contacts come from, by `type` (see Sources)")
+    mapping: ProfileMapping = Field(description="how a source record becomes a profile (see Mapping)")
+    scenario: ScenarioSpec = Field(description="the scenario contacts are launched into")
+    delivery: DeliverySpec = Field(default_factory=DeliverySpec, description="how profiles are sent")
+    relaunch_policy: str = Field(
+        default="once", description="once, every_run or cooldown:<N><d|h|m> (e.g. cooldown:30d)"
+    )
+    max_rejected_ratio: float = Field(
+        default=0.1, ge=0, le=1, description="fail the run above this share of rejected + failed contacts"
+    )
+    dry_run: bool = Field(default=False, description="map, validate and check the ledger; send nothing")
+    lookback: Duration | None = Field(
+        default=None, description="move the window start back by this much, to catch rows that land late"
+    )
+    partitions: int = Field(
+        default=1, ge=1, le=64, description="split each window into this many mapped tasks (time sub-windows)"
+    )
+    altcraft_conn_id: ConnId = Field(default="altcraft_default", description="Altcraft connection")
+    ledger_conn_id: ConnId | None = Field(
+        default=None, description="SQL connection of the sync ledger; default a SQLite file in AIRFLOW_HOME"
+    )
+    on_failure: NotificationSpec | None = Field(default=None, description="notification of a failed run")
+
+    @field_validator("end_date")
+    @classmethod
+    def _after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("start_date")
+        if value is not None and start is not None and value <= start:
+            raise ValueError("must be after start_date")
+        return value
+
+    @field_validator("relaunch_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        from altcraft.ledger import RelaunchPolicy
+
+        return str(RelaunchPolicy.parse(value))
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        if value is not None and uses_watermark(info.data.get("source")):
+            raise ValueError("the source reads by watermark, not by window: remove lookback")
+        return value
+
+    @field_validator("partitions")
+    @classmethod
+    def _partitions(cls, value: int, info: ValidationInfo) -> int:
+        source = info.data.get("source")
+        if value > 1 and source is not None:
+            if uses_watermark(source):
+                raise ValueError("the source reads by watermark (one watermark): partitions must be 1")
+            if not reads_window(source):
+                raise ValueError(
+                    f"a {source.type} source that ignores the window cannot be split in time: "
+                    "partitions must be 1 (see docs/pipelines.md#partitions)"
+                )
+            if source.type == "file" and source.window_by == "column":
+                raise ValueError(
+                    "a file's rows would span partitions, but a file is remembered as processed as a "
+                    "whole: with window_by column, partitions must be 1 (window_by mtime can be split)"
+                )
+        return value
+
+    @property
+    def schedule_interval(self) -> timedelta | None:
+        """The schedule as a fixed interval, or None for a cron schedule."""
+        return parse_duration(self.schedule) if _DURATION.fullmatch(self.schedule) else None
+
+
+def uses_watermark(source: Any) -> bool:
+    """Whether the source remembers a watermark and ignores the data interval."""
+    return getattr(source, "watermark_column", None) is not None
+
+
+def keeps_state(source: Any) -> bool:
+    """Whether the source remembers progress between runs (a watermark, the files already read)."""
+    return uses_watermark(source) or source.type == "file"
+
+
+def reads_window(source: Any) -> bool:
+    """Whether the source restricts what it reads to the window it is given."""
+    match source.type:
+        case "sql_query":
+            return all(f":{name}" in source.sql for name in ("window_start", "window_end"))
+        case "rest":
+            return bool(source.window_params) and len(source.window_params) == 2
+        case "sql_table":
+            return not uses_watermark(source)
+    return True
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class SpecError:
+    """Why one spec file produced no DAG; ``message`` names the field(s) at fault."""
+
+    path: Path
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"Pipeline spec {self.path.name} is invalid:\n{self.message}"
+
+
+class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML that also refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"{key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    @classmethod
+    def load(cls, text: str) -> Any:
+        loader = cls(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
+def read_spec(path: Path) -> PipelineSpec | SpecError:
+    """The validated spec in ``path``, or a `SpecError` naming the file, the line and the field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = _SpecLoader.load(text)
+    except (OSError, UnicodeDecodeError) as error:
+        return SpecError(path, f"cannot read the file: {error}")
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(error, "problem", None) or str(error)
+        where = f"line {line}, column {mark.column + 1}: " if mark is not None else ""
+        context, started = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and started is not None and mark is not None and started.line != mark.line:
+            problem += f" ({context} started on line {started.line + 1})"
+        return SpecError(path, f"  {where}invalid YAML: {problem}", line)
+    if not isinstance(data, Mapping):
+        return SpecError(path, "  the file must hold a mapping of spec fields (id, schedule, source, ...)", 1)
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as error:
+        lines = _error_lines(text, data, error)
+        return SpecError(path, "\n".join(message for message, _ in lines), lines[0][1] if lines else None)
+
+
+def _error_lines(text: str, data: Mapping[str, Any], error: ValidationError) -> list[tuple[str, int | None]]:
+    root = _compose(text)
+    seen: dict[str, tuple[str, int | None]] = {}
+    for item in error.errors(include_url=False, include_input=False):
+        field = _field_path(data, item["loc"])
+        name = ".".join(str(part) for part in field)
+        if item["type"] == "extra_forbidden":
+            message = "unknown field" + _suggestion(field, data)
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        else:
+            message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        line = _line_of(root, field)
+        text_line = f"  {'line ' + str(line) + ', ' if line else ''}{name or 'spec'}: {message}"
+        seen.setdefault(text_line, (text_line, line))
+    return sorted(seen.values(), key=lambda entry: (entry[1] is None, entry[1] or 0))
+
+
+def _field_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """``loc`` without the parts pydantic adds that are not in the file (union tags such as ``sql_table``)."""
+    path: list[str | int] = []
+    node = data
+    for index, part in enumerate(loc):
+        present = (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        )
+        if present:
+            node = node[part]
+            path.append(part)
+        elif index == len(loc) - 1:
+            path.append(part)
+    return tuple(path)
+
+
+def _suggestion(field: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
+    if len(field) != 1 or not isinstance(field[0], str):
+        return ""
+    close = difflib.get_close_matches(field[0], PipelineSpec.model_fields, n=1)
+    return f" (did you mean {close[0]!r}?)" if close and close[0] not in data else ""
+
+
+def field_line(path: Path, field: tuple[str | int, ...]) -> int | None:
+    """1-based line of ``field`` (e.g. ``("source", "table")``) in the spec file, if it is there."""
+    return _line_of(_compose(path.read_text(encoding="utf-8")), field)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=_SpecLoader)
+    except yaml.YAMLError:
+        return None
+
+
+def _line_of(node: yaml.Node | None, field: tuple[str | int, ...]) -> int | None:
+    """1-based line of the deepest part of ``field`` found in the YAML node tree."""
+    line = None
+    for part in field:
+        if isinstance(node, yaml.MappingNode):
+            found = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if found is None:
+                break
+            line, node = found[0].start_mark.line + 1, found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

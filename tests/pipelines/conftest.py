@@ -1,0 +1,29 @@
+"""Fixtures of the pipeline tests: the shipped example specs, the broken specs and a DAG bundle of both."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+EXAMPLES = sorted((DAGS / "pipelines").glob("*.yaml"))
+BROKEN = Path(__file__).with_name("broken_specs")
+LOADER = DAGS / "altcraft_pipelines.py"
+
+
+def make_bundle(root: Path, specs: list[Path]) -> Path:
+    """A DAG folder like the shipped one: the loader beside a ``pipelines/`` folder holding ``specs``."""
+    (root / "pipelines").mkdir(parents=True)
+    shutil.copy(LOADER, root / LOADER.name)
+    for spec in specs:
+        shutil.copy(spec, root / "pipelines" / spec.name)
+    return root
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    """Every example and every broken spec in one DAG folder."""
+    return make_bundle(tmp_path / "bundle", [*EXAMPLES, *BROKEN.glob("*.yaml")])

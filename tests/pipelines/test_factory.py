@@ -1,0 +1,231 @@
+"""The DAG factory: structure of the example DAGs, the plan step, notifications, serialization, parse time."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+from airflow.sdk.definitions.mappedoperator import MappedOperator
+from airflow.serialization.serialized_objects import DagSerialization
+
+from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+from altcraft.pipelines import (
+    FailureNotification,
+    PipelineSpec,
+    PlanWindowsOperator,
+    build_dag,
+    load_pipelines,
+    plan_windows,
+    read_spec,
+)
+from altcraft.pipelines.factory import LAUNCH_TASK_ID, PLAN_TASK_ID
+from altcraft.pipelines.spec import keeps_state
+from altcraft.sources import MemoryStateStore
+from tests.pipelines import notify
+from tests.pipelines.conftest import DAGS, EXAMPLES
+from tests.pipelines.test_spec import MINIMAL
+
+START = datetime(2025, 3, 1, tzinfo=UTC)
+END = datetime(2025, 3, 2, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def examples() -> dict[str, tuple[PipelineSpec, object]]:
+    loaded = load_pipelines(DAGS / "pipelines")
+    assert loaded.errors == []
+    return {path.stem: (read_spec(path), loaded.dags[path.stem]) for path in EXAMPLES}
+
+
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
+def test_each_example_is_plan_then_mapped_import_and_launch(name, examples):
+    spec, dag = examples[name]
+
+    assert set(dag.task_dict) == {PLAN_TASK_ID, LAUNCH_TASK_ID}
+    plan, launch = dag.task_dict[PLAN_TASK_ID], dag.task_dict[LAUNCH_TASK_ID]
+    assert isinstance(plan, PlanWindowsOperator)
+    assert isinstance(launch, MappedOperator) and launch.operator_class is ImportAndLaunchScenarioOperator
+    assert launch.upstream_task_ids == {PLAN_TASK_ID} and not plan.upstream_task_ids
+    assert plan.partitions == spec.partitions and plan.lookback == spec.lookback
+    kwargs = launch.partial_kwargs
+    assert kwargs["scenario_id"] == 12 and kwargs["db_id"] == 1
+    assert kwargs["source"].spec == spec.source and kwargs["mapping"] == spec.mapping
+    assert kwargs["delivery"] == spec.delivery.mode and kwargs["batch_size"] == spec.delivery.batch_size
+    assert launch.pool == spec.pool and launch.pool_slots == spec.pool_slots
+    assert (launch.retries, launch.retry_delay, launch.owner) == (spec.retries, spec.retry_delay, spec.owner)
+    state = [f"altcraft-pipeline://{name}/source"] if keeps_state(spec.source) else []
+    assert [outlet.uri for outlet in launch.outlets] == ["altcraft://altcraft_default/scenarios/12", *state]
+    assert (kwargs.get("state_asset") is not None) == bool(state)
+
+
+def test_stateful_sources_get_the_store_through_the_spec_source(examples):
+    files, rest = (
+        examples[name][1].task_dict[LAUNCH_TASK_ID] for name in ("welcome_csv_drop", "welcome_rest_crm")
+    )
+    source, store = files.partial_kwargs["source"], MemoryStateStore()
+
+    assert source.state is None and getattr(rest.partial_kwargs["source"], "state", False) is False
+    source.state = store
+    assert source.source.state is store
+    assert files.partial_kwargs["state_asset"] in files.outlets
+
+
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
+def test_each_example_has_an_interval_timetable_in_its_timezone(name, examples):
+    spec, dag = examples[name]
+
+    if spec.schedule_interval is None:
+        assert isinstance(dag.timetable, CronDataIntervalTimetable)
+        assert str(dag.timetable.timezone) == spec.timezone
+    else:
+        assert isinstance(dag.timetable, DeltaDataIntervalTimetable)
+        assert dag.timetable.delta == spec.schedule_interval
+    assert dag.timezone.name == spec.timezone
+    assert dag.start_date == datetime.combine(spec.start_date.date(), spec.start_date.time(), dag.timezone)
+    assert dag.catchup == spec.catchup and dag.max_active_runs == spec.max_active_runs
+
+
+@pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
+def test_each_example_is_tagged_and_documented_from_its_spec(name, examples):
+    spec, dag = examples[name]
+
+    assert dag.tags == {"altcraft", *spec.tags}
+    assert dag.description == spec.description
+    assert dag.doc_md.startswith(f"# {spec.id}\n")
+    assert f"`{name}.yaml`" in dag.doc_md
+    assert f"| Source | {spec.source.build().describe()} |" in dag.doc_md.replace("\\|", "|")
+    assert f"| Scenario | 12 on database 1 (connection `{spec.altcraft_conn_id}`) |" in dag.doc_md
+    assert f"`{spec.schedule}` in {spec.timezone}" in dag.doc_md
+    for target in spec.mapping.fields:
+        assert re.search(rf"^\| {re.escape(target)} \| ", dag.doc_md, re.M), target
+
+
+def test_doc_md_keeps_spec_text_inert(tmp_path):
+    spec = read_spec(EXAMPLES[0]).model_copy(update={"description": "a | b <img src=x onerror=alert(1)> `x`"})
+
+    doc = build_dag(spec).doc_md
+
+    assert "a \\| b &lt;img src=x onerror=alert(1)&gt; 'x'" in doc
+    assert "<img" not in doc
+
+
+def test_each_example_serializes_the_same_way_every_parse():
+    first, second = load_pipelines(DAGS / "pipelines"), load_pipelines(DAGS / "pipelines")
+
+    for dag_id, dag in first.dags.items():
+        data = DagSerialization.to_dict(dag)
+        assert json.dumps(data, sort_keys=True) == json.dumps(
+            DagSerialization.to_dict(second.dags[dag_id]), sort_keys=True
+        ), f"{dag_id}: the serialized DAG changes between parses (a new DAG version every parse)"
+        restored = DagSerialization.from_dict(data)
+        assert restored.task_dict[LAUNCH_TASK_ID].is_mapped
+        assert DagSerialization.serialize_dag(dag)["dag_id"] == dag_id
+
+
+def test_plan_cuts_the_window_minus_lookback_into_contiguous_partitions():
+    windows = plan_windows(START, END, partitions=4, lookback=timedelta(hours=2))
+
+    bounds = [tuple(map(datetime.fromisoformat, (w["window_start"], w["window_end"]))) for w in windows]
+    assert bounds[0][0] == START - timedelta(hours=2) and bounds[-1][1] == END
+    assert all(left[1] == right[0] for left, right in itertools.pairwise(bounds))
+    assert all(end - start == timedelta(hours=6, minutes=30) for start, end in bounds)
+    assert set(windows[0]) == {"window_start", "window_end"}
+
+
+def test_plan_with_one_partition_is_the_data_interval():
+    assert plan_windows(START, END, partitions=1) == [
+        {"window_start": "2025-03-01T00:00:00+00:00", "window_end": "2025-03-02T00:00:00+00:00"}
+    ]
+
+
+def test_plan_of_an_empty_interval_has_no_partition_and_a_missing_interval_fails():
+    assert plan_windows(START, START, partitions=3) == []
+    with pytest.raises(ValueError, match="no data interval"):
+        plan_windows(None, END, partitions=1)
+
+
+def test_plan_task_reads_the_runs_data_interval():
+    operator = PlanWindowsOperator(task_id="plan", partitions=2, lookback=timedelta(minutes=30))
+
+    windows = operator.execute({"data_interval_start": START, "data_interval_end": END})
+
+    assert windows == plan_windows(START, END, partitions=2, lookback=timedelta(minutes=30))
+
+
+@pytest.mark.parametrize(
+    ("on_failure", "expected"),
+    [
+        (
+            {"callback": "tests.pipelines.notify:record", "kwargs": {"team": "crm"}},
+            ("callback", {"team": "crm"}),
+        ),
+        (
+            {"notifier": "tests.pipelines.notify.RecordingNotifier", "kwargs": {"channel": "#alerts"}},
+            ("notifier", {"channel": "#alerts"}),
+        ),
+    ],
+)
+def test_failure_notification_imports_its_target_only_when_called(on_failure, expected):
+    data = {**read_spec(EXAMPLES[0]).model_dump(by_alias=True), "on_failure": on_failure}
+    callback = build_dag(PipelineSpec.model_validate(data)).on_failure_callback
+    notify.CALLS.clear()
+
+    assert isinstance(callback, FailureNotification)
+    callback({"dag_run": "run-1"})
+
+    assert [(expected[0], "run-1", expected[1])] == notify.CALLS
+
+
+def test_two_specs_with_one_id_load_the_first_and_report_the_second(tmp_path):
+    shutil.copy(EXAMPLES[0], tmp_path / "a.yaml")
+    shutil.copy(EXAMPLES[0], tmp_path / "b.yaml")
+
+    loaded = load_pipelines(tmp_path)
+
+    line = EXAMPLES[0].read_text().splitlines().index(f"id: {EXAMPLES[0].stem}") + 1
+    assert list(loaded.dags) == [EXAMPLES[0].stem]
+    assert [(e.path.name, e.message) for e in loaded.errors] == [
+        ("b.yaml", f"  line {line}, id: '{EXAMPLES[0].stem}' is already the id of a.yaml")
+    ]
+
+
+def test_a_spec_that_validates_but_cannot_be_built_is_reported_alone(tmp_path):
+    shutil.copy(EXAMPLES[0], tmp_path / "good.yaml")
+    late = {**MINIMAL, "id": "too_late", "timezone": "America/New_York", "start_date": "9999-12-31T23:00:00"}
+    (tmp_path / "late.yaml").write_text(json.dumps(late))  # JSON is YAML
+
+    loaded = load_pipelines(tmp_path)
+
+    assert list(loaded.dags) == [EXAMPLES[0].stem]
+    assert [(e.path.name, e.message) for e in loaded.errors] == [
+        ("late.yaml", "  cannot build the DAG: OverflowError: date value out of range")
+    ]
+
+
+def test_a_missing_folder_loads_nothing(tmp_path):
+    loaded = load_pipelines(tmp_path / "absent")
+
+    assert (loaded.dags, loaded.errors) == ({}, [])
+
+
+def test_parse_time_of_the_examples_and_of_100_specs(tmp_path, capsys):
+    """Measured, not asserted: the benchmark issue wants 100 specs in at most 1 s."""
+    started = time.perf_counter()
+    load_pipelines(DAGS / "pipelines")
+    examples_s = time.perf_counter() - started
+    for index in range(100):
+        text = EXAMPLES[index % len(EXAMPLES)].read_text()
+        text = re.sub(r"^id: .*$", f"id: gen_{index:03}", text, flags=re.M)
+        (tmp_path / f"gen_{index:03}.yaml").write_text(text)
+    started = time.perf_counter()
+    loaded = load_pipelines(tmp_path)
+    hundred_s = time.perf_counter() - started
+
+    assert len(loaded.dags) == 100 and not loaded.errors
+    with capsys.disabled():
+        print(f"\n[parse time] {len(EXAMPLES)} examples: {examples_s:.3f} s; 100 specs: {hundred_s:.3f} s")

@@ -1,0 +1,225 @@
+"""The YAML spec: every example validates; every broken spec gives one error naming its file, line, field."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from altcraft.pipelines import PipelineSpec, SpecError, read_spec
+from altcraft.pipelines.spec import parse_duration
+from tests.pipelines.conftest import BROKEN, EXAMPLES
+
+# file -> (line, field, words of the message)
+BROKEN_EXPECTED = {
+    "bad_yaml.yaml": (20, "invalid YAML", "flow mapping started on line 19"),
+    "duplicate_key.yaml": (19, "invalid YAML", "'schedule' is given twice"),
+    "injected_id.yaml": (2, "id", "is not a valid DAG id"),
+    "injected_table.yaml": (16, "source.table", "is not a plain SQL identifier"),
+    "missing_connection.yaml": (13, "source.conn_id", "required field is missing"),
+    "unknown_field.yaml": (19, "retry", "unknown field (did you mean 'retries'?)"),
+    "watermark_partitions.yaml": (19, "partitions", "partitions must be 1"),
+    "wrong_type.yaml": (19, "delivery.batch_size", "valid integer"),
+}
+
+MINIMAL = {
+    "id": "minimal",
+    "schedule": "1d",
+    "timezone": "UTC",
+    "start_date": "2025-01-01",
+    "source": {
+        "type": "sql_table",
+        "conn_id": "crm",
+        "table": "contacts",
+        "key_column": "id",
+        "created_at_column": "created_at",
+    },
+    "mapping": {"matching": "email", "key": {"email": "email"}},
+    "scenario": {"id": 12},
+}
+
+
+def spec_with(**changes: object) -> PipelineSpec:
+    return PipelineSpec.model_validate({**MINIMAL, **changes})
+
+
+def error_of(**changes: object) -> str:
+    with pytest.raises(ValidationError) as failure:
+        spec_with(**changes)
+    return str(failure.value)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_validates(path: Path):
+    spec = read_spec(path)
+
+    assert isinstance(spec, PipelineSpec), spec
+    assert spec.id == path.stem
+    assert spec.scenario.id == 12 and spec.scenario.db_id == 1
+    assert {"CRM_ID", "LOYALTY"} <= set(spec.mapping.fields)
+
+
+def test_the_examples_cover_every_source_kind_and_the_demo():
+    specs = {path.stem: read_spec(path) for path in EXAMPLES}
+
+    assert {spec.source.type for spec in specs.values()} == {"sql_table", "sql_query", "file", "rest"}
+    assert {spec.source.conn_id for spec in specs.values() if spec.source.type.startswith("sql")} == {
+        "crm_postgres",
+        "crm_mysql",
+        "demo_crm",
+    }
+    assert specs["welcome_rest_crm"].source.http_conn_id == "crm_api"
+    assert specs["demo_sqlite_welcome"].source.conn_id == "demo_crm"
+
+
+def test_the_broken_fixtures_are_exactly_the_expected_ones():
+    assert sorted(p.name for p in BROKEN.glob("*.yaml")) == sorted(BROKEN_EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_EXPECTED))
+def test_a_broken_spec_is_one_error_naming_file_line_and_field(name: str):
+    line, field, words = BROKEN_EXPECTED[name]
+
+    error = read_spec(BROKEN / name)
+
+    assert isinstance(error, SpecError)
+    assert error.path == BROKEN / name
+    assert error.line == line
+    text = str(error)
+    assert text.startswith(f"Pipeline spec {name} is invalid:")
+    assert f"line {line}, " in text
+    assert f"{field}: " in text
+    assert words in text
+
+
+def test_several_faults_are_all_listed_in_file_order(tmp_path: Path):
+    path = tmp_path / "two_faults.yaml"
+    path.write_text("id: two_faults\nschedule: sometimes\ntimezone: Mars/Olympus\nstart_date: 2025-01-01\n")
+
+    error = read_spec(path)
+
+    lines = str(error).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines[:2]] == ["line 2, schedule", "line 3, timezone"]
+    assert any("source: required field is missing" in line for line in lines)
+    assert error.line == 2
+
+
+def test_a_file_that_is_not_a_mapping_is_an_error(tmp_path: Path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- id: a\n- id: b\n")
+
+    assert "must hold a mapping" in str(read_spec(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("15m", timedelta(minutes=15)),
+        ("1h", timedelta(hours=1)),
+        ("2d", timedelta(days=2)),
+        ("1w", timedelta(weeks=1)),
+    ],
+)
+def test_durations(text: str, expected: timedelta):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0m", "1.5h", "1y", "h", "-1d", ""])
+def test_bad_durations(text: str):
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "interval"),
+    [
+        ("0 6 * * *", None),
+        ("@daily", None),
+        ("*/15 * * * 1-5", None),
+        ("15m", timedelta(minutes=15)),
+        ("1d", timedelta(days=1)),
+    ],
+)
+def test_schedules_are_cron_or_interval(schedule: str, interval: timedelta | None):
+    assert spec_with(schedule=schedule).schedule_interval == interval
+
+
+@pytest.mark.parametrize("schedule", ["@once", "0 25 * * *", "daily", "* * *", "None", "1 h"])
+def test_bad_schedules(schedule: str):
+    assert "schedule\n" in error_of(schedule=schedule)
+
+
+def test_dates_are_read_in_the_spec_timezone_later():
+    spec = spec_with(start_date="2025-03-01", end_date="2025-03-02T12:00:00")
+
+    assert spec.start_date == datetime(2025, 3, 1)
+    assert spec.end_date == datetime(2025, 3, 2, 12)
+    assert "end_date\n  Value error, must be after start_date" in error_of(
+        start_date="2025-03-02", end_date="2025-03-01"
+    )
+
+
+def test_timezone_is_explicit_and_real():
+    without = {name: value for name, value in MINIMAL.items() if name != "timezone"}
+    with pytest.raises(ValidationError) as failure:
+        PipelineSpec.model_validate(without)
+
+    assert [(e["loc"], e["type"]) for e in failure.value.errors()] == [(("timezone",), "missing")]
+    assert "unknown time zone" in error_of(timezone="Europe/Atlantis")
+
+
+def test_identifiers_cannot_carry_injection():
+    assert "not a valid DAG id" in error_of(id="a b")
+    assert "not a valid DAG id" in error_of(id="1st")
+    assert "not a valid connection id" in error_of(altcraft_conn_id="x; rm -rf /")
+    assert "not a valid connection id" in error_of(ledger_conn_id="")
+    assert "not a valid pool name" in error_of(pool="pool with spaces")
+    assert "not a valid tag" in error_of(tags=["<script>"])
+    assert "control characters" in error_of(description="line\x07bell")
+
+
+def test_relaunch_policy_is_checked_and_normalised():
+    assert spec_with(relaunch_policy="cooldown:720h").relaunch_policy == "cooldown:30d"
+    assert "relaunch_policy" in error_of(relaunch_policy="twice")
+
+
+def test_partitions_need_a_source_that_reads_the_window():
+    no_window_query = {"type": "sql_query", "conn_id": "crm", "sql": "SELECT id FROM t", "key_column": "id"}
+    no_window_rest = {"type": "rest", "http_conn_id": "api", "endpoint": "v1/c", "key_column": "id"}
+
+    assert spec_with(partitions=4).partitions == 4
+    assert "cannot be split in time" in error_of(partitions=2, source=no_window_query)
+    assert "cannot be split in time" in error_of(partitions=2, source=no_window_rest)
+    assert spec_with(partitions=1, source=no_window_query).partitions == 1
+
+
+def test_files_windowed_by_column_cannot_be_split():
+    files = {"type": "file", "path": "/in", "key_column": "id", "timestamp_column": "at"}
+
+    assert "with window_by column, partitions must be 1" in error_of(partitions=2, source=files)
+    assert spec_with(partitions=2, source={**files, "window_by": "mtime"}).partitions == 2
+
+
+def test_watermark_sources_take_neither_partitions_nor_lookback():
+    watermark = {**MINIMAL["source"], "created_at_column": None, "watermark_column": "seq"}
+
+    assert spec_with(source=watermark).lookback is None
+    assert "remove lookback" in error_of(source=watermark, lookback="1h")
+    assert "partitions must be 1" in error_of(source=watermark, partitions=2)
+
+
+def test_notification_is_one_dotted_path_never_imported_at_parse():
+    spec = spec_with(on_failure={"callback": "no_such_package.alerts.on_failure"})
+
+    assert spec.on_failure.callback == "no_such_package.alerts:on_failure"
+    assert "exactly one of callback and notifier" in error_of(on_failure={"kwargs": {}})
+    assert "path" in error_of(on_failure={"callback": "not a path"})
+
+
+def test_delivery_limits():
+    assert spec_with(delivery={"mode": "async", "batch_size": 10_000}).delivery.batch_size == 10_000
+    assert "delivery.batch_size" in error_of(delivery={"batch_size": 10_001})
+    assert "delivery.mode" in error_of(delivery={"mode": "fast"})
