@@ -33,11 +33,11 @@ $(STAMP): pyproject.toml | $(BIN)/python system-deps
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check plugins dags tests bench
+	$(BIN)/ruff check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check plugins dags tests bench
+	$(BIN)/ruff check
 	$(BIN)/ruff check --select AIR plugins dags
 
 emulator: $(STAMP)

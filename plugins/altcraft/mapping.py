@@ -572,8 +572,8 @@ class Mapper:
     __slots__ = (
         "_any_of",
         "_custom_field",
-        "_key_field",
         "_fields",
+        "_key_field",
         "_key_names",
         "_keys",
         "_max_bytes",

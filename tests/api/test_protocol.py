@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from altcraft.api.errors import AltcraftApiError, AltcraftRateLimited, AltcraftTransportError
 from altcraft.api.models import BatchResult, Database, Page, Scenario, TaskState, TaskStatus
 from altcraft.api.protocol import encode_body, parse_response, parse_retry_after, task_id_of
