@@ -27,3 +27,23 @@ def make_bundle(root: Path, specs: list[Path]) -> Path:
 def bundle(tmp_path: Path) -> Path:
     """Every example and every broken spec in one DAG folder."""
     return make_bundle(tmp_path / "bundle", [*EXAMPLES, *BROKEN.glob("*.yaml")])
+
+
+@pytest.fixture
+def emulator(altcraft_emulator, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ALTCRAFT_DEFAULT",
+        altcraft_emulator.connection_json(backoff_initial=0, backoff_max=0.01, max_retries=2, timeout=5),
+    )
+    return altcraft_emulator
+
+
+@pytest.fixture
+def scenario_id(emulator) -> int:
+    import uuid
+
+    sid = 100_000 + uuid.uuid4().int % 800_000
+    emulator.seed(
+        scenarios=[{"id": sid, "name": f"Welcome {sid}", "db_id": 1, "is_active": True, "mode": "restart"}]
+    )
+    return sid

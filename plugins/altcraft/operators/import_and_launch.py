@@ -15,17 +15,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 from airflow.sdk.exceptions import AirflowFailException
 
-from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget, Summary
-from altcraft.hooks.altcraft import AltcraftHook
-
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
+    from altcraft.delivery import Delivery
+    from altcraft.hooks.altcraft import AltcraftHook
     from altcraft.ledger import RunRef
     from altcraft.mapping import ProfileMapping
     from altcraft.sources.base import Source, Window
 
+DEFAULT_CONN_ID = "altcraft_default"
+DELIVERY_MODES = ("single", "batch", "async")
 #: Default share of a run's contacts that may be rejected or fail before the task fails (after delivery).
 DEFAULT_MAX_REJECTED_RATIO = 0.1
 SCENARIO_URL_XCOM_KEY = "altcraft_scenario_url"
@@ -95,8 +96,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         contacts: Iterable[Mapping[str, Any]] | None = None,
         key_column: str | None = None,
         db_id: int | str | None = None,
-        altcraft_conn_id: str = AltcraftHook.default_conn_name,
-        delivery: DeliveryMode | str = DeliveryMode.BATCH,
+        altcraft_conn_id: str = DEFAULT_CONN_ID,
+        delivery: str = "batch",
         batch_size: int = 1000,
         max_request_bytes: int = 9_500_000,
         relaunch_policy: str = "once",
@@ -129,6 +130,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.key_column = source.key_column if source is not None else key_column
         if not self.key_column:
             raise ValueError("`key_column` is required with `contacts`")
+        if delivery not in DELIVERY_MODES:
+            raise ValueError(f"`delivery` must be one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
         if not 1 <= batch_size <= MAX_BATCH_ITEMS:
             raise ValueError(f"`batch_size` must be between 1 and {MAX_BATCH_ITEMS}, got {batch_size}")
         if not 0 <= max_rejected_ratio <= 1:
@@ -144,7 +147,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.source = source
         self.contacts = contacts
         self.altcraft_conn_id = altcraft_conn_id
-        self.delivery = DeliveryMode(delivery)
+        self.delivery = str(delivery)
         self.batch_size = batch_size
         self.max_request_bytes = max_request_bytes
         self.relaunch_policy = relaunch_policy
@@ -167,13 +170,15 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     # -------------------------------------------------------------------------------------- execution
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from altcraft.hooks.altcraft import AltcraftHook
+
         hook = AltcraftHook(self.altcraft_conn_id)
         self._preflight(hook)
         context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(int(self.scenario_id)))
-        delivery = self._delivery(hook, context)
+        window = self._window()
+        delivery = self._delivery(hook, context, window)
         if not delivery.dry_run:
             self._recover(delivery, context)
-        window = self._window()
         self.log.info(
             "Delivering %s into scenario %s (%s mode%s, window %s)",
             self._source(context).describe(),
@@ -189,14 +194,16 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             self._log_summary(delivery, final=False)
         if not delivery.dry_run:
             source.commit()  # watermarks and processed files move on only after every record was settled
-        if delivery.mode is DeliveryMode.ASYNC and not delivery.dry_run:
+        if delivery.mode == "async" and not delivery.dry_run:
             self._wait_for_tasks(delivery, context, hook)
         return self._finish(delivery, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger saw every Altcraft task of this try finish."""
+        from altcraft.hooks.altcraft import AltcraftHook
+
         hook = AltcraftHook(self.altcraft_conn_id)
-        delivery = self._delivery(hook, context)
+        delivery = self._delivery(hook, context, self._window())
         saved = context["task_state_store"].get(_SUMMARY_KEY) or {}
         for name, value in saved.items():
             setattr(delivery.summary, name, value)
@@ -224,7 +231,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             )
         self.log.info("Scenario %s %r is active (database %s)", scenario_id, scenario.name, scenario.db_id)
 
-    def _delivery(self, hook: AltcraftHook, context: Context) -> Delivery:
+    def _delivery(self, hook: AltcraftHook, context: Context, window: Window | None) -> Delivery:
+        from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget, Summary
         from altcraft.ledger import Ledger, RelaunchPolicy, Scope
         from altcraft.mapping import compile_mapping
 
@@ -243,7 +251,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             hook=hook,
             ledger=ledger,
             scope=Scope(platform=hook.base_url, scenario_id=int(self.scenario_id)),
-            run=self._run_ref(context),
+            run=self._run_ref(context, window),
             target=LaunchTarget(
                 scenario_id=int(self.scenario_id),
                 matching=self.matching,
@@ -256,7 +264,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 detect_geo=self.detect_geo,
             ),
             mapper=compile_mapping(self.mapping, source_key_column=self.key_column),
-            mode=self.delivery,
+            mode=DeliveryMode(self.delivery),
             policy=RelaunchPolicy.parse(self.relaunch_policy),
             relaunch=_as_bool(self.relaunch),
             resend_uncertain=_as_bool(self.resend_uncertain),
@@ -267,12 +275,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             summary=Summary(dry_run=_as_bool(self.dry_run_mode)),
         )
 
-    def _run_ref(self, context: Context) -> RunRef:
+    def _run_ref(self, context: Context, window: Window | None) -> RunRef:
         from altcraft.ledger import RunRef
 
         ti = context["ti"]
         task_id = ti.task_id if ti.map_index in (None, -1) else f"{ti.task_id}[{ti.map_index}]"
-        window = self._window()
         run_key = f"{ti.dag_id}/{task_id}/{ti.run_id}"
         return RunRef(
             dag_id=ti.dag_id,
@@ -286,8 +293,15 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.sources.base import Window
 
         start, end = _as_datetime(self.window_start), _as_datetime(self.window_end)
-        if start is None or end is None or start >= end:
+        if start is None or end is None:
             return None
+        if start == end:
+            self.log.warning(
+                "The window [%s, %s) is empty: a windowed source reads nothing. A plain cron schedule gives "
+                "empty data intervals in Airflow 3; use CronDataIntervalTimetable or an interval.",
+                start,
+                end,
+            )
         return Window(start=start, end=end)
 
     def _source(self, context: Context) -> Source:

@@ -53,7 +53,9 @@ class Window:
             value = getattr(self, name)
             if value.tzinfo is None or value.utcoffset() is None:
                 raise ValueError(f"Window.{name} must be timezone-aware, got {value!r}")
-            object.__setattr__(self, name, value.astimezone(UTC))
+            utc = value.astimezone(UTC)  # a plain datetime: pendulum arithmetic can drop a foreign tzinfo
+            plain = datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=UTC)
+            object.__setattr__(self, name, plain)
         if self.end < self.start:
             raise ValueError(f"Window ends before it starts: {self.key()}")
 
