@@ -120,3 +120,23 @@ def _output(capfd) -> str:
     """What the task printed (task logs go to stdout through structlog, not to pytest's caplog)."""
     captured = capfd.readouterr()
     return captured.out + captured.err
+
+
+def test_async_retry_reattaches_to_submitted_tasks(dag_with, emulator, scenario_id):
+    """The first try's wait times out; the retry finds the task ids in task_state_store and settles them."""
+    emulator.config(task_delay_seconds=2)
+    dag = dag_with(
+        contacts(8),
+        delivery="async",
+        batch_size=4,
+        poll_interval=0.2,
+        task_timeout=1,
+        retries=4,
+        retry_delay=0,
+    )
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = xcom_values(dag.dag_id, dag_run.run_id)[("import_and_launch", -1)]
+    assert (summary["launched"], summary["skipped"], summary["requests"]) == (8, 8, 0)
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8
+    assert len(emulator.state()["tasks"]) == 2, "the retry re-attached instead of submitting again"

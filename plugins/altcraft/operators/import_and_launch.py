@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -114,7 +114,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         detect_geo: bool | None = None,
         deferrable: bool = True,
         poll_interval: float = 5.0,
-        task_timeout: timedelta = timedelta(hours=6),
+        task_timeout: timedelta | float = timedelta(hours=6),
         state_asset: Asset | None = None,
         **kwargs: Any,
     ) -> None:
@@ -164,7 +164,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.detect_geo = detect_geo
         self.deferrable = deferrable
         self.poll_interval = poll_interval
-        self.task_timeout = task_timeout
+        self.task_timeout = (
+            task_timeout if isinstance(task_timeout, timedelta) else timedelta(seconds=task_timeout)
+        )
         self.state_asset = state_asset
 
     # -------------------------------------------------------------------------------------- execution
@@ -208,7 +210,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         for name, value in saved.items():
             setattr(delivery.summary, name, value)
         if event.get("status") != "done":
-            self.log.warning("Waiting for Altcraft tasks ended: %s", event.get("message"))
+            # still running at Altcraft: keep them in task_state_store; the retry re-attaches to them
+            raise AirflowException(
+                f"{len(event.get('pending', []))} Altcraft task(s) still running after {self.task_timeout}; "
+                "the next try re-attaches to them instead of submitting again"
+            )
         self._settle_tasks(delivery, context, hook, wait=False)
         return self._finish(delivery, context)
 
@@ -340,7 +346,10 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             )
             self.defer(
                 trigger=AltcraftTaskTrigger(
-                    task_ids=pending, altcraft_conn_id=self.altcraft_conn_id, poll_interval=self.poll_interval
+                    task_ids=pending,
+                    altcraft_conn_id=self.altcraft_conn_id,
+                    poll_interval=self.poll_interval,
+                    timeout=self.task_timeout.total_seconds(),
                 ),
                 method_name="execute_complete",
                 timeout=self.task_timeout,
@@ -359,6 +368,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 while wait and not status.state.is_terminal and time.monotonic() < deadline:
                     time.sleep(self.poll_interval)
                     status = hook.get_task_status(task_id)
+                if not status.state.is_terminal:
+                    raise AirflowException(
+                        f"Altcraft task {task_id} is still {status.status!r} after {self.task_timeout}; "
+                        "the next try re-attaches to it"
+                    )
                 delivery.settle_task(claim, status)
             del tasks[batch_id]
             if store is not None:

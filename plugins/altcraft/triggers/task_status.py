@@ -13,7 +13,7 @@ from altcraft.api.errors import AltcraftError
 
 
 class AltcraftTaskTrigger(BaseTrigger):
-    """Fire once every task in ``task_ids`` has reached a terminal state.
+    """Fire once every task in ``task_ids`` has reached a terminal state, or ``timeout`` seconds passed.
 
     The event carries only task ids and states (no contact data); the resumed operator reads the
     per-profile results itself.
@@ -25,12 +25,14 @@ class AltcraftTaskTrigger(BaseTrigger):
         altcraft_conn_id: str = "altcraft_default",
         poll_interval: float = 5.0,
         max_poll_interval: float = 30.0,
+        timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.task_ids = list(task_ids)
         self.altcraft_conn_id = altcraft_conn_id
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.timeout = timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -40,6 +42,7 @@ class AltcraftTaskTrigger(BaseTrigger):
                 "altcraft_conn_id": self.altcraft_conn_id,
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
+                "timeout": self.timeout,
             },
         )
 
@@ -61,6 +64,9 @@ class AltcraftTaskTrigger(BaseTrigger):
                     if status.state.is_terminal:
                         states[task_id] = status.state.value
                         pending.discard(task_id)
+                if pending and self.timeout is not None and time.monotonic() - started > self.timeout:
+                    yield TriggerEvent({"status": "timeout", "pending": sorted(pending), "states": states})
+                    return
                 if pending:
                     self.log.info(
                         "%d of %d Altcraft task(s) still running after %.0fs",
