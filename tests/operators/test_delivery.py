@@ -222,3 +222,18 @@ def test_every_matching_mode_launches_once_and_is_recognised_on_rerun(
     again = make_delivery(mapping=_mode_mapping(mode), run=run_ref(run_id="r2", window="w2"))
     assert again.process(in_batches(records)).skipped == 6
     assert_exactly_once(emulator, scenario_id, 6)
+
+
+def test_uncertain_contacts_are_resent_only_when_asked(make_delivery, emulator, scenario_id):
+    emulator.add_faults(
+        {"endpoint": "workflows/import_and_start_batch", "kind": "drop_after", "every": 1, "count": 1}
+    )
+    with pytest.raises(DeliveryStopped):
+        make_delivery(batch_size=5).process(in_batches(contacts(5)))
+    later = make_delivery(run=run_ref(run_id="r2", window="w2")).process(in_batches(contacts(5)))
+    assert (later.skipped, later.launched) == (5, 0), "uncertain contacts are never resent automatically"
+    resend = make_delivery(run=run_ref(run_id="r3", window="w3"), resend_uncertain=True)
+    assert resend.process(in_batches(contacts(5))).launched == 5
+    assert (
+        sorted(launch_counts(emulator, scenario_id).values()) == [2] * 5
+    )  # the drop happened after processing
