@@ -23,6 +23,16 @@ def api_path(endpoint: str) -> str:
     return API_PREFIX + endpoint.strip("/")
 
 
+def request_headers(token: str, version: str) -> dict[str, str]:
+    """Headers of every API request: bearer auth, JSON both ways, and who is calling."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json; charset=utf-8",
+        "Accept": "application/json",
+        "User-Agent": f"airflow-provider-altcraft/{version}",
+    }
+
+
 def encode_body(body: Mapping[str, Any], *, token: str | None, raw_data: bytes | None = None) -> bytes:
     """Encode a JSON request body, adding ``token`` when given.
 

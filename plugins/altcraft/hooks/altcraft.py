@@ -36,6 +36,7 @@ from altcraft.api.protocol import (
     api_path,
     encode_body,
     parse_response,
+    request_headers,
     scenario_of,
     task_id_of,
     task_status_of,
@@ -81,14 +82,7 @@ class AltcraftHook(HttpHook):
                 raise ValueError(f"Connection {self.altcraft_conn_id!r} has no API token (password field)")
             mask_secret(self._token)
             session = requests.Session()
-            session.headers.update(
-                {
-                    "Authorization": f"Bearer {self._token}",
-                    "Content-Type": "application/json; charset=utf-8",
-                    "Accept": "application/json",
-                    "User-Agent": f"airflow-provider-altcraft/{__version__}",
-                }
-            )
+            session.headers.update(request_headers(self._token, __version__))
             session.verify = self.settings.verify
             session.cert = self.settings.cert
             session.proxies = self.settings.proxies or {}

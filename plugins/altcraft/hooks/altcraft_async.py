@@ -20,6 +20,7 @@ from altcraft.api.protocol import (
     api_path,
     encode_body,
     parse_response,
+    request_headers,
     scenario_of,
     task_id_of,
     task_status_of,
@@ -65,12 +66,7 @@ class AltcraftAsyncHook(BaseHook):
                 raise ValueError(f"Connection {self.altcraft_conn_id!r} has no API token (password field)")
             await amask_secret(self._token)
             self._session = aiohttp.ClientSession(
-                headers={
-                    "Authorization": f"Bearer {self._token}",
-                    "Content-Type": "application/json; charset=utf-8",
-                    "Accept": "application/json",
-                    "User-Agent": f"airflow-provider-altcraft/{__version__}",
-                },
+                headers=request_headers(self._token, __version__),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
             )
         return self._session
