@@ -181,3 +181,13 @@ def test_no_contact_record_leaks_a_full_email_or_phone():
                 assert len(local) < 6 or local not in text
             if isinstance(value, str) and sum(char.isdigit() for char in value) >= 10:
                 assert value.strip() not in text
+
+
+def test_scrub_masks_emails_and_phones_inside_free_text():
+    from altcraft.masking import scrub
+
+    text = "profile anna.petrova@example.org not found; +7 900 123-45-67 and 79001234567 clash on 2026-01-01"
+    scrubbed = scrub(text)
+    assert "anna.petrova@example.org" not in scrubbed and "example.org" not in scrubbed
+    assert "123-45-67" not in scrubbed and "79001234567" not in scrubbed
+    assert "2026-01-01" in scrubbed and "not found" in scrubbed

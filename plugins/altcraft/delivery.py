@@ -25,7 +25,7 @@ from altcraft.api.retry import certainly_not_processed
 from altcraft.batching import Chunk, chunk, request_overhead
 from altcraft.ledger import Claim, Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 from altcraft.mapping import Mapper, Profile, Rejection
-from altcraft.masking import mask_key
+from altcraft.masking import mask_key, scrub
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ class Delivery:
             outcome = settlement.outcome if settlement else Outcome.UNCERTAIN
             self.summary.add(outcome)
             if outcome is Outcome.FAILED and settlement:
-                self.summary.note_reason(f"API {settlement.code}: {settlement.text}")
+                self.summary.note_reason(f"API {settlement.code}: {scrub(settlement.text)}")
 
 
 def _settlement_for_result(result: ProfileResult) -> Settlement:

@@ -15,6 +15,8 @@ SAMPLE_CHARS = 64
 _MODES = frozenset(mode.value for mode in MatchingMode)
 _PHONE_LIKE = re.compile(r"\+?[0-9 ().\-]{6,32}")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_EMAIL_IN_TEXT = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
+_PHONE_IN_TEXT = re.compile(r"\+\d[\d ()\-]{5,}\d|\b\d{10,15}\b")  # international, or a long digit run
 _MAX_DEPTH = 4
 _MAX_ITEMS = 20
 
@@ -53,6 +55,12 @@ def mask_phone(value: Any) -> str:
     else:
         return MASK
     return text[:head] + "*" * (len(text) - head - tail) + text[-tail:]
+
+
+def scrub(text: Any) -> str:
+    """Free text (e.g. an error message from Altcraft) with every email and phone-like number in it masked."""
+    masked = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group()), _text(text))
+    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group()), masked)
 
 
 def mask_key(ledger_key: Any) -> str:

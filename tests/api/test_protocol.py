@@ -120,3 +120,9 @@ def test_task_id_in_data_or_top_level():
     assert task_id_of({"task_id": "abc"}) == "abc"
     with pytest.raises(AltcraftTransportError):
         task_id_of({"data": None})
+
+
+def test_contact_data_in_server_text_is_masked():
+    with pytest.raises(AltcraftApiError) as err:
+        parse_response("x", 409, {}, b'{"error":409,"error_text":"two profiles have anna@example.org"}')
+    assert "anna@example.org" not in str(err.value) and "409" in str(err.value)

@@ -13,6 +13,7 @@ from typing import Any
 
 from altcraft.api.errors import AltcraftApiError, AltcraftRateLimited, AltcraftTransportError
 from altcraft.api.models import Page, Scenario, TaskStatus
+from altcraft.masking import scrub
 
 API_PREFIX = "/api/v1.1/"
 _SNIPPET = 200
@@ -124,7 +125,8 @@ def _snippet(body: bytes) -> str:
 
 
 def _clean(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret and text else text
+    """Server text made safe for logs and exceptions: no token, no email or phone in clear."""
+    return scrub(text.replace(secret, "***") if secret and text else text)
 
 
 def task_id_of(answer: dict[str, Any]) -> str:
