@@ -5,12 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint demo bench emulator clean
+.PHONY: help install test lint demo bench emulator clean system-deps
 
 help:
 	@echo "make test      create .venv if missing, install, run the test suite"
 	@echo "make lint      ruff (including the Airflow AIR rules)"
 	@echo "make emulator  run the Altcraft API emulator on 127.0.0.1:8765"
+	@echo "make bench     run the benchmarks, write docs/benchmarks.md (BENCH_N, BENCH_MILLION=1)"
+	@echo "make demo      Airflow + emulator + a SQLite CRM; backfills the demo pipeline (docs/demo.md)"
 	@echo "make clean     remove .venv and local Airflow state"
 
 # mysqlclient (a dependency of the MySQL provider) compiles against the MariaDB client headers.
@@ -39,6 +41,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check
 	$(BIN)/ruff check --select AIR plugins dags
+
+# Runs until Ctrl-C (DEMO_KEEP_RUNNING=0: exits after the summary); state in .airflow/, see docs/demo.md.
+demo: $(STAMP)
+	$(BIN)/python -m demo.run
+
+# Throughput, memory, rate limiting, parse and import time; see bench/run.py for the BENCH_* variables.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 emulator: $(STAMP)
 	$(BIN)/python -m altcraft.emulator --host 127.0.0.1 --port 8765

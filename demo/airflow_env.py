@@ -1,0 +1,326 @@
+"""How this project runs Airflow: the one table of component commands and settings, and a process runner.
+
+`make demo`, the end-to-end test and docker-compose.yaml all start the same components with the same
+commands (``tests/e2e/test_compose.py`` checks the compose file against `COMPONENTS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess  # ruff: ignore[suspicious-subprocess-import]
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from demo.airflow_api import FINISHED, AirflowApi, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: ``airflow <args>`` of each long-running component (the compose services' ``command``).
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "scheduler": ("scheduler",),
+    "dag-processor": ("dag-processor",),
+    "triggerer": ("triggerer",),
+    "api-server": ("api-server",),
+}
+#: One-off set-up before the components start (the compose ``airflow-init`` job).
+DB_MIGRATE: tuple[str, ...] = ("db", "migrate")
+#: The Altcraft API emulator (``python -m altcraft.emulator``); add ``--host``/``--port``.
+EMULATOR: tuple[str, ...] = ("-m", "altcraft.emulator")
+
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+ADMIN_USER = "admin"
+
+#: Settings of every deployment in this project (docker-compose.yaml repeats them).
+COMMON_SETTINGS: dict[str, str] = {
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+}
+
+#: Short loops for one machine: DAG files are picked up and runs start within seconds, few processes.
+LOCAL_SETTINGS: dict[str, str] = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+    "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
+    "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "1",
+    "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+    "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "600",
+    "AIRFLOW__CORE__PARALLELISM": "4",
+    "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "5",
+    "AIRFLOW__API__WORKERS": "1",
+    "AIRFLOW__API__HOST": "127.0.0.1",
+}
+
+
+def airflow_settings(
+    *,
+    home: Path,
+    sql_alchemy_conn: str,
+    dags_folder: Path,
+    api_port: int,
+    secret: str,
+    log_ports: tuple[int, int],
+) -> dict[str, str]:
+    """Every ``AIRFLOW__*`` variable of a local Airflow: home, metadata database, API address, secrets.
+
+    ``secret`` signs the tokens the scheduler gives tasks and the API server checks, so it must be the
+    same in every component; ``log_ports`` are the worker and triggerer log servers (internal).
+    """
+    api_url = f"http://127.0.0.1:{api_port}"
+    return {
+        **COMMON_SETTINGS,
+        **LOCAL_SETTINGS,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": api_url,
+        "AIRFLOW__API__SECRET_KEY": secret,
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_ports[0]),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(log_ports[1]),
+    }
+
+
+def airflow_command(*args: str) -> list[str]:
+    """``airflow <args>`` run by this interpreter's Airflow (no PATH lookup, works without activation)."""
+    return [sys.executable, "-m", "airflow", *args]
+
+
+def emulator_command(host: str, port: int) -> list[str]:
+    return [sys.executable, *EMULATOR, "--host", host, "--port", str(port)]
+
+
+def run_airflow(*args: str, env: Mapping[str, str], timeout: float = 300) -> str:
+    """Run an ``airflow`` CLI command to completion; its output, or RuntimeError with the output."""
+    result = subprocess.run(  # ruff: ignore[subprocess-without-shell-equals-true]
+        airflow_command(*args), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"`airflow {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout
+
+
+# ----------------------------------------------------------------------------------------- ports
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+# ------------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+
+@dataclass
+class Stack:
+    """Long-running processes, each in its own process group with its output in ``log_dir/<name>.log``.
+
+    Use as a context manager: on exit every process group is stopped (SIGTERM, then SIGKILL), so no
+    task runner or log server a component forked is left behind.
+    """
+
+    env: Mapping[str, str]
+    log_dir: Path
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, name: str, command: Sequence[str]) -> Process:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log = log_path.open("ab")
+        popen = subprocess.Popen(  # ruff: ignore[subprocess-without-shell-equals-true]
+            list(command),
+            env=dict(self.env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes[name] = process = Process(name, popen, log_path, log)
+        return process
+
+    def start_airflow(self, *names: str) -> None:
+        """Start the named `COMPONENTS` (all of them by default)."""
+        for name in names or tuple(COMPONENTS):
+            self.start(name, airflow_command(*COMPONENTS[name]))
+
+    def check_alive(self) -> None:
+        """RuntimeError naming the first process that exited, with the end of its log."""
+        for process in self.processes.values():
+            code = process.popen.poll()
+            if code is not None:
+                raise RuntimeError(f"{process.name} exited with status {code}:\n{self.tail(process.name)}")
+
+    def tail(self, name: str, lines: int = 60) -> str:
+        path = self.processes[name].log_path
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def logs(self, lines: int = 60) -> str:
+        """The end of every process's log, for a failure report."""
+        return "\n".join(
+            f"===== {name} ({process.log_path}) =====\n{self.tail(name, lines)}"
+            for name, process in self.processes.items()
+        )
+
+    def stop(self, timeout: float = 5) -> None:
+        for process in self.processes.values():
+            _signal_group(process.popen, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            _signal_group(process.popen, signal.SIGKILL)  # also whatever the component forked
+            process.popen.wait()
+            process.log.close()
+        self.processes.clear()
+
+
+def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, sig)
+
+
+# ------------------------------------------------------------------------------------ local Airflow
+
+
+class LocalAirflow:
+    """An Airflow of its own on this machine: its home, metadata database, DAG folder and API port.
+
+    A context manager: every component started through it is stopped on exit. The ``admin`` user's
+    password is generated once and kept in ``<home>/passwords.json``.
+    """
+
+    def __init__(
+        self,
+        *,
+        home: Path,
+        sql_alchemy_conn: str,
+        dags_folder: Path,
+        api_port: int,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        settings = airflow_settings(
+            home=home,
+            sql_alchemy_conn=sql_alchemy_conn,
+            dags_folder=dags_folder,
+            api_port=api_port,
+            secret=secrets.token_urlsafe(32),
+            log_ports=(free_port(), free_port()),
+        )
+        self.env = {**os.environ, **settings, **(extra_env or {})}
+        self.password = _admin_password(Path(settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]))
+        self.stack = Stack(self.env, home / "component-logs")
+        self.api = AirflowApi(self.api_url, ADMIN_USER, self.password)
+
+    def __enter__(self) -> LocalAirflow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.stop()
+
+    def airflow(self, *args: str, timeout: float = 300) -> str:
+        return run_airflow(*args, env=self.env, timeout=timeout)
+
+    def migrate(self) -> None:
+        self.airflow(*DB_MIGRATE, timeout=600)
+
+    def start(self, timeout: float = 180) -> None:
+        """Start every component and wait until the API server answers."""
+        self.stack.start_airflow()
+        wait_for("the Airflow API server", self.api.healthy, timeout, check=self.stack.check_alive)
+
+    def wait_for_dags(self, *dag_ids: str, timeout: float = 120) -> None:
+        """Wait until the DAG processor has parsed and stored each DAG."""
+        for dag_id in dag_ids:
+            wait_for(
+                f"DAG {dag_id} to be parsed",
+                lambda d=dag_id: self.api.dag(d),
+                timeout,
+                check=self.stack.check_alive,
+            )
+
+    def backfill(self, dag_id: str, first: datetime, last: datetime, *, reprocess: str | None = None) -> str:
+        """``airflow backfill create`` for the runs whose logical dates lie in ``[first, last]``."""
+        args = ["backfill", "create", "--dag-id", dag_id]
+        args += ["--from-date", first.isoformat(), "--to-date", last.isoformat(), "--max-active-runs", "7"]
+        return self.airflow(*args, *(["--reprocess-behavior", reprocess] if reprocess else []))
+
+    def wait_for_runs(
+        self, dag_id: str, logical_dates: Sequence[datetime], timeout: float
+    ) -> list[dict[str, Any]]:
+        """Wait until the DAG has a finished run for each logical date; returns those runs, oldest first."""
+        wanted = {date.isoformat() for date in logical_dates}
+
+        def finished() -> list[dict[str, Any]] | None:
+            runs = [run for run in self.api.runs(dag_id) if _iso(run["logical_date"]) in wanted]
+            done = len(runs) == len(wanted) and all(run["state"] in FINISHED for run in runs)
+            return runs if done else None
+
+        return wait_for(
+            f"{len(wanted)} runs of {dag_id} to finish", finished, timeout, check=self.stack.check_alive
+        )
+
+    def wait_for_backfills(self, dag_id: str, timeout: float = 90) -> None:
+        """Wait until the scheduler marked every backfill of the DAG complete (it checks every 30 s)."""
+        wait_for(
+            f"the backfills of {dag_id} to be marked complete",
+            lambda: all(b["completed_at"] for b in self.api.backfills(dag_id)),
+            timeout,
+            check=self.stack.check_alive,
+        )
+
+
+def _iso(text: str) -> str:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).isoformat()
+
+
+def _admin_password(path: Path) -> str:
+    """The ``admin`` password in the simple auth manager's passwords file, created if missing."""
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))[ADMIN_USER]
+    password = secrets.token_urlsafe(12)
+    path.write_text(json.dumps({ADMIN_USER: password}), encoding="utf-8")
+    path.chmod(0o600)
+    return password

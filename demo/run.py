@@ -1,0 +1,239 @@
+"""``make demo``: the demo pipeline backfilled by a real Airflow on SQLite, launching into the emulator.
+
+Starts the Altcraft API emulator (demo seed: database 1, scenario 12 "Welcome chain"), a SQLite CRM with
+a few thousand sample contacts, and Airflow (scheduler, DAG processor, triggerer, API server;
+LocalExecutor on SQLite) with its home in ``.airflow/``. Then backfills ``demo_sqlite_welcome`` over the
+last 7 days, prints what each run did and what the emulator recorded, and keeps everything running for
+the Airflow UI until Ctrl-C. Everything is reused by the next ``make demo``; ``make clean`` starts over.
+
+Environment: ``DEMO_KEEP_RUNNING=0`` exits after the summary; ``DEMO_API_PORT`` (8080) and
+``DEMO_EMULATOR_PORT`` (8765) move the two ports; ``DEMO_HOME`` moves the state (default ``.airflow``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from altcraft.testing import EmulatorClient
+from demo.airflow_api import SUMMARY_COUNTS, wait_for
+from demo.airflow_env import REPO, LocalAirflow, emulator_command, port_in_use
+from demo.seed_crm import has_contacts, sample_contacts, write_contacts
+
+DAG_ID = "demo_sqlite_welcome"
+TASK_ID = "import_and_launch"
+SCENARIO_ID = 12
+DAYS = 7
+RUNS_TIMEOUT = 900
+
+
+class DemoError(RuntimeError):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the components on `kill` too
+    home = Path(os.environ.get("DEMO_HOME") or REPO / ".airflow").resolve()
+    api_port = int(os.environ.get("DEMO_API_PORT", "8080"))
+    emulator_port = int(os.environ.get("DEMO_EMULATOR_PORT", "8765"))
+    keep_running = os.environ.get("DEMO_KEEP_RUNNING", "1") != "0"
+    try:
+        check_ports({"DEMO_API_PORT": api_port, "DEMO_EMULATOR_PORT": emulator_port})
+        run(home, api_port, emulator_port, keep_running)
+    except DemoError as error:
+        print(f"\nmake demo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopped.")
+    return 0
+
+
+def check_ports(ports: dict[str, int]) -> None:
+    for variable, port in ports.items():
+        if port_in_use(port):
+            raise DemoError(
+                f"port {port} on 127.0.0.1 is already in use (another `make demo`, `make emulator` or "
+                f"Airflow?). Stop that program, or choose another port: {variable}=<port> make demo"
+            )
+
+
+def run(home: Path, api_port: int, emulator_port: int, keep_running: bool) -> None:
+    started = time.monotonic()
+    crm = home / "demo_crm.db"
+    seed_crm(crm)
+    emulator = EmulatorClient(f"http://127.0.0.1:{emulator_port}")
+    airflow = LocalAirflow(
+        home=home,
+        sql_alchemy_conn=f"sqlite:///{home / 'airflow.db'}",
+        dags_folder=REPO / "dags",
+        api_port=api_port,
+        extra_env={"AIRFLOW_CONN_ALTCRAFT_DEFAULT": emulator.connection_json()},
+    )
+    with airflow:
+        try:
+            start_and_backfill(airflow, emulator_port, crm)
+        except Exception:
+            print(f"\nThe demo failed; the end of each component's log:\n{airflow.stack.logs(30)}")
+            raise
+        print(f"\nDone in {time.monotonic() - started:.0f} s.")
+        print(f"\nAirflow UI: {airflow.api_url}  (user admin, password {airflow.password})")
+        print(f"Emulator:   {emulator.url}/_emulator/state   Component logs: {airflow.stack.log_dir}")
+        if keep_running:
+            print("Everything keeps running; press Ctrl-C to stop.")
+            while True:
+                airflow.stack.check_alive()
+                time.sleep(2)
+
+
+def start_and_backfill(airflow: LocalAirflow, emulator_port: int, crm: Path) -> None:
+    """Everything up to the summary: database, emulator, components, connection, backfill, report."""
+    emulator = EmulatorClient(f"http://127.0.0.1:{emulator_port}")
+    step("Preparing the Airflow metadata database (SQLite)")
+    airflow.migrate()
+    step(f"Starting the Altcraft API emulator on {emulator.url}")
+    airflow.stack.start("emulator", emulator_command("127.0.0.1", emulator_port))
+    wait_for("the emulator", lambda: _answers(emulator), 60, check=airflow.stack.check_alive)
+    step("Starting Airflow: scheduler, DAG processor, triggerer, API server")
+    airflow.start()
+    airflow.api.put_connection("demo_crm", "sqlite", host=str(crm), description="Demo CRM (SQLite)")
+    airflow.wait_for_dags(DAG_ID, timeout=180)
+    dates = logical_dates(datetime.now(UTC))
+    step(f"Backfilling {DAG_ID} over {dates[0]:%Y-%m-%d} .. {dates[-1] + timedelta(days=1):%Y-%m-%d}")
+    backfill(airflow, dates)
+    runs = airflow.wait_for_runs(DAG_ID, dates, RUNS_TIMEOUT)
+    counts = run_counts(airflow, runs)
+    ledger = airflow.home / "altcraft_ledger.db"
+    print(summary_table(runs, counts))
+    print(rejection_reasons(ledger))
+    print(emulator_totals(emulator, counts, ledger))
+
+
+def step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def seed_crm(path: Path) -> None:
+    """The sample CRM: 14 days of contacts up to today (kept as it is when it exists)."""
+    url = f"sqlite:///{path}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if has_contacts(url):
+        step(f"Reusing the demo CRM {path}")
+        return
+    contacts = sample_contacts(end=datetime.now(UTC), days=14, per_day=250, duplicate_every=97)
+    write_contacts(url, contacts)
+    broken = sum(c.problem is not None for c in contacts)
+    step(f"Created the demo CRM {path}: {len(contacts)} contacts over 14 days, {broken} of them broken")
+
+
+def logical_dates(now: datetime) -> list[datetime]:
+    """The daily runs of the last 7 whole days (UTC), oldest first."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return [today - timedelta(days=back) for back in range(DAYS, 0, -1)]
+
+
+def backfill(airflow: LocalAirflow, dates: list[datetime]) -> None:
+    """``airflow backfill create`` for the days without a run; an earlier demo's runs are kept as they are."""
+    existing = {_day(run["logical_date"]) for run in airflow.api.runs(DAG_ID)}
+    missing = [logical for logical in dates if logical.date() not in existing]
+    if missing:
+        try:
+            airflow.backfill(DAG_ID, missing[0], missing[-1])
+        except RuntimeError as error:
+            if "Another backfill is running" not in str(error):
+                raise
+            step("Waiting for the scheduler to close the backfill of an earlier demo (it checks every 30 s)")
+            airflow.api.unpause(DAG_ID)  # its runs may still have to finish
+            airflow.wait_for_backfills(DAG_ID, timeout=RUNS_TIMEOUT)
+            airflow.backfill(DAG_ID, missing[0], missing[-1])
+    else:
+        step("Every run exists from an earlier demo: showing them (nobody is launched again)")
+    airflow.api.unpause(DAG_ID)
+
+
+def _day(timestamp: str) -> date:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).astimezone(UTC).date()
+
+
+def run_counts(airflow: LocalAirflow, runs: list[dict[str, Any]]) -> list[dict[str, int] | None]:
+    """Each run's delivery counts from its XCom summaries (None for a run that did not succeed)."""
+    return [
+        airflow.api.run_summary(DAG_ID, run["dag_run_id"], TASK_ID) if run["state"] == "success" else None
+        for run in runs
+    ]
+
+
+def summary_table(runs: list[dict[str, Any]], counts: list[dict[str, int] | None]) -> str:
+    """One line per run and a total line, as aligned text."""
+    header = ["run (data interval, UTC)", "state", *SUMMARY_COUNTS]
+    totals = {name: sum(c[name] for c in counts if c) for name in SUMMARY_COUNTS}
+    rows = [
+        [
+            f"{run['data_interval_start'][:10]} .. {run['data_interval_end'][:10]}",
+            run["state"],
+            *(str(count[name]) if count else "-" for name in SUMMARY_COUNTS),
+        ]
+        for run, count in zip(runs, counts, strict=True)
+    ]
+    rows.append(["total", "", *(str(totals[name]) for name in SUMMARY_COUNTS)])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = enumerate(zip(row, widths, strict=True))
+        return "  ".join(cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in cells)
+
+    rule = "-" * len(line(header))
+    return "\n".join(["", line(header), rule, *map(line, rows[:-1]), rule, line(rows[-1])])
+
+
+def rejection_reasons(ledger: Path) -> str:
+    """Why rows were rejected, from the sync ledger's ``altcraft_outcomes`` (each source row once)."""
+    engine = sa.create_engine(f"sqlite:///{ledger}")
+    query = sa.text(
+        "SELECT reason, COUNT(DISTINCT source_key) FROM altcraft_outcomes "
+        "WHERE dag_id = :dag_id AND outcome = 'rejected' GROUP BY reason ORDER BY 2 DESC, 1"
+    )
+    try:
+        with engine.connect() as conn:
+            rows = list(conn.execute(query, {"dag_id": DAG_ID}))
+    finally:
+        engine.dispose()
+    lines = [f"  {count:5}  {reason}" for reason, count in rows]
+    return "\nRejected rows by reason (the ledger's altcraft_outcomes table):\n" + "\n".join(lines)
+
+
+def emulator_totals(emulator: EmulatorClient, counts: list[dict[str, int] | None], ledger: Path) -> str:
+    """What the emulator recorded, and why it may differ from the runs' counts."""
+    launches = emulator.journal(SCENARIO_ID)
+    profiles = {entry["profile_id"] for entry in launches}
+    text = (
+        f"\nThe emulator recorded {len(launches)} launches into scenario {SCENARIO_ID} "
+        f'"Welcome chain" ({len(profiles)} distinct profiles).'
+    )
+    if None in counts:
+        text += "\nSome runs did not succeed: open them in the Airflow UI to read their task logs."
+    if sum(c["launched"] for c in counts if c) != len(launches):
+        text += (
+            "\nThe emulator keeps its state in memory and counts only this session's launches; runs made by "
+            f"an earlier `make demo` are remembered by the sync ledger ({ledger}), so nobody is launched "
+            "twice. `make clean` starts the demo over."
+        )
+    return text
+
+
+def _answers(emulator: EmulatorClient) -> bool:
+    try:
+        emulator.state()
+    except (OSError, RuntimeError):
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
