@@ -36,6 +36,22 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "triggers": [{"integration-name": "Altcraft", "python-modules": ["altcraft.triggers.task_status"]}],
         "extra-links": ["altcraft.operators.import_and_launch.AltcraftScenarioLink"],
+        "config": {
+            "altcraft": {
+                "description": "Defaults of the Altcraft provider.",
+                "options": {
+                    "ledger_conn_id": {
+                        "description": "Connection of the SQL database that holds the sync ledger when "
+                        "a task does not name one (ledger_conn_id). Empty: a SQLite file in AIRFLOW_HOME, "
+                        "which only suits a single machine.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "crm_postgres",
+                        "default": "",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "hook-class-name": "altcraft.hooks.altcraft.AltcraftHook",

@@ -140,3 +140,17 @@ def test_async_retry_reattaches_to_submitted_tasks(dag_with, emulator, scenario_
     assert (summary["launched"], summary["skipped"], summary["requests"]) == (8, 8, 0)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8
     assert len(emulator.state()["tasks"]) == 2, "the retry re-attached instead of submitting again"
+
+
+def test_default_ledger_comes_from_airflow_config(dag_with, emulator, scenario_id, monkeypatch):
+    import sqlalchemy as sa
+
+    from altcraft.ledger import Ledger, Scope
+
+    monkeypatch.setenv("AIRFLOW__ALTCRAFT__LEDGER_CONN_ID", "ledger_pg")
+    dag = dag_with(contacts(3), ledger_conn_id=None)
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "success"}
+    states = Ledger(sa.create_engine(PG_URL)).contact_states(
+        Scope(platform=emulator.url, scenario_id=scenario_id)
+    )
+    assert sorted(states.values()) == ["launched"] * 3

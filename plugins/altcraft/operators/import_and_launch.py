@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
+from airflow.sdk import Asset, BaseOperator, BaseOperatorLink, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 if TYPE_CHECKING:
@@ -63,7 +63,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param dry_run: map, validate and check the ledger, but send nothing and write nothing. Templated.
     :param max_rejected_ratio: fail the task (after delivering everything valid) when
         (rejected + failed) / found exceeds this share. Default 0.1.
-    :param ledger_conn_id: SQL connection of the sync ledger; default a SQLite file in AIRFLOW_HOME.
+    :param ledger_conn_id: SQL connection of the sync ledger; default ``[altcraft] ledger_conn_id`` of the
+        Airflow configuration, else a SQLite file in AIRFLOW_HOME.
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
     :param content, skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
     :param deferrable: in ``async`` mode, wait for Altcraft tasks in the triggerer (default True).
@@ -242,7 +243,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.ledger import Ledger, RelaunchPolicy, Scope
         from altcraft.mapping import compile_mapping
 
-        ledger = Ledger.from_conn_id(self.ledger_conn_id)
+        ledger = Ledger.from_conn_id(
+            self.ledger_conn_id or conf.get("altcraft", "ledger_conn_id", fallback="") or None
+        )
         ledger.ensure_schema()
         hook.get_conn()
         store = context.get("task_state_store")

@@ -53,6 +53,9 @@ class AltcraftTaskTrigger(BaseTrigger):
         states: dict[str, str] = {}
         interval = self.poll_interval
         started = time.monotonic()
+        # The first look waits one interval: the tasks were just created, and a trigger that fires within
+        # moments of the deferral can race the scheduler (apache/airflow#67287).
+        await asyncio.sleep(self.poll_interval)
         async with AltcraftAsyncHook(self.altcraft_conn_id) as hook:
             while pending:
                 for task_id in sorted(pending):
