@@ -1,0 +1,1 @@
+"""Benchmarks of the provider (``make bench``); see docs/benchmarks.md. Not part of ``make test``."""

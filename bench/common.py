@@ -1,0 +1,222 @@
+"""What every benchmark shares: the bench table in PostgreSQL, connections, jobs in fresh subprocesses.
+
+A benchmark *job* runs in its own ``python -m bench.<module>`` process so its CPU time and peak RSS are
+its own; it prints one JSON line (the last line of its stdout) that the orchestrator reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Generator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PG_CONN_ID = "bench_pg"
+ALTCRAFT_CONN_ID = "bench_altcraft"
+HTTP_CONN_ID = "bench_http"
+PG_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+TABLE = "contacts"
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+"""Row ``i`` of the bench table was created at ``EPOCH + i ms``."""
+DB_ID = 1  # the emulator's demo database (fields CRM_ID string, LOYALTY int)
+
+MAPPING: dict[str, Any] = {
+    "matching": "email",
+    "key": {"email": "email"},
+    "fields": {
+        "_fname": "first_name",
+        "CRM_ID": {"source": "id", "type": "string"},
+        "LOYALTY": {"source": "loyalty", "type": "int"},
+        "phones": {"source": "phone", "type": "phone"},
+    },
+}
+"""The pipeline mapping of every throughput run: email key, text, int and a validated phone."""
+
+
+def window(n: int) -> tuple[datetime, datetime]:
+    """The data interval holding exactly rows ``1..n`` of the bench table."""
+    return EPOCH, EPOCH + timedelta(milliseconds=n + 1)
+
+
+def select_sql(schema: str) -> str:
+    """The window query the source runs, written out by hand for the baselines (psycopg placeholders)."""
+    return f"SELECT * FROM {schema}.{TABLE} WHERE created_at >= %s AND created_at < %s ORDER BY id"
+
+
+# ------------------------------------------------------------------------------------------ database
+
+
+@contextmanager
+def bench_schema(rows: int) -> Generator[str]:
+    """A private schema in database ``test`` holding ``rows`` generated contacts; dropped afterwards."""
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            conn.execute(
+                f"""
+                CREATE TABLE {schema}.{TABLE} (
+                    id bigint PRIMARY KEY, email text NOT NULL, first_name text, phone text,
+                    loyalty int, created_at timestamptz NOT NULL)
+                """
+            )
+            conn.execute(
+                f"""
+                INSERT INTO {schema}.{TABLE}
+                SELECT i, 'user' || i || '@example.org', 'User' || i, '+7900' || lpad(i::text, 7, '0'),
+                       i %% 5, %s::timestamptz + i * interval '1 millisecond'
+                FROM generate_series(1, %s) AS i
+                """,
+                (EPOCH, rows),
+            )
+            conn.execute(f"ANALYZE {schema}.{TABLE}")
+            yield schema
+        finally:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def reset_ledger(schema: str) -> None:
+    """Empty the ledger tables of ``schema`` (if created), so every job starts from the same state."""
+    import psycopg
+
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'altcraft_%%'", (schema,)
+        ).fetchone()
+        if found and found[0]:
+            conn.execute(f"TRUNCATE {schema}.altcraft_contacts, {schema}.altcraft_outcomes")
+
+
+def server_version() -> str:
+    import psycopg
+
+    with psycopg.connect(PG_DSN) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        return row[0] if row else "?"
+
+
+# ---------------------------------------------------------------------------------------- connections
+
+
+def connection_env(schema: str, emulator_url: str, token: str) -> dict[str, str]:
+    """Airflow connections (``AIRFLOW_CONN_*``) of a job: the bench database and the emulator."""
+    pg = {
+        "conn_type": "postgres",
+        "host": "127.0.0.1",
+        "port": 5432,
+        "login": "postgres",
+        "schema": "test",
+        # the ledger creates its tables unqualified: keep them in the private schema
+        "extra": {"sqlalchemy_query": {"options": f"-csearch_path={schema}"}},
+    }
+    altcraft = {"conn_type": "altcraft", "host": emulator_url, "password": token, "extra": {"timeout": 60}}
+    http = {"conn_type": "http", "host": emulator_url}
+    return {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)
+        for conn_id, value in ((PG_CONN_ID, pg), (ALTCRAFT_CONN_ID, altcraft), (HTTP_CONN_ID, http))
+    }
+
+
+def python_env() -> dict[str, str]:
+    """The environment of every bench subprocess: bytecode cached, Airflow home isolated.
+
+    A deployed Airflow imports from ``.pyc`` files; where ``PYTHONDONTWRITEBYTECODE`` is set (as on the
+    shared machine) imports would compile every module each time. The cache goes to a private
+    ``PYTHONPYCACHEPREFIX`` so neither the repository nor the virtualenv is written to.
+    """
+    tmp = Path(tempfile.gettempdir())
+    home = tmp / "altcraft-bench-airflow"
+    (home / "dags").mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "PYTHONDONTWRITEBYTECODE": "",
+        "PYTHONPYCACHEPREFIX": str(tmp / "altcraft-bench-pycache"),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+
+def run_job(module: str, args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python -m bench.<module> *args`` in a fresh process and return its JSON result line."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args],
+        cwd=REPO,
+        env={**python_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        raise RuntimeError(f"bench job {module} {args} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
+def emit(result: dict[str, Any]) -> None:
+    """A job's result: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def rss_kib() -> int:
+    """Current resident set size of this process, KiB."""
+    return _status_kib("VmRSS")
+
+
+def peak_rss_kib() -> int:
+    """Peak resident set size of this process so far, KiB (``VmHWM``; ``ru_maxrss`` lags behind it)."""
+    return _status_kib("VmHWM")
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith(f"{field}:"))
+    return int(line.split()[1])
+
+
+@dataclass
+class Meter:
+    """Wall and CPU time (user + system of this process only) of a block, and RSS around it."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    rss_before_kib: int = 0
+
+    @contextmanager
+    def measure(self) -> Generator[Meter]:
+        self.rss_before_kib = rss_kib()
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield self
+        finally:
+            self.wall = time.perf_counter() - wall
+            self.cpu = time.process_time() - cpu
+
+    def result(self, n: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "n": n,
+            "wall_s": self.wall,
+            "cpu_s": self.cpu,
+            "rate": n / self.wall if self.wall else 0.0,
+            "cpu_us_per_contact": self.cpu / n * 1e6 if n else 0.0,
+            "rss_before_mib": self.rss_before_kib / 1024,
+            "peak_rss_mib": peak_rss_kib() / 1024,
+            **extra,
+        }

@@ -1,0 +1,184 @@
+"""One throughput job: rows of the bench table → a client → the emulator, measured in this process.
+
+Clients:
+
+* ``ours``: the pipeline's extract (`SqlTableSource` over the window) and the operator's delivery in
+  batch mode (`Delivery` with the ledger on PostgreSQL, `AltcraftHook`).
+* ``naive``: what a hand-written DAG does: rows by ``PostgresHook.get_records``, then one
+  ``workflows/import_and_start`` per contact through ``HttpHook.run`` (a new session per call).
+* ``floor``: the least any correct client must do: the same query (psycopg, server-side cursor), email
+  and phone validated (email-validator, phonenumbers), one ``json.dumps`` per request, the same batch
+  requests posted with a bare ``requests.Session``. No ledger, no mapping framework.
+
+``python -m bench.throughput ours|naive|floor --schema S --n N --scenario ID`` (connections in the
+environment, see `bench.common.connection_env`) prints the result as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Generator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+from email_validator import validate_email
+
+from bench.common import (
+    ALTCRAFT_CONN_ID,
+    DB_ID,
+    HTTP_CONN_ID,
+    MAPPING,
+    PG_CONN_ID,
+    PG_DSN,
+    TABLE,
+    Meter,
+    emit,
+    select_sql,
+    window,
+)
+
+BATCH_ENDPOINT = "api/v1.1/workflows/import_and_start_batch"
+SINGLE_ENDPOINT = "api/v1.1/workflows/import_and_start"
+
+
+def ours(schema: str, n: int, scenario_id: int, batch_size: int, profile: Path | None) -> dict[str, Any]:
+    from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
+    from altcraft.hooks.altcraft import AltcraftHook
+    from altcraft.ledger import Ledger, RunRef, Scope
+    from altcraft.mapping import ProfileMapping, compile_mapping
+    from altcraft.sources.base import Window
+    from altcraft.sources.sql import SqlTableSource
+
+    start, end = window(n)
+    source = SqlTableSource(PG_CONN_ID, TABLE, schema=schema, key_column="id", created_at_column="created_at")
+    mapping = ProfileMapping.model_validate(MAPPING)
+    hook = AltcraftHook(ALTCRAFT_CONN_ID)
+    hook.get_conn()
+    ledger = Ledger.from_conn_id(PG_CONN_ID)
+    ledger.ensure_schema()
+    delivery = Delivery(
+        hook=hook,
+        ledger=ledger,
+        scope=Scope(platform=hook.base_url, scenario_id=scenario_id),
+        run=RunRef.create("bench", "import_and_launch", f"bench_{scenario_id}", 1, (start, end)),
+        target=LaunchTarget(scenario_id=scenario_id, matching=mapping.matching.value, db_id=DB_ID),
+        mapper=compile_mapping(mapping, source_key_column=source.key_column),
+        mode=DeliveryMode.BATCH,
+        batch_size=batch_size,
+    )
+    meter = Meter()
+    with meter.measure(), _profiled(profile):
+        summary = delivery.process(source.batches(Window(start, end), batch_size))
+    return meter.result(n, requests=hook.requests_made, launched=summary.launched, found=summary.found)
+
+
+def naive(schema: str, n: int, scenario_id: int, batch_size: int, profile: Path | None) -> dict[str, Any]:
+    from airflow.providers.http.hooks.http import HttpHook
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from airflow.sdk import BaseHook
+
+    token = BaseHook.get_connection(ALTCRAFT_CONN_ID).password
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    meter, launched = Meter(), 0
+    with meter.measure(), _profiled(profile):
+        rows = PostgresHook(postgres_conn_id=PG_CONN_ID).get_records(
+            select_sql(schema) + " LIMIT %s", parameters=(*window(n), n)
+        )
+        http = HttpHook(method="POST", http_conn_id=HTTP_CONN_ID)
+        for key, email, first_name, phone, loyalty, _created in rows:
+            body = {
+                "token": token,
+                "workflow_id": scenario_id,
+                "matching": "email",
+                "db_id": DB_ID,
+                "email": email,
+                "data": {"_fname": first_name, "CRM_ID": str(key), "LOYALTY": loyalty, "phones": [phone]},
+            }
+            answer = http.run(SINGLE_ENDPOINT, data=json.dumps(body), headers=headers).json()
+            launched += not answer.get("error")
+    return meter.result(len(rows), requests=len(rows), launched=launched, found=len(rows))
+
+
+def floor(schema: str, n: int, scenario_id: int, batch_size: int, profile: Path | None) -> dict[str, Any]:
+    import psycopg
+    import requests
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(ALTCRAFT_CONN_ID)
+    token, url = conn.password, f"{conn.host}/{BATCH_ENDPOINT}"
+    meter, found, launched, sent = Meter(), 0, 0, 0
+    with meter.measure(), _profiled(profile):
+        session = requests.Session()
+        session.headers.update(
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json; charset=utf-8"}
+        )
+        with psycopg.connect(PG_DSN) as db, db.cursor(name="floor") as cursor:
+            cursor.execute(select_sql(schema), window(n))
+            while rows := cursor.fetchmany(batch_size):
+                found += len(rows)
+                body = {
+                    "workflow_id": scenario_id,
+                    "matching": "email",
+                    "db_id": DB_ID,
+                    "token": token,
+                    "data": [_floor_item(row) for row in rows],
+                }
+                encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+                response = session.post(url, data=encoded, timeout=60)
+                response.raise_for_status()
+                sent += 1
+                launched += sum(not item.get("error") for item in response.json()["result"])
+    return meter.result(found, requests=sent, launched=launched, found=found)
+
+
+def _floor_item(row: tuple[Any, ...]) -> dict[str, Any]:
+    """One batch item, validated the way any correct client must: email syntax, E.164 phone."""
+    key, email, first_name, phone, loyalty, _created = row
+    number = phonenumbers.parse(phone, None)
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("the bench table holds only valid phone numbers")
+    return {
+        "email": validate_email(email, check_deliverability=False).normalized,
+        "data": {
+            "_fname": first_name,
+            "CRM_ID": str(key),
+            "LOYALTY": loyalty,
+            "phones": [phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)],
+        },
+    }
+
+
+@contextmanager
+def _profiled(path: Path | None) -> Generator[None]:
+    """Profile the block with pyinstrument into ``path`` (text), or do nothing."""
+    if path is None:
+        yield
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001)
+    with profiler:
+        yield
+    path.write_text(profiler.output_text(unicode=True, show_all=False), encoding="utf-8")
+
+
+CLIENTS = {"ours": ours, "naive": naive, "floor": floor}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
+    parser.add_argument("client", choices=sorted(CLIENTS))
+    parser.add_argument("--schema", required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--scenario", type=int, required=True)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--profile", type=Path, help="write a pyinstrument profile (text) here")
+    args = parser.parse_args(argv)
+    emit(CLIENTS[args.client](args.schema, args.n, args.scenario, args.batch_size, args.profile))
+
+
+if __name__ == "__main__":
+    main()
