@@ -223,3 +223,20 @@ def test_delivery_limits():
     assert spec_with(delivery={"mode": "async", "batch_size": 10_000}).delivery.batch_size == 10_000
     assert "delivery.batch_size" in error_of(delivery={"batch_size": 10_001})
     assert "delivery.mode" in error_of(delivery={"mode": "fast"})
+
+
+def test_end_date_may_be_aware_while_start_date_is_a_plain_date():
+    from datetime import UTC, date, datetime
+
+    import yaml
+
+    from altcraft.pipelines.spec import PipelineSpec
+
+    from .conftest import EXAMPLES
+
+    data = yaml.safe_load(EXAMPLES[0].read_text())
+    data.update(start_date=date(2026, 3, 1), end_date=datetime(2026, 3, 1, 1, tzinfo=UTC), timezone="UTC")
+    assert PipelineSpec.model_validate(data).end_date.tzinfo is UTC
+    data.update(end_date=datetime(2026, 2, 28, 23, tzinfo=UTC))
+    with pytest.raises(ValueError, match="end_date"):
+        PipelineSpec.model_validate(data)

@@ -80,6 +80,13 @@ def _as_datetime(value: Any) -> Any:
     return value
 
 
+def _aware(moment: datetime, zone: str) -> datetime:
+    """A spec date-time as an aware one: naive values are in the spec's time zone."""
+    from zoneinfo import ZoneInfo
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
+
+
 def _schedule(value: str) -> str:
     text = value.strip()
     if _DURATION.fullmatch(text) or text in _CRON_PRESETS:
@@ -211,8 +218,8 @@ class PipelineSpec(_Model):
     @field_validator("end_date")
     @classmethod
     def _after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        start = info.data.get("start_date")
-        if value is not None and start is not None and value <= start:
+        start, zone = info.data.get("start_date"), info.data.get("timezone")
+        if value is not None and start is not None and zone and _aware(value, zone) <= _aware(start, zone):
             raise ValueError("must be after start_date")
         return value
 
