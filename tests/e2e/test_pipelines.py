@@ -8,11 +8,14 @@ task is cleared and rerun: every valid contact must be launched exactly once thr
 
 from __future__ import annotations
 
+import signal
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import psutil
 import pytest
 import sqlalchemy as sa
 from demo.seed_crm import Contact, sample_contacts, write_contacts
@@ -24,8 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 DAYS = 7
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 LOGICAL_DATES = [TODAY - timedelta(days=back) for back in range(DAYS, 0, -1)]
-BATCH, ASYNC = "e2e_batch", "e2e_async"
-SCENARIOS = {BATCH: 12, ASYNC: 14}
+BATCH, ASYNC, CRASH = "e2e_batch", "e2e_async", "e2e_crash"
+SCENARIOS = {BATCH: 12, ASYNC: 14, CRASH: 15}
 LAUNCH = "import_and_launch"
 WAIT = 240  # seconds for a round of runs; they take about 20 s here
 
@@ -65,6 +68,16 @@ SPECS = {
     BATCH: spec(BATCH, {"mode": "batch", "batch_size": 5}),
     ASYNC: spec(ASYNC, {"mode": "async", "batch_size": 5}, partitions=2),
 }
+#: Run alone, after the others: its worker is killed with SIGKILL while a batch is in flight.
+CRASH_DAY = LOGICAL_DATES[3]
+CRASH_SPEC = spec(
+    CRASH,
+    {"mode": "batch", "batch_size": 5},
+    retries=1,
+    retry_delay="1s",
+    start_date=CRASH_DAY.date(),
+    end_date=CRASH_DAY + timedelta(days=1),  # its only interval: unpausing it schedules no other run
+)
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -81,7 +94,10 @@ def contacts(pg_databases: dict[str, str]) -> list[Contact]:
 @pytest.fixture(scope="module")
 def local_airflow(tmp_path_factory, pg_databases, e2e_emulator, contacts):
     e2e_emulator.seed(
-        scenarios=[{"id": SCENARIOS[ASYNC], "name": "Welcome (async)", "db_id": 1, "is_active": True}]
+        scenarios=[
+            {"id": SCENARIOS[ASYNC], "name": "Welcome (async)", "db_id": 1, "is_active": True},
+            {"id": SCENARIOS[CRASH], "name": "Welcome (crash)", "db_id": 1, "is_active": True},
+        ]
     )
     # Altcraft tasks that take a while: the trigger must wait for them. Not less: a trigger firing within a
     # few seconds of the deferral can lose a race in Airflow 3.3 (apache/airflow#67287, #71580).
@@ -92,7 +108,8 @@ def local_airflow(tmp_path_factory, pg_databases, e2e_emulator, contacts):
         "AIRFLOW_CONN_E2E_CRM": f"postgresql://{pg_databases['crm']}",
     }
     metadata = f"postgresql+psycopg2://{pg_databases['metadata']}"
-    with start_airflow(home, make_dags_folder(home / "dags", SPECS), metadata, env, list(SPECS)) as airflow:
+    dags = make_dags_folder(home / "dags", {**SPECS, CRASH: CRASH_SPEC})
+    with start_airflow(home, dags, metadata, env, [*SPECS, CRASH]) as airflow:
         yield airflow
 
 
@@ -242,3 +259,70 @@ def test_a_cleared_task_reruns_without_launching_anyone_twice(
         0,
         expected_counts(on_day(contacts, run))["launched+skipped"],
     )
+
+
+# --------------------------------------------------------------------------------- a killed worker
+
+
+def _task_processes(ti_id: str) -> list[psutil.Process]:
+    """Processes running this task instance (the supervisor and the task runner it forked)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if ti_id in " ".join(process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+@pytest.fixture(scope="module")
+def crashed_run(second_round, local_airflow, e2e_emulator, pg_databases) -> dict[str, Any]:
+    """One day of the crash pipeline whose task process is SIGKILLed while its second batch is in flight."""
+    e2e_emulator.clear_faults()
+    # the emulator holds the second request for 4 s and then processes it, although its client is gone
+    [rule] = e2e_emulator.add_faults(
+        {
+            "endpoint": "workflows/import_and_start_batch",
+            "kind": "latency",
+            "latency_ms": 4000,
+            "every": 2,
+            "count": 1,
+        }
+    )
+    day = CRASH_DAY
+    local_airflow.backfill(CRASH, day, day)
+    local_airflow.api.unpause(CRASH)
+    deadline = time.monotonic() + WAIT
+    while e2e_emulator.state()["faults"][0]["hits"] < 1:
+        assert time.monotonic() < deadline, "the crash pipeline never sent its second batch"
+        time.sleep(0.1)
+    [run] = [r for r in local_airflow.api.runs(CRASH) if r["run_type"] == "backfill"]
+    [ti] = local_airflow.api.task_instances(CRASH, run["dag_run_id"], LAUNCH)
+    processes = _task_processes(ti["id"])
+    runner = [p for p in processes if p.ppid() in {q.pid for q in processes}] or processes
+    assert runner, f"no process runs task instance {ti['id']}"
+    for process in runner:
+        process.send_signal(signal.SIGKILL)
+    finished = local_airflow.wait_for_runs(CRASH, [day], WAIT)
+    return {"run": finished[0], "rule": rule, "killed": len(runner)}
+
+
+def test_a_worker_killed_mid_batch_is_retried_without_duplicates(
+    crashed_run, local_airflow, e2e_emulator, contacts, pg_databases
+):
+    run = crashed_run["run"]
+    assert run["state"] == "success"
+    [ti] = local_airflow.api.task_instances(CRASH, run["dag_run_id"], LAUNCH)
+    assert ti["try_number"] == 2, "the killed try was retried"
+    launched = [entry["key"] for entry in e2e_emulator.journal(SCENARIOS[CRASH])]
+    assert len(launched) == len(set(launched)), "nobody launched twice"
+
+    email_of = {str(c.id): c.email for c in contacts}
+    expected = {c.email for c in on_day(contacts, run) if c.problem is None and c.email}
+    first = Counter(row.outcome for row in outcomes(pg_databases, CRASH, try_number=1))
+    retry = outcomes(pg_databases, CRASH, try_number=2)
+    uncertain = {email_of[row.source_key] for row in retry if row.outcome == "uncertain"}
+    assert len(uncertain) == 5, "at worst the one in-flight batch is reported uncertain"
+    # The batch in flight when the worker died may or may not have been processed; either way its
+    # contacts are accounted for as uncertain, and everyone else was launched exactly once.
+    assert set(launched) - uncertain == expected - uncertain
+    launched_by_ledger = first["launched"] + sum(row.outcome == "launched" for row in retry)
+    assert launched_by_ledger + len(uncertain) == len(expected), "nobody dropped"
