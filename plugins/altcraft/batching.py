@@ -57,8 +57,8 @@ class Chunk:
 
 
 def encode_item(profile: Profile) -> bytes:
-    """`profile.batch_item()` as compact UTF-8 JSON."""
-    return _encode(profile.batch_item()).encode()
+    """`profile.batch_item()` as compact UTF-8 JSON (encoded once: the mapper's bytes are reused)."""
+    return profile.encoded or _encode(profile.batch_item()).encode()
 
 
 def encode_items(profiles: Iterable[Profile]) -> bytes:

@@ -29,7 +29,7 @@ import math
 import re
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Literal
@@ -87,6 +87,8 @@ class Profile:
     match: dict[str, Any]
     ledger_key: str
     data: dict[str, Any]
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+    """`batch_item()` as compact UTF-8 JSON, when the mapper already encoded it (to check its size)."""
 
     def batch_item(self) -> dict[str, Any]:
         """The element of a batch request's `data` array: matching key(s) plus nested `data`."""
@@ -644,13 +646,14 @@ class Mapper:
                     data["subscriptions"] = subscriptions
         except ValidationError as error:
             return Rejection(source_key, error.field, error.reason)
-        profile = Profile(source_key, match, ledger_key, data)
-        size = len(_encode(profile.batch_item()).encode())
-        if size > self._max_bytes:
+        encoded = _encode({**match, "data": data}).encode()
+        if len(encoded) > self._max_bytes:
             return Rejection(
-                source_key, PROFILE, f"encoded profile is {size} bytes, above the limit of {self._max_bytes}"
+                source_key,
+                PROFILE,
+                f"encoded profile is {len(encoded)} bytes, above the limit of {self._max_bytes}",
             )
-        return profile
+        return Profile(source_key, match, ledger_key, data, encoded)
 
     def _source_key(self, record: Mapping[str, Any]) -> str | Rejection:
         column = self._source_key_column
