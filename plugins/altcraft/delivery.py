@@ -8,11 +8,13 @@ instead of sending it again. No Airflow import: the operator is the glue.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, NoReturn
+from queue import Full, Queue
+from typing import Any, NoReturn, TypeVar
 
 from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
 from altcraft.api.models import (
@@ -28,6 +30,7 @@ from altcraft.mapping import Mapper, Profile, Rejection
 from altcraft.masking import mask_key, scrub
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Room left in each request for the ``token`` body field, which only the hook knows.
 TOKEN_ALLOWANCE = 512
@@ -171,17 +174,23 @@ class Delivery:
         return self.summary
 
     def _profiles(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Iterator[Profile]:
-        for records in batches:
-            rejections: list[Rejection] = []
-            for record in records:
-                self.summary.found += 1
-                mapped = self.mapper.map(record)
-                if isinstance(mapped, Rejection):
-                    rejections.append(mapped)
-                else:
-                    yield mapped
+        for found, profiles, rejections in prefetch(self._mapped(batches)):
+            self.summary.found += found
             if rejections:
                 self.reject(rejections)
+            yield from profiles
+
+    def _mapped(
+        self, batches: Iterable[Sequence[dict[str, Any]]]
+    ) -> Iterator[tuple[int, list[Profile], list[Rejection]]]:
+        """Each source batch read and mapped: (records read, profiles, rejections)."""
+        for records in batches:
+            profiles: list[Profile] = []
+            rejections: list[Rejection] = []
+            for record in records:
+                mapped = self.mapper.map(record)
+                (rejections if isinstance(mapped, Rejection) else profiles).append(mapped)
+            yield len(records), profiles, rejections
 
     def reject(self, rejections: Sequence[Rejection]) -> None:
         """Record contacts that cannot be sent (validation), with their reasons."""
@@ -359,3 +368,45 @@ def _in_claim_order(piece: Chunk, claim: Claim) -> Chunk:
         first.setdefault(profile.ledger_key, (profile, item))
     pairs = [first[key] for key in claim.to_send]
     return Chunk([p for p, _ in pairs], [i for _, i in pairs])
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a worker thread, at most ``depth`` items ahead of the consumer.
+
+    Reading and mapping the next source batch then overlaps claiming, sending and settling the current
+    one. The worker never touches the ledger or Altcraft; an error in it is raised in the consumer.
+    """
+    queue: Queue[tuple[BaseException | None, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry: tuple[BaseException | None, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((None, item)):
+                    return
+            put((None, end))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((exc, None))
+
+    worker = threading.Thread(target=work, name="altcraft-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            error, item = queue.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()

@@ -237,3 +237,26 @@ def test_uncertain_contacts_are_resent_only_when_asked(make_delivery, emulator, 
     assert (
         sorted(launch_counts(emulator, scenario_id).values()) == [2] * 5
     )  # the drop happened after processing
+
+
+def test_prefetch_keeps_order_raises_errors_and_stops_its_worker():
+    import threading
+
+    from altcraft.delivery import prefetch
+
+    assert list(prefetch(iter(range(100)), depth=2)) == list(range(100))
+
+    def broken():
+        yield 1
+        raise ValueError("source went away")
+
+    with pytest.raises(ValueError, match="source went away"):
+        list(prefetch(broken()))
+
+    consumed = prefetch(iter(range(10**9)), depth=2)
+    assert next(consumed) == 0
+    consumed.close()  # the consumer stops early (e.g. the run stopped): the worker must end too
+    for thread in threading.enumerate():
+        if thread.name == "altcraft-prefetch":
+            thread.join(timeout=2)
+            assert not thread.is_alive()
