@@ -35,7 +35,6 @@ from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from altcraft.api.matching import MatchingMode
@@ -268,7 +267,9 @@ class ProfileMapping(BaseModel):
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
-        if value is not None and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        from phonenumbers import SUPPORTED_REGIONS
+
+        if value is not None and value.upper() not in SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as RU")
         return None if value is None else value.upper()
 

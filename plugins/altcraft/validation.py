@@ -22,9 +22,6 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-
 MAX_FIELD_CHARS = 64 * 1024
 """Default limit of one string field value, in characters (`ProfileMapping.max_field_chars`)."""
 MAX_PROFILE_BYTES = 256 * 1024
@@ -43,20 +40,29 @@ _KEY_FORBIDDEN = re.compile(
 _PHONE_CHARS = re.compile(r"\+?[0-9 ().\-]*")
 _QUOTED_DETAIL = re.compile(r"\s*\([^)]*['\"][^)]*\)")
 
-_POSSIBLE = phonenumbers.ValidationResult
-_IMPOSSIBLE_REASONS = {
-    _POSSIBLE.INVALID_COUNTRY_CODE: "has an unknown country code",
-    _POSSIBLE.TOO_SHORT: "is too short",
-    _POSSIBLE.TOO_LONG: "is too long",
-    _POSSIBLE.INVALID_LENGTH: "has an impossible length for its country",
-    _POSSIBLE.IS_POSSIBLE_LOCAL_ONLY: "is a local-only number",
-}
-_PARSE_REASONS = {
-    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "has an unknown country code",
-    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "is too short",
-    phonenumbers.NumberParseException.TOO_SHORT_NSN: "is too short",
-    phonenumbers.NumberParseException.TOO_LONG: "is too long",
-}
+
+@lru_cache(maxsize=1)
+def _phone_reasons() -> tuple[dict[int, str], dict[int, str]]:
+    """Reasons by phonenumbers' result codes: (not possible, not parsable). Imported on first use, so a
+    DAG file that only defines a mapping does not pay for phonenumbers at parse time."""
+    import phonenumbers
+
+    possible, parse = phonenumbers.ValidationResult, phonenumbers.NumberParseException
+    return (
+        {
+            possible.INVALID_COUNTRY_CODE: "has an unknown country code",
+            possible.TOO_SHORT: "is too short",
+            possible.TOO_LONG: "is too long",
+            possible.INVALID_LENGTH: "has an impossible length for its country",
+            possible.IS_POSSIBLE_LOCAL_ONLY: "is a local-only number",
+        },
+        {
+            parse.INVALID_COUNTRY_CODE: "has an unknown country code",
+            parse.TOO_SHORT_AFTER_IDD: "is too short",
+            parse.TOO_SHORT_NSN: "is too short",
+            parse.TOO_LONG: "is too long",
+        },
+    )
 
 
 class ValidationError(ValueError):
@@ -143,6 +149,8 @@ def normalize_phone(value: Any, default_region: str | None = None, *, field: str
 
 @lru_cache(maxsize=1024)
 def _email(value: str) -> str:
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as error:
@@ -155,6 +163,8 @@ def _email(value: str) -> str:
 
 @lru_cache(maxsize=1024)
 def _phone(value: str, default_region: str | None) -> str:
+    import phonenumbers
+
     if not _PHONE_CHARS.fullmatch(value):
         raise ValidationError("phone", "contains letters or symbols other than + ( ) - . and spaces")
     if not value.startswith("+") and default_region is None:
@@ -162,12 +172,11 @@ def _phone(value: str, default_region: str | None) -> str:
     try:
         number = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException as error:
-        raise ValidationError(
-            "phone", _PARSE_REASONS.get(error.error_type, "is not a phone number")
-        ) from None
+        reason = _phone_reasons()[1].get(error.error_type, "is not a phone number")
+        raise ValidationError("phone", reason) from None
     possible = phonenumbers.is_possible_number_with_reason(number)
-    if possible != _POSSIBLE.IS_POSSIBLE:
-        raise ValidationError("phone", _IMPOSSIBLE_REASONS.get(possible, "is not a possible number"))
+    if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
+        raise ValidationError("phone", _phone_reasons()[0].get(possible, "is not a possible number"))
     if not phonenumbers.is_valid_number(number):
         raise ValidationError("phone", "is not a valid number for its country")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
