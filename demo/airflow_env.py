@@ -106,16 +106,29 @@ def emulator_command(host: str, port: int) -> list[str]:
     return [sys.executable, *EMULATOR, "--host", host, "--port", str(port)]
 
 
-def run_airflow(*args: str, env: Mapping[str, str], timeout: float = 300) -> str:
-    """Run an ``airflow`` CLI command to completion; its output, or RuntimeError with the output."""
-    result = subprocess.run(  # ruff: ignore[subprocess-without-shell-equals-true]
-        airflow_command(*args), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"`airflow {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+def run_airflow(*args: str, env: Mapping[str, str], timeout: float = 300, attempts: int = 5) -> str:
+    """Run an ``airflow`` CLI command to completion; its output, or RuntimeError with the output.
+
+    On a SQLite metadata database a command can meet "database is locked" while the scheduler and the
+    DAG processor write; its transaction was rolled back, so it is run again (a few times, bounded).
+    """
+    for attempt in range(1, attempts + 1):
+        result = subprocess.run(  # ruff: ignore[subprocess-without-shell-equals-true]
+            airflow_command(*args),
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
-    return result.stdout
+        if result.returncode == 0:
+            return result.stdout
+        if "database is locked" not in result.stdout + result.stderr or attempt == attempts:
+            break
+        time.sleep(2 * attempt)
+    raise RuntimeError(
+        f"`airflow {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
 
 
 # ----------------------------------------------------------------------------------------- ports
