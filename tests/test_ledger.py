@@ -26,6 +26,7 @@ from altcraft.ledger import (
     Scope,
     Settlement,
     contacts_table,
+    outcomes_table,
 )
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -615,6 +616,120 @@ def test_ten_thousand_contacts(engine, ledger, scope):
     assert row(engine, scope, keys[1])["launch_count"] == 2
     rerun = ledger.claim(scope, run("r3", window="w1"), items(*keys), EVERY_RUN, now=T0)
     assert rerun.to_send == keys[::10]  # w1 was served except for its failures
+
+
+# --- values and statements ------------------------------------------------------------------------
+
+AWKWARD = [
+    'k:"quoted"',
+    "k:back\\slash",
+    "k:{brace},comma",
+    "NULL",
+    "k: spaced ",
+    "k:line\nbreak",
+    "k:ё€😀",
+    "",
+]
+
+
+def test_awkward_values_round_trip_exactly(ledger, scope):
+    """Keys, source keys, reasons and texts travel in arrays on PostgreSQL: quotes, backslashes, braces,
+    commas, white space, the word NULL and non-ASCII must come back byte for byte."""
+    keys = [f"{value}-key" if value == "" else value for value in AWKWARD]
+    ref = run("r1")
+    claim = ledger.claim(
+        scope, ref, [(key, f"src {key}") for key in keys] + [(keys[0], "NULL")], ONCE, now=T0
+    )
+    assert claim.to_send == keys
+    assert claim.skipped == {}
+    texts = dict(zip(keys, AWKWARD, strict=True))
+    ledger.settle(
+        scope,
+        ref,
+        claim,
+        {key: Settlement(Outcome.FAILED, 400 + i, texts[key]) for i, key in enumerate(keys[:-1])},
+        now=T0,
+    )
+    ledger.record(scope, ref, Outcome.REJECTED, [(None, value, None, value) for value in AWKWARD])
+    for i, key in enumerate(keys):
+        history = ledger.history(key, scope)
+        assert history.contact["contact_key"] == key
+        assert history.contact["source_key"] == f"src {key}"
+        settled = history.outcomes[-1]
+        if key == keys[-1]:
+            assert (history.contact["status"], settled["outcome"], settled["code"]) == (
+                "uncertain",
+                "uncertain",
+                None,
+            )
+        else:
+            assert (history.contact["error_code"], history.contact["error_text"]) == (400 + i, texts[key])
+            assert (settled["code"], settled["reason"], settled["source_key"]) == (
+                400 + i,
+                texts[key],
+                f"src {key}",
+            )
+    duplicate = ledger.history(keys[0], scope).outcomes[0]
+    assert (duplicate["outcome"], duplicate["source_key"], duplicate["profile_id"]) == (
+        "skipped",
+        "NULL",
+        None,
+    )
+    with ledger.engine.connect() as conn:
+        rejected = conn.execute(
+            sa.select(outcomes_table.c.source_key, outcomes_table.c.reason, outcomes_table.c.contact_hash)
+            .where(outcomes_table.c.platform == scope.platform, outcomes_table.c.outcome == "rejected")
+            .order_by(outcomes_table.c.id)
+        ).all()
+    assert [tuple(r) for r in rejected] == [(value, value, None) for value in AWKWARD]
+
+
+def test_statements_do_not_grow_with_the_batch_on_postgresql(engine, scope):
+    """PostgreSQL gets key lists as one array: the same statements, each with a handful of parameters,
+    for 10 keys and for 2,000. Elsewhere statements are chunked below SQLite's historical limit of 999."""
+    executed: list[tuple[str, int, bool]] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        rows = parameters if executemany else [parameters]
+        executed.append((statement, max((len(r) for r in rows), default=0), executemany))
+
+    def claim_and_settle(ref: RunRef, keys: list[str]) -> list[tuple[str, int, bool]]:
+        ledger = Ledger(engine)
+        ledger.ensure_schema()
+        executed.clear()
+        claim = ledger.claim(scope, ref, items(*keys, keys[0]), EVERY_RUN, now=T0)
+        answers = {
+            key: LAUNCHED if i % 3 else Settlement(Outcome.FAILED, 500, f"e{i}") for i, key in enumerate(keys)
+        }
+        ledger.settle(scope, ref, claim, answers, now=T0)
+        return list(executed)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        small = claim_and_settle(run("small"), [f"k:s{i}" for i in range(10)])
+        large = claim_and_settle(run("large"), [f"k:l{i}" for i in range(2_000)])
+        # the same contacts again: rows exist, are locked, updated and looked up in the outcomes
+        again = claim_and_settle(run("again", window="other"), [f"k:l{i}" for i in range(2_000)])
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    if engine.dialect.name == "postgresql":
+        assert [statement for statement, _, _ in large] == [statement for statement, _, _ in small]
+        assert max(n for _, n, _ in large + again) <= 20
+        assert not any(many for _, _, many in large + again)
+    else:
+        assert max(n for _, n, _ in large + again) < 999
+        assert len(large) > len(small)
+
+
+def test_over_long_values_are_refused_not_truncated_on_postgresql(engine, ledger, scope):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL enforces VARCHAR lengths here (SQLite never does, MariaDB by sql_mode)")
+    ref = run("r1")
+    claim = ledger.claim(scope, ref, items("k:a"), ONCE, now=T0)
+    with pytest.raises(sa.exc.DBAPIError, match="too long"):
+        ledger.settle(scope, ref, claim, {"k:a": Settlement(Outcome.LAUNCHED, profile_id="p" * 256)}, now=T0)
+    assert row(engine, scope, "k:a")["status"] == ContactStatus.SENDING
+    assert ledger.counts(scope, ref)[Outcome.LAUNCHED] == 0
 
 
 # --- Airflow connections --------------------------------------------------------------------------

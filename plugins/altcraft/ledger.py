@@ -408,6 +408,78 @@ def _policy_reason(
     return None
 
 
+def _arrays(conn: Connection) -> bool:
+    """Whether statements take whole key lists as one array parameter (PostgreSQL)."""
+    return conn.dialect.name == "postgresql"
+
+
+def _array_literal(values: Iterable[Any]) -> str:
+    """PostgreSQL array input text: each element double-quoted with ``\\`` and ``"`` escaped, None as NULL."""
+    quoted = (
+        "NULL" if value is None else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for value in values
+    )
+    return "{" + ",".join(quoted) + "}"
+
+
+def _array(column: sa.Column[Any], values: Iterable[Any]) -> sa.ColumnElement[Any]:
+    """``values`` as one array parameter for ``column``: ``integer[]``, or ``text[]`` for strings (not
+    ``varchar(n)[]``: that cast truncates silently where the column refuses an over-long value).
+
+    Sent as array text of no declared type, so the server reads it once as the array type (a text
+    parameter cast per row would be parsed again for every row a filter looks at). A list instead
+    would be dumped element by element by psycopg 3, ten times slower, and inlined by psycopg2 as an
+    untyped ``ARRAY[...]``.
+    """
+    array_type = sa.ARRAY(column.type if isinstance(column.type, sa.Integer) else sa.Text())
+    return sa.cast(sa.literal(_array_literal(values), sa.types.NullType()), array_type)
+
+
+def _unnest(table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> sa.TableValuedAlias:
+    """``unnest(array, ...) AS anon(name, ...)``: one row per position of the equal-length ``columns``."""
+    arrays = [_array(table.c[name], values) for name, values in columns.items()]
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived()
+
+
+def _matching(
+    conn: Connection, column: sa.Column[Any], values: Iterable[str], size: int = _PARAMS_PER_STATEMENT
+) -> Iterator[tuple[Sequence[str], sa.ColumnElement[bool]]]:
+    """``column`` in ``values`` (sorted) as (values, condition) pairs: one ``= ANY(array)`` on
+    PostgreSQL, else ``IN`` lists of at most ``size``; none for no values."""
+    ordered = sorted(values)
+    if ordered and _arrays(conn):
+        yield ordered, column == sa.any_(_array(column, ordered))
+        return
+    for chunk in _chunks(ordered, size):
+        yield chunk, column.in_(chunk)
+
+
+def _columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
+    """Rows of values in ``names`` order, as one sequence per name."""
+    return dict(zip(names, zip(*rows, strict=True), strict=True))
+
+
+def _insert_rows(
+    conn: Connection, table: sa.Table, shared: Mapping[str, Any], columns: Mapping[str, Sequence[Any]]
+) -> None:
+    """INSERT one row per position of the equal-length ``columns``, each with the ``shared`` values.
+
+    PostgreSQL: ``INSERT ... SELECT ... FROM unnest(...)``, one statement with a fixed number of
+    parameters. Elsewhere an executemany of plain rows (SQLAlchemy's fastest: no bound values in the
+    statement).
+    """
+    if _arrays(conn):
+        values = [sa.literal(value, table.c[name].type) for name, value in shared.items()]
+        select = sa.select(*values, *_unnest(table, columns).c)
+        conn.execute(sa.insert(table).from_select([*shared, *columns], select))
+        return
+    names = [*shared, *columns]
+    rows = [
+        dict(zip(names, (*shared.values(), *row), strict=True)) for row in zip(*columns.values(), strict=True)
+    ]
+    conn.execute(sa.insert(table), rows)
+
+
 def _per_row(column: sa.Column[Any], values: Mapping[str, Any]) -> Any:
     """A SET value for ``column``: a constant when all rows agree, else ``CASE contact_hash WHEN ...``."""
     distinct = set(values.values())
@@ -423,27 +495,45 @@ def _update_contacts(
     hashes: Sequence[str],
     *guards: sa.ColumnElement[bool],
 ) -> int:
-    """UPDATE the contact rows ``hashes`` in chunks, one statement per chunk; returns the rows matched."""
-    size = _PARAMS_PER_STATEMENT // (1 + 2 * len(per_row))
+    """UPDATE the contact rows ``hashes``; returns the rows matched.
+
+    PostgreSQL: one statement, per-row values joined from ``unnest``. Elsewhere one statement per chunk,
+    per-row values as ``CASE``.
+    """
+    if not hashes:
+        return 0
+    if per_row and _arrays(conn):
+        ordered = sorted(hashes)
+        columns = {name: [values[h] for h in ordered] for name, values in per_row.items()}
+        new = _unnest(contacts_table, {"contact_hash": ordered, **columns})
+        statement = (
+            sa.update(contacts_table)
+            .where(_C.contact_hash == new.c.contact_hash, *guards)
+            .values({**common, **{name: new.c[name] for name in per_row}})
+        )
+        return conn.execute(statement).rowcount
     matched = 0
-    for chunk in _chunks(sorted(hashes), size):
+    size = _PARAMS_PER_STATEMENT // (1 + 2 * len(per_row))
+    for chunk, condition in _matching(conn, _C.contact_hash, hashes, size):
         values = dict(common)
         for name, by_hash in per_row.items():
             values[name] = _per_row(_C[name], {h: by_hash[h] for h in chunk})
-        statement = sa.update(contacts_table).where(_C.contact_hash.in_(chunk), *guards).values(values)
-        matched += conn.execute(statement).rowcount
+        matched += conn.execute(sa.update(contacts_table).where(condition, *guards).values(values)).rowcount
     return matched
 
 
-def _outcome_rows(
-    scope: Scope,
-    run: RunRef,
-    outcome: Outcome,
-    at: datetime,
-    entries: Iterable[tuple[str | None, str, int | None, str | None, str | None]],
-) -> list[dict[str, Any]]:
-    """Outcome rows from (contact_key, source_key, code, reason, profile_id) entries."""
-    base = {
+#: An outcome row's own values: (contact_key, contact_hash, source_key, code, reason, profile_id).
+_Entry = tuple[str | None, str | None, str, int | None, str | None, str | None]
+_ENTRY_COLUMNS = ("contact_key", "contact_hash", "source_key", "code", "reason", "profile_id")
+
+
+def _insert_outcomes(
+    conn: Connection, scope: Scope, run: RunRef, outcome: Outcome, at: datetime, entries: Sequence[_Entry]
+) -> None:
+    """Insert ``outcome`` rows of this try, one per entry."""
+    if not entries:
+        return
+    shared = {
         "platform": scope.platform,
         "scenario_id": scope.scenario_id,
         "dag_id": run.dag_id,
@@ -454,23 +544,7 @@ def _outcome_rows(
         "outcome": outcome.value,
         "recorded_at": at,
     }
-    return [
-        {
-            **base,
-            "contact_key": key,
-            "contact_hash": None if key is None else scope.contact_hash(key),
-            "source_key": source_key,
-            "code": code,
-            "reason": reason,
-            "profile_id": profile_id,
-        }
-        for key, source_key, code, reason, profile_id in entries
-    ]
-
-
-def _insert_outcomes(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(sa.insert(outcomes_table), rows)
+    _insert_rows(conn, outcomes_table, shared, _columns(_ENTRY_COLUMNS, entries))
 
 
 def _split_duplicates(items: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
@@ -604,8 +678,10 @@ class Ledger:
             notes = {row.contact_hash: _dead_try_note(row.claim_try_number, row.claimed_at) for row in rows}
             common = {"status": ContactStatus.UNCERTAIN.value, "error_code": None, "updated_at": at}
             _update_contacts(conn, common, {"error_text": notes}, list(notes))
-            entries = [(r.contact_key, r.source_key, None, notes[r.contact_hash], None) for r in rows]
-            _insert_outcomes(conn, _outcome_rows(scope, run, Outcome.UNCERTAIN, at, entries))
+            entries = [
+                (r.contact_key, r.contact_hash, r.source_key, None, notes[r.contact_hash], None) for r in rows
+            ]
+            _insert_outcomes(conn, scope, run, Outcome.UNCERTAIN, at, entries)
             return sorted(row.contact_key for row in rows)
 
         keys = self._write(work)
@@ -649,16 +725,21 @@ class Ledger:
                 at=at,
                 lock=True,
             )
-            self._write_claim(conn, scope, run, batch_id, at, {k: first[k] for k in to_send}, rows)
+            claimed = [(key, hashes[key], first[key]) for key in to_send]
+            self._write_claim(conn, scope, run, batch_id, at, claimed, rows)
             _update_contacts(
                 conn,
                 {"status": ContactStatus.UNCERTAIN.value, "error_code": None, "updated_at": at},
                 {"error_text": uncertain_notes},
                 list(uncertain_notes),
             )
-            entries = [(key, first[key], None, reason, None) for key, reason in skipped.items()]
-            entries += [(key, source, None, "duplicate in this run", None) for key, source in duplicates]
-            _insert_outcomes(conn, _outcome_rows(scope, run, Outcome.SKIPPED, at, entries))
+            entries: list[_Entry] = [
+                (key, hashes[key], first[key], None, reason, None) for key, reason in skipped.items()
+            ]
+            entries += [
+                (key, hashes[key], source, None, "duplicate in this run", None) for key, source in duplicates
+            ]
+            _insert_outcomes(conn, scope, run, Outcome.SKIPPED, at, entries)
             return Claim(batch_id, to_send, skipped, {key: first[key] for key in to_send})
 
         claim = self._write(work)
@@ -750,7 +831,9 @@ class Ledger:
             raise ValueError(f"{len(unknown)} settlement(s) for keys that are not in claim {claim.batch_id}")
         at = _utc(now)
         final = {key: settlements.get(key, _NO_ANSWER) for key in claim.to_send}
-        hashes = {key: scope.contact_hash(key) for key in final}
+        groups: dict[Outcome, list[tuple[str, str, Settlement]]] = {}
+        for key, settlement in final.items():
+            groups.setdefault(settlement.outcome, []).append((key, scope.contact_hash(key), settlement))
 
         def work(conn: Connection) -> int:
             guards = (
@@ -759,7 +842,7 @@ class Ledger:
             )
             matched = 0
             for outcome in _SETTLED:
-                group = {hashes[key]: s for key, s in final.items() if s.outcome == outcome}
+                group = groups.get(outcome)
                 if not group:
                     continue
                 common: dict[str, Any] = {"status": outcome.value, "updated_at": at}
@@ -778,16 +861,14 @@ class Ledger:
                     }
                 else:
                     per_row = {
-                        "error_code": {h: s.code for h, s in group.items()},
-                        "error_text": {h: s.text for h, s in group.items()},
+                        "error_code": {h: s.code for _, h, s in group},
+                        "error_text": {h: s.text for _, h, s in group},
                     }
-                matched += _update_contacts(conn, common, per_row, list(group), *guards)
+                matched += _update_contacts(conn, common, per_row, [h for _, h, _ in group], *guards)
                 entries = [
-                    (key, claim.source_keys[key], s.code, s.text, s.profile_id)
-                    for key, s in final.items()
-                    if s.outcome == outcome
+                    (key, h, claim.source_keys[key], s.code, s.text, s.profile_id) for key, h, s in group
                 ]
-                _insert_outcomes(conn, _outcome_rows(scope, run, outcome, at, entries))
+                _insert_outcomes(conn, scope, run, outcome, at, entries)
             return matched
 
         matched = self._write(work)
@@ -822,8 +903,11 @@ class Ledger:
         if not rows:
             return
         at = _utc(now)
-        entries = [(key, source_key, code, reason, None) for key, source_key, code, reason in rows]
-        self._write(lambda conn: _insert_outcomes(conn, _outcome_rows(scope, run, outcome, at, entries)))
+        entries = [
+            (key, None if key is None else scope.contact_hash(key), source_key, code, reason, None)
+            for key, source_key, code, reason in rows
+        ]
+        self._write(lambda conn: _insert_outcomes(conn, scope, run, outcome, at, entries))
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -867,10 +951,10 @@ class Ledger:
 
     @staticmethod
     def _select_contacts(conn: Connection, hashes: Sequence[str], *, lock: bool) -> dict[str, RowMapping]:
-        """Contact rows by hash, in chunks, locked in key order (a stable order avoids deadlocks)."""
+        """Contact rows by hash, locked in key order (a stable order avoids deadlocks)."""
         found: dict[str, RowMapping] = {}
-        for chunk in _chunks(sorted(hashes), _PARAMS_PER_STATEMENT):
-            query = sa.select(contacts_table).where(_C.contact_hash.in_(chunk)).order_by(_C.contact_hash)
+        for _, condition in _matching(conn, _C.contact_hash, hashes):
+            query = sa.select(contacts_table).where(condition).order_by(_C.contact_hash)
             if lock:
                 query = query.with_for_update()
             found.update((row["contact_hash"], row) for row in conn.execute(query).mappings())
@@ -898,10 +982,10 @@ class Ledger:
             same = (_O.window_key == run.window_key,)
         launched = [h for h, row in rows.items() if row["last_launched_at"] is not None]
         earlier: dict[str, tuple[str, datetime]] = {}
-        for chunk in _chunks(sorted(launched), _PARAMS_PER_STATEMENT):
+        for _, condition in _matching(conn, _O.contact_hash, launched):
             query = (
                 sa.select(_O.contact_hash, _O.run_id, _O.recorded_at)
-                .where(_O.contact_hash.in_(chunk), _O.outcome == Outcome.LAUNCHED.value, *same)
+                .where(condition, _O.outcome == Outcome.LAUNCHED.value, *same)
                 .order_by(_O.id)
             )
             earlier.update((h, (run_id, at)) for h, run_id, at in conn.execute(query))
@@ -951,10 +1035,10 @@ class Ledger:
         run: RunRef,
         batch_id: str,
         at: datetime,
-        to_send: Mapping[str, str],
+        to_send: Sequence[tuple[str, str, str]],
         rows: Mapping[str, RowMapping],
     ) -> None:
-        """Insert new contacts and move existing ones to ``sending`` (key -> source key in ``to_send``)."""
+        """Insert new contacts and move existing ones to ``sending``; ``to_send``: (key, hash, source key)."""
         claim_values = {
             "status": ContactStatus.SENDING.value,
             "claim_run_key": run.run_key,
@@ -963,22 +1047,16 @@ class Ledger:
             "claimed_at": at,
             "updated_at": at,
         }
-        hashes = {scope.contact_hash(key): (key, source) for key, source in to_send.items()}
-        new = [
-            {
+        new = sorted((h, key, source) for key, h, source in to_send if h not in rows)
+        if new:
+            shared = {
                 **claim_values,
-                "contact_hash": h,
                 "platform": scope.platform,
                 "scenario_id": scope.scenario_id,
-                "contact_key": key,
-                "source_key": source,
                 "launch_count": 0,
             }
-            for h, (key, source) in sorted(hashes.items())
-            if h not in rows
-        ]
-        if new:
-            conn.execute(sa.insert(contacts_table), new)
-        existing = {h: source for h, (_, source) in hashes.items() if h in rows}
+            columns = _columns(("contact_hash", "contact_key", "source_key"), new)
+            _insert_rows(conn, contacts_table, shared, columns)
+        existing = {h: source for _, h, source in to_send if h in rows}
         common = {**claim_values, "error_code": None, "error_text": None}
         _update_contacts(conn, common, {"source_key": existing}, list(existing))
