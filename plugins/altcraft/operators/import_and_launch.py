@@ -182,15 +182,15 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         delivery = self._delivery(hook, context, window)
         if not delivery.dry_run:
             self._recover(delivery, context)
+        source = self._source(context)
         self.log.info(
             "Delivering %s into scenario %s (%s mode%s, window %s)",
-            self._source(context).describe(),
+            source.describe(),
             self.scenario_id,
             delivery.mode.value,
             ", dry run" if delivery.dry_run else "",
             f"[{window.start.isoformat()}, {window.end.isoformat()})" if window else "none",
         )
-        source = self._source(context)
         try:
             delivery.process(source.batches(window, self.batch_size))
         finally:
