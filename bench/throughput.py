@@ -45,10 +45,10 @@ SINGLE_ENDPOINT = "api/v1.1/workflows/import_and_start"
 
 
 def ours(schema: str, n: int, scenario_id: int, batch_size: int, profile: Path | None) -> dict[str, Any]:
-    from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
+    from altcraft.delivery import Delivery
     from altcraft.hooks.altcraft import AltcraftHook
-    from altcraft.ledger import Ledger, RunRef, Scope
-    from altcraft.mapping import ProfileMapping, compile_mapping
+    from altcraft.ledger import Ledger, RunRef
+    from altcraft.mapping import ProfileMapping
     from altcraft.sources.base import Window
     from altcraft.sources.sql import SqlTableSource
 
@@ -59,14 +59,14 @@ def ours(schema: str, n: int, scenario_id: int, batch_size: int, profile: Path |
     hook.get_conn()
     ledger = Ledger.from_conn_id(PG_CONN_ID)
     ledger.ensure_schema()
-    delivery = Delivery(
-        hook=hook,
-        ledger=ledger,
-        scope=Scope(platform=hook.base_url, scenario_id=scenario_id),
-        run=RunRef.create("bench", "import_and_launch", f"bench_{scenario_id}", 1, (start, end)),
-        target=LaunchTarget(scenario_id=scenario_id, matching=mapping.matching.value, db_id=DB_ID),
-        mapper=compile_mapping(mapping, source_key_column=source.key_column),
-        mode=DeliveryMode.BATCH,
+    delivery = Delivery.create(
+        hook,
+        ledger,
+        RunRef.create("bench", "import_and_launch", f"bench_{scenario_id}", 1, (start, end)),
+        scenario_id=scenario_id,
+        mapping=mapping,
+        key_column=source.key_column,
+        db_id=DB_ID,
         batch_size=batch_size,
     )
     meter = Meter()

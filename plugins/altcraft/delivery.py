@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from queue import Full, Queue
 from typing import Any, NoReturn, TypeVar
 
@@ -24,24 +23,17 @@ from altcraft.api.models import (
     TaskStatus,
 )
 from altcraft.api.retry import certainly_not_processed
-from altcraft.batching import Chunk, chunk, request_overhead
+from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, Chunk, chunk, request_overhead
 from altcraft.ledger import Claim, Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
-from altcraft.mapping import Mapper, Profile, Rejection
+from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection
 from altcraft.masking import mask_key, scrub
+from altcraft.modes import DeliveryMode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Room left in each request for the ``token`` body field, which only the hook knows.
 TOKEN_ALLOWANCE = 512
-
-
-class DeliveryMode(StrEnum):
-    """How profiles reach Altcraft."""
-
-    SINGLE = "single"  # workflows/import_and_start, one request per contact
-    BATCH = "batch"  # workflows/import_and_start_batch
-    ASYNC = "async"  # workflows/import_and_start_batch_task + tasks/status
 
 
 @dataclass
@@ -146,11 +138,59 @@ class Delivery:
     relaunch: bool = False
     resend_uncertain: bool = False
     batch_size: int = 1000
-    max_request_bytes: int = 9_500_000
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     dry_run: bool = False
     on_task_submitted: Callable[[str, str], None] | None = None
     summary: Summary = field(default_factory=Summary)
     sample: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        hook: Any,
+        ledger: Ledger,
+        run: RunRef,
+        *,
+        scenario_id: int,
+        mapping: ProfileMapping,
+        key_column: str,
+        mode: DeliveryMode | str = DeliveryMode.BATCH,
+        policy: RelaunchPolicy | str = "once",
+        db_id: int | None = None,
+        content: dict[str, Any] | None = None,
+        skip_triggers: bool | None = None,
+        skip_invalid_subscriptions: bool | None = None,
+        detect_geo: bool | None = None,
+        **options: Any,
+    ) -> Delivery:
+        """The delivery of one task try into ``scenario_id``, on the platform the (connected) hook talks to.
+
+        ``options`` are the other fields (``relaunch``, ``batch_size``, ``dry_run``...).
+        """
+        return cls(
+            hook=hook,
+            ledger=ledger,
+            scope=Scope(platform=hook.base_url, scenario_id=scenario_id),
+            run=run,
+            target=LaunchTarget(
+                scenario_id=scenario_id,
+                matching=mapping.matching.value,
+                field_name=mapping.field_name,
+                resource_id=mapping.resource_id,
+                db_id=db_id,
+                content=content,
+                skip_triggers=skip_triggers,
+                skip_invalid_subscriptions=skip_invalid_subscriptions,
+                detect_geo=detect_geo,
+            ),
+            mapper=Mapper(mapping, source_key_column=key_column),
+            mode=DeliveryMode(mode),
+            policy=policy if isinstance(policy, RelaunchPolicy) else RelaunchPolicy.parse(policy),
+            **options,
+        )
+
+    def __post_init__(self) -> None:
+        self.summary.dry_run = self.dry_run
 
     # ------------------------------------------------------------------------------------ the data path
 

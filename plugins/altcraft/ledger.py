@@ -177,8 +177,15 @@ class RunRef:
         run_id: str,
         try_number: int,
         window: tuple[datetime, datetime] | None = None,
+        *,
+        map_index: int | None = None,
     ) -> RunRef:
-        """A run reference whose window key is ``dag/task/<start UTC iso>/<end UTC iso>``, or the run key."""
+        """A run reference whose window key is ``dag/task/<start UTC iso>/<end UTC iso>``, or the run key.
+
+        A mapped task instance (``map_index`` ≥ 0) is told apart as ``task_id[map_index]``.
+        """
+        if map_index is not None and map_index >= 0:
+            task_id = f"{task_id}[{map_index}]"
         if window is None:
             key = f"{dag_id}/{task_id}/{run_id}"
         else:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
+from altcraft.delivery import Delivery
 from altcraft.hooks.altcraft import AltcraftHook
-from altcraft.ledger import Ledger, RelaunchPolicy, RunRef, Scope
-from altcraft.mapping import ProfileMapping, compile_mapping
+from altcraft.ledger import Ledger, RunRef
+from altcraft.mapping import ProfileMapping
 
 PG_URL = os.environ.get("ALTCRAFT_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 FAST = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 2, "timeout": 5}
@@ -83,21 +83,15 @@ def make_delivery(emulator, ledger, scenario_id):
     ) -> Delivery:
         hook = AltcraftHook()
         hook.get_conn()
-        mapping_model = ProfileMapping.model_validate(mapping or EMAIL_MAPPING)
-        return Delivery(
-            hook=hook,
-            ledger=ledger,
-            scope=Scope(platform=hook.base_url, scenario_id=scenario_id),
-            run=run or run_ref(),
-            target=LaunchTarget(
-                scenario_id=scenario_id,
-                matching=mapping_model.matching.value,
-                field_name=mapping_model.field_name,
-                resource_id=mapping_model.resource_id,
-            ),
-            mapper=compile_mapping(mapping_model, source_key_column="id"),
-            mode=DeliveryMode(mode),
-            policy=RelaunchPolicy.parse(policy),
+        return Delivery.create(
+            hook,
+            ledger,
+            run or run_ref(),
+            scenario_id=scenario_id,
+            mapping=ProfileMapping.model_validate(mapping or EMAIL_MAPPING),
+            key_column="id",
+            mode=mode,
+            policy=policy,
             batch_size=batch_size,
             **options,
         )

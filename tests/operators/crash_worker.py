@@ -11,10 +11,10 @@ import sys
 
 import sqlalchemy as sa
 
-from altcraft.delivery import Delivery, LaunchTarget
+from altcraft.delivery import Delivery
 from altcraft.hooks.altcraft import AltcraftHook
-from altcraft.ledger import Ledger, RunRef, Scope
-from altcraft.mapping import ProfileMapping, compile_mapping
+from altcraft.ledger import Ledger, RunRef
+from altcraft.mapping import ProfileMapping
 
 
 def main(ledger_url: str, scenario_id: int, try_number: int, count: int) -> None:
@@ -22,21 +22,19 @@ def main(ledger_url: str, scenario_id: int, try_number: int, count: int) -> None
     hook.get_conn()
     ledger = Ledger(sa.create_engine(ledger_url))
     ledger.ensure_schema()
-    scope = Scope(platform=hook.base_url, scenario_id=scenario_id)
     run = RunRef(
         dag_id="crash", task_id="import_and_launch", run_id="run-1", try_number=try_number, window_key="w"
     )
-    recovered = ledger.recover(scope, run)
-    mapping = ProfileMapping.model_validate({"matching": "email", "key": {"email": "email"}})
-    delivery = Delivery(
-        hook=hook,
-        ledger=ledger,
-        scope=scope,
-        run=run,
-        target=LaunchTarget(scenario_id=scenario_id, matching="email"),
-        mapper=compile_mapping(mapping, source_key_column="id"),
+    delivery = Delivery.create(
+        hook,
+        ledger,
+        run,
+        scenario_id=scenario_id,
+        mapping=ProfileMapping.model_validate({"matching": "email", "key": {"email": "email"}}),
+        key_column="id",
         batch_size=10,
     )
+    recovered = delivery.ledger.recover(delivery.scope, run)
     records = [{"id": i, "email": f"crash{i}@example.org"} for i in range(count)]
     summary = delivery.process([records[i : i + 10] for i in range(0, count, 10)])
     print(json.dumps({"recovered": len(recovered), **summary.as_dict()}))

@@ -21,12 +21,10 @@ if TYPE_CHECKING:
 
     from altcraft.delivery import Delivery
     from altcraft.hooks.altcraft import AltcraftHook
-    from altcraft.ledger import RunRef
     from altcraft.mapping import ProfileMapping
     from altcraft.sources.base import Source, Window
 
 DEFAULT_CONN_ID = "altcraft_default"
-DELIVERY_MODES = ("single", "batch", "async")
 #: Default share of a run's contacts that may be rejected or fail before the task fails (after delivery).
 DEFAULT_MAX_REJECTED_RATIO = 0.1
 SCENARIO_URL_XCOM_KEY = "altcraft_scenario_url"
@@ -100,7 +98,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         altcraft_conn_id: str = DEFAULT_CONN_ID,
         delivery: str = "batch",
         batch_size: int = 1000,
-        max_request_bytes: int = 9_500_000,
+        max_request_bytes: int | None = None,
         relaunch_policy: str = "once",
         relaunch: bool = False,
         resend_uncertain: bool = False,
@@ -119,9 +117,10 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         state_asset: Asset | None = None,
         **kwargs: Any,
     ) -> None:
-        from altcraft.batching import MAX_BATCH_ITEMS
+        from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_ITEMS
         from altcraft.ledger import RelaunchPolicy
         from altcraft.mapping import ProfileMapping
+        from altcraft.modes import DeliveryMode
 
         if (source is None) == (contacts is None):
             raise ValueError("Give exactly one of `source` or `contacts`")
@@ -131,8 +130,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.key_column = source.key_column if source is not None else key_column
         if not self.key_column:
             raise ValueError("`key_column` is required with `contacts`")
-        if delivery not in DELIVERY_MODES:
-            raise ValueError(f"`delivery` must be one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
+        if delivery not in list(DeliveryMode):
+            modes = ", ".join(DeliveryMode)
+            raise ValueError(f"`delivery` must be one of {modes}, got {delivery!r}")
         if not 1 <= batch_size <= MAX_BATCH_ITEMS:
             raise ValueError(f"`batch_size` must be between 1 and {MAX_BATCH_ITEMS}, got {batch_size}")
         if not 0 <= max_rejected_ratio <= 1:
@@ -150,7 +150,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.altcraft_conn_id = altcraft_conn_id
         self.delivery = str(delivery)
         self.batch_size = batch_size
-        self.max_request_bytes = max_request_bytes
+        self.max_request_bytes = max_request_bytes or DEFAULT_MAX_REQUEST_BYTES
         self.relaunch_policy = relaunch_policy
         self.relaunch = relaunch
         self.resend_uncertain = resend_uncertain
@@ -239,9 +239,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.log.info("Scenario %s %r is active (database %s)", scenario_id, scenario.name, scenario.db_id)
 
     def _delivery(self, hook: AltcraftHook, context: Context, window: Window | None) -> Delivery:
-        from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget, Summary
-        from altcraft.ledger import Ledger, RelaunchPolicy, Scope
-        from altcraft.mapping import compile_mapping
+        from altcraft.delivery import Delivery
+        from altcraft.ledger import Ledger, RunRef
 
         ledger = Ledger.from_conn_id(
             self.ledger_conn_id or conf.get("altcraft", "ledger_conn_id", fallback="") or None
@@ -256,46 +255,35 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 tasks[batch_id] = task_id
                 store.set(_TASKS_KEY, tasks)
 
-        return Delivery(
-            hook=hook,
-            ledger=ledger,
-            scope=Scope(platform=hook.base_url, scenario_id=int(self.scenario_id)),
-            run=self._run_ref(context, window),
-            target=LaunchTarget(
-                scenario_id=int(self.scenario_id),
-                matching=self.matching,
-                field_name=self.field_name,
-                resource_id=self.mapping.resource_id,
-                db_id=int(self.db_id) if self.db_id not in (None, "") else None,
-                content=self.content,
-                skip_triggers=self.skip_triggers,
-                skip_invalid_subscriptions=self.skip_invalid_subscriptions,
-                detect_geo=self.detect_geo,
-            ),
-            mapper=compile_mapping(self.mapping, source_key_column=self.key_column),
-            mode=DeliveryMode(self.delivery),
-            policy=RelaunchPolicy.parse(self.relaunch_policy),
+        ti = context["ti"]
+        run = RunRef.create(
+            ti.dag_id,
+            ti.task_id,
+            ti.run_id,
+            ti.try_number,
+            (window.start, window.end) if window else None,
+            map_index=ti.map_index,
+        )
+        return Delivery.create(
+            hook,
+            ledger,
+            run,
+            scenario_id=int(self.scenario_id),
+            mapping=self.mapping,
+            key_column=self.key_column,
+            mode=self.delivery,
+            policy=self.relaunch_policy,
+            db_id=int(self.db_id) if self.db_id not in (None, "") else None,
+            content=self.content,
+            skip_triggers=self.skip_triggers,
+            skip_invalid_subscriptions=self.skip_invalid_subscriptions,
+            detect_geo=self.detect_geo,
             relaunch=_as_bool(self.relaunch),
             resend_uncertain=_as_bool(self.resend_uncertain),
             batch_size=self.batch_size,
             max_request_bytes=self.max_request_bytes,
             dry_run=_as_bool(self.dry_run_mode),
             on_task_submitted=remember_task,
-            summary=Summary(dry_run=_as_bool(self.dry_run_mode)),
-        )
-
-    def _run_ref(self, context: Context, window: Window | None) -> RunRef:
-        from altcraft.ledger import RunRef
-
-        ti = context["ti"]
-        task_id = ti.task_id if ti.map_index in (None, -1) else f"{ti.task_id}[{ti.map_index}]"
-        run_key = f"{ti.dag_id}/{task_id}/{ti.run_id}"
-        return RunRef(
-            dag_id=ti.dag_id,
-            task_id=task_id,
-            run_id=ti.run_id,
-            try_number=ti.try_number,
-            window_key=f"{ti.dag_id}/{task_id}/{window.key()}" if window else run_key,
         )
 
     def _window(self) -> Window | None:

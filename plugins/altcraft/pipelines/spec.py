@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -31,6 +31,7 @@ from pydantic import (
 
 from altcraft.batching import MAX_BATCH_ITEMS
 from altcraft.mapping import ProfileMapping
+from altcraft.modes import DeliveryMode
 from altcraft.sources.base import check_timezone
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
@@ -134,8 +135,8 @@ class ScenarioSpec(_Model):
 class DeliverySpec(_Model):
     """How profiles are sent to Altcraft."""
 
-    mode: Literal["single", "batch", "async"] = Field(
-        default="batch",
+    mode: DeliveryMode = Field(
+        default=DeliveryMode.BATCH,
         description="single: one request per contact; batch: import_and_start_batch; "
         "async: batch task waited for in the triggerer",
     )
