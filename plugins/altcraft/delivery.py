@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
 from queue import Full, Queue
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
 from altcraft.api.models import (
     BatchLaunchRequest,
+    BatchResult,
     ImportAndStartRequest,
     ProfileResult,
     TaskStatus,
@@ -34,6 +35,29 @@ T = TypeVar("T")
 
 #: Room left in each request for the ``token`` body field, which only the hook knows.
 TOKEN_ALLOWANCE = 512
+
+
+class AltcraftApi(Protocol):
+    """The Altcraft calls a delivery makes: :class:`~altcraft.hooks.altcraft.AltcraftHook` (connected) over
+    HTTP, or :class:`~altcraft.emulator.in_process.InProcessAltcraft` in tests."""
+
+    base_url: str
+
+    def import_and_start(
+        self, request: ImportAndStartRequest, *, keys: Sequence[str] = ()
+    ) -> ProfileResult: ...
+
+    def import_and_start_batch(
+        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
+    ) -> BatchResult: ...
+
+    def submit_import_and_start_batch_task(
+        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
+    ) -> str: ...
+
+    def get_task_status(self, task_id: str) -> TaskStatus: ...
+
+    def wait_for_task(self, task_id: str, timeout: float, poll_interval: float) -> TaskStatus: ...
 
 
 @dataclass
@@ -119,15 +143,20 @@ class DeliveryStopped(AltcraftError):
     """Altcraft refused or could not take a whole request; the run stops after settling what it sent."""
 
 
+class TasksStillRunning(AltcraftError):
+    """An Altcraft task was not over in time; the next try re-attaches to it instead of submitting again."""
+
+
 @dataclass
 class Delivery:
     """One task try's delivery: map → chunk → claim → send → settle.
 
-    ``on_task_submitted(batch_id, task_id)`` is called in ``async`` mode right after a task is created,
-    so the caller can persist the id before anything else can fail.
+    In ``async`` mode each Altcraft task goes into ``tasks`` (batch id → task id) right after it is
+    created, so a mapping the caller persists (the operator's ``task_state_store``) keeps it before
+    anything else can fail.
     """
 
-    hook: Any  # AltcraftHook; typed loosely to keep this module free of Airflow imports
+    hook: AltcraftApi
     ledger: Ledger
     scope: Scope
     run: RunRef
@@ -140,14 +169,14 @@ class Delivery:
     batch_size: int = 1000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     dry_run: bool = False
-    on_task_submitted: Callable[[str, str], None] | None = None
+    tasks: MutableMapping[str, str] = field(default_factory=dict)
     summary: Summary = field(default_factory=Summary)
     sample: list[str] = field(default_factory=list)
 
     @classmethod
     def create(
         cls,
-        hook: Any,
+        hook: AltcraftApi,
         ledger: Ledger,
         run: RunRef,
         *,
@@ -326,11 +355,55 @@ class Delivery:
             )
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
-        if self.on_task_submitted is not None:
-            self.on_task_submitted(claim.batch_id, task_id)
+        self.tasks[claim.batch_id] = task_id
         log.info(
             "Submitted Altcraft task %s for %d contact(s) (batch %s)", task_id, len(keys), claim.batch_id
         )
+
+    # ------------------------------------------------------------------------- tasks and crash recovery
+
+    def recover(
+        self, pending_tasks: MutableMapping[str, str], *, timeout: float, poll_interval: float
+    ) -> list[str]:
+        """Before sending: settle what an earlier try of this task left in flight.
+
+        Waits for and settles its Altcraft tasks (``pending_tasks``: batch id → task id), then marks
+        ``uncertain`` the contacts it left ``sending``; returns their ledger keys.
+        """
+        self.settle_tasks(pending_tasks, timeout=timeout, poll_interval=poll_interval)
+        recovered = self.ledger.recover(self.scope, self.run)
+        if recovered:
+            log.warning(
+                "%d contact(s) were being sent when an earlier try stopped; recorded as uncertain "
+                "(not resent; rerun with resend_uncertain=True after checking Altcraft)",
+                len(recovered),
+            )
+        return recovered
+
+    def settle_tasks(
+        self, tasks: MutableMapping[str, str], *, timeout: float | None, poll_interval: float = 5.0
+    ) -> None:
+        """Settle every Altcraft task in ``tasks`` (batch id → task id), removing each once settled.
+
+        With a ``timeout`` (seconds, shared by all tasks) a running task is waited for; without one it is
+        read once. A task still running raises :class:`TasksStillRunning`, leaving it in ``tasks``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for batch_id, task_id in list(tasks.items()):
+            claim = self.ledger.claim_of(self.scope, batch_id)
+            if claim.to_send:
+                if deadline is None:
+                    status = self.hook.get_task_status(task_id)
+                else:
+                    left = max(0.0, deadline - time.monotonic())
+                    status = self.hook.wait_for_task(task_id, timeout=left, poll_interval=poll_interval)
+                if not status.state.is_terminal:
+                    raise TasksStillRunning(
+                        f"Altcraft task {task_id} is still {status.status!r} after {timeout}s; "
+                        "the next try re-attaches to it"
+                    )
+                self.settle_task(claim, status)
+            del tasks[batch_id]
 
     def settle_task(self, claim: Claim, status: TaskStatus) -> None:
         """Settle an ``async`` chunk from its finished Altcraft task (results in request order)."""

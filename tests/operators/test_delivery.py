@@ -23,20 +23,11 @@ def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
 @pytest.mark.parametrize("mode", ["single", "batch", "async"])
 def test_every_delivery_mode_launches_each_contact_once(make_delivery, emulator, scenario_id, mode):
     delivery = make_delivery(mode=mode, batch_size=20)
-    if mode == "async":
-        submitted: dict[str, str] = {}
-        delivery.on_task_submitted = submitted.__setitem__
+    submitted = delivery.tasks
     summary = delivery.process(in_batches(contacts(50), 20))
     if mode == "async":
-        import time
-
         assert len(submitted) == 3
-        for batch_id, task_id in submitted.items():
-            status = delivery.hook.get_task_status(task_id)
-            while not status.state.is_terminal:
-                time.sleep(0.05)
-                status = delivery.hook.get_task_status(task_id)
-            delivery.settle_task(delivery.ledger.claim_of(delivery.scope, batch_id), status)
+        delivery.settle_tasks(submitted, timeout=60, poll_interval=0.05)
     assert (summary.found, summary.launched, summary.rejected) == (50, 50, 0)
     assert summary.requests == {"single": 50, "batch": 3, "async": 3}[mode]
     assert_exactly_once(emulator, scenario_id, 50)

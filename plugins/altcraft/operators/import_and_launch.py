@@ -7,8 +7,7 @@ summary, log table, extra link, asset event). Contact data never goes to XCom.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -181,7 +180,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         window = self._window()
         delivery = self._delivery(hook, context, window)
         if not delivery.dry_run:
-            self._recover(delivery, context)
+            delivery.recover(
+                _task_book(context),
+                timeout=self.task_timeout.total_seconds(),
+                poll_interval=self.poll_interval,
+            )
         source = self._source(context)
         self.log.info(
             "Delivering %s into scenario %s (%s mode%s, window %s)",
@@ -198,7 +201,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         if not delivery.dry_run:
             source.commit()  # watermarks and processed files move on only after every record was settled
         if delivery.mode == "async" and not delivery.dry_run:
-            self._wait_for_tasks(delivery, context, hook)
+            self._wait_for_tasks(delivery, context)
         return self._finish(delivery, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +219,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 f"{len(event.get('pending', []))} Altcraft task(s) still running after {self.task_timeout}; "
                 "the next try re-attaches to them instead of submitting again"
             )
-        self._settle_tasks(delivery, context, hook, wait=False)
+        delivery.settle_tasks(_task_book(context), timeout=None)
         return self._finish(delivery, context)
 
     # ---------------------------------------------------------------------------------------- set-up
@@ -245,16 +248,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         ledger = Ledger.from_conn_id(
             self.ledger_conn_id or conf.get("altcraft", "ledger_conn_id", fallback="") or None
         )
-        ledger.ensure_schema()
         hook.get_conn()
-        store = context.get("task_state_store")
-
-        def remember_task(batch_id: str, task_id: str) -> None:
-            if store is not None:
-                tasks = dict(store.get(_TASKS_KEY) or {})
-                tasks[batch_id] = task_id
-                store.set(_TASKS_KEY, tasks)
-
         ti = context["ti"]
         run = RunRef.create(
             ti.dag_id,
@@ -283,7 +277,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             batch_size=self.batch_size,
             max_request_bytes=self.max_request_bytes,
             dry_run=_as_bool(self.dry_run_mode),
-            on_task_submitted=remember_task,
+            tasks=_task_book(context),
         )
 
     def _window(self) -> Window | None:
@@ -310,26 +304,13 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             self.source.state = context["asset_state_store"][self.state_asset]
         return self.source
 
-    # ------------------------------------------------------------------------------- crash recovery
-
-    def _recover(self, delivery: Delivery, context: Context) -> None:
-        """Before sending: settle what an earlier try of this task left in flight."""
-        self._settle_tasks(delivery, context, delivery.hook, wait=True)
-        recovered = delivery.ledger.recover(delivery.scope, delivery.run)
-        if recovered:
-            self.log.warning(
-                "%d contact(s) were being sent when an earlier try stopped; recorded as uncertain "
-                "(not resent; rerun with resend_uncertain=True after checking Altcraft)",
-                len(recovered),
-            )
-
     # ------------------------------------------------------------------------------------ async mode
 
-    def _wait_for_tasks(self, delivery: Delivery, context: Context, hook: AltcraftHook) -> None:
+    def _wait_for_tasks(self, delivery: Delivery, context: Context) -> None:
         from altcraft.triggers.task_status import AltcraftTaskTrigger
 
-        pending = list((context["task_state_store"].get(_TASKS_KEY) or {}).values())
-        if not pending:
+        tasks = _task_book(context)
+        if not tasks:
             return
         if self.deferrable:
             context["task_state_store"].set(
@@ -337,7 +318,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             )
             self.defer(
                 trigger=AltcraftTaskTrigger(
-                    task_ids=pending,
+                    task_ids=list(tasks.values()),
                     altcraft_conn_id=self.altcraft_conn_id,
                     poll_interval=self.poll_interval,
                     timeout=self.task_timeout.total_seconds(),
@@ -345,29 +326,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 method_name="execute_complete",
                 timeout=self.task_timeout,
             )
-        self._settle_tasks(delivery, context, hook, wait=True)
-
-    def _settle_tasks(self, delivery: Delivery, context: Context, hook: AltcraftHook, *, wait: bool) -> None:
-        """Settle every Altcraft task this task instance submitted (polling until done if ``wait``)."""
-        store = context.get("task_state_store")
-        tasks: dict[str, str] = dict((store.get(_TASKS_KEY) if store is not None else None) or {})
-        deadline = time.monotonic() + self.task_timeout.total_seconds()
-        for batch_id, task_id in list(tasks.items()):
-            claim = delivery.ledger.claim_of(delivery.scope, batch_id)
-            if claim.to_send:
-                status = hook.get_task_status(task_id)
-                while wait and not status.state.is_terminal and time.monotonic() < deadline:
-                    time.sleep(self.poll_interval)
-                    status = hook.get_task_status(task_id)
-                if not status.state.is_terminal:
-                    raise AirflowException(
-                        f"Altcraft task {task_id} is still {status.status!r} after {self.task_timeout}; "
-                        "the next try re-attaches to it"
-                    )
-                delivery.settle_task(claim, status)
-            del tasks[batch_id]
-            if store is not None:
-                store.set(_TASKS_KEY, tasks)
+        delivery.settle_tasks(
+            tasks, timeout=self.task_timeout.total_seconds(), poll_interval=self.poll_interval
+        )
 
     # ------------------------------------------------------------------------------------- reporting
 
@@ -411,6 +372,38 @@ def scenario_asset(altcraft_conn_id: str, scenario_id: int) -> Asset:
     return Asset(
         name=f"altcraft_scenario_{scenario_id}", uri=f"altcraft://{altcraft_conn_id}/scenarios/{scenario_id}"
     )
+
+
+class _StoredTasks(MutableMapping[str, str]):
+    """This task's Altcraft tasks (batch id → task id) in ``task_state_store``, so a later try finds them."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def _tasks(self) -> dict[str, str]:
+        return dict(self._store.get(_TASKS_KEY) or {})
+
+    def __getitem__(self, batch_id: str) -> str:
+        return self._tasks()[batch_id]
+
+    def __setitem__(self, batch_id: str, task_id: str) -> None:
+        self._store.set(_TASKS_KEY, {**self._tasks(), batch_id: task_id})
+
+    def __delitem__(self, batch_id: str) -> None:
+        tasks = self._tasks()
+        del tasks[batch_id]
+        self._store.set(_TASKS_KEY, tasks)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks())
+
+    def __len__(self) -> int:
+        return len(self._tasks())
+
+
+def _task_book(context: Context) -> MutableMapping[str, str]:
+    store = context.get("task_state_store")
+    return {} if store is None else _StoredTasks(store)
 
 
 def _as_bool(value: Any) -> bool:

@@ -1,0 +1,78 @@
+"""The delivery on the in-process emulator (no HTTP, no Airflow) and a SQLite ledger: fast checks of the
+exactly-once flow; tests/operators/test_delivery.py covers the same over HTTP and on PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from altcraft.delivery import Delivery, TasksStillRunning
+from altcraft.emulator.in_process import InProcessAltcraft
+from altcraft.emulator.state import DEFAULT_TOKEN, Emulator, demo_seed
+from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef
+from altcraft.mapping import ProfileMapping
+from altcraft.modes import DeliveryMode
+
+SCENARIO = 12  # active, on database 1, in the demo seed
+MAPPING = ProfileMapping.model_validate({"matching": "email", "key": {"email": "email"}})
+
+
+@pytest.fixture
+def altcraft() -> InProcessAltcraft:
+    return InProcessAltcraft(Emulator(demo_seed(), token=DEFAULT_TOKEN))
+
+
+@pytest.fixture
+def ledger(tmp_path) -> Ledger:
+    return Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+
+
+def records(n: int) -> list[dict]:
+    return [{"id": i, "email": f"user{i}@example.org"} for i in range(n)]
+
+
+def delivery(altcraft, ledger, *, try_number: int = 1, **options) -> Delivery:
+    run = RunRef("welcome", "import_and_launch", "run-1", try_number, "w1")
+    return Delivery.create(
+        altcraft, ledger, run, scenario_id=SCENARIO, mapping=MAPPING, key_column="id", **options
+    )
+
+
+def launched(altcraft: InProcessAltcraft) -> list[str]:
+    return [entry["profile_id"] for entry in altcraft.emulator.launches(SCENARIO)]
+
+
+@pytest.mark.parametrize("mode", list(DeliveryMode))
+def test_every_mode_launches_each_contact_once(altcraft, ledger, mode):
+    first = delivery(altcraft, ledger, mode=mode, batch_size=4)
+    first.process([records(10)])
+    first.settle_tasks(first.tasks, timeout=5, poll_interval=0)
+    again = delivery(altcraft, ledger, try_number=2, mode=mode, batch_size=4).process([records(10)])
+    assert (first.summary.launched, again.launched, again.skipped) == (10, 0, 10)
+    assert len(launched(altcraft)) == len(set(launched(altcraft))) == 10
+
+
+def test_recover_settles_the_earlier_tries_tasks_and_marks_its_unsettled_contacts_uncertain(altcraft, ledger):
+    crashed = delivery(altcraft, ledger, mode=DeliveryMode.ASYNC, batch_size=5)
+    crashed.process([records(5)])  # one task submitted, never settled: the try "died"
+    in_flight = ledger.claim(
+        crashed.scope, crashed.run, [("email:late@example.org", "99")], RelaunchPolicy("once")
+    )
+    assert in_flight.to_send and len(crashed.tasks) == 1
+
+    retry = delivery(altcraft, ledger, try_number=2)
+    recovered = retry.recover(crashed.tasks, timeout=5, poll_interval=0)
+
+    assert recovered == ["email:late@example.org"] and not crashed.tasks
+    states = ledger.contact_states(retry.scope)
+    assert states.pop("email:late@example.org") == "uncertain"
+    assert set(states.values()) == {"launched"} and len(states) == 5
+    assert ledger.counts(retry.scope, retry.run)[Outcome.UNCERTAIN] == 1
+
+
+def test_a_task_still_running_stays_in_the_book(altcraft, ledger):
+    sent = delivery(altcraft, ledger, mode=DeliveryMode.ASYNC)
+    sent.process([records(3)])
+    with pytest.raises(TasksStillRunning):
+        sent.settle_tasks(sent.tasks, timeout=None)
+    assert len(sent.tasks) == 1
