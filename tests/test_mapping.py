@@ -19,7 +19,6 @@ from altcraft.mapping import (
     Profile,
     ProfileMapping,
     Rejection,
-    compile_mapping,
     template_columns,
 )
 from altcraft.validation import MAX_FIELD_CHARS, MAX_PROFILE_BYTES
@@ -53,7 +52,7 @@ mapping:
 def mapper(**spec: Any) -> Mapper:
     spec.setdefault("matching", "profile_id")
     spec.setdefault("key", {"profile_id": "pid"})
-    return compile_mapping(ProfileMapping.model_validate(spec), source_key_column="id")
+    return Mapper(ProfileMapping.model_validate(spec), source_key_column="id")
 
 
 def profile(result: Profile | Rejection) -> Profile:
@@ -88,7 +87,7 @@ def test_the_documented_yaml_example_maps_a_record_completely():
         "points": "42",
         "tags": "vip, news, vip",
     }
-    result = profile(compile_mapping(spec, source_key_column="id").map(record))
+    result = profile(Mapper(spec, source_key_column="id").map(record))
     assert result == Profile(
         source_key="17",
         match={"email": "Anna.Petrova@example.org"},
@@ -385,7 +384,7 @@ def test_phones_without_country_code_need_a_default_region():
     ],
 )
 def test_every_matching_mode_yields_its_keys_and_ledger_key(spec, record, match, ledger_key):
-    result = profile(compile_mapping(ProfileMapping(**spec), source_key_column="id").map({"id": 9, **record}))
+    result = profile(Mapper(ProfileMapping(**spec), source_key_column="id").map({"id": 9, **record}))
     assert (result.match, result.ledger_key, result.source_key) == (match, ledger_key, "9")
 
 
@@ -407,7 +406,7 @@ def test_all_eleven_modes_are_covered_above():
 
 
 def test_custom_matching_puts_the_key_value_into_data_under_field_name():
-    m = compile_mapping(
+    m = Mapper(
         ProfileMapping(
             matching="custom", field_name="CRM_ID", key={"field_value": "crm"}, fields={"_fname": "n"}
         ),
@@ -417,7 +416,7 @@ def test_custom_matching_puts_the_key_value_into_data_under_field_name():
 
 
 def test_custom_matching_uses_the_declared_type_of_the_matched_field():
-    m = compile_mapping(
+    m = Mapper(
         ProfileMapping(
             matching="custom",
             field_name="LOYALTY_ID",
@@ -456,14 +455,12 @@ def test_custom_matching_uses_the_declared_type_of_the_matched_field():
     ],
 )
 def test_a_missing_matching_key_rejects_the_record(spec, record, field):
-    result = rejection(
-        compile_mapping(ProfileMapping(**spec), source_key_column="id").map({"id": 5, **record})
-    )
+    result = rejection(Mapper(ProfileMapping(**spec), source_key_column="id").map({"id": 5, **record}))
     assert (result.source_key, result.field, result.reason) == ("5", field, "matching key is missing")
 
 
 def test_an_invalid_half_of_email_phone_is_not_silently_dropped():
-    m = compile_mapping(
+    m = Mapper(
         ProfileMapping(matching="email_phone", key={"email": "e", "phone": "p"}), source_key_column="id"
     )
     result = rejection(m.map({"id": 1, "e": "a@b.co", "p": "+7 900"}))
@@ -720,7 +717,7 @@ def test_spec_shorthand_region_case_and_yaml_dates():
     assert spec.default_region == "RU"
     assert spec.fields["a"].source == "col" and spec.fields["a"].type == "string"
     assert spec.fields["d"].const == date(2020, 1, 2)
-    assert profile(compile_mapping(spec, source_key_column="id").map({"id": 1, "e": "a@b.co"})).data == {
+    assert profile(Mapper(spec, source_key_column="id").map({"id": 1, "e": "a@b.co"})).data == {
         "d": "2020-01-02"
     }
 
@@ -730,7 +727,7 @@ def test_spec_shorthand_region_case_and_yaml_dates():
 
 @pytest.fixture(scope="module")
 def contacts_mapper() -> Mapper:
-    return compile_mapping(ProfileMapping.model_validate(MAPPING), source_key_column=SOURCE_KEY_COLUMN)
+    return Mapper(ProfileMapping.model_validate(MAPPING), source_key_column=SOURCE_KEY_COLUMN)
 
 
 def test_the_broken_contact_set_is_varied():

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from altcraft.mapping import Profile, ProfileMapping, compile_mapping
+from altcraft.mapping import Mapper, Profile, ProfileMapping
 from altcraft.masking import mask_email, mask_key, mask_phone, mask_record, mask_text, mask_value
 from tests.broken_contacts import BROKEN_CONTACTS, VALID_CONTACTS
 
@@ -99,7 +99,7 @@ def test_mask_key_masks_the_value_by_its_kind(key, masked):
     ],
 )
 def test_masked_ledger_keys_of_real_profiles_never_hold_a_key_value(spec, record):
-    result = compile_mapping(ProfileMapping(**spec), source_key_column="id").map({"id": 1, **record})
+    result = Mapper(ProfileMapping(**spec), source_key_column="id").map({"id": 1, **record})
     assert isinstance(result, Profile)
     masked = mask_key(result.ledger_key)
     assert masked.startswith(f"{spec['matching']}:")

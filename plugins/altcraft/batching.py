@@ -1,34 +1,31 @@
 """Chunks profiles into batch requests by item count and encoded size, encoding each profile once.
 
 `chunk` encodes every profile's batch item exactly once and keeps the encoded items with the chunk;
-`Chunk.body` joins them into the JSON array (no re-encoding, also after `Chunk.select` dropped some
-profiles) and `request_body` splices that array into the request body. A profile that could never fit
-a request is yielded as a `Rejection` in the same stream (``field="<profile>"``), so callers handle
-one ordered stream of `Chunk | Rejection`::
+`Chunk.body` joins them into the JSON array without re-encoding, and the hook splices that array into
+the request body (``raw_data``, see :func:`altcraft.api.protocol.encode_body`). A profile that could
+never fit a request is yielded as a `Rejection` in the same stream (``field="<profile>"``), so callers
+handle one ordered stream of `Chunk | Rejection`::
 
     for item in chunk(profiles, overhead_bytes=request_overhead(params)):
         if isinstance(item, Rejection):
             reject(item)
         else:
-            send(request_body(params, item.body), item.profiles)
+            hook.import_and_start_batch(request, raw_data=item.body)
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from altcraft.api.protocol import encode_body
-from altcraft.mapping import PROFILE, Profile, Rejection
+from altcraft.mapping import PROFILE, Profile, Rejection, encode_json
 
 MAX_BATCH_ITEMS = 10_000
 """Profiles per batch request the Altcraft docs advise not to exceed."""
 DEFAULT_MAX_REQUEST_BYTES = 9_500_000
 """Request body limit we keep to: just under Altcraft's default 10 MB."""
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 @dataclass(slots=True, frozen=True)
@@ -40,7 +37,7 @@ class Chunk:
 
     @property
     def body(self) -> bytes:
-        """The JSON array of the batch items (UTF-8), ready for `request_body`."""
+        """The JSON array of the batch items (UTF-8), the request's ``raw_data``."""
         return _array(self.items)
 
     @property
@@ -48,22 +45,10 @@ class Chunk:
         """Size of `body`."""
         return sum(map(len, self.items)) + max(len(self.items) - 1, 0) + 2
 
-    def select(self, keep: Callable[[Profile], bool]) -> Chunk:
-        """The chunk of only the profiles `keep` accepts (e.g. those the ledger let through)."""
-        kept = [
-            (profile, item) for profile, item in zip(self.profiles, self.items, strict=True) if keep(profile)
-        ]
-        return Chunk([profile for profile, _ in kept], [item for _, item in kept])
-
 
 def encode_item(profile: Profile) -> bytes:
     """`profile.batch_item()` as compact UTF-8 JSON (encoded once: the mapper's bytes are reused)."""
-    return profile.encoded or _encode(profile.batch_item()).encode()
-
-
-def encode_items(profiles: Iterable[Profile]) -> bytes:
-    """The JSON array of the profiles' batch items, as `Chunk.body` gives it."""
-    return _array([encode_item(profile) for profile in profiles])
+    return profile.encoded or encode_json(profile.batch_item()).encode()
 
 
 def _array(items: list[bytes]) -> bytes:

@@ -1,7 +1,7 @@
 """Declarative mapping of a source record (column → value) to an Altcraft profile, with type coercion.
 
 `ProfileMapping` is the spec (written in YAML pipeline specs, validated by pydantic with errors that
-name the field); `compile_mapping` turns it into a `Mapper` whose `map(record)` is the per-contact hot
+name the field); `Mapper(mapping, source_key_column=...)` compiles it; its `map(record)` is the hot
 path and returns a `Profile` or a `Rejection`. Empty source values (None, blank text, empty list) are
 omitted from the profile, unless the target is required (then the record is rejected).
 
@@ -69,7 +69,7 @@ _BOOL_TEXT = {
 _INT_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _INT64 = (-(2**63), 2**63 - 1)
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 Coercer = Callable[[Any], Any]
 """Turns one raw source value into the value sent; None means empty (omit); raises ValidationError."""
@@ -647,7 +647,7 @@ class Mapper:
                     data["subscriptions"] = subscriptions
         except ValidationError as error:
             return Rejection(source_key, error.field, error.reason)
-        encoded = _encode({**match, "data": data}).encode()
+        encoded = encode_json({**match, "data": data}).encode()
         if len(encoded) > self._max_bytes:
             return Rejection(
                 source_key,
@@ -679,8 +679,3 @@ class Mapper:
         parts = ("" if (value := match.get(name)) is None else str(value) for name in self._key_names)
         ledger_key = f"{self._mode}:{'|'.join(parts)}"
         return match, ledger_key.lower() if "email" in match else ledger_key
-
-
-def compile_mapping(mapping: ProfileMapping, *, source_key_column: str) -> Mapper:
-    """Precompute everything `mapping` needs so that `Mapper.map` does no parsing per record."""
-    return Mapper(mapping, source_key_column=source_key_column)

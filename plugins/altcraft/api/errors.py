@@ -80,21 +80,3 @@ class AltcraftDeliveryUncertain(AltcraftError):
             f"Delivery uncertain for {len(self.keys)} profile(s) sent to {endpoint}: {cause}. "
             "They may have been launched; they are not resent automatically."
         )
-
-
-class AltcraftTaskFailed(AltcraftError):
-    """An asynchronous Altcraft task ended in a non-successful terminal state."""
-
-    def __init__(self, task_id: str, status: str, detail: str = ""):
-        self.task_id = task_id
-        self.status = status
-        super().__init__(
-            f"Altcraft task {task_id} ended with status {status!r}{': ' + detail if detail else ''}"
-        )
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Replace every occurrence of ``secret`` in ``text`` (defence in depth for server-echoed text)."""
-    if secret and text:
-        return text.replace(secret, "***")
-    return text

@@ -38,7 +38,7 @@ def encode_body(body: Mapping[str, Any], *, token: str | None, raw_data: bytes |
     """Encode a JSON request body, adding ``token`` when given.
 
     ``raw_data`` is an already encoded JSON array spliced in as the ``data`` key, so a batch of
-    profiles is encoded exactly once (see :func:`altcraft.batching.encode_items`).
+    profiles is encoded exactly once (see :class:`altcraft.batching.Chunk`).
     """
     payload = dict(body)
     if token is not None:

@@ -15,7 +15,6 @@ from altcraft.sources.base import (
     StateStore,
     Window,
     error_record,
-    is_error_record,
 )
 from altcraft.sources.files import FileSource
 from altcraft.sources.python import PythonSource
@@ -51,5 +50,4 @@ __all__ = [
     "StateStore",
     "Window",
     "error_record",
-    "is_error_record",
 ]

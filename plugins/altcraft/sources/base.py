@@ -145,10 +145,6 @@ def error_record(key_column: str, location: str, reason: str) -> Record:
     return {key_column: location, ERROR_FIELD: reason}
 
 
-def is_error_record(record: Mapping[str, Any]) -> bool:
-    return ERROR_FIELD in record
-
-
 def check_batch_size(batch_size: int) -> int:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
