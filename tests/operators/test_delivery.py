@@ -6,8 +6,10 @@ import math
 
 import pytest
 
+from altcraft.api.matching import MatchingMode
 from altcraft.delivery import DeliveryStopped
 from altcraft.ledger import Outcome
+from altcraft.modes import DeliveryMode
 from tests.broken_contacts import BROKEN_CONTACTS, GOOD, MAPPING
 
 from .conftest import contacts, in_batches, launch_counts, run_ref
@@ -20,7 +22,7 @@ def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
     assert not duplicates, f"launched more than once: {duplicates}"
 
 
-@pytest.mark.parametrize("mode", ["single", "batch", "async"])
+@pytest.mark.parametrize("mode", list(DeliveryMode))
 def test_every_delivery_mode_launches_each_contact_once(make_delivery, emulator, scenario_id, mode):
     delivery = make_delivery(mode=mode, batch_size=20)
     submitted = delivery.tasks
@@ -181,22 +183,7 @@ def _mode_mapping(mode: str) -> dict:
     }[mode] | {"matching": mode, "default_region": "RU"}
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "email",
-        "email_profile",
-        "email_sub",
-        "phone",
-        "phone_sub",
-        "profile_id",
-        "push_sub",
-        "custom",
-        "custom_sub",
-        "email_phone",
-        "email_phone_sub",
-    ],
-)
+@pytest.mark.parametrize("mode", [mode.value for mode in MatchingMode])
 def test_every_matching_mode_launches_once_and_is_recognised_on_rerun(
     make_delivery, emulator, scenario_id, mode
 ):
