@@ -524,6 +524,11 @@ def _parse_subscription(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError("must be an object")
     channel = raw.get("channel")
+    if channel is None:
+        # The "Import and engage profile in scenario" example sends {"email": …, "resource_id": 1} without a
+        # channel: read it from the address given (emulator reading, docs/emulator.md).
+        channel = "email" if "email" in raw or "email_data" in raw else "sms" if "phone" in raw else None
+        raw = {**raw, "channel": channel} if channel else raw
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {sorted(CHANNELS)}")
     if isinstance(raw.get("resource_id"), bool) or not isinstance(raw.get("resource_id"), int):
