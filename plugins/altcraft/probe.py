@@ -30,7 +30,7 @@ import requests
 from altcraft import __version__
 from altcraft.api.layouts import BatchItemLayout, batch_item, key_as_fields
 from altcraft.api.matching import MatchingMode, undocumented_matching
-from altcraft.api.models import DatabaseField, Scenario, TaskState, TaskStatus
+from altcraft.api.models import DatabaseField, Page, Scenario, TaskState, TaskStatus
 from altcraft.api.protocol import api_path, encode_body, request_headers
 from altcraft.masking import scrub
 
@@ -213,7 +213,9 @@ def _token_row(ex: Exchanger, auth: str) -> Row:
     answer = ex.post("databases/list", {"limit": 1}, auth=auth)
     where = "Authorization: Bearer header" if auth == "header" else "body 'token'"
     if answer.ok:
-        return Row(f"token ({auth})", "ok", f"accepted in the {where}")
+        page = Page.model_validate(answer.document)
+        seen = page.total if page.total is not None else len(page.data)
+        return Row(f"token ({auth})", "ok", f"accepted in the {where}; {seen} database(s) visible")
     return Row(f"token ({auth})", "FAIL" if auth == "header" else "warn", f"{where}: {answer.error}")
 
 

@@ -70,3 +70,18 @@ def test_no_result_or_failed_task_is_uncertain_with_a_reason():
     assert "without a result" in task_verdict(_status(None), 1).reason
     assert "may have launched" in task_verdict(_status(None, "failed"), 1).reason
     assert "1 per-contact result(s) for 2" in task_verdict(_status({"result": [{"error": 0}]}), 2).reason
+
+
+def test_import_batch_request_sends_flat_items():
+    from altcraft.api.models import ImportBatchRequest
+
+    request = ImportBatchRequest(
+        db_id=1,
+        matching="custom",
+        field_name="CRM_ID",
+        data=[{"field_value": "A-1", "data": {"_fname": "Anna"}}, {"email": "b@x.org", "_fname": "B"}],
+    )
+    assert request.to_body()["data"] == [
+        {"_fname": "Anna", "CRM_ID": "A-1", "field_value": "A-1"},
+        {"email": "b@x.org", "_fname": "B"},
+    ]

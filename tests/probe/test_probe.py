@@ -25,7 +25,11 @@ def test_read_only_probe_checks_token_scenario_database_fields_and_matching(altc
     before = altcraft_emulator.state()
     assert main(["probe", "--pipeline", str(PIPELINE)]) == 0
     rows = _rows(capsys.readouterr().out)
-    assert rows["token (header)"][0] == rows["token (body)"][0] == "ok"
+    assert rows["token (header)"] == (
+        "ok",
+        "accepted in the Authorization: Bearer header; 1 database(s) visible",
+    )
+    assert rows["token (body)"] == ("ok", "accepted in the body 'token'; 1 database(s) visible")
     assert rows["scenario 12"] == ("ok", "active")
     assert rows["database"] == ("ok", "scenario works on database 1")
     assert rows["matching"][0] == "ok" and rows["fields"] == ("ok", "3 mapped field(s) exist in database 1")
