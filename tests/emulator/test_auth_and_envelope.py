@@ -93,7 +93,9 @@ def test_batch_with_too_many_profiles_is_refused_whole_when_strict(altcraft_emul
     # the batch pages only say "It is not recommended to transfer more than 10,000 profiles"
     altcraft_emulator.config(max_batch_profiles=3)
     items = [{"email": f"p{i}@example.org"} for i in range(4)]
-    assert len(ok(altcraft_emulator.post("profiles/import_batch", {"db_id": 1, "data": items}))["result"]) == 4
+    assert (
+        len(ok(altcraft_emulator.post("profiles/import_batch", {"db_id": 1, "data": items}))["result"]) == 4
+    )
     altcraft_emulator.reset()
     altcraft_emulator.config(max_batch_profiles=3, strict=True)
     items = [{"email": f"p{i}@example.org"} for i in range(4)]
