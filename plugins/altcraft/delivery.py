@@ -24,6 +24,7 @@ from altcraft.api.models import (
     TaskStatus,
 )
 from altcraft.api.retry import certainly_not_processed
+from altcraft.api.task_results import task_verdict
 from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, Chunk, chunk, request_overhead
 from altcraft.ledger import Claim, Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection
@@ -406,19 +407,31 @@ class Delivery:
             del tasks[batch_id]
 
     def settle_task(self, claim: Claim, status: TaskStatus) -> None:
-        """Settle an ``async`` chunk from its finished Altcraft task (results in request order)."""
-        results = status.profile_results()
-        if status.state.is_terminal and len(results) == len(claim.to_send):
-            self._settle_results(claim, claim.to_send, results)
-            return
-        log.warning(
-            "Altcraft task %s ended %s with %d result(s) for %d contact(s): recording them as uncertain",
-            status.task_id,
-            status.status,
-            len(results),
-            len(claim.to_send),
-        )
-        self._settle(claim, {})
+        """Settle an ``async`` chunk from its finished Altcraft task (see :mod:`altcraft.api.task_results`).
+
+        Per-contact results are used in request order; counts that prove every contact launched settle them
+        launched; anything else settles them uncertain with the reason, logged as an error.
+        """
+        verdict = task_verdict(status, len(claim.to_send))
+        if verdict.results is not None:
+            self._settle_results(claim, claim.to_send, verdict.results)
+        elif verdict.all_launched:
+            log.info(
+                "Altcraft task %s counts %d launched and no errors (no per-contact results): recording them",
+                status.task_id,
+                len(claim.to_send),
+            )
+            launched = Settlement(Outcome.LAUNCHED, text=f"task {status.task_id}: counts prove every launch")
+            self._settle(claim, dict.fromkeys(claim.to_send, launched))
+        else:
+            log.error(
+                "%s. Recording its %d contact(s) as UNCERTAIN: they are not resent unless resend_uncertain",
+                verdict.reason,
+                len(claim.to_send),
+            )
+            self._settle(
+                claim, dict.fromkeys(claim.to_send, Settlement(Outcome.UNCERTAIN, text=verdict.reason))
+            )
 
     # --------------------------------------------------------------------------------------- settling
 
