@@ -16,6 +16,7 @@ from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
+from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.models import (
     BatchLaunchRequest,
     BatchResult,
@@ -191,11 +192,13 @@ class Delivery:
         skip_triggers: bool | None = None,
         skip_invalid_subscriptions: bool | None = None,
         detect_geo: bool | None = None,
+        layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
         **options: Any,
     ) -> Delivery:
         """The delivery of one task try into ``scenario_id``, on the platform the (connected) hook talks to.
 
-        ``options`` are the other fields (``relaunch``, ``batch_size``, ``dry_run``...).
+        ``layout`` is that of each scenario-batch item (:mod:`altcraft.api.layouts`); ``options`` are the
+        other fields (``relaunch``, ``batch_size``, ``dry_run``...).
         """
         return cls(
             hook=hook,
@@ -213,7 +216,7 @@ class Delivery:
                 skip_invalid_subscriptions=skip_invalid_subscriptions,
                 detect_geo=detect_geo,
             ),
-            mapper=Mapper(mapping, source_key_column=key_column),
+            mapper=Mapper(mapping, source_key_column=key_column, layout=layout),
             mode=DeliveryMode(mode),
             policy=policy if isinstance(policy, RelaunchPolicy) else RelaunchPolicy.parse(policy),
             **options,

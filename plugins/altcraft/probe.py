@@ -29,17 +29,12 @@ import requests
 
 from altcraft import __version__
 from altcraft.api.layouts import BatchItemLayout, batch_item, key_as_fields
-from altcraft.api.matching import MatchingMode, undocumented_matching
+from altcraft.api.matching import LAUNCH_ENDPOINTS, MatchingMode, undocumented_matching
 from altcraft.api.models import DatabaseField, Page, Scenario, TaskState, TaskStatus
 from altcraft.api.protocol import api_path, encode_body, request_headers
 from altcraft.masking import scrub
 
 RECORDING_FORMAT = "altcraft-exchanges/1"
-ENDPOINT_OF_MODE = {
-    "single": "workflows/import_and_start",
-    "batch": "workflows/import_and_start_batch",
-    "async": "workflows/import_and_start_batch_task",
-}
 #: Our mapping types → Altcraft field types they may be written to (``unicode``: resources/fields_get).
 _COMPATIBLE = {
     "string": {"string", "unicode", "text", "str"},
@@ -242,7 +237,7 @@ def _scenario_rows(ex: Exchanger, plan: Plan) -> tuple[list[Row], int | None]:
 
 def _matching_row(plan: Plan) -> Row:
     matching = plan.mapping.matching
-    endpoint = ENDPOINT_OF_MODE.get(plan.mode or "batch", ENDPOINT_OF_MODE["batch"])
+    endpoint = LAUNCH_ENDPOINTS.get(plan.mode or "batch", LAUNCH_ENDPOINTS["batch"])
     why = undocumented_matching(endpoint, matching)
     if why is None:
         return Row("matching", "ok", f"{matching.value} is documented for {endpoint}")

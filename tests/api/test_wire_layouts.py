@@ -85,3 +85,17 @@ def test_import_batch_request_sends_flat_items():
         {"_fname": "Anna", "CRM_ID": "A-1", "field_value": "A-1"},
         {"email": "b@x.org", "_fname": "B"},
     ]
+
+
+def test_undocumented_matching_for_the_delivery_endpoint_fails_at_parse_time():
+    from altcraft.api.matching import check_launch_matching
+
+    check_launch_matching("batch", "email_profile")
+    try:
+        check_launch_matching("single", "email_sub")
+    except ValueError as exc:
+        assert "not documented for workflows/import_and_start" in str(exc)
+        assert "allow_undocumented_matching" in str(exc)
+    else:
+        raise AssertionError("email_sub accepted for single")
+    check_launch_matching("async", "push_sub", allow_undocumented=True)

@@ -94,3 +94,24 @@ def undocumented_matching(endpoint: str, mode: MatchingMode | str) -> str | None
         return None
     names = ", ".join(sorted(m.value for m in allowed))
     return f"matching {MatchingMode(mode).value!r} is not documented for {endpoint} (documented: {names})"
+
+
+#: The endpoint each delivery mode launches through.
+LAUNCH_ENDPOINTS = {
+    "single": "workflows/import_and_start",
+    "batch": "workflows/import_and_start_batch",
+    "async": "workflows/import_and_start_batch_task",
+}
+
+
+def check_launch_matching(
+    delivery: str, mode: MatchingMode | str, *, allow_undocumented: bool = False
+) -> None:
+    """Refuse a matching mode the docs do not list for the delivery's endpoint.
+
+    :raises ValueError: naming the mode, the endpoint and the documented modes, unless
+        ``allow_undocumented`` (then the server decides; the probe can tell what it does).
+    """
+    why = undocumented_matching(LAUNCH_ENDPOINTS[delivery], mode)
+    if why and not allow_undocumented:
+        raise ValueError(f"{why}; set allow_undocumented_matching to try it anyway")
