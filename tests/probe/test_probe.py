@@ -78,3 +78,14 @@ def test_probe_with_a_test_contact_launches_it_every_way_and_records(altcraft_em
     endpoints = {e["endpoint"] for e in recording["exchanges"]}
     assert {"workflows/import_and_start_batch_task", "tasks/status", "databases/list"} <= endpoints
     assert all(e["request"].get("token") in (None, "***") for e in recording["exchanges"])
+
+
+def test_recording_scrubs_the_token_and_masks_contacts_unless_kept():
+    from altcraft.probe import Exchanger
+
+    body = {"token": "sekret-token", "email": "anna.k@example.org", "note": "sekret-token for +79001234567"}
+    masked = Exchanger("http://x", "sekret-token")._clean(body)
+    assert masked["token"] == "***" and "sekret-token" not in json.dumps(masked)
+    assert "anna.k@example.org" not in json.dumps(masked) and "+79001234567" not in json.dumps(masked)
+    kept = Exchanger("http://x", "sekret-token", keep_contact=True)._clean(body)
+    assert kept["email"] == "anna.k@example.org" and kept["note"] == "*** for +79001234567"
