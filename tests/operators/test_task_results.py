@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
+from altcraft.delivery import Delivery
 from altcraft.hooks.altcraft import AltcraftHook
-from altcraft.ledger import Outcome, RelaunchPolicy, Scope
-from altcraft.mapping import ProfileMapping, compile_mapping
+from altcraft.ledger import Outcome
+from altcraft.mapping import ProfileMapping
 from altcraft.testing import emulator_process
 
 from .conftest import EMAIL_MAPPING, contacts, in_batches, launch_counts, run_ref
@@ -19,16 +18,8 @@ RECORDINGS = Path(__file__).parents[1] / "fixtures" / "recordings"
 
 
 def _run_async(delivery: Delivery, records: list[dict]) -> None:
-    submitted: dict[str, str] = {}
-    delivery.on_task_submitted = submitted.__setitem__
     delivery.process(in_batches(records, 10))
-    for batch_id, task_id in submitted.items():
-        status = delivery.hook.get_task_status(task_id)
-        deadline = time.monotonic() + 30
-        while not status.state.is_terminal and time.monotonic() < deadline:
-            time.sleep(0.05)
-            status = delivery.hook.get_task_status(task_id)
-        delivery.settle_task(delivery.ledger.claim_of(delivery.scope, batch_id), status)
+    delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
 
 
 def test_counts_that_prove_success_settle_launched(make_delivery, emulator, scenario_id):
@@ -64,16 +55,14 @@ def test_async_delivery_against_the_documented_task_answer(ledger):
             patch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", replaying.connection_json())
             hook = AltcraftHook()
             hook.get_conn()
-            mapping = ProfileMapping.model_validate(EMAIL_MAPPING)
-            delivery = Delivery(
-                hook=hook,
-                ledger=ledger,
-                scope=Scope(platform=hook.base_url, scenario_id=12),
-                run=run_ref(),
-                target=LaunchTarget(scenario_id=12, matching="email"),
-                mapper=compile_mapping(mapping, source_key_column="id"),
-                mode=DeliveryMode.ASYNC,
-                policy=RelaunchPolicy.parse("once"),
+            delivery = Delivery.create(
+                hook,
+                ledger,
+                run_ref(),
+                scenario_id=12,
+                mapping=ProfileMapping.model_validate(EMAIL_MAPPING),
+                key_column="id",
+                mode="async",
                 batch_size=10,
             )
             _run_async(delivery, contacts(15))

@@ -19,7 +19,6 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from altcraft import __version__
 from altcraft.api.calls import AltcraftCalls
 from altcraft.api.errors import AltcraftError, AltcraftTransportError
-from altcraft.api.models import Page
 from altcraft.api.protocol import api_path, encode_body, parse_response, request_headers
 from altcraft.api.retry import as_uncertain
 from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
