@@ -16,6 +16,7 @@ from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
+from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.models import (
     BatchLaunchRequest,
     BatchResult,
@@ -24,6 +25,7 @@ from altcraft.api.models import (
     TaskStatus,
 )
 from altcraft.api.retry import certainly_not_processed
+from altcraft.api.task_results import task_verdict
 from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, Chunk, chunk, request_overhead
 from altcraft.ledger import Claim, Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection
@@ -190,11 +192,13 @@ class Delivery:
         skip_triggers: bool | None = None,
         skip_invalid_subscriptions: bool | None = None,
         detect_geo: bool | None = None,
+        layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
         **options: Any,
     ) -> Delivery:
         """The delivery of one task try into ``scenario_id``, on the platform the (connected) hook talks to.
 
-        ``options`` are the other fields (``relaunch``, ``batch_size``, ``dry_run``...).
+        ``layout`` is that of each scenario-batch item (:mod:`altcraft.api.layouts`); ``options`` are the
+        other fields (``relaunch``, ``batch_size``, ``dry_run``...).
         """
         return cls(
             hook=hook,
@@ -212,7 +216,7 @@ class Delivery:
                 skip_invalid_subscriptions=skip_invalid_subscriptions,
                 detect_geo=detect_geo,
             ),
-            mapper=Mapper(mapping, source_key_column=key_column),
+            mapper=Mapper(mapping, source_key_column=key_column, layout=layout),
             mode=DeliveryMode(mode),
             policy=policy if isinstance(policy, RelaunchPolicy) else RelaunchPolicy.parse(policy),
             **options,
@@ -406,19 +410,31 @@ class Delivery:
             del tasks[batch_id]
 
     def settle_task(self, claim: Claim, status: TaskStatus) -> None:
-        """Settle an ``async`` chunk from its finished Altcraft task (results in request order)."""
-        results = status.profile_results()
-        if status.state.is_terminal and len(results) == len(claim.to_send):
-            self._settle_results(claim, claim.to_send, results)
-            return
-        log.warning(
-            "Altcraft task %s ended %s with %d result(s) for %d contact(s): recording them as uncertain",
-            status.task_id,
-            status.status,
-            len(results),
-            len(claim.to_send),
-        )
-        self._settle(claim, {})
+        """Settle an ``async`` chunk from its finished Altcraft task (see :mod:`altcraft.api.task_results`).
+
+        Per-contact results are used in request order; counts that prove every contact launched settle them
+        launched; anything else settles them uncertain with the reason, logged as an error.
+        """
+        verdict = task_verdict(status, len(claim.to_send))
+        if verdict.results is not None:
+            self._settle_results(claim, claim.to_send, verdict.results)
+        elif verdict.all_launched:
+            log.info(
+                "Altcraft task %s counts %d launched and no errors (no per-contact results): recording them",
+                status.task_id,
+                len(claim.to_send),
+            )
+            launched = Settlement(Outcome.LAUNCHED, text=f"task {status.task_id}: counts prove every launch")
+            self._settle(claim, dict.fromkeys(claim.to_send, launched))
+        else:
+            log.error(
+                "%s. Recording its %d contact(s) as UNCERTAIN: they are not resent unless resend_uncertain",
+                verdict.reason,
+                len(claim.to_send),
+            )
+            self._settle(
+                claim, dict.fromkeys(claim.to_send, Settlement(Outcome.UNCERTAIN, text=verdict.reason))
+            )
 
     # --------------------------------------------------------------------------------------- settling
 

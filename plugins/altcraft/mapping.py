@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item
 from altcraft.api.matching import MatchingMode
 from altcraft.sources.base import ERROR_FIELD
 from altcraft.validation import (
@@ -88,10 +89,16 @@ class Profile:
     data: dict[str, Any]
     encoded: bytes = field(default=b"", compare=False, repr=False)
     """`batch_item()` as compact UTF-8 JSON, when the mapper already encoded it (to check its size)."""
+    layout: BatchItemLayout = BatchItemLayout.HEDGED
+    key_field: str | None = None
 
     def batch_item(self) -> dict[str, Any]:
-        """The element of a batch request's `data` array: matching key(s) plus nested `data`."""
-        return {**self.match, "data": self.data}
+        """The element of a scenario batch's `data` array, in `layout` (see `altcraft.api.layouts`)."""
+        return batch_item(self.match, self.data, self.layout, self.key_field)
+
+    def flat_item(self) -> dict[str, Any]:
+        """The element of a `profiles/import_batch` `data` array: fields and matching key side by side."""
+        return flat_item(self.match, self.data, self.key_field)
 
 
 @dataclass(slots=True, frozen=True)
@@ -579,6 +586,7 @@ class Mapper:
         "_key_field",
         "_key_names",
         "_keys",
+        "_layout",
         "_max_bytes",
         "_mode",
         "_source_key_column",
@@ -586,8 +594,15 @@ class Mapper:
         "mapping",
     )
 
-    def __init__(self, mapping: ProfileMapping, *, source_key_column: str) -> None:
+    def __init__(
+        self,
+        mapping: ProfileMapping,
+        *,
+        source_key_column: str,
+        layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
+    ) -> None:
         self.mapping = mapping
+        self._layout = BatchItemLayout(layout)
         mode = mapping.matching
         self._mode = mode.value
         self._any_of = mode.any_of
@@ -647,14 +662,14 @@ class Mapper:
                     data["subscriptions"] = subscriptions
         except ValidationError as error:
             return Rejection(source_key, error.field, error.reason)
-        encoded = encode_json({**match, "data": data}).encode()
+        encoded = encode_json(batch_item(match, data, self._layout, self._key_field)).encode()
         if len(encoded) > self._max_bytes:
             return Rejection(
                 source_key,
                 PROFILE,
                 f"encoded profile is {len(encoded)} bytes, above the limit of {self._max_bytes}",
             )
-        return Profile(source_key, match, ledger_key, data, encoded)
+        return Profile(source_key, match, ledger_key, data, encoded, self._layout, self._key_field)
 
     def _source_key(self, record: Mapping[str, Any]) -> str | Rejection:
         column = self._source_key_column

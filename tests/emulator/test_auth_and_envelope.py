@@ -18,9 +18,12 @@ def test_missing_token_is_401_and_unknown_token_is_403(altcraft_emulator):
     error(altcraft_emulator.post("databases/list", {"token": "not-a-token"}, token=None), 403)
 
 
-def test_token_in_query_string_is_refused_even_with_a_valid_header(altcraft_emulator):
-    response = altcraft_emulator.post("databases/list", {}, params={"token": altcraft_emulator.token})
-    error(response, 400, "query string")
+def test_token_in_query_string_is_accepted_as_documented_and_refused_when_strict(altcraft_emulator):
+    # api-interaction: "Some parameters can be sent in URL (API key, format)." — discouraged, not refused
+    query = {"token": altcraft_emulator.token}
+    ok(altcraft_emulator.post("databases/list", {}, token=None, params=query))
+    altcraft_emulator.config(strict=True)
+    error(altcraft_emulator.post("databases/list", {}, params=query), 400, "query string")
 
 
 def test_restricted_token_sees_only_its_databases_and_scenarios(altcraft_emulator):
@@ -86,8 +89,15 @@ def test_body_larger_than_the_limit_is_413_and_not_processed(altcraft_emulator):
     ok(altcraft_emulator.post("workflows/import_and_start", body))
 
 
-def test_batch_with_too_many_profiles_is_refused_whole(altcraft_emulator):
+def test_batch_with_too_many_profiles_is_refused_whole_when_strict(altcraft_emulator):
+    # the batch pages only say "It is not recommended to transfer more than 10,000 profiles"
     altcraft_emulator.config(max_batch_profiles=3)
+    items = [{"email": f"p{i}@example.org"} for i in range(4)]
+    assert (
+        len(ok(altcraft_emulator.post("profiles/import_batch", {"db_id": 1, "data": items}))["result"]) == 4
+    )
+    altcraft_emulator.reset()
+    altcraft_emulator.config(max_batch_profiles=3, strict=True)
     items = [{"email": f"p{i}@example.org"} for i in range(4)]
     error(
         altcraft_emulator.post("workflows/import_and_start_batch", {"workflow_id": 12, "data": items}),

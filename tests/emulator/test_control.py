@@ -34,6 +34,8 @@ def test_state_describes_the_demo_seed(altcraft_emulator):
         "error_http_status": "mirror",
         "total_key": None,
         "task_success_status": "completed",
+        "task_result": "per_profile",
+        "strict": False,
         "task_delay_seconds": 0.2,
         "max_batch_profiles": 10000,
         "max_body_bytes": 10485760,

@@ -240,3 +240,12 @@ def test_end_date_may_be_aware_while_start_date_is_a_plain_date():
     data.update(end_date=datetime(2026, 2, 28, 23, tzinfo=UTC))
     with pytest.raises(ValueError, match="end_date"):
         PipelineSpec.model_validate(data)
+
+
+def test_matching_not_documented_for_the_delivery_endpoint_is_a_spec_error():
+    mapping = {"matching": "email_sub", "key": {"email": "email"}}
+    with pytest.raises(ValidationError, match="not documented for workflows/import_and_start_batch"):
+        spec_with(mapping=mapping)
+    allowed = spec_with(mapping=mapping, delivery={"mode": "batch", "allow_undocumented_matching": True})
+    assert allowed.delivery.allow_undocumented_matching
+    assert spec_with(mapping={**mapping, "matching": "email_profile"}).delivery.mode == "batch"

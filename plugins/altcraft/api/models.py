@@ -11,8 +11,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from altcraft.api.layouts import flat_item
 from altcraft.api.matching import MatchingMode
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -101,7 +102,13 @@ class ImportProfileRequest(MatchKey):
 
 
 class ImportBatchRequest(_Request):
-    """``profiles/import_batch``: add or update many profiles (§7.2)."""
+    """``profiles/import_batch``: add or update many profiles (§7.2).
+
+    Items are flat profile objects, as the page's example shows: "data JSON array [{"_fname": "John",
+    "_lname": "Doe", "custom_id": …, "email": "john@example.com", "subscriptions": [...]}]"
+    (https://guides.altcraft.com/en/developer-guide/profiles/2195504). An item given as matching key(s) plus
+    a nested ``data`` object is flattened to that layout (:func:`altcraft.api.layouts.flat_item`).
+    """
 
     db_id: int
     matching: MatchingMode = MatchingMode.EMAIL
@@ -111,6 +118,17 @@ class ImportBatchRequest(_Request):
     skip_invalid_subscriptions: bool | None = None
     detect_geo: bool | None = None
     data: list[dict[str, Any]]
+
+    @field_validator("data")
+    @classmethod
+    def _flat(cls, items: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        key_field = info.data.get("field_name") if info.data.get("matching") == MatchingMode.CUSTOM else None
+        return [
+            flat_item({k: v for k, v in item.items() if k != "data"}, item["data"], key_field)
+            if isinstance(item.get("data"), dict)
+            else item
+            for item in items
+        ]
 
 
 # --------------------------------------------------------------------------------------------- responses

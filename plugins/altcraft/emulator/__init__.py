@@ -4,16 +4,20 @@ Run it with ``python -m altcraft.emulator --port 8765``; drive it from tests wit
 :mod:`altcraft.testing`. Modules: :mod:`~altcraft.emulator.state` (all semantics, no web framework),
 :mod:`~altcraft.emulator.faults` (fault rules), :mod:`~altcraft.emulator.app` (HTTP + ASGI fault layer).
 
-Readings chosen where the Altcraft documentation is UNCONFIRMED (``/work/shared/altcraft-api.md``):
+It follows the public developer guide where it speaks; docs/emulator.md lists, behaviour by behaviour, the
+quote it follows or marks it invented. ``Config.strict`` (``--strict``) keeps checks stricter than the docs.
+Readings chosen where the documentation is silent:
 
 * Errors: body ``{"error": code, "error_text": text}``; the HTTP status mirrors the code unless config
   ``error_http_status="always_200"``. Codes: 400 bad request, 401 no token, 403 invalid token or
   "No access to database N / workflow N", 404 unknown method/workflow/database/profile/task, 405 not
   POST, 409 "more than one profile matches", 413 body too large.
-* Tokens are read from ``Authorization: Bearer`` first, then from the body ``token``; a ``token`` in the
-  URL query string is refused (400). Unknown body keys are ignored; unknown ``data`` fields are not (400).
+* Tokens are read from ``Authorization: Bearer`` first, then from the body ``token``, then from the URL
+  query string (documented, discouraged; refused when strict). Unknown body keys are ignored; unknown
+  profile fields are not (400, or a per-item error naming the field).
 * Trailing slashes do not matter. ``matching`` defaults to ``email`` on every method, and every method
-  (``workflows/start`` too) accepts all 11 modes. ``workflows/start`` never creates a profile (404).
+  accepts all 11 modes (strict: only those its page documents). ``workflows/start`` never creates a
+  profile (404).
 * Matching (§9): ``email``/``phone`` look at the profile field (case-insensitive email; phones without
   spaces, dashes, parentheses) or at email/SMS subscriptions; ``resource_id`` narrows subscription lookups
   to that resource. ``custom`` works on any database field (tags: ``"a, b"`` = has all tags).
@@ -25,14 +29,16 @@ Readings chosen where the Altcraft documentation is UNCONFIRMED (``/work/shared/
 * Re-entry: scenario modes ``skip`` and ``skip_in_any_case`` journal a repeated launch with
   ``entered: false``; every other mode (``restart``, ...) always enters. ``workflows/activate`` with
   ``skip_profiles`` forgets who entered.
-* Batches (§4.1): top-level ``workflow_id``/``db_id``, ``matching``, ``field_name``, ``resource_id`` and
-  options, ``data`` = items of matching key(s) + nested ``data``. ``result`` has exactly one entry per item,
-  in order; a failed item is neither imported nor launched. ``db_id`` of a launch must equal the
-  scenario's ``list_id`` when given.
+* Batches (§4.1): top-level ``workflow_id``/``db_id``/``trigger_id``, ``matching``, ``field_name``,
+  ``resource_id`` and options; ``data`` items in any documented layout — flat, key + nested ``data``, or
+  ``data`` only; a key missing on the item is read from the fields (strict: the key must be on the item).
+  ``result`` has exactly one entry per item, in order; a failed item is neither imported nor launched.
+  ``db_id`` of a launch must equal the scenario's ``list_id`` when given.
 * Tasks: ``data.task_id`` = ``task_<uuid>``; ``tasks/status`` gives ``data: {task_id, status, progress,
   result}``; status ``queued`` (for ``task_delay_seconds``) → ``running`` (ten steps) → ``completed`` (or
   ``success``), or ``failed`` when the scenario is gone/inactive when the task starts. ``result`` (null
-  until the end) = ``{"total": n, "result": [per-item entries]}`` (+ ``errors`` when failed).
+  until the end) = ``{"total": n, "result": [per-item entries]}`` (+ ``errors`` when failed), or with
+  config ``task_result="counts"`` ``{"errors": [...], "total": n, "type": "workflow"}``, or ``"none"``: null.
 * Lists: ``from_id`` is inclusive; ``next_from_id`` is omitted on the last page; the total is under
   ``total`` for ``workflows/list`` and ``total_count`` for ``databases/list`` unless config ``total_key``
   forces one spelling. The ``groups``/``ui_tags``/``attributes`` filters are ignored.

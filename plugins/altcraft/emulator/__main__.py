@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from altcraft.emulator.app import build_app
+from altcraft.emulator.replay import Replay
 from altcraft.emulator.state import DEFAULT_TOKEN, Config, Emulator, demo_seed
 
 
@@ -24,6 +25,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP protocol"
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="checks stricter than the docs: no token in the URL, at most --max-batch-profiles items, "
+        "only documented matching modes per endpoint, the matching key on every batch item",
+    )
+    parser.add_argument(
+        "--replay", type=Path, help="answer with the shapes recorded by `python -m altcraft probe --record`"
+    )
     parser.add_argument("--log-level", default="warning")
     return parser.parse_args(argv)
 
@@ -31,10 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     seed = json.loads(args.seed.read_text("utf-8")) if args.seed else demo_seed()
-    config = Config(max_batch_profiles=args.max_batch_profiles, max_body_bytes=args.max_body_bytes)
+    config = Config(
+        max_batch_profiles=args.max_batch_profiles, max_body_bytes=args.max_body_bytes, strict=args.strict
+    )
     emulator = Emulator(seed, token=args.token, config=config, random_seed=args.random_seed)
+    replay = Replay.load(args.replay) if args.replay else None
     uvicorn.run(
-        build_app(emulator),
+        build_app(emulator, replay),
         host=args.host,
         port=args.port,
         http=args.http,

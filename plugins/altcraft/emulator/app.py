@@ -19,7 +19,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from altcraft.emulator.state import ENDPOINTS, TASK_ENDPOINT, ApiError, Emulator
+from altcraft.emulator.replay import Replay
+from altcraft.emulator.state import ENDPOINTS, TASK_ENDPOINT, ApiError, Config, Emulator
 
 API_PREFIX = "/api/v1.1/"
 _API_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -29,9 +30,13 @@ _HTML_PAGE = (
 )
 
 
-def build_app(emulator: Emulator) -> ASGIApp:
-    """The application to give to uvicorn: the fault layer around the FastAPI app."""
-    return FaultLayer(create_app(emulator), emulator)
+def build_app(emulator: Emulator, replay: Replay | None = None) -> ASGIApp:
+    """The application to give to uvicorn: the fault layer around the FastAPI app.
+
+    With ``replay``, every API answer takes the shape recorded for its endpoint (see
+    :mod:`altcraft.emulator.replay`); the emulator still does the work, so state and journal stay true.
+    """
+    return FaultLayer(create_app(emulator, replay), emulator)
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -39,7 +44,7 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-def create_app(emulator: Emulator) -> FastAPI:
+def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
     app = FastAPI(
         title="Altcraft API emulator",
         docs_url="/_emulator/docs",
@@ -55,10 +60,11 @@ def create_app(emulator: Emulator) -> FastAPI:
     @app.api_route(API_PREFIX + "{method:path}", methods=_API_METHODS, include_in_schema=False)
     async def api(method: str, request: Request) -> Response:
         endpoint = method.strip("/")
+        recorded_error = replay.error_for(endpoint) if replay else None
+        if recorded_error is not None:
+            return json_response(recorded_error.response, recorded_error.status)
         try:
-            answer = emulator.call(
-                endpoint, *await _api_request(request, endpoint, emulator.config.max_body_bytes)
-            )
+            answer = emulator.call(endpoint, *await _api_request(request, endpoint, emulator.config))
         except ApiError as exc:
             status = 200 if emulator.config.error_http_status == "always_200" else exc.code
             return json_response(exc.envelope(), status)
@@ -66,7 +72,7 @@ def create_app(emulator: Emulator) -> FastAPI:
             job = asyncio.create_task(_run_task(emulator, answer["data"]["task_id"]))
             jobs.add(job)
             job.add_done_callback(jobs.discard)
-        return json_response(answer)
+        return json_response(replay.shape(endpoint, answer) if replay else answer)
 
     @app.get("/_emulator/state")
     async def state() -> Response:
@@ -113,15 +119,17 @@ def create_app(emulator: Emulator) -> FastAPI:
     return app
 
 
-async def _api_request(
-    request: Request, endpoint: str, max_body_bytes: int
-) -> tuple[dict[str, Any], Any, str]:
+async def _api_request(request: Request, endpoint: str, config: Config) -> tuple[dict[str, Any], Any, str]:
     """Body, token and request id of an API call, after the transport-level checks (405/404/400/413)."""
+    max_body_bytes = config.max_body_bytes
     if request.method != "POST":
         raise ApiError(405, "only POST is allowed")
     if endpoint not in ENDPOINTS:
         raise ApiError(404, f"unknown API method '{endpoint}'")
-    if "token" in request.query_params:
+    # "Some parameters can be sent in URL (API key, format)" … "We do not recommend passing a token in the
+    # URL of your request. This method is insecure and will not be supported by the platform in the
+    # future." (api-interaction): accepted, refused only with --strict.
+    if config.strict and "token" in request.query_params:
         raise ApiError(400, "the API token must not be sent in the URL query string")
     raw = await request.body()  # already buffered by the fault layer
     if len(raw) > max_body_bytes:
@@ -132,8 +140,11 @@ async def _api_request(
         raise ApiError(400, "malformed JSON body") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    # "create a header with the Authorization key, and in its value specify Bearer <token>" or
+    # "specifying it in the body of the request" (api-interaction)
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     token = credentials.strip() if scheme.lower() == "bearer" else body.get("token")
+    token = token or request.query_params.get("token")
     return body, token, request.state.request_id
 
 

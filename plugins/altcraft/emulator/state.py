@@ -18,17 +18,19 @@ from importlib import resources
 from math import isfinite
 from typing import Any
 
-from altcraft.api.matching import MatchingMode
+from altcraft.api.matching import MatchingMode, undocumented_matching
 from altcraft.emulator.faults import FaultBook
 
 #: Full-access token of an emulator started without ``--token`` (a fixed test value, not a secret).
 DEFAULT_TOKEN = "emulator-token"  # ruff: ignore[hardcoded-password-string]
 OK_TEXT = "Successful operation"
 SKIP_MODES = frozenset({"skip", "skip_in_any_case"})
-CUSTOM_FIELD_TYPES = frozenset({"string", "int", "float", "bool", "date", "datetime", "tags"})
+#: ``json`` is emulator-only (stores any JSON value as sent) for custom fields whose Altcraft type is unknown.
+CUSTOM_FIELD_TYPES = frozenset({"string", "int", "float", "bool", "date", "datetime", "tags", "json"})
 LIST_FIELD_TYPES = frozenset({"tags", "phones"})
 CHANNELS = frozenset({"email", "sms", "push", "notify", "viber", "whatsapp", "telegram_bot"})
 TASK_ENDPOINT = "workflows/import_and_start_batch_task"
+TASK_RESULT_LAYOUTS = ("per_profile", "counts", "none")
 
 #: (name, title, type) of the fields every database has.
 STANDARD_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -37,7 +39,8 @@ STANDARD_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("_fname", "First name", "string"),
     ("_lname", "Last name", "string"),
     ("_bdate", "Birth date", "date"),
-    ("_sex", "Gender", "string"),
+    # "Profile data object" page: "_sex int 0" — the user guide shows "male"/"female": stored as sent
+    ("_sex", "Gender", "scalar"),
     ("_regdate", "Registration date", "datetime"),
     ("_regip", "Registration IP", "string"),
     ("_regcity", "Registration city", "string"),
@@ -47,12 +50,26 @@ STANDARD_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("_city", "City", "string"),
     ("_country", "Country", "string"),
     ("_region", "Region", "string"),
-    ("_postal_code", "Postal code", "string"),
+    ("_postal_code", "Postal code", "scalar"),  # "_postal_code int 390000" on the same page
     ("_tz", "Time zone", "string"),
     ("_vendor", "Source", "string"),
+    ("_browser", "Web browser", "string"),
     ("_status", "Profile status", "int"),
 )
 
+#: Keys of a batch item that are never profile fields (matching keys, per-item options).
+_ITEM_ONLY = frozenset(
+    {
+        "phone",
+        "profile_id",
+        "field_value",
+        "provider",
+        "subscription_id",
+        "custom_data",
+        "custom_request",
+        "data",
+    }
+)
 _EMPTY: frozenset[str] = frozenset()
 _MISSING: Any = object()
 
@@ -141,8 +158,20 @@ def _str_list(value: Any, split: bool) -> list[str]:
     return list(dict.fromkeys(item.strip() for item in items if item.strip()))
 
 
+def _scalar(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError
+    return value
+
+
+def _json(value: Any) -> Any:
+    return value
+
+
 _COERCE = {
     "string": _string,
+    "scalar": _scalar,
+    "json": _json,
     "int": _int,
     "float": _float,
     "bool": _bool,
@@ -303,6 +332,19 @@ class Scenario:
         }
 
 
+@dataclass(slots=True)
+class Trigger:
+    """An API-launched trigger campaign (``campaigns/triggers/*``): only what a launch needs."""
+
+    id: int
+    db_id: int
+    is_active: bool
+
+    @classmethod
+    def from_seed(cls, raw: dict[str, Any]) -> Trigger:
+        return cls(int(raw["id"]), int(raw["db_id"]), bool(raw.get("is_active", True)))
+
+
 @dataclass(slots=True, frozen=True)
 class Token:
     """An API token; ``None`` means access to every database / scenario."""
@@ -380,11 +422,19 @@ class Task:
     results: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def public(self) -> dict[str, Any]:
+    def public(self, layout: str = "per_profile") -> dict[str, Any]:
+        """The ``tasks/status`` payload. ``result`` of this task type is not documented (§4.3): ``layout``
+        picks our per-profile list, export-task-like counts (``errors``/``total``, as the documented
+        "Uploading profiles to a file" task answers) or nothing at all."""
         done = self.status not in ("queued", "running")
-        result = {"total": len(self.items), "result": self.results} if done else None
-        if result is not None and self.errors:
-            result["errors"] = self.errors
+        result: dict[str, Any] | None = None
+        if done and layout == "per_profile":
+            result = {"total": len(self.items), "result": self.results}
+            if self.errors:
+                result["errors"] = self.errors
+        elif done and layout == "counts":
+            failed = [r for r in self.results if r.get("error")]
+            result = {"errors": [*self.errors, *failed], "total": len(self.items), "type": "workflow"}
         return {"task_id": self.id, "status": self.status, "progress": self.progress, "result": result}
 
 
@@ -392,6 +442,8 @@ _CONFIG_CHOICES: dict[str, tuple[Any, ...]] = {
     "error_http_status": ("mirror", "always_200"),
     "total_key": (None, "total", "total_count"),
     "task_success_status": ("completed", "success"),
+    "task_result": TASK_RESULT_LAYOUTS,
+    "strict": (False, True),
 }
 _CONFIG_NUMBERS: dict[str, tuple[type, float]] = {
     "task_delay_seconds": (float, 0),
@@ -408,6 +460,8 @@ class Config:
     error_http_status: str = "mirror"
     total_key: str | None = None
     task_success_status: str = "completed"
+    task_result: str = "per_profile"
+    strict: bool = False
     task_delay_seconds: float = 0.2
     max_batch_profiles: int = 10_000
     max_body_bytes: int = 10 * 1024 * 1024
@@ -443,7 +497,7 @@ def _index_keys(db: Database, profile: Profile) -> Iterator[tuple[Hashable, ...]
         if known is not None and known.type in LIST_FIELD_TYPES:
             for item in value:
                 yield ("field", name, item)
-        else:
+        elif isinstance(value, (str, int, float, bool)):  # a "json" field's list or object is not a key
             yield ("field", name, value)
         if name == "email":
             yield ("email", norm_email(value))
@@ -470,20 +524,34 @@ def _parse_subscription(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError("must be an object")
     channel = raw.get("channel")
+    if channel is None:
+        # The "Import and engage profile in scenario" example sends {"email": …, "resource_id": 1} without a
+        # channel: read it from the address given (emulator reading, docs/emulator.md).
+        channel = "email" if "email" in raw or "email_data" in raw else "sms" if "phone" in raw else None
+        raw = {**raw, "channel": channel} if channel else raw
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {sorted(CHANNELS)}")
     if isinstance(raw.get("resource_id"), bool) or not isinstance(raw.get("resource_id"), int):
         raise ValueError("resource_id (int) is required")
+    sub = dict(raw)
+    # "Add multiple profiles" / "Import multiple profiles" examples nest the address:
+    # "subscriptions": [{"channel": "email", "email_data": {"email": "john@example.com"}, "resource_id": 1}]
+    # while the single import pages put "email" on the subscription; both are accepted and stored as sent.
+    nested = raw.get("email_data")
+    if nested is not None:
+        if not isinstance(nested, dict):
+            raise ValueError("email_data must be an object")
+        if channel == "email" and "email" not in raw:
+            sub["email"] = nested.get("email")
     needed = {"email": ("email",), "sms": ("phone",), "push": ("provider", "subscription_id")}.get(
         channel, ()
     )
     for key in needed:
-        if not isinstance(raw.get(key), str) or not raw[key].strip():
+        if not isinstance(sub.get(key), str) or not sub[key].strip():
             raise ValueError(f"{key} is required for channel {channel}")
     for key in ("cc_data", "custom_fields"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise ValueError(f"{key} must be an object")
-    sub = dict(raw)
     if channel == "sms":
         sub["phone"] = norm_phone(sub["phone"])
     return sub
@@ -513,6 +581,32 @@ def merge_subscriptions(current: list[dict[str, Any]], new: Iterable[dict[str, A
 
 
 # --------------------------------------------------------------------------------------- request helpers
+
+
+def _keys_from_fields(spec: MatchSpec, fields: dict[str, Any]) -> dict[str, Any]:
+    """Matching keys readable from a batch item's profile fields (flat and data-only layouts)."""
+    keys: dict[str, Any] = {}
+    subs = fields.get("subscriptions") if isinstance(fields.get("subscriptions"), list) else []
+    subs = [sub for sub in subs if isinstance(sub, dict)]
+    email = fields.get("email")
+    if not isinstance(email, str) or not email:
+        email = next((_sub_address(sub, "email") for sub in subs if sub.get("channel") == "email"), None)
+    if email:
+        keys["email"] = email
+    phones = fields.get("phones")
+    phone = phones if isinstance(phones, str) else phones[0] if isinstance(phones, list) and phones else None
+    if not isinstance(phone, str) or not phone:
+        phone = next((sub.get("phone") for sub in subs if sub.get("channel") == "sms"), None)
+    if phone:
+        keys["phone"] = phone
+    if spec.mode is MatchingMode.CUSTOM and fields.get(spec.field_name or "") not in (None, ""):
+        keys["field_value"] = fields[spec.field_name or ""]
+    return keys
+
+
+def _sub_address(sub: dict[str, Any], name: str) -> Any:
+    nested = sub.get(f"{name}_data")
+    return sub.get(name) or (nested.get(name) if isinstance(nested, dict) else None)
 
 
 def _int_param(body: dict[str, Any], name: str, default: Any = _MISSING) -> Any:
@@ -547,6 +641,9 @@ ENDPOINTS: dict[str, str] = {
     "databases/list": "_databases_list",
     "databases/get": "_databases_get",
     "databases/fields_get": "_databases_fields_get",
+    "profiles/get": "_profiles_get",
+    "campaigns/triggers/start_batch": "_triggers_start_batch",
+    "campaigns/triggers/import_and_start_batch": "_triggers_import_and_start_batch",
 }
 
 
@@ -569,6 +666,7 @@ class Emulator:
         self.config = self._initial_config
         self.databases: dict[int, Database] = {}
         self.scenarios: dict[int, Scenario] = {}
+        self.triggers: dict[int, Trigger] = {}
         self.tokens: dict[str, Token] = {self._master_token: Token(self._master_token)}
         self.members: dict[int, set[str]] = {}
         self.journal: list[dict[str, Any]] = []
@@ -583,13 +681,14 @@ class Emulator:
 
     def apply_seed(self, seed: dict[str, Any]) -> None:
         """Add or replace databases, scenarios, profiles and tokens; all or nothing."""
-        unknown = set(seed) - {"databases", "scenarios", "profiles", "tokens"}
+        unknown = set(seed) - {"databases", "scenarios", "profiles", "tokens", "triggers"}
         if unknown:
             raise ValueError(f"unknown seed keys: {sorted(unknown)}")
         try:
             databases = {db.id: db for db in map(Database.from_seed, seed.get("databases", []))}
             scenarios = [Scenario.from_seed(raw) for raw in seed.get("scenarios", [])]
             tokens = [Token.from_seed(raw) for raw in seed.get("tokens", [])]
+            triggers = [Trigger.from_seed(raw) for raw in seed.get("triggers", [])]
             for db_id, db in databases.items():
                 if db_id in self.databases:
                     db.profiles, db.index = self.databases[db_id].profiles, self.databases[db_id].index
@@ -599,6 +698,7 @@ class Emulator:
             raise ValueError(f"invalid seed item: missing or wrong {exc}") from None
         self.databases = all_dbs
         self.scenarios.update((sc.id, sc) for sc in scenarios)
+        self.triggers.update((t.id, t) for t in triggers)
         self.tokens.update((t.value, t) for t in tokens)
         for profile in profiles:
             db = self.databases[profile.db_id]
@@ -689,7 +789,7 @@ class Emulator:
         scenario = self._scenario(call, _int_param(call.body, "id"))
         self._check_active(scenario)
         db = self._database(call, scenario.db_id)
-        spec = self._spec(db, call.body)
+        spec = self._spec(db, call.body, call.endpoint)
         keys = spec.keys(call.body)
         found = self._find(db, spec, keys)
         if not found:
@@ -700,7 +800,7 @@ class Emulator:
 
     def _import_and_start(self, call: Call) -> dict[str, Any]:
         scenario, db = self._launch_target(call, call.body)
-        spec = self._spec(db, call.body)
+        spec = self._spec(db, call.body, call.endpoint)
         keys = spec.keys(call.body)
         profile = self._import(db, spec, keys, call.body.get("data"))
         self._launch(call, scenario, profile, spec, keys)
@@ -708,13 +808,17 @@ class Emulator:
 
     def _import_and_start_batch(self, call: Call) -> dict[str, Any]:
         scenario, db = self._launch_target(call, call.body)
-        spec = self._spec(db, call.body)
+        spec = self._spec(db, call.body, call.endpoint)
         return {"result": self._run_items(call, db, scenario, spec, self._items(call.body))}
 
     def _import_and_start_batch_task(self, call: Call) -> dict[str, Any]:
         scenario, db = self._launch_target(call, call.body)
         task = Task(
-            f"task_{uuid.uuid4()}", call, scenario.id, self._spec(db, call.body), self._items(call.body)
+            f"task_{uuid.uuid4()}",
+            call,
+            scenario.id,
+            self._spec(db, call.body, call.endpoint),
+            self._items(call.body),
         )
         self.tasks[task.id] = task
         return {"data": {"task_id": task.id}}
@@ -726,7 +830,7 @@ class Emulator:
         task = self.tasks.get(task_id) if isinstance(task_id, str) else None
         if task is None:
             raise ApiError(404, "task not found")
-        return {"data": task.public()}
+        return {"data": task.public(self.config.task_result)}
 
     def _workflows_list(self, call: Call) -> dict[str, Any]:
         visible = [
@@ -751,12 +855,12 @@ class Emulator:
         db = self._database(call, _int_param(call.body, "db_id"))
         if call.body.get("data") is None:
             raise ApiError(400, "'data' is required")
-        spec = self._spec(db, call.body)
+        spec = self._spec(db, call.body, call.endpoint)
         return {"profile_id": self._import(db, spec, spec.keys(call.body), call.body["data"]).id}
 
     def _profiles_import_batch(self, call: Call) -> dict[str, Any]:
         db = self._database(call, _int_param(call.body, "db_id"))
-        spec = self._spec(db, call.body)
+        spec = self._spec(db, call.body, call.endpoint)
         return {"result": self._run_items(call, db, None, spec, self._items(call.body))}
 
     def _databases_list(self, call: Call) -> dict[str, Any]:
@@ -774,6 +878,65 @@ class Emulator:
         db_id = _int_param(call.body, "db_id", None)
         db = self._database(call, db_id if db_id is not None else _int_param(call.body, "id"))
         return {"data": [f.public() for f in db.fields.values()]}
+
+    def _profiles_get(self, call: Call) -> dict[str, Any]:
+        """``profiles/get``: the profile's fields with ``id``, ``db_id``, ``subscriptions`` (§4.4)."""
+        db = self._database(call, _int_param(call.body, "db_id"))
+        spec = self._spec(db, call.body, call.endpoint)
+        found = self._find(db, spec, spec.keys(call.body))
+        if not found:
+            raise ApiError(404, "profile not found")
+        profile = db.profiles[self._single(found)]
+        data = {**profile.fields, "id": profile.id, "db_id": db.id, "subscriptions": profile.subscriptions}
+        return {"data": data}
+
+    def _trigger(self, call: Call) -> tuple[Trigger, Database]:
+        trigger = self.triggers.get(_int_param(call.body, "trigger_id"))
+        if trigger is None:
+            raise ApiError(404, "trigger campaign not found")
+        if not trigger.is_active:
+            raise ApiError(400, "trigger campaign is not active")
+        return trigger, self._database(call, trigger.db_id)
+
+    def _triggers_start_batch(self, call: Call) -> dict[str, Any]:
+        """``campaigns/triggers/start_batch``: existing profiles found by the Data array's keys."""
+        _trigger, db = self._trigger(call)
+        spec = self._spec(db, call.body, call.endpoint)
+        results = []
+        for item in self._items(call.body):
+            try:
+                keys = spec.keys(item if isinstance(item, dict) else {})
+                found = self._find(db, spec, keys)
+                if not found:
+                    raise ApiError(404, "profile not found")
+                profile = db.profiles[self._single(found)]
+                self._send_trigger(call, profile, spec, keys)
+                results.append({"error": 0, "error_text": OK_TEXT, "profile_id": profile.id})
+            except ApiError as exc:
+                results.append(exc.envelope())
+        return {"result": results}
+
+    def _triggers_import_and_start_batch(self, call: Call) -> dict[str, Any]:
+        _trigger, db = self._trigger(call)
+        spec = self._spec(db, call.body, call.endpoint)
+        return {"result": self._run_items(call, db, None, spec, self._items(call.body))}
+
+    def _send_trigger(self, call: Call, profile: Profile, spec: MatchSpec, keys: dict[str, Any]) -> None:
+        self.journal.append(
+            {
+                "seq": len(self.journal) + 1,
+                "at": call.at,
+                "request_id": call.request_id,
+                "endpoint": call.endpoint,
+                "scenario_id": None,
+                "trigger_id": call.body["trigger_id"],
+                "db_id": profile.db_id,
+                "profile_id": profile.id,
+                "matching": str(spec.mode),
+                "key": spec.journal_key(keys),
+                "entered": True,
+            }
+        )
 
     # -------------------------------------------------------------------------------------- pieces
 
@@ -805,12 +968,17 @@ class Emulator:
         self._check_active(scenario)
         return scenario, self._database(call, scenario.db_id)
 
-    def _spec(self, db: Database, body: dict[str, Any]) -> MatchSpec:
+    def _spec(self, db: Database, body: dict[str, Any], endpoint: str = "") -> MatchSpec:
         raw = body.get("matching") or "email"
         try:
             mode = MatchingMode(raw)
         except ValueError:
             raise ApiError(400, f"unknown matching mode {raw!r}") from None
+        # The pages list fewer modes for the scenario endpoints; whether a real server refuses the others
+        # is not documented, so only --strict refuses them.
+        why = undocumented_matching(endpoint, mode) if self.config.strict else None
+        if why:
+            raise ApiError(400, why)
         field_name = body.get("field_name")
         if mode.needs_field_name and (not field_name or not isinstance(field_name, str)):
             raise ApiError(400, f"matching '{mode}' needs 'field_name'")
@@ -826,7 +994,9 @@ class Emulator:
         items = body.get("data")
         if not isinstance(items, list):
             raise ApiError(400, "'data' must be an array of profiles")
-        if len(items) > self.config.max_batch_profiles:
+        # "It is not recommended to transfer more than 10,000 profiles in one request" (batch pages): a
+        # recommendation, so only --strict refuses more.
+        if self.config.strict and len(items) > self.config.max_batch_profiles:
             raise ApiError(
                 400, f"too many profiles in one request: {len(items)} > {self.config.max_batch_profiles}"
             )
@@ -842,16 +1012,44 @@ class Emulator:
                 fault = self.faults.item_fault(call.endpoint) if self.faults.rules else None
                 if fault is not None:
                     raise ApiError(fault.code, fault.text or "Injected profile error")
-                if not isinstance(item, dict):
-                    raise ApiError(400, "each profile must be an object")
-                keys = spec.keys(item)
-                profile = self._import(db, spec, keys, item.get("data"))
+                keys, data = self._item_parts(db, spec, item)
+                profile = self._import(db, spec, keys, data)
                 if scenario is not None:
                     self._launch(call, scenario, profile, spec, keys)
+                elif isinstance(call.body.get("trigger_id"), int):
+                    self._send_trigger(call, profile, spec, keys)
                 results.append({"error": 0, "error_text": OK_TEXT, "profile_id": profile.id})
             except ApiError as exc:
                 results.append(exc.envelope())
         return results
+
+    def _item_parts(self, db: Database, spec: MatchSpec, item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Matching key(s) and profile fields of one batch item, in any documented layout.
+
+        * flat — "Import multiple profiles" (profiles/2195504): fields and the matching key side by side,
+          ``{"_fname": "John", "email": "john@example.com", "subscriptions": [...]}``;
+        * nested — key on the item, fields in ``data`` (trigger "Data array" page + our old reading);
+        * data-only — "Bulk profiles import + trigger campaign launch" (trigger-campaigns/37847473):
+          ``{"data": {"_fname": "John", "email": "profile4@example.com", "phones": "+790000000000"}}``.
+
+        A key missing on the item is read from the fields: ``email`` (or an email subscription), the
+        first of ``phones`` (or an SMS subscription) or the ``field_name`` field. Every other item key is a
+        profile field: stored, or refused with an error naming it. ``--strict`` wants the key on the item.
+        """
+        if not isinstance(item, dict):
+            raise ApiError(400, "each profile must be an object")
+        nested = item.get("data")
+        if nested is not None and not isinstance(nested, dict):
+            raise ApiError(400, "'data' of a profile must be an object")
+        key_names = set(spec.mode.key_fields)
+        outer = {k: v for k, v in item.items() if k not in _ITEM_ONLY}
+        if nested is not None:  # the item's own key names are only keys here, as in the Data array page
+            outer = {k: v for k, v in outer.items() if k not in key_names}
+        fields = {**outer, **(nested or {})}
+        if self.config.strict:
+            return spec.keys(item), fields
+        source = {**_keys_from_fields(spec, fields), **{k: item[k] for k in key_names if k in item}}
+        return spec.keys(source), fields
 
     def _parse_data(
         self, db: Database, data: Any, skip_invalid_subscriptions: bool = False

@@ -19,7 +19,6 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from altcraft import __version__
 from altcraft.api.calls import AltcraftCalls
 from altcraft.api.errors import AltcraftError, AltcraftTransportError
-from altcraft.api.models import Page
 from altcraft.api.protocol import api_path, encode_body, parse_response, request_headers
 from altcraft.api.retry import as_uncertain
 from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
@@ -122,15 +121,21 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         return self.settings.scenario_url.format(base_url=self.base_url, scenario_id=scenario_id)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Make one cheap authenticated call and say what came back."""
+        """The read-only part of the conformance probe: the token in the header and in the body."""
+        from altcraft.probe import Exchanger, Plan, failed, read_only
+
         try:
-            page = Page.model_validate(self.call("databases/list", {"limit": 1}))
-        except (AltcraftError, ValueError) as exc:
+            self.get_conn()
+            exchanger = Exchanger(
+                self.base_url, self._token, timeout=self.settings.timeout, verify=self.settings.verify
+            )
+            rows = read_only(exchanger, Plan())
+        except ValueError as exc:
             return False, f"Altcraft connection test failed: {exc}"
-        except requests.RequestException as exc:
-            return False, f"Altcraft connection test failed: {type(exc).__name__}"
-        seen = page.total if page.total is not None else len(page.data)
-        return True, f"Connected to {self.base_url}; the token can see {seen} database(s)"
+        summary = "; ".join(f"{row.check}: {row.result} ({row.detail})" for row in rows)
+        if failed(rows):
+            return False, f"Altcraft connection test failed: {summary}"
+        return True, f"Connected to {self.base_url}; {summary}"
 
 
 def _transport_error(exc: requests.RequestException, endpoint: str) -> AltcraftTransportError:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.retry import RetryPolicy
 
 _PREFIX = "extra__altcraft__"
@@ -25,6 +26,11 @@ class AltcraftConnectionSettings(BaseModel):
     rate_limit_retries: int = Field(50, ge=0, description="HTTP 429 answers tolerated per call")
     rate_limit_max_wait: float = Field(300.0, ge=0, description="total Retry-After seconds per call")
     token_in_body: bool = Field(True, description="also send the token as `token` in the JSON body")
+    batch_item_layout: BatchItemLayout = Field(
+        BatchItemLayout.HEDGED,
+        description="scenario batch items: hedged (key on the item and in `data`, default), nested, data "
+        "or flat; pin one once `python -m altcraft probe --test-contact` showed what the account accepts",
+    )
     scenario_url: str = "{base_url}/workflows/{scenario_id}"
     verify: bool | str = True
     proxies: dict[str, str] | None = None

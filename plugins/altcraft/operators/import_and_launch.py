@@ -65,6 +65,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
     :param content, skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
     :param deferrable: in ``async`` mode, wait for Altcraft tasks in the triggerer (default True).
+    :param allow_undocumented_matching: accept a matching mode the docs do not list for the delivery's
+        endpoint (``altcraft.api.matching.DOCUMENTED_MATCHING``); without it such a mode is a parse error.
     :param state_asset: asset whose ``asset_state_store`` keeps the source's watermark / processed files
         across runs (it must also be one of the task's outlets).
     """
@@ -114,8 +116,10 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         poll_interval: float = 5.0,
         task_timeout: timedelta | float = timedelta(hours=6),
         state_asset: Asset | None = None,
+        allow_undocumented_matching: bool = False,
         **kwargs: Any,
     ) -> None:
+        from altcraft.api.matching import check_launch_matching
         from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_ITEMS
         from altcraft.ledger import RelaunchPolicy
         from altcraft.mapping import ProfileMapping
@@ -132,6 +136,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         if delivery not in list(DeliveryMode):
             modes = ", ".join(DeliveryMode)
             raise ValueError(f"`delivery` must be one of {modes}, got {delivery!r}")
+        check_launch_matching(delivery, self.mapping.matching, allow_undocumented=allow_undocumented_matching)
         if not 1 <= batch_size <= MAX_BATCH_ITEMS:
             raise ValueError(f"`batch_size` must be between 1 and {MAX_BATCH_ITEMS}, got {batch_size}")
         if not 0 <= max_rejected_ratio <= 1:
@@ -272,6 +277,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             skip_triggers=self.skip_triggers,
             skip_invalid_subscriptions=self.skip_invalid_subscriptions,
             detect_geo=self.detect_geo,
+            layout=hook.settings.batch_item_layout,
             relaunch=_as_bool(self.relaunch),
             resend_uncertain=_as_bool(self.resend_uncertain),
             batch_size=self.batch_size,

@@ -203,6 +203,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             altcraft_conn_id=spec.altcraft_conn_id,
             delivery=spec.delivery.mode,
             batch_size=spec.delivery.batch_size,
+            allow_undocumented_matching=spec.delivery.allow_undocumented_matching,
             relaunch_policy=spec.relaunch_policy,
             relaunch="{{ params.relaunch }}",
             resend_uncertain="{{ params.resend_uncertain }}",

@@ -146,6 +146,10 @@ class DeliverySpec(_Model):
     max_request_bytes: int | None = Field(
         default=None, gt=0, description="cap of one request's encoded JSON; default just under 10 MB"
     )
+    allow_undocumented_matching: bool = Field(
+        default=False,
+        description="allow a matching mode the Altcraft docs do not list for this mode's endpoint",
+    )
 
 
 class NotificationSpec(_Model):
@@ -223,6 +227,16 @@ class PipelineSpec(_Model):
         if value is not None and start is not None and zone and _aware(value, zone) <= _aware(start, zone):
             raise ValueError("must be after start_date")
         return value
+
+    @model_validator(mode="after")
+    def _documented_matching(self) -> PipelineSpec:
+        from altcraft.api.matching import check_launch_matching
+
+        delivery = self.delivery
+        check_launch_matching(
+            delivery.mode, self.mapping.matching, allow_undocumented=delivery.allow_undocumented_matching
+        )
+        return self
 
     @field_validator("relaunch_policy")
     @classmethod

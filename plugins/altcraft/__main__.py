@@ -1,0 +1,48 @@
+"""``python -m altcraft``: command-line tools of the provider (today: ``probe``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m altcraft")
+    commands = parser.add_subparsers(dest="command", required=True)
+    probe = commands.add_parser(
+        "probe",
+        help="check a connection, scenario and pipeline against the real Altcraft API",
+        description="Read-only unless --test-contact is given; see altcraft.probe.",
+    )
+    probe.add_argument(
+        "--conn-id", help="Airflow connection (default: the pipeline's, else altcraft_default)"
+    )
+    probe.add_argument("--scenario", type=int, help="scenario (workflow) id")
+    probe.add_argument("--db", type=int, help="database the scenario must work on")
+    probe.add_argument("--pipeline", help="pipeline spec YAML: its scenario, mapping fields and matching")
+    probe.add_argument(
+        "--test-contact",
+        metavar="EMAIL|PHONE",
+        help="launch this one contact into the scenario through single, batch (every layout) and async",
+    )
+    probe.add_argument(
+        "--record", metavar="FILE", help="write every exchange as JSON (for emulator --replay)"
+    )
+    probe.add_argument("--keep-contact", action="store_true", help="do not mask emails/phones in --record")
+    probe.add_argument("--task-timeout", type=float, default=60.0, help="seconds to wait for the async task")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from altcraft import probe
+
+    try:
+        return probe.main(args)
+    except ValueError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

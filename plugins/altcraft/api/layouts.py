@@ -1,0 +1,70 @@
+"""How one profile is laid out as an element of a batch request's ``data`` array, per endpoint.
+
+What the developer guide shows (docs/api-conformance.md has the quotes and URLs):
+
+* ``profiles/import_batch`` — flat: "data JSON array [{"_fname": "John", "_lname": "Doe", "custom_id": …,
+  "email": "john@example.com", "subscriptions": [{"channel": "email", "email_data": {…}, …}]}]"
+  (profiles/2195504). The fields and the matching key sit side by side: :func:`flat_item`.
+* ``workflows/import_and_start_batch`` and ``_batch_task`` — not shown: the pages list ``email``, ``phone``,
+  ``field_value`` … and ``data`` ("Profile data, including subscriptions") as flat parameters without an
+  example (automation-scenarios/33063492, 33063493, EN and RU). Their sister trigger-campaign pages show
+  both readings: the "Data array" page puts the key on the item (``{"email": …}``), the import-and-launch
+  page only inside ``data`` (``{"data": {…, "email": …}}``).
+
+So the scenario batches are sent *hedged* by default: the key on the item **and** inside ``data``, which
+both readings find. A connection extra ``batch_item_layout`` pins one layout once a real account has
+settled it (``python -m altcraft probe --test-contact`` tries each and reports which one was accepted).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class BatchItemLayout(StrEnum):
+    """Layout of one item of a scenario batch."""
+
+    HEDGED = "hedged"  # {"email": k, "data": {"email": k, …}}: both documented readings find the key
+    NESTED = "nested"  # {"email": k, "data": {…}}: key on the item (trigger "Data array" page)
+    DATA = "data"  # {"data": {"email": k, …}}: key only inside data (trigger import-and-launch page)
+    FLAT = "flat"  # {"email": k, …}: as profiles/import_batch
+
+
+def key_as_fields(
+    match: dict[str, Any], data: dict[str, Any], key_field: str | None = None
+) -> dict[str, Any]:
+    """``data`` plus the matching key written as the profile fields a server reading ``data`` looks at.
+
+    ``email`` → ``email``; ``phone`` → ``phones`` (only when the mapping writes no phones); custom
+    matching → the ``key_field`` field. ``profile_id`` and push keys have no profile field.
+    """
+    fields = dict(data)
+    if "email" in match:
+        fields.setdefault("email", match["email"])
+    if "phone" in match and "phones" not in fields:
+        fields["phones"] = [match["phone"]]
+    if key_field and "field_value" in match:
+        fields.setdefault(key_field, match["field_value"])
+    return fields
+
+
+def flat_item(match: dict[str, Any], data: dict[str, Any], key_field: str | None = None) -> dict[str, Any]:
+    """A ``profiles/import_batch`` item: fields and matching key side by side (the documented example)."""
+    return {**key_as_fields(match, data, key_field), **match}
+
+
+def batch_item(
+    match: dict[str, Any],
+    data: dict[str, Any],
+    layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
+    key_field: str | None = None,
+) -> dict[str, Any]:
+    """A scenario-batch item in ``layout`` (default: hedged)."""
+    layout = BatchItemLayout(layout)
+    if layout is BatchItemLayout.FLAT:
+        return flat_item(match, data, key_field)
+    if layout is BatchItemLayout.NESTED:
+        return {**match, "data": data}
+    fields = key_as_fields(match, data, key_field)
+    return {"data": fields} if layout is BatchItemLayout.DATA else {**match, "data": fields}

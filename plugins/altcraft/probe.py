@@ -1,0 +1,373 @@
+"""Conformance probe: settle on a real Altcraft account what the public docs leave open.
+
+``python -m altcraft probe --conn-id altcraft_default [--scenario N] [--db N] [--pipeline spec.yaml]
+[--test-contact EMAIL|PHONE] [--record FILE] [--keep-contact]``
+
+Read-only by default: the token works in the ``Authorization: Bearer`` header and in the body, the scenario
+exists and is active, its database is the expected one, every field the pipeline's mapping writes exists
+with a compatible type (``databases/fields_get``), the matching mode is documented for the endpoint the
+pipeline uses. With ``--test-contact`` it launches that one contact into the scenario through ``single``,
+``batch`` (each item layout of :mod:`altcraft.api.layouts`) and ``async``, and reports what was accepted
+and what each answer looked like. **Each launch puts the contact into the scenario again.**
+
+``--record FILE`` writes every exchange (token replaced by ``***``; emails and phones masked unless
+``--keep-contact``) as JSON that ``python -m altcraft.emulator --replay FILE`` answers from.
+The output is a short table to paste into a support ticket.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from altcraft import __version__
+from altcraft.api.layouts import BatchItemLayout, batch_item, key_as_fields
+from altcraft.api.matching import LAUNCH_ENDPOINTS, MatchingMode, undocumented_matching
+from altcraft.api.models import DatabaseField, Page, Scenario, TaskState, TaskStatus
+from altcraft.api.protocol import api_path, encode_body, request_headers
+from altcraft.masking import scrub
+
+RECORDING_FORMAT = "altcraft-exchanges/1"
+#: Our mapping types → Altcraft field types they may be written to (``unicode``: resources/fields_get).
+_COMPATIBLE = {
+    "string": {"string", "unicode", "text", "str"},
+    "email": {"string", "unicode", "text", "str", "email"},
+    "phone": {"string", "unicode", "text", "str", "phones", "phone"},
+    "int": {"int", "integer", "float", "number"},
+    "float": {"float", "number", "double"},
+    "bool": {"bool", "boolean"},
+    "date": {"date", "datetime"},
+    "datetime": {"datetime", "date"},
+    "tags": {"tags", "tag"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    document: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300 and isinstance(self.document, dict) and not self.document.get("error")
+
+    @property
+    def error(self) -> str:
+        doc = self.document if isinstance(self.document, dict) else {}
+        return scrub(f"HTTP {self.status}, error {doc.get('error')}: {doc.get('error_text', '')}".strip())
+
+
+@dataclass
+class Exchanger:
+    """POSTs API calls with the token where asked, keeping every exchange for ``--record``."""
+
+    base_url: str
+    token: str
+    timeout: float = 60.0
+    verify: bool | str = True
+    keep_contact: bool = False
+    exchanges: list[dict[str, Any]] = field(default_factory=list)
+
+    def post(self, endpoint: str, body: dict[str, Any], *, auth: str = "header") -> Answer:
+        headers = request_headers(self.token, __version__)
+        if auth == "body":
+            headers.pop("Authorization")
+        payload = encode_body(body, token=self.token if auth == "body" else None)
+        try:
+            response = requests.post(
+                self.base_url + api_path(endpoint),
+                data=payload,
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            answer = Answer(0, {"error": -1, "error_text": type(exc).__name__})
+        else:
+            try:
+                document = response.json()
+            except ValueError:
+                document = {"error": -1, "error_text": f"not JSON ({len(response.content)} bytes)"}
+            answer = Answer(response.status_code, document)
+        self.exchanges.append(
+            {
+                "endpoint": endpoint,
+                "auth": auth,
+                "request": self._clean(body),
+                "status": answer.status,
+                "response": self._clean(answer.document),
+            }
+        )
+        return answer
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: "***" if k == "token" else self._clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._clean(v) for v in value]
+        if isinstance(value, str):
+            text = value.replace(self.token, "***") if self.token else value
+            return text if self.keep_contact else scrub(text)
+        return value
+
+    def recording(self) -> dict[str, Any]:
+        return {
+            "format": RECORDING_FORMAT,
+            "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "client": f"airflow-provider-altcraft/{__version__}",
+            "exchanges": self.exchanges,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    check: str
+    result: str  # ok, FAIL, warn, skip, accepted, refused
+    detail: str = ""
+
+
+@dataclass
+class Plan:
+    """What to probe; ``mapping``/``mode``/``allow_undocumented`` come from ``--pipeline``."""
+
+    scenario: int | None = None
+    db: int | None = None
+    mapping: Any = None
+    mode: str | None = None
+    allow_undocumented: bool = False
+    test_contact: str | None = None
+    task_timeout: float = 60.0
+
+
+def read_only(ex: Exchanger, plan: Plan) -> list[Row]:
+    """The checks that change nothing."""
+    rows = [_token_row(ex, auth) for auth in ("header", "body")]
+    db = plan.db
+    if plan.scenario is not None:
+        scenario_rows, db = _scenario_rows(ex, plan)
+        rows += scenario_rows
+    if plan.mapping is not None:
+        rows.append(_matching_row(plan))
+        rows += (
+            _field_rows(ex, plan.mapping, db) if db is not None else [Row("fields", "skip", "no database")]
+        )
+    return rows
+
+
+def launches(ex: Exchanger, plan: Plan) -> list[Row]:
+    """Launch ``plan.test_contact`` through single, every batch layout and async."""
+    if plan.scenario is None:
+        return [Row("test contact", "skip", "--scenario (or --pipeline) is needed to launch")]
+    contact = plan.test_contact or ""
+    matching = MatchingMode.EMAIL if "@" in contact else MatchingMode.PHONE
+    match = {matching.key_fields[0]: contact}
+    common = {"workflow_id": plan.scenario, "matching": matching.value, "skip_triggers": True}
+    rows = []
+    single = ex.post("workflows/import_and_start", {**common, **match, "data": key_as_fields(match, {})})
+    rows.append(_launch_row("single", single, single.ok and "profile_id" in single.document))
+    for layout in BatchItemLayout:
+        item = batch_item(match, {}, layout)
+        answer = ex.post("workflows/import_and_start_batch", {**common, "data": [item]})
+        rows.append(_launch_row(f"batch ({layout.value})", answer, _item_ok(answer)))
+    rows.append(_async_row(ex, {**common, "data": [batch_item(match, {})]}, plan.task_timeout))
+    return rows
+
+
+def run(ex: Exchanger, plan: Plan) -> list[Row]:
+    rows = read_only(ex, plan)
+    if plan.test_contact:
+        rows += launches(ex, plan)
+    return rows
+
+
+def table(rows: Iterable[Row]) -> str:
+    """A short fixed-width table to paste into a support ticket."""
+    rows = list(rows)
+    width = max([len("check"), *(len(r.check) for r in rows)])
+    lines = [f"{'check':<{width}} | result   | detail", f"{'-' * width}-+----------+-------"]
+    lines += [f"{r.check:<{width}} | {r.result:<8} | {r.detail}" for r in rows]
+    return "\n".join(lines)
+
+
+def failed(rows: Sequence[Row]) -> bool:
+    return any(r.result == "FAIL" for r in rows)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def _token_row(ex: Exchanger, auth: str) -> Row:
+    answer = ex.post("databases/list", {"limit": 1}, auth=auth)
+    where = "Authorization: Bearer header" if auth == "header" else "body 'token'"
+    if answer.ok:
+        page = Page.model_validate(answer.document)
+        seen = page.total if page.total is not None else len(page.data)
+        return Row(f"token ({auth})", "ok", f"accepted in the {where}; {seen} database(s) visible")
+    return Row(f"token ({auth})", "FAIL" if auth == "header" else "warn", f"{where}: {answer.error}")
+
+
+def _scenario_rows(ex: Exchanger, plan: Plan) -> tuple[list[Row], int | None]:
+    answer = ex.post("workflows/list", {"from_id": plan.scenario, "limit": 1})
+    name = f"scenario {plan.scenario}"
+    if not answer.ok:
+        return [Row(name, "FAIL", answer.error)], plan.db
+    found = [
+        s for s in map(Scenario.model_validate, answer.document.get("data") or []) if s.id == plan.scenario
+    ]
+    if not found:
+        return [Row(name, "FAIL", "not in workflows/list for this token")], plan.db
+    scenario = found[0]
+    rows = [
+        Row(name, "ok" if scenario.is_active else "FAIL", "active" if scenario.is_active else "NOT active")
+    ]
+    if plan.db is not None and scenario.db_id not in (None, plan.db):
+        rows.append(Row("database", "FAIL", f"scenario works on database {scenario.db_id}, not {plan.db}"))
+    else:
+        rows.append(Row("database", "ok", f"scenario works on database {scenario.db_id}"))
+    return rows, scenario.db_id if scenario.db_id is not None else plan.db
+
+
+def _matching_row(plan: Plan) -> Row:
+    matching = plan.mapping.matching
+    endpoint = LAUNCH_ENDPOINTS.get(plan.mode or "batch", LAUNCH_ENDPOINTS["batch"])
+    why = undocumented_matching(endpoint, matching)
+    if why is None:
+        return Row("matching", "ok", f"{matching.value} is documented for {endpoint}")
+    return Row("matching", "warn" if plan.allow_undocumented else "FAIL", why)
+
+
+def _field_rows(ex: Exchanger, mapping: Any, db: int) -> list[Row]:
+    answer = ex.post("databases/fields_get", {"db_id": db})
+    if not answer.ok:
+        return [Row("fields", "FAIL", answer.error)]
+    known = {f.name: f.type for f in map(DatabaseField.model_validate, answer.document.get("data") or [])}
+    wanted = {target: spec.type for target, spec in mapping.fields.items()}
+    if mapping.matching is MatchingMode.CUSTOM and mapping.field_name:
+        wanted.setdefault(mapping.field_name, "string")
+    missing = sorted(name for name in wanted if name not in known)
+    clashing = sorted(
+        f"{name} ({ours} → {known[name]})"
+        for name, ours in wanted.items()
+        if name in known and known[name].lower() not in _COMPATIBLE.get(ours, {ours})
+    )
+    rows = [Row("fields", "FAIL" if missing else "ok", f"missing in database {db}: {', '.join(missing)}")]
+    if not missing:
+        rows = [Row("fields", "ok", f"{len(wanted)} mapped field(s) exist in database {db}")]
+    if clashing:
+        rows.append(Row("field types", "warn", "may not fit: " + ", ".join(clashing)))
+    return rows
+
+
+def _launch_row(name: str, answer: Answer, accepted: bool) -> Row:
+    if not accepted:
+        return Row(name, "refused", answer.error if not answer.ok else _shape(answer.document))
+    return Row(name, "accepted", _shape(answer.document))
+
+
+def _item_ok(answer: Answer) -> bool:
+    result = answer.document.get("result") if answer.ok else None
+    if not isinstance(result, list) or len(result) != 1 or not isinstance(result[0], dict):
+        return answer.ok
+    return not result[0].get("error")
+
+
+def _async_row(ex: Exchanger, body: dict[str, Any], timeout: float) -> Row:
+    answer = ex.post("workflows/import_and_start_batch_task", body)
+    data = answer.document.get("data") if answer.ok else None
+    task_id = data.get("task_id") if isinstance(data, dict) else None
+    if not task_id:
+        return Row(
+            "async",
+            "refused",
+            answer.error if not answer.ok else "no data.task_id: " + _shape(answer.document),
+        )
+    deadline = time.monotonic() + timeout
+    status = TaskStatus(task_id=task_id)
+    while time.monotonic() < deadline:
+        polled = ex.post("tasks/status", {"task_id": task_id})
+        if not polled.ok:
+            return Row("async", "FAIL", f"tasks/status: {polled.error}")
+        payload = polled.document.get("data")
+        status = TaskStatus.model_validate(
+            {"task_id": task_id, **(payload if isinstance(payload, dict) else {})}
+        )
+        if status.state.is_terminal:
+            result = "accepted" if status.state is TaskState.SUCCEEDED else "refused"
+            return Row("async", result, f"status {status.status!r}, result {_shape(status.result)}")
+        time.sleep(min(2.0, max(0.2, timeout / 50)))
+    return Row("async", "warn", f"task {task_id} still {status.status!r} after {timeout:g} s")
+
+
+def _shape(value: Any, depth: int = 0) -> str:
+    """The keys and types of an answer, without its values: what a support ticket needs."""
+    if isinstance(value, dict):
+        if depth > 2:
+            return "{…}"
+        return "{" + ", ".join(f"{k}: {_shape(v, depth + 1)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return f"[{len(value)} x {_shape(value[0], depth + 1)}]" if value else "[]"
+    return "null" if value is None else type(value).__name__
+
+
+# ------------------------------------------------------------------------------------------- from CLI
+
+
+def exchanger_for_connection(conn_id: str, *, keep_contact: bool = False) -> Exchanger:
+    """An :class:`Exchanger` for an Airflow connection of type ``altcraft``."""
+    from altcraft.hooks.altcraft import AltcraftHook
+    from altcraft.hooks.connection import base_url, connection_settings
+
+    conn = AltcraftHook.get_connection(conn_id)
+    settings = connection_settings(conn.extra_dejson)
+    if not conn.password:
+        raise ValueError(f"Connection {conn_id!r} has no API token (password field)")
+    return Exchanger(
+        base_url(conn.host, conn.schema, conn.port),
+        conn.password,
+        timeout=settings.timeout,
+        verify=settings.verify,
+        keep_contact=keep_contact,
+    )
+
+
+def plan_from_pipeline(path: Path) -> tuple[Plan, str]:
+    """Scenario, database, mapping and mode of a pipeline spec, and its connection id."""
+    from altcraft.pipelines.spec import SpecError, read_spec
+
+    spec = read_spec(path)
+    if isinstance(spec, SpecError):
+        raise ValueError(str(spec))
+    plan = Plan(
+        scenario=spec.scenario.id,
+        db=spec.scenario.db_id,
+        mapping=spec.mapping,
+        mode=spec.delivery.mode,
+        allow_undocumented=bool(getattr(spec.delivery, "allow_undocumented_matching", False)),
+    )
+    return plan, spec.altcraft_conn_id
+
+
+def main(args: Any, out: Callable[[str], None] = print) -> int:
+    plan, conn_id = Plan(), args.conn_id
+    if args.pipeline:
+        plan, spec_conn = plan_from_pipeline(Path(args.pipeline))
+        conn_id = conn_id or spec_conn
+    plan.scenario = args.scenario if args.scenario is not None else plan.scenario
+    plan.db = args.db if args.db is not None else plan.db
+    plan.test_contact = args.test_contact
+    plan.task_timeout = args.task_timeout
+    ex = exchanger_for_connection(conn_id or "altcraft_default", keep_contact=args.keep_contact)
+    rows = run(ex, plan)
+    out(table(rows))
+    if args.record:
+        Path(args.record).write_text(json.dumps(ex.recording(), ensure_ascii=False, indent=1), "utf-8")
+        out(f"recorded {len(ex.exchanges)} exchange(s) to {args.record}")
+    return 1 if failed(rows) else 0

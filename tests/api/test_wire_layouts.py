@@ -1,0 +1,101 @@
+"""Batch item layouts and the verdict on a finished task without per-contact results."""
+
+from __future__ import annotations
+
+import pytest
+
+from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item
+from altcraft.api.matching import MatchingMode, undocumented_matching
+from altcraft.api.models import TaskStatus
+from altcraft.api.task_results import task_verdict
+
+DATA = {"_fname": "Anna", "subscriptions": [{"channel": "email", "email": "a@x.org", "resource_id": 1}]}
+
+
+def test_flat_item_is_the_documented_import_batch_layout():
+    assert flat_item({"email": "a@x.org"}, DATA) == {**DATA, "email": "a@x.org"}
+    assert flat_item({"phone": "+79000000001"}, {"_fname": "B"}) == {
+        "_fname": "B",
+        "phones": ["+79000000001"],
+        "phone": "+79000000001",
+    }
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("hedged", {"field_value": "A-1", "data": {"_fname": "Anna", "CRM_ID": "A-1"}}),
+        ("nested", {"field_value": "A-1", "data": {"_fname": "Anna"}}),
+        ("data", {"data": {"_fname": "Anna", "CRM_ID": "A-1"}}),
+        ("flat", {"_fname": "Anna", "CRM_ID": "A-1", "field_value": "A-1"}),
+    ],
+)
+def test_scenario_batch_layouts_for_custom_matching(layout, expected):
+    assert batch_item({"field_value": "A-1"}, {"_fname": "Anna"}, layout, key_field="CRM_ID") == expected
+
+
+def test_hedged_keeps_the_mapped_phones_and_adds_the_email():
+    item = batch_item({"email": "a@x.org"}, {"phones": ["+7900"]}, BatchItemLayout.HEDGED)
+    assert item == {"email": "a@x.org", "data": {"phones": ["+7900"], "email": "a@x.org"}}
+    item = batch_item({"phone": "+7901"}, {"phones": ["+7900"]})
+    assert item["data"]["phones"] == ["+7900"] and item["phone"] == "+7901"
+
+
+def test_documented_matching_per_endpoint():
+    assert undocumented_matching("workflows/start", MatchingMode.PHONE) is None
+    assert "not documented for workflows/start" in undocumented_matching("workflows/start", "email_sub")
+    assert undocumented_matching("workflows/import_and_start_batch", "email_profile") is None
+    assert undocumented_matching("workflows/import_and_start_batch_task", "custom_sub")
+    assert undocumented_matching("profiles/import_batch", "push_sub") is None
+
+
+def _status(result, status="completed"):
+    return TaskStatus.model_validate({"task_id": "t-1", "status": status, "progress": 100, "result": result})
+
+
+def test_per_profile_results_are_used_one_to_one():
+    verdict = task_verdict(_status({"total": 2, "result": [{"error": 0}, {"error": 400}]}), 2)
+    assert [r.error for r in verdict.results] == [0, 400] and not verdict.uncertain
+
+
+def test_counts_prove_success_only_when_total_matches_and_no_errors():
+    assert task_verdict(_status({"errors": [], "total": 3, "type": "workflow"}, "success"), 3).all_launched
+    short = task_verdict(_status({"errors": [], "total": 2}), 3)
+    assert short.uncertain and "total=2" in short.reason and "do not prove" in short.reason
+    errored = task_verdict(_status({"errors": [{"error": 400}], "total": 3}), 3)
+    assert errored.uncertain and "errors=" in errored.reason
+
+
+def test_no_result_or_failed_task_is_uncertain_with_a_reason():
+    assert "without a result" in task_verdict(_status(None), 1).reason
+    assert "may have launched" in task_verdict(_status(None, "failed"), 1).reason
+    assert "1 per-contact result(s) for 2" in task_verdict(_status({"result": [{"error": 0}]}), 2).reason
+
+
+def test_import_batch_request_sends_flat_items():
+    from altcraft.api.models import ImportBatchRequest
+
+    request = ImportBatchRequest(
+        db_id=1,
+        matching="custom",
+        field_name="CRM_ID",
+        data=[{"field_value": "A-1", "data": {"_fname": "Anna"}}, {"email": "b@x.org", "_fname": "B"}],
+    )
+    assert request.to_body()["data"] == [
+        {"_fname": "Anna", "CRM_ID": "A-1", "field_value": "A-1"},
+        {"email": "b@x.org", "_fname": "B"},
+    ]
+
+
+def test_undocumented_matching_for_the_delivery_endpoint_fails_at_parse_time():
+    from altcraft.api.matching import check_launch_matching
+
+    check_launch_matching("batch", "email_profile")
+    try:
+        check_launch_matching("single", "email_sub")
+    except ValueError as exc:
+        assert "not documented for workflows/import_and_start" in str(exc)
+        assert "allow_undocumented_matching" in str(exc)
+    else:
+        raise AssertionError("email_sub accepted for single")
+    check_launch_matching("async", "push_sub", allow_undocumented=True)

@@ -1,0 +1,91 @@
+"""`python -m altcraft probe` against the emulator: read-only checks, a test contact, a recording."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from altcraft.__main__ import main
+
+PIPELINE = Path(__file__).parents[2] / "dags" / "pipelines" / "demo_sqlite_welcome.yaml"
+
+
+def _rows(text: str) -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in text.splitlines()[2:]:
+        check, result, detail = (part.strip() for part in line.split("|", 2))
+        rows[check] = (result, detail)
+    return rows
+
+
+def test_read_only_probe_checks_token_scenario_database_fields_and_matching(altcraft_emulator, capsys):
+    before = altcraft_emulator.state()
+    assert main(["probe", "--pipeline", str(PIPELINE)]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows["token (header)"] == (
+        "ok",
+        "accepted in the Authorization: Bearer header; 1 database(s) visible",
+    )
+    assert rows["token (body)"] == ("ok", "accepted in the body 'token'; 1 database(s) visible")
+    assert rows["scenario 12"] == ("ok", "active")
+    assert rows["database"] == ("ok", "scenario works on database 1")
+    assert rows["matching"][0] == "ok" and rows["fields"] == ("ok", "3 mapped field(s) exist in database 1")
+    after = altcraft_emulator.state()
+    assert (after["profiles"], after["launches"]) == (before["profiles"], before["launches"]) == (0, 0)
+
+
+def test_read_only_probe_fails_on_inactive_scenario_wrong_database_and_missing_field(
+    altcraft_emulator, capsys
+):
+    altcraft_emulator.seed(databases=[{"id": 1, "name": "Customers", "fields": [{"name": "CRM_ID"}]}])
+    assert main(["probe", "--pipeline", str(PIPELINE), "--scenario", "13", "--db", "2"]) == 1
+    rows = _rows(capsys.readouterr().out)
+    assert rows["scenario 13"] == ("FAIL", "NOT active")
+    assert rows["database"] == ("FAIL", "scenario works on database 1, not 2")
+    assert rows["fields"] == ("FAIL", "missing in database 2: LOYALTY") or rows["fields"][0] in (
+        "FAIL",
+        "skip",
+    )
+
+
+def test_probe_with_a_test_contact_launches_it_every_way_and_records(altcraft_emulator, tmp_path):
+    record = tmp_path / "probe.json"
+    env = {**os.environ, "AIRFLOW_CONN_ALTCRAFT_DEFAULT": altcraft_emulator.connection_json()}
+    command = [sys.executable, "-m", "altcraft", "probe", "--scenario", "12", "--task-timeout", "20"]
+    done = subprocess.run(
+        [*command, "--test-contact", "probe.person@example.org", "--record", str(record)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = _rows(done.stdout.rsplit("\nrecorded", 1)[0])
+    for check in ("single", "batch (hedged)", "batch (nested)", "batch (data)", "batch (flat)", "async"):
+        assert rows[check][0] == "accepted", (check, rows[check])
+    assert "status 'completed'" in rows["async"][1]
+    # one profile, launched six times (single, four batch layouts, async)
+    [profile] = altcraft_emulator.profiles(1)
+    assert profile["fields"]["email"] == "probe.person@example.org"
+    assert len(altcraft_emulator.journal(12)) == 6
+    text = record.read_text("utf-8")
+    assert altcraft_emulator.token not in text and "probe.person@example.org" not in text
+    recording = json.loads(text)
+    endpoints = {e["endpoint"] for e in recording["exchanges"]}
+    assert {"workflows/import_and_start_batch_task", "tasks/status", "databases/list"} <= endpoints
+    assert all(e["request"].get("token") in (None, "***") for e in recording["exchanges"])
+
+
+def test_recording_scrubs_the_token_and_masks_contacts_unless_kept():
+    from altcraft.probe import Exchanger
+
+    body = {"token": "sekret-token", "email": "anna.k@example.org", "note": "sekret-token for +79001234567"}
+    masked = Exchanger("http://x", "sekret-token")._clean(body)
+    assert masked["token"] == "***" and "sekret-token" not in json.dumps(masked)
+    assert "anna.k@example.org" not in json.dumps(masked) and "+79001234567" not in json.dumps(masked)
+    kept = Exchanger("http://x", "sekret-token", keep_contact=True)._clean(body)
+    assert kept["email"] == "anna.k@example.org" and kept["note"] == "*** for +79001234567"
