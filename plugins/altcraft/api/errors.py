@@ -63,6 +63,27 @@ class AltcraftTransportError(AltcraftError):
         super().__init__(f"{message} ({endpoint})" if endpoint else message)
 
 
+class AltcraftRedirected(AltcraftTransportError):
+    """Altcraft (or something in front of it) answered with a redirect, which API calls never follow.
+
+    Following one would re-send the body -- token included -- to wherever ``Location`` points, or turn
+    the call into a GET whose answer proves nothing. Not retryable: the connection's URL is wrong.
+    The request reached a server, so a launching call becomes :class:`AltcraftDeliveryUncertain`
+    (a 301/302/303 is how a server says "done, look there"; see docs/security.md).
+    """
+
+    retryable = False
+
+    def __init__(self, http_status: int, location: str, *, endpoint: str = ""):
+        self.http_status = http_status
+        super().__init__(
+            f"HTTP {http_status} redirect to {location or 'nowhere'} not followed: "
+            "set the connection's Platform URL to the address the API really answers on",
+            sent=True,
+            endpoint=endpoint,
+        )
+
+
 class AltcraftDeliveryUncertain(AltcraftError):
     """A launching request may have reached Altcraft, but no reliable answer came back.
 

@@ -10,8 +10,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-from altcraft.api.errors import AltcraftApiError, AltcraftRateLimited, AltcraftTransportError
+from altcraft.api.errors import (
+    AltcraftApiError,
+    AltcraftRateLimited,
+    AltcraftRedirected,
+    AltcraftTransportError,
+)
 from altcraft.api.models import Page, Scenario, TaskStatus
 from altcraft.masking import scrub
 
@@ -74,8 +80,11 @@ def parse_response(
     """Return the decoded JSON of a successful answer, or raise the matching typed error.
 
     Success means HTTP 2xx **and** ``error == 0``; both are checked because Altcraft may report an error
-    with HTTP 200.
+    with HTTP 200. A 3xx is :class:`AltcraftRedirected`: the hooks never follow redirects.
     """
+    if 300 <= status < 400:
+        location = headers.get("Location") or headers.get("location") or ""
+        raise AltcraftRedirected(status, _clean(_origin(location), secret), endpoint=endpoint)
     document = _decode(body)
     code, text = _envelope(document)
     if status == 429 or code == 429:
@@ -97,6 +106,12 @@ def parse_response(
     if code:
         raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
     return document
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of a URL: where a redirect points, without a path or query to leak."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}" if parts.hostname else ""
 
 
 def _decode(body: bytes) -> Any:

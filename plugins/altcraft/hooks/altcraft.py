@@ -99,7 +99,8 @@ class AltcraftHook(HttpHook, AltcraftCalls):
             self.requests_made += 1
             started = time.monotonic()
             try:
-                response = session.post(url, data=payload, timeout=self.settings.timeout)
+                # never follow a redirect: requests would re-send the body (token included) elsewhere
+                response = session.post(url, data=payload, timeout=self.settings.timeout, allow_redirects=False)
             except requests.RequestException as exc:
                 raise _transport_error(exc, endpoint) from exc
             self.log.debug(

@@ -90,7 +90,7 @@ class AltcraftAsyncHook(BaseHook):
 
         async def attempt() -> dict[str, Any]:
             try:
-                async with session.post(url, data=payload, ssl=ssl) as response:
+                async with session.post(url, data=payload, ssl=ssl, allow_redirects=False) as response:
                     content = await response.read()
                     return parse_response(
                         endpoint, response.status, response.headers, content, secret=self._token

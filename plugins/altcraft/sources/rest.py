@@ -245,14 +245,23 @@ class RestSource(Stateless):
     def _send(self, hook: Any, request: PageRequest) -> Response:
         endpoint = self._relative(hook, request.endpoint)
         body = {"data": request.params or None} if self.method == "GET" else {"json": request.params}
+        # Redirects are not followed: requests keeps custom headers (an API key from the connection's
+        # extras) on a redirect to another host. A next page is only taken from a checked link.
         response = hook.run(
             endpoint,
             headers=self.headers,
-            extra_options={"check_response": False, "timeout": self.timeout},
+            extra_options={"check_response": False, "timeout": self.timeout, "allow_redirects": False},
             **body,
         )
-        if not response.ok:
-            path = urlsplit(endpoint).path
+        path = urlsplit(endpoint).path
+        if response.is_redirect:
+            location = urlsplit(response.headers.get("Location", ""))
+            raise SourceError(
+                f"{self.describe()}: HTTP {response.status_code} redirect from {path} to "
+                f"{location.hostname or 'the same host'} not followed: point the connection or endpoint "
+                "at the address that answers"
+            )
+        if not 200 <= response.status_code < 300:
             raise SourceError(f"{self.describe()}: HTTP {response.status_code} from {path}")
         return response
 
