@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-
 TOKEN = "TOKEN-hostile-5b1e0c"
 
 

@@ -111,7 +111,9 @@ def parse_response(
 def _origin(url: str) -> str:
     """``scheme://host:port`` of a URL: where a redirect points, without a path or query to leak."""
     parts = urlsplit(url.strip())
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}" if parts.hostname else ""
+    if not parts.hostname:
+        return ""
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 def _decode(body: bytes) -> Any:

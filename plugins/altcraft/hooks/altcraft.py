@@ -100,7 +100,9 @@ class AltcraftHook(HttpHook, AltcraftCalls):
             started = time.monotonic()
             try:
                 # never follow a redirect: requests would re-send the body (token included) elsewhere
-                response = session.post(url, data=payload, timeout=self.settings.timeout, allow_redirects=False)
+                response = session.post(
+                    url, data=payload, timeout=self.settings.timeout, allow_redirects=False
+                )
             except requests.RequestException as exc:
                 raise _transport_error(exc, endpoint) from exc
             self.log.debug(
