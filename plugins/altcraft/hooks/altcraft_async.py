@@ -96,9 +96,15 @@ class AltcraftAsyncHook(BaseHook):
                         endpoint, response.status, response.headers, content, secret=self._token
                     )
             except (TimeoutError, aiohttp.ClientError) as exc:
+                # ClientTimeout(total=...) is one deadline for connect + the whole answer
                 never_sent = isinstance(exc, aiohttp.ClientConnectorError)
+                what = (
+                    f"no complete answer within {self.settings.timeout:g}s"
+                    if isinstance(exc, TimeoutError)
+                    else type(exc).__name__
+                )
                 raise AltcraftTransportError(
-                    f"{type(exc).__name__} talking to Altcraft", sent=not never_sent, endpoint=endpoint
+                    f"{what} talking to Altcraft", sent=not never_sent, endpoint=endpoint
                 ) from exc
 
         try:
