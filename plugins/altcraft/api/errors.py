@@ -63,6 +63,17 @@ class AltcraftTransportError(AltcraftError):
         super().__init__(f"{message} ({endpoint})" if endpoint else message)
 
 
+class AltcraftUnexpectedAnswer(AltcraftTransportError):
+    """A 2xx answer that is not what the API documents for the endpoint (wrong JSON shape or types).
+
+    The request reached Altcraft and may have been processed; a launching call raises it as
+    :class:`AltcraftDeliveryUncertain`. The message names the places that did not parse, not their values.
+    """
+
+    def __init__(self, problem: str, *, endpoint: str = ""):
+        super().__init__(f"unexpected answer: {problem}", sent=True, endpoint=endpoint)
+
+
 class AltcraftRedirected(AltcraftTransportError):
     """Altcraft (or something in front of it) answered with a redirect, which API calls never follow.
 

@@ -6,20 +6,26 @@ Transport-independent: the hooks only move bytes; everything about what the byte
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from altcraft.api.errors import (
     AltcraftApiError,
+    AltcraftError,
     AltcraftRateLimited,
     AltcraftRedirected,
     AltcraftTransportError,
+    AltcraftUnexpectedAnswer,
 )
 from altcraft.api.models import Page, Scenario, TaskStatus
 from altcraft.masking import scrub
+
+T = TypeVar("T")
 
 API_PREFIX = "/api/v1.1/"
 _SNIPPET = 200
@@ -96,24 +102,50 @@ def parse_response(
     if not 200 <= status < 300:
         if not text:
             text = f"HTTP {status}" + (f": {_snippet(body)}" if body and document is None else "")
-        raise AltcraftApiError(code or status, _clean(text, secret), http_status=status, endpoint=endpoint)
+        code = code if code > 0 else status
+        raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
     if document is None or not isinstance(document, dict):
         raise AltcraftTransportError(
             f"unreadable response (HTTP {status}, {len(body)} bytes): {_clean(_snippet(body), secret)}",
             sent=True,
             endpoint=endpoint,
         )
+    if code == -1:
+        raise AltcraftUnexpectedAnswer(f"`error` is not a number: {_clean(text, secret)}", endpoint=endpoint)
     if code:
         raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
     return document
 
 
+def parse_answer(endpoint: str, parse: Callable[[Any], T], answer: Any) -> T:
+    """``parse(answer)``, with anything it raises on an odd shape turned into `AltcraftUnexpectedAnswer`.
+
+    The message lists where the answer did not fit, never the values found there (they may echo
+    secrets or contact data).
+    """
+    try:
+        return parse(answer)
+    except AltcraftError:
+        raise
+    except ValidationError as error:
+        where = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['type']}" for e in error.errors()[:5]
+        )
+        raise AltcraftUnexpectedAnswer(where, endpoint=endpoint) from None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as error:
+        raise AltcraftUnexpectedAnswer(type(error).__name__, endpoint=endpoint) from None
+
+
 def _origin(url: str) -> str:
     """``scheme://host:port`` of a URL: where a redirect points, without a path or query to leak."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "an unreadable URL"
     if not parts.hostname:
         return ""
-    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
 
 
 def _decode(body: bytes) -> Any:
@@ -131,9 +163,14 @@ def _envelope(document: Any) -> tuple[int, str]:
     raw_code = document.get("error", 0)
     try:
         code = int(raw_code or 0)
-    except (TypeError, ValueError):
-        code = 0
-    return code, str(document.get("error_text") or "")
+    except (TypeError, ValueError, OverflowError):
+        # `"error": "invalid token"`: an error all the same, in a form the API does not document
+        code = -1
+    return code, _text(document.get("error_text"))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value, default=str)
 
 
 def _snippet(body: bytes) -> str:
@@ -151,8 +188,8 @@ def task_id_of(answer: dict[str, Any]) -> str:
     data = answer.get("data")
     task_id = (data.get("task_id") or data.get("id")) if isinstance(data, dict) else None
     task_id = task_id or answer.get("task_id")
-    if not task_id:
-        raise AltcraftTransportError("task-creating call answered without a task id", sent=True)
+    if not task_id or not isinstance(task_id, str | int):
+        raise AltcraftUnexpectedAnswer("no task id (data.task_id)")
     return str(task_id)
 
 
