@@ -114,7 +114,36 @@ def parse_response(
         raise AltcraftUnexpectedAnswer(f"`error` is not a number: {_clean(text, secret)}", endpoint=endpoint)
     if code:
         raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
-    return document
+    return clean_document(document, secret)
+
+
+#: Keys whose string values are free text written by the server (e.g. ``result[].error_text``).
+SERVER_TEXT_KEYS = frozenset({"error_text", "error_message", "message", "detail", "reason", "status_text"})
+
+
+def clean_document(document: Any, secret: str | None) -> Any:
+    """The answer with the token removed from every string and contacts masked in every server text.
+
+    Done once here, for both hooks, so no text that came from Altcraft reaches a log, an exception,
+    XCom or the ledger with the token or an email/phone in clear. Iterative: any depth is fine.
+    """
+    variants = [v for v in {secret, json.dumps(secret)[1:-1]} if v] if secret else []
+    root = [document]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        value = container[key]
+        if isinstance(value, str):
+            for variant in variants:
+                value = value.replace(variant, "***")
+            if isinstance(key, str) and key in SERVER_TEXT_KEYS:
+                value = scrub(value)
+            container[key] = value
+        elif isinstance(value, dict):
+            stack.extend((value, k) for k in value)
+        elif isinstance(value, list):
+            stack.extend((value, i) for i in range(len(value)))
+    return root[0]
 
 
 def parse_answer(endpoint: str, parse: Callable[[Any], T], answer: Any) -> T:
@@ -153,7 +182,7 @@ def _decode(body: bytes) -> Any:
         return None
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
