@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Ledger, RelaunchPolicy, RunRef, Scope
-from altcraft.mapping import ProfileMapping, compile_mapping
+from altcraft.mapping import Mapper, ProfileMapping
 
 EMAIL, PHONE = "anna.petrova@example.org", "+79001234567"
 MAPPING = {"matching": "email", "key": {"email": "email"}, "fields": {"_fname": "name"}}
@@ -35,7 +35,7 @@ def test_per_profile_error_text_echoing_the_token_is_scrubbed_everywhere(
         scope=Scope(platform=hook.base_url, scenario_id=4711),
         run=RunRef(dag_id="d", task_id="t", run_id="r", try_number=1, window_key="w"),
         target=LaunchTarget(scenario_id=4711, matching="email"),
-        mapper=compile_mapping(mapping, source_key_column="id"),
+        mapper=Mapper(mapping, source_key_column="id"),
         mode=DeliveryMode.BATCH,
         policy=RelaunchPolicy.parse("once"),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from altcraft.api.errors import AltcraftUnexpectedAnswer
@@ -118,8 +119,7 @@ class AltcraftCalls:
 
     def get_task_status(self, task_id: str) -> TaskStatus:
         """Read an asynchronous task's state (``tasks/status``)."""
-        parse = lambda answer: task_status_of(answer, task_id)  # ruff: ignore[lambda-assignment]
-        return self._typed("tasks/status", {"task_id": task_id}, parse)
+        return self._typed("tasks/status", {"task_id": task_id}, partial(task_status_of, task_id=task_id))
 
     def wait_for_task(self, task_id: str, timeout: float, poll_interval: float) -> TaskStatus:
         """Poll ``tasks/status`` until the task is over or ``timeout`` seconds passed; its last status.
