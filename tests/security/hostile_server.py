@@ -40,9 +40,11 @@ class Seen:
 Answer = list[tuple[bytes, float]]
 
 
-def http_answer(status: int, body: bytes | dict | str = b"", headers: dict[str, str] | None = None) -> Answer:
-    """One complete HTTP/1.1 answer, sent at once."""
-    if isinstance(body, dict):
+def http_answer(
+    status: int, body: bytes | dict | list | str = b"", headers: dict[str, str] | None = None
+) -> Answer:
+    """One complete HTTP/1.1 answer, sent at once (a dict or list is sent as JSON)."""
+    if isinstance(body, dict | list):
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode()

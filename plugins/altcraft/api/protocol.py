@@ -118,7 +118,9 @@ def parse_response(
 
 
 #: Keys whose string values are free text written by the server (e.g. ``result[].error_text``).
-SERVER_TEXT_KEYS = frozenset({"error_text", "error_message", "message", "detail", "reason", "status_text"})
+SERVER_TEXT_KEYS = frozenset(
+    {"error_text", "error_message", "message", "detail", "reason", "status", "status_text"}
+)
 
 
 def clean_document(document: Any, secret: str | None) -> Any:
