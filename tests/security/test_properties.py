@@ -15,7 +15,7 @@ from altcraft.api.models import BatchResult, Database, DatabaseField, Page, Prof
 from altcraft.api.protocol import parse_answer, parse_response, scenario_of, task_id_of, task_status_of
 from altcraft.pipelines.spec import PipelineSpec, SpecError, read_spec
 
-FAST = settings(max_examples=100, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 SECRET = "TOKEN-prop-3e1f"
 
 json_values = st.recursive(
