@@ -46,6 +46,7 @@ from altcraft.validation import (
     ValidationError,
     as_text,
     check_text,
+    email_identity,
     is_finite,
     key_text,
     kind_of,
@@ -691,6 +692,13 @@ class Mapper:
                 raise ValidationError(key.label, "matching key is missing")
         if not match:
             raise ValidationError("/".join(key.label for key in self._keys), "matching key is missing")
-        parts = ("" if (value := match.get(name)) is None else str(value) for name in self._key_names)
+        parts = (_identity(name, match.get(name)) for name in self._key_names)
         ledger_key = f"{self._mode}:{'|'.join(parts)}"
         return match, ledger_key.lower() if "email" in match else ledger_key
+
+
+def _identity(name: str, value: Any) -> str:
+    """A key value as the ledger knows it (an IDN email in one form, whichever form was sent)."""
+    if value is None:
+        return ""
+    return email_identity(value) if name == "email" else str(value)

@@ -128,7 +128,11 @@ def key_text(value: Any, *, field: str) -> str:
 
 
 def normalize_email(value: Any, *, field: str = "email") -> str:
-    """The normalised email address (domain lower-cased, IDN as unicode); syntax only, no DNS."""
+    """The address as the source wrote it, syntax-checked (no DNS): local part NFC, domain lower-cased.
+
+    An IDN domain keeps its form: ``xn--80ak6aa92e.com`` stays ASCII, never becomes the Unicode
+    look-alike it encodes; a Unicode domain stays Unicode (NFC, lower case). See `email_identity`.
+    """
     if not isinstance(value, str):
         raise ValidationError(field, f"expected text, got {kind_of(value)}")
     try:
@@ -152,13 +156,32 @@ def _email(value: str) -> str:
     from email_validator import EmailNotValidError, validate_email
 
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        info = validate_email(value, check_deliverability=False)
     except EmailNotValidError as error:
         reason = _QUOTED_DETAIL.sub("", str(error))
         local = value.partition("@")[0]
         if value in reason or (len(local) > 2 and local in reason):
             reason = "is not a valid email address"
         raise ValidationError("email", reason) from None
+    given_domain = value.rpartition("@")[2]
+    return f"{info.local_part}@{info.ascii_domain if given_domain.isascii() else info.domain}"
+
+
+def email_identity(email: str) -> str:
+    """Who a normalised address is, for the ledger: the domain in Unicode, as both forms name one inbox.
+
+    ``user@xn--e1afmkfd.xn--p1ai`` and ``user@пример.рф`` are one contact (launched once), whichever
+    form the source gave; only the form sent differs.
+    """
+    domain = email.rpartition("@")[2]
+    if "xn--" not in domain.lower():
+        return email
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(email, check_deliverability=False).normalized
+    except EmailNotValidError:
+        return email
 
 
 @lru_cache(maxsize=1024)

@@ -10,9 +10,11 @@ A new endpoint goes here (its path, its request layout and its answer parsing, w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
+from altcraft.api.errors import AltcraftUnexpectedAnswer
 from altcraft.api.models import (
     BatchLaunchRequest,
     BatchResult,
@@ -27,9 +29,11 @@ from altcraft.api.models import (
     StartRequest,
     TaskStatus,
 )
-from altcraft.api.protocol import scenario_of, task_id_of, task_status_of
+from altcraft.api.protocol import parse_answer, scenario_of, task_id_of, task_status_of
+from altcraft.api.retry import as_uncertain
 
 PAGE_SIZE = 1000
+T = TypeVar("T")
 
 
 class AltcraftCalls:
@@ -52,17 +56,38 @@ class AltcraftCalls:
         """
         raise NotImplementedError
 
+    def _typed(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        parse: Callable[[dict[str, Any]], T],
+        *,
+        raw_data: bytes | None = None,
+        launching: bool = False,
+        keys: Sequence[str] = (),
+    ) -> T:
+        """:meth:`call`, then ``parse`` its answer: an answer that does not parse is
+        :class:`AltcraftUnexpectedAnswer` -- for a launching call, delivery-uncertain for ``keys``
+        (Altcraft answered 2xx, so it may well have processed the request)."""
+        answer = self.call(endpoint, body, raw_data=raw_data, launching=launching, keys=keys)
+        try:
+            return parse_answer(endpoint, parse, answer)
+        except AltcraftUnexpectedAnswer as exc:
+            if launching:
+                raise as_uncertain(exc, endpoint, keys) from exc
+            raise
+
     # ---------------------------------------------------------------------------------------- launches
 
     def start(self, request: StartRequest, *, keys: Sequence[str] = ()) -> ProfileResult:
         """Put an existing profile into a scenario (``workflows/start``)."""
-        answer = self.call("workflows/start", request.to_body(), launching=True, keys=keys)
-        return ProfileResult.model_validate(answer)
+        parse = ProfileResult.model_validate
+        return self._typed("workflows/start", request.to_body(), parse, launching=True, keys=keys)
 
     def import_and_start(self, request: ImportAndStartRequest, *, keys: Sequence[str] = ()) -> ProfileResult:
         """Import one profile and launch it into a scenario (``workflows/import_and_start``)."""
-        answer = self.call("workflows/import_and_start", request.to_body(), launching=True, keys=keys)
-        return ProfileResult.model_validate(answer)
+        parse = ProfileResult.model_validate
+        return self._typed("workflows/import_and_start", request.to_body(), parse, launching=True, keys=keys)
 
     def import_and_start_batch(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
@@ -71,24 +96,30 @@ class AltcraftCalls:
 
         :param raw_data: the ``data`` array already encoded (then ``request.data`` is not sent).
         """
-        answer = self._batch("workflows/import_and_start_batch", request, raw_data, keys)
-        return BatchResult.model_validate(answer)
+        return self._batch(
+            "workflows/import_and_start_batch", request, raw_data, keys, BatchResult.model_validate
+        )
 
     def submit_import_and_start_batch_task(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
     ) -> str:
         """Submit ``workflows/import_and_start_batch_task``; returns the Altcraft task id."""
-        return task_id_of(self._batch("workflows/import_and_start_batch_task", request, raw_data, keys))
+        return self._batch("workflows/import_and_start_batch_task", request, raw_data, keys, task_id_of)
 
     def _batch(
-        self, endpoint: str, request: BatchLaunchRequest, raw_data: bytes | None, keys: Sequence[str]
-    ) -> dict[str, Any]:
+        self,
+        endpoint: str,
+        request: BatchLaunchRequest,
+        raw_data: bytes | None,
+        keys: Sequence[str],
+        parse: Callable[[dict[str, Any]], T],
+    ) -> T:
         body = request.to_body(without_data=raw_data is not None)
-        return self.call(endpoint, body, raw_data=raw_data, launching=True, keys=keys)
+        return self._typed(endpoint, body, parse, raw_data=raw_data, launching=True, keys=keys)
 
     def get_task_status(self, task_id: str) -> TaskStatus:
         """Read an asynchronous task's state (``tasks/status``)."""
-        return task_status_of(self.call("tasks/status", {"task_id": task_id}), task_id)
+        return self._typed("tasks/status", {"task_id": task_id}, partial(task_status_of, task_id=task_id))
 
     def wait_for_task(self, task_id: str, timeout: float, poll_interval: float) -> TaskStatus:
         """Poll ``tasks/status`` until the task is over or ``timeout`` seconds passed; its last status.
@@ -110,47 +141,50 @@ class AltcraftCalls:
         Imports may fire the database's import triggers, so unless ``skip_triggers`` is set they are
         retried only as cautiously as launches.
         """
-        answer = self.call("profiles/import", request.to_body(), launching=not request.skip_triggers)
-        return ProfileResult.model_validate(answer)
+        launching = not request.skip_triggers
+        parse = ProfileResult.model_validate
+        return self._typed("profiles/import", request.to_body(), parse, launching=launching)
 
     def import_profiles(self, request: ImportBatchRequest) -> BatchResult:
         """Add or update many profiles (``profiles/import_batch``)."""
-        answer = self.call("profiles/import_batch", request.to_body(), launching=not request.skip_triggers)
-        return BatchResult.model_validate(answer)
+        launching = not request.skip_triggers
+        parse = BatchResult.model_validate
+        return self._typed("profiles/import_batch", request.to_body(), parse, launching=launching)
 
     # ------------------------------------------------------------------------------------------- reads
 
-    def iter_pages(self, endpoint: str, body: dict[str, Any] | None = None) -> Iterator[Page]:
-        """Every page of a keyset-paginated list method (``from_id`` / ``next_from_id``)."""
+    def iter_pages(
+        self, endpoint: str, body: dict[str, Any] | None = None, *, item: Callable[[Any], T] = dict
+    ) -> Iterator[list[T]]:
+        """The items of every page of a keyset-paginated list method (``from_id`` / ``next_from_id``)."""
         request = {"limit": PAGE_SIZE, **(body or {})}
         while True:
-            page = Page.model_validate(self.call(endpoint, request))
-            yield page
-            if not page.data or page.next_from_id is None or page.next_from_id == request.get("from_id"):
-                return
+            page = self._typed(endpoint, request, Page.model_validate)
+            yield parse_answer(endpoint, lambda data: [item(one) for one in data], page.data)
+            previous = request.get("from_id") or 0
+            if not page.data or page.next_from_id is None or previous >= page.next_from_id:
+                return  # keyset pages only move forward; anything else would loop
             request["from_id"] = page.next_from_id
 
     def list_scenarios(self, **filters: Any) -> list[Scenario]:
         """All scenarios visible to the token (``workflows/list``, every page)."""
-        return [
-            Scenario.model_validate(item)
-            for page in self.iter_pages("workflows/list", filters)
-            for item in page.data
-        ]
+        pages = self.iter_pages("workflows/list", filters, item=Scenario.model_validate)
+        return [scenario for page in pages for scenario in page]
 
     def get_scenario(self, scenario_id: int) -> Scenario | None:
         """One scenario by id, or None when the token cannot see it."""
-        return scenario_of(self.call("workflows/list", {"from_id": scenario_id, "limit": 1}), scenario_id)
+        body = {"from_id": scenario_id, "limit": 1}
+        return self._typed("workflows/list", body, lambda answer: scenario_of(answer, scenario_id))
 
     def list_databases(self, **filters: Any) -> list[Database]:
         """All databases visible to the token (``databases/list``, every page)."""
-        return [
-            Database.model_validate(item)
-            for page in self.iter_pages("databases/list", filters)
-            for item in page.data
-        ]
+        pages = self.iter_pages("databases/list", filters, item=Database.model_validate)
+        return [database for page in pages for database in page]
 
     def get_database_fields(self, db_id: int) -> list[DatabaseField]:
         """The fields of a database (``databases/fields_get``)."""
-        answer = self.call("databases/fields_get", {"db_id": db_id})
-        return [DatabaseField.model_validate(item) for item in answer.get("data") or []]
+        return self._typed(
+            "databases/fields_get",
+            {"db_id": db_id},
+            lambda answer: [DatabaseField.model_validate(item) for item in answer.get("data") or []],
+        )

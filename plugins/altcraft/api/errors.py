@@ -63,6 +63,38 @@ class AltcraftTransportError(AltcraftError):
         super().__init__(f"{message} ({endpoint})" if endpoint else message)
 
 
+class AltcraftUnexpectedAnswer(AltcraftTransportError):
+    """A 2xx answer that is not what the API documents for the endpoint (wrong JSON shape or types).
+
+    The request reached Altcraft and may have been processed; a launching call raises it as
+    :class:`AltcraftDeliveryUncertain`. The message names the places that did not parse, not their values.
+    """
+
+    def __init__(self, problem: str, *, endpoint: str = ""):
+        super().__init__(f"unexpected answer: {problem}", sent=True, endpoint=endpoint)
+
+
+class AltcraftRedirected(AltcraftTransportError):
+    """Altcraft (or something in front of it) answered with a redirect, which API calls never follow.
+
+    Following one would re-send the body -- token included -- to wherever ``Location`` points, or turn
+    the call into a GET whose answer proves nothing. Not retryable: the connection's URL is wrong.
+    The request reached a server, so a launching call becomes :class:`AltcraftDeliveryUncertain`
+    (a 301/302/303 is how a server says "done, look there"; see docs/security.md).
+    """
+
+    retryable = False
+
+    def __init__(self, http_status: int, location: str, *, endpoint: str = ""):
+        self.http_status = http_status
+        super().__init__(
+            f"HTTP {http_status} redirect to {location or 'nowhere'} not followed: "
+            "set the connection's Platform URL to the address the API really answers on",
+            sent=True,
+            endpoint=endpoint,
+        )
+
+
 class AltcraftDeliveryUncertain(AltcraftError):
     """A launching request may have reached Altcraft, but no reliable answer came back.
 

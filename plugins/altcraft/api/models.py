@@ -11,7 +11,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from altcraft.api.layouts import flat_item
 from altcraft.api.matching import MatchingMode
@@ -160,6 +168,11 @@ class ProfileResult(Envelope):
 
     profile_id: str | None = None
 
+    @field_validator("profile_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @property
     def ok(self) -> bool:
         return self.error == 0
@@ -279,4 +292,10 @@ class TaskStatus(_Response):
             items = next((items[k] for k in ("result", "results", "profiles") if k in items), None)
         if not isinstance(items, list):
             return []
-        return [ProfileResult.model_validate(item) for item in items if isinstance(item, dict)]
+        results = []
+        for item in items:
+            try:
+                results.append(ProfileResult.model_validate(item))
+            except ValidationError:
+                continue  # an unreadable result: the count no longer matches, so the chunk is uncertain
+        return results

@@ -6,14 +6,26 @@ Transport-independent: the hooks only move bytes; everything about what the byte
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from altcraft.api.errors import AltcraftApiError, AltcraftRateLimited, AltcraftTransportError
+from pydantic import ValidationError
+
+from altcraft.api.errors import (
+    AltcraftApiError,
+    AltcraftError,
+    AltcraftRateLimited,
+    AltcraftRedirected,
+    AltcraftTransportError,
+    AltcraftUnexpectedAnswer,
+)
 from altcraft.api.models import Page, Scenario, TaskStatus
 from altcraft.masking import scrub
+
+T = TypeVar("T")
 
 API_PREFIX = "/api/v1.1/"
 _SNIPPET = 200
@@ -74,8 +86,11 @@ def parse_response(
     """Return the decoded JSON of a successful answer, or raise the matching typed error.
 
     Success means HTTP 2xx **and** ``error == 0``; both are checked because Altcraft may report an error
-    with HTTP 200.
+    with HTTP 200. A 3xx is :class:`AltcraftRedirected`: the hooks never follow redirects.
     """
+    if 300 <= status < 400:
+        location = headers.get("Location") or headers.get("location") or ""
+        raise AltcraftRedirected(status, _clean(_origin(location), secret), endpoint=endpoint)
     document = _decode(body)
     code, text = _envelope(document)
     if status == 429 or code == 429:
@@ -87,16 +102,81 @@ def parse_response(
     if not 200 <= status < 300:
         if not text:
             text = f"HTTP {status}" + (f": {_snippet(body)}" if body and document is None else "")
-        raise AltcraftApiError(code or status, _clean(text, secret), http_status=status, endpoint=endpoint)
+        code = code if code > 0 else status
+        raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
     if document is None or not isinstance(document, dict):
         raise AltcraftTransportError(
             f"unreadable response (HTTP {status}, {len(body)} bytes): {_clean(_snippet(body), secret)}",
             sent=True,
             endpoint=endpoint,
         )
+    if code == -1:
+        raise AltcraftUnexpectedAnswer(f"`error` is not a number: {_clean(text, secret)}", endpoint=endpoint)
     if code:
         raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
-    return document
+    return clean_document(document, secret)
+
+
+#: Keys whose string values are free text written by the server (e.g. ``result[].error_text``).
+SERVER_TEXT_KEYS = frozenset(
+    {"error_text", "error_message", "message", "detail", "reason", "status", "status_text"}
+)
+
+
+def clean_document(document: Any, secret: str | None) -> Any:
+    """The answer with the token removed from every string and contacts masked in every server text.
+
+    Done once here, for both hooks, so no text that came from Altcraft reaches a log, an exception,
+    XCom or the ledger with the token or an email/phone in clear. Iterative: any depth is fine.
+    """
+    variants = [v for v in {secret, json.dumps(secret)[1:-1]} if v] if secret else []
+    root = [document]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        value = container[key]
+        if isinstance(value, str):
+            for variant in variants:
+                value = value.replace(variant, "***")
+            if isinstance(key, str) and key in SERVER_TEXT_KEYS:
+                value = scrub(value)
+            container[key] = value
+        elif isinstance(value, dict):
+            stack.extend((value, k) for k in value)
+        elif isinstance(value, list):
+            stack.extend((value, i) for i in range(len(value)))
+    return root[0]
+
+
+def parse_answer(endpoint: str, parse: Callable[[Any], T], answer: Any) -> T:
+    """``parse(answer)``, with anything it raises on an odd shape turned into `AltcraftUnexpectedAnswer`.
+
+    The message lists where the answer did not fit, never the values found there (they may echo
+    secrets or contact data).
+    """
+    try:
+        return parse(answer)
+    except AltcraftError:
+        raise
+    except ValidationError as error:
+        where = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['type']}" for e in error.errors()[:5]
+        )
+        raise AltcraftUnexpectedAnswer(where, endpoint=endpoint) from None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as error:
+        raise AltcraftUnexpectedAnswer(type(error).__name__, endpoint=endpoint) from None
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of a URL: where a redirect points, without a path or query to leak."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "an unreadable URL"
+    if not parts.hostname:
+        return ""
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
 
 
 def _decode(body: bytes) -> Any:
@@ -104,7 +184,7 @@ def _decode(body: bytes) -> Any:
         return None
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -114,9 +194,14 @@ def _envelope(document: Any) -> tuple[int, str]:
     raw_code = document.get("error", 0)
     try:
         code = int(raw_code or 0)
-    except (TypeError, ValueError):
-        code = 0
-    return code, str(document.get("error_text") or "")
+    except (TypeError, ValueError, OverflowError):
+        # `"error": "invalid token"`: an error all the same, in a form the API does not document
+        code = -1
+    return code, _text(document.get("error_text"))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value, default=str)
 
 
 def _snippet(body: bytes) -> str:
@@ -134,8 +219,8 @@ def task_id_of(answer: dict[str, Any]) -> str:
     data = answer.get("data")
     task_id = (data.get("task_id") or data.get("id")) if isinstance(data, dict) else None
     task_id = task_id or answer.get("task_id")
-    if not task_id:
-        raise AltcraftTransportError("task-creating call answered without a task id", sent=True)
+    if not task_id or not isinstance(task_id, str | int):
+        raise AltcraftUnexpectedAnswer("no task id (data.task_id)")
     return str(task_id)
 
 

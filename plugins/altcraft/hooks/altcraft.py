@@ -21,6 +21,7 @@ from altcraft.api.calls import AltcraftCalls
 from altcraft.api.errors import AltcraftError, AltcraftTransportError
 from altcraft.api.protocol import api_path, encode_body, parse_response, request_headers
 from altcraft.api.retry import as_uncertain
+from altcraft.deadline import Deadline, watch_sockets
 from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
 
 
@@ -64,7 +65,7 @@ class AltcraftHook(HttpHook, AltcraftCalls):
             session.verify = self.settings.verify
             session.cert = self.settings.cert
             session.proxies = self.settings.proxies or {}
-            self._session = self._configure_session_from_mount_adapters(session)
+            self._session = watch_sockets(self._configure_session_from_mount_adapters(session))
         if headers:
             self._session.headers.update(headers)
         return self._session
@@ -97,10 +98,15 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         def attempt() -> dict[str, Any]:
             self.requests_made += 1
             started = time.monotonic()
+            deadline = Deadline(self.settings.timeout)
             try:
-                response = session.post(url, data=payload, timeout=self.settings.timeout)
+                with deadline:  # connect + send + the whole answer, not each socket read
+                    # never follow a redirect: requests would re-send the body (token included) elsewhere
+                    response = session.post(
+                        url, data=payload, timeout=self.settings.timeout, allow_redirects=False
+                    )
             except requests.RequestException as exc:
-                raise _transport_error(exc, endpoint) from exc
+                raise _transport_error(exc, endpoint, deadline) from exc
             self.log.debug(
                 "POST %s -> HTTP %s in %.3fs", endpoint, response.status_code, time.monotonic() - started
             )
@@ -138,10 +144,13 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         return True, f"Connected to {self.base_url}; {summary}"
 
 
-def _transport_error(exc: requests.RequestException, endpoint: str) -> AltcraftTransportError:
+def _transport_error(
+    exc: requests.RequestException, endpoint: str, deadline: Deadline
+) -> AltcraftTransportError:
     """Classify a requests failure: was the request certainly never sent?"""
     sent = not _never_connected(exc)
-    return AltcraftTransportError(f"{type(exc).__name__} talking to Altcraft", sent=sent, endpoint=endpoint)
+    what = f"no complete answer within {deadline.seconds:g}s" if deadline.expired else type(exc).__name__
+    return AltcraftTransportError(f"{what} talking to Altcraft", sent=sent, endpoint=endpoint)
 
 
 def _never_connected(exc: BaseException) -> bool:

@@ -6,8 +6,8 @@ models; no blocking call anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import aiohttp
 from airflow.sdk import BaseHook
@@ -19,6 +19,7 @@ from altcraft.api.models import BatchLaunchRequest, BatchResult, Scenario, TaskS
 from altcraft.api.protocol import (
     api_path,
     encode_body,
+    parse_answer,
     parse_response,
     request_headers,
     scenario_of,
@@ -27,6 +28,8 @@ from altcraft.api.protocol import (
 )
 from altcraft.api.retry import as_uncertain
 from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
+
+T = TypeVar("T")
 
 
 class AltcraftAsyncHook(BaseHook):
@@ -79,7 +82,8 @@ class AltcraftAsyncHook(BaseHook):
         raw_data: bytes | None = None,
         launching: bool = False,
         keys: Sequence[str] = (),
-    ) -> dict[str, Any]:
+        parse: Callable[[dict[str, Any]], T] | None = None,
+    ) -> Any:
         """POST one API method; the async counterpart of :meth:`AltcraftHook.call`."""
         session = await self._get_session()
         payload = encode_body(
@@ -90,19 +94,26 @@ class AltcraftAsyncHook(BaseHook):
 
         async def attempt() -> dict[str, Any]:
             try:
-                async with session.post(url, data=payload, ssl=ssl) as response:
+                async with session.post(url, data=payload, ssl=ssl, allow_redirects=False) as response:
                     content = await response.read()
                     return parse_response(
                         endpoint, response.status, response.headers, content, secret=self._token
                     )
             except (TimeoutError, aiohttp.ClientError) as exc:
+                # ClientTimeout(total=...) is one deadline for connect + the whole answer
                 never_sent = isinstance(exc, aiohttp.ClientConnectorError)
+                what = (
+                    f"no complete answer within {self.settings.timeout:g}s"
+                    if isinstance(exc, TimeoutError)
+                    else type(exc).__name__
+                )
                 raise AltcraftTransportError(
-                    f"{type(exc).__name__} talking to Altcraft", sent=not never_sent, endpoint=endpoint
+                    f"{what} talking to Altcraft", sent=not never_sent, endpoint=endpoint
                 ) from exc
 
         try:
-            return await self.settings.retry_policy.async_retrying(launching=launching)(attempt)
+            answer = await self.settings.retry_policy.async_retrying(launching=launching)(attempt)
+            return answer if parse is None else parse_answer(endpoint, parse, answer)
         except AltcraftError as exc:
             if launching:
                 raise as_uncertain(exc, endpoint, keys) from exc
@@ -110,30 +121,42 @@ class AltcraftAsyncHook(BaseHook):
 
     async def get_task_status(self, task_id: str) -> TaskStatus:
         """Read an asynchronous task's state (``tasks/status``)."""
-        return task_status_of(await self.call("tasks/status", {"task_id": task_id}), task_id)
+        return await self.call(
+            "tasks/status", {"task_id": task_id}, parse=lambda answer: task_status_of(answer, task_id)
+        )
 
     async def submit_import_and_start_batch_task(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
     ) -> str:
         """Submit ``workflows/import_and_start_batch_task``; returns the Altcraft task id."""
         body = request.to_body(without_data=raw_data is not None)
-        answer = await self.call(
-            "workflows/import_and_start_batch_task", body, raw_data=raw_data, launching=True, keys=keys
+        return await self.call(
+            "workflows/import_and_start_batch_task",
+            body,
+            raw_data=raw_data,
+            launching=True,
+            keys=keys,
+            parse=task_id_of,
         )
-        return task_id_of(answer)
 
     async def import_and_start_batch(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
     ) -> BatchResult:
         """Import many profiles and launch each (``workflows/import_and_start_batch``)."""
         body = request.to_body(without_data=raw_data is not None)
-        answer = await self.call(
-            "workflows/import_and_start_batch", body, raw_data=raw_data, launching=True, keys=keys
+        return await self.call(
+            "workflows/import_and_start_batch",
+            body,
+            raw_data=raw_data,
+            launching=True,
+            keys=keys,
+            parse=BatchResult.model_validate,
         )
-        return BatchResult.model_validate(answer)
 
     async def get_scenario(self, scenario_id: int) -> Scenario | None:
         """One scenario by id, or None when the token cannot see it."""
-        return scenario_of(
-            await self.call("workflows/list", {"from_id": scenario_id, "limit": 1}), scenario_id
+        return await self.call(
+            "workflows/list",
+            {"from_id": scenario_id, "limit": 1},
+            parse=lambda answer: scenario_of(answer, scenario_id),
         )

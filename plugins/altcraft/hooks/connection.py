@@ -19,7 +19,9 @@ class AltcraftConnectionSettings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    timeout: float = Field(60.0, gt=0, description="seconds to wait for one answer")
+    timeout: float = Field(
+        60.0, gt=0, description="seconds one HTTP exchange may take in all: connect, send, the whole answer"
+    )
     max_retries: int = Field(5, ge=0, description="retries of a failed call that may be repeated")
     backoff_initial: float = Field(1.0, ge=0)
     backoff_max: float = Field(30.0, ge=0, description="cap of the exponential backoff with jitter")

@@ -55,15 +55,16 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param batch_size: contacts per request (≤ 10,000) and per source read.
     :param max_request_bytes: cap of one request's encoded JSON (default just under 10 MB).
     :param relaunch_policy: ``once`` (default), ``cooldown:30d`` or ``every_run``; see docs/ledger.md.
-    :param relaunch: launch again contacts the policy would skip (never twice within one run).
-    :param resend_uncertain: send again contacts whose earlier delivery is uncertain.
+    :param relaunch: launch again contacts the policy would skip (never twice within one run). Templated.
+    :param resend_uncertain: send again contacts whose earlier delivery is uncertain. Templated.
     :param dry_run: map, validate and check the ledger, but send nothing and write nothing. Templated.
     :param max_rejected_ratio: fail the task (after delivering everything valid) when
         (rejected + failed) / found exceeds this share. Default 0.1.
     :param ledger_conn_id: SQL connection of the sync ledger; default ``[altcraft] ledger_conn_id`` of the
         Airflow configuration, else a SQLite file in AIRFLOW_HOME.
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
-    :param content, skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
+    :param content: passed to Altcraft. Templated (strings inside are rendered).
+    :param skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
     :param deferrable: in ``async`` mode, wait for Altcraft tasks in the triggerer (default True).
     :param allow_undocumented_matching: accept a matching mode the docs do not list for the delivery's
         endpoint (``altcraft.api.matching.DOCUMENTED_MATCHING``); without it such a mode is a parse error.
@@ -71,11 +72,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         across runs (it must also be one of the task's outlets).
     """
 
+    # Only these are Jinja templates. `matching` and `field_name` come from the mapping, which is data
+    # (in a YAML pipeline, the spec author's): never rendered, so "{{ conn.x.password }}" stays text.
     template_fields: Sequence[str] = (
         "scenario_id",
         "db_id",
-        "matching",
-        "field_name",
         "content",
         "dry_run_mode",
         "window_start",

@@ -71,7 +71,7 @@ NOTES: dict[tuple[str, str], str] = {
     ("RestSpec", "window_format"): "window bounds as ISO 8601 (UTC) or epoch seconds",
     ("RestSpec", "record_path"): "dotted path of the record list in the answer; default the answer itself",
     ("RestSpec", "paginator"): "how to ask for the next page; default a single page",
-    ("RestSpec", "timeout"): "seconds to wait for one answer",
+    ("RestSpec", "timeout"): "seconds one page request may take in all (connect, send, whole answer)",
     ("PythonSpec", "callable"): "`package.module:function`, called as fn(window=window, **kwargs)",
     ("PythonSpec", "key_column"): "record field identifying a contact",
     ("PythonSpec", "kwargs"): "keyword arguments of the function",

@@ -152,7 +152,11 @@ class FailureNotification:
 
         target = import_callable(self.target)
         if self.notifier:
-            target(**self.kwargs)(context)
+            notifier = target(**self.kwargs)
+            # the kwargs are spec data, not Jinja: a notifier would render its template fields with the
+            # run's context, where `conn` and `var` read any connection's password or variable
+            notifier.template_fields = ()
+            notifier(context)
         else:
             target(context, **self.kwargs)
 

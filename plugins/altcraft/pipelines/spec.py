@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -330,17 +331,82 @@ class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
 
     @classmethod
     def load(cls, text: str) -> Any:
+        """The document in ``text``; its node graph is checked (`check_expansion`) before it is built."""
         loader = cls(text)
         try:
-            return loader.get_single_data()
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            check_expansion(node)
+            return loader.construct_document(node)
         finally:
             loader.dispose()
 
 
+MAX_SPEC_BYTES = 256 * 1024
+"""A spec file larger than this (256 KiB; specs are a few KiB) is refused before it is parsed."""
+MAX_EXPANDED_SIZE = 1 << 20
+"""Nodes plus scalar characters of a spec with every alias expanded (1 Mi): bounds what any later
+copy, dump or repr of a spec value costs, wherever the value ends up (REST params, notifier kwargs)."""
+
+
+def check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases expand beyond `MAX_EXPANDED_SIZE`, or refer to themselves.
+
+    Linear in the size of the graph (each node's expanded size is computed once).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "a recursive alias (a value that contains itself)", node.start_mark
+            )
+        if isinstance(node, yaml.ScalarNode):
+            total = 1 + len(node.value)
+        else:
+            open_nodes.add(key)
+            children = node.value if isinstance(node, yaml.SequenceNode) else chain.from_iterable(node.value)
+            total = 1
+            for child in children:
+                total += size(child)
+                if total > MAX_EXPANDED_SIZE:
+                    raise yaml.composer.ComposerError(
+                        None,
+                        None,
+                        f"aliases expand this value beyond {MAX_EXPANDED_SIZE:,} nodes and characters "
+                        "(an alias bomb?)",
+                        node.start_mark,
+                    )
+            open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
 def read_spec(path: Path) -> PipelineSpec | SpecError:
-    """The validated spec in ``path``, or a `SpecError` naming the file, the line and the field."""
+    """The validated spec in ``path``, or a `SpecError` naming the file, the line and the field.
+
+    Bounded in time and memory whatever the file holds: its size and its alias expansion are capped.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        return _read_spec(path)
+    except RecursionError:
+        return SpecError(path, "  values are nested too deeply")
+
+
+def _read_spec(path: Path) -> PipelineSpec | SpecError:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            return SpecError(path, f"  the file is larger than {MAX_SPEC_BYTES:,} bytes")
+        text = raw.decode("utf-8")
         data = _SpecLoader.load(text)
     except (OSError, UnicodeDecodeError) as error:
         return SpecError(path, f"cannot read the file: {error}")

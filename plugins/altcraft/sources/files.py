@@ -185,7 +185,10 @@ class FileSource:
 
     def _read(self, file: ObjectStoragePath) -> Iterator[tuple[int, Record | str]]:
         """(line number, record) pairs; a text instead of a record says why that line is unreadable."""
-        with file.open("r", encoding=self.encoding, errors="surrogateescape", newline="") as handle:
+        # utf-8-sig reads a file with or without a byte-order mark (Excel writes one): with plain utf-8 the
+        # BOM would glue itself to the first CSV header or make the first JSON line invalid
+        encoding = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
+        with file.open("r", encoding=encoding, errors="surrogateescape", newline="") as handle:
             yield from self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
 
     def _read_jsonl(self, handle: IO[str]) -> Iterator[tuple[int, Record | str]]:

@@ -231,7 +231,9 @@ class RestSource(Stateless):
     def _records(self, window: Window | None) -> Iterator[Any]:
         from airflow.providers.http.hooks.http import HttpHook
 
-        hook = HttpHook(method=self.method, http_conn_id=self.http_conn_id)
+        from altcraft.deadline import DeadlineAdapter
+
+        hook = HttpHook(method=self.method, http_conn_id=self.http_conn_id, adapter=DeadlineAdapter())
         request: PageRequest | None = self._first_request(window)
         while request is not None:
             response = self._send(hook, request)
@@ -245,14 +247,32 @@ class RestSource(Stateless):
     def _send(self, hook: Any, request: PageRequest) -> Response:
         endpoint = self._relative(hook, request.endpoint)
         body = {"data": request.params or None} if self.method == "GET" else {"json": request.params}
-        response = hook.run(
-            endpoint,
-            headers=self.headers,
-            extra_options={"check_response": False, "timeout": self.timeout},
-            **body,
-        )
-        if not response.ok:
-            path = urlsplit(endpoint).path
+        # Redirects are not followed: requests keeps custom headers (an API key from the connection's
+        # extras) on a redirect to another host. A next page is only taken from a checked link.
+        from requests import RequestException
+
+        from altcraft.deadline import Deadline
+
+        path = urlsplit(endpoint).path
+        options = {"check_response": False, "timeout": self.timeout, "allow_redirects": False}
+        deadline = Deadline(self.timeout)  # for the whole answer, not per socket read
+        try:
+            with deadline:
+                response = hook.run(endpoint, headers=self.headers, extra_options=options, **body)
+        except RequestException as exc:
+            if not deadline.expired:
+                raise
+            raise SourceError(
+                f"{self.describe()}: no complete answer within {self.timeout:g}s from {path}"
+            ) from exc
+        if response.is_redirect:
+            location = urlsplit(response.headers.get("Location", ""))
+            raise SourceError(
+                f"{self.describe()}: HTTP {response.status_code} redirect from {path} to "
+                f"{location.hostname or 'the same host'} not followed: point the connection or endpoint "
+                "at the address that answers"
+            )
+        if not 200 <= response.status_code < 300:
             raise SourceError(f"{self.describe()}: HTTP {response.status_code} from {path}")
         return response
 

@@ -1,0 +1,52 @@
+"""Defect 6: a text from the server is scrubbed of the token and masked for PII before it is kept anywhere."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
+from altcraft.hooks.altcraft import AltcraftHook
+from altcraft.ledger import Ledger, RelaunchPolicy, RunRef, Scope
+from altcraft.mapping import Mapper, ProfileMapping
+
+EMAIL, PHONE = "anna.petrova@example.org", "+79001234567"
+MAPPING = {"matching": "email", "key": {"email": "email"}, "fields": {"_fname": "name"}}
+
+
+def test_per_profile_error_text_echoing_the_token_is_scrubbed_everywhere(
+    altcraft_emulator, monkeypatch, tmp_path, caplog
+):
+    token = altcraft_emulator.token
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", altcraft_emulator.connection_json(max_retries=0))
+    altcraft_emulator.seed(scenarios=[{"id": 4711, "name": "W", "db_id": 1, "is_active": True}])
+    altcraft_emulator.add_faults(
+        {"kind": "profile_error", "code": 400, "every": 1, "text": f"token {token} refused {EMAIL} {PHONE}"}
+    )
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger.ensure_schema()
+    hook = AltcraftHook()
+    hook.get_conn()
+    mapping = ProfileMapping.model_validate(MAPPING)
+    delivery = Delivery(
+        hook=hook,
+        ledger=ledger,
+        scope=Scope(platform=hook.base_url, scenario_id=4711),
+        run=RunRef(dag_id="d", task_id="t", run_id="r", try_number=1, window_key="w"),
+        target=LaunchTarget(scenario_id=4711, matching="email"),
+        mapper=Mapper(mapping, source_key_column="id"),
+        mode=DeliveryMode.BATCH,
+        policy=RelaunchPolicy.parse("once"),
+    )
+    caplog.set_level(logging.DEBUG)
+
+    summary = delivery.process([[{"id": 1, "email": EMAIL, "name": "Anna"}]])
+
+    assert summary.failed == 1
+    with ledger.engine.connect() as conn:
+        reasons = [row[0] for row in conn.execute(sa.text("SELECT reason FROM altcraft_outcomes"))]
+    kept = "\n".join([*reasons, summary.table(), repr(summary.as_dict()), *delivery.sample, caplog.text])
+    assert "refused" in kept
+    for secret in (token, EMAIL, PHONE, "anna.petrova"):
+        assert secret not in kept, secret

@@ -1,0 +1,74 @@
+"""Defect 4: parsing any spec is bounded in time and memory; a bomb is an import error naming its file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REST_SPEC = REPO / "dags" / "pipelines" / "welcome_rest_crm.yaml"
+
+
+def _bomb(indent: str, levels: int = 9) -> str:
+    """Nine nested anchors of nine aliases each: 9**9 (387 million) leaves once expanded."""
+    lines = [f'{indent}l0: &l0 ["boom", "boom", "boom", "boom", "boom", "boom", "boom", "boom", "boom"]']
+    for level in range(1, levels):
+        aliases = ", ".join([f"*l{level - 1}"] * 9)
+        lines.append(f"{indent}l{level}: &l{level} [{aliases}]")
+    return "\n".join(lines)
+
+
+def _rest_spec_with(name: str, extra: str) -> str:
+    text = REST_SPEC.read_text().replace("id: welcome_rest_crm", f"id: {name}")
+    return text.replace("  record_path: items\n", f"  record_path: items\n{extra}\n")
+
+
+BOMBS = {
+    "rest_params_bomb": lambda: _rest_spec_with("rest_params_bomb", "  params:\n" + _bomb("    ")),
+    "notifier_kwargs_bomb": lambda: REST_SPEC.read_text()
+    .replace("id: welcome_rest_crm", "id: notifier_kwargs_bomb")
+    .replace("    to: crm-alerts@example.org\n", "    extra:\n" + _bomb("      ") + "\n"),
+    "recursive_alias": lambda: _rest_spec_with("recursive_alias", "  params: &p {self: *p}"),
+    "huge_file": lambda: _rest_spec_with("huge_file", "  params: {pad: '" + "x" * 300_000 + "'}"),
+}
+
+
+def _load_in_a_subprocess(folder: Path, seconds: float) -> dict:
+    """load_pipelines(folder) in a child process, so a hang fails the test instead of freezing it."""
+    code = textwrap.dedent(
+        f"""
+        import json
+        from altcraft.pipelines.factory import load_pipelines
+        found = load_pipelines({str(folder)!r})
+        errors = {{e.path.name: str(e) for e in found.errors}}
+        print(json.dumps({{"dags": sorted(found.dags), "errors": errors}}))
+        """
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds, check=True
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"loading the specs took more than {seconds}s")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_yaml_alias_bomb_in_a_spec_is_an_import_error_naming_the_file(tmp_path):
+    for name, make in BOMBS.items():
+        (tmp_path / f"{name}.yaml").write_text(make())
+    (tmp_path / "good.yaml").write_text(REST_SPEC.read_text().replace("id: welcome_rest_crm", "id: good"))
+
+    found = _load_in_a_subprocess(tmp_path, seconds=120)
+
+    assert found["dags"] == ["good"], "a bomb costs its own DAG only"
+    assert sorted(found["errors"]) == sorted(f"{name}.yaml" for name in BOMBS)
+    for name, message in found["errors"].items():
+        assert message.startswith(f"Pipeline spec {name} is invalid:"), message
+    assert "alias" in found["errors"]["rest_params_bomb.yaml"]
+    assert "recursive" in found["errors"]["recursive_alias.yaml"]
+    assert "larger than" in found["errors"]["huge_file.yaml"]
