@@ -3,16 +3,15 @@
 Parsing is cheap and offline: no connection, database or network is touched and nothing from a spec is
 imported; sources are read only when the mapped task runs. See docs/pipelines.md.
 
-Broken specs: `Pipelines.register` adds every good DAG to the loader module and reports every broken
-spec as an Airflow import error of *its own YAML file* (see `report_import_errors`), so one broken spec
-never hides the others.
+Broken specs: the loader DAG file registers every good DAG (`Pipelines.register`); the checker DAG file
+raises `BrokenPipelineSpecs` naming every broken spec (`check_pipelines`), which Airflow lists as the
+checker's import error. One broken spec never hides the others.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +31,6 @@ from altcraft.pipelines.spec import (
 )
 
 if TYPE_CHECKING:
-    from airflow.dag_processing.importers.base import DagImportResult
     from airflow.sdk import Context
     from airflow.sdk.bases.timetable import BaseTimetable
 
@@ -45,6 +43,9 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 PLAN_TASK_ID = "plan"
 LAUNCH_TASK_ID = "import_and_launch"
 ALWAYS_TAG = "altcraft"
+#: The DAG files of a pipelines folder (see `altcraft.pipelines.dag_folder`).
+LOADER_FILE = "altcraft_pipelines.py"
+CHECKER_FILE = "altcraft_pipelines_check.py"
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -186,6 +187,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
         },
         on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
         doc_md=doc_md(spec, source, spec_path),
+        auto_register=False,  # registered by the loader's globals() only, never by the checker
     )
     state = state_asset(spec.id) if keeps_state(spec.source) else None
     optional = {
@@ -329,9 +331,36 @@ class Pipelines:
     errors: list[SpecError] = field(default_factory=list)
 
     def register(self, namespace: MutableMapping[str, Any]) -> None:
-        """Expose the DAGs in a DAG-file module's ``globals()`` and report the broken specs to Airflow."""
+        """Expose the DAGs in a DAG-file module's ``globals()``; log the broken specs.
+
+        The broken specs are Airflow import errors of the checker DAG file (`check_pipelines`), not of
+        the loader: an import error of the loader would mark every pipeline DAG as broken.
+        """
         namespace.update(self.dags)
-        report_import_errors(self.errors, loader_file=namespace.get("__file__"))
+        for error in self.errors:
+            log.warning("%s\n(not loaded; listed as the import error of %s)", error, CHECKER_FILE)
+
+
+class BrokenPipelineSpecs(Exception):
+    """Every broken spec of a folder, raised by the checker DAG file: Airflow lists it as its import error."""
+
+    def __init__(self, errors: Sequence[SpecError]) -> None:
+        self.errors = list(errors)
+        count = f"{len(errors)} pipeline spec{'s are' if len(errors) > 1 else ' is'}"
+        details = "\n\n".join(str(error) for error in self.errors)
+        super().__init__(f"{count} broken; their pipelines are not loaded until fixed.\n\n{details}")
+
+
+def check_pipelines(folder: str | os.PathLike[str]) -> None:
+    """Raise `BrokenPipelineSpecs` naming every spec in ``folder`` that `load_pipelines` refuses.
+
+    Called at the top level of the checker DAG file (``altcraft_pipelines_check.py``, which holds no
+    DAG): Airflow records the exception as that file's import error, under a ``.py`` path the DAG
+    processor keeps listing, so the error stays for as long as a spec is broken (see docs/pipelines.md).
+    """
+    errors = load_pipelines(folder).errors
+    if errors:
+        raise BrokenPipelineSpecs(errors)
 
 
 def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
@@ -365,61 +394,3 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
         result.dags[spec.id] = dag
         owners[spec.id] = path
     return result
-
-
-# -------------------------------------------------------------------------------- import errors
-
-
-def report_import_errors(errors: Sequence[SpecError], *, loader_file: str | None) -> bool:
-    """Record each broken spec as an Airflow import error keyed by the spec's own file.
-
-    Airflow 3.3 keeps one import error per file and drops every DAG of a DAG file that raises, so the
-    loader must not raise. Instead each error is added to the `DagImportResult` that Airflow's Python
-    importer is filling for ``loader_file`` (found on the call stack; it is the object the DagBag reads
-    right after the module ran, in the DAG processor, in a worker and in the CLI), under the spec's
-    path relative to the bundle root -- exactly how Airflow names files in import errors.
-
-    Outside an Airflow import (a plain ``import``, a script) the errors are only logged. Returns
-    whether they reached an Airflow import.
-    """
-    found = _active_import(loader_file) if errors and loader_file else None
-    if found is None:
-        for error in errors:
-            log.error("%s", error)
-        return False
-    import_result, bundle_root = found
-    from airflow.dag_processing.importers.base import DagImportError
-
-    for error in errors:
-        spec_file = os.path.abspath(error.path)
-        import_result.errors.append(
-            DagImportError(
-                file_path=os.path.relpath(spec_file, bundle_root) if bundle_root else spec_file,
-                message=str(error),
-                error_type="pipeline_spec",
-                line_number=error.line,
-            )
-        )
-    return True
-
-
-def _active_import(loader_file: str) -> tuple[DagImportResult, str | None] | None:
-    """Airflow's `DagImportResult` for ``loader_file`` being filled up the call stack, and the bundle root.
-
-    The result names the file relative to the bundle root, or absolutely when there is no bundle.
-    """
-    base = sys.modules.get("airflow.dag_processing.importers.base")
-    if base is None:
-        return None
-    loader = Path(os.path.abspath(loader_file))
-    frame = sys._getframe(1)
-    while frame is not None:
-        for value in list(frame.f_locals.values()):
-            if isinstance(value, base.DagImportResult):
-                named = Path(value.file_path)
-                if named == loader:
-                    return value, None
-                if not named.is_absolute() and loader.parts[-len(named.parts) :] == named.parts:
-                    return value, str(loader.parents[len(named.parts) - 1])
-        frame = frame.f_back
-    return None
