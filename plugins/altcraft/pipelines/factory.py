@@ -29,6 +29,7 @@ from altcraft.pipelines.spec import (
     read_spec,
     uses_watermark,
 )
+from altcraft.pipelines.window import Schedule, WindowError, run_window
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -52,7 +53,7 @@ CHECKER_FILE = "altcraft_pipelines_check.py"
 
 
 def plan_windows(
-    start: datetime | None, end: datetime | None, *, partitions: int, lookback: timedelta | None = None
+    start: datetime, end: datetime, *, partitions: int, lookback: timedelta | None = None
 ) -> list[dict[str, str]]:
     """The window ``[start - lookback, end)`` cut into ``partitions`` contiguous sub-windows.
 
@@ -61,8 +62,6 @@ def plan_windows(
     """
     from altcraft.sources.base import Window
 
-    if start is None or end is None:
-        raise ValueError("this run has no data interval; pipelines need an interval timetable")
     window = Window(start - lookback if lookback else start, end)
     if window.start == window.end:
         return []
@@ -71,22 +70,37 @@ def plan_windows(
 
 
 class PlanWindowsOperator(BaseOperator):
-    """Turns the run's data interval into the partition descriptors ``import_and_launch`` maps over."""
+    """Turns the run's window into the partition descriptors ``import_and_launch`` maps over.
+
+    The window is the one given when triggering, else the run's data interval, else (a run triggered
+    without a logical date) the last complete interval of ``schedule``: see `altcraft.pipelines.window`.
+    A run whose window cannot be known fails at once, without retries, saying how to trigger it.
+    """
 
     ui_color = "#e8f0ff"
 
-    def __init__(self, *, partitions: int, lookback: timedelta | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, schedule: Schedule, partitions: int, lookback: timedelta | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.schedule = schedule
         self.partitions = partitions
         self.lookback = lookback
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        windows = plan_windows(
-            context["data_interval_start"],
-            context["data_interval_end"],
-            partitions=self.partitions,
-            lookback=self.lookback,
-        )
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            start, end, origin = run_window(
+                params=dict(context["params"]),
+                data_interval=(context.get("data_interval_start"), context.get("data_interval_end")),
+                run_after=context["dag_run"].run_after,
+                schedule=self.schedule,
+            )
+        except WindowError as error:
+            raise AirflowFailException(str(error)) from None
+        self.log.info("Window [%s, %s): %s", start.isoformat(), end.isoformat(), origin)
+        windows = plan_windows(start, end, partitions=self.partitions, lookback=self.lookback)
         for index, window in enumerate(windows):
             self.log.info("Partition %d: [%s, %s)", index, window["window_start"], window["window_end"])
         return windows
@@ -171,7 +185,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
     dag = DAG(
         dag_id=spec.id,
         description=spec.description or None,
-        schedule=timetable(spec),
+        schedule=schedule_of(spec).timetable(),
         start_date=pendulum.instance(spec.start_date, tz=spec.timezone),
         end_date=pendulum.instance(spec.end_date, tz=spec.timezone) if spec.end_date else None,
         catchup=spec.catchup,
@@ -184,6 +198,16 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             "resend_uncertain": Param(
                 False, type="boolean", description="send again contacts whose delivery is uncertain"
             ),
+            **{
+                name: Param(
+                    None,
+                    type=["null", "string"],
+                    description=f"{name} of the window to read (ISO 8601; give both or neither; "
+                    "default: the data interval, or the last complete interval for a run without "
+                    "a logical date)",
+                )
+                for name in ("window_start", "window_end")
+            },
         },
         on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
         doc_md=doc_md(spec, source, spec_path),
@@ -196,7 +220,12 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
         "state_asset": state,
     }
     with dag:
-        plan = PlanWindowsOperator(task_id=PLAN_TASK_ID, partitions=spec.partitions, lookback=spec.lookback)
+        plan = PlanWindowsOperator(
+            task_id=PLAN_TASK_ID,
+            schedule=schedule_of(spec),
+            partitions=spec.partitions,
+            lookback=spec.lookback,
+        )
         ImportAndLaunchScenarioOperator.partial(
             task_id=LAUNCH_TASK_ID,
             scenario_id=spec.scenario.id,
@@ -224,14 +253,13 @@ def state_asset(dag_id: str) -> Asset:
     return Asset(name=f"altcraft_pipeline_{dag_id}_source", uri=f"altcraft-pipeline://{dag_id}/source")
 
 
+def schedule_of(spec: PipelineSpec) -> Schedule:
+    return Schedule.of(spec.schedule, spec.timezone, spec.start_date, spec.schedule_interval)
+
+
 def timetable(spec: PipelineSpec) -> BaseTimetable:
     """Always a data-interval timetable: a run's window is its data interval, never empty."""
-    from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
-
-    interval = spec.schedule_interval
-    if interval is not None:
-        return DeltaDataIntervalTimetable(interval)
-    return CronDataIntervalTimetable(spec.schedule, timezone=spec.timezone)
+    return schedule_of(spec).timetable()
 
 
 def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
