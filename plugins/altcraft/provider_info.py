@@ -92,7 +92,10 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Scenario URL pattern",
                         "description": "Link shown on task instances, with {base_url} and {scenario_id} "
                         "(default {base_url}/workflows/{scenario_id}).",
-                        "schema": {"type": ["string", "null"], "default": "{base_url}/workflows/{scenario_id}"},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "default": "{base_url}/workflows/{scenario_id}",
+                        },
                     },
                 },
             }
