@@ -77,6 +77,15 @@ class AirflowApi:
         if answer["create"]["errors"]:
             raise RuntimeError(f"could not save connection {connection_id}: {answer['create']['errors']}")
 
+    def import_errors(self) -> dict[str, str]:
+        """The import errors Airflow lists (UI banner, ``airflow dags list-import-errors``): file → text."""
+        answer = self.get("importErrors", limit=1000)
+        return {error["filename"]: error["stack_trace"] for error in answer["import_errors"]}
+
+    def trigger(self, dag_id: str, **body: Any) -> dict[str, Any]:
+        """``POST dags/<id>/dagRuns``; ``logical_date`` defaults to null (Airflow 3's manual run)."""
+        return self.request("POST", f"dags/{dag_id}/dagRuns", json={"logical_date": None, **body})
+
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         """Every run of the DAG, oldest logical date first."""
         answer = self.get(f"dags/{dag_id}/dagRuns", limit=1000, order_by="logical_date")
