@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from demo.seed_crm import sample_contacts, write_contacts
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 UV = REPO / ".venv" / "bin" / "uv"
-DAY = datetime(2026, 3, 1, tzinfo=UTC)
+#: `airflow dags test my_pipeline 2026-03-01` reads the day before it (a manual run's last complete interval).
+DAY_AFTER = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def readme_commands(section: str) -> str:
@@ -87,6 +89,7 @@ def test_the_readme_install_commands_work_in_a_fresh_airflow(tmp_path, e2e_emula
     (shims / "pip").chmod(0o755)
 
     def run(command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", command],
             cwd=checkout,
@@ -96,13 +99,14 @@ def test_the_readme_install_commands_work_in_a_fresh_airflow(tmp_path, e2e_emula
             timeout=timeout,
         )
         assert done.returncode == 0, f"{command}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        print(f"{time.monotonic() - started:6.1f} s  {command.splitlines()[0]}")
         return done
 
     # The user's existing Airflow: only Airflow, and its metadata database.
     subprocess.run([UV, "venv", "-q", "--python", "3.11", str(venv)], check=True, env=env)
     run(f'pip install -q "apache-airflow=={airflow.__version__}"')
     run("airflow db migrate")
-    contacts = sample_contacts(end=DAY.replace(day=2), days=1, per_day=20, broken_every=7)
+    contacts = sample_contacts(end=DAY_AFTER, days=1, per_day=20, broken_every=7)
     write_contacts(f"sqlite:///{tmp_path / 'crm.db'}", contacts)
     (checkout / "my_pipeline.yaml").write_text(yaml.safe_dump(my_pipeline("crm"), sort_keys=False))
 
