@@ -19,6 +19,7 @@ class AirflowApi:
     def __init__(self, url: str, username: str, password: str, timeout: float = 30):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.credentials = (username, password)
         self._credentials = {"username": username, "password": password}
         self._session = requests.Session()
 
