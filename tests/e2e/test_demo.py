@@ -54,7 +54,7 @@ def demo_env(home: Path, dags: Path, api_port: int, emulator_port: int, keep_run
 
 
 def run_demo(
-    home: Path, api_port: int, emulator_port: int, dags: Path | None = None, timeout: float = 600
+    home: Path, api_port: int, emulator_port: int, dags: Path | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
     """``python -m demo.run`` (what ``make demo`` runs after installing), exiting after the summary."""
     env = demo_env(home, dags or REPO / "dags", api_port, emulator_port, keep_running=False)
@@ -152,7 +152,7 @@ def running_demo(first_demo, demo_state):
             match = KEEPS_RUNNING.search(demo.output)
             return int(match.group(1)) if match else None
 
-        demo.pid = wait_for("the demo to keep running", started, timeout=600)
+        demo.pid = wait_for("the demo to keep running", started, timeout=900)
         yield demo
     finally:
         if make.poll() is None:
@@ -205,7 +205,7 @@ def manual_runs(running_demo, import_error_watch) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_the_demo_backfills_seven_days_and_the_emulator_agrees(first_demo):
     assert first_demo.returncode == 0, f"{first_demo.stdout}\n{first_demo.stderr}"
     rows, (found, launched, skipped, rejected, failed, uncertain), recorded = report(first_demo.stdout)
@@ -221,7 +221,7 @@ def test_the_demo_backfills_seven_days_and_the_emulator_agrees(first_demo):
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_a_second_demo_reuses_the_state_and_launches_nobody_again(running_demo, first_demo):
     output = running_demo.output
     assert "Reusing the demo CRM" in output
