@@ -290,7 +290,7 @@ class LocalAirflow:
     def migrate(self) -> None:
         self.airflow(*DB_MIGRATE, timeout=600)
 
-    def start(self, timeout: float = 180) -> None:
+    def start(self, timeout: float = 300) -> None:
         """Start every component and wait until the API server answers."""
         self.stack.start_airflow()
         wait_for("the Airflow API server", self.api.healthy, timeout, check=self.stack.check_alive)
