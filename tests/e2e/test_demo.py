@@ -198,7 +198,7 @@ def manual_runs(running_demo, import_error_watch) -> dict[str, dict[str, Any]]:
         done = all(runs.get(run_id, {}).get("state") in FINISHED for run_id in ids.values())
         return {name: runs[run_id] for name, run_id in ids.items()} if done else None
 
-    return wait_for("the manual runs to finish", finished, timeout=400, interval=2)
+    return wait_for("the manual runs to finish", finished, timeout=900, interval=2)
 
 
 # ------------------------------------------------------------------------------------------- tests
