@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint demo bench emulator clean system-deps
+DEMO_HOME ?= .airflow
+
+.PHONY: help install test lint demo demo-shell bench emulator clean system-deps
 
 help:
 	@echo "make test      create .venv if missing, install, run the test suite"
@@ -13,6 +15,7 @@ help:
 	@echo "make emulator  run the Altcraft API emulator on 127.0.0.1:8765"
 	@echo "make bench     run the benchmarks, write docs/benchmarks.md (BENCH_N, BENCH_MILLION=1)"
 	@echo "make demo      Airflow + emulator + a SQLite CRM; backfills the demo pipeline (docs/demo.md)"
+	@echo "make demo-shell  a shell whose airflow CLI talks to the running demo"
 	@echo "make clean     remove .venv and local Airflow state"
 
 # mysqlclient (a dependency of the MySQL provider) compiles against the MariaDB client headers.
@@ -45,6 +48,12 @@ lint: $(STAMP)
 # Runs until Ctrl-C (DEMO_KEEP_RUNNING=0: exits after the summary); state in .airflow/, see docs/demo.md.
 demo: $(STAMP)
 	$(BIN)/python -m demo.run
+
+# The Airflow CLI against the demo's Airflow (its env.sh is written when the demo starts).
+demo-shell:
+	@test -f "$(DEMO_HOME)/env.sh" || { echo "No $(DEMO_HOME)/env.sh: start the demo first (make demo)"; exit 1; }
+	@echo "The airflow CLI here uses the demo's Airflow ($(DEMO_HOME)); exit to leave." >&2
+	@. "$(DEMO_HOME)/env.sh" && exec "$${SHELL:-/bin/bash}"
 
 # Throughput, memory, rate limiting, parse and import time; see bench/run.py for the BENCH_* variables.
 bench: $(STAMP)

@@ -19,6 +19,7 @@ class AirflowApi:
     def __init__(self, url: str, username: str, password: str, timeout: float = 30):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.credentials = (username, password)
         self._credentials = {"username": username, "password": password}
         self._session = requests.Session()
 
@@ -76,6 +77,15 @@ class AirflowApi:
         answer = self.request("PATCH", "connections", json={"actions": [action]})
         if answer["create"]["errors"]:
             raise RuntimeError(f"could not save connection {connection_id}: {answer['create']['errors']}")
+
+    def import_errors(self) -> dict[str, str]:
+        """The import errors Airflow lists (UI banner, ``airflow dags list-import-errors``): file → text."""
+        answer = self.get("importErrors", limit=1000)
+        return {error["filename"]: error["stack_trace"] for error in answer["import_errors"]}
+
+    def trigger(self, dag_id: str, **body: Any) -> dict[str, Any]:
+        """``POST dags/<id>/dagRuns``; ``logical_date`` defaults to null (Airflow 3's manual run)."""
+        return self.request("POST", f"dags/{dag_id}/dagRuns", json={"logical_date": None, **body})
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         """Every run of the DAG, oldest logical date first."""

@@ -7,7 +7,9 @@ last 7 days, prints what each run did and what the emulator recorded, and keeps 
 the Airflow UI until Ctrl-C. Everything is reused by the next ``make demo``; ``make clean`` starts over.
 
 Environment: ``DEMO_KEEP_RUNNING=0`` exits after the summary; ``DEMO_API_PORT`` (8080) and
-``DEMO_EMULATOR_PORT`` (8765) move the two ports; ``DEMO_HOME`` moves the state (default ``.airflow``).
+``DEMO_EMULATOR_PORT`` (8765) move the two ports; ``DEMO_HOME`` moves the state (default ``.airflow``);
+``DEMO_DAGS_FOLDER`` replaces the repository's ``dags/``. Ctrl-C or SIGTERM stops every process and
+exits with status 0. ``<DEMO_HOME>/env.sh`` holds the Airflow CLI's environment (``make demo-shell``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ TASK_ID = "import_and_launch"
 SCENARIO_ID = 12
 DAYS = 7
 RUNS_TIMEOUT = 900
+ENV_FILE = "env.sh"  # the Airflow CLI's environment; `make demo-shell` sources it
 
 
 class DemoError(RuntimeError):
@@ -39,14 +42,15 @@ class DemoError(RuntimeError):
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the components on `kill` too
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything as Ctrl-C does
     home = Path(os.environ.get("DEMO_HOME") or REPO / ".airflow").resolve()
+    dags_folder = Path(os.environ.get("DEMO_DAGS_FOLDER") or REPO / "dags").resolve()
     api_port = int(os.environ.get("DEMO_API_PORT", "8080"))
     emulator_port = int(os.environ.get("DEMO_EMULATOR_PORT", "8765"))
     keep_running = os.environ.get("DEMO_KEEP_RUNNING", "1") != "0"
     try:
         check_ports({"DEMO_API_PORT": api_port, "DEMO_EMULATOR_PORT": emulator_port})
-        run(home, api_port, emulator_port, keep_running)
+        run(home, dags_folder, api_port, emulator_port, keep_running)
     except DemoError as error:
         print(f"\nmake demo: {error}", file=sys.stderr)
         return 1
@@ -64,7 +68,7 @@ def check_ports(ports: dict[str, int]) -> None:
             )
 
 
-def run(home: Path, api_port: int, emulator_port: int, keep_running: bool) -> None:
+def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_running: bool) -> None:
     started = time.monotonic()
     crm = home / "demo_crm.db"
     seed_crm(crm)
@@ -72,7 +76,7 @@ def run(home: Path, api_port: int, emulator_port: int, keep_running: bool) -> No
     airflow = LocalAirflow(
         home=home,
         sql_alchemy_conn=f"sqlite:///{home / 'airflow.db'}",
-        dags_folder=REPO / "dags",
+        dags_folder=dags_folder,
         api_port=api_port,
         extra_env={"AIRFLOW_CONN_ALTCRAFT_DEFAULT": emulator.connection_json()},
     )
@@ -85,8 +89,9 @@ def run(home: Path, api_port: int, emulator_port: int, keep_running: bool) -> No
         print(f"\nDone in {time.monotonic() - started:.0f} s.")
         print(f"\nAirflow UI: {airflow.api_url}  (user admin, password {airflow.password})")
         print(f"Emulator:   {emulator.url}/_emulator/state   Component logs: {airflow.stack.log_dir}")
+        print(f"Airflow CLI: make demo-shell  (or: . {home / ENV_FILE}; airflow dags list)")
         if keep_running:
-            print("Everything keeps running; press Ctrl-C to stop.")
+            print(f"Everything keeps running; press Ctrl-C (or kill {os.getpid()}) to stop.", flush=True)
             while True:
                 airflow.stack.check_alive()
                 time.sleep(2)
@@ -102,6 +107,7 @@ def start_and_backfill(airflow: LocalAirflow, emulator_port: int, crm: Path) -> 
     wait_for("the emulator", lambda: _answers(emulator), 60, check=airflow.stack.check_alive)
     step("Starting Airflow: scheduler, DAG processor, triggerer, API server")
     airflow.start()
+    airflow.write_env(airflow.home / ENV_FILE)
     airflow.api.put_connection("demo_crm", "sqlite", host=str(crm), description="Demo CRM (SQLite)")
     airflow.wait_for_dags(DAG_ID, timeout=180)
     dates = logical_dates(datetime.now(UTC))

@@ -33,6 +33,14 @@ def test_connection_type_and_form(providers):
     assert widgets <= set(AltcraftConnectionSettings.model_fields), "every form field is a setting"
 
 
+def test_the_connection_form_shows_each_settings_default(providers):
+    # The form used to show "send token in body" off while the hook's default is on.
+    for key, widget in providers.connection_form_widgets.items():
+        if key.startswith("extra__altcraft__"):
+            default = AltcraftConnectionSettings.model_fields[widget.field_name].default
+            assert widget.field["value"] == default, widget.field_name
+
+
 def test_hook_and_link_are_registered(providers):
     link = "altcraft.operators.import_and_launch.AltcraftScenarioLink"
     assert link in providers.extra_links_class_names

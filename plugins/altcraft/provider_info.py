@@ -69,30 +69,33 @@ def get_provider_info() -> dict[str, Any]:
                     "timeout": {
                         "label": "Timeout (seconds)",
                         "description": "Seconds to wait for an answer to one request (default 60).",
-                        "schema": {"type": ["number", "null"], "minimum": 1},
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 60},
                     },
                     "max_retries": {
                         "label": "Retries",
                         "description": "Retries of a failed request that may safely be repeated (default 5). "
                         "Scenario launches are retried only when Altcraft certainly did not process them.",
-                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "default": 5},
                     },
                     "backoff_max": {
                         "label": "Longest wait between retries (seconds)",
                         "description": "Cap of the exponential backoff with jitter (default 30).",
-                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "schema": {"type": ["number", "null"], "minimum": 0, "default": 30},
                     },
                     "token_in_body": {
                         "label": "Also send the token in the request body",
                         "description": "Older on-premises versions read the token only from the JSON body "
                         "(default on). It is always sent as 'Authorization: Bearer'.",
-                        "schema": {"type": ["boolean", "null"]},
+                        "schema": {"type": ["boolean", "null"], "default": True},
                     },
                     "scenario_url": {
                         "label": "Scenario URL pattern",
                         "description": "Link shown on task instances, with {base_url} and {scenario_id} "
                         "(default {base_url}/workflows/{scenario_id}).",
-                        "schema": {"type": ["string", "null"]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "default": "{base_url}/workflows/{scenario_id}",
+                        },
                     },
                 },
             }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +10,12 @@ from typing import Any
 import psycopg2
 import pytest
 import yaml
-from demo.airflow_env import REPO, LocalAirflow, free_port
+from demo.airflow_env import LocalAirflow, free_port
 
+from altcraft.pipelines.dag_folder import init
 from altcraft.testing import EmulatorClient, emulator_process
 
 PG_SERVER = "postgres@127.0.0.1:5432"
-LOADER = REPO / "dags" / "altcraft_pipelines.py"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -71,9 +70,8 @@ def e2e_emulator() -> Iterator[EmulatorClient]:
 
 
 def make_dags_folder(root: Path, specs: dict[str, dict[str, Any]]) -> Path:
-    """A DAG folder holding the repository's pipeline loader and these specs (by file stem)."""
-    (root / "pipelines").mkdir(parents=True)
-    shutil.copy(LOADER, root / LOADER.name)
+    """A DAG folder as ``python -m altcraft.pipelines init`` makes it, holding these specs (by file stem)."""
+    init(root)
     for name, spec in specs.items():
         (root / "pipelines" / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return root

@@ -6,6 +6,7 @@ and validated by ``docker compose config`` / ``docker-compose config`` when one 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
 import shutil
@@ -64,14 +65,77 @@ def test_each_component_runs_the_command_of_the_shared_table(services):
         assert command(services[SERVICES[component]]) == list(args), component
 
 
-def test_airflow_init_migrates_the_database_last(services):
+def init_script(services: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The airflow-init job's shell script, one split command per line (continuations joined)."""
+    text = command(services["airflow-init"])[-1].replace("\\\n", " ")
+    return [shlex.split(line) for line in text.strip().splitlines()]
+
+
+def test_airflow_init_writes_every_file_then_hands_them_to_the_airflow_user(services):
+    # As Airflow's official 3.x compose file: `airflow config list` (airflow.cfg, mode 0600, with the
+    # fernet key and JWT secret) and the rest run as root first; one chown -R to AIRFLOW_UID comes last.
+    # A chown before them left airflow.cfg unreadable to the components, each inventing its own secret.
     init = services["airflow-init"]
-    script = command(init)[-1].strip().splitlines()
-    assert shlex.split(script[-1]) == ["exec", "/entrypoint", "airflow", *DB_MIGRATE]
+    script = init_script(services)
+    assert init["user"] == "0:0"
+    writes = {
+        "config": ["/entrypoint", "airflow", "config", "list"],
+        "migrate": ["/entrypoint", "airflow", *DB_MIGRATE],
+    }
+    position = {
+        name: next(i for i, line in enumerate(script) if _contains(line, args))
+        for name, args in writes.items()
+    }
+    passwords = next(i for i, line in enumerate(script) if "/opt/airflow/config/passwords.json" in line)
+    chown = script[-1]
+    assert chown[:2] == ["chown", "-R"] and set(chown[3:]) == {"/opt/airflow/config", "/opt/airflow/logs"}
+    assert max(*position.values(), passwords) < len(script) - 1
+    assert [i for i, line in enumerate(script) if "chown" in line] == [len(script) - 1]
+    uid = chown[2]
+    for name in airflow_services(services):
+        if name != "airflow-init":
+            assert services[name]["user"] == uid, name  # the owner chown gives the files
     for component in SERVICES.values():
         assert services[component]["depends_on"]["airflow-init"] == {
             "condition": "service_completed_successfully"
         }
+
+
+def _contains(words: list[str], part: list[str]) -> bool:
+    return any(words[i : i + len(part)] == part for i in range(len(words)))
+
+
+def test_every_component_reads_the_one_airflow_cfg_airflow_init_writes(services):
+    for name in airflow_services(services):
+        environment = services[name]["environment"]
+        assert environment["AIRFLOW_CONFIG"] == "/opt/airflow/config/airflow.cfg", name
+        assert "airflow-config:/opt/airflow/config" in services[name]["volumes"], name
+        # no component overrides the shared secrets with its own
+        assert not {"AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"} & set(environment), name
+
+
+def test_the_build_context_holds_only_what_the_image_copies():
+    rules = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+
+    def sent(path: str) -> bool:
+        included = True
+        for rule in rules:
+            pattern = rule.removeprefix("!").rstrip("/")
+            if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
+                included = rule.startswith("!")
+        return included
+
+    dockerfile = (REPO / "demo" / "Dockerfile").read_text(encoding="utf-8")
+    copied = [
+        part
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ")
+        for part in line.split()[1:-1]
+        if not part.startswith("--")
+    ]
+    assert copied and all(sent(path) for path in copied), copied
+    for path in (".venv/bin/python", ".airflow/airflow.db", ".git/HEAD", "tests/conftest.py", "dags/x.py"):
+        assert not sent(path), path
 
 
 def test_the_emulator_runs_like_in_the_demo(services):
@@ -113,13 +177,20 @@ def test_the_image_installs_the_provider_from_what_the_build_copies(services):
 def test_the_altcraft_connection_comes_from_the_environment_and_defaults_to_the_emulator(services):
     from airflow.models.connection import Connection
 
+    from altcraft.hooks.connection import connection_settings
+
     raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
     value = raw["x-airflow-common"]["environment"]["AIRFLOW_CONN_ALTCRAFT_DEFAULT"]
     assert value.startswith("${AIRFLOW_CONN_ALTCRAFT_DEFAULT:-")
     conn = Connection(conn_id="altcraft_default", uri=with_defaults(value))
     assert conn.conn_type == "altcraft"
     port = command(services["altcraft-emulator"])[-1]
-    assert base_url(conn.host, conn.schema, conn.port) == f"http://altcraft-emulator:{port}"
+    base = base_url(conn.host, conn.schema, conn.port)
+    assert base == f"http://altcraft-emulator:{port}"
+    # The scenario link is opened by a browser on the host, where only the published port answers.
+    link = connection_settings(conn.extra_dejson).scenario_url.format(base_url=base, scenario_id=12)
+    assert link == f"http://localhost:{port}/workflows/12"
+    assert f"{port}:{port}" in services["altcraft-emulator"]["ports"]
 
 
 def test_the_demo_crm_is_seeded_where_the_demo_pipeline_reads(services):

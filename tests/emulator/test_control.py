@@ -135,3 +135,31 @@ def test_profiles_and_journal_filters(altcraft_emulator):
     assert len(altcraft_emulator.profiles()) == 2
     assert [e["scenario_id"] for e in altcraft_emulator.journal()] == [12, 60]
     assert [e["db_id"] for e in altcraft_emulator.journal(60)] == [2]
+
+
+def test_the_default_scenario_link_opens_a_scenario_page(altcraft_emulator):
+    import requests
+
+    from altcraft.hooks.connection import AltcraftConnectionSettings
+
+    pattern = AltcraftConnectionSettings().scenario_url
+    page = requests.get(pattern.format(base_url=altcraft_emulator.url, scenario_id=12), timeout=10)
+    missing = requests.get(pattern.format(base_url=altcraft_emulator.url, scenario_id=999), timeout=10)
+
+    assert page.status_code == 200 and "Scenario 12: Welcome chain" in page.text
+    assert missing.status_code == 404
+
+
+def test_the_fault_example_in_the_docs_is_accepted(altcraft_emulator):
+    import re
+    from pathlib import Path
+
+    import requests
+
+    docs = (Path(__file__).parents[2] / "docs" / "emulator.md").read_text(encoding="utf-8")
+    [body] = re.findall(r"-d '(\{\"rules\": .*\})'", docs)
+
+    answer = requests.post(f"{altcraft_emulator.url}/_emulator/faults", json=json.loads(body), timeout=10)
+
+    assert answer.status_code == 200, answer.text
+    assert [rule["kind"] for rule in answer.json()["faults"]] == ["status"]

@@ -12,12 +12,14 @@ DAGS = REPO / "dags"
 EXAMPLES = sorted((DAGS / "pipelines").glob("*.yaml"))
 BROKEN = Path(__file__).with_name("broken_specs")
 LOADER = DAGS / "altcraft_pipelines.py"
+CHECKER = DAGS / "altcraft_pipelines_check.py"
 
 
 def make_bundle(root: Path, specs: list[Path]) -> Path:
-    """A DAG folder like the shipped one: the loader beside a ``pipelines/`` folder holding ``specs``."""
+    """A DAG folder like the shipped one: loader and checker, and ``pipelines/`` holding ``specs``."""
     (root / "pipelines").mkdir(parents=True)
-    shutil.copy(LOADER, root / LOADER.name)
+    for dag_file in (LOADER, CHECKER):
+        shutil.copy(dag_file, root / dag_file.name)
     for spec in specs:
         shutil.copy(spec, root / "pipelines" / spec.name)
     return root

@@ -8,10 +8,12 @@ import re
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
-from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+from airflow.sdk import CronDataIntervalTimetable
 from airflow.sdk.definitions.mappedoperator import MappedOperator
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.serialization.serialized_objects import DagSerialization
 
 from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
@@ -26,6 +28,7 @@ from altcraft.pipelines import (
 )
 from altcraft.pipelines.factory import LAUNCH_TASK_ID, PLAN_TASK_ID
 from altcraft.pipelines.spec import keeps_state
+from altcraft.pipelines.window import Schedule
 from altcraft.sources import MemoryStateStore
 from tests.pipelines import notify
 from tests.pipelines.conftest import DAGS, EXAMPLES
@@ -33,6 +36,7 @@ from tests.pipelines.test_spec import MINIMAL
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = datetime(2025, 3, 2, tzinfo=UTC)
+UTC_ZONE = "UTC"
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +83,11 @@ def test_stateful_sources_get_the_store_through_the_spec_source(examples):
 def test_each_example_has_an_interval_timetable_in_its_timezone(name, examples):
     spec, dag = examples[name]
 
+    # intervals that a cron expression can say (every example's) are cron: manual runs stay aligned
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert str(dag.timetable.timezone) == spec.timezone
     if spec.schedule_interval is None:
-        assert isinstance(dag.timetable, CronDataIntervalTimetable)
-        assert str(dag.timetable.timezone) == spec.timezone
-    else:
-        assert isinstance(dag.timetable, DeltaDataIntervalTimetable)
-        assert dag.timetable.delta == spec.schedule_interval
+        assert dag.timetable.expression in (spec.schedule, "0 * * * *")  # @hourly is resolved
     assert dag.timezone.name == spec.timezone
     assert dag.start_date == datetime.combine(spec.start_date.date(), spec.start_date.time(), dag.timezone)
     assert dag.catchup == spec.catchup and dag.max_active_runs == spec.max_active_runs
@@ -143,18 +146,42 @@ def test_plan_with_one_partition_is_the_data_interval():
     ]
 
 
-def test_plan_of_an_empty_interval_has_no_partition_and_a_missing_interval_fails():
+def test_plan_of_an_empty_interval_has_no_partition():
     assert plan_windows(START, START, partitions=3) == []
-    with pytest.raises(ValueError, match="no data interval"):
-        plan_windows(None, END, partitions=1)
+
+
+def plan_operator(schedule: str = "0 0 * * *") -> PlanWindowsOperator:
+    return PlanWindowsOperator(
+        task_id="plan",
+        schedule=Schedule(UTC_ZONE, cron=schedule),
+        partitions=2,
+        lookback=timedelta(minutes=30),
+    )
 
 
 def test_plan_task_reads_the_runs_data_interval():
-    operator = PlanWindowsOperator(task_id="plan", partitions=2, lookback=timedelta(minutes=30))
+    context = {"data_interval_start": START, "data_interval_end": END, "params": {}, "dag_run": None}
+    context["dag_run"] = SimpleNamespace(run_after=END + timedelta(hours=5))
 
-    windows = operator.execute({"data_interval_start": START, "data_interval_end": END})
+    windows = plan_operator().execute(context)
 
     assert windows == plan_windows(START, END, partitions=2, lookback=timedelta(minutes=30))
+
+
+def test_plan_task_of_a_run_without_logical_date_reads_the_last_complete_interval():
+    # Airflow 3's `airflow dags trigger` / REST `logical_date: null`: no data_interval_* in the context.
+    context = {"params": {}, "dag_run": SimpleNamespace(run_after=END + timedelta(hours=5, minutes=3))}
+
+    windows = plan_operator().execute(context)
+
+    assert windows == plan_windows(START, END, partitions=2, lookback=timedelta(minutes=30))
+
+
+def test_plan_task_with_half_a_window_fails_at_once_saying_how_to_trigger():
+    context = {"params": {"window_start": START.isoformat()}, "dag_run": SimpleNamespace(run_after=END)}
+
+    with pytest.raises(AirflowFailException, match=r"window_end is missing.*Trigger the pipeline without"):
+        plan_operator().execute(context)
 
 
 @pytest.mark.parametrize(

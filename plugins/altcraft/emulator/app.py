@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import uuid
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from altcraft.emulator.replay import Replay
@@ -42,6 +43,21 @@ def build_app(emulator: Emulator, replay: Replay | None = None) -> ASGIApp:
 def json_response(payload: Any, status: int = 200) -> Response:
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status_code=status, media_type="application/json")
+
+
+def scenario_html(emulator: Emulator, scenario_id: int) -> Response:
+    """The emulator's stand-in for a scenario page of the Altcraft UI (404 for an unknown scenario)."""
+    scenario = emulator.scenarios.get(scenario_id)
+    if scenario is None:
+        return HTMLResponse(f"<h1>No scenario {scenario_id} in the emulator</h1>", status_code=404)
+    launches = len(emulator.launches(scenario_id))
+    state = "active" if scenario.is_active else "inactive"
+    return HTMLResponse(
+        f"<!doctype html><title>Scenario {scenario.id}</title>"
+        f"<h1>Scenario {scenario.id}: {html.escape(scenario.name)}</h1>"
+        f"<p>Altcraft API emulator: database {scenario.db_id}, {state}, {launches} launches so far. "
+        f'<a href="/_emulator/journal?scenario_id={scenario.id}">Launch journal</a></p>'
+    )
 
 
 def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
@@ -73,6 +89,11 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
             jobs.add(job)
             job.add_done_callback(jobs.discard)
         return json_response(replay.shape(endpoint, answer) if replay else answer)
+
+    @app.get("/workflows/{scenario_id}", include_in_schema=False)
+    async def scenario_page(scenario_id: int) -> Response:
+        """What the connection's default scenario link opens: a small page about the scenario."""
+        return scenario_html(emulator, scenario_id)
 
     @app.get("/_emulator/state")
     async def state() -> Response:

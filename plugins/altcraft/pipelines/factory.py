@@ -3,16 +3,15 @@
 Parsing is cheap and offline: no connection, database or network is touched and nothing from a spec is
 imported; sources are read only when the mapped task runs. See docs/pipelines.md.
 
-Broken specs: `Pipelines.register` adds every good DAG to the loader module and reports every broken
-spec as an Airflow import error of *its own YAML file* (see `report_import_errors`), so one broken spec
-never hides the others.
+Broken specs: the loader DAG file registers every good DAG (`Pipelines.register`); the checker DAG file
+raises `BrokenPipelineSpecs` naming every broken spec (`check_pipelines`), which Airflow lists as the
+checker's import error. One broken spec never hides the others.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,9 +29,9 @@ from altcraft.pipelines.spec import (
     read_spec,
     uses_watermark,
 )
+from altcraft.pipelines.window import Schedule, WindowError, run_window
 
 if TYPE_CHECKING:
-    from airflow.dag_processing.importers.base import DagImportResult
     from airflow.sdk import Context
     from airflow.sdk.bases.timetable import BaseTimetable
 
@@ -45,13 +44,16 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 PLAN_TASK_ID = "plan"
 LAUNCH_TASK_ID = "import_and_launch"
 ALWAYS_TAG = "altcraft"
+#: The DAG files of a pipelines folder (see `altcraft.pipelines.dag_folder`).
+LOADER_FILE = "altcraft_pipelines.py"
+CHECKER_FILE = "altcraft_pipelines_check.py"
 
 
 # ------------------------------------------------------------------------------------------- plan
 
 
 def plan_windows(
-    start: datetime | None, end: datetime | None, *, partitions: int, lookback: timedelta | None = None
+    start: datetime, end: datetime, *, partitions: int, lookback: timedelta | None = None
 ) -> list[dict[str, str]]:
     """The window ``[start - lookback, end)`` cut into ``partitions`` contiguous sub-windows.
 
@@ -60,8 +62,6 @@ def plan_windows(
     """
     from altcraft.sources.base import Window
 
-    if start is None or end is None:
-        raise ValueError("this run has no data interval; pipelines need an interval timetable")
     window = Window(start - lookback if lookback else start, end)
     if window.start == window.end:
         return []
@@ -70,22 +70,37 @@ def plan_windows(
 
 
 class PlanWindowsOperator(BaseOperator):
-    """Turns the run's data interval into the partition descriptors ``import_and_launch`` maps over."""
+    """Turns the run's window into the partition descriptors ``import_and_launch`` maps over.
+
+    The window is the one given when triggering, else the run's data interval, else (a run triggered
+    without a logical date) the last complete interval of ``schedule``: see `altcraft.pipelines.window`.
+    A run whose window cannot be known fails at once, without retries, saying how to trigger it.
+    """
 
     ui_color = "#e8f0ff"
 
-    def __init__(self, *, partitions: int, lookback: timedelta | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, schedule: Schedule, partitions: int, lookback: timedelta | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.schedule = schedule
         self.partitions = partitions
         self.lookback = lookback
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        windows = plan_windows(
-            context["data_interval_start"],
-            context["data_interval_end"],
-            partitions=self.partitions,
-            lookback=self.lookback,
-        )
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            start, end, origin = run_window(
+                params=dict(context["params"]),
+                data_interval=(context.get("data_interval_start"), context.get("data_interval_end")),
+                run_after=context["dag_run"].run_after,
+                schedule=self.schedule,
+            )
+        except WindowError as error:
+            raise AirflowFailException(str(error)) from None
+        self.log.info("Window [%s, %s): %s", start.isoformat(), end.isoformat(), origin)
+        windows = plan_windows(start, end, partitions=self.partitions, lookback=self.lookback)
         for index, window in enumerate(windows):
             self.log.info("Partition %d: [%s, %s)", index, window["window_start"], window["window_end"])
         return windows
@@ -174,7 +189,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
     dag = DAG(
         dag_id=spec.id,
         description=spec.description or None,
-        schedule=timetable(spec),
+        schedule=schedule_of(spec).timetable(),
         start_date=pendulum.instance(spec.start_date, tz=spec.timezone),
         end_date=pendulum.instance(spec.end_date, tz=spec.timezone) if spec.end_date else None,
         catchup=spec.catchup,
@@ -187,9 +202,20 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             "resend_uncertain": Param(
                 False, type="boolean", description="send again contacts whose delivery is uncertain"
             ),
+            **{
+                name: Param(
+                    None,
+                    type=["null", "string"],
+                    description=f"{name} of the window to read (ISO 8601; give both or neither; "
+                    "default: the data interval, or the last complete interval for a run without "
+                    "a logical date)",
+                )
+                for name in ("window_start", "window_end")
+            },
         },
         on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
         doc_md=doc_md(spec, source, spec_path),
+        auto_register=False,  # registered by the loader's globals() only, never by the checker
     )
     state = state_asset(spec.id) if keeps_state(spec.source) else None
     optional = {
@@ -198,7 +224,12 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
         "state_asset": state,
     }
     with dag:
-        plan = PlanWindowsOperator(task_id=PLAN_TASK_ID, partitions=spec.partitions, lookback=spec.lookback)
+        plan = PlanWindowsOperator(
+            task_id=PLAN_TASK_ID,
+            schedule=schedule_of(spec),
+            partitions=spec.partitions,
+            lookback=spec.lookback,
+        )
         ImportAndLaunchScenarioOperator.partial(
             task_id=LAUNCH_TASK_ID,
             scenario_id=spec.scenario.id,
@@ -227,14 +258,13 @@ def state_asset(dag_id: str) -> Asset:
     return Asset(name=f"altcraft_pipeline_{dag_id}_source", uri=f"altcraft-pipeline://{dag_id}/source")
 
 
+def schedule_of(spec: PipelineSpec) -> Schedule:
+    return Schedule.of(spec.schedule, spec.timezone, spec.start_date, spec.schedule_interval)
+
+
 def timetable(spec: PipelineSpec) -> BaseTimetable:
     """Always a data-interval timetable: a run's window is its data interval, never empty."""
-    from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
-
-    interval = spec.schedule_interval
-    if interval is not None:
-        return DeltaDataIntervalTimetable(interval)
-    return CronDataIntervalTimetable(spec.schedule, timezone=spec.timezone)
+    return schedule_of(spec).timetable()
 
 
 def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
@@ -334,9 +364,36 @@ class Pipelines:
     errors: list[SpecError] = field(default_factory=list)
 
     def register(self, namespace: MutableMapping[str, Any]) -> None:
-        """Expose the DAGs in a DAG-file module's ``globals()`` and report the broken specs to Airflow."""
+        """Expose the DAGs in a DAG-file module's ``globals()``; log the broken specs.
+
+        The broken specs are Airflow import errors of the checker DAG file (`check_pipelines`), not of
+        the loader: an import error of the loader would mark every pipeline DAG as broken.
+        """
         namespace.update(self.dags)
-        report_import_errors(self.errors, loader_file=namespace.get("__file__"))
+        for error in self.errors:
+            log.warning("%s\n(not loaded; listed as the import error of %s)", error, CHECKER_FILE)
+
+
+class BrokenPipelineSpecs(Exception):
+    """Every broken spec of a folder, raised by the checker DAG file: Airflow lists it as its import error."""
+
+    def __init__(self, errors: Sequence[SpecError]) -> None:
+        self.errors = list(errors)
+        count = f"{len(errors)} pipeline spec{'s are' if len(errors) > 1 else ' is'}"
+        details = "\n\n".join(str(error) for error in self.errors)
+        super().__init__(f"{count} broken; their pipelines are not loaded until fixed.\n\n{details}")
+
+
+def check_pipelines(folder: str | os.PathLike[str]) -> None:
+    """Raise `BrokenPipelineSpecs` naming every spec in ``folder`` that `load_pipelines` refuses.
+
+    Called at the top level of the checker DAG file (``altcraft_pipelines_check.py``, which holds no
+    DAG): Airflow records the exception as that file's import error, under a ``.py`` path the DAG
+    processor keeps listing, so the error stays for as long as a spec is broken (see docs/pipelines.md).
+    """
+    errors = load_pipelines(folder).errors
+    if errors:
+        raise BrokenPipelineSpecs(errors)
 
 
 def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
@@ -370,61 +427,3 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
         result.dags[spec.id] = dag
         owners[spec.id] = path
     return result
-
-
-# -------------------------------------------------------------------------------- import errors
-
-
-def report_import_errors(errors: Sequence[SpecError], *, loader_file: str | None) -> bool:
-    """Record each broken spec as an Airflow import error keyed by the spec's own file.
-
-    Airflow 3.3 keeps one import error per file and drops every DAG of a DAG file that raises, so the
-    loader must not raise. Instead each error is added to the `DagImportResult` that Airflow's Python
-    importer is filling for ``loader_file`` (found on the call stack; it is the object the DagBag reads
-    right after the module ran, in the DAG processor, in a worker and in the CLI), under the spec's
-    path relative to the bundle root -- exactly how Airflow names files in import errors.
-
-    Outside an Airflow import (a plain ``import``, a script) the errors are only logged. Returns
-    whether they reached an Airflow import.
-    """
-    found = _active_import(loader_file) if errors and loader_file else None
-    if found is None:
-        for error in errors:
-            log.error("%s", error)
-        return False
-    import_result, bundle_root = found
-    from airflow.dag_processing.importers.base import DagImportError
-
-    for error in errors:
-        spec_file = os.path.abspath(error.path)
-        import_result.errors.append(
-            DagImportError(
-                file_path=os.path.relpath(spec_file, bundle_root) if bundle_root else spec_file,
-                message=str(error),
-                error_type="pipeline_spec",
-                line_number=error.line,
-            )
-        )
-    return True
-
-
-def _active_import(loader_file: str) -> tuple[DagImportResult, str | None] | None:
-    """Airflow's `DagImportResult` for ``loader_file`` being filled up the call stack, and the bundle root.
-
-    The result names the file relative to the bundle root, or absolutely when there is no bundle.
-    """
-    base = sys.modules.get("airflow.dag_processing.importers.base")
-    if base is None:
-        return None
-    loader = Path(os.path.abspath(loader_file))
-    frame = sys._getframe(1)
-    while frame is not None:
-        for value in list(frame.f_locals.values()):
-            if isinstance(value, base.DagImportResult):
-                named = Path(value.file_path)
-                if named == loader:
-                    return value, None
-                if not named.is_absolute() and loader.parts[-len(named.parts) :] == named.parts:
-                    return value, str(loader.parents[len(named.parts) - 1])
-        frame = frame.f_back
-    return None

@@ -1,0 +1,109 @@
+"""Which window a run reads: given when triggering, its data interval, or the last complete interval."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from airflow.timetables.interval import CronDataIntervalTimetable as CoreCron
+from pendulum import instance
+
+from altcraft.pipelines.window import Schedule, WindowError, cron_of, run_window
+
+DAILY = Schedule("UTC", cron="0 0 * * *")
+MOSCOW = ZoneInfo("Europe/Moscow")
+
+
+@pytest.mark.parametrize(
+    ("interval", "start", "cron"),
+    [
+        (timedelta(minutes=15), datetime(2025, 1, 1, 0, 5), "5-59/15 * * * *"),
+        (timedelta(minutes=1), datetime(2025, 1, 1), "* * * * *"),
+        (timedelta(hours=1), datetime(2025, 1, 1, 0, 30), "30 * * * *"),
+        (timedelta(hours=6), datetime(2025, 1, 1, 8), "0 2-23/6 * * *"),
+        (timedelta(days=1), datetime(2025, 1, 1), "0 0 * * *"),
+        (timedelta(days=1), datetime(2025, 1, 1, 6, 30), "30 6 * * *"),
+        (timedelta(weeks=1), datetime(2025, 1, 1), "0 0 * * 3"),  # a Wednesday
+        (timedelta(minutes=7), datetime(2025, 1, 1), None),
+        (timedelta(hours=5), datetime(2025, 1, 1), None),
+        (timedelta(days=2), datetime(2025, 1, 1), None),
+        (timedelta(seconds=90), datetime(2025, 1, 1), None),
+        (timedelta(days=1), datetime(2025, 1, 1, 0, 0, 30), None),
+    ],
+)
+def test_an_interval_a_cron_expression_can_say_becomes_it(interval, start, cron):
+    assert cron_of(interval, start) == cron
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "run_after"),
+    [
+        ("0 0 * * *", "UTC", datetime(2025, 3, 5, 13, 7, tzinfo=UTC)),
+        ("0 0 * * *", "UTC", datetime(2025, 3, 5, 0, 0, tzinfo=UTC)),  # on a boundary
+        ("30 6 * * *", "Europe/Moscow", datetime(2025, 3, 5, 2, 0, tzinfo=UTC)),  # 05:00 in Moscow
+        ("*/15 * * * *", "UTC", datetime(2025, 3, 5, 13, 7, 12, tzinfo=UTC)),
+        ("0 * * * *", "Europe/Moscow", datetime(2025, 3, 5, 13, 7, tzinfo=UTC)),
+    ],
+)
+def test_the_last_complete_interval_is_what_airflow_gives_a_manual_run_with_that_logical_date(
+    cron, zone, run_after
+):
+    expected = CoreCron(cron, zone).infer_manual_data_interval(run_after=instance(run_after))
+
+    assert Schedule(zone, cron=cron).last_complete(run_after) == (expected.start, expected.end)
+
+
+def test_a_fixed_interval_no_cron_can_say_counts_whole_intervals_from_the_start_date():
+    schedule = Schedule.of("5h", "Europe/Moscow", datetime(2025, 1, 1), timedelta(hours=5))
+    assert schedule.cron is None and schedule.anchor == datetime(2025, 1, 1, tzinfo=MOSCOW)
+
+    start, end = schedule.last_complete(datetime(2025, 1, 1, 12, 0, tzinfo=MOSCOW))
+
+    assert (start, end) == (datetime(2025, 1, 1, 5, tzinfo=MOSCOW), datetime(2025, 1, 1, 10, tzinfo=MOSCOW))
+    with pytest.raises(WindowError, match="no interval of the schedule ended"):
+        schedule.last_complete(datetime(2025, 1, 1, 4, tzinfo=MOSCOW))
+
+
+def test_a_window_given_when_triggering_wins_and_a_naive_one_is_in_the_schedules_zone():
+    start, end, origin = run_window(
+        params={"window_start": "2025-03-01", "window_end": "2025-03-02T12:00:00+00:00"},
+        data_interval=(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)),
+        run_after=datetime(2025, 3, 5, tzinfo=UTC),
+        schedule=Schedule("Europe/Moscow", cron="0 0 * * *"),
+    )
+
+    assert (start, end) == (datetime(2025, 3, 1, tzinfo=MOSCOW), datetime(2025, 3, 2, 12, tzinfo=UTC))
+    assert origin == "the window given when triggering"
+
+
+def test_the_data_interval_comes_next_then_the_last_complete_interval_before_run_after():
+    interval = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
+    run_after = datetime(2025, 3, 5, 13, tzinfo=UTC)
+
+    assert run_window(params={}, data_interval=interval, run_after=run_after, schedule=DAILY)[:2] == interval
+    start, end, origin = run_window(
+        params={}, data_interval=(None, None), run_after=run_after, schedule=DAILY
+    )
+    assert (start, end) == (datetime(2025, 3, 4, tzinfo=UTC), datetime(2025, 3, 5, tzinfo=UTC))
+    assert origin.startswith("no logical date: the last complete interval before 2025-03-05T13:00:00")
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"window_start": "2025-03-01T00:00:00+00:00"}, "window_end is missing"),
+        ({"window_end": "2025-03-01T00:00:00+00:00", "window_start": None}, "window_start is missing"),
+        (
+            {"window_start": "yesterday", "window_end": "2025-03-01T00:00:00+00:00"},
+            "'yesterday' is not an ISO",
+        ),
+        ({"window_start": "2025-03-02", "window_end": "2025-03-01"}, "is not before window_end"),
+    ],
+)
+def test_a_window_that_cannot_be_read_says_how_to_trigger_the_run(params, reason):
+    with pytest.raises(WindowError) as raised:
+        run_window(params=params, data_interval=(None, None), run_after=datetime.now(UTC), schedule=DAILY)
+
+    assert reason in str(raised.value)
+    assert "Trigger the pipeline without window parameters" in str(raised.value)
