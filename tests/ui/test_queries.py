@@ -221,3 +221,20 @@ def test_action_plans_name_the_window_params_and_people():
     }
     with pytest.raises(ValueError, match="select the contacts"):
         plan(Action.RELAUNCH_SELECTED, dag_id="d", run_id="r", interval=interval, people=0)
+
+
+def test_past_days_are_read_once_and_today_every_time(history):
+    cache = queries.DailyActivity(days=30)
+    with history.engine.connect() as conn:
+        first = queries.pipelines(conn, NOW, history=cache)
+    old, new = ref("welcome", "late"), ref("welcome", "new")
+    for run, days in ((old, 5), (new, 0)):
+        rows = [(None, f"row-{run.run_id}", None, run.run_id)]
+        history.record(SCOPE, run, Outcome.REJECTED, rows, now=NOW - timedelta(days=days, minutes=1))
+    with history.engine.connect() as conn:
+        (again,) = [s for s in queries.pipelines(conn, NOW, history=cache) if s.key == (SCOPE.platform, 42)]
+        (fresh,) = [s for s in queries.pipelines(conn, NOW) if s.key == (SCOPE.platform, 42)]
+    (before,) = [s for s in first if s.key == (SCOPE.platform, 42)]
+    assert again.last_24h["rejected"] == before.last_24h["rejected"] + 1  # today: read again
+    assert again.last_30d["rejected"] == before.last_30d["rejected"] + 1  # 5 days ago: kept from the cache
+    assert fresh.last_30d["rejected"] == before.last_30d["rejected"] + 2

@@ -48,6 +48,8 @@ app = FastAPI(
     openapi_url=None,
     dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
 )
+#: Past days' outcome counts of the Pipelines page, shared by its requests (see `queries.DailyActivity`).
+HISTORY = queries.DailyActivity(days=TREND_DAYS)
 ReadRuns = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 TriggerRuns = Depends(requires_access_dag("POST", DagAccessEntity.RUN))
 
@@ -75,9 +77,12 @@ def ledger_engine() -> Engine:
 def read_only() -> Iterator[Connection]:
     """A connection that only reads (a read-only transaction on PostgreSQL), rolled back at the end."""
     engine = ledger_engine()
-    options = {"postgresql_readonly": True} if engine.dialect.name == "postgresql" else {}
-    with engine.connect().execution_options(**options) as conn:
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect().execution_options(**({"postgresql_readonly": True} if postgres else {})) as conn:
         try:
+            if postgres:  # report queries: aggregate in memory, no JIT compilation for one-off plans
+                conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+                conn.exec_driver_sql("SET LOCAL jit = off")
             yield conn
         finally:
             conn.rollback()
@@ -136,7 +141,7 @@ templates.globals.update(
 def pipelines_page(request: Request, user: GetUserDep, conn: Ledger) -> HTMLResponse:
     now = datetime.now(UTC)
     readable = airflow_runs.readable_dag_ids(user)
-    scopes = queries.pipelines(conn, now, readable)
+    scopes = queries.pipelines(conn, now, readable, HISTORY)
     last = airflow_runs.last_runs({dag_id for scope in scopes for dag_id in scope.dag_ids})
     totals = queries.run_totals(conn, [(run.dag_id, run.run_id) for run in last.values()])
     return render(

@@ -8,6 +8,7 @@ are declared with the tables in :mod:`altcraft.ledger` (see ``docs/ui.md``).
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -84,10 +85,75 @@ def _dag_filter(dag_ids: Collection[str] | None) -> Any:
     return sa.true() if dag_ids is None else _O.dag_id.in_(sorted(dag_ids))
 
 
-def pipelines(conn: Connection, now: datetime, dag_ids: Collection[str] | None = None) -> list[ScopeActivity]:
-    """Every scope with outcomes in the 30 days before ``now`` or with contacts still open.
+#: (platform, scenario_id, dag_id, UTC day, outcome, in the last 24 h, count, latest recorded_at)
+ActivityRow = tuple[str, int, str, date, str, bool, int, datetime | None]
 
-    ``dag_ids``: only outcomes of these DAGs (those the user may read); ``None``: all.
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def activity(
+    conn: Connection, start: datetime, since_24h: datetime, end: datetime | None = None
+) -> list[ActivityRow]:
+    """Outcome counts per scope, pipeline, UTC day and outcome recorded in ``[start, end)``."""
+    day = _day(_O.recorded_at, conn).label("day")
+    recent = sa.case((_O.recorded_at >= since_24h, 1), else_=0).label("recent")
+    keys = (_O.platform, _O.scenario_id, _O.dag_id, day, _O.outcome, recent)
+    query = (
+        sa.select(*keys, sa.func.count(), sa.func.max(_O.recorded_at))
+        .where(_O.recorded_at >= start, sa.true() if end is None else _O.recorded_at < end)
+        .group_by(*keys)
+    )
+    return [
+        (platform, int(scenario_id), dag_id, _as_date(on), outcome, bool(flag), int(count), _as_utc(last))
+        for platform, scenario_id, dag_id, on, outcome, flag, count, last in conn.execute(query)
+    ]
+
+
+class DailyActivity:
+    """`activity` of the last ``days`` UTC days, with the days before yesterday kept in memory.
+
+    Outcomes are only ever appended, stamped with the time they are written, so the counts of a past
+    day do not change (a purge or a hand-made backdated row shows after ``ttl``). Each page view then
+    reads only yesterday and today from the database, whatever the table's size.
+    """
+
+    def __init__(self, days: int = 30, ttl: timedelta = timedelta(hours=1)) -> None:
+        self.days = days
+        self.ttl = ttl
+        self._cache: dict[date, tuple[datetime, list[ActivityRow]]] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, conn: Connection, now: datetime) -> list[ActivityRow]:
+        since_24h = now - timedelta(hours=24)
+        live_from = since_24h.date()  # yesterday (or today): the days that still change
+        first = now.date() - timedelta(days=self.days - 1)
+        with self._lock:
+            self._cache = {day: entry for day, entry in self._cache.items() if day >= first}
+            stale = [
+                first + timedelta(n)
+                for n in range((live_from - first).days)
+                if (entry := self._cache.get(first + timedelta(n))) is None or now - entry[0] > self.ttl
+            ]
+            if stale:
+                fetched = activity(conn, _midnight(stale[0]), since_24h, _midnight(live_from))
+                for day in (stale[0] + timedelta(n) for n in range((live_from - stale[0]).days)):
+                    self._cache[day] = (now, [row for row in fetched if row[3] == day])
+            past = [row for _, rows in self._cache.values() for row in rows]
+        return past + activity(conn, _midnight(max(live_from, first)), since_24h)
+
+
+def pipelines(
+    conn: Connection,
+    now: datetime,
+    dag_ids: Collection[str] | None = None,
+    history: DailyActivity | None = None,
+) -> list[ScopeActivity]:
+    """Every scope with outcomes in the last 30 UTC days (today included) or with contacts still open.
+
+    ``dag_ids``: only outcomes of these DAGs (those the user may read); ``None``: all. ``history``: where
+    past days' counts are kept between calls (a fresh one reads everything).
     """
     if dag_ids is not None and not dag_ids:
         return []
@@ -99,35 +165,19 @@ def pipelines(conn: Connection, now: datetime, dag_ids: Collection[str] | None =
             scopes[key] = ScopeActivity(platform, int(scenario_id))
         return scopes[key]
 
-    day = _day(_O.recorded_at, conn).label("day")
-    month = (
-        sa.select(
-            _O.platform,
-            _O.scenario_id,
-            _O.dag_id,
-            day,
-            _O.outcome,
-            sa.func.count(),
-            sa.func.max(_O.recorded_at),
-        )
-        .where(_O.recorded_at >= now - timedelta(days=30), _dag_filter(dag_ids))
-        .group_by(_O.platform, _O.scenario_id, _O.dag_id, day, _O.outcome)
-    )
-    for platform, scenario_id, dag_id, on, outcome, count, last in conn.execute(month):
+    for platform, scenario_id, dag_id, day, outcome, recent, count, last in (history or DailyActivity()).rows(
+        conn, now
+    ):
+        if dag_ids is not None and dag_id not in dag_ids:
+            continue
         activity = scope(platform, scenario_id)
         activity.dag_ids.add(dag_id)
         activity.last_30d[outcome] += count
-        activity.per_day[_as_date(on)][outcome] += count
-        last = _as_utc(last)
-        if activity.last_recorded_at is None or last > activity.last_recorded_at:
+        activity.per_day[day][outcome] += count
+        if recent:
+            activity.last_24h[outcome] += count
+        if last is not None and (activity.last_recorded_at is None or last > activity.last_recorded_at):
             activity.last_recorded_at = last
-    day_ago = (
-        sa.select(_O.platform, _O.scenario_id, _O.outcome, sa.func.count())
-        .where(_O.recorded_at >= now - timedelta(hours=24), _dag_filter(dag_ids))
-        .group_by(_O.platform, _O.scenario_id, _O.outcome)
-    )
-    for platform, scenario_id, outcome, count in conn.execute(day_ago):
-        scope(platform, scenario_id).last_24h[outcome] += count
     open_rows = (
         sa.select(_C.platform, _C.scenario_id, _C.status, sa.func.count())
         .where(_C.status.in_(OPEN_STATUSES))
