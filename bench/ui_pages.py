@@ -108,7 +108,7 @@ def seed_ledger(url: str, rows: int, today: datetime) -> dict[str, Any]:
             INSERT INTO altcraft_outcomes (platform, scenario_id, dag_id, task_id, run_id, window_key,
                 try_number, contact_key, contact_hash, source_key, outcome, code, reason, recorded_at)
             SELECT '{PLATFORM}', CASE d {case_scenario} END, CASE d {case_dag} END,
-                   'import_and_launch[' || (i % {PARTITIONS}) || ']',
+                   'import_and_launch[' || ((i / {runs}) % {PARTITIONS}) || ']',
                    'scheduled__' || to_char(CAST(:today AS timestamp) - back * interval '1 day', 'YYYY-MM-DD')
                        || 'T00:00:00+00:00',
                    'window-' || back, 1,
