@@ -80,6 +80,8 @@ def local_airflow(tmp_path_factory, pg_databases, e2e_emulator, contacts):
         "AIRFLOW_CONN_E2E_CRM": f"postgresql://{pg_databases['crm']}",
         "AIRFLOW__ALTCRAFT__LEDGER_CONN_ID": "e2e_crm",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{VIEWER}:viewer",
+        # a busy machine: a task's calls to the API server may wait longer than the default 5 s
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
     }
     metadata = f"postgresql+psycopg2://{pg_databases['metadata']}"
     dags = make_dags_folder(home / "dags", {DAG_ID: spec})
