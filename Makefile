@@ -13,7 +13,7 @@ help:
 	@echo "make test      create .venv if missing, install, run the test suite"
 	@echo "make lint      ruff (including the Airflow AIR rules)"
 	@echo "make emulator  run the Altcraft API emulator on 127.0.0.1:8765"
-	@echo "make bench     run the benchmarks, write docs/benchmarks.md (BENCH_N, BENCH_MILLION=1)"
+	@echo "make bench     run the benchmarks, write docs/benchmarks.md (BENCH_N, BENCH_MILLION=1) and docs/benchmarks-ui.md"
 	@echo "make demo      Airflow + emulator + a SQLite CRM; backfills the demo pipeline (docs/demo.md)"
 	@echo "make demo-shell  a shell whose airflow CLI talks to the running demo"
 	@echo "make clean     remove .venv and local Airflow state"
@@ -56,8 +56,10 @@ demo-shell:
 	@. "$(DEMO_HOME)/env.sh" && exec "$${SHELL:-/bin/bash}"
 
 # Throughput, memory, rate limiting, parse and import time; see bench/run.py for the BENCH_* variables.
+# Then the Altcraft page's response times over 1M ledger outcomes (bench/ui_pages.py; starts an API server).
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	flock /tmp/altcraft-e2e.lock $(BIN)/python -m bench.ui_pages
 
 emulator: $(STAMP)
 	$(BIN)/python -m altcraft.emulator --host 127.0.0.1 --port 8765

@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 #: Room left in each request for the ``token`` body field, which only the hook knows.
 TOKEN_ALLOWANCE = 512
+#: Reason of the contacts a run limited to selected contacts (``only``) leaves alone.
+NOT_SELECTED = "not among the selected contacts of this run"
 
 
 class AltcraftApi(Protocol):
@@ -172,6 +174,9 @@ class Delivery:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     dry_run: bool = False
     tasks: MutableMapping[str, str] = field(default_factory=dict)
+    only: frozenset[str] | None = None
+    """Ledger hashes of the contacts this run is limited to (selected on the Altcraft page); every other
+    contact is skipped with `NOT_SELECTED`. None: all contacts."""
     summary: Summary = field(default_factory=Summary)
     sample: list[str] = field(default_factory=list)
 
@@ -251,7 +256,20 @@ class Delivery:
             self.summary.found += found
             if rejections:
                 self.reject(rejections)
-            yield from profiles
+            yield from profiles if self.only is None else self._selected(profiles, self.only)
+
+    def _selected(self, profiles: list[Profile], only: frozenset[str]) -> list[Profile]:
+        """The profiles of the selected contacts; the others get a `skipped` outcome."""
+        chosen: list[Profile] = []
+        others: list[Profile] = []
+        for profile in profiles:
+            (chosen if self.scope.contact_hash(profile.ledger_key) in only else others).append(profile)
+        if others:
+            self.summary.add(Outcome.SKIPPED, len(others))
+            if not self.dry_run:
+                rows = [(p.ledger_key, p.source_key, None, NOT_SELECTED) for p in others]
+                self.ledger.record(self.scope, self.run, Outcome.SKIPPED, rows)
+        return chosen
 
     def _mapped(
         self, batches: Iterable[Sequence[dict[str, Any]]]

@@ -48,7 +48,16 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "crm_postgres",
                         "default": "",
-                    }
+                    },
+                    "ui_show_contact_keys": {
+                        "description": "Show contact keys (emails, phones, ids) in clear on the Altcraft "
+                        "page of the Airflow UI and in its CSV export. Default: masked (a***@e***.org). "
+                        "Turn on only where everyone with access to the Airflow UI may see contact data.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
                 },
             }
         },

@@ -7,6 +7,8 @@ summary, log table, extra link, asset event). Contact data never goes to XCom.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,7 @@ DEFAULT_MAX_REJECTED_RATIO = 0.1
 SCENARIO_URL_XCOM_KEY = "altcraft_scenario_url"
 _TASKS_KEY = "altcraft_tasks"
 _SUMMARY_KEY = "altcraft_summary"
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 class AltcraftScenarioLink(BaseOperatorLink):
@@ -58,6 +61,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param relaunch: launch again contacts the policy would skip (never twice within one run). Templated.
     :param resend_uncertain: send again contacts whose earlier delivery is uncertain. Templated.
     :param dry_run: map, validate and check the ledger, but send nothing and write nothing. Templated.
+    :param only_contacts: ledger hashes of the contacts to limit this run to (a list, or its JSON text);
+        every other contact is skipped. Empty or None: all contacts. Templated; the Altcraft page sets it
+        through the pipeline's ``contact_hashes`` param.
     :param max_rejected_ratio: fail the task (after delivering everything valid) when
         (rejected + failed) / found exceeds this share. Default 0.1.
     :param ledger_conn_id: SQL connection of the sync ledger; default ``[altcraft] ledger_conn_id`` of the
@@ -83,6 +89,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         "window_end",
         "relaunch",
         "resend_uncertain",
+        "only_contacts",
     )
     template_fields_renderers = {"content": "json"}
     operator_extra_links = (AltcraftScenarioLink(),)
@@ -105,6 +112,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         relaunch: bool = False,
         resend_uncertain: bool = False,
         dry_run: bool | str = False,
+        only_contacts: Sequence[str] | str | None = None,
         max_rejected_ratio: float = DEFAULT_MAX_REJECTED_RATIO,
         ledger_conn_id: str | None = None,
         window_start: datetime | str | None = "{{ data_interval_start }}",
@@ -160,6 +168,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.relaunch = relaunch
         self.resend_uncertain = resend_uncertain
         self.dry_run_mode = dry_run
+        self.only_contacts = only_contacts
         self.max_rejected_ratio = max_rejected_ratio
         self.ledger_conn_id = ledger_conn_id
         self.window_start = window_start
@@ -285,6 +294,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             max_request_bytes=self.max_request_bytes,
             dry_run=_as_bool(self.dry_run_mode),
             tasks=_task_book(context),
+            only=_as_hashes(self.only_contacts),
         )
 
     def _window(self) -> Window | None:
@@ -417,6 +427,23 @@ def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return bool(value)
+
+
+def _as_hashes(value: Any) -> frozenset[str] | None:
+    """``only_contacts`` as a set of ledger hashes; None (all contacts) when empty."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text not in ("", "None") else None
+        except ValueError:
+            raise AirflowFailException("`only_contacts` must be a JSON list of contact hashes") from None
+    if not value:
+        return None
+    if not isinstance(value, list | tuple | set | frozenset) or not all(
+        isinstance(item, str) and _HASH.fullmatch(item) for item in value
+    ):
+        raise AirflowFailException("`only_contacts` must be a list of ledger contact hashes (64 hex digits)")
+    return frozenset(value)
 
 
 def _as_datetime(value: Any) -> datetime | None:

@@ -212,6 +212,12 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
                 )
                 for name in ("window_start", "window_end")
             },
+            "contact_hashes": Param(
+                [],
+                type="array",
+                items={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                description="only these contacts (ledger hashes; set by the Altcraft page); empty: all",
+            ),
         },
         on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
         doc_md=doc_md(spec, source, spec_path),
@@ -243,6 +249,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             relaunch="{{ params.relaunch }}",
             resend_uncertain="{{ params.resend_uncertain }}",
             dry_run="{{ params.dry_run }}",
+            only_contacts="{{ params.contact_hashes | tojson }}",
             max_rejected_ratio=spec.max_rejected_ratio,
             ledger_conn_id=spec.ledger_conn_id,
             pool=spec.pool,

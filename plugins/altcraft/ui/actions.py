@@ -1,0 +1,93 @@
+"""The page's actions as DAG runs: which params, which window, and what to tell the person first.
+
+An action never acts itself: the browser sends the body built here to Airflow's own REST API
+(``POST /api/v2/dags/{dag_id}/dagRuns``), so Airflow checks the permission, writes the audit log and
+keeps the run in its history. The new run covers the same data interval as the run it starts from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Action(StrEnum):
+    RECONCILE = "reconcile"
+    RESEND_UNCERTAIN = "resend_uncertain"
+    RELAUNCH_SELECTED = "relaunch_selected"
+    DRY_RUN = "dry_run"
+
+
+#: The pipeline DAG's params each action sets (docs/pipelines.md). ``reconcile`` is read by the operator
+#: once reconciliation exists (issue #12); until then Airflow keeps it in the run's conf only.
+PARAMS: dict[Action, dict[str, bool]] = {
+    Action.RECONCILE: {"reconcile": True},
+    Action.RESEND_UNCERTAIN: {"resend_uncertain": True},
+    Action.RELAUNCH_SELECTED: {"relaunch": True},
+    Action.DRY_RUN: {"dry_run": True},
+}
+#: Conf key of the contacts an action is limited to (their ledger hashes, never their keys in clear).
+SELECTED_CONF_KEY = "contact_hashes"
+MAX_SELECTED = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the confirmation says and what is posted to Airflow."""
+
+    action: Action
+    dag_id: str
+    people: int
+    message: str
+    body: dict[str, Any]
+
+
+def plan(
+    action: Action,
+    *,
+    dag_id: str,
+    run_id: str,
+    interval: tuple[datetime | None, datetime | None],
+    people: int,
+    selected: Collection[str] = (),
+    now: datetime | None = None,
+) -> Plan:
+    """The DAG run body for ``action`` on the window of run ``run_id``; ``people``: who may get messages.
+
+    The new run's logical date is now (a DAG has one run per logical date); its data interval is the
+    original run's, so the pipeline reads the same window.
+    """
+    if action is Action.RELAUNCH_SELECTED and not selected:
+        raise ValueError("select the contacts to relaunch first")
+    if len(selected) > MAX_SELECTED:
+        raise ValueError(f"select at most {MAX_SELECTED} contacts at once")
+    conf: dict[str, Any] = dict(PARAMS[action])
+    if selected:
+        conf[SELECTED_CONF_KEY] = sorted(selected)
+    start, end = interval
+    body: dict[str, Any] = {
+        "logical_date": (now or datetime.now(UTC)).isoformat(),
+        "conf": conf,
+        "note": f"Altcraft UI: {action.value.replace('_', ' ')} for run {run_id}",
+    }
+    if start is not None and end is not None:
+        body["data_interval_start"] = start.isoformat()
+        body["data_interval_end"] = end.isoformat()
+    return Plan(action, dag_id, people, _message(action, dag_id, people), body)
+
+
+def _message(action: Action, dag_id: str, people: int) -> str:
+    who = f"{people} {'person' if people == 1 else 'people'}"
+    if action is Action.DRY_RUN:
+        return f"Start a dry run of {dag_id} over this window? Nothing is sent and nothing is written."
+    if action is Action.RECONCILE:
+        return f"Start a reconciliation run of {dag_id} over this window? No messages are sent."
+    if action is Action.RESEND_UNCERTAIN:
+        return (
+            f"Resend the uncertain contacts of this window? Up to {who} may get the scenario's messages, "
+            "possibly a second time if Altcraft had launched them after all."
+        )
+    return f"Relaunch the selected contacts? {who} will get the scenario's messages again."

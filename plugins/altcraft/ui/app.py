@@ -1,0 +1,305 @@
+"""FastAPI routes of the Altcraft page, mounted by Airflow's API server at ``/altcraft``.
+
+Plugin apps are not protected by Airflow, so every route here depends on Airflow's own auth manager:
+the app requires a logged-in user (``GetUserDep``: Bearer token or the ``_token`` cookie the Airflow UI
+sets) with access to the website, run pages require read access to the DAG's runs, and action plans
+require permission to trigger the DAG. Rows of DAGs the user may not read are left out everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView, DagAccessEntity
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_access_view
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.engine import Connection, Engine
+
+from altcraft.masking import mask_key, scrub
+from altcraft.ui import airflow_runs, queries
+from altcraft.ui.actions import Action, plan
+from altcraft.ui.keys import candidate_keys
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 50
+TREND_DAYS = 30
+STATIC = {"altcraft.css": "text/css", "altcraft.js": "text/javascript", "icon.svg": "image/svg+xml"}
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    keep_trailing_newline=True,
+)
+
+app = FastAPI(
+    title="Altcraft",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+    dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
+)
+#: Past days' outcome counts of the Pipelines page, shared by its requests (see `queries.DailyActivity`).
+HISTORY = queries.DailyActivity(days=TREND_DAYS)
+ReadRuns = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
+TriggerRuns = Depends(requires_access_dag("POST", DagAccessEntity.RUN))
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+def show_contact_keys() -> bool:
+    """``[altcraft] ui_show_contact_keys``: contact keys in clear on the pages (default: masked)."""
+    from airflow.configuration import conf
+
+    return conf.getboolean("altcraft", "ui_show_contact_keys", fallback=False)
+
+
+@cache
+def ledger_engine() -> Engine:
+    """The ledger's engine, from ``[altcraft] ledger_conn_id`` as the operator finds it."""
+    from airflow.configuration import conf
+
+    from altcraft.ledger import Ledger
+
+    return Ledger.from_conn_id(conf.get("altcraft", "ledger_conn_id", fallback="") or None).engine
+
+
+def read_only() -> Iterator[Connection]:
+    """A connection that only reads (a read-only transaction on PostgreSQL), rolled back at the end."""
+    engine = ledger_engine()
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect().execution_options(**({"postgresql_readonly": True} if postgres else {})) as conn:
+        try:
+            if postgres:  # report queries: aggregate in memory, no JIT compilation for one-off plans
+                conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+                conn.exec_driver_sql("SET LOCAL jit = off")
+            yield conn
+        finally:
+            conn.rollback()
+
+
+Ledger = Annotated[Connection, Depends(read_only)]
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def contact_label(key: str | None) -> str:
+    if key is None:
+        return ""
+    return key if show_contact_keys() else mask_key(key)
+
+
+def render(request: Request, name: str, **context: Any) -> HTMLResponse:
+    html = templates.get_template(name).render(base=request.scope.get("root_path", "").rstrip("/"), **context)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def bars(days: list[tuple[Any, dict[str, int]]], height: float = 30) -> list[dict[str, Any]]:
+    """Stacked bars of a per-day trend (6 units per day, ``height`` for the busiest day)."""
+    peak = max((sum(counts.values()) for _, counts in days), default=0) or 1
+    found = []
+    for index, (day, counts) in enumerate(days):
+        top = height + 2
+        for outcome in queries.ordered_outcomes(counts.keys()):
+            size = counts[outcome] / peak * height
+            top -= size
+            found.append(
+                {"x": index * 6, "y": f"{top:.2f}", "height": f"{size:.2f}", "outcome": outcome,
+                 "day": day, "count": counts[outcome]}
+            )  # fmt: skip
+    return found
+
+
+def _fmt_time(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
+
+
+templates.globals.update(
+    airflow=airflow_runs,
+    contact_label=contact_label,
+    scrub=scrub,
+    outcome_names=queries.ordered_outcomes,
+    fmt_time=_fmt_time,
+    bars=bars,
+)
+
+# ---------------------------------------------------------------------------------------------- pages
+
+
+@app.get("/", response_class=HTMLResponse)
+def pipelines_page(request: Request, user: GetUserDep, conn: Ledger) -> HTMLResponse:
+    now = datetime.now(UTC)
+    readable = airflow_runs.readable_dag_ids(user)
+    scopes = queries.pipelines(conn, now, readable, HISTORY)
+    last = airflow_runs.last_runs({dag_id for scope in scopes for dag_id in scope.dag_ids})
+    totals = queries.run_totals(conn, [(run.dag_id, run.run_id) for run in last.values()])
+    return render(
+        request,
+        "pipelines.html",
+        scopes=scopes,
+        last_runs=last,
+        totals=totals,
+        today=now.date(),
+        trend_days=TREND_DAYS,
+    )
+
+
+@app.get("/run", response_class=HTMLResponse, dependencies=[ReadRuns])
+def run_page(
+    request: Request,
+    user: GetUserDep,
+    conn: Ledger,
+    dag_id: str,
+    run_id: str,
+    outcome: str = "",
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> HTMLResponse:
+    tries = queries.run_counts(conn, dag_id, run_id)
+    filtered = sum(t.counts.get(outcome, 0) for t in tries) if outcome else sum(t.total for t in tries)
+    rows = queries.run_outcomes(
+        conn, dag_id, run_id, outcome=outcome or None, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+    )
+    names = queries.ordered_outcomes({name for t in tries for name in t.counts})
+    return render(
+        request,
+        "run.html",
+        dag_id=dag_id,
+        run_id=run_id,
+        run=airflow_runs.run_info(dag_id, run_id),
+        tries=tries,
+        totals=queries.latest_counts(tries),
+        names=names,
+        rows=rows,
+        outcome=outcome,
+        page=page,
+        pages=max(1, math.ceil(filtered / PAGE_SIZE)),
+        filtered=filtered,
+        uncertain_now=queries.uncertain_in_run(conn, dag_id, run_id),
+        can_trigger=airflow_runs.may_trigger(user, dag_id),
+    )
+
+
+CSV_COLUMNS = ("task_id", "try_number", "outcome", "code", "reason", "source_key", "contact", "recorded_at")
+
+
+@app.get("/run.csv", dependencies=[ReadRuns])
+def run_csv(conn: Ledger, dag_id: str, run_id: str, outcome: str = "") -> StreamingResponse:
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        for row in queries.iter_run_outcomes(conn, dag_id, run_id, outcome=outcome or None):
+            writer.writerow(
+                (
+                    row["task_id"],
+                    row["try_number"],
+                    row["outcome"],
+                    row["code"] if row["code"] is not None else "",
+                    scrub(row["reason"] or ""),
+                    scrub(row["source_key"]),
+                    contact_label(row["contact_key"]),
+                    row["recorded_at"].isoformat() if row["recorded_at"] else "",
+                )
+            )
+            if buffer.tell() > 64_000:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    name = f"altcraft-{dag_id}-{run_id}{'-' + outcome if outcome else ''}.csv".replace('"', "")
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+    )
+
+
+@app.get("/contact", response_class=HTMLResponse)
+def contact_page(request: Request, user: GetUserDep, conn: Ledger, h: str = "") -> HTMLResponse:
+    """The search form, or the contact with this ledger hash (links carry hashes, never keys in clear)."""
+    records = queries.contact_by_hash(conn, h, airflow_runs.readable_dag_ids(user)) if h else []
+    return render(request, "contact.html", q="", region="", records=records, searched=bool(h))
+
+
+@app.post("/contact", response_class=HTMLResponse)
+async def contact_search(request: Request, user: GetUserDep, conn: Ledger) -> HTMLResponse:
+    """Look a contact up by what was typed; posted, so emails and phones stay out of URLs and access logs."""
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    q = form.get("q", [""])[0][:1000]
+    region = form.get("region", [""])[0][:2]
+    keys = candidate_keys(q, region.upper() or None)
+    records = (
+        queries.contact_history(conn, keys, queries.scopes(conn), airflow_runs.readable_dag_ids(user))
+        if keys
+        else []
+    )
+    return render(request, "contact.html", q=q, region=region, records=records, searched=bool(keys))
+
+
+# -------------------------------------------------------------------------------------------- actions
+
+
+@app.get("/plan", dependencies=[ReadRuns, TriggerRuns])
+def action_plan(
+    conn: Ledger,
+    dag_id: str,
+    run_id: str,
+    action: Action,
+    selected: Annotated[list[str], Query()] = [],  # ruff: ignore[mutable-argument-default] (FastAPI copies defaults)
+) -> JSONResponse:
+    """What an action will do: the confirmation text, how many people may get messages, the run body."""
+    run = airflow_runs.run_info(dag_id, run_id)
+    if run is None:
+        raise HTTPException(404, f"DAG run {run_id!r} of {dag_id!r} not found")
+    chosen = set(selected)
+    statuses: dict[str, str] = {}
+    if chosen:
+        statuses = queries.selected_contacts(conn, dag_id, run_id, chosen)
+        if set(statuses) != chosen:
+            raise HTTPException(400, f"{len(chosen - set(statuses))} selected contact(s) are not in this run")
+    if action is Action.RESEND_UNCERTAIN:
+        people = (
+            sum(status == "uncertain" for status in statuses.values())
+            if chosen
+            else queries.uncertain_in_run(conn, dag_id, run_id)
+        )
+    else:
+        people = len(chosen) if action is Action.RELAUNCH_SELECTED else 0
+    try:
+        planned = plan(
+            action,
+            dag_id=dag_id,
+            run_id=run_id,
+            interval=(run.data_interval_start, run.data_interval_end),
+            people=people,
+            selected=chosen,
+        )
+    except ValueError as error:
+        raise HTTPException(400, str(error)) from None
+    return JSONResponse(
+        {
+            "people": planned.people,
+            "message": planned.message,
+            "trigger_url": f"{airflow_runs.ui_root()}/api/v2/dags/{dag_id}/dagRuns",
+            "body": planned.body,
+        }
+    )
+
+
+@app.get("/static/{name}")
+def static(name: str) -> Response:
+    if name not in STATIC:
+        return PlainTextResponse("not found", status_code=404)
+    return Response((HERE / "static" / name).read_bytes(), media_type=STATIC[name])

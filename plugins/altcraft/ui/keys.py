@@ -1,0 +1,52 @@
+"""What a person types in the contact search → the ledger keys it may be stored under."""
+
+from __future__ import annotations
+
+from altcraft.api.matching import MatchingMode
+from altcraft.validation import ValidationError, normalize_email, normalize_phone
+
+_EMAIL_MODES = (MatchingMode.EMAIL, MatchingMode.EMAIL_PROFILE, MatchingMode.EMAIL_SUB)
+_PHONE_MODES = (MatchingMode.PHONE, MatchingMode.PHONE_SUB)
+_BOTH_MODES = (MatchingMode.EMAIL_PHONE, MatchingMode.EMAIL_PHONE_SUB)
+_VALUE_MODES = (MatchingMode.CUSTOM, MatchingMode.CUSTOM_SUB, MatchingMode.PROFILE_ID)
+
+
+def candidate_keys(text: str, default_region: str | None = None) -> list[str]:
+    """Ledger keys (``<matching>:<value>``) that ``text`` can stand for, normalised as the mapper does.
+
+    An email is normalised and lower-cased, a phone becomes E.164 (``default_region`` for numbers
+    without ``+``), ``email|phone`` finds contacts matched by both, and a full ledger key
+    (``email:anna@example.org``) is taken as it is. Anything else is a custom field value or profile id.
+    """
+    text = text.strip()
+    if not text:
+        return []
+    mode, sep, rest = text.partition(":")
+    if sep and mode in MatchingMode.__members__.values():
+        return [f"{mode}:{rest.lower() if 'email' in mode else rest}"]
+    keys: list[str] = []
+    email_part, bar, phone_part = text.partition("|")
+    email = _email(email_part) if bar or "@" in text else None
+    phone = _phone(phone_part if bar else text, default_region)
+    if email and not bar:
+        keys += [f"{mode}:{email}" for mode in _EMAIL_MODES] + [f"{mode}:{email}|" for mode in _BOTH_MODES]
+    if phone and not bar:
+        keys += [f"{mode}:{phone}" for mode in _PHONE_MODES] + [f"{mode}:|{phone}" for mode in _BOTH_MODES]
+    if bar and (email or phone):
+        keys += [f"{mode}:{(email or '')}|{phone or ''}" for mode in _BOTH_MODES]
+    keys += [f"{mode}:{text}" for mode in _VALUE_MODES]
+    return list(dict.fromkeys(keys))
+
+
+def _email(text: str) -> str | None:
+    try:
+        return normalize_email(text).lower() if text.strip() else None
+    except ValidationError:
+        return None
+
+
+def _phone(text: str, default_region: str | None) -> str | None:
+    try:
+        return normalize_phone(text, default_region) if text.strip() else None
+    except ValidationError:
+        return None

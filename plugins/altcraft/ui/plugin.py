@@ -1,0 +1,60 @@
+"""The ``altcraft_ui`` Airflow plugin: the "Altcraft" nav entry, its FastAPI app and the run link.
+
+Loaded by every Airflow component through the ``airflow.plugins`` entry point, so this module stays
+light: the FastAPI app (and with it Airflow's API-server modules) is imported on its first request,
+which only ever happens in the API server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
+
+if TYPE_CHECKING:
+    from airflow.sdk.types import TaskInstanceKey
+
+URL_PREFIX = "/altcraft"
+URL_ROUTE = "altcraft"
+OPERATOR = "ImportAndLaunchScenarioOperator"
+
+
+class _App:
+    """ASGI app that imports :mod:`altcraft.ui.app` when the API server first routes a request to it."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from altcraft.ui.app import app
+
+        await app(scope, receive, send)
+
+
+class AltcraftRunLink(BaseOperatorLink):
+    """ "Altcraft run" on an Altcraft launch task instance: the run's page inside the Airflow UI."""
+
+    name = "Altcraft run"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+        if getattr(operator, "task_type", None) != OPERATOR:
+            return ""
+        from altcraft.ui.airflow_runs import ui_root
+
+        query = urlencode({"dag_id": ti_key.dag_id, "run_id": ti_key.run_id})
+        return f"{ui_root()}/plugin/{URL_ROUTE}{URL_PREFIX}/run?{query}"
+
+
+class AltcraftUIPlugin(AirflowPlugin):
+    name = "altcraft_ui"
+    fastapi_apps = [{"app": _App(), "url_prefix": URL_PREFIX, "name": "Altcraft"}]
+    external_views = [
+        {
+            "name": "Altcraft",
+            "href": f"{URL_PREFIX}/",
+            "url_route": URL_ROUTE,
+            "destination": "nav",
+            "nav_top_level": True,
+            "icon": f"{URL_PREFIX}/static/icon.svg",
+        }
+    ]
+    global_operator_extra_links = [AltcraftRunLink()]

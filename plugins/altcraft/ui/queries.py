@@ -1,0 +1,396 @@
+"""Read-only SQL over the sync ledger for the Altcraft UI pages (no Airflow import).
+
+Every function takes an open SQLAlchemy ``Connection`` and only reads. Outcomes are grouped by their
+``outcome`` text, not by a fixed list, so a new outcome or counter (e.g. contacts settled on behalf of
+an earlier try) shows up as its own column without changing these queries. The indexes they rely on
+are declared with the tables in :mod:`altcraft.ledger` (see ``docs/ui.md``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from altcraft.ledger import Scope, contacts_table, outcomes_table
+
+_C = contacts_table.c
+_O = outcomes_table.c
+#: Contact states a person should look at: not (yet) launched and not resent automatically.
+OPEN_STATUSES = ("uncertain", "failed", "sending")
+#: The order of the well-known outcomes in tables and charts; others follow alphabetically.
+OUTCOME_ORDER = ("launched", "skipped", "rejected", "failed", "uncertain")
+
+
+def ordered_outcomes(names: Collection[str]) -> list[str]:
+    known = [name for name in OUTCOME_ORDER if name in names]
+    return known + sorted(set(names) - set(OUTCOME_ORDER))
+
+
+@dataclass
+class ScopeActivity:
+    """One scope (platform + scenario) with the pipelines (DAGs) that fed it."""
+
+    platform: str
+    scenario_id: int
+    dag_ids: set[str] = field(default_factory=set)
+    last_24h: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    last_30d: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: day → outcome → count, for the trend chart (days without outcomes are absent)
+    per_day: dict[date, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    open_contacts: dict[str, int] = field(default_factory=dict)
+    last_recorded_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.platform, self.scenario_id
+
+    def trend(self, days: int, today: date) -> list[tuple[date, dict[str, int]]]:
+        """``days`` consecutive days ending ``today``, each with its outcome counts (zeros filled in)."""
+        start = today - timedelta(days=days - 1)
+        return [(day, dict(self.per_day.get(day, {}))) for day in (start + timedelta(n) for n in range(days))]
+
+
+def _day(column: Any, conn: Connection) -> Any:
+    """The UTC calendar day of a timestamp column, as the dialect spells it."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.date_trunc("day", column)
+    return sa.func.date(column)
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _dag_filter(dag_ids: Collection[str] | None) -> Any:
+    """``dag_id IN (…)`` for a user who may read only some DAGs; no condition when ``None`` (all)."""
+    return sa.true() if dag_ids is None else _O.dag_id.in_(sorted(dag_ids))
+
+
+#: (platform, scenario_id, dag_id, UTC day, outcome, in the last 24 h, count, latest recorded_at)
+ActivityRow = tuple[str, int, str, date, str, bool, int, datetime | None]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def activity(
+    conn: Connection, start: datetime, since_24h: datetime, end: datetime | None = None
+) -> list[ActivityRow]:
+    """Outcome counts per scope, pipeline, UTC day and outcome recorded in ``[start, end)``."""
+    day = _day(_O.recorded_at, conn).label("day")
+    recent = sa.case((_O.recorded_at >= since_24h, 1), else_=0).label("recent")
+    keys = (_O.platform, _O.scenario_id, _O.dag_id, day, _O.outcome, recent)
+    query = (
+        sa.select(*keys, sa.func.count(), sa.func.max(_O.recorded_at))
+        .where(_O.recorded_at >= start, sa.true() if end is None else _O.recorded_at < end)
+        .group_by(*keys)
+    )
+    return [
+        (platform, int(scenario_id), dag_id, _as_date(on), outcome, bool(flag), int(count), _as_utc(last))
+        for platform, scenario_id, dag_id, on, outcome, flag, count, last in conn.execute(query)
+    ]
+
+
+class DailyActivity:
+    """`activity` of the last ``days`` UTC days, with the days before yesterday kept in memory.
+
+    Outcomes are only ever appended, stamped with the time they are written, so the counts of a past
+    day do not change (a purge or a hand-made backdated row shows after ``ttl``). Each page view then
+    reads only yesterday and today from the database, whatever the table's size.
+    """
+
+    def __init__(self, days: int = 30, ttl: timedelta = timedelta(hours=1)) -> None:
+        self.days = days
+        self.ttl = ttl
+        self._cache: dict[date, tuple[datetime, list[ActivityRow]]] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, conn: Connection, now: datetime) -> list[ActivityRow]:
+        since_24h = now - timedelta(hours=24)
+        live_from = since_24h.date()  # yesterday (or today): the days that still change
+        first = now.date() - timedelta(days=self.days - 1)
+        with self._lock:
+            self._cache = {day: entry for day, entry in self._cache.items() if day >= first}
+            stale = [
+                first + timedelta(n)
+                for n in range((live_from - first).days)
+                if (entry := self._cache.get(first + timedelta(n))) is None or now - entry[0] > self.ttl
+            ]
+            if stale:
+                fetched = activity(conn, _midnight(stale[0]), since_24h, _midnight(live_from))
+                for day in (stale[0] + timedelta(n) for n in range((live_from - stale[0]).days)):
+                    self._cache[day] = (now, [row for row in fetched if row[3] == day])
+            past = [row for _, rows in self._cache.values() for row in rows]
+        return past + activity(conn, _midnight(max(live_from, first)), since_24h)
+
+
+def pipelines(
+    conn: Connection,
+    now: datetime,
+    dag_ids: Collection[str] | None = None,
+    history: DailyActivity | None = None,
+) -> list[ScopeActivity]:
+    """Every scope with outcomes in the last 30 UTC days (today included) or with contacts still open.
+
+    ``dag_ids``: only outcomes of these DAGs (those the user may read); ``None``: all. ``history``: where
+    past days' counts are kept between calls (a fresh one reads everything).
+    """
+    if dag_ids is not None and not dag_ids:
+        return []
+    scopes: dict[tuple[str, int], ScopeActivity] = {}
+
+    def scope(platform: str, scenario_id: int) -> ScopeActivity:
+        key = (platform, int(scenario_id))
+        if key not in scopes:
+            scopes[key] = ScopeActivity(platform, int(scenario_id))
+        return scopes[key]
+
+    for platform, scenario_id, dag_id, day, outcome, recent, count, last in (history or DailyActivity()).rows(
+        conn, now
+    ):
+        if dag_ids is not None and dag_id not in dag_ids:
+            continue
+        activity = scope(platform, scenario_id)
+        activity.dag_ids.add(dag_id)
+        activity.last_30d[outcome] += count
+        activity.per_day[day][outcome] += count
+        if recent:
+            activity.last_24h[outcome] += count
+        if last is not None and (activity.last_recorded_at is None or last > activity.last_recorded_at):
+            activity.last_recorded_at = last
+    open_rows = (
+        sa.select(_C.platform, _C.scenario_id, _C.status, sa.func.count())
+        .where(_C.status.in_(OPEN_STATUSES))
+        .group_by(_C.platform, _C.scenario_id, _C.status)
+    )
+    for platform, scenario_id, status, count in conn.execute(open_rows):
+        key = (platform, int(scenario_id))
+        if dag_ids is None or key in scopes:  # a restricted user sees open contacts of scopes they can read
+            scope(platform, scenario_id).open_contacts[status] = count
+    return sorted(scopes.values(), key=lambda s: (s.platform, s.scenario_id))
+
+
+@dataclass(frozen=True)
+class TryCounts:
+    """Outcome counts of one task try (one partition = one map index)."""
+
+    task_id: str
+    try_number: int
+    platform: str
+    scenario_id: int
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def run_counts(conn: Connection, dag_id: str, run_id: str) -> list[TryCounts]:
+    """Outcome counts of a DAG run per task (partition) and try, in task then try order."""
+    query = (
+        sa.select(_O.task_id, _O.try_number, _O.platform, _O.scenario_id, _O.outcome, sa.func.count())
+        .where(_O.dag_id == dag_id, _O.run_id == run_id)
+        .group_by(_O.task_id, _O.try_number, _O.platform, _O.scenario_id, _O.outcome)
+    )
+    grouped: dict[tuple[str, int, str, int], dict[str, int]] = defaultdict(dict)
+    for task_id, try_number, platform, scenario_id, outcome, count in conn.execute(query):
+        grouped[task_id, try_number, platform, int(scenario_id)][outcome] = count
+    return [
+        TryCounts(task_id, try_number, platform, scenario_id, counts)
+        for (task_id, try_number, platform, scenario_id), counts in sorted(grouped.items(), key=_try_order)
+    ]
+
+
+def _try_order(item: tuple[tuple[str, int, str, int], Any]) -> tuple[Any, ...]:
+    """Partitions in map-index order (``task[2]`` before ``task[10]``), then tries, then scopes."""
+    task_id, try_number, platform, scenario_id = item[0]
+    name, _, index = task_id.partition("[")
+    number = index.rstrip("]")
+    return name, int(number) if number.isdigit() else -1, try_number, platform, scenario_id
+
+
+def latest_counts(tries: Sequence[TryCounts]) -> dict[str, int]:
+    """A run's counts: each partition's latest try, added up (earlier tries were retried over)."""
+    latest: dict[str, TryCounts] = {}
+    for entry in tries:
+        if entry.task_id not in latest or entry.try_number > latest[entry.task_id].try_number:
+            latest[entry.task_id] = entry
+    total: dict[str, int] = defaultdict(int)
+    for entry in latest.values():
+        for outcome, count in entry.counts.items():
+            total[outcome] += count
+    return dict(total)
+
+
+def run_totals(conn: Connection, runs: Collection[tuple[str, str]]) -> dict[tuple[str, str], dict[str, int]]:
+    """`latest_counts` of several (dag_id, run_id) at once (the last run of each pipeline)."""
+    return {(dag_id, run_id): latest_counts(run_counts(conn, dag_id, run_id)) for dag_id, run_id in runs}
+
+
+def _run_rows(
+    dag_id: str, run_id: str, outcome: str | None, task_id: str | None, try_number: int | None
+) -> Any:
+    conditions = [_O.dag_id == dag_id, _O.run_id == run_id]
+    if outcome:
+        conditions.append(_O.outcome == outcome)
+    if task_id:
+        conditions.append(_O.task_id == task_id)
+    if try_number is not None:
+        conditions.append(_O.try_number == try_number)
+    return sa.and_(*conditions)
+
+
+OUTCOME_COLUMNS = (
+    _O.id, _O.task_id, _O.try_number, _O.outcome, _O.code, _O.reason, _O.source_key,
+    _O.contact_key, _O.contact_hash, _O.profile_id, _O.recorded_at, _O.platform, _O.scenario_id,
+)  # fmt: skip
+
+
+def run_outcomes(
+    conn: Connection,
+    dag_id: str,
+    run_id: str,
+    *,
+    outcome: str | None = None,
+    task_id: str | None = None,
+    try_number: int | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """One page of a run's per-contact outcomes, in the order they were recorded."""
+    query = (
+        sa.select(*OUTCOME_COLUMNS)
+        .where(_run_rows(dag_id, run_id, outcome, task_id, try_number))
+        .order_by(_O.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def iter_run_outcomes(
+    conn: Connection, dag_id: str, run_id: str, *, outcome: str | None = None, chunk: int = 5000
+) -> Iterator[dict[str, Any]]:
+    """Every outcome of a run (CSV export), fetched by keyset pages so memory stays flat."""
+    after = -1
+    while True:
+        query = (
+            sa.select(*OUTCOME_COLUMNS)
+            .where(_run_rows(dag_id, run_id, outcome, None, None), _O.id > after)
+            .order_by(_O.id)
+            .limit(chunk)
+        )
+        rows = [dict(row) for row in conn.execute(query).mappings()]
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1]["id"]
+
+
+def scopes(conn: Connection) -> list[tuple[str, int]]:
+    """Every scope that has contacts (for a lookup across scenarios)."""
+    query = sa.select(_O.platform, _O.scenario_id).distinct()
+    return sorted((platform, int(scenario_id)) for platform, scenario_id in conn.execute(query))
+
+
+@dataclass
+class ContactRecord:
+    """A contact in one scope: its ledger row (None if it was never claimed) and its outcomes."""
+
+    platform: str
+    scenario_id: int
+    contact_key: str
+    contact_hash: str
+    row: dict[str, Any] | None
+    outcomes: list[dict[str, Any]]
+
+
+def contact_history(
+    conn: Connection,
+    keys: Sequence[str],
+    scope_list: Sequence[tuple[str, int]],
+    dag_ids: Collection[str] | None,
+) -> list[ContactRecord]:
+    """Every scope's record of these ledger keys (the candidate normalisations of what was searched)."""
+    wanted = {
+        Scope(platform, scenario_id).contact_hash(key): (platform, scenario_id, key)
+        for platform, scenario_id in scope_list
+        for key in keys
+    }
+    if not wanted:
+        return []
+    rows = {
+        row["contact_hash"]: dict(row)
+        for row in conn.execute(sa.select(contacts_table).where(_C.contact_hash.in_(list(wanted)))).mappings()
+    }
+    history: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    query = (
+        sa.select(*OUTCOME_COLUMNS, _O.dag_id, _O.run_id, _O.window_key)
+        .where(_O.contact_hash.in_(list(wanted)), _dag_filter(dag_ids))
+        .order_by(_O.id)
+    )
+    for row in conn.execute(query).mappings():
+        history[row["contact_hash"]].append(dict(row))
+    return [
+        ContactRecord(*wanted[found], found, rows.get(found), history.get(found, []))
+        for found in sorted(set(rows) | set(history), key=lambda h: wanted[h])
+        if found in history or dag_ids is None
+    ]
+
+
+def contact_by_hash(conn: Connection, found: str, dag_ids: Collection[str] | None) -> list[ContactRecord]:
+    """The contact with this ledger hash (a link from a run page), if the user may see one of its runs."""
+    row = conn.execute(sa.select(contacts_table).where(_C.contact_hash == found)).mappings().first()
+    if row is None:
+        return []
+    return contact_history(conn, [row["contact_key"]], [(row["platform"], int(row["scenario_id"]))], dag_ids)
+
+
+def uncertain_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
+    """Contacts of this run that are still ``uncertain`` now: who ``resend uncertain`` would send again."""
+    in_run = (
+        sa.select(_O.contact_hash)
+        .where(_O.dag_id == dag_id, _O.run_id == run_id, _O.contact_hash.is_not(None))
+        .distinct()
+        .subquery()
+    )
+    query = (
+        sa.select(sa.func.count())
+        .select_from(contacts_table.join(in_run, in_run.c.contact_hash == _C.contact_hash))
+        .where(_C.status == "uncertain")
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def selected_contacts(conn: Connection, dag_id: str, run_id: str, hashes: Collection[str]) -> dict[str, str]:
+    """Of these contact hashes, those that have an outcome in the run → their current ledger status."""
+    if not hashes:
+        return {}
+    in_run = (
+        sa.select(_O.contact_hash)
+        .where(_O.dag_id == dag_id, _O.run_id == run_id, _O.contact_hash.in_(sorted(hashes)))
+        .distinct()
+        .subquery()
+    )
+    query = sa.select(_C.contact_hash, _C.status).join(in_run, in_run.c.contact_hash == _C.contact_hash)
+    return {found: status for found, status in conn.execute(query)}

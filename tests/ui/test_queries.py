@@ -1,0 +1,240 @@
+"""The UI's read-only ledger queries, on ledgers written by the real Ledger (PostgreSQL, MariaDB, SQLite)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
+from altcraft.ui import queries
+from altcraft.ui.actions import SELECTED_CONF_KEY, Action, plan
+from altcraft.ui.keys import candidate_keys
+
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+MARIA = "mysql+pymysql://root@127.0.0.1:3306"
+NOW = datetime(2030, 1, 31, 12, 0, tzinfo=UTC)
+ONCE = RelaunchPolicy.parse("once")
+
+
+def _admin(server: str, statement: str) -> None:
+    engine = sa.create_engine(
+        f"{server}/{'postgres' if server == PG else 'test'}", isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as conn:
+        conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+def ledger(request, tmp_path):
+    """A fresh ledger database of its own, so `pipelines()` sees only this test's scopes."""
+    name = f"altcraft_ui_test_{uuid.uuid4().hex[:10]}"
+    server = {"postgresql": PG, "mariadb": MARIA, "sqlite": None}[request.param]
+    if server is None:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    else:
+        _admin(server, f"CREATE DATABASE {name}" + ("" if server == PG else " CHARACTER SET utf8mb4"))
+        engine = sa.create_engine(f"{server}/{name}")
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+    yield ledger
+    engine.dispose()
+    if server is not None:
+        _admin(server, f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if server == PG else ""))
+
+
+SCOPE = Scope("https://acme.altcraft.test", 42)
+OTHER = Scope("https://acme.altcraft.test", 43)
+
+
+def ref(dag_id: str, run_id: str, task_id: str = "import_and_launch", try_number: int = 1) -> RunRef:
+    return RunRef.create(dag_id, task_id, run_id, try_number)
+
+
+def deliver(ledger: Ledger, scope: Scope, run: RunRef, answers: dict[str, Outcome], at: datetime) -> None:
+    """Claim these emails and settle each with its outcome, at ``at``."""
+    items = [(f"email:{email}", f"row-{email.split('@')[0]}") for email in answers]
+    claim = ledger.claim(scope, run, items, ONCE, now=at)
+    settled = {f"email:{email}": Settlement(outcome, text="no answer") for email, outcome in answers.items()}
+    ledger.settle(scope, run, claim, {key: settled[key] for key in claim.to_send}, now=at)
+
+
+@pytest.fixture
+def history(ledger):
+    """Yesterday's and today's run of pipeline ``welcome``, and one run of ``other`` in another scenario."""
+    yesterday, today = ref("welcome", "scheduled__d1"), ref("welcome", "scheduled__d2")
+    deliver(
+        ledger,
+        SCOPE,
+        yesterday,
+        {"a@x.org": Outcome.LAUNCHED, "b@x.org": Outcome.LAUNCHED},
+        NOW - timedelta(days=3),
+    )
+    ledger.record(
+        SCOPE,
+        today,
+        Outcome.REJECTED,
+        [(None, "row-bad", None, "email: invalid")],
+        now=NOW - timedelta(hours=2),
+    )
+    answers = {"a@x.org": Outcome.LAUNCHED, "c@x.org": Outcome.LAUNCHED, "d@x.org": Outcome.FAILED}
+    deliver(ledger, SCOPE, today, {**answers, "e@x.org": Outcome.UNCERTAIN}, NOW - timedelta(hours=2))
+    deliver(ledger, OTHER, ref("other", "manual__1"), {"a@x.org": Outcome.LAUNCHED}, NOW - timedelta(days=40))
+    return ledger
+
+
+def test_pipelines_count_outcomes_per_period_and_day(history):
+    with history.engine.connect() as conn:
+        (scope,) = [s for s in queries.pipelines(conn, NOW) if s.key == (SCOPE.platform, 42)]
+    assert scope.dag_ids == {"welcome"}
+    # a@x.org was launched by the first run, so today's claim skipped it
+    assert dict(scope.last_24h) == {"launched": 1, "skipped": 1, "rejected": 1, "failed": 1, "uncertain": 1}
+    assert dict(scope.last_30d) == {"launched": 3, "skipped": 1, "rejected": 1, "failed": 1, "uncertain": 1}
+    trend = dict(scope.trend(30, NOW.date()))
+    assert len(trend) == 30
+    assert trend[(NOW - timedelta(days=3)).date()] == {"launched": 2}
+    assert sum(trend[NOW.date()].values()) == 5
+    assert scope.open_contacts == {"failed": 1, "uncertain": 1}
+    assert scope.last_recorded_at == NOW - timedelta(hours=2)
+
+
+def test_pipelines_leave_out_old_scopes_and_dags_the_user_cannot_read(history):
+    with history.engine.connect() as conn:
+        assert (OTHER.platform, 43) not in {s.key for s in queries.pipelines(conn, NOW)}  # 40 days old
+        assert queries.pipelines(conn, NOW, dag_ids={"other"}) == []
+        assert queries.pipelines(conn, NOW, dag_ids=set()) == []
+
+
+def test_run_counts_per_partition_and_try_and_the_run_total(ledger):
+    first = ref("welcome", "r1", "import_and_launch[0]", 1)
+    deliver(ledger, SCOPE, first, {"a@x.org": Outcome.LAUNCHED, "b@x.org": Outcome.UNCERTAIN}, NOW)
+    retry = ref("welcome", "r1", "import_and_launch[0]", 2)
+    deliver(ledger, SCOPE, retry, {"a@x.org": Outcome.LAUNCHED, "b@x.org": Outcome.LAUNCHED}, NOW)
+    deliver(ledger, SCOPE, ref("welcome", "r1", "import_and_launch[1]"), {"z@x.org": Outcome.FAILED}, NOW)
+    with ledger.engine.connect() as conn:
+        tries = queries.run_counts(conn, "welcome", "r1")
+        assert [(t.task_id, t.try_number, t.counts) for t in tries] == [
+            ("import_and_launch[0]", 1, {"launched": 1, "uncertain": 1}),
+            ("import_and_launch[0]", 2, {"skipped": 2}),  # launched before, and uncertain is never resent
+            ("import_and_launch[1]", 1, {"failed": 1}),
+        ]
+        assert queries.latest_counts(tries) == {"skipped": 2, "failed": 1}
+        assert queries.run_totals(conn, [("welcome", "r1")]) == {
+            ("welcome", "r1"): {"skipped": 2, "failed": 1}
+        }
+
+
+def test_run_outcomes_filter_page_and_export(history):
+    with history.engine.connect() as conn:
+        everything = queries.run_outcomes(conn, "welcome", "scheduled__d2", limit=100)
+        assert [row["outcome"] for row in everything] == [
+            "rejected",
+            "skipped",
+            "launched",
+            "failed",
+            "uncertain",
+        ]
+        assert everything[0]["contact_key"] is None and everything[0]["reason"] == "email: invalid"
+        pages = [queries.run_outcomes(conn, "welcome", "scheduled__d2", offset=n, limit=2) for n in (0, 2, 4)]
+        assert [row["id"] for page in pages for row in page] == [row["id"] for row in everything]
+        failed = queries.run_outcomes(conn, "welcome", "scheduled__d2", outcome="failed")
+        assert [(row["contact_key"], row["source_key"]) for row in failed] == [("email:d@x.org", "row-d")]
+        exported = list(queries.iter_run_outcomes(conn, "welcome", "scheduled__d2", chunk=2))
+        assert [row["id"] for row in exported] == [row["id"] for row in everything]
+
+
+def test_a_typed_contact_is_found_in_every_scenario_as_the_ledger_keys_it(history):
+    keys = candidate_keys("  A@X.ORG ")
+    with history.engine.connect() as conn:
+        scopes = queries.scopes(conn)
+        assert set(scopes) == {(SCOPE.platform, 42), (OTHER.platform, 43)}
+        found = queries.contact_history(conn, keys, scopes, None)
+        assert [(r.scenario_id, r.contact_key, r.row["status"]) for r in found] == [
+            (42, "email:a@x.org", "launched"),
+            (43, "email:a@x.org", "launched"),
+        ]
+        assert [o["outcome"] for o in found[0].outcomes] == ["launched", "skipped"]
+        assert {o["run_id"] for o in found[0].outcomes} == {"scheduled__d1", "scheduled__d2"}
+        only_welcome = queries.contact_history(conn, keys, scopes, {"welcome"})
+        assert [r.scenario_id for r in only_welcome] == [42]
+        by_hash = queries.contact_by_hash(conn, SCOPE.contact_hash("email:a@x.org"), None)
+        assert [(r.scenario_id, len(r.outcomes)) for r in by_hash] == [(42, 2)]
+        assert queries.contact_history(conn, candidate_keys("nobody@x.org"), scopes, None) == []
+
+
+def test_who_a_resend_or_relaunch_would_reach(history):
+    with history.engine.connect() as conn:
+        assert queries.uncertain_in_run(conn, "welcome", "scheduled__d2") == 1
+        assert queries.uncertain_in_run(conn, "welcome", "scheduled__d1") == 0
+        picked = {SCOPE.contact_hash(f"email:{e}@x.org") for e in ("c", "e")}
+        statuses = queries.selected_contacts(conn, "welcome", "scheduled__d2", picked | {"f" * 64})
+        assert sorted(statuses.values()) == ["launched", "uncertain"]
+
+
+def test_candidate_keys_normalise_like_the_mapper():
+    assert candidate_keys("Anna@Example.ORG")[:3] == [
+        "email:anna@example.org",
+        "email_profile:anna@example.org",
+        "email_sub:anna@example.org",
+    ]
+    assert "phone:+79001234567" in candidate_keys("+7 (900) 123-45-67")
+    assert "phone:+79001234567" in candidate_keys("89001234567", "RU")
+    assert "email_phone:a@b.org|+79001234567" in candidate_keys("A@b.org|+79001234567")
+    assert candidate_keys("email:Anna@Example.org") == ["email:anna@example.org"]
+    assert candidate_keys("crm-17") == ["custom:crm-17", "custom_sub:crm-17", "profile_id:crm-17"]
+    assert candidate_keys("   ") == []
+
+
+def test_action_plans_name_the_window_params_and_people():
+    interval = (NOW - timedelta(days=1), NOW)
+    resend = plan(
+        Action.RESEND_UNCERTAIN, dag_id="welcome", run_id="r1", interval=interval, people=3, now=NOW
+    )
+    assert resend.body == {
+        "logical_date": NOW.isoformat(),
+        "data_interval_start": interval[0].isoformat(),
+        "data_interval_end": NOW.isoformat(),
+        "conf": {"resend_uncertain": True},
+        "note": "Altcraft UI: resend uncertain for run r1",
+    }
+    assert "3 people" in resend.message
+    relaunch = plan(
+        Action.RELAUNCH_SELECTED,
+        dag_id="welcome",
+        run_id="r1",
+        interval=interval,
+        people=1,
+        selected={"h2", "h1"},
+    )
+    assert relaunch.body["conf"] == {"relaunch": True, SELECTED_CONF_KEY: ["h1", "h2"]}
+    assert "1 person will get" in relaunch.message
+    assert plan(Action.RECONCILE, dag_id="d", run_id="r", interval=interval, people=0).body["conf"] == {
+        "reconcile": True
+    }
+    assert plan(Action.DRY_RUN, dag_id="d", run_id="r", interval=(None, None), people=0).body.keys() == {
+        "logical_date",
+        "conf",
+        "note",
+    }
+    with pytest.raises(ValueError, match="select the contacts"):
+        plan(Action.RELAUNCH_SELECTED, dag_id="d", run_id="r", interval=interval, people=0)
+
+
+def test_past_days_are_read_once_and_today_every_time(history):
+    cache = queries.DailyActivity(days=30)
+    with history.engine.connect() as conn:
+        first = queries.pipelines(conn, NOW, history=cache)
+    old, new = ref("welcome", "late"), ref("welcome", "new")
+    for run, days in ((old, 5), (new, 0)):
+        rows = [(None, f"row-{run.run_id}", None, run.run_id)]
+        history.record(SCOPE, run, Outcome.REJECTED, rows, now=NOW - timedelta(days=days, minutes=1))
+    with history.engine.connect() as conn:
+        (again,) = [s for s in queries.pipelines(conn, NOW, history=cache) if s.key == (SCOPE.platform, 42)]
+        (fresh,) = [s for s in queries.pipelines(conn, NOW) if s.key == (SCOPE.platform, 42)]
+    (before,) = [s for s in first if s.key == (SCOPE.platform, 42)]
+    assert again.last_24h["rejected"] == before.last_24h["rejected"] + 1  # today: read again
+    assert again.last_30d["rejected"] == before.last_30d["rejected"] + 1  # 5 days ago: kept from the cache
+    assert fresh.last_30d["rejected"] == before.last_30d["rejected"] + 2
