@@ -69,23 +69,41 @@ def plan_windows(
     return [{"window_start": p.start.isoformat(), "window_end": p.end.isoformat()} for p in parts]
 
 
+def run_window(context: Context, event: Asset | None) -> tuple[datetime | None, datetime | None]:
+    """The window ``[start, end)`` a run reads (before ``lookback``).
+
+    A scheduled run: its data interval. A run without one (asset-triggered, or manual) of a triggered
+    pipeline: ``[watermark, now)`` from the event asset's state store (see `altcraft.pipelines.events`);
+    with no watermark yet, from the DAG's start date.
+    """
+    start, end = context["data_interval_start"], context["data_interval_end"]
+    if start is not None or event is None:
+        return start, end
+    from datetime import UTC
+
+    from altcraft.pipelines.events import WATERMARK_KEY, event_window_start
+
+    now = datetime.now(UTC)
+    fallback = context["dag"].start_date or now
+    return min(event_window_start(context["asset_state_store"][event].get(WATERMARK_KEY), fallback), now), now
+
+
 class PlanWindowsOperator(BaseOperator):
-    """Turns the run's data interval into the partition descriptors ``import_and_launch`` maps over."""
+    """Turns the run's window (`run_window`) into the partitions ``import_and_launch`` maps over."""
 
     ui_color = "#e8f0ff"
 
-    def __init__(self, *, partitions: int, lookback: timedelta | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, *, partitions: int, lookback: timedelta | None = None, event: Asset | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(inlets=[event] if event else [], **kwargs)
         self.partitions = partitions
         self.lookback = lookback
+        self.event = event
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        windows = plan_windows(
-            context["data_interval_start"],
-            context["data_interval_end"],
-            partitions=self.partitions,
-            lookback=self.lookback,
-        )
+        start, end = run_window(context, self.event)
+        windows = plan_windows(start, end, partitions=self.partitions, lookback=self.lookback)
         for index, window in enumerate(windows):
             self.log.info("Partition %d: [%s, %s)", index, window["window_start"], window["window_end"])
         return windows
@@ -101,22 +119,27 @@ class SpecSource:
     its memory address, which changes with every parse and would make every parse a new DAG version.
     """
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, *, track_windows: bool = False) -> None:
         self.spec = spec
         self.source = spec.build()
         self.key_column = self.source.key_column
+        self.track_windows = track_windows
+        self._store: StateStore | None = None
+        self._window: Window | None = None
 
     def __repr__(self) -> str:
-        return repr(self.spec)
+        return repr(self.spec) + (" (tracks windows)" if self.track_windows else "")
 
     @property
     def state(self) -> StateStore | None:
-        """The built source's state store; AttributeError (no such attribute) for a stateless source."""
-        return self.source.state
+        """The state store; AttributeError (no such attribute) for a stateless source not tracking windows."""
+        return self._store if self.track_windows else self.source.state
 
     @state.setter
     def state(self, store: StateStore) -> None:
-        self.source.state = store
+        self._store = store
+        if hasattr(self.source, "state"):
+            self.source.state = store
 
     def describe(self) -> str:
         return self.source.describe()
@@ -124,10 +147,18 @@ class SpecSource:
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:
+        self._window = window
         return self.source.batches(window, batch_size, partition=partition)
 
     def commit(self) -> None:
+        """The source's own progress, then (triggered pipelines) the window watermark."""
+        from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
+
         self.source.commit()
+        if self.track_windows and self._store is not None and self._window is not None:
+            moved = advanced_watermark(self._store.get(WATERMARK_KEY), self._window.start, self._window.end)
+            if moved is not None:
+                self._store.set(WATERMARK_KEY, moved)
 
 
 # ------------------------------------------------------------------------------------ on failure
@@ -166,11 +197,12 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
 
     from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator, scenario_asset
 
-    source = SpecSource(spec.source)
+    source = SpecSource(spec.source, track_windows=spec.trigger is not None)
+    event = pipeline_event_asset(spec) if spec.trigger else None
     dag = DAG(
         dag_id=spec.id,
         description=spec.description or None,
-        schedule=timetable(spec),
+        schedule=schedule(spec),
         start_date=pendulum.instance(spec.start_date, tz=spec.timezone),
         end_date=pendulum.instance(spec.end_date, tz=spec.timezone) if spec.end_date else None,
         catchup=spec.catchup,
@@ -187,14 +219,18 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
         on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
         doc_md=doc_md(spec, source, spec_path),
     )
-    state = state_asset(spec.id) if keeps_state(spec.source) else None
+    # A triggered pipeline keeps all its progress in its event asset's state store, read through an inlet
+    # (an outlet would emit events on the asset the DAG is scheduled on: a run would trigger the next).
+    state = event or (state_asset(spec.id) if keeps_state(spec.source) else None)
     optional = {
         "max_request_bytes": spec.delivery.max_request_bytes,
         "db_id": spec.scenario.db_id,
         "state_asset": state,
     }
     with dag:
-        plan = PlanWindowsOperator(task_id=PLAN_TASK_ID, partitions=spec.partitions, lookback=spec.lookback)
+        plan = PlanWindowsOperator(
+            task_id=PLAN_TASK_ID, partitions=spec.partitions, lookback=spec.lookback, event=event
+        )
         ImportAndLaunchScenarioOperator.partial(
             task_id=LAUNCH_TASK_ID,
             scenario_id=spec.scenario.id,
@@ -211,7 +247,11 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             ledger_conn_id=spec.ledger_conn_id,
             pool=spec.pool,
             pool_slots=spec.pool_slots,
-            outlets=[scenario_asset(spec.altcraft_conn_id, spec.scenario.id), *([state] if state else [])],
+            inlets=[event] if event else [],
+            outlets=[
+                scenario_asset(spec.altcraft_conn_id, spec.scenario.id),
+                *([state] if state and not event else []),
+            ],
             **{name: value for name, value in optional.items() if value is not None},
         ).expand_kwargs(plan.output)
     return dag
@@ -222,10 +262,52 @@ def state_asset(dag_id: str) -> Asset:
     return Asset(name=f"altcraft_pipeline_{dag_id}_source", uri=f"altcraft-pipeline://{dag_id}/source")
 
 
+def pipeline_event_asset(spec: PipelineSpec) -> Asset:
+    """The event asset of a triggered pipeline, with its watcher; a webhook's settings in ``extra``.
+
+    The API server reads ``extra["webhook"]`` (names of connections, never secrets) to serve the endpoint.
+    """
+    from airflow.sdk import AssetWatcher
+
+    from altcraft.pipelines.events import event_asset
+    from altcraft.triggers.new_rows import NewRowsTrigger
+
+    trigger = spec.trigger
+    assert trigger is not None
+    extra: dict[str, Any] = {}
+    if trigger.type == "webhook":
+        extra["webhook"] = {
+            "auth": trigger.auth,
+            "secret_conn_id": trigger.secret_conn_id,
+            "ledger_conn_id": spec.ledger_conn_id,
+            "max_bytes": trigger.max_bytes,
+        }
+    watcher = NewRowsTrigger(
+        pipeline=spec.id,
+        source=spec.source.model_dump(mode="json", by_alias=True),
+        poll_interval=trigger.interval.total_seconds(),
+        lookback=spec.lookback.total_seconds() if spec.lookback else 0.0,
+    )
+    return event_asset(
+        spec.id, extra=extra, watchers=[AssetWatcher(name=f"{spec.id}_new_rows", trigger=watcher)]
+    )
+
+
+def schedule(spec: PipelineSpec) -> Any:
+    """The timetable, the event asset (``trigger`` only), or either of them (both)."""
+    if spec.trigger is None:
+        return timetable(spec)
+    from airflow.sdk import AssetOrTimeSchedule
+
+    asset = pipeline_event_asset(spec)
+    return AssetOrTimeSchedule(timetable=timetable(spec), assets=asset) if spec.schedule else asset
+
+
 def timetable(spec: PipelineSpec) -> BaseTimetable:
     """Always a data-interval timetable: a run's window is its data interval, never empty."""
     from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 
+    assert spec.schedule is not None
     interval = spec.schedule_interval
     if interval is not None:
         return DeltaDataIntervalTimetable(interval)
@@ -287,9 +369,7 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
         "|---|---|",
         f"| Source | {_md(source.describe())} |",
         f"| Window | {_md(window)} |",
-        f"| Schedule | `{_md(spec.schedule)}` in {_md(spec.timezone)}"
-        + (", with catchup" if spec.catchup else "")
-        + " |",
+        f"| Schedule | {_md(_when(spec))}" + (", with catchup" if spec.catchup else "") + " |",
         f"| Scenario | {spec.scenario.id}"
         + (f" on database {spec.scenario.db_id}" if spec.scenario.db_id else "")
         + f" (connection `{_md(spec.altcraft_conn_id)}`) |",
@@ -308,6 +388,18 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _when(spec: PipelineSpec) -> str:
+    trigger = spec.trigger
+    parts = [f"'{spec.schedule}' in {spec.timezone}"] if spec.schedule else []
+    if trigger is not None and trigger.type == "poll":
+        parts.append(f"new rows, checked every {trigger.interval}")
+    elif trigger is not None:
+        parts.append(
+            f"webhook /altcraft/webhooks/{spec.id} ({trigger.auth}), checked every {trigger.interval}"
+        )
+    return " or ".join(parts)
 
 
 def _md(value: Any) -> str:
