@@ -31,7 +31,9 @@ CONTACT = {"email": "ann@example.com", "first_name": "Ann"}
 
 
 def request(body: bytes, **headers: str) -> WebhookRequest:
-    return WebhookRequest(headers={k.lower().replace("_", "-"): v for k, v in headers.items()}, query={}, body=body)
+    return WebhookRequest(
+        headers={k.lower().replace("_", "-"): v for k, v in headers.items()}, query={}, body=body
+    )
 
 
 def signed(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
@@ -50,7 +52,9 @@ def test_hmac_accepts_a_fresh_signature_and_refuses_every_alteration():
         WebhookRequest(good, {}, body + b" "),  # body changed
         WebhookRequest(signed(body, "other secret"), {}, body),  # wrong secret
         WebhookRequest({TIMESTAMP_HEADER: good[TIMESTAMP_HEADER]}, {}, body),  # no signature
-        WebhookRequest({**good, TIMESTAMP_HEADER: str(int(good[TIMESTAMP_HEADER]) + 1)}, {}, body),  # ts moved
+        WebhookRequest(
+            {**good, TIMESTAMP_HEADER: str(int(good[TIMESTAMP_HEADER]) + 1)}, {}, body
+        ),  # ts moved
         WebhookRequest(signed(body, at=int(time.time()) - 301), {}, body),  # too old to replay
         WebhookRequest({SIGNATURE_HEADER: signature(SECRET, "x", body), TIMESTAMP_HEADER: "x"}, {}, body),
     ]
@@ -101,7 +105,7 @@ def test_a_signed_delivery_is_stored_before_200_and_a_replay_is_stored_once(clie
     assert first.status_code == 200, first.text
     assert first.json() == {"status": "accepted", "records": 2}
     assert store.count("signed") == 1
-    assert [records for _, records in store.read("signed", None)][0][1]["email"] == "bob@example.com"
+    assert next(records for _, records in store.read("signed", None))[1]["email"] == "bob@example.com"
     replay = client.post("/signed", content=body, headers=signed(body))
     assert replay.json()["status"] == "duplicate"
     assert store.count("signed") == 1

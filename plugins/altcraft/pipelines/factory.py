@@ -286,7 +286,6 @@ def pipeline_event_asset(spec: PipelineSpec) -> Asset:
         pipeline=spec.id,
         source=spec.source.model_dump(mode="json", by_alias=True),
         poll_interval=trigger.interval.total_seconds(),
-        lookback=spec.lookback.total_seconds() if spec.lookback else 0.0,
     )
     return event_asset(
         spec.id, extra=extra, watchers=[AssetWatcher(name=f"{spec.id}_new_rows", trigger=watcher)]

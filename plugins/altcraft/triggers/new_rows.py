@@ -6,7 +6,9 @@ Runs in the triggerer as an `AssetWatcher` of the pipeline's event asset (see
 the answer changed since it last fired. The position and what it last fired for live in the asset's state
 store, not in memory, so a restarted triggerer neither forgets nor refires old rows.
 
-* window sources (SQL table / query, REST): rows created at or after ``watermark - lookback``;
+* window sources (SQL table / query, REST): rows created at or after the watermark. Not before it
+  (``lookback``): rows a run already read would fire again after every run. A row committed late with
+  an older creation time is read by the next run's ``lookback``, or by the schedule kept as a safety net;
 * the webhook source: deliveries stored past the last id a run handled.
 
 A burst of new rows gives one event per poll at most, and Airflow folds every event queued while a run
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
@@ -42,17 +44,13 @@ class NewRowsTrigger(BaseEventTrigger):
     :param pipeline: the pipeline (DAG) id, for logs and the event.
     :param source: the pipeline's ``source:`` block as JSON (`SourceSpec` dump); built in the triggerer.
     :param poll_interval: seconds between probes.
-    :param lookback: seconds before the watermark still probed (window sources), as the runs read them.
     """
 
-    def __init__(
-        self, *, pipeline: str, source: dict[str, Any], poll_interval: float = 5.0, lookback: float = 0.0
-    ):
+    def __init__(self, *, pipeline: str, source: dict[str, Any], poll_interval: float = 5.0):
         super().__init__()
         self.pipeline = pipeline
         self.source = source
         self.poll_interval = poll_interval
-        self.lookback = lookback
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -61,7 +59,6 @@ class NewRowsTrigger(BaseEventTrigger):
                 "pipeline": self.pipeline,
                 "source": self.source,
                 "poll_interval": self.poll_interval,
-                "lookback": self.lookback,
             },
         )
 
@@ -108,8 +105,7 @@ class NewRowsTrigger(BaseEventTrigger):
             if position is None:  # first start: react to rows from now on (older ones: schedule/backfill)
                 position = datetime.now(UTC).isoformat()
                 await state.aset(WATERMARK_KEY, position)
-            since = datetime.fromisoformat(position) - timedelta(seconds=self.lookback)
-            count, newest = await asyncio.to_thread(source.probe, since)
+            count, newest = await asyncio.to_thread(source.probe, datetime.fromisoformat(position))
         else:
             position = await state.aget(WEBHOOK_KEY)
             count, newest = await asyncio.to_thread(source.probe, position)
