@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint demo bench emulator clean system-deps
+.PHONY: help install test lint demo bench bench-latency emulator clean system-deps
 
 help:
 	@echo "make test      create .venv if missing, install, run the test suite"
 	@echo "make lint      ruff (including the Airflow AIR rules)"
 	@echo "make emulator  run the Altcraft API emulator on 127.0.0.1:8765"
 	@echo "make bench     run the benchmarks, write docs/benchmarks.md (BENCH_N, BENCH_MILLION=1)"
+	@echo "make bench-latency  only the latency of event-driven pipelines (a real Airflow, ~5 min)"
 	@echo "make demo      Airflow + emulator + a SQLite CRM; backfills the demo pipeline (docs/demo.md)"
 	@echo "make clean     remove .venv and local Airflow state"
 
@@ -49,6 +50,10 @@ demo: $(STAMP)
 # Throughput, memory, rate limiting, parse and import time; see bench/run.py for the BENCH_* variables.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Poll and webhook pipelines vs a schedule, with a real Airflow; rewrites its section of docs/benchmarks.md.
+bench-latency: $(STAMP)
+	$(BIN)/python -m bench.latency
 
 emulator: $(STAMP)
 	$(BIN)/python -m altcraft.emulator --host 127.0.0.1 --port 8765
