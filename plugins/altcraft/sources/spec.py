@@ -143,13 +143,13 @@ class WebhookSpec(_SourceSpec):
     """``type: webhook`` -- see `WebhookSource`; the pipeline needs ``trigger: {type: webhook}``."""
 
     type: Literal["webhook"]
-    key_column: NonEmpty
+    key_column: NonEmpty = Field(description="record field identifying a contact")
     endpoint: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,99}$")] | None = Field(
         default=None,
         description="name of the webhook endpoint whose deliveries are read; default the pipeline id",
     )
     ledger_conn_id: NonEmpty | None = Field(
-        default=None, description="database of the stored deliveries; always the pipeline's ledger_conn_id"
+        default=None, description="leave out: deliveries are stored in the pipeline's ledger_conn_id database"
     )
 
     def build(self, state: StateStore | None = None) -> WebhookSource:
