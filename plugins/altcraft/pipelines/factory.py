@@ -324,7 +324,8 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
     window = (
         "watermark (the source remembers the highest value read; the data interval is not used)"
         if uses_watermark(spec.source)
-        else "the run's data interval [start, end)"
+        else ("[watermark, now) for event runs, else " if spec.trigger else "")
+        + "the run's data interval [start, end)"
         + (f", start moved back by {spec.lookback}" if spec.lookback else "")
         + (f", split into {spec.partitions} partitions" if spec.partitions > 1 else "")
     )
@@ -368,7 +369,7 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
         "|---|---|",
         f"| Source | {_md(source.describe())} |",
         f"| Window | {_md(window)} |",
-        f"| Schedule | {_md(_when(spec))}" + (", with catchup" if spec.catchup else "") + " |",
+        f"| Schedule | {_when(spec)}" + (", with catchup" if spec.catchup else "") + " |",
         f"| Scenario | {spec.scenario.id}"
         + (f" on database {spec.scenario.db_id}" if spec.scenario.db_id else "")
         + f" (connection `{_md(spec.altcraft_conn_id)}`) |",
@@ -390,8 +391,9 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
 
 
 def _when(spec: PipelineSpec) -> str:
+    """When runs start, in Markdown: the schedule and/or the trigger."""
     trigger = spec.trigger
-    parts = [f"'{spec.schedule}' in {spec.timezone}"] if spec.schedule else []
+    parts = [f"`{_md(spec.schedule)}` in {_md(spec.timezone)}"] if spec.schedule else []
     if trigger is not None and trigger.type == "poll":
         parts.append(f"new rows, checked every {trigger.interval}")
     elif trigger is not None:
