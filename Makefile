@@ -31,6 +31,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/python -m pip install -q --upgrade uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev]"
+	@# the editable build leaves a second copy of the metadata on sys.path (plugins/): Airflow would load
+	@# the altcraft_webhooks plugin twice and report the second as a plugin import error
+	rm -rf plugins/*.egg-info
 	@touch $(STAMP)
 
 install: $(STAMP)
