@@ -20,7 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -43,9 +43,9 @@ class WebhookConfig:
 
     pipeline: str
     auth: str
-    secret: str
-    ledger_conn_id: str | None
-    max_bytes: int
+    secret: str = field(repr=False)
+    ledger_conn_id: str | None = None
+    max_bytes: int = 1_048_576
 
 
 ConfigLookup = Callable[[str], WebhookConfig | None]
