@@ -32,7 +32,7 @@ from altcraft.webhooks.store import WebhookStore
 
 from .conftest import make_dags_folder, start_airflow
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 POLL, HOOK = "rt_poll", "rt_hook"
 SCENARIOS = {POLL: 12, HOOK: 14}
@@ -66,7 +66,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "delivery": {"batch_size": 500},
     },
 }
-WAIT = 180
+WAIT = 300  # generous: the machine is shared; the bench measures how fast it really is
 
 
 def crm_url(pg_databases: dict[str, str]) -> str:
@@ -110,7 +110,7 @@ def local_airflow(tmp_path_factory, pg_databases, e2e_emulator, crm):
     }
     metadata = f"postgresql+psycopg2://{pg_databases['metadata']}"
     dags = make_dags_folder(home / "dags", SPECS)
-    with start_airflow(home, dags, metadata, env, list(SPECS)) as airflow:
+    with start_airflow(home, dags, metadata, env, list(SPECS), start_timeout=420) as airflow:
         yield airflow
 
 
