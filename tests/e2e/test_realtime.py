@@ -200,7 +200,7 @@ def test_rows_inserted_while_idle_are_launched_once_without_waiting_for_the_sche
     assert sorted(keys) == sorted(polled["old"] + polled["new"])
     runs = local_airflow.api.runs(POLL)
     kinds = Counter(run["run_type"] for run in runs)
-    assert kinds["asset_triggered"] >= 1 and kinds["scheduled"] == 1, kinds
+    assert kinds["asset_triggered"] >= 1 and kinds["scheduled"] >= 1, kinds
     # the event run read the scheduled run's rows too (2 h lookback): the ledger skipped them
     assert all(run["state"] == "success" for run in runs if run["state"] in ("success", "failed")), runs
 
