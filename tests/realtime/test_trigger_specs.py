@@ -104,7 +104,11 @@ def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():
             "max_bytes": 1048576,
         }
     }
-    assert all(a.extra == hook_asset.extra for a in hook.get_task("plan").inlets)  # one extra per asset
+    for task_asset in hook.get_task("plan").inlets:  # Airflow keeps one definition per asset: the last one
+        assert task_asset.extra == hook_asset.extra
+        assert [(w.name, w.trigger.serialize()) for w in task_asset.watchers] == [
+            (w.name, w.trigger.serialize()) for w in hook_asset.watchers
+        ]
 
 
 def test_a_run_without_a_data_interval_reads_from_the_watermark_to_now():

@@ -198,7 +198,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
     from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator, scenario_asset
 
     source = SpecSource(spec.source, track_windows=spec.trigger is not None)
-    event = pipeline_event_asset(spec, watched=False) if spec.trigger else None
+    event = pipeline_event_asset(spec) if spec.trigger else None
     dag = DAG(
         dag_id=spec.id,
         description=spec.description or None,
@@ -262,13 +262,17 @@ def state_asset(dag_id: str) -> Asset:
     return Asset(name=f"altcraft_pipeline_{dag_id}_source", uri=f"altcraft-pipeline://{dag_id}/source")
 
 
-def pipeline_event_asset(spec: PipelineSpec, *, watched: bool = True) -> Asset:
-    """A triggered pipeline's event asset, with its watcher if ``watched``; webhook settings in ``extra``.
+def pipeline_event_asset(spec: PipelineSpec) -> Asset:
+    """A triggered pipeline's event asset with its watcher; a webhook's settings in ``extra``.
 
-    The DAG is scheduled on the watched asset; its tasks read its state through the plain one (same name,
-    URI and extra). The API server reads ``extra["webhook"]`` (names of connections, never secrets).
+    The same asset, watcher included, is the schedule and the tasks' inlet: Airflow keeps one definition
+    per asset name and URI, the last one it meets, and registers the watchers of that one only. The API
+    server reads ``extra["webhook"]`` (names of connections, never secrets).
     """
+    from airflow.sdk import AssetWatcher
+
     from altcraft.pipelines.events import event_asset
+    from altcraft.triggers.new_rows import NewRowsTrigger
 
     trigger = spec.trigger
     assert trigger is not None
@@ -280,12 +284,6 @@ def pipeline_event_asset(spec: PipelineSpec, *, watched: bool = True) -> Asset:
             "ledger_conn_id": spec.ledger_conn_id,
             "max_bytes": trigger.max_bytes,
         }
-    if not watched:
-        return event_asset(spec.id, extra=extra)
-    from airflow.sdk import AssetWatcher
-
-    from altcraft.triggers.new_rows import NewRowsTrigger
-
     watcher = NewRowsTrigger(
         pipeline=spec.id,
         source=spec.source.model_dump(mode="json", by_alias=True),
