@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import latency as latency_bench
+
 MB = 1_000_000
 MIB = 2**20
 US = "\u00b5s"  # micro sign
@@ -107,6 +109,7 @@ def render(results: dict[str, Any]) -> str:
         _memory(results),
         _rate_limited(results),
         _parse(results),
+        *([latency_bench.render(results["latency"])] if "latency" in results else []),
         _method(results),
         _raw(results),
     ]

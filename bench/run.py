@@ -3,7 +3,9 @@
 Environment: ``BENCH_N`` (contacts per throughput run, default 100,000), ``BENCH_NAIVE_N`` (naive sample,
 default 2,000), ``BENCH_MILLION=1`` (also the memory run at 1,000,000 contacts), ``BENCH_REPEAT`` (runs of
 each throughput job, the fastest kept; default 1), ``BENCH_PROFILE=<dir>`` (also profile one ``ours`` and
-one ``floor`` run with pyinstrument into that folder), ``BENCH_OUTPUT`` (default docs/benchmarks.md).
+one ``floor`` run with pyinstrument into that folder), ``BENCH_OUTPUT`` (default docs/benchmarks.md),
+``BENCH_LATENCY=0`` (skip the latency benchmark of event-driven pipelines; its own variables are in
+bench/latency.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import parsing
+from bench import latency, parsing
 from bench.common import REPO, bench_schema, connection_env, reset_ledger, run_job, server_version
 from bench.report import render
 
@@ -283,6 +285,9 @@ def main() -> None:
         results["memory"] = memory(stage, million, results["rate_limited"]["clean"])
         if profile_dir:
             results["profiles"] = profiles(stage, n, Path(profile_dir))
+    if os.environ.get("BENCH_LATENCY", "1") != "0":
+        log("latency of event-driven pipelines (a real Airflow)")
+        results["latency"] = latency.run()
     results["parse"] = parse_times()
     results["imports"] = import_times()
     results["load_after"] = os.getloadavg()

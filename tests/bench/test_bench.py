@@ -211,3 +211,32 @@ def test_the_report_says_when_the_million_run_was_skipped():
 
     assert target_rows(markdown)["peak RSS at 1M"] == "-"
     assert "set `BENCH_MILLION=1`" in markdown
+
+
+def test_latency_percentiles_and_its_section_of_the_report(tmp_path: Path):
+    from bench.latency import BEGIN, END, HOOK, POLL, SCHED, percentiles, render, write_section
+
+    assert percentiles([]) == {"n": 0}
+    found = percentiles([float(i) for i in range(1, 101)])
+    assert (found["n"], found["p50"], found["p95"], found["max"]) == (100, 50.5, 95.0, 100.0)
+    assert percentiles([3.0])["p95"] == 3.0
+    pipeline = {"sent": 2, "launched": 2, "launched_twice": 0, "runs": 1}
+    pipeline |= {"steady": percentiles([1.0, 2.0]), "burst": {"n": 0}}
+    latency = {
+        "seconds": 60,
+        "every": 2,
+        "burst": 200,
+        "pipelines": dict.fromkeys((POLL, HOOK, SCHED), pipeline),
+    }
+    section = render(latency)
+    assert (
+        section.startswith(BEGIN)
+        and section.endswith(END)
+        and "| poll (1 s) | steady | 2 | 1.5 | 2.0 | 2.0 |" in section
+    )
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nbefore\n")
+    write_section(doc, section)
+    write_section(doc, section.replace("1.5", "9.9"))
+    text = doc.read_text()
+    assert text.count(BEGIN) == 1 and "9.9" in text and text.startswith("# Benchmarks\n\nbefore\n")

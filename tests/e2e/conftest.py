@@ -78,7 +78,12 @@ def make_dags_folder(root: Path, specs: dict[str, dict[str, Any]]) -> Path:
 
 
 def start_airflow(
-    home: Path, dags_folder: Path, sql_alchemy_conn: str, env: dict[str, str], dag_ids: list[str]
+    home: Path,
+    dags_folder: Path,
+    sql_alchemy_conn: str,
+    env: dict[str, str],
+    dag_ids: list[str],
+    start_timeout: float = 180,
 ) -> LocalAirflow:
     """A migrated, running Airflow with the DAGs parsed; RuntimeError with the component logs if not."""
     airflow = LocalAirflow(
@@ -90,7 +95,7 @@ def start_airflow(
     )
     try:
         airflow.migrate()
-        airflow.start()
+        airflow.start(start_timeout)
         airflow.wait_for_dags(*dag_ids)
     except Exception as error:
         logs = airflow.stack.logs()

@@ -69,36 +69,65 @@ def plan_windows(
     return [{"window_start": p.start.isoformat(), "window_end": p.end.isoformat()} for p in parts]
 
 
+def event_window(context: Context, event: Asset) -> tuple[datetime, datetime]:
+    """``[watermark, now)`` of a triggered pipeline's run without a data interval (asset-triggered, or
+    manual without a window): the watermark from the event asset's state store (see
+    `altcraft.pipelines.events`); with no watermark yet, from the DAG's start date.
+    """
+    from datetime import UTC
+
+    from altcraft.pipelines.events import WATERMARK_KEY, event_window_start
+
+    now = datetime.now(UTC)
+    fallback = context["dag"].start_date or now
+    return min(event_window_start(context["asset_state_store"][event].get(WATERMARK_KEY), fallback), now), now
+
+
 class PlanWindowsOperator(BaseOperator):
     """Turns the run's window into the partition descriptors ``import_and_launch`` maps over.
 
-    The window is the one given when triggering, else the run's data interval, else (a run triggered
-    without a logical date) the last complete interval of ``schedule``: see `altcraft.pipelines.window`.
-    A run whose window cannot be known fails at once, without retries, saying how to trigger it.
+    The window is the one given when triggering, else the run's data interval, else for a triggered
+    pipeline ``[watermark, now)`` (`event_window`), else (a run triggered without a logical date) the last
+    complete interval of ``schedule``: see `altcraft.pipelines.window`. A run whose window cannot be known
+    fails at once, without retries, saying how to trigger it.
     """
 
     ui_color = "#e8f0ff"
 
     def __init__(
-        self, *, schedule: Schedule, partitions: int, lookback: timedelta | None = None, **kwargs: Any
+        self,
+        *,
+        schedule: Schedule,
+        partitions: int,
+        lookback: timedelta | None = None,
+        event: Asset | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(inlets=[event] if event else [], **kwargs)
         self.schedule = schedule
         self.partitions = partitions
         self.lookback = lookback
+        self.event = event
 
     def execute(self, context: Context) -> list[dict[str, str]]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        try:
-            start, end, origin = run_window(
-                params=dict(context["params"]),
-                data_interval=(context.get("data_interval_start"), context.get("data_interval_end")),
-                run_after=context["dag_run"].run_after,
-                schedule=self.schedule,
-            )
-        except WindowError as error:
-            raise AirflowFailException(str(error)) from None
+        params = dict(context["params"])
+        data_interval = (context.get("data_interval_start"), context.get("data_interval_end"))
+        given = any(params.get(name) for name in ("window_start", "window_end"))
+        if self.event is not None and data_interval[0] is None and not given:
+            start, end = event_window(context, self.event)
+            origin = "a triggered run: from the event watermark to now"
+        else:
+            try:
+                start, end, origin = run_window(
+                    params=params,
+                    data_interval=data_interval,
+                    run_after=context["dag_run"].run_after,
+                    schedule=self.schedule,
+                )
+            except WindowError as error:
+                raise AirflowFailException(str(error)) from None
         self.log.info("Window [%s, %s): %s", start.isoformat(), end.isoformat(), origin)
         windows = plan_windows(start, end, partitions=self.partitions, lookback=self.lookback)
         for index, window in enumerate(windows):
@@ -116,22 +145,27 @@ class SpecSource:
     its memory address, which changes with every parse and would make every parse a new DAG version.
     """
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, *, track_windows: bool = False) -> None:
         self.spec = spec
         self.source = spec.build()
         self.key_column = self.source.key_column
+        self.track_windows = track_windows
+        self._store: StateStore | None = None
+        self._window: Window | None = None
 
     def __repr__(self) -> str:
-        return repr(self.spec)
+        return repr(self.spec) + (" (tracks windows)" if self.track_windows else "")
 
     @property
     def state(self) -> StateStore | None:
-        """The built source's state store; AttributeError (no such attribute) for a stateless source."""
-        return self.source.state
+        """The state store; AttributeError (no such attribute) for a stateless source not tracking windows."""
+        return self._store if self.track_windows else self.source.state
 
     @state.setter
     def state(self, store: StateStore) -> None:
-        self.source.state = store
+        self._store = store
+        if hasattr(self.source, "state"):
+            self.source.state = store
 
     def describe(self) -> str:
         return self.source.describe()
@@ -139,10 +173,18 @@ class SpecSource:
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:
+        self._window = window
         return self.source.batches(window, batch_size, partition=partition)
 
     def commit(self) -> None:
+        """The source's own progress, then (triggered pipelines) the window watermark."""
+        from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
+
         self.source.commit()
+        if self.track_windows and self._store is not None and self._window is not None:
+            moved = advanced_watermark(self._store.get(WATERMARK_KEY), self._window.start, self._window.end)
+            if moved is not None:
+                self._store.set(WATERMARK_KEY, moved)
 
 
 # ------------------------------------------------------------------------------------ on failure
@@ -185,11 +227,12 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
 
     from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator, scenario_asset
 
-    source = SpecSource(spec.source)
+    source = SpecSource(spec.source, track_windows=spec.trigger is not None)
+    event = pipeline_event_asset(spec) if spec.trigger else None
     dag = DAG(
         dag_id=spec.id,
         description=spec.description or None,
-        schedule=schedule_of(spec).timetable(),
+        schedule=schedule(spec),
         start_date=pendulum.instance(spec.start_date, tz=spec.timezone),
         end_date=pendulum.instance(spec.end_date, tz=spec.timezone) if spec.end_date else None,
         catchup=spec.catchup,
@@ -223,7 +266,9 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
         doc_md=doc_md(spec, source, spec_path),
         auto_register=False,  # registered by the loader's globals() only, never by the checker
     )
-    state = state_asset(spec.id) if keeps_state(spec.source) else None
+    # A triggered pipeline keeps all its progress in its event asset's state store, read through an inlet
+    # (an outlet would emit events on the asset the DAG is scheduled on: a run would trigger the next).
+    state = event or (state_asset(spec.id) if keeps_state(spec.source) else None)
     optional = {
         "max_request_bytes": spec.delivery.max_request_bytes,
         "db_id": spec.scenario.db_id,
@@ -235,6 +280,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             schedule=schedule_of(spec),
             partitions=spec.partitions,
             lookback=spec.lookback,
+            event=event,
         )
         ImportAndLaunchScenarioOperator.partial(
             task_id=LAUNCH_TASK_ID,
@@ -254,7 +300,11 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             ledger_conn_id=spec.ledger_conn_id,
             pool=spec.pool,
             pool_slots=spec.pool_slots,
-            outlets=[scenario_asset(spec.altcraft_conn_id, spec.scenario.id), *([state] if state else [])],
+            inlets=[event] if event else [],
+            outlets=[
+                scenario_asset(spec.altcraft_conn_id, spec.scenario.id),
+                *([state] if state and not event else []),
+            ],
             **{name: value for name, value in optional.items() if value is not None},
         ).expand_kwargs(plan.output)
     return dag
@@ -266,7 +316,53 @@ def state_asset(dag_id: str) -> Asset:
 
 
 def schedule_of(spec: PipelineSpec) -> Schedule:
+    """The spec's interval schedule; a trigger-only pipeline has none, and only its time zone is used
+    (for a window given when triggering)."""
+    if spec.schedule is None:
+        return Schedule(spec.timezone)
     return Schedule.of(spec.schedule, spec.timezone, spec.start_date, spec.schedule_interval)
+
+
+def pipeline_event_asset(spec: PipelineSpec) -> Asset:
+    """A triggered pipeline's event asset with its watcher; a webhook's settings in ``extra``.
+
+    The same asset, watcher included, is the schedule and the tasks' inlet: Airflow keeps one definition
+    per asset name and URI, the last one it meets, and registers the watchers of that one only. The API
+    server reads ``extra["webhook"]`` (names of connections, never secrets).
+    """
+    from airflow.sdk import AssetWatcher
+
+    from altcraft.pipelines.events import event_asset
+    from altcraft.triggers.new_rows import NewRowsTrigger
+
+    trigger = spec.trigger
+    assert trigger is not None
+    extra: dict[str, Any] = {}
+    if trigger.type == "webhook":
+        extra["webhook"] = {
+            "auth": trigger.auth,
+            "secret_conn_id": trigger.secret_conn_id,
+            "ledger_conn_id": spec.ledger_conn_id,
+            "max_bytes": trigger.max_bytes,
+        }
+    watcher = NewRowsTrigger(
+        pipeline=spec.id,
+        source=spec.source.model_dump(mode="json", by_alias=True),
+        poll_interval=trigger.interval.total_seconds(),
+    )
+    return event_asset(
+        spec.id, extra=extra, watchers=[AssetWatcher(name=f"{spec.id}_new_rows", trigger=watcher)]
+    )
+
+
+def schedule(spec: PipelineSpec) -> Any:
+    """The timetable, the event asset (``trigger`` only), or either of them (both)."""
+    if spec.trigger is None:
+        return timetable(spec)
+    from airflow.sdk import AssetOrTimeSchedule
+
+    asset = pipeline_event_asset(spec)
+    return AssetOrTimeSchedule(timetable=timetable(spec), assets=asset) if spec.schedule else asset
 
 
 def timetable(spec: PipelineSpec) -> BaseTimetable:
@@ -285,7 +381,8 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
     window = (
         "watermark (the source remembers the highest value read; the data interval is not used)"
         if uses_watermark(spec.source)
-        else "the run's data interval [start, end)"
+        else ("[watermark, now) for event runs, else " if spec.trigger else "")
+        + "the run's data interval [start, end)"
         + (f", start moved back by {spec.lookback}" if spec.lookback else "")
         + (f", split into {spec.partitions} partitions" if spec.partitions > 1 else "")
     )
@@ -329,9 +426,7 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
         "|---|---|",
         f"| Source | {_md(source.describe())} |",
         f"| Window | {_md(window)} |",
-        f"| Schedule | `{_md(spec.schedule)}` in {_md(spec.timezone)}"
-        + (", with catchup" if spec.catchup else "")
-        + " |",
+        f"| Schedule | {_when(spec)}" + (", with catchup" if spec.catchup else "") + " |",
         f"| Scenario | {spec.scenario.id}"
         + (f" on database {spec.scenario.db_id}" if spec.scenario.db_id else "")
         + f" (connection `{_md(spec.altcraft_conn_id)}`) |",
@@ -350,6 +445,19 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _when(spec: PipelineSpec) -> str:
+    """When runs start, in Markdown: the schedule and/or the trigger."""
+    trigger = spec.trigger
+    parts = [f"`{_md(spec.schedule)}` in {_md(spec.timezone)}"] if spec.schedule else []
+    if trigger is not None and trigger.type == "poll":
+        parts.append(f"new rows, checked every {trigger.interval}")
+    elif trigger is not None:
+        parts.append(
+            f"webhook /altcraft/webhooks/{spec.id} ({trigger.auth}), checked every {trigger.interval}"
+        )
+    return " or ".join(parts)
 
 
 def _md(value: Any) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import chain
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -173,6 +173,44 @@ class NotificationSpec(_Model):
         return self
 
 
+def _webhook_auth(value: str) -> str:
+    from altcraft.webhooks.kinds import KINDS
+
+    if value not in KINDS:
+        raise ValueError(f"unknown webhook auth {value!r}; one of {', '.join(sorted(KINDS))}")
+    return value
+
+
+class PollTriggerSpec(_Model):
+    """``type: poll``: a watcher in the triggerer asks the source for new rows every ``interval``."""
+
+    type: Literal["poll"] = Field(description="selects this kind: `poll`")
+    interval: Duration = Field(
+        default=timedelta(seconds=5), description="time between two checks of the source"
+    )
+
+
+class WebhookTriggerSpec(_Model):
+    """``type: webhook``: the CRM posts new contacts to the API server (with ``source: {type: webhook}``)."""
+
+    type: Literal["webhook"] = Field(description="selects this kind: `webhook`")
+    auth: Annotated[str, AfterValidator(_webhook_auth)] = Field(
+        default="hmac",
+        description="how a delivery proves its sender: hmac (X-Altcraft-Signature over timestamp and body) "
+        "or secret (X-Altcraft-Webhook-Secret header)",
+    )
+    secret_conn_id: ConnId = Field(description="Airflow connection whose password is the webhook's secret")
+    max_bytes: int = Field(
+        default=1_048_576, ge=1024, le=10_485_760, description="largest accepted body; larger ones get 413"
+    )
+    interval: Duration = Field(
+        default=timedelta(seconds=2), description="time between two checks of the stored deliveries"
+    )
+
+
+TriggerSpec = Annotated[PollTriggerSpec | WebhookTriggerSpec, Field(discriminator="type")]
+
+
 class PipelineSpec(_Model):
     """One pipeline: where contacts come from, how they map to profiles, which scenario, when."""
 
@@ -184,8 +222,10 @@ class PipelineSpec(_Model):
     tags: list[Annotated[str, _matching(_TAG, "tag")]] = Field(
         default_factory=list, description="DAG tags; `altcraft` is always added"
     )
-    schedule: Annotated[str, AfterValidator(_schedule)] = Field(
-        description="cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, 2w)"
+    schedule: Annotated[str, AfterValidator(_schedule)] | None = Field(
+        default=None,
+        description="cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, 2w); "
+        "optional with a trigger",
     )
     timezone: Timezone = Field(description="IANA time zone of the schedule and of naive dates")
     start_date: LocalDatetime = Field(description="first data interval starts here (date or date-time)")
@@ -214,6 +254,9 @@ class PipelineSpec(_Model):
     )
     partitions: int = Field(
         default=1, ge=1, le=64, description="split each window into this many mapped tasks (time sub-windows)"
+    )
+    trigger: TriggerSpec | None = Field(
+        default=None, description="run within seconds of new contacts, beside or instead of the schedule"
     )
     altcraft_conn_id: ConnId = Field(default="altcraft_default", description="Altcraft connection")
     ledger_conn_id: ConnId | None = Field(
@@ -272,15 +315,58 @@ class PipelineSpec(_Model):
                 )
         return value
 
+    @field_validator("trigger")
+    @classmethod
+    def _trigger(cls, value: Any, info: ValidationInfo) -> Any:
+        source = info.data.get("source")
+        if value is None or source is None:
+            return value
+        if info.data.get("partitions", 1) > 1:
+            raise ValueError("a triggered pipeline keeps one watermark: partitions must be 1")
+        if value.type == "webhook" and source.type != "webhook":
+            raise ValueError("a webhook trigger needs `source: {type: webhook, key_column: ...}`")
+        if value.type == "poll" and (
+            not reads_window(source) or uses_watermark(source) or source.type not in _POLLABLE
+        ):
+            raise ValueError(
+                "poll needs a source that reads by creation time: sql_table with created_at_column, "
+                "sql_query with :window_start and :window_end, or rest with window_params start"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _when(self) -> PipelineSpec:
+        if self.schedule is None and self.trigger is None:
+            raise ValueError("give a schedule, a trigger, or both")
+        if self.source.type == "webhook":
+            if self.trigger is None or self.trigger.type != "webhook":
+                raise ValueError("a webhook source needs `trigger: {type: webhook, ...}`")
+            if self.source.ledger_conn_id not in (None, self.ledger_conn_id):
+                raise ValueError(
+                    "source.ledger_conn_id: leave it out; deliveries live in the ledger_conn_id database"
+                )
+            if self.source.endpoint is None or self.source.ledger_conn_id != self.ledger_conn_id:
+                source = self.source.model_copy(
+                    update={
+                        "endpoint": self.source.endpoint or self.id,
+                        "ledger_conn_id": self.ledger_conn_id,
+                    }
+                )
+                return self.model_copy(update={"source": source})
+        return self
+
     @property
     def schedule_interval(self) -> timedelta | None:
-        """The schedule as a fixed interval, or None for a cron schedule."""
-        return parse_duration(self.schedule) if _DURATION.fullmatch(self.schedule) else None
+        """The schedule as a fixed interval, or None for a cron schedule (or no schedule)."""
+        return parse_duration(self.schedule) if self.schedule and _DURATION.fullmatch(self.schedule) else None
+
+
+_POLLABLE = ("sql_table", "sql_query", "rest")
 
 
 def uses_watermark(source: Any) -> bool:
-    """Whether the source remembers a watermark and ignores the data interval."""
-    return getattr(source, "watermark_column", None) is not None
+    """Whether the source remembers a watermark (a column, the last webhook delivery), ignoring the window."""
+    return getattr(source, "watermark_column", None) is not None or getattr(source, "type", None) == "webhook"
 
 
 def keeps_state(source: Any) -> bool:
@@ -295,6 +381,8 @@ def reads_window(source: Any) -> bool:
             return all(f":{name}" in source.sql for name in ("window_start", "window_end"))
         case "rest":
             return bool(source.window_params) and len(source.window_params) == 2
+        case "webhook":
+            return False
         case "sql_table":
             return not uses_watermark(source)
     return True

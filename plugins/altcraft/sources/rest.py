@@ -219,6 +219,26 @@ class RestSource(Stateless):
             raise ValueError("a partitioned rest source needs window_params for both start and end")
         yield from rechunk(self._records(partition_window(window, partition)), batch_size)
 
+    def probe(self, since: datetime) -> tuple[int, str | None]:
+        """Records on the first page of ``[since, now + 1 min)``: one request, for a polling trigger.
+
+        Needs ``window_params`` with ``start`` (the API's "created since" parameter).
+        """
+        from datetime import UTC, timedelta
+
+        from airflow.providers.http.hooks.http import HttpHook
+
+        if "start" not in self.window_params:
+            raise SourceError(f"{self.describe()}: polling needs window_params with 'start'")
+        window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
+        request = self._first_request(window)
+        records = value_at(
+            self._json(self._send(HttpHook(self.method, self.http_conn_id), request)), self.record_path
+        )
+        if not isinstance(records, list):
+            raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
+        return len(records), None
+
     def _first_request(self, window: Window | None) -> PageRequest:
         params = dict(self.params)
         if window is not None:

@@ -16,6 +16,7 @@ from altcraft.sources.files import FileFormat, FileSource, WindowBy, check_encod
 from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
 from altcraft.sources.sql import SqlQuerySource, SqlTableSource, validate_identifier, validate_select
+from altcraft.sources.webhook import WebhookSource
 
 
 def _identifier(field: str) -> AfterValidator:
@@ -138,6 +139,27 @@ class PythonSpec(_SourceSpec):
         return PythonSource(self.callable, key_column=self.key_column, kwargs=self.kwargs)
 
 
+class WebhookSpec(_SourceSpec):
+    """``type: webhook`` -- see `WebhookSource`; the pipeline needs ``trigger: {type: webhook}``."""
+
+    type: Literal["webhook"]
+    key_column: NonEmpty = Field(description="record field identifying a contact")
+    endpoint: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,99}$")] | None = Field(
+        default=None,
+        description="name of the webhook endpoint whose deliveries are read; default the pipeline id",
+    )
+    ledger_conn_id: NonEmpty | None = Field(
+        default=None, description="leave out: deliveries are stored in the pipeline's ledger_conn_id database"
+    )
+
+    def build(self, state: StateStore | None = None) -> WebhookSource:
+        if self.endpoint is None:
+            raise ValueError("a webhook source needs its endpoint (the pipeline id)")
+        return WebhookSource(
+            self.endpoint, key_column=self.key_column, ledger_conn_id=self.ledger_conn_id, state=state
+        )
+
+
 SourceSpec = Annotated[
-    SqlTableSpec | SqlQuerySpec | FileSpec | RestSpec | PythonSpec, Field(discriminator="type")
+    SqlTableSpec | SqlQuerySpec | FileSpec | RestSpec | PythonSpec | WebhookSpec, Field(discriminator="type")
 ]

@@ -39,7 +39,7 @@ from altcraft.sources.base import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.sql import Executable
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -130,13 +130,7 @@ def _stream(
     statement: Callable[[str], tuple[Executable, dict[str, Any]]],
 ) -> Iterator[list[Record]]:
     """Run ``statement(dialect_name)`` and yield its rows in lists of ``batch_size``."""
-    from airflow.providers.common.sql.hooks.sql import DbApiHook
-    from airflow.sdk import BaseHook
-
-    hook = BaseHook.get_connection(conn_id).get_hook()
-    if not isinstance(hook, DbApiHook):
-        raise SourceError(f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})")
-    engine = hook.get_sqlalchemy_engine()
+    engine = _engine(conn_id)
     try:
         with engine.connect() as conn:
             _begin_read(conn, timezone)
@@ -147,6 +141,41 @@ def _stream(
                     yield [dict(row) for row in rows]
     finally:
         engine.dispose()
+
+
+def _engine(conn_id: str) -> Engine:
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from airflow.sdk import BaseHook
+
+    hook = BaseHook.get_connection(conn_id).get_hook()
+    if not isinstance(hook, DbApiHook):
+        raise SourceError(f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})")
+    return hook.get_sqlalchemy_engine()
+
+
+class _Probing:
+    """Cheap checks for new rows (`probe`), for a watcher trigger that polls every few seconds.
+
+    The probe runs one aggregate query (a count and a maximum, never the rows) on an engine kept between
+    calls; `close_probe` disposes it.
+    """
+
+    conn_id: str
+    timezone: str
+    _probe_engine: Engine | None = None
+
+    def _aggregate(self, statement: Callable[[str], tuple[Executable, dict[str, Any]]]) -> tuple[Any, ...]:
+        if self._probe_engine is None:
+            self._probe_engine = _engine(self.conn_id)
+        with self._probe_engine.connect() as conn:
+            _begin_read(conn, self.timezone)
+            stmt, params = statement(conn.dialect.name)
+            return tuple(conn.execute(stmt, params).one())
+
+    def close_probe(self) -> None:
+        if self._probe_engine is not None:
+            self._probe_engine.dispose()
+            self._probe_engine = None
 
 
 def encode_watermark(value: Any) -> dict[str, Any]:
@@ -164,7 +193,7 @@ def decode_watermark(stored: dict[str, Any]) -> Any:
     return parse.get(stored["type"], lambda value: value)(stored["value"])
 
 
-class SqlTableSource:
+class SqlTableSource(_Probing):
     """Rows of one table, by creation time window or by watermark.
 
     * window mode (``created_at_column``): ``created_at >= start AND created_at < end`` -- a row exactly at
@@ -264,6 +293,22 @@ class SqlTableSource:
             )
         return stmt, {}
 
+    def probe(self, since: datetime) -> tuple[int, str | None]:
+        """Rows created at or after ``since`` and the newest creation time (window mode only)."""
+        from sqlalchemy import column, func, select, table
+
+        if not self.created_at_column:
+            raise SourceError(f"{self.describe()}: only window mode (created_at_column) can be polled")
+
+        def statement(dialect: str) -> tuple[Executable, dict[str, Any]]:
+            tbl = table(self.table, column(self.created_at_column), schema=self.schema)
+            created = tbl.c[self.created_at_column]
+            stmt = select(func.count(), func.max(created)).select_from(tbl)
+            return stmt.where(created >= _bound(since, dialect, self.timezone)), {}
+
+        count, newest = self._aggregate(statement)
+        return int(count), None if newest is None else str(newest)
+
     def commit(self) -> None:
         """Save the highest watermark read; only after every batch of `batches` was handled."""
         if not self.watermark_column:
@@ -274,7 +319,7 @@ class SqlTableSource:
             self.state.set(self.state_key, encode_watermark(self._pending))
 
 
-class SqlQuerySource(Stateless):
+class SqlQuerySource(_Probing, Stateless):
     """A custom SELECT, wrapped as a subquery and ordered by ``key_column``.
 
     The window reaches the query only as the bound parameters ``:window_start`` / ``:window_end``
@@ -306,6 +351,20 @@ class SqlQuerySource(Stateless):
         if window is None and self._window_params:
             raise ValueError("this sql_query uses :window_start/:window_end: it needs a window")
         yield from _stream(self.conn_id, self.timezone, batch_size, lambda d: self._select(d, window))
+
+    def probe(self, since: datetime) -> tuple[int, str | None]:
+        """How many rows the query gives for ``[since, a day from now)``: a count, never the rows."""
+        from datetime import UTC, timedelta
+
+        from sqlalchemy import func, select
+
+        window = Window(since, max(since, datetime.now(UTC)) + timedelta(days=1))
+
+        def statement(dialect: str) -> tuple[Executable, dict[str, Any]]:
+            stmt, params = self._select(dialect, window)
+            return select(func.count()).select_from(stmt.order_by(None).subquery("probe")), params
+
+        return int(self._aggregate(statement)[0]), None
 
     def _select(self, dialect: str, window: Window | None) -> tuple[Executable, dict[str, Any]]:
         from sqlalchemy import column, literal_column, select, text

@@ -1,0 +1,94 @@
+"""Contacts a CRM pushed to the pipeline's webhook endpoint (`altcraft.webhooks`), read from the store.
+
+The endpoint commits each accepted delivery to ``altcraft_webhook_deliveries`` in the ledger's database.
+This source reads the deliveries past the last id it committed (kept in the state store, like a
+watermark), in id order; the window is ignored. `commit` moves the position on only after every record
+was handled, so a failed run reads the same deliveries again and the ledger launches nobody twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from altcraft.sources.base import (
+    Partition,
+    Record,
+    SourceError,
+    StateStore,
+    Window,
+    check_batch_size,
+    rechunk,
+)
+
+if TYPE_CHECKING:
+    from altcraft.webhooks.store import WebhookStore
+
+STATE_KEY = "webhook:last_id"
+
+
+class WebhookSource:
+    """Records of the stored deliveries of webhook endpoint ``pipeline``."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        *,
+        key_column: str,
+        ledger_conn_id: str | None = None,
+        state: StateStore | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.key_column = key_column
+        self.ledger_conn_id = ledger_conn_id
+        self.state = state
+        self._store: WebhookStore | None = None
+        self._pending: int | None = None
+        self._complete = False
+
+    @property
+    def store(self) -> WebhookStore:
+        if self._store is None:
+            from altcraft.webhooks.store import WebhookStore
+
+            self._store = WebhookStore.from_conn_id(self.ledger_conn_id)
+        return self._store
+
+    def describe(self) -> str:
+        where = (
+            f"connection {self.ledger_conn_id!r}" if self.ledger_conn_id else "the default ledger database"
+        )
+        return f"webhook deliveries of {self.pipeline!r} stored in {where}"
+
+    def batches(
+        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    ) -> Iterator[list[Record]]:
+        check_batch_size(batch_size)
+        if partition is not None and partition[1] > 1:
+            raise ValueError("a webhook source keeps one position: it cannot be partitioned")
+        if self.state is None:
+            raise SourceError(f"{self.describe()}: needs a state store for its position")
+        self._pending, self._complete = None, False
+        yield from rechunk(self._records(self.state.get(STATE_KEY)), batch_size)
+        self._complete = True
+
+    def _records(self, after: int | None) -> Iterator[dict[str, Any]]:
+        for delivery_id, records in self.store.read(self.pipeline, after):
+            yield from records
+            self._pending = delivery_id
+
+    def commit(self) -> None:
+        """Save the last delivery read; only after every batch of `batches` was handled."""
+        if not self._complete:
+            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
+        if self._pending is not None and self.state is not None:
+            self.state.set(STATE_KEY, self._pending)
+
+    def probe(self, after: int | None) -> tuple[int, str | None]:
+        """Records stored past delivery id ``after`` and the newest id: counts, never the rows."""
+        found = self.store.probe(self.pipeline, after)
+        return found.records, None if found.newest is None else str(found.newest)
+
+    def close_probe(self) -> None:
+        if self._store is not None:
+            self._store.engine.dispose()

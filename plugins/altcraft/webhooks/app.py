@@ -1,0 +1,167 @@
+"""The webhook endpoint: ``POST /altcraft/webhooks/<pipeline id>``, a FastAPI app mounted in the API server.
+
+Per request, in this order (nothing is stored unless every step passes):
+
+1. the pipeline's webhook settings (`WebhookConfig`: which kind, the secret's connection, the ledger's
+   connection, the size limit) -- unknown pipeline: 404;
+2. the body, read up to ``max_bytes`` -- larger: 413;
+3. the kind's `verify` against the secret, constant-time -- wrong or missing: 401;
+4. the kind's `parse` into records -- not what the kind sends: 400;
+5. the delivery committed to the store in the ledger's database -- then 200 ``accepted``, or 200
+   ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again).
+
+The pipeline's watcher trigger sees the new delivery at its next check and fires the pipeline's asset.
+Neither the body nor the secret is ever logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from altcraft.webhooks.kinds import KINDS, BadPayload, Unauthorized, WebhookRequest
+from altcraft.webhooks.store import WebhookStore
+
+log = logging.getLogger(__name__)
+
+_PIPELINE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+#: Seconds a pipeline's settings and secret are reused before they are looked up again.
+CACHE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One pipeline's webhook: the settings the spec put in its event asset's ``extra``, and the secret."""
+
+    pipeline: str
+    auth: str
+    secret: str = field(repr=False)
+    ledger_conn_id: str | None = None
+    max_bytes: int = 1_048_576
+
+
+ConfigLookup = Callable[[str], WebhookConfig | None]
+
+
+def airflow_config(pipeline: str) -> WebhookConfig | None:
+    """The settings of an active pipeline's event asset (metadata database) and its secret (connection)."""
+    from airflow.models.asset import AssetActive, AssetModel
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    uri = f"altcraft-pipeline://{pipeline}/events"
+    with create_session() as session:
+        extra = session.scalar(
+            select(AssetModel.extra)
+            .join(AssetActive, (AssetActive.name == AssetModel.name) & (AssetActive.uri == AssetModel.uri))
+            .where(AssetModel.uri == uri)
+        )
+    settings = (extra or {}).get("webhook")
+    if not settings:
+        return None
+    secret = Connection.get_connection_from_secrets(settings["secret_conn_id"]).password
+    if not secret:
+        raise LookupError(f"connection {settings['secret_conn_id']!r} of webhook {pipeline} has no password")
+    return WebhookConfig(
+        pipeline=pipeline,
+        auth=settings["auth"],
+        secret=secret,
+        ledger_conn_id=settings.get("ledger_conn_id"),
+        max_bytes=int(settings["max_bytes"]),
+    )
+
+
+class _Cached:
+    """``lookup`` with answers kept for `CACHE_SECONDS` (a burst looks a pipeline up once)."""
+
+    def __init__(self, lookup: ConfigLookup) -> None:
+        self.lookup = lookup
+        self._answers: dict[str, tuple[float, WebhookConfig | None]] = {}
+
+    def __call__(self, pipeline: str) -> WebhookConfig | None:
+        now = time.monotonic()
+        found = self._answers.get(pipeline)
+        if found is None or now - found[0] > CACHE_SECONDS:
+            found = (now, self.lookup(pipeline))
+            self._answers[pipeline] = found
+        return found[1]
+
+
+def _answer(code: int, **body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=code)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is longer than ``limit`` (whatever Content-Length said)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
+    """The endpoint app; ``lookup`` finds a pipeline's `WebhookConfig` (tests give their own)."""
+    app = FastAPI(title="Altcraft webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+    config_of = _Cached(lookup)
+    stores: dict[str | None, WebhookStore] = {}
+
+    def store_of(conn_id: str | None) -> WebhookStore:
+        if conn_id not in stores:
+            stores[conn_id] = WebhookStore.from_conn_id(conn_id)
+        return stores[conn_id]
+
+    @app.post("/{pipeline}")
+    async def receive(pipeline: str, request: Request) -> JSONResponse:
+        if not _PIPELINE.fullmatch(pipeline):
+            return _answer(404, error="no such webhook")
+        try:
+            config = await run_in_threadpool(config_of, pipeline)
+        except Exception as error:
+            log.error("Webhook %s is not usable: %s: %s", pipeline, type(error).__name__, error)
+            return _answer(503, error="webhook not configured")
+        if config is None:
+            return _answer(404, error="no such webhook")
+        body = await _read_body(request, config.max_bytes)
+        if body is None:
+            log.warning("Webhook %s: a body over %d bytes was refused", pipeline, config.max_bytes)
+            return _answer(413, error=f"body larger than {config.max_bytes} bytes")
+        kind = KINDS[config.auth]
+        received = WebhookRequest(
+            headers={name.lower(): value for name, value in request.headers.items()},
+            query=dict(request.query_params),
+            body=body,
+        )
+        try:
+            kind.verify(received, config.secret)
+        except Unauthorized as error:
+            log.warning("Webhook %s: refused a delivery from %s: %s", pipeline, _client(request), error)
+            return _answer(401, error="unauthorized")
+        try:
+            records = kind.parse(received)
+        except BadPayload as error:
+            return _answer(400, error=str(error))
+        stored = await run_in_threadpool(
+            store_of(config.ledger_conn_id).put, pipeline, kind.delivery_key(received), kind.name, records
+        )
+        return _answer(200, status="accepted" if stored else "duplicate", records=len(records))
+
+    return app
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

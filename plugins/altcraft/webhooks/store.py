@@ -1,0 +1,131 @@
+"""The durable store of accepted webhook deliveries: one table in the ledger's database.
+
+A delivery is committed *before* the endpoint answers 2xx, so an acknowledged contact is never lost.
+``(pipeline, delivery_key)`` is unique: a replayed delivery is recognised and stored once. Rows are read
+in ``id`` order after the last id a run committed (the pipeline's webhook source keeps it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+deliveries_table = sa.Table(
+    "altcraft_webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(100), nullable=False),
+    sa.Column("delivery_key", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("record_count", sa.Integer, nullable=False),
+    sa.Column("records", sa.Text, nullable=False),
+    sa.UniqueConstraint("pipeline", "delivery_key", name="uq_altcraft_webhook_delivery"),
+    sa.Index("ix_altcraft_webhook_pipeline_id", "pipeline", "id"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+_D = deliveries_table.c
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What lies past a position: how many deliveries and records, and the newest id (None: nothing)."""
+
+    deliveries: int
+    records: int
+    newest: int | None
+
+
+class WebhookStore:
+    """Accepted deliveries on one SQLAlchemy engine (PostgreSQL, MySQL/MariaDB, SQLite)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._ready = False
+
+    @classmethod
+    def from_conn_id(cls, conn_id: str | None) -> WebhookStore:
+        """The store in the ledger's database: an Airflow connection, or the default SQLite ledger file."""
+        from altcraft.ledger import Ledger
+
+        return cls(Ledger.from_conn_id(conn_id).engine)
+
+    def ensure_schema(self) -> None:
+        if not self._ready:
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+            except sa.exc.DBAPIError:  # created concurrently by another process: check once more
+                metadata.create_all(self.engine, checkfirst=True)
+            self._ready = True
+
+    def put(self, pipeline: str, delivery_key: str, kind: str, records: list[dict[str, Any]]) -> bool:
+        """Commit one delivery; False when ``delivery_key`` was already stored for the pipeline (a replay)."""
+        self.ensure_schema()
+        row = {
+            "pipeline": pipeline,
+            "delivery_key": delivery_key,
+            "kind": kind,
+            "received_at": datetime.now(UTC).replace(tzinfo=None),
+            "record_count": len(records),
+            "records": json.dumps(records, ensure_ascii=False, separators=(",", ":"), default=str),
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(deliveries_table.insert().values(**row))
+        except sa.exc.IntegrityError:
+            with self.engine.connect() as conn:
+                found = conn.scalar(
+                    sa.select(_D.id).where(_D.pipeline == pipeline, _D.delivery_key == delivery_key)
+                )
+            if found is None:
+                raise
+            return False
+        return True
+
+    def probe(self, pipeline: str, after: int | None) -> Probe:
+        """Counts past ``after`` (an id), from the index alone: never the stored records."""
+        self.ensure_schema()
+        query = sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(_D.record_count), 0), sa.func.max(_D.id)
+        )
+        query = query.where(_D.pipeline == pipeline, _D.id > (after or 0))
+        with self.engine.connect() as conn:
+            deliveries, records, newest = conn.execute(query).one()
+        return Probe(int(deliveries), int(records), None if newest is None else int(newest))
+
+    def read(
+        self, pipeline: str, after: int | None, batch: int = 500
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """``(id, records)`` of every delivery past ``after``, in id order, ``batch`` rows per query."""
+        self.ensure_schema()
+        last = after or 0
+        while True:
+            query = (
+                sa.select(_D.id, _D.records)
+                .where(_D.pipeline == pipeline, _D.id > last)
+                .order_by(_D.id)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for row_id, records in rows:
+                yield row_id, json.loads(records)
+                last = row_id
+            if len(rows) < batch:
+                return
+
+    def count(self, pipeline: str) -> int:
+        """Deliveries stored for the pipeline (for tests and the benchmark)."""
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).where(_D.pipeline == pipeline)) or 0)

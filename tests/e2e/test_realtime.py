@@ -1,0 +1,275 @@
+"""End to end, event-driven: a polled PostgreSQL table and a webhook endpoint launch contacts within seconds.
+
+One stack for every check (scheduler, triggerer, DAG processor and API server on a fresh PostgreSQL
+metadata database; the CRM table, the ledger and the webhook store in another database):
+
+* ``rt_poll`` polls ``contacts`` every second and keeps an hourly schedule as a safety net, with a 2 h
+  lookback, so its event runs overlap the scheduled run: rows inserted while it is idle are launched
+  without waiting for the schedule, and rows both kinds of run read are launched once.
+* ``rt_hook`` takes HMAC-signed webhooks: 1,000 sent in a burst (with the triggerer restarted halfway)
+  are launched once each in a few runs; a replayed delivery is stored once; a forged one is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+from demo.airflow_api import wait_for
+from demo.airflow_env import airflow_command
+
+from altcraft.webhooks.kinds import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from altcraft.webhooks.store import WebhookStore
+
+from .conftest import make_dags_folder, start_airflow
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+POLL, HOOK = "rt_poll", "rt_hook"
+SCENARIOS = {POLL: 12, HOOK: 14}
+SECRET = "e2e-webhook-secret"
+BURST = 1000
+MAPPING = {"matching": "email", "key": {"email": "email"}, "fields": {"_fname": "first_name"}}
+COMMON = {"timezone": "UTC", "start_date": "2024-01-01", "retries": 1, "retry_delay": "1s"}
+COMMON |= {"mapping": MAPPING, "ledger_conn_id": "e2e_crm", "max_rejected_ratio": 0.5}
+SPECS: dict[str, dict[str, Any]] = {
+    POLL: {
+        "id": POLL,
+        **COMMON,
+        "schedule": "1h",
+        "lookback": "2h",
+        "source": {
+            "type": "sql_table",
+            "conn_id": "e2e_crm",
+            "table": "rt_contacts",
+            "key_column": "id",
+            "created_at_column": "created_at",
+        },
+        "trigger": {"type": "poll", "interval": "1s"},
+        "scenario": {"id": SCENARIOS[POLL], "db_id": 1},
+    },
+    HOOK: {
+        "id": HOOK,
+        **COMMON,
+        "source": {"type": "webhook", "key_column": "email"},
+        "trigger": {"type": "webhook", "auth": "hmac", "secret_conn_id": "rt_secret", "interval": "1s"},
+        "scenario": {"id": SCENARIOS[HOOK], "db_id": 1},
+        "delivery": {"batch_size": 500},
+    },
+}
+WAIT = 300  # generous: the machine is shared; the bench measures how fast it really is
+
+
+def crm_url(pg_databases: dict[str, str]) -> str:
+    return f"postgresql+psycopg2://{pg_databases['crm']}"
+
+
+def insert(engine: sa.Engine, first: int, count: int, at: datetime) -> list[str]:
+    rows = [
+        {"id": i, "email": f"poll{i}@example.com", "first_name": f"P{i}", "created_at": at}
+        for i in range(first, first + count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO rt_contacts VALUES (:id, :email, :first_name, :created_at)"), rows)
+    return [row["email"] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def crm(pg_databases) -> sa.Engine:
+    engine = sa.create_engine(crm_url(pg_databases))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE rt_contacts (id INTEGER PRIMARY KEY, email TEXT, first_name TEXT, "
+            "created_at TIMESTAMPTZ NOT NULL)"
+        )
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def local_airflow(tmp_path_factory, pg_databases, e2e_emulator, crm):
+    e2e_emulator.seed(
+        scenarios=[{"id": SCENARIOS[HOOK], "name": "Welcome (webhook)", "db_id": 1, "is_active": True}]
+    )
+    home = tmp_path_factory.mktemp("airflow-rt")
+    env = {
+        "AIRFLOW_CONN_ALTCRAFT_DEFAULT": e2e_emulator.connection_json(),
+        "AIRFLOW_CONN_E2E_CRM": f"postgresql://{pg_databases['crm']}",
+        "AIRFLOW_CONN_RT_SECRET": json.dumps({"conn_type": "generic", "password": SECRET}),
+        # a stopped triggerer's watchers move to the new one after this many seconds without a heartbeat
+        "AIRFLOW__SCHEDULER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
+    }
+    metadata = f"postgresql+psycopg2://{pg_databases['metadata']}"
+    dags = make_dags_folder(home / "dags", SPECS)
+    with start_airflow(home, dags, metadata, env, list(SPECS), start_timeout=420) as airflow:
+        yield airflow
+
+
+def launched(emulator, dag_id: str) -> list[str]:
+    return [entry["key"] for entry in emulator.journal(SCENARIOS[dag_id])]
+
+
+def wait_launched(airflow, emulator, dag_id: str, count: int, timeout: float = WAIT) -> list[str]:
+    def enough() -> list[str] | None:
+        keys = launched(emulator, dag_id)
+        return keys if len(keys) >= count else None
+
+    return wait_for(f"{count} launches of {dag_id}", enough, timeout, check=airflow.stack.check_alive)
+
+
+def hook_url(airflow) -> str:
+    return f"{airflow.api_url}/altcraft/webhooks/{HOOK}"
+
+
+def post(url: str, body: bytes, secret: str = SECRET) -> int:
+    stamp = str(int(time.time()))
+    headers = {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature(secret, stamp, body)}
+    headers["Content-Type"] = "application/json"
+    for attempt in range(3):
+        try:
+            return requests.post(url, data=body, headers=headers, timeout=60).status_code
+        except requests.ConnectionError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
+def contact(index: int) -> bytes:
+    return json.dumps({"email": f"hook{index}@example.com", "first_name": f"H{index}"}).encode()
+
+
+# ------------------------------------------------------------------------------------------- poll
+
+
+def watermark(pg_databases: dict[str, str], dag_id: str) -> str | None:
+    """The pipeline's event watermark in Airflow's asset state store (metadata database)."""
+    engine = sa.create_engine(f"postgresql+psycopg2://{pg_databases['metadata']}")
+    try:
+        with engine.connect() as conn:
+            return conn.scalar(
+                sa.text(
+                    "SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
+                    "WHERE a.uri = :uri AND s.key = 'window:watermark'"
+                ),
+                {"uri": f"altcraft-pipeline://{dag_id}/events"},
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def polled(local_airflow, e2e_emulator, crm, pg_databases) -> dict[str, Any]:
+    """Rows of the first scheduled interval, then rows inserted while the pipeline is idle."""
+    dag = local_airflow.api.dag(POLL)
+    start, end = (
+        datetime.fromisoformat(dag[f"next_dagrun_data_interval_{side}"].replace("Z", "+00:00"))
+        for side in ("start", "end")
+    )
+    old = insert(crm, 1, 3, start + (end - start) / 2)
+    local_airflow.api.unpause(POLL)
+    wait_launched(local_airflow, e2e_emulator, POLL, len(old))  # the scheduled run of that interval
+    wait_for(
+        "the watcher's first poll",
+        lambda: watermark(pg_databases, POLL),
+        60,
+        check=local_airflow.stack.check_alive,
+    )
+    time.sleep(2)  # idle
+    inserted_at = time.monotonic()
+    new = insert(crm, 100, 5, datetime.now(UTC))
+    keys = wait_launched(local_airflow, e2e_emulator, POLL, len(old) + len(new))
+    return {"old": old, "new": new, "latency": time.monotonic() - inserted_at, "keys": keys}
+
+
+def launch_runs(pg_databases: dict[str, str], dag_id: str) -> list[tuple[str, str]]:
+    """``(source key, run id)`` of every launch the ledger recorded for the pipeline."""
+    engine = sa.create_engine(crm_url(pg_databases))
+    try:
+        with engine.connect() as conn:
+            query = "SELECT source_key, run_id FROM altcraft_outcomes WHERE dag_id = :d AND outcome = :o"
+            return [tuple(row) for row in conn.execute(sa.text(query), {"d": dag_id, "o": "launched"})]
+    finally:
+        engine.dispose()
+
+
+def test_rows_inserted_while_idle_are_launched_once_without_waiting_for_the_schedule(
+    polled, local_airflow, e2e_emulator, pg_databases
+):
+    # launched by event runs: the next scheduled run is up to an hour away (the bench measures how fast)
+    runs_of = dict(launch_runs(pg_databases, POLL))
+    assert {runs_of[str(i)].split("__")[0] for i in range(100, 105)} == {"asset_triggered"}, runs_of
+    assert {runs_of[str(i)].split("__")[0] for i in range(1, 4)} == {"scheduled"}, runs_of
+    time.sleep(4)  # a few more polls: nothing fires again, nobody is launched twice
+    keys = launched(e2e_emulator, POLL)
+    assert sorted(keys) == sorted(polled["old"] + polled["new"])
+    runs = local_airflow.api.runs(POLL)
+    kinds = Counter(run["run_type"] for run in runs)
+    assert kinds["asset_triggered"] >= 1 and kinds["scheduled"] >= 1, kinds
+    # the event run read the scheduled run's rows too (2 h lookback): the ledger skipped them
+    assert all(run["state"] == "success" for run in runs if run["state"] in ("success", "failed")), runs
+
+
+# ---------------------------------------------------------------------------------------- webhook
+
+
+@pytest.fixture(scope="module")
+def burst(local_airflow, e2e_emulator, polled) -> dict[str, Any]:
+    """1,000 webhooks from 16 senders; the triggerer is restarted after the first half."""
+    local_airflow.api.unpause(HOOK)
+    url = hook_url(local_airflow)
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        first = list(pool.map(lambda i: post(url, contact(i)), range(BURST // 2)))
+        stack = local_airflow.stack
+        os.killpg(stack.processes["triggerer"].popen.pid, signal.SIGTERM)
+        stack.processes["triggerer"].popen.wait(60)
+        second = list(pool.map(lambda i: post(url, contact(i)), range(BURST // 2, BURST)))
+        stack.start("triggerer", airflow_command("triggerer"))
+    sent = time.monotonic() - started
+    keys = wait_launched(local_airflow, e2e_emulator, HOOK, BURST, timeout=WAIT)
+    return {"codes": Counter(first + second), "sent_seconds": sent, "keys": keys}
+
+
+def test_a_burst_of_1000_webhooks_launches_each_once_in_few_runs(burst, local_airflow, e2e_emulator):
+    assert burst["codes"] == {200: BURST}
+    time.sleep(3)
+    keys = launched(e2e_emulator, HOOK)
+    assert len(keys) == BURST and len(set(keys)) == BURST
+    assert set(keys) == {f"hook{i}@example.com" for i in range(BURST)}
+    runs = local_airflow.api.runs(HOOK)
+    assert 1 <= len(runs) <= 25, len(runs)  # coalesced: not one run per webhook
+    assert all(run["run_type"] == "asset_triggered" for run in runs)
+
+
+def test_a_replayed_webhook_is_accepted_once_and_a_forged_one_is_stored_nowhere(
+    burst, local_airflow, e2e_emulator, pg_databases
+):
+    store = WebhookStore(sa.create_engine(crm_url(pg_databases)))
+    stored = store.count(HOOK)
+    assert stored == BURST
+    url = hook_url(local_airflow)
+    replay = requests.post(url, data=contact(7), headers=_signed(contact(7)), timeout=30)
+    assert replay.status_code == 200 and replay.json()["status"] == "duplicate"
+    forged = contact(BURST + 1)
+    assert post(url, forged, secret="not the secret") == 401
+    unsigned = requests.post(url, data=forged, headers={"Content-Type": "application/json"}, timeout=30)
+    assert unsigned.status_code == 401
+    assert store.count(HOOK) == stored
+    time.sleep(4)
+    keys = launched(e2e_emulator, HOOK)
+    assert len(keys) == BURST and f"hook{BURST + 1}@example.com" not in keys
+
+
+def _signed(body: bytes) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature(SECRET, stamp, body)}

@@ -1,0 +1,168 @@
+"""NewRowsTrigger without a triggerer: real tables and the webhook store, state in a store like Airflow's.
+
+The triggerer injects ``asset_state_store`` (async accessors over the metadata database); the test gives
+an in-memory one with the same JSON-only contract, and runs the trigger's own ``run()`` generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY, advanced_watermark
+from altcraft.sources.base import MemoryStateStore
+from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
+from altcraft.triggers.new_rows import NewRowsTrigger
+from altcraft.webhooks.store import WebhookStore
+
+DATABASES = {
+    "sqlite": None,
+    "postgresql": (
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+    ),
+    "mysql": ("mysql://root@127.0.0.1:3306/test", "mysql+mysqldb://root@127.0.0.1:3306/test"),
+}
+
+
+class AsyncStore(MemoryStateStore):
+    """`MemoryStateStore` with the triggerer's async accessors."""
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return self.get(key, default)
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+
+@pytest.fixture(params=list(DATABASES))
+def crm(request, tmp_path, monkeypatch):
+    """A contacts table on each database, known to Airflow as connection ``trigger_crm``."""
+    if request.param == "sqlite":
+        uri = sa_uri = f"sqlite:///{tmp_path / 'crm.db'}"
+    else:
+        uri, sa_uri = DATABASES[request.param]
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", uri)
+    engine = sa.create_engine(sa_uri)
+    table = f"trig_{hashlib.sha1(request.node.name.encode()).hexdigest()[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, email VARCHAR(100), created_at TIMESTAMP)"
+        )
+    yield engine, table
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    engine.dispose()
+
+
+def insert(engine: sa.Engine, table: str, first: int, count: int, at: datetime) -> None:
+    rows = [
+        {"id": i, "email": f"c{i}@example.com", "created_at": at.replace(tzinfo=None)}
+        for i in range(first, first + count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"INSERT INTO {table} (id, email, created_at) VALUES (:id, :email, :created_at)"), rows
+        )
+
+
+def table_trigger(table: str) -> NewRowsTrigger:
+    source = {
+        "type": "sql_table",
+        "conn_id": "trigger_crm",
+        "table": table,
+        "key_column": "id",
+        "created_at_column": "created_at",
+    }
+    return NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)
+
+
+async def events_of(trigger: NewRowsTrigger, store: AsyncStore, polls: int) -> list[dict[str, Any]]:
+    """Run the trigger's ``run()`` for ``polls`` probes (plus one) and collect what it fired."""
+    trigger.asset_state_store = store
+    fired: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in trigger.run():
+            fired.append(event.payload)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(polls * 0.05 + 0.3)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return fired
+
+
+def test_fires_once_per_change_and_a_restarted_trigger_does_not_refire(crm):
+    engine, table = crm
+    store = AsyncStore()
+    now = datetime.now(UTC)
+    store.set(WATERMARK_KEY, (now - timedelta(minutes=5)).isoformat())
+    insert(engine, table, 1, 3, now - timedelta(hours=1))  # before the watermark: not new
+    assert asyncio.run(events_of(table_trigger(table), store, polls=3)) == []
+
+    insert(engine, table, 10, 4, now)
+    fired = asyncio.run(events_of(table_trigger(table), store, polls=5))
+    assert len(fired) == 1, fired
+    assert fired[0]["fingerprint"]["count"] == 4 and fired[0]["pipeline"] == "p"
+    assert store.get(SEEN_KEY) == fired[0]["fingerprint"]
+    # a new trigger instance (a restarted triggerer) reads what was fired from the store
+    assert asyncio.run(events_of(table_trigger(table), store, polls=3)) == []
+
+    insert(engine, table, 20, 1, now)  # more rows while the run has not moved the watermark
+    assert [
+        e["fingerprint"]["count"] for e in asyncio.run(events_of(table_trigger(table), store, polls=3))
+    ] == [5]
+
+    # the run handled [watermark, now): the watermark moves past the rows, nothing is new any more
+    store.set(
+        WATERMARK_KEY,
+        advanced_watermark(store.get(WATERMARK_KEY), now - timedelta(minutes=5), now + timedelta(seconds=1)),
+    )
+    assert asyncio.run(events_of(table_trigger(table), store, polls=3)) == []
+
+
+def test_first_start_sets_the_watermark_and_ignores_older_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", f"sqlite:///{tmp_path / 'crm.db'}")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, created_at TIMESTAMP)"
+        )
+    insert(engine, "contacts", 1, 2, datetime.now(UTC) - timedelta(minutes=1))
+    store = AsyncStore()
+    assert asyncio.run(events_of(table_trigger("contacts"), store, polls=2)) == []
+    assert datetime.fromisoformat(store.get(WATERMARK_KEY)) > datetime.now(UTC) - timedelta(minutes=1)
+
+
+def test_a_failing_probe_is_logged_and_polling_goes_on(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", f"sqlite:///{tmp_path / 'crm.db'}")  # no such table
+    store = AsyncStore()
+    store.set(WATERMARK_KEY, datetime.now(UTC).isoformat())
+    assert asyncio.run(events_of(table_trigger("missing"), store, polls=3)) == []
+    out, err = capfd.readouterr()
+    assert (out + err).count("Probe of p failed") >= 2  # logged at every failed poll, and polling went on
+
+
+def test_webhook_deliveries_past_the_run_position(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_HOOK_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    webhooks = WebhookStore.from_conn_id("hook_ledger")
+    source = {"type": "webhook", "key_column": "email", "endpoint": "p", "ledger_conn_id": "hook_ledger"}
+    trigger = lambda: NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)  # ruff: ignore[lambda-assignment]
+    store = AsyncStore()
+    assert asyncio.run(events_of(trigger(), store, polls=2)) == []
+    for index in range(3):
+        webhooks.put(
+            "p", f"k{index}", "hmac", [{"email": f"c{index}@example.com"}, {"email": f"d{index}@example.com"}]
+        )
+    webhooks.put("other", "k0", "hmac", [{"email": "x@example.com"}])
+    fired = asyncio.run(events_of(trigger(), store, polls=3))
+    assert [e["fingerprint"]["count"] for e in fired] == [6]
+    store.set(WEBHOOK_KEY, int(fired[0]["fingerprint"]["newest"]))  # a run handled them
+    assert asyncio.run(events_of(trigger(), store, polls=2)) == []

@@ -1,0 +1,168 @@
+"""``trigger:`` in a pipeline spec: validation, the DAG's schedule and event asset, the event-run window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from airflow.sdk import Asset, AssetOrTimeSchedule
+from pydantic import ValidationError
+
+from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
+from altcraft.pipelines.factory import SpecSource, build_dag, run_window
+from altcraft.pipelines.spec import PipelineSpec
+from altcraft.sources.base import MemoryStateStore, Window
+from altcraft.triggers.new_rows import NewRowsTrigger
+
+TABLE = {"type": "sql_table", "conn_id": "crm", "table": "contacts", "key_column": "id"}
+POLL = {"type": "poll", "interval": "2s"}
+HOOK = {"type": "webhook", "secret_conn_id": "hook_secret"}
+
+
+def spec(**fields: Any) -> dict[str, Any]:
+    base = {
+        "id": "rt",
+        "timezone": "UTC",
+        "start_date": "2025-01-01",
+        "source": {**TABLE, "created_at_column": "created_at"},
+        "mapping": {"matching": "email", "key": {"email": "email"}},
+        "scenario": {"id": 12},
+    }
+    return {**base, **fields}
+
+
+def errors(data: dict[str, Any]) -> str:
+    with pytest.raises(ValidationError) as caught:
+        PipelineSpec.model_validate(data)
+    return str(caught.value)
+
+
+def test_a_trigger_may_replace_the_schedule_but_one_of_them_is_needed():
+    assert PipelineSpec.model_validate(spec(trigger=POLL)).schedule is None
+    assert PipelineSpec.model_validate(spec(trigger=POLL, schedule="1h")).schedule == "1h"
+    assert "give a schedule, a trigger, or both" in errors(spec())
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"source": {**TABLE, "watermark_column": "id"}}, "poll needs a source that reads by creation time"),
+        ({"source": {"type": "python", "callable": "m:f", "key_column": "id"}}, "poll needs a source"),
+        ({"partitions": 2}, "partitions must be 1"),
+        ({"trigger": HOOK}, "a webhook trigger needs `source: {type: webhook"),
+        ({"trigger": {**POLL, "interval": "soon"}}, "expected a duration"),
+        ({"trigger": {"type": "queue"}}, "trigger"),
+        (
+            {"trigger": {**HOOK, "auth": "plain"}, "source": {"type": "webhook", "key_column": "e"}},
+            "unknown webhook auth",
+        ),
+        (
+            {"trigger": None, "schedule": "1h", "source": {"type": "webhook", "key_column": "e"}},
+            "needs `trigger",
+        ),
+    ],
+)
+def test_trigger_mistakes_name_the_field(fields: dict[str, Any], message: str):
+    assert message in errors(spec(**{"trigger": POLL, **fields}))
+
+
+def test_a_webhook_source_reads_the_pipeline_endpoint_in_the_ledger_database():
+    parsed = PipelineSpec.model_validate(
+        spec(trigger=HOOK, source={"type": "webhook", "key_column": "email"}, ledger_conn_id="ledger")
+    )
+    assert (parsed.source.endpoint, parsed.source.ledger_conn_id) == ("rt", "ledger")
+    assert "leave it out" in errors(
+        spec(trigger=HOOK, source={"type": "webhook", "key_column": "email", "ledger_conn_id": "other"})
+    )
+
+
+def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():
+    only_events = build_dag(PipelineSpec.model_validate(spec(trigger=POLL)))
+    both = build_dag(PipelineSpec.model_validate(spec(trigger=POLL, schedule="1h", lookback="10m")))
+    hook = build_dag(
+        PipelineSpec.model_validate(
+            spec(trigger=HOOK, source={"type": "webhook", "key_column": "email"}, ledger_conn_id="ledger")
+        )
+    )
+    for dag in (only_events, both, hook):
+        dag.validate()
+    assert isinstance(both.timetable, AssetOrTimeSchedule)
+    asset = only_events.timetable.asset_condition
+    assert isinstance(asset, Asset) and asset.uri == "altcraft-pipeline://rt/events"
+    (watcher,) = asset.watchers
+    assert isinstance(watcher.trigger, NewRowsTrigger) and watcher.trigger.poll_interval == 2.0
+    launch = only_events.get_task("import_and_launch")
+    assert [a.uri for a in launch.partial_kwargs["inlets"]] == [asset.uri]  # state read through an inlet:
+    assert asset.uri not in [a.uri for a in launch.partial_kwargs["outlets"]]  # an outlet would self-trigger
+    hook_asset = hook.timetable.asset_condition
+    assert hook_asset.extra == {
+        "webhook": {
+            "auth": "hmac",
+            "secret_conn_id": "hook_secret",
+            "ledger_conn_id": "ledger",
+            "max_bytes": 1048576,
+        }
+    }
+    for task_asset in hook.get_task("plan").inlets:  # Airflow keeps one definition per asset: the last one
+        assert task_asset.extra == hook_asset.extra
+        assert [(w.name, w.trigger.serialize()) for w in task_asset.watchers] == [
+            (w.name, w.trigger.serialize()) for w in hook_asset.watchers
+        ]
+
+
+def test_a_run_without_a_data_interval_reads_from_the_watermark_to_now():
+    events = Asset(name="e", uri="altcraft-pipeline://rt/events")
+    store = MemoryStateStore()
+    dag = build_dag(PipelineSpec.model_validate(spec(trigger=POLL)))
+    context = {
+        "data_interval_start": None,
+        "data_interval_end": None,
+        "dag": dag,
+        "asset_state_store": {events: store},
+    }
+    start, end = run_window(context, events)
+    assert start == datetime(2025, 1, 1, tzinfo=UTC) and end > datetime.now(UTC) - timedelta(seconds=5)
+    store.set(WATERMARK_KEY, "2026-01-01T00:00:00+00:00")
+    assert run_window(context, events)[0] == datetime(2026, 1, 1, tzinfo=UTC)
+    scheduled = {
+        **context,
+        "data_interval_start": datetime(2024, 5, 1, tzinfo=UTC),
+        "data_interval_end": datetime(2024, 5, 2, tzinfo=UTC),
+    }
+    assert run_window(scheduled, events) == (
+        datetime(2024, 5, 1, tzinfo=UTC),
+        datetime(2024, 5, 2, tzinfo=UTC),
+    )
+
+
+def test_the_watermark_moves_only_over_a_window_that_covers_it():
+    t = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    mark = t.isoformat()
+    assert advanced_watermark(None, t, t + timedelta(minutes=1)) == (t + timedelta(minutes=1)).isoformat()
+    assert (
+        advanced_watermark(mark, t - timedelta(hours=2), t + timedelta(seconds=5))
+        == (t + timedelta(seconds=5)).isoformat()
+    )
+    assert advanced_watermark(mark, t - timedelta(days=1), t) is None  # a past scheduled window
+    assert advanced_watermark(mark, t + timedelta(minutes=1), t + timedelta(minutes=2)) is None  # a gap
+
+
+def test_a_triggered_source_commits_the_window_watermark_after_the_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CRM", f"sqlite:///{tmp_path / 'crm.db'}")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, created_at TEXT)")
+        conn.exec_driver_sql("INSERT INTO contacts VALUES (1, 'a@example.com', '2026-01-01 12:00:01')")
+    parsed = PipelineSpec.model_validate(spec(trigger=POLL))
+    source = SpecSource(parsed.source, track_windows=True)
+    assert source.state is None  # the operator gives it the event asset's store
+    store = MemoryStateStore()
+    source.state = store
+    store.set(WATERMARK_KEY, "2026-01-01T12:00:00+00:00")
+    window = Window(datetime(2026, 1, 1, 12, tzinfo=UTC), datetime(2026, 1, 1, 12, 5, tzinfo=UTC))
+    assert [r["id"] for batch in source.batches(window, 10) for r in batch] == [1]
+    source.commit()
+    assert store.get(WATERMARK_KEY) == "2026-01-01T12:05:00+00:00"

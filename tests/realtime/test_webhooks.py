@@ -1,0 +1,153 @@
+"""The webhook endpoint without Airflow: verification per kind, size limit, replay, storage first.
+
+The app runs in-process (FastAPI's TestClient) on a real SQLite store; only the settings lookup, which
+reads Airflow's metadata database in the API server, is given by the test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from altcraft.webhooks.app import WebhookConfig, create_app
+from altcraft.webhooks.kinds import (
+    KINDS,
+    SECRET_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Unauthorized,
+    WebhookRequest,
+    signature,
+)
+from altcraft.webhooks.store import WebhookStore
+
+SECRET = "s3cret-for-tests"
+CONTACT = {"email": "ann@example.com", "first_name": "Ann"}
+
+
+def request(body: bytes, **headers: str) -> WebhookRequest:
+    return WebhookRequest(
+        headers={k.lower().replace("_", "-"): v for k, v in headers.items()}, query={}, body=body
+    )
+
+
+def signed(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
+    stamp = str(int(time.time()) if at is None else at)
+    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature(secret, stamp, body)}
+
+
+# ------------------------------------------------------------------------------------ verification
+
+
+def test_hmac_accepts_a_fresh_signature_and_refuses_every_alteration():
+    kind, body = KINDS["hmac"], json.dumps(CONTACT).encode()
+    good = signed(body)
+    kind.verify(WebhookRequest(good, {}, body), SECRET)
+    refused = [
+        WebhookRequest(good, {}, body + b" "),  # body changed
+        WebhookRequest(signed(body, "other secret"), {}, body),  # wrong secret
+        WebhookRequest({TIMESTAMP_HEADER: good[TIMESTAMP_HEADER]}, {}, body),  # no signature
+        WebhookRequest(
+            {**good, TIMESTAMP_HEADER: str(int(good[TIMESTAMP_HEADER]) + 1)}, {}, body
+        ),  # ts moved
+        WebhookRequest(signed(body, at=int(time.time()) - 301), {}, body),  # too old to replay
+        WebhookRequest({SIGNATURE_HEADER: signature(SECRET, "x", body), TIMESTAMP_HEADER: "x"}, {}, body),
+    ]
+    for case in refused:
+        with pytest.raises(Unauthorized):
+            kind.verify(case, SECRET)
+
+
+def test_shared_secret_compares_the_header():
+    kind = KINDS["secret"]
+    kind.verify(WebhookRequest({SECRET_HEADER: SECRET}, {}, b"{}"), SECRET)
+    for headers in ({}, {SECRET_HEADER: SECRET + "x"}, {SECRET_HEADER: ""}):
+        with pytest.raises(Unauthorized):
+            kind.verify(WebhookRequest(headers, {}, b"{}"), SECRET)
+
+
+def test_delivery_key_is_the_idempotency_key_else_the_body():
+    kind = KINDS["hmac"]
+    assert kind.delivery_key(WebhookRequest({}, {}, b"a")) == kind.delivery_key(WebhookRequest({}, {}, b"a"))
+    assert kind.delivery_key(WebhookRequest({}, {}, b"a")) != kind.delivery_key(WebhookRequest({}, {}, b"b"))
+    keyed = [WebhookRequest({"idempotency-key": "42"}, {}, body) for body in (b"a", b"b")]
+    assert kind.delivery_key(keyed[0]) == kind.delivery_key(keyed[1])
+
+
+# -------------------------------------------------------------------------------------- endpoint
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> WebhookStore:
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    store = WebhookStore.from_conn_id("webhook_ledger")
+    store.ensure_schema()
+    return store
+
+
+@pytest.fixture
+def client(store) -> TestClient:
+    configs = {
+        name: WebhookConfig(name, auth, SECRET, "webhook_ledger", 2048)
+        for name, auth in (("signed", "hmac"), ("shared", "secret"))
+    }
+    return TestClient(create_app(configs.get))
+
+
+def test_a_signed_delivery_is_stored_before_200_and_a_replay_is_stored_once(client, store):
+    body = json.dumps([CONTACT, {**CONTACT, "email": "bob@example.com"}]).encode()
+    first = client.post("/signed", content=body, headers=signed(body))
+    assert first.status_code == 200, first.text
+    assert first.json() == {"status": "accepted", "records": 2}
+    assert store.count("signed") == 1
+    assert next(records for _, records in store.read("signed", None))[1]["email"] == "bob@example.com"
+    replay = client.post("/signed", content=body, headers=signed(body))
+    assert replay.json()["status"] == "duplicate"
+    assert store.count("signed") == 1
+    assert store.probe("signed", None).records == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {SIGNATURE_HEADER: "sha256=" + "0" * 64, TIMESTAMP_HEADER: str(int(time.time()))}, "wrong-secret"],
+)
+def test_forged_or_unsigned_deliveries_get_401_and_nothing_is_stored(client, store, headers):
+    body = json.dumps(CONTACT).encode()
+    headers = signed(body, "wrong") if headers == "wrong-secret" else headers
+    answer = client.post("/signed", content=body, headers=headers)
+    assert answer.status_code == 401
+    assert SECRET not in answer.text and "ann@" not in answer.text
+    assert store.count("signed") == 0
+
+
+def test_shared_secret_endpoint(client, store):
+    assert client.post("/shared", json=CONTACT, headers={SECRET_HEADER: SECRET}).status_code == 200
+    assert client.post("/shared", json=CONTACT, headers={SECRET_HEADER: "nope"}).status_code == 401
+    assert store.count("shared") == 1
+
+
+def test_size_limit_unknown_pipeline_and_bad_payloads_store_nothing(client, store):
+    big = json.dumps({"email": "x@example.com", "pad": "x" * 4096}).encode()
+    assert client.post("/signed", content=big, headers=signed(big)).status_code == 413
+    assert client.post("/nobody", json=CONTACT).status_code == 404
+    assert client.post("/bad-name!", json=CONTACT).status_code == 404
+    for body in (b"not json", b"[]", b"[1, 2]", b'"text"'):
+        assert client.post("/signed", content=body, headers=signed(body)).status_code == 400
+    assert store.count("signed") == 0
+
+
+def test_store_reads_in_id_order_past_a_position(store):
+    for index in range(5):
+        key = hashlib.sha256(str(index).encode()).hexdigest()
+        assert store.put("p", key, "hmac", [{"email": f"c{index}@example.com"}])
+    ids = [delivery_id for delivery_id, _ in store.read("p", None, batch=2)]
+    assert ids == sorted(ids) and len(ids) == 5
+    assert [d for d, _ in store.read("p", ids[2])] == ids[3:]
+    assert store.probe("p", ids[-1]).newest is None
+    with store.engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM altcraft_webhook_deliveries")) == 5
