@@ -5,14 +5,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint demo bench emulator clean system-deps
+.PHONY: help install test lint demo celery-demo bench bench-celery emulator clean system-deps
 
 help:
 	@echo "make test      create .venv if missing, install, run the test suite"
 	@echo "make lint      ruff (including the Airflow AIR rules)"
 	@echo "make emulator  run the Altcraft API emulator on 127.0.0.1:8765"
 	@echo "make bench     run the benchmarks, write docs/benchmarks.md (BENCH_N, BENCH_MILLION=1)"
+	@echo "make bench-celery  only its section 5: throughput with 1 and 2 Celery workers (BENCH_CELERY_N)"
 	@echo "make demo      Airflow + emulator + a SQLite CRM; backfills the demo pipeline (docs/demo.md)"
+	@echo "make celery-demo  CeleryExecutor, 2 workers, Redis, PostgreSQL: 7-day backfill of 100k contacts"
 	@echo "make clean     remove .venv and local Airflow state"
 
 # mysqlclient (a dependency of the MySQL provider) compiles against the MariaDB client headers.
@@ -46,9 +48,18 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m demo.run
 
+# Fresh PostgreSQL databases and Redis queue, removed afterwards; see docs/scaling.md (CELERY_DEMO_N=100000).
+celery-demo: $(STAMP)
+	$(BIN)/python -m demo.celery_demo
+
 # Throughput, memory, rate limiting, parse and import time; see bench/run.py for the BENCH_* variables.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.celery
+
+# Only section 5 of docs/benchmarks.md: 1 vs 2 Celery workers (BENCH_CELERY_N=100000).
+bench-celery: $(STAMP)
+	$(BIN)/python -m bench.celery
 
 emulator: $(STAMP)
 	$(BIN)/python -m altcraft.emulator --host 127.0.0.1 --port 8765
