@@ -233,9 +233,19 @@ class Stack:
             self.start(name, airflow_command(*COMPONENTS[name]))
 
     def kill(self, name: str) -> None:
-        """SIGKILL the process group of ``name`` (and whatever it forked) and forget it."""
+        """SIGKILL ``name`` and everything it forked, as if its host died, and forget it.
+
+        Its whole tree: Airflow's task supervisor puts each task runner in a process group of its own.
+        """
+        import psutil
+
         process = self.processes.pop(name)
-        _signal_group(process.popen, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree = psutil.Process(process.popen.pid).children(recursive=True)
+            _signal_group(process.popen, signal.SIGKILL)
+            for child in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
         process.popen.wait()
         process.log.close()
 

@@ -131,6 +131,16 @@ def redis_broker(base: str | None = None, db: int = REDIS_DB) -> str:
     return f"{base}/{db}"
 
 
+def check_broker(url: str) -> None:
+    """RuntimeError naming the broker when it does not answer (workers would wait for it forever)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+    except redis.RedisError as error:
+        raise RuntimeError(f"the Celery broker {url} does not answer ({error}); set REDIS_URL") from error
+
+
 @dataclass
 class CeleryDeployment:
     """Airflow on CeleryExecutor: home, DAG folder of pipeline specs, fresh databases, broker, emulator.
@@ -173,7 +183,10 @@ class CeleryDeployment:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.airflow.stack.stop()
+        stack = self.airflow.stack
+        for name in [name for name in stack.processes if name in WORKERS]:
+            stack.kill(name)  # with the task runners, which live in process groups of their own
+        stack.stop()
 
     def start(
         self,
@@ -183,6 +196,7 @@ class CeleryDeployment:
         pool_slots: int = POOL_SLOTS,
     ) -> None:
         """Migrate, start scheduler, DAG processor, API server and the workers; pool; wait for the DAGs."""
+        check_broker(self.broker_url)
         self.airflow.migrate()
         self.airflow.start("scheduler", "dag-processor", "api-server")
         self.set_pool(PLATFORM_POOL, pool_slots)
