@@ -349,11 +349,12 @@ class LocalAirflow:
         wait_for("the Airflow API server", self.api.healthy, timeout, check=self.stack.check_alive)
 
     def start_celery_worker(self, name: str, *, queue: str, concurrency: int | None = None) -> None:
-        """A Celery worker named ``name`` (``--celery-hostname``; also its task instances' hostname).
+        """A Celery worker ``name``: its task instances' hostname, and node ``name@queue`` in Celery.
 
-        Each worker serves its task logs on a port of its own, as it would on a host of its own.
+        Each worker serves its task logs on a port of its own, as it would on a host of its own; the
+        Celery node name includes the queue, so deployments sharing a broker never clash.
         """
-        args = [*CELERY_WORKER, "--celery-hostname", name, "--queues", queue]
+        args = [*CELERY_WORKER, "--celery-hostname", f"{name}@{queue}", "--queues", queue]
         args += ["--concurrency", str(concurrency)] if concurrency else []
         env = {
             "ALTCRAFT_HOSTNAME": name,
