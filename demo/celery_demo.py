@@ -170,11 +170,14 @@ class CeleryDeployment:
             api_port=free_port(),
             extra_env=self.settings(self.broker_url),
         )
+        self.airflow.api.timeout = 120
 
     def settings(self, broker_url: str) -> dict[str, str]:
         result_backend = f"db+postgresql+psycopg2://{self.databases['metadata']}"
         return {
             **celery_settings(broker_url, result_backend, self.queue),
+            # Every component shares this machine's cores: give a busy API server time to answer tasks.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             "AIRFLOW_CONN_ALTCRAFT_DEFAULT": self.emulator.connection_json(),
             f"AIRFLOW_CONN_{CRM_CONN.upper()}": f"postgresql://{self.databases['crm']}",
         }

@@ -6,7 +6,7 @@ scheduler, DAG processor and API server, and two workers as separate processes. 
 worker SIGKILLed while a batch is in flight, and the broker restarted mid-run (a redis-server of this
 test's own: the machine's Redis is shared).
 
-``CELERY_E2E_N`` contacts (default 14,000: the whole module stays within about 4 minutes on 2 cores);
+``CELERY_E2E_N`` contacts (default 10,000: per-task overhead, not contacts, dominates here);
 `make celery-demo` runs the same backfill over the issue's 100,000 contacts (docs/scaling.md).
 """
 
@@ -44,18 +44,18 @@ from demo.seed_crm import Contact
 
 from altcraft.testing import EmulatorClient, emulator_process
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
-N = int(os.environ.get("CELERY_E2E_N", "14000"))
+N = int(os.environ.get("CELERY_E2E_N", "10000"))
 MAIN, CRASH, RESTART = "celery_backfill", "celery_crash", "celery_broker_restart"
 SCENARIOS = {MAIN: 51, CRASH: 52, RESTART: 53}
 DATES = backfill_dates()
 CRASH_DAY = DATES[2]
 CRASH_BATCH = 100
-RESTART_DATES = DATES[4:]
+RESTART_DATES = DATES[5:]
 #: Two pool slots for four worker slots (2 workers x concurrency 2): the pool, not the workers, is the cap.
 POOL_SLOTS = 2
-WAIT = 300
+WAIT = 600  # seconds for a round of runs, on a machine that other work may keep busy
 
 
 def _single_interval(day: datetime) -> dict[str, Any]:
