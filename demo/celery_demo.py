@@ -141,6 +141,23 @@ def check_broker(url: str) -> None:
         raise RuntimeError(f"the Celery broker {url} does not answer ({error}); set REDIS_URL") from error
 
 
+def forget_queue(brokers: Sequence[str], queue: str) -> None:
+    """Remove a finished deployment's queue from shared brokers: its list, binding and unacked messages.
+
+    A SIGKILLed worker leaves its message unacknowledged; Celery would requeue it a day later.
+    """
+    import redis
+
+    for url in brokers:
+        with contextlib.suppress(redis.RedisError):
+            client = redis.Redis.from_url(url, socket_connect_timeout=2)
+            client.delete(queue, f"_kombu.binding.{queue}")
+            for tag, payload in client.hscan_iter("unacked"):
+                if queue.encode() in payload:
+                    client.hdel("unacked", tag)
+                    client.zrem("unacked_index", tag)
+
+
 @dataclass
 class CeleryDeployment:
     """Airflow on CeleryExecutor: home, DAG folder of pipeline specs, fresh databases, broker, emulator.
@@ -156,6 +173,7 @@ class CeleryDeployment:
     broker_url: str = field(default_factory=redis_broker)
     queue: str = field(default_factory=lambda: f"altcraft-{uuid.uuid4().hex[:10]}")
     airflow: LocalAirflow = field(init=False)
+    used_brokers: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         dags = self.home / "dags"
@@ -171,6 +189,7 @@ class CeleryDeployment:
             extra_env=self.settings(self.broker_url),
         )
         self.airflow.api.timeout = 120
+        self.used_brokers = [self.broker_url]
 
     def settings(self, broker_url: str) -> dict[str, str]:
         result_backend = f"db+postgresql+psycopg2://{self.databases['metadata']}"
@@ -190,6 +209,7 @@ class CeleryDeployment:
         for name in [name for name in stack.processes if name in WORKERS]:
             stack.kill(name)  # with the task runners, which live in process groups of their own
         stack.stop()
+        forget_queue(self.used_brokers, self.queue)
 
     def start(
         self,
@@ -221,6 +241,7 @@ class CeleryDeployment:
         for name in ("scheduler", *[w for w in workers if w in stack.processes]):
             stack.terminate(name)
         self.broker_url = broker_url
+        self.used_brokers.append(broker_url)
         self.airflow.env.update(self.settings(broker_url))
         stack.env = self.airflow.env
         stack.start_airflow("scheduler")
