@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 DEMO_HOME ?= .airflow
 
-.PHONY: help install test lint demo demo-shell bench bench-latency emulator clean system-deps
+.PHONY: help install test lint demo demo-shell celery-demo bench bench-latency bench-celery emulator clean system-deps
 
 help:
 	@echo "make test      create .venv if missing, install, run the test suite"
@@ -15,8 +15,10 @@ help:
 	@echo "make emulator  run the Altcraft API emulator on 127.0.0.1:8765"
 	@echo "make bench     run the benchmarks, write docs/benchmarks.md (BENCH_N, BENCH_MILLION=1) and docs/benchmarks-ui.md"
 	@echo "make bench-latency  only the latency of event-driven pipelines (a real Airflow, ~5 min)"
+	@echo "make bench-celery  only its section 5: throughput with 1 and 2 Celery workers (BENCH_CELERY_N)"
 	@echo "make demo      Airflow + emulator + a SQLite CRM; backfills the demo pipeline (docs/demo.md)"
 	@echo "make demo-shell  a shell whose airflow CLI talks to the running demo"
+	@echo "make celery-demo  CeleryExecutor, 2 workers, Redis, PostgreSQL: 7-day backfill of 100k contacts"
 	@echo "make clean     remove .venv and local Airflow state"
 
 # mysqlclient (a dependency of the MySQL provider) compiles against the MariaDB client headers.
@@ -59,15 +61,24 @@ demo-shell:
 	@echo "The airflow CLI here uses the demo's Airflow ($(DEMO_HOME)); exit to leave." >&2
 	@. "$(DEMO_HOME)/env.sh" && exec "$${SHELL:-/bin/bash}"
 
+# Fresh PostgreSQL databases and Redis queue, removed afterwards; see docs/scaling.md (CELERY_DEMO_N=100000).
+celery-demo: $(STAMP)
+	$(BIN)/python -m demo.celery_demo
+
 # Throughput, memory, rate limiting, parse and import time; see bench/run.py for the BENCH_* variables.
 # Then the Altcraft page's response times over 1M ledger outcomes (bench/ui_pages.py; starts an API server).
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.celery
 	flock /tmp/altcraft-e2e.lock $(BIN)/python -m bench.ui_pages
 
 # Poll and webhook pipelines vs a schedule, with a real Airflow; rewrites its section of docs/benchmarks.md.
 bench-latency: $(STAMP)
 	$(BIN)/python -m bench.latency
+
+# Only section 5 of docs/benchmarks.md: 1 vs 2 Celery workers (BENCH_CELERY_N=100000).
+bench-celery: $(STAMP)
+	$(BIN)/python -m bench.celery
 
 emulator: $(STAMP)
 	$(BIN)/python -m altcraft.emulator --host 127.0.0.1 --port 8765

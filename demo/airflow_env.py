@@ -33,6 +33,8 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "triggerer": ("triggerer",),
     "api-server": ("api-server",),
 }
+#: ``airflow <args>`` of a Celery worker (the compose ``airflow-worker`` service, profile ``celery``).
+CELERY_WORKER: tuple[str, ...] = ("celery", "worker")
 #: One-off set-up before the components start (the compose ``airflow-init`` job).
 DB_MIGRATE: tuple[str, ...] = ("db", "migrate")
 #: The Altcraft API emulator (``python -m altcraft.emulator``); add ``--host``/``--port``.
@@ -66,6 +68,40 @@ LOCAL_SETTINGS: dict[str, str] = {
     "AIRFLOW__API__WORKERS": "1",
     "AIRFLOW__API__HOST": "127.0.0.1",
 }
+
+
+#: CeleryExecutor settings of every deployment here (the compose ``celery`` profile repeats them); the
+#: broker and result backend URLs are the deployment's own (`celery_settings`).
+CELERY_SETTINGS: dict[str, str] = {
+    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    # Tasks are mostly waiting on the CRM and Altcraft; the platform's pool, not this, bounds the calls.
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+    # A worker that died (SIGKILL, lost host) is noticed after 30 s without a heartbeat instead of 300 s,
+    # and its task retried elsewhere; tasks heartbeat every 5 s.
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # A broker restart takes seconds: keep trying to publish a queued task instead of failing it.
+    "AIRFLOW__CELERY__TASK_PUBLISH_MAX_RETRIES": "30",
+}
+
+
+def celery_settings(broker_url: str, result_backend: str, queue: str = "default") -> dict[str, str]:
+    """`CELERY_SETTINGS` with this deployment's broker, result backend (``db+<SQLAlchemy URL>``) and queue."""
+    return {
+        **CELERY_SETTINGS,
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+    }
+
+
+def hostname() -> str:
+    """``[core] hostname_callable`` of local Celery workers: ``ALTCRAFT_HOSTNAME``, else the FQDN.
+
+    Workers on one machine share its FQDN; each gets its own name so that the task instances it ran
+    say which one it was, as on separate hosts.
+    """
+    return os.environ.get("ALTCRAFT_HOSTNAME") or socket.getfqdn()
 
 
 def airflow_settings(
@@ -178,13 +214,14 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, name: str, command: Sequence[str]) -> Process:
+    def start(self, name: str, command: Sequence[str], env: Mapping[str, str] | None = None) -> Process:
+        """Start ``command`` as ``name``; ``env`` is added to the stack's environment for it alone."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log = log_path.open("ab")
         popen = subprocess.Popen(  # ruff: ignore[subprocess-without-shell-equals-true]
             list(command),
-            env=dict(self.env),
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -197,6 +234,33 @@ class Stack:
         """Start the named `COMPONENTS` (all of them by default)."""
         for name in names or tuple(COMPONENTS):
             self.start(name, airflow_command(*COMPONENTS[name]))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL ``name`` and everything it forked, as if its host died, and forget it.
+
+        Its whole tree: Airflow's task supervisor puts each task runner in a process group of its own.
+        """
+        import psutil
+
+        process = self.processes.pop(name)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree = psutil.Process(process.popen.pid).children(recursive=True)
+            _signal_group(process.popen, signal.SIGKILL)
+            for child in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+        process.popen.wait()
+        process.log.close()
+
+    def terminate(self, name: str, timeout: float = 30) -> None:
+        """SIGTERM ``name`` and wait for it (then SIGKILL its group) and forget it."""
+        process = self.processes.pop(name)
+        process.popen.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(timeout=timeout)
+        _signal_group(process.popen, signal.SIGKILL)
+        process.popen.wait()
+        process.log.close()
 
     def check_alive(self) -> None:
         """RuntimeError naming the first process that exited, with the end of its log."""
@@ -290,10 +354,26 @@ class LocalAirflow:
     def migrate(self) -> None:
         self.airflow(*DB_MIGRATE, timeout=600)
 
-    def start(self, timeout: float = 300) -> None:
-        """Start every component and wait until the API server answers."""
-        self.stack.start_airflow()
+    def start(self, *names: str, timeout: float = 300) -> None:
+        """Start the named components (default all) and wait until the API server answers."""
+        self.stack.start_airflow(*names)
         wait_for("the Airflow API server", self.api.healthy, timeout, check=self.stack.check_alive)
+
+    def start_celery_worker(self, name: str, *, queue: str, concurrency: int | None = None) -> None:
+        """A Celery worker ``name``: its task instances' hostname, and node ``name@queue`` in Celery.
+
+        Each worker serves its task logs on a port of its own, as it would on a host of its own; the
+        Celery node name includes the queue, so deployments sharing a broker never clash.
+        """
+        args = [*CELERY_WORKER, "--celery-hostname", f"{name}@{queue}", "--queues", queue]
+        args += ["--concurrency", str(concurrency)] if concurrency else []
+        env = {
+            "ALTCRAFT_HOSTNAME": name,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "demo.airflow_env.hostname",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH")])),
+        }
+        self.stack.start(name, airflow_command(*args), env)
 
     def wait_for_dags(self, *dag_ids: str, timeout: float = 120) -> None:
         """Wait until the DAG processor has parsed and stored each DAG."""
