@@ -245,7 +245,10 @@ def render(results: dict[str, Any], command: str, date: str, commit: str) -> str
         f"{one['cpu']['busy_share']:.0%} | {two['cpu']['busy_share']:.0%} |",
         "",
         "*other*: processes not of this run (other sessions on the shared machine, PostgreSQL backends of",
-        "other databases). Processes are sampled every 0.5 s, so a short-lived one may lose up to that much.",
+        "other databases). When it is large, a second worker also takes CPU away from them: the efficiency",
+        "then shows partitions running in parallel without contending, not the gain on a dedicated machine.",
+        "*bench*: this process (sampling every process every 0.5 s) and the `airflow` CLI calls it makes.",
+        "Processes are sampled every 0.5 s, so a short-lived one may lose up to that much.",
         "",
     ]
     return "\n".join(lines)
