@@ -22,6 +22,10 @@ from altcraft.ledger import Scope, contacts_table, outcomes_table
 
 _C = contacts_table.c
 _O = outcomes_table.c
+#: Recording order, written as an expression: ``ORDER BY id LIMIT n`` would tempt the planner to walk the
+#: primary key through the whole table looking for one run's rows (appended last, they are found last);
+#: ``id + 0`` makes it fetch the run's rows through ``ix_altcraft_outcomes_run`` and sort those.
+_RECORDED_ORDER = _O.id + 0
 #: Contact states a person should look at: not (yet) launched and not resent automatically.
 OPEN_STATUSES = ("uncertain", "failed", "sending")
 #: The order of the well-known outcomes in tables and charts; others follow alphabetically.
@@ -281,7 +285,7 @@ def run_outcomes(
     query = (
         sa.select(*OUTCOME_COLUMNS)
         .where(_run_rows(dag_id, run_id, outcome, task_id, try_number))
-        .order_by(_O.id)
+        .order_by(_RECORDED_ORDER)
         .offset(offset)
         .limit(limit)
     )
@@ -297,7 +301,7 @@ def iter_run_outcomes(
         query = (
             sa.select(*OUTCOME_COLUMNS)
             .where(_run_rows(dag_id, run_id, outcome, None, None), _O.id > after)
-            .order_by(_O.id)
+            .order_by(_RECORDED_ORDER)
             .limit(chunk)
         )
         rows = [dict(row) for row in conn.execute(query).mappings()]
