@@ -19,6 +19,7 @@ DOCUMENTED_TEMPLATED = {
     "window_end",
     "relaunch",
     "resend_uncertain",
+    "only_contacts",
 }
 
 

@@ -23,6 +23,7 @@ from altcraft.api.protocol import api_path, encode_body, parse_response, request
 from altcraft.api.retry import as_uncertain
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
+from altcraft.masking import scrub
 
 
 class AltcraftHook(HttpHook, AltcraftCalls):
@@ -139,6 +140,7 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         except ValueError as exc:
             return False, f"Altcraft connection test failed: {exc}"
         summary = "; ".join(f"{row.check}: {row.result} ({row.detail})" for row in rows)
+        summary = scrub(summary.replace(self._token, "***"))  # the probe's details quote server texts
         if failed(rows):
             return False, f"Altcraft connection test failed: {summary}"
         return True, f"Connected to {self.base_url}; {summary}"
