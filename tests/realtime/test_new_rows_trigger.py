@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY, advanced_watermark
 from altcraft.sources.base import MemoryStateStore
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
-from altcraft.triggers.new_rows import NewRowsTrigger
+from altcraft.triggers.new_rows import REFIRE_AFTER, NewRowsTrigger
 from altcraft.webhooks.store import WebhookStore
 
 DATABASES = {
@@ -111,9 +111,16 @@ def test_fires_once_per_change_and_a_restarted_trigger_does_not_refire(crm):
     fired = asyncio.run(events_of(table_trigger(table), store, polls=5))
     assert len(fired) == 1, fired
     assert fired[0]["fingerprint"]["count"] == 4 and fired[0]["pipeline"] == "p"
-    assert store.get(SEEN_KEY) == fired[0]["fingerprint"]
+    assert store.get(SEEN_KEY) == {**fired[0]["fingerprint"], "fired_at": fired[0]["detected_at"]}
     # a new trigger instance (a restarted triggerer) reads what was fired from the store
     assert asyncio.run(events_of(table_trigger(table), store, polls=3)) == []
+    # the same rows, still not handled long after they were fired for (a lost event, a failed run): again
+    store.set(
+        SEEN_KEY, {**store.get(SEEN_KEY), "fired_at": (now - timedelta(seconds=REFIRE_AFTER + 1)).isoformat()}
+    )
+    assert [
+        e["fingerprint"]["count"] for e in asyncio.run(events_of(table_trigger(table), store, polls=3))
+    ] == [4]
 
     insert(engine, table, 20, 1, now)  # more rows while the run has not moved the watermark
     assert [
