@@ -84,18 +84,32 @@ def table_trigger(table: str) -> NewRowsTrigger:
 
 
 async def events_of(trigger: NewRowsTrigger, store: AsyncStore, polls: int) -> list[dict[str, Any]]:
-    """Run the trigger's ``run()`` for ``polls`` probes (plus one) and collect what it fired."""
+    """Run the trigger's ``run()`` until it probed ``polls`` times; what it fired meanwhile."""
     trigger.asset_state_store = store
     fired: list[dict[str, Any]] = []
+    probes = 0
+    poll_once = trigger.poll_once
+
+    async def counted(*args: Any) -> Any:  # observes the trigger's own probe, whatever it returns or raises
+        nonlocal probes
+        try:
+            return await poll_once(*args)
+        finally:
+            probes += 1
+
+    trigger.poll_once = counted  # type: ignore[method-assign]
 
     async def consume() -> None:
         async for event in trigger.run():
             fired.append(event.payload)
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(polls * 0.05 + 0.3)
+    deadline = asyncio.get_running_loop().time() + 60
+    while probes < polls and not task.done() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    assert probes >= polls, f"only {probes} probes in 60 s"
     return fired
 
 
