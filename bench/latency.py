@@ -222,8 +222,7 @@ def run() -> dict[str, Any]:
             )
             home = Path(tmp)
             dags = home / "dags"
-            (dags / "pipelines").mkdir(parents=True)
-            (dags / "altcraft_pipelines.py").write_text((REPO / "dags" / "altcraft_pipelines.py").read_text())
+            init(dags)  # the DAG files, as `python -m altcraft.pipelines init` writes them
             for name, spec in specs().items():
                 (dags / "pipelines" / f"{name}.yaml").write_text(json.dumps(spec))
             env = {
