@@ -192,6 +192,7 @@ def run() -> dict[str, Any]:
     import psycopg2
     from demo.airflow_env import LocalAirflow, free_port
 
+    from altcraft.pipelines.dag_folder import init
     from altcraft.testing import emulator_process
 
     seconds = float(os.environ.get("BENCH_LATENCY_SECONDS", "60"))
