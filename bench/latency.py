@@ -192,6 +192,7 @@ def run() -> dict[str, Any]:
     import psycopg2
     from demo.airflow_env import LocalAirflow, free_port
 
+    from altcraft.pipelines.dag_folder import init
     from altcraft.testing import emulator_process
 
     seconds = float(os.environ.get("BENCH_LATENCY_SECONDS", "60"))
@@ -222,8 +223,7 @@ def run() -> dict[str, Any]:
             )
             home = Path(tmp)
             dags = home / "dags"
-            (dags / "pipelines").mkdir(parents=True)
-            (dags / "altcraft_pipelines.py").write_text((REPO / "dags" / "altcraft_pipelines.py").read_text())
+            init(dags)  # the DAG files, as `python -m altcraft.pipelines init` writes them
             for name, spec in specs().items():
                 (dags / "pipelines" / f"{name}.yaml").write_text(json.dumps(spec))
             env = {

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY, advanced_watermark
 from altcraft.sources.base import MemoryStateStore
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
-from altcraft.triggers.new_rows import NewRowsTrigger
+from altcraft.triggers.new_rows import REFIRE_AFTER, NewRowsTrigger
 from altcraft.webhooks.store import WebhookStore
 
 DATABASES = {
@@ -84,18 +84,32 @@ def table_trigger(table: str) -> NewRowsTrigger:
 
 
 async def events_of(trigger: NewRowsTrigger, store: AsyncStore, polls: int) -> list[dict[str, Any]]:
-    """Run the trigger's ``run()`` for ``polls`` probes (plus one) and collect what it fired."""
+    """Run the trigger's ``run()`` until it probed ``polls`` times; what it fired meanwhile."""
     trigger.asset_state_store = store
     fired: list[dict[str, Any]] = []
+    probes = 0
+    poll_once = trigger.poll_once
+
+    async def counted(*args: Any) -> Any:  # observes the trigger's own probe, whatever it returns or raises
+        nonlocal probes
+        try:
+            return await poll_once(*args)
+        finally:
+            probes += 1
+
+    trigger.poll_once = counted  # type: ignore[method-assign]
 
     async def consume() -> None:
         async for event in trigger.run():
             fired.append(event.payload)
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(polls * 0.05 + 0.3)
+    deadline = asyncio.get_running_loop().time() + 60
+    while probes < polls and not task.done() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    assert probes >= polls, f"only {probes} probes in 60 s"
     return fired
 
 
@@ -111,9 +125,16 @@ def test_fires_once_per_change_and_a_restarted_trigger_does_not_refire(crm):
     fired = asyncio.run(events_of(table_trigger(table), store, polls=5))
     assert len(fired) == 1, fired
     assert fired[0]["fingerprint"]["count"] == 4 and fired[0]["pipeline"] == "p"
-    assert store.get(SEEN_KEY) == fired[0]["fingerprint"]
+    assert store.get(SEEN_KEY) == {**fired[0]["fingerprint"], "fired_at": fired[0]["detected_at"]}
     # a new trigger instance (a restarted triggerer) reads what was fired from the store
     assert asyncio.run(events_of(table_trigger(table), store, polls=3)) == []
+    # the same rows, still not handled long after they were fired for (a lost event, a failed run): again
+    store.set(
+        SEEN_KEY, {**store.get(SEEN_KEY), "fired_at": (now - timedelta(seconds=REFIRE_AFTER + 1)).isoformat()}
+    )
+    assert [
+        e["fingerprint"]["count"] for e in asyncio.run(events_of(table_trigger(table), store, polls=3))
+    ] == [4]
 
     insert(engine, table, 20, 1, now)  # more rows while the run has not moved the watermark
     assert [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from airflow.sdk import Asset, AssetOrTimeSchedule
 from pydantic import ValidationError
 
 from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
-from altcraft.pipelines.factory import SpecSource, build_dag, run_window
+from altcraft.pipelines.factory import SpecSource, build_dag, event_window
 from altcraft.pipelines.spec import PipelineSpec
 from altcraft.sources.base import MemoryStateStore, Window
 from altcraft.triggers.new_rows import NewRowsTrigger
@@ -112,28 +113,31 @@ def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():
 
 
 def test_a_run_without_a_data_interval_reads_from_the_watermark_to_now():
-    events = Asset(name="e", uri="altcraft-pipeline://rt/events")
+    dag = build_dag(PipelineSpec.model_validate(spec(trigger=POLL, schedule="1d")))
+    plan = dag.get_task("plan")
+    (events,) = plan.inlets
     store = MemoryStateStore()
-    dag = build_dag(PipelineSpec.model_validate(spec(trigger=POLL)))
-    context = {
+    context: dict[str, Any] = {
         "data_interval_start": None,
         "data_interval_end": None,
+        "params": {},
         "dag": dag,
+        "dag_run": SimpleNamespace(run_after=datetime.now(UTC)),
         "asset_state_store": {events: store},
     }
-    start, end = run_window(context, events)
+    start, end = event_window(context, events)
     assert start == datetime(2025, 1, 1, tzinfo=UTC) and end > datetime.now(UTC) - timedelta(seconds=5)
     store.set(WATERMARK_KEY, "2026-01-01T00:00:00+00:00")
-    assert run_window(context, events)[0] == datetime(2026, 1, 1, tzinfo=UTC)
+    (window,) = plan.execute(context)
+    assert window["window_start"] == "2026-01-01T00:00:00+00:00"
     scheduled = {
         **context,
         "data_interval_start": datetime(2024, 5, 1, tzinfo=UTC),
         "data_interval_end": datetime(2024, 5, 2, tzinfo=UTC),
     }
-    assert run_window(scheduled, events) == (
-        datetime(2024, 5, 1, tzinfo=UTC),
-        datetime(2024, 5, 2, tzinfo=UTC),
-    )
+    assert plan.execute(scheduled) == [
+        {"window_start": "2024-05-01T00:00:00+00:00", "window_end": "2024-05-02T00:00:00+00:00"}
+    ]
 
 
 def test_the_watermark_moves_only_over_a_window_that_covers_it():

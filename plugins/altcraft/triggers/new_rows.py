@@ -12,8 +12,10 @@ store, not in memory, so a restarted triggerer neither forgets nor refires old r
 * the webhook source: deliveries stored past the last id a run handled.
 
 A burst of new rows gives one event per poll at most, and Airflow folds every event queued while a run
-is active into the next run, so a burst becomes a few runs. Firing is at-least-once: an event lost in a
-crash is fired again at the next poll; a repeated event only costs a run, the ledger launches nobody twice.
+is active into the next run, so a burst becomes a few runs. Firing is at-least-once: what was fired is
+saved only after the triggerer took the event, and rows still past an unmoved position are fired for
+again after `REFIRE_AFTER` (an event lost in a crash, a run that failed); a repeated event only costs a
+run, the ledger launches nobody twice.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
 
 log = logging.getLogger(__name__)
+
+#: Seconds after which rows still past an unmoved position are fired for again.
+REFIRE_AFTER = 300.0
 
 
 class AsyncStateStore(Protocol):
@@ -93,7 +98,8 @@ class NewRowsTrigger(BaseEventTrigger):
                 if event is not None:
                     self.log.info("New rows for %s: %s", self.pipeline, event)
                     yield TriggerEvent(event)
-                    await state.aset(SEEN_KEY, event["fingerprint"])  # after the event: at-least-once
+                    seen = {**event["fingerprint"], "fired_at": event["detected_at"]}
+                    await state.aset(SEEN_KEY, seen)  # after the triggerer took the event: at-least-once
                 await asyncio.sleep(self.poll_interval)
         finally:
             await asyncio.to_thread(source.close_probe)
@@ -110,10 +116,13 @@ class NewRowsTrigger(BaseEventTrigger):
             position = await state.aget(WEBHOOK_KEY)
             count, newest = await asyncio.to_thread(source.probe, position)
         fingerprint = {"position": position, "count": count, "newest": newest}
-        if count == 0 or fingerprint == await state.aget(SEEN_KEY):
+        now = datetime.now(UTC)
+        seen = await state.aget(SEEN_KEY) or {}
+        fired_at = seen.get("fired_at")
+        unchanged = {key: seen.get(key) for key in fingerprint} == fingerprint
+        recent = (
+            fired_at is not None and (now - datetime.fromisoformat(fired_at)).total_seconds() < REFIRE_AFTER
+        )
+        if count == 0 or (unchanged and recent):
             return None
-        return {
-            "pipeline": self.pipeline,
-            "fingerprint": fingerprint,
-            "detected_at": datetime.now(UTC).isoformat(),
-        }
+        return {"pipeline": self.pipeline, "fingerprint": fingerprint, "detected_at": now.isoformat()}
