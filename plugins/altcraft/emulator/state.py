@@ -639,7 +639,6 @@ ENDPOINTS: dict[str, str] = {
     "workflows/deactivate": "_workflows_deactivate",
     "profiles/import": "_profiles_import",
     "profiles/import_batch": "_profiles_import_batch",
-    "profiles/get": "_profiles_get",
     "databases/list": "_databases_list",
     "databases/get": "_databases_get",
     "databases/fields_get": "_databases_fields_get",
@@ -865,29 +864,6 @@ class Emulator:
         spec = self._spec(db, call.body, call.endpoint)
         return {"result": self._run_items(call, db, None, spec, self._items(call.body))}
 
-    def _profiles_get(self, call: Call) -> dict[str, Any]:
-        """One profile's fields, ``_createtime``, ``db_id``, ``id`` and subscriptions.
-
-        As documented (developer guide, Profiles → "Get profile data", ``POST /api/v1.1/profiles/get/``:
-        ``db_id`` required, ``matching`` default ``email`` with its key fields, optional ``resource_id``;
-        the response example is ``{"data": {…fields…, "_createtime": "2024-04-08T10:48:05.418Z", …}}``).
-        The not-found answer is not documented: 404 "profile not found" here is invented.
-        """
-        db = self._database(call, _int_param(call.body, "db_id"))
-        spec = self._spec(db, call.body)
-        found = self._find(db, spec, spec.keys(call.body))
-        if not found:
-            raise ApiError(404, "profile not found")
-        profile = db.profiles[self._single(found)]
-        data = {
-            **profile.fields,
-            "_createtime": profile.created_at,
-            "db_id": db.id,
-            "id": profile.id,
-            "subscriptions": profile.subscriptions,
-        }
-        return {"data": data}
-
     def _databases_list(self, call: Call) -> dict[str, Any]:
         visible = [
             db
@@ -912,7 +888,14 @@ class Emulator:
         if not found:
             raise ApiError(404, "profile not found")
         profile = db.profiles[self._single(found)]
-        data = {**profile.fields, "id": profile.id, "db_id": db.id, "subscriptions": profile.subscriptions}
+        # developer guide, Profiles → "Get profile data": the answer also has "_createtime"
+        data = {
+            **profile.fields,
+            "_createtime": profile.created_at,
+            "id": profile.id,
+            "db_id": db.id,
+            "subscriptions": profile.subscriptions,
+        }
         return {"data": data}
 
     def _trigger(self, call: Call) -> tuple[Trigger, Database]:
