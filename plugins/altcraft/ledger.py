@@ -1158,8 +1158,10 @@ class Ledger:
 
         def work(conn: Connection) -> dict[Outcome, int]:
             applied: Counter[Outcome] = Counter()
-            for key, resolution in sorted(resolutions.items()):
-                contact = by_key[key]
+            for key, resolution in sorted(resolutions.items(), key=lambda kv: by_key[kv[0]].contact_hash):
+                contact = by_key[key]  # in hash order, the order claims lock rows in
+                settled = resolution.outcome is not Outcome.UNCERTAIN
+                outcome_row = _first_uncertain_outcome(conn, contact) if settled else None
                 guard = (
                     _C.contact_hash == contact.contact_hash,
                     _C.status == ContactStatus.UNCERTAIN.value,
@@ -1167,7 +1169,6 @@ class Ledger:
                 )
                 values: dict[str, Any] = {"error_text": resolution.reason}
                 if resolution.outcome is Outcome.LAUNCHED:
-                    outcome_row = _first_uncertain_outcome(conn, contact)
                     values |= {
                         "status": ContactStatus.LAUNCHED.value,
                         "launch_count": _C.launch_count + 1,
@@ -1186,9 +1187,6 @@ class Ledger:
                 if not changed:
                     continue
                 applied[resolution.outcome] += 1
-                if resolution.outcome is Outcome.UNCERTAIN:
-                    continue
-                outcome_row = _first_uncertain_outcome(conn, contact)
                 if outcome_row is not None:
                     conn.execute(
                         sa.update(outcomes_table)
