@@ -67,7 +67,13 @@ def test_recover_settles_the_earlier_tries_tasks_and_marks_its_unsettled_contact
     states = ledger.contact_states(retry.scope)
     assert states.pop("email:late@example.org") == "uncertain"
     assert set(states.values()) == {"launched"} and len(states) == 5
-    assert ledger.counts(retry.scope, retry.run)[Outcome.UNCERTAIN] == 1
+    assert ledger.counts(retry.scope, crashed.run)[Outcome.UNCERTAIN] == 1, (
+        "recorded for the try that sent it"
+    )
+    assert ledger.counts(retry.scope, crashed.run)[Outcome.LAUNCHED] == 5
+    assert not any(ledger.counts(retry.scope, retry.run).values()), "nothing twice in the retry's name"
+    assert retry.summary.earlier_tries == {"launched": 5, "failed": 0, "uncertain": 1}
+    assert (retry.summary.found, retry.summary.launched, retry.summary.uncertain) == (0, 0, 0)
 
 
 def test_a_task_still_running_stays_in_the_book(altcraft, ledger):

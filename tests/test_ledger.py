@@ -22,10 +22,12 @@ from altcraft.ledger import (
     Ledger,
     Outcome,
     RelaunchPolicy,
+    Resolution,
     RunRef,
     Scope,
     Settlement,
     contacts_table,
+    metadata,
     outcomes_table,
 )
 
@@ -355,10 +357,10 @@ def test_uncertain_contacts_need_resend_uncertain_from_another_run(ledger, scope
     ledger.settle(scope, ref, claim, {"k:a": Settlement(Outcome.UNCERTAIN, text="timeout")}, now=T0)
     plain = ledger.claim(scope, run("r2"), items("k:a"), ONCE, now=T0)
     assert plain.to_send == []
-    assert "resend with resend_uncertain=True" in plain.skipped["k:a"]
+    assert "resend with resend_uncertain=True" in plain.uncertain["k:a"] and not plain.skipped
     same_run = ledger.claim(scope, run("r1", 2), items("k:a"), ONCE, resend_uncertain=True, now=T0)
     assert same_run.to_send == []
-    assert "this run never resends its own" in same_run.skipped["k:a"]
+    assert "this run never resends its own" in same_run.uncertain["k:a"]
     assert ledger.claim(scope, run("r3"), items("k:a"), ONCE, resend_uncertain=True, now=T0).to_send == [
         "k:a"
     ]
@@ -416,15 +418,12 @@ def test_recover_after_a_crash(engine, scope):
     assert ledger.recover(scope, retry, now=T0) == keys
     assert {row(engine, scope, key)["status"] for key in keys} == {ContactStatus.UNCERTAIN}
     assert row(engine, scope, "k:z")["status"] == ContactStatus.SENDING
-    assert ledger.counts(scope, retry)[Outcome.UNCERTAIN] == 3
+    assert ledger.counts(scope, run("r1", 1))[Outcome.UNCERTAIN] == 3, "recorded for the try that sent them"
+    assert ledger.counts(scope, retry)[Outcome.UNCERTAIN] == 0
     assert ledger.recover(scope, retry) == []
     again = ledger.claim(scope, retry, items(*keys), ONCE, now=T0)
-    assert again.to_send == []
-    assert ledger.counts(scope, retry) == {
-        **dict.fromkeys(Outcome, 0),
-        Outcome.UNCERTAIN: 3,
-        Outcome.SKIPPED: 3,
-    }
+    assert again.to_send == [] and sorted(again.uncertain) == keys
+    assert ledger.counts(scope, retry) == {**dict.fromkeys(Outcome, 0), Outcome.UNCERTAIN: 3}
     assert ledger.claim(scope, run("r2"), items(*keys), ONCE, resend_uncertain=True, now=T0).to_send == keys
 
 
@@ -588,6 +587,9 @@ def test_concurrent_claims_never_send_a_contact_twice(engine, scope):
         sent = Counter(key for claim in claims for key in claim.to_send)
         assert sent == Counter(keys), "every contact is sent by exactly one pipeline"
         assert all(reason.startswith("in flight in run") for c in claims for reason in c.skipped.values())
+        for claim, share in zip(claims, shares, strict=False):
+            decided = len(claim.to_send) + len(claim.skipped) + len(claim.uncertain) + claim.duplicates
+            assert decided == len(share), "each claim decides every one of its items exactly once"
 
 
 def test_ten_thousand_contacts(engine, ledger, scope):
@@ -759,3 +761,92 @@ def test_from_conn_id_uses_the_airflow_connection(monkeypatch, database_name, sc
     assert launch(ledger, scope, run(), ["k:a", "k:b"]).to_send == ["k:a", "k:b"]
     assert ledger.counts(scope, run())[Outcome.LAUNCHED] == 2
     ledger.engine.dispose()
+
+
+# --- reconciliation and standing --------------------------------------------------------------------
+
+
+def test_reconciliation_verdicts_update_the_contact_and_the_sending_tries_outcome(engine, ledger, scope):
+    ref = run("r1", window="w1")
+    claim = ledger.claim(scope, ref, items("k:a", "k:b", "k:c"), EVERY_RUN, marker="AF_SYNC=abc", now=T0)
+    ledger.settle(scope, ref, claim, {}, now=T0)  # no answer: all three uncertain
+    met = ledger.claim(scope, run("r1", 2, window="w1"), items("k:a"), EVERY_RUN, now=T0)
+    assert met.uncertain and not met.skipped, "a later try meets it uncertain and says so"
+
+    contacts = ledger.uncertain_contacts(scope)
+    assert sorted(c.contact_key for c in contacts) == ["k:a", "k:b", "k:c"]
+    assert {c.launch_marker for c in contacts} == {"AF_SYNC=abc"}
+    assert [c.contact_key for c in ledger.uncertain_contacts(scope, ["k:b", "k:x"])] == ["k:b"]
+    later = T0 + timedelta(hours=1)
+    applied = ledger.resolve(
+        scope,
+        contacts,
+        {
+            "k:a": Resolution(Outcome.LAUNCHED, "reconciled: marker", "p-a"),
+            "k:b": Resolution(Outcome.FAILED, "not processed: no profile"),
+            "k:c": Resolution(Outcome.UNCERTAIN, "still uncertain: no marker"),
+        },
+        now=later,
+    )
+    assert applied == {Outcome.LAUNCHED: 1, Outcome.FAILED: 1, Outcome.UNCERTAIN: 1}
+    a, b, c = (row(engine, scope, key) for key in ("k:a", "k:b", "k:c"))
+    assert (a["status"], a["launch_count"], a["last_launched_at"]) == ("launched", 1, T0)
+    assert (b["status"], c["status"], c["error_text"]) == (
+        "failed",
+        "uncertain",
+        "still uncertain: no marker",
+    )
+    assert ledger.counts(scope, ref) == {
+        **dict.fromkeys(Outcome, 0),
+        Outcome.LAUNCHED: 1,
+        Outcome.FAILED: 1,
+        Outcome.UNCERTAIN: 1,
+    }, "the try that sent them now tells what happened, one outcome each"
+    assert ledger.counts(scope, run("r1", 2))[Outcome.UNCERTAIN] == 1, "what try 2 saw stays as it was"
+    assert ledger.resolve(scope, contacts, {"k:a": Resolution(Outcome.FAILED, "late")}) == {}
+    rerun = ledger.claim(scope, run("r2", window="w1"), items("k:a", "k:b"), EVERY_RUN, now=later)
+    assert rerun.to_send == ["k:b"], "reconciled launch counts for its window; not processed is sent"
+    assert ledger.standing(scope) == {"uncertain": 1, "failed": 0}
+
+
+def test_an_older_ledger_gets_the_new_columns(fresh_engine, scope):
+    old = sa.MetaData()
+    for table in metadata.tables.values():
+        columns = [c.copy() for c in table.columns if c.name != "launch_marker"]
+        sa.Table(table.name, old, *columns)
+    old.create_all(fresh_engine)
+    ledger = Ledger(fresh_engine)
+    ledger.ensure_schema()
+    Ledger(fresh_engine).ensure_schema()  # idempotent
+    claim = ledger.claim(scope, run(), items("k:a"), ONCE, marker="AF_SYNC=1", now=T0)
+    assert row(fresh_engine, scope, "k:a")["launch_marker"] == "AF_SYNC=1"
+    assert claim.to_send == ["k:a"]
+
+
+def test_combined_mode_identity_any_component_matches(engine, ledger, scope):
+    def keys_of(*keys):
+        return {
+            key: [f"email:{e}" for e in [key.split(":")[1].split("|")[0]] if e]
+            + [f"phone:{p}" for p in [key.split("|")[1]] if p]
+            for key in keys
+        }
+
+    email, both, phone = "ep:a@x|", "ep:a@x|+7900", "ep:|+7900"
+    first = ledger.claim(scope, run("r1"), items(email), ONCE, aliases=keys_of(email), now=T0)
+    ledger.settle(scope, run("r1"), first, {email: LAUNCHED}, now=T0)
+    for n, key in enumerate((both, phone), start=2):
+        again = ledger.claim(scope, run(f"r{n}"), items(key), ONCE, aliases=keys_of(key), now=T0)
+        assert again.to_send == [] and "already launched" in again.skipped[key], key
+    same_batch = ledger.claim(
+        scope,
+        run("r5"),
+        items("ep:b@x|", "ep:b@x|+7911", "ep:|+7911"),
+        ONCE,
+        aliases=keys_of("ep:b@x|", "ep:b@x|+7911", "ep:|+7911"),
+        now=T0,
+    )
+    assert same_batch.to_send == ["ep:b@x|"] and same_batch.duplicates == 2, "one person, sent once"
+    ledger.settle(scope, run("r5"), same_batch, {"ep:b@x|": LAUNCHED}, now=T0)
+    two_people = ledger.claim(scope, run("r6"), items("ep:a@x|+7911"), ONCE, aliases=keys_of("ep:a@x|+7911"))
+    assert two_people.to_send == [] and "2 different earlier contacts" in two_people.skipped["ep:a@x|+7911"]
+    assert len(ledger.contact_states(scope)) == 2

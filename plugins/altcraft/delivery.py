@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -27,10 +27,21 @@ from altcraft.api.models import (
 from altcraft.api.retry import certainly_not_processed
 from altcraft.api.task_results import task_verdict
 from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, Chunk, chunk, request_overhead
-from altcraft.ledger import Claim, Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
-from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection
+from altcraft.ledger import (
+    Claim,
+    Ledger,
+    Outcome,
+    RelaunchPolicy,
+    Resolution,
+    RunRef,
+    Scope,
+    Settlement,
+    UncertainContact,
+)
+from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys
 from altcraft.masking import mask_key, scrub
 from altcraft.modes import DeliveryMode
+from altcraft.reconciliation import judge, launch_marker, match_of, with_marker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,10 +74,26 @@ class AltcraftApi(Protocol):
 
     def wait_for_task(self, task_id: str, timeout: float, poll_interval: float) -> TaskStatus: ...
 
+    def get_profile(self, db_id: int, match: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
+_SETTLED_COUNTERS = ("launched", "failed", "uncertain")
+
+
+def _zero(*names: str) -> Callable[[], dict[str, int]]:
+    return lambda: dict.fromkeys(names, 0)
+
 
 @dataclass
 class Summary:
-    """What a run did, in counts only (this is what goes to XCom)."""
+    """What a try did, in counts only (this is what goes to XCom).
+
+    ``found = launched + skipped + rejected + failed + uncertain + pending``: each input this try
+    decided on counted once (``pending``: in an Altcraft task whose result this try has not seen).
+    ``earlier_tries``: contacts this try settled for an earlier try of the same task (its async tasks,
+    its rows left ``sending``). ``reconciled``: uncertain contacts this try checked in Altcraft and the
+    verdicts. ``scope``: contacts of the scenario uncertain / failed in the ledger after this try.
+    """
 
     found: int = 0
     launched: int = 0
@@ -74,22 +101,28 @@ class Summary:
     rejected: int = 0
     failed: int = 0
     uncertain: int = 0
+    pending: int = 0
     requests: int = 0
     chunks: int = 0
     seconds: float = 0.0
     dry_run: bool = False
     reasons: dict[str, int] = field(default_factory=dict)
+    earlier_tries: dict[str, int] = field(default_factory=_zero(*_SETTLED_COUNTERS))
+    reconciled: dict[str, int] = field(default_factory=_zero("launched", "not_processed", "uncertain"))
+    scope: dict[str, int] = field(default_factory=_zero("uncertain", "failed"))
 
-    def add(self, outcome: Outcome, n: int = 1) -> None:
-        setattr(self, outcome.value, getattr(self, outcome.value) + n)
+    def add(self, outcome: Outcome, n: int = 1, *, earlier: bool = False) -> None:
+        if earlier:
+            self.earlier_tries[outcome.value] += n
+        else:
+            setattr(self, outcome.value, getattr(self, outcome.value) + n)
 
     def note_reason(self, reason: str) -> None:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
-    @property
-    def problem_ratio(self) -> float:
-        """(rejected + failed) / found: the share of contacts that did not make it because of bad data."""
-        return (self.rejected + self.failed) / self.found if self.found else 0.0
+    def ratio(self, counter: str) -> float:
+        """A counter's share of the contacts found."""
+        return getattr(self, counter) / self.found if self.found else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -102,8 +135,16 @@ class Summary:
         rows = [
             (k, getattr(self, k)) for k in ("found", "launched", "skipped", "rejected", "failed", "uncertain")
         ]
+        rows += [("pending", self.pending)] if self.pending else []
         rows += [("requests", self.requests), ("seconds", f"{self.seconds:.2f}")]
         lines = [f"  {name:<10} {value:>10}" for name, value in rows]
+        for title, counts in (
+            ("for earlier tries", self.earlier_tries),
+            ("reconciled", self.reconciled),
+            ("scenario now", self.scope),
+        ):
+            if any(counts.values()) or title == "scenario now":
+                lines.append(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         lines += [
             f"  rejected/failed because: {reason} (x{n})" for reason, n in self.as_dict()["reasons"].items()
         ]
@@ -179,6 +220,11 @@ class Delivery:
     contact is skipped with `NOT_SELECTED`. None: all contacts."""
     summary: Summary = field(default_factory=Summary)
     sample: list[str] = field(default_factory=list)
+    #: ``FIELD=value`` launch marker the mapper writes into every profile (see altcraft.reconciliation)
+    marker: str | None = None
+    #: database to read profiles from when reconciling (None: no reconciliation)
+    profiles_db_id: int | None = None
+    _predicted: set[str] = field(default_factory=set, init=False, repr=False)
 
     @classmethod
     def create(
@@ -198,13 +244,20 @@ class Delivery:
         skip_invalid_subscriptions: bool | None = None,
         detect_geo: bool | None = None,
         layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
+        launch_marker_field: str | None = None,
         **options: Any,
     ) -> Delivery:
         """The delivery of one task try into ``scenario_id``, on the platform the (connected) hook talks to.
 
-        ``layout`` is that of each scenario-batch item (:mod:`altcraft.api.layouts`); ``options`` are the
-        other fields (``relaunch``, ``batch_size``, ``dry_run``...).
+        ``layout`` is that of each scenario-batch item (:mod:`altcraft.api.layouts`);
+        ``launch_marker_field``: custom profile field every launching request sets to this try's id (see
+        :mod:`altcraft.reconciliation`). ``options`` are the other fields (``relaunch``, ``batch_size``,
+        ``dry_run``, ``profiles_db_id``...).
         """
+        marker = None
+        if launch_marker_field:
+            marker = launch_marker(launch_marker_field, run.run_key, run.try_number)
+            mapping = with_marker(mapping, marker)
         return cls(
             hook=hook,
             ledger=ledger,
@@ -224,6 +277,7 @@ class Delivery:
             mapper=Mapper(mapping, source_key_column=key_column, layout=layout),
             mode=DeliveryMode(mode),
             policy=policy if isinstance(policy, RelaunchPolicy) else RelaunchPolicy.parse(policy),
+            marker=marker,
             **options,
         )
 
@@ -252,8 +306,7 @@ class Delivery:
         return self.summary
 
     def _profiles(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Iterator[Profile]:
-        for found, profiles, rejections in prefetch(self._mapped(batches)):
-            self.summary.found += found
+        for profiles, rejections in prefetch(self._mapped(batches)):
             if rejections:
                 self.reject(rejections)
             yield from profiles if self.only is None else self._selected(profiles, self.only)
@@ -265,6 +318,7 @@ class Delivery:
         for profile in profiles:
             (chosen if self.scope.contact_hash(profile.ledger_key) in only else others).append(profile)
         if others:
+            self.summary.found += len(others)
             self.summary.add(Outcome.SKIPPED, len(others))
             if not self.dry_run:
                 rows = [(p.ledger_key, p.source_key, None, NOT_SELECTED) for p in others]
@@ -273,18 +327,19 @@ class Delivery:
 
     def _mapped(
         self, batches: Iterable[Sequence[dict[str, Any]]]
-    ) -> Iterator[tuple[int, list[Profile], list[Rejection]]]:
-        """Each source batch read and mapped: (records read, profiles, rejections)."""
+    ) -> Iterator[tuple[list[Profile], list[Rejection]]]:
+        """Each source batch read and mapped: (profiles, rejections)."""
         for records in batches:
             profiles: list[Profile] = []
             rejections: list[Rejection] = []
             for record in records:
                 mapped = self.mapper.map(record)
                 (rejections if isinstance(mapped, Rejection) else profiles).append(mapped)
-            yield len(records), profiles, rejections
+            yield profiles, rejections
 
     def reject(self, rejections: Sequence[Rejection]) -> None:
         """Record contacts that cannot be sent (validation), with their reasons."""
+        self.summary.found += len(rejections)
         self.summary.add(Outcome.REJECTED, len(rejections))
         for rejection in rejections:
             self.summary.note_reason(f"{rejection.field}: {rejection.reason}")
@@ -299,17 +354,27 @@ class Delivery:
             )
 
     def _deliver_chunk(self, piece: Chunk) -> None:
+        self.summary.found += len(piece.profiles)  # counted when decided, so a stopped try adds up
         items = [(p.ledger_key, p.source_key) for p in piece.profiles]
-        decide = self.ledger.preview if self.dry_run else self.ledger.claim
-        claim = decide(
-            self.scope,
-            self.run,
-            items,
-            self.policy,
-            relaunch=self.relaunch,
-            resend_uncertain=self.resend_uncertain,
+        aliases = (
+            {key: identity_keys(key) for key, _ in items} if self.mapper.mapping.matching.any_of else None
         )
-        self.summary.add(Outcome.SKIPPED, len(piece.profiles) - len(claim.to_send))
+        if self.dry_run:
+            claim = self._predict(items, aliases)
+        else:
+            self.reconcile({key for key, _ in items})
+            claim = self.ledger.claim(
+                self.scope,
+                self.run,
+                items,
+                self.policy,
+                relaunch=self.relaunch,
+                resend_uncertain=self.resend_uncertain,
+                marker=self.marker,
+                aliases=aliases,
+            )
+        self.summary.add(Outcome.SKIPPED, len(claim.skipped) + claim.duplicates)
+        self.summary.add(Outcome.UNCERTAIN, len(claim.uncertain))
         if not claim.to_send:
             return
         to_send = _in_claim_order(piece, claim)
@@ -324,6 +389,74 @@ class Delivery:
             self._send_batch(claim, to_send)
         else:
             self._submit_task(claim, to_send)
+
+    def _predict(self, items: Sequence[tuple[str, str]], aliases: dict[str, tuple[str, ...]] | None) -> Claim:
+        """What the claim would decide, remembering the contacts this dry run would already have sent (a
+        real run skips them in a later chunk, as launched or in flight by this run)."""
+        claim = self.ledger.preview(
+            self.scope,
+            self.run,
+            items,
+            self.policy,
+            relaunch=self.relaunch,
+            resend_uncertain=self.resend_uncertain,
+            aliases=aliases,
+        )
+        for key in list(claim.to_send):
+            identities = {claim.contact_hash(self.scope, key), *(aliases or {}).get(key, ())}
+            if identities & self._predicted:
+                claim.to_send.remove(key)
+                claim.skipped[key] = "already launched by this run (dry run)"
+            self._predicted |= identities
+        return claim
+
+    # --------------------------------------------------------------------------------- reconciliation
+
+    def reconcile(self, keys: set[str] | None = None) -> dict[Outcome, int]:
+        """Check uncertain contacts in Altcraft (``profiles/get``) and record the verdicts.
+
+        ``keys``: only these (before a claim); None: every uncertain contact of the scenario. A read
+        that fails leaves the contact uncertain; the delivery goes on.
+        """
+        if self.profiles_db_id is None or self.dry_run:
+            return {}
+        contacts = self.ledger.uncertain_contacts(self.scope, keys)
+        verdicts: dict[str, Resolution] = {}
+        for contact in contacts:
+            verdict = self._judge(contact)
+            if verdict is not None:
+                verdicts[contact.contact_key] = verdict
+        if not verdicts:
+            return {}
+        applied = self.ledger.resolve(self.scope, contacts, verdicts)
+        names = {
+            Outcome.LAUNCHED: "launched",
+            Outcome.FAILED: "not_processed",
+            Outcome.UNCERTAIN: "uncertain",
+        }
+        for outcome, n in applied.items():
+            self.summary.reconciled[names[outcome]] += n
+        log.info(
+            "Reconciled %d uncertain contact(s) with Altcraft: %s",
+            sum(applied.values()),
+            ", ".join(f"{names[o]} {n}" for o, n in applied.items()) or "no change",
+        )
+        return applied
+
+    def _judge(self, contact: UncertainContact) -> Resolution | None:
+        match = match_of(contact.contact_key, self.mapper.mapping)
+        if match is None:
+            return None
+        try:
+            profile = self.hook.get_profile(self.profiles_db_id, match)
+        except AltcraftError as exc:
+            log.warning(
+                "Could not read %s back from Altcraft (%s): it stays uncertain",
+                mask_key(contact.contact_key),
+                exc,
+            )
+            return None
+        return judge(contact, profile)
 
     # ---------------------------------------------------------------------------------------- sending
 
@@ -377,6 +510,7 @@ class Delivery:
             )
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
+        self.summary.pending += len(keys)
         self.tasks[claim.batch_id] = task_id
         log.info(
             "Submitted Altcraft task %s for %d contact(s) (batch %s)", task_id, len(keys), claim.batch_id
@@ -390,14 +524,16 @@ class Delivery:
         """Before sending: settle what an earlier try of this task left in flight.
 
         Waits for and settles its Altcraft tasks (``pending_tasks``: batch id → task id), then marks
-        ``uncertain`` the contacts it left ``sending``; returns their ledger keys.
+        ``uncertain`` the contacts it left ``sending``; returns their ledger keys. Both are recorded as
+        outcomes of the earlier try and counted in ``earlier_tries``, not in this try's counters.
         """
         self.settle_tasks(pending_tasks, timeout=timeout, poll_interval=poll_interval)
         recovered = self.ledger.recover(self.scope, self.run)
+        self.summary.add(Outcome.UNCERTAIN, len(recovered), earlier=True)
         if recovered:
             log.warning(
-                "%d contact(s) were being sent when an earlier try stopped; recorded as uncertain "
-                "(not resent; rerun with resend_uncertain=True after checking Altcraft)",
+                "%d contact(s) were being sent when an earlier try stopped; recorded as uncertain for that "
+                "try (never resent blindly: reconciliation checks them in Altcraft first)",
                 len(recovered),
             )
         return recovered
@@ -433,6 +569,8 @@ class Delivery:
         Per-contact results are used in request order; counts that prove every contact launched settle them
         launched; anything else settles them uncertain with the reason, logged as an error.
         """
+        if claim.try_number in (None, self.run.try_number):
+            self.summary.pending -= len(claim.to_send)
         verdict = task_verdict(status, len(claim.to_send))
         if verdict.results is not None:
             self._settle_results(claim, claim.to_send, verdict.results)
@@ -468,12 +606,18 @@ class Delivery:
         self._settle(claim, {key: _settlement_for_result(r) for key, r in zip(keys, results, strict=True)})
 
     def _settle(self, claim: Claim, settlements: dict[str, Settlement]) -> None:
-        """Write the outcome of a claimed chunk; a key without a settlement becomes uncertain."""
-        self.ledger.settle(self.scope, self.run, claim, settlements)
+        """Write the outcome of a claimed chunk; a key without a settlement becomes uncertain.
+
+        A claim of an earlier try (its async task, settled by this try) is recorded as that try's
+        outcomes and counted in ``earlier_tries``.
+        """
+        earlier = claim.try_number not in (None, self.run.try_number)
+        run = replace(self.run, try_number=claim.try_number) if earlier else self.run
+        self.ledger.settle(self.scope, run, claim, settlements)
         for key in claim.to_send:
             settlement = settlements.get(key)
             outcome = settlement.outcome if settlement else Outcome.UNCERTAIN
-            self.summary.add(outcome)
+            self.summary.add(outcome, earlier=earlier)
             if outcome is Outcome.FAILED and settlement:
                 self.summary.note_reason(f"API {settlement.code}: {scrub(settlement.text)}")
 

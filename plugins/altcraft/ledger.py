@@ -23,9 +23,10 @@ import random
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -47,6 +48,7 @@ _MAX_ATTEMPTS = 8
 _ID_LEN = 250  # Airflow's length of dag_id, task_id and run_id
 _KEY_LEN = 800  # run keys and window keys: three ids, or two ids and two timestamps
 _PLATFORM_LEN = 255
+_MARKER_LEN = 300  # "FIELD=value" of the launch marker
 
 
 class Outcome(StrEnum):
@@ -228,6 +230,42 @@ class Claim:
     skipped: dict[str, str]
     source_keys: dict[str, str] = field(default_factory=dict)  # to_send key -> source key
     settled: bool = False
+    #: keys not sent because they are uncertain (not in ``skipped``; recorded as ``uncertain``)
+    uncertain: dict[str, str] = field(default_factory=dict)
+    #: the task try that made the claim (:meth:`Ledger.claim_of`), when it is not the caller's
+    try_number: int | None = None
+    #: skipped items beyond the first of each key or identity (duplicates in this claim)
+    duplicates: int = 0
+    #: contact row of each key, when it is not the key's own hash (combined-mode identity)
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def contact_hash(self, scope: Scope, key: str) -> str:
+        return self.hashes.get(key) or scope.contact_hash(key)
+
+
+@dataclass(frozen=True)
+class UncertainContact:
+    """An ``uncertain`` contact row, with what reconciliation needs to decide it."""
+
+    contact_key: str
+    contact_hash: str
+    launch_marker: str | None
+    claimed_at: datetime
+    claim_run_key: str
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A reconciliation verdict for one uncertain contact: launched, failed (not processed) or uncertain."""
+
+    outcome: Outcome
+    reason: str
+    profile_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in _SETTLED:
+            raise ValueError("a resolution is launched, failed or uncertain")
 
 
 @dataclass(frozen=True)
@@ -280,6 +318,7 @@ contacts_table = sa.Table(
     sa.Column("error_code", sa.Integer),
     sa.Column("error_text", sa.Text),
     sa.Column("updated_at", _UtcDateTime, nullable=False),
+    sa.Column("launch_marker", sa.String(_MARKER_LEN)),
     sa.Index("ix_altcraft_contacts_status", "status", "scenario_id"),
     **_MYSQL_OPTIONS,
 )
@@ -309,8 +348,21 @@ outcomes_table = sa.Table(
     **_MYSQL_OPTIONS,
 )
 
+aliases_table = sa.Table(
+    "altcraft_aliases",
+    metadata,
+    sa.Column("alias_hash", sa.String(64), primary_key=True),
+    sa.Column("contact_hash", sa.String(64), nullable=False),
+    sa.Column("platform", sa.String(_PLATFORM_LEN), nullable=False),
+    sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("alias_key", sa.Text, nullable=False),
+    sa.Column("created_at", _UtcDateTime, nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
 _C = contacts_table.c
 _O = outcomes_table.c
+_A = aliases_table.c
 
 
 def _utc(moment: datetime | None) -> datetime:
@@ -353,6 +405,7 @@ class _Verdict:
     send: bool
     reason: str = ""
     uncertain_note: str | None = None  # set when a dead 'sending' claim is now marked uncertain
+    uncertain: bool = False  # not sent because it is uncertain
 
 
 def _decide(
@@ -384,7 +437,7 @@ def _decide(
         status, since = ContactStatus.UNCERTAIN, now
     if status == ContactStatus.UNCERTAIN and (not resend_uncertain or by == run.run_key):
         hint = "this run never resends its own" if by == run.run_key else "resend with resend_uncertain=True"
-        return _Verdict(False, f"uncertain since {_iso(since)} (run {by}); {hint}", note)
+        return _Verdict(False, f"uncertain since {_iso(since)} (run {by}); {hint}", note, uncertain=True)
     reason = _policy_reason(row, earlier, policy, relaunch=relaunch, now=now)
     return _Verdict(reason is None, reason or "", note)
 
@@ -554,6 +607,82 @@ def _insert_outcomes(
     _insert_rows(conn, outcomes_table, shared, _columns(_ENTRY_COLUMNS, entries))
 
 
+def _identities(
+    conn: Connection,
+    scope: Scope,
+    first: dict[str, str],
+    duplicates: list[tuple[str, str]],
+    aliases: Mapping[str, Sequence[str]] | None,
+    at: datetime,
+    *,
+    write: bool,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The contact row of each key (combined modes: found through any component key) and the keys that
+    cannot be sent because their components belong to two earlier contacts.
+
+    A key whose identity an earlier key of the same claim already took moves from ``first`` to
+    ``duplicates``. With ``write``, new components are recorded (locked like contact rows, so two
+    concurrent claims agree on one identity).
+    """
+    hashes = {key: scope.contact_hash(key) for key in first}
+    if not aliases:
+        return hashes, {}
+    alias_hash = {
+        alias: scope.contact_hash(f"alias\n{alias}") for key in first for alias in aliases.get(key, ())
+    }
+    known: dict[str, str] = {}
+    for _, condition in _matching(conn, _A.alias_hash, list(set(alias_hash.values()))):
+        query = sa.select(_A.alias_hash, _A.contact_hash).where(condition).order_by(_A.alias_hash)
+        if write:
+            query = query.with_for_update()
+        known.update(conn.execute(query).all())
+    ambiguous: dict[str, str] = {}
+    taken: dict[str, str] = {}  # contact hash -> first key of this claim with that identity
+    new_aliases: dict[str, tuple[str, str]] = {}  # alias hash -> (contact hash, alias key)
+    for key in list(first):
+        components = aliases.get(key, ())
+        found = {known[alias_hash[a]] for a in components if alias_hash[a] in known}
+        if len(found) > 1:
+            ambiguous[key] = f"its matching keys belong to {len(found)} different earlier contacts; not sent"
+            continue
+        contact = found.pop() if found else hashes[key]
+        hashes[key] = contact
+        for alias in components:
+            if alias_hash[alias] not in known:
+                known[alias_hash[alias]] = contact
+                new_aliases[alias_hash[alias]] = (contact, alias)
+        if contact in taken:
+            duplicates.append((key, first.pop(key)))
+            continue
+        taken[contact] = key
+    if write and new_aliases:
+        ordered = sorted(new_aliases.items())
+        shared = {"platform": scope.platform, "scenario_id": scope.scenario_id, "created_at": at}
+        columns = {
+            "alias_hash": [h for h, _ in ordered],
+            "contact_hash": [c for _, (c, _) in ordered],
+            "alias_key": [a for _, (_, a) in ordered],
+        }
+        _insert_rows(conn, aliases_table, shared, columns)
+    return hashes, ambiguous
+
+
+def _first_uncertain_outcome(conn: Connection, contact: UncertainContact) -> RowMapping | None:
+    """The outcome recorded when the contact's latest claim became uncertain: its first ``uncertain``
+    outcome since that claim (later tries that met it uncertain come after)."""
+    query = (
+        sa.select(_O.id, _O.window_key)
+        .where(
+            _O.contact_hash == contact.contact_hash,
+            _O.outcome == Outcome.UNCERTAIN.value,
+            _O.recorded_at >= contact.claimed_at,
+        )
+        .order_by(_O.id)
+        .limit(1)
+    )
+    return conn.execute(query).mappings().first()
+
+
 def _split_duplicates(items: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """First occurrence of each ledger key (key -> source key, input order) and the later duplicates."""
     first: dict[str, str] = {}
@@ -566,6 +695,26 @@ def _split_duplicates(items: Sequence[tuple[str, str]]) -> tuple[dict[str, str],
         else:
             first[key] = source_key
     return first, duplicates
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a ledger created by an older version up to date: add nullable columns it lacks.
+
+    Only additions, no rewrite of existing rows; a concurrent worker adding the same column is fine.
+    """
+    present = {column["name"] for column in sa.inspect(engine).get_columns(contacts_table.name)}
+    for column in contacts_table.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {contacts_table.name} ADD COLUMN {column.name} {kind}")
+            log.info("Ledger: added column %s.%s", contacts_table.name, column.name)
+        except sa.exc.DBAPIError:
+            fresh = sa.inspect(engine).get_columns(contacts_table.name)
+            if column.name not in {c["name"] for c in fresh}:
+                raise
 
 
 def _sqlalchemy_url(uri: str) -> str:
@@ -616,6 +765,7 @@ class Ledger:
                     raise
                 log.info("Ledger tables were being created concurrently; checking again")
                 time.sleep(0.2 * attempt)
+        _add_missing_columns(self.engine)
         self._schema_ready = True
 
     def _ready(self) -> None:
@@ -664,7 +814,8 @@ class Ledger:
     def recover(self, scope: Scope, run: RunRef, *, now: datetime | None = None) -> list[str]:
         """Mark ``uncertain`` the rows an earlier try of this run left ``sending`` (it died mid-batch).
 
-        Records an ``uncertain`` outcome for each in this try; returns their ledger keys, sorted.
+        Records an ``uncertain`` outcome for each, as an outcome of the try that sent it (that try
+        never settled it); returns their ledger keys, sorted.
         """
         at = _utc(now)
 
@@ -685,10 +836,15 @@ class Ledger:
             notes = {row.contact_hash: _dead_try_note(row.claim_try_number, row.claimed_at) for row in rows}
             common = {"status": ContactStatus.UNCERTAIN.value, "error_code": None, "updated_at": at}
             _update_contacts(conn, common, {"error_text": notes}, list(notes))
-            entries = [
-                (r.contact_key, r.contact_hash, r.source_key, None, notes[r.contact_hash], None) for r in rows
-            ]
-            _insert_outcomes(conn, scope, run, Outcome.UNCERTAIN, at, entries)
+            for try_number in sorted({r.claim_try_number for r in rows}):
+                entries = [
+                    (r.contact_key, r.contact_hash, r.source_key, None, notes[r.contact_hash], None)
+                    for r in rows
+                    if r.claim_try_number == try_number
+                ]  # recorded as the outcome of the try that sent them
+                _insert_outcomes(
+                    conn, scope, replace(run, try_number=try_number), Outcome.UNCERTAIN, at, entries
+                )
             return sorted(row.contact_key for row in rows)
 
         keys = self._write(work)
@@ -709,31 +865,37 @@ class Ledger:
         *,
         relaunch: bool = False,
         resend_uncertain: bool = False,
+        marker: str | None = None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
         now: datetime | None = None,
     ) -> Claim:
         """Decide which of ``items`` (ledger key, source key) to send and commit them as ``sending``.
 
-        Skipped contacts get a ``skipped`` outcome in the same transaction. Two concurrent claims never
-        both receive the same key.
+        Skipped contacts get a ``skipped`` outcome, contacts not sent because they are uncertain an
+        ``uncertain`` one, in the same transaction. Two concurrent claims never both receive the same
+        key. ``marker`` (``FIELD=value``) is the launch marker the request will carry, kept for
+        reconciliation. ``aliases`` (key -> component keys, for combined matching modes): a key whose
+        component was claimed before is the same contact as that earlier one.
         """
         at = _utc(now)
-        first, duplicates = _split_duplicates(items)
-        hashes = {key: scope.contact_hash(key) for key in first}
         batch_id = uuid.uuid4().hex
 
         def work(conn: Connection) -> Claim:
-            rows, to_send, skipped, uncertain_notes = self._decide_all(
+            first, duplicates = _split_duplicates(items)
+            hashes, ambiguous = _identities(conn, scope, first, duplicates, aliases, at, write=True)
+            rows, to_send, skipped, uncertain, uncertain_notes = self._decide_all(
                 conn,
                 run,
-                hashes,
+                {k: hashes[k] for k in first if k not in ambiguous},
                 policy,
                 relaunch=relaunch,
                 resend_uncertain=resend_uncertain,
                 at=at,
                 lock=True,
             )
+            skipped.update(ambiguous)
             claimed = [(key, hashes[key], first[key]) for key in to_send]
-            self._write_claim(conn, scope, run, batch_id, at, claimed, rows)
+            self._write_claim(conn, scope, run, batch_id, at, claimed, rows, marker, rekey=bool(aliases))
             _update_contacts(
                 conn,
                 {"status": ContactStatus.UNCERTAIN.value, "error_code": None, "updated_at": at},
@@ -747,16 +909,29 @@ class Ledger:
                 (key, hashes[key], source, None, "duplicate in this run", None) for key, source in duplicates
             ]
             _insert_outcomes(conn, scope, run, Outcome.SKIPPED, at, entries)
-            return Claim(batch_id, to_send, skipped, {key: first[key] for key in to_send})
+            entries = [
+                (key, hashes[key], first[key], None, reason, None) for key, reason in uncertain.items()
+            ]
+            _insert_outcomes(conn, scope, run, Outcome.UNCERTAIN, at, entries)
+            return Claim(
+                batch_id,
+                to_send,
+                skipped,
+                {key: first[key] for key in to_send},
+                uncertain=uncertain,
+                duplicates=len(duplicates),
+                hashes={k: h for k, h in hashes.items() if h != scope.contact_hash(k)},
+            )
 
         claim = self._write(work)
         log.info(
-            "Ledger claim %s for %s: %d to send, %d skipped, %d duplicate(s)",
+            "Ledger claim %s for %s: %d to send, %d skipped, %d uncertain, %d duplicate(s)",
             batch_id,
             run.run_key,
             len(claim.to_send),
             len(claim.skipped),
-            len(duplicates),
+            len(claim.uncertain),
+            claim.duplicates,
         )
         return claim
 
@@ -769,25 +944,34 @@ class Ledger:
         *,
         relaunch: bool = False,
         resend_uncertain: bool = False,
+        aliases: Mapping[str, Sequence[str]] | None = None,
         now: datetime | None = None,
     ) -> Claim:
         """What :meth:`claim` would decide, without writing anything (for dry runs)."""
         self._ready()
         first, duplicates = _split_duplicates(items)
-        hashes = {key: scope.contact_hash(key) for key in first}
         with self.engine.connect() as conn:
-            _, to_send, skipped, _ = self._decide_all(
+            hashes, ambiguous = _identities(conn, scope, first, duplicates, aliases, _utc(now), write=False)
+            _, to_send, skipped, uncertain, _ = self._decide_all(
                 conn,
                 run,
-                hashes,
+                {k: hashes[k] for k in first if k not in ambiguous},
                 policy,
                 relaunch=relaunch,
                 resend_uncertain=resend_uncertain,
                 at=_utc(now),
                 lock=False,
             )
-        skipped.update((key, "duplicate in this run") for key, _ in duplicates)
-        return Claim("preview", to_send, skipped, {key: first[key] for key in to_send})
+        skipped.update(ambiguous)
+        return Claim(
+            "preview",
+            to_send,
+            skipped,
+            {key: first[key] for key in to_send},
+            uncertain=uncertain,
+            duplicates=len(duplicates),
+            hashes=dict(hashes),
+        )
 
     def claim_of(self, scope: Scope, batch_id: str) -> Claim:
         """The still unsettled (``sending``) part of an earlier claim, keys in sorted order.
@@ -796,16 +980,18 @@ class Ledger:
         key order, so the task's per-profile results line up with these keys.
         """
         self._ready()
-        query = sa.select(_C.contact_key, _C.source_key).where(
+        query = sa.select(_C.contact_key, _C.source_key, _C.claim_try_number).where(
             _C.batch_id == batch_id,
             _C.status == ContactStatus.SENDING.value,
             _C.platform == scope.platform,
             _C.scenario_id == scope.scenario_id,
         )
         with self.engine.connect() as conn:
-            rows = dict(conn.execute(query).all())
+            found = conn.execute(query).all()
+        rows = {key: source for key, source, _ in found}
         keys = sorted(rows)
-        return Claim(batch_id, keys, {}, {key: rows[key] for key in keys})
+        try_number = found[0].claim_try_number if found else None
+        return Claim(batch_id, keys, {}, {key: rows[key] for key in keys}, try_number=try_number)
 
     def contact_states(self, scope: Scope) -> dict[str, str]:
         """Every contact of a scope with its status (``launched``, ``failed``, ``uncertain``, ``sending``)."""
@@ -840,7 +1026,9 @@ class Ledger:
         final = {key: settlements.get(key, _NO_ANSWER) for key in claim.to_send}
         groups: dict[Outcome, list[tuple[str, str, Settlement]]] = {}
         for key, settlement in final.items():
-            groups.setdefault(settlement.outcome, []).append((key, scope.contact_hash(key), settlement))
+            groups.setdefault(settlement.outcome, []).append(
+                (key, claim.contact_hash(scope, key), settlement)
+            )
 
         def work(conn: Connection) -> int:
             guards = (
@@ -915,6 +1103,120 @@ class Ledger:
             for key, source_key, code, reason in rows
         ]
         self._write(lambda conn: _insert_outcomes(conn, scope, run, outcome, at, entries))
+
+    # --- reconciliation -------------------------------------------------------------------------------
+
+    def uncertain_contacts(
+        self, scope: Scope, keys: Iterable[str] | None = None, *, limit: int | None = None
+    ) -> list[UncertainContact]:
+        """The scope's ``uncertain`` contacts (only among ``keys`` if given), oldest first."""
+        self._ready()
+        columns = (
+            _C.contact_key,
+            _C.contact_hash,
+            _C.launch_marker,
+            _C.claimed_at,
+            _C.claim_run_key,
+            _C.batch_id,
+        )
+        where = (
+            _C.status == ContactStatus.UNCERTAIN.value,
+            _C.scenario_id == scope.scenario_id,
+            _C.platform == scope.platform,
+        )
+        found: list[UncertainContact] = []
+        with self.engine.connect() as conn:
+            if keys is None:
+                query = sa.select(*columns).where(*where).order_by(_C.updated_at, _C.contact_hash)
+                rows = conn.execute(query if limit is None else query.limit(limit)).all()
+                return [UncertainContact(*row) for row in rows]
+            hashes = {scope.contact_hash(key) for key in keys}
+            for _, condition in _matching(conn, _C.contact_hash, hashes):
+                found += [
+                    UncertainContact(*row)
+                    for row in conn.execute(sa.select(*columns).where(condition, *where))
+                ]
+        return sorted(found, key=lambda c: (c.claimed_at, c.contact_hash))
+
+    def resolve(
+        self,
+        scope: Scope,
+        contacts: Sequence[UncertainContact],
+        resolutions: Mapping[str, Resolution],
+        *,
+        now: datetime | None = None,
+    ) -> dict[Outcome, int]:
+        """Apply reconciliation verdicts (by contact key) to still-uncertain contacts of the same claim.
+
+        ``launched``: the contact row becomes launched (launch time: its claim) and the uncertain
+        outcome of the try that sent it becomes ``launched``; ``failed`` (not processed): the row becomes
+        failed, so the next claim sends it, and that outcome becomes ``failed``; ``uncertain``: only the
+        evidence is noted. A row that changed meanwhile is left alone. Returns the counts applied.
+        """
+        at = _utc(now)
+        by_key = {c.contact_key: c for c in contacts}
+
+        def work(conn: Connection) -> dict[Outcome, int]:
+            applied: Counter[Outcome] = Counter()
+            for key, resolution in sorted(resolutions.items(), key=lambda kv: by_key[kv[0]].contact_hash):
+                contact = by_key[key]  # in hash order, the order claims lock rows in
+                settled = resolution.outcome is not Outcome.UNCERTAIN
+                outcome_row = _first_uncertain_outcome(conn, contact) if settled else None
+                guard = (
+                    _C.contact_hash == contact.contact_hash,
+                    _C.status == ContactStatus.UNCERTAIN.value,
+                    _C.batch_id == contact.batch_id,
+                )
+                values: dict[str, Any] = {"error_text": resolution.reason}
+                if resolution.outcome is Outcome.LAUNCHED:
+                    values |= {
+                        "status": ContactStatus.LAUNCHED.value,
+                        "launch_count": _C.launch_count + 1,
+                        "first_launched_at": sa.func.coalesce(
+                            _C.first_launched_at, sa.literal(contact.claimed_at, _UtcDateTime())
+                        ),
+                        "last_launched_at": contact.claimed_at,
+                        "last_run_key": contact.claim_run_key,
+                        "last_window_key": outcome_row.window_key if outcome_row else None,
+                        "error_code": None,
+                        "updated_at": at,
+                    }
+                elif resolution.outcome is Outcome.FAILED:
+                    values |= {"status": ContactStatus.FAILED.value, "error_code": None, "updated_at": at}
+                changed = conn.execute(sa.update(contacts_table).where(*guard).values(values)).rowcount
+                if not changed:
+                    continue
+                applied[resolution.outcome] += 1
+                if outcome_row is not None:
+                    conn.execute(
+                        sa.update(outcomes_table)
+                        .where(_O.id == outcome_row.id)
+                        .values(
+                            outcome=resolution.outcome.value,
+                            reason=resolution.reason,
+                            profile_id=resolution.profile_id,
+                        )
+                    )
+            return dict(applied)
+
+        return self._write(work)
+
+    def standing(self, scope: Scope) -> dict[str, int]:
+        """How many contacts of the scope are uncertain and failed right now (all runs)."""
+        self._ready()
+        query = (
+            sa.select(_C.status, sa.func.count())
+            .where(
+                _C.status.in_([ContactStatus.UNCERTAIN.value, ContactStatus.FAILED.value]),
+                _C.scenario_id == scope.scenario_id,
+                _C.platform == scope.platform,
+            )
+            .group_by(_C.status)
+        )
+        standing = {ContactStatus.UNCERTAIN.value: 0, ContactStatus.FAILED.value: 0}
+        with self.engine.connect() as conn:
+            standing.update(conn.execute(query).all())
+        return standing
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -1009,12 +1311,14 @@ class Ledger:
         resend_uncertain: bool,
         at: datetime,
         lock: bool,
-    ) -> tuple[dict[str, RowMapping], list[str], dict[str, str], dict[str, str]]:
-        """Apply the claim rules: (rows, keys to send, skipped key -> reason, uncertain notes)."""
+    ) -> tuple[dict[str, RowMapping], list[str], dict[str, str], dict[str, str], dict[str, str]]:
+        """Apply the claim rules: (rows, keys to send, skipped key -> reason, uncertain key -> reason,
+        uncertain notes by hash)."""
         rows = self._select_contacts(conn, list(hashes.values()), lock=lock)
         earlier = self._earlier_launches(conn, run, rows, policy, relaunch=relaunch)
         to_send: list[str] = []
         skipped: dict[str, str] = {}
+        uncertain: dict[str, str] = {}
         uncertain_notes: dict[str, str] = {}
         for key, contact_hash in hashes.items():
             verdict = _decide(
@@ -1030,10 +1334,10 @@ class Ledger:
             if verdict.send:
                 to_send.append(key)
             else:
-                skipped[key] = verdict.reason
+                (uncertain if verdict.uncertain else skipped)[key] = verdict.reason
                 if verdict.uncertain_note:
                     uncertain_notes[contact_hash] = verdict.uncertain_note
-        return rows, to_send, skipped, uncertain_notes
+        return rows, to_send, skipped, uncertain, uncertain_notes
 
     @staticmethod
     def _write_claim(
@@ -1044,9 +1348,13 @@ class Ledger:
         at: datetime,
         to_send: Sequence[tuple[str, str, str]],
         rows: Mapping[str, RowMapping],
+        marker: str | None = None,
+        *,
+        rekey: bool = False,
     ) -> None:
         """Insert new contacts and move existing ones to ``sending``; ``to_send``: (key, hash, source key)."""
         claim_values = {
+            "launch_marker": marker,
             "status": ContactStatus.SENDING.value,
             "claim_run_key": run.run_key,
             "claim_try_number": run.try_number,
@@ -1066,4 +1374,7 @@ class Ledger:
             _insert_rows(conn, contacts_table, shared, columns)
         existing = {h: source for _, h, source in to_send if h in rows}
         common = {**claim_values, "error_code": None, "error_text": None}
-        _update_contacts(conn, common, {"source_key": existing}, list(existing))
+        per_row: dict[str, Mapping[str, Any]] = {"source_key": existing}
+        if rekey:  # a combined-mode contact keeps the key it was last claimed under (see claim_of)
+            per_row["contact_key"] = {h: key for key, h, _ in to_send if h in rows}
+        _update_contacts(conn, common, per_row, list(existing))

@@ -702,3 +702,17 @@ def _identity(name: str, value: Any) -> str:
     if value is None:
         return ""
     return email_identity(value) if name == "email" else str(value)
+
+
+def identity_keys(ledger_key: str) -> tuple[str, ...]:
+    """The component keys of a combined-mode (``email_phone``, ``email_phone_sub``) ledger key, e.g.
+    ``("email:anna@example.org", "phone:+79001234567")``; empty for every other mode.
+
+    Altcraft finds a combined-mode profile by any of its keys, so a contact matches an earlier one when
+    any component matches (the ledger's aliases).
+    """
+    mode, _, rest = ledger_key.partition(":")
+    if not MatchingMode(mode).any_of:
+        return ()
+    email, _, phone = rest.partition("|")
+    return tuple(key for key in (email and f"email:{email}", phone and f"phone:{phone}") if key)

@@ -220,6 +220,8 @@ def test_run_summaries_over_the_rest_api_match_the_emulator(
             assert summary["rejected"] == counts["rejected"]
             assert summary["launched"] + summary["skipped"] == counts["launched+skipped"]
             assert summary["failed"] == summary["uncertain"] == 0
+            parts = ("launched", "skipped", "rejected", "failed", "uncertain")
+            assert summary["found"] == sum(summary[k] for k in parts), "the summary adds up"
             launched += summary["launched"]
         assert launched == len(e2e_emulator.journal(SCENARIOS[dag_id])), dag_id
 

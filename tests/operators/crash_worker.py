@@ -34,7 +34,7 @@ def main(ledger_url: str, scenario_id: int, try_number: int, count: int) -> None
         key_column="id",
         batch_size=10,
     )
-    recovered = delivery.ledger.recover(delivery.scope, run)
+    recovered = delivery.recover({}, timeout=0, poll_interval=1)
     records = [{"id": i, "email": f"crash{i}@example.org"} for i in range(count)]
     summary = delivery.process([records[i : i + 10] for i in range(0, count, 10)])
     print(json.dumps({"recovered": len(recovered), **summary.as_dict()}))

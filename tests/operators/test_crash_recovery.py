@@ -62,7 +62,13 @@ def test_sigkill_mid_run_then_retry(emulator, scenario_id):
     assert retry.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["recovered"] == 10, "the one in-flight batch is reported uncertain"
-    assert (summary["launched"], summary["skipped"]) == (70, 30)
+    assert summary["earlier_tries"]["uncertain"] == 10, "recorded for try 1, counted apart"
+    assert (summary["found"], summary["launched"], summary["skipped"], summary["uncertain"]) == (
+        100,
+        70,
+        20,
+        10,
+    )
 
     counts = launch_counts(emulator, scenario_id)
     assert len(counts) == 100 and set(counts.values()) == {1}, "nobody launched twice, nobody dropped"

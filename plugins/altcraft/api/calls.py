@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from altcraft.api.errors import AltcraftUnexpectedAnswer
+from altcraft.api.errors import AltcraftApiError, AltcraftUnexpectedAnswer
 from altcraft.api.models import (
     BatchLaunchRequest,
     BatchResult,
@@ -180,6 +180,23 @@ class AltcraftCalls:
         """All databases visible to the token (``databases/list``, every page)."""
         pages = self.iter_pages("databases/list", filters, item=Database.model_validate)
         return [database for page in pages for database in page]
+
+    def get_profile(self, db_id: int, match: dict[str, Any]) -> dict[str, Any] | None:
+        """One profile's fields (``profiles/get``), or None when Altcraft has no such profile.
+
+        ``match`` holds ``matching`` and its key fields (``email``, ``phone``, ``field_name`` +
+        ``field_value``, …). Developer guide, Profiles → "Get profile data": ``db_id`` is required, the
+        answer's ``data`` holds the fields with ``_createtime`` and ``id``. The not-found answer is not
+        documented: an error answer with code 404, or an empty ``data``, is read as "no profile".
+        """
+        try:
+            answer = self.call("profiles/get", {"db_id": db_id, **match})
+        except AltcraftApiError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        data = answer.get("data")
+        return data if isinstance(data, dict) and data else None
 
     def get_database_fields(self, db_id: int) -> list[DatabaseField]:
         """The fields of a database (``databases/fields_get``)."""

@@ -213,6 +213,7 @@ class Profile:
     fields: dict[str, Any]
     subscriptions: list[dict[str, Any]]
     index_keys: list[tuple[Hashable, ...]] = field(default_factory=list)
+    created_at: str = field(default_factory=lambda: now_rfc3339())
 
     def public(self) -> dict[str, Any]:
         return {
@@ -887,7 +888,14 @@ class Emulator:
         if not found:
             raise ApiError(404, "profile not found")
         profile = db.profiles[self._single(found)]
-        data = {**profile.fields, "id": profile.id, "db_id": db.id, "subscriptions": profile.subscriptions}
+        # developer guide, Profiles → "Get profile data": the answer also has "_createtime"
+        data = {
+            **profile.fields,
+            "_createtime": profile.created_at,
+            "id": profile.id,
+            "db_id": db.id,
+            "subscriptions": profile.subscriptions,
+        }
         return {"data": data}
 
     def _trigger(self, call: Call) -> tuple[Trigger, Database]:

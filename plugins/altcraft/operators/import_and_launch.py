@@ -26,12 +26,17 @@ if TYPE_CHECKING:
     from altcraft.sources.base import Source, Window
 
 DEFAULT_CONN_ID = "altcraft_default"
-#: Default share of a run's contacts that may be rejected or fail before the task fails (after delivery).
+#: Default share of a run's contacts that may be rejected before the task fails (after delivery).
 DEFAULT_MAX_REJECTED_RATIO = 0.1
+#: ``reconcile`` unless given: a manual run's ``{"reconcile": true}`` (conf) or a DAG param of that name.
+RECONCILE_FROM_RUN = "{{ (dag_run.conf or {}).get('reconcile', params.get('reconcile', False)) }}"
 SCENARIO_URL_XCOM_KEY = "altcraft_scenario_url"
 _TASKS_KEY = "altcraft_tasks"
-_SUMMARY_KEY = "altcraft_summary"
+_SUMMARY_KEY = "altcraft_summary"  # task_state_store: the summary across a deferral
 _HASH = re.compile(r"[0-9a-f]{64}")
+#: XCom key of every try's summary, pushed also when the try fails (the return value only on success).
+SUMMARY_XCOM_KEY = "altcraft_summary"
+_COUNTERS = ("found", "launched", "skipped", "rejected", "failed", "uncertain")
 
 
 class AltcraftScenarioLink(BaseOperatorLink):
@@ -60,12 +65,23 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param relaunch_policy: ``once`` (default), ``cooldown:30d`` or ``every_run``; see docs/ledger.md.
     :param relaunch: launch again contacts the policy would skip (never twice within one run). Templated.
     :param resend_uncertain: send again contacts whose earlier delivery is uncertain. Templated.
-    :param dry_run: map, validate and check the ledger, but send nothing and write nothing. Templated.
+    :param dry_run: map, validate and check the ledger, but send nothing, write nothing and emit no
+        asset event. Templated.
     :param only_contacts: ledger hashes of the contacts to limit this run to (a list, or its JSON text);
         every other contact is skipped. Empty or None: all contacts. Templated; the Altcraft page sets it
         through the pipeline's ``contact_hashes`` param.
-    :param max_rejected_ratio: fail the task (after delivering everything valid) when
-        (rejected + failed) / found exceeds this share. Default 0.1.
+    :param max_rejected_ratio: fail the task (after delivering everything valid) when rejected / found
+        exceeds this share. Default 0.1.
+    :param max_failed_ratio: fail the task when contacts refused by Altcraft / found exceeds this share.
+        Default 0: any refusal fails the task (a retry or the next run sends them again).
+    :param max_uncertain_ratio: fail the task when contacts still uncertain after reconciliation / found
+        exceeds this share. Default 0.
+    :param launch_marker_field: custom profile field (string) written with the sending try's id in every
+        launching request, so reconciliation can prove whether an uncertain request was processed. One
+        field per scenario. See docs/ledger.md.
+    :param reconcile: before delivering, check every uncertain contact of the scenario in Altcraft
+        (uncertain contacts met by a claim are always checked). Templated; default the run's
+        ``reconcile`` conf or param.
     :param ledger_conn_id: SQL connection of the sync ledger; default ``[altcraft] ledger_conn_id`` of the
         Airflow configuration, else a SQLite file in AIRFLOW_HOME.
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
@@ -90,6 +106,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         "relaunch",
         "resend_uncertain",
         "only_contacts",
+        "reconcile",
     )
     template_fields_renderers = {"content": "json"}
     operator_extra_links = (AltcraftScenarioLink(),)
@@ -114,6 +131,10 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         dry_run: bool | str = False,
         only_contacts: Sequence[str] | str | None = None,
         max_rejected_ratio: float = DEFAULT_MAX_REJECTED_RATIO,
+        max_failed_ratio: float = 0.0,
+        max_uncertain_ratio: float = 0.0,
+        launch_marker_field: str | None = None,
+        reconcile: bool | str = RECONCILE_FROM_RUN,
         ledger_conn_id: str | None = None,
         window_start: datetime | str | None = "{{ data_interval_start }}",
         window_end: datetime | str | None = "{{ data_interval_end }}",
@@ -148,8 +169,13 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         check_launch_matching(delivery, self.mapping.matching, allow_undocumented=allow_undocumented_matching)
         if not 1 <= batch_size <= MAX_BATCH_ITEMS:
             raise ValueError(f"`batch_size` must be between 1 and {MAX_BATCH_ITEMS}, got {batch_size}")
-        if not 0 <= max_rejected_ratio <= 1:
-            raise ValueError(f"`max_rejected_ratio` must be between 0 and 1, got {max_rejected_ratio}")
+        for name, ratio in (
+            ("max_rejected_ratio", max_rejected_ratio),
+            ("max_failed_ratio", max_failed_ratio),
+            ("max_uncertain_ratio", max_uncertain_ratio),
+        ):
+            if not 0 <= ratio <= 1:
+                raise ValueError(f"`{name}` must be between 0 and 1, got {ratio}")
         RelaunchPolicy.parse(relaunch_policy)  # fail at parse time on a typo
         if isinstance(scenario_id, int) and "outlets" not in kwargs:
             kwargs["outlets"] = [scenario_asset(altcraft_conn_id, scenario_id)]
@@ -170,6 +196,10 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.dry_run_mode = dry_run
         self.only_contacts = only_contacts
         self.max_rejected_ratio = max_rejected_ratio
+        self.max_failed_ratio = max_failed_ratio
+        self.max_uncertain_ratio = max_uncertain_ratio
+        self.launch_marker_field = launch_marker_field
+        self.reconcile = reconcile
         self.ledger_conn_id = ledger_conn_id
         self.window_start = window_start
         self.window_end = window_end
@@ -190,16 +220,14 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.hooks.altcraft import AltcraftHook
 
         hook = AltcraftHook(self.altcraft_conn_id)
-        self._preflight(hook)
+        db_id = self._preflight(hook)
         context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(int(self.scenario_id)))
         window = self._window()
-        delivery = self._delivery(hook, context, window)
-        if not delivery.dry_run:
-            delivery.recover(
-                _task_book(context),
-                timeout=self.task_timeout.total_seconds(),
-                poll_interval=self.poll_interval,
-            )
+        delivery = self._delivery(hook, context, window, profiles_db_id=db_id)
+        if delivery.dry_run:
+            # Airflow emits the outlets' asset events when the task succeeds, reading the task's
+            # outlets then: a dry run must not schedule anything downstream.
+            self.outlets = []
         source = self._source(context)
         self.log.info(
             "Delivering %s into scenario %s (%s mode%s, window %s)",
@@ -210,7 +238,18 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             f"[{window.start.isoformat()}, {window.end.isoformat()})" if window else "none",
         )
         try:
+            if not delivery.dry_run:
+                delivery.recover(
+                    _task_book(context),
+                    timeout=self.task_timeout.total_seconds(),
+                    poll_interval=self.poll_interval,
+                )
+                if _as_bool(self.reconcile):
+                    delivery.reconcile()
             delivery.process(source.batches(window, self.batch_size))
+        except BaseException:
+            self._publish(delivery, context)
+            raise
         finally:
             self._log_summary(delivery, final=False)
         if not delivery.dry_run:
@@ -230,6 +269,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             setattr(delivery.summary, name, value)
         if event.get("status") != "done":
             # still running at Altcraft: keep them in task_state_store; the retry re-attaches to them
+            self._publish(delivery, context)
             raise AirflowException(
                 f"{len(event.get('pending', []))} Altcraft task(s) still running after {self.task_timeout}; "
                 "the next try re-attaches to them instead of submitting again"
@@ -239,8 +279,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
 
     # ---------------------------------------------------------------------------------------- set-up
 
-    def _preflight(self, hook: AltcraftHook) -> None:
-        """Fail at once, before anything is sent, when the scenario cannot take launches."""
+    def _preflight(self, hook: AltcraftHook) -> int | None:
+        """Fail at once, before anything is sent, when the scenario cannot take launches.
+
+        Returns the scenario's database (where uncertain contacts are looked up), if known.
+        """
         scenario_id = int(self.scenario_id)
         scenario = hook.get_scenario(scenario_id)
         if scenario is None:
@@ -255,8 +298,13 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 f"Altcraft scenario {scenario_id} works on database {scenario.db_id}, not db_id={self.db_id}"
             )
         self.log.info("Scenario %s %r is active (database %s)", scenario_id, scenario.name, scenario.db_id)
+        if scenario.db_id is not None:
+            return scenario.db_id
+        return int(self.db_id) if self.db_id not in (None, "") else None
 
-    def _delivery(self, hook: AltcraftHook, context: Context, window: Window | None) -> Delivery:
+    def _delivery(
+        self, hook: AltcraftHook, context: Context, window: Window | None, profiles_db_id: int | None = None
+    ) -> Delivery:
         from altcraft.delivery import Delivery
         from altcraft.ledger import Ledger, RunRef
 
@@ -288,6 +336,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             skip_invalid_subscriptions=self.skip_invalid_subscriptions,
             detect_geo=self.detect_geo,
             layout=hook.settings.batch_item_layout,
+            launch_marker_field=self.launch_marker_field,
             relaunch=_as_bool(self.relaunch),
             resend_uncertain=_as_bool(self.resend_uncertain),
             batch_size=self.batch_size,
@@ -295,6 +344,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             dry_run=_as_bool(self.dry_run_mode),
             tasks=_task_book(context),
             only=_as_hashes(self.only_contacts),
+            profiles_db_id=profiles_db_id,
         )
 
     def _window(self) -> Window | None:
@@ -350,31 +400,40 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     # ------------------------------------------------------------------------------------- reporting
 
     def _finish(self, delivery: Delivery, context: Context) -> dict[str, Any]:
-        summary = delivery.summary
         self._log_summary(delivery, final=True)
+        result = self._publish(delivery, context)
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset) and outlet.uri.startswith("altcraft://"):
+                context["outlet_events"][outlet].extra = {
+                    **{k: result[k] for k in _COUNTERS},
+                    "scope": result["scope"],
+                }
+        rejected, failed, uncertain = _problems(
+            delivery.summary,
+            self.max_rejected_ratio,
+            None if delivery.dry_run else self.max_failed_ratio,
+            None if delivery.dry_run else self.max_uncertain_ratio,
+        )
+        if failed:  # a retry sends refused contacts again
+            raise AirflowException(" ".join(m for m in (failed, uncertain, rejected) if m))
+        if uncertain or rejected:
+            raise AirflowFailException(" ".join(m for m in (uncertain, rejected) if m))
+        return result
+
+    def _publish(self, delivery: Delivery, context: Context) -> dict[str, Any]:
+        """The try's summary with the scenario's standing, pushed to XCom whether the try ends well or not."""
+        if not delivery.dry_run:
+            try:
+                delivery.summary.scope = delivery.ledger.standing(delivery.scope)
+            except Exception as exc:  # the summary must still be published
+                self.log.warning("Could not read the scenario's standing from the ledger: %s", exc)
         result = {
-            **summary.as_dict(),
+            **delivery.summary.as_dict(),
             "scenario_id": int(self.scenario_id),
             "delivery": delivery.mode.value,
             "window": delivery.run.window_key,
         }
-        for outlet in self.outlets:
-            if isinstance(outlet, Asset) and outlet.uri.startswith("altcraft://"):
-                context["outlet_events"][outlet].extra = {
-                    k: result[k] for k in ("found", "launched", "skipped", "rejected", "failed", "uncertain")
-                }
-        if summary.uncertain:
-            self.log.warning(
-                "%d contact(s) are uncertain: Altcraft may or may not have launched them. They will not be "
-                "resent automatically; check the scenario and rerun with resend_uncertain=True if needed.",
-                summary.uncertain,
-            )
-        if summary.problem_ratio > self.max_rejected_ratio:
-            raise AirflowFailException(
-                f"{summary.rejected} rejected and {summary.failed} failed of {summary.found} contacts "
-                f"({summary.problem_ratio:.1%}) is above max_rejected_ratio={self.max_rejected_ratio:.1%}; "
-                "all valid contacts were delivered. See the ledger (altcraft_outcomes) for reasons."
-            )
+        context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=result)
         return result
 
     def _log_summary(self, delivery: Delivery, *, final: bool) -> None:
@@ -382,6 +441,34 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.log.info("%s (scenario %s):\n%s", title, self.scenario_id, delivery.summary.table())
         if delivery.sample and final:
             self.log.info("Sample (masked):\n  %s", "\n  ".join(delivery.sample))
+
+
+def _problems(
+    summary: Any, max_rejected: float, max_failed: float | None, max_uncertain: float | None
+) -> tuple[str, str, str]:
+    """Why a try is not a clean success: (rejected, failed, uncertain) messages, empty when fine."""
+    rejected = failed = uncertain = ""
+    if summary.ratio("rejected") > max_rejected:
+        rejected = (
+            f"{summary.rejected} of {summary.found} contacts were rejected "
+            f"({summary.ratio('rejected'):.1%}), above max_rejected_ratio={max_rejected:.1%}; "
+            "all valid contacts were delivered. "
+            "Fix the source data or the mapping; reasons are in the log and in altcraft_outcomes."
+        )
+    if max_failed is not None and summary.failed and summary.ratio("failed") > max_failed:
+        failed = (
+            f"{summary.failed} contact(s) were refused by Altcraft (failed): they were not launched and "
+            "the next run sends them again. Reasons are in the log and in altcraft_outcomes; raise "
+            "max_failed_ratio if such refusals are expected."
+        )
+    if max_uncertain is not None and summary.uncertain and summary.ratio("uncertain") > max_uncertain:
+        uncertain = (
+            f"{summary.uncertain} contact(s) are still uncertain after reconciliation: Altcraft may have "
+            "launched them, so they are not resent. Set launch_marker_field so reconciliation can decide, "
+            "then run with reconcile=true; or check them in Altcraft and rerun with resend_uncertain=True "
+            "(see docs/ledger.md)."
+        )
+    return rejected, failed, uncertain
 
 
 def scenario_asset(altcraft_conn_id: str, scenario_id: int) -> Asset:

@@ -261,6 +261,9 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
                 items={"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 description="only these contacts (ledger hashes; set by the Altcraft page); empty: all",
             ),
+            "reconcile": Param(
+                False, type="boolean", description="check every uncertain contact in Altcraft first"
+            ),
         },
         on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
         doc_md=doc_md(spec, source, spec_path),
@@ -272,6 +275,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
     optional = {
         "max_request_bytes": spec.delivery.max_request_bytes,
         "db_id": spec.scenario.db_id,
+        "launch_marker_field": spec.scenario.launch_marker_field,
         "state_asset": state,
     }
     with dag:
@@ -296,7 +300,10 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             resend_uncertain="{{ params.resend_uncertain }}",
             dry_run="{{ params.dry_run }}",
             only_contacts="{{ params.contact_hashes | tojson }}",
+            reconcile="{{ params.reconcile }}",
             max_rejected_ratio=spec.max_rejected_ratio,
+            max_failed_ratio=spec.max_failed_ratio,
+            max_uncertain_ratio=spec.max_uncertain_ratio,
             ledger_conn_id=spec.ledger_conn_id,
             pool=spec.pool,
             pool_slots=spec.pool_slots,

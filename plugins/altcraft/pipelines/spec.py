@@ -131,6 +131,11 @@ class ScenarioSpec(_Model):
     db_id: int | None = Field(
         default=None, gt=0, description="database the scenario must work on; checked before sending"
     )
+    launch_marker_field: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="custom string field of that database set to the sending try's id in every launch, "
+        "so uncertain contacts can be reconciled (one field per scenario)",
+    )
 
 
 class DeliverySpec(_Model):
@@ -246,7 +251,13 @@ class PipelineSpec(_Model):
         default="once", description="once, every_run or cooldown:<N><d|h|m> (e.g. cooldown:30d)"
     )
     max_rejected_ratio: float = Field(
-        default=0.1, ge=0, le=1, description="fail the run above this share of rejected + failed contacts"
+        default=0.1, ge=0, le=1, description="fail the run above this share of rejected contacts"
+    )
+    max_failed_ratio: float = Field(
+        default=0, ge=0, le=1, description="fail the run above this share of contacts Altcraft refused"
+    )
+    max_uncertain_ratio: float = Field(
+        default=0, ge=0, le=1, description="fail the run above this share of contacts still uncertain"
     )
     dry_run: bool = Field(default=False, description="map, validate and check the ledger; send nothing")
     lookback: Duration | None = Field(

@@ -1,0 +1,113 @@
+"""Decide uncertain contacts from Altcraft's own answer: was the launching request processed?
+
+No documented Altcraft read says "this profile entered scenario X" (``subscribers/history_get`` lists
+message events only). ``profiles/get`` returns a profile's fields, so the evidence is made ours: the
+optional **launch marker**, a custom profile field written in ``data`` of the launching request itself,
+set to the sending try's id. Reading the profile back then tells, per contact:
+
+* the profile carries that request's marker → it was processed: ``launched``;
+* there is no profile, or the request carried a marker and the profile has none or another one → it was
+  not processed: ``failed`` (the next claim sends it again, under the relaunch policy);
+* anything else (a profile exists, the request carried no marker) → still ``uncertain``, with the
+  evidence noted.
+
+Pure functions: the delivery makes the calls and the ledger records the verdicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from altcraft.api.matching import MatchingMode
+from altcraft.api.models import DatabaseField
+from altcraft.ledger import Outcome, Resolution, UncertainContact
+from altcraft.mapping import FieldSpec, ProfileMapping
+
+
+def launch_marker(field_name: str, run_key: str, try_number: int) -> str:
+    """``FIELD=value`` for one task try: 16 hex of ``sha256(run_key \\n try_number)``.
+
+    A contact is sent at most once per try, and the value must be known before profiles are encoded
+    (once, before the claim), so the marker identifies the try rather than the claim's batch.
+    """
+    value = hashlib.sha256(f"{run_key}\n{try_number}".encode()).hexdigest()[:16]
+    return f"{field_name}={value}"
+
+
+def with_marker(mapping: ProfileMapping, marker: str) -> ProfileMapping:
+    """``mapping`` that also writes the marker's field (a constant) into every profile's ``data``."""
+    field_name, _, value = marker.partition("=")
+    if field_name in mapping.fields:
+        raise ValueError(f"launch marker field {field_name!r} is also mapped from the source")
+    fields = {**mapping.fields, field_name: FieldSpec(const=value)}
+    return mapping.model_copy(update={"fields": fields})
+
+
+def match_of(contact_key: str, mapping: ProfileMapping) -> dict[str, Any] | None:
+    """The ``profiles/get`` matching fields of a ledger key written with ``mapping``, or None if the key
+    belongs to another matching mode (another pipeline's contact: it cannot be looked up from here)."""
+    mode, _, rest = contact_key.partition(":")
+    if mode != mapping.matching.value:
+        return None
+    names = MatchingMode(mode).key_fields
+    parts = rest.split("|") if len(names) > 1 else [rest]
+    if len(parts) != len(names):
+        return None
+    match: dict[str, Any] = {"matching": mode, **{n: v for n, v in zip(names, parts, strict=True) if v}}
+    if mapping.field_name:
+        match["field_name"] = mapping.field_name
+    if mapping.resource_id is not None and mode in _RESOURCE_MODES:
+        match["resource_id"] = mapping.resource_id
+    return match
+
+
+_RESOURCE_MODES = {"email", "email_sub", "phone", "phone_sub", "email_phone", "email_phone_sub"}
+
+
+def judge(
+    contact: UncertainContact, profile: dict[str, Any] | None, now: datetime | None = None
+) -> Resolution:
+    """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent)."""
+    at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    if profile is None:
+        return Resolution(Outcome.FAILED, f"not processed (reconciled {at}: Altcraft has no such profile)")
+    profile_id = str(profile.get("id") or "") or None
+    if contact.launch_marker:
+        field_name, _, value = contact.launch_marker.partition("=")
+        found = profile.get(field_name)
+        if found == value:
+            return Resolution(
+                Outcome.LAUNCHED,
+                f"reconciled {at}: the profile carries the request's launch marker {contact.launch_marker}",
+                profile_id,
+            )
+        seen = "none" if found in (None, "") else "another request's"
+        return Resolution(
+            Outcome.FAILED,
+            f"not processed (reconciled {at}: the profile's {field_name} is {seen}, "
+            f"not the request's {value})",
+            profile_id,
+        )
+    created = profile.get("_createtime") or "unknown"
+    return Resolution(
+        Outcome.UNCERTAIN,
+        f"still uncertain (reconciled {at}: the profile exists, created {created}, and the request "
+        "carried no launch marker; set launch_marker_field to let reconciliation decide)",
+        profile_id,
+    )
+
+
+def marker_field_problem(fields: Sequence[DatabaseField], field_name: str) -> str | None:
+    """Why ``field_name`` cannot carry the launch marker in a database with these fields, or None.
+
+    For the conformance probe (``databases/fields_get``): the field must exist, be custom and hold text.
+    """
+    found = next((f for f in fields if f.name == field_name), None)
+    if found is None:
+        return f"launch marker field {field_name!r} does not exist in the database; create it (type string)"
+    if not found.is_custom or found.type not in ("string", "text"):
+        return f"launch marker field {field_name!r} must be a custom string field (it is {found.type})"
+    return None

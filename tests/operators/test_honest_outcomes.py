@@ -1,0 +1,289 @@
+"""Issue #12, honest outcomes: each test below reproduces one bullet of the issue in real Airflow.
+
+Every try's counts add up, carried state is visible, nothing partial looks green, dry runs leave no
+trace, uncertain contacts are reconciled from Altcraft's own answers, and combined matching modes have
+one identity. Runs use ``dag.test()`` against the emulator and a PostgreSQL ledger.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+import sqlalchemy as sa
+
+from tests.airflow_helpers import asset_event_extras, install_dag, run_dag, task_states, xcom_values
+
+from .conftest import EMAIL_MAPPING, PG_URL, contacts, launch_counts
+
+DAG_FILE = Path(__file__).parent / "dag_files" / "outcomes_contacts.py"
+DAY = pendulum.datetime(2026, 3, 1, tz="UTC")
+COUNTERS = ("launched", "skipped", "rejected", "failed", "uncertain")
+BATCH = "workflows/import_and_start_batch"
+TASK = "workflows/import_and_start_batch_task"
+SUMMARY_KEY = "altcraft_summary"
+MARKER = "AF_SYNC"
+
+
+@pytest.fixture
+def ledger_conn(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_LEDGER_PG", PG_URL.replace("postgresql+psycopg2", "postgresql"))
+    return "ledger_pg"
+
+
+@pytest.fixture
+def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
+    def build(records, dag_id="outcomes_test", on_failure=None, **operator):
+        config = {
+            "dag_id": dag_id,
+            "contacts": records,
+            "on_failure": on_failure,
+            "operator": {
+                "scenario_id": scenario_id,
+                "mapping": EMAIL_MAPPING,
+                "ledger_conn_id": ledger_conn,
+                **operator,
+            },
+        }
+        return install_dag(DAG_FILE, config, Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]))
+
+    return build
+
+
+@pytest.fixture
+def marker_scenario(emulator, scenario_id) -> int:
+    """The test's scenario moved onto its own database, which has the launch-marker field."""
+    db_id = scenario_id
+    emulator.seed(
+        databases=[
+            {
+                "id": db_id,
+                "name": f"Customers {db_id}",
+                "fields": [{"name": "CRM_ID", "type": "string"}, {"name": MARKER, "type": "string"}],
+            }
+        ],
+        scenarios=[
+            {"id": scenario_id, "name": "Welcome", "db_id": db_id, "is_active": True, "mode": "restart"}
+        ],
+    )
+    return scenario_id
+
+
+def outcome_rows(scenario_id: int, dag_id: str = "outcomes_test") -> list[tuple[int, str | None, str]]:
+    """(try_number, contact_hash, outcome) of every ledger outcome of the DAG in this scenario."""
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT try_number, contact_hash, outcome FROM altcraft_outcomes "
+                "WHERE scenario_id = :sid AND dag_id = :dag ORDER BY id"
+            ),
+            {"sid": scenario_id, "dag": dag_id},
+        ).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
+def contact_statuses(scenario_id: int) -> Counter:
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT status FROM altcraft_contacts WHERE scenario_id = :sid"), {"sid": scenario_id}
+        ).scalars()
+        statuses = Counter(rows)
+    engine.dispose()
+    return statuses
+
+
+def assert_one_row_per_contact_per_try(rows) -> None:
+    per_try = Counter((try_number, contact) for try_number, contact, _ in rows if contact is not None)
+    doubled = {key: n for key, n in per_try.items() if n > 1}
+    assert not doubled, f"contacts with more than one outcome in one try: {doubled}"
+
+
+def assert_adds_up(summary: dict) -> None:
+    assert summary["found"] == sum(summary[k] for k in COUNTERS), summary
+
+
+def summary_of(dag, dag_run) -> dict:
+    """The summary the last try left in XCom: pushed whether the try succeeded or failed."""
+    values = xcom_values(dag.dag_id, dag_run.run_id, key=SUMMARY_KEY)
+    values = values or xcom_values(dag.dag_id, dag_run.run_id)
+    return values["import_and_launch", -1]
+
+
+# ------------------------------------------------------------------------------ 1. counts that add up
+
+
+def test_async_retry_after_a_refused_submission_counts_each_contact_once_per_try(
+    dag_with, emulator, scenario_id
+):
+    """10 contacts, batch_size=5, a 503 on the second task submission, retries=1 (issue #12, bullet 1).
+
+    Try 2 settles try 1's task on its behalf (reported apart, recorded as try 1's outcomes) and then
+    decides each of its own 10 inputs exactly once.
+    """
+    emulator.add_faults({"endpoint": TASK, "kind": "status", "status": 503, "every": 2, "count": 1})
+    dag = dag_with(contacts(10), delivery="async", batch_size=5, poll_interval=0.1, retries=1, retry_delay=0)
+    dag_run = run_dag(dag, DAY)
+
+    summary = summary_of(dag, dag_run)
+    assert summary["found"] == 10
+    assert_adds_up(summary)
+    assert summary["earlier_tries"]["launched"] == 5, "try 1's task, settled by try 2, reported apart"
+    assert_one_row_per_contact_per_try(outcome_rows(scenario_id))
+    assert set(launch_counts(emulator, scenario_id).values()) == {1}
+
+
+# ----------------------------------------------------------------------- 1b. the dry run predicts
+
+
+def test_dry_run_predicts_the_real_run_across_chunks(dag_with, emulator, scenario_id):
+    """One person spelled twice in different chunks: the dry run says what the real run then does."""
+    people = [
+        {"id": 1, "email": "Anna@example.org", "first_name": "Anna"},
+        {"id": 2, "email": "anna@example.org", "first_name": "Anna"},
+        *contacts(3, start=10),
+    ]
+    dry = dag_with(people, dag_id="outcomes_dry", batch_size=1, dry_run=True)
+    predicted = xcom_values(dry.dag_id, run_dag(dry, DAY).run_id)["import_and_launch", -1]
+    real = dag_with(people, dag_id="outcomes_real", batch_size=1)
+    done = xcom_values(real.dag_id, run_dag(real, DAY).run_id)["import_and_launch", -1]
+
+    assert {k: predicted[k] for k in ("found", *COUNTERS)} == {k: done[k] for k in ("found", *COUNTERS)}
+    assert done["launched"] == 4 and done["skipped"] == 1
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 4
+
+
+# -------------------------------------------------------------------- 2. carried state is visible
+
+
+def test_contacts_left_uncertain_stay_visible_in_later_runs(dag_with, emulator, scenario_id):
+    """Try 1 loses Altcraft's answer (processed, no marker to prove it); the rerun does not go green."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
+    dag = dag_with(contacts(8), batch_size=8)
+    first = run_dag(dag, DAY)
+    assert task_states(first) == {"import_and_launch": "failed"}
+
+    second = run_dag(dag, DAY)  # the window again (dag.test() clears it)
+    summary = summary_of(dag, second)
+    assert task_states(second) == {"import_and_launch": "failed"}, "8 contacts are still uncertain"
+    assert summary["uncertain"] == 8
+    assert summary["scope"] == {"uncertain": 8, "failed": 0}
+    assert_adds_up(summary)
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8, "nobody resent blindly"
+
+
+# ------------------------------------------------------------------- 4. nothing partial looks green
+
+
+def test_contacts_refused_by_altcraft_fail_the_task_and_notify(dag_with, emulator, scenario_id, capfd):
+    """1 of 20 refused is below max_rejected_ratio, yet the run is not a clean success."""
+    from tests.pipelines import notify
+
+    notify.CALLS.clear()
+    emulator.add_faults(
+        {"endpoint": BATCH, "kind": "profile_error", "every": 7, "count": 1, "code": 400, "text": "bad field"}
+    )
+    dag = dag_with(contacts(20), batch_size=10, on_failure="tests.pipelines.notify:record")
+    dag_run = run_dag(dag, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    summary = summary_of(dag, dag_run)
+    assert (summary["launched"], summary["failed"]) == (19, 1)
+    assert summary["scope"]["failed"] == 1
+    output = capfd.readouterr().out
+    assert "1 contact(s) were refused by Altcraft" in output
+    assert "next run sends them again" in output, "the message says what to do next"
+    assert [call[0] for call in notify.CALLS] == ["callback"], "the failure notification was sent"
+
+
+def test_a_failed_threshold_lets_a_run_with_refusals_succeed(dag_with, emulator, scenario_id):
+    emulator.add_faults({"endpoint": BATCH, "kind": "profile_error", "every": 7, "count": 1, "code": 400})
+    dag = dag_with(contacts(20), batch_size=10, max_failed_ratio=0.1)
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "success"}
+
+
+# ---------------------------------------------------------------------- 3. automatic reconciliation
+
+
+def test_reconciliation_resends_exactly_the_unprocessed_contacts(dag_with, emulator, marker_scenario):
+    """Try 1's answer is lost after processing, try 2's before: try 3 ends with everyone launched once."""
+    emulator.add_faults(
+        {"endpoint": BATCH, "kind": "drop_after", "count": 1},
+        {"endpoint": BATCH, "kind": "drop_before", "count": 1},
+    )
+    dag = dag_with(contacts(16), batch_size=8, launch_marker_field=MARKER, retries=2, retry_delay=0)
+    dag_run = run_dag(dag, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    counts = launch_counts(emulator, marker_scenario)
+    assert len(counts) == 16 and set(counts.values()) == {1}, "the processed 8 were not resent"
+    summary = summary_of(dag, dag_run)
+    assert (summary["launched"], summary["skipped"], summary["uncertain"]) == (8, 8, 0)
+    assert summary["scope"] == {"uncertain": 0, "failed": 0}
+    assert contact_statuses(marker_scenario) == {"launched": 16}
+    assert_one_row_per_contact_per_try(outcome_rows(marker_scenario))
+    markers = {p["fields"].get(MARKER) for p in emulator.profiles(db_id=marker_scenario)}
+    assert None not in markers, "every launching request carried the marker"
+
+
+def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, marker_scenario):
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
+    first = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER)
+    assert task_states(run_dag(first, DAY)) == {"import_and_launch": "failed"}
+
+    other = dag_with(contacts(2, start=100), batch_size=6, launch_marker_field=MARKER)
+    dag_run = other.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
+
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = summary_of(other, dag_run)
+    assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert summary["scope"] == {"uncertain": 0, "failed": 0}
+    assert contact_statuses(marker_scenario) == {"launched": 8}
+    assert set(launch_counts(emulator, marker_scenario).values()) == {1}
+
+
+# ------------------------------------------------------------------------ 5. dry runs leave no trace
+
+
+def test_dry_run_emits_no_asset_event_and_writes_no_ledger_row(dag_with, emulator, scenario_id):
+    uri = f"altcraft://altcraft_default/scenarios/{scenario_id}"
+    before = len(asset_event_extras(uri))
+    dag = dag_with([*contacts(12), {"id": 999, "email": "broken"}], dry_run=True)
+    dag_run = run_dag(dag, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    assert len(asset_event_extras(uri)) == before, "nothing downstream is scheduled by a dry run"
+    assert outcome_rows(scenario_id) == []
+    assert contact_statuses(scenario_id) == {}
+
+
+# ---------------------------------------------------------------- 6. combined matching: one identity
+
+
+def test_email_phone_person_seen_three_ways_is_launched_once(dag_with, emulator, scenario_id):
+    mapping = {
+        "matching": "email_phone",
+        "key": {"email": "email", "phone": "phone"},
+        "fields": {"phones": {"source": "phone", "type": "phone"}},
+        "default_region": "RU",
+    }
+    arrivals = [
+        {"id": 1, "email": "anna@example.org"},
+        {"id": 1, "email": "anna@example.org", "phone": "+79001234567"},
+        {"id": 1, "phone": "+79001234567"},
+    ]
+    summaries = []
+    for day, record in enumerate(arrivals):
+        dag = dag_with([record], mapping=mapping, allow_undocumented_matching=True)
+        dag_run = run_dag(dag, DAY + timedelta(days=day))
+        assert task_states(dag_run) == {"import_and_launch": "success"}
+        summaries.append(xcom_values(dag.dag_id, dag_run.run_id)["import_and_launch", -1])
+
+    assert [(s["launched"], s["skipped"]) for s in summaries] == [(1, 0), (0, 1), (0, 1)]
+    assert list(launch_counts(emulator, scenario_id).values()) == [1]

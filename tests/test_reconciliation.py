@@ -1,0 +1,107 @@
+"""Reconciliation verdicts, ledger keys read back as ``profiles/get`` requests, the launch marker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from altcraft.ledger import Outcome, UncertainContact
+from altcraft.mapping import Mapper, ProfileMapping
+from altcraft.reconciliation import judge, launch_marker, match_of, with_marker
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def contact(marker: str | None) -> UncertainContact:
+    return UncertainContact("email:anna@example.org", "h", marker, T0, "dag/task/run", "b1")
+
+
+@pytest.mark.parametrize(
+    ("marker", "profile", "outcome", "says"),
+    [
+        (
+            "AF_SYNC=abc",
+            {"id": "p1", "AF_SYNC": "abc"},
+            Outcome.LAUNCHED,
+            "carries the request's launch marker",
+        ),
+        ("AF_SYNC=abc", {"id": "p1", "AF_SYNC": "old"}, Outcome.FAILED, "another request's"),
+        ("AF_SYNC=abc", {"id": "p1"}, Outcome.FAILED, "AF_SYNC is none"),
+        ("AF_SYNC=abc", None, Outcome.FAILED, "no such profile"),
+        (None, None, Outcome.FAILED, "no such profile"),
+        (
+            None,
+            {"id": "p1", "_createtime": "2030-01-01T00:00:00Z"},
+            Outcome.UNCERTAIN,
+            "carried no launch marker",
+        ),
+    ],
+)
+def test_verdicts_follow_the_evidence(marker, profile, outcome, says):
+    verdict = judge(contact(marker), profile, T0)
+    assert verdict.outcome is outcome
+    assert says in verdict.reason
+    assert "anna" not in verdict.reason, "no contact data in reasons"
+
+
+@pytest.mark.parametrize(
+    ("mapping", "key", "match"),
+    [
+        (
+            {"matching": "email", "key": {"email": "e"}},
+            "email:anna@example.org",
+            {"email": "anna@example.org"},
+        ),
+        ({"matching": "phone", "key": {"phone": "p"}}, "phone:+79001234567", {"phone": "+79001234567"}),
+        (
+            {"matching": "custom", "field_name": "CRM_ID", "key": {"field_value": "id"}},
+            "custom:A|1",
+            {"field_value": "A|1", "field_name": "CRM_ID"},
+        ),
+        (
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}},
+            "email_phone:|+79001234567",
+            {"phone": "+79001234567"},
+        ),
+        (
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}, "resource_id": 3},
+            "email_phone:anna@example.org|+79001234567",
+            {"email": "anna@example.org", "phone": "+79001234567", "resource_id": 3},
+        ),
+        ({"matching": "email", "key": {"email": "e"}}, "phone:+79001234567", None),
+    ],
+)
+def test_a_ledger_key_reads_back_as_the_profiles_get_match(mapping, key, match):
+    expected = None if match is None else {"matching": key.partition(":")[0], **match}
+    assert match_of(key, ProfileMapping.model_validate(mapping)) == expected
+
+
+def test_the_marker_is_per_try_and_goes_into_every_profile():
+    first, second = launch_marker("AF_SYNC", "dag/task/run", 1), launch_marker("AF_SYNC", "dag/task/run", 2)
+    assert first.startswith("AF_SYNC=") and len(first.partition("=")[2]) == 16 and first != second
+    mapping = ProfileMapping.model_validate({"matching": "email", "key": {"email": "email"}})
+    profile = Mapper(with_marker(mapping, first), source_key_column="id").map(
+        {"id": 1, "email": "anna@example.org"}
+    )
+    assert profile.data == {"AF_SYNC": first.partition("=")[2]}
+    clash = ProfileMapping.model_validate(
+        {"matching": "email", "key": {"email": "email"}, "fields": {"AF_SYNC": "x"}}
+    )
+    with pytest.raises(ValueError, match="also mapped"):
+        with_marker(clash, first)
+
+
+def test_the_probe_can_tell_whether_the_marker_field_fits():
+    from altcraft.api.models import DatabaseField
+    from altcraft.reconciliation import marker_field_problem
+
+    fields = [
+        DatabaseField(name="AF_SYNC", type="string", is_custom=True),
+        DatabaseField(name="LOYALTY", type="int", is_custom=True),
+        DatabaseField(name="email", type="string"),
+    ]
+    assert marker_field_problem(fields, "AF_SYNC") is None
+    assert "does not exist" in marker_field_problem(fields, "AF_MISSING")
+    assert "custom string field" in marker_field_problem(fields, "LOYALTY")
+    assert "custom string field" in marker_field_problem(fields, "email")
