@@ -118,12 +118,12 @@ def activity(
 class DailyActivity:
     """`activity` of the last ``days`` UTC days, with the days before yesterday kept in memory.
 
-    Outcomes are only ever appended, stamped with the time they are written, so the counts of a past
-    day do not change (a purge or a hand-made backdated row shows after ``ttl``). Each page view then
-    reads only yesterday and today from the database, whatever the table's size.
+    Outcomes are stamped with the time they are written, but reconciliation rewrites the outcome of the
+    try that sent a contact (to ``launched`` or ``failed``), so a past day can change: its counts are
+    kept for ``ttl`` only. Within that, page views read only yesterday and today from the database.
     """
 
-    def __init__(self, days: int = 30, ttl: timedelta = timedelta(hours=1)) -> None:
+    def __init__(self, days: int = 30, ttl: timedelta = timedelta(minutes=1)) -> None:
         self.days = days
         self.ttl = ttl
         self._cache: dict[date, tuple[datetime, list[ActivityRow]]] = {}
