@@ -19,7 +19,8 @@ from .conftest import PG_URL, launch_counts
 WORKER = Path(__file__).with_name("crash_worker.py")
 
 
-def _wait_for(predicate, timeout=20.0):
+def _wait_for(predicate, timeout=180.0):
+    """Wait generously: a worker process importing Airflow can take a minute on a loaded machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -58,7 +59,7 @@ def test_sigkill_mid_run_then_retry(emulator, scenario_id):
     _wait_for(lambda: len(emulator.journal(scenario_id=scenario_id)) == 30)  # the held batch was processed
 
     retry = _worker(scenario_id, try_number=2)
-    out, err = retry.communicate(timeout=60)
+    out, err = retry.communicate(timeout=240)
     assert retry.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["recovered"] == 10, "the one in-flight batch is reported uncertain"
