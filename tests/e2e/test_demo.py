@@ -233,7 +233,8 @@ def test_a_second_demo_reuses_the_state_and_launches_nobody_again(running_demo, 
 @pytest.mark.e2e
 def test_a_broken_spec_stays_listed_as_an_import_error_and_the_cli_lists_it(running_demo, import_error_watch):
     # The CLI of `make demo-shell`, without --local: what the metadata database holds.
-    shell = running_demo.shell("airflow dags list-import-errors --output json\n")
+    # the CLI exits 1 while import errors exist: that is its answer, not the shell's failure
+    shell = running_demo.shell("airflow dags list-import-errors --output json || true\n")
     listed = json.loads(next(line for line in shell.stdout.splitlines() if line.startswith("[")))
     import_error_watch.join(timeout=WATCH_SECONDS + 60)
 
@@ -280,7 +281,7 @@ def test_the_connection_test_is_enabled(running_demo):
     }
     answer = running_demo.api.request("POST", "connections/test", json=body)
     assert answer["status"] is True, answer
-    assert "can see 1 database(s)" in answer["message"]
+    assert "1 database(s) visible" in answer["message"]
 
 
 @pytest.mark.e2e

@@ -72,6 +72,8 @@ def local_airflow(tmp_path_factory, pg_databases, e2e_emulator, contacts):
         "delivery": {"mode": "batch", "batch_size": 10},
         "ledger_conn_id": "e2e_crm",
         "max_rejected_ratio": 0.9,
+        # the page must show refused contacts, in a run that is still green: allow them explicitly
+        "max_failed_ratio": 0.9,
     }
     e2e_emulator.seed(scenarios=[{"id": SCENARIO, "name": "Welcome (UI)", "db_id": 1, "is_active": True}])
     home = tmp_path_factory.mktemp("airflow-ui")

@@ -171,7 +171,8 @@ def test_a_worker_reparse_finds_its_dag_whatever_other_specs_are_broken(bundle: 
     assert bag.import_errors == {}
 
 
-def test_airflow_cli_lists_the_broken_specs_as_an_import_error(bundle: Path, airflow_home: Path):
+def test_airflow_cli_lists_the_broken_specs_as_an_import_error(bundle: Path, airflow_db: Path):
+    airflow_home = airflow_db  # the CLI needs a migrated metadata database, even with --local
     env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(bundle)}
 
     done = subprocess.run(
@@ -182,7 +183,8 @@ def test_airflow_cli_lists_the_broken_specs_as_an_import_error(bundle: Path, air
         timeout=120,
     )
 
-    listed = next(line for line in done.stdout.splitlines() if line.startswith("["))
+    listed = next((line for line in done.stdout.splitlines() if line.startswith("[")), None)
+    assert listed is not None, f"no JSON list in the CLI's output:\n{done.stdout}\n{done.stderr[-3000:]}"
     errors = {item["filepath"]: item["error"] for item in json.loads(listed)}
     assert list(errors) == [str(bundle / CHECKER.name)]
     assert_names_every_broken_spec(errors[str(bundle / CHECKER.name)])
