@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pendulum
 from hostile_server import TOKEN
@@ -19,6 +20,7 @@ DOCUMENTED_TEMPLATED = {
     "window_end",
     "relaunch",
     "resend_uncertain",
+    "reconcile",
     "only_contacts",
 }
 
@@ -58,6 +60,7 @@ def test_jinja_in_a_spec_is_never_rendered(monkeypatch):
         "conn": ConnectionAccessor(),
         "var": {"value": VariableAccessor(deserialize_json=False)},
         "params": {},
+        "dag_run": SimpleNamespace(conf={}),
         "data_interval_start": pendulum.datetime(2026, 3, 1),
         "data_interval_end": pendulum.datetime(2026, 3, 2),
     }
