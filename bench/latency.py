@@ -237,7 +237,7 @@ def run() -> dict[str, Any]:
             ) as airflow:
                 log("starting Airflow")
                 airflow.migrate()
-                airflow.start(420)  # patient: the machine is shared
+                airflow.start(timeout=420)  # patient: the machine is shared
                 airflow.wait_for_dags(POLL, HOOK, SCHED)
                 results = measure(airflow, emulator, crm, seconds, every, burst)
     finally:

@@ -95,7 +95,7 @@ def start_airflow(
     )
     try:
         airflow.migrate()
-        airflow.start(start_timeout)
+        airflow.start(timeout=start_timeout)
         airflow.wait_for_dags(*dag_ids)
     except Exception as error:
         logs = airflow.stack.logs()
