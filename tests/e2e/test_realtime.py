@@ -127,7 +127,7 @@ def wait_launched(airflow, emulator, dag_id: str, count: int, timeout: float = W
 
 
 def hook_url(airflow) -> str:
-    return f"{airflow.api_url}/altcraft/webhooks/{HOOK}"
+    return f"{airflow.api_url}/altcraft-webhooks/{HOOK}"
 
 
 def post(url: str, body: bytes, secret: str = SECRET) -> int:
@@ -236,6 +236,7 @@ def burst(local_airflow, e2e_emulator, polled) -> dict[str, Any]:
         second = list(pool.map(lambda i: post(url, contact(i)), range(BURST // 2, BURST)))
         stack.start("triggerer", airflow_command("triggerer"))
     sent = time.monotonic() - started
+    assert Counter(first + second) == {200: BURST}  # fail fast: nothing to wait for otherwise
     keys = wait_launched(local_airflow, e2e_emulator, HOOK, BURST, timeout=WAIT)
     return {"codes": Counter(first + second), "sent_seconds": sent, "keys": keys}
 
