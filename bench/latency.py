@@ -137,7 +137,7 @@ class Feeder:
 def measure(
     airflow: Any, emulator: Any, crm: sa.Engine, seconds: float, every: float, burst: int
 ) -> dict[str, Any]:
-    feeder = Feeder(crm, f"{airflow.api_url}/altcraft/webhooks/{HOOK}")
+    feeder = Feeder(crm, f"{airflow.api_url}/altcraft-webhooks/{HOOK}")
     for dag_id in (POLL, HOOK, SCHED):
         airflow.api.unpause(dag_id)
     time.sleep(15)  # the watchers start and set their watermarks

@@ -151,3 +151,18 @@ def test_store_reads_in_id_order_past_a_position(store):
     assert store.probe("p", ids[-1]).newest is None
     with store.engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM altcraft_webhook_deliveries")) == 5
+
+
+def test_the_api_server_routes_the_endpoint_to_this_app_beside_every_other_plugin():
+    """Airflow mounts plugin apps by URL prefix: another plugin's prefix must not swallow ours."""
+    from airflow.api_fastapi.app import init_plugins
+    from fastapi import FastAPI
+
+    server = FastAPI()
+    init_plugins(server)
+    answer = TestClient(server).post("/altcraft-webhooks/no_such_pipeline", json=CONTACT)
+    # this app's own answer: unknown pipeline, or no metadata database to look it up in here
+    assert answer.status_code in (404, 503) and answer.json().get("error") in (
+        "no such webhook",
+        "webhook not configured",
+    ), answer.text

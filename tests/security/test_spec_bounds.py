@@ -30,9 +30,11 @@ def _rest_spec_with(name: str, extra: str) -> str:
 
 BOMBS = {
     "rest_params_bomb": lambda: _rest_spec_with("rest_params_bomb", "  params:\n" + _bomb("    ")),
-    "notifier_kwargs_bomb": lambda: REST_SPEC.read_text()
-    .replace("id: welcome_rest_crm", "id: notifier_kwargs_bomb")
-    .replace("    to: crm-alerts@example.org\n", "    extra:\n" + _bomb("      ") + "\n"),
+    "notifier_kwargs_bomb": lambda: (
+        REST_SPEC.read_text()
+        .replace("id: welcome_rest_crm", "id: notifier_kwargs_bomb")
+        .replace("    to: crm-alerts@example.org\n", "    extra:\n" + _bomb("      ") + "\n")
+    ),
     "recursive_alias": lambda: _rest_spec_with("recursive_alias", "  params: &p {self: *p}"),
     "huge_file": lambda: _rest_spec_with("huge_file", "  params: {pad: '" + "x" * 300_000 + "'}"),
 }

@@ -462,7 +462,7 @@ def _when(spec: PipelineSpec) -> str:
         parts.append(f"new rows, checked every {trigger.interval}")
     elif trigger is not None:
         parts.append(
-            f"webhook /altcraft/webhooks/{spec.id} ({trigger.auth}), checked every {trigger.interval}"
+            f"webhook /altcraft-webhooks/{spec.id} ({trigger.auth}), checked every {trigger.interval}"
         )
     return " or ".join(parts)
 

@@ -3,7 +3,7 @@
 * `kinds`: how a delivery is authenticated and parsed, per kind (shared secret, HMAC signature; CRM
   presets plug in here by adding a `WebhookKind`).
 * `store`: the durable table of accepted deliveries (in the ledger's database) and its cheap probe.
-* `app` / `plugin`: the FastAPI endpoint ``POST /altcraft/webhooks/<pipeline id>`` served by the API
+* `app` / `plugin`: the FastAPI endpoint ``POST /altcraft-webhooks/<pipeline id>`` served by the API
   server through the ``altcraft_webhooks`` Airflow plugin.
 
 A pipeline with ``trigger: {type: webhook}`` reads the stored deliveries with the ``webhook`` source; its

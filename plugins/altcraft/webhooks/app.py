@@ -1,4 +1,4 @@
-"""The webhook endpoint: ``POST /altcraft/webhooks/<pipeline id>``, a FastAPI app mounted in the API server.
+"""The webhook endpoint: ``POST /altcraft-webhooks/<pipeline id>``, a FastAPI app mounted in the API server.
 
 Per request, in this order (nothing is stored unless every step passes):
 

@@ -1,7 +1,7 @@
 """The ``altcraft_webhooks`` Airflow plugin: mounts the webhook endpoint in the API server.
 
 Registered through the ``airflow.plugins`` entry point, so installing the provider is enough; the
-endpoint is ``<API server>/altcraft/webhooks/<pipeline id>``.
+endpoint is ``<API server>/altcraft-webhooks/<pipeline id>``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from airflow.plugins_manager import AirflowPlugin
 
 from altcraft.webhooks.app import create_app
 
-URL_PREFIX = "/altcraft/webhooks"
+#: Not under ``/altcraft``: the altcraft_ui plugin mounts its app there, and a mount takes every path below.
+URL_PREFIX = "/altcraft-webhooks"
 
 
 class AltcraftWebhooksPlugin(AirflowPlugin):
