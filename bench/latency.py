@@ -134,13 +134,31 @@ class Feeder:
         self.phase[email] = phase
 
 
+def watermark(metadata_url: str, dag_id: str) -> str | None:
+    """The pipeline's event watermark in Airflow's asset state store, once its watcher has polled."""
+    engine = sa.create_engine(metadata_url)
+    try:
+        with engine.connect() as conn:
+            query = (
+                "SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
+                "WHERE a.uri = :uri AND s.key = 'window:watermark'"
+            )
+            return conn.scalar(sa.text(query), {"uri": f"altcraft-pipeline://{dag_id}/events"})
+    finally:
+        engine.dispose()
+
+
 def measure(
-    airflow: Any, emulator: Any, crm: sa.Engine, seconds: float, every: float, burst: int
+    airflow: Any, emulator: Any, crm: sa.Engine, metadata_url: str, seconds: float, every: float, burst: int
 ) -> dict[str, Any]:
     feeder = Feeder(crm, f"{airflow.api_url}/altcraft-webhooks/{HOOK}")
     for dag_id in (POLL, HOOK, SCHED):
         airflow.api.unpause(dag_id)
-    time.sleep(15)  # the watchers start and set their watermarks
+    # rows committed before the poll watcher's first check are, by design, the schedule's: wait for it
+    from demo.airflow_api import wait_for
+
+    wait_for("the poll watcher's watermark", lambda: watermark(metadata_url, POLL), 300)
+    time.sleep(5)
     log(f"steady: one contact per pipeline every {every} s for {seconds} s")
     index = 0
     deadline = time.monotonic() + seconds
@@ -239,7 +257,7 @@ def run() -> dict[str, Any]:
                 airflow.migrate()
                 airflow.start(timeout=420)  # patient: the machine is shared
                 airflow.wait_for_dags(POLL, HOOK, SCHED)
-                results = measure(airflow, emulator, crm, seconds, every, burst)
+                results = measure(airflow, emulator, crm, metadata, seconds, every, burst)
     finally:
         crm.dispose()
         with admin.cursor() as cursor:
