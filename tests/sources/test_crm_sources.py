@@ -6,13 +6,13 @@ import json
 from datetime import timedelta
 
 import pytest
+from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving
+from tests.fake_crms.server import EPOCH, people
 
 from altcraft.sources import MemoryStateStore, SourceError, Window
 from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
 from altcraft.sources.crm.amocrm import TOKENS_KEY
 from altcraft.sources.crm.base import WATERMARK_KEY
-from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving
-from tests.fake_crms.server import EPOCH, people
 
 FAST = {"requests_per_second": 1000, "backoff_seconds": 0.01}
 
@@ -92,8 +92,8 @@ def test_amocrm_storm_longer_than_the_retries_fails_the_read_naming_the_limit(am
 
 
 def test_amocrm_oauth_refresh_on_401_keeps_the_new_pair_encrypted(amo, monkeypatch):
-    from cryptography.fernet import Fernet
     from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet
 
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
     get_fernet.cache_clear()
@@ -278,8 +278,8 @@ def test_hubspot_watermark_by_object_id(hubspot):
 def test_a_partitioned_window_reads_each_contact_once(hubspot, bitrix, amo):
     for build, count in ((hs_source, 120), (b24_source, 130), (amo_source, 700)):
         window = hours(1, count + 1)
-        parts = [ids_part(build(), window, (i, 3)) for i in range(3)]
-        assert sorted(sum(parts, [])) == list(range(1, count + 1))
+        parts = [n for i in range(3) for n in ids_part(build(), window, (i, 3))]
+        assert sorted(parts) == list(range(1, count + 1))
 
 
 def ids_part(source, window, partition):
