@@ -83,8 +83,8 @@ class WebhookRead(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    endpoint: str
-    ledger_conn_id: str | None = None
+    endpoint: str = Field(description="the webhook endpoint: the pipeline id")
+    ledger_conn_id: str | None = Field(default=None, description="the pipeline's ledger_conn_id")
 
 
 class CrmSpec(BaseModel):
