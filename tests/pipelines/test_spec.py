@@ -75,7 +75,7 @@ def test_the_examples_cover_every_source_kind_and_the_demo():
     }
     assert specs["welcome_rest_crm"].source.http_conn_id == "crm_api"
     assert specs["demo_sqlite_welcome"].source.conn_id == "demo_crm"
-    crm = {name: spec for name, spec in specs.items() if spec.source.type in ("amocrm", "bitrix24", "hubspot")}
+    crm = {n: spec for n, spec in specs.items() if spec.source.type in ("amocrm", "bitrix24", "hubspot")}
     assert {spec.source.conn_id for spec in crm.values()} == {"crm_amocrm", "crm_bitrix24", "crm_hubspot"}
     for spec in crm.values():  # the preset's key and names, with the example's own fields laid over it
         assert spec.mapping.key == {"email": "email"} and spec.mapping.fields["_fname"].source == "first_name"
