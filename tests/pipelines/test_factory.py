@@ -62,9 +62,10 @@ def test_each_example_is_plan_then_mapped_import_and_launch(name, examples):
     assert kwargs["delivery"] == spec.delivery.mode and kwargs["batch_size"] == spec.delivery.batch_size
     assert launch.pool == spec.pool and launch.pool_slots == spec.pool_slots
     assert (launch.retries, launch.retry_delay, launch.owner) == (spec.retries, spec.retry_delay, spec.owner)
-    state = [f"altcraft-pipeline://{name}/source"] if keeps_state(spec.source) else []
+    # a triggered pipeline keeps its state in its event asset (an inlet), not in a source asset
+    state = [f"altcraft-pipeline://{name}/source"] if keeps_state(spec.source) and not spec.trigger else []
     assert [outlet.uri for outlet in launch.outlets] == ["altcraft://altcraft_default/scenarios/12", *state]
-    assert (kwargs.get("state_asset") is not None) == bool(state)
+    assert (kwargs.get("state_asset") is not None) == bool(state or spec.trigger)
 
 
 def test_stateful_sources_get_the_store_through_the_spec_source(examples):
@@ -83,11 +84,13 @@ def test_stateful_sources_get_the_store_through_the_spec_source(examples):
 def test_each_example_has_an_interval_timetable_in_its_timezone(name, examples):
     spec, dag = examples[name]
 
-    # intervals that a cron expression can say (every example's) are cron: manual runs stay aligned
-    assert isinstance(dag.timetable, CronDataIntervalTimetable)
-    assert str(dag.timetable.timezone) == spec.timezone
+    # intervals that a cron expression can say (every example's) are cron: manual runs stay aligned;
+    # a triggered example keeps its schedule beside its event asset
+    timetable = dag.timetable.timetable if spec.trigger else dag.timetable
+    assert isinstance(timetable, CronDataIntervalTimetable)
+    assert str(timetable.timezone) == spec.timezone
     if spec.schedule_interval is None:
-        assert dag.timetable.expression in (spec.schedule, "0 * * * *")  # @hourly is resolved
+        assert timetable.expression in (spec.schedule, "0 * * * *", "0 0 * * *")  # presets are resolved
     assert dag.timezone.name == spec.timezone
     assert dag.start_date == datetime.combine(spec.start_date.date(), spec.start_date.time(), dag.timezone)
     assert dag.catchup == spec.catchup and dag.max_active_runs == spec.max_active_runs

@@ -64,7 +64,10 @@ def test_every_example_validates(path: Path):
 def test_the_examples_cover_every_source_kind_and_the_demo():
     specs = {path.stem: read_spec(path) for path in EXAMPLES}
 
-    assert {spec.source.type for spec in specs.values()} == {"sql_table", "sql_query", "file", "rest"}
+    assert {spec.source.type for spec in specs.values()} == {
+        *("sql_table", "sql_query", "file", "rest"),
+        *("amocrm", "bitrix24", "hubspot"),
+    }
     assert {spec.source.conn_id for spec in specs.values() if spec.source.type.startswith("sql")} == {
         "crm_postgres",
         "crm_mysql",
@@ -72,6 +75,11 @@ def test_the_examples_cover_every_source_kind_and_the_demo():
     }
     assert specs["welcome_rest_crm"].source.http_conn_id == "crm_api"
     assert specs["demo_sqlite_welcome"].source.conn_id == "demo_crm"
+    crm = {n: spec for n, spec in specs.items() if spec.source.type in ("amocrm", "bitrix24", "hubspot")}
+    assert {spec.source.conn_id for spec in crm.values()} == {"crm_amocrm", "crm_bitrix24", "crm_hubspot"}
+    for spec in crm.values():  # the preset's key and names, with the example's own fields laid over it
+        assert spec.mapping.key == {"email": "email"} and spec.mapping.fields["_fname"].source == "first_name"
+    assert specs["welcome_hubspot"].source.webhook.endpoint == "welcome_hubspot"
 
 
 def test_the_broken_fixtures_are_exactly_the_expected_ones():

@@ -34,6 +34,7 @@ from altcraft.batching import MAX_BATCH_ITEMS
 from altcraft.mapping import ProfileMapping
 from altcraft.modes import DeliveryMode
 from altcraft.sources.base import check_timezone
+from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
 
@@ -201,8 +202,9 @@ class WebhookTriggerSpec(_Model):
     type: Literal["webhook"] = Field(description="selects this kind: `webhook`")
     auth: Annotated[str, AfterValidator(_webhook_auth)] = Field(
         default="hmac",
-        description="how a delivery proves its sender: hmac (X-Altcraft-Signature over timestamp and body) "
-        "or secret (X-Altcraft-Webhook-Secret header)",
+        description="how a delivery proves its sender: hmac (X-Altcraft-Signature over timestamp and body), "
+        "secret (X-Altcraft-Webhook-Secret header), or the CRM source's own: amocrm (secret in the URL), "
+        "bitrix24 (application token), hubspot (X-HubSpot-Signature-v3)",
     )
     secret_conn_id: ConnId = Field(description="Airflow connection whose password is the webhook's secret")
     max_bytes: int = Field(
@@ -244,7 +246,10 @@ class PipelineSpec(_Model):
     )
     pool_slots: int = Field(default=1, ge=1, description="pool slots one import_and_launch task takes")
     source: SourceSpec = Field(description="where contacts come from, by `type` (see Sources)")
-    mapping: ProfileMapping = Field(description="how a source record becomes a profile (see Mapping)")
+    mapping: ProfileMapping = Field(
+        description="how a source record becomes a profile (see Mapping); a CRM source's preset when "
+        "left out, and what is given overrides the preset (see CRM presets)"
+    )
     scenario: ScenarioSpec = Field(description="the scenario contacts are launched into")
     delivery: DeliverySpec = Field(default_factory=DeliverySpec, description="how profiles are sent")
     relaunch_policy: str = Field(
@@ -274,6 +279,17 @@ class PipelineSpec(_Model):
         default=None, description="SQL connection of the sync ledger; default a SQLite file in AIRFLOW_HOME"
     )
     on_failure: NotificationSpec | None = Field(default=None, description="notification of a failed run")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _crm_mapping_preset(cls, data: Any) -> Any:
+        """A CRM source's mapping is its preset with the spec's ``mapping:`` laid over it."""
+        source = data.get("source") if isinstance(data, Mapping) else None
+        if isinstance(source, Mapping) and source.get("type") in CRM_SPECS:
+            given = data.get("mapping")
+            if given is None or isinstance(given, Mapping):
+                return {**data, "mapping": merge_mapping(PRESET_MAPPING, given)}
+        return data
 
     @field_validator("end_date")
     @classmethod
@@ -334,14 +350,26 @@ class PipelineSpec(_Model):
             return value
         if info.data.get("partitions", 1) > 1:
             raise ValueError("a triggered pipeline keeps one watermark: partitions must be 1")
-        if value.type == "webhook" and source.type != "webhook":
-            raise ValueError("a webhook trigger needs `source: {type: webhook, key_column: ...}`")
+        if value.type == "webhook":
+            crm = source.type in CRM_SPECS
+            if crm and value.auth != source.type:
+                raise ValueError(
+                    f"a {source.type} source's webhook is verified the {source.type} way: auth: {source.type}"
+                )
+            if not crm and source.type != "webhook":
+                raise ValueError(
+                    "a webhook trigger needs `source: {type: webhook, key_column: ...}` or a CRM source "
+                    f"({', '.join(CRM_SPECS)})"
+                )
+            if source.type == "webhook" and value.auth in CRM_SPECS:
+                raise ValueError(f"auth {value.auth} sends contact ids: use `source: {{type: {value.auth}}}`")
         if value.type == "poll" and (
             not reads_window(source) or uses_watermark(source) or source.type not in _POLLABLE
         ):
             raise ValueError(
                 "poll needs a source that reads by creation time: sql_table with created_at_column, "
-                "sql_query with :window_start and :window_end, or rest with window_params start"
+                "sql_query with :window_start and :window_end, rest with window_params start, or a CRM "
+                "source in window mode"
             )
         return value
 
@@ -364,6 +392,11 @@ class PipelineSpec(_Model):
                     }
                 )
                 return self.model_copy(update={"source": source})
+        if self.source.type in CRM_SPECS and self.trigger is not None and self.trigger.type == "webhook":
+            from altcraft.sources.crm.base import WebhookRead
+
+            read = WebhookRead(endpoint=self.id, ledger_conn_id=self.ledger_conn_id)
+            return self.model_copy(update={"source": self.source.model_copy(update={"webhook": read})})
         return self
 
     @property
@@ -372,17 +405,23 @@ class PipelineSpec(_Model):
         return parse_duration(self.schedule) if self.schedule and _DURATION.fullmatch(self.schedule) else None
 
 
-_POLLABLE = ("sql_table", "sql_query", "rest")
+_POLLABLE = ("sql_table", "sql_query", "rest", *CRM_SPECS)
 
 
 def uses_watermark(source: Any) -> bool:
-    """Whether the source remembers a watermark (a column, the last webhook delivery), ignoring the window."""
-    return getattr(source, "watermark_column", None) is not None or getattr(source, "type", None) == "webhook"
+    """Whether the source remembers a watermark (a column, an id, the last webhook delivery), ignoring the
+    window."""
+    return (
+        getattr(source, "watermark_column", None) is not None
+        or getattr(source, "type", None) == "webhook"
+        or getattr(source, "mode", None) == "watermark"
+        or getattr(source, "webhook", None) is not None
+    )
 
 
 def keeps_state(source: Any) -> bool:
     """Whether the source remembers progress between runs (a watermark, the files already read)."""
-    return uses_watermark(source) or source.type == "file"
+    return uses_watermark(source) or source.type in ("file", *CRM_SPECS)
 
 
 def reads_window(source: Any) -> bool:
@@ -394,7 +433,7 @@ def reads_window(source: Any) -> bool:
             return bool(source.window_params) and len(source.window_params) == 2
         case "webhook":
             return False
-        case "sql_table":
+        case "sql_table" | "amocrm" | "bitrix24" | "hubspot":
             return not uses_watermark(source)
     return True
 

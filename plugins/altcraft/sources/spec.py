@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from altcraft.sources.base import Source, StateStore, check_timezone
+from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
 from altcraft.sources.files import FileFormat, FileSource, WindowBy, check_encoding
 from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
@@ -161,5 +162,14 @@ class WebhookSpec(_SourceSpec):
 
 
 SourceSpec = Annotated[
-    SqlTableSpec | SqlQuerySpec | FileSpec | RestSpec | PythonSpec | WebhookSpec, Field(discriminator="type")
+    SqlTableSpec
+    | SqlQuerySpec
+    | FileSpec
+    | RestSpec
+    | PythonSpec
+    | WebhookSpec
+    | AmoCrmSpec
+    | Bitrix24Spec
+    | HubSpotSpec,
+    Field(discriminator="type"),
 ]

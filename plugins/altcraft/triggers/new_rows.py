@@ -69,7 +69,7 @@ class NewRowsTrigger(BaseEventTrigger):
 
     @property
     def by_window(self) -> bool:
-        return self.source.get("type") != "webhook"
+        return self.source.get("type") != "webhook" and not self.source.get("webhook")
 
     def build_source(self) -> Any:
         from pydantic import TypeAdapter

@@ -145,6 +145,8 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             headers={name.lower(): value for name, value in request.headers.items()},
             query=dict(request.query_params),
             body=body,
+            method=request.method,
+            url=str(request.url),
         )
         try:
             kind.verify(received, config.secret)

@@ -2,20 +2,33 @@
 
 A `WebhookKind` knows three things about one kind of sender: `verify` (constant-time; raises
 `Unauthorized`), `parse` (the body as a list of records; raises `BadPayload`) and `delivery_key` (what
-identifies a delivery, so a replay is stored once). The endpoint only calls these three, so a CRM preset
-(amoCRM's form-encoded body with a secret in the URL, Bitrix24's application token, HubSpot's
-``X-HubSpot-Signature-v3``) is one more `WebhookKind` registered in `KINDS`.
+identifies a delivery, so a replay is stored once). The endpoint only calls these three, so each CRM
+preset is one more `WebhookKind` registered in `KINDS`:
+
+* ``amocrm`` -- form-encoded ``contacts[add][0][id]=...``; amoCRM documents no signature, so the secret
+  is a ``secret`` query parameter of the URL given to amoCRM; the delivery is identified by its body;
+* ``bitrix24`` -- form-encoded ``event=ONCRMCONTACTADD&data[FIELDS][ID]=...&auth[application_token]=...``;
+  the application token of the outgoing webhook is the secret; identified by the contact id (an event is
+  sent once per contact, so a replay with another ``ts`` is still a duplicate);
+* ``hubspot`` -- a JSON array of ``contact.creation`` events, ``X-HubSpot-Signature-v3``: base64 of the
+  HMAC-SHA256, with the app's client secret, over method + URI + body + ``X-HubSpot-Request-Timestamp``;
+  older than 5 minutes is refused; identified by the events' ``eventId`` values.
+
+The CRM kinds store only ``{"id": ...}`` records: the pipeline's CRM source fetches the full contacts.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 SECRET_HEADER = "x-altcraft-webhook-secret"  # ruff: ignore[hardcoded-password-string]
 SIGNATURE_HEADER = "x-altcraft-signature"
@@ -40,6 +53,8 @@ class WebhookRequest:
     headers: Mapping[str, str]
     query: Mapping[str, str]
     body: bytes
+    method: str = "POST"
+    url: str = ""
 
 
 class WebhookKind:
@@ -109,4 +124,113 @@ class HmacSignature(WebhookKind):
             raise Unauthorized(f"{TIMESTAMP_HEADER} is more than {SIGNATURE_TOLERANCE} s away from now")
 
 
-KINDS: dict[str, WebhookKind] = {kind.name: kind for kind in (SharedSecret(), HmacSignature())}
+def _form(request: WebhookRequest) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise BadPayload("the body is not x-www-form-urlencoded") from None
+
+
+def _ids(values: list[str], what: str) -> list[dict[str, Any]]:
+    ids = list(dict.fromkeys(v.strip() for v in values))
+    if not ids:
+        raise BadPayload(f"no {what} in the body: subscribe the webhook to contact creation only")
+    if not all(re.fullmatch(r"[0-9]{1,20}", v) for v in ids):
+        raise BadPayload(f"{what}: a contact id is not a number")
+    return [{"id": v} for v in ids]
+
+
+def _keyed(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+class AmoCrm(WebhookKind):
+    """amoCRM: ``?secret=<secret>`` in the URL; ``contacts[add][N][id]`` in a form-encoded body."""
+
+    name = "amocrm"
+    _ADDED = re.compile(r"contacts\[add\]\[[0-9]+\]\[id\]")
+
+    def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+        if not _same(request.query.get("secret", ""), secret):
+            raise Unauthorized("missing or wrong secret query parameter")
+
+    def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
+        return _ids([v for k, v in _form(request) if self._ADDED.fullmatch(k)], "contacts[add][N][id]")
+
+
+class Bitrix24(WebhookKind):
+    """Bitrix24: ``auth[application_token]`` is the secret; ``ONCRMCONTACTADD`` with ``data[FIELDS][ID]``."""
+
+    name = "bitrix24"
+
+    def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+        tokens = [v for k, v in _form(request) if k == "auth[application_token]"]
+        if len(tokens) != 1 or not _same(tokens[0], secret):
+            raise Unauthorized("missing or wrong auth[application_token]")
+
+    def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
+        form = _form(request)
+        events = {v.upper() for k, v in form if k == "event"}
+        if events != {"ONCRMCONTACTADD"}:
+            raise BadPayload("expected event ONCRMCONTACTADD")
+        return _ids([v for k, v in form if k == "data[FIELDS][ID]"], "data[FIELDS][ID]")
+
+    def delivery_key(self, request: WebhookRequest) -> str:
+        return _keyed("bitrix24", *(record["id"] for record in self.parse(request)))
+
+
+HUBSPOT_SIGNATURE = "x-hubspot-signature-v3"
+HUBSPOT_TIMESTAMP = "x-hubspot-request-timestamp"
+
+
+def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    """``X-HubSpot-Signature-v3``: base64 HMAC-SHA256 over ``method + uri + body + timestamp``."""
+    material = method.encode() + uri.encode() + body + timestamp.encode()
+    return base64.b64encode(hmac.new(secret.encode(), material, hashlib.sha256).digest()).decode()
+
+
+class HubSpot(WebhookKind):
+    """HubSpot: ``X-HubSpot-Signature-v3`` and ``X-HubSpot-Request-Timestamp`` (milliseconds)."""
+
+    name = "hubspot"
+
+    def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+        stamp = request.headers.get(HUBSPOT_TIMESTAMP, "")
+        given = request.headers.get(HUBSPOT_SIGNATURE, "")
+        signed = [
+            _same(given, hubspot_signature(secret, request.method, uri, request.body, stamp))
+            for uri in _public_uris(request)
+        ]
+        if not any(signed):
+            raise Unauthorized(f"missing or wrong {HUBSPOT_SIGNATURE} header")
+        try:
+            sent = int(stamp) / (1000 if int(stamp) > 10**11 else 1)  # milliseconds; seconds accepted
+        except ValueError:
+            raise Unauthorized(f"{HUBSPOT_TIMESTAMP} is not a Unix time") from None
+        if abs((time.time() if now is None else now) - sent) > SIGNATURE_TOLERANCE:
+            raise Unauthorized(f"{HUBSPOT_TIMESTAMP} is more than {SIGNATURE_TOLERANCE} s away from now")
+
+    def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
+        events = super().parse(request)
+        created = [e for e in events if str(e.get("subscriptionType", "")).lower() == "contact.creation"]
+        return _ids([str(e.get("objectId", "")) for e in created], "contact.creation objectId")
+
+    def delivery_key(self, request: WebhookRequest) -> str:
+        events = super().parse(request)
+        ids = sorted(str(e.get("eventId")) for e in events if e.get("eventId") is not None)
+        return _keyed("hubspot", *ids) if ids else super().delivery_key(request)
+
+
+def _public_uris(request: WebhookRequest) -> list[str]:
+    """The URL as received, and as the sender saw it through a proxy (``X-Forwarded-Proto`` / ``-Host``)."""
+    uris = [request.url]
+    proto, host = request.headers.get("x-forwarded-proto"), request.headers.get("x-forwarded-host")
+    if proto or host:
+        url = urlsplit(request.url)
+        uris.append(urlunsplit((proto or url.scheme, host or url.netloc, url.path, url.query, "")))
+    return uris
+
+
+KINDS: dict[str, WebhookKind] = {
+    kind.name: kind for kind in (SharedSecret(), HmacSignature(), AmoCrm(), Bitrix24(), HubSpot())
+}

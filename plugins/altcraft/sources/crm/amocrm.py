@@ -1,0 +1,216 @@
+"""amoCRM / Kommo contacts: ``GET /api/v4/contacts``, 250 a page, OAuth 2.0 or a long-lived token.
+
+* **Window**: ``filter[created_at][from|to]`` (Unix seconds), ``order[id]=asc``, ``page``/``limit``. The
+  filters page says filtering "is available to a limited list of accounts": an account that refuses the
+  filter (HTTP 400) or ignores it (a contact outside the window comes back) is read by
+  ``order[updated_at]=desc`` with ``If-Modified-Since: <window start>`` instead, down to the first contact
+  updated before the window (a contact is updated no earlier than it is created), and the window is
+  applied here.
+* **Watermark**: ``order[id]=desc`` down to the last id read (all pages ``order[id]=asc`` the first time).
+* **Webhook**: ``GET /api/v4/contacts/{id}`` per stored id.
+* **Auth**: ``Authorization: Bearer <connection password>`` -- a long-lived token, or an OAuth access
+  token. With ``client_id``, ``client_secret``, ``refresh_token`` and ``redirect_uri`` in the extras, an
+  HTTP 401 exchanges the refresh token at ``POST /oauth2/access_token`` (``grant_type=refresh_token``).
+  amoCRM answers with a *new* refresh token, so the pair is kept -- encrypted with Airflow's Fernet key,
+  like a connection password -- in the pipeline's source state, and used until the connection's own
+  refresh token changes. An empty page is HTTP 204.
+* **Limit**: 7 requests per second; HTTP 429 is retried with backoff.
+
+The record: ``id``, ``name``, ``first_name``, ``last_name``, ``email`` and ``phone`` (first value of the
+fields with ``field_code`` EMAIL / PHONE), ``created_at``, ``updated_at``, ``responsible_user_id``, and
+each custom field's first value as ``cf_<field_id>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from email.utils import format_datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from altcraft.sources.base import Record, SourceError, Window
+from altcraft.sources.crm.base import (
+    CrmSource,
+    CrmSpec,
+    account_url,
+    contact_record,
+    epoch,
+)
+
+CONTACTS = "/api/v4/contacts"
+TOKEN_PATH = "/oauth2/access_token"  # ruff: ignore[hardcoded-password-string] -- a URL path
+OAUTH_EXTRAS = ("client_id", "client_secret", "refresh_token", "redirect_uri")
+TOKENS_KEY = "crm:amocrm:oauth"
+
+
+class AmoCrmSource(CrmSource):
+    crm = "amoCRM"
+    spec: AmoCrmSpec
+
+    def connect(self, conn: Any) -> Any:
+        from altcraft.sources.crm.http import CrmHttp
+
+        if not conn.password:
+            raise SourceError(f"{self.crm}: connection {conn.conn_id!r} has no token in its password")
+        extra = conn.extra_dejson
+        oauth = {name: extra.get(name) for name in OAUTH_EXTRAS}
+        refreshable = all(oauth.values())
+        token = (refreshable and self._stored_tokens(oauth["refresh_token"]).get("access")) or conn.password
+        http = CrmHttp(
+            self.crm,
+            account_url(conn, self.crm),
+            {"Authorization": f"Bearer {token}", "Accept": "application/hal+json"},
+            self.limits(),
+        )
+        if refreshable:
+            http.reauthorize = lambda: self._refresh(http, oauth)
+        return http
+
+    # --- OAuth: the newest token pair lives in the source state, encrypted -----------------------
+
+    def _stored_tokens(self, connection_refresh: str) -> dict[str, str]:
+        from airflow.sdk.crypto import get_fernet
+
+        if getattr(self, "_renewed", None):
+            return self._renewed
+        stored = self.state.get(TOKENS_KEY) if self.state is not None else None
+        if not stored or stored.get("from") != _fingerprint(connection_refresh):
+            return {}
+        fernet = get_fernet()
+        return {name: fernet.decrypt(stored[name].encode()).decode() for name in ("access", "refresh")}
+
+    def _refresh(self, http: Any, oauth: dict[str, str]) -> dict[str, str] | None:
+        from airflow.sdk.crypto import get_fernet
+
+        refresh = self._stored_tokens(oauth["refresh_token"]).get("refresh") or oauth["refresh_token"]
+        body = {**oauth, "grant_type": "refresh_token", "refresh_token": refresh}
+        answer = http.json(http.request("POST", TOKEN_PATH, label="oauth2/access_token", json=body), "oauth")
+        if not isinstance(answer, dict) or not answer.get("access_token") or not answer.get("refresh_token"):
+            raise SourceError(f"{self.crm}: the token refresh answered without a token pair")
+        self._renewed = {"access": answer["access_token"], "refresh": answer["refresh_token"]}
+        if self.state is not None:
+            fernet = get_fernet()
+            self.state.set(
+                TOKENS_KEY,
+                {
+                    "from": _fingerprint(oauth["refresh_token"]),
+                    "access": fernet.encrypt(answer["access_token"].encode()).decode(),
+                    "refresh": fernet.encrypt(answer["refresh_token"].encode()).decode(),
+                },
+            )
+        return {"Authorization": f"Bearer {answer['access_token']}"}
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def created_pages(self, window: Window) -> Iterator[list[dict[str, Any]]]:
+        span = {
+            "filter[created_at][from]": int(window.start.timestamp()),
+            "filter[created_at][to]": math.ceil(window.end.timestamp()),
+            "order[id]": "asc",
+        }
+        try:
+            for page in self._pages(span):
+                if any(not _near(window, contact) for contact in page):
+                    break  # the account ignores the filter: read by update time instead
+                yield page
+            else:
+                return
+        except SourceError as error:
+            if getattr(error, "status", None) != 400:
+                raise
+        yield from self._updated_since(window)
+
+    def _updated_since(self, window: Window) -> Iterator[list[dict[str, Any]]]:
+        """Contacts updated since the window start, newest first, gathered and given in id order."""
+        since = {"If-Modified-Since": format_datetime(window.start, usegmt=True)}
+        found: list[dict[str, Any]] = []
+        for page in self._pages({"order[updated_at]": "desc"}, headers=since):
+            found += [contact for contact in page if _near(window, contact)]
+            if page and int(page[-1].get("updated_at") or 0) < window.start.timestamp():
+                break
+        yield sorted(found, key=lambda contact: int(contact["id"]))
+
+    def pages_after(self, last_id: int | None) -> Iterator[list[dict[str, Any]]]:
+        if last_id is None:
+            yield from self._pages({"order[id]": "asc"})
+            return
+        newer: list[dict[str, Any]] = []
+        for page in self._pages({"order[id]": "desc"}):
+            newer += [contact for contact in page if int(contact["id"]) > last_id]
+            if any(int(contact["id"]) <= last_id for contact in page):
+                break
+        yield sorted(newer, key=lambda contact: int(contact["id"]))
+
+    def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
+        found = []
+        for contact_id in ids:
+            try:
+                response = self.http.request("GET", f"{CONTACTS}/{int(contact_id)}", label="contacts/{id}")
+            except SourceError as error:
+                if getattr(error, "status", None) == 404:
+                    continue
+                raise
+            contact = self.http.json(response, "contacts/{id}")
+            if contact:
+                found.append(contact)
+        return found
+
+    def _pages(
+        self, params: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        page = 1
+        while True:
+            query = {**params, "page": page, "limit": self.spec.page_size}
+            response = self.http.request("GET", CONTACTS, label="contacts", params=query, headers=headers)
+            body = self.http.json(response, "contacts")
+            contacts = ((body or {}).get("_embedded") or {}).get("contacts") or []
+            if not isinstance(contacts, list):
+                raise SourceError(f"{self.crm}: contacts: no list at _embedded.contacts")
+            if contacts:
+                yield contacts
+            if not contacts or not ((body.get("_links") or {}).get("next")):
+                return
+            page += 1
+
+    def flatten(self, raw: dict[str, Any]) -> Record:
+        custom, coded = {}, {}
+        for field in raw.get("custom_fields_values") or []:
+            values = [item.get("value") for item in field.get("values") or []]
+            first = values[0] if values else None
+            custom[f"cf_{field.get('field_id')}"] = first
+            if field.get("field_code"):
+                coded.setdefault(str(field["field_code"]).upper(), first)
+        return contact_record(
+            raw["id"],
+            created_at=epoch(raw["created_at"]),
+            updated_at=epoch(raw["updated_at"]) if raw.get("updated_at") else None,
+            email=coded.get("EMAIL"),
+            phone=coded.get("PHONE"),
+            first_name=raw.get("first_name") or None,
+            last_name=raw.get("last_name") or None,
+            name=raw.get("name"),
+            extra={"responsible_user_id": raw.get("responsible_user_id"), **custom},
+        )
+
+
+def _near(window: Window, contact: dict[str, Any]) -> bool:
+    """Whether a filtered answer's contact lies in the window, give or take the filter's rounding."""
+    created = int(contact.get("created_at") or 0)
+    return window.start.timestamp() - 1 <= created <= window.end.timestamp() + 1
+
+
+def _fingerprint(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.encode()).hexdigest()[:16]
+
+
+class AmoCrmSpec(CrmSpec):
+    """``type: amocrm`` -- amoCRM / Kommo contacts (see `altcraft.sources.crm.amocrm`)."""
+
+    source_class = AmoCrmSource
+    default_requests_per_second = 7.0
+
+    type: Literal["amocrm"] = Field(description="selects this kind: `amocrm`")
+    page_size: int = Field(default=250, ge=1, le=250, description="contacts per page (amoCRM allows 250)")

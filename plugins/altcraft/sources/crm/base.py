@@ -1,0 +1,324 @@
+"""What the CRM presets share: reading modes, the flat contact record, the mapping preset, the spec base.
+
+A preset (`altcraft.sources.crm.amocrm`, ``bitrix24``, ``hubspot``) only says how its CRM pages, filters,
+authenticates and names fields; this base turns that into a `Source`:
+
+* **window** (default): contacts created in ``[start, end)``. The CRM's own filter narrows the request,
+  and every contact is checked against the window here too, so an inclusive bound, a filter the account
+  ignores, or a fallback that reads more never puts a contact in two windows (or two partitions).
+* **watermark**: contacts whose id is above the highest id committed before (ids grow with creation in
+  all three CRMs); the window is ignored. The id is saved by `commit`, as the SQL watermark is.
+* **webhook** (set by the pipeline when its trigger is a CRM webhook): the contact ids the endpoint stored
+  are read past the last delivery handled (`altcraft.sources.webhook.WebhookSource`), and the full contacts
+  are fetched from the CRM by id. A contact deleted meanwhile becomes a rejected record, not a failure.
+
+Every contact becomes one flat record (`Record`): ``id``, ``email``, ``phone``, ``first_name``,
+``last_name``, ``name``, ``created_at`` (ISO 8601, UTC) and ``updated_at``, plus the CRM's own fields (see
+each preset). `PRESET_MAPPING` maps those to an Altcraft profile; a spec's ``mapping:`` overrides it
+(`merge_mapping`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+
+from altcraft.sources.base import (
+    Partition,
+    Record,
+    SourceError,
+    StateStore,
+    Window,
+    check_batch_size,
+    error_record,
+    partition_window,
+    rechunk,
+)
+
+if TYPE_CHECKING:
+    from altcraft.sources.crm.http import CrmHttp
+    from altcraft.sources.webhook import WebhookSource
+
+ReadMode = Literal["window", "watermark"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How fast and how stubbornly one source talks to its CRM (see `altcraft.sources.crm.http`)."""
+
+    requests_per_second: float
+    max_retries: int = 8
+    backoff_seconds: float = 0.5
+    backoff_max: float = 30.0
+    timeout: float = 60.0
+
+
+WATERMARK_KEY = "crm:last_id"
+
+PRESET_MAPPING: dict[str, Any] = {
+    "matching": "email",
+    "key": {"email": "email"},
+    "fields": {"_fname": "first_name", "_lname": "last_name"},
+}
+"""The profile every CRM contact record maps to unless the spec's ``mapping:`` says otherwise."""
+
+
+def merge_mapping(preset: Mapping[str, Any], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``given`` over ``preset``: given keys replace the preset's, ``fields`` merge by target name, and a
+    target given as null (``_lname: null``) drops the preset's field."""
+    given = dict(given or {})
+    fields = {**preset.get("fields", {}), **(given.pop("fields", None) or {})}
+    merged = {**preset, **given, "fields": {k: v for k, v in fields.items() if v is not None}}
+    if "key" in given and "matching" not in given:
+        merged.pop("field_name", None)
+    return merged
+
+
+class WebhookRead(BaseModel):
+    """Where a webhook-triggered CRM pipeline's stored contact ids are; set by the pipeline, not by hand."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str = Field(description="the webhook endpoint: the pipeline id")
+    ledger_conn_id: str | None = Field(default=None, description="the pipeline's ledger_conn_id")
+
+
+class CrmSpec(BaseModel):
+    """Fields every CRM preset spec has; subclasses add ``type`` and their defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_class: ClassVar[type[CrmSource]]
+    default_requests_per_second: ClassVar[float]
+
+    conn_id: str = Field(min_length=1, description="Airflow connection of the CRM account (see docs)")
+    mode: ReadMode = Field(
+        default="window",
+        description="window: contacts created in the run's window; watermark: contacts with an id above "
+        "the highest one read before (the window is ignored)",
+    )
+    requests_per_second: PositiveFloat | None = Field(
+        default=None, description="requests per second at most; default the CRM's documented limit"
+    )
+    max_retries: int = Field(default=8, ge=0, le=100, description="retries of a limit answer or 5xx")
+    backoff_seconds: float = Field(
+        default=0.5, ge=0, le=60, description="first wait after a limit answer, doubled each time"
+    )
+    timeout: PositiveFloat = Field(default=60.0, description="seconds one request may take in all")
+    webhook: WebhookRead | None = Field(
+        default=None, description="leave out: set from the pipeline's webhook trigger"
+    )
+
+    def build(self, state: StateStore | None = None) -> CrmSource:
+        return self.source_class(self, state=state)
+
+    @property
+    def rate(self) -> float:
+        return self.requests_per_second or self.default_requests_per_second
+
+
+class CrmSource:
+    """A CRM preset as a `Source`; subclasses implement the five hooks at the bottom."""
+
+    crm: ClassVar[str]
+    key_column = "id"
+    #: Contacts fetched by id per request in webhook mode.
+    fetch_chunk: ClassVar[int] = 50
+
+    def __init__(self, spec: CrmSpec, *, state: StateStore | None = None) -> None:
+        self.spec = spec
+        self.state = state
+        self._http: CrmHttp | None = None
+        self._webhook: WebhookSource | None = None
+        self._pending: int | None = None
+        self._complete = False
+
+    def describe(self) -> str:
+        how = {
+            "window": "contacts created in the window",
+            "watermark": "contacts above the last id read",
+        }[self.spec.mode]
+        if self.spec.webhook is not None:
+            how = f"contacts whose ids webhook {self.spec.webhook.endpoint!r} stored"
+        return f"{self.crm} ({how}; connection {self.spec.conn_id!r})"
+
+    @property
+    def http(self) -> CrmHttp:
+        if self._http is None:
+            from airflow.sdk import BaseHook
+
+            self._http = self.connect(BaseHook.get_connection(self.spec.conn_id))
+        return self._http
+
+    # ------------------------------------------------------------------------------------ reading
+
+    def batches(
+        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    ) -> Iterator[list[Record]]:
+        check_batch_size(batch_size)
+        self._pending, self._complete = None, False
+        if self.spec.webhook is not None:
+            records = self._from_webhook(batch_size, partition)
+        elif self.spec.mode == "watermark":
+            if partition is not None and partition[1] > 1:
+                raise ValueError(f"{self.describe()}: a watermark cannot be partitioned")
+            records = self._past_watermark()
+        else:
+            part = partition_window(window, partition)
+            if part is None:
+                raise SourceError(f"{self.describe()}: reads by creation time and needs a window")
+            records = self._in_window(part)
+        yield from rechunk(records, batch_size)
+        self._complete = True
+
+    def _in_window(self, window: Window) -> Iterator[Record]:
+        seen: set[str] = set()
+        for page in self.created_pages(window):
+            for raw in page:
+                record = self.flatten(raw)
+                if record["id"] not in seen and window.contains(_instant(record["created_at"])):
+                    seen.add(record["id"])
+                    yield record
+
+    def _past_watermark(self) -> Iterator[Record]:
+        if self.state is None:
+            raise SourceError(f"{self.describe()}: watermark mode needs a state store")
+        last = self.state.get(WATERMARK_KEY)
+        floor = -1 if last is None else int(last)
+        for page in self.pages_after(None if last is None else int(last)):
+            for record in map(self.flatten, page):
+                contact_id = int(record["id"])
+                if contact_id > max(floor, self._pending or -1):  # ascending; a page repeated on a shift
+                    self._pending = contact_id
+                    yield record
+
+    def _from_webhook(self, batch_size: int, partition: Partition | None) -> Iterator[Record]:
+        from altcraft.sources.webhook import WebhookSource
+
+        hook = self.spec.webhook
+        assert hook is not None
+        self._webhook = WebhookSource(
+            hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id, state=self.state
+        )
+        for stored in self._webhook.batches(None, self.fetch_chunk, partition=partition):
+            ids = list(dict.fromkeys(str(item["id"]) for item in stored))
+            found = {record["id"]: record for record in map(self.flatten, self.by_ids(ids))}
+            for contact_id in ids:
+                yield found.get(contact_id) or error_record(
+                    "id", contact_id, f"{self.crm} has no contact {contact_id} (deleted since the webhook?)"
+                )
+
+    def commit(self) -> None:
+        """Save the watermark, or the webhook position, after every batch was handled."""
+        if not self._complete:
+            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
+        if self._webhook is not None:
+            self._webhook.commit()
+        elif self._pending is not None and self.state is not None:
+            self.state.set(WATERMARK_KEY, self._pending)
+
+    # ------------------------------------------------------------------------------ polling trigger
+
+    def probe(self, since: Any) -> tuple[int, str | None]:
+        """Contacts on the first page created since ``since`` (or, for a webhook, stored past it)."""
+        if self.spec.webhook is not None:
+            from altcraft.sources.webhook import WebhookSource
+
+            hook = self.spec.webhook
+            stored = WebhookSource(hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id)
+            return stored.probe(since)
+        window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
+        first = next(iter(self.created_pages(window)), [])
+        records = [r for r in map(self.flatten, first) if window.contains(_instant(r["created_at"]))]
+        newest = max((r["created_at"] for r in records), default=None)
+        return len(records), newest
+
+    def close_probe(self) -> None:
+        """Nothing to release: each probe is one request."""
+
+    # ------------------------------------------------------------------------- what a preset gives
+
+    def connect(self, conn: Any) -> CrmHttp:
+        """The HTTP client for an Airflow connection (base URL, auth headers, limits)."""
+        raise NotImplementedError
+
+    def created_pages(self, window: Window) -> Iterator[list[dict[str, Any]]]:
+        """Pages of raw contacts created in (at least) ``window``, narrowed by the CRM where it can."""
+        raise NotImplementedError
+
+    def pages_after(self, last_id: int | None) -> Iterator[list[dict[str, Any]]]:
+        """Pages of raw contacts with an id above ``last_id`` (all when None), in ascending id order."""
+        raise NotImplementedError
+
+    def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
+        """The raw contacts with these ids that still exist (at most `fetch_chunk`)."""
+        raise NotImplementedError
+
+    def flatten(self, raw: dict[str, Any]) -> Record:
+        """One raw contact as a flat record (see the module docstring)."""
+        raise NotImplementedError
+
+    def limits(self) -> Limits:
+
+        spec = self.spec
+        return Limits(
+            requests_per_second=spec.rate,
+            max_retries=spec.max_retries,
+            backoff_seconds=spec.backoff_seconds,
+            timeout=spec.timeout,
+        )
+
+
+def contact_record(
+    contact_id: Any,
+    *,
+    created_at: datetime,
+    updated_at: datetime | None = None,
+    email: Any = None,
+    phone: Any = None,
+    first_name: Any = None,
+    last_name: Any = None,
+    name: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Record:
+    """The flat record every preset yields; ``extra`` (the CRM's own fields) never hides a common one."""
+    common = {
+        "id": str(contact_id),
+        "email": email,
+        "phone": phone,
+        "first_name": first_name,
+        "last_name": last_name,
+        "name": name,
+        "created_at": created_at.astimezone(UTC).isoformat(),
+        "updated_at": updated_at.astimezone(UTC).isoformat() if updated_at else None,
+    }
+    return {**(extra or {}), **common}
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def epoch(ts: Any) -> datetime:
+    """Unix seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(int(ts), UTC)
+
+
+def iso_instant(text: str) -> datetime:
+    """ISO 8601 text (``Z`` or an offset) as an aware UTC datetime; naive text is UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def account_url(conn: Any, crm: str, default: str | None = None) -> str:
+    """``scheme://host[:port]`` of a connection's host (https unless the host says otherwise)."""
+    host = (conn.host or default or "").strip().rstrip("/")
+    if not host:
+        raise SourceError(f"{crm}: connection {conn.conn_id!r} has no host (the account's address)")
+    if "://" not in host:
+        host = f"https://{host}"
+    return f"{host}:{conn.port}" if conn.port else host

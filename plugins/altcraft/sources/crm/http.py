@@ -1,0 +1,157 @@
+"""HTTP to one CRM account: throttled, retried on the CRM's limit answers, secrets kept out of errors.
+
+Every CRM preset reads (lists, searches, fetches by id): a read may be repeated safely, so a limit answer
+(HTTP 429, HTTP 503 -- Bitrix24's ``QUERY_LIMIT_EXCEEDED``), another 5xx or a broken connection is retried
+after a backoff (``Retry-After`` when the CRM sends one, else exponential from ``backoff_seconds``), up to
+``max_retries`` times. Requests are spaced to at most ``requests_per_second``. Redirects are never
+followed (they would carry the token to another host). Errors name the CRM and the method, never the URL
+(a Bitrix24 inbound-webhook URL *is* the secret), the token or the answer's body.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from altcraft.api.protocol import parse_retry_after
+from altcraft.deadline import Deadline, watch_sockets
+from altcraft.sources.base import SourceError
+from altcraft.sources.crm.base import Limits
+
+log = logging.getLogger(__name__)
+
+
+class CrmHttpError(SourceError):
+    """A CRM refused a request (4xx other than its limit answer); ``status`` says how."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+#: Answers worth another try: the CRMs' limit answers, and server trouble.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass
+class CrmHttp:
+    """Requests to ``base_url`` (no trailing slash) with ``headers``; ``crm`` names it in errors.
+
+    ``reauthorize`` is called once after an HTTP 401 and returns fresh headers (an OAuth refresh), or
+    None when the credentials cannot be renewed.
+    """
+
+    crm: str
+    base_url: str = field(repr=False)
+    headers: dict[str, str] = field(repr=False)
+    limits: Limits
+    reauthorize: Callable[[], dict[str, str] | None] | None = field(default=None, repr=False)
+    sleep: Callable[[float], None] = time.sleep
+    requests_sent: int = 0
+    retries: int = 0
+
+    def __post_init__(self) -> None:
+        self._session = watch_sockets(requests.Session())
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        label: str,
+        params: Any = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """The 2xx (or 204) answer of ``method path``; `SourceError` after the retries or on 4xx.
+
+        ``label`` (e.g. ``crm.item.list``) names the call in errors and logs instead of the URL.
+        """
+        failures, renewed = 0, False
+        while True:
+            self._throttle()
+            try:
+                response = self._send(method, path, params=params, json=json, headers=headers)
+            except requests.RequestException as error:
+                failures += 1
+                if failures > self.limits.max_retries:
+                    raise SourceError(f"{self.crm}: {label}: no answer ({type(error).__name__})") from None
+                self._back_off(label, failures, None, type(error).__name__)
+                continue
+            status = response.status_code
+            if status == 401 and self.reauthorize is not None and not renewed:
+                renewed = True
+                fresh = self.reauthorize()
+                if fresh is not None:
+                    self.headers = {**self.headers, **fresh}
+                    continue
+            if status in RETRY_STATUSES:
+                failures += 1
+                if failures > self.limits.max_retries:
+                    raise SourceError(
+                        f"{self.crm}: {label}: HTTP {status} after {self.limits.max_retries} retries"
+                        + (" (the CRM's request limit)" if status in (429, 503) else "")
+                    )
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                self._back_off(label, failures, wait, f"HTTP {status}")
+                continue
+            if response.is_redirect:
+                raise SourceError(f"{self.crm}: {label}: HTTP {status} redirect not followed: check the host")
+            if not 200 <= status < 300:
+                hint = " (check the token)" if status in (401, 403) else ""
+                raise CrmHttpError(f"{self.crm}: {label}: HTTP {status}{hint}", status)
+            return response
+
+    def json(self, response: requests.Response, label: str) -> Any:
+        """The answer's JSON; None for an empty answer (amoCRM's 204 for an empty page)."""
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise SourceError(f"{self.crm}: {label}: the answer is not JSON") from None
+
+    def _send(
+        self, method: str, path: str, *, params: Any, json: Any, headers: dict[str, str] | None
+    ) -> requests.Response:
+        self.requests_sent += 1
+        deadline = Deadline(self.limits.timeout)
+        try:
+            with deadline:
+                return self._session.request(
+                    method,
+                    self.base_url + path,
+                    params=params,
+                    json=json,
+                    headers={**self.headers, **(headers or {})},
+                    timeout=self.limits.timeout,
+                    allow_redirects=False,
+                )
+        except requests.RequestException:
+            if deadline.expired:
+                raise requests.Timeout("no complete answer in time") from None
+            raise
+
+    def _throttle(self) -> None:
+        gap = 1.0 / self.limits.requests_per_second
+        with self._lock:
+            now = time.monotonic()
+            wait = self._next_slot - now
+            self._next_slot = max(now, self._next_slot) + gap
+        if wait > 0:
+            self.sleep(wait)
+
+    def _back_off(self, label: str, failures: int, retry_after: float | None, why: str) -> None:
+        self.retries += 1
+        if retry_after is None:
+            retry_after = min(self.limits.backoff_seconds * 2 ** (failures - 1), self.limits.backoff_max)
+        log.warning("%s: %s answered %s; retry %d in %.2fs", self.crm, label, why, failures, retry_after)
+        self.sleep(min(retry_after, self.limits.backoff_max))

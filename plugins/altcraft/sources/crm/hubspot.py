@@ -1,0 +1,164 @@
+"""HubSpot contacts: ``POST /crm/v3/objects/contacts/search``, a private app token, 10,000 results a query.
+
+* **Window**: filters ``createdate GTE start`` and ``createdate LT end`` (epoch milliseconds), sorted by
+  ``createdate`` ascending, ``limit`` per page (``page_size``: 100 by default, which the community pages
+  give as the cap; the API reference gives 200), ``after`` cursor. A search returns at most 10,000 results
+  (``max_results``): a longer window is read as further queries whose lower bound moves to the last
+  ``createdate`` read; contacts at that very instant are not repeated (their ids are remembered).
+* **Watermark**: ``hs_object_id GT <last id>``, sorted by ``hs_object_id``, the same way past 10,000.
+* **Webhook**: ``POST /crm/v3/objects/contacts/batch/read`` over the stored ids, 100 per request.
+* **Auth**: ``Authorization: Bearer <private app token>`` (the connection's password); the host defaults to
+  ``https://api.hubapi.com``.
+* **Limit**: search 4 requests per second per token (100 per 10 s overall); HTTP 429 is retried.
+
+The record: ``id``, ``email``, ``phone``, ``first_name`` / ``last_name`` (``firstname`` / ``lastname``),
+``created_at`` (``createdate``), ``updated_at``, and every requested property under its HubSpot name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from altcraft.sources.base import Record, SourceError, Window
+from altcraft.sources.crm.base import CrmSource, CrmSpec, account_url, contact_record, iso_instant
+
+SEARCH = "/crm/v3/objects/contacts/search"
+BATCH_READ = "/crm/v3/objects/contacts/batch/read"
+DEFAULT_HOST = "https://api.hubapi.com"
+BASE_PROPERTIES = (
+    *("email", "firstname", "lastname", "phone"),
+    *("createdate", "lastmodifieddate", "hs_object_id"),
+)
+
+
+class HubSpotSource(CrmSource):
+    crm = "HubSpot"
+    spec: HubSpotSpec
+    fetch_chunk = 100
+
+    def connect(self, conn: Any) -> Any:
+        from altcraft.sources.crm.http import CrmHttp
+
+        if not conn.password:
+            raise SourceError(f"{self.crm}: connection {conn.conn_id!r} has no app token in its password")
+        headers = {"Authorization": f"Bearer {conn.password}", "Accept": "application/json"}
+        return CrmHttp(self.crm, account_url(conn, self.crm, DEFAULT_HOST), headers, self.limits())
+
+    @property
+    def properties(self) -> list[str]:
+        return list(dict.fromkeys([*BASE_PROPERTIES, *self.spec.properties]))
+
+    def created_pages(self, window: Window) -> Iterator[list[dict[str, Any]]]:
+        yield from self._sliding("createdate", _ms(window.start), [("createdate", "LT", _ms(window.end))])
+
+    def pages_after(self, last_id: int | None) -> Iterator[list[dict[str, Any]]]:
+        yield from self._sliding("hs_object_id", last_id, [], strict=True)
+
+    def _sliding(
+        self, prop: str, low: int | None, filters: list[tuple[str, str, int]], *, strict: bool = False
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Queries sorted by ``prop``, each starting at the last value the one before read (the cap)."""
+        at_low: set[str] = set()
+        while True:
+            bound = [(prop, "GT" if strict else "GTE", low)] if low is not None else []
+            read, last_value, tail, after = 0, low, set(at_low), None
+            while True:
+                page, after = self._search([*bound, *filters], prop, after)
+                fresh = [c for c in page if c["id"] not in at_low]
+                if fresh:
+                    yield fresh
+                read += len(page)
+                for contact in page:
+                    value = _sort_value(contact, prop)
+                    tail = tail | {contact["id"]} if value == last_value else {contact["id"]}
+                    last_value = value
+                if after is None:
+                    return
+                if read + self.spec.page_size > self.spec.max_results:
+                    break
+            if last_value == low and not strict:
+                raise SourceError(
+                    f"{self.crm}: more than {self.spec.max_results} contacts share {prop} {low}: "
+                    "the search cannot page past them"
+                )
+            at_low, low = tail, last_value
+
+    def _search(
+        self, filters: list[tuple[str, str, int]], prop: str, after: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        body: dict[str, Any] = {
+            "filterGroups": [
+                {"filters": [{"propertyName": p, "operator": op, "value": str(v)} for p, op, v in filters]}
+            ]
+            if filters
+            else [],
+            "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
+            "properties": self.properties,
+            "limit": self.spec.page_size,
+        }
+        if after is not None:
+            body["after"] = after
+        response = self.http.request("POST", SEARCH, label="contacts/search", json=body)
+        answer = self.http.json(response, "contacts/search")
+        results = (answer or {}).get("results")
+        if not isinstance(results, list):
+            raise SourceError(f"{self.crm}: contacts/search: no list at results")
+        following = (((answer.get("paging") or {}).get("next")) or {}).get("after")
+        return results, (str(following) if following not in (None, "") else None)
+
+    def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        body = {"properties": self.properties, "inputs": [{"id": i} for i in ids]}
+        response = self.http.request("POST", BATCH_READ, label="contacts/batch/read", json=body)
+        answer = self.http.json(response, "contacts/batch/read")
+        return list((answer or {}).get("results") or [])
+
+    def flatten(self, raw: dict[str, Any]) -> Record:
+        props = dict(raw.get("properties") or {})
+        created = props.get("createdate") or raw.get("createdAt")
+        if not created:
+            raise SourceError(f"{self.crm}: contact {raw.get('id')} has no createdate")
+        updated = props.get("lastmodifieddate") or raw.get("updatedAt")
+        return contact_record(
+            raw["id"],
+            created_at=iso_instant(created),
+            updated_at=iso_instant(updated) if updated else None,
+            email=props.get("email"),
+            phone=props.get("phone"),
+            first_name=props.get("firstname") or None,
+            last_name=props.get("lastname") or None,
+            name=" ".join(p for p in (props.get("firstname"), props.get("lastname")) if p) or None,
+            extra=props,
+        )
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _sort_value(contact: dict[str, Any], prop: str) -> int:
+    value = (contact.get("properties") or {}).get(prop)
+    if prop == "hs_object_id":
+        return int(value or contact["id"])
+    return _ms(iso_instant(value or contact.get("createdAt")))
+
+
+class HubSpotSpec(CrmSpec):
+    """``type: hubspot`` -- HubSpot CRM contacts (see `altcraft.sources.crm.hubspot`)."""
+
+    source_class = HubSpotSource
+    default_requests_per_second = 4.0
+
+    type: Literal["hubspot"] = Field(description="selects this kind: `hubspot`")
+    page_size: int = Field(default=100, ge=1, le=200, description="contacts per search page (`limit`)")
+    max_results: int = Field(
+        default=10_000, ge=1, le=10_000, description="results one search query can page through"
+    )
+    properties: list[str] = Field(
+        default_factory=list, description="contact properties to read besides email, names, phone, dates"
+    )

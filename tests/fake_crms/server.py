@@ -1,0 +1,115 @@
+"""What every fake CRM shares: its contacts, a request log, a limit storm, and serving over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Generator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+EPOCH = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+@dataclass
+class Person:
+    """One contact, CRM-neutral; each fake renders it in its own shape."""
+
+    id: int
+    created: datetime
+    email: str
+    first_name: str
+    last_name: str
+    phone: str | None = None
+
+    @property
+    def updated(self) -> datetime:
+        return self.created + timedelta(minutes=5)
+
+
+def people(count: int, *, start: int = 1, every: timedelta = timedelta(hours=1)) -> list[Person]:
+    """``count`` contacts with ids from ``start``, created ``every`` apart from `EPOCH`."""
+    return [
+        Person(
+            id=start + n,
+            created=EPOCH + every * (start + n - 1),
+            email=f"c{start + n}@example.org",
+            first_name=f"First{start + n}",
+            last_name=f"Last{start + n}",
+            phone=f"+7900{start + n:07d}",
+        )
+        for n in range(count)
+    ]
+
+
+@dataclass
+class FakeCrm:
+    """State of one fake account; subclasses add the routes (`routes`)."""
+
+    contacts: list[Person] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    storm: int = 0
+    """The next ``storm`` requests get the CRM's limit answer."""
+    url: str = ""
+
+    def by_id(self) -> dict[int, Person]:
+        return {p.id: p for p in self.contacts}
+
+    def limited(self) -> Response:
+        raise NotImplementedError
+
+    def routes(self, app: FastAPI) -> None:
+        raise NotImplementedError
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.middleware("http")
+        async def log_and_limit(request: Request, call_next: Any) -> Response:
+            body = await request.body()
+            self.requests.append(
+                {
+                    "method": request.method,
+                    "path": request.url.path,
+                    "query": dict(request.query_params),
+                    "headers": dict(request.headers),
+                    "body": body,
+                }
+            )
+            if self.storm > 0:
+                self.storm -= 1
+                return self.limited()
+            return await call_next(request)
+
+        self.routes(app)
+        return app
+
+
+def problem(code: int, **body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=code)
+
+
+@contextmanager
+def serving(crm: FakeCrm) -> Generator[FakeCrm]:
+    """Serve ``crm`` on a free local port (``crm.url``) until the block ends."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(crm.app(), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    crm.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        yield crm
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()

@@ -1,0 +1,253 @@
+"""CRM webhooks: each CRM's payload and proof at the endpoint, then the run fetching the full contacts.
+
+The endpoint app runs in-process (FastAPI's TestClient) on a real SQLite store; the CRM source reads
+the stored ids and fetches the contacts from a fake CRM over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import urlencode
+
+import pytest
+from fastapi.testclient import TestClient
+
+from altcraft.sources import MemoryStateStore
+from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
+from altcraft.sources.crm.base import WebhookRead
+from altcraft.webhooks.app import WebhookConfig, create_app
+from altcraft.webhooks.kinds import HUBSPOT_SIGNATURE, HUBSPOT_TIMESTAMP, hubspot_signature
+from altcraft.webhooks.store import WebhookStore
+from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving
+from tests.fake_crms.server import people
+
+SECRET = "crm-webhook-secret-for-tests"
+FAST = {"requests_per_second": 1000, "backoff_seconds": 0.01}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> WebhookStore:
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    store = WebhookStore.from_conn_id("crm_hook_ledger")
+    store.ensure_schema()
+    return store
+
+
+@pytest.fixture
+def client(store) -> TestClient:
+    configs = {
+        name: WebhookConfig(name, name.removesuffix("_welcome"), SECRET, "crm_hook_ledger", 65536)
+        for name in ("amocrm_welcome", "bitrix24_welcome", "hubspot_welcome")
+    }
+    return TestClient(create_app(configs.get), base_url="https://airflow.example.org")
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def amo_body(*ids: int) -> bytes:
+    fields = [("account[subdomain]", "example"), ("account[id]", "28805383")]
+    for n, contact_id in enumerate(ids):
+        fields += [
+            (f"contacts[add][{n}][id]", str(contact_id)),
+            (f"contacts[add][{n}][name]", f"Contact {contact_id}"),
+        ]
+    return urlencode(fields).encode()
+
+
+def b24_body(
+    contact_id: int, token: str = SECRET, ts: int = 1724775198, event: str = "ONCRMCONTACTADD"
+) -> bytes:
+    return urlencode(
+        [
+            ("event", event),
+            ("event_handler_id", "15"),
+            ("data[FIELDS][ID]", str(contact_id)),
+            ("ts", str(ts)),
+            ("auth[domain]", "some-domain.bitrix24.com"),
+            ("auth[member_id]", "a223c6b3710f85df22e9377d6c4f7553"),
+            ("auth[application_token]", token),
+        ]
+    ).encode()
+
+
+def hubspot_body(*ids: int, event_base: int = 3816279340) -> bytes:
+    return json.dumps(
+        [
+            {
+                "eventId": event_base + n,
+                "subscriptionId": 25,
+                "portalId": 33,
+                "appId": 1160452,
+                "occurredAt": 1462216307945,
+                "subscriptionType": "contact.creation",
+                "attemptNumber": 0,
+                "objectId": contact_id,
+                "changeSource": "CRM",
+                "changeFlag": "NEW",
+            }
+            for n, contact_id in enumerate(ids)
+        ]
+    ).encode()
+
+
+def hubspot_headers(
+    body: bytes, *, secret: str = SECRET, at_ms: int | None = None, url: str | None = None
+) -> dict:
+    stamp = str(int(time.time() * 1000) if at_ms is None else at_ms)
+    url = url or "https://airflow.example.org/hubspot_welcome"
+    return {
+        "content-type": "application/json",
+        HUBSPOT_TIMESTAMP: stamp,
+        HUBSPOT_SIGNATURE: hubspot_signature(secret, "POST", url, body, stamp),
+    }
+
+
+def stored_ids(store, pipeline) -> list[list[str]]:
+    return [[r["id"] for r in records] for _, records in store.read(pipeline, None)]
+
+
+# ----------------------------------------------------------------------------------------- amoCRM
+
+
+def test_amocrm_form_with_the_url_secret_stores_the_added_ids(client, store):
+    answer = client.post(f"/amocrm_welcome?secret={SECRET}", content=amo_body(7, 8), headers=FORM)
+    assert answer.json() == {"status": "accepted", "records": 2}
+    assert (
+        client.post(f"/amocrm_welcome?secret={SECRET}", content=amo_body(7, 8), headers=FORM).json()["status"]
+        == "duplicate"
+    )
+    assert stored_ids(store, "amocrm_welcome") == [["7", "8"]]
+
+
+@pytest.mark.parametrize("query", ["", "?secret=wrong", "?token=" + SECRET])
+def test_amocrm_forged_deliveries_get_401(client, store, query):
+    answer = client.post(f"/amocrm_welcome{query}", content=amo_body(7), headers=FORM)
+    assert answer.status_code == 401 and SECRET not in answer.text
+    assert store.count("amocrm_welcome") == 0
+
+
+def test_amocrm_other_events_or_a_json_body_are_400(client, store):
+    updated = urlencode([("contacts[update][0][id]", "7")]).encode()
+    for body in (updated, b'{"contacts": {"add": [{"id": 7}]}}'):
+        assert client.post(f"/amocrm_welcome?secret={SECRET}", content=body, headers=FORM).status_code == 400
+    assert store.count("amocrm_welcome") == 0
+
+
+# --------------------------------------------------------------------------------------- Bitrix24
+
+
+def test_bitrix24_event_with_the_application_token_stores_the_id_once(client, store):
+    assert (
+        client.post("/bitrix24_welcome", content=b24_body(554), headers=FORM).json()["status"] == "accepted"
+    )
+    replayed_later = b24_body(554, ts=1724779999)  # a replay with another ts is still that contact
+    assert (
+        client.post("/bitrix24_welcome", content=replayed_later, headers=FORM).json()["status"] == "duplicate"
+    )
+    assert stored_ids(store, "bitrix24_welcome") == [["554"]]
+
+
+def test_bitrix24_forged_token_or_other_event_is_refused(client, store):
+    assert (
+        client.post("/bitrix24_welcome", content=b24_body(1, token="forged"), headers=FORM).status_code == 401
+    )
+    assert (
+        client.post(
+            "/bitrix24_welcome",
+            content=b24_body(1).replace(b"auth%5Bapplication_token%5D", b"x"),
+            headers=FORM,
+        ).status_code
+        == 401
+    )
+    assert (
+        client.post("/bitrix24_welcome", content=b24_body(1, event="ONCRMDEALADD"), headers=FORM).status_code
+        == 400
+    )
+    assert store.count("bitrix24_welcome") == 0
+
+
+# ---------------------------------------------------------------------------------------- HubSpot
+
+
+def test_hubspot_signed_events_store_the_contact_ids_and_a_replay_is_a_duplicate(client, store):
+    body = hubspot_body(512, 513)
+    assert client.post("/hubspot_welcome", content=body, headers=hubspot_headers(body)).json() == {
+        "status": "accepted",
+        "records": 2,
+    }
+    again = client.post("/hubspot_welcome", content=body, headers=hubspot_headers(body))
+    assert again.json()["status"] == "duplicate"
+    assert stored_ids(store, "hubspot_welcome") == [["512", "513"]]
+
+
+def test_hubspot_behind_a_proxy_is_verified_against_the_public_url(client, store):
+    body = hubspot_body(600)
+    direct = hubspot_headers(body, url="https://hooks.example.com/hubspot_welcome")
+    direct |= {"x-forwarded-proto": "https", "x-forwarded-host": "hooks.example.com"}
+    assert client.post("/hubspot_welcome", content=body, headers=direct).json()["status"] == "accepted"
+    unproxied = hubspot_headers(hubspot_body(601), url="https://hooks.example.com/hubspot_welcome")
+    assert client.post("/hubspot_welcome", content=hubspot_body(601), headers=unproxied).status_code == 401
+
+
+def test_hubspot_forged_altered_and_replayed_later_deliveries_get_401(client, store):
+    body = hubspot_body(512)
+    old = int((time.time() - 301) * 1000)
+    cases = [
+        hubspot_headers(body, secret="not-the-app-secret"),
+        {**hubspot_headers(body), HUBSPOT_SIGNATURE: ""},
+        hubspot_headers(body, at_ms=old),  # captured more than 5 minutes ago
+        hubspot_headers(body, url="https://airflow.example.org/other_pipeline"),
+    ]
+    for headers in cases:
+        assert client.post("/hubspot_welcome", content=body, headers=headers).status_code == 401
+    tampered = hubspot_headers(body)
+    assert client.post("/hubspot_welcome", content=hubspot_body(999), headers=tampered).status_code == 401
+    assert store.count("hubspot_welcome") == 0
+
+
+# ------------------------------------------------------------------ the run fetches the contacts
+
+
+@pytest.mark.parametrize("crm", ["amocrm", "bitrix24", "hubspot"])
+def test_the_run_fetches_the_full_contacts_of_the_stored_ids_and_moves_on(crm, client, store, monkeypatch):
+    fakes = {"amocrm": FakeAmoCrm, "bitrix24": FakeBitrix24, "hubspot": FakeHubSpot}
+    specs = {"amocrm": AmoCrmSpec, "bitrix24": Bitrix24Spec, "hubspot": HubSpotSpec}
+    with serving(fakes[crm](contacts=people(60))) as fake:
+        host, port = fake.url.rsplit(":", 1)
+        conn = {
+            "amocrm": {"host": host, "port": int(port), "password": "amo-token"},
+            "bitrix24": {"password": f"{fake.url}/rest/1/{getattr(fake, 'secret', '')}/"},
+            "hubspot": {"host": host, "port": int(port), "password": getattr(fake, "token", "")},
+        }[crm]
+        monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK", json.dumps({"conn_type": "generic", **conn}))
+        deliver = {
+            "amocrm": lambda *ids: client.post(
+                f"/amocrm_welcome?secret={SECRET}", content=amo_body(*ids), headers=FORM
+            ),
+            "bitrix24": lambda *ids: [
+                client.post("/bitrix24_welcome", content=b24_body(i), headers=FORM) for i in ids
+            ],
+            "hubspot": lambda *ids: client.post(
+                "/hubspot_welcome",
+                content=(b := hubspot_body(*ids, event_base=ids[0])),
+                headers=hubspot_headers(b),
+            ),
+        }[crm]
+        deliver(3, 4)
+        deliver(59, 404)  # 404: deleted in the CRM since
+        state = MemoryStateStore()
+        read = WebhookRead(endpoint=f"{crm}_welcome", ledger_conn_id="crm_hook_ledger")
+
+        def source():
+            return specs[crm](type=crm, conn_id="crm_hook", webhook=read, **FAST).build(state)
+
+        first = source()
+        records = [r for b in first.batches(None, 10) for r in b]
+        assert [r["id"] for r in records] == ["3", "4", "59", "404"]
+        assert records[0]["email"] == "c3@example.org" and records[0]["first_name"] == "First3"
+        assert "__error__" in records[3] and "no contact 404" in records[3]["__error__"]
+        first.commit()
+        deliver(10)
+        assert [r["id"] for b in source().batches(None, 10) for r in b] == ["10"]

@@ -1,0 +1,286 @@
+"""The CRM presets against fake amoCRM, Bitrix24 and HubSpot accounts over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving
+from tests.fake_crms.server import EPOCH, people
+
+from altcraft.sources import MemoryStateStore, SourceError, Window
+from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
+from altcraft.sources.crm.amocrm import TOKENS_KEY
+from altcraft.sources.crm.base import WATERMARK_KEY
+
+FAST = {"requests_per_second": 1000, "backoff_seconds": 0.01}
+
+
+def connect(monkeypatch, conn_id: str, crm, **fields) -> None:
+    host, port = crm.url.rsplit(":", 1)
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps({"conn_type": "generic", "host": host, "port": int(port), **fields}),
+    )
+
+
+def ids(source, window=None, batch_size=100) -> list[int]:
+    return [int(r["id"]) for batch in source.batches(window, batch_size) for r in batch]
+
+
+def hours(a: int, b: int) -> Window:
+    """Contacts a..b-1 of `people` (contact n is created at EPOCH + (n-1) h)."""
+    return Window(EPOCH + timedelta(hours=a - 1), EPOCH + timedelta(hours=b - 1))
+
+
+# ------------------------------------------------------------------------------------------ amoCRM
+
+
+@pytest.fixture
+def amo(monkeypatch):
+    with serving(FakeAmoCrm(contacts=people(700))) as crm:
+        connect(monkeypatch, "amo_test", crm, password="amo-token")
+        yield crm
+
+
+def amo_source(state=None, **fields):
+    return AmoCrmSpec(type="amocrm", conn_id="amo_test", **FAST, **fields).build(state)
+
+
+def test_amocrm_reads_a_window_across_its_250_contact_pages(amo):
+    records = [r for batch in amo_source().batches(hours(10, 610), 100) for r in batch]
+
+    assert [int(r["id"]) for r in records] == list(range(10, 610))
+    pages = [r["query"] for r in amo.requests]
+    assert [int(q["page"]) for q in pages] == [1, 2, 3] and {q["limit"] for q in pages} == {"250"}
+    assert {q["filter[created_at][from]"] for q in pages} == {str(int(hours(10, 610).start.timestamp()))}
+    first = records[0]
+    assert (first["email"], first["phone"], first["first_name"], first["last_name"]) == (
+        "c10@example.org",
+        "+79000000010",
+        "First10",
+        "Last10",
+    )
+    assert first["cf_77"] == "0" and first["created_at"] == "2024-03-01T09:00:00+00:00"
+
+
+@pytest.mark.parametrize("mode", ["refuse", "ignore"])
+def test_amocrm_account_without_the_filter_is_read_by_update_time(amo, mode):
+    amo.filter_mode = mode
+
+    assert ids(amo_source(), hours(650, 660)) == list(range(650, 660))
+    fallback = [r for r in amo.requests if "order[updated_at]" in r["query"]]
+    assert fallback and all("if-modified-since" in r["headers"] for r in fallback)
+    assert len(fallback) == 1  # the newest page already reaches before the window
+
+
+def test_amocrm_rate_limit_storm_is_waited_out(amo):
+    amo.storm = 6
+    source = amo_source()
+
+    assert ids(source, hours(1, 300)) == list(range(1, 300))
+    assert source.http.retries == 6
+
+
+def test_amocrm_storm_longer_than_the_retries_fails_the_read_naming_the_limit(amo):
+    amo.storm = 100
+    with pytest.raises(
+        SourceError, match=r"amoCRM: contacts: HTTP 429 after 2 retries \(the CRM's request limit\)"
+    ):
+        ids(amo_source(max_retries=2), hours(1, 5))
+
+
+def test_amocrm_oauth_refresh_on_401_keeps_the_new_pair_encrypted(amo, monkeypatch):
+    from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
+    amo.access_tokens, amo.refresh_tokens = {"somebody-else"}, {"refresh-1"}
+    oauth = {
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "refresh_token": "refresh-1",
+        "redirect_uri": "https://example.org/cb",
+    }
+    connect(monkeypatch, "amo_test", amo, password="expired-token", extra=oauth)
+    state = MemoryStateStore()
+    try:
+        assert ids(amo_source(state), hours(1, 4)) == [1, 2, 3]
+        stored = state.get(TOKENS_KEY)
+        (access,) = amo.access_tokens
+        assert amo.refreshes == 1 and access not in json.dumps(stored)
+        # the next run starts with the stored token: no refresh, and the spent refresh token is not reused
+        assert ids(amo_source(state), hours(4, 6)) == [4, 5]
+        assert amo.refreshes == 1
+        amo.access_tokens = {"rotated-by-amocrm"}  # access token expired again: the stored refresh works
+        assert ids(amo_source(state), hours(6, 7)) == [6]
+        assert amo.refreshes == 2
+    finally:
+        get_fernet.cache_clear()
+
+
+def test_amocrm_watermark_reads_only_contacts_above_the_last_id(amo):
+    state = MemoryStateStore()
+    amo.contacts = people(300)
+    first = amo_source(state, mode="watermark")
+    assert ids(first) == list(range(1, 301))
+    first.commit()
+    amo.contacts += people(5, start=301)
+    amo.requests.clear()
+
+    assert ids(amo_source(state, mode="watermark")) == list(range(301, 306))
+    assert state.get(WATERMARK_KEY) == 300
+    assert len(amo.requests) == 1 and amo.requests[0]["query"]["order[id]"] == "desc"
+
+
+# ---------------------------------------------------------------------------------------- Bitrix24
+
+
+@pytest.fixture
+def bitrix(monkeypatch):
+    with serving(FakeBitrix24(contacts=people(130))) as crm:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_B24_TEST",
+            json.dumps({"conn_type": "generic", "password": f"{crm.url}/rest/{crm.user}/{crm.secret}/"}),
+        )
+        yield crm
+
+
+def b24_source(state=None, **fields):
+    return Bitrix24Spec(type="bitrix24", conn_id="b24_test", **FAST, **fields).build(state)
+
+
+def test_bitrix24_reads_a_window_by_id_cursor_in_pages_of_50(bitrix):
+    records = [r for b in b24_source().batches(hours(5, 125), 30) for r in b]
+
+    assert [int(r["id"]) for r in records] == list(range(5, 125))
+    bodies = [json.loads(r["body"]) for r in bitrix.requests]
+    assert [b["filter"].get(">id") for b in bodies] == [None, 54, 104]
+    assert {b["start"] for b in bodies} == {-1} and {json.dumps(b["order"]) for b in bodies} == {
+        '{"id": "ASC"}'
+    }
+    assert (records[0]["email"], records[0]["phone"], records[0]["first_name"]) == (
+        "c5@example.org",
+        "+79000000005",
+        "First5",
+    )
+    assert records[0]["ufCrm1Loyalty"] == 0 and records[0]["created_at"] == "2024-03-01T04:00:00+00:00"
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_bitrix24_limit_answers_are_waited_out(bitrix, status):
+    bitrix.storm, bitrix.limit_status = 4, status
+    source = b24_source()
+
+    assert ids(source, hours(1, 131)) == list(range(1, 131))
+    assert source.http.retries == 4
+
+
+def test_bitrix24_errors_never_show_the_webhook_url(bitrix, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_B24_TEST",
+        json.dumps({"conn_type": "generic", "password": f"{bitrix.url}/rest/1/wrong-secret/"}),
+    )
+    with pytest.raises(SourceError) as failure:
+        ids(b24_source(), hours(1, 3))
+    assert "HTTP 401" in str(failure.value) and "wrong-secret" not in str(failure.value)
+    assert bitrix.url not in str(failure.value)
+
+
+def test_bitrix24_watermark(bitrix):
+    state = MemoryStateStore()
+    source = b24_source(state, mode="watermark")
+    assert ids(source) == list(range(1, 131))
+    source.commit()
+    bitrix.contacts += people(3, start=131)
+    assert ids(b24_source(state, mode="watermark")) == [131, 132, 133]
+
+
+# ----------------------------------------------------------------------------------------- HubSpot
+
+
+@pytest.fixture
+def hubspot(monkeypatch):
+    with serving(FakeHubSpot(contacts=people(120))) as crm:
+        connect(monkeypatch, "hubspot_test", crm, password=crm.token)
+        yield crm
+
+
+def hs_source(state=None, **fields):
+    return HubSpotSpec(type="hubspot", conn_id="hubspot_test", **FAST, **fields).build(state)
+
+
+def test_hubspot_search_reads_a_window_by_createdate_pages(hubspot):
+    records = [r for b in hs_source(page_size=50).batches(hours(3, 103), 40) for r in b]
+
+    assert [int(r["id"]) for r in records] == list(range(3, 103))
+    bodies = [json.loads(r["body"]) for r in hubspot.requests]
+    assert [b.get("after") for b in bodies] == [None, "50"]
+    first_filters = bodies[0]["filterGroups"][0]["filters"]
+    assert [(f["propertyName"], f["operator"]) for f in first_filters] == [
+        ("createdate", "GTE"),
+        ("createdate", "LT"),
+    ]
+    assert bodies[0]["sorts"] == [{"propertyName": "createdate", "direction": "ASCENDING"}]
+    assert (records[0]["email"], records[0]["first_name"], records[0]["last_name"]) == (
+        "c3@example.org",
+        "First3",
+        "Last3",
+    )
+
+
+def test_hubspot_window_longer_than_10000_results_moves_the_lower_bound(hubspot):
+    hubspot.contacts = people(10_250, every=timedelta(minutes=1))
+    window = Window(EPOCH, EPOCH + timedelta(days=30))
+
+    got = ids(hs_source(), window, batch_size=1000)
+
+    assert got == list(range(1, 10_251))
+    bodies = [json.loads(r["body"]) for r in hubspot.requests]
+    restarts = [b for b in bodies if "after" not in b]
+    assert (
+        len(restarts) == 2
+    )  # the first query stops before the cap; the second starts at its last createdate
+    assert max(int(b.get("after") or 0) for b in bodies) + 100 <= 10_000
+
+
+def test_hubspot_contacts_sharing_one_instant_across_the_cap_are_not_repeated(hubspot):
+    hubspot.contacts = people(45, every=timedelta(0))  # all created at EPOCH
+    hubspot.contacts += people(30, start=46)
+    with pytest.raises(SourceError, match="more than 20 contacts share createdate"):
+        ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
+    hubspot.contacts = people(15, every=timedelta(0)) + people(30, start=16)
+    got = ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
+    assert sorted(got) == list(range(1, 46)) and len(got) == 45
+
+
+def test_hubspot_rate_limit_storm(hubspot):
+    hubspot.storm = 5
+    source = hs_source()
+    assert ids(source, hours(1, 121)) == list(range(1, 121))
+    assert source.http.retries == 5
+
+
+def test_hubspot_watermark_by_object_id(hubspot):
+    state = MemoryStateStore()
+    source = hs_source(state, mode="watermark", page_size=50)
+    assert ids(source) == list(range(1, 121))
+    source.commit()
+    hubspot.contacts += people(2, start=121)
+    hubspot.requests.clear()
+    assert ids(hs_source(state, mode="watermark")) == [121, 122]
+    filters = json.loads(hubspot.requests[0]["body"])["filterGroups"][0]["filters"]
+    assert filters == [{"propertyName": "hs_object_id", "operator": "GT", "value": "120"}]
+
+
+def test_a_partitioned_window_reads_each_contact_once(hubspot, bitrix, amo):
+    for build, count in ((hs_source, 120), (b24_source, 130), (amo_source, 700)):
+        window = hours(1, count + 1)
+        parts = [n for i in range(3) for n in ids_part(build(), window, (i, 3))]
+        assert sorted(parts) == list(range(1, count + 1))
+
+
+def ids_part(source, window, partition):
+    return [int(r["id"]) for b in source.batches(window, 100, partition=partition) for r in b]
