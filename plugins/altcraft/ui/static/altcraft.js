@@ -33,6 +33,7 @@ document.addEventListener("DOMContentLoaded", () => {
   panel.addEventListener("click", async (event) => {
     const button = event.target.closest("button[data-action]");
     if (!button) return;
+    show(`${button.textContent}: waiting for your confirmation…`);  // the previous action's result goes
     const query = new URLSearchParams({ dag_id: panel.dataset.dag, run_id: panel.dataset.run, action: button.dataset.action });
     if (button.hasAttribute("data-selected")) new Set(picked()).forEach((hash) => query.append("selected", hash));
     const planned = await fetch(`${base}/plan?${query}`, { credentials: "same-origin" });
