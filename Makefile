@@ -55,7 +55,7 @@ test: $(STAMP)
 		$(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest $(E2E_PENDING) $(E2E_PENDING_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(E2E_PENDING) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check
