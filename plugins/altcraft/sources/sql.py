@@ -144,13 +144,12 @@ def _stream(
 
 
 def _engine(conn_id: str) -> Engine:
-    from airflow.providers.common.sql.hooks.sql import DbApiHook
-    from airflow.sdk import BaseHook
+    from altcraft.engines import NotASqlConnection, sql_engine
 
-    hook = BaseHook.get_connection(conn_id).get_hook()
-    if not isinstance(hook, DbApiHook):
-        raise SourceError(f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})")
-    return hook.get_sqlalchemy_engine()
+    try:
+        return sql_engine(conn_id)
+    except NotASqlConnection as exc:
+        raise SourceError(str(exc)) from None
 
 
 class _Probing:

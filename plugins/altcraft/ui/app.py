@@ -69,9 +69,9 @@ def ledger_engine() -> Engine:
     """The ledger's engine, from ``[altcraft] ledger_conn_id`` as the operator finds it."""
     from airflow.configuration import conf
 
-    from altcraft.ledger import Ledger
+    from altcraft.engines import ledger_engine as engine_of
 
-    return Ledger.from_conn_id(conf.get("altcraft", "ledger_conn_id", fallback="") or None).engine
+    return engine_of(conf.get("altcraft", "ledger_conn_id", fallback="") or None)
 
 
 def read_only() -> Iterator[Connection]:
