@@ -39,8 +39,8 @@ from altcraft.ledger import (
     Settlement,
     UncertainContact,
 )
-from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys
-from altcraft.masking import mask_key, scrub
+from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
+from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import judge, launch_marker, match_of, with_marker
 

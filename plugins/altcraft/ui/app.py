@@ -25,7 +25,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
 
-from altcraft.masking import mask_key, scrub
+from altcraft.mapping import mask_key
+from altcraft.masking import scrub
 from altcraft.ui import airflow_runs, queries
 from altcraft.ui.actions import Action, plan
 from altcraft.ui.keys import candidate_keys
