@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from altcraft.mapping import Mapper, Profile, ProfileMapping
-from altcraft.masking import mask_email, mask_key, mask_phone, mask_record, mask_text, mask_value
+from altcraft.mapping import Mapper, Profile, ProfileMapping, mask_key
+from altcraft.masking import mask_email, mask_phone, mask_record, mask_text, mask_value
 from tests.broken_contacts import BROKEN_CONTACTS, VALID_CONTACTS
 
 

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -30,6 +30,7 @@ from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, Chunk, chunk, request_o
 from altcraft.ledger import (
     Claim,
     Ledger,
+    LedgerSession,
     Outcome,
     RelaunchPolicy,
     Resolution,
@@ -38,8 +39,8 @@ from altcraft.ledger import (
     Settlement,
     UncertainContact,
 )
-from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys
-from altcraft.masking import mask_key, scrub
+from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
+from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import judge, launch_marker, match_of, with_marker
 
@@ -224,7 +225,8 @@ class Delivery:
     marker: str | None = None
     #: database to read profiles from when reconciling (None: no reconciliation)
     profiles_db_id: int | None = None
-    _predicted: set[str] = field(default_factory=set, init=False, repr=False)
+    #: the ledger bound to this try (a dry run's session predicts claims and writes nothing)
+    session: LedgerSession = field(init=False, repr=False)
 
     @classmethod
     def create(
@@ -283,6 +285,7 @@ class Delivery:
 
     def __post_init__(self) -> None:
         self.summary.dry_run = self.dry_run
+        self.session = self.ledger.session(self.scope, self.run, dry_run=self.dry_run)
 
     # ------------------------------------------------------------------------------------ the data path
 
@@ -320,9 +323,9 @@ class Delivery:
         if others:
             self.summary.found += len(others)
             self.summary.add(Outcome.SKIPPED, len(others))
-            if not self.dry_run:
-                rows = [(p.ledger_key, p.source_key, None, NOT_SELECTED) for p in others]
-                self.ledger.record(self.scope, self.run, Outcome.SKIPPED, rows)
+            self.session.record(
+                Outcome.SKIPPED, [(p.ledger_key, p.source_key, None, NOT_SELECTED) for p in others]
+            )
         return chosen
 
     def _mapped(
@@ -345,13 +348,9 @@ class Delivery:
             self.summary.note_reason(f"{rejection.field}: {rejection.reason}")
             if len(self.sample) < 10:
                 self.sample.append(f"rejected {rejection.source_key}: {rejection.field}: {rejection.reason}")
-        if not self.dry_run:
-            self.ledger.record(
-                self.scope,
-                self.run,
-                Outcome.REJECTED,
-                [(None, r.source_key, None, f"{r.field}: {r.reason}") for r in rejections],
-            )
+        self.session.record(
+            Outcome.REJECTED, [(None, r.source_key, None, f"{r.field}: {r.reason}") for r in rejections]
+        )
 
     def _deliver_chunk(self, piece: Chunk) -> None:
         self.summary.found += len(piece.profiles)  # counted when decided, so a stopped try adds up
@@ -359,20 +358,15 @@ class Delivery:
         aliases = (
             {key: identity_keys(key) for key, _ in items} if self.mapper.mapping.matching.any_of else None
         )
-        if self.dry_run:
-            claim = self._predict(items, aliases)
-        else:
-            self.reconcile({key for key, _ in items})
-            claim = self.ledger.claim(
-                self.scope,
-                self.run,
-                items,
-                self.policy,
-                relaunch=self.relaunch,
-                resend_uncertain=self.resend_uncertain,
-                marker=self.marker,
-                aliases=aliases,
-            )
+        self.reconcile({key for key, _ in items})
+        claim = self.session.claim(
+            items,
+            self.policy,
+            relaunch=self.relaunch,
+            resend_uncertain=self.resend_uncertain,
+            marker=self.marker,
+            aliases=aliases,
+        )
         self.summary.add(Outcome.SKIPPED, len(claim.skipped) + claim.duplicates)
         self.summary.add(Outcome.UNCERTAIN, len(claim.uncertain))
         if not claim.to_send:
@@ -390,26 +384,6 @@ class Delivery:
         else:
             self._submit_task(claim, to_send)
 
-    def _predict(self, items: Sequence[tuple[str, str]], aliases: dict[str, tuple[str, ...]] | None) -> Claim:
-        """What the claim would decide, remembering the contacts this dry run would already have sent (a
-        real run skips them in a later chunk, as launched or in flight by this run)."""
-        claim = self.ledger.preview(
-            self.scope,
-            self.run,
-            items,
-            self.policy,
-            relaunch=self.relaunch,
-            resend_uncertain=self.resend_uncertain,
-            aliases=aliases,
-        )
-        for key in list(claim.to_send):
-            identities = {claim.contact_hash(self.scope, key), *(aliases or {}).get(key, ())}
-            if identities & self._predicted:
-                claim.to_send.remove(key)
-                claim.skipped[key] = "already launched by this run (dry run)"
-            self._predicted |= identities
-        return claim
-
     # --------------------------------------------------------------------------------- reconciliation
 
     def reconcile(self, keys: set[str] | None = None) -> dict[Outcome, int]:
@@ -420,7 +394,7 @@ class Delivery:
         """
         if self.profiles_db_id is None or self.dry_run:
             return {}
-        contacts = self.ledger.uncertain_contacts(self.scope, keys)
+        contacts = self.session.uncertain_contacts(keys)
         verdicts: dict[str, Resolution] = {}
         for contact in contacts:
             verdict = self._judge(contact)
@@ -428,7 +402,7 @@ class Delivery:
                 verdicts[contact.contact_key] = verdict
         if not verdicts:
             return {}
-        applied = self.ledger.resolve(self.scope, contacts, verdicts)
+        applied = self.session.resolve(contacts, verdicts)
         names = {
             Outcome.LAUNCHED: "launched",
             Outcome.FAILED: "not_processed",
@@ -528,7 +502,7 @@ class Delivery:
         outcomes of the earlier try and counted in ``earlier_tries``, not in this try's counters.
         """
         self.settle_tasks(pending_tasks, timeout=timeout, poll_interval=poll_interval)
-        recovered = self.ledger.recover(self.scope, self.run)
+        recovered = self.session.recover()
         self.summary.add(Outcome.UNCERTAIN, len(recovered), earlier=True)
         if recovered:
             log.warning(
@@ -548,7 +522,7 @@ class Delivery:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         for batch_id, task_id in list(tasks.items()):
-            claim = self.ledger.claim_of(self.scope, batch_id)
+            claim = self.session.claim_of(batch_id)
             if claim.to_send:
                 if deadline is None:
                     status = self.hook.get_task_status(task_id)
@@ -569,7 +543,7 @@ class Delivery:
         Per-contact results are used in request order; counts that prove every contact launched settle them
         launched; anything else settles them uncertain with the reason, logged as an error.
         """
-        if claim.try_number in (None, self.run.try_number):
+        if not self.session.is_earlier(claim):
             self.summary.pending -= len(claim.to_send)
         verdict = task_verdict(status, len(claim.to_send))
         if verdict.results is not None:
@@ -611,9 +585,8 @@ class Delivery:
         A claim of an earlier try (its async task, settled by this try) is recorded as that try's
         outcomes and counted in ``earlier_tries``.
         """
-        earlier = claim.try_number not in (None, self.run.try_number)
-        run = replace(self.run, try_number=claim.try_number) if earlier else self.run
-        self.ledger.settle(self.scope, run, claim, settlements)
+        earlier = self.session.is_earlier(claim)
+        self.session.settle(claim, settlements)
         for key in claim.to_send:
             settlement = settlements.get(key)
             outcome = settlement.outcome if settlement else Outcome.UNCERTAIN

@@ -39,7 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item
 from altcraft.api.matching import MatchingMode
-from altcraft.sources.base import ERROR_FIELD
+from altcraft.masking import mask_email, mask_phone, mask_text, text_of
+from altcraft.records import ERROR_FIELD
 from altcraft.validation import (
     MAX_FIELD_CHARS,
     MAX_PROFILE_BYTES,
@@ -716,3 +717,26 @@ def identity_keys(ledger_key: str) -> tuple[str, ...]:
         return ()
     email, _, phone = rest.partition("|")
     return tuple(key for key in (email and f"email:{email}", phone and f"phone:{phone}") if key)
+
+
+_MODES = frozenset(mode.value for mode in MatchingMode)
+
+
+def mask_key(ledger_key: Any) -> str:
+    """A ledger key (`<matching>:<value>`) with its value masked according to the matching mode."""
+    kind, sep, value = text_of(ledger_key).partition(":")
+    if not sep or kind not in _MODES:
+        return mask_text(ledger_key)
+    if kind.startswith("email_phone"):
+        email, _, phone = value.rpartition("|")
+        masked = f"{mask_email(email) if email else ''}|{mask_phone(phone) if phone else ''}"
+    elif kind.startswith("email"):
+        masked = mask_email(value)
+    elif kind.startswith("phone"):
+        masked = mask_phone(value)
+    elif kind == MatchingMode.PUSH_SUB:
+        provider, _, subscription_id = value.partition("|")
+        masked = f"{provider}|{mask_text(subscription_id)}"
+    else:
+        masked = mask_text(value)
+    return f"{kind}:{masked}"

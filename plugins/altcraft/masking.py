@@ -1,4 +1,8 @@
-"""Masks contact data for logs: emails, phones, ledger keys and whole records. Never raises."""
+"""Masks contact data for logs: emails, phones, free text and whole records. Never raises.
+
+A leaf module (nothing of the provider imported): the API layer scrubs server texts with it, and
+`altcraft.mapping.mask_key` masks ledger keys with it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from altcraft.api.matching import MatchingMode
-
 MASK = "***"
 SAMPLE_CHARS = 64
 """Longer text in `mask_record` output is cut to this many characters."""
 
-_MODES = frozenset(mode.value for mode in MatchingMode)
 _PHONE_LIKE = re.compile(r"\+?[0-9 ().\-]{6,32}")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _EMAIL_IN_TEXT = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
@@ -21,7 +22,8 @@ _MAX_DEPTH = 4
 _MAX_ITEMS = 20
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """``value`` as text; empty when even `str()` fails."""
     try:
         return value if isinstance(value, str) else str(value)
     except Exception:
@@ -30,13 +32,13 @@ def _text(value: Any) -> str:
 
 def mask_text(value: Any) -> str:
     """Any identifying text: first and last character kept when it is long enough to stay unguessable."""
-    text = _text(value)
+    text = text_of(value)
     return f"{text[:1]}{MASK}{text[-1:]}" if len(text) > 6 else MASK
 
 
 def mask_email(value: Any) -> str:
     """`anna.petrova@example.org` → `a***@e***.org`."""
-    text = _text(value).strip()
+    text = text_of(value).strip()
     local, at, domain = text.rpartition("@")
     if not at:
         return mask_text(text)
@@ -47,7 +49,7 @@ def mask_email(value: Any) -> str:
 
 def mask_phone(value: Any) -> str:
     """`+79001234567` → `+7******4567`; short numbers keep less, very short ones nothing."""
-    text = _text(value).strip()
+    text = text_of(value).strip()
     if len(text) >= 10:
         head, tail = 2, 4
     elif len(text) >= 7:
@@ -59,28 +61,8 @@ def mask_phone(value: Any) -> str:
 
 def scrub(text: Any) -> str:
     """Free text (e.g. an error message from Altcraft) with every email and phone-like number in it masked."""
-    masked = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group()), _text(text))
+    masked = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group()), text_of(text))
     return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group()), masked)
-
-
-def mask_key(ledger_key: Any) -> str:
-    """A ledger key (`<matching>:<value>`) with its value masked according to the matching mode."""
-    kind, sep, value = _text(ledger_key).partition(":")
-    if not sep or kind not in _MODES:
-        return mask_text(ledger_key)
-    if kind.startswith("email_phone"):
-        email, _, phone = value.rpartition("|")
-        masked = f"{mask_email(email) if email else ''}|{mask_phone(phone) if phone else ''}"
-    elif kind.startswith("email"):
-        masked = mask_email(value)
-    elif kind.startswith("phone"):
-        masked = mask_phone(value)
-    elif kind == MatchingMode.PUSH_SUB:
-        provider, _, subscription_id = value.partition("|")
-        masked = f"{provider}|{mask_text(subscription_id)}"
-    else:
-        masked = mask_text(value)
-    return f"{kind}:{masked}"
 
 
 def mask_value(value: Any, *, depth: int = 0) -> Any:
@@ -112,7 +94,7 @@ def mask_record(record: Any, *, depth: int = 0) -> dict[str, Any]:
         items = list(record.items())[: _MAX_ITEMS * 10]
     except Exception:
         return {"<record>": "<unprintable>"}
-    return {_sample(_text(column)): mask_value(value, depth=depth) for column, value in items}
+    return {_sample(text_of(column)): mask_value(value, depth=depth) for column, value in items}
 
 
 def _sample(text: str) -> str:

@@ -1,4 +1,4 @@
-"""AltcraftAsyncHook: same protocol, same retry policy, over aiohttp."""
+"""AltcraftAsyncHook: same protocol, same retry policy, over aiohttp (launches and reads through `call`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain
 from altcraft.api.models import BatchLaunchRequest, TaskState
 from altcraft.hooks.altcraft_async import AltcraftAsyncHook
+from tests.async_calls import launch_batch, read_scenario, submit_batch_task
 
 WELCOME = 12
 
@@ -28,7 +29,7 @@ def test_submit_and_poll_task(emulator):
 
     async def scenario():
         async with AltcraftAsyncHook() as hook:
-            task_id = await hook.submit_import_and_start_batch_task(_batch("x@example.org", "y@example.org"))
+            task_id = await submit_batch_task(hook, _batch("x@example.org", "y@example.org"))
             for _ in range(200):
                 status = await hook.get_task_status(task_id)
                 if status.state.is_terminal:
@@ -49,7 +50,7 @@ def test_reads_are_retried(emulator):
 
     async def scenario():
         async with AltcraftAsyncHook() as hook:
-            return await hook.get_scenario(WELCOME)
+            return await read_scenario(hook, WELCOME)
 
     assert run(scenario()).id == WELCOME
     assert emulator.state()["faults"][0]["hits"] == 2
@@ -72,7 +73,7 @@ def test_launch_dropped_after_processing_is_uncertain(emulator):
 
     async def scenario():
         async with AltcraftAsyncHook() as hook:
-            await hook.import_and_start_batch(_batch("u@example.org"), keys=["email:u@example.org"])
+            await launch_batch(hook, _batch("u@example.org"), keys=["email:u@example.org"])
 
     with pytest.raises(AltcraftDeliveryUncertain) as err:
         run(scenario())

@@ -13,6 +13,7 @@ from altcraft.api.errors import AltcraftError
 from altcraft.api.models import BatchLaunchRequest, ImportAndStartRequest
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.hooks.altcraft_async import AltcraftAsyncHook
+from tests.async_calls import read_scenario
 
 CANARY = "TOKEN-canary-7f3a9c1e"
 WELCOME = 12
@@ -75,7 +76,7 @@ def test_token_never_in_logs_errors_or_results(altcraft_emulator, monkeypatch, c
 
     async def run_async():
         async with AltcraftAsyncHook() as ahook:
-            for coro in (ahook.get_scenario(WELCOME), ahook.get_task_status("task_unknown")):
+            for coro in (read_scenario(ahook, WELCOME), ahook.get_task_status("task_unknown")):
                 try:
                     seen.append(repr(await coro))
                 except AltcraftError as exc:

@@ -27,7 +27,6 @@ from altcraft.pipelines import (
     read_spec,
 )
 from altcraft.pipelines.factory import LAUNCH_TASK_ID, PLAN_TASK_ID
-from altcraft.pipelines.spec import keeps_state
 from altcraft.pipelines.window import Schedule
 from altcraft.sources import MemoryStateStore
 from tests.pipelines import notify
@@ -63,7 +62,7 @@ def test_each_example_is_plan_then_mapped_import_and_launch(name, examples):
     assert launch.pool == spec.pool and launch.pool_slots == spec.pool_slots
     assert (launch.retries, launch.retry_delay, launch.owner) == (spec.retries, spec.retry_delay, spec.owner)
     # a triggered pipeline keeps its state in its event asset (an inlet), not in a source asset
-    state = [f"altcraft-pipeline://{name}/source"] if keeps_state(spec.source) and not spec.trigger else []
+    state = [f"altcraft-pipeline://{name}/source"] if spec.source.keeps_state and not spec.trigger else []
     assert [outlet.uri for outlet in launch.outlets] == ["altcraft://altcraft_default/scenarios/12", *state]
     assert (kwargs.get("state_asset") is not None) == bool(state or spec.trigger)
 

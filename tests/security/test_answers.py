@@ -8,6 +8,7 @@ from hostile_server import TOKEN, http_answer, run_async
 from altcraft.api.errors import AltcraftDeliveryUncertain, AltcraftError
 from altcraft.api.models import BatchLaunchRequest, BatchResult, ImportAndStartRequest, ProfileResult
 from altcraft.hooks.altcraft import AltcraftHook
+from tests.async_calls import launch_batch
 
 ODD_SHAPES = {
     "result is a dict": {"error": 0, "result": {"error": 0}},
@@ -41,7 +42,7 @@ def test_unexpected_answer_after_a_launch_is_delivery_uncertain(request, odd):
         "batch": lambda: hook.import_and_start_batch(_batch(), keys=KEYS),
         "single": lambda: hook.import_and_start(_single(), keys=KEYS),
         "task": lambda: hook.submit_import_and_start_batch_task(_batch(), keys=KEYS),
-        "async batch": lambda: run_async(lambda ahook: ahook.import_and_start_batch(_batch(), keys=KEYS)),
+        "async batch": lambda: run_async(lambda ahook: launch_batch(ahook, _batch(), keys=KEYS)),
     }
     for name, launch in launches.items():
         try:

@@ -10,6 +10,7 @@ from hostile_server import TOKEN, drip, run_async
 from altcraft.api.errors import AltcraftDeliveryUncertain, AltcraftTransportError
 from altcraft.api.models import BatchLaunchRequest
 from altcraft.hooks.altcraft import AltcraftHook
+from tests.async_calls import launch_batch, read_scenario
 
 TIMEOUT = 1.0
 SLACK = 1.5  # scheduling noise on a busy machine; the drip alone would take 12+ s
@@ -54,9 +55,9 @@ def test_slow_drip_server_cannot_hold_a_call_beyond_its_timeout(dripping):
 
 
 def test_slow_drip_server_cannot_hold_an_async_call_beyond_its_timeout(dripping):
-    read, read_seconds = _timed(lambda: run_async(lambda hook: hook.get_scenario(12)))
+    read, read_seconds = _timed(lambda: run_async(lambda hook: read_scenario(hook, 12)))
     launch, launch_seconds = _timed(
-        lambda: run_async(lambda hook: hook.import_and_start_batch(_batch(), keys=["email:a@example.org"]))
+        lambda: run_async(lambda hook: launch_batch(hook, _batch(), keys=["email:a@example.org"]))
     )
     assert isinstance(read, AltcraftTransportError), read
     assert isinstance(launch, AltcraftDeliveryUncertain)

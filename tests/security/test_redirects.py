@@ -8,6 +8,7 @@ from hostile_server import TOKEN, http_answer, run_async
 from altcraft.api.errors import AltcraftDeliveryUncertain, AltcraftRedirected
 from altcraft.api.models import BatchLaunchRequest
 from altcraft.hooks.altcraft import AltcraftHook
+from tests.async_calls import launch_batch, read_scenario
 
 REDIRECTS = (301, 302, 303, 307, 308)
 SUCCESS = {"error": 0, "error_text": "", "result": [{"error": 0, "profile_id": "p1"}], "data": []}
@@ -48,9 +49,9 @@ def test_redirect_is_never_followed_and_the_token_stays_home(redirecting, status
 def test_redirect_is_never_followed_by_the_async_hook(redirecting, status):
     origin, elsewhere = redirecting(status)
     with pytest.raises(AltcraftDeliveryUncertain):
-        run_async(lambda hook: hook.import_and_start_batch(_batch(), keys=["email:a@example.org"]))
+        run_async(lambda hook: launch_batch(hook, _batch(), keys=["email:a@example.org"]))
     with pytest.raises(AltcraftRedirected):
-        run_async(lambda hook: hook.get_scenario(12))
+        run_async(lambda hook: read_scenario(hook, 12))
     assert len(origin.seen) == 2
     assert elsewhere.seen == []
 

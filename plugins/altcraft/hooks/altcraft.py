@@ -18,9 +18,10 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from altcraft import __version__
 from altcraft.api.calls import AltcraftCalls
-from altcraft.api.errors import AltcraftError, AltcraftTransportError
+from altcraft.api.errors import AltcraftError
 from altcraft.api.protocol import api_path, encode_body, parse_response, request_headers
 from altcraft.api.retry import as_uncertain
+from altcraft.api.transport import Observed, transport_error
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
 from altcraft.masking import scrub
@@ -107,7 +108,9 @@ class AltcraftHook(HttpHook, AltcraftCalls):
                         url, data=payload, timeout=self.settings.timeout, allow_redirects=False
                     )
             except requests.RequestException as exc:
-                raise _transport_error(exc, endpoint, deadline) from exc
+                raise transport_error(
+                    _observed(exc, deadline), endpoint=endpoint, timeout=deadline.seconds
+                ) from exc
             self.log.debug(
                 "POST %s -> HTTP %s in %.3fs", endpoint, response.status_code, time.monotonic() - started
             )
@@ -146,13 +149,24 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         return True, f"Connected to {self.base_url}; {summary}"
 
 
-def _transport_error(
-    exc: requests.RequestException, endpoint: str, deadline: Deadline
-) -> AltcraftTransportError:
-    """Classify a requests failure: was the request certainly never sent?"""
-    sent = not _never_connected(exc)
-    what = f"no complete answer within {deadline.seconds:g}s" if deadline.expired else type(exc).__name__
-    return AltcraftTransportError(f"{what} talking to Altcraft", sent=sent, endpoint=endpoint)
+#: requests refuses to build these requests: nothing is sent.
+_UNBUILDABLE = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+)
+
+
+def _observed(exc: requests.RequestException, deadline: Deadline) -> Observed:
+    """The transport adapter of requests: what a failure says about the exchange (altcraft.api.transport)."""
+    return Observed(
+        built=not isinstance(exc, _UNBUILDABLE),
+        connected=not _never_connected(exc),
+        timed_out=deadline.expired,
+        kind=type(exc).__name__,
+    )
 
 
 def _never_connected(exc: BaseException) -> bool:

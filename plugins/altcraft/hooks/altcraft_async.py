@@ -1,7 +1,8 @@
-"""AltcraftAsyncHook: the aiohttp twin of :class:`~altcraft.hooks.altcraft.AltcraftHook` for triggers.
+"""AltcraftAsyncHook: the aiohttp transport of :class:`~altcraft.hooks.altcraft.AltcraftHook`, for triggers.
 
 Same wire format (:mod:`altcraft.api.protocol`), same retry policy (:mod:`altcraft.api.retry`), same
-models; no blocking call anywhere.
+classification of transport failures (:mod:`altcraft.api.transport`); no blocking call anywhere. It names
+only the call triggers make (``tasks/status``); :meth:`AltcraftAsyncHook.call` posts any other method.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret
 
 from altcraft import __version__
-from altcraft.api.errors import AltcraftError, AltcraftTransportError
-from altcraft.api.models import BatchLaunchRequest, BatchResult, Scenario, TaskStatus
+from altcraft.api.errors import AltcraftError
+from altcraft.api.models import TaskStatus
 from altcraft.api.protocol import (
     api_path,
     encode_body,
     parse_answer,
     parse_response,
     request_headers,
-    scenario_of,
-    task_id_of,
     task_status_of,
 )
 from altcraft.api.retry import as_uncertain
+from altcraft.api.transport import Observed, transport_error
 from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
 
 T = TypeVar("T")
@@ -100,16 +100,8 @@ class AltcraftAsyncHook(BaseHook):
                         endpoint, response.status, response.headers, content, secret=self._token
                     )
             except (TimeoutError, aiohttp.ClientError) as exc:
-                # ClientTimeout(total=...) is one deadline for connect + the whole answer
-                never_sent = isinstance(exc, aiohttp.ClientConnectorError)
-                what = (
-                    f"no complete answer within {self.settings.timeout:g}s"
-                    if isinstance(exc, TimeoutError)
-                    else type(exc).__name__
-                )
-                raise AltcraftTransportError(
-                    f"{what} talking to Altcraft", sent=not never_sent, endpoint=endpoint
-                ) from exc
+                observed = _observed(exc)
+                raise transport_error(observed, endpoint=endpoint, timeout=self.settings.timeout) from exc
 
         try:
             answer = await self.settings.retry_policy.async_retrying(launching=launching)(attempt)
@@ -125,38 +117,16 @@ class AltcraftAsyncHook(BaseHook):
             "tasks/status", {"task_id": task_id}, parse=lambda answer: task_status_of(answer, task_id)
         )
 
-    async def submit_import_and_start_batch_task(
-        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
-    ) -> str:
-        """Submit ``workflows/import_and_start_batch_task``; returns the Altcraft task id."""
-        body = request.to_body(without_data=raw_data is not None)
-        return await self.call(
-            "workflows/import_and_start_batch_task",
-            body,
-            raw_data=raw_data,
-            launching=True,
-            keys=keys,
-            parse=task_id_of,
-        )
 
-    async def import_and_start_batch(
-        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
-    ) -> BatchResult:
-        """Import many profiles and launch each (``workflows/import_and_start_batch``)."""
-        body = request.to_body(without_data=raw_data is not None)
-        return await self.call(
-            "workflows/import_and_start_batch",
-            body,
-            raw_data=raw_data,
-            launching=True,
-            keys=keys,
-            parse=BatchResult.model_validate,
-        )
+def _observed(exc: BaseException) -> Observed:
+    """The transport adapter of aiohttp: what a failure says about the exchange (altcraft.api.transport).
 
-    async def get_scenario(self, scenario_id: int) -> Scenario | None:
-        """One scenario by id, or None when the token cannot see it."""
-        return await self.call(
-            "workflows/list",
-            {"from_id": scenario_id, "limit": 1},
-            parse=lambda answer: scenario_of(answer, scenario_id),
-        )
+    ``ClientTimeout(total=...)`` is one deadline for connect + the whole answer: a plain timeout may have
+    struck after sending.
+    """
+    return Observed(
+        built=not isinstance(exc, aiohttp.InvalidURL),
+        connected=not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError),
+        timed_out=isinstance(exc, TimeoutError),
+        kind=type(exc).__name__,
+    )

@@ -25,9 +25,7 @@ from altcraft.pipelines.spec import (
     PipelineSpec,
     SpecError,
     field_line,
-    keeps_state,
     read_spec,
-    uses_watermark,
 )
 from altcraft.pipelines.window import Schedule, WindowError, run_window
 
@@ -271,7 +269,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
     )
     # A triggered pipeline keeps all its progress in its event asset's state store, read through an inlet
     # (an outlet would emit events on the asset the DAG is scheduled on: a run would trigger the next).
-    state = event or (state_asset(spec.id) if keeps_state(spec.source) else None)
+    state = event or (state_asset(spec.id) if spec.source.keeps_state else None)
     optional = {
         "max_request_bytes": spec.delivery.max_request_bytes,
         "db_id": spec.scenario.db_id,
@@ -387,7 +385,7 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
     )
     window = (
         "watermark (the source remembers the highest value read; the data interval is not used)"
-        if uses_watermark(spec.source)
+        if spec.source.uses_watermark
         else ("[watermark, now) for event runs, else " if spec.trigger else "")
         + "the run's data interval [start, end)"
         + (f", start moved back by {spec.lookback}" if spec.lookback else "")

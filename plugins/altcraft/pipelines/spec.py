@@ -319,7 +319,8 @@ class PipelineSpec(_Model):
     @field_validator("lookback")
     @classmethod
     def _lookback(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
-        if value is not None and uses_watermark(info.data.get("source")):
+        source = info.data.get("source")
+        if value is not None and source is not None and source.uses_watermark:
             raise ValueError("the source reads by watermark, not by window: remove lookback")
         return value
 
@@ -328,9 +329,9 @@ class PipelineSpec(_Model):
     def _partitions(cls, value: int, info: ValidationInfo) -> int:
         source = info.data.get("source")
         if value > 1 and source is not None:
-            if uses_watermark(source):
+            if source.uses_watermark:
                 raise ValueError("the source reads by watermark (one watermark): partitions must be 1")
-            if not reads_window(source):
+            if not source.reads_window:
                 raise ValueError(
                     f"a {source.type} source that ignores the window cannot be split in time: "
                     "partitions must be 1 (see docs/pipelines.md#partitions)"
@@ -363,9 +364,7 @@ class PipelineSpec(_Model):
                 )
             if source.type == "webhook" and value.auth in CRM_SPECS:
                 raise ValueError(f"auth {value.auth} sends contact ids: use `source: {{type: {value.auth}}}`")
-        if value.type == "poll" and (
-            not reads_window(source) or uses_watermark(source) or source.type not in _POLLABLE
-        ):
+        if value.type == "poll" and not source.pollable:
             raise ValueError(
                 "poll needs a source that reads by creation time: sql_table with created_at_column, "
                 "sql_query with :window_start and :window_end, rest with window_params start, or a CRM "
@@ -403,39 +402,6 @@ class PipelineSpec(_Model):
     def schedule_interval(self) -> timedelta | None:
         """The schedule as a fixed interval, or None for a cron schedule (or no schedule)."""
         return parse_duration(self.schedule) if self.schedule and _DURATION.fullmatch(self.schedule) else None
-
-
-_POLLABLE = ("sql_table", "sql_query", "rest", *CRM_SPECS)
-
-
-def uses_watermark(source: Any) -> bool:
-    """Whether the source remembers a watermark (a column, an id, the last webhook delivery), ignoring the
-    window."""
-    return (
-        getattr(source, "watermark_column", None) is not None
-        or getattr(source, "type", None) == "webhook"
-        or getattr(source, "mode", None) == "watermark"
-        or getattr(source, "webhook", None) is not None
-    )
-
-
-def keeps_state(source: Any) -> bool:
-    """Whether the source remembers progress between runs (a watermark, the files already read)."""
-    return uses_watermark(source) or source.type in ("file", *CRM_SPECS)
-
-
-def reads_window(source: Any) -> bool:
-    """Whether the source restricts what it reads to the window it is given."""
-    match source.type:
-        case "sql_query":
-            return all(f":{name}" in source.sql for name in ("window_start", "window_end"))
-        case "rest":
-            return bool(source.window_params) and len(source.window_params) == 2
-        case "webhook":
-            return False
-        case "sql_table" | "amocrm" | "bitrix24" | "hubspot":
-            return not uses_watermark(source)
-    return True
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -1,4 +1,4 @@
-"""The contract every contact source follows: a data window, a state store and the `Source` protocol.
+"""The contract every contact source follows: a data window, a state store and the `Source` base class.
 
 How a consumer (the operator) reads a source::
 
@@ -16,12 +16,13 @@ file, records given up front by position. The union of all partitions is the unp
 with no overlap.
 
 Bad input rows that must not stop a run (a broken JSON line, undecodable bytes) are yielded as
-*error records* (`error_record`): the mapper turns them into rejections.
+*error records* (`error_record`, from `altcraft.records`): the mapper turns them into rejections.
 """
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,12 +30,11 @@ from itertools import islice
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-Record = dict[str, Any]
-Partition = tuple[int, int]
+from altcraft.records import ERROR_FIELD, Record, error_record
 
-ERROR_FIELD = "__error__"
-"""A record holding this field is not data: its value says what is wrong (never the raw content), its key
-column says where (``"<file>:<line>"``). The mapper must reject it under this field name."""
+__all__ = ["ERROR_FIELD", "Record", "error_record"]  # re-exported: the records every source yields
+
+Partition = tuple[int, int]
 
 
 class SourceError(RuntimeError):
@@ -113,36 +113,80 @@ class MemoryStateStore:
         return iter(sorted(self._data))
 
 
-class Source(Protocol):
-    """Where contacts come from. See the module docstring for the calling sequence."""
+class Source(ABC):
+    """Where contacts come from. See the module docstring for the calling sequence.
+
+    A plain source remembers nothing between runs (`commit` saves nothing, and it has no ``state``) and
+    cannot be polled (`probe` refuses); `Stateful` sources keep progress in ``state``.
+    """
 
     key_column: str
 
+    @abstractmethod
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:
         """Lists of 1..batch_size records in a deterministic order; never the whole window at once."""
-        ...
 
+    @abstractmethod
     def describe(self) -> str:
         """One line for logs and docs, without secrets."""
-        ...
 
     def commit(self) -> None:
         """Save the progress of the last, fully consumed `batches` iteration to the state store."""
-        ...
+        return None  # a plain source remembers nothing
+
+    def probe(self, since: Any) -> tuple[int, str | None]:
+        """For a watcher trigger: how many rows are past ``since`` and the newest, never the rows."""
+        raise SourceError(f"{self.describe()}: cannot be polled for new rows")
+
+    def close_probe(self) -> None:
+        """Release what `probe` keeps open between calls."""
+        return None  # a plain source keeps nothing open
 
 
-class Stateless:
-    """Mixin for sources that remember nothing between runs."""
+#: A source that remembers nothing between runs: the `Source` defaults (the earlier mixin's name).
+Stateless = Source
+
+
+class Stateful(Source):
+    """A source that keeps progress in ``state``: `batches` notes it, `commit` saves it, and only after
+    `batches` was read to its end, so a failed run reads the same records again."""
+
+    #: where the progress is kept between runs (watermark, processed files, position); None: nowhere
+    state: StateStore | None = None
+    _complete = False
+
+    def batches(
+        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    ) -> Iterator[list[Record]]:
+        check_batch_size(batch_size)
+        self._complete = False
+        yield from self._read_batches(window, batch_size, partition)
+        self._complete = True
 
     def commit(self) -> None:
-        """Nothing to save."""
+        if not self.tracks_progress:
+            return
+        if not self._complete:
+            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
+        if self.state is not None:
+            self._save(self.state)
 
+    @property
+    def tracks_progress(self) -> bool:
+        """Whether this configuration keeps progress at all."""
+        return True
 
-def error_record(key_column: str, location: str, reason: str) -> Record:
-    """A record standing for unreadable input at ``location``; see `ERROR_FIELD`."""
-    return {key_column: location, ERROR_FIELD: reason}
+    @abstractmethod
+    def _read_batches(
+        self, window: Window | None, batch_size: int, partition: Partition | None
+    ) -> Iterator[list[Record]]:
+        """The batches, noting the progress they make (reset it first)."""
+
+    @abstractmethod
+    def _save(self, state: StateStore) -> None:
+        """Save the progress noted by the last full `_read_batches`."""
 
 
 def check_batch_size(batch_size: int) -> int:

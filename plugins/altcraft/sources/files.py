@@ -35,9 +35,9 @@ from altcraft.sources.base import (
     Partition,
     Record,
     SourceError,
+    Stateful,
     StateStore,
     Window,
-    check_batch_size,
     check_partition,
     check_timezone,
     error_record,
@@ -74,7 +74,7 @@ def check_encoding(name: str) -> str:
     return name
 
 
-class FileSource:
+class FileSource(Stateful):
     """Contacts from CSV (with a header line) or JSON Lines files; see the module docstring."""
 
     def __init__(
@@ -113,28 +113,22 @@ class FileSource:
         self.conn_id = conn_id
         self.state = state
         self._pending: list[tuple[str, dict[str, Any]]] = []
-        self._complete = False
 
     def describe(self) -> str:
         where = re.sub(r"//[^/@]*@", "//", self.path)
         window = "file modification time" if self.window_by == "mtime" else f"column {self.timestamp_column}"
         return f"file {where} ({self.format}, files {self.pattern}), window by {window}"
 
-    def batches(
-        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    def _read_batches(
+        self, window: Window | None, batch_size: int, partition: Partition | None
     ) -> Iterator[list[Record]]:
-        check_batch_size(batch_size)
-        self._pending, self._complete = [], False
+        self._pending = []
         yield from rechunk(self._records(window, partition), batch_size)
-        self._complete = True
 
-    def commit(self) -> None:
-        """Remember the files read to their end; only after every batch of `batches` was handled."""
-        if not self._complete:
-            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
-        if self.state is not None:
-            for key, identity in self._pending:
-                self.state.set(key, identity)
+    def _save(self, state: StateStore) -> None:
+        """Remember the files read to their end."""
+        for key, identity in self._pending:
+            state.set(key, identity)
 
     def files(self, partition: Partition | None = None) -> list[ObjectStoragePath]:
         """The files to consider, sorted by path; with a partition, only that partition's share."""

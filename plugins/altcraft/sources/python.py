@@ -15,7 +15,7 @@ from typing import Any
 from altcraft.sources.base import (
     Partition,
     Record,
-    Stateless,
+    Source,
     Window,
     check_partition,
     partition_window,
@@ -50,7 +50,7 @@ def _flatten(items: Iterable[Any]) -> Iterator[Any]:
             yield item
 
 
-class PythonSource(Stateless):
+class PythonSource(Source):
     """Records produced by a function; see the module docstring."""
 
     def __init__(
@@ -77,7 +77,7 @@ class PythonSource(Stateless):
         yield from rechunk(_flatten(produced), batch_size)
 
 
-class IterableSource(Stateless):
+class IterableSource(Source):
     """Records given up front, in the order given. They carry no time: the window is not applied.
 
     Partition ``i`` of ``n`` takes the records at positions ``i, i + n, i + 2n, ...``.

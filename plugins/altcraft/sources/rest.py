@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from altcraft.sources.base import (
     Partition,
     Record,
+    Source,
     SourceError,
-    Stateless,
     Window,
     partition_window,
     rechunk,
@@ -172,7 +172,7 @@ def format_bound(ts: datetime, window_format: WindowFormat) -> str | int | float
     return int(ts.timestamp()) if ts.microsecond == 0 else ts.timestamp()
 
 
-class RestSource(Stateless):
+class RestSource(Source):
     """Records at ``record_path`` of each page of ``endpoint``; see the module docstring."""
 
     def __init__(

@@ -3,6 +3,10 @@
 Parsing is cheap and offline (no database, network or user module is touched) but strict: unknown
 keys, bad SQL identifiers, non-SELECT queries, unknown time zones and malformed callables fail at
 parse time, naming the field. ``build(state)`` makes the `Source`.
+
+What a configuration can do is a property of its spec (`uses_watermark`, `keeps_state`, `reads_window`,
+`pollable`): the pipeline spec checks partitions, lookback and triggers against them, and the DAG factory
+gives a source that keeps state its state asset.
 """
 
 from __future__ import annotations
@@ -35,6 +39,26 @@ class _SourceSpec(BaseModel):
         """The source; ``state`` is where stateful sources keep watermarks and processed files."""
         raise NotImplementedError
 
+    @property
+    def uses_watermark(self) -> bool:
+        """Whether it remembers a watermark (a column, the last webhook delivery), ignoring the window."""
+        return False
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether it remembers progress between runs (a watermark, the files already read)."""
+        return self.uses_watermark
+
+    @property
+    def reads_window(self) -> bool:
+        """Whether it restricts what it reads to the window it is given."""
+        return True
+
+    @property
+    def pollable(self) -> bool:
+        """Whether a ``poll`` trigger can watch it: it reads by creation time and answers `probe`."""
+        return False
+
 
 class SqlTableSpec(_SourceSpec):
     """``type: sql_table`` -- see `SqlTableSource`."""
@@ -54,6 +78,18 @@ class SqlTableSpec(_SourceSpec):
         if (self.created_at_column is None) == (self.watermark_column is None):
             raise ValueError("set exactly one of created_at_column (window mode) and watermark_column")
         return self
+
+    @property
+    def uses_watermark(self) -> bool:
+        return self.watermark_column is not None
+
+    @property
+    def reads_window(self) -> bool:
+        return not self.uses_watermark
+
+    @property
+    def pollable(self) -> bool:
+        return self.reads_window
 
     def build(self, state: StateStore | None = None) -> SqlTableSource:
         return SqlTableSource(
@@ -77,6 +113,14 @@ class SqlQuerySpec(_SourceSpec):
     sql: Annotated[str, AfterValidator(validate_select)]
     key_column: Annotated[str, _identifier("key_column")]
     timezone: Timezone = "UTC"
+
+    @property
+    def reads_window(self) -> bool:
+        return all(f":{name}" in self.sql for name in ("window_start", "window_end"))
+
+    @property
+    def pollable(self) -> bool:
+        return self.reads_window
 
     def build(self, state: StateStore | None = None) -> SqlQuerySource:
         return SqlQuerySource(self.conn_id, self.sql, key_column=self.key_column, timezone=self.timezone)
@@ -103,6 +147,10 @@ class FileSpec(_SourceSpec):
             raise ValueError("timestamp_column: required when window_by is 'column'")
         return self
 
+    @property
+    def keeps_state(self) -> bool:
+        return True
+
     def build(self, state: StateStore | None = None) -> FileSource:
         return FileSource(**self.model_dump(exclude={"type"}), state=state)
 
@@ -122,6 +170,14 @@ class RestSpec(_SourceSpec):
     record_path: str | None = None
     paginator: Paginator | None = None
     timeout: PositiveFloat = 60.0
+
+    @property
+    def reads_window(self) -> bool:
+        return bool(self.window_params) and len(self.window_params) == 2
+
+    @property
+    def pollable(self) -> bool:
+        return self.reads_window
 
     def build(self, state: StateStore | None = None) -> RestSource:
         fields = self.model_dump(exclude={"type", "http_conn_id", "endpoint", "paginator"})
@@ -152,6 +208,14 @@ class WebhookSpec(_SourceSpec):
     ledger_conn_id: NonEmpty | None = Field(
         default=None, description="leave out: deliveries are stored in the pipeline's ledger_conn_id database"
     )
+
+    @property
+    def uses_watermark(self) -> bool:
+        return True
+
+    @property
+    def reads_window(self) -> bool:
+        return False
 
     def build(self, state: StateStore | None = None) -> WebhookSource:
         if self.endpoint is None:

@@ -28,8 +28,9 @@ from zoneinfo import ZoneInfo
 from altcraft.sources.base import (
     Partition,
     Record,
+    Source,
     SourceError,
-    Stateless,
+    Stateful,
     StateStore,
     Window,
     check_batch_size,
@@ -144,13 +145,12 @@ def _stream(
 
 
 def _engine(conn_id: str) -> Engine:
-    from airflow.providers.common.sql.hooks.sql import DbApiHook
-    from airflow.sdk import BaseHook
+    from altcraft.engines import NotASqlConnection, sql_engine
 
-    hook = BaseHook.get_connection(conn_id).get_hook()
-    if not isinstance(hook, DbApiHook):
-        raise SourceError(f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})")
-    return hook.get_sqlalchemy_engine()
+    try:
+        return sql_engine(conn_id)
+    except NotASqlConnection as exc:
+        raise SourceError(str(exc)) from None
 
 
 class _Probing:
@@ -193,7 +193,7 @@ def decode_watermark(stored: dict[str, Any]) -> Any:
     return parse.get(stored["type"], lambda value: value)(stored["value"])
 
 
-class SqlTableSource(_Probing):
+class SqlTableSource(_Probing, Stateful):
     """Rows of one table, by creation time window or by watermark.
 
     * window mode (``created_at_column``): ``created_at >= start AND created_at < end`` -- a row exactly at
@@ -233,7 +233,6 @@ class SqlTableSource(_Probing):
         self.timezone = check_timezone(timezone)
         self.state = state
         self._pending: Any = None
-        self._complete = False
 
     @property
     def state_key(self) -> str:
@@ -248,17 +247,20 @@ class SqlTableSource(_Probing):
         )
         return f"sql_table {name} on connection {self.conn_id!r}, {mode}, ordered by {self.key_column}"
 
-    def batches(
-        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    @property
+    def tracks_progress(self) -> bool:
+        """Watermark mode keeps the highest watermark read; window mode remembers nothing."""
+        return bool(self.watermark_column)
+
+    def _read_batches(
+        self, window: Window | None, batch_size: int, partition: Partition | None
     ) -> Iterator[list[Record]]:
-        check_batch_size(batch_size)
-        self._pending, self._complete = None, False
+        self._pending = None
         if self.watermark_column:
             yield from self._watermark_batches(batch_size, partition)
         else:
             window = partition_window(window, partition)
             yield from _stream(self.conn_id, self.timezone, batch_size, partial(self._select, window=window))
-        self._complete = True
 
     def _watermark_batches(self, batch_size: int, partition: Partition | None) -> Iterator[list[Record]]:
         if partition is not None and check_partition(partition)[1] > 1:
@@ -309,17 +311,13 @@ class SqlTableSource(_Probing):
         count, newest = self._aggregate(statement)
         return int(count), None if newest is None else str(newest)
 
-    def commit(self) -> None:
-        """Save the highest watermark read; only after every batch of `batches` was handled."""
-        if not self.watermark_column:
-            return
-        if not self._complete:
-            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
-        if self._pending is not None and self.state is not None:
-            self.state.set(self.state_key, encode_watermark(self._pending))
+    def _save(self, state: StateStore) -> None:
+        """The highest watermark read."""
+        if self._pending is not None:
+            state.set(self.state_key, encode_watermark(self._pending))
 
 
-class SqlQuerySource(_Probing, Stateless):
+class SqlQuerySource(_Probing, Source):
     """A custom SELECT, wrapped as a subquery and ordered by ``key_column``.
 
     The window reaches the query only as the bound parameters ``:window_start`` / ``:window_end``

@@ -15,9 +15,9 @@ from altcraft.sources.base import (
     Partition,
     Record,
     SourceError,
+    Stateful,
     StateStore,
     Window,
-    check_batch_size,
     rechunk,
 )
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 STATE_KEY = "webhook:last_id"
 
 
-class WebhookSource:
+class WebhookSource(Stateful):
     """Records of the stored deliveries of webhook endpoint ``pipeline``."""
 
     def __init__(
@@ -44,7 +44,6 @@ class WebhookSource:
         self.state = state
         self._store: WebhookStore | None = None
         self._pending: int | None = None
-        self._complete = False
 
     @property
     def store(self) -> WebhookStore:
@@ -60,29 +59,25 @@ class WebhookSource:
         )
         return f"webhook deliveries of {self.pipeline!r} stored in {where}"
 
-    def batches(
-        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    def _read_batches(
+        self, window: Window | None, batch_size: int, partition: Partition | None
     ) -> Iterator[list[Record]]:
-        check_batch_size(batch_size)
         if partition is not None and partition[1] > 1:
             raise ValueError("a webhook source keeps one position: it cannot be partitioned")
         if self.state is None:
             raise SourceError(f"{self.describe()}: needs a state store for its position")
-        self._pending, self._complete = None, False
+        self._pending = None
         yield from rechunk(self._records(self.state.get(STATE_KEY)), batch_size)
-        self._complete = True
 
     def _records(self, after: int | None) -> Iterator[dict[str, Any]]:
         for delivery_id, records in self.store.read(self.pipeline, after):
             yield from records
             self._pending = delivery_id
 
-    def commit(self) -> None:
-        """Save the last delivery read; only after every batch of `batches` was handled."""
-        if not self._complete:
-            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
-        if self._pending is not None and self.state is not None:
-            self.state.set(STATE_KEY, self._pending)
+    def _save(self, state: StateStore) -> None:
+        """The last delivery read."""
+        if self._pending is not None:
+            state.set(STATE_KEY, self._pending)
 
     def probe(self, after: int | None) -> tuple[int, str | None]:
         """Records stored past delivery id ``after`` and the newest id: counts, never the rows."""

@@ -25,7 +25,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
 
-from altcraft.masking import mask_key, scrub
+from altcraft.mapping import mask_key
+from altcraft.masking import scrub
 from altcraft.ui import airflow_runs, queries
 from altcraft.ui.actions import Action, plan
 from altcraft.ui.keys import candidate_keys
@@ -69,9 +70,9 @@ def ledger_engine() -> Engine:
     """The ledger's engine, from ``[altcraft] ledger_conn_id`` as the operator finds it."""
     from airflow.configuration import conf
 
-    from altcraft.ledger import Ledger
+    from altcraft.engines import ledger_engine as engine_of
 
-    return Ledger.from_conn_id(conf.get("altcraft", "ledger_conn_id", fallback="") or None).engine
+    return engine_of(conf.get("altcraft", "ledger_conn_id", fallback="") or None)
 
 
 def read_only() -> Iterator[Connection]:

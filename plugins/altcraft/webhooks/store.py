@@ -16,6 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from altcraft.engines import ledger_engine
+
 metadata = sa.MetaData()
 
 deliveries_table = sa.Table(
@@ -56,9 +58,7 @@ class WebhookStore:
     @classmethod
     def from_conn_id(cls, conn_id: str | None) -> WebhookStore:
         """The store in the ledger's database: an Airflow connection, or the default SQLite ledger file."""
-        from altcraft.ledger import Ledger
-
-        return cls(Ledger.from_conn_id(conn_id).engine)
+        return cls(ledger_engine(conn_id))
 
     def ensure_schema(self) -> None:
         if not self._ready:

@@ -31,9 +31,9 @@ from altcraft.sources.base import (
     Partition,
     Record,
     SourceError,
+    Stateful,
     StateStore,
     Window,
-    check_batch_size,
     error_record,
     partition_window,
     rechunk,
@@ -117,11 +117,28 @@ class CrmSpec(BaseModel):
         return self.source_class(self, state=state)
 
     @property
+    def uses_watermark(self) -> bool:
+        """An id watermark, or the webhook's stored ids: the window is ignored."""
+        return self.mode == "watermark" or self.webhook is not None
+
+    @property
+    def keeps_state(self) -> bool:
+        return True
+
+    @property
+    def reads_window(self) -> bool:
+        return not self.uses_watermark
+
+    @property
+    def pollable(self) -> bool:
+        return self.reads_window
+
+    @property
     def rate(self) -> float:
         return self.requests_per_second or self.default_requests_per_second
 
 
-class CrmSource:
+class CrmSource(Stateful):
     """A CRM preset as a `Source`; subclasses implement the five hooks at the bottom."""
 
     crm: ClassVar[str]
@@ -135,7 +152,6 @@ class CrmSource:
         self._http: CrmHttp | None = None
         self._webhook: WebhookSource | None = None
         self._pending: int | None = None
-        self._complete = False
 
     def describe(self) -> str:
         how = {
@@ -156,11 +172,10 @@ class CrmSource:
 
     # ------------------------------------------------------------------------------------ reading
 
-    def batches(
-        self, window: Window | None, batch_size: int, *, partition: Partition | None = None
+    def _read_batches(
+        self, window: Window | None, batch_size: int, partition: Partition | None
     ) -> Iterator[list[Record]]:
-        check_batch_size(batch_size)
-        self._pending, self._complete = None, False
+        self._pending = None
         if self.spec.webhook is not None:
             records = self._from_webhook(batch_size, partition)
         elif self.spec.mode == "watermark":
@@ -173,7 +188,6 @@ class CrmSource:
                 raise SourceError(f"{self.describe()}: reads by creation time and needs a window")
             records = self._in_window(part)
         yield from rechunk(records, batch_size)
-        self._complete = True
 
     def _in_window(self, window: Window) -> Iterator[Record]:
         seen: set[str] = set()
@@ -212,14 +226,12 @@ class CrmSource:
                     "id", contact_id, f"{self.crm} has no contact {contact_id} (deleted since the webhook?)"
                 )
 
-    def commit(self) -> None:
-        """Save the watermark, or the webhook position, after every batch was handled."""
-        if not self._complete:
-            raise SourceError(f"{self.describe()}: commit() before batches() was fully consumed")
+    def _save(self, state: StateStore) -> None:
+        """The watermark, or the webhook position."""
         if self._webhook is not None:
             self._webhook.commit()
-        elif self._pending is not None and self.state is not None:
-            self.state.set(WATERMARK_KEY, self._pending)
+        elif self._pending is not None:
+            state.set(WATERMARK_KEY, self._pending)
 
     # ------------------------------------------------------------------------------ polling trigger
 
@@ -236,9 +248,6 @@ class CrmSource:
         records = [r for r in map(self.flatten, first) if window.contains(_instant(r["created_at"]))]
         newest = max((r["created_at"] for r in records), default=None)
         return len(records), newest
-
-    def close_probe(self) -> None:
-        """Nothing to release: each probe is one request."""
 
     # ------------------------------------------------------------------------- what a preset gives
 

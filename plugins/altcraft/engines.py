@@ -1,0 +1,56 @@
+"""The one way from an Airflow connection id to a SQLAlchemy engine.
+
+Used by the ledger, the webhook store, the Altcraft page and the SQL sources (also when a watcher trigger
+probes them). Airflow is imported only when a connection is looked up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class NotASqlConnection(ValueError):
+    """The connection's hook is not a SQL database hook."""
+
+
+def sql_engine(conn_id: str) -> Engine:
+    """The engine of an Airflow connection: its hook's ``get_sqlalchemy_engine()`` (a ``postgres``,
+    ``mysql``, ``sqlite``... connection). A connection type without an installed hook falls back to
+    ``create_engine(conn.get_uri())``; a hook that is not a SQL database hook is refused."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    try:
+        hook = conn.get_hook()
+    except Exception as exc:  # no hook for this connection type: its URI may still work
+        log.info("No hook for connection %s (%s); using its URI", conn_id, type(exc).__name__)
+        return sa.create_engine(_sqlalchemy_url(conn.get_uri()))
+    get_engine = getattr(hook, "get_sqlalchemy_engine", None)
+    if not callable(get_engine):
+        raise NotASqlConnection(
+            f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})"
+        )
+    return get_engine()
+
+
+def ledger_engine(conn_id: str | None) -> Engine:
+    """The ledger's database: :func:`sql_engine` of ``conn_id``, or with None the SQLite file
+    ``$AIRFLOW_HOME/altcraft_ledger.db`` (``~/airflow`` if ``AIRFLOW_HOME`` is unset)."""
+    if conn_id is not None:
+        return sql_engine(conn_id)
+    home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60})
+
+
+def _sqlalchemy_url(uri: str) -> str:
+    """Airflow writes PostgreSQL URIs as ``postgres://``; SQLAlchemy only knows ``postgresql://``."""
+    return re.sub(r"^postgres(?=://|\+)", "postgresql", uri)

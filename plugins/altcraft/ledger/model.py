@@ -1,0 +1,251 @@
+"""The ledger's vocabulary: scopes, runs, outcomes, claims, settlements and verdicts (no SQL, no Airflow)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+ID_LEN = 250  # Airflow's length of dag_id, task_id and run_id
+KEY_LEN = 800  # run keys and window keys: three ids, or two ids and two timestamps
+PLATFORM_LEN = 255
+MARKER_LEN = 300  # "FIELD=value" of the launch marker
+
+
+class Outcome(StrEnum):
+    """What happened to one contact in one task try."""
+
+    LAUNCHED = "launched"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+
+
+class ContactStatus(StrEnum):
+    """State of a contact in ``altcraft_contacts``."""
+
+    LAUNCHED = "launched"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+    SENDING = "sending"
+
+
+#: The outcomes of a contact that was sent: settled from Altcraft's answer or by reconciliation.
+SETTLED = (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
+
+_UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+_POLICY_HELP = "relaunch policy must be 'once', 'every_run' or 'cooldown:<N>d|h|m'"
+
+
+def utc(moment: datetime | None) -> datetime:
+    """``moment`` (now if None) in UTC; naive datetimes are refused rather than guessed."""
+    if moment is None:
+        return datetime.now(UTC)
+    if moment.tzinfo is None:
+        raise ValueError("datetimes given to the ledger must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class RelaunchPolicy:
+    """When a contact already launched into the scenario may be launched again.
+
+    ``once``: never. ``cooldown``: when its last launch is older than ``cooldown`` and it was not launched
+    for the same window. ``every_run``: by every run, except a rerun of a window it was launched for.
+    """
+
+    kind: Literal["once", "cooldown", "every_run"]
+    cooldown: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("once", "cooldown", "every_run"):
+            raise ValueError(f"{_POLICY_HELP}, got kind {self.kind!r}")
+        if (self.kind == "cooldown") != (self.cooldown is not None):
+            raise ValueError("a cooldown duration is required for kind 'cooldown' and only for it")
+        if self.cooldown is not None and (self.cooldown <= timedelta(0) or self.cooldown % _UNITS["m"]):
+            raise ValueError("cooldown must be a positive whole number of minutes")
+
+    @classmethod
+    def parse(cls, text: str) -> RelaunchPolicy:
+        """Parse ``once``, ``every_run`` or ``cooldown:<N><d|h|m>`` (e.g. ``cooldown:30d``)."""
+        spec = text.strip().lower()
+        if spec in ("once", "every_run"):
+            return cls(spec)  # type: ignore[arg-type]
+        kind, _, amount = spec.partition(":")
+        match = re.fullmatch(r"(\d+)([dhm])", amount)
+        if kind != "cooldown" or match is None:
+            raise ValueError(f"{_POLICY_HELP}, got {text!r}")
+        return cls("cooldown", int(match[1]) * _UNITS[match[2]])
+
+    def __str__(self) -> str:
+        if self.cooldown is None:
+            return self.kind
+        unit = next(name for name, size in _UNITS.items() if not self.cooldown % size)
+        return f"cooldown:{self.cooldown // _UNITS[unit]}{unit}"
+
+
+def normalise_platform(url: str) -> str:
+    """Canonical form of an Altcraft base URL: lower-case scheme and host, no trailing slash.
+
+    Credentials, a query or a fragment are refused (they could carry the API token into the ledger).
+    The URL itself is never echoed in the error.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("platform must be an http(s) URL with a host")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ValueError("platform URL must not contain credentials, a query or a fragment")
+    platform = f"{scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    if len(platform) > PLATFORM_LEN:
+        raise ValueError(f"platform URL longer than {PLATFORM_LEN} characters")
+    return platform
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What exactly-once is about: one scenario on one Altcraft platform. ``platform`` is normalised."""
+
+    platform: str
+    scenario_id: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "platform", normalise_platform(self.platform))
+        if (
+            isinstance(self.scenario_id, bool)
+            or not isinstance(self.scenario_id, int)
+            or self.scenario_id < 0
+        ):
+            raise ValueError("scenario_id must be a non-negative integer")
+
+    def contact_hash(self, contact_key: str) -> str:
+        """Primary key of a contact row: sha256 hex of ``platform \\n scenario_id \\n contact_key``."""
+        return hashlib.sha256(f"{self.platform}\n{self.scenario_id}\n{contact_key}".encode()).hexdigest()
+
+    def alias_hash(self, alias: str) -> str:
+        """Primary key of a combined-mode component row (``altcraft_aliases``)."""
+        return self.contact_hash(f"alias\n{alias}")
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Who is sending: one try of one task instance, and the data window it processes."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+    window_key: str
+
+    def __post_init__(self) -> None:
+        if any(not value or len(value) > ID_LEN for value in (self.dag_id, self.task_id, self.run_id)):
+            raise ValueError(f"dag_id, task_id and run_id must be 1..{ID_LEN} characters")
+        if not self.window_key or len(self.window_key) > KEY_LEN:
+            raise ValueError(f"window_key must be 1..{KEY_LEN} characters")
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.dag_id}/{self.task_id}/{self.run_id}"
+
+    @classmethod
+    def create(
+        cls,
+        dag_id: str,
+        task_id: str,
+        run_id: str,
+        try_number: int,
+        window: tuple[datetime, datetime] | None = None,
+        *,
+        map_index: int | None = None,
+    ) -> RunRef:
+        """A run reference whose window key is ``dag/task/<start UTC iso>/<end UTC iso>``, or the run key.
+
+        A mapped task instance (``map_index`` ≥ 0) is told apart as ``task_id[map_index]``.
+        """
+        if map_index is not None and map_index >= 0:
+            task_id = f"{task_id}[{map_index}]"
+        if window is None:
+            key = f"{dag_id}/{task_id}/{run_id}"
+        else:
+            start, end = (utc(moment).isoformat() for moment in window)
+            key = f"{dag_id}/{task_id}/{start}/{end}"
+        return cls(dag_id, task_id, run_id, try_number, key)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The answer for one contact of a sent batch: launched, failed (certainly not launched) or uncertain."""
+
+    outcome: Outcome
+    code: int | None = None
+    text: str | None = None
+    profile_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in SETTLED:
+            raise ValueError("a settlement is launched, failed or uncertain")
+
+
+@dataclass
+class Claim:
+    """Result of :meth:`Ledger.claim`.
+
+    ``to_send`` keys are committed as ``sending``: send exactly one profile per key (the first item with
+    that key) and pass this object to :meth:`Ledger.settle`. ``skipped`` maps the other keys to the
+    reason; their ``skipped`` outcomes (and one per duplicate item) are already recorded.
+    """
+
+    batch_id: str
+    to_send: list[str]
+    skipped: dict[str, str]
+    source_keys: dict[str, str] = field(default_factory=dict)  # to_send key -> source key
+    settled: bool = False
+    #: keys not sent because they are uncertain (not in ``skipped``; recorded as ``uncertain``)
+    uncertain: dict[str, str] = field(default_factory=dict)
+    #: the task try that made the claim (:meth:`Ledger.claim_of`), when it is not the caller's
+    try_number: int | None = None
+    #: skipped items beyond the first of each key or identity (duplicates in this claim)
+    duplicates: int = 0
+    #: contact row of each key, when it is not the key's own hash (combined-mode identity)
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def contact_hash(self, scope: Scope, key: str) -> str:
+        return self.hashes.get(key) or scope.contact_hash(key)
+
+
+@dataclass(frozen=True)
+class UncertainContact:
+    """An ``uncertain`` contact row, with what reconciliation needs to decide it."""
+
+    contact_key: str
+    contact_hash: str
+    launch_marker: str | None
+    claimed_at: datetime
+    claim_run_key: str
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A reconciliation verdict for one uncertain contact: launched, failed (not processed) or uncertain."""
+
+    outcome: Outcome
+    reason: str
+    profile_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in SETTLED:
+            raise ValueError("a resolution is launched, failed or uncertain")
+
+
+@dataclass(frozen=True)
+class ContactHistory:
+    """A contact's ledger row (None if never claimed) and its outcomes, oldest first."""
+
+    contact: dict[str, Any] | None
+    outcomes: list[dict[str, Any]]

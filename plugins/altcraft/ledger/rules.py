@@ -1,0 +1,292 @@
+"""The exactly-once rules as pure functions: no SQL, no clock, no Airflow.
+
+What a claim decides for each contact (per the relaunch policy), which rows recovery turns uncertain, what
+a settlement or a reconciliation verdict does to a contact row, and how combined-mode keys resolve to one
+identity. :mod:`altcraft.ledger.store` reads the rows these functions need, in one transaction, and
+writes what they return. See ``docs/ledger.md`` for the tables these rules are written against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from altcraft.ledger.model import (
+    Claim,
+    ContactStatus,
+    Outcome,
+    RelaunchPolicy,
+    Resolution,
+    RunRef,
+    Scope,
+    Settlement,
+    UncertainContact,
+)
+
+#: A settlement for a key of a sent claim that got no answer: it may have been launched.
+NO_ANSWER = Settlement(Outcome.UNCERTAIN, text="no result was reported for this contact")
+#: Statuses a settlement may overwrite (uncertain: recovered while its try was in fact alive); any other
+#: status means another claim took the row over, which keeps it.
+SETTLEABLE = (ContactStatus.SENDING, ContactStatus.UNCERTAIN)
+#: An earlier launch of a contact read from the outcomes table: (run_id, time).
+EarlierLaunch = tuple[str, datetime]
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ContactState:
+    """The columns of an ``altcraft_contacts`` row that the claim and recovery rules read."""
+
+    status: str
+    claim_run_key: str
+    claim_try_number: int
+    claimed_at: datetime
+    updated_at: datetime
+    last_launched_at: datetime | None = None
+    last_run_key: str | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> ContactState:
+        return cls(
+            row["status"],
+            row["claim_run_key"],
+            row["claim_try_number"],
+            row["claimed_at"],
+            row["updated_at"],
+            row["last_launched_at"],
+            row["last_run_key"],
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A claim's decision for one contact."""
+
+    send: bool
+    reason: str = ""
+    #: set when a dead ``sending`` claim is now marked uncertain (the row's new ``error_text``)
+    uncertain_note: str | None = None
+    #: not sent because it is uncertain (recorded as an ``uncertain`` outcome, not ``skipped``)
+    uncertain: bool = False
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A confirmed launch: its time, the run that sent it and the window it was for."""
+
+    at: datetime
+    run_key: str
+    window_key: str | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a settlement, a recovery or a verdict does to a contact row.
+
+    ``status`` None: only ``error_text`` changes (evidence noted). Otherwise the row takes ``status``,
+    ``error_code`` and ``error_text`` and is stamped with the time of the change; a ``launch`` counts one
+    more launch, at its time, by its run, for its window.
+    """
+
+    status: ContactStatus | None
+    error_code: int | None = None
+    error_text: str | None = None
+    launch: Launch | None = None
+
+
+# --- claims -----------------------------------------------------------------------------------------
+
+
+def split_duplicates(items: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """First occurrence of each ledger key (key -> source key, input order) and the later duplicates."""
+    first: dict[str, str] = {}
+    duplicates: list[tuple[str, str]] = []
+    for key, source_key in items:
+        if not isinstance(key, str) or not key:
+            raise ValueError("ledger keys must be non-empty strings")
+        if key in first:
+            duplicates.append((key, source_key))
+        else:
+            first[key] = source_key
+    return first, duplicates
+
+
+@dataclass
+class Identities:
+    """The contact row each key of a claim stands for (combined modes: found through any component)."""
+
+    first: dict[str, str]  # key -> source key: the first key of each identity, input order
+    duplicates: list[tuple[str, str]]  # items whose key or identity an earlier item took
+    hashes: dict[str, str]  # key -> contact hash
+    ambiguous: dict[str, str] = field(default_factory=dict)  # key -> why it cannot be sent
+    new_aliases: dict[str, tuple[str, str]] = field(default_factory=dict)  # alias hash -> (contact, alias)
+
+
+def identities(
+    scope: Scope,
+    first: Mapping[str, str],
+    duplicates: Sequence[tuple[str, str]],
+    aliases: Mapping[str, Sequence[str]] | None,
+    known: Mapping[str, str],
+) -> Identities:
+    """Resolve each key to its contact row, given ``known`` components (alias hash -> contact hash).
+
+    Without ``aliases`` every key is its own contact. With them (key -> component keys, combined matching
+    modes) a key with a known component is that earlier contact; a key whose components belong to two
+    different contacts is ambiguous (not sent); a key whose identity an earlier key of the same claim took
+    is a duplicate. Components seen for the first time are returned as ``new_aliases`` to record.
+    """
+    result = Identities(dict(first), list(duplicates), {key: scope.contact_hash(key) for key in first})
+    if not aliases:
+        return result
+    known = dict(known)
+    taken: dict[str, str] = {}  # contact hash -> first key of this claim with that identity
+    for key in first:
+        components = aliases.get(key, ())
+        hashes = {alias: scope.alias_hash(alias) for alias in components}
+        found = {known[h] for h in hashes.values() if h in known}
+        if len(found) > 1:
+            result.ambiguous[key] = (
+                f"its matching keys belong to {len(found)} different earlier contacts; not sent"
+            )
+            continue
+        contact = found.pop() if found else result.hashes[key]
+        result.hashes[key] = contact
+        for alias, alias_hash in hashes.items():
+            if alias_hash not in known:
+                known[alias_hash] = contact
+                result.new_aliases[alias_hash] = (contact, alias)
+        if contact in taken:
+            result.duplicates.append((key, result.first.pop(key)))
+            continue
+        taken[contact] = key
+    return result
+
+
+def launch_lookup(policy: RelaunchPolicy, *, relaunch: bool) -> Literal["run", "window"] | None:
+    """Which earlier launches of already-launched contacts a claim needs from the outcomes table: those by
+    this run (``relaunch``), those for this window (policies ``cooldown`` and ``every_run``), or none."""
+    if relaunch:
+        return "run"
+    return None if policy.kind == "once" else "window"
+
+
+def dead_try_note(state: ContactState, run: RunRef) -> str | None:
+    """The recovery rule: a row an earlier (or other) try of this same run left ``sending`` is dead, since
+    one task instance runs one try at a time. Returns the row's note, None for any other row."""
+    if (
+        state.status != ContactStatus.SENDING
+        or state.claim_run_key != run.run_key
+        or state.claim_try_number == run.try_number
+    ):
+        return None
+    return (
+        f"try {state.claim_try_number} of this run claimed it at {iso(state.claimed_at)} "
+        "and ended without a result"
+    )
+
+
+def recovery(state: ContactState, run: RunRef) -> Change | None:
+    """What recovery does to a row: a dead claim of this run becomes uncertain with its note."""
+    note = dead_try_note(state, run)
+    return None if note is None else Change(ContactStatus.UNCERTAIN, error_text=note)
+
+
+def decide(
+    state: ContactState | None,
+    earlier: EarlierLaunch | None,
+    run: RunRef,
+    policy: RelaunchPolicy,
+    *,
+    relaunch: bool,
+    resend_uncertain: bool,
+    now: datetime,
+    stale_after: timedelta,
+) -> Verdict:
+    """Send or skip one contact, given its row (None: never claimed) and ``earlier``: its launch by this
+    run (``relaunch``) or for this window (otherwise), as read per :func:`launch_lookup`."""
+    if state is None:
+        return Verdict(True)
+    status, by, since = state.status, state.claim_run_key, state.updated_at
+    note = None
+    if status == ContactStatus.SENDING:
+        claimed = iso(state.claimed_at)
+        note = dead_try_note(state, run)
+        if note is None and now - state.claimed_at >= stale_after:
+            note = f"claim by run {by} at {claimed} was never settled"
+        if note is None:
+            where = "this run (another batch)" if by == run.run_key else f"run {by}"
+            return Verdict(False, f"in flight in {where} since {claimed}")
+        status, since = ContactStatus.UNCERTAIN, now
+    if status == ContactStatus.UNCERTAIN and (not resend_uncertain or by == run.run_key):
+        hint = "this run never resends its own" if by == run.run_key else "resend with resend_uncertain=True"
+        return Verdict(False, f"uncertain since {iso(since)} (run {by}); {hint}", note, uncertain=True)
+    reason = policy_reason(state, earlier, policy, relaunch=relaunch, now=now)
+    return Verdict(reason is None, reason or "", note)
+
+
+def policy_reason(
+    state: ContactState,
+    earlier: EarlierLaunch | None,
+    policy: RelaunchPolicy,
+    *,
+    relaunch: bool,
+    now: datetime,
+) -> str | None:
+    """Why a contact that was launched before must not be launched now, or None."""
+    launched_at = state.last_launched_at
+    if launched_at is None and state.status == ContactStatus.LAUNCHED:  # set by hand without a time
+        launched_at = state.updated_at
+    if launched_at is None:
+        return None
+    if relaunch:
+        return f"already launched by this run at {iso(earlier[1])}" if earlier else None
+    if policy.kind == "once":
+        by = f" by {state.last_run_key}" if state.last_run_key else ""
+        return f"already launched at {iso(launched_at)}{by} (policy once)"
+    if earlier:
+        return f"already launched for this window at {iso(earlier[1])} by run {earlier[0]}"
+    if policy.cooldown is not None and launched_at > now - policy.cooldown:
+        return f"launched at {iso(launched_at)}, within {policy}"
+    return None
+
+
+# --- settlements and verdicts -----------------------------------------------------------------------
+
+
+def final_settlements(claim: Claim, settlements: Mapping[str, Settlement]) -> dict[str, Settlement]:
+    """The settlement of every key of a sent claim: a key without an answer is uncertain (it may have been
+    sent). A claim is settled once, and only for its own keys."""
+    if claim.settled:
+        raise ValueError(f"claim {claim.batch_id} was already settled")
+    unknown = settlements.keys() - set(claim.to_send)
+    if unknown:
+        raise ValueError(f"{len(unknown)} settlement(s) for keys that are not in claim {claim.batch_id}")
+    return {key: settlements.get(key, NO_ANSWER) for key in claim.to_send}
+
+
+def settled(settlement: Settlement, run: RunRef, at: datetime) -> Change:
+    """What Altcraft's answer does to the row: launched now by ``run``, or failed/uncertain with the error."""
+    if settlement.outcome is Outcome.LAUNCHED:
+        return Change(ContactStatus.LAUNCHED, launch=Launch(at, run.run_key, run.window_key))
+    return Change(ContactStatus(settlement.outcome.value), settlement.code, settlement.text)
+
+
+def resolved(contact: UncertainContact, resolution: Resolution, window_key: str | None) -> Change:
+    """What a reconciliation verdict does to an uncertain row.
+
+    ``launched``: a launch at its claim time, by the run that sent it, for ``window_key`` (that of the
+    sending try's uncertain outcome); ``failed``: not processed, so the next claim sends it; ``uncertain``:
+    the evidence is noted, nothing else changes.
+    """
+    if resolution.outcome is Outcome.LAUNCHED:
+        launch = Launch(contact.claimed_at, contact.claim_run_key, window_key)
+        return Change(ContactStatus.LAUNCHED, error_text=resolution.reason, launch=launch)
+    if resolution.outcome is Outcome.FAILED:
+        return Change(ContactStatus.FAILED, error_text=resolution.reason)
+    return Change(None, error_text=resolution.reason)

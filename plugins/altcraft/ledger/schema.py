@@ -1,0 +1,138 @@
+"""The ledger's tables (``docs/ledger.md#tables``), their creation and the upgrade of older ledgers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Engine
+
+from altcraft.ledger.model import ID_LEN, KEY_LEN, MARKER_LEN, PLATFORM_LEN, utc
+
+log = logging.getLogger(__name__)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware datetimes stored as naive UTC (microseconds on every backend)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = sa.MetaData()
+_MYSQL_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+contacts_table = sa.Table(
+    "altcraft_contacts",
+    metadata,
+    sa.Column("contact_hash", sa.String(64), primary_key=True),
+    sa.Column("platform", sa.String(PLATFORM_LEN), nullable=False),
+    sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("contact_key", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("source_key", sa.Text, nullable=False),
+    sa.Column("launch_count", sa.Integer, nullable=False),
+    sa.Column("first_launched_at", UtcDateTime),
+    sa.Column("last_launched_at", UtcDateTime),
+    sa.Column("last_run_key", sa.String(KEY_LEN)),
+    sa.Column("last_window_key", sa.String(KEY_LEN)),
+    sa.Column("claim_run_key", sa.String(KEY_LEN), nullable=False),
+    sa.Column("claim_try_number", sa.Integer, nullable=False),
+    sa.Column("batch_id", sa.String(32), nullable=False),
+    sa.Column("claimed_at", UtcDateTime, nullable=False),
+    sa.Column("error_code", sa.Integer),
+    sa.Column("error_text", sa.Text),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("launch_marker", sa.String(MARKER_LEN)),
+    sa.Index("ix_altcraft_contacts_status", "status", "scenario_id"),
+    **_MYSQL_OPTIONS,
+)
+
+outcomes_table = sa.Table(
+    "altcraft_outcomes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("platform", sa.String(PLATFORM_LEN), nullable=False),
+    sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("dag_id", sa.String(ID_LEN), nullable=False),
+    sa.Column("task_id", sa.String(ID_LEN), nullable=False),
+    sa.Column("run_id", sa.String(ID_LEN), nullable=False),
+    sa.Column("window_key", sa.String(KEY_LEN), nullable=False),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("contact_key", sa.Text),
+    sa.Column("contact_hash", sa.String(64)),
+    sa.Column("source_key", sa.Text, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("code", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("profile_id", sa.String(255)),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Index("ix_altcraft_outcomes_run", "dag_id", "run_id", "task_id"),
+    sa.Index("ix_altcraft_outcomes_contact", "contact_hash", "outcome"),
+    sa.Index("ix_altcraft_outcomes_recorded_at", "recorded_at"),
+    **_MYSQL_OPTIONS,
+)
+
+aliases_table = sa.Table(
+    "altcraft_aliases",
+    metadata,
+    sa.Column("alias_hash", sa.String(64), primary_key=True),
+    sa.Column("contact_hash", sa.String(64), nullable=False),
+    sa.Column("platform", sa.String(PLATFORM_LEN), nullable=False),
+    sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("alias_key", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables and indexes if missing, then add columns an older ledger lacks.
+
+    Idempotent; a concurrent creator is tolerated.
+    """
+    for attempt in range(1, 4):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            break
+        except sa.exc.DBAPIError:
+            if attempt == 3:
+                raise
+            log.info("Ledger tables were being created concurrently; checking again")
+            time.sleep(0.2 * attempt)
+    _add_missing_columns(engine)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a ledger created by an older version up to date: add nullable columns it lacks.
+
+    Only additions, no rewrite of existing rows; a concurrent worker adding the same column is fine.
+    """
+    present = {column["name"] for column in sa.inspect(engine).get_columns(contacts_table.name)}
+    for column in contacts_table.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {contacts_table.name} ADD COLUMN {column.name} {kind}")
+            log.info("Ledger: added column %s.%s", contacts_table.name, column.name)
+        except sa.exc.DBAPIError:
+            fresh = sa.inspect(engine).get_columns(contacts_table.name)
+            if column.name not in {c["name"] for c in fresh}:
+                raise

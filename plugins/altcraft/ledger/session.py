@@ -1,0 +1,124 @@
+"""The ledger as one task try uses it: every call bound to the try's scope and run.
+
+A dry-run session makes the same claim decisions without writing anything, and remembers across chunks
+the contacts it would have sent (a real run skips them in a later chunk, as launched or in flight by this
+run). Its other writes do nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from altcraft.ledger.model import (
+    Claim,
+    Outcome,
+    RelaunchPolicy,
+    Resolution,
+    RunRef,
+    Scope,
+    Settlement,
+    UncertainContact,
+)
+
+if TYPE_CHECKING:
+    from altcraft.ledger.store import Ledger
+
+#: Why a dry run predicts a contact skipped that an earlier chunk of it would have sent.
+PREDICTED_SENT = "already launched by this run (dry run)"
+
+
+@dataclass
+class LedgerSession:
+    """``ledger`` for one try (``run``) in one ``scope``; made by :meth:`Ledger.session`.
+
+    As a context manager it makes sure the tables exist on entry; it holds no transaction and leaves
+    nothing to clean up (each call is its own transaction, and a claim left unsettled must stay
+    ``sending`` for the next try's recovery).
+    """
+
+    ledger: Ledger
+    scope: Scope
+    run: RunRef
+    dry_run: bool = False
+    _predicted: set[str] = field(default_factory=set, init=False, repr=False)
+
+    def __enter__(self) -> LedgerSession:
+        self.ledger.ensure_schema()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        return None
+
+    def is_earlier(self, claim: Claim) -> bool:
+        """Whether ``claim`` was made by an earlier try of this task (its async task, settled by this try)."""
+        return claim.try_number not in (None, self.run.try_number)
+
+    def recover(self) -> list[str]:
+        """:meth:`Ledger.recover` for this try (nothing in a dry run)."""
+        return [] if self.dry_run else self.ledger.recover(self.scope, self.run)
+
+    def record(self, outcome: Outcome, rows: Sequence[tuple[str | None, str, int | None, str]]) -> None:
+        """:meth:`Ledger.record` for this try (nothing in a dry run)."""
+        if not self.dry_run:
+            self.ledger.record(self.scope, self.run, outcome, rows)
+
+    def claim(
+        self,
+        items: Sequence[tuple[str, str]],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool = False,
+        resend_uncertain: bool = False,
+        marker: str | None = None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+    ) -> Claim:
+        """:meth:`Ledger.claim` for this try; a dry run predicts it, counting what it would have sent."""
+        claim = self.ledger.claim(
+            self.scope,
+            self.run,
+            items,
+            policy,
+            relaunch=relaunch,
+            resend_uncertain=resend_uncertain,
+            marker=marker,
+            aliases=aliases,
+            dry_run=self.dry_run,
+        )
+        if self.dry_run:
+            for key in list(claim.to_send):
+                identities = {claim.contact_hash(self.scope, key), *(aliases or {}).get(key, ())}
+                if identities & self._predicted:
+                    claim.to_send.remove(key)
+                    claim.skipped[key] = PREDICTED_SENT
+                self._predicted |= identities
+        return claim
+
+    def claim_of(self, batch_id: str) -> Claim:
+        return self.ledger.claim_of(self.scope, batch_id)
+
+    def settle(self, claim: Claim, settlements: Mapping[str, Settlement]) -> None:
+        """:meth:`Ledger.settle`, recorded as outcomes of the try that made the claim."""
+        if self.dry_run:
+            return
+        run = replace(self.run, try_number=claim.try_number) if self.is_earlier(claim) else self.run
+        self.ledger.settle(self.scope, run, claim, settlements)
+
+    def uncertain_contacts(self, keys: Iterable[str] | None = None) -> list[UncertainContact]:
+        return self.ledger.uncertain_contacts(self.scope, keys)
+
+    def resolve(
+        self, contacts: Sequence[UncertainContact], resolutions: Mapping[str, Resolution]
+    ) -> dict[Outcome, int]:
+        """:meth:`Ledger.resolve` (nothing in a dry run)."""
+        return {} if self.dry_run else self.ledger.resolve(self.scope, contacts, resolutions)
+
+    def standing(self) -> dict[str, int]:
+        return self.ledger.standing(self.scope)
+
+    def counts(self) -> dict[Outcome, int]:
+        return self.ledger.counts(self.scope, self.run)

@@ -1,0 +1,226 @@
+"""Batch-sized SQL statements on the ledger's tables, the same few whatever the batch size.
+
+On PostgreSQL a list of contacts is one array parameter (``= ANY(…)``, ``INSERT … SELECT … FROM
+unnest(…)``, ``UPDATE … FROM unnest(…)``); MySQL/MariaDB and SQLite get ``IN`` lists and executemany
+inserts, chunked below SQLite's historical limit of 999 parameters per statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from altcraft.ledger.model import Outcome, RunRef, Scope
+from altcraft.ledger.rules import Change
+from altcraft.ledger.schema import UtcDateTime, contacts_table, outcomes_table
+
+T = TypeVar("T")
+
+#: Bind parameters per statement; far below every backend's limit (SQLite's historical 999 included).
+PARAMS_PER_STATEMENT = 900
+
+_C = contacts_table.c
+
+
+def is_transient(exc: sa.exc.DBAPIError) -> bool:
+    """A lock conflict, deadlock, busy database or concurrent insert of the same key: retrying helps."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3 / psycopg2
+    if sqlstate:
+        return sqlstate in {"23505", "40001", "40P01", "55P03"}
+    sqlite_error = getattr(orig, "sqlite_errorname", None)
+    if sqlite_error:
+        return sqlite_error.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CONSTRAINT_PRIMARYKEY"))
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in {1062, 1205, 1213}  # MySQL: duplicate key, lock timeout, deadlock
+
+
+def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _arrays(conn: Connection) -> bool:
+    """Whether statements take whole key lists as one array parameter (PostgreSQL)."""
+    return conn.dialect.name == "postgresql"
+
+
+def _array_literal(values: Iterable[Any]) -> str:
+    """PostgreSQL array input text: each element double-quoted with ``\\`` and ``"`` escaped, None as NULL."""
+    quoted = (
+        "NULL" if value is None else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for value in values
+    )
+    return "{" + ",".join(quoted) + "}"
+
+
+def _array(column: sa.Column[Any], values: Iterable[Any]) -> sa.ColumnElement[Any]:
+    """``values`` as one array parameter for ``column``: ``integer[]``, or ``text[]`` for strings (not
+    ``varchar(n)[]``: that cast truncates silently where the column refuses an over-long value).
+
+    Sent as array text of no declared type, so the server reads it once as the array type (a text
+    parameter cast per row would be parsed again for every row a filter looks at). A list instead
+    would be dumped element by element by psycopg 3, ten times slower, and inlined by psycopg2 as an
+    untyped ``ARRAY[...]``.
+    """
+    array_type = sa.ARRAY(column.type if isinstance(column.type, sa.Integer) else sa.Text())
+    return sa.cast(sa.literal(_array_literal(values), sa.types.NullType()), array_type)
+
+
+def _unnest(table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> sa.TableValuedAlias:
+    """``unnest(array, ...) AS anon(name, ...)``: one row per position of the equal-length ``columns``."""
+    arrays = [_array(table.c[name], values) for name, values in columns.items()]
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived()
+
+
+def matching(
+    conn: Connection, column: sa.Column[Any], values: Iterable[str], size: int = PARAMS_PER_STATEMENT
+) -> Iterator[tuple[Sequence[str], sa.ColumnElement[bool]]]:
+    """``column`` in ``values`` (sorted) as (values, condition) pairs: one ``= ANY(array)`` on
+    PostgreSQL, else ``IN`` lists of at most ``size``; none for no values."""
+    ordered = sorted(values)
+    if ordered and _arrays(conn):
+        yield ordered, column == sa.any_(_array(column, ordered))
+        return
+    for chunk in _chunks(ordered, size):
+        yield chunk, column.in_(chunk)
+
+
+def columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
+    """Rows of values in ``names`` order, as one sequence per name."""
+    return dict(zip(names, zip(*rows, strict=True), strict=True))
+
+
+def insert_rows(
+    conn: Connection, table: sa.Table, shared: Mapping[str, Any], columns: Mapping[str, Sequence[Any]]
+) -> None:
+    """INSERT one row per position of the equal-length ``columns``, each with the ``shared`` values.
+
+    PostgreSQL: ``INSERT ... SELECT ... FROM unnest(...)``, one statement with a fixed number of
+    parameters. Elsewhere an executemany of plain rows (SQLAlchemy's fastest: no bound values in the
+    statement).
+    """
+    if _arrays(conn):
+        values = [sa.literal(value, table.c[name].type) for name, value in shared.items()]
+        select = sa.select(*values, *_unnest(table, columns).c)
+        conn.execute(sa.insert(table).from_select([*shared, *columns], select))
+        return
+    names = [*shared, *columns]
+    rows = [
+        dict(zip(names, (*shared.values(), *row), strict=True)) for row in zip(*columns.values(), strict=True)
+    ]
+    conn.execute(sa.insert(table), rows)
+
+
+def _per_row(column: sa.Column[Any], values: Mapping[str, Any]) -> Any:
+    """A SET value for ``column``: a constant when all rows agree, else ``CASE contact_hash WHEN ...``."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        return sa.literal(distinct.pop(), column.type)
+    return sa.cast(sa.case(dict(values), value=_C.contact_hash), column.type)
+
+
+def update_contacts(
+    conn: Connection,
+    common: Mapping[str, Any],
+    per_row: Mapping[str, Mapping[str, Any]],
+    hashes: Sequence[str],
+    *guards: sa.ColumnElement[bool],
+) -> int:
+    """UPDATE the contact rows ``hashes``; returns the rows matched.
+
+    PostgreSQL: one statement, per-row values joined from ``unnest``. Elsewhere one statement per chunk,
+    per-row values as ``CASE``.
+    """
+    if not hashes:
+        return 0
+    if per_row and _arrays(conn):
+        ordered = sorted(hashes)
+        columns = {name: [values[h] for h in ordered] for name, values in per_row.items()}
+        new = _unnest(contacts_table, {"contact_hash": ordered, **columns})
+        statement = (
+            sa.update(contacts_table)
+            .where(_C.contact_hash == new.c.contact_hash, *guards)
+            .values({**common, **{name: new.c[name] for name in per_row}})
+        )
+        return conn.execute(statement).rowcount
+    matched = 0
+    size = PARAMS_PER_STATEMENT // (1 + 2 * len(per_row))
+    for chunk, condition in matching(conn, _C.contact_hash, hashes, size):
+        values = dict(common)
+        for name, by_hash in per_row.items():
+            values[name] = _per_row(_C[name], {h: by_hash[h] for h in chunk})
+        matched += conn.execute(sa.update(contacts_table).where(condition, *guards).values(values)).rowcount
+    return matched
+
+
+def change_values(change: Change, at: datetime) -> dict[str, Any]:
+    """The SET values of a contact row :class:`~altcraft.ledger.rules.Change` made at ``at``."""
+    values: dict[str, Any] = {"error_text": change.error_text}
+    if change.status is None:
+        return values
+    values |= {"status": change.status.value, "error_code": change.error_code, "updated_at": at}
+    if change.launch is not None:
+        values |= {
+            "launch_count": _C.launch_count + 1,
+            "first_launched_at": sa.func.coalesce(
+                _C.first_launched_at, sa.literal(change.launch.at, UtcDateTime())
+            ),
+            "last_launched_at": change.launch.at,
+            "last_run_key": change.launch.run_key,
+            "last_window_key": change.launch.window_key,
+        }
+    return values
+
+
+def apply_changes(
+    conn: Connection, changes: Mapping[str, Change], at: datetime, *guards: sa.ColumnElement[bool]
+) -> int:
+    """Apply each row's change (by contact hash); returns the rows matched.
+
+    Rows whose changes differ only in their error code and text share one statement, those two columns
+    set per row.
+    """
+    groups: dict[tuple[Any, ...], dict[str, Change]] = {}
+    for contact_hash, change in changes.items():
+        groups.setdefault((change.status, change.launch), {})[contact_hash] = change
+    matched = 0
+    for group in groups.values():
+        common = change_values(next(iter(group.values())), at)
+        per_row: dict[str, dict[str, Any]] = {}
+        for name in ("error_code", "error_text"):
+            by_hash = {h: getattr(change, name) for h, change in group.items()}
+            if name in common and len(set(by_hash.values())) > 1:
+                per_row[name] = by_hash
+                del common[name]
+        matched += update_contacts(conn, common, per_row, list(group), *guards)
+    return matched
+
+
+#: An outcome row's own values: (contact_key, contact_hash, source_key, code, reason, profile_id).
+Entry = tuple[str | None, str | None, str, int | None, str | None, str | None]
+_ENTRY_COLUMNS = ("contact_key", "contact_hash", "source_key", "code", "reason", "profile_id")
+
+
+def insert_outcomes(
+    conn: Connection, scope: Scope, run: RunRef, outcome: Outcome, at: datetime, entries: Sequence[Entry]
+) -> None:
+    """Insert ``outcome`` rows of this try, one per entry."""
+    if not entries:
+        return
+    shared = {
+        "platform": scope.platform,
+        "scenario_id": scope.scenario_id,
+        "dag_id": run.dag_id,
+        "task_id": run.task_id,
+        "run_id": run.run_id,
+        "window_key": run.window_key,
+        "try_number": run.try_number,
+        "outcome": outcome.value,
+        "recorded_at": at,
+    }
+    insert_rows(conn, outcomes_table, shared, columns(_ENTRY_COLUMNS, entries))

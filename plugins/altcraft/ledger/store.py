@@ -1,0 +1,659 @@
+"""The ledger on a SQL database: each operation one transaction that reads rows, applies the rules of
+:mod:`altcraft.ledger.rules` and writes what they decide.
+
+A claim marks rows ``sending`` and commits *before* anything is sent (write-ahead), so a crash can never
+lose a launch: the row stays ``sending`` and later becomes ``uncertain``, which is never resent silently.
+Works with SQLAlchemy Core 2.x on PostgreSQL, MySQL/MariaDB and SQLite. Concurrent claims of the same
+contact are serialised by row locks (``SELECT ... FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``) and the
+primary key; conflicting transactions are retried a bounded number of times. No Airflow import.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from altcraft.engines import ledger_engine
+from altcraft.ledger import rules
+from altcraft.ledger.model import (
+    SETTLED,
+    Claim,
+    ContactHistory,
+    ContactStatus,
+    Outcome,
+    RelaunchPolicy,
+    Resolution,
+    RunRef,
+    Scope,
+    Settlement,
+    UncertainContact,
+    utc,
+)
+from altcraft.ledger.schema import aliases_table, contacts_table, create_schema, outcomes_table
+from altcraft.ledger.session import LedgerSession
+from altcraft.ledger.statements import (
+    Entry,
+    apply_changes,
+    change_values,
+    columns,
+    insert_outcomes,
+    insert_rows,
+    is_transient,
+    matching,
+    update_contacts,
+)
+
+log = logging.getLogger("altcraft.ledger")
+
+T = TypeVar("T")
+
+#: Attempts of one transaction that hit a lock conflict, deadlock or concurrent insert.
+_MAX_ATTEMPTS = 8
+_C = contacts_table.c
+_O = outcomes_table.c
+_A = aliases_table.c
+
+
+class Ledger:
+    """The sync ledger on one SQLAlchemy engine. Thread-safe; every public method is one transaction."""
+
+    def __init__(self, engine: Engine, *, stale_after: timedelta = timedelta(hours=6)):
+        self.engine = engine
+        self.stale_after = stale_after
+        self._schema_ready = False
+
+    @classmethod
+    def from_conn_id(cls, conn_id: str | None, *, stale_after: timedelta = timedelta(hours=6)) -> Ledger:
+        """Ledger on an Airflow connection's database, or on ``$AIRFLOW_HOME/altcraft_ledger.db`` if None."""
+        return cls(ledger_engine(conn_id), stale_after=stale_after)
+
+    def session(self, scope: Scope, run: RunRef, *, dry_run: bool = False) -> LedgerSession:
+        """The ledger as one task try sees it: every call bound to ``scope`` and ``run``; a ``dry_run``
+        session predicts claims and writes nothing. A context manager (``with ledger.session(...)``)."""
+        return LedgerSession(self, scope, run, dry_run=dry_run)
+
+    # --- schema and transactions -------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create the tables and indexes if missing. Idempotent; a concurrent creator is tolerated."""
+        create_schema(self.engine)
+        self._schema_ready = True
+
+    def _ready(self) -> None:
+        if not self._schema_ready:
+            self.ensure_schema()
+
+    @contextmanager
+    def _transaction(self) -> Generator[Connection]:
+        """A write transaction that takes its locks up front on SQLite and reads committed data elsewhere."""
+        with self.engine.connect() as conn:
+            dialect = self.engine.dialect.name
+            if dialect == "sqlite":
+                # pysqlite would defer BEGIN; take the write lock first so concurrent claims serialise.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.exec_driver_sql("COMMIT")
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+                return
+            if dialect == "mysql":  # InnoDB's REPEATABLE READ adds gap locks and deadlocks on new keys
+                conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                yield conn
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one transaction; on a conflict, roll back and rerun it (bounded attempts)."""
+        self._ready()
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                with self._transaction() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as exc:
+                if attempt == _MAX_ATTEMPTS or not is_transient(exc):
+                    raise
+                log.info(
+                    "Ledger transaction conflict (%s), attempt %d; retrying", type(exc.orig).__name__, attempt
+                )
+                time.sleep(random.uniform(0.005, 0.02) * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a connection that only reads."""
+        self._ready()
+        with self.engine.connect() as conn:
+            return work(conn)
+
+    # --- the exactly-once protocol -------------------------------------------------------------------
+
+    def recover(self, scope: Scope, run: RunRef, *, now: datetime | None = None) -> list[str]:
+        """Mark ``uncertain`` the rows an earlier try of this run left ``sending`` (it died mid-batch).
+
+        Records an ``uncertain`` outcome for each, as an outcome of the try that sent it (that try
+        never settled it); returns their ledger keys, sorted.
+        """
+        at = utc(now)
+
+        def work(conn: Connection) -> list[str]:
+            query = (
+                sa.select(contacts_table)
+                .where(
+                    _C.status == ContactStatus.SENDING.value,
+                    _C.scenario_id == scope.scenario_id,
+                    _C.platform == scope.platform,
+                    _C.claim_run_key == run.run_key,
+                    _C.claim_try_number != run.try_number,
+                )
+                .order_by(_C.contact_hash)
+                .with_for_update()
+            )
+            rows: list[RowMapping] = []
+            changes: dict[str, rules.Change] = {}
+            for row in conn.execute(query).mappings():  # the query narrows, the rule decides
+                change = rules.recovery(rules.ContactState.of(row), run)
+                if change is not None:
+                    rows.append(row)
+                    changes[row["contact_hash"]] = change
+            apply_changes(conn, changes, at)
+            by_try: dict[int, list[Entry]] = {}
+            for row in rows:  # recorded as outcomes of the try that sent them
+                note = changes[row["contact_hash"]].error_text
+                entry = (row["contact_key"], row["contact_hash"], row["source_key"], None, note, None)
+                by_try.setdefault(row["claim_try_number"], []).append(entry)
+            for try_number, entries in sorted(by_try.items()):
+                insert_outcomes(
+                    conn, scope, replace(run, try_number=try_number), Outcome.UNCERTAIN, at, entries
+                )
+            return sorted(row["contact_key"] for row in rows)
+
+        keys = self._write(work)
+        if keys:
+            log.warning(
+                "%d contact(s) left 'sending' by an earlier try of %s are now uncertain",
+                len(keys),
+                run.run_key,
+            )
+        return keys
+
+    def claim(
+        self,
+        scope: Scope,
+        run: RunRef,
+        items: Sequence[tuple[str, str]],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool = False,
+        resend_uncertain: bool = False,
+        marker: str | None = None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+        now: datetime | None = None,
+        dry_run: bool = False,
+    ) -> Claim:
+        """Decide which of ``items`` (ledger key, source key) to send and commit them as ``sending``.
+
+        Skipped contacts get a ``skipped`` outcome, contacts not sent because they are uncertain an
+        ``uncertain`` one, in the same transaction. Two concurrent claims never both receive the same
+        key. ``marker`` (``FIELD=value``) is the launch marker the request will carry, kept for
+        reconciliation. ``aliases`` (key -> component keys, for combined matching modes): a key whose
+        component was claimed before is the same contact as that earlier one. ``dry_run``: the same
+        decisions, read without locks, and nothing written (batch id ``preview``).
+        """
+        at = utc(now)
+        batch_id = "preview" if dry_run else uuid.uuid4().hex
+        first, duplicates = rules.split_duplicates(items)
+
+        def work(conn: Connection) -> Claim:
+            ids = self._identities(conn, scope, first, duplicates, aliases, at, write=not dry_run)
+            candidates = {k: ids.hashes[k] for k in ids.first if k not in ids.ambiguous}
+            states = self._select_contacts(conn, list(candidates.values()), lock=not dry_run)
+            earlier = self._earlier_launches(conn, run, states, policy, relaunch=relaunch)
+            claim = Claim(
+                batch_id,
+                [],
+                {},
+                duplicates=len(ids.duplicates),
+                hashes={k: h for k, h in ids.hashes.items() if h != scope.contact_hash(k)},
+            )
+            dead: dict[str, rules.Change] = {}
+            for key, contact_hash in candidates.items():
+                verdict = rules.decide(
+                    states.get(contact_hash),
+                    earlier.get(contact_hash),
+                    run,
+                    policy,
+                    relaunch=relaunch,
+                    resend_uncertain=resend_uncertain,
+                    now=at,
+                    stale_after=self.stale_after,
+                )
+                if verdict.send:
+                    claim.to_send.append(key)
+                    claim.source_keys[key] = ids.first[key]
+                    continue
+                (claim.uncertain if verdict.uncertain else claim.skipped)[key] = verdict.reason
+                if verdict.uncertain_note:  # a dead claim, not sent: the row becomes uncertain
+                    dead[contact_hash] = rules.Change(
+                        ContactStatus.UNCERTAIN, error_text=verdict.uncertain_note
+                    )
+            claim.skipped.update(ids.ambiguous)
+            if not dry_run:
+                self._write_claim(
+                    conn, scope, run, claim, ids, states.keys(), marker, at, rekey=bool(aliases)
+                )
+                apply_changes(conn, dead, at)
+            return claim
+
+        claim = self._read(work) if dry_run else self._write(work)
+        log.info(
+            "Ledger %s %s for %s: %d to send, %d skipped, %d uncertain, %d duplicate(s)",
+            "preview" if dry_run else "claim",
+            batch_id,
+            run.run_key,
+            len(claim.to_send),
+            len(claim.skipped),
+            len(claim.uncertain),
+            claim.duplicates,
+        )
+        return claim
+
+    def claim_of(self, scope: Scope, batch_id: str) -> Claim:
+        """The still unsettled (``sending``) part of an earlier claim, keys in sorted order.
+
+        Used to settle an asynchronous Altcraft task after a restart: a chunk is always sent in sorted
+        key order, so the task's per-profile results line up with these keys.
+        """
+        query = sa.select(_C.contact_key, _C.source_key, _C.claim_try_number).where(
+            _C.batch_id == batch_id,
+            _C.status == ContactStatus.SENDING.value,
+            _C.platform == scope.platform,
+            _C.scenario_id == scope.scenario_id,
+        )
+        found = self._read(lambda conn: conn.execute(query).all())
+        rows = {key: source for key, source, _ in found}
+        keys = sorted(rows)
+        try_number = found[0].claim_try_number if found else None
+        return Claim(batch_id, keys, {}, {key: rows[key] for key in keys}, try_number=try_number)
+
+    def contact_states(self, scope: Scope) -> dict[str, str]:
+        """Every contact of a scope with its status (``launched``, ``failed``, ``uncertain``, ``sending``)."""
+        query = sa.select(_C.contact_key, _C.status).where(
+            _C.platform == scope.platform, _C.scenario_id == scope.scenario_id
+        )
+        return self._read(lambda conn: dict(conn.execute(query).all()))
+
+    def settle(
+        self,
+        scope: Scope,
+        run: RunRef,
+        claim: Claim,
+        settlements: Mapping[str, Settlement],
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Record the result of a sent claim: contact rows and outcomes in one transaction.
+
+        A key of ``claim.to_send`` without a settlement becomes ``uncertain`` (it may have been sent).
+        A row that another claim has taken over in the meantime keeps its state; its outcome is still
+        recorded.
+        """
+        final = rules.final_settlements(claim, settlements)
+        at = utc(now)
+        groups: dict[Outcome, list[tuple[str, str, Settlement]]] = {}
+        for key, settlement in final.items():
+            groups.setdefault(settlement.outcome, []).append(
+                (key, claim.contact_hash(scope, key), settlement)
+            )
+
+        def work(conn: Connection) -> int:
+            guards = (_C.batch_id == claim.batch_id, _C.status.in_([s.value for s in rules.SETTLEABLE]))
+            matched = 0
+            for outcome in SETTLED:
+                group = groups.get(outcome, [])
+                changes = {h: rules.settled(s, run, at) for _, h, s in group}
+                matched += apply_changes(conn, changes, at, *guards)
+                entries: list[Entry] = [
+                    (key, h, claim.source_keys[key], s.code, s.text, s.profile_id) for key, h, s in group
+                ]
+                insert_outcomes(conn, scope, run, outcome, at, entries)
+            return matched
+
+        matched = self._write(work)
+        claim.settled = True
+        if matched < len(final):
+            log.warning(
+                "%d of %d contact(s) of batch %s were taken over by another claim before settlement; "
+                "their outcomes are recorded, their ledger rows were left as they were",
+                len(final) - matched,
+                len(final),
+                claim.batch_id,
+            )
+
+    def record(
+        self,
+        scope: Scope,
+        run: RunRef,
+        outcome: Outcome,
+        rows: Sequence[tuple[str | None, str, int | None, str]],
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Record ``rejected`` or ``skipped`` outcomes decided outside the ledger.
+
+        ``rows`` are (contact_key or None, source_key, code, reason); reasons must not contain contact
+        data in clear.
+        """
+        if outcome not in (Outcome.REJECTED, Outcome.SKIPPED):
+            raise ValueError(
+                "record() takes rejected or skipped rows; sent contacts are recorded by settle()"
+            )
+        if not rows:
+            return
+        at = utc(now)
+        entries: list[Entry] = [
+            (key, None if key is None else scope.contact_hash(key), source_key, code, reason, None)
+            for key, source_key, code, reason in rows
+        ]
+        self._write(lambda conn: insert_outcomes(conn, scope, run, outcome, at, entries))
+
+    # --- reconciliation -------------------------------------------------------------------------------
+
+    def uncertain_contacts(
+        self, scope: Scope, keys: Iterable[str] | None = None, *, limit: int | None = None
+    ) -> list[UncertainContact]:
+        """The scope's ``uncertain`` contacts (only among ``keys`` if given), oldest first."""
+        columns_ = (
+            _C.contact_key,
+            _C.contact_hash,
+            _C.launch_marker,
+            _C.claimed_at,
+            _C.claim_run_key,
+            _C.batch_id,
+        )
+        where = (
+            _C.status == ContactStatus.UNCERTAIN.value,
+            _C.scenario_id == scope.scenario_id,
+            _C.platform == scope.platform,
+        )
+
+        def work(conn: Connection) -> list[UncertainContact]:
+            if keys is None:
+                query = sa.select(*columns_).where(*where).order_by(_C.updated_at, _C.contact_hash)
+                rows = conn.execute(query if limit is None else query.limit(limit)).all()
+                return [UncertainContact(*row) for row in rows]
+            found: list[UncertainContact] = []
+            for _, condition in matching(conn, _C.contact_hash, {scope.contact_hash(key) for key in keys}):
+                found += [
+                    UncertainContact(*row)
+                    for row in conn.execute(sa.select(*columns_).where(condition, *where))
+                ]
+            return sorted(found, key=lambda c: (c.claimed_at, c.contact_hash))
+
+        return self._read(work)
+
+    def resolve(
+        self,
+        scope: Scope,
+        contacts: Sequence[UncertainContact],
+        resolutions: Mapping[str, Resolution],
+        *,
+        now: datetime | None = None,
+    ) -> dict[Outcome, int]:
+        """Apply reconciliation verdicts (by contact key) to still-uncertain contacts of the same claim.
+
+        What a verdict does to the row is :func:`altcraft.ledger.rules.resolved`; the uncertain outcome
+        of the try that sent it becomes the verdict (``launched`` or ``failed``). A row that changed
+        meanwhile is left alone. Returns the counts applied.
+        """
+        at = utc(now)
+        by_key = {c.contact_key: c for c in contacts}
+
+        def work(conn: Connection) -> dict[Outcome, int]:
+            applied: Counter[Outcome] = Counter()
+            for key, resolution in sorted(resolutions.items(), key=lambda kv: by_key[kv[0]].contact_hash):
+                contact = by_key[key]  # in hash order, the order claims lock rows in
+                settled = resolution.outcome is not Outcome.UNCERTAIN
+                outcome_row = _first_uncertain_outcome(conn, contact) if settled else None
+                change = rules.resolved(contact, resolution, outcome_row.window_key if outcome_row else None)
+                guard = (
+                    _C.contact_hash == contact.contact_hash,
+                    _C.status == ContactStatus.UNCERTAIN.value,
+                    _C.batch_id == contact.batch_id,
+                )
+                statement = sa.update(contacts_table).where(*guard).values(change_values(change, at))
+                if not conn.execute(statement).rowcount:
+                    continue
+                applied[resolution.outcome] += 1
+                if outcome_row is not None:
+                    conn.execute(
+                        sa.update(outcomes_table)
+                        .where(_O.id == outcome_row.id)
+                        .values(
+                            outcome=resolution.outcome.value,
+                            reason=resolution.reason,
+                            profile_id=resolution.profile_id,
+                        )
+                    )
+            return dict(applied)
+
+        return self._write(work)
+
+    def standing(self, scope: Scope) -> dict[str, int]:
+        """How many contacts of the scope are uncertain and failed right now (all runs)."""
+        query = (
+            sa.select(_C.status, sa.func.count())
+            .where(
+                _C.status.in_([ContactStatus.UNCERTAIN.value, ContactStatus.FAILED.value]),
+                _C.scenario_id == scope.scenario_id,
+                _C.platform == scope.platform,
+            )
+            .group_by(_C.status)
+        )
+        standing = {ContactStatus.UNCERTAIN.value: 0, ContactStatus.FAILED.value: 0}
+        standing.update(self._read(lambda conn: conn.execute(query).all()))
+        return standing
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def counts(self, scope: Scope, run: RunRef) -> dict[Outcome, int]:
+        """Outcome counts of this try (every outcome present, zero if none)."""
+        query = (
+            sa.select(_O.outcome, sa.func.count())
+            .where(
+                _O.dag_id == run.dag_id,
+                _O.run_id == run.run_id,
+                _O.task_id == run.task_id,
+                _O.try_number == run.try_number,
+                _O.platform == scope.platform,
+                _O.scenario_id == scope.scenario_id,
+            )
+            .group_by(_O.outcome)
+        )
+        counts = dict.fromkeys(Outcome, 0)
+        for outcome, count in self._read(lambda conn: conn.execute(query).all()):
+            counts[Outcome(outcome)] = count
+        return counts
+
+    def history(self, contact_key: str, scope: Scope) -> ContactHistory:
+        """The contact's ledger row and all its outcomes in this scope, for support and debugging."""
+        contact_hash = scope.contact_hash(contact_key)
+
+        def work(conn: Connection) -> ContactHistory:
+            row = (
+                conn.execute(sa.select(contacts_table).where(_C.contact_hash == contact_hash))
+                .mappings()
+                .first()
+            )
+            outcomes = conn.execute(
+                sa.select(outcomes_table).where(_O.contact_hash == contact_hash).order_by(_O.id)
+            ).mappings()
+            return ContactHistory(None if row is None else dict(row), [dict(r) for r in outcomes])
+
+        return self._read(work)
+
+    # --- claim internals -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _select_contacts(
+        conn: Connection, hashes: Sequence[str], *, lock: bool
+    ) -> dict[str, rules.ContactState]:
+        """Contact rows by hash, locked in key order (a stable order avoids deadlocks)."""
+        found: dict[str, rules.ContactState] = {}
+        for _, condition in matching(conn, _C.contact_hash, hashes):
+            query = sa.select(contacts_table).where(condition).order_by(_C.contact_hash)
+            if lock:
+                query = query.with_for_update()
+            for row in conn.execute(query).mappings():
+                found[row["contact_hash"]] = rules.ContactState.of(row)
+        return found
+
+    @staticmethod
+    def _earlier_launches(
+        conn: Connection,
+        run: RunRef,
+        states: Mapping[str, rules.ContactState],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool,
+    ) -> dict[str, rules.EarlierLaunch]:
+        """Launches of already-launched contacts by this run or for this window, per
+        :func:`~altcraft.ledger.rules.launch_lookup`.
+
+        Read from the outcomes table, so a rerun of an old window is recognised even after later
+        windows launched the contact again.
+        """
+        lookup = rules.launch_lookup(policy, relaunch=relaunch)
+        if lookup is None:
+            return {}
+        if lookup == "run":
+            same = (_O.dag_id == run.dag_id, _O.task_id == run.task_id, _O.run_id == run.run_id)
+        else:
+            same = (_O.window_key == run.window_key,)
+        launched = [h for h, state in states.items() if state.last_launched_at is not None]
+        earlier: dict[str, rules.EarlierLaunch] = {}
+        for _, condition in matching(conn, _O.contact_hash, launched):
+            query = (
+                sa.select(_O.contact_hash, _O.run_id, _O.recorded_at)
+                .where(condition, _O.outcome == Outcome.LAUNCHED.value, *same)
+                .order_by(_O.id)
+            )
+            earlier.update((h, (run_id, at)) for h, run_id, at in conn.execute(query))
+        return earlier
+
+    @staticmethod
+    def _identities(
+        conn: Connection,
+        scope: Scope,
+        first: dict[str, str],
+        duplicates: list[tuple[str, str]],
+        aliases: Mapping[str, Sequence[str]] | None,
+        at: datetime,
+        *,
+        write: bool,
+    ) -> rules.Identities:
+        """:func:`~altcraft.ledger.rules.identities` on the recorded components; with ``write``, new
+        components are recorded (locked like contact rows, so two concurrent claims agree on one
+        identity)."""
+        known: dict[str, str] = {}
+        if aliases:
+            wanted = {scope.alias_hash(alias) for key in first for alias in aliases.get(key, ())}
+            for _, condition in matching(conn, _A.alias_hash, wanted):
+                query = sa.select(_A.alias_hash, _A.contact_hash).where(condition).order_by(_A.alias_hash)
+                if write:
+                    query = query.with_for_update()
+                known.update(conn.execute(query).all())
+        ids = rules.identities(scope, first, duplicates, aliases, known)
+        if write and ids.new_aliases:
+            ordered = sorted(ids.new_aliases.items())
+            shared = {"platform": scope.platform, "scenario_id": scope.scenario_id, "created_at": at}
+            new = {
+                "alias_hash": [h for h, _ in ordered],
+                "contact_hash": [c for _, (c, _) in ordered],
+                "alias_key": [a for _, (_, a) in ordered],
+            }
+            insert_rows(conn, aliases_table, shared, new)
+        return ids
+
+    @staticmethod
+    def _write_claim(
+        conn: Connection,
+        scope: Scope,
+        run: RunRef,
+        claim: Claim,
+        ids: rules.Identities,
+        existing_rows: Collection[str],
+        marker: str | None,
+        at: datetime,
+        *,
+        rekey: bool,
+    ) -> None:
+        """Insert new contacts and move existing ones to ``sending``; record the skipped and uncertain
+        ones' outcomes (one ``skipped`` per duplicate item too)."""
+        claim_values = {
+            "launch_marker": marker,
+            "status": ContactStatus.SENDING.value,
+            "claim_run_key": run.run_key,
+            "claim_try_number": run.try_number,
+            "batch_id": claim.batch_id,
+            "claimed_at": at,
+            "updated_at": at,
+        }
+        to_send = [(key, ids.hashes[key], ids.first[key]) for key in claim.to_send]
+        new = sorted((h, key, source) for key, h, source in to_send if h not in existing_rows)
+        if new:
+            shared = {
+                **claim_values,
+                "platform": scope.platform,
+                "scenario_id": scope.scenario_id,
+                "launch_count": 0,
+            }
+            names = ("contact_hash", "contact_key", "source_key")
+            insert_rows(conn, contacts_table, shared, columns(names, new))
+        existing = {h: source for _, h, source in to_send if h in existing_rows}
+        common = {**claim_values, "error_code": None, "error_text": None}
+        per_row: dict[str, Mapping[str, object]] = {"source_key": existing}
+        if rekey:  # a combined-mode contact keeps the key it was last claimed under (see claim_of)
+            per_row["contact_key"] = {h: key for key, h, _ in to_send if h in existing_rows}
+        update_contacts(conn, common, per_row, list(existing))
+        entries: list[Entry] = [
+            (key, ids.hashes[key], ids.first[key], None, reason, None)
+            for key, reason in claim.skipped.items()
+        ]
+        entries += [
+            (key, ids.hashes[key], source, None, "duplicate in this run", None)
+            for key, source in ids.duplicates
+        ]
+        insert_outcomes(conn, scope, run, Outcome.SKIPPED, at, entries)
+        entries = [
+            (key, ids.hashes[key], ids.first[key], None, reason, None)
+            for key, reason in claim.uncertain.items()
+        ]
+        insert_outcomes(conn, scope, run, Outcome.UNCERTAIN, at, entries)
+
+
+def _first_uncertain_outcome(conn: Connection, contact: UncertainContact) -> RowMapping | None:
+    """The outcome recorded when the contact's latest claim became uncertain: its first ``uncertain``
+    outcome since that claim (later tries that met it uncertain come after)."""
+    query = (
+        sa.select(_O.id, _O.window_key)
+        .where(
+            _O.contact_hash == contact.contact_hash,
+            _O.outcome == Outcome.UNCERTAIN.value,
+            _O.recorded_at >= contact.claimed_at,
+        )
+        .order_by(_O.id)
+        .limit(1)
+    )
+    return conn.execute(query).mappings().first()
