@@ -18,8 +18,8 @@ from importlib import resources
 from math import isfinite
 from typing import Any
 
-from altcraft.api.matching import MatchingMode, undocumented_matching
 from altcraft.emulator.faults import FaultBook
+from altcraft.emulator.matching import Mode, undocumented
 
 #: Full-access token of an emulator started without ``--token`` (a fixed test value, not a secret).
 DEFAULT_TOKEN = "emulator-token"  # ruff: ignore[hardcoded-password-string]
@@ -385,7 +385,7 @@ class Call:
 class MatchSpec:
     """How the profiles of one request are found (matching mode and its request-level parameters)."""
 
-    mode: MatchingMode
+    mode: Mode
     field_name: str | None
     field_type: str
     resource_id: int | None
@@ -393,7 +393,7 @@ class MatchSpec:
 
     def keys(self, source: dict[str, Any]) -> dict[str, Any]:
         """The matching key(s) of one profile, read from a request body or a batch item."""
-        names = self.mode.key_fields
+        names = self.mode.key_names
         present = {name: source[name] for name in names if source.get(name) not in (None, "")}
         missing = next((name for name in names if name not in present), None)
         if self.mode.any_of and not present:
@@ -406,7 +406,7 @@ class MatchSpec:
         return present
 
     def journal_key(self, keys: dict[str, Any]) -> Any:
-        return keys[self.mode.key_fields[0]] if len(self.mode.key_fields) == 1 else keys
+        return keys[self.mode.key_names[0]] if len(self.mode.key_names) == 1 else keys
 
 
 @dataclass(slots=True)
@@ -600,7 +600,7 @@ def _keys_from_fields(spec: MatchSpec, fields: dict[str, Any]) -> dict[str, Any]
         phone = next((sub.get("phone") for sub in subs if sub.get("channel") == "sms"), None)
     if phone:
         keys["phone"] = phone
-    if spec.mode is MatchingMode.CUSTOM and fields.get(spec.field_name or "") not in (None, ""):
+    if spec.mode is Mode.CUSTOM and fields.get(spec.field_name or "") not in (None, ""):
         keys["field_value"] = fields[spec.field_name or ""]
     return keys
 
@@ -979,20 +979,20 @@ class Emulator:
     def _spec(self, db: Database, body: dict[str, Any], endpoint: str = "") -> MatchSpec:
         raw = body.get("matching") or "email"
         try:
-            mode = MatchingMode(raw)
+            mode = Mode(raw)
         except ValueError:
             raise ApiError(400, f"unknown matching mode {raw!r}") from None
         # The pages list fewer modes for the scenario endpoints; whether a real server refuses the others
         # is not documented, so only --strict refuses them.
-        why = undocumented_matching(endpoint, mode) if self.config.strict else None
+        why = undocumented(endpoint, mode) if self.config.strict else None
         if why:
             raise ApiError(400, why)
         field_name = body.get("field_name")
         if mode.needs_field_name and (not field_name or not isinstance(field_name, str)):
             raise ApiError(400, f"matching '{mode}' needs 'field_name'")
-        if mode is MatchingMode.CUSTOM and field_name not in db.fields:
+        if mode is Mode.CUSTOM and field_name not in db.fields:
             raise ApiError(400, f"unknown field '{field_name}' in database {db.id}")
-        field_type = db.field_type(field_name) if mode is MatchingMode.CUSTOM else "string"
+        field_type = db.field_type(field_name) if mode is Mode.CUSTOM else "string"
         resource_id = _int_param(body, "resource_id", None)
         return MatchSpec(
             mode, field_name, field_type, resource_id, bool(body.get("skip_invalid_subscriptions"))
@@ -1049,7 +1049,7 @@ class Emulator:
         nested = item.get("data")
         if nested is not None and not isinstance(nested, dict):
             raise ApiError(400, "'data' of a profile must be an object")
-        key_names = set(spec.mode.key_fields)
+        key_names = set(spec.mode.key_names)
         outer = {k: v for k, v in item.items() if k not in _ITEM_ONLY}
         if nested is not None:  # the item's own key names are only keys here, as in the Data array page
             outer = {k: v for k, v in outer.items() if k not in key_names}
@@ -1098,32 +1098,32 @@ class Emulator:
         email = norm_email(keys["email"]) if "email" in keys else None
         phone = norm_phone(keys["phone"]) if "phone" in keys else None
         match mode:
-            case MatchingMode.EMAIL:
+            case Mode.EMAIL:
                 return look(("email", email)) | look(("email_sub", *within, email))
-            case MatchingMode.EMAIL_PROFILE:
+            case Mode.EMAIL_PROFILE:
                 return look(("email", email))
-            case MatchingMode.EMAIL_SUB:
+            case Mode.EMAIL_SUB:
                 return look(("email_sub", *within, email))
-            case MatchingMode.PHONE:
+            case Mode.PHONE:
                 return look(("phone", phone)) | look(("phone_sub", *within, phone))
-            case MatchingMode.PHONE_SUB:
+            case Mode.PHONE_SUB:
                 return look(("phone_sub", *within, phone))
-            case MatchingMode.PROFILE_ID:
+            case Mode.PROFILE_ID:
                 return {keys["profile_id"]} if keys["profile_id"] in db.profiles else _EMPTY
-            case MatchingMode.PUSH_SUB:
+            case Mode.PUSH_SUB:
                 return look(("push_sub", keys["provider"], keys["subscription_id"]))
-            case MatchingMode.CUSTOM:
+            case Mode.CUSTOM:
                 value = coerce(spec.field_name or "", spec.field_type, keys["field_value"])
                 values = value if spec.field_type in LIST_FIELD_TYPES else [value]
                 found = [look(("field", spec.field_name, v)) for v in values]
                 return set.intersection(*map(set, found)) if found else _EMPTY
-            case MatchingMode.CUSTOM_SUB:
+            case Mode.CUSTOM_SUB:
                 return look(("custom_sub", spec.field_name, str(keys["field_value"])))
-            case MatchingMode.EMAIL_PHONE:
+            case Mode.EMAIL_PHONE:
                 return (look(("email", email)) if email else _EMPTY) | (
                     look(("phone", phone)) if phone else _EMPTY
                 )
-            case MatchingMode.EMAIL_PHONE_SUB:
+            case Mode.EMAIL_PHONE_SUB:
                 by_email = look(("email_sub", *within, email)) if email else _EMPTY
                 return by_email | (look(("phone_sub", *within, phone)) if phone else _EMPTY)
         raise AssertionError(mode)  # pragma: no cover - every mode is handled above
@@ -1147,7 +1147,7 @@ class Emulator:
                 else:
                     profile.fields[name] = value
             merge_subscriptions(profile.subscriptions, subs)
-        elif spec.mode is MatchingMode.PROFILE_ID:
+        elif spec.mode is Mode.PROFILE_ID:
             raise ApiError(404, "profile not found")
         else:
             values = self._key_fields(spec, keys) | values
@@ -1165,14 +1165,14 @@ class Emulator:
         mode = spec.mode
         values: dict[str, Any] = {}
         if "email" in keys and mode in (
-            MatchingMode.EMAIL,
-            MatchingMode.EMAIL_PROFILE,
-            MatchingMode.EMAIL_PHONE,
+            Mode.EMAIL,
+            Mode.EMAIL_PROFILE,
+            Mode.EMAIL_PHONE,
         ):
             values["email"] = keys["email"]
-        if "phone" in keys and mode in (MatchingMode.PHONE, MatchingMode.EMAIL_PHONE):
+        if "phone" in keys and mode in (Mode.PHONE, Mode.EMAIL_PHONE):
             values["phones"] = [norm_phone(keys["phone"])]
-        if mode is MatchingMode.CUSTOM:
+        if mode is Mode.CUSTOM:
             values[spec.field_name or ""] = coerce(
                 spec.field_name or "", spec.field_type, keys["field_value"]
             )
