@@ -101,6 +101,17 @@ def test_import_profile_and_batch(hook, emulator):
     assert launches(emulator) == []
 
 
+@pytest.mark.parametrize(("token_in_body", "token_in"), [(True, ["header", "body"]), (False, ["header"])])
+def test_token_in_body_extra_decides_whether_the_body_carries_the_token(
+    emulator, monkeypatch, token_in_body, token_in
+):
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", emulator.connection_json(token_in_body=token_in_body))
+    hook = AltcraftHook()
+    request = BatchLaunchRequest(workflow_id=WELCOME, matching="email", data=[{"email": "t@example.org"}])
+    assert hook.import_and_start_batch(request).result[0].ok
+    assert [entry["token_in"] for entry in launches(emulator)] == [token_in]
+
+
 def test_start_existing_profile(hook, emulator):
     hook.import_profile(
         ImportProfileRequest(db_id=1, email="start@example.org", data={"email": "start@example.org"})

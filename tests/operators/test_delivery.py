@@ -36,6 +36,28 @@ def test_every_delivery_mode_launches_each_contact_once(make_delivery, emulator,
     assert delivery.ledger.counts(delivery.scope, delivery.run)[Outcome.LAUNCHED] == 50
 
 
+#: every launch option, with a False among them (a falsy value must be sent, not dropped)
+LAUNCH_OPTIONS = {
+    "content": {"promo": "Жди ☀", "amount": 120, "items": ["a", "b"]},
+    "skip_triggers": True,
+    "skip_invalid_subscriptions": True,
+    "detect_geo": False,
+}
+
+
+@pytest.mark.parametrize("mode", list(DeliveryMode))
+def test_launch_options_reach_altcraft_with_every_launch_in_every_mode(
+    make_delivery, emulator, scenario_id, mode
+):
+    delivery = make_delivery(mode=mode, batch_size=3, **LAUNCH_OPTIONS)
+    delivery.process(in_batches(contacts(5)))
+    delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
+    journal = emulator.journal(scenario_id)
+    assert sorted(entry["key"] for entry in journal) == sorted(c["email"] for c in contacts(5))
+    assert [entry["options"] for entry in journal] == [LAUNCH_OPTIONS] * 5
+    assert {entry["token_in"] == ["header", "body"] for entry in journal} == {True}, "default token_in_body"
+
+
 def test_25000_contacts_in_batches_of_1000(make_delivery, emulator, scenario_id, ledger):
     if ledger.engine.dialect.name == "sqlite":
         pytest.skip("the large run is done once, on PostgreSQL")

@@ -64,6 +64,16 @@ def test_dag_run_delivers_and_reports_counts_only(dag_with, emulator, scenario_i
     assert asset_event_extras(f"altcraft://altcraft_default/scenarios/{scenario_id}")[-1]["launched"] == 12
 
 
+def test_templated_content_and_launch_options_reach_altcraft(dag_with, emulator, scenario_id):
+    content = {"dag": "{{ dag.dag_id }}", "day": "{{ ds }}", "promo": "SPRING", "amount": 120}
+    options = {"skip_triggers": True, "skip_invalid_subscriptions": False, "detect_geo": True}
+    dag = dag_with(contacts(3), content=content, **options)
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "success"}
+    rendered = {"dag": "welcome_test", "day": "2026-03-01", "promo": "SPRING", "amount": 120}
+    journal = emulator.journal(scenario_id)
+    assert [entry["options"] for entry in journal] == [{"content": rendered, **options}] * 3
+
+
 def test_running_the_same_window_again_launches_nobody_twice(dag_with, emulator, scenario_id):
     dag = dag_with(contacts(10))
     first = run_dag(dag, DAY)

@@ -31,6 +31,9 @@ LIST_FIELD_TYPES = frozenset({"tags", "phones"})
 CHANNELS = frozenset({"email", "sms", "push", "notify", "viber", "whatsapp", "telegram_bot"})
 TASK_ENDPOINT = "workflows/import_and_start_batch_task"
 TASK_RESULT_LAYOUTS = ("per_profile", "counts", "none")
+#: Request options of the launch pages (automation-scenarios/28934227, 33063492, 33063493: "skip_triggers",
+#: "skip_invalid_subscriptions", "detect_geo", "content"): journalled as sent with every launch.
+LAUNCH_OPTIONS = ("content", "skip_triggers", "skip_invalid_subscriptions", "detect_geo")
 
 #: (name, title, type) of the fields every database has.
 STANDARD_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -379,6 +382,8 @@ class Call:
     at: str
     token: Token
     body: dict[str, Any]
+    #: where the request carried a token: ``header`` (Authorization: Bearer), ``body``, ``query``
+    token_in: tuple[str, ...] = ("header",)
 
 
 @dataclass(slots=True, frozen=True)
@@ -751,15 +756,25 @@ class Emulator:
 
     # ------------------------------------------------------------------------------------------- API
 
-    def call(self, endpoint: str, body: dict[str, Any], token: Any, request_id: str) -> dict[str, Any]:
-        """Run one API method; the success envelope is added here. Raises :class:`ApiError`."""
+    def call(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        token: Any,
+        request_id: str,
+        token_in: tuple[str, ...] = ("header",),
+    ) -> dict[str, Any]:
+        """Run one API method; the success envelope is added here. Raises :class:`ApiError`.
+
+        ``token_in``: where the request carried a token (journalled with each launch).
+        """
         if not token:
             raise ApiError(401, "API token is missing")
         known = self.tokens.get(token) if isinstance(token, str) else None
         if known is None:
             raise ApiError(403, "Invalid API token")
         handler = getattr(self, ENDPOINTS[endpoint])
-        answer = handler(Call(endpoint, request_id, now_rfc3339(), known, body))
+        answer = handler(Call(endpoint, request_id, now_rfc3339(), known, body, token_in))
         return {"error": 0, "error_text": OK_TEXT, **answer}
 
     def advance_task(self, task_id: str, steps: int = 10) -> bool:
@@ -930,21 +945,7 @@ class Emulator:
         return {"result": self._run_items(call, db, None, spec, self._items(call.body))}
 
     def _send_trigger(self, call: Call, profile: Profile, spec: MatchSpec, keys: dict[str, Any]) -> None:
-        self.journal.append(
-            {
-                "seq": len(self.journal) + 1,
-                "at": call.at,
-                "request_id": call.request_id,
-                "endpoint": call.endpoint,
-                "scenario_id": None,
-                "trigger_id": call.body["trigger_id"],
-                "db_id": profile.db_id,
-                "profile_id": profile.id,
-                "matching": str(spec.mode),
-                "key": spec.journal_key(keys),
-                "entered": True,
-            }
-        )
+        self._journal(call, profile, spec, keys, scenario_id=None, trigger_id=call.body["trigger_id"])
 
     # -------------------------------------------------------------------------------------- pieces
 
@@ -1184,18 +1185,35 @@ class Emulator:
         members = self.members.setdefault(scenario.id, set())
         entered = scenario.mode not in SKIP_MODES or profile.id not in members
         members.add(profile.id)
+        self._journal(call, profile, spec, keys, scenario_id=scenario.id, entered=entered)
+
+    def _journal(
+        self,
+        call: Call,
+        profile: Profile,
+        spec: MatchSpec,
+        keys: dict[str, Any],
+        *,
+        scenario_id: int | None,
+        trigger_id: Any = None,
+        entered: bool = True,
+    ) -> None:
+        """One journal entry per profile launched; ``options`` are the request's launch options as sent."""
         self.journal.append(
             {
                 "seq": len(self.journal) + 1,
                 "at": call.at,
                 "request_id": call.request_id,
                 "endpoint": call.endpoint,
-                "scenario_id": scenario.id,
-                "db_id": scenario.db_id,
+                "scenario_id": scenario_id,
+                **({} if trigger_id is None else {"trigger_id": trigger_id}),
+                "db_id": profile.db_id,
                 "profile_id": profile.id,
                 "matching": str(spec.mode),
                 "key": spec.journal_key(keys),
                 "entered": entered,
+                "options": {name: call.body[name] for name in LAUNCH_OPTIONS if name in call.body},
+                "token_in": list(call.token_in),
             }
         )
 
