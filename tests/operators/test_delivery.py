@@ -129,54 +129,6 @@ def test_bad_contacts_are_rejected_with_reasons_and_the_rest_delivered(make_deli
     assert sum(summary.reasons.values()) == len(broken)
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        {"kind": "status", "status": 429, "retry_after": 0, "every": 2, "count": 3},
-        {"kind": "status", "status": 503, "every": 3, "count": 1},
-        {"kind": "drop_before", "every": 3, "count": 1},
-        {"kind": "drop_after", "every": 3, "count": 1},
-        {"kind": "latency", "latency_ms": 1500, "every": 3, "count": 1},
-    ],
-    ids=["429", "503", "drop_before", "drop_after", "timeout"],
-)
-def test_faults_never_duplicate_and_every_contact_is_accounted_for(
-    make_delivery, emulator, scenario_id, fault, monkeypatch
-):
-    if fault["kind"] == "latency":
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_ALTCRAFT_DEFAULT", emulator.connection_json(timeout=0.5, backoff_initial=0)
-        )
-    emulator.add_faults({"endpoint": "workflows/import_and_start_batch", **fault})
-    records = contacts(100)
-    outcomes: dict[str, int] = {}
-    for attempt in range(1, 6):  # Airflow retries of the same task instance
-        delivery = make_delivery(batch_size=10, run=run_ref(try_number=attempt))
-        try:
-            delivery.process(in_batches(records, 25))
-            done = True
-        except DeliveryStopped:
-            done = False
-        summary = delivery.summary
-        assert summary.found == sum(
-            getattr(summary, k) for k in ("launched", "skipped", "rejected", "failed", "uncertain", "pending")
-        ), f"try {attempt}'s summary adds up: {summary}"
-        for outcome, n in delivery.ledger.counts(delivery.scope, delivery.run).items():
-            outcomes[outcome] = outcomes.get(outcome, 0) + n
-        if done:
-            break
-    assert done
-    launched = launch_counts(emulator, scenario_id)
-    assert all(n == 1 for n in launched.values())
-    ledger_rows = delivery.ledger.contact_states(delivery.scope)
-    assert len(ledger_rows) == 100, "every contact has a ledger row"
-    uncertain = sum(1 for state in ledger_rows.values() if state == "uncertain")
-    if fault["kind"] == "status":
-        assert uncertain == 0 if fault["status"] == 429 else uncertain == 10
-    assert sum(1 for state in ledger_rows.values() if state == "launched") == 100 - uncertain
-    assert len(launched) >= 100 - uncertain
-
-
 def test_dry_run_sends_and_writes_nothing(make_delivery, emulator, scenario_id):
     make_delivery().process(in_batches(contacts(5)))
     preview = make_delivery(run=run_ref(run_id="r2", window="w2"), dry_run=True)
