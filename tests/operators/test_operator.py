@@ -153,6 +153,18 @@ def test_async_retry_reattaches_to_submitted_tasks(dag_with, emulator, scenario_
     assert len(emulator.state()["tasks"]) == 2, "the retry re-attached instead of submitting again"
 
 
+def test_async_without_deferring_waits_for_the_tasks_in_the_worker(dag_with, emulator, scenario_id, capfd):
+    emulator.config(task_delay_seconds=0.3)
+    dag = dag_with(contacts(8), delivery="async", batch_size=4, poll_interval=0.1, deferrable=False)
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = xcom_values(dag.dag_id, dag_run.run_id)["import_and_launch", -1]
+    assert (summary["launched"], summary["pending"], summary["requests"]) == (8, 0, 2)
+    assert summary["earlier_tries"]["launched"] == 0, "settled by the try that submitted them"
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8
+    assert "DEFERRED" not in _output(capfd), "the wait happened in the worker, not in the triggerer"
+
+
 def test_default_ledger_comes_from_airflow_config(dag_with, emulator, scenario_id, monkeypatch):
     import sqlalchemy as sa
 
