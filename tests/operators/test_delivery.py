@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from altcraft.ledger import Outcome
 from altcraft.modes import DeliveryMode
 from tests.broken_contacts import BROKEN_CONTACTS, GOOD, MAPPING
 
-from .conftest import contacts, in_batches, launch_counts, run_ref
+from .conftest import FAST, contacts, in_batches, launch_counts, run_ref
 
 
 def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
@@ -127,6 +128,41 @@ def test_bad_contacts_are_rejected_with_reasons_and_the_rest_delivered(make_deli
     assert summary.launched == 20
     assert_exactly_once(emulator, scenario_id, 20)
     assert sum(summary.reasons.values()) == len(broken)
+
+
+LIMIT = 20_000
+LONG_TOKEN = "t0k3n-" * 80  # 480 characters: the body's token takes most of the room kept for it
+
+
+@pytest.mark.parametrize("mode", [DeliveryMode.BATCH, DeliveryMode.ASYNC])
+def test_requests_fill_up_to_max_request_bytes_and_never_beyond(
+    make_delivery, emulator, scenario_id, monkeypatch, mode
+):
+    """Requests of many multi-byte profiles, with a long token in the body, against the emulator's 413 limit.
+
+    The exact limit takes every request; a limit 5 % lower refuses the first full one (413: failed, not
+    uncertain, and nothing processed), so the requests do come near ``max_request_bytes``.
+    """
+    emulator.seed(tokens=[{"token": LONG_TOKEN, "databases": "*", "scenarios": "*"}])
+    connection = {"conn_type": "altcraft", "host": emulator.url, "password": LONG_TOKEN, "extra": FAST}
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps(connection))
+    records = [{**c, "first_name": "Ж" * (20 + c["id"] % 37)} for c in contacts(300)]
+    options = {"max_request_bytes": LIMIT, "content": {"promo": "Ж" * 50}}
+
+    emulator.config(max_body_bytes=LIMIT - LIMIT // 20)
+    refused = make_delivery(mode=mode, run=run_ref(run_id="too-tight"), **options)
+    with pytest.raises(DeliveryStopped, match="Altcraft error 413"):
+        refused.process(in_batches(records))
+    assert set(refused.ledger.contact_states(refused.scope).values()) == {"failed"}
+    assert refused.summary.failed == refused.summary.found > 0 and emulator.journal(scenario_id) == []
+
+    emulator.config(max_body_bytes=LIMIT)
+    delivery = make_delivery(mode=mode, **options)
+    summary = delivery.process(in_batches(records))
+    delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
+    assert (summary.launched, summary.failed, summary.uncertain) == (300, 0, 0)
+    assert summary.requests >= 4, "the byte limit, not the batch size, cut the chunks"
+    assert_exactly_once(emulator, scenario_id, 300)
 
 
 def test_dry_run_sends_and_writes_nothing(make_delivery, emulator, scenario_id):
