@@ -189,11 +189,13 @@ def test_batch_launch_with_per_profile_errors(hook, emulator):
     )
     result = hook.import_and_start_batch(request)
     assert [r.ok for r in result.result] == [True, False, True]
-    assert {
-        entry["key"] if isinstance(entry["key"], str) else json.dumps(entry["key"])
-        for entry in launches(emulator)
-    }
-    assert len(launches(emulator)) == 2
+    assert "NO_SUCH_FIELD" in result.result[1].error_text
+    launched = launches(emulator)
+    assert [entry["key"] for entry in launched] == ["ok1@example.org", "ok2@example.org"]
+    assert [entry["profile_id"] for entry in launched] == [
+        result.result[0].profile_id,
+        result.result[2].profile_id,
+    ]
 
 
 def test_batch_launch_with_pre_encoded_items(hook, emulator):

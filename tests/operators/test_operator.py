@@ -96,7 +96,7 @@ def test_preflight_fails_before_sending(dag_with, emulator, scenario_id, change,
     dag = dag_with(contacts(3), **change)
     dag_run = run_dag(dag, DAY)
     assert task_states(dag_run) == {"import_and_launch": "failed"}
-    assert emulator.journal() == [] or not launch_counts(emulator, scenario_id)
+    assert emulator.journal() == [], "nothing is sent when the pre-flight check fails"
     assert message in _output(capfd)
 
 
