@@ -82,3 +82,27 @@ def test_a_task_still_running_stays_in_the_book(altcraft, ledger):
     with pytest.raises(TasksStillRunning):
         sent.settle_tasks(sent.tasks, timeout=None)
     assert len(sent.tasks) == 1
+
+
+def test_a_task_that_fails_part_way_leaves_its_whole_chunk_uncertain(altcraft, ledger):
+    """The scenario is switched off while its task runs: the task fails after launching two contacts."""
+    sent = delivery(altcraft, ledger, mode=DeliveryMode.ASYNC, batch_size=10)
+    sent.process([records(10)])
+    [task_id] = sent.tasks.values()
+    for _ in range(2):  # each read moves the in-process task on by one tenth: one contact
+        assert altcraft.get_task_status(task_id).status == "running"
+    altcraft.call("workflows/deactivate", {"id": SCENARIO})
+
+    sent.settle_tasks(sent.tasks, timeout=5, poll_interval=0)
+
+    assert altcraft.get_task_status(task_id).status == "failed" and not sent.tasks
+    assert [e["key"] for e in altcraft.emulator.launches(SCENARIO)] == [
+        "user0@example.org",
+        "user1@example.org",
+    ]
+    assert set(ledger.contact_states(sent.scope).values()) == {"uncertain"}
+    assert len(ledger.contact_states(sent.scope)) == 10, "launched or not, Altcraft cannot say which"
+    assert (sent.summary.launched, sent.summary.uncertain, sent.summary.pending) == (0, 10, 0)
+    altcraft.call("workflows/activate", {"id": SCENARIO})
+    retry = delivery(altcraft, ledger, try_number=2, mode=DeliveryMode.ASYNC).process([records(10)])
+    assert (retry.uncertain, retry.requests) == (10, 0), "never resent blindly"

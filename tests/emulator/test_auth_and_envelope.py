@@ -12,6 +12,21 @@ def test_token_in_header_or_body_is_accepted(altcraft_emulator):
     ok(altcraft_emulator.post("databases/list", {"token": altcraft_emulator.token}, token=None))
 
 
+def test_the_journal_says_where_each_launch_carried_its_token(altcraft_emulator):
+    token = altcraft_emulator.token
+    launch = {"workflow_id": 12, "email": "anna@example.org"}
+    ok(altcraft_emulator.post("workflows/import_and_start", launch))
+    ok(altcraft_emulator.post("workflows/import_and_start", {**launch, "token": token}, token=None))
+    ok(altcraft_emulator.post("workflows/import_and_start", {**launch, "token": token}))
+    ok(altcraft_emulator.post("workflows/import_and_start", launch, token=None, params={"token": token}))
+    assert [entry["token_in"] for entry in altcraft_emulator.journal(12)] == [
+        ["header"],
+        ["body"],
+        ["header", "body"],
+        ["query"],
+    ]
+
+
 def test_missing_token_is_401_and_unknown_token_is_403(altcraft_emulator):
     error(altcraft_emulator.post("databases/list", {}, token=None), 401)
     error(altcraft_emulator.post("databases/list", {}, token="not-a-token"), 403, "Invalid API token")

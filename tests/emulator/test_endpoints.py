@@ -182,6 +182,8 @@ def test_import_and_start_journals_one_entry_per_launch(altcraft_emulator):
         "matching": "email",
         "key": ANNA,
         "entered": True,
+        "options": {"skip_triggers": True, "content": {"promo": "SPRING"}},
+        "token_in": ["header"],
     }
     assert entry["at"].endswith("Z") and "T" in entry["at"]
     mismatch = {"workflow_id": 12, "db_id": 2, "email": ANNA}

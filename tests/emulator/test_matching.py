@@ -188,3 +188,17 @@ def test_journal_key_holds_the_matching_values(emulator):
     first, second = emulator.journal(12)
     assert (first["matching"], first["key"], first["profile_id"]) == ("push_sub", PUSH, BY_SUBS)
     assert (second["matching"], second["key"], second["profile_id"]) == ("custom", "A-1001", BY_CRM)
+
+
+def test_the_server_keeps_its_own_matching_table():
+    """The HTTP emulator never loads the client's table: a wrong key or rule there is a refused request."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, altcraft.emulator.__main__; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'altcraft.emulator.matching'" in loaded and "'altcraft.api.matching'" not in loaded

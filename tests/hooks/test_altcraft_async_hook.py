@@ -79,3 +79,17 @@ def test_launch_dropped_after_processing_is_uncertain(emulator):
         run(scenario())
     assert err.value.keys == ["email:u@example.org"]
     assert len(emulator.journal(scenario_id=WELCOME)) == 1
+
+
+@pytest.mark.parametrize(("token_in_body", "token_in"), [(True, ["header", "body"]), (False, ["header"])])
+def test_token_in_body_extra_decides_whether_the_body_carries_the_token(
+    emulator, monkeypatch, token_in_body, token_in
+):
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", emulator.connection_json(token_in_body=token_in_body))
+
+    async def scenario():
+        async with AltcraftAsyncHook() as hook:
+            return await hook.import_and_start_batch(_batch("t@example.org"))
+
+    assert run(scenario()).result[0].ok
+    assert [entry["token_in"] for entry in emulator.journal(scenario_id=WELCOME)] == [token_in]

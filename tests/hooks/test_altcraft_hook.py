@@ -101,6 +101,17 @@ def test_import_profile_and_batch(hook, emulator):
     assert launches(emulator) == []
 
 
+@pytest.mark.parametrize(("token_in_body", "token_in"), [(True, ["header", "body"]), (False, ["header"])])
+def test_token_in_body_extra_decides_whether_the_body_carries_the_token(
+    emulator, monkeypatch, token_in_body, token_in
+):
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", emulator.connection_json(token_in_body=token_in_body))
+    hook = AltcraftHook()
+    request = BatchLaunchRequest(workflow_id=WELCOME, matching="email", data=[{"email": "t@example.org"}])
+    assert hook.import_and_start_batch(request).result[0].ok
+    assert [entry["token_in"] for entry in launches(emulator)] == [token_in]
+
+
 def test_start_existing_profile(hook, emulator):
     hook.import_profile(
         ImportProfileRequest(db_id=1, email="start@example.org", data={"email": "start@example.org"})
@@ -178,11 +189,13 @@ def test_batch_launch_with_per_profile_errors(hook, emulator):
     )
     result = hook.import_and_start_batch(request)
     assert [r.ok for r in result.result] == [True, False, True]
-    assert {
-        entry["key"] if isinstance(entry["key"], str) else json.dumps(entry["key"])
-        for entry in launches(emulator)
-    }
-    assert len(launches(emulator)) == 2
+    assert "NO_SUCH_FIELD" in result.result[1].error_text
+    launched = launches(emulator)
+    assert [entry["key"] for entry in launched] == ["ok1@example.org", "ok2@example.org"]
+    assert [entry["profile_id"] for entry in launched] == [
+        result.result[0].profile_id,
+        result.result[2].profile_id,
+    ]
 
 
 def test_batch_launch_with_pre_encoded_items(hook, emulator):

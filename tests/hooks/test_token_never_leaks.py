@@ -86,5 +86,9 @@ def test_token_never_in_logs_errors_or_results(altcraft_emulator, monkeypatch, c
     out, err = capfd.readouterr()
     logged = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
     haystack = "\n".join([*seen, *logged, out, err])
-    assert haystack, "nothing was captured: the test would prove nothing"
+    assert len(seen) == len(calls) + 2, "every call left a result or an error to search"
+    requests_logged = {m.split('"POST ')[1].split()[0] for m in logged if '"POST /api/v1.1/' in m}
+    assert {"/api/v1.1/workflows/list", "/api/v1.1/workflows/import_and_start"} <= requests_logged, (
+        "the DEBUG log lines of the requests (URL and status) were not captured: the test would prove nothing"
+    )
     assert CANARY not in haystack

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from altcraft.ledger import Outcome
 from altcraft.modes import DeliveryMode
 from tests.broken_contacts import BROKEN_CONTACTS, GOOD, MAPPING
 
-from .conftest import contacts, in_batches, launch_counts, run_ref
+from .conftest import FAST, contacts, in_batches, launch_counts, run_ref
 
 
 def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
@@ -34,6 +35,28 @@ def test_every_delivery_mode_launches_each_contact_once(make_delivery, emulator,
     assert summary.requests == {"single": 50, "batch": 3, "async": 3}[mode]
     assert_exactly_once(emulator, scenario_id, 50)
     assert delivery.ledger.counts(delivery.scope, delivery.run)[Outcome.LAUNCHED] == 50
+
+
+#: every launch option, with a False among them (a falsy value must be sent, not dropped)
+LAUNCH_OPTIONS = {
+    "content": {"promo": "Жди ☀", "amount": 120, "items": ["a", "b"]},
+    "skip_triggers": True,
+    "skip_invalid_subscriptions": True,
+    "detect_geo": False,
+}
+
+
+@pytest.mark.parametrize("mode", list(DeliveryMode))
+def test_launch_options_reach_altcraft_with_every_launch_in_every_mode(
+    make_delivery, emulator, scenario_id, mode
+):
+    delivery = make_delivery(mode=mode, batch_size=3, **LAUNCH_OPTIONS)
+    delivery.process(in_batches(contacts(5)))
+    delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
+    journal = emulator.journal(scenario_id)
+    assert sorted(entry["key"] for entry in journal) == sorted(c["email"] for c in contacts(5))
+    assert [entry["options"] for entry in journal] == [LAUNCH_OPTIONS] * 5
+    assert {entry["token_in"] == ["header", "body"] for entry in journal} == {True}, "default token_in_body"
 
 
 def test_25000_contacts_in_batches_of_1000(make_delivery, emulator, scenario_id, ledger):
@@ -107,52 +130,39 @@ def test_bad_contacts_are_rejected_with_reasons_and_the_rest_delivered(make_deli
     assert sum(summary.reasons.values()) == len(broken)
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        {"kind": "status", "status": 429, "retry_after": 0, "every": 2, "count": 3},
-        {"kind": "status", "status": 503, "every": 3, "count": 1},
-        {"kind": "drop_before", "every": 3, "count": 1},
-        {"kind": "drop_after", "every": 3, "count": 1},
-        {"kind": "latency", "latency_ms": 1500, "every": 3, "count": 1},
-    ],
-    ids=["429", "503", "drop_before", "drop_after", "timeout"],
-)
-def test_faults_never_duplicate_and_every_contact_is_accounted_for(
-    make_delivery, emulator, scenario_id, fault, monkeypatch
+LIMIT = 20_000
+LONG_TOKEN = "t0k3n-" * 80  # 480 characters: the body's token takes most of the room kept for it
+
+
+@pytest.mark.parametrize("mode", [DeliveryMode.BATCH, DeliveryMode.ASYNC])
+def test_requests_fill_up_to_max_request_bytes_and_never_beyond(
+    make_delivery, emulator, scenario_id, monkeypatch, mode
 ):
-    if fault["kind"] == "latency":
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_ALTCRAFT_DEFAULT", emulator.connection_json(timeout=0.5, backoff_initial=0)
-        )
-    emulator.add_faults({"endpoint": "workflows/import_and_start_batch", **fault})
-    records = contacts(100)
-    outcomes: dict[str, int] = {}
-    for attempt in range(1, 6):  # Airflow retries of the same task instance
-        delivery = make_delivery(batch_size=10, run=run_ref(try_number=attempt))
-        try:
-            delivery.process(in_batches(records, 25))
-            done = True
-        except DeliveryStopped:
-            done = False
-        summary = delivery.summary
-        assert summary.found == sum(
-            getattr(summary, k) for k in ("launched", "skipped", "rejected", "failed", "uncertain", "pending")
-        ), f"try {attempt}'s summary adds up: {summary}"
-        for outcome, n in delivery.ledger.counts(delivery.scope, delivery.run).items():
-            outcomes[outcome] = outcomes.get(outcome, 0) + n
-        if done:
-            break
-    assert done
-    launched = launch_counts(emulator, scenario_id)
-    assert all(n == 1 for n in launched.values())
-    ledger_rows = delivery.ledger.contact_states(delivery.scope)
-    assert len(ledger_rows) == 100, "every contact has a ledger row"
-    uncertain = sum(1 for state in ledger_rows.values() if state == "uncertain")
-    if fault["kind"] == "status":
-        assert uncertain == 0 if fault["status"] == 429 else uncertain == 10
-    assert sum(1 for state in ledger_rows.values() if state == "launched") == 100 - uncertain
-    assert len(launched) >= 100 - uncertain
+    """Requests of many multi-byte profiles, with a long token in the body, against the emulator's 413 limit.
+
+    The exact limit takes every request; a limit 5 % lower refuses the first full one (413: failed, not
+    uncertain, and nothing processed), so the requests do come near ``max_request_bytes``.
+    """
+    emulator.seed(tokens=[{"token": LONG_TOKEN, "databases": "*", "scenarios": "*"}])
+    connection = {"conn_type": "altcraft", "host": emulator.url, "password": LONG_TOKEN, "extra": FAST}
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps(connection))
+    records = [{**c, "first_name": "Ж" * (20 + c["id"] % 37)} for c in contacts(300)]
+    options = {"max_request_bytes": LIMIT, "content": {"promo": "Ж" * 50}}
+
+    emulator.config(max_body_bytes=LIMIT - LIMIT // 20)
+    refused = make_delivery(mode=mode, run=run_ref(run_id="too-tight"), **options)
+    with pytest.raises(DeliveryStopped, match="Altcraft error 413"):
+        refused.process(in_batches(records))
+    assert set(refused.ledger.contact_states(refused.scope).values()) == {"failed"}
+    assert refused.summary.failed == refused.summary.found > 0 and emulator.journal(scenario_id) == []
+
+    emulator.config(max_body_bytes=LIMIT)
+    delivery = make_delivery(mode=mode, **options)
+    summary = delivery.process(in_batches(records))
+    delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
+    assert (summary.launched, summary.failed, summary.uncertain) == (300, 0, 0)
+    assert summary.requests >= 4, "the byte limit, not the batch size, cut the chunks"
+    assert_exactly_once(emulator, scenario_id, 300)
 
 
 def test_dry_run_sends_and_writes_nothing(make_delivery, emulator, scenario_id):

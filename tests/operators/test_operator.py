@@ -64,6 +64,16 @@ def test_dag_run_delivers_and_reports_counts_only(dag_with, emulator, scenario_i
     assert asset_event_extras(f"altcraft://altcraft_default/scenarios/{scenario_id}")[-1]["launched"] == 12
 
 
+def test_templated_content_and_launch_options_reach_altcraft(dag_with, emulator, scenario_id):
+    content = {"dag": "{{ dag.dag_id }}", "day": "{{ ds }}", "promo": "SPRING", "amount": 120}
+    options = {"skip_triggers": True, "skip_invalid_subscriptions": False, "detect_geo": True}
+    dag = dag_with(contacts(3), content=content, **options)
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "success"}
+    rendered = {"dag": "welcome_test", "day": "2026-03-01", "promo": "SPRING", "amount": 120}
+    journal = emulator.journal(scenario_id)
+    assert [entry["options"] for entry in journal] == [{"content": rendered, **options}] * 3
+
+
 def test_running_the_same_window_again_launches_nobody_twice(dag_with, emulator, scenario_id):
     dag = dag_with(contacts(10))
     first = run_dag(dag, DAY)
@@ -86,7 +96,7 @@ def test_preflight_fails_before_sending(dag_with, emulator, scenario_id, change,
     dag = dag_with(contacts(3), **change)
     dag_run = run_dag(dag, DAY)
     assert task_states(dag_run) == {"import_and_launch": "failed"}
-    assert emulator.journal() == [] or not launch_counts(emulator, scenario_id)
+    assert emulator.journal() == [], "nothing is sent when the pre-flight check fails"
     assert message in _output(capfd)
 
 
@@ -141,6 +151,18 @@ def test_async_retry_reattaches_to_submitted_tasks(dag_with, emulator, scenario_
     assert summary["launched"] == 0 and summary["earlier_tries"]["launched"] == 8, "settled for try 1"
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8
     assert len(emulator.state()["tasks"]) == 2, "the retry re-attached instead of submitting again"
+
+
+def test_async_without_deferring_waits_for_the_tasks_in_the_worker(dag_with, emulator, scenario_id, capfd):
+    emulator.config(task_delay_seconds=0.3)
+    dag = dag_with(contacts(8), delivery="async", batch_size=4, poll_interval=0.1, deferrable=False)
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = xcom_values(dag.dag_id, dag_run.run_id)["import_and_launch", -1]
+    assert (summary["launched"], summary["pending"], summary["requests"]) == (8, 0, 2)
+    assert summary["earlier_tries"]["launched"] == 0, "settled by the try that submitted them"
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8
+    assert "DEFERRED" not in _output(capfd), "the wait happened in the worker, not in the triggerer"
 
 
 def test_default_ledger_comes_from_airflow_config(dag_with, emulator, scenario_id, monkeypatch):

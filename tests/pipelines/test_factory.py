@@ -6,8 +6,10 @@ import itertools
 import json
 import re
 import shutil
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -36,6 +38,7 @@ from tests.pipelines.test_spec import MINIMAL
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = datetime(2025, 3, 2, tzinfo=UTC)
 UTC_ZONE = "UTC"
+_lazy_modules = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -189,25 +192,29 @@ def test_plan_task_with_half_a_window_fails_at_once_saying_how_to_trigger():
 @pytest.mark.parametrize(
     ("on_failure", "expected"),
     [
+        ({"callback": "{module}:record", "kwargs": {"team": "crm"}}, ("callback", {"team": "crm"})),
         (
-            {"callback": "tests.pipelines.notify:record", "kwargs": {"team": "crm"}},
-            ("callback", {"team": "crm"}),
-        ),
-        (
-            {"notifier": "tests.pipelines.notify.RecordingNotifier", "kwargs": {"channel": "#alerts"}},
+            {"notifier": "{module}.RecordingNotifier", "kwargs": {"channel": "#alerts"}},
             ("notifier", {"channel": "#alerts"}),
         ),
     ],
 )
-def test_failure_notification_imports_its_target_only_when_called(on_failure, expected):
-    data = {**read_spec(EXAMPLES[0]).model_dump(by_alias=True), "on_failure": on_failure}
+def test_failure_notification_imports_its_target_only_when_called(
+    on_failure, expected, tmp_path, monkeypatch
+):
+    module = f"lazy_notify_{next(_lazy_modules)}"  # a module nothing has imported yet
+    (tmp_path / f"{module}.py").write_text(Path(notify.__file__).read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    target = {k: v.format(module=module) if k != "kwargs" else v for k, v in on_failure.items()}
+    data = {**read_spec(EXAMPLES[0]).model_dump(by_alias=True), "on_failure": target}
     callback = build_dag(PipelineSpec.model_validate(data)).on_failure_callback
-    notify.CALLS.clear()
 
     assert isinstance(callback, FailureNotification)
+    assert module not in sys.modules, "building the DAG imported the notification target"
     callback({"dag_run": "run-1"})
 
-    assert [(expected[0], "run-1", expected[1])] == notify.CALLS
+    calls = sys.modules.pop(module).CALLS
+    assert calls == [(expected[0], "run-1", expected[1])]
 
 
 def test_two_specs_with_one_id_load_the_first_and_report_the_second(tmp_path):

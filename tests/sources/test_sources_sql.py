@@ -325,7 +325,6 @@ def test_harmless_text_in_a_select_is_accepted(sql):
     assert validate_select(sql) == sql.removesuffix(";")
 
 
-@pytest.mark.timeout(60)
 def test_a_100k_row_window_streams_with_bounded_memory(postgres, drop_tables):
     table = postgres.new_table()
     with postgres.engine.begin() as conn:
@@ -338,6 +337,8 @@ def test_a_100k_row_window_streams_with_bounded_memory(postgres, drop_tables):
     drop_tables.append((postgres, table))
     source = SqlTableSource(postgres.conn_id, table, key_column="id", created_at_column="created_at")
     list(source.batches(Window(START - timedelta(days=1), START), 1000))  # imports and connection set-up
+    # Memory is asserted here; how fast such a window is read is measured by `make bench` (SqlTableSource
+    # over 100,000 rows, docs/benchmarks.md), not capped in a test that a shared machine could slow down.
 
     tracemalloc.start()
     count, largest, last = 0, 0, 0

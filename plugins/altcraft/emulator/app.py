@@ -140,8 +140,11 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
     return app
 
 
-async def _api_request(request: Request, endpoint: str, config: Config) -> tuple[dict[str, Any], Any, str]:
-    """Body, token and request id of an API call, after the transport-level checks (405/404/400/413)."""
+async def _api_request(
+    request: Request, endpoint: str, config: Config
+) -> tuple[dict[str, Any], Any, str, tuple[str, ...]]:
+    """Body, token, request id and where the token was (header, body, query) of an API call, after the
+    transport-level checks (405/404/400/413)."""
     max_body_bytes = config.max_body_bytes
     if request.method != "POST":
         raise ApiError(405, "only POST is allowed")
@@ -164,9 +167,11 @@ async def _api_request(request: Request, endpoint: str, config: Config) -> tuple
     # "create a header with the Authorization key, and in its value specify Bearer <token>" or
     # "specifying it in the body of the request" (api-interaction)
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    token = credentials.strip() if scheme.lower() == "bearer" else body.get("token")
-    token = token or request.query_params.get("token")
-    return body, token, request.state.request_id
+    bearer = credentials.strip() if scheme.lower() == "bearer" else None
+    places = {"header": bearer, "body": body.get("token"), "query": request.query_params.get("token")}
+    token = (bearer if bearer is not None else body.get("token")) or places["query"]
+    token_in = tuple(place for place, value in places.items() if value)
+    return body, token, request.state.request_id, token_in
 
 
 async def _control_body(request: Request) -> dict[str, Any]:

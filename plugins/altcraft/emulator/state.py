@@ -18,8 +18,8 @@ from importlib import resources
 from math import isfinite
 from typing import Any
 
-from altcraft.api.matching import MatchingMode, undocumented_matching
 from altcraft.emulator.faults import FaultBook
+from altcraft.emulator.matching import Mode, undocumented
 
 #: Full-access token of an emulator started without ``--token`` (a fixed test value, not a secret).
 DEFAULT_TOKEN = "emulator-token"  # ruff: ignore[hardcoded-password-string]
@@ -31,6 +31,9 @@ LIST_FIELD_TYPES = frozenset({"tags", "phones"})
 CHANNELS = frozenset({"email", "sms", "push", "notify", "viber", "whatsapp", "telegram_bot"})
 TASK_ENDPOINT = "workflows/import_and_start_batch_task"
 TASK_RESULT_LAYOUTS = ("per_profile", "counts", "none")
+#: Request options of the launch pages (automation-scenarios/28934227, 33063492, 33063493: "skip_triggers",
+#: "skip_invalid_subscriptions", "detect_geo", "content"): journalled as sent with every launch.
+LAUNCH_OPTIONS = ("content", "skip_triggers", "skip_invalid_subscriptions", "detect_geo")
 
 #: (name, title, type) of the fields every database has.
 STANDARD_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -379,13 +382,15 @@ class Call:
     at: str
     token: Token
     body: dict[str, Any]
+    #: where the request carried a token: ``header`` (Authorization: Bearer), ``body``, ``query``
+    token_in: tuple[str, ...] = ("header",)
 
 
 @dataclass(slots=True, frozen=True)
 class MatchSpec:
     """How the profiles of one request are found (matching mode and its request-level parameters)."""
 
-    mode: MatchingMode
+    mode: Mode
     field_name: str | None
     field_type: str
     resource_id: int | None
@@ -393,7 +398,7 @@ class MatchSpec:
 
     def keys(self, source: dict[str, Any]) -> dict[str, Any]:
         """The matching key(s) of one profile, read from a request body or a batch item."""
-        names = self.mode.key_fields
+        names = self.mode.key_names
         present = {name: source[name] for name in names if source.get(name) not in (None, "")}
         missing = next((name for name in names if name not in present), None)
         if self.mode.any_of and not present:
@@ -406,7 +411,7 @@ class MatchSpec:
         return present
 
     def journal_key(self, keys: dict[str, Any]) -> Any:
-        return keys[self.mode.key_fields[0]] if len(self.mode.key_fields) == 1 else keys
+        return keys[self.mode.key_names[0]] if len(self.mode.key_names) == 1 else keys
 
 
 @dataclass(slots=True)
@@ -600,7 +605,7 @@ def _keys_from_fields(spec: MatchSpec, fields: dict[str, Any]) -> dict[str, Any]
         phone = next((sub.get("phone") for sub in subs if sub.get("channel") == "sms"), None)
     if phone:
         keys["phone"] = phone
-    if spec.mode is MatchingMode.CUSTOM and fields.get(spec.field_name or "") not in (None, ""):
+    if spec.mode is Mode.CUSTOM and fields.get(spec.field_name or "") not in (None, ""):
         keys["field_value"] = fields[spec.field_name or ""]
     return keys
 
@@ -751,15 +756,25 @@ class Emulator:
 
     # ------------------------------------------------------------------------------------------- API
 
-    def call(self, endpoint: str, body: dict[str, Any], token: Any, request_id: str) -> dict[str, Any]:
-        """Run one API method; the success envelope is added here. Raises :class:`ApiError`."""
+    def call(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        token: Any,
+        request_id: str,
+        token_in: tuple[str, ...] = ("header",),
+    ) -> dict[str, Any]:
+        """Run one API method; the success envelope is added here. Raises :class:`ApiError`.
+
+        ``token_in``: where the request carried a token (journalled with each launch).
+        """
         if not token:
             raise ApiError(401, "API token is missing")
         known = self.tokens.get(token) if isinstance(token, str) else None
         if known is None:
             raise ApiError(403, "Invalid API token")
         handler = getattr(self, ENDPOINTS[endpoint])
-        answer = handler(Call(endpoint, request_id, now_rfc3339(), known, body))
+        answer = handler(Call(endpoint, request_id, now_rfc3339(), known, body, token_in))
         return {"error": 0, "error_text": OK_TEXT, **answer}
 
     def advance_task(self, task_id: str, steps: int = 10) -> bool:
@@ -930,21 +945,7 @@ class Emulator:
         return {"result": self._run_items(call, db, None, spec, self._items(call.body))}
 
     def _send_trigger(self, call: Call, profile: Profile, spec: MatchSpec, keys: dict[str, Any]) -> None:
-        self.journal.append(
-            {
-                "seq": len(self.journal) + 1,
-                "at": call.at,
-                "request_id": call.request_id,
-                "endpoint": call.endpoint,
-                "scenario_id": None,
-                "trigger_id": call.body["trigger_id"],
-                "db_id": profile.db_id,
-                "profile_id": profile.id,
-                "matching": str(spec.mode),
-                "key": spec.journal_key(keys),
-                "entered": True,
-            }
-        )
+        self._journal(call, profile, spec, keys, scenario_id=None, trigger_id=call.body["trigger_id"])
 
     # -------------------------------------------------------------------------------------- pieces
 
@@ -979,20 +980,20 @@ class Emulator:
     def _spec(self, db: Database, body: dict[str, Any], endpoint: str = "") -> MatchSpec:
         raw = body.get("matching") or "email"
         try:
-            mode = MatchingMode(raw)
+            mode = Mode(raw)
         except ValueError:
             raise ApiError(400, f"unknown matching mode {raw!r}") from None
         # The pages list fewer modes for the scenario endpoints; whether a real server refuses the others
         # is not documented, so only --strict refuses them.
-        why = undocumented_matching(endpoint, mode) if self.config.strict else None
+        why = undocumented(endpoint, mode) if self.config.strict else None
         if why:
             raise ApiError(400, why)
         field_name = body.get("field_name")
         if mode.needs_field_name and (not field_name or not isinstance(field_name, str)):
             raise ApiError(400, f"matching '{mode}' needs 'field_name'")
-        if mode is MatchingMode.CUSTOM and field_name not in db.fields:
+        if mode is Mode.CUSTOM and field_name not in db.fields:
             raise ApiError(400, f"unknown field '{field_name}' in database {db.id}")
-        field_type = db.field_type(field_name) if mode is MatchingMode.CUSTOM else "string"
+        field_type = db.field_type(field_name) if mode is Mode.CUSTOM else "string"
         resource_id = _int_param(body, "resource_id", None)
         return MatchSpec(
             mode, field_name, field_type, resource_id, bool(body.get("skip_invalid_subscriptions"))
@@ -1049,7 +1050,7 @@ class Emulator:
         nested = item.get("data")
         if nested is not None and not isinstance(nested, dict):
             raise ApiError(400, "'data' of a profile must be an object")
-        key_names = set(spec.mode.key_fields)
+        key_names = set(spec.mode.key_names)
         outer = {k: v for k, v in item.items() if k not in _ITEM_ONLY}
         if nested is not None:  # the item's own key names are only keys here, as in the Data array page
             outer = {k: v for k, v in outer.items() if k not in key_names}
@@ -1098,32 +1099,32 @@ class Emulator:
         email = norm_email(keys["email"]) if "email" in keys else None
         phone = norm_phone(keys["phone"]) if "phone" in keys else None
         match mode:
-            case MatchingMode.EMAIL:
+            case Mode.EMAIL:
                 return look(("email", email)) | look(("email_sub", *within, email))
-            case MatchingMode.EMAIL_PROFILE:
+            case Mode.EMAIL_PROFILE:
                 return look(("email", email))
-            case MatchingMode.EMAIL_SUB:
+            case Mode.EMAIL_SUB:
                 return look(("email_sub", *within, email))
-            case MatchingMode.PHONE:
+            case Mode.PHONE:
                 return look(("phone", phone)) | look(("phone_sub", *within, phone))
-            case MatchingMode.PHONE_SUB:
+            case Mode.PHONE_SUB:
                 return look(("phone_sub", *within, phone))
-            case MatchingMode.PROFILE_ID:
+            case Mode.PROFILE_ID:
                 return {keys["profile_id"]} if keys["profile_id"] in db.profiles else _EMPTY
-            case MatchingMode.PUSH_SUB:
+            case Mode.PUSH_SUB:
                 return look(("push_sub", keys["provider"], keys["subscription_id"]))
-            case MatchingMode.CUSTOM:
+            case Mode.CUSTOM:
                 value = coerce(spec.field_name or "", spec.field_type, keys["field_value"])
                 values = value if spec.field_type in LIST_FIELD_TYPES else [value]
                 found = [look(("field", spec.field_name, v)) for v in values]
                 return set.intersection(*map(set, found)) if found else _EMPTY
-            case MatchingMode.CUSTOM_SUB:
+            case Mode.CUSTOM_SUB:
                 return look(("custom_sub", spec.field_name, str(keys["field_value"])))
-            case MatchingMode.EMAIL_PHONE:
+            case Mode.EMAIL_PHONE:
                 return (look(("email", email)) if email else _EMPTY) | (
                     look(("phone", phone)) if phone else _EMPTY
                 )
-            case MatchingMode.EMAIL_PHONE_SUB:
+            case Mode.EMAIL_PHONE_SUB:
                 by_email = look(("email_sub", *within, email)) if email else _EMPTY
                 return by_email | (look(("phone_sub", *within, phone)) if phone else _EMPTY)
         raise AssertionError(mode)  # pragma: no cover - every mode is handled above
@@ -1147,7 +1148,7 @@ class Emulator:
                 else:
                     profile.fields[name] = value
             merge_subscriptions(profile.subscriptions, subs)
-        elif spec.mode is MatchingMode.PROFILE_ID:
+        elif spec.mode is Mode.PROFILE_ID:
             raise ApiError(404, "profile not found")
         else:
             values = self._key_fields(spec, keys) | values
@@ -1165,14 +1166,14 @@ class Emulator:
         mode = spec.mode
         values: dict[str, Any] = {}
         if "email" in keys and mode in (
-            MatchingMode.EMAIL,
-            MatchingMode.EMAIL_PROFILE,
-            MatchingMode.EMAIL_PHONE,
+            Mode.EMAIL,
+            Mode.EMAIL_PROFILE,
+            Mode.EMAIL_PHONE,
         ):
             values["email"] = keys["email"]
-        if "phone" in keys and mode in (MatchingMode.PHONE, MatchingMode.EMAIL_PHONE):
+        if "phone" in keys and mode in (Mode.PHONE, Mode.EMAIL_PHONE):
             values["phones"] = [norm_phone(keys["phone"])]
-        if mode is MatchingMode.CUSTOM:
+        if mode is Mode.CUSTOM:
             values[spec.field_name or ""] = coerce(
                 spec.field_name or "", spec.field_type, keys["field_value"]
             )
@@ -1184,18 +1185,35 @@ class Emulator:
         members = self.members.setdefault(scenario.id, set())
         entered = scenario.mode not in SKIP_MODES or profile.id not in members
         members.add(profile.id)
+        self._journal(call, profile, spec, keys, scenario_id=scenario.id, entered=entered)
+
+    def _journal(
+        self,
+        call: Call,
+        profile: Profile,
+        spec: MatchSpec,
+        keys: dict[str, Any],
+        *,
+        scenario_id: int | None,
+        trigger_id: Any = None,
+        entered: bool = True,
+    ) -> None:
+        """One journal entry per profile launched; ``options`` are the request's launch options as sent."""
         self.journal.append(
             {
                 "seq": len(self.journal) + 1,
                 "at": call.at,
                 "request_id": call.request_id,
                 "endpoint": call.endpoint,
-                "scenario_id": scenario.id,
-                "db_id": scenario.db_id,
+                "scenario_id": scenario_id,
+                **({} if trigger_id is None else {"trigger_id": trigger_id}),
+                "db_id": profile.db_id,
                 "profile_id": profile.id,
                 "matching": str(spec.mode),
                 "key": spec.journal_key(keys),
                 "entered": entered,
+                "options": {name: call.body[name] for name in LAUNCH_OPTIONS if name in call.body},
+                "token_in": list(call.token_in),
             }
         )
 
