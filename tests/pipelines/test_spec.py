@@ -257,3 +257,18 @@ def test_matching_not_documented_for_the_delivery_endpoint_is_a_spec_error():
     allowed = spec_with(mapping=mapping, delivery={"mode": "batch", "allow_undocumented_matching": True})
     assert allowed.delivery.allow_undocumented_matching
     assert spec_with(mapping={**mapping, "matching": "email_profile"}).delivery.mode == "batch"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"source": {"type": [], "conn_id": "crm"}}, "source"),
+        ({"source": {"type": {"amocrm": 1}, "conn_id": "crm"}}, "source"),
+        ({"source": {"type": "amocrm", "conn_id": "crm"}, "mapping": {"fields": ["email"]}}, "mapping.fields"),
+        ({"source": {"type": "hubspot", "conn_id": "crm"}, "mapping": "email"}, "mapping"),
+    ],
+)
+def test_a_hostile_source_type_or_crm_mapping_is_a_spec_error(changes, field):
+    """Found by the property test: an unhashable ``type`` or a CRM mapping of the wrong shape raised
+    TypeError instead of a validation error naming the field."""
+    assert field in error_of(**changes)

@@ -285,9 +285,11 @@ class PipelineSpec(_Model):
     def _crm_mapping_preset(cls, data: Any) -> Any:
         """A CRM source's mapping is its preset with the spec's ``mapping:`` laid over it."""
         source = data.get("source") if isinstance(data, Mapping) else None
-        if isinstance(source, Mapping) and source.get("type") in CRM_SPECS:
+        kind = source.get("type") if isinstance(source, Mapping) else None
+        if isinstance(kind, str) and kind in CRM_SPECS:
             given = data.get("mapping")
-            if given is None or isinstance(given, Mapping):
+            # anything but mappings is left for the models to reject, naming the field
+            if given is None or (isinstance(given, Mapping) and isinstance(given.get("fields") or {}, Mapping)):
                 return {**data, "mapping": merge_mapping(PRESET_MAPPING, given)}
         return data
 
