@@ -264,7 +264,10 @@ def test_matching_not_documented_for_the_delivery_endpoint_is_a_spec_error():
     [
         ({"source": {"type": [], "conn_id": "crm"}}, "source"),
         ({"source": {"type": {"amocrm": 1}, "conn_id": "crm"}}, "source"),
-        ({"source": {"type": "amocrm", "conn_id": "crm"}, "mapping": {"fields": ["email"]}}, "mapping.fields"),
+        (
+            {"source": {"type": "amocrm", "conn_id": "crm"}, "mapping": {"fields": ["email"]}},
+            "mapping.fields",
+        ),
         ({"source": {"type": "hubspot", "conn_id": "crm"}, "mapping": "email"}, "mapping"),
     ],
 )

@@ -289,7 +289,8 @@ class PipelineSpec(_Model):
         if isinstance(kind, str) and kind in CRM_SPECS:
             given = data.get("mapping")
             # anything but mappings is left for the models to reject, naming the field
-            if given is None or (isinstance(given, Mapping) and isinstance(given.get("fields") or {}, Mapping)):
+            fields = given.get("fields") if isinstance(given, Mapping) else None
+            if given is None or (isinstance(given, Mapping) and isinstance(fields or {}, Mapping)):
                 return {**data, "mapping": merge_mapping(PRESET_MAPPING, given)}
         return data
 
