@@ -253,6 +253,7 @@ def _phone(value: str, default_region: str | None) -> str:
     if not value.startswith("+") and default_region is None:
         raise ValidationError("phone", "has no +country code and no default_region is set")
     number = _e164_number(value) if _E164_TEXT.fullmatch(value) else None
+    canonical = number is not None  # then its E.164 form is the value itself: + code and national digits
     if number is None:
         try:
             number = phonenumbers.parse(value, default_region)
@@ -264,7 +265,7 @@ def _phone(value: str, default_region: str | None) -> str:
         raise ValidationError("phone", _phone_reasons()[0].get(possible, "is not a possible number"))
     if not phonenumbers.is_valid_number(number):
         raise ValidationError("phone", "is not a valid number for its country")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return value if canonical else phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 _E164_TEXT = re.compile(r"\+[1-9][0-9]{3,17}")
