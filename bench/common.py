@@ -153,20 +153,43 @@ def python_env() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------- jobs
 
 
-def run_job(module: str, args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``python -m bench.<module> *args`` in a fresh process and return its JSON result line."""
+def run_job(
+    module: str, args: list[str], env: dict[str, str] | None = None, *, prefix: list[str] | None = None
+) -> dict[str, Any]:
+    """Run ``python -m bench.<module> *args`` in a fresh process (under ``prefix``, e.g. a profiler) and
+    return its JSON result line."""
     done = subprocess.run(
-        [sys.executable, "-m", f"bench.{module}", *args],
+        [*(prefix or []), sys.executable, "-m", f"bench.{module}", *args],
         cwd=REPO,
         env={**python_env(), **(env or {})},
         capture_output=True,
         text=True,
         check=False,
     )
-    lines = done.stdout.strip().splitlines()
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         raise RuntimeError(f"bench job {module} {args} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(lines[-1])
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def emulator_pid(url: str) -> int:
+    """The process of the emulator serving ``url`` (started by `altcraft.testing.emulator_process`)."""
+    import psutil
+
+    port = url.rsplit(":", 1)[1].strip("/")
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if "altcraft.emulator" in command and port in command:
+            return process.pid
+    raise RuntimeError(f"no emulator process serves {url}")
 
 
 def emit(result: dict[str, Any]) -> None:

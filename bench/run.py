@@ -2,10 +2,12 @@
 
 Environment: ``BENCH_N`` (contacts per throughput run, default 100,000), ``BENCH_NAIVE_N`` (naive sample,
 default 2,000), ``BENCH_MILLION=1`` (also the memory run at 1,000,000 contacts), ``BENCH_REPEAT`` (runs of
-each throughput job, the fastest kept; default 1), ``BENCH_PROFILE=<dir>`` (also profile one ``ours`` and
-one ``floor`` run with pyinstrument into that folder), ``BENCH_OUTPUT`` (default docs/benchmarks.md),
-``BENCH_LATENCY=0`` (skip the latency benchmark of event-driven pipelines; its own variables are in
-bench/latency.py).
+each throughput job, the fastest kept; default 1), ``BENCH_LEDGER_ROWS`` (contacts already in the ledger
+of the growth benchmark, default 1,000,000; the full figure is 10,000,000), ``BENCH_LEDGER_BACKENDS``
+(default ``postgresql,sqlite,mariadb``), ``BENCH_PROFILE_SUMMARY=0`` (skip the py-spy runs behind "where
+the CPU goes"), ``BENCH_PROFILE=<dir>`` (also profile one ``ours`` and one ``floor`` run with pyinstrument
+into that folder), ``BENCH_OUTPUT`` (default docs/benchmarks.md), ``BENCH_LATENCY=0`` (skip the latency
+benchmark of event-driven pipelines, keeping its last section; its own variables are in bench/latency.py).
 """
 
 from __future__ import annotations
@@ -22,9 +24,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import latency, parsing
-from bench.common import REPO, bench_schema, connection_env, reset_ledger, run_job, server_version
-from bench.report import render
+from bench import celery, latency, parsing
+from bench import profile as cpu_profile
+from bench.common import (
+    REPO,
+    bench_schema,
+    connection_env,
+    emulator_pid,
+    process_cpu_s,
+    reset_ledger,
+    run_job,
+    server_version,
+)
+from bench.report import LEDGER_SECTION, render
 
 LATENCY_MS = 20
 RATE_LIMIT_RULE = {
@@ -37,6 +49,9 @@ RATE_LIMIT_RULE = {
 FAULT_SEED = 20250101
 MILLION = 1_000_000
 MEMORY_BASE_N = 100_000
+LEDGER_CONTACTS = 20_000
+"""New contacts claimed and settled per phase of the ledger growth benchmark (20 chunks of 1,000)."""
+CLIENTS = ("naive", "floor", "floor_cached", "ours")
 PACKAGES = (
     "apache-airflow",
     "apache-airflow-task-sdk",
@@ -73,6 +88,7 @@ class Stage:
         self.repeat = repeat
         self.env = connection_env(schema, emulator.url, emulator.token)
         self._ids = itertools.count(9000)
+        self._emulator_pid = emulator_pid(emulator.url)
 
     def job(
         self,
@@ -87,6 +103,11 @@ class Stage:
         runs = [self._run(client, n, latency_ms, faults, profile) for _ in range(self.repeat)]
         return {**min(runs, key=lambda run: run["wall_s"]), "walls_s": [run["wall_s"] for run in runs]}
 
+    def sampled(self, client: str, n: int, raw: Path) -> dict[str, Any]:
+        """One run under py-spy: the job's result plus where its CPU went (`bench.profile.shares`)."""
+        result = self._run(client, n, 0, (), None, prefix=cpu_profile.command(raw))
+        return {**result, **cpu_profile.shares(raw.read_text(encoding="utf-8"), client)}
+
     def _run(
         self,
         client: str,
@@ -94,8 +115,13 @@ class Stage:
         latency_ms: float,
         faults: tuple[dict[str, Any], ...],
         profile: Path | None,
+        *,
+        prefix: list[str] | None = None,
     ) -> dict[str, Any]:
-        """One run in a fresh process: emulator reset (new scenario), empty ledger, then the client."""
+        """One run in a fresh process: emulator reset (new scenario), empty ledger, then the client.
+
+        Also the emulator's CPU per contact over the job (it shares the machine's cores with the client).
+        """
         self.emulator.reset()
         reset_ledger(self.schema)
         scenario_id = next(self._ids)
@@ -107,7 +133,11 @@ class Stage:
         if faults:
             self.emulator.add_faults(*faults, random_seed=FAULT_SEED)
         args = [client, "--schema", self.schema, "--n", str(n), "--scenario", str(scenario_id)]
-        result = run_job("throughput", args + (["--profile", str(profile)] if profile else []), self.env)
+        emulator_cpu = process_cpu_s(self._emulator_pid)
+        result = run_job(
+            "throughput", args + (["--profile", str(profile)] if profile else []), self.env, prefix=prefix
+        )
+        result["emulator_cpu_us_per_contact"] = (process_cpu_s(self._emulator_pid) - emulator_cpu) / n * 1e6
         state = self.emulator.state()
         if result["launched"] != n or state["launches"] != n:
             raise RuntimeError(f"{client} launched {result['launched']} of {n} contacts: {result}")
@@ -121,11 +151,11 @@ class Stage:
 
 
 def throughput(stage: Stage, n: int, naive_n: int) -> dict[str, Any]:
-    """Section 1: naive, floor and ours, on loopback and with latency."""
+    """Section 1: naive, the floor with and without cached validation, and ours; loopback and latency."""
     return {
         f"latency_{latency}": {
             client: stage.job(client, naive_n if client == "naive" else n, latency_ms=latency)
-            for client in ("naive", "floor", "ours")
+            for client in CLIENTS
         }
         for latency in (0, LATENCY_MS)
     }
@@ -143,6 +173,35 @@ def memory(stage: Stage, million: bool, clean: dict[str, Any]) -> dict[str, Any]
     """
     sizes = (MEMORY_BASE_N, MILLION) if million else (MEMORY_BASE_N,)
     return {str(size): clean if clean["n"] == size else stage.job("ours", size) for size in sizes}
+
+
+def cpu_shares(stage: Stage, n: int) -> dict[str, Any]:
+    """Where the CPU goes: one py-spy run each of ours and the two floors on loopback (not timed figures)."""
+    folder = Path(tempfile.mkdtemp(prefix="altcraft-bench-spy-"))
+    return {
+        client: stage.sampled(client, n, folder / f"{client}.raw")
+        for client in ("ours", "floor", "floor_cached")
+    }
+
+
+def ledger_growth(rows: int, backends: list[str]) -> dict[str, Any]:
+    """Section 6: claim + settle per contact on an empty ledger and with ``rows`` contacts in it."""
+    results: dict[str, Any] = {}
+    for backend in backends:
+        args = [backend, "--rows", str(rows), "--contacts", str(LEDGER_CONTACTS)]
+        try:
+            results[backend] = run_job("ledger_growth", args)
+        except RuntimeError as error:  # e.g. no MariaDB here: say so in the report, keep the rest
+            results[backend] = {"backend": backend, "error": str(error).splitlines()[0]}
+            log(f"ledger growth on {backend} failed: {error}")
+            continue
+        result = results[backend]
+        empty, full = result["empty"]["wall_us_per_contact"], result["full"]["wall_us_per_contact"]
+        log(
+            f"ledger {backend}: {empty:.0f} -> {full:.0f} us/contact with {rows:,} rows "
+            f"({result['ratio']:.2f}x)"
+        )
+    return results
 
 
 def profiles(stage: Stage, n: int, folder: Path) -> dict[str, str]:
@@ -252,6 +311,11 @@ def main() -> None:
     repeat = int(os.environ.get("BENCH_REPEAT", "1"))
     million = os.environ.get("BENCH_MILLION", "") not in ("", "0")
     profile_dir = os.environ.get("BENCH_PROFILE")
+    summary = os.environ.get("BENCH_PROFILE_SUMMARY", "1") != "0"
+    ledger_rows = int(os.environ.get("BENCH_LEDGER_ROWS", "1000000"))
+    backends = [
+        b for b in os.environ.get("BENCH_LEDGER_BACKENDS", "postgresql,sqlite,mariadb").split(",") if b
+    ]
     output = Path(os.environ.get("BENCH_OUTPUT", REPO / "docs" / "benchmarks.md"))
     command = " ".join(
         [
@@ -259,6 +323,8 @@ def main() -> None:
             f"BENCH_NAIVE_N={naive_n}",
             f"BENCH_MILLION={int(million)}",
             f"BENCH_REPEAT={repeat}",
+            f"BENCH_LEDGER_ROWS={ledger_rows}",
+            *(["BENCH_LATENCY=0"] if os.environ.get("BENCH_LATENCY", "1") == "0" else []),
             "make bench",
         ]
     )
@@ -275,6 +341,8 @@ def main() -> None:
         "rate_limit_rule": RATE_LIMIT_RULE,
         "parse_runs": PARSE_RUNS,
         "import_runs": IMPORT_RUNS,
+        "ledger_rows": ledger_rows,
+        "ledger_contacts": LEDGER_CONTACTS,
     }
     log(f"{command} on {results['machine']['cores']} cores")
     rows = max(n, MEMORY_BASE_N, MILLION if million else 0)
@@ -283,17 +351,36 @@ def main() -> None:
         results["throughput"] = throughput(stage, n, naive_n)
         results["rate_limited"] = rate_limited(stage, n)
         results["memory"] = memory(stage, million, results["rate_limited"]["clean"])
+        if summary:
+            results["cpu_shares"] = cpu_shares(stage, n)
         if profile_dir:
             results["profiles"] = profiles(stage, n, Path(profile_dir))
     if os.environ.get("BENCH_LATENCY", "1") != "0":
         log("latency of event-driven pipelines (a real Airflow)")
         results["latency"] = latency.run()
+    results["ledger_growth"] = ledger_growth(ledger_rows, backends)
     results["parse"] = parse_times()
     results["imports"] = import_times()
     results["load_after"] = os.getloadavg()
     results["total_s"] = time.perf_counter() - started
-    output.write_text(render(results), encoding="utf-8")
+    write_report(output, render(results))
     log(f"wrote {output} in {results['total_s']:.0f} s")
+
+
+def write_report(output: Path, report: str) -> None:
+    """Write ``report``, keeping the sections other commands own from the file it replaces: the Celery
+    section (`make bench-celery`) and, when this run skipped it, the latency section."""
+    old = output.read_text(encoding="utf-8") if output.exists() else ""
+    if celery.SECTION in old and celery.SECTION not in report:
+        rest = old.split(celery.SECTION, 1)[1]
+        end = min((i for i in (rest.find("\n## "), rest.find(latency.BEGIN)) if i >= 0), default=len(rest))
+        anchor = LEDGER_SECTION if LEDGER_SECTION in report else celery.METHOD
+        report = report.replace(anchor, celery.SECTION + rest[:end].rstrip("\n") + "\n\n" + anchor, 1)
+    output.write_text(report, encoding="utf-8")
+    if latency.BEGIN not in report and latency.BEGIN in old and latency.END in old:
+        latency.write_section(
+            output, old[old.index(latency.BEGIN) : old.index(latency.END) + len(latency.END)]
+        )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import math
 import re
 import unicodedata
 from decimal import Decimal
-from functools import lru_cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, Literal
 from uuid import UUID
 
 MAX_FIELD_CHARS = 64 * 1024
@@ -153,18 +153,78 @@ def normalize_phone(value: Any, default_region: str | None = None, *, field: str
 
 @lru_cache(maxsize=1024)
 def _email(value: str) -> str:
+    """The address normalised as email-validator does it; an address of the common shape whose domain was
+    seen before skips email-validator (see `_email_fast`)."""
+    local, _, domain = value.partition("@")
+    simple = _simple_address(value, local, domain)
+    if simple and (fast := _email_fast(value, local, _EMAIL_DOMAINS.get(domain))):
+        return fast
+    info = _validated_email(value)
+    seen_whole = info.display_name is None and info.original == value and info.local_part == local
+    if simple and seen_whole and len(_EMAIL_DOMAINS) < _EMAIL_DOMAINS_MAX:
+        _EMAIL_DOMAINS[domain] = (info.ascii_domain, info.domain)
+    return _normalized_email(value, info)
+
+
+def _email_checked(value: str) -> str:
+    """What `_email` returns, by email-validator alone: the reference of the fast path."""
+    return _normalized_email(value, _validated_email(value))
+
+
+def _validated_email(value: str) -> Any:
     from email_validator import EmailNotValidError, validate_email
 
     try:
-        info = validate_email(value, check_deliverability=False)
+        return validate_email(value, check_deliverability=False)
     except EmailNotValidError as error:
         reason = _QUOTED_DETAIL.sub("", str(error))
         local = value.partition("@")[0]
         if value in reason or (len(local) > 2 and local in reason):
             reason = "is not a valid email address"
         raise ValidationError("email", reason) from None
+
+
+def _normalized_email(value: str, info: Any) -> str:
     given_domain = value.rpartition("@")[2]
     return f"{info.local_part}@{info.ascii_domain if given_domain.isascii() else info.domain}"
+
+
+_EMAIL_DOMAINS: dict[str, tuple[str, str]] = {}
+"""Domains email-validator accepted, as given → (ASCII form, Unicode form); bounded by `_EMAIL_DOMAINS_MAX`.
+Every address of the domain that email-validator saw in full had a simple shape, so the domain was split
+off and checked as this text (a domain's validity and form do not depend on the local part)."""
+_EMAIL_DOMAINS_MAX = 4096
+_LOCAL_MAX = 64
+_EMAIL_MAX = 254  # email-validator's limit of the address as given, normalised and with an ASCII domain
+
+
+def _simple_address(value: str, local: str, domain: str) -> bool:
+    """ASCII, one ``@``, and a dot-atom local part that email-validator returns unchanged (not one of the
+    RFC 2142 names it lower-cases, such as postmaster)."""
+    from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
+
+    return (
+        value.isascii()
+        and bool(domain)
+        and "@" not in domain
+        and 0 < len(local) <= _LOCAL_MAX
+        and DOT_ATOM_TEXT.match(local) is not None
+        and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES
+    )
+
+
+def _email_fast(value: str, local: str, forms: tuple[str, str] | None) -> str | None:
+    """A simple address on a known domain, normalised without email-validator (None: ask it).
+
+    The lengths email-validator checks are checked alike (the address as given, being ASCII, is as long as
+    with its ASCII domain); an address over one goes to email-validator for the reason.
+    tests/test_validation_fast_path.py compares this path with email-validator over a large corpus.
+    """
+    if forms is None:
+        return None
+    ascii_domain, unicode_domain = forms
+    longest = max(len(local) + 1 + len(ascii_domain), len(f"{local}@{unicode_domain}".encode()))
+    return f"{local}@{ascii_domain}" if longest <= _EMAIL_MAX else None
 
 
 def email_identity(email: str) -> str:
@@ -192,14 +252,63 @@ def _phone(value: str, default_region: str | None) -> str:
         raise ValidationError("phone", "contains letters or symbols other than + ( ) - . and spaces")
     if not value.startswith("+") and default_region is None:
         raise ValidationError("phone", "has no +country code and no default_region is set")
-    try:
-        number = phonenumbers.parse(value, default_region)
-    except phonenumbers.NumberParseException as error:
-        reason = _phone_reasons()[1].get(error.error_type, "is not a phone number")
-        raise ValidationError("phone", reason) from None
+    number = _e164_number(value) if _E164_TEXT.fullmatch(value) else None
+    canonical = number is not None  # then its E.164 form is the value itself: + code and national digits
+    if number is None:
+        try:
+            number = phonenumbers.parse(value, default_region)
+        except phonenumbers.NumberParseException as error:
+            reason = _phone_reasons()[1].get(error.error_type, "is not a phone number")
+            raise ValidationError("phone", reason) from None
     possible = phonenumbers.is_possible_number_with_reason(number)
     if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
         raise ValidationError("phone", _phone_reasons()[0].get(possible, "is not a possible number"))
     if not phonenumbers.is_valid_number(number):
         raise ValidationError("phone", "is not a valid number for its country")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return value if canonical else phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_E164_TEXT = re.compile(r"\+[1-9][0-9]{3,17}")
+
+
+def _e164_number(value: str) -> Any:
+    """What ``phonenumbers.parse(value)`` returns for ``+`` and digits only, built without its generic
+    parsing (text clean-up, extensions, alphabetic numbers, IDD prefixes), or None to parse it.
+
+    The steps parse takes on such text, in its order: the country code is the shortest prefix of 1-3
+    digits that is one; the rest must be 2 to 17 digits; a national prefix the region's metadata would
+    strip (``+7 8...``) is left to parse; leading zeros are kept as parse keeps them.
+    """
+    import phonenumbers
+
+    digits = value[1:]
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    national = digits[size:]
+    prefix = _national_prefix(code)
+    if not 2 <= len(national) <= 17 or prefix is None or (prefix and prefix.match(national)):
+        return None
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    if len(national) > 1 and national[0] == "0":
+        number.italian_leading_zero = True
+        zeros = len(national) - 1 - len(national[:-1].lstrip("0"))
+        if zeros != 1:
+            number.number_of_leading_zeros = zeros
+    return number
+
+
+@cache
+def _national_prefix(code: int) -> re.Pattern[str] | Literal[""] | None:
+    """The national prefix pattern phonenumbers strips for a country code ("" if none; None if the code has
+    no metadata, so the number is left to parse)."""
+    from phonenumbers import PhoneMetadata, region_code_for_country_code
+
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region_code_for_country_code(code))
+    if metadata is None:
+        return None
+    prefix = metadata.national_prefix_for_parsing
+    return re.compile(prefix) if prefix else ""

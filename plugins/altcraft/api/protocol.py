@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -114,7 +115,10 @@ def parse_response(
         raise AltcraftUnexpectedAnswer(f"`error` is not a number: {_clean(text, secret)}", endpoint=endpoint)
     if code:
         raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
-    return clean_document(document, secret)
+    # without a backslash in the raw JSON every decoded string is its raw text: a token absent from the
+    # body is absent from every string, and the search for it in each one can be skipped
+    maybe_secret = secret if secret and (b"\\" in body or secret.encode() in body) else None
+    return clean_document(document, maybe_secret)
 
 
 #: Keys whose string values are free text written by the server (e.g. ``result[].error_text``).
@@ -131,21 +135,26 @@ def clean_document(document: Any, secret: str | None) -> Any:
     """
     variants = [v for v in {secret, json.dumps(secret)[1:-1]} if v] if secret else []
     root = [document]
-    stack: list[tuple[Any, Any]] = [(root, 0)]
+    stack: list[dict[Any, Any] | list[Any]] = [root]
     while stack:
-        container, key = stack.pop()
-        value = container[key]
-        if isinstance(value, str):
-            for variant in variants:
-                value = value.replace(variant, "***")
-            if isinstance(key, str) and key in SERVER_TEXT_KEYS:
-                value = scrub(value)
-            container[key] = value
-        elif isinstance(value, dict):
-            stack.extend((value, k) for k in value)
-        elif isinstance(value, list):
-            stack.extend((value, i) for i in range(len(value)))
+        container = stack.pop()
+        for key, value in container.items() if isinstance(container, dict) else enumerate(container):
+            if isinstance(value, str):
+                cleaned = value
+                for variant in variants:
+                    cleaned = cleaned.replace(variant, "***")
+                if cleaned and isinstance(key, str) and key in SERVER_TEXT_KEYS:
+                    cleaned = _scrub_short(cleaned) if len(cleaned) <= _SCRUB_CACHED_CHARS else scrub(cleaned)
+                if cleaned is not value:
+                    container[key] = cleaned
+            elif isinstance(value, dict | list):
+                stack.append(value)
     return root[0]
+
+
+_SCRUB_CACHED_CHARS = 200
+_scrub_short = lru_cache(maxsize=1024)(scrub)
+"""`scrub` of short server texts, which repeat in every item of a batch answer (``error_text``)."""
 
 
 def parse_answer(endpoint: str, parse: Callable[[Any], T], answer: Any) -> T:

@@ -1,0 +1,190 @@
+"""Does the ledger slow down as it grows? Claim + settle of new contacts, empty ledger vs a full one.
+
+One job per backend (PostgreSQL, SQLite, MariaDB), each on a private database or schema dropped at the
+end: the same ``Ledger`` calls the delivery makes per chunk (``claim`` then ``settle``, 1,000 new contacts
+each, all launched) are timed first on an empty ledger, then after ``--rows`` launched contacts of the
+same scenario (and one outcome row each) were added in SQL (``generate_series`` / ``seq_1_to_N`` /
+a recursive CTE; rows in key order where the table is clustered on it). Reported per phase: the median
+chunk's wall time per contact (what the database costs, not only this process) and the client CPU.
+
+``python -m bench.ledger_growth BACKEND --rows N --contacts M`` prints the job's result as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Generator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench.common import emit
+
+CHUNK = 1000
+PLATFORM = "http://bench.ledger"
+SCENARIO_ID = 77
+MARIADB_URL = "mysql+mysqldb://root@127.0.0.1:3306"
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BACKENDS = ("postgresql", "sqlite", "mariadb")
+
+_CONTACT_COLUMNS = (
+    "contact_hash, platform, scenario_id, contact_key, status, source_key, launch_count, first_launched_at, "
+    "last_launched_at, last_run_key, last_window_key, claim_run_key, claim_try_number, batch_id, claimed_at, "
+    "updated_at"
+)
+_OUTCOME_COLUMNS = (
+    "platform, scenario_id, dag_id, task_id, run_id, window_key, try_number, contact_key, contact_hash, "
+    "source_key, outcome, profile_id, recorded_at"
+)
+# per backend: a row source of ``i`` (1..:n) and the SQL of a contact's hash
+_SERIES = {
+    "postgresql": (
+        "generate_series(1, :n) AS s(i)",
+        "encode(sha256(convert_to('fill' || i, 'UTF8')), 'hex')",
+    ),
+    "mariadb": ("(SELECT seq AS i FROM seq_1_to_{n}) AS s", "SHA2(CONCAT('fill', i), 256)"),
+    "sqlite": ("s", "lower(hex(randomblob(32)))"),
+}
+
+
+@contextmanager
+def engine_for(backend: str) -> Generator[sa.Engine]:
+    """An engine on a new, empty database (PostgreSQL: schema) of ``backend``; dropped afterwards."""
+    name = f"bench_ledger_{uuid.uuid4().hex[:10]}"
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="altcraft-bench-ledger-") as folder:
+            engine = sa.create_engine(f"sqlite:///{Path(folder) / 'ledger.db'}")
+            try:
+                yield engine
+            finally:
+                engine.dispose()
+        return
+    admin_url = POSTGRES_URL if backend == "postgresql" else MARIADB_URL
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    create, drop = (
+        (f"CREATE SCHEMA {name}", f"DROP SCHEMA {name} CASCADE")
+        if backend == "postgresql"
+        else (f"CREATE DATABASE {name}", f"DROP DATABASE {name}")
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(create)
+    engine = (
+        sa.create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={name}"})
+        if backend == "postgresql"
+        else sa.create_engine(f"{MARIADB_URL}/{name}")
+    )
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(drop)
+        admin.dispose()
+
+
+def fill(engine: sa.Engine, backend: str, rows: int) -> float:
+    """Add ``rows`` launched contacts of the bench scenario, one outcome each; returns the seconds taken."""
+    series, digest = _SERIES[backend]
+    series = series.format(n=rows)
+    text = "CHAR" if backend == "mariadb" else "TEXT"
+
+    def cat(*parts: str) -> str:
+        return f"CONCAT({', '.join(parts)})" if backend == "mariadb" else f"({' || '.join(parts)})"
+
+    key, source = cat("'email:fill'", f"CAST(i AS {text})", "'@example.org'"), f"CAST(i AS {text})"
+    run_id = cat("'fill_'", f"CAST(i / 1000 AS {text})")
+    prefix = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) " * (
+        backend == "sqlite"
+    )
+    order = "" if backend == "sqlite" else " ORDER BY 1"  # PostgreSQL and InnoDB: append to the key's B-tree
+    contacts = (
+        f"INSERT INTO altcraft_contacts ({_CONTACT_COLUMNS}) {prefix}"
+        f"SELECT {digest}, :platform, :scenario, {key}, 'launched', {source}, 1, :at, :at, 'fill', 'fill', "
+        f"'fill', 1, 'fill', :at, :at FROM {series}{order}"
+    )
+    outcomes = (
+        f"INSERT INTO altcraft_outcomes ({_OUTCOME_COLUMNS}) {prefix}"
+        f"SELECT :platform, :scenario, 'fill', 'import_and_launch', {run_id}, "
+        f"'fill', 1, {key}, {digest}, {source}, 'launched', {source}, :at FROM {series}"
+    )
+    params = {"n": rows, "platform": PLATFORM, "scenario": SCENARIO_ID, "at": datetime(2025, 1, 1)}
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(sa.text(contacts), params)
+        conn.execute(sa.text(outcomes), params)
+    analyze = "ANALYZE TABLE altcraft_contacts, altcraft_outcomes" if backend == "mariadb" else "ANALYZE"
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(analyze)
+    return time.perf_counter() - started
+
+
+def measure(ledger: Any, tag: str, contacts: int) -> dict[str, Any]:
+    """Claim and settle ``contacts`` new contacts in chunks of `CHUNK`; median chunk per contact."""
+    from altcraft.ledger import Outcome, RelaunchPolicy, RunRef, Scope, Settlement
+
+    scope = Scope(platform=PLATFORM, scenario_id=SCENARIO_ID)
+    window = (datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 2, 2, tzinfo=UTC))
+    run = RunRef.create("bench_ledger", "import_and_launch", f"run_{tag}", 1, window)
+    policy = RelaunchPolicy("once")
+    walls, cpus = [], []
+    for start in range(0, contacts, CHUNK):
+        items = [(f"email:{tag}{i}@example.org", str(i)) for i in range(start, start + CHUNK)]
+        wall, cpu = time.perf_counter(), time.process_time()
+        claim = ledger.claim(scope, run, items, policy)
+        launched = {key: Settlement(Outcome.LAUNCHED, profile_id=key[-20:]) for key in claim.to_send}
+        ledger.settle(scope, run, claim, launched)
+        walls.append((time.perf_counter() - wall) / CHUNK * 1e6)
+        cpus.append((time.process_time() - cpu) / CHUNK * 1e6)
+        if len(claim.to_send) != CHUNK:
+            raise RuntimeError(f"claim sent {len(claim.to_send)} of {CHUNK} new contacts")
+    return {
+        "contacts": contacts,
+        "wall_us_per_contact": statistics.median(walls),
+        "cpu_us_per_contact": statistics.median(cpus),
+        "chunk_walls_us": [round(w, 1) for w in walls],
+    }
+
+
+def run(backend: str, rows: int, contacts: int) -> dict[str, Any]:
+    from altcraft.ledger import Ledger
+
+    with engine_for(backend) as engine:
+        ledger = Ledger(engine)
+        ledger.ensure_schema()
+        measure(ledger, "warm", CHUNK)  # connections, statement caches
+        empty = measure(ledger, "empty", contacts)
+        fill_s = fill(engine, backend, rows)
+        full = measure(ledger, "full", contacts)
+        with engine.connect() as conn:
+            count = conn.execute(sa.text("SELECT count(*) FROM altcraft_contacts")).scalar_one()
+        version = engine.dialect.server_version_info
+    return {
+        "backend": backend,
+        "server": ".".join(map(str, version or ())) or sa.__version__,
+        "rows": rows,
+        "rows_after": count,
+        "fill_s": fill_s,
+        "empty": empty,
+        "full": full,
+        "ratio": full["wall_us_per_contact"] / empty["wall_us_per_contact"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ledger_growth", description=__doc__)
+    parser.add_argument("backend", choices=BACKENDS)
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--contacts", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    emit(run(args.backend, args.rows, args.contacts))
+
+
+if __name__ == "__main__":
+    main()
