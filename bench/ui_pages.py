@@ -59,8 +59,12 @@ def log(message: str) -> None:
 # ----------------------------------------------------------------------------------------------- data
 
 
+#: Run ids of the seeded runs; the REST API refuses ``scheduled__`` ids for the runs `register_runs` creates.
+RUN_PREFIX = "manual__"
+
+
 def run_id(day: datetime) -> str:
-    return f"scheduled__{day.date().isoformat()}T00:00:00+00:00"
+    return f"{RUN_PREFIX}{day.date().isoformat()}T00:00:00+00:00"
 
 
 @contextmanager
@@ -109,7 +113,8 @@ def seed_ledger(url: str, rows: int, today: datetime) -> dict[str, Any]:
                 try_number, contact_key, contact_hash, source_key, outcome, code, reason, recorded_at)
             SELECT '{PLATFORM}', CASE d {case_scenario} END, CASE d {case_dag} END,
                    'import_and_launch[' || ((i / {runs}) % {PARTITIONS}) || ']',
-                   'scheduled__' || to_char(CAST(:today AS timestamp) - back * interval '1 day', 'YYYY-MM-DD')
+                   '{RUN_PREFIX}'
+                       || to_char(CAST(:today AS timestamp) - back * interval '1 day', 'YYYY-MM-DD')
                        || 'T00:00:00+00:00',
                    'window-' || back, 1,
                    CASE WHEN roll < 95 THEN contact_key END,
