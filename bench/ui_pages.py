@@ -28,6 +28,8 @@ import requests
 from bench.common import REPO
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+#: How `make bench` runs this part (the report names it)
+COMMAND = "flock /tmp/altcraft-e2e.lock .venv/bin/python -m bench.ui_pages"
 TARGET_MS = 300
 PLATFORM = "https://bench.altcraft.test"
 #: pipeline (DAG) → scenario it feeds: two pipelines share scenario 101
@@ -254,9 +256,13 @@ def render(facts: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "Cold is the first request after the API server started (imports, connection pool). The machine "
-        "was shared with other jobs; figures are wall-clock times seen by the client. Contact search and "
-        "the CSV export (a whole run) have no target and are shown for reference.",
+        "Cold is the first request after the API server started (imports, connection pool; the Pipelines "
+        "page then counts all 30 days). The machine was shared with other jobs (load average "
+        f"{facts['load']} before measuring, {facts['load_after']} after); figures are wall-clock times "
+        "seen by the client. Contact search and the CSV export (a whole run) have no target and are shown "
+        "for reference.",
+        "",
+        f"Command: `{COMMAND}`",
         "",
     ]
     return "\n".join(lines)
@@ -298,7 +304,9 @@ def main() -> None:
             session = requests.Session()
             airflow.api.login()
             session.headers["Authorization"] = airflow.api._session.headers["Authorization"]
+            facts["load"] = _load()
             results = measure(airflow.api_url, session, today, repeat)
+            facts["load_after"] = _load()
     facts.update(
         when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -310,6 +318,11 @@ def main() -> None:
     log(f"wrote {output}")
     for name, row in results.items():
         log(f"{name}: median {row['median_ms']} ms, p95 {row['p95_ms']} ms")
+
+
+def _load() -> str:
+    """The 1-minute load average, with the CPU count beside it."""
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
 
 
 def _postgres_version() -> str:
