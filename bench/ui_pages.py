@@ -212,7 +212,7 @@ def measure(base: str, session: requests.Session, today: datetime, repeat: int) 
     pages: dict[str, Callable[[], requests.Response]] = {
         "Pipelines": lambda: session.get(f"{base}/altcraft/"),
         "Run (first page)": lambda: session.get(f"{base}/altcraft/run", params=run),
-        "Run (failed only, page 20)": lambda: session.get(
+        "Run (failed only, page 2)": lambda: session.get(
             f"{base}/altcraft/run", params={**run, "outcome": "failed", "page": 2}
         ),
         "Run (page 100)": lambda: session.get(f"{base}/altcraft/run", params={**run, "page": 100}),
