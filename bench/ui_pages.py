@@ -28,6 +28,8 @@ import requests
 from bench.common import REPO
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+#: How `make bench` runs this part (the report names it)
+COMMAND = "flock /tmp/altcraft-e2e.lock .venv/bin/python -m bench.ui_pages"
 TARGET_MS = 300
 PLATFORM = "https://bench.altcraft.test"
 #: pipeline (DAG) → scenario it feeds: two pipelines share scenario 101
@@ -59,8 +61,12 @@ def log(message: str) -> None:
 # ----------------------------------------------------------------------------------------------- data
 
 
+#: Run ids of the seeded runs; the REST API refuses ``scheduled__`` ids for the runs `register_runs` creates.
+RUN_PREFIX = "manual__"
+
+
 def run_id(day: datetime) -> str:
-    return f"scheduled__{day.date().isoformat()}T00:00:00+00:00"
+    return f"{RUN_PREFIX}{day.date().isoformat()}T00:00:00+00:00"
 
 
 @contextmanager
@@ -109,7 +115,8 @@ def seed_ledger(url: str, rows: int, today: datetime) -> dict[str, Any]:
                 try_number, contact_key, contact_hash, source_key, outcome, code, reason, recorded_at)
             SELECT '{PLATFORM}', CASE d {case_scenario} END, CASE d {case_dag} END,
                    'import_and_launch[' || ((i / {runs}) % {PARTITIONS}) || ']',
-                   'scheduled__' || to_char(CAST(:today AS timestamp) - back * interval '1 day', 'YYYY-MM-DD')
+                   '{RUN_PREFIX}'
+                       || to_char(CAST(:today AS timestamp) - back * interval '1 day', 'YYYY-MM-DD')
                        || 'T00:00:00+00:00',
                    'window-' || back, 1,
                    CASE WHEN roll < 95 THEN contact_key END,
@@ -205,7 +212,7 @@ def measure(base: str, session: requests.Session, today: datetime, repeat: int) 
     pages: dict[str, Callable[[], requests.Response]] = {
         "Pipelines": lambda: session.get(f"{base}/altcraft/"),
         "Run (first page)": lambda: session.get(f"{base}/altcraft/run", params=run),
-        "Run (failed only, page 20)": lambda: session.get(
+        "Run (failed only, page 2)": lambda: session.get(
             f"{base}/altcraft/run", params={**run, "outcome": "failed", "page": 2}
         ),
         "Run (page 100)": lambda: session.get(f"{base}/altcraft/run", params={**run, "page": 100}),
@@ -249,9 +256,13 @@ def render(facts: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "Cold is the first request after the API server started (imports, connection pool). The machine "
-        "was shared with other jobs; figures are wall-clock times seen by the client. Contact search and "
-        "the CSV export (a whole run) have no target and are shown for reference.",
+        "Cold is the first request after the API server started (imports, connection pool; the Pipelines "
+        "page then counts all 30 days). The machine was shared with other jobs (load average "
+        f"{facts['load']} before measuring, {facts['load_after']} after); figures are wall-clock times "
+        "seen by the client. Contact search and the CSV export (a whole run) have no target and are shown "
+        "for reference.",
+        "",
+        f"Command: `{COMMAND}`",
         "",
     ]
     return "\n".join(lines)
@@ -293,7 +304,9 @@ def main() -> None:
             session = requests.Session()
             airflow.api.login()
             session.headers["Authorization"] = airflow.api._session.headers["Authorization"]
+            facts["load"] = _load()
             results = measure(airflow.api_url, session, today, repeat)
+            facts["load_after"] = _load()
     facts.update(
         when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -305,6 +318,11 @@ def main() -> None:
     log(f"wrote {output}")
     for name, row in results.items():
         log(f"{name}: median {row['median_ms']} ms, p95 {row['p95_ms']} ms")
+
+
+def _load() -> str:
+    """The 1-minute load average, with the CPU count beside it."""
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
 
 
 def _postgres_version() -> str:

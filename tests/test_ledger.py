@@ -809,15 +809,23 @@ def test_reconciliation_verdicts_update_the_contact_and_the_sending_tries_outcom
     assert ledger.standing(scope) == {"uncertain": 1, "failed": 0}
 
 
-def test_an_older_ledger_gets_the_new_columns(fresh_engine, scope):
+def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     old = sa.MetaData()
     for table in metadata.tables.values():
         columns = [c.copy() for c in table.columns if c.name != "launch_marker"]
         sa.Table(table.name, old, *columns)
+    sa.Index("ix_altcraft_outcomes_recorded_at", old.tables["altcraft_outcomes"].c.recorded_at)
     old.create_all(fresh_engine)
     ledger = Ledger(fresh_engine)
     ledger.ensure_schema()
     Ledger(fresh_engine).ensure_schema()  # idempotent
+    found = sa.inspect(fresh_engine).get_indexes("altcraft_outcomes")
+    indexes = {index["name"]: index["column_names"] for index in found}
+    assert indexes == {
+        "ix_altcraft_outcomes_run": ["dag_id", "run_id", "task_id"],
+        "ix_altcraft_outcomes_contact": ["contact_hash", "outcome"],
+        "ix_altcraft_outcomes_activity": ["recorded_at", "platform", "scenario_id", "dag_id", "outcome"],
+    }, "the UI's covering index replaces the old recorded_at index"
     claim = ledger.claim(scope, run(), items("k:a"), ONCE, marker="AF_SYNC=1", now=T0)
     assert row(fresh_engine, scope, "k:a")["launch_marker"] == "AF_SYNC=1"
     assert claim.to_send == ["k:a"]

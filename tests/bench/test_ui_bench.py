@@ -31,7 +31,10 @@ def test_the_seeded_ledger_is_what_the_report_says():
         "import_and_launch[1]",
     }
     row = {"cold_ms": 900.0, "median_ms": 120.0, "p95_ms": 310.0, "max_ms": 400.0, "bytes": 1000}
-    facts.update(when="now", machine="m", postgres="15", airflow="3.3.2", repeat=3)
+    facts.update(
+        when="now", machine="m", postgres="15", airflow="3.3.2", repeat=3, load="1.0", load_after="2.0"
+    )
     report = render(facts, {"Pipelines": row, "Contact search": row})
     assert "| Pipelines | 900.0 | 120.0 | 310.0 | 400.0 | 1,000 B | **missed** |" in report
     assert "| Contact search | 900.0 | 120.0 | 310.0 | 400.0 | 1,000 B | — |" in report
+    assert "load average 1.0 before measuring, 2.0 after" in report
