@@ -89,7 +89,7 @@ def test_token_in_body_extra_decides_whether_the_body_carries_the_token(
 
     async def scenario():
         async with AltcraftAsyncHook() as hook:
-            return await hook.import_and_start_batch(_batch("t@example.org"))
+            return await launch_batch(hook, _batch("t@example.org"))
 
     assert run(scenario()).result[0].ok
     assert [entry["token_in"] for entry in emulator.journal(scenario_id=WELCOME)] == [token_in]
