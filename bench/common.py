@@ -40,7 +40,7 @@ MAPPING: dict[str, Any] = {
         "phones": {"source": "phone", "type": "phone"},
     },
 }
-"""The pipeline mapping of every throughput run: email key, text, int and a validated phone."""
+"""The pipeline mapping of every throughput run (and of tests/operators): email key, text, int and a phone."""
 
 
 def window(n: int) -> tuple[datetime, datetime]:

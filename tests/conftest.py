@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from altcraft.testing import EmulatorClient
+
 REPO = Path(__file__).resolve().parent.parent
 _HOME = Path(tempfile.mkdtemp(prefix="altcraft-tests-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
@@ -34,3 +36,14 @@ def airflow_db(airflow_home: Path) -> Path:
         env=os.environ.copy(),
     )
     return airflow_home
+
+
+FAST = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 2, "timeout": 5}
+"""Connection extras that back off at once and give up soon (a directory's ``altcraft_connection_extra``)."""
+
+
+@pytest.fixture
+def emulator(altcraft_emulator: EmulatorClient) -> EmulatorClient:
+    """The shipped ``altcraft_emulator`` (reset, the default connection pointing at it) under a short name;
+    a directory sets the connection's extras by overriding ``altcraft_connection_extra``."""
+    return altcraft_emulator

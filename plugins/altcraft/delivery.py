@@ -417,6 +417,10 @@ class Delivery:
         )
         return applied
 
+    def standing(self) -> dict[str, int]:
+        """The scenario's standing in the ledger now: its uncertain and failed contacts, all runs."""
+        return self.session.standing()
+
     def _judge(self, contact: UncertainContact) -> Resolution | None:
         match = match_of(contact.contact_key, self.mapper.mapping)
         if match is None:

@@ -7,7 +7,11 @@ Fixtures:
   is set, that running emulator is used instead (token from ``ALTCRAFT_EMULATOR_TOKEN``, default
   ``emulator-token``).
 * ``altcraft_emulator`` (function): the same client after :meth:`EmulatorClient.reset`, with
-  ``AIRFLOW_CONN_ALTCRAFT_DEFAULT`` set to :meth:`EmulatorClient.connection_json` for the test.
+  ``AIRFLOW_CONN_ALTCRAFT_DEFAULT`` set to :meth:`EmulatorClient.connection_json` for the test, its extras
+  taken from ``altcraft_connection_extra`` (``{}``; override that fixture in a ``conftest.py``, e.g. to
+  back off instantly).
+* ``altcraft_module_emulator`` (module): an emulator process of one test module alone, never reset by
+  other tests (for a module that runs a whole Airflow against it).
 
 Importing this module stays cheap (no web framework, ``requests`` only when a client is used).
 """
@@ -199,11 +203,26 @@ def altcraft_emulator_server() -> Iterator[EmulatorClient]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def altcraft_module_emulator() -> Iterator[EmulatorClient]:
+    """An emulator of this test module alone (the session's one is reset by every test)."""
+    with emulator_process() as client:
+        yield client
+
+
+@pytest.fixture
+def altcraft_connection_extra() -> dict[str, Any]:
+    """Connection extras of ``AIRFLOW_CONN_ALTCRAFT_DEFAULT`` in ``altcraft_emulator``: none by default."""
+    return {}
+
+
 @pytest.fixture
 def altcraft_emulator(
-    altcraft_emulator_server: EmulatorClient, monkeypatch: pytest.MonkeyPatch
+    altcraft_emulator_server: EmulatorClient,
+    altcraft_connection_extra: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> EmulatorClient:
     """The emulator, freshly reset, and ``AIRFLOW_CONN_ALTCRAFT_DEFAULT`` pointing at it."""
     altcraft_emulator_server.reset()
-    monkeypatch.setenv(CONNECTION_ENV, altcraft_emulator_server.connection_json())
+    monkeypatch.setenv(CONNECTION_ENV, altcraft_emulator_server.connection_json(**altcraft_connection_extra))
     return altcraft_emulator_server

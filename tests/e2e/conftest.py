@@ -13,7 +13,7 @@ import yaml
 from demo.airflow_env import LocalAirflow, free_port
 
 from altcraft.pipelines.dag_folder import init
-from altcraft.testing import EmulatorClient, emulator_process
+from altcraft.testing import EmulatorClient
 
 PG_SERVER = "postgres@127.0.0.1:5432"
 
@@ -63,10 +63,9 @@ def _admin(statement: str, databases: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def e2e_emulator() -> Iterator[EmulatorClient]:
-    """An emulator of this module only (the session one is reset by other tests)."""
-    with emulator_process() as client:
-        yield client
+def e2e_emulator(altcraft_module_emulator: EmulatorClient) -> EmulatorClient:
+    """The module's own emulator (``altcraft_module_emulator`` of altcraft.testing) under a short name."""
+    return altcraft_module_emulator
 
 
 def make_dags_folder(root: Path, specs: dict[str, dict[str, Any]]) -> Path:

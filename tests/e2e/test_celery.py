@@ -42,7 +42,7 @@ from demo.celery_demo import (
 )
 from demo.seed_crm import Contact
 
-from altcraft.testing import EmulatorClient, emulator_process
+from altcraft.testing import EmulatorClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -93,15 +93,14 @@ def contacts(databases) -> list[Contact]:
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorClient]:
-    with emulator_process() as client:
-        client.seed(
-            scenarios=[
-                {"id": scenario, "name": dag_id, "db_id": 1, "is_active": True}
-                for dag_id, scenario in SCENARIOS.items()
-            ]
-        )
-        yield client
+def emulator(altcraft_module_emulator: EmulatorClient) -> EmulatorClient:
+    altcraft_module_emulator.seed(
+        scenarios=[
+            {"id": scenario, "name": dag_id, "db_id": 1, "is_active": True}
+            for dag_id, scenario in SCENARIOS.items()
+        ]
+    )
+    return altcraft_module_emulator
 
 
 @pytest.fixture(scope="module")

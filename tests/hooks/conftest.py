@@ -3,15 +3,15 @@ from __future__ import annotations
 import pytest
 
 from altcraft.hooks.altcraft import AltcraftHook
+from tests.conftest import FAST
 
-FAST_RETRIES = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 3, "timeout": 5}
+FAST_RETRIES = {**FAST, "max_retries": 3}
 
 
 @pytest.fixture
-def emulator(altcraft_emulator, monkeypatch):
-    """The emulator, with the default connection set to back off instantly."""
-    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", altcraft_emulator.connection_json(**FAST_RETRIES))
-    return altcraft_emulator
+def altcraft_connection_extra() -> dict:
+    """The emulator's default connection backs off instantly."""
+    return FAST_RETRIES
 
 
 @pytest.fixture

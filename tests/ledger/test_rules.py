@@ -1,6 +1,6 @@
 """The exactly-once rules (altcraft.ledger.rules), table-driven, without a database.
 
-tests/test_ledger.py checks the same rules through the store on every backend; these tables name each
+tests/ledger/test_store.py checks the same rules through the store on every backend; these tables name each
 case of a rule once.
 """
 

@@ -10,26 +10,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from bench.common import MAPPING
 
 from altcraft.delivery import Delivery
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Ledger, RunRef
 from altcraft.mapping import ProfileMapping
+from tests.conftest import FAST
 
 PG_URL = os.environ.get("ALTCRAFT_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-FAST = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 2, "timeout": 5}
 _ids = itertools.count(int(uuid.uuid4().int % 10_000) * 100 + 1000)
 
-EMAIL_MAPPING = {
-    "matching": "email",
-    "key": {"email": "email"},
-    "fields": {
-        "_fname": "first_name",
-        "CRM_ID": {"source": "id", "type": "string"},
-        "phones": {"source": "phone", "type": "phone"},
-    },
-    "default_region": "RU",
-}
+EMAIL_MAPPING = {**MAPPING, "default_region": "RU"}
+"""The bench's mapping; the contacts below have no ``loyalty`` column, so ``LOYALTY`` is never sent."""
 
 
 def contacts(n: int, start: int = 0, domain: str = "example.org") -> list[dict[str, Any]]:
@@ -45,9 +38,9 @@ def in_batches(records: list[dict[str, Any]], size: int = 1000) -> Iterator[list
 
 
 @pytest.fixture
-def emulator(altcraft_emulator, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", altcraft_emulator.connection_json(**FAST))
-    return altcraft_emulator
+def altcraft_connection_extra() -> dict[str, Any]:
+    """The emulator's default connection backs off instantly."""
+    return FAST
 
 
 @pytest.fixture

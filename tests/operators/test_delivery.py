@@ -197,7 +197,7 @@ def _mode_mapping(mode: str) -> dict:
     }[mode] | {"matching": mode, "default_region": "RU"}
 
 
-@pytest.mark.parametrize("mode", [mode.value for mode in MatchingMode])
+@pytest.mark.parametrize("mode", list(MatchingMode))
 def test_every_matching_mode_launches_once_and_is_recognised_on_rerun(
     make_delivery, emulator, scenario_id, mode
 ):

@@ -68,7 +68,7 @@ CASES = {
 
 @pytest.fixture
 def ledger() -> Ledger:
-    """PostgreSQL only: the matrix is about the delivery, and both dialects run tests/test_ledger.py."""
+    """PostgreSQL only: the matrix is about the delivery, and both dialects run tests/ledger/test_store.py."""
     ledger = Ledger(sa.create_engine(PG_URL))
     ledger.ensure_schema()
     return ledger

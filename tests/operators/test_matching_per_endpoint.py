@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from altcraft.modes import DeliveryMode
 from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
 
 MAPPING = {"matching": "phone_sub", "key": {"phone": "phone"}}
@@ -15,7 +16,7 @@ def _operator(**kwargs):
     )
 
 
-@pytest.mark.parametrize("delivery", ["single", "batch", "async"])
+@pytest.mark.parametrize("delivery", list(DeliveryMode))
 def test_undocumented_matching_is_refused_unless_allowed(delivery):
     with pytest.raises(
         ValueError, match="matching 'phone_sub' is not documented for workflows/import_and_start"

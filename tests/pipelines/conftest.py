@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FAST
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 EXAMPLES = sorted((DAGS / "pipelines").glob("*.yaml"))
@@ -32,12 +34,9 @@ def bundle(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def emulator(altcraft_emulator, monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ALTCRAFT_DEFAULT",
-        altcraft_emulator.connection_json(backoff_initial=0, backoff_max=0.01, max_retries=2, timeout=5),
-    )
-    return altcraft_emulator
+def altcraft_connection_extra() -> dict:
+    """The emulator's default connection backs off instantly."""
+    return FAST
 
 
 @pytest.fixture

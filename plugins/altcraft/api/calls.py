@@ -36,6 +36,11 @@ PAGE_SIZE = 1000
 T = TypeVar("T")
 
 
+def task_status_call(task_id: str) -> tuple[str, dict[str, Any], Callable[[dict[str, Any]], TaskStatus]]:
+    """``tasks/status`` of one task: endpoint, body and answer parsing (also made by the async hook)."""
+    return "tasks/status", {"task_id": task_id}, partial(task_status_of, task_id=task_id)
+
+
 class AltcraftCalls:
     """The API calls, on top of one abstract :meth:`call`."""
 
@@ -119,7 +124,7 @@ class AltcraftCalls:
 
     def get_task_status(self, task_id: str) -> TaskStatus:
         """Read an asynchronous task's state (``tasks/status``)."""
-        return self._typed("tasks/status", {"task_id": task_id}, partial(task_status_of, task_id=task_id))
+        return self._typed(*task_status_call(task_id))
 
     def wait_for_task(self, task_id: str, timeout: float, poll_interval: float) -> TaskStatus:
         """Poll ``tasks/status`` until the task is over or ``timeout`` seconds passed; its last status.

@@ -15,6 +15,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret
 
 from altcraft import __version__
+from altcraft.api.calls import task_status_call
 from altcraft.api.errors import AltcraftError
 from altcraft.api.models import TaskStatus
 from altcraft.api.protocol import (
@@ -23,7 +24,6 @@ from altcraft.api.protocol import (
     parse_answer,
     parse_response,
     request_headers,
-    task_status_of,
 )
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
@@ -113,9 +113,8 @@ class AltcraftAsyncHook(BaseHook):
 
     async def get_task_status(self, task_id: str) -> TaskStatus:
         """Read an asynchronous task's state (``tasks/status``)."""
-        return await self.call(
-            "tasks/status", {"task_id": task_id}, parse=lambda answer: task_status_of(answer, task_id)
-        )
+        endpoint, body, parse = task_status_call(task_id)
+        return await self.call(endpoint, body, parse=parse)
 
 
 def _observed(exc: BaseException) -> Observed:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from altcraft.ledger.model import (
@@ -34,9 +33,9 @@ PREDICTED_SENT = "already launched by this run (dry run)"
 class LedgerSession:
     """``ledger`` for one try (``run``) in one ``scope``; made by :meth:`Ledger.session`.
 
-    As a context manager it makes sure the tables exist on entry; it holds no transaction and leaves
-    nothing to clean up (each call is its own transaction, and a claim left unsettled must stay
-    ``sending`` for the next try's recovery).
+    It holds no transaction and needs no closing: each call is the ledger's own transaction (which
+    creates the tables first if missing), and a claim left unsettled must stay ``sending`` for the next
+    try's recovery.
     """
 
     ledger: Ledger
@@ -44,15 +43,6 @@ class LedgerSession:
     run: RunRef
     dry_run: bool = False
     _predicted: set[str] = field(default_factory=set, init=False, repr=False)
-
-    def __enter__(self) -> LedgerSession:
-        self.ledger.ensure_schema()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        return None
 
     def is_earlier(self, claim: Claim) -> bool:
         """Whether ``claim`` was made by an earlier try of this task (its async task, settled by this try)."""

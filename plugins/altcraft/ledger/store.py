@@ -80,7 +80,7 @@ class Ledger:
 
     def session(self, scope: Scope, run: RunRef, *, dry_run: bool = False) -> LedgerSession:
         """The ledger as one task try sees it: every call bound to ``scope`` and ``run``; a ``dry_run``
-        session predicts claims and writes nothing. A context manager (``with ledger.session(...)``)."""
+        session predicts claims and writes nothing."""
         return LedgerSession(self, scope, run, dry_run=dry_run)
 
     # --- schema and transactions -------------------------------------------------------------------

@@ -424,7 +424,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         """The try's summary with the scenario's standing, pushed to XCom whether the try ends well or not."""
         if not delivery.dry_run:
             try:
-                delivery.summary.scope = delivery.ledger.standing(delivery.scope)
+                delivery.summary.scope = delivery.standing()
             except Exception as exc:  # the summary must still be published
                 self.log.warning("Could not read the scenario's standing from the ledger: %s", exc)
         result = {

@@ -51,8 +51,8 @@ class _SourceSpec(BaseModel):
 
     @property
     def reads_window(self) -> bool:
-        """Whether it restricts what it reads to the window it is given."""
-        return True
+        """Whether it restricts what it reads to the window it is given (one reading a watermark does not)."""
+        return not self.uses_watermark
 
     @property
     def pollable(self) -> bool:
@@ -82,10 +82,6 @@ class SqlTableSpec(_SourceSpec):
     @property
     def uses_watermark(self) -> bool:
         return self.watermark_column is not None
-
-    @property
-    def reads_window(self) -> bool:
-        return not self.uses_watermark
 
     @property
     def pollable(self) -> bool:
@@ -212,10 +208,6 @@ class WebhookSpec(_SourceSpec):
     @property
     def uses_watermark(self) -> bool:
         return True
-
-    @property
-    def reads_window(self) -> bool:
-        return False
 
     def build(self, state: StateStore | None = None) -> WebhookSource:
         if self.endpoint is None:
