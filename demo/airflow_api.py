@@ -119,14 +119,21 @@ class AirflowApi:
         """The log of one task try as text, one event per line (trigger logs of a deferred try included)."""
         path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
         answer = self.get(path, map_index=map_index, full_content=True)
-        return "\n".join(
-            str(part.get("event", "")) if isinstance(part, dict) else str(part) for part in answer["content"]
-        )
+        return "\n".join(_log_line(part) for part in answer["content"])
 
     def clear_task(self, dag_id: str, run_id: str, task_id: str) -> None:
         """Clear one task of one run (its downstream too), so the scheduler runs it again."""
         body = {"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id], "only_failed": False}
         self.request("POST", f"dags/{dag_id}/clearTaskInstances", json=body)
+
+
+def _log_line(part: Any) -> str:
+    """One structured log event as text; an exception's type and message (``error_detail``) follow it."""
+    if not isinstance(part, dict):
+        return str(part)
+    errors = part.get("error_detail") or []
+    details = [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in errors if isinstance(e, dict)]
+    return "\n".join([str(part.get("event", "")), *details])
 
 
 def wait_for(
