@@ -16,7 +16,7 @@ SUMMARY_COUNTS = ("found", "launched", "skipped", "rejected", "failed", "uncerta
 class AirflowApi:
     """``/api/v2`` calls as a user of the simple auth manager (``POST /auth/token`` gives the JWT)."""
 
-    def __init__(self, url: str, username: str, password: str, timeout: float = 30):
+    def __init__(self, url: str, username: str, password: str, timeout: float = 90):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.credentials = (username, password)

@@ -13,7 +13,6 @@ import secrets
 import shlex
 import signal
 import socket
-import sqlite3
 import subprocess  # ruff: ignore[suspicious-subprocess-import]
 import sys
 import time
@@ -135,14 +134,6 @@ def airflow_settings(
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_ports[0]),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(log_ports[1]),
     }
-
-
-def use_wal(database: Path) -> None:
-    """Put a SQLite metadata database in write-ahead-log mode (kept in the file): readers no longer block
-    the writer, so an API request never waits behind a component's open read (rollback-journal mode let
-    run triggers wait past 30 s on a busy machine)."""
-    with contextlib.closing(sqlite3.connect(database)) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def airflow_command(*args: str) -> list[str]:
@@ -362,9 +353,6 @@ class LocalAirflow:
 
     def migrate(self) -> None:
         self.airflow(*DB_MIGRATE, timeout=600)
-        url = self.settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-        if url.startswith("sqlite:///"):
-            use_wal(Path(url.removeprefix("sqlite:///").partition("?")[0]))
 
     def start(self, *names: str, timeout: float = 300) -> None:
         """Start the named components (default all) and wait until the API server answers."""

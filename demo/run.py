@@ -75,8 +75,10 @@ def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_r
     emulator = EmulatorClient(f"http://127.0.0.1:{emulator_port}")
     airflow = LocalAirflow(
         home=home,
-        # SQLite lets one writer in at a time; wait up to a minute for the lock (pysqlite's default is 5 s,
-        # after which the API server answers a run trigger with 500 "Database error" on a busy machine)
+        # SQLite lets one writer in at a time, after every open read has ended: wait up to a minute for the
+        # lock (pysqlite's default is 5 s, after which the API server answers a run trigger with 500
+        # "Database error" on a busy machine). Write-ahead-log mode was tried and is worse: a transaction
+        # that reads, then writes fails at once whenever another component committed in between.
         sql_alchemy_conn=f"sqlite:///{home / 'airflow.db'}?timeout=60",
         dags_folder=dags_folder,
         api_port=api_port,
