@@ -28,10 +28,12 @@ from typing import Any
 import requests
 
 from altcraft import __version__
+from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
 from altcraft.api.layouts import BatchItemLayout, batch_item, key_as_fields
 from altcraft.api.matching import LAUNCH_ENDPOINTS, MatchingMode, undocumented_matching
 from altcraft.api.models import DatabaseField, Page, Scenario, TaskState, TaskStatus
 from altcraft.api.protocol import api_path, encode_body, request_headers
+from altcraft.deadline import Deadline, watch_sockets
 from altcraft.masking import scrub
 
 RECORDING_FORMAT = "altcraft-exchanges/1"
@@ -73,29 +75,40 @@ class Exchanger:
     timeout: float = 60.0
     verify: bool | str = True
     keep_contact: bool = False
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     exchanges: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._session = watch_sockets(requests.Session())
 
     def post(self, endpoint: str, body: dict[str, Any], *, auth: str = "header") -> Answer:
         headers = request_headers(self.token, __version__)
         if auth == "body":
             headers.pop("Authorization")
         payload = encode_body(body, token=self.token if auth == "body" else None)
+        deadline = Deadline(self.timeout)  # the hooks' guards: one deadline, a size cap, no redirect
         try:
-            response = requests.post(
-                self.base_url + api_path(endpoint),
-                data=payload,
-                headers=headers,
-                timeout=self.timeout,
-                verify=self.verify,
-                allow_redirects=False,
-            )
+            with deadline:
+                response = self._session.post(
+                    self.base_url + api_path(endpoint),
+                    data=payload,
+                    headers=headers,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                content = read_capped(response, self.max_answer_bytes)
         except requests.RequestException as exc:
-            answer = Answer(0, {"error": -1, "error_text": type(exc).__name__})
+            kind = f"no complete answer within {self.timeout:g}s" if deadline.expired else type(exc).__name__
+            answer = Answer(0, {"error": -1, "error_text": kind})
+        except AnswerTooLarge as exc:
+            answer = Answer(0, {"error": -1, "error_text": str(exc)})
         else:
             try:
-                document = response.json()
-            except ValueError:
-                document = {"error": -1, "error_text": f"not JSON ({len(response.content)} bytes)"}
+                document = json.loads(content)
+            except (ValueError, RecursionError):
+                document = {"error": -1, "error_text": f"not JSON ({len(content)} bytes)"}
             answer = Answer(response.status_code, document)
         self.exchanges.append(
             {
@@ -335,6 +348,7 @@ def exchanger_for_connection(conn_id: str, *, keep_contact: bool = False) -> Exc
         timeout=settings.timeout,
         verify=settings.verify,
         keep_contact=keep_contact,
+        max_answer_bytes=settings.max_answer_bytes,
     )
 
 

@@ -74,6 +74,19 @@ class AltcraftUnexpectedAnswer(AltcraftTransportError):
         super().__init__(f"unexpected answer: {problem}", sent=True, endpoint=endpoint)
 
 
+class AltcraftAnswerTooLarge(AltcraftUnexpectedAnswer):
+    """The answer's body is larger than the connection's ``max_answer_bytes``; it was not read further.
+
+    Not retryable: asking again would get the same answer. After a launch it is delivery-uncertain, like
+    any answer that came back unread.
+    """
+
+    retryable = False
+
+    def __init__(self, limit: int, *, endpoint: str = ""):
+        super().__init__(f"the body is larger than {limit:,} bytes (max_answer_bytes)", endpoint=endpoint)
+
+
 class AltcraftRedirected(AltcraftTransportError):
     """Altcraft (or something in front of it) answered with a redirect, which API calls never follow.
 

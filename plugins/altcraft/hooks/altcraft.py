@@ -17,8 +17,9 @@ from airflow.sdk.log import mask_secret
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from altcraft import __version__
+from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.calls import AltcraftCalls
-from altcraft.api.errors import AltcraftError
+from altcraft.api.errors import AltcraftAnswerTooLarge, AltcraftError
 from altcraft.api.protocol import api_path, encode_body, parse_response, request_headers
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
@@ -105,18 +106,19 @@ class AltcraftHook(HttpHook, AltcraftCalls):
                 with deadline:  # connect + send + the whole answer, not each socket read
                     # never follow a redirect: requests would re-send the body (token included) elsewhere
                     response = session.post(
-                        url, data=payload, timeout=self.settings.timeout, allow_redirects=False
+                        url, data=payload, timeout=self.settings.timeout, allow_redirects=False, stream=True
                     )
+                    body = read_capped(response, self.settings.max_answer_bytes)
             except requests.RequestException as exc:
                 raise transport_error(
                     _observed(exc, deadline), endpoint=endpoint, timeout=deadline.seconds
                 ) from exc
+            except AnswerTooLarge as exc:
+                raise AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint) from None
             self.log.debug(
                 "POST %s -> HTTP %s in %.3fs", endpoint, response.status_code, time.monotonic() - started
             )
-            return parse_response(
-                endpoint, response.status_code, response.headers, response.content, secret=self._token
-            )
+            return parse_response(endpoint, response.status_code, response.headers, body, secret=self._token)
 
         try:
             return self.settings.retry_policy.retrying(launching=launching)(attempt)
@@ -137,7 +139,11 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         try:
             self.get_conn()
             exchanger = Exchanger(
-                self.base_url, self._token, timeout=self.settings.timeout, verify=self.settings.verify
+                self.base_url,
+                self._token,
+                timeout=self.settings.timeout,
+                verify=self.settings.verify,
+                max_answer_bytes=self.settings.max_answer_bytes,
             )
             rows = read_only(exchanger, Plan())
         except ValueError as exc:

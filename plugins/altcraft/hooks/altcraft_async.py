@@ -15,8 +15,9 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret
 
 from altcraft import __version__
+from altcraft.answer_size import AnswerTooLarge, aread_capped
 from altcraft.api.calls import task_status_call
-from altcraft.api.errors import AltcraftError
+from altcraft.api.errors import AltcraftAnswerTooLarge, AltcraftError
 from altcraft.api.models import TaskStatus
 from altcraft.api.protocol import (
     api_path,
@@ -95,13 +96,15 @@ class AltcraftAsyncHook(BaseHook):
         async def attempt() -> dict[str, Any]:
             try:
                 async with session.post(url, data=payload, ssl=ssl, allow_redirects=False) as response:
-                    content = await response.read()
+                    content = await aread_capped(response, self.settings.max_answer_bytes)
                     return parse_response(
                         endpoint, response.status, response.headers, content, secret=self._token
                     )
             except (TimeoutError, aiohttp.ClientError) as exc:
                 observed = _observed(exc)
                 raise transport_error(observed, endpoint=endpoint, timeout=self.settings.timeout) from exc
+            except AnswerTooLarge as exc:
+                raise AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint) from None
 
         try:
             answer = await self.settings.retry_policy.async_retrying(launching=launching)(attempt)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.retry import RetryPolicy
 
@@ -21,6 +22,11 @@ class AltcraftConnectionSettings(BaseModel):
 
     timeout: float = Field(
         60.0, gt=0, description="seconds one HTTP exchange may take in all: connect, send, the whole answer"
+    )
+    max_answer_bytes: int = Field(
+        DEFAULT_MAX_ANSWER_BYTES,
+        gt=0,
+        description="largest answer body read (decoded bytes); larger: an error",
     )
     max_retries: int = Field(5, ge=0, description="retries of a failed call that may be repeated")
     backoff_initial: float = Field(1.0, ge=0)
@@ -38,7 +44,9 @@ class AltcraftConnectionSettings(BaseModel):
     proxies: dict[str, str] | None = None
     cert: str | None = None
 
-    @field_validator("timeout", "max_retries", "backoff_initial", "backoff_max", mode="before")
+    @field_validator(
+        "timeout", "max_answer_bytes", "max_retries", "backoff_initial", "backoff_max", mode="before"
+    )
     @classmethod
     def _blank_is_default(cls, value: Any) -> Any:
         return None if value == "" else value

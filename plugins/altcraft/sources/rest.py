@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
 from altcraft.sources.base import (
     Partition,
     Record,
@@ -189,6 +190,7 @@ class RestSource(Source):
         record_path: str | None = None,
         paginator: Paginator | None = None,
         timeout: float = 60.0,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ):
         unknown = set(window_params or {}) - set(WINDOW_PARAM_KEYS)
         if unknown:
@@ -206,6 +208,7 @@ class RestSource(Source):
         self.record_path = record_path
         self.paginator = paginator
         self.timeout = timeout
+        self.max_answer_bytes = max_answer_bytes
 
     def describe(self) -> str:
         pages = self.paginator.type if self.paginator else "one page"
@@ -274,17 +277,20 @@ class RestSource(Source):
         from altcraft.deadline import Deadline
 
         path = urlsplit(endpoint).path
-        options = {"check_response": False, "timeout": self.timeout, "allow_redirects": False}
+        options = {"check_response": False, "timeout": self.timeout, "allow_redirects": False, "stream": True}
         deadline = Deadline(self.timeout)  # for the whole answer, not per socket read
         try:
             with deadline:
                 response = hook.run(endpoint, headers=self.headers, extra_options=options, **body)
+                read_capped(response, self.max_answer_bytes)
         except RequestException as exc:
             if not deadline.expired:
                 raise
             raise SourceError(
                 f"{self.describe()}: no complete answer within {self.timeout:g}s from {path}"
             ) from exc
+        except AnswerTooLarge as exc:
+            raise SourceError(f"{self.describe()}: {exc} from {path} (max_answer_bytes)") from None
         if response.is_redirect:
             location = urlsplit(response.headers.get("Location", ""))
             raise SourceError(

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.sources.base import Source, StateStore, check_timezone
 from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
 from altcraft.sources.files import FileFormat, FileSource, WindowBy, check_encoding
@@ -166,6 +167,7 @@ class RestSpec(_SourceSpec):
     record_path: str | None = None
     paginator: Paginator | None = None
     timeout: PositiveFloat = 60.0
+    max_answer_bytes: PositiveInt = DEFAULT_MAX_ANSWER_BYTES
 
     @property
     def reads_window(self) -> bool:

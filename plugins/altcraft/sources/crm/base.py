@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
+from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.sources.base import (
     Partition,
     Record,
@@ -55,6 +56,7 @@ class Limits:
     backoff_seconds: float = 0.5
     backoff_max: float = 30.0
     timeout: float = 60.0
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
 
 
 WATERMARK_KEY = "crm:last_id"

@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 
+from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.protocol import parse_retry_after
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.sources.base import SourceError
@@ -80,6 +81,8 @@ class CrmHttp:
             self._throttle()
             try:
                 response = self._send(method, path, params=params, json=json, headers=headers)
+            except AnswerTooLarge as error:
+                raise SourceError(f"{self.crm}: {label}: {error}") from None
             except requests.RequestException as error:
                 failures += 1
                 if failures > self.limits.max_retries:
@@ -126,7 +129,7 @@ class CrmHttp:
         deadline = Deadline(self.limits.timeout)
         try:
             with deadline:
-                return self._session.request(
+                response = self._session.request(
                     method,
                     self.base_url + path,
                     params=params,
@@ -134,7 +137,10 @@ class CrmHttp:
                     headers={**self.headers, **(headers or {})},
                     timeout=self.limits.timeout,
                     allow_redirects=False,
+                    stream=True,
                 )
+                read_capped(response, self.limits.max_answer_bytes)
+                return response
         except requests.RequestException:
             if deadline.expired:
                 raise requests.Timeout("no complete answer in time") from None
