@@ -21,6 +21,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     probe.add_argument("--db", type=int, help="database the scenario must work on")
     probe.add_argument("--pipeline", help="pipeline spec YAML: its scenario, mapping fields and matching")
     probe.add_argument(
+        "--marker-field",
+        help="custom field that carries the launch marker (default: the pipeline's launch_marker_field)",
+    )
+    probe.add_argument(
         "--test-contact",
         metavar="EMAIL|PHONE",
         help="launch this one contact into the scenario through single, batch (every layout) and async",

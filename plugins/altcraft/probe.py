@@ -158,6 +158,7 @@ class Plan:
     allow_undocumented: bool = False
     test_contact: str | None = None
     task_timeout: float = 60.0
+    marker_field: str | None = None
 
 
 def read_only(ex: Exchanger, plan: Plan) -> list[Row]:
@@ -169,9 +170,18 @@ def read_only(ex: Exchanger, plan: Plan) -> list[Row]:
         rows += scenario_rows
     if plan.mapping is not None:
         rows.append(_matching_row(plan))
-        rows += (
-            _field_rows(ex, plan.mapping, db) if db is not None else [Row("fields", "skip", "no database")]
-        )
+    if plan.mapping is None and plan.marker_field is None:
+        return rows
+    if db is None:
+        return [*rows, Row("fields", "skip", "no database")]
+    answer = ex.post("databases/fields_get", {"db_id": db})
+    if not answer.ok:
+        return [*rows, Row("fields", "FAIL", answer.error)]
+    fields = [DatabaseField.model_validate(item) for item in answer.document.get("data") or []]
+    if plan.mapping is not None:
+        rows += _field_rows(fields, plan.mapping, db)
+    if plan.marker_field is not None:
+        rows.append(_marker_row(fields, plan.marker_field))
     return rows
 
 
@@ -257,11 +267,8 @@ def _matching_row(plan: Plan) -> Row:
     return Row("matching", "warn" if plan.allow_undocumented else "FAIL", why)
 
 
-def _field_rows(ex: Exchanger, mapping: Any, db: int) -> list[Row]:
-    answer = ex.post("databases/fields_get", {"db_id": db})
-    if not answer.ok:
-        return [Row("fields", "FAIL", answer.error)]
-    known = {f.name: f.type for f in map(DatabaseField.model_validate, answer.document.get("data") or [])}
+def _field_rows(fields: Sequence[DatabaseField], mapping: Any, db: int) -> list[Row]:
+    known = {f.name: f.type for f in fields}
     wanted = {target: spec.type for target, spec in mapping.fields.items()}
     if mapping.matching is MatchingMode.CUSTOM and mapping.field_name:
         wanted.setdefault(mapping.field_name, "string")
@@ -277,6 +284,15 @@ def _field_rows(ex: Exchanger, mapping: Any, db: int) -> list[Row]:
     if clashing:
         rows.append(Row("field types", "warn", "may not fit: " + ", ".join(clashing)))
     return rows
+
+
+def _marker_row(fields: Sequence[DatabaseField], marker_field: str) -> Row:
+    from altcraft.reconciliation import marker_field_problem
+
+    problem = marker_field_problem(fields, marker_field)
+    if problem is not None:
+        return Row("launch marker", "FAIL", problem)
+    return Row("launch marker", "ok", f"custom string field {marker_field!r} can carry the marker")
 
 
 def _launch_row(name: str, answer: Answer, accepted: bool) -> Row:
@@ -365,6 +381,7 @@ def plan_from_pipeline(path: Path) -> tuple[Plan, str]:
         mapping=spec.mapping,
         mode=spec.delivery.mode,
         allow_undocumented=bool(getattr(spec.delivery, "allow_undocumented_matching", False)),
+        marker_field=spec.scenario.launch_marker_field,
     )
     return plan, spec.altcraft_conn_id
 
@@ -376,6 +393,7 @@ def main(args: Any, out: Callable[[str], None] = print) -> int:
         conn_id = conn_id or spec_conn
     plan.scenario = args.scenario if args.scenario is not None else plan.scenario
     plan.db = args.db if args.db is not None else plan.db
+    plan.marker_field = args.marker_field or plan.marker_field
     plan.test_contact = args.test_contact
     plan.task_timeout = args.task_timeout
     ex = exchanger_for_connection(conn_id or "altcraft_default", keep_contact=args.keep_contact)

@@ -89,3 +89,33 @@ def test_recording_scrubs_the_token_and_masks_contacts_unless_kept():
     assert "anna.k@example.org" not in json.dumps(masked) and "+79001234567" not in json.dumps(masked)
     kept = Exchanger("http://x", "sekret-token", keep_contact=True)._clean(body)
     assert kept["email"] == "anna.k@example.org" and kept["note"] == "*** for +79001234567"
+
+
+def test_probe_checks_the_launch_marker_field(altcraft_emulator, capsys):
+    altcraft_emulator.seed(
+        databases=[
+            {
+                "id": 1,
+                "name": "Customers",
+                "fields": [
+                    {"name": "CRM_ID", "type": "string"},
+                    {"name": "LOYALTY", "type": "int"},
+                    {"name": "AF_SYNC", "type": "string"},
+                    {"name": "AGE", "type": "int"},
+                ],
+            }
+        ]
+    )
+    assert main(["probe", "--pipeline", str(PIPELINE), "--marker-field", "AF_SYNC"]) == 0
+    assert _rows(capsys.readouterr().out)["launch marker"] == (
+        "ok",
+        "custom string field 'AF_SYNC' can carry the marker",
+    )
+    assert main(["probe", "--pipeline", str(PIPELINE), "--marker-field", "AGE"]) == 1
+    assert _rows(capsys.readouterr().out)["launch marker"] == (
+        "FAIL",
+        "launch marker field 'AGE' must be a custom string field (it is int)",
+    )
+    assert main(["probe", "--scenario", "12", "--marker-field", "AF_MISSING"]) == 1
+    result, detail = _rows(capsys.readouterr().out)["launch marker"]
+    assert result == "FAIL" and "'AF_MISSING' does not exist" in detail

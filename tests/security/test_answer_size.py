@@ -110,7 +110,7 @@ def test_an_oversized_answer_fails_a_crm_preset_call(serve, answer):
 
     crm = serve(answer, connect=False)
     client = CrmHttp("hubspot", crm.url, {}, Limits(requests_per_second=100, max_answer_bytes=LIMIT))
-    with pytest.raises(SourceError, match="hubspot: crm.objects.contacts: the answer is larger than"):
+    with pytest.raises(SourceError, match=r"hubspot: crm\.objects\.contacts: the answer is larger than"):
         client.request("GET", "/crm/v3/objects/contacts", label="crm.objects.contacts")
     assert client.requests_sent == 1
 

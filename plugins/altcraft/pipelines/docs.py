@@ -72,7 +72,7 @@ NOTES: dict[tuple[str, str], str] = {
     ("RestSpec", "record_path"): "dotted path of the record list in the answer; default the answer itself",
     ("RestSpec", "paginator"): "how to ask for the next page; default a single page",
     ("RestSpec", "timeout"): "seconds one page request may take in all (connect, send, whole answer)",
-    ("RestSpec", "max_answer_bytes"): "largest page answer read, in decoded bytes; a larger one fails the read",
+    ("RestSpec", "max_answer_bytes"): "largest page answer read (decoded bytes); a larger one fails the read",
     ("PythonSpec", "callable"): "`package.module:function`, called as fn(window=window, **kwargs)",
     ("PythonSpec", "key_column"): "record field identifying a contact",
     ("PythonSpec", "kwargs"): "keyword arguments of the function",
