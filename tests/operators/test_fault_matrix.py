@@ -61,7 +61,7 @@ CASES = {
     "drop_before": Case({"kind": "drop_before"}, "uncertain"),
     "drop_after": Case({"kind": "drop_after"}, "uncertain", processed=True),
     "timeout": Case(
-        {"kind": "latency", "latency_ms": 1500}, "uncertain", processed=True, connection={"timeout": 0.5}
+        {"kind": "latency", "latency_ms": 4000}, "uncertain", processed=True, connection={"timeout": 1.5}
     ),
 }
 
