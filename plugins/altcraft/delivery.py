@@ -27,6 +27,7 @@ from altcraft.api.models import (
 from altcraft.api.retry import certainly_not_processed
 from altcraft.api.task_results import task_verdict
 from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, Chunk, chunk, request_overhead
+from altcraft.heap import frozen_heap
 from altcraft.ledger import (
     Claim,
     Ledger,
@@ -294,16 +295,17 @@ class Delivery:
         started = time.monotonic()
         overhead = request_overhead(self.target.batch_request().to_body(without_data=True)) + TOKEN_ALLOWANCE
         try:
-            for piece in chunk(
-                self._profiles(batches),
-                max_items=self.batch_size,
-                max_bytes=self.max_request_bytes,
-                overhead_bytes=overhead,
-            ):
-                if isinstance(piece, Rejection):
-                    self.reject([piece])
-                else:
-                    self._deliver_chunk(piece)
+            with frozen_heap():
+                for piece in chunk(
+                    self._profiles(batches),
+                    max_items=self.batch_size,
+                    max_bytes=self.max_request_bytes,
+                    overhead_bytes=overhead,
+                ):
+                    if isinstance(piece, Rejection):
+                        self.reject([piece])
+                    else:
+                        self._deliver_chunk(piece)
         finally:
             self.summary.seconds += time.monotonic() - started
         return self.summary

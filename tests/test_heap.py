@@ -1,0 +1,53 @@
+"""altcraft.heap: the objects that exist before a delivery are frozen while it runs, and only then."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+from altcraft.heap import frozen_heap
+
+
+def test_objects_made_before_the_block_are_frozen_inside_it_and_released_after():
+    before = [object() for _ in range(10)]
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        frozen = gc.get_freeze_count()
+        assert frozen >= len(before)
+        with frozen_heap():  # nested: the same freeze
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0
+
+
+def test_garbage_made_inside_the_block_is_still_collected():
+    class Node:
+        pass
+
+    with frozen_heap():
+        cycle = Node()
+        cycle.me = cycle
+        gone = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert gone() is None
+
+
+def test_threads_share_one_freeze_until_the_last_leaves():
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with frozen_heap():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert inside.wait(10)
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() > 0, "the other thread's delivery is still running"
+    leave.set()
+    thread.join(10)
+    assert gc.get_freeze_count() == 0
