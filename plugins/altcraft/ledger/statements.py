@@ -51,9 +51,15 @@ def _arrays(conn: Connection) -> bool:
 
 def _array_literal(values: Iterable[Any]) -> str:
     """PostgreSQL array input text: each element double-quoted with ``\\`` and ``"`` escaped, None as NULL."""
+    items = list(values)
+    if None not in items:
+        texts = list(map(str, items))
+        plain = "".join(texts)
+        if '"' not in plain and "\\" not in plain:  # the common case: nothing to escape, joined in C
+            return '{"' + '","'.join(texts) + '"}' if texts else "{}"
     quoted = (
         "NULL" if value is None else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for value in values
+        for value in items
     )
     return "{" + ",".join(quoted) + "}"
 
