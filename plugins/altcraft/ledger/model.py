@@ -211,7 +211,7 @@ class Claim:
     try_number: int | None = None
     #: skipped items beyond the first of each key or identity (duplicates in this claim)
     duplicates: int = 0
-    #: contact row of each key, when it is not the key's own hash (combined-mode identity)
+    #: contact row of each key (its own hash, or an earlier contact's for a combined-mode identity)
     hashes: dict[str, str] = field(default_factory=dict)
 
     def contact_hash(self, scope: Scope, key: str) -> str:

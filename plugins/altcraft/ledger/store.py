@@ -225,7 +225,7 @@ class Ledger:
                 [],
                 {},
                 duplicates=len(ids.duplicates),
-                hashes={k: h for k, h in ids.hashes.items() if h != scope.contact_hash(k)},
+                hashes=ids.hashes,
             )
             dead: dict[str, rules.Change] = {}
             for key, contact_hash in candidates.items():
