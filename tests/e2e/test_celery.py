@@ -3,8 +3,9 @@
 The deployment of ``make celery-demo`` (demo/celery_demo.py): fresh PostgreSQL databases (metadata and
 Celery results; the CRM with the ledger), the local Redis as broker (a queue of this run's own), the
 scheduler, DAG processor and API server, and two workers as separate processes. Then two faults: a
-worker SIGKILLed while a batch is in flight, and the broker restarted mid-run (a redis-server of this
-test's own: the machine's Redis is shared).
+worker SIGKILLed while a batch is in flight (that pipeline writes a launch marker, so its retry
+reconciles the batch with Altcraft), and the broker restarted mid-run (a redis-server of this test's
+own: the machine's Redis is shared).
 
 ``CELERY_E2E_N`` contacts (default 10,000: per-task overhead, not contacts, dominates here);
 `make celery-demo` runs the same backfill over the issue's 100,000 contacts (docs/scaling.md).
@@ -42,6 +43,7 @@ from demo.celery_demo import (
 )
 from demo.seed_crm import Contact
 
+from altcraft.reconciliation import launch_marker
 from altcraft.testing import EmulatorClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -52,6 +54,9 @@ SCENARIOS = {MAIN: 51, CRASH: 52, RESTART: 53}
 DATES = backfill_dates()
 CRASH_DAY = DATES[2]
 CRASH_BATCH = 100
+#: The crash pipeline's scenario works on a database of its own, with the launch-marker field.
+CRASH_DB = SCENARIOS[CRASH]
+MARKER = "AF_SYNC"
 RESTART_DATES = DATES[5:]
 #: Two pool slots for four worker slots (2 workers x concurrency 2): the pool, not the workers, is the cap.
 POOL_SLOTS = 2
@@ -68,6 +73,7 @@ SPECS = {
     CRASH: pipeline_spec(
         CRASH,
         SCENARIOS[CRASH],
+        scenario={"id": SCENARIOS[CRASH], "db_id": CRASH_DB, "launch_marker_field": MARKER},
         partitions=1,
         delivery={"mode": "batch", "batch_size": CRASH_BATCH},
         retries=1,
@@ -103,11 +109,17 @@ def contacts(databases) -> list[Contact]:
 
 @pytest.fixture(scope="module")
 def emulator(altcraft_module_emulator: EmulatorClient) -> EmulatorClient:
+    fields = [
+        {"name": "CRM_ID", "type": "string"},
+        {"name": "LOYALTY", "type": "int"},
+        {"name": MARKER, "type": "string"},
+    ]
     altcraft_module_emulator.seed(
+        databases=[{"id": CRASH_DB, "name": "Customers with a launch marker", "fields": fields}],
         scenarios=[
-            {"id": scenario, "name": dag_id, "db_id": 1, "is_active": True}
+            {"id": scenario, "name": dag_id, "db_id": CRASH_DB if dag_id == CRASH else 1, "is_active": True}
             for dag_id, scenario in SCENARIOS.items()
-        ]
+        ],
     )
     return altcraft_module_emulator
 
@@ -132,16 +144,24 @@ def backfilled(deployment) -> dict[str, Any]:
     return {"runs": runs, "instances": deployment.launch_tasks(MAIN, runs)}
 
 
-def outcomes(databases: dict[str, str], dag_id: str) -> list[sa.Row]:
+def crm_query(databases: dict[str, str], query: str, **params: Any) -> list[sa.Row]:
     engine = sa.create_engine(f"postgresql+psycopg2://{databases['crm']}")
     try:
         with engine.connect() as conn:
-            query = sa.text(
-                "SELECT outcome, source_key, try_number FROM altcraft_outcomes WHERE dag_id = :dag_id"
-            )
-            return list(conn.execute(query, {"dag_id": dag_id}))
+            return list(conn.execute(sa.text(query), params))
     finally:
         engine.dispose()
+
+
+def outcomes(databases: dict[str, str], dag_id: str) -> list[sa.Row]:
+    query = "SELECT outcome, source_key, try_number, reason FROM altcraft_outcomes WHERE dag_id = :dag_id"
+    return crm_query(databases, query, dag_id=dag_id)
+
+
+def contact_statuses(databases: dict[str, str], dag_id: str) -> Counter[str]:
+    """The ledger's contacts of the pipeline's scenario, by status."""
+    query = "SELECT status FROM altcraft_contacts WHERE scenario_id = :scenario"
+    return Counter(row.status for row in crm_query(databases, query, scenario=SCENARIOS[dag_id]))
 
 
 def launched(emulator: EmulatorClient, dag_id: str) -> list[str]:
@@ -214,39 +234,80 @@ def killed_worker(backfilled, deployment, emulator) -> dict[str, Any]:
     victim = ti["hostname"]
     deployment.airflow.stack.kill(victim)
     finished = deployment.wait(CRASH, [CRASH_DAY], WAIT)
-    tries = deployment.airflow.api.get(
-        f"dags/{CRASH}/dagRuns/{run['dag_run_id']}/taskInstances/{LAUNCH}/0/tries"
-    )
-    return {"run": finished[0], "victim": victim, "tries": tries["task_instances"]}
+    api = deployment.airflow.api
+    tries = api.get(f"dags/{CRASH}/dagRuns/{run['dag_run_id']}/taskInstances/{LAUNCH}/0/tries")
+    return {
+        "run": finished[0],
+        "victim": victim,
+        "tries": tries["task_instances"],
+        "summary": api.xcom(CRASH, run["dag_run_id"], LAUNCH, map_index=0),  # the last try's
+        "run_key": f"{CRASH}/{LAUNCH}[0]/{run['dag_run_id']}",
+    }
+
+
+def requests_of(emulator: EmulatorClient, dag_id: str) -> list[list[str]]:
+    """The keys each launch request of the pipeline's scenario carried, in the order they were processed."""
+    requests: dict[str, list[str]] = {}
+    for entry in emulator.journal(SCENARIOS[dag_id]):
+        requests.setdefault(entry["request_id"], []).append(entry["key"])
+    return list(requests.values())
 
 
 def test_a_killed_workers_task_is_retried_on_the_other_worker(killed_worker):
-    # The batch in flight when the worker died stays uncertain (no launch marker to prove it either way),
-    # so the run is not a clean success: the retry fails loudly instead of turning green.
-    assert killed_worker["run"]["state"] == "failed"
+    # Try 2 reconciles the batch in flight when the worker died before claiming it, so the run succeeds.
+    assert killed_worker["run"]["state"] == "success"
     tries = {t["try_number"]: t for t in killed_worker["tries"]}
     assert sorted(tries) == [1, 2]
     assert tries[1]["hostname"] == killed_worker["victim"]
     assert tries[1]["state"] == "failed"  # no heartbeat from the dead worker
     assert tries[2]["hostname"] in set(WORKERS) - {killed_worker["victim"]}
-    assert tries[2]["state"] == "failed"
+    assert tries[2]["state"] == "success"
 
 
-def test_a_killed_worker_launches_nobody_twice_and_drops_nobody(killed_worker, emulator, databases, contacts):
-    """The in-flight batch is reported uncertain: without a launch marker reconciliation cannot prove it."""
-    keys = launched(emulator, CRASH)
-    assert len(keys) == len(set(keys)), "nobody launched twice"
+def test_the_in_flight_batch_is_recorded_uncertain_then_reconciled_by_the_retry(
+    killed_worker, emulator, databases, contacts
+):
+    """Try 2 records try 1's unanswered batch as uncertain, then reads it back: the marker proves it."""
+    summary = killed_worker["summary"]
+    assert summary["earlier_tries"]["uncertain"] == CRASH_BATCH, "try 1's batch in flight, recorded uncertain"
+    assert summary["reconciled"] == {"launched": CRASH_BATCH, "not_processed": 0, "uncertain": 0}
+    assert (summary["uncertain"], summary["scope"]) == (0, {"uncertain": 0, "failed": 0})
+
+    requests = requests_of(emulator, CRASH)
+    held = set(requests[2])  # the third request, processed after its client was killed
+    assert len(held) == CRASH_BATCH
     email_of = {str(c.id): c.email for c in contacts}
-    expected = valid_emails(on_days(contacts, [CRASH_DAY]))
     rows = outcomes(databases, CRASH)
-    uncertain = {email_of[row.source_key] for row in rows if row.outcome == "uncertain"}
-    assert len(uncertain) == CRASH_BATCH, "exactly the batch in flight is uncertain"
-    # The emulator processed the held batch after its client died: Altcraft launched them, the ledger
-    # cannot know it yet. Everyone else was launched exactly once, in one try or the other.
-    assert uncertain <= set(keys)
-    assert set(keys) == expected
-    ledger_launched = {email_of[row.source_key] for row in rows if row.outcome == "launched"}
-    assert ledger_launched == expected - uncertain, "nobody dropped"
+    reconciled = [
+        (email_of[row.source_key], row.outcome)
+        for row in rows
+        if row.try_number == 1 and "launch marker" in (row.reason or "")
+    ]
+    assert sorted(reconciled) == sorted((key, "launched") for key in held), "the held batch, proven launched"
+
+    # The proof: those profiles carry try 1's marker, written by the request that launched them.
+    _, _, try_1 = launch_marker(MARKER, killed_worker["run_key"], 1).partition("=")
+    _, _, try_2 = launch_marker(MARKER, killed_worker["run_key"], 2).partition("=")
+    marker_of = {p["id"]: p["fields"].get(MARKER) for p in emulator.profiles(db_id=CRASH_DB)}
+    carried = {entry["key"]: marker_of[entry["profile_id"]] for entry in emulator.journal(SCENARIOS[CRASH])}
+    by_try_1 = {key for request in requests[:3] for key in request}
+    assert carried == {key: try_1 if key in by_try_1 else try_2 for key in carried}
+
+
+def test_a_killed_worker_launches_everyone_exactly_once(killed_worker, emulator, databases, contacts):
+    expected = valid_emails(on_days(contacts, [CRASH_DAY]))
+    assert sorted(launched(emulator, CRASH)) == sorted(expected), "every valid contact once, nobody twice"
+
+    requests = requests_of(emulator, CRASH)
+    email_of = {str(c.id): c.email for c in contacts}
+    by_try: dict[int, list[str]] = {1: [], 2: []}
+    for row in outcomes(databases, CRASH):
+        if row.outcome == "launched":
+            by_try[row.try_number].append(email_of[row.source_key])
+    sent_by_try_1 = [key for request in requests[:3] for key in request]
+    assert sorted(by_try[1]) == sorted(sent_by_try_1), "try 1's three requests, the held one reconciled"
+    assert sorted(by_try[2]) == sorted(expected - set(sent_by_try_1)), "try 2 sent the rest, once"
+    assert contact_statuses(databases, CRASH) == {"launched": len(expected)}
 
 
 # -------------------------------------------------------------------------- the broker restarted
