@@ -43,6 +43,7 @@ from demo.celery_demo import (
 )
 from demo.seed_crm import Contact
 
+from altcraft.operators.import_and_launch import SUMMARY_XCOM_KEY
 from altcraft.reconciliation import launch_marker
 from altcraft.testing import EmulatorClient
 
@@ -240,7 +241,8 @@ def killed_worker(backfilled, deployment, emulator) -> dict[str, Any]:
         "run": finished[0],
         "victim": victim,
         "tries": tries["task_instances"],
-        "summary": api.xcom(CRASH, run["dag_run_id"], LAUNCH, map_index=0),  # the last try's
+        # the last try's summary, published whether the try succeeded or not
+        "summary": api.xcom(CRASH, run["dag_run_id"], LAUNCH, map_index=0, key=SUMMARY_XCOM_KEY),
         "run_key": f"{CRASH}/{LAUNCH}[0]/{run['dag_run_id']}",
     }
 
