@@ -106,3 +106,20 @@ def test_a_task_that_fails_part_way_leaves_its_whole_chunk_uncertain(altcraft, l
     altcraft.call("workflows/activate", {"id": SCENARIO})
     retry = delivery(altcraft, ledger, try_number=2, mode=DeliveryMode.ASYNC).process([records(10)])
     assert (retry.uncertain, retry.requests) == (10, 0), "never resent blindly"
+
+
+def test_a_contact_met_again_in_a_later_chunk_is_reconciled_once(altcraft, ledger):
+    first = delivery(altcraft, ledger)
+    first.process([records(1)])  # the profile now exists in Altcraft
+    doubt = RunRef("welcome", "import_and_launch", "run-0", 1, "w0")
+    claim = ledger.claim(
+        first.scope, doubt, [("email:user0@example.org", "0")], RelaunchPolicy("once"), relaunch=True
+    )
+    ledger.settle(first.scope, doubt, claim, {})  # no answer: uncertain, and no marker to decide it
+
+    again = delivery(altcraft, ledger, try_number=2, batch_size=1, profiles_db_id=1)
+    again.process([records(1), records(1)])  # the same contact in two chunks
+
+    assert again.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1}
+    assert ledger.contact_states(again.scope) == {"email:user0@example.org": "uncertain"}
+    assert len(launched(altcraft)) == 1

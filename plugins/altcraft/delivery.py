@@ -228,6 +228,8 @@ class Delivery:
     profiles_db_id: int | None = None
     #: the ledger bound to this try (a dry run's session predicts claims and writes nothing)
     session: LedgerSession = field(init=False, repr=False)
+    #: contacts this try already checked in Altcraft: a key met again in a later chunk is not asked twice
+    checked: set[str] = field(default_factory=set, init=False, repr=False)
 
     @classmethod
     def create(
@@ -392,11 +394,13 @@ class Delivery:
         """Check uncertain contacts in Altcraft (``profiles/get``) and record the verdicts.
 
         ``keys``: only these (before a claim); None: every uncertain contact of the scenario. A read
-        that fails leaves the contact uncertain; the delivery goes on.
+        that fails leaves the contact uncertain; the delivery goes on. Each contact is checked once per
+        try (``summary.reconciled`` counts contacts, not checks).
         """
         if self.profiles_db_id is None or self.dry_run:
             return {}
-        contacts = self.session.uncertain_contacts(keys)
+        contacts = [c for c in self.session.uncertain_contacts(keys) if c.contact_key not in self.checked]
+        self.checked.update(c.contact_key for c in contacts)
         verdicts: dict[str, Resolution] = {}
         for contact in contacts:
             verdict = self._judge(contact)
