@@ -92,11 +92,14 @@ def reset_ledger(schema: str) -> None:
     import psycopg
 
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        found = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'altcraft_%%'", (schema,)
-        ).fetchone()
-        if found and found[0]:
-            conn.execute(f"TRUNCATE {schema}.altcraft_contacts, {schema}.altcraft_outcomes")
+        present = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall()
+        tables = [f"{schema}.{name}" for (name,) in present if name in _RESET_TABLES]
+        if tables:
+            conn.execute(f"TRUNCATE {', '.join(tables)}")
+
+
+#: The ledger tables a job starts without rows in (the per-day counts go with the outcomes they count).
+_RESET_TABLES = ("altcraft_contacts", "altcraft_outcomes", "altcraft_outcome_days")
 
 
 def server_version() -> str:

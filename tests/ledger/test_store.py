@@ -26,6 +26,7 @@ from altcraft.ledger import (
     RunRef,
     Scope,
     Settlement,
+    activity_table,
     contacts_table,
     metadata,
     outcomes_table,
@@ -148,6 +149,39 @@ def row(engine: sa.Engine, scope: Scope, key: str) -> dict:
             return {} if found is None else dict(found)
     finally:
         other.dispose()
+
+
+def days_and_rows(engine: sa.Engine, scope: Scope) -> tuple[dict, dict]:
+    """The scope's ``altcraft_outcome_days`` next to ``COUNT(*) … GROUP BY`` of its outcome rows: each as
+    (dag_id, UTC day, outcome) -> count, plus (dag_id, UTC day) -> latest recorded_at."""
+    day = "date(recorded_at)" if engine.dialect.name == "sqlite" else "CAST(recorded_at AS DATE)"
+    raw = f"""
+        SELECT dag_id, {day}, outcome, COUNT(*), MAX(recorded_at) FROM altcraft_outcomes
+        WHERE platform = :platform AND scenario_id = :scenario GROUP BY dag_id, {day}, outcome"""
+    kept = """
+        SELECT dag_id, day, outcome, outcome_count, last_recorded_at FROM altcraft_outcome_days
+        WHERE platform = :platform AND scenario_id = :scenario"""
+    params = {"platform": scope.platform, "scenario": scope.scenario_id}
+    found = []
+    with engine.connect() as conn:
+        for query in (raw, kept):
+            counts: dict = {}
+            latest: dict = {}
+            for dag_id, on, outcome, count, last in conn.execute(sa.text(query), params):
+                on, last = str(on)[:10], str(last)[:26]  # drivers differ: date/str, datetime/str
+                assert count >= 0, f"negative count {count} for {dag_id} {on} {outcome}"
+                if count:
+                    counts[dag_id, on, outcome] = count
+                latest[dag_id, on] = max(last, latest.get((dag_id, on), last))
+            found.append((counts, latest))
+    return found[0], found[1]
+
+
+def assert_days_are_the_rows(engine: sa.Engine, scope: Scope) -> dict:
+    """``altcraft_outcome_days`` equals counting the outcome rows (and their latest time per day)."""
+    rows, days = days_and_rows(engine, scope)
+    assert days == rows
+    return rows[0]
 
 
 # --- value objects ---------------------------------------------------------------------------------
@@ -590,6 +624,7 @@ def test_concurrent_claims_never_send_a_contact_twice(engine, scope):
         for claim, share in zip(claims, shares, strict=False):
             decided = len(claim.to_send) + len(claim.skipped) + len(claim.uncertain) + claim.duplicates
             assert decided == len(share), "each claim decides every one of its items exactly once"
+    assert_days_are_the_rows(engine, scope)  # concurrent writers of the same day's counts
 
 
 def test_ten_thousand_contacts(engine, ledger, scope):
@@ -818,12 +853,23 @@ def test_reconciliation_verdicts_update_the_contact_and_the_sending_tries_outcom
 def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     old = sa.MetaData()
     for table in metadata.tables.values():
+        if table is activity_table:
+            continue
         columns = [c.copy() for c in table.columns if c.name != "launch_marker"]
         sa.Table(table.name, old, *columns)
     sa.Index("ix_altcraft_outcomes_recorded_at", old.tables["altcraft_outcomes"].c.recorded_at)
     old.create_all(fresh_engine)
+    written = [  # outcome rows an earlier version wrote (it kept no per-day counts)
+        {"platform": scope.platform, "scenario_id": 7, "dag_id": dag_id, "task_id": "send", "run_id": "r",
+         "window_key": "w", "try_number": 1, "source_key": f"s{n}", "outcome": outcome,
+         "recorded_at": T0 + timedelta(hours=n * 7)}
+        for n, (dag_id, outcome) in enumerate([("a", "launched"), ("a", "failed"), ("b", "launched")] * 3)
+    ]  # fmt: skip
+    with fresh_engine.begin() as conn:
+        conn.execute(old.tables["altcraft_outcomes"].insert(), written)
     ledger = Ledger(fresh_engine)
     ledger.ensure_schema()
+    assert sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 9, "filled once from the rows"
     Ledger(fresh_engine).ensure_schema()  # idempotent
     found = sa.inspect(fresh_engine).get_indexes("altcraft_outcomes")
     indexes = {index["name"]: index["column_names"] for index in found}
@@ -835,6 +881,9 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     claim = ledger.claim(scope, run(), items("k:a"), ONCE, marker="AF_SYNC=1", now=T0)
     assert row(fresh_engine, scope, "k:a")["launch_marker"] == "AF_SYNC=1"
     assert claim.to_send == ["k:a"]
+    ledger.settle(scope, run(), claim, {"k:a": LAUNCHED}, now=T0)
+    assert sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10, "kept from then on"
+    assert ledger.recount_days() > 0 and sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10
 
 
 def test_combined_mode_identity_any_component_matches(engine, ledger, scope):
@@ -864,3 +913,59 @@ def test_combined_mode_identity_any_component_matches(engine, ledger, scope):
     two_people = ledger.claim(scope, run("r6"), items("ep:a@x|+7911"), ONCE, aliases=keys_of("ep:a@x|+7911"))
     assert two_people.to_send == [] and "2 different earlier contacts" in two_people.skipped["ep:a@x|+7911"]
     assert len(ledger.contact_states(scope)) == 2
+
+
+# --- per-day counts ---------------------------------------------------------------------------------
+
+
+def test_per_day_counts_are_the_outcome_rows_through_every_kind_of_write(engine, ledger, scope):
+    """Real deliveries over four days, with retries, recovery, relaunch, resend and reconciliation
+    rewriting an earlier day's outcomes: ``altcraft_outcome_days`` equals ``COUNT(*) … GROUP BY`` after
+    each step."""
+    day = [T0 + timedelta(days=n, hours=23, minutes=30) for n in range(4)]  # late: the next day is close
+    r1 = run("d1")
+    first = ledger.claim(scope, r1, items("k:a", "k:b", "k:c", "k:d", "k:e", "k:a"), ONCE, now=day[0])
+    answers = {"k:a": LAUNCHED, "k:b": Settlement(Outcome.FAILED, 500, "x")}  # c, d, e: no answer
+    ledger.settle(scope, r1, first, answers, now=day[0])
+    ledger.record(scope, r1, Outcome.REJECTED, [(None, "src-bad", None, "email: invalid")], now=day[0])
+    assert assert_days_are_the_rows(engine, scope) == {
+        ("dag", "2030-01-01", "launched"): 1,
+        ("dag", "2030-01-01", "failed"): 1,
+        ("dag", "2030-01-01", "uncertain"): 3,
+        ("dag", "2030-01-01", "skipped"): 1,  # the duplicate item
+        ("dag", "2030-01-01", "rejected"): 1,
+    }
+    r2 = run("d2")
+    again = ledger.claim(scope, r2, items("k:a", "k:b", "k:c", "k:f", "k:g"), ONCE, now=day[1])
+    assert again.to_send == ["k:b", "k:f", "k:g"] and list(again.uncertain) == ["k:c"]
+    ledger.settle(scope, r2, again, {"k:b": LAUNCHED, "k:f": LAUNCHED}, now=day[1])  # g: uncertain
+    crashed = ledger.claim(scope, run("d2-crash"), items("k:h"), ONCE, now=day[1])
+    assert crashed.to_send == ["k:h"]
+    assert ledger.recover(scope, run("d2-crash", 2), now=day[2]) == ["k:h"]  # try 1 died: uncertain
+    assert_days_are_the_rows(engine, scope)
+
+    contacts = ledger.uncertain_contacts(scope)
+    assert sorted(c.contact_key for c in contacts) == ["k:c", "k:d", "k:e", "k:g", "k:h"]
+    verdicts = {
+        "k:c": Resolution(Outcome.LAUNCHED, "reconciled: marker", "p-c"),  # day 1's outcome rewritten
+        "k:d": Resolution(Outcome.FAILED, "not processed"),
+        "k:g": Resolution(Outcome.LAUNCHED, "reconciled: marker"),  # day 2's
+        "k:h": Resolution(Outcome.LAUNCHED, "reconciled: marker"),  # day 3's (recorded by recovery)
+        "k:e": Resolution(Outcome.UNCERTAIN, "still uncertain"),
+    }
+    before = assert_days_are_the_rows(engine, scope)
+    ledger.resolve(scope, contacts, verdicts, now=day[2])
+    after = assert_days_are_the_rows(engine, scope)
+    assert after["dag", "2030-01-01", "uncertain"] == before["dag", "2030-01-01", "uncertain"] - 2
+    assert after["dag", "2030-01-01", "launched"] == before["dag", "2030-01-01", "launched"] + 1
+    assert ledger.resolve(scope, contacts, {"k:c": Resolution(Outcome.FAILED, "late")}, now=day[3]) == {}
+    assert assert_days_are_the_rows(engine, scope) == after, "a verdict on a changed row changes nothing"
+
+    r4, r5 = run("d4-relaunch"), run("d4-resend")
+    relaunch = ledger.claim(scope, r4, items("k:a", "k:c"), ONCE, relaunch=True, now=day[3])
+    ledger.settle(scope, r4, relaunch, dict.fromkeys(relaunch.to_send, LAUNCHED), now=day[3])
+    resend = ledger.claim(scope, r5, items("k:e", "k:d"), ONCE, resend_uncertain=True, now=day[3])
+    assert sorted(resend.to_send) == ["k:d", "k:e"]
+    ledger.settle(scope, r5, resend, {"k:e": LAUNCHED}, now=day[3])  # d: no answer
+    final = assert_days_are_the_rows(engine, scope)
+    assert {on for _, on, _ in final} == {"2030-01-01", "2030-01-02", "2030-01-03", "2030-01-04"}

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
+from altcraft.ledger import (
+    Ledger,
+    Outcome,
+    RelaunchPolicy,
+    Resolution,
+    RunRef,
+    Scope,
+    Settlement,
+    outcomes_table,
+)
 from altcraft.ui import queries
 from altcraft.ui.actions import SELECTED_CONF_KEY, Action, plan
 from altcraft.ui.keys import candidate_keys
@@ -224,18 +234,40 @@ def test_action_plans_name_the_window_params_and_people():
         plan(Action.RELAUNCH_SELECTED, dag_id="d", run_id="r", interval=interval, people=0)
 
 
-def test_past_days_are_read_once_and_today_every_time(history):
-    cache = queries.DailyActivity(days=30)
+def test_a_past_day_rewritten_by_reconciliation_shows_at_once(history):
+    """Reconciliation turns an earlier day's uncertain outcome into launched: the next view counts it."""
+    old = ref("welcome", "scheduled__d0")
+    three_days_ago = NOW - timedelta(days=3, hours=1)
+    deliver(history, SCOPE, old, {"u@x.org": Outcome.UNCERTAIN}, three_days_ago)
     with history.engine.connect() as conn:
-        first = queries.pipelines(conn, NOW, history=cache)
-    old, new = ref("welcome", "late"), ref("welcome", "new")
-    for run, days in ((old, 5), (new, 0)):
-        rows = [(None, f"row-{run.run_id}", None, run.run_id)]
-        history.record(SCOPE, run, Outcome.REJECTED, rows, now=NOW - timedelta(days=days, minutes=1))
+        (before,) = [s for s in queries.pipelines(conn, NOW) if s.key == (SCOPE.platform, 42)]
+    contacts = history.uncertain_contacts(SCOPE, ["email:u@x.org"])
+    verdict = {"email:u@x.org": Resolution(Outcome.LAUNCHED, "reconciled: marker")}
+    assert history.resolve(SCOPE, contacts, verdict, now=NOW) == {Outcome.LAUNCHED: 1}
     with history.engine.connect() as conn:
-        (again,) = [s for s in queries.pipelines(conn, NOW, history=cache) if s.key == (SCOPE.platform, 42)]
-        (fresh,) = [s for s in queries.pipelines(conn, NOW) if s.key == (SCOPE.platform, 42)]
-    (before,) = [s for s in first if s.key == (SCOPE.platform, 42)]
-    assert again.last_24h["rejected"] == before.last_24h["rejected"] + 1  # today: read again
-    assert again.last_30d["rejected"] == before.last_30d["rejected"] + 1  # 5 days ago: kept from the cache
-    assert fresh.last_30d["rejected"] == before.last_30d["rejected"] + 2
+        (after,) = [s for s in queries.pipelines(conn, NOW) if s.key == (SCOPE.platform, 42)]
+    day = three_days_ago.date()
+    assert after.per_day[day]["launched"] == before.per_day[day]["launched"] + 1
+    assert after.per_day[day]["uncertain"] == before.per_day[day]["uncertain"] - 1
+    assert after.last_30d["uncertain"] == before.last_30d["uncertain"] - 1
+    assert after.last_24h == before.last_24h, "the row keeps its day: older than 24 hours"
+    assert after.open_contacts == {"failed": 1, "uncertain": 1}
+
+
+def test_the_pages_counts_are_the_outcome_rows(history):
+    """Per day, last 30 days and last 24 hours, as counting every outcome row of the scope would."""
+    rows = sa.select(outcomes_table.c.outcome, outcomes_table.c.recorded_at).where(
+        outcomes_table.c.scenario_id == 42
+    )
+    with history.engine.connect() as conn:
+        (scope,) = [s for s in queries.pipelines(conn, NOW) if s.key == (SCOPE.platform, 42)]
+        recorded = conn.execute(rows).all()
+    since = NOW - timedelta(hours=24)
+    per_day: dict = {}
+    for outcome, at in recorded:
+        per_day.setdefault(at.date(), Counter())[outcome] += 1
+    assert {day: dict(counts) for day, counts in scope.per_day.items()} == {
+        d: dict(c) for d, c in per_day.items()
+    }
+    assert dict(scope.last_30d) == dict(Counter(outcome for outcome, _ in recorded))
+    assert dict(scope.last_24h) == dict(Counter(outcome for outcome, at in recorded if at >= since))

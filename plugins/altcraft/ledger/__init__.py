@@ -20,7 +20,7 @@ from altcraft.ledger.model import (
     UncertainContact,
     normalise_platform,
 )
-from altcraft.ledger.schema import aliases_table, contacts_table, metadata, outcomes_table
+from altcraft.ledger.schema import activity_table, aliases_table, contacts_table, metadata, outcomes_table
 from altcraft.ledger.session import LedgerSession
 from altcraft.ledger.store import Ledger
 
@@ -37,6 +37,7 @@ __all__ = [
     "Scope",
     "Settlement",
     "UncertainContact",
+    "activity_table",
     "aliases_table",
     "contacts_table",
     "metadata",

@@ -89,6 +89,24 @@ outcomes_table = sa.Table(
     **_MYSQL_OPTIONS,
 )
 
+#: Outcome rows counted per scope, pipeline, UTC day (of ``recorded_at``) and outcome: the UI's 30-day
+#: counts without reading a month of outcomes. Kept by the ledger in the transaction that writes or
+#: rewrites the outcome rows (see :class:`~altcraft.ledger.statements.ActivityTally`), so it always equals
+#: ``COUNT(*) … GROUP BY`` of ``altcraft_outcomes``; a row may reach 0 when reconciliation moves its rows.
+activity_table = sa.Table(
+    "altcraft_outcome_days",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("platform", sa.String(PLATFORM_LEN), primary_key=True),
+    sa.Column("scenario_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dag_id", sa.String(ID_LEN), primary_key=True),
+    sa.Column("outcome", sa.String(16), primary_key=True),
+    sa.Column("outcome_count", sa.BigInteger, nullable=False),
+    #: the latest ``recorded_at`` of the rows counted here (never lowered: a moved row keeps its day)
+    sa.Column("last_recorded_at", UtcDateTime, nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
 aliases_table = sa.Table(
     "altcraft_aliases",
     metadata,
@@ -102,11 +120,13 @@ aliases_table = sa.Table(
 )
 
 
-def create_schema(engine: Engine) -> None:
+def create_schema(engine: Engine) -> set[str]:
     """Create the tables and indexes if missing, then add the columns and indexes an older ledger lacks.
 
+    Returns the names of the tables that were missing (an older ledger's new tables may need filling).
     Idempotent; a concurrent creator is tolerated.
     """
+    missing = set(metadata.tables) - set(sa.inspect(engine).get_table_names())
     for attempt in range(1, 4):
         try:
             metadata.create_all(engine, checkfirst=True)
@@ -118,6 +138,7 @@ def create_schema(engine: Engine) -> None:
             time.sleep(0.2 * attempt)
     _add_missing_columns(engine)
     _add_missing_indexes(engine)
+    return missing
 
 
 #: Indexes of older versions (name: columns) that a current index replaces: it leads with the same columns.

@@ -8,15 +8,15 @@ inserts, chunked below SQLite's historical limit of 999 parameters per statement
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from altcraft.ledger.model import Outcome, RunRef, Scope
+from altcraft.ledger.model import Outcome, RunRef, Scope, utc
 from altcraft.ledger.rules import Change
-from altcraft.ledger.schema import UtcDateTime, contacts_table, outcomes_table
+from altcraft.ledger.schema import UtcDateTime, activity_table, contacts_table, outcomes_table
 
 T = TypeVar("T")
 
@@ -24,6 +24,8 @@ T = TypeVar("T")
 PARAMS_PER_STATEMENT = 900
 
 _C = contacts_table.c
+_O = outcomes_table.c
+_D = activity_table.c
 
 
 def is_transient(exc: sa.exc.DBAPIError) -> bool:
@@ -230,3 +232,127 @@ def insert_outcomes(
         "recorded_at": at,
     }
     insert_rows(conn, outcomes_table, shared, columns(_ENTRY_COLUMNS, entries))
+    tally(conn).add(scope.platform, scope.scenario_id, run.dag_id, outcome.value, at, len(entries))
+
+
+# --- the per-day counts (altcraft_outcome_days) -------------------------------------------------------
+
+#: (day, platform, scenario_id, dag_id, outcome): one row of ``altcraft_outcome_days``
+DayKey = tuple[date, str, int, str, str]
+_TALLY = "altcraft_outcome_days"
+
+
+class ActivityTally:
+    """What one transaction's outcome writes change in ``altcraft_outcome_days``, applied at its end.
+
+    Applied in key order just before COMMIT, so concurrent transactions lock the rows of that small
+    table in one order and hold them only while they commit.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[DayKey, int] = {}
+        self.latest: dict[DayKey, datetime] = {}
+
+    def add(self, platform: str, scenario_id: int, dag_id: str, outcome: str, at: datetime, n: int) -> None:
+        """``n`` (negative: fewer) outcome rows recorded at ``at`` (their ``recorded_at``)."""
+        at = utc(at)
+        key = (at.date(), platform, int(scenario_id), dag_id, outcome)
+        self.counts[key] = self.counts.get(key, 0) + n
+        self.latest[key] = max(at, self.latest.get(key, at))
+
+    def apply(self, conn: Connection) -> None:
+        rows = [(*key, self.counts[key], self.latest[key]) for key in sorted(self.counts)]
+        upsert_days(conn, rows, add=True)
+
+
+def begin_tally(conn: Connection) -> ActivityTally:
+    """Start counting this transaction's outcome writes (the ledger's write transactions do)."""
+    conn.info[_TALLY] = ActivityTally()
+    return conn.info[_TALLY]
+
+
+def drop_tally(conn: Connection) -> None:
+    conn.info.pop(_TALLY, None)
+
+
+def tally(conn: Connection) -> ActivityTally:
+    """The running transaction's :class:`ActivityTally`; writing outcomes without one would lose counts."""
+    try:
+        return conn.info[_TALLY]
+    except KeyError:
+        raise RuntimeError("outcome rows are written in a Ledger write transaction") from None
+
+
+def upsert_days(conn: Connection, rows: Sequence[tuple[Any, ...]], *, add: bool) -> None:
+    """Rows of ``altcraft_outcome_days`` as (*DayKey, count, latest recorded_at): with ``add``, added to
+    the counts there (a new key starts at 0), else replacing them."""
+    if not rows:
+        return
+    names = ("day", "platform", "scenario_id", "dag_id", "outcome", "outcome_count", "last_recorded_at")
+    values = [dict(zip(names, row, strict=True)) for row in rows]
+    dialect = conn.dialect.name
+    if dialect == "mysql":
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        statement = mysql_insert(activity_table)
+        new = statement.inserted
+        count, latest = _merged(new, add, sa.func.greatest)
+        conn.execute(statement.on_duplicate_key_update(outcome_count=count, last_recorded_at=latest), values)
+        return
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    statement = insert(activity_table)
+    greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max  # SQLite: max(a, b) is scalar
+    count, latest = _merged(statement.excluded, add, greatest)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(activity_table.primary_key.columns),
+        set_={"outcome_count": count, "last_recorded_at": latest},
+    )
+    conn.execute(statement, values)
+
+
+def _merged(new: Any, add: bool, greatest: Any) -> tuple[Any, Any]:
+    """SET values of an upsert into ``altcraft_outcome_days``: added to the row there, or replacing it."""
+    if not add:
+        return new.outcome_count, new.last_recorded_at
+    return _D.outcome_count + new.outcome_count, greatest(_D.last_recorded_at, new.last_recorded_at)
+
+
+def utc_day(column: Any, dialect: str) -> Any:
+    """The UTC calendar day of a timestamp column (stored as naive UTC), as the dialect spells it."""
+    return sa.cast(column, sa.Date) if dialect == "postgresql" else sa.func.date(column)
+
+
+def as_date(value: Any) -> date:
+    """A DATE as the drivers return it (SQLite: ISO text)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def recount_days(conn: Connection) -> int:
+    """Set ``altcraft_outcome_days`` to ``COUNT(*) … GROUP BY`` of the outcome rows; returns its rows.
+
+    Holds off outcome writes while it counts (PostgreSQL: a SHARE lock on the table; MySQL/MariaDB: a
+    locking read, which needs REPEATABLE READ for its gap locks; SQLite: the write lock), so no write
+    falls between the count and the table. Writes the table only with UPDATE and INSERT.
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql(f"LOCK TABLE {outcomes_table.name} IN SHARE MODE")
+    day = utc_day(_O.recorded_at, dialect)
+    keys = (day, _O.platform, _O.scenario_id, _O.dag_id, _O.outcome)
+    query = sa.select(*keys, sa.func.count(), sa.func.max(_O.recorded_at)).group_by(*keys)
+    if dialect == "mysql":
+        query = query.with_for_update(read=True)
+    rows = [
+        (as_date(on), platform, int(scenario_id), dag_id, outcome, int(n), last)
+        for on, platform, scenario_id, dag_id, outcome, n, last in conn.execute(query)
+    ]
+    conn.execute(sa.update(activity_table).values(outcome_count=0))
+    upsert_days(conn, rows, add=False)
+    return len(rows)

@@ -40,17 +40,27 @@ from altcraft.ledger.model import (
     UncertainContact,
     utc,
 )
-from altcraft.ledger.schema import aliases_table, contacts_table, create_schema, outcomes_table
+from altcraft.ledger.schema import (
+    activity_table,
+    aliases_table,
+    contacts_table,
+    create_schema,
+    outcomes_table,
+)
 from altcraft.ledger.session import LedgerSession
 from altcraft.ledger.statements import (
     Entry,
     apply_changes,
+    begin_tally,
     change_values,
     columns,
+    drop_tally,
     insert_outcomes,
     insert_rows,
     is_transient,
     matching,
+    recount_days,
+    tally,
     update_contacts,
 )
 
@@ -86,41 +96,63 @@ class Ledger:
     # --- schema and transactions -------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the tables and indexes if missing. Idempotent; a concurrent creator is tolerated."""
-        create_schema(self.engine)
+        """Create the tables and indexes if missing. Idempotent; a concurrent creator is tolerated.
+
+        A ledger of an earlier version gets ``altcraft_outcome_days`` filled from its outcome rows once.
+        """
+        if activity_table.name in create_schema(self.engine):
+            self.recount_days()
         self._schema_ready = True
+
+    def recount_days(self) -> int:
+        """Recount ``altcraft_outcome_days`` from the outcome rows (exact while writes wait; a one-off for
+        ledgers written by versions that did not keep it). Returns its rows."""
+        rows = self._attempts(recount_days, mysql_isolation="REPEATABLE READ")  # gap locks: see recount_days
+        log.info("Ledger: counted the outcome rows per day into %s (%d rows)", activity_table.name, rows)
+        return rows
 
     def _ready(self) -> None:
         if not self._schema_ready:
             self.ensure_schema()
 
     @contextmanager
-    def _transaction(self) -> Generator[Connection]:
-        """A write transaction that takes its locks up front on SQLite and reads committed data elsewhere."""
+    def _transaction(self, mysql_isolation: str = "READ COMMITTED") -> Generator[Connection]:
+        """A write transaction that takes its locks up front on SQLite and reads committed data elsewhere
+        (MySQL/MariaDB: at ``mysql_isolation``). The per-day counts of the outcome rows it writes are
+        added to ``altcraft_outcome_days`` just before it commits."""
         with self.engine.connect() as conn:
             dialect = self.engine.dialect.name
-            if dialect == "sqlite":
-                # pysqlite would defer BEGIN; take the write lock first so concurrent claims serialise.
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
+            days = begin_tally(conn)
+            try:
+                if dialect == "sqlite":
+                    # pysqlite would defer BEGIN; take the write lock first so concurrent claims serialise.
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                        days.apply(conn)
+                        conn.exec_driver_sql("COMMIT")
+                    except BaseException:
+                        conn.exec_driver_sql("ROLLBACK")
+                        raise
+                    return
+                if dialect == "mysql":  # InnoDB's REPEATABLE READ adds gap locks and deadlocks on new keys
+                    conn.execution_options(isolation_level=mysql_isolation)
+                with conn.begin():
                     yield conn
-                    conn.exec_driver_sql("COMMIT")
-                except BaseException:
-                    conn.exec_driver_sql("ROLLBACK")
-                    raise
-                return
-            if dialect == "mysql":  # InnoDB's REPEATABLE READ adds gap locks and deadlocks on new keys
-                conn.execution_options(isolation_level="READ COMMITTED")
-            with conn.begin():
-                yield conn
+                    days.apply(conn)
+            finally:
+                drop_tally(conn)
 
     def _write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in one transaction; on a conflict, roll back and rerun it (bounded attempts)."""
         self._ready()
+        return self._attempts(work)
+
+    def _attempts(self, work: Callable[[Connection], T], mysql_isolation: str = "READ COMMITTED") -> T:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
-                with self._transaction() as conn:
+                with self._transaction(mysql_isolation) as conn:
                     return work(conn)
             except sa.exc.DBAPIError as exc:
                 if attempt == _MAX_ATTEMPTS or not is_transient(exc):
@@ -437,15 +469,7 @@ class Ledger:
                     continue
                 applied[resolution.outcome] += 1
                 if outcome_row is not None:
-                    conn.execute(
-                        sa.update(outcomes_table)
-                        .where(_O.id == outcome_row.id)
-                        .values(
-                            outcome=resolution.outcome.value,
-                            reason=resolution.reason,
-                            profile_id=resolution.profile_id,
-                        )
-                    )
+                    _rewrite_outcome(conn, scope, outcome_row, resolution)
             return dict(applied)
 
         return self._write(work)
@@ -647,7 +671,7 @@ def _first_uncertain_outcome(conn: Connection, contact: UncertainContact) -> Row
     """The outcome recorded when the contact's latest claim became uncertain: its first ``uncertain``
     outcome since that claim (later tries that met it uncertain come after)."""
     query = (
-        sa.select(_O.id, _O.window_key)
+        sa.select(_O.id, _O.window_key, _O.dag_id, _O.recorded_at)
         .where(
             _O.contact_hash == contact.contact_hash,
             _O.outcome == Outcome.UNCERTAIN.value,
@@ -657,3 +681,16 @@ def _first_uncertain_outcome(conn: Connection, contact: UncertainContact) -> Row
         .limit(1)
     )
     return conn.execute(query).mappings().first()
+
+
+def _rewrite_outcome(conn: Connection, scope: Scope, row: RowMapping, resolution: Resolution) -> None:
+    """Turn the ``uncertain`` outcome ``row`` into the verdict; its day's counts move with it."""
+    statement = (
+        sa.update(outcomes_table)
+        .where(_O.id == row.id, _O.outcome == Outcome.UNCERTAIN.value)
+        .values(outcome=resolution.outcome.value, reason=resolution.reason, profile_id=resolution.profile_id)
+    )
+    if conn.execute(statement).rowcount:
+        days = tally(conn)
+        days.add(scope.platform, scope.scenario_id, row.dag_id, Outcome.UNCERTAIN.value, row.recorded_at, -1)
+        days.add(scope.platform, scope.scenario_id, row.dag_id, resolution.outcome.value, row.recorded_at, 1)

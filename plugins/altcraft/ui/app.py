@@ -49,8 +49,6 @@ app = FastAPI(
     openapi_url=None,
     dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
 )
-#: Past days' outcome counts of the Pipelines page, shared by its requests (see `queries.DailyActivity`).
-HISTORY = queries.DailyActivity(days=TREND_DAYS)
 ReadRuns = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 TriggerRuns = Depends(requires_access_dag("POST", DagAccessEntity.RUN))
 
@@ -76,10 +74,12 @@ def ledger_engine() -> Engine:
 
 
 def read_only() -> Iterator[Connection]:
-    """A connection that only reads (a read-only transaction on PostgreSQL), rolled back at the end."""
+    """A connection that only reads, rolled back at the end. On PostgreSQL a read-only REPEATABLE READ
+    transaction: a page's queries (e.g. 24-hour and per-day counts) see one snapshot of the ledger."""
     engine = ledger_engine()
     postgres = engine.dialect.name == "postgresql"
-    with engine.connect().execution_options(**({"postgresql_readonly": True} if postgres else {})) as conn:
+    options = {"postgresql_readonly": True, "isolation_level": "REPEATABLE READ"} if postgres else {}
+    with engine.connect().execution_options(**options) as conn:
         try:
             if postgres:  # report queries: aggregate in memory, no JIT compilation for one-off plans
                 conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
@@ -142,7 +142,7 @@ templates.globals.update(
 def pipelines_page(request: Request, user: GetUserDep, conn: Ledger) -> HTMLResponse:
     now = datetime.now(UTC)
     readable = airflow_runs.readable_dag_ids(user)
-    scopes = queries.pipelines(conn, now, readable, HISTORY)
+    scopes = queries.pipelines(conn, now, readable, TREND_DAYS)
     last = airflow_runs.last_runs({dag_id for scope in scopes for dag_id in scope.dag_ids})
     totals = queries.run_totals(conn, [(run.dag_id, run.run_id) for run in last.values()])
     return render(

@@ -8,7 +8,6 @@ are declared with the tables in :mod:`altcraft.ledger` (see ``docs/ui.md``).
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from altcraft.ledger import Scope, contacts_table, outcomes_table
+from altcraft.ledger import Scope, activity_table, contacts_table, outcomes_table
+from altcraft.ledger.statements import as_date
 
 _C = contacts_table.c
 _O = outcomes_table.c
+_D = activity_table.c
 #: Recording order, written as an expression: ``ORDER BY id LIMIT n`` would tempt the planner to walk the
 #: primary key through the whole table looking for one run's rows (appended last, they are found last);
 #: ``id + 0`` makes it fetch the run's rows through ``ix_altcraft_outcomes_run`` and sort those.
@@ -61,21 +62,6 @@ class ScopeActivity:
         return [(day, dict(self.per_day.get(day, {}))) for day in (start + timedelta(n) for n in range(days))]
 
 
-def _day(column: Any, conn: Connection) -> Any:
-    """The UTC calendar day of a timestamp column, as the dialect spells it (cheapest form per row)."""
-    if conn.dialect.name == "postgresql":
-        return sa.cast(column, sa.Date)
-    return sa.func.date(column)
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
-
-
 def _as_utc(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -89,103 +75,69 @@ def _dag_filter(dag_ids: Collection[str] | None) -> Any:
     return sa.true() if dag_ids is None else _O.dag_id.in_(sorted(dag_ids))
 
 
-#: (platform, scenario_id, dag_id, UTC day, outcome, in the last 24 h, count, latest recorded_at)
-ActivityRow = tuple[str, int, str, date, str, bool, int, datetime | None]
+#: (platform, scenario_id, dag_id, UTC day, outcome, count, latest recorded_at)
+DayRow = tuple[str, int, str, date, str, int, datetime | None]
+#: (platform, scenario_id, dag_id, outcome, count)
+RecentRow = tuple[str, int, str, str, int]
 
 
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+def days(conn: Connection, first: date) -> list[DayRow]:
+    """Outcome counts per scope, pipeline, UTC day and outcome from day ``first`` on.
+
+    Read from ``altcraft_outcome_days``, which the ledger keeps equal to counting the outcome rows
+    (reconciliation's rewrites of earlier days included): a few rows per pipeline and day.
+    """
+    query = sa.select(
+        _D.platform, _D.scenario_id, _D.dag_id, _D.day, _D.outcome, _D.outcome_count, _D.last_recorded_at
+    ).where(_D.day >= first, _D.outcome_count != 0)
+    return [
+        (platform, int(scenario_id), dag_id, as_date(on), outcome, int(count), _as_utc(last))
+        for platform, scenario_id, dag_id, on, outcome, count, last in conn.execute(query)
+    ]
 
 
-def activity(
-    conn: Connection, start: datetime, since_24h: datetime, end: datetime | None = None
-) -> list[ActivityRow]:
-    """Outcome counts per scope, pipeline, UTC day and outcome recorded in ``[start, end)``.
+def recent(conn: Connection, since: datetime) -> list[RecentRow]:
+    """Outcome counts per scope, pipeline and outcome recorded since ``since`` (the last 24 hours).
 
     Reads only columns of ``ix_altcraft_outcomes_activity`` (recorded_at first): an index-only range scan
     where the database can do one (PostgreSQL on vacuumed pages, InnoDB), no table rows.
     """
-    day = _day(_O.recorded_at, conn).label("day")
-    recent = sa.case((_O.recorded_at >= since_24h, 1), else_=0).label("recent")
-    keys = (_O.platform, _O.scenario_id, _O.dag_id, day, _O.outcome, recent)
-    query = (
-        sa.select(*keys, sa.func.count(), sa.func.max(_O.recorded_at))
-        .where(_O.recorded_at >= start, sa.true() if end is None else _O.recorded_at < end)
-        .group_by(*keys)
-    )
+    keys = (_O.platform, _O.scenario_id, _O.dag_id, _O.outcome)
+    query = sa.select(*keys, sa.func.count()).where(_O.recorded_at >= since).group_by(*keys)
     return [
-        (platform, int(scenario_id), dag_id, _as_date(on), outcome, bool(flag), int(count), _as_utc(last))
-        for platform, scenario_id, dag_id, on, outcome, flag, count, last in conn.execute(query)
+        (platform, int(scenario_id), dag_id, outcome, int(count))
+        for platform, scenario_id, dag_id, outcome, count in conn.execute(query)
     ]
 
 
-class DailyActivity:
-    """`activity` of the last ``days`` UTC days, with the days before yesterday kept in memory.
-
-    Outcomes are stamped with the time they are written, but reconciliation rewrites the outcome of the
-    try that sent a contact (to ``launched`` or ``failed``), so a past day can change: its counts are
-    kept for ``ttl`` only. Within that, page views read only yesterday and today from the database.
-    """
-
-    def __init__(self, days: int = 30, ttl: timedelta = timedelta(minutes=1)) -> None:
-        self.days = days
-        self.ttl = ttl
-        self._cache: dict[date, tuple[datetime, list[ActivityRow]]] = {}
-        self._lock = threading.Lock()
-
-    def rows(self, conn: Connection, now: datetime) -> list[ActivityRow]:
-        since_24h = now - timedelta(hours=24)
-        live_from = since_24h.date()  # yesterday (or today): the days that still change
-        first = now.date() - timedelta(days=self.days - 1)
-        with self._lock:
-            self._cache = {day: entry for day, entry in self._cache.items() if day >= first}
-            stale = [
-                first + timedelta(n)
-                for n in range((live_from - first).days)
-                if (entry := self._cache.get(first + timedelta(n))) is None or now - entry[0] > self.ttl
-            ]
-            if stale:
-                fetched = activity(conn, _midnight(stale[0]), since_24h, _midnight(live_from))
-                for day in (stale[0] + timedelta(n) for n in range((live_from - stale[0]).days)):
-                    self._cache[day] = (now, [row for row in fetched if row[3] == day])
-            past = [row for _, rows in self._cache.values() for row in rows]
-        return past + activity(conn, _midnight(max(live_from, first)), since_24h)
-
-
 def pipelines(
-    conn: Connection,
-    now: datetime,
-    dag_ids: Collection[str] | None = None,
-    history: DailyActivity | None = None,
+    conn: Connection, now: datetime, dag_ids: Collection[str] | None = None, trend_days: int = 30
 ) -> list[ScopeActivity]:
-    """Every scope with outcomes in the last 30 UTC days (today included) or with contacts still open.
-
-    ``dag_ids``: only outcomes of these DAGs (those the user may read); ``None``: all. ``history``: where
-    past days' counts are kept between calls (a fresh one reads everything).
-    """
+    """Every scope with outcomes in the last ``trend_days`` UTC days (today included) or with contacts
+    still open. ``dag_ids``: only outcomes of these DAGs (those the user may read); ``None``: all."""
     if dag_ids is not None and not dag_ids:
         return []
     scopes: dict[tuple[str, int], ScopeActivity] = {}
 
-    def scope(platform: str, scenario_id: int) -> ScopeActivity:
-        key = (platform, int(scenario_id))
-        if key not in scopes:
-            scopes[key] = ScopeActivity(platform, int(scenario_id))
-        return scopes[key]
-
-    for platform, scenario_id, dag_id, day, outcome, recent, count, last in (history or DailyActivity()).rows(
-        conn, now
-    ):
+    def fed(platform: str, scenario_id: int, dag_id: str) -> ScopeActivity | None:
+        """The scope fed by this DAG (created on first sight), or None if the user may not read it."""
         if dag_ids is not None and dag_id not in dag_ids:
-            continue
-        activity = scope(platform, scenario_id)
+            return None
+        activity = scopes.setdefault((platform, scenario_id), ScopeActivity(platform, scenario_id))
         activity.dag_ids.add(dag_id)
+        return activity
+
+    first = now.date() - timedelta(days=trend_days - 1)
+    for platform, scenario_id, dag_id, day, outcome, count, last in days(conn, first):
+        if (activity := fed(platform, scenario_id, dag_id)) is None:
+            continue
         activity.last_30d[outcome] += count
         activity.per_day[day][outcome] += count
-        if recent:
-            activity.last_24h[outcome] += count
         if last is not None and (activity.last_recorded_at is None or last > activity.last_recorded_at):
             activity.last_recorded_at = last
+    for platform, scenario_id, dag_id, outcome, count in recent(conn, now - timedelta(hours=24)):
+        if (activity := fed(platform, scenario_id, dag_id)) is not None:
+            activity.last_24h[outcome] += count
     open_rows = (
         sa.select(_C.platform, _C.scenario_id, _C.status, sa.func.count())
         .where(_C.status.in_(OPEN_STATUSES))
@@ -194,7 +146,7 @@ def pipelines(
     for platform, scenario_id, status, count in conn.execute(open_rows):
         key = (platform, int(scenario_id))
         if dag_ids is None or key in scopes:  # a restricted user sees open contacts of scopes they can read
-            scope(platform, scenario_id).open_contacts[status] = count
+            scopes.setdefault(key, ScopeActivity(*key)).open_contacts[status] = count
     return sorted(scopes.values(), key=lambda s: (s.platform, s.scenario_id))
 
 
