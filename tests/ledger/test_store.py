@@ -31,6 +31,7 @@ from altcraft.ledger import (
     metadata,
     outcomes_table,
 )
+from altcraft.ledger.statements import begin_tally, drop_tally, insert_outcomes, tally
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 MARIA = "mysql+pymysql://root@127.0.0.1:3306"
@@ -580,7 +581,8 @@ def test_ensure_schema_is_idempotent_and_race_safe(fresh_engine):
         thread.join()
     assert errors == []
     Ledger(fresh_engine).ensure_schema()
-    assert {"altcraft_contacts", "altcraft_outcomes"} <= set(sa.inspect(fresh_engine).get_table_names())
+    tables = {"altcraft_contacts", "altcraft_outcomes", "altcraft_outcome_days", "altcraft_aliases"}
+    assert tables == set(sa.inspect(fresh_engine).get_table_names())
     index_names = {index["name"] for index in sa.inspect(fresh_engine).get_indexes("altcraft_outcomes")}
     assert {"ix_altcraft_outcomes_run", "ix_altcraft_outcomes_contact"} <= index_names
 
@@ -969,3 +971,23 @@ def test_per_day_counts_are_the_outcome_rows_through_every_kind_of_write(engine,
     ledger.settle(scope, r5, resend, {"k:e": LAUNCHED}, now=day[3])  # d: no answer
     final = assert_days_are_the_rows(engine, scope)
     assert {on for _, on, _ in final} == {"2030-01-01", "2030-01-02", "2030-01-03", "2030-01-04"}
+
+
+def test_a_recount_waits_for_the_outcome_writes_in_flight(engine, scope):
+    """``recount_days`` (the upgrade's fill) while a transaction has written outcome rows and their
+    per-day counts but not committed: the recount waits for it, so the count is neither lost nor doubled."""
+    ledger = Ledger(engine)
+    launch(ledger, scope, run("before"), ["k:a"])
+    entries = [(f"k:{n}", scope.contact_hash(f"k:{n}"), f"src-{n}", None, None, None) for n in "bcd"]
+    recounted: list[int] = []
+    with engine.connect() as conn, conn.begin():  # what a ledger write does, held open before COMMIT
+        begin_tally(conn)
+        insert_outcomes(conn, scope, run("in-flight"), Outcome.LAUNCHED, T0, entries)
+        tally(conn).apply(conn)
+        drop_tally(conn)
+        counter = threading.Thread(target=lambda: recounted.append(Ledger(engine).recount_days()))
+        counter.start()
+        counter.join(timeout=1.5)
+        assert counter.is_alive(), "the recount waits for the writer"
+    counter.join()
+    assert recounted and assert_days_are_the_rows(engine, scope) == {("dag", "2030-01-01", "launched"): 4}

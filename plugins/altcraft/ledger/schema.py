@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from altcraft.ledger.model import ID_LEN, KEY_LEN, MARKER_LEN, PLATFORM_LEN, utc
 
@@ -120,16 +120,16 @@ aliases_table = sa.Table(
 )
 
 
-def create_schema(engine: Engine) -> set[str]:
+def create_schema(engine: Engine) -> bool:
     """Create the tables and indexes if missing, then add the columns and indexes an older ledger lacks.
 
-    Returns the names of the tables that were missing (an older ledger's new tables may need filling).
+    All but ``altcraft_outcome_days``: returns whether it is missing (see :func:`create_days`).
     Idempotent; a concurrent creator is tolerated.
     """
-    missing = set(metadata.tables) - set(sa.inspect(engine).get_table_names())
+    tables = [table for table in metadata.sorted_tables if table is not activity_table]
     for attempt in range(1, 4):
         try:
-            metadata.create_all(engine, checkfirst=True)
+            metadata.create_all(engine, tables=tables, checkfirst=True)
             break
         except sa.exc.DBAPIError:
             if attempt == 3:
@@ -138,7 +138,18 @@ def create_schema(engine: Engine) -> set[str]:
             time.sleep(0.2 * attempt)
     _add_missing_columns(engine)
     _add_missing_indexes(engine)
-    return missing
+    return activity_table.name not in sa.inspect(engine).get_table_names()
+
+
+def create_days(conn: Connection) -> None:
+    """Create ``altcraft_outcome_days`` in the transaction that will fill it (PostgreSQL and SQLite roll
+    both back together; MySQL/MariaDB commit DDL at once). A concurrent creator is tolerated."""
+    try:
+        with conn.begin_nested():
+            activity_table.create(conn, checkfirst=True)
+    except sa.exc.DBAPIError:
+        if not sa.inspect(conn).has_table(activity_table.name):
+            raise
 
 
 #: Indexes of older versions (name: columns) that a current index replaces: it leads with the same columns.
@@ -152,6 +163,8 @@ def _add_missing_indexes(engine: Engine) -> None:
     index is fine.
     """
     for table in metadata.tables.values():
+        if not table.indexes and table.name not in _REPLACED_INDEXES:
+            continue  # none to add or drop (altcraft_outcome_days may not exist yet)
         present = {index["name"] for index in sa.inspect(engine).get_indexes(table.name)}
         for index in sorted(table.indexes, key=lambda i: i.name or ""):
             if index.name in present:

@@ -297,20 +297,21 @@ def upsert_days(conn: Connection, rows: Sequence[tuple[Any, ...]], *, add: bool)
         statement = mysql_insert(activity_table)
         new = statement.inserted
         count, latest = _merged(new, add, sa.func.greatest)
-        conn.execute(statement.on_duplicate_key_update(outcome_count=count, last_recorded_at=latest), values)
-        return
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        upsert = statement.on_duplicate_key_update(outcome_count=count, last_recorded_at=latest)
     else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    statement = insert(activity_table)
-    greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max  # SQLite: max(a, b) is scalar
-    count, latest = _merged(statement.excluded, add, greatest)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(activity_table.primary_key.columns),
-        set_={"outcome_count": count, "last_recorded_at": latest},
-    )
-    conn.execute(statement, values)
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        statement = insert(activity_table)
+        greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max  # SQLite: max(a, b), scalar
+        count, latest = _merged(statement.excluded, add, greatest)
+        upsert = statement.on_conflict_do_update(
+            index_elements=list(activity_table.primary_key.columns),
+            set_={"outcome_count": count, "last_recorded_at": latest},
+        )
+    for chunk in _chunks(values, PARAMS_PER_STATEMENT // len(names)):  # one multi-row statement each
+        conn.execute(upsert.values(list(chunk)))
 
 
 def _merged(new: Any, add: bool, greatest: Any) -> tuple[Any, Any]:

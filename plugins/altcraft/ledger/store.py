@@ -44,6 +44,7 @@ from altcraft.ledger.schema import (
     activity_table,
     aliases_table,
     contacts_table,
+    create_days,
     create_schema,
     outcomes_table,
 )
@@ -100,14 +101,24 @@ class Ledger:
 
         A ledger of an earlier version gets ``altcraft_outcome_days`` filled from its outcome rows once.
         """
-        if activity_table.name in create_schema(self.engine):
-            self.recount_days()
+        if create_schema(self.engine):
+            self._recount_days(create=True)
         self._schema_ready = True
 
     def recount_days(self) -> int:
-        """Recount ``altcraft_outcome_days`` from the outcome rows (exact while writes wait; a one-off for
-        ledgers written by versions that did not keep it). Returns its rows."""
-        rows = self._attempts(recount_days, mysql_isolation="REPEATABLE READ")  # gap locks: see recount_days
+        """Recount ``altcraft_outcome_days`` from the outcome rows, exact while writes wait: a one-off
+        after versions that did not keep it wrote outcomes (``ensure_schema`` does it when it creates the
+        table). Returns its rows."""
+        self._ready()
+        return self._recount_days(create=False)
+
+    def _recount_days(self, *, create: bool) -> int:
+        def work(conn: Connection) -> int:
+            if create:  # in the same transaction: a fill that fails leaves no table (PostgreSQL, SQLite)
+                create_days(conn)
+            return recount_days(conn)
+
+        rows = self._attempts(work, mysql_isolation="REPEATABLE READ")  # gap locks: see recount_days
         log.info("Ledger: counted the outcome rows per day into %s (%d rows)", activity_table.name, rows)
         return rows
 
