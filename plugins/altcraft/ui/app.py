@@ -73,6 +73,15 @@ def ledger_engine() -> Engine:
     return engine_of(conf.get("altcraft", "ledger_conn_id", fallback="") or None)
 
 
+def prepare() -> None:
+    """What the first request would do once: compile the templates, create the ledger's engine and open
+    one pooled connection. Reads no ledger data."""
+    for name in templates.list_templates():
+        templates.get_template(name)
+    with ledger_engine().connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
 def read_only() -> Iterator[Connection]:
     """A connection that only reads, rolled back at the end. On PostgreSQL a read-only REPEATABLE READ
     transaction: a page's queries (e.g. 24-hour and per-day counts) see one snapshot of the ledger."""

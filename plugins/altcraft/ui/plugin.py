@@ -1,12 +1,14 @@
 """The ``altcraft_ui`` Airflow plugin: the "Altcraft" nav entry, its FastAPI app and the run link.
 
 Loaded by every Airflow component through the ``airflow.plugins`` entry point, so this module stays
-light: the FastAPI app (and with it Airflow's API-server modules) is imported on its first request,
-which only ever happens in the API server.
+light: the FastAPI app (and with it Airflow's API-server modules) is imported only in the API server,
+in the background when the server starts (`_Prepare`) or else on its first request.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -15,6 +17,8 @@ from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
+
+log = logging.getLogger(__name__)
 
 URL_PREFIX = "/altcraft"
 URL_ROUTE = "altcraft"
@@ -28,6 +32,28 @@ class _App:
         from altcraft.ui.app import app
 
         await app(scope, receive, send)
+
+
+class _Prepare:
+    """A pass-through root middleware; only the API server builds it, when it starts serving. It then
+    prepares the Altcraft app in a background thread (`altcraft.ui.app.prepare`: imports, the ledger's
+    connection pool, templates), so the first view of the page does not wait for that."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        threading.Thread(target=_prepare, name="altcraft-ui-prepare", daemon=True).start()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def _prepare() -> None:
+    try:
+        from altcraft.ui.app import prepare
+
+        prepare()
+    except Exception:  # the page still works: its first request does the same
+        log.warning("Altcraft page: could not prepare it in advance", exc_info=True)
 
 
 class AltcraftRunLink(BaseOperatorLink):
@@ -47,6 +73,7 @@ class AltcraftRunLink(BaseOperatorLink):
 class AltcraftUIPlugin(AirflowPlugin):
     name = "altcraft_ui"
     fastapi_apps = [{"app": _App(), "url_prefix": URL_PREFIX, "name": "Altcraft"}]
+    fastapi_root_middlewares = [{"middleware": _Prepare, "name": "Altcraft page preparation"}]
     external_views = [
         {
             "name": "Altcraft",
