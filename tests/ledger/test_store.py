@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -31,7 +32,7 @@ from altcraft.ledger import (
     metadata,
     outcomes_table,
 )
-from altcraft.ledger.statements import begin_tally, drop_tally, insert_outcomes, tally
+from altcraft.ledger.statements import begin_tally, drop_tally, insert_outcomes, shard, tally
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 MARIA = "mysql+pymysql://root@127.0.0.1:3306"
@@ -152,37 +153,40 @@ def row(engine: sa.Engine, scope: Scope, key: str) -> dict:
         other.dispose()
 
 
-def days_and_rows(engine: sa.Engine, scope: Scope) -> tuple[dict, dict]:
+def days_and_rows(engine: sa.Engine, scope: Scope) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
     """The scope's ``altcraft_outcome_days`` next to ``COUNT(*) … GROUP BY`` of its outcome rows: each as
-    (dag_id, UTC day, outcome) -> count, plus (dag_id, UTC day) -> latest recorded_at."""
+    (dag_id, UTC day, outcome, shard of the task) -> count, and (dag_id, UTC day) -> latest recorded_at."""
     day = "date(recorded_at)" if engine.dialect.name == "sqlite" else "CAST(recorded_at AS DATE)"
     raw = f"""
-        SELECT dag_id, {day}, outcome, COUNT(*), MAX(recorded_at) FROM altcraft_outcomes
-        WHERE platform = :platform AND scenario_id = :scenario GROUP BY dag_id, {day}, outcome"""
+        SELECT dag_id, {day}, outcome, task_id, COUNT(*), MAX(recorded_at) FROM altcraft_outcomes
+        WHERE platform = :platform AND scenario_id = :scenario GROUP BY dag_id, {day}, outcome, task_id"""
     kept = """
-        SELECT dag_id, day, outcome, outcome_count, last_recorded_at FROM altcraft_outcome_days
+        SELECT dag_id, day, outcome, shard, outcome_count, last_recorded_at FROM altcraft_outcome_days
         WHERE platform = :platform AND scenario_id = :scenario"""
     params = {"platform": scope.platform, "scenario": scope.scenario_id}
     found = []
     with engine.connect() as conn:
-        for query in (raw, kept):
-            counts: dict = {}
+        for query, by_task in ((raw, True), (kept, False)):
+            counts: Counter = Counter()
             latest: dict = {}
-            for dag_id, on, outcome, count, last in conn.execute(sa.text(query), params):
+            for dag_id, on, outcome, part, count, last in conn.execute(sa.text(query), params):
                 on, last = str(on)[:10], str(last)[:26]  # drivers differ: date/str, datetime/str
                 assert count >= 0, f"negative count {count} for {dag_id} {on} {outcome}"
-                if count:
-                    counts[dag_id, on, outcome] = count
+                counts[dag_id, on, outcome, shard(part) if by_task else part] += count
                 latest[dag_id, on] = max(last, latest.get((dag_id, on), last))
-            found.append((counts, latest))
+            found.append(({key: n for key, n in counts.items() if n}, latest))
     return found[0], found[1]
 
 
 def assert_days_are_the_rows(engine: sa.Engine, scope: Scope) -> dict:
-    """``altcraft_outcome_days`` equals counting the outcome rows (and their latest time per day)."""
+    """``altcraft_outcome_days`` equals counting the outcome rows, row by row (and their latest time per
+    day); returns the counts per (dag_id, day, outcome)."""
     rows, days = days_and_rows(engine, scope)
     assert days == rows
-    return rows[0]
+    total: Counter = Counter()
+    for (dag_id, on, outcome, _), count in rows[0].items():
+        total[dag_id, on, outcome] += count
+    return dict(total)
 
 
 # --- value objects ---------------------------------------------------------------------------------
@@ -937,13 +941,15 @@ def test_per_day_counts_are_the_outcome_rows_through_every_kind_of_write(engine,
         ("dag", "2030-01-01", "skipped"): 1,  # the duplicate item
         ("dag", "2030-01-01", "rejected"): 1,
     }
-    r2 = run("d2")
+    r2 = RunRef("dag", "send[1]", "d2", 1, "dag/send/d2")  # another partition: its counts, another shard
+    assert shard("send[1]") != shard("send") != shard("send[2]")
     again = ledger.claim(scope, r2, items("k:a", "k:b", "k:c", "k:f", "k:g"), ONCE, now=day[1])
     assert again.to_send == ["k:b", "k:f", "k:g"] and list(again.uncertain) == ["k:c"]
     ledger.settle(scope, r2, again, {"k:b": LAUNCHED, "k:f": LAUNCHED}, now=day[1])  # g: uncertain
-    crashed = ledger.claim(scope, run("d2-crash"), items("k:h"), ONCE, now=day[1])
+    crash = RunRef("dag", "send[2]", "d2-crash", 1, "dag/send/d2-crash")
+    crashed = ledger.claim(scope, crash, items("k:h"), ONCE, now=day[1])
     assert crashed.to_send == ["k:h"]
-    assert ledger.recover(scope, run("d2-crash", 2), now=day[2]) == ["k:h"]  # try 1 died: uncertain
+    assert ledger.recover(scope, replace(crash, try_number=2), now=day[2]) == ["k:h"]  # try 1 died
     assert_days_are_the_rows(engine, scope)
 
     contacts = ledger.uncertain_contacts(scope)

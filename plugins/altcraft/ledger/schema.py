@@ -89,8 +89,8 @@ outcomes_table = sa.Table(
     **_MYSQL_OPTIONS,
 )
 
-#: Outcome rows counted per scope, pipeline, UTC day (of ``recorded_at``) and outcome: the UI's 30-day
-#: counts without reading a month of outcomes. Kept by the ledger in the transaction that writes or
+#: Outcome rows counted per scope, pipeline, UTC day (of ``recorded_at``), outcome (and shard): the UI's
+#: 30-day counts without reading a month of outcomes. Kept by the ledger in the transaction that writes or
 #: rewrites the outcome rows (see :class:`~altcraft.ledger.statements.ActivityTally`), so it always equals
 #: ``COUNT(*) … GROUP BY`` of ``altcraft_outcomes``; a row may reach 0 when reconciliation moves its rows.
 activity_table = sa.Table(
@@ -101,6 +101,9 @@ activity_table = sa.Table(
     sa.Column("scenario_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("dag_id", sa.String(ID_LEN), primary_key=True),
     sa.Column("outcome", sa.String(16), primary_key=True),
+    #: which of a few rows per key the task that wrote the outcomes counts in (concurrent partitions of a
+    #: run mostly update different rows); the page adds them up
+    sa.Column("shard", sa.SmallInteger, primary_key=True, autoincrement=False),
     sa.Column("outcome_count", sa.BigInteger, nullable=False),
     #: the latest ``recorded_at`` of the rows counted here (never lowered: a moved row keeps its day)
     sa.Column("last_recorded_at", UtcDateTime, nullable=False),

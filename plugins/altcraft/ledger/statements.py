@@ -7,6 +7,7 @@ inserts, chunked below SQLite's historical limit of 999 parameters per statement
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -232,13 +233,24 @@ def insert_outcomes(
         "recorded_at": at,
     }
     insert_rows(conn, outcomes_table, shared, columns(_ENTRY_COLUMNS, entries))
-    tally(conn).add(scope.platform, scope.scenario_id, run.dag_id, outcome.value, at, len(entries))
+    days = tally(conn)
+    days.add(scope.platform, scope.scenario_id, run.dag_id, run.task_id, outcome.value, at, len(entries))
 
 
 # --- the per-day counts (altcraft_outcome_days) -------------------------------------------------------
 
-#: (day, platform, scenario_id, dag_id, outcome): one row of ``altcraft_outcome_days``
-DayKey = tuple[date, str, int, str, str]
+#: (day, platform, scenario_id, dag_id, outcome, shard): one row of ``altcraft_outcome_days``
+DayKey = tuple[date, str, int, str, str, int]
+#: Rows per day, pipeline and outcome that the tasks' counts are spread over (see `shard`).
+SHARDS = 32
+
+
+def shard(task_id: str) -> int:
+    """The row a task's counts go to: partitions of one run (``send[0]``, ``send[1]``, ...) writing at
+    once mostly update different rows, instead of waiting for each other's COMMIT on one."""
+    return zlib.crc32(task_id.encode()) % SHARDS
+
+
 _TALLY = "altcraft_outcome_days"
 
 
@@ -253,10 +265,12 @@ class ActivityTally:
         self.counts: dict[DayKey, int] = {}
         self.latest: dict[DayKey, datetime] = {}
 
-    def add(self, platform: str, scenario_id: int, dag_id: str, outcome: str, at: datetime, n: int) -> None:
-        """``n`` (negative: fewer) outcome rows recorded at ``at`` (their ``recorded_at``)."""
+    def add(
+        self, platform: str, scenario_id: int, dag_id: str, task_id: str, outcome: str, at: datetime, n: int
+    ) -> None:
+        """``n`` (negative: fewer) outcome rows of a task recorded at ``at`` (their ``recorded_at``)."""
         at = utc(at)
-        key = (at.date(), platform, int(scenario_id), dag_id, outcome)
+        key = (at.date(), platform, int(scenario_id), dag_id, outcome, shard(task_id))
         self.counts[key] = self.counts.get(key, 0) + n
         self.latest[key] = max(at, self.latest.get(key, at))
 
@@ -288,7 +302,7 @@ def upsert_days(conn: Connection, rows: Sequence[tuple[Any, ...]], *, add: bool)
     the counts there (a new key starts at 0), else replacing them."""
     if not rows:
         return
-    names = ("day", "platform", "scenario_id", "dag_id", "outcome", "outcome_count", "last_recorded_at")
+    names = [column.name for column in activity_table.columns]  # DayKey, count, latest
     values = [dict(zip(names, row, strict=True)) for row in rows]
     dialect = conn.dialect.name
     if dialect == "mysql":
@@ -346,14 +360,14 @@ def recount_days(conn: Connection) -> int:
     if dialect == "postgresql":
         conn.exec_driver_sql(f"LOCK TABLE {outcomes_table.name} IN SHARE MODE")
     day = utc_day(_O.recorded_at, dialect)
-    keys = (day, _O.platform, _O.scenario_id, _O.dag_id, _O.outcome)
+    keys = (day, _O.platform, _O.scenario_id, _O.dag_id, _O.outcome, _O.task_id)
     query = sa.select(*keys, sa.func.count(), sa.func.max(_O.recorded_at)).group_by(*keys)
     if dialect == "mysql":
         query = query.with_for_update(read=True)
-    rows = [
-        (as_date(on), platform, int(scenario_id), dag_id, outcome, int(n), last)
-        for on, platform, scenario_id, dag_id, outcome, n, last in conn.execute(query)
-    ]
+    counted = ActivityTally()  # by task, as the writers count them (their latest time is on their day)
+    for _, platform, scenario_id, dag_id, outcome, task_id, n, last in conn.execute(query):
+        counted.add(platform, scenario_id, dag_id, task_id, outcome, last, n)
+    rows = [(*key, counted.counts[key], counted.latest[key]) for key in sorted(counted.counts)]
     conn.execute(sa.update(activity_table).values(outcome_count=0))
     upsert_days(conn, rows, add=False)
     return len(rows)

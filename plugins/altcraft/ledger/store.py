@@ -682,7 +682,7 @@ def _first_uncertain_outcome(conn: Connection, contact: UncertainContact) -> Row
     """The outcome recorded when the contact's latest claim became uncertain: its first ``uncertain``
     outcome since that claim (later tries that met it uncertain come after)."""
     query = (
-        sa.select(_O.id, _O.window_key, _O.dag_id, _O.recorded_at)
+        sa.select(_O.id, _O.window_key, _O.dag_id, _O.task_id, _O.recorded_at)
         .where(
             _O.contact_hash == contact.contact_hash,
             _O.outcome == Outcome.UNCERTAIN.value,
@@ -702,6 +702,6 @@ def _rewrite_outcome(conn: Connection, scope: Scope, row: RowMapping, resolution
         .values(outcome=resolution.outcome.value, reason=resolution.reason, profile_id=resolution.profile_id)
     )
     if conn.execute(statement).rowcount:
-        days = tally(conn)
-        days.add(scope.platform, scope.scenario_id, row.dag_id, Outcome.UNCERTAIN.value, row.recorded_at, -1)
-        days.add(scope.platform, scope.scenario_id, row.dag_id, resolution.outcome.value, row.recorded_at, 1)
+        days, at = tally(conn), row.recorded_at
+        for outcome, n in ((Outcome.UNCERTAIN, -1), (resolution.outcome, 1)):
+            days.add(scope.platform, scope.scenario_id, row.dag_id, row.task_id, outcome.value, at, n)

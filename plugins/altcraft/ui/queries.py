@@ -85,7 +85,8 @@ def days(conn: Connection, first: date) -> list[DayRow]:
     """Outcome counts per scope, pipeline, UTC day and outcome from day ``first`` on.
 
     Read from ``altcraft_outcome_days``, which the ledger keeps equal to counting the outcome rows
-    (reconciliation's rewrites of earlier days included): a few rows per pipeline and day.
+    (reconciliation's rewrites of earlier days included): a few rows per pipeline, partition and day,
+    which callers add up (a key may come in several rows).
     """
     query = sa.select(
         _D.platform, _D.scenario_id, _D.dag_id, _D.day, _D.outcome, _D.outcome_count, _D.last_recorded_at
