@@ -261,9 +261,11 @@ def render(facts: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "Cold is the first request after the API server started (imports, connection pool). The Pipelines "
-        "page keeps nothing between views: each reads the 30 days' counts from `altcraft_outcome_days` "
-        "and counts the last 24 hours' outcome rows. Filling `altcraft_outcome_days` from the "
+        "Cold is the first request after the API server started (the server imports the page, opens the "
+        "ledger's connection pool and compiles the templates in the background when it starts serving, see "
+        "docs/ui.md). The Pipelines page keeps nothing between views: each reads the 30 days' counts from "
+        "`altcraft_outcome_days` and counts the last 24 hours' outcome rows. Filling `altcraft_outcome_days` "
+        "from the "
         f"{facts['outcomes']:,} seeded rows (what an existing ledger gets once on upgrade) took "
         f"{facts['recount_days_seconds']} s. The machine was shared with other jobs (load average "
         f"{facts['load']} before measuring, {facts['load_after']} after); figures are wall-clock times "
