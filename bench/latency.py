@@ -27,6 +27,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,98 @@ def watermark(metadata_url: str, dag_id: str) -> str | None:
         engine.dispose()
 
 
+STAGES = ("fired", "run queued", "run started", "plan started", "launch task started", "launched")
+
+
+def stage_marks(metadata_url: str, crm: sa.Engine, dag_id: str) -> dict[str, dict[str, float]]:
+    """Per contact (by ledger source key), when each of `STAGES` happened (epoch seconds), ``fired`` aside.
+
+    The run is the one whose ledger outcome says it launched the contact; ``fired`` is found per contact
+    by `stages` (the first event of the pipeline's event asset after the commit).
+    """
+    engine = sa.create_engine(metadata_url)
+    try:
+        with engine.connect() as conn:
+            runs = {
+                run_id: (queued, started)
+                for run_id, queued, started in conn.execute(
+                    sa.text("SELECT run_id, queued_at, start_date FROM dag_run WHERE dag_id = :d"),
+                    {"d": dag_id},
+                )
+            }
+            tasks = {
+                (run_id, task_id): started
+                for run_id, task_id, started in conn.execute(
+                    sa.text(
+                        "SELECT run_id, task_id, min(start_date) FROM task_instance WHERE dag_id = :d "
+                        "GROUP BY run_id, task_id"
+                    ),
+                    {"d": dag_id},
+                )
+            }
+    finally:
+        engine.dispose()
+    with crm.connect() as conn:
+        query = "SELECT source_key, run_id FROM altcraft_outcomes WHERE dag_id = :d AND outcome = 'launched'"
+        launched_by = dict(conn.execute(sa.text(query), {"d": dag_id}).all())
+    marks: dict[str, dict[str, float]] = {}
+    for key, run_id in launched_by.items():
+        queued, started = runs.get(run_id, (None, None))
+        found = {
+            "run queued": queued,
+            "run started": started,
+            "plan started": tasks.get((run_id, "plan")),
+            "launch task started": tasks.get((run_id, "import_and_launch")),
+        }
+        marks[key] = {name: at.timestamp() for name, at in found.items() if at is not None}
+    return marks
+
+
+def row_id(dag_id: str, email: str) -> str:
+    """The source key (table id) of a row the feeder wrote for ``dag_id``."""
+    return email.removeprefix(dag_id).split("@")[0]
+
+
+def event_times(metadata_url: str, dag_id: str) -> list[float]:
+    """When the pipeline's event asset got each event (the trigger fired), sorted."""
+    engine = sa.create_engine(metadata_url)
+    try:
+        with engine.connect() as conn:
+            query = (
+                "SELECT e.timestamp FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                "WHERE a.uri = :uri ORDER BY e.timestamp"
+            )
+            return [
+                at.timestamp()
+                for at in conn.scalars(sa.text(query), {"uri": f"altcraft-pipeline://{dag_id}/events"})
+            ]
+    finally:
+        engine.dispose()
+
+
+def stages(
+    committed: dict[str, float],
+    launched: dict[str, float],
+    marks: dict[str, dict[str, float]],
+    events: list[float],
+    source_key: Any,
+) -> dict[str, float]:
+    """Seconds from commit to each of `STAGES` (`percentiles`) over ``committed`` (contacts launched only)."""
+    import bisect
+
+    found: dict[str, list[float]] = {name: [] for name in STAGES}
+    for email, at in committed.items():
+        if email not in launched:
+            continue
+        stamps = dict(marks.get(source_key(email), {}), launched=launched[email])
+        index = bisect.bisect_left(events, at)
+        if index < len(events):
+            stamps["fired"] = events[index]
+        for name, stamp in stamps.items():
+            found[name].append(stamp - at)
+    return {name: percentiles(values) for name, values in found.items() if values}
+
+
 def measure(
     airflow: Any, emulator: Any, crm: sa.Engine, metadata_url: str, seconds: float, every: float, burst: int
 ) -> dict[str, Any]:
@@ -195,7 +288,17 @@ def measure(
             if email in launched:
                 per_phase[feeder.phase[email]].append(launched[email] - at)
         runs = airflow.api.runs(dag_id)
+        marks = stage_marks(metadata_url, crm, dag_id)
+        events = event_times(metadata_url, dag_id)
+        key_of = str if dag_id == HOOK else partial(row_id, dag_id)
+        by_phase = {
+            phase: {email: at for email, at in committed.items() if feeder.phase[email] == phase}
+            for phase in ("steady", "burst")
+        }
         results[dag_id] = {
+            "stages": {
+                phase: stages(rows, launched, marks, events, key_of) for phase, rows in by_phase.items()
+            },
             "sent": len(committed),
             "launched": len(set(keys) & set(committed)),
             "launched_twice": len(keys) - len(set(keys)),
@@ -281,6 +384,17 @@ def render(latency: dict[str, Any]) -> str:
             f"| {label} | runs / launched twice | {found['runs']} runs | {found['launched_twice']} | "
             f"{found['launched']:,} of {found['sent']:,} launched | |"
         )
+    stage_rows = [
+        f"| {label} | {phase} | "
+        + " | ".join(
+            f"{found[name]['p50']:.1f} / {found[name]['p95']:.1f}" if name in found else "-"
+            for name in STAGES
+        )
+        + " |"
+        for dag_id, label in labels.items()
+        if dag_id != SCHED
+        for phase, found in latency["pipelines"][dag_id]["stages"].items()
+    ]
     command = (
         f"BENCH_LATENCY_SECONDS={latency['seconds']:g} BENCH_LATENCY_EVERY={latency['every']:g} "
         f"BENCH_LATENCY_BURST={latency['burst']} make bench-latency"
@@ -302,6 +416,15 @@ def render(latency: dict[str, Any]) -> str:
             "| pipeline | phase | contacts | p50 s | p95 s | max s |",
             "|---|---|---:|---:|---:|---:|",
             *rows,
+            "",
+            "Where the seconds go: p50 / p95 seconds from the commit (or the 200) to each step, over the",
+            "contacts launched. *fired*: the first event of the pipeline's event asset after the commit; the",
+            "run and task steps are those of the run that launched the contact (Airflow's `dag_run` and",
+            "`task_instance`; the run from the ledger's outcome).",
+            "",
+            "| pipeline | phase | " + " | ".join(STAGES) + " |",
+            "|---|---|" + "---:|" * len(STAGES),
+            *stage_rows,
             END,
         ]
     )
