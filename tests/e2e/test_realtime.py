@@ -272,7 +272,7 @@ def test_rows_arriving_during_an_active_run_are_launched_before_it_ends_and_once
     # and the event watermark caught up with every row once the runs were over
     wait_for(
         "the watermark past the late rows",
-        lambda: datetime.fromisoformat(watermark(pg_databases, POLL)) > latest_row(pg_databases),
+        lambda: datetime.fromisoformat(json.loads(watermark(pg_databases, POLL))) > latest_row(pg_databases),
         WAIT,
         check=local_airflow.stack.check_alive,
     )
