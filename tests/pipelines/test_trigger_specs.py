@@ -85,6 +85,12 @@ def test_event_runs_overlap_unless_the_spec_limits_them():
     assert runs(trigger=POLL) == runs(trigger=POLL, schedule="1h") == EVENT_MAX_ACTIVE_RUNS > 1
     assert runs(trigger=POLL, max_active_runs=1) == 1
     assert runs(schedule="1h") == 1
+    # when slots are short, an active run's launch goes before a newer run's plan
+    events, scheduled = (
+        build_dag(PipelineSpec.model_validate(spec(**f))) for f in ({"trigger": POLL}, {"schedule": "1h"})
+    )
+    assert {task.weight_rule for task in events.tasks} == {"upstream"}
+    assert {task.weight_rule for task in scheduled.tasks} == {"downstream"}
 
 
 def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():

@@ -219,7 +219,7 @@ TriggerSpec = Annotated[PollTriggerSpec | WebhookTriggerSpec, Field(discriminato
 
 #: ``max_active_runs`` of a triggered pipeline that does not set it: an event run starts while others are
 #: active (the ledger claims each contact once), instead of after the active run ends.
-EVENT_MAX_ACTIVE_RUNS = 4
+EVENT_MAX_ACTIVE_RUNS = 2
 
 
 class PipelineSpec(_Model):
