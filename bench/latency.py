@@ -10,7 +10,8 @@ metadata database) runs three pipelines against one emulator:
 Two phases feed all three at once: a *steady* rate (one contact each per ``BENCH_LATENCY_EVERY`` s for
 ``BENCH_LATENCY_SECONDS`` s) and a *burst* (``BENCH_LATENCY_BURST`` contacts each, at once). A contact's
 latency is the emulator journal's launch time minus the moment the row was committed or the webhook
-answered 200 (one clock: everything runs on this machine).
+answered 200 (one clock: everything runs on this machine). ``BENCH_LATENCY_RUNS`` sets the triggered
+pipelines' ``max_active_runs`` (default: the spec's default), e.g. 1 to compare with one run at a time.
 
 ``python -m bench.latency`` (``make bench-latency``) runs only this and rewrites its section of
 docs/benchmarks.md; ``make bench`` runs it with the rest.
@@ -48,7 +49,8 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def specs() -> dict[str, dict[str, Any]]:
+def specs(runs: int | None = None) -> dict[str, dict[str, Any]]:
+    """The three pipelines; ``runs``: the triggered ones' ``max_active_runs`` (None: the spec default)."""
     common: dict[str, Any] = {
         "timezone": "UTC",
         "start_date": "2024-01-01",
@@ -82,6 +84,8 @@ def specs() -> dict[str, dict[str, Any]]:
         },
         SCHED: {**common, "id": SCHED, "schedule": "1m", "source": table("sched_contacts")},
     }
+    for name in (POLL, HOOK) if runs else ():
+        found[name]["max_active_runs"] = runs
     return {name: {**spec, "scenario": {"id": SCENARIOS[name], "db_id": 1}} for name, spec in found.items()}
 
 
@@ -319,6 +323,7 @@ def run() -> dict[str, Any]:
     seconds = float(os.environ.get("BENCH_LATENCY_SECONDS", "60"))
     every = float(os.environ.get("BENCH_LATENCY_EVERY", "2"))
     burst = int(os.environ.get("BENCH_LATENCY_BURST", "200"))
+    runs = int(os.environ.get("BENCH_LATENCY_RUNS", "0")) or None
     prefix = f"altcraft_lat_{uuid.uuid4().hex[:8]}"
     names = {"metadata": prefix, "crm": f"{prefix}_crm"}
     admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
@@ -345,7 +350,7 @@ def run() -> dict[str, Any]:
             home = Path(tmp)
             dags = home / "dags"
             init(dags)  # the DAG files, as `python -m altcraft.pipelines init` writes them
-            for name, spec in specs().items():
+            for name, spec in specs(runs).items():
                 (dags / "pipelines" / f"{name}.yaml").write_text(json.dumps(spec))
             env = {
                 "AIRFLOW_CONN_ALTCRAFT_DEFAULT": emulator.connection_json(),
@@ -367,7 +372,7 @@ def run() -> dict[str, Any]:
             for name in names.values():
                 cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
-    return {"seconds": seconds, "every": every, "burst": burst, "pipelines": results}
+    return {"seconds": seconds, "every": every, "burst": burst, "runs": runs, "pipelines": results}
 
 
 def render(latency: dict[str, Any]) -> str:
@@ -397,7 +402,9 @@ def render(latency: dict[str, Any]) -> str:
     ]
     command = (
         f"BENCH_LATENCY_SECONDS={latency['seconds']:g} BENCH_LATENCY_EVERY={latency['every']:g} "
-        f"BENCH_LATENCY_BURST={latency['burst']} make bench-latency"
+        f"BENCH_LATENCY_BURST={latency['burst']} "
+        + (f"BENCH_LATENCY_RUNS={latency['runs']} " if latency.get("runs") else "")
+        + "make bench-latency"
     )
     return "\n".join(
         [
