@@ -10,7 +10,8 @@ metadata database) runs three pipelines against one emulator:
 Two phases feed all three at once: a *steady* rate (one contact each per ``BENCH_LATENCY_EVERY`` s for
 ``BENCH_LATENCY_SECONDS`` s) and a *burst* (``BENCH_LATENCY_BURST`` contacts each, at once). A contact's
 latency is the emulator journal's launch time minus the moment the row was committed or the webhook
-answered 200 (one clock: everything runs on this machine).
+answered 200 (one clock: everything runs on this machine). ``BENCH_LATENCY_RUNS`` sets the triggered
+pipelines' ``max_active_runs`` (default: the spec's default), e.g. 1 to compare with one run at a time.
 
 ``python -m bench.latency`` (``make bench-latency``) runs only this and rewrites its section of
 docs/benchmarks.md; ``make bench`` runs it with the rest.
@@ -27,6 +28,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,8 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def specs() -> dict[str, dict[str, Any]]:
+def specs(runs: int | None = None) -> dict[str, dict[str, Any]]:
+    """The three pipelines; ``runs``: the triggered ones' ``max_active_runs`` (None: the spec default)."""
     common: dict[str, Any] = {
         "timezone": "UTC",
         "start_date": "2024-01-01",
@@ -81,6 +84,8 @@ def specs() -> dict[str, dict[str, Any]]:
         },
         SCHED: {**common, "id": SCHED, "schedule": "1m", "source": table("sched_contacts")},
     }
+    for name in (POLL, HOOK) if runs else ():
+        found[name]["max_active_runs"] = runs
     return {name: {**spec, "scenario": {"id": SCENARIOS[name], "db_id": 1}} for name, spec in found.items()}
 
 
@@ -148,6 +153,98 @@ def watermark(metadata_url: str, dag_id: str) -> str | None:
         engine.dispose()
 
 
+STAGES = ("fired", "run queued", "run started", "plan started", "launch task started", "launched")
+
+
+def stage_marks(metadata_url: str, crm: sa.Engine, dag_id: str) -> dict[str, dict[str, float]]:
+    """Per contact (by ledger source key), when each of `STAGES` happened (epoch seconds), ``fired`` aside.
+
+    The run is the one whose ledger outcome says it launched the contact; ``fired`` is found per contact
+    by `stages` (the first event of the pipeline's event asset after the commit).
+    """
+    engine = sa.create_engine(metadata_url)
+    try:
+        with engine.connect() as conn:
+            runs = {
+                run_id: (queued, started)
+                for run_id, queued, started in conn.execute(
+                    sa.text("SELECT run_id, queued_at, start_date FROM dag_run WHERE dag_id = :d"),
+                    {"d": dag_id},
+                )
+            }
+            tasks = {
+                (run_id, task_id): started
+                for run_id, task_id, started in conn.execute(
+                    sa.text(
+                        "SELECT run_id, task_id, min(start_date) FROM task_instance WHERE dag_id = :d "
+                        "GROUP BY run_id, task_id"
+                    ),
+                    {"d": dag_id},
+                )
+            }
+    finally:
+        engine.dispose()
+    with crm.connect() as conn:
+        query = "SELECT source_key, run_id FROM altcraft_outcomes WHERE dag_id = :d AND outcome = 'launched'"
+        launched_by = dict(conn.execute(sa.text(query), {"d": dag_id}).all())
+    marks: dict[str, dict[str, float]] = {}
+    for key, run_id in launched_by.items():
+        queued, started = runs.get(run_id, (None, None))
+        found = {
+            "run queued": queued,
+            "run started": started,
+            "plan started": tasks.get((run_id, "plan")),
+            "launch task started": tasks.get((run_id, "import_and_launch")),
+        }
+        marks[key] = {name: at.timestamp() for name, at in found.items() if at is not None}
+    return marks
+
+
+def row_id(dag_id: str, email: str) -> str:
+    """The source key (table id) of a row the feeder wrote for ``dag_id``."""
+    return email.removeprefix(dag_id).split("@")[0]
+
+
+def event_times(metadata_url: str, dag_id: str) -> list[float]:
+    """When the pipeline's event asset got each event (the trigger fired), sorted."""
+    engine = sa.create_engine(metadata_url)
+    try:
+        with engine.connect() as conn:
+            query = (
+                "SELECT e.timestamp FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                "WHERE a.uri = :uri ORDER BY e.timestamp"
+            )
+            return [
+                at.timestamp()
+                for at in conn.scalars(sa.text(query), {"uri": f"altcraft-pipeline://{dag_id}/events"})
+            ]
+    finally:
+        engine.dispose()
+
+
+def stages(
+    committed: dict[str, float],
+    launched: dict[str, float],
+    marks: dict[str, dict[str, float]],
+    events: list[float],
+    source_key: Any,
+) -> dict[str, float]:
+    """Seconds from commit to each of `STAGES` (`percentiles`) over ``committed`` (contacts launched only)."""
+    import bisect
+
+    found: dict[str, list[float]] = {name: [] for name in STAGES}
+    for email, at in committed.items():
+        if email not in launched:
+            continue
+        stamps = dict(marks.get(source_key(email), {}), launched=launched[email])
+        index = bisect.bisect_left(events, at)
+        if index < len(events):
+            stamps["fired"] = events[index]
+        for name, stamp in stamps.items():
+            found[name].append(stamp - at)
+    return {name: percentiles(values) for name, values in found.items() if values}
+
+
 def measure(
     airflow: Any, emulator: Any, crm: sa.Engine, metadata_url: str, seconds: float, every: float, burst: int
 ) -> dict[str, Any]:
@@ -195,7 +292,17 @@ def measure(
             if email in launched:
                 per_phase[feeder.phase[email]].append(launched[email] - at)
         runs = airflow.api.runs(dag_id)
+        marks = stage_marks(metadata_url, crm, dag_id)
+        events = event_times(metadata_url, dag_id)
+        key_of = str if dag_id == HOOK else partial(row_id, dag_id)
+        by_phase = {
+            phase: {email: at for email, at in committed.items() if feeder.phase[email] == phase}
+            for phase in ("steady", "burst")
+        }
         results[dag_id] = {
+            "stages": {
+                phase: stages(rows, launched, marks, events, key_of) for phase, rows in by_phase.items()
+            },
             "sent": len(committed),
             "launched": len(set(keys) & set(committed)),
             "launched_twice": len(keys) - len(set(keys)),
@@ -216,6 +323,7 @@ def run() -> dict[str, Any]:
     seconds = float(os.environ.get("BENCH_LATENCY_SECONDS", "60"))
     every = float(os.environ.get("BENCH_LATENCY_EVERY", "2"))
     burst = int(os.environ.get("BENCH_LATENCY_BURST", "200"))
+    runs = int(os.environ.get("BENCH_LATENCY_RUNS", "0")) or None
     prefix = f"altcraft_lat_{uuid.uuid4().hex[:8]}"
     names = {"metadata": prefix, "crm": f"{prefix}_crm"}
     admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
@@ -242,7 +350,7 @@ def run() -> dict[str, Any]:
             home = Path(tmp)
             dags = home / "dags"
             init(dags)  # the DAG files, as `python -m altcraft.pipelines init` writes them
-            for name, spec in specs().items():
+            for name, spec in specs(runs).items():
                 (dags / "pipelines" / f"{name}.yaml").write_text(json.dumps(spec))
             env = {
                 "AIRFLOW_CONN_ALTCRAFT_DEFAULT": emulator.connection_json(),
@@ -264,7 +372,7 @@ def run() -> dict[str, Any]:
             for name in names.values():
                 cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
-    return {"seconds": seconds, "every": every, "burst": burst, "pipelines": results}
+    return {"seconds": seconds, "every": every, "burst": burst, "runs": runs, "pipelines": results}
 
 
 def render(latency: dict[str, Any]) -> str:
@@ -281,9 +389,22 @@ def render(latency: dict[str, Any]) -> str:
             f"| {label} | runs / launched twice | {found['runs']} runs | {found['launched_twice']} | "
             f"{found['launched']:,} of {found['sent']:,} launched | |"
         )
+    stage_rows = [
+        f"| {label} | {phase} | "
+        + " | ".join(
+            f"{found[name]['p50']:.1f} / {found[name]['p95']:.1f}" if name in found else "-"
+            for name in STAGES
+        )
+        + " |"
+        for dag_id, label in labels.items()
+        if dag_id != SCHED
+        for phase, found in latency["pipelines"][dag_id]["stages"].items()
+    ]
     command = (
         f"BENCH_LATENCY_SECONDS={latency['seconds']:g} BENCH_LATENCY_EVERY={latency['every']:g} "
-        f"BENCH_LATENCY_BURST={latency['burst']} make bench-latency"
+        f"BENCH_LATENCY_BURST={latency['burst']} "
+        + (f"BENCH_LATENCY_RUNS={latency['runs']} " if latency.get("runs") else "")
+        + "make bench-latency"
     )
     return "\n".join(
         [
@@ -302,6 +423,15 @@ def render(latency: dict[str, Any]) -> str:
             "| pipeline | phase | contacts | p50 s | p95 s | max s |",
             "|---|---|---:|---:|---:|---:|",
             *rows,
+            "",
+            "Where the seconds go: p50 / p95 seconds from the commit (or the 200) to each step, over the",
+            "contacts launched. *fired*: the first event of the pipeline's event asset after the commit; the",
+            "run and task steps are those of the run that launched the contact (Airflow's `dag_run` and",
+            "`task_instance`; the run from the ledger's outcome).",
+            "",
+            "| pipeline | phase | " + " | ".join(STAGES) + " |",
+            "|---|---|" + "---:|" * len(STAGES),
+            *stage_rows,
             END,
         ]
     )

@@ -40,6 +40,7 @@ from altcraft.ledger import (
     Settlement,
     UncertainContact,
 )
+from altcraft.ledger.rules import in_flight_elsewhere
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
 from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
@@ -230,6 +231,8 @@ class Delivery:
     session: LedgerSession = field(init=False, repr=False)
     #: contacts this try already checked in Altcraft: a key met again in a later chunk is not asked twice
     checked: set[str] = field(default_factory=set, init=False, repr=False)
+    #: contacts skipped because another run still had them in flight (`in_flight_elsewhere`)
+    left_to_others: int = field(default=0, init=False)
 
     @classmethod
     def create(
@@ -372,6 +375,7 @@ class Delivery:
             aliases=aliases,
         )
         self.summary.add(Outcome.SKIPPED, len(claim.skipped) + claim.duplicates)
+        self.left_to_others += sum(map(in_flight_elsewhere, claim.skipped.values()))
         self.summary.add(Outcome.UNCERTAIN, len(claim.uncertain))
         if not claim.to_send:
             return

@@ -219,11 +219,81 @@ def test_rows_inserted_while_idle_are_launched_once_without_waiting_for_the_sche
     assert all(run["state"] == "success" for run in runs if run["state"] in ("success", "failed")), runs
 
 
+HELD_SECONDS = 50  # the first run's launch request is answered this late (the hook waits up to 60 s)
+
+
+@pytest.fixture(scope="module")
+def overlapping(polled, local_airflow, e2e_emulator, crm, pg_databases) -> dict[str, Any]:
+    """Rows inserted while an event run is still sending: its launch request is held by the emulator."""
+    e2e_emulator.add_faults(
+        {
+            "endpoint": "workflows/import_and_start_batch",
+            "kind": "latency",
+            "latency_ms": HELD_SECONDS * 1000,
+            "count": 1,
+        }
+    )
+    held = insert(crm, 200, 3, datetime.now(UTC))
+
+    def holding() -> bool:
+        return any(rule["hits"] for rule in e2e_emulator.state()["faults"])
+
+    wait_for("the first run's request to be held", holding, WAIT, check=local_airflow.stack.check_alive)
+    held_since = time.monotonic()
+    late = insert(crm, 300, 3, datetime.now(UTC))
+
+    def late_launched() -> list[str] | None:
+        keys = launched(e2e_emulator, POLL)
+        return keys if set(late) <= set(keys) else None
+
+    while_held = wait_for(
+        "the late rows' launches", late_launched, WAIT, check=local_airflow.stack.check_alive
+    )
+    late_seconds = time.monotonic() - held_since
+    total = len(polled["keys"]) + len(held) + len(late)
+    keys = wait_launched(local_airflow, e2e_emulator, POLL, total)
+    return {"held": held, "late": late, "while_held": while_held, "late_seconds": late_seconds, "keys": keys}
+
+
+def test_rows_arriving_during_an_active_run_are_launched_before_it_ends_and_once(
+    overlapping, polled, local_airflow, e2e_emulator, pg_databases
+):
+    # the late rows were launched while the first run's request was still held: not after that run
+    assert not set(overlapping["held"]) & set(overlapping["while_held"])
+    assert overlapping["late_seconds"] < HELD_SECONDS
+    runs_of = dict(launch_runs(pg_databases, POLL))
+    held_run = {runs_of[str(i)] for i in range(200, 203)}
+    late_runs = {runs_of[str(i)] for i in range(300, 303)}
+    assert len(held_run) == 1 and not held_run & late_runs, runs_of
+    # the overlapping run left the held rows to the first run, which launched them: once each
+    time.sleep(4)
+    keys = launched(e2e_emulator, POLL)
+    assert sorted(keys) == sorted(polled["old"] + polled["new"] + overlapping["held"] + overlapping["late"])
+    # and the event watermark caught up with every row once the runs were over
+    wait_for(
+        "the watermark past the late rows",
+        lambda: datetime.fromisoformat(json.loads(watermark(pg_databases, POLL))) > latest_row(pg_databases),
+        WAIT,
+        check=local_airflow.stack.check_alive,
+    )
+    runs = local_airflow.api.runs(POLL)
+    assert all(run["state"] == "success" for run in runs if run["state"] in ("success", "failed")), runs
+
+
+def latest_row(pg_databases: dict[str, str]) -> datetime:
+    engine = sa.create_engine(crm_url(pg_databases))
+    try:
+        with engine.connect() as conn:
+            return conn.scalar(sa.text("SELECT max(created_at) FROM rt_contacts"))
+    finally:
+        engine.dispose()
+
+
 # ---------------------------------------------------------------------------------------- webhook
 
 
 @pytest.fixture(scope="module")
-def burst(local_airflow, e2e_emulator, polled) -> dict[str, Any]:
+def burst(local_airflow, e2e_emulator, overlapping) -> dict[str, Any]:
     """1,000 webhooks from 16 senders; the triggerer is restarted after the first half."""
     local_airflow.api.unpause(HOOK)
     url = hook_url(local_airflow)

@@ -78,6 +78,23 @@ def test_rerunning_the_same_window_launches_nobody_again(make_delivery, emulator
     assert_exactly_once(emulator, scenario_id, 30)
 
 
+def test_contacts_in_flight_in_an_overlapping_run_are_counted_as_left_to_it(
+    make_delivery, emulator, scenario_id
+):
+    """An overlapping event run skips what another run is sending, and says so: the operator then keeps
+    its source position, so a later run reads those contacts again should the other run fail."""
+    busy = make_delivery(run=run_ref(run_id="run-a"))
+    profiles = [busy.mapper.map(record) for record in contacts(5)]
+    claim = busy.session.claim([(p.ledger_key, p.source_key) for p in profiles], busy.policy)
+    assert len(claim.to_send) == 5  # committed as `sending`, never settled: run-a is still sending them
+    overlapping = make_delivery(run=run_ref(run_id="run-b", window="w2"))
+    summary = overlapping.process(in_batches(contacts(12)))
+    assert (summary.launched, summary.skipped, overlapping.left_to_others) == (7, 5, 5)
+    again = make_delivery(run=run_ref(run_id="run-c", window="w3"))
+    assert (again.process(in_batches(contacts(12))).skipped, again.left_to_others) == (12, 5)
+    assert_exactly_once(emulator, scenario_id, 7)
+
+
 def test_relaunch_true_launches_again_but_once_per_run(make_delivery, emulator, scenario_id):
     make_delivery().process(in_batches(contacts(10)))
     again = make_delivery(run=run_ref(run_id="run-2", window="w2"), relaunch=True)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
 from altcraft.pipelines.factory import SpecSource, build_dag, event_window
-from altcraft.pipelines.spec import PipelineSpec
+from altcraft.pipelines.spec import EVENT_MAX_ACTIVE_RUNS, PipelineSpec
 from altcraft.sources.base import MemoryStateStore, Window
 from altcraft.triggers.new_rows import NewRowsTrigger
 
@@ -76,6 +76,21 @@ def test_a_webhook_source_reads_the_pipeline_endpoint_in_the_ledger_database():
     assert "leave it out" in errors(
         spec(trigger=HOOK, source={"type": "webhook", "key_column": "email", "ledger_conn_id": "other"})
     )
+
+
+def test_event_runs_overlap_unless_the_spec_limits_them():
+    def runs(**fields: Any) -> int:
+        return build_dag(PipelineSpec.model_validate(spec(**fields))).max_active_runs
+
+    assert runs(trigger=POLL) == runs(trigger=POLL, schedule="1h") == EVENT_MAX_ACTIVE_RUNS > 1
+    assert runs(trigger=POLL, max_active_runs=1) == 1
+    assert runs(schedule="1h") == 1
+    # when slots are short, an active run's launch goes before a newer run's plan
+    events, scheduled = (
+        build_dag(PipelineSpec.model_validate(spec(**f))) for f in ({"trigger": POLL}, {"schedule": "1h"})
+    )
+    assert {task.weight_rule for task in events.tasks} == {"upstream"}
+    assert {task.weight_rule for task in scheduled.tasks} == {"downstream"}
 
 
 def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():

@@ -197,6 +197,16 @@ def recovery(state: ContactState, run: RunRef) -> Change | None:
     return None if note is None else Change(ContactStatus.UNCERTAIN, error_text=note)
 
 
+IN_FLIGHT = "in flight in "
+"""How the skip reason of a contact claimed by a live claim starts (see `decide`)."""
+
+
+def in_flight_elsewhere(reason: str) -> bool:
+    """Whether a skip reason says another run still has the contact in flight: its outcome is not known
+    yet (that run may still fail to launch it)."""
+    return reason.startswith(f"{IN_FLIGHT}run ")
+
+
 def decide(
     state: ContactState | None,
     earlier: EarlierLaunch | None,
@@ -221,7 +231,7 @@ def decide(
             note = f"claim by run {by} at {claimed} was never settled"
         if note is None:
             where = "this run (another batch)" if by == run.run_key else f"run {by}"
-            return Verdict(False, f"in flight in {where} since {claimed}")
+            return Verdict(False, f"{IN_FLIGHT}{where} since {claimed}")
         status, since = ContactStatus.UNCERTAIN, now
     if status == ContactStatus.UNCERTAIN and (not resend_uncertain or by == run.run_key):
         hint = "this run never resends its own" if by == run.run_key else "resend with resend_uncertain=True"

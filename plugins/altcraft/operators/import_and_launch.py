@@ -252,7 +252,14 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             raise
         finally:
             self._log_summary(delivery, final=False)
-        if not delivery.dry_run:
+        if delivery.left_to_others and not delivery.dry_run:
+            # another run (an overlapping event run) may yet fail to launch them: read them again next time
+            self.log.warning(
+                "%d contact(s) were in flight in another run: the source's position does not move, the "
+                "next run reads them again and the ledger decides",
+                delivery.left_to_others,
+            )
+        elif not delivery.dry_run:
             source.commit()  # watermarks and processed files move on only after every record was settled
         if delivery.mode == "async" and not delivery.dry_run:
             self._wait_for_tasks(delivery, context)

@@ -236,7 +236,13 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
         catchup=spec.catchup,
         max_active_runs=spec.max_active_runs,
         tags=list(dict.fromkeys([ALWAYS_TAG, *spec.tags])),
-        default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": spec.retry_delay},
+        default_args={
+            "owner": spec.owner,
+            "retries": spec.retries,
+            "retry_delay": spec.retry_delay,
+            # overlapping event runs: a started run's launch goes before a newer run's plan (older rows first)
+            **({"weight_rule": "upstream"} if spec.trigger else {}),
+        },
         params={
             "dry_run": _param(spec.dry_run, "boolean", "send nothing, write nothing"),
             "relaunch": _param(False, "boolean", "launch contacts the policy would skip"),

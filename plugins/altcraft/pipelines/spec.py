@@ -217,6 +217,10 @@ class WebhookTriggerSpec(_Model):
 
 TriggerSpec = Annotated[PollTriggerSpec | WebhookTriggerSpec, Field(discriminator="type")]
 
+#: ``max_active_runs`` of a triggered pipeline that does not set it: an event run starts while others are
+#: active (the ledger claims each contact once), instead of after the active run ends.
+EVENT_MAX_ACTIVE_RUNS = 2
+
 
 class PipelineSpec(_Model):
     """One pipeline: where contacts come from, how they map to profiles, which scenario, when."""
@@ -238,7 +242,13 @@ class PipelineSpec(_Model):
     start_date: LocalDatetime = Field(description="first data interval starts here (date or date-time)")
     end_date: LocalDatetime | None = Field(default=None, description="no data interval starts after this")
     catchup: bool = Field(default=False, description="create runs for every missed interval")
-    max_active_runs: int = Field(default=1, ge=1, le=64, description="concurrent runs of this pipeline")
+    max_active_runs: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=f"concurrent runs of this pipeline; with a trigger {EVENT_MAX_ACTIVE_RUNS} by default, "
+        "so rows arriving during a run start the next one at once",
+    )
     retries: int = Field(default=2, ge=0, le=20, description="retries of a failed task")
     retry_delay: Duration = Field(default=timedelta(minutes=5), description="wait before a retry")
     pool: Annotated[str, _matching(_NAME, "pool name")] = Field(
@@ -374,6 +384,13 @@ class PipelineSpec(_Model):
                 "source in window mode"
             )
         return value
+
+    @model_validator(mode="after")
+    def _overlapping_event_runs(self) -> PipelineSpec:
+        """A triggered pipeline's runs overlap unless it sets ``max_active_runs``."""
+        if self.trigger is None or "max_active_runs" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"max_active_runs": EVENT_MAX_ACTIVE_RUNS})
 
     @model_validator(mode="after")
     def _when(self) -> PipelineSpec:

@@ -11,8 +11,10 @@ store, not in memory, so a restarted triggerer neither forgets nor refires old r
   an older creation time is read by the next run's ``lookback``, or by the schedule kept as a safety net;
 * the webhook source: deliveries stored past the last id a run handled.
 
-A burst of new rows gives one event per poll at most, and Airflow folds every event queued while a run
-is active into the next run, so a burst becomes a few runs. Firing is at-least-once: what was fired is
+A burst of new rows gives one event per poll at most, and Airflow folds every event queued while the
+pipeline's ``max_active_runs`` runs are active into one next run, so a burst becomes a few runs. Below
+that limit an event starts a run at once, beside the active ones (they overlap; the ledger claims each
+contact once). Firing is at-least-once: what was fired is
 saved only after the triggerer took the event, and rows still past an unmoved position are fired for
 again after `REFIRE_AFTER` (an event lost in a crash, a run that failed); a repeated event only costs a
 run, the ledger launches nobody twice.
