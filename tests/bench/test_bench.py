@@ -257,6 +257,7 @@ def test_latency_percentiles_and_its_section_of_the_report(tmp_path: Path):
     assert percentiles([3.0])["p95"] == 3.0
     pipeline = {"sent": 2, "launched": 2, "launched_twice": 0, "runs": 1}
     pipeline |= {"steady": percentiles([1.0, 2.0]), "burst": {"n": 0}}
+    pipeline["stages"] = {"steady": {"fired": percentiles([0.5, 1.0]), "launched": percentiles([1.0, 2.0])}}
     latency = {
         "seconds": 60,
         "every": 2,
@@ -268,6 +269,7 @@ def test_latency_percentiles_and_its_section_of_the_report(tmp_path: Path):
         section.startswith(BEGIN)
         and section.endswith(END)
         and "| poll (1 s) | steady | 2 | 1.5 | 2.0 | 2.0 |" in section
+        and "| poll (1 s) | steady | 0.8 / 1.0 | - | - | - | - | 1.5 / 2.0 |" in section
     )
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nbefore\n")
