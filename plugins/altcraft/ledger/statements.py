@@ -274,9 +274,12 @@ class ActivityTally:
         self.counts[key] = self.counts.get(key, 0) + n
         self.latest[key] = max(at, self.latest.get(key, at))
 
+    def rows(self) -> list[tuple[Any, ...]]:
+        """(*DayKey, count, latest recorded_at) in key order, as `upsert_days` takes them."""
+        return [(*key, self.counts[key], self.latest[key]) for key in sorted(self.counts)]
+
     def apply(self, conn: Connection) -> None:
-        rows = [(*key, self.counts[key], self.latest[key]) for key in sorted(self.counts)]
-        upsert_days(conn, rows, add=True)
+        upsert_days(conn, self.rows(), add=True)
 
 
 def begin_tally(conn: Connection) -> ActivityTally:
@@ -367,7 +370,7 @@ def recount_days(conn: Connection) -> int:
     counted = ActivityTally()  # by task, as the writers count them (their latest time is on their day)
     for _, platform, scenario_id, dag_id, outcome, task_id, n, last in conn.execute(query):
         counted.add(platform, scenario_id, dag_id, task_id, outcome, last, n)
-    rows = [(*key, counted.counts[key], counted.latest[key]) for key in sorted(counted.counts)]
+    rows = counted.rows()
     conn.execute(sa.update(activity_table).values(outcome_count=0))
     upsert_days(conn, rows, add=False)
     return len(rows)
