@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import html
 import json
 import uuid
@@ -84,6 +85,10 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
         except ApiError as exc:
             status = 200 if emulator.config.error_http_status == "always_200" else exc.code
             return json_response(exc.envelope(), status)
+        # The state only grows between resets (profiles, journal): in the permanent generation it is not
+        # walked again by every full collection (at 100,000 profiles those passes made a batch call 1.6x
+        # as costly). Reference counting still frees what is dropped; the reset hands the rest back.
+        gc.freeze()
         if endpoint == TASK_ENDPOINT:
             job = asyncio.create_task(_run_task(emulator, answer["data"]["task_id"]))
             jobs.add(job)
@@ -112,6 +117,7 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
         for job in list(jobs):
             job.cancel()
         emulator.reset()
+        gc.unfreeze()  # what the reset dropped is the collector's again (see `api`)
         return json_response({"ok": True})
 
     @app.post("/_emulator/seed")
