@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,8 @@ from uuid import UUID
 import pydantic
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from altcraft.api.matching import MatchingMode
 from altcraft.mapping import (
@@ -19,6 +22,7 @@ from altcraft.mapping import (
     Profile,
     ProfileMapping,
     Rejection,
+    encode_json,
     template_columns,
 )
 from altcraft.validation import MAX_FIELD_CHARS, MAX_PROFILE_BYTES
@@ -741,3 +745,36 @@ def test_tricky_but_valid_contacts_map(contacts_mapper, record, match, ledger_ke
     result = profile(contacts_mapper.map(record))
     assert (result.match, result.ledger_key) == (match, ledger_key)
     assert {key: result.data.get(key) for key in data} == data
+
+
+# A batch item's values as the coercers make them: text (any code point but lone surrogates), int64, finite
+# floats, bools, lists of text and nested objects (subscriptions).
+_ITEM_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=["Cs"])),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(st.characters(exclude_categories=["Cs"]), max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), _ITEM_VALUES, max_size=6))
+def test_encode_json_is_the_standard_compact_json(item: dict[str, Any]) -> None:
+    """The fast encoder of profiles writes what json.dumps writes, up to a float's exponent spelling."""
+    standard = json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    fast = encode_json(item)
+    assert json.loads(fast) == json.loads(standard)
+    if not any(isinstance(v, float) for v in _leaves(item)):
+        assert fast == standard
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]

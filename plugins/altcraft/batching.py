@@ -48,7 +48,7 @@ class Chunk:
 
 def encode_item(profile: Profile) -> bytes:
     """`profile.batch_item()` as compact UTF-8 JSON (encoded once: the mapper's bytes are reused)."""
-    return profile.encoded or encode_json(profile.batch_item()).encode()
+    return profile.encoded or encode_json(profile.batch_item())
 
 
 def _array(items: list[bytes]) -> bytes:
