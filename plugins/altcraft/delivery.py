@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
 from queue import Full, Queue
@@ -601,11 +602,12 @@ class Delivery:
         """
         earlier = self.session.is_earlier(claim)
         self.session.settle(claim, settlements)
-        for key in claim.to_send:
-            settlement = settlements.get(key)
-            outcome = settlement.outcome if settlement else Outcome.UNCERTAIN
-            self.summary.add(outcome, earlier=earlier)
-            if outcome is Outcome.FAILED and settlement:
+        outcomes = Counter(s.outcome for s in settlements.values())
+        outcomes[Outcome.UNCERTAIN] += len(claim.to_send) - len(settlements)  # no answer: uncertain
+        for outcome, n in outcomes.items():
+            self.summary.add(outcome, n, earlier=earlier)
+        for settlement in settlements.values():
+            if settlement.outcome is Outcome.FAILED:
                 self.summary.note_reason(f"API {settlement.code}: {scrub(settlement.text)}")
 
 

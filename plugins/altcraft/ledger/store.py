@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Generator, Iterable, Mapping, 
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -360,12 +361,16 @@ class Ledger:
                 (key, claim.contact_hash(scope, key), settlement)
             )
 
+        @lru_cache(maxsize=256)  # one Change per distinct answer (a batch's launches all share one)
+        def change(outcome: Outcome, code: int | None, text: str | None) -> rules.Change:
+            return rules.settled(Settlement(outcome, code, text), run, at)
+
         def work(conn: Connection) -> int:
             guards = (_C.batch_id == claim.batch_id, _C.status.in_([s.value for s in rules.SETTLEABLE]))
             matched = 0
             for outcome in SETTLED:
                 group = groups.get(outcome, [])
-                changes = {h: rules.settled(s, run, at) for _, h, s in group}
+                changes = {h: change(s.outcome, s.code, s.text) for _, h, s in group}
                 matched += apply_changes(conn, changes, at, *guards)
                 entries: list[Entry] = [
                     (key, h, claim.source_keys[key], s.code, s.text, s.profile_id) for key, h, s in group
