@@ -228,6 +228,17 @@ def test_query_in_local_time_with_a_naive_column(contacts):
     assert keys(source.batches(WINDOW, 10)) == IN_WINDOW
 
 
+def test_query_records_are_dicts_of_the_selected_columns(contacts):
+    database, table = contacts
+    sql = f"SELECT id, email, seq AS extra, id * 2 AS seq FROM {table} WHERE id <= 2"
+    source = SqlQuerySource(database.conn_id, sql, key_column="id")
+
+    records = [record for batch in source.batches(None, 10) for record in batch]
+    assert records == [
+        {"id": key, "email": f"user{key}@example.org", "extra": key * 10, "seq": key * 2} for key in (1, 2)
+    ]
+
+
 def test_query_without_window_parameters_reads_everything_ordered_by_key(contacts):
     database, table = contacts
     source = SqlQuerySource(database.conn_id, f"SELECT * FROM {table} -- all of it", key_column="id")

@@ -138,8 +138,9 @@ def _stream(
             stmt, params = statement(conn.dialect.name)
             result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(stmt, params)
             with result:  # a consumer stopping early must close the server-side cursor before rollback
-                for rows in result.mappings().partitions():
-                    yield [dict(row) for row in rows]
+                names = tuple(result.keys())
+                for rows in result.partitions():  # a dict per row without RowMapping: half the CPU
+                    yield [dict(zip(names, row, strict=True)) for row in rows]
     finally:
         engine.dispose()
 
