@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -201,7 +202,36 @@ def _head(results: dict[str, Any]) -> str:
 
 def _targets(results: dict[str, Any]) -> str:
     rows = [target.row(results) for target in TARGETS]
-    return "\n".join(["## Targets", "", "| target | goal | measured | |", "|---|---|---|---|", *rows])
+    table = ["## Targets", "", "| target | goal | measured | |", "|---|---|---|---|", *rows]
+    return "\n".join(table + _ceilings(results))
+
+
+def _ceilings(results: dict[str, Any]) -> list[str]:
+    """What bounds the first two targets on this machine, from this run's own figures."""
+    runs = _runs(results, 0)
+    if "ours" not in runs or "floor_cached" not in runs:
+        return []
+    ours, floor = runs["ours"], runs["floor_cached"]
+    emulator = statistics.median(run["emulator_cpu_us_per_contact"] for run in (ours, floor))
+    lines = [
+        "",
+        f"* Rate: the client, the emulator and PostgreSQL share {results['machine']['cores']} cores. The "
+        f"emulator alone spends {emulator:.1f} {US} of CPU per contact (median of the two runs), so with a "
+        f"core to itself it could take at most {1e6 / emulator:,.0f} contacts/s; ours spends "
+        f"{ours['cpu_us_per_contact']:.1f} {US} ({1e6 / ours['cpu_us_per_contact']:,.0f}/s on a core of its "
+        f"own, were no step waiting for another). The floor with cached validation, which has no ledger, "
+        f"reached {floor['rate']:,.0f}/s in the same run.",
+    ]
+    empty = results.get("ledger_growth", {}).get("postgresql", {}).get("empty")
+    if empty:
+        ledger = empty["cpu_us_per_contact"]
+        lines.append(
+            f"* CPU: the ledger's claim + settle alone cost the client {ledger:.1f} {US} per contact "
+            f"(section 6, empty PostgreSQL ledger), {ledger / floor['cpu_us_per_contact']:.2f}{X} the "
+            f"whole CPU of the floor with cached validation, whose goal leaves ours "
+            f"{0.25 * floor['cpu_us_per_contact']:.1f} {US} for everything the floor does not do."
+        )
+    return lines
 
 
 LABELS = {

@@ -17,7 +17,7 @@ from bench.parsing import (
     spec_bundle,
     spec_variant,
 )
-from bench.report import render
+from bench.report import US, X, render
 from bench.throughput import CLIENTS, ours
 
 N = 300
@@ -114,6 +114,7 @@ def _run(n: int, rate: float, cpu: float, peak: float = 150.0) -> dict:
         "cpu_s": cpu * n / 1e6,
         "rate": rate,
         "cpu_us_per_contact": cpu,
+        "emulator_cpu_us_per_contact": 50.0,
         "rss_before_mib": 140.0,
         "peak_rss_mib": peak,
         "requests": n // 1000 or n,
@@ -236,6 +237,13 @@ def test_the_report_judges_each_target_from_same_run_ratios():
     assert "naive" not in "".join(verdicts), "the naive-ratio targets are retired"
     assert "| validation: phone | 30.0 (50%) |" in markdown  # share x that run's CPU per contact
     assert "| mariadb | not measured: no server |" in markdown
+    # what bounds the rate and the CPU ratio, from the same run's figures
+    assert f"could take at most 20,000 contacts/s; ours spends 60.0 {US} (16,667/s" in markdown
+    assert "reached 12,000/s in the same run" in markdown
+    assert f"alone cost the client 30.0 {US} per contact" in markdown
+    assert f"0.75{X} the whole CPU of the floor with cached validation, whose goal leaves ours 10.0 {US}" in (
+        markdown
+    )
 
 
 def test_the_report_says_when_the_million_run_was_skipped():
