@@ -232,6 +232,10 @@ def test_the_report_judges_each_target_from_same_run_ratios():
     assert verdicts[rows] == "**missed**"  # 1.3x
     assert (verdicts["the same on SQLite"], verdicts["the same on MariaDB"]) == ("-", "-")  # not measured
     assert verdicts["throughput with 10% 429s vs clean"] == "**missed**"  # 50%
+    # 11 waits of 1 s after a clean run of 1.67 s: no client honouring them keeps more than 13%
+    assert verdicts["the same, most a client honouring `Retry-After` could keep"] == "stated"
+    assert "| 13.16% | stated |" in markdown
+    assert "add up to 11 s: waiting them and nothing else would keep 13%" in markdown
     assert verdicts["parse 100 specs (DAG processor)"] == "**missed**"  # 0.8 s
     assert verdicts["DAG loader import on top of airflow.sdk"] == "**missed**"  # 200 ms
     assert "naive" not in "".join(verdicts), "the naive-ratio targets are retired"
