@@ -588,7 +588,7 @@ def test_ensure_schema_is_idempotent_and_race_safe(fresh_engine):
     tables = {"altcraft_contacts", "altcraft_outcomes", "altcraft_outcome_days", "altcraft_aliases"}
     assert tables == set(sa.inspect(fresh_engine).get_table_names())
     index_names = {index["name"] for index in sa.inspect(fresh_engine).get_indexes("altcraft_outcomes")}
-    assert {"ix_altcraft_outcomes_run", "ix_altcraft_outcomes_contact"} <= index_names
+    assert {"ix_altcraft_outcomes_run", "ix_altcraft_outcomes_contact_hash"} <= index_names
 
 
 def test_concurrent_claims_never_send_a_contact_twice(engine, scope):
@@ -863,7 +863,9 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
             continue
         columns = [c.copy() for c in table.columns if c.name != "launch_marker"]
         sa.Table(table.name, old, *columns)
-    sa.Index("ix_altcraft_outcomes_recorded_at", old.tables["altcraft_outcomes"].c.recorded_at)
+    former = old.tables["altcraft_outcomes"].c
+    sa.Index("ix_altcraft_outcomes_recorded_at", former.recorded_at)
+    sa.Index("ix_altcraft_outcomes_contact", former.contact_hash, former.outcome)
     old.create_all(fresh_engine)
     written = [  # outcome rows an earlier version wrote (it kept no per-day counts)
         {"platform": scope.platform, "scenario_id": 7, "dag_id": dag_id, "task_id": "send", "run_id": "r",
@@ -881,9 +883,12 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     indexes = {index["name"]: index["column_names"] for index in found}
     assert indexes == {
         "ix_altcraft_outcomes_run": ["dag_id", "run_id", "task_id"],
-        "ix_altcraft_outcomes_contact": ["contact_hash", "outcome"],
+        "ix_altcraft_outcomes_contact_hash": ["contact_hash"],
         "ix_altcraft_outcomes_activity": ["recorded_at", "platform", "scenario_id", "dag_id", "outcome"],
-    }, "the UI's covering index replaces the old recorded_at index"
+    }, "the UI's covering index replaces the old recorded_at index, the contact index its older B-tree"
+    by_contact = next(index for index in found if index["name"] == "ix_altcraft_outcomes_contact_hash")
+    if fresh_engine.dialect.name == "postgresql":
+        assert by_contact["dialect_options"]["postgresql_using"] == "hash"
     claim = ledger.claim(scope, run(), items("k:a"), ONCE, marker="AF_SYNC=1", now=T0)
     assert row(fresh_engine, scope, "k:a")["launch_marker"] == "AF_SYNC=1"
     assert claim.to_send == ["k:a"]
