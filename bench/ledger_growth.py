@@ -8,13 +8,28 @@ a recursive CTE; rows in key order where the table is clustered on it; then vacu
 a ledger that grew over months would be). Reported per phase: the median
 chunk's wall time per contact (what the database costs, not only this process) and the client CPU.
 
+The key-ordered fill is not kinder to the new contacts' random inserts than months of growth: a B-tree
+filled in key order splits its rightmost page at 90% (PostgreSQL's default fillfactor; measured
+``pgstatindex``: 90.4% leaf density for the primary key at 10,000,000 rows), leaving room for a few
+random inserts per leaf, while one grown by random inserts has ~70% (69.5% for the outcomes' contact
+B-tree, filled unordered): a larger index, so if anything a little more for the cache to hold.
+
+``--shared-buffers 6GB`` runs the PostgreSQL job on a private cluster (``initdb`` and ``pg_ctl`` of the
+machine's binaries, ``BENCH_PG_BIN``, in a temporary folder, on a free port) with that
+``shared_buffers`` and every other setting at its default: the machine's server keeps PostgreSQL's
+default 128 MB, far less than the random pages a ledger of millions of contacts writes.
+
 ``python -m bench.ledger_growth BACKEND --rows N --contacts M`` prints the job's result as one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import socket
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -34,6 +49,8 @@ SCENARIO_ID = 77
 MARIADB_URL = "mysql+mysqldb://root@127.0.0.1:3306"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ("postgresql", "sqlite", "mariadb")
+#: The machine's PostgreSQL programs (Debian's layout), for the private cluster of ``--shared-buffers``.
+PG_BIN = Path(os.environ.get("BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 _CONTACT_COLUMNS = (
     "contact_hash, platform, scenario_id, contact_key, status, source_key, launch_count, first_launched_at, "
@@ -56,8 +73,43 @@ _SERIES = {
 
 
 @contextmanager
-def engine_for(backend: str) -> Generator[sa.Engine]:
-    """An engine on a new, empty database (PostgreSQL: schema) of ``backend``; dropped afterwards."""
+def private_postgres(shared_buffers: str) -> Generator[str]:
+    """A PostgreSQL cluster of this job's own (``initdb`` in a temporary folder, a free port), with
+    ``shared_buffers`` and every other setting at its default; yields its URL, then stops and deletes it.
+
+    Run as the ``postgres`` user when this process is root (``initdb`` refuses root).
+    """
+    user = "postgres" if os.geteuid() == 0 else None
+    folder = Path(tempfile.mkdtemp(prefix="altcraft-bench-pg-"))
+    data = folder / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = (
+        f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={folder} "
+        f"-c shared_buffers={shared_buffers}"
+    )
+
+    def pg(*args: str) -> None:
+        subprocess.run([*args], check=True, capture_output=True, user=user)
+
+    try:
+        if user:
+            shutil.chown(folder, user)
+        pg(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def engine_for(backend: str, postgres_url: str = POSTGRES_URL) -> Generator[sa.Engine]:
+    """An engine on a new, empty database (PostgreSQL: schema, on ``postgres_url``) of ``backend``;
+    dropped afterwards."""
     name = f"bench_ledger_{uuid.uuid4().hex[:10]}"
     if backend == "sqlite":
         with tempfile.TemporaryDirectory(prefix="altcraft-bench-ledger-") as folder:
@@ -67,7 +119,7 @@ def engine_for(backend: str) -> Generator[sa.Engine]:
             finally:
                 engine.dispose()
         return
-    admin_url = POSTGRES_URL if backend == "postgresql" else MARIADB_URL
+    admin_url = postgres_url if backend == "postgresql" else MARIADB_URL
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     create, drop = (
         (f"CREATE SCHEMA {name}", f"DROP SCHEMA {name} CASCADE")
@@ -77,7 +129,7 @@ def engine_for(backend: str) -> Generator[sa.Engine]:
     with admin.connect() as conn:
         conn.exec_driver_sql(create)
     engine = (
-        sa.create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={name}"})
+        sa.create_engine(postgres_url, connect_args={"options": f"-csearch_path={name}"})
         if backend == "postgresql"
         else sa.create_engine(f"{MARIADB_URL}/{name}")
     )
@@ -158,10 +210,22 @@ def measure(ledger: Any, tag: str, contacts: int) -> dict[str, Any]:
     }
 
 
-def run(backend: str, rows: int, contacts: int) -> dict[str, Any]:
+def run(backend: str, rows: int, contacts: int, shared_buffers: str | None = None) -> dict[str, Any]:
+    """The job: on the machine's server, or with ``shared_buffers`` on a private PostgreSQL cluster."""
+    if shared_buffers is None:
+        return measure_growth(backend, rows, contacts)
+    if backend != "postgresql":
+        raise ValueError("--shared-buffers is for PostgreSQL")
+    with private_postgres(shared_buffers) as url:
+        return {**measure_growth(backend, rows, contacts, url), "private_cluster": True}
+
+
+def measure_growth(
+    backend: str, rows: int, contacts: int, postgres_url: str = POSTGRES_URL
+) -> dict[str, Any]:
     from altcraft.ledger import Ledger
 
-    with engine_for(backend) as engine:
+    with engine_for(backend, postgres_url) as engine:
         ledger = Ledger(engine)
         ledger.ensure_schema()
         measure(ledger, "warm", CHUNK)  # connections, statement caches
@@ -171,6 +235,7 @@ def run(backend: str, rows: int, contacts: int) -> dict[str, Any]:
         with engine.connect() as conn:
             count = conn.execute(sa.text("SELECT count(*) FROM altcraft_contacts")).scalar_one()
         version = engine.dialect.server_version_info
+        buffers = conn_setting(engine, "shared_buffers") if backend == "postgresql" else None
     return {
         "backend": backend,
         "server": ".".join(map(str, version or ())) or sa.__version__,
@@ -180,7 +245,14 @@ def run(backend: str, rows: int, contacts: int) -> dict[str, Any]:
         "empty": empty,
         "full": full,
         "ratio": full["wall_us_per_contact"] / empty["wall_us_per_contact"],
+        **({"shared_buffers": buffers} if buffers else {}),
     }
+
+
+def conn_setting(engine: sa.Engine, name: str) -> str:
+    """A PostgreSQL setting as ``SHOW`` prints it."""
+    with engine.connect() as conn:
+        return str(conn.exec_driver_sql(f"SHOW {name}").scalar_one())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,8 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("backend", choices=BACKENDS)
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument(
+        "--shared-buffers",
+        help="PostgreSQL: on a private cluster started with this shared_buffers (e.g. 6GB)",
+    )
     args = parser.parse_args(argv)
-    emit(run(args.backend, args.rows, args.contacts))
+    emit(run(args.backend, args.rows, args.contacts, args.shared_buffers))
 
 
 if __name__ == "__main__":

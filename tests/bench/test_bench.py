@@ -188,6 +188,19 @@ RESULTS = {
             "empty": {"wall_us_per_contact": 100.0, "cpu_us_per_contact": 30.0},
             "full": {"wall_us_per_contact": 130.0, "cpu_us_per_contact": 30.0},
             "ratio": 1.3,
+            "shared_buffers": "128MB",
+        },
+        "postgresql_sized": {
+            "backend": "postgresql",
+            "server": "15",
+            "rows": 1_000_000,
+            "rows_after": 1_041_000,
+            "fill_s": 30.0,
+            "empty": {"wall_us_per_contact": 100.0, "cpu_us_per_contact": 30.0},
+            "full": {"wall_us_per_contact": 110.0, "cpu_us_per_contact": 30.0},
+            "ratio": 1.1,
+            "shared_buffers": "6GB",
+            "private_cluster": True,
         },
         "mariadb": {"backend": "mariadb", "error": "no server"},
     },
@@ -230,6 +243,8 @@ def test_the_report_judges_each_target_from_same_run_ratios():
     assert verdicts["floor CPU per contact, cached vs plain validation (same verdicts)"] == "met"  # 0.8x
     rows = "ledger claim + settle per contact, 1,000,000 contacts in it vs empty (PostgreSQL)"
     assert verdicts[rows] == "**missed**"  # 1.3x
+    sized = "the same, PostgreSQL with shared_buffers at 25% of RAM (a private cluster)"
+    assert verdicts[sized] == "met"  # 1.1x
     assert (verdicts["the same on SQLite"], verdicts["the same on MariaDB"]) == ("-", "-")  # not measured
     assert verdicts["throughput with 10% 429s vs clean"] == "**missed**"  # 50%
     # 11 waits of 1 s after a clean run of 1.67 s: no client honouring them keeps more than 13%
@@ -241,6 +256,10 @@ def test_the_report_judges_each_target_from_same_run_ratios():
     assert "naive" not in "".join(verdicts), "the naive-ratio targets are retired"
     assert "| validation: phone | 30.0 (50%) |" in markdown  # share x that run's CPU per contact
     assert "| mariadb | not measured: no server |" in markdown
+    assert "| postgresql, shared_buffers 128MB (the machine's server) | 15 | 1,041,000 | 100.0 |" in markdown
+    assert "| postgresql, shared_buffers 6GB (a private cluster) | 15 | 1,041,000 | 100.0 | 110.0 |" in (
+        markdown
+    )
     # what bounds the rate and the CPU ratio, from the same run's figures
     assert f"could take at most 20,000 contacts/s; ours spends 60.0 {US} (16,667/s" in markdown
     assert "reached 12,000/s in the same run" in markdown
