@@ -235,7 +235,9 @@ def measure_growth(
         with engine.connect() as conn:
             count = conn.execute(sa.text("SELECT count(*) FROM altcraft_contacts")).scalar_one()
         version = engine.dialect.server_version_info
-        buffers = conn_setting(engine, "shared_buffers") if backend == "postgresql" else None
+        postgres = backend == "postgresql"
+        buffers = conn_setting(engine, "shared_buffers") if postgres else None
+        sizes = relation_mb(engine) if postgres else None
     return {
         "backend": backend,
         "server": ".".join(map(str, version or ())) or sa.__version__,
@@ -245,8 +247,19 @@ def measure_growth(
         "empty": empty,
         "full": full,
         "ratio": full["wall_us_per_contact"] / empty["wall_us_per_contact"],
-        **({"shared_buffers": buffers} if buffers else {}),
+        **({"shared_buffers": buffers, "relation_mb": sizes} if postgres else {}),
     }
+
+
+def relation_mb(engine: sa.Engine) -> dict[str, float]:
+    """PostgreSQL: MB on disk of each table and index of the ledger (its schema), largest first."""
+    query = (
+        "SELECT c.relname, pg_relation_size(c.oid) / 1e6 FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i') ORDER BY 2 DESC"
+    )
+    with engine.connect() as conn:
+        return {name: round(float(mb), 1) for name, mb in conn.exec_driver_sql(query)}
 
 
 def conn_setting(engine: sa.Engine, name: str) -> str:
