@@ -4,7 +4,8 @@ Environment: ``BENCH_N`` (contacts per throughput run, default 100,000), ``BENCH
 default 2,000), ``BENCH_MILLION=1`` (also the memory run at 1,000,000 contacts), ``BENCH_REPEAT`` (runs of
 each throughput job, the fastest kept; default 1), ``BENCH_LEDGER_ROWS`` (contacts already in the ledger
 of the growth benchmark, default 1,000,000; the full figure is 10,000,000), ``BENCH_LEDGER_BACKENDS``
-(default ``postgresql,sqlite,mariadb``), ``BENCH_PROFILE_SUMMARY=0`` (skip the py-spy runs behind "where
+(default ``postgresql,sqlite,mariadb``; PostgreSQL also on a private cluster with ``shared_buffers`` at
+25% of RAM), ``BENCH_PROFILE_SUMMARY=0`` (skip the py-spy runs behind "where
 the CPU goes"), ``BENCH_PROFILE=<dir>`` (also profile one ``ours`` and one ``floor`` run with pyinstrument
 into that folder), ``BENCH_OUTPUT`` (default docs/benchmarks.md), ``BENCH_LATENCY=0`` (skip the latency
 benchmark of event-driven pipelines, keeping its last section; its own variables are in bench/latency.py).
