@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import re
@@ -133,6 +134,44 @@ def test_each_example_serializes_the_same_way_every_parse():
         restored = DagSerialization.from_dict(data)
         assert restored.task_dict[LAUNCH_TASK_ID].is_mapped
         assert DagSerialization.serialize_dag(dag)["dag_id"] == dag_id
+
+
+RUN_PARAMS = {
+    # name: (default, type, values accepted, values refused)
+    "dry_run": (False, "boolean", [True], ["true", 1, None]),
+    "relaunch": (False, "boolean", [True], ["yes", 0]),
+    "resend_uncertain": (False, "boolean", [True], [None]),
+    "window_start": (None, ["null", "string"], ["2025-03-01T00:00:00+00:00"], [1, [], True]),
+    "window_end": (None, ["null", "string"], ["2025-03-02"], [{}, 2.5]),
+    "contact_hashes": ([], "array", [["a" * 64], ["0f" * 32]], [["A" * 64], ["a" * 63], [1], "a"]),
+    "reconcile": (False, "boolean", [False], ["false"]),
+}
+
+
+def test_run_params_keep_their_defaults_forms_and_verdicts_under_the_declared_draft(examples):
+    """The params' ``$schema`` only makes Airflow's per-parse checks cheaper: every value gets the same
+    verdict as under Airflow's default draft (2020-12), and the UI form (type, items) is unchanged."""
+    from airflow.sdk.definitions.param import ParamValidationError
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    from altcraft.pipelines.factory import PARAM_SCHEMA_DRAFT
+
+    for spec, dag in examples.values():
+        assert list(dag.params) == list(RUN_PARAMS)
+        for name, (default, kind, good, bad) in RUN_PARAMS.items():
+            param = copy.copy(dag.params.get_param(name))  # resolve(value) keeps the value
+            assert param.schema["$schema"] == PARAM_SCHEMA_DRAFT
+            assert param.schema["type"] == kind and param.description
+            assert param.resolve() == (spec.dry_run if name == "dry_run" else default)
+            default_draft = Draft202012Validator(
+                {k: v for k, v in param.schema.items() if k != "$schema"}, format_checker=FormatChecker()
+            )
+            for value in good:
+                assert param.resolve(value) == value and default_draft.is_valid(value), (name, value)
+            for value in bad:
+                with pytest.raises(ParamValidationError):
+                    param.resolve(value)
+                assert not default_draft.is_valid(value), (name, value)
 
 
 def test_plan_cuts_the_window_minus_lookback_into_contiguous_partitions():
