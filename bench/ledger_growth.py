@@ -93,7 +93,7 @@ def private_postgres(shared_buffers: str) -> Generator[str]:
     )
 
     def pg(*args: str) -> None:
-        subprocess.run([*args], check=True, capture_output=True, user=user)
+        subprocess.run(list(args), check=True, capture_output=True, user=user)
 
     try:
         if user:
