@@ -339,11 +339,11 @@ class Delivery:
     def _mapped(
         self, batches: Iterable[Sequence[dict[str, Any]]]
     ) -> Iterator[tuple[list[Profile], list[Rejection]]]:
-        """Each source batch read and mapped: (profiles, rejections)."""
+        """Each source batch read and mapped: (profiles, rejections). Runs in `prefetch`'s worker thread."""
         for records in batches:
             profiles: list[Profile] = []
             rejections: list[Rejection] = []
-            for record in records:
+            for record in pausing(records):
                 mapped = self.mapper.map(record)
                 (rejections if isinstance(mapped, Rejection) else profiles).append(mapped)
             yield profiles, rejections
@@ -648,6 +648,28 @@ def _in_claim_order(piece: Chunk, claim: Claim) -> Chunk:
         first.setdefault(profile.ledger_key, (profile, item))
     pairs = [first[key] for key in claim.to_send]
     return Chunk([p for p, _ in pairs], [i for _, i in pairs])
+
+
+#: Longest stretch of mapping before the worker thread lets the delivery thread run (`pausing`).
+GIL_PAUSE_S = 0.001
+
+
+def pausing(items: Iterable[T], every: float = GIL_PAUSE_S) -> Iterator[T]:
+    """``items``, releasing the GIL (``time.sleep(0)``) at least every ``every`` seconds spent iterating them.
+
+    For CPU-bound work in a worker thread beside a thread that mostly waits on sockets: CPython hands the GIL
+    to a waiting thread only after its 5 ms switch interval, so every database or HTTP answer the delivery
+    thread receives could wait up to 5 ms more while the worker maps. Throughput bench (100,000 contacts,
+    PostgreSQL ledger, medians of 4 interleaved runs): 7,057 contacts/s without pauses, 8,456 with 1 ms
+    ones (72 → 73 us of client CPU per contact); 0.25 ms gave 8,942/s but cost 5 us more CPU.
+    """
+    clock = time.perf_counter
+    due = clock() + every
+    for item in items:
+        if clock() >= due:
+            time.sleep(0)
+            due = clock() + every
+        yield item
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

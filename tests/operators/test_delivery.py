@@ -248,6 +248,22 @@ def test_uncertain_contacts_are_resent_only_when_asked(make_delivery, emulator, 
     )  # the drop happened after processing
 
 
+def test_pausing_passes_every_item_on_in_order_without_reading_ahead():
+    from altcraft.delivery import pausing
+
+    read: list[int] = []
+
+    def source():
+        for i in range(1000):
+            read.append(i)
+            yield i
+
+    items = pausing(source(), every=0)  # a pause before every item
+    assert next(items) == 0 and read == [0]
+    assert list(items) == list(range(1, 1000)) and read == list(range(1000))
+    assert list(pausing([], every=0)) == []
+
+
 def test_prefetch_keeps_order_raises_errors_and_stops_its_worker():
     import threading
 
