@@ -16,6 +16,9 @@ from typing import Any
 
 OTHER = "other"
 _IMPORT = "<frozen importlib._bootstrap>"  # one-time imports in the timed part are left out
+#: The mapping worker giving the GIL away (``time.sleep(0)``) and waiting to take it back: py-spy counts that
+#: thread as running, but it is not using a core. Samples whose deepest frame is there are left out.
+_GIL_PAUSE = "pausing (altcraft/delivery.py"
 
 #: client -> (frames that mark the timed part, [(step, frame substrings)]); deepest match wins
 STEPS: dict[str, tuple[tuple[str, ...], list[tuple[str, tuple[str, ...]]]]] = {
@@ -72,6 +75,8 @@ def shares(raw: str, client: str) -> dict[str, Any]:
             continue
         frames = stack.split(";")
         if not any(frame.startswith(timed) for frame in frames) or any(_IMPORT in f for f in frames):
+            continue
+        if frames[-1].startswith(_GIL_PAUSE):
             continue
         counts[_step(frames, steps)] += int(count)
     total = sum(counts.values())

@@ -480,6 +480,8 @@ def _ledger_growth(results: dict[str, Any]) -> str:
         "PostgreSQL runs twice: on the machine's server as it is configured, and on a private cluster",
         "the job starts (`initdb` from the same binaries) with `shared_buffers` at 25% of RAM, the start",
         "PostgreSQL's documentation suggests for a dedicated server, every other setting at its default.",
+        "On PostgreSQL each phase starts right after a `CHECKPOINT`, so the first change of each page in it",
+        "writes the whole page to the WAL, as in every checkpoint cycle of a real server.",
         "",
         f"| backend | server | contacts in the ledger | empty {US}/contact | full {US}/contact "
         f"| full vs empty | client CPU {US}/contact empty / full | fill s |",
