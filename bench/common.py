@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Generator
@@ -181,6 +182,61 @@ def process_cpu_s(pid: int) -> float:
 
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
+
+
+class ServerCpu:
+    """CPU seconds the PostgreSQL server's processes spend while it runs (a context manager).
+
+    Every process named ``postgres*`` (backends, WAL writer, checkpointer...) is read every ``interval``
+    seconds in a thread, keeping each one's last reading: a backend that exits with its client (the job's
+    connections do) keeps what it had at the last reading, so at most ``interval`` of its work is missed.
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="bench-server-cpu", daemon=True)
+
+    def __enter__(self) -> ServerCpu:
+        self.first = _postgres_cpu()
+        self.last = dict(self.first)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(_postgres_cpu())
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.last.update(_postgres_cpu())
+
+    @property
+    def seconds(self) -> float:
+        """CPU seconds used since entering, by every server process seen."""
+        return used_cpu_s(self.first, self.last)
+
+
+def used_cpu_s(first: dict[int, float], last: dict[int, float]) -> float:
+    """CPU seconds used between two readings (pid: user + system seconds); a new pid counts from zero."""
+    return sum(seconds - first.get(pid, 0.0) for pid, seconds in last.items())
+
+
+def _postgres_cpu() -> dict[int, float]:
+    import psutil
+
+    readings = {}
+    for process in psutil.process_iter(["name"]):
+        if (process.info["name"] or "").startswith("postgres"):
+            try:
+                times = process.cpu_times()
+            except psutil.Error:  # exited, or not ours to read
+                continue
+            readings[process.pid] = times.user + times.system
+    return readings
 
 
 def emulator_pid(url: str) -> int:

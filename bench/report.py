@@ -246,6 +246,15 @@ def _ceilings(results: dict[str, Any]) -> list[str]:
         f"own, were no step waiting for another). The floor with cached validation, which has no ledger, "
         f"reached {floor['rate']:,.0f}/s in the same run.",
     ]
+    if "postgres_cpu_us_per_contact" in ours:
+        server = ours["postgres_cpu_us_per_contact"]
+        total = ours["cpu_us_per_contact"] + ours["emulator_cpu_us_per_contact"] + server
+        cores = results["machine"]["cores"]
+        lines[-1] += (
+            f" PostgreSQL's processes spent {server:.1f} {US} per contact of ours: with the client's and the "
+            f"emulator's, {total:.1f} {US} of CPU per contact, so {cores} cores could take at most "
+            f"{cores * 1e6 / total:,.0f} contacts/s even if no step ever waited for another."
+        )
     empty = results.get("ledger_growth", {}).get("postgresql", {}).get("empty")
     if empty:
         ledger = empty["cpu_us_per_contact"]

@@ -31,6 +31,7 @@ from bench import celery, latency, parsing
 from bench import profile as cpu_profile
 from bench.common import (
     REPO,
+    ServerCpu,
     bench_schema,
     connection_env,
     emulator_pid,
@@ -123,7 +124,8 @@ class Stage:
     ) -> dict[str, Any]:
         """One run in a fresh process: emulator reset (new scenario), empty ledger, then the client.
 
-        Also the emulator's CPU per contact over the job (it shares the machine's cores with the client).
+        Also the emulator's and the PostgreSQL server's CPU per contact over the job (they share the
+        machine's cores with the client).
         """
         self.emulator.reset()
         reset_ledger(self.schema)
@@ -137,10 +139,12 @@ class Stage:
             self.emulator.add_faults(*faults, random_seed=FAULT_SEED)
         args = [client, "--schema", self.schema, "--n", str(n), "--scenario", str(scenario_id)]
         emulator_cpu = process_cpu_s(self._emulator_pid)
-        result = run_job(
-            "throughput", args + (["--profile", str(profile)] if profile else []), self.env, prefix=prefix
-        )
+        with ServerCpu() as server:
+            result = run_job(
+                "throughput", args + (["--profile", str(profile)] if profile else []), self.env, prefix=prefix
+            )
         result["emulator_cpu_us_per_contact"] = (process_cpu_s(self._emulator_pid) - emulator_cpu) / n * 1e6
+        result["postgres_cpu_us_per_contact"] = server.seconds / n * 1e6
         state = self.emulator.state()
         if result["launched"] != n or state["launches"] != n:
             raise RuntimeError(f"{client} launched {result['launched']} of {n} contacts: {result}")

@@ -175,7 +175,7 @@ RESULTS = {
             "naive": _run(2000, 500, 1000),
             "floor": _run(100_000, 10_000, 50),
             "floor_cached": _run(100_000, 12_000, 40),
-            "ours": _run(100_000, 16_000, 60),
+            "ours": {**_run(100_000, 16_000, 60), "postgres_cpu_us_per_contact": 40.0},
         },
         "latency_20": {
             "naive": _run(2000, 40, 1000),
@@ -263,6 +263,13 @@ def test_the_report_judges_each_target_from_same_run_ratios():
     # what bounds the rate and the CPU ratio, from the same run's figures
     assert f"could take at most 20,000 contacts/s; ours spends 60.0 {US} (16,667/s" in markdown
     assert "reached 12,000/s in the same run" in markdown
+    assert f"spent 40.0 {US} per contact of ours: with the client's and the emulator's, 150.0 {US}" in (
+        markdown
+    )
+    assert "so 2 cores could take at most 13,333 contacts/s even if no step ever waited" in markdown
+    without_server = copy.deepcopy(RESULTS)  # results of runs made before the server's CPU was read
+    del without_server["throughput"]["latency_0"]["ours"]["postgres_cpu_us_per_contact"]
+    assert "PostgreSQL's processes" not in render(without_server)
     assert f"alone cost the client 30.0 {US} per contact" in markdown
     assert f"0.75{X} the whole CPU of the floor with cached validation, whose goal leaves ours 10.0 {US}" in (
         markdown
@@ -327,6 +334,14 @@ def test_a_new_report_keeps_the_celery_and_latency_sections_of_the_old_one(tmp_p
     text = output.read_text()
     assert "celery figures" in text and "latency figures" in text and "old parse" not in text
     assert text.index(SECTION) < text.index("## 6. Ledger growth") < text.index("## How it is measured")
+
+
+def test_server_cpu_counts_processes_that_started_or_exited_during_the_job():
+    from bench.common import used_cpu_s
+
+    first = {10: 5.0, 11: 1.0}  # the checkpointer, a backend of an earlier job
+    last = {10: 5.5, 11: 1.0, 12: 2.0}  # 12: a backend of this job, last read just before it exited
+    assert used_cpu_s(first, last) == 2.5
 
 
 def test_cpu_samples_are_charged_to_the_deepest_step_of_the_timed_part():
