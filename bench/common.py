@@ -232,10 +232,9 @@ def _postgres_cpu() -> dict[int, float]:
     for process in psutil.process_iter(["name"]):
         if (process.info["name"] or "").startswith("postgres"):
             try:
-                times = process.cpu_times()
+                readings[process.pid] = process_cpu_s(process.pid)
             except psutil.Error:  # exited, or not ours to read
                 continue
-            readings[process.pid] = times.user + times.system
     return readings
 
 
