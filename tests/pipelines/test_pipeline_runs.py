@@ -168,3 +168,27 @@ def test_watermark_pipeline_reads_only_new_rows_across_runs(airflow_db, emulator
     second = run_dag(dag, START + timedelta(days=2))
     summary = xcom_values(dag.dag_id, second.run_id)["import_and_launch", 0]
     assert (summary["found"], summary["launched"], summary["skipped"]) == (5, 5, 0)
+
+
+def test_a_runs_conf_reaches_the_tasks_which_keep_no_copy_of_the_params(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """``build_dag`` sets the run params after the tasks (cheaper parses): the tasks hold none, and a run's
+    conf still reaches the mapped task's templated arguments through the DAG's params."""
+    dag = load_dags([spec("conf_welcome", crm_table, scenario_id)])["conf_welcome"]
+    assert list(dag.params) and all(not task.params for task in dag.tasks)
+    day_2 = START + timedelta(days=1)
+    window = {"window_start": day_2.isoformat(), "window_end": (day_2 + timedelta(days=1)).isoformat()}
+
+    dry = dag.test(logical_date=START + timedelta(days=DAYS), run_conf={**window, "dry_run": True})
+    preview = xcom_values(dag.dag_id, dry.run_id)["import_and_launch", 0]
+    assert (preview["found"], preview["launched"]) == (PER_DAY + BROKEN_PER_DAY, PER_DAY)  # day 2 only
+    assert launched_emails(emulator, scenario_id) == []  # a dry run sends nothing
+
+    # Airflow's Param.resolve keeps a conf value in the Param, so a second dag.test() of the same DAG object
+    # would still be dry; a worker parses the DAG file afresh for every task
+    dag = load_dags([spec("conf_welcome", crm_table, scenario_id)])["conf_welcome"]
+    real = dag.test(logical_date=START + timedelta(days=DAYS + 1), run_conf=window)
+    assert xcom_values(dag.dag_id, real.run_id)["import_and_launch", 0]["launched"] == PER_DAY
+    day_2_emails = [f"p{100 + hour}@example.org" for hour in range(PER_DAY)]
+    assert sorted(launched_emails(emulator, scenario_id)) == sorted(day_2_emails)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG, Asset, BaseOperator, Param
+from airflow.sdk import DAG, Asset, BaseOperator, Param, ParamsDict
 
 from altcraft.pipelines.spec import (
     NotificationSpec,
@@ -243,27 +243,6 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             # overlapping event runs: a started run's launch goes before a newer run's plan (older rows first)
             **({"weight_rule": "upstream"} if spec.trigger else {}),
         },
-        params={
-            "dry_run": _param(spec.dry_run, "boolean", "send nothing, write nothing"),
-            "relaunch": _param(False, "boolean", "launch contacts the policy would skip"),
-            "resend_uncertain": _param(False, "boolean", "send again contacts whose delivery is uncertain"),
-            **{
-                name: _param(
-                    None,
-                    ["null", "string"],
-                    f"{name} of the window to read (ISO 8601; give both or neither; default: the data "
-                    "interval, or the last complete interval for a run without a logical date)",
-                )
-                for name in ("window_start", "window_end")
-            },
-            "contact_hashes": _param(
-                [],
-                "array",
-                "only these contacts (ledger hashes; set by the Altcraft page); empty: all",
-                items={"type": "string", "pattern": "^[0-9a-f]{64}$"},
-            ),
-            "reconcile": _param(False, "boolean", "check every uncertain contact in Altcraft first"),
-        },
         on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
         doc_md=doc_md(spec, source, spec_path),
         auto_register=False,  # registered by the loader's globals() only, never by the checker
@@ -313,13 +292,43 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             ],
             **{name: value for name, value in optional.items() if value is not None},
         ).expand_kwargs(plan.output)
+    # Set once the tasks exist (Airflow validates them on assignment, as it does in DAG()). A task made in
+    # the DAG keeps its own copy of the DAG's params, and Airflow validates every param of every copy twice
+    # while serialising: that was 4 of the 5 validations per param and a third of a spec's parse. A task's
+    # run reads the DAG's params (``process_params`` merges the task's own over them).
+    dag.params = ParamsDict(run_params(spec))
     return dag
+
+
+def run_params(spec: PipelineSpec) -> dict[str, Param]:
+    """The parameters of a pipeline's runs, in the trigger form: what to send and which window to read."""
+    return {
+        "dry_run": _param(spec.dry_run, "boolean", "send nothing, write nothing"),
+        "relaunch": _param(False, "boolean", "launch contacts the policy would skip"),
+        "resend_uncertain": _param(False, "boolean", "send again contacts whose delivery is uncertain"),
+        **{
+            name: _param(
+                None,
+                ["null", "string"],
+                f"{name} of the window to read (ISO 8601; give both or neither; default: the data "
+                "interval, or the last complete interval for a run without a logical date)",
+            )
+            for name in ("window_start", "window_end")
+        },
+        "contact_hashes": _param(
+            [],
+            "array",
+            "only these contacts (ledger hashes; set by the Altcraft page); empty: all",
+            items={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        ),
+        "reconcile": _param(False, "boolean", "check every uncertain contact in Altcraft first"),
+    }
 
 
 PARAM_SCHEMA_DRAFT = "http://json-schema.org/draft-03/schema#"
 """The JSON Schema draft the run parameters declare. Their keywords (type, items, pattern) mean the same in
-every draft, but Airflow validates each parameter five times per DAG file parse (the DAG's own check, then
-twice per task while serialising), each time checking the schema against its draft's meta-schema first.
+every draft, but Airflow validates a parameter at every parse of a scheduled DAG (and more often where it
+runs and is triggered), each time checking the schema against its draft's meta-schema first.
 Draft 3's meta-schema is the cheapest to check: no ``$ref`` for ``type`` and no ``anyOf`` for a type list
 (draft 4's costs about 1.6x as much, the default 2020-12 about 5x), and parameters were a third of a spec's
 parse."""
