@@ -2,7 +2,9 @@
 
 For each chunk: claim in the ledger (write-ahead), send by the delivery mode, settle what came back.
 A crash between sending and settling leaves the chunk ``sending``; the next try turns it ``uncertain``
-instead of sending it again. No Airflow import: the operator is the glue.
+instead of sending it again. On a ledger that takes concurrent writers (PostgreSQL, MySQL/MariaDB) a
+chunk is settled on a worker thread while the next one is claimed and sent (:class:`Behind`), so a crash
+can leave two chunks ``sending``. No Airflow import: the operator is the glue.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, MutableMapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -54,6 +59,8 @@ T = TypeVar("T")
 TOKEN_ALLOWANCE = 512
 #: Reason of the contacts a run limited to selected contacts (``only``) leaves alone.
 NOT_SELECTED = "not among the selected contacts of this run"
+#: Ledger dialects whose write transactions run side by side (SQLite takes one writer at a time).
+CONCURRENT_WRITERS = frozenset({"postgresql", "mysql"})
 
 
 class AltcraftApi(Protocol):
@@ -234,6 +241,8 @@ class Delivery:
     checked: set[str] = field(default_factory=set, init=False, repr=False)
     #: contacts skipped because another run still had them in flight (`in_flight_elsewhere`)
     left_to_others: int = field(default=0, init=False)
+    #: where `process` settles a chunk while it claims and sends the next (None: settled in line)
+    _behind: Behind | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def create(
@@ -301,7 +310,7 @@ class Delivery:
         started = time.monotonic()
         overhead = request_overhead(self.target.batch_request().to_body(without_data=True)) + TOKEN_ALLOWANCE
         try:
-            with frozen_heap():
+            with frozen_heap(), self._settling_behind():
                 for piece in chunk(
                     self._profiles(batches),
                     max_items=self.batch_size,
@@ -315,6 +324,31 @@ class Delivery:
         finally:
             self.summary.seconds += time.monotonic() - started
         return self.summary
+
+    @contextmanager
+    def _settling_behind(self) -> Generator[None]:
+        """Within it, each chunk's settle runs on a worker thread (one at a time) while the next chunk is
+        claimed and sent; all are written when it ends. In line on SQLite and in a dry run."""
+        if self.dry_run or self.ledger.engine.dialect.name not in CONCURRENT_WRITERS:
+            yield
+            return
+        behind = self._behind = Behind("altcraft-settle")
+        try:
+            yield
+        except BaseException:
+            try:
+                behind.finish()
+            except Exception:
+                log.exception(
+                    "Settling the last chunk failed too: its contacts stay sending, and the next try "
+                    "records them uncertain"
+                )
+            raise
+        else:
+            behind.finish()
+        finally:
+            self._behind = None
+            behind.close()
 
     def _profiles(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Iterator[Profile]:
         for profiles, rejections in prefetch(self._mapped(batches)):
@@ -366,6 +400,10 @@ class Delivery:
         aliases = (
             {key: identity_keys(key) for key, _ in items} if self.mapper.mapping.matching.any_of else None
         )
+        if self._behind is not None and (aliases or not self._behind.keys.isdisjoint(k for k, _ in items)):
+            # a contact of the chunk being settled: this claim must read its outcome, not `sending` (under
+            # combined matching two different keys can be one contact, so always)
+            self._behind.finish()
         self.reconcile({key for key, _ in items})
         claim = self.session.claim(
             items,
@@ -601,14 +639,21 @@ class Delivery:
         outcomes and counted in ``earlier_tries``.
         """
         earlier = self.session.is_earlier(claim)
-        self.session.settle(claim, settlements)
-        outcomes = Counter(s.outcome for s in settlements.values())
-        outcomes[Outcome.UNCERTAIN] += len(claim.to_send) - len(settlements)  # no answer: uncertain
-        for outcome, n in outcomes.items():
-            self.summary.add(outcome, n, earlier=earlier)
-        for settlement in settlements.values():
-            if settlement.outcome is Outcome.FAILED:
-                self.summary.note_reason(f"API {settlement.code}: {scrub(settlement.text)}")
+
+        def count() -> None:  # once written
+            outcomes = Counter(s.outcome for s in settlements.values())
+            outcomes[Outcome.UNCERTAIN] += len(claim.to_send) - len(settlements)  # no answer: uncertain
+            for outcome, n in outcomes.items():
+                self.summary.add(outcome, n, earlier=earlier)
+            for settlement in settlements.values():
+                if settlement.outcome is Outcome.FAILED:
+                    self.summary.note_reason(f"API {settlement.code}: {scrub(settlement.text)}")
+
+        if self._behind is None:
+            self.session.settle(claim, settlements)
+            count()
+        else:
+            self._behind.start(partial(self.session.settle, claim, settlements), count, claim.to_send)
 
 
 def _settlement_for_result(result: ProfileResult) -> Settlement:
@@ -648,6 +693,36 @@ def _in_claim_order(piece: Chunk, claim: Claim) -> Chunk:
         first.setdefault(profile.ledger_key, (profile, item))
     pairs = [first[key] for key in claim.to_send]
     return Chunk([p for p, _ in pairs], [i for _, i in pairs])
+
+
+class Behind:
+    """One call at a time on a worker thread, while the caller goes on: `Delivery` settles a chunk this way
+    as it claims and sends the next.
+
+    `start` first finishes the call before it; `finish` waits for the running call, raises its error, and
+    then runs its ``then`` in the caller's thread. ``keys`` are those the running call writes.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._running: tuple[Future[None], Callable[[], None]] | None = None
+        self.keys: frozenset[str] = frozenset()
+
+    def start(self, call: Callable[[], None], then: Callable[[], None], keys: Iterable[str]) -> None:
+        self.finish()
+        self._running = (self._pool.submit(call), then)
+        self.keys = frozenset(keys)
+
+    def finish(self) -> None:
+        if self._running is None:
+            return
+        (future, then), self._running, self.keys = self._running, None, frozenset()
+        future.result()
+        then()
+
+    def close(self) -> None:
+        """Wait for the worker thread to end (a running call included) and stop it."""
+        self._pool.shutdown(wait=True)
 
 
 #: Longest stretch of mapping before the worker thread lets the delivery thread run (`pausing`).

@@ -53,9 +53,14 @@ def scenario_id(emulator) -> int:
     return sid
 
 
+#: Ledgers a test can ask for with ``@pytest.mark.parametrize("ledger", [...], indirect=True)``; SQLite
+#: is a file of the test's own.
+LEDGER_URLS = {"postgresql": PG_URL, "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test"}
+
+
 @pytest.fixture(params=["postgresql", "sqlite"])
 def ledger(request, tmp_path) -> Ledger:
-    url = PG_URL if request.param == "postgresql" else f"sqlite:///{tmp_path / 'ledger.db'}"
+    url = LEDGER_URLS.get(request.param) or f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger = Ledger(sa.create_engine(url))
     ledger.ensure_schema()
     return ledger

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 
 import pytest
+import sqlalchemy as sa
 
 from altcraft.api.matching import MatchingMode
 from altcraft.delivery import DeliveryStopped
 from altcraft.ledger import Outcome
+from altcraft.ledger.rules import IN_FLIGHT
+from altcraft.ledger.schema import contacts_table, outcomes_table
 from altcraft.modes import DeliveryMode
 from tests.broken_contacts import BROKEN_CONTACTS, GOOD, MAPPING
 
@@ -67,6 +72,67 @@ def test_25000_contacts_in_batches_of_1000(make_delivery, emulator, scenario_id,
     assert summary.launched == 25_000
     assert summary.requests == math.ceil(25_000 / 1000) == 25
     assert_exactly_once(emulator, scenario_id, 25_000)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql"], indirect=True)
+def test_a_contact_of_the_chunk_being_settled_is_claimed_only_after_its_outcome(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """On PostgreSQL chunk 1 is settled while chunk 2 is claimed; one person in both: chunk 2's claim
+    waits and reads chunk 1's launch, as if settled in line (not chunk 1's `sending` row).
+
+    Chunk 1's request is held, and meanwhile a lock that stops chunk 1's settle (its contact UPDATE) but
+    not a claim's ``SELECT ... FOR UPDATE`` is taken for 3 s."""
+    emulator.add_faults(
+        {"endpoint": "workflows/import_and_start_batch", "kind": "latency", "latency_ms": 1500, "count": 1}
+    )
+
+    def hold_settles() -> None:
+        deadline = time.monotonic() + 60
+        while emulator.state()["faults"][0]["hits"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with ledger.engine.connect() as conn, conn.begin():
+            conn.exec_driver_sql(f"LOCK TABLE {contacts_table.name} IN SHARE MODE")
+            time.sleep(3)
+
+    holder = threading.Thread(target=hold_settles)
+    holder.start()
+    twice = [{"id": 1, "email": "anna@example.org"}, {"id": 2, "email": "Anna@example.org"}]
+    summary = make_delivery(batch_size=1).process([twice])
+    holder.join()
+
+    assert (summary.launched, summary.skipped, summary.requests) == (1, 1, 1)
+    with ledger.engine.connect() as conn:
+        reasons = conn.execute(
+            sa.select(outcomes_table.c.outcome, outcomes_table.c.reason)
+            .where(outcomes_table.c.scenario_id == scenario_id)
+            .order_by(outcomes_table.c.id)
+        ).all()
+    assert [outcome for outcome, _ in reasons] == ["launched", "skipped"]
+    assert not reasons[1].reason.startswith(IN_FLIGHT), reasons[1].reason
+    assert_exactly_once(emulator, scenario_id, 1)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb"], indirect=True)
+def test_chunks_settled_behind_keep_every_count_with_people_repeated_in_the_next_chunk(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """Ledgers with concurrent writers settle each chunk while the next is claimed and sent. Each person
+    comes again, spelled otherwise, a chunk later: launched once, skipped once, the ledger agrees."""
+    records = []
+    for block in range(24):
+        records += contacts(25, start=block * 25)
+        records += [{**r, "email": r["email"].upper()} for r in contacts(25, start=(block - 1) * 25)][
+            : 25 if block else 0
+        ]
+    delivery = make_delivery(batch_size=40)
+    summary = delivery.process(in_batches(records, 100))
+    assert (summary.found, summary.launched, summary.skipped) == (1175, 600, 575)
+    assert {k: n for k, n in delivery.session.counts().items() if n} == {
+        Outcome.LAUNCHED: 600,
+        Outcome.SKIPPED: 575,
+    }
+    assert_exactly_once(emulator, scenario_id, 600)
 
 
 def test_rerunning_the_same_window_launches_nobody_again(make_delivery, emulator, scenario_id):
