@@ -351,3 +351,31 @@ def test_prefetch_keeps_order_raises_errors_and_stops_its_worker():
         if thread.name == "altcraft-prefetch":
             thread.join(timeout=2)
             assert not thread.is_alive()
+
+
+def test_behind_runs_one_call_at_a_time_and_raises_its_error_in_the_caller():
+    from altcraft.delivery import Behind
+
+    behind = Behind("test-behind")
+    events: list[str] = []
+    release = threading.Event()
+
+    def slow() -> None:
+        release.wait(5)
+        events.append("first written")
+
+    behind.start(slow, lambda: events.append("first counted"), ["a", "b"])
+    assert behind.keys == {"a", "b"} and events == []  # the caller goes on while it runs
+    threading.Timer(0.2, release.set).start()
+    behind.start(lambda: events.append("second written"), lambda: events.append("second counted"), ["c"])
+    assert events[:2] == ["first written", "first counted"]  # the second started only after the first
+
+    def broken() -> None:
+        raise RuntimeError("ledger went away")
+
+    behind.start(broken, lambda: events.append("never counted"), ["d"])
+    with pytest.raises(RuntimeError, match="ledger went away"):
+        behind.finish()
+    assert "never counted" not in events and events[-1] == "second counted" and behind.keys == frozenset()
+    behind.finish()  # nothing running: nothing to do
+    behind.close()
