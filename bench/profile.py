@@ -23,7 +23,8 @@ _GIL_PAUSE = "pausing (altcraft/delivery.py"
 #: client -> (frames that mark the timed part, [(step, frame substrings)]); deepest match wins
 STEPS: dict[str, tuple[tuple[str, ...], list[tuple[str, tuple[str, ...]]]]] = {
     "ours": (
-        ("Delivery.process (", "prefetch.<locals>.work ("),
+        # the delivery thread, the mapping worker and the settle worker (`delivery.Behind`)
+        ("Delivery.process (", "prefetch.<locals>.work (", "LedgerSession.settle ("),
         [
             ("validation: email", ("_email (altcraft/validation.py", "email_validator/")),
             ("validation: phone", ("_phone (altcraft/validation.py", "phonenumbers/")),

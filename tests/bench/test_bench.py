@@ -358,10 +358,13 @@ def test_cpu_samples_are_charged_to_the_deepest_step_of_the_timed_part():
             "Delivery._mapped (altcraft/delivery.py:347);pausing (altcraft/delivery.py:670) 20",
             "run (threading.py:982);prefetch.<locals>.work (altcraft/delivery.py:700);"
             "Delivery._mapped (altcraft/delivery.py:347);Mapper.map (altcraft/mapping.py:3) 4",
+            "Thread.run (threading.py:982);_WorkItem.run (concurrent/futures/thread.py:58);"
+            "LedgerSession.settle (altcraft/ledger/session.py:99);"
+            "Ledger.settle (altcraft/ledger/store.py:381) 2",
         ]
     )
 
     assert shares(raw, "ours") == {  # the mapping worker's GIL pauses are waiting, not CPU
-        "samples": 8,
-        "steps": {"mapping (the rest of Mapper.map)": 0.625, "validation: phone": 0.375},
+        "samples": 10,
+        "steps": {"mapping (the rest of Mapper.map)": 0.5, "validation: phone": 0.3, "ledger: settle": 0.2},
     }
