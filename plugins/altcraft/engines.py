@@ -17,6 +17,11 @@ from sqlalchemy.engine import Engine
 log = logging.getLogger(__name__)
 
 
+#: Options of every engine made here. SQLAlchemy writes a failed statement's bound values (contact keys
+#: with their emails and phones, source rows) into its error messages, which reach task logs.
+ENGINE_OPTIONS = {"hide_parameters": True}
+
+
 class NotASqlConnection(ValueError):
     """The connection's hook is not a SQL database hook."""
 
@@ -32,13 +37,13 @@ def sql_engine(conn_id: str) -> Engine:
         hook = conn.get_hook()
     except Exception as exc:  # no hook for this connection type: its URI may still work
         log.info("No hook for connection %s (%s); using its URI", conn_id, type(exc).__name__)
-        return sa.create_engine(_sqlalchemy_url(conn.get_uri()))
+        return sa.create_engine(_sqlalchemy_url(conn.get_uri()), **ENGINE_OPTIONS)
     get_engine = getattr(hook, "get_sqlalchemy_engine", None)
     if not callable(get_engine):
         raise NotASqlConnection(
             f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})"
         )
-    return get_engine()
+    return get_engine(engine_kwargs=dict(ENGINE_OPTIONS))
 
 
 def ledger_engine(conn_id: str | None) -> Engine:
@@ -48,7 +53,9 @@ def ledger_engine(conn_id: str | None) -> Engine:
         return sql_engine(conn_id)
     home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60})
+    return sa.create_engine(
+        f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60}, **ENGINE_OPTIONS
+    )
 
 
 def _sqlalchemy_url(uri: str) -> str:

@@ -1002,3 +1002,15 @@ def test_a_recount_waits_for_the_outcome_writes_in_flight(engine, scope):
         assert counter.is_alive(), "the recount waits for the writer"
     counter.join()
     assert recounted and assert_days_are_the_rows(engine, scope) == {("dag", "2030-01-01", "launched"): 4}
+
+
+@pytest.mark.parametrize("conn_id", [None, "my_pg"])
+def test_ledger_errors_never_carry_the_values_of_the_statement(monkeypatch, tmp_path, database_name, conn_id):
+    """A failed statement's message (it reaches the task log) leaves out its bound values: contact keys."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIRFLOW_CONN_MY_PG", f"postgresql://postgres@127.0.0.1:5432/{database_name}")
+    engine = Ledger.from_conn_id(conn_id).engine
+    with pytest.raises(sa.exc.DBAPIError) as failed, engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM no_such_table WHERE key = :key"), {"key": "email:anna@x.org"})
+    assert "anna@x.org" not in str(failed.value) and "hidden" in str(failed.value)
+    engine.dispose()
