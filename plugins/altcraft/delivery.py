@@ -4,7 +4,9 @@ For each chunk: claim in the ledger (write-ahead), send by the delivery mode, se
 A crash between sending and settling leaves the chunk ``sending``; the next try turns it ``uncertain``
 instead of sending it again. On a ledger that takes concurrent writers (PostgreSQL, MySQL/MariaDB) a
 chunk is settled on a worker thread while the next one is claimed and sent (:class:`Behind`), so a crash
-can leave two chunks ``sending``. No Airflow import: the operator is the glue.
+can leave two chunks ``sending``; and while a chunk is sent, the next is claimed on another in a
+transaction committed only after the send (`Delivery._claim_ahead`), which a crash rolls back. No Airflow
+import: the operator is the glue.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
 from altcraft.api.layouts import BatchItemLayout
@@ -47,6 +51,7 @@ from altcraft.ledger import (
     UncertainContact,
 )
 from altcraft.ledger.rules import in_flight_elsewhere
+from altcraft.ledger.store import OpenClaim
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
 from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
@@ -243,6 +248,8 @@ class Delivery:
     left_to_others: int = field(default=0, init=False)
     #: where `process` settles a chunk while it claims and sends the next (None: settled in line)
     _behind: Behind | None = field(default=None, init=False, repr=False)
+    #: where `process` claims a chunk while it sends the one before (None: claimed in line)
+    _ahead: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def create(
@@ -310,29 +317,51 @@ class Delivery:
         started = time.monotonic()
         overhead = request_overhead(self.target.batch_request().to_body(without_data=True)) + TOKEN_ALLOWANCE
         try:
-            with frozen_heap(), self._settling_behind():
-                for piece in chunk(
-                    self._profiles(batches),
-                    max_items=self.batch_size,
-                    max_bytes=self.max_request_bytes,
-                    overhead_bytes=overhead,
-                ):
-                    if isinstance(piece, Rejection):
-                        self.reject([piece])
-                    else:
-                        self._deliver_chunk(piece)
+            with frozen_heap(), self._overlapping():
+                self._deliver(
+                    chunk(
+                        self._profiles(batches),
+                        max_items=self.batch_size,
+                        max_bytes=self.max_request_bytes,
+                        overhead_bytes=overhead,
+                    )
+                )
         finally:
             self.summary.seconds += time.monotonic() - started
         return self.summary
 
+    def _deliver(self, pieces: Iterable[Chunk | Rejection]) -> None:
+        """Claim, send and settle each chunk in turn; the next chunk is claimed while one is sent where
+        `_claim_ahead` can."""
+        claimed: tuple[Chunk, Claim] | None = None
+        for piece in pieces:
+            if isinstance(piece, Rejection):
+                self.reject([piece])
+                continue
+            if claimed is None:
+                claimed = (piece, self._claim(piece))
+                continue
+            ahead = self._claim_ahead(piece, claimed[1])
+            try:
+                self._send(*claimed)
+            except BaseException:
+                if ahead is not None:
+                    _abandon(ahead)
+                raise
+            claimed = (piece, self._claim(piece) if ahead is None else self._claimed_ahead(piece, ahead))
+        if claimed is not None:
+            self._send(*claimed)
+
     @contextmanager
-    def _settling_behind(self) -> Generator[None]:
+    def _overlapping(self) -> Generator[None]:
         """Within it, each chunk's settle runs on a worker thread (one at a time) while the next chunk is
-        claimed and sent; all are written when it ends. In line on SQLite and in a dry run."""
+        claimed and sent, and a chunk's claim may run on another while the chunk before it is sent; all are
+        written when it ends. In line on SQLite and in a dry run."""
         if self.dry_run or self.ledger.engine.dialect.name not in CONCURRENT_WRITERS:
             yield
             return
         behind = self._behind = Behind("altcraft-settle")
+        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="altcraft-claim")
         try:
             yield
         except BaseException:
@@ -347,7 +376,8 @@ class Delivery:
         else:
             behind.finish()
         finally:
-            self._behind = None
+            self._ahead.shutdown(wait=True)
+            self._behind = self._ahead = None
             behind.close()
 
     def _profiles(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Iterator[Profile]:
@@ -394,16 +424,23 @@ class Delivery:
             Outcome.REJECTED, [(None, r.source_key, None, f"{r.field}: {r.reason}") for r in rejections]
         )
 
-    def _deliver_chunk(self, piece: Chunk) -> None:
-        self.summary.found += len(piece.profiles)  # counted when decided, so a stopped try adds up
+    def _items(self, piece: Chunk) -> tuple[list[tuple[str, str]], dict[str, list[str]] | None]:
+        """The chunk's (ledger key, source key) pairs, and each key's component keys under combined
+        matching (None otherwise)."""
         items = [(p.ledger_key, p.source_key) for p in piece.profiles]
         aliases = (
             {key: identity_keys(key) for key, _ in items} if self.mapper.mapping.matching.any_of else None
         )
+        return items, aliases
+
+    def _claim(self, piece: Chunk) -> Claim:
+        """Reconcile the chunk's uncertain contacts, then claim it in the ledger (committed)."""
+        items, aliases = self._items(piece)
         if self._behind is not None and (aliases or not self._behind.keys.isdisjoint(k for k, _ in items)):
             # a contact of the chunk being settled: this claim must read its outcome, not `sending` (under
             # combined matching two different keys can be one contact, so always)
             self._behind.finish()
+        self.summary.found += len(piece.profiles)  # counted when decided, so a stopped try adds up
         self.reconcile({key for key, _ in items})
         claim = self.session.claim(
             items,
@@ -413,9 +450,65 @@ class Delivery:
             marker=self.marker,
             aliases=aliases,
         )
+        self._count(claim)
+        return claim
+
+    def _claim_ahead(self, piece: Chunk, sending: Claim) -> Future[OpenClaim | None] | None:
+        """Start claiming ``piece`` on the claim thread, in a transaction left open, while the chunk of
+        ``sending`` is sent; None where it must wait for that chunk's outcome (a contact in both, combined
+        matching) or is not worth a transaction held open (one request per contact).
+
+        Nothing is claimed until `_claimed_ahead` commits it after the send: a crash meanwhile rolls it
+        back, so at most two chunks are ever left ``sending``, as without it.
+        """
+        if self._ahead is None or self._behind is None or self.mode is DeliveryMode.SINGLE:
+            return None
+        items, aliases = self._items(piece)
+        keys = {key for key, _ in items}
+        if aliases or not keys.isdisjoint(sending.to_send):
+            return None
+        if not self._behind.keys.isdisjoint(keys):
+            self._behind.finish()
+        return self._ahead.submit(self._open_claim, items, keys)
+
+    def _open_claim(self, items: list[tuple[str, str]], keys: set[str]) -> OpenClaim | None:
+        """On the claim thread: the open claim, or None when contacts must be reconciled first (in line)."""
+        if self.profiles_db_id is not None and any(
+            contact.contact_key not in self.checked for contact in self.session.uncertain_contacts(keys)
+        ):
+            return None
+        return self.session.open_claim(
+            items,
+            self.policy,
+            relaunch=self.relaunch,
+            resend_uncertain=self.resend_uncertain,
+            marker=self.marker,
+        )
+
+    def _claimed_ahead(self, piece: Chunk, ahead: Future[OpenClaim | None]) -> Claim:
+        """Commit the claim `_claim_ahead` opened; claim in line instead if it could not be opened or
+        committed (a claim that did commit after all then finds its contacts in flight in this run, and
+        sends none of them twice)."""
+        try:
+            opened = ahead.result()
+            claim = None if opened is None else opened.commit()
+        except DBAPIError as exc:
+            log.info("Claiming ahead failed (%s); claiming in line", type(exc.orig).__name__)
+            claim = None
+        if claim is None:
+            return self._claim(piece)
+        self.summary.found += len(piece.profiles)
+        self._count(claim)
+        return claim
+
+    def _count(self, claim: Claim) -> None:
+        """Count the claim's decisions other than sending."""
         self.summary.add(Outcome.SKIPPED, len(claim.skipped) + claim.duplicates)
         self.left_to_others += sum(map(in_flight_elsewhere, claim.skipped.values()))
         self.summary.add(Outcome.UNCERTAIN, len(claim.uncertain))
+
+    def _send(self, piece: Chunk, claim: Claim) -> None:
+        """Send the chunk's claimed contacts by the delivery mode, and settle them."""
         if not claim.to_send:
             return
         to_send = _in_claim_order(piece, claim)
@@ -693,6 +786,16 @@ def _in_claim_order(piece: Chunk, claim: Claim) -> Chunk:
         first.setdefault(profile.ledger_key, (profile, item))
     pairs = [first[key] for key in claim.to_send]
     return Chunk([p for p, _ in pairs], [i for _, i in pairs])
+
+
+def _abandon(ahead: Future[OpenClaim | None]) -> None:
+    """Roll back a claim opened ahead (once its statements are over); one that failed left nothing."""
+    try:
+        opened = ahead.result()
+    except Exception:
+        return
+    if opened is not None:
+        opened.rollback()
 
 
 class Behind:

@@ -105,6 +105,23 @@ def run_ref(
     )
 
 
+def open_claims(url: str) -> int:
+    """Transactions of other connections that wrote to a ledger at ``url`` and are still open: on
+    PostgreSQL those whose latest statement inserted contacts (a claim opened ahead), on MySQL/MariaDB any
+    that changed a row."""
+    engine = sa.create_engine(url)
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+        "AND query LIKE 'INSERT INTO altcraft_contacts%%'"
+        if engine.dialect.name == "postgresql"
+        else "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_rows_modified > 0"
+    )
+    with engine.connect() as conn:
+        count = conn.exec_driver_sql(query).scalar_one()
+    engine.dispose()
+    return count
+
+
 def launch_counts(emulator, scenario_id: int) -> dict[str, int]:
     """How many times each profile was launched into the scenario, from the emulator's journal."""
     counts: dict[str, int] = {}

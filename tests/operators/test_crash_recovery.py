@@ -1,5 +1,6 @@
-"""A worker SIGKILLed between sending a batch and recording it, then retried; a settle that cannot be
-written while the next chunk goes out (PostgreSQL settles one chunk behind)."""
+"""A worker SIGKILLed between sending a batch and recording it (while the next chunk is claimed in an open
+transaction), then retried; a settle that cannot be written while the next chunk goes out (PostgreSQL
+settles one chunk behind)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from altcraft.ledger import Ledger, Scope
-from altcraft.ledger.schema import activity_table
+from altcraft.ledger.schema import activity_table, contacts_table
 
-from .conftest import PG_URL, launch_counts
+from .conftest import PG_URL, launch_counts, open_claims
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -55,7 +56,9 @@ def test_sigkill_mid_run_then_retry(emulator, scenario_id):
     )
     worker = _worker(scenario_id, try_number=1)
     _wait_for(lambda: emulator.state()["faults"][0]["hits"] == 1)
-    time.sleep(0.3)
+    # meanwhile chunk 4 is claimed in a transaction left open, and none of it is committed
+    _wait_for(lambda: open_claims(PG_URL) == 1, timeout=1.5)
+    assert _committed_contacts(scenario_id) == 30
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)
     assert worker.returncode == -signal.SIGKILL
@@ -65,7 +68,7 @@ def test_sigkill_mid_run_then_retry(emulator, scenario_id):
     out, err = retry.communicate(timeout=240)
     assert retry.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["recovered"] == 10, "the one in-flight batch is reported uncertain"
+    assert summary["recovered"] == 10, "the one in-flight batch is reported uncertain; the kill rolled back chunk 4"
     assert summary["earlier_tries"]["uncertain"] == 10, "recorded for try 1, counted apart"
     assert (summary["found"], summary["launched"], summary["skipped"], summary["uncertain"]) == (
         100,
@@ -81,6 +84,16 @@ def test_sigkill_mid_run_then_retry(emulator, scenario_id):
     )
     assert sorted(states.values()).count("launched") == 90
     assert sorted(states.values()).count("uncertain") == 10
+
+
+def _committed_contacts(scenario_id: int) -> int:
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        count = conn.execute(
+            sa.select(sa.func.count()).where(contacts_table.c.scenario_id == scenario_id)
+        ).scalar_one()
+    engine.dispose()
+    return count
 
 
 @contextmanager

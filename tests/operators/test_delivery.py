@@ -18,7 +18,7 @@ from altcraft.ledger.schema import contacts_table, outcomes_table
 from altcraft.modes import DeliveryMode
 from tests.broken_contacts import BROKEN_CONTACTS, GOOD, MAPPING
 
-from .conftest import FAST, contacts, in_batches, launch_counts, run_ref
+from .conftest import FAST, contacts, in_batches, launch_counts, open_claims, run_ref
 
 
 def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
@@ -133,6 +133,73 @@ def test_chunks_settled_behind_keep_every_count_with_people_repeated_in_the_next
         Outcome.SKIPPED: 575,
     }
     assert_exactly_once(emulator, scenario_id, 600)
+
+
+def _hold_first_request(emulator, ledger, seconds: float = 1.5) -> None:
+    """Hold a run's first batch request for ``seconds``; return once it is held and the run's next chunk is
+    claimed in a transaction left open."""
+    emulator.add_faults(
+        {
+            "endpoint": "workflows/import_and_start_batch",
+            "kind": "latency",
+            "latency_ms": int(seconds * 1000),
+            "count": 1,
+        }
+    )
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    deadline = time.monotonic() + 60
+    while not (emulator.state()["faults"][0]["hits"] and open_claims(url)):
+        assert time.monotonic() < deadline, "the next chunk was not claimed while the first was sent"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb"], indirect=True)
+def test_a_run_claiming_contacts_claimed_ahead_by_another_waits_and_leaves_them_to_it(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """While run A's chunk 1 is sent, its chunk 2 is claimed in an open transaction. Run B, given the same
+    20 contacts meanwhile, waits for A's commit and leaves chunk 2 to A: nobody is launched twice."""
+    records = contacts(20)
+    first = make_delivery(batch_size=10)
+    done: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: done.update(summary=first.process([records])))
+    runner.start()
+    _hold_first_request(emulator, ledger)
+    held = time.monotonic()
+    second = make_delivery(run=run_ref(run_id="run-2"), batch_size=20)
+    summary = second.process([records])
+    waited = time.monotonic() - held
+    runner.join(timeout=60)
+
+    assert waited > 1.0, "B's claim waited for A's (1.5 s) chunk 1 request and the commit after it"
+    assert (done["summary"].launched, done["summary"].skipped) == (20, 0)
+    assert (summary.launched, summary.skipped) == (0, 20)
+    assert_exactly_once(emulator, scenario_id, 20)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql"], indirect=True)
+def test_a_claim_made_ahead_whose_connection_is_lost_is_made_again_in_line(
+    make_delivery, emulator, scenario_id, ledger, caplog
+):
+    """The server ends the open transaction of chunk 2's claim while chunk 1 is sent: its commit fails,
+    chunk 2 is claimed again in line and every contact is launched once."""
+    delivery = make_delivery(batch_size=10)
+    done: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: done.update(summary=delivery.process([contacts(30)])))
+    runner.start()
+    _hold_first_request(emulator, ledger)
+    with ledger.engine.connect() as conn:
+        ended = conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+            "AND query LIKE 'INSERT INTO altcraft_contacts%%'"
+        ).all()
+    runner.join(timeout=60)
+
+    assert ended == [(True,)]
+    assert "Claiming ahead failed" in caplog.text
+    assert (done["summary"].found, done["summary"].launched, done["summary"].skipped) == (30, 30, 0)
+    assert delivery.session.counts()[Outcome.LAUNCHED] == 30
+    assert_exactly_once(emulator, scenario_id, 30)
 
 
 def test_rerunning_the_same_window_launches_nobody_again(make_delivery, emulator, scenario_id):

@@ -23,7 +23,7 @@ from altcraft.ledger.model import (
 )
 
 if TYPE_CHECKING:
-    from altcraft.ledger.store import Ledger
+    from altcraft.ledger.store import Ledger, OpenClaim
 
 #: Why a dry run predicts a contact skipped that an earlier chunk of it would have sent.
 PREDICTED_SENT = "already launched by this run (dry run)"
@@ -87,6 +87,28 @@ class LedgerSession:
                     claim.skipped[key] = PREDICTED_SENT
                 self._predicted |= identities
         return claim
+
+    def open_claim(
+        self,
+        items: Sequence[tuple[str, str]],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool = False,
+        resend_uncertain: bool = False,
+        marker: str | None = None,
+    ) -> OpenClaim:
+        """:meth:`Ledger.open_claim` for this try (not in a dry run, which writes nothing)."""
+        if self.dry_run:
+            raise ValueError("a dry run predicts its claims: it has no transaction to leave open")
+        return self.ledger.open_claim(
+            self.scope,
+            self.run,
+            items,
+            policy,
+            relaunch=relaunch,
+            resend_uncertain=resend_uncertain,
+            marker=marker,
+        )
 
     def claim_of(self, batch_id: str) -> Claim:
         return self.ledger.claim_of(self.scope, batch_id)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -255,7 +255,51 @@ class Ledger:
         component was claimed before is the same contact as that earlier one. ``dry_run``: the same
         decisions, read without locks, and nothing written (batch id ``preview``).
         """
-        at = utc(now)
+        work = self._claimer(
+            scope, run, items, policy, relaunch, resend_uncertain, marker, aliases, utc(now), dry_run
+        )
+        claim = self._read(work) if dry_run else self._write(work)
+        _log_claim(claim, run, dry_run=dry_run)
+        return claim
+
+    def open_claim(
+        self,
+        scope: Scope,
+        run: RunRef,
+        items: Sequence[tuple[str, str]],
+        policy: RelaunchPolicy,
+        *,
+        relaunch: bool = False,
+        resend_uncertain: bool = False,
+        marker: str | None = None,
+        now: datetime | None = None,
+    ) -> OpenClaim:
+        """:meth:`claim`'s statements in a transaction left open: nothing is claimed until
+        :meth:`OpenClaim.commit`, and a rollback, a lost connection or a crash forgets it.
+
+        Its row locks are held until then: a concurrent claim of the same contacts waits. One attempt: a
+        conflict raises (the caller claims again with :meth:`claim`). Not for combined matching.
+        """
+        work = self._claimer(scope, run, items, policy, relaunch, resend_uncertain, marker, None, utc(now))
+        self._ready()
+        with ExitStack() as stack:
+            claim = work(stack.enter_context(self._transaction()))
+            return OpenClaim(claim, run, stack.pop_all())
+
+    def _claimer(
+        self,
+        scope: Scope,
+        run: RunRef,
+        items: Sequence[tuple[str, str]],
+        policy: RelaunchPolicy,
+        relaunch: bool,
+        resend_uncertain: bool,
+        marker: str | None,
+        aliases: Mapping[str, Sequence[str]] | None,
+        at: datetime,
+        dry_run: bool = False,
+    ) -> Callable[[Connection], Claim]:
+        """The transaction's work of a claim (see :meth:`claim`)."""
         batch_id = "preview" if dry_run else uuid.uuid4().hex
         first, duplicates = rules.split_duplicates(items)
 
@@ -300,18 +344,7 @@ class Ledger:
                 apply_changes(conn, dead, at)
             return claim
 
-        claim = self._read(work) if dry_run else self._write(work)
-        log.info(
-            "Ledger %s %s for %s: %d to send, %d skipped, %d uncertain, %d duplicate(s)",
-            "preview" if dry_run else "claim",
-            batch_id,
-            run.run_key,
-            len(claim.to_send),
-            len(claim.skipped),
-            len(claim.uncertain),
-            claim.duplicates,
-        )
-        return claim
+        return work
 
     def claim_of(self, scope: Scope, batch_id: str) -> Claim:
         """The still unsettled (``sending``) part of an earlier claim, keys in sorted order.
@@ -681,6 +714,42 @@ class Ledger:
             for key, reason in claim.uncertain.items()
         ]
         insert_outcomes(conn, scope, run, Outcome.UNCERTAIN, at, entries)
+
+
+class _Abandoned(Exception):
+    """Thrown into an open claim's transaction to roll it back."""
+
+
+class OpenClaim:
+    """A claim decided in a transaction still open (:meth:`Ledger.open_claim`): ``claim`` says what it
+    would send; :meth:`commit` claims it, :meth:`rollback` forgets it. Either, once, from any thread."""
+
+    def __init__(self, claim: Claim, run: RunRef, transaction: ExitStack) -> None:
+        self.claim = claim
+        self._run = run
+        self._transaction = transaction
+
+    def commit(self) -> Claim:
+        """Commit the claim (its outcome rows counted per day first, as every ledger write does)."""
+        self._transaction.close()
+        _log_claim(self.claim, self._run, dry_run=False)
+        return self.claim
+
+    def rollback(self) -> None:
+        self._transaction.__exit__(_Abandoned, _Abandoned(), None)
+
+
+def _log_claim(claim: Claim, run: RunRef, *, dry_run: bool) -> None:
+    log.info(
+        "Ledger %s %s for %s: %d to send, %d skipped, %d uncertain, %d duplicate(s)",
+        "preview" if dry_run else "claim",
+        claim.batch_id,
+        run.run_key,
+        len(claim.to_send),
+        len(claim.skipped),
+        len(claim.uncertain),
+        claim.duplicates,
+    )
 
 
 def _first_uncertain_outcome(conn: Connection, contact: UncertainContact) -> RowMapping | None:
