@@ -864,6 +864,8 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
         columns = [c.copy() for c in table.columns if c.name != "launch_marker"]
         sa.Table(table.name, old, *columns)
     former = old.tables["altcraft_outcomes"].c
+    contacts = old.tables["altcraft_contacts"].c
+    sa.Index("ix_altcraft_contacts_status", contacts.status, contacts.scenario_id)
     sa.Index("ix_altcraft_outcomes_recorded_at", former.recorded_at)
     sa.Index("ix_altcraft_outcomes_contact", former.contact_hash, former.outcome)
     old.create_all(fresh_engine)
@@ -886,6 +888,10 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
         "ix_altcraft_outcomes_contact_hash": ["contact_hash"],
         "ix_altcraft_outcomes_activity": ["recorded_at", "platform", "scenario_id", "dag_id", "outcome"],
     }, "the UI's covering index replaces the old recorded_at index, the contact index its older B-tree"
+    on_contacts = sa.inspect(fresh_engine).get_indexes("altcraft_contacts")
+    assert {index["name"]: index["column_names"] for index in on_contacts} == {
+        "ix_altcraft_contacts_open": ["status", "scenario_id"]
+    }, "the index of contacts not launched replaces the one of every status"
     by_contact = next(index for index in found if index["name"] == "ix_altcraft_outcomes_contact_hash")
     if fresh_engine.dialect.name == "postgresql":
         assert by_contact["dialect_options"]["postgresql_using"] == "hash"
@@ -895,6 +901,43 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     ledger.settle(scope, run(), claim, {"k:a": LAUNCHED}, now=T0)
     assert sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10, "kept from then on"
     assert ledger.recount_days() > 0 and sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10
+
+
+def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contacts(tmp_path, scope):
+    """``ix_altcraft_contacts_open`` holds only contacts not launched (PostgreSQL, SQLite), so a query can
+    use it only by stating that condition itself, whatever its bound parameters (on PostgreSQL a generic
+    plan). SQLite, which never reads the parameters for this, shows it: each such query of the ledger and
+    of the Altcraft page searches that index."""
+    from altcraft.ui import queries
+
+    engine = _engine(f"sqlite:///{tmp_path / 'plans.db'}")
+    ledger = Ledger(engine)
+    launch(ledger, scope, run("r1"), ["k:a"])
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        where = statement.partition("WHERE")[2].partition("ORDER BY")[0]
+        if "altcraft_contacts.status" in where and "contact_hash" not in where and "JOIN" not in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    ledger.recover(scope, run("r1", 2))
+    ledger.claim_of(scope, "batch")
+    ledger.uncertain_contacts(scope)
+    ledger.standing(scope)
+    with engine.connect() as conn:
+        queries.pipelines(conn, T0)
+        queries.uncertain_in_run(conn, "dag", "r1")
+    sa.event.remove(engine, "before_cursor_execute", capture)
+
+    assert len(seen) == 5, "those not found by contact (hash, or a join on it)"
+    with engine.connect() as conn:
+        for statement, parameters in seen:
+            plan = " ".join(
+                row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            )
+            assert "ix_altcraft_contacts_open" in plan, (statement, plan)
+    engine.dispose()
 
 
 def test_combined_mode_identity_any_component_matches(engine, ledger, scope):

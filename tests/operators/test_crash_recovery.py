@@ -68,7 +68,7 @@ def test_sigkill_mid_run_then_retry(emulator, scenario_id):
     out, err = retry.communicate(timeout=240)
     assert retry.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["recovered"] == 10, "the one in-flight batch is reported uncertain; the kill rolled back chunk 4"
+    assert summary["recovered"] == 10, "the batch in flight is uncertain; the kill rolled chunk 4 back"
     assert summary["earlier_tries"]["uncertain"] == 10, "recorded for try 1, counted apart"
     assert (summary["found"], summary["launched"], summary["skipped"], summary["uncertain"]) == (
         100,

@@ -59,9 +59,23 @@ contacts_table = sa.Table(
     sa.Column("error_text", sa.Text),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("launch_marker", sa.String(MARKER_LEN)),
-    sa.Index("ix_altcraft_contacts_status", "status", "scenario_id"),
+    # the contacts not launched (sending, uncertain, failed), for recovery, reconciliation and the standing;
+    # on PostgreSQL and SQLite only those rows, so a settle's `launched` adds no entry (PostgreSQL, claim +
+    # settle of 1,000 new contacts: server CPU 29 -> 22 us per contact); a query uses it by stating
+    # `NOT_LAUNCHED`. MySQL/MariaDB have no partial index: there it holds every row.
+    sa.Index(
+        "ix_altcraft_contacts_open",
+        "status",
+        "scenario_id",
+        postgresql_where=sa.text("status <> 'launched'"),
+        sqlite_where=sa.text("status <> 'launched'"),
+    ),
     **_MYSQL_OPTIONS,
 )
+
+#: The condition of ``ix_altcraft_contacts_open``, as a literal: a query on contacts in a status other than
+#: ``launched`` states it too, so the index serves it whatever its bound parameters (a generic plan).
+NOT_LAUNCHED = contacts_table.c.status != sa.literal_column("'launched'")
 
 outcomes_table = sa.Table(
     "altcraft_outcomes",
@@ -159,10 +173,11 @@ def create_days(conn: Connection) -> None:
 
 #: Indexes of older versions (name: columns) that a current index replaces: it leads with the same column.
 _REPLACED_INDEXES = {
+    "altcraft_contacts": {"ix_altcraft_contacts_status": ("status", "scenario_id")},
     "altcraft_outcomes": {
         "ix_altcraft_outcomes_recorded_at": ("recorded_at",),
         "ix_altcraft_outcomes_contact": ("contact_hash", "outcome"),
-    }
+    },
 }
 
 

@@ -42,6 +42,7 @@ from altcraft.ledger.model import (
     utc,
 )
 from altcraft.ledger.schema import (
+    NOT_LAUNCHED,
     activity_table,
     aliases_table,
     contacts_table,
@@ -196,6 +197,7 @@ class Ledger:
                 sa.select(contacts_table)
                 .where(
                     _C.status == ContactStatus.SENDING.value,
+                    NOT_LAUNCHED,
                     _C.scenario_id == scope.scenario_id,
                     _C.platform == scope.platform,
                     _C.claim_run_key == run.run_key,
@@ -355,6 +357,7 @@ class Ledger:
         query = sa.select(_C.contact_key, _C.source_key, _C.claim_try_number).where(
             _C.batch_id == batch_id,
             _C.status == ContactStatus.SENDING.value,
+            NOT_LAUNCHED,
             _C.platform == scope.platform,
             _C.scenario_id == scope.scenario_id,
         )
@@ -465,6 +468,7 @@ class Ledger:
         )
         where = (
             _C.status == ContactStatus.UNCERTAIN.value,
+            NOT_LAUNCHED,
             _C.scenario_id == scope.scenario_id,
             _C.platform == scope.platform,
         )
@@ -529,6 +533,7 @@ class Ledger:
             sa.select(_C.status, sa.func.count())
             .where(
                 _C.status.in_([ContactStatus.UNCERTAIN.value, ContactStatus.FAILED.value]),
+                NOT_LAUNCHED,
                 _C.scenario_id == scope.scenario_id,
                 _C.platform == scope.platform,
             )

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from altcraft.ledger import Scope, activity_table, contacts_table, outcomes_table
+from altcraft.ledger.schema import NOT_LAUNCHED
 from altcraft.ledger.statements import as_date
 
 _C = contacts_table.c
@@ -141,7 +142,7 @@ def pipelines(
             activity.last_24h[outcome] += count
     open_rows = (
         sa.select(_C.platform, _C.scenario_id, _C.status, sa.func.count())
-        .where(_C.status.in_(OPEN_STATUSES))
+        .where(_C.status.in_(OPEN_STATUSES), NOT_LAUNCHED)
         .group_by(_C.platform, _C.scenario_id, _C.status)
     )
     for platform, scenario_id, status, count in conn.execute(open_rows):
@@ -338,7 +339,7 @@ def uncertain_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
     query = (
         sa.select(sa.func.count())
         .select_from(contacts_table.join(in_run, in_run.c.contact_hash == _C.contact_hash))
-        .where(_C.status == "uncertain")
+        .where(_C.status == "uncertain", NOT_LAUNCHED)
     )
     return int(conn.execute(query).scalar_one())
 
