@@ -23,8 +23,13 @@ _GIL_PAUSE = "pausing (altcraft/delivery.py"
 #: client -> (frames that mark the timed part, [(step, frame substrings)]); deepest match wins
 STEPS: dict[str, tuple[tuple[str, ...], list[tuple[str, tuple[str, ...]]]]] = {
     "ours": (
-        # the delivery thread, the mapping worker and the settle worker (`delivery.Behind`)
-        ("Delivery.process (", "prefetch.<locals>.work (", "LedgerSession.settle ("),
+        # the delivery thread, the mapping worker, the settle worker (`delivery.Behind`) and the claim worker
+        (
+            "Delivery.process (",
+            "prefetch.<locals>.work (",
+            "LedgerSession.settle (",
+            "Delivery._open_claim (",
+        ),
         [
             ("validation: email", ("_email (altcraft/validation.py", "email_validator/")),
             ("validation: phone", ("_phone (altcraft/validation.py", "phonenumbers/")),
@@ -32,7 +37,7 @@ STEPS: dict[str, tuple[tuple[str, ...], list[tuple[str, tuple[str, ...]]]]] = {
             ("mapping (the rest of Mapper.map)", ("Mapper.map (",)),
             ("answer: parse and clean", ("parse_response (", "parse_answer (")),
             ("request: encode and HTTP", ("AltcraftHook.call (", "AltcraftCalls.")),
-            ("ledger: claim", ("Ledger.claim (",)),
+            ("ledger: claim", ("Ledger.claim (", "Ledger.open_claim (", "OpenClaim.commit (")),
             ("ledger: settle", ("Ledger.settle (",)),
             ("chunking", ("altcraft/batching.py",)),
             ("delivery bookkeeping", ("altcraft/delivery.py",)),

@@ -361,10 +361,22 @@ def test_cpu_samples_are_charged_to_the_deepest_step_of_the_timed_part():
             "Thread.run (threading.py:982);_WorkItem.run (concurrent/futures/thread.py:58);"
             "LedgerSession.settle (altcraft/ledger/session.py:99);"
             "Ledger.settle (altcraft/ledger/store.py:381) 2",
+            "Thread.run (threading.py:982);_WorkItem.run (concurrent/futures/thread.py:58);"
+            "Delivery._open_claim (altcraft/delivery.py:480);"
+            "LedgerSession.open_claim (altcraft/ledger/session.py:9);"
+            "Ledger.open_claim (altcraft/ledger/store.py:270) 3",
+            "main (t.py:1);Delivery.process (altcraft/delivery.py:2);"
+            "Delivery._claimed_ahead (altcraft/delivery.py:5);"
+            "OpenClaim.commit (altcraft/ledger/store.py:739) 1",
         ]
     )
 
     assert shares(raw, "ours") == {  # the mapping worker's GIL pauses are waiting, not CPU
-        "samples": 10,
-        "steps": {"mapping (the rest of Mapper.map)": 0.5, "validation: phone": 0.3, "ledger: settle": 0.2},
+        "samples": 14,
+        "steps": {
+            "mapping (the rest of Mapper.map)": 5 / 14,
+            "ledger: claim": 4 / 14,  # opened on the claim worker, committed in the delivery thread
+            "validation: phone": 3 / 14,
+            "ledger: settle": 2 / 14,
+        },
     }
