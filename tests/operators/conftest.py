@@ -105,14 +105,19 @@ def run_ref(
     )
 
 
+#: PostgreSQL backends holding a claim opened ahead: in a transaction whose last statement inserted contacts.
+PG_OPEN_CLAIMS = (
+    "FROM pg_stat_activity WHERE state = 'idle in transaction' "
+    "AND query LIKE 'INSERT INTO altcraft_contacts%%'"
+)
+
+
 def open_claims(url: str) -> int:
     """Transactions of other connections that wrote to a ledger at ``url`` and are still open: on
-    PostgreSQL those whose latest statement inserted contacts (a claim opened ahead), on MySQL/MariaDB any
-    that changed a row."""
+    PostgreSQL those of `PG_OPEN_CLAIMS`, on MySQL/MariaDB any that changed a row."""
     engine = sa.create_engine(url)
     query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
-        "AND query LIKE 'INSERT INTO altcraft_contacts%%'"
+        f"SELECT count(*) {PG_OPEN_CLAIMS}"
         if engine.dialect.name == "postgresql"
         else "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_rows_modified > 0"
     )

@@ -18,7 +18,7 @@ from altcraft.ledger.schema import contacts_table, outcomes_table
 from altcraft.modes import DeliveryMode
 from tests.broken_contacts import BROKEN_CONTACTS, GOOD, MAPPING
 
-from .conftest import FAST, contacts, in_batches, launch_counts, open_claims, run_ref
+from .conftest import FAST, PG_OPEN_CLAIMS, contacts, in_batches, launch_counts, open_claims, run_ref
 
 
 def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
@@ -189,10 +189,7 @@ def test_a_claim_made_ahead_whose_connection_is_lost_is_made_again_in_line(
     runner.start()
     _hold_first_request(emulator, ledger)
     with ledger.engine.connect() as conn:
-        ended = conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle in transaction' "
-            "AND query LIKE 'INSERT INTO altcraft_contacts%%'"
-        ).all()
+        ended = conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) {PG_OPEN_CLAIMS}").all()
     runner.join(timeout=60)
 
     assert ended == [(True,)]

@@ -339,7 +339,7 @@ def uncertain_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
     query = (
         sa.select(sa.func.count())
         .select_from(contacts_table.join(in_run, in_run.c.contact_hash == _C.contact_hash))
-        .where(_C.status == "uncertain", NOT_LAUNCHED)
+        .where(_C.status == "uncertain")
     )
     return int(conn.execute(query).scalar_one())
 
