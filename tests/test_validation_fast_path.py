@@ -238,3 +238,30 @@ def test_phone_fast_path_builds_what_phonenumbers_parses_and_agrees_on_every_val
         valid_built += validation._E164_TEXT.fullmatch(value) is not None
     assert built > 15_000, f"the fast path built only {built} numbers: the comparison proves little"
     assert valid_built > 2_000, f"only {valid_built} valid numbers took the fast path"
+
+
+def test_phone_validity_agrees_with_phonenumbers_on_every_number():
+    """`_is_valid_number` (patterns compiled once per country code) and ``phonenumbers.is_valid_number``
+    give the same verdict for every number the corpus parses to, whatever the path that built it."""
+    numbers = valid = 0
+    for value, region in phone_corpus():
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            continue
+        expected = phonenumbers.is_valid_number(number)
+        assert validation._is_valid_number(number) is expected, (value, region)
+        numbers += 1
+        valid += expected
+    assert numbers > 30_000 and valid > 3_000, (
+        f"{numbers} numbers, {valid} valid: the comparison proves little"
+    )
+
+
+def test_phone_validity_compiles_for_every_country_code_and_length():
+    """Every region's number types, joined into one pattern per length, compile (a metadata pattern that
+    could not be joined would fail here, not on a contact)."""
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        for length in range(1, 18):
+            for region in validation._regions(code):
+                region.types_of(length)
