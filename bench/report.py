@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import latency as latency_bench
+from bench.profile import OTHER, OTHER_THREADS, step_cpu
 
 MB = 1_000_000
 MIB = 2**20
@@ -331,26 +332,58 @@ def _short(client: str) -> str:
     return LABELS[client].split(":")[0].split(" (")[0]
 
 
+#: What each thread of ours does, in the order the CPU table lists them (bench.common.ThreadCpu names).
+THREADS = {
+    "altcraft-prefetch": "mapping worker: reads and maps the next source batches",
+    "MainThread": "delivery thread: chunks, sends, parses answers",
+    "altcraft-settle": "settle worker: settles the chunk just answered",
+    "altcraft-claim": "claim worker: claims the next chunk while one is sent",
+}
+
+
 def _cpu_shares(shares: dict[str, Any]) -> list[str]:
-    """Where the CPU goes, per step and client: share of the samples times that run's CPU per contact."""
+    """Where the CPU goes: ours by thread, then each client by step (`bench.profile.step_cpu`)."""
     clients = [client for client in ("ours", "floor_cached", "floor") if client in shares]
-    steps = list(dict.fromkeys(step for client in clients for step in shares[client]["steps"]))
-    steps.sort(key=lambda step: step == "other")
+    cpu = {client: step_cpu(shares[client]) for client in clients}
+    steps = list(dict.fromkeys(step for client in clients for step in cpu[client]))
+    steps.sort(key=lambda step: (step == OTHER_THREADS, step == OTHER))
 
     def cell(client: str, step: str) -> str:
-        run = shares[client]
-        share = run["steps"].get(step)
-        return "" if share is None else f"{share * run['cpu_us_per_contact']:.1f} ({100 * share:.0f}%)"
+        value = cpu[client].get(step)
+        total = shares[client]["cpu_us_per_contact"]
+        return "" if value is None else f"{value:.1f} ({100 * value / total:.0f}%)"
 
     header = " | ".join(f"{_short(c)} {US}/contact" for c in clients)
-    return [
+    lines = [
         "### Where the CPU goes (loopback)",
         "",
-        "One more run of each client under `py-spy record --nonblocking` (every thread, only while it runs;",
-        "bench/profile.py): each sample is charged to the deepest frame naming a step of the data path.",
-        f"{US}/contact = the step's share of the samples {X} that run's CPU per contact ("
-        + ", ".join(f"{_short(c)} {shares[c]['cpu_us_per_contact']:.1f}" for c in clients)
-        + f" {US}; py-spy adds a little).",
+        "One more run of each client, each thread's CPU clock read (bench.common.ThreadCpu) and the job",
+        "sampled with `py-spy record --nonblocking --gil` (bench/profile.py): each sample is charged to its",
+        "thread and to the deepest frame naming a step of the data path; a step's share of its thread's",
+        f"samples {X} that thread's CPU per contact gives {US}/contact. Only samples holding the GIL count,",
+        "so a thread ready to run but waiting for a core or the GIL adds nothing (without `--gil`, steps",
+        "that wake on every database or HTTP answer looked up to three times their CPU); the CPU a thread",
+        "spends in system calls without the GIL is shared over its steps.",
+    ]
+    ours = shares.get("ours")
+    if ours is not None:
+        threads = ours["thread_cpu_us_per_contact"]
+        lines += [
+            "",
+            f"| thread of ours | CPU {US}/contact | share |",
+            "|---|---:|---:|",
+            *[
+                f"| {THREADS[name]} | {threads.get(name, 0.0):.1f} | "
+                f"{100 * threads.get(name, 0.0) / ours['cpu_us_per_contact']:.0f}% |"
+                for name in THREADS
+            ],
+            f"| the rest (request timers; the process beyond its threads) | "
+            f"{cpu['ours'][OTHER_THREADS]:.1f} | "
+            f"{100 * cpu['ours'][OTHER_THREADS] / ours['cpu_us_per_contact']:.0f}% |",
+            f"| **the client process** | {ours['cpu_us_per_contact']:.1f} | 100% |",
+        ]
+    return [
+        *lines,
         "",
         f"| step | {header} |",
         "|---|" + "---:|" * len(clients),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import gc
 import itertools
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -192,10 +194,26 @@ RESULTS = {
     "cpu_shares": {
         "ours": {
             **_run(100_000, 16_000, 60),
+            "thread_cpu_us_per_contact": {
+                "altcraft-prefetch": 40.0,
+                "MainThread": 18.0,
+                "Thread": 1.0,
+            },
             "samples": 10,
-            "steps": {"validation: phone": 0.5, "other": 0.5},
+            "threads": {
+                "altcraft-prefetch": {"samples": 6, "steps": {"validation: phone": 0.75, "other": 0.25}},
+                "MainThread": {
+                    "samples": 4,
+                    "steps": {"validation: phone": 0.5, "delivery bookkeeping": 0.5},
+                },
+            },
         },
-        "floor": {**_run(100_000, 10_000, 50), "samples": 10, "steps": {"validation: email": 1.0}},
+        "floor": {
+            **_run(100_000, 10_000, 50),
+            "thread_cpu_us_per_contact": {"MainThread": 49.0},
+            "samples": 10,
+            "threads": {"MainThread": {"samples": 10, "steps": {"validation: email": 1.0}}},
+        },
     },
     "ledger_rows": 1_000_000,
     "ledger_contacts": 20_000,
@@ -254,7 +272,12 @@ def test_the_report_judges_each_target_from_same_run_ratios():
     assert verdicts["parse 100 specs (DAG processor)"] == "**missed**"  # 0.8 s
     assert verdicts["DAG loader import on top of airflow.sdk"] == "**missed**"  # 200 ms
     assert "naive" not in "".join(verdicts), "the naive-ratio targets are retired"
-    assert "| validation: phone | 30.0 (50%) |" in markdown  # share x that run's CPU per contact
+    # a step's share of its thread x that thread's CPU: 0.75 x 40 + 0.5 x 18; the floor's 1.0 x 49
+    assert "| validation: phone | 39.0 (65%) |  |" in markdown
+    assert "| validation: email |  | 49.0 (98%) |" in markdown
+    assert "| other threads | 2.0 (3%) | 1.0 (2%) |" in markdown  # the process's CPU beyond its threads'
+    assert "| mapping worker: reads and maps the next source batches | 40.0 | 67% |" in markdown
+    assert "| claim worker: claims the next chunk while one is sent | 0.0 | 0% |" in markdown
     assert "| mariadb | not measured: no server |" in markdown
     assert "| postgresql, shared_buffers 128MB (the machine's server) | 15 | 1,041,000 | 100.0 |" in markdown
     assert "| postgresql, shared_buffers 6GB (a private cluster) | 15 | 1,041,000 | 100.0 | 110.0 |" in (
@@ -373,10 +396,39 @@ def test_cpu_samples_are_charged_to_the_deepest_step_of_the_timed_part():
 
     assert shares(raw, "ours") == {  # the mapping worker's GIL pauses are waiting, not CPU
         "samples": 14,
-        "steps": {
-            "mapping (the rest of Mapper.map)": 5 / 14,
-            "ledger: claim": 4 / 14,  # opened on the claim worker, committed in the delivery thread
-            "validation: phone": 3 / 14,
-            "ledger: settle": 2 / 14,
+        "threads": {
+            "MainThread": {
+                "samples": 5,
+                "steps": {
+                    "validation: phone": 3 / 5,
+                    "mapping (the rest of Mapper.map)": 1 / 5,
+                    "ledger: claim": 1 / 5,  # the commit of a claim opened ahead
+                },
+            },
+            "altcraft-prefetch": {"samples": 4, "steps": {"mapping (the rest of Mapper.map)": 1.0}},
+            "altcraft-claim": {"samples": 3, "steps": {"ledger: claim": 1.0}},
+            "altcraft-settle": {"samples": 2, "steps": {"ledger: settle": 1.0}},
         },
     }
+
+
+def test_thread_cpu_is_counted_per_thread_name_and_includes_threads_that_ended():
+    from bench.common import ThreadCpu
+
+    def burn() -> None:
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
+            pass
+
+    with ThreadCpu() as threads:
+        workers = [threading.Thread(target=burn, name=f"burner_{i}") for i in range(2)]
+        workers.append(threading.Thread(target=time.sleep, args=(0.2,), name="sleeper"))
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        burn()
+    assert 0.4 <= threads.seconds["burner"] < 0.45  # 2 x 0.2 s, read as each ended
+    assert 0.2 <= threads.seconds["MainThread"] < 0.25
+    assert threads.seconds["sleeper"] < 0.02
+    assert threading.Thread._bootstrap_inner.__name__ == "_bootstrap_inner"  # put back
