@@ -862,6 +862,9 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
         if table is activity_table:
             continue
         columns = [c.copy() for c in table.columns if c.name != "launch_marker"]
+        for column in columns:  # in the database's collation, as before identifiers compared bytewise
+            if type(column.type) is sa.String:
+                column.type = sa.String(column.type.length)
         sa.Table(table.name, old, *columns)
     former = old.tables["altcraft_outcomes"].c
     contacts = old.tables["altcraft_contacts"].c
@@ -901,6 +904,27 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     ledger.settle(scope, run(), claim, {"k:a": LAUNCHED}, now=T0)
     assert sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10, "kept from then on"
     assert ledger.recount_days() > 0 and sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10
+
+
+def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine, scope):
+    """Hashes, keys, ids and statuses are compared byte by byte, as on MySQL/MariaDB (``utf8mb4_bin``) and
+    SQLite (``BINARY``): on PostgreSQL ``COLLATE "C"``, not the database's collation, which would make
+    every B-tree comparison a ``strcoll``. Free text keeps the database's collation."""
+    if fresh_engine.dialect.name != "postgresql":
+        pytest.skip("MySQL/MariaDB tables are utf8mb4_bin, SQLite compares with BINARY")
+    Ledger(fresh_engine).ensure_schema()
+    query = sa.text(
+        "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+        "WHERE table_name LIKE 'altcraft_%' AND data_type = 'character varying'"
+    )
+    with fresh_engine.connect() as conn:
+        collations = {(table, column): collation for table, column, collation in conn.execute(query)}
+    assert {key for key, collation in collations.items() if collation != "C"} == {
+        ("altcraft_contacts", "launch_marker"),
+        ("altcraft_outcomes", "profile_id"),
+    }
+    assert collations["altcraft_contacts", "contact_hash"] == "C"
+    assert len(collations) == 22  # 20 identifiers and the two free texts
 
 
 def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contacts(tmp_path, scope):
