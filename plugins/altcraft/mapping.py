@@ -476,8 +476,9 @@ def _listed(item: Coercer, *, split: bool) -> Coercer:
             items = raw
         elif split and isinstance(raw, str):
             items = raw.split(",")
-        else:
-            items = [raw]
+        else:  # one value
+            value = item(raw)
+            return None if value is None else [value]
         values = [item(value) for value in items if value is not None]
         return list(dict.fromkeys(value for value in values if value is not None)) or None
 
