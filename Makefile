@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 DEMO_HOME ?= .airflow
 
-.PHONY: help install test test-e2e lint demo demo-shell celery-demo bench bench-latency bench-celery emulator clean system-deps
+.PHONY: help install test test-e2e lint demo demo-shell celery-demo bench bench-latency bench-celery bench-ledger emulator clean system-deps
 
 help:
 	@echo "make test      create .venv if missing, install, run ruff and the test suite"
@@ -16,6 +16,7 @@ help:
 	@echo "make emulator  run the Altcraft API emulator on 127.0.0.1:8765"
 	@echo "make bench     run the benchmarks, write docs/benchmarks.md (BENCH_N, BENCH_MILLION=1) and docs/benchmarks-ui.md"
 	@echo "make bench-latency  only the latency of event-driven pipelines (a real Airflow, ~5 min)"
+	@echo "make bench-ledger  only section 6 for LEDGER_BACKEND (e.g. mariadb), into docs/benchmarks.md"
 	@echo "make bench-celery  only its section 5: throughput with 1 and 2 Celery workers (BENCH_CELERY_N)"
 	@echo "make demo      Airflow + emulator + a SQLite CRM; backfills the demo pipeline (docs/demo.md)"
 	@echo "make demo-shell  a shell whose airflow CLI talks to the running demo"
@@ -85,6 +86,10 @@ bench: $(STAMP)
 # Poll and webhook pipelines vs a schedule, with a real Airflow; rewrites its section of docs/benchmarks.md.
 bench-latency: $(STAMP)
 	$(BIN)/python -m bench.latency
+
+# Only section 6's row of one ledger backend (LEDGER_BACKEND=mariadb), put into docs/benchmarks.md's results.
+bench-ledger: $(STAMP)
+	$(BIN)/python -m bench.run --ledger-only $(LEDGER_BACKEND)
 
 # Only section 5 of docs/benchmarks.md: 1 vs 2 Celery workers (BENCH_CELERY_N=100000).
 bench-celery: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import itertools
+import json
 import threading
 import time
 from pathlib import Path
@@ -432,3 +433,19 @@ def test_thread_cpu_is_counted_per_thread_name_and_includes_threads_that_ended()
     assert 0.2 <= threads.seconds["MainThread"] < 0.25
     assert threads.seconds["sleeper"] < 0.02
     assert threading.Thread._bootstrap_inner.__name__ == "_bootstrap_inner"  # put back
+
+
+def test_a_report_gives_back_its_results_and_names_a_backend_measured_by_a_job_of_its_own():
+    """`make bench-ledger` reads the results a report holds, adds one backend and renders it again."""
+    from bench.report import embedded_results, render
+
+    results = copy.deepcopy(RESULTS)
+    job = "BENCH_LEDGER_ROWS=1000000 make bench-ledger LEDGER_BACKEND=mariadb"
+    separate = {"command": job, "date": "2026-12-04T22:00:00+00:00", "commit": "abc1234"}
+    results["ledger_growth"]["mariadb"] = _growth(250.0, backend="mariadb", server="10.11", separate=separate)
+    markdown = render(results)
+    assert embedded_results(markdown) == json.loads(json.dumps(results))  # tuples come back as lists
+    assert "| the same on MariaDB | stated | 2.50\u00d7 | stated |" in markdown
+    assert f"* mariadb: measured by a job of its own, `{job}`, on abc1234 at 2026-12-04T22:00:00+00:00." in (
+        markdown
+    )
