@@ -440,7 +440,7 @@ def test_a_report_gives_back_its_results_and_names_a_backend_measured_by_a_job_o
     from bench.report import embedded_results, render
 
     results = copy.deepcopy(RESULTS)
-    job = "BENCH_LEDGER_ROWS=1000000 make bench-ledger LEDGER_BACKEND=mariadb"
+    job = "make bench-ledger LEDGER_BACKEND=mariadb"
     separate = {"command": job, "date": "2026-12-04T22:00:00+00:00", "commit": "abc1234"}
     results["ledger_growth"]["mariadb"] = _growth(250.0, backend="mariadb", server="10.11", separate=separate)
     markdown = render(results)
@@ -449,3 +449,19 @@ def test_a_report_gives_back_its_results_and_names_a_backend_measured_by_a_job_o
     assert f"* mariadb: measured by a job of its own, `{job}`, on abc1234 at 2026-12-04T22:00:00+00:00." in (
         markdown
     )
+
+
+def test_a_full_run_keeps_the_rows_a_job_of_their_own_measured(tmp_path):
+    from bench.report import render
+    from bench.run import kept_ledger_rows
+
+    results = copy.deepcopy(RESULTS)
+    separate = {"command": "make bench-ledger LEDGER_BACKEND=mariadb", "date": "2026-12-04", "commit": "abc"}
+    results["ledger_growth"]["mariadb"] = _growth(250.0, backend="mariadb", separate=separate)
+    report = tmp_path / "benchmarks.md"
+    report.write_text(render(results), encoding="utf-8")
+    kept = kept_ledger_rows(report, results["ledger_rows"])
+    assert list(kept) == ["mariadb"], "only rows a separate job measured"
+    assert kept["mariadb"]["separate"] == separate
+    assert kept_ledger_rows(report, results["ledger_rows"] * 10) == {}, "not beside figures of another size"
+    assert kept_ledger_rows(tmp_path / "missing.md", results["ledger_rows"]) == {}
