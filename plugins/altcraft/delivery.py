@@ -15,11 +15,10 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -723,30 +722,42 @@ class Delivery:
             )
             self._settle(claim, {})
             return
-        self._settle(claim, {key: _settlement_for_result(r) for key, r in zip(keys, results, strict=True)})
+        self._settle(
+            claim, lambda: {key: _settlement_for_result(r) for key, r in zip(keys, results, strict=True)}
+        )
 
-    def _settle(self, claim: Claim, settlements: dict[str, Settlement]) -> None:
+    def _settle(
+        self, claim: Claim, settlements: Mapping[str, Settlement] | Callable[[], Mapping[str, Settlement]]
+    ) -> None:
         """Write the outcome of a claimed chunk; a key without a settlement becomes uncertain.
 
-        A claim of an earlier try (its async task, settled by this try) is recorded as that try's
-        outcomes and counted in ``earlier_tries``.
+        ``settlements`` may be a function that makes them: where the settle runs on the settle worker, so
+        does it, off the path between one request and the next. A claim of an earlier try (its async task,
+        settled by this try) is recorded as that try's outcomes and counted in ``earlier_tries``.
         """
         earlier = self.session.is_earlier(claim)
+        written: list[tuple[Counter[Outcome], list[str]]] = []
 
-        def count() -> None:  # once written
-            outcomes = Counter(s.outcome for s in settlements.values())
-            outcomes[Outcome.UNCERTAIN] += len(claim.to_send) - len(settlements)  # no answer: uncertain
+        def write() -> None:
+            made = settlements() if callable(settlements) else settlements
+            self.session.settle(claim, made)
+            outcomes = Counter(s.outcome for s in made.values())
+            outcomes[Outcome.UNCERTAIN] += len(claim.to_send) - len(made)  # no answer: uncertain
+            failed = [f"API {s.code}: {scrub(s.text)}" for s in made.values() if s.outcome is Outcome.FAILED]
+            written.append((outcomes, failed))
+
+        def count() -> None:  # once written, in the delivery thread
+            outcomes, failed = written[0]
             for outcome, n in outcomes.items():
                 self.summary.add(outcome, n, earlier=earlier)
-            for settlement in settlements.values():
-                if settlement.outcome is Outcome.FAILED:
-                    self.summary.note_reason(f"API {settlement.code}: {scrub(settlement.text)}")
+            for reason in failed:
+                self.summary.note_reason(reason)
 
         if self._behind is None:
-            self.session.settle(claim, settlements)
+            write()
             count()
         else:
-            self._behind.start(partial(self.session.settle, claim, settlements), count, claim.to_send)
+            self._behind.start(write, count, claim.to_send)
 
 
 def _settlement_for_result(result: ProfileResult) -> Settlement:
