@@ -35,7 +35,7 @@ STEPS: dict[str, tuple[dict[str, str], list[tuple[str, tuple[str, ...]]]]] = {
             "MainThread": "Delivery.process (",  # the delivery thread
             "altcraft-prefetch": "prefetch.<locals>.work (",  # reads and maps the next batches
             "altcraft-claim": "Delivery._open_claim (",  # claims the next chunk while one is sent
-            "altcraft-settle": "LedgerSession.settle (",  # settles a chunk (`delivery.Behind`)
+            "altcraft-settle": "Delivery._settle.<locals>.write (",  # settles a chunk (`delivery.Behind`)
         },
         [
             ("validation: email", ("_email (altcraft/validation.py", "email_validator/")),

@@ -383,8 +383,12 @@ def test_cpu_samples_are_charged_to_the_deepest_step_of_the_timed_part():
             "run (threading.py:982);prefetch.<locals>.work (altcraft/delivery.py:700);"
             "Delivery._mapped (altcraft/delivery.py:347);Mapper.map (altcraft/mapping.py:3) 4",
             "Thread.run (threading.py:982);_WorkItem.run (concurrent/futures/thread.py:58);"
+            "Delivery._settle.<locals>.write (altcraft/delivery.py:740);"
             "LedgerSession.settle (altcraft/ledger/session.py:99);"
             "Ledger.settle (altcraft/ledger/store.py:381) 2",
+            "Thread.run (threading.py:982);_WorkItem.run (concurrent/futures/thread.py:58);"
+            "Delivery._settle.<locals>.write (altcraft/delivery.py:740);"
+            "Delivery._settle_results.<locals>.<lambda> (altcraft/delivery.py:727) 1",
             "Thread.run (threading.py:982);_WorkItem.run (concurrent/futures/thread.py:58);"
             "Delivery._open_claim (altcraft/delivery.py:480);"
             "LedgerSession.open_claim (altcraft/ledger/session.py:9);"
@@ -396,7 +400,7 @@ def test_cpu_samples_are_charged_to_the_deepest_step_of_the_timed_part():
     )
 
     assert shares(raw, "ours") == {  # the mapping worker's GIL pauses are waiting, not CPU
-        "samples": 14,
+        "samples": 15,
         "threads": {
             "MainThread": {
                 "samples": 5,
@@ -408,7 +412,11 @@ def test_cpu_samples_are_charged_to_the_deepest_step_of_the_timed_part():
             },
             "altcraft-prefetch": {"samples": 4, "steps": {"mapping (the rest of Mapper.map)": 1.0}},
             "altcraft-claim": {"samples": 3, "steps": {"ledger: claim": 1.0}},
-            "altcraft-settle": {"samples": 2, "steps": {"ledger: settle": 1.0}},
+            # the settle worker also turns the answer's results into settlements (delivery bookkeeping)
+            "altcraft-settle": {
+                "samples": 3,
+                "steps": {"ledger: settle": 2 / 3, "delivery bookkeeping": 1 / 3},
+            },
         },
     }
 
