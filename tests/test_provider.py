@@ -52,3 +52,12 @@ def test_airflow_cli_lists_the_provider():
         [sys.executable, "-m", "airflow", "providers", "list"], capture_output=True, text=True, check=True
     ).stdout
     assert "airflow-provider-altcraft" in out
+
+
+def test_the_celery_extra_installs_a_celery_executor_that_imports():
+    """The versions the `celery` extra allows work together (docs/scaling.md): celery 5.7.0 dropped a name
+    apache-airflow-providers-celery 3.26.0 imports, and the scheduler then exits at start. In a fresh
+    interpreter, as a scheduler loads it (the end-to-end Celery tests are not part of `make test`)."""
+    statement = "import airflow.providers.celery.executors.celery_executor_utils"
+    done = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
