@@ -187,7 +187,9 @@ def test_the_run_page_filters_pages_and_exports(admin, local_airflow, finished_r
     frame.locator(f"tr[data-dag='{DAG_ID}'] a.run-link").click()
     totals = frame.locator("#run-totals")
     totals.wait_for()
-    assert f"/plugin/altcraft/altcraft/run?dag_id={DAG_ID}" in admin.url  # deep link kept in Airflow's URL
+    # the deep link reaches Airflow's URL (the page tells Airflow's router, which updates it after a moment)
+    deep_link = f"/plugin/altcraft/altcraft/run?dag_id={DAG_ID}"
+    admin.wait_for_url(lambda url: deep_link in url, wait_until="commit", timeout=15_000)
     for outcome, count in ledger_counts.items():
         assert totals.locator(f"td.outcome-{outcome}").inner_text() == str(count)
     shot(admin, "ui-run")
