@@ -339,10 +339,8 @@ class ThreadCpu:
 
     def __exit__(self, *exc: object) -> None:
         threading.Thread._bootstrap_inner = self._bootstrap  # type: ignore[attr-defined]
-        clocks = {
-            **_thread_clocks(),
-            **self._ended,
-        }  # a thread that ended after its clock was read: as it ended
+        # a thread that ended after its clock was read counts as it ended
+        clocks = _thread_clocks() | self._ended
         totals: dict[str, float] = {}
         for thread, cpu in clocks.items():
             name = re.sub(r"[-_]\d+$", "", thread.name)

@@ -110,15 +110,15 @@ def check_text(
     """
     if not isinstance(value, str):
         raise ValidationError(field, f"expected text, got {kind_of(value)}")
-    ascii = value.isascii()
-    if not ascii:
+    is_ascii = value.isascii()
+    if not is_ascii:
         if _SURROGATE.search(value):
             raise ValidationError(field, "contains a lone surrogate (invalid unicode)")
         if not unicodedata.is_normalized("NFC", value):
             value = unicodedata.normalize("NFC", value)
     if len(value) > max_chars:
         raise ValidationError(field, f"is {len(value)} characters, above the limit of {max_chars}")
-    if ascii and value.isprintable():  # ASCII without C0 controls or DEL: nothing either rule refuses
+    if is_ascii and value.isprintable():  # ASCII without C0 controls or DEL: nothing either rule refuses
         return value
     bad = (_KEY_FORBIDDEN if key else _TEXT_FORBIDDEN).search(value)
     if bad:

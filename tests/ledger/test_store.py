@@ -906,7 +906,7 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     assert ledger.recount_days() > 0 and sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10
 
 
-def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine, scope):
+def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine):
     """Hashes, keys, ids and statuses are compared byte by byte, as on MySQL/MariaDB (``utf8mb4_bin``) and
     SQLite (``BINARY``): on PostgreSQL ``COLLATE "C"``, not the database's collation, which would make
     every B-tree comparison a ``strcoll``. Free text keeps the database's collation."""
