@@ -122,6 +122,33 @@ def test_a_file_that_is_not_a_mapping_is_an_error(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("2025-02-30", "'2025-02-30' as timestamp: day is out of range for month"),
+        ("2025-13-01", "as timestamp: month must be in 1..12"),
+        ("2025-01-01 25:00:00", "as timestamp: hour must be in 0..23"),
+        ("!!timestamp soon", "'soon' as timestamp"),
+        ("!!int abc", "'abc' as int"),
+        ("!!float abc", "'abc' as float"),
+        ("!!bool maybe", "'maybe' as bool"),
+        ("!!map [1]", "cannot read a sequence as map"),
+        ("9" * 5000, "as int: Exceeds the limit"),
+        ("1" + ":59" * 200 + ".5", "as float: int too large to convert to float"),
+    ],
+)
+def test_a_value_yaml_cannot_build_is_an_error_at_its_line(tmp_path: Path, value: str, words: str):
+    # PyYAML's constructors raise plain ValueError, TypeError, KeyError, OverflowError for these
+    path = tmp_path / "bad_value.yaml"
+    path.write_text(f"id: bad_value\ntimezone: UTC\nstart_date: {value}\n")
+
+    error = read_spec(path)
+
+    assert isinstance(error, SpecError), error
+    assert error.line == 3 and "line 3, column 13: invalid YAML: cannot read " in error.message, error.message
+    assert words in error.message, error.message
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("90s", timedelta(seconds=90)),

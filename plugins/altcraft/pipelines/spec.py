@@ -440,9 +440,30 @@ class SpecError:
 
 
 class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe YAML that also refuses a key given twice in one mapping (YAML would keep the last)."""
+    """Safe YAML that also refuses a key given twice in one mapping (YAML would keep the last).
+
+    Every value it cannot build is a YAML error at the value's line: PyYAML's own constructors raise
+    plain ValueError, TypeError, KeyError or OverflowError for ``2025-02-30``, ``!!int abc``,
+    ``!!bool maybe``, ``!!map [1]`` or a number too long to convert.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as error:
+            value = f"{node.value!r:.60} " if isinstance(node, yaml.ScalarNode) else ""
+            kind = node.tag.rpartition(":")[2]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {value}as {kind}: {error}", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read a {node.id} as {node.tag.rpartition(':')[2]}", node.start_mark
+            )
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
