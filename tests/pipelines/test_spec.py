@@ -206,6 +206,13 @@ def test_timezone_is_explicit_and_real():
     assert "unknown time zone" in error_of(timezone="Europe/Atlantis")
 
 
+@pytest.mark.parametrize("zone", ["America", "Etc", "x" * 300])
+def test_a_folder_of_zones_or_an_overlong_name_is_a_timezone_error(zone: str):
+    # ZoneInfo raises IsADirectoryError / OSError for these, which pydantic does not turn into an error
+    assert "timezone\n" in error_of(timezone=zone)
+    assert "source.sql_table.timezone\n" in error_of(source={**MINIMAL["source"], "timezone": zone})
+
+
 def test_identifiers_cannot_carry_injection():
     assert "not a valid DAG id" in error_of(id="a b")
     assert "not a valid DAG id" in error_of(id="1st")
@@ -219,6 +226,23 @@ def test_identifiers_cannot_carry_injection():
 def test_relaunch_policy_is_checked_and_normalised():
     assert spec_with(relaunch_policy="cooldown:720h").relaunch_policy == "cooldown:30d"
     assert "relaunch_policy" in error_of(relaunch_policy="twice")
+    # past the cap, or past what timedelta holds (it raised OverflowError, which pydantic passes on)
+    for policy in ("cooldown:36501d", "cooldown:99999999999d", "cooldown:9999999999999999999999h"):
+        assert "relaunch_policy\n" in error_of(relaunch_policy=policy)
+    assert spec_with(relaunch_policy="cooldown:36500d").relaunch_policy == "cooldown:36500d"
+
+
+def test_read_spec_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def fail(data: object) -> None:
+        raise RuntimeError("a check nobody foresaw")
+
+    monkeypatch.setattr(PipelineSpec, "model_validate", fail)
+    path = tmp_path / "odd.yaml"
+    path.write_text("id: odd\n")
+
+    assert str(read_spec(path)) == (
+        "Pipeline spec odd.yaml is invalid:\n  cannot read the spec: RuntimeError: a check nobody foresaw"
+    )
 
 
 def test_partitions_need_a_source_that_reads_the_window():

@@ -39,6 +39,8 @@ class ContactStatus(StrEnum):
 SETTLED = (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
 
 _UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+MAX_COOLDOWN = timedelta(days=36_500)
+"""The longest cooldown (100 years): now minus a longer one leaves the dates a ledger can compare."""
 _POLICY_HELP = "relaunch policy must be 'once', 'every_run' or 'cooldown:<N>d|h|m'"
 
 
@@ -69,6 +71,8 @@ class RelaunchPolicy:
             raise ValueError("a cooldown duration is required for kind 'cooldown' and only for it")
         if self.cooldown is not None and (self.cooldown <= timedelta(0) or self.cooldown % _UNITS["m"]):
             raise ValueError("cooldown must be a positive whole number of minutes")
+        if self.cooldown is not None and self.cooldown > MAX_COOLDOWN:
+            raise ValueError(f"cooldown must be at most {MAX_COOLDOWN.days} days (longer is `once`)")
 
     @classmethod
     def parse(cls, text: str) -> RelaunchPolicy:
@@ -77,7 +81,7 @@ class RelaunchPolicy:
         if spec in ("once", "every_run"):
             return cls(spec)  # type: ignore[arg-type]
         kind, _, amount = spec.partition(":")
-        match = re.fullmatch(r"(\d+)([dhm])", amount)
+        match = re.fullmatch(r"([0-9]{1,9})([dhm])", amount)
         if kind != "cooldown" or match is None:
             raise ValueError(f"{_POLICY_HELP}, got {text!r}")
         return cls("cooldown", int(match[1]) * _UNITS[match[2]])

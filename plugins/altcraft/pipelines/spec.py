@@ -538,11 +538,14 @@ def read_spec(path: Path) -> PipelineSpec | SpecError:
     """The validated spec in ``path``, or a `SpecError` naming the file, the line and the field.
 
     Bounded in time and memory whatever the file holds: its size and its alias expansion are capped.
+    Never raises: an error no check foresaw still costs this spec only (named by its type and text).
     """
     try:
         return _read_spec(path)
     except RecursionError:
         return SpecError(path, "  values are nested too deeply")
+    except Exception as error:
+        return SpecError(path, f"  cannot read the spec: {type(error).__name__}: {error}")
 
 
 def _read_spec(path: Path) -> PipelineSpec | SpecError:

@@ -215,7 +215,7 @@ def check_timezone(name: str) -> str:
     """Validate an IANA time zone name (``UTC``, ``Europe/Berlin``)."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones (America), a long name
         raise ValueError(f"timezone: unknown time zone {name!r}") from None
     return name
 
