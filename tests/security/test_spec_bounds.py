@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -74,3 +75,19 @@ def test_yaml_alias_bomb_in_a_spec_is_an_import_error_naming_the_file(tmp_path):
     assert "alias" in found["errors"]["rest_params_bomb.yaml"]
     assert "recursive" in found["errors"]["recursive_alias.yaml"]
     assert "larger than" in found["errors"]["huge_file.yaml"]
+
+
+def test_a_pipe_folder_or_device_named_like_a_spec_is_an_error_of_that_name(tmp_path):
+    os.mkfifo(tmp_path / "pipe.yaml")  # opening it for reading used to wait for a writer: forever
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "device.yaml").symlink_to("/dev/zero")
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    (tmp_path / "good.yaml").write_text(REST_SPEC.read_text().replace("id: welcome_rest_crm", "id: good"))
+
+    found = _load_in_a_subprocess(tmp_path, seconds=60)
+
+    assert found["dags"] == ["good"]
+    refused = "is invalid:\n  not a regular file (a folder, a pipe or a device): remove it"
+    for name in ("pipe.yaml", "folder.yaml", "device.yaml"):
+        assert found["errors"][name] == f"Pipeline spec {name} {refused}"
+    assert "Too many levels of symbolic links" in found["errors"]["loop.yaml"]

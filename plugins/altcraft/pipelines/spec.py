@@ -9,7 +9,9 @@ field at fault (``partitions: ...``, ``source.table: ...``). `read_spec` turns a
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -548,16 +550,34 @@ def read_spec(path: Path) -> PipelineSpec | SpecError:
         return SpecError(path, f"  cannot read the spec: {type(error).__name__}: {error}")
 
 
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of ``path``, or None when it is not a regular file.
+
+    Opened non-blocking: opening a named pipe waits for a writer, which would hang the whole DAG file.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        data = b""
+        while len(data) < limit and (chunk := os.read(descriptor, limit - len(data))):
+            data += chunk
+        return data
+    finally:
+        os.close(descriptor)
+
+
 def _read_spec(path: Path) -> PipelineSpec | SpecError:
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_SPEC_BYTES + 1)
+        raw = _read_regular(path, MAX_SPEC_BYTES + 1)
+        if raw is None:
+            return SpecError(path, "  not a regular file (a folder, a pipe or a device): remove it")
         if len(raw) > MAX_SPEC_BYTES:
             return SpecError(path, f"  the file is larger than {MAX_SPEC_BYTES:,} bytes")
         text = raw.decode("utf-8")
         data = _SpecLoader.load(text)
     except (OSError, UnicodeDecodeError) as error:
-        return SpecError(path, f"cannot read the file: {error}")
+        return SpecError(path, f"  cannot read the file: {error}")
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
