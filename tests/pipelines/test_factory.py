@@ -25,6 +25,7 @@ from altcraft.pipelines import (
     PipelineSpec,
     PlanWindowsOperator,
     build_dag,
+    factory,
     load_pipelines,
     plan_windows,
     read_spec,
@@ -269,11 +270,17 @@ def test_two_specs_with_one_id_load_the_first_and_report_the_second(tmp_path):
     ]
 
 
-def test_a_spec_that_validates_but_cannot_be_built_is_reported_alone(tmp_path):
+def test_a_spec_that_validates_but_cannot_be_built_is_reported_alone(tmp_path, monkeypatch):
     shutil.copy(EXAMPLES[0], tmp_path / "good.yaml")
-    late = {**MINIMAL, "id": "too_late", "timezone": "America/New_York", "start_date": "9999-12-31T23:00:00"}
-    (tmp_path / "late.yaml").write_text(json.dumps(late))  # JSON is YAML
+    (tmp_path / "late.yaml").write_text(json.dumps({**MINIMAL, "id": "too_late"}))  # JSON is YAML
+    build = factory.build_dag
 
+    def build_or_overflow(spec: PipelineSpec, **kwargs: object) -> object:
+        if spec.id == "too_late":
+            raise OverflowError("date value out of range")
+        return build(spec, **kwargs)
+
+    monkeypatch.setattr(factory, "build_dag", build_or_overflow)
     loaded = load_pipelines(tmp_path)
 
     assert list(loaded.dags) == [EXAMPLES[0].stem]

@@ -187,6 +187,35 @@ def test_bad_schedules(schedule: str):
     assert "schedule\n" in error_of(schedule=schedule)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("schedule", "999999w", "must be at most 366 days"),
+        ("schedule", "53w", "must be at most 366 days"),
+        ("retry_delay", "999999w", "must be at most 366 days"),
+        ("lookback", "367d", "must be at most 366 days"),
+        ("trigger", {"type": "poll", "interval": "999999w"}, "must be at most 366 days"),
+        ("schedule", "0 0 31 2 *", "never fires"),
+        ("schedule", "0 0 31 4,6,9,11 *", "never fires"),
+        ("start_date", "0001-01-01", "the year must be from 1970 to 2999, got 1"),
+        ("start_date", "9999-12-31T23:00:00", "the year must be from 1970 to 2999, got 9999"),
+        ("end_date", "3000-01-01", "the year must be from 1970 to 2999, got 3000"),
+    ],
+)
+def test_values_that_would_overflow_or_never_run_are_field_errors(field: str, value: object, words: str):
+    # each built a DAG that failed to build without naming the field, never ran, or overflowed at run time
+    message = error_of(**{field: value})
+
+    assert f"\n{field}" in message and words in message, message
+
+
+def test_the_longest_values_still_build():
+    spec = spec_with(schedule="52w", retry_delay="366d", lookback="366d", start_date="1970-01-01")
+
+    assert spec.schedule_interval == timedelta(weeks=52)
+    assert spec_with(schedule="0 0 29 2 *", end_date="2999-12-31").schedule == "0 0 29 2 *"
+
+
 def test_dates_are_read_in_the_spec_timezone_later():
     spec = spec_with(start_date="2025-03-01", end_date="2025-03-02T12:00:00")
 

@@ -31,7 +31,7 @@ _SCALARS = {
     bool: "boolean",
     date: "date",
     datetime: "date-time",
-    timedelta: "duration (`90s`, `15m`, `1h`, `1d`, `2w`)",
+    timedelta: "duration (`90s`, `15m`, `1h`, `1d`, `2w`; at most 366 days)",
 }
 
 _WINDOW_COLUMN_TZ = "zone of naive timestamp columns"

@@ -60,16 +60,30 @@ def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+MAX_DURATION = timedelta(days=366)
+"""The longest duration of a spec: a longer schedule, retry delay or lookback (999999w is 19,000 years)
+overflows the dates Airflow and the plan compute from it, failing the DAG's scheduling or its runs."""
+FIRST_YEAR, LAST_YEAR = 1970, 2999
+"""The years a spec's dates may fall in: year 1 or 9999 built DAGs that overflowed or never ran."""
+
+
 def parse_duration(value: Any) -> timedelta:
-    """``"90s"``, ``"15m"``, ``"1h"``, ``"1d"``, ``"2w"`` (or a timedelta) as a positive timedelta."""
+    """``"90s"``, ``"15m"``, ``"1h"``, ``"1d"``, ``"2w"`` (or a timedelta) as a positive timedelta.
+
+    At most `MAX_DURATION`.
+    """
     if isinstance(value, timedelta):
-        if value <= timedelta(0):
-            raise ValueError("must be positive")
-        return value
-    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"expected a duration such as 30m, 1h, 1d or 2w, got {value!r}")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+        duration = value
+    else:
+        match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"expected a duration such as 30m, 1h, 1d or 2w, got {value!r}")
+        duration = timedelta(**{_UNITS[match[2]]: int(match[1])})
+    if duration <= timedelta(0):
+        raise ValueError("must be positive")
+    if duration > MAX_DURATION:
+        raise ValueError(f"must be at most {MAX_DURATION.days} days, got {value!r}")
+    return duration
 
 
 def _plain_text(value: str) -> str:
@@ -85,6 +99,12 @@ def _as_datetime(value: Any) -> Any:
     return value
 
 
+def _plausible_year(moment: datetime) -> datetime:
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"the year must be from {FIRST_YEAR} to {LAST_YEAR}, got {moment.year}")
+    return moment
+
+
 def _aware(moment: datetime, zone: str) -> datetime:
     """A spec date-time as an aware one: naive values are in the spec's time zone."""
     from zoneinfo import ZoneInfo
@@ -94,15 +114,22 @@ def _aware(moment: datetime, zone: str) -> datetime:
 
 def _schedule(value: str) -> str:
     text = value.strip()
-    if _DURATION.fullmatch(text) or text in _CRON_PRESETS:
+    if _DURATION.fullmatch(text):
+        parse_duration(text)
         return text
-    from croniter import croniter
+    if text in _CRON_PRESETS:
+        return text
+    from croniter import CroniterBadDateError, croniter
 
     if text.startswith("@") or len(text.split()) not in (5, 6) or not croniter.is_valid(text):
         raise ValueError(
             f"{value!r} is neither a cron expression (e.g. '0 6 * * *', '@daily') "
             "nor an interval (e.g. 15m, 1h, 1d)"
         )
+    try:
+        croniter(text, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"{value!r} never fires (a day no month has, such as February 30)") from None
     return text
 
 
@@ -120,7 +147,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 PlainText = Annotated[str, AfterValidator(_plain_text)]
 DottedPath = Annotated[str, AfterValidator(_dotted)]
 Timezone = Annotated[str, AfterValidator(check_timezone)]
-LocalDatetime = Annotated[datetime, BeforeValidator(_as_datetime)]
+LocalDatetime = Annotated[datetime, BeforeValidator(_as_datetime), AfterValidator(_plausible_year)]
 
 
 class _Model(BaseModel):
@@ -237,11 +264,13 @@ class PipelineSpec(_Model):
     )
     schedule: Annotated[str, AfterValidator(_schedule)] | None = Field(
         default=None,
-        description="cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, 2w); "
-        "optional with a trigger",
+        description="cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, 2w; "
+        "at most 366 days); optional with a trigger",
     )
     timezone: Timezone = Field(description="IANA time zone of the schedule and of naive dates")
-    start_date: LocalDatetime = Field(description="first data interval starts here (date or date-time)")
+    start_date: LocalDatetime = Field(
+        description="first data interval starts here (date or date-time; years 1970 to 2999)"
+    )
     end_date: LocalDatetime | None = Field(default=None, description="no data interval starts after this")
     catchup: bool = Field(default=False, description="create runs for every missed interval")
     max_active_runs: int = Field(
