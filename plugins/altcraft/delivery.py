@@ -333,7 +333,8 @@ class Delivery:
         """Claim, send and settle each chunk in turn; the next chunk is claimed while one is sent where
         `_claim_ahead` can."""
         claimed: tuple[Chunk, Claim] | None = None
-        for piece in pieces:
+        remaining = iter(pieces)
+        while (piece := self._next_piece(remaining, claimed)) is not None:
             if isinstance(piece, Rejection):
                 self.reject([piece])
                 continue
@@ -350,6 +351,30 @@ class Delivery:
             claimed = (piece, self._claim(piece) if ahead is None else self._claimed_ahead(piece, ahead))
         if claimed is not None:
             self._send(*claimed)
+
+    def _next_piece(
+        self, pieces: Iterator[Chunk | Rejection], claimed: tuple[Chunk, Claim] | None
+    ) -> Chunk | Rejection | None:
+        """The next piece (None at the end). When reading it fails (the source broke off), the chunk claimed
+        but not yet sent is released as failed before the error goes on: it was certainly not sent, so it
+        must be neither left ``sending`` (the next try would make it uncertain) nor left uncounted."""
+        try:
+            return next(pieces, None)
+        except BaseException as exc:
+            if claimed is not None:
+                self._release(claimed[1], exc)
+            raise
+
+    def _release(self, claim: Claim, exc: BaseException) -> None:
+        """Settle a claimed chunk that was never sent as failed, so the next try sends it."""
+        if not claim.to_send:
+            return
+        self._settle(claim, dict.fromkeys(claim.to_send, _not_sent(exc)))
+        log.warning(
+            "Reading the source failed: %d claimed contact(s) were not sent and are recorded failed; "
+            "the next try sends them",
+            len(claim.to_send),
+        )
 
     @contextmanager
     def _overlapping(self) -> Generator[None]:
@@ -615,7 +640,7 @@ class Delivery:
         of the chunk that were never sent are released as failed, so the next try sends them.
         """
         outcome = _settlement_for_error(exc)
-        not_sent = Settlement(Outcome.FAILED, text=f"not sent: the run stopped ({type(exc).__name__})")
+        not_sent = _not_sent(exc)
         settlements = {key: not_sent for key in claim.to_send} | settled | dict.fromkeys(failing, outcome)
         self._settle(claim, settlements)
         raise DeliveryStopped(f"Stopped delivering after a failed request: {exc}") from exc
@@ -771,6 +796,11 @@ def _settlement_for_error(exc: AltcraftError) -> Settlement:
         return Settlement(Outcome.UNCERTAIN, text=str(exc.cause))
     code = exc.code if isinstance(exc, AltcraftApiError) else None
     return Settlement(Outcome.FAILED, code=code, text=str(exc))
+
+
+def _not_sent(exc: BaseException) -> Settlement:
+    """The outcome of a claimed contact left unsent because the run stopped on ``exc``."""
+    return Settlement(Outcome.FAILED, text=f"not sent: the run stopped ({type(exc).__name__})")
 
 
 def _stops_the_run(exc: AltcraftError) -> bool:

@@ -37,11 +37,12 @@ def ledger_conn(monkeypatch):
 
 @pytest.fixture
 def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
-    def build(records, dag_id="outcomes_test", on_failure=None, **operator):
+    def build(records, dag_id="outcomes_test", on_failure=None, source=None, **operator):
         config = {
             "dag_id": dag_id,
             "contacts": records,
             "on_failure": on_failure,
+            "source": source,
             "operator": {
                 "scenario_id": scenario_id,
                 "mapping": EMAIL_MAPPING,
@@ -200,6 +201,38 @@ def test_contacts_refused_by_altcraft_fail_the_task_and_notify(dag_with, emulato
     assert "1 contact(s) were refused by Altcraft" in output
     assert "next run sends them again" in output, "the message says what to do next"
     assert [call[0] for call in notify.CALLS] == ["callback"], "the failure notification was sent"
+
+
+def breaking_source(window=None, n: int = 10, fail_after: int | None = None):
+    """`PythonSource` callable: ``contacts(n)``, the connection lost after ``fail_after`` of them."""
+    for index, record in enumerate(contacts(n)):
+        if index == fail_after:
+            raise ConnectionError("the CRM connection was lost")
+        yield record
+
+
+def test_a_source_failing_midway_leaves_no_claimed_contact_unsent_and_uncounted(
+    dag_with, emulator, scenario_id
+):
+    """The source breaks off while a chunk is claimed but not yet sent: that chunk is recorded failed (it
+    was never sent), the counts add up, and the next run sends it; nothing is left ``sending``, which
+    would make it uncertain (never resent automatically) or in flight forever."""
+    callable_path = f"{__name__}:breaking_source"
+    broken = dag_with(None, batch_size=2, source={"callable": callable_path, "kwargs": {"fail_after": 5}})
+    dag_run = run_dag(broken, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    summary = summary_of(broken, dag_run)
+    assert_adds_up(summary)
+    assert summary["failed"] > 0, "the claimed chunk that was never sent"
+    assert "sending" not in contact_statuses(scenario_id)
+
+    fixed = dag_with(None, dag_id="outcomes_fixed", batch_size=2, source={"callable": callable_path})
+    again = run_dag(fixed, DAY)
+    assert task_states(again) == {"import_and_launch": "success"}
+    assert contact_statuses(scenario_id) == {"launched": 10}
+    counts = launch_counts(emulator, scenario_id)
+    assert len(counts) == 10 and set(counts.values()) == {1}
 
 
 def test_a_failed_threshold_lets_a_run_with_refusals_succeed(dag_with, emulator, scenario_id):

@@ -1,6 +1,8 @@
 """A one-task DAG around ImportAndLaunchScenarioOperator for the honest-outcomes tests.
 
-Its settings come from the JSON beside it; ``on_failure`` names a DAG failure callback (``module:function``).
+Its settings come from the JSON beside it; ``on_failure`` names a DAG failure callback (``module:function``);
+``source`` (``{"callable": "module:function", "kwargs": {...}}``) reads the contacts from a `PythonSource`
+instead of ``contacts``.
 """
 
 import importlib
@@ -12,6 +14,7 @@ import pendulum
 from airflow.sdk import DAG, DeltaDataIntervalTimetable
 
 from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+from altcraft.sources.python import PythonSource
 
 config = json.loads(Path(__file__).with_suffix(".json").read_text())
 
@@ -32,7 +35,10 @@ with DAG(
 ) as dag:
     ImportAndLaunchScenarioOperator(
         task_id="import_and_launch",
-        contacts=config["contacts"],
-        key_column="id",
+        **(
+            {"source": PythonSource(key_column="id", **config["source"])}
+            if config.get("source")
+            else {"contacts": config["contacts"], "key_column": "id"}
+        ),
         **config["operator"],
     )
