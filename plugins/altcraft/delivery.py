@@ -443,7 +443,10 @@ class Delivery:
         for rejection in rejections:
             self.summary.note_reason(f"{rejection.field}: {rejection.reason}")
             if len(self.sample) < 10:
-                self.sample.append(f"rejected {rejection.source_key}: {rejection.field}: {rejection.reason}")
+                # the source key may itself be an email or a phone (a file keyed by its email column)
+                self.sample.append(
+                    f"rejected {scrub(rejection.source_key)}: {rejection.field}: {rejection.reason}"
+                )
         self.session.record(
             Outcome.REJECTED, [(None, r.source_key, None, f"{r.field}: {r.reason}") for r in rejections]
         )

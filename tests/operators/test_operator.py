@@ -24,10 +24,11 @@ def ledger_conn(monkeypatch):
 
 @pytest.fixture
 def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
-    def build(records, dag_id="welcome_test", **operator):
+    def build(records, dag_id="welcome_test", key_column="id", **operator):
         config = {
             "dag_id": dag_id,
             "contacts": records,
+            "key_column": key_column,
             "operator": {
                 "scenario_id": scenario_id,
                 "mapping": EMAIL_MAPPING,
@@ -116,6 +117,22 @@ def test_too_many_rejections_fail_after_delivering_the_valid_ones(dag_with, emul
     assert task_states(dag_run) == {"import_and_launch": "failed"}
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5
     assert "above max_rejected_ratio" in _output(capfd)
+
+
+def test_rejected_contacts_keyed_by_email_or_phone_are_masked_in_the_log(
+    dag_with, emulator, scenario_id, capfd
+):
+    """A source keyed by its email column: the log's sample names a rejected contact by a masked key."""
+    records = [
+        {"email": "keyed.anna@example.org", "first_name": "Anna", "phone": "not a phone"},
+        {"email": "keyed.boris@example.org", "first_name": "Boris", "loyalty": "many"},
+        *({"email": f"keyed{i}@example.org", "first_name": "Ok"} for i in range(2)),
+    ]
+    dag_run = run_dag(dag_with(records, key_column="email", max_rejected_ratio=1), DAY)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    output = _output(capfd)
+    assert "Sample (masked)" in output and "rejected k***@e***.org: phones:" in output
+    assert "keyed.anna@example.org" not in output and "keyed.boris@example.org" not in output
 
 
 def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):

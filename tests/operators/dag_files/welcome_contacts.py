@@ -20,6 +20,6 @@ with DAG(
     ImportAndLaunchScenarioOperator(
         task_id="import_and_launch",
         contacts=config["contacts"],
-        key_column="id",
+        key_column=config.get("key_column", "id"),
         **config["operator"],
     )
