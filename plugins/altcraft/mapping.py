@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item
 from altcraft.api.matching import MatchingMode
-from altcraft.masking import mask_email, mask_phone, mask_text, text_of
+from altcraft.masking import mask_email, mask_phone, mask_text, scrub, text_of
 from altcraft.records import ERROR_FIELD
 from altcraft.validation import (
     MAX_FIELD_CHARS,
@@ -649,7 +649,8 @@ class Mapper:
         if isinstance(source_key, Rejection):
             return source_key
         if ERROR_FIELD in record:  # the source could not read this record; its value says why
-            return Rejection(source_key, ERROR_FIELD, str(record[ERROR_FIELD]))
+            # scrubbed: a record's own column of that name (a CRM's, a file's) is contact data, not a reason
+            return Rejection(source_key, ERROR_FIELD, scrub(record[ERROR_FIELD]))
         try:
             match, ledger_key = self._match(record)
             data: dict[str, Any] = {self._key_field: match["field_value"]} if self._key_field else {}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pendulum
 import pytest
+import sqlalchemy as sa
 
 from tests.airflow_helpers import asset_event_extras, install_dag, run_dag, task_states, xcom_values
 
@@ -133,6 +134,27 @@ def test_rejected_contacts_keyed_by_email_or_phone_are_masked_in_the_log(
     output = _output(capfd)
     assert "Sample (masked)" in output and "rejected k***@e***.org: phones:" in output
     assert "keyed.anna@example.org" not in output and "keyed.boris@example.org" not in output
+
+
+def test_a_records_own_error_column_reaches_no_sink_in_clear(dag_with, emulator, scenario_id, capfd):
+    """A record whose ``__error__`` column (the sources' unreadable-record marker) holds contact data: its
+    rejection reason is masked in the log, the XCom summary and the ledger."""
+    email, phone = "hidden.person@example.org", "+79005554433"
+    records = [*contacts(3), {"id": 9, "email": "x@example.org", "__error__": f"{email} {phone}"}]
+    dag = dag_with(records, max_rejected_ratio=1)
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = xcom_values(dag.dag_id, dag_run.run_id)["import_and_launch", -1]
+    assert summary["rejected"] == 1
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        reasons = conn.execute(
+            sa.text("SELECT reason FROM altcraft_outcomes WHERE scenario_id = :s"), {"s": scenario_id}
+        ).scalars()
+        kept = "\n".join([_output(capfd), repr(summary), *(reason or "" for reason in reasons)])
+    engine.dispose()
+    assert "h***@e***.org" in kept
+    assert email not in kept and phone not in kept
 
 
 def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):
