@@ -25,11 +25,12 @@ def ledger_conn(monkeypatch):
 
 @pytest.fixture
 def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
-    def build(records, dag_id="welcome_test", key_column="id", **operator):
+    def build(records, dag_id="welcome_test", key_column="id", sql_source=None, **operator):
         config = {
             "dag_id": dag_id,
             "contacts": records,
             "key_column": key_column,
+            "sql_source": sql_source,
             "operator": {
                 "scenario_id": scenario_id,
                 "mapping": EMAIL_MAPPING,
@@ -155,6 +156,28 @@ def test_a_records_own_error_column_reaches_no_sink_in_clear(dag_with, emulator,
     engine.dispose()
     assert "h***@e***.org" in kept
     assert email not in kept and phone not in kept
+
+
+def test_a_source_error_quoting_a_row_is_masked_in_the_task_log(dag_with, emulator, scenario_id, capfd):
+    """PostgreSQL's error quotes the value a query could not cast: the failure names the source and the
+    error, with the contact's email masked (the driver's exception is not chained, it would print it)."""
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS op_cast_contacts")
+        conn.exec_driver_sql("CREATE TABLE op_cast_contacts (id INTEGER, email TEXT)")
+        conn.exec_driver_sql("INSERT INTO op_cast_contacts VALUES (1, 'cast.person@example.org')")
+    sql = "SELECT id, email, CAST(email AS integer) AS n FROM op_cast_contacts"
+    try:
+        dag_run = run_dag(dag_with(None, sql_source={"conn_id": "ledger_pg", "sql": sql}), DAY)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE op_cast_contacts")
+        engine.dispose()
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    output = _output(capfd)
+    assert "SourceError: sql_query on connection 'ledger_pg'" in output
+    assert "invalid input syntax for type integer" in output and "c***@e***.org" in output
+    assert "cast.person@example.org" not in output
 
 
 def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):

@@ -171,6 +171,34 @@ def test_a_failing_probe_is_logged_and_polling_goes_on(tmp_path, monkeypatch, ca
     assert (out + err).count("Probe of p failed") >= 2  # logged at every failed poll, and polling went on
 
 
+def test_a_probe_error_quoting_a_row_is_logged_masked(monkeypatch, capfd):
+    """PostgreSQL quotes the value a query could not cast; the trigger's log masks it."""
+    uri, sa_uri = DATABASES["postgresql"]
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", uri)
+    engine = sa.create_engine(sa_uri)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS trig_cast")
+        conn.exec_driver_sql("CREATE TABLE trig_cast (id INTEGER, email TEXT, created_at TIMESTAMPTZ)")
+    insert(engine, "trig_cast", 1, 1, datetime.now(UTC))
+    sql = (
+        "SELECT id, email FROM trig_cast WHERE CAST(email AS integer) > 0 AND "
+        "created_at >= CAST(:window_start AS timestamptz) AND created_at < CAST(:window_end AS timestamptz)"
+    )
+    source = {"type": "sql_query", "conn_id": "trigger_crm", "sql": sql, "key_column": "id"}
+    store = AsyncStore()
+    store.set(WATERMARK_KEY, (datetime.now(UTC) - timedelta(minutes=1)).isoformat())
+    try:
+        trigger = NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)
+        assert asyncio.run(events_of(trigger, store, polls=2)) == []
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE trig_cast")
+        engine.dispose()
+    out, err = capfd.readouterr()
+    assert "Probe of p failed" in out + err and "c***@e***.com" in out + err
+    assert "c1@example.com" not in out + err
+
+
 def test_webhook_deliveries_past_the_run_position(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_HOOK_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
     webhooks = WebhookStore.from_conn_id("hook_ledger")

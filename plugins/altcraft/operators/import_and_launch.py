@@ -246,7 +246,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 )
                 if _as_bool(self.reconcile):
                     delivery.reconcile()
-            delivery.process(source.batches(window, self.batch_size))
+            delivery.process(_read(source, window, self.batch_size))
         except BaseException:
             self._publish(delivery, context)
             raise
@@ -510,6 +510,19 @@ class _StoredTasks(MutableMapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._tasks())
+
+
+def _read(source: Source, window: Window | None, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """The source's batches; an error reading them is raised as a `SourceError` naming the source, with
+    emails and phones in its text masked and without the original chained (whose text would be printed in
+    clear): a driver's message may quote a row, e.g. `invalid input syntax for type integer: "anna@..."`."""
+    from altcraft.masking import scrub
+    from altcraft.sources.base import SourceError
+
+    try:
+        yield from source.batches(window, batch_size)
+    except Exception as exc:
+        raise SourceError(f"{source.describe()}: {type(exc).__name__}: {scrub(exc)}") from None
 
 
 def _task_book(context: Context) -> MutableMapping[str, str]:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from altcraft.masking import scrub
 from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
 
@@ -93,8 +94,11 @@ class NewRowsTrigger(BaseEventTrigger):
                 try:
                     event = await self.poll_once(state, source)
                 except Exception as error:  # a database or API hiccup must not end the watch
-                    self.log.error(
-                        "Probe of %s failed, next try in %ss: %s", self.pipeline, self.poll_interval, error
+                    self.log.error(  # scrubbed: a database's message may quote a row's email or phone
+                        "Probe of %s failed, next try in %ss: %s",
+                        self.pipeline,
+                        self.poll_interval,
+                        scrub(error),
                     )
                     event = None
                 if event is not None:

@@ -1,4 +1,8 @@
-"""A one-task DAG around ImportAndLaunchScenarioOperator; its settings come from the JSON beside it."""
+"""A one-task DAG around ImportAndLaunchScenarioOperator; its settings come from the JSON beside it.
+
+``sql_source`` (``{"conn_id": ..., "sql": ...}``) reads the contacts with a `SqlQuerySource` instead of
+``contacts``.
+"""
 
 import json
 from datetime import timedelta
@@ -8,6 +12,7 @@ import pendulum
 from airflow.sdk import DAG, DeltaDataIntervalTimetable
 
 from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+from altcraft.sources.sql import SqlQuerySource
 
 config = json.loads(Path(__file__).with_suffix(".json").read_text())
 
@@ -19,7 +24,10 @@ with DAG(
 ) as dag:
     ImportAndLaunchScenarioOperator(
         task_id="import_and_launch",
-        contacts=config["contacts"],
-        key_column=config.get("key_column", "id"),
+        **(
+            {"source": SqlQuerySource(key_column="id", **config["sql_source"])}
+            if config.get("sql_source")
+            else {"contacts": config["contacts"], "key_column": config.get("key_column", "id")}
+        ),
         **config["operator"],
     )
