@@ -235,6 +235,20 @@ def test_a_source_failing_midway_leaves_no_claimed_contact_unsent_and_uncounted(
     assert len(counts) == 10 and set(counts.values()) == {1}
 
 
+def skipping_source(window=None):
+    """`PythonSource` callable that asks Airflow to skip the task (nothing new upstream, say)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    raise AirflowSkipException("the CRM export is not ready")
+    yield  # a generator, as a source callable may be
+
+
+def test_a_source_asking_airflow_to_skip_skips_the_task(dag_with, emulator, scenario_id):
+    """Airflow's own control exceptions from a source pass through unchanged (not made a SourceError)."""
+    dag = dag_with(None, source={"callable": f"{__name__}:skipping_source"})
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "skipped"}
+
+
 def test_a_failed_threshold_lets_a_run_with_refusals_succeed(dag_with, emulator, scenario_id):
     emulator.add_faults({"endpoint": BATCH, "kind": "profile_error", "every": 7, "count": 1, "code": 400})
     dag = dag_with(contacts(20), batch_size=10, max_failed_ratio=0.1)

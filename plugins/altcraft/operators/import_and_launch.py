@@ -513,16 +513,23 @@ class _StoredTasks(MutableMapping[str, str]):
 
 
 def _read(source: Source, window: Window | None, batch_size: int) -> Iterator[list[dict[str, Any]]]:
-    """The source's batches; an error reading them is raised as a `SourceError` naming the source, with
-    emails and phones in its text masked and without the original chained (whose text would be printed in
-    clear): a driver's message may quote a row, e.g. `invalid input syntax for type integer: "anna@..."`."""
+    """The source's batches; an error reading them is raised as a `SourceError` naming the source, its text
+    with emails and phones masked: a driver's message may quote a row (``invalid input syntax for type
+    integer: "anna@..."``). The original is not chained, as its text would be printed in clear; its frames
+    are kept. Airflow's own control exceptions (skip, fail without retry, reschedule) pass unchanged."""
+    from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
+
     from altcraft.masking import scrub
     from altcraft.sources.base import SourceError
 
     try:
         yield from source.batches(window, batch_size)
+    except (AirflowSkipException, AirflowFailException, AirflowRescheduleException):
+        raise
     except Exception as exc:
-        raise SourceError(f"{source.describe()}: {type(exc).__name__}: {scrub(exc)}") from None
+        kind = "" if isinstance(exc, SourceError) else f"{type(exc).__name__}: "
+        error = SourceError(f"{source.describe()}: {kind}{scrub(exc)}")
+        raise error.with_traceback(exc.__traceback__) from None
 
 
 def _task_book(context: Context) -> MutableMapping[str, str]:
