@@ -771,7 +771,7 @@ class Delivery:
             self.session.settle(claim, made)
             outcomes = Counter(s.outcome for s in made.values())
             outcomes[Outcome.UNCERTAIN] += len(claim.to_send) - len(made)  # no answer: uncertain
-            failed = [f"API {s.code}: {scrub(s.text)}" for s in made.values() if s.outcome is Outcome.FAILED]
+            failed = [_reason(s) for s in made.values() if s.outcome is Outcome.FAILED]
             written.append((outcomes, failed))
 
         def count() -> None:  # once written, in the delivery thread
@@ -799,6 +799,12 @@ def _settlement_for_error(exc: AltcraftError) -> Settlement:
         return Settlement(Outcome.UNCERTAIN, text=str(exc.cause))
     code = exc.code if isinstance(exc, AltcraftApiError) else None
     return Settlement(Outcome.FAILED, code=code, text=str(exc))
+
+
+def _reason(settlement: Settlement) -> str:
+    """A failed settlement as the summary lists it: Altcraft's code, if any, and the text scrubbed."""
+    text = scrub(settlement.text)
+    return text if settlement.code is None else f"API {settlement.code}: {text}"
 
 
 def _not_sent(exc: BaseException) -> Settlement:

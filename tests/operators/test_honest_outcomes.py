@@ -225,6 +225,7 @@ def test_a_source_failing_midway_leaves_no_claimed_contact_unsent_and_uncounted(
     summary = summary_of(broken, dag_run)
     assert_adds_up(summary)
     assert summary["failed"] > 0, "the claimed chunk that was never sent"
+    assert list(summary["reasons"]) == ["not sent: the run stopped (SourceError)"], "no API None"
     assert "sending" not in contact_statuses(scenario_id)
 
     fixed = dag_with(None, dag_id="outcomes_fixed", batch_size=2, source={"callable": callable_path})

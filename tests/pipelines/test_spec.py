@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from altcraft.pipelines import PipelineSpec, SpecError, read_spec
-from altcraft.pipelines.spec import parse_duration
+from altcraft.pipelines.spec import field_line, parse_duration
 from tests.pipelines.conftest import BROKEN, EXAMPLES
 
 # file -> (line, field, words of the message)
@@ -100,6 +100,8 @@ def test_a_broken_spec_is_one_error_naming_file_line_and_field(name: str):
     assert f"line {line}, " in text
     assert f"{field}: " in text
     assert words in text
+    last = field.rpartition(".")[2]
+    assert f"{field}: {last}: " not in text, "a check that names its field is not prefixed twice"
 
 
 def test_several_faults_are_all_listed_in_file_order(tmp_path: Path):
@@ -355,3 +357,12 @@ def test_a_hostile_source_type_or_crm_mapping_is_a_spec_error(changes, field):
     """Found by the property test: an unhashable ``type`` or a CRM mapping of the wrong shape raised
     TypeError instead of a validation error naming the field."""
     assert field in error_of(**changes)
+
+
+def test_field_line_of_a_file_gone_or_no_longer_regular_is_unknown(tmp_path: Path):
+    """The duplicate-id check reads the file again: one removed or replaced meanwhile costs only the line."""
+    assert field_line(tmp_path / "gone.yaml", ("id",)) is None
+    (tmp_path / "folder.yaml").mkdir()
+    assert field_line(tmp_path / "folder.yaml", ("id",)) is None
+    (tmp_path / "ok.yaml").write_text("schedule: 1d\nid: ok\n")
+    assert field_line(tmp_path / "ok.yaml", ("id",)) == 2

@@ -637,6 +637,8 @@ def _error_lines(text: str, data: Mapping[str, Any], error: ValidationError) -> 
             message = "required field is missing"
         else:
             message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            if field:  # a check shared with the sources names its field itself (`timezone: unknown ...`)
+                message = message.removeprefix(f"{field[-1]}: ")
         line = _line_of(root, field)
         text_line = f"  {'line ' + str(line) + ', ' if line else ''}{name or 'spec'}: {message}"
         seen.setdefault(text_line, (text_line, line))
@@ -667,8 +669,13 @@ def _suggestion(field: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
 
 
 def field_line(path: Path, field: tuple[str | int, ...]) -> int | None:
-    """1-based line of ``field`` (e.g. ``("source", "table")``) in the spec file, if it is there."""
-    return _line_of(_compose(path.read_text(encoding="utf-8")), field)
+    """1-based line of ``field`` (e.g. ``("source", "table")``) in the spec file, if it is there (None
+    also when the file can no longer be read: it may have changed since it was validated)."""
+    try:
+        raw = _read_regular(path, MAX_SPEC_BYTES + 1)
+        return _line_of(_compose(raw.decode("utf-8")), field) if raw is not None else None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _compose(text: str) -> yaml.Node | None:
