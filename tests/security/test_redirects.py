@@ -71,3 +71,16 @@ def test_rest_source_never_follows_a_redirect_with_the_crm_credentials(serve, mo
     assert crm.seen[0].headers.get("x-api-key") == TOKEN
     assert elsewhere.seen == []
     assert TOKEN not in str(failure.value)
+
+
+@pytest.mark.parametrize("location", (f"http://{TOKEN}.example.net/x", f"{TOKEN}://example.net/x"))
+def test_a_redirect_naming_the_token_as_its_host_does_not_quote_it(serve, location):
+    """The message names the target's scheme and host, which URL parsing lower-cases: the token is removed
+    in any letter case."""
+    serve(lambda seen: http_answer(302, b"", {"Location": location}))
+    hook = AltcraftHook()
+    with pytest.raises(AltcraftRedirected) as read:
+        hook.get_scenario(12)
+    hook.close()
+    assert "example.net" in str(read.value)
+    assert TOKEN.lower() not in str(read.value).lower()

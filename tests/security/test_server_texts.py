@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import sqlalchemy as sa
+from hostile_server import TOKEN, http_answer
 
+from altcraft.api.errors import AltcraftError
 from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Ledger, RelaunchPolicy, RunRef, Scope
@@ -50,3 +53,19 @@ def test_per_profile_error_text_echoing_the_token_is_scrubbed_everywhere(
     assert "refused" in kept
     for secret in (token, EMAIL, PHONE, "anna.petrova"):
         assert secret not in kept, secret
+
+
+@pytest.mark.parametrize("status", (200, 502))
+@pytest.mark.parametrize("cut", range(185, 201, 3))
+def test_a_token_or_email_across_the_cut_of_a_quoted_body_is_not_kept_in_part(serve, status, cut):
+    """A body that is not JSON is quoted in the error by its first 200 characters: cleaned before it is cut,
+    so no start of the token or of an email is left where the cut fell."""
+    body = "x" * cut + f"{TOKEN} {EMAIL}"
+    serve(lambda seen: http_answer(status, body), max_retries=0)
+    hook = AltcraftHook()
+    with pytest.raises(AltcraftError) as read:
+        hook.get_scenario(12)
+    hook.close()
+    text = str(read.value)
+    assert "xxxx" in text
+    assert TOKEN[:6] not in text and "anna.pe" not in text, text

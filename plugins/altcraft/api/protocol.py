@@ -6,6 +6,7 @@ Transport-independent: the hooks only move bytes; everything about what the byte
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -102,12 +103,12 @@ def parse_response(
         )
     if not 200 <= status < 300:
         if not text:
-            text = f"HTTP {status}" + (f": {_snippet(body)}" if body and document is None else "")
+            text = f"HTTP {status}" + (f": {_snippet(body, secret)}" if body and document is None else "")
         code = code if code > 0 else status
         raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
     if document is None or not isinstance(document, dict):
         raise AltcraftTransportError(
-            f"unreadable response (HTTP {status}, {len(body)} bytes): {_clean(_snippet(body), secret)}",
+            f"unreadable response (HTTP {status}, {len(body)} bytes): {_snippet(body, secret)}",
             sent=True,
             endpoint=endpoint,
         )
@@ -213,14 +214,24 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else json.dumps(value, default=str)
 
 
-def _snippet(body: bytes) -> str:
-    text = body[:_SNIPPET].decode("utf-8", errors="replace")
-    return " ".join(text.split()) + ("…" if len(body) > _SNIPPET else "")
+def _snippet(body: bytes, secret: str | None) -> str:
+    """The start of a body that is not JSON, cleaned (`_clean`) *before* it is cut: cut first, a token or an
+    email across the cut would keep its first part in clear."""
+    window = body[: _SNIPPET + _SNIPPET_MARGIN + len(secret or "")]
+    text = _clean(" ".join(window.decode("utf-8", errors="replace").split()), secret)
+    return text[:_SNIPPET] + ("…" if len(text) > _SNIPPET or len(body) > len(window) else "")
+
+
+#: Bytes read past the snippet's end before it is cleaned: room for an email or a phone across the cut.
+_SNIPPET_MARGIN = 1024
 
 
 def _clean(text: str, secret: str | None) -> str:
-    """Server text made safe for logs and exceptions: no token, no email or phone in clear."""
-    return scrub(text.replace(secret, "***") if secret and text else text)
+    """Server text made safe for logs and exceptions: no token (in any letter case: a URL's host and
+    scheme come back lower-cased), no email or phone in clear."""
+    if secret and text:
+        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
+    return scrub(text)
 
 
 def task_id_of(answer: dict[str, Any]) -> str:
