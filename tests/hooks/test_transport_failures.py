@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import threading
+import traceback
 from collections.abc import Iterator
 
 import pytest
@@ -40,8 +41,11 @@ def async_launch() -> None:
 HOOKS = {"requests": sync_launch, "aiohttp": async_launch}
 
 
+TOKEN = "token-0123"
+
+
 def connect_to(monkeypatch, url: str) -> None:
-    connection = {"conn_type": "altcraft", "host": url, "password": "token-0123", "extra": {"max_retries": 0}}
+    connection = {"conn_type": "altcraft", "host": url, "password": TOKEN, "extra": {"max_retries": 0}}
     monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps(connection))
 
 
@@ -95,3 +99,43 @@ def test_a_launch_the_http_library_cannot_build_is_refused(monkeypatch, launch):
     with pytest.raises(AltcraftRequestRefused) as failure:
         launch()
     assert not failure.value.sent and not failure.value.retryable
+
+
+#: Answers the HTTP libraries refuse, quoting the line they choke on in their exception's text.
+ECHOING = {
+    "status line": f"HTTP/1.1 2x0 {TOKEN} anna.petrova@example.org\r\nContent-Length: 0\r\n\r\n",
+    "chunk-size line": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    f"zz {TOKEN} anna.petrova@example.org\r\n",
+}
+
+
+@pytest.fixture(params=ECHOING)
+def echoing_server(request) -> Iterator[int]:
+    """Reads the request, then answers a line no HTTP library accepts, echoing the token and an email."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(ECHOING[request.param].encode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.mark.parametrize("launch", HOOKS.values(), ids=HOOKS)
+def test_a_broken_answer_quoting_the_token_is_not_in_the_traceback(monkeypatch, echoing_server, launch):
+    """The HTTP library's exception quotes the line it refused; it is not chained to ours, so a task log's
+    traceback shows neither the token nor the email."""
+    connect_to(monkeypatch, f"http://127.0.0.1:{echoing_server}")
+    with pytest.raises(AltcraftDeliveryUncertain) as failure:
+        launch()
+    printed = "".join(traceback.format_exception(failure.value))
+    assert "talking to Altcraft" in printed
+    assert TOKEN not in printed and "anna.petrova" not in printed

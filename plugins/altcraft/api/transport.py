@@ -56,7 +56,12 @@ class AltcraftRequestRefused(AltcraftTransportError):
 
 
 def transport_error(observed: Observed, *, endpoint: str, timeout: float) -> AltcraftTransportError:
-    """The typed error of a failed exchange; never any part of the request (no URL, no token)."""
+    """The typed error of a failed exchange; never any part of the request (no URL, no token).
+
+    The hooks raise it outside their ``except`` block, so the HTTP library's exception is neither its cause
+    nor its context: that exception's text may quote what the server sent (a chunk-size or status line
+    echoing the token or an email), and a traceback would print it.
+    """
     fate = classify(observed)
     what = f"no complete answer within {timeout:g}s" if observed.timed_out else observed.kind
     message = f"{what} talking to Altcraft"

@@ -110,11 +110,15 @@ class AltcraftHook(HttpHook, AltcraftCalls):
                     )
                     body = read_capped(response, self.settings.max_answer_bytes)
             except requests.RequestException as exc:
-                raise transport_error(
+                failure: AltcraftError = transport_error(
                     _observed(exc, deadline), endpoint=endpoint, timeout=deadline.seconds
-                ) from exc
+                )
             except AnswerTooLarge as exc:
-                raise AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint) from None
+                failure = AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint)
+            else:
+                failure = None
+            if failure is not None:
+                raise failure  # outside `except`: see `altcraft.api.transport.transport_error`
             self.log.debug(
                 "POST %s -> HTTP %s in %.3fs", endpoint, response.status_code, time.monotonic() - started
             )

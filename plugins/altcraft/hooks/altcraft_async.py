@@ -97,14 +97,16 @@ class AltcraftAsyncHook(BaseHook):
             try:
                 async with session.post(url, data=payload, ssl=ssl, allow_redirects=False) as response:
                     content = await aread_capped(response, self.settings.max_answer_bytes)
-                    return parse_response(
-                        endpoint, response.status, response.headers, content, secret=self._token
-                    )
             except (TimeoutError, aiohttp.ClientError) as exc:
-                observed = _observed(exc)
-                raise transport_error(observed, endpoint=endpoint, timeout=self.settings.timeout) from exc
+                failure: AltcraftError = transport_error(
+                    _observed(exc), endpoint=endpoint, timeout=self.settings.timeout
+                )
             except AnswerTooLarge as exc:
-                raise AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint) from None
+                failure = AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint)
+            else:
+                status, headers = response.status, response.headers
+                return parse_response(endpoint, status, headers, content, secret=self._token)
+            raise failure  # outside `except`: see `altcraft.api.transport.transport_error`
 
         try:
             answer = await self.settings.retry_policy.async_retrying(launching=launching)(attempt)
