@@ -16,7 +16,10 @@ SAMPLE_CHARS = 64
 
 _PHONE_LIKE = re.compile(r"\+?[0-9 ().\-]{6,32}")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_EMAIL_IN_TEXT = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
+_ADDRESS_CHAR = r"[^\s@<>()\[\],;:\"']"
+# a match starts only where a run of address characters starts (the lookbehind): tried at every character of
+# a long run without ``@``, the search was quadratic (20,000 characters of server text: 1.2 s; now linear)
+_EMAIL_IN_TEXT = re.compile(rf"(?<!{_ADDRESS_CHAR}){_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+")
 _PHONE_IN_TEXT = re.compile(r"\+\d[\d ()\-]{5,}\d|\b\d{10,15}\b")  # international, or a long digit run
 _MAX_DEPTH = 4
 _MAX_ITEMS = 20

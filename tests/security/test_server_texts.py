@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import sqlalchemy as sa
 from hostile_server import TOKEN, http_answer
 
 from altcraft.api.errors import AltcraftError
+from altcraft.api.models import BatchLaunchRequest
 from altcraft.delivery import Delivery, DeliveryMode, LaunchTarget
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Ledger, RelaunchPolicy, RunRef, Scope
@@ -69,3 +71,20 @@ def test_a_token_or_email_across_the_cut_of_a_quoted_body_is_not_kept_in_part(se
     text = str(read.value)
     assert "xxxx" in text
     assert TOKEN[:6] not in text and "anna.pe" not in text, text
+
+
+def test_a_huge_error_text_without_spaces_is_scrubbed_in_linear_time(serve):
+    """Masking a per-profile ``error_text`` of 300,000 characters in one run took the better part of an hour
+    (the email search was quadratic); the call ends in seconds."""
+    answer = {"error": 0, "result": [{"error": 400, "error_text": "x" * 300_000}]}
+    serve(lambda seen: http_answer(200, answer), max_retries=0)
+    hook = AltcraftHook()
+    started = time.monotonic()
+    result = hook.import_and_start_batch(_one_item(), keys=["email:a@example.org"])
+    hook.close()
+    assert result.result[0].error == 400
+    assert time.monotonic() - started < 10
+
+
+def _one_item() -> BatchLaunchRequest:
+    return BatchLaunchRequest(workflow_id=12, matching="email", data=[{"email": "a@example.org", "data": {}}])
