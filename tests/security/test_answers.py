@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import pytest
+import sqlalchemy as sa
 from hostile_server import TOKEN, http_answer, run_async
 
 from altcraft.api.errors import AltcraftDeliveryUncertain, AltcraftError
 from altcraft.api.models import BatchLaunchRequest, BatchResult, ImportAndStartRequest, ProfileResult
+from altcraft.delivery import Delivery, DeliveryStopped
 from altcraft.hooks.altcraft import AltcraftHook
+from altcraft.ledger import Ledger, RunRef
+from altcraft.mapping import ProfileMapping
+from altcraft.modes import DeliveryMode
 from tests.async_calls import launch_batch
 
 ODD_SHAPES = {
@@ -21,6 +29,8 @@ ODD_SHAPES = {
     "a JSON array": [{"error": 0}],
 }
 KEYS = ["email:a@example.org"]
+MAPPING = ProfileMapping.model_validate({"matching": "email", "key": {"email": "email"}})
+PG_URL = os.environ.get("ALTCRAFT_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
 def _batch() -> BatchLaunchRequest:
@@ -70,3 +80,59 @@ def test_unexpected_answer_to_a_read_is_a_typed_error(odd):
             assert TOKEN not in str(exc)
     _, message = hook.test_connection()
     assert TOKEN not in message
+
+
+#: Answers whose values no ledger column takes as they are: every contact is recorded all the same.
+UNSTORABLE = {
+    "error code beyond 32 bits": (
+        {"error": 0, "result": [{"error": 2**40, "error_text": "x"}] * 3},
+        "uncertain",
+    ),
+    "batch error beyond 32 bits": ({"error": -(2**40), "error_text": "x"}, "uncertain"),
+    "fractional error code": ({"error": 0, "result": [{"error": 0.5, "profile_id": "p"}] * 3}, "uncertain"),
+    "profile id of 300 characters": (
+        {"error": 0, "result": [{"error": 0, "profile_id": "p" * 300}] * 3},
+        "uncertain",
+    ),
+    "NUL in a text": ({"error": 0, "result": [{"error": 400, "error_text": "bad\u0000x"}] * 3}, "failed"),
+    "NUL in a profile id": ({"error": 0, "result": [{"error": 0, "profile_id": "p\u00001"}] * 3}, "launched"),
+    "lone surrogate": (
+        b'{"error":0,"result":' + b"[" + b",".join([b'{"error":400,"error_text":"\\ud800"}'] * 3) + b"]}",
+        "failed",
+    ),
+    "text of 70,000 characters": (
+        {"error": 0, "result": [{"error": 400, "error_text": "t" * 70_000}] * 3},
+        "failed",
+    ),
+    "task id of 300 characters": ({"error": 0, "data": {"task_id": "t" * 300}}, "uncertain"),
+}
+LEDGERS = {"postgresql": PG_URL, "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test"}
+
+
+@pytest.mark.parametrize("ledger_url", LEDGERS.values(), ids=LEDGERS)
+@pytest.mark.parametrize("case", UNSTORABLE)
+def test_every_contact_is_recorded_whatever_values_the_answer_holds(serve, ledger_url, case):
+    """An error code beyond the ledger's INTEGER, a profile id beyond its VARCHAR(255), NUL, a lone surrogate
+    or a megabyte of text made the settle fail: the run crashed with a database error (quoting the contacts)
+    and left every contact ``sending``. Now the answer is read as what it is, and each contact recorded."""
+    answer, outcome = UNSTORABLE[case]
+    serve(lambda seen: http_answer(200, answer), max_retries=0)
+    hook = AltcraftHook()
+    hook.get_conn()
+    ledger = Ledger(sa.create_engine(ledger_url))
+    run = RunRef("hostile", "t", f"run-{uuid.uuid4().hex[:12]}", 1, "w")
+    delivery = Delivery.create(
+        hook,
+        ledger,
+        run,
+        scenario_id=uuid.uuid4().int % 10**9,
+        mapping=MAPPING,
+        key_column="id",
+        mode=DeliveryMode.ASYNC if "task" in case else DeliveryMode.BATCH,
+    )
+    try:
+        delivery.process([[{"id": i, "email": f"user{i}@example.org"} for i in range(3)]])
+    except DeliveryStopped as stopped:
+        assert outcome == "uncertain" and "anna" not in str(stopped)
+    hook.close()
+    assert list(ledger.contact_states(delivery.scope).values()) == [outcome] * 3

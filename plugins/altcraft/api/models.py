@@ -142,6 +142,34 @@ class ImportBatchRequest(_Request):
 # --------------------------------------------------------------------------------------------- responses
 
 
+#: Longest id kept from an answer (a profile id, a task id): the ledger's ``profile_id`` is VARCHAR(255).
+MAX_ID_CHARS = 255
+_CODES = range(-(2**31), 2**31)
+
+
+def error_code(value: Any) -> int:
+    """An answer's ``error`` as an integer (null and "" are 0; "12" is 12).
+
+    :raises ValueError: for anything else -- text, a flag, a fraction (0.5 is not "no error"), a number
+        beyond 32 bits (the ledger's ``error_code`` column) -- which no documented answer holds.
+    """
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("the error code is not a number")
+    if isinstance(value, float):
+        if not value.is_integer():  # 0.5, NaN, infinity
+            raise ValueError("the error code is not an integer")
+        value = int(value)
+    try:
+        code = int(value)
+    except ValueError:
+        raise ValueError("the error code is not a number") from None
+    if code not in _CODES:
+        raise ValueError("the error code is beyond 32 bits")
+    return code
+
+
 class _Response(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -155,7 +183,7 @@ class Envelope(_Response):
     @field_validator("error", mode="before")
     @classmethod
     def _code(cls, value: Any) -> int:
-        return 0 if value in (None, "", "0") else int(value)
+        return error_code(value)
 
     @field_validator("error_text", mode="before")
     @classmethod
@@ -166,7 +194,7 @@ class Envelope(_Response):
 class ProfileResult(Envelope):
     """Outcome for one profile: of a single import/launch, or one entry of a batch ``result`` array."""
 
-    profile_id: str | None = None
+    profile_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
 
     @field_validator("profile_id", mode="before")
     @classmethod

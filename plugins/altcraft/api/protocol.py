@@ -24,13 +24,20 @@ from altcraft.api.errors import (
     AltcraftTransportError,
     AltcraftUnexpectedAnswer,
 )
-from altcraft.api.models import Page, Scenario, TaskStatus
+from altcraft.api.models import MAX_ID_CHARS, Page, Scenario, TaskStatus, error_code
 from altcraft.masking import scrub
 
 T = TypeVar("T")
 
 API_PREFIX = "/api/v1.1/"
 _SNIPPET = 200
+#: Longest server text kept (in an exception, a log, the ledger): MySQL's TEXT holds 64 KiB, and a text
+#: of megabytes would be repeated in every place it goes.
+MAX_SERVER_TEXT = 1000
+#: NUL and lone surrogates: no database text column takes them (PostgreSQL refuses NUL, and no driver
+#: encodes a lone surrogate), nor does JSON for XCom. In JSON they come only as ``\u`` escapes.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
 
 
 def api_path(endpoint: str) -> str:
@@ -113,13 +120,13 @@ def parse_response(
             endpoint=endpoint,
         )
     if code == -1:
-        raise AltcraftUnexpectedAnswer(f"`error` is not a number: {_clean(text, secret)}", endpoint=endpoint)
+        raise AltcraftUnexpectedAnswer(f"`error` is not a code: {_clean(text, secret)}", endpoint=endpoint)
     if code:
         raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
     # without a backslash in the raw JSON every decoded string is its raw text: a token absent from the
     # body is absent from every string, and the search for it in each one can be skipped
     maybe_secret = secret if secret and (b"\\" in body or secret.encode() in body) else None
-    return clean_document(document, maybe_secret)
+    return clean_document(document, maybe_secret, unstorable=_UNSTORABLE_ESCAPE.search(body) is not None)
 
 
 #: Keys whose string values are free text written by the server (e.g. ``result[].error_text``).
@@ -128,11 +135,14 @@ SERVER_TEXT_KEYS = frozenset(
 )
 
 
-def clean_document(document: Any, secret: str | None) -> Any:
-    """The answer with the token removed from every string and contacts masked in every server text.
+def clean_document(document: Any, secret: str | None, *, unstorable: bool = True) -> Any:
+    """The answer with the token removed from every string and contacts masked in every server text, each
+    server text cut to `MAX_SERVER_TEXT` characters; with ``unstorable``, NUL and lone surrogates replaced
+    in every string.
 
     Done once here, for both hooks, so no text that came from Altcraft reaches a log, an exception,
-    XCom or the ledger with the token or an email/phone in clear. Iterative: any depth is fine.
+    XCom or the ledger with the token or an email/phone in clear, or in a form the ledger cannot store.
+    Iterative: any depth is fine.
     """
     variants = [v for v in {secret, json.dumps(secret)[1:-1]} if v] if secret else []
     root = [document]
@@ -144,8 +154,11 @@ def clean_document(document: Any, secret: str | None) -> Any:
                 cleaned = value
                 for variant in variants:
                     cleaned = cleaned.replace(variant, "***")
+                if unstorable:
+                    cleaned = _UNSTORABLE.sub("\ufffd", cleaned)
                 if cleaned and isinstance(key, str) and key in SERVER_TEXT_KEYS:
-                    cleaned = _scrub_short(cleaned) if len(cleaned) <= _SCRUB_CACHED_CHARS else scrub(cleaned)
+                    short = len(cleaned) <= _SCRUB_CACHED_CHARS
+                    cleaned = _scrub_short(cleaned) if short else _clean(cleaned, None)
                 if cleaned is not value:
                     container[key] = cleaned
             elif isinstance(value, dict | list):
@@ -201,11 +214,10 @@ def _decode(body: bytes) -> Any:
 def _envelope(document: Any) -> tuple[int, str]:
     if not isinstance(document, dict):
         return 0, ""
-    raw_code = document.get("error", 0)
     try:
-        code = int(raw_code or 0)
-    except (TypeError, ValueError, OverflowError):
-        # `"error": "invalid token"`: an error all the same, in a form the API does not document
+        code = error_code(document.get("error"))
+    except ValueError:
+        # `"error": "invalid token"`, 0.5, 2**40: an error all the same, in a form the API does not document
         code = -1
     return code, _text(document.get("error_text"))
 
@@ -215,23 +227,30 @@ def _text(value: Any) -> str:
 
 
 def _snippet(body: bytes, secret: str | None) -> str:
-    """The start of a body that is not JSON, cleaned (`_clean`) *before* it is cut: cut first, a token or an
-    email across the cut would keep its first part in clear."""
-    window = body[: _SNIPPET + _SNIPPET_MARGIN + len(secret or "")]
-    text = _clean(" ".join(window.decode("utf-8", errors="replace").split()), secret)
-    return text[:_SNIPPET] + ("…" if len(text) > _SNIPPET or len(body) > len(window) else "")
+    """The start of a body that is not JSON, cleaned (`_clean`) and cut to `_SNIPPET` characters."""
+    window = body[: _SNIPPET + _MARGIN + len(secret or "")]
+    text = " ".join(window.decode("utf-8", errors="replace").split())
+    return _clean(text, secret, limit=_SNIPPET, whole=len(text) + len(body) - len(window))
 
 
-#: Bytes read past the snippet's end before it is cleaned: room for an email or a phone across the cut.
-_SNIPPET_MARGIN = 1024
+#: Characters read past a cut before the text is cleaned: room for an email or a phone across the cut.
+_MARGIN = 1024
 
 
-def _clean(text: str, secret: str | None) -> str:
-    """Server text made safe for logs and exceptions: no token (in any letter case: a URL's host and
-    scheme come back lower-cased), no email or phone in clear."""
-    if secret and text:
-        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
-    return scrub(text)
+def _clean(text: str, secret: str | None, *, limit: int = MAX_SERVER_TEXT, whole: int | None = None) -> str:
+    """Server text made safe for logs, exceptions and the ledger: no token (in any letter case: a URL's host
+    and scheme come back lower-cased), no email or phone in clear, nothing a database refuses, at most
+    ``limit`` characters (of ``whole``, the full text's length). Cleaned *before* it is cut: cut first, a
+    token or an email across the cut would keep its first part in clear."""
+    window = text[: limit + _MARGIN + len(secret or "")]
+    if secret and window:
+        window = re.sub(re.escape(secret), "***", window, flags=re.IGNORECASE)
+    return _cut(_UNSTORABLE.sub("\ufffd", scrub(window)), limit, len(text) if whole is None else whole)
+
+
+def _cut(text: str, limit: int, whole: int) -> str:
+    """``text`` (cleaned from a text of ``whole`` characters) cut to ``limit``, with "…" where it was cut."""
+    return text[:limit] + ("…" if len(text) > limit or whole > len(text) else "")
 
 
 def task_id_of(answer: dict[str, Any]) -> str:
@@ -239,8 +258,10 @@ def task_id_of(answer: dict[str, Any]) -> str:
     data = answer.get("data")
     task_id = (data.get("task_id") or data.get("id")) if isinstance(data, dict) else None
     task_id = task_id or answer.get("task_id")
-    if not task_id or not isinstance(task_id, str | int):
+    if not task_id or not isinstance(task_id, str | int) or isinstance(task_id, bool):
         raise AltcraftUnexpectedAnswer("no task id (data.task_id)")
+    if len(str(task_id)) > MAX_ID_CHARS:
+        raise AltcraftUnexpectedAnswer(f"the task id is longer than {MAX_ID_CHARS} characters")
     return str(task_id)
 
 
