@@ -150,7 +150,10 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
     while stack:
         container = stack.pop()
         for key, value in container.items() if isinstance(container, dict) else enumerate(container):
-            if isinstance(value, str):
+            if key == "error_text" and value is not None and not isinstance(value, str):
+                # an object, a list or a number that `Envelope` reads as text: cleaned as that text
+                container[key] = _clean(_text(value), secret)
+            elif isinstance(value, str):
                 cleaned = value
                 for variant in variants:
                     cleaned = cleaned.replace(variant, "***")
@@ -230,27 +233,24 @@ def _snippet(body: bytes, secret: str | None) -> str:
     """The start of a body that is not JSON, cleaned (`_clean`) and cut to `_SNIPPET` characters."""
     window = body[: _SNIPPET + _MARGIN + len(secret or "")]
     text = " ".join(window.decode("utf-8", errors="replace").split())
-    return _clean(text, secret, limit=_SNIPPET, whole=len(text) + len(body) - len(window))
+    return _clean(text, secret, limit=_SNIPPET, more=len(body) > len(window))
 
 
 #: Characters read past a cut before the text is cleaned: room for an email or a phone across the cut.
 _MARGIN = 1024
 
 
-def _clean(text: str, secret: str | None, *, limit: int = MAX_SERVER_TEXT, whole: int | None = None) -> str:
+def _clean(text: str, secret: str | None, *, limit: int = MAX_SERVER_TEXT, more: bool = False) -> str:
     """Server text made safe for logs, exceptions and the ledger: no token (in any letter case: a URL's host
     and scheme come back lower-cased), no email or phone in clear, nothing a database refuses, at most
-    ``limit`` characters (of ``whole``, the full text's length). Cleaned *before* it is cut: cut first, a
-    token or an email across the cut would keep its first part in clear."""
+    ``limit`` characters and "…" where it was cut (``more``: ``text`` is already the start of a longer one).
+    Cleaned *before* it is cut: cut first, a token or an email across the cut would keep its first part."""
     window = text[: limit + _MARGIN + len(secret or "")]
+    more = more or len(text) > len(window)
     if secret and window:
         window = re.sub(re.escape(secret), "***", window, flags=re.IGNORECASE)
-    return _cut(_UNSTORABLE.sub("\ufffd", scrub(window)), limit, len(text) if whole is None else whole)
-
-
-def _cut(text: str, limit: int, whole: int) -> str:
-    """``text`` (cleaned from a text of ``whole`` characters) cut to ``limit``, with "…" where it was cut."""
-    return text[:limit] + ("…" if len(text) > limit or whole > len(text) else "")
+    cleaned = _UNSTORABLE.sub("\ufffd", scrub(window))
+    return cleaned[:limit] + ("…" if more or len(cleaned) > limit else "")
 
 
 def task_id_of(answer: dict[str, Any]) -> str:
