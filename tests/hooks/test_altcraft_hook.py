@@ -246,6 +246,7 @@ def test_api_errors_become_typed_exceptions(hook, emulator, request_, code, erro
         hook.import_and_start(request_)
     assert err.value.code == code and not err.value.retryable
     assert err.value.text
+    assert err.value.__cause__ is not err.value, "a refusal that stays itself is not its own cause"
     assert hook.requests_made == 1, "a refused request is not retried"
     assert launches(emulator) == []
 

@@ -78,9 +78,9 @@ class AltcraftCalls:
         try:
             return parse_answer(endpoint, parse, answer)
         except AltcraftUnexpectedAnswer as exc:
-            if launching:
-                raise as_uncertain(exc, endpoint, keys) from exc
-            raise
+            if launching and (uncertain := as_uncertain(exc, endpoint, keys)) is not exc:
+                raise uncertain from exc
+            raise  # unchanged (not its own cause)
 
     # ---------------------------------------------------------------------------------------- launches
 

@@ -127,9 +127,9 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         try:
             return self.settings.retry_policy.retrying(launching=launching)(attempt)
         except AltcraftError as exc:
-            if launching:
-                raise as_uncertain(exc, endpoint, keys) from exc
-            raise
+            if launching and (uncertain := as_uncertain(exc, endpoint, keys)) is not exc:
+                raise uncertain from exc
+            raise  # unchanged (not its own cause)
 
     def scenario_url(self, scenario_id: int | str) -> str:
         """Link to the scenario in the Altcraft UI (pattern set by the ``scenario_url`` extra)."""

@@ -112,9 +112,9 @@ class AltcraftAsyncHook(BaseHook):
             answer = await self.settings.retry_policy.async_retrying(launching=launching)(attempt)
             return answer if parse is None else parse_answer(endpoint, parse, answer)
         except AltcraftError as exc:
-            if launching:
-                raise as_uncertain(exc, endpoint, keys) from exc
-            raise
+            if launching and (uncertain := as_uncertain(exc, endpoint, keys)) is not exc:
+                raise uncertain from exc
+            raise  # unchanged (not its own cause)
 
     async def get_task_status(self, task_id: str) -> TaskStatus:
         """Read an asynchronous task's state (``tasks/status``)."""
