@@ -187,8 +187,24 @@ def fill(engine: sa.Engine, backend: str, rows: int) -> float:
     return time.perf_counter() - started
 
 
+def wal_position(engine: sa.Engine) -> int | None:
+    """PostgreSQL: the server's WAL insert position in bytes (exact at once, unlike ``pg_stat_wal``,
+    which other sessions report up to seconds late); None elsewhere."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        query = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')"
+        return int(conn.exec_driver_sql(query).scalar_one())
+
+
 def measure(ledger: Any, tag: str, contacts: int) -> dict[str, Any]:
-    """Claim and settle ``contacts`` new contacts in chunks of `CHUNK`; median chunk per contact."""
+    """Claim and settle ``contacts`` new contacts in chunks of `CHUNK`; median chunk per contact.
+
+    PostgreSQL: also the WAL written per contact (the whole server's, which runs nothing else meanwhile in
+    the bench): a claim + settle's own records, plus a whole page for each page first changed since the
+    last checkpoint.
+    """
+    before = wal_position(ledger.engine)
     from altcraft.ledger import Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 
     scope = Scope(platform=PLATFORM, scenario_id=SCENARIO_ID)
@@ -206,11 +222,14 @@ def measure(ledger: Any, tag: str, contacts: int) -> dict[str, Any]:
         cpus.append((time.process_time() - cpu) / CHUNK * 1e6)
         if len(claim.to_send) != CHUNK:
             raise RuntimeError(f"claim sent {len(claim.to_send)} of {CHUNK} new contacts")
+    after = wal_position(ledger.engine)
+    wal = {} if before is None or after is None else {"wal_bytes_per_contact": (after - before) / contacts}
     return {
         "contacts": contacts,
         "wall_us_per_contact": statistics.median(walls),
         "cpu_us_per_contact": statistics.median(cpus),
         "chunk_walls_us": [round(w, 1) for w in walls],
+        **wal,
     }
 
 

@@ -523,23 +523,25 @@ def _ledger_growth(results: dict[str, Any]) -> str:
         "the job starts (`initdb` from the same binaries) with `shared_buffers` at 25% of RAM, the start",
         "PostgreSQL's documentation suggests for a dedicated server, every other setting at its default.",
         "On PostgreSQL each phase starts right after a `CHECKPOINT`, so the first change of each page in it",
-        "writes the whole page to the WAL, as in every checkpoint cycle of a real server.",
+        "writes the whole page to the WAL, as in every checkpoint cycle of a real server; the WAL column",
+        "gives the KB of WAL written per contact, empty / full.",
         "",
         f"| backend | server | contacts in the ledger | empty {US}/contact | full {US}/contact "
-        f"| full vs empty | client CPU {US}/contact empty / full | fill s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| full vs empty | client CPU {US}/contact empty / full | WAL KB/contact empty / full | fill s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, result in growth.items():
         backend = _growth_label(key, result)
         if "error" in result:
-            lines.append(f"| {backend} | not measured: {result['error']} | | | | | | |")
+            lines.append(f"| {backend} | not measured: {result['error']} | | | | | | | |")
             continue
         empty, full = result["empty"], result["full"]
         lines.append(
             f"| {backend} | {result['server']} | {result['rows_after']:,} | "
             f"{empty['wall_us_per_contact']:.1f} | {full['wall_us_per_contact']:.1f} | "
             f"**{result['ratio']:.2f}{X}** | "
-            f"{empty['cpu_us_per_contact']:.1f} / {full['cpu_us_per_contact']:.1f} | {result['fill_s']:.0f} |"
+            f"{empty['cpu_us_per_contact']:.1f} / {full['cpu_us_per_contact']:.1f} | "
+            f"{_wal(empty)} / {_wal(full)} | {result['fill_s']:.0f} |"
         )
     for key, result in growth.items():
         if "separate" in result:
@@ -549,6 +551,11 @@ def _ledger_growth(results: dict[str, Any]) -> str:
                 f"on {job['commit']} at {job['date']}."
             )
     return "\n".join(lines)
+
+
+def _wal(phase: dict[str, Any]) -> str:
+    """A phase's KB of WAL per contact; a dash where not measured."""
+    return f"{phase['wal_bytes_per_contact'] / 1000:.1f}" if "wal_bytes_per_contact" in phase else "\u2013"
 
 
 def _growth_label(key: str, result: dict[str, Any]) -> str:

@@ -473,3 +473,21 @@ def test_a_full_run_keeps_the_rows_a_job_of_their_own_measured(tmp_path):
     assert kept["mariadb"]["separate"] == separate
     assert kept_ledger_rows(report, results["ledger_rows"] * 10) == {}, "not beside figures of another size"
     assert kept_ledger_rows(tmp_path / "missing.md", results["ledger_rows"]) == {}
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_the_ledger_growth_job_runs_and_reports_the_wal_it_wrote(backend):
+    """Section 6 at a tiny size, on a real database: both phases measured; on PostgreSQL the WAL too."""
+    from bench.ledger_growth import run
+    from bench.report import _ledger_growth
+
+    result = run(backend, rows=3000, contacts=2000)
+    assert result["rows_after"] == 3000 + 1000 + 2 * 2000  # the fill, the warm-up chunk, both phases
+    assert result["ratio"] > 0 and len(result["full"]["chunk_walls_us"]) == 2
+    row = _ledger_growth({"ledger_growth": {backend: result}, "ledger_rows": 3000, "ledger_contacts": 2000})
+    if backend == "sqlite":
+        assert "wal_bytes_per_contact" not in result["empty"] and "| \u2013 / \u2013 |" in row
+        return
+    for phase in ("empty", "full"):  # at least the WAL records of the rows a claim + settle writes
+        assert result[phase]["wal_bytes_per_contact"] > 200
+    assert f" / {result['full']['wal_bytes_per_contact'] / 1000:.1f} |" in row
