@@ -201,6 +201,13 @@ def run_page(
 
 
 CSV_COLUMNS = ("task_id", "try_number", "outcome", "code", "reason", "source_key", "contact", "recorded_at")
+#: What makes a spreadsheet read a cell as a formula (OWASP "CSV injection"); such cells get a leading ``'``.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A text cell of the CSV export that spreadsheets show as text, never run as a formula."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
 
 
 @app.get("/run.csv", dependencies=[ReadRuns])
@@ -212,13 +219,13 @@ def run_csv(conn: Ledger, dag_id: str, run_id: str, outcome: str = "") -> Stream
         for row in queries.iter_run_outcomes(conn, dag_id, run_id, outcome=outcome or None):
             writer.writerow(
                 (
-                    row["task_id"],
+                    csv_text(row["task_id"]),
                     row["try_number"],
-                    row["outcome"],
+                    csv_text(row["outcome"]),
                     row["code"] if row["code"] is not None else "",
-                    scrub(row["reason"] or ""),
-                    scrub(row["source_key"]),
-                    contact_label(row["contact_key"]),
+                    csv_text(scrub(row["reason"] or "")),
+                    csv_text(scrub(row["source_key"])),
+                    csv_text(contact_label(row["contact_key"])),
                     row["recorded_at"].isoformat() if row["recorded_at"] else "",
                 )
             )

