@@ -199,3 +199,25 @@ def test_the_csv_export_neutralises_formulas_and_masks_contacts(page):
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
     assert {row["source_key"] for row in rows} >= {"'" + text for text in FORMULAS}  # kept, as text
     assert "@example.org" not in answer.text
+
+
+def test_hostile_query_parameters_get_a_clear_4xx(page):
+    for page_number in (10**20, 2**63, 2**62):
+        assert page.get("/run", page=page_number, **RUN).status_code == 422, page_number
+    assert page.get("/run", page=10**9, **RUN).status_code == 200  # far past the last page: no rows
+    nul = "r1\x00"
+    for path, params in (
+        ("/run", {"dag_id": READABLE, "run_id": nul}),
+        ("/run", {**RUN, "outcome": "failed\x00"}),
+        ("/run.csv", {"dag_id": READABLE, "run_id": nul}),
+        ("/contact", {"h": "\x00"}),
+        ("/plan", {**RUN, "action": "relaunch_selected", "selected": "\x00"}),
+    ):
+        answer = page.get(path, **params)
+        assert answer.status_code == 400, (path, params, answer.status_code)
+        assert "NUL" in answer.json()["detail"]
+    for run_id in ("я", "r1\r\nSet-Cookie: x=1", 'a"; filename=evil.exe'):
+        answer = page.get("/run.csv", dag_id=READABLE, run_id=run_id)
+        assert answer.status_code == 200, run_id
+        assert "x" not in answer.cookies
+        assert answer.headers["Content-Disposition"].count("filename=") == 1

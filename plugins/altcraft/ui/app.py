@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
@@ -33,6 +34,8 @@ from altcraft.ui.keys import candidate_keys
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
+#: The last page number a run page accepts: its row offset fits any database's 64-bit integer.
+MAX_PAGE = 10**9
 TREND_DAYS = 30
 STATIC = {"altcraft.css": "text/css", "altcraft.js": "text/javascript", "icon.svg": "image/svg+xml"}
 
@@ -42,12 +45,19 @@ templates = Environment(
     keep_trailing_newline=True,
 )
 
+
+def no_nul_in_query(request: Request) -> None:
+    """Refuse a query parameter holding NUL (PostgreSQL text cannot hold it: the query would fail)."""
+    if any("\x00" in value for _, value in request.query_params.multi_items()):
+        raise HTTPException(400, "query parameters must not contain NUL characters")
+
+
 app = FastAPI(
     title="Altcraft",
     docs_url=None,
     redoc_url=None,
     openapi_url=None,
-    dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
+    dependencies=[Depends(requires_access_view(AccessView.WEBSITE)), Depends(no_nul_in_query)],
 )
 ReadRuns = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 TriggerRuns = Depends(requires_access_dag("POST", DagAccessEntity.RUN))
@@ -173,7 +183,7 @@ def run_page(
     dag_id: str,
     run_id: str,
     outcome: str = "",
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> HTMLResponse:
     tries = queries.run_counts(conn, dag_id, run_id)
     filtered = sum(t.counts.get(outcome, 0) for t in tries) if outcome else sum(t.total for t in tries)
@@ -235,7 +245,9 @@ def run_csv(conn: Ledger, dag_id: str, run_id: str, outcome: str = "") -> Stream
                 buffer.truncate()
         yield buffer.getvalue()
 
-    name = f"altcraft-{dag_id}-{run_id}{'-' + outcome if outcome else ''}.csv".replace('"', "")
+    name = re.sub(
+        r"[^A-Za-z0-9._-]", "_", f"altcraft-{dag_id}-{run_id}{'-' + outcome if outcome else ''}.csv"
+    )
     return StreamingResponse(
         lines(),
         media_type="text/csv; charset=utf-8",
