@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -221,3 +222,25 @@ def test_hostile_query_parameters_get_a_clear_4xx(page):
         assert answer.status_code == 200, run_id
         assert "x" not in answer.cookies
         assert answer.headers["Content-Disposition"].count("filename=") == 1
+
+
+def open_counts(html: str, scenario: int) -> dict[str, int]:
+    """The "N <status> now" badges of a scenario's card on the Pipelines page."""
+    card = html.split(f'data-scenario="{scenario}"', 1)[1].split("</section>", 1)[0]
+    found = re.findall(r'data-open="(\w+)">(\d+) ', card)
+    return {status: int(count) for status, count in found}
+
+
+def test_open_contacts_show_though_their_outcomes_are_older_than_the_trend(page):
+    html = page.get("/").text
+    assert open_counts(html, OLD.scenario_id) == {"uncertain": 1}
+
+
+def test_a_user_sees_no_counts_or_contact_state_set_by_a_dag_they_may_not_read(page):
+    # open now: 3 failed and 2 uncertain of each DAG's run, and the shared contact that secret_dag failed
+    assert open_counts(page.get("/").text, SCOPE.scenario_id) == {"failed": 7, "uncertain": 4}
+    assert open_counts(page.get("/", RESTRICTED).text, SCOPE.scenario_id) == {"failed": 3, "uncertain": 2}
+    found = page.search("shared@example.org", RESTRICTED).text
+    assert "text of open_dag" in found  # its own outcome...
+    assert "state-hidden" in found and SECRET not in found  # ...but not the claim, source key and error secret_dag left on the contact
+    assert SECRET in page.search("shared@example.org").text

@@ -118,6 +118,18 @@ def test_pipelines_leave_out_old_scopes_and_dags_the_user_cannot_read(history):
         assert queries.pipelines(conn, NOW, dag_ids=set()) == []
 
 
+def test_pipelines_show_open_contacts_however_old_to_who_may_read_their_claim(history):
+    deliver(
+        history, OTHER, ref("other", "manual__2"), {"z@x.org": Outcome.UNCERTAIN}, NOW - timedelta(days=40)
+    )
+    with history.engine.connect() as conn:
+        (scope,) = [s for s in queries.pipelines(conn, NOW) if s.key == (OTHER.platform, 43)]
+        assert scope.open_contacts == {"uncertain": 1} and scope.dag_ids == {"other"}
+        assert (OTHER.platform, 43) not in {s.key for s in queries.pipelines(conn, NOW, dag_ids={"welcome"})}
+        (mine,) = queries.pipelines(conn, NOW, dag_ids={"welcome"})
+        assert mine.open_contacts == {"failed": 1, "uncertain": 1}
+
+
 def test_run_counts_per_partition_and_try_and_the_run_total(ledger):
     first = ref("welcome", "r1", "import_and_launch[0]", 1)
     deliver(ledger, SCOPE, first, {"a@x.org": Outcome.LAUNCHED, "b@x.org": Outcome.UNCERTAIN}, NOW)

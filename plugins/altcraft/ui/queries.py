@@ -71,6 +71,11 @@ def _as_utc(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def claim_dag(claim_run_key: str) -> str:
+    """The DAG of a contact's latest claim (its ``claim_run_key`` is ``dag_id/task_id/run_id``)."""
+    return claim_run_key.partition("/")[0]
+
+
 def _dag_filter(dag_ids: Collection[str] | None) -> Any:
     """``dag_id IN (…)`` for a user who may read only some DAGs; no condition when ``None`` (all)."""
     return sa.true() if dag_ids is None else _O.dag_id.in_(sorted(dag_ids))
@@ -116,7 +121,8 @@ def pipelines(
     conn: Connection, now: datetime, dag_ids: Collection[str] | None = None, trend_days: int = 30
 ) -> list[ScopeActivity]:
     """Every scope with outcomes in the last ``trend_days`` UTC days (today included) or with contacts
-    still open. ``dag_ids``: only outcomes of these DAGs (those the user may read); ``None``: all."""
+    still open, however old. ``dag_ids``: only outcomes of these DAGs (those the user may read), and
+    only open contacts that one of them claimed last; ``None``: all."""
     if dag_ids is not None and not dag_ids:
         return []
     scopes: dict[tuple[str, int], ScopeActivity] = {}
@@ -141,14 +147,13 @@ def pipelines(
         if (activity := fed(platform, scenario_id, dag_id)) is not None:
             activity.last_24h[outcome] += count
     open_rows = (
-        sa.select(_C.platform, _C.scenario_id, _C.status, sa.func.count())
+        sa.select(_C.platform, _C.scenario_id, _C.claim_run_key, _C.status, sa.func.count())
         .where(_C.status.in_(OPEN_STATUSES), NOT_LAUNCHED)
-        .group_by(_C.platform, _C.scenario_id, _C.status)
+        .group_by(_C.platform, _C.scenario_id, _C.claim_run_key, _C.status)
     )
-    for platform, scenario_id, status, count in conn.execute(open_rows):
-        key = (platform, int(scenario_id))
-        if dag_ids is None or key in scopes:  # a restricted user sees open contacts of scopes they can read
-            scopes.setdefault(key, ScopeActivity(*key)).open_contacts[status] = count
+    for platform, scenario_id, claim_run_key, status, count in conn.execute(open_rows):
+        if (activity := fed(platform, int(scenario_id), claim_dag(claim_run_key))) is not None:
+            activity.open_contacts[status] = activity.open_contacts.get(status, 0) + count
     return sorted(scopes.values(), key=lambda s: (s.platform, s.scenario_id))
 
 
@@ -285,6 +290,8 @@ class ContactRecord:
     contact_hash: str
     row: dict[str, Any] | None
     outcomes: list[dict[str, Any]]
+    #: the ledger row is left out: its latest claim (state, source key, error) is of a DAG the user cannot see
+    row_hidden: bool = False
 
 
 def contact_history(
@@ -313,8 +320,19 @@ def contact_history(
     )
     for row in conn.execute(query).mappings():
         history[row["contact_hash"]].append(dict(row))
+    visible = {
+        found: row
+        for found, row in rows.items()
+        if dag_ids is None or claim_dag(row["claim_run_key"]) in dag_ids
+    }
     return [
-        ContactRecord(*wanted[found], found, rows.get(found), history.get(found, []))
+        ContactRecord(
+            *wanted[found],
+            found,
+            visible.get(found),
+            history.get(found, []),
+            found in rows and found not in visible,
+        )
         for found in sorted(set(rows) | set(history), key=lambda h: wanted[h])
         if found in history or dag_ids is None
     ]
