@@ -242,5 +242,6 @@ def test_a_user_sees_no_counts_or_contact_state_set_by_a_dag_they_may_not_read(p
     assert open_counts(page.get("/", RESTRICTED).text, SCOPE.scenario_id) == {"failed": 3, "uncertain": 2}
     found = page.search("shared@example.org", RESTRICTED).text
     assert "text of open_dag" in found  # its own outcome...
-    assert "state-hidden" in found and SECRET not in found  # ...but not the claim, source key and error secret_dag left on the contact
+    # ...but not the claim, source key and error that secret_dag left on the contact
+    assert "state-hidden" in found and SECRET not in found
     assert SECRET in page.search("shared@example.org").text
