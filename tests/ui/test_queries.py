@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -171,9 +172,17 @@ def test_run_outcomes_filter_page_and_export(history):
 
 def test_a_typed_contact_is_found_in_every_scenario_as_the_ledger_keys_it(history):
     keys = candidate_keys("  A@X.ORG ")
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *rest) -> None:
+        statements.append(statement)
+
     with history.engine.connect() as conn:
+        sa.event.listen(conn, "before_cursor_execute", record)
         scopes = queries.scopes(conn)
+        sa.event.remove(conn, "before_cursor_execute", record)
         assert set(scopes) == {(SCOPE.platform, 42), (OTHER.platform, 43)}
+        assert not re.search(r"\baltcraft_outcomes\b", statements[0]), "day counts, not every outcome row"
         found = queries.contact_history(conn, keys, scopes, None)
         assert [(r.scenario_id, r.contact_key, r.row["status"]) for r in found] == [
             (42, "email:a@x.org", "launched"),

@@ -275,8 +275,12 @@ def iter_run_outcomes(
 
 
 def scopes(conn: Connection) -> list[tuple[str, int]]:
-    """Every scope that has contacts (for a lookup across scenarios)."""
-    query = sa.select(_O.platform, _O.scenario_id).distinct()
+    """Every scope that has outcomes (for a lookup across scenarios).
+
+    Read from ``altcraft_outcome_days``, which counts the outcome rows per scope and day (purged with them):
+    a few rows per pipeline and day, where ``DISTINCT`` over the outcomes read the whole table per search.
+    """
+    query = sa.select(_D.platform, _D.scenario_id).distinct()
     return sorted((platform, int(scenario_id)) for platform, scenario_id in conn.execute(query))
 
 
