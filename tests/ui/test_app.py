@@ -217,6 +217,8 @@ def test_hostile_query_parameters_get_a_clear_4xx(page):
         answer = page.get(path, **params)
         assert answer.status_code == 400, (path, params, answer.status_code)
         assert "NUL" in answer.json()["detail"]
+    assert page.search("x" * 10_000_000).status_code == 413, "a search body is bounded"
+    assert page.search("shared@example.org").status_code == 200
     for run_id in ("я", "r1\r\nSet-Cookie: x=1", 'a"; filename=evil.exe'):
         answer = page.get("/run.csv", dag_id=READABLE, run_id=run_id)
         assert answer.status_code == 200, run_id

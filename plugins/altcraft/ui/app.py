@@ -262,10 +262,24 @@ def contact_page(request: Request, user: GetUserDep, conn: Ledger, h: str = "") 
     return render(request, "contact.html", q="", region="", records=records, searched=bool(h))
 
 
+#: The largest search form read (a contact typed in, and its region): a larger body is refused unread.
+MAX_FORM_BYTES = 16_384
+
+
+async def _small_body(request: Request) -> bytes:
+    """The request's body, refused with 413 once it passes `MAX_FORM_BYTES`."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, f"a search form is at most {MAX_FORM_BYTES:,} bytes")
+    return bytes(body)
+
+
 @app.post("/contact", response_class=HTMLResponse)
 async def contact_search(request: Request, user: GetUserDep, conn: Ledger) -> HTMLResponse:
     """Look a contact up by what was typed; posted, so emails and phones stay out of URLs and access logs."""
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    form = parse_qs((await _small_body(request)).decode("utf-8", "replace"))
     q = form.get("q", [""])[0][:1000]
     region = form.get("region", [""])[0][:2]
     keys = candidate_keys(q, region.upper() or None)
