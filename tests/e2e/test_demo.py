@@ -97,7 +97,7 @@ class RunningDemo:
         env = {**os.environ, "DEMO_HOME": str(self.home), "SHELL": "/bin/bash"}
         for _ in range(3):
             done = subprocess.run(
-                ["make", "-s", "demo-shell"],
+                ["make", "-s", "--no-print-directory", "demo-shell"],
                 cwd=REPO,
                 env=env,
                 input=commands,
@@ -133,7 +133,7 @@ def running_demo(first_demo, demo_state):
     output_path = home.parent / "running-demo.log"
     with output_path.open("wb") as output:
         make = subprocess.Popen(
-            ["make", "demo"],
+            ["make", "--no-print-directory", "demo"],  # also when run by `make test-e2e` (a sub-make)
             cwd=REPO,
             env=demo_env(home, dags, api_port, emulator_port, keep_running=True),
             stdout=output,
@@ -312,7 +312,13 @@ def test_make_demo_runs_the_demo_module():
 
 def test_demo_shell_without_a_demo_says_to_start_one(tmp_path):
     env = {**os.environ, "DEMO_HOME": str(tmp_path / "none")}
-    result = subprocess.run(["make", "-s", "demo-shell"], cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        ["make", "-s", "--no-print-directory", "demo-shell"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "start the demo first (make demo)" in result.stdout
 
