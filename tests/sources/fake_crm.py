@@ -11,6 +11,9 @@ per page unless the client asks for another ``limit``:
 * ``/v1/link-in-body?page=N``    -> ``{"items": [...], "next": "<relative link>" | null}``
 * ``/v1/escaping-link``          -> ``{"items": [...], "next": "http://elsewhere.invalid/steal"}``
 * ``/v1/unavailable``            -> HTTP 503 whose body mentions a contact
+* ``/v1/looping-link``           -> ``{"items": [...]}``, pages 1 and 2 alternately linking to each other
+* ``/v1/looping-cursor``         -> ``{"items": [...], "next_cursor": ...}``: cursors a, b, a, b ...
+* ``/v1/deaf``                   -> the first contacts whatever page, offset, cursor or window is asked
 """
 
 from __future__ import annotations
@@ -87,6 +90,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send({"items": by_page, "next": f"link-in-body?{urlencode(following)}" if more else None})
         elif path == "/v1/escaping-link":
             self._send({"items": found[:1], "next": "http://elsewhere.invalid/steal"})
+        elif path == "/v1/looping-link":
+            other = 2 if page == 1 else 1
+            self._send({"items": by_page, "next": f"{self.server.url}/v1/looping-link?page={other}"})
+        elif path == "/v1/looping-cursor":
+            at = " ab".index(query.get("cursor", " "))
+            items = found[at * PAGE_SIZE : (at + 1) * PAGE_SIZE]
+            self._send({"items": items, "next_cursor": "b" if at == 1 else "a"})
+        elif path == "/v1/deaf":
+            self._send({"items": CONTACTS[:PAGE_SIZE], "next": "deaf?page=2", "next_cursor": "more"})
         elif path == "/v1/unavailable":
             self._send({"error": "down, try user1@example.org later"}, status=503)
         else:

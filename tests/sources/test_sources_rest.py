@@ -157,6 +157,26 @@ def test_a_next_link_away_from_the_connection_is_not_followed(crm):
         list(rest.batches(WINDOW, 10))
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "paginator", "error", "requests"),
+    [
+        ("v1/looping-link", NextLinkPaginator(next_path="next"), "page 4 asks for a page read before", 3),
+        ("v1/looping-cursor", CursorPaginator(), "page 4 asks for a page read before", 3),
+        ("v1/deaf", PageNumberPaginator(), "page 2 repeats page 1", 2),
+        ("v1/deaf", OffsetPaginator(), "page 2 repeats page 1", 2),
+        ("v1/deaf", CursorPaginator(), "page 2 repeats page 1", 2),
+        ("v1/deaf", NextLinkPaginator(next_path="next"), "page 2 repeats page 1", 2),
+    ],
+)
+def test_a_pagination_that_loops_fails_instead_of_reading_forever(crm, endpoint, paginator, error, requests):
+    crm.requests.clear()
+
+    with pytest.raises(SourceError, match=rf"^rest GET {endpoint} .*: {error}"):
+        list(source(endpoint, "items", paginator).batches(WINDOW, 100))
+
+    assert len(crm.requests) == requests
+
+
 def test_a_missing_record_list_is_an_error(crm):
     with pytest.raises(SourceError, match=r"no list at record_path 'data\.contacts'"):
         list(source("v1/pages", "data.contacts", PageNumberPaginator()).batches(WINDOW, 10))

@@ -6,6 +6,8 @@ parameters (``window_params``) in ISO 8601 (UTC) or epoch seconds; the API is tr
 
 Records come in the order the API returns them (the key is only used downstream to deduplicate), and
 are re-chunked to ``batch_size``. A failed page fails the run; a retry starts again from the first page.
+A pagination that loops fails the run too: a request made before (a cursor or next link that comes back)
+or a page whose records repeat an earlier page's (an API that ignores the page or offset parameter).
 
 Paginators, in the style of dlt's REST client: each is a small frozen model with one job -- given the
 request just made and its answer, say what the next request is, or ``None`` when done. They are pydantic
@@ -14,6 +16,8 @@ models with a ``type`` so that pipeline specs can name them directly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -136,8 +140,6 @@ class CursorPaginator(_Paginator):
         cursor = value_at(body, self.cursor_path)
         if cursor in (None, ""):
             return None
-        if cursor == request.params.get(self.cursor_param):
-            raise SourceError(f"the API returned the same cursor twice ({self.cursor_path})")
         return request.with_params(**{self.cursor_param: cursor})
 
 
@@ -165,6 +167,12 @@ class NextLinkPaginator(_Paginator):
 Paginator = Annotated[
     PageNumberPaginator | OffsetPaginator | CursorPaginator | NextLinkPaginator, Field(discriminator="type")
 ]
+
+
+def _fingerprint(value: Any) -> bytes:
+    """A digest of JSON data, to recognise a request or a page seen before."""
+    text = json.dumps(value, default=repr)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def format_bound(ts: datetime, window_format: WindowFormat) -> str | int | float:
@@ -258,12 +266,26 @@ class RestSource(Source):
 
         hook = HttpHook(method=self.method, http_conn_id=self.http_conn_id, adapter=DeadlineAdapter())
         request: PageRequest | None = self._first_request(window)
+        asked: set[bytes] = set()
+        pages: dict[bytes, int] = {}
+        number = 0
         while request is not None:
+            number += 1
+            query = _fingerprint([request.endpoint, request.params])
+            if query in asked:
+                raise SourceError(f"{self.describe()}: page {number} asks for a page read before: it loops")
+            asked.add(query)
             response = self._send(hook, request)
             body = self._json(response)
             records = value_at(body, self.record_path)
             if not isinstance(records, list):
                 raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
+            content = _fingerprint(records)
+            if records and pages.setdefault(content, number) != number:
+                raise SourceError(
+                    f"{self.describe()}: page {number} repeats page {pages[content]}: "
+                    "the API ignores the paginator's parameter or loops"
+                )
             yield from records
             request = self.paginator.next(request, response, body, records) if self.paginator else None
 
