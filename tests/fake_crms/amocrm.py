@@ -79,6 +79,8 @@ class FakeAmoCrm(FakeCrm):
     refresh_tokens: set[str] = field(default_factory=set)
     client: tuple[str, str] = ("client-id", "client-secret")
     refreshes: int = 0
+    refusal: int = 400
+    """The status of a refused token exchange."""
 
     def limited(self) -> Response:
         return problem(429, title="Too Many Requests", status=429)
@@ -137,10 +139,11 @@ class FakeAmoCrm(FakeCrm):
         async def token(request: Request) -> Response:
             body = await request.json()
             known = (body.get("client_id"), body.get("client_secret")) == self.client
+            refused = {"title": "Bad Request", "status": self.refusal}
             if not known or body.get("grant_type") != "refresh_token":
-                return problem(400, title="Bad Request", status=400, detail="invalid client")
+                return problem(self.refusal, **refused, detail="invalid client")
             if body.get("refresh_token") not in self.refresh_tokens:
-                return problem(400, title="Bad Request", status=400, detail="Refresh token has been revoked")
+                return problem(self.refusal, **refused, detail="Refresh token has been revoked")
             self.refresh_tokens.discard(body["refresh_token"])  # one use
             self.refreshes += 1
             access, refresh = secrets.token_hex(8), secrets.token_hex(8)

@@ -121,6 +121,23 @@ def test_amocrm_oauth_refresh_on_401_keeps_the_new_pair_encrypted(amo, monkeypat
         get_fernet.cache_clear()
 
 
+@pytest.mark.parametrize("refusal", [400, 401])
+def test_amocrm_refused_token_refresh_fails_once_naming_the_refresh(amo, monkeypatch, refusal):
+    amo.refusal, amo.access_tokens = refusal, {"somebody-else"}
+    oauth = {
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "refresh_token": "revoked-refresh",
+        "redirect_uri": "https://example.org/cb",
+    }
+    connect(monkeypatch, "amo_test", amo, password="expired-token", extra=oauth)
+
+    with pytest.raises(SourceError, match=rf"^amoCRM: the token refresh was refused \(HTTP {refusal}\)"):
+        ids(amo_source(MemoryStateStore()), hours(1, 4))
+
+    assert [r["path"] for r in amo.requests] == ["/api/v4/contacts", "/oauth2/access_token"]
+
+
 def test_amocrm_watermark_reads_only_contacts_above_the_last_id(amo):
     state = MemoryStateStore()
     amo.contacts = people(300)

@@ -85,10 +85,21 @@ class AmoCrmSource(CrmSource):
     def _refresh(self, http: Any, oauth: dict[str, str]) -> dict[str, str] | None:
         from airflow.sdk.crypto import get_fernet
 
+        from altcraft.sources.crm.http import CrmHttpError
+
         refresh = self._stored_tokens(oauth["refresh_token"]).get("refresh") or oauth["refresh_token"]
         body = {**oauth, "grant_type": "refresh_token", "refresh_token": refresh}
-        answer = http.json(http.request("POST", TOKEN_PATH, label="oauth2/access_token", json=body), "oauth")
-        if not isinstance(answer, dict) or not answer.get("access_token") or not answer.get("refresh_token"):
+        try:
+            response = http.request("POST", TOKEN_PATH, label="oauth2/access_token", json=body)
+        except CrmHttpError as error:  # not the contact list's status: a 400 here is no filter refusal
+            raise SourceError(
+                f"{self.crm}: the token refresh was refused (HTTP {error.status}): authorize the integration "
+                "again and put its refresh token in the connection"
+            ) from None
+        answer = http.json(response, "oauth")
+        if not isinstance(answer, dict) or not all(
+            isinstance(answer.get(name), str) and answer[name] for name in ("access_token", "refresh_token")
+        ):
             raise SourceError(f"{self.crm}: the token refresh answered without a token pair")
         self._renewed = {"access": answer["access_token"], "refresh": answer["refresh_token"]}
         if self.state is not None:

@@ -45,7 +45,8 @@ class CrmHttp:
     """Requests to ``base_url`` (no trailing slash) with ``headers``; ``crm`` names it in errors.
 
     ``reauthorize`` is called once after an HTTP 401 and returns fresh headers (an OAuth refresh), or
-    None when the credentials cannot be renewed.
+    None when the credentials cannot be renewed; an HTTP 401 to its own request (the token exchange) is
+    an error, not another renewal.
     """
 
     crm: str
@@ -61,6 +62,7 @@ class CrmHttp:
         self._session = watch_sockets(requests.Session())
         self._lock = threading.Lock()
         self._next_slot = 0.0
+        self._renewing = False
 
     def request(
         self,
@@ -90,9 +92,12 @@ class CrmHttp:
                 self._back_off(label, failures, None, type(error).__name__)
                 continue
             status = response.status_code
-            if status == 401 and self.reauthorize is not None and not renewed:
-                renewed = True
-                fresh = self.reauthorize()
+            if status == 401 and self.reauthorize is not None and not renewed and not self._renewing:
+                renewed, self._renewing = True, True
+                try:
+                    fresh = self.reauthorize()
+                finally:
+                    self._renewing = False
                 if fresh is not None:
                     self.headers = {**self.headers, **fresh}
                     continue
