@@ -95,7 +95,7 @@ class FakeAmoCrm(FakeCrm):
             if not authorized(request):
                 return problem(401, title="Unauthorized", status=401, detail="Invalid access token")
             q = request.query_params
-            limit, page = int(q.get("limit", 50)), int(q.get("page", 1))
+            limit, page = int(q.get("limit", 50)), 1 if self.deaf else int(q.get("page", 1))
             if limit > MAX_LIMIT:
                 return problem(400, title="Bad Request", status=400, detail="limit is above 250")
             found = list(self.contacts)

@@ -84,7 +84,7 @@ class FakeHubSpot(FakeCrm):
             if (refused := unauthorized(request)) is not None:
                 return refused
             body = await request.json()
-            limit, after = int(body.get("limit", 10)), int(body.get("after") or 0)
+            limit, after = int(body.get("limit", 10)), 0 if self.deaf else int(body.get("after") or 0)
             if limit > self.max_limit:
                 return problem(
                     400,

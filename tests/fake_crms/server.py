@@ -57,6 +57,8 @@ class FakeCrm:
     requests: list[dict[str, Any]] = field(default_factory=list)
     storm: int = 0
     """The next ``storm`` requests get the CRM's limit answer."""
+    deaf: bool = False
+    """The account ignores the paging parameter (page, ``>id`` cursor, ``after``): every page is the first."""
     url: str = ""
 
     def by_id(self) -> dict[int, Person]:

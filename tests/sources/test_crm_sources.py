@@ -292,6 +292,22 @@ def test_hubspot_watermark_by_object_id(hubspot):
     assert filters == [{"propertyName": "hs_object_id", "operator": "GT", "value": "120"}]
 
 
+@pytest.mark.parametrize("mode", ["window", "watermark"])
+def test_an_account_that_ignores_paging_fails_instead_of_reading_forever(hubspot, bitrix, amo, mode):
+    for crm, build, label in (
+        (hubspot, hs_source, "HubSpot: contacts/search"),
+        (bitrix, b24_source, "Bitrix24: crm.item.list"),
+        (amo, amo_source, "amoCRM: contacts"),
+    ):
+        crm.deaf = True
+        crm.requests.clear()
+        with pytest.raises(
+            SourceError, match=rf"^{label}: page 2 repeats page 1: the API ignores its paging"
+        ):
+            ids(build(MemoryStateStore(), mode=mode), hours(1, 600))
+        assert len(crm.requests) == 2
+
+
 def test_a_partitioned_window_reads_each_contact_once(hubspot, bitrix, amo):
     for build, count in ((hs_source, 120), (b24_source, 130), (amo_source, 700)):
         window = hours(1, count + 1)

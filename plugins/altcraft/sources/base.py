@@ -21,6 +21,7 @@ Bad input rows that must not stop a run (a broken JSON line, undecodable bytes) 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -187,6 +188,30 @@ class Stateful(Source):
     @abstractmethod
     def _save(self, state: StateStore) -> None:
         """Save the progress noted by the last full `_read_batches`."""
+
+
+def fingerprint(value: Any) -> bytes:
+    """A digest of JSON data, to recognise a request or a page seen before."""
+    return hashlib.sha256(json.dumps(value, default=repr).encode("utf-8", "surrogatepass")).digest()
+
+
+class PageLog:
+    """The pages of one listing so far: a page repeating an earlier one means the API loops (it ignores its
+    page, offset or cursor parameter), and reading on would never end."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self._first: dict[bytes, int] = {}
+
+    def add(self, records: list[Any]) -> None:
+        """Note the next page; `SourceError` if it is not empty and repeats an earlier one."""
+        self.count += 1
+        if records and (first := self._first.setdefault(fingerprint(records), self.count)) != self.count:
+            raise SourceError(
+                f"{self.what}: page {self.count} repeats page {first}: the API ignores its paging "
+                "parameter or loops"
+            )
 
 
 def check_batch_size(batch_size: int) -> int:

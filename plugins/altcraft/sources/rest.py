@@ -16,8 +16,6 @@ models with a ``type`` so that pipeline specs can name them directly.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -27,11 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
 from altcraft.sources.base import (
+    PageLog,
     Partition,
     Record,
     Source,
     SourceError,
     Window,
+    fingerprint,
     partition_window,
     rechunk,
 )
@@ -169,12 +169,6 @@ Paginator = Annotated[
 ]
 
 
-def _fingerprint(value: Any) -> bytes:
-    """A digest of JSON data, to recognise a request or a page seen before."""
-    text = json.dumps(value, default=repr)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-
-
 def format_bound(ts: datetime, window_format: WindowFormat) -> str | int | float:
     if window_format == "iso":
         return ts.isoformat()
@@ -267,25 +261,20 @@ class RestSource(Source):
         hook = HttpHook(method=self.method, http_conn_id=self.http_conn_id, adapter=DeadlineAdapter())
         request: PageRequest | None = self._first_request(window)
         asked: set[bytes] = set()
-        pages: dict[bytes, int] = {}
-        number = 0
+        pages = PageLog(self.describe())
         while request is not None:
-            number += 1
-            query = _fingerprint([request.endpoint, request.params])
+            query = fingerprint([request.endpoint, request.params])
             if query in asked:
-                raise SourceError(f"{self.describe()}: page {number} asks for a page read before: it loops")
+                raise SourceError(
+                    f"{pages.what}: page {pages.count + 1} asks for a page read before: it loops"
+                )
             asked.add(query)
             response = self._send(hook, request)
             body = self._json(response)
             records = value_at(body, self.record_path)
             if not isinstance(records, list):
                 raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
-            content = _fingerprint(records)
-            if records and pages.setdefault(content, number) != number:
-                raise SourceError(
-                    f"{self.describe()}: page {number} repeats page {pages[content]}: "
-                    "the API ignores the paginator's parameter or loops"
-                )
+            pages.add(records)
             yield from records
             request = self.paginator.next(request, response, body, records) if self.paginator else None
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from altcraft.sources.base import Record, SourceError, Window
+from altcraft.sources.base import PageLog, Record, SourceError, Window
 from altcraft.sources.crm.base import (
     CrmSource,
     CrmSpec,
@@ -172,7 +172,7 @@ class AmoCrmSource(CrmSource):
     def _pages(
         self, params: dict[str, Any], headers: dict[str, str] | None = None
     ) -> Iterator[list[dict[str, Any]]]:
-        page = 1
+        page, log = 1, PageLog(f"{self.crm}: contacts")
         while True:
             query = {**params, "page": page, "limit": self.spec.page_size}
             response = self.http.request("GET", CONTACTS, label="contacts", params=query, headers=headers)
@@ -180,6 +180,7 @@ class AmoCrmSource(CrmSource):
             contacts = ((body or {}).get("_embedded") or {}).get("contacts") or []
             if not isinstance(contacts, list):
                 raise SourceError(f"{self.crm}: contacts: no list at _embedded.contacts")
+            log.add(contacts)
             if contacts:
                 yield contacts
             if not contacts or not ((body.get("_links") or {}).get("next")):

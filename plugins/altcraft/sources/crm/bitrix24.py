@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from altcraft.sources.base import Record, SourceError, Window
+from altcraft.sources.base import PageLog, Record, SourceError, Window
 from altcraft.sources.crm.base import CrmSource, CrmSpec, contact_record, iso_instant
 
 CONTACT_TYPE = 3
@@ -69,8 +69,10 @@ class Bitrix24Source(CrmSource):
         return self._list({"@id": [int(i) for i in ids]}) if ids else []
 
     def _after(self, filters: dict[str, Any], last_id: int | None) -> Iterator[list[dict[str, Any]]]:
+        log = PageLog(f"{self.crm}: {LIST}")
         while True:
             page = self._list({**filters, **({">id": last_id} if last_id is not None else {})})
+            log.add(page)
             if page:
                 yield page
             if len(page) < PAGE:

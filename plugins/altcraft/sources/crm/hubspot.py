@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from altcraft.sources.base import Record, SourceError, Window
+from altcraft.sources.base import PageLog, Record, SourceError, Window
 from altcraft.sources.crm.base import CrmSource, CrmSpec, account_url, contact_record, iso_instant
 
 SEARCH = "/crm/v3/objects/contacts/search"
@@ -63,11 +63,13 @@ class HubSpotSource(CrmSource):
     ) -> Iterator[list[dict[str, Any]]]:
         """Queries sorted by ``prop``, each starting at the last value the one before read (the cap)."""
         at_low: set[str] = set()
+        log = PageLog(f"{self.crm}: contacts/search")
         while True:
             bound = [(prop, "GT" if strict else "GTE", low)] if low is not None else []
             read, last_value, tail, after = 0, low, set(at_low), None
             while True:
                 page, after = self._search([*bound, *filters], prop, after)
+                log.add(page)
                 fresh = [c for c in page if c["id"] not in at_low]
                 if fresh:
                     yield fresh
