@@ -13,6 +13,7 @@ per page unless the client asks for another ``limit``:
 * ``/v1/unavailable``            -> HTTP 503 whose body mentions a contact
 * ``/v1/looping-link``           -> ``{"items": [...]}``, pages 1 and 2 alternately linking to each other
 * ``/v1/looping-cursor``         -> ``{"items": [...], "next_cursor": ...}``: cursors a, b, a, b ...
+* ``/v1/echo-link?next=``        -> ``{"items": [...], "next": "<the link given>"}``
 * ``/v1/deaf``                   -> the first contacts whatever page, offset, cursor or window is asked
 """
 
@@ -97,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
             at = " ab".index(query.get("cursor", " "))
             items = found[at * PAGE_SIZE : (at + 1) * PAGE_SIZE]
             self._send({"items": items, "next_cursor": "b" if at == 1 else "a"})
+        elif path == "/v1/echo-link":
+            self._send({"items": found[:1], "next": query["next"]})
         elif path == "/v1/deaf":
             self._send({"items": CONTACTS[:PAGE_SIZE], "next": "deaf?page=2", "next_cursor": "more"})
         elif path == "/v1/unavailable":

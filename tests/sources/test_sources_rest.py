@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 
@@ -175,6 +176,53 @@ def test_a_pagination_that_loops_fails_instead_of_reading_forever(crm, endpoint,
         list(source(endpoint, "items", paginator).batches(WINDOW, 100))
 
     assert len(crm.requests) == requests
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "/v1/../steal",
+        "/v1/%2e%2e/steal",
+        "/v1/.%2E/steal",
+        "/v1/..%2fsteal",
+        "/v1/..%5csteal",
+        "/v1/x/../../steal",
+    ],
+)
+def test_a_next_link_climbing_out_of_the_base_path_is_not_followed(crm, monkeypatch, link):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SRC_TEST_CRM_V1", json.dumps({"conn_type": "http", "host": f"{crm.url}/v1"})
+    )
+    crm.requests.clear()
+    rest = RestSource(
+        "src_test_crm_v1",
+        "echo-link",
+        key_column="id",
+        params={"next": crm.url + link},
+        record_path="items",
+        paginator=NextLinkPaginator(next_path="next"),
+    )
+
+    with pytest.raises(SourceError, match="leads away from the connection's base URL"):
+        list(rest.batches(None, 10))
+
+    assert [path for path, _ in crm.requests] == ["/v1/echo-link"]
+
+
+def test_a_request_that_gets_no_answer_fails_without_quoting_the_connection_headers(crm, monkeypatch):
+    extra = {"X-Api-Key": "s3cr3t-key\n"}  # a key pasted with its line break: requests quotes the header
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SRC_TEST_CRM_KEY", json.dumps({"conn_type": "http", "host": crm.url, "extra": extra})
+    )
+
+    with pytest.raises(SourceError, match=r"no answer from v1/pages \(InvalidHeader\)$") as failure:
+        list(
+            RestSource("src_test_crm_key", "v1/pages", key_column="id", record_path="data.items").batches(
+                None, 10
+            )
+        )
+
+    assert "s3cr3t" not in str(failure.value) and failure.value.__cause__ is None
 
 
 def test_a_missing_record_list_is_an_error(crm):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -295,8 +295,10 @@ class RestSource(Source):
                 response = hook.run(endpoint, headers=self.headers, extra_options=options, **body)
                 read_capped(response, self.max_answer_bytes)
         except RequestException as exc:
-            if not deadline.expired:
-                raise
+            if not deadline.expired:  # only the type: the text may quote a header value (the API key)
+                raise SourceError(
+                    f"{self.describe()}: no answer from {path} ({type(exc).__name__})"
+                ) from None
             raise SourceError(
                 f"{self.describe()}: no complete answer within {self.timeout:g}s from {path}"
             ) from exc
@@ -320,11 +322,14 @@ class RestSource(Source):
             raise SourceError(f"{self.describe()}: the answer is not JSON") from None
 
     def _relative(self, hook: Any, endpoint: str) -> str:
-        """An endpoint for the hook; absolute links must stay under the connection's base URL."""
+        """An endpoint for the hook; absolute links must stay under the connection's base URL, and may
+        not climb out of it by a dot segment (``/api/../admin``, ``/api/%2e%2e/admin``: the server resolves
+        it after our check) or a backslash."""
         if not urlsplit(endpoint).scheme:
             return endpoint
         base = hook.url_from_endpoint("").rstrip("/") + "/"
-        if not endpoint.startswith(base):
+        path = unquote(urlsplit(endpoint).path)
+        if not endpoint.startswith(base) or "\\" in path or {".", ".."} & set(path.split("/")):
             raise SourceError(
                 f"{self.describe()}: a next-page link leads away from the connection's base URL"
             )
