@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from altcraft.sources import ERROR_FIELD, FileSource, MemoryStateStore, SourceError, Window
+from altcraft.sources.files import MAX_LINE_CHARS
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -90,6 +91,18 @@ def test_bad_jsonl_lines_become_error_records_and_the_rest_is_read(tmp_path):
     assert errors[f"{path}:7"] == "t: not ISO 8601 text or epoch seconds"
     assert errors[f"{path}:8"] == "t: missing"
     assert not any("example.org" in reason for reason in errors.values())
+
+
+def test_a_jsonl_line_too_long_to_hold_is_an_error_record_and_the_rest_is_read(tmp_path):
+    huge = '{"id": "2", "t": "2024-03-01T01:00:00Z", "note": "' + "x" * MAX_LINE_CHARS * 2 + '"}\n'
+    good = '{"id": "%s", "t": "2024-03-01T01:00:00Z"}\n'
+    path = write(tmp_path / "contacts.jsonl", good % 1 + huge + good % 3)
+    source = FileSource(str(tmp_path), format="jsonl", key_column="id", timestamp_column="t")
+
+    records = read(source)
+
+    assert ids(records) == ["1", f"{path}:2", "3"]
+    assert records[1][ERROR_FIELD] == f"longer than {MAX_LINE_CHARS:,} characters"
 
 
 def test_bad_csv_rows_become_error_records(tmp_path):

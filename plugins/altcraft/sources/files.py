@@ -12,9 +12,9 @@
   no window -- nor a retry or a partition of one -- can lose rows because another one committed first.
   Without a state store nothing is remembered.
 * A line that cannot be read (invalid JSON, not an object, wrong number of CSV fields, bytes that are not
-  valid in ``encoding``, unreadable timestamp) becomes an error record (`base.error_record`) with the key
-  ``"<file>:<line>"``; the run goes on and the mapper rejects it (every window reading the file yields
-  it again, under the same key).
+  valid in ``encoding``, unreadable timestamp, a JSON line over `MAX_LINE_CHARS`) becomes an error record
+  (`base.error_record`) with the key ``"<file>:<line>"``; the run goes on and the mapper rejects it (every
+  window reading the file yields it again, under the same key).
 * Partitions deal files by a stable hash of their path: each file is read by exactly one partition.
 """
 
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 FileFormat = Literal["csv", "jsonl"]
 WindowBy = Literal["column", "mtime"]
 
+#: The longest JSON line read (characters): a longer one is an error record, skipped without being held.
+MAX_LINE_CHARS = 16 * 1024 * 1024
 _UNDECODABLE = re.compile(r"[\udc80-\udcff]")
 _EPOCH = re.compile(r"\d+(\.\d+)?")
 
@@ -186,7 +188,10 @@ class FileSource(Stateful):
             yield from self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
 
     def _read_jsonl(self, handle: IO[str]) -> Iterator[tuple[int, Record | str]]:
-        for number, line in enumerate(handle, start=1):
+        for number, line in enumerate(_lines(handle), start=1):
+            if line is None:
+                yield number, f"longer than {MAX_LINE_CHARS:,} characters"
+                continue
             if not line.strip():
                 continue
             if _UNDECODABLE.search(line):
@@ -219,3 +224,15 @@ class FileSource(Stateful):
     @property
     def _undecodable(self) -> str:
         return f"bytes that are not valid {self.encoding}"
+
+
+def _lines(handle: IO[str]) -> Iterator[str | None]:
+    """The lines of a text file; None for a line over `MAX_LINE_CHARS`, read past in pieces (a file with
+    no line break would otherwise be held whole)."""
+    while line := handle.readline(MAX_LINE_CHARS):
+        if len(line) < MAX_LINE_CHARS or line[-1] in "\r\n":
+            yield line
+            continue
+        while (rest := handle.readline(MAX_LINE_CHARS)) and rest[-1] not in "\r\n":
+            pass
+        yield None
