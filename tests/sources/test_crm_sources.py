@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -266,11 +267,29 @@ def test_hubspot_window_longer_than_10000_results_moves_the_lower_bound(hubspot)
 def test_hubspot_contacts_sharing_one_instant_across_the_cap_are_not_repeated(hubspot):
     hubspot.contacts = people(45, every=timedelta(0))  # all created at EPOCH
     hubspot.contacts += people(30, start=46)
-    with pytest.raises(SourceError, match="more than 20 contacts share createdate"):
+    with pytest.raises(SourceError, match="read 20 contacts without getting past createdate"):
         ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
     hubspot.contacts = people(15, every=timedelta(0)) + people(30, start=16)
     got = ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
     assert sorted(got) == list(range(1, 46)) and len(got) == 45
+
+
+def test_hubspot_a_restarted_search_may_read_again_a_page_of_contacts_sharing_its_lower_bound(hubspot):
+    """Contacts 11-20 share one createdate, which the cap falls on: the query that restarts there reads
+    them again as its first page, the same page as the first query's second; that is no loop."""
+    shared = [replace(person, created=EPOCH + timedelta(hours=10)) for person in people(10, start=11)]
+    hubspot.contacts = people(10) + shared + people(10, start=21)
+    got = ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
+    assert got == list(range(1, 31))
+
+
+def test_hubspot_a_search_that_ignores_its_lower_bound_fails_instead_of_reading_forever(hubspot):
+    hubspot.contacts = people(45)
+    hubspot.filterless = True
+    with pytest.raises(SourceError, match="without getting past createdate"):
+        ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
+    with pytest.raises(SourceError, match="without getting past hs_object_id"):
+        ids(hs_source(MemoryStateStore(), mode="watermark", page_size=10, max_results=20))
 
 
 def test_hubspot_rate_limit_storm(hubspot):

@@ -61,12 +61,17 @@ class HubSpotSource(CrmSource):
     def _sliding(
         self, prop: str, low: int | None, filters: list[tuple[str, str, int]], *, strict: bool = False
     ) -> Iterator[list[dict[str, Any]]]:
-        """Queries sorted by ``prop``, each starting at the last value the one before read (the cap)."""
+        """Queries sorted by ``prop``, each starting at the last value the one before read (the cap).
+
+        A query that restarts at a value may read again, as its first page, contacts of the query before
+        that share it: pages are checked for repeats within one query (`PageLog`), and each query must get
+        past the value it starts at.
+        """
         at_low: set[str] = set()
-        log = PageLog(f"{self.crm}: contacts/search")
         while True:
             bound = [(prop, "GT" if strict else "GTE", low)] if low is not None else []
             read, last_value, tail, after = 0, low, set(at_low), None
+            log = PageLog(f"{self.crm}: contacts/search")
             while True:
                 page, after = self._search([*bound, *filters], prop, after)
                 log.add(page)
@@ -82,10 +87,10 @@ class HubSpotSource(CrmSource):
                     return
                 if read + self.spec.page_size > self.spec.max_results:
                     break
-            if last_value == low and not strict:
+            if last_value == low:
                 raise SourceError(
-                    f"{self.crm}: more than {self.spec.max_results} contacts share {prop} {low}: "
-                    "the search cannot page past them"
+                    f"{self.crm}: the search read {self.spec.max_results} contacts without getting past "
+                    f"{prop} {low}: more than that share it, or the search ignores its lower bound"
                 )
             at_low, low = tail, last_value
 
