@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from altcraft.sources import MemoryStateStore
+from altcraft.sources.webhook import WebhookSource
 from altcraft.webhooks.app import WebhookConfig, create_app
 from altcraft.webhooks.kinds import (
     KINDS,
@@ -166,3 +171,68 @@ def test_the_api_server_routes_the_endpoint_to_this_app_beside_every_other_plugi
         "no such webhook",
         "webhook not configured",
     ), answer.text
+
+
+# ------------------------------------------------------------------------------ PostgreSQL, MariaDB
+
+SERVERS = {"postgresql": "postgresql://postgres@127.0.0.1:5432", "mariadb": "mysql://root@127.0.0.1:3306"}
+
+
+@pytest.fixture(params=list(SERVERS))
+def server_store(request, monkeypatch):
+    """A store in a database of its own on PostgreSQL or MariaDB: connection ``webhook_server``."""
+    server, name = SERVERS[request.param], f"altcraft_hooks_{uuid.uuid4().hex[:10]}"
+    postgres = request.param == "postgresql"
+    admin = sa.create_engine(f"{server}/{'postgres' if postgres else 'test'}", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}" + ("" if postgres else " CHARACTER SET utf8mb4"))
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_SERVER", f"{server}/{name}")
+    store = WebhookStore.from_conn_id("webhook_server")
+    yield store
+    store.engine.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if postgres else ""))
+    admin.dispose()
+
+
+def server_client(max_bytes: int = 2048) -> TestClient:
+    return TestClient(
+        create_app({"shared": WebhookConfig("shared", "secret", SECRET, "webhook_server", max_bytes)}.get)
+    )
+
+
+def test_a_delivery_that_commits_late_is_not_skipped_by_a_run_that_read_a_later_one(server_store):
+    """Two API server threads store deliveries of one pipeline at once, the one with the smaller id still
+    uncommitted while a run reads: the run must not move its position past it (lost after its 200)."""
+    client, paused, release = server_client(), threading.Event(), threading.Event()
+
+    def hold_the_first_insert(conn, cursor, statement, *args) -> None:
+        if statement.startswith("INSERT INTO altcraft_webhook_deliveries") and not paused.is_set():
+            paused.set()
+            release.wait(20)
+
+    def post(email: str) -> int:
+        return client.post("/shared", json={"email": email}, headers={SECRET_HEADER: SECRET}).status_code
+
+    state, read = MemoryStateStore(), []
+
+    def run() -> None:
+        source = WebhookSource("shared", key_column="email", ledger_conn_id="webhook_server", state=state)
+        read.extend(record["email"] for batch in source.batches(None, 10) for record in batch)
+        source.commit()
+
+    sa.event.listen(sa.Engine, "after_cursor_execute", hold_the_first_insert)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(post, "first@example.com")
+            assert paused.wait(20)
+            second = pool.submit(post, "second@example.com")
+            wait([second], timeout=1.5)  # stored at once, or waiting for the first to commit
+            run()
+            release.set()
+            assert first.result() == second.result() == 200
+    finally:
+        release.set()
+        sa.event.remove(sa.Engine, "after_cursor_execute", hold_the_first_insert)
+    run()
+    assert sorted(read) == ["first@example.com", "second@example.com"]

@@ -2,7 +2,9 @@
 
 A delivery is committed *before* the endpoint answers 2xx, so an acknowledged contact is never lost.
 ``(pipeline, delivery_key)`` is unique: a replayed delivery is recognised and stored once. Rows are read
-in ``id`` order after the last id a run committed (the pipeline's webhook source keeps it).
+in ``id`` order after the last id a run committed (the pipeline's webhook source keeps it), so the
+deliveries of a pipeline are committed one at a time, holding its row of ``altcraft_webhook_heads``: ids
+become visible in order, and no delivery commits later below an id a run already read past.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ deliveries_table = sa.Table(
 )
 _D = deliveries_table.c
 
+#: One row per pipeline, locked by each storing transaction until it commits.
+heads_table = sa.Table(
+    "altcraft_webhook_heads",
+    metadata,
+    sa.Column("pipeline", sa.String(100), primary_key=True),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+_H = heads_table.c
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -54,6 +67,7 @@ class WebhookStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._ready = False
+        self._heads: set[str] = set()
 
     @classmethod
     def from_conn_id(cls, conn_id: str | None) -> WebhookStore:
@@ -68,9 +82,24 @@ class WebhookStore:
                 metadata.create_all(self.engine, checkfirst=True)
             self._ready = True
 
+    def _ensure_head(self, pipeline: str) -> None:
+        """The pipeline's row in ``altcraft_webhook_heads`` (added once; concurrently is fine)."""
+        if pipeline in self._heads:
+            return
+        with self.engine.connect() as conn:
+            found = conn.scalar(sa.select(_H.pipeline).where(_H.pipeline == pipeline))
+        if found is None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(heads_table.insert().values(pipeline=pipeline))
+            except sa.exc.IntegrityError:
+                pass
+        self._heads.add(pipeline)
+
     def put(self, pipeline: str, delivery_key: str, kind: str, records: list[dict[str, Any]]) -> bool:
         """Commit one delivery; False when ``delivery_key`` was already stored for the pipeline (a replay)."""
         self.ensure_schema()
+        self._ensure_head(pipeline)
         row = {
             "pipeline": pipeline,
             "delivery_key": delivery_key,
@@ -81,12 +110,14 @@ class WebhookStore:
         }
         try:
             with self.engine.begin() as conn:
+                # held until the commit: the pipeline's deliveries get their ids and commit one at a time
+                conn.execute(sa.select(_H.pipeline).where(_H.pipeline == pipeline).with_for_update())
+                if conn.scalar(_stored(pipeline, delivery_key)) is not None:
+                    return False
                 conn.execute(deliveries_table.insert().values(**row))
         except sa.exc.IntegrityError:
             with self.engine.connect() as conn:
-                found = conn.scalar(
-                    sa.select(_D.id).where(_D.pipeline == pipeline, _D.delivery_key == delivery_key)
-                )
+                found = conn.scalar(_stored(pipeline, delivery_key))
             if found is None:
                 raise
             return False
@@ -129,3 +160,7 @@ class WebhookStore:
         self.ensure_schema()
         with self.engine.connect() as conn:
             return int(conn.scalar(sa.select(sa.func.count()).where(_D.pipeline == pipeline)) or 0)
+
+
+def _stored(pipeline: str, delivery_key: str) -> sa.Select[tuple[int]]:
+    return sa.select(_D.id).where(_D.pipeline == pipeline, _D.delivery_key == delivery_key)
