@@ -236,3 +236,24 @@ def test_a_delivery_that_commits_late_is_not_skipped_by_a_run_that_read_a_later_
         sa.event.remove(sa.Engine, "after_cursor_execute", hold_the_first_insert)
     run()
     assert sorted(read) == ["first@example.com", "second@example.com"]
+
+
+def test_a_large_delivery_is_stored_whole_also_in_a_table_of_an_older_version(server_store):
+    """MySQL/MariaDB's TEXT holds 64 KiB, far below ``max_bytes``: a larger delivery got 500 at every retry
+    (or, without strict mode, was cut); a table made with TEXT is widened."""
+    if server_store.engine.dialect.name != "postgresql":
+        with server_store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE altcraft_webhook_deliveries (id BIGINT AUTO_INCREMENT PRIMARY KEY,"
+                " pipeline VARCHAR(100) NOT NULL, delivery_key VARCHAR(64) NOT NULL,"
+                " kind VARCHAR(32) NOT NULL, received_at DATETIME NOT NULL, record_count INT NOT NULL,"
+                " records TEXT NOT NULL,"
+                " UNIQUE KEY uq_altcraft_webhook_delivery (pipeline, delivery_key))"
+                " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+            )
+    contacts = [{"email": f"c{n}@example.com", "first_name": "Анна 😀" * 20} for n in range(1000)]
+    body = json.dumps(contacts, ensure_ascii=False).encode()
+    assert len(body) > 200_000
+    answer = server_client(1_048_576).post("/shared", content=body, headers={SECRET_HEADER: SECRET})
+    assert answer.status_code == 200, answer.text
+    assert [records for _, records in server_store.read("shared", None)] == [contacts]

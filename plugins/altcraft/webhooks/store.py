@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
 from altcraft.engines import ledger_engine
@@ -31,7 +32,8 @@ deliveries_table = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("received_at", sa.DateTime, nullable=False),
     sa.Column("record_count", sa.Integer, nullable=False),
-    sa.Column("records", sa.Text, nullable=False),
+    # MySQL/MariaDB's TEXT holds 64 KiB; a body may have up to 10 MiB (max_bytes)
+    sa.Column("records", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
     sa.UniqueConstraint("pipeline", "delivery_key", name="uq_altcraft_webhook_delivery"),
     sa.Index("ix_altcraft_webhook_pipeline_id", "pipeline", "id"),
     mysql_engine="InnoDB",
@@ -80,7 +82,17 @@ class WebhookStore:
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.DBAPIError:  # created concurrently by another process: check once more
                 metadata.create_all(self.engine, checkfirst=True)
+            self._widen_records()
             self._ready = True
+
+    def _widen_records(self) -> None:
+        """A table made by an older version on MySQL/MariaDB has a TEXT ``records``: make it LONGTEXT."""
+        if self.engine.dialect.name not in ("mysql", "mariadb"):
+            return
+        columns = sa.inspect(self.engine).get_columns(deliveries_table.name)
+        if not any(c["name"] == "records" and isinstance(c["type"], mysql.LONGTEXT) for c in columns):
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} MODIFY records LONGTEXT NOT NULL")
 
     def _ensure_head(self, pipeline: str) -> None:
         """The pipeline's row in ``altcraft_webhook_heads`` (added once; concurrently is fine)."""
