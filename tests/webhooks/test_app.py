@@ -146,6 +146,23 @@ def test_size_limit_unknown_pipeline_and_bad_payloads_store_nothing(client, stor
     assert store.count("signed") == 0
 
 
+def test_deep_nesting_is_400_and_a_lone_surrogate_is_stored_as_u_fffd(store):
+    """Nesting past the recursion limit, and a lone surrogate (no database encoding takes it), were 500."""
+    config = WebhookConfig("shared", "secret", SECRET, "webhook_ledger", 1_048_576)
+    client, headers = TestClient(create_app({"shared": config}.get)), {SECRET_HEADER: SECRET}
+    past_the_recursion_limit = b"[" * 100_000 + b"]" * 100_000
+    parsed_but_deep = json.dumps(
+        {"email": "x@example.com", "custom": json.loads("[" * 40 + "]" * 40)}
+    ).encode()
+    for body in (past_the_recursion_limit, parsed_but_deep):
+        answer = client.post("/shared", content=body, headers=headers)
+        assert answer.status_code == 400 and "nests deeper than 32" in answer.json()["error"]
+    body = b'{"email": "x@example.com", "name": "Ann \\ud83d", "nested": {"a": [1, {"b": 2}]}}'
+    assert client.post("/shared", content=body, headers=headers).status_code == 200
+    [(_, records)] = store.read("shared", None)
+    assert records == [{"email": "x@example.com", "name": "Ann \ufffd", "nested": {"a": [1, {"b": 2}]}}]
+
+
 def test_store_reads_in_id_order_past_a_position(store):
     for index in range(5):
         key = hashlib.sha256(str(index).encode()).hexdigest()

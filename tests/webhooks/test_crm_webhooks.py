@@ -168,6 +168,15 @@ def test_bitrix24_forged_token_or_other_event_is_refused(client, store):
     assert store.count("bitrix24_welcome") == 0
 
 
+def test_bitrix24_a_body_that_is_not_a_form_is_401_not_500(client, store):
+    """The token is looked for before the sender is known: a body that is no form has none."""
+    many_fields = b"&".join([b"x=1"] * 2000) + b"&" + b24_body(1)
+    for body in (b"\xff\xfe{}", b"a&&b", b'{"auth": {"application_token": "x"}}', many_fields):
+        answer = client.post("/bitrix24_welcome", content=body, headers=FORM)
+        assert answer.status_code == 401, answer.text
+    assert store.count("bitrix24_welcome") == 0
+
+
 # ---------------------------------------------------------------------------------------- HubSpot
 
 

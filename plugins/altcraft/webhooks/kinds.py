@@ -36,6 +36,11 @@ TIMESTAMP_HEADER = "x-altcraft-timestamp"
 IDEMPOTENCY_HEADER = "idempotency-key"
 #: A signed delivery further than this (seconds) from now is refused: a captured one cannot be replayed later.
 SIGNATURE_TOLERANCE = 300
+#: Deepest JSON nesting accepted (the array of contacts is level 1): a deeper body, which the endpoint may
+#: still parse but a run, deeper in its stack, may not, is refused instead of stored.
+MAX_DEPTH = 32
+#: Most fields a Bitrix24 form may have: its token is looked for before the sender is known.
+MAX_FORM_FIELDS = 1000
 
 
 class Unauthorized(Exception):
@@ -66,13 +71,17 @@ class WebhookKind:
         raise NotImplementedError
 
     def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
-        """A JSON object (one contact) or a JSON array of objects."""
+        """A JSON object (one contact) or a JSON array of objects, nested at most `MAX_DEPTH` levels."""
         try:
             data = json.loads(request.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise BadPayload(
                 f"the body is not JSON: {error.msg if hasattr(error, 'msg') else error}"
             ) from None
+        except RecursionError:
+            raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels") from None
+        if _too_deep(data):
+            raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels")
         records = data if isinstance(data, list) else [data]
         if not records or not all(isinstance(record, dict) for record in records):
             raise BadPayload("expected a JSON object (one contact) or a non-empty array of objects")
@@ -83,6 +92,19 @@ class WebhookKind:
         given = request.headers.get(IDEMPOTENCY_HEADER)
         material = b"key:" + given.encode() if given else b"body:" + request.body
         return hashlib.sha256(material).hexdigest()
+
+
+def _too_deep(data: Any) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return True
+            stack.extend(
+                (child, depth + 1) for child in (value.values() if isinstance(value, dict) else value)
+            )
+    return False
 
 
 def _same(given: str, expected: str) -> bool:
@@ -124,9 +146,10 @@ class HmacSignature(WebhookKind):
             raise Unauthorized(f"{TIMESTAMP_HEADER} is more than {SIGNATURE_TOLERANCE} s away from now")
 
 
-def _form(request: WebhookRequest) -> list[tuple[str, str]]:
+def _form(request: WebhookRequest, max_fields: int | None = None) -> list[tuple[str, str]]:
     try:
-        return parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+        text = request.body.decode("utf-8")
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=True, max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError):
         raise BadPayload("the body is not x-www-form-urlencoded") from None
 
@@ -164,12 +187,16 @@ class Bitrix24(WebhookKind):
     name = "bitrix24"
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
-        tokens = [v for k, v in _form(request) if k == "auth[application_token]"]
+        try:
+            form = _form(request, MAX_FORM_FIELDS)
+        except BadPayload:
+            raise Unauthorized("no auth[application_token] in a body that is not a form") from None
+        tokens = [v for k, v in form if k == "auth[application_token]"]
         if len(tokens) != 1 or not _same(tokens[0], secret):
             raise Unauthorized("missing or wrong auth[application_token]")
 
     def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
-        form = _form(request)
+        form = _form(request, MAX_FORM_FIELDS)
         events = {v.upper() for k, v in form if k == "event"}
         if events != {"ONCRMCONTACTADD"}:
             raise BadPayload("expected event ONCRMCONTACTADD")

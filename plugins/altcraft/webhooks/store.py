@@ -10,6 +10,7 @@ become visible in order, and no delivery commits later below an id a run already
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ heads_table = sa.Table(
     mysql_collate="utf8mb4_bin",
 )
 _H = heads_table.c
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -109,16 +111,20 @@ class WebhookStore:
         self._heads.add(pipeline)
 
     def put(self, pipeline: str, delivery_key: str, kind: str, records: list[dict[str, Any]]) -> bool:
-        """Commit one delivery; False when ``delivery_key`` was already stored for the pipeline (a replay)."""
+        """Commit one delivery; False when ``delivery_key`` was already stored for the pipeline (a replay).
+
+        A lone surrogate (JSON ``"\\ud800"``), which no database encoding takes, becomes U+FFFD.
+        """
         self.ensure_schema()
         self._ensure_head(pipeline)
+        text = json.dumps(records, ensure_ascii=False, separators=(",", ":"), default=str)
         row = {
             "pipeline": pipeline,
             "delivery_key": delivery_key,
             "kind": kind,
             "received_at": datetime.now(UTC).replace(tzinfo=None),
             "record_count": len(records),
-            "records": json.dumps(records, ensure_ascii=False, separators=(",", ":"), default=str),
+            "records": _SURROGATE.sub("\ufffd", text),
         }
         try:
             with self.engine.begin() as conn:
