@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -161,6 +162,28 @@ def test_deep_nesting_is_400_and_a_lone_surrogate_is_stored_as_u_fffd(store):
     assert client.post("/shared", content=body, headers=headers).status_code == 200
     [(_, records)] = store.read("shared", None)
     assert records == [{"email": "x@example.com", "name": "Ann \ufffd", "nested": {"a": [1, {"b": 2}]}}]
+
+
+def test_a_store_that_is_down_or_a_stale_kind_is_503_with_nothing_of_the_contact_logged(monkeypatch):
+    """Both were a 500 with a traceback (the store's error quoting the database's message) in the log."""
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_DOWN", "postgresql://postgres@127.0.0.1:9/test")
+    configs = {
+        "down": WebhookConfig("down", "secret", SECRET, "webhook_down", 2048),
+        "stale": WebhookConfig("stale", "kind-of-another-version", SECRET, "webhook_down", 2048),
+    }
+    client, lines = TestClient(create_app(configs.get)), []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("altcraft.webhooks.app").addHandler(handler)
+    for pipeline in configs:
+        answer = client.post(f"/{pipeline}", json=CONTACT, headers={SECRET_HEADER: SECRET})
+        assert answer.status_code == 503, answer.text
+        assert "ann@" not in answer.text and SECRET not in answer.text
+    assert answer.json() == {"error": "webhook not configured"}
+    logging.getLogger("altcraft.webhooks.app").removeHandler(handler)
+    logged = "\n".join(lines)
+    assert "down: a delivery was not stored: OperationalError" in logged
+    assert "ann@" not in logged and SECRET not in logged
 
 
 def test_store_reads_in_id_order_past_a_position(store):

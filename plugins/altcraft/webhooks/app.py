@@ -8,7 +8,8 @@ Per request, in this order (nothing is stored unless every step passes):
 3. the kind's `verify` against the secret, constant-time -- wrong or missing: 401;
 4. the kind's `parse` into records -- not what the kind sends: 400;
 5. the delivery committed to the store in the ledger's database -- then 200 ``accepted``, or 200
-   ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again).
+   ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again); the store
+   failing (database down): 503, so the sender retries.
 
 The pipeline's watcher trigger sees the new delivery at its next check and fires the pipeline's asset.
 Neither the body nor the secret is ever logged.
@@ -27,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from altcraft.masking import scrub
 from altcraft.webhooks.kinds import KINDS, BadPayload, Unauthorized, WebhookRequest
 from altcraft.webhooks.store import WebhookStore
 
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 _PIPELINE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 #: Seconds a pipeline's settings and secret are reused before they are looked up again.
 CACHE_SECONDS = 10.0
+#: Sent with a 503: the delivery was not stored.
+RETRY = {"Retry-After": "30"}
 
 
 @dataclass(frozen=True)
@@ -131,16 +135,16 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             return _answer(404, error="no such webhook")
         try:
             config = await run_in_threadpool(config_of, pipeline)
+            kind = KINDS[config.auth] if config is not None else None
         except Exception as error:
             log.error("Webhook %s is not usable: %s: %s", pipeline, type(error).__name__, error)
             return _answer(503, error="webhook not configured")
-        if config is None:
+        if config is None or kind is None:
             return _answer(404, error="no such webhook")
         body = await _read_body(request, config.max_bytes)
         if body is None:
             log.warning("Webhook %s: a body over %d bytes was refused", pipeline, config.max_bytes)
             return _answer(413, error=f"body larger than {config.max_bytes} bytes")
-        kind = KINDS[config.auth]
         received = WebhookRequest(
             headers={name.lower(): value for name, value in request.headers.items()},
             query=dict(request.query_params),
@@ -157,9 +161,20 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             records = kind.parse(received)
         except BadPayload as error:
             return _answer(400, error=str(error))
-        stored = await run_in_threadpool(
-            store_of(config.ledger_conn_id).put, pipeline, kind.delivery_key(received), kind.name, records
-        )
+        key = kind.delivery_key(received)
+        try:
+            stored = await run_in_threadpool(
+                lambda: store_of(config.ledger_conn_id).put(pipeline, key, kind.name, records)
+            )
+        except Exception as error:  # not stored: the sender must retry; the message may quote a record
+            first_line = next(iter(str(error).splitlines()), "")
+            log.error(
+                "Webhook %s: a delivery was not stored: %s: %s",
+                pipeline,
+                type(error).__name__,
+                scrub(first_line),
+            )
+            return JSONResponse({"error": "not stored, retry later"}, status_code=503, headers=RETRY)
         return _answer(200, status="accepted" if stored else "duplicate", records=len(records))
 
     return app
