@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from altcraft.sources import MemoryStateStore
 from altcraft.sources.webhook import WebhookSource
-from altcraft.webhooks.app import WebhookConfig, create_app
+from altcraft.webhooks.app import CACHE_ENTRIES, WebhookConfig, _Cached, create_app
 from altcraft.webhooks.kinds import (
     KINDS,
     SECRET_HEADER,
@@ -184,6 +184,19 @@ def test_a_store_that_is_down_or_a_stale_kind_is_503_with_nothing_of_the_contact
     logged = "\n".join(lines)
     assert "down: a delivery was not stored: OperationalError" in logged
     assert "ann@" not in logged and SECRET not in logged
+
+
+def test_the_settings_cache_keeps_a_bounded_number_of_pipelines():
+    """Each made-up pipeline name a client posted to stayed in the cache for good (memory without bound)."""
+    asked: list[str] = []
+    cached = _Cached(lambda pipeline: asked.append(pipeline))
+    cached("first")
+    for n in range(CACHE_ENTRIES):
+        cached(f"made_up_{n}")
+    cached(f"made_up_{CACHE_ENTRIES - 1}")
+    assert asked.count(f"made_up_{CACHE_ENTRIES - 1}") == 1  # recent answers are still kept
+    cached("first")
+    assert asked.count("first") == 2  # the oldest was dropped to make room
 
 
 def test_store_reads_in_id_order_past_a_position(store):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 _PIPELINE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 #: Seconds a pipeline's settings and secret are reused before they are looked up again.
 CACHE_SECONDS = 10.0
+#: Most pipelines whose answers are kept (the least recently asked go first).
+CACHE_ENTRIES = 1024
 #: Sent with a 503: the delivery was not stored.
 RETRY = {"Retry-After": "30"}
 
@@ -85,18 +88,22 @@ def airflow_config(pipeline: str) -> WebhookConfig | None:
 
 
 class _Cached:
-    """``lookup`` with answers kept for `CACHE_SECONDS` (a burst looks a pipeline up once)."""
+    """``lookup`` with answers kept for `CACHE_SECONDS` (a burst looks a pipeline up once), at most
+    `CACHE_ENTRIES` of them: any client can post to as many made-up pipeline names as it likes."""
 
     def __init__(self, lookup: ConfigLookup) -> None:
         self.lookup = lookup
-        self._answers: dict[str, tuple[float, WebhookConfig | None]] = {}
+        self._answers: OrderedDict[str, tuple[float, WebhookConfig | None]] = OrderedDict()
 
     def __call__(self, pipeline: str) -> WebhookConfig | None:
         now = time.monotonic()
         found = self._answers.get(pipeline)
         if found is None or now - found[0] > CACHE_SECONDS:
             found = (now, self.lookup(pipeline))
-            self._answers[pipeline] = found
+        self._answers[pipeline] = found
+        self._answers.move_to_end(pipeline)
+        while len(self._answers) > CACHE_ENTRIES:
+            self._answers.popitem(last=False)
         return found[1]
 
 
