@@ -310,3 +310,15 @@ def test_a_large_delivery_is_stored_whole_also_in_a_table_of_an_older_version(se
     answer = server_client(1_048_576).post("/shared", content=body, headers={SECRET_HEADER: SECRET})
     assert answer.status_code == 200, answer.text
     assert [records for _, records in server_store.read("shared", None)] == [contacts]
+
+
+def test_a_pipelines_head_row_deleted_meanwhile_is_added_again_before_the_next_delivery(server_store):
+    """The row each storing transaction locks: deleted while the process runs (by hand, say), the next
+    delivery adds it again and takes its lock, rather than committing unserialised."""
+    assert server_store.put("shared", "k1", "secret", [{"email": "a@example.com"}])
+    with server_store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM altcraft_webhook_heads")
+    assert server_store.put("shared", "k2", "secret", [{"email": "b@example.com"}])
+    with server_store.engine.connect() as conn:
+        heads = conn.exec_driver_sql("SELECT pipeline FROM altcraft_webhook_heads").scalars().all()
+    assert heads == ["shared"]

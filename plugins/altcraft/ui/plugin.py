@@ -40,7 +40,13 @@ class _Prepare:
     connection pool, templates), so the first view of the page does not wait for that."""
 
     def __init__(self, app: Any) -> None:
+        from airflow.models import import_all_models
+
         self.app = app
+        # here, before any request: the thread below importing a model module while a request's first
+        # ORM query configures the mappers (which imports every model) deadlocks the two (import lock
+        # against SQLAlchemy's configure lock); Airflow's own API server has imported them all already
+        import_all_models()
         threading.Thread(target=_prepare, name="altcraft-ui-prepare", daemon=True).start()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

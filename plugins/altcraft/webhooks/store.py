@@ -127,12 +127,19 @@ class WebhookStore:
             "records": _SURROGATE.sub("\ufffd", text),
         }
         try:
-            with self.engine.begin() as conn:
-                # held until the commit: the pipeline's deliveries get their ids and commit one at a time
-                conn.execute(sa.select(_H.pipeline).where(_H.pipeline == pipeline).with_for_update())
-                if conn.scalar(_stored(pipeline, delivery_key)) is not None:
-                    return False
-                conn.execute(deliveries_table.insert().values(**row))
+            for attempt in (1, 2):
+                with self.engine.begin() as conn:
+                    # held until the commit: the pipeline's deliveries get their ids and commit one at a time
+                    head = sa.select(_H.pipeline).where(_H.pipeline == pipeline).with_for_update()
+                    locked = conn.execute(head).first() is not None or attempt == 2
+                    if locked:
+                        if conn.scalar(_stored(pipeline, delivery_key)) is not None:
+                            return False
+                        conn.execute(deliveries_table.insert().values(**row))
+                if locked:
+                    break
+                self._heads.discard(pipeline)  # its row was deleted meanwhile: add it again, then lock it
+                self._ensure_head(pipeline)
         except sa.exc.IntegrityError:
             with self.engine.connect() as conn:
                 found = conn.scalar(_stored(pipeline, delivery_key))
