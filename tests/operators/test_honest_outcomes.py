@@ -250,6 +250,23 @@ def test_a_source_asking_airflow_to_skip_skips_the_task(dag_with, emulator, scen
     assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "skipped"}
 
 
+def source_failing_itself(window=None):
+    """`PythonSource` callable raising a `SourceError` that names the source, as sources' own errors do."""
+    from altcraft.sources import SourceError
+
+    raise SourceError(f"python {__name__}:source_failing_itself: the CRM refused the export")
+    yield
+
+
+def test_a_source_error_naming_its_source_is_not_prefixed_twice(dag_with, emulator, scenario_id, capfd):
+    name = f"python {__name__}:source_failing_itself"
+    dag = dag_with(None, source={"callable": f"{__name__}:source_failing_itself"})
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "failed"}
+    output = capfd.readouterr().out
+    assert f"SourceError: {name}: the CRM refused the export" in output
+    assert f"{name}: {name}" not in output
+
+
 def test_a_failed_threshold_lets_a_run_with_refusals_succeed(dag_with, emulator, scenario_id):
     emulator.add_faults({"endpoint": BATCH, "kind": "profile_error", "every": 7, "count": 1, "code": 400})
     dag = dag_with(contacts(20), batch_size=10, max_failed_ratio=0.1)

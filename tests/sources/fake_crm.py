@@ -14,6 +14,7 @@ per page unless the client asks for another ``limit``:
 * ``/v1/looping-link``           -> ``{"items": [...]}``, pages 1 and 2 alternately linking to each other
 * ``/v1/looping-cursor``         -> ``{"items": [...], "next_cursor": ...}``: cursors a, b, a, b ...
 * ``/v1/echo-link?next=``        -> ``{"items": [...], "next": "<the link given>"}``
+* ``/v1/mixed``                  -> ``{"items": [...]}``: two contacts with items that are not objects between
 * ``/v1/deaf``                   -> the first contacts whatever page, offset, cursor or window is asked
 """
 
@@ -102,6 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send({"items": found[:1], "next": query["next"]})
         elif path == "/v1/deaf":
             self._send({"items": CONTACTS[:PAGE_SIZE], "next": "deaf?page=2", "next_cursor": "more"})
+        elif path == "/v1/mixed":
+            self._send({"items": [found[0], "a string", None, [1, 2], 7, found[1]]})
         elif path == "/v1/unavailable":
             self._send({"error": "down, try user1@example.org later"}, status=503)
         else:

@@ -10,6 +10,7 @@ import pytest
 from fake_crm import CONTACTS, EPOCH, PAGE_SIZE, contacts_between
 
 from altcraft.sources import (
+    ERROR_FIELD,
     CursorPaginator,
     NextLinkPaginator,
     OffsetPaginator,
@@ -223,6 +224,17 @@ def test_a_request_that_gets_no_answer_fails_without_quoting_the_connection_head
         )
 
     assert "s3cr3t" not in str(failure.value) and failure.value.__cause__ is None
+
+
+def test_an_item_that_is_not_an_object_is_that_items_error_and_the_others_are_read(crm):
+    records = [r for batch in source("v1/mixed", "items", None).batches(None, 10) for r in batch]
+    assert [r["id"] for r in records if ERROR_FIELD not in r] == [c["id"] for c in CONTACTS[:2]]
+    assert [(r["id"], r[ERROR_FIELD]) for r in records if ERROR_FIELD in r] == [
+        ("page 1 item 2", "not a JSON object but str"),
+        ("page 1 item 3", "not a JSON object but null"),
+        ("page 1 item 4", "not a JSON object but list"),
+        ("page 1 item 5", "not a JSON object but int"),
+    ]
 
 
 def test_a_missing_record_list_is_an_error(crm):

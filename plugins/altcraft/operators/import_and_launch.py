@@ -527,9 +527,12 @@ def _read(source: Source, window: Window | None, batch_size: int) -> Iterator[li
     except (AirflowSkipException, AirflowFailException, AirflowRescheduleException):
         raise
     except Exception as exc:
-        kind = "" if isinstance(exc, SourceError) else f"{type(exc).__name__}: "
-        error = SourceError(f"{source.describe()}: {kind}{scrub(exc)}")
-        raise error.with_traceback(exc.__traceback__) from None
+        text, name = scrub(exc), source.describe()
+        if not isinstance(exc, SourceError):
+            text = f"{name}: {type(exc).__name__}: {text}"
+        elif not text.startswith(name):  # a source's own errors mostly name it already
+            text = f"{name}: {text}"
+        raise SourceError(text).with_traceback(exc.__traceback__) from None
 
 
 def _task_book(context: Context) -> MutableMapping[str, str]:
