@@ -46,9 +46,21 @@ def sql_engine(conn_id: str) -> Engine:
     return get_engine(engine_kwargs=dict(ENGINE_OPTIONS))
 
 
+def ledger_conn_id(conn_id: str | None = None) -> str | None:
+    """The ledger's connection: ``conn_id``, else ``[altcraft] ledger_conn_id`` of the Airflow config, else
+    None (the SQLite file). The one place that decides, so the operator, the webhook endpoint and store, and
+    the Altcraft page always use one database."""
+    if conn_id:
+        return conn_id
+    from airflow.sdk import conf
+
+    return conf.get("altcraft", "ledger_conn_id", fallback="") or None
+
+
 def ledger_engine(conn_id: str | None) -> Engine:
-    """The ledger's database: :func:`sql_engine` of ``conn_id``, or with None the SQLite file
-    ``$AIRFLOW_HOME/altcraft_ledger.db`` (``~/airflow`` if ``AIRFLOW_HOME`` is unset)."""
+    """The ledger's database (see :func:`ledger_conn_id`): :func:`sql_engine` of its connection, or the
+    SQLite file ``$AIRFLOW_HOME/altcraft_ledger.db`` (``~/airflow`` if ``AIRFLOW_HOME`` is unset)."""
+    conn_id = ledger_conn_id(conn_id)
     if conn_id is not None:
         return sql_engine(conn_id)
     home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()

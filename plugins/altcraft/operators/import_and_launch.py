@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequenc
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, BaseOperatorLink, conf
+from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 if TYPE_CHECKING:
@@ -315,9 +315,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.delivery import Delivery
         from altcraft.ledger import Ledger, RunRef
 
-        ledger = Ledger.from_conn_id(
-            self.ledger_conn_id or conf.get("altcraft", "ledger_conn_id", fallback="") or None
-        )
+        ledger = Ledger.from_conn_id(self.ledger_conn_id)  # None: [altcraft] ledger_conn_id, else SQLite
         hook.get_conn()
         ti = context["ti"]
         run = RunRef.create(

@@ -76,11 +76,9 @@ def show_contact_keys() -> bool:
 @cache
 def ledger_engine() -> Engine:
     """The ledger's engine, from ``[altcraft] ledger_conn_id`` as the operator finds it."""
-    from airflow.configuration import conf
-
     from altcraft.engines import ledger_engine as engine_of
 
-    return engine_of(conf.get("altcraft", "ledger_conn_id", fallback="") or None)
+    return engine_of(None)
 
 
 def prepare() -> None:
