@@ -317,7 +317,9 @@ class PipelineSpec(_Model):
     )
     altcraft_conn_id: ConnId = Field(default="altcraft_default", description="Altcraft connection")
     ledger_conn_id: ConnId | None = Field(
-        default=None, description="SQL connection of the sync ledger; default a SQLite file in AIRFLOW_HOME"
+        default=None,
+        description="SQL connection of the sync ledger; default `[altcraft] ledger_conn_id`, else a SQLite "
+        "file in AIRFLOW_HOME",
     )
     on_failure: NotificationSpec | None = Field(default=None, description="notification of a failed run")
 
