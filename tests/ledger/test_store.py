@@ -951,7 +951,7 @@ def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contact
     ledger.standing(scope)
     with engine.connect() as conn:
         queries.pipelines(conn, T0)
-        queries.uncertain_in_run(conn, "dag", "r1")
+        queries.open_in_run(conn, "dag", "r1")
     sa.event.remove(engine, "before_cursor_execute", capture)
 
     assert len(seen) == 5, "those not found by contact (hash, or a join on it)"

@@ -247,3 +247,15 @@ def test_a_user_sees_no_counts_or_contact_state_set_by_a_dag_they_may_not_read(p
     # ...but not the claim, source key and error that secret_dag left on the contact
     assert "state-hidden" in found and SECRET not in found
     assert SECRET in page.search("shared@example.org").text
+
+
+def test_a_reconciliation_or_resend_plan_counts_whom_the_run_may_reach(page):
+    """Both deliver the run's whole window: its failed and uncertain contacts may get messages (3 failed, 2
+    uncertain of its own, and the shared contact another DAG left failed), and new ones of the window."""
+    for action in ("reconcile", "resend_uncertain"):
+        planned = page.get("/plan", action=action, **RUN).json()
+        assert planned["people"] == 6, action
+        message = planned["message"]
+        assert "up to 6 people of this run" in message and "new to the window" in message
+    dry = page.get("/plan", action="dry_run", **RUN).json()
+    assert dry["people"] == 0 and "Nothing is sent" in dry["message"]

@@ -199,8 +199,8 @@ def test_a_typed_contact_is_found_in_every_scenario_as_the_ledger_keys_it(histor
 
 def test_who_a_resend_or_relaunch_would_reach(history):
     with history.engine.connect() as conn:
-        assert queries.uncertain_in_run(conn, "welcome", "scheduled__d2") == 1
-        assert queries.uncertain_in_run(conn, "welcome", "scheduled__d1") == 0
+        assert queries.open_in_run(conn, "welcome", "scheduled__d2") == {"uncertain": 1, "failed": 1}
+        assert queries.open_in_run(conn, "welcome", "scheduled__d1") == {}
         picked = {SCOPE.contact_hash(f"email:{e}@x.org") for e in ("c", "e")}
         statuses = queries.selected_contacts(conn, "welcome", "scheduled__d2", picked | {"f" * 64})
         assert sorted(statuses.values()) == ["launched", "uncertain"]
@@ -243,9 +243,10 @@ def test_action_plans_name_the_window_params_and_people():
     )
     assert relaunch.body["conf"] == {"relaunch": True, SELECTED_CONF_KEY: ["h1", "h2"]}
     assert "1 person will get" in relaunch.message
-    assert plan(Action.RECONCILE, dag_id="d", run_id="r", interval=interval, people=0).body["conf"] == {
-        "reconcile": True
-    }
+    reconcile = plan(Action.RECONCILE, dag_id="d", run_id="r", interval=interval, people=2)
+    assert reconcile.body["conf"] == {"reconcile": True}
+    assert "up to 2 people of this run" in reconcile.message and "new to the window" in reconcile.message
+    assert "No messages" not in reconcile.message, "a reconciliation run delivers its window"
     assert plan(Action.DRY_RUN, dag_id="d", run_id="r", interval=(None, None), people=0).body.keys() == {
         "logical_date",
         "conf",

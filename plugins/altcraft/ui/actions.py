@@ -21,8 +21,7 @@ class Action(StrEnum):
     DRY_RUN = "dry_run"
 
 
-#: The pipeline DAG's params each action sets (docs/pipelines.md). ``reconcile`` is read by the operator
-#: once reconciliation exists (issue #12); until then Airflow keeps it in the run's conf only.
+#: The pipeline DAG's params each action sets (docs/pipelines.md).
 PARAMS: dict[Action, dict[str, bool]] = {
     Action.RECONCILE: {"reconcile": True},
     Action.RESEND_UNCERTAIN: {"resend_uncertain": True},
@@ -76,18 +75,31 @@ def plan(
     if start is not None and end is not None:
         body["data_interval_start"] = start.isoformat()
         body["data_interval_end"] = end.isoformat()
-    return Plan(action, dag_id, people, _message(action, dag_id, people), body)
+    return Plan(action, dag_id, people, _message(action, dag_id, people, bool(selected)), body)
 
 
-def _message(action: Action, dag_id: str, people: int) -> str:
+def _message(action: Action, dag_id: str, people: int, selected: bool) -> str:
+    """The confirmation: who may get the scenario's messages. A run without selected contacts delivers its
+    whole window, so contacts new to it may be sent too, whom the ledger cannot count."""
     who = f"{people} {'person' if people == 1 else 'people'}"
     if action is Action.DRY_RUN:
         return f"Start a dry run of {dag_id} over this window? Nothing is sent and nothing is written."
-    if action is Action.RECONCILE:
-        return f"Start a reconciliation run of {dag_id} over this window? No messages are sent."
-    if action is Action.RESEND_UNCERTAIN:
+    if action is Action.RELAUNCH_SELECTED:
+        return f"Relaunch the selected contacts? {who} will get the scenario's messages again."
+    if action is Action.RESEND_UNCERTAIN and selected:
         return (
-            f"Resend the uncertain contacts of this window? Up to {who} may get the scenario's messages, "
+            f"Resend the selected uncertain contacts? Up to {who} may get the scenario's messages, "
             "possibly a second time if Altcraft had launched them after all."
         )
-    return f"Relaunch the selected contacts? {who} will get the scenario's messages again."
+    if action is Action.RESEND_UNCERTAIN:
+        return (
+            f"Resend the uncertain contacts of this window? The run delivers the window again: up to {who} "
+            "of this run (uncertain ones, possibly a second time if Altcraft had launched them after all, "
+            "and failed ones) and any contact new to the window may get the scenario's messages."
+        )
+    return (
+        f"Start a reconciliation run of {dag_id} over this window? Its uncertain contacts are first "
+        "checked in Altcraft, none resent; then the window is delivered as a scheduled run would: up to "
+        f"{who} of this run (failed ones, and uncertain ones Altcraft never received) and any contact new "
+        "to the window may get the scenario's messages."
+    )

@@ -203,7 +203,7 @@ def run_page(
         page=page,
         pages=max(1, math.ceil(filtered / PAGE_SIZE)),
         filtered=filtered,
-        uncertain_now=queries.uncertain_in_run(conn, dag_id, run_id),
+        uncertain_now=queries.open_in_run(conn, dag_id, run_id).get("uncertain", 0),
         can_trigger=airflow_runs.may_trigger(user, dag_id),
     )
 
@@ -310,14 +310,14 @@ def action_plan(
         statuses = queries.selected_contacts(conn, dag_id, run_id, chosen)
         if set(statuses) != chosen:
             raise HTTPException(400, f"{len(chosen - set(statuses))} selected contact(s) are not in this run")
-    if action is Action.RESEND_UNCERTAIN:
-        people = (
-            sum(status == "uncertain" for status in statuses.values())
-            if chosen
-            else queries.uncertain_in_run(conn, dag_id, run_id)
+    if action is Action.DRY_RUN:
+        people = 0
+    elif chosen:  # the run sends only these: their failed and uncertain ones, or all when relaunched
+        people = sum(
+            action is Action.RELAUNCH_SELECTED or status in queries.RESENDABLE for status in statuses.values()
         )
-    else:
-        people = len(chosen) if action is Action.RELAUNCH_SELECTED else 0
+    else:  # the run delivers its whole window: these of the run, and new contacts the ledger cannot count
+        people = sum(queries.open_in_run(conn, dag_id, run_id).values())
     try:
         planned = plan(
             action,

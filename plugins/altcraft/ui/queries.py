@@ -350,8 +350,13 @@ def contact_by_hash(conn: Connection, found: str, dag_ids: Collection[str] | Non
     return contact_history(conn, [row["contact_key"]], [(row["platform"], int(row["scenario_id"]))], dag_ids)
 
 
-def uncertain_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
-    """Contacts of this run that are still ``uncertain`` now: who ``resend uncertain`` would send again."""
+#: Statuses of a run's contacts that a later run over its window may send (again): failed ones always,
+#: uncertain ones when told to resend them or when reconciliation finds Altcraft never received them.
+RESENDABLE = ("failed", "uncertain")
+
+
+def open_in_run(conn: Connection, dag_id: str, run_id: str) -> dict[str, int]:
+    """Contacts of this run that are ``failed`` or ``uncertain`` now, counted by status."""
     in_run = (
         sa.select(_O.contact_hash)
         .where(_O.dag_id == dag_id, _O.run_id == run_id, _O.contact_hash.is_not(None))
@@ -359,11 +364,12 @@ def uncertain_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
         .subquery()
     )
     query = (
-        sa.select(sa.func.count())
+        sa.select(_C.status, sa.func.count())
         .select_from(contacts_table.join(in_run, in_run.c.contact_hash == _C.contact_hash))
-        .where(_C.status == "uncertain")
+        .where(_C.status.in_(RESENDABLE))
+        .group_by(_C.status)
     )
-    return int(conn.execute(query).scalar_one())
+    return {status: int(count) for status, count in conn.execute(query)}
 
 
 def selected_contacts(conn: Connection, dag_id: str, run_id: str, hashes: Collection[str]) -> dict[str, str]:
