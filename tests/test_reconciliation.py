@@ -46,6 +46,22 @@ def test_verdicts_follow_the_evidence(marker, profile, outcome, says):
 
 
 @pytest.mark.parametrize(
+    ("marker", "profile", "outcome"),
+    [
+        ("AF_SYNC=abc", {"id": "p1", "AF_SYNC": "abc"}, Outcome.LAUNCHED),
+        ("AF_SYNC=abc", {"id": "p1", "AF_SYNC": "old"}, Outcome.UNCERTAIN),
+        ("AF_SYNC=abc", None, Outcome.UNCERTAIN),
+        (None, None, Outcome.UNCERTAIN),
+    ],
+)
+def test_a_request_that_may_still_be_queued_is_never_judged_not_processed(marker, profile, outcome):
+    verdict = judge(contact(marker), profile, T0, queued=True)
+    assert verdict.outcome is outcome
+    if outcome is Outcome.UNCERTAIN:
+        assert "may still be queued" in verdict.reason
+
+
+@pytest.mark.parametrize(
     ("mapping", "key", "match"),
     [
         (

@@ -603,7 +603,8 @@ class Delivery:
                 exc,
             )
             return None
-        return judge(contact, profile)
+        # an async try's request is an Altcraft task, which may run after this read
+        return judge(contact, profile, queued=self.mode is DeliveryMode.ASYNC)
 
     # ---------------------------------------------------------------------------------------- sending
 

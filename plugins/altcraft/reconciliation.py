@@ -11,6 +11,10 @@ set to the sending try's id. Reading the profile back then tells, per contact:
 * anything else (a profile exists, the request carried no marker) → still ``uncertain``, with the
   evidence noted.
 
+A request that created an Altcraft task (``async`` delivery, ``queued=True``) may still be waiting in
+Altcraft's queue when the profile is read, so only the marker is evidence there: without it the contact
+stays ``uncertain``.
+
 Pure functions: the delivery makes the calls and the ledger records the verdicts.
 """
 
@@ -68,10 +72,29 @@ _RESOURCE_MODES = {"email", "email_sub", "phone", "phone_sub", "email_phone", "e
 
 
 def judge(
-    contact: UncertainContact, profile: dict[str, Any] | None, now: datetime | None = None
+    contact: UncertainContact,
+    profile: dict[str, Any] | None,
+    now: datetime | None = None,
+    *,
+    queued: bool = False,
 ) -> Resolution:
-    """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent)."""
+    """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent).
+
+    ``queued``: the request was an Altcraft task that may not have run yet, so no "not processed".
+    """
     at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    verdict = _judge(contact, profile, at)
+    if queued and verdict.outcome is Outcome.FAILED:
+        return Resolution(
+            Outcome.UNCERTAIN,
+            f"still uncertain (reconciled {at}: no launch marker yet, but the request created an Altcraft "
+            "task that may still be queued)",
+            verdict.profile_id,
+        )
+    return verdict
+
+
+def _judge(contact: UncertainContact, profile: dict[str, Any] | None, at: str) -> Resolution:
     if profile is None:
         return Resolution(Outcome.FAILED, f"not processed (reconciled {at}: Altcraft has no such profile)")
     profile_id = str(profile.get("id") or "") or None

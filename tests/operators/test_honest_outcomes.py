@@ -8,6 +8,7 @@ one identity. Runs use ``dag.test()`` against the emulator and a PostgreSQL ledg
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -295,6 +296,29 @@ def test_reconciliation_resends_exactly_the_unprocessed_contacts(dag_with, emula
     assert_one_row_per_contact_per_try(outcome_rows(marker_scenario))
     markers = {p["fields"].get(MARKER) for p in emulator.profiles(db_id=marker_scenario)}
     assert None not in markers, "every launching request carried the marker"
+
+
+def test_reconciliation_never_resends_an_async_task_that_may_still_be_queued(
+    dag_with, emulator, marker_scenario
+):
+    """Try 1's task submission is answered into a dropped connection; the task runs seconds later. Try 2
+    reads the profiles before it has: no marker yet is no evidence, so nothing is sent again."""
+    emulator.config(task_delay_seconds=3)
+    emulator.add_faults({"endpoint": TASK, "kind": "drop_after", "count": 1})
+    dag = dag_with(
+        contacts(6), batch_size=6, delivery="async", launch_marker_field=MARKER, retries=1, retry_delay=0
+    )
+    dag_run = run_dag(dag, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "failed"}, "uncertain contacts are not green"
+    summary = summary_of(dag, dag_run)
+    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert (summary["requests"], summary["uncertain"]) == (0, 6)
+    assert contact_statuses(marker_scenario) == {"uncertain": 6}
+    deadline = time.monotonic() + 10
+    while len(launch_counts(emulator, marker_scenario)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 6, "launched once, by try 1"
 
 
 def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, marker_scenario):
