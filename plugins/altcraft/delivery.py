@@ -692,17 +692,27 @@ class Delivery:
         """Settle every Altcraft task in ``tasks`` (batch id → task id), removing each once settled.
 
         With a ``timeout`` (seconds, shared by all tasks) a running task is waited for; without one it is
-        read once. A task still running raises :class:`TasksStillRunning`, leaving it in ``tasks``.
+        read once. A task still running raises :class:`TasksStillRunning`, leaving it in ``tasks``. A task
+        Altcraft no longer knows (404: expired, or another account's) settles its contacts uncertain.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         for batch_id, task_id in list(tasks.items()):
             claim = self.session.claim_of(batch_id)
             if claim.to_send:
-                if deadline is None:
-                    status = self.hook.get_task_status(task_id)
-                else:
-                    left = max(0.0, deadline - time.monotonic())
-                    status = self.hook.wait_for_task(task_id, timeout=left, poll_interval=poll_interval)
+                try:
+                    if deadline is None:
+                        status = self.hook.get_task_status(task_id)
+                    else:
+                        left = max(0.0, deadline - time.monotonic())
+                        status = self.hook.wait_for_task(task_id, timeout=left, poll_interval=poll_interval)
+                except AltcraftApiError as exc:
+                    if exc.code != 404:
+                        raise
+                    self._settle_unknown_task(
+                        claim, f"Altcraft no longer knows task {task_id} ({scrub(exc)}): it may have run"
+                    )
+                    del tasks[batch_id]
+                    continue
                 if not status.state.is_terminal:
                     raise TasksStillRunning(
                         f"Altcraft task {task_id} is still {status.status!r} after {timeout}s; "
@@ -717,12 +727,15 @@ class Delivery:
         Per-contact results are used in request order; counts that prove every contact launched settle them
         launched; anything else settles them uncertain with the reason, logged as an error.
         """
+        verdict = task_verdict(status, len(claim.to_send))
+        if verdict.uncertain:
+            self._settle_unknown_task(claim, verdict.reason)
+            return
         if not self.session.is_earlier(claim):
             self.summary.pending -= len(claim.to_send)
-        verdict = task_verdict(status, len(claim.to_send))
         if verdict.results is not None:
             self._settle_results(claim, claim.to_send, verdict.results)
-        elif verdict.all_launched:
+        else:
             log.info(
                 "Altcraft task %s counts %d launched and no errors (no per-contact results): recording them",
                 status.task_id,
@@ -730,15 +743,17 @@ class Delivery:
             )
             launched = Settlement(Outcome.LAUNCHED, text=f"task {status.task_id}: counts prove every launch")
             self._settle(claim, dict.fromkeys(claim.to_send, launched))
-        else:
-            log.error(
-                "%s. Recording its %d contact(s) as UNCERTAIN: they are not resent unless resend_uncertain",
-                verdict.reason,
-                len(claim.to_send),
-            )
-            self._settle(
-                claim, dict.fromkeys(claim.to_send, Settlement(Outcome.UNCERTAIN, text=verdict.reason))
-            )
+
+    def _settle_unknown_task(self, claim: Claim, reason: str) -> None:
+        """Settle an ``async`` chunk whose task cannot tell who was launched: uncertain, logged as error."""
+        if not self.session.is_earlier(claim):
+            self.summary.pending -= len(claim.to_send)
+        log.error(
+            "%s. Recording its %d contact(s) as UNCERTAIN: they are not resent unless resend_uncertain",
+            reason,
+            len(claim.to_send),
+        )
+        self._settle(claim, dict.fromkeys(claim.to_send, Settlement(Outcome.UNCERTAIN, text=reason)))
 
     # --------------------------------------------------------------------------------------- settling
 

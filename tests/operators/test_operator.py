@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pendulum
@@ -213,6 +214,39 @@ def test_async_retry_reattaches_to_submitted_tasks(dag_with, emulator, scenario_
     assert summary["launched"] == 0 and summary["earlier_tries"]["launched"] == 8, "settled for try 1"
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8
     assert len(emulator.state()["tasks"]) == 2, "the retry re-attached instead of submitting again"
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_async_tasks_altcraft_no_longer_knows_settle_their_contacts_uncertain(
+    dag_with, emulator, scenario_id, deferrable
+):
+    """``tasks/status`` answers 404 for the stored task ids (expired at Altcraft): the wait ends at once and
+    the contacts become uncertain (the tasks may have run), where every try failed and left them sending."""
+    emulator.add_faults({"endpoint": "tasks/status", "kind": "status", "status": 404})
+    dag = dag_with(
+        contacts(8),
+        delivery="async",
+        batch_size=4,
+        poll_interval=0.1,
+        task_timeout=20,
+        deferrable=deferrable,
+        retries=1,
+        retry_delay=0,
+    )
+    started = time.monotonic()
+    dag_run = run_dag(dag, DAY)
+    assert time.monotonic() - started < 15, "no wait for a task that is gone"
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    summary = xcom_values(dag.dag_id, dag_run.run_id, key="altcraft_summary")["import_and_launch", -1]
+    assert (summary["uncertain"], summary["pending"], summary["requests"]) == (8, 0, 2)
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            sa.text("SELECT status FROM altcraft_contacts WHERE scenario_id = :sid"), {"sid": scenario_id}
+        ).scalars()
+        assert sorted(statuses) == ["uncertain"] * 8
+    engine.dispose()
+    assert len(emulator.state()["tasks"]) == 2, "nothing was submitted again"
 
 
 def test_async_without_deferring_waits_for_the_tasks_in_the_worker(dag_with, emulator, scenario_id, capfd):

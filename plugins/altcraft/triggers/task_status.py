@@ -9,11 +9,15 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from altcraft.api.errors import AltcraftError
+from altcraft.api.errors import AltcraftApiError, AltcraftError
+
+#: The state an event reports for a task Altcraft answered 404 for.
+UNKNOWN = "unknown"
 
 
 class AltcraftTaskTrigger(BaseTrigger):
-    """Fire once every task in ``task_ids`` has reached a terminal state, or ``timeout`` seconds passed.
+    """Fire once every task in ``task_ids`` has reached a terminal state (or is unknown to Altcraft: 404),
+    or ``timeout`` seconds passed.
 
     The event carries only task ids and states (no contact data); the resumed operator reads the
     per-profile results itself.
@@ -63,6 +67,10 @@ class AltcraftTaskTrigger(BaseTrigger):
                         status = await hook.get_task_status(task_id)
                     except AltcraftError as exc:
                         self.log.warning("Reading Altcraft task %s failed: %s", task_id, exc)
+                        if isinstance(exc, AltcraftApiError) and exc.code == 404:
+                            # Altcraft no longer knows it: waiting cannot help; the operator settles it
+                            states[task_id] = UNKNOWN
+                            pending.discard(task_id)
                         continue
                     if status.state.is_terminal:
                         states[task_id] = status.state.value
