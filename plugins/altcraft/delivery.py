@@ -658,6 +658,14 @@ class Delivery:
             )
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
+        earlier = next((batch for batch, known in self.tasks.items() if known == task_id), None)
+        if earlier is not None:
+            # one task id for two batches: its results cannot tell which batch they are for
+            reason = f"Altcraft answered task id {task_id} for two batches"
+            self._settle_unknown_task(self.session.claim_of(earlier), reason)
+            del self.tasks[earlier]
+            endpoint = "workflows/import_and_start_batch_task"
+            self._stop(claim, {}, keys, AltcraftDeliveryUncertain(endpoint, keys, AltcraftError(reason)))
         self.summary.pending += len(keys)
         self.tasks[claim.batch_id] = task_id
         log.info(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from altcraft.delivery import Delivery
+from altcraft.delivery import Delivery, DeliveryStopped
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Outcome
 from altcraft.mapping import ProfileMapping
@@ -68,3 +68,42 @@ def test_async_delivery_against_the_documented_task_answer(ledger):
             _run_async(delivery, contacts(15))
         assert (delivery.summary.launched, delivery.summary.uncertain) == (15, 0)
         assert len(replaying.journal(12)) == 15
+
+
+@pytest.fixture
+def proxy(emulator, monkeypatch):
+    """The default connection goes through an `AnswerProxy` in front of the emulator."""
+    from altcraft.testing import CONNECTION_ENV, EmulatorClient
+    from tests.conftest import FAST
+
+    from .answer_proxy import AnswerProxy
+
+    answers = AnswerProxy(emulator.url)
+    monkeypatch.setenv(CONNECTION_ENV, EmulatorClient(answers.url, emulator.token).connection_json(**FAST))
+    yield answers
+    answers.close()
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "sqlite"], indirect=True)
+def test_a_task_id_answered_for_two_batches_settles_both_uncertain(
+    make_delivery, emulator, proxy, scenario_id
+):
+    """Altcraft answers the first task's id again for the second batch: neither batch can be settled from
+    that task's results (they were one batch's), so both are uncertain and the run stops."""
+    first: list[str] = []
+
+    def same_id(body, answer, status):
+        first.append(first[0] if first else answer["data"]["task_id"])
+        return status, {**answer, "data": {"task_id": first[0]}}
+
+    proxy.rewrite["workflows/import_and_start_batch_task"] = same_id
+    delivery = make_delivery(mode="async", batch_size=5)
+    with pytest.raises(DeliveryStopped, match="for two batches"):
+        delivery.process(in_batches(contacts(15), 5))
+    delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
+
+    assert len(first) == 2, "no batch was submitted after the reused id"
+    s = delivery.summary
+    assert (s.found, s.launched, s.uncertain, s.failed, s.pending) == (10, 0, 10, 0, 0)
+    assert {o: n for o, n in delivery.session.counts().items() if n} == {Outcome.UNCERTAIN: 10}
+    assert not delivery.tasks
