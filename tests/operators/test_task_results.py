@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from altcraft.api.errors import AltcraftUnexpectedAnswer
 from altcraft.delivery import Delivery, DeliveryStopped
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Outcome
@@ -107,3 +108,38 @@ def test_a_task_id_answered_for_two_batches_settles_both_uncertain(
     assert (s.found, s.launched, s.uncertain, s.failed, s.pending) == (10, 0, 10, 0, 0)
     assert {o: n for o, n in delivery.session.counts().items() if n} == {Outcome.UNCERTAIN: 10}
     assert not delivery.tasks
+
+
+@pytest.mark.parametrize("ledger", ["sqlite"], indirect=True)
+def test_the_status_of_another_task_settles_nobody(make_delivery, emulator, proxy, scenario_id):
+    """``tasks/status`` answers with another task's id (and so maybe its results): nothing is settled from
+    it; the contacts wait for a later read."""
+    proxy.rewrite["tasks/status"] = lambda body, answer, status: (
+        status,
+        {**answer, "data": {**answer["data"], "task_id": "task_of_another_batch"}},
+    )
+    delivery = make_delivery(mode="async", batch_size=5)
+    delivery.process(in_batches(contacts(5), 5))
+    with pytest.raises(AltcraftUnexpectedAnswer, match="another task"):
+        delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
+    assert (delivery.summary.launched, delivery.summary.pending) == (0, 5)
+    assert len(delivery.tasks) == 1, "kept for the next try"
+
+
+@pytest.mark.parametrize("ledger", ["sqlite"], indirect=True)
+def test_several_profiles_for_one_contact_are_no_verdict(make_delivery, emulator, proxy, scenario_id):
+    """``profiles/get`` answers a list of two profiles for a contact whose launch was lost: it stays
+    uncertain and is not sent again (it was read as "no such profile": not processed, resent)."""
+    emulator.add_faults({"endpoint": "workflows/import_and_start_batch", "kind": "drop_after", "count": 1})
+    first = make_delivery(batch_size=5)
+    with pytest.raises(DeliveryStopped):
+        first.process(in_batches(contacts(5), 5))
+    proxy.rewrite["profiles/get"] = lambda body, answer, status: (
+        200,
+        {"error": 0, "error_text": "Successful operation", "data": [{"id": "p1"}, {"id": "p2"}]},
+    )
+    second = make_delivery(batch_size=5, profiles_db_id=1, run=run_ref(try_number=2))
+    second.process(in_batches(contacts(5), 5))
+    assert second.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert (second.summary.uncertain, second.summary.requests) == (5, 0)
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5

@@ -192,7 +192,8 @@ class AltcraftCalls:
         ``match`` holds ``matching`` and its key fields (``email``, ``phone``, ``field_name`` +
         ``field_value``, …). Developer guide, Profiles → "Get profile data": ``db_id`` is required, the
         answer's ``data`` holds the fields with ``_createtime`` and ``id``. The not-found answer is not
-        documented: an error answer with code 404, or an empty ``data``, is read as "no profile".
+        documented: an error answer with code 404, or an empty ``data``, is read as "no profile"; a list of
+        several profiles is :class:`AltcraftUnexpectedAnswer` (no verdict can pick one).
         """
         try:
             answer = self.call("profiles/get", {"db_id": db_id, **match})
@@ -201,6 +202,10 @@ class AltcraftCalls:
                 return None
             raise
         data = answer.get("data")
+        if isinstance(data, list):  # profiles, not one profile
+            if len(data) > 1:
+                raise AltcraftUnexpectedAnswer(f"{len(data)} profiles match", endpoint="profiles/get")
+            data = data[0] if data else None
         return data if isinstance(data, dict) and data else None
 
     def get_database_fields(self, db_id: int) -> list[DatabaseField]:

@@ -266,9 +266,13 @@ def task_id_of(answer: dict[str, Any]) -> str:
 
 
 def task_status_of(answer: dict[str, Any], task_id: str) -> TaskStatus:
-    """Parse a ``tasks/status`` answer (payload in ``data``, or at the top level)."""
+    """Parse a ``tasks/status`` answer (payload in ``data``, or at the top level); the status of another
+    task than ``task_id`` is an unexpected answer."""
     data = answer.get("data") if isinstance(answer.get("data"), dict) else answer
-    return TaskStatus.model_validate({"task_id": task_id, **data})
+    named = data.get("task_id")
+    if named not in (None, "") and str(named) != task_id:
+        raise AltcraftUnexpectedAnswer("data.task_id names another task than the one asked for")
+    return TaskStatus.model_validate({**data, "task_id": task_id})
 
 
 def scenario_of(answer: dict[str, Any], scenario_id: int) -> Scenario | None:
