@@ -335,6 +335,7 @@ def main() -> None:
             f"BENCH_MILLION={int(million)}",
             f"BENCH_REPEAT={repeat}",
             f"BENCH_LEDGER_ROWS={ledger_rows}",
+            *([f"BENCH_LEDGER_BACKENDS={','.join(backends)}"] * ("BENCH_LEDGER_BACKENDS" in os.environ)),
             *(["BENCH_LATENCY=0"] if os.environ.get("BENCH_LATENCY", "1") == "0" else []),
             "make bench",
         ]
