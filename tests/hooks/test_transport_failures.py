@@ -7,7 +7,8 @@ import json
 import socket
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -56,11 +57,10 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def dropping_server() -> Iterator[int]:
-    """Accepts, reads the request, closes without an answer: the request reached the server."""
+@contextmanager
+def raw_server(answer: Callable[[socket.socket], None]) -> Generator[int]:
+    """A plain TCP server on a free port: ``answer`` handles each connection (then it is closed)."""
     server = socket.create_server(("127.0.0.1", 0))
-    seen: list[bytes] = []
 
     def serve() -> None:
         while True:
@@ -69,11 +69,21 @@ def dropping_server() -> Iterator[int]:
             except OSError:
                 return
             with conn:
-                seen.append(conn.recv(65536))
+                answer(conn)
 
     threading.Thread(target=serve, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def dropping_server() -> Iterator[int]:
+    """Accepts, reads the request, closes without an answer: the request reached the server."""
+    seen: list[bytes] = []
+    with raw_server(lambda conn: seen.append(conn.recv(65536))) as port:
+        yield port
     assert seen, "no request reached the server"
 
 
@@ -112,21 +122,13 @@ ECHOING = {
 @pytest.fixture(params=ECHOING)
 def echoing_server(request) -> Iterator[int]:
     """Reads the request, then answers a line no HTTP library accepts, echoing the token and an email."""
-    server = socket.create_server(("127.0.0.1", 0))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(ECHOING[request.param].encode())
+    def answer(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(ECHOING[request.param].encode())
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
+    with raw_server(answer) as port:
+        yield port
 
 
 @pytest.mark.parametrize("launch", HOOKS.values(), ids=HOOKS)
