@@ -92,6 +92,16 @@ def test_amocrm_storm_longer_than_the_retries_fails_the_read_naming_the_limit(am
         ids(amo_source(max_retries=2), hours(1, 5))
 
 
+def amo_oauth(refresh_token: str) -> dict[str, str]:
+    """The amoCRM connection's extras for an OAuth integration with this refresh token."""
+    return {
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "refresh_token": refresh_token,
+        "redirect_uri": "https://example.org/cb",
+    }
+
+
 def test_amocrm_oauth_refresh_on_401_keeps_the_new_pair_encrypted(amo, monkeypatch):
     from airflow.sdk.crypto import get_fernet
     from cryptography.fernet import Fernet
@@ -99,13 +109,7 @@ def test_amocrm_oauth_refresh_on_401_keeps_the_new_pair_encrypted(amo, monkeypat
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
     get_fernet.cache_clear()
     amo.access_tokens, amo.refresh_tokens = {"somebody-else"}, {"refresh-1"}
-    oauth = {
-        "client_id": "client-id",
-        "client_secret": "client-secret",
-        "refresh_token": "refresh-1",
-        "redirect_uri": "https://example.org/cb",
-    }
-    connect(monkeypatch, "amo_test", amo, password="expired-token", extra=oauth)
+    connect(monkeypatch, "amo_test", amo, password="expired-token", extra=amo_oauth("refresh-1"))
     state = MemoryStateStore()
     try:
         assert ids(amo_source(state), hours(1, 4)) == [1, 2, 3]
@@ -125,13 +129,7 @@ def test_amocrm_oauth_refresh_on_401_keeps_the_new_pair_encrypted(amo, monkeypat
 @pytest.mark.parametrize("refusal", [400, 401])
 def test_amocrm_refused_token_refresh_fails_once_naming_the_refresh(amo, monkeypatch, refusal):
     amo.refusal, amo.access_tokens = refusal, {"somebody-else"}
-    oauth = {
-        "client_id": "client-id",
-        "client_secret": "client-secret",
-        "refresh_token": "revoked-refresh",
-        "redirect_uri": "https://example.org/cb",
-    }
-    connect(monkeypatch, "amo_test", amo, password="expired-token", extra=oauth)
+    connect(monkeypatch, "amo_test", amo, password="expired-token", extra=amo_oauth("revoked-refresh"))
 
     with pytest.raises(SourceError, match=rf"^amoCRM: the token refresh was refused \(HTTP {refusal}\)"):
         ids(amo_source(MemoryStateStore()), hours(1, 4))
