@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
 from altcraft.api.layouts import BatchItemLayout
+from altcraft.api.matching import LAUNCH_ENDPOINTS
 from altcraft.api.models import (
     BatchLaunchRequest,
     BatchResult,
@@ -664,7 +665,7 @@ class Delivery:
             reason = f"Altcraft answered task id {task_id} for two batches"
             self._settle_unknown_task(self.session.claim_of(earlier), reason)
             del self.tasks[earlier]
-            endpoint = "workflows/import_and_start_batch_task"
+            endpoint = LAUNCH_ENDPOINTS[DeliveryMode.ASYNC.value]
             self._stop(claim, {}, keys, AltcraftDeliveryUncertain(endpoint, keys, AltcraftError(reason)))
         self.summary.pending += len(keys)
         self.tasks[claim.batch_id] = task_id
