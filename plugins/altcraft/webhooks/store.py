@@ -71,7 +71,6 @@ class WebhookStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._ready = False
-        self._heads: set[str] = set()
 
     @classmethod
     def from_conn_id(cls, conn_id: str | None) -> WebhookStore:
@@ -96,19 +95,13 @@ class WebhookStore:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} MODIFY records LONGTEXT NOT NULL")
 
-    def _ensure_head(self, pipeline: str) -> None:
-        """The pipeline's row in ``altcraft_webhook_heads`` (added once; concurrently is fine)."""
-        if pipeline in self._heads:
-            return
-        with self.engine.connect() as conn:
-            found = conn.scalar(sa.select(_H.pipeline).where(_H.pipeline == pipeline))
-        if found is None:
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(heads_table.insert().values(pipeline=pipeline))
-            except sa.exc.IntegrityError:
-                pass
-        self._heads.add(pipeline)
+    def _add_head(self, pipeline: str) -> None:
+        """Add the pipeline's row to ``altcraft_webhook_heads`` (another process adding it too is fine)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(heads_table.insert().values(pipeline=pipeline))
+        except sa.exc.IntegrityError:
+            pass
 
     def put(self, pipeline: str, delivery_key: str, kind: str, records: list[dict[str, Any]]) -> bool:
         """Commit one delivery; False when ``delivery_key`` was already stored for the pipeline (a replay).
@@ -116,7 +109,6 @@ class WebhookStore:
         A lone surrogate (JSON ``"\\ud800"``), which no database encoding takes, becomes U+FFFD.
         """
         self.ensure_schema()
-        self._ensure_head(pipeline)
         text = json.dumps(records, ensure_ascii=False, separators=(",", ":"), default=str)
         row = {
             "pipeline": pipeline,
@@ -138,8 +130,7 @@ class WebhookStore:
                         conn.execute(deliveries_table.insert().values(**row))
                 if locked:
                     break
-                self._heads.discard(pipeline)  # its row was deleted meanwhile: add it again, then lock it
-                self._ensure_head(pipeline)
+                self._add_head(pipeline)  # its first delivery, or its row was deleted: add it, then lock it
         except sa.exc.IntegrityError:
             with self.engine.connect() as conn:
                 found = conn.scalar(_stored(pipeline, delivery_key))
