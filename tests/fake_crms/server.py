@@ -101,16 +101,22 @@ def problem(code: int, **body: Any) -> JSONResponse:
 @contextmanager
 def serving(crm: FakeCrm) -> Generator[FakeCrm]:
     """Serve ``crm`` on a free local port (``crm.url``) until the block ends."""
+    with serving_app(crm.app()) as crm.url:
+        yield crm
+
+
+@contextmanager
+def serving_app(app: FastAPI) -> Generator[str]:
+    """Serve ``app`` with uvicorn on a free local port until the block ends; yields its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(crm.app(), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
-    crm.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        yield crm
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -22,6 +23,8 @@ from altcraft.sources import MemoryStateStore
 from altcraft.sources.webhook import WebhookSource
 from altcraft.webhooks.app import CACHE_ENTRIES, WebhookConfig, _Cached, create_app
 from altcraft.webhooks.kinds import (
+    HUBSPOT_SIGNATURE,
+    HUBSPOT_TIMESTAMP,
     KINDS,
     SECRET_HEADER,
     SIGNATURE_HEADER,
@@ -31,6 +34,7 @@ from altcraft.webhooks.kinds import (
     signature,
 )
 from altcraft.webhooks.store import WebhookStore
+from tests.fake_crms.server import serving_app
 
 SECRET = "s3cret-for-tests"
 CONTACT = {"email": "ann@example.com", "first_name": "Ann"}
@@ -184,6 +188,45 @@ def test_a_store_that_is_down_or_a_stale_kind_is_503_with_nothing_of_the_contact
     logged = "\n".join(lines)
     assert "down: a delivery was not stored: OperationalError" in logged
     assert "ann@" not in logged and SECRET not in logged
+
+
+def raw_post(url: str, path: str, headers: dict[str, str], declared: int, sent: bytes = b"") -> str:
+    """POST over a socket declaring a ``declared``-byte body but sending only ``sent``: the status line
+    of the answer, or '' when the server is still waiting for the rest of the body after 2 s."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {declared}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection((host, int(port)), timeout=2) as conn:
+        conn.sendall("\r\n".join(lines).encode() + b"\r\n\r\n" + sent)
+        try:
+            return conn.recv(4096).decode().split("\r\n")[0]
+        except TimeoutError:
+            return ""
+
+
+def test_a_request_its_head_disproves_is_refused_before_its_body_is_read(client, store):
+    """A header or query secret, a signature's header and timestamp are checked before the body is read:
+    the body came first (up to max_bytes), so any client made the server wait for and buffer it."""
+    kinds = {"shared": "secret", "signed": "hmac", "amocrm": "amocrm", "hubspot": "hubspot"}
+    configs = {
+        name: WebhookConfig(name, auth, SECRET, "webhook_ledger", 1_048_576) for name, auth in kinds.items()
+    }
+    fresh, stale = str(int(time.time())), str(int(time.time()) - 3600)
+    refused = [
+        ("/shared", {SECRET_HEADER: "wrong"}),
+        ("/amocrm?secret=wrong", {}),
+        ("/signed", {TIMESTAMP_HEADER: fresh}),  # no signature
+        ("/signed", {TIMESTAMP_HEADER: stale, SIGNATURE_HEADER: "sha256=" + "0" * 64}),
+        ("/hubspot", {HUBSPOT_TIMESTAMP: fresh + "000", HUBSPOT_SIGNATURE: "not base64 of 32 bytes"}),
+    ]
+    with serving_app(create_app(configs.get)) as url:
+        for path, headers in refused:
+            assert raw_post(url, path, headers, 1_000_000, b"[") == "HTTP/1.1 401 Unauthorized", headers
+        assert raw_post(url, "/shared", {SECRET_HEADER: SECRET}, 1_000_000, b"[") == ""  # right: read on
+    over = json.dumps({"email": "x@example.com", "pad": "x" * 4096}).encode()
+    assert client.post("/shared", content=over, headers={SECRET_HEADER: "wrong"}).status_code == 401
+    assert client.post("/shared", content=over, headers={SECRET_HEADER: SECRET}).status_code == 413
+    assert store.count("shared") == 0
 
 
 def test_the_settings_cache_keeps_a_bounded_number_of_pipelines():

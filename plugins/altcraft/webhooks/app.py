@@ -4,10 +4,12 @@ Per request, in this order (nothing is stored unless every step passes):
 
 1. the pipeline's webhook settings (`WebhookConfig`: which kind, the secret's connection, the ledger's
    connection, the size limit) -- unknown pipeline: 404;
-2. the body, read up to ``max_bytes`` -- larger: 413;
-3. the kind's `verify` against the secret, constant-time -- wrong or missing: 401;
-4. the kind's `parse` into records -- not what the kind sends: 400;
-5. the delivery committed to the store in the ledger's database -- then 200 ``accepted``, or 200
+2. the kind's `verify_head` against the secret, before a byte of the body is read (a header or query
+   secret is compared here, a signature's header and timestamp checked) -- wrong or missing: 401;
+3. the body, read up to ``max_bytes`` -- larger: 413;
+4. the kind's `verify` of the whole request, constant-time -- wrong: 401;
+5. the kind's `parse` into records -- not what the kind sends: 400;
+6. the delivery committed to the store in the ledger's database -- then 200 ``accepted``, or 200
    ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again); the store
    failing (database down): 503, so the sender retries.
 
@@ -22,7 +24,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -148,22 +150,26 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             return _answer(503, error="webhook not configured")
         if config is None or kind is None:
             return _answer(404, error="no such webhook")
-        body = await _read_body(request, config.max_bytes)
-        if body is None:
-            log.warning("Webhook %s: a body over %d bytes was refused", pipeline, config.max_bytes)
-            return _answer(413, error=f"body larger than {config.max_bytes} bytes")
         received = WebhookRequest(
             headers={name.lower(): value for name, value in request.headers.items()},
             query=dict(request.query_params),
-            body=body,
+            body=b"",
             method=request.method,
             url=str(request.url),
         )
         try:
+            kind.verify_head(received, config.secret)
+        except Unauthorized as error:
+            return _refused(pipeline, request, error)
+        body = await _read_body(request, config.max_bytes)
+        if body is None:
+            log.warning("Webhook %s: a body over %d bytes was refused", pipeline, config.max_bytes)
+            return _answer(413, error=f"body larger than {config.max_bytes} bytes")
+        received = replace(received, body=body)
+        try:
             kind.verify(received, config.secret)
         except Unauthorized as error:
-            log.warning("Webhook %s: refused a delivery from %s: %s", pipeline, _client(request), error)
-            return _answer(401, error="unauthorized")
+            return _refused(pipeline, request, error)
         try:
             records = kind.parse(received)
         except BadPayload as error:
@@ -185,6 +191,11 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
         return _answer(200, status="accepted" if stored else "duplicate", records=len(records))
 
     return app
+
+
+def _refused(pipeline: str, request: Request, error: Unauthorized) -> JSONResponse:
+    log.warning("Webhook %s: refused a delivery from %s: %s", pipeline, _client(request), error)
+    return _answer(401, error="unauthorized")
 
 
 def _client(request: Request) -> str:

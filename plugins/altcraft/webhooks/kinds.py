@@ -1,15 +1,17 @@
 """How a webhook delivery is authenticated and turned into contact records, per kind.
 
-A `WebhookKind` knows three things about one kind of sender: `verify` (constant-time; raises
+A `WebhookKind` knows four things about one kind of sender: `verify_head` (what the headers and query
+alone disprove, checked before the body is read), `verify` (the whole request; constant-time; both raise
 `Unauthorized`), `parse` (the body as a list of records; raises `BadPayload`) and `delivery_key` (what
-identifies a delivery, so a replay is stored once). The endpoint only calls these three, so each CRM
-preset is one more `WebhookKind` registered in `KINDS`:
+identifies a delivery, so a replay is stored once). The endpoint only calls these, so each CRM preset is
+one more `WebhookKind` registered in `KINDS`:
 
 * ``amocrm`` -- form-encoded ``contacts[add][0][id]=...``; amoCRM documents no signature, so the secret
   is a ``secret`` query parameter of the URL given to amoCRM; the delivery is identified by its body;
 * ``bitrix24`` -- form-encoded ``event=ONCRMCONTACTADD&data[FIELDS][ID]=...&auth[application_token]=...``;
-  the application token of the outgoing webhook is the secret; identified by the contact id (an event is
-  sent once per contact, so a replay with another ``ts`` is still a duplicate);
+  the application token of the outgoing webhook is the secret (inside the body, so the body is read
+  before it is checked); identified by the contact id (an event is sent once per contact, so a replay
+  with another ``ts`` is still a duplicate);
 * ``hubspot`` -- a JSON array of ``contact.creation`` events, ``X-HubSpot-Signature-v3``: base64 of the
   HMAC-SHA256, with the app's client secret, over method + URI + body + ``X-HubSpot-Request-Timestamp``;
   older than 5 minutes is refused; identified by the events' ``eventId`` values.
@@ -63,12 +65,18 @@ class WebhookRequest:
 
 
 class WebhookKind:
-    """One kind of sender. Subclasses set `name` and override `verify` (and `parse` if not JSON)."""
+    """One kind of sender. Subclasses set `name`, override `verify_head` (and `verify` if the body takes
+    part in the proof, `parse` if it is not JSON)."""
 
     name: ClassVar[str]
 
-    def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+    def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+        """Raise `Unauthorized` on what the headers and query alone disprove (``request.body`` is empty)."""
         raise NotImplementedError
+
+    def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+        """Raise `Unauthorized` unless the whole request proves the sender; by default its head does."""
+        self.verify_head(request, secret, now=now)
 
     def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
         """A JSON object (one contact) or a JSON array of objects, nested at most `MAX_DEPTH` levels."""
@@ -116,7 +124,7 @@ class SharedSecret(WebhookKind):
 
     name = "secret"
 
-    def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+    def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         if not _same(request.headers.get(SECRET_HEADER, ""), secret):
             raise Unauthorized(f"missing or wrong {SECRET_HEADER} header")
 
@@ -131,19 +139,27 @@ class HmacSignature(WebhookKind):
     """``X-Altcraft-Timestamp: <Unix seconds>`` and ``X-Altcraft-Signature: sha256=<hex>`` (`signature`)."""
 
     name = "hmac"
+    _SHAPE = re.compile(r"sha256=[0-9a-f]{64}")
+
+    def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+        """A signature header of the right shape and a timestamp within `SIGNATURE_TOLERANCE` of now."""
+        if not self._SHAPE.fullmatch(request.headers.get(SIGNATURE_HEADER, "")):
+            raise Unauthorized(f"missing or malformed {SIGNATURE_HEADER} header")
+        _fresh(request.headers.get(TIMESTAMP_HEADER, ""), TIMESTAMP_HEADER, 1, now)
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
-        stamp = request.headers.get(TIMESTAMP_HEADER, "")
-        given = request.headers.get(SIGNATURE_HEADER, "")
-        expected = signature(secret, stamp, request.body)
-        if not _same(given, expected):  # compared first: timing says nothing about the timestamp check
-            raise Unauthorized(f"missing or wrong {SIGNATURE_HEADER} header")
-        try:
-            age = abs((time.time() if now is None else now) - int(stamp))
-        except ValueError:
-            raise Unauthorized(f"{TIMESTAMP_HEADER} is not a Unix time") from None
-        if age > SIGNATURE_TOLERANCE:
-            raise Unauthorized(f"{TIMESTAMP_HEADER} is more than {SIGNATURE_TOLERANCE} s away from now")
+        self.verify_head(request, secret, now=now)
+        expected = signature(secret, request.headers[TIMESTAMP_HEADER], request.body)
+        if not _same(request.headers[SIGNATURE_HEADER], expected):
+            raise Unauthorized(f"wrong {SIGNATURE_HEADER} header")
+
+
+def _fresh(stamp: str, header: str, per_second: int, now: float | None) -> None:
+    """Raise `Unauthorized` unless ``stamp`` (``per_second`` units a second) is near enough to now."""
+    if not re.fullmatch(r"[0-9]{1,16}", stamp):
+        raise Unauthorized(f"missing {header}, or not a Unix time")
+    if abs((time.time() if now is None else now) - int(stamp) / per_second) > SIGNATURE_TOLERANCE:
+        raise Unauthorized(f"{header} is more than {SIGNATURE_TOLERANCE} s away from now")
 
 
 def _form(request: WebhookRequest, max_fields: int | None = None) -> list[tuple[str, str]]:
@@ -173,7 +189,7 @@ class AmoCrm(WebhookKind):
     name = "amocrm"
     _ADDED = re.compile(r"contacts\[add\]\[[0-9]+\]\[id\]")
 
-    def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+    def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         if not _same(request.query.get("secret", ""), secret):
             raise Unauthorized("missing or wrong secret query parameter")
 
@@ -185,6 +201,9 @@ class Bitrix24(WebhookKind):
     """Bitrix24: ``auth[application_token]`` is the secret; ``ONCRMCONTACTADD`` with ``data[FIELDS][ID]``."""
 
     name = "bitrix24"
+
+    def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+        """Nothing: the token is inside the body."""
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         try:
@@ -220,22 +239,25 @@ class HubSpot(WebhookKind):
     """HubSpot: ``X-HubSpot-Signature-v3`` and ``X-HubSpot-Request-Timestamp`` (milliseconds)."""
 
     name = "hubspot"
+    _SHAPE = re.compile(r"[A-Za-z0-9+/]{43}=")  # base64 of the 32 bytes of an HMAC-SHA256
+
+    def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
+        """A signature header of the right shape and a timestamp within `SIGNATURE_TOLERANCE` of now."""
+        if not self._SHAPE.fullmatch(request.headers.get(HUBSPOT_SIGNATURE, "")):
+            raise Unauthorized(f"missing or malformed {HUBSPOT_SIGNATURE} header")
+        stamp = request.headers.get(HUBSPOT_TIMESTAMP, "")
+        milliseconds = re.fullmatch(r"[0-9]{12,}", stamp)  # seconds accepted too
+        _fresh(stamp, HUBSPOT_TIMESTAMP, 1000 if milliseconds else 1, now)
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
-        stamp = request.headers.get(HUBSPOT_TIMESTAMP, "")
-        given = request.headers.get(HUBSPOT_SIGNATURE, "")
+        self.verify_head(request, secret, now=now)
+        stamp, given = request.headers[HUBSPOT_TIMESTAMP], request.headers[HUBSPOT_SIGNATURE]
         signed = [
             _same(given, hubspot_signature(secret, request.method, uri, request.body, stamp))
             for uri in _public_uris(request)
         ]
         if not any(signed):
-            raise Unauthorized(f"missing or wrong {HUBSPOT_SIGNATURE} header")
-        try:
-            sent = int(stamp) / (1000 if int(stamp) > 10**11 else 1)  # milliseconds; seconds accepted
-        except ValueError:
-            raise Unauthorized(f"{HUBSPOT_TIMESTAMP} is not a Unix time") from None
-        if abs((time.time() if now is None else now) - sent) > SIGNATURE_TOLERANCE:
-            raise Unauthorized(f"{HUBSPOT_TIMESTAMP} is more than {SIGNATURE_TOLERANCE} s away from now")
+            raise Unauthorized(f"wrong {HUBSPOT_SIGNATURE} header")
 
     def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
         events = super().parse(request)
