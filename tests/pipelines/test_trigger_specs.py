@@ -118,6 +118,7 @@ def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():
             "secret_conn_id": "hook_secret",
             "ledger_conn_id": "ledger",
             "max_bytes": 1048576,
+            "auth_failures_per_minute": 30,
         }
     }
     for task_asset in hook.get_task("plan").inlets:  # Airflow keeps one definition per asset: the last one

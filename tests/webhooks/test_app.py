@@ -21,7 +21,15 @@ from fastapi.testclient import TestClient
 
 from altcraft.sources import MemoryStateStore
 from altcraft.sources.webhook import WebhookSource
-from altcraft.webhooks.app import CACHE_ENTRIES, WebhookConfig, _Cached, create_app
+from altcraft.webhooks import app as app_module
+from altcraft.webhooks.app import (
+    CACHE_ENTRIES,
+    FAILURE_ENTRIES,
+    WebhookConfig,
+    _Cached,
+    _Failures,
+    create_app,
+)
 from altcraft.webhooks.kinds import (
     HUBSPOT_SIGNATURE,
     HUBSPOT_TIMESTAMP,
@@ -227,6 +235,54 @@ def test_a_request_its_head_disproves_is_refused_before_its_body_is_read(client,
     assert client.post("/shared", content=over, headers={SECRET_HEADER: "wrong"}).status_code == 401
     assert client.post("/shared", content=over, headers={SECRET_HEADER: SECRET}).status_code == 413
     assert store.count("shared") == 0
+
+
+def test_failed_authentications_are_limited_per_address_and_pipeline_and_authenticated_ones_never(
+    store, monkeypatch
+):
+    """Each forged delivery cost a body read, an HMAC and a log line, however many a client sent."""
+    monkeypatch.setattr(app_module, "FAILURE_WINDOW", 2)
+    configs = {
+        name: WebhookConfig(name, auth, SECRET, "webhook_ledger", 2048, auth_failures_per_minute=3)
+        for name, auth in (("signed", "hmac"), ("shared", "secret"))
+    }
+    app, lines = create_app(configs.get), []
+    flood, crm = TestClient(app, client=("203.0.113.9", 1)), TestClient(app, client=("198.51.100.7", 1))
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("altcraft.webhooks.app").addHandler(handler)
+    try:
+        for n in range(10):  # authenticated deliveries are never counted
+            body = json.dumps({"email": f"c{n}@example.com"}).encode()
+            assert crm.post("/signed", content=body, headers=signed(body)).status_code == 200
+        forged = signed(body, "wrong")
+        answers = [flood.post("/signed", content=body, headers=forged) for _ in range(6)]
+        assert [a.status_code for a in answers] == [401, 401, 401, 429, 429, 429]
+        assert 1 <= int(answers[-1].headers["retry-after"]) <= 2
+        assert flood.post("/signed", content=body, headers=signed(body)).status_code == 429  # needs the body
+        assert crm.post("/signed", content=body, headers=signed(body)).json()["status"] == "duplicate"
+        # a secret header proves a delivery without the body: a right one passes; a pipeline counts apart
+        wrong, right = {SECRET_HEADER: "nope"}, {SECRET_HEADER: SECRET}
+        codes = [flood.post("/shared", json=CONTACT, headers=wrong).status_code for _ in range(4)]
+        assert codes == [401, 401, 401, 429]
+        assert flood.post("/shared", json=CONTACT, headers=right).status_code == 200
+        time.sleep(2.1)  # the window is over
+        assert flood.post("/signed", content=body, headers=forged).status_code == 401
+        assert flood.post("/signed", content=body, headers=signed(body)).json()["status"] == "duplicate"
+    finally:
+        logging.getLogger("altcraft.webhooks.app").removeHandler(handler)
+    assert sum("refused a delivery from 203.0.113.9" in line for line in lines) == 3 + 3 + 1
+    assert sum("3 failed authentications from 203.0.113.9" in line for line in lines) == 2
+
+
+def test_failures_are_counted_for_a_bounded_number_of_addresses():
+    """Like the settings cache: a client spraying addresses or pipeline names must not grow memory."""
+    failures = _Failures()
+    failures.fail(("192.0.2.1", "first"))
+    for n in range(FAILURE_ENTRIES):
+        failures.fail((f"10.0.{n // 256}.{n % 256}", "p"))
+    assert failures.wait(("10.0.15.255", "p"), 1) is not None  # recent counts are kept
+    assert failures.wait(("192.0.2.1", "first"), 1) is None  # the oldest was dropped to make room
 
 
 def test_the_settings_cache_keeps_a_bounded_number_of_pipelines():

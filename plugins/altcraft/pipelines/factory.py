@@ -373,6 +373,7 @@ def pipeline_event_asset(spec: PipelineSpec) -> Asset:
             "secret_conn_id": trigger.secret_conn_id,
             "ledger_conn_id": spec.ledger_conn_id,
             "max_bytes": trigger.max_bytes,
+            "auth_failures_per_minute": trigger.auth_failures_per_minute,
         }
     watcher = NewRowsTrigger(
         pipeline=spec.id,

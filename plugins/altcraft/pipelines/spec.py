@@ -39,6 +39,7 @@ from altcraft.sources.base import check_timezone
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
+from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 _CONN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
@@ -238,6 +239,13 @@ class WebhookTriggerSpec(_Model):
     secret_conn_id: ConnId = Field(description="Airflow connection whose password is the webhook's secret")
     max_bytes: int = Field(
         default=1_048_576, ge=1024, le=10_485_760, description="largest accepted body; larger ones get 413"
+    )
+    auth_failures_per_minute: int = Field(
+        default=AUTH_FAILURES_PER_MINUTE,
+        ge=1,
+        le=100_000,
+        description="failed authentications a client address may make in a minute; then its deliveries get "
+        "429 until the minute ends (authenticated ones too, unless auth is secret or amocrm)",
     )
     interval: Duration = Field(
         default=timedelta(seconds=2), description="time between two checks of the stored deliveries"

@@ -7,7 +7,11 @@ Per request, in this order (nothing is stored unless every step passes):
 2. the kind's `verify_head` against the secret, before a byte of the body is read (a header or query
    secret is compared here, a signature's header and timestamp checked) -- wrong or missing: 401;
 3. the body, read up to ``max_bytes`` -- larger: 413;
-4. the kind's `verify` of the whole request, constant-time -- wrong: 401;
+4. the kind's `verify` of the whole request, constant-time -- wrong: 401.
+   A client address that failed ``auth_failures_per_minute`` times for the pipeline in its current
+   minute (`_Failures`) gets 429 with Retry-After instead, before its body is read: also when its
+   delivery would be authenticated, unless the kind's `verify_head` alone proves it (``needs_body``
+   False: a secret header or query parameter). Authenticated deliveries are never counted;
 5. the kind's `parse` into records -- not what the kind sends: 400;
 6. the delivery committed to the store in the ledger's database -- then 200 ``accepted``, or 200
    ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again); the store
@@ -20,6 +24,7 @@ Neither the body nor the secret is ever logged.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
@@ -32,7 +37,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from altcraft.masking import scrub
-from altcraft.webhooks.kinds import KINDS, BadPayload, Unauthorized, WebhookRequest
+from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, KINDS, BadPayload, Unauthorized, WebhookRequest
 from altcraft.webhooks.store import WebhookStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,10 @@ CACHE_SECONDS = 10.0
 CACHE_ENTRIES = 1024
 #: Sent with a 503: the delivery was not stored.
 RETRY = {"Retry-After": "30"}
+#: Seconds of the windows in which a client's failed authentications are counted.
+FAILURE_WINDOW = 60
+#: Most (client address, pipeline) pairs whose failures are counted (the least recently failing go first).
+FAILURE_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class WebhookConfig:
     secret: str = field(repr=False)
     ledger_conn_id: str | None = None
     max_bytes: int = 1_048_576
+    auth_failures_per_minute: int = AUTH_FAILURES_PER_MINUTE
 
 
 ConfigLookup = Callable[[str], WebhookConfig | None]
@@ -86,6 +96,7 @@ def airflow_config(pipeline: str) -> WebhookConfig | None:
         secret=secret,
         ledger_conn_id=settings.get("ledger_conn_id"),
         max_bytes=int(settings["max_bytes"]),
+        auth_failures_per_minute=int(settings.get("auth_failures_per_minute", AUTH_FAILURES_PER_MINUTE)),
     )
 
 
@@ -107,6 +118,40 @@ class _Cached:
         while len(self._answers) > CACHE_ENTRIES:
             self._answers.popitem(last=False)
         return found[1]
+
+
+Client = tuple[str, str]  # (address, pipeline)
+
+
+class _Failures:
+    """Failed authentications per (client address, pipeline), counted in fixed `FAILURE_WINDOW` windows,
+    for at most `FAILURE_ENTRIES` pairs: any client can post from many addresses to many pipelines."""
+
+    def __init__(self) -> None:
+        self._windows: OrderedDict[Client, tuple[float, int]] = OrderedDict()
+
+    def wait(self, client: Client, limit: int) -> int | None:
+        """Seconds ``client`` must wait once it failed ``limit`` times in its window; None: it may try."""
+        start, count = self._window(client)
+        return _seconds_left(start) if count >= limit else None
+
+    def fail(self, client: Client) -> tuple[int, int]:
+        """Count a failure of ``client``: how many it made in its window, and the window's seconds left."""
+        start, count = self._window(client)
+        self._windows[client] = (start, count + 1)
+        self._windows.move_to_end(client)
+        while len(self._windows) > FAILURE_ENTRIES:
+            self._windows.popitem(last=False)
+        return count + 1, _seconds_left(start)
+
+    def _window(self, client: Client) -> tuple[float, int]:
+        now = time.monotonic()
+        start, count = self._windows.get(client, (now, 0))
+        return (now, 0) if now - start >= FAILURE_WINDOW else (start, count)
+
+
+def _seconds_left(start: float) -> int:
+    return max(1, math.ceil(start + FAILURE_WINDOW - time.monotonic()))
 
 
 def _answer(code: int, **body: Any) -> JSONResponse:
@@ -131,6 +176,7 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
     """The endpoint app; ``lookup`` finds a pipeline's `WebhookConfig` (tests give their own)."""
     app = FastAPI(title="Altcraft webhooks", docs_url=None, redoc_url=None, openapi_url=None)
     config_of = _Cached(lookup)
+    failures = _Failures()  # used from the event loop only
     stores: dict[str | None, WebhookStore] = {}
 
     def store_of(conn_id: str | None) -> WebhookStore:
@@ -157,10 +203,14 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             method=request.method,
             url=str(request.url),
         )
+        client, limit = (_address(request), pipeline), config.auth_failures_per_minute
+        wait = failures.wait(client, limit)
         try:
             kind.verify_head(received, config.secret)
         except Unauthorized as error:
-            return _refused(pipeline, request, error)
+            return _refused(client, *failures.fail(client), limit, error)
+        if wait is not None and kind.needs_body:
+            return _too_many(wait)
         body = await _read_body(request, config.max_bytes)
         if body is None:
             log.warning("Webhook %s: a body over %d bytes was refused", pipeline, config.max_bytes)
@@ -169,7 +219,7 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
         try:
             kind.verify(received, config.secret)
         except Unauthorized as error:
-            return _refused(pipeline, request, error)
+            return _refused(client, *failures.fail(client), limit, error)
         try:
             records = kind.parse(received)
         except BadPayload as error:
@@ -193,10 +243,28 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
     return app
 
 
-def _refused(pipeline: str, request: Request, error: Unauthorized) -> JSONResponse:
-    log.warning("Webhook %s: refused a delivery from %s: %s", pipeline, _client(request), error)
+def _refused(client: Client, failed: int, seconds_left: int, limit: int, error: Unauthorized) -> JSONResponse:
+    """401 for the first ``limit`` failures of the client's window (each logged), then 429."""
+    address, pipeline = client
+    if failed > limit:
+        return _too_many(seconds_left)
+    log.warning("Webhook %s: refused a delivery from %s: %s", pipeline, address, error)
+    if failed == limit:
+        log.warning(
+            "Webhook %s: %d failed authentications from %s: it is refused with 429 for %d s",
+            pipeline,
+            failed,
+            address,
+            seconds_left,
+        )
     return _answer(401, error="unauthorized")
 
 
-def _client(request: Request) -> str:
+def _too_many(seconds: int) -> JSONResponse:
+    return JSONResponse(
+        {"error": "too many failed authentications"}, status_code=429, headers={"Retry-After": str(seconds)}
+    )
+
+
+def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"

@@ -43,6 +43,9 @@ SIGNATURE_TOLERANCE = 300
 MAX_DEPTH = 32
 #: Most fields a Bitrix24 form may have: its token is looked for before the sender is known.
 MAX_FORM_FIELDS = 1000
+#: Failed authentications a client address may make per minute and pipeline (``auth_failures_per_minute``
+#: of a webhook trigger) before its deliveries get 429.
+AUTH_FAILURES_PER_MINUTE = 30
 
 
 class Unauthorized(Exception):
@@ -65,10 +68,12 @@ class WebhookRequest:
 
 
 class WebhookKind:
-    """One kind of sender. Subclasses set `name`, override `verify_head` (and `verify` if the body takes
-    part in the proof, `parse` if it is not JSON)."""
+    """One kind of sender. Subclasses set `name` and `needs_body`, override `verify_head` (and `verify` if
+    the body takes part in the proof, `parse` if it is not JSON)."""
 
     name: ClassVar[str]
+    #: Whether the proof needs the body (a signature over it, a token in it); False: `verify_head` decides.
+    needs_body: ClassVar[bool] = True
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         """Raise `Unauthorized` on what the headers and query alone disprove (``request.body`` is empty)."""
@@ -123,6 +128,7 @@ class SharedSecret(WebhookKind):
     """``X-Altcraft-Webhook-Secret: <secret>``."""
 
     name = "secret"
+    needs_body = False
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         if not _same(request.headers.get(SECRET_HEADER, ""), secret):
@@ -187,6 +193,7 @@ class AmoCrm(WebhookKind):
     """amoCRM: ``?secret=<secret>`` in the URL; ``contacts[add][N][id]`` in a form-encoded body."""
 
     name = "amocrm"
+    needs_body = False
     _ADDED = re.compile(r"contacts\[add\]\[[0-9]+\]\[id\]")
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
