@@ -41,7 +41,7 @@ from altcraft.webhooks.kinds import (
     WebhookRequest,
     signature,
 )
-from altcraft.webhooks.store import WebhookStore
+from altcraft.webhooks.store import KeyConflict, WebhookStore
 from tests.fake_crms.server import serving_app
 
 SECRET = "s3cret-for-tests"
@@ -147,6 +147,33 @@ def test_shared_secret_endpoint(client, store):
     assert client.post("/shared", json=CONTACT, headers={SECRET_HEADER: SECRET}).status_code == 200
     assert client.post("/shared", json=CONTACT, headers={SECRET_HEADER: "nope"}).status_code == 401
     assert store.count("shared") == 1
+
+
+def test_an_idempotency_key_is_a_duplicate_only_with_the_same_contacts(client, store):
+    """The key is not signed: a signed body replayed within the 5 minutes under a key its sender would use
+    later made that later delivery a 200 'duplicate', its contacts never stored."""
+    first, ann_again = json.dumps([CONTACT]).encode(), json.dumps(CONTACT, indent=1).encode()
+    captured = signed(first)
+    answer = client.post("/signed", content=first, headers={**captured, "Idempotency-Key": "d-1"})
+    assert answer.json()["status"] == "accepted"
+    retry = client.post("/signed", content=ann_again, headers={**signed(ann_again), "Idempotency-Key": "d-1"})
+    assert retry.json()["status"] == "duplicate"  # a retry of the same contacts, however serialised
+    client.post("/signed", content=first, headers={**captured, "Idempotency-Key": "d-2"})  # the replay
+    later = json.dumps({"email": "bob@example.com"}).encode()
+    answer = client.post("/signed", content=later, headers={**signed(later), "Idempotency-Key": "d-2"})
+    assert answer.status_code == 422 and "Idempotency-Key" in answer.json()["error"], answer.text
+    assert "bob@" not in answer.text
+    assert all(r["email"] == CONTACT["email"] for _, records in store.read("signed", None) for r in records)
+
+
+def test_a_key_stored_with_other_records_is_a_conflict_and_the_same_records_in_any_order_a_replay(store):
+    two = [{"email": "a@example.com"}, {"email": "b@example.com", "x": {"p": 1, "q": 2}}]
+    assert store.put("p", "k", "hmac", two)
+    assert not store.put("p", "k", "hmac", [{"x": {"q": 2, "p": 1}, "email": "b@example.com"}, two[0]])
+    for other in ([two[0]], [*two, two[0]], [{"email": "c@example.com"}]):
+        with pytest.raises(KeyConflict):
+            store.put("p", "k", "hmac", other)
+    assert store.count("p") == 1
 
 
 def test_size_limit_unknown_pipeline_and_bad_payloads_store_nothing(client, store):
@@ -421,3 +448,6 @@ def test_a_pipelines_head_row_deleted_meanwhile_is_added_again_before_the_next_d
     with server_store.engine.connect() as conn:
         heads = conn.exec_driver_sql("SELECT pipeline FROM altcraft_webhook_heads").scalars().all()
     assert heads == ["shared"]
+    assert not server_store.put("shared", "k2", "secret", [{"email": "b@example.com"}])  # a replay
+    with pytest.raises(KeyConflict):  # the key of another delivery
+        server_store.put("shared", "k2", "secret", [{"email": "c@example.com"}])

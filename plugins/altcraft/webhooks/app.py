@@ -14,7 +14,9 @@ Per request, in this order (nothing is stored unless every step passes):
    False: a secret header or query parameter). Authenticated deliveries are never counted;
 5. the kind's `parse` into records -- not what the kind sends: 400;
 6. the delivery committed to the store in the ledger's database -- then 200 ``accepted``, or 200
-   ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again); the store
+   ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again), or 422 when
+   its key was stored with other contacts (`KeyConflict`: the ``Idempotency-Key`` is not signed, so a
+   key alone never makes a delivery a duplicate of another's contacts); the store
    failing (database down): 503, so the sender retries.
 
 The pipeline's watcher trigger sees the new delivery at its next check and fires the pipeline's asset.
@@ -38,7 +40,7 @@ from starlette.concurrency import run_in_threadpool
 
 from altcraft.masking import scrub
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, KINDS, BadPayload, Unauthorized, WebhookRequest
-from altcraft.webhooks.store import WebhookStore
+from altcraft.webhooks.store import KeyConflict, WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ CACHE_SECONDS = 10.0
 CACHE_ENTRIES = 1024
 #: Sent with a 503: the delivery was not stored.
 RETRY = {"Retry-After": "30"}
+#: Sent with a 422: the delivery's key (``Idempotency-Key``, else what identifies it) was stored before.
+KEY_REUSED = (
+    "a delivery with this key (Idempotency-Key) was stored with other contacts; not stored: a retry must "
+    "send the same contacts, a new delivery needs a new key"
+)
 #: Seconds of the windows in which a client's failed authentications are counted.
 FAILURE_WINDOW = 60
 #: Most (client address, pipeline) pairs whose failures are counted (the least recently failing go first).
@@ -229,6 +236,9 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             stored = await run_in_threadpool(
                 lambda: store_of(config.ledger_conn_id).put(pipeline, key, kind.name, records)
             )
+        except KeyConflict:
+            log.warning("Webhook %s: a delivery from %s reused a stored delivery's key", pipeline, client[0])
+            return _answer(422, error=KEY_REUSED)
         except Exception as error:  # not stored: the sender must retry; the message may quote a record
             first_line = next(iter(str(error).splitlines()), "")
             log.error(

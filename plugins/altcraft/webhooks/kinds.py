@@ -101,7 +101,8 @@ class WebhookKind:
         return records
 
     def delivery_key(self, request: WebhookRequest) -> str:
-        """SHA-256 of the sender's ``Idempotency-Key`` header if given, else of the body."""
+        """SHA-256 of the sender's ``Idempotency-Key`` header if given, else of the body. The key is not
+        signed: the store takes a key for a replay only with the same records (else `KeyConflict`)."""
         given = request.headers.get(IDEMPOTENCY_HEADER)
         material = b"key:" + given.encode() if given else b"body:" + request.body
         return hashlib.sha256(material).hexdigest()

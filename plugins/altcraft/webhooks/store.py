@@ -1,7 +1,8 @@
 """The durable store of accepted webhook deliveries: one table in the ledger's database.
 
 A delivery is committed *before* the endpoint answers 2xx, so an acknowledged contact is never lost.
-``(pipeline, delivery_key)`` is unique: a replayed delivery is recognised and stored once. Rows are read
+``(pipeline, delivery_key)`` is unique: a replayed delivery is recognised and stored once, and a delivery
+whose key was stored with other records is a `KeyConflict` (never silently taken for a replay). Rows are read
 in ``id`` order after the last id a run committed (the pipeline's webhook source keeps it), so the
 deliveries of a pipeline are committed one at a time, holding its row of ``altcraft_webhook_heads``: ids
 become visible in order, and no delivery commits later below an id a run already read past.
@@ -56,6 +57,10 @@ _H = heads_table.c
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+class KeyConflict(Exception):
+    """The delivery's key is stored with other records: not a replay of that delivery, and not stored."""
+
+
 @dataclass(frozen=True)
 class Probe:
     """What lies past a position: how many deliveries and records, and the newest id (None: nothing)."""
@@ -104,7 +109,8 @@ class WebhookStore:
             pass
 
     def put(self, pipeline: str, delivery_key: str, kind: str, records: list[dict[str, Any]]) -> bool:
-        """Commit one delivery; False when ``delivery_key`` was already stored for the pipeline (a replay).
+        """Commit one delivery; False when ``delivery_key`` was already stored for the pipeline with the same
+        records, in any order (a replay); `KeyConflict` when it was stored with other records.
 
         A lone surrogate (JSON ``"\\ud800"``), which no database encoding takes, becomes U+FFFD.
         """
@@ -125,7 +131,7 @@ class WebhookStore:
                     head = sa.select(_H.pipeline).where(_H.pipeline == pipeline).with_for_update()
                     locked = conn.execute(head).first() is not None or attempt == 2
                     if locked:
-                        if conn.scalar(_stored(pipeline, delivery_key)) is not None:
+                        if _replayed(conn.scalar(_stored(pipeline, delivery_key)), row["records"]):
                             return False
                         conn.execute(deliveries_table.insert().values(**row))
                 if locked:
@@ -133,9 +139,8 @@ class WebhookStore:
                 self._add_head(pipeline)  # its first delivery, or its row was deleted: add it, then lock it
         except sa.exc.IntegrityError:
             with self.engine.connect() as conn:
-                found = conn.scalar(_stored(pipeline, delivery_key))
-            if found is None:
-                raise
+                if not _replayed(conn.scalar(_stored(pipeline, delivery_key)), row["records"]):
+                    raise
             return False
         return True
 
@@ -178,5 +183,19 @@ class WebhookStore:
             return int(conn.scalar(sa.select(sa.func.count()).where(_D.pipeline == pipeline)) or 0)
 
 
-def _stored(pipeline: str, delivery_key: str) -> sa.Select[tuple[int]]:
-    return sa.select(_D.id).where(_D.pipeline == pipeline, _D.delivery_key == delivery_key)
+def _stored(pipeline: str, delivery_key: str) -> sa.Select[tuple[str]]:
+    return sa.select(_D.records).where(_D.pipeline == pipeline, _D.delivery_key == delivery_key)
+
+
+def _replayed(stored: str | None, records: str) -> bool:
+    """Whether a delivery with ``records`` is a replay of the ``stored`` one (None: nothing stored);
+    `KeyConflict` when the stored one has other records."""
+    if stored is None:
+        return False
+    if _contents(stored) != _contents(records):
+        raise KeyConflict("a delivery with the same key was stored with other records")
+    return True
+
+
+def _contents(records: str) -> list[str]:
+    return sorted(json.dumps(record, sort_keys=True) for record in json.loads(records))
