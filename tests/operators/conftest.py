@@ -53,6 +53,29 @@ def scenario_id(emulator) -> int:
     return sid
 
 
+#: The launch-marker field of `marker_scenario`'s database.
+MARKER = "AF_SYNC"
+
+
+@pytest.fixture
+def marker_scenario(emulator, scenario_id) -> int:
+    """The test's scenario moved onto its own database, which has the launch-marker field."""
+    db_id = scenario_id
+    emulator.seed(
+        databases=[
+            {
+                "id": db_id,
+                "name": f"Customers {db_id}",
+                "fields": [{"name": "CRM_ID", "type": "string"}, {"name": MARKER, "type": "string"}],
+            }
+        ],
+        scenarios=[
+            {"id": scenario_id, "name": "Welcome", "db_id": db_id, "is_active": True, "mode": "restart"}
+        ],
+    )
+    return scenario_id
+
+
 #: Ledgers a test can ask for with ``@pytest.mark.parametrize("ledger", [...], indirect=True)``; SQLite
 #: is a file of the test's own.
 LEDGER_URLS = {"postgresql": PG_URL, "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test"}

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from tests.airflow_helpers import asset_event_extras, install_dag, run_dag, task_states, xcom_values
 
-from .conftest import EMAIL_MAPPING, PG_URL, contacts, launch_counts
+from .conftest import EMAIL_MAPPING, MARKER, PG_URL, contacts, launch_counts
 
 DAG_FILE = Path(__file__).parent / "dag_files" / "outcomes_contacts.py"
 DAY = pendulum.datetime(2026, 3, 1, tz="UTC")
@@ -27,7 +27,6 @@ COUNTERS = ("launched", "skipped", "rejected", "failed", "uncertain")
 BATCH = "workflows/import_and_start_batch"
 TASK = "workflows/import_and_start_batch_task"
 SUMMARY_KEY = "altcraft_summary"
-MARKER = "AF_SYNC"
 
 
 @pytest.fixture
@@ -54,25 +53,6 @@ def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
         return install_dag(DAG_FILE, config, Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]))
 
     return build
-
-
-@pytest.fixture
-def marker_scenario(emulator, scenario_id) -> int:
-    """The test's scenario moved onto its own database, which has the launch-marker field."""
-    db_id = scenario_id
-    emulator.seed(
-        databases=[
-            {
-                "id": db_id,
-                "name": f"Customers {db_id}",
-                "fields": [{"name": "CRM_ID", "type": "string"}, {"name": MARKER, "type": "string"}],
-            }
-        ],
-        scenarios=[
-            {"id": scenario_id, "name": "Welcome", "db_id": db_id, "is_active": True, "mode": "restart"}
-        ],
-    )
-    return scenario_id
 
 
 def outcome_rows(scenario_id: int, dag_id: str = "outcomes_test") -> list[tuple[int, str | None, str]]:
