@@ -13,10 +13,11 @@ from altcraft.reconciliation import judge, launch_marker, match_of, with_marker
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def contact(marker: str | None) -> UncertainContact:
-    return UncertainContact("email:anna@example.org", "h", marker, T0, "dag/task/run", "b1")
+def contact(marker: str | None, delivery_mode: str | None = "batch") -> UncertainContact:
+    return UncertainContact("email:anna@example.org", "h", marker, T0, "dag/task/run", "b1", delivery_mode)
 
 
+@pytest.mark.parametrize("delivery_mode", ["single", "batch"])
 @pytest.mark.parametrize(
     ("marker", "profile", "outcome", "says"),
     [
@@ -38,13 +39,22 @@ def contact(marker: str | None) -> UncertainContact:
         ),
     ],
 )
-def test_verdicts_follow_the_evidence(marker, profile, outcome, says):
-    verdict = judge(contact(marker), profile, T0)
+def test_verdicts_follow_the_evidence(marker, profile, outcome, says, delivery_mode):
+    """A request sent synchronously was processed when its answer was lost, or never will be."""
+    verdict = judge(contact(marker, delivery_mode), profile, T0)
     assert verdict.outcome is outcome
     assert says in verdict.reason
     assert "anna" not in verdict.reason, "no contact data in reasons"
 
 
+@pytest.mark.parametrize(
+    ("delivery_mode", "says"),
+    [
+        ("async", "the request created an Altcraft task that may still be queued"),
+        (None, "the ledger has no delivery mode for the request (claimed by an earlier version)"),
+    ],
+    ids=["async", "not-recorded"],
+)
 @pytest.mark.parametrize(
     ("marker", "profile", "outcome"),
     [
@@ -54,11 +64,15 @@ def test_verdicts_follow_the_evidence(marker, profile, outcome, says):
         (None, None, Outcome.UNCERTAIN),
     ],
 )
-def test_a_request_that_may_still_be_queued_is_never_judged_not_processed(marker, profile, outcome):
-    verdict = judge(contact(marker), profile, T0, queued=True)
+def test_a_request_that_may_still_be_queued_is_never_judged_not_processed(
+    marker, profile, outcome, delivery_mode, says
+):
+    """Sent as an Altcraft task (or not known to be sent otherwise: a claim of an earlier version), a
+    request may still wait in Altcraft's queue: only the marker is evidence."""
+    verdict = judge(contact(marker, delivery_mode), profile, T0)
     assert verdict.outcome is outcome
     if outcome is Outcome.UNCERTAIN:
-        assert "may still be queued" in verdict.reason
+        assert says in verdict.reason
 
 
 @pytest.mark.parametrize(

@@ -476,6 +476,7 @@ class Delivery:
             relaunch=self.relaunch,
             resend_uncertain=self.resend_uncertain,
             marker=self.marker,
+            delivery_mode=self.mode,
             aliases=aliases,
         )
         self._count(claim)
@@ -511,6 +512,7 @@ class Delivery:
             relaunch=self.relaunch,
             resend_uncertain=self.resend_uncertain,
             marker=self.marker,
+            delivery_mode=self.mode,
         )
 
     def _claimed_ahead(self, piece: Chunk, ahead: Future[OpenClaim | None]) -> Claim:
@@ -604,8 +606,7 @@ class Delivery:
                 exc,
             )
             return None
-        # an async try's request is an Altcraft task, which may run after this read
-        return judge(contact, profile, queued=self.mode is DeliveryMode.ASYNC)
+        return judge(contact, profile)  # by how the contact's claim was sent, not how this try sends
 
     # ---------------------------------------------------------------------------------------- sending
 

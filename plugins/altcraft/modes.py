@@ -11,3 +11,8 @@ class DeliveryMode(StrEnum):
     SINGLE = "single"  # workflows/import_and_start, one request per contact
     BATCH = "batch"  # workflows/import_and_start_batch
     ASYNC = "async"  # workflows/import_and_start_batch_task + tasks/status
+
+
+#: Modes whose launching request is answered only once Altcraft has processed it: nothing of it is left to
+#: run later. An ``async`` request creates a task that may still be queued when the request's answer is lost.
+SYNCHRONOUS = frozenset({DeliveryMode.SINGLE, DeliveryMode.BATCH})

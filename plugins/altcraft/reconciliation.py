@@ -11,9 +11,15 @@ set to the sending try's id. Reading the profile back then tells, per contact:
 * anything else (a profile exists, the request carried no marker) → still ``uncertain``, with the
   evidence noted.
 
-A request that created an Altcraft task (``async`` delivery, ``queued=True``) may still be waiting in
-Altcraft's queue when the profile is read, so only the marker is evidence there: without it the contact
-stays ``uncertain``.
+A request that created an Altcraft task (``async`` delivery) may still be waiting in Altcraft's queue when
+the profile is read, so only the marker is evidence there: without it the contact stays ``uncertain``.
+How the request was sent is read from the ledger, which records it with each claim
+(``UncertainContact.delivery_mode``), never taken from the reconciling run: another pipeline into the same
+scenario, or the same one after its spec changed, may send differently. A claim without a recorded mode
+(made by a version that did not record it) counts as possibly queued too: only a mode known to answer
+after processing (``single``, ``batch``: :data:`~altcraft.modes.SYNCHRONOUS`) lets a missing marker or
+profile mean "not processed". Judging a contact not processed while its task still waits would launch it
+twice; leaving it uncertain costs at most a contact that waits for ``resend_uncertain`` or a check by hand.
 
 Pure functions: the delivery makes the calls and the ledger records the verdicts.
 """
@@ -29,6 +35,7 @@ from altcraft.api.matching import MatchingMode
 from altcraft.api.models import DatabaseField
 from altcraft.ledger import Outcome, Resolution, UncertainContact
 from altcraft.mapping import FieldSpec, ProfileMapping
+from altcraft.modes import SYNCHRONOUS, DeliveryMode
 
 
 def launch_marker(field_name: str, run_key: str, try_number: int) -> str:
@@ -72,26 +79,35 @@ _RESOURCE_MODES = {"email", "email_sub", "phone", "phone_sub", "email_phone", "e
 
 
 def judge(
-    contact: UncertainContact,
-    profile: dict[str, Any] | None,
-    now: datetime | None = None,
-    *,
-    queued: bool = False,
+    contact: UncertainContact, profile: dict[str, Any] | None, now: datetime | None = None
 ) -> Resolution:
     """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent).
 
-    ``queued``: the request was an Altcraft task that may not have run yet, so no "not processed".
+    No "not processed" unless the contact's claim was sent synchronously (:func:`queued_because`).
     """
     at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     verdict = _judge(contact, profile, at)
-    if queued and verdict.outcome is Outcome.FAILED:
+    queued = queued_because(contact)
+    if queued is not None and verdict.outcome is Outcome.FAILED:
         return Resolution(
             Outcome.UNCERTAIN,
-            f"still uncertain (reconciled {at}: no launch marker yet, but the request created an Altcraft "
-            "task that may still be queued)",
+            f"still uncertain (reconciled {at}: no launch marker yet, but {queued})",
             verdict.profile_id,
         )
     return verdict
+
+
+def queued_because(contact: UncertainContact) -> str | None:
+    """Why the contact's request may still wait in Altcraft's queue, or None when its recorded delivery mode
+    answers only after processing (then a missing marker or profile means it was not processed)."""
+    if contact.delivery_mode in SYNCHRONOUS:
+        return None
+    if contact.delivery_mode == DeliveryMode.ASYNC:
+        return "the request created an Altcraft task that may still be queued"
+    return (
+        "the ledger has no delivery mode for the request (claimed by an earlier version): it may be an "
+        "Altcraft task still queued"
+    )
 
 
 def _judge(contact: UncertainContact, profile: dict[str, Any] | None, at: str) -> Resolution:

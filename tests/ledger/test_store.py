@@ -33,6 +33,8 @@ from altcraft.ledger import (
     outcomes_table,
 )
 from altcraft.ledger.statements import begin_tally, drop_tally, insert_outcomes, shard, tally
+from altcraft.modes import DeliveryMode
+from altcraft.reconciliation import judge
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 MARIA = "mysql+pymysql://root@127.0.0.1:3306"
@@ -856,12 +858,18 @@ def test_reconciliation_verdicts_update_the_contact_and_the_sending_tries_outcom
     assert ledger.standing(scope) == {"uncertain": 1, "failed": 0}
 
 
-def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
+#: Columns of ``altcraft_contacts`` added by later versions, oldest first.
+ADDED_COLUMNS = ("launch_marker", "delivery_mode")
+
+
+def create_older_ledger(engine: sa.Engine, without: tuple[str, ...] = ADDED_COLUMNS) -> sa.MetaData:
+    """The tables and indexes as an earlier version made them: no per-day counts, contacts ``without``
+    those columns, identifiers in the database's collation, the indexes since replaced."""
     old = sa.MetaData()
     for table in metadata.tables.values():
         if table is activity_table:
             continue
-        columns = [c.copy() for c in table.columns if c.name != "launch_marker"]
+        columns = [c.copy() for c in table.columns if c.name not in without]
         for column in columns:  # in the database's collation, as before identifiers compared bytewise
             if type(column.type) is sa.String:
                 column.type = sa.String(column.type.length)
@@ -871,7 +879,42 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     sa.Index("ix_altcraft_contacts_status", contacts.status, contacts.scenario_id)
     sa.Index("ix_altcraft_outcomes_recorded_at", former.recorded_at)
     sa.Index("ix_altcraft_outcomes_contact", former.contact_hash, former.outcome)
-    old.create_all(fresh_engine)
+    old.create_all(engine)
+    return old
+
+
+def test_each_claim_records_how_its_request_is_sent(engine, ledger, scope):
+    """The delivery mode of a contact's latest claim stays with its row, whichever way the claim was made
+    (in one transaction, or opened ahead and committed), until a claim sends it again: recovery, a claim
+    meeting it uncertain and a verdict leave it, so reconciliation judges by how it was really sent."""
+    with pytest.raises(ValueError, match="'fast' is not a valid DeliveryMode"):
+        ledger.claim(scope, run("r1"), items("k:x"), ONCE, delivery_mode="fast", now=T0)
+    assert row(engine, scope, "k:x") == {}, "a mode no version knows is refused before anything is written"
+    ledger.claim(
+        scope, run("r1"), items("k:a", "k:b"), ONCE, marker="AF_SYNC=1", delivery_mode="async", now=T0
+    )
+    ledger.open_claim(
+        scope, run("r1"), items("k:c"), ONCE, delivery_mode=DeliveryMode.SINGLE, now=T0
+    ).commit()
+    ledger.claim(scope, run("r1"), items("k:d"), ONCE, now=T0)  # a caller that does not say: unknown
+    recorded = {"k:a": "async", "k:b": "async", "k:c": "single", "k:d": None}
+    assert {key: row(engine, scope, key)["delivery_mode"] for key in recorded} == recorded
+
+    retry = run("r1", 2)  # the worker died before settling: the retry recovers, meets and judges them
+    assert ledger.recover(scope, retry, now=T0) == sorted(recorded)
+    met = ledger.claim(scope, retry, items(*recorded), ONCE, delivery_mode="batch", now=T0)
+    assert met.to_send == [] and sorted(met.uncertain) == sorted(recorded)
+    contacts = ledger.uncertain_contacts(scope)
+    assert {c.contact_key: c.delivery_mode for c in contacts} == recorded
+    ledger.resolve(scope, contacts, {"k:a": Resolution(Outcome.UNCERTAIN, "no marker yet")})
+    assert row(engine, scope, "k:a")["delivery_mode"] == "async"
+
+    again = ledger.claim(scope, run("r2"), items("k:b"), ONCE, resend_uncertain=True, delivery_mode="batch")
+    assert again.to_send == ["k:b"] and row(engine, scope, "k:b")["delivery_mode"] == "batch"
+
+
+def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
+    old = create_older_ledger(fresh_engine)
     written = [  # outcome rows an earlier version wrote (it kept no per-day counts)
         {"platform": scope.platform, "scenario_id": 7, "dag_id": dag_id, "task_id": "send", "run_id": "r",
          "window_key": "w", "try_number": 1, "source_key": f"s{n}", "outcome": outcome,
@@ -898,12 +941,51 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     by_contact = next(index for index in found if index["name"] == "ix_altcraft_outcomes_contact_hash")
     if fresh_engine.dialect.name == "postgresql":
         assert by_contact["dialect_options"]["postgresql_using"] == "hash"
-    claim = ledger.claim(scope, run(), items("k:a"), ONCE, marker="AF_SYNC=1", now=T0)
-    assert row(fresh_engine, scope, "k:a")["launch_marker"] == "AF_SYNC=1"
+    claim = ledger.claim(scope, run(), items("k:a"), ONCE, marker="AF_SYNC=1", delivery_mode="async", now=T0)
+    assert {k: v for k, v in row(fresh_engine, scope, "k:a").items() if k in ADDED_COLUMNS} == {
+        "launch_marker": "AF_SYNC=1",
+        "delivery_mode": "async",
+    }
     assert claim.to_send == ["k:a"]
     ledger.settle(scope, run(), claim, {"k:a": LAUNCHED}, now=T0)
     assert sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10, "kept from then on"
     assert ledger.recount_days() > 0 and sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10
+
+
+def test_an_older_ledgers_uncertain_contacts_are_read_as_possibly_queued(fresh_engine, scope):
+    """A contact an earlier version left uncertain has no delivery mode after the upgrade (NULL): it may
+    have been sent as an Altcraft task still queued, so only its launch marker decides it; no profile, or
+    one without the marker, leaves it uncertain instead of "not processed" (which would send it again)."""
+    old = create_older_ledger(fresh_engine, without=("delivery_mode",))
+    claimed = {
+        "contact_hash": scope.contact_hash("k:a"), "platform": scope.platform, "scenario_id": 7,
+        "contact_key": "k:a", "status": "uncertain", "source_key": "src-k:a", "launch_count": 0,
+        "claim_run_key": "dag/send/r0", "claim_try_number": 1, "batch_id": "b0", "claimed_at": T0,
+        "updated_at": T0, "launch_marker": "AF_SYNC=abc", "error_text": "no result was reported",
+    }  # fmt: skip
+    with fresh_engine.begin() as conn:
+        conn.execute(old.tables["altcraft_contacts"].insert(), [claimed])
+    ledger = Ledger(fresh_engine)
+    ledger.ensure_schema()
+
+    assert "delivery_mode" in {c["name"] for c in sa.inspect(fresh_engine).get_columns("altcraft_contacts")}
+    [contact] = ledger.uncertain_contacts(scope)
+    assert (contact.launch_marker, contact.delivery_mode) == ("AF_SYNC=abc", None)
+    verdicts = {
+        "no profile": judge(contact, None, T0),
+        "no marker": judge(contact, {"id": "p1"}, T0),
+        "the marker": judge(contact, {"id": "p1", "AF_SYNC": "abc"}, T0),
+    }
+    assert {name: v.outcome for name, v in verdicts.items()} == {
+        "no profile": Outcome.UNCERTAIN,
+        "no marker": Outcome.UNCERTAIN,
+        "the marker": Outcome.LAUNCHED,
+    }
+    assert "no delivery mode for the request" in verdicts["no profile"].reason
+    assert ledger.resolve(scope, [contact], {"k:a": verdicts["no profile"]}) == {Outcome.UNCERTAIN: 1}
+    assert row(fresh_engine, scope, "k:a")["status"] == "uncertain"
+    again = ledger.claim(scope, run("r1"), items("k:a"), ONCE, now=T0, delivery_mode="batch")
+    assert again.to_send == [] and "k:a" in again.uncertain, "not sent again blindly"
 
 
 def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine):
@@ -924,7 +1006,8 @@ def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine):
         ("altcraft_outcomes", "profile_id"),
     }
     assert collations["altcraft_contacts", "contact_hash"] == "C"
-    assert len(collations) == 22  # 20 identifiers and the two free texts
+    assert collations["altcraft_contacts", "delivery_mode"] == "C"
+    assert len(collations) == 23  # 21 identifiers and the two free texts
 
 
 def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contacts(tmp_path, scope):

@@ -18,7 +18,16 @@ from altcraft.ledger.schema import contacts_table, outcomes_table
 from altcraft.modes import DeliveryMode
 from tests.broken_contacts import BROKEN_CONTACTS, GOOD, MAPPING
 
-from .conftest import FAST, PG_OPEN_CLAIMS, contacts, in_batches, launch_counts, open_claims, run_ref
+from .conftest import (
+    FAST,
+    MARKER,
+    PG_OPEN_CLAIMS,
+    contacts,
+    in_batches,
+    launch_counts,
+    open_claims,
+    run_ref,
+)
 
 
 def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
@@ -40,6 +49,14 @@ def test_every_delivery_mode_launches_each_contact_once(make_delivery, emulator,
     assert summary.requests == {"single": 50, "batch": 3, "async": 3}[mode]
     assert_exactly_once(emulator, scenario_id, 50)
     assert delivery.ledger.counts(delivery.scope, delivery.run)[Outcome.LAUNCHED] == 50
+    query = (
+        sa.select(contacts_table.c.delivery_mode)
+        .distinct()
+        .where(contacts_table.c.scenario_id == scenario_id)
+    )
+    with delivery.ledger.engine.connect() as conn:
+        recorded = conn.execute(query).scalars().all()
+    assert recorded == [mode], "every claim, in line or made ahead, records how its request is sent"
 
 
 #: every launch option, with a False among them (a falsy value must be sent, not dropped)
@@ -376,6 +393,31 @@ def test_uncertain_contacts_are_resent_only_when_asked(make_delivery, emulator, 
     assert (
         sorted(launch_counts(emulator, scenario_id).values()) == [2] * 5
     )  # the drop happened after processing
+
+
+def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_still_be_queued(
+    make_delivery, emulator, marker_scenario
+):
+    """The spec said ``async`` when the contacts were sent (the task submission's answer was lost, the task
+    runs seconds later) and ``batch`` when the next run reconciles them before it has: how the ledger
+    recorded they were sent decides (an Altcraft task, maybe still queued), not how this run sends."""
+    emulator.config(task_delay_seconds=2)
+    emulator.add_faults(
+        {"endpoint": "workflows/import_and_start_batch_task", "kind": "drop_after", "count": 1}
+    )
+    marked = {"profiles_db_id": marker_scenario, "launch_marker_field": MARKER}
+    with pytest.raises(DeliveryStopped):
+        make_delivery(mode="async", batch_size=6, **marked).process(in_batches(contacts(6)))
+
+    switched = make_delivery(mode="batch", run=run_ref(run_id="r2", window="w2"), **marked)
+    summary = switched.process(in_batches(contacts(6)))
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert (summary.requests, summary.uncertain) == (0, 6), "nobody sent again"
+    assert {task["status"] for task in emulator.state()["tasks"]} == {"queued"}, "the task had not run yet"
+    deadline = time.monotonic() + 10
+    while len(launch_counts(emulator, marker_scenario)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert_exactly_once(emulator, marker_scenario, 6)
 
 
 def test_pausing_passes_every_item_on_in_order_without_reading_ahead():

@@ -301,6 +301,33 @@ def test_reconciliation_never_resends_an_async_task_that_may_still_be_queued(
     assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 6, "launched once, by try 1"
 
 
+def test_a_batch_pipeline_never_resends_what_an_async_pipeline_may_still_have_queued(
+    dag_with, emulator, marker_scenario
+):
+    """Two pipelines into one scenario: the async one's task submission is answered into a dropped
+    connection and its task runs later; the batch one, meeting those contacts before the task has run,
+    judges them by how they were sent (an Altcraft task, maybe still queued), not by its own batch mode
+    (by which no profile meant "not processed": it sent them again, and the task launched them twice)."""
+    emulator.config(task_delay_seconds=5)
+    emulator.add_faults({"endpoint": TASK, "kind": "drop_after", "count": 1})
+    people = contacts(6)
+    sender = dag_with(people, dag_id="outcomes_async", delivery="async", launch_marker_field=MARKER)
+    assert task_states(run_dag(sender, DAY)) == {"import_and_launch": "failed"}
+
+    other = dag_with(people, dag_id="outcomes_batch", launch_marker_field=MARKER)
+    dag_run = run_dag(other, DAY)
+
+    assert [task["status"] for task in emulator.state()["tasks"]] == ["queued"], "the task had not run yet"
+    assert launch_counts(emulator, marker_scenario) == {}, "the batch pipeline sent nobody"
+    summary = summary_of(other, dag_run)
+    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert task_states(dag_run) == {"import_and_launch": "failed"}, "6 contacts are uncertain"
+    deadline = time.monotonic() + 20
+    while len(launch_counts(emulator, marker_scenario)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 6, "launched once, by the task"
+
+
 def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, marker_scenario):
     emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
     first = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER)

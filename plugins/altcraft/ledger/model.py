@@ -14,6 +14,7 @@ ID_LEN = 250  # Airflow's length of dag_id, task_id and run_id
 KEY_LEN = 800  # run keys and window keys: three ids, or two ids and two timestamps
 PLATFORM_LEN = 255
 MARKER_LEN = 300  # "FIELD=value" of the launch marker
+MODE_LEN = 16  # a DeliveryMode value
 
 
 class Outcome(StrEnum):
@@ -232,6 +233,9 @@ class UncertainContact:
     claimed_at: datetime
     claim_run_key: str
     batch_id: str
+    #: how the latest claim's request was sent (a ``DeliveryMode`` value); None when not recorded (claimed
+    #: by a version before ``delivery_mode``), which reconciliation reads as possibly queued
+    delivery_mode: str | None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 
-from altcraft.ledger.model import ID_LEN, KEY_LEN, MARKER_LEN, PLATFORM_LEN, utc
+from altcraft.ledger.model import ID_LEN, KEY_LEN, MARKER_LEN, MODE_LEN, PLATFORM_LEN, utc
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ contacts_table = sa.Table(
     sa.Column("error_text", sa.Text),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("launch_marker", sa.String(MARKER_LEN)),
+    # how the latest claim's request was sent (single, batch, async); NULL in rows claimed before it existed,
+    # which reconciliation reads as possibly an Altcraft task still queued (altcraft.reconciliation)
+    sa.Column("delivery_mode", _identifier(MODE_LEN)),
     # the contacts not launched (sending, uncertain, failed), for recovery, reconciliation and the standing;
     # on PostgreSQL and SQLite only those rows, so a settle's `launched` adds no entry (PostgreSQL, claim +
     # settle of 1,000 new contacts: server CPU 29 -> 22 us per contact); a query uses it by stating

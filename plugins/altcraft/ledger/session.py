@@ -24,6 +24,7 @@ from altcraft.ledger.model import (
 
 if TYPE_CHECKING:
     from altcraft.ledger.store import Ledger, OpenClaim
+    from altcraft.modes import DeliveryMode
 
 #: Why a dry run predicts a contact skipped that an earlier chunk of it would have sent.
 PREDICTED_SENT = "already launched by this run (dry run)"
@@ -65,6 +66,7 @@ class LedgerSession:
         relaunch: bool = False,
         resend_uncertain: bool = False,
         marker: str | None = None,
+        delivery_mode: DeliveryMode | None = None,
         aliases: Mapping[str, Sequence[str]] | None = None,
     ) -> Claim:
         """:meth:`Ledger.claim` for this try; a dry run predicts it, counting what it would have sent."""
@@ -76,6 +78,7 @@ class LedgerSession:
             relaunch=relaunch,
             resend_uncertain=resend_uncertain,
             marker=marker,
+            delivery_mode=delivery_mode,
             aliases=aliases,
             dry_run=self.dry_run,
         )
@@ -96,6 +99,7 @@ class LedgerSession:
         relaunch: bool = False,
         resend_uncertain: bool = False,
         marker: str | None = None,
+        delivery_mode: DeliveryMode | None = None,
     ) -> OpenClaim:
         """:meth:`Ledger.open_claim` for this try (not in a dry run, which writes nothing)."""
         if self.dry_run:
@@ -108,6 +112,7 @@ class LedgerSession:
             relaunch=relaunch,
             resend_uncertain=resend_uncertain,
             marker=marker,
+            delivery_mode=delivery_mode,
         )
 
     def claim_of(self, batch_id: str) -> Claim:

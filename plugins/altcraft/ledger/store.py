@@ -66,6 +66,7 @@ from altcraft.ledger.statements import (
     tally,
     update_contacts,
 )
+from altcraft.modes import DeliveryMode
 
 log = logging.getLogger("altcraft.ledger")
 
@@ -244,6 +245,7 @@ class Ledger:
         relaunch: bool = False,
         resend_uncertain: bool = False,
         marker: str | None = None,
+        delivery_mode: DeliveryMode | str | None = None,
         aliases: Mapping[str, Sequence[str]] | None = None,
         now: datetime | None = None,
         dry_run: bool = False,
@@ -252,13 +254,16 @@ class Ledger:
 
         Skipped contacts get a ``skipped`` outcome, contacts not sent because they are uncertain an
         ``uncertain`` one, in the same transaction. Two concurrent claims never both receive the same
-        key. ``marker`` (``FIELD=value``) is the launch marker the request will carry, kept for
-        reconciliation. ``aliases`` (key -> component keys, for combined matching modes): a key whose
-        component was claimed before is the same contact as that earlier one. ``dry_run``: the same
-        decisions, read without locks, and nothing written (batch id ``preview``).
+        key. ``marker`` (``FIELD=value``) is the launch marker the request will carry and ``delivery_mode``
+        how it is sent (a :class:`~altcraft.modes.DeliveryMode`), both kept for reconciliation; None for
+        the mode records it unknown, which reconciliation reads as possibly an Altcraft task still queued.
+        ``aliases`` (key -> component keys, for combined matching modes): a key whose component was
+        claimed before is the same contact as that earlier one. ``dry_run``: the same decisions, read
+        without locks, and nothing written (batch id ``preview``).
         """
+        at = utc(now)
         work = self._claimer(
-            scope, run, items, policy, relaunch, resend_uncertain, marker, aliases, utc(now), dry_run
+            scope, run, items, policy, relaunch, resend_uncertain, marker, delivery_mode, aliases, at, dry_run
         )
         claim = self._read(work) if dry_run else self._write(work)
         _log_claim(claim, run, dry_run=dry_run)
@@ -274,6 +279,7 @@ class Ledger:
         relaunch: bool = False,
         resend_uncertain: bool = False,
         marker: str | None = None,
+        delivery_mode: DeliveryMode | str | None = None,
         now: datetime | None = None,
     ) -> OpenClaim:
         """:meth:`claim`'s statements in a transaction left open: nothing is claimed until
@@ -282,7 +288,9 @@ class Ledger:
         Its row locks are held until then: a concurrent claim of the same contacts waits. One attempt: a
         conflict raises (the caller claims again with :meth:`claim`). Not for combined matching.
         """
-        work = self._claimer(scope, run, items, policy, relaunch, resend_uncertain, marker, None, utc(now))
+        work = self._claimer(
+            scope, run, items, policy, relaunch, resend_uncertain, marker, delivery_mode, None, utc(now)
+        )
         self._ready()
         with ExitStack() as stack:
             claim = work(stack.enter_context(self._transaction()))
@@ -297,12 +305,14 @@ class Ledger:
         relaunch: bool,
         resend_uncertain: bool,
         marker: str | None,
+        delivery_mode: DeliveryMode | str | None,
         aliases: Mapping[str, Sequence[str]] | None,
         at: datetime,
         dry_run: bool = False,
     ) -> Callable[[Connection], Claim]:
         """The transaction's work of a claim (see :meth:`claim`)."""
         batch_id = "preview" if dry_run else uuid.uuid4().hex
+        mode = None if delivery_mode is None else DeliveryMode(delivery_mode).value  # an unknown one raises
         first, duplicates = rules.split_duplicates(items)
 
         def work(conn: Connection) -> Claim:
@@ -341,7 +351,7 @@ class Ledger:
             claim.skipped.update(ids.ambiguous)
             if not dry_run:
                 self._write_claim(
-                    conn, scope, run, claim, ids, states.keys(), marker, at, rekey=bool(aliases)
+                    conn, scope, run, claim, ids, states.keys(), marker, mode, at, rekey=bool(aliases)
                 )
                 apply_changes(conn, dead, at)
             return claim
@@ -465,6 +475,7 @@ class Ledger:
             _C.claimed_at,
             _C.claim_run_key,
             _C.batch_id,
+            _C.delivery_mode,
         )
         where = (
             _C.status == ContactStatus.UNCERTAIN.value,
@@ -673,6 +684,7 @@ class Ledger:
         ids: rules.Identities,
         existing_rows: Collection[str],
         marker: str | None,
+        mode: str | None,
         at: datetime,
         *,
         rekey: bool,
@@ -681,6 +693,7 @@ class Ledger:
         ones' outcomes (one ``skipped`` per duplicate item too)."""
         claim_values = {
             "launch_marker": marker,
+            "delivery_mode": mode,
             "status": ContactStatus.SENDING.value,
             "claim_run_key": run.run_key,
             "claim_try_number": run.try_number,
