@@ -9,6 +9,6 @@ our reading of three vendors' docs, which a user's CI should not mistake for the
 from tests.fake_crms.amocrm import FakeAmoCrm
 from tests.fake_crms.bitrix24 import FakeBitrix24
 from tests.fake_crms.hubspot import FakeHubSpot
-from tests.fake_crms.server import FakeCrm, serving
+from tests.fake_crms.server import FakeCrm, serving, without
 
-__all__ = ["FakeAmoCrm", "FakeBitrix24", "FakeCrm", "FakeHubSpot", "serving"]
+__all__ = ["FakeAmoCrm", "FakeBitrix24", "FakeCrm", "FakeHubSpot", "serving", "without"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -74,6 +74,7 @@ def contact(person: Person) -> dict[str, Any]:
 
 @dataclass
 class FakeAmoCrm(FakeCrm):
+    created_fields: ClassVar[tuple[str, ...]] = ("created_at",)
     filter_mode: str = "apply"
     access_tokens: set[str] = field(default_factory=lambda: {"amo-token"})
     refresh_tokens: set[str] = field(default_factory=set)
@@ -123,7 +124,11 @@ class FakeAmoCrm(FakeCrm):
             links = {"self": {"href": f"{base}&page={page}"}}
             if page * limit < len(found):
                 links["next"] = {"href": f"{base}&page={page + 1}"}
-            body = {"_page": page, "_links": links, "_embedded": {"contacts": [contact(p) for p in chunk]}}
+            body = {
+                "_page": page,
+                "_links": links,
+                "_embedded": {"contacts": [self.shown(p, contact(p)) for p in chunk]},
+            }
             return JSONResponse(body, media_type="application/hal+json")
 
         @app.get("/api/v4/contacts/{contact_id}")
@@ -133,7 +138,7 @@ class FakeAmoCrm(FakeCrm):
             person = self.by_id().get(contact_id)
             if person is None:
                 return Response(status_code=204)
-            return JSONResponse(contact(person), media_type="application/hal+json")
+            return JSONResponse(self.shown(person, contact(person)), media_type="application/hal+json")
 
         @app.post("/oauth2/access_token")
         async def token(request: Request) -> Response:

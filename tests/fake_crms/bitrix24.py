@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -64,6 +64,7 @@ def _matches(person: Person, filters: dict[str, Any]) -> bool:
 
 @dataclass
 class FakeBitrix24(FakeCrm):
+    created_fields: ClassVar[tuple[str, ...]] = ("createdTime",)
     user: str = "1"
     secret: str = "b24-webhook-secret"
     limit_status: int = 503
@@ -108,10 +109,11 @@ class FakeBitrix24(FakeCrm):
                 "operating": 0,
             }
             if start == -1:
-                return JSONResponse({"result": {"items": [item(p) for p in found[:PAGE]]}, "time": timing})
+                items = [self.shown(p, item(p)) for p in found[:PAGE]]
+                return JSONResponse({"result": {"items": items}, "time": timing})
             chunk = found[start : start + PAGE]
             answer: dict[str, Any] = {
-                "result": {"items": [item(p) for p in chunk]},
+                "result": {"items": [self.shown(p, item(p)) for p in chunk]},
                 "total": len(found),
                 "time": timing,
             }

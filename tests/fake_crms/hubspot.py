@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -54,6 +54,7 @@ def _value(person: Person, name: str) -> int:
 
 @dataclass
 class FakeHubSpot(FakeCrm):
+    created_fields: ClassVar[tuple[str, ...]] = ("createdAt", "properties.createdate")
     token: str = "pat-na1-fake"
     max_limit: int = 200
     max_results: int = 10_000
@@ -120,7 +121,8 @@ class FakeHubSpot(FakeCrm):
             answer: dict[str, Any] = {
                 "total": len(found),
                 "results": [
-                    result(p, body.get("properties") or ["email", "firstname", "lastname"]) for p in chunk
+                    self.shown(p, result(p, body.get("properties") or ["email", "firstname", "lastname"]))
+                    for p in chunk
                 ],
             }
             if after + limit < len(found):
@@ -137,7 +139,7 @@ class FakeHubSpot(FakeCrm):
             return JSONResponse(
                 {
                     "status": "COMPLETE",
-                    "results": [result(p, body.get("properties") or []) for p in people],
+                    "results": [self.shown(p, result(p, body.get("properties") or [])) for p in people],
                     "startedAt": "2024-03-01T00:00:00.000Z",
                     "completedAt": "2024-03-01T00:00:00.100Z",
                 }

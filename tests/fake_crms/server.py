@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -53,6 +54,9 @@ def people(count: int, *, start: int = 1, every: timedelta = timedelta(hours=1))
 class FakeCrm:
     """State of one fake account; subclasses add the routes (`routes`)."""
 
+    #: the fields of an item holding the contact's creation time (``properties.createdate``: nested)
+    created_fields: ClassVar[tuple[str, ...]]
+
     contacts: list[Person] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     storm: int = 0
@@ -60,9 +64,16 @@ class FakeCrm:
     deaf: bool = False
     """The account ignores the paging parameter (page, ``>id`` cursor, ``after``): every page is the first."""
     url: str = ""
+    broken: dict[int, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
+    """Contacts answered malformed: contact id -> what the answer holds instead, given its item."""
 
     def by_id(self) -> dict[int, Person]:
         return {p.id: p for p in self.contacts}
+
+    def shown(self, person: Person, item: dict[str, Any]) -> Any:
+        """The item answered for ``person``: its rendered ``item``, unless it is `broken`."""
+        breaking = self.broken.get(person.id)
+        return item if breaking is None else breaking(item)
 
     def limited(self) -> Response:
         raise NotImplementedError
@@ -92,6 +103,22 @@ class FakeCrm:
 
         self.routes(app)
         return app
+
+
+def without(*names: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A `FakeCrm.broken` value: the item without these fields (``properties.createdate``: nested)."""
+
+    def broken(item: dict[str, Any]) -> dict[str, Any]:
+        item = json.loads(json.dumps(item))
+        for name in names:
+            *parents, last = name.split(".")
+            target = item
+            for parent in parents:
+                target = target[parent]
+            target.pop(last)
+        return item
+
+    return broken
 
 
 def problem(code: int, **body: Any) -> JSONResponse:

@@ -7,10 +7,10 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving
+from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving, without
 from tests.fake_crms.server import EPOCH, people
 
-from altcraft.sources import MemoryStateStore, SourceError, Window
+from altcraft.sources import ERROR_FIELD, MemoryStateStore, SourceError, Window
 from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
 from altcraft.sources.crm.amocrm import TOKENS_KEY
 from altcraft.sources.crm.base import WATERMARK_KEY
@@ -334,3 +334,55 @@ def test_a_partitioned_window_reads_each_contact_once(hubspot, bitrix, amo):
 
 def ids_part(source, window, partition):
     return [int(r["id"]) for b in source.batches(window, 100, partition=partition) for r in b]
+
+
+#: each CRM's source and name
+CRMS = {"amo": (amo_source, "amoCRM"), "bitrix": (b24_source, "Bitrix24"), "hubspot": (hs_source, "HubSpot")}
+
+
+@pytest.mark.parametrize("mode", ["window", "watermark"])
+@pytest.mark.parametrize("crm_name", sorted(CRMS))
+def test_an_unreadable_contact_is_its_error_record_and_the_others_are_delivered(request, crm_name, mode):
+    """Contact 2 answered as a string, 3 without its id, 4 without its creation time: each is rejected
+    with its reason; the run is not failed and no other contact is lost."""
+    crm = request.getfixturevalue(crm_name)
+    build, label = CRMS[crm_name]
+    crm.broken = {2: lambda item: "not a contact", 3: without("id"), 4: without(*crm.created_fields)}
+    state = MemoryStateStore()
+    source = build(state, mode=mode)
+
+    records = [r for batch in source.batches(hours(1, 8), 100) for r in batch]
+
+    errors = [(r["id"], r[ERROR_FIELD]) for r in records if ERROR_FIELD in r]
+    assert errors == [
+        ("page 1 item 2", "not a JSON object but str"),
+        ("page 1 item 3", f"{label} contact without a numeric id"),
+        ("4", f"{label} contact: no {crm.created_fields[-1].rsplit('.')[-1]}"),
+    ]
+    delivered = [int(r["id"]) for r in records if ERROR_FIELD not in r]
+    assert delivered[:3] == [1, 5, 6] and delivered == sorted(delivered)
+    if mode == "watermark":
+        source.commit()
+        assert state.get(WATERMARK_KEY) == len(crm.contacts)
+    else:
+        assert delivered == [1, 5, 6, 7]
+
+
+@pytest.mark.parametrize("filter_mode", ["apply", "refuse", "ignore"])
+def test_amocrm_contact_without_created_at_is_rejected_in_the_window_of_its_update(amo, filter_mode):
+    """A contact without created_at was dropped without a word where the filter was refused or ignored
+    (read by update time), and made an account applying the filter look like one ignoring it."""
+    amo.filter_mode = filter_mode
+    amo.broken = {6: without("created_at")}
+    before, after = hours(1, 5), hours(5, 9)  # contact 6 is updated 5 minutes after its creation
+
+    assert ids(amo_source(), before) == [1, 2, 3, 4]
+    records = [r for batch in amo_source().batches(after, 100) for r in batch]
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        ("5", None),
+        ("6", "amoCRM contact: no created_at"),
+        *((str(n), None) for n in range(7, 9)),
+    ]
+    fallback = [r for r in amo.requests if "order[updated_at]" in r["query"]]
+    assert bool(fallback) == (filter_mode != "apply")

@@ -19,7 +19,7 @@ from altcraft.sources.crm.base import WebhookRead
 from altcraft.webhooks.app import WebhookConfig, create_app
 from altcraft.webhooks.kinds import HUBSPOT_SIGNATURE, HUBSPOT_TIMESTAMP, hubspot_signature
 from altcraft.webhooks.store import WebhookStore
-from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving
+from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving, without
 from tests.fake_crms.server import people
 
 SECRET = "crm-webhook-secret-for-tests"
@@ -246,6 +246,7 @@ def test_the_run_fetches_the_full_contacts_of_the_stored_ids_and_moves_on(crm, c
         }[crm]
         deliver(3, 4)
         deliver(59, 404)  # 404: deleted in the CRM since
+        fake.broken = {4: without(*fake.created_fields)}  # answered without its creation time
         state = MemoryStateStore()
         read = WebhookRead(endpoint=f"{crm}_welcome", ledger_conn_id="crm_hook_ledger")
 
@@ -256,6 +257,7 @@ def test_the_run_fetches_the_full_contacts_of_the_stored_ids_and_moves_on(crm, c
         records = [r for b in first.batches(None, 10) for r in b]
         assert [r["id"] for r in records] == ["3", "4", "59", "404"]
         assert records[0]["email"] == "c3@example.org" and records[0]["first_name"] == "First3"
+        assert "no created" in records[1]["__error__"].lower()  # that contact rejected, the others read
         assert "__error__" in records[3] and "no contact 404" in records[3]["__error__"]
         first.commit()
         deliver(10)

@@ -245,6 +245,13 @@ def check_timezone(name: str) -> str:
     return name
 
 
+def not_an_object(key_column: str, location: str, item: Any, expected: str = "a JSON object") -> Record:
+    """The error record of an item at ``location`` that is not ``expected`` (a mapping): its kind, never
+    its content."""
+    kind = "null" if item is None else type(item).__name__
+    return error_record(key_column, location, f"not {expected} but {kind}")
+
+
 def rechunk(records: Iterable[Mapping[str, Any]], batch_size: int) -> Iterator[list[Record]]:
     """Group records into lists of at most ``batch_size``; every record must be a mapping."""
     check_batch_size(batch_size)

@@ -31,8 +31,8 @@ from altcraft.sources.base import (
     Source,
     SourceError,
     Window,
-    error_record,
     fingerprint,
+    not_an_object,
     partition_window,
     rechunk,
 )
@@ -278,12 +278,9 @@ class RestSource(Source):
             pages.add(records)
             for number, record in enumerate(records, start=1):
                 # an item that is not an object is that item's error: the others are still delivered
-                yield record if isinstance(record, dict) else self._not_an_object(pages.count, number, record)
+                where = f"page {pages.count} item {number}"
+                yield record if isinstance(record, dict) else not_an_object(self.key_column, where, record)
             request = self.paginator.next(request, response, body, records) if self.paginator else None
-
-    def _not_an_object(self, page: int, number: int, item: Any) -> Record:
-        kind = "null" if item is None else type(item).__name__
-        return error_record(self.key_column, f"page {page} item {number}", f"not a JSON object but {kind}")
 
     def _send(self, hook: Any, request: PageRequest) -> Response:
         endpoint = self._relative(hook, request.endpoint)

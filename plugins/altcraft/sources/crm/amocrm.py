@@ -5,7 +5,8 @@
   filter (HTTP 400) or ignores it (a contact outside the window comes back) is read by
   ``order[updated_at]=desc`` with ``If-Modified-Since: <window start>`` instead, down to the first contact
   updated before the window (a contact is updated no earlier than it is created), and the window is
-  applied here.
+  applied here; a contact without a readable ``created_at`` (an error record) is placed by its
+  ``updated_at``, and is no sign of an ignored filter.
 * **Watermark**: ``order[id]=desc`` down to the last id read (all pages ``order[id]=asc`` the first time).
 * **Webhook**: ``GET /api/v4/contacts/{id}`` per stored id.
 * **Auth**: ``Authorization: Bearer <connection password>`` -- a long-lived token, or an OAuth access
@@ -36,8 +37,11 @@ from altcraft.sources.crm.base import (
     CrmSource,
     CrmSpec,
     account_url,
+    contact_id,
     contact_record,
     epoch,
+    in_id_order,
+    instant,
 )
 
 CONTACTS = "/api/v4/contacts"
@@ -124,7 +128,7 @@ class AmoCrmSource(CrmSource):
         }
         try:
             for page in self._pages(span):
-                if any(not _near(window, contact) for contact in page):
+                if any(not _near(window, _seconds(contact, "created_at")) for contact in page):
                     break  # the account ignores the filter: read by update time instead
                 yield page
             else:
@@ -139,10 +143,11 @@ class AmoCrmSource(CrmSource):
         since = {"If-Modified-Since": format_datetime(window.start, usegmt=True)}
         found: list[dict[str, Any]] = []
         for page in self._pages({"order[updated_at]": "desc"}, headers=since):
-            found += [contact for contact in page if _near(window, contact)]
-            if page and int(page[-1].get("updated_at") or 0) < window.start.timestamp():
+            found += [contact for contact in page if _placed(window, contact)]
+            updated = [s for s in (_seconds(contact, "updated_at") for contact in page) if s is not None]
+            if updated and min(updated) < window.start.timestamp():
                 break
-        yield sorted(found, key=lambda contact: int(contact["id"]))
+        yield in_id_order(found)
 
     def pages_after(self, last_id: int | None) -> Iterator[list[dict[str, Any]]]:
         if last_id is None:
@@ -150,16 +155,21 @@ class AmoCrmSource(CrmSource):
             return
         newer: list[dict[str, Any]] = []
         for page in self._pages({"order[id]": "desc"}):
-            newer += [contact for contact in page if int(contact["id"]) > last_id]
-            if any(int(contact["id"]) <= last_id for contact in page):
+            ids = [contact_id(contact) for contact in page]
+            newer += [
+                contact
+                for contact, number in zip(page, ids, strict=True)
+                if number is None or number > last_id
+            ]
+            if any(number is not None and number <= last_id for number in ids):
                 break
-        yield sorted(newer, key=lambda contact: int(contact["id"]))
+        yield in_id_order(newer)
 
     def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
         found = []
-        for contact_id in ids:
+        for asked in ids:
             try:
-                response = self.http.request("GET", f"{CONTACTS}/{int(contact_id)}", label="contacts/{id}")
+                response = self.http.request("GET", f"{CONTACTS}/{int(asked)}", label="contacts/{id}")
             except SourceError as error:
                 if getattr(error, "status", None) == 404:
                     continue
@@ -197,8 +207,8 @@ class AmoCrmSource(CrmSource):
                 coded.setdefault(str(field["field_code"]).upper(), first)
         return contact_record(
             raw["id"],
-            created_at=epoch(raw["created_at"]),
-            updated_at=epoch(raw["updated_at"]) if raw.get("updated_at") else None,
+            created_at=instant("created_at", raw.get("created_at"), epoch),
+            updated_at=instant("updated_at", raw["updated_at"], epoch) if raw.get("updated_at") else None,
             email=coded.get("EMAIL"),
             phone=coded.get("PHONE"),
             first_name=raw.get("first_name") or None,
@@ -208,10 +218,29 @@ class AmoCrmSource(CrmSource):
         )
 
 
-def _near(window: Window, contact: dict[str, Any]) -> bool:
-    """Whether a filtered answer's contact lies in the window, give or take the filter's rounding."""
-    created = int(contact.get("created_at") or 0)
-    return window.start.timestamp() - 1 <= created <= window.end.timestamp() + 1
+def _seconds(contact: Any, name: str) -> int | None:
+    """A raw contact's Unix seconds in field ``name``; None if unreadable (the contact is then an error
+    record)."""
+    try:
+        return int(contact[name])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _near(window: Window, created: int | None) -> bool:
+    """Whether a filtered answer's contact created at ``created`` lies in the window, give or take the
+    filter's rounding; one without a readable creation time is where the filter put it."""
+    return created is None or window.start.timestamp() - 1 <= created <= window.end.timestamp() + 1
+
+
+def _placed(window: Window, contact: Any) -> bool:
+    """Whether a contact read by update time belongs to the window: by its creation time; one without a
+    readable creation time (an error record) by its update time, so one window rejects it, and one
+    without either in every window that reads it."""
+    created, updated = _seconds(contact, "created_at"), _seconds(contact, "updated_at")
+    if created is not None or updated is None:
+        return _near(window, created)
+    return window.start.timestamp() <= updated < window.end.timestamp()
 
 
 def _fingerprint(refresh_token: str) -> str:

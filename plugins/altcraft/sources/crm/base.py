@@ -12,6 +12,12 @@ authenticates and names fields; this base turns that into a `Source`:
   are read past the last delivery handled (`altcraft.sources.webhook.WebhookSource`), and the full contacts
   are fetched from the CRM by id. A contact deleted meanwhile becomes a rejected record, not a failure.
 
+A contact the CRM answers that cannot be read -- an item that is not a JSON object, without a numeric
+``id``, without a readable creation time -- becomes that contact's error record (`CrmSource.record`: keyed
+by its id, else by ``page <n> item <m>``) and the mapper rejects it; the other contacts are delivered. In
+window mode it counts where the CRM's created-time filter put it (amoCRM's fallback places it by its update
+time); in watermark mode it is placed by its id, and one without an id is rejected by each run reading it.
+
 Every contact becomes one flat record (`Record`): ``id``, ``email``, ``phone``, ``first_name``,
 ``last_name``, ``name``, ``created_at`` (ISO 8601, UTC) and ``updated_at``, plus the CRM's own fields (see
 each preset). `PRESET_MAPPING` maps those to an Altcraft profile; a spec's ``mapping:`` overrides it
@@ -20,7 +26,7 @@ each preset). `PRESET_MAPPING` maps those to an Altcraft profile; a spec's ``map
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -29,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.sources.base import (
+    ERROR_FIELD,
     Partition,
     Record,
     SourceError,
@@ -36,6 +43,7 @@ from altcraft.sources.base import (
     StateStore,
     Window,
     error_record,
+    not_an_object,
     partition_window,
     rechunk,
 )
@@ -191,26 +199,41 @@ class CrmSource(Stateful):
             records = self._in_window(part)
         yield from rechunk(records, batch_size)
 
+    def record(self, raw: Any, where: str) -> Record:
+        """The flat record of one raw contact, or the error record saying why it cannot be one (keyed by
+        its id, else by ``where``): one unreadable contact is rejected, the others are delivered."""
+        if not isinstance(raw, dict):
+            return not_an_object("id", where, raw)
+        if contact_id(raw) is None:
+            return error_record("id", where, f"{self.crm} contact without a numeric id")
+        try:
+            return self.flatten(raw)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, ContactError) else f"unreadable ({type(exc).__name__})"
+            return error_record("id", str(raw["id"]), f"{self.crm} contact: {reason}")
+
     def _in_window(self, window: Window) -> Iterator[Record]:
         seen: set[str] = set()
-        for page in self.created_pages(window):
-            for raw in page:
-                record = self.flatten(raw)
-                if record["id"] not in seen and window.contains(_instant(record["created_at"])):
-                    seen.add(record["id"])
-                    yield record
+        for where, raw in _numbered(self.created_pages(window)):
+            record = self.record(raw, where)
+            # an error record has no time to check: the CRM's filter (or amoCRM's fallback) placed it
+            placed = ERROR_FIELD in record or window.contains(_instant(record["created_at"]))
+            if record["id"] not in seen and placed:
+                seen.add(record["id"])
+                yield record
 
     def _past_watermark(self) -> Iterator[Record]:
         if self.state is None:
             raise SourceError(f"{self.describe()}: watermark mode needs a state store")
         last = self.state.get(WATERMARK_KEY)
         floor = -1 if last is None else int(last)
-        for page in self.pages_after(None if last is None else int(last)):
-            for record in map(self.flatten, page):
-                contact_id = int(record["id"])
-                if contact_id > max(floor, self._pending or -1):  # ascending; a page repeated on a shift
-                    self._pending = contact_id
-                    yield record
+        for where, raw in _numbered(self.pages_after(None if last is None else int(last))):
+            number = contact_id(raw)
+            if number is None:  # no id to place it by: rejected where it is read
+                yield self.record(raw, where)
+            elif number > max(floor, self._pending or -1):  # ascending; a page repeated on a shift
+                self._pending = number
+                yield self.record(raw, where)
 
     def _from_webhook(self, batch_size: int, partition: Partition | None) -> Iterator[Record]:
         from altcraft.sources.webhook import WebhookSource
@@ -220,12 +243,18 @@ class CrmSource(Stateful):
         self._webhook = WebhookSource(
             hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id, state=self.state
         )
-        for stored in self._webhook.batches(None, self.fetch_chunk, partition=partition):
+        for fetch, stored in enumerate(self._webhook.batches(None, self.fetch_chunk, partition=partition), 1):
             ids = list(dict.fromkeys(str(item["id"]) for item in stored))
-            found = {record["id"]: record for record in map(self.flatten, self.by_ids(ids))}
-            for contact_id in ids:
-                yield found.get(contact_id) or error_record(
-                    "id", contact_id, f"{self.crm} has no contact {contact_id} (deleted since the webhook?)"
+            found: dict[str, Record] = {}
+            for item, raw in enumerate(self.by_ids(ids), start=1):
+                record = self.record(raw, f"fetch {fetch} item {item}")
+                if contact_id(raw) is None:  # cannot be matched to an id asked for
+                    yield record
+                else:
+                    found[record["id"]] = record
+            for asked in ids:
+                yield found.get(asked) or error_record(
+                    "id", asked, f"{self.crm} has no contact {asked} (deleted since the webhook?)"
                 )
 
     def _save(self, state: StateStore) -> None:
@@ -247,7 +276,8 @@ class CrmSource(Stateful):
             return stored.probe(since)
         window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
         first = next(iter(self.created_pages(window)), [])
-        records = [r for r in map(self.flatten, first) if window.contains(_instant(r["created_at"]))]
+        read = (self.record(raw, "probe") for raw in first)
+        records = [r for r in read if ERROR_FIELD not in r and window.contains(_instant(r["created_at"]))]
         newest = max((r["created_at"] for r in records), default=None)
         return len(records), newest
 
@@ -270,7 +300,8 @@ class CrmSource(Stateful):
         raise NotImplementedError
 
     def flatten(self, raw: dict[str, Any]) -> Record:
-        """One raw contact as a flat record (see the module docstring)."""
+        """One raw contact (an object with a numeric id) as a flat record (see the module docstring);
+        `ContactError` (or another ValueError, TypeError, ...) if it cannot be read."""
         raise NotImplementedError
 
     def limits(self) -> Limits:
@@ -308,6 +339,45 @@ def contact_record(
         "updated_at": updated_at.astimezone(UTC).isoformat() if updated_at else None,
     }
     return {**(extra or {}), **common}
+
+
+class ContactError(ValueError):
+    """A raw contact that cannot be a record; the text names the field, never its value."""
+
+
+def contact_id(raw: Any) -> int | None:
+    """A raw contact's numeric ``id`` (all three CRMs number contacts); None if it is not an object or has
+    no such id."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def in_id_order(contacts: Iterable[Any]) -> list[Any]:
+    """Raw contacts by numeric id, those without one last (in the order read)."""
+    return sorted(contacts, key=lambda raw: (contact_id(raw) is None, contact_id(raw) or 0))
+
+
+def instant(name: str, value: Any, parse: Callable[[Any], datetime]) -> datetime:
+    """A raw contact's time field ``name`` (holding ``value``) parsed; `ContactError` if absent or
+    unreadable."""
+    if value is None or value == "":
+        raise ContactError(f"no {name}")
+    try:
+        return parse(value)
+    except (TypeError, ValueError, AttributeError, OverflowError, OSError):
+        raise ContactError(f"{name} is not a time ({type(value).__name__})") from None
+
+
+def _numbered(pages: Iterable[list[Any]]) -> Iterator[tuple[str, Any]]:
+    """Each raw item with its place, ``page <n> item <m>``."""
+    for page, items in enumerate(pages, start=1):
+        for item, raw in enumerate(items, start=1):
+            yield f"page {page} item {item}", raw
 
 
 def _instant(text: str) -> datetime:

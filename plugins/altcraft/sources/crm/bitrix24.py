@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from altcraft.sources.base import PageLog, Record, SourceError, Window
-from altcraft.sources.crm.base import CrmSource, CrmSpec, contact_record, iso_instant
+from altcraft.sources.crm.base import CrmSource, CrmSpec, contact_id, contact_record, instant, iso_instant
 
 CONTACT_TYPE = 3
 PAGE = 50
@@ -77,7 +77,10 @@ class Bitrix24Source(CrmSource):
                 yield page
             if len(page) < PAGE:
                 return
-            last_id = max(int(_field(item, "id")) for item in page)
+            ids = [number for number in map(contact_id, page) if number is not None]
+            if not ids:
+                raise SourceError(f"{self.crm}: {LIST}: a full page without one contact id to read past")
+            last_id = max(ids)
 
     def _list(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         body = {
@@ -97,9 +100,11 @@ class Bitrix24Source(CrmSource):
     def flatten(self, raw: dict[str, Any]) -> Record:
         extra = {k: v for k, v in raw.items() if not isinstance(v, (dict, list))}
         return contact_record(
-            _field(raw, "id"),
-            created_at=iso_instant(_field(raw, "createdTime")),
-            updated_at=iso_instant(raw["updatedTime"]) if raw.get("updatedTime") else None,
+            raw["id"],
+            created_at=instant("createdTime", raw.get("createdTime"), iso_instant),
+            updated_at=instant("updatedTime", raw["updatedTime"], iso_instant)
+            if raw.get("updatedTime")
+            else None,
             email=_multi(raw, "EMAIL"),
             phone=_multi(raw, "PHONE"),
             first_name=raw.get("name") or None,
@@ -107,12 +112,6 @@ class Bitrix24Source(CrmSource):
             name=" ".join(p for p in (raw.get("name"), raw.get("lastName")) if p) or None,
             extra=extra,
         )
-
-
-def _field(raw: dict[str, Any], name: str) -> Any:
-    if name not in raw:
-        raise SourceError(f"Bitrix24: {LIST}: an item has no {name!r}")
-    return raw[name]
 
 
 def _multi(raw: dict[str, Any], type_id: str) -> Any:

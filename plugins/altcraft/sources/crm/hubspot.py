@@ -24,7 +24,15 @@ from typing import Any, Literal
 from pydantic import Field
 
 from altcraft.sources.base import PageLog, Record, SourceError, Window
-from altcraft.sources.crm.base import CrmSource, CrmSpec, account_url, contact_record, iso_instant
+from altcraft.sources.crm.base import (
+    CrmSource,
+    CrmSpec,
+    account_url,
+    contact_id,
+    contact_record,
+    instant,
+    iso_instant,
+)
 
 SEARCH = "/crm/v3/objects/contacts/search"
 BATCH_READ = "/crm/v3/objects/contacts/batch/read"
@@ -67,7 +75,7 @@ class HubSpotSource(CrmSource):
         that share it: pages are checked for repeats within one query (`PageLog`), and each query must get
         past the value it starts at.
         """
-        at_low: set[str] = set()
+        at_low: set[int | None] = set()
         while True:
             bound = [(prop, "GT" if strict else "GTE", low)] if low is not None else []
             read, last_value, tail, after = 0, low, set(at_low), None
@@ -75,13 +83,16 @@ class HubSpotSource(CrmSource):
             while True:
                 page, after = self._search([*bound, *filters], prop, after)
                 log.add(page)
-                fresh = [c for c in page if c["id"] not in at_low]
+                fresh = [c for c in page if (number := contact_id(c)) is None or number not in at_low]
                 if fresh:
                     yield fresh
                 read += len(page)
                 for contact in page:
                     value = _sort_value(contact, prop)
-                    tail = tail | {contact["id"]} if value == last_value else {contact["id"]}
+                    if value is None:  # unreadable: an error record, no place in the order
+                        continue
+                    number = contact_id(contact)
+                    tail = tail | {number} if value == last_value else {number}
                     last_value = value
                 if after is None:
                     return
@@ -128,13 +139,11 @@ class HubSpotSource(CrmSource):
     def flatten(self, raw: dict[str, Any]) -> Record:
         props = dict(raw.get("properties") or {})
         created = props.get("createdate") or raw.get("createdAt")
-        if not created:
-            raise SourceError(f"{self.crm}: contact {raw.get('id')} has no createdate")
         updated = props.get("lastmodifieddate") or raw.get("updatedAt")
         return contact_record(
             raw["id"],
-            created_at=iso_instant(created),
-            updated_at=iso_instant(updated) if updated else None,
+            created_at=instant("createdate", created, iso_instant),
+            updated_at=instant("lastmodifieddate", updated, iso_instant) if updated else None,
             email=props.get("email"),
             phone=props.get("phone"),
             first_name=props.get("firstname") or None,
@@ -148,11 +157,15 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _sort_value(contact: dict[str, Any], prop: str) -> int:
-    value = (contact.get("properties") or {}).get(prop)
-    if prop == "hs_object_id":
-        return int(value or contact["id"])
-    return _ms(iso_instant(value or contact.get("createdAt")))
+def _sort_value(contact: Any, prop: str) -> int | None:
+    """The value a search sorts by; None if unreadable (the contact is then an error record)."""
+    try:
+        value = (contact.get("properties") or {}).get(prop)
+        if prop == "hs_object_id":
+            return int(value or contact["id"])
+        return _ms(iso_instant(value or contact.get("createdAt")))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return None
 
 
 class HubSpotSpec(CrmSpec):
