@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -254,3 +255,49 @@ def test_describe_hides_credentials_in_the_url():
     source = FileSource("s3://key:secret@bucket/in/", key_column="id", window_by="mtime", conn_id="aws")
 
     assert source.describe() == "file s3://bucket/in/ (csv, files *.csv), window by file modification time"
+
+
+def test_a_csv_field_over_the_field_size_limit_is_its_rows_error_and_the_rest_is_read(tmp_path):
+    """The csv module refuses a field over 128 KiB; that failed the whole file. A quoted one may span lines
+    that must not be read as rows of their own (the second holds what looks like a contact)."""
+    big = "x" * (csv.field_size_limit() + 1)
+    path = write(
+        tmp_path / "contacts.csv",
+        CSV_HEADER
+        + "1,a@example.org,2024-03-01T01:00:00Z\n"
+        + f'2,"{big}\n9,ghost@example.org,2024-03-01T01:00:00Z\n'
+        + f'still ""quoted"", {big}",2024-03-01T01:00:00Z\n'
+        + "3,c@example.org,2024-03-01T01:00:00Z\n"
+        + f"4,{big},2024-03-01T01:00:00Z\n"
+        + f'5,"{big}","a second quoted field\n6,ghost@example.org,2024-03-01T01:00:00Z"\n'
+        + "6,f@example.org,2024-03-01T01:00:00Z\n",
+    )
+    source = FileSource(str(path), key_column="id", timestamp_column="created_at")
+
+    records = read(source)
+
+    limit = f"unreadable CSV (field larger than field limit ({csv.field_size_limit()}))"
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        ("1", None),
+        (f"{path}:3", limit),
+        ("3", None),
+        (f"{path}:7", limit),
+        (f"{path}:8", limit),
+        ("6", None),
+    ]
+
+
+def test_a_jsonl_line_nested_too_deep_to_parse_is_an_error_record(tmp_path):
+    good = '{"id": "%s", "t": "2024-03-01T01:00:00Z"}\n'
+    path = write(
+        tmp_path / "contacts.jsonl", good % 1 + '{"id": "2", "x": ' + "[" * 100_000 + "\n" + good % 3
+    )
+    source = FileSource(str(tmp_path), format="jsonl", key_column="id", timestamp_column="t")
+
+    records = read(source)
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        ("1", None),
+        (f"{path}:2", "invalid JSON: nested too deeply"),
+        ("3", None),
+    ]

@@ -11,10 +11,12 @@
   fell inside the window: a file spanning several windows is read by each of them (rows filtered), so
   no window -- nor a retry or a partition of one -- can lose rows because another one committed first.
   Without a state store nothing is remembered.
-* A line that cannot be read (invalid JSON, not an object, wrong number of CSV fields, bytes that are not
+* A line that cannot be read (invalid JSON or JSON nested too deep to parse, not an object, wrong number
+  of CSV fields, a CSV field over the csv module's ``field_size_limit`` of 128 KiB, bytes that are not
   valid in ``encoding``, unreadable timestamp, a JSON line over `MAX_LINE_CHARS`) becomes an error record
-  (`base.error_record`) with the key ``"<file>:<line>"``; the run goes on and the mapper rejects it (every
-  window reading the file yields it again, under the same key).
+  (`base.error_record`) with the key ``"<file>:<line>"`` (a CSV record's first line); the run goes on,
+  the rest of the file is read, and the mapper rejects it (every window reading the file yields it again,
+  under the same key). Only a CSV header that cannot be read fails the file.
 * Partitions deal files by a stable hash of their path: each file is read by exactly one partition.
 """
 
@@ -202,28 +204,82 @@ class FileSource(Stateful):
             except json.JSONDecodeError as exc:
                 yield number, f"invalid JSON: {exc.msg} at column {exc.colno}"
                 continue
+            except RecursionError:
+                yield number, "invalid JSON: nested too deeply"
+                continue
             yield number, record if isinstance(record, dict) else "not a JSON object"
 
     def _read_csv(self, handle: IO[str], name: str) -> Iterator[tuple[int, Record | str]]:
-        reader = csv.DictReader(handle, delimiter=self.delimiter)
-        if reader.fieldnames is not None and _UNDECODABLE.search("".join(reader.fieldnames)):
-            raise SourceError(f"{name}: the header line is not valid {self.encoding}")
-        first_line = reader.line_num + 1
+        lines = _RecordLines(handle)
+        reader = csv.DictReader(lines, delimiter=self.delimiter)
         try:
-            for row in reader:
-                if None in row or None in row.values():
-                    yield first_line, f"expected {len(reader.fieldnames or ())} CSV fields"
-                elif _UNDECODABLE.search("".join(row.values())):
-                    yield first_line, self._undecodable
-                else:
-                    yield first_line, row
-                first_line = reader.line_num + 1
+            fieldnames = reader.fieldnames
         except csv.Error as exc:
-            raise SourceError(f"{name}:{first_line}: unreadable CSV ({exc})") from None
+            raise SourceError(f"{name}:{lines.count}: unreadable CSV header ({exc})") from None
+        if fieldnames is not None and _UNDECODABLE.search("".join(fieldnames)):
+            raise SourceError(f"{name}: the header line is not valid {self.encoding}")
+        while True:
+            lines.record.clear()
+            first_line = lines.count + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a field over csv.field_size_limit(): that row, not the file
+                lines.read_past_record(self.delimiter)
+                yield first_line, f"unreadable CSV ({exc})"
+                continue
+            if None in row or None in row.values():
+                yield first_line, f"expected {len(fieldnames or ())} CSV fields"
+            elif _UNDECODABLE.search("".join(row.values())):
+                yield first_line, self._undecodable
+            else:
+                yield first_line, row
 
     @property
     def _undecodable(self) -> str:
         return f"bytes that are not valid {self.encoding}"
+
+
+class _RecordLines:
+    """A file's lines for `csv.reader`, counted, keeping those of the record being read so that a record
+    the reader gave up on can be read past to its real end (a quoted field may span lines)."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.lines = iter(handle)
+        self.count = 0
+        self.record: list[str] = []
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        self.count += 1
+        self.record.append(line)
+        return line
+
+    def read_past_record(self, delimiter: str) -> None:
+        """Skip the rest of the current record: the reader drops the rest of the line it failed on, and
+        would read the lines of a quoted field that goes on as records of their own."""
+        state = _csv_state("".join(self.record), delimiter)
+        while state == "quoted" and (line := next(self, None)) is not None:
+            state = _csv_state(line, delimiter, state)
+
+
+def _csv_state(text: str, delimiter: str, state: str = "start") -> str:
+    """Where `csv.reader` (default dialect: ``"`` quotes, doubled to escape) is after ``text``: at the
+    "start" of a field or record, in an unquoted "field", in a "quoted" field, or at a "quote" in one."""
+    for char in text:
+        if state == "quoted":
+            state = "quote" if char == '"' else "quoted"
+        elif char == '"' and state in ("start", "quote"):
+            state = "quoted"  # a quoted field opens, or a doubled quote stays in it
+        elif char == delimiter or char in "\r\n":
+            state = "start"
+        else:
+            state = "field"
+    return state
 
 
 def _lines(handle: IO[str]) -> Iterator[str | None]:
