@@ -8,7 +8,7 @@ from itertools import chain
 
 import pytest
 
-from altcraft.sources import PythonSource, Window
+from altcraft.sources import ERROR_FIELD, PythonSource, Window
 from altcraft.sources.python import IterableSource
 
 WINDOW = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
@@ -71,7 +71,7 @@ def test_partitions_get_time_sub_windows(crm_module):
     assert list(chain.from_iterable(parts)) == ids(source.batches(WINDOW, 5))
 
 
-def test_a_plain_callable_works_and_records_must_be_mappings():
+def test_a_plain_callable_works_and_an_item_that_is_not_a_mapping_is_its_error_record():
     seen = []
 
     def produce(window, count):
@@ -80,8 +80,20 @@ def test_a_plain_callable_works_and_records_must_be_mappings():
 
     assert ids(PythonSource(produce, key_column="id", kwargs={"count": 3}).batches(WINDOW, 2)) == [0, 1, 2]
     assert seen == [WINDOW]
-    with pytest.raises(TypeError, match="mapping"):
-        list(PythonSource(lambda window: ["id=1"], key_column="id").batches(WINDOW, 2))
+    produced = [{"id": 1}, "id=2", [None, {"id": 4}]]  # a list is a batch of items
+    for source in (
+        PythonSource(lambda window: produced, key_column="id"),
+        IterableSource([{"id": 1}, "id=2", None, {"id": 4}], key_column="id"),
+    ):
+        assert [(r["id"], r.get(ERROR_FIELD)) for b in source.batches(WINDOW, 2) for r in b] == [
+            (1, None),
+            ("item 2", "not a mapping but str"),
+            ("item 3", "not a mapping but null"),
+            (4, None),
+        ]
+    given = IterableSource([{"id": 1}, 2, {"id": 3}], key_column="id")
+    parts = [given.batches(None, 5, partition=(i, 2)) for i in (0, 1)]
+    assert [[r["id"] for b in part for r in b] for part in parts] == [[1, 3], ["item 2"]]
 
 
 @pytest.mark.parametrize("path", ["os.path.join", "os:path:join", "1mod:fn", "pkg.mod:fn()", ""])

@@ -3,6 +3,9 @@
 `PythonSource`: the callable returns (or yields) records -- mappings of column to value -- or lists of
 records; they are re-chunked to ``batch_size`` in the order given. Partitions pass each its time
 sub-window. `IterableSource`: a fixed collection of records (an operator's ``contacts`` argument).
+
+An item that is not a mapping is that item's error record (keyed ``item <n>``, its position from 1): the
+mapper rejects it and the other records are delivered.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from altcraft.sources.base import (
     Source,
     Window,
     check_partition,
+    not_an_object,
     partition_window,
     rechunk,
 )
@@ -40,6 +44,15 @@ def import_callable(path: str) -> Callable[..., Any]:
     if not callable(target):
         raise TypeError(f"{path} is not callable")
     return target
+
+
+def _records(items: Iterable[Any], key_column: str) -> Iterator[Any]:
+    """Each item, or where it is not a mapping its error record, ``item <n>``."""
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, Mapping):
+            yield item
+        else:
+            yield not_an_object(key_column, f"item {number}", item, expected="a mapping")
 
 
 def _flatten(items: Iterable[Any]) -> Iterator[Any]:
@@ -74,7 +87,7 @@ class PythonSource(Source):
     ) -> Iterator[list[Record]]:
         fn = import_callable(self.callable) if isinstance(self.callable, str) else self.callable
         produced = fn(window=partition_window(window, partition), **self.kwargs)
-        yield from rechunk(_flatten(produced), batch_size)
+        yield from rechunk(_records(_flatten(produced), self.key_column), batch_size)
 
 
 class IterableSource(Source):
@@ -93,7 +106,7 @@ class IterableSource(Source):
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:
-        records = self.records
+        records = list(_records(self.records, self.key_column))
         if partition is not None:
             index, count = check_partition(partition)
             records = records[index::count]
