@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from altcraft.sources import MemoryStateStore
+from altcraft.sources import ERROR_FIELD, MemoryStateStore
 from altcraft.sources.webhook import WebhookSource
 from altcraft.webhooks import app as app_module
 from altcraft.webhooks.app import (
@@ -335,6 +335,38 @@ def test_store_reads_in_id_order_past_a_position(store):
     assert store.probe("p", ids[-1]).newest is None
     with store.engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM altcraft_webhook_deliveries")) == 5
+
+
+def test_an_unreadable_stored_delivery_or_record_is_its_error_record_and_the_rest_are_read(store):
+    """A delivery cut short by an older TEXT column (or a record that is not an object) failed every run
+    at json.loads and held the pipeline's position there for good."""
+    for index in range(3):
+        key = hashlib.sha256(str(index).encode()).hexdigest()
+        assert store.put("p", key, "hmac", [{"email": f"c{index}@example.com"}, {"email": f"d{index}@x.org"}])
+    ids = [delivery_id for delivery_id, _ in store.read("p", None)]
+    table = "altcraft_webhook_deliveries"
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(f"UPDATE {table} SET records = :t WHERE id = :i"), {"t": '[{"email": "c1@ex', "i": ids[1]}
+        )
+        conn.execute(
+            sa.text(f"UPDATE {table} SET records = :t WHERE id = :i"),
+            {"t": '[7, {"email": "e@x.org"}]', "i": ids[2]},
+        )
+    state = MemoryStateStore()
+    source = WebhookSource("p", key_column="email", ledger_conn_id="webhook_ledger", state=state)
+
+    records = [r for batch in source.batches(None, 10) for r in batch]
+    source.commit()
+
+    assert [(r["email"], r.get(ERROR_FIELD)) for r in records] == [
+        ("c0@example.com", None),
+        ("d0@x.org", None),
+        (f"delivery {ids[1]}", "its stored records are not a JSON list (cut short?)"),
+        (f"delivery {ids[2]} item 1", "not a JSON object but int"),
+        ("e@x.org", None),
+    ]
+    assert list(source.batches(None, 10)) == []
 
 
 def test_the_api_server_routes_the_endpoint_to_this_app_beside_every_other_plugin():

@@ -4,6 +4,10 @@ The endpoint commits each accepted delivery to ``altcraft_webhook_deliveries`` i
 This source reads the deliveries past the last id it committed (kept in the state store, like a
 watermark), in id order; the window is ignored. `commit` moves the position on only after every record
 was handled, so a failed run reads the same deliveries again and the ledger launches nobody twice.
+
+A stored record that is not an object, or a delivery whose stored text cannot be parsed (cut short by an
+older, narrower column), is an error record (``delivery <id> item <n>``, ``delivery <id>``): the mapper
+rejects it, the other records are delivered and the position moves past it, instead of every run failing.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from altcraft.sources.base import (
     Stateful,
     StateStore,
     Window,
+    error_record,
+    not_an_object,
     rechunk,
 )
 
@@ -71,7 +77,17 @@ class WebhookSource(Stateful):
 
     def _records(self, after: int | None) -> Iterator[dict[str, Any]]:
         for delivery_id, records in self.store.read(self.pipeline, after):
-            yield from records
+            where = f"delivery {delivery_id}"
+            if records is None:
+                yield error_record(
+                    self.key_column, where, "its stored records are not a JSON list (cut short?)"
+                )
+            for number, record in enumerate(records or (), start=1):
+                yield (
+                    record
+                    if isinstance(record, dict)
+                    else not_an_object(self.key_column, f"{where} item {number}", record)
+                )
             self._pending = delivery_id
 
     def _save(self, state: StateStore) -> None:

@@ -157,8 +157,9 @@ class WebhookStore:
 
     def read(
         self, pipeline: str, after: int | None, batch: int = 500
-    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        """``(id, records)`` of every delivery past ``after``, in id order, ``batch`` rows per query."""
+    ) -> Iterator[tuple[int, list[Any] | None]]:
+        """``(id, records)`` of every delivery past ``after``, in id order, ``batch`` rows per query;
+        records None where the stored text is not a JSON list (cut short by an older, narrower column)."""
         self.ensure_schema()
         last = after or 0
         while True:
@@ -170,8 +171,8 @@ class WebhookStore:
             )
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
-            for row_id, records in rows:
-                yield row_id, json.loads(records)
+            for row_id, text in rows:
+                yield row_id, _stored_records(text)
                 last = row_id
             if len(rows) < batch:
                 return
@@ -189,13 +190,22 @@ def _stored(pipeline: str, delivery_key: str) -> sa.Select[tuple[str]]:
 
 def _replayed(stored: str | None, records: str) -> bool:
     """Whether a delivery with ``records`` is a replay of the ``stored`` one (None: nothing stored);
-    `KeyConflict` when the stored one has other records."""
+    `KeyConflict` when the stored one has other records, or records no longer readable."""
     if stored is None:
         return False
-    if _contents(stored) != _contents(records):
+    if _contents(_stored_records(stored)) != _contents(json.loads(records)):
         raise KeyConflict("a delivery with the same key was stored with other records")
     return True
 
 
-def _contents(records: str) -> list[str]:
-    return sorted(json.dumps(record, sort_keys=True) for record in json.loads(records))
+def _contents(records: list[Any] | None) -> list[str] | None:
+    return None if records is None else sorted(json.dumps(record, sort_keys=True) for record in records)
+
+
+def _stored_records(text: str) -> list[Any] | None:
+    """A delivery's stored records; None if the text is not a JSON list."""
+    try:
+        records = json.loads(text)
+    except ValueError:
+        return None
+    return records if isinstance(records, list) else None

@@ -244,7 +244,8 @@ class CrmSource(Stateful):
             hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id, state=self.state
         )
         for fetch, stored in enumerate(self._webhook.batches(None, self.fetch_chunk, partition=partition), 1):
-            ids = list(dict.fromkeys(str(item["id"]) for item in stored))
+            yield from (item for item in stored if ERROR_FIELD in item)  # a stored delivery it cannot read
+            ids = list(dict.fromkeys(str(item["id"]) for item in stored if ERROR_FIELD not in item))
             found: dict[str, Record] = {}
             for item, raw in enumerate(self.by_ids(ids), start=1):
                 record = self.record(raw, f"fetch {fetch} item {item}")
