@@ -29,7 +29,15 @@ def test_connection_type_and_form(providers):
     assert behaviour["relabeling"] == {"host": "Platform URL", "password": "API token"}
     prefix = "extra__altcraft__"
     widgets = {k.removeprefix(prefix) for k in providers.connection_form_widgets if k.startswith(prefix)}
-    assert widgets == {"timeout", "max_retries", "backoff_max", "token_in_body", "scenario_url"}
+    assert widgets == {
+        "timeout",
+        "max_retries",
+        "backoff_max",
+        "token_in_body",
+        "max_answer_bytes",
+        "batch_item_layout",
+        "scenario_url",
+    }
     assert widgets <= set(AltcraftConnectionSettings.model_fields), "every form field is a setting"
 
 

@@ -77,7 +77,8 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "timeout": {
                         "label": "Timeout (seconds)",
-                        "description": "Seconds to wait for an answer to one request (default 60).",
+                        "description": "Seconds one request may take in all: connect, send and the whole "
+                        "answer (default 60).",
                         "schema": {"type": ["number", "null"], "minimum": 1, "default": 60},
                     },
                     "max_retries": {
@@ -96,6 +97,23 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Older on-premises versions read the token only from the JSON body "
                         "(default on). It is always sent as 'Authorization: Bearer'.",
                         "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "max_answer_bytes": {
+                        "label": "Largest answer (bytes)",
+                        "description": "Largest answer body read, in decoded bytes (default 67108864, "
+                        "64 MiB); a larger one is an error.",
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "default": 67108864},
+                    },
+                    "batch_item_layout": {
+                        "label": "Scenario batch item layout",
+                        "description": "hedged (default: the key on the item and in data), nested, data "
+                        "or flat; pin one once `python -m altcraft probe --test-contact` showed what the "
+                        "account accepts.",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["hedged", "nested", "data", "flat"],
+                            "default": "hedged",
+                        },
                     },
                     "scenario_url": {
                         "label": "Scenario URL pattern",
