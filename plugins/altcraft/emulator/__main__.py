@@ -13,33 +13,34 @@ from altcraft.emulator.replay import Replay
 from altcraft.emulator.state import DEFAULT_TOKEN, Config, Emulator, demo_seed
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m altcraft.emulator", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the full-access API token")
-    parser.add_argument("--seed", type=Path, help="JSON seed file (default: the bundled demo seed)")
-    parser.add_argument("--max-batch-profiles", type=int, default=Config().max_batch_profiles)
-    parser.add_argument("--max-body-bytes", type=int, default=Config().max_body_bytes)
-    parser.add_argument("--random-seed", type=int, default=0, help="seed of fault-rule probabilities")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command line of the emulator (docs/emulator.md lists every flag)."""
+    cli = argparse.ArgumentParser(prog="python -m altcraft.emulator", description=__doc__)
+    cli.add_argument("--host", default="127.0.0.1")
+    cli.add_argument("--port", type=int, default=8765)
+    cli.add_argument("--token", default=DEFAULT_TOKEN, help="the full-access API token")
+    cli.add_argument("--seed", type=Path, help="JSON seed file (default: the bundled demo seed)")
+    cli.add_argument("--max-batch-profiles", type=int, default=Config().max_batch_profiles)
+    cli.add_argument("--max-body-bytes", type=int, default=Config().max_body_bytes)
+    cli.add_argument("--random-seed", type=int, default=0, help="seed of fault-rule probabilities")
+    cli.add_argument(
         "--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP protocol"
     )
-    parser.add_argument(
+    cli.add_argument(
         "--strict",
         action="store_true",
         help="checks stricter than the docs: no token in the URL, at most --max-batch-profiles items, "
         "only documented matching modes per endpoint, the matching key on every batch item",
     )
-    parser.add_argument(
+    cli.add_argument(
         "--replay", type=Path, help="answer with the shapes recorded by `python -m altcraft probe --record`"
     )
-    parser.add_argument("--log-level", default="warning")
-    return parser.parse_args(argv)
+    cli.add_argument("--log-level", default="warning")
+    return cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parser().parse_args(argv)
     seed = json.loads(args.seed.read_text("utf-8")) if args.seed else demo_seed()
     config = Config(
         max_batch_profiles=args.max_batch_profiles, max_body_bytes=args.max_body_bytes, strict=args.strict
