@@ -74,12 +74,16 @@ class Exchanger:
     token: str
     timeout: float = 60.0
     verify: bool | str = True
+    cert: str | None = None
+    proxies: dict[str, str] | None = None
     keep_contact: bool = False
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     exchanges: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._session = watch_sockets(requests.Session())
+        self._session.cert = self.cert
+        self._session.proxies = self.proxies or {}
 
     def post(self, endpoint: str, body: dict[str, Any], *, auth: str = "header") -> Answer:
         headers = request_headers(self.token, __version__)
@@ -363,6 +367,8 @@ def exchanger_for_connection(conn_id: str, *, keep_contact: bool = False) -> Exc
         conn.password,
         timeout=settings.timeout,
         verify=settings.verify,
+        cert=settings.cert,
+        proxies=settings.proxies,
         keep_contact=keep_contact,
         max_answer_bytes=settings.max_answer_bytes,
     )

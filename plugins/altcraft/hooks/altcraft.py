@@ -147,6 +147,8 @@ class AltcraftHook(HttpHook, AltcraftCalls):
                 self._token,
                 timeout=self.settings.timeout,
                 verify=self.settings.verify,
+                cert=self.settings.cert,
+                proxies=self.settings.proxies,
                 max_answer_bytes=self.settings.max_answer_bytes,
             )
             rows = read_only(exchanger, Plan())

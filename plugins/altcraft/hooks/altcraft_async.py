@@ -7,6 +7,7 @@ only the call triggers make (``tasks/status``); :meth:`AltcraftAsyncHook.call` p
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -28,7 +29,7 @@ from altcraft.api.protocol import (
 )
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
-from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
+from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings, tls_context
 
 T = TypeVar("T")
 
@@ -48,6 +49,8 @@ class AltcraftAsyncHook(BaseHook):
         self.base_url = ""
         self._token = ""
         self._session: aiohttp.ClientSession | None = None
+        self._tls: ssl.SSLContext | bool = True
+        self._proxy: str | None = None
 
     async def __aenter__(self) -> AltcraftAsyncHook:
         return self
@@ -69,6 +72,8 @@ class AltcraftAsyncHook(BaseHook):
             if not self._token:
                 raise ValueError(f"Connection {self.altcraft_conn_id!r} has no API token (password field)")
             await amask_secret(self._token)
+            self._tls = tls_context(self.settings.verify, self.settings.cert)
+            self._proxy = (self.settings.proxies or {}).get(self.base_url.split(":", 1)[0])
             self._session = aiohttp.ClientSession(
                 headers=request_headers(self._token, __version__),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
@@ -91,11 +96,12 @@ class AltcraftAsyncHook(BaseHook):
             body, token=self._token if self.settings.token_in_body else None, raw_data=raw_data
         )
         url = self.base_url + api_path(endpoint)
-        ssl = None if self.settings.verify is True else self.settings.verify
 
         async def attempt() -> dict[str, Any]:
             try:
-                async with session.post(url, data=payload, ssl=ssl, allow_redirects=False) as response:
+                async with session.post(
+                    url, data=payload, ssl=self._tls, proxy=self._proxy, allow_redirects=False
+                ) as response:
                     content = await aread_capped(response, self.settings.max_answer_bytes)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure: AltcraftError = transport_error(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -78,6 +80,29 @@ def connection_settings(extra: Mapping[str, Any] | None) -> AltcraftConnectionSe
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ValueError(f"Invalid extra of the Altcraft connection: {problems}") from None
+
+
+def tls_context(verify: bool | str, cert: str | None) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl`` argument for the ``verify`` and ``cert`` extras, read as requests reads them.
+
+    ``verify``: true (the system's CAs), false (no check), or a CA bundle file or folder; ``cert``: a file
+    holding the client certificate and its key. aiohttp takes only a bool or an `ssl.SSLContext`.
+    """
+    if cert is None and isinstance(verify, bool):
+        return verify
+    if isinstance(verify, str):
+        bundle = Path(verify)
+        context = ssl.create_default_context(
+            cafile=None if bundle.is_dir() else verify, capath=verify if bundle.is_dir() else None
+        )
+    else:
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        context.load_cert_chain(cert)
+    return context
 
 
 def base_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:

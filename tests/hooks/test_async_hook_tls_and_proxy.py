@@ -1,0 +1,132 @@
+"""The async hook (the triggerer's) and the connection test honour the verify, cert and proxies extras."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from altcraft.api.errors import AltcraftApiError, AltcraftError, AltcraftTransportError
+from altcraft.emulator.app import build_app
+from altcraft.emulator.state import DEFAULT_TOKEN, Emulator, demo_seed
+from altcraft.hooks.altcraft_async import AltcraftAsyncHook
+from altcraft.testing import _free_port
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate of 127.0.0.1 and its key."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def https_emulator(certificate) -> str:
+    """An emulator served over HTTPS with the self-signed certificate; its URL."""
+    cert, key = certificate
+    port = _free_port()
+    config = uvicorn.Config(
+        build_app(Emulator(demo_seed(), token=DEFAULT_TOKEN)),
+        host="127.0.0.1",
+        port=port,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"https://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def unknown_task_status(monkeypatch, host: str, **extra) -> AltcraftError:
+    """Ask for a task Altcraft does not know through a connection with these extras: the error raised."""
+    conn = {
+        "conn_type": "altcraft",
+        "host": host,
+        "password": DEFAULT_TOKEN,
+        "extra": {"max_retries": 0, **extra},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_EXTRAS", json.dumps(conn))
+
+    async def ask() -> None:
+        async with AltcraftAsyncHook("altcraft_extras") as hook:
+            await hook.get_task_status("task_nope")
+
+    with pytest.raises(AltcraftError) as error:
+        asyncio.run(ask())
+    return error.value
+
+
+def answered_404(error: AltcraftError) -> bool:
+    return isinstance(error, AltcraftApiError) and error.code == 404
+
+
+def test_a_ca_bundle_in_verify_is_trusted(monkeypatch, https_emulator, certificate):
+    # aiohttp refused the path itself (TypeError: ssl should be SSLContext, bool, Fingerprint or None)
+    assert answered_404(unknown_task_status(monkeypatch, https_emulator, verify=str(certificate[0])))
+
+
+def test_verify_false_skips_the_check_and_true_refuses_an_unknown_ca(monkeypatch, https_emulator):
+    assert answered_404(unknown_task_status(monkeypatch, https_emulator, verify=False))
+    refused = unknown_task_status(monkeypatch, https_emulator)
+    assert isinstance(refused, AltcraftTransportError)
+    assert "Certificate" in str(refused)
+
+
+def test_requests_go_through_the_proxy_for_the_platforms_scheme(monkeypatch, emulator):
+    # altcraft.invalid resolves nowhere: only the proxy (the emulator, reading the absolute URL) answers
+    error = unknown_task_status(monkeypatch, "http://altcraft.invalid", proxies={"http": emulator.url})
+
+    assert answered_404(error)
+
+
+def test_the_connection_test_goes_through_the_proxy(monkeypatch, emulator):
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    conn = {
+        "conn_type": "altcraft",
+        "host": "http://altcraft.invalid",
+        "password": DEFAULT_TOKEN,
+        "extra": {"proxies": {"http": emulator.url}},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_EXTRAS", json.dumps(conn))
+
+    ok, message = AltcraftHook("altcraft_extras").test_connection()
+
+    assert ok, message
