@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
+import requests
 
 from .helpers import ok
 
@@ -60,6 +62,24 @@ def test_reset_returns_to_the_initial_seed(altcraft_emulator):
         altcraft_emulator.post("profiles/import", {"db_id": 1, "email": "a@example.org", "data": {}})
     )
     assert first_id["profile_id"] == "65a0c0ff0000000000000001"
+
+
+def test_a_request_delayed_across_a_reset_is_not_processed_after_it(altcraft_emulator):
+    """A client that gave up on a slow request, then a reset (the next test): the request must not land
+    in the fresh state when its delay ends."""
+    altcraft_emulator.add_faults(
+        {"endpoint": "workflows/import_and_start", "kind": "latency", "latency_ms": 800}
+    )
+    with pytest.raises(requests.Timeout):
+        altcraft_emulator.post(
+            "workflows/import_and_start", {"workflow_id": 12, "email": "slow@example.org"}, timeout=0.2
+        )
+    altcraft_emulator.reset()
+    time.sleep(1.2)
+    assert (altcraft_emulator.profiles(), altcraft_emulator.journal()) == ([], [])
+    # a request made after the reset is processed as usual
+    ok(altcraft_emulator.post("workflows/import_and_start", {"workflow_id": 12, "email": "new@example.org"}))
+    assert [p["fields"]["email"] for p in altcraft_emulator.profiles()] == ["new@example.org"]
 
 
 def test_seed_adds_and_replaces_objects(altcraft_emulator):

@@ -223,7 +223,11 @@ class FaultLayer:
             return
         delay_ms = self.emulator.config.latency_ms + plan.latency_ms
         if delay_ms:  # the request is processed after the delay even if the client has given up by then
+            generation = self.emulator.generation
             await asyncio.sleep(delay_ms / 1000)
+            if generation != self.emulator.generation:  # reset meanwhile: it belongs to a state now gone
+                await _abort(send, receive)
+                return
         rule, app_receive = plan.action, _replay(body, receive)
         if rule is None:
             await self.app(scope, app_receive, reply)

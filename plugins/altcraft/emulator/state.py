@@ -668,7 +668,10 @@ class Emulator:
     # ----------------------------------------------------------------------------------- control API
 
     def reset(self) -> None:
-        """Back to the initial seed: profiles, journal, tasks, faults and config included."""
+        """Back to the initial seed: profiles, journal, tasks, faults and config included; a request that
+        arrived before is never processed after (`generation`)."""
+        #: how many resets so far: a request delayed across one (a latency rule) is dropped, not processed
+        self.generation = getattr(self, "generation", -1) + 1
         self.config = self._initial_config
         self.databases: dict[int, Database] = {}
         self.scenarios: dict[int, Scenario] = {}
