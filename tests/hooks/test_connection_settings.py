@@ -41,3 +41,15 @@ def test_base_url(host, schema, port, expected):
 def test_base_url_requires_host():
     with pytest.raises(ValueError, match="Platform URL"):
         base_url("")
+
+
+def test_an_unknown_extra_is_named_in_a_warning_and_changes_nothing(caplog):
+    with caplog.at_level("WARNING", logger="altcraft.hooks.connection"):
+        settings = connection_settings({"timout": 5, "extra__altcraft__max_retries": 1, "verify": False})
+    assert settings.timeout == 60.0 and settings.max_retries == 1 and settings.verify is False
+    [record] = caplog.records
+    assert "'timout'" in record.getMessage() and "timeout" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="altcraft.hooks.connection"):
+        connection_settings({"timeout": 5, "extra__altcraft__max_retries": ""})
+    assert caplog.records == []

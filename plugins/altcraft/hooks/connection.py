@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
 
 _PREFIX = "extra__altcraft__"
 _HTTP_PASSTHROUGH = ("verify", "proxies", "cert")
@@ -65,7 +68,8 @@ class AltcraftConnectionSettings(BaseModel):
 
 
 def connection_settings(extra: Mapping[str, Any] | None) -> AltcraftConnectionSettings:
-    """Settings from a connection's extras; UI-prefixed keys and blank form values are accepted.
+    """Settings from a connection's extras; UI-prefixed keys and blank form values are accepted. An extra
+    this provider does not know (a misspelt ``timout``) changes nothing, and is named in a warning.
 
     :raises ValueError: naming the extra that is wrong.
     """
@@ -75,6 +79,13 @@ def connection_settings(extra: Mapping[str, Any] | None) -> AltcraftConnectionSe
         if value is None or value == "":
             continue
         cleaned[name] = value
+    unknown = sorted(set(cleaned) - set(AltcraftConnectionSettings.model_fields))
+    if unknown:
+        log.warning(
+            "The Altcraft connection's extra has keys this provider does not use, ignored: %s (known: %s)",
+            ", ".join(repr(name[:40]) for name in unknown),  # cut: a key pasted by mistake may be long
+            ", ".join(AltcraftConnectionSettings.model_fields),
+        )
     try:
         return AltcraftConnectionSettings.model_validate(cleaned)
     except ValidationError as err:
