@@ -116,6 +116,14 @@ def test_requests_go_through_the_proxy_for_the_platforms_scheme(monkeypatch, emu
     assert answered_404(error)
 
 
+def test_the_environments_proxy_is_used_as_by_the_sync_hook(monkeypatch, emulator):
+    monkeypatch.setenv("HTTP_PROXY", emulator.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    assert answered_404(unknown_task_status(monkeypatch, "http://altcraft.invalid"))
+
+
 def test_the_connection_test_goes_through_the_proxy(monkeypatch, emulator):
     from altcraft.hooks.altcraft import AltcraftHook
 

@@ -77,6 +77,7 @@ class AltcraftAsyncHook(BaseHook):
             self._session = aiohttp.ClientSession(
                 headers=request_headers(self._token, __version__),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as requests reads them for the sync hook
             )
         return self._session
 
