@@ -105,13 +105,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send({"items": CONTACTS[:PAGE_SIZE], "next": "deaf?page=2", "next_cursor": "more"})
         elif path == "/v1/mixed":
             self._send({"items": [found[0], "a string", None, [1, 2], 7, found[1]]})
+        elif path == "/v1/deep":  # nested deeper than any JSON parser of Python's recursion limit reads
+            self._send(b"[" * 100_000 + b"]" * 100_000)
         elif path == "/v1/unavailable":
             self._send({"error": "down, try user1@example.org later"}, status=503)
         else:
             self._send({"error": "not found"}, status=404)
 
     def _send(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(body).encode()
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))

@@ -386,3 +386,16 @@ def test_amocrm_contact_without_created_at_is_rejected_in_the_window_of_its_upda
     ]
     fallback = [r for r in amo.requests if "order[updated_at]" in r["query"]]
     assert bool(fallback) == (filter_mode != "apply")
+
+
+def test_a_crm_answer_nested_too_deeply_to_parse_fails_with_a_clear_error(crm):
+    """A CRM's JSON nested past Python's recursion limit (the REST fake answers one)."""
+    from altcraft.sources.crm.base import Limits
+    from altcraft.sources.crm.http import CrmHttp
+
+    client = CrmHttp("amocrm", crm.url.rstrip("/"), {}, Limits(requests_per_second=100))
+    answer = client.request("GET", "/v1/deep", label="contacts")
+
+    with pytest.raises(SourceError, match="contacts: the answer is JSON nested too deeply") as failure:
+        client.json(answer, "contacts")
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__

@@ -152,6 +152,13 @@ def test_http_errors_fail_without_leaking_the_answer(crm):
     assert "s3cr3t" not in str(failure.value)
 
 
+def test_an_answer_nested_too_deeply_to_parse_fails_with_a_clear_error(crm):
+    with pytest.raises(SourceError, match=r"v1/deep.*JSON nested too deeply to read") as failure:
+        list(source("v1/deep", None, None).batches(WINDOW, 10))
+
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__
+
+
 def test_a_next_link_away_from_the_connection_is_not_followed(crm):
     rest = source("v1/escaping-link", "items", NextLinkPaginator(next_path="next"))
 

@@ -324,6 +324,8 @@ class RestSource(Source):
             return response.json()
         except ValueError:
             raise SourceError(f"{self.describe()}: the answer is not JSON") from None
+        except RecursionError:
+            raise SourceError(f"{self.describe()}: the answer is JSON nested too deeply to read") from None
 
     def _relative(self, hook: Any, endpoint: str) -> str:
         """An endpoint for the hook; absolute links must stay under the connection's base URL, and may

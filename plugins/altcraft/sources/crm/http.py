@@ -126,6 +126,8 @@ class CrmHttp:
             return response.json()
         except ValueError:
             raise SourceError(f"{self.crm}: {label}: the answer is not JSON") from None
+        except RecursionError:
+            raise SourceError(f"{self.crm}: {label}: the answer is JSON nested too deeply to read") from None
 
     def _send(
         self, method: str, path: str, *, params: Any, json: Any, headers: dict[str, str] | None
