@@ -40,6 +40,9 @@ _KEY_FORBIDDEN = re.compile(
 )
 _PHONE_CHARS = re.compile(r"\+?[0-9 ().\-]*")
 _QUOTED_DETAIL = re.compile(r"\s*\([^)]*['\"][^)]*\)")
+# isinstance with a tuple of types, not a union (``int | float``): in the per-field path a union costs 0.1 us
+_TEXT_SCALARS = (int, float, Decimal, UUID)
+_PHONE_SCALARS = (str, int)
 
 
 @lru_cache(maxsize=1)
@@ -94,7 +97,9 @@ def as_text(value: Any, *, field: str) -> str:
     """Text of a scalar source value (str, int, finite float/Decimal, UUID); anything else is refused."""
     if isinstance(value, str):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | UUID):
+    if type(value) is int:  # an id column (bool, a subclass of int, is refused below)
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, _TEXT_SCALARS):
         raise ValidationError(field, f"expected text, got {kind_of(value)}")
     if not is_finite(value):
         raise ValidationError(field, "is not a finite number")
@@ -147,7 +152,7 @@ def normalize_email(value: Any, *, field: str = "email") -> str:
 
 def normalize_phone(value: Any, default_region: str | None = None, *, field: str = "phone") -> str:
     """The phone number in E.164 (`+79001234567`); numbers without `+` need `default_region`."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if isinstance(value, bool) or not isinstance(value, _PHONE_SCALARS):
         raise ValidationError(field, f"expected a phone number as text, got {kind_of(value)}")
     try:
         return _phone(check_text(str(value).strip(), max_chars=64, key=True), default_region)
