@@ -16,7 +16,13 @@ from collections.abc import Iterator
 import phonenumbers
 import pytest
 from email_validator import EmailNotValidError, validate_email
-from phonenumbers import PhoneMetadata, PhoneNumberFormat, PhoneNumberType
+from phonenumbers import (
+    PhoneMetadata,
+    PhoneNumberFormat,
+    PhoneNumberType,
+    ValidationResult,
+    national_significant_number,
+)
 
 from altcraft import validation
 from altcraft.validation import ValidationError
@@ -218,10 +224,12 @@ def test_phone_fast_path_builds_what_phonenumbers_parses_and_agrees_on_every_val
     built = valid_built = 0
     for value, region in phone_corpus():
         if validation._E164_TEXT.fullmatch(value):
-            number = validation._e164_number(value)
-            if number is not None:
+            parts = validation._e164_parts(value)
+            if parts is not None:  # what parse finds, and its E.164 form is the text as is
                 built += 1
-                assert number == phonenumbers.parse(value, region), value
+                number = phonenumbers.parse(value, region)
+                assert parts == (number.country_code, national_significant_number(number)), value
+                assert phonenumbers.format_number(number, PhoneNumberFormat.E164) == value, value
         expected_ok, expected = plain_phone(value, region)
         try:
             got = validation._phone.__wrapped__(value, region)
@@ -250,12 +258,36 @@ def test_phone_validity_agrees_with_phonenumbers_on_every_number():
         except phonenumbers.NumberParseException:
             continue
         expected = phonenumbers.is_valid_number(number)
-        assert validation._is_valid_number(number) is expected, (value, region)
+        nsn = national_significant_number(number)
+        assert validation._is_valid_number(number.country_code, nsn) is expected, (value, region)
         numbers += 1
         valid += expected
     assert numbers > 30_000 and valid > 3_000, (
         f"{numbers} numbers, {valid} valid: the comparison proves little"
     )
+
+
+def test_phone_possibility_by_code_and_length_agrees_with_phonenumbers_on_every_number():
+    """`_impossible` (asked once per country code and length) gives what
+    ``phonenumbers.is_possible_number_with_reason`` gives each number the corpus parses to."""
+    reasons = validation._phone_reasons()[0]
+    numbers, impossible = 0, set()
+    for value, region in phone_corpus():
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            continue
+        possible = phonenumbers.is_possible_number_with_reason(number)
+        expected = (
+            None
+            if possible == ValidationResult.IS_POSSIBLE
+            else reasons.get(possible, "is not a possible number")
+        )
+        nsn = national_significant_number(number)
+        assert validation._impossible(number.country_code, len(nsn)) == expected, (value, region)
+        numbers += 1
+        impossible.add(possible)
+    assert numbers > 30_000 and len(impossible) >= 4, f"{numbers} numbers, results {impossible}"
 
 
 def test_phone_validity_compiles_for_every_country_code_and_length():

@@ -263,45 +263,47 @@ def email_identity(email: str) -> str:
 
 @lru_cache(maxsize=1024)
 def _phone(value: str, default_region: str | None) -> str:
-    import phonenumbers
-
     if not _PHONE_CHARS.fullmatch(value):
         raise ValidationError("phone", "contains letters or symbols other than + ( ) - . and spaces")
     if not value.startswith("+") and default_region is None:
         raise ValidationError("phone", "has no +country code and no default_region is set")
-    number = _e164_number(value) if _E164_TEXT.fullmatch(value) else None
-    canonical = number is not None  # then its E.164 form is the value itself: + code and national digits
-    if number is None:
+    parts = _e164_parts(value) if _E164_TEXT.fullmatch(value) else None
+    number = None  # phonenumbers' number, parsed only when the text is not E.164 as is
+    if parts is None:
+        import phonenumbers
+
         try:
             number = phonenumbers.parse(value, default_region)
         except phonenumbers.NumberParseException as error:
             reason = _phone_reasons()[1].get(error.error_type, "is not a phone number")
             raise ValidationError("phone", reason) from None
-    possible = phonenumbers.is_possible_number_with_reason(number)
-    if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
-        raise ValidationError("phone", _phone_reasons()[0].get(possible, "is not a possible number"))
-    if not _is_valid_number(number):
+        parts = number.country_code, _national_significant_number()(number)
+    code, nsn = parts
+    impossible = _impossible(code, len(nsn))
+    if impossible:
+        raise ValidationError("phone", impossible)
+    if not _is_valid_number(code, nsn):
         raise ValidationError("phone", "is not a valid number for its country")
-    return value if canonical else phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return value if number is None else _e164_of(number)
 
 
 _E164_TEXT = re.compile(r"\+[1-9][0-9]{3,17}")
 
 
-def _e164_number(value: str) -> Any:
-    """What ``phonenumbers.parse(value)`` returns for ``+`` and digits only, built without its generic
-    parsing (text clean-up, extensions, alphabetic numbers, IDD prefixes), or None to parse it.
+def _e164_parts(value: str) -> tuple[int, str] | None:
+    """The country code and national significant number ``phonenumbers.parse(value)`` finds in ``+`` and
+    digits only, without its generic parsing (text clean-up, extensions, alphabetic numbers, IDD prefixes),
+    or None to parse it. Such a number's E.164 form is the value itself, so no number object is built.
 
     The steps parse takes on such text, in its order: the country code is the shortest prefix of 1-3
     digits that is one; the rest must be 2 to 17 digits; a national prefix the region's metadata would
-    strip (``+7 8...``) is left to parse; leading zeros are kept as parse keeps them.
+    strip (``+7 8...``) is left to parse; leading zeros are kept as parse keeps them (the national
+    significant number is then the digits as written).
     """
-    import phonenumbers
-
     digits = value[1:]
     for size in (1, 2, 3):
         code = int(digits[:size])
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        if code in _country_codes():
             break
     else:
         return None
@@ -309,13 +311,38 @@ def _e164_number(value: str) -> Any:
     prefix = _national_prefix(code)
     if not 2 <= len(national) <= 17 or prefix is None or (prefix and prefix.match(national)):
         return None
-    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
-    if len(national) > 1 and national[0] == "0":
-        number.italian_leading_zero = True
-        zeros = len(national) - 1 - len(national[:-1].lstrip("0"))
-        if zeros != 1:
-            number.number_of_leading_zeros = zeros
-    return number
+    return code, national
+
+
+@cache
+def _country_codes() -> Collection[int]:
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+
+    return COUNTRY_CODE_TO_REGION_CODE
+
+
+def _e164_of(number: Any) -> str:
+    import phonenumbers
+
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@lru_cache(maxsize=4096)
+def _impossible(code: int, length: int) -> str | None:
+    """Why ``phonenumbers.is_possible_number_with_reason`` refuses a number of country ``code`` whose
+    national significant number has ``length`` digits (None: it is possible).
+
+    That function reads nothing else of a number ("It only checks the length of phone numbers", its
+    docstring): it is asked once per code and length, for a number of that shape, instead of once per
+    contact (1.4 us). tests/test_validation_fast_path.py compares the two on every number of its corpus.
+    """
+    import phonenumbers
+
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int("1" * length))
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible == phonenumbers.ValidationResult.IS_POSSIBLE:
+        return None
+    return _phone_reasons()[0].get(possible, "is not a possible number")
 
 
 @cache
@@ -331,18 +358,18 @@ def _national_prefix(code: int) -> re.Pattern[str] | Literal[""] | None:
     return re.compile(prefix) if prefix else ""
 
 
-def _is_valid_number(number: Any) -> bool:
-    """``phonenumbers.is_valid_number``, step for step, on patterns compiled once per country code.
+def _is_valid_number(code: int, nsn: str) -> bool:
+    """``phonenumbers.is_valid_number`` of the number of country ``code`` and national significant number
+    ``nsn``, step for step, on patterns compiled once per country code.
 
     It finds the number's region (the first of its country code's regions whose leading digits or number
     types match), then whether the national number matches the region's general pattern and one of its
     number types. phonenumbers spends most of its time in the layers around each of those regular
     expressions (6 us per number, this 1 us); tests/test_validation_fast_path.py compares the two.
     """
-    regions = _regions(number.country_code)
+    regions = _regions(code)
     if not regions:
         return False
-    nsn = _national_significant_number()(number)
     if len(regions) == 1:
         return regions[0].valid and regions[0].typed(nsn)
     for region in regions:  # phonenumbers' _region_code_for_number_from_list
