@@ -701,7 +701,7 @@ class Mapper:
                 raise ValidationError(key.label, "matching key is missing")
         if not match:
             raise ValidationError("/".join(key.label for key in self._keys), "matching key is missing")
-        parts = (_identity(name, match.get(name)) for name in self._key_names)
+        parts = [_identity(name, match.get(name)) for name in self._key_names]  # a list joins faster
         ledger_key = f"{self._mode}:{'|'.join(parts)}"
         return match, ledger_key.lower() if "email" in match else ledger_key
 

@@ -61,7 +61,8 @@ def batch_item(
     key_field: str | None = None,
 ) -> dict[str, Any]:
     """A scenario-batch item in ``layout`` (default: hedged)."""
-    layout = BatchItemLayout(layout)
+    if not isinstance(layout, BatchItemLayout):  # a member is taken as is: the enum call costs 0.2 us
+        layout = BatchItemLayout(layout)
     if layout is BatchItemLayout.FLAT:
         return flat_item(match, data, key_field)
     if layout is BatchItemLayout.NESTED:
