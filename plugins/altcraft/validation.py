@@ -227,7 +227,7 @@ def _local_part_rules() -> tuple[re.Pattern[str], Collection[str]]:
     import statement in the per-address path would cost a fifth of it)."""
     from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
 
-    return DOT_ATOM_TEXT, CASE_INSENSITIVE_MAILBOX_NAMES
+    return DOT_ATOM_TEXT, frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # a list there: a set is looked up faster
 
 
 def _email_fast(value: str, local: str, forms: tuple[str, str] | None) -> str | None:
@@ -240,7 +240,8 @@ def _email_fast(value: str, local: str, forms: tuple[str, str] | None) -> str | 
     if forms is None:
         return None
     ascii_domain, unicode_domain = forms
-    longest = max(len(local) + 1 + len(ascii_domain), len(f"{local}@{unicode_domain}".encode()))
+    # the local part is ASCII: the address with the Unicode domain is as many bytes as that domain's plus it
+    longest = len(local) + 1 + max(len(ascii_domain), len(unicode_domain.encode()))
     return f"{local}@{ascii_domain}" if longest <= _EMAIL_MAX else None
 
 
