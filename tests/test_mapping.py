@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from altcraft.api.matching import MatchingMode
 from altcraft.mapping import (
+    INVALID_KEY,
     MISSING_KEY,
     Mapper,
     Profile,
@@ -211,6 +212,11 @@ def test_every_type_coerces_its_accepted_inputs(field_type, raw, expected):
         ("phone", 7.9e10, "got float"),
         ("tags", ["ok", ["nested"]], "expected text, got list"),
         ("tags", "ok, bad\x00", "U+0000"),
+        # Python will not write an int of over 4300 digits (a ValueError that failed the whole run)
+        *(
+            pytest.param(field_type, raw, "integer too long to write as text", id=f"{field_type}-huge-int")
+            for field_type, raw in (("string", 10**5000), ("tags", [10**5000]), ("phone", 10**5000))
+        ),
     ],
 )
 def test_every_type_rejects_what_it_cannot_send(field_type, raw, reason):
@@ -474,6 +480,16 @@ def test_key_text_refuses_controls_invisible_characters_and_oversize(bad):
 )
 def test_the_source_key_is_text(raw, source_key):
     assert profile(mapper().map({"id": raw, "pid": "p"})).source_key == source_key
+
+
+def test_a_source_key_too_long_to_write_is_invalid_and_other_records_map():
+    records = [{"id": 10**5000, "pid": "p"}, {"id": 2, "pid": "p", "t": 10**5000}, {"id": 3, "pid": "p"}]
+    results = [mapper(fields={"t": {"template": "x{t}"}}).map(record) for record in records]
+    assert results[:2] == [
+        Rejection(INVALID_KEY, "id", "is an integer too long to write as text"),
+        Rejection("2", "t", "is an integer too long to write as text"),
+    ]
+    assert profile(results[2]).source_key == "3"
 
 
 @pytest.mark.parametrize("record", [{"pid": "p"}, {"id": None, "pid": "p"}, {"id": " ", "pid": "p"}])

@@ -98,12 +98,21 @@ def as_text(value: Any, *, field: str) -> str:
     if isinstance(value, str):
         return value
     if type(value) is int:  # an id column (bool, a subclass of int, is refused below)
-        return str(value)
+        return int_text(value, field=field)
     if isinstance(value, bool) or not isinstance(value, _TEXT_SCALARS):
         raise ValidationError(field, f"expected text, got {kind_of(value)}")
     if not is_finite(value):
         raise ValidationError(field, "is not a finite number")
-    return str(value)
+    return int_text(value, field=field) if isinstance(value, int) else str(value)
+
+
+def int_text(value: int, *, field: str) -> str:
+    """The decimal digits of `value`; Python refuses to write an int of more than
+    ``sys.get_int_max_str_digits()`` (4300) digits with a ValueError, which is this value's error."""
+    try:
+        return str(value)
+    except ValueError:
+        raise ValidationError(field, "is an integer too long to write as text") from None
 
 
 def check_text(
@@ -155,7 +164,8 @@ def normalize_phone(value: Any, default_region: str | None = None, *, field: str
     if isinstance(value, bool) or not isinstance(value, _PHONE_SCALARS):
         raise ValidationError(field, f"expected a phone number as text, got {kind_of(value)}")
     try:
-        return _phone(check_text(str(value).strip(), max_chars=64, key=True), default_region)
+        text = int_text(value, field=field) if isinstance(value, int) else str(value)
+        return _phone(check_text(text.strip(), max_chars=64, key=True), default_region)
     except ValidationError as error:
         raise ValidationError(field, error.reason) from None
 
