@@ -483,8 +483,9 @@ def _listed(item: Coercer, *, split: bool) -> Coercer:
         else:  # one value
             value = item(raw)
             return None if value is None else [value]
-        values = [item(value) for value in items if value is not None]
-        return list(dict.fromkeys(value for value in values if value is not None)) or None
+        distinct = dict.fromkeys([item(value) for value in items if value is not None])
+        distinct.pop(None, None)  # items empty once coerced (blank text)
+        return list(distinct) or None
 
     return coerce
 
