@@ -587,7 +587,8 @@ def _method(results: dict[str, Any]) -> str:
             "same batch requests on a bare `requests.Session`. floor, cached validation: the same with "
             "`altcraft.validation`'s `normalize_email` and `normalize_phone` (a known domain and a `+digits` "
             "phone skip re-parsing, a phone's validity is phonenumbers' own test on patterns compiled once "
-            "per country code; tests/test_validation_fast_path.py proves the same verdicts and output as the "
+            "per country code and whether it is possible phonenumbers' answer asked once per country code "
+            "and length; tests/test_validation_fast_path.py proves the same verdicts and output as the "
             "plain libraries over ~45,000 values).",
             "* Emulator CPU: user + system time of the emulator process (psutil) over the job, per contact.",
             "* The emulator (`altcraft.testing.emulator_process`) runs in its own process on 127.0.0.1; "

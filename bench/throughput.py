@@ -11,8 +11,8 @@ Clients:
   requests posted with a bare ``requests.Session``. No ledger, no mapping framework.
 * ``floor_cached``: the floor with the same verdicts for less: email and phone through
   ``altcraft.validation`` (known domains and ``+digits`` phones skip re-parsing, phone validity runs on
-  patterns compiled once per country code; proven equal to the plain libraries by
-  tests/test_validation_fast_path.py).
+  patterns compiled once per country code, possibility is asked once per country code and length; proven
+  equal to the plain libraries by tests/test_validation_fast_path.py).
 
 ``python -m bench.throughput ours|naive|floor|floor_cached --schema S --n N --scenario ID`` (connections in
 the environment, see `bench.common.connection_env`) prints the result as one JSON line.
