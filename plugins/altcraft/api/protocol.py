@@ -145,28 +145,41 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
     Iterative: any depth is fine.
     """
     variants = [v for v in {secret, json.dumps(secret)[1:-1]} if v] if secret else []
+    # without a token to remove or characters to replace, only server texts (and a non-text
+    # `error_text`) can change: every other string is passed over without a look
+    every_string = bool(variants) or unstorable
     root = [document]
     stack: list[dict[Any, Any] | list[Any]] = [root]
     while stack:
         container = stack.pop()
-        for key, value in container.items() if isinstance(container, dict) else enumerate(container):
-            if key == "error_text" and value is not None and not isinstance(value, str):
-                # an object, a list or a number that `Envelope` reads as text: cleaned as that text
-                container[key] = _clean(_text(value), secret)
-            elif isinstance(value, str):
-                cleaned = value
-                for variant in variants:
-                    cleaned = cleaned.replace(variant, "***")
-                if unstorable:
-                    cleaned = _UNSTORABLE.sub("\ufffd", cleaned)
-                if cleaned and isinstance(key, str) and key in SERVER_TEXT_KEYS:
+        if isinstance(container, list):
+            for index, value in enumerate(container):
+                if isinstance(value, dict | list):
+                    stack.append(value)
+                elif every_string and isinstance(value, str):
+                    container[index] = _clean_string(value, variants, unstorable)
+            continue
+        for key, value in container.items():
+            if isinstance(value, str):
+                cleaned = _clean_string(value, variants, unstorable) if every_string else value
+                if cleaned and key in SERVER_TEXT_KEYS:
                     short = len(cleaned) <= _SCRUB_CACHED_CHARS
                     cleaned = _scrub_short(cleaned) if short else _clean(cleaned, None)
                 if cleaned is not value:
                     container[key] = cleaned
+            elif key == "error_text" and value is not None:
+                # an object, a list or a number that `Envelope` reads as text: cleaned as that text
+                container[key] = _clean(_text(value), secret)
             elif isinstance(value, dict | list):
                 stack.append(value)
     return root[0]
+
+
+def _clean_string(value: str, variants: list[str], unstorable: bool) -> str:
+    """``value`` with each variant of the token replaced and, with ``unstorable``, NUL and lone surrogates."""
+    for variant in variants:
+        value = value.replace(variant, "***")
+    return _UNSTORABLE.sub("\ufffd", value) if unstorable else value
 
 
 _SCRUB_CACHED_CHARS = 200
