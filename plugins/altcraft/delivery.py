@@ -797,7 +797,9 @@ class Delivery:
             self.session.settle(claim, made)
             outcomes = Counter(s.outcome for s in made.values())
             outcomes[Outcome.UNCERTAIN] += len(claim.to_send) - len(made)  # no answer: uncertain
-            failed = [_reason(s) for s in made.values() if s.outcome is Outcome.FAILED]
+            failed: list[str] = []
+            if outcomes[Outcome.FAILED]:  # a second pass over the settlements only when some failed
+                failed = [_reason(s) for s in made.values() if s.outcome is Outcome.FAILED]
             written.append((outcomes, failed))
 
         def count() -> None:  # once written, in the delivery thread
@@ -815,9 +817,10 @@ class Delivery:
 
 
 def _settlement_for_result(result: ProfileResult) -> Settlement:
-    if result.ok:
-        return Settlement(Outcome.LAUNCHED, profile_id=result.profile_id)
-    return Settlement(Outcome.FAILED, code=result.error, text=result.error_text)
+    # one per contact of every answer: positional arguments (keywords cost a frozen dataclass more)
+    if result.error == 0:
+        return Settlement(Outcome.LAUNCHED, None, None, result.profile_id)
+    return Settlement(Outcome.FAILED, result.error, result.error_text)
 
 
 def _settlement_for_error(exc: AltcraftError) -> Settlement:
