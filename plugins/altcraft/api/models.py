@@ -153,6 +153,8 @@ def error_code(value: Any) -> int:
     :raises ValueError: for anything else -- text, a flag, a fraction (0.5 is not "no error"), a number
         beyond 32 bits (the ledger's ``error_code`` column) -- which no documented answer holds.
     """
+    if type(value) is int and value in _CODES:
+        return value  # the common case, first: what every answer holds in every per-profile result
     if value is None or value == "":
         return 0
     if isinstance(value, bool) or not isinstance(value, int | float | str):
