@@ -13,6 +13,7 @@ import pytest
 from altcraft.ledger import Claim, Outcome, RelaunchPolicy, Resolution, RunRef, Scope, Settlement
 from altcraft.ledger.model import ContactStatus, UncertainContact
 from altcraft.ledger.rules import (
+    NEVER_CLAIMED,
     NO_ANSWER,
     Change,
     ContactState,
@@ -260,6 +261,19 @@ def test_what_a_claim_decides_for_one_contact(row, earlier, policy, relaunch, re
         stale_after=6 * HOUR,
     )
     assert (verdict.send, verdict.reason, verdict.uncertain_note, verdict.uncertain) == expected
+
+
+@pytest.mark.parametrize("policy", [ONCE, COOLDOWN, EVERY_RUN])
+@pytest.mark.parametrize(("relaunch", "resend"), [(False, False), (True, False), (False, True)])
+def test_a_contact_without_a_row_gets_the_verdict_the_store_takes_without_asking(policy, relaunch, resend):
+    """The store gives a contact without a row `NEVER_CLAIMED` without calling `decide` (most contacts of a
+    chunk): that must be what `decide` says for it, whatever the policy and flags."""
+    verdict = decide(
+        None, None, RUN, policy, relaunch=relaunch, resend_uncertain=resend, now=NOW, stale_after=6 * HOUR
+    )
+    assert verdict is NEVER_CLAIMED
+    assert (NEVER_CLAIMED.send, NEVER_CLAIMED.reason, NEVER_CLAIMED.uncertain_note) == (True, "", None)
+    assert not NEVER_CLAIMED.uncertain
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,10 @@ class Verdict:
     uncertain: bool = False
 
 
+NEVER_CLAIMED = Verdict(True)
+"""The verdict of a contact that has no row yet: it is sent (see `decide`)."""
+
+
 @dataclass(frozen=True)
 class Launch:
     """A confirmed launch: its time, the run that sent it and the window it was for."""
@@ -221,7 +225,7 @@ def decide(
     """Send or skip one contact, given its row (None: never claimed) and ``earlier``: its launch by this
     run (``relaunch``) or for this window (otherwise), as read per :func:`launch_lookup`."""
     if state is None:
-        return Verdict(True)
+        return NEVER_CLAIMED
     status, by, since = state.status, state.claim_run_key, state.updated_at
     note = None
     if status == ContactStatus.SENDING:

@@ -329,15 +329,21 @@ class Ledger:
             )
             dead: dict[str, rules.Change] = {}
             for key, contact_hash in candidates.items():
-                verdict = rules.decide(
-                    states.get(contact_hash),
-                    earlier.get(contact_hash),
-                    run,
-                    policy,
-                    relaunch=relaunch,
-                    resend_uncertain=resend_uncertain,
-                    now=at,
-                    stale_after=self.stale_after,
+                state = states.get(contact_hash)
+                # most contacts of a chunk have no row yet: their verdict without a call per contact
+                verdict = (
+                    rules.NEVER_CLAIMED
+                    if state is None
+                    else rules.decide(
+                        state,
+                        earlier.get(contact_hash),
+                        run,
+                        policy,
+                        relaunch=relaunch,
+                        resend_uncertain=resend_uncertain,
+                        now=at,
+                        stale_after=self.stale_after,
+                    )
                 )
                 if verdict.send:
                     claim.to_send.append(key)
