@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine.interfaces import CacheStats
 
 from altcraft.ledger import (
     Claim,
@@ -770,6 +771,26 @@ def test_statements_do_not_grow_with_the_batch_on_postgresql(engine, scope):
     else:
         assert max(n for _, n, _ in large + again) < 999
         assert len(large) > len(small)
+
+
+def test_a_claim_and_settle_of_new_contacts_compile_no_statement_again(engine, scope):
+    """The second chunk of a run finds every statement of its claim and settle in SQLAlchemy's compiled
+    cache: compiling one costs more CPU than a contact's own work (the per-day counts' upsert of one row
+    was compiled on every settle: a multi-row VALUES has no cache key)."""
+    missed: list[str] = []
+
+    def check(conn, cursor, statement, parameters, context, executemany):
+        if context.compiled is not None and context.cache_hit is not CacheStats.CACHE_HIT:
+            missed.append(statement)
+
+    ledger = Ledger(engine)
+    launch(ledger, scope, run("first"), [f"k:a{i}" for i in range(5)])
+    sa.event.listen(engine, "after_cursor_execute", check)
+    try:
+        launch(ledger, scope, run("second"), [f"k:b{i}" for i in range(5)])
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", check)
+    assert missed == []
 
 
 def test_over_long_values_are_refused_not_truncated_on_postgresql(engine, ledger, scope):

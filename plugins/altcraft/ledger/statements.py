@@ -327,6 +327,9 @@ def upsert_days(conn: Connection, rows: Sequence[tuple[Any, ...]], *, add: bool)
             index_elements=list(activity_table.primary_key.columns),
             set_={"outcome_count": count, "last_recorded_at": latest},
         )
+    if len(values) == 1:  # a transaction's usual tally: one row, as a statement SQLAlchemy compiles once
+        conn.execute(upsert, values[0])  # (a multi-row VALUES has no cache key: compiled on every call)
+        return
     for chunk in _chunks(values, PARAMS_PER_STATEMENT // len(names)):  # one multi-row statement each
         conn.execute(upsert.values(list(chunk)))
 
