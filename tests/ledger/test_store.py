@@ -521,6 +521,31 @@ def test_settle_records_every_contact(engine, ledger, scope):
         ledger.settle(scope, ref, claim, {})
 
 
+def test_interleaved_answers_each_reach_their_own_row(engine, ledger, scope):
+    """Answers repeating out of order (the same failure for every third contact, launches between them):
+    each row gets its own answer's status, code and text, however the rows are grouped into statements."""
+    ref = run("interleaved")
+    keys = [f"k:{i}" for i in range(12)]
+    claim = ledger.claim(scope, ref, items(*keys), ONCE, now=T0)
+    answers = [
+        LAUNCHED,
+        Settlement(Outcome.FAILED, 400, "bad"),
+        Settlement(Outcome.FAILED, 404, "gone"),
+        Settlement(Outcome.UNCERTAIN, None, "timeout"),
+        Settlement(Outcome.FAILED, 400, "bad"),
+        Settlement(Outcome.FAILED, 400, "other"),
+    ]
+    ledger.settle(scope, ref, claim, {key: answers[i % 6] for i, key in enumerate(keys)}, now=T0)
+    for i, key in enumerate(keys):
+        found = row(engine, scope, key)
+        answer = answers[i % 6]
+        assert (found["status"], found["error_code"], found["error_text"]) == (
+            answer.outcome.value,
+            answer.code,
+            answer.text,
+        ), key
+
+
 def test_settle_refuses_keys_outside_the_claim(ledger, scope):
     ref = run()
     claim = ledger.claim(scope, ref, items("k:a"), ONCE, now=T0)

@@ -195,16 +195,19 @@ def apply_changes(
     set per row.
     """
     groups: dict[tuple[Any, ...], dict[str, Change]] = {}
+    last: Change | None = None
     for contact_hash, change in changes.items():
-        groups.setdefault((change.status, change.launch), {})[contact_hash] = change
+        if change is not last:  # runs of rows share one Change (a settlement's launches): found once a run
+            group = groups.setdefault((change.status, change.launch), {})
+            last = change
+        group[contact_hash] = change
     matched = 0
     for group in groups.values():
         common = change_values(next(iter(group.values())), at)
         per_row: dict[str, dict[str, Any]] = {}
         for name in ("error_code", "error_text"):
-            by_hash = {h: getattr(change, name) for h, change in group.items()}
-            if name in common and len(set(by_hash.values())) > 1:
-                per_row[name] = by_hash
+            if name in common and len({getattr(change, name) for change in group.values()}) > 1:
+                per_row[name] = {h: getattr(change, name) for h, change in group.items()}
                 del common[name]
         matched += update_contacts(conn, common, per_row, list(group), *guards)
     return matched
