@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -76,8 +77,11 @@ def _array(column: sa.Column[Any], values: Iterable[Any]) -> sa.ColumnElement[An
     would be dumped element by element by psycopg 3, ten times slower, and inlined by psycopg2 as an
     untyped ``ARRAY[...]``.
     """
-    array_type = sa.ARRAY(column.type if isinstance(column.type, sa.Integer) else sa.Text())
-    return sa.cast(sa.literal(_array_literal(values), sa.types.NullType()), array_type)
+    return sa.cast(sa.literal(_array_literal(values), sa.types.NullType()), _array_type(column))
+
+
+def _array_type(column: sa.Column[Any]) -> sa.ARRAY[Any]:
+    return sa.ARRAY(column.type if isinstance(column.type, sa.Integer) else sa.Text())
 
 
 def _unnest(table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> sa.TableValuedAlias:
@@ -114,15 +118,30 @@ def insert_rows(
     statement).
     """
     if _arrays(conn):
-        values = [sa.literal(value, table.c[name].type) for name, value in shared.items()]
-        select = sa.select(*values, *_unnest(table, columns).c)
-        conn.execute(sa.insert(table).from_select([*shared, *columns], select))
+        statement = _insert_from_arrays(table, tuple(shared), tuple(columns))
+        params = {f"shared_{name}": value for name, value in shared.items()}
+        params.update((f"array_{name}", _array_literal(values)) for name, values in columns.items())
+        conn.execute(statement, params)
         return
     names = [*shared, *columns]
     rows = [
         dict(zip(names, (*shared.values(), *row), strict=True)) for row in zip(*columns.values(), strict=True)
     ]
     conn.execute(sa.insert(table), rows)
+
+
+@lru_cache(maxsize=16)
+def _insert_from_arrays(table: sa.Table, shared: tuple[str, ...], columns: tuple[str, ...]) -> sa.Insert:
+    """PostgreSQL's ``INSERT ... SELECT :shared_<name>, ... FROM unnest(:array_<name>, ...)`` for these
+    names, built once: building it on every call (and walking it for SQLAlchemy's cache key) cost more CPU
+    than the rest of a thousand-row insert. The arrays are bound as `_array` binds them."""
+    values = [sa.bindparam(f"shared_{name}", type_=table.c[name].type) for name in shared]
+    arrays = [
+        sa.cast(sa.bindparam(f"array_{name}", type_=sa.types.NullType()), _array_type(table.c[name]))
+        for name in columns
+    ]
+    new = sa.func.unnest(*arrays).table_valued(*columns).render_derived()
+    return sa.insert(table).from_select([*shared, *columns], sa.select(*values, *new.c))
 
 
 def _per_row(column: sa.Column[Any], values: Mapping[str, Any]) -> Any:
@@ -310,31 +329,36 @@ def upsert_days(conn: Connection, rows: Sequence[tuple[Any, ...]], *, add: bool)
         return
     names = [column.name for column in activity_table.columns]  # DayKey, count, latest
     values = [dict(zip(names, row, strict=True)) for row in rows]
-    dialect = conn.dialect.name
+    upsert = _upsert_days(conn.dialect.name, add)
+    if len(values) == 1:  # a transaction's usual tally: one row, as a statement SQLAlchemy compiles once
+        conn.execute(upsert, values[0])  # (a multi-row VALUES has no cache key: compiled on every call)
+        return
+    for chunk in _chunks(values, PARAMS_PER_STATEMENT // len(names)):  # one multi-row statement each
+        conn.execute(upsert.values(list(chunk)))
+
+
+@lru_cache(maxsize=8)
+def _upsert_days(dialect: str, add: bool) -> sa.Insert:
+    """The dialect's upsert into ``altcraft_outcome_days`` (see `upsert_days`), built once: every write
+    transaction runs it."""
     if dialect == "mysql":
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
         statement = mysql_insert(activity_table)
         new = statement.inserted
         count, latest = _merged(new, add, sa.func.greatest)
-        upsert = statement.on_duplicate_key_update(outcome_count=count, last_recorded_at=latest)
+        return statement.on_duplicate_key_update(outcome_count=count, last_recorded_at=latest)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-        statement = insert(activity_table)
-        greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max  # SQLite: max(a, b), scalar
-        count, latest = _merged(statement.excluded, add, greatest)
-        upsert = statement.on_conflict_do_update(
-            index_elements=list(activity_table.primary_key.columns),
-            set_={"outcome_count": count, "last_recorded_at": latest},
-        )
-    if len(values) == 1:  # a transaction's usual tally: one row, as a statement SQLAlchemy compiles once
-        conn.execute(upsert, values[0])  # (a multi-row VALUES has no cache key: compiled on every call)
-        return
-    for chunk in _chunks(values, PARAMS_PER_STATEMENT // len(names)):  # one multi-row statement each
-        conn.execute(upsert.values(list(chunk)))
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    statement = insert(activity_table)
+    greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max  # SQLite: max(a, b), scalar
+    count, latest = _merged(statement.excluded, add, greatest)
+    return statement.on_conflict_do_update(
+        index_elements=list(activity_table.primary_key.columns),
+        set_={"outcome_count": count, "last_recorded_at": latest},
+    )
 
 
 def _merged(new: Any, add: bool, greatest: Any) -> tuple[Any, Any]:
