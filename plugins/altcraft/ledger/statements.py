@@ -84,6 +84,12 @@ def _array_type(column: sa.Column[Any]) -> sa.ARRAY[Any]:
     return sa.ARRAY(column.type if isinstance(column.type, sa.Integer) else sa.Text())
 
 
+def _array_param(column: sa.Column[Any], name: str) -> sa.ColumnElement[Any]:
+    """`_array`'s cast of the bound parameter ``name``, for a statement built once: its value is
+    `_array_literal` of the values."""
+    return sa.cast(sa.bindparam(name, type_=sa.types.NullType()), _array_type(column))
+
+
 def _unnest(table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> sa.TableValuedAlias:
     """``unnest(array, ...) AS anon(name, ...)``: one row per position of the equal-length ``columns``."""
     arrays = [_array(table.c[name], values) for name, values in columns.items()]
@@ -101,6 +107,28 @@ def matching(
         return
     for chunk in _chunks(ordered, size):
         yield chunk, column.in_(chunk)
+
+
+def contact_rows(conn: Connection, hashes: Iterable[str], *, lock: bool) -> Iterator[sa.RowMapping]:
+    """The contact rows of ``hashes`` in hash order, locked (``FOR UPDATE``) if ``lock``: on PostgreSQL
+    one statement built once (every claim runs it; building it per call cost more than its rows), elsewhere
+    one per chunk of `matching`."""
+    ordered = sorted(hashes)
+    if ordered and _arrays(conn):
+        yield from conn.execute(_contacts_among(lock), {"hashes": _array_literal(ordered)}).mappings()
+        return
+    for _, condition in matching(conn, _C.contact_hash, ordered):
+        yield from conn.execute(_contacts_where(condition, lock=lock)).mappings()
+
+
+@lru_cache(maxsize=2)
+def _contacts_among(lock: bool) -> sa.Select[Any]:
+    return _contacts_where(_C.contact_hash == sa.any_(_array_param(_C.contact_hash, "hashes")), lock=lock)
+
+
+def _contacts_where(condition: sa.ColumnElement[bool], *, lock: bool) -> sa.Select[Any]:
+    query = sa.select(contacts_table).where(condition).order_by(_C.contact_hash)
+    return query.with_for_update() if lock else query
 
 
 def columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
@@ -136,10 +164,7 @@ def _insert_from_arrays(table: sa.Table, shared: tuple[str, ...], columns: tuple
     names, built once: building it on every call (and walking it for SQLAlchemy's cache key) cost more CPU
     than the rest of a thousand-row insert. The arrays are bound as `_array` binds them."""
     values = [sa.bindparam(f"shared_{name}", type_=table.c[name].type) for name in shared]
-    arrays = [
-        sa.cast(sa.bindparam(f"array_{name}", type_=sa.types.NullType()), _array_type(table.c[name]))
-        for name in columns
-    ]
+    arrays = [_array_param(table.c[name], f"array_{name}") for name in columns]
     new = sa.func.unnest(*arrays).table_valued(*columns).render_derived()
     return sa.insert(table).from_select([*shared, *columns], sa.select(*values, *new.c))
 

@@ -57,6 +57,7 @@ from altcraft.ledger.statements import (
     begin_tally,
     change_values,
     columns,
+    contact_rows,
     drop_tally,
     insert_outcomes,
     insert_rows,
@@ -605,14 +606,9 @@ class Ledger:
         conn: Connection, hashes: Sequence[str], *, lock: bool
     ) -> dict[str, rules.ContactState]:
         """Contact rows by hash, locked in key order (a stable order avoids deadlocks)."""
-        found: dict[str, rules.ContactState] = {}
-        for _, condition in matching(conn, _C.contact_hash, hashes):
-            query = sa.select(contacts_table).where(condition).order_by(_C.contact_hash)
-            if lock:
-                query = query.with_for_update()
-            for row in conn.execute(query).mappings():
-                found[row["contact_hash"]] = rules.ContactState.of(row)
-        return found
+        return {
+            row["contact_hash"]: rules.ContactState.of(row) for row in contact_rows(conn, hashes, lock=lock)
+        }
 
     @staticmethod
     def _earlier_launches(
