@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from altcraft.sources import MemoryStateStore, SourceError, SqlQuerySource, SqlTableSource, Window
-from altcraft.sources.sql import validate_select
+from altcraft.sources.sql import _begin_read, validate_select
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -237,6 +237,58 @@ def test_query_records_are_dicts_of_the_selected_columns(contacts):
     assert records == [
         {"id": key, "email": f"user{key}@example.org", "extra": key * 10, "seq": key * 2} for key in (1, 2)
     ]
+
+
+#: a column of each type a source may read, per dialect
+TYPED_DDL = {
+    "postgresql": "id integer primary key, big bigint, small smallint, amount numeric(20, 6), "
+    "real_ double precision, flag boolean, txt text, chars varchar(40), day date, naive timestamp, "
+    "aware timestamptz, raw bytea, doc jsonb",
+    "mysql": "id int primary key, big bigint, small smallint, amount decimal(20, 6), real_ double, "
+    "flag boolean, txt text, chars varchar(40), day date, naive datetime(6), aware timestamp(6) null, "
+    "raw blob, doc json",
+    "sqlite": "id integer primary key, big bigint, small smallint, amount numeric(20, 6), real_ real, "
+    "flag boolean, txt text, chars varchar(40), day date, naive timestamp, aware text, raw blob, doc text",
+}
+#: rows as SQL literals: extremes, NULLs, empty text, quotes, non-ASCII, an offset (dropped but on PostgreSQL)
+TYPED_ROWS = [
+    "1, 9223372036854775807, -32768, 12345678901234.123456, 1.5e300, TRUE, 'ünï \"q\" ''x''', 'a', "
+    "'2024-02-29', '2024-03-01 12:34:56.789012', '2024-03-01 12:34:56.789012+02', NULL, '{\"a\": [1, 2.5]}'",
+    "2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+    "3, -1, 0, -0.000001, -0.5, FALSE, '', '', '1970-01-02', '1970-01-02 00:00:00', "
+    "'2038-01-19 03:14:07+00', NULL, 'null'",
+]
+
+
+def test_records_hold_exactly_what_sqlalchemy_reads_for_every_column_type(database, drop_tables):
+    """The records `batches` builds from the rows against SQLAlchemy's own mappings of the same rows, read
+    in the same session settings: equal values of the same types (datetimes with the same tzinfo, Decimal
+    not float) on every backend."""
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} ({TYPED_DDL[database.dialect]})")
+        for values in TYPED_ROWS:
+            if database.dialect != "postgresql":
+                values = values.replace("+02'", "'").replace("+00'", "'")
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES ({values})")
+    drop_tables.append((database, table))
+    source = SqlQuerySource(database.conn_id, f"SELECT * FROM {table}", key_column="id")
+
+    records = [record for batch in source.batches(None, 2) for record in batch]
+    reader = sa.create_engine(database.engine.url)  # _begin_read leaves its session read-only
+    try:
+        with reader.connect() as conn:
+            _begin_read(conn, "UTC")
+            query = sa.text(f"SELECT * FROM {table} ORDER BY id")
+            plain = [dict(row) for row in conn.execute(query).mappings()]
+    finally:
+        reader.dispose()
+
+    def typed(record: dict) -> dict:
+        return {name: (type(value), repr(value)) for name, value in record.items()}
+
+    assert len(records) == 3
+    assert [typed(record) for record in records] == [typed(record) for record in plain]
 
 
 def test_query_without_window_parameters_reads_everything_ordered_by_key(contacts):
