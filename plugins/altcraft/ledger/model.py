@@ -118,6 +118,8 @@ class Scope:
 
     platform: str
     scenario_id: int
+    #: ``platform \\n scenario_id \\n``, the start of every contact hash's text (formatted once, not per key)
+    _hashed_prefix: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "platform", normalise_platform(self.platform))
@@ -127,10 +129,11 @@ class Scope:
             or self.scenario_id < 0
         ):
             raise ValueError("scenario_id must be a non-negative integer")
+        object.__setattr__(self, "_hashed_prefix", f"{self.platform}\n{self.scenario_id}\n")
 
     def contact_hash(self, contact_key: str) -> str:
         """Primary key of a contact row: sha256 hex of ``platform \\n scenario_id \\n contact_key``."""
-        return hashlib.sha256(f"{self.platform}\n{self.scenario_id}\n{contact_key}".encode()).hexdigest()
+        return hashlib.sha256(f"{self._hashed_prefix}{contact_key}".encode()).hexdigest()
 
     def alias_hash(self, alias: str) -> str:
         """Primary key of a combined-mode component row (``altcraft_aliases``)."""
