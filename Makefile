@@ -52,6 +52,7 @@ E2E_PENDING := tests/e2e/test_pipelines.py tests/e2e/test_demo.py tests/e2e/test
 
 test: $(STAMP)
 	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/python -m pytest $(addprefix --ignore=,$(E2E_PENDING)) \
 		$(PYTEST_ARGS)
 
@@ -61,6 +62,7 @@ test-e2e: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check
 	$(BIN)/ruff check --select AIR plugins dags
+	$(BIN)/ruff format --check
 
 # Runs until Ctrl-C (DEMO_KEEP_RUNNING=0: exits after the summary); state in .airflow/, see docs/demo.md.
 demo: $(STAMP)
