@@ -414,3 +414,34 @@ def test_a_100k_row_window_streams_with_bounded_memory(postgres, drop_tables):
     assert (count, largest, last) == (100_000, 1000, 100_000)
     # Holding all 100k records at once peaks at ~40 MiB under tracemalloc; streaming stays near 1 MiB.
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_sqlite_text_that_is_not_utf8_is_that_records_rejection_and_the_others_are_read(
+    databases, drop_tables
+):
+    """SQLite keeps any bytes in a TEXT column; sqlite3's strict decoding failed the whole read."""
+    from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection
+
+    database = databases["sqlite"]
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, email text, note text)")
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} VALUES (1, 'a@example.org', 'ok'), (2, CAST(x'ff61406578' AS TEXT), 'ok'),"
+            f" (3, 'c@example.org', CAST(x'c3' AS TEXT))"
+        )
+    drop_tables.append((database, table))
+    mapper = Mapper(
+        ProfileMapping.model_validate(
+            {"matching": "email", "key": {"email": "email"}, "fields": {"NOTE": "note"}}
+        ),
+        source_key_column="id",
+    )
+
+    source = SqlQuerySource(database.conn_id, f"SELECT * FROM {table} ORDER BY id", key_column="id")
+    [records] = list(source.batches(None, 100))
+    mapped = [mapper.map(record) for record in records]
+
+    assert [type(m) for m in mapped] == [Profile, Rejection, Rejection]
+    assert [(m.source_key, m.field) for m in mapped[1:]] == [("2", "email"), ("3", "NOTE")]
+    assert all("surrogate" in m.reason for m in mapped[1:])

@@ -9,7 +9,10 @@ Time: window bounds are instants. Naive ``timestamp``/``DATETIME`` columns are r
 the session time zone is set to ``timezone``: PostgreSQL compares aware bounds (naive columns are then
 read in the session zone); MySQL/MariaDB and SQLite get naive bounds in ``timezone`` (MySQL ``TIMESTAMP``
 columns are read in the session zone). A named zone other than UTC needs MySQL's time zone tables.
-SQLite stores text: timestamps must be ``YYYY-MM-DD HH:MM:SS[.ffffff]``, compared as text.
+SQLite stores text: timestamps must be ``YYYY-MM-DD HH:MM:SS[.ffffff]``, compared as text. It also keeps
+bytes that are not UTF-8 in a TEXT column: they are read as lone surrogates, so a mapped value holding them
+is that record's rejection and the other rows are delivered (PostgreSQL and MySQL/MariaDB check the
+encoding when the value is written). A value the driver cannot read at all still fails the read.
 
 Every read runs in a read-only transaction where the database offers one (PostgreSQL, MySQL/MariaDB,
 SQLite ``query_only``).
@@ -122,6 +125,14 @@ def _begin_read(conn: Connection, timezone: str) -> None:
             ) from None
     elif dialect == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")
+        conn.connection.driver_connection.text_factory = _lenient_text  # type: ignore[union-attr]
+
+
+def _lenient_text(data: bytes) -> str:
+    """SQLite text as str, bytes that are not UTF-8 kept as lone surrogates: SQLite stores whatever it is
+    given, and sqlite3's strict decoding failed the whole read on one such value. A mapped value holding
+    them is that record's rejection (`altcraft.validation.check_text`); the other records are delivered."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _stream(
