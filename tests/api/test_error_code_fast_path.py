@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from altcraft.api.errors import AltcraftUnexpectedAnswer
-from altcraft.api.models import BatchResult, error_code
+from altcraft.api.models import BatchResult, error_code, read_error_code
 from altcraft.api.protocol import parse_answer
 
 
@@ -68,25 +68,6 @@ VALUES: list[Any] = [
 ]
 
 
-def _plain_error_code(value: Any) -> int:
-    """`error_code` without its fast path."""
-    if value is None or value == "":
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError("the error code is not a number")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError("the error code is not an integer")
-        value = int(value)
-    try:
-        code = int(value)
-    except ValueError:
-        raise ValueError("the error code is not a number") from None
-    if code not in range(-(2**31), 2**31):
-        raise ValueError("the error code is beyond 32 bits")
-    return code
-
-
 def _outcome(read: Any, value: Any) -> tuple[str, Any]:
     try:
         code = read(value)
@@ -97,7 +78,7 @@ def _outcome(read: Any, value: Any) -> tuple[str, Any]:
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)
 def test_error_code_agrees_with_the_plain_reading(value: Any) -> None:
-    assert _outcome(error_code, value) == _outcome(_plain_error_code, value)
+    assert _outcome(error_code, value) == _outcome(read_error_code, value)
 
 
 ENDPOINT = "workflows/import_and_start_batch"
@@ -114,7 +95,7 @@ def _parsed(answer: dict[str, Any]) -> Any:
 def test_batch_answers_parse_as_with_the_plain_reading(value: Any) -> None:
     ok = {"error": 0, "error_text": "Successful operation", "profile_id": "65a0c0ff0000000000000001"}
     answer = {"error": 0, "error_text": "", "result": [ok, {**ok, "error": value}, ok]}
-    expected = _outcome(_plain_error_code, value)
+    expected = _outcome(read_error_code, value)
     parsed = _parsed(answer)
     if expected[0] == "error":
         assert parsed == f"unexpected answer: result.1.error: value_error ({ENDPOINT})"

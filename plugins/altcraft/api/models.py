@@ -155,6 +155,11 @@ def error_code(value: Any) -> int:
     """
     if type(value) is int and value in _CODES:
         return value  # the common case, first: what every answer holds in every per-profile result
+    return read_error_code(value)
+
+
+def read_error_code(value: Any) -> int:
+    """`error_code` of any value, without its fast path for a plain 32-bit int."""
     if value is None or value == "":
         return 0
     if isinstance(value, bool) or not isinstance(value, int | float | str):
