@@ -20,8 +20,12 @@ def install_dag(dag_file: Path, config: dict[str, Any], dags_folder: Path) -> An
     target = dags_folder / dag_file.name
     shutil.copy(dag_file, target)
     (dags_folder / f"{dag_file.stem}.json").write_text(json.dumps(config))
-    module_name = f"test_dag_{dag_file.stem}_{config['dag_id']}"
-    spec = importlib.util.spec_from_file_location(module_name, target)
+    return import_dag(target, f"test_dag_{dag_file.stem}_{config['dag_id']}")
+
+
+def import_dag(dag_file: Path, module_name: str) -> Any:
+    """Import ``dag_file`` as module ``module_name`` and return its ``dag``."""
+    spec = importlib.util.spec_from_file_location(module_name, dag_file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)

@@ -15,12 +15,10 @@ may name only options the provider declares.
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import json
 import os
 import re
 import shlex
-import sys
 import textwrap
 import uuid
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import yaml
 from altcraft.hooks.connection import AltcraftConnectionSettings
 from altcraft.pipelines import PipelineSpec, load_pipelines
 from altcraft.provider_info import get_provider_info
+from tests.airflow_helpers import import_dag
 from tests.conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -143,11 +142,7 @@ def import_dag_file(text: str, name: str, folder: Path) -> Any:
         old.unlink()
     target = folder / f"{name}.py"
     target.write_text(text, encoding="utf-8")
-    module_spec = importlib.util.spec_from_file_location(name, target)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    module_spec.loader.exec_module(module)
-    return module.dag
+    return import_dag(target, name)
 
 
 def snippet_dag(block: Block, folder: Path) -> Any:
