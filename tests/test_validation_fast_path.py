@@ -207,6 +207,15 @@ def phone_corpus() -> Iterator[tuple[str, str | None]]:
         yield value, None
 
 
+def parsed_phone_corpus() -> Iterator[tuple[str, str | None, phonenumbers.PhoneNumber]]:
+    """(value, default region, phonenumbers' number) for each value of `phone_corpus` that parses."""
+    for value, region in phone_corpus():
+        try:
+            yield value, region, phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            continue
+
+
 def plain_phone(value: str, region: str | None) -> tuple[bool, str]:
     """phonenumbers alone: (valid, E.164 or why not)."""
     try:
@@ -252,11 +261,7 @@ def test_phone_validity_agrees_with_phonenumbers_on_every_number():
     """`_is_valid_number` (patterns compiled once per country code) and ``phonenumbers.is_valid_number``
     give the same verdict for every number the corpus parses to, whatever the path that built it."""
     numbers = valid = 0
-    for value, region in phone_corpus():
-        try:
-            number = phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException:
-            continue
+    for value, region, number in parsed_phone_corpus():
         expected = phonenumbers.is_valid_number(number)
         nsn = national_significant_number(number)
         assert validation._is_valid_number(number.country_code, nsn) is expected, (value, region)
@@ -272,11 +277,7 @@ def test_phone_possibility_by_code_and_length_agrees_with_phonenumbers_on_every_
     ``phonenumbers.is_possible_number_with_reason`` gives each number the corpus parses to."""
     reasons = validation._phone_reasons()[0]
     numbers, impossible = 0, set()
-    for value, region in phone_corpus():
-        try:
-            number = phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException:
-            continue
+    for value, region, number in parsed_phone_corpus():
         possible = phonenumbers.is_possible_number_with_reason(number)
         expected = (
             None
