@@ -663,6 +663,7 @@ class Emulator:
         self._master_token = token
         self._initial_config = config or Config()
         self.faults = FaultBook(random_seed)
+        self._resets = itertools.count()
         self.reset()
 
     # ----------------------------------------------------------------------------------- control API
@@ -671,7 +672,7 @@ class Emulator:
         """Back to the initial seed: profiles, journal, tasks, faults and config included; a request that
         arrived before is never processed after (`generation`)."""
         #: how many resets so far: a request delayed across one (a latency rule) is dropped, not processed
-        self.generation = getattr(self, "generation", -1) + 1
+        self.generation = next(self._resets)
         self.config = self._initial_config
         self.databases: dict[int, Database] = {}
         self.scenarios: dict[int, Scenario] = {}
