@@ -252,6 +252,19 @@ def not_an_object(key_column: str, location: str, item: Any, expected: str = "a 
     return error_record(key_column, location, f"not {expected} but {kind}")
 
 
+def objects_or_errors(
+    items: Iterable[Any], key_column: str, place: str = "", expected: str = "a JSON object"
+) -> Iterator[Any]:
+    """Each item that is a mapping, and for each that is not its error record (`not_an_object`, keyed
+    ``<place> item <n>``, n from 1): the mapper rejects it and the other items are delivered."""
+    prefix = f"{place} " if place else ""
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, Mapping):
+            yield item
+        else:
+            yield not_an_object(key_column, f"{prefix}item {number}", item, expected)
+
+
 def rechunk(records: Iterable[Mapping[str, Any]], batch_size: int) -> Iterator[list[Record]]:
     """Group records into lists of at most ``batch_size``; every record must be a mapping."""
     check_batch_size(batch_size)

@@ -21,7 +21,7 @@ from altcraft.sources.base import (
     Source,
     Window,
     check_partition,
-    not_an_object,
+    objects_or_errors,
     partition_window,
     rechunk,
 )
@@ -44,15 +44,6 @@ def import_callable(path: str) -> Callable[..., Any]:
     if not callable(target):
         raise TypeError(f"{path} is not callable")
     return target
-
-
-def _records(items: Iterable[Any], key_column: str) -> Iterator[Any]:
-    """Each item, or where it is not a mapping its error record, ``item <n>``."""
-    for number, item in enumerate(items, start=1):
-        if isinstance(item, Mapping):
-            yield item
-        else:
-            yield not_an_object(key_column, f"item {number}", item, expected="a mapping")
 
 
 def _flatten(items: Iterable[Any]) -> Iterator[Any]:
@@ -87,7 +78,8 @@ class PythonSource(Source):
     ) -> Iterator[list[Record]]:
         fn = import_callable(self.callable) if isinstance(self.callable, str) else self.callable
         produced = fn(window=partition_window(window, partition), **self.kwargs)
-        yield from rechunk(_records(_flatten(produced), self.key_column), batch_size)
+        records = objects_or_errors(_flatten(produced), self.key_column, expected="a mapping")
+        yield from rechunk(records, batch_size)
 
 
 class IterableSource(Source):
@@ -106,7 +98,7 @@ class IterableSource(Source):
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:
-        records = list(_records(self.records, self.key_column))
+        records = list(objects_or_errors(self.records, self.key_column, expected="a mapping"))
         if partition is not None:
             index, count = check_partition(partition)
             records = records[index::count]

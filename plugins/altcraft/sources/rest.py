@@ -32,7 +32,7 @@ from altcraft.sources.base import (
     SourceError,
     Window,
     fingerprint,
-    not_an_object,
+    objects_or_errors,
     partition_window,
     rechunk,
 )
@@ -276,10 +276,7 @@ class RestSource(Source):
             if not isinstance(records, list):
                 raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
             pages.add(records)
-            for number, record in enumerate(records, start=1):
-                # an item that is not an object is that item's error: the others are still delivered
-                where = f"page {pages.count} item {number}"
-                yield record if isinstance(record, dict) else not_an_object(self.key_column, where, record)
+            yield from objects_or_errors(records, self.key_column, f"page {pages.count}")
             request = self.paginator.next(request, response, body, records) if self.paginator else None
 
     def _send(self, hook: Any, request: PageRequest) -> Response:

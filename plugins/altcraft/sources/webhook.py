@@ -23,7 +23,7 @@ from altcraft.sources.base import (
     StateStore,
     Window,
     error_record,
-    not_an_object,
+    objects_or_errors,
     rechunk,
 )
 
@@ -82,12 +82,7 @@ class WebhookSource(Stateful):
                 yield error_record(
                     self.key_column, where, "its stored records are not a JSON list (cut short?)"
                 )
-            for number, record in enumerate(records or (), start=1):
-                yield (
-                    record
-                    if isinstance(record, dict)
-                    else not_an_object(self.key_column, f"{where} item {number}", record)
-                )
+            yield from objects_or_errors(records or (), self.key_column, where)
             self._pending = delivery_id
 
     def _save(self, state: StateStore) -> None:
