@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from altcraft.ledger import Outcome, UncertainContact
 from altcraft.mapping import Mapper, ProfileMapping
-from altcraft.reconciliation import judge, launch_marker, match_of, with_marker
+from altcraft.reconciliation import DEFAULT_GRACE, judge, launch_marker, match_of, with_marker
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
+#: when the contacts below (claimed at T0) are read back: their requests are past the grace
+LATER = T0 + DEFAULT_GRACE
 
 
 def contact(marker: str | None, delivery_mode: str | None = "batch") -> UncertainContact:
@@ -41,7 +43,7 @@ def contact(marker: str | None, delivery_mode: str | None = "batch") -> Uncertai
 )
 def test_verdicts_follow_the_evidence(marker, profile, outcome, says, delivery_mode):
     """A request sent synchronously was processed when its answer was lost, or never will be."""
-    verdict = judge(contact(marker, delivery_mode), profile, T0)
+    verdict = judge(contact(marker, delivery_mode), profile, LATER)
     assert verdict.outcome is outcome
     assert says in verdict.reason
     assert "anna" not in verdict.reason, "no contact data in reasons"
@@ -69,10 +71,30 @@ def test_a_request_that_may_still_be_queued_is_never_judged_not_processed(
 ):
     """Sent as an Altcraft task (or not known to be sent otherwise: a claim of an earlier version), a
     request may still wait in Altcraft's queue: only the marker is evidence."""
-    verdict = judge(contact(marker, delivery_mode), profile, T0)
+    verdict = judge(contact(marker, delivery_mode), profile, T0 + timedelta(days=30))
     assert verdict.outcome is outcome
     if outcome is Outcome.UNCERTAIN:
         assert says in verdict.reason
+
+
+@pytest.mark.parametrize("delivery_mode", ["single", "batch"])
+@pytest.mark.parametrize(
+    ("marker", "profile"),
+    [("AF_SYNC=abc", {"id": "p1", "AF_SYNC": "old"}), ("AF_SYNC=abc", None), (None, None)],
+)
+def test_a_synchronous_request_within_the_grace_may_still_be_running(marker, profile, delivery_mode):
+    """An answer lost to a client-side timeout does not stop the request: read before the grace has passed
+    since the claim, a missing marker or profile proves nothing, so the contact is not sent again."""
+    sent = contact(marker, delivery_mode)
+    early = judge(sent, profile, LATER - timedelta(seconds=1))
+    assert early.outcome is Outcome.UNCERTAIN
+    assert "was sent 599 s ago and Altcraft may still be processing it (the grace is 600 s)" in early.reason
+    assert judge(sent, profile, LATER).outcome is Outcome.FAILED
+    assert judge(sent, profile, T0 + timedelta(seconds=30), grace=timedelta(seconds=30)).outcome is (
+        Outcome.FAILED
+    )
+    marked = judge(sent, {"id": "p1", "AF_SYNC": "abc"}, T0)
+    assert marked.outcome is (Outcome.LAUNCHED if marker else Outcome.UNCERTAIN), "the marker needs no wait"
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Mu
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -55,7 +56,7 @@ from altcraft.ledger.store import OpenClaim
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
 from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
-from altcraft.reconciliation import judge, launch_marker, match_of, with_marker
+from altcraft.reconciliation import DEFAULT_GRACE, judge, launch_marker, match_of, with_marker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -240,6 +241,8 @@ class Delivery:
     marker: str | None = None
     #: database to read profiles from when reconciling (None: no reconciliation)
     profiles_db_id: int | None = None
+    #: how long after its claim a synchronous request's missing marker or profile still proves nothing
+    reconcile_grace: timedelta = DEFAULT_GRACE
     #: the ledger bound to this try (a dry run's session predicts claims and writes nothing)
     session: LedgerSession = field(init=False, repr=False)
     #: contacts this try already checked in Altcraft: a key met again in a later chunk is not asked twice
@@ -606,7 +609,8 @@ class Delivery:
                 exc,
             )
             return None
-        return judge(contact, profile)  # by how the contact's claim was sent, not how this try sends
+        # by how and when the contact's claim was sent, not how this try sends
+        return judge(contact, profile, grace=self.reconcile_grace)
 
     # ---------------------------------------------------------------------------------------- sending
 

@@ -21,6 +21,11 @@ after processing (``single``, ``batch``: :data:`~altcraft.modes.SYNCHRONOUS`) le
 profile mean "not processed". Judging a contact not processed while its task still waits would launch it
 twice; leaving it uncertain costs at most a contact that waits for ``resend_uncertain`` or a check by hand.
 
+A synchronous request is no proof either while it may still be running: an answer lost to a client-side
+timeout or a dropped connection leaves Altcraft free to finish the request later. So "not processed" also
+waits until ``grace`` (:data:`DEFAULT_GRACE`, ten minutes) has passed since the contact's claim; read
+earlier, a missing marker or profile leaves the contact ``uncertain``, to be decided by a later read.
+
 Pure functions: the delivery makes the calls and the ledger records the verdicts.
 """
 
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from altcraft.api.matching import MatchingMode
@@ -36,6 +41,10 @@ from altcraft.api.models import DatabaseField
 from altcraft.ledger import Outcome, Resolution, UncertainContact
 from altcraft.mapping import FieldSpec, ProfileMapping
 from altcraft.modes import SYNCHRONOUS, DeliveryMode
+
+#: how long after its claim a synchronous request's missing marker or profile still proves nothing: far
+#: longer than a request may run (the connection's ``timeout``, 60 s by default) before its answer is lost
+DEFAULT_GRACE = timedelta(minutes=10)
 
 
 def launch_marker(field_name: str, run_key: str, try_number: int) -> str:
@@ -79,35 +88,46 @@ _RESOURCE_MODES = {"email", "email_sub", "phone", "phone_sub", "email_phone", "e
 
 
 def judge(
-    contact: UncertainContact, profile: dict[str, Any] | None, now: datetime | None = None
+    contact: UncertainContact,
+    profile: dict[str, Any] | None,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
 ) -> Resolution:
     """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent).
 
-    No "not processed" unless the contact's claim was sent synchronously (:func:`queued_because`).
+    No "not processed" while the contact's request may still run (:func:`may_still_run`).
     """
-    at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    now = now or datetime.now(UTC)
+    at = now.isoformat(timespec="seconds")
     verdict = _judge(contact, profile, at)
-    queued = queued_because(contact)
-    if queued is not None and verdict.outcome is Outcome.FAILED:
+    running = may_still_run(contact, now, grace)
+    if running is not None and verdict.outcome is Outcome.FAILED:
         return Resolution(
             Outcome.UNCERTAIN,
-            f"still uncertain (reconciled {at}: no launch marker yet, but {queued})",
+            f"still uncertain (reconciled {at}: no launch marker yet, but {running})",
             verdict.profile_id,
         )
     return verdict
 
 
-def queued_because(contact: UncertainContact) -> str | None:
-    """Why the contact's request may still wait in Altcraft's queue, or None when its recorded delivery mode
-    answers only after processing (then a missing marker or profile means it was not processed)."""
-    if contact.delivery_mode in SYNCHRONOUS:
-        return None
+def may_still_run(contact: UncertainContact, now: datetime, grace: timedelta = DEFAULT_GRACE) -> str | None:
+    """Why the contact's request may still be processed by Altcraft, or None when a missing marker or
+    profile means it was not: its recorded delivery mode answers only after processing
+    (:data:`~altcraft.modes.SYNCHRONOUS`) and ``grace`` has passed since its claim."""
     if contact.delivery_mode == DeliveryMode.ASYNC:
         return "the request created an Altcraft task that may still be queued"
-    return (
-        "the ledger has no delivery mode for the request (claimed by an earlier version): it may be an "
-        "Altcraft task still queued"
-    )
+    if contact.delivery_mode not in SYNCHRONOUS:
+        return (
+            "the ledger has no delivery mode for the request (claimed by an earlier version): it may be an "
+            "Altcraft task still queued"
+        )
+    age = now - contact.claimed_at
+    if age < grace:
+        return (
+            f"the request was sent {max(age.total_seconds(), 0):.0f} s ago and Altcraft may still be "
+            f"processing it (the grace is {grace.total_seconds():.0f} s)"
+        )
+    return None
 
 
 def _judge(contact: UncertainContact, profile: dict[str, Any] | None, at: str) -> Resolution:

@@ -17,7 +17,9 @@ import pendulum
 import pytest
 import sqlalchemy as sa
 
+from altcraft.testing import CONNECTION_ENV
 from tests.airflow_helpers import asset_event_extras, install_dag, run_dag, task_states, xcom_values
+from tests.conftest import FAST
 
 from .conftest import EMAIL_MAPPING, MARKER, PG_URL, contacts, launch_counts
 
@@ -258,12 +260,17 @@ def test_a_failed_threshold_lets_a_run_with_refusals_succeed(dag_with, emulator,
 
 
 def test_reconciliation_resends_exactly_the_unprocessed_contacts(dag_with, emulator, marker_scenario):
-    """Try 1's answer is lost after processing, try 2's before: try 3 ends with everyone launched once."""
+    """Try 1's answer is lost after processing, try 2's before: try 3 ends with everyone launched once.
+
+    The emulator never runs a request it dropped before processing, so no grace is needed here
+    (``reconcile_grace=0``): try 3 reads the profiles at once."""
     emulator.add_faults(
         {"endpoint": BATCH, "kind": "drop_after", "count": 1},
         {"endpoint": BATCH, "kind": "drop_before", "count": 1},
     )
-    dag = dag_with(contacts(16), batch_size=8, launch_marker_field=MARKER, retries=2, retry_delay=0)
+    dag = dag_with(
+        contacts(16), batch_size=8, launch_marker_field=MARKER, reconcile_grace=0, retries=2, retry_delay=0
+    )
     dag_run = run_dag(dag, DAY)
 
     assert task_states(dag_run) == {"import_and_launch": "success"}
@@ -276,6 +283,47 @@ def test_reconciliation_resends_exactly_the_unprocessed_contacts(dag_with, emula
     assert_one_row_per_contact_per_try(outcome_rows(marker_scenario))
     markers = {p["fields"].get(MARKER) for p in emulator.profiles(db_id=marker_scenario)}
     assert None not in markers, "every launching request carried the marker"
+
+
+@pytest.mark.parametrize(
+    ("grace", "launches"),
+    [(None, 1), (0, 2)],
+    ids=["default grace: still uncertain, launched once", "no grace: judged not processed, launched twice"],
+)
+def test_reconciliation_waits_for_a_timed_out_batch_that_altcraft_may_still_be_processing(
+    dag_with, emulator, marker_scenario, monkeypatch, grace, launches
+):
+    """Try 1's batch takes Altcraft 3 s; the client gives up after 1 s. Try 2 starts at once and reads
+    the profiles while Altcraft is still processing that batch: no marker and no profile yet. Within the
+    grace (ten minutes by default) that proves nothing, so nobody is sent again and the batch, once
+    processed, has launched everyone once. Without a grace, the same reading is "not processed": try 2
+    sends them again and each contact is launched twice, which is what the grace is for."""
+    monkeypatch.setenv(CONNECTION_ENV, emulator.connection_json(**{**FAST, "timeout": 1}))
+    emulator.add_faults({"endpoint": BATCH, "kind": "latency", "latency_ms": 3000, "count": 1})
+    dag = dag_with(
+        contacts(6),
+        batch_size=6,
+        launch_marker_field=MARKER,
+        retries=1,
+        retry_delay=0,
+        **({} if grace is None else {"reconcile_grace": grace}),
+    )
+    dag_run = run_dag(dag, DAY)
+
+    summary = summary_of(dag, dag_run)
+    if grace is None:
+        assert task_states(dag_run) == {"import_and_launch": "failed"}, "uncertain contacts are not green"
+        assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+        assert (summary["requests"], summary["uncertain"]) == (0, 6)
+    else:
+        assert summary["reconciled"]["not_processed"] == 6
+    deadline = time.monotonic() + 10
+    while (
+        sum(launch_counts(emulator, marker_scenario).values()) < 6 * launches and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [launches] * 6
 
 
 def test_reconciliation_never_resends_an_async_task_that_may_still_be_queued(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pendulum
 import pytest
 import sqlalchemy as sa
 
+from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
 from tests.airflow_helpers import asset_event_extras, install_dag, run_dag, task_states, xcom_values
 
 from .conftest import EMAIL_MAPPING, PG_URL, contacts, launch_counts
@@ -273,3 +275,26 @@ def test_default_ledger_comes_from_airflow_config(dag_with, emulator, scenario_i
         Scope(platform=emulator.url, scenario_id=scenario_id)
     )
     assert sorted(states.values()) == ["launched"] * 3
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, None), (30, timedelta(seconds=30)), (0.5, timedelta(seconds=0.5)), (timedelta(0), timedelta(0))],
+)
+def test_reconcile_grace_is_seconds_or_a_timedelta(given, expected):
+    operator = ImportAndLaunchScenarioOperator(
+        task_id="t", scenario_id=1, mapping=EMAIL_MAPPING, contacts=[], key_column="id", reconcile_grace=given
+    )
+    assert operator.reconcile_grace == expected
+
+
+def test_a_negative_reconcile_grace_is_refused_at_parse_time():
+    with pytest.raises(ValueError, match="`reconcile_grace` must not be negative, got -1 s"):
+        ImportAndLaunchScenarioOperator(
+            task_id="t",
+            scenario_id=1,
+            mapping=EMAIL_MAPPING,
+            contacts=[],
+            key_column="id",
+            reconcile_grace=-1,
+        )

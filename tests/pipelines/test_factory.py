@@ -72,6 +72,18 @@ def test_each_example_is_plan_then_mapped_import_and_launch(name, examples):
     assert (kwargs.get("state_asset") is not None) == bool(state or spec.trigger)
 
 
+@pytest.mark.parametrize(
+    ("grace", "expected"), [(None, None), (0, timedelta(0)), (90, timedelta(seconds=90))]
+)
+def test_the_specs_reconcile_grace_reaches_the_operator(grace, expected):
+    data = read_spec(EXAMPLES[0]).model_dump(by_alias=True, exclude_none=True)
+    if grace is not None:
+        data["scenario"]["reconcile_grace_seconds"] = grace
+    launch = build_dag(PipelineSpec.model_validate(data)).task_dict[LAUNCH_TASK_ID]
+    operator = ImportAndLaunchScenarioOperator(task_id="t", **launch.partial_kwargs)
+    assert operator.reconcile_grace == expected, "None: the delivery's DEFAULT_GRACE"
+
+
 def test_stateful_sources_get_the_store_through_the_spec_source(examples):
     files, rest = (
         examples[name][1].task_dict[LAUNCH_TASK_ID] for name in ("welcome_csv_drop", "welcome_rest_crm")

@@ -82,6 +82,10 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param reconcile: before delivering, check every uncertain contact of the scenario in Altcraft
         (uncertain contacts met by a claim are always checked). Templated; default the run's
         ``reconcile`` conf or param.
+    :param reconcile_grace: how long after a contact's claim its request, sent ``single`` or ``batch``, may
+        still be running in Altcraft (a lost answer does not stop it): until then a missing marker or
+        profile leaves the contact uncertain instead of "not processed" (seconds or a timedelta; default
+        ten minutes, ``altcraft.reconciliation.DEFAULT_GRACE``).
     :param ledger_conn_id: SQL connection of the sync ledger; default ``[altcraft] ledger_conn_id`` of the
         Airflow configuration, else a SQLite file in AIRFLOW_HOME.
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
@@ -135,6 +139,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         max_uncertain_ratio: float = 0.0,
         launch_marker_field: str | None = None,
         reconcile: bool | str = RECONCILE_FROM_RUN,
+        reconcile_grace: timedelta | float | None = None,
         ledger_conn_id: str | None = None,
         window_start: datetime | str | None = "{{ data_interval_start }}",
         window_end: datetime | str | None = "{{ data_interval_end }}",
@@ -177,6 +182,12 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             if not 0 <= ratio <= 1:
                 raise ValueError(f"`{name}` must be between 0 and 1, got {ratio}")
         RelaunchPolicy.parse(relaunch_policy)  # fail at parse time on a typo
+        if isinstance(reconcile_grace, int | float):
+            reconcile_grace = timedelta(seconds=reconcile_grace)
+        if reconcile_grace is not None and reconcile_grace < timedelta(0):
+            raise ValueError(
+                f"`reconcile_grace` must not be negative, got {reconcile_grace.total_seconds():g} s"
+            )
         if isinstance(scenario_id, int) and "outlets" not in kwargs:
             kwargs["outlets"] = [scenario_asset(altcraft_conn_id, scenario_id)]
         super().__init__(**kwargs)
@@ -200,6 +211,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.max_uncertain_ratio = max_uncertain_ratio
         self.launch_marker_field = launch_marker_field
         self.reconcile = reconcile
+        self.reconcile_grace = reconcile_grace
         self.ledger_conn_id = ledger_conn_id
         self.window_start = window_start
         self.window_end = window_end
@@ -314,6 +326,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     ) -> Delivery:
         from altcraft.delivery import Delivery
         from altcraft.ledger import Ledger, RunRef
+        from altcraft.reconciliation import DEFAULT_GRACE
 
         ledger = Ledger.from_conn_id(self.ledger_conn_id)  # None: [altcraft] ledger_conn_id, else SQLite
         hook.get_conn()
@@ -350,6 +363,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             tasks=_task_book(context),
             only=_as_hashes(self.only_contacts),
             profiles_db_id=profiles_db_id,
+            reconcile_grace=DEFAULT_GRACE if self.reconcile_grace is None else self.reconcile_grace,
         )
 
     def _window(self) -> Window | None:

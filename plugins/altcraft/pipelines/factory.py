@@ -254,6 +254,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
         "max_request_bytes": spec.delivery.max_request_bytes,
         "db_id": spec.scenario.db_id,
         "launch_marker_field": spec.scenario.launch_marker_field,
+        "reconcile_grace": spec.scenario.reconcile_grace_seconds,
         "state_asset": state,
     }
     with dag:

@@ -167,6 +167,13 @@ class ScenarioSpec(_Model):
         description="custom string field of that database set to the sending try's id in every launch, "
         "so uncertain contacts can be reconciled (one field per scenario)",
     )
+    reconcile_grace_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="how long after a contact was sent (single or batch) its request may still be running "
+        "in Altcraft: until then a missing marker or profile leaves it uncertain, not 'not processed' "
+        "(default 600)",
+    )
 
 
 class DeliverySpec(_Model):
