@@ -11,12 +11,22 @@ from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.reconciliation import DEFAULT_GRACE, judge, launch_marker, match_of, with_marker
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
-#: when the contacts below (claimed at T0) are read back: their requests are past the grace
+#: when the contacts below (uncertain since T0) are read back: their requests are past the grace
 LATER = T0 + DEFAULT_GRACE
 
 
 def contact(marker: str | None, delivery_mode: str | None = "batch") -> UncertainContact:
-    return UncertainContact("email:anna@example.org", "h", marker, T0, "dag/task/run", "b1", delivery_mode)
+    claimed = T0 - timedelta(minutes=5)  # one request per contact: sent, and lost, well after the claim
+    return UncertainContact(
+        "email:anna@example.org",
+        "h",
+        marker,
+        claimed,
+        "dag/task/run",
+        "b1",
+        delivery_mode,
+        uncertain_since=T0,
+    )
 
 
 @pytest.mark.parametrize("delivery_mode", ["single", "batch"])
@@ -84,11 +94,15 @@ def test_a_request_that_may_still_be_queued_is_never_judged_not_processed(
 )
 def test_a_synchronous_request_within_the_grace_may_still_be_running(marker, profile, delivery_mode):
     """An answer lost to a client-side timeout does not stop the request: read before the grace has passed
-    since the claim, a missing marker or profile proves nothing, so the contact is not sent again."""
+    since the answer was lost (not since the claim, which may be older), a missing marker or profile
+    proves nothing, so the contact is not sent again."""
     sent = contact(marker, delivery_mode)
     early = judge(sent, profile, LATER - timedelta(seconds=1))
     assert early.outcome is Outcome.UNCERTAIN
-    assert "was sent 599 s ago and Altcraft may still be processing it (the grace is 600 s)" in early.reason
+    assert (
+        "answer was lost 599 s ago and Altcraft may still be processing the request (the grace is 600 s)"
+        in early.reason
+    )
     assert judge(sent, profile, LATER).outcome is Outcome.FAILED
     assert judge(sent, profile, T0 + timedelta(seconds=30), grace=timedelta(seconds=30)).outcome is (
         Outcome.FAILED

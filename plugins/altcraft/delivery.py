@@ -241,7 +241,7 @@ class Delivery:
     marker: str | None = None
     #: database to read profiles from when reconciling (None: no reconciliation)
     profiles_db_id: int | None = None
-    #: how long after its claim a synchronous request's missing marker or profile still proves nothing
+    #: how long after its answer was lost a synchronous request's missing marker or profile proves nothing
     reconcile_grace: timedelta = DEFAULT_GRACE
     #: the ledger bound to this try (a dry run's session predicts claims and writes nothing)
     session: LedgerSession = field(init=False, repr=False)
@@ -609,7 +609,7 @@ class Delivery:
                 exc,
             )
             return None
-        # by how and when the contact's claim was sent, not how this try sends
+        # by how the contact's claim was sent and when its answer was lost, not how this try sends
         return judge(contact, profile, grace=self.reconcile_grace)
 
     # ---------------------------------------------------------------------------------------- sending

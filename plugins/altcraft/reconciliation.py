@@ -23,8 +23,9 @@ twice; leaving it uncertain costs at most a contact that waits for ``resend_unce
 
 A synchronous request is no proof either while it may still be running: an answer lost to a client-side
 timeout or a dropped connection leaves Altcraft free to finish the request later. So "not processed" also
-waits until ``grace`` (:data:`DEFAULT_GRACE`, ten minutes) has passed since the contact's claim; read
-earlier, a missing marker or profile leaves the contact ``uncertain``, to be decided by a later read.
+waits until ``grace`` (:data:`DEFAULT_GRACE`, ten minutes) has passed since the contact became uncertain
+(its answer was lost then, at or after the send); read earlier, a missing marker or profile leaves the
+contact ``uncertain``, to be decided by a later read.
 
 Pure functions: the delivery makes the calls and the ledger records the verdicts.
 """
@@ -42,8 +43,7 @@ from altcraft.ledger import Outcome, Resolution, UncertainContact
 from altcraft.mapping import FieldSpec, ProfileMapping
 from altcraft.modes import SYNCHRONOUS, DeliveryMode
 
-#: how long after its claim a synchronous request's missing marker or profile still proves nothing: far
-#: longer than a request may run (the connection's ``timeout``, 60 s by default) before its answer is lost
+#: how long after its answer was lost a synchronous request's missing marker or profile still proves nothing
 DEFAULT_GRACE = timedelta(minutes=10)
 
 
@@ -113,7 +113,7 @@ def judge(
 def may_still_run(contact: UncertainContact, now: datetime, grace: timedelta = DEFAULT_GRACE) -> str | None:
     """Why the contact's request may still be processed by Altcraft, or None when a missing marker or
     profile means it was not: its recorded delivery mode answers only after processing
-    (:data:`~altcraft.modes.SYNCHRONOUS`) and ``grace`` has passed since its claim."""
+    (:data:`~altcraft.modes.SYNCHRONOUS`) and ``grace`` has passed since its answer was lost."""
     if contact.delivery_mode == DeliveryMode.ASYNC:
         return "the request created an Altcraft task that may still be queued"
     if contact.delivery_mode not in SYNCHRONOUS:
@@ -121,11 +121,11 @@ def may_still_run(contact: UncertainContact, now: datetime, grace: timedelta = D
             "the ledger has no delivery mode for the request (claimed by an earlier version): it may be an "
             "Altcraft task still queued"
         )
-    age = now - contact.claimed_at
+    age = now - contact.uncertain_since
     if age < grace:
         return (
-            f"the request was sent {max(age.total_seconds(), 0):.0f} s ago and Altcraft may still be "
-            f"processing it (the grace is {grace.total_seconds():.0f} s)"
+            f"its answer was lost {max(age.total_seconds(), 0):.0f} s ago and Altcraft may still be "
+            f"processing the request (the grace is {grace.total_seconds():.0f} s)"
         )
     return None
 

@@ -864,12 +864,14 @@ def test_from_conn_id_uses_the_airflow_connection(monkeypatch, database_name, sc
 def test_reconciliation_verdicts_update_the_contact_and_the_sending_tries_outcome(engine, ledger, scope):
     ref = run("r1", window="w1")
     claim = ledger.claim(scope, ref, items("k:a", "k:b", "k:c"), EVERY_RUN, marker="AF_SYNC=abc", now=T0)
-    ledger.settle(scope, ref, claim, {}, now=T0)  # no answer: all three uncertain
-    met = ledger.claim(scope, run("r1", 2, window="w1"), items("k:a"), EVERY_RUN, now=T0)
+    lost = T0 + timedelta(minutes=5)
+    ledger.settle(scope, ref, claim, {}, now=lost)  # no answer: all three uncertain
+    met = ledger.claim(scope, run("r1", 2, window="w1"), items("k:a"), EVERY_RUN, now=lost + timedelta(1))
     assert met.uncertain and not met.skipped, "a later try meets it uncertain and says so"
 
     contacts = ledger.uncertain_contacts(scope)
     assert sorted(c.contact_key for c in contacts) == ["k:a", "k:b", "k:c"]
+    assert {(c.claimed_at, c.uncertain_since) for c in contacts} == {(T0, lost)}, "the grace counts from here"
     assert {c.launch_marker for c in contacts} == {"AF_SYNC=abc"}
     assert [c.contact_key for c in ledger.uncertain_contacts(scope, ["k:b", "k:x"])] == ["k:b"]
     later = T0 + timedelta(hours=1)
@@ -898,6 +900,8 @@ def test_reconciliation_verdicts_update_the_contact_and_the_sending_tries_outcom
         Outcome.UNCERTAIN: 1,
     }, "the try that sent them now tells what happened, one outcome each"
     assert ledger.counts(scope, run("r1", 2))[Outcome.UNCERTAIN] == 1, "what try 2 saw stays as it was"
+    [still] = ledger.uncertain_contacts(scope)
+    assert still.uncertain_since == lost, "evidence noted on a contact left uncertain restarts no grace"
     assert ledger.resolve(scope, contacts, {"k:a": Resolution(Outcome.FAILED, "late")}) == {}
     rerun = ledger.claim(scope, run("r2", window="w1"), items("k:a", "k:b"), EVERY_RUN, now=later)
     assert rerun.to_send == ["k:b"], "reconciled launch counts for its window; not processed is sent"

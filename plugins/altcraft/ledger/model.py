@@ -239,6 +239,9 @@ class UncertainContact:
     #: how the latest claim's request was sent (a ``DeliveryMode`` value); None when not recorded (claimed
     #: by a version before ``delivery_mode``), which reconciliation reads as possibly queued
     delivery_mode: str | None
+    #: when the row became uncertain (its ``updated_at``): when the request's answer was lost, at or after
+    #: its send (the claim may be older: one request per contact sends a chunk's contacts one by one)
+    uncertain_since: datetime
 
 
 @dataclass(frozen=True)

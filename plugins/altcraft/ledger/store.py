@@ -483,6 +483,7 @@ class Ledger:
             _C.claim_run_key,
             _C.batch_id,
             _C.delivery_mode,
+            _C.updated_at,
         )
         where = (
             _C.status == ContactStatus.UNCERTAIN.value,

@@ -82,7 +82,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param reconcile: before delivering, check every uncertain contact of the scenario in Altcraft
         (uncertain contacts met by a claim are always checked). Templated; default the run's
         ``reconcile`` conf or param.
-    :param reconcile_grace: how long after a contact's claim its request, sent ``single`` or ``batch``, may
+    :param reconcile_grace: how long after its answer was lost a request sent ``single`` or ``batch`` may
         still be running in Altcraft (a lost answer does not stop it): until then a missing marker or
         profile leaves the contact uncertain instead of "not processed" (seconds or a timedelta; default
         ten minutes, ``altcraft.reconciliation.DEFAULT_GRACE``).

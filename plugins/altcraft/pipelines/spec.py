@@ -170,7 +170,7 @@ class ScenarioSpec(_Model):
     reconcile_grace_seconds: int | None = Field(
         default=None,
         ge=0,
-        description="how long after a contact was sent (single or batch) its request may still be running "
+        description="how long after its answer was lost a request sent single or batch may still be running "
         "in Altcraft: until then a missing marker or profile leaves it uncertain, not 'not processed' "
         "(default 600)",
     )
