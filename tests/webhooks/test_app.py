@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -41,7 +42,7 @@ from altcraft.webhooks.kinds import (
     WebhookRequest,
     signature,
 )
-from altcraft.webhooks.store import KeyConflict, WebhookStore
+from altcraft.webhooks.store import KeyConflict, WebhookStore, deliveries_table
 from tests.fake_crms.server import serving_app
 
 SECRET = "s3cret-for-tests"
@@ -150,20 +151,49 @@ def test_shared_secret_endpoint(client, store):
 
 
 def test_an_idempotency_key_is_a_duplicate_only_with_the_same_contacts(client, store):
-    """The key is not signed: a signed body replayed within the 5 minutes under a key its sender would use
-    later made that later delivery a 200 'duplicate', its contacts never stored."""
+    """The key is not signed, so a key alone never makes a delivery a duplicate: with other contacts it is
+    422 and nothing is stored (else a request replayed under a key its sender would use later made that
+    later delivery a 200 'duplicate', its contacts never stored)."""
     first, ann_again = json.dumps([CONTACT]).encode(), json.dumps(CONTACT, indent=1).encode()
     captured = signed(first)
     answer = client.post("/signed", content=first, headers={**captured, "Idempotency-Key": "d-1"})
     assert answer.json()["status"] == "accepted"
     retry = client.post("/signed", content=ann_again, headers={**signed(ann_again), "Idempotency-Key": "d-1"})
     assert retry.json()["status"] == "duplicate"  # a retry of the same contacts, however serialised
-    client.post("/signed", content=first, headers={**captured, "Idempotency-Key": "d-2"})  # the replay
+    other = json.dumps([CONTACT, {"email": "eve@example.com"}]).encode()
+    answer = client.post("/signed", content=other, headers={**signed(other), "Idempotency-Key": "d-1"})
+    assert answer.status_code == 422 and "Idempotency-Key" in answer.json()["error"], answer.text
+    assert "eve@" not in answer.text
+    assert [records for _, records in store.read("signed", None)] == [[CONTACT]]
+
+
+def test_a_captured_signed_request_replayed_under_a_new_idempotency_key_is_a_duplicate(client, store):
+    """The key is not signed, the signature is: the same signature under another key is the same request
+    (within its 5 minutes), so it is not stored again (a second launch under `every_run`), and the key
+    it claimed stays free for the delivery that comes with it later."""
+    first = json.dumps([CONTACT]).encode()
+    captured = signed(first)
+    assert client.post("/signed", content=first, headers={**captured, "Idempotency-Key": "d-1"}).json() == {
+        "status": "accepted",
+        "records": 1,
+    }
+    for key in ("d-2", "d-3", None):
+        headers = {**captured, **({"Idempotency-Key": key} if key else {})}
+        assert client.post("/signed", content=first, headers=headers).json()["status"] == "duplicate"
     later = json.dumps({"email": "bob@example.com"}).encode()
     answer = client.post("/signed", content=later, headers={**signed(later), "Idempotency-Key": "d-2"})
-    assert answer.status_code == 422 and "Idempotency-Key" in answer.json()["error"], answer.text
-    assert "bob@" not in answer.text
-    assert all(r["email"] == CONTACT["email"] for _, records in store.read("signed", None) for r in records)
+    assert answer.json()["status"] == "accepted", answer.text
+    resent = client.post(
+        "/signed",
+        content=first,
+        headers={**signed(first, at=int(captured[TIMESTAMP_HEADER]) + 1), "Idempotency-Key": "d-4"},
+    )
+    assert resent.json()["status"] == "accepted", "signed anew by the sender, with a new key: a new delivery"
+    assert [records for _, records in store.read("signed", None)] == [
+        [CONTACT],
+        [{"email": "bob@example.com"}],
+        [CONTACT],
+    ]
 
 
 def test_a_key_stored_with_other_records_is_a_conflict_and_the_same_records_in_any_order_a_replay(store):
@@ -468,6 +498,48 @@ def test_a_large_delivery_is_stored_whole_also_in_a_table_of_an_older_version(se
     answer = server_client(1_048_576).post("/shared", content=body, headers={SECRET_HEADER: SECRET})
     assert answer.status_code == 200, answer.text
     assert [records for _, records in server_store.read("shared", None)] == [contacts]
+
+
+def test_a_table_of_an_older_version_gets_the_proof_and_keeps_its_rows_on_sqlite(store):
+    assert_older_table_upgraded(WebhookStore(store.engine))
+
+
+def test_a_table_of_an_older_version_gets_the_proof_and_keeps_its_rows(server_store):
+    assert_older_table_upgraded(server_store)
+
+
+def assert_older_table_upgraded(store: WebhookStore) -> None:
+    """A table made before ``proof``: the column and its unique constraint are added, old rows read on."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS altcraft_webhook_deliveries")
+    old = sa.MetaData()
+    sa.Table(
+        "altcraft_webhook_deliveries",
+        old,
+        *(column.copy() for column in deliveries_table.columns if column.name != "proof"),
+        sa.UniqueConstraint("pipeline", "delivery_key", name="uq_altcraft_webhook_delivery"),
+    )
+    old.create_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.execute(
+            old.tables["altcraft_webhook_deliveries"].insert(),
+            [{"pipeline": "p", "delivery_key": "k0", "kind": "hmac", "received_at": datetime(2026, 1, 1),
+              "record_count": 1, "records": '[{"email": "old@example.com"}]'}],
+        )  # fmt: skip
+
+    assert store.put("p", "k1", "hmac", [{"email": "a@example.com"}], proof="a" * 64)
+    assert not store.put("p", "k2", "hmac", [{"email": "a@example.com"}], proof="a" * 64), "the same request"
+    assert store.put("p", "k3", "hmac", [{"email": "b@example.com"}], proof="b" * 64)
+    assert store.put("q", "k1", "hmac", [{"email": "a@example.com"}], proof="a" * 64), "another pipeline's"
+    assert [records for _, records in store.read("p", None)] == [
+        [{"email": "old@example.com"}],
+        [{"email": "a@example.com"}],
+        [{"email": "b@example.com"}],
+    ]
+    with store.engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+        conn.execute(deliveries_table.insert().values(
+            pipeline="p", delivery_key="k9", kind="hmac", received_at=datetime(2026, 1, 1), record_count=0,
+            records="[]", proof="a" * 64))  # fmt: skip
 
 
 def test_a_pipelines_head_row_deleted_meanwhile_is_added_again_before_the_next_delivery(server_store):

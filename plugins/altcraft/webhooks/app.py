@@ -231,10 +231,10 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             records = kind.parse(received)
         except BadPayload as error:
             return _answer(400, error=str(error))
-        key = kind.delivery_key(received)
+        key, proof = kind.delivery_key(received), kind.proof(received)
         try:
             stored = await run_in_threadpool(
-                lambda: store_of(config.ledger_conn_id).put(pipeline, key, kind.name, records)
+                lambda: store_of(config.ledger_conn_id).put(pipeline, key, kind.name, records, proof)
             )
         except KeyConflict:
             log.warning("Webhook %s: a delivery from %s reused a stored delivery's key", pipeline, client[0])

@@ -107,6 +107,12 @@ class WebhookKind:
         material = b"key:" + given.encode() if given else b"body:" + request.body
         return hashlib.sha256(material).hexdigest()
 
+    def proof(self, request: WebhookRequest) -> str | None:
+        """SHA-256 of what makes this very request verifiable, where it is signed (None otherwise): a
+        captured request replayed within `SIGNATURE_TOLERANCE`, under any unsigned header, has the same
+        proof, and the store keeps each proof once."""
+        return None
+
 
 def _too_deep(data: Any) -> bool:
     stack = [(data, 1)]
@@ -159,6 +165,9 @@ class HmacSignature(WebhookKind):
         expected = signature(secret, request.headers[TIMESTAMP_HEADER], request.body)
         if not _same(request.headers[SIGNATURE_HEADER], expected):
             raise Unauthorized(f"wrong {SIGNATURE_HEADER} header")
+
+    def proof(self, request: WebhookRequest) -> str | None:
+        return _keyed("hmac", request.headers[SIGNATURE_HEADER])
 
 
 def _fresh(stamp: str, header: str, per_second: int, now: float | None) -> None:
@@ -266,6 +275,9 @@ class HubSpot(WebhookKind):
         ]
         if not any(signed):
             raise Unauthorized(f"wrong {HUBSPOT_SIGNATURE} header")
+
+    def proof(self, request: WebhookRequest) -> str | None:
+        return _keyed("hubspot", request.headers[HUBSPOT_SIGNATURE])
 
     def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
         events = super().parse(request)

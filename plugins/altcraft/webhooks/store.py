@@ -2,7 +2,9 @@
 
 A delivery is committed *before* the endpoint answers 2xx, so an acknowledged contact is never lost.
 ``(pipeline, delivery_key)`` is unique: a replayed delivery is recognised and stored once, and a delivery
-whose key was stored with other records is a `KeyConflict` (never silently taken for a replay). Rows are read
+whose key was stored with other records is a `KeyConflict` (never silently taken for a replay). So is
+``(pipeline, proof)``: a signed request's signature (its digest), so that the very request captured and
+replayed under another, unsigned ``Idempotency-Key`` is a replay too, not a new delivery. Rows are read
 in ``id`` order after the last id a run committed (the pipeline's webhook source keeps it), so the
 deliveries of a pipeline are committed one at a time, holding its row of ``altcraft_webhook_heads``: ids
 become visible in order, and no delivery commits later below an id a run already read past.
@@ -36,7 +38,10 @@ deliveries_table = sa.Table(
     sa.Column("record_count", sa.Integer, nullable=False),
     # MySQL/MariaDB's TEXT holds 64 KiB; a body may have up to 10 MiB (max_bytes)
     sa.Column("records", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
+    # SHA-256 of a signed request's signature; NULL for kinds that sign nothing (and rows of older versions)
+    sa.Column("proof", sa.String(64)),
     sa.UniqueConstraint("pipeline", "delivery_key", name="uq_altcraft_webhook_delivery"),
+    sa.UniqueConstraint("pipeline", "proof", name="uq_altcraft_webhook_proof"),
     sa.Index("ix_altcraft_webhook_pipeline_id", "pipeline", "id"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
@@ -88,17 +93,28 @@ class WebhookStore:
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.DBAPIError:  # created concurrently by another process: check once more
                 metadata.create_all(self.engine, checkfirst=True)
-            self._widen_records()
+            self._upgrade()
             self._ready = True
 
-    def _widen_records(self) -> None:
-        """A table made by an older version on MySQL/MariaDB has a TEXT ``records``: make it LONGTEXT."""
-        if self.engine.dialect.name not in ("mysql", "mariadb"):
-            return
-        columns = sa.inspect(self.engine).get_columns(deliveries_table.name)
-        if not any(c["name"] == "records" and isinstance(c["type"], mysql.LONGTEXT) for c in columns):
+    def _upgrade(self) -> None:
+        """Bring a table an older version made up to date: a ``proof`` column with its unique constraint
+        and, on MySQL/MariaDB, a LONGTEXT ``records`` (it was TEXT)."""
+        table = deliveries_table.name
+        columns = {c["name"]: c["type"] for c in sa.inspect(self.engine).get_columns(table)}
+        mysql_family = self.engine.dialect.name in ("mysql", "mariadb")
+        if mysql_family and not isinstance(columns["records"], mysql.LONGTEXT):
             with self.engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} MODIFY records LONGTEXT NOT NULL")
+                conn.exec_driver_sql(f"ALTER TABLE {table} MODIFY records LONGTEXT NOT NULL")
+        if "proof" not in columns:
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN proof VARCHAR(64)")
+                    conn.exec_driver_sql(
+                        f"CREATE UNIQUE INDEX uq_altcraft_webhook_proof ON {table} (pipeline, proof)"
+                    )
+            except sa.exc.DBAPIError:  # added concurrently by another process
+                if "proof" not in {c["name"] for c in sa.inspect(self.engine).get_columns(table)}:
+                    raise
 
     def _add_head(self, pipeline: str) -> None:
         """Add the pipeline's row to ``altcraft_webhook_heads`` (another process adding it too is fine)."""
@@ -108,9 +124,17 @@ class WebhookStore:
         except sa.exc.IntegrityError:
             pass
 
-    def put(self, pipeline: str, delivery_key: str, kind: str, records: list[dict[str, Any]]) -> bool:
-        """Commit one delivery; False when ``delivery_key`` was already stored for the pipeline with the same
-        records, in any order (a replay); `KeyConflict` when it was stored with other records.
+    def put(
+        self,
+        pipeline: str,
+        delivery_key: str,
+        kind: str,
+        records: list[dict[str, Any]],
+        proof: str | None = None,
+    ) -> bool:
+        """Commit one delivery; False when it is a replay: ``proof`` (a signed request's, see
+        `WebhookKind.proof`) was stored for the pipeline, or ``delivery_key`` was with the same records, in
+        any order; `KeyConflict` when that key was stored with other records.
 
         A lone surrogate (JSON ``"\\ud800"``), which no database encoding takes, becomes U+FFFD.
         """
@@ -123,6 +147,7 @@ class WebhookStore:
             "received_at": datetime.now(UTC).replace(tzinfo=None),
             "record_count": len(records),
             "records": _SURROGATE.sub("\ufffd", text),
+            "proof": proof,
         }
         try:
             for attempt in (1, 2):
@@ -131,7 +156,9 @@ class WebhookStore:
                     head = sa.select(_H.pipeline).where(_H.pipeline == pipeline).with_for_update()
                     locked = conn.execute(head).first() is not None or attempt == 2
                     if locked:
-                        if _replayed(conn.scalar(_stored(pipeline, delivery_key)), row["records"]):
+                        if _proven_before(conn, pipeline, proof) or _replayed(
+                            conn.scalar(_stored(pipeline, delivery_key)), row["records"]
+                        ):
                             return False
                         conn.execute(deliveries_table.insert().values(**row))
                 if locked:
@@ -139,7 +166,9 @@ class WebhookStore:
                 self._add_head(pipeline)  # its first delivery, or its row was deleted: add it, then lock it
         except sa.exc.IntegrityError:
             with self.engine.connect() as conn:
-                if not _replayed(conn.scalar(_stored(pipeline, delivery_key)), row["records"]):
+                if not _proven_before(conn, pipeline, proof) and not _replayed(
+                    conn.scalar(_stored(pipeline, delivery_key)), row["records"]
+                ):
                     raise
             return False
         return True
@@ -186,6 +215,13 @@ class WebhookStore:
 
 def _stored(pipeline: str, delivery_key: str) -> sa.Select[tuple[str]]:
     return sa.select(_D.records).where(_D.pipeline == pipeline, _D.delivery_key == delivery_key)
+
+
+def _proven_before(conn: sa.Connection, pipeline: str, proof: str | None) -> bool:
+    """Whether a delivery with this proof was stored: the very same signed request (None: unsigned)."""
+    if proof is None:
+        return False
+    return conn.scalar(sa.select(_D.id).where(_D.pipeline == pipeline, _D.proof == proof)) is not None
 
 
 def _replayed(stored: str | None, records: str) -> bool:
