@@ -30,9 +30,9 @@ from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.matching import LAUNCH_ENDPOINTS
 from altcraft.api.models import (
     BatchLaunchRequest,
-    BatchResult,
     ImportAndStartRequest,
     ProfileResult,
+    ResultRead,
     TaskStatus,
 )
 from altcraft.api.retry import certainly_not_processed
@@ -79,9 +79,9 @@ class AltcraftApi(Protocol):
         self, request: ImportAndStartRequest, *, keys: Sequence[str] = ()
     ) -> ProfileResult: ...
 
-    def import_and_start_batch(
+    def import_and_start_batch_results(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
-    ) -> BatchResult: ...
+    ) -> list[ResultRead]: ...
 
     def submit_import_and_start_batch_task(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
@@ -618,12 +618,12 @@ class Delivery:
         keys = claim.to_send
         self.summary.requests += 1
         try:
-            result = self.hook.import_and_start_batch(
+            results = self.hook.import_and_start_batch_results(
                 self.target.batch_request(), raw_data=piece.body, keys=keys
             )
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
-        self._settle_results(claim, keys, result.result)
+        self._settle_results(claim, keys, results)
 
     def _send_singly(self, claim: Claim, profiles: list[Profile]) -> None:
         settlements: dict[str, Settlement] = {}
@@ -638,7 +638,7 @@ class Delivery:
                     self._stop(claim, settlements, [profile.ledger_key], exc)
                 settlements[profile.ledger_key] = _settlement_for_error(exc)
             else:
-                settlements[profile.ledger_key] = _settlement_for_result(result)
+                settlements[profile.ledger_key] = _settlement_for_result(result.read)
         self._settle(claim, settlements)
 
     def _stop(
@@ -748,7 +748,7 @@ class Delivery:
         if not self.session.is_earlier(claim):
             self.summary.pending -= len(claim.to_send)
         if verdict.results is not None:
-            self._settle_results(claim, claim.to_send, verdict.results)
+            self._settle_results(claim, claim.to_send, [result.read for result in verdict.results])
         else:
             log.info(
                 "Altcraft task %s counts %d launched and no errors (no per-contact results): recording them",
@@ -771,7 +771,7 @@ class Delivery:
 
     # --------------------------------------------------------------------------------------- settling
 
-    def _settle_results(self, claim: Claim, keys: Sequence[str], results: Sequence[ProfileResult]) -> None:
+    def _settle_results(self, claim: Claim, keys: Sequence[str], results: Sequence[ResultRead]) -> None:
         if len(results) != len(keys):
             log.warning(
                 "Altcraft answered %d result(s) for %d contact(s); without a 1:1 answer they are uncertain",
@@ -820,11 +820,12 @@ class Delivery:
             self._behind.start(write, count, claim.to_send)
 
 
-def _settlement_for_result(result: ProfileResult) -> Settlement:
+def _settlement_for_result(result: ResultRead) -> Settlement:
     # one per contact of every answer: positional arguments (keywords cost a frozen dataclass more)
-    if result.error == 0:
-        return Settlement(Outcome.LAUNCHED, None, None, result.profile_id)
-    return Settlement(Outcome.FAILED, result.error, result.error_text)
+    code, text, profile_id = result
+    if code == 0:
+        return Settlement(Outcome.LAUNCHED, None, None, profile_id)
+    return Settlement(Outcome.FAILED, code, text)
 
 
 def _settlement_for_error(exc: AltcraftError) -> Settlement:

@@ -25,9 +25,11 @@ from altcraft.api.models import (
     ImportProfileRequest,
     Page,
     ProfileResult,
+    ResultRead,
     Scenario,
     StartRequest,
     TaskStatus,
+    batch_results,
 )
 from altcraft.api.protocol import parse_answer, scenario_of, task_id_of, task_status_of
 from altcraft.api.retry import as_uncertain
@@ -104,6 +106,13 @@ class AltcraftCalls:
         return self._batch(
             "workflows/import_and_start_batch", request, raw_data, keys, BatchResult.model_validate
         )
+
+    def import_and_start_batch_results(
+        self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
+    ) -> list[ResultRead]:
+        """:meth:`import_and_start_batch`, answering only each result's `ProfileResult.read` (the delivery's
+        call: the usual answer is read without a model per result, see `batch_results`)."""
+        return self._batch("workflows/import_and_start_batch", request, raw_data, keys, batch_results)
 
     def submit_import_and_start_batch_task(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()

@@ -212,11 +212,64 @@ class ProfileResult(Envelope):
     def ok(self) -> bool:
         return self.error == 0
 
+    @property
+    def read(self) -> ResultRead:
+        """``(error, error_text, profile_id)``: what a delivery reads of this result."""
+        return self.error, self.error_text, self.profile_id
+
+
+#: ``(error, error_text, profile_id)`` of one per-profile result.
+ResultRead = tuple[int, str, str | None]
+
 
 class BatchResult(Envelope):
     """A batch response: one :class:`ProfileResult` per input item, in input order (§1.6)."""
 
     result: list[ProfileResult] = Field(default_factory=list)
+
+
+def batch_results(answer: Any) -> list[ResultRead]:
+    """Each result of a batch answer as its `ProfileResult.read`, with the errors `BatchResult` raises.
+
+    The usual answer -- a 32-bit int ``error`` or none, a text ``error_text`` or none, and a ``result`` list
+    of objects holding a 32-bit int ``error``, a text ``error_text`` and an ASCII ``profile_id`` of at most
+    `MAX_ID_CHARS` or none, nothing else -- is read as it is, without a model per result (0.8 us a
+    contact); any other is read by `BatchResult`.
+    """
+    results = answer.get("result") if type(answer) is dict and _plain_envelope(answer) else None
+    if type(results) is list:
+        read: list[ResultRead] = []
+        for item in results:
+            if type(item) is not dict:
+                break
+            code, text, profile_id = item.get("error"), item.get("error_text"), item.get("profile_id")
+            if (
+                type(code) is not int
+                or code not in _CODES
+                or type(text) is not str
+                or len(item) != (2 if profile_id is None else 3)
+                or (profile_id is not None and not _plain_id(profile_id))
+            ):
+                break
+            read.append((code, text, profile_id))
+        else:
+            return read
+    return [result.read for result in BatchResult.model_validate(answer).result]
+
+
+def _plain_envelope(answer: dict[Any, Any]) -> bool:
+    """Whether `BatchResult` reads the answer's own keys as they are (and has no key to refuse)."""
+    code, text = answer.get("error"), answer.get("error_text")
+    return (
+        (code is None or (type(code) is int and code in _CODES))
+        and (text is None or type(text) is str)
+        and all(type(key) is str for key in answer)
+    )
+
+
+def _plain_id(profile_id: Any) -> bool:
+    """Whether `ProfileResult` takes ``profile_id`` as it is (ASCII: no lone surrogate, one byte a char)."""
+    return type(profile_id) is str and len(profile_id) <= MAX_ID_CHARS and profile_id.isascii()
 
 
 class Group(_Response):
