@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item
 from altcraft.api.matching import MatchingMode
+from altcraft.makers import maker
 from altcraft.masking import mask_email, mask_phone, mask_text, scrub, text_of
 from altcraft.records import ERROR_FIELD
 from altcraft.validation import (
@@ -107,6 +108,10 @@ class Profile:
     def flat_item(self) -> dict[str, Any]:
         """The element of a `profiles/import_batch` `data` array: fields and matching key side by side."""
         return flat_item(self.match, self.data, self.key_field)
+
+
+_profile = maker(Profile)
+"""`Profile` of every field, positional: the mapper's, once per contact (see `altcraft.makers`)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -686,7 +691,7 @@ class Mapper:
                 PROFILE,
                 f"encoded profile is {len(encoded)} bytes, above the limit of {self._max_bytes}",
             )
-        return Profile(source_key, match, ledger_key, data, encoded, self._layout, self._key_field)
+        return _profile(source_key, match, ledger_key, data, encoded, self._layout, self._key_field)
 
     def _source_key(self, record: Mapping[str, Any]) -> str | Rejection:
         column = self._source_key_column
