@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from altcraft.api.layouts import BatchItemLayout
+from altcraft.ledger import Outcome, Settlement
 from altcraft.makers import maker
 from altcraft.mapping import Profile
 
@@ -38,6 +39,29 @@ def _made_alike(cls: type, values: tuple[Any, ...]) -> None:
 @pytest.mark.parametrize("values", PROFILES)
 def test_a_made_profile_is_the_profile_of_the_same_values(values: tuple[Any, ...]) -> None:
     _made_alike(Profile, values)
+
+
+SETTLEMENTS: list[tuple[Any, ...]] = [
+    (Outcome.LAUNCHED, None, None, "65a0c0ff0000000000000001"),
+    (Outcome.FAILED, 400, "invalid email a***@example.org", None),
+    (Outcome.UNCERTAIN, None, "no answer", None),
+    ("launched", 0, "", ""),
+    (Outcome.FAILED, -(2**31), "\x00\ud800", "x" * 300),
+]
+
+
+@pytest.mark.parametrize("values", SETTLEMENTS)
+def test_a_made_settlement_is_the_settlement_of_the_same_values(values: tuple[Any, ...]) -> None:
+    _made_alike(Settlement, values)
+
+
+@pytest.mark.parametrize("outcome", [Outcome.SKIPPED, Outcome.REJECTED, "sending", None])
+def test_a_made_settlement_is_checked_as_a_constructed_one(outcome: Any) -> None:
+    message = "a settlement is launched, failed or uncertain"
+    with pytest.raises(ValueError, match=message):
+        Settlement(outcome, None, None, None)
+    with pytest.raises(ValueError, match=message):
+        maker(Settlement)(outcome, None, None, None)
 
 
 def test_maker_takes_every_field_positionally() -> None:

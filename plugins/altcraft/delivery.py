@@ -53,6 +53,7 @@ from altcraft.ledger import (
 )
 from altcraft.ledger.rules import in_flight_elsewhere
 from altcraft.ledger.store import OpenClaim
+from altcraft.makers import maker
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
 from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
@@ -820,12 +821,15 @@ class Delivery:
             self._behind.start(write, count, claim.to_send)
 
 
+_settlement = maker(Settlement)
+"""`Settlement` of every field, positional: one per contact of every answer (see `altcraft.makers`)."""
+
+
 def _settlement_for_result(result: ResultRead) -> Settlement:
-    # one per contact of every answer: positional arguments (keywords cost a frozen dataclass more)
     code, text, profile_id = result
     if code == 0:
-        return Settlement(Outcome.LAUNCHED, None, None, profile_id)
-    return Settlement(Outcome.FAILED, code, text)
+        return _settlement(Outcome.LAUNCHED, None, None, profile_id)
+    return _settlement(Outcome.FAILED, code, text, None)
 
 
 def _settlement_for_error(exc: AltcraftError) -> Settlement:

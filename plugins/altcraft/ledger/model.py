@@ -185,7 +185,7 @@ class RunRef:
         return cls(dag_id, task_id, run_id, try_number, key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Settlement:
     """The answer for one contact of a sent batch: launched, failed (certainly not launched) or uncertain."""
 
