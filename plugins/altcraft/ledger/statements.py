@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from altcraft.ledger.model import Outcome, RunRef, Scope, utc
-from altcraft.ledger.rules import Change
+from altcraft.ledger.rules import SETTLEABLE, Change
 from altcraft.ledger.schema import UtcDateTime, activity_table, contacts_table, outcomes_table
 
 T = TypeVar("T")
@@ -182,47 +182,84 @@ def update_contacts(
     common: Mapping[str, Any],
     per_row: Mapping[str, Mapping[str, Any]],
     hashes: Sequence[str],
-    *guards: sa.ColumnElement[bool],
+    *,
+    batch_id: str | None = None,
 ) -> int:
-    """UPDATE the contact rows ``hashes``; returns the rows matched.
+    """UPDATE the contact rows ``hashes`` to the plain values ``common`` (`set_values`) and ``per_row``;
+    with ``batch_id``, only those its claim still holds unsettled (`rules.SETTLEABLE`). Returns the rows
+    matched.
 
-    PostgreSQL: one statement, per-row values joined from ``unnest``. Elsewhere one statement per chunk,
-    per-row values as ``CASE``.
+    Without per-row values: a statement built once per column names (SQLAlchemy walks a statement built
+    anew for its cache key on every call), one on PostgreSQL, one per ``IN`` chunk elsewhere. With them:
+    on PostgreSQL one statement, per-row values joined from ``unnest``; elsewhere one per chunk, per-row
+    values as ``CASE``.
     """
     if not hashes:
         return 0
-    if per_row and _arrays(conn):
+    arrays = _arrays(conn)
+    guards = () if batch_id is None else _settleable(batch_id)
+    if not per_row:
+        statement = _update_rows(tuple(common), arrays, batch_id is not None)
+        params = {f"set_{name}": value for name, value in common.items()}
+        if batch_id is not None:
+            params["guard_batch_id"] = batch_id
+        if arrays:
+            params["hashes"] = _array_literal(sorted(hashes))
+            return conn.execute(statement, params).rowcount
+        return sum(
+            conn.execute(statement, {**params, "hashes": chunk}).rowcount
+            for chunk in _chunks(sorted(hashes), PARAMS_PER_STATEMENT)
+        )
+    if arrays:
         ordered = sorted(hashes)
         columns = {name: [values[h] for h in ordered] for name, values in per_row.items()}
         new = _unnest(contacts_table, {"contact_hash": ordered, **columns})
         statement = (
             sa.update(contacts_table)
             .where(_C.contact_hash == new.c.contact_hash, *guards)
-            .values({**common, **{name: new.c[name] for name in per_row}})
+            .values({**set_values(common), **{name: new.c[name] for name in per_row}})
         )
         return conn.execute(statement).rowcount
     matched = 0
     size = PARAMS_PER_STATEMENT // (1 + 2 * len(per_row))
     for chunk, condition in matching(conn, _C.contact_hash, hashes, size):
-        values = dict(common)
+        values = set_values(common)
         for name, by_hash in per_row.items():
             values[name] = _per_row(_C[name], {h: by_hash[h] for h in chunk})
         matched += conn.execute(sa.update(contacts_table).where(condition, *guards).values(values)).rowcount
     return matched
 
 
+def _settleable(batch_id: str | sa.BindParameter[str]) -> tuple[sa.ColumnElement[bool], ...]:
+    """The rows a settlement of claim ``batch_id`` may change: still that claim's, and not settled."""
+    return _C.batch_id == batch_id, _C.status.in_([status.value for status in SETTLEABLE])
+
+
+@lru_cache(maxsize=32)
+def _update_rows(names: tuple[str, ...], arrays: bool, guarded: bool) -> sa.Update:
+    """``UPDATE ... SET <name> = :set_<name>, ... WHERE contact_hash`` among ``:hashes`` (an array on
+    PostgreSQL, as `_array` binds it; else an ``IN`` list), and with ``guarded`` `_settleable` by
+    ``:guard_batch_id``, built once per column names."""
+    values = set_values({name: sa.bindparam(f"set_{name}", type_=_C[name].type) for name in names})
+    among = (
+        _C.contact_hash == sa.any_(_array_param(_C.contact_hash, "hashes"))
+        if arrays
+        else _C.contact_hash.in_(sa.bindparam("hashes", expanding=True))
+    )
+    guards = _settleable(sa.bindparam("guard_batch_id", type_=_C.batch_id.type)) if guarded else ()
+    return sa.update(contacts_table).where(among, *guards).values(values)
+
+
 def change_values(change: Change, at: datetime) -> dict[str, Any]:
-    """The SET values of a contact row :class:`~altcraft.ledger.rules.Change` made at ``at``."""
+    """The plain values a contact row :class:`~altcraft.ledger.rules.Change` made at ``at`` sets (see
+    `set_values`)."""
     values: dict[str, Any] = {"error_text": change.error_text}
     if change.status is None:
         return values
     values |= {"status": change.status.value, "error_code": change.error_code, "updated_at": at}
     if change.launch is not None:
         values |= {
-            "launch_count": _C.launch_count + 1,
-            "first_launched_at": sa.func.coalesce(
-                _C.first_launched_at, sa.literal(change.launch.at, UtcDateTime())
-            ),
+            "first_launched_at": change.launch.at,
             "last_launched_at": change.launch.at,
             "last_run_key": change.launch.run_key,
             "last_window_key": change.launch.window_key,
@@ -230,10 +267,24 @@ def change_values(change: Change, at: datetime) -> dict[str, Any]:
     return values
 
 
+def set_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The SET clause of plain values (or bound parameters) of contact columns: a ``first_launched_at``
+    is a launch, which counts one more launch and keeps the time of an earlier first launch."""
+    clause = dict(values)
+    if "first_launched_at" in clause:
+        first = clause["first_launched_at"]
+        if not isinstance(first, sa.BindParameter):
+            first = sa.literal(first, UtcDateTime())
+        clause["first_launched_at"] = sa.func.coalesce(_C.first_launched_at, first)
+        clause["launch_count"] = _C.launch_count + 1
+    return clause
+
+
 def apply_changes(
-    conn: Connection, changes: Mapping[str, Change], at: datetime, *guards: sa.ColumnElement[bool]
+    conn: Connection, changes: Mapping[str, Change], at: datetime, *, batch_id: str | None = None
 ) -> int:
-    """Apply each row's change (by contact hash); returns the rows matched.
+    """Apply each row's change (by contact hash), with ``batch_id`` only to rows that claim holds unsettled
+    (see `update_contacts`); returns the rows matched.
 
     Rows whose changes differ only in their error code and text share one statement, those two columns
     set per row.
@@ -253,7 +304,7 @@ def apply_changes(
             if name in common and len({getattr(change, name) for change in group.values()}) > 1:
                 per_row[name] = {h: getattr(change, name) for h, change in group.items()}
                 del common[name]
-        matched += update_contacts(conn, common, per_row, list(group), *guards)
+        matched += update_contacts(conn, common, per_row, list(group), batch_id=batch_id)
     return matched
 
 

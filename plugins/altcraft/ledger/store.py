@@ -64,6 +64,7 @@ from altcraft.ledger.statements import (
     is_transient,
     matching,
     recount_days,
+    set_values,
     tally,
     update_contacts,
 )
@@ -419,12 +420,11 @@ class Ledger:
             return rules.settled(Settlement(outcome, code, text), run, at)
 
         def work(conn: Connection) -> int:
-            guards = (_C.batch_id == claim.batch_id, _C.status.in_([s.value for s in rules.SETTLEABLE]))
             matched = 0
             for outcome in SETTLED:
                 group = groups.get(outcome, [])
                 changes = {h: change(s.outcome, s.code, s.text) for _, h, s in group}
-                matched += apply_changes(conn, changes, at, *guards)
+                matched += apply_changes(conn, changes, at, batch_id=claim.batch_id)
                 entries: list[Entry] = [
                     (key, h, claim.source_keys[key], s.code, s.text, s.profile_id) for key, h, s in group
                 ]
@@ -536,7 +536,9 @@ class Ledger:
                     _C.status == ContactStatus.UNCERTAIN.value,
                     _C.batch_id == contact.batch_id,
                 )
-                statement = sa.update(contacts_table).where(*guard).values(change_values(change, at))
+                statement = (
+                    sa.update(contacts_table).where(*guard).values(set_values(change_values(change, at)))
+                )
                 if not conn.execute(statement).rowcount:
                     continue
                 applied[resolution.outcome] += 1
