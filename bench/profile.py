@@ -118,7 +118,7 @@ def _ordered(counts: Counter[str]) -> dict[str, Any]:
 
 def step_cpu(run: dict[str, Any]) -> dict[str, float]:
     """CPU per contact (us) by step of a sampled job: each thread's step shares times the thread's CPU per
-    contact; the CPU of threads outside the job's parts (request timers) is
+    contact; the CPU of threads outside the job's parts (the deadline thread) is
     ``OTHER_THREADS``. Largest first, the rest last."""
     thread_cpu = run["thread_cpu_us_per_contact"]
     cpu: Counter[str] = Counter()

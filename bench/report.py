@@ -377,7 +377,7 @@ def _cpu_shares(shares: dict[str, Any]) -> list[str]:
                 f"{100 * threads.get(name, 0.0) / ours['cpu_us_per_contact']:.0f}% |"
                 for name in THREADS
             ],
-            f"| the rest (request timers; the process beyond its threads) | "
+            f"| the rest (the deadline thread; the process beyond its threads) | "
             f"{cpu['ours'][OTHER_THREADS]:.1f} | "
             f"{100 * cpu['ours'][OTHER_THREADS] / ours['cpu_us_per_contact']:.0f}% |",
             f"| **the client process** | {ours['cpu_us_per_contact']:.1f} | 100% |",
