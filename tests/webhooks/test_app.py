@@ -332,6 +332,33 @@ def test_failed_authentications_are_limited_per_address_and_pipeline_and_authent
     assert sum("3 failed authentications from 203.0.113.9" in line for line in lines) == 2
 
 
+def test_a_client_posting_to_names_that_are_no_webhook_is_limited_like_failed_authentications(
+    store, monkeypatch
+):
+    """Each made-up pipeline name cost a metadata lookup, however many a client sent."""
+    monkeypatch.setattr(app_module, "AUTH_FAILURES_PER_MINUTE", 3)
+    monkeypatch.setattr(app_module, "FAILURE_WINDOW", 2)
+    config, looked_up = WebhookConfig("shared", "secret", SECRET, "webhook_ledger", 2048), []
+
+    def lookup(pipeline: str) -> WebhookConfig | None:
+        looked_up.append(pipeline)
+        return config if pipeline == "shared" else None
+
+    app = create_app(lookup)
+    prober, crm = TestClient(app, client=("203.0.113.9", 1)), TestClient(app, client=("198.51.100.7", 1))
+    headers = {SECRET_HEADER: SECRET}
+    assert prober.post("/shared", json=CONTACT, headers=headers).status_code == 200
+    codes = [prober.post(f"/guess_{n}", json=CONTACT).status_code for n in range(6)]
+    assert codes == [404, 404, 404, 429, 429, 429]
+    assert looked_up == ["shared", "guess_0", "guess_1", "guess_2"], "no lookup past the limit"
+    assert prober.post("/shared", json=CONTACT, headers=headers).json()["status"] == "duplicate", (
+        "known: passes"
+    )
+    assert crm.post("/guess_9", json=CONTACT).status_code == 404, "another client is not limited"
+    time.sleep(2.1)  # the window is over
+    assert prober.post("/guess_10", json=CONTACT).status_code == 404
+
+
 def test_failures_are_counted_for_a_bounded_number_of_addresses():
     """Like the settings cache: a client spraying addresses or pipeline names must not grow memory."""
     failures = _Failures()

@@ -115,6 +115,11 @@ class _Cached:
         self.lookup = lookup
         self._answers: OrderedDict[str, tuple[float, WebhookConfig | None]] = OrderedDict()
 
+    def knows(self, pipeline: str) -> bool:
+        """Whether ``pipeline`` is a webhook by a fresh answer kept here (no lookup)."""
+        found = self._answers.get(pipeline)
+        return found is not None and found[1] is not None and time.monotonic() - found[0] <= CACHE_SECONDS
+
     def __call__(self, pipeline: str) -> WebhookConfig | None:
         now = time.monotonic()
         found = self._answers.get(pipeline)
@@ -195,6 +200,11 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
     async def receive(pipeline: str, request: Request) -> JSONResponse:
         if not _PIPELINE.fullmatch(pipeline):
             return _answer(404, error="no such webhook")
+        # a name that is no webhook costs a metadata lookup: counted per client like a failed authentication
+        stranger = (_address(request), "")
+        wait = failures.wait(stranger, AUTH_FAILURES_PER_MINUTE)
+        if wait is not None and not config_of.knows(pipeline):
+            return _too_many(wait)
         try:
             config = await run_in_threadpool(config_of, pipeline)
             kind = KINDS[config.auth] if config is not None else None
@@ -202,6 +212,7 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             log.error("Webhook %s is not usable: %s: %s", pipeline, type(error).__name__, error)
             return _answer(503, error="webhook not configured")
         if config is None or kind is None:
+            failures.fail(stranger)
             return _answer(404, error="no such webhook")
         received = WebhookRequest(
             headers={name.lower(): value for name, value in request.headers.items()},
