@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from altcraft.delivery import Delivery, TasksStillRunning
+from altcraft.delivery import Delivery, TasksStillRunning, _settlements_for_results
 from altcraft.emulator.in_process import InProcessAltcraft
 from altcraft.emulator.state import DEFAULT_TOKEN, Emulator, demo_seed
-from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef
+from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Settlement
 from altcraft.mapping import ProfileMapping
 from altcraft.modes import DeliveryMode
 
@@ -123,3 +123,34 @@ def test_a_contact_met_again_in_a_later_chunk_is_reconciled_once(altcraft, ledge
     assert again.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1}
     assert ledger.contact_states(again.scope) == {"email:user0@example.org": "uncertain"}
     assert len(launched(altcraft)) == 1
+
+
+def _settlement_of(result: tuple) -> Settlement:
+    """A result's settlement by the rule itself: launched with its profile id on error 0, else failed."""
+    code, text, profile_id = result
+    if code == 0:
+        return Settlement(Outcome.LAUNCHED, profile_id=profile_id)
+    return Settlement(Outcome.FAILED, code=code, text=text)
+
+
+def test_settlements_of_an_answer_follow_the_rule_result_by_result():
+    """Over results of every kind (error codes, texts and profile ids, usual and hostile) and repeated keys:
+    the same keys in the same order, each settlement equal to the rule's, with the very same values."""
+    codes = [0, 0, 1, 400, -1, 2**31 - 1, -(2**31)]
+    texts = [None, "", "Invalid email", "\x00\ud800", "ünï" * 100]
+    ids = [None, "", "65a0c0ff0000000000000001", "\ud800", "x" * 255]
+    results = [(c, t, i) for c in codes for t in texts for i in ids]
+    keys = [f"email:u{n % 150}@example.org" for n in range(len(results))]  # later results of a key win
+
+    made = _settlements_for_results(keys, results)
+    plain = {key: _settlement_of(result) for key, result in zip(keys, results, strict=True)}
+    assert list(made) == list(plain)
+    for key, settlement in made.items():
+        assert type(settlement) is Settlement
+        assert settlement == plain[key]
+        assert all(
+            getattr(settlement, name) is getattr(plain[key], name) for name in ("code", "text", "profile_id")
+        )
+    assert {s.outcome for s in made.values()} == {Outcome.LAUNCHED, Outcome.FAILED}
+    with pytest.raises(ValueError):
+        _settlements_for_results(keys[:-1], results)

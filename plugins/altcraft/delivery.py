@@ -639,7 +639,7 @@ class Delivery:
                     self._stop(claim, settlements, [profile.ledger_key], exc)
                 settlements[profile.ledger_key] = _settlement_for_error(exc)
             else:
-                settlements[profile.ledger_key] = _settlement_for_result(result.read)
+                settlements.update(_settlements_for_results([profile.ledger_key], [result.read]))
         self._settle(claim, settlements)
 
     def _stop(
@@ -781,9 +781,7 @@ class Delivery:
             )
             self._settle(claim, {})
             return
-        self._settle(
-            claim, lambda: {key: _settlement_for_result(r) for key, r in zip(keys, results, strict=True)}
-        )
+        self._settle(claim, lambda: _settlements_for_results(keys, results))
 
     def _settle(
         self, claim: Claim, settlements: Mapping[str, Settlement] | Callable[[], Mapping[str, Settlement]]
@@ -825,11 +823,16 @@ _settlement = maker(Settlement)
 """`Settlement` of every field, positional: one per contact of every answer (see `altcraft.makers`)."""
 
 
-def _settlement_for_result(result: ResultRead) -> Settlement:
-    code, text, profile_id = result
-    if code == 0:
-        return _settlement(Outcome.LAUNCHED, None, None, profile_id)
-    return _settlement(Outcome.FAILED, code, text, None)
+def _settlements_for_results(keys: Sequence[str], results: Sequence[ResultRead]) -> dict[str, Settlement]:
+    """Each key's settlement from its result, in order: launched with the profile id (error 0), else failed
+    with the code and text; one comprehension, without a function call per result but the settlement's."""
+    launched, failed = Outcome.LAUNCHED, Outcome.FAILED
+    return {
+        key: _settlement(launched, None, None, profile_id)
+        if code == 0
+        else _settlement(failed, code, text, None)
+        for key, (code, text, profile_id) in zip(keys, results, strict=True)
+    }
 
 
 def _settlement_for_error(exc: AltcraftError) -> Settlement:
