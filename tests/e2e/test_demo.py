@@ -9,6 +9,7 @@ saying why, the connection test works, the scenario link opens a page. Then SIGT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -161,6 +162,36 @@ def running_demo(first_demo, demo_state):
                 make.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(make.pid, signal.SIGKILL)
+        kill_processes_of(home)
+
+
+def test_a_failed_demos_leftover_processes_are_killed(tmp_path):
+    home, other = tmp_path / ".airflow", tmp_path / "other"
+    started = [
+        subprocess.Popen(["sleep", "60"], env={**os.environ, "AIRFLOW_HOME": str(h)}, start_new_session=True)
+        for h in (home, other)
+    ]
+    kill_processes_of(home)
+    assert started[0].wait(timeout=10) == -signal.SIGKILL
+    assert started[1].poll() is None, "only the demo's own"
+    started[1].kill()
+    started[1].wait()
+
+
+def kill_processes_of(home: Path) -> None:
+    """SIGKILL every process still running with ``AIRFLOW_HOME=home``: a demo that failed in a test must not
+    leave its Airflow components (each in a session of its own) running into the next tests and jobs."""
+    marker = f"AIRFLOW_HOME={home}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if marker in environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
