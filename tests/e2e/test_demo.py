@@ -167,29 +167,35 @@ def running_demo(first_demo, demo_state):
 
 def test_a_failed_demos_leftover_processes_are_killed(tmp_path):
     home, other = tmp_path / ".airflow", tmp_path / "other"
-    started = [
-        subprocess.Popen(["sleep", "60"], env={**os.environ, "AIRFLOW_HOME": str(h)}, start_new_session=True)
-        for h in (home, other)
-    ]
+    home.mkdir()
+    with (home / "api-server.log").open("wb") as log:
+        started = [
+            subprocess.Popen(["sleep", "60"], env={**os.environ, "AIRFLOW_HOME": str(home)}),
+            subprocess.Popen(["sleep", "60"], stdout=log),  # its environment says nothing; its open file does
+            subprocess.Popen(["sleep", "60"], env={**os.environ, "AIRFLOW_HOME": str(other)}),
+        ]
     kill_processes_of(home)
-    assert started[0].wait(timeout=10) == -signal.SIGKILL
-    assert started[1].poll() is None, "only the demo's own"
-    started[1].kill()
-    started[1].wait()
+    assert [p.wait(timeout=10) for p in started[:2]] == [-signal.SIGKILL] * 2
+    assert started[2].poll() is None, "only the demo's own"
+    started[2].kill()
+    started[2].wait()
 
 
 def kill_processes_of(home: Path) -> None:
-    """SIGKILL every process still running with ``AIRFLOW_HOME=home``: a demo that failed in a test must not
-    leave its Airflow components (each in a session of its own) running into the next tests and jobs."""
-    marker = f"AIRFLOW_HOME={home}".encode()
+    """SIGKILL every process still running with ``AIRFLOW_HOME=home`` or a file under ``home`` open: a demo
+    that failed in a test must not leave its Airflow components (each in a session of its own) running into
+    the next tests and jobs. The open files catch the API server, whose process title rewrote its
+    environment."""
+    marker, prefix = f"AIRFLOW_HOME={home}".encode(), f"{home}/"
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             environ = (proc / "environ").read_bytes().split(b"\0")
+            opened = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
         except OSError:  # gone, or not ours to read
             continue
-        if marker in environ:
+        if marker in environ or any(path.startswith(prefix) for path in opened):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
 
