@@ -258,37 +258,84 @@ TYPED_ROWS = [
     "3, -1, 0, -0.000001, -0.5, FALSE, '', '', '1970-01-02', '1970-01-02 00:00:00', "
     "'2038-01-19 03:14:07+00', NULL, 'null'",
 ]
+#: a row of each dialect's own literals: other extremes, bytes with a NUL and a byte that is not UTF-8; on
+#: SQLite text that is not UTF-8 (read as lone surrogates), an integer beyond 64 bits and a malformed time
+TYPED_DIALECT_ROW = {
+    "postgresql": "4, -9223372036854775808, 32767, -99999999999999.999999, 5e-324, TRUE, 'x', 'y', "
+    "'9999-12-31', '0001-01-01 00:00:00', '2024-01-01 00:00:00-12', decode('00ff61', 'hex'), '[]'",
+    "mysql": "4, -9223372036854775808, 32767, -99999999999999.999999, 2.2250738585072014e-308, TRUE, 'x', "
+    "'y', '9999-12-31', '1000-01-01 00:00:00', '1970-01-01 00:00:01', x'00ff61', '[]'",
+    "sqlite": "4, 99999999999999999999, 32767, -99999999999999.999999, 5e-324, 2, CAST(x'ff61' AS TEXT), "
+    "CAST(x'c3' AS TEXT), '9999-12-31', '0001-01-01 00:00:00', 'not a time', x'00ff61', '[]'",
+}
 
 
 def test_records_hold_exactly_what_sqlalchemy_reads_for_every_column_type(database, drop_tables):
-    """The records `batches` builds from the rows against SQLAlchemy's own mappings of the same rows, read
-    in the same session settings: equal values of the same types (datetimes with the same tzinfo, Decimal
-    not float) on every backend."""
+    """The records `batches` builds, of a query and of a table (all columns or some), against SQLAlchemy's
+    own mappings of the same rows read in the same session settings: the same names in the same order, equal
+    values of the same types (datetimes with the same tzinfo, Decimal not float, bytes, surrogates) on every
+    backend. Batches of 2 take the row SQLAlchemy fetches ahead and the rows fetched after it."""
     table = database.new_table()
     with database.engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE TABLE {table} ({TYPED_DDL[database.dialect]})")
-        for values in TYPED_ROWS:
+        for values in [*TYPED_ROWS, TYPED_DIALECT_ROW[database.dialect]]:
             if database.dialect != "postgresql":
                 values = values.replace("+02'", "'").replace("+00'", "'")
             conn.exec_driver_sql(f"INSERT INTO {table} VALUES ({values})")
     drop_tables.append((database, table))
-    source = SqlQuerySource(database.conn_id, f"SELECT * FROM {table}", key_column="id")
+    some = ["doc", "raw", "amount", "txt"]
+    sources = {
+        f"SELECT * FROM {table} ORDER BY id": [
+            SqlQuerySource(database.conn_id, f"SELECT * FROM {table}", key_column="id"),
+            SqlTableSource(database.conn_id, table, key_column="id", created_at_column="naive"),
+        ],
+        f"SELECT {', '.join(some)}, id, naive FROM {table} ORDER BY id": [
+            SqlTableSource(database.conn_id, table, key_column="id", created_at_column="naive", columns=some)
+        ],
+    }
 
-    records = [record for batch in source.batches(None, 2) for record in batch]
     reader = sa.create_engine(database.engine.url)  # _begin_read leaves its session read-only
     try:
         with reader.connect() as conn:
             _begin_read(conn, "UTC")
-            query = sa.text(f"SELECT * FROM {table} ORDER BY id")
-            plain = [dict(row) for row in conn.execute(query).mappings()]
+            plain = {sql: [dict(row) for row in conn.execute(sa.text(sql)).mappings()] for sql in sources}
     finally:
         reader.dispose()
 
-    def typed(record: dict) -> dict:
-        return {name: (type(value), repr(value)) for name, value in record.items()}
+    def typed(records: list[dict]) -> list[list[tuple]]:
+        return [[(name, type(value), repr(value)) for name, value in record.items()] for record in records]
 
-    assert len(records) == 3
-    assert [typed(record) for record in records] == [typed(record) for record in plain]
+    for sql, readers in sources.items():
+        assert len(plain[sql]) == 4
+        for source in readers:
+            assert typed([record for batch in source.batches(None, 2) for record in batch]) == typed(
+                plain[sql]
+            )
+
+
+def test_a_name_selected_twice_keeps_its_first_place_and_its_last_value(postgres):
+    """On PostgreSQL (SQLite renames the second column, MySQL refuses the subquery)."""
+    sql = "SELECT 1 AS id, 'a' AS same, 2 AS other, 'b' AS same"
+    source = SqlQuerySource(postgres.conn_id, sql, key_column="id")
+
+    [[record]] = list(source.batches(None, 10))
+
+    assert list(record.items()) == [("id", 1), ("same", "b"), ("other", 2)]
+
+
+def test_postgres_error_in_a_later_batch_is_sqlalchemys_after_the_batches_before_it(postgres, drop_tables):
+    """A driver error while fetching rows is raised as SQLAlchemy's DBAPIError, as for the query itself."""
+    table = postgres.new_table()
+    with postgres.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key)")
+        conn.exec_driver_sql(f"INSERT INTO {table} SELECT generate_series(1, 6)")
+    drop_tables.append((postgres, table))
+    source = SqlQuerySource(postgres.conn_id, f"SELECT id, 1 / (id - 5) AS x FROM {table}", key_column="id")
+
+    read = []
+    with pytest.raises(sa.exc.DataError, match="division by zero"):
+        read.extend(keys([batch]) for batch in source.batches(None, 2))
+    assert read == [[1, 2], [3, 4]]
 
 
 def test_query_without_window_parameters_reads_everything_ordered_by_key(contacts):
