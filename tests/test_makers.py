@@ -1,5 +1,6 @@
 """`maker` makes the same instances as the dataclass's own ``__init__``: same type, the very same field
-values, equal, same repr, frozen and slotted; and it refuses a class it cannot make that way."""
+values, equal, same repr, frozen and slotted; and it refuses a class it cannot make that way. `records_maker`
+makes the records ``dict(zip(names, row))`` makes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from altcraft.api.layouts import BatchItemLayout
 from altcraft.ledger import Outcome, Settlement
-from altcraft.makers import maker
+from altcraft.makers import maker, records_maker
 from altcraft.mapping import Profile
 
 PROFILES: list[tuple[Any, ...]] = [
@@ -86,3 +87,49 @@ class _NotFrozen:
 def test_maker_refuses_what_is_not_a_frozen_slotted_dataclass(cls: type) -> None:
     with pytest.raises(TypeError, match="is not a frozen dataclass with slots"):
         maker(cls)
+
+
+#: names that are no identifier, that are the maker's own variable names, or that are code
+ODD_NAMES = (
+    "k0",
+    "v1",
+    "rows",
+    "records",
+    "__builtins__",
+    "",
+    "a b",
+    "'\"",
+    "x}; import os; {",
+    "\x00\ud800\n",
+)
+NAME_SETS: list[tuple[str, ...]] = [
+    ("id", "email", "first_name", "phone", "loyalty", "created_at"),
+    ("id",),
+    (),
+    ODD_NAMES,
+    ("id", "same", "other", "same", "same"),
+    tuple(f"c{i}" for i in range(1700)),
+]
+
+
+@pytest.mark.parametrize("names", NAME_SETS, ids=lambda names: f"{len(names)} names")
+def test_records_are_those_dict_of_zip_makes(names: tuple[str, ...]) -> None:
+    values = [None, 0, -1, 2**70, 1.5, "", "é\x00", b"\xff", {"a": [1]}, [], True, object()]
+    rows = [tuple(values[(r + i) % len(values)] for i in range(len(names))) for r in range(len(values))]
+    rows.append(list(rows[0]))
+
+    made, plain = records_maker(names)(rows), [dict(zip(names, row)) for row in rows]
+
+    assert [list(record) for record in made] == [list(record) for record in plain]
+    assert all(
+        all(value is plain_record[name] for name, value in record.items())
+        for record, plain_record in zip(made, plain, strict=True)
+    )
+    assert records_maker(names)([]) == []
+
+
+def test_a_row_of_another_length_is_refused() -> None:
+    make = records_maker(("id", "email"))
+    for row in [(1,), (1, "a", "b")]:
+        with pytest.raises(ValueError):
+            make([row])
