@@ -47,13 +47,13 @@ from altcraft.validation import (
     MAX_PROFILE_BYTES,
     ValidationError,
     as_text,
-    check_text,
     email_identity,
     is_finite,
     key_text,
     kind_of,
     normalize_email,
     normalize_phone,
+    stripped_text,
 )
 
 FieldType = Literal["string", "int", "float", "bool", "date", "datetime", "email", "phone", "tags"]
@@ -77,6 +77,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 _SEQUENCES = (list, tuple)
 _NUMBERS = (int, float, Decimal)
 _FRACTIONAL = (float, Decimal)
+_FLOAT_INPUTS = (str, int, float, Decimal)
 encode_json: Callable[[Any], bytes] = msgspec.json.Encoder().encode
 """Compact UTF-8 JSON of a batch item: what ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``
 gives, ten times faster (the values are str, int, finite float, bool, lists and dicts of them)."""
@@ -321,13 +322,15 @@ class ProfileMapping(BaseModel):
 
 def _string(field: str, max_chars: int) -> Coercer:
     def coerce(raw: Any) -> str | None:
-        return check_text(as_text(raw, field=field).strip(), field=field, max_chars=max_chars) or None
+        return stripped_text(raw, field=field, max_chars=max_chars) or None
 
     return coerce
 
 
 def _int(field: str) -> Coercer:
     def coerce(raw: Any) -> int | None:
+        if type(raw) is int and _INT64[0] <= raw <= _INT64[1]:  # an int column's value, as the checks give it
+            return raw
         if isinstance(raw, bool):
             raise ValidationError(field, "expected an integer, got bool")
         if isinstance(raw, str):
@@ -356,7 +359,7 @@ def _int(field: str) -> Coercer:
 
 def _float(field: str) -> Coercer:
     def coerce(raw: Any) -> float | None:
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+        if isinstance(raw, bool) or not isinstance(raw, _FLOAT_INPUTS):
             raise ValidationError(field, f"expected a number, got {kind_of(raw)}")
         if isinstance(raw, str):
             raw = raw.strip()
@@ -451,11 +454,12 @@ def _datetime(field: str, zone: tzinfo) -> Coercer:
         else:
             raise ValidationError(field, f"expected a date-time, got {kind_of(raw)}")
         try:
-            if value.utcoffset() is None:
+            offset = value.utcoffset()
+            if offset is None:
                 value = value.replace(tzinfo=zone)
                 if not fixed:
                     value = value.astimezone(UTC).astimezone(zone)
-            offset = value.utcoffset()
+                offset = value.utcoffset()
             if offset.seconds % 60 or offset.microseconds:  # RFC 3339 offsets have whole minutes
                 value = value.astimezone(UTC)
         except OverflowError:

@@ -140,9 +140,26 @@ def check_text(
     return value
 
 
+def stripped_text(value: Any, *, field: str, max_chars: int, key: bool = False) -> str:
+    """`value`'s text (`as_text`) stripped and checked by `check_text` with `max_chars` and `key`.
+
+    Text `check_text` returns as is (ASCII without control characters, within the limit), the common
+    value of a field or key, is returned without calling it; an int is written without `as_text`.
+    """
+    if type(value) is str:
+        text = value.strip()
+    elif type(value) is int:  # an id column: its digits need no strip
+        text = int_text(value, field=field)
+    else:
+        text = as_text(value, field=field).strip()
+    if text.isascii() and text.isprintable() and len(text) <= max_chars:
+        return text
+    return check_text(text, field=field, max_chars=max_chars, key=key)
+
+
 def key_text(value: Any, *, field: str) -> str:
     """A key value as stripped text ("" when blank), checked with the strict key rules."""
-    return check_text(as_text(value, field=field).strip(), field=field, max_chars=MAX_KEY_CHARS, key=True)
+    return stripped_text(value, field=field, max_chars=MAX_KEY_CHARS, key=True)
 
 
 def normalize_email(value: Any, *, field: str = "email") -> str:
@@ -154,7 +171,7 @@ def normalize_email(value: Any, *, field: str = "email") -> str:
     if not isinstance(value, str):
         raise ValidationError(field, f"expected text, got {kind_of(value)}")
     try:
-        return _email(check_text(value.strip(), max_chars=MAX_KEY_CHARS, key=True))
+        return _email(stripped_text(value, field=field, max_chars=MAX_KEY_CHARS, key=True))
     except ValidationError as error:
         raise ValidationError(field, error.reason) from None
 
@@ -165,7 +182,7 @@ def normalize_phone(value: Any, default_region: str | None = None, *, field: str
         raise ValidationError(field, f"expected a phone number as text, got {kind_of(value)}")
     try:
         text = int_text(value, field=field) if isinstance(value, int) else str(value)
-        return _phone(check_text(text.strip(), max_chars=64, key=True), default_region)
+        return _phone(stripped_text(text, field=field, max_chars=64, key=True), default_region)
     except ValidationError as error:
         raise ValidationError(field, error.reason) from None
 
