@@ -292,9 +292,9 @@ def test_phone_possibility_by_code_and_length_agrees_with_phonenumbers_on_every_
 
 
 def test_phone_validity_compiles_for_every_country_code_and_length():
-    """Every region's number types, joined into one pattern per length, compile (a metadata pattern that
-    could not be joined would fail here, not on a contact)."""
+    """Every region's general and type patterns, joined into one pattern per length, compile (a metadata
+    pattern that could not be joined would fail here, not on a contact)."""
     for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
         for length in range(1, 18):
             for region in validation._regions(code):
-                region.types_of(length)
+                region.pattern_for(length)

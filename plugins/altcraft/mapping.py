@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item
+from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item, item_maker
 from altcraft.api.matching import MatchingMode
 from altcraft.makers import maker
 from altcraft.masking import mask_email, mask_phone, mask_text, scrub, text_of
@@ -47,13 +47,13 @@ from altcraft.validation import (
     MAX_PROFILE_BYTES,
     ValidationError,
     as_text,
-    check_text,
     email_identity,
     is_finite,
     key_text,
     kind_of,
     normalize_email,
     normalize_phone,
+    stripped_text,
 )
 
 FieldType = Literal["string", "int", "float", "bool", "date", "datetime", "email", "phone", "tags"]
@@ -77,6 +77,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 _SEQUENCES = (list, tuple)
 _NUMBERS = (int, float, Decimal)
 _FRACTIONAL = (float, Decimal)
+_FLOAT_INPUTS = (str, int, float, Decimal)
 encode_json: Callable[[Any], bytes] = msgspec.json.Encoder().encode
 """Compact UTF-8 JSON of a batch item: what ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``
 gives, ten times faster (the values are str, int, finite float, bool, lists and dicts of them)."""
@@ -321,13 +322,15 @@ class ProfileMapping(BaseModel):
 
 def _string(field: str, max_chars: int) -> Coercer:
     def coerce(raw: Any) -> str | None:
-        return check_text(as_text(raw, field=field).strip(), field=field, max_chars=max_chars) or None
+        return stripped_text(raw, field=field, max_chars=max_chars) or None
 
     return coerce
 
 
 def _int(field: str) -> Coercer:
     def coerce(raw: Any) -> int | None:
+        if type(raw) is int and _INT64[0] <= raw <= _INT64[1]:  # an int column's value, as the checks give it
+            return raw
         if isinstance(raw, bool):
             raise ValidationError(field, "expected an integer, got bool")
         if isinstance(raw, str):
@@ -356,7 +359,7 @@ def _int(field: str) -> Coercer:
 
 def _float(field: str) -> Coercer:
     def coerce(raw: Any) -> float | None:
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+        if isinstance(raw, bool) or not isinstance(raw, _FLOAT_INPUTS):
             raise ValidationError(field, f"expected a number, got {kind_of(raw)}")
         if isinstance(raw, str):
             raw = raw.strip()
@@ -451,11 +454,12 @@ def _datetime(field: str, zone: tzinfo) -> Coercer:
         else:
             raise ValidationError(field, f"expected a date-time, got {kind_of(raw)}")
         try:
-            if value.utcoffset() is None:
+            offset = value.utcoffset()
+            if offset is None:
                 value = value.replace(tzinfo=zone)
                 if not fixed:
                     value = value.astimezone(UTC).astimezone(zone)
-            offset = value.utcoffset()
+                offset = value.utcoffset()
             if offset.seconds % 60 or offset.microseconds:  # RFC 3339 offsets have whole minutes
                 value = value.astimezone(UTC)
         except OverflowError:
@@ -597,6 +601,18 @@ class _Key:
     coerce: Coercer
 
 
+@dataclass(slots=True, frozen=True)
+class _Field:
+    """One target of the profile: its source column's value coerced, or (no column) made from the record.
+
+    `Mapper.map` reads the column itself, not through a step per field (0.07 us less per field)."""
+
+    name: str
+    column: str | None
+    make: Coercer | Step  # coerces the column's value; with no column, a step of the record
+    required: bool
+
+
 class Mapper:
     """A compiled `ProfileMapping`: `map(record)` is the per-contact hot path."""
 
@@ -604,6 +620,7 @@ class Mapper:
         "_any_of",
         "_custom_field",
         "_fields",
+        "_item",
         "_key_field",
         "_key_names",
         "_keys",
@@ -624,6 +641,7 @@ class Mapper:
     ) -> None:
         self.mapping = mapping
         self._layout = BatchItemLayout(layout)
+        self._item = item_maker(self._layout)
         mode = mapping.matching
         self._mode = mode.value
         self._any_of = mode.any_of
@@ -640,9 +658,7 @@ class Mapper:
             for label in [self._custom_field if name == "field_value" else name]
         ]
         self._fields = [
-            (target, target in mapping.required, self._step(target, spec))
-            for target, spec in mapping.fields.items()
-            if target != self._key_field
+            self._field(target, spec) for target, spec in mapping.fields.items() if target != self._key_field
         ]
         self._subscriptions = [
             _subscription_step(index, spec, mapping.default_region)
@@ -650,14 +666,15 @@ class Mapper:
         ]
         self._max_bytes = mapping.max_profile_bytes
 
-    def _step(self, target: str, spec: FieldSpec) -> Step:
+    def _field(self, target: str, spec: FieldSpec) -> _Field:
         coerce = _coercer(self.mapping, target, spec.type)
+        required = target in self.mapping.required
         if spec.source is not None:
-            return _source_step(spec.source, coerce)
+            return _Field(target, spec.source, coerce, required)
         if spec.template is not None:
-            return _template_step(target, spec.template, coerce)
+            return _Field(target, None, _template_step(target, spec.template, coerce), required)
         value = coerce(spec.const)
-        return lambda record: value
+        return _Field(target, None, lambda record: value, required)
 
     def map(self, record: Mapping[str, Any]) -> Profile | Rejection:
         """The profile for `record`, or why it cannot be sent."""
@@ -670,12 +687,17 @@ class Mapper:
         try:
             match, ledger_key = self._match(record)
             data: dict[str, Any] = {self._key_field: match["field_value"]} if self._key_field else {}
-            for target, required, step in self._fields:
-                value = step(record)
+            for target in self._fields:
+                if target.column is None:
+                    value = target.make(record)
+                else:  # what `_source_step` does, inline
+                    raw = record.get(target.column)
+                    empty = raw is None or (isinstance(raw, _SEQUENCES) and not raw)
+                    value = None if empty else target.make(raw)
                 if value is not None:
-                    data[target] = value
-                elif required:
-                    raise ValidationError(target, "required value is missing")
+                    data[target.name] = value
+                elif target.required:
+                    raise ValidationError(target.name, "required value is missing")
             if self._subscriptions:
                 subscriptions = [
                     sub for sub in (step(record) for step in self._subscriptions) if sub is not None
@@ -684,7 +706,7 @@ class Mapper:
                     data["subscriptions"] = subscriptions
         except ValidationError as error:
             return Rejection(source_key, error.field, error.reason)
-        encoded = encode_json(batch_item(match, data, self._layout, self._key_field))
+        encoded = encode_json(self._item(match, data, self._key_field))
         if len(encoded) > self._max_bytes:
             return Rejection(
                 source_key,
@@ -703,6 +725,8 @@ class Mapper:
         return text or Rejection(MISSING_KEY, column, "source key value is missing")
 
     def _match(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        if len(self._key_names) == 1:  # every mode but push_sub and email_phone*: one key, required
+            return self._match_one(record)
         match: dict[str, Any] = {}
         for key in self._keys:
             raw = record.get(key.column)
@@ -716,6 +740,17 @@ class Mapper:
         parts = [_identity(name, match.get(name)) for name in self._key_names]  # a list joins faster
         ledger_key = f"{self._mode}:{'|'.join(parts)}"
         return match, ledger_key.lower() if "email" in match else ledger_key
+
+    def _match_one(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        """`_match` of a mode with one key: no loop, no list of identities to join (a profile_id key
+        0.78 -> 0.54 us)."""
+        key = self._keys[0]
+        raw = record.get(key.column)
+        value = None if raw is None else key.coerce(raw)
+        if value is None:
+            raise ValidationError(key.label, "matching key is missing")
+        ledger_key = f"{self._mode}:{_identity(key.name, value)}"
+        return {key.name: value}, ledger_key.lower() if key.name == "email" else ledger_key
 
 
 def _identity(name: str, value: Any) -> str:

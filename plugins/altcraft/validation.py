@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -140,9 +140,26 @@ def check_text(
     return value
 
 
+def stripped_text(value: Any, *, field: str, max_chars: int, key: bool = False) -> str:
+    """`value`'s text (`as_text`) stripped and checked by `check_text` with `max_chars` and `key`.
+
+    Text `check_text` returns as is (ASCII without control characters, within the limit), the common
+    value of a field or key, is returned without calling it; an int is written without `as_text`.
+    """
+    if type(value) is str:
+        text = value.strip()
+    elif type(value) is int:  # an id column: its digits need no strip
+        text = int_text(value, field=field)
+    else:
+        text = as_text(value, field=field).strip()
+    if text.isascii() and text.isprintable() and len(text) <= max_chars:
+        return text
+    return check_text(text, field=field, max_chars=max_chars, key=key)
+
+
 def key_text(value: Any, *, field: str) -> str:
     """A key value as stripped text ("" when blank), checked with the strict key rules."""
-    return check_text(as_text(value, field=field).strip(), field=field, max_chars=MAX_KEY_CHARS, key=True)
+    return stripped_text(value, field=field, max_chars=MAX_KEY_CHARS, key=True)
 
 
 def normalize_email(value: Any, *, field: str = "email") -> str:
@@ -154,7 +171,7 @@ def normalize_email(value: Any, *, field: str = "email") -> str:
     if not isinstance(value, str):
         raise ValidationError(field, f"expected text, got {kind_of(value)}")
     try:
-        return _email(check_text(value.strip(), max_chars=MAX_KEY_CHARS, key=True))
+        return _email(stripped_text(value, field=field, max_chars=MAX_KEY_CHARS, key=True))
     except ValidationError as error:
         raise ValidationError(field, error.reason) from None
 
@@ -165,7 +182,7 @@ def normalize_phone(value: Any, default_region: str | None = None, *, field: str
         raise ValidationError(field, f"expected a phone number as text, got {kind_of(value)}")
     try:
         text = int_text(value, field=field) if isinstance(value, int) else str(value)
-        return _phone(check_text(text.strip(), max_chars=64, key=True), default_region)
+        return _phone(stripped_text(text, field=field, max_chars=64, key=True), default_region)
     except ValidationError as error:
         raise ValidationError(field, error.reason) from None
 
@@ -274,11 +291,12 @@ def email_identity(email: str) -> str:
 
 @lru_cache(maxsize=1024)
 def _phone(value: str, default_region: str | None) -> str:
-    if not _PHONE_CHARS.fullmatch(value):
+    e164 = _E164_TEXT.fullmatch(value) is not None  # "+" and digits pass the next two checks unasked
+    if not e164 and not _PHONE_CHARS.fullmatch(value):
         raise ValidationError("phone", "contains letters or symbols other than + ( ) - . and spaces")
-    if not value.startswith("+") and default_region is None:
+    if not e164 and not value.startswith("+") and default_region is None:
         raise ValidationError("phone", "has no +country code and no default_region is set")
-    parts = _e164_parts(value) if _E164_TEXT.fullmatch(value) else None
+    parts = _e164_parts(value) if e164 else None
     number = None  # phonenumbers' number, parsed only when the text is not E.164 as is
     if parts is None:
         import phonenumbers
@@ -312,9 +330,10 @@ def _e164_parts(value: str) -> tuple[int, str] | None:
     significant number is then the digits as written).
     """
     digits = value[1:]
+    codes = _country_codes()
     for size in (1, 2, 3):
-        code = int(digits[:size])
-        if code in _country_codes():
+        code = codes.get(digits[:size])  # no leading zero: the digits are the code's decimal text
+        if code is not None:
             break
     else:
         return None
@@ -326,10 +345,11 @@ def _e164_parts(value: str) -> tuple[int, str] | None:
 
 
 @cache
-def _country_codes() -> Collection[int]:
+def _country_codes() -> dict[str, int]:
+    """The country codes by their decimal text."""
     from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
-    return COUNTRY_CODE_TO_REGION_CODE
+    return {str(code): code for code in COUNTRY_CODE_TO_REGION_CODE}
 
 
 def _e164_of(number: Any) -> str:
@@ -440,24 +460,24 @@ class _Region:
     def typed(self, nsn: str) -> bool:
         """``_number_type_helper(nsn, metadata) != UNKNOWN``: the general description and a type match
         (a description matches with one of its possible lengths, if it lists any, and its whole pattern)."""
-        if self._general is None:
-            return False
         size = len(nsn)
-        lengths, pattern = self._general
-        if (lengths and size not in lengths) or pattern.fullmatch(nsn) is None:
-            return False
-        types = self.types_of(size)
-        return types is not None and types.fullmatch(nsn) is not None
-
-    def types_of(self, size: int) -> re.Pattern[str] | None:
-        """The number types a national number of ``size`` digits may match, as one pattern."""
         try:
-            return self._by_length[size]
+            pattern = self._by_length[size]
         except KeyError:
-            pass
-        types = _any_of(pattern for lengths, pattern in self._types if not lengths or size in lengths)
-        self._by_length[size] = types
-        return types
+            pattern = self._by_length[size] = self.pattern_for(size)
+        return pattern is not None and pattern.fullmatch(nsn) is not None
+
+    def pattern_for(self, size: int) -> re.Pattern[str] | None:
+        """One pattern that fully matches the national numbers of ``size`` digits `typed` accepts (None: no
+        such number): the general pattern as a look-ahead over the whole number, then any number type's
+        pattern; one match per number instead of two (0.56 -> 0.38 us per Russian mobile number)."""
+        if self._general is None:
+            return None
+        lengths, general = self._general
+        if lengths and size not in lengths:
+            return None
+        types = [f"(?:{p.pattern})" for sizes, p in self._types if not sizes or size in sizes]
+        return re.compile(f"(?=(?:{general.pattern})\\Z)(?:{'|'.join(types)})") if types else None
 
 
 def _desc(desc: Any) -> tuple[frozenset[int], re.Pattern[str]] | None:
@@ -465,12 +485,6 @@ def _desc(desc: Any) -> tuple[frozenset[int], re.Pattern[str]] | None:
     if desc is None or not desc.national_number_pattern:
         return None
     return frozenset(desc.possible_length), re.compile(desc.national_number_pattern)
-
-
-def _any_of(patterns: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
-    """One pattern that fully matches what any of ``patterns`` fully matches (None for none)."""
-    sources = [f"(?:{p.pattern})" for p in patterns]
-    return re.compile("|".join(sources)) if sources else None
 
 
 @cache

@@ -18,6 +18,7 @@ settled it (``python -m altcraft probe --test-contact`` tries each and reports w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -54,6 +55,36 @@ def flat_item(match: dict[str, Any], data: dict[str, Any], key_field: str | None
     return {**key_as_fields(match, data, key_field), **match}
 
 
+ItemMaker = Callable[[dict[str, Any], dict[str, Any], str | None], dict[str, Any]]
+"""Makes one batch item of one layout from (match, data, key_field)."""
+
+
+def _nested_item(match: dict[str, Any], data: dict[str, Any], key_field: str | None = None) -> dict[str, Any]:
+    return {**match, "data": data}
+
+
+def _data_item(match: dict[str, Any], data: dict[str, Any], key_field: str | None = None) -> dict[str, Any]:
+    return {"data": key_as_fields(match, data, key_field)}
+
+
+def _hedged_item(match: dict[str, Any], data: dict[str, Any], key_field: str | None = None) -> dict[str, Any]:
+    return {**match, "data": key_as_fields(match, data, key_field)}
+
+
+_ITEM_MAKERS: dict[BatchItemLayout, ItemMaker] = {
+    BatchItemLayout.HEDGED: _hedged_item,
+    BatchItemLayout.NESTED: _nested_item,
+    BatchItemLayout.DATA: _data_item,
+    BatchItemLayout.FLAT: flat_item,
+}
+
+
+def item_maker(layout: BatchItemLayout | str) -> ItemMaker:
+    """The maker of `layout`'s batch items, for a caller that makes many: picked once, not per item by
+    comparing the layout with enum members (0.08 us per member read in Python 3.11)."""
+    return _ITEM_MAKERS[BatchItemLayout(layout)]
+
+
 def batch_item(
     match: dict[str, Any],
     data: dict[str, Any],
@@ -63,9 +94,4 @@ def batch_item(
     """A scenario-batch item in ``layout`` (default: hedged)."""
     if not isinstance(layout, BatchItemLayout):  # a member is taken as is: the enum call costs 0.2 us
         layout = BatchItemLayout(layout)
-    if layout is BatchItemLayout.FLAT:
-        return flat_item(match, data, key_field)
-    if layout is BatchItemLayout.NESTED:
-        return {**match, "data": data}
-    fields = key_as_fields(match, data, key_field)
-    return {"data": fields} if layout is BatchItemLayout.DATA else {**match, "data": fields}
+    return _ITEM_MAKERS[layout](match, data, key_field)
