@@ -122,6 +122,8 @@ def _float(field: str) -> Coercer:
                 return None
             if not _FLOAT_TEXT.fullmatch(raw):
                 raise ValidationError(field, "is not a number")
+        elif isinstance(raw, Decimal) and raw.is_snan():  # float() of a signalling NaN raises ValueError
+            raise ValidationError(field, "is not a finite number")
         try:
             value = float(raw)
         except OverflowError:

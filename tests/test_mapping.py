@@ -197,6 +197,8 @@ def test_every_type_coerces_its_accepted_inputs(field_type, raw, expected):
         ("float", "1e999", "not a finite number"),
         ("float", 10**400, "not a finite number"),
         ("float", float("-inf"), "not a finite number"),
+        ("float", Decimal("sNaN"), "not a finite number"),  # float() raised ValueError: the run failed
+        ("float", Decimal("-sNaN7"), "not a finite number"),
         ("float", True, "got bool"),
         ("bool", 2, "not a boolean"),
         ("bool", "maybe", "not a boolean"),
@@ -224,6 +226,25 @@ def test_every_type_rejects_what_it_cannot_send(field_type, raw, reason):
     result = rejection(one_field(field_type, raw, default_region="RU"))
     assert (result.field, result.source_key) == ("f", "1")
     assert reason in result.reason
+
+
+class _Unreadable(str):
+    """Text of a Python source whose checks raise what none of them foresaw."""
+
+    def strip(self, chars: str | None = None) -> str:
+        raise ValueError(f"cannot strip {self}")
+
+
+@pytest.mark.parametrize(("column", "field"), [("pid", "profile_id"), ("v", "f"), ("n", "g")])
+def test_a_value_that_makes_a_check_raise_is_that_records_rejection_naming_its_field(column, field, caplog):
+    m = mapper(fields={"f": {"source": "v", "type": "string"}, "g": {"source": "n", "type": "phone"}})
+    good = {"id": 1, "pid": "p1", "v": "anna", "n": "+79001234567"}
+    bad = {**good, "id": 2, column: _Unreadable("anna.petrova@example.org")}
+    result = rejection(m.map(bad))
+    assert (result.source_key, result.field, result.reason) == ("2", field, "cannot be read (ValueError)")
+    assert profile(m.map(good)).data == {"f": "anna", "g": "+79001234567"}  # the others still map
+    assert f"{field} raised ValueError" in caplog.text and "in strip" in caplog.text  # where: a bug report
+    assert "anna.petrova" not in caplog.text  # never the message: it may hold the value
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,11 @@ tags     list of distinct strings from a list or a comma-separated text
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import string
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
@@ -78,6 +80,11 @@ _SEQUENCES = (list, tuple)
 _NUMBERS = (int, float, Decimal)
 _FRACTIONAL = (float, Decimal)
 _FLOAT_INPUTS = (str, int, float, Decimal)
+log = logging.getLogger(__name__)
+
+#: What a check may raise on a value none of them foresaw (say, an odd object from a Python source): that
+#: record's rejection, never the end of the run.
+_UNFORESEEN = (ArithmeticError, LookupError, TypeError, ValueError, RecursionError)
 encode_json: Callable[[Any], bytes] = msgspec.json.Encoder().encode
 """Compact UTF-8 JSON of a batch item: what ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``
 gives, ten times faster (the values are str, int, finite float, bool, lists and dicts of them)."""
@@ -367,6 +374,8 @@ def _float(field: str) -> Coercer:
                 return None
             if not _FLOAT_TEXT.fullmatch(raw):
                 raise ValidationError(field, "is not a number")
+        elif isinstance(raw, Decimal) and raw.is_snan():  # float() of a signalling NaN raises ValueError
+            raise ValidationError(field, "is not a finite number")
         try:
             value = float(raw)
         except OverflowError:
@@ -706,6 +715,8 @@ class Mapper:
                     data["subscriptions"] = subscriptions
         except ValidationError as error:
             return Rejection(source_key, error.field, error.reason)
+        except _UNFORESEEN as error:
+            return self._unforeseen(source_key, record, error)
         encoded = encode_json(self._item(match, data, self._key_field))
         if len(encoded) > self._max_bytes:
             return Rejection(
@@ -714,6 +725,30 @@ class Mapper:
                 f"encoded profile is {len(encoded)} bytes, above the limit of {self._max_bytes}",
             )
         return _profile(source_key, match, ledger_key, data, encoded, self._layout, self._key_field)
+
+    def _unforeseen(self, source_key: str, record: Mapping[str, Any], error: Exception) -> Rejection:
+        """The rejection of a record whose value made a check raise ``error``, naming the key or field
+        that raises (the first: every one before it passed in `map`). Logged with where it was raised,
+        never the message: it may hold the value."""
+        checks = [(key.label, key.column, key.coerce) for key in self._keys]
+        checks += [(target.name, target.column, target.make) for target in self._fields]
+        field = "subscriptions" if self._subscriptions else PROFILE  # no key or field raises again
+        for name, column, check in checks:
+            raw = record if column is None else record.get(column)
+            try:
+                if not (raw is None or (isinstance(raw, _SEQUENCES) and not raw)):
+                    check(raw)
+            except Exception:
+                field = name
+                break
+        log.warning(
+            "Record %s rejected: %s raised %s in\n%s",
+            scrub(source_key),
+            field,
+            type(error).__name__,
+            "".join(traceback.format_tb(error.__traceback__)),
+        )
+        return Rejection(source_key, field, f"cannot be read ({type(error).__name__})")
 
     def _source_key(self, record: Mapping[str, Any]) -> str | Rejection:
         column = self._source_key_column
