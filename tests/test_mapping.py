@@ -247,6 +247,16 @@ def test_a_value_that_makes_a_check_raise_is_that_records_rejection_naming_its_f
     assert "anna.petrova" not in caplog.text  # never the message: it may hold the value
 
 
+def test_a_source_key_that_makes_its_check_raise_is_that_records_rejection(caplog):
+    result = rejection(mapper().map({"id": _Unreadable("anna.petrova@example.org"), "pid": "p1"}))
+    assert (result.source_key, result.field, result.reason) == (
+        INVALID_KEY,
+        "id",
+        "cannot be read (ValueError)",
+    )
+    assert "source key raised ValueError" in caplog.text and "anna.petrova" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "field_type", ["string", "int", "float", "bool", "date", "datetime", "email", "phone", "tags"]
 )

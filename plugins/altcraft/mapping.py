@@ -746,7 +746,7 @@ class Mapper:
             scrub(source_key),
             field,
             type(error).__name__,
-            "".join(traceback.format_tb(error.__traceback__)),
+            _where(error),
         )
         return Rejection(source_key, field, f"cannot be read ({type(error).__name__})")
 
@@ -757,6 +757,9 @@ class Mapper:
             text = None if raw is None else key_text(raw, field=column)
         except ValidationError as error:
             return Rejection(INVALID_KEY, column, error.reason)
+        except _UNFORESEEN as error:  # logged as in `_unforeseen`; no source key to name the record by
+            log.warning("A record's source key raised %s in\n%s", type(error).__name__, _where(error))
+            return Rejection(INVALID_KEY, column, f"cannot be read ({type(error).__name__})")
         return text or Rejection(MISSING_KEY, column, "source key value is missing")
 
     def _match(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -786,6 +789,11 @@ class Mapper:
             raise ValidationError(key.label, "matching key is missing")
         ledger_key = f"{self._mode}:{_identity(key.name, value)}"
         return {key.name: value}, ledger_key.lower() if key.name == "email" else ledger_key
+
+
+def _where(error: BaseException) -> str:
+    """Where ``error`` was raised: its traceback's frames, without its message."""
+    return "".join(traceback.format_tb(error.__traceback__))
 
 
 def _identity(name: str, value: Any) -> str:
