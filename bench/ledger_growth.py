@@ -216,10 +216,13 @@ def measure(ledger: Any, tag: str, contacts: int) -> dict[str, Any]:
         items = [(f"email:{tag}{i}@example.org", str(i)) for i in range(start, start + CHUNK)]
         wall, cpu = time.perf_counter(), time.process_time()
         claim = ledger.claim(scope, run, items, policy)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        # the answer's settlements are the delivery's work, not the ledger's: made outside the timing
         launched = {key: Settlement(Outcome.LAUNCHED, profile_id=key[-20:]) for key in claim.to_send}
+        settle_wall, settle_cpu = time.perf_counter(), time.process_time()
         ledger.settle(scope, run, claim, launched)
-        walls.append((time.perf_counter() - wall) / CHUNK * 1e6)
-        cpus.append((time.process_time() - cpu) / CHUNK * 1e6)
+        walls.append((wall + time.perf_counter() - settle_wall) / CHUNK * 1e6)
+        cpus.append((cpu + time.process_time() - settle_cpu) / CHUNK * 1e6)
         if len(claim.to_send) != CHUNK:
             raise RuntimeError(f"claim sent {len(claim.to_send)} of {CHUNK} new contacts")
     after = wal_position(ledger.engine)

@@ -517,7 +517,8 @@ def _ledger_growth(results: dict[str, Any]) -> str:
         "ledger calls a delivery makes per chunk, no HTTP), first on an empty ledger, then after "
         f"{rows:,} launched contacts of the same scenario, one outcome row each, were added in SQL",
         "(bench/ledger_growth.py; each backend on a private database dropped afterwards). Wall time per",
-        "contact of the median chunk: the database's work counts, not only this process's CPU.",
+        "contact of the median chunk: the database's work counts, not only this process's CPU. The",
+        "settlements `settle` takes are made between the calls, outside the timing (the delivery's work).",
         "The full figure is for 10,000,000 contacts: `BENCH_LEDGER_ROWS=10000000 make bench`.",
         "PostgreSQL runs twice: on the machine's server as it is configured, and on a private cluster",
         "the job starts (`initdb` from the same binaries) with `shared_buffers` at 25% of RAM, the start",
