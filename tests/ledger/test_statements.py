@@ -1,4 +1,4 @@
-"""altcraft.ledger.statements: PostgreSQL array text, fast path against the element-by-element rule."""
+"""altcraft.ledger.statements: PostgreSQL array text, fast paths against the element-by-element rule."""
 
 from __future__ import annotations
 
@@ -24,3 +24,13 @@ def test_array_text_is_the_documented_quoting_of_every_element(values):
 @given(st.lists(st.text(alphabet=st.characters(blacklist_characters='"\\'))))
 def test_plain_text_arrays_take_the_fast_path_and_agree(values):
     assert _array_literal(iter(values)) == reference(values)
+
+
+@given(st.lists(st.none(), min_size=1))
+def test_all_null_arrays_take_the_fast_path_and_agree(values):
+    assert _array_literal(values) == reference(values)
+
+
+@given(st.lists(st.one_of(st.none(), st.integers()), min_size=1))
+def test_arrays_of_numbers_and_nulls_agree(values):
+    assert _array_literal(tuple(values)) == reference(values)

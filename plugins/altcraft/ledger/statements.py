@@ -54,13 +54,20 @@ def _arrays(conn: Connection) -> bool:
 
 
 def _array_literal(values: Iterable[Any]) -> str:
-    """PostgreSQL array input text: each element double-quoted with ``\\`` and ``"`` escaped, None as NULL."""
+    """PostgreSQL array input text: each element double-quoted with ``\\`` and ``"`` escaped, None as NULL.
+
+    Texts with nothing to escape (the common case) and all-None arrays are joined in C without a step per
+    element: checking for None and calling str on each cost 75 of the 90 us of 1,000 keys.
+    """
     items = list(values)
-    if None not in items:
-        texts = list(map(str, items))
-        plain = "".join(texts)
-        if '"' not in plain and "\\" not in plain:  # the common case: nothing to escape, joined in C
-            return '{"' + '","'.join(texts) + '"}' if texts else "{}"
+    try:
+        plain = "".join(items)  # a TypeError unless every item is a str
+    except TypeError:
+        if items[0] is None and items.count(None) == len(items):  # e.g. launched contacts' error codes
+            return "{" + ",".join(["NULL"] * len(items)) + "}"
+    else:
+        if '"' not in plain and "\\" not in plain:
+            return '{"' + '","'.join(items) + '"}' if items else "{}"
     quoted = (
         "NULL" if value is None else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
         for value in items
