@@ -297,17 +297,22 @@ def apply_changes(
     set per row.
     """
     groups: dict[tuple[Any, ...], dict[str, Change]] = {}
+    firsts: dict[tuple[Any, ...], Change] = {}
+    mixed: set[tuple[Any, ...]] = set()  # groups of more than one Change object: codes and texts may differ
     last: Change | None = None
     for contact_hash, change in changes.items():
         if change is not last:  # runs of rows share one Change (a settlement's launches): found once a run
-            group = groups.setdefault((change.status, change.launch), {})
+            key = (change.status, change.launch)
+            group = groups.setdefault(key, {})
+            if firsts.setdefault(key, change) is not change:
+                mixed.add(key)
             last = change
         group[contact_hash] = change
     matched = 0
-    for group in groups.values():
-        common = change_values(next(iter(group.values())), at)
+    for key, group in groups.items():
+        common = change_values(firsts[key], at)
         per_row: dict[str, dict[str, Any]] = {}
-        for name in ("error_code", "error_text"):
+        for name in ("error_code", "error_text") if key in mixed else ():
             if name in common and len({getattr(change, name) for change in group.values()}) > 1:
                 per_row[name] = {h: getattr(change, name) for h, change in group.items()}
                 del common[name]
