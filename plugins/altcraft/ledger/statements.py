@@ -75,26 +75,63 @@ def _array_literal(values: Iterable[Any]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-def _array(column: sa.Column[Any], values: Iterable[Any]) -> sa.ColumnElement[Any]:
-    """``values`` as one array parameter for ``column``: ``integer[]``, or ``text[]`` for strings (not
-    ``varchar(n)[]``: that cast truncates silently where the column refuses an over-long value).
-
-    Sent as array text of no declared type, so the server reads it once as the array type (a text
-    parameter cast per row would be parsed again for every row a filter looks at). A list instead
-    would be dumped element by element by psycopg 3, ten times slower, and inlined by psycopg2 as an
-    untyped ``ARRAY[...]``.
-    """
-    return sa.cast(sa.literal(_array_literal(values), sa.types.NullType()), _array_type(column))
-
-
-def _array_type(column: sa.Column[Any]) -> sa.ARRAY[Any]:
-    return sa.ARRAY(column.type if isinstance(column.type, sa.Integer) else sa.Text())
+def _array(column: sa.Column[Any], values: Sequence[Any]) -> sa.ColumnElement[Any]:
+    """``values`` as one array for ``column``, bound as literals (a statement built per call)."""
+    listed, array = _array_values(column, values)
+    literal = sa.types.NullType()
+    return _array_of(
+        column, sa.literal(array, literal), None if _integers(column) else sa.literal(listed, literal)
+    )
 
 
 def _array_param(column: sa.Column[Any], name: str) -> sa.ColumnElement[Any]:
-    """`_array`'s cast of the bound parameter ``name``, for a statement built once: its value is
-    `_array_literal` of the values."""
-    return sa.cast(sa.bindparam(name, type_=sa.types.NullType()), _array_type(column))
+    """``column``'s array of the bound parameters `_array_params` gives under ``name``, for a statement
+    built once."""
+    listed = None if _integers(column) else sa.bindparam(f"{name}_list", type_=sa.types.NullType())
+    return _array_of(column, sa.bindparam(name, type_=sa.types.NullType()), listed)
+
+
+def _array_of(
+    column: sa.Column[Any], array: sa.ColumnElement[Any], listed: sa.ColumnElement[Any] | None
+) -> sa.ColumnElement[Any]:
+    """``integer[]`` read from array text, or ``text[]`` for strings (not ``varchar(n)[]``: that cast
+    truncates silently where the column refuses an over-long value): ``string_to_array(listed, ',')``, or
+    read from ``array`` when ``listed`` is NULL (see `_array_values`).
+
+    Sent as text of no declared type, so the server reads it once as the array (a text parameter cast per
+    row would be parsed again for every row a filter looks at). A list instead would be dumped element by
+    element by psycopg 3, ten times slower, and inlined by psycopg2 as an untyped ``ARRAY[...]``.
+    """
+    if listed is None:
+        return sa.cast(array, sa.ARRAY(column.type))
+    texts = sa.ARRAY(sa.Text())
+    split = sa.func.string_to_array(listed, sa.literal_column("','"), type_=texts)
+    return sa.func.coalesce(split, sa.cast(array, texts), type_=texts)
+
+
+def _integers(column: sa.Column[Any]) -> bool:
+    return isinstance(column.type, sa.Integer)
+
+
+def _array_values(column: sa.Column[Any], values: Sequence[Any]) -> tuple[str | None, str | None]:
+    """(comma list, array text) of ``values``, one of them None: texts without a comma are joined by commas,
+    which PostgreSQL splits several times faster than it reads array text (1,000 contact hashes: 0.1 ms
+    against 0.7 ms); other values (a NULL, a comma, a lone empty text; any integers) as `_array_literal`."""
+    if not _integers(column):
+        try:
+            listed = ",".join(values)  # a TypeError unless every value is a str
+        except TypeError:
+            pass
+        else:
+            if listed.count(",") == len(values) - 1 and (listed or len(values) != 1):
+                return listed, None
+    return None, _array_literal(values)
+
+
+def _array_params(column: sa.Column[Any], name: str, values: Sequence[Any]) -> dict[str, str | None]:
+    """The bound values of `_array_param` ``name`` for ``values``."""
+    listed, array = _array_values(column, values)
+    return {name: array} if _integers(column) else {f"{name}_list": listed, name: array}
 
 
 def _unnest(table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> sa.TableValuedAlias:
@@ -122,7 +159,8 @@ def contact_rows(conn: Connection, hashes: Iterable[str], *, lock: bool) -> Iter
     one per chunk of `matching`."""
     ordered = sorted(hashes)
     if ordered and _arrays(conn):
-        yield from conn.execute(_contacts_among(lock), {"hashes": _array_literal(ordered)}).mappings()
+        params = _array_params(_C.contact_hash, "hashes", ordered)
+        yield from conn.execute(_contacts_among(lock), params).mappings()
         return
     for _, condition in matching(conn, _C.contact_hash, ordered):
         yield from conn.execute(_contacts_where(condition, lock=lock)).mappings()
@@ -155,7 +193,8 @@ def insert_rows(
     if _arrays(conn):
         statement = _insert_from_arrays(table, tuple(shared), tuple(columns))
         params = {f"shared_{name}": value for name, value in shared.items()}
-        params.update((f"array_{name}", _array_literal(values)) for name, values in columns.items())
+        for name, values in columns.items():
+            params.update(_array_params(table.c[name], f"array_{name}", values))
         conn.execute(statement, params)
         return
     names = [*shared, *columns]
@@ -211,7 +250,7 @@ def update_contacts(
         if batch_id is not None:
             params["guard_batch_id"] = batch_id
         if arrays:
-            params["hashes"] = _array_literal(sorted(hashes))
+            params.update(_array_params(_C.contact_hash, "hashes", sorted(hashes)))
             return conn.execute(statement, params).rowcount
         return sum(
             conn.execute(statement, {**params, "hashes": chunk}).rowcount
