@@ -523,7 +523,8 @@ def test_settle_records_every_contact(engine, ledger, scope):
 
 def test_interleaved_answers_each_reach_their_own_row(engine, ledger, scope):
     """Answers repeating out of order (the same failure for every third contact, launches between them):
-    each row gets its own answer's status, code and text, however the rows are grouped into statements."""
+    each row gets its own answer's status, code and text, and each outcome row its answer and source key,
+    however the rows are grouped into statements."""
     ref = run("interleaved")
     keys = [f"k:{i}" for i in range(12)]
     claim = ledger.claim(scope, ref, items(*keys), ONCE, now=T0)
@@ -544,6 +545,15 @@ def test_interleaved_answers_each_reach_their_own_row(engine, ledger, scope):
             answer.code,
             answer.text,
         ), key
+        [outcome] = ledger.history(key, scope).outcomes
+        assert (
+            outcome["outcome"],
+            outcome["code"],
+            outcome["reason"],
+            outcome["profile_id"],
+            outcome["source_key"],
+            outcome["contact_key"],
+        ) == (answer.outcome.value, answer.code, answer.text, answer.profile_id, f"src-{key}", key), key
 
 
 def test_settle_refuses_keys_outside_the_claim(ledger, scope):

@@ -376,8 +376,19 @@ def insert_outcomes(
     conn: Connection, scope: Scope, run: RunRef, outcome: Outcome, at: datetime, entries: Sequence[Entry]
 ) -> None:
     """Insert ``outcome`` rows of this try, one per entry."""
-    if not entries:
-        return
+    if entries:
+        insert_outcome_rows(conn, scope, run, outcome, at, columns(_ENTRY_COLUMNS, entries))
+
+
+def insert_outcome_rows(
+    conn: Connection,
+    scope: Scope,
+    run: RunRef,
+    outcome: Outcome,
+    at: datetime,
+    rows: Mapping[str, Sequence[Any]],
+) -> None:
+    """Insert ``outcome`` rows of this try given column by column (an `Entry`'s names, equal lengths)."""
     shared = {
         "platform": scope.platform,
         "scenario_id": scope.scenario_id,
@@ -389,9 +400,11 @@ def insert_outcomes(
         "outcome": outcome.value,
         "recorded_at": at,
     }
-    insert_rows(conn, outcomes_table, shared, columns(_ENTRY_COLUMNS, entries))
+    insert_rows(conn, outcomes_table, shared, rows)
     days = tally(conn)
-    days.add(scope.platform, scope.scenario_id, run.dag_id, run.task_id, outcome.value, at, len(entries))
+    days.add(
+        scope.platform, scope.scenario_id, run.dag_id, run.task_id, outcome.value, at, len(rows["source_key"])
+    )
 
 
 # --- the per-day counts (altcraft_outcome_days) -------------------------------------------------------

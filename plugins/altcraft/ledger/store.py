@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -58,6 +59,7 @@ from altcraft.ledger.statements import (
     change_values,
     contact_rows,
     drop_tally,
+    insert_outcome_rows,
     insert_outcomes,
     insert_rows,
     is_transient,
@@ -408,26 +410,40 @@ class Ledger:
         """
         final = rules.final_settlements(claim, settlements)
         at = utc(now)
-        groups: dict[Outcome, list[tuple[str, str, Settlement]]] = {}
+        by_outcome: dict[Outcome, list[str]] = {}
         for key, settlement in final.items():
-            groups.setdefault(settlement.outcome, []).append(
-                (key, claim.contact_hash(scope, key), settlement)
-            )
+            by_outcome.setdefault(settlement.outcome, []).append(key)
 
         @lru_cache(maxsize=256)  # one Change per distinct answer (a batch's launches all share one)
         def change(outcome: Outcome, code: int | None, text: str | None) -> rules.Change:
             return rules.settled(Settlement(outcome, code, text), run, at)
 
+        # each outcome's rows column by column, in claim order (one list per column, not a tuple per row)
+        groups: list[tuple[Outcome, dict[str, rules.Change], dict[str, Sequence[object]]]] = []
+        hash_of, source_keys = claim.hashes.get, claim.source_keys
+        for outcome in SETTLED:
+            keys = by_outcome.get(outcome)
+            if not keys:
+                continue
+            hashes = [hash_of(key) or scope.contact_hash(key) for key in keys]
+            answers = [final[key] for key in keys]
+            codes, texts = [s.code for s in answers], [s.text for s in answers]
+            changes = dict(zip(hashes, map(change, repeat(outcome), codes, texts), strict=True))
+            rows = {
+                "contact_key": keys,
+                "contact_hash": hashes,
+                "source_key": [source_keys[key] for key in keys],
+                "code": codes,
+                "reason": texts,
+                "profile_id": [s.profile_id for s in answers],
+            }
+            groups.append((outcome, changes, rows))
+
         def work(conn: Connection) -> int:
             matched = 0
-            for outcome in SETTLED:
-                group = groups.get(outcome, [])
-                changes = {h: change(s.outcome, s.code, s.text) for _, h, s in group}
+            for outcome, changes, rows in groups:
                 matched += apply_changes(conn, changes, at, batch_id=claim.batch_id)
-                entries: list[Entry] = [
-                    (key, h, claim.source_keys[key], s.code, s.text, s.profile_id) for key, h, s in group
-                ]
-                insert_outcomes(conn, scope, run, outcome, at, entries)
+                insert_outcome_rows(conn, scope, run, outcome, at, rows)
             return matched
 
         matched = self._write(work)
