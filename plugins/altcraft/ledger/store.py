@@ -320,7 +320,10 @@ class Ledger:
 
         def work(conn: Connection) -> Claim:
             ids = self._identities(conn, scope, first, duplicates, aliases, at, write=not dry_run)
-            candidates = {k: ids.hashes[k] for k in ids.first if k not in ids.ambiguous}
+            # without aliases every first key is its own candidate: the hashes as they are
+            candidates = (
+                {k: ids.hashes[k] for k in ids.first if k not in ids.ambiguous} if aliases else ids.hashes
+            )
             states = self._select_contacts(conn, list(candidates.values()), lock=not dry_run)
             earlier = self._earlier_launches(conn, run, states, policy, relaunch=relaunch)
             claim = Claim(
@@ -331,7 +334,10 @@ class Ledger:
                 hashes=ids.hashes,
             )
             dead: dict[str, rules.Change] = {}
-            for key, contact_hash in candidates.items():
+            if not states:  # no contact has a row yet (new contacts): each is sent (rules.NEVER_CLAIMED)
+                claim.to_send = list(candidates)
+                claim.source_keys = {key: ids.first[key] for key in candidates}
+            for key, contact_hash in candidates.items() if states else ():
                 state = states.get(contact_hash)
                 # most contacts of a chunk have no row yet: their verdict without a call per contact
                 verdict = (
