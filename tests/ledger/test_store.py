@@ -523,7 +523,8 @@ def test_settle_records_every_contact(engine, ledger, scope):
 
 def test_interleaved_answers_each_reach_their_own_row(engine, ledger, scope):
     """Answers repeating out of order (the same failure for every third contact, launches between them):
-    each row gets its own answer's status, code and text, however the rows are grouped into statements."""
+    each row gets its own answer's status, code and text, and each outcome row its answer and source key,
+    however the rows are grouped into statements."""
     ref = run("interleaved")
     keys = [f"k:{i}" for i in range(12)]
     claim = ledger.claim(scope, ref, items(*keys), ONCE, now=T0)
@@ -544,6 +545,15 @@ def test_interleaved_answers_each_reach_their_own_row(engine, ledger, scope):
             answer.code,
             answer.text,
         ), key
+        [outcome] = ledger.history(key, scope).outcomes
+        assert (
+            outcome["outcome"],
+            outcome["code"],
+            outcome["reason"],
+            outcome["profile_id"],
+            outcome["source_key"],
+            outcome["contact_key"],
+        ) == (answer.outcome.value, answer.code, answer.text, answer.profile_id, f"src-{key}", key), key
 
 
 def test_settle_refuses_keys_outside_the_claim(ledger, scope):
@@ -816,6 +826,28 @@ def test_a_claim_and_settle_of_new_contacts_compile_no_statement_again(engine, s
     finally:
         sa.event.remove(engine, "after_cursor_execute", check)
     assert missed == []
+
+
+def test_a_claim_and_settle_on_postgresql_render_no_statement_at_execution(engine, scope):
+    """On PostgreSQL every statement of a claim and settle of new contacts is executed as compiled: an
+    expanding ``IN`` list (the settleable statuses were one) is rendered anew on every execution, which
+    cost about 0.15 ms of every settle."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("elsewhere the contact hashes are an expanding IN list")
+    rendered: list[str] = []
+
+    def check(conn, cursor, statement, parameters, context, executemany):
+        if context.compiled is not None and statement != context.compiled.string:
+            rendered.append(statement)
+
+    ledger = Ledger(engine)
+    launch(ledger, scope, run("first"), [f"k:a{i}" for i in range(5)])
+    sa.event.listen(engine, "after_cursor_execute", check)
+    try:
+        launch(ledger, scope, run("second"), [f"k:b{i}" for i in range(5)])
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", check)
+    assert rendered == []
 
 
 def test_a_settle_of_new_contacts_builds_no_update_again(engine, scope):

@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -56,9 +57,9 @@ from altcraft.ledger.statements import (
     apply_changes,
     begin_tally,
     change_values,
-    columns,
     contact_rows,
     drop_tally,
+    insert_outcome_rows,
     insert_outcomes,
     insert_rows,
     is_transient,
@@ -319,7 +320,10 @@ class Ledger:
 
         def work(conn: Connection) -> Claim:
             ids = self._identities(conn, scope, first, duplicates, aliases, at, write=not dry_run)
-            candidates = {k: ids.hashes[k] for k in ids.first if k not in ids.ambiguous}
+            # without aliases every first key is its own candidate: the hashes as they are
+            candidates = (
+                {k: ids.hashes[k] for k in ids.first if k not in ids.ambiguous} if aliases else ids.hashes
+            )
             states = self._select_contacts(conn, list(candidates.values()), lock=not dry_run)
             earlier = self._earlier_launches(conn, run, states, policy, relaunch=relaunch)
             claim = Claim(
@@ -330,7 +334,10 @@ class Ledger:
                 hashes=ids.hashes,
             )
             dead: dict[str, rules.Change] = {}
-            for key, contact_hash in candidates.items():
+            if not states:  # no contact has a row yet (new contacts): each is sent (rules.NEVER_CLAIMED)
+                claim.to_send = list(candidates)
+                claim.source_keys = {key: ids.first[key] for key in candidates}
+            for key, contact_hash in candidates.items() if states else ():
                 state = states.get(contact_hash)
                 # most contacts of a chunk have no row yet: their verdict without a call per contact
                 verdict = (
@@ -409,26 +416,40 @@ class Ledger:
         """
         final = rules.final_settlements(claim, settlements)
         at = utc(now)
-        groups: dict[Outcome, list[tuple[str, str, Settlement]]] = {}
+        by_outcome: dict[Outcome, list[str]] = {}
         for key, settlement in final.items():
-            groups.setdefault(settlement.outcome, []).append(
-                (key, claim.contact_hash(scope, key), settlement)
-            )
+            by_outcome.setdefault(settlement.outcome, []).append(key)
 
         @lru_cache(maxsize=256)  # one Change per distinct answer (a batch's launches all share one)
         def change(outcome: Outcome, code: int | None, text: str | None) -> rules.Change:
             return rules.settled(Settlement(outcome, code, text), run, at)
 
+        # each outcome's rows column by column, in claim order (one list per column, not a tuple per row)
+        groups: list[tuple[Outcome, dict[str, rules.Change], dict[str, Sequence[object]]]] = []
+        hash_of, source_keys = claim.hashes.get, claim.source_keys
+        for outcome in SETTLED:
+            keys = by_outcome.get(outcome)
+            if not keys:
+                continue
+            hashes = [hash_of(key) or scope.contact_hash(key) for key in keys]
+            answers = [final[key] for key in keys]
+            codes, texts = [s.code for s in answers], [s.text for s in answers]
+            changes = dict(zip(hashes, map(change, repeat(outcome), codes, texts), strict=True))
+            rows = {
+                "contact_key": keys,
+                "contact_hash": hashes,
+                "source_key": [source_keys[key] for key in keys],
+                "code": codes,
+                "reason": texts,
+                "profile_id": [s.profile_id for s in answers],
+            }
+            groups.append((outcome, changes, rows))
+
         def work(conn: Connection) -> int:
             matched = 0
-            for outcome in SETTLED:
-                group = groups.get(outcome, [])
-                changes = {h: change(s.outcome, s.code, s.text) for _, h, s in group}
+            for outcome, changes, rows in groups:
                 matched += apply_changes(conn, changes, at, batch_id=claim.batch_id)
-                entries: list[Entry] = [
-                    (key, h, claim.source_keys[key], s.code, s.text, s.profile_id) for key, h, s in group
-                ]
-                insert_outcomes(conn, scope, run, outcome, at, entries)
+                insert_outcome_rows(conn, scope, run, outcome, at, rows)
             return matched
 
         matched = self._write(work)
@@ -706,8 +727,11 @@ class Ledger:
             "claimed_at": at,
             "updated_at": at,
         }
-        to_send = [(key, ids.hashes[key], ids.first[key]) for key in claim.to_send]
-        new = sorted((h, key, source) for key, h, source in to_send if h not in existing_rows)
+        hashes, sources = ids.hashes, ids.first
+        # new rows in hash order: the keys sorted by their hash (sorting (hash, key, source) tuples cost 0.41
+        # us a contact, this 0.16)
+        new = [key for key in claim.to_send if hashes[key] not in existing_rows]
+        new.sort(key=hashes.__getitem__)
         if new:
             shared = {
                 **claim_values,
@@ -715,14 +739,18 @@ class Ledger:
                 "scenario_id": scope.scenario_id,
                 "launch_count": 0,
             }
-            names = ("contact_hash", "contact_key", "source_key")
-            insert_rows(conn, contacts_table, shared, columns(names, new))
-        existing = {h: source for _, h, source in to_send if h in existing_rows}
+            rows = {
+                "contact_hash": [hashes[key] for key in new],
+                "contact_key": new,
+                "source_key": [sources[key] for key in new],
+            }
+            insert_rows(conn, contacts_table, shared, rows)
+        known = [key for key in claim.to_send if hashes[key] in existing_rows]
         common = {**claim_values, "error_code": None, "error_text": None}
-        per_row: dict[str, Mapping[str, object]] = {"source_key": existing}
+        per_row: dict[str, Mapping[str, object]] = {"source_key": {hashes[k]: sources[k] for k in known}}
         if rekey:  # a combined-mode contact keeps the key it was last claimed under (see claim_of)
-            per_row["contact_key"] = {h: key for key, h, _ in to_send if h in existing_rows}
-        update_contacts(conn, common, per_row, list(existing))
+            per_row["contact_key"] = {hashes[key]: key for key in known}
+        update_contacts(conn, common, per_row, [hashes[key] for key in known])
         entries: list[Entry] = [
             (key, ids.hashes[key], ids.first[key], None, reason, None)
             for key, reason in claim.skipped.items()
