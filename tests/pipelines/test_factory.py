@@ -282,6 +282,29 @@ def test_two_specs_with_one_id_load_the_first_and_report_the_second(tmp_path):
     ]
 
 
+def test_two_specs_matching_one_scenario_on_different_custom_fields_load_the_first_only(tmp_path):
+    def custom(dag_id: str, field_name: str, **changes: object) -> str:
+        mapping = {"matching": "custom", "field_name": field_name, "key": {"field_value": "id"}}
+        return json.dumps({**MINIMAL, "id": dag_id, "mapping": mapping, **changes}, indent=1)  # JSON is YAML
+
+    (tmp_path / "a.yaml").write_text(custom("crm", "CRM_ID"))
+    (tmp_path / "b.yaml").write_text(custom("same_field", "CRM_ID"))  # one field: one contact, rightly
+    (tmp_path / "c.yaml").write_text(custom("loyalty", "LOYALTY_ID"))
+    (tmp_path / "d.yaml").write_text(custom("other_scenario", "LOYALTY_ID", scenario={"id": 13}))
+    (tmp_path / "e.yaml").write_text(custom("other_ledger", "LOYALTY_ID", ledger_conn_id="other_db"))
+
+    loaded = load_pipelines(tmp_path)
+
+    assert list(loaded.dags) == ["crm", "same_field", "other_scenario", "other_ledger"]
+    [error] = loaded.errors
+    line = (tmp_path / "c.yaml").read_text().splitlines().index('  "field_name": "LOYALTY_ID",') + 1
+    assert (error.path.name, error.line) == ("c.yaml", line)
+    assert error.message.startswith(
+        f"  line {line}, mapping.field_name: 'LOYALTY_ID', but a.yaml launches scenario 12 matching custom "
+        "on 'CRM_ID'"
+    )
+
+
 def test_a_spec_that_validates_but_cannot_be_built_is_reported_alone(tmp_path, monkeypatch):
     shutil.copy(EXAMPLES[0], tmp_path / "good.yaml")
     (tmp_path / "late.yaml").write_text(json.dumps({**MINIMAL, "id": "too_late"}))  # JSON is YAML

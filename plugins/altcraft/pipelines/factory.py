@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -552,6 +552,7 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
     """
     result = Pipelines()
     owners: dict[str, Path] = {}
+    matched_fields: dict[tuple[Any, ...], tuple[str, Path]] = {}  # see `_custom_field_clash`
     folder = Path(folder)
     names = sorted(os.listdir(folder)) if folder.is_dir() else []
     for path in (folder / name for name in names if name.endswith(SPEC_SUFFIXES) and name[0] != "."):
@@ -564,6 +565,10 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
             message = f"  line {line}, id: {spec.id!r} is already the id of {owners[spec.id].name}"
             result.errors.append(SpecError(path, message, line))
             continue
+        clash = _custom_field_clash(spec, path, matched_fields)
+        if clash is not None:
+            result.errors.append(clash)
+            continue
         try:
             dag = build_dag(spec, spec_path=path)
             dag.validate()
@@ -572,4 +577,37 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
             continue
         result.dags[spec.id] = dag
         owners[spec.id] = path
+        if spec.mapping.matching.needs_field_name:
+            matched_fields.setdefault(_custom_scope(spec), (spec.mapping.field_name or "", path))
     return result
+
+
+def _custom_scope(spec: PipelineSpec) -> tuple[Any, ...]:
+    """The ledger rows a custom-matching spec's contacts share: its ledger, Altcraft connection, scenario."""
+    return (spec.ledger_conn_id, spec.altcraft_conn_id, spec.scenario.id, spec.mapping.matching)
+
+
+def _custom_field_clash(
+    spec: PipelineSpec, path: Path, matched_fields: Mapping[tuple[Any, ...], tuple[str, Path]]
+) -> SpecError | None:
+    """The error of a spec matching on another custom field than an earlier spec of the same scenario.
+
+    The ledger knows a custom-matched contact by the field's value alone (``custom:<value>``), so two
+    pipelines launching one scenario on different fields would take a value of one for the other's
+    contact, and skip the second as already launched.
+    """
+    if not spec.mapping.matching.needs_field_name:
+        return None
+    field_name, owner = matched_fields.get(_custom_scope(spec), (None, None))
+    if owner is None or field_name == spec.mapping.field_name:
+        return None
+    line = field_line(path, ("mapping", "field_name"))
+    return SpecError(
+        path,
+        f"  line {line}, mapping.field_name: {spec.mapping.field_name!r}, but {owner.name} launches scenario "
+        f"{spec.scenario.id} matching {spec.mapping.matching.value} on {field_name!r}; the ledger knows such "
+        "contacts by the value "
+        "alone, so one pipeline's value would stand for the other's contact. Match on one field, or "
+        "launch separate scenarios",
+        line,
+    )
