@@ -243,8 +243,11 @@ def test_a_value_that_makes_a_check_raise_is_that_records_rejection_naming_its_f
     result = rejection(m.map(bad))
     assert (result.source_key, result.field, result.reason) == ("2", field, "cannot be read (ValueError)")
     assert profile(m.map(good)).data == {"f": "anna", "g": "+79001234567"}  # the others still map
-    assert f"{field} raised ValueError" in caplog.text and "in strip" in caplog.text  # where: a bug report
+    assert f"record 2: {field} raised ValueError" in caplog.text and "in strip" in caplog.text  # where
     assert "anna.petrova" not in caplog.text  # never the message: it may hold the value
+    caplog.clear()
+    assert rejection(m.map({**bad, "id": 3})).field == field
+    assert caplog.text == ""  # once per field and error: not a traceback per row of a bad source
 
 
 def test_a_source_key_that_makes_its_check_raise_is_that_records_rejection(caplog):
@@ -254,7 +257,7 @@ def test_a_source_key_that_makes_its_check_raise_is_that_records_rejection(caplo
         "id",
         "cannot be read (ValueError)",
     )
-    assert "source key raised ValueError" in caplog.text and "anna.petrova" not in caplog.text
+    assert "source key id raised ValueError" in caplog.text and "anna.petrova" not in caplog.text
 
 
 @pytest.mark.parametrize(

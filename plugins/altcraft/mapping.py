@@ -634,6 +634,7 @@ class Mapper:
         "_key_names",
         "_keys",
         "_layout",
+        "_logged",
         "_max_bytes",
         "_mode",
         "_source_key_column",
@@ -674,6 +675,7 @@ class Mapper:
             for index, spec in enumerate(mapping.subscriptions)
         ]
         self._max_bytes = mapping.max_profile_bytes
+        self._logged: set[tuple[str, type[BaseException]]] = set()  # see `_log_unforeseen`
 
     def _field(self, target: str, spec: FieldSpec) -> _Field:
         coerce = _coercer(self.mapping, target, spec.type)
@@ -741,14 +743,21 @@ class Mapper:
             except Exception:
                 field = name
                 break
+        self._log_unforeseen(f"record {scrub(source_key)}: {field}", field, error)
+        return Rejection(source_key, field, f"cannot be read ({type(error).__name__})")
+
+    def _log_unforeseen(self, what: str, field: str, error: BaseException) -> None:
+        """Log where ``error`` was raised, once per field and kind of error: a source whose every row holds
+        such a value would otherwise write a traceback per row (each rejection is recorded anyway)."""
+        if (field, type(error)) in self._logged:
+            return
+        self._logged.add((field, type(error)))
         log.warning(
-            "Record %s rejected: %s raised %s in\n%s",
-            scrub(source_key),
-            field,
+            "Rejected %s raised %s (logged once per field and error; later ones are only recorded) in\n%s",
+            what,
             type(error).__name__,
             _where(error),
         )
-        return Rejection(source_key, field, f"cannot be read ({type(error).__name__})")
 
     def _source_key(self, record: Mapping[str, Any]) -> str | Rejection:
         column = self._source_key_column
@@ -757,8 +766,8 @@ class Mapper:
             text = None if raw is None else key_text(raw, field=column)
         except ValidationError as error:
             return Rejection(INVALID_KEY, column, error.reason)
-        except _UNFORESEEN as error:  # logged as in `_unforeseen`; no source key to name the record by
-            log.warning("A record's source key raised %s in\n%s", type(error).__name__, _where(error))
+        except _UNFORESEEN as error:
+            self._log_unforeseen(f"a record's source key {column}", column, error)
             return Rejection(INVALID_KEY, column, f"cannot be read ({type(error).__name__})")
         return text or Rejection(MISSING_KEY, column, "source key value is missing")
 
