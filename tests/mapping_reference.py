@@ -4,7 +4,8 @@ Copied as it was at commit 2692d46, unchanged but for names: the coercers, steps
 `altcraft.mapping`; `key_text`, `normalize_email`, `normalize_phone`, the phone text check (``_phone``,
 here `_phone_number`, without its cache) and `_e164_parts` of `altcraft.validation`; `batch_item` of
 `altcraft.api.layouts`; profiles made by their constructor, not by ``makers.maker``. What those fast paths
-left alone is the live code: the spec, `Profile`, `Rejection`, `check_text`, `as_text`, the email check
+left alone is the live code (imported from it: the coercers of bool and date, lists, steps of a source column
+or template, `_Key`, `_identity`): the spec, `Profile`, `Rejection`, `check_text`, `as_text`, the email check
 (``validation._email``) and phone validity (``_impossible``, ``_is_valid_number``), both compared with
 email-validator and phonenumbers by tests/test_validation_fast_path.py.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from functools import cache
@@ -36,8 +36,16 @@ from altcraft.mapping import (
     ProfileMapping,
     Rejection,
     SubscriptionSpec,
+    _bool,
+    _date,
+    _from_epoch,
+    _identity,
+    _is_number,
+    _Key,
+    _listed,
+    _source_step,
+    _template_step,
     encode_json,
-    template_columns,
 )
 from altcraft.masking import scrub
 from altcraft.records import ERROR_FIELD
@@ -54,7 +62,6 @@ from altcraft.validation import (
     _phone_reasons,
     as_text,
     check_text,
-    email_identity,
     int_text,
     is_finite,
     kind_of,
@@ -135,59 +142,6 @@ def _float(field: str) -> Coercer:
     return coerce
 
 
-def _bool(field: str) -> Coercer:
-    def coerce(raw: Any) -> bool | None:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str):
-            text = raw.strip().lower()
-            if not text:
-                return None
-            if text in _BOOL_TEXT:
-                return _BOOL_TEXT[text]
-        elif isinstance(raw, int) and raw in (0, 1):
-            return bool(raw)
-        raise ValidationError(field, "is not a boolean (true/false, yes/no, 1/0)")
-
-    return coerce
-
-
-def _from_epoch(raw: Any, zone: tzinfo, field: str) -> datetime:
-    if not is_finite(raw):
-        raise ValidationError(field, "is not a finite number")
-    try:
-        return datetime.fromtimestamp(float(raw), zone)
-    except (OverflowError, OSError, ValueError):
-        raise ValidationError(field, "epoch seconds out of range") from None
-
-
-def _is_number(raw: Any) -> bool:
-    return isinstance(raw, _NUMBERS) and not isinstance(raw, bool)
-
-
-def _date(field: str, zone: tzinfo) -> Coercer:
-    def coerce(raw: Any) -> str | None:
-        if isinstance(raw, datetime):
-            return raw.date().isoformat()
-        if isinstance(raw, date):
-            return raw.isoformat()
-        if isinstance(raw, str):
-            text = raw.strip()
-            if not text:
-                return None
-            try:
-                return (
-                    date.fromisoformat(text) if len(text) <= 10 else datetime.fromisoformat(text).date()
-                ).isoformat()
-            except ValueError:
-                raise ValidationError(field, "is not an ISO 8601 date (YYYY-MM-DD)") from None
-        if _is_number(raw):
-            return _from_epoch(raw, zone, field).date().isoformat()
-        raise ValidationError(field, f"expected a date, got {kind_of(raw)}")
-
-    return coerce
-
-
 def _datetime(field: str, zone: tzinfo) -> Coercer:
     # UTC (the default zone) has no gap or fold: a naive value is placed there as is, without the round
     # trip through UTC that settles them elsewhere (1 us per value)
@@ -243,24 +197,6 @@ def _phone(field: str, region: str | None) -> Coercer:
     return coerce
 
 
-def _listed(item: Coercer, *, split: bool) -> Coercer:
-    """A list of distinct non-empty items from a list/tuple (or comma-separated text when `split`)."""
-
-    def coerce(raw: Any) -> list[Any] | None:
-        if isinstance(raw, _SEQUENCES):
-            items = raw
-        elif split and isinstance(raw, str):
-            items = raw.split(",")
-        else:  # one value
-            value = item(raw)
-            return None if value is None else [value]
-        distinct = dict.fromkeys([item(value) for value in items if value is not None])
-        distinct.pop(None, None)  # items empty once coerced (blank text)
-        return list(distinct) or None
-
-    return coerce
-
-
 def _coercer(mapping: ProfileMapping, target: str, field_type: FieldType) -> Coercer:
     zone = ZoneInfo(mapping.timezone)
     match field_type:
@@ -305,32 +241,6 @@ Step = Callable[[Mapping[str, Any]], Any]
 """Produces one target's value from a record; None means empty."""
 
 
-def _source_step(column: str, coerce: Coercer) -> Step:
-    def step(record: Mapping[str, Any]) -> Any:
-        raw = record.get(column)
-        return None if raw is None or (isinstance(raw, _SEQUENCES) and not raw) else coerce(raw)
-
-    return step
-
-
-def _template_step(target: str, template: str, coerce: Coercer) -> Step:
-    parts = template_columns(template)
-
-    def step(record: Mapping[str, Any]) -> Any:
-        pieces = []
-        for literal, column in parts:
-            pieces.append(literal)
-            if column is not None:
-                raw = record.get(column)
-                text = None if raw is None else as_text(raw, field=target).strip()
-                if not text:
-                    return None
-                pieces.append(text)
-        return coerce("".join(pieces))
-
-    return step
-
-
 def _subscription_step(index: int, spec: SubscriptionSpec, region: str | None) -> Step:
     field = f"subscriptions[{index}]"
     address, coerce = (
@@ -347,14 +257,6 @@ def _subscription_step(index: int, spec: SubscriptionSpec, region: str | None) -
         )
 
     return subscription
-
-
-@dataclass(slots=True, frozen=True)
-class _Key:
-    name: str  # request key: email, phone, profile_id, field_value, provider, subscription_id
-    label: str  # name used in rejections and, for custom matching, in data
-    column: str
-    coerce: Coercer
 
 
 class Mapper:
@@ -476,13 +378,6 @@ class Mapper:
         parts = [_identity(name, match.get(name)) for name in self._key_names]  # a list joins faster
         ledger_key = f"{self._mode}:{'|'.join(parts)}"
         return match, ledger_key.lower() if "email" in match else ledger_key
-
-
-def _identity(name: str, value: Any) -> str:
-    """A key value as the ledger knows it (an IDN email in one form, whichever form was sent)."""
-    if value is None:
-        return ""
-    return email_identity(value) if name == "email" else str(value)
 
 
 # ------------------------------------------------------------------------------------------- validation
