@@ -6,7 +6,7 @@ import gc
 import threading
 import weakref
 
-from altcraft.heap import frozen_heap
+from altcraft.heap import YOUNG_THRESHOLD, frozen_heap
 
 
 def test_objects_made_before_the_block_are_frozen_inside_it_and_released_after():
@@ -51,3 +51,42 @@ def test_threads_share_one_freeze_until_the_last_leaves():
     leave.set()
     thread.join(10)
     assert gc.get_freeze_count() == 0
+
+
+def test_the_young_threshold_is_raised_inside_the_block_and_restored_after():
+    before = gc.get_threshold()
+    gc.set_threshold(700, 11, 12)
+    try:
+        with frozen_heap():
+            assert gc.get_threshold() == (YOUNG_THRESHOLD, 11, 12)
+            with frozen_heap():
+                assert gc.get_threshold() == (YOUNG_THRESHOLD, 11, 12)
+            assert gc.get_threshold() == (YOUNG_THRESHOLD, 11, 12)
+        assert gc.get_threshold() == (700, 11, 12)
+        gc.set_threshold(0, 11, 12)  # automatic collection off stays off
+        with frozen_heap():
+            assert gc.get_threshold() == (0, 11, 12)
+        gc.set_threshold(50_000, 10, 10)  # a higher threshold is kept
+        with frozen_heap():
+            assert gc.get_threshold() == (50_000, 10, 10)
+        assert gc.get_threshold() == (50_000, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_cyclic_garbage_made_inside_the_block_is_collected_without_asking():
+    class Node:
+        pass
+
+    assert gc.isenabled()
+    with frozen_heap():
+        first = Node()
+        first.me = first
+        gone = weakref.ref(first)
+        del first
+        for _ in range(5 * YOUNG_THRESHOLD):  # cycles pile up until the collector passes on its own
+            node = Node()
+            node.me = node
+            if gone() is None:
+                break
+        assert gone() is None
