@@ -1,4 +1,5 @@
-"""The async hook (the triggerer's) and the connection test honour the verify, cert and proxies extras."""
+"""The hooks (the async one is the triggerer's) and the connection test honour the verify, cert and proxies
+extras, and the environment's proxy and CA bundle variables."""
 
 from __future__ import annotations
 
@@ -138,3 +139,53 @@ def test_the_connection_test_goes_through_the_proxy(monkeypatch, emulator):
     ok, message = AltcraftHook("altcraft_extras").test_connection()
 
     assert ok, message
+
+
+def sync_task_status(monkeypatch, host: str, **extra) -> AltcraftError:
+    """`unknown_task_status` through the sync hook (its session settles the environment once)."""
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    conn = {
+        "conn_type": "altcraft",
+        "host": host,
+        "password": DEFAULT_TOKEN,
+        "extra": {"max_retries": 0, **extra},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_SYNC", json.dumps(conn))
+    hook = AltcraftHook("altcraft_sync")
+    errors = []
+    for _ in range(2):  # the second request on the settled session, not only the first
+        with pytest.raises(AltcraftError) as error:
+            hook.get_task_status("task_nope")
+        errors.append(error.value)
+    assert [type(e) for e in errors] == [type(errors[0])] * 2
+    return errors[-1]
+
+
+def test_the_sync_hook_uses_the_environments_proxy_and_no_proxy(monkeypatch, emulator):
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", emulator.url)
+    assert answered_404(sync_task_status(monkeypatch, "http://altcraft.invalid"))
+
+    monkeypatch.setenv("NO_PROXY", "altcraft.invalid")  # not through the proxy: the name resolves nowhere
+    assert isinstance(sync_task_status(monkeypatch, "http://altcraft.invalid"), AltcraftTransportError)
+
+
+def test_the_sync_hook_trusts_the_environments_ca_bundle(monkeypatch, https_emulator, certificate):
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    assert isinstance(sync_task_status(monkeypatch, https_emulator), AltcraftTransportError)
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate[0]))
+    assert answered_404(sync_task_status(monkeypatch, https_emulator))
+
+
+def test_netrc_credentials_for_the_platform_do_not_replace_the_token(monkeypatch, emulator, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+
+    # the token only in the header: requests put Basic credentials from .netrc there instead (401)
+    assert answered_404(sync_task_status(monkeypatch, emulator.url, token_in_body=False))
