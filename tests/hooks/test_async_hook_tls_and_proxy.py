@@ -189,3 +189,12 @@ def test_netrc_credentials_for_the_platform_do_not_replace_the_token(monkeypatch
 
     # the token only in the header: requests put Basic credentials from .netrc there instead (401)
     assert answered_404(sync_task_status(monkeypatch, emulator.url, token_in_body=False))
+
+
+def test_netrc_credentials_for_the_platform_do_not_break_the_async_hook(monkeypatch, emulator, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+
+    assert answered_404(unknown_task_status(monkeypatch, emulator.url, token_in_body=False))

@@ -7,13 +7,16 @@ only the call triggers make (``tasks/status``); :meth:`AltcraftAsyncHook.call` p
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret
+from yarl import URL
 
 from altcraft import __version__
 from altcraft.answer_size import AnswerTooLarge, aread_capped
@@ -50,7 +53,8 @@ class AltcraftAsyncHook(BaseHook):
         self._token = ""
         self._session: aiohttp.ClientSession | None = None
         self._tls: ssl.SSLContext | bool = True
-        self._proxy: str | None = None
+        self._proxy: str | URL | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
 
     async def __aenter__(self) -> AltcraftAsyncHook:
         return self
@@ -74,10 +78,12 @@ class AltcraftAsyncHook(BaseHook):
             await amask_secret(self._token)
             self._tls = tls_context(self.settings.verify, self.settings.cert)
             self._proxy = (self.settings.proxies or {}).get(self.base_url.split(":", 1)[0])
+            if self._proxy is None:  # reads files (~/.netrc for the proxy's credentials): not on the loop
+                loop = asyncio.get_running_loop()
+                self._proxy, self._proxy_auth = await loop.run_in_executor(None, env_proxy, self.base_url)
             self._session = aiohttp.ClientSession(
                 headers=request_headers(self._token, __version__),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as requests reads them for the sync hook
             )
         return self._session
 
@@ -101,7 +107,12 @@ class AltcraftAsyncHook(BaseHook):
         async def attempt() -> dict[str, Any]:
             try:
                 async with session.post(
-                    url, data=payload, ssl=self._tls, proxy=self._proxy, allow_redirects=False
+                    url,
+                    data=payload,
+                    ssl=self._tls,
+                    proxy=self._proxy,
+                    proxy_auth=self._proxy_auth,
+                    allow_redirects=False,
                 ) as response:
                     content = await aread_capped(response, self.settings.max_answer_bytes)
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -141,3 +152,14 @@ def _observed(exc: BaseException) -> Observed:
         timed_out=isinstance(exc, TimeoutError),
         kind=type(exc).__name__,
     )
+
+
+def env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment gives ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as aiohttp's
+    ``trust_env`` finds it, and its credentials. Not ``trust_env`` itself: it also looks up ``~/.netrc``
+    for the platform, and credentials found there make every request fail ("Cannot combine AUTHORIZATION
+    header with AUTH argument")."""
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except (LookupError, ValueError):  # no proxy; or a URL aiohttp will refuse to build, saying so
+        return None, None
