@@ -34,6 +34,7 @@ from altcraft.api.matching import LAUNCH_ENDPOINTS, MatchingMode, undocumented_m
 from altcraft.api.models import DatabaseField, Page, Scenario, TaskState, TaskStatus
 from altcraft.api.protocol import api_path, encode_body, request_headers
 from altcraft.deadline import Deadline, watch_sockets
+from altcraft.http_environment import pin_environment
 from altcraft.masking import scrub
 
 RECORDING_FORMAT = "altcraft-exchanges/1"
@@ -82,8 +83,9 @@ class Exchanger:
 
     def __post_init__(self) -> None:
         self._session = watch_sockets(requests.Session())
-        self._session.cert = self.cert
+        self._session.verify, self._session.cert = self.verify, self.cert
         self._session.proxies = self.proxies or {}
+        pin_environment(self._session, self.base_url)
 
     def post(self, endpoint: str, body: dict[str, Any], *, auth: str = "header") -> Answer:
         headers = request_headers(self.token, __version__)
@@ -98,7 +100,6 @@ class Exchanger:
                     data=payload,
                     headers=headers,
                     timeout=self.timeout,
-                    verify=self.verify,
                     allow_redirects=False,
                     stream=True,
                 )

@@ -198,3 +198,25 @@ def test_netrc_credentials_for_the_platform_do_not_break_the_async_hook(monkeypa
     monkeypatch.setenv("NETRC", str(netrc))
 
     assert answered_404(unknown_task_status(monkeypatch, emulator.url, token_in_body=False))
+
+
+def test_verify_false_in_the_connection_wins_over_the_environments_ca_bundle(monkeypatch, https_emulator):
+    import certifi  # a bundle that does not hold the emulator's self-signed certificate
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    assert answered_404(sync_task_status(monkeypatch, https_emulator, verify=False))
+
+
+def test_the_connection_test_ignores_netrc_credentials_for_the_platform(monkeypatch, emulator, tmp_path):
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    conn = {"conn_type": "altcraft", "host": emulator.url, "password": DEFAULT_TOKEN}
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_NETRC", json.dumps(conn))
+
+    ok, message = AltcraftHook("altcraft_netrc").test_connection()
+
+    assert ok, message

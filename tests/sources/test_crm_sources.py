@@ -247,6 +247,15 @@ def test_hubspot_search_reads_a_window_by_createdate_pages(hubspot):
     )
 
 
+def test_netrc_credentials_for_the_crm_do_not_replace_its_token(hubspot, monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # requests put Basic credentials in place of the Bearer token
+
+    assert ids(hs_source(), hours(1, 11)) == list(range(1, 11))
+
+
 def test_hubspot_window_longer_than_10000_results_moves_the_lower_bound(hubspot):
     hubspot.contacts = people(10_250, every=timedelta(minutes=1))
     window = Window(EPOCH, EPOCH + timedelta(days=30))

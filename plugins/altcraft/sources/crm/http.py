@@ -22,6 +22,7 @@ import requests
 from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.protocol import parse_retry_after
 from altcraft.deadline import Deadline, watch_sockets
+from altcraft.http_environment import pin_environment
 from altcraft.sources.base import SourceError
 from altcraft.sources.crm.base import Limits
 
@@ -60,6 +61,7 @@ class CrmHttp:
 
     def __post_init__(self) -> None:
         self._session = watch_sockets(requests.Session())
+        pin_environment(self._session, self.base_url)
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._renewing = False
