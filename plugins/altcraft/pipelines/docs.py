@@ -61,7 +61,10 @@ NOTES: dict[tuple[str, str], str] = {
     ("FileSpec", "pattern"): "file names to read in a directory (`**/` recurses); default `*.<format>`",
     ("FileSpec", "timezone"): "zone of naive timestamps",
     ("FileSpec", "conn_id"): "connection with the object store's credentials",
-    ("RestSpec", "http_conn_id"): "HTTP connection: base URL, credentials, default headers",
+    ("RestSpec", "http_conn_id"): (
+        "HTTP connection: base URL, credentials, default headers; its extra `\"trust_env\": false` stops "
+        "requests taking `~/.netrc` credentials in place of an `Authorization` header"
+    ),
     ("RestSpec", "endpoint"): "path relative to the connection's base URL",
     ("RestSpec", "key_column"): "record field identifying a contact",
     ("RestSpec", "method"): "GET sends params as the query string, POST as a JSON body",
