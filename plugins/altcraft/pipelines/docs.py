@@ -62,7 +62,7 @@ NOTES: dict[tuple[str, str], str] = {
     ("FileSpec", "timezone"): "zone of naive timestamps",
     ("FileSpec", "conn_id"): "connection with the object store's credentials",
     ("RestSpec", "http_conn_id"): (
-        "HTTP connection: base URL, credentials, default headers; its extra `\"trust_env\": false` stops "
+        'HTTP connection: base URL, credentials, default headers; its extra `"trust_env": false` stops '
         "requests taking `~/.netrc` credentials in place of an `Authorization` header"
     ),
     ("RestSpec", "endpoint"): "path relative to the connection's base URL",
