@@ -47,3 +47,14 @@ def emulator(altcraft_emulator: EmulatorClient) -> EmulatorClient:
     """The shipped ``altcraft_emulator`` (reset, the default connection pointing at it) under a short name;
     a directory sets the connection's extras by overriding ``altcraft_connection_extra``."""
     return altcraft_emulator
+
+
+@pytest.fixture
+def netrc_for_localhost(monkeypatch, tmp_path) -> Path:
+    """A ``.netrc`` (``$NETRC``) holding credentials for 127.0.0.1, where the emulator and the fake CRMs
+    listen: requests and aiohttp, trusting the environment, would send them in place of our token."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    return netrc

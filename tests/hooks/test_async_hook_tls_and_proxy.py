@@ -75,15 +75,16 @@ def https_emulator(certificate) -> str:
     thread.join(10)
 
 
+def connect(monkeypatch, conn_id: str, host: str, **extra) -> str:
+    """Connection ``conn_id`` to ``host`` with the emulator's token and these extras; its id."""
+    conn = {"conn_type": "altcraft", "host": host, "password": DEFAULT_TOKEN, "extra": extra}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    return conn_id
+
+
 def unknown_task_status(monkeypatch, host: str, **extra) -> AltcraftError:
     """Ask for a task Altcraft does not know through a connection with these extras: the error raised."""
-    conn = {
-        "conn_type": "altcraft",
-        "host": host,
-        "password": DEFAULT_TOKEN,
-        "extra": {"max_retries": 0, **extra},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_EXTRAS", json.dumps(conn))
+    connect(monkeypatch, "altcraft_extras", host, max_retries=0, **extra)
 
     async def ask() -> None:
         async with AltcraftAsyncHook("altcraft_extras") as hook:
@@ -128,15 +129,11 @@ def test_the_environments_proxy_is_used_as_by_the_sync_hook(monkeypatch, emulato
 def test_the_connection_test_goes_through_the_proxy(monkeypatch, emulator):
     from altcraft.hooks.altcraft import AltcraftHook
 
-    conn = {
-        "conn_type": "altcraft",
-        "host": "http://altcraft.invalid",
-        "password": DEFAULT_TOKEN,
-        "extra": {"proxies": {"http": emulator.url}},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_EXTRAS", json.dumps(conn))
+    conn_id = connect(
+        monkeypatch, "altcraft_extras", "http://altcraft.invalid", proxies={"http": emulator.url}
+    )
 
-    ok, message = AltcraftHook("altcraft_extras").test_connection()
+    ok, message = AltcraftHook(conn_id).test_connection()
 
     assert ok, message
 
@@ -145,14 +142,7 @@ def sync_task_status(monkeypatch, host: str, **extra) -> AltcraftError:
     """`unknown_task_status` through the sync hook (its session settles the environment once)."""
     from altcraft.hooks.altcraft import AltcraftHook
 
-    conn = {
-        "conn_type": "altcraft",
-        "host": host,
-        "password": DEFAULT_TOKEN,
-        "extra": {"max_retries": 0, **extra},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_SYNC", json.dumps(conn))
-    hook = AltcraftHook("altcraft_sync")
+    hook = AltcraftHook(connect(monkeypatch, "altcraft_sync", host, max_retries=0, **extra))
     errors = []
     for _ in range(2):  # the second request on the settled session, not only the first
         with pytest.raises(AltcraftError) as error:
@@ -181,22 +171,16 @@ def test_the_sync_hook_trusts_the_environments_ca_bundle(monkeypatch, https_emul
     assert answered_404(sync_task_status(monkeypatch, https_emulator))
 
 
-def test_netrc_credentials_for_the_platform_do_not_replace_the_token(monkeypatch, emulator, tmp_path):
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
-    netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))
-
+def test_netrc_credentials_for_the_platform_do_not_replace_the_token(
+    monkeypatch, emulator, netrc_for_localhost
+):
     # the token only in the header: requests put Basic credentials from .netrc there instead (401)
     assert answered_404(sync_task_status(monkeypatch, emulator.url, token_in_body=False))
 
 
-def test_netrc_credentials_for_the_platform_do_not_break_the_async_hook(monkeypatch, emulator, tmp_path):
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
-    netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))
-
+def test_netrc_credentials_for_the_platform_do_not_break_the_async_hook(
+    monkeypatch, emulator, netrc_for_localhost
+):
     assert answered_404(unknown_task_status(monkeypatch, emulator.url, token_in_body=False))
 
 
@@ -207,16 +191,11 @@ def test_verify_false_in_the_connection_wins_over_the_environments_ca_bundle(mon
     assert answered_404(sync_task_status(monkeypatch, https_emulator, verify=False))
 
 
-def test_the_connection_test_ignores_netrc_credentials_for_the_platform(monkeypatch, emulator, tmp_path):
+def test_the_connection_test_ignores_netrc_credentials_for_the_platform(
+    monkeypatch, emulator, netrc_for_localhost
+):
     from altcraft.hooks.altcraft import AltcraftHook
 
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
-    netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))
-    conn = {"conn_type": "altcraft", "host": emulator.url, "password": DEFAULT_TOKEN}
-    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_NETRC", json.dumps(conn))
-
-    ok, message = AltcraftHook("altcraft_netrc").test_connection()
+    ok, message = AltcraftHook(connect(monkeypatch, "altcraft_netrc", emulator.url)).test_connection()
 
     assert ok, message

@@ -247,12 +247,8 @@ def test_hubspot_search_reads_a_window_by_createdate_pages(hubspot):
     )
 
 
-def test_netrc_credentials_for_the_crm_do_not_replace_its_token(hubspot, monkeypatch, tmp_path):
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n", encoding="utf-8")
-    netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))  # requests put Basic credentials in place of the Bearer token
-
+def test_netrc_credentials_for_the_crm_do_not_replace_its_token(hubspot, netrc_for_localhost):
+    # requests put Basic credentials in place of the Bearer token
     assert ids(hs_source(), hours(1, 11)) == list(range(1, 11))
 
 
