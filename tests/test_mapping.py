@@ -260,6 +260,15 @@ def test_a_source_key_that_makes_its_check_raise_is_that_records_rejection(caplo
     assert "source key id raised ValueError" in caplog.text and "anna.petrova" not in caplog.text
 
 
+def test_a_field_named_like_the_source_key_column_has_its_own_log_line(caplog):
+    m = mapper(fields={"id": {"source": "v", "type": "string"}})
+    assert rejection(m.map({"id": _Unreadable("x"), "pid": "p1", "v": "anna"})).field == "id"
+    assert rejection(m.map({"id": 2, "pid": "p1", "v": _Unreadable("anna")})).field == "id"
+
+    assert "source key id raised ValueError" in caplog.text
+    assert "record 2: id raised ValueError" in caplog.text  # not taken for the source key's, logged before
+
+
 @pytest.mark.parametrize(
     "field_type", ["string", "int", "float", "bool", "date", "datetime", "email", "phone", "tags"]
 )

@@ -675,7 +675,7 @@ class Mapper:
             for index, spec in enumerate(mapping.subscriptions)
         ]
         self._max_bytes = mapping.max_profile_bytes
-        self._logged: set[tuple[str, type[BaseException]]] = set()  # see `_log_unforeseen`
+        self._logged: set[tuple[str, str, type[BaseException]]] = set()  # see `_log_unforeseen`
 
     def _field(self, target: str, spec: FieldSpec) -> _Field:
         coerce = _coercer(self.mapping, target, spec.type)
@@ -743,15 +743,17 @@ class Mapper:
             except Exception:
                 field = name
                 break
-        self._log_unforeseen(f"record {scrub(source_key)}: {field}", field, error)
+        self._log_unforeseen(f"record {scrub(source_key)}: {field}", ("field", field), error)
         return Rejection(source_key, field, f"cannot be read ({type(error).__name__})")
 
-    def _log_unforeseen(self, what: str, field: str, error: BaseException) -> None:
-        """Log where ``error`` was raised, once per field and kind of error: a source whose every row holds
-        such a value would otherwise write a traceback per row (each rejection is recorded anyway)."""
-        if (field, type(error)) in self._logged:
+    def _log_unforeseen(self, what: str, where: tuple[str, str], error: BaseException) -> None:
+        """Log where ``error`` was raised, once per place (``("field", name)`` or ``("source key", column)``)
+        and kind of error: a source whose every row holds such a value would otherwise write a traceback
+        per row (each rejection is recorded anyway)."""
+        seen = (*where, type(error))
+        if seen in self._logged:
             return
-        self._logged.add((field, type(error)))
+        self._logged.add(seen)
         log.warning(
             "Rejected %s raised %s (logged once per field and error; later ones are only recorded) in\n%s",
             what,
@@ -767,7 +769,7 @@ class Mapper:
         except ValidationError as error:
             return Rejection(INVALID_KEY, column, error.reason)
         except _UNFORESEEN as error:
-            self._log_unforeseen(f"a record's source key {column}", column, error)
+            self._log_unforeseen(f"a record's source key {column}", ("source key", column), error)
             return Rejection(INVALID_KEY, column, f"cannot be read ({type(error).__name__})")
         return text or Rejection(MISSING_KEY, column, "source key value is missing")
 
