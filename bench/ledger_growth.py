@@ -57,11 +57,11 @@ PG_BIN = Path(os.environ.get("BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _CONTACT_COLUMNS = (
     "contact_hash, platform, scenario_id, contact_key, status, source_key, launch_count, first_launched_at, "
     "last_launched_at, last_run_key, last_window_key, claim_run_key, claim_try_number, batch_id, claimed_at, "
-    "updated_at"
+    "updated_at, created_at"
 )
 _OUTCOME_COLUMNS = (
     "platform, scenario_id, dag_id, task_id, run_id, window_key, try_number, contact_key, contact_hash, "
-    "source_key, outcome, profile_id, recorded_at"
+    "source_key, outcome, profile_id, recorded_at, contact_created_at"
 )
 # per backend: a row source of ``i`` (1..:n) and the SQL of a contact's hash
 _SERIES = {
@@ -164,12 +164,12 @@ def fill(engine: sa.Engine, backend: str, rows: int) -> float:
     contacts = (
         f"INSERT INTO altcraft_contacts ({_CONTACT_COLUMNS}) {prefix}"
         f"SELECT {digest}, :platform, :scenario, {key}, 'launched', {source}, 1, :at, :at, 'fill', 'fill', "
-        f"'fill', 1, 'fill', :at, :at FROM {series}{order}"
+        f"'fill', 1, 'fill', :at, :at, :at FROM {series}{order}"
     )
     outcomes = (
         f"INSERT INTO altcraft_outcomes ({_OUTCOME_COLUMNS}) {prefix}"
         f"SELECT :platform, :scenario, 'fill', 'import_and_launch', {run_id}, "
-        f"'fill', 1, {key}, {digest}, {source}, 'launched', {source}, :at FROM {series}"
+        f"'fill', 1, {key}, {digest}, {source}, 'launched', {source}, :at, :at FROM {series}"
     )
     params = {"n": rows, "platform": PLATFORM, "scenario": SCENARIO_ID, "at": datetime(2025, 1, 1)}
     started = time.perf_counter()

@@ -221,6 +221,8 @@ class Claim:
     duplicates: int = 0
     #: contact row of each key (its own hash, or an earlier contact's for a combined-mode identity)
     hashes: dict[str, str] = field(default_factory=dict)
+    #: the ``created_at`` of each ``to_send`` key's row (its outcomes carry it; None if the row has none)
+    origins: dict[str, datetime | None] = field(default_factory=dict)
 
     def contact_hash(self, scope: Scope, key: str) -> str:
         return self.hashes.get(key) or scope.contact_hash(key)
@@ -242,6 +244,8 @@ class UncertainContact:
     #: when the row became uncertain (its ``updated_at``): when the request's answer was lost, at or after
     #: its send (the claim may be older: one request per contact sends a chunk's contacts one by one)
     uncertain_since: datetime
+    #: when the row was made (None if made before the column existed): where its outcomes are indexed
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ class ContactState:
     updated_at: datetime
     last_launched_at: datetime | None = None
     last_run_key: str | None = None
+    #: when the row was made (None in rows made before the column existed): where its outcomes are indexed
+    created_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> ContactState:
@@ -60,6 +62,7 @@ class ContactState:
             row["updated_at"],
             row["last_launched_at"],
             row["last_run_key"],
+            row["created_at"],
         )
 
 

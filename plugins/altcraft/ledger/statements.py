@@ -80,14 +80,14 @@ def _array(column: sa.Column[Any], values: Sequence[Any]) -> sa.ColumnElement[An
     listed, array = _array_values(column, values)
     literal = sa.types.NullType()
     return _array_of(
-        column, sa.literal(array, literal), None if _integers(column) else sa.literal(listed, literal)
+        column, sa.literal(array, literal), None if _typed(column) else sa.literal(listed, literal)
     )
 
 
 def _array_param(column: sa.Column[Any], name: str) -> sa.ColumnElement[Any]:
     """``column``'s array of the bound parameters `_array_params` gives under ``name``, for a statement
     built once."""
-    listed = None if _integers(column) else sa.bindparam(f"{name}_list", type_=sa.types.NullType())
+    listed = None if _typed(column) else sa.bindparam(f"{name}_list", type_=sa.types.NullType())
     return _array_of(column, sa.bindparam(name, type_=sa.types.NullType()), listed)
 
 
@@ -109,15 +109,20 @@ def _array_of(
     return sa.func.coalesce(split, sa.cast(array, texts), type_=texts)
 
 
-def _integers(column: sa.Column[Any]) -> bool:
-    return isinstance(column.type, sa.Integer)
+def _typed(column: sa.Column[Any]) -> bool:
+    """Whether ``column``'s array is read from array text as its own type (integers, timestamps), not as
+    texts."""
+    return isinstance(column.type, sa.Integer | UtcDateTime)
 
 
 def _array_values(column: sa.Column[Any], values: Sequence[Any]) -> tuple[str | None, str | None]:
     """(comma list, array text) of ``values``, one of them None: texts without a comma are joined by commas,
     which PostgreSQL splits several times faster than it reads array text (1,000 contact hashes: 0.1 ms
-    against 0.7 ms); other values (a NULL, a comma, a lone empty text; any integers) as `_array_literal`."""
-    if not _integers(column):
+    against 0.7 ms); other values (a NULL, a comma, a lone empty text; any integers) as `_array_literal`;
+    timestamps as naive UTC, as `UtcDateTime` stores them."""
+    if isinstance(column.type, UtcDateTime):
+        return None, _array_literal([None if v is None else utc(v).replace(tzinfo=None) for v in values])
+    if not _typed(column):
         try:
             joined = "".join(values)  # a TypeError unless every value is a str
         except TypeError:
@@ -131,7 +136,7 @@ def _array_values(column: sa.Column[Any], values: Sequence[Any]) -> tuple[str | 
 def _array_params(column: sa.Column[Any], name: str, values: Sequence[Any]) -> dict[str, str | None]:
     """The bound values of `_array_param` ``name`` for ``values``."""
     listed, array = _array_values(column, values)
-    return {name: array} if _integers(column) else {f"{name}_list": listed, name: array}
+    return {name: array} if _typed(column) else {f"{name}_list": listed, name: array}
 
 
 def _unnest(table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> sa.TableValuedAlias:
@@ -174,6 +179,48 @@ def _contacts_among(lock: bool) -> sa.Select[Any]:
 def _contacts_where(condition: sa.ColumnElement[bool], *, lock: bool) -> sa.Select[Any]:
     query = sa.select(contacts_table).where(condition).order_by(_C.contact_hash)
     return query.with_for_update() if lock else query
+
+
+def contact_outcomes(
+    conn: Connection, origins: Mapping[str, datetime | None]
+) -> Iterator[sa.ColumnElement[bool]]:
+    """Conditions that together select the outcome rows of these contacts (hash -> the ``created_at`` of
+    its row, None if it has no row or none there), each answered from ``ix_altcraft_outcomes_by_contact``.
+
+    A contact's rows carry its row's ``created_at`` or NULL (written before it had a row, or by an earlier
+    version): looked up under both, so a row written without it is found all the same.
+    """
+    undated = _O.contact_created_at.is_(None)
+    dated = sorted((origin, found) for found, origin in origins.items() if origin is not None)
+    if _arrays(conn):  # joined with the arrays, which lets the planner search the index per contact
+        if origins:
+            yield undated & _O.contact_hash.in_(
+                sa.select(_unnest(outcomes_table, {"contact_hash": sorted(origins)}))
+            )
+        if dated:
+            times, hashes = zip(*dated, strict=True)
+            yield sa.tuple_(_O.contact_created_at, _O.contact_hash).in_(
+                sa.select(_unnest(outcomes_table, {"contact_created_at": times, "contact_hash": hashes}))
+            )
+        return
+    for _, condition in matching(conn, _O.contact_hash, origins):
+        yield undated & condition
+    # elsewhere each time with its hashes: SQLite reads a pair IN list by scanning the whole table
+    for chunk in _chunks(dated, PARAMS_PER_STATEMENT // 2):
+        by_time: dict[datetime, list[str]] = {}
+        for origin, found in chunk:
+            by_time.setdefault(origin, []).append(found)
+        yield sa.or_(*((_O.contact_created_at == t) & _O.contact_hash.in_(h) for t, h in by_time.items()))
+
+
+def contact_outcome_rows(
+    conn: Connection, origins: Mapping[str, datetime | None], query: sa.Select[Any]
+) -> list[sa.Row[Any]]:
+    """``query``'s rows among the outcome rows of these contacts (`contact_outcomes`), in ``id`` order
+    (``query`` selects ``id``)."""
+    found = (conn.execute(query.where(condition)) for condition in contact_outcomes(conn, origins))
+    rows = [row for result in found for row in result]
+    return sorted(rows, key=lambda row: row.id)
 
 
 def columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
@@ -367,9 +414,18 @@ def apply_changes(
     return matched
 
 
-#: An outcome row's own values: (contact_key, contact_hash, source_key, code, reason, profile_id).
-Entry = tuple[str | None, str | None, str, int | None, str | None, str | None]
-_ENTRY_COLUMNS = ("contact_key", "contact_hash", "source_key", "code", "reason", "profile_id")
+#: An outcome row's own values: (contact_key, contact_hash, source_key, code, reason, profile_id,
+#: contact_created_at).
+Entry = tuple[str | None, str | None, str, int | None, str | None, str | None, datetime | None]
+_ENTRY_COLUMNS = (
+    "contact_key",
+    "contact_hash",
+    "source_key",
+    "code",
+    "reason",
+    "profile_id",
+    "contact_created_at",
+)
 
 
 def insert_outcomes(
@@ -388,7 +444,8 @@ def insert_outcome_rows(
     at: datetime,
     rows: Mapping[str, Sequence[Any]],
 ) -> None:
-    """Insert ``outcome`` rows of this try given column by column (an `Entry`'s names, equal lengths)."""
+    """Insert ``outcome`` rows of this try given column by column (an `Entry`'s names, equal lengths; a
+    column whose rows all agree may come as one value in ``shared`` instead)."""
     shared = {
         "platform": scope.platform,
         "scenario_id": scope.scenario_id,
@@ -400,6 +457,10 @@ def insert_outcome_rows(
         "outcome": outcome.value,
         "recorded_at": at,
     }
+    origins = rows.get("contact_created_at")
+    if origins and origins.count(origins[0]) == len(origins):  # e.g. one claim's new contacts
+        shared["contact_created_at"] = origins[0]
+        rows = {name: values for name, values in rows.items() if name != "contact_created_at"}
     insert_rows(conn, outcomes_table, shared, rows)
     days = tally(conn)
     days.add(

@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -57,6 +57,7 @@ from altcraft.ledger.statements import (
     apply_changes,
     begin_tally,
     change_values,
+    contact_outcome_rows,
     contact_rows,
     drop_tally,
     insert_outcome_rows,
@@ -221,7 +222,8 @@ class Ledger:
             by_try: dict[int, list[Entry]] = {}
             for row in rows:  # recorded as outcomes of the try that sent them
                 note = changes[row["contact_hash"]].error_text
-                entry = (row["contact_key"], row["contact_hash"], row["source_key"], None, note, None)
+                found, origin = row["contact_hash"], row["created_at"]
+                entry = (row["contact_key"], found, row["source_key"], None, note, None, origin)
                 by_try.setdefault(row["claim_try_number"], []).append(entry)
             for try_number, entries in sorted(by_try.items()):
                 insert_outcomes(
@@ -337,6 +339,7 @@ class Ledger:
             if not states:  # no contact has a row yet (new contacts): each is sent (rules.NEVER_CLAIMED)
                 claim.to_send = list(candidates)
                 claim.source_keys = {key: ids.first[key] for key in candidates}
+                claim.origins = dict.fromkeys(candidates, at)
             for key, contact_hash in candidates.items() if states else ():
                 state = states.get(contact_hash)
                 # most contacts of a chunk have no row yet: their verdict without a call per contact
@@ -357,6 +360,7 @@ class Ledger:
                 if verdict.send:
                     claim.to_send.append(key)
                     claim.source_keys[key] = ids.first[key]
+                    claim.origins[key] = at if state is None else state.created_at
                     continue
                 (claim.uncertain if verdict.uncertain else claim.skipped)[key] = verdict.reason
                 if verdict.uncertain_note:  # a dead claim, not sent: the row becomes uncertain
@@ -365,9 +369,7 @@ class Ledger:
                     )
             claim.skipped.update(ids.ambiguous)
             if not dry_run:
-                self._write_claim(
-                    conn, scope, run, claim, ids, states.keys(), marker, mode, at, rekey=bool(aliases)
-                )
+                self._write_claim(conn, scope, run, claim, ids, states, marker, mode, at, rekey=bool(aliases))
                 apply_changes(conn, dead, at)
             return claim
 
@@ -379,7 +381,7 @@ class Ledger:
         Used to settle an asynchronous Altcraft task after a restart: a chunk is always sent in sorted
         key order, so the task's per-profile results line up with these keys.
         """
-        query = sa.select(_C.contact_key, _C.source_key, _C.claim_try_number).where(
+        query = sa.select(_C.contact_key, _C.source_key, _C.claim_try_number, _C.created_at).where(
             _C.batch_id == batch_id,
             _C.status == ContactStatus.SENDING.value,
             NOT_LAUNCHED,
@@ -387,10 +389,17 @@ class Ledger:
             _C.scenario_id == scope.scenario_id,
         )
         found = self._read(lambda conn: conn.execute(query).all())
-        rows = {key: source for key, source, _ in found}
+        rows = {row.contact_key: row for row in found}
         keys = sorted(rows)
         try_number = found[0].claim_try_number if found else None
-        return Claim(batch_id, keys, {}, {key: rows[key] for key in keys}, try_number=try_number)
+        return Claim(
+            batch_id,
+            keys,
+            {},
+            {key: rows[key].source_key for key in keys},
+            try_number=try_number,
+            origins={key: rows[key].created_at for key in keys},
+        )
 
     def contact_states(self, scope: Scope) -> dict[str, str]:
         """Every contact of a scope with its status (``launched``, ``failed``, ``uncertain``, ``sending``)."""
@@ -426,7 +435,7 @@ class Ledger:
 
         # each outcome's rows column by column, in claim order (one list per column, not a tuple per row)
         groups: list[tuple[Outcome, dict[str, rules.Change], dict[str, Sequence[object]]]] = []
-        hash_of, source_keys = claim.hashes.get, claim.source_keys
+        hash_of, source_keys, origin_of = claim.hashes.get, claim.source_keys, claim.origins.get
         for outcome in SETTLED:
             keys = by_outcome.get(outcome)
             if not keys:
@@ -442,6 +451,7 @@ class Ledger:
                 "code": codes,
                 "reason": texts,
                 "profile_id": [s.profile_id for s in answers],
+                "contact_created_at": list(map(origin_of, keys)),
             }
             groups.append((outcome, changes, rows))
 
@@ -485,7 +495,7 @@ class Ledger:
             return
         at = utc(now)
         entries: list[Entry] = [
-            (key, None if key is None else scope.contact_hash(key), source_key, code, reason, None)
+            (key, None if key is None else scope.contact_hash(key), source_key, code, reason, None, None)
             for key, source_key, code, reason in rows
         ]
         self._write(lambda conn: insert_outcomes(conn, scope, run, outcome, at, entries))
@@ -505,6 +515,7 @@ class Ledger:
             _C.batch_id,
             _C.delivery_mode,
             _C.updated_at,
+            _C.created_at,
         )
         where = (
             _C.status == ContactStatus.UNCERTAIN.value,
@@ -616,10 +627,9 @@ class Ledger:
                 .mappings()
                 .first()
             )
-            outcomes = conn.execute(
-                sa.select(outcomes_table).where(_O.contact_hash == contact_hash).order_by(_O.id)
-            ).mappings()
-            return ContactHistory(None if row is None else dict(row), [dict(r) for r in outcomes])
+            origins = {contact_hash: None if row is None else row["created_at"]}
+            outcomes = contact_outcome_rows(conn, origins, sa.select(outcomes_table))
+            return ContactHistory(None if row is None else dict(row), [dict(o._mapping) for o in outcomes])
 
         return self._read(work)
 
@@ -656,16 +666,12 @@ class Ledger:
             same = (_O.dag_id == run.dag_id, _O.task_id == run.task_id, _O.run_id == run.run_id)
         else:
             same = (_O.window_key == run.window_key,)
-        launched = [h for h, state in states.items() if state.last_launched_at is not None]
-        earlier: dict[str, rules.EarlierLaunch] = {}
-        for _, condition in matching(conn, _O.contact_hash, launched):
-            query = (
-                sa.select(_O.contact_hash, _O.run_id, _O.recorded_at)
-                .where(condition, _O.outcome == Outcome.LAUNCHED.value, *same)
-                .order_by(_O.id)
-            )
-            earlier.update((h, (run_id, at)) for h, run_id, at in conn.execute(query))
-        return earlier
+        launched = {h: state.created_at for h, state in states.items() if state.last_launched_at is not None}
+        query = sa.select(_O.id, _O.contact_hash, _O.run_id, _O.recorded_at).where(
+            _O.outcome == Outcome.LAUNCHED.value, *same
+        )
+        found = contact_outcome_rows(conn, launched, query)  # the latest launch of each contact last
+        return {row.contact_hash: (row.run_id, row.recorded_at) for row in found}
 
     @staticmethod
     def _identities(
@@ -708,7 +714,7 @@ class Ledger:
         run: RunRef,
         claim: Claim,
         ids: rules.Identities,
-        existing_rows: Collection[str],
+        states: Mapping[str, rules.ContactState],
         marker: str | None,
         mode: str | None,
         at: datetime,
@@ -730,7 +736,7 @@ class Ledger:
         hashes, sources = ids.hashes, ids.first
         # new rows in hash order: the keys sorted by their hash (sorting (hash, key, source) tuples cost 0.41
         # us a contact, this 0.16)
-        new = [key for key in claim.to_send if hashes[key] not in existing_rows]
+        new = [key for key in claim.to_send if hashes[key] not in states]
         new.sort(key=hashes.__getitem__)
         if new:
             shared = {
@@ -738,6 +744,7 @@ class Ledger:
                 "platform": scope.platform,
                 "scenario_id": scope.scenario_id,
                 "launch_count": 0,
+                "created_at": at,
             }
             rows = {
                 "contact_hash": [hashes[key] for key in new],
@@ -745,23 +752,31 @@ class Ledger:
                 "source_key": [sources[key] for key in new],
             }
             insert_rows(conn, contacts_table, shared, rows)
-        known = [key for key in claim.to_send if hashes[key] in existing_rows]
+        known = [key for key in claim.to_send if hashes[key] in states]
         common = {**claim_values, "error_code": None, "error_text": None}
         per_row: dict[str, Mapping[str, object]] = {"source_key": {hashes[k]: sources[k] for k in known}}
         if rekey:  # a combined-mode contact keeps the key it was last claimed under (see claim_of)
             per_row["contact_key"] = {hashes[key]: key for key in known}
         update_contacts(conn, common, per_row, [hashes[key] for key in known])
+        created = set(map(hashes.__getitem__, new))
+
+        def origin(contact_hash: str) -> datetime | None:
+            """The ``created_at`` of the contact's row (None without one, e.g. a combined-mode key that
+            matched two contacts)."""
+            state = states.get(contact_hash)
+            return state.created_at if state is not None else at if contact_hash in created else None
+
         entries: list[Entry] = [
-            (key, ids.hashes[key], ids.first[key], None, reason, None)
+            (key, hashes[key], ids.first[key], None, reason, None, origin(hashes[key]))
             for key, reason in claim.skipped.items()
         ]
         entries += [
-            (key, ids.hashes[key], source, None, "duplicate in this run", None)
+            (key, hashes[key], source, None, "duplicate in this run", None, origin(hashes[key]))
             for key, source in ids.duplicates
         ]
         insert_outcomes(conn, scope, run, Outcome.SKIPPED, at, entries)
         entries = [
-            (key, ids.hashes[key], ids.first[key], None, reason, None)
+            (key, hashes[key], ids.first[key], None, reason, None, origin(hashes[key]))
             for key, reason in claim.uncertain.items()
         ]
         insert_outcomes(conn, scope, run, Outcome.UNCERTAIN, at, entries)
@@ -808,15 +823,12 @@ def _first_uncertain_outcome(conn: Connection, contact: UncertainContact) -> Row
     outcome since that claim (later tries that met it uncertain come after)."""
     query = (
         sa.select(_O.id, _O.window_key, _O.dag_id, _O.task_id, _O.recorded_at)
-        .where(
-            _O.contact_hash == contact.contact_hash,
-            _O.outcome == Outcome.UNCERTAIN.value,
-            _O.recorded_at >= contact.claimed_at,
-        )
+        .where(_O.outcome == Outcome.UNCERTAIN.value, _O.recorded_at >= contact.claimed_at)
         .order_by(_O.id)
         .limit(1)
     )
-    return conn.execute(query).mappings().first()
+    found = contact_outcome_rows(conn, {contact.contact_hash: contact.created_at}, query)
+    return found[0]._mapping if found else None
 
 
 def _rewrite_outcome(conn: Connection, scope: Scope, row: RowMapping, resolution: Resolution) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from altcraft.ledger import Scope, activity_table, contacts_table, outcomes_table
 from altcraft.ledger.schema import NOT_LAUNCHED
-from altcraft.ledger.statements import as_date
+from altcraft.ledger.statements import as_date, contact_outcome_rows
 
 _C = contacts_table.c
 _O = outcomes_table.c
@@ -317,13 +317,10 @@ def contact_history(
         for row in conn.execute(sa.select(contacts_table).where(_C.contact_hash.in_(list(wanted)))).mappings()
     }
     history: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    query = (
-        sa.select(*OUTCOME_COLUMNS, _O.dag_id, _O.run_id, _O.window_key)
-        .where(_O.contact_hash.in_(list(wanted)), _dag_filter(dag_ids))
-        .order_by(_O.id)
-    )
-    for row in conn.execute(query).mappings():
-        history[row["contact_hash"]].append(dict(row))
+    query = sa.select(*OUTCOME_COLUMNS, _O.dag_id, _O.run_id, _O.window_key).where(_dag_filter(dag_ids))
+    origins = {found: rows[found]["created_at"] if found in rows else None for found in wanted}
+    for row in contact_outcome_rows(conn, origins, query):
+        history[row.contact_hash].append(dict(row._mapping))
     visible = {
         found: row
         for found, row in rows.items()
