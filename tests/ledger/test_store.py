@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -1269,6 +1269,60 @@ def test_every_lookup_of_a_contacts_outcomes_searches_the_contact_index(tmp_path
             plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
             assert all("ix_altcraft_outcomes_by_contact" in step for step in plan if "outcomes" in step), plan
     engine.dispose()
+
+
+def test_a_young_postgresql_ledger_looks_up_returning_contacts_outcomes_in_the_index(fresh_engine, scope):
+    """On a table not analysed yet (a new ledger's first big run, before autovacuum comes by) PostgreSQL
+    guesses its filters' rows, and planned the window check of returning contacts as a join reading every
+    launched outcome of the ledger for each chunk, or once per contact of the chunk (bench/ledger_growth.py:
+    8,000,000 rows compared for 1,000 contacts after 8,000 launches, a second per chunk and growing with
+    each). Each contact must be one search of ``ix_altcraft_outcomes_by_contact``, whatever the statistics
+    say."""
+    if fresh_engine.dialect.name != "postgresql":
+        pytest.skip("the planner of PostgreSQL; SQLite's plans are checked above")
+    ledger = Ledger(fresh_engine)
+    ledger.ensure_schema()
+    with fresh_engine.begin() as conn:  # the statistics stay those of a table never analysed
+        conn.exec_driver_sql("ALTER TABLE altcraft_outcomes SET (autovacuum_enabled = false)")
+    keys = [f"k:{n}" for n in range(3000)]
+    for start in range(0, len(keys), 1000):  # three claims: three creation times
+        at = T0 + timedelta(minutes=start)
+        launch(ledger, scope, run(f"r{start}", window="w1"), keys[start : start + 1000], EVERY_RUN, now=at)
+    launch(ledger, scope, run("r8", window="w2"), keys[:1000], EVERY_RUN, now=T0 + timedelta(days=1))
+    seen: list[tuple[str, dict]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM altcraft_outcomes" in statement and "contact_created_at" in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(fresh_engine, "before_cursor_execute", capture)
+    again = ledger.claim(
+        scope, run("r9", window="w2"), items(*keys[1000:2000]), EVERY_RUN, now=T0 + timedelta(days=2)
+    )
+    sa.event.remove(fresh_engine, "before_cursor_execute", capture)
+
+    assert len(again.to_send) == 1000 and len(seen) == 2, "launched again; the undated and dated lookups"
+    with fresh_engine.connect() as conn:
+        explained = [
+            conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters).scalar_one()[0]
+            for statement, parameters in seen
+        ]
+    for plan in (entry["Plan"] for entry in explained):
+        nodes = list(_plan_nodes(plan))
+        outcomes = [node for node in nodes if node.get("Relation Name") == "altcraft_outcomes"]
+        assert outcomes and all(
+            node.get("Index Name") == "ix_altcraft_outcomes_by_contact"
+            and "contact_hash" in node.get("Index Cond", "")
+            for node in outcomes
+        ), plan
+        assert not any("Join Filter" in node for node in nodes), plan
+        assert sum(node.get("Rows Removed by Filter", 0) for node in nodes) <= 1000, plan
+
+
+def _plan_nodes(plan: dict) -> Iterator[dict]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
 
 
 def test_combined_mode_identity_any_component_matches(engine, ledger, scope):

@@ -181,46 +181,61 @@ def _contacts_where(condition: sa.ColumnElement[bool], *, lock: bool) -> sa.Sele
     return query.with_for_update() if lock else query
 
 
-def contact_outcomes(
-    conn: Connection, origins: Mapping[str, datetime | None]
-) -> Iterator[sa.ColumnElement[bool]]:
-    """Conditions that together select the outcome rows of these contacts (hash -> the ``created_at`` of
-    its row, None if it has no row or none there), each answered from ``ix_altcraft_outcomes_by_contact``.
+def contact_outcome_rows(
+    conn: Connection, origins: Mapping[str, datetime | None], query: sa.Select[Any]
+) -> list[sa.Row[Any]]:
+    """``query``'s rows among the outcome rows of these contacts (hash -> the ``created_at`` of its row,
+    None if it has no row or none there), in ``id`` order (``query`` selects ``id``), each contact's looked
+    up in ``ix_altcraft_outcomes_by_contact``.
 
     A contact's rows carry its row's ``created_at`` or NULL (written before it had a row, or by an earlier
     version): looked up under both, so a row written without it is found all the same.
     """
+    found = (conn.execute(statement) for statement in _contact_lookups(conn, origins, query))
+    rows = [row for result in found for row in result]
+    return sorted(rows, key=lambda row: row.id)
+
+
+def _contact_lookups(
+    conn: Connection, origins: Mapping[str, datetime | None], query: sa.Select[Any]
+) -> Iterator[sa.Select[Any]]:
+    """The statements of `contact_outcome_rows`: the NULL arm (always) and the dated pairs."""
     undated = _O.contact_created_at.is_(None)
     dated = sorted((origin, found) for found, origin in origins.items() if origin is not None)
-    if _arrays(conn):  # joined with the arrays, which lets the planner search the index per contact
+    if _arrays(conn):
         if origins:
-            yield undated & _O.contact_hash.in_(
-                sa.select(_unnest(outcomes_table, {"contact_hash": sorted(origins)}))
-            )
+            yield _per_contact(query, {"contact_hash": sorted(origins)}, undated)
         if dated:
             times, hashes = zip(*dated, strict=True)
-            yield sa.tuple_(_O.contact_created_at, _O.contact_hash).in_(
-                sa.select(_unnest(outcomes_table, {"contact_created_at": times, "contact_hash": hashes}))
-            )
+            yield _per_contact(query, {"contact_created_at": times, "contact_hash": hashes})
         return
     for _, condition in matching(conn, _O.contact_hash, origins):
-        yield undated & condition
+        yield query.where(undated & condition)
     # elsewhere each time with its hashes: SQLite reads a pair IN list by scanning the whole table
     for chunk in _chunks(dated, PARAMS_PER_STATEMENT // 2):
         by_time: dict[datetime, list[str]] = {}
         for origin, found in chunk:
             by_time.setdefault(origin, []).append(found)
-        yield sa.or_(*((_O.contact_created_at == t) & _O.contact_hash.in_(h) for t, h in by_time.items()))
+        yield query.where(
+            sa.or_(*((_O.contact_created_at == t) & _O.contact_hash.in_(h) for t, h in by_time.items()))
+        )
 
 
-def contact_outcome_rows(
-    conn: Connection, origins: Mapping[str, datetime | None], query: sa.Select[Any]
-) -> list[sa.Row[Any]]:
-    """``query``'s rows among the outcome rows of these contacts (`contact_outcomes`), in ``id`` order
-    (``query`` selects ``id``)."""
-    found = (conn.execute(query.where(condition)) for condition in contact_outcomes(conn, origins))
-    rows = [row for result in found for row in result]
-    return sorted(rows, key=lambda row: row.id)
+def _per_contact(
+    query: sa.Select[Any], columns: Mapping[str, Sequence[Any]], *conditions: sa.ColumnElement[bool]
+) -> sa.Select[Any]:
+    """PostgreSQL: ``query`` run once per row of the arrays ``columns`` (outcome columns equal to that
+    row's values), in a LATERAL subquery the planner may not merge into a join (``OFFSET 0``).
+
+    So each contact is one search of the index on those columns, whatever the table's statistics say. As a
+    join, a young table's (not analysed yet: its filters' rows guessed at one) was planned as a loop over
+    all of the run's launched outcomes comparing each with every contact of the claim: a second per chunk
+    of 1,000 returning contacts after 20,000 launches, and growing with each.
+    """
+    values = _unnest(outcomes_table, columns)
+    matched = [outcomes_table.c[name] == values.c[name] for name in columns]
+    each = query.where(*conditions, *matched).offset(0).lateral()
+    return sa.select(each).select_from(values).join(each, sa.true())
 
 
 def columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
