@@ -3,11 +3,14 @@ arrays PostgreSQL reads from the parameters, whichever form they are sent in."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from altcraft.ledger.model import aware_utc, naive_utc
 from altcraft.ledger.schema import contacts_table, outcomes_table
 from altcraft.ledger.statements import _array, _array_literal, _array_param, _array_params, _array_values
 
@@ -85,3 +88,24 @@ def test_postgresql_reads_back_every_integer_array_as_sent(postgres, values):
     built_once = sa.select(_array_param(column, "v"))
     assert postgres.execute(built_once, _array_params(column, "v", values)).scalar_one() == values
     assert postgres.execute(sa.select(_array(column, values))).scalar_one() == values
+
+
+@given(st.datetimes(timezones=st.timezones()))
+@example(datetime(2030, 1, 1, 3, 0, 0, 1, tzinfo=timezone(timedelta(hours=3))))
+def test_naive_and_aware_utc_are_astimezone_and_replace(moment):
+    """The ledger's conversions to and from stored (naive UTC) datetimes, made by the constructor rather than
+    ``replace``, give what ``astimezone`` and ``replace`` give."""
+    try:
+        expected = moment.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # an instant outside datetime's range in UTC: refused alike
+        with pytest.raises(OverflowError):
+            naive_utc(moment)
+        return
+    stored = naive_utc(moment)
+    assert stored == expected and stored.tzinfo is None and type(stored) is datetime
+    assert aware_utc(stored) == moment and aware_utc(stored).tzinfo is UTC
+
+
+def test_naive_utc_refuses_a_naive_datetime():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        naive_utc(datetime(2030, 1, 1))

@@ -34,7 +34,15 @@ from altcraft.ledger import (
     metadata,
     outcomes_table,
 )
-from altcraft.ledger.statements import begin_tally, drop_tally, insert_outcomes, shard, tally
+from altcraft.ledger.rules import ContactState
+from altcraft.ledger.statements import (
+    begin_tally,
+    contact_states,
+    drop_tally,
+    insert_outcomes,
+    shard,
+    tally,
+)
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import judge
 
@@ -313,6 +321,21 @@ def test_timestamps_are_stored_as_utc(engine, ledger, scope):
     assert str(raw).startswith("2030-01-01 00:00:00")
     with pytest.raises(ValueError, match="timezone-aware"):
         ledger.claim(scope, run(), items("k:b"), ONCE, now=datetime(2030, 1, 1))
+
+
+def test_timestamps_read_back_aware_in_utc_to_the_microsecond(engine, ledger, scope):
+    """What a claim reads of a row (`statements.contact_states`) and what the ledger's tables give back
+    (`UtcDateTime`): the instant written, aware, in UTC."""
+    at = datetime(2030, 1, 1, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=3, minutes=30)))
+    launch(ledger, scope, run("r1"), ["k:a"], now=at)
+    with engine.connect() as conn:
+        (found, *columns), *_ = contact_states(conn, [scope.contact_hash("k:a")], lock=False)
+    assert found == scope.contact_hash("k:a")
+    state = ContactState(*columns)
+    history = ledger.history("k:a", scope)
+    times = [state.claimed_at, state.last_launched_at, history.contact["created_at"]]
+    times += [outcome["recorded_at"] for outcome in history.outcomes]
+    assert times == [at] * 4 and {moment.tzinfo for moment in times} == {UTC}
 
 
 # --- policies -------------------------------------------------------------------------------------

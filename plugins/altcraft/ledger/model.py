@@ -54,6 +54,33 @@ def utc(moment: datetime | None) -> datetime:
     return moment.astimezone(UTC)
 
 
+# A datetime made anew, not by ``replace``: CPython 3.11's ``replace`` costs 1.0 us against 0.4 us, and a
+# claim converts four times per returning contact.
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """An aware ``moment`` as the naive UTC datetime the ledger stores (see `utc`)."""
+    if moment.tzinfo is not UTC:
+        moment = utc(moment)
+    return datetime(
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second, moment.microsecond
+    )
+
+
+def aware_utc(stored: datetime) -> datetime:
+    """A naive UTC datetime as the ledger stores it, made aware."""
+    return datetime(
+        stored.year,
+        stored.month,
+        stored.day,
+        stored.hour,
+        stored.minute,
+        stored.second,
+        stored.microsecond,
+        UTC,
+    )
+
+
 @dataclass(frozen=True)
 class RelaunchPolicy:
     """When a contact already launched into the scenario may be launched again.

@@ -9,7 +9,7 @@ writes what they return. See ``docs/ledger.md`` for the tables these rules are w
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -64,6 +64,10 @@ class ContactState:
             row["last_run_key"],
             row["created_at"],
         )
+
+
+#: `ContactState`'s fields in order: the columns a claim selects (`statements.contact_states`)
+STATE_COLUMNS = tuple(f.name for f in fields(ContactState))
 
 
 @dataclass(frozen=True)

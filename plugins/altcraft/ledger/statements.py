@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from altcraft.ledger.model import Outcome, RunRef, Scope, utc
-from altcraft.ledger.rules import SETTLEABLE, Change
+from altcraft.ledger.model import Outcome, RunRef, Scope, naive_utc, utc
+from altcraft.ledger.rules import SETTLEABLE, STATE_COLUMNS, Change
 from altcraft.ledger.schema import UtcDateTime, activity_table, contacts_table, outcomes_table
 
 T = TypeVar("T")
@@ -121,7 +121,7 @@ def _array_values(column: sa.Column[Any], values: Sequence[Any]) -> tuple[str | 
     against 0.7 ms); other values (a NULL, a comma, a lone empty text; any integers) as `_array_literal`;
     timestamps as naive UTC, as `UtcDateTime` stores them."""
     if isinstance(column.type, UtcDateTime):
-        return None, _array_literal([None if v is None else utc(v).replace(tzinfo=None) for v in values])
+        return None, _array_literal([None if v is None else naive_utc(v) for v in values])
     if not _typed(column):
         try:
             joined = "".join(values)  # a TypeError unless every value is a str
@@ -158,17 +158,18 @@ def matching(
         yield chunk, column.in_(chunk)
 
 
-def contact_rows(conn: Connection, hashes: Iterable[str], *, lock: bool) -> Iterator[sa.RowMapping]:
-    """The contact rows of ``hashes`` in hash order, locked (``FOR UPDATE``) if ``lock``: on PostgreSQL
-    one statement built once (every claim runs it; building it per call cost more than its rows), elsewhere
-    one per chunk of `matching`."""
+def contact_states(conn: Connection, hashes: Iterable[str], *, lock: bool) -> Iterator[sa.Row[Any]]:
+    """``(contact_hash, *`rules.ContactState` columns)`` of the contact rows of ``hashes`` in hash order,
+    locked (``FOR UPDATE``) if ``lock``: on PostgreSQL one statement built once (every claim runs it;
+    building it per call cost more than its rows), elsewhere one per chunk of `matching`. Only the columns
+    the claim reads."""
     ordered = sorted(hashes)
     if ordered and _arrays(conn):
         params = _array_params(_C.contact_hash, "hashes", ordered)
-        yield from conn.execute(_contacts_among(lock), params).mappings()
+        yield from conn.execute(_contacts_among(lock), params)
         return
     for _, condition in matching(conn, _C.contact_hash, ordered):
-        yield from conn.execute(_contacts_where(condition, lock=lock)).mappings()
+        yield from conn.execute(_contacts_where(condition, lock=lock))
 
 
 @lru_cache(maxsize=2)
@@ -177,7 +178,8 @@ def _contacts_among(lock: bool) -> sa.Select[Any]:
 
 
 def _contacts_where(condition: sa.ColumnElement[bool], *, lock: bool) -> sa.Select[Any]:
-    query = sa.select(contacts_table).where(condition).order_by(_C.contact_hash)
+    state = [_C[name] for name in STATE_COLUMNS]
+    query = sa.select(_C.contact_hash, *state).where(condition).order_by(_C.contact_hash)
     return query.with_for_update() if lock else query
 
 

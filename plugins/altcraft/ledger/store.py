@@ -58,7 +58,7 @@ from altcraft.ledger.statements import (
     begin_tally,
     change_values,
     contact_outcome_rows,
-    contact_rows,
+    contact_states,
     drop_tally,
     insert_outcome_rows,
     insert_outcomes,
@@ -641,7 +641,7 @@ class Ledger:
     ) -> dict[str, rules.ContactState]:
         """Contact rows by hash, locked in key order (a stable order avoids deadlocks)."""
         return {
-            row["contact_hash"]: rules.ContactState.of(row) for row in contact_rows(conn, hashes, lock=lock)
+            found: rules.ContactState(*state) for found, *state in contact_states(conn, hashes, lock=lock)
         }
 
     @staticmethod
