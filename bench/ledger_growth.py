@@ -6,7 +6,10 @@ each, all launched) are timed first on an empty ledger, then after ``--rows`` la
 same scenario (and one outcome row each) were added in SQL (``generate_series`` / ``seq_1_to_N`` /
 a recursive CTE; then vacuumed and analysed, as a ledger that grew over months would be). Reported per
 phase: the median chunk's wall time per contact (what the database costs, not only this process) and
-the client CPU.
+the client CPU. Then the same for returning contacts (`returning`): contacts already launched, claimed for a
+window none of them was launched for under ``every_run``, so each is found, its launches for the window
+looked up in the outcomes, and launched again; on the empty ledger those of its first phase, on the full
+one as many filled contacts picked at random (the fill hashes their keys as `Scope.contact_hash` does).
 
 The fill comes in hash order, i.e. random key order, as contacts arrive in a real ledger, so its
 B-trees look grown rather than bulk-loaded (PostgreSQL, ``pgstatindex`` at 10,000,000 rows: 69.5% leaf
@@ -27,7 +30,9 @@ default 128 MB, far less than the random pages a ledger of millions of contacts 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -35,9 +40,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +68,12 @@ _OUTCOME_COLUMNS = (
     "platform, scenario_id, dag_id, task_id, run_id, window_key, try_number, contact_key, contact_hash, "
     "source_key, outcome, profile_id, recorded_at, contact_created_at"
 )
-# per backend: a row source of ``i`` (1..:n) and the SQL of a contact's hash
+# per backend: a row source of ``i`` (1..:n) and the SQL of a text's sha256 in hex (on SQLite a function of
+# this module's, `_sha256`): a contact's hash as `Scope.contact_hash` makes it, so `measure` finds it again
 _SERIES = {
-    "postgresql": (
-        "generate_series(1, :n) AS s(i)",
-        "encode(sha256(convert_to('fill' || i, 'UTF8')), 'hex')",
-    ),
-    "mariadb": ("(SELECT seq AS i FROM seq_1_to_{n}) AS s", "SHA2(CONCAT('fill', i), 256)"),
-    "sqlite": ("s", "lower(hex(randomblob(32)))"),
+    "postgresql": ("generate_series(1, :n) AS s(i)", "encode(sha256(convert_to({}, 'UTF8')), 'hex')"),
+    "mariadb": ("(SELECT seq AS i FROM seq_1_to_{n}) AS s", "SHA2({}, 256)"),
+    "sqlite": ("s", "bench_sha256({})"),
 }
 
 
@@ -146,7 +149,7 @@ def engine_for(backend: str, postgres_url: str = POSTGRES_URL) -> Generator[sa.E
 
 def fill(engine: sa.Engine, backend: str, rows: int) -> float:
     """Add ``rows`` launched contacts of the bench scenario, one outcome each; returns the seconds taken."""
-    series, digest = _SERIES[backend]
+    series, sha256 = _SERIES[backend]
     series = series.format(n=rows)
     text = "CHAR" if backend == "mariadb" else "TEXT"
 
@@ -154,6 +157,7 @@ def fill(engine: sa.Engine, backend: str, rows: int) -> float:
         return f"CONCAT({', '.join(parts)})" if backend == "mariadb" else f"({' || '.join(parts)})"
 
     key, source = cat("'email:fill'", f"CAST(i AS {text})", "'@example.org'"), f"CAST(i AS {text})"
+    digest = sha256.format(cat(":hashed", key))  # `key(f"fill{i}")`'s hash
     run_id = cat("'fill_'", f"CAST(i / 1000 AS {text})")
     prefix = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) " * (
         backend == "sqlite"
@@ -171,9 +175,18 @@ def fill(engine: sa.Engine, backend: str, rows: int) -> float:
         f"SELECT :platform, :scenario, 'fill', 'import_and_launch', {run_id}, "
         f"'fill', 1, {key}, {digest}, {source}, 'launched', {source}, :at, :at FROM {series}"
     )
-    params = {"n": rows, "platform": PLATFORM, "scenario": SCENARIO_ID, "at": datetime(2025, 1, 1)}
+    hashed = f"{PLATFORM}\n{SCENARIO_ID}\n"  # what `Scope.contact_hash` puts before the key
+    params = {
+        "n": rows,
+        "platform": PLATFORM,
+        "scenario": SCENARIO_ID,
+        "at": datetime(2025, 1, 1),
+        "hashed": hashed,
+    }
     started = time.perf_counter()
     with engine.begin() as conn:
+        if backend == "sqlite":
+            conn.connection.dbapi_connection.create_function("bench_sha256", 1, _sha256, deterministic=True)
         conn.execute(sa.text(contacts), params)
         conn.execute(sa.text(outcomes), params)
     # a ledger that grew over months has been vacuumed on the way; without this, PostgreSQL's autovacuum
@@ -187,6 +200,15 @@ def fill(engine: sa.Engine, backend: str, rows: int) -> float:
     return time.perf_counter() - started
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def key(name: str) -> str:
+    """The contact key of a bench contact (``fill123``, ``empty5``), as the fill and `measure` write it."""
+    return f"email:{name}@example.org"
+
+
 def wal_position(engine: sa.Engine) -> int | None:
     """PostgreSQL: the server's WAL insert position in bytes (exact at once, unlike ``pg_stat_wal``,
     which other sessions report up to seconds late); None elsewhere."""
@@ -197,8 +219,12 @@ def wal_position(engine: sa.Engine) -> int | None:
         return int(conn.exec_driver_sql(query).scalar_one())
 
 
-def measure(ledger: Any, tag: str, contacts: int) -> dict[str, Any]:
+def measure(ledger: Any, tag: str, contacts: int, returning: Sequence[str] = ()) -> dict[str, Any]:
     """Claim and settle ``contacts`` new contacts in chunks of `CHUNK`; median chunk per contact.
+
+    With ``returning`` (names of contacts already launched, as `key` makes them), those contacts instead,
+    claimed for a window none of them was launched for under ``every_run``: each is looked up, its earlier
+    launches for the window are read from the outcomes (none), and it is launched again.
 
     PostgreSQL: also the WAL written per contact (the whole server's, which runs nothing else meanwhile in
     the bench): a claim + settle's own records, plus a whole page for each page first changed since the
@@ -208,12 +234,13 @@ def measure(ledger: Any, tag: str, contacts: int) -> dict[str, Any]:
     from altcraft.ledger import Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 
     scope = Scope(platform=PLATFORM, scenario_id=SCENARIO_ID)
-    window = (datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 2, 2, tzinfo=UTC))
-    run = RunRef.create("bench_ledger", "import_and_launch", f"run_{tag}", 1, window)
-    policy = RelaunchPolicy("once")
+    day = datetime(2025, 3, 1, tzinfo=UTC) if returning else datetime(2025, 2, 1, tzinfo=UTC)
+    run = RunRef.create("bench_ledger", "import_and_launch", f"run_{tag}", 1, (day, day + timedelta(days=1)))
+    policy = RelaunchPolicy("every_run" if returning else "once")
+    names = list(returning) or [f"{tag}{i}" for i in range(contacts)]
     walls, cpus = [], []
     for start in range(0, contacts, CHUNK):
-        items = [(f"email:{tag}{i}@example.org", str(i)) for i in range(start, start + CHUNK)]
+        items = [(key(name), name) for name in names[start : start + CHUNK]]
         wall, cpu = time.perf_counter(), time.process_time()
         claim = ledger.claim(scope, run, items, policy)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -223,12 +250,12 @@ def measure(ledger: Any, tag: str, contacts: int) -> dict[str, Any]:
         ledger.settle(scope, run, claim, launched)
         walls.append((wall + time.perf_counter() - settle_wall) / CHUNK * 1e6)
         cpus.append((cpu + time.process_time() - settle_cpu) / CHUNK * 1e6)
-        if len(claim.to_send) != CHUNK:
-            raise RuntimeError(f"claim sent {len(claim.to_send)} of {CHUNK} new contacts")
+        if len(claim.to_send) != len(items):
+            raise RuntimeError(f"claim sent {len(claim.to_send)} of {len(items)} contacts")
     after = wal_position(ledger.engine)
     wal = {} if before is None or after is None else {"wal_bytes_per_contact": (after - before) / contacts}
     return {
-        "contacts": contacts,
+        "contacts": len(names[:contacts]),
         "wall_us_per_contact": statistics.median(walls),
         "cpu_us_per_contact": statistics.median(cpus),
         "chunk_walls_us": [round(w, 1) for w in walls],
@@ -257,11 +284,15 @@ def measure_growth(
         measure(ledger, "warm", CHUNK)  # connections, statement caches
         checkpoint(engine, backend)
         empty = measure(ledger, "empty", contacts)
+        checkpoint(engine, backend)
+        empty_returning = returning(ledger, "empty_again", [f"empty{i}" for i in range(contacts)])
         fill_s = fill(engine, backend, rows)
         checkpoint(engine, backend)
         full = measure(ledger, "full", contacts)
-        with engine.connect() as conn:
-            count = conn.execute(sa.text("SELECT count(*) FROM altcraft_contacts")).scalar_one()
+        checkpoint(engine, backend)
+        sample = random.Random(SCENARIO_ID).sample(range(1, rows + 1), min(contacts, rows))
+        full_returning = returning(ledger, "full_again", [f"fill{i}" for i in sample])
+        count = contact_count(engine)
         version = engine.dialect.server_version_info
         postgres = backend == "postgresql"
         buffers = conn_setting(engine, "shared_buffers") if postgres else None
@@ -275,8 +306,27 @@ def measure_growth(
         "empty": empty,
         "full": full,
         "ratio": full["wall_us_per_contact"] / empty["wall_us_per_contact"],
+        "returning": {
+            "empty": empty_returning,
+            "full": full_returning,
+            "ratio": full_returning["wall_us_per_contact"] / empty_returning["wall_us_per_contact"],
+        },
         **({"shared_buffers": buffers, "relation_mb": sizes} if postgres else {}),
     }
+
+
+def returning(ledger: Any, tag: str, names: Sequence[str]) -> dict[str, Any]:
+    """`measure` of these contacts, all already in the ledger: it fails if any was taken for a new one."""
+    before = contact_count(ledger.engine)
+    result = measure(ledger, tag, len(names), names)
+    if contact_count(ledger.engine) != before:
+        raise RuntimeError(f"{tag}: contacts meant to be in the ledger were claimed as new ones")
+    return result
+
+
+def contact_count(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM altcraft_contacts")).scalar_one())
 
 
 def checkpoint(engine: sa.Engine, backend: str) -> None:
