@@ -544,13 +544,9 @@ def _ledger_growth(results: dict[str, Any]) -> str:
         if "error" in result:
             lines.append(f"| {backend} | not measured: {result['error']} | | | | | | | |")
             continue
-        empty, full = result["empty"], result["full"]
         lines.append(
-            f"| {backend} | {result['server']} | {result['rows_after']:,} | "
-            f"{empty['wall_us_per_contact']:.1f} | {full['wall_us_per_contact']:.1f} | "
-            f"**{result['ratio']:.2f}{X}** | "
-            f"{empty['cpu_us_per_contact']:.1f} / {full['cpu_us_per_contact']:.1f} | "
-            f"{_wal(empty)} / {_wal(full)} | {result['fill_s']:.0f} |"
+            f"| {backend} | {result['server']} | {result['rows_after']:,} | {_phases(result)} | "
+            f"{result['fill_s']:.0f} |"
         )
     lines += [
         "",
@@ -569,13 +565,7 @@ def _ledger_growth(results: dict[str, Any]) -> str:
         if again is None:
             lines.append(f"| {_growth_label(key, result)} | not measured | | | | |")
             continue
-        empty, full = again["empty"], again["full"]
-        lines.append(
-            f"| {_growth_label(key, result)} | {empty['wall_us_per_contact']:.1f} | "
-            f"{full['wall_us_per_contact']:.1f} | **{again['ratio']:.2f}{X}** | "
-            f"{empty['cpu_us_per_contact']:.1f} / {full['cpu_us_per_contact']:.1f} | "
-            f"{_wal(empty)} / {_wal(full)} |"
-        )
+        lines.append(f"| {_growth_label(key, result)} | {_phases(again)} |")
     for key, result in growth.items():
         if "separate" in result:
             job = result["separate"]
@@ -584,6 +574,16 @@ def _ledger_growth(results: dict[str, Any]) -> str:
                 f"on {job['commit']} at {job['date']}."
             )
     return "\n".join(lines)
+
+
+def _phases(growth: dict[str, Any]) -> str:
+    """The cells of an empty and a full phase: wall per contact of each, their ratio, client CPU, WAL."""
+    empty, full = growth["empty"], growth["full"]
+    return (
+        f"{empty['wall_us_per_contact']:.1f} | {full['wall_us_per_contact']:.1f} | "
+        f"**{growth['ratio']:.2f}{X}** | "
+        f"{empty['cpu_us_per_contact']:.1f} / {full['cpu_us_per_contact']:.1f} | {_wal(empty)} / {_wal(full)}"
+    )
 
 
 def _wal(phase: dict[str, Any]) -> str:
