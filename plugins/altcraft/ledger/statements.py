@@ -231,8 +231,8 @@ def _per_contact(
 
     So each contact is one search of the index on those columns, whatever the table's statistics say. As a
     join, a young table's (not analysed yet: its filters' rows guessed at one) was planned as a loop over
-    all of the run's launched outcomes comparing each with every contact of the claim: a second per chunk
-    of 1,000 returning contacts after 20,000 launches, and growing with each.
+    the ledger's launched outcomes of the window comparing each with every contact of the claim: 1.5 s for
+    a chunk of 1,000 returning contacts after 8,000 launches for the window, and growing with each.
     """
     values = _unnest(outcomes_table, columns)
     matched = [outcomes_table.c[name] == values.c[name] for name in columns]
