@@ -255,7 +255,7 @@ def measure(ledger: Any, tag: str, contacts: int, returning: Sequence[str] = ())
     after = wal_position(ledger.engine)
     wal = {} if before is None or after is None else {"wal_bytes_per_contact": (after - before) / contacts}
     return {
-        "contacts": len(names[:contacts]),
+        "contacts": contacts,
         "wall_us_per_contact": statistics.median(walls),
         "cpu_us_per_contact": statistics.median(cpus),
         "chunk_walls_us": [round(w, 1) for w in walls],
