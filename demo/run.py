@@ -82,7 +82,14 @@ def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_r
         sql_alchemy_conn=f"sqlite:///{home / 'airflow.db'}?timeout=60",
         dags_folder=dags_folder,
         api_port=api_port,
-        extra_env={"AIRFLOW_CONN_ALTCRAFT_DEFAULT": emulator.connection_json()},
+        extra_env={
+            "AIRFLOW_CONN_ALTCRAFT_DEFAULT": emulator.connection_json(),
+            # A task's start may wait out that busy timeout (docs/demo.md: the API server's SQLite lock-up).
+            # With Airflow's 5 s, its client resent the start after 5 s; the first one went through 60 s
+            # later, every resend was refused (400, already running) and the task was killed, then retried
+            # 5 minutes later (seen 2026-12-06, e2e). Waiting longer than the lock can last avoids all that.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "90",
+        },
     )
     with airflow:
         try:
