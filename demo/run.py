@@ -42,7 +42,10 @@ class DemoError(RuntimeError):
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything as Ctrl-C does
+    # `kill` and a closed terminal stop everything as Ctrl-C does (the components run in sessions of their
+    # own: a hangup reaches only this process, and its default action would leave them running)
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.default_int_handler)
     home = Path(os.environ.get("DEMO_HOME") or REPO / ".airflow").resolve()
     dags_folder = Path(os.environ.get("DEMO_DAGS_FOLDER") or REPO / "dags").resolve()
     api_port = int(os.environ.get("DEMO_API_PORT", "8080"))

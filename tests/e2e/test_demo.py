@@ -187,11 +187,18 @@ def test_a_failed_demos_leftover_processes_are_killed(tmp_path):
 
 
 def kill_processes_of(home: Path) -> None:
-    """SIGKILL every process still running with ``AIRFLOW_HOME=home`` or a file under ``home`` open: a demo
-    that failed in a test must not leave its Airflow components (each in a session of its own) running into
-    the next tests and jobs. The open files catch the API server, whose process title rewrote its
-    environment."""
+    """SIGKILL every process of `processes_of(home)`: a demo that failed in a test must not leave its Airflow
+    components (each in a session of its own) running into the next tests and jobs."""
+    for pid in processes_of(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def processes_of(home: Path) -> list[int]:
+    """Processes running with ``AIRFLOW_HOME=home`` or a file under ``home`` open (the open files catch the
+    API server, whose process title rewrote its environment)."""
     marker, prefix = f"AIRFLOW_HOME={home}".encode(), f"{home}/"
+    found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
@@ -201,8 +208,8 @@ def kill_processes_of(home: Path) -> None:
         except OSError:  # gone, or not ours to read
             continue
         if marker in environ or any(path.startswith(prefix) for path in opened):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
+            found.append(int(proc.name))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -362,6 +369,40 @@ def test_sigterm_stops_the_demo_cleanly(running_demo, manual_runs, import_error_
     assert output.rstrip().endswith("Stopped.")
     assert "Error" not in output.split("Everything keeps running")[1]
     assert not port_in_use(running_demo.api_port)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1200)
+def test_a_hangup_stops_the_demo_cleanly(tmp_path):
+    """A closed terminal (SIGHUP) stops the demo as Ctrl-C does: its Airflow components, each in a session
+    of its own, would otherwise keep running and holding the ports."""
+    home, api_port, emulator_port = tmp_path / ".airflow", free_port(), free_port()
+    env = demo_env(home, REPO / "dags", api_port, emulator_port, keep_running=True)
+    output_path = tmp_path / "demo.log"
+    with output_path.open("wb") as output:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "demo.run"], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def started() -> bool:
+            text = output_path.read_text(encoding="utf-8", errors="replace")
+            assert demo.poll() is None, f"the demo exited ({demo.returncode}):\n{text}"
+            return KEEPS_RUNNING.search(text) is not None
+
+        wait_for("the demo to keep running", started, timeout=900)
+        demo.send_signal(signal.SIGHUP)
+        code = demo.wait(timeout=120)
+        text = output_path.read_text(encoding="utf-8", errors="replace")
+        assert code == 0, text[-3000:]
+        assert text.rstrip().endswith("Stopped.")
+        assert not port_in_use(api_port) and not port_in_use(emulator_port)
+        assert not processes_of(home), "a component outlived the demo"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        kill_processes_of(home)
 
 
 def test_make_demo_runs_the_demo_module():
