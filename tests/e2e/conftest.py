@@ -18,6 +18,18 @@ from altcraft.testing import EmulatorClient
 PG_SERVER = "postgres@127.0.0.1:5432"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests here time out by SIGALRM, not by the thread method the rest of the suite uses (there
+    ``dag.test()`` has SIGALRM for its own timeouts): that one ends the whole session with ``os._exit``,
+    so no fixture stops the Airflow components it started, and they keep running into the next jobs."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            marker = item.get_closest_marker("timeout")
+            seconds = marker.args[0] if marker and marker.args else item.config.getini("timeout")
+            item.add_marker(pytest.mark.timeout(float(seconds), method="signal"), append=False)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """A failed test using the ``local_airflow`` fixture shows the end of every component's log."""
