@@ -653,6 +653,41 @@ def test_ensure_schema_is_idempotent_and_race_safe(fresh_engine):
     assert {"ix_altcraft_outcomes_run", "ix_altcraft_outcomes_by_contact"} <= index_names
 
 
+def test_a_new_mysql_ledger_keys_contacts_by_an_increasing_id_the_hash_unique(fresh_engine, scope):
+    """InnoDB keeps a table in its primary key's order: new contacts go to its end, not to a random page."""
+    Ledger(fresh_engine).ensure_schema()
+    inspector = sa.inspect(fresh_engine)
+    key = inspector.get_pk_constraint("altcraft_contacts")["constrained_columns"]
+    indexes = inspector.get_indexes("altcraft_contacts")
+    unique = [index["column_names"] for index in indexes if index["unique"]]
+    if fresh_engine.dialect.name != "mysql":
+        assert key == ["contact_hash"]  # heaps: the key does not place the rows
+        return
+    assert key == ["id"] and ["contact_hash"] in unique
+    ledger = Ledger(fresh_engine)
+    launch(ledger, scope, run("r1"), ["email:a@x.test", "email:b@x.test"])
+    row_a = row(fresh_engine, scope, "email:a@x.test")
+    with pytest.raises(sa.exc.IntegrityError), fresh_engine.begin() as conn:  # the database keeps it unique
+        conn.execute(sa.insert(contacts_table).values(row_a))
+    again = ledger.claim(scope, run("r2"), items("email:a@x.test", "email:c@x.test"), ONCE)
+    assert again.to_send == ["email:c@x.test"] and list(again.skipped) == ["email:a@x.test"]
+
+
+def test_a_ledger_keyed_by_the_hash_as_before_still_works(fresh_engine, scope):
+    """A MySQL/MariaDB ledger created before the increasing id keeps the hash as its primary key."""
+    with fresh_engine.begin() as conn:
+        conn.execute(sa.schema.CreateTable(contacts_table))  # without the after-create step
+        for index in contacts_table.indexes:
+            conn.execute(sa.schema.CreateIndex(index))
+    ledger = Ledger(fresh_engine)
+    ledger.ensure_schema()
+    key = sa.inspect(fresh_engine).get_pk_constraint("altcraft_contacts")["constrained_columns"]
+    assert key == ["contact_hash"]
+    launch(ledger, scope, run("r1"), ["email:a@x.test"])
+    again = ledger.claim(scope, run("r2"), items("email:a@x.test", "email:b@x.test"), ONCE)
+    assert again.to_send == ["email:b@x.test"] and list(again.skipped) == ["email:a@x.test"]
+
+
 def test_concurrent_claims_never_send_a_contact_twice(engine, scope):
     """Four pipelines claim overlapping contacts at the same moment, six rounds.
 
