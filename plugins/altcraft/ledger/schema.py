@@ -98,7 +98,7 @@ contacts_table = sa.Table(
 #: contact went to a random page of the whole table. A ledger created there keys the rows by an increasing
 #: ``id`` instead, new contacts at the table's end, and keeps the hash unique in a secondary index. A trade
 #: (docs/ledger.md#tables): at 10,000,000 contacts a new one costs 285 instead of 508 us, one seen again
-#: 20-40% more (the index, then the row). A ledger created before keeps the hash as its key; the ledger
+#: 8-40% more (the index, then the row). A ledger created before keeps the hash as its key; the ledger
 #: works with both. Not on PostgreSQL or SQLite, whose tables are heaps (SQLite's rowid) whatever the key.
 sa.event.listen(
     contacts_table,
