@@ -88,9 +88,9 @@ def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_r
         extra_env={
             "AIRFLOW_CONN_ALTCRAFT_DEFAULT": emulator.connection_json(),
             # A task's start may wait out that busy timeout (docs/demo.md: the API server's SQLite lock-up).
-            # With Airflow's 5 s, its client resent the start after 5 s; the first one went through 60 s
-            # later, every resend was refused (400, already running) and the task was killed, then retried
-            # 5 minutes later (seen 2026-12-06, e2e). Waiting longer than the lock can last avoids all that.
+            # With Airflow's 5 s, its worker resent the start four times, each timing out, gave up and killed
+            # the task, which was retried 5 minutes later; the first start went through after 60 s (seen
+            # 2026-12-06, e2e). Waiting longer than the lock can last avoids all that.
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "90",
         },
     )
