@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from altcraft.api.errors import REFUSAL_CODES
 from altcraft.delivery import Delivery, TasksStillRunning, _settlements_for_results
 from altcraft.emulator.in_process import InProcessAltcraft
 from altcraft.emulator.state import DEFAULT_TOKEN, Emulator, demo_seed
@@ -126,17 +127,23 @@ def test_a_contact_met_again_in_a_later_chunk_is_reconciled_once(altcraft, ledge
 
 
 def _settlement_of(result: tuple) -> Settlement:
-    """A result's settlement by the rule itself: launched with its profile id on error 0, else failed."""
+    """A result's settlement by the rule itself: launched with its profile id on error 0, failed on a code
+    that refuses the profile, else uncertain (the code does not say the profile was not launched)."""
     code, text, profile_id = result
     if code == 0:
         return Settlement(Outcome.LAUNCHED, profile_id=profile_id)
-    return Settlement(Outcome.FAILED, code=code, text=text)
+    if code in REFUSAL_CODES:
+        return Settlement(Outcome.FAILED, code=code, text=text)
+    reason = (
+        f"Altcraft answered error {code} for this profile ({text}), which does not say it was not launched"
+    )
+    return Settlement(Outcome.UNCERTAIN, code=code, text=reason)
 
 
 def test_settlements_of_an_answer_follow_the_rule_result_by_result():
     """Over results of every kind (error codes, texts and profile ids, usual and hostile) and repeated keys:
     the same keys in the same order, each settlement equal to the rule's, with the very same values."""
-    codes = [0, 0, 1, 400, -1, 2**31 - 1, -(2**31)]
+    codes = [0, 0, 1, 400, 404, 402, 500, -1, 2**31 - 1, -(2**31)]
     texts = [None, "", "Invalid email", "\x00\ud800", "ünï" * 100]
     ids = [None, "", "65a0c0ff0000000000000001", "\ud800", "x" * 255]
     results = [(c, t, i) for c in codes for t in texts for i in ids]
@@ -148,9 +155,16 @@ def test_settlements_of_an_answer_follow_the_rule_result_by_result():
     for key, settlement in made.items():
         assert type(settlement) is Settlement
         assert settlement == plain[key]
-        assert all(
-            getattr(settlement, name) is getattr(plain[key], name) for name in ("code", "text", "profile_id")
+        passed_on = (
+            "code",
+            "profile_id",
+            *(("text",) if settlement.outcome is not Outcome.UNCERTAIN else ()),
         )
-    assert {s.outcome for s in made.values()} == {Outcome.LAUNCHED, Outcome.FAILED}
+        assert all(getattr(settlement, name) is getattr(plain[key], name) for name in passed_on)
+    assert {_settlement_of(result).outcome for result in results} == {
+        Outcome.LAUNCHED,
+        Outcome.FAILED,
+        Outcome.UNCERTAIN,
+    }
     with pytest.raises(ValueError):
         _settlements_for_results(keys[:-1], results)

@@ -25,7 +25,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from altcraft.api.errors import AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
+from altcraft.api.errors import REFUSAL_CODES, AltcraftApiError, AltcraftDeliveryUncertain, AltcraftError
 from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.matching import LAUNCH_ENDPOINTS
 from altcraft.api.models import (
@@ -824,15 +824,29 @@ _settlement = maker(Settlement)
 
 
 def _settlements_for_results(keys: Sequence[str], results: Sequence[ResultRead]) -> dict[str, Settlement]:
-    """Each key's settlement from its result, in order: launched with the profile id (error 0), else failed
-    with the code and text; one comprehension, without a function call per result but the settlement's."""
+    """Each key's settlement from its result, in order: launched with the profile id (error 0); failed with
+    the code and text when the code refuses the profile (`REFUSAL_CODES`); otherwise uncertain (a 5xx, a
+    402, an undocumented code: the profile may have been launched). One comprehension, without a function
+    call per result but the settlement's."""
     launched, failed = Outcome.LAUNCHED, Outcome.FAILED
     return {
         key: _settlement(launched, None, None, profile_id)
         if code == 0
         else _settlement(failed, code, text, None)
+        if code in REFUSAL_CODES
+        else _unrefused(code, text)
         for key, (code, text, profile_id) in zip(keys, results, strict=True)
     }
+
+
+def _unrefused(code: int, text: str) -> Settlement:
+    """The settlement of a profile whose result holds an error code that is not a refusal."""
+    return _settlement(
+        Outcome.UNCERTAIN,
+        code,
+        f"Altcraft answered error {code} for this profile ({text}), which does not say it was not launched",
+        None,
+    )
 
 
 def _settlement_for_error(exc: AltcraftError) -> Settlement:

@@ -91,14 +91,27 @@ def _parsed(answer: dict[str, Any]) -> Any:
         return str(error)
 
 
+def _result_code(value: Any) -> int:
+    """A per-profile result's code: as the plain reading, but a null or empty one is no code at all."""
+    if value is None or value == "":
+        raise ValueError("the error code is missing")
+    return read_error_code(value)
+
+
 @pytest.mark.parametrize("value", VALUES, ids=repr)
 def test_batch_answers_parse_as_with_the_plain_reading(value: Any) -> None:
     ok = {"error": 0, "error_text": "Successful operation", "profile_id": "65a0c0ff0000000000000001"}
     answer = {"error": 0, "error_text": "", "result": [ok, {**ok, "error": value}, ok]}
-    expected = _outcome(read_error_code, value)
+    expected = _outcome(_result_code, value)
     parsed = _parsed(answer)
     if expected[0] == "error":
         assert parsed == f"unexpected answer: result.1.error: value_error ({ENDPOINT})"
     else:
         assert parsed["result"][1]["error"] == expected[1]
         assert type(parsed["result"][1]["error"]) is int
+
+
+def test_a_result_without_an_error_code_is_an_unexpected_answer() -> None:
+    ok = {"error": 0, "error_text": "Successful operation", "profile_id": "65a0c0ff0000000000000001"}
+    answer = {"error": 0, "result": [ok, {"error_text": "Successful operation", "profile_id": "x"}]}
+    assert _parsed(answer) == f"unexpected answer: result.1.error: missing ({ENDPOINT})"

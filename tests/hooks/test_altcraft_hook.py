@@ -449,7 +449,7 @@ def test_connection_refused_is_retried_even_for_launches(monkeypatch):
     assert err.value.sent is False and hook.requests_made == 3
 
 
-def test_rate_limit_budget_is_bounded(emulator, monkeypatch):
+def test_rate_limit_budget_is_bounded(emulator, monkeypatch, caplog):
     monkeypatch.setenv(
         "AIRFLOW_CONN_ALTCRAFT_DEFAULT", emulator.connection_json(rate_limit_retries=4, backoff_initial=0)
     )
@@ -469,3 +469,22 @@ def test_rate_limit_budget_is_bounded(emulator, monkeypatch):
             ImportAndStartRequest(workflow_id=WELCOME, matching="email", email="q@example.org")
         )
     assert hook.requests_made == 5 and launches(emulator) == []
+    assert "429 5 times, more than the connection's rate_limit_retries allow" in caplog.text
+
+
+def test_a_wait_beyond_the_rate_limit_budget_gives_up_at_once_saying_why(emulator, monkeypatch, caplog):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ALTCRAFT_DEFAULT", emulator.connection_json(rate_limit_max_wait=60, backoff_initial=0)
+    )
+    emulator.add_faults(
+        {"endpoint": "workflows/import_and_start", "kind": "status", "status": 429, "retry_after": 3600}
+    )
+    hook = AltcraftHook()
+    with pytest.raises(AltcraftRateLimited):
+        hook.import_and_start(
+            ImportAndStartRequest(workflow_id=WELCOME, matching="email", email="q@example.org")
+        )
+    assert hook.requests_made == 1 and launches(emulator) == []
+    assert "wait 3600 s in all (Retry-After), more than the connection's rate_limit_max_wait of 60 s" in (
+        caplog.text
+    )

@@ -90,6 +90,20 @@ def ledger(request, tmp_path) -> Ledger:
 
 
 @pytest.fixture
+def proxy(emulator, monkeypatch):
+    """The default connection goes through an `AnswerProxy` in front of the emulator."""
+    from altcraft.testing import CONNECTION_ENV, EmulatorClient
+    from tests.conftest import FAST
+
+    from .answer_proxy import AnswerProxy
+
+    answers = AnswerProxy(emulator.url)
+    monkeypatch.setenv(CONNECTION_ENV, EmulatorClient(answers.url, emulator.token).connection_json(**FAST))
+    yield answers
+    answers.close()
+
+
+@pytest.fixture
 def make_delivery(emulator, ledger, scenario_id):
     """Build a Delivery for one simulated task try."""
 

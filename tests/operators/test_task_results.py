@@ -71,20 +71,6 @@ def test_async_delivery_against_the_documented_task_answer(ledger):
         assert len(replaying.journal(12)) == 15
 
 
-@pytest.fixture
-def proxy(emulator, monkeypatch):
-    """The default connection goes through an `AnswerProxy` in front of the emulator."""
-    from altcraft.testing import CONNECTION_ENV, EmulatorClient
-    from tests.conftest import FAST
-
-    from .answer_proxy import AnswerProxy
-
-    answers = AnswerProxy(emulator.url)
-    monkeypatch.setenv(CONNECTION_ENV, EmulatorClient(answers.url, emulator.token).connection_json(**FAST))
-    yield answers
-    answers.close()
-
-
 @pytest.mark.parametrize("ledger", ["postgresql", "sqlite"], indirect=True)
 def test_a_task_id_answered_for_two_batches_settles_both_uncertain(
     make_delivery, emulator, proxy, scenario_id

@@ -136,3 +136,19 @@ def test_every_contact_is_recorded_whatever_values_the_answer_holds(serve, ledge
         assert outcome == "uncertain" and "anna" not in str(stopped)
     hook.close()
     assert list(ledger.contact_states(delivery.scope).values()) == [outcome] * 3
+
+
+def test_a_list_whose_pages_repeat_stops_with_a_typed_error(serve):
+    """The server moves the cursor on but answers the same scenarios again: paging stops at the second page
+    (it would ask forever), with an error saying why."""
+    asked: list[int] = []
+
+    def same_page(seen):
+        asked.append(1)
+        page = [{"id": 12, "name": "Welcome", "is_active": True}]
+        return http_answer(200, {"error": 0, "data": page, "next_from_id": 13 + len(asked)})
+
+    serve(same_page)
+    with pytest.raises(AltcraftError, match="repeats the one before"):
+        AltcraftHook().list_scenarios()
+    assert len(asked) == 2

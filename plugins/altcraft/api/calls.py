@@ -170,15 +170,22 @@ class AltcraftCalls:
     def iter_pages(
         self, endpoint: str, body: dict[str, Any] | None = None, *, item: Callable[[Any], T] = dict
     ) -> Iterator[list[T]]:
-        """The items of every page of a keyset-paginated list method (``from_id`` / ``next_from_id``)."""
+        """The items of every page of a keyset-paginated list method (``from_id`` / ``next_from_id``).
+
+        A page that repeats the one before (its cursor moved on, its items did not) is
+        :class:`AltcraftUnexpectedAnswer`: paging on would ask the same page again and again.
+        """
         request = {"limit": PAGE_SIZE, **(body or {})}
+        seen: list[Any] | None = None
         while True:
             page = self._typed(endpoint, request, Page.model_validate)
+            if page.data and page.data == seen:
+                raise AltcraftUnexpectedAnswer("a page repeats the one before", endpoint=endpoint)
             yield parse_answer(endpoint, lambda data: [item(one) for one in data], page.data)
             previous = request.get("from_id") or 0
             if not page.data or page.next_from_id is None or previous >= page.next_from_id:
                 return  # keyset pages only move forward; anything else would loop
-            request["from_id"] = page.next_from_id
+            request["from_id"], seen = page.next_from_id, page.data
 
     def list_scenarios(self, **filters: Any) -> list[Scenario]:
         """All scenarios visible to the token (``workflows/list``, every page)."""
@@ -201,21 +208,42 @@ class AltcraftCalls:
         ``match`` holds ``matching`` and its key fields (``email``, ``phone``, ``field_name`` +
         ``field_value``, …). Developer guide, Profiles → "Get profile data": ``db_id`` is required, the
         answer's ``data`` holds the fields with ``_createtime`` and ``id``. The not-found answer is not
-        documented: an error answer with code 404, or an empty ``data``, is read as "no profile"; a list of
-        several profiles is :class:`AltcraftUnexpectedAnswer` (no verdict can pick one).
+        documented, and "no profile" sends the contact again, so only an answer that says so is read as
+        that: a ``data`` of null, ``{}`` or ``[]``, or an error 404 while ``databases/get`` finds the
+        database (Altcraft answers 404 for a database not found too). Anything else raises: an answer
+        without ``data``, or with one that is not a profile, is :class:`AltcraftUnexpectedAnswer`, as is a
+        list of several profiles (no verdict can pick one).
         """
         try:
             answer = self.call("profiles/get", {"db_id": db_id, **match})
         except AltcraftApiError as exc:
-            if exc.code == 404:
+            if exc.code == 404 and exc.refused and self._database_found(db_id):
                 return None
             raise
-        data = answer.get("data")
+        if "data" not in answer:
+            raise AltcraftUnexpectedAnswer("no `data`", endpoint="profiles/get")
+        data = answer["data"]
         if isinstance(data, list):  # profiles, not one profile
             if len(data) > 1:
                 raise AltcraftUnexpectedAnswer(f"{len(data)} profiles match", endpoint="profiles/get")
             data = data[0] if data else None
-        return data if isinstance(data, dict) and data else None
+        if data is None or data == {}:
+            return None
+        if not isinstance(data, dict):
+            raise AltcraftUnexpectedAnswer("`data` is not a profile", endpoint="profiles/get")
+        return data
+
+    def _database_found(self, db_id: int) -> bool:
+        """Whether ``databases/get`` finds database ``db_id`` (developer guide, Databases → "Get database
+        information": ``id`` → ``data: {id, name, …}``); a 404 is "no", any other failure raises."""
+        try:
+            answer = self.call("databases/get", {"id": db_id})
+        except AltcraftApiError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        data = answer.get("data")
+        return isinstance(data, dict) and str(data.get("id")) == str(db_id)
 
     def get_database_fields(self, db_id: int) -> list[DatabaseField]:
         """The fields of a database (``databases/fields_get``)."""

@@ -11,6 +11,11 @@ from collections.abc import Sequence
 
 #: Body/HTTP codes for which a retry cannot help: the request itself is wrong or not allowed.
 NON_RETRYABLE_CODES = frozenset({400, 401, 402, 403, 404, 409, 413})
+#: Codes with which a server refuses a request before acting on it: bad request, no or a wrong token,
+#: forbidden (the API-interaction page's table), a resource that does not exist, an ambiguous match (the
+#: Quick profile import page's HTTP codes), a body too large to be read. 402 (tariff limit) is not one: a
+#: batch may reach the limit part way. Any other code proves nothing about what was done.
+REFUSAL_CODES = frozenset({400, 401, 403, 404, 409, 413})
 
 
 class AltcraftError(Exception):
@@ -20,13 +25,26 @@ class AltcraftError(Exception):
 
 
 class AltcraftApiError(AltcraftError):
-    """Altcraft answered and refused the request: HTTP status not 2xx, or a non-zero ``error`` code."""
+    """Altcraft answered with an error: HTTP status not 2xx, or a non-zero ``error`` code.
 
-    def __init__(self, code: int, text: str, *, http_status: int | None = None, endpoint: str = ""):
+    ``per_profile``: the answer also carried per-profile output (a ``result`` list, a ``profile_id``), so
+    something may have been done for some profiles whatever its code says.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        text: str,
+        *,
+        http_status: int | None = None,
+        endpoint: str = "",
+        per_profile: bool = False,
+    ):
         self.code = code
         self.text = text
         self.http_status = http_status
         self.endpoint = endpoint
+        self.per_profile = per_profile
         statuses = {c for c in (code, http_status) if c and not 200 <= c < 300}
         self.retryable = not statuses & NON_RETRYABLE_CODES and any(c == 429 or c >= 500 for c in statuses)
         where = f" from {endpoint}" if endpoint else ""
@@ -37,6 +55,13 @@ class AltcraftApiError(AltcraftError):
     def server_side(self) -> bool:
         """A 5xx-class failure: the server (or a proxy in front of it) broke while handling the request."""
         return any(c >= 500 for c in (self.code, self.http_status or 0))
+
+    @property
+    def refused(self) -> bool:
+        """Whether the answer says the request was refused as a whole, so nothing of it was processed:
+        every code it carries is one of `REFUSAL_CODES`, and it has no per-profile output."""
+        codes = {c for c in (self.code, self.http_status) if c and not 200 <= c < 300}
+        return bool(codes) and codes <= REFUSAL_CODES and not self.per_profile
 
 
 class AltcraftRateLimited(AltcraftApiError):

@@ -199,9 +199,21 @@ class Envelope(_Response):
 
 
 class ProfileResult(Envelope):
-    """Outcome for one profile: of a single import/launch, or one entry of a batch ``result`` array."""
+    """Outcome for one profile: of a single import/launch, or one entry of a batch ``result`` array.
 
+    Its ``error`` is required (§1.6: each entry has its own ``error``): a result without a code, or with a
+    null or empty one, says nothing of what happened to the profile, so it does not read as success.
+    """
+
+    error: int
     profile_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _code(cls, value: Any) -> int:
+        if value is None or value == "":
+            raise ValueError("the error code is missing")
+        return error_code(value)
 
     @field_validator("profile_id", mode="before")
     @classmethod
@@ -362,11 +374,11 @@ class TaskState(StrEnum):
 
 
 class TaskStatus(_Response):
-    """``tasks/status`` payload (``data`` of the response)."""
+    """``tasks/status`` payload (``data`` of the response). Its ``progress`` (documented 0-100) is not read:
+    a value of any form is kept as given (an extra), never a reason to refuse the answer."""
 
     task_id: str | None = None
     status: str | None = None
-    progress: int | None = None
     result: Any = None
 
     @property

@@ -111,18 +111,30 @@ def parse_response(
     if not 200 <= status < 300:
         if not text:
             text = f"HTTP {status}" + (f": {_snippet(body, secret)}" if body and document is None else "")
-        code = code if code > 0 else status
-        raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
+        code = code if code is not None and code > 0 else status
+        raise AltcraftApiError(
+            code,
+            _clean(text, secret),
+            http_status=status,
+            endpoint=endpoint,
+            per_profile=_per_profile(document),
+        )
     if document is None or not isinstance(document, dict):
         raise AltcraftTransportError(
             f"unreadable response (HTTP {status}, {len(body)} bytes): {_snippet(body, secret)}",
             sent=True,
             endpoint=endpoint,
         )
-    if code == -1:
+    if code is None:
         raise AltcraftUnexpectedAnswer(f"`error` is not a code: {_clean(text, secret)}", endpoint=endpoint)
     if code:
-        raise AltcraftApiError(code, _clean(text, secret), http_status=status, endpoint=endpoint)
+        raise AltcraftApiError(
+            code,
+            _clean(text, secret),
+            http_status=status,
+            endpoint=endpoint,
+            per_profile=_per_profile(document),
+        )
     # without a backslash in the raw JSON every decoded string is its raw text: a token absent from the
     # body is absent from every string, and the search for it in each one can be skipped
     maybe_secret = secret if secret and (b"\\" in body or secret.encode() in body) else None
@@ -227,15 +239,23 @@ def _decode(body: bytes) -> Any:
         return None
 
 
-def _envelope(document: Any) -> tuple[int, str]:
+def _envelope(document: Any) -> tuple[int | None, str]:
+    """The answer's ``error`` code (None when it is there but not a code) and ``error_text``."""
     if not isinstance(document, dict):
         return 0, ""
     try:
         code = error_code(document.get("error"))
     except ValueError:
         # `"error": "invalid token"`, 0.5, 2**40: an error all the same, in a form the API does not document
-        code = -1
+        code = None
     return code, _text(document.get("error_text"))
+
+
+def _per_profile(document: Any) -> bool:
+    """Whether an error answer also reports on profiles: a non-empty ``result`` or a ``profile_id``."""
+    return isinstance(document, dict) and (
+        bool(document.get("result")) or document.get("profile_id") is not None
+    )
 
 
 def _text(value: Any) -> str:

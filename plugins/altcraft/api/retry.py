@@ -2,7 +2,8 @@
 
 Reads and status polls retry any retryable error. A *launching* call (it puts people into a scenario)
 is retried only when Altcraft certainly did not process it: HTTP 429, or a connection that could not be
-opened. Everything else that may have reached Altcraft becomes :class:`AltcraftDeliveryUncertain`.
+opened. An answer that refuses the request as a whole (`AltcraftApiError.refused`) is final; everything
+else that may have reached Altcraft becomes :class:`AltcraftDeliveryUncertain`.
 HTTP 429 answers are budgeted apart from other failures (by count and by total wait), so a stream of
 ``Retry-After: 0`` answers neither spins forever nor eats the retries meant for real failures.
 """
@@ -39,10 +40,15 @@ def is_retryable(exc: BaseException, *, launching: bool) -> bool:
 
 
 def as_uncertain(exc: BaseException, endpoint: str, keys: Sequence[str]) -> BaseException:
-    """The error a launching call raises once retrying is over: uncertain unless surely unprocessed."""
-    if certainly_not_processed(exc):
+    """The error a launching call raises once retrying is over: uncertain unless surely unprocessed --
+    never sent, rate-limited, or refused as a whole (`AltcraftApiError.refused`). An error code that is
+    not a refusal (402, 5xx, one no page documents) or an error answer that also reports on profiles
+    does not say that nothing was done."""
+    if certainly_not_processed(exc) or isinstance(exc, AltcraftDeliveryUncertain):
         return exc
-    if isinstance(exc, AltcraftTransportError) or (isinstance(exc, AltcraftApiError) and exc.server_side):
+    if isinstance(exc, AltcraftApiError) and exc.refused:
+        return exc
+    if isinstance(exc, AltcraftError):
         return AltcraftDeliveryUncertain(endpoint, keys, exc)
     return exc
 
@@ -97,10 +103,22 @@ class _Budget:
         if isinstance(exc, AltcraftRateLimited):
             self.rate_limited += 1
             self.rate_limit_wait += exc.retry_after if exc.retry_after is not None else 0.0
-            return (
-                self.rate_limited > self.policy.rate_limit_retries
-                or self.rate_limit_wait > self.policy.rate_limit_max_wait
-            )
+            policy = self.policy
+            if self.rate_limit_wait > policy.rate_limit_max_wait:
+                log.warning(
+                    "Altcraft asked to wait %.0f s in all (Retry-After), more than the connection's "
+                    "rate_limit_max_wait of %.0f s: giving up",
+                    self.rate_limit_wait,
+                    policy.rate_limit_max_wait,
+                )
+                return True
+            if self.rate_limited > policy.rate_limit_retries:
+                log.warning(
+                    "Altcraft answered 429 %d times, more than the connection's rate_limit_retries allow",
+                    self.rate_limited,
+                )
+                return True
+            return False
         self.failures += 1
         return self.failures > self.policy.max_retries
 

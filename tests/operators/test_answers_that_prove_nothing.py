@@ -1,0 +1,226 @@
+"""Answers that do not say what Altcraft did are read as neither success nor refusal.
+
+A contact is recorded ``failed`` (sent again by a later claim) only on an answer that refuses it (the
+documented refusal codes, with nothing reported on profiles), and ``launched`` only on a result that says so
+with its code. Anything else -- an undocumented or non-refusal code, an error answer that also reports on
+profiles, a result without its code, a task whose counts or results cannot be read, a ``profiles/get``
+404 that may be about the database -- leaves the contact ``uncertain``: never resent blindly.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from altcraft.delivery import DeliveryStopped
+from altcraft.ledger import Outcome
+
+from .conftest import contacts, in_batches, launch_counts, run_ref
+
+BATCH = "workflows/import_and_start_batch"
+#: the next try, reading profiles back at once (no grace for requests that may still run)
+RECONCILE_NOW = {"run": run_ref(try_number=2), "reconcile_grace": timedelta(0)}
+
+
+def _states(delivery) -> dict[Outcome, int]:
+    return {outcome: n for outcome, n in delivery.session.counts().items() if n}
+
+
+@pytest.mark.parametrize(
+    ("status", "answer"),
+    [
+        (200, {"error": 1, "error_text": "Some profiles were not imported"}),
+        (400, {"error": 400, "error_text": "Bad request"}),
+        (402, {"error": 402, "error_text": "Tariff limit reached"}),
+        (408, {"error": 408, "error_text": "Request timeout"}),
+    ],
+    ids=[
+        "undocumented-code-with-results",
+        "refusal-code-with-results",
+        "tariff-limit",
+        "undocumented-status",
+    ],
+)
+def test_an_error_answer_that_does_not_refuse_the_request_leaves_it_uncertain(
+    make_delivery, emulator, proxy, scenario_id, status, answer
+):
+    """Altcraft processed the batch (the emulator launched every contact), and its answer carries an error
+    code that is not a refusal, or a refusal beside per-profile results: nobody is recorded failed, and the
+    next try sends nobody again."""
+    proxy.rewrite[BATCH] = lambda body, upstream, _: (
+        status,
+        {**answer, **({"result": upstream["result"]} if answer["error"] in (1, 400) else {})},
+    )
+    with pytest.raises(DeliveryStopped):
+        make_delivery(batch_size=5).process(in_batches(contacts(5), 5))
+    proxy.rewrite.clear()
+
+    again = make_delivery(batch_size=5, run=run_ref(try_number=2))
+    summary = again.process(in_batches(contacts(5), 5))
+    assert (summary.launched, summary.uncertain, summary.requests) == (0, 5, 0)
+    assert _states(again) == {Outcome.UNCERTAIN: 5}
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413])
+def test_a_request_refused_as_a_whole_fails_and_the_next_try_sends_it(
+    make_delivery, emulator, scenario_id, status
+):
+    """The emulator refuses the request before processing it: the contacts failed, and the next try
+    launches each once."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "status", "status": status, "count": 1})
+    with pytest.raises(DeliveryStopped):
+        make_delivery(batch_size=5).process(in_batches(contacts(5), 5))
+    again = make_delivery(batch_size=5, run=run_ref(try_number=2))
+    assert again.process(in_batches(contacts(5), 5)).launched == 5
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"), [(400, Outcome.FAILED), (500, Outcome.UNCERTAIN), (1, Outcome.UNCERTAIN)]
+)
+def test_a_profile_error_is_a_failure_only_when_its_code_refuses_the_profile(
+    make_delivery, emulator, scenario_id, code, outcome
+):
+    emulator.add_faults(
+        {"endpoint": BATCH, "kind": "profile_error", "code": code, "text": "odd", "every": 2, "count": None}
+    )
+    summary = make_delivery(batch_size=10).process(in_batches(contacts(10)))
+    assert (summary.launched, summary.failed, summary.uncertain) == (
+        5,
+        5 if outcome is Outcome.FAILED else 0,
+        5 if outcome is Outcome.UNCERTAIN else 0,
+    )
+
+
+@pytest.mark.parametrize(
+    "missing", [{"drop": True}, {"error": None}, {"error": ""}], ids=["no-key", "null", "empty"]
+)
+def test_a_result_without_its_error_code_is_not_read_as_launched(
+    make_delivery, emulator, proxy, scenario_id, missing
+):
+    """Every other result of the answer has lost its code: the batch is uncertain, not launched."""
+
+    def without_codes(body, upstream, status):
+        results = []
+        for n, item in enumerate(upstream["result"]):
+            if n % 2:
+                item = {k: v for k, v in item.items() if k != "error"}
+                if not missing.get("drop"):
+                    item["error"] = missing["error"]
+            results.append(item)
+        return status, {**upstream, "result": results}
+
+    proxy.rewrite[BATCH] = without_codes
+    with pytest.raises(DeliveryStopped, match="uncertain"):
+        make_delivery(batch_size=6).process(in_batches(contacts(6), 6))
+    proxy.rewrite.clear()
+    again = make_delivery(batch_size=6, run=run_ref(try_number=2))
+    assert again.process(in_batches(contacts(6), 6)).requests == 0
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 6
+
+
+def _task_result(result):
+    def rewrite(body, upstream, status):
+        data = upstream.get("data") or {}
+        if data.get("status") in ("completed", "success"):
+            data = {**data, "result": result(data.get("result"))}
+        return status, {**upstream, "data": data}
+
+    return rewrite
+
+
+def _last(given: dict, entry) -> dict:
+    """The per-profile task result with its last entry replaced by ``entry(last)``."""
+    return {**given, "result": [*given["result"][:-1], entry(given["result"][-1])]}
+
+
+@pytest.mark.parametrize(
+    ("layout", "result"),
+    [
+        ("counts", lambda given: {"total": 4, "type": "database"}),
+        ("counts", lambda given: {"total": 4, "errors": [], "failed_count": 2}),
+        ("counts", lambda given: {"total": 4.5, "errors": []}),
+        ("per_profile", lambda given: _last(given, lambda last: None)),
+        (
+            "per_profile",
+            lambda given: _last(given, lambda last: {**last, "profile_id": {"email": "user3@example.org"}}),
+        ),
+        ("per_profile", lambda given: _last(given, lambda last: {"error_text": "Successful operation"})),
+    ],
+    ids=[
+        "no-error-count",
+        "failed-count",
+        "fractional-total",
+        "unreadable-entry",
+        "odd-profile-id",
+        "no-code",
+    ],
+)
+def test_a_finished_task_whose_results_prove_nothing_settles_its_contacts_uncertain(
+    make_delivery, emulator, proxy, scenario_id, layout, result, caplog
+):
+    """The contacts are settled (not left ``sending`` for every later try to trip over), uncertain, and no
+    contact data of the answer reaches the log."""
+    emulator.config(task_result=layout, task_delay_seconds=0.05)
+    proxy.rewrite["tasks/status"] = _task_result(result)
+    delivery = make_delivery(mode="async", batch_size=4)
+    delivery.process(in_batches(contacts(4), 4))
+    delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
+    assert (delivery.summary.launched, delivery.summary.uncertain, delivery.summary.pending) == (0, 4, 0)
+    assert _states(delivery) == {Outcome.UNCERTAIN: 4}
+    assert not delivery.tasks
+    assert "user3@example.org" not in caplog.text
+
+
+def test_a_profile_lookup_404_for_a_database_that_does_not_exist_proves_nothing(
+    make_delivery, emulator, scenario_id
+):
+    """Reconciling against a database id Altcraft does not have (a spec edited since): its 404 is not "no
+    such profile", so the contacts stay uncertain instead of being sent again."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
+    with pytest.raises(DeliveryStopped):
+        make_delivery(batch_size=3).process(in_batches(contacts(3), 3))
+    again = make_delivery(
+        batch_size=3, run=run_ref(try_number=2), profiles_db_id=999, reconcile_grace=timedelta(0)
+    )
+    summary = again.process(in_batches(contacts(3), 3))
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert (summary.uncertain, summary.requests) == (3, 0)
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"error": 0, "error_text": "Successful operation"}, {"error": 0, "data": "none"}],
+    ids=["no-data", "data-not-a-profile"],
+)
+def test_a_profile_lookup_answer_without_a_profile_or_its_absence_proves_nothing(
+    make_delivery, emulator, proxy, scenario_id, answer
+):
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
+    with pytest.raises(DeliveryStopped):
+        make_delivery(batch_size=3).process(in_batches(contacts(3), 3))
+    proxy.rewrite["profiles/get"] = lambda body, upstream, status: (200, answer)
+    again = make_delivery(
+        batch_size=3, run=run_ref(try_number=2), profiles_db_id=1, reconcile_grace=timedelta(0)
+    )
+    summary = again.process(in_batches(contacts(3), 3))
+    assert (summary.uncertain, summary.requests) == (3, 0)
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
+
+
+def test_a_profile_absent_from_a_database_that_exists_was_not_processed(make_delivery, emulator, scenario_id):
+    """The request was refused before Altcraft processed it, its answer lost: no profile in the (existing)
+    database, so the contacts were not processed and are sent once more."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_before", "count": 1})
+    with pytest.raises(DeliveryStopped):
+        make_delivery(batch_size=3).process(in_batches(contacts(3), 3))
+    again = make_delivery(
+        batch_size=3, run=run_ref(try_number=2), profiles_db_id=1, reconcile_grace=timedelta(0)
+    )
+    summary = again.process(in_batches(contacts(3), 3))
+    assert summary.reconciled["not_processed"] == 3
+    assert summary.launched == 3
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
