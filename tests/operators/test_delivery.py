@@ -401,7 +401,8 @@ def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_s
     """The spec said ``async`` when the contacts were sent (the task submission's answer was lost, the task
     runs seconds later) and ``batch`` when the next run reconciles them before it has: how the ledger
     recorded they were sent decides (an Altcraft task, maybe still queued), not how this run sends."""
-    emulator.config(task_delay_seconds=2)
+    # long enough for the next run to reconcile before the task runs, on a loaded machine too (2 s was not)
+    emulator.config(task_delay_seconds=8)
     emulator.add_faults(
         {"endpoint": "workflows/import_and_start_batch_task", "kind": "drop_after", "count": 1}
     )
@@ -414,7 +415,7 @@ def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_s
     assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 6}
     assert (summary.requests, summary.uncertain) == (0, 6), "nobody sent again"
     assert {task["status"] for task in emulator.state()["tasks"]} == {"queued"}, "the task had not run yet"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while len(launch_counts(emulator, marker_scenario)) < 6 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert_exactly_once(emulator, marker_scenario, 6)
