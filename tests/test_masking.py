@@ -217,3 +217,59 @@ def test_scrub_takes_linear_time_on_a_long_run_without_spaces(run):
     started = time.perf_counter()
     scrub(text)
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("text", "contact"),
+    [
+        ("phone 8 (900) 123-45-67 is invalid", "123-45-67"),
+        ("phone 8-900-123-45-67 is invalid", "123-45-67"),
+        ("phone (900) 123-4567 is invalid", "123-4567"),
+        ("phone 900.123.4567", "123.4567"),
+        ("phone 8 900 123 45 67", "123 45"),
+        ("ph 9001234567x12", "9001234567"),
+        ("phone +7.900.123.45.67", "123.45"),
+        ("tel:89001234567;ext=12", "9001234567"),
+        ("card 1234567890123456 and 12345678901234567890", "5678901234"),
+        ("error 400: 89001234567: bad", "9001234567"),
+        ('email "anna.petrova"@example.org bad', "anna.petrova"),
+        ('invalid input syntax for type integer: ""anna.petrova"@example.org"', "anna.petrova"),
+        ('email "anna petrova"@example.org bad', "anna petrova"),
+        ('"x" and "anna"@example.org', '"anna"'),
+        ("email anna@[192.168.0.1] bad", "192.168.0.1"),
+        ("url ?email=anna.petrova%40example.org", "anna.petrova"),
+    ],
+)
+def test_scrub_masks_phones_with_separators_and_emails_of_every_shape(text, contact):
+    from altcraft.masking import scrub
+
+    assert contact not in scrub(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "launched on 2026-12-02, window 2026-12-01 2026-12-31",
+        "at 2026-12-02T10:20:30Z and 2026-12-02 10:20:30.123+03:00",
+        "HTTP 502 after 3 tries; 1000 of 10000 profiles; ids 101, 102, 103",
+        "profile 65a0c0ff0000000000000001, task 550e8400-e29b-41d4-a716-446655440000, scenario 4711",
+        "host 192.168.100.200:8080 refused, retry 192.168.100.200",
+        'field "name" must be text',
+    ],
+)
+def test_scrub_keeps_dates_times_statuses_counts_and_ids_readable(text):
+    from altcraft.masking import scrub
+
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "contact"),
+    [
+        ("тел 89001234567", "9001234567"),
+        ("+7 900 123-45-67 ext 12", "123-45"),
+        ("x" * 60 + " 89001234567", "890"),
+    ],
+)
+def test_log_samples_of_free_text_mask_the_phones_in_it(value, contact):
+    assert contact not in json.dumps(mask_value(value), ensure_ascii=False)

@@ -40,10 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from altcraft import probe
+    from altcraft.api.errors import AltcraftError
 
     try:
         return probe.main(args)
-    except ValueError as exc:
+    except (ValueError, AltcraftError) as exc:  # an answer that does not fit: its places, not its values
         print(f"probe: {exc}", file=sys.stderr)
         return 2
 

@@ -18,9 +18,24 @@ _PHONE_LIKE = re.compile(r"\+?[0-9 ().\-]{6,32}")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _ADDRESS_CHAR = r"[^\s@<>()\[\],;:\"']"
 # a match starts only where a run of address characters starts (the lookbehind): tried at every character of
-# a long run without ``@``, the search was quadratic (20,000 characters of server text: 1.2 s; now linear)
-_EMAIL_IN_TEXT = re.compile(rf"(?<!{_ADDRESS_CHAR}){_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+")
-_PHONE_IN_TEXT = re.compile(r"\+\d[\d ()\-]{5,}\d|\b\d{10,15}\b")  # international, or a long digit run
+# a long run without ``@``, the search was quadratic (20,000 characters of server text: 1.2 s; now linear).
+# A quoted local part opens after a space, a quote or a delimiter (so `"x" and "y"@z` masks `"y"`, not
+# `" and "`); the domain may be an IP literal; the ``@`` may be URL-encoded.
+_LOCAL_PART = rf'(?<![^\s<(,;:="\'])"[^"\r\n]{{1,64}}"|(?<!{_ADDRESS_CHAR}){_ADDRESS_CHAR}+'
+_DOMAIN = rf"\[[^\]\s]{{1,64}}\]|{_ADDRESS_CHAR}+"
+_EMAIL_IN_TEXT = re.compile(rf"(?:{_LOCAL_PART})(?:@|%40)(?:{_DOMAIN})")
+# A phone: 10 or more digits, maybe after a ``+``, with up to two of `` .-()`` between digits (`8 (900)
+# 123-45-67`, `900.123.4567`). It starts where a number starts, never inside a word, an id (`a-1234567890`)
+# or a number (the lookbehinds: linear time, as each run is tried once), and does not run into a time
+# (`2026-12-02 10:20`).
+_SEPARATORS = r" .()\-"
+_PHONE_IN_TEXT = re.compile(
+    rf"(?:\+|(?<![\w+\-])(?<!\d[:{_SEPARATORS}])(?<!\d[{_SEPARATORS}]{{2}}))"
+    rf"\(?\d(?:[{_SEPARATORS}]{{1,2}}\d|\d){{9,}}(?!\d|:\d)"
+)
+# Numbers that look like phones but are not: an IPv4 address, a text holding an ISO date (two dates).
+_NOT_A_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|.*\d{4}-\d\d-\d\d.*", re.DOTALL)
+_SAMPLE_MARGIN = 64
 _MAX_DEPTH = 4
 _MAX_ITEMS = 20
 
@@ -46,7 +61,8 @@ def mask_email(value: Any) -> str:
     if not at:
         return mask_text(text)
     name, dot, tld = domain.rpartition(".")
-    masked_domain = f"{name[:1]}{MASK}.{tld}" if dot and name and len(tld) <= 24 else f"{domain[:1]}{MASK}"
+    readable_tld = dot and name and len(tld) <= 24 and not domain.startswith("[")  # not an IP literal
+    masked_domain = f"{name[:1]}{MASK}.{tld}" if readable_tld else f"{domain[:1]}{MASK}"
     return f"{local[:1]}{MASK}@{masked_domain}"
 
 
@@ -65,7 +81,12 @@ def mask_phone(value: Any) -> str:
 def scrub(text: Any) -> str:
     """Free text (e.g. an error message from Altcraft) with every email and phone-like number in it masked."""
     masked = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group()), text_of(text))
-    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group()), masked)
+    return _PHONE_IN_TEXT.sub(_masked_phone, masked)
+
+
+def _masked_phone(match: re.Match[str]) -> str:
+    found = match.group()
+    return found if _NOT_A_PHONE.fullmatch(found) else mask_phone(found)
 
 
 def mask_value(value: Any, *, depth: int = 0) -> Any:
@@ -105,5 +126,7 @@ def _sample(text: str) -> str:
         return mask_email(text)
     if _PHONE_LIKE.fullmatch(text.strip()) and sum(char.isdigit() for char in text) >= 6:
         return mask_phone(text)
-    cut = text[:SAMPLE_CHARS] + (f"…(+{len(text) - SAMPLE_CHARS} chars)" if len(text) > SAMPLE_CHARS else "")
+    # scrubbed before it is cut, so no start of a phone is left where the cut fell
+    cut = scrub(text[: SAMPLE_CHARS + _SAMPLE_MARGIN])[:SAMPLE_CHARS]
+    cut += f"…(+{len(text) - SAMPLE_CHARS} chars)" if len(text) > SAMPLE_CHARS else ""
     return _UNPRINTABLE.sub(lambda char: f"\\u{ord(char.group()):04x}", cut)

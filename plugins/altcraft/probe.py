@@ -32,7 +32,14 @@ from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_
 from altcraft.api.layouts import BatchItemLayout, batch_item, key_as_fields
 from altcraft.api.matching import LAUNCH_ENDPOINTS, MatchingMode, undocumented_matching
 from altcraft.api.models import DatabaseField, Page, Scenario, TaskState, TaskStatus
-from altcraft.api.protocol import api_path, encode_body, request_headers
+from altcraft.api.protocol import (
+    api_path,
+    clean_document,
+    encode_body,
+    parse_answer,
+    remove_token,
+    request_headers,
+)
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.http_environment import pin_environment
 from altcraft.masking import scrub
@@ -54,6 +61,8 @@ _COMPATIBLE = {
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """An answer as the hooks read it: cleaned by `clean_document` (no token, server texts masked)."""
+
     status: int
     document: Any
 
@@ -69,7 +78,10 @@ class Answer:
 
 @dataclass
 class Exchanger:
-    """POSTs API calls with the token where asked, keeping every exchange for ``--record``."""
+    """POSTs API calls with the token where asked, keeping every exchange for ``--record``.
+
+    What it reports is cleaned twice: each answer as the hooks clean it, and the report itself
+    (`clean`), which quotes server text (the keys of an answer's shape, too)."""
 
     base_url: str
     token: str
@@ -119,21 +131,24 @@ class Exchanger:
             {
                 "endpoint": endpoint,
                 "auth": auth,
-                "request": self._clean(body),
+                "request": self._recorded(body),
                 "status": answer.status,
-                "response": self._clean(answer.document),
+                "response": self._recorded(answer.document),
             }
         )
-        return answer
+        return Answer(answer.status, clean_document(answer.document, self.token))
 
-    def _clean(self, value: Any) -> Any:
+    def clean(self, text: str) -> str:
+        """Text for the report (the table, the Test button's message): no token, no email or phone."""
+        return scrub(remove_token(text, self.token))
+
+    def _recorded(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: "***" if k == "token" else self._clean(v) for k, v in value.items()}
+            return {k: "***" if k == "token" else self._recorded(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._clean(v) for v in value]
+            return [self._recorded(v) for v in value]
         if isinstance(value, str):
-            text = value.replace(self.token, "***") if self.token else value
-            return text if self.keep_contact else scrub(text)
+            return remove_token(value, self.token) if self.keep_contact else self.clean(value)
         return value
 
     def recording(self) -> dict[str, Any]:
@@ -182,7 +197,11 @@ def read_only(ex: Exchanger, plan: Plan) -> list[Row]:
     answer = ex.post("databases/fields_get", {"db_id": db})
     if not answer.ok:
         return [*rows, Row("fields", "FAIL", answer.error)]
-    fields = [DatabaseField.model_validate(item) for item in answer.document.get("data") or []]
+    fields = parse_answer(
+        "databases/fields_get",
+        lambda data: [DatabaseField.model_validate(item) for item in data or []],
+        answer.document.get("data"),
+    )
     if plan.mapping is not None:
         rows += _field_rows(fields, plan.mapping, db)
     if plan.marker_field is not None:
@@ -236,7 +255,7 @@ def _token_row(ex: Exchanger, auth: str) -> Row:
     answer = ex.post("databases/list", {"limit": 1}, auth=auth)
     where = "Authorization: Bearer header" if auth == "header" else "body 'token'"
     if answer.ok:
-        page = Page.model_validate(answer.document)
+        page = parse_answer("databases/list", Page.model_validate, answer.document)
         seen = page.total if page.total is not None else len(page.data)
         return Row(f"token ({auth})", "ok", f"accepted in the {where}; {seen} database(s) visible")
     return Row(f"token ({auth})", "FAIL" if auth == "header" else "warn", f"{where}: {answer.error}")
@@ -247,9 +266,12 @@ def _scenario_rows(ex: Exchanger, plan: Plan) -> tuple[list[Row], int | None]:
     name = f"scenario {plan.scenario}"
     if not answer.ok:
         return [Row(name, "FAIL", answer.error)], plan.db
-    found = [
-        s for s in map(Scenario.model_validate, answer.document.get("data") or []) if s.id == plan.scenario
-    ]
+    scenarios = parse_answer(
+        "workflows/list",
+        lambda data: [Scenario.model_validate(item) for item in data or []],
+        answer.document.get("data"),
+    )
+    found = [s for s in scenarios if s.id == plan.scenario]
     if not found:
         return [Row(name, "FAIL", "not in workflows/list for this token")], plan.db
     scenario = found[0]
@@ -324,15 +346,14 @@ def _async_row(ex: Exchanger, body: dict[str, Any], timeout: float) -> Row:
             answer.error if not answer.ok else "no data.task_id: " + _shape(answer.document),
         )
     deadline = time.monotonic() + timeout
-    status = TaskStatus(task_id=task_id)
+    status = parse_answer("tasks/status", TaskStatus.model_validate, {"task_id": task_id})
     while time.monotonic() < deadline:
         polled = ex.post("tasks/status", {"task_id": task_id})
         if not polled.ok:
             return Row("async", "FAIL", f"tasks/status: {polled.error}")
         payload = polled.document.get("data")
-        status = TaskStatus.model_validate(
-            {"task_id": task_id, **(payload if isinstance(payload, dict) else {})}
-        )
+        payload = {"task_id": task_id, **(payload if isinstance(payload, dict) else {})}
+        status = parse_answer("tasks/status", TaskStatus.model_validate, payload)
         if status.state.is_terminal:
             result = "accepted" if status.state is TaskState.SUCCEEDED else "refused"
             return Row("async", result, f"status {status.status!r}, result {_shape(status.result)}")
@@ -405,7 +426,7 @@ def main(args: Any, out: Callable[[str], None] = print) -> int:
     plan.task_timeout = args.task_timeout
     ex = exchanger_for_connection(conn_id or "altcraft_default", keep_contact=args.keep_contact)
     rows = run(ex, plan)
-    out(table(rows))
+    out(ex.clean(table(rows)))
     if args.record:
         Path(args.record).write_text(json.dumps(ex.recording(), ensure_ascii=False, indent=1), "utf-8")
         out(f"recorded {len(ex.exchanges)} exchange(s) to {args.record}")

@@ -1,23 +1,46 @@
 """`clean_document` passes over strings that cannot change (no token to remove, nothing unstorable to
-replace: only server texts are looked at); this compares it with the plain walk that cleans every string,
-over well-formed and hostile answers, with and without a token and unstorable characters.
+replace: only server texts are looked at), and `parse_response` skips the search for the token when no form
+of it can be in the body; this compares both with the plain walk that cleans every string, over well-formed
+and hostile answers, with and without a token (in any of its forms) and unstorable characters.
 """
 
 from __future__ import annotations
 
 import copy
+import html
 import json
 import random
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
 from altcraft.api import protocol
-from altcraft.api.protocol import SERVER_TEXT_KEYS, clean_document
+from altcraft.api.protocol import SERVER_TEXT_KEYS, clean_document, parse_response, remove_token
 from altcraft.masking import scrub
 
 SEED = 20261205
-SECRETS = [None, "", "emulator-token", 'to"ken\\x', "Tok3n/ü"]
+SECRETS = [None, "", "emulator-token", 'to"ken\\x', "Tok3n/ü", "tök en\t<&>+/5b1e"]
+
+
+def _forms(secret: str) -> list[str]:
+    """How a server may quote the token: other letter cases, escaped, quoted."""
+    json_forms = [
+        json.dumps(cased, ensure_ascii=a)[1:-1] for cased in (secret, secret.upper()) for a in (1, 0)
+    ]
+    return [
+        secret.upper(),
+        secret.lower(),
+        secret.swapcase(),
+        *json_forms,
+        quote(secret, safe=""),
+        quote_plus(secret).lower(),
+        quote(secret),
+        html.escape(secret),
+    ]
+
+
+FORM_TEXTS = [f"token {form} refused" for secret in SECRETS if secret for form in _forms(secret)]
 TEXTS = [
     "Successful operation",
     "",
@@ -31,6 +54,7 @@ TEXTS = [
     "x" * 199 + " a@b.c",
     "y" * 1500 + " anna@example.org " + "z" * 300,
     "Ошибка: профиль user@пример.рф",
+    *FORM_TEXTS,
 ]
 KEYS = [*sorted(SERVER_TEXT_KEYS), "profile_id", "email", "data", "result", "note", "Error_Text"]
 
@@ -38,7 +62,6 @@ KEYS = [*sorted(SERVER_TEXT_KEYS), "profile_id", "email", "data", "result", "not
 def _plain_clean(document: Any, secret: str | None, *, unstorable: bool = True) -> Any:
     """The plain walk: every string cleaned of the token (and unstorable characters), then server texts
     scrubbed (and, when long, cut)."""
-    variants = [v for v in {secret, json.dumps(secret)[1:-1]} if v] if secret else []
     root = [document]
     stack: list[Any] = [root]
     while stack:
@@ -47,9 +70,7 @@ def _plain_clean(document: Any, secret: str | None, *, unstorable: bool = True) 
             if key == "error_text" and value is not None and not isinstance(value, str):
                 container[key] = protocol._clean(protocol._text(value), secret)
             elif isinstance(value, str):
-                cleaned = value
-                for variant in variants:
-                    cleaned = cleaned.replace(variant, "***")
+                cleaned = remove_token(value, secret)
                 if unstorable:
                     cleaned = protocol._UNSTORABLE.sub("\ufffd", cleaned)
                 if cleaned and isinstance(key, str) and key in SERVER_TEXT_KEYS:
@@ -102,3 +123,23 @@ def test_clean_document_agrees_with_the_plain_walk(secret: str | None, unstorabl
     for document in _corpus():
         expected = _plain_clean(copy.deepcopy(document), secret, unstorable=unstorable)
         assert clean_document(copy.deepcopy(document), secret, unstorable=unstorable) == expected
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+@pytest.mark.parametrize("ensure_ascii", [False, True])
+def test_parse_response_skips_the_search_only_where_no_form_of_the_token_can_be(secret, ensure_ascii):
+    """The check on the raw body (no form of the token in it, case-insensitively) agrees with the plain walk
+    over the decoded answer, whether the server escapes non-ASCII characters or not."""
+    for document in _corpus():
+        if not isinstance(document, dict) or document.get("error") not in (None, 0):
+            continue
+        body = json.dumps(document, ensure_ascii=ensure_ascii).encode(errors="replace")
+        expected = _plain_clean(json.loads(body), secret)
+        assert parse_response("x", 200, {}, body, secret=secret) == expected
+
+
+def test_clean_document_removes_every_form_of_the_token_from_every_string():
+    for secret in filter(None, SECRETS):
+        document = {"note": [f"a {form} b" for form in _forms(secret)], "error_text": {"t": secret}}
+        cleaned = json.dumps(clean_document(document, secret), ensure_ascii=False)
+        assert not any(form in cleaned for form in _forms(secret)), cleaned

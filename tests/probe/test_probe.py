@@ -84,10 +84,10 @@ def test_recording_scrubs_the_token_and_masks_contacts_unless_kept():
     from altcraft.probe import Exchanger
 
     body = {"token": "sekret-token", "email": "anna.k@example.org", "note": "sekret-token for +79001234567"}
-    masked = Exchanger("http://x", "sekret-token")._clean(body)
+    masked = Exchanger("http://x", "sekret-token")._recorded(body)
     assert masked["token"] == "***" and "sekret-token" not in json.dumps(masked)
     assert "anna.k@example.org" not in json.dumps(masked) and "+79001234567" not in json.dumps(masked)
-    kept = Exchanger("http://x", "sekret-token", keep_contact=True)._clean(body)
+    kept = Exchanger("http://x", "sekret-token", keep_contact=True)._recorded(body)
     assert kept["email"] == "anna.k@example.org" and kept["note"] == "*** for +79001234567"
 
 

@@ -5,14 +5,16 @@ Transport-independent: the hooks only move bytes; everything about what the byte
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from pydantic import ValidationError
 
@@ -25,7 +27,7 @@ from altcraft.api.errors import (
     AltcraftUnexpectedAnswer,
 )
 from altcraft.api.models import MAX_ID_CHARS, Page, Scenario, TaskStatus, error_code
-from altcraft.masking import scrub
+from altcraft.masking import MASK, scrub
 
 T = TypeVar("T")
 
@@ -135,10 +137,59 @@ def parse_response(
             endpoint=endpoint,
             per_profile=_per_profile(document),
         )
-    # without a backslash in the raw JSON every decoded string is its raw text: a token absent from the
-    # body is absent from every string, and the search for it in each one can be skipped
-    maybe_secret = secret if secret and (b"\\" in body or secret.encode() in body) else None
+    maybe_secret = secret if secret and _may_quote(body, token_forms(secret)) else None
     return clean_document(document, maybe_secret, unstorable=_UNSTORABLE_ESCAPE.search(body) is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenForms:
+    """Every form in which server text may quote the token, as one pattern that removes them all."""
+
+    pattern: re.Pattern[str]
+    needles: tuple[bytes, ...]
+    """Each form's UTF-8 bytes with ASCII letters lower-cased: what ``body.lower()`` holds where it is."""
+    longest: int
+
+    def remove(self, text: str) -> str:
+        """``text`` with every form of the token replaced by `MASK`."""
+        return self.pattern.sub(MASK, text)
+
+
+@lru_cache(maxsize=16)
+def token_forms(secret: str) -> TokenForms:
+    """The forms of ``secret`` to remove from server text: as is, lower- and upper-cased, each raw,
+    JSON-escaped (``\\u`` escapes or not, ``/`` escaped or not), URL-quoted (``%20`` or ``+`` for a space,
+    ``/`` quoted or not) and HTML-escaped; ASCII letters match in any case. Longest first, so none is
+    removed only in part."""
+    forms = set()
+    for cased in {secret, secret.lower(), secret.upper()}:
+        escaped = {json.dumps(cased, ensure_ascii=ascii_only)[1:-1] for ascii_only in (True, False)}
+        forms |= escaped | {form.replace("/", "\\/") for form in escaped}
+        forms |= {cased, quote(cased, safe=""), quote(cased), quote_plus(cased)}
+        forms |= {html.escape(cased), html.escape(cased, quote=False)}
+    ordered = sorted(forms, key=len, reverse=True)
+    return TokenForms(
+        pattern=re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE | re.ASCII),
+        needles=tuple(form.encode().lower() for form in ordered),
+        longest=len(ordered[0]),
+    )
+
+
+def remove_token(text: str, secret: str | None) -> str:
+    """``text`` with the token replaced by `MASK` in each of its `token_forms`."""
+    return token_forms(secret).remove(text) if secret and text else text
+
+
+def _may_quote(body: bytes, forms: TokenForms) -> bool:
+    """Whether a string decoded from the JSON ``body`` may hold a form of the token: exact, and fast.
+
+    Without a backslash (no JSON escape) and a NUL (JSON in UTF-16 or UTF-32 has one in every ASCII
+    character) every decoded string is a piece of the UTF-8 body, so a form absent from the body with its
+    ASCII letters lower-cased, as the pattern matches them, is absent from every string."""
+    if b"\\" in body or b"\x00" in body:
+        return True
+    lowered = body.lower()
+    return any(needle in lowered for needle in forms.needles)
 
 
 #: Keys whose string values are free text written by the server (e.g. ``result[].error_text``).
@@ -156,10 +207,10 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
     XCom or the ledger with the token or an email/phone in clear, or in a form the ledger cannot store.
     Iterative: any depth is fine.
     """
-    variants = [v for v in {secret, json.dumps(secret)[1:-1]} if v] if secret else []
+    forms = token_forms(secret) if secret else None
     # without a token to remove or characters to replace, only server texts (and a non-text
     # `error_text`) can change: every other string is passed over without a look
-    every_string = bool(variants) or unstorable
+    every_string = forms is not None or unstorable
     root = [document]
     stack: list[dict[Any, Any] | list[Any]] = [root]
     while stack:
@@ -169,11 +220,11 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
                 if isinstance(value, dict | list):
                     stack.append(value)
                 elif every_string and isinstance(value, str):
-                    container[index] = _clean_string(value, variants, unstorable)
+                    container[index] = _clean_string(value, forms, unstorable)
             continue
         for key, value in container.items():
             if isinstance(value, str):
-                cleaned = _clean_string(value, variants, unstorable) if every_string else value
+                cleaned = _clean_string(value, forms, unstorable) if every_string else value
                 if cleaned and key in SERVER_TEXT_KEYS:
                     short = len(cleaned) <= _SCRUB_CACHED_CHARS
                     cleaned = _scrub_short(cleaned) if short else _clean(cleaned, None)
@@ -187,10 +238,10 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
     return root[0]
 
 
-def _clean_string(value: str, variants: list[str], unstorable: bool) -> str:
-    """``value`` with each variant of the token replaced and, with ``unstorable``, NUL and lone surrogates."""
-    for variant in variants:
-        value = value.replace(variant, "***")
+def _clean_string(value: str, forms: TokenForms | None, unstorable: bool) -> str:
+    """``value`` with each form of the token replaced and, with ``unstorable``, NUL and lone surrogates."""
+    if forms is not None:
+        value = forms.remove(value)
     return _UNSTORABLE.sub("\ufffd", value) if unstorable else value
 
 
@@ -259,29 +310,38 @@ def _per_profile(document: Any) -> bool:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else "" if value is None else json.dumps(value, default=str)
+    """A server text that may be any JSON value, as text (JSON; `token_forms` has its escaped forms)."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _snippet(body: bytes, secret: str | None) -> str:
-    """The start of a body that is not JSON, cleaned (`_clean`) and cut to `_SNIPPET` characters."""
-    window = body[: _SNIPPET + _MARGIN + len(secret or "")]
-    text = " ".join(window.decode("utf-8", errors="replace").split())
-    return _clean(text, secret, limit=_SNIPPET, more=len(body) > len(window))
+    """The start of a body that is not JSON, cleaned (`_clean`) and cut to `_SNIPPET` characters; the token
+    is removed before whitespace is collapsed (a token with spaces would no longer match)."""
+    window = body[: _SNIPPET + _margin(secret)]
+    text = remove_token(window.decode("utf-8", errors="replace"), secret)
+    return _clean(" ".join(text.split()), None, limit=_SNIPPET, more=len(body) > len(window))
 
 
 #: Characters read past a cut before the text is cleaned: room for an email or a phone across the cut.
 _MARGIN = 1024
 
 
+def _margin(secret: str | None) -> int:
+    """Characters read past a cut: room for an email, a phone or any form of the token across it."""
+    return _MARGIN + (token_forms(secret).longest if secret else 0)
+
+
 def _clean(text: str, secret: str | None, *, limit: int = MAX_SERVER_TEXT, more: bool = False) -> str:
-    """Server text made safe for logs, exceptions and the ledger: no token (in any letter case: a URL's host
-    and scheme come back lower-cased), no email or phone in clear, nothing a database refuses, at most
-    ``limit`` characters and "…" where it was cut (``more``: ``text`` is already the start of a longer one).
-    Cleaned *before* it is cut: cut first, a token or an email across the cut would keep its first part."""
-    window = text[: limit + _MARGIN + len(secret or "")]
+    """Server text made safe for logs, exceptions and the ledger: no token (in any of its `token_forms`: a
+    URL's host and scheme come back lower-cased), no email or phone in clear, nothing a database refuses, at
+    most ``limit`` characters and "…" where it was cut (``more``: ``text`` is already the start of a longer
+    one). Cleaned *before* it is cut: cut first, a token or an email across the cut would keep its first
+    part."""
+    window = text[: limit + _margin(secret)]
     more = more or len(text) > len(window)
-    if secret and window:
-        window = re.sub(re.escape(secret), "***", window, flags=re.IGNORECASE)
+    window = remove_token(window, secret)
     cleaned = _UNSTORABLE.sub("\ufffd", scrub(window))
     return cleaned[:limit] + ("…" if more or len(cleaned) > limit else "")
 

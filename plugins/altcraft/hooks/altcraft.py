@@ -26,7 +26,6 @@ from altcraft.api.transport import Observed, transport_error
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings
 from altcraft.http_environment import pin_environment
-from altcraft.masking import scrub
 
 
 class AltcraftHook(HttpHook, AltcraftCalls):
@@ -154,10 +153,9 @@ class AltcraftHook(HttpHook, AltcraftCalls):
                 max_answer_bytes=self.settings.max_answer_bytes,
             )
             rows = read_only(exchanger, Plan())
-        except ValueError as exc:
+        except (ValueError, AltcraftError) as exc:  # an answer that does not fit: its places, not its values
             return False, f"Altcraft connection test failed: {exc}"
-        summary = "; ".join(f"{row.check}: {row.result} ({row.detail})" for row in rows)
-        summary = scrub(summary.replace(self._token, "***"))  # the probe's details quote server texts
+        summary = exchanger.clean("; ".join(f"{row.check}: {row.result} ({row.detail})" for row in rows))
         if failed(rows):
             return False, f"Altcraft connection test failed: {summary}"
         return True, f"Connected to {self.base_url}; {summary}"
