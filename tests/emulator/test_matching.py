@@ -1,4 +1,5 @@
-"""Every matching mode of §9 against seeded profiles, plus ambiguous, unknown and missing keys."""
+"""Every matching mode of the developer guide's *Matching* page against seeded profiles, plus ambiguous,
+unknown and missing keys."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ one identity. Runs use ``dag.test()`` against the emulator and a PostgreSQL ledg
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from datetime import timedelta
@@ -184,6 +185,54 @@ def test_contacts_refused_by_altcraft_fail_the_task_and_notify(dag_with, emulato
     assert "1 contact(s) were refused by Altcraft" in output
     assert "next run sends them again" in output, "the message says what to do next"
     assert [call[0] for call in notify.CALLS] == ["callback"], "the failure notification was sent"
+
+
+def logged_standings(output: str) -> list[dict[str, int]]:
+    """Every ``scenario now: uncertain U, failed F`` line of the task log's summary tables."""
+    return [
+        {"uncertain": int(u), "failed": int(f)}
+        for u, f in re.findall(r"scenario now: uncertain (\d+), failed (\d+)", output)
+    ]
+
+
+def test_the_logged_summary_states_the_standing_after_the_try(dag_with, emulator, scenario_id, capfd):
+    """The log's "scenario now" line is read after the try's outcomes are written, as the XCom's scope."""
+    emulator.add_faults(
+        {"endpoint": BATCH, "kind": "profile_error", "every": 7, "count": 3, "code": 400, "text": "bad"}
+    )
+    dag = dag_with(contacts(20), batch_size=10)
+    dag_run = run_dag(dag, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    summary = summary_of(dag, dag_run)
+    assert summary["failed"] == 2, "the 7th and 14th profiles"
+    assert summary["scope"] == {"uncertain": 0, "failed": 2}
+    output = capfd.readouterr().out
+    assert "Altcraft delivery summary" in output
+    assert logged_standings(output) == [summary["scope"]], "one final table, with the real standing"
+
+
+def test_a_dry_run_and_a_deferred_try_report_the_standing_they_found(dag_with, emulator, scenario_id, capfd):
+    """Contacts refused by an earlier run stay in the scenario's standing: a dry run and an async try's
+    table before it defers say so, instead of zeros never read from the ledger."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "profile_error", "every": 7, "count": 1, "code": 400})
+    run_dag(dag_with(contacts(10), dag_id="outcomes_refused", batch_size=10), DAY)
+    standing = {"uncertain": 0, "failed": 1}
+    capfd.readouterr()
+
+    dry = dag_with(contacts(5, start=100), dag_id="outcomes_dry_standing", dry_run=True)
+    assert summary_of(dry, run_dag(dry, DAY))["scope"] == standing
+    assert logged_standings(capfd.readouterr().out) == [standing]
+
+    later = dag_with(
+        contacts(5, start=200), dag_id="outcomes_async_standing", delivery="async", poll_interval=0.1
+    )
+    dag_run = run_dag(later, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    assert summary_of(later, dag_run)["scope"] == standing
+    assert logged_standings(capfd.readouterr().out) == [standing, standing], (
+        "before deferring, and at the end"
+    )
 
 
 def breaking_source(window=None, n: int = 10, fail_after: int | None = None):

@@ -147,6 +147,6 @@ class AltcraftDeliveryUncertain(AltcraftError):
         self.keys = list(keys)
         self.cause = cause
         super().__init__(
-            f"Delivery uncertain for {len(self.keys)} profile(s) sent to {endpoint}: {cause}. "
+            f"Delivery uncertain for {len(self.keys) or 'the'} profile(s) sent to {endpoint}: {cause}. "
             "They may have been launched; they are not resent automatically."
         )

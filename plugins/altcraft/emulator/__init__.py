@@ -18,22 +18,24 @@ Readings chosen where the documentation is silent:
 * Trailing slashes do not matter. ``matching`` defaults to ``email`` on every method, and every method
   accepts all 11 modes (strict: only those its page documents). ``workflows/start`` never creates a
   profile (404).
-* Matching (§9): ``email``/``phone`` look at the profile field (case-insensitive email; phones without
-  spaces, dashes, parentheses) or at email/SMS subscriptions; ``resource_id`` narrows subscription lookups
-  to that resource. ``custom`` works on any database field (tags: ``"a, b"`` = has all tags).
-  ``custom_sub`` matches a subscription whose ``cc_data`` or ``custom_fields`` has ``field_name`` equal to
-  ``field_value``. ``email_phone*`` accept either key or both; hits for both are pooled (two → 409).
+* Matching (the developer guide's *Matching* page): ``email``/``phone`` look at the profile field
+  (case-insensitive email; phones without spaces, dashes, parentheses) or at email/SMS subscriptions;
+  ``resource_id`` narrows subscription lookups to that resource. ``custom`` works on any database field
+  (tags: ``"a, b"`` = has all tags). ``custom_sub`` matches a subscription whose ``cc_data`` or
+  ``custom_fields`` has ``field_name`` equal to ``field_value``. ``email_phone*`` accept either key or both;
+  hits for both are pooled (two → 409).
 * A profile created by an import takes its matching key as fields (``email``, ``phones`` or the custom
   field) so the same key finds it again; ``*_sub`` modes create it with the subscriptions from ``data``.
   Subscriptions merge by channel + resource + address (email / phone / provider + subscription_id).
 * Re-entry: scenario modes ``skip`` and ``skip_in_any_case`` journal a repeated launch with
   ``entered: false``; every other mode (``restart``, ...) always enters. ``workflows/activate`` with
   ``skip_profiles`` forgets who entered.
-* Batches (§4.1): top-level ``workflow_id``/``db_id``/``trigger_id``, ``matching``, ``field_name``,
-  ``resource_id`` and options; ``data`` items in any documented layout — flat, key + nested ``data``, or
-  ``data`` only; a key missing on the item is read from the fields (strict: the key must be on the item).
-  ``result`` has exactly one entry per item, in order; a failed item is neither imported nor launched.
-  ``db_id`` of a launch must equal the scenario's ``list_id`` when given.
+* Batches (the guide's ``automation-scenarios/33063492``, docs/api-conformance.md): top-level
+  ``workflow_id``/``db_id``/``trigger_id``, ``matching``, ``field_name``, ``resource_id`` and options;
+  ``data`` items in any documented layout — flat, key + nested ``data``, or ``data`` only; a key missing on
+  the item is read from the fields (strict: the key must be on the item). ``result`` has exactly one entry
+  per item, in order; a failed item is neither imported nor launched. ``db_id`` of a launch must equal the
+  scenario's ``list_id`` when given.
 * Tasks: ``data.task_id`` = ``task_<uuid>``; ``tasks/status`` gives ``data: {task_id, status, progress,
   result}``; status ``queued`` (for ``task_delay_seconds``) → ``running`` (ten steps) → ``completed`` (or
   ``success``), or ``failed`` when the scenario is gone/inactive when the task starts. ``result`` (null

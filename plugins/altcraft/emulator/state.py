@@ -429,9 +429,9 @@ class Task:
     errors: list[str] = field(default_factory=list)
 
     def public(self, layout: str = "per_profile") -> dict[str, Any]:
-        """The ``tasks/status`` payload. ``result`` of this task type is not documented (§4.3): ``layout``
-        picks our per-profile list, export-task-like counts (``errors``/``total``, as the documented
-        "Uploading profiles to a file" task answers) or nothing at all."""
+        """The ``tasks/status`` payload. ``result`` of this task type is not documented
+        (docs/api-conformance.md): ``layout`` picks our per-profile list, export-task-like counts
+        (``errors``/``total``, as the documented "Uploading profiles to a file" task answers) or nothing."""
         done = self.status not in ("queued", "running")
         result: dict[str, Any] | None = None
         if done and layout == "per_profile":
@@ -900,7 +900,8 @@ class Emulator:
         return {"data": [f.public() for f in db.fields.values()]}
 
     def _profiles_get(self, call: Call) -> dict[str, Any]:
-        """``profiles/get``: the profile's fields with ``id``, ``db_id``, ``subscriptions`` (§4.4)."""
+        """``profiles/get``: the profile's fields with ``id``, ``db_id``, ``subscriptions`` (the guide's
+        *Get profile data* page)."""
         db = self._database(call, _int_param(call.body, "db_id"))
         spec = self._spec(db, call.body, call.endpoint)
         found = self._find(db, spec, spec.keys(call.body))

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -259,22 +259,14 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 if _as_bool(self.reconcile):
                     delivery.reconcile()
             delivery.process(_read(source, window, self.batch_size))
-        except BaseException:
-            self._publish(delivery, context)
+            self._move_source(delivery, source)
+            if delivery.mode == "async" and not delivery.dry_run:
+                self._wait_for_tasks(delivery, context)
+        except TaskDeferred:
             raise
-        finally:
-            self._log_summary(delivery, final=False)
-        if delivery.left_to_others and not delivery.dry_run:
-            # another run (an overlapping event run) may yet fail to launch them: read them again next time
-            self.log.warning(
-                "%d contact(s) were in flight in another run: the source's position does not move, the "
-                "next run reads them again and the ledger decides",
-                delivery.left_to_others,
-            )
-        elif not delivery.dry_run:
-            source.commit()  # watermarks and processed files move on only after every record was settled
-        if delivery.mode == "async" and not delivery.dry_run:
-            self._wait_for_tasks(delivery, context)
+        except BaseException:
+            self._report(delivery, context, final=False)
+            raise
         return self._finish(delivery, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -288,12 +280,16 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             setattr(delivery.summary, name, value)
         if event.get("status") != "done":
             # still running at Altcraft: keep them in task_state_store; the retry re-attaches to them
-            self._publish(delivery, context)
+            self._report(delivery, context, final=False)
             raise AirflowException(
                 f"{len(event.get('pending', []))} Altcraft task(s) still running after {self.task_timeout}; "
                 "the next try re-attaches to them instead of submitting again"
             )
-        delivery.settle_tasks(_task_book(context), timeout=None)
+        try:
+            delivery.settle_tasks(_task_book(context), timeout=None)
+        except BaseException:
+            self._report(delivery, context, final=False)
+            raise
         return self._finish(delivery, context)
 
     # ---------------------------------------------------------------------------------------- set-up
@@ -390,6 +386,20 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             self.source.state = context["asset_state_store"][self.state_asset]
         return self.source
 
+    def _move_source(self, delivery: Delivery, source: Source) -> None:
+        """Move the source's position on, unless another run still has some of its contacts in flight."""
+        if delivery.dry_run:
+            return
+        if delivery.left_to_others:
+            # another run (an overlapping event run) may yet fail to launch them: read them again next time
+            self.log.warning(
+                "%d contact(s) were in flight in another run: the source's position does not move, the "
+                "next run reads them again and the ledger decides",
+                delivery.left_to_others,
+            )
+            return
+        source.commit()  # watermarks and processed files move on only after every record was settled
+
     # ------------------------------------------------------------------------------------ async mode
 
     def _wait_for_tasks(self, delivery: Delivery, context: Context) -> None:
@@ -399,6 +409,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         if not tasks:
             return
         if self.deferrable:
+            self._report(delivery, context, final=False)
             context["task_state_store"].set(
                 _SUMMARY_KEY, {**delivery.summary.as_dict(), "reasons": delivery.summary.reasons}
             )
@@ -419,8 +430,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     # ------------------------------------------------------------------------------------- reporting
 
     def _finish(self, delivery: Delivery, context: Context) -> dict[str, Any]:
-        self._log_summary(delivery, final=True)
-        result = self._publish(delivery, context)
+        result = self._report(delivery, context, final=True)
         for outlet in self.outlets:
             if isinstance(outlet, Asset) and outlet.uri.startswith("altcraft://"):
                 context["outlet_events"][outlet].extra = {
@@ -439,13 +449,26 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             raise AirflowFailException(" ".join(m for m in (uncertain, rejected) if m))
         return result
 
+    def _report(self, delivery: Delivery, context: Context, *, final: bool) -> dict[str, Any]:
+        """Read the scenario's standing, then push the summary to XCom and log it: every report of a try
+        (success, failure, deferral) states the standing as it is after what the try did."""
+        self._measure(delivery)
+        result = self._publish(delivery, context)
+        self._log_summary(delivery, final=final)
+        return result
+
+    def _measure(self, delivery: Delivery) -> None:
+        """Set the summary's ``scope`` to the scenario's standing in the ledger now; empty (unknown, not
+        zero) when the ledger cannot be read. A dry run reads it too: it writes nothing, so it is the
+        standing the run found."""
+        try:
+            delivery.summary.scope = delivery.standing()
+        except Exception as exc:  # the summary must still be published
+            delivery.summary.scope = {}
+            self.log.warning("Could not read the scenario's standing from the ledger: %s", exc)
+
     def _publish(self, delivery: Delivery, context: Context) -> dict[str, Any]:
-        """The try's summary with the scenario's standing, pushed to XCom whether the try ends well or not."""
-        if not delivery.dry_run:
-            try:
-                delivery.summary.scope = delivery.standing()
-            except Exception as exc:  # the summary must still be published
-                self.log.warning("Could not read the scenario's standing from the ledger: %s", exc)
+        """The try's summary, pushed to XCom whether the try ends well or not."""
         result = {
             **delivery.summary.as_dict(),
             "scenario_id": int(self.scenario_id),
