@@ -82,11 +82,15 @@ LEDGER_URLS = {"postgresql": PG_URL, "mariadb": "mysql+pymysql://root@127.0.0.1:
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def ledger(request, tmp_path) -> Ledger:
+def ledger(request, tmp_path) -> Iterator[Ledger]:
+    """A ledger per test; its engine's pooled connections are closed after it (kept open, the idle ones of
+    a few dozen tests used up PostgreSQL's 100 connections)."""
     url = LEDGER_URLS.get(request.param) or f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = Ledger(sa.create_engine(url))
+    engine = sa.create_engine(url)
+    ledger = Ledger(engine)
     ledger.ensure_schema()
-    return ledger
+    yield ledger
+    engine.dispose()
 
 
 @pytest.fixture

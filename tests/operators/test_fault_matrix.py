@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,11 +68,13 @@ CASES = {
 
 
 @pytest.fixture
-def ledger() -> Ledger:
+def ledger() -> Iterator[Ledger]:
     """PostgreSQL only: the matrix is about the delivery, and both dialects run tests/ledger/test_store.py."""
-    ledger = Ledger(sa.create_engine(PG_URL))
+    engine = sa.create_engine(PG_URL)
+    ledger = Ledger(engine)
     ledger.ensure_schema()
-    return ledger
+    yield ledger
+    engine.dispose()
 
 
 def records() -> list[dict[str, Any]]:
