@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from altcraft.pipelines import PipelineSpec, SpecError, read_spec
@@ -49,6 +50,15 @@ def error_of(**changes: object) -> str:
     with pytest.raises(ValidationError) as failure:
         spec_with(**changes)
     return str(failure.value)
+
+
+def file_error_of(tmp_path: Path, **changes: object) -> SpecError:
+    """What `read_spec` says of MINIMAL with ``changes``, written as a YAML file."""
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, **changes}, sort_keys=False))
+    error = read_spec(path)
+    assert isinstance(error, SpecError), error
+    return error
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -242,6 +252,21 @@ def test_a_folder_of_zones_or_an_overlong_name_is_a_timezone_error(zone: str):
     # ZoneInfo raises IsADirectoryError / OSError for these, which pydantic does not turn into an error
     assert "timezone\n" in error_of(timezone=zone)
     assert "source.sql_table.timezone\n" in error_of(source={**MINIMAL["source"], "timezone": zone})
+
+
+@pytest.mark.parametrize("zone", ["America", "Etc", "x" * 5000, "Europe/Atlantis"])
+@pytest.mark.parametrize("block", ["source", "mapping"])
+def test_every_timezone_of_a_spec_is_one_check_naming_its_line_and_field(
+    tmp_path: Path, block: str, zone: str
+):
+    # mapping.timezone had its own check, which let ZoneInfo's OSError escape: no field, an internal path
+    error = file_error_of(tmp_path, **{block: {**MINIMAL[block], "timezone": zone}})
+
+    line = field_line(error.path, (block, "timezone"))
+    assert line is not None and error.line == line
+    assert error.message.startswith(f"  line {line}, {block}.timezone: unknown time zone "), error.message
+    assert "cannot read the spec" not in error.message and "zoneinfo" not in error.message
+    assert len(error.message) < 200
 
 
 def test_identifiers_cannot_carry_injection():

@@ -35,10 +35,10 @@ from pydantic import (
 from altcraft.batching import MAX_BATCH_ITEMS
 from altcraft.mapping import ProfileMapping
 from altcraft.modes import DeliveryMode
-from altcraft.sources.base import check_timezone
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
+from altcraft.spec_checks import Timezone
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
@@ -147,7 +147,6 @@ ConnId = Annotated[str, _matching(_CONN_ID, "connection id (letters, digits, _ .
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 PlainText = Annotated[str, AfterValidator(_plain_text)]
 DottedPath = Annotated[str, AfterValidator(_dotted)]
-Timezone = Annotated[str, AfterValidator(check_timezone)]
 LocalDatetime = Annotated[datetime, BeforeValidator(_as_datetime), AfterValidator(_plausible_year)]
 
 

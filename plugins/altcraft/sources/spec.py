@@ -16,20 +16,20 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
-from altcraft.sources.base import Source, StateStore, check_timezone
+from altcraft.sources.base import Source, StateStore
 from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
 from altcraft.sources.files import FileFormat, FileSource, WindowBy, check_encoding
 from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
 from altcraft.sources.sql import SqlQuerySource, SqlTableSource, validate_identifier, validate_select
 from altcraft.sources.webhook import WebhookSource
+from altcraft.spec_checks import Timezone
 
 
 def _identifier(field: str) -> AfterValidator:
     return AfterValidator(lambda value: validate_identifier(value, field))
 
 
-Timezone = Annotated[str, AfterValidator(check_timezone)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
