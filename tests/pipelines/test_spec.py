@@ -16,6 +16,7 @@ from tests.pipelines.conftest import BROKEN, EXAMPLES
 # file -> (line, field, words of the message)
 BROKEN_EXPECTED = {
     "bad_yaml.yaml": (20, "invalid YAML", "flow mapping started on line 19"),
+    "cron_seconds.yaml": (4, "schedule", "Airflow reads a sixth as seconds"),
     "duplicate_key.yaml": (19, "invalid YAML", "'schedule' is given twice"),
     "injected_id.yaml": (2, "id", "is not a valid DAG id"),
     "injected_table.yaml": (16, "source.table", "is not a plain SQL identifier"),
@@ -194,9 +195,18 @@ def test_schedules_are_cron_or_interval(schedule: str, interval: timedelta | Non
     assert spec_with(schedule=schedule).schedule_interval == interval
 
 
-@pytest.mark.parametrize("schedule", ["@once", "0 25 * * *", "daily", "* * *", "None", "1 h"])
+@pytest.mark.parametrize(
+    "schedule", ["@once", "0 25 * * *", "daily", "* * *", "None", "1 h", "0 0 6 * * * 2030"]
+)
 def test_bad_schedules(schedule: str):
     assert "schedule\n" in error_of(schedule=schedule)
+
+
+@pytest.mark.parametrize("schedule", ["*/5 * * * * *", "0 0 6 * * *", "0 6 * * * 0"])
+def test_a_six_field_cron_is_refused_as_seconds_airflow_would_run_every_second(schedule: str):
+    message = error_of(schedule=schedule)
+
+    assert "schedule\n" in message and "has five fields" in message and "a sixth as seconds" in message
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ _OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@ -]{0,99}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_CRON_FIELDS = 5
 _CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 
@@ -122,7 +123,13 @@ def _schedule(value: str) -> str:
         return text
     from croniter import CroniterBadDateError, croniter
 
-    if text.startswith("@") or len(text.split()) not in (5, 6) or not croniter.is_valid(text):
+    fields = len(text.split())
+    if fields > _CRON_FIELDS and croniter.is_valid(text):
+        raise ValueError(
+            f"a cron expression has five fields (minute hour day month weekday), got {fields}: Airflow reads "
+            "a sixth as seconds, running every second (Quartz's '0 0 6 * * *' is '0 6 * * *' here)"
+        )
+    if text.startswith("@") or fields != _CRON_FIELDS or not croniter.is_valid(text):
         raise ValueError(
             f"{value!r} is neither a cron expression (e.g. '0 6 * * *', '@daily') "
             "nor an interval (e.g. 15m, 1h, 1d)"
@@ -278,8 +285,8 @@ class PipelineSpec(_Model):
     )
     schedule: Annotated[str, AfterValidator(_schedule)] | None = Field(
         default=None,
-        description="cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, 2w; "
-        "at most 366 days); optional with a trigger",
+        description="five-field cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, "
+        "2w; at most 366 days); optional with a trigger",
     )
     timezone: Timezone = Field(description="IANA time zone of the schedule and of naive dates")
     start_date: LocalDatetime = Field(
