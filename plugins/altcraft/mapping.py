@@ -44,7 +44,7 @@ from altcraft.api.matching import MatchingMode
 from altcraft.makers import maker
 from altcraft.masking import mask_email, mask_phone, mask_text, scrub, text_of
 from altcraft.records import ERROR_FIELD
-from altcraft.spec_checks import Timezone
+from altcraft.spec_checks import MAX_BYTES, MAX_INT64, Timezone
 from altcraft.validation import (
     MAX_FIELD_CHARS,
     MAX_PROFILE_BYTES,
@@ -193,7 +193,7 @@ class SubscriptionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channel: Literal["email", "sms"]
-    resource_id: int = Field(gt=0)
+    resource_id: int = Field(gt=0, le=MAX_INT64)
     source: str = Field(min_length=1, description="source column holding the email address / phone number")
 
 
@@ -206,15 +206,15 @@ class ProfileMapping(BaseModel):
     field_name: str | None = Field(
         default=None, validate_default=True, description="custom field to match on"
     )
-    resource_id: int | None = Field(default=None, gt=0, validate_default=True)
+    resource_id: int | None = Field(default=None, gt=0, le=MAX_INT64, validate_default=True)
     key: dict[str, str] = Field(description="matching key field -> source column")
     fields: dict[str, FieldSpec] = Field(default_factory=dict, description="target field -> value spec")
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
     timezone: Timezone = Field(default="UTC", description="zone of naive date-times")
     default_region: str | None = Field(default=None, description="region of phones without +country code")
     required: list[str] = Field(default_factory=list, description="targets that must be present")
-    max_field_chars: int = Field(default=MAX_FIELD_CHARS, gt=0)
-    max_profile_bytes: int = Field(default=MAX_PROFILE_BYTES, gt=0)
+    max_field_chars: int = Field(default=MAX_FIELD_CHARS, gt=0, le=MAX_BYTES)
+    max_profile_bytes: int = Field(default=MAX_PROFILE_BYTES, gt=0, le=MAX_BYTES)
 
     @field_validator("field_name")
     @classmethod

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import NoneType
+from typing import get_args
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from altcraft.pipelines import PipelineSpec, SpecError, read_spec
-from altcraft.pipelines.spec import field_line, parse_duration
+from altcraft.pipelines.docs import spec_models
+from altcraft.pipelines.factory import build_dag
+from altcraft.pipelines.spec import MAX_DURATION, field_line, parse_duration
+from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, MAX_TIMEOUT_SECONDS
 from tests.pipelines.conftest import BROKEN, EXAMPLES
 
 # file -> (line, field, words of the message)
@@ -21,6 +26,7 @@ BROKEN_EXPECTED = {
     "injected_id.yaml": (2, "id", "is not a valid DAG id"),
     "injected_table.yaml": (16, "source.table", "is not a plain SQL identifier"),
     "missing_connection.yaml": (13, "source.conn_id", "required field is missing"),
+    "pool_slots_overflow.yaml": (17, "pool_slots", "less than or equal to 2147483647"),
     "unknown_field.yaml": (19, "retry", "unknown field (did you mean 'retries'?)"),
     "watermark_partitions.yaml": (19, "partitions", "partitions must be 1"),
     "wrong_type.yaml": (19, "delivery.batch_size", "valid integer"),
@@ -229,6 +235,94 @@ def test_values_that_would_overflow_or_never_run_are_field_errors(field: str, va
     message = error_of(**{field: value})
 
     assert f"\n{field}" in message and words in message, message
+
+
+REST = {"type": "rest", "http_conn_id": "api", "endpoint": "v1/contacts", "key_column": "id"}
+GRACE = int(MAX_DURATION.total_seconds())
+
+
+def test_every_integer_field_of_a_spec_has_an_upper_bound():
+    # pool_slots: 10**23 loaded, then every run failed to be created (SQLite INTEGER / PostgreSQL int4)
+    integers = [
+        (model, name, field)
+        for model in spec_models()
+        for name, field in model.model_fields.items()
+        if {kind for kind in get_args(field.annotation) or (field.annotation,) if kind is not NoneType}
+        == {int}
+    ]
+    unbounded = [
+        f"{model.__name__}.{name}"
+        for model, name, field in integers
+        if not any(getattr(item, "le", None) is not None for item in field.metadata)
+    ]
+
+    assert len(integers) > 20 and unbounded == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "largest"),
+    [
+        ({"pool_slots": 10**23}, ("pool_slots",), MAX_INT32),
+        ({"scenario": {"id": 10**30}}, ("scenario", "id"), MAX_INT64),
+        ({"scenario": {"id": 12, "db_id": 2**63}}, ("scenario", "db_id"), MAX_INT64),
+        (
+            {"scenario": {"id": 12, "reconcile_grace_seconds": 10**30}},
+            ("scenario", "reconcile_grace_seconds"),
+            GRACE,
+        ),
+        (
+            {"mapping": {**MINIMAL["mapping"], "max_field_chars": 10**30}},
+            ("mapping", "max_field_chars"),
+            MAX_BYTES,
+        ),
+        (
+            {"mapping": {**MINIMAL["mapping"], "max_profile_bytes": 10**30}},
+            ("mapping", "max_profile_bytes"),
+            MAX_BYTES,
+        ),
+        ({"mapping": {**MINIMAL["mapping"], "resource_id": 10**30}}, ("mapping", "resource_id"), MAX_INT64),
+        ({"delivery": {"max_request_bytes": 10**30}}, ("delivery", "max_request_bytes"), MAX_BYTES),
+        ({"source": {**REST, "max_answer_bytes": 10**30}}, ("source", "max_answer_bytes"), MAX_BYTES),
+        ({"source": {**REST, "timeout": 1e10}}, ("source", "timeout"), MAX_TIMEOUT_SECONDS),
+        (
+            {"source": {**REST, "paginator": {"type": "offset", "limit": 2**31}}},
+            ("source", "paginator", "limit"),
+            MAX_INT32,
+        ),
+        (
+            {"source": {"type": "hubspot", "conn_id": "crm", "timeout": 1e30}},
+            ("source", "timeout"),
+            MAX_TIMEOUT_SECONDS,
+        ),
+    ],
+)
+def test_a_number_beyond_where_it_goes_is_an_error_naming_its_line_and_field(
+    tmp_path: Path, changes: dict, field: tuple[str, ...], largest: int
+):
+    error = file_error_of(tmp_path, **changes)
+
+    line = field_line(error.path, field)
+    assert line is not None and error.line == line
+    assert f"  line {line}, {'.'.join(field)}: " in error.message, error.message
+    assert f"less than or equal to {largest}" in error.message, error.message
+
+
+def test_the_largest_numbers_still_build_a_dag():
+    spec = spec_with(
+        pool_slots=MAX_INT32,
+        scenario={"id": MAX_INT64, "db_id": MAX_INT64, "reconcile_grace_seconds": GRACE},
+        mapping={**MINIMAL["mapping"], "max_field_chars": MAX_BYTES, "max_profile_bytes": MAX_BYTES},
+        delivery={"max_request_bytes": MAX_BYTES},
+    )
+
+    assert build_dag(spec).get_task("import_and_launch").partial_kwargs["pool_slots"] == MAX_INT32
+
+
+def test_a_crm_request_rate_near_zero_is_refused():
+    # the wait between two requests (1 / rate) overflowed the sleep
+    assert "source.hubspot.requests_per_second\n" in error_of(
+        source={"type": "hubspot", "conn_id": "crm", "requests_per_second": 1e-300}
+    )
 
 
 def test_the_longest_values_still_build():

@@ -108,7 +108,7 @@ def render_reference(root: type[BaseModel] = PipelineSpec) -> str:
         lines = [f"### {model.__name__}", "", _first_paragraph(model.__doc__), ""]
         lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
-            cells = (f"`{field.alias or name}`", _type(field.annotation), _default(field))
+            cells = (f"`{field.alias or name}`", _type(field.annotation) + _range(field), _default(field))
             cells += (meaning(model, name),)
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
         sections.append("\n".join(lines))
@@ -182,6 +182,19 @@ def _type(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return " / ".join(f"`{member.value}`" for member in annotation)
     return _SCALARS.get(annotation, "any")
+
+
+_BOUNDS = {"gt": "above", "ge": "at least", "lt": "below", "le": "at most"}
+
+
+def _range(field: FieldInfo) -> str:
+    """The bounds of a number field, as ``, at least 1, at most 2,147,483,647`` (empty for other fields)."""
+    return "".join(
+        f", {word} {getattr(item, bound):,}"
+        for item in field.metadata
+        for bound, word in _BOUNDS.items()
+        if isinstance(getattr(item, bound, None), int | float)
+    )
 
 
 def _default(field: FieldInfo) -> str:

@@ -38,7 +38,7 @@ from altcraft.modes import DeliveryMode
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
-from altcraft.spec_checks import Timezone
+from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, Timezone
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
@@ -164,9 +164,12 @@ class _Model(BaseModel):
 class ScenarioSpec(_Model):
     """The Altcraft scenario every contact is launched into."""
 
-    id: int = Field(gt=0, description="scenario (workflow) id")
+    id: int = Field(gt=0, le=MAX_INT64, description="scenario (workflow) id")
     db_id: int | None = Field(
-        default=None, gt=0, description="database the scenario must work on; checked before sending"
+        default=None,
+        gt=0,
+        le=MAX_INT64,
+        description="database the scenario must work on; checked before sending",
     )
     launch_marker_field: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
         default=None,
@@ -176,6 +179,7 @@ class ScenarioSpec(_Model):
     reconcile_grace_seconds: int | None = Field(
         default=None,
         ge=0,
+        le=int(MAX_DURATION.total_seconds()),
         description="how long after its answer was lost a request sent single or batch may still be running "
         "in Altcraft: until then a missing marker or profile leaves it uncertain, not 'not processed' "
         "(default 600)",
@@ -194,7 +198,10 @@ class DeliverySpec(_Model):
         default=1000, ge=1, le=MAX_BATCH_ITEMS, description="contacts per request and per source read"
     )
     max_request_bytes: int | None = Field(
-        default=None, gt=0, description="cap of one request's encoded JSON; default just under 10 MB"
+        default=None,
+        gt=0,
+        le=MAX_BYTES,
+        description="cap of one request's encoded JSON; default just under 10 MB",
     )
     allow_undocumented_matching: bool = Field(
         default=False,
@@ -306,7 +313,9 @@ class PipelineSpec(_Model):
     pool: Annotated[str, _matching(_NAME, "pool name")] = Field(
         default="default_pool", description="Airflow pool bounding concurrent Altcraft calls"
     )
-    pool_slots: int = Field(default=1, ge=1, description="pool slots one import_and_launch task takes")
+    pool_slots: int = Field(
+        default=1, ge=1, le=MAX_INT32, description="pool slots one import_and_launch task takes"
+    )
     source: SourceSpec = Field(description="where contacts come from, by `type` (see Sources)")
     mapping: ProfileMapping = Field(
         description="how a source record becomes a profile (see Mapping); a CRM source's preset when "

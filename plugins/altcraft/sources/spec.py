@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.sources.base import Source, StateStore
@@ -23,7 +23,7 @@ from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
 from altcraft.sources.sql import SqlQuerySource, SqlTableSource, validate_identifier, validate_select
 from altcraft.sources.webhook import WebhookSource
-from altcraft.spec_checks import Timezone
+from altcraft.spec_checks import MAX_BYTES, MAX_TIMEOUT_SECONDS, Timezone
 
 
 def _identifier(field: str) -> AfterValidator:
@@ -166,8 +166,8 @@ class RestSpec(_SourceSpec):
     window_format: WindowFormat = "iso"
     record_path: str | None = None
     paginator: Paginator | None = None
-    timeout: PositiveFloat = 60.0
-    max_answer_bytes: PositiveInt = DEFAULT_MAX_ANSWER_BYTES
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS)] = 60.0
+    max_answer_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)] = DEFAULT_MAX_ANSWER_BYTES
 
     @property
     def reads_window(self) -> bool:
