@@ -27,6 +27,7 @@ BROKEN_EXPECTED = {
     "injected_table.yaml": (16, "source.table", "is not a plain SQL identifier"),
     "missing_connection.yaml": (13, "source.conn_id", "required field is missing"),
     "pool_slots_overflow.yaml": (17, "pool_slots", "less than or equal to 2147483647"),
+    "rest_credentials.yaml": (14, "source.endpoint", "a URL with a user name or password"),
     "unknown_field.yaml": (19, "retry", "unknown field (did you mean 'retries'?)"),
     "watermark_partitions.yaml": (19, "partitions", "partitions must be 1"),
     "wrong_type.yaml": (19, "delivery.batch_size", "valid integer"),
@@ -323,6 +324,80 @@ def test_a_crm_request_rate_near_zero_is_refused():
     assert "source.hubspot.requests_per_second\n" in error_of(
         source={"type": "hubspot", "conn_id": "crm", "requests_per_second": 1e-300}
     )
+
+
+SECRET = "s3cretpass"
+FILES = {"type": "file", "path": "/in", "key_column": "id", "window_by": "mtime"}
+PYTHON = {"type": "python", "callable": "crm.read:contacts", "key_column": "id"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        (
+            {"source": {**REST, "endpoint": f"https://user:{SECRET}@crm.example.org/v1"}},
+            "source.endpoint",
+            "URL",
+        ),
+        ({"source": {**REST, "endpoint": f"https://{SECRET}@crm.example.org/v1"}}, "source.endpoint", "URL"),
+        (
+            {"source": {**REST, "headers": {"Authorization": f"Bearer {SECRET}"}}},
+            "source.headers",
+            "'Authorization'",
+        ),
+        (
+            {"source": {**REST, "headers": {"X-API-Key": SECRET, "Cookie": SECRET}}},
+            "source.headers",
+            "'Cookie'",
+        ),
+        ({"source": {**REST, "params": {"api_key": SECRET}}}, "source.params", "'api_key'"),
+        ({"source": {**REST, "params": {"accessToken": SECRET}}}, "source.params", "'accessToken'"),
+        (
+            {"source": {**REST, "params": {"next": {"url": f"https://u:{SECRET}@x.org"}}}},
+            "source.params",
+            "next.url",
+        ),
+        ({"source": {**FILES, "path": f"s3://AKIA:{SECRET}@bucket/in/"}}, "source.path", "URL"),
+        (
+            {"source": {**PYTHON, "kwargs": {"dsn": [f"postgresql://app:{SECRET}@db/crm"]}}},
+            "source.kwargs",
+            "dsn[0]",
+        ),
+        (
+            {"on_failure": {"callback": "a.b:c", "kwargs": {"to": f"https://h:{SECRET}@hook"}}},
+            "on_failure.kwargs",
+            "at to",
+        ),
+        ({"description": f"see https://admin:{SECRET}@wiki.example.org"}, "description", "URL"),
+    ],
+)
+def test_a_credential_in_a_spec_is_refused_naming_its_field_never_shown(
+    tmp_path: Path, changes: dict, field: str, words: str
+):
+    # a spec's values are stored with the serialized DAG, which the UI and the REST API serve
+    error = file_error_of(tmp_path, **changes)
+
+    line = field_line(error.path, tuple(field.split(".")))
+    assert f"  line {line}, {field}: " in error.message and words in error.message, error.message
+    assert "connection" in error.message and SECRET not in error.message
+
+
+def test_a_rest_source_keeps_headers_params_and_urls_that_carry_no_credential():
+    source = {
+        **REST,
+        "endpoint": "https://crm.example.org/v1/contacts?owner=sales@example.org",
+        "headers": {"Accept": "application/json", "X-Tenant": "acme"},
+        "params": {
+            "email": "a@example.org",
+            "sort": "created",
+            "author": "me",
+            "next": "https://x.org/p?a=b@c",
+        },
+    }
+
+    spec = spec_with(source=source)
+
+    assert spec.source.headers == source["headers"] and spec.source.params == source["params"]
 
 
 def test_the_longest_values_still_build():

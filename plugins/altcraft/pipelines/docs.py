@@ -65,11 +65,14 @@ NOTES: dict[tuple[str, str], str] = {
         'HTTP connection: base URL, credentials, default headers; its extra `"trust_env": false` stops '
         "requests taking `~/.netrc` credentials in place of an `Authorization` header"
     ),
-    ("RestSpec", "endpoint"): "path relative to the connection's base URL",
+    ("RestSpec", "endpoint"): "path relative to the connection's base URL; a URL with a user name or "
+    "password is refused",
     ("RestSpec", "key_column"): "record field identifying a contact",
     ("RestSpec", "method"): "GET sends params as the query string, POST as a JSON body",
-    ("RestSpec", "params"): "request parameters (no secrets: keep them in the connection)",
-    ("RestSpec", "headers"): "extra request headers (no secrets)",
+    ("RestSpec", "params"): "request parameters; no secrets: one named like a credential (`api_key`, "
+    "`token`, ...) or a URL with a password is refused, keep them in the connection",
+    ("RestSpec", "headers"): "extra request headers; no secrets: `Authorization`, `Cookie`, `X-API-Key` "
+    "and the like are refused, the connection's extra gives them",
     ("RestSpec", "window_params"): "names of the request parameters carrying the window start and end",
     ("RestSpec", "window_format"): "window bounds as ISO 8601 (UTC) or epoch seconds",
     ("RestSpec", "record_path"): "dotted path of the record list in the answer; default the answer itself",

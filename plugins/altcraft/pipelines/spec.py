@@ -38,7 +38,7 @@ from altcraft.modes import DeliveryMode
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
-from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, Timezone
+from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, NoCredentials, Timezone
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
@@ -152,7 +152,7 @@ def _dotted(value: str) -> str:
 DagId = Annotated[str, _matching(_DAG_ID, "DAG id (a letter, then letters, digits or _; at most 100)")]
 ConnId = Annotated[str, _matching(_CONN_ID, "connection id (letters, digits, _ . -)")]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-PlainText = Annotated[str, AfterValidator(_plain_text)]
+PlainText = Annotated[str, AfterValidator(_plain_text), NoCredentials]
 DottedPath = Annotated[str, AfterValidator(_dotted)]
 LocalDatetime = Annotated[datetime, BeforeValidator(_as_datetime), AfterValidator(_plausible_year)]
 
@@ -220,7 +220,10 @@ class NotificationSpec(_Model):
         description="notifier class instantiated with kwargs and called with the context, e.g. "
         "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
     )
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of either")
+    kwargs: Annotated[dict[str, Any], NoCredentials] = Field(
+        default_factory=dict,
+        description="keyword arguments of either (no credentials: keep them in a connection)",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> NotificationSpec:
