@@ -127,7 +127,7 @@ def _schedule(value: str) -> str:
     if fields > _CRON_FIELDS and croniter.is_valid(text):
         raise ValueError(
             f"a cron expression has five fields (minute hour day month weekday), got {fields}: Airflow reads "
-            "a sixth as seconds, running every second (Quartz's '0 0 6 * * *' is '0 6 * * *' here)"
+            "a sixth as seconds, running it up to every second (Quartz's '0 0 6 * * *' is '0 6 * * *' here)"
         )
     if text.startswith("@") or fields != _CRON_FIELDS or not croniter.is_valid(text):
         raise ValueError(
