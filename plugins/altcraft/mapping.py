@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -44,6 +44,7 @@ from altcraft.api.matching import MatchingMode
 from altcraft.makers import maker
 from altcraft.masking import mask_email, mask_phone, mask_text, scrub, text_of
 from altcraft.records import ERROR_FIELD
+from altcraft.spec_checks import MAX_BYTES, MAX_INT64, Timezone
 from altcraft.validation import (
     MAX_FIELD_CHARS,
     MAX_PROFILE_BYTES,
@@ -192,7 +193,7 @@ class SubscriptionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channel: Literal["email", "sms"]
-    resource_id: int = Field(gt=0)
+    resource_id: int = Field(gt=0, le=MAX_INT64)
     source: str = Field(min_length=1, description="source column holding the email address / phone number")
 
 
@@ -205,15 +206,15 @@ class ProfileMapping(BaseModel):
     field_name: str | None = Field(
         default=None, validate_default=True, description="custom field to match on"
     )
-    resource_id: int | None = Field(default=None, gt=0, validate_default=True)
+    resource_id: int | None = Field(default=None, gt=0, le=MAX_INT64, validate_default=True)
     key: dict[str, str] = Field(description="matching key field -> source column")
     fields: dict[str, FieldSpec] = Field(default_factory=dict, description="target field -> value spec")
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
-    timezone: str = Field(default="UTC", description="zone of naive date-times")
+    timezone: Timezone = Field(default="UTC", description="zone of naive date-times")
     default_region: str | None = Field(default=None, description="region of phones without +country code")
     required: list[str] = Field(default_factory=list, description="targets that must be present")
-    max_field_chars: int = Field(default=MAX_FIELD_CHARS, gt=0)
-    max_profile_bytes: int = Field(default=MAX_PROFILE_BYTES, gt=0)
+    max_field_chars: int = Field(default=MAX_FIELD_CHARS, gt=0, le=MAX_BYTES)
+    max_profile_bytes: int = Field(default=MAX_PROFILE_BYTES, gt=0, le=MAX_BYTES)
 
     @field_validator("field_name")
     @classmethod
@@ -281,15 +282,6 @@ class ProfileMapping(BaseModel):
                 )
             if spec.type in ("tags", "bool"):
                 raise ValueError(f"{field_name}: a {spec.type} field cannot be a matching key")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
     @field_validator("default_region")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from altcraft.hooks.connection import base_url, connection_settings
@@ -41,6 +43,40 @@ def test_base_url(host, schema, port, expected):
 def test_base_url_requires_host():
     with pytest.raises(ValueError, match="Platform URL"):
         base_url("")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://proxyuser:proxy-pass-77@altcraft.example.com",
+        "proxyuser:proxy-pass-77@altcraft.example.com",
+        "https://proxy-pass-77@altcraft.example.com/",
+    ],
+)
+def test_a_platform_url_with_a_user_name_or_password_is_refused_without_echoing_it(host: str):
+    # it was kept as the ledger's platform, shown on the UI's pipelines page and in the scenario link
+    with pytest.raises(ValueError, match=r"Platform URL \(host\) must not hold a user name or password") as e:
+        base_url(host)
+
+    assert "proxy-pass-77" not in str(e.value) and "proxyuser" not in str(e.value)
+
+
+def test_the_hook_refuses_a_connection_whose_host_holds_a_password(monkeypatch: pytest.MonkeyPatch):
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    host = "https://proxyuser:proxy-pass-77@altcraft.example.com"
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps({"conn_type": "altcraft", "host": host}))
+
+    with pytest.raises(ValueError, match="Platform URL") as raised:
+        AltcraftHook().get_conn()
+    assert "proxy-pass-77" not in str(raised.value)
+
+
+def test_the_settings_repr_does_not_show_a_proxy_password():
+    settings = connection_settings({"proxies": {"https": "http://puser:proxy-secret-88@proxy:3128"}})
+
+    assert settings.proxies == {"https": "http://puser:proxy-secret-88@proxy:3128"}
+    assert "proxy-secret-88" not in repr(settings)
 
 
 def test_an_unknown_extra_is_named_in_a_warning_and_changes_nothing(caplog):

@@ -192,3 +192,17 @@ def test_a_runs_conf_reaches_the_tasks_which_keep_no_copy_of_the_params(
     assert xcom_values(dag.dag_id, real.run_id)["import_and_launch", 0]["launched"] == PER_DAY
     day_2_emails = [f"p{100 + hour}@example.org" for hour in range(PER_DAY)]
     assert sorted(launched_emails(emulator, scenario_id)) == sorted(day_2_emails)
+
+
+def test_a_pipeline_with_the_largest_pool_slots_is_created_and_runs(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """pool_slots above it loaded, then every run failed to be created (an INTEGER column overflowed)."""
+    from altcraft.spec_checks import MAX_INT32
+
+    dag = load_dags([spec("widest_pool", crm_table, scenario_id, pool_slots=MAX_INT32, dry_run=True)])[
+        "widest_pool"
+    ]
+    run = run_dag(dag, START + timedelta(days=1))
+
+    assert task_states(run) == {"plan": "success", "import_and_launch": "success"}

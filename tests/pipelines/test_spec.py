@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import NoneType
+from typing import get_args
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from altcraft.pipelines import PipelineSpec, SpecError, read_spec
-from altcraft.pipelines.spec import field_line, parse_duration
+from altcraft.pipelines.docs import spec_models
+from altcraft.pipelines.factory import build_dag
+from altcraft.pipelines.spec import MAX_DURATION, field_line, parse_duration
+from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, MAX_TIMEOUT_SECONDS
 from tests.pipelines.conftest import BROKEN, EXAMPLES
 
 # file -> (line, field, words of the message)
 BROKEN_EXPECTED = {
     "bad_yaml.yaml": (20, "invalid YAML", "flow mapping started on line 19"),
+    "cron_seconds.yaml": (4, "schedule", "Airflow reads a sixth as seconds"),
     "duplicate_key.yaml": (19, "invalid YAML", "'schedule' is given twice"),
     "injected_id.yaml": (2, "id", "is not a valid DAG id"),
     "injected_table.yaml": (16, "source.table", "is not a plain SQL identifier"),
     "missing_connection.yaml": (13, "source.conn_id", "required field is missing"),
+    "pool_slots_overflow.yaml": (17, "pool_slots", "less than or equal to 2147483647"),
+    "rest_credentials.yaml": (14, "source.endpoint", "a URL with a user name or password"),
     "unknown_field.yaml": (19, "retry", "unknown field (did you mean 'retries'?)"),
     "watermark_partitions.yaml": (19, "partitions", "partitions must be 1"),
     "wrong_type.yaml": (19, "delivery.batch_size", "valid integer"),
@@ -49,6 +58,15 @@ def error_of(**changes: object) -> str:
     with pytest.raises(ValidationError) as failure:
         spec_with(**changes)
     return str(failure.value)
+
+
+def file_error_of(tmp_path: Path, **changes: object) -> SpecError:
+    """What `read_spec` says of MINIMAL with ``changes``, written as a YAML file."""
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, **changes}, sort_keys=False))
+    error = read_spec(path)
+    assert isinstance(error, SpecError), error
+    return error
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -184,9 +202,18 @@ def test_schedules_are_cron_or_interval(schedule: str, interval: timedelta | Non
     assert spec_with(schedule=schedule).schedule_interval == interval
 
 
-@pytest.mark.parametrize("schedule", ["@once", "0 25 * * *", "daily", "* * *", "None", "1 h"])
+@pytest.mark.parametrize(
+    "schedule", ["@once", "0 25 * * *", "daily", "* * *", "None", "1 h", "0 0 6 * * * 2030"]
+)
 def test_bad_schedules(schedule: str):
     assert "schedule\n" in error_of(schedule=schedule)
+
+
+@pytest.mark.parametrize("schedule", ["*/5 * * * * *", "0 0 6 * * *", "0 6 * * * 0"])
+def test_a_six_field_cron_is_refused_as_seconds_airflow_would_run_every_second(schedule: str):
+    message = error_of(schedule=schedule)
+
+    assert "schedule\n" in message and "has five fields" in message and "a sixth as seconds" in message
 
 
 @pytest.mark.parametrize(
@@ -209,6 +236,168 @@ def test_values_that_would_overflow_or_never_run_are_field_errors(field: str, va
     message = error_of(**{field: value})
 
     assert f"\n{field}" in message and words in message, message
+
+
+REST = {"type": "rest", "http_conn_id": "api", "endpoint": "v1/contacts", "key_column": "id"}
+GRACE = int(MAX_DURATION.total_seconds())
+
+
+def test_every_integer_field_of_a_spec_has_an_upper_bound():
+    # pool_slots: 10**23 loaded, then every run failed to be created (SQLite INTEGER / PostgreSQL int4)
+    integers = [
+        (model, name, field)
+        for model in spec_models()
+        for name, field in model.model_fields.items()
+        if {kind for kind in get_args(field.annotation) or (field.annotation,) if kind is not NoneType}
+        == {int}
+    ]
+    unbounded = [
+        f"{model.__name__}.{name}"
+        for model, name, field in integers
+        if not any(getattr(item, "le", None) is not None for item in field.metadata)
+    ]
+
+    assert len(integers) > 20 and unbounded == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "largest"),
+    [
+        ({"pool_slots": 10**23}, ("pool_slots",), MAX_INT32),
+        ({"scenario": {"id": 10**30}}, ("scenario", "id"), MAX_INT64),
+        ({"scenario": {"id": 12, "db_id": 2**63}}, ("scenario", "db_id"), MAX_INT64),
+        (
+            {"scenario": {"id": 12, "reconcile_grace_seconds": 10**30}},
+            ("scenario", "reconcile_grace_seconds"),
+            GRACE,
+        ),
+        (
+            {"mapping": {**MINIMAL["mapping"], "max_field_chars": 10**30}},
+            ("mapping", "max_field_chars"),
+            MAX_BYTES,
+        ),
+        (
+            {"mapping": {**MINIMAL["mapping"], "max_profile_bytes": 10**30}},
+            ("mapping", "max_profile_bytes"),
+            MAX_BYTES,
+        ),
+        ({"mapping": {**MINIMAL["mapping"], "resource_id": 10**30}}, ("mapping", "resource_id"), MAX_INT64),
+        ({"delivery": {"max_request_bytes": 10**30}}, ("delivery", "max_request_bytes"), MAX_BYTES),
+        ({"source": {**REST, "max_answer_bytes": 10**30}}, ("source", "max_answer_bytes"), MAX_BYTES),
+        ({"source": {**REST, "timeout": 1e10}}, ("source", "timeout"), MAX_TIMEOUT_SECONDS),
+        (
+            {"source": {**REST, "paginator": {"type": "offset", "limit": 2**31}}},
+            ("source", "paginator", "limit"),
+            MAX_INT32,
+        ),
+        (
+            {"source": {"type": "hubspot", "conn_id": "crm", "timeout": 1e30}},
+            ("source", "timeout"),
+            MAX_TIMEOUT_SECONDS,
+        ),
+    ],
+)
+def test_a_number_beyond_where_it_goes_is_an_error_naming_its_line_and_field(
+    tmp_path: Path, changes: dict, field: tuple[str, ...], largest: int
+):
+    error = file_error_of(tmp_path, **changes)
+
+    line = field_line(error.path, field)
+    assert line is not None and error.line == line
+    assert f"  line {line}, {'.'.join(field)}: " in error.message, error.message
+    assert f"less than or equal to {largest}" in error.message, error.message
+
+
+def test_the_largest_numbers_still_build_a_dag():
+    spec = spec_with(
+        pool_slots=MAX_INT32,
+        scenario={"id": MAX_INT64, "db_id": MAX_INT64, "reconcile_grace_seconds": GRACE},
+        mapping={**MINIMAL["mapping"], "max_field_chars": MAX_BYTES, "max_profile_bytes": MAX_BYTES},
+        delivery={"max_request_bytes": MAX_BYTES},
+    )
+
+    assert build_dag(spec).get_task("import_and_launch").partial_kwargs["pool_slots"] == MAX_INT32
+
+
+def test_a_crm_request_rate_near_zero_is_refused():
+    # the wait between two requests (1 / rate) overflowed the sleep
+    assert "source.hubspot.requests_per_second\n" in error_of(
+        source={"type": "hubspot", "conn_id": "crm", "requests_per_second": 1e-300}
+    )
+
+
+SECRET = "s3cretpass"
+FILES = {"type": "file", "path": "/in", "key_column": "id", "window_by": "mtime"}
+PYTHON = {"type": "python", "callable": "crm.read:contacts", "key_column": "id"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        (
+            {"source": {**REST, "endpoint": f"https://user:{SECRET}@crm.example.org/v1"}},
+            "source.endpoint",
+            "URL",
+        ),
+        ({"source": {**REST, "endpoint": f"https://{SECRET}@crm.example.org/v1"}}, "source.endpoint", "URL"),
+        (
+            {"source": {**REST, "headers": {"Authorization": f"Bearer {SECRET}"}}},
+            "source.headers",
+            "'Authorization'",
+        ),
+        (
+            {"source": {**REST, "headers": {"X-API-Key": SECRET, "Cookie": SECRET}}},
+            "source.headers",
+            "'Cookie'",
+        ),
+        ({"source": {**REST, "params": {"api_key": SECRET}}}, "source.params", "'api_key'"),
+        ({"source": {**REST, "params": {"accessToken": SECRET}}}, "source.params", "'accessToken'"),
+        (
+            {"source": {**REST, "params": {"next": {"url": f"https://u:{SECRET}@x.org"}}}},
+            "source.params",
+            "next.url",
+        ),
+        ({"source": {**FILES, "path": f"s3://AKIA:{SECRET}@bucket/in/"}}, "source.path", "URL"),
+        (
+            {"source": {**PYTHON, "kwargs": {"dsn": [f"postgresql://app:{SECRET}@db/crm"]}}},
+            "source.kwargs",
+            "dsn[0]",
+        ),
+        (
+            {"on_failure": {"callback": "a.b:c", "kwargs": {"to": f"https://h:{SECRET}@hook"}}},
+            "on_failure.kwargs",
+            "at to",
+        ),
+        ({"description": f"see https://admin:{SECRET}@wiki.example.org"}, "description", "URL"),
+    ],
+)
+def test_a_credential_in_a_spec_is_refused_naming_its_field_never_shown(
+    tmp_path: Path, changes: dict, field: str, words: str
+):
+    # a spec's values are stored with the serialized DAG, which the UI and the REST API serve
+    error = file_error_of(tmp_path, **changes)
+
+    line = field_line(error.path, tuple(field.split(".")))
+    assert f"  line {line}, {field}: " in error.message and words in error.message, error.message
+    assert "connection" in error.message and SECRET not in error.message
+
+
+def test_a_rest_source_keeps_headers_params_and_urls_that_carry_no_credential():
+    source = {
+        **REST,
+        "endpoint": "https://crm.example.org/v1/contacts?owner=sales@example.org",
+        "headers": {"Accept": "application/json", "X-Tenant": "acme"},
+        "params": {
+            "email": "a@example.org",
+            "sort": "created",
+            "author": "me",
+            "next": "https://x.org/p?a=b@c",
+        },
+    }
+
+    spec = spec_with(source=source)
+
+    assert spec.source.headers == source["headers"] and spec.source.params == source["params"]
 
 
 def test_the_longest_values_still_build():
@@ -242,6 +431,21 @@ def test_a_folder_of_zones_or_an_overlong_name_is_a_timezone_error(zone: str):
     # ZoneInfo raises IsADirectoryError / OSError for these, which pydantic does not turn into an error
     assert "timezone\n" in error_of(timezone=zone)
     assert "source.sql_table.timezone\n" in error_of(source={**MINIMAL["source"], "timezone": zone})
+
+
+@pytest.mark.parametrize("zone", ["America", "Etc", "x" * 5000, "Europe/Atlantis"])
+@pytest.mark.parametrize("block", ["source", "mapping"])
+def test_every_timezone_of_a_spec_is_one_check_naming_its_line_and_field(
+    tmp_path: Path, block: str, zone: str
+):
+    # mapping.timezone had its own check, which let ZoneInfo's OSError escape: no field, an internal path
+    error = file_error_of(tmp_path, **{block: {**MINIMAL[block], "timezone": zone}})
+
+    line = field_line(error.path, (block, "timezone"))
+    assert line is not None and error.line == line
+    assert error.message.startswith(f"  line {line}, {block}.timezone: unknown time zone "), error.message
+    assert "cannot read the spec" not in error.message and "zoneinfo" not in error.message
+    assert len(error.message) < 200
 
 
 def test_identifiers_cannot_carry_injection():

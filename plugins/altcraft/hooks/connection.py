@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.retry import RetryPolicy
+from altcraft.spec_checks import has_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class AltcraftConnectionSettings(BaseModel):
     )
     scenario_url: str = "{base_url}/workflows/{scenario_id}"
     verify: bool | str = True
-    proxies: dict[str, str] | None = None
+    proxies: dict[str, str] | None = Field(None, repr=False)  # a proxy URL may hold its password
     cert: str | None = None
 
     @field_validator(
@@ -117,12 +118,20 @@ def tls_context(verify: bool | str, cert: str | None) -> ssl.SSLContext | bool:
 
 
 def base_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:
-    """The platform URL from a connection's host (``https://`` assumed when no scheme is given)."""
+    """The platform URL from a connection's host (``https://`` assumed when no scheme is given).
+
+    :raises ValueError: when there is none, or it holds a user name or password.
+    """
     host = (host or "").strip().rstrip("/")
     if not host:
         raise ValueError("The Altcraft connection has no Platform URL (host)")
     if "://" not in host:
         host = f"{schema or 'https'}://{host}"
+    if has_userinfo(host):  # it would be kept in the ledger, the UI and the scenario link; never echoed
+        raise ValueError(
+            "The Altcraft connection's Platform URL (host) must not hold a user name or password: the API "
+            "token goes in the password field, a proxy's credentials in the `proxies` extra"
+        )
     if port and host.count(":") < 2:
         host = f"{host}:{port}"
     return host

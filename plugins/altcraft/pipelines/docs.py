@@ -65,11 +65,14 @@ NOTES: dict[tuple[str, str], str] = {
         'HTTP connection: base URL, credentials, default headers; its extra `"trust_env": false` stops '
         "requests taking `~/.netrc` credentials in place of an `Authorization` header"
     ),
-    ("RestSpec", "endpoint"): "path relative to the connection's base URL",
+    ("RestSpec", "endpoint"): "path relative to the connection's base URL; a URL with a user name or "
+    "password is refused",
     ("RestSpec", "key_column"): "record field identifying a contact",
     ("RestSpec", "method"): "GET sends params as the query string, POST as a JSON body",
-    ("RestSpec", "params"): "request parameters (no secrets: keep them in the connection)",
-    ("RestSpec", "headers"): "extra request headers (no secrets)",
+    ("RestSpec", "params"): "request parameters; no secrets: one named like a credential (`api_key`, "
+    "`token`, ...) or a URL with a password is refused, keep them in the connection",
+    ("RestSpec", "headers"): "extra request headers; no secrets: `Authorization`, `Cookie`, `X-API-Key` "
+    "and the like are refused, the connection's extra gives them",
     ("RestSpec", "window_params"): "names of the request parameters carrying the window start and end",
     ("RestSpec", "window_format"): "window bounds as ISO 8601 (UTC) or epoch seconds",
     ("RestSpec", "record_path"): "dotted path of the record list in the answer; default the answer itself",
@@ -108,7 +111,7 @@ def render_reference(root: type[BaseModel] = PipelineSpec) -> str:
         lines = [f"### {model.__name__}", "", _first_paragraph(model.__doc__), ""]
         lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
-            cells = (f"`{field.alias or name}`", _type(field.annotation), _default(field))
+            cells = (f"`{field.alias or name}`", _type(field.annotation) + _range(field), _default(field))
             cells += (meaning(model, name),)
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
         sections.append("\n".join(lines))
@@ -182,6 +185,19 @@ def _type(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return " / ".join(f"`{member.value}`" for member in annotation)
     return _SCALARS.get(annotation, "any")
+
+
+_BOUNDS = {"gt": "above", "ge": "at least", "lt": "below", "le": "at most"}
+
+
+def _range(field: FieldInfo) -> str:
+    """The bounds of a number field, as ``, at least 1, at most 2,147,483,647`` (empty for other fields)."""
+    return "".join(
+        f", {word} {getattr(item, bound):,}"
+        for item in field.metadata
+        for bound, word in _BOUNDS.items()
+        if isinstance(getattr(item, bound, None), int | float)
+    )
 
 
 def _default(field: FieldInfo) -> str:

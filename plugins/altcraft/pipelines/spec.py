@@ -35,10 +35,10 @@ from pydantic import (
 from altcraft.batching import MAX_BATCH_ITEMS
 from altcraft.mapping import ProfileMapping
 from altcraft.modes import DeliveryMode
-from altcraft.sources.base import check_timezone
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
+from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, NoCredentials, Timezone
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
@@ -49,6 +49,7 @@ _OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@ -]{0,99}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_CRON_FIELDS = 5
 _CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 
@@ -122,7 +123,13 @@ def _schedule(value: str) -> str:
         return text
     from croniter import CroniterBadDateError, croniter
 
-    if text.startswith("@") or len(text.split()) not in (5, 6) or not croniter.is_valid(text):
+    fields = len(text.split())
+    if fields > _CRON_FIELDS and croniter.is_valid(text):
+        raise ValueError(
+            f"a cron expression has five fields (minute hour day month weekday), got {fields}: Airflow reads "
+            "a sixth as seconds, running it up to every second (Quartz's '0 0 6 * * *' is '0 6 * * *' here)"
+        )
+    if text.startswith("@") or fields != _CRON_FIELDS or not croniter.is_valid(text):
         raise ValueError(
             f"{value!r} is neither a cron expression (e.g. '0 6 * * *', '@daily') "
             "nor an interval (e.g. 15m, 1h, 1d)"
@@ -145,9 +152,8 @@ def _dotted(value: str) -> str:
 DagId = Annotated[str, _matching(_DAG_ID, "DAG id (a letter, then letters, digits or _; at most 100)")]
 ConnId = Annotated[str, _matching(_CONN_ID, "connection id (letters, digits, _ . -)")]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-PlainText = Annotated[str, AfterValidator(_plain_text)]
+PlainText = Annotated[str, AfterValidator(_plain_text), NoCredentials]
 DottedPath = Annotated[str, AfterValidator(_dotted)]
-Timezone = Annotated[str, AfterValidator(check_timezone)]
 LocalDatetime = Annotated[datetime, BeforeValidator(_as_datetime), AfterValidator(_plausible_year)]
 
 
@@ -158,9 +164,12 @@ class _Model(BaseModel):
 class ScenarioSpec(_Model):
     """The Altcraft scenario every contact is launched into."""
 
-    id: int = Field(gt=0, description="scenario (workflow) id")
+    id: int = Field(gt=0, le=MAX_INT64, description="scenario (workflow) id")
     db_id: int | None = Field(
-        default=None, gt=0, description="database the scenario must work on; checked before sending"
+        default=None,
+        gt=0,
+        le=MAX_INT64,
+        description="database the scenario must work on; checked before sending",
     )
     launch_marker_field: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
         default=None,
@@ -170,6 +179,7 @@ class ScenarioSpec(_Model):
     reconcile_grace_seconds: int | None = Field(
         default=None,
         ge=0,
+        le=int(MAX_DURATION.total_seconds()),
         description="how long after its answer was lost a request sent single or batch may still be running "
         "in Altcraft: until then a missing marker or profile leaves it uncertain, not 'not processed' "
         "(default 600)",
@@ -188,7 +198,10 @@ class DeliverySpec(_Model):
         default=1000, ge=1, le=MAX_BATCH_ITEMS, description="contacts per request and per source read"
     )
     max_request_bytes: int | None = Field(
-        default=None, gt=0, description="cap of one request's encoded JSON; default just under 10 MB"
+        default=None,
+        gt=0,
+        le=MAX_BYTES,
+        description="cap of one request's encoded JSON; default just under 10 MB",
     )
     allow_undocumented_matching: bool = Field(
         default=False,
@@ -207,7 +220,10 @@ class NotificationSpec(_Model):
         description="notifier class instantiated with kwargs and called with the context, e.g. "
         "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
     )
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of either")
+    kwargs: Annotated[dict[str, Any], NoCredentials] = Field(
+        default_factory=dict,
+        description="keyword arguments of either (no credentials: keep them in a connection)",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> NotificationSpec:
@@ -279,8 +295,8 @@ class PipelineSpec(_Model):
     )
     schedule: Annotated[str, AfterValidator(_schedule)] | None = Field(
         default=None,
-        description="cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, 2w; "
-        "at most 366 days); optional with a trigger",
+        description="five-field cron expression or preset ('0 6 * * *', '@daily') or interval (15m, 1h, 1d, "
+        "2w; at most 366 days); optional with a trigger",
     )
     timezone: Timezone = Field(description="IANA time zone of the schedule and of naive dates")
     start_date: LocalDatetime = Field(
@@ -300,7 +316,9 @@ class PipelineSpec(_Model):
     pool: Annotated[str, _matching(_NAME, "pool name")] = Field(
         default="default_pool", description="Airflow pool bounding concurrent Altcraft calls"
     )
-    pool_slots: int = Field(default=1, ge=1, description="pool slots one import_and_launch task takes")
+    pool_slots: int = Field(
+        default=1, ge=1, le=MAX_INT32, description="pool slots one import_and_launch task takes"
+    )
     source: SourceSpec = Field(description="where contacts come from, by `type` (see Sources)")
     mapping: ProfileMapping = Field(
         description="how a source record becomes a profile (see Mapping); a CRM source's preset when "

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from altcraft.records import ERROR_FIELD, Record, error_record
 
@@ -234,15 +233,6 @@ def partition_window(window: Window | None, partition: Partition | None) -> Wind
     if window is None:
         raise ValueError("partitioning splits the window in time: it needs a window")
     return window.part(*partition)
-
-
-def check_timezone(name: str) -> str:
-    """Validate an IANA time zone name (``UTC``, ``Europe/Berlin``)."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones (America), a long name
-        raise ValueError(f"timezone: unknown time zone {name!r}") from None
-    return name
 
 
 def not_an_object(key_column: str, location: str, item: Any, expected: str = "a JSON object") -> Record:

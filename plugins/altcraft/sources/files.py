@@ -41,10 +41,10 @@ from altcraft.sources.base import (
     StateStore,
     Window,
     check_partition,
-    check_timezone,
     error_record,
     rechunk,
 )
+from altcraft.spec_checks import check_timezone
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath

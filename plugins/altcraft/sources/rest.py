@@ -36,6 +36,7 @@ from altcraft.sources.base import (
     partition_window,
     rechunk,
 )
+from altcraft.spec_checks import MAX_INT32
 
 if TYPE_CHECKING:
     from requests import Response
@@ -84,7 +85,7 @@ class PageNumberPaginator(_Paginator):
 
     type: Literal["page_number"] = "page_number"
     page_param: str = "page"
-    start_page: int = 1
+    start_page: int = Field(1, ge=0, le=MAX_INT32)
     total_pages_path: str | None = None
 
     def first(self, request: PageRequest) -> PageRequest:
@@ -109,7 +110,7 @@ class OffsetPaginator(_Paginator):
     type: Literal["offset"] = "offset"
     offset_param: str = "offset"
     limit_param: str = "limit"
-    limit: int = Field(100, ge=1)
+    limit: int = Field(100, ge=1, le=MAX_INT32)
     total_path: str | None = None
 
     def first(self, request: PageRequest) -> PageRequest:

@@ -13,23 +13,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
-from altcraft.sources.base import Source, StateStore, check_timezone
+from altcraft.sources.base import Source, StateStore
 from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
 from altcraft.sources.files import FileFormat, FileSource, WindowBy, check_encoding
 from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
 from altcraft.sources.sql import SqlQuerySource, SqlTableSource, validate_identifier, validate_select
 from altcraft.sources.webhook import WebhookSource
+from altcraft.spec_checks import MAX_BYTES, MAX_TIMEOUT_SECONDS, NoCredentials, NoSecretNames, Timezone
 
 
 def _identifier(field: str) -> AfterValidator:
     return AfterValidator(lambda value: validate_identifier(value, field))
 
 
-Timezone = Annotated[str, AfterValidator(check_timezone)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
@@ -127,7 +127,7 @@ class FileSpec(_SourceSpec):
     """``type: file`` -- see `FileSource`."""
 
     type: Literal["file"]
-    path: NonEmpty
+    path: Annotated[str, Field(min_length=1), NoCredentials]
     key_column: NonEmpty
     format: FileFormat = "csv"
     timestamp_column: NonEmpty | None = None
@@ -153,21 +153,22 @@ class FileSpec(_SourceSpec):
 
 
 class RestSpec(_SourceSpec):
-    """``type: rest`` -- see `RestSource`. Keep secrets in the connection, not in params/headers."""
+    """``type: rest`` -- see `RestSource`. Secrets stay in the connection: the endpoint, params and headers
+    are shown with the DAG, so credentials in them are refused (`altcraft.spec_checks`)."""
 
     type: Literal["rest"]
     http_conn_id: NonEmpty
-    endpoint: str
+    endpoint: Annotated[str, NoCredentials]
     key_column: NonEmpty
     method: Literal["GET", "POST"] = "GET"
-    params: dict[str, Any] = {}
-    headers: dict[str, str] = {}
+    params: Annotated[dict[str, Any], NoSecretNames, NoCredentials] = {}
+    headers: Annotated[dict[str, str], NoSecretNames, NoCredentials] = {}
     window_params: dict[Literal["start", "end"], NonEmpty] | None = None
     window_format: WindowFormat = "iso"
     record_path: str | None = None
     paginator: Paginator | None = None
-    timeout: PositiveFloat = 60.0
-    max_answer_bytes: PositiveInt = DEFAULT_MAX_ANSWER_BYTES
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS)] = 60.0
+    max_answer_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)] = DEFAULT_MAX_ANSWER_BYTES
 
     @property
     def reads_window(self) -> bool:
@@ -188,7 +189,7 @@ class PythonSpec(_SourceSpec):
     type: Literal["python"]
     callable: Annotated[str, AfterValidator(validate_callable_path)]
     key_column: NonEmpty
-    kwargs: dict[str, Any] = {}
+    kwargs: Annotated[dict[str, Any], NoCredentials] = {}
 
     def build(self, state: StateStore | None = None) -> PythonSource:
         return PythonSource(self.callable, key_column=self.key_column, kwargs=self.kwargs)

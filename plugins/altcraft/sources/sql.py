@@ -39,9 +39,9 @@ from altcraft.sources.base import (
     Window,
     check_batch_size,
     check_partition,
-    check_timezone,
     partition_window,
 )
+from altcraft.spec_checks import check_timezone
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine

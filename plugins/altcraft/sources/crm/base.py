@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.sources.base import (
@@ -47,6 +47,7 @@ from altcraft.sources.base import (
     partition_window,
     rechunk,
 )
+from altcraft.spec_checks import MAX_TIMEOUT_SECONDS, MIN_REQUESTS_PER_SECOND
 
 if TYPE_CHECKING:
     from altcraft.sources.crm.http import CrmHttp
@@ -111,14 +112,18 @@ class CrmSpec(BaseModel):
         description="window: contacts created in the run's window; watermark: contacts with an id above "
         "the highest one read before (the window is ignored)",
     )
-    requests_per_second: PositiveFloat | None = Field(
-        default=None, description="requests per second at most; default the CRM's documented limit"
+    requests_per_second: float | None = Field(
+        default=None,
+        ge=MIN_REQUESTS_PER_SECOND,
+        description="requests per second at most; default the CRM's documented limit",
     )
     max_retries: int = Field(default=8, ge=0, le=100, description="retries of a limit answer or 5xx")
     backoff_seconds: float = Field(
         default=0.5, ge=0, le=60, description="first wait after a limit answer, doubled each time"
     )
-    timeout: PositiveFloat = Field(default=60.0, description="seconds one request may take in all")
+    timeout: float = Field(
+        default=60.0, gt=0, le=MAX_TIMEOUT_SECONDS, description="seconds one request may take in all"
+    )
     webhook: WebhookRead | None = Field(
         default=None, description="leave out: set from the pipeline's webhook trigger"
     )

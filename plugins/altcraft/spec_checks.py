@@ -1,0 +1,113 @@
+"""Checks shared by every model a pipeline spec holds (pipeline, source, mapping, trigger) and by the
+connections: each rule is one function or one bound here, so no copy of it can drift.
+
+Numbers are bounded by where they go: a value within its bounds parses, builds and runs (a larger
+``pool_slots`` made every run fail to be created: SQLite's INTEGER and PostgreSQL's int4 refused it).
+Credentials stay in Airflow connections: a spec's values are stored with the serialized DAG, which the UI
+and the REST API show, so a URL with a user name or password, or a header or parameter named like a
+credential, is refused where a spec could hold it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator
+
+MAX_INT32 = 2**31 - 1
+"""An INTEGER column of Airflow's metadata database (pool slots), or a 32-bit API parameter (a page)."""
+MAX_INT64 = 2**63 - 1
+"""A BIGINT column, where the ledger keeps scenario ids: the largest Altcraft id (scenario, database,
+resource) a spec may give."""
+MAX_BYTES = 1 << 30
+"""The largest size in bytes or characters a spec may set (1 GiB): a request, an answer, a profile or a
+value this size is held in a worker's memory."""
+MAX_TIMEOUT_SECONDS = 86_400
+"""The longest one HTTP request of a source may take (a day); 1e10 seconds overflows the socket's timer."""
+MIN_REQUESTS_PER_SECOND = 0.001
+"""The slowest request rate a source may keep to (one request in 1,000 seconds): a rate near zero made
+the wait between two requests overflow the sleep."""
+
+_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]*@")
+_SECRET_WORDS = (
+    "authorization",
+    "authentication",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "cookie",
+    "credential",
+    "signature",
+    "session",
+)
+_SECRET_NAMES = frozenset({"auth", "xauth", "pwd", "key", "sig"})
+
+
+def check_timezone(name: str) -> str:
+    """Validate an IANA time zone name (``UTC``, ``Europe/Berlin``); the error names the field."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones (America), a long name
+        raise ValueError(f"timezone: unknown time zone {name[:60]!r}") from None
+    return name
+
+
+Timezone = Annotated[str, AfterValidator(check_timezone)]
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether ``url`` (``scheme://user:password@host``) carries a user name or a password."""
+    return bool(_USERINFO.match(url.strip()))
+
+
+def secret_like(name: str) -> bool:
+    """Whether a header or parameter name says it carries a credential (``Authorization``, ``api_key``)."""
+    plain = re.sub(r"[^a-z0-9]", "", name.lower())
+    return plain in _SECRET_NAMES or any(word in plain for word in _SECRET_WORDS)
+
+
+def _credentials_in(value: Any, where: str) -> str | None:
+    """Where in ``value`` (text, or mappings and lists of it) a URL with userinfo is, if anywhere."""
+    if isinstance(value, str):
+        return where if _USERINFO.search(value) else None
+    if isinstance(value, Mapping):
+        items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    return next((found for key, item in items if (found := _credentials_in(item, key)) is not None), None)
+
+
+def no_credentials(value: Any) -> Any:
+    """``value`` unless a URL in it carries a user name or password (named by its key, never shown)."""
+    where = _credentials_in(value, "")
+    if where is not None:
+        at = f" (at {where})" if where else ""
+        raise ValueError(
+            f"a URL with a user name or password{at}: it would be stored and shown with the DAG; "
+            "keep credentials in the Airflow connection"
+        )
+    return value
+
+
+def no_secret_names(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``value`` unless one of its keys names a credential (``Authorization``, ``api_key``, ``token``)."""
+    named = sorted(name for name in value if secret_like(name))
+    if named:
+        raise ValueError(
+            f"{', '.join(repr(name[:60]) for name in named)} would carry a credential, stored and shown with "
+            "the DAG: keep it in the Airflow connection (its login, password or extra headers)"
+        )
+    return value
+
+
+NoCredentials = AfterValidator(no_credentials)
+NoSecretNames = AfterValidator(no_secret_names)
