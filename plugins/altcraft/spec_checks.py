@@ -48,6 +48,8 @@ _SECRET_WORDS = (
     "session",
 )
 _SECRET_NAMES = frozenset({"auth", "xauth", "pwd", "key", "sig"})
+#: words of a paging parameter, whose "token" is a cursor, not a credential (``page_token``, ``nextToken``)
+_CURSOR_WORDS = ("page", "cursor", "next", "continuation", "offset")
 
 
 def check_timezone(name: str) -> str:
@@ -70,7 +72,10 @@ def has_userinfo(url: str) -> bool:
 def secret_like(name: str) -> bool:
     """Whether a header or parameter name says it carries a credential (``Authorization``, ``api_key``)."""
     plain = re.sub(r"[^a-z0-9]", "", name.lower())
-    return plain in _SECRET_NAMES or any(word in plain for word in _SECRET_WORDS)
+    if plain in _SECRET_NAMES:
+        return True
+    found = {word for word in _SECRET_WORDS if word in plain}
+    return bool(found) and not (found == {"token"} and any(word in plain for word in _CURSOR_WORDS))
 
 
 def _credentials_in(value: Any, where: str) -> str | None:

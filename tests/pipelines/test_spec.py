@@ -392,6 +392,8 @@ def test_a_rest_source_keeps_headers_params_and_urls_that_carry_no_credential():
             "sort": "created",
             "author": "me",
             "next": "https://x.org/p?a=b@c",
+            "page_token": "",  # a cursor, not a credential
+            "nextToken": "",
         },
     }
 
