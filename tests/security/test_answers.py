@@ -152,3 +152,12 @@ def test_a_list_whose_pages_repeat_stops_with_a_typed_error(serve):
     with pytest.raises(AltcraftError, match="repeats the one before"):
         AltcraftHook().list_scenarios()
     assert len(asked) == 2
+
+
+def test_a_server_error_whose_body_says_429_is_uncertain_not_rate_limited(serve):
+    """A 502 carrying Altcraft's ``error: 429``: the server (or a gateway) broke while handling the launch,
+    which it may have processed, so it is not retried as a refused, rate-limited request."""
+    server = serve(lambda seen: http_answer(502, {"error": 429, "error_text": "Too many requests"}))
+    with pytest.raises(AltcraftDeliveryUncertain):
+        AltcraftHook().import_and_start_batch(_batch(), keys=KEYS)
+    assert len(server.seen) == 1

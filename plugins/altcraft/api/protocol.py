@@ -104,7 +104,7 @@ def parse_response(
         raise AltcraftRedirected(status, _clean(_origin(location), secret), endpoint=endpoint)
     document = _decode(body)
     code, text = _envelope(document)
-    if status == 429 or code == 429:
+    if status == 429 or (code == 429 and status < 500):  # a 5xx says the server broke, whatever its body
         raise AltcraftRateLimited(
             _clean(text or "too many requests", secret),
             retry_after=parse_retry_after(headers.get("Retry-After") or headers.get("retry-after")),
