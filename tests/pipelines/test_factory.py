@@ -282,6 +282,19 @@ def test_two_specs_with_one_id_load_the_first_and_report_the_second(tmp_path):
     ]
 
 
+def test_spec_files_are_found_whatever_the_letter_case_of_their_suffix(tmp_path):
+    """``Welcome.YAML`` (a file saved on Windows) is a spec like ``welcome.yaml``: skipped, it would be a
+    pipeline its author believes is running, with no error to say otherwise."""
+    for name, dag_id in (("upper.YAML", "upper"), ("mixed.Yml", "mixed"), ("lower.yml", "lower")):
+        (tmp_path / name).write_text(json.dumps({**MINIMAL, "id": dag_id}))  # JSON is YAML
+    (tmp_path / ".hidden.yaml").write_text("{")  # an editor's file: not a spec
+    (tmp_path / "notes.txt").write_text("{")
+
+    loaded = load_pipelines(tmp_path)
+
+    assert sorted(loaded.dags) == ["lower", "mixed", "upper"] and not loaded.errors
+
+
 def test_two_specs_matching_one_scenario_on_different_custom_fields_load_the_first_only(tmp_path):
     def custom(dag_id: str, field_name: str, **changes: object) -> str:
         mapping = {"matching": "custom", "field_name": field_name, "key": {"field_value": "id"}}

@@ -543,7 +543,7 @@ def check_pipelines(folder: str | os.PathLike[str]) -> None:
 
 
 def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
-    """Read every ``*.yaml`` / ``*.yml`` directly in ``folder`` (sorted by name) into DAGs.
+    """Read every ``*.yaml`` / ``*.yml`` (any letter case) directly in ``folder`` (sorted by name) into DAGs.
 
     A spec that cannot be read, validated or built becomes a `SpecError`; the others load regardless.
     Two specs with the same ``id``: the later file (by name) is the error. Each DAG is validated here,
@@ -555,7 +555,8 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
     matched_fields: dict[tuple[Any, ...], tuple[str, Path]] = {}  # see `_custom_field_clash`
     folder = Path(folder)
     names = sorted(os.listdir(folder)) if folder.is_dir() else []
-    for path in (folder / name for name in names if name.endswith(SPEC_SUFFIXES) and name[0] != "."):
+    specs = (name for name in names if name.lower().endswith(SPEC_SUFFIXES) and name[0] != ".")
+    for path in (folder / name for name in specs):
         spec = read_spec(path)
         if isinstance(spec, SpecError):
             result.errors.append(spec)
