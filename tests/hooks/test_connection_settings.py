@@ -28,6 +28,32 @@ def test_invalid_extra_names_the_field():
 
 
 @pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("timeout", 1e12),
+        ("timeout", "inf"),
+        ("max_answer_bytes", 2**40),
+        ("max_retries", 10**6),
+        ("backoff_initial", 1e300),
+        ("backoff_max", 86_400 * 365),
+        ("rate_limit_retries", 10**9),
+        ("rate_limit_max_wait", 1e300),
+    ],
+)
+def test_a_number_past_its_bound_is_refused_naming_the_extra(name, value):
+    """Taken as it was, it failed later, deep in a socket or a sleep (OverflowError), naming nothing."""
+    with pytest.raises(ValueError, match=rf"Invalid extra of the Altcraft connection: {name}: .*less than"):
+        connection_settings({name: value})
+
+
+def test_the_largest_numbers_are_taken():
+    bounds = {"timeout": 86_400, "max_answer_bytes": 2**30, "max_retries": 100, "backoff_initial": 3600}
+    bounds |= {"backoff_max": 3600, "rate_limit_retries": 10_000, "rate_limit_max_wait": 86_400}
+    settings = connection_settings(bounds)
+    assert {name: getattr(settings, name) for name in bounds} == bounds
+
+
+@pytest.mark.parametrize(
     ("host", "schema", "port", "expected"),
     [
         ("ru.altkraft.com", None, None, "https://ru.altkraft.com"),

@@ -13,12 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.retry import RetryPolicy
-from altcraft.spec_checks import has_userinfo
+from altcraft.spec_checks import MAX_BYTES, MAX_TIMEOUT_SECONDS, has_userinfo
 
 log = logging.getLogger(__name__)
 
 _PREFIX = "extra__altcraft__"
 _HTTP_PASSTHROUGH = ("verify", "proxies", "cert")
+_MAX_WAIT_SECONDS = 3600
+"""The longest wait between two retries a connection may set (an hour)."""
 
 
 class AltcraftConnectionSettings(BaseModel):
@@ -26,19 +28,29 @@ class AltcraftConnectionSettings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    # every number is bounded: a value past its bound (a timeout of 1e12 s) would fail later, deep in a
+    # socket or a sleep (OverflowError), instead of here naming the extra
     timeout: float = Field(
-        60.0, gt=0, description="seconds one HTTP exchange may take in all: connect, send, the whole answer"
+        60.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description="seconds one HTTP exchange may take in all: connect, send, the whole answer",
     )
     max_answer_bytes: int = Field(
         DEFAULT_MAX_ANSWER_BYTES,
         gt=0,
+        le=MAX_BYTES,
         description="largest answer body read (decoded bytes); larger: an error",
     )
-    max_retries: int = Field(5, ge=0, description="retries of a failed call that may be repeated")
-    backoff_initial: float = Field(1.0, ge=0)
-    backoff_max: float = Field(30.0, ge=0, description="cap of the exponential backoff with jitter")
-    rate_limit_retries: int = Field(50, ge=0, description="HTTP 429 answers tolerated per call")
-    rate_limit_max_wait: float = Field(300.0, ge=0, description="total Retry-After seconds per call")
+    max_retries: int = Field(5, ge=0, le=100, description="retries of a failed call that may be repeated")
+    backoff_initial: float = Field(1.0, ge=0, le=_MAX_WAIT_SECONDS)
+    backoff_max: float = Field(
+        30.0, ge=0, le=_MAX_WAIT_SECONDS, description="cap of the exponential backoff with jitter"
+    )
+    rate_limit_retries: int = Field(50, ge=0, le=10_000, description="HTTP 429 answers tolerated per call")
+    rate_limit_max_wait: float = Field(
+        300.0, ge=0, le=MAX_TIMEOUT_SECONDS, description="total Retry-After seconds per call"
+    )
     token_in_body: bool = Field(True, description="also send the token as `token` in the JSON body")
     batch_item_layout: BatchItemLayout = Field(
         BatchItemLayout.HEDGED,
