@@ -114,13 +114,7 @@ def parse_response(
         if not text:
             text = f"HTTP {status}" + (f": {_snippet(body, secret)}" if body and document is None else "")
         code = code if code is not None and code > 0 else status
-        raise AltcraftApiError(
-            code,
-            _clean(text, secret),
-            http_status=status,
-            endpoint=endpoint,
-            per_profile=_per_profile(document),
-        )
+        raise _api_error(code, text, status, endpoint, document, secret)
     if document is None or not isinstance(document, dict):
         raise AltcraftTransportError(
             f"unreadable response (HTTP {status}, {len(body)} bytes): {_snippet(body, secret)}",
@@ -130,13 +124,7 @@ def parse_response(
     if code is None:
         raise AltcraftUnexpectedAnswer(f"`error` is not a code: {_clean(text, secret)}", endpoint=endpoint)
     if code:
-        raise AltcraftApiError(
-            code,
-            _clean(text, secret),
-            http_status=status,
-            endpoint=endpoint,
-            per_profile=_per_profile(document),
-        )
+        raise _api_error(code, text, status, endpoint, document, secret)
     maybe_secret = secret if secret and _may_quote(body, token_forms(secret)) else None
     return clean_document(document, maybe_secret, unstorable=_UNSTORABLE_ESCAPE.search(body) is not None)
 
@@ -302,10 +290,16 @@ def _envelope(document: Any) -> tuple[int | None, str]:
     return code, _text(document.get("error_text"))
 
 
-def _per_profile(document: Any) -> bool:
-    """Whether an error answer also reports on profiles: a non-empty ``result`` or a ``profile_id``."""
-    return isinstance(document, dict) and (
+def _api_error(
+    code: int, text: str, status: int, endpoint: str, document: Any, secret: str | None
+) -> AltcraftApiError:
+    """The error of an answer with an error code or status: its text cleaned, and whether it also reports
+    on profiles (a non-empty ``result`` or a ``profile_id``: then it is no refusal of the whole request)."""
+    per_profile = isinstance(document, dict) and (
         bool(document.get("result")) or document.get("profile_id") is not None
+    )
+    return AltcraftApiError(
+        code, _clean(text, secret), http_status=status, endpoint=endpoint, per_profile=per_profile
     )
 
 
