@@ -19,8 +19,6 @@ from altcraft.ledger import Outcome
 from .conftest import contacts, in_batches, launch_counts, run_ref
 
 BATCH = "workflows/import_and_start_batch"
-#: the next try, reading profiles back at once (no grace for requests that may still run)
-RECONCILE_NOW = {"run": run_ref(try_number=2), "reconcile_grace": timedelta(0)}
 
 
 def _states(delivery) -> dict[Outcome, int]:
@@ -174,18 +172,24 @@ def test_a_finished_task_whose_results_prove_nothing_settles_its_contacts_uncert
     assert "user3@example.org" not in caplog.text
 
 
+def _reconciled(make_delivery, emulator, fault: str, db_id: int):
+    """Try 1 loses the answer of its batch of 3 (`fault`); try 2 reads the contacts back from database
+    ``db_id`` at once (no grace) and sends what that proves unsent. Try 2's summary."""
+    emulator.add_faults({"endpoint": BATCH, "kind": fault, "count": 1})
+    with pytest.raises(DeliveryStopped):
+        make_delivery(batch_size=3).process(in_batches(contacts(3), 3))
+    again = make_delivery(
+        batch_size=3, run=run_ref(try_number=2), profiles_db_id=db_id, reconcile_grace=timedelta(0)
+    )
+    return again.process(in_batches(contacts(3), 3))
+
+
 def test_a_profile_lookup_404_for_a_database_that_does_not_exist_proves_nothing(
     make_delivery, emulator, scenario_id
 ):
     """Reconciling against a database id Altcraft does not have (a spec edited since): its 404 is not "no
     such profile", so the contacts stay uncertain instead of being sent again."""
-    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
-    with pytest.raises(DeliveryStopped):
-        make_delivery(batch_size=3).process(in_batches(contacts(3), 3))
-    again = make_delivery(
-        batch_size=3, run=run_ref(try_number=2), profiles_db_id=999, reconcile_grace=timedelta(0)
-    )
-    summary = again.process(in_batches(contacts(3), 3))
+    summary = _reconciled(make_delivery, emulator, "drop_after", db_id=999)
     assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
     assert (summary.uncertain, summary.requests) == (3, 0)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
@@ -199,14 +203,8 @@ def test_a_profile_lookup_404_for_a_database_that_does_not_exist_proves_nothing(
 def test_a_profile_lookup_answer_without_a_profile_or_its_absence_proves_nothing(
     make_delivery, emulator, proxy, scenario_id, answer
 ):
-    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
-    with pytest.raises(DeliveryStopped):
-        make_delivery(batch_size=3).process(in_batches(contacts(3), 3))
-    proxy.rewrite["profiles/get"] = lambda body, upstream, status: (200, answer)
-    again = make_delivery(
-        batch_size=3, run=run_ref(try_number=2), profiles_db_id=1, reconcile_grace=timedelta(0)
-    )
-    summary = again.process(in_batches(contacts(3), 3))
+    proxy.rewrite["profiles/get"] = lambda body, upstream, status: (200, answer)  # read by try 2 only
+    summary = _reconciled(make_delivery, emulator, "drop_after", db_id=1)
     assert (summary.uncertain, summary.requests) == (3, 0)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
 
@@ -214,13 +212,7 @@ def test_a_profile_lookup_answer_without_a_profile_or_its_absence_proves_nothing
 def test_a_profile_absent_from_a_database_that_exists_was_not_processed(make_delivery, emulator, scenario_id):
     """The request was refused before Altcraft processed it, its answer lost: no profile in the (existing)
     database, so the contacts were not processed and are sent once more."""
-    emulator.add_faults({"endpoint": BATCH, "kind": "drop_before", "count": 1})
-    with pytest.raises(DeliveryStopped):
-        make_delivery(batch_size=3).process(in_batches(contacts(3), 3))
-    again = make_delivery(
-        batch_size=3, run=run_ref(try_number=2), profiles_db_id=1, reconcile_grace=timedelta(0)
-    )
-    summary = again.process(in_batches(contacts(3), 3))
+    summary = _reconciled(make_delivery, emulator, "drop_before", db_id=1)
     assert summary.reconciled["not_processed"] == 3
     assert summary.launched == 3
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
