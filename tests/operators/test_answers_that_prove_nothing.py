@@ -216,3 +216,18 @@ def test_a_profile_absent_from_a_database_that_exists_was_not_processed(make_del
     assert summary.reconciled["not_processed"] == 3
     assert summary.launched == 3
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
+
+
+def test_the_database_of_absent_profiles_is_asked_for_once(make_delivery, emulator, proxy, scenario_id):
+    """Each absent profile's 404 needs the database to exist to mean "no profile"; one ``databases/get``
+    per try says so for all of them."""
+    asked: list[int] = []
+
+    def counted(body, upstream, status):
+        asked.append(body["id"])
+        return status, upstream
+
+    proxy.rewrite["databases/get"] = counted
+    summary = _reconciled(make_delivery, emulator, "drop_before", db_id=1)
+    assert summary.reconciled["not_processed"] == 3
+    assert asked == [1]

@@ -235,7 +235,11 @@ class AltcraftCalls:
 
     def _database_found(self, db_id: int) -> bool:
         """Whether ``databases/get`` finds database ``db_id`` (developer guide, Databases → "Get database
-        information": ``id`` → ``data: {id, name, …}``); a 404 is "no", any other failure raises."""
+        information": ``id`` → ``data: {id, name, …}``); a 404 is "no", any other failure raises. A database
+        found is asked once per client, not once per absent profile."""
+        found: set[int] = self.__dict__.setdefault("_databases_found", set())
+        if db_id in found:
+            return True
         try:
             answer = self.call("databases/get", {"id": db_id})
         except AltcraftApiError as exc:
@@ -243,7 +247,10 @@ class AltcraftCalls:
                 return False
             raise
         data = answer.get("data")
-        return isinstance(data, dict) and str(data.get("id")) == str(db_id)
+        if isinstance(data, dict) and str(data.get("id")) == str(db_id):
+            found.add(db_id)
+            return True
+        return False
 
     def get_database_fields(self, db_id: int) -> list[DatabaseField]:
         """The fields of a database (``databases/fields_get``)."""
