@@ -188,7 +188,7 @@ class FieldSpec(BaseModel):
 
 
 class SubscriptionSpec(BaseModel):
-    """One subscription added to every profile (flat form of API reference §7.3)."""
+    """One subscription added to every profile (flat form of ``profiles/import``'s subscription)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,4 +1,4 @@
-"""Matching modes: how Altcraft finds the profile a request is about (API reference §9)."""
+"""Matching modes: how Altcraft finds the profile a request is about (docs/api-conformance.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Pydantic models of Altcraft requests and responses.
 
-Parsing is lenient where the documentation is unsure (API reference, UNCONFIRMED marks): ``total`` or
+Pages named ``area/id`` are under https://guides.altcraft.com/en/developer-guide/. Parsing is lenient
+where the documentation is unsure (docs/api-conformance.md): ``total`` or
 ``total_count``, terminal task status ``completed`` or ``success``, group keys ``ID/title`` or
 ``id/name``, per-profile results at ``data.result`` or ``data.result.result``. Unknown keys are kept
 on responses (``extra="allow"``) and dropped from nothing.
@@ -36,7 +37,7 @@ class _Request(BaseModel):
 
 
 class MatchKey(_Request):
-    """The key(s) identifying one profile for a matching mode (§9)."""
+    """The key(s) identifying one profile for a matching mode (`altcraft.api.matching`)."""
 
     email: str | None = None
     phone: str | None = None
@@ -47,7 +48,7 @@ class MatchKey(_Request):
 
 
 class LaunchOptions(_Request):
-    """Options shared by the import-and-launch calls (§3, §4)."""
+    """Options shared by the import-and-launch calls."""
 
     skip_triggers: bool | None = None
     skip_invalid_subscriptions: bool | None = None
@@ -57,7 +58,8 @@ class LaunchOptions(_Request):
 
 
 class StartRequest(MatchKey):
-    """``workflows/start``: put an existing profile into a scenario (§2)."""
+    """``workflows/start``: put an existing profile into a scenario (guide page
+    ``automation-scenarios/2195668``)."""
 
     id: int = Field(description="scenario id")
     matching: MatchingMode = MatchingMode.EMAIL
@@ -69,7 +71,8 @@ class StartRequest(MatchKey):
 
 
 class ImportAndStartRequest(MatchKey, LaunchOptions):
-    """``workflows/import_and_start``: import one profile and launch it (§3)."""
+    """``workflows/import_and_start``: import one profile and launch it
+    (``automation-scenarios/28934227``)."""
 
     workflow_id: int
     matching: MatchingMode
@@ -80,7 +83,8 @@ class ImportAndStartRequest(MatchKey, LaunchOptions):
 
 
 class BatchLaunchRequest(LaunchOptions):
-    """``workflows/import_and_start_batch`` and its ``_task`` twin (§4).
+    """``workflows/import_and_start_batch`` and its ``_task`` twin (``automation-scenarios/33063492``,
+    ``33063493``).
 
     ``data`` holds one item per profile: its matching key(s) plus a nested ``data`` object of fields,
     e.g. ``{"email": "a@example.org", "data": {"_fname": "Anna"}}``.
@@ -95,7 +99,7 @@ class BatchLaunchRequest(LaunchOptions):
 
 
 class ImportProfileRequest(MatchKey):
-    """``profiles/import``: add or update one profile (§7.1)."""
+    """``profiles/import``: add or update one profile (``profiles/import``)."""
 
     db_id: int
     matching: MatchingMode = MatchingMode.EMAIL
@@ -110,7 +114,7 @@ class ImportProfileRequest(MatchKey):
 
 
 class ImportBatchRequest(_Request):
-    """``profiles/import_batch``: add or update many profiles (§7.2).
+    """``profiles/import_batch``: add or update many profiles.
 
     Items are flat profile objects, as the page's example shows: "data JSON array [{"_fname": "John",
     "_lname": "Doe", "custom_id": …, "email": "john@example.com", "subscriptions": [...]}]"
@@ -182,7 +186,7 @@ class _Response(BaseModel):
 
 
 class Envelope(_Response):
-    """Top-level keys of every response (§1.3)."""
+    """Top-level keys of every response (``api-interaction``: ``error``, ``error_text``)."""
 
     error: int = 0
     error_text: str = ""
@@ -201,8 +205,9 @@ class Envelope(_Response):
 class ProfileResult(Envelope):
     """Outcome for one profile: of a single import/launch, or one entry of a batch ``result`` array.
 
-    Its ``error`` is required (§1.6: each entry has its own ``error``): a result without a code, or with a
-    null or empty one, says nothing of what happened to the profile, so it does not read as success.
+    Its ``error`` is required (each entry has its own ``error``, ``profiles/2195496``): a result without
+    a code, or with a null or empty one, says nothing of what happened to the profile, so it does not read
+    as success.
     """
 
     error: int
@@ -235,7 +240,7 @@ ResultRead = tuple[int, str, str | None]
 
 
 class BatchResult(Envelope):
-    """A batch response: one :class:`ProfileResult` per input item, in input order (§1.6)."""
+    """A batch response: one :class:`ProfileResult` per input item, in input order."""
 
     result: list[ProfileResult] = Field(default_factory=list)
 
@@ -296,7 +301,10 @@ class ScenarioNode(_Response):
 
 
 class Scenario(_Response):
-    """An automation scenario (``workflows/list``, §5.1). ``db_id`` is the documented ``list_id``."""
+    """An automation scenario (``workflows/list``, ``automation-scenarios/95715617``).
+
+    ``db_id`` is the documented ``list_id``.
+    """
 
     id: int
     name: str = ""
@@ -314,7 +322,7 @@ class Scenario(_Response):
 
 
 class Database(_Response):
-    """A profile database (``databases/list``, §6.1)."""
+    """A profile database (``databases/list``)."""
 
     id: int
     name: str = ""
@@ -328,7 +336,7 @@ class Database(_Response):
 
 
 class DatabaseField(_Response):
-    """A field of a database (``databases/fields_get``, §6.3; layout UNCONFIRMED)."""
+    """A field of a database (``databases/fields_get``; its layout is not documented)."""
 
     name: str = Field(validation_alias=AliasChoices("name", "field_name", "key"))
     type: str = Field(default="string", validation_alias=AliasChoices("type", "field_type"))
@@ -337,7 +345,7 @@ class DatabaseField(_Response):
 
 
 class Page(_Response):
-    """One page of a list method: ``data`` plus keyset pagination (§5.1, §6.1)."""
+    """One page of a list method: ``data`` plus keyset pagination (``next_from_id``)."""
 
     data: list[dict[str, Any]] = Field(default_factory=list)
     next_from_id: int | None = None
@@ -350,7 +358,8 @@ class Page(_Response):
 
 
 class TaskState(StrEnum):
-    """Normalised state of an asynchronous task; raw values vary between doc versions (§4.3)."""
+    """Normalised state of an asynchronous task; raw values vary between doc versions
+    (``profiles/3115796``)."""
 
     PENDING = "pending"
     RUNNING = "running"
