@@ -170,10 +170,12 @@ def test_a_file_that_holds_no_readable_spec_is_an_error_saying_why(
 
 
 def test_a_json_spec_is_read_as_json(tmp_path: Path):
-    """As YAML, the escaped emoji ``json.dumps`` writes is an error and ``1e1`` a string, not 10."""
+    """As YAML, the escaped emoji ``json.dumps`` writes is an error and ``1e1`` a string, not 10; as
+    plain JSON, a byte order mark is an error."""
     data = {**MINIMAL, "description": "Welcome \N{WAVING HAND SIGN}", "retries": 1}
     path = tmp_path / "Welcome.JSON"
-    path.write_text(json.dumps(data, indent="\t").replace('"retries": 1', '"retries": 1e1'))
+    text = json.dumps(data, indent="\t").replace('"retries": 1', '"retries": 1e1')
+    path.write_text(text, encoding="utf-8-sig")  # with the byte order mark Windows editors write
 
     spec = read_spec(path)
 

@@ -649,13 +649,13 @@ def _read_spec(path: Path) -> PipelineSpec | SpecError:
             return SpecError(path, "  not a regular file (a folder, a pipe or a device): remove it")
         if len(raw) > MAX_SPEC_BYTES:
             return SpecError(path, f"  the file is larger than {MAX_SPEC_BYTES:,} bytes")
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte order mark (Windows editors) is no part of the spec
         data = _load_json(text) if path.suffix.lower() == ".json" else _SpecLoader.load(text)
     except OSError as error:
         return SpecError(path, f"  cannot read the file: {error.strerror or error}")
     except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        byte = raw[error.start]
+        line = error.object.count(b"\n", 0, error.start) + 1
+        byte = error.object[error.start]
         return SpecError(
             path, f"  line {line}: not UTF-8 text (byte {byte:#04x}); save the file as UTF-8", line
         )
