@@ -269,16 +269,20 @@ def test_failure_notification_imports_its_target_only_when_called(
     assert calls == [(expected[0], "run-1", expected[1])]
 
 
-def test_two_specs_with_one_id_load_the_first_and_report_the_second(tmp_path):
+def test_two_specs_with_one_id_are_both_errors_whatever_their_order(tmp_path):
+    """The first by name used to load: a copy named ``a_welcome.yaml`` took over a running pipeline."""
     shutil.copy(EXAMPLES[0], tmp_path / "a.yaml")
     shutil.copy(EXAMPLES[0], tmp_path / "b.yaml")
 
     loaded = load_pipelines(tmp_path)
 
     line = EXAMPLES[0].read_text().splitlines().index(f"id: {EXAMPLES[0].stem}") + 1
-    assert list(loaded.dags) == [EXAMPLES[0].stem]
+    taken = f"  line {line}, id: '{EXAMPLES[0].stem}' is also the id of"
+    rest = "; a DAG id belongs to one spec, so none of them is loaded until the ids differ"
+    assert loaded.dags == {}
     assert [(e.path.name, e.message) for e in loaded.errors] == [
-        ("b.yaml", f"  line {line}, id: '{EXAMPLES[0].stem}' is already the id of a.yaml")
+        ("a.yaml", f"{taken} b.yaml{rest}"),
+        ("b.yaml", f"{taken} a.yaml{rest}"),
     ]
 
 

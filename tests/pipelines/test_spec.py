@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import NoneType
@@ -139,6 +140,47 @@ def test_a_file_that_is_not_a_mapping_is_an_error(tmp_path: Path):
     path.write_text("- id: a\n- id: b\n")
 
     assert "must hold a mapping" in str(read_spec(path))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("empty.yaml", b"", "  the file holds no spec: it is empty, or only comments"),
+        ("comments.yaml", b"# id: draft\n", "  the file holds no spec: it is empty, or only comments"),
+        (
+            "latin1.yaml",
+            b"id: a\ndescription: caf\xe9\n",
+            "  line 2: not UTF-8 text (byte 0xe9); save the file as UTF-8",
+        ),
+        (
+            "broken.json",
+            b'{"id": "a",\n}',
+            "  line 2, column 1: invalid JSON: Expecting property name enclosed in double quotes",
+        ),
+        ("twice.json", b'{"id": "a", "id": "b"}', "  invalid JSON: 'id' is given twice in one object"),
+    ],
+)
+def test_a_file_that_holds_no_readable_spec_is_an_error_saying_why(
+    tmp_path: Path, name: str, content: bytes, said: str
+):
+    path = tmp_path / name
+    path.write_bytes(content)
+
+    assert str(read_spec(path)) == f"Pipeline spec {name} is invalid:\n{said}"
+
+
+def test_a_json_spec_is_read_as_json(tmp_path: Path):
+    """As YAML, the escaped emoji ``json.dumps`` writes is an error and ``1e1`` a string, not 10; as
+    plain JSON, a byte order mark is an error."""
+    data = {**MINIMAL, "description": "Welcome \N{WAVING HAND SIGN}", "retries": 1}
+    path = tmp_path / "Welcome.JSON"
+    text = json.dumps(data, indent="\t").replace('"retries": 1', '"retries": 1e1')
+    path.write_text(text, encoding="utf-8-sig")  # with the byte order mark Windows editors write
+
+    spec = read_spec(path)
+
+    assert isinstance(spec, PipelineSpec), str(spec)
+    assert (spec.description, spec.retries) == ("Welcome \N{WAVING HAND SIGN}", 10)
 
 
 @pytest.mark.parametrize(

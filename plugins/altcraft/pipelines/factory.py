@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from altcraft.pipelines.spec import (
     PipelineSpec,
     SpecError,
     field_line,
+    printable,
     read_spec,
 )
 from altcraft.pipelines.window import Schedule, WindowError, run_window
@@ -38,7 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPEC_SUFFIXES = (".yaml", ".yml")
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+#: Airflow's ignore file: not honoured in a pipelines folder, so reported where found (see `find_specs`).
+IGNORE_FILE = ".airflowignore"
 PLAN_TASK_ID = "plan"
 LAUNCH_TASK_ID = "import_and_launch"
 ALWAYS_TAG = "altcraft"
@@ -219,8 +223,9 @@ class FailureNotification:
 # ------------------------------------------------------------------------------------------- DAG
 
 
-def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
-    """The DAG of one pipeline spec; ``spec_path`` is only named in its documentation."""
+def build_dag(spec: PipelineSpec, *, spec_name: str | None = None) -> DAG:
+    """The DAG of one pipeline spec; ``spec_name`` (its path in the pipelines folder) is only named in its
+    documentation."""
     import pendulum
 
     from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator, scenario_asset
@@ -244,7 +249,7 @@ def build_dag(spec: PipelineSpec, *, spec_path: Path | None = None) -> DAG:
             **({"weight_rule": "upstream"} if spec.trigger else {}),
         },
         on_failure_callback=FailureNotification.of(spec.on_failure) if spec.on_failure else None,
-        doc_md=doc_md(spec, source, spec_path),
+        doc_md=doc_md(spec, source, spec_name),
         auto_register=False,  # registered by the loader's globals() only, never by the checker
     )
     # A triggered pipeline keeps all its progress in its event asset's state store, read through an inlet
@@ -401,7 +406,7 @@ def timetable(spec: PipelineSpec) -> BaseTimetable:
     return schedule_of(spec).timetable()
 
 
-def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
+def doc_md(spec: PipelineSpec, source: Source, spec_name: str | None) -> str:
     """The DAG's documentation: source, mapping table, scenario, schedule and window."""
     mapping, notify = spec.mapping, spec.on_failure
     delivery = (
@@ -449,8 +454,8 @@ def doc_md(spec: PipelineSpec, source: Source, spec_path: Path | None) -> str:
         "",
         _md(spec.description) if spec.description else "Altcraft import-and-launch pipeline.",
         "",
-        f"*Generated from the pipeline spec `{_md(spec_path.name)}`: edit the YAML, not this DAG.*"
-        if spec_path
+        f"*Generated from the pipeline spec `{_md(printable(spec_name))}`: edit the YAML, not this DAG.*"
+        if spec_name
         else "*Generated from a pipeline spec.*",
         "",
         "| | |",
@@ -543,44 +548,127 @@ def check_pipelines(folder: str | os.PathLike[str]) -> None:
 
 
 def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
-    """Read every ``*.yaml`` / ``*.yml`` (any letter case) directly in ``folder`` (sorted by name) into DAGs.
+    """Read every spec file under ``folder`` (`find_specs`: sub-folders too) into DAGs.
 
-    A spec that cannot be read, validated or built becomes a `SpecError`; the others load regardless.
-    Two specs with the same ``id``: the later file (by name) is the error. Each DAG is validated here,
-    because Airflow reports a DAG that fails validation against the loader file, which would mark
-    every pipeline DAG of that file as having import errors.
+    A spec that cannot be read, validated or built becomes a `SpecError`, as does whatever `find_specs`
+    reports; the others load regardless. Specs sharing an ``id`` are all errors, each naming the others
+    (none shadows another, whatever their order). Each DAG is validated here, because Airflow reports a
+    DAG that fails validation against the loader file, which would mark every pipeline DAG of that file as
+    having import errors. Errors are in path order.
     """
     result = Pipelines()
-    owners: dict[str, Path] = {}
-    matched_fields: dict[tuple[Any, ...], tuple[str, Path]] = {}  # see `_custom_field_clash`
     folder = Path(folder)
-    names = sorted(os.listdir(folder)) if folder.is_dir() else []
-    specs = (name for name in names if name.lower().endswith(SPEC_SUFFIXES) and name[0] != ".")
-    for path in (folder / name for name in specs):
-        spec = read_spec(path)
+    specs: dict[Path, PipelineSpec] = {}
+    for found in find_specs(folder) if folder.is_dir() else ():
+        spec = found if isinstance(found, SpecError) else read_spec(found)
         if isinstance(spec, SpecError):
-            result.errors.append(spec)
+            result.errors.append(replace(spec, name=spec_name(spec.path, folder)))
+        else:
+            specs[found] = spec
+    owners: dict[str, list[Path]] = {}
+    for path, spec in specs.items():
+        owners.setdefault(spec.id, []).append(path)
+    matched_fields: dict[tuple[Any, ...], tuple[str, str]] = {}  # see `_custom_field_clash`
+    for path, spec in specs.items():
+        name = spec_name(path, folder)
+        others = [spec_name(other, folder) for other in owners[spec.id] if other != path]
+        built = (
+            _shared_id(spec, path, others)
+            if others
+            else _custom_field_clash(spec, path, matched_fields) or _validated_dag(spec, path, name)
+        )
+        if isinstance(built, SpecError):
+            result.errors.append(replace(built, name=name))
             continue
-        if spec.id in owners:
-            line = field_line(path, ("id",))
-            message = f"  line {line}, id: {spec.id!r} is already the id of {owners[spec.id].name}"
-            result.errors.append(SpecError(path, message, line))
-            continue
-        clash = _custom_field_clash(spec, path, matched_fields)
-        if clash is not None:
-            result.errors.append(clash)
-            continue
-        try:
-            dag = build_dag(spec, spec_path=path)
-            dag.validate()
-        except Exception as error:
-            result.errors.append(SpecError(path, f"  cannot build the DAG: {type(error).__name__}: {error}"))
-            continue
-        result.dags[spec.id] = dag
-        owners[spec.id] = path
+        result.dags[spec.id] = built
         if spec.mapping.matching.needs_field_name:
-            matched_fields.setdefault(_custom_scope(spec), (spec.mapping.field_name or "", path))
+            matched_fields.setdefault(_custom_scope(spec), (spec.mapping.field_name or "", name))
+    result.errors.sort(key=lambda error: error.path)
     return result
+
+
+def find_specs(folder: Path) -> Iterator[Path | SpecError]:
+    """The spec files under ``folder``, sub-folders included (links followed), depth first by name.
+
+    A spec file is any ``*.yaml``, ``*.yml`` or ``*.json`` (any letter case), whatever it is: `read_spec`
+    reports one that is no regular file (a folder named like a spec, a pipe, a link to nothing). Hidden
+    names (``.``-files and ``.``-folders: editors' files, ``.git``) and other suffixes are skipped. What
+    would hide specs without a word is a `SpecError`: another entry that cannot be read (a link to
+    nothing, no permission), a folder that cannot be listed, a link to a folder already read (a loop, or
+    one folder twice), and an ``.airflowignore``, which is not honoured here.
+    """
+    yield from _walk(folder, {_identity(folder.stat())})
+
+
+def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[Path | SpecError]:
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError as error:
+        yield SpecError(
+            folder, f"  cannot list the folder: {error.strerror or error}; its specs are not loaded"
+        )
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.name == IGNORE_FILE:
+            yield SpecError(
+                path,
+                f"  {IGNORE_FILE} is not honoured in the pipelines folder: every spec file in it is loaded. "
+                "Remove this file; to keep a spec unloaded, rename it (welcome.yaml.off) or move it out",
+            )
+        elif entry.name.startswith("."):
+            continue
+        elif entry.name.lower().endswith(SPEC_SUFFIXES):
+            yield path
+        else:
+            yield from _folder(entry, seen)
+
+
+def _folder(entry: os.DirEntry[str], seen: set[tuple[int, int]]) -> Iterator[Path | SpecError]:
+    """The specs in ``entry`` if it is a folder (or a link to one) not read yet; nothing for a file."""
+    path = Path(entry.path)
+    try:
+        info = entry.stat()  # of a link's target
+    except OSError as error:
+        link = f" (a link to {os.readlink(path)})" if entry.is_symlink() else ""
+        yield SpecError(path, f"  cannot read it{link}: {error.strerror or error}")
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        return
+    if _identity(info) in seen:
+        yield SpecError(path, "  a link to a folder already read (a loop?): not read again; remove the link")
+        return
+    seen.add(_identity(info))
+    yield from _walk(path, seen)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def spec_name(path: Path, folder: Path) -> str:
+    """How a spec (or folder) is named to the user: its path in the pipelines folder."""
+    return path.relative_to(folder).as_posix() if path != folder else f"{folder.name}/"
+
+
+def _validated_dag(spec: PipelineSpec, path: Path, name: str) -> DAG | SpecError:
+    try:
+        dag = build_dag(spec, spec_name=name)
+        dag.validate()
+    except Exception as error:
+        return SpecError(path, f"  cannot build the DAG: {type(error).__name__}: {error}")
+    return dag
+
+
+def _shared_id(spec: PipelineSpec, path: Path, others: Sequence[str]) -> SpecError:
+    line = field_line(path, ("id",))
+    return SpecError(
+        path,
+        f"  {f'line {line}, ' if line else ''}id: {spec.id!r} is also the id of {', '.join(others)}; a DAG "
+        "id belongs to one spec, so none of them is loaded until the ids differ",
+        line,
+    )
 
 
 def _custom_scope(spec: PipelineSpec) -> tuple[Any, ...]:
@@ -589,7 +677,7 @@ def _custom_scope(spec: PipelineSpec) -> tuple[Any, ...]:
 
 
 def _custom_field_clash(
-    spec: PipelineSpec, path: Path, matched_fields: Mapping[tuple[Any, ...], tuple[str, Path]]
+    spec: PipelineSpec, path: Path, matched_fields: Mapping[tuple[Any, ...], tuple[str, str]]
 ) -> SpecError | None:
     """The error of a spec matching on another custom field than an earlier spec of the same scenario.
 
@@ -605,7 +693,7 @@ def _custom_field_clash(
     line = field_line(path, ("mapping", "field_name"))
     return SpecError(
         path,
-        f"  line {line}, mapping.field_name: {spec.mapping.field_name!r}, but {owner.name} launches scenario "
+        f"  line {line}, mapping.field_name: {spec.mapping.field_name!r}, but {owner} launches scenario "
         f"{spec.scenario.id} matching {spec.mapping.matching.value} on {field_name!r}; the ledger knows such "
         "contacts by the value "
         "alone, so one pipeline's value would stand for the other's contact. Match on one field, or "

@@ -9,6 +9,7 @@ field at fault (``partitions: ...``, ``source.table: ...``). `read_spec` turns a
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import stat
@@ -495,14 +496,24 @@ class PipelineSpec(_Model):
 
 @dataclass(frozen=True)
 class SpecError:
-    """Why one spec file produced no DAG; ``message`` names the field(s) at fault."""
+    """Why one spec file produced no DAG; ``message`` names the field(s) at fault.
+
+    ``name`` is how the file is named to the user (its path in the pipelines folder; default its name).
+    """
 
     path: Path
     message: str
     line: int | None = None
+    name: str = ""
 
     def __str__(self) -> str:
-        return f"Pipeline spec {self.path.name} is invalid:\n{self.message}"
+        return printable(f"Pipeline spec {self.name or self.path.name} is invalid:\n{self.message}")
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name that is not (kept by Python as lone surrogates) would make
+    the import error unstorable; its bytes are shown as ``\\udcXX`` escapes instead."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -638,10 +649,21 @@ def _read_spec(path: Path) -> PipelineSpec | SpecError:
             return SpecError(path, "  not a regular file (a folder, a pipe or a device): remove it")
         if len(raw) > MAX_SPEC_BYTES:
             return SpecError(path, f"  the file is larger than {MAX_SPEC_BYTES:,} bytes")
-        text = raw.decode("utf-8")
-        data = _SpecLoader.load(text)
-    except (OSError, UnicodeDecodeError) as error:
-        return SpecError(path, f"  cannot read the file: {error}")
+        text = raw.decode("utf-8-sig")  # a byte order mark (Windows editors) is no part of the spec
+        data = _load_json(text) if path.suffix.lower() == ".json" else _SpecLoader.load(text)
+    except OSError as error:
+        return SpecError(path, f"  cannot read the file: {error.strerror or error}")
+    except UnicodeDecodeError as error:
+        line = error.object.count(b"\n", 0, error.start) + 1
+        byte = error.object[error.start]
+        return SpecError(
+            path, f"  line {line}: not UTF-8 text (byte {byte:#04x}); save the file as UTF-8", line
+        )
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        return SpecError(path, f"  {where}: invalid JSON: {error.msg}", error.lineno)
+    except _KeyTwice as error:
+        return SpecError(path, f"  invalid JSON: {error}")
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -651,6 +673,8 @@ def _read_spec(path: Path) -> PipelineSpec | SpecError:
         if context and started is not None and mark is not None and started.line != mark.line:
             problem += f" ({context} started on line {started.line + 1})"
         return SpecError(path, f"  {where}invalid YAML: {problem}", line)
+    if data is None:
+        return SpecError(path, "  the file holds no spec: it is empty, or only comments")
     if not isinstance(data, Mapping):
         return SpecError(path, "  the file must hold a mapping of spec fields (id, schedule, source, ...)", 1)
     try:
@@ -658,6 +682,24 @@ def _read_spec(path: Path) -> PipelineSpec | SpecError:
     except ValidationError as error:
         lines = _error_lines(text, data, error)
         return SpecError(path, "\n".join(message for message, _ in lines), lines[0][1] if lines else None)
+
+
+class _KeyTwice(ValueError):
+    """A JSON object with a key given twice (JSON would keep the last)."""
+
+
+def _load_json(text: str) -> Any:
+    """The document of a ``.json`` spec: JSON, not read as YAML (which takes ``1e3`` for a string and
+    refuses tab indentation); a key given twice in one object is an error, as in YAML."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        twice = next((key for key in keys if keys.count(key) > 1), None)
+        if twice is not None:
+            raise _KeyTwice(f"{twice!r} is given twice in one object")
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=unique)
 
 
 def _error_lines(text: str, data: Mapping[str, Any], error: ValidationError) -> list[tuple[str, int | None]]:
