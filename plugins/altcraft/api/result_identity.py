@@ -3,11 +3,11 @@
 The developer guide shows one per-profile result, that of "Add multiple profiles"
 (https://guides.altcraft.com/en/developer-guide/profiles/2195496): 'Server response will contain "result"
 parameter with occurring errors and profile IDs', entries ``{"error": 0, "error_text": "Successful
-operation", "profile_id": "663a138cee44bb50a67115cd"}``. "Import multiple profiles" (profiles/2195504) and
-the scenario batch pages (automation-scenarios/33063492, 33063493, RU the same) show no response at all, and
-no page says the list follows the request's order, nor documents an item id of the request's that an answer
-would echo. So results are read by position, and wherever a result does carry what identifies the item it
-answers, it must name the contact sent at its position:
+operation", "profile_id": "663a138cee44bb50a67115cd"}``. In what we could read of "Import multiple
+profiles" (profiles/2195504) and the scenario batch pages (automation-scenarios/33063492, 33063493, RU the
+same) there is no response example, and no page says the list follows the request's order, nor documents an
+item id of the request's that an answer would echo. So results are read by position, and wherever a result
+does carry what identifies the item it answers, it must name the contact sent at its position:
 
 * the matching value(s) of the request (``email``, ``phone``, ``field_value``, ``provider`` +
   ``subscription_id``; ``profile_id`` under ``profile_id`` matching, where the documented ``profile_id`` of

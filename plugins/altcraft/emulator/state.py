@@ -1028,7 +1028,8 @@ class Emulator:
         "error_text": "Successful operation", "profile_id": "663a138cee44bb50a67115cd"}]``. No index, no
         matching value, no id of the request's: nothing but the order says which item a result answers.
         The import_batch (profiles/2195504) and scenario batch pages (automation-scenarios/33063492,
-        33063493) show no response; the ``reorder_results`` fault answers in another order.
+        33063493) show no response example in what we could read; the ``reorder_results`` fault answers in
+        another order.
         """
         results = []
         for item in items:
