@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from altcraft.api.errors import AltcraftDeliveryUncertain, AltcraftUnexpectedAnswer
-from altcraft.api.models import ImportBatchRequest
+from altcraft.api.models import BatchLaunchRequest, ImportBatchRequest
 from altcraft.delivery import DeliveryStopped
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Outcome
@@ -122,4 +122,17 @@ def test_an_import_batch_answer_in_another_order_is_refused(emulator, skip_trigg
     with pytest.raises(expected, match="names another contact"):
         hook.import_profiles(request)
     assert [r.error for r in hook.import_profiles(request).result] == [404, 0, 0]
+    hook.close()
+
+
+def test_a_scenario_batch_answer_in_another_order_is_uncertain_through_the_hook(emulator, scenario_id):
+    """``import_and_start_batch`` called without ledger keys: the request's own items say whom each result
+    should name."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "reorder_results", "count": 1})
+    items = [{"profile_id": NOBODY}] + [{"profile_id": c["profile_id"]} for c in _existing(emulator, 2)]
+    request = BatchLaunchRequest(workflow_id=scenario_id, matching="profile_id", data=items)
+    hook = AltcraftHook()
+    with pytest.raises(AltcraftDeliveryUncertain, match="names another contact"):
+        hook.import_and_start_batch(request)
+    assert [r.error for r in hook.import_and_start_batch(request).result] == [404, 0, 0]
     hook.close()

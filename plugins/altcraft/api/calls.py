@@ -32,7 +32,7 @@ from altcraft.api.models import (
     batch_results,
 )
 from altcraft.api.protocol import parse_answer, scenario_of, task_id_of, task_status_of
-from altcraft.api.result_identity import Identity, item_identity, keys_misattributed, misattributed
+from altcraft.api.result_identity import items_misattributed, keys_misattributed
 from altcraft.api.retry import as_uncertain
 
 PAGE_SIZE = 1000
@@ -45,23 +45,24 @@ def task_status_call(task_id: str) -> tuple[str, dict[str, Any], Callable[[dict[
 
 
 def _in_order(
-    endpoint: str, keys: Sequence[str], parse: Callable[[dict[str, Any]], T]
+    endpoint: str, request: BatchLaunchRequest, keys: Sequence[str], parse: Callable[[dict[str, Any]], T]
 ) -> Callable[[dict[str, Any]], T]:
-    """``parse``, refusing an answer whose per-contact results name other contacts than ``keys`` (ledger
-    keys, in request order) at their positions (`altcraft.api.result_identity`)."""
+    """``parse``, refusing an answer whose per-contact results name other contacts than those sent at their
+    positions (`altcraft.api.result_identity`): ``keys`` (ledger keys, in request order) or, without them,
+    the request's items."""
 
     def checked(answer: dict[str, Any]) -> T:
         parsed = parse(answer)
-        why = keys_misattributed(keys, answer.get("result"))
+        results = answer.get("result")
+        if keys:
+            why = keys_misattributed(keys, results)
+        else:
+            why = items_misattributed(request.data, request.matching, results)
         if why is not None:
             raise AltcraftUnexpectedAnswer(why, endpoint=endpoint)
         return parsed
 
     return checked
-
-
-def _item_identity_at(items: Sequence[Any], matching: str, position: int) -> Identity:
-    return item_identity(items[position], matching)
 
 
 class AltcraftCalls:
@@ -126,7 +127,7 @@ class AltcraftCalls:
         """
         endpoint = "workflows/import_and_start_batch"
         return self._batch(
-            endpoint, request, raw_data, keys, _in_order(endpoint, keys, BatchResult.model_validate)
+            endpoint, request, raw_data, keys, _in_order(endpoint, request, keys, BatchResult.model_validate)
         )
 
     def import_and_start_batch_results(
@@ -135,7 +136,9 @@ class AltcraftCalls:
         """:meth:`import_and_start_batch`, answering only each result's `ProfileResult.read` (the delivery's
         call: the usual answer is read without a model per result, see `batch_results`)."""
         endpoint = "workflows/import_and_start_batch"
-        return self._batch(endpoint, request, raw_data, keys, _in_order(endpoint, keys, batch_results))
+        return self._batch(
+            endpoint, request, raw_data, keys, _in_order(endpoint, request, keys, batch_results)
+        )
 
     def submit_import_and_start_batch_task(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
@@ -192,8 +195,7 @@ class AltcraftCalls:
         items = request.data
 
         def parse(answer: dict[str, Any]) -> BatchResult:
-            identity = partial(_item_identity_at, items, request.matching)
-            why = misattributed(request.matching, len(items), identity, answer.get("result"))
+            why = items_misattributed(items, request.matching, answer.get("result"))
             if why is not None:
                 raise AltcraftUnexpectedAnswer(why, endpoint="profiles/import_batch")
             return BatchResult.model_validate(answer)

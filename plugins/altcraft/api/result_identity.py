@@ -75,6 +75,11 @@ def keys_misattributed(keys: Sequence[str], results: Any) -> str | None:
     return misattributed(mode, len(keys), lambda n: key_identity(keys[n]), results)
 
 
+def items_misattributed(items: Sequence[Any], matching: MatchingMode | str, results: Any) -> str | None:
+    """`misattributed` for the contacts sent given by the request's own items (`item_identity`)."""
+    return misattributed(matching, len(items), lambda n: item_identity(items[n], matching), results)
+
+
 def key_identity(ledger_key: str) -> Identity:
     """The matching values of a ledger key (``email:anna@example.org``, ``email_phone:a@b.org|+7900…``,
     ``custom:A-1``); ``profile_id`` only under ``profile_id`` matching (any other result's profile id is
@@ -88,8 +93,8 @@ def key_identity(ledger_key: str) -> Identity:
 
 
 def item_identity(item: Any, matching: MatchingMode | str) -> Identity:
-    """The matching values an import item carries at its top level (a flat ``profiles/import_batch`` item
-    has the matching key there, see `altcraft.api.layouts.flat_item`)."""
+    """The matching values a batch item carries at its top level (where a flat ``profiles/import_batch``
+    item and a hedged or nested scenario item have them, see `altcraft.api.layouts`)."""
     if not isinstance(item, dict):
         return {}
     return {
