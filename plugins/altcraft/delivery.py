@@ -739,10 +739,11 @@ class Delivery:
     def settle_task(self, claim: Claim, status: TaskStatus) -> None:
         """Settle an ``async`` chunk from its finished Altcraft task (see :mod:`altcraft.api.task_results`).
 
-        Per-contact results are used in request order; counts that prove every contact launched settle them
+        Per-contact results are used in request order (unless one names another contact than the one sent
+        at its position); counts that prove every contact launched settle them
         launched; anything else settles them uncertain with the reason, logged as an error.
         """
-        verdict = task_verdict(status, len(claim.to_send))
+        verdict = task_verdict(status, claim.to_send)
         if verdict.uncertain:
             self._settle_unknown_task(claim, verdict.reason)
             return

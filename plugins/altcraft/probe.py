@@ -8,7 +8,11 @@ exists and is active, its database is the expected one, every field the pipeline
 with a compatible type (``databases/fields_get``), the matching mode is documented for the endpoint the
 pipeline uses. With ``--test-contact`` it launches that one contact into the scenario through ``single``,
 ``batch`` (each item layout of :mod:`altcraft.api.layouts`) and ``async``, and reports what was accepted
-and what each answer looked like. **Each launch puts the contact into the scenario again.**
+and what each answer looked like. **Each launch puts the contact into the scenario again.** It then checks
+that a batch's results come in the request's order (`result_order`): batches holding the test contact and
+items without a matching key (which name nobody, so Altcraft refuses them) -- ``profiles/import_batch``
+with ``skip_triggers`` twice (the contact first, then last; no launch) and the scenario batch once (the
+contact between two such items: one more launch of the test contact, and of nobody else).
 
 ``--record FILE`` writes every exchange (token replaced by ``***``; emails and phones masked unless
 ``--keep-contact``) as JSON that ``python -m altcraft.emulator --replay FILE`` answers from.
@@ -29,7 +33,7 @@ import requests
 
 from altcraft import __version__
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
-from altcraft.api.layouts import BatchItemLayout, batch_item, key_as_fields
+from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item, key_as_fields
 from altcraft.api.matching import LAUNCH_ENDPOINTS, MatchingMode, undocumented_matching
 from altcraft.api.models import DatabaseField, Page, Scenario, TaskState, TaskStatus
 from altcraft.api.protocol import (
@@ -228,10 +232,39 @@ def launches(ex: Exchanger, plan: Plan) -> list[Row]:
     return rows
 
 
+#: An item with no matching key: it names nobody, so Altcraft refuses it on its own (or says it cannot).
+NOBODY: dict[str, Any] = {}
+
+
+def result_order(ex: Exchanger, plan: Plan) -> list[Row]:
+    """Whether per-contact results follow the request's order (the delivery reads them by position, see
+    :mod:`altcraft.api.result_identity`): batches mixing the test contact with items that name nobody, which
+    must be answered refused at their positions and the contact launched, with one profile id, at its own."""
+    contact = plan.test_contact or ""
+    matching = MatchingMode.EMAIL if "@" in contact else MatchingMode.PHONE
+    match = {matching.key_fields[0]: contact}
+    rows = []
+    db = plan.db if plan.db is not None else _scenario_db(ex, plan.scenario)
+    if db is None:
+        rows.append(Row("result order (import)", "skip", "--db (or --scenario) is needed"))
+    else:
+        common = {"db_id": db, "matching": matching.value, "skip_triggers": True}
+        item = flat_item(match, {})
+        answers = [ex.post("profiles/import_batch", {**common, "data": data}) for data in _orders(item)]
+        rows.append(_order_row("result order (import)", answers, _orders(item)))
+    if plan.scenario is not None:
+        common = {"workflow_id": plan.scenario, "matching": matching.value, "skip_triggers": True}
+        data = [{"data": NOBODY}, batch_item(match, {}), {"data": NOBODY}]
+        answer = ex.post("workflows/import_and_start_batch", {**common, "data": data})
+        rows.append(_order_row("result order (batch)", [answer], [data]))
+    return rows
+
+
 def run(ex: Exchanger, plan: Plan) -> list[Row]:
     rows = read_only(ex, plan)
     if plan.test_contact:
         rows += launches(ex, plan)
+        rows += result_order(ex, plan)
     return rows
 
 
@@ -359,6 +392,59 @@ def _async_row(ex: Exchanger, body: dict[str, Any], timeout: float) -> Row:
             return Row("async", result, f"status {status.status!r}, result {_shape(status.result)}")
         time.sleep(min(2.0, max(0.2, timeout / 50)))
     return Row("async", "warn", f"task {task_id} still {status.status!r} after {timeout:g} s")
+
+
+def _orders(item: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The contact's item after, then before, an item that names nobody."""
+    return [[NOBODY, item], [item, NOBODY]]
+
+
+def _order_row(name: str, answers: Sequence[Answer], sent: Sequence[Sequence[dict[str, Any]]]) -> Row:
+    """Whether each answer refused the items that name nobody and not the contact, at their positions, the
+    contact always as one profile; and the keys the results carry (an ``index`` or a matching value would
+    say which item each answers)."""
+    carried: set[str] = set()
+    ids: set[str] = set()
+    for answer, items in zip(answers, sent, strict=True):
+        if not answer.ok:
+            return Row(name, "warn", f"cannot tell: the batch was refused as a whole ({answer.error})")
+        results = answer.document.get("result")
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            return Row(name, "FAIL", f"no per-contact result list: {_shape(answer.document)}")
+        if len(results) != len(items):
+            return Row(name, "FAIL", f"{len(results)} result(s) for {len(items)} item(s)")
+        refused = [r.get("error") not in (None, 0, "") for r in results]
+        nobody = [_names_nobody(item) for item in items]
+        if all(refused) or not any(refused):
+            return Row(
+                name, "warn", "cannot tell: every item was " + ("refused" if all(refused) else "accepted")
+            )
+        if refused != nobody:
+            return Row(name, "FAIL", "results are NOT in request order: deliver with mode single")
+        carried.update(key for r in results for key in r)
+        ids.update(
+            str(r["profile_id"])
+            for r, no in zip(results, nobody, strict=True)
+            if not no and "profile_id" in r
+        )
+    if len(ids) > 1:
+        return Row(name, "FAIL", f"the test contact's results name {len(ids)} different profiles")
+    keys = ", ".join(sorted(carried))
+    return Row(name, "ok", f"results in request order in {len(answers)} batch(es); each carries {keys}")
+
+
+def _names_nobody(item: dict[str, Any]) -> bool:
+    return item is NOBODY or item.get("data") is NOBODY
+
+
+def _scenario_db(ex: Exchanger, scenario: int | None) -> int | None:
+    """The database the scenario works on (``list_id`` of ``workflows/list``), None if it cannot be read."""
+    if scenario is None:
+        return None
+    answer = ex.post("workflows/list", {"from_id": scenario, "limit": 1})
+    data = answer.document.get("data") if answer.ok else None
+    found = [item for item in data or [] if isinstance(item, dict) and item.get("id") == scenario]
+    return Scenario.model_validate(found[0]).db_id if found else None
 
 
 def _shape(value: Any, depth: int = 0) -> str:

@@ -49,27 +49,35 @@ def test_documented_matching_per_endpoint():
     assert undocumented_matching("profiles/import_batch", "push_sub") is None
 
 
+def _keys(n: int) -> list[str]:
+    return [f"email:user{i}@example.org" for i in range(n)]
+
+
 def _status(result, status="completed"):
     return TaskStatus.model_validate({"task_id": "t-1", "status": status, "progress": 100, "result": result})
 
 
 def test_per_profile_results_are_used_one_to_one():
-    verdict = task_verdict(_status({"total": 2, "result": [{"error": 0}, {"error": 400}]}), 2)
+    verdict = task_verdict(_status({"total": 2, "result": [{"error": 0}, {"error": 400}]}), _keys(2))
     assert [r.error for r in verdict.results] == [0, 400] and not verdict.uncertain
 
 
 def test_counts_prove_success_only_when_total_matches_and_no_errors():
-    assert task_verdict(_status({"errors": [], "total": 3, "type": "workflow"}, "success"), 3).all_launched
-    short = task_verdict(_status({"errors": [], "total": 2}), 3)
+    assert task_verdict(
+        _status({"errors": [], "total": 3, "type": "workflow"}, "success"), _keys(3)
+    ).all_launched
+    short = task_verdict(_status({"errors": [], "total": 2}), _keys(3))
     assert short.uncertain and "total=2" in short.reason and "do not prove" in short.reason
-    errored = task_verdict(_status({"errors": [{"error": 400}], "total": 3}), 3)
+    errored = task_verdict(_status({"errors": [{"error": 400}], "total": 3}), _keys(3))
     assert errored.uncertain and "errors=" in errored.reason
 
 
 def test_no_result_or_failed_task_is_uncertain_with_a_reason():
-    assert "without a result" in task_verdict(_status(None), 1).reason
-    assert "may have launched" in task_verdict(_status(None, "failed"), 1).reason
-    assert "1 per-contact result(s) for 2" in task_verdict(_status({"result": [{"error": 0}]}), 2).reason
+    assert "without a result" in task_verdict(_status(None), _keys(1)).reason
+    assert "may have launched" in task_verdict(_status(None, "failed"), _keys(1)).reason
+    assert (
+        "1 per-contact result(s) for 2" in task_verdict(_status({"result": [{"error": 0}]}), _keys(2)).reason
+    )
 
 
 def test_import_batch_request_sends_flat_items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -119,6 +120,32 @@ def test_profile_error_fails_selected_batch_items_only(altcraft_emulator):
         "p4@example.org",
     ]
     assert altcraft_emulator.state()["faults"][0]["hits"] == 2
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["workflows/import_and_start_batch", "profiles/import_batch", "workflows/import_and_start_batch_task"],
+)
+def test_reorder_results_rotates_the_per_profile_results_by_one(altcraft_emulator, endpoint):
+    """Each item is processed as sent; the answer (or the finished task) lists the first result last."""
+    altcraft_emulator.add_faults({"endpoint": endpoint, "kind": "reorder_results", "count": 1})
+    items: list[Any] = [{"email": f"r{i}@example.org"} for i in range(3)] + ["not a profile"]
+    body = {"workflow_id": 12, "db_id": 1, "data": items}
+    answer = ok(altcraft_emulator.post(endpoint, body))
+    if endpoint.endswith("_task"):
+        task_id = answer["data"]["task_id"]
+        deadline = time.monotonic() + 30
+        while (status := ok(altcraft_emulator.post("tasks/status", {"task_id": task_id}))["data"])[
+            "status"
+        ] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        answer = status["result"]
+    ids = {p["fields"]["email"]: p["id"] for p in altcraft_emulator.profiles(1)}
+    expected = [ids["r1@example.org"], ids["r2@example.org"], None, ids["r0@example.org"]]
+    assert [r.get("profile_id") for r in answer["result"]] == expected
+    assert [r["error"] for r in answer["result"]] == [0, 0, 400, 0]
+    assert altcraft_emulator.state()["faults"][0]["hits"] == 1
 
 
 def _assert_drops(emulator):

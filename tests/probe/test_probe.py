@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from altcraft.__main__ import main
 
 PIPELINE = Path(__file__).parents[2] / "dags" / "pipelines" / "demo_sqlite_welcome.yaml"
@@ -68,10 +70,15 @@ def test_probe_with_a_test_contact_launches_it_every_way_and_records(altcraft_em
     for check in ("single", "batch (hedged)", "batch (nested)", "batch (data)", "batch (flat)", "async"):
         assert rows[check][0] == "accepted", (check, rows[check])
     assert "status 'completed'" in rows["async"][1]
-    # one profile, launched six times (single, four batch layouts, async)
+    for check in ("result order (import)", "result order (batch)"):
+        assert (
+            rows[check] == ("ok", rows[check][1])
+            and "each carries error, error_text, profile_id" in rows[check][1]
+        )
+    # one profile, launched seven times (single, four batch layouts, async, the result-order batch)
     [profile] = altcraft_emulator.profiles(1)
     assert profile["fields"]["email"] == "probe.person@example.org"
-    assert len(altcraft_emulator.journal(12)) == 6
+    assert len(altcraft_emulator.journal(12)) == 7
     text = record.read_text("utf-8")
     assert altcraft_emulator.token not in text and "probe.person@example.org" not in text
     recording = json.loads(text)
@@ -119,3 +126,22 @@ def test_probe_checks_the_launch_marker_field(altcraft_emulator, capsys):
     assert main(["probe", "--scenario", "12", "--marker-field", "AF_MISSING"]) == 1
     result, detail = _rows(capsys.readouterr().out)["launch marker"]
     assert result == "FAIL" and "'AF_MISSING' does not exist" in detail
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "check"),
+    [
+        ("profiles/import_batch", "result order (import)"),
+        ("workflows/import_and_start_batch", "result order (batch)"),
+    ],
+)
+def test_probe_fails_when_batch_results_come_in_another_order(altcraft_emulator, capsys, endpoint, check):
+    """The answer to the result-order batch is rotated: the probe says so and fails; nobody but the test
+    contact is launched (the items without a matching key are refused, in any order)."""
+    before = len(altcraft_emulator.journal(12))
+    altcraft_emulator.add_faults({"endpoint": endpoint, "kind": "reorder_results", "every": 1})
+    args = ["probe", "--scenario", "12", "--task-timeout", "20", "--test-contact", "probe.person@example.org"]
+    assert main(args) == 1
+    rows = _rows(capsys.readouterr().out)
+    assert rows[check] == ("FAIL", "results are NOT in request order: deliver with mode single")
+    assert {e["key"] for e in altcraft_emulator.journal(12)[before:]} == {"probe.person@example.org"}

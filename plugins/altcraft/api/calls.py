@@ -32,6 +32,7 @@ from altcraft.api.models import (
     batch_results,
 )
 from altcraft.api.protocol import parse_answer, scenario_of, task_id_of, task_status_of
+from altcraft.api.result_identity import items_misattributed, keys_misattributed
 from altcraft.api.retry import as_uncertain
 
 PAGE_SIZE = 1000
@@ -41,6 +42,27 @@ T = TypeVar("T")
 def task_status_call(task_id: str) -> tuple[str, dict[str, Any], Callable[[dict[str, Any]], TaskStatus]]:
     """``tasks/status`` of one task: endpoint, body and answer parsing (also made by the async hook)."""
     return "tasks/status", {"task_id": task_id}, partial(task_status_of, task_id=task_id)
+
+
+def _in_order(
+    endpoint: str, request: BatchLaunchRequest, keys: Sequence[str], parse: Callable[[dict[str, Any]], T]
+) -> Callable[[dict[str, Any]], T]:
+    """``parse``, refusing an answer whose per-contact results name other contacts than those sent at their
+    positions (`altcraft.api.result_identity`): ``keys`` (ledger keys, in request order) or, without them,
+    the request's items."""
+
+    def checked(answer: dict[str, Any]) -> T:
+        parsed = parse(answer)
+        results = answer.get("result")
+        if keys:
+            why = keys_misattributed(keys, results)
+        else:
+            why = items_misattributed(request.data, request.matching, results)
+        if why is not None:
+            raise AltcraftUnexpectedAnswer(why, endpoint=endpoint)
+        return parsed
+
+    return checked
 
 
 class AltcraftCalls:
@@ -103,8 +125,9 @@ class AltcraftCalls:
 
         :param raw_data: the ``data`` array already encoded (then ``request.data`` is not sent).
         """
+        endpoint = "workflows/import_and_start_batch"
         return self._batch(
-            "workflows/import_and_start_batch", request, raw_data, keys, BatchResult.model_validate
+            endpoint, request, raw_data, keys, _in_order(endpoint, request, keys, BatchResult.model_validate)
         )
 
     def import_and_start_batch_results(
@@ -112,7 +135,10 @@ class AltcraftCalls:
     ) -> list[ResultRead]:
         """:meth:`import_and_start_batch`, answering only each result's `ProfileResult.read` (the delivery's
         call: the usual answer is read without a model per result, see `batch_results`)."""
-        return self._batch("workflows/import_and_start_batch", request, raw_data, keys, batch_results)
+        endpoint = "workflows/import_and_start_batch"
+        return self._batch(
+            endpoint, request, raw_data, keys, _in_order(endpoint, request, keys, batch_results)
+        )
 
     def submit_import_and_start_batch_task(
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
@@ -160,9 +186,20 @@ class AltcraftCalls:
         return self._typed("profiles/import", request.to_body(), parse, launching=launching)
 
     def import_profiles(self, request: ImportBatchRequest) -> BatchResult:
-        """Add or update many profiles (``profiles/import_batch``)."""
+        """Add or update many profiles (``profiles/import_batch``): one result per item, in its order.
+
+        A result that names another item than the one at its position (`altcraft.api.result_identity`)
+        makes the answer unexpected: it cannot be read by position.
+        """
         launching = not request.skip_triggers
-        parse = BatchResult.model_validate
+        items = request.data
+
+        def parse(answer: dict[str, Any]) -> BatchResult:
+            why = items_misattributed(items, request.matching, answer.get("result"))
+            if why is not None:
+                raise AltcraftUnexpectedAnswer(why, endpoint="profiles/import_batch")
+            return BatchResult.model_validate(answer)
+
         return self._typed("profiles/import_batch", request.to_body(), parse, launching=launching)
 
     # ------------------------------------------------------------------------------------------- reads

@@ -6,7 +6,8 @@ task: ``{"data": {"status": "completed", "progress": 100, "result": {"errors": [
 another version of the page writes the terminal status ``success``). So the result may hold
 
 1. a per-profile list (our reading; under ``result``, ``results`` or ``profiles``) — used one to one when
-   it has exactly one entry per contact sent;
+   it has exactly one entry per contact sent and no entry names another contact than the one sent at its
+   position (`altcraft.api.result_identity`);
 2. only counts (``total``, ``errors``) — every contact launched **only** when the task succeeded, ``total``
    equals the number sent and ``errors`` is there and empty or 0; anything else (no error count at all
    included) cannot say who entered the scenario;
@@ -19,12 +20,14 @@ exactly why; the caller records every contact as uncertain with that reason and 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from altcraft.api.models import ProfileResult, TaskState, TaskStatus
+from altcraft.api.result_identity import keys_misattributed
 
 _LIST_KEYS = ("result", "results", "profiles")
 #: keys that count errors: ``errors`` (documented, a list), and any other naming errors or failures
@@ -45,8 +48,9 @@ class TaskVerdict:
         return self.results is None and not self.all_launched
 
 
-def task_verdict(status: TaskStatus, sent: int) -> TaskVerdict:
-    """Judge a terminal task that was sent ``sent`` contacts."""
+def task_verdict(status: TaskStatus, keys: Sequence[str]) -> TaskVerdict:
+    """Judge a terminal task that was sent the contacts of ``keys`` (ledger keys, in request order)."""
+    sent = len(keys)
     where = f"Altcraft task {status.task_id} ended {status.status!r}"
     if status.state is not TaskState.SUCCEEDED:
         return TaskVerdict(reason=f"{where}: it may have launched some contacts before it stopped")
@@ -59,9 +63,12 @@ def task_verdict(status: TaskStatus, sent: int) -> TaskVerdict:
     except ValueError as error:
         return TaskVerdict(reason=f"{where} with per-contact results that cannot be read ({error})")
     if items is not None:
-        if len(items) == sent:
-            return TaskVerdict(results=items)
-        return TaskVerdict(reason=f"{where} with {len(items)} per-contact result(s) for {sent} sent")
+        if len(items) != sent:
+            return TaskVerdict(reason=f"{where} with {len(items)} per-contact result(s) for {sent} sent")
+        why = keys_misattributed(keys, _listed(result))
+        if why is not None:
+            return TaskVerdict(reason=f"{where} with per-contact results out of order ({why})")
+        return TaskVerdict(results=items)
     if not isinstance(result, dict):
         return TaskVerdict(reason=f"{where} without a result: nothing says which contacts were launched")
     total, errors = _count(result.get("total")), _errors(result)
@@ -80,14 +87,19 @@ def _per_profile(result: Any) -> list[ProfileResult] | None:
     :raises ValueError: a list is there but an entry is not an object; ValidationError: an entry is not a
         result (e.g. no ``error`` code). Either way no entry may be read as success, nor the counts beside.
     """
-    items = result
-    if isinstance(result, dict):
-        items = next((result[k] for k in _LIST_KEYS if isinstance(result.get(k), list)), None)
-    if not isinstance(items, list):
+    items = _listed(result)
+    if items is None:
         return None
     if not all(isinstance(item, dict) for item in items):
         raise ValueError("an entry is not an object")
     return [ProfileResult.model_validate(item) for item in items]
+
+
+def _listed(result: Any) -> list[Any] | None:
+    """The raw per-contact list of a task result: the result itself, or under one of `_LIST_KEYS`."""
+    if isinstance(result, dict):
+        return next((result[k] for k in _LIST_KEYS if isinstance(result.get(k), list)), None)
+    return result if isinstance(result, list) else None
 
 
 def _shown(value: Any) -> str:

@@ -4,6 +4,9 @@ A rule names an ``endpoint`` (an API method such as ``workflows/import_and_start
 ``kind`` and a selection: ``every`` (every n-th matching request), ``probability`` (0..1, drawn from a
 seedable :class:`random.Random`) or neither (always), capped by ``count`` firings (``None`` = unbounded).
 ``profile_error`` rules select batch *items* instead of requests: their counters advance per item.
+``reorder_results`` rules act on a batch answer (or a finished task's results): they rotate its per-profile
+``result`` list by one, so each result sits at the position of another item -- what a server answering in
+another order than the request's would do.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 REQUEST_KINDS = frozenset({"status", "latency", "malformed", "html", "drop_before", "drop_after"})
 #: Kind acted on inside batch processing, per item.
 ITEM_KIND = "profile_error"
+#: Kind acted on a batch's per-profile results, once per answer (or finished task).
+RESULTS_KIND = "reorder_results"
 
 _RULE_KEYS = frozenset(
     {
@@ -60,7 +65,7 @@ class FaultRule:
         if unknown:
             raise ValueError(f"unknown fault rule keys: {sorted(unknown)}")
         kind = raw.get("kind")
-        if not isinstance(kind, str) or (kind not in REQUEST_KINDS and kind != ITEM_KIND):
+        if not isinstance(kind, str) or (kind not in REQUEST_KINDS and kind not in (ITEM_KIND, RESULTS_KIND)):
             raise ValueError(f"unknown fault kind {kind!r}")
         endpoint = raw.get("endpoint", "*")
         if not isinstance(endpoint, str) or not endpoint.strip("/"):
@@ -151,7 +156,7 @@ class FaultBook:
         latency = 0.0
         action = None
         for rule in self.rules:
-            if rule.kind == ITEM_KIND or not rule.applies_to(endpoint):
+            if rule.kind in (ITEM_KIND, RESULTS_KIND) or not rule.applies_to(endpoint):
                 continue
             if rule.kind == "latency":
                 latency += rule.latency_ms if rule.fire(self.rng) else 0
@@ -165,6 +170,14 @@ class FaultBook:
             if rule.kind == ITEM_KIND and rule.applies_to(endpoint) and rule.fire(self.rng):
                 return rule
         return None
+
+    def ordered(self, endpoint: str, results: list[Any]) -> list[Any]:
+        """A batch's per-profile ``results`` as answered: rotated by one when a ``reorder_results`` rule
+        fires for ``endpoint`` (the first result goes last), else as they are."""
+        for rule in self.rules:
+            if rule.kind == RESULTS_KIND and rule.applies_to(endpoint) and rule.fire(self.rng):
+                return results[1:] + results[:1]
+        return results
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [rule.snapshot() for rule in self.rules]

@@ -1,0 +1,85 @@
+"""`altcraft.api.result_identity`: what a per-contact result says about whom it answers, against the contact
+sent at its position."""
+
+from __future__ import annotations
+
+import pytest
+
+from altcraft.api.result_identity import item_identity, key_identity, keys_misattributed
+
+OK = {"error": 0, "error_text": "Successful operation"}
+EMAILS = ["email:anna@example.org", "email:user@пример.рф"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "echoes"),
+    [
+        (EMAILS, [{"email": "Anna@Example.org"}, {"email": "user@xn--e1afmkfd.xn--p1ai"}]),
+        (["phone:+79001234567"], [{"phone": "+7 (900) 123-45-67"}]),
+        (["custom:123"], [{"field_value": 123}]),
+        (["email_phone:a@b.org|+79001234567"], [{"email": "a@b.org", "phone": "79001234567"}]),
+        (["email_phone:|+79001234567"], [{"email": "other@b.org", "phone": "+79001234567"}]),
+        (
+            ["push_sub:android-firebase|tok|en"],
+            [{"provider": "android-firebase", "subscription_id": "tok|en"}],
+        ),
+        (["profile_id:65a0"], [{"profile_id": "65a0"}]),
+        (EMAILS, [{"profile_id": "65a0"}, {"profile_id": "65a1"}]),  # not a value we sent
+        (EMAILS, [{"index": 0}, {"index": 1}]),
+        (EMAILS, [{"index": 1}, {"index": 2}]),
+        (EMAILS, [{"email": None}, {"email": ""}]),
+        (EMAILS, ["not an object", None]),  # left to the reader, which refuses it
+        (EMAILS, [{}, {}, {"email": "someone@else.org"}]),  # a third result: a count the caller checks
+    ],
+    ids=[
+        "email-case-and-idn",
+        "phone-punctuation",
+        "custom-int",
+        "combined",
+        "combined-email-not-sent",
+        "push",
+        "profile-id-matching",
+        "profile-id-of-other-matching",
+        "index-0",
+        "index-1",
+        "empty-echo",
+        "not-objects",
+        "beyond-the-sent",
+    ],
+)
+def test_results_naming_the_contact_at_their_position_pass(keys, echoes):
+    assert keys_misattributed(keys, [{**OK, **e} if isinstance(e, dict) else e for e in echoes]) is None
+
+
+@pytest.mark.parametrize(
+    ("keys", "echoes", "reason"),
+    [
+        (EMAILS, [{"email": "user@пример.рф"}, {}], "result 1 names another contact (email)"),
+        (["phone:+79001234567"], [{"phone": "+79001234568"}], "result 1 names another contact (phone)"),
+        (["profile_id:65a0", "profile_id:65a1"], [{}, {"profile_id": "65a0"}], "result 2 names another"),
+        (EMAILS, [{"index": 1}, {"index": 0}], "result 2 gives index 0"),
+        (EMAILS, [{"index": 0}, {"index": 2}], "result 2 gives index 2"),
+        (EMAILS, [{"index": 5}, {}], "result 1 gives index 5"),
+        (EMAILS, [{"index": "0"}, {}], "result 1 gives index str"),
+        (EMAILS, [{"index": True}, {}], "result 1 gives index bool"),
+    ],
+)
+def test_a_result_naming_another_contact_is_named_without_its_value(keys, echoes, reason):
+    why = keys_misattributed(keys, [{**OK, **e} for e in echoes])
+    assert why is not None and why.startswith(reason)
+    assert "@" not in why and "+7900" not in why and "65a" not in why
+
+
+def test_nothing_to_check_without_a_result_list_or_keys():
+    assert keys_misattributed(EMAILS, {"result": []}) is None
+    assert keys_misattributed([], [{"email": "a@b.org"}]) is None
+    assert keys_misattributed(["legacy-key"], [{"email": "a@b.org"}]) is None
+
+
+def test_identities_of_keys_and_import_items():
+    assert key_identity("email_phone:a@b.org|") == {"email": "a@b.org"}
+    assert key_identity("custom:A:1|2") == {"field_value": "A:1|2"}
+    assert item_identity({"email": "a@b.org", "_fname": "A", "phone": ""}, "email_phone") == {
+        "email": "a@b.org"
+    }
+    assert item_identity("not an item", "email") == {}
