@@ -233,6 +233,26 @@ def test_deep_nesting_is_400_and_a_lone_surrogate_is_stored_as_u_fffd(store):
     assert records == [{"email": "x@example.com", "name": "Ann \ufffd", "nested": {"a": [1, {"b": 2}]}}]
 
 
+@pytest.mark.parametrize(
+    ("number", "reason"),
+    [
+        (b"1" * 5000, "a number has more than 4300 digits"),
+        (b"1e999", "too large to be read"),
+        (b"NaN", "NaN is no JSON value"),
+        (b"-Infinity", "-Infinity is no JSON value"),
+    ],
+)
+def test_a_number_that_is_no_json_or_that_python_cannot_read_is_400(store, number, reason):
+    """A 5,000-digit integer was a 500 (past Python's digit limit for int()); NaN, Infinity and 1e999
+    (read as inf), which are no JSON, were stored as an accepted delivery."""
+    config = WebhookConfig("shared", "secret", SECRET, "webhook_ledger", 1_048_576)
+    client = TestClient(create_app({"shared": config}.get))
+    body = b'[{"email": "x@example.com"}, {"email": "y@example.com", "score": ' + number + b"}]"
+    answer = client.post("/shared", content=body, headers={SECRET_HEADER: SECRET})
+    assert answer.status_code == 400 and reason in answer.json()["error"], answer.text
+    assert "x@example" not in answer.text and store.count("shared") == 0
+
+
 def test_a_store_that_is_down_or_a_stale_kind_is_503_with_nothing_of_the_contact_logged(monkeypatch):
     """Both were a 500 with a traceback (the store's error quoting the database's message) in the log."""
     monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_DOWN", "postgresql://postgres@127.0.0.1:9/test")
