@@ -6,6 +6,7 @@ reads Airflow's metadata database in the API server, is given by the test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -312,6 +313,39 @@ def test_a_request_its_head_disproves_is_refused_before_its_body_is_read(client,
     assert client.post("/shared", content=over, headers={SECRET_HEADER: "wrong"}).status_code == 401
     assert client.post("/shared", content=over, headers={SECRET_HEADER: SECRET}).status_code == 413
     assert store.count("shared") == 0
+
+
+def test_a_body_not_sent_whole_in_time_is_408_and_one_cut_off_leaves_no_traceback(monkeypatch):
+    """A client trickling its body held the connection and its buffer as long as it liked: also one
+    without the secret, where the proof needs the body (a signature's shape and time are all it takes).
+    And a client gone mid-body was an 'Exception in ASGI application' traceback in the log."""
+    monkeypatch.setattr(app_module, "BODY_SECONDS", 1)
+    configs = {"signed": WebhookConfig("signed", "hmac", SECRET, "webhook_ledger", 1_048_576)}
+    forged = {TIMESTAMP_HEADER: str(int(time.time())), SIGNATURE_HEADER: "sha256=" + "0" * 64}
+    head = ["POST /signed HTTP/1.1", "Host: x", "Content-Length: 1000"]
+    head += [f"{name}: {value}" for name, value in forged.items()]
+    errors: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: errors.append(record.getMessage())  # type: ignore[method-assign]
+    try:
+        with serving_app(create_app(configs.get)) as url:
+            logging.getLogger("uvicorn.error").addHandler(handler)  # uvicorn set its loggers up on start
+            address = url.removeprefix("http://").split(":")
+            with socket.create_connection((address[0], int(address[1])), timeout=0.3) as conn:
+                conn.sendall("\r\n".join(head).encode() + b"\r\n\r\n")
+                started, answer = time.monotonic(), b""
+                while not answer and time.monotonic() - started < 5:
+                    conn.sendall(b"[")  # a byte every 0.3 s: never idle, never whole
+                    with contextlib.suppress(TimeoutError):
+                        answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert time.monotonic() - started < 3
+            with socket.create_connection((address[0], int(address[1])), timeout=2) as conn:
+                conn.sendall("\r\n".join(head).encode() + b"\r\n\r\n[{")
+            time.sleep(0.5)  # the server sees the client gone
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert errors == []
 
 
 def test_failed_authentications_are_limited_per_address_and_pipeline_and_authenticated_ones_never(

@@ -6,7 +6,7 @@ Per request, in this order (nothing is stored unless every step passes):
    connection, the size limit) -- unknown pipeline: 404;
 2. the kind's `verify_head` against the secret, before a byte of the body is read (a header or query
    secret is compared here, a signature's header and timestamp checked) -- wrong or missing: 401;
-3. the body, read up to ``max_bytes`` -- larger: 413;
+3. the body, read up to ``max_bytes`` -- larger: 413; not whole within `BODY_SECONDS`: 408;
 4. the kind's `verify` of the whole request, constant-time -- wrong: 401.
    A client address that failed ``auth_failures_per_minute`` times for the pipeline in its current
    minute (`_Failures`) gets 429 with Retry-After instead, before its body is read: also when its
@@ -25,6 +25,7 @@ Neither the body nor the secret is ever logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -37,6 +38,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from altcraft.masking import scrub
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, KINDS, BadPayload, Unauthorized, WebhookRequest
@@ -56,6 +58,9 @@ KEY_REUSED = (
     "a delivery with this key (Idempotency-Key) was stored with other contacts; not stored: a retry must "
     "send the same contacts, a new delivery needs a new key"
 )
+#: Seconds a client has to send its whole body: one trickling it held a connection and its buffer as long as
+#: it liked (before its proof is checked, where that needs the body).
+BODY_SECONDS = 30
 #: Seconds of the windows in which a client's failed authentications are counted.
 FAILURE_WINDOW = 60
 #: Most (client address, pipeline) pairs whose failures are counted (the least recently failing go first).
@@ -170,18 +175,33 @@ def _answer(code: int, **body: Any) -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is longer than ``limit`` (whatever Content-Length said)."""
+async def _read_body(request: Request, pipeline: str, limit: int) -> bytes | JSONResponse:
+    """The body, or the answer instead: 413 as soon as it is longer than ``limit`` (whatever
+    Content-Length said), 408 when it is not whole within `BODY_SECONDS` (however it trickles), 400 when
+    the client went away before its end."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
+        return _too_large(pipeline, limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return _too_large(pipeline, limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        log.warning("Webhook %s: a body not sent whole within %d s was refused", pipeline, BODY_SECONDS)
+        return _answer(408, error=f"the body was not sent within {BODY_SECONDS} s")
+    except ClientDisconnect:
+        log.info("Webhook %s: the client went away before the end of its body", pipeline)
+        return _answer(400, error="the body ended early")
     return b"".join(chunks)
+
+
+def _too_large(pipeline: str, limit: int) -> JSONResponse:
+    log.warning("Webhook %s: a body over %d bytes was refused", pipeline, limit)
+    return _answer(413, error=f"body larger than {limit} bytes")
 
 
 def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
@@ -229,10 +249,9 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             return _refused(client, *failures.fail(client), limit, error)
         if wait is not None and kind.needs_body:
             return _too_many(wait)
-        body = await _read_body(request, config.max_bytes)
-        if body is None:
-            log.warning("Webhook %s: a body over %d bytes was refused", pipeline, config.max_bytes)
-            return _answer(413, error=f"body larger than {config.max_bytes} bytes")
+        body = await _read_body(request, pipeline, config.max_bytes)
+        if isinstance(body, JSONResponse):
+            return body
         received = replace(received, body=body)
         try:
             kind.verify(received, config.secret)
