@@ -151,6 +151,26 @@ def test_shared_secret_endpoint(client, store):
     assert store.count("shared") == 1
 
 
+def test_a_non_ascii_secret_authenticates_in_its_header_and_in_a_signature(store):
+    """Header values were Starlette's Latin-1 text of their bytes, so a secret with a letter outside
+    ASCII, sent in UTF-8, never equalled the connection's password: every delivery was 401."""
+    secret = "пароль-für-webhooks"
+    configs = {
+        name: WebhookConfig(name, auth, secret, "webhook_ledger", 2048)
+        for name, auth in (("shared", "secret"), ("signed", "hmac"))
+    }
+    client = TestClient(create_app(configs.get))
+    answer = client.post("/shared", json=CONTACT, headers=[(SECRET_HEADER.encode(), secret.encode())])
+    assert answer.json() == {"status": "accepted", "records": 1}, answer.text
+    body = json.dumps({"email": "bob@example.com"}).encode()
+    assert client.post("/signed", content=body, headers=signed(body, secret)).status_code == 200
+    for wrong in (secret[:-1], "пароль-fur-webhooks", secret.encode("utf-16")):
+        value = wrong if isinstance(wrong, bytes) else wrong.encode()
+        other = client.post("/shared", json=CONTACT, headers=[(SECRET_HEADER.encode(), value)])
+        assert other.status_code == 401, wrong
+    assert store.count("shared") == store.count("signed") == 1
+
+
 def test_an_idempotency_key_is_a_duplicate_only_with_the_same_contacts(client, store):
     """The key is not signed, so a key alone never makes a delivery a duplicate: with other contacts it is
     422 and nothing is stored (else a request replayed under a key its sender would use later made that

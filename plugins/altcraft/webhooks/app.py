@@ -199,6 +199,19 @@ async def _read_body(request: Request, pipeline: str, limit: int) -> bytes | JSO
     return b"".join(chunks)
 
 
+def _headers(request: Request) -> dict[str, str]:
+    """Header names in lower case, values as UTF-8 text: what a sender writes a non-ASCII secret as, which
+    Starlette's Latin-1 text of the bytes never equalled. A value that is no UTF-8 is its Latin-1 text."""
+    return {name.decode("latin-1").lower(): _utf8_text(value) for name, value in request.headers.raw}
+
+
+def _utf8_text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def _too_large(pipeline: str, limit: int) -> JSONResponse:
     log.warning("Webhook %s: a body over %d bytes was refused", pipeline, limit)
     return _answer(413, error=f"body larger than {limit} bytes")
@@ -235,7 +248,7 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             failures.fail(stranger)
             return _answer(404, error="no such webhook")
         received = WebhookRequest(
-            headers={name.lower(): value for name, value in request.headers.items()},
+            headers=_headers(request),
             query=dict(request.query_params),
             body=b"",
             method=request.method,
