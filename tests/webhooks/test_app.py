@@ -406,6 +406,26 @@ def test_failed_authentications_are_limited_per_address_and_pipeline_and_authent
     assert sum("3 failed authentications from 203.0.113.9" in line for line in lines) == 2
 
 
+def test_an_ipv6_client_is_limited_by_its_64_not_by_each_address(store):
+    """A host is given a whole IPv6 /64: counted per address, it had 30 more tries with each of its 2**64
+    addresses, and spraying them pushed every other client's count out of the table."""
+    configs = {
+        "shared": WebhookConfig(
+            "shared", "secret", SECRET, "webhook_ledger", 2048, auth_failures_per_minute=3
+        )
+    }
+    app, wrong = create_app(configs.get), {SECRET_HEADER: "nope"}
+    hosts = [f"2001:db8:0:7::{n:x}" for n in range(1, 6)]
+    codes = [TestClient(app, client=(host, 1)).post("/shared", json=CONTACT, headers=wrong) for host in hosts]
+    assert [answer.status_code for answer in codes] == [401, 401, 401, 429, 429]
+    mapped = [TestClient(app, client=(host, 1)) for host in ("::ffff:192.0.2.5", "192.0.2.5")]
+    codes = [client.post("/shared", json=CONTACT, headers=wrong) for client in mapped * 2]
+    assert [answer.status_code for answer in codes] == [401, 401, 401, 429], "IPv4-mapped is IPv4"
+    for other in ("2001:db8:0:8::1", "192.0.2.6"):  # another /64, another IPv4 address: not limited
+        answer = TestClient(app, client=(other, 1)).post("/shared", json=CONTACT, headers=wrong)
+        assert answer.status_code == 401
+
+
 def test_a_client_posting_to_names_that_are_no_webhook_is_limited_like_failed_authentications(
     store, monkeypatch
 ):

@@ -26,6 +26,7 @@ Neither the body nor the secret is ever logged.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import re
@@ -320,4 +321,14 @@ def _too_many(seconds: int) -> JSONResponse:
 
 
 def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client as failures are counted: its address, an IPv6 one by its /64 (one host is given a whole
+    /64 to pick addresses from), an IPv4-mapped one as IPv4."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        return str(mapped) if mapped else str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
