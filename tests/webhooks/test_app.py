@@ -453,6 +453,31 @@ def test_a_client_posting_to_names_that_are_no_webhook_is_limited_like_failed_au
     assert prober.post("/guess_10", json=CONTACT).status_code == 404
 
 
+def test_a_pipeline_whose_lookup_fails_is_looked_up_once_in_a_while_and_its_errors_are_limited(monkeypatch):
+    """A pipeline whose secret connection is missing answered 503 after a metadata query and a secrets
+    backend call per delivery, each logged, however many deliveries a client sent."""
+    monkeypatch.setattr(app_module, "AUTH_FAILURES_PER_MINUTE", 3)
+    looked_up, lines = [], []
+
+    def lookup(pipeline: str) -> WebhookConfig | None:
+        looked_up.append(pipeline)
+        raise LookupError(f"connection 'hook_secret' of webhook {pipeline} has no password")
+
+    app = create_app(lookup)
+    prober, crm = TestClient(app, client=("203.0.113.9", 1)), TestClient(app, client=("198.51.100.7", 1))
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("altcraft.webhooks.app").addHandler(handler)
+    try:
+        codes = [prober.post("/broken", json=CONTACT).status_code for _ in range(6)]
+        assert crm.post("/broken", json=CONTACT).status_code == 503
+    finally:
+        logging.getLogger("altcraft.webhooks.app").removeHandler(handler)
+    assert codes == [503, 503, 503, 429, 429, 429]
+    assert looked_up == ["broken"], "one lookup within CACHE_SECONDS"
+    assert sum("Webhook broken is not usable: LookupError" in line for line in lines) == 3 + 1
+
+
 def test_failures_are_counted_for_a_bounded_number_of_addresses():
     """Like the settings cache: a client spraying addresses or pipeline names must not grow memory."""
     failures = _Failures()

@@ -115,26 +115,34 @@ def airflow_config(pipeline: str) -> WebhookConfig | None:
 
 class _Cached:
     """``lookup`` with answers kept for `CACHE_SECONDS` (a burst looks a pipeline up once), at most
-    `CACHE_ENTRIES` of them: any client can post to as many made-up pipeline names as it likes."""
+    `CACHE_ENTRIES` of them: any client can post to as many made-up pipeline names as it likes. A lookup
+    that failed (a secret connection missing) is kept as well and raised again: each delivery to such a
+    pipeline cost a metadata query and a secrets backend call."""
 
     def __init__(self, lookup: ConfigLookup) -> None:
         self.lookup = lookup
-        self._answers: OrderedDict[str, tuple[float, WebhookConfig | None]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[float, WebhookConfig | Exception | None]] = OrderedDict()
 
     def knows(self, pipeline: str) -> bool:
         """Whether ``pipeline`` is a webhook by a fresh answer kept here (no lookup)."""
         found = self._answers.get(pipeline)
-        return found is not None and found[1] is not None and time.monotonic() - found[0] <= CACHE_SECONDS
+        fresh = found is not None and time.monotonic() - found[0] <= CACHE_SECONDS
+        return fresh and isinstance(found[1], WebhookConfig)
 
     def __call__(self, pipeline: str) -> WebhookConfig | None:
         now = time.monotonic()
         found = self._answers.get(pipeline)
         if found is None or now - found[0] > CACHE_SECONDS:
-            found = (now, self.lookup(pipeline))
+            try:
+                found = (now, self.lookup(pipeline))
+            except Exception as error:
+                found = (now, error)
         self._answers[pipeline] = found
         self._answers.move_to_end(pipeline)
         while len(self._answers) > CACHE_ENTRIES:
             self._answers.popitem(last=False)
+        if isinstance(found[1], Exception):
+            raise found[1]
         return found[1]
 
 
@@ -242,7 +250,8 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
         try:
             config = await run_in_threadpool(config_of, pipeline)
             kind = KINDS[config.auth] if config is not None else None
-        except Exception as error:
+        except Exception as error:  # counted like a name that is no webhook: a client cannot flood the log
+            failures.fail(stranger)
             log.error("Webhook %s is not usable: %s: %s", pipeline, type(error).__name__, error)
             return _answer(503, error="webhook not configured")
         if config is None or kind is None:
