@@ -296,6 +296,28 @@ def test_a_store_that_is_down_or_a_stale_kind_is_503_with_nothing_of_the_contact
     assert "ann@" not in logged and SECRET not in logged
 
 
+def test_deliveries_stored_in_the_default_sqlite_ledger_say_who_must_see_that_file(tmp_path, monkeypatch):
+    """Without a ledger_conn_id the API server stored deliveries in the SQLite file of its own machine,
+    answered 200, and a triggerer or worker elsewhere (docker-compose, Celery) never saw them: acknowledged,
+    never launched, not a word."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__ALTCRAFT__LEDGER_CONN_ID", "")
+    client = TestClient(create_app({"shared": WebhookConfig("shared", "secret", SECRET, None, 2048)}.get))
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("altcraft.webhooks.app").addHandler(handler)
+    try:
+        for email in ("ann@example.com", "bob@example.com"):
+            answer = client.post("/shared", json={"email": email}, headers={SECRET_HEADER: SECRET})
+            assert answer.json()["status"] == "accepted", answer.text
+    finally:
+        logging.getLogger("altcraft.webhooks.app").removeHandler(handler)
+    warned = [line for line in lines if "without a ledger_conn_id" in line]
+    assert len(warned) == 1 and str(tmp_path / "altcraft_ledger.db") in warned[0], lines
+    assert "triggerer and the workers" in warned[0]
+
+
 def raw_post(url: str, path: str, headers: dict[str, str], declared: int, sent: bytes = b"") -> str:
     """POST over a socket declaring a ``declared``-byte body but sending only ``sent``: the status line
     of the answer, or '' when the server is still waiting for the rest of the body after 2 s."""

@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from altcraft.engines import ledger_conn_id
 from altcraft.masking import scrub
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, KINDS, BadPayload, Unauthorized, WebhookRequest
 from altcraft.webhooks.store import KeyConflict, WebhookStore
@@ -236,6 +237,14 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
     def store_of(conn_id: str | None) -> WebhookStore:
         if conn_id not in stores:
             stores[conn_id] = WebhookStore.from_conn_id(conn_id)
+            if ledger_conn_id(conn_id) is None:
+                log.warning(
+                    "Webhook deliveries of pipelines without a ledger_conn_id are stored in %s, a file on "
+                    "the API server's machine: they are launched only if the triggerer and the workers use "
+                    "that very file (one machine, one AIRFLOW_HOME); otherwise give the pipelines a "
+                    "ledger_conn_id (or set [altcraft] ledger_conn_id) on a database every component reaches",
+                    stores[conn_id].engine.url.database,
+                )
         return stores[conn_id]
 
     @app.post("/{pipeline}")
