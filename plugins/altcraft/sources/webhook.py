@@ -5,17 +5,19 @@ This source reads the deliveries past the last id it committed (kept in the stat
 watermark), in id order; the window is ignored. `commit` moves the position on only after every record
 was handled, so a failed run reads the same deliveries again and the ledger launches nobody twice.
 
-A stored record that is not an object, or a delivery whose stored text cannot be parsed (cut short by an
-older, narrower column), is an error record (``delivery <id> item <n>``, ``delivery <id>``): the mapper
-rejects it, the other records are delivered and the position moves past it, instead of every run failing.
+A stored record that is not an object (or not what the reader's ``check`` expects), or a delivery whose
+stored text cannot be parsed (cut short by an older, narrower column), is an error record
+(``delivery <id> item <n>``, ``delivery <id>``): the mapper rejects it, the other records are delivered
+and the position moves past it, instead of every run failing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from altcraft.sources.base import (
+    ERROR_FIELD,
     Partition,
     Record,
     SourceError,
@@ -34,7 +36,8 @@ STATE_KEY = "webhook:last_id"
 
 
 class WebhookSource(Stateful):
-    """Records of the stored deliveries of webhook endpoint ``pipeline``."""
+    """Records of the stored deliveries of webhook endpoint ``pipeline``; ``check`` says why a stored record
+    is not what its reader expects (None: it is), which makes it an error record naming its place."""
 
     def __init__(
         self,
@@ -43,11 +46,13 @@ class WebhookSource(Stateful):
         key_column: str,
         ledger_conn_id: str | None = None,
         state: StateStore | None = None,
+        check: Callable[[Mapping[str, Any]], str | None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.key_column = key_column
         self.ledger_conn_id = ledger_conn_id
         self.state = state
+        self.check = check
         self._store: WebhookStore | None = None
         self._pending: int | None = None
 
@@ -82,7 +87,13 @@ class WebhookSource(Stateful):
                 yield error_record(
                     self.key_column, where, "its stored records are not a JSON list (cut short?)"
                 )
-            yield from objects_or_errors(records or (), self.key_column, where)
+            items = objects_or_errors(records or (), self.key_column, where)
+            for number, item in enumerate(items, start=1):
+                reason = None if self.check is None or ERROR_FIELD in item else self.check(item)
+                if reason is None:
+                    yield item
+                else:
+                    yield error_record(self.key_column, f"{where} item {number}", reason)
             self._pending = delivery_id
 
     def _save(self, state: StateStore) -> None:

@@ -246,7 +246,11 @@ class CrmSource(Stateful):
         hook = self.spec.webhook
         assert hook is not None
         self._webhook = WebhookSource(
-            hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id, state=self.state
+            hook.endpoint,
+            key_column="id",
+            ledger_conn_id=hook.ledger_conn_id,
+            state=self.state,
+            check=not_a_stored_id,
         )
         for fetch, stored in enumerate(self._webhook.batches(None, self.fetch_chunk, partition=partition), 1):
             yield from (item for item in stored if ERROR_FIELD in item)  # a stored delivery it cannot read
@@ -361,6 +365,14 @@ def contact_id(raw: Any) -> int | None:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def not_a_stored_id(item: Mapping[str, Any]) -> str | None:
+    """Why a stored webhook item is no contact id to fetch (the endpoint stores ``{"id": "<digits>"}``; an
+    earlier ``source: {type: webhook}`` of the pipeline stored whole contacts), or None; never its value."""
+    if contact_id(item) is not None:
+        return None
+    return f"not a CRM contact id ({'no id' if item.get('id') is None else type(item['id']).__name__})"
 
 
 def in_id_order(contacts: Iterable[Any]) -> list[Any]:
