@@ -249,3 +249,28 @@ def test_a_pipeline_moved_to_another_ledger_database_reads_and_fires_for_its_del
     assert fired("hook_new") == [] and run("hook_new") == []
     old.put("p", "k3", "hmac", [{"email": "back@example.com"}])
     assert run("hook_old") == ["back@example.com"], "the old database's position is kept"
+
+
+def test_a_crm_webhook_pipeline_is_probed_over_one_connection(tmp_path, monkeypatch):
+    """Each probe of a CRM preset fed by webhook (every 2 s) built a new store: a new engine, a new
+    database connection and the table checks, left for the garbage collector to close."""
+    monkeypatch.setenv("AIRFLOW_CONN_HOOK_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    WebhookStore.from_conn_id("hook_ledger").put("p", "k0", "hubspot", [{"id": "7"}])
+    source = {
+        "type": "hubspot",
+        "conn_id": "crm",
+        "webhook": {"endpoint": "p", "ledger_conn_id": "hook_ledger"},
+    }
+    trigger = NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)
+    connected: list[object] = []
+
+    def count(dbapi_connection: object, record: object) -> None:
+        connected.append(dbapi_connection)
+
+    sa.event.listen(sa.pool.Pool, "connect", count)
+    try:
+        fired = asyncio.run(events_of(trigger, AsyncStore(), polls=20))
+    finally:
+        sa.event.remove(sa.pool.Pool, "connect", count)
+    assert [event["fingerprint"]["count"] for event in fired] == [1]
+    assert len(connected) == 1
