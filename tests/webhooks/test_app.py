@@ -217,6 +217,28 @@ def test_a_captured_signed_request_replayed_under_a_new_idempotency_key_is_a_dup
     ]
 
 
+def test_a_signature_in_upper_case_hex_is_accepted_and_is_the_same_request_as_in_lower_case(client, store):
+    """Upper-case hex (.NET's Convert.ToHexString) was 'malformed': every delivery of such a sender 401.
+    Accepted, it must stay one request: the same signature in the other case, under a new
+    Idempotency-Key, is a replay, not a second delivery."""
+    body = json.dumps([CONTACT]).encode()
+    headers = signed(body)
+    upper = {
+        **headers,
+        SIGNATURE_HEADER: "sha256=" + headers[SIGNATURE_HEADER].removeprefix("sha256=").upper(),
+    }
+    answer = client.post("/signed", content=body, headers={**upper, "Idempotency-Key": "d-1"})
+    assert answer.json() == {"status": "accepted", "records": 1}, answer.text
+    again = client.post("/signed", content=body, headers={**headers, "Idempotency-Key": "d-2"})
+    assert again.json()["status"] == "duplicate"
+    wrong = {
+        **upper,
+        SIGNATURE_HEADER: upper[SIGNATURE_HEADER][:-1] + ("0" if upper[SIGNATURE_HEADER][-1] != "0" else "1"),
+    }
+    assert client.post("/signed", content=body, headers=wrong).status_code == 401
+    assert store.count("signed") == 1
+
+
 def test_a_key_stored_with_other_records_is_a_conflict_and_the_same_records_in_any_order_a_replay(store):
     two = [{"email": "a@example.com"}, {"email": "b@example.com", "x": {"p": 1, "q": 2}}]
     assert store.put("p", "k", "hmac", two)

@@ -174,10 +174,11 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class HmacSignature(WebhookKind):
-    """``X-Altcraft-Timestamp: <Unix seconds>`` and ``X-Altcraft-Signature: sha256=<hex>`` (`signature`)."""
+    """``X-Altcraft-Timestamp: <Unix seconds>`` and ``X-Altcraft-Signature: sha256=<hex>`` (`signature`);
+    the hex digits in either case (.NET's ``Convert.ToHexString`` writes upper case), one proof for both."""
 
     name = "hmac"
-    _SHAPE = re.compile(r"sha256=[0-9a-f]{64}")
+    _SHAPE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         """A signature header of the right shape and a timestamp within `SIGNATURE_TOLERANCE` of now."""
@@ -188,11 +189,11 @@ class HmacSignature(WebhookKind):
     def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         self.verify_head(request, secret, now=now)
         expected = signature(secret, request.headers[TIMESTAMP_HEADER], request.body)
-        if not _same(request.headers[SIGNATURE_HEADER], expected):
+        if not _same(request.headers[SIGNATURE_HEADER].lower(), expected):
             raise Unauthorized(f"wrong {SIGNATURE_HEADER} header")
 
     def proof(self, request: WebhookRequest) -> str | None:
-        return _keyed("hmac", request.headers[SIGNATURE_HEADER])
+        return _keyed("hmac", request.headers[SIGNATURE_HEADER].lower())
 
 
 def _fresh(stamp: str, header: str, per_second: int, now: float | None) -> None:
