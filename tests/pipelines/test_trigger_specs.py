@@ -78,6 +78,19 @@ def test_a_webhook_source_reads_the_pipeline_endpoint_in_the_ledger_database():
     )
 
 
+def test_a_webhook_source_reading_another_endpoint_is_refused():
+    """With ``endpoint: other`` the pipeline's own URL (its event asset names it a webhook) answered 200 and
+    stored deliveries under its id, which its source, reading ``other``, never read: acknowledged, never
+    launched."""
+    hook = {"type": "webhook", "key_column": "email"}
+    assert (
+        PipelineSpec.model_validate(spec(trigger=HOOK, source={**hook, "endpoint": "rt"})).source.endpoint
+        == "rt"
+    )
+    message = errors(spec(trigger=HOOK, source={**hook, "endpoint": "other"}))
+    assert "source.endpoint: leave it out" in message and "/altcraft-webhooks/rt" in message
+
+
 def test_event_runs_overlap_unless_the_spec_limits_them():
     def runs(**fields: Any) -> int:
         return build_dag(PipelineSpec.model_validate(spec(**fields))).max_active_runs

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY, advanced_watermark
 from altcraft.sources.base import MemoryStateStore
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
+from altcraft.sources.webhook import WebhookSource
 from altcraft.triggers.new_rows import REFIRE_AFTER, NewRowsTrigger
 from altcraft.webhooks.store import WebhookStore
 
@@ -215,3 +216,61 @@ def test_webhook_deliveries_past_the_run_position(tmp_path, monkeypatch):
     assert [e["fingerprint"]["count"] for e in fired] == [6]
     store.set(WEBHOOK_KEY, int(fired[0]["fingerprint"]["newest"]))  # a run handled them
     assert asyncio.run(events_of(trigger(), store, polls=2)) == []
+
+
+def test_a_pipeline_moved_to_another_ledger_database_reads_and_fires_for_its_deliveries_there(
+    tmp_path, monkeypatch
+):
+    """The position (the last delivery id a run handled) counts in one database's table: after
+    ``ledger_conn_id`` changed, the new table's first deliveries, ids 1, 2, ..., were below it, so the runs
+    and the trigger skipped them: answered 200, never launched. Moving back finds the old position."""
+    for name in ("old", "new"):
+        monkeypatch.setenv(f"AIRFLOW_CONN_HOOK_{name.upper()}", f"sqlite:///{tmp_path / name}.db")
+    old, new = WebhookStore.from_conn_id("hook_old"), WebhookStore.from_conn_id("hook_new")
+    for index in range(3):
+        old.put("p", f"k{index}", "hmac", [{"email": f"c{index}@example.com"}])
+    state = AsyncStore()
+
+    def run(conn_id: str) -> list[str]:
+        source = WebhookSource("p", key_column="email", ledger_conn_id=conn_id, state=state)
+        emails = [record["email"] for batch in source.batches(None, 10) for record in batch]
+        source.commit()
+        return emails
+
+    def fired(conn_id: str) -> list[dict[str, Any]]:
+        source = {"type": "webhook", "key_column": "email", "endpoint": "p", "ledger_conn_id": conn_id}
+        trigger = NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)
+        return asyncio.run(events_of(trigger, state, polls=2))
+
+    assert run("hook_old") == ["c0@example.com", "c1@example.com", "c2@example.com"]
+    new.put("p", "k9", "hmac", [{"email": "moved@example.com"}])
+    assert [event["fingerprint"]["count"] for event in fired("hook_new")] == [1]
+    assert run("hook_new") == ["moved@example.com"]
+    assert fired("hook_new") == [] and run("hook_new") == []
+    old.put("p", "k3", "hmac", [{"email": "back@example.com"}])
+    assert run("hook_old") == ["back@example.com"], "the old database's position is kept"
+
+
+def test_a_crm_webhook_pipeline_is_probed_over_one_connection(tmp_path, monkeypatch):
+    """Each probe of a CRM preset fed by webhook (every 2 s) built a new store: a new engine, a new
+    database connection and the table checks, left for the garbage collector to close."""
+    monkeypatch.setenv("AIRFLOW_CONN_HOOK_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    WebhookStore.from_conn_id("hook_ledger").put("p", "k0", "hubspot", [{"id": "7"}])
+    source = {
+        "type": "hubspot",
+        "conn_id": "crm",
+        "webhook": {"endpoint": "p", "ledger_conn_id": "hook_ledger"},
+    }
+    trigger = NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)
+    connected: list[object] = []
+
+    def count(dbapi_connection: object, record: object) -> None:
+        connected.append(dbapi_connection)
+
+    sa.event.listen(sa.pool.Pool, "connect", count)
+    try:
+        fired = asyncio.run(events_of(trigger, AsyncStore(), polls=20))
+    finally:
+        sa.event.remove(sa.pool.Pool, "connect", count)
+    assert [event["fingerprint"]["count"] for event in fired] == [1]
+    assert len(connected) == 1

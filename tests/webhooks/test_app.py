@@ -6,6 +6,7 @@ reads Airflow's metadata database in the API server, is given by the test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -150,6 +151,26 @@ def test_shared_secret_endpoint(client, store):
     assert store.count("shared") == 1
 
 
+def test_a_non_ascii_secret_authenticates_in_its_header_and_in_a_signature(store):
+    """Header values were Starlette's Latin-1 text of their bytes, so a secret with a letter outside
+    ASCII, sent in UTF-8, never equalled the connection's password: every delivery was 401."""
+    secret = "пароль-für-webhooks"
+    configs = {
+        name: WebhookConfig(name, auth, secret, "webhook_ledger", 2048)
+        for name, auth in (("shared", "secret"), ("signed", "hmac"))
+    }
+    client = TestClient(create_app(configs.get))
+    answer = client.post("/shared", json=CONTACT, headers=[(SECRET_HEADER.encode(), secret.encode())])
+    assert answer.json() == {"status": "accepted", "records": 1}, answer.text
+    body = json.dumps({"email": "bob@example.com"}).encode()
+    assert client.post("/signed", content=body, headers=signed(body, secret)).status_code == 200
+    for wrong in (secret[:-1], "пароль-fur-webhooks", secret.encode("utf-16")):
+        value = wrong if isinstance(wrong, bytes) else wrong.encode()
+        other = client.post("/shared", json=CONTACT, headers=[(SECRET_HEADER.encode(), value)])
+        assert other.status_code == 401, wrong
+    assert store.count("shared") == store.count("signed") == 1
+
+
 def test_an_idempotency_key_is_a_duplicate_only_with_the_same_contacts(client, store):
     """The key is not signed, so a key alone never makes a delivery a duplicate: with other contacts it is
     422 and nothing is stored (else a request replayed under a key its sender would use later made that
@@ -196,6 +217,28 @@ def test_a_captured_signed_request_replayed_under_a_new_idempotency_key_is_a_dup
     ]
 
 
+def test_a_signature_in_upper_case_hex_is_accepted_and_is_the_same_request_as_in_lower_case(client, store):
+    """Upper-case hex (.NET's Convert.ToHexString) was 'malformed': every delivery of such a sender 401.
+    Accepted, it must stay one request: the same signature in the other case, under a new
+    Idempotency-Key, is a replay, not a second delivery."""
+    body = json.dumps([CONTACT]).encode()
+    headers = signed(body)
+    upper = {
+        **headers,
+        SIGNATURE_HEADER: "sha256=" + headers[SIGNATURE_HEADER].removeprefix("sha256=").upper(),
+    }
+    answer = client.post("/signed", content=body, headers={**upper, "Idempotency-Key": "d-1"})
+    assert answer.json() == {"status": "accepted", "records": 1}, answer.text
+    again = client.post("/signed", content=body, headers={**headers, "Idempotency-Key": "d-2"})
+    assert again.json()["status"] == "duplicate"
+    wrong = {
+        **upper,
+        SIGNATURE_HEADER: upper[SIGNATURE_HEADER][:-1] + ("0" if upper[SIGNATURE_HEADER][-1] != "0" else "1"),
+    }
+    assert client.post("/signed", content=body, headers=wrong).status_code == 401
+    assert store.count("signed") == 1
+
+
 def test_a_key_stored_with_other_records_is_a_conflict_and_the_same_records_in_any_order_a_replay(store):
     two = [{"email": "a@example.com"}, {"email": "b@example.com", "x": {"p": 1, "q": 2}}]
     assert store.put("p", "k", "hmac", two)
@@ -233,6 +276,26 @@ def test_deep_nesting_is_400_and_a_lone_surrogate_is_stored_as_u_fffd(store):
     assert records == [{"email": "x@example.com", "name": "Ann \ufffd", "nested": {"a": [1, {"b": 2}]}}]
 
 
+@pytest.mark.parametrize(
+    ("number", "reason"),
+    [
+        (b"1" * 5000, "a number has more than 4300 digits"),
+        (b"1e999", "too large to be read"),
+        (b"NaN", "NaN is no JSON value"),
+        (b"-Infinity", "-Infinity is no JSON value"),
+    ],
+)
+def test_a_number_that_is_no_json_or_that_python_cannot_read_is_400(store, number, reason):
+    """A 5,000-digit integer was a 500 (past Python's digit limit for int()); NaN, Infinity and 1e999
+    (read as inf), which are no JSON, were stored as an accepted delivery."""
+    config = WebhookConfig("shared", "secret", SECRET, "webhook_ledger", 1_048_576)
+    client = TestClient(create_app({"shared": config}.get))
+    body = b'[{"email": "x@example.com"}, {"email": "y@example.com", "score": ' + number + b"}]"
+    answer = client.post("/shared", content=body, headers={SECRET_HEADER: SECRET})
+    assert answer.status_code == 400 and reason in answer.json()["error"], answer.text
+    assert "x@example" not in answer.text and store.count("shared") == 0
+
+
 def test_a_store_that_is_down_or_a_stale_kind_is_503_with_nothing_of_the_contact_logged(monkeypatch):
     """Both were a 500 with a traceback (the store's error quoting the database's message) in the log."""
     monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_DOWN", "postgresql://postgres@127.0.0.1:9/test")
@@ -253,6 +316,28 @@ def test_a_store_that_is_down_or_a_stale_kind_is_503_with_nothing_of_the_contact
     logged = "\n".join(lines)
     assert "down: a delivery was not stored: OperationalError" in logged
     assert "ann@" not in logged and SECRET not in logged
+
+
+def test_deliveries_stored_in_the_default_sqlite_ledger_say_who_must_see_that_file(tmp_path, monkeypatch):
+    """Without a ledger_conn_id the API server stored deliveries in the SQLite file of its own machine,
+    answered 200, and a triggerer or worker elsewhere (docker-compose, Celery) never saw them: acknowledged,
+    never launched, not a word."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__ALTCRAFT__LEDGER_CONN_ID", "")
+    client = TestClient(create_app({"shared": WebhookConfig("shared", "secret", SECRET, None, 2048)}.get))
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("altcraft.webhooks.app").addHandler(handler)
+    try:
+        for email in ("ann@example.com", "bob@example.com"):
+            answer = client.post("/shared", json={"email": email}, headers={SECRET_HEADER: SECRET})
+            assert answer.json()["status"] == "accepted", answer.text
+    finally:
+        logging.getLogger("altcraft.webhooks.app").removeHandler(handler)
+    warned = [line for line in lines if "without a ledger_conn_id" in line]
+    assert len(warned) == 1 and str(tmp_path / "altcraft_ledger.db") in warned[0], lines
+    assert "triggerer and the workers" in warned[0]
 
 
 def raw_post(url: str, path: str, headers: dict[str, str], declared: int, sent: bytes = b"") -> str:
@@ -294,6 +379,39 @@ def test_a_request_its_head_disproves_is_refused_before_its_body_is_read(client,
     assert store.count("shared") == 0
 
 
+def test_a_body_not_sent_whole_in_time_is_408_and_one_cut_off_leaves_no_traceback(monkeypatch):
+    """A client trickling its body held the connection and its buffer as long as it liked: also one
+    without the secret, where the proof needs the body (a signature's shape and time are all it takes).
+    And a client gone mid-body was an 'Exception in ASGI application' traceback in the log."""
+    monkeypatch.setattr(app_module, "BODY_SECONDS", 1)
+    configs = {"signed": WebhookConfig("signed", "hmac", SECRET, "webhook_ledger", 1_048_576)}
+    forged = {TIMESTAMP_HEADER: str(int(time.time())), SIGNATURE_HEADER: "sha256=" + "0" * 64}
+    head = ["POST /signed HTTP/1.1", "Host: x", "Content-Length: 1000"]
+    head += [f"{name}: {value}" for name, value in forged.items()]
+    errors: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: errors.append(record.getMessage())  # type: ignore[method-assign]
+    try:
+        with serving_app(create_app(configs.get)) as url:
+            logging.getLogger("uvicorn.error").addHandler(handler)  # uvicorn set its loggers up on start
+            address = url.removeprefix("http://").split(":")
+            with socket.create_connection((address[0], int(address[1])), timeout=0.3) as conn:
+                conn.sendall("\r\n".join(head).encode() + b"\r\n\r\n")
+                started, answer = time.monotonic(), b""
+                while not answer and time.monotonic() - started < 5:
+                    conn.sendall(b"[")  # a byte every 0.3 s: never idle, never whole
+                    with contextlib.suppress(TimeoutError):
+                        answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert time.monotonic() - started < 3
+            with socket.create_connection((address[0], int(address[1])), timeout=2) as conn:
+                conn.sendall("\r\n".join(head).encode() + b"\r\n\r\n[{")
+            time.sleep(0.5)  # the server sees the client gone
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert errors == []
+
+
 def test_failed_authentications_are_limited_per_address_and_pipeline_and_authenticated_ones_never(
     store, monkeypatch
 ):
@@ -332,6 +450,26 @@ def test_failed_authentications_are_limited_per_address_and_pipeline_and_authent
     assert sum("3 failed authentications from 203.0.113.9" in line for line in lines) == 2
 
 
+def test_an_ipv6_client_is_limited_by_its_64_not_by_each_address(store):
+    """A host is given a whole IPv6 /64: counted per address, it had 30 more tries with each of its 2**64
+    addresses, and spraying them pushed every other client's count out of the table."""
+    configs = {
+        "shared": WebhookConfig(
+            "shared", "secret", SECRET, "webhook_ledger", 2048, auth_failures_per_minute=3
+        )
+    }
+    app, wrong = create_app(configs.get), {SECRET_HEADER: "nope"}
+    hosts = [f"2001:db8:0:7::{n:x}" for n in range(1, 6)]
+    codes = [TestClient(app, client=(host, 1)).post("/shared", json=CONTACT, headers=wrong) for host in hosts]
+    assert [answer.status_code for answer in codes] == [401, 401, 401, 429, 429]
+    mapped = [TestClient(app, client=(host, 1)) for host in ("::ffff:192.0.2.5", "192.0.2.5")]
+    codes = [client.post("/shared", json=CONTACT, headers=wrong) for client in mapped * 2]
+    assert [answer.status_code for answer in codes] == [401, 401, 401, 429], "IPv4-mapped is IPv4"
+    for other in ("2001:db8:0:8::1", "192.0.2.6"):  # another /64, another IPv4 address: not limited
+        answer = TestClient(app, client=(other, 1)).post("/shared", json=CONTACT, headers=wrong)
+        assert answer.status_code == 401
+
+
 def test_a_client_posting_to_names_that_are_no_webhook_is_limited_like_failed_authentications(
     store, monkeypatch
 ):
@@ -357,6 +495,31 @@ def test_a_client_posting_to_names_that_are_no_webhook_is_limited_like_failed_au
     assert crm.post("/guess_9", json=CONTACT).status_code == 404, "another client is not limited"
     time.sleep(2.1)  # the window is over
     assert prober.post("/guess_10", json=CONTACT).status_code == 404
+
+
+def test_a_pipeline_whose_lookup_fails_is_looked_up_once_in_a_while_and_its_errors_are_limited(monkeypatch):
+    """A pipeline whose secret connection is missing answered 503 after a metadata query and a secrets
+    backend call per delivery, each logged, however many deliveries a client sent."""
+    monkeypatch.setattr(app_module, "AUTH_FAILURES_PER_MINUTE", 3)
+    looked_up, lines = [], []
+
+    def lookup(pipeline: str) -> WebhookConfig | None:
+        looked_up.append(pipeline)
+        raise LookupError(f"connection 'hook_secret' of webhook {pipeline} has no password")
+
+    app = create_app(lookup)
+    prober, crm = TestClient(app, client=("203.0.113.9", 1)), TestClient(app, client=("198.51.100.7", 1))
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("altcraft.webhooks.app").addHandler(handler)
+    try:
+        codes = [prober.post("/broken", json=CONTACT).status_code for _ in range(6)]
+        assert crm.post("/broken", json=CONTACT).status_code == 503
+    finally:
+        logging.getLogger("altcraft.webhooks.app").removeHandler(handler)
+    assert codes == [503, 503, 503, 429, 429, 429]
+    assert looked_up == ["broken"], "one lookup within CACHE_SECONDS"
+    assert sum("Webhook broken is not usable: LookupError" in line for line in lines) == 3 + 1
 
 
 def test_failures_are_counted_for_a_bounded_number_of_addresses():

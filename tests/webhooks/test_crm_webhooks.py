@@ -262,3 +262,28 @@ def test_the_run_fetches_the_full_contacts_of_the_stored_ids_and_moves_on(crm, c
         first.commit()
         deliver(10)
         assert [r["id"] for b in source().batches(None, 10) for r in b] == ["10"]
+
+
+def test_a_stored_item_without_a_numeric_contact_id_is_rejected_and_the_rest_fetched(store, monkeypatch):
+    """The run took every stored item's ``id`` as a CRM contact id: an item without one (left by the
+    pipeline's earlier ``source: {type: webhook}``, whose deliveries are whole contacts) was a KeyError
+    that failed every run and held the position there for good, and a non-numeric one was asked of the
+    CRM as an id."""
+    store.put("hubspot_welcome", "a" * 64, "hmac", [{"email": "ann@example.com"}, {"id": "x1"}, {"id": "3"}])
+    store.put("hubspot_welcome", "b" * 64, "hubspot", [{"id": "4"}])
+    with serving(FakeHubSpot(contacts=people(10))) as fake:
+        host, port = fake.url.rsplit(":", 1)
+        conn = {"conn_type": "generic", "host": host, "port": int(port), "password": fake.token}
+        monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK", json.dumps(conn))
+        read = WebhookRead(endpoint="hubspot_welcome", ledger_conn_id="crm_hook_ledger")
+        source = HubSpotSpec(type="hubspot", conn_id="crm_hook", webhook=read, **FAST).build(
+            MemoryStateStore()
+        )
+        records = [r for b in source.batches(None, 10) for r in b]
+    delivery = next(delivery_id for delivery_id, _ in store.read("hubspot_welcome", None))
+    assert [(r["id"], r.get("__error__")) for r in records if "__error__" in r] == [
+        (f"delivery {delivery} item 1", "not a CRM contact id (no id)"),
+        (f"delivery {delivery} item 2", "not a CRM contact id (str)"),
+    ]
+    assert [r["email"] for r in records if "__error__" not in r] == ["c3@example.org", "c4@example.org"]
+    assert "ann@" not in json.dumps(records)

@@ -470,6 +470,12 @@ class PipelineSpec(_Model):
                 raise ValueError(
                     "source.ledger_conn_id: leave it out; deliveries live in the ledger_conn_id database"
                 )
+            if self.source.endpoint not in (None, self.id):
+                raise ValueError(
+                    f"source.endpoint: leave it out; the pipeline reads what is posted to its own URL, "
+                    f"/altcraft-webhooks/{self.id} (a delivery posted there would be stored, answered 200, "
+                    f"and read by nobody)"
+                )
             if self.source.endpoint is None or self.source.ledger_conn_id != self.ledger_conn_id:
                 source = self.source.model_copy(
                     update={

@@ -202,7 +202,7 @@ class WebhookSpec(_SourceSpec):
     key_column: NonEmpty = Field(description="record field identifying a contact")
     endpoint: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,99}$")] | None = Field(
         default=None,
-        description="name of the webhook endpoint whose deliveries are read; default the pipeline id",
+        description="leave out: the pipeline id, whose endpoint's deliveries are read (no other is allowed)",
     )
     ledger_conn_id: NonEmpty | None = Field(
         default=None, description="leave out: deliveries are stored in the pipeline's ledger_conn_id database"

@@ -2,20 +2,23 @@
 
 The endpoint commits each accepted delivery to ``altcraft_webhook_deliveries`` in the ledger's database.
 This source reads the deliveries past the last id it committed (kept in the state store, like a
-watermark), in id order; the window is ignored. `commit` moves the position on only after every record
-was handled, so a failed run reads the same deliveries again and the ledger launches nobody twice.
+watermark, per ledger database: ids count in one table), in id order; the window is ignored. `commit`
+moves the position on only after every record was handled, so a failed run reads the same deliveries
+again and the ledger launches nobody twice.
 
-A stored record that is not an object, or a delivery whose stored text cannot be parsed (cut short by an
-older, narrower column), is an error record (``delivery <id> item <n>``, ``delivery <id>``): the mapper
-rejects it, the other records are delivered and the position moves past it, instead of every run failing.
+A stored record that is not an object (or not what the reader's ``check`` expects), or a delivery whose
+stored text cannot be parsed (cut short by an older, narrower column), is an error record
+(``delivery <id> item <n>``, ``delivery <id>``): the mapper rejects it, the other records are delivered
+and the position moves past it, instead of every run failing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from altcraft.sources.base import (
+    ERROR_FIELD,
     Partition,
     Record,
     SourceError,
@@ -31,10 +34,27 @@ if TYPE_CHECKING:
     from altcraft.webhooks.store import WebhookStore
 
 STATE_KEY = "webhook:last_id"
+#: The last delivery id handled per ledger database (`database_name`): ids count in one database's table,
+#: so a position taken in one means nothing in another (the first ids of a new one lie below it).
+POSITIONS_KEY = "webhook:positions"
+
+
+def database_name(conn_id: str | None) -> str:
+    """The ledger database a position counts in: its connection id, "" for the default SQLite file."""
+    from altcraft.engines import ledger_conn_id
+
+    return ledger_conn_id(conn_id) or ""
+
+
+def position_in(database: str, last_id: Any, positions: Any) -> int | None:
+    """The last delivery id handled in ``database``: its entry of ``positions``; ``last_id`` where there are
+    none yet (kept by an earlier version, which counted in the one database it knew)."""
+    return positions.get(database) if isinstance(positions, dict) else last_id
 
 
 class WebhookSource(Stateful):
-    """Records of the stored deliveries of webhook endpoint ``pipeline``."""
+    """Records of the stored deliveries of webhook endpoint ``pipeline``; ``check`` says why a stored record
+    is not what its reader expects (None: it is), which makes it an error record naming its place."""
 
     def __init__(
         self,
@@ -43,11 +63,13 @@ class WebhookSource(Stateful):
         key_column: str,
         ledger_conn_id: str | None = None,
         state: StateStore | None = None,
+        check: Callable[[Mapping[str, Any]], str | None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.key_column = key_column
         self.ledger_conn_id = ledger_conn_id
         self.state = state
+        self.check = check
         self._store: WebhookStore | None = None
         self._pending: int | None = None
 
@@ -73,7 +95,8 @@ class WebhookSource(Stateful):
         if self.state is None:
             raise SourceError(f"{self.describe()}: needs a state store for its position")
         self._pending = None
-        yield from rechunk(self._records(self.state.get(STATE_KEY)), batch_size)
+        after = position_in(self.database, self.state.get(STATE_KEY), self.state.get(POSITIONS_KEY))
+        yield from rechunk(self._records(after), batch_size)
 
     def _records(self, after: int | None) -> Iterator[dict[str, Any]]:
         for delivery_id, records in self.store.read(self.pipeline, after):
@@ -82,12 +105,25 @@ class WebhookSource(Stateful):
                 yield error_record(
                     self.key_column, where, "its stored records are not a JSON list (cut short?)"
                 )
-            yield from objects_or_errors(records or (), self.key_column, where)
+            items = objects_or_errors(records or (), self.key_column, where)
+            for number, item in enumerate(items, start=1):
+                reason = None if self.check is None or ERROR_FIELD in item else self.check(item)
+                if reason is None:
+                    yield item
+                else:
+                    yield error_record(self.key_column, f"{where} item {number}", reason)
             self._pending = delivery_id
 
+    @property
+    def database(self) -> str:
+        return database_name(self.ledger_conn_id)
+
     def _save(self, state: StateStore) -> None:
-        """The last delivery read."""
+        """The last delivery read, as the position in this database (and, for an earlier version, alone)."""
         if self._pending is not None:
+            positions = state.get(POSITIONS_KEY)
+            positions = positions if isinstance(positions, dict) else {}
+            state.set(POSITIONS_KEY, {**positions, self.database: self._pending})
             state.set(STATE_KEY, self._pending)
 
     def probe(self, after: int | None) -> tuple[int, str | None]:

@@ -9,7 +9,7 @@ store, not in memory, so a restarted triggerer neither forgets nor refires old r
 * window sources (SQL table / query, REST): rows created at or after the watermark. Not before it
   (``lookback``): rows a run already read would fire again after every run. A row committed late with
   an older creation time is read by the next run's ``lookback``, or by the schedule kept as a safety net;
-* the webhook source: deliveries stored past the last id a run handled.
+* the webhook source: deliveries stored past the last id a run handled in the pipeline's ledger database.
 
 A burst of new rows gives one event per poll at most, and Airflow folds every event queued while the
 pipeline's ``max_active_runs`` runs are active into one next run, so a burst becomes a few runs. Below
@@ -32,6 +32,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from altcraft.masking import scrub
 from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY
+from altcraft.sources.webhook import POSITIONS_KEY, database_name, position_in
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,9 @@ class NewRowsTrigger(BaseEventTrigger):
                 await state.aset(WATERMARK_KEY, position)
             count, newest = await asyncio.to_thread(source.probe, datetime.fromisoformat(position))
         else:
-            position = await state.aget(WEBHOOK_KEY)
+            database = database_name((self.source.get("webhook") or self.source).get("ledger_conn_id"))
+            last_id, positions = await state.aget(WEBHOOK_KEY), await state.aget(POSITIONS_KEY)
+            position = position_in(database, last_id, positions)
             count, newest = await asyncio.to_thread(source.probe, position)
         fingerprint = {"position": position, "count": count, "newest": newest}
         now = datetime.now(UTC)

@@ -6,7 +6,7 @@ Per request, in this order (nothing is stored unless every step passes):
    connection, the size limit) -- unknown pipeline: 404;
 2. the kind's `verify_head` against the secret, before a byte of the body is read (a header or query
    secret is compared here, a signature's header and timestamp checked) -- wrong or missing: 401;
-3. the body, read up to ``max_bytes`` -- larger: 413;
+3. the body, read up to ``max_bytes`` -- larger: 413; not whole within `BODY_SECONDS`: 408;
 4. the kind's `verify` of the whole request, constant-time -- wrong: 401.
    A client address that failed ``auth_failures_per_minute`` times for the pipeline in its current
    minute (`_Failures`) gets 429 with Retry-After instead, before its body is read: also when its
@@ -25,6 +25,8 @@ Neither the body nor the secret is ever logged.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import math
 import re
@@ -37,7 +39,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
+from altcraft.engines import ledger_conn_id
 from altcraft.masking import scrub
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, KINDS, BadPayload, Unauthorized, WebhookRequest
 from altcraft.webhooks.store import KeyConflict, WebhookStore
@@ -56,6 +60,9 @@ KEY_REUSED = (
     "a delivery with this key (Idempotency-Key) was stored with other contacts; not stored: a retry must "
     "send the same contacts, a new delivery needs a new key"
 )
+#: Seconds a client has to send its whole body: one trickling it held a connection and its buffer as long as
+#: it liked (before its proof is checked, where that needs the body).
+BODY_SECONDS = 30
 #: Seconds of the windows in which a client's failed authentications are counted.
 FAILURE_WINDOW = 60
 #: Most (client address, pipeline) pairs whose failures are counted (the least recently failing go first).
@@ -109,26 +116,34 @@ def airflow_config(pipeline: str) -> WebhookConfig | None:
 
 class _Cached:
     """``lookup`` with answers kept for `CACHE_SECONDS` (a burst looks a pipeline up once), at most
-    `CACHE_ENTRIES` of them: any client can post to as many made-up pipeline names as it likes."""
+    `CACHE_ENTRIES` of them: any client can post to as many made-up pipeline names as it likes. A lookup
+    that failed (a secret connection missing) is kept as well and raised again: each delivery to such a
+    pipeline cost a metadata query and a secrets backend call."""
 
     def __init__(self, lookup: ConfigLookup) -> None:
         self.lookup = lookup
-        self._answers: OrderedDict[str, tuple[float, WebhookConfig | None]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[float, WebhookConfig | Exception | None]] = OrderedDict()
 
     def knows(self, pipeline: str) -> bool:
         """Whether ``pipeline`` is a webhook by a fresh answer kept here (no lookup)."""
         found = self._answers.get(pipeline)
-        return found is not None and found[1] is not None and time.monotonic() - found[0] <= CACHE_SECONDS
+        fresh = found is not None and time.monotonic() - found[0] <= CACHE_SECONDS
+        return fresh and isinstance(found[1], WebhookConfig)
 
     def __call__(self, pipeline: str) -> WebhookConfig | None:
         now = time.monotonic()
         found = self._answers.get(pipeline)
         if found is None or now - found[0] > CACHE_SECONDS:
-            found = (now, self.lookup(pipeline))
+            try:
+                found = (now, self.lookup(pipeline))
+            except Exception as error:
+                found = (now, error)
         self._answers[pipeline] = found
         self._answers.move_to_end(pipeline)
         while len(self._answers) > CACHE_ENTRIES:
             self._answers.popitem(last=False)
+        if isinstance(found[1], Exception):
+            raise found[1]
         return found[1]
 
 
@@ -170,18 +185,46 @@ def _answer(code: int, **body: Any) -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is longer than ``limit`` (whatever Content-Length said)."""
+async def _read_body(request: Request, pipeline: str, limit: int) -> bytes | JSONResponse:
+    """The body, or the answer instead: 413 as soon as it is longer than ``limit`` (whatever
+    Content-Length said), 408 when it is not whole within `BODY_SECONDS` (however it trickles), 400 when
+    the client went away before its end."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
+        return _too_large(pipeline, limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return _too_large(pipeline, limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        log.warning("Webhook %s: a body not sent whole within %d s was refused", pipeline, BODY_SECONDS)
+        return _answer(408, error=f"the body was not sent within {BODY_SECONDS} s")
+    except ClientDisconnect:
+        log.info("Webhook %s: the client went away before the end of its body", pipeline)
+        return _answer(400, error="the body ended early")
     return b"".join(chunks)
+
+
+def _headers(request: Request) -> dict[str, str]:
+    """Header names in lower case, values as UTF-8 text: what a sender writes a non-ASCII secret as, which
+    Starlette's Latin-1 text of the bytes never equalled. A value that is no UTF-8 is its Latin-1 text."""
+    return {name.decode("latin-1").lower(): _utf8_text(value) for name, value in request.headers.raw}
+
+
+def _utf8_text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _too_large(pipeline: str, limit: int) -> JSONResponse:
+    log.warning("Webhook %s: a body over %d bytes was refused", pipeline, limit)
+    return _answer(413, error=f"body larger than {limit} bytes")
 
 
 def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
@@ -194,6 +237,14 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
     def store_of(conn_id: str | None) -> WebhookStore:
         if conn_id not in stores:
             stores[conn_id] = WebhookStore.from_conn_id(conn_id)
+            if ledger_conn_id(conn_id) is None:
+                log.warning(
+                    "Webhook deliveries of pipelines without a ledger_conn_id are stored in %s, a file on "
+                    "the API server's machine: they are launched only if the triggerer and the workers use "
+                    "that very file (one machine, one AIRFLOW_HOME); otherwise give the pipelines a "
+                    "ledger_conn_id (or set [altcraft] ledger_conn_id) on a database every component reaches",
+                    stores[conn_id].engine.url.database,
+                )
         return stores[conn_id]
 
     @app.post("/{pipeline}")
@@ -208,14 +259,15 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
         try:
             config = await run_in_threadpool(config_of, pipeline)
             kind = KINDS[config.auth] if config is not None else None
-        except Exception as error:
+        except Exception as error:  # counted like a name that is no webhook: a client cannot flood the log
+            failures.fail(stranger)
             log.error("Webhook %s is not usable: %s: %s", pipeline, type(error).__name__, error)
             return _answer(503, error="webhook not configured")
         if config is None or kind is None:
             failures.fail(stranger)
             return _answer(404, error="no such webhook")
         received = WebhookRequest(
-            headers={name.lower(): value for name, value in request.headers.items()},
+            headers=_headers(request),
             query=dict(request.query_params),
             body=b"",
             method=request.method,
@@ -229,10 +281,9 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
             return _refused(client, *failures.fail(client), limit, error)
         if wait is not None and kind.needs_body:
             return _too_many(wait)
-        body = await _read_body(request, config.max_bytes)
-        if body is None:
-            log.warning("Webhook %s: a body over %d bytes was refused", pipeline, config.max_bytes)
-            return _answer(413, error=f"body larger than {config.max_bytes} bytes")
+        body = await _read_body(request, pipeline, config.max_bytes)
+        if isinstance(body, JSONResponse):
+            return body
         received = replace(received, body=body)
         try:
             kind.verify(received, config.secret)
@@ -288,4 +339,14 @@ def _too_many(seconds: int) -> JSONResponse:
 
 
 def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client as failures are counted: its address, an IPv6 one by its /64 (one host is given a whole
+    /64 to pick addresses from), an IPv4-mapped one as IPv4."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        return str(mapped) if mapped else str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host

@@ -25,11 +25,13 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 SECRET_HEADER = "x-altcraft-webhook-secret"  # ruff: ignore[hardcoded-password-string]
@@ -84,15 +86,9 @@ class WebhookKind:
         self.verify_head(request, secret, now=now)
 
     def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
-        """A JSON object (one contact) or a JSON array of objects, nested at most `MAX_DEPTH` levels."""
-        try:
-            data = json.loads(request.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise BadPayload(
-                f"the body is not JSON: {error.msg if hasattr(error, 'msg') else error}"
-            ) from None
-        except RecursionError:
-            raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels") from None
+        """A JSON object (one contact) or a JSON array of objects, nested at most `MAX_DEPTH` levels, with
+        finite numbers only (`strict_json`)."""
+        data = strict_json(request.body)
         if _too_deep(data):
             raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels")
         records = data if isinstance(data, list) else [data]
@@ -112,6 +108,35 @@ class WebhookKind:
         captured request replayed within `SIGNATURE_TOLERANCE`, under any unsigned header, has the same
         proof, and the store keeps each proof once."""
         return None
+
+
+def strict_json(body: bytes) -> Any:
+    """``body`` parsed as JSON (RFC 8259), or `BadPayload` saying why not, never quoting it: also for what
+    Python's parser takes but is no JSON or no finite number (``NaN``, ``Infinity``, ``1e999``), and for
+    an integer longer than Python reads (`sys.get_int_max_str_digits`, a ValueError that was a 500)."""
+    try:
+        return json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+    except BadPayload:
+        raise
+    except json.JSONDecodeError as error:
+        raise BadPayload(f"the body is not JSON: {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise BadPayload(f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # int() of more digits than the interpreter's limit
+        raise BadPayload(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadPayload(f"a number of {len(text)} characters is too large to be read")
+    return value
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise BadPayload(f"{name} is no JSON value (only finite numbers are)")
 
 
 def _too_deep(data: Any) -> bool:
@@ -149,10 +174,11 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class HmacSignature(WebhookKind):
-    """``X-Altcraft-Timestamp: <Unix seconds>`` and ``X-Altcraft-Signature: sha256=<hex>`` (`signature`)."""
+    """``X-Altcraft-Timestamp: <Unix seconds>`` and ``X-Altcraft-Signature: sha256=<hex>`` (`signature`);
+    the hex digits in either case (.NET's ``Convert.ToHexString`` writes upper case), one proof for both."""
 
     name = "hmac"
-    _SHAPE = re.compile(r"sha256=[0-9a-f]{64}")
+    _SHAPE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         """A signature header of the right shape and a timestamp within `SIGNATURE_TOLERANCE` of now."""
@@ -163,11 +189,11 @@ class HmacSignature(WebhookKind):
     def verify(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         self.verify_head(request, secret, now=now)
         expected = signature(secret, request.headers[TIMESTAMP_HEADER], request.body)
-        if not _same(request.headers[SIGNATURE_HEADER], expected):
+        if not _same(request.headers[SIGNATURE_HEADER].lower(), expected):
             raise Unauthorized(f"wrong {SIGNATURE_HEADER} header")
 
     def proof(self, request: WebhookRequest) -> str | None:
-        return _keyed("hmac", request.headers[SIGNATURE_HEADER])
+        return _keyed("hmac", request.headers[SIGNATURE_HEADER].lower())
 
 
 def _fresh(stamp: str, header: str, per_second: int, now: float | None) -> None:

@@ -166,6 +166,7 @@ class CrmSource(Stateful):
         self.state = state
         self._http: CrmHttp | None = None
         self._webhook: WebhookSource | None = None
+        self._watched: WebhookSource | None = None
         self._pending: int | None = None
 
     def describe(self) -> str:
@@ -246,7 +247,11 @@ class CrmSource(Stateful):
         hook = self.spec.webhook
         assert hook is not None
         self._webhook = WebhookSource(
-            hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id, state=self.state
+            hook.endpoint,
+            key_column="id",
+            ledger_conn_id=hook.ledger_conn_id,
+            state=self.state,
+            check=not_a_stored_id,
         )
         for fetch, stored in enumerate(self._webhook.batches(None, self.fetch_chunk, partition=partition), 1):
             yield from (item for item in stored if ERROR_FIELD in item)  # a stored delivery it cannot read
@@ -275,17 +280,27 @@ class CrmSource(Stateful):
     def probe(self, since: Any) -> tuple[int, str | None]:
         """Contacts on the first page created since ``since`` (or, for a webhook, stored past it)."""
         if self.spec.webhook is not None:
-            from altcraft.sources.webhook import WebhookSource
-
-            hook = self.spec.webhook
-            stored = WebhookSource(hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id)
-            return stored.probe(since)
+            return self._watched_ids().probe(since)
         window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
         first = next(iter(self.created_pages(window)), [])
         read = (self.record(raw, "probe") for raw in first)
         records = [r for r in read if ERROR_FIELD not in r and window.contains(_instant(r["created_at"]))]
         newest = max((r["created_at"] for r in records), default=None)
         return len(records), newest
+
+    def _watched_ids(self) -> WebhookSource:
+        """The webhook's stored ids as `probe` watches them: one store (engine, connection) for all probes."""
+        if self._watched is None:
+            from altcraft.sources.webhook import WebhookSource
+
+            hook = self.spec.webhook
+            assert hook is not None
+            self._watched = WebhookSource(hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id)
+        return self._watched
+
+    def close_probe(self) -> None:
+        if self._watched is not None:
+            self._watched.close_probe()
 
     # ------------------------------------------------------------------------- what a preset gives
 
@@ -361,6 +376,14 @@ def contact_id(raw: Any) -> int | None:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def not_a_stored_id(item: Mapping[str, Any]) -> str | None:
+    """Why a stored webhook item is no contact id to fetch (the endpoint stores ``{"id": "<digits>"}``; an
+    earlier ``source: {type: webhook}`` of the pipeline stored whole contacts), or None; never its value."""
+    if contact_id(item) is not None:
+        return None
+    return f"not a CRM contact id ({'no id' if item.get('id') is None else type(item['id']).__name__})"
 
 
 def in_id_order(contacts: Iterable[Any]) -> list[Any]:
