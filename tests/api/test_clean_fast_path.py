@@ -6,6 +6,7 @@ and hostile answers, with and without a token (in any of its forms) and unstorab
 
 from __future__ import annotations
 
+import base64
 import copy
 import html
 import json
@@ -24,7 +25,7 @@ SECRETS = [None, "", "emulator-token", 'to"ken\\x', "Tok3n/ü", "tök en\t<&>+/5
 
 
 def _forms(secret: str) -> list[str]:
-    """How a server may quote the token: other letter cases, escaped, quoted."""
+    """How a server may quote the token: other letter cases, escaped, quoted, base64-encoded."""
     json_forms = [
         json.dumps(cased, ensure_ascii=a)[1:-1] for cased in (secret, secret.upper()) for a in (1, 0)
     ]
@@ -37,6 +38,9 @@ def _forms(secret: str) -> list[str]:
         quote_plus(secret).lower(),
         quote(secret),
         html.escape(secret),
+        base64.b64encode(secret.encode()).decode(),
+        base64.urlsafe_b64encode(f"u:{secret}".encode()).decode().rstrip("="),
+        base64.b64encode(f"Bearer {secret}!".encode()).decode(),
     ]
 
 
