@@ -144,7 +144,7 @@ class Exchanger:
 
     def _recorded(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: "***" if k == "token" else self._recorded(v) for k, v in value.items()}
+            return {self._recorded(k): "***" if k == "token" else self._recorded(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self._recorded(v) for v in value]
         if isinstance(value, str):

@@ -231,18 +231,20 @@ SERVER_TEXT_KEYS = frozenset(
 
 
 def clean_document(document: Any, secret: str | None, *, unstorable: bool = True) -> Any:
-    """The answer with the token removed from every string and contacts masked in every server text, each
-    server text cut to `MAX_SERVER_TEXT` characters; with ``unstorable``, NUL and lone surrogates replaced
-    in every string.
+    """The answer with every key cleaned as a server text (`_clean`), the token removed from every string
+    and contacts masked in every server text, each server text cut to `MAX_SERVER_TEXT` characters; with
+    ``unstorable``, NUL and lone surrogates replaced in every string.
 
     Done once here, for both hooks, so no text that came from Altcraft reaches a log, an exception,
     XCom or the ledger with the token or an email/phone in clear, or in a form the ledger cannot store.
-    Iterative: any depth is fine.
+    A key is server text too (a reason names the counts of a task's result by their keys). Iterative: any
+    depth is fine.
     """
     forms = token_forms(secret) if secret else None
     # without a token to remove or characters to replace, only server texts (and a non-text
     # `error_text`) can change: every other string is passed over without a look
     every_string = forms is not None or unstorable
+    shapes: dict[tuple[Any, ...], tuple[Any, ...] | None] = {}
     root = [document]
     stack: list[dict[Any, Any] | list[Any]] = [root]
     while stack:
@@ -254,6 +256,7 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
                 elif every_string and isinstance(value, str):
                     container[index] = _clean_string(value, forms, unstorable)
             continue
+        _clean_keys(container, secret, shapes)
         for key, value in container.items():
             if isinstance(value, str):
                 cleaned = _clean_string(value, forms, unstorable) if every_string else value
@@ -268,6 +271,23 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
             elif isinstance(value, dict | list):
                 stack.append(value)
     return root[0]
+
+
+def _clean_keys(
+    container: dict[Any, Any], secret: str | None, shapes: dict[tuple[Any, ...], tuple[Any, ...] | None]
+) -> None:
+    """Each key of ``container`` cleaned (`_clean`), in place and in order; two keys cleaned alike keep the
+    later value. ``shapes`` holds the cleaned keys of each set of keys met (None: none changes), so the items
+    of a batch answer, which share their keys, are looked at once."""
+    keys = tuple(container)
+    if keys not in shapes:
+        cleaned = tuple(_clean(key, secret) if isinstance(key, str) else key for key in keys)
+        shapes[keys] = cleaned if cleaned != keys else None
+    renamed = shapes[keys]
+    if renamed is not None:
+        values = list(container.values())
+        container.clear()
+        container.update(zip(renamed, values, strict=True))
 
 
 def _clean_string(value: str, forms: TokenForms | None, unstorable: bool) -> str:
