@@ -84,11 +84,11 @@ class Exchanger:
     (`clean`), which quotes server text (the keys of an answer's shape, too)."""
 
     base_url: str
-    token: str
+    token: str = field(repr=False)
     timeout: float = 60.0
     verify: bool | str = True
     cert: str | None = None
-    proxies: dict[str, str] | None = None
+    proxies: dict[str, str] | None = field(default=None, repr=False)  # a proxy URL may hold its password
     keep_contact: bool = False
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     exchanges: list[dict[str, Any]] = field(default_factory=list)

@@ -10,6 +10,7 @@ from hostile_server import HostileServer, http_answer
 
 from altcraft.__main__ import main
 from altcraft.hooks.altcraft import AltcraftHook
+from altcraft.probe import Exchanger
 
 EMAIL = "anna.petrova@example.org"
 
@@ -74,3 +75,14 @@ def test_the_recording_cleans_the_keys_of_an_answer_as_its_values(hostile, tmp_p
     recorded = record.read_text("utf-8")
     assert "echo ***" in recorded
     assert token not in recorded and (keep_contact or EMAIL not in recorded), recorded
+
+
+def test_the_probe_client_shows_neither_the_token_nor_a_proxy_password(hostile):
+    from altcraft.probe import exchanger_for_connection
+
+    hostile("TOKEN-plain-5b1e0c", {"error": 0})
+    shown = repr(
+        Exchanger("http://x", "TOKEN-plain-5b1e0c", proxies={"https": "http://u:PROXY-PW@proxy:3128"})
+    )
+    shown += repr(exchanger_for_connection("altcraft_default", keep_contact=False))
+    assert "TOKEN-plain" not in shown and "PROXY-PW" not in shown, shown
