@@ -385,7 +385,7 @@ def exchanger_for_connection(conn_id: str, *, keep_contact: bool = False) -> Exc
     if not conn.password:
         raise ValueError(f"Connection {conn_id!r} has no API token (password field)")
     return Exchanger(
-        base_url(conn.host, conn.schema, conn.port),
+        base_url(conn.host, conn.schema, conn.port, token=conn.password),
         conn.password,
         timeout=settings.timeout,
         verify=settings.verify,

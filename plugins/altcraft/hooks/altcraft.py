@@ -57,9 +57,9 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         if self._session is None:
             conn = self.get_connection(self.altcraft_conn_id)
             self.settings = connection_settings(conn.extra_dejson)
-            self.base_url = base_url(conn.host, conn.schema, conn.port)
-            self._base_url_initialized = True
             self._token = conn.password or ""
+            self.base_url = base_url(conn.host, conn.schema, conn.port, token=self._token)
+            self._base_url_initialized = True
             if not self._token:
                 raise ValueError(f"Connection {self.altcraft_conn_id!r} has no API token (password field)")
             mask_secret(self._token)

@@ -71,8 +71,8 @@ class AltcraftAsyncHook(BaseHook):
         if self._session is None:
             conn = await self.aget_connection(self.altcraft_conn_id)
             self.settings = connection_settings(conn.extra_dejson)
-            self.base_url = base_url(conn.host, conn.schema, conn.port)
             self._token = conn.password or ""
+            self.base_url = base_url(conn.host, conn.schema, conn.port, token=self._token)
             if not self._token:
                 raise ValueError(f"Connection {self.altcraft_conn_id!r} has no API token (password field)")
             await amask_secret(self._token)
