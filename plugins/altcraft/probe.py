@@ -378,15 +378,13 @@ def _shape(value: Any, depth: int = 0) -> str:
 def exchanger_for_connection(conn_id: str, *, keep_contact: bool = False) -> Exchanger:
     """An :class:`Exchanger` for an Airflow connection of type ``altcraft``."""
     from altcraft.hooks.altcraft import AltcraftHook
-    from altcraft.hooks.connection import base_url, connection_settings
+    from altcraft.hooks.connection import api_token, base_url, connection_settings
 
     conn = AltcraftHook.get_connection(conn_id)
     settings = connection_settings(conn.extra_dejson)
-    if not conn.password:
-        raise ValueError(f"Connection {conn_id!r} has no API token (password field)")
     return Exchanger(
-        base_url(conn.host, conn.schema, conn.port, token=conn.password),
-        conn.password,
+        base_url(conn.host, conn.schema, conn.port, token=conn.password or ""),
+        api_token(conn_id, conn.password),
         timeout=settings.timeout,
         verify=settings.verify,
         cert=settings.cert,

@@ -52,3 +52,27 @@ def test_a_platform_url_holding_the_token_or_a_query_is_refused_before_anything_
     assert server.seen == [], "nothing is sent"
     shown = "\n".join([str(refused.value), message, printed.out, printed.err])
     assert TOKEN[:8].lower() not in shown.lower() and "account=7" not in shown, shown
+
+
+@pytest.mark.parametrize(
+    "token", [f"{TOKEN}\n", f"{TOKEN}\r\n", f"TOKEN\x00{TOKEN}"], ids=["LF", "CRLF", "NUL"]
+)
+def test_a_token_no_header_can_carry_is_refused_naming_the_field(servers, monkeypatch, capsys, token):
+    """A token read from a file with its last newline: the sync hook failed as an invalid header (naming
+    nothing), the async hook with a bare ValueError its callers do not catch, and the Test button said the
+    token was accepted in the body."""
+    server = HostileServer(lambda seen: http_answer(200, {"error": 0, "data": []}))
+    servers.append(server)
+    connection = {"conn_type": "altcraft", "host": server.url, "password": token, "extra": {"max_retries": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps(connection))
+    field = r"the API token \(password field\) holds a line break or another control character"
+
+    with pytest.raises(ValueError, match=field) as refused:
+        AltcraftHook().get_scenario(12)
+    with pytest.raises(ValueError, match=field):
+        run_async(lambda ahook: ahook.get_task_status("t1"))
+    ok, message = AltcraftHook().test_connection()
+    assert main(["probe"]) == 2
+
+    assert not ok and "password field" in message and "password field" in capsys.readouterr().err
+    assert server.seen == [] and TOKEN not in str(refused.value) + message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -128,6 +129,27 @@ def tls_context(verify: bool | str, cert: str | None) -> ssl.SSLContext | bool:
     if cert is not None:
         context.load_cert_chain(cert)
     return context
+
+
+#: what no HTTP header value holds: a line break or another control character (tab aside)
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def api_token(conn_id: str, password: str | None) -> str:
+    """The API token of connection ``conn_id``: its password.
+
+    :raises ValueError: naming the connection, never the token, when there is none, or when it holds a line
+        break or another control character (a token read from a file with its last newline): no header can
+        carry it, and requests refused the request as an invalid header, aiohttp with a bare ValueError.
+    """
+    if not password:
+        raise ValueError(f"Connection {conn_id!r} has no API token (password field)")
+    if _NOT_IN_A_HEADER.search(password):
+        raise ValueError(
+            f"Connection {conn_id!r}: the API token (password field) holds a line break or another control "
+            "character, which no HTTP header can carry; set it again without"
+        )
+    return password
 
 
 def base_url(host: str | None, schema: str | None = None, port: int | None = None, *, token: str = "") -> str:
