@@ -88,11 +88,11 @@ class Exchanger:
     (`clean`), which quotes server text (the keys of an answer's shape, too)."""
 
     base_url: str
-    token: str
+    token: str = field(repr=False)
     timeout: float = 60.0
     verify: bool | str = True
     cert: str | None = None
-    proxies: dict[str, str] | None = None
+    proxies: dict[str, str] | None = field(default=None, repr=False)  # a proxy URL may hold its password
     keep_contact: bool = False
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     exchanges: list[dict[str, Any]] = field(default_factory=list)
@@ -148,7 +148,7 @@ class Exchanger:
 
     def _recorded(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: "***" if k == "token" else self._recorded(v) for k, v in value.items()}
+            return {self._recorded(k): "***" if k == "token" else self._recorded(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self._recorded(v) for v in value]
         if isinstance(value, str):
@@ -464,15 +464,13 @@ def _shape(value: Any, depth: int = 0) -> str:
 def exchanger_for_connection(conn_id: str, *, keep_contact: bool = False) -> Exchanger:
     """An :class:`Exchanger` for an Airflow connection of type ``altcraft``."""
     from altcraft.hooks.altcraft import AltcraftHook
-    from altcraft.hooks.connection import base_url, connection_settings
+    from altcraft.hooks.connection import api_token, base_url, connection_settings
 
     conn = AltcraftHook.get_connection(conn_id)
     settings = connection_settings(conn.extra_dejson)
-    if not conn.password:
-        raise ValueError(f"Connection {conn_id!r} has no API token (password field)")
     return Exchanger(
-        base_url(conn.host, conn.schema, conn.port),
-        conn.password,
+        base_url(conn.host, conn.schema, conn.port, token=conn.password or ""),
+        api_token(conn_id, conn.password),
         timeout=settings.timeout,
         verify=settings.verify,
         cert=settings.cert,

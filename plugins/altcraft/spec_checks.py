@@ -5,17 +5,20 @@ Numbers are bounded by where they go: a value within its bounds parses, builds a
 ``pool_slots`` made every run fail to be created: SQLite's INTEGER and PostgreSQL's int4 refused it).
 Credentials stay in Airflow connections: a spec's values are stored with the serialized DAG, which the UI
 and the REST API show, so a URL with a user name or password, or a header or parameter named like a
-credential, is refused where a spec could hold it.
+credential, is refused where a spec could hold it; a source built in Python refuses the same arguments
+(`checked`): they are in the DAG file, whose code the UI shows too.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator
+
+T = TypeVar("T")
 
 MAX_INT32 = 2**31 - 1
 """An INTEGER column of Airflow's metadata database (pool slots), or a 32-bit API parameter (a page)."""
@@ -50,6 +53,8 @@ _SECRET_WORDS = (
 _SECRET_NAMES = frozenset({"auth", "xauth", "pwd", "key", "sig"})
 #: words of a paging parameter, whose "token" is a cursor, not a credential (``page_token``, ``nextToken``)
 _CURSOR_WORDS = ("page", "cursor", "next", "continuation", "offset")
+#: endings of a name that names a connection, where a credential is kept (``password_conn_id``)
+_CONNECTION_IDS = ("connid", "connectionid")
 
 
 def check_timezone(name: str) -> str:
@@ -72,6 +77,8 @@ def has_userinfo(url: str) -> bool:
 def secret_like(name: str) -> bool:
     """Whether a header or parameter name says it carries a credential (``Authorization``, ``api_key``)."""
     plain = re.sub(r"[^a-z0-9]", "", name.lower())
+    if plain.endswith(_CONNECTION_IDS):
+        return False
     if plain in _SECRET_NAMES:
         return True
     found = {word for word in _SECRET_WORDS if word in plain}
@@ -111,6 +118,18 @@ def no_secret_names(value: Mapping[str, Any]) -> Mapping[str, Any]:
             f"{', '.join(repr(name[:60]) for name in named)} would carry a credential, stored and shown with "
             "the DAG: keep it in the Airflow connection (its login, password or extra headers)"
         )
+    return value
+
+
+def checked(owner: str, argument: str, value: T, *checks: Callable[[T], object]) -> T:
+    """``value`` once every check (`no_credentials`, `no_secret_names`) took it: a source or operator built in
+    Python refuses what a spec is refused, in the same words, naming ``owner`` and ``argument`` (a check
+    never quotes a value)."""
+    for check in checks:
+        try:
+            check(value)
+        except ValueError as error:
+            raise ValueError(f"{owner} {argument}: {error}") from None
     return value
 
 

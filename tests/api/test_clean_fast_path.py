@@ -6,6 +6,7 @@ and hostile answers, with and without a token (in any of its forms) and unstorab
 
 from __future__ import annotations
 
+import base64
 import copy
 import html
 import json
@@ -24,7 +25,7 @@ SECRETS = [None, "", "emulator-token", 'to"ken\\x', "Tok3n/ü", "tök en\t<&>+/5
 
 
 def _forms(secret: str) -> list[str]:
-    """How a server may quote the token: other letter cases, escaped, quoted."""
+    """How a server may quote the token: other letter cases, escaped, quoted, base64-encoded."""
     json_forms = [
         json.dumps(cased, ensure_ascii=a)[1:-1] for cased in (secret, secret.upper()) for a in (1, 0)
     ]
@@ -37,6 +38,9 @@ def _forms(secret: str) -> list[str]:
         quote_plus(secret).lower(),
         quote(secret),
         html.escape(secret),
+        base64.b64encode(secret.encode()).decode(),
+        base64.urlsafe_b64encode(f"u:{secret}".encode()).decode().rstrip("="),
+        base64.b64encode(f"Bearer {secret}!".encode()).decode(),
     ]
 
 
@@ -57,15 +61,21 @@ TEXTS = [
     *FORM_TEXTS,
 ]
 KEYS = [*sorted(SERVER_TEXT_KEYS), "profile_id", "email", "data", "result", "note", "Error_Text"]
+#: keys a hostile server may choose: the token, a contact, what no database stores
+ODD_KEYS = ["emulator-token", "EMULATOR-TOKEN x", "anna@example.org", "89001234567", "nul\x00key", "k" * 1200]
 
 
 def _plain_clean(document: Any, secret: str | None, *, unstorable: bool = True) -> Any:
-    """The plain walk: every string cleaned of the token (and unstorable characters), then server texts
-    scrubbed (and, when long, cut)."""
+    """The plain walk: every key cleaned as a server text, every string cleaned of the token (and unstorable
+    characters), then server texts scrubbed (and, when long, cut)."""
     root = [document]
     stack: list[Any] = [root]
     while stack:
         container = stack.pop()
+        if isinstance(container, dict):
+            items = list(container.items())
+            container.clear()
+            container.update((protocol._clean(key, secret), value) for key, value in items)
         for key, value in container.items() if isinstance(container, dict) else enumerate(container):
             if key == "error_text" and value is not None and not isinstance(value, str):
                 container[key] = protocol._clean(protocol._text(value), secret)
@@ -98,7 +108,10 @@ def _value(rng: random.Random, depth: int) -> Any:
     if kind in (4, 5):
         return rng.choice([{"code": 1, "text": rng.choice(TEXTS)}, [rng.choice(TEXTS), 3], {}, []])
     if kind < 8:
-        return {rng.choice(KEYS): _value(rng, depth + 1) for _ in range(rng.randrange(5))}
+        return {
+            rng.choice(KEYS + ODD_KEYS[: rng.randrange(2) * 6]): _value(rng, depth + 1)
+            for _ in range(rng.randrange(5))
+        }
     return [_value(rng, depth + 1) for _ in range(rng.randrange(5))]
 
 
@@ -112,6 +125,8 @@ def _corpus() -> list[Any]:
         [{"error_text": "in a list at the top"}, "emulator-token", "nul\x00"],
         "just a string emulator-token",
         {"detail": "", "reason": " ", "status_text": TEXTS[3], "Error_Text": TEXTS[2]},
+        {key: [{key: key}] for key in ODD_KEYS},
+        {"anna@example.org": 1, "alex@example.org": 2, "emulator-token": {"EMULATOR-TOKEN": 3}},
     ]
     generated = [{rng.choice(KEYS): _value(rng, 0) for _ in range(6)} for _ in range(400)]
     return [_emulator_answer(50), *hostile, *generated]

@@ -410,6 +410,12 @@ PYTHON = {"type": "python", "callable": "crm.read:contacts", "key_column": "id"}
             "on_failure.kwargs",
             "at to",
         ),
+        ({"source": {**PYTHON, "kwargs": {"password": SECRET}}}, "source.kwargs", "'password'"),
+        (
+            {"on_failure": {"notifier": "a.b:C", "kwargs": {"to": "ops", "slack_token": SECRET}}},
+            "on_failure.kwargs",
+            "'slack_token'",
+        ),
         ({"description": f"see https://admin:{SECRET}@wiki.example.org"}, "description", "URL"),
     ],
 )
@@ -442,6 +448,15 @@ def test_a_rest_source_keeps_headers_params_and_urls_that_carry_no_credential():
     spec = spec_with(source=source)
 
     assert spec.source.headers == source["headers"] and spec.source.params == source["params"]
+
+
+def test_keyword_arguments_naming_a_connection_are_no_credentials():
+    """A connection id is where a credential belongs: ``password_conn_id`` names one, it holds none."""
+    kwargs = {"crm_conn_id": "crm", "token_conn_id": "vault", "secret_connection_id": "s"}
+
+    spec = spec_with(source={**PYTHON, "kwargs": kwargs}, on_failure={"callback": "a.b:c", "kwargs": kwargs})
+
+    assert spec.source.kwargs == kwargs and spec.on_failure.kwargs == kwargs
 
 
 def test_the_longest_values_still_build():

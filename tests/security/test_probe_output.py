@@ -10,6 +10,7 @@ from hostile_server import HostileServer, http_answer
 
 from altcraft.__main__ import main
 from altcraft.hooks.altcraft import AltcraftHook
+from altcraft.probe import Exchanger
 
 EMAIL = "anna.petrova@example.org"
 
@@ -61,3 +62,27 @@ def test_an_answer_that_does_not_fit_is_named_by_its_places_not_its_values(hosti
     assert not ok and "unexpected answer" in message and "unexpected answer" in printed.err
     assert "input_value" not in message + printed.err
     assert not _leaks("TOKEN-plain-5b1e0c", message + printed.out + printed.err)
+
+
+@pytest.mark.parametrize("keep_contact", [False, True], ids=["masked", "keep-contact"])
+def test_the_recording_cleans_the_keys_of_an_answer_as_its_values(hostile, tmp_path, keep_contact):
+    """``--record`` wrote each answer's keys as the server sent them: one quoting the token kept it in clear
+    in a file meant to be shared (and, without ``--keep-contact``, an email too)."""
+    token = "TOKEN-plain-5b1e0c"
+    hostile(token, {"error": 0, f"echo {token}": {EMAIL: 1}, "data": []})
+    record = tmp_path / "exchanges.json"
+    main(["probe", "--record", str(record), *(["--keep-contact"] if keep_contact else [])])
+    recorded = record.read_text("utf-8")
+    assert "echo ***" in recorded
+    assert token not in recorded and (keep_contact or EMAIL not in recorded), recorded
+
+
+def test_the_probe_client_shows_neither_the_token_nor_a_proxy_password(hostile):
+    from altcraft.probe import exchanger_for_connection
+
+    hostile("TOKEN-plain-5b1e0c", {"error": 0})
+    shown = repr(
+        Exchanger("http://x", "TOKEN-plain-5b1e0c", proxies={"https": "http://u:PROXY-PW@proxy:3128"})
+    )
+    shown += repr(exchanger_for_connection("altcraft_default", keep_contact=False))
+    assert "TOKEN-plain" not in shown and "PROXY-PW" not in shown, shown

@@ -251,8 +251,11 @@ def test_bad_settings_are_refused_naming_the_setting(tmp_path, kwargs, message):
         FileSource(str(tmp_path), key_column="id", **{"timestamp_column": "t", **kwargs})
 
 
-def test_describe_hides_credentials_in_the_url():
-    source = FileSource("s3://key:secret@bucket/in/", key_column="id", window_by="mtime", conn_id="aws")
+def test_credentials_in_the_url_are_refused_the_connection_holds_them():
+    with pytest.raises(ValueError, match="FileSource path: a URL with a user name or password") as refused:
+        FileSource("s3://key:secret@bucket/in/", key_column="id", window_by="mtime", conn_id="aws")
+    assert "secret" not in str(refused.value)
+    source = FileSource("s3://bucket/in/", key_column="id", window_by="mtime", conn_id="aws")
 
     assert source.describe() == "file s3://bucket/in/ (csv, files *.csv), window by file modification time"
 

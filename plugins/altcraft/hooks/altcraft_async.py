@@ -32,7 +32,13 @@ from altcraft.api.protocol import (
 )
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
-from altcraft.hooks.connection import AltcraftConnectionSettings, base_url, connection_settings, tls_context
+from altcraft.hooks.connection import (
+    AltcraftConnectionSettings,
+    api_token,
+    base_url,
+    connection_settings,
+    tls_context,
+)
 
 T = TypeVar("T")
 
@@ -71,10 +77,8 @@ class AltcraftAsyncHook(BaseHook):
         if self._session is None:
             conn = await self.aget_connection(self.altcraft_conn_id)
             self.settings = connection_settings(conn.extra_dejson)
-            self.base_url = base_url(conn.host, conn.schema, conn.port)
-            self._token = conn.password or ""
-            if not self._token:
-                raise ValueError(f"Connection {self.altcraft_conn_id!r} has no API token (password field)")
+            self.base_url = base_url(conn.host, conn.schema, conn.port, token=conn.password or "")
+            self._token = api_token(self.altcraft_conn_id, conn.password)
             await amask_secret(self._token)
             self._tls = tls_context(self.settings.verify, self.settings.cert)
             self._proxy = (self.settings.proxies or {}).get(self.base_url.split(":", 1)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.api.layouts import BatchItemLayout
+from altcraft.api.protocol import remove_token
 from altcraft.api.retry import RetryPolicy
 from altcraft.spec_checks import MAX_BYTES, MAX_TIMEOUT_SECONDS, has_userinfo
 
@@ -129,10 +131,33 @@ def tls_context(verify: bool | str, cert: str | None) -> ssl.SSLContext | bool:
     return context
 
 
-def base_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:
+#: what no HTTP header value holds: a line break or another control character (tab aside)
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def api_token(conn_id: str, password: str | None) -> str:
+    """The API token of connection ``conn_id``: its password.
+
+    :raises ValueError: naming the connection, never the token, when there is none, or when it holds a line
+        break or another control character (a token read from a file with its last newline): no header can
+        carry it, and requests refused the request as an invalid header, aiohttp with a bare ValueError.
+    """
+    if not password:
+        raise ValueError(f"Connection {conn_id!r} has no API token (password field)")
+    if _NOT_IN_A_HEADER.search(password):
+        raise ValueError(
+            f"Connection {conn_id!r}: the API token (password field) holds a line break or another control "
+            "character, which no HTTP header can carry; set it again without"
+        )
+    return password
+
+
+def base_url(host: str | None, schema: str | None = None, port: int | None = None, *, token: str = "") -> str:
     """The platform URL from a connection's host (``https://`` assumed when no scheme is given).
 
-    :raises ValueError: when there is none, or it holds a user name or password.
+    :raises ValueError: when there is none, or it holds a user name or password, a query or a fragment, or
+        the API ``token`` in any form (`token_forms`): the URL is sent with every request and kept in the
+        ledger, the scenario link (XCom) and the Test button's message. Never quoting the URL.
     """
     host = (host or "").strip().rstrip("/")
     if not host:
@@ -143,6 +168,16 @@ def base_url(host: str | None, schema: str | None = None, port: int | None = Non
         raise ValueError(
             "The Altcraft connection's Platform URL (host) must not hold a user name or password: the API "
             "token goes in the password field, a proxy's credentials in the `proxies` extra"
+        )
+    if remove_token(host, token) != host:
+        raise ValueError(
+            "The Altcraft connection's Platform URL (host) holds the API token: it goes in the password "
+            "field only (sent in a header, never in a URL)"
+        )
+    if "?" in host or "#" in host:
+        raise ValueError(
+            "The Altcraft connection's Platform URL (host) must not hold a query or a fragment (?, #): the "
+            "API's paths are appended to it"
         )
     if port and host.count(":") < 2:
         host = f"{host}:{port}"

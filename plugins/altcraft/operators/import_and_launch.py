@@ -89,7 +89,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param ledger_conn_id: SQL connection of the sync ledger; default ``[altcraft] ledger_conn_id`` of the
         Airflow configuration, else a SQLite file in AIRFLOW_HOME.
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
-    :param content: passed to Altcraft. Templated (strings inside are rendered).
+    :param content: passed to Altcraft. Templated (strings inside are rendered). A URL with a user name or
+        password in it is refused (it would be stored and shown with the DAG).
     :param skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
     :param deferrable: in ``async`` mode, wait for Altcraft tasks in the triggerer (default True).
     :param allow_undocumented_matching: accept a matching mode the docs do not list for the delivery's
@@ -159,6 +160,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.ledger import RelaunchPolicy
         from altcraft.mapping import ProfileMapping
         from altcraft.modes import DeliveryMode
+        from altcraft.spec_checks import checked, no_credentials
 
         if (source is None) == (contacts is None):
             raise ValueError("Give exactly one of `source` or `contacts`")
@@ -182,6 +184,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             if not 0 <= ratio <= 1:
                 raise ValueError(f"`{name}` must be between 0 and 1, got {ratio}")
         RelaunchPolicy.parse(relaunch_policy)  # fail at parse time on a typo
+        # templated, so stored with the serialized DAG: a URL with a password in it would be shown
+        checked(type(self).__name__, "content", content, no_credentials)
         if isinstance(reconcile_grace, int | float):
             reconcile_grace = timedelta(seconds=reconcile_grace)
         if reconcile_grace is not None and reconcile_grace < timedelta(0):

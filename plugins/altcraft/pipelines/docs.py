@@ -81,7 +81,9 @@ NOTES: dict[tuple[str, str], str] = {
     ("RestSpec", "max_answer_bytes"): "largest page answer read (decoded bytes); a larger one fails the read",
     ("PythonSpec", "callable"): "`package.module:function`, called as fn(window=window, **kwargs)",
     ("PythonSpec", "key_column"): "record field identifying a contact",
-    ("PythonSpec", "kwargs"): "keyword arguments of the function",
+    ("PythonSpec", "kwargs"): "keyword arguments of the function; no secrets: one named like a credential "
+    "(`password`, `api_key`, ...; `*_conn_id` names a connection and is fine) or a URL with a password is "
+    "refused",
     ("ProfileMapping", "matching"): "how Altcraft finds the profile of a record (matching mode)",
     ("ProfileMapping", "resource_id"): "narrows email / phone matching to one resource",
     ("ProfileMapping", "subscriptions"): "subscriptions added to every profile",

@@ -39,7 +39,7 @@ from altcraft.modes import DeliveryMode
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
-from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, NoCredentials, Timezone
+from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, NoCredentials, NoSecretNames, Timezone
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
@@ -221,7 +221,7 @@ class NotificationSpec(_Model):
         description="notifier class instantiated with kwargs and called with the context, e.g. "
         "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
     )
-    kwargs: Annotated[dict[str, Any], NoCredentials] = Field(
+    kwargs: Annotated[dict[str, Any], NoSecretNames, NoCredentials] = Field(
         default_factory=dict,
         description="keyword arguments of either (no credentials: keep them in a connection)",
     )

@@ -44,7 +44,7 @@ from altcraft.sources.base import (
     error_record,
     rechunk,
 )
-from altcraft.spec_checks import check_timezone
+from altcraft.spec_checks import check_timezone, checked, no_credentials
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -105,7 +105,7 @@ class FileSource(Stateful):
         if len(delimiter) != 1:
             raise ValueError(f"delimiter: expected one character, got {delimiter!r}")
         check_encoding(encoding)
-        self.path = path
+        self.path = checked("FileSource", "path", path, no_credentials)  # an object store's keys: conn_id
         self.key_column = key_column
         self.format = format
         self.timestamp_column = timestamp_column
@@ -119,9 +119,8 @@ class FileSource(Stateful):
         self._pending: list[tuple[str, dict[str, Any]]] = []
 
     def describe(self) -> str:
-        where = re.sub(r"//[^/@]*@", "//", self.path)
         window = "file modification time" if self.window_by == "mtime" else f"column {self.timestamp_column}"
-        return f"file {where} ({self.format}, files {self.pattern}), window by {window}"
+        return f"file {self.path} ({self.format}, files {self.pattern}), window by {window}"
 
     def _read_batches(
         self, window: Window | None, batch_size: int, partition: Partition | None

@@ -25,6 +25,7 @@ from altcraft.sources.base import (
     partition_window,
     rechunk,
 )
+from altcraft.spec_checks import checked, no_credentials, no_secret_names
 
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
@@ -66,7 +67,7 @@ class PythonSource(Source):
     ):
         self.callable = validate_callable_path(callable) if isinstance(callable, str) else callable
         self.key_column = key_column
-        self.kwargs = dict(kwargs or {})
+        self.kwargs = checked("PythonSource", "kwargs", dict(kwargs or {}), no_secret_names, no_credentials)
 
     def describe(self) -> str:
         target = self.callable

@@ -36,7 +36,7 @@ from altcraft.sources.base import (
     partition_window,
     rechunk,
 )
-from altcraft.spec_checks import MAX_INT32
+from altcraft.spec_checks import MAX_INT32, checked, no_credentials, no_secret_names
 
 if TYPE_CHECKING:
     from requests import Response
@@ -202,11 +202,12 @@ class RestSource(Source):
         if window_format not in ("iso", "epoch"):
             raise ValueError(f"window_format: expected 'iso' or 'epoch', got {window_format!r}")
         self.http_conn_id = http_conn_id
-        self.endpoint = endpoint
+        # credentials belong in the connection (login and password, extra headers), not in the DAG
+        self.endpoint = checked("RestSource", "endpoint", endpoint, no_credentials)
         self.key_column = key_column
         self.method = method.upper()
-        self.params = dict(params or {})
-        self.headers = dict(headers or {})
+        self.params = checked("RestSource", "params", dict(params or {}), no_secret_names, no_credentials)
+        self.headers = checked("RestSource", "headers", dict(headers or {}), no_secret_names, no_credentials)
         self.window_params = dict(window_params or {})
         self.window_format = window_format
         self.record_path = record_path

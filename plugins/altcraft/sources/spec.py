@@ -189,7 +189,7 @@ class PythonSpec(_SourceSpec):
     type: Literal["python"]
     callable: Annotated[str, AfterValidator(validate_callable_path)]
     key_column: NonEmpty
-    kwargs: Annotated[dict[str, Any], NoCredentials] = {}
+    kwargs: Annotated[dict[str, Any], NoSecretNames, NoCredentials] = {}
 
     def build(self, state: StateStore | None = None) -> PythonSource:
         return PythonSource(self.callable, key_column=self.key_column, kwargs=self.kwargs)
