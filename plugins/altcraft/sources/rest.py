@@ -298,13 +298,14 @@ class RestSource(Source):
                 response = hook.run(endpoint, headers=self.headers, extra_options=options, **body)
                 read_capped(response, self.max_answer_bytes)
         except RequestException as exc:
-            if not deadline.expired:  # only the type: the text may quote a header value (the API key)
-                raise SourceError(
-                    f"{self.describe()}: no answer from {path} ({type(exc).__name__})"
-                ) from None
-            raise SourceError(
-                f"{self.describe()}: no complete answer within {self.timeout:g}s from {path}"
-            ) from exc
+            # Only the type, never the chain: the text may quote a header value (the API key) or the
+            # query (a cursor that is a contact's email).
+            what = (
+                f"no complete answer within {self.timeout:g}s"
+                if deadline.expired
+                else f"no answer ({type(exc).__name__})"
+            )
+            raise SourceError(f"{self.describe()}: {what} from {path}") from None
         except AnswerTooLarge as exc:
             raise SourceError(f"{self.describe()}: {exc} from {path} (max_answer_bytes)") from None
         if response.is_redirect:
