@@ -132,6 +132,11 @@ class Source(ABC):
     def describe(self) -> str:
         """One line for logs and docs, without secrets."""
 
+    def __repr__(self) -> str:
+        """`describe`, so a mapped task's partial arguments (serialized with ``str()``) are the same at
+        every parse: an object's default repr holds its memory address, a new DAG version every parse."""
+        return f"{type(self).__name__}({self.describe()})"
+
     def commit(self) -> None:
         """Save the progress of the last, fully consumed `batches` iteration to the state store."""
         return None  # a plain source remembers nothing
