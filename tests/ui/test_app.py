@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,12 +104,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Iterator[Page]:
-    name = f"altcraft_ui_app_{uuid.uuid4().hex[:10]}"
-    _admin(f"CREATE DATABASE {name}")
-    engine = sa.create_engine(f"{PG}/{name}")
-    home = tmp_path_factory.mktemp("airflow-ui-app")
+@contextmanager
+def serving(home: Path, ledger_url: str) -> Generator[Page]:
+    """Airflow's API server (metadata in ``home``) with the page reading the ledger at ``ledger_url``."""
     (home / "dags").mkdir()
     (home / "passwords.json").write_text(json.dumps(USERS))
     env = {
@@ -123,15 +121,12 @@ def page(tmp_path_factory) -> Iterator[Page]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
         "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
-        "AIRFLOW_CONN_UI_LEDGER": f"postgresql://postgres@127.0.0.1:5432/{name}",
+        "AIRFLOW_CONN_UI_LEDGER": ledger_url,
         "AIRFLOW__ALTCRAFT__LEDGER_CONN_ID": "ui_ledger",
     }
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
     )
-    ledger = Ledger(engine)
-    ledger.ensure_schema()
-    _fill(ledger)
     port = _free_port()
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
@@ -160,8 +155,33 @@ def page(tmp_path_factory) -> Iterator[Page]:
         server.terminate()
         server.wait(30)
         log.close()
-        engine.dispose()
+
+
+@contextmanager
+def database() -> Generator[str]:
+    """A new PostgreSQL database (its name), dropped at the end."""
+    name = f"altcraft_ui_app_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Iterator[Page]:
+    with database() as name:
+        engine = sa.create_engine(f"{PG}/{name}")
+        ledger = Ledger(engine)
+        ledger.ensure_schema()
+        _fill(ledger)
+        try:
+            with serving(
+                tmp_path_factory.mktemp("airflow-ui-app"), f"postgresql://postgres@127.0.0.1:5432/{name}"
+            ) as page:
+                yield page
+        finally:
+            engine.dispose()
 
 
 RUN = {"dag_id": READABLE, "run_id": "r1"}
@@ -259,3 +279,37 @@ def test_a_reconciliation_or_resend_plan_counts_whom_the_run_may_reach(page):
         assert "up to 6 people of this run" in message and "new to the window" in message
     dry = page.get("/plan", action="dry_run", **RUN).json()
     assert dry["people"] == 0 and "Nothing is sent" in dry["message"]
+
+
+def _all_routes(page: Page) -> dict[str, requests.Response]:
+    """Every page and endpoint that reads the ledger, as the admin."""
+    return {
+        "/": page.get("/"),
+        "/run": page.get("/run", **RUN),
+        "/run.csv": page.get("/run.csv", **RUN),
+        "/contact?h": page.get("/contact", h="0" * 64),
+        "POST /contact": page.search("anna@example.org"),
+        "/plan": page.get("/plan", action="reconcile", **RUN),
+    }
+
+
+def test_a_missing_old_or_unreachable_ledger_is_said_on_every_route_not_a_server_error(tmp_path):
+    with database() as name, serving(tmp_path, f"postgresql://postgres@127.0.0.1:5432/{name}") as page:
+        engine = sa.create_engine(f"{PG}/{name}")
+        states = {}
+        states["missing"] = _all_routes(page)  # an empty database: no ledger tables
+        Ledger(engine).ensure_schema()
+        with engine.begin() as conn:  # a ledger of an older version: no per-day counts
+            conn.exec_driver_sql("DROP TABLE altcraft_outcome_days")
+        old = _all_routes(page)  # the pages that read the per-day counts
+        states["old"] = {route: old[route] for route in ("/", "POST /contact")}
+        engine.dispose()
+        _admin(f"DROP DATABASE {name} WITH (FORCE)")
+        states["unreachable"] = _all_routes(page)
+    for state, answers in states.items():
+        for route, answer in answers.items():
+            assert answer.status_code == 503, (state, route, answer.status_code, answer.text[:300])
+            text = answer.text if route != "/plan" else answer.json()["detail"]
+            assert "ledger" in text, (state, route, text[:300])
+            assert "postgres@" not in text and "Traceback" not in text
+    assert "first pipeline run" in states["missing"]["/"].text  # how its tables are created or upgraded

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from altcraft.mapping import mask_key
 from altcraft.masking import scrub
@@ -32,6 +35,7 @@ from altcraft.ui import airflow_runs, queries
 from altcraft.ui.actions import Action, plan
 from altcraft.ui.keys import candidate_keys
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
 #: The last page number a run page accepts: its row offset fits any database's 64-bit integer.
@@ -107,6 +111,29 @@ def read_only() -> Iterator[Connection]:
 
 
 Ledger = Annotated[Connection, Depends(read_only)]
+
+
+def ledger_error(error: DBAPIError) -> str:
+    """What the page says when the ledger cannot be read: the database's own first line, scrubbed (no SQL,
+    no parameters: they may hold contact hashes or keys)."""
+    first = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
+    return (
+        "The sync ledger cannot be read: its database is unreachable, or its tables are missing or of an "
+        "older version (the first pipeline run of this version creates and upgrades them). "
+        f"The database said: {scrub(first)[:300]}"
+    )
+
+
+@app.exception_handler(DBAPIError)
+def ledger_unavailable(request: Request, error: DBAPIError) -> Response:
+    """503 with the reason, on the page or as the JSON ``detail`` of an endpoint: never a bare 500."""
+    message = ledger_error(error)
+    log.error("Altcraft page %s: %s", request.url.path, message)
+    if request.url.path.endswith("/plan"):
+        return JSONResponse({"detail": message}, status_code=503, headers={"Cache-Control": "no-store"})
+    response = render(request, "unavailable.html", message=message)
+    response.status_code = 503
+    return response
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -246,8 +273,10 @@ def run_csv(conn: Ledger, dag_id: str, run_id: str, outcome: str = "") -> Stream
     name = re.sub(
         r"[^A-Za-z0-9._-]", "_", f"altcraft-{dag_id}-{run_id}{'-' + outcome if outcome else ''}.csv"
     )
+    chunks = lines()
+    first = next(chunks)  # the first query runs before the answer starts: a ledger error is still a 503
     return StreamingResponse(
-        lines(),
+        itertools.chain([first], chunks),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
     )
