@@ -313,3 +313,48 @@ def test_a_missing_old_or_unreachable_ledger_is_said_on_every_route_not_a_server
             assert "ledger" in text, (state, route, text[:300])
             assert "postgres@" not in text and "Traceback" not in text
     assert "first pipeline run" in states["missing"]["/"].text  # how its tables are created or upgraded
+
+
+CHROMIUM = os.environ.get("ALTCRAFT_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def admin_tab(browser, page):
+    """A browser tab with the admin's Airflow session cookie, on the run page of ``open_dag``."""
+    context = browser.new_context()
+    context.add_cookies([{"name": "_token", "value": page.tokens["admin"], "url": page.url}])
+    tab = context.new_page()
+    tab.goto(f"{page.url}/altcraft/run?dag_id={READABLE}&run_id=r1")
+    yield tab
+    context.close()
+
+
+@pytest.mark.parametrize("clicks", ["dblclick", "two clicks"])
+def test_an_action_clicked_twice_asks_once_and_starts_one_run(admin_tab, clicks):
+    triggers = []
+    admin_tab.on(
+        "request", lambda r: triggers.append(r) if r.method == "POST" and "/dagRuns" in r.url else None
+    )
+    button = admin_tab.locator("button[data-action=reconcile]")
+    if clicks == "dblclick":
+        button.dblclick()
+    else:
+        button.click()
+        button.click(force=True)  # as a person would, on a button that may already be disabled
+    admin_tab.locator("#confirm button[value=ok]").click()
+    admin_tab.locator(".actions .result").filter(has_text="Airflow").wait_for()  # its answer is shown
+    admin_tab.wait_for_timeout(500)
+    assert len(triggers) == 1, [r.url for r in triggers]
+    assert not admin_tab.locator("#confirm").evaluate("d => d.open")
