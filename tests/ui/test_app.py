@@ -269,6 +269,21 @@ def test_a_user_sees_no_counts_or_contact_state_set_by_a_dag_they_may_not_read(p
     assert SECRET in page.search("shared@example.org").text
 
 
+def attention(html: str) -> dict[str, int]:
+    """The "N uncertain" / "N failed" badges that flag what a person must look at."""
+    return {status: int(n) for n, status in re.findall(r'data-attention="\w+">(\d+) (\w+)<', html)}
+
+
+def test_a_run_with_uncertain_or_failed_contacts_never_looks_clean(page):
+    run = page.get("/run", **RUN).text
+    alert = run.split('id="attention"', 1)[1].split("</p>", 1)[0]
+    assert attention(alert) == {"uncertain": 2, "failed": 4}  # now: with the shared one secret_dag failed
+    assert "may or may not have launched" in alert
+    row = page.get("/").text.split(f'data-dag="{READABLE}"', 1)[1].split("</tr>", 1)[0]
+    assert 'state-success">success' in row and attention(row) == {"uncertain": 2, "failed": 3}  # its last run
+    assert 'id="attention"' not in page.get("/run", dag_id=READABLE, run_id="no-outcomes").text
+
+
 def test_a_reconciliation_or_resend_plan_counts_whom_the_run_may_reach(page):
     """Both deliver the run's whole window: its failed and uncertain contacts may get messages (3 failed, 2
     uncertain of its own, and the shared contact another DAG left failed), and new ones of the window."""

@@ -230,7 +230,7 @@ def run_page(
         page=page,
         pages=max(1, math.ceil(filtered / PAGE_SIZE)),
         filtered=filtered,
-        uncertain_now=queries.open_in_run(conn, dag_id, run_id).get("uncertain", 0),
+        open_now=queries.open_in_run(conn, dag_id, run_id),
         can_trigger=airflow_runs.may_trigger(user, dag_id),
     )
 
