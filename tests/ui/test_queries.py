@@ -166,8 +166,11 @@ def test_run_outcomes_filter_page_and_export(history):
         assert [row["id"] for page in pages for row in page] == [row["id"] for row in everything]
         failed = queries.run_outcomes(conn, "welcome", "scheduled__d2", outcome="failed")
         assert [(row["contact_key"], row["source_key"]) for row in failed] == [("email:d@x.org", "row-d")]
+        statements: list[str] = []
+        sa.event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
         exported = list(queries.iter_run_outcomes(conn, "welcome", "scheduled__d2", chunk=2))
         assert [row["id"] for row in exported] == [row["id"] for row in everything]
+        assert len(statements) == 1, "the export reads the run once, however many chunks it streams"
 
 
 def test_a_typed_contact_is_found_in_every_scenario_as_the_ledger_keys_it(history):
