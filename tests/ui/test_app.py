@@ -47,21 +47,22 @@ def _admin(statement: str) -> None:
 
 
 def _fill(ledger: Ledger) -> None:
-    """Both DAGs' run ``r1`` with hostile reasons and source keys; a contact both DAGs sent; and an
-    uncertain contact of another scenario whose only outcome is 40 days old."""
+    """Both DAGs' run ``r1`` with hostile reasons and source keys (``secret_dag``'s settled just now, an
+    hour after ``open_dag``'s); a contact both DAGs sent; and an uncertain contact of another scenario
+    whose only outcome is 40 days old."""
     now = datetime.now(UTC)
-    for dag_id in (READABLE, SECRET):
+    for dag_id, at in ((READABLE, now - timedelta(hours=1)), (SECRET, now)):  # uncertain: for long, just now
         run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
         sources = [XSS, *FORMULAS, f"{dag_id} row"]
         items = [(f"email:{dag_id}-{n}@example.org", source) for n, source in enumerate(sources)]
-        claim = ledger.claim(SCOPE, run, items, ONCE, now=now)
+        claim = ledger.claim(SCOPE, run, items, ONCE, now=at)
         texts = (XSS, *FORMULAS, f"why {dag_id} failed")
         outcomes = (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
         settled = {
             key: Settlement(outcomes[n % 3], code=400, text=texts[n % len(texts)])
             for n, key in enumerate(claim.to_send)
         }
-        ledger.settle(SCOPE, run, claim, settled, now=now)
+        ledger.settle(SCOPE, run, claim, settled, now=at)
         ledger.record(SCOPE, run, Outcome.REJECTED, [(None, f"{XSS}{dag_id}", 1, f"=1+1 {XSS}")])
     for dag_id, outcome, relaunch in ((READABLE, Outcome.LAUNCHED, False), (SECRET, Outcome.FAILED, True)):
         run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
@@ -373,3 +374,17 @@ def test_an_action_clicked_twice_asks_once_and_starts_one_run(admin_tab, clicks)
     admin_tab.wait_for_timeout(500)
     assert len(triggers) == 1, [r.url for r in triggers]
     assert not admin_tab.locator("#confirm").evaluate("d => d.open")
+
+
+def test_uncertain_contacts_are_never_resent_while_altcraft_may_still_process_their_request(page):
+    """secret_dag's run left contacts uncertain just now: a resend could launch them twice, reconciling
+    cannot (it waits for the grace before it calls a request not processed)."""
+    secret = {"dag_id": SECRET, "run_id": "r1"}
+    fresh, failed = (SCOPE.contact_hash(f"email:{SECRET}-{n}@example.org") for n in (2, 1))
+    for selected in ([], [fresh], [fresh, failed]):
+        answer = page.get("/plan", action="resend_uncertain", selected=selected, **secret)
+        assert answer.status_code == 409, selected
+        assert "may launch it twice" in answer.json()["detail"]
+    assert page.get("/plan", action="resend_uncertain", selected=[failed], **secret).status_code == 200
+    assert page.get("/plan", action="reconcile", **secret).status_code == 200
+    assert page.get("/plan", action="resend_uncertain", **RUN).status_code == 200  # uncertain for an hour

@@ -207,6 +207,14 @@ def test_who_a_resend_or_relaunch_would_reach(history):
         picked = {SCOPE.contact_hash(f"email:{e}@x.org") for e in ("c", "e")}
         statuses = queries.selected_contacts(conn, "welcome", "scheduled__d2", picked | {"f" * 64})
         assert sorted(statuses.values()) == ["launched", "uncertain"]
+        uncertain_at = NOW - timedelta(hours=2)  # when e@x.org became uncertain
+        assert queries.last_uncertain_at(conn, "welcome", "scheduled__d2") == uncertain_at
+        assert queries.last_uncertain_at(conn, "welcome", "scheduled__d2", picked) == uncertain_at
+        assert (
+            queries.last_uncertain_at(conn, "welcome", "scheduled__d2", {SCOPE.contact_hash("email:d@x.org")})
+            is None
+        )
+        assert queries.last_uncertain_at(conn, "welcome", "scheduled__d1") is None
 
 
 def test_candidate_keys_normalise_like_the_mapper():

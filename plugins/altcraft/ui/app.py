@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 
 from altcraft.mapping import mask_key
 from altcraft.masking import scrub
+from altcraft.reconciliation import DEFAULT_GRACE
 from altcraft.ui import airflow_runs, queries
 from altcraft.ui.actions import Action, plan
 from altcraft.ui.keys import candidate_keys
@@ -321,6 +322,22 @@ async def contact_search(request: Request, user: GetUserDep, conn: Ledger) -> HT
 # -------------------------------------------------------------------------------------------- actions
 
 
+def refuse_resend_within_grace(last_uncertain: datetime | None, now: datetime | None = None) -> None:
+    """409 while a contact to resend became uncertain less than reconciliation's grace ago: Altcraft may
+    still be processing its request (an answer lost to a timeout, a queued task), and a resend now could
+    launch it twice. Reconciliation waits as long before it calls such a request not processed."""
+    if last_uncertain is None:
+        return
+    ready = last_uncertain + DEFAULT_GRACE
+    if ready > (now or datetime.now(UTC)):
+        raise HTTPException(
+            409,
+            f"An uncertain contact to resend became uncertain less than {DEFAULT_GRACE.seconds // 60} "
+            "minutes ago: Altcraft may still be processing its request, and resending it now may launch "
+            f"it twice. Resend after {ready.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, or reconcile.",
+        )
+
+
 @app.get("/plan", dependencies=[ReadRuns, TriggerRuns])
 def action_plan(
     conn: Ledger,
@@ -339,6 +356,8 @@ def action_plan(
         statuses = queries.selected_contacts(conn, dag_id, run_id, chosen)
         if set(statuses) != chosen:
             raise HTTPException(400, f"{len(chosen - set(statuses))} selected contact(s) are not in this run")
+    if action is Action.RESEND_UNCERTAIN:
+        refuse_resend_within_grace(queries.last_uncertain_at(conn, dag_id, run_id, chosen or None))
     if action is Action.DRY_RUN:
         people = 0
     elif chosen:  # the run sends only these: their failed and uncertain ones, or all when relaunched

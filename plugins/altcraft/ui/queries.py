@@ -350,14 +350,20 @@ def contact_by_hash(conn: Connection, found: str, dag_ids: Collection[str] | Non
 RESENDABLE = ("failed", "uncertain")
 
 
-def open_in_run(conn: Connection, dag_id: str, run_id: str) -> dict[str, int]:
-    """Contacts of this run that are ``failed`` or ``uncertain`` now, counted by status."""
-    in_run = (
+def _in_run(dag_id: str, run_id: str, hashes: Collection[str] | None = None) -> Any:
+    """The distinct contact hashes with an outcome in the run (only among ``hashes`` if given)."""
+    condition = _O.contact_hash.is_not(None) if hashes is None else _O.contact_hash.in_(sorted(hashes))
+    return (
         sa.select(_O.contact_hash)
-        .where(_O.dag_id == dag_id, _O.run_id == run_id, _O.contact_hash.is_not(None))
+        .where(_O.dag_id == dag_id, _O.run_id == run_id, condition)
         .distinct()
         .subquery()
     )
+
+
+def open_in_run(conn: Connection, dag_id: str, run_id: str) -> dict[str, int]:
+    """Contacts of this run that are ``failed`` or ``uncertain`` now, counted by status."""
+    in_run = _in_run(dag_id, run_id)
     query = (
         sa.select(_C.status, sa.func.count())
         .select_from(contacts_table.join(in_run, in_run.c.contact_hash == _C.contact_hash))
@@ -371,11 +377,20 @@ def selected_contacts(conn: Connection, dag_id: str, run_id: str, hashes: Collec
     """Of these contact hashes, those that have an outcome in the run → their current ledger status."""
     if not hashes:
         return {}
-    in_run = (
-        sa.select(_O.contact_hash)
-        .where(_O.dag_id == dag_id, _O.run_id == run_id, _O.contact_hash.in_(sorted(hashes)))
-        .distinct()
-        .subquery()
-    )
+    in_run = _in_run(dag_id, run_id, hashes)
     query = sa.select(_C.contact_hash, _C.status).join(in_run, in_run.c.contact_hash == _C.contact_hash)
     return {found: status for found, status in conn.execute(query)}
+
+
+def last_uncertain_at(
+    conn: Connection, dag_id: str, run_id: str, hashes: Collection[str] | None = None
+) -> datetime | None:
+    """When the latest of the run's contacts that are ``uncertain`` now (only among ``hashes`` if given)
+    became uncertain (its ``updated_at``, what reconciliation's grace counts from); None: none is."""
+    in_run = _in_run(dag_id, run_id, hashes)
+    query = (
+        sa.select(sa.func.max(_C.updated_at))
+        .select_from(contacts_table.join(in_run, in_run.c.contact_hash == _C.contact_hash))
+        .where(_C.status == "uncertain")
+    )
+    return _as_utc(conn.execute(query).scalar())
