@@ -199,6 +199,21 @@ def test_every_route_requires_a_user_and_read_access_to_the_dag(page):
     assert page.get("/plan", "viewer", action="dry_run", **RUN).status_code == 403
 
 
+def test_every_answer_forbids_foreign_frames_inline_script_and_sniffing(page):
+    answers = [
+        *(page.get(path, **RUN) for path in ("/", "/run", "/run.csv", "/contact", "/static/altcraft.js")),
+        page.get("/plan", action="dry_run", **RUN),
+        page.get("/plan", "viewer", action="dry_run", **RUN),  # 403
+        page.get("/run", page=0, **RUN),  # 422
+        page.search("shared@example.org"),
+    ]
+    for answer in answers:
+        policy = answer.headers.get("Content-Security-Policy", "")
+        assert "frame-ancestors 'self'" in policy and "script-src 'self';" in policy, answer.url
+        assert answer.headers["X-Frame-Options"] == "SAMEORIGIN"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_ledger_texts_are_escaped_on_every_page(page):
     texts = [
         page.get("/run", **RUN).text,
@@ -359,6 +374,9 @@ def admin_tab(browser, page):
 
 @pytest.mark.parametrize("clicks", ["dblclick", "two clicks"])
 def test_an_action_clicked_twice_asks_once_and_starts_one_run(admin_tab, clicks):
+    blocked = []  # the page works under its own Content-Security-Policy
+    admin_tab.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    admin_tab.reload()
     triggers = []
     admin_tab.on(
         "request", lambda r: triggers.append(r) if r.method == "POST" and "/dagRuns" in r.url else None
@@ -374,6 +392,7 @@ def test_an_action_clicked_twice_asks_once_and_starts_one_run(admin_tab, clicks)
     admin_tab.wait_for_timeout(500)
     assert len(triggers) == 1, [r.url for r in triggers]
     assert not admin_tab.locator("#confirm").evaluate("d => d.open")
+    assert not blocked
 
 
 def test_uncertain_contacts_are_never_resent_while_altcraft_may_still_process_their_request(page):
