@@ -407,3 +407,42 @@ def test_uncertain_contacts_are_never_resent_while_altcraft_may_still_process_th
     assert page.get("/plan", action="resend_uncertain", selected=[failed], **secret).status_code == 200
     assert page.get("/plan", action="reconcile", **secret).status_code == 200
     assert page.get("/plan", action="resend_uncertain", **RUN).status_code == 200  # uncertain for an hour
+
+
+@pytest.fixture
+def foreign_page(page) -> Iterator[str]:
+    """A page of another origin on the same site (another port of 127.0.0.1, where the browser still sends
+    Airflow's SameSite=Lax cookie) that frames the run page, as one stealing clicks would."""
+    import http.server
+    import threading
+
+    html = f'<iframe id="victim" src="{page.url}/altcraft/run?dag_id={READABLE}&run_id=r1"></iframe>'.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+
+
+def test_a_page_of_another_origin_cannot_frame_the_actions(browser, page, foreign_page):
+    context = browser.new_context()
+    context.add_cookies([{"name": "_token", "value": page.tokens["admin"], "url": page.url}])
+    tab = context.new_page()
+    framed = []
+    tab.on("response", lambda r: framed.append(r.status) if "/altcraft/run" in r.url else None)
+    tab.goto(foreign_page)
+    tab.wait_for_timeout(1500)
+    assert framed == [200], "the framed page was requested with the session cookie"
+    frame = tab.frame_locator("#victim")
+    assert frame.locator("button[data-action]").count() == 0, "the run page rendered inside a foreign page"
+    context.close()
