@@ -170,19 +170,22 @@ def database() -> Generator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Iterator[Page]:
+def ledger_db() -> Iterator[str]:
+    """The PostgreSQL ledger the page reads (its database name), filled by `_fill`."""
     with database() as name:
         engine = sa.create_engine(f"{PG}/{name}")
         ledger = Ledger(engine)
         ledger.ensure_schema()
         _fill(ledger)
-        try:
-            with serving(
-                tmp_path_factory.mktemp("airflow-ui-app"), f"postgresql://postgres@127.0.0.1:5432/{name}"
-            ) as page:
-                yield page
-        finally:
-            engine.dispose()
+        engine.dispose()
+        yield name
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, ledger_db) -> Iterator[Page]:
+    home = tmp_path_factory.mktemp("airflow-ui-app")
+    with serving(home, f"postgresql://postgres@127.0.0.1:5432/{ledger_db}") as page:
+        yield page
 
 
 RUN = {"dag_id": READABLE, "run_id": "r1"}
@@ -446,3 +449,18 @@ def test_a_page_of_another_origin_cannot_frame_the_actions(browser, page, foreig
     frame = tab.frame_locator("#victim")
     assert frame.locator("button[data-action]").count() == 0, "the run page rendered inside a foreign page"
     context.close()
+
+
+def test_a_ledger_table_locked_by_an_upgrade_gets_a_503_in_seconds_not_a_hung_page(page, ledger_db):
+    engine = sa.create_engine(f"{PG}/{ledger_db}")
+    try:
+        with engine.connect() as locker:  # as an ALTER TABLE of a schema upgrade holds it
+            locker.exec_driver_sql("LOCK TABLE altcraft_outcome_days IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            answer = page.get("/")
+            assert answer.status_code == 503 and "lock timeout" in answer.text
+            assert time.monotonic() - started < 15
+            locker.rollback()
+    finally:
+        engine.dispose()
+    assert page.get("/").status_code == 200

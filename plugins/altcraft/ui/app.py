@@ -116,6 +116,10 @@ def prepare() -> None:
         conn.exec_driver_sql("SELECT 1")
 
 
+#: How long a page's query waits for a lock (an upgrade's ALTER TABLE) and runs at most (PostgreSQL).
+LOCK_TIMEOUT, STATEMENT_TIMEOUT = "5s", "60s"
+
+
 def read_only() -> Iterator[Connection]:
     """A connection that only reads, rolled back at the end. On PostgreSQL a read-only REPEATABLE READ
     transaction: a page's queries (e.g. 24-hour and per-day counts) see one snapshot of the ledger."""
@@ -127,6 +131,9 @@ def read_only() -> Iterator[Connection]:
             if postgres:  # report queries: aggregate in memory, no JIT compilation for one-off plans
                 conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
                 conn.exec_driver_sql("SET LOCAL jit = off")
+                # a page answers (503, saying why) rather than hang behind a schema upgrade's lock
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
             yield conn
         finally:
             conn.rollback()
@@ -140,8 +147,9 @@ def ledger_error(error: DBAPIError) -> str:
     no parameters: they may hold contact hashes or keys)."""
     first = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
     return (
-        "The sync ledger cannot be read: its database is unreachable, or its tables are missing or of an "
-        "older version (the first pipeline run of this version creates and upgrades them). "
+        "The sync ledger cannot be read: its database is unreachable or did not answer in time, or its "
+        "tables are missing or of an older version (the first pipeline run of this version creates and "
+        "upgrades them). "
         f"The database said: {scrub(first)[:300]}"
     )
 
