@@ -1,7 +1,7 @@
 """Airflow's API server (the Altcraft page mounted as in production) for the page's HTTP tests.
 
 Run as ``python -m tests.ui.airflow_server PORT DAG_ID...`` with ``AIRFLOW_HOME`` holding a migrated
-metadata database: it adds each DAG with one finished run ``r1`` and serves Airflow's whole app.
+metadata database: it adds each DAG with finished runs (`add_runs`) and serves Airflow's whole app.
 The auth manager is Airflow's simple one, except that the user ``restricted`` may only read the DAG
 ``open_dag`` (what a per-DAG role of a real auth manager allows).
 """
@@ -31,7 +31,8 @@ class PerDagAuthManager(SimpleAuthManager):
 
 
 def add_runs(dag_ids: list[str]) -> None:
-    """Each DAG with one successful manual run ``r1`` over the last day."""
+    """Each DAG with one successful manual run ``r1`` over the last day, and an earlier one
+    ``no_interval`` without a logical date or data interval."""
     from airflow.models.dag import DagModel
     from airflow.models.dagbundle import DagBundleModel
     from airflow.models.dagrun import DagRun
@@ -55,6 +56,15 @@ def add_runs(dag_ids: list[str]) -> None:
                     logical_date=now - timedelta(hours=1),
                     data_interval=(now - timedelta(days=1), now - timedelta(hours=1)),
                     run_after=now - timedelta(hours=1),
+                    state=DagRunState.SUCCESS,
+                )
+            )
+            session.add(  # an earlier run without a logical date, as Airflow 3 triggers or an event starts
+                DagRun(
+                    dag_id=dag_id,
+                    run_id="no_interval",
+                    run_type=DagRunType.MANUAL,
+                    run_after=now - timedelta(days=2),
                     state=DagRunState.SUCCESS,
                 )
             )

@@ -464,3 +464,14 @@ def test_a_ledger_table_locked_by_an_upgrade_gets_a_503_in_seconds_not_a_hung_pa
     finally:
         engine.dispose()
     assert page.get("/").status_code == 200
+
+
+def test_a_run_without_a_data_interval_offers_no_action_on_another_window(page):
+    """A new run would get the interval Airflow infers for its logical date (now): not the run's window."""
+    run = {"dag_id": READABLE, "run_id": "no_interval"}
+    for action in ("reconcile", "resend_uncertain", "dry_run"):
+        answer = page.get("/plan", action=action, **run)
+        assert answer.status_code == 400 and "no data interval" in answer.json()["detail"], action
+    html = page.get("/run", **run).text
+    assert 'id="no-actions"' in html and "data-action" not in html
+    assert "data-action" in page.get("/run", **RUN).text

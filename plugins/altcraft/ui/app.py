@@ -33,7 +33,7 @@ from altcraft.mapping import mask_key
 from altcraft.masking import scrub
 from altcraft.reconciliation import DEFAULT_GRACE
 from altcraft.ui import airflow_runs, queries
-from altcraft.ui.actions import Action, plan
+from altcraft.ui.actions import NO_WINDOW, Action, plan
 from altcraft.ui.keys import candidate_keys
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,7 @@ templates.globals.update(
     outcome_names=queries.ordered_outcomes,
     fmt_time=_fmt_time,
     bars=bars,
+    no_window=NO_WINDOW,
 )
 
 # ---------------------------------------------------------------------------------------------- pages
