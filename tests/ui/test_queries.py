@@ -217,6 +217,18 @@ def test_who_a_resend_or_relaunch_would_reach(history):
         assert queries.last_uncertain_at(conn, "welcome", "scheduled__d1") is None
 
 
+def test_contacts_a_run_left_sending_are_found_by_their_claim(ledger):
+    """A try that died leaves its claimed contacts `sending`, without an outcome row in the run."""
+    for dag_id, run_id in (("wel_come", "r%1"), ("welXcome", "r%1"), ("wel_come", "rX1")):
+        ledger.claim(
+            SCOPE, ref(dag_id, run_id, "import_and_launch[0]"), [(f"email:{run_id}@{dag_id}.org", "s")], ONCE
+        )
+    with ledger.engine.connect() as conn:
+        assert queries.sending_in_run(conn, "wel_come", "r%1") == 1  # `_` and `%` are no wildcards
+        assert queries.sending_in_run(conn, "wel_come", "r") == 0
+        assert queries.open_in_run(conn, "wel_come", "r%1") == {}, "no outcome row in the run"
+
+
 def test_candidate_keys_normalise_like_the_mapper():
     assert candidate_keys("Anna@Example.ORG")[:3] == [
         "email:anna@example.org",

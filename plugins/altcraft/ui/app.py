@@ -261,7 +261,10 @@ def run_page(
         page=page,
         pages=max(1, math.ceil(filtered / PAGE_SIZE)),
         filtered=filtered,
-        open_now=queries.open_in_run(conn, dag_id, run_id),
+        open_now={
+            **queries.open_in_run(conn, dag_id, run_id),
+            "sending": queries.sending_in_run(conn, dag_id, run_id),
+        },
         can_trigger=airflow_runs.may_trigger(user, dag_id),
     )
 

@@ -373,6 +373,22 @@ def open_in_run(conn: Connection, dag_id: str, run_id: str) -> dict[str, int]:
     return {status: int(count) for status, count in conn.execute(query)}
 
 
+def sending_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
+    """Contacts a try of this run claimed and has recorded no answer for (still ``sending``): it is still
+    sending them, or it died (they have no outcome row in the run until a retry or a later claim recovers
+    them as uncertain). Found by their claim (``dag_id/task_id/run_id``) among the open contacts."""
+    pattern = f"{_like_literal(dag_id)}/%/{_like_literal(run_id)}"
+    query = sa.select(sa.func.count()).where(
+        _C.status == "sending", NOT_LAUNCHED, _C.claim_run_key.like(pattern, escape="!")
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def _like_literal(text: str) -> str:
+    """``text`` matched literally by ``LIKE … ESCAPE '!'`` (the same on every database, unlike ``\\``)."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
 def selected_contacts(conn: Connection, dag_id: str, run_id: str, hashes: Collection[str]) -> dict[str, str]:
     """Of these contact hashes, those that have an outcome in the run → their current ledger status."""
     if not hashes:
