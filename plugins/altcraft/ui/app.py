@@ -224,6 +224,7 @@ def pipelines_page(request: Request, user: GetUserDep, conn: Ledger) -> HTMLResp
         request,
         "pipelines.html",
         scopes=scopes,
+        readable=bool(readable),
         last_runs=last,
         totals=totals,
         today=now.date(),
