@@ -306,6 +306,8 @@ def test_a_run_with_uncertain_sending_or_failed_contacts_never_looks_clean(page)
     alert = run.split('id="attention"', 1)[1].split("</p>", 1)[0]
     # now: with the shared one secret_dag failed, and the one a try died sending
     assert attention(alert) == {"uncertain": 2, "sending": 1, "failed": 4}
+    restricted = page.get("/run", RESTRICTED, **RUN).text.split('id="attention"', 1)[1].split("</p>", 1)[0]
+    assert attention(restricted) == {"uncertain": 2, "sending": 1, "failed": 3}, "not secret_dag's failure"
     assert "may or may not have launched" in alert
     row = page.get("/").text.split(f'data-dag="{READABLE}"', 1)[1].split("</tr>", 1)[0]
     assert 'state-success">success' in row and attention(row) == {"uncertain": 2, "failed": 3}  # its last run

@@ -204,6 +204,11 @@ def test_who_a_resend_or_relaunch_would_reach(history):
     with history.engine.connect() as conn:
         assert queries.open_in_run(conn, "welcome", "scheduled__d2") == {"uncertain": 1, "failed": 1}
         assert queries.open_in_run(conn, "welcome", "scheduled__d1") == {}
+        assert queries.open_in_run(conn, "welcome", "scheduled__d2", {"welcome"}) == {
+            "uncertain": 1,
+            "failed": 1,
+        }
+        assert queries.open_in_run(conn, "welcome", "scheduled__d2", {"other"}) == {}, "welcome's claims"
         picked = {SCOPE.contact_hash(f"email:{e}@x.org") for e in ("c", "e")}
         statuses = queries.selected_contacts(conn, "welcome", "scheduled__d2", picked | {"f" * 64})
         assert sorted(statuses.values()) == ["launched", "uncertain"]

@@ -263,7 +263,7 @@ def run_page(
         pages=max(1, math.ceil(filtered / PAGE_SIZE)),
         filtered=filtered,
         open_now={
-            **queries.open_in_run(conn, dag_id, run_id),
+            **queries.open_in_run(conn, dag_id, run_id, airflow_runs.readable_dag_ids(user)),
             "sending": queries.sending_in_run(conn, dag_id, run_id),
         },
         can_trigger=airflow_runs.may_trigger(user, dag_id),

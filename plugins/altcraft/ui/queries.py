@@ -361,16 +361,24 @@ def _in_run(dag_id: str, run_id: str, hashes: Collection[str] | None = None) -> 
     )
 
 
-def open_in_run(conn: Connection, dag_id: str, run_id: str) -> dict[str, int]:
-    """Contacts of this run that are ``failed`` or ``uncertain`` now, counted by status."""
+def open_in_run(
+    conn: Connection, dag_id: str, run_id: str, dag_ids: Collection[str] | None = None
+) -> dict[str, int]:
+    """Contacts of this run that are ``failed`` or ``uncertain`` now, counted by status. ``dag_ids``: only
+    those whose latest claim is of one of these DAGs (those the user may read: another DAG's claim is its
+    outcome, as on the Contact page); ``None``: all (who an action may reach)."""
     in_run = _in_run(dag_id, run_id)
     query = (
-        sa.select(_C.status, sa.func.count())
+        sa.select(_C.status, _C.claim_run_key, sa.func.count())
         .select_from(contacts_table.join(in_run, in_run.c.contact_hash == _C.contact_hash))
         .where(_C.status.in_(RESENDABLE))
-        .group_by(_C.status)
+        .group_by(_C.status, _C.claim_run_key)
     )
-    return {status: int(count) for status, count in conn.execute(query)}
+    found: dict[str, int] = defaultdict(int)
+    for status, claim_run_key, count in conn.execute(query):
+        if dag_ids is None or claim_dag(claim_run_key) in dag_ids:
+            found[status] += int(count)
+    return dict(found)
 
 
 def sending_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
