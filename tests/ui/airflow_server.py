@@ -1,9 +1,9 @@
 """Airflow's API server (the Altcraft page mounted as in production) for the page's HTTP tests.
 
 Run as ``python -m tests.ui.airflow_server PORT DAG_ID...`` with ``AIRFLOW_HOME`` holding a migrated
-metadata database: it adds each DAG with one finished run ``r1`` and serves Airflow's whole app.
+metadata database: it adds each DAG with finished runs (`add_runs`) and serves Airflow's whole app.
 The auth manager is Airflow's simple one, except that the user ``restricted`` may only read the DAG
-``open_dag`` (what a per-DAG role of a real auth manager allows).
+``open_dag`` and the user ``nobody`` no DAG (what per-DAG roles of a real auth manager allow).
 """
 
 from __future__ import annotations
@@ -14,24 +14,27 @@ from typing import Any
 
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
-RESTRICTED, READABLE = "restricted", "open_dag"
+RESTRICTED, READABLE, NOBODY = "restricted", "open_dag", "nobody"
 
 
 class PerDagAuthManager(SimpleAuthManager):
-    """The simple auth manager, with one user limited to reading one DAG."""
+    """The simple auth manager, with one user limited to reading one DAG and one to none."""
 
     def is_authorized_dag(
         self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
     ) -> bool:
         if user.get_name() == RESTRICTED:
             return method == "GET" and details is not None and details.id == READABLE
+        if user.get_name() == NOBODY:
+            return False
         return super().is_authorized_dag(
             method=method, user=user, access_entity=access_entity, details=details
         )
 
 
 def add_runs(dag_ids: list[str]) -> None:
-    """Each DAG with one successful manual run ``r1`` over the last day."""
+    """Each DAG with one successful manual run ``r1`` over the last day, and an earlier one
+    ``no_interval`` without a logical date or data interval."""
     from airflow.models.dag import DagModel
     from airflow.models.dagbundle import DagBundleModel
     from airflow.models.dagrun import DagRun
@@ -55,6 +58,15 @@ def add_runs(dag_ids: list[str]) -> None:
                     logical_date=now - timedelta(hours=1),
                     data_interval=(now - timedelta(days=1), now - timedelta(hours=1)),
                     run_after=now - timedelta(hours=1),
+                    state=DagRunState.SUCCESS,
+                )
+            )
+            session.add(  # an earlier run without a logical date, as Airflow 3 triggers or an event starts
+                DagRun(
+                    dag_id=dag_id,
+                    run_id="no_interval",
+                    run_type=DagRunType.MANUAL,
+                    run_after=now - timedelta(days=2),
                     state=DagRunState.SUCCESS,
                 )
             )

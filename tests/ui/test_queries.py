@@ -166,8 +166,11 @@ def test_run_outcomes_filter_page_and_export(history):
         assert [row["id"] for page in pages for row in page] == [row["id"] for row in everything]
         failed = queries.run_outcomes(conn, "welcome", "scheduled__d2", outcome="failed")
         assert [(row["contact_key"], row["source_key"]) for row in failed] == [("email:d@x.org", "row-d")]
+        statements: list[str] = []
+        sa.event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
         exported = list(queries.iter_run_outcomes(conn, "welcome", "scheduled__d2", chunk=2))
         assert [row["id"] for row in exported] == [row["id"] for row in everything]
+        assert len(statements) == 1, "the export reads the run once, however many chunks it streams"
 
 
 def test_a_typed_contact_is_found_in_every_scenario_as_the_ledger_keys_it(history):
@@ -201,9 +204,34 @@ def test_who_a_resend_or_relaunch_would_reach(history):
     with history.engine.connect() as conn:
         assert queries.open_in_run(conn, "welcome", "scheduled__d2") == {"uncertain": 1, "failed": 1}
         assert queries.open_in_run(conn, "welcome", "scheduled__d1") == {}
+        assert queries.open_in_run(conn, "welcome", "scheduled__d2", {"welcome"}) == {
+            "uncertain": 1,
+            "failed": 1,
+        }
+        assert queries.open_in_run(conn, "welcome", "scheduled__d2", {"other"}) == {}, "welcome's claims"
         picked = {SCOPE.contact_hash(f"email:{e}@x.org") for e in ("c", "e")}
         statuses = queries.selected_contacts(conn, "welcome", "scheduled__d2", picked | {"f" * 64})
         assert sorted(statuses.values()) == ["launched", "uncertain"]
+        uncertain_at = NOW - timedelta(hours=2)  # when e@x.org became uncertain
+        assert queries.last_uncertain_at(conn, "welcome", "scheduled__d2") == uncertain_at
+        assert queries.last_uncertain_at(conn, "welcome", "scheduled__d2", picked) == uncertain_at
+        assert (
+            queries.last_uncertain_at(conn, "welcome", "scheduled__d2", {SCOPE.contact_hash("email:d@x.org")})
+            is None
+        )
+        assert queries.last_uncertain_at(conn, "welcome", "scheduled__d1") is None
+
+
+def test_contacts_a_run_left_sending_are_found_by_their_claim(ledger):
+    """A try that died leaves its claimed contacts `sending`, without an outcome row in the run."""
+    for dag_id, run_id in (("wel_come", "r%1"), ("welXcome", "r%1"), ("wel_come", "rX1")):
+        ledger.claim(
+            SCOPE, ref(dag_id, run_id, "import_and_launch[0]"), [(f"email:{run_id}@{dag_id}.org", "s")], ONCE
+        )
+    with ledger.engine.connect() as conn:
+        assert queries.sending_in_run(conn, "wel_come", "r%1") == 1  # `_` and `%` are no wildcards
+        assert queries.sending_in_run(conn, "wel_come", "r") == 0
+        assert queries.open_in_run(conn, "wel_come", "r%1") == {}, "no outcome row in the run"
 
 
 def test_candidate_keys_normalise_like_the_mapper():
@@ -247,11 +275,9 @@ def test_action_plans_name_the_window_params_and_people():
     assert reconcile.body["conf"] == {"reconcile": True}
     assert "up to 2 people of this run" in reconcile.message and "new to the window" in reconcile.message
     assert "No messages" not in reconcile.message, "a reconciliation run delivers its window"
-    assert plan(Action.DRY_RUN, dag_id="d", run_id="r", interval=(None, None), people=0).body.keys() == {
-        "logical_date",
-        "conf",
-        "note",
-    }
+    for action in Action:  # a new run would get the interval Airflow infers for now: another window
+        with pytest.raises(ValueError, match="no data interval"):
+            plan(action, dag_id="d", run_id="r", interval=(None, None), people=0, selected={"h1"})
     with pytest.raises(ValueError, match="select the contacts"):
         plan(Action.RELAUNCH_SELECTED, dag_id="d", run_id="r", interval=interval, people=0)
 

@@ -31,6 +31,11 @@ PARAMS: dict[Action, dict[str, bool]] = {
 #: Conf key of the contacts an action is limited to (their ledger hashes, never their keys in clear).
 SELECTED_CONF_KEY = "contact_hashes"
 MAX_SELECTED = 1000
+#: Why a run without a data interval (no logical date, or started by an event) gets no action.
+NO_WINDOW = (
+    "this run has no data interval (it has no logical date, or an event started it), so a new run cannot be "
+    "given its window: trigger the DAG with window_start and window_end instead"
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,12 @@ def plan(
     """The DAG run body for ``action`` on the window of run ``run_id``; ``people``: who may get messages.
 
     The new run's logical date is now (a DAG has one run per logical date); its data interval is the
-    original run's, so the pipeline reads the same window.
+    original run's, so the pipeline reads the same window. A run without a data interval is refused: the
+    new run would get the interval Airflow infers for now, another window than the one confirmed.
     """
+    start, end = interval
+    if start is None or end is None:
+        raise ValueError(NO_WINDOW)
     if action is Action.RELAUNCH_SELECTED and not selected:
         raise ValueError("select the contacts to relaunch first")
     if len(selected) > MAX_SELECTED:
@@ -66,15 +75,13 @@ def plan(
     conf: dict[str, Any] = dict(PARAMS[action])
     if selected:
         conf[SELECTED_CONF_KEY] = sorted(selected)
-    start, end = interval
     body: dict[str, Any] = {
         "logical_date": (now or datetime.now(UTC)).isoformat(),
+        "data_interval_start": start.isoformat(),
+        "data_interval_end": end.isoformat(),
         "conf": conf,
         "note": f"Altcraft UI: {action.value.replace('_', ' ')} for run {run_id}",
     }
-    if start is not None and end is not None:
-        body["data_interval_start"] = start.isoformat()
-        body["data_interval_end"] = end.isoformat()
     return Plan(action, dag_id, people, _message(action, dag_id, people, bool(selected)), body)
 
 

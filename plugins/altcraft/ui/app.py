@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -25,13 +27,16 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from altcraft.mapping import mask_key
 from altcraft.masking import scrub
+from altcraft.reconciliation import DEFAULT_GRACE
 from altcraft.ui import airflow_runs, queries
-from altcraft.ui.actions import Action, plan
+from altcraft.ui.actions import NO_WINDOW, Action, plan
 from altcraft.ui.keys import candidate_keys
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
 #: The last page number a run page accepts: its row offset fits any database's 64-bit integer.
@@ -59,6 +64,27 @@ app = FastAPI(
     openapi_url=None,
     dependencies=[Depends(requires_access_view(AccessView.WEBSITE)), Depends(no_nul_in_query)],
 )
+#: Sent with every answer. The page loads only its own files (no inline script or style), so an escaping
+#: bug in a template cannot run script; only Airflow's own pages may frame it (clicks on its actions
+#: cannot be stolen by a page framing it); a CSV or JSON answer is never sniffed into HTML.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "form-action 'self'; frame-ancestors 'self'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@app.middleware("http")
+async def security_headers(request: Request, call_next: Any) -> Response:
+    response = await call_next(request)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
 ReadRuns = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 TriggerRuns = Depends(requires_access_dag("POST", DagAccessEntity.RUN))
 
@@ -90,6 +116,10 @@ def prepare() -> None:
         conn.exec_driver_sql("SELECT 1")
 
 
+#: How long a page's query waits for a lock (an upgrade's ALTER TABLE) and runs at most (PostgreSQL).
+LOCK_TIMEOUT, STATEMENT_TIMEOUT = "5s", "60s"
+
+
 def read_only() -> Iterator[Connection]:
     """A connection that only reads, rolled back at the end. On PostgreSQL a read-only REPEATABLE READ
     transaction: a page's queries (e.g. 24-hour and per-day counts) see one snapshot of the ledger."""
@@ -101,12 +131,39 @@ def read_only() -> Iterator[Connection]:
             if postgres:  # report queries: aggregate in memory, no JIT compilation for one-off plans
                 conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
                 conn.exec_driver_sql("SET LOCAL jit = off")
+                # a page answers (503, saying why) rather than hang behind a schema upgrade's lock
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
             yield conn
         finally:
             conn.rollback()
 
 
 Ledger = Annotated[Connection, Depends(read_only)]
+
+
+def ledger_error(error: DBAPIError) -> str:
+    """What the page says when the ledger cannot be read: the database's own first line, scrubbed (no SQL,
+    no parameters: they may hold contact hashes or keys)."""
+    first = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
+    return (
+        "The sync ledger cannot be read: its database is unreachable or did not answer in time, or its "
+        "tables are missing or of an older version (the first pipeline run of this version creates and "
+        "upgrades them). "
+        f"The database said: {scrub(first)[:300]}"
+    )
+
+
+@app.exception_handler(DBAPIError)
+def ledger_unavailable(request: Request, error: DBAPIError) -> Response:
+    """503 with the reason, on the page or as the JSON ``detail`` of an endpoint: never a bare 500."""
+    message = ledger_error(error)
+    log.error("Altcraft page %s: %s", request.url.path, message)
+    if request.url.path.endswith("/plan"):
+        return JSONResponse({"detail": message}, status_code=503, headers={"Cache-Control": "no-store"})
+    response = render(request, "unavailable.html", message=message)
+    response.status_code = 503
+    return response
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -150,6 +207,7 @@ templates.globals.update(
     outcome_names=queries.ordered_outcomes,
     fmt_time=_fmt_time,
     bars=bars,
+    no_window=NO_WINDOW,
 )
 
 # ---------------------------------------------------------------------------------------------- pages
@@ -166,6 +224,7 @@ def pipelines_page(request: Request, user: GetUserDep, conn: Ledger) -> HTMLResp
         request,
         "pipelines.html",
         scopes=scopes,
+        readable=bool(readable),
         last_runs=last,
         totals=totals,
         today=now.date(),
@@ -203,7 +262,10 @@ def run_page(
         page=page,
         pages=max(1, math.ceil(filtered / PAGE_SIZE)),
         filtered=filtered,
-        uncertain_now=queries.open_in_run(conn, dag_id, run_id).get("uncertain", 0),
+        open_now={
+            **queries.open_in_run(conn, dag_id, run_id, airflow_runs.readable_dag_ids(user)),
+            "sending": queries.sending_in_run(conn, dag_id, run_id),
+        },
         can_trigger=airflow_runs.may_trigger(user, dag_id),
     )
 
@@ -246,8 +308,10 @@ def run_csv(conn: Ledger, dag_id: str, run_id: str, outcome: str = "") -> Stream
     name = re.sub(
         r"[^A-Za-z0-9._-]", "_", f"altcraft-{dag_id}-{run_id}{'-' + outcome if outcome else ''}.csv"
     )
+    chunks = lines()
+    first = next(chunks)  # the first query runs before the answer starts: a ledger error is still a 503
     return StreamingResponse(
-        lines(),
+        itertools.chain([first], chunks),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
     )
@@ -292,6 +356,22 @@ async def contact_search(request: Request, user: GetUserDep, conn: Ledger) -> HT
 # -------------------------------------------------------------------------------------------- actions
 
 
+def refuse_resend_within_grace(last_uncertain: datetime | None, now: datetime | None = None) -> None:
+    """409 while a contact to resend became uncertain less than reconciliation's grace ago: Altcraft may
+    still be processing its request (an answer lost to a timeout, a queued task), and a resend now could
+    launch it twice. Reconciliation waits as long before it calls such a request not processed."""
+    if last_uncertain is None:
+        return
+    ready = last_uncertain + DEFAULT_GRACE
+    if ready > (now or datetime.now(UTC)):
+        raise HTTPException(
+            409,
+            f"An uncertain contact to resend became uncertain less than {DEFAULT_GRACE.seconds // 60} "
+            "minutes ago: Altcraft may still be processing its request, and resending it now may launch "
+            f"it twice. Resend after {ready.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, or reconcile.",
+        )
+
+
 @app.get("/plan", dependencies=[ReadRuns, TriggerRuns])
 def action_plan(
     conn: Ledger,
@@ -310,6 +390,8 @@ def action_plan(
         statuses = queries.selected_contacts(conn, dag_id, run_id, chosen)
         if set(statuses) != chosen:
             raise HTTPException(400, f"{len(chosen - set(statuses))} selected contact(s) are not in this run")
+    if action is Action.RESEND_UNCERTAIN:
+        refuse_resend_within_grace(queries.last_uncertain_at(conn, dag_id, run_id, chosen or None))
     if action is Action.DRY_RUN:
         people = 0
     elif chosen:  # the run sends only these: their failed and uncertain ones, or all when relaunched

@@ -11,10 +11,15 @@ document.addEventListener("DOMContentLoaded", () => {
   const counter = panel.querySelector(".selection");
   const picked = () => [...document.querySelectorAll("input.pick:checked")].map((box) => box.value);
 
+  // One action at a time: from its plan to Airflow's answer every button is disabled, so a double click
+  // (two clicks before the first plan comes back) cannot post two runs after one confirmation.
+  let busy = false;
   const refresh = () => {
     const count = new Set(picked()).size;
     counter.textContent = `${count} selected`;
-    panel.querySelectorAll("button[data-selected]").forEach((b) => { b.disabled = count === 0; });
+    panel.querySelectorAll("button[data-action]").forEach((b) => {
+      b.disabled = busy || (b.hasAttribute("data-selected") && count === 0);
+    });
   };
   document.addEventListener("change", (event) => { if (event.target.matches("input.pick")) refresh(); });
   refresh();
@@ -32,12 +37,25 @@ document.addEventListener("DOMContentLoaded", () => {
 
   panel.addEventListener("click", async (event) => {
     const button = event.target.closest("button[data-action]");
-    if (!button) return;
+    if (!button || busy) return;
+    busy = true;
+    refresh();
+    try {
+      await act(button);
+    } catch (error) {  // no answer, or not one we can read: said, never silent
+      show(`${button.textContent}: ${error}`, true);
+    } finally {
+      busy = false;
+      refresh();
+    }
+  });
+
+  const act = async (button) => {
     show(`${button.textContent}: waiting for your confirmation…`);  // the previous action's result goes
     const query = new URLSearchParams({ dag_id: panel.dataset.dag, run_id: panel.dataset.run, action: button.dataset.action });
     if (button.hasAttribute("data-selected")) new Set(picked()).forEach((hash) => query.append("selected", hash));
     const planned = await fetch(`${base}/plan?${query}`, { credentials: "same-origin" });
-    const plan = await planned.json();
+    const plan = await planned.json().catch(() => ({}));
     if (!planned.ok) return show(plan.detail || `could not plan the action (${planned.status})`, true);
     if (!(await confirmed(plan.message))) return;
     const answer = await fetch(plan.trigger_url, {
@@ -55,5 +73,5 @@ document.addEventListener("DOMContentLoaded", () => {
     link.className = "new-run";
     result.append(link, ` (${run.state}).`);
     result.classList.remove("error");
-  });
+  };
 });
