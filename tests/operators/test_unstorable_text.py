@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +39,16 @@ def ledger_url(request, monkeypatch, tmp_path) -> str:
     return LEDGER_URLS.get(request.param, sqlite)
 
 
-def _run(records: list[dict[str, Any]], scenario_id: int, **operator: Any) -> tuple[Any, dict[str, Any]]:
-    """Run the operator over ``records`` (every rejection and refusal tolerated); its run and summary."""
+def _run(
+    records: list[dict[str, Any]], scenario_id: int, sql_source: dict[str, str] | None = None, **operator: Any
+) -> tuple[Any, dict[str, Any] | None]:
+    """Run the operator over ``records`` or ``sql_source`` (every rejection and refusal tolerated); its run
+    and summary (None if it has none)."""
     config = {
         "dag_id": "welcome_unstorable",
         "contacts": records,
         "key_column": "id",
+        "sql_source": sql_source,
         "operator": {
             "scenario_id": scenario_id,
             "mapping": EMAIL_MAPPING,
@@ -54,7 +60,7 @@ def _run(records: list[dict[str, Any]], scenario_id: int, **operator: Any) -> tu
     }
     dag = install_dag(DAG_FILE, config, Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]))
     dag_run = run_dag(dag, DAY)
-    return dag_run, xcom_values(dag.dag_id, dag_run.run_id)["import_and_launch", -1]
+    return dag_run, xcom_values(dag.dag_id, dag_run.run_id).get(("import_and_launch", -1))
 
 
 def _ledger(url: str, scenario_id: int) -> tuple[list[tuple[str, str, str | None]], dict[str, int]]:
@@ -168,3 +174,46 @@ def test_altcraft_text_no_database_stores_is_stored_replaced_and_never_fails_the
     [reason] = [reason for _, outcome, reason in rows if outcome == "failed"]
     assert reason.endswith("bad \ufffd \ufffd \ufffd\ufffd a***@e***.org")  # single: after the error's name
     assert "anna.petrova" not in json.dumps(summary) + capfd.readouterr().out
+
+
+@pytest.fixture
+def sql_ascii_crm(monkeypatch) -> Iterator[str]:
+    """A PostgreSQL database in SQL_ASCII (which stores any bytes) holding contacts 1-3, the second's name a
+    byte that is not ASCII; its connection id. Read with psycopg2: SQLAlchemy cannot connect to a SQL_ASCII
+    database with psycopg 3 (its server version comes as bytes)."""
+    name = f"altcraft_sql_ascii_{uuid.uuid4().hex[:10]}"
+    server = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LOCALE 'C' TEMPLATE template0")
+    crm = sa.create_engine(f"{server}/{name}")
+    with crm.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id int, email text, first_name text)")
+        conn.exec_driver_sql(
+            "INSERT INTO contacts VALUES (1, 'user1@example.org', 'One'), "
+            "(2, 'user2@example.org', convert_from('\\x416eff'::bytea, 'SQL_ASCII')), "
+            "(3, 'user3@example.org', 'Three')"
+        )
+    crm.dispose()
+    uri = f"postgresql://postgres@127.0.0.1:5432/{name}?sqlalchemy_scheme=postgresql%2Bpsycopg2"
+    monkeypatch.setenv("AIRFLOW_CONN_SQL_ASCII_CRM", uri)
+    yield "sql_ascii_crm"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
+
+
+@pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)
+def test_a_source_row_the_driver_cannot_decode_stops_the_run_naming_the_source_and_why(
+    emulator, airflow_db, scenario_id, ledger_url, sql_ascii_crm, capfd
+):
+    """psycopg2 decodes a whole fetch at once, so the row cannot be rejected alone: the run fails with an
+    error naming the source and the cause (it was a bare UnicodeDecodeError: "'ascii' codec can't decode
+    byte 0xff"), leaving nobody `sending`."""
+    sql = {"conn_id": sql_ascii_crm, "sql": "SELECT id, email, first_name FROM contacts ORDER BY id"}
+    dag_run, _ = _run([], scenario_id, sql_source=sql)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    assert "sending" not in _ledger(ledger_url, scenario_id)[1]
+    log = capfd.readouterr().out
+    assert "sql_query on connection 'sql_ascii_crm'" in log
+    assert "a row holds text that is not valid ascii, the encoding the database sends its text in" in log
