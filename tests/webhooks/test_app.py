@@ -100,6 +100,15 @@ def test_delivery_key_is_the_idempotency_key_else_the_body():
     assert kind.delivery_key(keyed[0]) == kind.delivery_key(keyed[1])
 
 
+def test_a_hubspot_event_id_holding_a_lone_surrogate_keys_its_delivery():
+    """Its key failed with UnicodeEncodeError, outside the endpoint's handling: a 500 with a traceback."""
+    keys = {
+        KINDS["hubspot"].delivery_key(WebhookRequest({}, {}, f'[{{"eventId": "{event}"}}]'.encode()))
+        for event in ("\\ud800", "\\udc00", "1")
+    }
+    assert len(keys) == 3
+
+
 # -------------------------------------------------------------------------------------- endpoint
 
 
