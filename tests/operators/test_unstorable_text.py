@@ -40,15 +40,15 @@ def ledger_url(request, monkeypatch, tmp_path) -> str:
 
 
 def _run(
-    records: list[dict[str, Any]], scenario_id: int, sql_source: dict[str, str] | None = None, **operator: Any
+    records: list[dict[str, Any]], scenario_id: int, *, source: dict[str, Any] | None = None, **operator: Any
 ) -> tuple[Any, dict[str, Any] | None]:
-    """Run the operator over ``records`` or ``sql_source`` (every rejection and refusal tolerated); its run
-    and summary (None if it has none)."""
+    """Run the operator over ``records`` or a ``source`` (``{"sql_source": ...}`` or ``{"file_source":
+    ...}``, see the DAG file), every rejection and refusal tolerated; its run and summary (None if none)."""
     config = {
         "dag_id": "welcome_unstorable",
         "contacts": records,
         "key_column": "id",
-        "sql_source": sql_source,
+        **(source or {}),
         "operator": {
             "scenario_id": scenario_id,
             "mapping": EMAIL_MAPPING,
@@ -211,9 +211,58 @@ def test_a_source_row_the_driver_cannot_decode_stops_the_run_naming_the_source_a
     error naming the source and the cause (it was a bare UnicodeDecodeError: "'ascii' codec can't decode
     byte 0xff"), leaving nobody `sending`."""
     sql = {"conn_id": sql_ascii_crm, "sql": "SELECT id, email, first_name FROM contacts ORDER BY id"}
-    dag_run, _ = _run([], scenario_id, sql_source=sql)
+    dag_run, _ = _run([], scenario_id, source={"sql_source": sql})
     assert task_states(dag_run) == {"import_and_launch": "failed"}
     assert "sending" not in _ledger(ledger_url, scenario_id)[1]
     log = capfd.readouterr().out
     assert "sql_query on connection 'sql_ascii_crm'" in log
     assert "a row holds text that is not valid ascii, the encoding the database sends its text in" in log
+
+
+def _line(template: bytes, contact_id: int, email: bytes, name: bytes) -> bytes:
+    """One contact created inside the run's window, as a ``template`` line (a CSV row or a JSON object)."""
+    return template % (contact_id, email, name, b"2026-02-28T10:00:00Z")
+
+
+_CSV, _JSON = b"%d,%s,%s,%s\n", b'{"id": %d, "email": "%s", "first_name": "%s", "created_at": "%s"}\n'
+#: A CSV and a JSON Lines file, two fine contacts in each; in the CSV one with a byte that is not UTF-8 and
+#: one with NUL, in the JSON one with a byte that is not UTF-8, an escaped lone surrogate and an escaped NUL
+FILES = {
+    "contacts.csv": b"id,email,first_name,created_at\n"
+    + _line(_CSV, 1, b"user1@example.org", b"One")
+    + _line(_CSV, 2, b"user2@example.org", b"Tw\xffo")
+    + _line(_CSV, 3, b"user3@example.org", b"Th\x00ree")
+    + _line(_CSV, 4, b"user4@example.org", b"Four"),
+    "contacts.jsonl": _line(_JSON, 11, b"user11@example.org", b"One")
+    + _line(_JSON, 12, b"user12@example.org", b"Tw\xffo")
+    + _line(_JSON, 13, b"user13@example.org", b"Th\\ud800ree")
+    + _line(_JSON, 14, b"user14\\u0000@example.org", b"Four")
+    + _line(_JSON, 15, b"user15@example.org", b"Five"),
+}
+#: per file: source key -> its rejection's reason, naming the line (bytes that are not UTF-8) or the field
+FILE_REJECTIONS = {
+    "contacts.csv": {
+        "contacts.csv:3": "__error__: bytes that are not valid utf-8",
+        "3": "_fname: contains a control or invisible character (U+0000)",
+    },
+    "contacts.jsonl": {
+        "contacts.jsonl:2": "__error__: bytes that are not valid utf-8",
+        "13": "_fname: contains a lone surrogate (invalid unicode)",
+        "14": "email: contains a control or invisible character (U+0000)",
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_file_lines_no_database_stores_are_rejected_and_the_others_delivered(
+    emulator, airflow_db, scenario_id, ledger_url, tmp_path, name
+):
+    (tmp_path / name).write_bytes(FILES[name])
+    file_source = {"path": str(tmp_path), "format": name.rpartition(".")[2], "timestamp_column": "created_at"}
+    dag_run, summary = _run([], scenario_id, source={"file_source": file_source})
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    assert (summary["launched"], summary["rejected"]) == (2, len(FILE_REJECTIONS[name]))
+    rows, statuses = _ledger(ledger_url, scenario_id)
+    rejected = {key.rpartition("/")[2]: reason for key, outcome, reason in rows if outcome == "rejected"}
+    assert rejected == FILE_REJECTIONS[name]
+    assert statuses == {"launched": 2}
