@@ -239,10 +239,15 @@ FILES = {
     + _line(_JSON, 14, b"user14\\u0000@example.org", b"Four")
     + _line(_JSON, 15, b"user15@example.org", b"Five"),
 }
+FILES["caf\udce9.csv"] = FILES["contacts.csv"]  # a local name with a byte that is not UTF-8 (0xE9)
 #: per file: source key -> its rejection's reason, naming the line (bytes that are not UTF-8) or the field
 FILE_REJECTIONS = {
     "contacts.csv": {
         "contacts.csv:3": "__error__: bytes that are not valid utf-8",
+        "3": "_fname: contains a control or invisible character (U+0000)",
+    },
+    "caf\udce9.csv": {  # the name's byte as U+FFFD: storable, and the key names the line
+        "caf\ufffd.csv:3": "__error__: bytes that are not valid utf-8",
         "3": "_fname: contains a control or invisible character (U+0000)",
     },
     "contacts.jsonl": {
@@ -257,7 +262,9 @@ FILE_REJECTIONS = {
 def test_file_lines_no_database_stores_are_rejected_and_the_others_delivered(
     emulator, airflow_db, scenario_id, ledger_url, tmp_path, name
 ):
-    (tmp_path / name).write_bytes(FILES[name])
+    """A file named with a byte that is not UTF-8 failed the whole source (its state key hashed the name's
+    text as UTF-8); its lines are read and its unreadable ones rejected like any file's."""
+    (tmp_path / name).write_bytes(FILES[name])  # a lone surrogate of the name is written as its byte
     file_source = {"path": str(tmp_path), "format": name.rpartition(".")[2], "timestamp_column": "created_at"}
     dag_run, summary = _run([], scenario_id, source={"file_source": file_source})
     assert task_states(dag_run) == {"import_and_launch": "success"}
