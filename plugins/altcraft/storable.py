@@ -8,8 +8,11 @@ Two kinds of text reach a database, and each has its rule:
 
 * a contact's own values (keys, fields) are never altered: `altcraft.validation.check_text` refuses a
   value holding these characters (and the other controls), so the contact is rejected naming its field;
-* free text the project only reports (Altcraft's answers, a source's reason for an unreadable row) is
-  made storable with `storable` before it is logged or stored: the characters become U+FFFD.
+* free text the project only reports (Altcraft's answers, a source's reason for an unreadable row, a
+  local file's name) is made storable with `storable` (or `replace_unstorable`) before it is logged or
+  stored: the characters become U+FFFD;
+* JSON the project keeps to read back (the webhook store's deliveries) has them escaped by
+  `storable_json`, so a contact comes back as it was sent and is rejected by the mapping.
 
 A leaf module: it imports nothing of the provider.
 """
