@@ -24,7 +24,7 @@ from .conftest import EMAIL_MAPPING, LEDGER_URLS, contacts, launch_counts
 DAG_FILE = Path(__file__).parent / "dag_files" / "welcome_contacts.py"
 DAY = pendulum.datetime(2026, 3, 1, tz="UTC")
 BATCH = "workflows/import_and_start_batch"
-#: Airflow connection URIs of the ledgers (the drivers Airflow's hooks use: psycopg2, mysqlclient)
+#: Airflow connection URIs of the ledgers: the operator reaches them through Airflow's hooks, as deployed
 AIRFLOW_URIS = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/test",
     "mariadb": "mysql://root@127.0.0.1:3306/test",
@@ -63,12 +63,15 @@ def _run(
     return dag_run, xcom_values(dag.dag_id, dag_run.run_id).get(("import_and_launch", -1))
 
 
-def _ledger(url: str, scenario_id: int) -> tuple[list[tuple[str, str, str | None]], dict[str, int]]:
-    """The scenario's outcome rows as (source key, outcome, reason), and its contacts counted by status."""
+def _ledger(url: str, scenario_id: int) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+    """The scenario's outcome rows as (source key, outcome, reason, profile id), and its contacts counted by
+    status."""
     engine = sa.create_engine(url)
     o, c = outcomes_table.c, contacts_table.c
     with engine.connect() as conn:
-        outcomes = sa.select(o.source_key, o.outcome, o.reason).where(o.scenario_id == scenario_id)
+        outcomes = sa.select(o.source_key, o.outcome, o.reason, o.profile_id).where(
+            o.scenario_id == scenario_id
+        )
         rows = [tuple(row) for row in conn.execute(outcomes)]
         statuses = conn.execute(
             sa.select(c.status, sa.func.count()).where(c.scenario_id == scenario_id).group_by(c.status)
@@ -106,7 +109,7 @@ def test_contacts_holding_text_no_database_stores_are_rejected_and_the_others_de
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1, 1, 1]
     rows, statuses = _ledger(ledger_url, scenario_id)
     assert statuses == {"launched": 3}
-    rejected = sorted((key, reason) for key, outcome, reason in rows if outcome == "rejected")
+    rejected = sorted((key, reason) for key, outcome, reason, _ in rows if outcome == "rejected")
     expected = [
         (str(record["id"]) if isinstance(record["id"], int) else "<invalid>", field, says)
         for record, field, says in HOSTILE
@@ -171,8 +174,12 @@ def test_altcraft_text_no_database_stores_is_stored_replaced_and_never_fails_the
     assert (summary["launched"], summary["failed"], summary["uncertain"]) == (3, 1, 0)
     rows, statuses = _ledger(ledger_url, scenario_id)
     assert statuses == {"launched": 3, "failed": 1}
-    [reason] = [reason for _, outcome, reason in rows if outcome == "failed"]
+    [reason] = [reason for _, outcome, reason, _ in rows if outcome == "failed"]
     assert reason.endswith("bad \ufffd \ufffd \ufffd\ufffd a***@e***.org")  # single: after the error's name
+    if delivery != "single":  # a batch result's profile id, NUL and lone surrogate replaced
+        assert "id-\ufffd-\ufffd" in {
+            profile_id for _, outcome, _, profile_id in rows if outcome == "launched"
+        }
     assert "anna.petrova" not in json.dumps(summary) + capfd.readouterr().out
 
 
@@ -270,6 +277,6 @@ def test_file_lines_no_database_stores_are_rejected_and_the_others_delivered(
     assert task_states(dag_run) == {"import_and_launch": "success"}
     assert (summary["launched"], summary["rejected"]) == (2, len(FILE_REJECTIONS[name]))
     rows, statuses = _ledger(ledger_url, scenario_id)
-    rejected = {key.rpartition("/")[2]: reason for key, outcome, reason in rows if outcome == "rejected"}
+    rejected = {key.rpartition("/")[2]: reason for key, outcome, reason, _ in rows if outcome == "rejected"}
     assert rejected == FILE_REJECTIONS[name]
     assert statuses == {"launched": 2}
