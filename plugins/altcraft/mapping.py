@@ -45,6 +45,7 @@ from altcraft.makers import maker
 from altcraft.masking import mask_email, mask_phone, mask_text, scrub, text_of
 from altcraft.records import ERROR_FIELD
 from altcraft.spec_checks import MAX_BYTES, MAX_INT64, Timezone
+from altcraft.storable import storable
 from altcraft.validation import (
     MAX_FIELD_CHARS,
     MAX_PROFILE_BYTES,
@@ -685,8 +686,9 @@ class Mapper:
         if isinstance(source_key, Rejection):
             return source_key
         if ERROR_FIELD in record:  # the source could not read this record; its value says why
-            # scrubbed: a record's own column of that name (a CRM's, a file's) is contact data, not a reason
-            return Rejection(source_key, ERROR_FIELD, scrub(record[ERROR_FIELD]))
+            # scrubbed and made storable: a record's own column of that name (a CRM's, a file's, a webhook
+            # sender's) is contact data, not a reason, and may hold anything (NUL, lone surrogates, megabytes)
+            return Rejection(source_key, ERROR_FIELD, storable(scrub(record[ERROR_FIELD])))
         try:
             match, ledger_key = self._match(record)
             data: dict[str, Any] = {self._key_field: match["field_value"]} if self._key_field else {}

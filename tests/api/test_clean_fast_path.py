@@ -19,6 +19,7 @@ import pytest
 from altcraft.api import protocol
 from altcraft.api.protocol import SERVER_TEXT_KEYS, clean_document, parse_response, remove_token
 from altcraft.masking import scrub
+from altcraft.storable import replace_unstorable
 
 SEED = 20261205
 SECRETS = [None, "", "emulator-token", 'to"ken\\x', "Tok3n/ü", "tök en\t<&>+/5b1e"]
@@ -82,7 +83,7 @@ def _plain_clean(document: Any, secret: str | None, *, unstorable: bool = True) 
             elif isinstance(value, str):
                 cleaned = remove_token(value, secret)
                 if unstorable:
-                    cleaned = protocol._UNSTORABLE.sub("\ufffd", cleaned)
+                    cleaned = replace_unstorable(cleaned)
                 if cleaned and isinstance(key, str) and key in SERVER_TEXT_KEYS:
                     short = len(cleaned) <= protocol._SCRUB_CACHED_CHARS
                     cleaned = scrub(cleaned) if short else protocol._clean(cleaned, None)

@@ -11,8 +11,8 @@ from typing import Any
 
 import requests
 
-#: (request body, upstream answer, HTTP status) -> (HTTP status, answer)
-Rewrite = Callable[[dict[str, Any], dict[str, Any], int], tuple[int, dict[str, Any]]]
+#: (request body, upstream answer, HTTP status) -> (HTTP status, answer: JSON, or bytes sent as they are)
+Rewrite = Callable[[dict[str, Any], dict[str, Any], int], tuple[int, dict[str, Any] | bytes]]
 
 
 class AnswerProxy:
@@ -41,7 +41,7 @@ class AnswerProxy:
                 method = self.path.split("/api/v1.1/")[-1].split("?")[0].strip("/")
                 if rewrite := proxy.rewrite.get(method):
                     status, changed = rewrite(json.loads(raw or b"{}"), answer.json(), status)
-                    content = json.dumps(changed).encode()
+                    content = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(content)))

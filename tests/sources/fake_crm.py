@@ -16,6 +16,8 @@ per page unless the client asks for another ``limit``:
 * ``/v1/echo-link?next=``        -> ``{"items": [...], "next": "<the link given>"}``
 * ``/v1/mixed``                  -> ``{"items": [...]}``: two contacts with items that are not objects between
 * ``/v1/deaf``                   -> the first contacts whatever page, offset, cursor or window is asked
+* ``/v1/odd-bytes``              -> ``{"items": [...]}``: three contacts, the second's email with a byte that
+  is not UTF-8
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send({"items": CONTACTS[:PAGE_SIZE], "next": "deaf?page=2", "next_cursor": "more"})
         elif path == "/v1/mixed":
             self._send({"items": [found[0], "a string", None, [1, 2], 7, found[1]]})
+        elif path == "/v1/odd-bytes":
+            odd = {**CONTACTS[1], "email": "ODD"}
+            body = json.dumps({"items": [CONTACTS[0], odd, CONTACTS[2]]}).encode()
+            self._send(body.replace(b'"ODD"', b'"user1\xff@example.org"'))
         elif path == "/v1/deep":  # nested deeper than any JSON parser of Python's recursion limit reads
             self._send(b"[" * 100_000 + b"]" * 100_000)
         elif path == "/v1/unavailable":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -304,3 +305,18 @@ def test_a_jsonl_line_nested_too_deep_to_parse_is_an_error_record(tmp_path):
         (f"{path}:2", "invalid JSON: nested too deeply"),
         ("3", None),
     ]
+
+
+def test_a_local_name_that_is_not_utf8_is_read_and_remembered_in_storable_text(tmp_path):
+    """Its state key hashed the name's text as UTF-8, which failed the whole source; the state keeps its
+    path with U+FFFD for the byte (Airflow's state store sends JSON as UTF-8), and its key tells it apart."""
+    for name in ("caf\udce9.csv", "caf\udce8.csv"):  # the bytes 0xE9 and 0xE8
+        write(tmp_path / name, CSV_HEADER + "1,user1@example.org,2024-03-01T10:00:00+00:00\n")
+    state = MemoryStateStore()
+    source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at", state=state)
+    assert ids(read(source)) == ["1", "1"]
+    source.commit()
+    kept = [state.get(key) for key in state]
+    assert sorted(identity["path"].rpartition("/")[2] for identity in kept) == ["caf\ufffd.csv"] * 2
+    json.dumps(kept, ensure_ascii=False).encode("utf-8")  # no lone surrogate left
+    assert read(source) == []

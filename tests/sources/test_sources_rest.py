@@ -9,6 +9,7 @@ from itertools import chain
 import pytest
 from fake_crm import CONTACTS, EPOCH, PAGE_SIZE, contacts_between
 
+from altcraft.mapping import Mapper, ProfileMapping, Rejection
 from altcraft.sources import (
     ERROR_FIELD,
     CursorPaginator,
@@ -241,6 +242,20 @@ def test_an_item_that_is_not_an_object_is_that_items_error_and_the_others_are_re
         ("page 1 item 3", "not a JSON object but null"),
         ("page 1 item 4", "not a JSON object but list"),
         ("page 1 item 5", "not a JSON object but int"),
+    ]
+
+
+def test_a_byte_that_is_not_utf8_is_its_contacts_rejection_and_the_others_are_delivered(crm):
+    """The byte was read as U+FFFD (requests' ``Response.json()``): the contact mapped, and was launched, with
+    an address its CRM never held."""
+    records = [r for batch in source("v1/odd-bytes", "items", None).batches(None, 10) for r in batch]
+    mapper = Mapper(ProfileMapping(matching="email", key={"email": "email"}), source_key_column="id")
+    mapped = [mapper.map(record) for record in records]
+    assert [(m.source_key, m.field, m.reason) for m in mapped if isinstance(m, Rejection)] == [
+        ("1", "email", "contains a lone surrogate (invalid unicode)")
+    ]
+    assert [m.match for m in mapped if not isinstance(m, Rejection)] == [
+        {"email": c["email"]} for c in (CONTACTS[0], CONTACTS[2])
     ]
 
 

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.sources import ERROR_FIELD, MemoryStateStore
 from altcraft.sources.webhook import WebhookSource
 from altcraft.webhooks import app as app_module
@@ -97,6 +98,15 @@ def test_delivery_key_is_the_idempotency_key_else_the_body():
     assert kind.delivery_key(WebhookRequest({}, {}, b"a")) != kind.delivery_key(WebhookRequest({}, {}, b"b"))
     keyed = [WebhookRequest({"idempotency-key": "42"}, {}, body) for body in (b"a", b"b")]
     assert kind.delivery_key(keyed[0]) == kind.delivery_key(keyed[1])
+
+
+def test_a_hubspot_event_id_holding_a_lone_surrogate_keys_its_delivery():
+    """Its key failed with UnicodeEncodeError, outside the endpoint's handling: a 500 with a traceback."""
+    keys = {
+        KINDS["hubspot"].delivery_key(WebhookRequest({}, {}, f'[{{"eventId": "{event}"}}]'.encode()))
+        for event in ("\\ud800", "\\udc00", "1")
+    }
+    assert len(keys) == 3
 
 
 # -------------------------------------------------------------------------------------- endpoint
@@ -259,8 +269,8 @@ def test_size_limit_unknown_pipeline_and_bad_payloads_store_nothing(client, stor
     assert store.count("signed") == 0
 
 
-def test_deep_nesting_is_400_and_a_lone_surrogate_is_stored_as_u_fffd(store):
-    """Nesting past the recursion limit, and a lone surrogate (no database encoding takes it), were 500."""
+def test_deep_nesting_is_400(store):
+    """Nesting past the recursion limit was 500."""
     config = WebhookConfig("shared", "secret", SECRET, "webhook_ledger", 1_048_576)
     client, headers = TestClient(create_app({"shared": config}.get)), {SECRET_HEADER: SECRET}
     past_the_recursion_limit = b"[" * 100_000 + b"]" * 100_000
@@ -270,10 +280,40 @@ def test_deep_nesting_is_400_and_a_lone_surrogate_is_stored_as_u_fffd(store):
     for body in (past_the_recursion_limit, parsed_but_deep):
         answer = client.post("/shared", content=body, headers=headers)
         assert answer.status_code == 400 and "nests deeper than 32" in answer.json()["error"]
-    body = b'{"email": "x@example.com", "name": "Ann \\ud83d", "nested": {"a": [1, {"b": 2}]}}'
-    assert client.post("/shared", content=body, headers=headers).status_code == 200
+
+
+#: A delivery whose values no database stores as they are: a lone surrogate (JSON's ``\ud83d``), a NUL
+ODD_DELIVERY = (
+    b'[{"email": "ann@example.com", "name": "Ann \\ud83d", "nested": {"a": [1, {"b\\udcff": 2}]}},'
+    b' {"email": "bob\\u0000@example.com", "name": "Bob"}, {"email": "cid@example.com", "name": "Cid"}]'
+)
+
+
+def assert_odd_delivery_is_stored_as_sent_and_its_contacts_rejected(
+    conn_id: str, store: WebhookStore
+) -> None:
+    """`ODD_DELIVERY` is stored (a lone surrogate was 500, as no database encoding takes it, then U+FFFD:
+    the contact launched with a name its sender never sent), read back as sent, recognised when replayed,
+    and its contacts holding such values are rejected naming the field while the third maps."""
+    config = WebhookConfig("shared", "secret", SECRET, conn_id, 1_048_576)
+    client, headers = TestClient(create_app({"shared": config}.get)), {SECRET_HEADER: SECRET}
+    assert client.post("/shared", content=ODD_DELIVERY, headers=headers).status_code == 200
+    assert client.post("/shared", content=ODD_DELIVERY, headers=headers).json()["status"] == "duplicate"
     [(_, records)] = store.read("shared", None)
-    assert records == [{"email": "x@example.com", "name": "Ann \ufffd", "nested": {"a": [1, {"b": 2}]}}]
+    assert records == json.loads(ODD_DELIVERY)
+    source = WebhookSource("shared", key_column="email", ledger_conn_id=conn_id, state=MemoryStateStore())
+    mapping = ProfileMapping(matching="email", key={"email": "email"}, fields={"_fname": "name"})
+    mapper = Mapper(mapping, source_key_column="email")
+    mapped = [mapper.map(record) for batch in source.batches(None, 10) for record in batch]
+    assert [(m.field, m.reason) for m in mapped[:2]] == [
+        ("_fname", "contains a lone surrogate (invalid unicode)"),
+        ("email", "contains a control or invisible character (U+0000)"),
+    ]
+    assert mapped[2].data == {"_fname": "Cid"}
+
+
+def test_a_delivery_no_database_stores_as_is_is_stored_as_sent_on_sqlite(store):
+    assert_odd_delivery_is_stored_as_sent_and_its_contacts_rejected("webhook_ledger", store)
 
 
 @pytest.mark.parametrize(
@@ -630,6 +670,10 @@ def server_client(max_bytes: int = 2048) -> TestClient:
     return TestClient(
         create_app({"shared": WebhookConfig("shared", "secret", SECRET, "webhook_server", max_bytes)}.get)
     )
+
+
+def test_a_delivery_no_database_stores_as_is_is_stored_as_sent(server_store):
+    assert_odd_delivery_is_stored_as_sent_and_its_contacts_rejected("webhook_server", server_store)
 
 
 def test_a_delivery_that_commits_late_is_not_skipped_by_a_run_that_read_a_later_one(server_store):

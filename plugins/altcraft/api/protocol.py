@@ -29,17 +29,15 @@ from altcraft.api.errors import (
 )
 from altcraft.api.models import MAX_ID_CHARS, Page, Scenario, TaskStatus, error_code
 from altcraft.masking import MASK, scrub
+from altcraft.storable import MAX_STORED_CHARS, replace_unstorable, storable
 
 T = TypeVar("T")
 
 API_PREFIX = "/api/v1.1/"
 _SNIPPET = 200
-#: Longest server text kept (in an exception, a log, the ledger): MySQL's TEXT holds 64 KiB, and a text
-#: of megabytes would be repeated in every place it goes.
-MAX_SERVER_TEXT = 1000
-#: NUL and lone surrogates: no database text column takes them (PostgreSQL refuses NUL, and no driver
-#: encodes a lone surrogate), nor does JSON for XCom. In JSON they come only as ``\u`` escapes.
-_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+#: Longest server text kept (in an exception, a log, the ledger): see `altcraft.storable`.
+MAX_SERVER_TEXT = MAX_STORED_CHARS
+#: NUL and lone surrogates (`altcraft.storable.UNSTORABLE`) in a JSON answer: only as ``\u`` escapes.
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
 
 
@@ -294,7 +292,7 @@ def _clean_string(value: str, forms: TokenForms | None, unstorable: bool) -> str
     """``value`` with each form of the token replaced and, with ``unstorable``, NUL and lone surrogates."""
     if forms is not None:
         value = forms.remove(value)
-    return _UNSTORABLE.sub("\ufffd", value) if unstorable else value
+    return replace_unstorable(value) if unstorable else value
 
 
 _SCRUB_CACHED_CHARS = 200
@@ -334,11 +332,20 @@ def _origin(url: str) -> str:
 
 
 def _decode(body: bytes) -> Any:
+    """The JSON of ``body`` (None: not JSON). Bytes that are not UTF-8 (a server text in another encoding)
+    are read as U+FFFD: they leave the rest of the answer readable, so its codes still tell who was
+    launched, instead of making every contact of a launching request uncertain."""
     if not body:
         return None
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except UnicodeDecodeError:
+        text = body.decode("utf-8", "replace")
+    except (ValueError, RecursionError):
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
         return None
 
 
@@ -399,9 +406,7 @@ def _clean(text: str, secret: str | None, *, limit: int = MAX_SERVER_TEXT, more:
     part."""
     window = text[: limit + _margin(secret)]
     more = more or len(text) > len(window)
-    window = remove_token(window, secret)
-    cleaned = _UNSTORABLE.sub("\ufffd", scrub(window))
-    return cleaned[:limit] + ("…" if more or len(cleaned) > limit else "")
+    return storable(scrub(remove_token(window, secret)), limit, more=more)
 
 
 def task_id_of(answer: dict[str, Any]) -> str:

@@ -194,6 +194,15 @@ class Stateful(Source):
         """Save the progress noted by the last full `_read_batches`."""
 
 
+def json_answer(content: bytes) -> Any:
+    """The JSON of an HTTP answer (UTF-8, or the UTF-16/32 its first bytes show), each byte not valid there
+    read as a lone surrogate: a value holding one is that record's rejection naming its field
+    (`altcraft.validation.check_text`), and the answer's other records are delivered. ``Response.json()``
+    of requests read it as U+FFFD, so the contact was launched with a value its system never held.
+    Raises ValueError (not JSON) and RecursionError as `json.loads`."""
+    return json.loads(content.decode(json.detect_encoding(content), "surrogateescape"))
+
+
 def fingerprint(value: Any) -> bytes:
     """A digest of JSON data, to recognise a request or a page seen before."""
     return hashlib.sha256(json.dumps(value, default=repr).encode("utf-8", "surrogatepass")).digest()

@@ -14,7 +14,8 @@
 * A line that cannot be read (invalid JSON or JSON nested too deep to parse, not an object, wrong number
   of CSV fields, a CSV field over the csv module's ``field_size_limit`` of 128 KiB, bytes that are not
   valid in ``encoding``, unreadable timestamp, a JSON line over `MAX_LINE_CHARS`) becomes an error record
-  (`base.error_record`) with the key ``"<file>:<line>"`` (a CSV record's first line); the run goes on,
+  (`base.error_record`) with the key ``"<file>:<line>"`` (a CSV record's first line; bytes of a local
+  file name that are not UTF-8 as U+FFFD, as in the path the state store keeps); the run goes on,
   the rest of the file is read, and the mapper rejects it (every window reading the file yields it again,
   under the same key). Only a CSV header that cannot be read fails the file.
 * Partitions deal files by a stable hash of their path: each file is read by exactly one partition.
@@ -45,6 +46,7 @@ from altcraft.sources.base import (
     rechunk,
 )
 from altcraft.spec_checks import check_timezone, checked, no_credentials
+from altcraft.storable import replace_unstorable
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -141,14 +143,14 @@ class FileSource(Stateful):
         found = [root] if root.is_file() else [p for p in root.glob(self.pattern) if p.is_file()]
         if partition is not None:
             index, count = check_partition(partition)
-            found = [p for p in found if zlib.crc32(str(p).encode()) % count == index]
+            found = [p for p in found if zlib.crc32(_path_bytes(p)) % count == index]
         return sorted(found, key=str)
 
     def _records(self, window: Window | None, partition: Partition | None) -> Iterator[Record]:
         for file in self.files(partition):
-            stat = file.stat()
-            key = "file:" + hashlib.sha256(str(file).encode()).hexdigest()
-            identity = {"path": str(file), "size": stat.st_size, "mtime": stat.st_mtime}
+            stat, name = file.stat(), replace_unstorable(str(file))
+            key = "file:" + hashlib.sha256(_path_bytes(file)).hexdigest()
+            identity = {"path": name, "size": stat.st_size, "mtime": stat.st_mtime}
             if self.state is not None and self.state.get(key) == identity:
                 continue
             modified = datetime.fromtimestamp(stat.st_mtime, UTC)
@@ -161,7 +163,7 @@ class FileSource(Stateful):
                         raise ValueError(row)
                     inside = self._inside(row, window)
                 except ValueError as exc:
-                    yield error_record(self.key_column, f"{file}:{line}", str(exc))
+                    yield error_record(self.key_column, f"{name}:{line}", str(exc))
                     continue
                 all_inside &= inside
                 if inside:
@@ -238,6 +240,12 @@ class FileSource(Stateful):
     @property
     def _undecodable(self) -> str:
         return f"bytes that are not valid {self.encoding}"
+
+
+def _path_bytes(file: ObjectStoragePath) -> bytes:
+    """The path's UTF-8 bytes, for the hashes that name and deal a file. A local name that is not UTF-8 comes
+    with its bytes as lone surrogates (``os.fsdecode``), which are encoded back as they came."""
+    return str(file).encode("utf-8", "surrogatepass")
 
 
 class _RecordLines:

@@ -32,6 +32,7 @@ from altcraft.sources.base import (
     SourceError,
     Window,
     fingerprint,
+    json_answer,
     objects_or_errors,
     partition_window,
     rechunk,
@@ -321,7 +322,7 @@ class RestSource(Source):
 
     def _json(self, response: Response) -> Any:
         try:
-            return response.json()
+            return json_answer(response.content)
         except ValueError:
             raise SourceError(f"{self.describe()}: the answer is not JSON") from None
         except RecursionError:

@@ -222,7 +222,8 @@ def _ids(values: list[str], what: str) -> list[dict[str, Any]]:
 
 
 def _keyed(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    """A digest of texts a sender chose; a lone surrogate among them (JSON ``"\\ud800"``) is hashed too."""
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class AmoCrm(WebhookKind):

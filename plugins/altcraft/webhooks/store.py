@@ -13,7 +13,6 @@ become visible in order, and no delivery commits later below an id a run already
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
 from altcraft.engines import ledger_engine
+from altcraft.storable import storable_json
 
 metadata = sa.MetaData()
 
@@ -59,7 +59,6 @@ heads_table = sa.Table(
     mysql_collate="utf8mb4_bin",
 )
 _H = heads_table.c
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class KeyConflict(Exception):
@@ -136,7 +135,9 @@ class WebhookStore:
         `WebhookKind.proof`) was stored for the pipeline, or ``delivery_key`` was with the same records, in
         any order; `KeyConflict` when that key was stored with other records.
 
-        A lone surrogate (JSON ``"\\ud800"``), which no database encoding takes, becomes U+FFFD.
+        A lone surrogate (JSON ``"\\ud800"``), which no database encoding takes, is stored as its JSON escape
+        (`storable_json`) and read back as it came: the mapper then rejects that contact naming its field,
+        where U+FFFD in its place would have launched it with a value its sender never sent.
         """
         self.ensure_schema()
         text = json.dumps(records, ensure_ascii=False, separators=(",", ":"), default=str)
@@ -146,7 +147,7 @@ class WebhookStore:
             "kind": kind,
             "received_at": datetime.now(UTC).replace(tzinfo=None),
             "record_count": len(records),
-            "records": _SURROGATE.sub("\ufffd", text),
+            "records": storable_json(text),
             "proof": proof,
         }
         try:

@@ -1,7 +1,7 @@
 """A one-task DAG around ImportAndLaunchScenarioOperator; its settings come from the JSON beside it.
 
-``sql_source`` (``{"conn_id": ..., "sql": ...}``) reads the contacts with a `SqlQuerySource` instead of
-``contacts``.
+``sql_source`` (``{"conn_id": ..., "sql": ...}``) reads the contacts with a `SqlQuerySource`, and
+``file_source`` (`FileSource`'s arguments) with a `FileSource`, instead of ``contacts``.
 """
 
 import json
@@ -12,6 +12,7 @@ import pendulum
 from airflow.sdk import DAG, DeltaDataIntervalTimetable
 
 from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+from altcraft.sources.files import FileSource
 from altcraft.sources.sql import SqlQuerySource
 
 config = json.loads(Path(__file__).with_suffix(".json").read_text())
@@ -27,6 +28,8 @@ with DAG(
         **(
             {"source": SqlQuerySource(key_column="id", **config["sql_source"])}
             if config.get("sql_source")
+            else {"source": FileSource(key_column="id", **config["file_source"])}
+            if config.get("file_source")
             else {"contacts": config["contacts"], "key_column": config.get("key_column", "id")}
         ),
         **config["operator"],

@@ -23,7 +23,7 @@ from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.protocol import parse_retry_after
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.http_environment import pin_environment
-from altcraft.sources.base import SourceError
+from altcraft.sources.base import SourceError, json_answer
 from altcraft.sources.crm.base import Limits
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class CrmHttp:
         if response.status_code == 204 or not response.content:
             return None
         try:
-            return response.json()
+            return json_answer(response.content)
         except ValueError:
             raise SourceError(f"{self.crm}: {label}: the answer is not JSON") from None
         except RecursionError:
