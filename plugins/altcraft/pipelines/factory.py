@@ -85,11 +85,24 @@ def event_window(context: Context, event: Asset) -> tuple[datetime, datetime]:
     return min(event_window_start(context["asset_state_store"][event].get(WATERMARK_KEY), fallback), now), now
 
 
+def event_window_name(watermark: datetime) -> str:
+    """The ledger's name of an event run's window: the watermark it starts from, not its end (``now``).
+
+    Event runs from one watermark (overlapping runs, the run after a failed one) read the same rows up to
+    different ends; named alike, they share their launches, so policies ``every_run`` and ``cooldown`` do
+    not launch a contact twice for them. Triggered pipelines have one partition, so the name is whole.
+    """
+    from datetime import UTC
+
+    return f"events/{watermark.astimezone(UTC).isoformat()}"
+
+
 class PlanWindowsOperator(BaseOperator):
     """Turns the run's window into the partition descriptors ``import_and_launch`` maps over.
 
     The window is the one given when triggering, else the run's data interval, else for a triggered
-    pipeline ``[watermark, now)`` (`event_window`), else (a run triggered without a logical date) the last
+    pipeline ``[watermark, now)`` (`event_window`, named in the ledger by `event_window_name`), else (a run
+    triggered without a logical date) the last
     complete interval of ``schedule``: see `altcraft.pipelines.window`. A run whose window cannot be known
     fails at once, without retries, saying how to trigger it.
     """
@@ -117,9 +130,11 @@ class PlanWindowsOperator(BaseOperator):
         params = dict(context["params"])
         data_interval = (context.get("data_interval_start"), context.get("data_interval_end"))
         given = any(params.get(name) for name in ("window_start", "window_end"))
+        name = None
         if self.event is not None and data_interval[0] is None and not given:
             start, end = event_window(context, self.event)
             origin = "a triggered run: from the event watermark to now"
+            name = event_window_name(start)
         else:
             try:
                 start, end, origin = run_window(
@@ -134,7 +149,9 @@ class PlanWindowsOperator(BaseOperator):
         windows = plan_windows(start, end, partitions=self.partitions, lookback=self.lookback)
         for index, window in enumerate(windows):
             self.log.info("Partition %d: [%s, %s)", index, window["window_start"], window["window_end"])
-        return windows
+        if name is not None:
+            self.log.info("Ledger window: %s (shared by the event runs starting from this watermark)", name)
+        return [{**window, "window_name": name} for window in windows] if name else windows
 
 
 # --------------------------------------------------------------------------------------- source
