@@ -76,6 +76,9 @@ class WebhookKind:
     name: ClassVar[str]
     #: Whether the proof needs the body (a signature over it, a token in it); False: `verify_head` decides.
     needs_body: ClassVar[bool] = True
+    #: Whether the proof covers the URL: else a delivery to one pipeline could be posted to another pipeline
+    #: with the same secret, so pipelines of such kinds never share one (`altcraft.pipelines.load_pipelines`).
+    covers_url: ClassVar[bool] = False
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         """Raise `Unauthorized` on what the headers and query alone disprove (``request.body`` is empty)."""
@@ -282,6 +285,7 @@ class HubSpot(WebhookKind):
     """HubSpot: ``X-HubSpot-Signature-v3`` and ``X-HubSpot-Request-Timestamp`` (milliseconds)."""
 
     name = "hubspot"
+    covers_url = True
     _SHAPE = re.compile(r"[A-Za-z0-9+/]{43}=")  # base64 of the 32 bytes of an HMAC-SHA256
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
