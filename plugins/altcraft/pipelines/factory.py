@@ -396,6 +396,7 @@ def pipeline_event_asset(spec: PipelineSpec) -> Asset:
             "secret_conn_id": trigger.secret_conn_id,
             "ledger_conn_id": spec.ledger_conn_id,
             "max_bytes": trigger.max_bytes,
+            "max_records": trigger.max_records,
             "auth_failures_per_minute": trigger.auth_failures_per_minute,
         }
     watcher = NewRowsTrigger(

@@ -40,7 +40,7 @@ from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
 from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, NoCredentials, Timezone
-from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE
+from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, MAX_RECORDS
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 _CONN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
@@ -305,6 +305,12 @@ class WebhookTriggerSpec(_Model):
     secret_conn_id: ConnId = Field(description="Airflow connection whose password is the webhook's secret")
     max_bytes: int = Field(
         default=1_048_576, ge=1024, le=10_485_760, description="largest accepted body; larger ones get 413"
+    )
+    max_records: int = Field(
+        default=MAX_RECORDS,
+        ge=1,
+        le=1_000_000,
+        description="most contacts in one delivery; more get 413 (read no further)",
     )
     auth_failures_per_minute: int = Field(
         default=AUTH_FAILURES_PER_MINUTE,
