@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timedelta
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from altcraft.pipelines.factory import load_pipelines
-from altcraft.pipelines.spec import PipelineSpec
+from altcraft.pipelines.spec import PipelineSpec, longest_interval
 from tests.airflow_helpers import task_states, xcom_values
 
 from .test_pipeline_runs import BROKEN_PER_DAY, DAYS, PER_DAY, launched_emails, load_dags, spec
@@ -140,3 +141,11 @@ def test_a_refused_policy_is_the_import_error_of_its_spec_only(tmp_path):
     assert error.name == "bad.yaml"
     assert "relaunch_policy: every_run: with lookback: 15m" in str(error)
     assert "Use relaunch_policy: once, or cooldown:75m or longer" in str(error)
+
+
+def test_the_longest_interval_of_a_schedule_counts_a_weekend_and_a_clock_shift():
+    start = datetime(2025, 1, 1)
+    assert longest_interval("0 6 * * 1-5", start, "UTC") == timedelta(days=3)
+    assert longest_interval("0 6 * * *", start, "Europe/Berlin") == timedelta(days=1, hours=1)
+    assert longest_interval("@daily", start, "Asia/Kolkata") == timedelta(days=1)
+    assert longest_interval("90s", start, "UTC") == timedelta(seconds=90)

@@ -112,23 +112,30 @@ _FIRES_CHECKED = 1000
 """How many fires of a cron expression `longest_interval` looks at (a leap day's expression, 4 years)."""
 
 
-def longest_interval(schedule: str, start: datetime) -> timedelta:
+def longest_interval(schedule: str, start: datetime, timezone: str) -> timedelta:
     """The longest time between two runs of a spec's ``schedule`` (an interval, a preset or a cron
-    expression, whose gaps are measured over its first fires from ``start``)."""
+    expression, whose gaps are measured over its first fires from ``start``), plus the clock shift of
+    ``timezone`` if it has one: a schedule on its wall clock runs an hour later across the shift."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    offsets = [datetime(start.year, month, 1, tzinfo=zone).utcoffset() or timedelta(0) for month in (1, 7)]
+    shift = max(offsets) - min(offsets)
     if _DURATION.fullmatch(schedule):
-        return parse_duration(schedule)
+        return parse_duration(schedule) + shift
     if schedule in _PRESET_LONGEST:
-        return _PRESET_LONGEST[schedule]
+        return _PRESET_LONGEST[schedule] + shift
     from croniter import croniter
 
-    fires = croniter(schedule, start.replace(tzinfo=None))
+    first = start.replace(tzinfo=None)
+    fires = croniter(schedule, first)
     previous, longest = fires.get_next(datetime), timedelta(0)
     for _ in range(_FIRES_CHECKED):
         current = fires.get_next(datetime)
         longest, previous = max(longest, current - previous), current
-        if current - start.replace(tzinfo=None) > timedelta(days=4 * 366):
+        if current - first > timedelta(days=4 * 366):
             break
-    return longest
+    return longest + shift
 
 
 def _plain_text(value: str) -> str:
@@ -582,7 +589,7 @@ def double_launch(spec: PipelineSpec) -> str | None:
         )
     if spec.schedule is None or (spec.lookback is None and spec.trigger is None):
         return None
-    span = (spec.lookback or timedelta(0)) + longest_interval(spec.schedule, spec.start_date)
+    span = (spec.lookback or timedelta(0)) + longest_interval(spec.schedule, spec.start_date, spec.timezone)
     if policy.cooldown is not None and policy.cooldown >= span:
         return None
     least = -(span // -timedelta(minutes=1)) * timedelta(minutes=1)
