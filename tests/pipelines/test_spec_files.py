@@ -97,6 +97,51 @@ def test_two_specs_with_one_id_are_both_errors_naming_each_other(root: Path):
         )
 
 
+def webhook_spec_text(dag_id: str, auth: str, secret_conn_id: str) -> str:
+    source = {"type": "webhook", "key_column": "email"} if auth in ("hmac", "secret") else {"type": auth}
+    trigger = {"type": "webhook", "auth": auth, "secret_conn_id": secret_conn_id}
+    spec = {**MINIMAL, "id": dag_id, "source": source, "trigger": trigger}
+    if auth in ("hmac", "secret"):
+        spec["mapping"] = MINIMAL["mapping"]
+    else:
+        spec.pop("mapping")
+        spec["source"] = {**source, "conn_id": f"{dag_id}_crm"}
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+def test_webhook_pipelines_sharing_a_secret_their_proof_does_not_tie_to_the_url_are_errors(root: Path):
+    """A delivery signed for one could be posted to the other's URL: each needs its own secret. HubSpot's
+    signature covers the URL, so HubSpot pipelines may share one; a pipeline with its own secret loads."""
+    specs = root / "pipelines"
+    write(specs, "sales/welcome.yaml", webhook_spec_text("sales_welcome", "hmac", "crm_hook"))
+    write(specs, "support/hello.yaml", webhook_spec_text("support_hello", "secret", "crm_hook"))
+    write(specs, "amo.yaml", webhook_spec_text("amo_a", "amocrm", "amo_hook"))
+    write(specs, "amo_copy.yaml", webhook_spec_text("amo_b", "amocrm", "amo_hook"))
+    write(specs, "hubspot.yaml", webhook_spec_text("hubspot_a", "hubspot", "hubspot_hook"))
+    write(specs, "hubspot_copy.yaml", webhook_spec_text("hubspot_b", "hubspot", "hubspot_hook"))
+    write(specs, "own.yaml", webhook_spec_text("own", "hmac", "own_hook"))
+    write(specs, "polled.yaml", spec_text("polled"))
+
+    dags, error = parse(root)
+
+    assert dags == {"hubspot_a", "hubspot_b", "own", "polled"}
+    assert "4 pipeline specs are broken" in error
+    pairs = [
+        ("sales/welcome.yaml", "support/hello.yaml", "crm_hook"),
+        ("amo.yaml", "amo_copy.yaml", "amo_hook"),
+    ]
+    for first, second, secret in pairs:
+        for name, other in ((first, second), (second, first)):
+            lines = (specs / name).read_text().splitlines()
+            line = next(n for n, text in enumerate(lines, 1) if "secret_conn_id:" in text)
+            assert section(error, name) == (
+                f"  line {line}, trigger.secret_conn_id: {secret!r} is also the webhook "
+                f"secret of {other}; the proofs of auth secret, hmac, amocrm, bitrix24 do not cover the URL, "
+                "so a delivery to one of them could be posted to another and be taken there. Give each "
+                "pipeline a secret connection of its own; none of them is loaded until then"
+            )
+
+
 SPEC_WITH_LATIN1 = spec_text("latin1").encode() + "description: café\n".encode("latin-1")
 LATIN1_LINE = SPEC_WITH_LATIN1.count(b"\n")
 VANISHING: dict[str, tuple[Callable[[Path], object], str]] = {

@@ -131,6 +131,7 @@ def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():
             "secret_conn_id": "hook_secret",
             "ledger_conn_id": "ledger",
             "max_bytes": 1048576,
+            "max_records": 10_000,
             "auth_failures_per_minute": 30,
         }
     }

@@ -40,9 +40,11 @@ from altcraft.webhooks.kinds import (
     SECRET_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    TooManyRecords,
     Unauthorized,
     WebhookRequest,
     signature,
+    strict_json,
 )
 from altcraft.webhooks.store import KeyConflict, WebhookStore, deliveries_table
 from tests.fake_crms.server import serving_app
@@ -257,6 +259,33 @@ def test_a_key_stored_with_other_records_is_a_conflict_and_the_same_records_in_a
         with pytest.raises(KeyConflict):
             store.put("p", "k", "hmac", other)
     assert store.count("p") == 1
+
+
+def test_a_delivery_of_more_records_than_the_pipeline_takes_gets_413_and_is_stored_nowhere(store):
+    client = TestClient(
+        create_app({"few": WebhookConfig("few", "hmac", SECRET, "webhook_ledger", max_records=3)}.get)
+    )
+    three = json.dumps([{"email": f"p{i}@example.com"} for i in range(3)]).encode()
+    assert client.post("/few", content=three, headers=signed(three)).json() == {
+        "status": "accepted",
+        "records": 3,
+    }
+    four = b"[{}, {}, {}, {}]"
+    refused = client.post("/few", content=four, headers=signed(four))
+    assert refused.status_code == 413
+    assert refused.json() == {
+        "error": "more than 3 records in one delivery (the pipeline's trigger.max_records)"
+    }
+    assert store.count("few") == 1
+
+
+def test_records_beyond_the_bound_are_not_parsed():
+    """Ten MiB of ``{},`` were 3.4 million dicts before the records were counted: now reading stops at the
+    first record beyond the bound (what follows it, even no JSON, is never looked at)."""
+    with pytest.raises(TooManyRecords, match="more than 3 records"):
+        strict_json(b"[{}, {}, {},\n {}, " + b"never read" * 1000, 3)
+    assert strict_json(b' [ {"a": [1, {"b": 2}]} , 2.5 ] ', 3) == strict_json(b'[{"a": [1, {"b": 2}]}, 2.5]')
+    assert strict_json(b'{"email": "a@example.com"}', 1) == {"email": "a@example.com"}
 
 
 def test_size_limit_unknown_pipeline_and_bad_payloads_store_nothing(client, store):

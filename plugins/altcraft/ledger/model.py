@@ -197,14 +197,18 @@ class RunRef:
         window: tuple[datetime, datetime] | None = None,
         *,
         map_index: int | None = None,
+        window_name: str | None = None,
     ) -> RunRef:
-        """A run reference whose window key is ``dag/task/<start UTC iso>/<end UTC iso>``, or the run key.
+        """A run reference whose window key is ``dag/task/<window_name>`` if named, else
+        ``dag/task/<start UTC iso>/<end UTC iso>``, or the run key.
 
         A mapped task instance (``map_index`` ≥ 0) is told apart as ``task_id[map_index]``.
         """
         if map_index is not None and map_index >= 0:
             task_id = f"{task_id}[{map_index}]"
-        if window is None:
+        if window_name:
+            key = f"{dag_id}/{task_id}/{window_name}"
+        elif window is None:
             key = f"{dag_id}/{task_id}/{run_id}"
         else:
             start, end = (utc(moment).isoformat() for moment in window)

@@ -89,6 +89,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param ledger_conn_id: SQL connection of the sync ledger; default ``[altcraft] ledger_conn_id`` of the
         Airflow configuration, else a SQLite file in AIRFLOW_HOME.
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
+    :param window_name: the window's name in the ledger, in place of its ``[start, end)``: runs reading
+        windows of one name share their launches for policies ``every_run`` and ``cooldown`` (a pipeline's
+        event runs name theirs by the watermark they start from; see `PlanWindowsOperator`).
     :param content: passed to Altcraft. Templated (strings inside are rendered). A URL with a user name or
         password in it is refused (it would be stored and shown with the DAG).
     :param skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
@@ -144,6 +147,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         ledger_conn_id: str | None = None,
         window_start: datetime | str | None = "{{ data_interval_start }}",
         window_end: datetime | str | None = "{{ data_interval_end }}",
+        window_name: str | None = None,
         content: dict[str, Any] | None = None,
         skip_triggers: bool | None = None,
         skip_invalid_subscriptions: bool | None = None,
@@ -219,6 +223,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self.ledger_conn_id = ledger_conn_id
         self.window_start = window_start
         self.window_end = window_end
+        self.window_name = window_name
         self.content = content
         self.skip_triggers = skip_triggers
         self.skip_invalid_subscriptions = skip_invalid_subscriptions
@@ -338,6 +343,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             ti.try_number,
             (window.start, window.end) if window else None,
             map_index=ti.map_index,
+            window_name=self.window_name,
         )
         return Delivery.create(
             hook,

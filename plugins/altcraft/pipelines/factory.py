@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -85,11 +85,24 @@ def event_window(context: Context, event: Asset) -> tuple[datetime, datetime]:
     return min(event_window_start(context["asset_state_store"][event].get(WATERMARK_KEY), fallback), now), now
 
 
+def event_window_name(watermark: datetime) -> str:
+    """The ledger's name of an event run's window: the watermark it starts from, not its end (``now``).
+
+    Event runs from one watermark (overlapping runs, the run after a failed one) read the same rows up to
+    different ends; named alike, they share their launches, so policies ``every_run`` and ``cooldown`` do
+    not launch a contact twice for them. Triggered pipelines have one partition, so the name is whole.
+    """
+    from datetime import UTC
+
+    return f"events/{watermark.astimezone(UTC).isoformat()}"
+
+
 class PlanWindowsOperator(BaseOperator):
     """Turns the run's window into the partition descriptors ``import_and_launch`` maps over.
 
     The window is the one given when triggering, else the run's data interval, else for a triggered
-    pipeline ``[watermark, now)`` (`event_window`), else (a run triggered without a logical date) the last
+    pipeline ``[watermark, now)`` (`event_window`, named in the ledger by `event_window_name`), else (a run
+    triggered without a logical date) the last
     complete interval of ``schedule``: see `altcraft.pipelines.window`. A run whose window cannot be known
     fails at once, without retries, saying how to trigger it.
     """
@@ -117,9 +130,11 @@ class PlanWindowsOperator(BaseOperator):
         params = dict(context["params"])
         data_interval = (context.get("data_interval_start"), context.get("data_interval_end"))
         given = any(params.get(name) for name in ("window_start", "window_end"))
+        name = None
         if self.event is not None and data_interval[0] is None and not given:
             start, end = event_window(context, self.event)
             origin = "a triggered run: from the event watermark to now"
+            name = event_window_name(start)
         else:
             try:
                 start, end, origin = run_window(
@@ -134,7 +149,9 @@ class PlanWindowsOperator(BaseOperator):
         windows = plan_windows(start, end, partitions=self.partitions, lookback=self.lookback)
         for index, window in enumerate(windows):
             self.log.info("Partition %d: [%s, %s)", index, window["window_start"], window["window_end"])
-        return windows
+        if name is not None:
+            self.log.info("Ledger window: %s (shared by the event runs starting from this watermark)", name)
+        return [{**window, "window_name": name} for window in windows] if name else windows
 
 
 # --------------------------------------------------------------------------------------- source
@@ -379,6 +396,7 @@ def pipeline_event_asset(spec: PipelineSpec) -> Asset:
             "secret_conn_id": trigger.secret_conn_id,
             "ledger_conn_id": spec.ledger_conn_id,
             "max_bytes": trigger.max_bytes,
+            "max_records": trigger.max_records,
             "auth_failures_per_minute": trigger.auth_failures_per_minute,
         }
     watcher = NewRowsTrigger(
@@ -552,9 +570,10 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
 
     A spec that cannot be read, validated or built becomes a `SpecError`, as does whatever `find_specs`
     reports; the others load regardless. Specs sharing an ``id`` are all errors, each naming the others
-    (none shadows another, whatever their order). Each DAG is validated here, because Airflow reports a
-    DAG that fails validation against the loader file, which would mark every pipeline DAG of that file as
-    having import errors. Errors are in path order.
+    (none shadows another, whatever their order), and so are webhook pipelines sharing a secret connection
+    where a proof does not cover the URL (`_replayable`). Each DAG is validated here, because Airflow
+    reports a DAG that fails validation against the loader file, which would mark every pipeline DAG of
+    that file as having import errors. Errors are in path order.
     """
     result = Pipelines()
     folder = Path(folder)
@@ -565,16 +584,18 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
             result.errors.append(replace(spec, name=spec_name(spec.path, folder)))
         else:
             specs[found] = spec
-    owners: dict[str, list[Path]] = {}
-    for path, spec in specs.items():
-        owners.setdefault(spec.id, []).append(path)
+    same_id = _sharing(specs, lambda spec: spec.id)
+    same_secret = _sharing(specs, _webhook_secret)
     matched_fields: dict[tuple[Any, ...], tuple[str, str]] = {}  # see `_custom_field_clash`
     for path, spec in specs.items():
         name = spec_name(path, folder)
-        others = [spec_name(other, folder) for other in owners[spec.id] if other != path]
+        others = [spec_name(other, folder) for other in same_id[path]]
+        replayable = _replayable(spec, [specs[other] for other in same_secret[path]])
         built = (
             _shared_id(spec, path, others)
             if others
+            else _shared_secret(spec, path, [spec_name(other, folder) for other in same_secret[path]])
+            if replayable
             else _custom_field_clash(spec, path, matched_fields) or _validated_dag(spec, path, name)
         )
         if isinstance(built, SpecError):
@@ -661,13 +682,63 @@ def _validated_dag(spec: PipelineSpec, path: Path, name: str) -> DAG | SpecError
     return dag
 
 
+def _sharing(
+    specs: Mapping[Path, PipelineSpec], key: Callable[[PipelineSpec], str | None]
+) -> dict[Path, list[Path]]:
+    """For each spec, the other specs with the same ``key`` (a key of None is shared with nobody)."""
+    keys = {path: key(spec) for path, spec in specs.items()}
+    owners: dict[str, list[Path]] = {}
+    for path, value in keys.items():
+        if value is not None:
+            owners.setdefault(value, []).append(path)
+    return {
+        path: [other for other in owners[value] if other != path] if value is not None else []
+        for path, value in keys.items()
+    }
+
+
+def _webhook_secret(spec: PipelineSpec) -> str | None:
+    """The secret connection of a webhook pipeline, None for others."""
+    return (
+        spec.trigger.secret_conn_id if spec.trigger is not None and spec.trigger.type == "webhook" else None
+    )
+
+
+def _replayable(spec: PipelineSpec, sharing: Sequence[PipelineSpec]) -> bool:
+    """Whether a delivery to one of these webhook pipelines sharing a secret could be posted to another:
+    one of them checks a proof that does not cover the URL (`WebhookKind.covers_url`)."""
+    from altcraft.webhooks.kinds import KINDS
+
+    return bool(sharing) and not all(
+        KINDS[other.trigger.auth].covers_url for other in (spec, *sharing) if other.trigger is not None
+    )
+
+
+def _shared(path: Path, field: tuple[str, ...], text: str) -> SpecError:
+    """The error of a spec whose ``field`` it may not share with other specs; ``text`` says with which."""
+    line = field_line(path, field)
+    return SpecError(path, f"  {f'line {line}, ' if line else ''}{'.'.join(field)}: {text}", line)
+
+
 def _shared_id(spec: PipelineSpec, path: Path, others: Sequence[str]) -> SpecError:
-    line = field_line(path, ("id",))
-    return SpecError(
+    return _shared(
         path,
-        f"  {f'line {line}, ' if line else ''}id: {spec.id!r} is also the id of {', '.join(others)}; a DAG "
-        "id belongs to one spec, so none of them is loaded until the ids differ",
-        line,
+        ("id",),
+        f"{spec.id!r} is also the id of {', '.join(others)}; a DAG id belongs to one spec, so none of them "
+        "is loaded until the ids differ",
+    )
+
+
+def _shared_secret(spec: PipelineSpec, path: Path, others: Sequence[str]) -> SpecError:
+    from altcraft.webhooks.kinds import KINDS
+
+    blind = ", ".join(name for name, kind in KINDS.items() if not kind.covers_url)
+    return _shared(
+        path,
+        ("trigger", "secret_conn_id"),
+        f"{_webhook_secret(spec)!r} is also the webhook secret of {', '.join(others)}; the proofs of auth "
+        f"{blind} do not cover the URL, so a delivery to one of them could be posted to another and be "
+        "taken there. Give each pipeline a secret connection of its own; none of them is loaded until then",
     )
 
 

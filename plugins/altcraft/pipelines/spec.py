@@ -40,7 +40,7 @@ from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
 from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, NoCredentials, NoSecretNames, Timezone
-from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE
+from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, MAX_RECORDS
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 _CONN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
@@ -87,6 +87,55 @@ def parse_duration(value: Any) -> timedelta:
     if duration > MAX_DURATION:
         raise ValueError(f"must be at most {MAX_DURATION.days} days, got {value!r}")
     return duration
+
+
+def duration_text(duration: timedelta) -> str:
+    """A duration in spec units, largest first (``15m``, ``1h 15m``, ``3d 15m``)."""
+    parts = []
+    for unit in "dhms":
+        size = timedelta(**{_UNITS[unit]: 1})
+        count, duration = divmod(duration, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts) or "0s"
+
+
+_PRESET_LONGEST = {
+    "@hourly": timedelta(hours=1),
+    "@daily": timedelta(days=1),
+    "@weekly": timedelta(weeks=1),
+    "@monthly": timedelta(days=31),
+    "@quarterly": timedelta(days=92),
+    "@yearly": timedelta(days=366),
+}
+_FIRES_CHECKED = 1000
+"""How many fires of a cron expression `longest_interval` looks at (a leap day's expression, 4 years)."""
+
+
+def longest_interval(schedule: str, start: datetime, timezone: str) -> timedelta:
+    """The longest time between two runs of a spec's ``schedule`` (an interval, a preset or a cron
+    expression, whose gaps are measured over its first fires from ``start``), plus the clock shift of
+    ``timezone`` if it has one: a schedule on its wall clock runs an hour later across the shift."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    offsets = [datetime(start.year, month, 1, tzinfo=zone).utcoffset() or timedelta(0) for month in (1, 7)]
+    shift = max(offsets) - min(offsets)
+    if _DURATION.fullmatch(schedule):
+        return parse_duration(schedule) + shift
+    if schedule in _PRESET_LONGEST:
+        return _PRESET_LONGEST[schedule] + shift
+    from croniter import croniter
+
+    first = start.replace(tzinfo=None)
+    fires = croniter(schedule, first)
+    previous, longest = fires.get_next(datetime), timedelta(0)
+    for _ in range(_FIRES_CHECKED):
+        current = fires.get_next(datetime)
+        longest, previous = max(longest, current - previous), current
+        if current - first > timedelta(days=4 * 366):
+            break
+    return longest + shift
 
 
 def _plain_text(value: str) -> str:
@@ -263,6 +312,12 @@ class WebhookTriggerSpec(_Model):
     secret_conn_id: ConnId = Field(description="Airflow connection whose password is the webhook's secret")
     max_bytes: int = Field(
         default=1_048_576, ge=1024, le=10_485_760, description="largest accepted body; larger ones get 413"
+    )
+    max_records: int = Field(
+        default=MAX_RECORDS,
+        ge=1,
+        le=1_000_000,
+        description="most contacts in one delivery; more get 413 (read no further)",
     )
     auth_failures_per_minute: int = Field(
         default=AUTH_FAILURES_PER_MINUTE,
@@ -460,6 +515,13 @@ class PipelineSpec(_Model):
         return self.model_copy(update={"max_active_runs": EVENT_MAX_ACTIVE_RUNS})
 
     @model_validator(mode="after")
+    def _one_launch_per_read(self) -> PipelineSpec:
+        problem = double_launch(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _when(self) -> PipelineSpec:
         if self.schedule is None and self.trigger is None:
             raise ValueError("give a schedule, a trigger, or both")
@@ -495,6 +557,52 @@ class PipelineSpec(_Model):
     def schedule_interval(self) -> timedelta | None:
         """The schedule as a fixed interval, or None for a cron schedule (or no schedule)."""
         return parse_duration(self.schedule) if self.schedule and _DURATION.fullmatch(self.schedule) else None
+
+
+def double_launch(spec: PipelineSpec) -> str | None:
+    """Why ``spec``'s relaunch policy would launch a row twice because two of its runs read it, or None.
+
+    Under ``once`` no row is launched twice. Otherwise a row read by two runs that the ledger tells
+    apart (other windows, and not within the cooldown) is launched by both: runs from two watermarks (event
+    runs overlapping), an event run reading back ``lookback`` behind a watermark the previous run read up
+    to (however long ago that was), and a scheduled window reading what the previous window or an event
+    run read (up to ``lookback`` + the schedule's longest interval earlier). Event runs from one watermark
+    share their ledger window (`altcraft.pipelines.factory.event_window_name`).
+    """
+    from altcraft.ledger import RelaunchPolicy
+
+    policy = RelaunchPolicy.parse(spec.relaunch_policy)
+    if policy.kind == "once":
+        return None
+    named = f"relaunch_policy: {policy}"
+    if spec.trigger is not None and spec.lookback is not None:
+        return (
+            f"{named} with a trigger and lookback: {duration_text(spec.lookback)}: each event run reads "
+            "back over rows the run before it read, however long ago, and would launch them again. Use "
+            "relaunch_policy: once (or no lookback)"
+        )
+    if spec.trigger is not None and spec.max_active_runs > 1:
+        return (
+            f"{named} with a trigger and max_active_runs: {spec.max_active_runs}: overlapping event runs "
+            "read the same rows from different watermarks, and each would launch them. Use "
+            "relaunch_policy: once, or max_active_runs: 1"
+        )
+    if spec.schedule is None or (spec.lookback is None and spec.trigger is None):
+        return None
+    span = (spec.lookback or timedelta(0)) + longest_interval(spec.schedule, spec.start_date, spec.timezone)
+    if policy.cooldown is not None and policy.cooldown >= span:
+        return None
+    least = -(span // -timedelta(minutes=1)) * timedelta(minutes=1)
+    reread = (
+        f"with lookback: {duration_text(spec.lookback)}, consecutive windows overlap"
+        if spec.lookback
+        else "with a schedule beside the trigger, a scheduled run reads again what event runs read"
+    )
+    return (
+        f"{named}: {reread}, so a row is read again up to {duration_text(span)} after its launch "
+        f"({'lookback + ' if spec.lookback else ''}the schedule's longest interval) and would be launched "
+        f"again. Use relaunch_policy: once, or {RelaunchPolicy('cooldown', least)} or longer"
+    )
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -12,7 +12,8 @@ Per request, in this order (nothing is stored unless every step passes):
    minute (`_Failures`) gets 429 with Retry-After instead, before its body is read: also when its
    delivery would be authenticated, unless the kind's `verify_head` alone proves it (``needs_body``
    False: a secret header or query parameter). Authenticated deliveries are never counted;
-5. the kind's `parse` into records -- not what the kind sends: 400;
+5. the kind's `parse` into records -- more than ``max_records``: 413, read no further; not what the kind
+   sends: 400;
 6. the delivery committed to the store in the ledger's database -- then 200 ``accepted``, or 200
    ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again), or 422 when
    its key was stored with other contacts (`KeyConflict`: the ``Idempotency-Key`` is not signed, so a
@@ -43,7 +44,15 @@ from starlette.requests import ClientDisconnect
 
 from altcraft.engines import ledger_conn_id
 from altcraft.masking import scrub
-from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, KINDS, BadPayload, Unauthorized, WebhookRequest
+from altcraft.webhooks.kinds import (
+    AUTH_FAILURES_PER_MINUTE,
+    KINDS,
+    MAX_RECORDS,
+    BadPayload,
+    TooManyRecords,
+    Unauthorized,
+    WebhookRequest,
+)
 from altcraft.webhooks.store import KeyConflict, WebhookStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +87,7 @@ class WebhookConfig:
     secret: str = field(repr=False)
     ledger_conn_id: str | None = None
     max_bytes: int = 1_048_576
+    max_records: int = MAX_RECORDS
     auth_failures_per_minute: int = AUTH_FAILURES_PER_MINUTE
 
 
@@ -110,6 +120,7 @@ def airflow_config(pipeline: str) -> WebhookConfig | None:
         secret=secret,
         ledger_conn_id=settings.get("ledger_conn_id"),
         max_bytes=int(settings["max_bytes"]),
+        max_records=int(settings.get("max_records", MAX_RECORDS)),
         auth_failures_per_minute=int(settings.get("auth_failures_per_minute", AUTH_FAILURES_PER_MINUTE)),
     )
 
@@ -290,7 +301,9 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
         except Unauthorized as error:
             return _refused(client, *failures.fail(client), limit, error)
         try:
-            records = kind.parse(received)
+            records = kind.parse(received, config.max_records)
+        except TooManyRecords as error:
+            return _answer(413, error=f"{error} (the pipeline's trigger.max_records)")
         except BadPayload as error:
             return _answer(400, error=str(error))
         key, proof = kind.delivery_key(received), kind.proof(received)

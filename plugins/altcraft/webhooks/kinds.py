@@ -48,6 +48,8 @@ MAX_FORM_FIELDS = 1000
 #: Failed authentications a client address may make per minute and pipeline (``auth_failures_per_minute``
 #: of a webhook trigger) before its deliveries get 429.
 AUTH_FAILURES_PER_MINUTE = 30
+#: Records one delivery may hold unless its pipeline says otherwise (``trigger.max_records``).
+MAX_RECORDS = 10_000
 
 
 class Unauthorized(Exception):
@@ -56,6 +58,10 @@ class Unauthorized(Exception):
 
 class BadPayload(ValueError):
     """The body is not what this kind sends: answer 400 and store nothing."""
+
+
+class TooManyRecords(BadPayload):
+    """A delivery of more records than its pipeline takes (``trigger.max_records``): answered 413."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ class WebhookKind:
     name: ClassVar[str]
     #: Whether the proof needs the body (a signature over it, a token in it); False: `verify_head` decides.
     needs_body: ClassVar[bool] = True
+    #: Whether the proof covers the URL: else a delivery to one pipeline could be posted to another pipeline
+    #: with the same secret, so pipelines of such kinds never share one (`altcraft.pipelines.load_pipelines`).
+    covers_url: ClassVar[bool] = False
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         """Raise `Unauthorized` on what the headers and query alone disprove (``request.body`` is empty)."""
@@ -85,10 +94,10 @@ class WebhookKind:
         """Raise `Unauthorized` unless the whole request proves the sender; by default its head does."""
         self.verify_head(request, secret, now=now)
 
-    def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
+    def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
         """A JSON object (one contact) or a JSON array of objects, nested at most `MAX_DEPTH` levels, with
-        finite numbers only (`strict_json`)."""
-        data = strict_json(request.body)
+        finite numbers only (`strict_json`); `TooManyRecords` beyond ``max_records`` of them."""
+        data = strict_json(request.body, max_records)
         if _too_deep(data):
             raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels")
         records = data if isinstance(data, list) else [data]
@@ -110,12 +119,17 @@ class WebhookKind:
         return None
 
 
-def strict_json(body: bytes) -> Any:
+def strict_json(body: bytes, max_items: int | None = None) -> Any:
     """``body`` parsed as JSON (RFC 8259), or `BadPayload` saying why not, never quoting it: also for what
     Python's parser takes but is no JSON or no finite number (``NaN``, ``Infinity``, ``1e999``), and for
-    an integer longer than Python reads (`sys.get_int_max_str_digits`, a ValueError that was a 500)."""
+    an integer longer than Python reads (`sys.get_int_max_str_digits`, a ValueError that was a 500).
+
+    With ``max_items``, a top-level array is read item by item, and `TooManyRecords` raised at the first
+    item beyond it, before the rest is parsed (ten MiB of ``{},`` are 3.4 million dicts)."""
     try:
-        return json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+        if max_items is None:
+            return json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+        return _bounded_json(body.decode(json.detect_encoding(body), "surrogatepass"), max_items)
     except BadPayload:
         raise
     except json.JSONDecodeError as error:
@@ -128,6 +142,36 @@ def strict_json(body: bytes) -> Any:
         raise BadPayload(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
 
 
+def _bounded_json(text: str, max_items: int) -> Any:
+    """`json.loads` of ``text``, reading a top-level array's items one at a time, at most ``max_items``."""
+    index = _space(text, 0)
+    if not text.startswith("[", index):
+        return _DECODER.decode(text)
+    items: list[Any] = []
+    index = _space(text, index + 1)
+    closed = text.startswith("]", index)
+    while not closed:
+        if len(items) == max_items:
+            raise TooManyRecords(f"more than {max_items} records in one delivery")
+        item, index = _DECODER.raw_decode(text, index)
+        items.append(item)
+        index = _space(text, index)
+        closed = text.startswith("]", index)
+        if not closed and not text.startswith(",", index):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+        index = _space(text, index + 1) if not closed else index
+    if _space(text, index + 1) != len(text):
+        raise json.JSONDecodeError("Extra data", text, index + 1)
+    return items
+
+
+def _space(text: str, index: int) -> int:
+    """Where the JSON whitespace at ``index`` of ``text`` ends."""
+    match = _SPACE.match(text, index)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -137,6 +181,10 @@ def _finite(text: str) -> float:
 
 def _no_constant(name: str) -> NoReturn:
     raise BadPayload(f"{name} is no JSON value (only finite numbers are)")
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 def _too_deep(data: Any) -> bool:
@@ -212,8 +260,10 @@ def _form(request: WebhookRequest, max_fields: int | None = None) -> list[tuple[
         raise BadPayload("the body is not x-www-form-urlencoded") from None
 
 
-def _ids(values: list[str], what: str) -> list[dict[str, Any]]:
+def _ids(values: list[str], what: str, max_records: int | None) -> list[dict[str, Any]]:
     ids = list(dict.fromkeys(v.strip() for v in values))
+    if max_records is not None and len(ids) > max_records:
+        raise TooManyRecords(f"more than {max_records} records in one delivery")
     if not ids:
         raise BadPayload(f"no {what} in the body: subscribe the webhook to contact creation only")
     if not all(re.fullmatch(r"[0-9]{1,20}", v) for v in ids):
@@ -237,8 +287,9 @@ class AmoCrm(WebhookKind):
         if not _same(request.query.get("secret", ""), secret):
             raise Unauthorized("missing or wrong secret query parameter")
 
-    def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
-        return _ids([v for k, v in _form(request) if self._ADDED.fullmatch(k)], "contacts[add][N][id]")
+    def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
+        added = [v for k, v in _form(request) if self._ADDED.fullmatch(k)]
+        return _ids(added, "contacts[add][N][id]", max_records)
 
 
 class Bitrix24(WebhookKind):
@@ -258,12 +309,12 @@ class Bitrix24(WebhookKind):
         if len(tokens) != 1 or not _same(tokens[0], secret):
             raise Unauthorized("missing or wrong auth[application_token]")
 
-    def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
+    def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
         form = _form(request, MAX_FORM_FIELDS)
         events = {v.upper() for k, v in form if k == "event"}
         if events != {"ONCRMCONTACTADD"}:
             raise BadPayload("expected event ONCRMCONTACTADD")
-        return _ids([v for k, v in form if k == "data[FIELDS][ID]"], "data[FIELDS][ID]")
+        return _ids([v for k, v in form if k == "data[FIELDS][ID]"], "data[FIELDS][ID]", max_records)
 
     def delivery_key(self, request: WebhookRequest) -> str:
         return _keyed("bitrix24", *(record["id"] for record in self.parse(request)))
@@ -283,6 +334,7 @@ class HubSpot(WebhookKind):
     """HubSpot: ``X-HubSpot-Signature-v3`` and ``X-HubSpot-Request-Timestamp`` (milliseconds)."""
 
     name = "hubspot"
+    covers_url = True
     _SHAPE = re.compile(r"[A-Za-z0-9+/]{43}=")  # base64 of the 32 bytes of an HMAC-SHA256
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
@@ -306,10 +358,10 @@ class HubSpot(WebhookKind):
     def proof(self, request: WebhookRequest) -> str | None:
         return _keyed("hubspot", request.headers[HUBSPOT_SIGNATURE])
 
-    def parse(self, request: WebhookRequest) -> list[dict[str, Any]]:
-        events = super().parse(request)
+    def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
+        events = super().parse(request, max_records)
         created = [e for e in events if str(e.get("subscriptionType", "")).lower() == "contact.creation"]
-        return _ids([str(e.get("objectId", "")) for e in created], "contact.creation objectId")
+        return _ids([str(e.get("objectId", "")) for e in created], "contact.creation objectId", None)
 
     def delivery_key(self, request: WebhookRequest) -> str:
         events = super().parse(request)
