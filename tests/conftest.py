@@ -58,3 +58,19 @@ def netrc_for_localhost(monkeypatch, tmp_path) -> Path:
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     return netrc
+
+
+#: The browser of the UI tests: Debian's Chromium, driven by Playwright (its own download cannot work here).
+CHROMIUM = os.environ.get("ALTCRAFT_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()

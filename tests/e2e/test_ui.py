@@ -8,7 +8,6 @@ through Airflow's REST API, and an anonymous browser is refused. Screenshots go 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,6 @@ from .conftest import make_dags_folder, start_airflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-CHROMIUM = os.environ.get("ALTCRAFT_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO / "docs" / "img"
 DAG_ID, SCENARIO, LAUNCH = "e2e_ui_welcome", 21, "import_and_launch"
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
@@ -114,18 +112,6 @@ def ledger_counts(pg_databases, finished_run) -> Counter[str]:
             return Counter(dict(conn.execute(query, {"run": finished_run["dag_run_id"]}).all()))
     finally:
         engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def login(browser, airflow, username: str = "admin", password: str | None = None):

@@ -360,21 +360,6 @@ def test_a_missing_old_or_unreachable_ledger_is_said_on_every_route_not_a_server
     assert "first pipeline run" in states["missing"]["/"].text  # how its tables are created or upgraded
 
 
-CHROMIUM = os.environ.get("ALTCRAFT_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def admin_tab(browser, page):
     """A browser tab with the admin's Airflow session cookie, on the run page of ``open_dag``."""
