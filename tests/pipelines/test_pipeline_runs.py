@@ -206,3 +206,35 @@ def test_a_pipeline_with_the_largest_pool_slots_is_created_and_runs(
     run = run_dag(dag, START + timedelta(days=1))
 
     assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
+
+
+def test_contacts_refused_by_altcraft_keep_a_watermark_run_failed_through_its_retries(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """A refused contact fails the try; the try moved the watermark on, so a retry reads nothing new and
+    would turn the run green with the contact never sent again: the task fails for good instead."""
+    watermark_spec = spec("refused_welcome", crm_table, scenario_id, retries=1, retry_delay="1s")
+    watermark_spec["source"] = {
+        "type": "sql_table",
+        "conn_id": "crm_pg",
+        "table": crm_table,
+        "key_column": "id",
+        "watermark_column": "id",
+    }
+    emulator.add_faults(
+        {
+            "endpoint": "workflows/import_and_start_batch",
+            "kind": "profile_error",
+            "every": 7,
+            "count": 1,
+            "code": 400,
+            "text": "bad field",
+        }
+    )
+    dag = load_dags([watermark_spec])["refused_welcome"]
+
+    run = run_dag(dag, START + timedelta(days=1))
+
+    assert task_states(run) == {"plan": "success", "import_and_launch": "failed"}
+    summary = xcom_values(dag.dag_id, run.run_id, key="altcraft_summary")["import_and_launch", 0]
+    assert (summary["failed"], summary["found"]) == (1, DAYS * (PER_DAY + BROKEN_PER_DAY)), "no second try"

@@ -73,7 +73,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param max_rejected_ratio: fail the task (after delivering everything valid) when rejected / found
         exceeds this share. Default 0.1.
     :param max_failed_ratio: fail the task when contacts refused by Altcraft / found exceeds this share.
-        Default 0: any refusal fails the task (a retry or the next run sends them again).
+        Default 0: any refusal fails the task (a retry or the next run reading them sends them again; a
+        source keeping a position between runs, such as a watermark, has moved past them: not retried).
     :param max_uncertain_ratio: fail the task when contacts still uncertain after reconciliation / found
         exceeds this share. Default 0.
     :param launch_marker_field: custom profile field (string) written with the sending try's id in every
@@ -447,16 +448,20 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                     **{k: result[k] for k in _COUNTERS},
                     "scope": result["scope"],
                 }
+        # A source keeping a position (watermark, processed files) moved it past this try's contacts: a
+        # retry would read nothing and turn green, so refusals fail the task for good.
+        moved_past = self._source(context).tracks_progress
         rejected, failed, uncertain = _problems(
             delivery.summary,
             self.max_rejected_ratio,
             None if delivery.dry_run else self.max_failed_ratio,
             None if delivery.dry_run else self.max_uncertain_ratio,
+            moved_past=moved_past,
         )
-        if failed:  # a retry sends refused contacts again
+        if failed and not moved_past:  # a retry reads the same window and sends refused contacts again
             raise AirflowException(" ".join(m for m in (failed, uncertain, rejected) if m))
-        if uncertain or rejected:
-            raise AirflowFailException(" ".join(m for m in (uncertain, rejected) if m))
+        if failed or uncertain or rejected:
+            raise AirflowFailException(" ".join(m for m in (failed, uncertain, rejected) if m))
         return result
 
     def _report(self, delivery: Delivery, context: Context, *, final: bool) -> dict[str, Any]:
@@ -496,7 +501,12 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
 
 
 def _problems(
-    summary: Any, max_rejected: float, max_failed: float | None, max_uncertain: float | None
+    summary: Any,
+    max_rejected: float,
+    max_failed: float | None,
+    max_uncertain: float | None,
+    *,
+    moved_past: bool = False,
 ) -> tuple[str, str, str]:
     """Why a try is not a clean success: (rejected, failed, uncertain) messages, empty when fine."""
     rejected = failed = uncertain = ""
@@ -509,9 +519,15 @@ def _problems(
         )
     if max_failed is not None and summary.failed and summary.ratio("failed") > max_failed:
         failed = (
-            f"{summary.failed} contact(s) were refused by Altcraft (failed): they were not launched and "
-            "the next run sends them again. Reasons are in the log and in altcraft_outcomes; raise "
-            "max_failed_ratio if such refusals are expected."
+            f"{summary.failed} contact(s) were refused by Altcraft (failed): they were not launched"
+            + (
+                ", and this source's position (a watermark, processed files) moved past them: no retry or "
+                "later run reads them again unless their records change."
+                if moved_past
+                else " and the next run sends them again."
+            )
+            + " Reasons are in the log and in altcraft_outcomes; raise max_failed_ratio if such refusals "
+            "are expected."
         )
     if max_uncertain is not None and summary.uncertain and summary.ratio("uncertain") > max_uncertain:
         uncertain = (

@@ -189,6 +189,11 @@ class SpecSource:
     def describe(self) -> str:
         return self.source.describe()
 
+    @property
+    def tracks_progress(self) -> bool:
+        """The source's own (a window watermark is not: a retry reads its partition's window again)."""
+        return self.source.tracks_progress
+
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:

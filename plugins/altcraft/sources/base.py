@@ -141,6 +141,12 @@ class Source(ABC):
         """Save the progress of the last, fully consumed `batches` iteration to the state store."""
         return None  # a plain source remembers nothing
 
+    @property
+    def tracks_progress(self) -> bool:
+        """Whether `commit` moves a position kept between runs (a watermark, processed files): past it, no
+        retry or later run reads the records again."""
+        return False
+
     def probe(self, since: Any) -> tuple[int, str | None]:
         """For a watcher trigger: how many rows are past ``since`` and the newest, never the rows."""
         raise SourceError(f"{self.describe()}: cannot be polled for new rows")
