@@ -238,3 +238,38 @@ def test_contacts_refused_by_altcraft_keep_a_watermark_run_failed_through_its_re
     assert task_states(run) == {"plan": "success", "import_and_launch": "failed"}
     summary = xcom_values(dag.dag_id, run.run_id, key="altcraft_summary")["import_and_launch", 0]
     assert (summary["failed"], summary["found"]) == (1, DAYS * (PER_DAY + BROKEN_PER_DAY)), "no second try"
+
+
+def test_a_run_limited_to_selected_contacts_leaves_the_others_to_the_next_run(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """A run given ``contact_hashes`` (the Altcraft page's "relaunch selected") skips every other contact it
+    reads; with a watermark it moved past them, and the next run never read the new contacts it skipped."""
+    watermark_spec = spec("selected_welcome", crm_table, scenario_id)
+    watermark_spec["source"] = {
+        "type": "sql_table",
+        "conn_id": "crm_pg",
+        "table": crm_table,
+        "key_column": "id",
+        "watermark_column": "id",
+    }
+    run_dag(load_dags([watermark_spec])["selected_welcome"], START + timedelta(days=1))
+    engine = sa.create_engine(PG.replace("postgresql", "postgresql+psycopg2"))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"INSERT INTO {crm_table} VALUES (:id, :email, 'New', now())"),
+            [{"id": 1000 + i, "email": f"new{i}@example.org"} for i in range(5)],
+        )
+    engine.dispose()
+
+    dag = load_dags([watermark_spec])["selected_welcome"]  # a fresh parse: Param.resolve keeps the conf
+    selected = dag.test(logical_date=START + timedelta(days=2), run_conf={"contact_hashes": ["0" * 64]})
+    summary = xcom_values(dag.dag_id, selected.run_id)["import_and_launch", 0]
+    assert (summary["found"], summary["skipped"], summary["launched"]) == (5, 5, 0)
+
+    dag = load_dags([watermark_spec])["selected_welcome"]
+    after = run_dag(dag, START + timedelta(days=3))
+    summary = xcom_values(dag.dag_id, after.run_id)["import_and_launch", 0]
+    assert (summary["found"], summary["launched"]) == (5, 5), "the next run reads what the selection skipped"
+    launched = launched_emails(emulator, scenario_id)
+    assert len(launched) == len(set(launched)) and {f"new{i}@example.org" for i in range(5)} <= set(launched)

@@ -398,8 +398,16 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         return self.source
 
     def _move_source(self, delivery: Delivery, source: Source) -> None:
-        """Move the source's position on, unless another run still has some of its contacts in flight."""
+        """Move the source's position on, unless the run was limited to selected contacts or another run
+        still has some of its contacts in flight."""
         if delivery.dry_run:
+            return
+        if delivery.only is not None:
+            if source.tracks_progress:
+                self.log.info(
+                    "This run was limited to selected contacts: the source's position does not move, the "
+                    "next run reads the contacts it skipped"
+                )
             return
         if delivery.left_to_others:
             # another run (an overlapping event run) may yet fail to launch them: read them again next time
