@@ -398,7 +398,7 @@ class LocalAirflow:
         wanted = {date.isoformat() for date in logical_dates}
 
         def finished() -> list[dict[str, Any]] | None:
-            runs = [run for run in self.api.runs(dag_id) if _iso(run["logical_date"]) in wanted]
+            runs = runs_at(self.api.runs(dag_id), wanted)
             done = len(runs) == len(wanted) and all(run["state"] in FINISHED for run in runs)
             return runs if done else None
 
@@ -414,6 +414,11 @@ class LocalAirflow:
             timeout,
             check=self.stack.check_alive,
         )
+
+
+def runs_at(runs: Sequence[dict[str, Any]], logical_dates: set[str]) -> list[dict[str, Any]]:
+    """The runs whose logical date (ISO) is one of these; a run without one (a manual trigger) is none."""
+    return [run for run in runs if run["logical_date"] and _iso(run["logical_date"]) in logical_dates]
 
 
 def _iso(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -50,4 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Read connections as `airflow connections get` does: outside a task, Airflow 3 looks only in the
+    # environment and custom secrets backends unless the process says it is a server, so a connection
+    # made with `airflow connections add` (the metadata database) was "not defined" for the probe.
+    os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
     sys.exit(main())

@@ -145,3 +145,29 @@ def test_probe_fails_when_batch_results_come_in_another_order(altcraft_emulator,
     rows = _rows(capsys.readouterr().out)
     assert rows[check] == ("FAIL", "results are NOT in request order: deliver with mode single")
     assert {e["key"] for e in altcraft_emulator.journal(12)[before:]} == {"probe.person@example.org"}
+
+
+def test_probe_reads_a_connection_made_with_airflow_connections_add(altcraft_emulator, airflow_db):
+    """The README's path: `airflow connections add` stores the connection in the metadata database, and
+    `python -m altcraft probe --conn-id` must find it there (not only in AIRFLOW_CONN_* variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    add = [sys.executable, "-m", "airflow", "connections", "add", "probe_metastore", "--conn-type"]
+    added = subprocess.run(
+        [*add, "altcraft", "--conn-host", altcraft_emulator.url, "--conn-password", altcraft_emulator.token],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert added.returncode == 0 or "already exists" in added.stdout + added.stderr, added.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "altcraft", "probe", "--conn-id", "probe_metastore", "--scenario", "12"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _rows(done.stdout)["scenario 12"] == ("ok", "active")
