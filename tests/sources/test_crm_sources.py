@@ -137,6 +137,13 @@ def test_amocrm_refused_token_refresh_fails_once_naming_the_refresh(amo, monkeyp
     assert [r["path"] for r in amo.requests] == ["/api/v4/contacts", "/oauth2/access_token"]
 
 
+def test_a_crm_keeps_a_position_in_watermark_mode_only():
+    """A window is read again by a retry or a new run over it (the Altcraft page's resend); an id watermark
+    is not: the run moved past it."""
+    assert not amo_source().tracks_progress
+    assert amo_source(mode="watermark").tracks_progress
+
+
 def test_amocrm_watermark_reads_only_contacts_above_the_last_id(amo):
     state = MemoryStateStore()
     amo.contacts = people(300)

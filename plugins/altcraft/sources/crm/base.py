@@ -186,6 +186,11 @@ class CrmSource(Stateful):
             self._http = self.connect(BaseHook.get_connection(self.spec.conn_id))
         return self._http
 
+    @property
+    def tracks_progress(self) -> bool:
+        """A watermark or the webhook's stored ids; window mode reads its window and remembers nothing."""
+        return self.spec.uses_watermark
+
     # ------------------------------------------------------------------------------------ reading
 
     def _read_batches(
