@@ -33,6 +33,7 @@ from altcraft.pipelines import (
 from altcraft.pipelines.factory import LAUNCH_TASK_ID, PLAN_TASK_ID
 from altcraft.pipelines.window import Schedule
 from altcraft.sources import MemoryStateStore
+from altcraft.ui.marker import PREFIX
 from tests.pipelines import notify
 from tests.pipelines.conftest import DAGS, EXAMPLES
 from tests.pipelines.test_spec import MINIMAL
@@ -116,7 +117,9 @@ def test_each_example_has_an_interval_timetable_in_its_timezone(name, examples):
 def test_each_example_is_tagged_and_documented_from_its_spec(name, examples):
     spec, dag = examples[name]
 
-    assert dag.tags == {"altcraft", *spec.tags}
+    marker = {tag for tag in dag.tags if tag.startswith(PREFIX)}  # what the Altcraft page reads
+    assert dag.tags == {"altcraft", *spec.tags, *marker} and len(marker) <= 1
+    assert bool(marker) == spec.source.build().tracks_progress, "none of the examples sets a grace"
     assert dag.description == spec.description
     assert dag.doc_md.startswith(f"# {spec.id}\n")
     assert f"`{name}.yaml`" in dag.doc_md

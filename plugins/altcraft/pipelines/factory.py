@@ -251,9 +251,13 @@ def build_dag(spec: PipelineSpec, *, spec_name: str | None = None) -> DAG:
     import pendulum
 
     from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator, scenario_asset
+    from altcraft.ui.marker import marker_tag
 
     source = SpecSource(spec.source, track_windows=spec.trigger is not None)
     event = pipeline_event_asset(spec) if spec.trigger else None
+    marker = marker_tag(
+        keeps_position=source.tracks_progress, grace_seconds=spec.scenario.reconcile_grace_seconds
+    )
     dag = DAG(
         dag_id=spec.id,
         description=spec.description or None,
@@ -262,7 +266,7 @@ def build_dag(spec: PipelineSpec, *, spec_name: str | None = None) -> DAG:
         end_date=pendulum.instance(spec.end_date, tz=spec.timezone) if spec.end_date else None,
         catchup=spec.catchup,
         max_active_runs=spec.max_active_runs,
-        tags=list(dict.fromkeys([ALWAYS_TAG, *spec.tags])),
+        tags=list(dict.fromkeys([ALWAYS_TAG, *spec.tags, *([marker] if marker else [])])),
         default_args={
             "owner": spec.owner,
             "retries": spec.retries,

@@ -347,7 +347,9 @@ class PipelineSpec(_Model):
         default="airflow", description="Airflow owner of the tasks"
     )
     tags: list[Annotated[str, _matching(_TAG, "tag")]] = Field(
-        default_factory=list, description="DAG tags; `altcraft` is always added"
+        default_factory=list,
+        description="DAG tags; `altcraft` is always added, and `altcraft-ui:…` for the Altcraft page when "
+        "the source keeps a position or reconcile_grace_seconds is set",
     )
     schedule: Annotated[str, AfterValidator(_schedule)] | None = Field(
         default=None,
