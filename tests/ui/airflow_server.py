@@ -3,7 +3,8 @@
 Run as ``python -m tests.ui.airflow_server PORT DAG_ID...`` with ``AIRFLOW_HOME`` holding a migrated
 metadata database: it adds each DAG with finished runs (`add_runs`) and serves Airflow's whole app.
 The auth manager is Airflow's simple one, except that the user ``restricted`` may only read the DAG
-``open_dag`` and the user ``nobody`` no DAG (what per-DAG roles of a real auth manager allow).
+``open_dag`` and the user ``nobody`` no DAG (what per-DAG roles of a real auth manager allow). The DAGs of
+`PIPELINES` carry the tags their pipeline spec gives them (`altcraft.pipelines.build_dag`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,28 @@ from typing import Any
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
 RESTRICTED, READABLE, NOBODY = "restricted", "open_dag", "nobody"
+WATERMARK, SLOW_GRACE = "watermark_dag", "slow_grace_dag"
+_SQL = {"type": "sql_table", "conn_id": "crm", "table": "contacts", "key_column": "id"}
+#: Pipelines by DAG id: one whose source keeps a watermark, one reconciling with a two-hour grace.
+PIPELINES: dict[str, dict[str, Any]] = {
+    dag_id: {
+        "id": dag_id,
+        "schedule": "1d",
+        "timezone": "UTC",
+        "start_date": "2025-01-01",
+        "source": source,
+        "mapping": {"matching": "email", "key": {"email": "email"}},
+        "scenario": scenario,
+    }
+    for dag_id, source, scenario in (
+        (WATERMARK, {**_SQL, "watermark_column": "updated_at"}, {"id": 11}),
+        (
+            SLOW_GRACE,
+            {**_SQL, "created_at_column": "created_at"},
+            {"id": 11, "reconcile_grace_seconds": 7200},
+        ),
+    )
+}
 
 
 class PerDagAuthManager(SimpleAuthManager):
@@ -32,10 +55,17 @@ class PerDagAuthManager(SimpleAuthManager):
         )
 
 
+def tags(dag_id: str) -> set[str]:
+    """The DAG's tags: its pipeline's, else none."""
+    from altcraft.pipelines import PipelineSpec, build_dag
+
+    return build_dag(PipelineSpec.model_validate(PIPELINES[dag_id])).tags if dag_id in PIPELINES else set()
+
+
 def add_runs(dag_ids: list[str]) -> None:
     """Each DAG with one successful manual run ``r1`` over the last day, and an earlier one
     ``no_interval`` without a logical date or data interval."""
-    from airflow.models.dag import DagModel
+    from airflow.models.dag import DagModel, DagTag
     from airflow.models.dagbundle import DagBundleModel
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
@@ -49,6 +79,7 @@ def add_runs(dag_ids: list[str]) -> None:
         for dag_id in dag_ids:
             session.add(DagModel(dag_id=dag_id, bundle_name="dags-folder", fileloc=f"/dags/{dag_id}.py"))
         session.flush()
+        session.add_all(DagTag(dag_id=dag_id, name=tag) for dag_id in dag_ids for tag in tags(dag_id))
         for dag_id in dag_ids:
             session.add(
                 DagRun(

