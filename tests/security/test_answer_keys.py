@@ -78,3 +78,16 @@ def test_a_task_result_counted_under_a_key_quoting_the_token_or_an_email_is_kept
     assert "errors of a***@e***.org for ***=1" in reasons[0], reasons
     kept = "\n".join([*reasons, caplog.text, json.dumps(delivery.summary.as_dict())])
     assert not _leaked(kept), _leaked(kept)
+
+
+def test_a_documented_key_is_cleaned_too_when_the_token_could_be_part_of_it():
+    """Objects holding only documented keys are passed over, unless the token is short enough to hide in
+    one of them."""
+    from altcraft.api.protocol import MASK, clean_document
+
+    def answer():
+        return {"error": 0, "result": [{"error": 0, "profile_id": "p1"}]}
+
+    assert clean_document(answer(), TOKEN) == answer()
+    cleaned = clean_document(answer(), "result")
+    assert "result" not in cleaned and MASK in cleaned, cleaned

@@ -228,6 +228,15 @@ SERVER_TEXT_KEYS = frozenset(
 )
 
 
+#: Keys of the documented answers (`altcraft.api.models`): no cleaning changes them (no digits, no ``@``,
+#: no character a database refuses) unless the token is one of their substrings, which a token longer than
+#: the longest of them cannot be. Objects holding only these are not looked at again (`_clean_keys`).
+_PLAIN_KEYS = frozenset(
+    {"error", "error_text", "profile_id", "data", "result", "task_id", "status", "progress", "id", "total"}
+)
+_PLAIN_KEY_CHARS = max(map(len, _PLAIN_KEYS))
+
+
 def clean_document(document: Any, secret: str | None, *, unstorable: bool = True) -> Any:
     """The answer with every key cleaned as a server text (`_clean`), the token removed from every string
     and contacts masked in every server text, each server text cut to `MAX_SERVER_TEXT` characters; with
@@ -243,6 +252,7 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
     # `error_text`) can change: every other string is passed over without a look
     every_string = forms is not None or unstorable
     shapes: dict[tuple[Any, ...], tuple[Any, ...] | None] = {}
+    plain = _PLAIN_KEYS if secret is None or len(secret) > _PLAIN_KEY_CHARS else frozenset()
     root = [document]
     stack: list[dict[Any, Any] | list[Any]] = [root]
     while stack:
@@ -254,7 +264,8 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
                 elif every_string and isinstance(value, str):
                     container[index] = _clean_string(value, forms, unstorable)
             continue
-        _clean_keys(container, secret, shapes)
+        if not container.keys() <= plain:
+            _clean_keys(container, secret, shapes)
         for key, value in container.items():
             if isinstance(value, str):
                 cleaned = _clean_string(value, forms, unstorable) if every_string else value
