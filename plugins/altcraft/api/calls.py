@@ -45,7 +45,10 @@ def task_status_call(task_id: str) -> tuple[str, dict[str, Any], Callable[[dict[
 
 
 def _in_order(
-    endpoint: str, request: BatchLaunchRequest, keys: Sequence[str], parse: Callable[[dict[str, Any]], T]
+    endpoint: str,
+    request: BatchLaunchRequest | ImportBatchRequest,
+    keys: Sequence[str],
+    parse: Callable[[dict[str, Any]], T],
 ) -> Callable[[dict[str, Any]], T]:
     """``parse``, refusing an answer whose per-contact results name other contacts than those sent at their
     positions (`altcraft.api.result_identity`): ``keys`` (ledger keys, in request order) or, without them,
@@ -191,16 +194,9 @@ class AltcraftCalls:
         A result that names another item than the one at its position (`altcraft.api.result_identity`)
         makes the answer unexpected: it cannot be read by position.
         """
-        launching = not request.skip_triggers
-        items = request.data
-
-        def parse(answer: dict[str, Any]) -> BatchResult:
-            why = items_misattributed(items, request.matching, answer.get("result"))
-            if why is not None:
-                raise AltcraftUnexpectedAnswer(why, endpoint="profiles/import_batch")
-            return BatchResult.model_validate(answer)
-
-        return self._typed("profiles/import_batch", request.to_body(), parse, launching=launching)
+        endpoint = "profiles/import_batch"
+        parse = _in_order(endpoint, request, (), BatchResult.model_validate)
+        return self._typed(endpoint, request.to_body(), parse, launching=not request.skip_triggers)
 
     # ------------------------------------------------------------------------------------------- reads
 
