@@ -458,7 +458,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 }
         # A source keeping a position (watermark, processed files) moved it past this try's contacts: a
         # retry would read nothing and turn green, so refusals fail the task for good.
-        moved_past = self._source(context).tracks_progress
+        moved_past = self.source is not None and self.source.tracks_progress
         rejected, failed, uncertain = _problems(
             delivery.summary,
             self.max_rejected_ratio,
