@@ -83,6 +83,30 @@ def spec(dag_id: str, table: str, scenario_id: int, **extra) -> dict:
     }
 
 
+def watermark(pipeline: dict) -> dict:
+    """The pipeline reading its table by an id watermark instead of the run's window."""
+    table = pipeline["source"]["table"]
+    source = {
+        "type": "sql_table",
+        "conn_id": "crm_pg",
+        "table": table,
+        "key_column": "id",
+        "watermark_column": "id",
+    }
+    return {**pipeline, "source": source}
+
+
+def add_new_contacts(table: str, count: int = 5) -> None:
+    """``count`` new contacts (new0@example.org, ...) with ids past every other (from 1000), created now."""
+    engine = sa.create_engine(PG.replace("postgresql", "postgresql+psycopg2"))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"INSERT INTO {table} VALUES (:id, :email, 'New', now())"),
+            [{"id": 1000 + i, "email": f"new{i}@example.org"} for i in range(count)],
+        )
+    engine.dispose()
+
+
 def load_dags(specs: list[dict]) -> dict:
     """Put the loader and these specs in the DAG folder, import the loader, return its DAGs by id."""
     folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -145,26 +169,14 @@ def test_consecutive_intervals_and_a_backfill_deliver_each_contact_once(
 
 def test_watermark_pipeline_reads_only_new_rows_across_runs(airflow_db, emulator, crm_table, scenario_id):
     """The source's watermark lives in Airflow's asset_state_store and survives between runs."""
-    watermark_spec = spec("watermark_welcome", crm_table, scenario_id)
-    watermark_spec["source"] = {
-        "type": "sql_table",
-        "conn_id": "crm_pg",
-        "table": crm_table,
-        "key_column": "id",
-        "watermark_column": "id",
-    }
+    watermark_spec = watermark(spec("watermark_welcome", crm_table, scenario_id))
     dag = load_dags([watermark_spec])["watermark_welcome"]
     first = run_dag(dag, START + timedelta(days=1))
     assert xcom_values(dag.dag_id, first.run_id)["import_and_launch", 0]["found"] == DAYS * (
         PER_DAY + BROKEN_PER_DAY
     )
 
-    engine = sa.create_engine(PG.replace("postgresql", "postgresql+psycopg2"))
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(f"INSERT INTO {crm_table} VALUES (:id, :email, 'New', now())"),
-            [{"id": 1000 + i, "email": f"new{i}@example.org"} for i in range(5)],
-        )
+    add_new_contacts(crm_table)
     second = run_dag(dag, START + timedelta(days=2))
     summary = xcom_values(dag.dag_id, second.run_id)["import_and_launch", 0]
     assert (summary["found"], summary["launched"], summary["skipped"]) == (5, 5, 0)
@@ -213,14 +225,7 @@ def test_contacts_refused_by_altcraft_keep_a_watermark_run_failed_through_its_re
 ):
     """A refused contact fails the try; the try moved the watermark on, so a retry reads nothing new and
     would turn the run green with the contact never sent again: the task fails for good instead."""
-    watermark_spec = spec("refused_welcome", crm_table, scenario_id, retries=1, retry_delay="1s")
-    watermark_spec["source"] = {
-        "type": "sql_table",
-        "conn_id": "crm_pg",
-        "table": crm_table,
-        "key_column": "id",
-        "watermark_column": "id",
-    }
+    watermark_spec = watermark(spec("refused_welcome", crm_table, scenario_id, retries=1, retry_delay="1s"))
     emulator.add_faults(
         {
             "endpoint": "workflows/import_and_start_batch",
@@ -245,22 +250,9 @@ def test_a_run_limited_to_selected_contacts_leaves_the_others_to_the_next_run(
 ):
     """A run given ``contact_hashes`` (the Altcraft page's "relaunch selected") skips every other contact it
     reads; with a watermark it moved past them, and the next run never read the new contacts it skipped."""
-    watermark_spec = spec("selected_welcome", crm_table, scenario_id)
-    watermark_spec["source"] = {
-        "type": "sql_table",
-        "conn_id": "crm_pg",
-        "table": crm_table,
-        "key_column": "id",
-        "watermark_column": "id",
-    }
+    watermark_spec = watermark(spec("selected_welcome", crm_table, scenario_id))
     run_dag(load_dags([watermark_spec])["selected_welcome"], START + timedelta(days=1))
-    engine = sa.create_engine(PG.replace("postgresql", "postgresql+psycopg2"))
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(f"INSERT INTO {crm_table} VALUES (:id, :email, 'New', now())"),
-            [{"id": 1000 + i, "email": f"new{i}@example.org"} for i in range(5)],
-        )
-    engine.dispose()
+    add_new_contacts(crm_table)
 
     dag = load_dags([watermark_spec])["selected_welcome"]  # a fresh parse: Param.resolve keeps the conf
     selected = dag.test(logical_date=START + timedelta(days=2), run_conf={"contact_hashes": ["0" * 64]})
