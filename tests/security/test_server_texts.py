@@ -95,28 +95,16 @@ def _one_item() -> BatchLaunchRequest:
     [{"email": EMAIL, "phone": 79001234567, "echo": TOKEN}, [EMAIL, PHONE, TOKEN], 79001234567],
     ids=["object", "list", "number"],
 )
-def test_a_per_profile_error_text_that_is_not_text_is_masked_as_text(serve, tmp_path, error_text):
+def test_a_per_profile_error_text_that_is_not_text_is_masked_as_text(serve, sqlite_delivery, error_text):
     """`error_text` as an object, a list or a number is kept as its text: masked like any server text (only
     strings were masked, so the ledger's reasons held the email and phone in clear)."""
     answer = {"error": 0, "result": [{"error": 400, "error_text": error_text}]}
     serve(lambda seen: http_answer(200, answer), max_retries=0)
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    hook = AltcraftHook()
-    hook.get_conn()
-    delivery = Delivery.create(
-        hook,
-        ledger,
-        RunRef("d", "t", "r", 1, "w"),
-        scenario_id=4711,
-        mapping=ProfileMapping.model_validate(MAPPING),
-        key_column="id",
-    )
-    summary = delivery.process([[{"id": 1, "email": EMAIL, "name": "Anna"}]])
-    hook.close()
+    run = sqlite_delivery(MAPPING)
+    summary = run.delivery.process([[{"id": 1, "email": EMAIL, "name": "Anna"}]])
+    run.hook.close()
     assert summary.failed == 1
-    with ledger.engine.connect() as conn:
-        kept = [*conn.execute(sa.text("SELECT reason FROM altcraft_outcomes")).scalars()]
-        kept += conn.execute(sa.text("SELECT error_text FROM altcraft_contacts")).scalars()
+    kept = run.kept()
     assert "***" in kept[0] and not kept[0].endswith("…"), "masked, not cut"
     for secret in (TOKEN, EMAIL, "9001234567", "anna.petrova"):
         assert secret not in "\n".join(kept), secret

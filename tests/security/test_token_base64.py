@@ -10,15 +10,11 @@ import logging
 import re
 
 import pytest
-import sqlalchemy as sa
 from hostile_server import TOKEN, HostileServer, http_answer, run_async
 
 from altcraft.api.errors import AltcraftError
 from altcraft.api.models import BatchLaunchRequest
-from altcraft.delivery import Delivery
 from altcraft.hooks.altcraft import AltcraftHook
-from altcraft.ledger import Ledger, RunRef
-from altcraft.mapping import ProfileMapping
 from tests.async_calls import launch_batch, read_scenario
 
 #: what is encoded before the token (0, 2 and 1 bytes past a multiple of 3) and after it
@@ -134,7 +130,9 @@ def test_a_base64_token_is_removed_by_the_async_hook(answering, token):
     assert not revealed(token, "\n".join(kept)), kept
 
 
-def test_a_per_profile_error_quoting_the_base64_token_is_kept_nowhere(altcraft_emulator, tmp_path, caplog):
+def test_a_per_profile_error_quoting_the_base64_token_is_kept_nowhere(
+    altcraft_emulator, sqlite_delivery, caplog
+):
     """The emulator's per-profile error echoes the token as ``Basic`` credentials would: the ledger, the
     summary, the sample and the log keep it removed."""
     token = altcraft_emulator.token
@@ -143,21 +141,13 @@ def test_a_per_profile_error_quoting_the_base64_token_is_kept_nowhere(altcraft_e
     altcraft_emulator.add_faults(
         {"kind": "profile_error", "code": 401, "every": 1, "text": f"refused Basic {credentials}"}
     )
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    hook = AltcraftHook()
-    hook.get_conn()
-    mapping = ProfileMapping.model_validate({"matching": "email", "key": {"email": "email"}})
-    delivery = Delivery.create(
-        hook, ledger, RunRef("d", "t", "r", 1, "w"), scenario_id=4711, mapping=mapping, key_column="id"
-    )
+    run = sqlite_delivery({"matching": "email", "key": {"email": "email"}})
     caplog.set_level(logging.DEBUG)
-    summary = delivery.process([[{"id": 1, "email": "anna@example.org"}]])
-    hook.close()
+    summary = run.delivery.process([[{"id": 1, "email": "anna@example.org"}]])
+    run.hook.close()
     assert summary.failed == 1
-    with ledger.engine.connect() as conn:
-        kept = [*conn.execute(sa.text("SELECT reason FROM altcraft_outcomes")).scalars()]
-        kept += conn.execute(sa.text("SELECT error_text FROM altcraft_contacts")).scalars()
-    kept += [summary.table(), json.dumps(summary.as_dict()), *delivery.sample, caplog.text]
+    kept = run.kept()
+    kept += [summary.table(), json.dumps(summary.as_dict()), *run.delivery.sample, caplog.text]
     assert kept[0].startswith("refused Basic ") and kept[0].endswith("***"), kept[0]
     assert not revealed(token, "\n".join(filter(None, kept)))
 
