@@ -265,3 +265,22 @@ def test_a_run_limited_to_selected_contacts_leaves_the_others_to_the_next_run(
     assert (summary["found"], summary["launched"]) == (5, 5), "the next run reads what the selection skipped"
     launched = launched_emails(emulator, scenario_id)
     assert len(launched) == len(set(launched)) and {f"new{i}@example.org" for i in range(5)} <= set(launched)
+
+
+def test_a_watermark_run_failed_on_rejections_reads_them_again_once_the_mapping_is_fixed(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """max_rejected_ratio catches a mapping that rejects contacts in bulk; the failed run moved the watermark
+    past them, so after the fix the next run read nothing and turned green with no contact ever launched."""
+    wrong = watermark(spec("remapped_welcome", crm_table, scenario_id))
+    wrong["mapping"] = {**wrong["mapping"], "key": {"email": "first_name"}}  # every email is a name
+    failed = run_dag(load_dags([wrong])["remapped_welcome"], START + timedelta(days=1))
+    assert task_states(failed)["import_and_launch"] == "failed"
+    assert launched_emails(emulator, scenario_id) == []
+
+    fixed = watermark(spec("remapped_welcome", crm_table, scenario_id))
+    run = run_dag(load_dags([fixed])["remapped_welcome"], START + timedelta(days=2))
+
+    summary = xcom_values(fixed["id"], run.run_id)["import_and_launch", 0]
+    assert (summary["found"], summary["launched"]) == (DAYS * (PER_DAY + BROKEN_PER_DAY), DAYS * PER_DAY)
+    assert len(launched_emails(emulator, scenario_id)) == DAYS * PER_DAY

@@ -409,6 +409,15 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                     "next run reads the contacts it skipped"
                 )
             return
+        if _too_many_rejected(delivery.summary, self.max_rejected_ratio):
+            # a mapping or spec error rejects contacts wholesale: once it is fixed, the next run (or this
+            # task cleared) must read them again; the ledger skips those already delivered
+            if source.tracks_progress:
+                self.log.warning(
+                    "More contacts were rejected than max_rejected_ratio allows: the source's position does "
+                    "not move, the next run reads them again"
+                )
+            return
         if delivery.left_to_others:
             # another run (an overlapping event run) may yet fail to launch them: read them again next time
             self.log.warning(
@@ -458,13 +467,19 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 }
         # A source keeping a position (watermark, processed files) moved it past this try's contacts: a
         # retry would read nothing and turn green, so refusals fail the task for good.
-        moved_past = self.source is not None and self.source.tracks_progress
+        moved_past = (
+            self.source is not None
+            and self.source.tracks_progress
+            and delivery.only is None
+            and not _too_many_rejected(delivery.summary, self.max_rejected_ratio)
+        )
         rejected, failed, uncertain = _problems(
             delivery.summary,
             self.max_rejected_ratio,
             None if delivery.dry_run else self.max_failed_ratio,
             None if delivery.dry_run else self.max_uncertain_ratio,
             moved_past=moved_past,
+            keeps_position=self.source is not None and self.source.tracks_progress,
         )
         if failed and not moved_past:  # a retry reads the same window and sends refused contacts again
             raise AirflowException(" ".join(m for m in (failed, uncertain, rejected) if m))
@@ -508,6 +523,10 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             self.log.info("Sample (masked):\n  %s", "\n  ".join(delivery.sample))
 
 
+def _too_many_rejected(summary: Any, max_rejected: float) -> bool:
+    return summary.ratio("rejected") > max_rejected
+
+
 def _problems(
     summary: Any,
     max_rejected: float,
@@ -515,15 +534,22 @@ def _problems(
     max_uncertain: float | None,
     *,
     moved_past: bool = False,
+    keeps_position: bool = False,
 ) -> tuple[str, str, str]:
     """Why a try is not a clean success: (rejected, failed, uncertain) messages, empty when fine."""
     rejected = failed = uncertain = ""
-    if summary.ratio("rejected") > max_rejected:
+    if _too_many_rejected(summary, max_rejected):
         rejected = (
             f"{summary.rejected} of {summary.found} contacts were rejected "
             f"({summary.ratio('rejected'):.1%}), above max_rejected_ratio={max_rejected:.1%}; "
             "all valid contacts were delivered. "
             "Fix the source data or the mapping; reasons are in the log and in altcraft_outcomes."
+            + (
+                " This source's position (a watermark, processed files) did not move: the next run, or this "
+                "task cleared, reads these contacts again and the ledger skips those already delivered."
+                if keeps_position
+                else ""
+            )
         )
     if max_failed is not None and summary.failed and summary.ratio("failed") > max_failed:
         failed = (
