@@ -70,3 +70,34 @@ def test_reconcile_and_dry_run_of_a_source_keeping_a_position_say_what_they_read
     assert "over this window" not in reconcile.message + dry.message
     assert "past its position" in dry.message and "Nothing is sent" in dry.message
     assert reconcile.body["conf"] == {"reconcile": True} and dry.body["conf"] == {"dry_run": True}
+
+
+@pytest.mark.parametrize(
+    ("watermark", "grace", "expected"),
+    [
+        (None, None, Marker()),
+        ("v", None, Marker(keeps_position=True)),
+        (None, 90, Marker(grace=timedelta(seconds=90))),
+        ("v", timedelta(minutes=2), Marker(keeps_position=True, grace=timedelta(minutes=2))),
+    ],
+)
+def test_a_hand_written_dag_tells_the_page_its_source_position_and_grace(watermark, grace, expected):
+    """The operator tags its DAG as the factory tags a pipeline's, or the page offered a watermark DAG's
+    runs a relaunch that read only rows past the watermark, none of the run's contacts."""
+    from airflow.sdk import DAG
+
+    from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+    from altcraft.sources.sql import SqlTableSource
+
+    read_by = {"watermark_column": watermark} if watermark else {"created_at_column": "created_at"}
+    source = SqlTableSource("crm", "t", key_column="id", **read_by)
+    with DAG("hand_written", schedule=None, tags=["team:crm"]) as dag:
+        ImportAndLaunchScenarioOperator(
+            task_id="launch",
+            scenario_id=12,
+            source=source,
+            mapping={"matching": "email", "key": {"email": "email"}},
+            reconcile_grace=grace,
+        )
+    assert read_marker(dag.tags) == expected
+    assert len(dag.tags) == 1 + (expected != Marker())

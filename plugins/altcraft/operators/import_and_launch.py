@@ -235,6 +235,21 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             task_timeout if isinstance(task_timeout, timedelta) else timedelta(seconds=task_timeout)
         )
         self.state_asset = state_asset
+        self._mark_dag()
+
+    def _mark_dag(self) -> None:
+        """Tag the DAG for the Altcraft page as a pipeline's factory does (`altcraft.ui.marker`): a
+        hand-written DAG whose source keeps a position is then offered no resend or relaunch, which would
+        read none of a run's contacts again, and its own reconciliation grace is waited for."""
+        from altcraft.ui.marker import marker_tag
+
+        grace = self.reconcile_grace
+        tag = marker_tag(
+            keeps_position=self.source is not None and self.source.tracks_progress,
+            grace_seconds=None if grace is None else int(grace.total_seconds()),
+        )
+        if tag and self.has_dag():
+            self.dag.tags.add(tag)
 
     # -------------------------------------------------------------------------------------- execution
 

@@ -1,11 +1,12 @@
 """What the Altcraft page must know of a pipeline to plan its actions, carried by one DAG tag.
 
-A pipeline DAG (`altcraft.pipelines.build_dag`) is tagged ``altcraft-ui:source=position,grace=3600s``
-when its source keeps a position between runs (a new run reads only rows past it, never an earlier run's
-window again) or its reconciliation grace is not the default. The API server keeps DAG tags in its
-metadata database, so the page reads them without parsing DAG files. A DAG without the tag (hand-written,
-or a pipeline reading its window with the default grace) is planned as reading its window, with
-`altcraft.reconciliation.DEFAULT_GRACE`. A spec's own tags cannot hold ``=``: none looks like the marker.
+A pipeline DAG (`altcraft.pipelines.build_dag`, or a DAG an `ImportAndLaunchScenarioOperator` is created
+in) is tagged ``altcraft-ui:source=position,grace=3600s`` when its source keeps a position between runs (a
+new run reads only rows past it, never an earlier run's window again) or its reconciliation grace is not
+the default. The API server keeps DAG tags in its metadata database, so the page reads them without
+parsing DAG files. A DAG without the tag (its operator mapped, or a pipeline reading its window with the
+default grace) is planned as reading its window, with `altcraft.reconciliation.DEFAULT_GRACE`. A spec's
+own tags cannot hold ``=``: none looks like the marker.
 """
 
 from __future__ import annotations
