@@ -14,7 +14,8 @@ Readings chosen where the documentation is silent:
   POST, 409 "more than one profile matches", 413 body too large.
 * Tokens are read from ``Authorization: Bearer`` first, then from the body ``token``, then from the URL
   query string (documented, discouraged; refused when strict). Unknown body keys are ignored; unknown
-  profile fields are not (400, or a per-item error naming the field).
+  profile fields are not (400, or a per-item error naming the field), nor a documented parameter of another
+  type than its page gives (400: ``state.PARAMETER_TYPES``, e.g. ``"workflow_id": "12"``).
 * Trailing slashes do not matter. ``matching`` defaults to ``email`` on every method, and every method
   accepts all 11 modes (strict: only those its page documents). ``workflows/start`` never creates a
   profile (404).

@@ -615,16 +615,42 @@ def _sub_address(sub: dict[str, Any], name: str) -> Any:
     return sub.get(name) or (nested.get(name) if isinstance(nested, dict) else None)
 
 
+#: JSON type of each top-level request parameter, as the developer guide's parameter tables give it:
+#: "workflow_id Int", "skip_triggers Bool", "content Object" (automation-scenarios/33063492, 33063493,
+#: 28934227); "id int", "custom_data JSON object", "resource_id int", "custom_request JSON object",
+#: "subscription_filter JSON object", "matching string", "field_name string" (automation-scenarios/2195668);
+#: "id int" (databases/2195565); "from_id int", "limit int" (automation-scenarios/95715617); "task_id
+#: string" (profiles/3115796). A value of another type (a number as text included) is a 400; null is absent.
+PARAMETER_TYPES: dict[str, tuple[type, str]] = {
+    **dict.fromkeys(
+        ("workflow_id", "id", "db_id", "resource_id", "trigger_id", "from_id", "limit"), (int, "an integer")
+    ),
+    **dict.fromkeys(
+        ("skip_triggers", "skip_invalid_subscriptions", "detect_geo", "skip_profiles"), (bool, "a bool")
+    ),
+    **dict.fromkeys(("content", "custom_data", "subscription_filter", "custom_request"), (dict, "an object")),
+    **dict.fromkeys(("matching", "field_name", "format", "task_id"), (str, "a string")),
+}
+
+
+def check_parameter_types(body: dict[str, Any]) -> None:
+    """Refuse (400) a request whose documented parameters are not of their documented type."""
+    for name, value in body.items():
+        expected = PARAMETER_TYPES.get(name)
+        if expected is None or value is None:
+            continue
+        kind, label = expected
+        if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+            raise ApiError(400, f"'{name}' must be {label}")
+
+
 def _int_param(body: dict[str, Any], name: str, default: Any = _MISSING) -> Any:
+    """An integer parameter (its type already checked by `check_parameter_types`), or ``default``."""
     value = body.get(name)
     if value is None:
         if default is _MISSING:
             raise ApiError(400, f"'{name}' is required")
         return default
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"'{name}' must be an integer")
     return value
 
 
@@ -777,6 +803,7 @@ class Emulator:
         known = self.tokens.get(token) if isinstance(token, str) else None
         if known is None:
             raise ApiError(403, "Invalid API token")
+        check_parameter_types(body)
         handler = getattr(self, ENDPOINTS[endpoint])
         answer = handler(Call(endpoint, request_id, now_rfc3339(), known, body, token_in))
         return {"error": 0, "error_text": OK_TEXT, **answer}
