@@ -30,12 +30,21 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from pydantic import ValidationError
 
 from altcraft import __version__
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
 from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item, key_as_fields
 from altcraft.api.matching import LAUNCH_ENDPOINTS, MatchingMode, undocumented_matching
-from altcraft.api.models import DatabaseField, Page, Scenario, TaskState, TaskStatus
+from altcraft.api.models import (
+    DatabaseField,
+    Page,
+    ProfileResult,
+    Scenario,
+    TaskState,
+    TaskStatus,
+    error_code,
+)
 from altcraft.api.protocol import (
     api_path,
     clean_document,
@@ -72,7 +81,13 @@ class Answer:
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.status < 300 and isinstance(self.document, dict) and not self.document.get("error")
+        """HTTP 2xx and an ``error`` the hooks read as 0 (`Envelope`: absent, null, 0 or "0")."""
+        if not (200 <= self.status < 300 and isinstance(self.document, dict)):
+            return False
+        try:
+            return error_code(self.document.get("error")) == 0
+        except ValueError:
+            return False
 
     @property
     def error(self) -> str:
@@ -362,10 +377,12 @@ def _launch_row(name: str, answer: Answer, accepted: bool) -> Row:
 
 
 def _item_ok(answer: Answer) -> bool:
+    """Whether the one contact sent was launched as the delivery reads it: its result holds an ``error`` code
+    of 0 (`ProfileResult`; each entry has its own ``error``, profiles/2195496)."""
     result = answer.document.get("result") if answer.ok else None
     if not isinstance(result, list) or len(result) != 1 or not isinstance(result[0], dict):
         return answer.ok
-    return not result[0].get("error")
+    return bool(_launched(result[0]))
 
 
 def _async_row(ex: Exchanger, body: dict[str, Any], timeout: float) -> Row:
@@ -413,7 +430,10 @@ def _order_row(name: str, answers: Sequence[Answer], sent: Sequence[Sequence[dic
             return Row(name, "FAIL", f"no per-contact result list: {_shape(answer.document)}")
         if len(results) != len(items):
             return Row(name, "FAIL", f"{len(results)} result(s) for {len(items)} item(s)")
-        refused = [r.get("error") not in (None, 0, "") for r in results]
+        read = [_launched(r) for r in results]
+        if None in read:
+            return Row(name, "FAIL", f"result {read.index(None) + 1} has no error code the delivery can read")
+        refused = [not launched for launched in read]
         nobody = [_names_nobody(item) for item in items]
         if all(refused) or not any(refused):
             return Row(
@@ -431,6 +451,14 @@ def _order_row(name: str, answers: Sequence[Answer], sent: Sequence[Sequence[dic
         return Row(name, "FAIL", f"the test contact's results name {len(ids)} different profiles")
     keys = ", ".join(sorted(carried))
     return Row(name, "ok", f"results in request order in {len(answers)} batch(es); each carries {keys}")
+
+
+def _launched(result: dict[str, Any]) -> bool | None:
+    """Whether a per-profile result says launched (`ProfileResult`), None when it cannot be read."""
+    try:
+        return ProfileResult.model_validate(result).ok
+    except ValidationError:
+        return None
 
 
 def _names_nobody(item: dict[str, Any]) -> bool:

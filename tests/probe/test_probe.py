@@ -171,3 +171,36 @@ def test_probe_reads_a_connection_made_with_airflow_connections_add(altcraft_emu
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert _rows(done.stdout)["scenario 12"] == ("ok", "active")
+
+
+@pytest.mark.parametrize(
+    ("document", "accepted"),
+    [
+        (
+            {"error": 0, "result": [{"error": 0, "error_text": "Successful operation", "profile_id": "p1"}]},
+            True,
+        ),
+        ({"error": "0", "result": [{"error": "0", "error_text": "", "profile_id": "p1"}]}, True),
+        # each entry has its own `error` (profiles/2195496): one without it says nothing of the profile
+        ({"error": 0, "result": [{"error_text": "Successful operation", "profile_id": "p1"}]}, False),
+        ({"error": 0, "result": [{"error": None, "profile_id": "p1"}]}, False),
+        ({"error": 0, "result": [{"error": 400, "error_text": "bad"}]}, False),
+        ({"error": "invalid token"}, False),
+    ],
+)
+def test_probe_reads_answers_as_the_hooks_do(document, accepted):
+    """A layout is reported accepted only when the delivery would read the contact launched."""
+    from altcraft.probe import Answer, _item_ok
+
+    assert _item_ok(Answer(200, document)) is accepted
+
+
+def test_probe_order_check_does_not_read_a_result_without_an_error_code_as_launched():
+    from altcraft.probe import NOBODY, Answer, _order_row
+
+    contact = {"email": "probe.person@example.org", "data": {"email": "probe.person@example.org"}}
+    results = [{"error": 400, "error_text": "no key"}, {"error_text": "", "profile_id": "p1"}]
+    row = _order_row(
+        "result order (batch)", [Answer(200, {"error": 0, "result": results})], [[NOBODY, contact]]
+    )
+    assert (row.result, row.detail) == ("FAIL", "result 2 has no error code the delivery can read")
