@@ -37,12 +37,21 @@ WRONG: list[tuple[str, dict[str, Any], str, Any]] = [
     ("workflows/list", {}, "from_id", "12"),
     ("workflows/activate", {"id": 12}, "skip_profiles", "yes"),
     ("tasks/status", {"task_id": "task_x"}, "task_id", 5),
+    # a trigger id given as text used to import the profiles without sending the trigger
+    (
+        "campaigns/triggers/import_and_start_batch",
+        {"trigger_id": 8, "data": [{"email": ANNA}]},
+        "trigger_id",
+        "8",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("endpoint", "body", "name", "value"), WRONG)
 def test_a_parameter_of_another_type_is_refused(altcraft_emulator, endpoint, body, name, value):
-    altcraft_emulator.seed(profiles=[{"db_id": 1, "fields": {"email": ANNA}}])
+    altcraft_emulator.seed(
+        profiles=[{"db_id": 1, "fields": {"email": ANNA}}], triggers=[{"id": 8, "db_id": 1}]
+    )
     answer = error(altcraft_emulator.post(endpoint, {**body, name: value}), 400, f"'{name}'")
     assert set(answer) == {"error", "error_text"}
     assert altcraft_emulator.journal() == []
