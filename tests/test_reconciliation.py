@@ -171,3 +171,33 @@ def test_the_probe_can_tell_whether_the_marker_field_fits():
     assert "does not exist" in marker_field_problem(fields, "AF_MISSING")
     assert "custom string field" in marker_field_problem(fields, "LOYALTY")
     assert "custom string field" in marker_field_problem(fields, "email")
+
+
+def test_the_marker_check_reads_the_documented_fields_layout():
+    """The one fields answer the guide shows (resources/fields_get, developer-guide/resources/2195591):
+    ``{"category": "custom", "title", "name", "required", "type"}``, text fields of type ``unicode``."""
+    from altcraft.api.models import DatabaseField
+    from altcraft.reconciliation import marker_field_problem
+
+    documented = [
+        {"category": "custom", "title": "Sync", "name": "AF_SYNC", "required": False, "type": "unicode"},
+        {
+            "category": "custom",
+            "title": "New_field_1",
+            "name": "api_new_field_1",
+            "required": False,
+            "type": "int",
+        },
+        {
+            "category": "system",
+            "title": "Device model",
+            "name": "_device_model",
+            "required": False,
+            "type": "unicode",
+        },
+    ]
+    fields = [DatabaseField.model_validate(item) for item in documented]
+    assert [f.is_custom for f in fields] == [True, True, False]
+    assert marker_field_problem(fields, "AF_SYNC") is None
+    assert "custom string field" in marker_field_problem(fields, "api_new_field_1")
+    assert "custom string field" in marker_field_problem(fields, "_device_model")

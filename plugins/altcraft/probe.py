@@ -37,6 +37,7 @@ from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_
 from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item, key_as_fields
 from altcraft.api.matching import LAUNCH_ENDPOINTS, MatchingMode, undocumented_matching
 from altcraft.api.models import (
+    TEXT_FIELD_TYPES,
     DatabaseField,
     Page,
     ProfileResult,
@@ -60,9 +61,9 @@ from altcraft.masking import scrub
 RECORDING_FORMAT = "altcraft-exchanges/1"
 #: Our mapping types → Altcraft field types they may be written to (``unicode``: resources/fields_get).
 _COMPATIBLE = {
-    "string": {"string", "unicode", "text", "str"},
-    "email": {"string", "unicode", "text", "str", "email"},
-    "phone": {"string", "unicode", "text", "str", "phones", "phone"},
+    "string": set(TEXT_FIELD_TYPES),
+    "email": {*TEXT_FIELD_TYPES, "email"},
+    "phone": {*TEXT_FIELD_TYPES, "phones", "phone"},
     "int": {"int", "integer", "float", "number"},
     "float": {"float", "number", "double"},
     "bool": {"bool", "boolean"},

@@ -167,6 +167,6 @@ def marker_field_problem(fields: Sequence[DatabaseField], field_name: str) -> st
     found = next((f for f in fields if f.name == field_name), None)
     if found is None:
         return f"launch marker field {field_name!r} does not exist in the database; create it (type string)"
-    if not found.is_custom or found.type not in ("string", "text"):
+    if not found.is_custom or not found.holds_text:
         return f"launch marker field {field_name!r} must be a custom string field (it is {found.type})"
     return None

@@ -64,9 +64,16 @@ def test_databases_list_get_and_fields(altcraft_emulator, total_key, expected_ke
     fields = ok(altcraft_emulator.post("databases/fields_get", {"db_id": 1}))["data"]
     assert ok(altcraft_emulator.post("databases/fields_get", {"id": 1}))["data"] == fields
     by_name = {f["name"]: f for f in fields}
-    assert by_name["CRM_ID"] == {"name": "CRM_ID", "title": "CRM ID", "type": "string", "is_custom": True}
+    # the layout of the documented resources/fields_get (developer-guide/resources/2195591)
+    assert by_name["CRM_ID"] == {
+        "category": "custom",
+        "title": "CRM ID",
+        "name": "CRM_ID",
+        "required": False,
+        "type": "string",
+    }
     assert by_name["LOYALTY"]["type"] == "int"
-    assert by_name["email"]["is_custom"] is False and by_name["phones"]["type"] == "phones"
+    assert by_name["email"]["category"] == "system" and by_name["phones"]["type"] == "phones"
     assert {"_fname", "_bdate", "_regdate", "_tz", "_vendor", "_status"} <= by_name.keys()
 
 

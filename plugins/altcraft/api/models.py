@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from altcraft.api.layouts import flat_item
@@ -335,13 +336,34 @@ class Database(_Response):
         return [] if value is None else value
 
 
+#: Field types that hold text: ``unicode`` is the text type of the one documented fields answer
+#: (``resources/fields_get``, developer-guide/resources/2195591).
+TEXT_FIELD_TYPES = frozenset({"string", "unicode", "text", "str"})
+
+
 class DatabaseField(_Response):
-    """A field of a database (``databases/fields_get``; its layout is not documented)."""
+    """A field of a database (``databases/fields_get``; its own layout is not documented).
+
+    Read in the layout of its documented sister ``resources/fields_get`` (resources/2195591): ``{"category":
+    "custom" | "system", "title", "name", "required", "type"}``, ``category`` giving ``is_custom``; or with an
+    ``is_custom``/``custom`` flag.
+    """
 
     name: str = Field(validation_alias=AliasChoices("name", "field_name", "key"))
     type: str = Field(default="string", validation_alias=AliasChoices("type", "field_type"))
     title: str | None = None
     is_custom: bool = Field(default=False, validation_alias=AliasChoices("is_custom", "custom"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _category(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "category" in value and not {"is_custom", "custom"} & value.keys():
+            return {**value, "is_custom": value["category"] == "custom"}
+        return value
+
+    @property
+    def holds_text(self) -> bool:
+        return self.type.lower() in TEXT_FIELD_TYPES
 
 
 class Page(_Response):

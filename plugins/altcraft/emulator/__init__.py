@@ -45,7 +45,8 @@ Readings chosen where the documentation is silent:
 * Lists: ``from_id`` is inclusive; ``next_from_id`` is omitted on the last page; the total is under
   ``total`` for ``workflows/list`` and ``total_count`` for ``databases/list`` unless config ``total_key``
   forces one spelling. The ``groups``/``ui_tags``/``attributes`` filters are ignored.
-  ``databases/fields_get`` takes ``db_id`` (or ``id``) and returns ``[{name, title, type, is_custom}]``
+  ``databases/fields_get`` takes ``db_id`` (or ``id``) and returns ``[{category, title, name, required,
+  type}]`` (``category`` ``custom``/``system``: the layout of the documented ``resources/fields_get``)
   (standard types: ``string``, ``int``, ``date``, ``datetime``, and ``phones`` for the phone list).
 * Profile ids are 24 hex digits, counted from ``65a0c0ff0000000000000001`` after every reset.
 * Every response has ``X-Request-Id`` (the caller's own, when it sends a short printable one).

@@ -206,7 +206,17 @@ class Field:
     is_custom: bool
 
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title, "type": self.type, "is_custom": self.is_custom}
+        """In the layout of the one documented fields answer, ``resources/fields_get`` (resources/2195591):
+        ``{"category": "custom", "title": "New_field_1", "name": "api_new_field_1", "required": false,
+        "type": "int"}``."""
+        category = "custom" if self.is_custom else "system"
+        return {
+            "category": category,
+            "title": self.title,
+            "name": self.name,
+            "required": False,
+            "type": self.type,
+        }
 
 
 @dataclass(slots=True)
