@@ -1,12 +1,15 @@
-"""Batch item layouts and the verdict on a finished task without per-contact results."""
+"""Batch item layouts, the verdict on a finished task without per-contact results, documented list answers."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item
 from altcraft.api.matching import MatchingMode, undocumented_matching
-from altcraft.api.models import TaskStatus
+from altcraft.api.models import Page, Scenario, TaskStatus
+from altcraft.api.protocol import parse_response
 from altcraft.api.task_results import task_verdict
 
 DATA = {"_fname": "Anna", "subscriptions": [{"channel": "email", "email": "a@x.org", "resource_id": 1}]}
@@ -107,3 +110,62 @@ def test_undocumented_matching_for_the_delivery_endpoint_fails_at_parse_time():
     else:
         raise AssertionError("email_sub accepted for single")
     check_launch_matching("async", "push_sub", allow_undocumented=True)
+
+
+#: The two answers of "Get scenarios list" (developer-guide/automation-scenarios/95715617), v74 and current,
+#: as the pages print them (v74's "error text" included).
+SCENARIO_LISTS = [
+    {
+        "data": [
+            {
+                "id": 10,
+                "name": "Government tip",
+                "list_id": 1,
+                "is_active": True,
+                "ui_tags": ["B2C"],
+                "mode": "skip",
+                "groups": [{"ID": 2, "title": "Sales and promotion"}],
+                "nodes": [
+                    {"name": "DEFAULT_START_NODE_TITLE", "type": "start"},
+                    {"title": "Guidelines", "type": "feedback"},
+                ],
+            }
+        ],
+        "error": 0,
+        "error text": "Operation completed successfully",
+        "next_from_id": 11,
+        "total": 3,
+    },
+    {
+        "data": [
+            {
+                "id": 15,
+                "name": "Test scenario",
+                "list_id": 1,
+                "is_active": True,
+                "ui_tags": ["tag1", "tag2"],
+                "mode": "skip_in_any_case",
+                "groups": [{"id": 1, "name": "Test group"}],
+                "nodes": [{"name": "Node 1", "type": "campaign"}],
+            }
+        ],
+        "error": 0,
+        "error_text": "Successful operation",
+        "total_count": 1,
+    },
+]
+
+
+@pytest.mark.parametrize(
+    ("answer", "total", "next_from_id"), zip(SCENARIO_LISTS, (3, 1), (11, None), strict=True)
+)
+def test_both_documented_scenario_list_answers_are_read(answer, total, next_from_id):
+    page = Page.model_validate(parse_response("workflows/list", 200, {}, json.dumps(answer).encode()))
+    assert (page.total, page.next_from_id) == (total, next_from_id)
+    [scenario] = [Scenario.model_validate(item) for item in page.data]
+    assert (scenario.db_id, scenario.is_active, len(scenario.nodes)) == (
+        1,
+        True,
+        len(answer["data"][0]["nodes"]),
+    )
+    assert scenario.groups[0].id is not None and scenario.groups[0].name
