@@ -48,8 +48,8 @@ def _matches(person: Person, filters: dict[str, Any]) -> bool:
         op = next(p for p in (">=", "<=", ">", "<", "@", "=", "") if key.startswith(p))
         name = key[len(op) :]
         have: Any = person.id if name == "id" else person.created if name == "createdTime" else None
-        if name == "createdTime":
-            value = datetime.fromisoformat(value)
+        if name == "createdTime":  # the portal keeps whole seconds: a finer filter time is cut to one
+            value = datetime.fromisoformat(value).replace(microsecond=0)
         ok = {
             ">=": lambda: have >= value,
             "<=": lambda: have <= value,

@@ -411,3 +411,27 @@ def test_a_crm_answer_nested_too_deeply_to_parse_fails_with_a_clear_error(crm):
     with pytest.raises(SourceError, match="contacts: the answer is JSON nested too deeply") as failure:
         client.json(answer, "contacts")
     assert failure.value.__cause__ is None and failure.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("crm_name", "precision"),
+    [("hubspot", timedelta(milliseconds=1)), ("bitrix", timedelta(seconds=1)), ("amo", timedelta(seconds=1))],
+)
+def test_a_contact_created_at_a_partition_boundary_finer_than_the_crm_keeps_time_is_read_once(
+    request, crm_name, precision
+):
+    """Partitions end at microseconds (an hour in 7); a CRM keeps milliseconds (HubSpot) or seconds: the
+    contact created at a boundary's instant cut to that precision lies in the partition before it, and
+    neither partition read it when the filter's bound was cut down to the CRM's precision too."""
+    crm = request.getfixturevalue(crm_name)
+    build = CRMS[crm_name][0]
+    window = Window(EPOCH, EPOCH + timedelta(hours=1))
+    boundaries = [window.part(i, 7).start for i in range(1, 7)]
+    crm.contacts = [
+        replace(person, created=EPOCH + (at - EPOCH) // precision * precision)
+        for person, at in zip(people(6), boundaries, strict=True)
+    ]
+
+    parts = [n for i in range(7) for n in ids_part(build(), window, (i, 7))]
+
+    assert sorted(parts) == list(range(1, 7))

@@ -25,8 +25,8 @@ each custom field's first value as ``cf_<field_id>``.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterator
+from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ from altcraft.sources.crm.base import (
     epoch,
     in_id_order,
     instant,
+    widened,
 )
 
 CONTACTS = "/api/v4/contacts"
@@ -121,9 +122,10 @@ class AmoCrmSource(CrmSource):
     # --- reading ----------------------------------------------------------------------------------
 
     def created_pages(self, window: Window) -> Iterator[list[dict[str, Any]]]:
+        asked = widened(window, timedelta(seconds=1))  # Unix seconds
         span = {
-            "filter[created_at][from]": int(window.start.timestamp()),
-            "filter[created_at][to]": math.ceil(window.end.timestamp()),
+            "filter[created_at][from]": int(asked.start.timestamp()),
+            "filter[created_at][to]": int(asked.end.timestamp()),
             "order[id]": "asc",
         }
         try:

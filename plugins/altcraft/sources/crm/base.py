@@ -418,6 +418,19 @@ def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def widened(window: Window, unit: timedelta) -> Window:
+    """The window widened to whole ``unit`` steps, the finest time the CRM keeps and filters by: its start
+    cut down, its end rounded up. A partition's bounds fall on microseconds: the contact created at a bound
+    cut to the CRM's unit lies in the window before it, which must ask for it (the CRM compares in its own
+    unit); `CrmSource` applies the exact window to what comes back."""
+    start = UNIX_EPOCH + (window.start - UNIX_EPOCH) // unit * unit
+    end = UNIX_EPOCH - (UNIX_EPOCH - window.end) // unit * unit
+    return Window(start, end)
+
+
 def epoch(ts: Any) -> datetime:
     """Unix seconds as an aware UTC datetime."""
     return datetime.fromtimestamp(int(ts), UTC)

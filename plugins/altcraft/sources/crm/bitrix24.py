@@ -1,8 +1,8 @@
 """Bitrix24 contacts: ``crm.item.list`` with ``entityTypeId=3``, 50 a page, through an inbound webhook.
 
-* **Window**: filter ``>=createdTime`` / ``<createdTime``, ``order {id: ASC}``, and the bulk form the
-  performance page recommends: ``start=-1`` (no count, no offset) with a ``>id`` cursor on the last id of
-  the previous page; a page shorter than 50 is the last.
+* **Window**: filter ``>=createdTime`` / ``<createdTime`` (the window rounded out to whole seconds), ``order
+  {id: ASC}``, and the bulk form the performance page recommends: ``start=-1`` (no count, no offset) with a
+  ``>id`` cursor on the last id of the previous page; a page shorter than 50 is the last.
 * **Watermark**: the same cursor from the last id read.
 * **Webhook**: ``crm.item.list`` with ``@id`` (IN) over the stored ids, 50 per request.
 * **Auth**: the connection's password is the inbound webhook URL
@@ -21,13 +21,22 @@ The record: ``id``, ``name``, ``last_name``, ``first_name`` (the item's ``name``
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from altcraft.sources.base import PageLog, Record, SourceError, Window
-from altcraft.sources.crm.base import CrmSource, CrmSpec, contact_id, contact_record, instant, iso_instant
+from altcraft.sources.crm.base import (
+    CrmSource,
+    CrmSpec,
+    contact_id,
+    contact_record,
+    instant,
+    iso_instant,
+    widened,
+)
 
 CONTACT_TYPE = 3
 PAGE = 50
@@ -59,7 +68,8 @@ class Bitrix24Source(CrmSource):
         return CrmHttp(self.crm, url.rstrip("/") + "/", {"Accept": "application/json"}, self.limits())
 
     def created_pages(self, window: Window) -> Iterator[list[dict[str, Any]]]:
-        span = {">=createdTime": window.start.isoformat(), "<createdTime": window.end.isoformat()}
+        asked = widened(window, timedelta(seconds=1))  # the portal keeps whole seconds
+        span = {">=createdTime": asked.start.isoformat(), "<createdTime": asked.end.isoformat()}
         yield from self._after(span, None)
 
     def pages_after(self, last_id: int | None) -> Iterator[list[dict[str, Any]]]:

@@ -1,10 +1,11 @@
 """HubSpot contacts: ``POST /crm/v3/objects/contacts/search``, a private app token, 10,000 results a query.
 
-* **Window**: filters ``createdate GTE start`` and ``createdate LT end`` (epoch milliseconds), sorted by
-  ``createdate`` ascending, ``limit`` per page (``page_size``: 100 by default, which the community pages
-  give as the cap; the API reference gives 200), ``after`` cursor. A search returns at most 10,000 results
-  (``max_results``): a longer window is read as further queries whose lower bound moves to the last
-  ``createdate`` read; contacts at that very instant are not repeated (their ids are remembered).
+* **Window**: filters ``createdate GTE start`` and ``createdate LT end`` (epoch milliseconds, the window
+  rounded out to whole ones), sorted by ``createdate`` ascending, ``limit`` per page (``page_size``: 100 by
+  default, which the community pages give as the cap; the API reference gives 200), ``after`` cursor. A search
+  returns at most 10,000 results (``max_results``): a longer window is read as further queries whose lower
+  bound moves to the last ``createdate`` read; contacts at that very instant are not repeated (their ids are
+  remembered).
 * **Watermark**: ``hs_object_id GT <last id>``, sorted by ``hs_object_id``, the same way past 10,000.
 * **Webhook**: ``POST /crm/v3/objects/contacts/batch/read`` over the stored ids, 100 per request.
 * **Auth**: ``Authorization: Bearer <private app token>`` (the connection's password); the host defaults to
@@ -18,13 +19,14 @@ The record: ``id``, ``email``, ``phone``, ``first_name`` / ``last_name`` (``firs
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field
 
 from altcraft.sources.base import PageLog, Record, SourceError, Window
 from altcraft.sources.crm.base import (
+    UNIX_EPOCH,
     CrmSource,
     CrmSpec,
     account_url,
@@ -32,11 +34,13 @@ from altcraft.sources.crm.base import (
     contact_record,
     instant,
     iso_instant,
+    widened,
 )
 
 SEARCH = "/crm/v3/objects/contacts/search"
 BATCH_READ = "/crm/v3/objects/contacts/batch/read"
 DEFAULT_HOST = "https://api.hubapi.com"
+MILLISECOND = timedelta(milliseconds=1)
 BASE_PROPERTIES = (
     *("email", "firstname", "lastname", "phone"),
     *("createdate", "lastmodifieddate", "hs_object_id"),
@@ -61,7 +65,8 @@ class HubSpotSource(CrmSource):
         return list(dict.fromkeys([*BASE_PROPERTIES, *self.spec.properties]))
 
     def created_pages(self, window: Window) -> Iterator[list[dict[str, Any]]]:
-        yield from self._sliding("createdate", _ms(window.start), [("createdate", "LT", _ms(window.end))])
+        asked = widened(window, MILLISECOND)
+        yield from self._sliding("createdate", _ms(asked.start), [("createdate", "LT", _ms(asked.end))])
 
     def pages_after(self, last_id: int | None) -> Iterator[list[dict[str, Any]]]:
         yield from self._sliding("hs_object_id", last_id, [], strict=True)
@@ -154,7 +159,8 @@ class HubSpotSource(CrmSource):
 
 
 def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    """Epoch milliseconds, cut down (in integers: exact at any date)."""
+    return (moment - UNIX_EPOCH) // MILLISECOND
 
 
 def _sort_value(contact: Any, prop: str) -> int | None:
