@@ -61,6 +61,8 @@ class FakeCrm:
     requests: list[dict[str, Any]] = field(default_factory=list)
     storm: int = 0
     """The next ``storm`` requests get the CRM's limit answer."""
+    instead: list[Response] = field(default_factory=list)
+    """Answers given, in turn, to the next requests in place of the CRM's (after a `storm`)."""
     deaf: bool = False
     """The account ignores the paging parameter (page, ``>id`` cursor, ``after``): every page is the first."""
     url: str = ""
@@ -99,6 +101,8 @@ class FakeCrm:
             if self.storm > 0:
                 self.storm -= 1
                 return self.limited()
+            if self.instead:
+                return self.instead.pop(0)
             return await call_next(request)
 
         self.routes(app)

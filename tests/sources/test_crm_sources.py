@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from fastapi.responses import Response
 from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving, without
 from tests.fake_crms.server import EPOCH, people
 
@@ -435,3 +436,19 @@ def test_a_contact_created_at_a_partition_boundary_finer_than_the_crm_keeps_time
     parts = [n for i in range(7) for n in ids_part(build(), window, (i, 7))]
 
     assert sorted(parts) == list(range(1, 7))
+
+
+@pytest.mark.parametrize("mode", ["window", "watermark"])
+@pytest.mark.parametrize("body", ['{"status": "error", "message": "try later"}', "[]", "null", '"ok"'])
+@pytest.mark.parametrize("crm_name", sorted(CRMS))
+def test_a_200_answer_without_the_contact_list_fails_the_read_instead_of_reading_no_contacts(
+    request, crm_name, body, mode
+):
+    """An HTTP 200 whose JSON is an error object, or no object at all, was read by amoCRM as an empty
+    last page (the window's contacts lost, the run clean) and failed the others with an AttributeError."""
+    crm = request.getfixturevalue(crm_name)
+    build, label = CRMS[crm_name]
+    crm.instead = [Response(body, media_type="application/json")]
+
+    with pytest.raises(SourceError, match=rf"^{label}: [^:]+: no list of contacts at [a-z_.]+ in the answer$"):
+        ids(build(MemoryStateStore(), mode=mode), hours(1, 8))

@@ -287,3 +287,26 @@ def test_a_stored_item_without_a_numeric_contact_id_is_rejected_and_the_rest_fet
     ]
     assert [r["email"] for r in records if "__error__" not in r] == ["c3@example.org", "c4@example.org"]
     assert "ann@" not in json.dumps(records)
+
+
+def test_a_200_batch_read_without_its_results_fails_the_run_instead_of_rejecting_the_ids(store, monkeypatch):
+    """An HTTP 200 batch read holding an error object was read as "no such contacts": every stored id was
+    rejected as deleted in the CRM, and the commit moved the webhook position past them for good."""
+    from fastapi.responses import JSONResponse
+
+    from altcraft.sources import SourceError
+
+    store.put("hubspot_welcome", "a" * 64, "hubspot", [{"id": "3"}, {"id": "4"}])
+    with serving(FakeHubSpot(contacts=people(10))) as fake:
+        host, port = fake.url.rsplit(":", 1)
+        conn = {"conn_type": "generic", "host": host, "port": int(port), "password": fake.token}
+        monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK", json.dumps(conn))
+        fake.instead = [JSONResponse({"status": "error", "message": "internal error, try again"})]
+        read = WebhookRead(endpoint="hubspot_welcome", ledger_conn_id="crm_hook_ledger")
+        source = HubSpotSpec(type="hubspot", conn_id="crm_hook", webhook=read, **FAST).build(
+            MemoryStateStore()
+        )
+        with pytest.raises(
+            SourceError, match=r"^HubSpot: contacts/batch/read: no list of contacts at results"
+        ):
+            [r for b in source.batches(None, 10) for r in b]

@@ -209,6 +209,15 @@ def json_answer(content: bytes) -> Any:
     return json.loads(content.decode(json.detect_encoding(content), "surrogateescape"))
 
 
+def value_at(body: Any, path: str | None) -> Any:
+    """The value at a dotted path (``data.items``) in a JSON body; ``None`` if absent; the body if no path."""
+    for part in path.split(".") if path else ():
+        if not isinstance(body, dict):
+            return None
+        body = body.get(part)
+    return body
+
+
 def fingerprint(value: Any) -> bytes:
     """A digest of JSON data, to recognise a request or a page seen before."""
     return hashlib.sha256(json.dumps(value, default=repr).encode("utf-8", "surrogatepass")).digest()

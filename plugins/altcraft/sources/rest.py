@@ -36,6 +36,7 @@ from altcraft.sources.base import (
     objects_or_errors,
     partition_window,
     rechunk,
+    value_at,
 )
 from altcraft.spec_checks import MAX_INT32, checked, no_credentials, no_secret_names
 
@@ -44,15 +45,6 @@ if TYPE_CHECKING:
 
 WindowFormat = Literal["iso", "epoch"]
 WINDOW_PARAM_KEYS = ("start", "end")
-
-
-def value_at(body: Any, path: str | None) -> Any:
-    """The value at a dotted path (``data.items``) in a JSON body; ``None`` if absent; the body if no path."""
-    for part in path.split(".") if path else ():
-        if not isinstance(body, dict):
-            return None
-        body = body.get(part)
-    return body
 
 
 class PageRequest(BaseModel):

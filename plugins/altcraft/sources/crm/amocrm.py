@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from altcraft.sources.base import PageLog, Record, SourceError, Window
+from altcraft.sources.base import PageLog, Record, SourceError, Window, value_at
 from altcraft.sources.crm.base import (
     CrmSource,
     CrmSpec,
@@ -188,14 +188,14 @@ class AmoCrmSource(CrmSource):
         while True:
             query = {**params, "page": page, "limit": self.spec.page_size}
             response = self.http.request("GET", CONTACTS, label="contacts", params=query, headers=headers)
+            if response.status_code == 204:  # amoCRM's empty page
+                return
             body = self.http.json(response, "contacts")
-            contacts = ((body or {}).get("_embedded") or {}).get("contacts") or []
-            if not isinstance(contacts, list):
-                raise SourceError(f"{self.crm}: contacts: no list at _embedded.contacts")
+            contacts = self.http.contacts_at(body, "_embedded.contacts", "contacts")
             log.add(contacts)
             if contacts:
                 yield contacts
-            if not contacts or not ((body.get("_links") or {}).get("next")):
+            if not contacts or not value_at(body, "_links.next"):
                 return
             page += 1
 

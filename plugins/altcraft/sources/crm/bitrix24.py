@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from altcraft.sources.base import PageLog, Record, SourceError, Window
+from altcraft.sources.base import PageLog, Record, SourceError, Window, value_at
 from altcraft.sources.crm.base import (
     CrmSource,
     CrmSpec,
@@ -101,11 +101,8 @@ class Bitrix24Source(CrmSource):
             "start": -1,
         }
         answer = self.http.json(self.http.request("POST", LIST, label=LIST, json=body), LIST)
-        result = (answer or {}).get("result")
-        items = result.get("items") if isinstance(result, dict) else result
-        if not isinstance(items, list):
-            raise SourceError(f"{self.crm}: {LIST}: no list at result.items")
-        return items
+        listed = isinstance(value_at(answer, "result"), list)  # the older methods' form
+        return self.http.contacts_at(answer, "result" if listed else "result.items", LIST)
 
     def flatten(self, raw: dict[str, Any]) -> Record:
         extra = {k: v for k, v in raw.items() if not isinstance(v, (dict, list))}

@@ -23,7 +23,7 @@ from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.protocol import parse_retry_after
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.http_environment import pin_environment
-from altcraft.sources.base import SourceError, json_answer
+from altcraft.sources.base import SourceError, json_answer, value_at
 from altcraft.sources.crm.base import Limits
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,14 @@ class CrmHttp:
             raise SourceError(f"{self.crm}: {label}: the answer is not JSON") from None
         except RecursionError:
             raise SourceError(f"{self.crm}: {label}: the answer is JSON nested too deeply to read") from None
+
+    def contacts_at(self, answer: Any, path: str, label: str) -> list[Any]:
+        """The list at the dotted ``path`` of a parsed answer; `SourceError` if there is none (an error
+        object in an HTTP 200, a list, null): an answer without its list is never read as no contacts."""
+        found = value_at(answer, path)
+        if not isinstance(found, list):
+            raise SourceError(f"{self.crm}: {label}: no list of contacts at {path} in the answer")
+        return found
 
     def _send(
         self, method: str, path: str, *, params: Any, json: Any, headers: dict[str, str] | None

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from altcraft.sources.base import PageLog, Record, SourceError, Window
+from altcraft.sources.base import PageLog, Record, SourceError, Window, value_at
 from altcraft.sources.crm.base import (
     UNIX_EPOCH,
     CrmSource,
@@ -127,10 +127,8 @@ class HubSpotSource(CrmSource):
             body["after"] = after
         response = self.http.request("POST", SEARCH, label="contacts/search", json=body)
         answer = self.http.json(response, "contacts/search")
-        results = (answer or {}).get("results")
-        if not isinstance(results, list):
-            raise SourceError(f"{self.crm}: contacts/search: no list at results")
-        following = (((answer.get("paging") or {}).get("next")) or {}).get("after")
+        results = self.http.contacts_at(answer, "results", "contacts/search")
+        following = value_at(answer, "paging.next.after")
         return results, (str(following) if following not in (None, "") else None)
 
     def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
@@ -138,8 +136,9 @@ class HubSpotSource(CrmSource):
             return []
         body = {"properties": self.properties, "inputs": [{"id": i} for i in ids]}
         response = self.http.request("POST", BATCH_READ, label="contacts/batch/read", json=body)
-        answer = self.http.json(response, "contacts/batch/read")
-        return list((answer or {}).get("results") or [])
+        return self.http.contacts_at(
+            self.http.json(response, "contacts/batch/read"), "results", "contacts/batch/read"
+        )
 
     def flatten(self, raw: dict[str, Any]) -> Record:
         props = dict(raw.get("properties") or {})
