@@ -14,6 +14,8 @@ per page unless the client asks for another ``limit``:
 * ``/v1/looping-link``           -> ``{"items": [...]}``, pages 1 and 2 alternately linking to each other
 * ``/v1/looping-cursor``         -> ``{"items": [...], "next_cursor": ...}``: cursors a, b, a, b ...
 * ``/v1/echo-link?next=``        -> ``{"items": [...], "next": "<the link given>"}``
+* ``/v1/odd-paging?odd=``       -> ``{"items": [...], "total", "total_pages", "next", "next_cursor"}``:
+  pages by ``page`` or ``offset``, each paging value the JSON given in ``odd`` (``absent``: left out)
 * ``/v1/mixed``                  -> ``{"items": [...]}``: two contacts with items that are not objects between
 * ``/v1/deaf``                   -> the first contacts whatever page, offset, cursor or window is asked
 * ``/v1/odd-bytes``              -> ``{"items": [...]}``: three contacts, the second's email with a byte that
@@ -105,6 +107,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send({"items": found[:1], "next": query["next"]})
         elif path == "/v1/deaf":
             self._send({"items": CONTACTS[:PAGE_SIZE], "next": "deaf?page=2", "next_cursor": "more"})
+        elif path == "/v1/odd-paging":  # by page or offset; every paging value is the JSON in ``odd``
+            items = found[int(query["offset"]) :][:limit] if "offset" in query else by_page
+            keys = () if query["odd"] == "absent" else ("total", "total_pages", "next", "next_cursor")
+            self._send({"items": items, **{key: json.loads(query["odd"]) for key in keys}})
         elif path == "/v1/mixed":
             self._send({"items": [found[0], "a string", None, [1, 2], 7, found[1]]})
         elif path == "/v1/odd-bytes":

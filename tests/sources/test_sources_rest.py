@@ -270,3 +270,30 @@ def test_settings_are_checked_and_describe_shows_no_query(crm):
 
     rest = source("v1/pages?api_key=s3cr3t", "data.items", PageNumberPaginator())
     assert rest.describe() == "rest GET v1/pages on connection 'src_test_crm', page_number"
+
+
+@pytest.mark.parametrize("odd", ["absent", "null", '"many"', "-1", "true", "2.5", '{"pages": 3}'])
+@pytest.mark.parametrize(
+    "paginator",
+    [
+        PageNumberPaginator(total_pages_path="total_pages"),
+        OffsetPaginator(limit=PAGE_SIZE, total_path="total"),
+    ],
+)
+def test_a_total_that_is_missing_or_no_count_fails_the_read_instead_of_ending_it(crm, paginator, odd):
+    """A total the answer left out (or null, or negative) ended the listing after its first page: the rest
+    of the window unread and the run clean; one that is no number failed with a bare ValueError."""
+    path = getattr(paginator, "total_path", None) or paginator.total_pages_path
+    rest = source("v1/odd-paging", "items", paginator, params={"odd": odd})
+
+    with pytest.raises(SourceError, match=rf"^rest GET v1/odd-paging .*: page 1: no count at {path!r} \("):
+        list(rest.batches(WINDOW, 100))
+
+
+@pytest.mark.parametrize("odd", ["7", "true", '{"href": "v1/odd-paging?page=2"}', '["x"]'])
+def test_a_next_link_that_is_no_text_fails_the_read_naming_its_path(crm, odd):
+    """It failed with a bare TypeError out of urljoin."""
+    rest = source("v1/odd-paging", "items", NextLinkPaginator(next_path="next"), params={"odd": odd})
+
+    with pytest.raises(SourceError, match=r"^rest GET v1/odd-paging .*: page 1: no link at 'next' \("):
+        list(rest.batches(WINDOW, 100))

@@ -8,6 +8,8 @@ Records come in the order the API returns them (the key is only used downstream 
 are re-chunked to ``batch_size``. A failed page fails the run; a retry starts again from the first page.
 A pagination that loops fails the run too: a request made before (a cursor or next link that comes back)
 or a page whose records repeat an earlier page's (an API that ignores the page or offset parameter).
+A paging value of the wrong kind fails it as well: a total the paginator is told to stop at that an answer
+leaves out (reading on one page only would look like a clean run), a next link that is no text.
 
 Paginators, in the style of dlt's REST client: each is a small frozen model with one job -- given the
 request just made and its answer, say what the next request is, or ``None`` when done. They are pydantic
@@ -47,6 +49,24 @@ WindowFormat = Literal["iso", "epoch"]
 WINDOW_PARAM_KEYS = ("start", "end")
 
 
+class PagingError(ValueError):
+    """A paging value of an answer (a total, a next link) is missing or of the wrong kind; names its path,
+    never its value."""
+
+
+def count_at(body: Any, path: str) -> int:
+    """The count (of pages, of records) at ``path``; `PagingError` if it is absent or no count: a total
+    left out (or null, or negative) would end the listing after this page, the rest unread and the run
+    clean."""
+    value = value_at(body, path)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        kind = "absent" if value is None else "negative" if isinstance(value, int) else type(value).__name__
+        raise PagingError(f"no count at {path!r} ({kind})")
+    return value
+
+
 class PageRequest(BaseModel):
     """One request: an endpoint (relative to the connection's base URL) and its parameters."""
 
@@ -74,7 +94,8 @@ class _Paginator(BaseModel):
 
 
 class PageNumberPaginator(_Paginator):
-    """``?page=1, 2, ...``: stops at an empty page, or after the last page if ``total_pages_path`` is set."""
+    """``?page=1, 2, ...``: stops at an empty page, or after the last page if ``total_pages_path`` is set
+    (an answer without a page count there fails the run)."""
 
     type: Literal["page_number"] = "page_number"
     page_param: str = "page"
@@ -90,15 +111,15 @@ class PageNumberPaginator(_Paginator):
         page = request.params[self.page_param]
         if not records:
             return None
-        if self.total_pages_path is not None:
-            total = value_at(body, self.total_pages_path)
-            if total is None or page - self.start_page + 1 >= int(total):
-                return None
+        total_path = self.total_pages_path
+        if total_path is not None and page - self.start_page + 1 >= count_at(body, total_path):
+            return None
         return request.with_params(**{self.page_param: page + 1})
 
 
 class OffsetPaginator(_Paginator):
-    """``?offset=0&limit=100``: advances by the records received; stops at an empty page or at the total."""
+    """``?offset=0&limit=100``: advances by the records received; stops at an empty page or at the total
+    (an answer without a count at ``total_path`` fails the run)."""
 
     type: Literal["offset"] = "offset"
     offset_param: str = "offset"
@@ -115,10 +136,8 @@ class OffsetPaginator(_Paginator):
         offset = request.params[self.offset_param] + len(records)
         if not records:
             return None
-        if self.total_path is not None:
-            total = value_at(body, self.total_path)
-            if total is None or offset >= int(total):
-                return None
+        if self.total_path is not None and offset >= count_at(body, self.total_path):
+            return None
         return request.with_params(**{self.offset_param: offset})
 
 
@@ -154,8 +173,10 @@ class NextLinkPaginator(_Paginator):
             link = value_at(body, self.next_path)
         else:
             link = response.links.get("next", {}).get("url")
-        if not link:
+        if link in (None, "", False):
             return None
+        if not isinstance(link, str):
+            raise PagingError(f"no link at {self.next_path!r} ({type(link).__name__})")
         return PageRequest(endpoint=urljoin(response.url, link))
 
 
@@ -272,7 +293,10 @@ class RestSource(Source):
                 raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
             pages.add(records)
             yield from objects_or_errors(records, self.key_column, f"page {pages.count}")
-            request = self.paginator.next(request, response, body, records) if self.paginator else None
+            try:
+                request = self.paginator.next(request, response, body, records) if self.paginator else None
+            except PagingError as exc:
+                raise SourceError(f"{pages.what}: page {pages.count}: {exc}") from None
 
     def _send(self, hook: Any, request: PageRequest) -> Response:
         endpoint = self._relative(hook, request.endpoint)
