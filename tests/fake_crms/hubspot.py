@@ -58,8 +58,6 @@ class FakeHubSpot(FakeCrm):
     token: str = "pat-na1-fake"
     max_limit: int = 200
     max_results: int = 10_000
-    #: ignore the lower bounds (GT, GTE) of a search, as a broken account or proxy might
-    filterless: bool = False
 
     def limited(self) -> Response:
         return problem(
@@ -105,8 +103,8 @@ class FakeHubSpot(FakeCrm):
             found = list(self.contacts)
             for group in body.get("filterGroups") or []:
                 for f in group["filters"]:
-                    if self.filterless and f["operator"] in ("GT", "GTE"):
-                        continue
+                    if self.deaf and (f["propertyName"], f["operator"]) == ("hs_object_id", "GT"):
+                        continue  # deaf to the keyset bound as to ``after``
                     wanted = int(f["value"])
                     test = {"GT": int.__gt__, "GTE": int.__ge__, "LT": int.__lt__, "LTE": int.__le__}[
                         f["operator"]

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from fastapi.responses import Response
 from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving, without
+from tests.fake_crms.hubspot import result
 from tests.fake_crms.server import EPOCH, people
 
 from altcraft.sources import ERROR_FIELD, MemoryStateStore, SourceError, Window
@@ -236,18 +237,22 @@ def hs_source(state=None, **fields):
     return HubSpotSpec(type="hubspot", conn_id="hubspot_test", **FAST, **fields).build(state)
 
 
-def test_hubspot_search_reads_a_window_by_createdate_pages(hubspot):
+def test_hubspot_search_reads_a_window_by_object_id_keyset_pages(hubspot):
     records = [r for b in hs_source(page_size=50).batches(hours(3, 103), 40) for r in b]
 
     assert [int(r["id"]) for r in records] == list(range(3, 103))
     bodies = [json.loads(r["body"]) for r in hubspot.requests]
-    assert [b.get("after") for b in bodies] == [None, "50"]
-    first_filters = bodies[0]["filterGroups"][0]["filters"]
-    assert [(f["propertyName"], f["operator"]) for f in first_filters] == [
-        ("createdate", "GTE"),
-        ("createdate", "LT"),
+    assert [
+        [(f["propertyName"], f["operator"]) for f in b["filterGroups"][0]["filters"]] for b in bodies
+    ] == [
+        [("createdate", "GTE"), ("createdate", "LT")],
+        [("createdate", "GTE"), ("createdate", "LT"), ("hs_object_id", "GT")],
     ]
-    assert bodies[0]["sorts"] == [{"propertyName": "createdate", "direction": "ASCENDING"}]
+    assert bodies[1]["filterGroups"][0]["filters"][2]["value"] == "52"
+    assert {json.dumps(b["sorts"]) for b in bodies} == {
+        '[{"propertyName": "hs_object_id", "direction": "ASCENDING"}]'
+    }
+    assert not any("after" in b for b in bodies)
     assert (records[0]["email"], records[0]["first_name"], records[0]["last_name"]) == (
         "c3@example.org",
         "First3",
@@ -260,47 +265,32 @@ def test_netrc_credentials_for_the_crm_do_not_replace_its_token(hubspot, netrc_f
     assert ids(hs_source(), hours(1, 11)) == list(range(1, 11))
 
 
-def test_hubspot_window_longer_than_10000_results_moves_the_lower_bound(hubspot):
-    hubspot.contacts = people(10_250, every=timedelta(minutes=1))
-    window = Window(EPOCH, EPOCH + timedelta(days=30))
+@pytest.mark.parametrize("mode", ["window", "watermark"])
+def test_hubspot_reads_past_the_search_result_cap_contacts_sharing_one_instant_once(hubspot, mode):
+    hubspot.max_results = 20  # HTTP 400 past 20 results of one search (HubSpot: past 10,000)
+    hubspot.contacts = people(45, every=timedelta(0)) + people(30, start=46)  # 1-45 created at EPOCH
 
-    got = ids(hs_source(), window, batch_size=1000)
+    got = ids(
+        hs_source(MemoryStateStore(), mode=mode, page_size=10), Window(EPOCH, EPOCH + timedelta(days=10))
+    )
 
-    assert got == list(range(1, 10_251))
-    bodies = [json.loads(r["body"]) for r in hubspot.requests]
-    restarts = [b for b in bodies if "after" not in b]
-    assert (
-        len(restarts) == 2
-    )  # the first query stops before the cap; the second starts at its last createdate
-    assert max(int(b.get("after") or 0) for b in bodies) + 100 <= 10_000
+    assert got == list(range(1, 76))
+    assert len(hubspot.requests) == 8
 
 
-def test_hubspot_contacts_sharing_one_instant_across_the_cap_are_not_repeated(hubspot):
-    hubspot.contacts = people(45, every=timedelta(0))  # all created at EPOCH
-    hubspot.contacts += people(30, start=46)
-    with pytest.raises(SourceError, match="read 20 contacts without getting past createdate"):
-        ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
-    hubspot.contacts = people(15, every=timedelta(0)) + people(30, start=16)
-    got = ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
-    assert sorted(got) == list(range(1, 46)) and len(got) == 45
+def test_hubspot_a_page_that_goes_back_below_the_last_id_fails_instead_of_reading_forever(hubspot):
+    pages = hs_source(page_size=50).batches(hours(1, 121), 50)
+    assert [int(r["id"]) for r in next(pages)] == list(range(1, 51))
+    back = {
+        "results": [result(p, ["createdate"]) for p in people(40)],
+        "paging": {"next": {"after": "50"}},
+    }
+    hubspot.instead = [Response(json.dumps(back), media_type="application/json")]
 
-
-def test_hubspot_a_restarted_search_may_read_again_a_page_of_contacts_sharing_its_lower_bound(hubspot):
-    """Contacts 11-20 share one createdate, which the cap falls on: the query that restarts there reads
-    them again as its first page, the same page as the first query's second; that is no loop."""
-    shared = [replace(person, created=EPOCH + timedelta(hours=10)) for person in people(10, start=11)]
-    hubspot.contacts = people(10) + shared + people(10, start=21)
-    got = ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
-    assert got == list(range(1, 31))
-
-
-def test_hubspot_a_search_that_ignores_its_lower_bound_fails_instead_of_reading_forever(hubspot):
-    hubspot.contacts = people(45)
-    hubspot.filterless = True
-    with pytest.raises(SourceError, match="without getting past createdate"):
-        ids(hs_source(page_size=10, max_results=20), Window(EPOCH, EPOCH + timedelta(days=10)))
-    with pytest.raises(SourceError, match="without getting past hs_object_id"):
-        ids(hs_source(MemoryStateStore(), mode="watermark", page_size=10, max_results=20))
+    with pytest.raises(
+        SourceError, match=r"^HubSpot: contacts/search: page 2 does not get past hs_object_id 50"
+    ):
+        next(pages)
 
 
 def test_hubspot_rate_limit_storm(hubspot):
@@ -450,5 +440,21 @@ def test_a_200_answer_without_the_contact_list_fails_the_read_instead_of_reading
     build, label = CRMS[crm_name]
     crm.instead = [Response(body, media_type="application/json")]
 
-    with pytest.raises(SourceError, match=rf"^{label}: [^:]+: no list of contacts at [a-z_.]+ in the answer$"):
+    with pytest.raises(
+        SourceError, match=rf"^{label}: [^:]+: no list of contacts at [a-z_.]+ in the answer$"
+    ):
         ids(build(MemoryStateStore(), mode=mode), hours(1, 8))
+
+
+@pytest.mark.parametrize("mode", ["window", "watermark"])
+def test_hubspot_a_contact_deleted_while_the_search_pages_skips_no_other(hubspot, mode):
+    """A contact read on page 1 and deleted (or merged) before page 2 is asked for shifted HubSpot's
+    ``after`` offset by one: the contact first on page 2 was never read, and in watermark mode the id
+    watermark moved past it for good."""
+    state = MemoryStateStore()
+    pages = hs_source(state, mode=mode, page_size=50).batches(hours(1, 121), 50)
+    read = [int(r["id"]) for r in next(pages)]
+    hubspot.contacts = [person for person in hubspot.contacts if person.id != 10]
+    read += [int(r["id"]) for batch in pages for r in batch]
+
+    assert read == list(range(1, 121))

@@ -1,12 +1,13 @@
 """HubSpot contacts: ``POST /crm/v3/objects/contacts/search``, a private app token, 10,000 results a query.
 
+* **Pages**: sorted by ``hs_object_id`` ascending, ``limit`` per page (``page_size``: 100 by default, which
+  the community pages give as the cap; the API reference gives 200), each page its own search for
+  ``hs_object_id GT <the last id read>`` (a keyset, not the ``after`` offset: a contact deleted or merged
+  while the pages are read shifted the offset, and the contact first on the next page was never read).
+  No search pages through more than one page, so HubSpot's 10,000 results a query never bind.
 * **Window**: filters ``createdate GTE start`` and ``createdate LT end`` (epoch milliseconds, the window
-  rounded out to whole ones), sorted by ``createdate`` ascending, ``limit`` per page (``page_size``: 100 by
-  default, which the community pages give as the cap; the API reference gives 200), ``after`` cursor. A search
-  returns at most 10,000 results (``max_results``): a longer window is read as further queries whose lower
-  bound moves to the last ``createdate`` read; contacts at that very instant are not repeated (their ids are
-  remembered).
-* **Watermark**: ``hs_object_id GT <last id>``, sorted by ``hs_object_id``, the same way past 10,000.
+  rounded out to whole ones).
+* **Watermark**: ``hs_object_id GT <last id>`` alone.
 * **Webhook**: ``POST /crm/v3/objects/contacts/batch/read`` over the stored ids, 100 per request.
 * **Auth**: ``Authorization: Bearer <private app token>`` (the connection's password); the host defaults to
   ``https://api.hubapi.com``.
@@ -30,7 +31,6 @@ from altcraft.sources.crm.base import (
     CrmSource,
     CrmSpec,
     account_url,
-    contact_id,
     contact_record,
     instant,
     iso_instant,
@@ -66,70 +66,53 @@ class HubSpotSource(CrmSource):
 
     def created_pages(self, window: Window) -> Iterator[list[dict[str, Any]]]:
         asked = widened(window, MILLISECOND)
-        yield from self._sliding("createdate", _ms(asked.start), [("createdate", "LT", _ms(asked.end))])
+        yield from self._past_ids(
+            [("createdate", "GTE", _ms(asked.start)), ("createdate", "LT", _ms(asked.end))]
+        )
 
     def pages_after(self, last_id: int | None) -> Iterator[list[dict[str, Any]]]:
-        yield from self._sliding("hs_object_id", last_id, [], strict=True)
+        yield from self._past_ids([], last_id)
 
-    def _sliding(
-        self, prop: str, low: int | None, filters: list[tuple[str, str, int]], *, strict: bool = False
+    def _past_ids(
+        self, filters: list[tuple[str, str, int]], last_id: int | None = None
     ) -> Iterator[list[dict[str, Any]]]:
-        """Queries sorted by ``prop``, each starting at the last value the one before read (the cap).
-
-        A query that restarts at a value may read again, as its first page, contacts of the query before
-        that share it: pages are checked for repeats within one query (`PageLog`), and each query must get
-        past the value it starts at.
-        """
-        at_low: set[int | None] = set()
+        """Pages by ascending ``hs_object_id``, each its own search for the ids above the last one read (a
+        keyset): a contact deleted or merged meanwhile shifts no other past a page, as it shifted the
+        ``after`` offset, and no search pages up to HubSpot's 10,000-result cap."""
+        log = PageLog(f"{self.crm}: contacts/search")
         while True:
-            bound = [(prop, "GT" if strict else "GTE", low)] if low is not None else []
-            read, last_value, tail, after = 0, low, set(at_low), None
-            log = PageLog(f"{self.crm}: contacts/search")
-            while True:
-                page, after = self._search([*bound, *filters], prop, after)
-                log.add(page)
-                fresh = [c for c in page if (number := contact_id(c)) is None or number not in at_low]
-                if fresh:
-                    yield fresh
-                read += len(page)
-                for contact in page:
-                    value = _sort_value(contact, prop)
-                    if value is None:  # unreadable: an error record, no place in the order
-                        continue
-                    number = contact_id(contact)
-                    tail = tail | {number} if value == last_value else {number}
-                    last_value = value
-                if after is None:
-                    return
-                if read + self.spec.page_size > self.spec.max_results:
-                    break
-            if last_value == low:
+            bound = [("hs_object_id", "GT", last_id)] if last_id is not None else []
+            page, more = self._search([*filters, *bound])
+            log.add(page)
+            if not page:
+                return
+            yield page
+            if not more:
+                return
+            ids = [number for number in map(_object_id, page) if number is not None]
+            if not ids or (last_id is not None and max(ids) <= last_id):
                 raise SourceError(
-                    f"{self.crm}: the search read {self.spec.max_results} contacts without getting past "
-                    f"{prop} {low}: more than that share it, or the search ignores its lower bound"
+                    f"{self.crm}: contacts/search: page {log.count} does not get past hs_object_id "
+                    f"{last_id}: the search ignores its lower bound"
                 )
-            at_low, low = tail, last_value
+            last_id = max(ids)
 
-    def _search(
-        self, filters: list[tuple[str, str, int]], prop: str, after: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    def _search(self, filters: list[tuple[str, str, int]]) -> tuple[list[dict[str, Any]], bool]:
+        """One page of the search sorted by ``hs_object_id``, and whether HubSpot says more follow."""
         body: dict[str, Any] = {
             "filterGroups": [
                 {"filters": [{"propertyName": p, "operator": op, "value": str(v)} for p, op, v in filters]}
             ]
             if filters
             else [],
-            "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
             "properties": self.properties,
             "limit": self.spec.page_size,
         }
-        if after is not None:
-            body["after"] = after
         response = self.http.request("POST", SEARCH, label="contacts/search", json=body)
         answer = self.http.json(response, "contacts/search")
         results = self.http.contacts_at(answer, "results", "contacts/search")
-        following = value_at(answer, "paging.next.after")
-        return results, (str(following) if following not in (None, "") else None)
+        return results, value_at(answer, "paging.next.after") not in (None, "")
 
     def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
@@ -162,14 +145,11 @@ def _ms(moment: datetime) -> int:
     return (moment - UNIX_EPOCH) // MILLISECOND
 
 
-def _sort_value(contact: Any, prop: str) -> int | None:
-    """The value a search sorts by; None if unreadable (the contact is then an error record)."""
+def _object_id(contact: Any) -> int | None:
+    """A contact's ``hs_object_id`` (its id when the property is not read); None if unreadable."""
     try:
-        value = (contact.get("properties") or {}).get(prop)
-        if prop == "hs_object_id":
-            return int(value or contact["id"])
-        return _ms(iso_instant(value or contact.get("createdAt")))
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return int((contact.get("properties") or {}).get("hs_object_id") or contact["id"])
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
@@ -181,9 +161,6 @@ class HubSpotSpec(CrmSpec):
 
     type: Literal["hubspot"] = Field(description="selects this kind: `hubspot`")
     page_size: int = Field(default=100, ge=1, le=200, description="contacts per search page (`limit`)")
-    max_results: int = Field(
-        default=10_000, ge=1, le=10_000, description="results one search query can page through"
-    )
     properties: list[str] = Field(
         default_factory=list, description="contact properties to read besides email, names, phone, dates"
     )
