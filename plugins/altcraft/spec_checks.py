@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator
@@ -121,6 +122,13 @@ def no_secret_names(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return value
 
 
+def no_secret_query(url: str) -> str:
+    """``url`` unless a parameter of its query string is named like a credential (`no_secret_names`): an
+    ``?api_key=`` in an endpoint is stored and shown as a ``params`` entry would be."""
+    no_secret_names(dict(parse_qsl(urlsplit(url).query, keep_blank_values=True)))
+    return url
+
+
 def checked(owner: str, argument: str, value: T, *checks: Callable[[T], object]) -> T:
     """``value`` once every check (`no_credentials`, `no_secret_names`) took it: a source or operator built in
     Python refuses what a spec is refused, in the same words, naming ``owner`` and ``argument`` (a check
@@ -135,3 +143,4 @@ def checked(owner: str, argument: str, value: T, *checks: Callable[[T], object])
 
 NoCredentials = AfterValidator(no_credentials)
 NoSecretNames = AfterValidator(no_secret_names)
+NoSecretQuery = AfterValidator(no_secret_query)

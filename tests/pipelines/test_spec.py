@@ -393,6 +393,12 @@ PYTHON = {"type": "python", "callable": "crm.read:contacts", "key_column": "id"}
             "'Cookie'",
         ),
         ({"source": {**REST, "params": {"api_key": SECRET}}}, "source.params", "'api_key'"),
+        ({"source": {**REST, "endpoint": f"v1/contacts?api_key={SECRET}"}}, "source.endpoint", "'api_key'"),
+        (
+            {"source": {**REST, "endpoint": f"https://crm.example.org/v1?a=1&access_token={SECRET}"}},
+            "source.endpoint",
+            "'access_token'",
+        ),
         ({"source": {**REST, "params": {"accessToken": SECRET}}}, "source.params", "'accessToken'"),
         (
             {"source": {**REST, "params": {"next": {"url": f"https://u:{SECRET}@x.org"}}}},

@@ -96,7 +96,7 @@ def test_an_oversized_page_fails_the_rest_source(serve, monkeypatch, answer):
 
     crm = serve(answer, connect=False)
     monkeypatch.setenv("AIRFLOW_CONN_BIG_CRM", f'{{"conn_type": "http", "host": "{crm.url}"}}')
-    rest = RestSource("big_crm", "v1/contacts?key=secret", key_column="id", max_answer_bytes=LIMIT)
+    rest = RestSource("big_crm", "v1/contacts?segment=secret", key_column="id", max_answer_bytes=LIMIT)
     with pytest.raises(SourceError, match="larger than 1,048,576 bytes from v1/contacts") as failure:
         list(rest.batches(None, 10))
     assert "secret" not in str(failure.value)

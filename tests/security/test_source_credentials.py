@@ -38,6 +38,10 @@ REFUSED = {
         lambda: RestSource("crm", f"https://app:{SECRET}@crm.example.org/v1", key_column="id"),
         "RestSource endpoint: a URL with a user name or password",
     ),
+    "rest endpoint query": (
+        lambda: RestSource("crm", f"v1/contacts?list=vip&apikey={SECRET}", key_column="id"),
+        "RestSource endpoint: 'apikey'",
+    ),
     "file path": (
         lambda: FileSource(f"s3://AKIA:{SECRET}@bucket/in/", key_column="id", window_by="mtime"),
         "FileSource path: a URL with a user name or password",

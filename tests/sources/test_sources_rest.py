@@ -143,7 +143,7 @@ def test_partitions_split_the_window_in_time(crm):
 
 
 def test_http_errors_fail_without_leaking_the_answer(crm):
-    rest = source("v1/unavailable?token=s3cr3t", None, None)
+    rest = source("v1/unavailable?segment=s3cr3t", None, None)
 
     with pytest.raises(SourceError) as failure:
         list(rest.batches(WINDOW, 10))
@@ -268,7 +268,7 @@ def test_settings_are_checked_and_describe_shows_no_query(crm):
     with pytest.raises(ValueError, match=r"^window_params: "):
         RestSource(CONN, "v1/pages", key_column="id", window_params={"from": "created_from"})
 
-    rest = source("v1/pages?api_key=s3cr3t", "data.items", PageNumberPaginator())
+    rest = source("v1/pages?segment=s3cr3t", "data.items", PageNumberPaginator())
     assert rest.describe() == "rest GET v1/pages on connection 'src_test_crm', page_number"
 
 

@@ -66,7 +66,7 @@ NOTES: dict[tuple[str, str], str] = {
         "requests taking `~/.netrc` credentials in place of an `Authorization` header"
     ),
     ("RestSpec", "endpoint"): "path relative to the connection's base URL; a URL with a user name or "
-    "password is refused",
+    "password, or a query parameter named like a credential (`?api_key=`), is refused",
     ("RestSpec", "key_column"): "record field identifying a contact",
     ("RestSpec", "method"): "GET sends params as the query string, POST as a JSON body",
     ("RestSpec", "params"): "request parameters; no secrets: one named like a credential (`api_key`, "

@@ -40,7 +40,7 @@ from altcraft.sources.base import (
     rechunk,
     value_at,
 )
-from altcraft.spec_checks import MAX_INT32, checked, no_credentials, no_secret_names
+from altcraft.spec_checks import MAX_INT32, checked, no_credentials, no_secret_names, no_secret_query
 
 if TYPE_CHECKING:
     from requests import Response
@@ -217,7 +217,7 @@ class RestSource(Source):
             raise ValueError(f"window_format: expected 'iso' or 'epoch', got {window_format!r}")
         self.http_conn_id = http_conn_id
         # credentials belong in the connection (login and password, extra headers), not in the DAG
-        self.endpoint = checked("RestSource", "endpoint", endpoint, no_credentials)
+        self.endpoint = checked("RestSource", "endpoint", endpoint, no_credentials, no_secret_query)
         self.key_column = key_column
         self.method = method.upper()
         self.params = checked("RestSource", "params", dict(params or {}), no_secret_names, no_credentials)

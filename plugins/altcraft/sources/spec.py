@@ -23,7 +23,14 @@ from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
 from altcraft.sources.sql import SqlQuerySource, SqlTableSource, validate_identifier, validate_select
 from altcraft.sources.webhook import WebhookSource
-from altcraft.spec_checks import MAX_BYTES, MAX_TIMEOUT_SECONDS, NoCredentials, NoSecretNames, Timezone
+from altcraft.spec_checks import (
+    MAX_BYTES,
+    MAX_TIMEOUT_SECONDS,
+    NoCredentials,
+    NoSecretNames,
+    NoSecretQuery,
+    Timezone,
+)
 
 
 def _identifier(field: str) -> AfterValidator:
@@ -158,7 +165,7 @@ class RestSpec(_SourceSpec):
 
     type: Literal["rest"]
     http_conn_id: NonEmpty
-    endpoint: Annotated[str, NoCredentials]
+    endpoint: Annotated[str, NoCredentials, NoSecretQuery]
     key_column: NonEmpty
     method: Literal["GET", "POST"] = "GET"
     params: Annotated[dict[str, Any], NoSecretNames, NoCredentials] = {}
