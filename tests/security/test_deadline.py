@@ -64,13 +64,25 @@ def test_slow_drip_server_cannot_hold_an_async_call_beyond_its_timeout(dripping)
     assert read_seconds < TIMEOUT + SLACK and launch_seconds < TIMEOUT + SLACK
 
 
-def test_slow_drip_crm_cannot_hold_the_rest_source_beyond_its_timeout(serve, monkeypatch):
+@pytest.mark.parametrize("call", ["read", "probe"])
+def test_slow_drip_crm_cannot_hold_the_rest_source_beyond_its_timeout(serve, monkeypatch, call):
+    """The polling trigger's probe had no deadline: a drip held it (and a triggerer thread) for ever."""
+    from datetime import UTC, datetime
+
     from altcraft.sources import RestSource, SourceError
 
     crm = serve(lambda seen: drip(200, b'{"items": [{"id": 1}, {"id": 2}, {"id": 3}]}', 0.15), connect=False)
     monkeypatch.setenv("AIRFLOW_CONN_DRIPPING_CRM", f'{{"conn_type": "http", "host": "{crm.url}"}}')
-    rest = RestSource("dripping_crm", "v1/contacts", key_column="id", record_path="items", timeout=TIMEOUT)
-    failure, seconds = _timed(lambda: list(rest.batches(None, 10)))
+    rest = RestSource(
+        "dripping_crm",
+        "v1/contacts",
+        key_column="id",
+        record_path="items",
+        timeout=TIMEOUT,
+        window_params={"start": "created_from"},
+    )
+    calls = {"read": lambda: list(rest.batches(None, 10)), "probe": lambda: rest.probe(datetime.now(UTC))}
+    failure, seconds = _timed(calls[call])
     assert isinstance(failure, SourceError) and "no complete answer within 1s" in str(failure), failure
     assert seconds < TIMEOUT + SLACK
     assert failure.__cause__ is None  # the transport's text may quote the query (a cursor that is an email)

@@ -248,15 +248,11 @@ class RestSource(Source):
         """
         from datetime import UTC, timedelta
 
-        from airflow.providers.http.hooks.http import HttpHook
-
         if "start" not in self.window_params:
             raise SourceError(f"{self.describe()}: polling needs window_params with 'start'")
         window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
         request = self._first_request(window)
-        records = value_at(
-            self._json(self._send(HttpHook(self.method, self.http_conn_id), request)), self.record_path
-        )
+        records = value_at(self._json(self._send(self._hook(), request)), self.record_path)
         if not isinstance(records, list):
             raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
         return len(records), None
@@ -270,12 +266,16 @@ class RestSource(Source):
         request = PageRequest(endpoint=self.endpoint, params=params)
         return self.paginator.first(request) if self.paginator else request
 
-    def _records(self, window: Window | None) -> Iterator[Any]:
+    def _hook(self) -> Any:
+        """The connection's `HttpHook`, its sockets under each request's `Deadline`."""
         from airflow.providers.http.hooks.http import HttpHook
 
         from altcraft.deadline import DeadlineAdapter
 
-        hook = HttpHook(method=self.method, http_conn_id=self.http_conn_id, adapter=DeadlineAdapter())
+        return HttpHook(method=self.method, http_conn_id=self.http_conn_id, adapter=DeadlineAdapter())
+
+    def _records(self, window: Window | None) -> Iterator[Any]:
+        hook = self._hook()
         request: PageRequest | None = self._first_request(window)
         asked: set[bytes] = set()
         pages = PageLog(self.describe())
