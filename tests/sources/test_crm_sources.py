@@ -458,3 +458,25 @@ def test_hubspot_a_contact_deleted_while_the_search_pages_skips_no_other(hubspot
     read += [int(r["id"]) for batch in pages for r in batch]
 
     assert read == list(range(1, 121))
+
+
+@pytest.mark.parametrize("header", ["86400", "Wed, 21 Oct 2099 07:28:00 GMT", "-5", "soon", "nan", "1e308"])
+def test_a_hostile_retry_after_waits_at_most_backoff_max_and_the_log_says_the_wait_made(
+    hubspot, header, caplog
+):
+    """A Retry-After of a day (or 1e308) was waited 30 s at most, but logged as "retry 1 in 86400.00s"."""
+    from altcraft.sources.crm.base import Limits
+    from altcraft.sources.crm.http import CrmHttp
+
+    waits: list[float] = []
+    limits = Limits(requests_per_second=1000, backoff_seconds=0.01, backoff_max=0.05)
+    headers = {"Authorization": f"Bearer {hubspot.token}"}
+    client = CrmHttp("HubSpot", hubspot.url, headers, limits, sleep=waits.append)
+    hubspot.instead = [Response(status_code=429, headers={"Retry-After": header})]
+
+    with caplog.at_level("WARNING", logger="altcraft.sources.crm.http"):
+        client.request("POST", "/crm/v3/objects/contacts/search", label="contacts/search", json={"limit": 1})
+
+    assert client.retries == 1 and waits and all(0 <= wait <= 0.05 for wait in waits)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("HubSpot: contacts/search answered HTTP 429; retry 1 in 0.0")

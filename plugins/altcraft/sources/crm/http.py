@@ -2,10 +2,11 @@
 
 Every CRM preset reads (lists, searches, fetches by id): a read may be repeated safely, so a limit answer
 (HTTP 429, HTTP 503 -- Bitrix24's ``QUERY_LIMIT_EXCEEDED``), another 5xx or a broken connection is retried
-after a backoff (``Retry-After`` when the CRM sends one, else exponential from ``backoff_seconds``), up to
-``max_retries`` times. Requests are spaced to at most ``requests_per_second``. Redirects are never
-followed (they would carry the token to another host). Errors name the CRM and the method, never the URL
-(a Bitrix24 inbound-webhook URL *is* the secret), the token or the answer's body.
+after a backoff (``Retry-After`` when the CRM sends one, else exponential from ``backoff_seconds``; 30 s at
+most, whatever the CRM asks), up to ``max_retries`` times. Requests are spaced to at most
+``requests_per_second``. Redirects are never followed (they would carry the token to another host). Errors
+name the CRM and the method, never the URL (a Bitrix24 inbound-webhook URL *is* the secret), the token or the
+answer's body.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class CrmHttp:
     def _back_off(self, label: str, failures: int, retry_after: float | None, why: str) -> None:
         self.retries += 1
         if retry_after is None:
-            retry_after = min(self.limits.backoff_seconds * 2 ** (failures - 1), self.limits.backoff_max)
-        log.warning("%s: %s answered %s; retry %d in %.2fs", self.crm, label, why, failures, retry_after)
-        self.sleep(min(retry_after, self.limits.backoff_max))
+            retry_after = self.limits.backoff_seconds * 2 ** (failures - 1)
+        wait = min(retry_after, self.limits.backoff_max)  # a CRM's Retry-After of a day is not honoured
+        log.warning("%s: %s answered %s; retry %d in %.2fs", self.crm, label, why, failures, wait)
+        self.sleep(wait)
