@@ -16,6 +16,7 @@ per page unless the client asks for another ``limit``:
 * ``/v1/echo-link?next=``        -> ``{"items": [...], "next": "<the link given>"}``
 * ``/v1/odd-paging?odd=``       -> ``{"items": [...], "total", "total_pages", "next", "next_cursor"}``:
   pages by ``page`` or ``offset``, each paging value the JSON given in ``odd`` (``absent``: left out)
+* ``/v1/empty-pages?cursor=``    -> ``{"items": [], "next_cursor": "<cursor + 1>"}``, for 200 pages
 * ``/v1/mixed``                  -> ``{"items": [...]}``: two contacts with items that are not objects between
 * ``/v1/deaf``                   -> the first contacts whatever page, offset, cursor or window is asked
 * ``/v1/odd-bytes``              -> ``{"items": [...]}``: three contacts, the second's email with a byte that
@@ -111,6 +112,9 @@ class _Handler(BaseHTTPRequestHandler):
             items = found[int(query["offset"]) :][:limit] if "offset" in query else by_page
             keys = () if query["odd"] == "absent" else ("total", "total_pages", "next", "next_cursor")
             self._send({"items": items, **{key: json.loads(query["odd"]) for key in keys}})
+        elif path == "/v1/empty-pages":  # empty pages, each with a new cursor; the 200th has none
+            at = int(query.get("cursor", 0))
+            self._send({"items": [], "next_cursor": str(at + 1) if at < 199 else None})
         elif path == "/v1/mixed":
             self._send({"items": [found[0], "a string", None, [1, 2], 7, found[1]]})
         elif path == "/v1/odd-bytes":

@@ -297,3 +297,14 @@ def test_a_next_link_that_is_no_text_fails_the_read_naming_its_path(crm, odd):
 
     with pytest.raises(SourceError, match=r"^rest GET v1/odd-paging .*: page 1: no link at 'next' \("):
         list(rest.batches(WINDOW, 100))
+
+
+def test_empty_pages_that_keep_giving_a_next_cursor_fail_the_read_instead_of_reading_on(crm):
+    """Each empty page's cursor was new, so neither loop check saw a repeat: the fake stops at 200 pages,
+    a hostile API never did, and the run read empty pages for ever."""
+    crm.requests.clear()
+
+    with pytest.raises(SourceError, match=r"^rest GET v1/empty-pages .*: 50 empty pages in a row"):
+        list(source("v1/empty-pages", "items", CursorPaginator()).batches(WINDOW, 10))
+
+    assert len(crm.requests) == 50

@@ -4,12 +4,13 @@ The connection gives the base URL, credentials and default headers. The window i
 parameters (``window_params``) in ISO 8601 (UTC) or epoch seconds; the API is trusted to apply
 ``[start, end)``. GET sends ``params`` as the query string, other methods as a JSON body.
 
-Records come in the order the API returns them (the key is only used downstream to deduplicate), and
-are re-chunked to ``batch_size``. A failed page fails the run; a retry starts again from the first page.
-A pagination that loops fails the run too: a request made before (a cursor or next link that comes back)
-or a page whose records repeat an earlier page's (an API that ignores the page or offset parameter).
-A paging value of the wrong kind fails it as well: a total the paginator is told to stop at that an answer
-leaves out (reading on one page only would look like a clean run), a next link that is no text.
+Records come in the order the API returns them (the key is only used downstream to deduplicate), and are
+re-chunked to ``batch_size``. A failed page fails the run; a retry starts again from the first page. A
+pagination that loops fails the run too: a request made before (a cursor or next link that comes back) or a
+page whose records repeat an earlier page's (an API that ignores the page or offset parameter). So do
+`MAX_EMPTY_PAGES` empty pages in a row that still point to a next one (each cursor new, so no request
+repeats). A paging value of the wrong kind fails it as well: a total the paginator is told to stop at that an
+answer leaves out (reading on one page only would look like a clean run), a next link that is no text.
 
 Paginators, in the style of dlt's REST client: each is a small frozen model with one job -- given the
 request just made and its answer, say what the next request is, or ``None`` when done. They are pydantic
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
 WindowFormat = Literal["iso", "epoch"]
 WINDOW_PARAM_KEYS = ("start", "end")
+#: Empty pages in a row after which a paginator still asking for more is taken to loop.
+MAX_EMPTY_PAGES = 50
 
 
 class PagingError(ValueError):
@@ -142,7 +145,8 @@ class OffsetPaginator(_Paginator):
 
 
 class CursorPaginator(_Paginator):
-    """``?cursor=<value at cursor_path>``: stops when the answer has no cursor."""
+    """``?cursor=<value at cursor_path>``: stops when the answer has no cursor (50 empty pages in a row
+    that still give one fail the run)."""
 
     type: Literal["cursor"] = "cursor"
     cursor_path: str = "next_cursor"
@@ -279,6 +283,7 @@ class RestSource(Source):
         request: PageRequest | None = self._first_request(window)
         asked: set[bytes] = set()
         pages = PageLog(self.describe())
+        empty = 0  # empty pages in a row
         while request is not None:
             query = fingerprint([request.endpoint, request.params])
             if query in asked:
@@ -297,6 +302,11 @@ class RestSource(Source):
                 request = self.paginator.next(request, response, body, records) if self.paginator else None
             except PagingError as exc:
                 raise SourceError(f"{pages.what}: page {pages.count}: {exc}") from None
+            empty = 0 if records else empty + 1
+            if request is not None and empty >= MAX_EMPTY_PAGES:
+                raise SourceError(
+                    f"{pages.what}: {empty} empty pages in a row, each pointing to a next one: it loops"
+                )
 
     def _send(self, hook: Any, request: PageRequest) -> Response:
         endpoint = self._relative(hook, request.endpoint)
