@@ -107,3 +107,41 @@ def test_a_window_that_cannot_be_read_says_how_to_trigger_the_run(params, reason
 
     assert reason in str(raised.value)
     assert "Trigger the pipeline without window parameters" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "day"),
+    [
+        ("0 * * * *", "Europe/Berlin", datetime(2026, 3, 29, tzinfo=UTC)),  # spring: 02:00 -> 03:00
+        ("*/15 * * * *", "Europe/Berlin", datetime(2026, 10, 25, tzinfo=UTC)),  # autumn: 02:00-03:00 twice
+        ("0 * * * *", "America/New_York", datetime(2026, 11, 1, 3, tzinfo=UTC)),
+        ("30 1 * * *", "America/New_York", datetime(2026, 11, 1, 3, tzinfo=UTC)),  # 01:30 happens twice
+        ("30 2 * * *", "Europe/Berlin", datetime(2026, 3, 29, tzinfo=UTC)),  # 02:30 does not happen
+    ],
+)
+def test_across_a_daylight_saving_change_the_last_complete_interval_is_airflows(cron, zone, day):
+    """Every 5 minutes through a day with a clock change: the window of a run without a logical date is the
+    interval Airflow's own timetable gives (main gave an empty window, or one overlapping two scheduled
+    intervals)."""
+    core = CoreCron(cron, zone)
+    for step in range(0, 30 * 60, 5):
+        run_after = day + timedelta(minutes=step, seconds=step % 2)
+        expected = core.infer_manual_data_interval(run_after=instance(run_after))
+
+        start, end = Schedule(zone, cron=cron).last_complete(run_after)
+
+        # compared in UTC: Python never finds a local time in a gap or a fold equal to one of another zone
+        assert (start.astimezone(UTC), end.astimezone(UTC)) == (expected.start, expected.end), run_after
+
+
+def test_a_fixed_interval_counts_whole_intervals_of_elapsed_time_across_a_clock_change():
+    """A fixed interval's intervals are elapsed time from the start date, as Airflow's delta timetable
+    counts them, not wall-clock time (which a clock change moves by an hour)."""
+    schedule = Schedule.of("5h", "Europe/Berlin", datetime(2026, 3, 28), timedelta(hours=5))
+    anchor = datetime(2026, 3, 28, tzinfo=ZoneInfo("Europe/Berlin"))
+
+    start, end = schedule.last_complete(datetime(2026, 3, 30, 12, tzinfo=UTC))
+
+    assert end - start == timedelta(hours=5)
+    assert (end.astimezone(UTC) - anchor.astimezone(UTC)) % timedelta(hours=5) == timedelta(0)
+    assert end <= datetime(2026, 3, 30, 12, tzinfo=UTC) < end + timedelta(hours=5)

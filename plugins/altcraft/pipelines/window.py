@@ -9,7 +9,7 @@ with ``logical_date: null``); such a run has no data interval, only ``run_after`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -65,21 +65,23 @@ class Schedule:
         return DeltaDataIntervalTimetable(self.interval)
 
     def last_complete(self, moment: datetime) -> tuple[datetime, datetime]:
-        """The last whole interval ending at or before ``moment`` (as ``infer_manual_data_interval``)."""
+        """The last whole interval ending at or before ``moment``: for a cron expression Airflow's own
+        ``infer_manual_data_interval``, so that across a clock change too it is one of the scheduled
+        intervals (wall-clock arithmetic gave an empty window, or one overlapping two intervals); a fixed
+        interval counts elapsed time from ``anchor``, as Airflow's delta timetable does."""
         if self.cron is not None:
-            from croniter import croniter
+            import pendulum
+            from airflow.timetables.interval import CronDataIntervalTimetable
 
-            zone = ZoneInfo(self.timezone)
-            naive = moment.astimezone(zone).replace(tzinfo=None)
-            on_time = croniter.match(self.cron, naive) and naive.second == naive.microsecond == 0
-            end = naive if on_time else croniter(self.cron, naive).get_prev(datetime)
-            start = croniter(self.cron, end).get_prev(datetime)
-            return start.replace(tzinfo=zone), end.replace(tzinfo=zone)
+            timetable = CronDataIntervalTimetable(self.cron, timezone=self.timezone)
+            interval = timetable.infer_manual_data_interval(run_after=pendulum.instance(moment))
+            return interval.start, interval.end
         assert self.interval is not None and self.anchor is not None
-        count = (moment - self.anchor) // self.interval
+        anchor = self.anchor.astimezone(UTC)
+        count = (moment.astimezone(UTC) - anchor) // self.interval
         if count < 1:
             raise WindowError(f"no interval of the schedule ended between {self.anchor} and {moment}")
-        end = self.anchor + count * self.interval
+        end = anchor + count * self.interval
         return end - self.interval, end
 
 
