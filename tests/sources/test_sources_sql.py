@@ -492,3 +492,137 @@ def test_sqlite_text_that_is_not_utf8_is_that_records_rejection_and_the_others_a
     assert [type(m) for m in mapped] == [Profile, Rejection, Rejection]
     assert [(m.source_key, m.field) for m in mapped[1:]] == [("2", "email"), ("3", "NOTE")]
     assert all("surrogate" in m.reason for m in mapped[1:])
+
+
+def windows(start: datetime, end: datetime, step: timedelta) -> list[Window]:
+    """The contiguous windows ``[start + k*step, ...)`` up to ``end``, as consecutive runs read them."""
+    return [Window(start + step * k, start + step * (k + 1)) for k in range((end - start) // step)]
+
+
+def read_by(source: SqlTableSource, runs: list[Window]) -> dict[object, list[Window]]:
+    """Each key read, with the windows that read it."""
+    found: dict[object, list[Window]] = {}
+    for window in runs:
+        for batch in source.batches(window, 3):
+            for record in batch:
+                found.setdefault(record["id"], []).append(window)
+    return found
+
+
+def new_sqlite_table(database, drop_tables: list, rows: dict[int, object]) -> str:
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, created_at)")  # no affinity
+        conn.execute(
+            sa.text(f"INSERT INTO {table} VALUES (:id, :at)"), [{"id": k, "at": v} for k, v in rows.items()]
+        )
+    drop_tables.append((database, table))
+    return table
+
+
+HALF_PAST_TEN = datetime(2024, 3, 1, 10, 30, tzinfo=UTC)
+#: key -> (what a SQLite table holds, the instant it means when naive text is UTC)
+SQLITE_TIMES = {
+    1: ("2024-03-01 10:30:00", HALF_PAST_TEN),  # CURRENT_TIMESTAMP's format
+    2: ("2024-03-01T10:30:00.500000", HALF_PAST_TEN + timedelta(milliseconds=500)),  # isoformat()
+    3: ("2024-03-01T10:30:00.123Z", HALF_PAST_TEN + timedelta(milliseconds=123)),  # JavaScript's toISOString
+    4: ("2024-03-01T13:30:00+03:00", HALF_PAST_TEN),
+    5: ("2024-03-01 10:30:00+00:00", HALF_PAST_TEN),  # sqlite3's adapter of an aware datetime
+    6: (int(HALF_PAST_TEN.timestamp()), HALF_PAST_TEN),  # epoch seconds
+    7: (HALF_PAST_TEN.timestamp() + 0.25, HALF_PAST_TEN + timedelta(milliseconds=250)),
+    8: ("2024-03-01", datetime(2024, 3, 1, tzinfo=UTC)),  # a date only: its midnight
+    9: ("2024-03-01 10:00:00", datetime(2024, 3, 1, 10, tzinfo=UTC)),  # exactly at a window's start
+    10: ("2024-03-01 09:59:59.999999", datetime(2024, 3, 1, 9, 59, 59, 999999, tzinfo=UTC)),
+    11: ("2024-03-01 23:59", datetime(2024, 3, 1, 23, 59, tzinfo=UTC)),
+    12: ("2024-03-02 00:00:00", datetime(2024, 3, 2, tzinfo=UTC)),  # the next day's first window
+    13: (None, None),  # never read, as NULL is in PostgreSQL and MySQL
+}
+
+
+def test_sqlite_timestamps_of_every_format_are_read_once_by_the_window_of_their_instant(
+    databases, drop_tables
+):
+    """Main compared the text with the bounds' text: 'T' sorts after ' ', so ISO text fell in a day's last
+    hourly window, a date only in the day before's, an offset was ignored, and epoch numbers (which SQLite
+    sorts before any text) were never read."""
+    database = databases["sqlite"]
+    table = new_sqlite_table(database, drop_tables, {key: held for key, (held, _) in SQLITE_TIMES.items()})
+    source = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="created_at")
+    runs = windows(START, END + timedelta(hours=1), timedelta(hours=1))
+
+    found = read_by(source, runs)
+
+    expected = {key: [w for w in runs if w.contains(at)] for key, (_, at) in SQLITE_TIMES.items() if at}
+    assert found == expected
+
+
+def test_sqlite_naive_local_text_is_read_once_across_the_autumn_clock_change(databases, drop_tables):
+    """Berlin wall-clock text every 10 minutes through the night the clock goes back (02:00-03:00 happens
+    twice), read by 15-minute windows: each row once. Main mapped each bound to wall-clock text, so the
+    windows after the change read 02:00-03:00 again. A time of the repeated hour is its first occurrence."""
+    database = databases["sqlite"]
+    local = [datetime(2026, 10, 25, 0, 0) + timedelta(minutes=10 * k) for k in range(30)]
+    table = new_sqlite_table(database, drop_tables, {k: t.isoformat(" ") for k, t in enumerate(local)})
+    source = SqlTableSource(
+        database.conn_id, table, key_column="id", created_at_column="created_at", timezone="Europe/Berlin"
+    )
+    runs = windows(
+        datetime(2026, 10, 24, 21, tzinfo=UTC), datetime(2026, 10, 25, 4, tzinfo=UTC), timedelta(minutes=15)
+    )
+
+    found = read_by(source, runs)
+
+    assert {k: len(w) for k, w in found.items()} == dict.fromkeys(range(30), 1)
+    two_ten = local.index(datetime(2026, 10, 25, 2, 10))
+    assert found[two_ten][0].start == datetime(2026, 10, 25, 0, 0, tzinfo=UTC)  # 02:10 CEST
+
+
+def test_sqlite_text_that_is_not_a_time_is_that_rows_rejection_and_the_others_are_read(
+    databases, drop_tables
+):
+    from altcraft.records import ERROR_FIELD
+
+    database = databases["sqlite"]
+    table = new_sqlite_table(database, drop_tables, {1: "2024-03-01 10:00:00", 2: "yesterday", 3: b"\x00"})
+    source = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="created_at")
+
+    records = [record for batch in source.batches(WINDOW, 10) for record in batch]
+
+    assert [str(record["id"]) for record in records] == ["1", "2", "3"]
+    assert ERROR_FIELD not in records[0]
+    assert all("created_at" in record[ERROR_FIELD] for record in records[1:])
+    assert "yesterday" not in str(records)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mysql"], indirect=True)
+def test_an_epoch_seconds_column_is_windowed_by_its_instant(database, drop_tables):
+    """Main: MySQL compared the integers with datetime text and read nothing, PostgreSQL failed."""
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table} (id integer primary key, created bigint, precise decimal(16, 3))"
+        )
+        conn.execute(
+            sa.text(f"INSERT INTO {table} VALUES (:id, :at, :at)"),
+            [{"id": key, "at": int(at.timestamp())} for key, at in CREATED.items()],
+        )
+    drop_tables.append((database, table))
+    for column in ("created", "precise"):
+        source = SqlTableSource(database.conn_id, table, key_column="id", created_at_column=column)
+        assert keys(source.batches(WINDOW, 100)) == IN_WINDOW
+        parts = [keys(source.batches(WINDOW, 2, partition=(index, 7))) for index in range(7)]
+        assert sorted(chain.from_iterable(parts)) == IN_WINDOW
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mysql"], indirect=True)
+def test_a_text_column_cannot_be_windowed_and_the_error_names_it(database, drop_tables):
+    """Main: MySQL compared the text with the bounds' text (ISO text with 'T' or an offset misplaced)."""
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, created varchar(40))")
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, '2024-03-01T10:00:00Z')")
+    drop_tables.append((database, table))
+    source = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="created")
+
+    with pytest.raises(SourceError, match=r"created_at_column 'created' is a text column"):
+        list(source.batches(WINDOW, 10))

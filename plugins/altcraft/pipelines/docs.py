@@ -41,11 +41,14 @@ NOTES: dict[tuple[str, str], str] = {
     ("SqlTableSpec", "table"): "table name (a plain identifier)",
     ("SqlTableSpec", "schema"): "schema of the table",
     ("SqlTableSpec", "key_column"): "column identifying a contact; rows are read ordered by it",
-    ("SqlTableSpec", "created_at_column"): "window mode: rows whose value lies in [window start, end)",
+    ("SqlTableSpec", "created_at_column"): "window mode: rows whose value lies in [window start, end): a "
+    "date/time column or epoch seconds (integer or decimal; text is refused); on SQLite ISO 8601 text with or "
+    "without a zone, a date or epoch seconds, a row holding anything else is rejected",
     ("SqlTableSpec", "watermark_column"): "watermark mode instead: rows above the highest value read "
     "before (a strictly increasing column); the window is ignored",
     ("SqlTableSpec", "columns"): "columns to read; default all",
-    ("SqlTableSpec", "timezone"): _WINDOW_COLUMN_TZ,
+    ("SqlTableSpec", "timezone"): f"{_WINDOW_COLUMN_TZ} (on SQLite a time of the hour a clock change "
+    "repeats is its first occurrence)",
     ("SqlQuerySpec", "conn_id"): "Airflow connection of the database",
     ("SqlQuerySpec", "sql"): "one SELECT; the window is bound as :window_start and :window_end",
     ("SqlQuerySpec", "key_column"): "result column identifying a contact; rows are read ordered by it",

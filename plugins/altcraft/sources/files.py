@@ -32,7 +32,6 @@ import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo
 
 from altcraft.sources.base import (
     Partition,
@@ -45,6 +44,7 @@ from altcraft.sources.base import (
     error_record,
     rechunk,
 )
+from altcraft.sources.timestamps import parse_timestamp
 from altcraft.spec_checks import check_timezone, checked, no_credentials
 from altcraft.storable import replace_unstorable
 
@@ -57,19 +57,6 @@ WindowBy = Literal["column", "mtime"]
 #: The longest JSON line read (characters): a longer one is an error record, skipped without being held.
 MAX_LINE_CHARS = 16 * 1024 * 1024
 _UNDECODABLE = re.compile(r"[\udc80-\udcff]")
-_EPOCH = re.compile(r"\d+(\.\d+)?")
-
-
-def parse_timestamp(value: Any, timezone: str) -> datetime:
-    """An aware timestamp from ISO 8601 text (naive text is in ``timezone``) or epoch seconds."""
-    if isinstance(value, str) and _EPOCH.fullmatch(value.strip()):
-        value = float(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    if not isinstance(value, str):
-        raise ValueError(f"expected ISO 8601 text or epoch seconds, got {type(value).__name__}")
-    ts = datetime.fromisoformat(value.strip())
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=ZoneInfo(timezone))
 
 
 def check_encoding(name: str) -> str:

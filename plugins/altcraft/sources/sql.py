@@ -7,9 +7,14 @@ MySQL/MariaDB keep the rows on the server and only one batch lives in memory.
 Time: window bounds are instants. Naive ``timestamp``/``DATETIME`` columns are read as wall-clock time in
 ``timezone`` (default UTC). To get both kinds of column right without knowing which one a column is,
 the session time zone is set to ``timezone``: PostgreSQL compares aware bounds (naive columns are then
-read in the session zone); MySQL/MariaDB and SQLite get naive bounds in ``timezone`` (MySQL ``TIMESTAMP``
+read in the session zone); MySQL/MariaDB get naive bounds in ``timezone`` (MySQL ``TIMESTAMP``
 columns are read in the session zone). A named zone other than UTC needs MySQL's time zone tables.
-SQLite stores text: timestamps must be ``YYYY-MM-DD HH:MM:SS[.ffffff]``, compared as text. It also keeps
+A `SqlTableSource`'s ``created_at_column`` may also hold epoch seconds (an integer or decimal column: the
+bounds are epoch seconds); a text column is refused, naming it. SQLite keeps any value in any column: a
+table's timestamps are read by `altcraft.sources.timestamps` (ISO 8601 text with or without a zone, a
+date, epoch seconds; naive text in ``timezone``), registered as the SQL function ``altcraft_instant``, so
+each row is read by the window of its instant; a value that is not a timestamp is that row's error record
+in every window. A `SqlQuerySource` on SQLite gets naive bound text in ``timezone``. SQLite also keeps
 bytes that are not UTF-8 in a TEXT column: they are read as lone surrogates, so a mapped value holding them
 is that record's rejection and the other rows are delivered (PostgreSQL and MySQL/MariaDB check the
 encoding when the value is written). Text the driver cannot decode (a PostgreSQL ``SQL_ASCII`` database
@@ -41,16 +46,20 @@ from altcraft.sources.base import (
     Window,
     check_batch_size,
     check_partition,
+    error_record,
     partition_window,
 )
+from altcraft.sources.timestamps import instant_text, utc_text
 from altcraft.spec_checks import check_timezone
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, CursorResult, Engine
-    from sqlalchemy.sql import Executable
+    from sqlalchemy.sql import Executable, TableClause
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 WINDOW_PARAMS = ("window_start", "window_end")
+#: values a typed date/time or epoch column gives, placed by the database itself (None: never selected)
+_TYPED_TIMES = frozenset({datetime, date, int, Decimal, float, type(None)})
 
 # Text that cannot hold a statement: comments, string literals, quoted identifiers. Two dialect families
 # read quotes differently; a query is accepted only if it is safe under both readings.
@@ -101,11 +110,46 @@ def _is_utc(timezone: str) -> bool:
 
 
 def _bound(ts: datetime, dialect: str, timezone: str) -> datetime | str:
-    """A window bound as this dialect compares it (see the module docstring)."""
+    """A window bound as this dialect compares it with a date/time column (see the module docstring)."""
     if dialect == "postgresql":
         return ts
     local = ts.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
     return local.isoformat(" ") if dialect == "sqlite" else local
+
+
+def _epoch(ts: datetime) -> Decimal:
+    """A window bound as epoch seconds, exact to the microsecond."""
+    return Decimal(int(ts.timestamp())) + Decimal(ts.microsecond).scaleb(-6)
+
+
+def _time_filter(
+    conn: Connection, tbl: TableClause, column: str, timezone: str
+) -> Callable[[datetime], tuple[Any, Any]]:
+    """``bound -> (the column's value as compared, the bound as compared)`` for ``tbl.c[column]``:
+    SQLite through ``altcraft_instant``, an integer or decimal column as epoch seconds, a date/time column
+    as itself; `SourceError` naming the column if it is text, which compares as text with the bounds."""
+    from sqlalchemy import Integer, Numeric, String, func, inspect
+    from sqlalchemy.exc import NoSuchTableError
+
+    value, dialect = tbl.c[column], conn.dialect.name
+    if dialect == "sqlite":
+        return lambda ts: (func.altcraft_instant(value), utc_text(ts))
+    try:
+        declared = {
+            c["name"].lower(): c["type"] for c in inspect(conn).get_columns(tbl.name, schema=tbl.schema)
+        }
+    except NoSuchTableError:
+        declared = {}  # the query itself says so
+    kind = declared.get(column.lower())
+    if isinstance(kind, Integer | Numeric):
+        return lambda ts: (value, _epoch(ts))
+    if isinstance(kind, String):
+        raise SourceError(
+            f"created_at_column {column!r} is a text column ({kind}): text compares as text, not as time, so "
+            "rows would be read by the wrong window or by none. Use a date/time column, epoch seconds, or a "
+            "sql_query that converts it"
+        )
+    return lambda ts: (value, _bound(ts, dialect, timezone))
 
 
 def _begin_read(conn: Connection, timezone: str) -> None:
@@ -128,7 +172,10 @@ def _begin_read(conn: Connection, timezone: str) -> None:
             ) from None
     elif dialect == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")
-        conn.connection.driver_connection.text_factory = _lenient_text  # type: ignore[union-attr]
+        driver = conn.connection.driver_connection
+        driver.text_factory = _lenient_text  # type: ignore[union-attr]
+        instant = partial(instant_text, timezone=timezone)
+        driver.create_function("altcraft_instant", 1, instant, deterministic=True)  # type: ignore[union-attr]
 
 
 def _lenient_text(data: bytes) -> str:
@@ -142,14 +189,14 @@ def _stream(
     conn_id: str,
     timezone: str,
     batch_size: int,
-    statement: Callable[[str], tuple[Executable, dict[str, Any]]],
+    statement: Callable[[Connection], tuple[Executable, dict[str, Any]]],
 ) -> Iterator[list[Record]]:
-    """Run ``statement(dialect_name)`` and yield its rows in lists of ``batch_size``."""
+    """Run ``statement(conn)`` and yield its rows in lists of ``batch_size``."""
     engine = _engine(conn_id)
     try:
         with engine.connect() as conn:
             _begin_read(conn, timezone)
-            stmt, params = statement(conn.dialect.name)
+            stmt, params = statement(conn)
             result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(stmt, params)
             with result:  # a consumer stopping early must close the server-side cursor before rollback
                 records = records_maker(tuple(result.keys()))
@@ -202,12 +249,14 @@ class _Probing:
     timezone: str
     _probe_engine: Engine | None = None
 
-    def _aggregate(self, statement: Callable[[str], tuple[Executable, dict[str, Any]]]) -> tuple[Any, ...]:
+    def _aggregate(
+        self, statement: Callable[[Connection], tuple[Executable, dict[str, Any]]]
+    ) -> tuple[Any, ...]:
         if self._probe_engine is None:
             self._probe_engine = _engine(self.conn_id)
         with self._probe_engine.connect() as conn:
             _begin_read(conn, self.timezone)
-            stmt, params = statement(conn.dialect.name)
+            stmt, params = statement(conn)
             return tuple(conn.execute(stmt, params).one())
 
     def close_probe(self) -> None:
@@ -298,7 +347,26 @@ class SqlTableSource(_Probing, Stateful):
             yield from self._watermark_batches(batch_size, partition)
         else:
             window = partition_window(window, partition)
-            yield from _stream(self.conn_id, self.timezone, batch_size, partial(self._select, window=window))
+            batches = _stream(self.conn_id, self.timezone, batch_size, partial(self._select, window=window))
+            yield from batches if window is None else map(self._placeable, batches)
+
+    def _placeable(self, batch: list[Record]) -> list[Record]:
+        """The batch, each row whose time is not a timestamp (only SQLite holds such values: the windowed
+        query selects them in every window) as its error record, naming the column, never the value."""
+        column = self.created_at_column
+        assert column is not None
+        if all(type(record[column]) in _TYPED_TIMES for record in batch):
+            return batch
+        return [
+            record
+            if type(record[column]) in _TYPED_TIMES or instant_text(record[column], self.timezone) is not None
+            else error_record(
+                self.key_column,
+                str(record[self.key_column]),
+                f"{column}: not a timestamp (ISO 8601 text, a date or epoch seconds)",
+            )
+            for record in batch
+        ]
 
     def _watermark_batches(self, batch_size: int, partition: Partition | None) -> Iterator[list[Record]]:
         if partition is not None and check_partition(partition)[1] > 1:
@@ -313,9 +381,9 @@ class SqlTableSource(_Probing, Stateful):
             yield batch
 
     def _select(
-        self, dialect: str, window: Window | None = None, last: Any = None
+        self, conn: Connection, window: Window | None = None, last: Any = None
     ) -> tuple[Executable, dict[str, Any]]:
-        from sqlalchemy import column, literal_column, select, table
+        from sqlalchemy import and_, column, literal_column, or_, select, table
 
         wanted = [*(self.columns or []), self.key_column, self.watermark_column or self.created_at_column]
         tbl = table(self.table, *(column(c) for c in dict.fromkeys(wanted)), schema=self.schema)
@@ -326,11 +394,13 @@ class SqlTableSource(_Probing, Stateful):
             if last is not None:
                 stmt = stmt.where(tbl.c[self.watermark_column] > last)
         elif window is not None:
-            created = tbl.c[self.created_at_column]
-            stmt = stmt.where(
-                created >= _bound(window.start, dialect, self.timezone),
-                created < _bound(window.end, dialect, self.timezone),
-            )
+            assert self.created_at_column is not None
+            compared = _time_filter(conn, tbl, self.created_at_column, self.timezone)
+            (value, start), (_, end) = compared(window.start), compared(window.end)
+            inside = and_(value >= start, value < end)
+            if conn.dialect.name == "sqlite":  # a value that is no timestamp: its error record, every window
+                inside = or_(inside, and_(tbl.c[self.created_at_column].is_not(None), value.is_(None)))
+            stmt = stmt.where(inside)
         return stmt, {}
 
     def probe(self, since: datetime) -> tuple[int, str | None]:
@@ -340,11 +410,12 @@ class SqlTableSource(_Probing, Stateful):
         if not self.created_at_column:
             raise SourceError(f"{self.describe()}: only window mode (created_at_column) can be polled")
 
-        def statement(dialect: str) -> tuple[Executable, dict[str, Any]]:
+        def statement(conn: Connection) -> tuple[Executable, dict[str, Any]]:
+            assert self.created_at_column is not None
             tbl = table(self.table, column(self.created_at_column), schema=self.schema)
-            created = tbl.c[self.created_at_column]
-            stmt = select(func.count(), func.max(created)).select_from(tbl)
-            return stmt.where(created >= _bound(since, dialect, self.timezone)), {}
+            value, bound = _time_filter(conn, tbl, self.created_at_column, self.timezone)(since)
+            stmt = select(func.count(), func.max(tbl.c[self.created_at_column])).select_from(tbl)
+            return stmt.where(value >= bound), {}
 
         count, newest = self._aggregate(statement)
         return int(count), None if newest is None else str(newest)
@@ -386,7 +457,7 @@ class SqlQuerySource(_Probing, Source):
         window = partition_window(window, partition)
         if window is None and self._window_params:
             raise ValueError("this sql_query uses :window_start/:window_end: it needs a window")
-        yield from _stream(self.conn_id, self.timezone, batch_size, lambda d: self._select(d, window))
+        yield from _stream(self.conn_id, self.timezone, batch_size, lambda conn: self._select(conn, window))
 
     def probe(self, since: datetime) -> tuple[int, str | None]:
         """How many rows the query gives for ``[since, a day from now)``: a count, never the rows."""
@@ -396,13 +467,13 @@ class SqlQuerySource(_Probing, Source):
 
         window = Window(since, max(since, datetime.now(UTC)) + timedelta(days=1))
 
-        def statement(dialect: str) -> tuple[Executable, dict[str, Any]]:
-            stmt, params = self._select(dialect, window)
+        def statement(conn: Connection) -> tuple[Executable, dict[str, Any]]:
+            stmt, params = self._select(conn, window)
             return select(func.count()).select_from(stmt.order_by(None).subquery("probe")), params
 
         return int(self._aggregate(statement)[0]), None
 
-    def _select(self, dialect: str, window: Window | None) -> tuple[Executable, dict[str, Any]]:
+    def _select(self, conn: Connection, window: Window | None) -> tuple[Executable, dict[str, Any]]:
         from sqlalchemy import column, literal_column, select, text
 
         query = text(self.sql + "\n").columns(column(self.key_column)).subquery("src")
@@ -410,4 +481,4 @@ class SqlQuerySource(_Probing, Source):
         if window is None:
             return stmt, {}
         bounds = dict(zip(WINDOW_PARAMS, (window.start, window.end), strict=True))
-        return stmt, {p: _bound(bounds[p], dialect, self.timezone) for p in self._window_params}
+        return stmt, {p: _bound(bounds[p], conn.dialect.name, self.timezone) for p in self._window_params}

@@ -1,0 +1,41 @@
+"""A record's timestamp as an instant: ISO 8601 text (naive text is wall-clock time in a zone; a time of the
+hour a clock change repeats is its first occurrence) or epoch seconds. Used where a source, not a typed
+database column, decides which window a record belongs to: file rows and SQLite tables."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+_EPOCH = re.compile(r"\d+(\.\d+)?")
+
+
+def parse_timestamp(value: Any, timezone: str) -> datetime:
+    """An aware timestamp from ISO 8601 text (naive text is in ``timezone``) or epoch seconds; ValueError
+    (or OverflowError, OSError for a number out of range) otherwise."""
+    if isinstance(value, str) and _EPOCH.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str):
+        raise ValueError(f"expected ISO 8601 text or epoch seconds, got {type(value).__name__}")
+    ts = datetime.fromisoformat(value.strip())
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=ZoneInfo(timezone))
+
+
+def instant_text(value: Any, timezone: str) -> str | None:
+    """``value``'s instant as UTC text of one width (``YYYY-MM-DD HH:MM:SS.ffffff``), whose text order is
+    time order; None for NULL or a value that is not a timestamp. Never raises (SQLite calls it per row)."""
+    if value is None:
+        return None
+    try:
+        return utc_text(parse_timestamp(value, timezone))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def utc_text(moment: datetime) -> str:
+    """An aware ``moment`` as `instant_text` writes it."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
