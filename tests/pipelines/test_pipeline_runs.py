@@ -7,8 +7,9 @@ import os
 import shutil
 import sys
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pendulum
 import pytest
@@ -284,3 +285,56 @@ def test_a_watermark_run_failed_on_rejections_reads_them_again_once_the_mapping_
     summary = xcom_values(fixed["id"], run.run_id)["import_and_launch", 0]
     assert (summary["found"], summary["launched"]) == (DAYS * (PER_DAY + BROKEN_PER_DAY), DAYS * PER_DAY)
     assert len(launched_emails(emulator, scenario_id)) == DAYS * PER_DAY
+
+
+def test_a_month_backfilled_day_by_day_in_a_zone_with_a_clock_change_launches_each_contact_once(
+    airflow_db, emulator, scenario_id, tmp_path, monkeypatch
+):
+    """March 2026 in Berlin (the clock goes forward on the 29th) read by 31 daily runs of a SQLite table
+    whose times come in the formats such tables hold, under ``every_run``, so a contact read by two
+    windows would be launched twice: each contact of March exactly once, the one at April's first
+    midnight not at all (it is the next run's). Main never read the epoch numbers and read a date's
+    contacts in the day before's window."""
+    berlin = ZoneInfo("Europe/Berlin")
+    march = [datetime(2026, 3, 1, tzinfo=berlin) + timedelta(days=d) for d in range(31)]
+    held: dict[str, object] = {}
+    for midnight in march:
+        day = midnight.date().isoformat()
+        utc = midnight.astimezone(ZoneInfo("UTC"))
+        held |= {
+            f"{day}-midnight": midnight.strftime("%Y-%m-%d %H:%M:%S"),  # at the window's start
+            f"{day}-last": (midnight + timedelta(hours=23, minutes=59, seconds=59.999999)).isoformat(" "),
+            f"{day}-iso": (utc + timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            f"{day}-offset": (midnight + timedelta(hours=6)).isoformat(),
+            f"{day}-epoch": int((midnight + timedelta(hours=18)).timestamp()),
+            f"{day}-date": f"{day}",
+        }
+    held |= {"2026-03-29-before-gap": "2026-03-29 01:59:59", "2026-03-29-after-gap": "2026-03-29 03:00:00"}
+    held["april"] = "2026-04-01 00:00:00"
+    database = tmp_path / "crm.db"
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_SQLITE", f"sqlite:///{database}")
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id text primary key, email text, created_at)")
+        conn.execute(
+            sa.text("INSERT INTO contacts VALUES (:id, :email, :at)"),
+            [{"id": key, "email": f"{key}@example.org", "at": at} for key, at in held.items()],
+        )
+    engine.dispose()
+    source = {
+        "type": "sql_table",
+        "conn_id": "crm_sqlite",
+        "table": "contacts",
+        "key_column": "id",
+        "created_at_column": "created_at",
+        "timezone": "Europe/Berlin",
+    }
+    pipeline = spec("march_welcome", "contacts", scenario_id, source=source, timezone="Europe/Berlin")
+    dag = load_dags([{**pipeline, "relaunch_policy": "every_run", "max_rejected_ratio": 0}])["march_welcome"]
+
+    for midnight in march:
+        run = run_dag(dag, pendulum.instance(midnight + timedelta(days=1)))
+        assert task_states(run) == {"plan": "success", "import_and_launch": "success"}, midnight
+
+    launched = launched_emails(emulator, scenario_id)
+    assert sorted(launched) == sorted(f"{key}@example.org" for key in held if key != "april")
