@@ -21,6 +21,9 @@ per page unless the client asks for another ``limit``:
 * ``/v1/deaf``                   -> the first contacts whatever page, offset, cursor or window is asked
 * ``/v1/odd-bytes``              -> ``{"items": [...]}``: three contacts, the second's email with a byte that
   is not UTF-8
+* ``/v1/inclusive``              -> ``{"items": [...]}``: the contacts of ``[from, to]`` (the end included)
+* ``/v1/odd-times``              -> ``{"items": [...]}``: the first three contacts, created at a time that is
+  not one, at epoch seconds and at naive text
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ def _instant(text: str) -> datetime:
         return datetime.fromisoformat(text)
 
 
-def contacts_between(start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
+def contacts_between(
+    start: datetime | None, end: datetime | None, *, end_included: bool = False
+) -> list[dict[str, Any]]:
     def inside(contact: dict[str, Any]) -> bool:
         ts = datetime.fromisoformat(contact["created_at"])
-        return (start is None or ts >= start) and (end is None or ts < end)
+        return (start is None or ts >= start) and (end is None or ts < end or (end_included and ts == end))
 
     return [c for c in CONTACTS if inside(c)]
 
@@ -121,6 +126,15 @@ class _Handler(BaseHTTPRequestHandler):
             odd = {**CONTACTS[1], "email": "ODD"}
             body = json.dumps({"items": [CONTACTS[0], odd, CONTACTS[2]]}).encode()
             self._send(body.replace(b'"ODD"', b'"user1\xff@example.org"'))
+        elif path == "/v1/inclusive":
+            self._send({"items": contacts_between(_instant(start), _instant(end), end_included=True)})
+        elif path == "/v1/odd-times":
+            times = [
+                "soon",
+                EPOCH.timestamp() + 1,
+                (EPOCH + timedelta(hours=1)).replace(tzinfo=None).isoformat(),
+            ]
+            self._send({"items": [{**c, "created_at": t} for c, t in zip(CONTACTS, times, strict=False)]})
         elif path == "/v1/deep":  # nested deeper than any JSON parser of Python's recursion limit reads
             self._send(b"[" * 100_000 + b"]" * 100_000)
         elif path == "/v1/unavailable":

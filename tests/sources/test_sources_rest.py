@@ -308,3 +308,45 @@ def test_empty_pages_that_keep_giving_a_next_cursor_fail_the_read_instead_of_rea
         list(source("v1/empty-pages", "items", CursorPaginator()).batches(WINDOW, 10))
 
     assert len(crm.requests) == 50
+
+
+def test_window_field_gives_a_record_at_the_bound_to_one_window_when_the_api_includes_the_end(crm):
+    """Contact 2 is created at 04:00, the end of the first window and the start of the second: an API whose
+    end bound is inclusive answers it to both. Main trusted the API, so two runs launched it."""
+    first, second = (
+        Window(EPOCH, EPOCH + timedelta(hours=4)),
+        Window(EPOCH + timedelta(hours=4), EPOCH + timedelta(hours=8)),
+    )
+    trusting = RestSource(
+        CONN, "v1/inclusive", key_column="id", record_path="items", window_params=WINDOW_PARAMS
+    )
+    assert [ids(trusting.batches(w, 10)) for w in (first, second)] == [[0, 1, 2], [2, 3, 4]]
+
+    checking = RestSource(
+        CONN,
+        "v1/inclusive",
+        key_column="id",
+        record_path="items",
+        window_params=WINDOW_PARAMS,
+        window_field="created_at",
+    )
+    assert [ids(checking.batches(w, 10)) for w in (first, second)] == [[0, 1], [2, 3]]
+    parts = [ids(checking.batches(first, 10, partition=(index, 3))) for index in range(3)]
+    assert sorted(chain.from_iterable(parts)) == [0, 1]
+
+
+def test_window_field_reads_epoch_and_naive_times_and_rejects_a_time_that_is_not_one(crm):
+    rest = RestSource(
+        CONN,
+        "v1/odd-times",
+        key_column="id",
+        record_path="items",
+        window_field="created_at",
+        timezone="Europe/Berlin",
+    )
+
+    [records] = list(rest.batches(Window(EPOCH - timedelta(hours=1), EPOCH + timedelta(minutes=1)), 10))
+
+    # 0: "soon"; 1: one second past EPOCH; 2: 01:00 in Berlin is EPOCH, the window's end is one minute later
+    assert [record["id"] for record in records] == ["0", 1, 2]
+    assert records[0][ERROR_FIELD] == "created_at: not ISO 8601 text or epoch seconds"

@@ -42,8 +42,8 @@ NOTES: dict[tuple[str, str], str] = {
     ("SqlTableSpec", "schema"): "schema of the table",
     ("SqlTableSpec", "key_column"): "column identifying a contact; rows are read ordered by it",
     ("SqlTableSpec", "created_at_column"): "window mode: rows whose value lies in [window start, end): a "
-    "date/time column or epoch seconds (integer or decimal; text is refused); on SQLite ISO 8601 text with or "
-    "without a zone, a date or epoch seconds, a row holding anything else is rejected",
+    "date/time column or epoch seconds (integer or decimal; text is refused); on SQLite ISO 8601 text with "
+    "or without a zone, a date or epoch seconds, a row holding anything else is rejected",
     ("SqlTableSpec", "watermark_column"): "watermark mode instead: rows above the highest value read "
     "before (a strictly increasing column); the window is ignored",
     ("SqlTableSpec", "columns"): "columns to read; default all",
@@ -78,6 +78,10 @@ NOTES: dict[tuple[str, str], str] = {
     "and the like are refused, the connection's extra gives them",
     ("RestSpec", "window_params"): "names of the request parameters carrying the window start and end",
     ("RestSpec", "window_format"): "window bounds as ISO 8601 (UTC) or epoch seconds",
+    ("RestSpec", "window_field"): "dotted path of a record's creation time (ISO 8601 or epoch seconds): each "
+    "record is checked against [window start, end) again, so an API whose end is inclusive or that ignores "
+    "the window gives no record to two windows; without it the API is trusted to apply [start, end)",
+    ("RestSpec", "timezone"): "zone of naive times in window_field",
     ("RestSpec", "record_path"): "dotted path of the record list in the answer; default the answer itself",
     ("RestSpec", "paginator"): "how to ask for the next page; default a single page",
     ("RestSpec", "timeout"): "seconds one page request may take in all (connect, send, whole answer)",

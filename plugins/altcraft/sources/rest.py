@@ -1,8 +1,12 @@
 """Contacts from a paginated JSON HTTP API (a CRM), through the HTTP provider's `HttpHook`.
 
 The connection gives the base URL, credentials and default headers. The window is sent as two request
-parameters (``window_params``) in ISO 8601 (UTC) or epoch seconds; the API is trusted to apply
-``[start, end)``. GET sends ``params`` as the query string, other methods as a JSON body.
+parameters (``window_params``) in ISO 8601 (UTC) or epoch seconds. With ``window_field`` (the dotted path
+of a record's creation time) every record is checked against ``[start, end)`` again and one outside is
+left to the window it belongs to, so an API whose end bound is inclusive, or that ignores the bounds,
+gives no record to two windows; a record whose time cannot be read is its error record. Without it the
+API is trusted to apply ``[start, end)``. GET sends ``params`` as the query string, other methods as a
+JSON body.
 
 Records come in the order the API returns them (the key is only used downstream to deduplicate), and are
 re-chunked to ``batch_size``. A failed page fails the run; a retry starts again from the first page. A
@@ -28,12 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
 from altcraft.sources.base import (
+    ERROR_FIELD,
     PageLog,
     Partition,
     Record,
     Source,
     SourceError,
     Window,
+    error_record,
     fingerprint,
     json_answer,
     objects_or_errors,
@@ -41,7 +47,15 @@ from altcraft.sources.base import (
     rechunk,
     value_at,
 )
-from altcraft.spec_checks import MAX_INT32, checked, no_credentials, no_secret_names, no_secret_query
+from altcraft.sources.timestamps import parse_timestamp
+from altcraft.spec_checks import (
+    MAX_INT32,
+    check_timezone,
+    checked,
+    no_credentials,
+    no_secret_names,
+    no_secret_query,
+)
 
 if TYPE_CHECKING:
     from requests import Response
@@ -213,6 +227,8 @@ class RestSource(Source):
         paginator: Paginator | None = None,
         timeout: float = 60.0,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        window_field: str | None = None,
+        timezone: str = "UTC",
     ):
         unknown = set(window_params or {}) - set(WINDOW_PARAM_KEYS)
         if unknown:
@@ -232,6 +248,8 @@ class RestSource(Source):
         self.paginator = paginator
         self.timeout = timeout
         self.max_answer_bytes = max_answer_bytes
+        self.window_field = window_field
+        self.timezone = check_timezone(timezone)
 
     def describe(self) -> str:
         pages = self.paginator.type if self.paginator else "one page"
@@ -243,7 +261,26 @@ class RestSource(Source):
     ) -> Iterator[list[Record]]:
         if partition is not None and len(self.window_params) < len(WINDOW_PARAM_KEYS):
             raise ValueError("a partitioned rest source needs window_params for both start and end")
-        yield from rechunk(self._records(partition_window(window, partition)), batch_size)
+        window = partition_window(window, partition)
+        records = self._records(window)
+        if window is not None and self.window_field:
+            records = self._inside(records, window, self.window_field)
+        yield from rechunk(records, batch_size)
+
+    def _inside(self, records: Iterator[Any], window: Window, field: str) -> Iterator[Any]:
+        """The records whose ``field`` lies in ``window`` (error records pass), and the error record of
+        each whose time cannot be read."""
+        for record in records:
+            if ERROR_FIELD in record:
+                yield record
+                continue
+            try:
+                if window.contains(parse_timestamp(value_at(record, field), self.timezone)):
+                    yield record
+            except (ValueError, OverflowError, OSError):
+                key = record.get(self.key_column)
+                location = str(key) if isinstance(key, str | int) else "a record"
+                yield error_record(self.key_column, location, f"{field}: not ISO 8601 text or epoch seconds")
 
     def probe(self, since: datetime) -> tuple[int, str | None]:
         """Records on the first page of ``[since, now + 1 min)``: one request, for a polling trigger.

@@ -176,6 +176,8 @@ class RestSpec(_SourceSpec):
     paginator: Paginator | None = None
     timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS)] = 60.0
     max_answer_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)] = DEFAULT_MAX_ANSWER_BYTES
+    window_field: NonEmpty | None = None
+    timezone: Timezone = "UTC"
 
     @property
     def reads_window(self) -> bool:
