@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from altcraft.sources import MemoryStateStore, SourceError, SqlQuerySource, SqlTableSource, Window
-from altcraft.sources.sql import _begin_read, validate_select
+from altcraft.sources.sql import _begin_read, _bound, validate_select
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -626,3 +626,29 @@ def test_a_text_column_cannot_be_windowed_and_the_error_names_it(database, drop_
 
     with pytest.raises(SourceError, match=r"created_at_column 'created' is a text column"):
         list(source.batches(WINDOW, 10))
+
+
+def test_a_query_of_naive_local_text_is_read_once_across_the_autumn_clock_change(databases, drop_tables):
+    """A sql_query gets naive bounds in its zone: main gave a bound in the repeated hour's second occurrence
+    its wall-clock time, which the windows before it had read past, so they read 02:00-03:00 again."""
+    database = databases["sqlite"]
+    local = [datetime(2026, 10, 25, 0, 0) + timedelta(minutes=10 * k) for k in range(30)]
+    table = new_sqlite_table(database, drop_tables, {k: t.isoformat(" ") for k, t in enumerate(local)})
+    sql = f"SELECT id FROM {table} WHERE created_at >= :window_start AND created_at < :window_end"
+    source = SqlQuerySource(database.conn_id, sql, key_column="id", timezone="Europe/Berlin")
+    night = windows(
+        datetime(2026, 10, 24, 21, tzinfo=UTC), datetime(2026, 10, 25, 4, tzinfo=UTC), timedelta(minutes=15)
+    )
+
+    assert {k: len(w) for k, w in read_by(source, night).items()} == dict.fromkeys(range(30), 1)
+
+
+@pytest.mark.parametrize("moment", [datetime(2026, 3, 29, tzinfo=UTC), datetime(2026, 10, 25, tzinfo=UTC)])
+def test_naive_bounds_never_go_back_across_a_clock_change(moment):
+    """MySQL/MariaDB and a SQLite query compare naive bounds: consecutive ones must not go back in wall-clock
+    time, or the window after a bound read rows the window before it read. Every minute of a clock change's
+    night, and the seconds around it."""
+    instants = sorted({moment + timedelta(seconds=s) for s in [*range(0, 4 * 3600, 60), *range(3590, 3610)]})
+    for dialect in ("mysql", "sqlite"):
+        bounds = [_bound(ts, dialect, "Europe/Berlin") for ts in instants]
+        assert bounds == sorted(bounds), dialect

@@ -34,7 +34,10 @@ _SCALARS = {
     timedelta: "duration (`90s`, `15m`, `1h`, `1d`, `2w`; at most 366 days)",
 }
 
-_WINDOW_COLUMN_TZ = "zone of naive timestamp columns"
+_WINDOW_COLUMN_TZ = (
+    "zone of naive timestamp columns (a time of the hour a clock change repeats is its first occurrence; "
+    "PostgreSQL reads it as its second)"
+)
 NOTES: dict[tuple[str, str], str] = {
     # Meanings of fields whose model (owned by `altcraft.sources` / `altcraft.mapping`) has no description.
     ("SqlTableSpec", "conn_id"): "Airflow connection of the database (PostgreSQL, MySQL/MariaDB, SQLite)",
@@ -47,8 +50,7 @@ NOTES: dict[tuple[str, str], str] = {
     ("SqlTableSpec", "watermark_column"): "watermark mode instead: rows above the highest value read "
     "before (a strictly increasing column); the window is ignored",
     ("SqlTableSpec", "columns"): "columns to read; default all",
-    ("SqlTableSpec", "timezone"): f"{_WINDOW_COLUMN_TZ} (on SQLite a time of the hour a clock change "
-    "repeats is its first occurrence)",
+    ("SqlTableSpec", "timezone"): _WINDOW_COLUMN_TZ,
     ("SqlQuerySpec", "conn_id"): "Airflow connection of the database",
     ("SqlQuerySpec", "sql"): "one SELECT; the window is bound as :window_start and :window_end",
     ("SqlQuerySpec", "key_column"): "result column identifying a contact; rows are read ordered by it",

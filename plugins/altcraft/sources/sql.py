@@ -5,21 +5,22 @@ runs one ``SELECT ... ORDER BY key`` with ``stream_results`` / ``yield_per``, so
 MySQL/MariaDB keep the rows on the server and only one batch lives in memory.
 
 Time: window bounds are instants. Naive ``timestamp``/``DATETIME`` columns are read as wall-clock time in
-``timezone`` (default UTC). To get both kinds of column right without knowing which one a column is,
-the session time zone is set to ``timezone``: PostgreSQL compares aware bounds (naive columns are then
-read in the session zone); MySQL/MariaDB get naive bounds in ``timezone`` (MySQL ``TIMESTAMP``
-columns are read in the session zone). A named zone other than UTC needs MySQL's time zone tables.
-A `SqlTableSource`'s ``created_at_column`` may also hold epoch seconds (an integer or decimal column: the
-bounds are epoch seconds); a text column is refused, naming it. SQLite keeps any value in any column: a
-table's timestamps are read by `altcraft.sources.timestamps` (ISO 8601 text with or without a zone, a
-date, epoch seconds; naive text in ``timezone``), registered as the SQL function ``altcraft_instant``, so
-each row is read by the window of its instant; a value that is not a timestamp is that row's error record
-in every window. A `SqlQuerySource` on SQLite gets naive bound text in ``timezone``. SQLite also keeps
-bytes that are not UTF-8 in a TEXT column: they are read as lone surrogates, so a mapped value holding them
-is that record's rejection and the other rows are delivered (PostgreSQL and MySQL/MariaDB check the
-encoding when the value is written). Text the driver cannot decode (a PostgreSQL ``SQL_ASCII`` database
-holding other bytes: psycopg2 decodes a whole fetch at once, so no row can be rejected alone) stops the
-read with a `SourceError` that says so.
+``timezone`` (default UTC). To get both kinds of column right without knowing which one a column is, the
+session time zone is set to ``timezone``: PostgreSQL compares aware bounds (naive columns are then read in
+the session zone, a time of an hour a clock change repeats as its second occurrence); MySQL/MariaDB get
+naive bounds in ``timezone`` that never go back (`wall_clock`: such a time is its first occurrence), so no
+row is read by two windows (MySQL ``TIMESTAMP`` columns are read in the session zone). A named zone other
+than UTC needs MySQL's time zone tables. A `SqlTableSource`'s ``created_at_column`` may also hold epoch
+seconds (an integer or decimal column: the bounds are epoch seconds); a text column is refused, naming it.
+SQLite keeps any value in any column: a table's timestamps are read by `altcraft.sources.timestamps` (ISO
+8601 text with or without a zone, a date, epoch seconds; naive text in ``timezone``), registered as the
+SQL function ``altcraft_instant``, so each row is read by the window of its instant; a value that is not a
+timestamp is that row's error record in every window. A `SqlQuerySource` on SQLite gets naive bound text
+in ``timezone`` (`wall_clock`). SQLite also keeps bytes that are not UTF-8 in a TEXT column: they are read
+as lone surrogates, so a mapped value holding them is that record's rejection and the other rows are
+delivered (PostgreSQL and MySQL/MariaDB check the encoding when the value is written). Text the driver
+cannot decode (a PostgreSQL ``SQL_ASCII`` database holding other bytes: psycopg2 decodes a whole fetch at
+once, so no row can be rejected alone) stops the read with a `SourceError` that says so.
 
 Every read runs in a read-only transaction where the database offers one (PostgreSQL, MySQL/MariaDB,
 SQLite ``query_only``).
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -113,8 +114,29 @@ def _bound(ts: datetime, dialect: str, timezone: str) -> datetime | str:
     """A window bound as this dialect compares it with a date/time column (see the module docstring)."""
     if dialect == "postgresql":
         return ts
-    local = ts.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+    local = wall_clock(ts, ZoneInfo(timezone))
     return local.isoformat(" ") if dialect == "sqlite" else local
+
+
+def wall_clock(ts: datetime, zone: ZoneInfo) -> datetime:
+    """The naive bound in ``zone`` for the instant ``ts``: its wall-clock time, except in the second
+    occurrence of an hour a clock change repeats, whose wall-clock times the windows before already
+    compared with (a naive time there is its first occurrence): there the end of the repeated hour. So
+    consecutive bounds never go back, and no row is read by two windows."""
+    local = ts.astimezone(zone)
+    naive = local.replace(tzinfo=None)
+    if not local.fold:
+        return naive
+    low, high = naive, naive + (local.replace(fold=0).utcoffset() - local.utcoffset())  # type: ignore[operator]
+    while high - low > timedelta(microseconds=1):  # high: the first wall-clock time not repeated
+        middle = low + (high - low) // 2
+        low, high = (middle, high) if _repeated(middle, zone) else (low, middle)
+    return high
+
+
+def _repeated(naive: datetime, zone: ZoneInfo) -> bool:
+    """Whether a wall-clock time happens twice in ``zone`` (an hour a clock change repeats)."""
+    return naive.replace(tzinfo=zone, fold=0).utcoffset() != naive.replace(tzinfo=zone, fold=1).utcoffset()
 
 
 def _epoch(ts: datetime) -> Decimal:
