@@ -358,7 +358,8 @@ class PipelineSpec(_Model):
     )
     timezone: Timezone = Field(description="IANA time zone of the schedule and of naive dates")
     start_date: LocalDatetime = Field(
-        description="first data interval starts here (date or date-time; years 1970 to 2999)"
+        description="the first data interval starts at the schedule's first time at or after this (a "
+        "contact created before that time is read by no scheduled run; date or date-time; years 1970 to 2999)"
     )
     end_date: LocalDatetime | None = Field(default=None, description="no data interval starts after this")
     catchup: bool = Field(default=False, description="create runs for every missed interval")
