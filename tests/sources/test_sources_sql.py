@@ -652,3 +652,25 @@ def test_naive_bounds_never_go_back_across_a_clock_change(moment):
     for dialect in ("mysql", "sqlite"):
         bounds = [_bound(ts, dialect, "Europe/Berlin") for ts in instants]
         assert bounds == sorted(bounds), dialect
+
+
+def test_sqlite_column_names_match_without_regard_to_case_as_sqlite_does(databases, drop_tables):
+    """A spec naming ``createdat`` and ``seq`` of a table declaring ``CreatedAt`` and ``Seq``: SQLite runs the
+    query, and ``SELECT *`` names the columns as declared. Main failed the watermark run with a KeyError."""
+    from altcraft.records import ERROR_FIELD
+
+    database = databases["sqlite"]
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE {table} (id integer primary key, "CreatedAt", "Seq" integer)')
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, '2024-03-01 10:00:00', 10), (2, 'soon', 20)")
+    drop_tables.append((database, table))
+    windowed = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="createdat")
+    [records] = list(windowed.batches(WINDOW, 10))
+    assert [ERROR_FIELD in record for record in records] == [False, True]
+
+    state = MemoryStateStore()
+    by_seq = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="seq", state=state)
+    assert keys(by_seq.batches(None, 10)) == [1, 2]
+    by_seq.commit()
+    assert keys(by_seq.batches(None, 10)) == []

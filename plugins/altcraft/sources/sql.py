@@ -237,6 +237,14 @@ def _stream(
         engine.dispose()
 
 
+def _selected_name(record: Record, column: str) -> str:
+    """``column`` as the database named it in ``record``: MySQL/MariaDB and SQLite match column names
+    without regard to case, and ``SELECT *`` gives the name as the table declares it."""
+    if column in record:
+        return column
+    return next((name for name in record if name.lower() == column.lower()), column)
+
+
 def _fetch(result: CursorResult[Any], size: int) -> Sequence[Any]:
     """The next ``size`` DBAPI rows of ``result``; text the driver cannot decode is a `SourceError` that says
     why (never the bytes): the driver decodes a whole fetch at once, so that row cannot be rejected alone."""
@@ -375,8 +383,8 @@ class SqlTableSource(_Probing, Stateful):
     def _placeable(self, batch: list[Record]) -> list[Record]:
         """The batch, each row whose time is not a timestamp (only SQLite holds such values: the windowed
         query selects them in every window) as its error record, naming the column, never the value."""
-        column = self.created_at_column
-        assert column is not None
+        assert self.created_at_column is not None
+        column = _selected_name(batch[0], self.created_at_column)
         if all(type(record[column]) in _TYPED_TIMES for record in batch):
             return batch
         return [
@@ -384,8 +392,8 @@ class SqlTableSource(_Probing, Stateful):
             if type(record[column]) in _TYPED_TIMES or instant_text(record[column], self.timezone) is not None
             else error_record(
                 self.key_column,
-                str(record[self.key_column]),
-                f"{column}: not a timestamp (ISO 8601 text, a date or epoch seconds)",
+                str(record.get(self.key_column)),
+                f"{self.created_at_column}: not a timestamp (ISO 8601 text, a date or epoch seconds)",
             )
             for record in batch
         ]
@@ -398,7 +406,8 @@ class SqlTableSource(_Probing, Stateful):
         stored = self.state.get(self.state_key)
         last = None if stored is None else decode_watermark(stored)
         for batch in _stream(self.conn_id, self.timezone, batch_size, partial(self._select, last=last)):
-            top = max(row[self.watermark_column] for row in batch)
+            column = _selected_name(batch[0], self.watermark_column)
+            top = max(row[column] for row in batch)
             self._pending = top if self._pending is None else max(self._pending, top)
             yield batch
 
