@@ -362,7 +362,11 @@ class PipelineSpec(_Model):
         "contact created before that time is read by no scheduled run; date or date-time; years 1970 to 2999)"
     )
     end_date: LocalDatetime | None = Field(default=None, description="no data interval starts after this")
-    catchup: bool = Field(default=False, description="create runs for every missed interval")
+    catchup: bool = Field(
+        default=False,
+        description="create runs for every missed interval; with false the intervals missed while the "
+        "pipeline was paused or the scheduler down get no run, their contacts are read only by a backfill",
+    )
     max_active_runs: int = Field(
         default=1,
         ge=1,
