@@ -350,6 +350,7 @@ class SqlTableSource(_Probing, Stateful):
         self.timezone = check_timezone(timezone)
         self.state = state
         self._pending: Any = None
+        self._untyped_times = False  # this read's times may be no timestamp (SQLite): `_placeable` checks
 
     @property
     def state_key(self) -> str:
@@ -377,12 +378,16 @@ class SqlTableSource(_Probing, Stateful):
             yield from self._watermark_batches(batch_size, partition)
         else:
             window = partition_window(window, partition)
-            batches = _stream(self.conn_id, self.timezone, batch_size, partial(self._select, window=window))
-            yield from batches if window is None else map(self._placeable, batches)
+            self._untyped_times = False  # set by `_select`, before the first batch
+            for batch in _stream(
+                self.conn_id, self.timezone, batch_size, partial(self._select, window=window)
+            ):
+                yield self._placeable(batch) if self._untyped_times else batch
 
     def _placeable(self, batch: list[Record]) -> list[Record]:
         """The batch, each row whose time is not a timestamp (only SQLite holds such values: the windowed
-        query selects them in every window) as its error record, naming the column, never the value."""
+        query selects them in every window) as its error record, naming the column, never the value. A typed
+        column's values (PostgreSQL, MySQL/MariaDB) are not checked: the database placed them."""
         assert self.created_at_column is not None
         column = _selected_name(batch[0], self.created_at_column)
         if all(type(record[column]) in _TYPED_TIMES for record in batch):
@@ -431,6 +436,7 @@ class SqlTableSource(_Probing, Stateful):
             inside = and_(value >= start, value < end)
             if conn.dialect.name == "sqlite":  # a value that is no timestamp: its error record, every window
                 inside = or_(inside, and_(tbl.c[self.created_at_column].is_not(None), value.is_(None)))
+                self._untyped_times = True
             stmt = stmt.where(inside)
         return stmt, {}
 
