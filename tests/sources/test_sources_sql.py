@@ -583,12 +583,14 @@ def test_sqlite_text_that_is_not_a_time_is_that_rows_rejection_and_the_others_ar
     from altcraft.records import ERROR_FIELD
 
     database = databases["sqlite"]
-    table = new_sqlite_table(database, drop_tables, {1: "2024-03-01 10:00:00", 2: "yesterday", 3: b"\x00"})
+    # 4: epoch milliseconds, 5: a date as a number: no window would ever hold them
+    times = {1: "2024-03-01 10:00:00", 2: "yesterday", 3: b"\x00", 4: 1709287200000, 5: 20240301}
+    table = new_sqlite_table(database, drop_tables, times)
     source = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="created_at")
 
     records = [record for batch in source.batches(WINDOW, 10) for record in batch]
 
-    assert [str(record["id"]) for record in records] == ["1", "2", "3"]
+    assert [str(record["id"]) for record in records] == ["1", "2", "3", "4", "5"]
     assert ERROR_FIELD not in records[0]
     assert all("created_at" in record[ERROR_FIELD] for record in records[1:])
     assert "yesterday" not in str(records)
@@ -612,6 +614,22 @@ def test_an_epoch_seconds_column_is_windowed_by_its_instant(database, drop_table
         assert keys(source.batches(WINDOW, 100)) == IN_WINDOW
         parts = [keys(source.batches(WINDOW, 2, partition=(index, 7))) for index in range(7)]
         assert sorted(chain.from_iterable(parts)) == IN_WINDOW
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mysql"], indirect=True)
+def test_a_number_column_that_is_not_epoch_seconds_is_refused_naming_it(database, drop_tables):
+    """Epoch milliseconds compared with epoch-second bounds would be read by no window, silently."""
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, created_ms bigint)")
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, {int(START.timestamp()) * 1000})")
+    drop_tables.append((database, table))
+    source = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="created_ms")
+
+    with pytest.raises(
+        SourceError, match=r"created_at_column 'created_ms' is a number read as epoch seconds"
+    ):
+        list(source.batches(WINDOW, 10))
 
 
 @pytest.mark.parametrize("database", ["postgresql", "mysql"], indirect=True)

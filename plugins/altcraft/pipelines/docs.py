@@ -45,8 +45,9 @@ NOTES: dict[tuple[str, str], str] = {
     ("SqlTableSpec", "schema"): "schema of the table",
     ("SqlTableSpec", "key_column"): "column identifying a contact; rows are read ordered by it",
     ("SqlTableSpec", "created_at_column"): "window mode: rows whose value lies in [window start, end): a "
-    "date/time column or epoch seconds (integer or decimal; text is refused); on SQLite ISO 8601 text with "
-    "or without a zone, a date or epoch seconds, a row holding anything else is rejected",
+    "date/time column or epoch seconds (an integer or decimal column; one holding text, or epoch "
+    "milliseconds, is refused); on SQLite ISO 8601 text with or without a zone, a date or epoch seconds, "
+    "a row holding anything else is rejected",
     ("SqlTableSpec", "watermark_column"): "watermark mode instead: rows above the highest value read "
     "before (a strictly increasing column); the window is ignored",
     ("SqlTableSpec", "columns"): "columns to read; default all",

@@ -50,7 +50,7 @@ from altcraft.sources.base import (
     error_record,
     partition_window,
 )
-from altcraft.sources.timestamps import instant_text, utc_text
+from altcraft.sources.timestamps import EPOCH_SECONDS, instant_text, utc_text
 from altcraft.spec_checks import check_timezone
 
 if TYPE_CHECKING:
@@ -59,8 +59,6 @@ if TYPE_CHECKING:
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 WINDOW_PARAMS = ("window_start", "window_end")
-#: values a typed date/time or epoch column gives, placed by the database itself (None: never selected)
-_TYPED_TIMES = frozenset({datetime, date, int, Decimal, float, type(None)})
 
 # Text that cannot hold a statement: comments, string literals, quoted identifiers. Two dialect families
 # read quotes differently; a query is accepted only if it is safe under both readings.
@@ -164,6 +162,7 @@ def _time_filter(
         declared = {}  # the query itself says so
     kind = declared.get(column.lower())
     if isinstance(kind, Integer | Numeric):
+        _check_epoch_unit(conn, tbl, column)
         return lambda ts: (value, _epoch(ts))
     if isinstance(kind, String):
         raise SourceError(
@@ -172,6 +171,20 @@ def _time_filter(
             "sql_query that converts it"
         )
     return lambda ts: (value, _bound(ts, dialect, timezone))
+
+
+def _check_epoch_unit(conn: Connection, tbl: TableClause, column: str) -> None:
+    """`SourceError` naming ``column`` if its newest value is no epoch seconds (`EPOCH_SECONDS`): epoch
+    milliseconds, or dates as numbers, would lie in no window and no row would ever be read."""
+    from sqlalchemy import func, select
+
+    newest = conn.execute(select(func.max(tbl.c[column]))).scalar()
+    if newest is not None and not EPOCH_SECONDS[0] <= newest < EPOCH_SECONDS[1]:
+        raise SourceError(
+            f"created_at_column {column!r} is a number read as epoch seconds, but its highest value is no "
+            "epoch seconds of a time between 1973 and 5138 (epoch milliseconds? a date as a number?): no "
+            "window would hold its rows. Convert it in a sql_query"
+        )
 
 
 def _begin_read(conn: Connection, timezone: str) -> None:
@@ -390,11 +403,9 @@ class SqlTableSource(_Probing, Stateful):
         column's values (PostgreSQL, MySQL/MariaDB) are not checked: the database placed them."""
         assert self.created_at_column is not None
         column = _selected_name(batch[0], self.created_at_column)
-        if all(type(record[column]) in _TYPED_TIMES for record in batch):
-            return batch
         return [
             record
-            if type(record[column]) in _TYPED_TIMES or instant_text(record[column], self.timezone) is not None
+            if instant_text(record[column], self.timezone) is not None
             else error_record(
                 self.key_column,
                 str(record.get(self.key_column)),

@@ -10,6 +10,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 _EPOCH = re.compile(r"\d+(\.\d+)?")
+EPOCH_SECONDS = (10**8, 10**11)
+"""The epoch seconds a contact's time can be (1973-03-03 to 5138-11-16): a number outside is in another unit
+(milliseconds: 1.7e12) or no epoch at all (a date written as 20240301), which no window would ever hold."""
+
+
+def epoch_instant(seconds: float) -> datetime:
+    """The instant of epoch ``seconds``; ValueError outside `EPOCH_SECONDS`."""
+    if not EPOCH_SECONDS[0] <= seconds < EPOCH_SECONDS[1]:
+        raise ValueError(f"{seconds} is not epoch seconds of a time between 1973 and 5138")
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def parse_timestamp(value: Any, timezone: str) -> datetime:
@@ -18,7 +28,7 @@ def parse_timestamp(value: Any, timezone: str) -> datetime:
     if isinstance(value, str) and _EPOCH.fullmatch(value.strip()):
         value = float(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        return epoch_instant(value)
     if not isinstance(value, str):
         raise ValueError(f"expected ISO 8601 text or epoch seconds, got {type(value).__name__}")
     ts = datetime.fromisoformat(value.strip())
