@@ -421,6 +421,7 @@ class SqlTableSource(_Probing, Stateful):
             raise SourceError(f"{self.describe()}: watermark mode needs a state store")
         stored = self.state.get(self.state_key)
         last = None if stored is None else decode_watermark(stored)
+        assert self.watermark_column is not None
         for batch in _stream(self.conn_id, self.timezone, batch_size, partial(self._select, last=last)):
             column = _selected_name(batch[0], self.watermark_column)
             top = max(row[column] for row in batch)
