@@ -15,7 +15,7 @@ handle one ordered stream of `Chunk | Rejection`::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,7 @@ def chunk(
     max_items: int = MAX_BATCH_ITEMS,
     max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     overhead_bytes: int = 0,
-) -> Iterator[Chunk | Rejection]:
+) -> Generator[Chunk | Rejection, None, None]:
     """Stream `profiles` as chunks of at most `max_items` whose request (overhead + array) fits `max_bytes`.
 
     Yields a `Rejection` for each profile too large for any request; keeps only one chunk in memory.

@@ -320,17 +320,21 @@ class Delivery:
         """Deliver every record of ``batches`` (a source's output) and return the running summary."""
         started = time.monotonic()
         overhead = request_overhead(self.target.batch_request().to_body(without_data=True)) + TOKEN_ALLOWANCE
+        profiles = self._profiles(batches)
+        pieces = chunk(
+            profiles,
+            max_items=self.batch_size,
+            max_bytes=self.max_request_bytes,
+            overhead_bytes=overhead,
+        )
         try:
             with frozen_heap(), self._overlapping():
-                self._deliver(
-                    chunk(
-                        self._profiles(batches),
-                        max_items=self.batch_size,
-                        max_bytes=self.max_request_bytes,
-                        overhead_bytes=overhead,
-                    )
-                )
+                self._deliver(pieces)
         finally:
+            # a stopped delivery stops reading now: the source's cursor (and the locks its transaction
+            # holds) and the prefetch worker are released here, not when the error's traceback is freed
+            pieces.close()
+            profiles.close()
             self.summary.seconds += time.monotonic() - started
         return self.summary
 
@@ -409,11 +413,15 @@ class Delivery:
             self._behind = self._ahead = None
             behind.close()
 
-    def _profiles(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Iterator[Profile]:
-        for profiles, rejections in prefetch(self._mapped(batches)):
-            if rejections:
-                self.reject(rejections)
-            yield from profiles if self.only is None else self._selected(profiles, self.only)
+    def _profiles(self, batches: Iterable[Sequence[dict[str, Any]]]) -> Generator[Profile, None, None]:
+        mapped = prefetch(self._mapped(batches))
+        try:
+            for profiles, rejections in mapped:
+                if rejections:
+                    self.reject(rejections)
+                yield from profiles if self.only is None else self._selected(profiles, self.only)
+        finally:
+            mapped.close()
 
     def _selected(self, profiles: list[Profile], only: frozenset[str]) -> list[Profile]:
         """The profiles of the selected contacts; the others get a `skipped` outcome."""
@@ -433,13 +441,16 @@ class Delivery:
         self, batches: Iterable[Sequence[dict[str, Any]]]
     ) -> Iterator[tuple[list[Profile], list[Rejection]]]:
         """Each source batch read and mapped: (profiles, rejections). Runs in `prefetch`'s worker thread."""
-        for records in batches:
-            profiles: list[Profile] = []
-            rejections: list[Rejection] = []
-            for record in pausing(records):
-                mapped = self.mapper.map(record)
-                (rejections if isinstance(mapped, Rejection) else profiles).append(mapped)
-            yield profiles, rejections
+        try:
+            for records in batches:
+                profiles: list[Profile] = []
+                rejections: list[Rejection] = []
+                for record in pausing(records):
+                    mapped = self.mapper.map(record)
+                    (rejections if isinstance(mapped, Rejection) else profiles).append(mapped)
+                yield profiles, rejections
+        finally:
+            close(batches)  # stopped early: the source's reader stops too
 
     def reject(self, rejections: Sequence[Rejection]) -> None:
         """Record contacts that cannot be sent (validation), with their reasons."""
@@ -956,7 +967,14 @@ def pausing(items: Iterable[T], every: float = GIL_PAUSE_S) -> Iterator[T]:
         yield item
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def close(items: Iterable[Any]) -> None:
+    """Close ``items`` if it can be (a generator, a source's reader): its ``finally`` runs now."""
+    closer = getattr(items, "close", None)
+    if callable(closer):
+        closer()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
     """Iterate ``items`` in a worker thread, at most ``depth`` items ahead of the consumer.
 
     Reading and mapping the next source batch then overlaps claiming, sending and settling the current
@@ -983,6 +1001,8 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             put((None, end))
         except BaseException as exc:  # handed to the consumer, which raises it
             put((exc, None))
+        finally:
+            close(items)  # the consumer stopped early: what it read stops too, in this thread
 
     worker = threading.Thread(target=work, name="altcraft-prefetch", daemon=True)
     worker.start()

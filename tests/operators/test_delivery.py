@@ -395,6 +395,26 @@ def test_uncertain_contacts_are_resent_only_when_asked(make_delivery, emulator, 
     )  # the drop happened after processing
 
 
+def test_a_delivery_that_stops_closes_its_source_at_once(make_delivery, emulator):
+    """The source's reader (a SQL cursor whose transaction holds a lock on the table) stayed open, its
+    prefetch worker blocked, for as long as the stopping error's traceback lived: a `DROP TABLE` of the
+    source hung after a failed `dag.test()`."""
+    closed = threading.Event()
+
+    def batches():
+        try:
+            yield from in_batches(contacts(30), 3)
+        finally:
+            closed.set()
+
+    emulator.add_faults({"endpoint": "workflows/import_and_start_batch", "kind": "drop_before", "count": 1})
+    with pytest.raises(DeliveryStopped) as stopped:
+        make_delivery(batch_size=3).process(batches())
+
+    assert closed.wait(5), "the reader is closed while the error is still held"
+    assert stopped.value.__traceback__ is not None
+
+
 def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_still_be_queued(
     make_delivery, emulator, marker_scenario
 ):
