@@ -221,11 +221,12 @@ def test_a_pipeline_with_the_largest_pool_slots_is_created_and_runs(
     assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
 
 
-def test_contacts_refused_by_altcraft_keep_a_watermark_run_failed_through_its_retries(
+def test_a_contact_refused_by_altcraft_is_read_again_by_a_watermark_runs_retry(
     airflow_db, emulator, crm_table, scenario_id
 ):
-    """A refused contact fails the try; the try moved the watermark on, so a retry reads nothing new and
-    would turn the run green with the contact never sent again: the task fails for good instead."""
+    """A refused contact fails the try; the try moved the watermark past it, so a retry read nothing and
+    turned the run green with the contact never sent again. The watermark now stays: the retry reads the
+    contacts again, the ledger skips those launched, and the refused one is sent again."""
     watermark_spec = watermark(spec("refused_welcome", crm_table, scenario_id, retries=1, retry_delay="1s"))
     emulator.add_faults(
         {
@@ -241,9 +242,41 @@ def test_contacts_refused_by_altcraft_keep_a_watermark_run_failed_through_its_re
 
     run = run_dag(dag, START + timedelta(days=1))
 
-    assert task_states(run) == {"plan": "success", "import_and_launch": "failed"}
-    summary = xcom_values(dag.dag_id, run.run_id, key="altcraft_summary")["import_and_launch", 0]
-    assert (summary["failed"], summary["found"]) == (1, DAYS * (PER_DAY + BROKEN_PER_DAY)), "no second try"
+    assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
+    retry = xcom_values(dag.dag_id, run.run_id, key="altcraft_summary")["import_and_launch", 0]
+    assert (retry["found"], retry["launched"], retry["failed"]) == (DAYS * (PER_DAY + BROKEN_PER_DAY), 1, 0)
+    launched = launched_emails(emulator, scenario_id)
+    assert len(launched) == len(set(launched)) == DAYS * PER_DAY
+
+
+def test_uncertain_contacts_of_a_watermark_run_are_decided_and_sent_by_the_next_run(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """A per-profile result with a server error leaves its contact uncertain and the run failed; the run had
+    moved the watermark past it, so no later run read it again and reconciliation could not send it once
+    Altcraft was found not to have processed it. The watermark now stays until it is decided."""
+    watermark_spec = watermark(spec("lost_welcome", crm_table, scenario_id))
+    watermark_spec["scenario"] = {**watermark_spec["scenario"], "reconcile_grace_seconds": 0}
+    emulator.add_faults(
+        {
+            "endpoint": "workflows/import_and_start_batch",
+            "kind": "profile_error",
+            "every": 7,
+            "count": 1,
+            "code": 500,
+            "text": "internal error",
+        }
+    )
+    failed = run_dag(load_dags([watermark_spec])["lost_welcome"], START + timedelta(days=1))
+    assert task_states(failed)["import_and_launch"] == "failed"
+    summary = xcom_values("lost_welcome", failed.run_id, key="altcraft_summary")["import_and_launch", 0]
+    assert summary["uncertain"] == 1
+
+    run = run_dag(load_dags([watermark_spec])["lost_welcome"], START + timedelta(days=2))
+
+    assert task_states(run)["import_and_launch"] == "success"
+    launched = launched_emails(emulator, scenario_id)
+    assert len(launched) == len(set(launched)) == DAYS * PER_DAY
 
 
 def test_a_run_limited_to_selected_contacts_leaves_the_others_to_the_next_run(

@@ -33,6 +33,7 @@ RECONCILE_FROM_RUN = "{{ (dag_run.conf or {}).get('reconcile', params.get('recon
 SCENARIO_URL_XCOM_KEY = "altcraft_scenario_url"
 _TASKS_KEY = "altcraft_tasks"
 _SUMMARY_KEY = "altcraft_summary"  # task_state_store: the summary across a deferral
+_MOVED = "position_moved"  # in it: whether the source's position moved before the deferral
 _HASH = re.compile(r"[0-9a-f]{64}")
 #: XCom key of every try's summary, pushed also when the try fails (the return value only on success).
 SUMMARY_XCOM_KEY = "altcraft_summary"
@@ -120,6 +121,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     template_fields_renderers = {"content": "json"}
     operator_extra_links = (AltcraftScenarioLink(),)
     ui_color = "#ffd8b0"
+    _position_moved = False  # whether this try moved a source's position (watermark, files, cursor)
 
     def __init__(
         self,
@@ -284,9 +286,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 if _as_bool(self.reconcile):
                     delivery.reconcile()
             delivery.process(_read(source, window, self.batch_size))
-            self._move_source(delivery, source)
             if delivery.mode == "async" and not delivery.dry_run:
-                self._wait_for_tasks(delivery, context)
+                self._wait_for_tasks(delivery, context, source)
+            self._move_source(delivery, source)
         except TaskDeferred:
             raise
         except BaseException:
@@ -301,6 +303,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         hook = AltcraftHook(self.altcraft_conn_id)
         delivery = self._delivery(hook, context, self._window())
         saved = context["task_state_store"].get(_SUMMARY_KEY) or {}
+        self._position_moved = bool(saved.pop(_MOVED, False))
         for name, value in saved.items():
             setattr(delivery.summary, name, value)
         if event.get("status") != "done":
@@ -413,48 +416,55 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         return self.source
 
     def _move_source(self, delivery: Delivery, source: Source) -> None:
-        """Move the source's position on, unless the run was limited to selected contacts or another run
-        still has some of its contacts in flight."""
-        if delivery.dry_run:
+        """Move the source's position past this try's contacts, only when none of them is left to decide:
+        a source keeping a position (a watermark, processed files, a CRM's cursor, webhook deliveries) would
+        never read them again, so after a try that fails on them, or one limited to selected contacts, the
+        next try or run reads them again and the ledger decides."""
+        if delivery.dry_run or self._position_moved:
             return
-        if delivery.only is not None:
-            if source.tracks_progress:
-                self.log.info(
-                    "This run was limited to selected contacts: the source's position does not move, the "
-                    "next run reads the contacts it skipped"
-                )
-            return
-        if _too_many_rejected(delivery.summary, self.max_rejected_ratio):
-            # a mapping or spec error rejects contacts wholesale: once it is fixed, the next run (or this
-            # task cleared) must read them again; the ledger skips those already delivered
+        why = self._why_keep_position(delivery)
+        if why:
             if source.tracks_progress:
                 self.log.warning(
-                    "More contacts were rejected than max_rejected_ratio allows: the source's position does "
-                    "not move, the next run reads them again"
+                    "%s: the source's position does not move, the next try or run reads them again and the "
+                    "ledger decides",
+                    why,
                 )
             return
-        if delivery.left_to_others:
-            # another run (an overlapping event run) may yet fail to launch them: read them again next time
-            self.log.warning(
-                "%d contact(s) were in flight in another run: the source's position does not move, the "
-                "next run reads them again and the ledger decides",
-                delivery.left_to_others,
-            )
-            return
         source.commit()  # watermarks and processed files move on only after every record was settled
+        self._position_moved = source.tracks_progress
+
+    def _why_keep_position(self, delivery: Delivery) -> str:
+        """Why the source's position must stay where it is after this try; empty when it may move."""
+        if delivery.only is not None:
+            return "This run was limited to selected contacts, and skipped the others it read"
+        if delivery.left_to_others:
+            # another run (an overlapping event run) may yet fail to launch them
+            return f"{delivery.left_to_others} contact(s) were in flight in another run"
+        if any(self._problems(delivery, moved_past=False)):
+            return "This try leaves contacts rejected, refused or uncertain beyond the allowed ratios"
+        return ""
 
     # ------------------------------------------------------------------------------------ async mode
 
-    def _wait_for_tasks(self, delivery: Delivery, context: Context) -> None:
+    def _wait_for_tasks(self, delivery: Delivery, context: Context, source: Source) -> None:
         from altcraft.triggers.task_status import AltcraftTaskTrigger
 
         tasks = _task_book(context)
         if not tasks:
             return
         if self.deferrable:
+            # the source cannot be moved after the deferral (its position is read in this process): it
+            # moves now, before the tasks' outcomes are known
+            self._move_source(delivery, source)
             self._report(delivery, context, final=False)
             context["task_state_store"].set(
-                _SUMMARY_KEY, {**delivery.summary.as_dict(), "reasons": delivery.summary.reasons}
+                _SUMMARY_KEY,
+                {
+                    **delivery.summary.as_dict(),
+                    "reasons": delivery.summary.reasons,
+                    _MOVED: self._position_moved,
+                },
             )
             self.defer(
                 trigger=AltcraftTaskTrigger(
@@ -480,27 +490,31 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                     **{k: result[k] for k in _COUNTERS},
                     "scope": result["scope"],
                 }
-        # A source keeping a position (watermark, processed files) moved it past this try's contacts: a
-        # retry would read nothing and turn green, so refusals fail the task for good.
-        moved_past = (
-            self.source is not None
-            and self.source.tracks_progress
-            and delivery.only is None
-            and not _too_many_rejected(delivery.summary, self.max_rejected_ratio)
-        )
-        rejected, failed, uncertain = _problems(
+        # A position moved past this try's contacts (only before a deferral, whatever the tasks' outcomes):
+        # a retry would read nothing and turn green, so refusals fail the task for good.
+        moved_past = self._position_moved
+        rejected, failed, uncertain = self._problems(delivery, moved_past=moved_past)
+        message = " ".join(m for m in (failed, uncertain, rejected) if m)
+        if message and self.source is not None and self.source.tracks_progress and not moved_past:
+            message += (
+                " This source's position (a watermark, processed files, a CRM's cursor) did not move: a "
+                "retry, the next run or this task cleared reads these contacts again, and the ledger skips "
+                "those already launched."
+            )
+        if failed and not moved_past:  # a retry reads the same contacts and sends refused ones again
+            raise AirflowException(message)
+        if message:
+            raise AirflowFailException(message)
+        return result
+
+    def _problems(self, delivery: Delivery, *, moved_past: bool) -> tuple[str, str, str]:
+        return _problems(
             delivery.summary,
             self.max_rejected_ratio,
             None if delivery.dry_run else self.max_failed_ratio,
             None if delivery.dry_run else self.max_uncertain_ratio,
             moved_past=moved_past,
-            keeps_position=self.source is not None and self.source.tracks_progress,
         )
-        if failed and not moved_past:  # a retry reads the same window and sends refused contacts again
-            raise AirflowException(" ".join(m for m in (failed, uncertain, rejected) if m))
-        if failed or uncertain or rejected:
-            raise AirflowFailException(" ".join(m for m in (failed, uncertain, rejected) if m))
-        return result
 
     def _report(self, delivery: Delivery, context: Context, *, final: bool) -> dict[str, Any]:
         """Read the scenario's standing, then push the summary to XCom and log it: every report of a try
@@ -538,10 +552,6 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             self.log.info("Sample (masked):\n  %s", "\n  ".join(delivery.sample))
 
 
-def _too_many_rejected(summary: Any, max_rejected: float) -> bool:
-    return summary.ratio("rejected") > max_rejected
-
-
 def _problems(
     summary: Any,
     max_rejected: float,
@@ -549,31 +559,25 @@ def _problems(
     max_uncertain: float | None,
     *,
     moved_past: bool = False,
-    keeps_position: bool = False,
 ) -> tuple[str, str, str]:
     """Why a try is not a clean success: (rejected, failed, uncertain) messages, empty when fine."""
     rejected = failed = uncertain = ""
-    if _too_many_rejected(summary, max_rejected):
+    if summary.ratio("rejected") > max_rejected:
         rejected = (
             f"{summary.rejected} of {summary.found} contacts were rejected "
             f"({summary.ratio('rejected'):.1%}), above max_rejected_ratio={max_rejected:.1%}; "
             "all valid contacts were delivered. "
             "Fix the source data or the mapping; reasons are in the log and in altcraft_outcomes."
-            + (
-                " This source's position (a watermark, processed files) did not move: the next run, or this "
-                "task cleared, reads these contacts again and the ledger skips those already delivered."
-                if keeps_position
-                else ""
-            )
         )
     if max_failed is not None and summary.failed and summary.ratio("failed") > max_failed:
         failed = (
             f"{summary.failed} contact(s) were refused by Altcraft (failed): they were not launched"
             + (
-                ", and this source's position (a watermark, processed files) moved past them: no retry or "
-                "later run reads them again unless their records change."
+                ", and this source's position (a watermark, processed files) moved past them before "
+                "Altcraft's tasks finished: no retry or later run reads them again unless their records "
+                "change."
                 if moved_past
-                else " and the next run sends them again."
+                else " and a retry or the next run sends them again."
             )
             + " Reasons are in the log and in altcraft_outcomes; raise max_failed_ratio if such refusals "
             "are expected."
