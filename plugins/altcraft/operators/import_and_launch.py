@@ -259,6 +259,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.hooks.altcraft import AltcraftHook
 
         hook = AltcraftHook(self.altcraft_conn_id)
+        self._position_moved = False
         db_id = self._preflight(hook)
         context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(int(self.scenario_id)))
         window = self._window()
