@@ -617,32 +617,25 @@ def test_an_epoch_seconds_column_is_windowed_by_its_instant(database, drop_table
 
 
 @pytest.mark.parametrize("database", ["postgresql", "mysql"], indirect=True)
-def test_a_number_column_that_is_not_epoch_seconds_is_refused_naming_it(database, drop_tables):
-    """Epoch milliseconds compared with epoch-second bounds would be read by no window, silently."""
+@pytest.mark.parametrize(
+    ("column", "value", "error"),
+    [
+        # epoch milliseconds compared with epoch-second bounds would be read by no window, silently
+        ("bigint", int(START.timestamp()) * 1000, "is a number read as epoch seconds"),
+        # main: MySQL compared the text with the bounds' text (ISO text with 'T' or an offset misplaced)
+        ("varchar(40)", "'2024-03-01T10:00:00Z'", "is a text column"),
+    ],
+    ids=["epoch-milliseconds", "text"],
+)
+def test_a_column_that_cannot_be_windowed_is_refused_naming_it(database, drop_tables, column, value, error):
     table = database.new_table()
     with database.engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, created_ms bigint)")
-        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, {int(START.timestamp()) * 1000})")
-    drop_tables.append((database, table))
-    source = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="created_ms")
-
-    with pytest.raises(
-        SourceError, match=r"created_at_column 'created_ms' is a number read as epoch seconds"
-    ):
-        list(source.batches(WINDOW, 10))
-
-
-@pytest.mark.parametrize("database", ["postgresql", "mysql"], indirect=True)
-def test_a_text_column_cannot_be_windowed_and_the_error_names_it(database, drop_tables):
-    """Main: MySQL compared the text with the bounds' text (ISO text with 'T' or an offset misplaced)."""
-    table = database.new_table()
-    with database.engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, created varchar(40))")
-        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, '2024-03-01T10:00:00Z')")
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, created {column})")
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, {value})")
     drop_tables.append((database, table))
     source = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="created")
 
-    with pytest.raises(SourceError, match=r"created_at_column 'created' is a text column"):
+    with pytest.raises(SourceError, match=rf"created_at_column 'created' {error}"):
         list(source.batches(WINDOW, 10))
 
 
