@@ -187,14 +187,23 @@ def normalize_phone(value: Any, default_region: str | None = None, *, field: str
         raise ValidationError(field, error.reason) from None
 
 
-@lru_cache(maxsize=1024)
 def _email(value: str) -> str:
     """The address normalised as email-validator does it; an address of the common shape whose domain was
-    seen before skips email-validator (see `_email_fast`)."""
+    seen before skips email-validator (see `_email_fast`), any other goes to `_email_validated`."""
     local, _, domain = value.partition("@")
     simple = _simple_address(value, local, domain)
     if simple and (fast := _email_fast(value, local, _EMAIL_DOMAINS.get(domain))):
         return fast
+    return _email_validated(value, simple)
+
+
+@lru_cache(maxsize=1024)
+def _email_validated(value: str, simple: bool) -> str:
+    """`_email` by email-validator, noting the domain of a `simple` address seen whole for the fast path.
+
+    Cached, as email-validator takes 10 to 20 us an address; the fast path is not: a cache that misses (a
+    run of distinct contacts) cost more than the fast path saves (0.5 us an address, 2026-12-06)."""
+    local, _, domain = value.partition("@")
     info = _validated_email(value)
     seen_whole = info.display_name is None and info.original == value and info.local_part == local
     if simple and seen_whole and len(_EMAIL_DOMAINS) < _EMAIL_DOMAINS_MAX:
@@ -236,14 +245,15 @@ _EMAIL_MAX = 254  # email-validator's limit of the address as given, normalised 
 
 def _simple_address(value: str, local: str, domain: str) -> bool:
     """ASCII, one ``@``, and a dot-atom local part that email-validator returns unchanged (not one of the
-    RFC 2142 names it lower-cases, such as postmaster)."""
+    RFC 2142 names it lower-cases, such as postmaster). ASCII letters and digits alone are a dot-atom without
+    asking its pattern (0.3 us)."""
     dot_atom, case_insensitive = _local_part_rules()
     return (
         value.isascii()
         and bool(domain)
         and "@" not in domain
         and 0 < len(local) <= _LOCAL_MAX
-        and dot_atom.match(local) is not None
+        and (local.isalnum() or dot_atom.match(local) is not None)
         and local.lower() not in case_insensitive
     )
 
@@ -289,31 +299,44 @@ def email_identity(email: str) -> str:
         return email
 
 
-@lru_cache(maxsize=1024)
 def _phone(value: str, default_region: str | None) -> str:
+    """The number in E.164: ``+`` and digits that `_e164_parts` splits are checked as they are, any other
+    text is parsed by `_parsed_phone`."""
+    parts = _e164_parts(value) if _E164_TEXT.fullmatch(value) else None
+    if parts is None:
+        return _parsed_phone(value, default_region)
+    _check_number(*parts)
+    return value
+
+
+@lru_cache(maxsize=1024)
+def _parsed_phone(value: str, default_region: str | None) -> str:
+    """`_phone` by ``phonenumbers.parse``. Cached, as parsing takes several us a number; the fast path is
+    not: a cache that misses (a run of distinct contacts) cost more than it saves there (0.3 us a number)."""
     e164 = _E164_TEXT.fullmatch(value) is not None  # "+" and digits pass the next two checks unasked
     if not e164 and not _PHONE_CHARS.fullmatch(value):
         raise ValidationError("phone", "contains letters or symbols other than + ( ) - . and spaces")
     if not e164 and not value.startswith("+") and default_region is None:
         raise ValidationError("phone", "has no +country code and no default_region is set")
-    parts = _e164_parts(value) if e164 else None
-    number = None  # phonenumbers' number, parsed only when the text is not E.164 as is
-    if parts is None:
-        import phonenumbers
+    import phonenumbers
 
-        try:
-            number = phonenumbers.parse(value, default_region)
-        except phonenumbers.NumberParseException as error:
-            reason = _phone_reasons()[1].get(error.error_type, "is not a phone number")
-            raise ValidationError("phone", reason) from None
-        parts = number.country_code, _national_significant_number()(number)
-    code, nsn = parts
+    try:
+        number = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException as error:
+        reason = _phone_reasons()[1].get(error.error_type, "is not a phone number")
+        raise ValidationError("phone", reason) from None
+    _check_number(number.country_code, _national_significant_number()(number))
+    return _e164_of(number)
+
+
+def _check_number(code: int, nsn: str) -> None:
+    """Refuse the number of country ``code`` and national significant number ``nsn`` if it is impossible
+    or invalid, as phonenumbers would."""
     impossible = _impossible(code, len(nsn))
     if impossible:
         raise ValidationError("phone", impossible)
     if not _is_valid_number(code, nsn):
         raise ValidationError("phone", "is not a valid number for its country")
-    return value if number is None else _e164_of(number)
 
 
 _E164_TEXT = re.compile(r"\+[1-9][0-9]{3,17}")
