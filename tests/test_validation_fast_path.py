@@ -161,6 +161,29 @@ def test_email_fast_path_agrees_with_email_validator_on_every_value():
     assert fast > 15_000, f"the fast path took only {fast} values: the comparison proves little"
 
 
+def plain_identity(value: str) -> str:
+    """email-validator's address where the domain holds an ASCII-encoded label (``xn--`` in any case),
+    the address as it is otherwise: what `email_identity` returns, without its shortcuts."""
+    if "xn--" not in value.rpartition("@")[2].lower():
+        return value
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError:
+        return value
+
+
+def test_email_identity_agrees_with_email_validator_on_every_value():
+    """An address without ``--`` is its own identity without a look at its domain; the others as
+    `plain_identity`, in every case."""
+    values = email_corpus()
+    values += [value.upper() for value in values] + [value.title() for value in values]
+    encoded = 0
+    for value in values:
+        encoded += "xn--" in value.lower()
+        assert validation.email_identity(value) == plain_identity(value), value
+    assert encoded > 2_000, f"only {encoded} addresses with an encoded label: the comparison proves little"
+
+
 def phone_corpus() -> Iterator[tuple[str, str | None]]:
     """(value, default region): each region's example numbers of every type, in E.164 and national form,
     perturbed (national prefix after the country code, leading zeros, a digit more or less, last digits

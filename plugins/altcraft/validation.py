@@ -178,11 +178,12 @@ def normalize_email(value: Any, *, field: str = "email") -> str:
 
 def normalize_phone(value: Any, default_region: str | None = None, *, field: str = "phone") -> str:
     """The phone number in E.164 (`+79001234567`); numbers without `+` need `default_region`."""
-    if isinstance(value, bool) or not isinstance(value, _PHONE_SCALARS):
-        raise ValidationError(field, f"expected a phone number as text, got {kind_of(value)}")
+    if type(value) is not str:  # a str is its own text: the common value skips these checks
+        if isinstance(value, bool) or not isinstance(value, _PHONE_SCALARS):
+            raise ValidationError(field, f"expected a phone number as text, got {kind_of(value)}")
+        value = int_text(value, field=field) if isinstance(value, int) else str(value)
     try:
-        text = int_text(value, field=field) if isinstance(value, int) else str(value)
-        return _phone(stripped_text(text, field=field, max_chars=64, key=True), default_region)
+        return _phone(stripped_text(value, field=field, max_chars=64, key=True), default_region)
     except ValidationError as error:
         raise ValidationError(field, error.reason) from None
 
@@ -288,6 +289,8 @@ def email_identity(email: str) -> str:
     ``user@xn--e1afmkfd.xn--p1ai`` and ``user@пример.рф`` are one contact (launched once), whichever
     form the source gave; only the form sent differs.
     """
+    if "--" not in email:  # no ASCII-encoded label (``xn--``, in any case) anywhere: the common address
+        return email
     domain = email.rpartition("@")[2]
     if "xn--" not in domain.lower():
         return email
