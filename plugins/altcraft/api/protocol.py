@@ -237,6 +237,11 @@ _PLAIN_KEYS = frozenset(
 _PLAIN_KEY_CHARS = max(map(len, _PLAIN_KEYS))
 
 
+#: What `clean_document` descends into: a tuple of types, not a union (``dict | list``), which isinstance
+#: reads four times slower in Python 3.11: once per value of every answer.
+_CONTAINERS = (dict, list)
+
+
 def clean_document(document: Any, secret: str | None, *, unstorable: bool = True) -> Any:
     """The answer with every key cleaned as a server text (`_clean`), the token removed from every string
     and contacts masked in every server text, each server text cut to `MAX_SERVER_TEXT` characters; with
@@ -259,7 +264,7 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
         container = stack.pop()
         if isinstance(container, list):
             for index, value in enumerate(container):
-                if isinstance(value, dict | list):
+                if isinstance(value, _CONTAINERS):
                     stack.append(value)
                 elif every_string and isinstance(value, str):
                     container[index] = _clean_string(value, forms, unstorable)
@@ -277,7 +282,7 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
             elif key == "error_text" and value is not None:
                 # an object, a list or a number that `Envelope` reads as text: cleaned as that text
                 container[key] = _clean(_text(value), secret)
-            elif isinstance(value, dict | list):
+            elif isinstance(value, _CONTAINERS):
                 stack.append(value)
     return root[0]
 
