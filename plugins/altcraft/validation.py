@@ -208,7 +208,7 @@ def _email_validated(value: str, simple: bool) -> str:
     info = _validated_email(value)
     seen_whole = info.display_name is None and info.original == value and info.local_part == local
     if simple and seen_whole and len(_EMAIL_DOMAINS) < _EMAIL_DOMAINS_MAX:
-        _EMAIL_DOMAINS[domain] = (info.ascii_domain, info.domain)
+        _EMAIL_DOMAINS[domain] = (info.ascii_domain, max(len(info.ascii_domain), len(info.domain.encode())))
     return _normalized_email(value, info)
 
 
@@ -235,8 +235,9 @@ def _normalized_email(value: str, info: Any) -> str:
     return f"{info.local_part}@{info.ascii_domain if given_domain.isascii() else info.domain}"
 
 
-_EMAIL_DOMAINS: dict[str, tuple[str, str]] = {}
-"""Domains email-validator accepted, as given → (ASCII form, Unicode form); bounded by `_EMAIL_DOMAINS_MAX`.
+_EMAIL_DOMAINS: dict[str, tuple[str, int]] = {}
+"""Domains email-validator accepted, as given → (ASCII form, bytes of the longer of its ASCII and its
+Unicode form in UTF-8); bounded by `_EMAIL_DOMAINS_MAX`.
 Every address of the domain that email-validator saw in full had a simple shape, so the domain was split
 off and checked as this text (a domain's validity and form do not depend on the local part)."""
 _EMAIL_DOMAINS_MAX = 4096
@@ -268,19 +269,18 @@ def _local_part_rules() -> tuple[re.Pattern[str], Collection[str]]:
     return DOT_ATOM_TEXT, frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # a list there: a set is looked up faster
 
 
-def _email_fast(value: str, local: str, forms: tuple[str, str] | None) -> str | None:
+def _email_fast(value: str, local: str, known: tuple[str, int] | None) -> str | None:
     """A simple address on a known domain, normalised without email-validator (None: ask it).
 
     The lengths email-validator checks are checked alike (the address as given, being ASCII, is as long as
     with its ASCII domain); an address over one goes to email-validator for the reason.
     tests/test_validation_fast_path.py compares this path with email-validator over a large corpus.
     """
-    if forms is None:
+    if known is None:
         return None
-    ascii_domain, unicode_domain = forms
+    ascii_domain, domain_bytes = known  # see `_EMAIL_DOMAINS`
     # the local part is ASCII: the address with the Unicode domain is as many bytes as that domain's plus it
-    longest = len(local) + 1 + max(len(ascii_domain), len(unicode_domain.encode()))
-    return f"{local}@{ascii_domain}" if longest <= _EMAIL_MAX else None
+    return f"{local}@{ascii_domain}" if len(local) + 1 + domain_bytes <= _EMAIL_MAX else None
 
 
 def email_identity(email: str) -> str:
