@@ -281,6 +281,38 @@ def test_phone_fast_path_builds_what_phonenumbers_parses_and_agrees_on_every_val
     assert valid_built > 2_000, f"only {valid_built} valid numbers took the fast path"
 
 
+def _phone_outcome(value: str, region: str | None) -> str:
+    """`validation._phone`'s number, or its reason for refusing."""
+    try:
+        return validation._phone(value, region)
+    except ValidationError as error:
+        return f"refused: {error.reason}"
+
+
+def test_phone_checked_again_right_away_gets_what_a_first_check_gets():
+    """`_phone` answers the number it accepted just before (`_last_phone`) only for the same text and the
+    same default region: each value of the corpus checked with its region twice, then with none, another
+    region and its own again, in a row, gets what it gets checked first (a national number accepted with its
+    region is still refused without one)."""
+    sample = list(phone_corpus())[::5]
+    calls = [(value, r) for value, region in sample for r in (region, region, None, "US", region)]
+    first = []
+    for value, region in calls:
+        validation._last_phone = (None, None, "")
+        first.append(_phone_outcome(value, region))
+    in_a_row = [_phone_outcome(value, region) for value, region in calls]
+    assert in_a_row == first
+    repeated = sum(
+        a == b and not outcome.startswith("refused")
+        for a, b, outcome in zip(calls, calls[1:], first[1:], strict=False)
+    )
+    national = sum(
+        value[:1] != "+" and not outcome.startswith("refused")
+        for (value, _), outcome in zip(calls, first, strict=True)
+    )
+    assert repeated > 2_000 and national > 100, f"{repeated} repeats, {national} national: proves little"
+
+
 def test_phone_validity_agrees_with_phonenumbers_on_every_number():
     """`_is_valid_number` (patterns compiled once per country code) and ``phonenumbers.is_valid_number``
     give the same verdict for every number the corpus parses to, whatever the path that built it."""

@@ -304,12 +304,25 @@ def email_identity(email: str) -> str:
 
 def _phone(value: str, default_region: str | None) -> str:
     """The number in E.164: ``+`` and digits that `_e164_parts` splits are checked as they are, any other
-    text is parsed by `_parsed_phone`."""
+    text is parsed by `_parsed_phone`; the number accepted just before is answered at once (`_last_phone`)."""
+    global _last_phone  # one tuple, replaced whole: a thread reads this one or the one before
+    text, region, e164 = _last_phone
+    if value == text and default_region == region:
+        return e164
     parts = _e164_parts(value) if _E164_TEXT.fullmatch(value) else None
     if parts is None:
-        return _parsed_phone(value, default_region)
-    _check_number(*parts)
-    return value
+        e164 = _parsed_phone(value, default_region)
+    else:
+        _check_number(*parts)
+        e164 = value
+    _last_phone = (value, default_region, e164)
+    return e164
+
+
+_last_phone: tuple[str | None, str | None, str] = (None, None, "")
+"""(text, default region, E.164) of the number `_phone` accepted last. A record checks one number twice when
+its key and its sms subscription (or phones) come from one column: the second check is answered from here.
+Not an lru_cache: its miss cost 0.3-0.4 us a number, a fifth of the check, in a run of distinct contacts."""
 
 
 @lru_cache(maxsize=1024)
