@@ -493,13 +493,12 @@ def _shape(value: Any, depth: int = 0) -> str:
 def exchanger_for_connection(conn_id: str, *, keep_contact: bool = False) -> Exchanger:
     """An :class:`Exchanger` for an Airflow connection of type ``altcraft``."""
     from altcraft.hooks.altcraft import AltcraftHook
-    from altcraft.hooks.connection import api_token, base_url, connection_settings
+    from altcraft.hooks.connection import read_connection
 
-    conn = AltcraftHook.get_connection(conn_id)
-    settings = connection_settings(conn.extra_dejson)
+    settings, url, token = read_connection(conn_id, AltcraftHook.get_connection(conn_id))
     return Exchanger(
-        base_url(conn.host, conn.schema, conn.port, token=conn.password or ""),
-        api_token(conn_id, conn.password),
+        url,
+        token,
         timeout=settings.timeout,
         verify=settings.verify,
         cert=settings.cert,

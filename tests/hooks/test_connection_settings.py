@@ -115,3 +115,41 @@ def test_an_unknown_extra_is_named_in_a_warning_and_changes_nothing(caplog):
     with caplog.at_level("WARNING", logger="altcraft.hooks.connection"):
         connection_settings({"timeout": 5, "extra__altcraft__max_retries": ""})
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("conn_type", ["postgres", "http", "generic"])
+def test_a_connection_of_another_type_is_refused_before_anything_is_sent(emulator, monkeypatch, conn_type):
+    """``altcraft_conn_id`` naming a database's or a CRM's connection: its password would have travelled as
+    the Altcraft token to its host. Both hooks and the Test button refuse it, naming the connection."""
+    import asyncio
+
+    from altcraft.hooks.altcraft import AltcraftHook
+    from altcraft.hooks.altcraft_async import AltcraftAsyncHook
+
+    connection = {"conn_type": conn_type, "host": emulator.url, "password": emulator.token}
+    monkeypatch.setenv("AIRFLOW_CONN_NOT_ALTCRAFT", json.dumps(connection))
+    message = f"Connection 'not_altcraft' is of type '{conn_type}', not 'altcraft'"
+    hook = AltcraftHook("not_altcraft")
+    with pytest.raises(ValueError, match=message) as raised:
+        hook.get_scenario(1)
+    assert hook.requests_made == 0 and emulator.token not in str(raised.value)
+    assert hook.test_connection() == (False, f"Altcraft connection test failed: {raised.value}")
+
+    async def task_status() -> None:
+        async with AltcraftAsyncHook("not_altcraft") as async_hook:
+            await async_hook.get_task_status("task-1")
+
+    with pytest.raises(ValueError, match=message):
+        asyncio.run(task_status())
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["{base_url}/workflows/{id}", "{base_url}/w/{0}", "{base_url}/{scenario_id"],  # ruff: ignore[missing-f-string-syntax]
+)
+def test_a_scenario_link_pattern_that_cannot_be_filled_is_refused_naming_the_extra(pattern):
+    """It failed in the task right after the pre-flight check, as a bare ``KeyError: 'id'``."""
+    with pytest.raises(
+        ValueError, match=r"Invalid extra of the Altcraft connection: scenario_url: .*\{base_url\}"
+    ):
+        connection_settings({"scenario_url": pattern})

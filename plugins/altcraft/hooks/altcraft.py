@@ -24,7 +24,7 @@ from altcraft.api.protocol import api_path, encode_body, parse_response, request
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
 from altcraft.deadline import Deadline, watch_sockets
-from altcraft.hooks.connection import AltcraftConnectionSettings, api_token, base_url, connection_settings
+from altcraft.hooks.connection import AltcraftConnectionSettings, read_connection
 from altcraft.http_environment import pin_environment
 
 
@@ -55,11 +55,10 @@ class AltcraftHook(HttpHook, AltcraftCalls):
     ) -> requests.Session:
         """A keep-alive session authenticated with the connection's token (created once per hook)."""
         if self._session is None:
-            conn = self.get_connection(self.altcraft_conn_id)
-            self.settings = connection_settings(conn.extra_dejson)
-            self.base_url = base_url(conn.host, conn.schema, conn.port, token=conn.password or "")
+            self.settings, self.base_url, self._token = read_connection(
+                self.altcraft_conn_id, self.get_connection(self.altcraft_conn_id)
+            )
             self._base_url_initialized = True
-            self._token = api_token(self.altcraft_conn_id, conn.password)
             mask_secret(self._token)
             session = requests.Session()
             session.headers.update(request_headers(self._token, __version__))

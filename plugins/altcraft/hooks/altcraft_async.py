@@ -32,13 +32,7 @@ from altcraft.api.protocol import (
 )
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
-from altcraft.hooks.connection import (
-    AltcraftConnectionSettings,
-    api_token,
-    base_url,
-    connection_settings,
-    tls_context,
-)
+from altcraft.hooks.connection import AltcraftConnectionSettings, read_connection, tls_context
 
 T = TypeVar("T")
 
@@ -75,10 +69,9 @@ class AltcraftAsyncHook(BaseHook):
 
     async def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            conn = await self.aget_connection(self.altcraft_conn_id)
-            self.settings = connection_settings(conn.extra_dejson)
-            self.base_url = base_url(conn.host, conn.schema, conn.port, token=conn.password or "")
-            self._token = api_token(self.altcraft_conn_id, conn.password)
+            self.settings, self.base_url, self._token = read_connection(
+                self.altcraft_conn_id, await self.aget_connection(self.altcraft_conn_id)
+            )
             await amask_secret(self._token)
             self._tls = tls_context(self.settings.verify, self.settings.cert)
             self._proxy = (self.settings.proxies or {}).get(self.base_url.split(":", 1)[0])

@@ -1,4 +1,5 @@
-"""An Altcraft connection's extras as typed settings: one pure function, no Airflow import."""
+"""An Altcraft connection read: its extras as typed settings, its URL and token (pure functions, no Airflow
+import)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -71,6 +72,18 @@ class AltcraftConnectionSettings(BaseModel):
     def _blank_is_default(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("scenario_url")
+    @classmethod
+    def _url_pattern(cls, value: str) -> str:
+        try:
+            value.format(base_url="https://altcraft.example", scenario_id=1)
+        except (KeyError, IndexError, ValueError, AttributeError) as error:
+            raise ValueError(
+                "a pattern of the link with only {base_url} and {scenario_id} in braces, "
+                f"e.g. {{base_url}}/workflows/{{scenario_id}} ({type(error).__name__}: {error})"
+            ) from None
+        return value
+
     @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -80,6 +93,48 @@ class AltcraftConnectionSettings(BaseModel):
             rate_limit_retries=self.rate_limit_retries,
             rate_limit_max_wait=self.rate_limit_max_wait,
         )
+
+
+CONN_TYPE = "altcraft"
+
+
+class ConnectionFields(Protocol):
+    """What is read of an Airflow connection."""
+
+    conn_type: str | None
+    host: str | None
+    schema: str | None
+    port: int | None
+    password: str | None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+class AltcraftConnection(NamedTuple):
+    settings: AltcraftConnectionSettings
+    base_url: str
+    token: str
+
+
+def read_connection(conn_id: str, conn: ConnectionFields) -> AltcraftConnection:
+    """An ``altcraft`` connection's settings, platform URL and API token, as both hooks and the probe use it.
+
+    :raises ValueError: naming the connection and what is wrong (its type, URL, token or an extra), never
+        quoting the token; nothing has been sent with it then.
+    """
+    if conn.conn_type != CONN_TYPE:
+        # another connection's password (a database's, a CRM's) must not travel as the Altcraft token
+        raise ValueError(
+            f"Connection {conn_id!r} is of type {conn.conn_type!r}, not {CONN_TYPE!r}: "
+            "altcraft_conn_id must name an Altcraft connection (Platform URL and API token)"
+        )
+    password = conn.password or ""
+    return AltcraftConnection(
+        connection_settings(conn.extra_dejson),
+        base_url(conn.host, conn.schema, conn.port, token=password),
+        api_token(conn_id, password),
+    )
 
 
 def connection_settings(extra: Mapping[str, Any] | None) -> AltcraftConnectionSettings:
