@@ -47,6 +47,19 @@ def xcom_values(dag_id: str, run_id: str, key: str = "return_value") -> dict[tup
         return {(row.task_id, row.map_index): XComModel.deserialize_value(row) for row in rows}
 
 
+def rendered_fields(dag_id: str, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """What Airflow stored of each task's rendered template fields (``RenderedTaskInstanceFields``)."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    query = select(RenderedTaskInstanceFields).where(
+        RenderedTaskInstanceFields.dag_id == dag_id, RenderedTaskInstanceFields.run_id == run_id
+    )
+    with create_session() as session:
+        return {(row.task_id, row.map_index): row.rendered_fields for row in session.scalars(query)}
+
+
 def asset_event_extras(uri: str) -> list[dict[str, Any]]:
     """The ``extra`` of every event of the asset with this URI, oldest first."""
     from airflow.models.asset import AssetEvent, AssetModel

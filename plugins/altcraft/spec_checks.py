@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,6 +32,10 @@ MAX_BYTES = 1 << 30
 value this size is held in a worker's memory."""
 MAX_TIMEOUT_SECONDS = 86_400
 """The longest one HTTP request of a source may take (a day); 1e10 seconds overflows the socket's timer."""
+MAX_DURATION = timedelta(days=366)
+"""The longest duration of a spec or an operator argument: a longer schedule, retry delay, lookback or
+wait (999999w is 19,000 years) overflows the dates Airflow and the plan compute from it, failing the DAG's
+scheduling or its runs."""
 MIN_REQUESTS_PER_SECOND = 0.001
 """The slowest request rate a source may keep to (one request in 1,000 seconds): a rate near zero made
 the wait between two requests overflow the sleep."""

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pendulum
 import pytest
 import sqlalchemy as sa
 
-from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
-from tests.airflow_helpers import asset_event_extras, install_dag, run_dag, task_states, xcom_values
+from tests.airflow_helpers import (
+    asset_event_extras,
+    install_dag,
+    rendered_fields,
+    run_dag,
+    task_states,
+    xcom_values,
+)
 
 from .conftest import EMAIL_MAPPING, PG_URL, contacts, launch_counts
 
@@ -28,10 +33,13 @@ def ledger_conn(monkeypatch):
 
 @pytest.fixture
 def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
-    def build(records, dag_id="welcome_test", key_column="id", sql_source=None, **operator):
+    def build(
+        records, dag_id="welcome_test", key_column="id", sql_source=None, contacts_from_task=False, **operator
+    ):
         config = {
             "dag_id": dag_id,
             "contacts": records,
+            "contacts_from_task": contacts_from_task,
             "key_column": key_column,
             "sql_source": sql_source,
             "operator": {
@@ -183,6 +191,36 @@ def test_a_source_error_quoting_a_row_is_masked_in_the_task_log(dag_with, emulat
     assert "cast.person@example.org" not in output
 
 
+def test_contacts_from_an_upstream_task_are_read_when_the_task_runs_and_kept_nowhere(
+    dag_with, emulator, scenario_id
+):
+    """``contacts=read_contacts()`` (an XComArg): the upstream task runs first, its records are launched,
+    and they are not a template field, so Airflow's rendered fields (metadata database, UI) hold none."""
+    dag = dag_with(contacts(5), contacts_from_task=True)
+    assert dag.get_task("import_and_launch").upstream_task_ids == {"read_contacts"}
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"read_contacts": "success", "import_and_launch": "success"}
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5
+    rendered = rendered_fields(dag.dag_id, dag_run.run_id)["import_and_launch", -1]
+    assert rendered["scenario_id"] == scenario_id
+    assert "@example.org" not in repr(rendered) and "+7900" not in repr(rendered)
+
+
+@pytest.mark.parametrize(("dry_run", "sent"), [("ture", 0), ("True", 0), ("off", 3)])
+def test_a_rendered_flag_is_read_strictly(dag_with, emulator, scenario_id, capfd, dry_run, sent):
+    """``dry_run="{{ params.dry_run }}"``: a value that is neither true nor false (a typo) fails the task,
+    naming the argument, before anything is sent; it is not taken for false (which would send for real)."""
+    dag = dag_with(contacts(3), dry_run="{{ params.dry_run }}", params={"dry_run": dry_run})
+    dag_run = run_dag(dag, DAY)
+    assert sum(launch_counts(emulator, scenario_id).values()) == sent
+    if dry_run == "ture":
+        assert task_states(dag_run) == {"import_and_launch": "failed"}
+        assert "`dry_run` must be true or false, got 'ture'" in _output(capfd)
+        assert emulator.journal() == []
+    else:
+        assert task_states(dag_run) == {"import_and_launch": "success"}
+
+
 def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):
     dag = dag_with(contacts(4), dry_run=True)
     dag_run = run_dag(dag, DAY)
@@ -275,26 +313,3 @@ def test_default_ledger_comes_from_airflow_config(dag_with, emulator, scenario_i
         Scope(platform=emulator.url, scenario_id=scenario_id)
     )
     assert sorted(states.values()) == ["launched"] * 3
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [(None, None), (30, timedelta(seconds=30)), (0.5, timedelta(seconds=0.5)), (timedelta(0), timedelta(0))],
-)
-def test_reconcile_grace_is_seconds_or_a_timedelta(given, expected):
-    operator = ImportAndLaunchScenarioOperator(
-        task_id="t", scenario_id=1, mapping=EMAIL_MAPPING, contacts=[], key_column="id", reconcile_grace=given
-    )
-    assert operator.reconcile_grace == expected
-
-
-def test_a_negative_reconcile_grace_is_refused_at_parse_time():
-    with pytest.raises(ValueError, match="`reconcile_grace` must not be negative, got -1 s"):
-        ImportAndLaunchScenarioOperator(
-            task_id="t",
-            scenario_id=1,
-            mapping=EMAIL_MAPPING,
-            contacts=[],
-            key_column="id",
-            reconcile_grace=-1,
-        )

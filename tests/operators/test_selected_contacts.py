@@ -6,10 +6,9 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
-from airflow.sdk.exceptions import AirflowFailException
 
 from altcraft.delivery import NOT_SELECTED
-from altcraft.operators.import_and_launch import _as_hashes
+from altcraft.operators.arguments import hashes
 
 from .conftest import contacts, in_batches, run_ref
 
@@ -32,9 +31,9 @@ def test_a_relaunch_of_selected_contacts_sends_only_them(make_delivery, emulator
 
 def test_only_contacts_parameter_is_a_list_of_ledger_hashes():
     digest = "a" * 64
-    assert _as_hashes(f'["{digest}"]') == {digest}
-    assert _as_hashes([digest]) == {digest}
-    assert _as_hashes("[]") is None and _as_hashes("") is None and _as_hashes(None) is None
+    assert hashes("only_contacts", f'["{digest}"]') == {digest}
+    assert hashes("only_contacts", [digest]) == {digest}
+    assert all(hashes("only_contacts", empty) is None for empty in ("[]", "", None))
     for bad in ('["anna@example.org"]', "not json", "{}1"):
-        with pytest.raises(AirflowFailException, match="only_contacts"):
-            _as_hashes(bad)
+        with pytest.raises(ValueError, match="only_contacts"):
+            hashes("only_contacts", bad)

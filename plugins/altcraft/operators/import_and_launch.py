@@ -7,14 +7,14 @@ summary, log table, extra link, asset event). Contact data never goes to XCom.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
+from airflow.sdk import Asset, BaseOperator, BaseOperatorLink, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+
+from altcraft.operators import arguments as check
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -34,9 +34,21 @@ SCENARIO_URL_XCOM_KEY = "altcraft_scenario_url"
 _TASKS_KEY = "altcraft_tasks"
 _SUMMARY_KEY = "altcraft_summary"  # task_state_store: the summary across a deferral
 _MOVED = "position_moved"  # in it: whether the source's position moved before the deferral
-_HASH = re.compile(r"[0-9a-f]{64}")
 #: XCom key of every try's summary, pushed also when the try fails (the return value only on success).
 SUMMARY_XCOM_KEY = "altcraft_summary"
+#: The templated arguments (`arguments.rendered`) and the attribute each is kept in.
+_TEMPLATED = {
+    "scenario_id": "scenario_id",
+    "db_id": "db_id",
+    "content": "content",
+    "dry_run": "dry_run_mode",
+    "relaunch": "relaunch",
+    "resend_uncertain": "resend_uncertain",
+    "reconcile": "reconcile",
+    "only_contacts": "only_contacts",
+    "window_start": "window_start",
+    "window_end": "window_end",
+}
 _COUNTERS = ("found", "launched", "skipped", "rejected", "failed", "uncertain")
 
 
@@ -57,7 +69,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param scenario_id: Altcraft scenario ("workflow") id. Templated.
     :param mapping: how a source record becomes a profile (:class:`altcraft.mapping.ProfileMapping` or dict).
     :param source: where contacts come from (:class:`altcraft.sources.base.Source`); or give ``contacts``.
-    :param contacts: records as an iterable (e.g. an upstream task's small output); needs ``key_column``.
+    :param contacts: records as an iterable, or an upstream task's small output (an XComArg, read when the
+        task runs); needs ``key_column``. Not templated: Airflow would keep the records among the task's
+        rendered fields (its database, the UI).
     :param key_column: the record field identifying a contact (taken from ``source`` when given).
     :param db_id: database the scenario must work on; checked before anything is sent. Templated.
     :param delivery: ``single``, ``batch`` (default) or ``async`` (batch task + deferrable wait).
@@ -162,80 +176,114 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         allow_undocumented_matching: bool = False,
         **kwargs: Any,
     ) -> None:
+        from pydantic import ValidationError
+
         from altcraft.api.matching import check_launch_matching
         from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_ITEMS
         from altcraft.ledger import RelaunchPolicy
         from altcraft.mapping import ProfileMapping
         from altcraft.modes import DeliveryMode
-        from altcraft.spec_checks import checked, no_credentials
+        from altcraft.spec_checks import MAX_BYTES, MAX_DURATION, MAX_TIMEOUT_SECONDS, checked, no_credentials
 
         if (source is None) == (contacts is None):
             raise ValueError("Give exactly one of `source` or `contacts`")
-        self.mapping = (
-            mapping if isinstance(mapping, ProfileMapping) else ProfileMapping.model_validate(mapping)
-        )
-        self.key_column = source.key_column if source is not None else key_column
-        if not self.key_column:
-            raise ValueError("`key_column` is required with `contacts`")
+        if contacts is not None and not isinstance(contacts, XComArg):  # an XComArg: checked once read
+            check.records("contacts", contacts)
+        try:
+            self.mapping = (
+                mapping if isinstance(mapping, ProfileMapping) else ProfileMapping.model_validate(mapping)
+            )
+        except ValidationError as error:
+            raise ValueError(f"`mapping` is not a valid profile mapping: {error}") from None
+        if source is not None and key_column not in (None, source.key_column):
+            raise ValueError(
+                f"`key_column` {key_column!r} differs from the source's key column {source.key_column!r}: "
+                "give it on the source only"
+            )
+        self.key_column = check.name("key_column", source.key_column if source is not None else key_column)
+        if state_asset is not None and source is None:
+            raise ValueError("`state_asset` keeps a source's position between runs: `contacts` keep none")
         if delivery not in list(DeliveryMode):
             modes = ", ".join(DeliveryMode)
             raise ValueError(f"`delivery` must be one of {modes}, got {delivery!r}")
-        check_launch_matching(delivery, self.mapping.matching, allow_undocumented=allow_undocumented_matching)
-        if not 1 <= batch_size <= MAX_BATCH_ITEMS:
-            raise ValueError(f"`batch_size` must be between 1 and {MAX_BATCH_ITEMS}, got {batch_size}")
-        for name, ratio in (
-            ("max_rejected_ratio", max_rejected_ratio),
-            ("max_failed_ratio", max_failed_ratio),
-            ("max_uncertain_ratio", max_uncertain_ratio),
-        ):
-            if not 0 <= ratio <= 1:
-                raise ValueError(f"`{name}` must be between 0 and 1, got {ratio}")
+        check_launch_matching(
+            delivery,
+            self.mapping.matching,
+            allow_undocumented=check.boolean("allow_undocumented_matching", allow_undocumented_matching),
+        )
+        ratios = {
+            name: check.number(name, ratio, 0, 1)
+            for name, ratio in (
+                ("max_rejected_ratio", max_rejected_ratio),
+                ("max_failed_ratio", max_failed_ratio),
+                ("max_uncertain_ratio", max_uncertain_ratio),
+            )
+        }
         RelaunchPolicy.parse(relaunch_policy)  # fail at parse time on a typo
         # templated, so stored with the serialized DAG: a URL with a password in it would be shown
         checked(type(self).__name__, "content", content, no_credentials)
-        if isinstance(reconcile_grace, int | float):
-            reconcile_grace = timedelta(seconds=reconcile_grace)
-        if reconcile_grace is not None and reconcile_grace < timedelta(0):
-            raise ValueError(
-                f"`reconcile_grace` must not be negative, got {reconcile_grace.total_seconds():g} s"
-            )
-        if isinstance(scenario_id, int) and "outlets" not in kwargs:
-            kwargs["outlets"] = [scenario_asset(altcraft_conn_id, scenario_id)]
+        templated = {
+            "scenario_id": scenario_id,
+            "db_id": db_id,
+            "content": content,
+            "dry_run": dry_run,
+            "relaunch": relaunch,
+            "resend_uncertain": resend_uncertain,
+            "only_contacts": only_contacts,
+            "reconcile": reconcile,
+            "window_start": window_start,
+            "window_end": window_end,
+        }
+        given = check.rendered({k: v for k, v in templated.items() if not check.is_template(v)})
+        if isinstance(given.get("scenario_id"), int) and "outlets" not in kwargs:
+            kwargs["outlets"] = [scenario_asset(altcraft_conn_id, given["scenario_id"])]
         super().__init__(**kwargs)
-        self.scenario_id = scenario_id
+        self.scenario_id = given.get("scenario_id", scenario_id)
         self.db_id = db_id
         self.matching = self.mapping.matching.value
         self.field_name = self.mapping.field_name
         self.source = source
         self.contacts = contacts
-        self.altcraft_conn_id = altcraft_conn_id
+        if isinstance(contacts, XComArg):  # an upstream task's output: that task runs first
+            XComArg.apply_upstream_relationship(self, contacts)
+        self.altcraft_conn_id = check.name("altcraft_conn_id", altcraft_conn_id)
         self.delivery = str(delivery)
-        self.batch_size = batch_size
-        self.max_request_bytes = max_request_bytes or DEFAULT_MAX_REQUEST_BYTES
+        self.batch_size = check.count("batch_size", batch_size, 1, MAX_BATCH_ITEMS)
+        self.max_request_bytes = (
+            DEFAULT_MAX_REQUEST_BYTES
+            if max_request_bytes is None
+            else check.count("max_request_bytes", max_request_bytes, 1, MAX_BYTES)
+        )
         self.relaunch_policy = relaunch_policy
         self.relaunch = relaunch
         self.resend_uncertain = resend_uncertain
         self.dry_run_mode = dry_run
         self.only_contacts = only_contacts
-        self.max_rejected_ratio = max_rejected_ratio
-        self.max_failed_ratio = max_failed_ratio
-        self.max_uncertain_ratio = max_uncertain_ratio
-        self.launch_marker_field = launch_marker_field
+        self.max_rejected_ratio = ratios["max_rejected_ratio"]
+        self.max_failed_ratio = ratios["max_failed_ratio"]
+        self.max_uncertain_ratio = ratios["max_uncertain_ratio"]
+        self.launch_marker_field = check.name("launch_marker_field", launch_marker_field, optional=True)
         self.reconcile = reconcile
-        self.reconcile_grace = reconcile_grace
-        self.ledger_conn_id = ledger_conn_id
+        self.reconcile_grace = (
+            None
+            if reconcile_grace is None
+            else check.duration("reconcile_grace", reconcile_grace, high=MAX_DURATION, positive=False)
+        )
+        self.ledger_conn_id = check.name("ledger_conn_id", ledger_conn_id, optional=True)
         self.window_start = window_start
         self.window_end = window_end
-        self.window_name = window_name
+        self.window_name = check.name("window_name", window_name, optional=True)
         self.content = content
-        self.skip_triggers = skip_triggers
-        self.skip_invalid_subscriptions = skip_invalid_subscriptions
-        self.detect_geo = detect_geo
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.task_timeout = (
-            task_timeout if isinstance(task_timeout, timedelta) else timedelta(seconds=task_timeout)
+        self.skip_triggers = check.boolean("skip_triggers", skip_triggers, optional=True)
+        self.skip_invalid_subscriptions = check.boolean(
+            "skip_invalid_subscriptions", skip_invalid_subscriptions, optional=True
         )
+        self.detect_geo = check.boolean("detect_geo", detect_geo, optional=True)
+        self.deferrable = check.boolean("deferrable", deferrable)
+        self.poll_interval = check.number(
+            "poll_interval", poll_interval, 0, MAX_TIMEOUT_SECONDS, above_low=True
+        )
+        self.task_timeout = check.duration("task_timeout", task_timeout, high=MAX_DURATION, positive=True)
         self.state_asset = state_asset
         self._mark_dag()
 
@@ -258,10 +306,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from altcraft.hooks.altcraft import AltcraftHook
 
+        self._check_rendered()
         hook = AltcraftHook(self.altcraft_conn_id)
         self._position_moved = False
         db_id = self._preflight(hook)
-        context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(int(self.scenario_id)))
+        context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(self.scenario_id))
         window = self._window()
         delivery = self._delivery(hook, context, window, profiles_db_id=db_id)
         if delivery.dry_run:
@@ -284,7 +333,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                     timeout=self.task_timeout.total_seconds(),
                     poll_interval=self.poll_interval,
                 )
-                if _as_bool(self.reconcile):
+                if self.reconcile:
                     delivery.reconcile()
             delivery.process(_read(source, window, self.batch_size))
             if delivery.mode == "async" and not delivery.dry_run:
@@ -301,6 +350,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         """Resume after the trigger saw every Altcraft task of this try finish."""
         from altcraft.hooks.altcraft import AltcraftHook
 
+        self._check_rendered()
         hook = AltcraftHook(self.altcraft_conn_id)
         delivery = self._delivery(hook, context, self._window())
         saved = context["task_state_store"].get(_SUMMARY_KEY) or {}
@@ -323,12 +373,22 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
 
     # ---------------------------------------------------------------------------------------- set-up
 
+    def _check_rendered(self) -> None:
+        """The templated arguments as rendered, checked and normalised (ids, flags, hashes, datetimes). One
+        that does not fit fails the task without a retry: a retry renders the same."""
+        try:
+            values = check.rendered({name: getattr(self, attr) for name, attr in _TEMPLATED.items()})
+        except ValueError as error:
+            raise AirflowFailException(str(error)) from None
+        for name, attr in _TEMPLATED.items():
+            setattr(self, attr, values[name])
+
     def _preflight(self, hook: AltcraftHook) -> int | None:
         """Fail at once, before anything is sent, when the scenario cannot take launches.
 
         Returns the scenario's database (where uncertain contacts are looked up), if known.
         """
-        scenario_id = int(self.scenario_id)
+        scenario_id = self.scenario_id
         scenario = hook.get_scenario(scenario_id)
         if scenario is None:
             raise AirflowFailException(
@@ -337,14 +397,14 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             )
         if not scenario.is_active:
             raise AirflowFailException(f"Altcraft scenario {scenario_id} ({scenario.name!r}) is not active")
-        if self.db_id not in (None, "") and scenario.db_id is not None and int(self.db_id) != scenario.db_id:
+        if self.db_id is not None and scenario.db_id is not None and self.db_id != scenario.db_id:
             raise AirflowFailException(
                 f"Altcraft scenario {scenario_id} works on database {scenario.db_id}, not db_id={self.db_id}"
             )
         self.log.info("Scenario %s %r is active (database %s)", scenario_id, scenario.name, scenario.db_id)
         if scenario.db_id is not None:
             return scenario.db_id
-        return int(self.db_id) if self.db_id not in (None, "") else None
+        return self.db_id
 
     def _delivery(
         self, hook: AltcraftHook, context: Context, window: Window | None, profiles_db_id: int | None = None
@@ -369,25 +429,25 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             hook,
             ledger,
             run,
-            scenario_id=int(self.scenario_id),
+            scenario_id=self.scenario_id,
             mapping=self.mapping,
             key_column=self.key_column,
             mode=self.delivery,
             policy=self.relaunch_policy,
-            db_id=int(self.db_id) if self.db_id not in (None, "") else None,
+            db_id=self.db_id,
             content=self.content,
             skip_triggers=self.skip_triggers,
             skip_invalid_subscriptions=self.skip_invalid_subscriptions,
             detect_geo=self.detect_geo,
             layout=hook.settings.batch_item_layout,
             launch_marker_field=self.launch_marker_field,
-            relaunch=_as_bool(self.relaunch),
-            resend_uncertain=_as_bool(self.resend_uncertain),
+            relaunch=self.relaunch,
+            resend_uncertain=self.resend_uncertain,
             batch_size=self.batch_size,
             max_request_bytes=self.max_request_bytes,
-            dry_run=_as_bool(self.dry_run_mode),
+            dry_run=self.dry_run_mode,
             tasks=_task_book(context),
-            only=_as_hashes(self.only_contacts),
+            only=self.only_contacts,
             profiles_db_id=profiles_db_id,
             reconcile_grace=DEFAULT_GRACE if self.reconcile_grace is None else self.reconcile_grace,
         )
@@ -395,7 +455,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     def _window(self) -> Window | None:
         from altcraft.sources.base import Window
 
-        start, end = _as_datetime(self.window_start), _as_datetime(self.window_end)
+        start, end = self.window_start, self.window_end
         if start is None or end is None:
             return None
         if start == end:
@@ -411,10 +471,21 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.sources.python import IterableSource
 
         if self.source is None:
-            return IterableSource(self.contacts or (), key_column=self.key_column)
+            return IterableSource(self._contacts(context), key_column=self.key_column)
         if self.state_asset is not None and getattr(self.source, "state", False) is None:
             self.source.state = context["asset_state_store"][self.state_asset]
         return self.source
+
+    def _contacts(self, context: Context) -> Iterable[Mapping[str, Any]]:
+        """The records given in ``contacts``; an upstream task's output (an XComArg) is read now. Not a
+        template field: Airflow would keep the records, rendered, in its database and show them."""
+        contacts = self.contacts
+        if isinstance(contacts, XComArg):
+            contacts = contacts.resolve(context)
+        try:
+            return check.records("contacts", contacts)
+        except ValueError as error:
+            raise AirflowFailException(str(error)) from None
 
     def _move_source(self, delivery: Delivery, source: Source) -> None:
         """Move the source's position past this try's contacts, only when none of them is left to decide:
@@ -539,7 +610,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         """The try's summary, pushed to XCom whether the try ends well or not."""
         result = {
             **delivery.summary.as_dict(),
-            "scenario_id": int(self.scenario_id),
+            "scenario_id": self.scenario_id,
             "delivery": delivery.mode.value,
             "window": delivery.run.window_key,
         }
@@ -653,34 +724,3 @@ def _read(source: Source, window: Window | None, batch_size: int) -> Iterator[li
 def _task_book(context: Context) -> MutableMapping[str, str]:
     store = context.get("task_state_store")
     return {} if store is None else _StoredTasks(store)
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
-
-
-def _as_hashes(value: Any) -> frozenset[str] | None:
-    """``only_contacts`` as a set of ledger hashes; None (all contacts) when empty."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = json.loads(text) if text not in ("", "None") else None
-        except ValueError:
-            raise AirflowFailException("`only_contacts` must be a JSON list of contact hashes") from None
-    if not value:
-        return None
-    if not isinstance(value, list | tuple | set | frozenset) or not all(
-        isinstance(item, str) and _HASH.fullmatch(item) for item in value
-    ):
-        raise AirflowFailException("`only_contacts` must be a list of ledger contact hashes (64 hex digits)")
-    return frozenset(value)
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if value is None or value == "" or value == "None":
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))

@@ -39,7 +39,15 @@ from altcraft.modes import DeliveryMode
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
-from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, NoCredentials, NoSecretNames, Timezone
+from altcraft.spec_checks import (
+    MAX_BYTES,
+    MAX_DURATION,
+    MAX_INT32,
+    MAX_INT64,
+    NoCredentials,
+    NoSecretNames,
+    Timezone,
+)
 from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, MAX_RECORDS
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
@@ -63,9 +71,6 @@ def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-MAX_DURATION = timedelta(days=366)
-"""The longest duration of a spec: a longer schedule, retry delay or lookback (999999w is 19,000 years)
-overflows the dates Airflow and the plan compute from it, failing the DAG's scheduling or its runs."""
 FIRST_YEAR, LAST_YEAR = 1970, 2999
 """The years a spec's dates may fall in: year 1 or 9999 built DAGs that overflowed or never ran."""
 

@@ -1,7 +1,8 @@
 """A one-task DAG around ImportAndLaunchScenarioOperator; its settings come from the JSON beside it.
 
 ``sql_source`` (``{"conn_id": ..., "sql": ...}``) reads the contacts with a `SqlQuerySource`, and
-``file_source`` (`FileSource`'s arguments) with a `FileSource`, instead of ``contacts``.
+``file_source`` (`FileSource`'s arguments) with a `FileSource`, instead of ``contacts``. With
+``contacts_from_task`` the ``contacts`` are an upstream task's output (an XComArg).
 """
 
 import json
@@ -9,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, DeltaDataIntervalTimetable
+from airflow.sdk import DAG, DeltaDataIntervalTimetable, task
 
 from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
 from altcraft.sources.files import FileSource
@@ -23,6 +24,11 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
 ) as dag:
+
+    @task
+    def read_contacts() -> list[dict]:
+        return config["contacts"]
+
     ImportAndLaunchScenarioOperator(
         task_id="import_and_launch",
         **(
@@ -30,7 +36,10 @@ with DAG(
             if config.get("sql_source")
             else {"source": FileSource(key_column="id", **config["file_source"])}
             if config.get("file_source")
-            else {"contacts": config["contacts"], "key_column": config.get("key_column", "id")}
+            else {
+                "contacts": read_contacts() if config.get("contacts_from_task") else config["contacts"],
+                "key_column": config.get("key_column", "id"),
+            }
         ),
         **config["operator"],
     )

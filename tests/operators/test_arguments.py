@@ -1,0 +1,93 @@
+"""The operator's arguments, wrong as a DAG author gets them wrong: refused when the DAG is parsed, naming
+the argument (a templated one once rendered: tests/operators/test_operator.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from airflow.sdk import Asset
+
+from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+from altcraft.sources.python import IterableSource
+
+from .conftest import EMAIL_MAPPING
+
+GIVEN = {"task_id": "t", "scenario_id": 1, "mapping": EMAIL_MAPPING, "contacts": [], "key_column": "id"}
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        ({"scenario_id": "abc"}, "`scenario_id` must be a positive integer id, got 'abc'"),
+        ({"scenario_id": 1.5}, "`scenario_id` must be a positive integer id, got 1.5"),
+        ({"scenario_id": True}, "`scenario_id` must be a positive integer id, got True"),
+        ({"db_id": 0}, "`db_id` must be a positive integer id, got 0"),
+        ({"batch_size": "100"}, "`batch_size` must be a whole number between 1 and 10000, got '100'"),
+        ({"batch_size": 10.5}, "`batch_size` must be a whole number between 1 and 10000, got 10.5"),
+        ({"max_request_bytes": 0}, "`max_request_bytes` must be a whole number between 1 and"),
+        ({"max_rejected_ratio": "0.1"}, "`max_rejected_ratio` must be a number at least 0 and at most 1"),
+        ({"max_failed_ratio": float("nan")}, "`max_failed_ratio` must be a number at least 0 and at most 1"),
+        ({"poll_interval": 0}, "`poll_interval` must be a number above 0 and at most 86400, got 0"),
+        ({"task_timeout": "6h"}, "`task_timeout` must be seconds or a timedelta, above zero"),
+        ({"task_timeout": timedelta(0)}, "`task_timeout` must be seconds or a timedelta, above zero"),
+        (
+            {"task_timeout": 10**12},
+            "above zero and at most 366 days, got 1000000000000",
+        ),
+        (
+            {"reconcile_grace": -1},
+            "`reconcile_grace` must be seconds or a timedelta, not negative and at most 366 days, got -1 s",
+        ),
+        ({"reconcile_grace": "10m"}, "`reconcile_grace` must be seconds or a timedelta, not negative"),
+        ({"dry_run": "ture"}, "`dry_run` must be true or false, got 'ture'"),
+        ({"relaunch": 2}, "`relaunch` must be true or false, got 2"),
+        ({"deferrable": "no"}, "`deferrable` must be True or False, got 'no'"),
+        ({"allow_undocumented_matching": "yes"}, "`allow_undocumented_matching` must be True or False"),
+        ({"detect_geo": "no"}, "`detect_geo` must be True or False or None, got 'no'"),
+        ({"only_contacts": ["abc"]}, "`only_contacts` must be a list of ledger contact hashes"),
+        ({"window_start": "yesterday"}, "`window_start` must be an ISO 8601 date and time, got 'yesterday'"),
+        (
+            {"window_end": "2026-03-01T00:00:00"},
+            "`window_end` must have a time zone",
+        ),
+        ({"content": ["a", "b"]}, "`content` must be a mapping of names to values, got list"),
+        ({"contacts": "anna@example.org"}, "`contacts` must be a list (or another iterable) of records"),
+        ({"contacts": {"id": 1}}, "`contacts` must be a list (or another iterable) of records"),
+        ({"altcraft_conn_id": ""}, "`altcraft_conn_id` must be a non-empty text, got ''"),
+        ({"ledger_conn_id": 5}, "`ledger_conn_id` must be a non-empty text, got 5"),
+        ({"launch_marker_field": ""}, "`launch_marker_field` must be a non-empty text, got ''"),
+        ({"state_asset": Asset("x")}, "`state_asset` keeps a source's position between runs"),
+        ({"mapping": None}, "`mapping` is not a valid profile mapping"),
+        (
+            {"contacts": None, "source": IterableSource([], key_column="id"), "key_column": "email"},
+            "`key_column` 'email' differs from the source's key column 'id': give it on the source only",
+        ),
+    ],
+)
+def test_a_wrong_argument_is_refused_at_parse_time_naming_it(wrong, message):
+    with pytest.raises(ValueError) as refused:
+        ImportAndLaunchScenarioOperator(**{**GIVEN, **wrong})
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, None), (30, timedelta(seconds=30)), (0.5, timedelta(seconds=0.5)), (timedelta(0), timedelta(0))],
+)
+def test_reconcile_grace_is_seconds_or_a_timedelta(given, expected):
+    operator = ImportAndLaunchScenarioOperator(**GIVEN, reconcile_grace=given)
+    assert operator.reconcile_grace == expected
+
+
+def test_a_scenario_id_given_as_its_digits_is_that_scenario_with_its_asset():
+    operator = ImportAndLaunchScenarioOperator(**{**GIVEN, "scenario_id": "42"})
+    assert operator.scenario_id == 42
+    assert [outlet.uri for outlet in operator.outlets] == ["altcraft://altcraft_default/scenarios/42"]
+
+
+def test_templated_arguments_are_checked_once_rendered():
+    operator = ImportAndLaunchScenarioOperator(
+        **{**GIVEN, "scenario_id": "{{ params.scenario }}", "dry_run": "{{ params.dry_run }}"}
+    )
+    assert (operator.scenario_id, operator.dry_run_mode) == ("{{ params.scenario }}", "{{ params.dry_run }}")
