@@ -635,6 +635,9 @@ class Delivery:
             )
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
+        except BaseException as exc:
+            self._interrupted(claim, {}, keys, exc)
+            raise
         self._settle_results(claim, keys, results)
 
     def _send_singly(self, claim: Claim, profiles: list[Profile]) -> None:
@@ -649,6 +652,9 @@ class Delivery:
                 if _stops_the_run(exc):
                     self._stop(claim, settlements, [profile.ledger_key], exc)
                 settlements[profile.ledger_key] = _settlement_for_error(exc)
+            except BaseException as exc:
+                self._interrupted(claim, settlements, [profile.ledger_key], exc)
+                raise
             else:
                 settlements.update(_settlements_for_results([profile.ledger_key], [result.read]))
         self._settle(claim, settlements)
@@ -667,6 +673,25 @@ class Delivery:
         self._settle(claim, settlements)
         raise DeliveryStopped(f"Stopped delivering after a failed request: {exc}") from exc
 
+    def _interrupted(
+        self, claim: Claim, settled: dict[str, Settlement], in_flight: Sequence[str], exc: BaseException
+    ) -> None:
+        """Settle a chunk whose request was out when the try was stopped (its ``execution_timeout``, a
+        kill): the request may have reached Altcraft, so its contacts are uncertain, recorded now rather
+        than left ``sending`` (which a last try's summary and the scenario's standing do not count); the
+        chunk's contacts never sent are released as failed. The caller raises ``exc`` on."""
+        uncertain = Settlement(
+            Outcome.UNCERTAIN, text=f"the try stopped ({type(exc).__name__}) while its request was out"
+        )
+        settlements = {key: _not_sent(exc) for key in claim.to_send} | settled
+        try:
+            self._settle(claim, settlements | dict.fromkeys(in_flight, uncertain))
+        except Exception:
+            log.exception(
+                "Recording the interrupted request failed: its contacts stay sending, and the next try "
+                "records them uncertain"
+            )
+
     def _submit_task(self, claim: Claim, piece: Chunk) -> None:
         keys = claim.to_send
         self.summary.requests += 1
@@ -676,6 +701,9 @@ class Delivery:
             )
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
+        except BaseException as exc:
+            self._interrupted(claim, {}, keys, exc)
+            raise
         earlier = next((batch for batch, known in self.tasks.items() if known == task_id), None)
         if earlier is not None:
             # one task id for two batches: its results cannot tell which batch they are for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pendulum
@@ -34,10 +35,17 @@ def ledger_conn(monkeypatch):
 @pytest.fixture
 def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
     def build(
-        records, dag_id="welcome_test", key_column="id", sql_source=None, contacts_from_task=False, **operator
+        records,
+        dag_id="welcome_test",
+        key_column="id",
+        sql_source=None,
+        contacts_from_task=False,
+        execution_timeout_seconds=None,
+        **operator,
     ):
         config = {
             "dag_id": dag_id,
+            "execution_timeout_seconds": execution_timeout_seconds,
             "contacts": records,
             "contacts_from_task": contacts_from_task,
             "key_column": key_column,
@@ -219,6 +227,48 @@ def test_a_rendered_flag_is_read_strictly(dag_with, emulator, scenario_id, capfd
         assert emulator.journal() == []
     else:
         assert task_states(dag_run) == {"import_and_launch": "success"}
+
+
+@pytest.mark.parametrize(
+    ("delivery", "endpoint", "counts"),
+    [
+        # (found, launched, uncertain, pending): single mode stops inside its first chunk; in async mode
+        # the first batch's task is still pending, settled by a later try
+        ("batch", "import_and_start_batch", (4, 2, 2, 0)),
+        ("single", "import_and_start", (2, 1, 1, 0)),
+        ("async", "import_and_start_batch_task", (4, 0, 2, 2)),
+    ],
+)
+def test_a_try_stopped_by_its_execution_timeout_mid_request_records_that_request_uncertain(
+    dag_with, emulator, scenario_id, delivery, endpoint, counts
+):
+    """The second request hangs past ``execution_timeout`` (the last try): its contacts are recorded
+    uncertain by that try and never resent, and the try's summary and the scenario's standing count them.
+    They were left ``sending``: counted nowhere (found 4, launched 2, uncertain 0; standing: uncertain 0)."""
+    emulator.add_faults(
+        {"endpoint": f"workflows/{endpoint}", "kind": "latency", "latency_ms": 6000, "every": 2}
+    )
+    dag = dag_with(
+        contacts(4),
+        delivery=delivery,
+        batch_size=2,
+        execution_timeout_seconds=3,
+        deferrable=False,
+        poll_interval=0.1,
+    )
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    summary = xcom_values(dag.dag_id, dag_run.run_id, key="altcraft_summary")["import_and_launch", -1]
+    assert (summary["found"], summary["launched"], summary["uncertain"], summary["pending"]) == counts
+    assert (summary["skipped"], summary["rejected"], summary["failed"]) == (0, 0, 0)
+    assert summary["scope"] == {"uncertain": counts[2], "failed": 0}
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        query = "SELECT status FROM altcraft_contacts WHERE scenario_id = :s"
+        statuses = Counter(conn.execute(sa.text(query), {"s": scenario_id}).scalars())
+    engine.dispose()
+    assert statuses["uncertain"] == counts[2] and statuses["sending"] == counts[3]
+    assert all(n == 1 for n in launch_counts(emulator, scenario_id).values())
 
 
 def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):

@@ -3,6 +3,7 @@
 ``sql_source`` (``{"conn_id": ..., "sql": ...}``) reads the contacts with a `SqlQuerySource`, and
 ``file_source`` (`FileSource`'s arguments) with a `FileSource`, instead of ``contacts``. With
 ``contacts_from_task`` the ``contacts`` are an upstream task's output (an XComArg).
+``execution_timeout_seconds`` is the task's ``execution_timeout``.
 """
 
 import json
@@ -17,6 +18,7 @@ from altcraft.sources.files import FileSource
 from altcraft.sources.sql import SqlQuerySource
 
 config = json.loads(Path(__file__).with_suffix(".json").read_text())
+timeout = config.get("execution_timeout_seconds")
 
 with DAG(
     dag_id=config["dag_id"],
@@ -42,4 +44,5 @@ with DAG(
             }
         ),
         **config["operator"],
+        **({"execution_timeout": timedelta(seconds=timeout)} if timeout else {}),
     )
