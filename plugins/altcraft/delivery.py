@@ -254,6 +254,8 @@ class Delivery:
     _behind: Behind | None = field(default=None, init=False, repr=False)
     #: where `process` claims a chunk while it sends the one before (None: claimed in line)
     _ahead: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    #: set by `stop`: no request is made after the one out
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     @classmethod
     def create(
@@ -338,12 +340,29 @@ class Delivery:
             self.summary.seconds += time.monotonic() - started
         return self.summary
 
+    def stop(self) -> None:
+        """Ask `process` to stop sending (from another thread or a signal handler): the request out is
+        answered and settled, no other request is made, and the chunk claimed but not sent is released as
+        failed (the next try sends it); `process` then raises `DeliveryStopped`."""
+        self._stopping.set()
+
+    def _unless_stopped(self, claim: Claim | None, settled: Mapping[str, Settlement] | None = None) -> None:
+        """Raise `DeliveryStopped` once `stop` was asked, after releasing ``claim``'s contacts not sent
+        (those of ``settled`` were answered)."""
+        if not self._stopping.is_set():
+            return
+        stop = DeliveryStopped("Stopped delivering: the task was asked to stop; no further request was made")
+        if claim is not None:
+            self._release(claim, stop, settled or {})
+        raise stop
+
     def _deliver(self, pieces: Iterable[Chunk | Rejection]) -> None:
         """Claim, send and settle each chunk in turn; the next chunk is claimed while one is sent where
         `_claim_ahead` can."""
         claimed: tuple[Chunk, Claim] | None = None
         remaining = iter(pieces)
         while (piece := self._next_piece(remaining, claimed)) is not None:
+            self._unless_stopped(claimed[1] if claimed else None)
             if isinstance(piece, Rejection):
                 self.reject([piece])
                 continue
@@ -359,6 +378,7 @@ class Delivery:
                 raise
             claimed = (piece, self._claim(piece) if ahead is None else self._claimed_ahead(piece, ahead))
         if claimed is not None:
+            self._unless_stopped(claimed[1])
             self._send(*claimed)
 
     def _next_piece(
@@ -374,15 +394,19 @@ class Delivery:
                 self._release(claimed[1], exc)
             raise
 
-    def _release(self, claim: Claim, exc: BaseException) -> None:
-        """Settle a claimed chunk that was never sent as failed, so the next try sends it."""
+    def _release(
+        self, claim: Claim, exc: BaseException, settled: Mapping[str, Settlement] | None = None
+    ) -> None:
+        """Settle a claimed chunk's contacts that were never sent as failed, so the next try sends them;
+        those of ``settled`` (answered) as answered."""
+        settled = settled or {}
         if not claim.to_send:
             return
-        self._settle(claim, dict.fromkeys(claim.to_send, _not_sent(exc)))
+        self._settle(claim, dict.fromkeys(claim.to_send, _not_sent(exc)) | settled)
         log.warning(
-            "Reading the source failed: %d claimed contact(s) were not sent and are recorded failed; "
-            "the next try sends them",
-            len(claim.to_send),
+            "%s: %d claimed contact(s) were not sent and are recorded failed; the next try sends them",
+            "Stopped" if isinstance(exc, DeliveryStopped) else "Reading the source failed",
+            len(claim.to_send) - len(settled),
         )
 
     @contextmanager
@@ -643,6 +667,7 @@ class Delivery:
     def _send_singly(self, claim: Claim, profiles: list[Profile]) -> None:
         settlements: dict[str, Settlement] = {}
         for profile in profiles:
+            self._unless_stopped(claim, settlements)
             self.summary.requests += 1
             try:
                 result = self.hook.import_and_start(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -269,6 +271,44 @@ def test_a_try_stopped_by_its_execution_timeout_mid_request_records_that_request
     engine.dispose()
     assert statuses["uncertain"] == counts[2] and statuses["sending"] == counts[3]
     assert all(n == 1 for n in launch_counts(emulator, scenario_id).values())
+
+
+def test_a_task_asked_to_stop_makes_no_further_request(dag_with, emulator, scenario_id):
+    """SIGTERM while the task runs (it was marked failed or cleared): Airflow calls ``on_kill`` and lets the
+    task run until its supervisor kills it. The request out is answered and settled; no further request is
+    made, and the chunk claimed but not sent is released as failed (the next try sends it). All ten were
+    launched: ``on_kill`` did nothing."""
+    emulator.add_faults(
+        {"endpoint": "workflows/import_and_start_batch", "kind": "latency", "latency_ms": 500}
+    )
+    dag = dag_with(contacts(10), batch_size=2)
+
+    def terminate_once_some_are_launched() -> None:
+        deadline = time.monotonic() + 60
+        while not emulator.journal(scenario_id) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)  # the task runs in this process under dag.test()
+
+    handler = signal.getsignal(signal.SIGTERM)
+    terminator = threading.Thread(target=terminate_once_some_are_launched, daemon=True)
+    terminator.start()
+    try:
+        dag_run = run_dag(dag, DAY)
+    finally:
+        terminator.join()
+        signal.signal(signal.SIGTERM, handler)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    launched = launch_counts(emulator, scenario_id)
+    assert set(launched.values()) == {1} and len(launched) in (2, 4), "the request out, and none after"
+    summary = xcom_values(dag.dag_id, dag_run.run_id, key="altcraft_summary")["import_and_launch", -1]
+    assert summary["launched"] == len(launched) and summary["uncertain"] == 0
+    assert summary["found"] == summary["launched"] + summary["failed"]
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        query = "SELECT status FROM altcraft_contacts WHERE scenario_id = :s"
+        statuses = Counter(conn.execute(sa.text(query), {"s": scenario_id}).scalars())
+    engine.dispose()
+    assert statuses == {"launched": len(launched), "failed": summary["failed"]}
 
 
 def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):

@@ -285,6 +285,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         )
         self.task_timeout = check.duration("task_timeout", task_timeout, high=MAX_DURATION, positive=True)
         self.state_asset = state_asset
+        self._running: Delivery | None = None  # this try's delivery, for `on_kill`
         self._mark_dag()
 
     def _mark_dag(self) -> None:
@@ -312,7 +313,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         db_id = self._preflight(hook)
         context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(self.scenario_id))
         window = self._window()
-        delivery = self._delivery(hook, context, window, profiles_db_id=db_id)
+        delivery = self._running = self._delivery(hook, context, window, profiles_db_id=db_id)
         if delivery.dry_run:
             # Airflow emits the outlets' asset events when the task succeeds, reading the task's
             # outlets then: a dry run must not schedule anything downstream.
@@ -344,7 +345,15 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         except BaseException:
             self._report(delivery, context, final=False)
             raise
+        finally:
+            self._running = None
         return self._finish(delivery, context)
+
+    def on_kill(self) -> None:
+        """Airflow asks the task to stop (a terminate signal: the task marked failed or cleared, its
+        execution_timeout): the request out is answered and settled, and no further request is made."""
+        if self._running is not None:
+            self._running.stop()
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger saw every Altcraft task of this try finish."""
