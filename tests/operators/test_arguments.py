@@ -86,6 +86,22 @@ def test_a_scenario_id_given_as_its_digits_is_that_scenario_with_its_asset():
     assert [outlet.uri for outlet in operator.outlets] == ["altcraft://altcraft_default/scenarios/42"]
 
 
+def test_an_upstream_tasks_output_in_a_templated_argument_is_checked_once_resolved():
+    from airflow.sdk import DAG, task
+
+    with DAG("arguments_from_upstream", schedule=None):
+
+        @task(multiple_outputs=True)
+        def settings() -> dict:
+            return {"scenario_id": 7, "dry_run": True}
+
+        given = settings()
+        operator = ImportAndLaunchScenarioOperator(
+            **{**GIVEN, "scenario_id": given["scenario_id"], "dry_run": given["dry_run"]}
+        )
+    assert operator.upstream_task_ids == {"settings"}
+
+
 def test_templated_arguments_are_checked_once_rendered():
     operator = ImportAndLaunchScenarioOperator(
         **{**GIVEN, "scenario_id": "{{ params.scenario }}", "dry_run": "{{ params.dry_run }}"}

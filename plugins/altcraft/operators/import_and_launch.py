@@ -234,7 +234,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             "window_start": window_start,
             "window_end": window_end,
         }
-        given = check.rendered({k: v for k, v in templated.items() if not check.is_template(v)})
+        given = check.rendered(  # a template or an upstream task's output (XComArg): checked once rendered
+            {k: v for k, v in templated.items() if not check.is_template(v) and not isinstance(v, XComArg)}
+        )
         if isinstance(given.get("scenario_id"), int) and "outlets" not in kwargs:
             kwargs["outlets"] = [scenario_asset(altcraft_conn_id, given["scenario_id"])]
         super().__init__(**kwargs)
