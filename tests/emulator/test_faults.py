@@ -184,3 +184,52 @@ def test_bad_fault_rules_are_refused(altcraft_emulator):
         with pytest.raises(RuntimeError, match="400"):
             altcraft_emulator.add_faults(rule)
     assert altcraft_emulator.state()["faults"] == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        ({"kind": "explode"}, "'kind'"),
+        ({"kind": "status", "count": -1}, "'count'"),
+        ({"kind": "status", "every": 0}, "'every'"),
+        ({"kind": "status", "probability": 1.5}, "'probability'"),
+        ({"kind": "status", "probability": -0.1}, "'probability'"),
+        ({"kind": "status", "status": 600}, "'status'"),
+        ({"kind": "status", "endpoint": "workflows/launch_everything"}, "'endpoint'"),
+        ({"kind": "status", "endpoint": "../_emulator/reset"}, "'endpoint'"),
+        ({"kind": "profile_error", "endpoint": "workflows/start"}, "'endpoint'"),
+        ({"kind": "reorder_results", "endpoint": "workflows/import_and_start"}, "'endpoint'"),
+    ],
+)
+def test_a_bad_fault_rule_is_a_400_naming_its_field(altcraft_emulator, rule, field):
+    """A rule that could never fire (an endpoint the API has not, a batch-item kind on a single-profile
+    method) is refused, not kept silently: a test relying on it would pass without its fault."""
+    response = requests.post(f"{altcraft_emulator.url}/_emulator/faults", json={"rules": [rule]}, timeout=10)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["detail"]
+    assert altcraft_emulator.state()["faults"] == []
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["workflows/import_and_start_batch/", "campaigns/triggers/start_batch", "tasks/status", "*"]
+)
+def test_fault_rules_for_every_api_method_are_accepted(altcraft_emulator, endpoint):
+    altcraft_emulator.add_faults({"kind": "status", "endpoint": endpoint})
+    if "batch" in endpoint or endpoint == "*":
+        altcraft_emulator.add_faults({"kind": "profile_error", "endpoint": endpoint})
+
+
+def test_profile_error_fails_selected_items_of_a_trigger_send_too(altcraft_emulator):
+    altcraft_emulator.seed(
+        triggers=[{"id": 7, "db_id": 1}],
+        profiles=[{"db_id": 1, "fields": {"email": f"t{i}@example.org"}} for i in range(3)],
+    )
+    altcraft_emulator.add_faults(
+        {"endpoint": "campaigns/triggers/start_batch", "kind": "profile_error", "every": 2}
+    )
+    items = [{"email": f"t{i}@example.org"} for i in range(3)]
+    result = ok(altcraft_emulator.post("campaigns/triggers/start_batch", {"trigger_id": 7, "data": items}))[
+        "result"
+    ]
+    assert [r["error"] for r in result] == [0, 500, 0]
+    assert [e["key"] for e in altcraft_emulator.journal()] == ["t0@example.org", "t2@example.org"]

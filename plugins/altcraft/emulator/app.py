@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from altcraft.emulator.replay import Replay
 from altcraft.emulator.state import ENDPOINTS, TASK_ENDPOINT, ApiError, Config, Emulator
+from altcraft.webhooks.kinds import strict_json
 
 API_PREFIX = "/api/v1.1/"
 _API_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -44,6 +45,11 @@ def build_app(emulator: Emulator, replay: Replay | None = None) -> ASGIApp:
 def json_response(payload: Any, status: int = 200) -> Response:
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status_code=status, media_type="application/json")
+
+
+def error_response(config: Config, error: ApiError) -> Response:
+    """An Altcraft error answer: HTTP status = its code (200 with ``error_http_status=always_200``)."""
+    return json_response(error.envelope(), 200 if config.error_http_status == "always_200" else error.code)
 
 
 def scenario_html(emulator: Emulator, scenario_id: int) -> Response:
@@ -83,8 +89,7 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
         try:
             answer = emulator.call(endpoint, *await _api_request(request, endpoint, emulator.config))
         except ApiError as exc:
-            status = 200 if emulator.config.error_http_status == "always_200" else exc.code
-            return json_response(exc.envelope(), status)
+            return error_response(emulator.config, exc)
         # The state only grows between resets (profiles, journal): in the permanent generation it is not
         # walked again by every full collection (at 100,000 profiles those passes made a batch call 1.6x
         # as costly). The call's own cyclic garbage is collected first (a pass over what is not frozen
@@ -152,8 +157,7 @@ async def _api_request(
     request: Request, endpoint: str, config: Config
 ) -> tuple[dict[str, Any], Any, str, tuple[str, ...]]:
     """Body, token, request id and where the token was (header, body, query) of an API call, after the
-    transport-level checks (405/404/400/413)."""
-    max_body_bytes = config.max_body_bytes
+    transport-level checks (405/404/400; the fault layer answered 413 already)."""
     if request.method != "POST":
         raise ApiError(405, "only POST is allowed")
     if endpoint not in ENDPOINTS:
@@ -163,13 +167,13 @@ async def _api_request(
     # future." (api-interaction): accepted, refused only with --strict.
     if config.strict and "token" in request.query_params:
         raise ApiError(400, "the API token must not be sent in the URL query string")
-    raw = await request.body()  # already buffered by the fault layer
-    if len(raw) > max_body_bytes:
-        raise ApiError(413, f"request body is larger than {max_body_bytes} bytes")
+    raw = await request.body()  # already buffered (and its size checked) by the fault layer
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        raise ApiError(400, "malformed JSON body") from None
+        # "A description of the JSON format can be found in RFC 7159" (api-interaction): no NaN, no
+        # Infinity, no number beyond the float range; nesting too deep to parse is refused too
+        body = strict_json(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise ApiError(400, f"malformed JSON body: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     # "create a header with the Authorization key, and in its value specify Bearer <token>" or
@@ -183,7 +187,7 @@ async def _api_request(
 
 
 async def _control_body(request: Request) -> dict[str, Any]:
-    body = await request.json()
+    body = strict_json(await request.body())  # ValueError (400) as for an API body
     if not isinstance(body, dict):
         raise ValueError("the request body must be a JSON object")
     return body
@@ -217,10 +221,19 @@ class FaultLayer:
         if not scope["path"].startswith(API_PREFIX):
             await self.app(scope, receive, reply)
             return
-        plan = self.emulator.faults.plan(scope["path"][len(API_PREFIX) :].strip("/"))
-        body = await _read_body(receive)
+        config = self.emulator.config
+        try:
+            body = await _read_body(scope, receive, config.max_body_bytes)
+        except _TooLarge:  # answered at once, the rest unread ("connection: close" drops it)
+            answer = error_response(
+                config, ApiError(413, f"request body is larger than {config.max_body_bytes} bytes")
+            )
+            answer.headers["connection"] = "close"
+            await answer(scope, receive, reply)
+            return
         if body is None:  # the client left before its request was complete: nothing to process
             return
+        plan = self.emulator.faults.plan(scope["path"][len(API_PREFIX) :].strip("/"))
         delay_ms = self.emulator.config.latency_ms + plan.latency_ms
         if delay_ms:  # the request is processed after the delay even if the client has given up by then
             generation = self.emulator.generation
@@ -248,14 +261,26 @@ class FaultLayer:
                 await _send(reply, 200, b"application/json", answer[: max(1, len(answer) // 2)])
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None when the client disconnects first."""
-    chunks = []
+class _TooLarge(Exception):
+    """A request body longer than the limit (announced by Content-Length, or found while reading it)."""
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when the client disconnects first; `_TooLarge` as soon as it is
+    known to be longer than ``limit`` bytes, so no more than ``limit`` is ever held."""
+    declared = dict(scope["headers"]).get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
 

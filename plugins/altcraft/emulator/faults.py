@@ -11,7 +11,9 @@ another order than the request's would do.
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,32 +59,42 @@ class FaultRule:
     hits: int = 0
 
     @classmethod
-    def parse(cls, raw: Any) -> FaultRule:
-        """Validate a rule given as JSON; ``ValueError`` says what is wrong."""
+    def parse(cls, raw: Any, endpoints: Collection[str], batch_endpoints: Collection[str]) -> FaultRule:
+        """Validate a rule given as JSON; ``ValueError`` names the field that is wrong.
+
+        ``endpoints``: the API methods there are; ``batch_endpoints``: those answering per-profile results,
+        the only ones a ``profile_error`` or ``reorder_results`` rule can act on. A rule that could never
+        fire is refused: a test relying on it would pass without its fault.
+        """
         if not isinstance(raw, dict):
             raise ValueError("a fault rule must be an object")
         unknown = set(raw) - _RULE_KEYS
         if unknown:
             raise ValueError(f"unknown fault rule keys: {sorted(unknown)}")
         kind = raw.get("kind")
-        if not isinstance(kind, str) or (kind not in REQUEST_KINDS and kind not in (ITEM_KIND, RESULTS_KIND)):
-            raise ValueError(f"unknown fault kind {kind!r}")
+        kinds = sorted(REQUEST_KINDS | {ITEM_KIND, RESULTS_KIND})
+        if not isinstance(kind, str) or kind not in kinds:
+            raise ValueError(f"'kind' must be one of {kinds}, not {kind!r}")
         endpoint = raw.get("endpoint", "*")
-        if not isinstance(endpoint, str) or not endpoint.strip("/"):
-            raise ValueError("'endpoint' must be an API method name or '*'")
+        endpoint = endpoint.strip("/") if isinstance(endpoint, str) else endpoint
+        allowed = batch_endpoints if kind in (ITEM_KIND, RESULTS_KIND) else endpoints
+        if not isinstance(endpoint, str) or (endpoint != "*" and endpoint not in allowed):
+            raise ValueError(
+                f"'endpoint' of a {kind} rule must be '*' or one of {sorted(allowed)}, not {endpoint!r}"
+            )
         if kind == "latency" and "latency_ms" not in raw:
             raise ValueError("a latency rule needs 'latency_ms'")
         return cls(
             kind=kind,
-            endpoint=endpoint.strip("/"),
-            status=_number(raw, "status", int, _DEFAULT_STATUS.get(kind, 500), 100, 599),
-            retry_after=_number(raw, "retry_after", float, None, 0),
-            latency_ms=_number(raw, "latency_ms", float, 0, 0),
-            code=_number(raw, "code", int, 500, 1),
+            endpoint=endpoint,
+            status=bounded_number(raw, "status", int, _DEFAULT_STATUS.get(kind, 500), 100, 599),
+            retry_after=bounded_number(raw, "retry_after", float, None, 0),
+            latency_ms=bounded_number(raw, "latency_ms", float, 0, 0),
+            code=bounded_number(raw, "code", int, 500, 1),
             text=str(raw.get("text") or ""),
-            probability=_number(raw, "probability", float, None, 0, 1),
-            every=_number(raw, "every", int, None, 1),
-            count=_number(raw, "count", int, None, 0),
+            probability=bounded_number(raw, "probability", float, None, 0, 1),
+            every=bounded_number(raw, "every", int, None, 1),
+            count=bounded_number(raw, "count", int, None, 0),
         )
 
     def applies_to(self, endpoint: str) -> bool:
@@ -132,8 +144,13 @@ class RequestPlan:
 class FaultBook:
     """The active fault rules, in the order they were added, and the random source for ``probability``."""
 
-    def __init__(self, random_seed: int = 0) -> None:
+    def __init__(
+        self, random_seed: int, endpoints: Collection[str], batch_endpoints: Collection[str]
+    ) -> None:
+        """``endpoints`` / ``batch_endpoints``: what a rule may name (see :meth:`FaultRule.parse`)."""
         self._initial_seed = random_seed
+        self._endpoints = endpoints
+        self._batch_endpoints = batch_endpoints
         self.rules: list[FaultRule] = []
         self.rng = random.Random(random_seed)
 
@@ -146,7 +163,7 @@ class FaultBook:
         """Append rules (all validated before any is added); optionally reseed the random source."""
         if not isinstance(raw_rules, list):
             raise ValueError("'rules' must be a list")
-        parsed = [FaultRule.parse(raw) for raw in raw_rules]
+        parsed = [FaultRule.parse(raw, self._endpoints, self._batch_endpoints) for raw in raw_rules]
         if random_seed is not None:
             self.rng.seed(random_seed)
         self.rules.extend(parsed)
@@ -183,7 +200,7 @@ class FaultBook:
         return [rule.snapshot() for rule in self.rules]
 
 
-def _number(
+def bounded_number(
     raw: dict[str, Any],
     key: str,
     kind: type[int] | type[float],
@@ -191,17 +208,23 @@ def _number(
     minimum: float,
     maximum: float | None = None,
 ) -> Any:
+    """``raw[key]`` as ``kind`` (``default`` when absent or null); ``ValueError`` naming ``key`` unless it
+    is a finite number (an integer for ``int``) within ``minimum``..``maximum``."""
     value = raw.get(key)
     if value is None:
         return default
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or (kind is int and value != int(value))
-    ):
-        raise ValueError(f"'{key}' must be a number" + (" (integer)" if kind is int else ""))
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ValueError(
-            f"'{key}' must be between {minimum} and {maximum}" if maximum else f"'{key}' >= {minimum}"
+    try:
+        valid = (
+            not isinstance(value, bool)
+            and isinstance(value, (int, float))
+            and math.isfinite(value)
+            and (kind is float or value == int(value))
         )
+    except OverflowError:  # an integer beyond the float range
+        valid = False
+    if not valid:
+        raise ValueError(f"'{key}' must be a finite number" + (" (integer)" if kind is int else ""))
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"'{key}' must be {bounds}")
     return kind(value)

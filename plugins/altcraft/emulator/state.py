@@ -18,7 +18,7 @@ from importlib import resources
 from math import isfinite
 from typing import Any
 
-from altcraft.emulator.faults import FaultBook
+from altcraft.emulator.faults import FaultBook, bounded_number
 from altcraft.emulator.matching import Mode, undocumented
 
 #: Full-access token of an emulator started without ``--token`` (a fixed test value, not a secret).
@@ -486,6 +486,7 @@ class Config:
     def updated(self, changes: dict[str, Any]) -> Config:
         """A copy with ``changes`` applied; ``ValueError`` names an unknown key or a bad value."""
         known = {f.name for f in fields(self)}
+        checked = dict(changes)
         for name, value in changes.items():
             if name not in known:
                 raise ValueError(f"unknown config key {name!r}")
@@ -493,10 +494,10 @@ class Config:
                 raise ValueError(f"{name} must be one of {list(_CONFIG_CHOICES[name])}")
             if name in _CONFIG_NUMBERS:
                 kind, minimum = _CONFIG_NUMBERS[name]
-                number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                if not number_ok or value < minimum or (kind is int and value != int(value)):
-                    raise ValueError(f"{name} must be a number >= {minimum}")
-        return replace(self, **changes)
+                if value is None:
+                    raise ValueError(f"'{name}' must be a finite number")
+                checked[name] = bounded_number(changes, name, kind, None, minimum)
+        return replace(self, **checked)
 
     def public(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -689,6 +690,18 @@ ENDPOINTS: dict[str, str] = {
 }
 
 
+#: API methods answering per-profile results: what ``profile_error`` and ``reorder_results`` rules act on.
+BATCH_ENDPOINTS = frozenset(
+    {
+        "workflows/import_and_start_batch",
+        TASK_ENDPOINT,
+        "profiles/import_batch",
+        "campaigns/triggers/start_batch",
+        "campaigns/triggers/import_and_start_batch",
+    }
+)
+
+
 class Emulator:
     """All state of one emulator instance. Not thread-safe: use it from one event loop."""
 
@@ -698,7 +711,7 @@ class Emulator:
         self._seed = seed
         self._master_token = token
         self._initial_config = config or Config()
-        self.faults = FaultBook(random_seed)
+        self.faults = FaultBook(random_seed, frozenset(ENDPOINTS), BATCH_ENDPOINTS)
         self._resets = itertools.count()
         self.reset()
 
@@ -971,6 +984,7 @@ class Emulator:
         results = []
         for item in self._items(call.body):
             try:
+                self._item_fault(call)
                 keys = spec.keys(item if isinstance(item, dict) else {})
                 found = self._find(db, spec, keys)
                 if not found:
@@ -1071,9 +1085,7 @@ class Emulator:
         results = []
         for item in items:
             try:
-                fault = self.faults.item_fault(call.endpoint) if self.faults.rules else None
-                if fault is not None:
-                    raise ApiError(fault.code, fault.text or "Injected profile error")
+                self._item_fault(call)
                 keys, data = self._item_parts(db, spec, item)
                 profile = self._import(db, spec, keys, data)
                 if scenario is not None:
@@ -1084,6 +1096,12 @@ class Emulator:
             except ApiError as exc:
                 results.append(exc.envelope())
         return results if call.endpoint == TASK_ENDPOINT else self.faults.ordered(call.endpoint, results)
+
+    def _item_fault(self, call: Call) -> None:
+        """Raise the error of a ``profile_error`` rule that fires for this batch item, if one does."""
+        fault = self.faults.item_fault(call.endpoint) if self.faults.rules else None
+        if fault is not None:
+            raise ApiError(fault.code, fault.text or "Injected profile error")
 
     def _item_parts(self, db: Database, spec: MatchSpec, item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """Matching key(s) and profile fields of one batch item, in any documented layout.
@@ -1169,6 +1187,10 @@ class Emulator:
             case Mode.CUSTOM:
                 value = coerce(spec.field_name or "", spec.field_type, keys["field_value"])
                 values = value if spec.field_type in LIST_FIELD_TYPES else [value]
+                if not all(isinstance(v, (str, int, float)) for v in values):  # a "json" field's list/object
+                    raise ApiError(
+                        400, f"'field_value' to match field '{spec.field_name}' must be text or a number"
+                    )
                 found = [look(("field", spec.field_name, v)) for v in values]
                 return set.intersection(*map(set, found)) if found else _EMPTY
             case Mode.CUSTOM_SUB:
