@@ -57,17 +57,19 @@ class EmulatorClient:
         self._control("POST", "reset")
 
     def seed(self, **kw: Any) -> None:
-        """Add or replace ``databases``, ``scenarios``, ``profiles`` and ``tokens`` (lists of objects)."""
+        """Add or replace ``databases``, ``scenarios``, ``triggers``, ``profiles`` and ``tokens`` (lists of
+        objects; all or nothing: an invalid seed changes nothing and raises)."""
         self._control("POST", "seed", kw)
 
     def config(self, **kw: Any) -> dict[str, Any]:
         """Change config keys; returns the whole config. Keys: ``error_http_status``, ``total_key``,
-        ``task_success_status``, ``task_delay_seconds``, ``max_batch_profiles``, ``max_body_bytes``,
-        ``latency_ms``."""
+        ``task_success_status``, ``task_result``, ``strict``, ``task_delay_seconds``, ``max_batch_profiles``,
+        ``max_body_bytes``, ``latency_ms`` (docs/emulator.md, "Control API")."""
         return self._control("POST", "config", kw)["config"]
 
     def add_faults(self, *rules: dict[str, Any], random_seed: int | None = None) -> list[dict[str, Any]]:
-        """Append fault rules (optionally reseeding their random source); returns every rule's state."""
+        """Append fault rules (optionally reseeding their random source); returns every rule's state.
+        A bad rule raises (the emulator's 400 names its field) and none of ``rules`` is added."""
         body: dict[str, Any] = {"rules": list(rules)}
         if random_seed is not None:
             body["random_seed"] = random_seed

@@ -233,3 +233,18 @@ def test_profile_error_fails_selected_items_of_a_trigger_send_too(altcraft_emula
     ]
     assert [r["error"] for r in result] == [0, 500, 0]
     assert [e["key"] for e in altcraft_emulator.journal()] == ["t0@example.org", "t2@example.org"]
+
+
+def test_a_reset_restarts_the_random_source_from_the_command_line_seed():
+    """docs/emulator.md: the same seed, rules and requests fire the same faults; `--random-seed` seeds the
+    source at start and on every reset."""
+
+    def pattern(emulator) -> list[int]:
+        emulator.reset()
+        emulator.add_faults({"endpoint": "databases/list", "kind": "status", "probability": 0.5})
+        return [emulator.post("databases/list", {}).status_code for _ in range(16)]
+
+    with emulator_process("--random-seed", "5") as five, emulator_process("--random-seed", "6") as six:
+        first = pattern(five)
+        assert pattern(five) == first and {200, 500} == set(first)
+        assert pattern(six) != first
