@@ -183,3 +183,27 @@ def test_the_fault_example_in_the_docs_is_accepted(altcraft_emulator):
 
     assert answer.status_code == 200, answer.text
     assert [rule["kind"] for rule in answer.json()["faults"]] == ["status"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-body-bytes", "-1"], "max_body_bytes"),
+        (["--max-batch-profiles", "0"], "max_batch_profiles"),
+        (["--seed", "/nonexistent/seed.json"], "--seed"),
+        (["--seed", "{bad_seed}"], "--seed"),
+        (["--replay", "{bad_seed}"], "--replay"),
+    ],
+)
+def test_bad_command_line_values_stop_the_emulator_with_a_usage_error(tmp_path, flags, message):
+    """Not a server that answers every request 413, nor a traceback."""
+    import subprocess
+    import sys
+
+    bad_seed = tmp_path / "seed.json"
+    bad_seed.write_text('{"databases": [{"id": "x"}]}', encoding="utf-8")
+    command = [sys.executable, "-m", "altcraft.emulator", "--port", "0"]
+    command += [flag.format(bad_seed=bad_seed) for flag in flags]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr

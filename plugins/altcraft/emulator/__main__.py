@@ -40,13 +40,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    seed = json.loads(args.seed.read_text("utf-8")) if args.seed else demo_seed()
-    config = Config(
-        max_batch_profiles=args.max_batch_profiles, max_body_bytes=args.max_body_bytes, strict=args.strict
-    )
-    emulator = Emulator(seed, token=args.token, config=config, random_seed=args.random_seed)
-    replay = Replay.load(args.replay) if args.replay else None
+    """Serve until stopped; a bad flag value, seed or recording is a usage error (exit status 2)."""
+    cli = parser()
+    args = cli.parse_args(argv)
+    try:
+        config = Config().updated(
+            {
+                "max_batch_profiles": args.max_batch_profiles,
+                "max_body_bytes": args.max_body_bytes,
+                "strict": args.strict,
+            }
+        )
+    except ValueError as exc:
+        cli.error(str(exc))
+    try:
+        seed = json.loads(args.seed.read_text("utf-8")) if args.seed else demo_seed()
+        emulator = Emulator(seed, token=args.token, config=config, random_seed=args.random_seed)
+    except (OSError, ValueError) as exc:
+        cli.error(f"--seed {args.seed or '(bundled)'}: {exc}")
+    try:
+        replay = Replay.load(args.replay) if args.replay else None
+    except (OSError, ValueError) as exc:
+        cli.error(f"--replay {args.replay}: {exc}")
     uvicorn.run(
         build_app(emulator, replay),
         host=args.host,
