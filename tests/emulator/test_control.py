@@ -125,6 +125,8 @@ def test_seed_adds_and_replaces_objects(altcraft_emulator):
         {"databases": ["not an object"]},
         {"tokens": [{"token": "t", "databases": 5}]},
         {"scenarios": [{"id": 51, "db_id": 1}], "profiles": [{"db_id": 1, "fields": {"LOYALTY": "x"}}]},
+        {"scenarios": [{"id": 52, "db_id": 77}]},
+        {"triggers": [{"id": 9, "db_id": 77}]},
     ],
 )
 def test_invalid_seed_is_refused_and_changes_nothing(altcraft_emulator, seed):

@@ -752,6 +752,10 @@ class Emulator:
                 if db_id in self.databases:
                     db.profiles, db.index = self.databases[db_id].profiles, self.databases[db_id].index
             all_dbs = self.databases | databases
+            for what, objects in (("scenario", scenarios), ("trigger", triggers)):
+                for obj in objects:
+                    if obj.db_id not in all_dbs:  # every launch of it would be a 404 "database not found"
+                        raise ValueError(f"{what} {obj.id}: unknown db_id {obj.db_id}")
             profiles = [self._seed_profile(all_dbs, raw) for raw in seed.get("profiles", [])]
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"invalid seed item: missing or wrong {exc}") from None
