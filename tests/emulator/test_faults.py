@@ -248,3 +248,14 @@ def test_a_reset_restarts_the_random_source_from_the_command_line_seed():
         first = pattern(five)
         assert pattern(five) == first and {200, 500} == set(first)
         assert pattern(six) != first
+
+
+def test_the_emulator_stops_promptly_while_a_latency_rule_holds_a_request():
+    """A test that gave up on a held request must not make the teardown wait for the rule's delay (on
+    main: SIGTERM waited for it, then `emulator_process` killed the server after 10 s)."""
+    with emulator_process() as emulator:
+        emulator.add_faults({"endpoint": "databases/list", "kind": "latency", "latency_ms": 60_000})
+        with pytest.raises(requests.Timeout):
+            emulator.post("databases/list", {}, timeout=0.3)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5

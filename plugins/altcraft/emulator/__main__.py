@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         http=args.http,
         log_level=args.log_level,
         access_log=False,
+        # a request held by a latency rule is dropped at shutdown instead of holding the server up
+        timeout_graceful_shutdown=1,
     )
 
 

@@ -237,7 +237,10 @@ class FaultLayer:
         delay_ms = self.emulator.config.latency_ms + plan.latency_ms
         if delay_ms:  # the request is processed after the delay even if the client has given up by then
             generation = self.emulator.generation
-            await asyncio.sleep(delay_ms / 1000)
+            try:
+                await asyncio.sleep(delay_ms / 1000)
+            except asyncio.CancelledError:  # the server is stopping (after 1 s of grace): drop the request
+                return
             if generation != self.emulator.generation:  # reset meanwhile: it belongs to a state now gone
                 await _abort(send, receive)
                 return
