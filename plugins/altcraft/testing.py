@@ -170,15 +170,19 @@ def _free_port() -> int:
 
 
 def _wait_ready(process: subprocess.Popen[bytes], client: EmulatorClient, timeout: float) -> bool:
+    """Whether ``process`` serves on the client's port within ``timeout``: the server answering there must
+    say it is ``process`` (another one may have taken the port after `_free_port`; ours then exits)."""
     import requests
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            requests.get(f"{client.url}/_emulator/state", timeout=1).raise_for_status()
-            return True
-        except requests.RequestException:
-            time.sleep(0.05)
+            state = requests.get(f"{client.url}/_emulator/state", timeout=1)
+            if state.ok and state.json().get("pid") == process.pid:
+                return True
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.05)
     return False
 
 

@@ -209,3 +209,19 @@ def test_bad_command_line_values_stop_the_emulator_with_a_usage_error(tmp_path, 
     done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_startup_never_takes_another_server_on_its_port_for_its_own(altcraft_emulator_server):
+    """`emulator_process` picks a free port, then starts the server on it: when another emulator took the
+    port in between, that one's answer must not pass for ours (a test would reset a stranger's state)."""
+    import subprocess
+    import sys
+
+    from altcraft.testing import _wait_ready
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not _wait_ready(stranger, altcraft_emulator_server, timeout=1)
+    finally:
+        stranger.kill()
+        stranger.wait()

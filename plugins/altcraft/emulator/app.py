@@ -13,6 +13,7 @@ import contextlib
 import gc
 import html
 import json
+import os
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -109,7 +110,8 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
 
     @app.get("/_emulator/state")
     async def state() -> Response:
-        return json_response(emulator.snapshot())
+        # the pid tells `altcraft.testing` that the server on its port is the one it started
+        return json_response({**emulator.snapshot(), "pid": os.getpid()})
 
     @app.get("/_emulator/journal")
     async def journal(scenario_id: int | None = None) -> Response:
