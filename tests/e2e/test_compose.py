@@ -142,7 +142,8 @@ def test_the_emulator_runs_like_in_the_demo(services):
     emulator = command(services["altcraft-emulator"])
     assert emulator[: 1 + len(EMULATOR)] == ["python", *EMULATOR]
     port = emulator[emulator.index("--port") + 1]
-    assert services["altcraft-emulator"]["ports"] == [f"{port}:{port}"]
+    # the control API has no authentication: published on the host's loopback only
+    assert services["altcraft-emulator"]["ports"] == [f"127.0.0.1:{port}:{port}"]
     assert services["airflow-scheduler"]["depends_on"]["altcraft-emulator"] == {
         "condition": "service_healthy"
     }
@@ -190,7 +191,7 @@ def test_the_altcraft_connection_comes_from_the_environment_and_defaults_to_the_
     # The scenario link is opened by a browser on the host, where only the published port answers.
     link = connection_settings(conn.extra_dejson).scenario_url.format(base_url=base, scenario_id=12)
     assert link == f"http://localhost:{port}/workflows/12"
-    assert f"{port}:{port}" in services["altcraft-emulator"]["ports"]
+    assert f"127.0.0.1:{port}:{port}" in services["altcraft-emulator"]["ports"]
 
 
 def test_the_demo_crm_is_seeded_where_the_demo_pipeline_reads(services):
