@@ -143,6 +143,9 @@ def test_config_refuses_unknown_keys_and_bad_values(altcraft_emulator):
         {"total_key": ["total"]},
         {"max_batch_profiles": 0},
         {"task_delay_seconds": "x"},
+        {"strict": 1},
+        {"strict": "true"},
+        {"latency_ms": None},
     ):
         with pytest.raises(RuntimeError, match="400"):
             altcraft_emulator.config(**change)

@@ -490,8 +490,10 @@ class Config:
         for name, value in changes.items():
             if name not in known:
                 raise ValueError(f"unknown config key {name!r}")
-            if name in _CONFIG_CHOICES and value not in _CONFIG_CHOICES[name]:
-                raise ValueError(f"{name} must be one of {list(_CONFIG_CHOICES[name])}")
+            # by type too: 1 == True, but a config of {"strict": 1} is a mistake to say, not to take
+            choices = _CONFIG_CHOICES.get(name)
+            if choices is not None and not any(type(value) is type(c) and value == c for c in choices):
+                raise ValueError(f"{name} must be one of {list(choices)}")
             if name in _CONFIG_NUMBERS:
                 kind, minimum = _CONFIG_NUMBERS[name]
                 if value is None:
