@@ -144,6 +144,29 @@ def test_dry_run_predicts_the_real_run_across_chunks(dag_with, emulator, scenari
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 4
 
 
+def open_connections() -> int:
+    """Connections to the ledger's database other than this query's."""
+    engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar_one()
+
+
+@pytest.mark.parametrize("delivery", ["batch", "async"])
+def test_a_try_leaves_no_connection_of_its_ledger_open(dag_with, emulator, delivery):
+    """Each try made a ledger engine and never closed it: a process running tries one after another (dag.test,
+    a worker running tasks in-process) kept its pooled connections until PostgreSQL refused new clients."""
+    dag = dag_with(
+        contacts(6), dag_id=f"closed_{delivery}", delivery=delivery, batch_size=3, poll_interval=0.1
+    )
+    before = open_connections()
+    for day in range(3):
+        assert task_states(run_dag(dag, DAY + timedelta(days=day)))["import_and_launch"] == "success"
+    assert open_connections() <= before
+
+
 # -------------------------------------------------------------------- 2. carried state is visible
 
 

@@ -96,6 +96,12 @@ class Ledger:
         """Ledger on an Airflow connection's database, or on ``$AIRFLOW_HOME/altcraft_ledger.db`` if None."""
         return cls(ledger_engine(conn_id), stale_after=stale_after)
 
+    def close(self) -> None:
+        """Close the pooled connections (a task try's ledger, at its end: a long-lived process such as
+        `dag.test()` or a worker running tasks in-process would otherwise keep them open). The ledger stays
+        usable: a later call connects again."""
+        self.engine.dispose()
+
     def session(self, scope: Scope, run: RunRef, *, dry_run: bool = False) -> LedgerSession:
         """The ledger as one task try sees it: every call bound to ``scope`` and ``run``; a ``dry_run``
         session predicts claims and writes nothing."""

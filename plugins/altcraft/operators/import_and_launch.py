@@ -316,6 +316,13 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(self.scenario_id))
         window = self._window()
         delivery = self._running = self._delivery(hook, context, window, profiles_db_id=db_id)
+        try:
+            return self._execute(delivery, context, window)
+        finally:
+            self._running = None
+            delivery.ledger.close()
+
+    def _execute(self, delivery: Delivery, context: Context, window: Window | None) -> dict[str, Any]:
         if delivery.dry_run:
             # Airflow emits the outlets' asset events when the task succeeds, reading the task's
             # outlets then: a dry run must not schedule anything downstream.
@@ -347,8 +354,6 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         except BaseException:
             self._report(delivery, context, final=False)
             raise
-        finally:
-            self._running = None
         return self._finish(delivery, context)
 
     def on_kill(self) -> None:
@@ -364,6 +369,12 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         self._check_rendered()
         hook = AltcraftHook(self.altcraft_conn_id)
         delivery = self._delivery(hook, context, self._window())
+        try:
+            return self._complete(delivery, context, event)
+        finally:
+            delivery.ledger.close()
+
+    def _complete(self, delivery: Delivery, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         saved = context["task_state_store"].get(_SUMMARY_KEY) or {}
         self._position_moved = bool(saved.pop(_MOVED, False))
         for name, value in saved.items():

@@ -96,7 +96,10 @@ class WebhookSource(Stateful):
             raise SourceError(f"{self.describe()}: needs a state store for its position")
         self._pending = None
         after = position_in(self.database, self.state.get(STATE_KEY), self.state.get(POSITIONS_KEY))
-        yield from rechunk(self._records(after), batch_size)
+        try:
+            yield from rechunk(self._records(after), batch_size)
+        finally:
+            self.close_probe()  # the store's connections, not kept open past the read
 
     def _records(self, after: int | None) -> Iterator[dict[str, Any]]:
         for delivery_id, records in self.store.read(self.pipeline, after):
