@@ -15,6 +15,7 @@ from tests.airflow_helpers import task_states, xcom_values
 
 from .test_pipeline_runs import BROKEN_PER_DAY, DAYS, PER_DAY, launched_emails, load_dags, spec
 from .test_pipeline_runs import crm_table as crm_table  # a fixture
+from .test_spec import MINIMAL
 
 
 def test_an_event_run_after_a_failed_one_does_not_relaunch_under_every_run(
@@ -57,20 +58,7 @@ def test_an_event_run_after_a_failed_one_does_not_relaunch_under_every_run(
     assert len(launched) == DAYS * PER_DAY and set(launched.values()) == {1}
 
 
-BASE = {
-    "id": "overlap",
-    "timezone": "UTC",
-    "start_date": "2025-01-01",
-    "source": {
-        "type": "sql_table",
-        "conn_id": "c",
-        "table": "t",
-        "key_column": "id",
-        "created_at_column": "c",
-    },
-    "mapping": {"matching": "email", "key": {"email": "email"}},
-    "scenario": {"id": 1},
-}
+BASE = {**{k: v for k, v in MINIMAL.items() if k != "schedule"}, "id": "overlap"}  # each case sets its own
 POLL = {"type": "poll", "interval": "1m"}
 
 
