@@ -90,7 +90,9 @@ class AltcraftApi(Protocol):
 
     def get_task_status(self, task_id: str) -> TaskStatus: ...
 
-    def wait_for_task(self, task_id: str, timeout: float, poll_interval: float) -> TaskStatus: ...
+    def wait_for_task(
+        self, task_id: str, timeout: float, poll_interval: float, stop: threading.Event | None = None
+    ) -> TaskStatus: ...
 
     def get_profile(self, db_id: int, match: dict[str, Any]) -> dict[str, Any] | None: ...
 
@@ -771,7 +773,8 @@ class Delivery:
         """Settle every Altcraft task in ``tasks`` (batch id → task id), removing each once settled.
 
         With a ``timeout`` (seconds, shared by all tasks) a running task is waited for; without one it is
-        read once. A task still running raises :class:`TasksStillRunning`, leaving it in ``tasks``. A task
+        read once. A task still running raises :class:`TasksStillRunning` (`DeliveryStopped` once `stop` was
+        asked: the wait ends then), leaving it in ``tasks`` for the next try. A task
         Altcraft no longer knows (404: expired, or another account's) settles its contacts uncertain.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -783,7 +786,9 @@ class Delivery:
                         status = self.hook.get_task_status(task_id)
                     else:
                         left = max(0.0, deadline - time.monotonic())
-                        status = self.hook.wait_for_task(task_id, timeout=left, poll_interval=poll_interval)
+                        status = self.hook.wait_for_task(
+                            task_id, timeout=left, poll_interval=poll_interval, stop=self._stopping
+                        )
                 except AltcraftApiError as exc:
                     if exc.code != 404:
                         raise
@@ -792,6 +797,11 @@ class Delivery:
                     )
                     del tasks[batch_id]
                     continue
+                if not status.state.is_terminal and self._stopping.is_set():
+                    raise DeliveryStopped(
+                        f"Stopped waiting for Altcraft task {task_id}: the task was asked to stop; the next "
+                        "try re-attaches to it"
+                    )
                 if not status.state.is_terminal:
                     raise TasksStillRunning(
                         f"Altcraft task {task_id} is still {status.status!r} after {timeout}s; "

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pendulum
@@ -282,21 +283,7 @@ def test_a_task_asked_to_stop_makes_no_further_request(dag_with, emulator, scena
         {"endpoint": "workflows/import_and_start_batch", "kind": "latency", "latency_ms": 500}
     )
     dag = dag_with(contacts(10), batch_size=2)
-
-    def terminate_once_some_are_launched() -> None:
-        deadline = time.monotonic() + 60
-        while not emulator.journal(scenario_id) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGTERM)  # the task runs in this process under dag.test()
-
-    handler = signal.getsignal(signal.SIGTERM)
-    terminator = threading.Thread(target=terminate_once_some_are_launched, daemon=True)
-    terminator.start()
-    try:
-        dag_run = run_dag(dag, DAY)
-    finally:
-        terminator.join()
-        signal.signal(signal.SIGTERM, handler)
+    dag_run = run_terminated_once(dag, lambda: bool(emulator.journal(scenario_id)))
     assert task_states(dag_run) == {"import_and_launch": "failed"}
     launched = launch_counts(emulator, scenario_id)
     assert set(launched.values()) == {1} and len(launched) in (2, 4), "the request out, and none after"
@@ -309,6 +296,40 @@ def test_a_task_asked_to_stop_makes_no_further_request(dag_with, emulator, scena
         statuses = Counter(conn.execute(sa.text(query), {"s": scenario_id}).scalars())
     engine.dispose()
     assert statuses == {"launched": len(launched), "failed": summary["failed"]}
+
+
+def run_terminated_once(dag, ready: Callable[[], bool]):
+    """``run_dag`` of ``dag``, sending this process a SIGTERM once ``ready()`` (the task runs in this process
+    under dag.test(): Airflow calls the operator's ``on_kill``)."""
+
+    def terminate_when_ready() -> None:
+        deadline = time.monotonic() + 60
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    terminator = threading.Thread(target=terminate_when_ready, daemon=True)
+    terminator.start()
+    try:
+        return run_dag(dag, DAY)
+    finally:
+        terminator.join()
+        signal.signal(signal.SIGTERM, handler)
+
+
+def test_a_task_asked_to_stop_while_waiting_for_altcraft_tasks_stops_waiting(dag_with, emulator, scenario_id):
+    """SIGTERM while a non-deferrable ``async`` task waits for its Altcraft task: the wait ends (the task
+    stays in the try's book; the next try re-attaches to it) and the try fails saying so. It waited out
+    Altcraft's task and turned green."""
+    emulator.config(task_delay_seconds=30)
+    dag = dag_with(contacts(4), delivery="async", deferrable=False, poll_interval=0.2, batch_size=4)
+    dag_run = run_terminated_once(dag, lambda: bool(emulator.state()["tasks"]))
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    assert {task["status"] for task in emulator.state()["tasks"]} == {"queued"}, "it did not wait it out"
+    assert not launch_counts(emulator, scenario_id)
+    summary = xcom_values(dag.dag_id, dag_run.run_id, key="altcraft_summary")["import_and_launch", -1]
+    assert (summary["found"], summary["pending"], summary["launched"]) == (4, 4, 0)
 
 
 def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):

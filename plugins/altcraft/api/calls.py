@@ -9,6 +9,7 @@ A new endpoint goes here (its path, its request layout and its answer parsing, w
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -164,15 +165,20 @@ class AltcraftCalls:
         """Read an asynchronous task's state (``tasks/status``)."""
         return self._typed(*task_status_call(task_id))
 
-    def wait_for_task(self, task_id: str, timeout: float, poll_interval: float) -> TaskStatus:
-        """Poll ``tasks/status`` until the task is over or ``timeout`` seconds passed; its last status.
+    def wait_for_task(
+        self, task_id: str, timeout: float, poll_interval: float, stop: threading.Event | None = None
+    ) -> TaskStatus:
+        """Poll ``tasks/status`` until the task is over, ``timeout`` seconds passed or ``stop`` is set; its
+        last status.
 
         The caller decides what a still running task means (see ``TaskStatus.state.is_terminal``).
         """
         deadline = time.monotonic() + timeout
+        pause = (stop or threading.Event()).wait
         status = self.get_task_status(task_id)
         while not status.state.is_terminal and time.monotonic() < deadline:
-            time.sleep(poll_interval)
+            if pause(poll_interval):
+                break
             status = self.get_task_status(task_id)
         return status
 
