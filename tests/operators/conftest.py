@@ -86,7 +86,7 @@ def ledger(request, tmp_path) -> Iterator[Ledger]:
     """A ledger per test; its engine's pooled connections are closed after it (kept open, the idle ones of
     a few dozen tests used up PostgreSQL's 100 connections)."""
     url = LEDGER_URLS.get(request.param) or f"sqlite:///{tmp_path / 'ledger.db'}"
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(tagged(url))
     ledger = Ledger(engine)
     ledger.ensure_schema()
     yield ledger
@@ -146,19 +146,33 @@ def run_ref(
     )
 
 
-#: PostgreSQL backends holding a claim opened ahead: in a transaction whose last statement inserted contacts.
-PG_OPEN_CLAIMS = (
-    "FROM pg_stat_activity WHERE state = 'idle in transaction' "
-    "AND query LIKE 'INSERT INTO altcraft_contacts%%'"
-)
+def tagged(url: str) -> str:
+    """``url`` with an ``application_name`` of its own on PostgreSQL, so that `open_claims` counts only the
+    connections made with it, not those of suites sharing the server."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    name = f"altcraft-test-{uuid.uuid4().hex[:12]}"
+    return parsed.update_query_dict({"application_name": name}).render_as_string(hide_password=False)
+
+
+def pg_open_claims(url: str) -> str:
+    """FROM … WHERE of the PostgreSQL backends connected with ``url``'s ``application_name`` (a `tagged`
+    url) that hold a claim opened ahead: in a transaction whose last statement inserted contacts."""
+    name = sa.make_url(url).query["application_name"]
+    assert isinstance(name, str) and name.isascii() and "'" not in name
+    return (
+        "FROM pg_stat_activity WHERE state = 'idle in transaction' "
+        f"AND query LIKE 'INSERT INTO altcraft_contacts%%' AND application_name = '{name}'"
+    )
 
 
 def open_claims(url: str) -> int:
     """Transactions of other connections that wrote to a ledger at ``url`` and are still open: on
-    PostgreSQL those of `PG_OPEN_CLAIMS`, on MySQL/MariaDB any that changed a row."""
+    PostgreSQL those of `pg_open_claims` (``url`` is `tagged`), on MySQL/MariaDB any that changed a row."""
     engine = sa.create_engine(url)
     query = (
-        f"SELECT count(*) {PG_OPEN_CLAIMS}"
+        f"SELECT count(*) {pg_open_claims(url)}"
         if engine.dialect.name == "postgresql"
         else "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_rows_modified > 0"
     )

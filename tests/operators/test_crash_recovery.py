@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from altcraft.ledger import Ledger, Scope
 from altcraft.ledger.schema import activity_table, contacts_table
 
-from .conftest import PG_URL, launch_counts, open_claims
+from .conftest import PG_URL, launch_counts, open_claims, tagged
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -54,10 +54,11 @@ def test_sigkill_mid_run_then_retry(emulator, scenario_id):
             "count": 1,
         }
     )
-    worker = _worker(scenario_id, try_number=1)
+    url = tagged(PG_URL)
+    worker = _worker(scenario_id, try_number=1, ledger_url=url)
     _wait_for(lambda: emulator.state()["faults"][0]["hits"] == 1)
     # meanwhile chunk 4 is claimed in a transaction left open, and none of it is committed
-    _wait_for(lambda: open_claims(PG_URL) == 1, timeout=1.5)
+    _wait_for(lambda: open_claims(url) == 1, timeout=1.5)
     assert _committed_contacts(scenario_id) == 30
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)

@@ -21,11 +21,11 @@ from tests.broken_contacts import BROKEN_CONTACTS, GOOD, MAPPING
 from .conftest import (
     FAST,
     MARKER,
-    PG_OPEN_CLAIMS,
     contacts,
     in_batches,
     launch_counts,
     open_claims,
+    pg_open_claims,
     run_ref,
 )
 
@@ -206,7 +206,8 @@ def test_a_claim_made_ahead_whose_connection_is_lost_is_made_again_in_line(
     runner.start()
     _hold_first_request(emulator, ledger)
     with ledger.engine.connect() as conn:
-        ended = conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) {PG_OPEN_CLAIMS}").all()
+        url = ledger.engine.url.render_as_string(hide_password=False)
+        ended = conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) {pg_open_claims(url)}").all()
     runner.join(timeout=60)
 
     assert ended == [(True,)]
