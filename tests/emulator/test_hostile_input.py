@@ -85,6 +85,18 @@ def test_a_body_announced_larger_than_the_limit_is_413_before_it_is_read(altcraf
     assert answer.startswith(b"HTTP/1.1 413"), answer
 
 
+@pytest.mark.parametrize("path", ["/_emulator/seed", "/_emulator/config", "/_emulator/faults"])
+def test_a_control_body_larger_than_its_limit_is_413_before_it_is_read(altcraft_emulator, path):
+    """The control API had no limit: a seed announcing a terabyte was read until memory ran out."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n"
+    )
+    answer = _raw_exchange(altcraft_emulator.url, head, b'{"databases": [')
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert altcraft_emulator.config(latency_ms=0)["latency_ms"] == 0, "the control API still answers"
+
+
 def test_a_chunked_body_growing_past_the_limit_is_413_without_waiting_for_its_end(altcraft_emulator):
     altcraft_emulator.config(max_body_bytes=2000)
     head = (

@@ -220,18 +220,22 @@ class FaultLayer:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         reply = _with_request_id(send, request_id)
-        if not scope["path"].startswith(API_PREFIX):
-            await self.app(scope, receive, reply)
-            return
         config = self.emulator.config
+        api = scope["path"].startswith(API_PREFIX)
+        limit = config.max_body_bytes if api else CONTROL_MAX_BODY_BYTES
         try:
-            body = await _read_body(scope, receive, config.max_body_bytes)
+            body = await _read_body(scope, receive, limit)
         except _TooLarge:  # answered at once, the rest unread ("connection: close" drops it)
-            answer = error_response(
-                config, ApiError(413, f"request body is larger than {config.max_body_bytes} bytes")
+            text = f"request body is larger than {limit} bytes"
+            answer = (
+                error_response(config, ApiError(413, text)) if api else JSONResponse({"detail": text}, 413)
             )
             answer.headers["connection"] = "close"
             await answer(scope, receive, reply)
+            return
+        if not api:
+            if body is not None:
+                await self.app(scope, _replay(body, receive), reply)
             return
         if body is None:  # the client left before its request was complete: nothing to process
             return
@@ -264,6 +268,10 @@ class FaultLayer:
                 await _abort(send, receive)
             else:  # malformed: processed, then a cut JSON body with HTTP 200
                 await _send(reply, 200, b"application/json", answer[: max(1, len(answer) // 2)])
+
+
+#: The largest body the control API reads (a seed, config or fault rules): it has no other limit.
+CONTROL_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class _TooLarge(Exception):
