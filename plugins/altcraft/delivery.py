@@ -652,19 +652,22 @@ class Delivery:
 
     # ---------------------------------------------------------------------------------------- sending
 
-    def _send_batch(self, claim: Claim, piece: Chunk) -> None:
+    def _send_chunk(self, claim: Claim, send: Callable[..., T], piece: Chunk) -> T:
+        """``send`` the chunk's whole request for ``claim``; a failed request stops the run (`_stop`), an
+        interrupted one is recorded (`_interrupted`) and raised on."""
         keys = claim.to_send
         self.summary.requests += 1
         try:
-            results = self.hook.import_and_start_batch_results(
-                self.target.batch_request(), raw_data=piece.body, keys=keys
-            )
+            return send(self.target.batch_request(), raw_data=piece.body, keys=keys)
         except AltcraftError as exc:
             self._stop(claim, {}, keys, exc)
         except BaseException as exc:
             self._interrupted(claim, {}, keys, exc)
             raise
-        self._settle_results(claim, keys, results)
+
+    def _send_batch(self, claim: Claim, piece: Chunk) -> None:
+        results = self._send_chunk(claim, self.hook.import_and_start_batch_results, piece)
+        self._settle_results(claim, claim.to_send, results)
 
     def _send_singly(self, claim: Claim, profiles: list[Profile]) -> None:
         settlements: dict[str, Settlement] = {}
@@ -721,16 +724,7 @@ class Delivery:
 
     def _submit_task(self, claim: Claim, piece: Chunk) -> None:
         keys = claim.to_send
-        self.summary.requests += 1
-        try:
-            task_id = self.hook.submit_import_and_start_batch_task(
-                self.target.batch_request(), raw_data=piece.body, keys=keys
-            )
-        except AltcraftError as exc:
-            self._stop(claim, {}, keys, exc)
-        except BaseException as exc:
-            self._interrupted(claim, {}, keys, exc)
-            raise
+        task_id = self._send_chunk(claim, self.hook.submit_import_and_start_batch_task, piece)
         earlier = next((batch for batch, known in self.tasks.items() if known == task_id), None)
         if earlier is not None:
             # one task id for two batches: its results cannot tell which batch they are for
