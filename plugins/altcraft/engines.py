@@ -12,13 +12,16 @@ import re
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, ExceptionContext
+
+from altcraft.masking import scrub
 
 log = logging.getLogger(__name__)
 
 
 #: Options of every engine made here. SQLAlchemy writes a failed statement's bound values (contact keys
-#: with their emails and phones, source rows) into its error messages, which reach task logs.
+#: with their emails and phones, source rows) into its error messages, which reach task logs. The
+#: database's own text of the error is masked by `_masked_errors`.
 ENGINE_OPTIONS = {"hide_parameters": True}
 
 
@@ -37,13 +40,13 @@ def sql_engine(conn_id: str) -> Engine:
         hook = conn.get_hook()
     except Exception as exc:  # no hook for this connection type: its URI may still work
         log.info("No hook for connection %s (%s); using its URI", conn_id, type(exc).__name__)
-        return sa.create_engine(_sqlalchemy_url(conn.get_uri()), **ENGINE_OPTIONS)
+        return _masked_errors(sa.create_engine(_sqlalchemy_url(conn.get_uri()), **ENGINE_OPTIONS))
     get_engine = getattr(hook, "get_sqlalchemy_engine", None)
     if not callable(get_engine):
         raise NotASqlConnection(
             f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})"
         )
-    return get_engine(engine_kwargs=dict(ENGINE_OPTIONS))
+    return _masked_errors(get_engine(engine_kwargs=dict(ENGINE_OPTIONS)))
 
 
 def ledger_conn_id(conn_id: str | None = None) -> str | None:
@@ -65,9 +68,27 @@ def ledger_engine(conn_id: str | None) -> Engine:
         return sql_engine(conn_id)
     home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(
-        f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60}, **ENGINE_OPTIONS
+    return _masked_errors(
+        sa.create_engine(
+            f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60}, **ENGINE_OPTIONS
+        )
     )
+
+
+def _masked_errors(engine: Engine) -> Engine:
+    """``engine``, every error it raises with the emails and phones of its text masked (`_mask_error`)."""
+    sa.event.listen(engine, "handle_error", _mask_error)
+    return engine
+
+
+def _mask_error(context: ExceptionContext) -> None:
+    """Mask the emails and phones in the texts of a database error, the driver's exception and SQLAlchemy's
+    (which is raised from it, so a traceback prints both): the database quotes the row it refused
+    (PostgreSQL's ``DETAIL: Failing row contains (...)``), a value it could not cast, a trigger's message,
+    whatever ``hide_parameters`` hides. Codes (MySQL's first argument) and attributes are kept."""
+    for error in (context.original_exception, context.sqlalchemy_exception):
+        if error is not None:
+            error.args = tuple(scrub(arg) if isinstance(arg, str) else arg for arg in error.args)
 
 
 def _sqlalchemy_url(uri: str) -> str:

@@ -1,0 +1,94 @@
+"""A database's own error text may quote a row: PostgreSQL's ``DETAIL: Failing row contains (...)`` of a
+check constraint, a trigger's message naming the row, a value that could not be cast. ``hide_parameters``
+hides only SQLAlchemy's copy of the bound values, so the engines made in `altcraft.engines` mask the emails
+and phones of every error text at its origin: the exception, its chained driver error and a logged
+traceback of either show the contact masked, never in clear."""
+
+from __future__ import annotations
+
+import traceback
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from altcraft.engines import sql_engine
+from altcraft.ledger import Ledger, RelaunchPolicy, RunRef, Scope
+
+EMAIL = "anna.petrova@example.org"
+SERVERS = {
+    "postgresql": ("postgresql+psycopg2://postgres@127.0.0.1:5432", "postgres", "postgresql"),
+    "mariadb": ("mysql+pymysql://root@127.0.0.1:3306", "test", "mysql"),
+}
+#: What makes each server refuse a ledger row, naming the row in its text as a DBA's rule would.
+REFUSALS = {
+    "postgresql": [
+        "ALTER TABLE altcraft_contacts ADD CONSTRAINT guard CHECK (strpos(contact_key, 'anna') = 0)",
+    ],
+    "mariadb": [
+        "CREATE TRIGGER guard BEFORE INSERT ON altcraft_contacts FOR EACH ROW "
+        "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = NEW.source_key",
+    ],
+}
+
+
+def _admin(server: str, database: str, statement: str) -> None:
+    engine = sa.create_engine(f"{server}/{database}", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+@pytest.fixture(params=list(SERVERS))
+def ledger_conn(request, monkeypatch) -> Iterator[str]:
+    """An Airflow connection to a database of its own on each server (dropped afterwards)."""
+    server, admin, scheme = SERVERS[request.param]
+    name = f"altcraft_pii_{uuid.uuid4().hex[:10]}"
+    _admin(server, admin, f"CREATE DATABASE {name}")
+    host = server.split("://", 1)[1]
+    monkeypatch.setenv("AIRFLOW_CONN_PII_LEDGER", f"{scheme}://{host}/{name}")
+    yield request.param
+    _admin(server, admin, f"DROP DATABASE IF EXISTS {name}")
+
+
+def _shown(exc: BaseException) -> str:
+    """Everything a task log or a failure callback shows of ``exc``: its text and its whole traceback."""
+    return str(exc) + "".join(traceback.format_exception(exc))
+
+
+def test_a_ledger_row_refused_by_the_database_is_named_masked(ledger_conn):
+    ledger = Ledger.from_conn_id("pii_ledger")
+    run = RunRef("pii_dag", "import_and_launch", "manual__1", 1, "w")
+    try:
+        ledger.ensure_schema()
+        with ledger.engine.begin() as conn:
+            for statement in REFUSALS[ledger_conn]:
+                conn.exec_driver_sql(statement)
+        with pytest.raises(sa.exc.DBAPIError) as refused:
+            ledger.claim(
+                Scope("https://pii.altcraft.test", 7),
+                run,
+                [(f"email:{EMAIL}", EMAIL)],
+                RelaunchPolicy.parse("once"),
+            )
+    finally:
+        ledger.close()
+    shown = _shown(refused.value)
+    assert EMAIL not in shown, shown
+    assert "a***@e***.org" in shown, shown
+    assert "parameters hidden" in shown  # the statement is still named, its values are not
+
+
+def test_a_value_the_database_could_not_cast_is_masked_in_its_error(monkeypatch):
+    """PostgreSQL's error quotes the value it could not cast, though the parameters are hidden."""
+    monkeypatch.setenv("AIRFLOW_CONN_PII_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    engine = sql_engine("pii_pg")
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as refused, engine.connect() as conn:
+            conn.execute(sa.text("SELECT CAST(:email AS integer)"), {"email": EMAIL})
+    finally:
+        engine.dispose()
+    shown = _shown(refused.value)
+    assert EMAIL not in shown, shown
+    assert "invalid input syntax for type integer" in shown and "a***@e***.org" in shown, shown
