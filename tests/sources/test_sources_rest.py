@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import chain
 
 import pytest
@@ -232,6 +235,49 @@ def test_a_request_that_gets_no_answer_fails_without_quoting_the_connection_head
         )
 
     assert "s3cr3t" not in str(failure.value) and failure.value.__cause__ is None
+
+
+def test_a_page_that_gets_no_answer_is_logged_without_its_query(monkeypatch, capfd, caplog):
+    """The API gives a contact's email as the next page's cursor, then stops answering: the query of the
+    request that failed (``?cursor=anna...``) appears in no log line, nor in the error."""
+    email = "anna.petrova@example.org"
+
+    class FirstPageOnly(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"items": [{"id": 1, "email": email}], "next": email}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            threading.Thread(target=server.shutdown).start()  # the next page finds no one listening
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FirstPageOnly)
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AIRFLOW_CONN_SRC_TEST_FIRST_PAGE", json.dumps({"conn_type": "http", "host": url}))
+    caplog.set_level(logging.DEBUG, logger="airflow.task.hooks")
+    rest = RestSource(
+        "src_test_first_page",
+        "v1/contacts",
+        key_column="id",
+        record_path="items",
+        paginator=CursorPaginator(cursor_path="next"),
+    )
+    batches = rest.batches(None, 1)
+    assert next(batches) == [{"id": 1, "email": email}]
+    serving.join()
+    server.server_close()
+
+    with pytest.raises(SourceError, match=r"no answer \(ConnectionError\) from v1/contacts$") as failure:
+        next(batches)
+
+    shown = "\n".join([str(failure.value), caplog.text, *capfd.readouterr()])
+    assert "anna.petrova" not in shown, shown
 
 
 def test_an_item_that_is_not_an_object_is_that_items_error_and_the_others_are_read(crm):
