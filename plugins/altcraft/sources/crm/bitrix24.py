@@ -49,6 +49,8 @@ class Bitrix24Source(CrmSource):
     fetch_chunk = PAGE
 
     def connect(self, conn: Any) -> Any:
+        from airflow.sdk.log import mask_secret
+
         from altcraft.sources.crm.http import CrmHttp
 
         secret = conn.password or ""
@@ -61,10 +63,14 @@ class Bitrix24Source(CrmSource):
             raise SourceError(
                 f"{self.crm}: connection {conn.conn_id!r}: put the inbound webhook URL in its password"
             )
-        if not urlsplit(url).path.rstrip("/").count("/") >= 3:
+        path = urlsplit(url).path.rstrip("/")
+        if not path.count("/") >= 3:
             raise SourceError(
                 f"{self.crm}: connection {conn.conn_id!r}: no /rest/<user>/<secret>/ in the URL"
             )
+        # Airflow redacts the password, the whole URL, from task logs; a request line urllib3 logs at DEBUG
+        # holds only the path, with the secret in it
+        mask_secret(path.rpartition("/")[2])
         return CrmHttp(self.crm, url.rstrip("/") + "/", {"Accept": "application/json"}, self.limits())
 
     def created_pages(self, window: Window) -> Iterator[list[dict[str, Any]]]:
