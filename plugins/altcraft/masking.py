@@ -1,4 +1,4 @@
-"""Masks contact data for logs: emails, phones, free text and whole records. Never raises.
+"""Masks contact data for logs: emails, phones, free text, records, a third party's lines. Never raises.
 
 A leaf module (nothing of the provider imported): the API layer scrubs server texts with it, and
 `altcraft.mapping.mask_key` masks ledger keys with it.
@@ -6,8 +6,10 @@ A leaf module (nothing of the provider imported): the API layer scrubs server te
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 MASK = "***"
@@ -82,6 +84,15 @@ def scrub(text: Any) -> str:
     """Free text (e.g. an error message from Altcraft) with every email and phone-like number in it masked."""
     masked = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group()), text_of(text))
     return _PHONE_IN_TEXT.sub(_masked_phone, masked)
+
+
+class ScrubbedLog(logging.Filter):
+    """A logging filter that `scrub`s each record of the logger it is added to: a third party's lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with suppress(Exception):  # a record that cannot be formatted fails in its handler, as it would have
+            record.msg, record.args = scrub(record.getMessage()), ()
+        return True
 
 
 def _masked_phone(match: re.Match[str]) -> str:

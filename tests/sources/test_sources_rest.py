@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import chain
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fake_crm import CONTACTS, EPOCH, PAGE_SIZE, contacts_between
@@ -237,47 +238,62 @@ def test_a_request_that_gets_no_answer_fails_without_quoting_the_connection_head
     assert "s3cr3t" not in str(failure.value) and failure.value.__cause__ is None
 
 
-def test_a_page_that_gets_no_answer_is_logged_without_its_query(monkeypatch, capfd, caplog):
-    """The API gives a contact's email as the next page's cursor, then stops answering: the query of the
-    request that failed (``?cursor=anna...``) appears in no log line, nor in the error."""
-    email = "anna.petrova@example.org"
+def test_cursors_that_are_emails_reach_no_log_line(monkeypatch, capfd):
+    """The API gives contacts' emails as the next pages' cursors, then stops answering: neither the query of
+    a request answered (urllib3's DEBUG line ``"GET /v1/contacts?cursor=anna... HTTP/1.1" 200``) nor that of
+    the request that failed (quoted by the connection error) appears in a log line or the error."""
+    anna, boris = "anna.petrova@example.org", "boris.ivanov@example.org"
+    following = {None: anna, anna: boris}  # the page after boris's cursor finds no one listening
 
-    class FirstPageOnly(BaseHTTPRequestHandler):
+    class TwoPages(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps({"items": [{"id": 1, "email": email}], "next": email}).encode()
+            cursor = parse_qs(urlsplit(self.path).query).get("cursor", [None])[0]
+            body = json.dumps({"items": [{"id": len(cursor or "")}], "next": following[cursor]}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
-            threading.Thread(target=server.shutdown).start()  # the next page finds no one listening
+            if following[cursor] == boris:
+                threading.Thread(target=server.shutdown).start()
 
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FirstPageOnly)
-    serving = threading.Thread(target=server.serve_forever)
-    serving.start()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TwoPages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("AIRFLOW_CONN_SRC_TEST_FIRST_PAGE", json.dumps({"conn_type": "http", "host": url}))
-    caplog.set_level(logging.DEBUG, logger="airflow.task.hooks")
+    monkeypatch.setenv("AIRFLOW_CONN_SRC_TEST_TWO_PAGES", json.dumps({"conn_type": "http", "host": url}))
     rest = RestSource(
-        "src_test_first_page",
+        "src_test_two_pages",
         "v1/contacts",
         key_column="id",
         record_path="items",
         paginator=CursorPaginator(cursor_path="next"),
     )
-    batches = rest.batches(None, 1)
-    assert next(batches) == [{"id": 1, "email": email}]
-    serving.join()
-    server.server_close()
+    debug: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: debug.append(record.getMessage())
+    urllib3 = logging.getLogger("urllib3")
+    level = urllib3.level
+    urllib3.addHandler(handler)
+    urllib3.setLevel(logging.DEBUG)
+    try:
+        batches = rest.batches(None, 1)
+        assert next(batches) == [{"id": 0}] and next(batches) == [{"id": len(anna)}]
+        server.shutdown()  # (the second page's handler asked for it already)
+        server.server_close()
+        with pytest.raises(SourceError, match=r"no answer \(ConnectionError\) from v1/contacts$") as failure:
+            next(batches)
+    finally:
+        urllib3.removeHandler(handler)
+        urllib3.setLevel(level)
+        server.shutdown()
+        server.server_close()
 
-    with pytest.raises(SourceError, match=r"no answer \(ConnectionError\) from v1/contacts$") as failure:
-        next(batches)
-
-    shown = "\n".join([str(failure.value), caplog.text, *capfd.readouterr()])
-    assert "anna.petrova" not in shown, shown
+    assert sum('"GET /' in line for line in debug) == 2, debug  # the answered requests' lines were logged
+    shown = "\n".join([str(failure.value), *debug, *capfd.readouterr()])
+    assert "anna.petrova" not in shown and "boris.ivanov" not in shown, shown
 
 
 def test_an_item_that_is_not_an_object_is_that_items_error_and_the_others_are_read(crm):

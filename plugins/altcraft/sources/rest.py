@@ -23,6 +23,7 @@ models with a ``type`` so that pipeline specs can name them directly.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -31,6 +32,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
+from altcraft.masking import ScrubbedLog
 from altcraft.sources.base import (
     ERROR_FIELD,
     PageLog,
@@ -59,6 +61,10 @@ from altcraft.spec_checks import (
 
 if TYPE_CHECKING:
     from requests import Response
+
+#: urllib3 logs each request's line at DEBUG, with its query: a cursor or next link may hold a contact's email
+_REQUEST_LINES = logging.getLogger("urllib3.connectionpool")
+_SCRUBBED = ScrubbedLog()
 
 WindowFormat = Literal["iso", "epoch"]
 WINDOW_PARAM_KEYS = ("start", "end")
@@ -313,6 +319,7 @@ class RestSource(Source):
 
         from altcraft.deadline import DeadlineAdapter
 
+        _REQUEST_LINES.addFilter(_SCRUBBED)  # once: a filter added again is not added twice
         return HttpHook(method=self.method, http_conn_id=self.http_conn_id, adapter=DeadlineAdapter())
 
     def _records(self, window: Window | None) -> Iterator[Any]:
