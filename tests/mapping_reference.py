@@ -157,7 +157,7 @@ def _datetime(field: str, zone: tzinfo) -> Coercer:
             if not text:
                 return None
             try:
-                value = datetime.fromisoformat(text)
+                value = validation.iso_datetime(text)  # a deliberate change: text read whole
             except ValueError:
                 raise ValidationError(field, "is not an ISO 8601 date-time") from None
         elif _is_number(raw):

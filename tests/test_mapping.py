@@ -357,6 +357,47 @@ def test_impossible_datetimes_are_rejected(raw, reason):
     assert reason in rejection(one_field("datetime", raw, timezone="Europe/Berlin")).reason
 
 
+@pytest.mark.parametrize(
+    ("field_type", "raw", "expected"),
+    [
+        # a date with an offset (XML Schema's xs:date, Java's ISO_DATE) is that date, its midnight there:
+        # Python 3.11's fromisoformat read the offset as a time of day (03:00, 05:00 naive)
+        ("datetime", "2024-03-01+03:00", "2024-03-01T00:00:00+03:00"),
+        ("datetime", "2024-03-01-05:00", "2024-03-01T00:00:00-05:00"),
+        ("datetime", "20240301Z", "2024-03-01T00:00:00+00:00"),
+        ("date", "2024-03-01-05:00", "2024-03-01"),
+        ("date", "2024-03-01+14:00", "2024-03-01"),
+        ("datetime", "2024-03-01 05:00", "2024-03-01T05:00:00+03:00"),
+        ("datetime", "2024-03-01t05:00:00Z", "2024-03-01T05:00:00+00:00"),
+        ("datetime", "2024-W09-5T05:00", "2024-03-01T05:00:00+03:00"),
+        ("date", "2024W095", "2024-03-01"),
+    ],
+)
+def test_iso_text_is_read_whole(field_type, raw, expected):
+    assert profile(one_field(field_type, raw, timezone="Europe/Moscow")).data == {"f": expected}
+
+
+@pytest.mark.parametrize(
+    ("field_type", "raw"),
+    [
+        # fromisoformat took any character between date and time, and date.fromisoformat ignored two
+        # characters after YYYYMMDD: each of these was sent as a date or time the text does not say
+        ("datetime", "2024-03-01x05:00"),
+        ("datetime", "2024-03-01_05:00"),
+        ("datetime", "2024-03-01+0500:00"),
+        ("date", "2024030199"),
+        ("date", "20240301xx"),
+        ("date", "20240301 x"),
+        ("date", "2024-W09"),  # a week, not a day
+        ("date", "\uff12\uff10\uff12\uff14-03-01"),  # full-width digits
+        ("datetime", "20240301T05300012"),
+    ],
+)
+def test_text_that_is_not_iso_8601_is_rejected_not_guessed(field_type, raw):
+    reason = rejection(one_field(field_type, raw, timezone="Europe/Moscow")).reason
+    assert "is not an ISO 8601 date" in reason and raw not in reason
+
+
 def test_phones_target_is_always_a_list_and_other_phone_targets_are_text():
     m = mapper(
         fields={"phones": {"source": "p", "type": "phone"}, "WORK": {"source": "w", "type": "phone"}},

@@ -13,7 +13,8 @@ int      int, integral float/Decimal, or decimal text; 64-bit range; bool is ref
 float    finite number or decimal text
 bool     bool, 0/1, or true/false/yes/no/on/off/t/f/y/n/1/0 text
 date     ``YYYY-MM-DD`` from a date, a datetime (its own wall date), ISO text or epoch seconds
-datetime RFC 3339 with offset from a datetime, a date (midnight), ISO text or epoch seconds (int/float);
+datetime RFC 3339 with offset from a datetime, a date (midnight), ISO text (a date with an offset,
+         ``2024-03-01+03:00``: its midnight there) or epoch seconds (int/float);
          naive values are wall time in `timezone`: an ambiguous time (DST fall-back) is its first
          occurrence, a non-existent one (spring-forward gap) moves forward by the gap
 email    syntax-checked and normalised address (email-validator, no DNS)
@@ -53,6 +54,7 @@ from altcraft.validation import (
     as_text,
     email_identity,
     is_finite,
+    iso_datetime,
     key_text,
     kind_of,
     normalize_email,
@@ -410,22 +412,25 @@ def _is_number(raw: Any) -> bool:
     return isinstance(raw, _NUMBERS) and not isinstance(raw, bool)
 
 
+def _iso_text(raw: str, field: str, reason: str) -> datetime | None:
+    """The date or date-time ``raw`` writes in ISO 8601 (`validation.iso_datetime`); None if it is blank."""
+    text = raw.strip()
+    try:
+        return iso_datetime(text) if text else None
+    except ValueError:
+        raise ValidationError(field, reason) from None
+
+
 def _date(field: str, zone: tzinfo) -> Coercer:
     def coerce(raw: Any) -> str | None:
+        if isinstance(raw, str):
+            raw = _iso_text(raw, field, "is not an ISO 8601 date (YYYY-MM-DD)")
+            if raw is None:
+                return None
         if isinstance(raw, datetime):
             return raw.date().isoformat()
         if isinstance(raw, date):
             return raw.isoformat()
-        if isinstance(raw, str):
-            text = raw.strip()
-            if not text:
-                return None
-            try:
-                return (
-                    date.fromisoformat(text) if len(text) <= 10 else datetime.fromisoformat(text).date()
-                ).isoformat()
-            except ValueError:
-                raise ValidationError(field, "is not an ISO 8601 date (YYYY-MM-DD)") from None
         if _is_number(raw):
             return _from_epoch(raw, zone, field).date().isoformat()
         raise ValidationError(field, f"expected a date, got {kind_of(raw)}")
@@ -439,18 +444,14 @@ def _datetime(field: str, zone: tzinfo) -> Coercer:
     fixed = getattr(zone, "key", None) == "UTC"
 
     def coerce(raw: Any) -> str | None:
+        if isinstance(raw, str):
+            raw = _iso_text(raw, field, "is not an ISO 8601 date-time")
+            if raw is None:
+                return None
         if isinstance(raw, datetime):
             value = raw
         elif isinstance(raw, date):
             value = datetime(raw.year, raw.month, raw.day)
-        elif isinstance(raw, str):
-            text = raw.strip()
-            if not text:
-                return None
-            try:
-                value = datetime.fromisoformat(text)
-            except ValueError:
-                raise ValidationError(field, "is not an ISO 8601 date-time") from None
         elif _is_number(raw):
             value = _from_epoch(raw, zone, field)
         else:

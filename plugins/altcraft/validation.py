@@ -18,6 +18,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Collection
+from datetime import datetime
 from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -37,6 +38,11 @@ _KEY_FORBIDDEN = re.compile(
     r"[\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
     r"\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
     r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+_ISO_TEXT = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}|[0-9]{4}-W[0-9]{2}-[0-9]|[0-9]{4}W[0-9]{3})"
+    r"(?P<time>[Tt ][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?)?)?"
+    r"(?P<offset>Z|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?)?)?"
 )
 _PHONE_CHARS = re.compile(r"\+?[0-9 ().\-]*")
 _QUOTED_DETAIL = re.compile(r"\s*\([^)]*['\"][^)]*\)")
@@ -113,6 +119,23 @@ def int_text(value: int, *, field: str) -> str:
         return str(value)
     except ValueError:
         raise ValidationError(field, "is an integer too long to write as text") from None
+
+
+def iso_datetime(text: str) -> datetime:
+    """ISO 8601 text as a datetime, naive without an offset; a date alone is its midnight, and a date with an
+    offset (``2024-03-01+03:00``: XML Schema's ``xs:date``, Java's ``ISO_DATE``) its midnight there.
+
+    The text is matched whole first: Python 3.11's ``datetime.fromisoformat`` takes any character between
+    date and time (``2024-03-01+03:00`` was 03:00 naive, ``2024-03-01x05:00`` 05:00) and
+    ``date.fromisoformat`` ignores two characters after ``YYYYMMDD`` (``2024030199`` was March 1).
+
+    :raises ValueError: not ISO 8601 text, or no such date or time (the message may quote the text).
+    """
+    shape = _ISO_TEXT.fullmatch(text)
+    if shape is None:
+        raise ValueError("not ISO 8601 text")
+    day, time, offset = shape.group("date", "time", "offset")
+    return datetime.fromisoformat(f"{day}{time or 'T00:00'}{offset or ''}")
 
 
 def check_text(

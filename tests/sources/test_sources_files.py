@@ -161,6 +161,25 @@ def test_naive_timestamps_use_the_timezone_and_numbers_are_epoch_seconds(tmp_pat
     assert ids(read(source)) == ["berlin-start", "epoch-in"]
 
 
+def test_a_timestamp_is_read_whole_as_iso_8601(tmp_path):
+    """Python 3.11's fromisoformat read a date's offset as a time of day (2024-03-01+03:00 was 03:00 UTC,
+    inside the window, though its midnight at +03:00 is the day before) and took any character between date
+    and time."""
+    write(
+        tmp_path / "t.csv",
+        CSV_HEADER
+        + "east,a@example.org,2024-03-01+03:00\n"  # 2024-02-29T21:00Z: the window before
+        + "west,b@example.org,2024-03-01-05:00\n"  # 2024-03-01T05:00Z
+        + "junk,c@example.org,2024-03-01x05:00\n",
+    )
+    source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at")
+
+    records = read(source)
+
+    assert ids(records) == ["west", f"{tmp_path / 't.csv'}:4"]
+    assert records[1][ERROR_FIELD] == "created_at: not ISO 8601 text or epoch seconds"
+
+
 def test_mtime_window_reads_whole_files_once(tmp_path):
     write(tmp_path / "early.csv", CSV_HEADER + "1,a@example.org,\n", START - timedelta(seconds=1))
     inside = write(tmp_path / "inside.csv", CSV_HEADER + "2,b@example.org,\n", START)

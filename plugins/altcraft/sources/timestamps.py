@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from altcraft.validation import iso_datetime
+
 _EPOCH = re.compile(r"\d+(\.\d+)?")
 EPOCH_SECONDS = (10**8, 10**11)
 """The epoch seconds a contact's time can be (1973-03-03 to 5138-11-16): a number outside is in another unit
@@ -23,15 +25,15 @@ def epoch_instant(seconds: float) -> datetime:
 
 
 def parse_timestamp(value: Any, timezone: str) -> datetime:
-    """An aware timestamp from ISO 8601 text (naive text is in ``timezone``) or epoch seconds; ValueError
-    (or OverflowError, OSError for a number out of range) otherwise."""
+    """An aware timestamp from ISO 8601 text (`iso_datetime`: naive text is in ``timezone``) or epoch seconds;
+    ValueError (or OverflowError, OSError for a number out of range) otherwise."""
     if isinstance(value, str) and _EPOCH.fullmatch(value.strip()):
         value = float(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return epoch_instant(value)
     if not isinstance(value, str):
         raise ValueError(f"expected ISO 8601 text or epoch seconds, got {type(value).__name__}")
-    ts = datetime.fromisoformat(value.strip())
+    ts = iso_datetime(value.strip())
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=ZoneInfo(timezone))
 
 
