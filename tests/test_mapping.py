@@ -603,6 +603,44 @@ def test_a_source_key_too_long_to_write_is_invalid_and_other_records_map():
     assert profile(results[2]).source_key == "3"
 
 
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        # what a PostgreSQL or MariaDB numeric(20,10) / DECIMAL(20,10) column gives for 0 and 1e-8: str() of
+        # these Decimals wrote 0E-10 and 1E-8, which is no text the database or the user ever saw
+        (Decimal("0.0000000000"), "0.0000000000"),
+        (Decimal("0.00000001"), "0.00000001"),
+        (Decimal("1E+3"), "1000"),
+        (Decimal("-12.50"), "-12.50"),
+    ],
+)
+def test_a_decimal_is_written_as_the_database_writes_it(raw, text):
+    m = mapper(
+        matching="custom",
+        field_name="AMOUNT_KEY",
+        key={"field_value": "v"},
+        fields={
+            "note": {"template": "amount {v}"},
+            "AMOUNT": {"source": "v"},
+            "TAGS": {"source": "v", "type": "tags"},
+        },
+    )
+    result = profile(m.map({"id": raw, "v": raw}))
+    assert (result.source_key, result.match) == (text, {"field_value": text})
+    assert result.data == {"AMOUNT_KEY": text, "note": f"amount {text}", "AMOUNT": text, "TAGS": [text]}
+
+
+def test_a_decimal_too_long_to_write_is_that_records_rejection():
+    """Positional text of Decimal("1E+999999999") is a billion digits: refused as ints beyond Python's
+    4300 digits are, before any is written."""
+    records = [
+        {"id": 1, "pid": "p", "v": Decimal("1E+999999999")},
+        {"id": 2, "pid": "p", "v": Decimal("1E-5000")},
+    ]
+    results = [mapper(fields={"f": {"source": "v"}}).map(record) for record in records]
+    assert results == [Rejection(str(n), "f", "is a number too long to write as text") for n in (1, 2)]
+
+
 @pytest.mark.parametrize("record", [{"pid": "p"}, {"id": None, "pid": "p"}, {"id": " ", "pid": "p"}])
 def test_a_record_without_source_key_is_rejected_as_missing(record):
     assert rejection(mapper().map(record)) == Rejection(MISSING_KEY, "id", "source key value is missing")

@@ -8,7 +8,7 @@ omitted from the profile, unless the target is required (then the record is reje
 Field types and what they send:
 
 ======== ======================================================================================
-string   text (str, int, finite float/Decimal, UUID), stripped, NFC, no control characters
+string   text (str, int, finite float, Decimal in positional notation, UUID), stripped, NFC, no controls
 int      int, integral float/Decimal, or decimal text; 64-bit range; bool is refused
 float    finite number or decimal text
 bool     bool, 0/1, or true/false/yes/no/on/off/t/f/y/n/1/0 text

@@ -30,6 +30,8 @@ MAX_PROFILE_BYTES = 256 * 1024
 """Default limit of one encoded profile (`ProfileMapping.max_profile_bytes`)."""
 MAX_KEY_CHARS = 1024
 """Limit of a key value (matching key, source key), in characters."""
+MAX_NUMBER_DIGITS = 4300
+"""Most digits of a Decimal written as text: Python's default limit of an int's (`int_text`)."""
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _TEXT_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -109,6 +111,8 @@ def as_text(value: Any, *, field: str) -> str:
         raise ValidationError(field, f"expected text, got {kind_of(value)}")
     if not is_finite(value):
         raise ValidationError(field, "is not a finite number")
+    if isinstance(value, Decimal):
+        return decimal_text(value, field=field)
     return int_text(value, field=field) if isinstance(value, int) else str(value)
 
 
@@ -136,6 +140,15 @@ def iso_datetime(text: str) -> datetime:
         raise ValueError("not ISO 8601 text")
     day, time, offset = shape.group("date", "time", "offset")
     return datetime.fromisoformat(f"{day}{time or 'T00:00'}{offset or ''}")
+
+
+def decimal_text(value: Decimal, *, field: str) -> str:
+    """A finite Decimal in positional notation, as a database writes its numeric column: ``0.0000000000``
+    and ``1000``, where ``str`` writes ``0E-10`` and ``1E+3``. One of more than `MAX_NUMBER_DIGITS` digits
+    before or after the point is refused, as an int is."""
+    if max(value.adjusted() + 1, -value.as_tuple().exponent) > MAX_NUMBER_DIGITS:
+        raise ValidationError(field, "is a number too long to write as text")
+    return format(value, "f")
 
 
 def check_text(

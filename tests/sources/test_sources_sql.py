@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.sources import MemoryStateStore, SourceError, SqlQuerySource, SqlTableSource, Window
 from altcraft.sources.sql import _begin_read, _bound, validate_select
 
@@ -311,6 +312,27 @@ def test_records_hold_exactly_what_sqlalchemy_reads_for_every_column_type(databa
             assert typed([record for batch in source.batches(None, 2) for record in batch]) == typed(
                 plain[sql]
             )
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_numeric_column_maps_to_the_text_the_database_writes(databases, dialect):
+    """A numeric(20,10) zero is Decimal('0E-10') from psycopg2 and mysqlclient alike; a string field sent
+    "0E-10" and "1.00E-8", no text the database or its user ever showed."""
+    database = databases[dialect]
+    cast = "numeric(20, 10)" if dialect == "postgresql" else "decimal(20, 10)"
+    sql = f"SELECT 1 AS id, 'a@example.org' AS email, CAST(0 AS {cast}) AS zero, CAST(1e-8 AS {cast}) AS tiny"
+    mapping = ProfileMapping(
+        matching="email", key={"email": "email"}, fields={"ZERO": "zero", "TINY": "tiny"}
+    )
+    records = [
+        record
+        for batch in SqlQuerySource(database.conn_id, sql, key_column="id").batches(None, 10)
+        for record in batch
+    ]
+
+    result = Mapper(mapping, source_key_column="id").map(records[0])
+
+    assert result.data == {"ZERO": "0.0000000000", "TINY": "0.0000000100"}
 
 
 def test_a_name_selected_twice_keeps_its_first_place_and_its_last_value(postgres):
