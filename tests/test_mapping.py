@@ -357,6 +357,25 @@ def test_impossible_datetimes_are_rejected(raw, reason):
     assert reason in rejection(one_field("datetime", raw, timezone="Europe/Berlin")).reason
 
 
+@pytest.mark.parametrize("born", [date(1975, 6, 1), date(1971, 3, 1), date(1969, 1, 1), date(1990, 1, 1)])
+@pytest.mark.parametrize("field_type", ["date", "datetime"])
+def test_epoch_milliseconds_are_refused_not_read_as_seconds_of_another_time(field_type, born):
+    """A birthday of 1975 in epoch milliseconds (JavaScript's Date, Java's Instant) was sent as 7382-11-04,
+    one of 1969 as 0970-08-31: only those after 1977 were refused (past the year 9999)."""
+    millis = int(datetime(born.year, born.month, born.day, tzinfo=UTC).timestamp() * 1000)
+    for raw in (millis, float(millis), Decimal(millis)):
+        reason = rejection(one_field(field_type, raw)).reason
+        assert reason == "epoch seconds out of range (years 1653 to 2286; milliseconds are not read)"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(-9_999_999_999, "1653-02-10"), (-2_208_988_800, "1900-01-01"), (9_999_999_999, "2286-11-20")],
+)
+def test_epoch_seconds_of_any_plausible_time_are_read(raw, expected):
+    assert profile(one_field("date", raw)).data == {"f": expected}
+
+
 @pytest.mark.parametrize(
     ("field_type", "raw", "expected"),
     [

@@ -12,7 +12,8 @@ string   text (str, int, finite float, Decimal in positional notation, UUID), st
 int      int, integral float/Decimal, or decimal text; 64-bit range; bool is refused
 float    finite number or decimal text
 bool     bool, 0/1, or true/false/yes/no/on/off/t/f/y/n/1/0 text
-date     ``YYYY-MM-DD`` from a date, a datetime (its own wall date), ISO text or epoch seconds
+date     ``YYYY-MM-DD`` from a date, a datetime (its own wall date), ISO text or epoch seconds (years 1653
+         to 2286: a number beyond, such as epoch milliseconds, is refused)
 datetime RFC 3339 with offset from a datetime, a date (midnight), ISO text (a date with an offset,
          ``2024-03-01+03:00``: its midnight there) or epoch seconds (int/float);
          naive values are wall time in `timezone`: an ambiguous time (DST fall-back) is its first
@@ -399,13 +400,22 @@ def _bool(field: str) -> Coercer:
     return coerce
 
 
+_EPOCH_SECONDS = 10**10
+"""Epoch seconds a date or time takes either way of 1970 (1653-02-10 to 2286-11-20). A number beyond is no
+time a contact's data holds in seconds but may be one in milliseconds (1975-06-01 is 1.7e11 ms, 7382-11-04
+read as seconds): refused, not read as another time."""
+
+
 def _from_epoch(raw: Any, zone: tzinfo, field: str) -> datetime:
     if not is_finite(raw):
         raise ValidationError(field, "is not a finite number")
+    out_of_range = "epoch seconds out of range (years 1653 to 2286; milliseconds are not read)"
+    if not -_EPOCH_SECONDS < raw < _EPOCH_SECONDS:
+        raise ValidationError(field, out_of_range)
     try:
         return datetime.fromtimestamp(float(raw), zone)
-    except (OverflowError, OSError, ValueError):
-        raise ValidationError(field, "epoch seconds out of range") from None
+    except (OverflowError, OSError, ValueError):  # a platform's own limits (Windows: none before 1970)
+        raise ValidationError(field, out_of_range) from None
 
 
 def _is_number(raw: Any) -> bool:
