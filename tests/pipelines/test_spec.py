@@ -211,6 +211,50 @@ def test_a_value_yaml_cannot_build_is_an_error_at_its_line(tmp_path: Path, value
 
 
 @pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        ("0123", "octal number 83"),
+        ("-007", "octal number -7"),
+        ("9:30", "sexagesimal number 570"),
+        ("1:30.5", "sexagesimal number 90.5"),
+    ],
+)
+def test_a_number_yaml_11_reads_unlike_its_text_is_an_error_at_its_line(
+    tmp_path: Path, value: str, number: str
+):
+    """YAML 1.1 reads 0123 as octal and 9:30 as base 60: a constant agent code 0123 was sent as "83", a
+    constant time 9:30 as "570" (and a resource_id: 010 would have been 8)."""
+    path = tmp_path / "numbers.yaml"
+    spec = {**MINIMAL, "mapping": {**MINIMAL["mapping"], "fields": {"CODE": {"const": "PLACEHOLDER"}}}}
+    text = yaml.safe_dump(spec, sort_keys=False)
+    path.write_text(text.replace("PLACEHOLDER", value))
+
+    error = read_spec(path)
+
+    assert isinstance(error, SpecError), error
+    assert (
+        f"invalid YAML: YAML reads {value} as the {number}: quote it ('{value}') or write the number"
+        in error.message
+    )
+    assert error.line == text.splitlines().index("      const: PLACEHOLDER") + 1, error.message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("'0123'", "0123"), ("0", "0"), ("1_000", "1000"), ("0x1F", "31"), ("-0.5", "-0.5")],
+)
+def test_numbers_written_as_yaml_reads_them_load(tmp_path: Path, value: str, expected: str):
+    path = tmp_path / "numbers.yaml"
+    spec = {**MINIMAL, "mapping": {**MINIMAL["mapping"], "fields": {"CODE": {"const": "PLACEHOLDER"}}}}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False).replace("PLACEHOLDER", value))
+
+    spec = read_spec(path)
+
+    assert isinstance(spec, PipelineSpec), spec
+    assert str(spec.mapping.fields["CODE"].const) == expected
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("90s", timedelta(seconds=90)),

@@ -57,6 +57,8 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/ -]{0,99}")
 _OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@ -]{0,99}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
+_UNLIKE_ITS_TEXT = re.compile(r"[-+]?(?:0[0-7_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?)")
+"""The numbers YAML 1.1 reads unlike their text: octal (``0123`` is 83) and base 60 (``9:30`` is 570)."""
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _CRON_FIELDS = 5
 _CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
@@ -677,6 +679,21 @@ class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_number(self, node: yaml.ScalarNode) -> int | float:
+        """A YAML int or float, refusing those YAML 1.1 reads unlike their text (`_UNLIKE_ITS_TEXT`): a
+        constant ``0123`` or ``9:30`` was sent as "83" or "570", a ``resource_id: 010`` would be 8."""
+        number = (self.construct_yaml_float if node.tag.endswith(":float") else self.construct_yaml_int)(node)
+        if _UNLIKE_ITS_TEXT.fullmatch(node.value):
+            kind = "sexagesimal" if ":" in node.value else "octal"
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"YAML reads {node.value} as the {kind} number {number}: quote it ('{node.value}') or write "
+                "the number",
+                node.start_mark,
+            )
+        return number
+
     @classmethod
     def load(cls, text: str) -> Any:
         """The document in ``text``; its node graph is checked (`check_expansion`) before it is built."""
@@ -690,6 +707,9 @@ class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
         finally:
             loader.dispose()
 
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_number)
+_SpecLoader.add_constructor("tag:yaml.org,2002:float", _SpecLoader.construct_number)
 
 MAX_SPEC_BYTES = 256 * 1024
 """A spec file larger than this (256 KiB; specs are a few KiB) is refused before it is parsed."""
