@@ -116,6 +116,9 @@ BROKEN_CONTACTS: list[tuple[dict[str, Any], str, str]] = [
     (record(created_at="2023-13-01T10:00:00"), "_regdate", "ISO 8601"),
     (record(created_at="2023-05-01T25:00:00"), "_regdate", "ISO 8601"),
     (record(created_at="2023-05-01T10:00:00+25:00"), "_regdate", "ISO 8601"),
+    (record(created_at="2023-05-01x10:00"), "_regdate", "ISO 8601"),  # fromisoformat read 10:00
+    (record(created_at="2023-05-01+03:00+03:00"), "_regdate", "ISO 8601"),
+    (record(created_at=1_682_935_200_000), "_regdate", "milliseconds"),
     (record(created_at=1e20), "_regdate", "out of range"),
     (record(created_at=float("nan")), "_regdate", "finite"),
     (record(created_at=True), "_regdate", "got bool"),
@@ -185,6 +188,12 @@ VALID_CONTACTS: list[tuple[dict[str, Any], dict[str, Any], str, dict[str, Any]]]
         {"email": "anna.petrova@example.org"},
         "email:anna.petrova@example.org",
         {"phones": ["+442079460958"], "LOYALTY": 12, "_regdate": "2023-11-15T01:13:20+03:00"},
+    ),
+    (
+        record(created_at="2023-05-01-05:00"),  # a date with an offset: fromisoformat read 05:00 naive
+        {"email": "anna.petrova@example.org"},
+        "email:anna.petrova@example.org",
+        {"_regdate": "2023-05-01T00:00:00-05:00"},
     ),
     (
         record(email="o'brien+news@example.co.uk", points=None, created_at=""),
