@@ -138,8 +138,9 @@ def iso_datetime(text: str) -> datetime:
     shape = _ISO_TEXT.fullmatch(text)
     if shape is None:
         raise ValueError("not ISO 8601 text")
-    day, time, offset = shape.group("date", "time", "offset")
-    return datetime.fromisoformat(f"{day}{time or 'T00:00'}{offset or ''}")
+    if shape.group("time") is None:  # a date alone, or with an offset
+        text = f"{shape.group('date')}T00:00{shape.group('offset') or ''}"
+    return datetime.fromisoformat(text)
 
 
 def decimal_text(value: Decimal, *, field: str) -> str:
