@@ -263,7 +263,6 @@ class Mapper:
     """A compiled `ProfileMapping`: `map(record)` is the per-contact hot path."""
 
     __slots__ = (
-        "_any_of",
         "_custom_field",
         "_fields",
         "_key_field",
@@ -288,7 +287,6 @@ class Mapper:
         self._layout = BatchItemLayout(layout)
         mode = mapping.matching
         self._mode = mode.value
-        self._any_of = mode.any_of
         self._source_key_column = source_key_column
         self._custom_field = mapping.field_name if mode.needs_field_name else None
         # custom matching finds profiles by a database field, so the key is also that field's value;
@@ -296,7 +294,13 @@ class Mapper:
         self._key_field = mapping.field_name if mode is MatchingMode.CUSTOM else None
         self._key_names = mode.key_fields
         self._keys = [
-            _Key(name, label, mapping.key[name], _key_coercer(mapping, name, label))
+            _Key(
+                name,
+                label,
+                mapping.key[name],
+                _key_coercer(mapping, name, label),
+                not mode.any_of or name in mapping.required,  # a deliberate change: a required key
+            )
             for name in mode.key_fields
             if name in mapping.key
             for label in [self._custom_field if name == "field_value" else name]
@@ -371,7 +375,7 @@ class Mapper:
             value = None if raw is None else key.coerce(raw)
             if value is not None:
                 match[key.name] = value
-            elif not self._any_of:
+            elif key.required:
                 raise ValidationError(key.label, "matching key is missing")
         if not match:
             raise ValidationError("/".join(key.label for key in self._keys), "matching key is missing")

@@ -587,6 +587,21 @@ def test_a_missing_matching_key_rejects_the_record(spec, record, field):
     assert (result.source_key, result.field, result.reason) == ("5", field, "matching key is missing")
 
 
+@pytest.mark.parametrize("mode", ["email_phone", "email_phone_sub"])
+def test_a_required_key_of_email_phone_is_required(mode):
+    """Either key of email_phone matches; ``required: [email]`` (the spec accepts a key there) said that
+    email must be there too, and a contact without one was sent all the same."""
+    m = Mapper(
+        ProfileMapping(matching=mode, key={"email": "e", "phone": "p"}, required=["email"]),
+        source_key_column="id",
+    )
+    result = rejection(m.map({"id": 1, "p": "+79001234567"}))
+    assert (result.field, result.reason) == ("email", "matching key is missing")
+    assert profile(m.map({"id": 2, "e": "a@b.co"})).match == {"email": "a@b.co"}
+    with pytest.raises(pydantic.ValidationError, match="not a field target or key: email"):
+        ProfileMapping(matching=mode, key={"phone": "p"}, required=["email"])  # never there: never enforced
+
+
 def test_an_invalid_half_of_email_phone_is_not_silently_dropped():
     m = Mapper(
         ProfileMapping(matching="email_phone", key={"email": "e", "phone": "p"}), source_key_column="id"
@@ -845,7 +860,7 @@ def test_default_limits():
         ({"fields": {" a": "s"}}, "fields", "non-blank"),
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
         ({"default_region": "XX"}, "default_region", "unknown region"),
-        ({"required": ["nope"]}, "required", "not a field target: nope"),
+        ({"required": ["nope"]}, "required", "not a field target or key: nope"),
         (
             {"subscriptions": [{"channel": "push", "resource_id": 1, "source": "x"}]},
             "subscriptions.0.channel",

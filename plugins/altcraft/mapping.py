@@ -216,7 +216,9 @@ class ProfileMapping(BaseModel):
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
     timezone: Timezone = Field(default="UTC", description="zone of naive date-times")
     default_region: str | None = Field(default=None, description="region of phones without +country code")
-    required: list[str] = Field(default_factory=list, description="targets that must be present")
+    required: list[str] = Field(
+        default_factory=list, description="field targets or keys that must be present"
+    )
     max_field_chars: int = Field(default=MAX_FIELD_CHARS, gt=0, le=MAX_BYTES)
     max_profile_bytes: int = Field(default=MAX_PROFILE_BYTES, gt=0, le=MAX_BYTES)
 
@@ -300,11 +302,11 @@ class ProfileMapping(BaseModel):
     @field_validator("required")
     @classmethod
     def _required(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        fields, mode = info.data.get("fields"), info.data.get("matching")
-        if fields is not None and mode is not None:
-            unknown = [name for name in value if name not in fields and name not in mode.key_fields]
+        fields, key = info.data.get("fields"), info.data.get("key")
+        if fields is not None and key is not None:
+            unknown = [name for name in value if name not in fields and name not in key]
             if unknown:
-                raise ValueError(f"not a field target: {', '.join(unknown)}")
+                raise ValueError(f"not a field target or key: {', '.join(unknown)}")
         return value
 
     @model_validator(mode="after")
@@ -612,6 +614,7 @@ class _Key:
     label: str  # name used in rejections and, for custom matching, in data
     column: str
     coerce: Coercer
+    required: bool  # a mode's only key or all of its keys; one of email_phone* if `required` names it
 
 
 @dataclass(slots=True, frozen=True)
@@ -630,7 +633,6 @@ class Mapper:
     """A compiled `ProfileMapping`: `map(record)` is the per-contact hot path."""
 
     __slots__ = (
-        "_any_of",
         "_custom_field",
         "_fields",
         "_item",
@@ -658,7 +660,6 @@ class Mapper:
         self._item = item_maker(self._layout)
         mode = mapping.matching
         self._mode = mode.value
-        self._any_of = mode.any_of
         self._source_key_column = source_key_column
         self._custom_field = mapping.field_name if mode.needs_field_name else None
         # custom matching finds profiles by a database field, so the key is also that field's value;
@@ -666,7 +667,13 @@ class Mapper:
         self._key_field = mapping.field_name if mode is MatchingMode.CUSTOM else None
         self._key_names = mode.key_fields
         self._keys = [
-            _Key(name, label, mapping.key[name], _key_coercer(mapping, name, label))
+            _Key(
+                name,
+                label,
+                mapping.key[name],
+                _key_coercer(mapping, name, label),
+                not mode.any_of or name in mapping.required,
+            )
             for name in mode.key_fields
             if name in mapping.key
             for label in [self._custom_field if name == "field_value" else name]
@@ -787,7 +794,7 @@ class Mapper:
             value = None if raw is None else key.coerce(raw)
             if value is not None:
                 match[key.name] = value
-            elif not self._any_of:
+            elif key.required:
                 raise ValidationError(key.label, "matching key is missing")
         if not match:
             raise ValidationError("/".join(key.label for key in self._keys), "matching key is missing")
