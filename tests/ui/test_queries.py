@@ -20,6 +20,7 @@ from altcraft.ledger import (
     Settlement,
     outcomes_table,
 )
+from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.ui import queries
 from altcraft.ui.actions import SELECTED_CONF_KEY, Action, plan
 from altcraft.ui.keys import candidate_keys
@@ -246,6 +247,22 @@ def test_candidate_keys_normalise_like_the_mapper():
     assert candidate_keys("email:Anna@Example.org") == ["email:anna@example.org"]
     assert candidate_keys("crm-17") == ["custom:crm-17", "custom_sub:crm-17", "profile_id:crm-17"]
     assert candidate_keys("   ") == []
+
+
+@pytest.mark.parametrize(
+    ("matching", "typed"),
+    [
+        ("email", "anna@xn--e1afmkfd.xn--p1ai"),  # the ledger knows an IDN in Unicode: the search missed it
+        ("email", "Anna@XN--E1AFMKFD.XN--P1AI"),
+        ("email_sub", "Анна@Пример.РФ"),
+        ("email", " ANNA@Example.org "),
+        ("phone", "+7 (900) 123-45-67"),
+    ],
+)
+def test_candidate_keys_hold_the_ledger_key_the_mapper_gives(matching, typed):
+    key = "email" if "email" in matching else "phone"
+    mapper = Mapper(ProfileMapping(matching=matching, key={key: "v"}), source_key_column="id")
+    assert mapper.map({"id": 1, "v": typed}).ledger_key in candidate_keys(typed)
 
 
 def test_action_plans_name_the_window_params_and_people():

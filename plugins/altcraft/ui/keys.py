@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from altcraft.api.matching import MatchingMode
-from altcraft.validation import ValidationError, normalize_email, normalize_phone
+from altcraft.validation import ValidationError, email_identity, normalize_email, normalize_phone
 
 _EMAIL_MODES = (MatchingMode.EMAIL, MatchingMode.EMAIL_PROFILE, MatchingMode.EMAIL_SUB)
 _PHONE_MODES = (MatchingMode.PHONE, MatchingMode.PHONE_SUB)
@@ -14,9 +14,10 @@ _VALUE_MODES = (MatchingMode.CUSTOM, MatchingMode.CUSTOM_SUB, MatchingMode.PROFI
 def candidate_keys(text: str, default_region: str | None = None) -> list[str]:
     """Ledger keys (``<matching>:<value>``) that ``text`` can stand for, normalised as the mapper does.
 
-    An email is normalised and lower-cased, a phone becomes E.164 (``default_region`` for numbers
-    without ``+``), ``email|phone`` finds contacts matched by both, and a full ledger key
-    (``email:anna@example.org``) is taken as it is. Anything else is a custom field value or profile id.
+    An email is normalised (an IDN domain in Unicode) and lower-cased, a phone becomes E.164
+    (``default_region`` for numbers without ``+``), ``email|phone`` finds contacts matched by both, and a
+    full ledger key (``email:anna@example.org``) is taken as it is. Anything else is a custom field value
+    or profile id.
     """
     text = text.strip()
     if not text:
@@ -40,7 +41,7 @@ def candidate_keys(text: str, default_region: str | None = None) -> list[str]:
 
 def _email(text: str) -> str | None:
     try:
-        return normalize_email(text).lower() if text.strip() else None
+        return email_identity(normalize_email(text)).lower() if text.strip() else None
     except ValidationError:
         return None
 
