@@ -898,6 +898,30 @@ def test_spec_errors_name_the_field_at_fault(changes, loc, message):
     assert message in errors[0]["msg"]
 
 
+@pytest.mark.parametrize(
+    "matching", ["email", "email_profile", "email_sub", "email_phone", "email_phone_sub"]
+)
+def test_the_email_field_of_an_email_key_comes_from_the_key_column(matching):
+    """A scenario batch item carries the key on the item and as the ``email`` field inside ``data``, which
+    both documented readings find (``batch_item_layout: data`` only the field). An ``email`` field from
+    another column made the item name two addresses: a data-only reading matched the profile by the field
+    while the ledger knew the contact by the key, so two contacts sharing that address were launched twice."""
+    spec = {"matching": matching, "key": {"email": "work_email"}, "fields": {"email": "personal_email"}}
+    with pytest.raises(
+        pydantic.ValidationError, match=r"email: the matched field must come from key\.email's"
+    ):
+        ProfileMapping.model_validate(
+            {**spec, "fields": {"email": {"source": "personal_email", "type": "email"}}}
+        )
+    for same in ({"source": "work_email", "type": "email"}, None):
+        fields = {"email": same} if same else {}
+        m = Mapper(
+            ProfileMapping.model_validate({**spec, "fields": fields}), source_key_column="id", layout="data"
+        )
+        item = profile(m.map({"id": 1, "work_email": "a@b.co", "personal_email": "c@d.co"})).batch_item()
+        assert item["data"]["email"] == "a@b.co"
+
+
 def test_spec_shorthand_region_case_and_yaml_dates():
     spec = ProfileMapping.model_validate(
         yaml.safe_load(

@@ -434,7 +434,7 @@ FIELD_MAPPINGS: list[dict[str, Any]] = [
     },
     {
         "matching": "email_phone",
-        "key": {"email": "e", "phone": "p"},
+        "key": {"email": "c_email", "phone": "p"},  # the email field's column: the key's (ProfileMapping)
         "fields": typed_fields(),
         "max_field_chars": 12,
         "max_profile_bytes": 380,

@@ -280,14 +280,18 @@ class ProfileMapping(BaseModel):
             if target in _TARGET_TYPES and spec.type != _TARGET_TYPES[target]:
                 raise ValueError(f"{target}: must have type {_TARGET_TYPES[target]}")
         mode, field_name, key = info.data.get("matching"), info.data.get("field_name"), info.data.get("key")
-        spec = value.get(field_name) if mode is not None and mode.needs_field_name else None
-        if spec is not None and key is not None:
-            if spec.source != key.get("field_value"):
-                raise ValueError(
-                    f"{field_name}: the matched custom field must come from key.field_value's column"
-                )
-            if spec.type in ("tags", "bool"):
-                raise ValueError(f"{field_name}: a {spec.type} field cannot be a matching key")
+        if mode is None or key is None:
+            return value
+        # a batch item carries the key as this field too (`altcraft.api.layouts.key_as_fields`), which a
+        # reading of data alone matches on: from another column, the item would name two profiles
+        key_fields = {"email": "email", **({"field_value": field_name} if mode.needs_field_name else {})}
+        for key_name, target in key_fields.items():
+            spec = value.get(target)
+            if spec is not None and key_name in key and spec.source != key[key_name]:
+                raise ValueError(f"{target}: the matched field must come from key.{key_name}'s column")
+        spec = value.get(field_name) if mode.needs_field_name else None
+        if spec is not None and spec.type in ("tags", "bool"):
+            raise ValueError(f"{field_name}: a {spec.type} field cannot be a matching key")
         return value
 
     @field_validator("default_region")
