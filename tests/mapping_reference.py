@@ -137,6 +137,8 @@ def _float(field: str) -> Coercer:
             value = math.inf
         if not math.isfinite(value):
             raise ValidationError(field, "is not a finite number")
+        if not value and Decimal(raw) != 0:  # a deliberate change: an underflow is refused
+            raise ValidationError(field, "is too close to 0 for a float")
         return value
 
     return coerce

@@ -195,6 +195,8 @@ def test_every_type_coerces_its_accepted_inputs(field_type, raw, expected):
         ("float", "1,5", "not a number"),
         ("float", "nan", "not a number"),
         ("float", "1e999", "not a finite number"),
+        ("float", "1e-400", "too close to 0"),  # was sent as 0.0, where 1e999 was refused
+        ("float", Decimal("-2.5E-999"), "too close to 0"),
         ("float", 10**400, "not a finite number"),
         ("float", float("-inf"), "not a finite number"),
         ("float", Decimal("sNaN"), "not a finite number"),  # float() raised ValueError: the run failed

@@ -10,7 +10,7 @@ Field types and what they send:
 ======== ======================================================================================
 string   text (str, int, finite float, Decimal in positional notation, UUID), stripped, NFC, no controls
 int      int, integral float/Decimal, or decimal text; 64-bit range; bool is refused
-float    finite number or decimal text
+float    finite number or decimal text within a float's range (1e999 and 1e-400 are refused, not inf or 0)
 bool     bool, 0/1, or true/false/yes/no/on/off/t/f/y/n/1/0 text
 date     ``YYYY-MM-DD`` from a date, a datetime (its own wall date), ISO text or epoch seconds (years 1653
          to 2286: a number beyond, such as epoch milliseconds, is refused)
@@ -384,6 +384,8 @@ def _float(field: str) -> Coercer:
             value = math.inf
         if not math.isfinite(value):
             raise ValidationError(field, "is not a finite number")
+        if not value and Decimal(raw) != 0:  # below the smallest float, as 1e999 is above the largest
+            raise ValidationError(field, "is too close to 0 for a float")
         return value
 
     return coerce
