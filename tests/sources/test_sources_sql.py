@@ -198,6 +198,45 @@ def test_watermark_is_not_saved_when_the_consumer_stops_early(contacts):
     assert keys(source.batches(None, 2)) == [1, 2, 3, 4, 5, 6]
 
 
+#: watermark columns holding what real tables hold: (dialect, column, values of rows 1-3, value of row 4, what
+#: the second run reads): NaN, which PostgreSQL orders above every number (its row passes every watermark), a
+#: MariaDB zero date (read as None), text next to numbers in SQLite (ordered after them)
+ODD_WATERMARKS = [
+    ("postgresql", "w double precision", ["'NaN'", "5", "7"], "9", [1, 4]),
+    ("postgresql", "w numeric", ["5", "'NaN'", "7"], "9", [2, 4]),
+    ("mysql", "w datetime", ["'0000-00-00 00:00:00'", "'2024-03-01'", "'2024-03-02'"], "'2024-03-03'", [4]),
+    ("sqlite", "w", ["5", "'x'", "7"], "'y'", [4]),
+]
+
+
+@pytest.mark.parametrize(("dialect", "column", "values", "later", "again"), ODD_WATERMARKS)
+def test_a_watermark_column_of_odd_values_is_read_and_moves_past_them(
+    databases, drop_tables, dialect, column, values, later, again
+):
+    """The highest value was Python's max(): a zero date or text next to numbers failed every run with a
+    TypeError, a numeric NaN with InvalidOperation, and a float NaN became the watermark, past which
+    PostgreSQL places no number: no later row was ever read. Now the database's own order, without NaN."""
+    database, table, state = databases[dialect], databases[dialect].new_table(), MemoryStateStore()
+    with database.engine.begin() as conn:
+        if dialect == "mysql":
+            conn.exec_driver_sql("SET SESSION sql_mode = ''")  # a zero date, as older servers stored them
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, {column})")
+        for key, value in enumerate(values, start=1):
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES ({key}, {value})")
+    drop_tables.append((database, table))
+
+    def run() -> list[int]:
+        source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="w", state=state)
+        read = keys(source.batches(None, 2))
+        source.commit()
+        return read
+
+    assert run() == [1, 2, 3]
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (4, {later})")
+    assert run() == again
+
+
 def test_watermark_mode_needs_a_state_store_and_cannot_be_partitioned(contacts):
     database, table = contacts
     source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="seq")

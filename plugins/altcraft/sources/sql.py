@@ -318,6 +318,21 @@ def encode_watermark(value: Any) -> dict[str, Any]:
     raise SourceError(f"cannot keep a watermark of type {type(value).__name__}")
 
 
+def _highest(values: list[Any]) -> Any:
+    """The highest of ``values`` a watermark may move to, in the database's order; None if none may.
+
+    Left out: NULL (MariaDB reads a zero date as None), lowest in every order, and NaN, which PostgreSQL
+    places above every number: no later row would pass it (its own row passes every watermark, so every run
+    reads it again and the ledger skips it). Values of different types (SQLite keeps any value in any
+    column) are ordered as SQLite orders them: numbers, then text, then bytes.
+    """
+    kept = [value for value in values if value is not None and value == value]  # NaN != NaN
+    try:
+        return max(kept, default=None)
+    except TypeError:
+        return max(kept, key=lambda value: (isinstance(value, str) + 2 * isinstance(value, bytes), value))
+
+
 def decode_watermark(stored: dict[str, Any]) -> Any:
     parse = {"datetime": datetime.fromisoformat, "date": date.fromisoformat, "decimal": Decimal}
     return parse.get(stored["type"], lambda value: value)(stored["value"])
@@ -424,8 +439,7 @@ class SqlTableSource(_Probing, Stateful):
         assert self.watermark_column is not None
         for batch in _stream(self.conn_id, self.timezone, batch_size, partial(self._select, last=last)):
             column = _selected_name(batch[0], self.watermark_column)
-            top = max(row[column] for row in batch)
-            self._pending = top if self._pending is None else max(self._pending, top)
+            self._pending = _highest([self._pending, *(row[column] for row in batch)])
             yield batch
 
     def _select(
