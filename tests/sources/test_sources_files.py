@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
@@ -307,6 +308,37 @@ def test_a_csv_field_over_the_field_size_limit_is_its_rows_error_and_the_rest_is
         (f"{path}:7", limit),
         (f"{path}:8", limit),
         ("6", None),
+    ]
+
+
+def test_a_csv_line_too_long_to_hold_is_its_rows_error_and_memory_stays_bounded(tmp_path):
+    """A CSV line was read whole (a file of one 1 GB line: 1 GB and more held), and a quoted field never
+    closed kept every line after it while they were read past (a 64 MiB line: 11 times `MAX_LINE_CHARS`
+    traced). Now pieces of `MAX_LINE_CHARS` characters at most, as for JSON Lines."""
+    row = "%s,user%s@example.org,2024-03-01T01:00:00Z\n"
+    huge = "2," + "x" * (MAX_LINE_CHARS * 4) + ",2024-03-01T01:00:00Z\n"
+    long_line = write(tmp_path / "a.csv", CSV_HEADER + row % (1, 1) + huge + row % (3, 3))
+    lines = ("x" * 1000 + "\n") * (MAX_LINE_CHARS // 250)  # 64 MiB of them
+    never_closed = write(tmp_path / "b.csv", CSV_HEADER + row % (4, 4) + '5,"' + lines)
+    del huge, lines
+    source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at")
+    source.files()  # Airflow imported before memory is traced
+
+    tracemalloc.start()
+    try:
+        records = read(source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert peak < MAX_LINE_CHARS * 5  # readline's own pieces; the line's length does not count
+    limit = f"unreadable CSV (field larger than field limit ({csv.field_size_limit()}))"
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        ("1", None),
+        (f"{long_line}:3", f"unreadable CSV (a line longer than {MAX_LINE_CHARS:,} characters)"),
+        ("3", None),
+        ("4", None),
+        (f"{never_closed}:3", limit),
     ]
 
 

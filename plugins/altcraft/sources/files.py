@@ -13,7 +13,7 @@
   Without a state store nothing is remembered.
 * A line that cannot be read (invalid JSON or JSON nested too deep to parse, not an object, wrong number
   of CSV fields, a CSV field over the csv module's ``field_size_limit`` of 128 KiB, bytes that are not
-  valid in ``encoding``, unreadable timestamp, a JSON line over `MAX_LINE_CHARS`) becomes an error record
+  valid in ``encoding``, unreadable timestamp, a line over `MAX_LINE_CHARS`) becomes an error record
   (`base.error_record`) with the key ``"<file>:<line>"`` (a CSV record's first line; bytes of a local
   file name that are not UTF-8 as U+FFFD, as in the path the state store keeps); the run goes on,
   the rest of the file is read, and the mapper rejects it (every window reading the file yields it again,
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 FileFormat = Literal["csv", "jsonl"]
 WindowBy = Literal["column", "mtime"]
 
-#: The longest JSON line read (characters): a longer one is an error record, skipped without being held.
+#: The longest line read (characters): a longer one is an error record, read past without being held.
 MAX_LINE_CHARS = 16 * 1024 * 1024
 _UNDECODABLE = re.compile(r"[\udc80-\udcff]")
 
@@ -202,7 +202,7 @@ class FileSource(Stateful):
         reader = csv.DictReader(lines, delimiter=self.delimiter)
         try:
             fieldnames = reader.fieldnames
-        except csv.Error as exc:
+        except (csv.Error, _LineTooLong) as exc:
             raise SourceError(f"{name}:{lines.count}: unreadable CSV header ({exc})") from None
         if fieldnames is not None and _UNDECODABLE.search("".join(fieldnames)):
             raise SourceError(f"{name}: the header line is not valid {self.encoding}")
@@ -213,11 +213,12 @@ class FileSource(Stateful):
                 row = next(reader)
             except StopIteration:
                 return
-            except csv.Error as exc:  # a field over csv.field_size_limit(): that row, not the file
+            except (csv.Error, _LineTooLong) as exc:  # a field or line too long: that row, not the file
+                row = f"unreadable CSV ({exc})"  # read past below, the error and the line it holds gone
+            if isinstance(row, str):
                 lines.read_past_record(self.delimiter)
-                yield first_line, f"unreadable CSV ({exc})"
-                continue
-            if None in row or None in row.values():
+                yield first_line, row
+            elif None in row or None in row.values():
                 yield first_line, f"expected {len(fieldnames or ())} CSV fields"
             elif _UNDECODABLE.search("".join(row.values())):
                 yield first_line, self._undecodable
@@ -235,35 +236,57 @@ def _path_bytes(file: ObjectStoragePath) -> bytes:
     return str(file).encode("utf-8", "surrogatepass")
 
 
+class _LineTooLong(Exception):
+    """A CSV line over `MAX_LINE_CHARS`: the reader gets none of it (`_RecordLines`)."""
+
+
 class _RecordLines:
     """A file's lines for `csv.reader`, counted, keeping those of the record being read so that a record
-    the reader gave up on can be read past to its real end (a quoted field may span lines)."""
+    the reader gave up on can be read past to its real end (a quoted field may span lines). A line over
+    `MAX_LINE_CHARS` raises `_LineTooLong` instead, and is read past in pieces, never held whole."""
 
     def __init__(self, handle: IO[str]) -> None:
-        self.lines = iter(handle)
+        self.handle = handle
         self.count = 0
         self.record: list[str] = []
+        self._cut = False  # the last piece read is not the whole rest of its line
 
     def __iter__(self) -> _RecordLines:
         return self
 
     def __next__(self) -> str:
-        line = next(self.lines)
-        self.count += 1
+        if not (line := self._piece()):
+            raise StopIteration
         self.record.append(line)
+        if self._cut:
+            raise _LineTooLong(f"a line longer than {MAX_LINE_CHARS:,} characters")
         return line
+
+    def _piece(self) -> str:
+        """The next line, or its next `MAX_LINE_CHARS` characters if it is longer; "" at the end."""
+        piece = self.handle.readline(MAX_LINE_CHARS)
+        self.count += bool(piece) and not self._cut
+        self._cut = _cut(piece)
+        return piece
 
     def read_past_record(self, delimiter: str) -> None:
         """Skip the rest of the current record: the reader drops the rest of the line it failed on, and
         would read the lines of a quoted field that goes on as records of their own."""
-        state = _csv_state("".join(self.record), delimiter)
-        while state == "quoted" and (line := next(self, None)) is not None:
+        state = "start"
+        for line in self.record:
             state = _csv_state(line, delimiter, state)
+        self.record.clear()
+        while (self._cut or state == "quoted") and (piece := self._piece()):
+            state = _csv_state(piece, delimiter, state)
 
 
 def _csv_state(text: str, delimiter: str, state: str = "start") -> str:
     """Where `csv.reader` (default dialect: ``"`` quotes, doubled to escape) is after ``text``: at the
     "start" of a field or record, in an unquoted "field", in a "quoted" field, or at a "quote" in one."""
+    if '"' not in text:  # no field opens or closes a quote: the text's last character decides
+        if state == "quoted" or not text:
+            return state
+        return "start" if text[-1] == delimiter or text[-1] in "\r\n" else "field"
     for char in text:
         if state == "quoted":
             state = "quote" if char == '"' else "quoted"
@@ -280,9 +303,14 @@ def _lines(handle: IO[str]) -> Iterator[str | None]:
     """The lines of a text file; None for a line over `MAX_LINE_CHARS`, read past in pieces (a file with
     no line break would otherwise be held whole)."""
     while line := handle.readline(MAX_LINE_CHARS):
-        if len(line) < MAX_LINE_CHARS or line[-1] in "\r\n":
+        if not _cut(line):
             yield line
             continue
-        while (rest := handle.readline(MAX_LINE_CHARS)) and rest[-1] not in "\r\n":
+        while _cut(handle.readline(MAX_LINE_CHARS)):
             pass
         yield None
+
+
+def _cut(piece: str) -> bool:
+    """Whether ``piece``, read by ``readline(MAX_LINE_CHARS)``, is not the whole rest of its line."""
+    return len(piece) == MAX_LINE_CHARS and piece[-1] not in "\r\n"
