@@ -147,6 +147,19 @@ def test_a_csv_header_that_cannot_be_decoded_fails_naming_the_file(tmp_path):
         read(source)
 
 
+def test_a_csv_header_naming_a_column_twice_fails_naming_the_file_and_column(tmp_path):
+    """A CRM export with two "phone" columns gave each row the second one's value: the first was lost
+    without a word. Columns without a name (an Excel row's trailing commas) name nothing twice."""
+    write(tmp_path / "a.csv", "id,email,created_at,,\n1,user1@example.org,2024-03-01T01:00:00Z,,\n")
+    path = write(tmp_path / "b.csv", "id,phone,phone,created_at\n1,+79001234567,,2024-03-01T01:00:00Z\n")
+    source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at")
+
+    with pytest.raises(SourceError, match=f"^{path}: the header names the column 'phone' twice"):
+        read(source)
+    path.unlink()
+    assert ids(read(source)) == ["1"]
+
+
 def test_naive_timestamps_use_the_timezone_and_numbers_are_epoch_seconds(tmp_path):
     write(
         tmp_path / "t.jsonl",

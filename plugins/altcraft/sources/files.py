@@ -17,7 +17,8 @@
   (`base.error_record`) with the key ``"<file>:<line>"`` (a CSV record's first line; bytes of a local
   file name that are not UTF-8 as U+FFFD, as in the path the state store keeps); the run goes on,
   the rest of the file is read, and the mapper rejects it (every window reading the file yields it again,
-  under the same key). Only a CSV header that cannot be read fails the file.
+  under the same key). Only a CSV header that cannot be read, or names a column twice (its rows would
+  keep one of the values), fails the file.
 * Partitions deal files by a stable hash of their path: each file is read by exactly one partition.
 """
 
@@ -29,6 +30,7 @@ import hashlib
 import json
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -206,6 +208,11 @@ class FileSource(Stateful):
             raise SourceError(f"{name}:{lines.count}: unreadable CSV header ({exc})") from None
         if fieldnames is not None and _UNDECODABLE.search("".join(fieldnames)):
             raise SourceError(f"{name}: the header line is not valid {self.encoding}")
+        if twice := next((n for n, count in Counter(fieldnames or ()).items() if n and count > 1), None):
+            raise SourceError(
+                f"{name}: the header names the column {twice!r} twice, so its rows could keep only one of "
+                "the values: rename one"
+            )
         while True:
             lines.record.clear()
             first_line = lines.count + 1
