@@ -769,6 +769,35 @@ def test_subscriptions_are_added_in_flat_form_and_skipped_when_their_source_is_e
     assert (bad.field, bad.reason) == ("subscriptions[1]", "is too short")
 
 
+def test_a_column_complete_records_lack_is_each_records_rejection_naming_the_first_reader():
+    """A table's or CSV file's records hold every column, NULL ones too: one the mapping reads that they
+    lack is a misnamed column (``Name`` for ``name``), whose field was left out of every profile. Records
+    that vary (JSON, APIs) leave an absent column empty, as before."""
+    spec = ProfileMapping.model_validate(
+        {
+            "matching": "profile_id",
+            "key": {"profile_id": "pid"},
+            "fields": {"_fname": "Name", "_full": {"template": "{Name} {last}"}, "_city": "city"},
+            "subscriptions": [{"channel": "email", "resource_id": 1, "source": "mail"}],
+        }
+    )
+    complete = Mapper(spec, source_key_column="id", complete_records=True)
+    record = {"id": 1, "pid": "p", "Name": None, "last": "Lee", "city": "Oslo", "mail": None}
+    assert profile(complete.map(record)).data == {"_city": "Oslo"}
+    for column, field in [
+        ("pid", "profile_id"),
+        ("Name", "_fname"),
+        ("last", "_full"),
+        ("mail", "subscriptions[0]"),
+    ]:
+        lacking = {name: value for name, value in record.items() if name != column}
+        reason = f"no column {column!r} in the source's rows (names match exactly, case included)"
+        assert complete.map(lacking) == Rejection("1", field, reason)
+    assert profile(Mapper(spec, source_key_column="id").map({"id": 1, "pid": "p", "city": "Oslo"})).data == {
+        "_city": "Oslo"
+    }
+
+
 def test_required_targets_must_be_present():
     m = mapper(fields={"_fname": "n", "_lname": "l"}, required=["_fname"])
     assert profile(m.map({"id": 1, "pid": "p", "n": "Ann"})).data == {"_fname": "Ann"}

@@ -278,13 +278,15 @@ class Delivery:
         detect_geo: bool | None = None,
         layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
         launch_marker_field: str | None = None,
+        complete_records: bool = False,
         **options: Any,
     ) -> Delivery:
         """The delivery of one task try into ``scenario_id``, on the platform the (connected) hook talks to.
 
         ``layout`` is that of each scenario-batch item (:mod:`altcraft.api.layouts`);
         ``launch_marker_field``: custom profile field every launching request sets to this try's id (see
-        :mod:`altcraft.reconciliation`). ``options`` are the other fields (``relaunch``, ``batch_size``,
+        :mod:`altcraft.reconciliation`); ``complete_records``: the source's records hold every column it has
+        (`Mapper`). ``options`` are the other fields (``relaunch``, ``batch_size``,
         ``dry_run``, ``profiles_db_id``...).
         """
         marker = None
@@ -307,7 +309,9 @@ class Delivery:
                 skip_invalid_subscriptions=skip_invalid_subscriptions,
                 detect_geo=detect_geo,
             ),
-            mapper=Mapper(mapping, source_key_column=key_column, layout=layout),
+            mapper=Mapper(
+                mapping, source_key_column=key_column, layout=layout, complete_records=complete_records
+            ),
             mode=DeliveryMode(mode),
             policy=policy if isinstance(policy, RelaunchPolicy) else RelaunchPolicy.parse(policy),
             marker=marker,

@@ -3,7 +3,9 @@
 `ProfileMapping` is the spec (written in YAML pipeline specs, validated by pydantic with errors that
 name the field); `Mapper(mapping, source_key_column=...)` compiles it; its `map(record)` is the hot
 path and returns a `Profile` or a `Rejection`. Empty source values (None, blank text, empty list) are
-omitted from the profile, unless the target is required (then the record is rejected).
+omitted from the profile, unless the target is required (then the record is rejected); so is a column a
+record lacks, unless its source's records hold every column (a table, a CSV file): then it is misnamed, and
+the record is rejected naming it.
 
 Field types and what they send:
 
@@ -639,6 +641,7 @@ class Mapper:
     """A compiled `ProfileMapping`: `map(record)` is the per-contact hot path."""
 
     __slots__ = (
+        "_columns",
         "_custom_field",
         "_fields",
         "_item",
@@ -660,7 +663,11 @@ class Mapper:
         *,
         source_key_column: str,
         layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
+        complete_records: bool = False,
     ) -> None:
+        """``complete_records``: every record holds every column of its source, NULL or empty ones too (a
+        table's, a CSV file's; `altcraft.sources.base.Source.complete_records`), so a column the mapping
+        reads that a record lacks is no column of the source: the record is rejected naming it."""
         self.mapping = mapping
         self._layout = BatchItemLayout(layout)
         self._item = item_maker(self._layout)
@@ -693,6 +700,19 @@ class Mapper:
         ]
         self._max_bytes = mapping.max_profile_bytes
         self._logged: set[tuple[str, str, type[BaseException]]] = set()  # see `_log_unforeseen`
+        self._columns = self._read_columns() if complete_records else {}
+
+    def _read_columns(self) -> dict[str, str]:
+        """Each source column the mapping reads, with the first key, target or subscription reading it."""
+        read = [(key.column, key.label) for key in self._keys]
+        for target, spec in self.mapping.fields.items():
+            columns = [c for _, c in template_columns(spec.template)] if spec.template else [spec.source]
+            read += [(column, target) for column in columns if column is not None]
+        read += [(sub.source, f"subscriptions[{i}]") for i, sub in enumerate(self.mapping.subscriptions)]
+        first: dict[str, str] = {}
+        for column, label in read:
+            first.setdefault(column, label)
+        return first
 
     def _field(self, target: str, spec: FieldSpec) -> _Field:
         coerce = _coercer(self.mapping, target, spec.type)
@@ -713,6 +733,10 @@ class Mapper:
             # scrubbed and made storable: a record's own column of that name (a CRM's, a file's, a webhook
             # sender's) is contact data, not a reason, and may hold anything (NUL, lone surrogates, megabytes)
             return Rejection(source_key, ERROR_FIELD, storable(scrub(record[ERROR_FIELD])))
+        if self._columns and not record.keys() >= self._columns.keys():  # complete records lacking one
+            column, label = next((c, label) for c, label in self._columns.items() if c not in record)
+            reason = f"no column {column!r} in the source's rows (names match exactly, case included)"
+            return Rejection(source_key, label, reason)
         try:
             match, ledger_key = self._match(record)
             data: dict[str, Any] = {self._key_field: match["field_value"]} if self._key_field else {}

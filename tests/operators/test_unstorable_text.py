@@ -273,7 +273,8 @@ def test_file_lines_no_database_stores_are_rejected_and_the_others_delivered(
     text as UTF-8); its lines are read and its unreadable ones rejected like any file's."""
     (tmp_path / name).write_bytes(FILES[name])  # a lone surrogate of the name is written as its byte
     file_source = {"path": str(tmp_path), "format": name.rpartition(".")[2], "timestamp_column": "created_at"}
-    dag_run, summary = _run([], scenario_id, source={"file_source": file_source})
+    mapping = {**EMAIL_MAPPING, "fields": {"_fname": "first_name"}, "subscriptions": []}  # the files' columns
+    dag_run, summary = _run([], scenario_id, source={"file_source": file_source}, mapping=mapping)
     assert task_states(dag_run) == {"import_and_launch": "success"}
     assert (summary["launched"], summary["rejected"]) == (2, len(FILE_REJECTIONS[name]))
     rows, statuses = _ledger(ledger_url, scenario_id)

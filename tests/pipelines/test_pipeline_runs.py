@@ -320,6 +320,25 @@ def test_a_watermark_run_failed_on_rejections_reads_them_again_once_the_mapping_
     assert len(launched_emails(emulator, scenario_id)) == DAYS * PER_DAY
 
 
+def test_a_mapped_column_the_table_does_not_have_rejects_each_row_naming_the_field_and_column(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """A mapping naming a column the table has not (``FirstName`` for ``first_name``) launched every contact
+    without that field, and the run was green. A table's rows hold every column it has, NULL ones too: one a
+    row lacks is no column of the source, and each row is rejected naming the field and the column."""
+    pipeline = spec("misnamed_welcome", crm_table, scenario_id)
+    pipeline["mapping"] = {**pipeline["mapping"], "fields": {"_fname": "FirstName"}}
+
+    run = run_dag(load_dags([pipeline])["misnamed_welcome"], START + timedelta(days=1))
+
+    assert task_states(run)["import_and_launch"] == "failed"
+    assert launched_emails(emulator, scenario_id) == []
+    summary = xcom_values(pipeline["id"], run.run_id, key="altcraft_summary")["import_and_launch", 0]
+    assert summary["rejected"] == summary["found"] == PER_DAY + BROKEN_PER_DAY
+    reason = "_fname: no column 'FirstName' in the source's rows (names match exactly, case included)"
+    assert summary["reasons"] == {reason: PER_DAY + BROKEN_PER_DAY}
+
+
 def test_a_month_backfilled_day_by_day_in_a_zone_with_a_clock_change_launches_each_contact_once(
     airflow_db, emulator, scenario_id, tmp_path, monkeypatch
 ):
@@ -363,6 +382,7 @@ def test_a_month_backfilled_day_by_day_in_a_zone_with_a_clock_change_launches_ea
         "timezone": "Europe/Berlin",
     }
     pipeline = spec("march_welcome", "contacts", scenario_id, source=source, timezone="Europe/Berlin")
+    pipeline["mapping"] = {**pipeline["mapping"], "fields": {}}  # the table has no first_name
     dag = load_dags([{**pipeline, "relaunch_policy": "every_run", "max_rejected_ratio": 0}])["march_welcome"]
 
     for midnight in march:

@@ -463,6 +463,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             detect_geo=self.detect_geo,
             layout=hook.settings.batch_item_layout,
             launch_marker_field=self.launch_marker_field,
+            complete_records=self.source is not None and self.source.complete_records,
             relaunch=self.relaunch,
             resend_uncertain=self.resend_uncertain,
             batch_size=self.batch_size,

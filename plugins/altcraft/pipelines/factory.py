@@ -194,6 +194,10 @@ class SpecSource:
         """The source's own (a window watermark is not: a retry reads its partition's window again)."""
         return self.source.tracks_progress
 
+    @property
+    def complete_records(self) -> bool:
+        return self.source.complete_records
+
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:

@@ -121,6 +121,10 @@ class Source(ABC):
     """
 
     key_column: str
+    #: whether every record holds every column the source has, NULL or empty ones too (a table's, a CSV
+    #: header's): a column a mapping reads that a record lacks is then no column of the source, and the
+    #: record is rejected naming it (`altcraft.mapping.Mapper`); False where records vary (JSON, APIs)
+    complete_records = False
 
     @abstractmethod
     def batches(

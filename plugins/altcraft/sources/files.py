@@ -109,6 +109,11 @@ class FileSource(Stateful):
         self.state = state
         self._pending: list[tuple[str, dict[str, Any]]] = []
 
+    @property
+    def complete_records(self) -> bool:  # type: ignore[override]
+        """A CSV row holds every column of its file's header (one that does not is an error record)."""
+        return self.format == "csv"
+
     def describe(self) -> str:
         window = "file modification time" if self.window_by == "mtime" else f"column {self.timestamp_column}"
         return f"file {self.path} ({self.format}, files {self.pattern}), window by {window}"

@@ -351,6 +351,8 @@ class SqlTableSource(_Probing, Stateful):
     Rows are ordered by ``key_column``. Identifiers are validated and quoted by SQLAlchemy.
     """
 
+    complete_records = True
+
     def __init__(
         self,
         conn_id: str,
@@ -497,6 +499,8 @@ class SqlQuerySource(_Probing, Source):
     ``CAST(:window_start AS timestamptz)``, not ``::``). Partitions bind each its time sub-window, so a
     partitioned query must use both parameters.
     """
+
+    complete_records = True
 
     def __init__(self, conn_id: str, sql: str, *, key_column: str, timezone: str = "UTC"):
         from sqlalchemy import text
