@@ -199,11 +199,12 @@ def test_watermark_is_not_saved_when_the_consumer_stops_early(contacts):
 
 
 #: watermark columns holding what real tables hold: (dialect, column, values of rows 1-3, value of row 4, what
-#: the second run reads): NaN, which PostgreSQL orders above every number (its row passes every watermark), a
+#: the second run reads): NaN and infinity, which no number passes (their rows pass every watermark), a
 #: MariaDB zero date (read as None), text next to numbers in SQLite (ordered after them)
 ODD_WATERMARKS = [
     ("postgresql", "w double precision", ["'NaN'", "5", "7"], "9", [1, 4]),
     ("postgresql", "w numeric", ["5", "'NaN'", "7"], "9", [2, 4]),
+    ("postgresql", "w double precision", ["5", "'Infinity'", "7"], "9", [2, 4]),
     ("mysql", "w datetime", ["'0000-00-00 00:00:00'", "'2024-03-01'", "'2024-03-02'"], "'2024-03-03'", [4]),
     ("sqlite", "w", ["5", "'x'", "7"], "'y'", [4]),
 ]
@@ -214,8 +215,8 @@ def test_a_watermark_column_of_odd_values_is_read_and_moves_past_them(
     databases, drop_tables, dialect, column, values, later, again
 ):
     """The highest value was Python's max(): a zero date or text next to numbers failed every run with a
-    TypeError, a numeric NaN with InvalidOperation, and a float NaN became the watermark, past which
-    PostgreSQL places no number: no later row was ever read. Now the database's own order, without NaN."""
+    TypeError, a numeric NaN with InvalidOperation, and a float NaN or infinity became the watermark, past
+    which PostgreSQL places no number: no later row was ever read. Now the database's order, without them."""
     database, table, state = databases[dialect], databases[dialect].new_table(), MemoryStateStore()
     with database.engine.begin() as conn:
         if dialect == "mysql":

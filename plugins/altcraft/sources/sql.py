@@ -318,15 +318,18 @@ def encode_watermark(value: Any) -> dict[str, Any]:
     raise SourceError(f"cannot keep a watermark of type {type(value).__name__}")
 
 
+_INFINITY = float("inf")  # equal to Decimal("Infinity") too
+
+
 def _highest(values: list[Any]) -> Any:
     """The highest of ``values`` a watermark may move to, in the database's order; None if none may.
 
-    Left out: NULL (MariaDB reads a zero date as None), lowest in every order, and NaN, which PostgreSQL
-    places above every number: no later row would pass it (its own row passes every watermark, so every run
-    reads it again and the ledger skips it). Values of different types (SQLite keeps any value in any
-    column) are ordered as SQLite orders them: numbers, then text, then bytes.
+    Left out: NULL (MariaDB reads a zero date as None), lowest in every order, and NaN and infinity, which
+    no later number would pass (PostgreSQL places NaN above every number): their own rows pass every
+    watermark, so every run reads them again and the ledger skips them. Values of different types (SQLite
+    keeps any value in any column) are ordered as SQLite orders them: numbers, then text, then bytes.
     """
-    kept = [value for value in values if value is not None and value == value]  # NaN != NaN
+    kept = [value for value in values if value is not None and value == value != _INFINITY]  # NaN != NaN
     try:
         return max(kept, default=None)
     except TypeError:
