@@ -160,6 +160,26 @@ def test_a_csv_header_naming_a_column_twice_fails_naming_the_file_and_column(tmp
     assert ids(read(source)) == ["1"]
 
 
+def test_a_json_line_naming_a_field_twice_is_its_error_record_and_the_rest_is_read(tmp_path):
+    """As a CSV header's: json.loads keeps the last of two values of one name, so the first was lost without
+    a word. A line is a record of its own: its error, and the other lines are read."""
+    path = write(
+        tmp_path / "contacts.jsonl",
+        b'{"id": "1", "t": "2024-03-01T01:00:00Z", "phone": "+79001234567"}\n'
+        b'{"id": "2", "t": "2024-03-01T01:00:00Z", "phone": "+79001234567", "phone": ""}\n'
+        b'{"id": "3", "t": "2024-03-01T01:00:00Z", "extra": {"a": 1, "a": 2}}\n'
+        b'{"id": "4", "t": "2024-03-01T01:00:00Z", "extra": [{"a": 1}, {"a": 2}]}\n',
+    )
+    source = FileSource(str(tmp_path), format="jsonl", key_column="id", timestamp_column="t")
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in read(source)] == [
+        ("1", None),
+        (f"{path}:2", "invalid JSON: an object names 'phone' twice"),
+        (f"{path}:3", "invalid JSON: an object names 'a' twice"),
+        ("4", None),
+    ]
+
+
 def test_naive_timestamps_use_the_timezone_and_numbers_are_epoch_seconds(tmp_path):
     write(
         tmp_path / "t.jsonl",

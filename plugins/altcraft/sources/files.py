@@ -11,9 +11,10 @@
   fell inside the window: a file spanning several windows is read by each of them (rows filtered), so
   no window -- nor a retry or a partition of one -- can lose rows because another one committed first.
   Without a state store nothing is remembered.
-* A line that cannot be read (invalid JSON or JSON nested too deep to parse, not an object, wrong number
-  of CSV fields, a CSV field over the csv module's ``field_size_limit`` of 128 KiB, bytes that are not
-  valid in ``encoding``, unreadable timestamp, a line over `MAX_LINE_CHARS`) becomes an error record
+* A line that cannot be read (invalid JSON, JSON nested too deep to parse or naming a key of an object
+  twice, not an object, wrong number of CSV fields, a CSV field over the csv module's ``field_size_limit``
+  of 128 KiB, bytes that are not valid in ``encoding``, unreadable timestamp, a line over
+  `MAX_LINE_CHARS`) becomes an error record
   (`base.error_record`) with the key ``"<file>:<line>"`` (a CSV record's first line; bytes of a local
   file name that are not UTF-8 as U+FFFD, as in the path the state store keeps); the run goes on,
   the rest of the file is read, and the mapper rejects it (every window reading the file yields it again,
@@ -31,7 +32,7 @@ import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -195,12 +196,15 @@ class FileSource(Stateful):
                 yield number, self._undecodable
                 continue
             try:
-                record = json.loads(line)
+                record = _JSON.decode(line)
             except json.JSONDecodeError as exc:
                 yield number, f"invalid JSON: {exc.msg} at column {exc.colno}"
                 continue
             except RecursionError:
                 yield number, "invalid JSON: nested too deeply"
+                continue
+            except _NamedTwice as exc:
+                yield number, f"invalid JSON: an object names {exc.args[0]!r} twice"
                 continue
             yield number, record if isinstance(record, dict) else "not a JSON object"
 
@@ -213,7 +217,7 @@ class FileSource(Stateful):
             raise SourceError(f"{name}:{lines.count}: unreadable CSV header ({exc})") from None
         if fieldnames is not None and _UNDECODABLE.search("".join(fieldnames)):
             raise SourceError(f"{name}: the header line is not valid {self.encoding}")
-        if twice := next((n for n, count in Counter(fieldnames or ()).items() if n and count > 1), None):
+        if twice := _twice(column for column in fieldnames or () if column):  # unnamed ones name nothing
             raise SourceError(
                 f"{name}: the header names the column {twice!r} twice, so its rows could keep only one of "
                 "the values: rename one"
@@ -246,6 +250,26 @@ def _path_bytes(file: ObjectStoragePath) -> bytes:
     """The path's UTF-8 bytes, for the hashes that name and deal a file. A local name that is not UTF-8 comes
     with its bytes as lone surrogates (``os.fsdecode``), which are encoded back as they came."""
     return str(file).encode("utf-8", "surrogatepass")
+
+
+class _NamedTwice(Exception):
+    """A JSON object naming a key twice (json.loads keeps the last value): its key."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict; `_NamedTwice` if it names a key twice, so that no value is dropped unseen."""
+    made = dict(pairs)
+    if len(made) < len(pairs):
+        raise _NamedTwice(_twice(key for key, _ in pairs))
+    return made
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_object)
+
+
+def _twice(names: Iterable[str]) -> str | None:
+    """The first of ``names`` that comes more than once, or None."""
+    return next((name for name, count in Counter(names).items() if count > 1), None)
 
 
 class _LineTooLong(Exception):
