@@ -162,6 +162,56 @@ def test_the_sync_hook_uses_the_environments_proxy_and_no_proxy(monkeypatch, emu
     assert isinstance(sync_task_status(monkeypatch, "http://altcraft.invalid"), AltcraftTransportError)
 
 
+def through_both_hooks(monkeypatch, host: str, **extra) -> list[bool]:
+    """For the sync hook, the async hook and the connection test: whether Altcraft answered (the emulator
+    as the proxy, ``host`` resolving nowhere)."""
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    ok, message = AltcraftHook(connect(monkeypatch, "altcraft_test", host, **extra)).test_connection()
+    sync, unknown = (
+        sync_task_status(monkeypatch, host, **extra),
+        unknown_task_status(monkeypatch, host, **extra),
+    )
+    assert DEFAULT_TOKEN not in message
+    return [answered_404(sync), answered_404(unknown), ok]
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_the_connections_proxy_wins_over_the_environments_in_both_hooks(
+    monkeypatch, emulator, no_proxy_variables
+):
+    # requests let HTTP_PROXY override the extra: the sync hook and the Test button went through the
+    # environment's proxy (here a closed port), the async hook through the connection's
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+
+    assert (
+        through_both_hooks(monkeypatch, "http://altcraft.invalid", proxies={"http": emulator.url})
+        == [True] * 3
+    )
+
+
+@pytest.mark.parametrize("key", ["all", "http://altcraft.invalid", "all://altcraft.invalid"])
+def test_a_proxy_keyed_as_requests_keys_it_is_used_by_both_hooks(
+    monkeypatch, emulator, no_proxy_variables, key
+):
+    # the async hook looked up the scheme alone, and went direct (here: a name that resolves nowhere)
+    assert (
+        through_both_hooks(monkeypatch, "http://altcraft.invalid", proxies={key: emulator.url}) == [True] * 3
+    )
+
+
+def test_the_environments_all_proxy_is_used_by_both_hooks(monkeypatch, emulator, no_proxy_variables):
+    monkeypatch.setenv("ALL_PROXY", emulator.url)  # aiohttp reads only HTTP(S)_PROXY
+
+    assert through_both_hooks(monkeypatch, "http://altcraft.invalid") == [True] * 3
+
+
 def test_the_sync_hook_trusts_the_environments_ca_bundle(monkeypatch, https_emulator, certificate):
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)

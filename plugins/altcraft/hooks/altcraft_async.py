@@ -13,10 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret
-from yarl import URL
 
 from altcraft import __version__
 from altcraft.answer_size import AnswerTooLarge, aread_capped
@@ -33,6 +31,7 @@ from altcraft.api.protocol import (
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
 from altcraft.hooks.connection import AltcraftConnectionSettings, read_connection, tls_context
+from altcraft.http_environment import platform_proxy
 
 T = TypeVar("T")
 
@@ -53,8 +52,7 @@ class AltcraftAsyncHook(BaseHook):
         self._token = ""
         self._session: aiohttp.ClientSession | None = None
         self._tls: ssl.SSLContext | bool = True
-        self._proxy: str | URL | None = None
-        self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._proxy: str | None = None
 
     async def __aenter__(self) -> AltcraftAsyncHook:
         return self
@@ -74,10 +72,10 @@ class AltcraftAsyncHook(BaseHook):
             )
             await amask_secret(self._token)
             self._tls = tls_context(self.settings.verify, self.settings.cert)
-            self._proxy = (self.settings.proxies or {}).get(self.base_url.split(":", 1)[0])
-            if self._proxy is None:  # reads files (~/.netrc for the proxy's credentials): not on the loop
-                loop = asyncio.get_running_loop()
-                self._proxy, self._proxy_auth = await loop.run_in_executor(None, env_proxy, self.base_url)
+            loop = asyncio.get_running_loop()  # the sync hook's proxy; its NO_PROXY check may read files
+            self._proxy = await loop.run_in_executor(
+                None, platform_proxy, self.base_url, self.settings.proxies
+            )
             self._session = aiohttp.ClientSession(
                 headers=request_headers(self._token, __version__),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
@@ -108,7 +106,6 @@ class AltcraftAsyncHook(BaseHook):
                     data=payload,
                     ssl=self._tls,
                     proxy=self._proxy,
-                    proxy_auth=self._proxy_auth,
                     allow_redirects=False,
                 ) as response:
                     content = await aread_capped(response, self.settings.max_answer_bytes)
@@ -149,14 +146,3 @@ def _observed(exc: BaseException) -> Observed:
         timed_out=isinstance(exc, TimeoutError),
         kind=type(exc).__name__,
     )
-
-
-def env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
-    """The proxy the environment gives ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as aiohttp's
-    ``trust_env`` finds it, and its credentials. Not ``trust_env`` itself: it also looks up ``~/.netrc``
-    for the platform, and credentials found there make every request fail ("Cannot combine AUTHORIZATION
-    header with AUTH argument")."""
-    try:
-        return get_env_proxy_for_url(URL(url))
-    except (LookupError, ValueError):  # no proxy; or a URL aiohttp will refuse to build, saying so
-        return None, None
