@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import threading
 import time
@@ -210,6 +211,46 @@ def test_the_environments_all_proxy_is_used_by_both_hooks(monkeypatch, emulator,
     monkeypatch.setenv("ALL_PROXY", emulator.url)  # aiohttp reads only HTTP(S)_PROXY
 
     assert through_both_hooks(monkeypatch, "http://altcraft.invalid") == [True] * 3
+
+
+@pytest.mark.parametrize("switch", ["false", "False", "0"])
+def test_verify_false_as_a_string_is_the_switch_in_both_hooks(monkeypatch, https_emulator, switch):
+    # every extra of a connection URI is a string (?verify=false): it was read as a CA bundle's path
+    assert through_both_hooks(monkeypatch, https_emulator, verify=switch) == [True] * 3
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("verify", lambda cert, key: "/nonexistent/ca.pem"),
+        ("verify", lambda cert, key: key),  # no certificate in it
+        ("cert", lambda cert, key: "/nonexistent/client.pem"),
+        ("cert", lambda cert, key: cert),  # no key in it
+    ],
+    ids=["verify-missing", "verify-no-certificate", "cert-missing", "cert-no-key"],
+)
+def test_a_tls_file_that_cannot_be_read_is_refused_naming_the_extra(
+    monkeypatch, https_emulator, certificate, name, path
+):
+    """requests failed at the first request with a bare OSError (the Test button raised it), aiohttp with
+    a FileNotFoundError naming nothing; now both hooks and the Test button name the extra, sending nothing."""
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    extra = {name: str(path(*certificate))} | ({"verify": False} if name == "cert" else {})
+    message = rf"Invalid extra of the Altcraft connection: {name}: .*no .* readable at"
+    hook = AltcraftHook(connect(monkeypatch, "altcraft_tls", https_emulator, **extra))
+    with pytest.raises(ValueError, match=message):
+        hook.get_task_status("task_nope")
+    assert hook.requests_made == 0
+    ok, said = hook.test_connection()
+    assert not ok and re.search(message, said)
+
+    async def ask() -> None:
+        async with AltcraftAsyncHook("altcraft_tls") as async_hook:
+            await async_hook.get_task_status("task_nope")
+
+    with pytest.raises(ValueError, match=message):
+        asyncio.run(ask())
 
 
 def test_the_sync_hook_trusts_the_environments_ca_bundle(monkeypatch, https_emulator, certificate):

@@ -153,3 +153,11 @@ def test_a_scenario_link_pattern_that_cannot_be_filled_is_refused_naming_the_ext
         ValueError, match=r"Invalid extra of the Altcraft connection: scenario_url: .*\{base_url\}"
     ):
         connection_settings({"scenario_url": pattern})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("false", False), ("FALSE", False), ("0", False), ("true", True)]
+)
+def test_verify_as_a_string_is_read_as_the_switch(value, expected):
+    """Every extra of a connection URI is a string: ``?verify=false`` was the path of a CA bundle."""
+    assert connection_settings({"verify": value}).verify is expected

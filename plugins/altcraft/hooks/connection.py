@@ -10,7 +10,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.api.layouts import BatchItemLayout
@@ -21,9 +29,10 @@ from altcraft.spec_checks import MAX_BYTES, MAX_TIMEOUT_SECONDS, has_userinfo
 log = logging.getLogger(__name__)
 
 _PREFIX = "extra__altcraft__"
-_HTTP_PASSTHROUGH = ("verify", "proxies", "cert")
 _MAX_WAIT_SECONDS = 3600
 """The longest wait between two retries a connection may set (an hour)."""
+_SWITCH = TypeAdapter(bool)
+_TLS_FILES = {"verify": "CA bundle file or folder", "cert": "certificate file with its key"}
 
 
 class AltcraftConnectionSettings(BaseModel):
@@ -82,6 +91,29 @@ class AltcraftConnectionSettings(BaseModel):
                 "a pattern of the link with only {base_url} and {scenario_id} in braces, "
                 f"e.g. {{base_url}}/workflows/{{scenario_id}} ({type(error).__name__}: {error})"
             ) from None
+        return value
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _verify_switch(cls, value: Any) -> Any:
+        """``"false"`` (every extra of a connection URI is a string) is the switch, not a CA bundle's path."""
+        try:
+            return _SWITCH.validate_python(value) if isinstance(value, str) else value
+        except ValidationError:
+            return value
+
+    @field_validator("verify", "cert")
+    @classmethod
+    def _tls_file(cls, value: bool | str | None, info: ValidationInfo) -> bool | str | None:
+        """A path must be a readable CA bundle (``verify``) or certificate with its key (``cert``) here and
+        now: requests failed at the first request with a bare OSError, aiohttp with a FileNotFoundError."""
+        if isinstance(value, str):
+            verify, cert = (value, None) if info.field_name == "verify" else (False, value)
+            try:
+                tls_context(verify, cert)
+            except OSError as error:  # ssl.SSLError too: not PEM, no key
+                what = _TLS_FILES[info.field_name]
+                raise ValueError(f"no {what} readable at {value!r} ({error.strerror or error})") from None
         return value
 
     @property
