@@ -161,3 +161,49 @@ def test_a_scenario_link_pattern_that_cannot_be_filled_is_refused_naming_the_ext
 def test_verify_as_a_string_is_read_as_the_switch(value, expected):
     """Every extra of a connection URI is a string: ``?verify=false`` was the path of a CA bundle."""
     assert connection_settings({"verify": value}).verify is expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ('{"verify": false,}', "is not valid JSON"),  # Airflow read it as no extra: verify silently on
+        ("{'timeout': 5}", "is not valid JSON"),
+        ('["timeout", 5]', "is a JSON list, not an object"),  # AttributeError: 'list' object has no ...
+        ('"timeout=5"', "is a JSON str, not an object"),
+        ("5", "is a JSON int, not an object"),
+    ],
+)
+def test_an_extra_that_is_not_a_json_object_is_refused_naming_the_connection(
+    emulator, monkeypatch, extra, said
+):
+    import asyncio
+
+    from altcraft.hooks.altcraft import AltcraftHook
+    from altcraft.hooks.altcraft_async import AltcraftAsyncHook
+
+    connection = {"conn_type": "altcraft", "host": emulator.url, "password": emulator.token, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_EXTRA", json.dumps(connection))
+    message = f"Connection 'altcraft_extra': its Extra {said}"
+    hook = AltcraftHook("altcraft_extra")
+    with pytest.raises(ValueError, match=message):
+        hook.get_scenario(1)
+    assert hook.requests_made == 0
+    ok, answer = hook.test_connection()
+    assert not ok and message in answer
+
+    async def task_status() -> None:
+        async with AltcraftAsyncHook("altcraft_extra") as async_hook:
+            await async_hook.get_task_status("task-1")
+
+    with pytest.raises(ValueError, match=message):
+        asyncio.run(task_status())
+
+
+@pytest.mark.parametrize("extra", ["", "  ", "null", "{}"])
+def test_an_empty_extra_is_no_extra(emulator, monkeypatch, extra):
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    connection = {"conn_type": "altcraft", "host": emulator.url, "password": emulator.token, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_EXTRA", json.dumps(connection))
+
+    assert AltcraftHook("altcraft_extra").test_connection()[0]

@@ -3,6 +3,7 @@ import)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import ssl
@@ -138,6 +139,7 @@ class ConnectionFields(Protocol):
     schema: str | None
     port: int | None
     password: str | None
+    extra: str | None
 
     @property
     def extra_dejson(self) -> dict[str, Any]: ...
@@ -163,10 +165,30 @@ def read_connection(conn_id: str, conn: ConnectionFields) -> AltcraftConnection:
         )
     password = conn.password or ""
     return AltcraftConnection(
-        connection_settings(conn.extra_dejson),
+        connection_settings(connection_extra(conn_id, conn)),
         base_url(conn.host, conn.schema, conn.port, token=password),
         api_token(conn_id, password),
     )
+
+
+def connection_extra(conn_id: str, conn: ConnectionFields) -> dict[str, Any]:
+    """The extras of connection ``conn_id``, from its Extra, a JSON object (or nothing).
+
+    :raises ValueError: naming the connection when the Extra is not a JSON object: Airflow read JSON it
+        cannot parse as no extra at all (every setting silently dropped: the Test button said all was well),
+        and any other JSON value failed here as an AttributeError naming nothing.
+    """
+    if isinstance(conn.extra, str) and conn.extra.strip():
+        try:
+            extra = json.loads(conn.extra)
+        except ValueError as error:  # its position only: the Extra may hold a proxy's password
+            raise ValueError(f"Connection {conn_id!r}: its Extra is not valid JSON ({error})") from None
+        if not isinstance(extra, dict | None):
+            raise ValueError(
+                f"Connection {conn_id!r}: its Extra is a JSON {type(extra).__name__}, not an object such "
+                'as {"timeout": 30}'
+            )
+    return conn.extra_dejson or {}
 
 
 def connection_settings(extra: Mapping[str, Any] | None) -> AltcraftConnectionSettings:
