@@ -55,17 +55,29 @@ def test_a_platform_url_holding_the_token_or_a_query_is_refused_before_anything_
 
 
 @pytest.mark.parametrize(
-    "token", [f"{TOKEN}\n", f"{TOKEN}\r\n", f"TOKEN\x00{TOKEN}"], ids=["LF", "CRLF", "NUL"]
+    "token",
+    [
+        f"{TOKEN}\n",
+        f"{TOKEN}\r\n",
+        f"TOKEN\x00{TOKEN}",
+        f"{TOKEN}\u200b",
+        f"{TOKEN}\u2028",
+        f"{TOKEN} ",
+        f"\t{TOKEN}",
+    ],
+    ids=["LF", "CRLF", "NUL", "zero-width-space", "line-separator", "trailing-space", "leading-tab"],
 )
 def test_a_token_no_header_can_carry_is_refused_naming_the_field(servers, monkeypatch, capsys, token):
     """A token read from a file with its last newline: the sync hook failed as an invalid header (naming
     nothing), the async hook with a bare ValueError its callers do not catch, and the Test button said the
-    token was accepted in the body."""
+    token was accepted in the body. One pasted with a zero-width space: the sync hook failed with a bare
+    UnicodeEncodeError, the async hook sent its UTF-8 bytes. One pasted with a space at an end: the header
+    (whose ends servers strip) and the body carried two different tokens. (Latin-1 letters are carried.)"""
     server = HostileServer(lambda seen: http_answer(200, {"error": 0, "data": []}))
     servers.append(server)
     connection = {"conn_type": "altcraft", "host": server.url, "password": token, "extra": {"max_retries": 0}}
     monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps(connection))
-    field = r"the API token \(password field\) holds a line break or another control character"
+    field = r"the API token \(password field\) holds a line break, a space at either end or another character"
 
     with pytest.raises(ValueError, match=field) as refused:
         AltcraftHook().get_scenario(12)

@@ -240,23 +240,27 @@ def tls_context(verify: bool | str, cert: str | None) -> ssl.SSLContext | bool:
     return context
 
 
-#: what no HTTP header value holds: a line break or another control character (tab aside)
-_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: what no HTTP header value carries as the body does: a line break or another control character (tab
+#: aside), a character beyond Latin-1 (requests cannot encode it), a space or tab at either end (dropped)
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]|^[ \t]|[ \t]$")
 
 
 def api_token(conn_id: str, password: str | None) -> str:
     """The API token of connection ``conn_id``: its password.
 
-    :raises ValueError: naming the connection, never the token, when there is none, or when it holds a line
-        break or another control character (a token read from a file with its last newline): no header can
-        carry it, and requests refused the request as an invalid header, aiohttp with a bare ValueError.
+    :raises ValueError: naming the connection, never the token, when there is none, or when no header can
+        carry it as the body does (`_NOT_IN_A_HEADER`: a token read from a file with its last newline, one
+        pasted with a space or a zero-width space): requests refused the request as an invalid header or
+        with a bare UnicodeEncodeError, aiohttp with a bare ValueError, and a server reading the header (its
+        ends stripped) and one reading the body saw two different tokens.
     """
     if not password:
         raise ValueError(f"Connection {conn_id!r} has no API token (password field)")
     if _NOT_IN_A_HEADER.search(password):
         raise ValueError(
-            f"Connection {conn_id!r}: the API token (password field) holds a line break or another control "
-            "character, which no HTTP header can carry; set it again without"
+            f"Connection {conn_id!r}: the API token (password field) holds a line break, a space at either "
+            "end or another character no HTTP header can carry (a control character, one beyond Latin-1 such "
+            "as a zero-width space); set it again without"
         )
     return password
 
