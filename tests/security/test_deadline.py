@@ -86,3 +86,17 @@ def test_slow_drip_crm_cannot_hold_the_rest_source_beyond_its_timeout(serve, mon
     assert isinstance(failure, SourceError) and "no complete answer within 1s" in str(failure), failure
     assert seconds < TIMEOUT + SLACK
     assert failure.__cause__ is None  # the transport's text may quote the query (a cursor that is an email)
+
+
+def test_the_connection_test_waits_once_for_a_server_that_does_not_answer(serve):
+    """The header's request timed out, then the body's did too: the Test button took twice the timeout (with
+    the default 60 s, past Airflow's 60 s for a connection test on a worker, which then said only "timed
+    out"). The body's check is skipped when the header's request got no answer at all."""
+    server = serve(lambda seen: [(b"", 3 * TIMEOUT)], timeout=TIMEOUT)
+    started = time.monotonic()
+    ok, message = AltcraftHook().test_connection()
+    seconds = time.monotonic() - started
+
+    assert not ok and f"no complete answer within {TIMEOUT:g}s" in message, message
+    assert "token (body): skip (no answer to the header's request)" in message
+    assert len(server.seen) == 1 and seconds < TIMEOUT + SLACK
