@@ -49,6 +49,23 @@ def test_the_connection_form_shows_each_settings_default(providers):
             assert widget.field["value"] == default, widget.field_name
 
 
+def test_the_connection_form_takes_only_numbers_the_hook_takes(providers):
+    """The form's number fields had no maximum: a value past the hook's bound (Retries 1000) was saved, and
+    every task then failed on it. The UI bounds its number inputs by the schema's minimum and maximum."""
+    numbers = 0
+    for key, widget in providers.connection_form_widgets.items():
+        schema = widget.field["schema"]
+        if key.startswith("extra__altcraft__") and {"number", "integer"} & set(schema["type"]):
+            numbers += 1
+            rules = AltcraftConnectionSettings.model_fields[widget.field_name].metadata
+            bound = {type(rule).__name__: rule for rule in rules}  # annotated_types' Gt, Ge, Le
+            assert schema.get("maximum") == bound["Le"].le, widget.field_name
+            assert (
+                schema["minimum"] == bound["Ge"].ge if "Ge" in bound else schema["minimum"] > bound["Gt"].gt
+            )
+    assert numbers == 4
+
+
 def test_hook_and_link_are_registered(providers):
     link = "altcraft.operators.import_and_launch.AltcraftScenarioLink"
     assert link in providers.extra_links_class_names

@@ -79,18 +79,18 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Timeout (seconds)",
                         "description": "Seconds one request may take in all: connect, send and the whole "
                         "answer (default 60).",
-                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 60},
+                        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 86400, "default": 60},
                     },
                     "max_retries": {
                         "label": "Retries",
                         "description": "Retries of a failed request that may safely be repeated (default 5). "
                         "Scenario launches are retried only when Altcraft certainly did not process them.",
-                        "schema": {"type": ["integer", "null"], "minimum": 0, "default": 5},
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 100, "default": 5},
                     },
                     "backoff_max": {
                         "label": "Longest wait between retries (seconds)",
                         "description": "Cap of the exponential backoff with jitter (default 30).",
-                        "schema": {"type": ["number", "null"], "minimum": 0, "default": 30},
+                        "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 3600, "default": 30},
                     },
                     "token_in_body": {
                         "label": "Also send the token in the request body",
@@ -102,7 +102,12 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Largest answer (bytes)",
                         "description": "Largest answer body read, in decoded bytes (default 67108864, "
                         "64 MiB); a larger one is an error.",
-                        "schema": {"type": ["integer", "null"], "minimum": 1, "default": 67108864},
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 1,
+                            "maximum": 1073741824,
+                            "default": 67108864,
+                        },
                     },
                     "batch_item_layout": {
                         "label": "Scenario batch item layout",
