@@ -22,6 +22,7 @@ HOSTS = {
     "token base64-encoded in the path": "{url}/k/{b64}",
     "a query": "{url}/?account=7",
     "a fragment": "{url}/#x",
+    "another scheme": "ftp://{address}",
 }
 
 
@@ -30,7 +31,10 @@ def server(request, servers, monkeypatch) -> HostileServer:
     server = HostileServer(lambda seen: http_answer(200, {"error": 0, "data": []}))
     servers.append(server)
     b64 = quote(base64.b64encode(TOKEN.encode()).decode(), safe="")
-    host = HOSTS[request.param].format(url=server.url, token=TOKEN, lower=TOKEN.lower(), b64=b64)
+    address = server.url.removeprefix("http://")
+    host = HOSTS[request.param].format(
+        url=server.url, address=address, token=TOKEN, lower=TOKEN.lower(), b64=b64
+    )
     connection = {"conn_type": "altcraft", "host": host, "password": TOKEN, "extra": {"max_retries": 0}}
     monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps(connection))
     return server
@@ -52,6 +56,22 @@ def test_a_platform_url_holding_the_token_or_a_query_is_refused_before_anything_
     assert server.seen == [], "nothing is sent"
     shown = "\n".join([str(refused.value), message, printed.out, printed.err])
     assert TOKEN[:8].lower() not in shown.lower() and "account=7" not in shown, shown
+
+
+def test_a_connection_uris_path_is_named_when_read_as_the_scheme(servers, monkeypatch):
+    """``altcraft://:TOKEN@host/altcraft`` gives the schema ``altcraft``, the URL's scheme when the host has
+    none: every request failed as "InvalidSchema ... could not be built", naming no field."""
+    server = HostileServer(lambda seen: http_answer(200, {"error": 0, "data": []}))
+    servers.append(server)
+    address = server.url.removeprefix("http://")
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", f"altcraft://:{TOKEN}@{address}/altcraft")
+
+    ok, message = AltcraftHook().test_connection()
+
+    assert (
+        not ok and "must start with https:// or http:// (the schema field, a connection URI's path" in message
+    )
+    assert server.seen == [] and TOKEN not in message
 
 
 @pytest.mark.parametrize(

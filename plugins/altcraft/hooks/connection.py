@@ -268,9 +268,10 @@ def api_token(conn_id: str, password: str | None) -> str:
 def base_url(host: str | None, schema: str | None = None, port: int | None = None, *, token: str = "") -> str:
     """The platform URL from a connection's host (``https://`` assumed when no scheme is given).
 
-    :raises ValueError: when there is none, or it holds a user name or password, a query or a fragment, or
-        the API ``token`` in any form (`token_forms`): the URL is sent with every request and kept in the
-        ledger, the scenario link (XCom) and the Test button's message. Never quoting the URL.
+    :raises ValueError: when there is none, its scheme is not HTTP(S), or it holds a user name or password,
+        a query or a fragment, or the API ``token`` in any form (`token_forms`): the URL is sent with every
+        request and kept in the ledger, the scenario link (XCom) and the Test button's message. Never
+        quoting the URL.
     """
     host = (host or "").strip().rstrip("/")
     if not host:
@@ -291,6 +292,11 @@ def base_url(host: str | None, schema: str | None = None, port: int | None = Non
         raise ValueError(
             "The Altcraft connection's Platform URL (host) must not hold a query or a fragment (?, #): the "
             "API's paths are appended to it"
+        )
+    if host.partition("://")[0].lower() not in ("http", "https"):  # requests: "InvalidSchema", naming nothing
+        raise ValueError(
+            "The Altcraft connection's Platform URL (host) must start with https:// or http://"
+            + (" (the schema field, a connection URI's path, is read as the scheme)" if schema else "")
         )
     if port and host.count(":") < 2:
         host = f"{host}:{port}"
