@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -22,11 +23,20 @@ def pin_environment(session: requests.Session, url: str) -> None:
     ``False`` or a CA bundle of its own is no longer overridden by ``REQUESTS_CA_BUNDLE`` (only ``True``
     takes it); and ``~/.netrc`` is no longer consulted: credentials found there for the host would have
     replaced the session's own ``Authorization`` header (an API token) with Basic authentication.
+
+    :raises ValueError: when the CA bundle of an HTTPS ``url`` is a path where nothing is.
     """
     proxy = platform_proxy(url, session.proxies)
     settings = session.merge_environment_settings(url, {}, None, session.verify, None)
+    verify = settings["verify"]
+    if urlsplit(url).scheme == "https" and isinstance(verify, str) and not os.path.exists(verify):
+        # requests failed each request with a bare OSError (the connection test raised it)
+        raise ValueError(
+            f"No CA bundle file or folder at {verify!r}, which REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE of the "
+            "environment names"
+        )
     session.proxies = {} if proxy is None else {urlsplit(url).scheme: proxy}
-    session.verify, session.cert = settings["verify"], settings["cert"]
+    session.verify, session.cert = verify, settings["cert"]
     session.trust_env = False
 
 

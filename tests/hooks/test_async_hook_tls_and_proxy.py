@@ -262,6 +262,21 @@ def test_the_sync_hook_trusts_the_environments_ca_bundle(monkeypatch, https_emul
     assert answered_404(sync_task_status(monkeypatch, https_emulator))
 
 
+def test_a_ca_bundle_of_the_environment_where_nothing_is_is_named(monkeypatch, https_emulator):
+    """The sync hook failed each request with a bare OSError, and the Test button raised it."""
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/bundle.pem")
+    message = r"No CA bundle file or folder at '/nonexistent/bundle.pem', which REQUESTS_CA_BUNDLE"
+    hook = AltcraftHook(connect(monkeypatch, "altcraft_bundle", https_emulator, max_retries=0))
+
+    with pytest.raises(ValueError, match=message):
+        hook.get_task_status("task_nope")
+    ok, said = hook.test_connection()
+    assert not ok and re.search(message, said) and hook.requests_made == 0
+
+
 def test_netrc_credentials_for_the_platform_do_not_replace_the_token(
     monkeypatch, emulator, netrc_for_localhost
 ):
