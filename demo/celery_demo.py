@@ -42,7 +42,7 @@ PARTITIONS = 4
 LAUNCH = "import_and_launch"
 CRM_CONN = "celery_crm"
 #: One pool per Altcraft platform (account): its slots cap the concurrent requests of every pipeline that
-#: sends to that platform, across all workers (docs/scaling.md#pools).
+#: sends to that platform, across all workers (docs/scaling.md#pools-one-per-altcraft-platform).
 PLATFORM_POOL = "altcraft_emulator"
 POOL_SLOTS = 4
 LOADER = REPO / "dags" / "altcraft_pipelines.py"

@@ -1,5 +1,7 @@
 """Every relative link of README.md and docs/*.md names a file of the repository, and every ``#anchor`` a
-heading (GitHub's slugs) of its Markdown file: a newcomer following the docs never lands on a 404."""
+heading (GitHub's slugs) of its Markdown file: a newcomer following the docs never lands on a 404. So does
+every ``docs/x.md#anchor`` written as plain text: in the docs, and in what we ship (error messages, DAG
+files, the demo, docker-compose.yaml)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,15 @@ FENCED = re.compile(r"^ *```.*?^ *```", re.M | re.S)
 INLINE_CODE = re.compile(r"`+[^`\n]*`+")
 LINK = re.compile(r"!?\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+#: ``docs/pipelines.md#triggers``, ``ledger.md#tables``: a reference to a heading written as text
+TEXT_ANCHOR = re.compile(r"(?<![\w/.-])((?:docs/)?[\w-]+\.md)#([\w-]+)")
+SHIPPED = [
+    *(REPO / "plugins" / "altcraft").rglob("*.py"),
+    *(REPO / "dags").rglob("*.py"),
+    *(REPO / "demo").rglob("*.py"),
+    REPO / "docker-compose.yaml",
+    REPO / "Makefile",
+]
 
 
 def prose(path: Path) -> str:
@@ -63,3 +74,28 @@ def test_every_relative_link_resolves(doc: Path):
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(f"{link}: no heading #{anchor} in {file.relative_to(REPO)}")
     assert not broken, "\n".join(broken)
+
+
+def text_anchors(path: Path) -> list[str]:
+    """The ``x.md#anchor`` references of a file (code blocks and plain text too) that name no heading."""
+    broken = []
+    for match in TEXT_ANCHOR.finditer(path.read_text(encoding="utf-8")):
+        name, anchor = match.groups()
+        target = REPO / name if "/" in name or name == "README.md" else REPO / "docs" / name
+        if not target.exists() or anchor not in anchors(target):
+            broken.append(f"{path.relative_to(REPO)}: {match[0]}")
+    return broken
+
+
+def test_text_anchor_references_are_checked():
+    assert TEXT_ANCHOR.findall("see docs/pipelines.md#what-a-run-does.") == [
+        ("docs/pipelines.md", "what-a-run-does")
+    ]
+    assert TEXT_ANCHOR.findall("(ledger.md#tables)") == [("ledger.md", "tables")]
+
+
+@pytest.mark.parametrize("path", DOCS + SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_anchor_named_in_text_exists(path: Path):
+    """A plain ``docs/pipelines.md#partitions`` (an error message, a comment) is as much a promise to the
+    reader as a link: it pointed at headings that did not exist (or no longer did)."""
+    assert text_anchors(path) == []

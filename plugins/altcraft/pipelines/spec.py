@@ -483,7 +483,7 @@ class PipelineSpec(_Model):
             if not source.reads_window:
                 raise ValueError(
                     f"a {source.type} source that ignores the window cannot be split in time: "
-                    "partitions must be 1 (see docs/pipelines.md#partitions)"
+                    "partitions must be 1 (see docs/pipelines.md#what-a-run-does, Partitions)"
                 )
             if source.type == "file" and source.window_by == "column":
                 raise ValueError(

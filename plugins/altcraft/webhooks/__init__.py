@@ -8,5 +8,5 @@
 
 A pipeline with ``trigger: {type: webhook}`` reads the stored deliveries with the ``webhook`` source; its
 watcher trigger (`altcraft.triggers.new_rows`) fires the pipeline's asset when new deliveries are stored.
-See docs/pipelines.md#triggers.
+See docs/pipelines.md#triggers-launch-within-seconds.
 """
