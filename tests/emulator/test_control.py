@@ -198,6 +198,9 @@ def test_the_fault_example_in_the_docs_is_accepted(altcraft_emulator):
         (["--seed", "/nonexistent/seed.json"], "--seed"),
         (["--seed", "{bad_seed}"], "--seed"),
         (["--replay", "{bad_seed}"], "--replay"),
+        (["--port", "99999"], "--port"),  # was served on port 34463 (99999 - 65536)
+        (["--log-level", "verbose"], "--log-level"),  # was a KeyError traceback, exit status 1
+        (["--token", ""], "--token"),  # was a server answering every request 401
     ],
 )
 def test_bad_command_line_values_stop_the_emulator_with_a_usage_error(tmp_path, flags, message):

@@ -7,18 +7,34 @@ import json
 from pathlib import Path
 
 import uvicorn
+from uvicorn.config import LOG_LEVELS
 
 from altcraft.emulator.app import build_app
 from altcraft.emulator.replay import Replay
 from altcraft.emulator.state import DEFAULT_TOKEN, Config, Emulator, demo_seed
 
 
+def port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535: uvicorn served ``--port 99999`` on 34463 without a word."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0 to 65535)")
+    return value
+
+
+def token(text: str) -> str:
+    """A non-empty token: with an empty one every request was answered 401 "API token is missing"."""
+    if not text:
+        raise argparse.ArgumentTypeError("the token must not be empty")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line of the emulator (docs/emulator.md lists every flag)."""
     cli = argparse.ArgumentParser(prog="python -m altcraft.emulator", description=__doc__)
     cli.add_argument("--host", default="127.0.0.1")
-    cli.add_argument("--port", type=int, default=8765)
-    cli.add_argument("--token", default=DEFAULT_TOKEN, help="the full-access API token")
+    cli.add_argument("--port", type=port, default=8765)
+    cli.add_argument("--token", type=token, default=DEFAULT_TOKEN, help="the full-access API token")
     cli.add_argument("--seed", type=Path, help="JSON seed file (default: the bundled demo seed)")
     cli.add_argument("--max-batch-profiles", type=int, default=Config().max_batch_profiles)
     cli.add_argument("--max-body-bytes", type=int, default=Config().max_body_bytes)
@@ -35,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--replay", type=Path, help="answer with the shapes recorded by `python -m altcraft probe --record`"
     )
-    cli.add_argument("--log-level", default="warning")
+    cli.add_argument("--log-level", type=str.lower, choices=list(LOG_LEVELS), default="warning")
     return cli
 
 
