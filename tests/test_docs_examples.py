@@ -9,7 +9,7 @@ is not complete on its own (see README.md, "Development"):
 
 Every other ``yaml`` block is a whole pipeline spec, loaded by the DAG-folder loader; every other ``python``
 block is run inside a DAG (and the README's operator example is run with ``dag.test()``); ``ini`` blocks
-may name only options the provider declares.
+may name only options the provider declares; the webhook's ``bash`` recipe is run against the endpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import textwrap
 import uuid
 from dataclasses import dataclass
@@ -29,12 +30,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
+from fastapi import FastAPI
 
 from altcraft.hooks.connection import AltcraftConnectionSettings
 from altcraft.pipelines import PipelineSpec, load_pipelines
 from altcraft.provider_info import get_provider_info
+from altcraft.webhooks.app import WebhookConfig, create_app
+from altcraft.webhooks.plugin import URL_PREFIX
+from altcraft.webhooks.store import WebhookStore
 from tests.airflow_helpers import import_dag
 from tests.conftest import REPO
+from tests.fake_crms.server import serving_app
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 MARKERS = {"fragment": "yaml", "illustrative": "python"}
@@ -204,6 +210,36 @@ def test_the_readme_operator_example_launches_the_contacts_of_its_window(
     assert sorted((p["email"], p["_fname"], p["CRM_ID"]) for p in launched) == [
         (f"reader{n}@example.org", f"R{n}", str(n)) for n in (1, 2, 3)
     ]
+
+
+def test_the_webhook_recipe_is_accepted_by_the_endpoint(tmp_path, monkeypatch):
+    """docs/pipelines.md's "Test it by hand", run by bash with openssl and curl as written, against the
+    endpoint mounted as the plugin mounts it, for the documented webhook spec (its `auth`)."""
+    [recipe] = [b for b in BLOCKS if b.lang == "bash" and "/altcraft-webhooks/welcome_webhook" in b.text]
+    [spec] = [
+        yaml.safe_load(b.text) for b in BLOCKS if b.lang == "yaml" and "id: welcome_webhook\n" in b.text
+    ]
+    secret = uuid.uuid4().hex
+    monkeypatch.setenv("AIRFLOW_CONN_DOCS_WEBHOOK_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    config = WebhookConfig(spec["id"], spec["trigger"]["auth"], secret, "docs_webhook_ledger")
+    server = FastAPI()
+    server.mount(URL_PREFIX, create_app({spec["id"]: config}.get))
+
+    with serving_app(server) as url:
+        script = recipe.text.replace("http://localhost:8080", url)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", f"{script.rstrip()} --fail-with-body --silent --show-error"],
+            env={**os.environ, "SECRET": secret},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert json.loads(done.stdout) == {"status": "accepted", "records": 1}
+    [(_, records)] = WebhookStore.from_conn_id("docs_webhook_ledger").read(spec["id"], None)
+    assert records == [{"email": "ann@example.com", "first_name": "Ann"}]
 
 
 # ------------------------------------------------------------------------------- settings and names
