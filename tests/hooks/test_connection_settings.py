@@ -66,6 +66,25 @@ def test_base_url(host, schema, port, expected):
     assert base_url(host, schema, port) == expected
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://ru.altkraft.com/api/v1.1",
+        "https://ru.altkraft.com/api/v1.1/",
+        "altcraft.example.org/api/v1.1/workflows/start",
+    ],
+)
+def test_a_platform_url_holding_the_api_path_is_refused(host: str):
+    """Copied from a request of the developer guide, every call went to /api/v1.1/api/v1.1/...: the task
+    failed (and was retried) on a 404 from its first call, and nothing said that the URL was wrong."""
+    with pytest.raises(ValueError, match=r"Platform URL \(host\) must not hold the API's path /api/v1.1/"):
+        base_url(host)
+
+
+def test_a_platform_url_with_a_path_of_its_own_is_kept():
+    assert base_url("https://example.org/altcraft/") == "https://example.org/altcraft"
+
+
 def test_base_url_requires_host():
     with pytest.raises(ValueError, match="Platform URL"):
         base_url("")

@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -23,7 +24,7 @@ from pydantic import (
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.api.layouts import BatchItemLayout
-from altcraft.api.protocol import remove_token
+from altcraft.api.protocol import API_PREFIX, remove_token
 from altcraft.api.retry import RetryPolicy
 from altcraft.spec_checks import MAX_BYTES, MAX_TIMEOUT_SECONDS, has_userinfo
 
@@ -269,9 +270,9 @@ def base_url(host: str | None, schema: str | None = None, port: int | None = Non
     """The platform URL from a connection's host (``https://`` assumed when no scheme is given).
 
     :raises ValueError: when there is none, its scheme is not HTTP(S), or it holds a user name or password,
-        a query or a fragment, or the API ``token`` in any form (`token_forms`): the URL is sent with every
-        request and kept in the ledger, the scenario link (XCom) and the Test button's message. Never
-        quoting the URL.
+        a query or a fragment, the API's own path (``/api/v1.1/``, which every call appends), or the API
+        ``token`` in any form (`token_forms`): the URL is sent with every request and kept in the ledger, the
+        scenario link (XCom) and the Test button's message. Never quoting the URL.
     """
     host = (host or "").strip().rstrip("/")
     if not host:
@@ -297,6 +298,11 @@ def base_url(host: str | None, schema: str | None = None, port: int | None = Non
         raise ValueError(
             "The Altcraft connection's Platform URL (host) must start with https:// or http://"
             + (" (the schema field, a connection URI's path, is read as the scheme)" if schema else "")
+        )
+    if API_PREFIX in f"{urlsplit(host).path}/":
+        raise ValueError(
+            f"The Altcraft connection's Platform URL (host) must not hold the API's path {API_PREFIX}: give "
+            "the platform's address (https://ru.altkraft.com), the API's paths are appended to it"
         )
     if port and host.count(":") < 2:
         host = f"{host}:{port}"
