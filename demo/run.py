@@ -15,6 +15,7 @@ exits with status 0. ``<DEMO_HOME>/env.sh`` holds the Airflow CLI's environment 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import time
@@ -103,12 +104,19 @@ def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_r
         print(f"\nDone in {time.monotonic() - started:.0f} s.")
         print(f"\nAirflow UI: {airflow.api_url}  (user admin, password {airflow.password})")
         print(f"Emulator:   {emulator.url}/_emulator/state   Component logs: {airflow.stack.log_dir}")
-        print(f"Airflow CLI: make demo-shell  (or: . {home / ENV_FILE}; airflow dags list)")
+        print(f"Airflow CLI: {demo_shell(home)}  (or: . {home / ENV_FILE}; airflow dags list)")
         if keep_running:
             print(f"Everything keeps running; press Ctrl-C (or kill {os.getpid()}) to stop.", flush=True)
             while True:
                 airflow.stack.check_alive()
                 time.sleep(2)
+
+
+def demo_shell(home: Path) -> str:
+    """The `make demo-shell` that opens this demo's state: the Makefile looks in .airflow/ unless told."""
+    if home == (REPO / ".airflow").resolve():
+        return "make demo-shell"
+    return f"DEMO_HOME={shlex.quote(str(home))} make demo-shell"
 
 
 def start_and_backfill(airflow: LocalAirflow, emulator_port: int, crm: Path) -> None:
