@@ -40,11 +40,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
     from altcraft import probe
     from altcraft.api.errors import AltcraftError
 
     try:
         return probe.main(args)
+    except AirflowNotFoundException as exc:  # a connection not made yet, or made in another AIRFLOW_HOME
+        print(
+            f"probe: {exc}: add it (`airflow connections add`) or name another with --conn-id",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, AltcraftError) as exc:  # an answer that does not fit: its places, not its values
         print(f"probe: {exc}", file=sys.stderr)
         return 2

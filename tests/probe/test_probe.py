@@ -147,6 +147,15 @@ def test_probe_fails_when_batch_results_come_in_another_order(altcraft_emulator,
     assert {e["key"] for e in altcraft_emulator.journal(12)[before:]} == {"probe.person@example.org"}
 
 
+def test_a_connection_that_does_not_exist_is_named_without_a_traceback(capsys):
+    """`--conn-id` naming no connection (a typo, another AIRFLOW_HOME) ended in AirflowNotFoundException's
+    traceback."""
+    assert main(["probe", "--conn-id", "no_such_altcraft", "--scenario", "12"]) == 2
+
+    error = capsys.readouterr().err
+    assert error.startswith("probe: The conn_id `no_such_altcraft` isn't defined: add it"), error
+
+
 def test_probe_reads_a_connection_made_with_airflow_connections_add(altcraft_emulator, airflow_db):
     """The README's path: `airflow connections add` stores the connection in the metadata database, and
     `python -m altcraft probe --conn-id` must find it there (not only in AIRFLOW_CONN_* variables)."""
