@@ -23,6 +23,7 @@ def contact(marker: str | None, delivery_mode: str | None = "batch") -> Uncertai
         marker,
         claimed,
         "dag/task/run",
+        1,
         "b1",
         delivery_mode,
         uncertain_since=T0,

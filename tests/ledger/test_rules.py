@@ -372,7 +372,7 @@ def test_what_a_settlement_does_to_the_row(settlement, change):
     assert settled(settlement, RUN, NOW) == change
 
 
-CONTACT = UncertainContact("k:a", "h", "AF_SYNC=1", NOW - HOUR, OTHER_RUN, "b1", "batch", NOW - HOUR)
+CONTACT = UncertainContact("k:a", "h", "AF_SYNC=1", NOW - HOUR, OTHER_RUN, 1, "b1", "batch", NOW - HOUR)
 
 
 @pytest.mark.parametrize(

@@ -1021,6 +1021,54 @@ def test_reconciliation_verdicts_update_the_contact_and_the_sending_tries_outcom
     assert ledger.standing(scope) == {"uncertain": 1, "failed": 0}
 
 
+def test_a_verdict_is_recorded_for_the_try_that_sent_the_contact_not_one_that_met_it(engine, ledger, scope):
+    """Run A claims k:a (window wA) and dies without a retry; run B (window wB) finds the claim stale, and
+    its own `uncertain` outcome says so, then run A's second try meets it uncertain too. The verdict is run
+    A try 1's: a launch for wA (a backfill of wA skips it, a run of wB sends it under every_run), and
+    neither B nor A's try 2 reports a launch it did not make. With no outcome of the sending try to
+    rewrite, the verdict is recorded as one."""
+    sender, other, retry = run("rA", window="wA"), run("rB", window="wB"), run("rA", 2, window="wA")
+    ledger.claim(scope, sender, items("k:a", "k:z"), EVERY_RUN, marker="AF_SYNC=a", now=T0)
+    ledger.record(scope, sender, Outcome.REJECTED, [(None, "row-9", None, "email: invalid")])
+    stale = T0 + ledger.stale_after
+    assert ledger.claim(scope, other, items("k:a", "k:z"), EVERY_RUN, now=stale).uncertain.keys() == {
+        "k:a",
+        "k:z",
+    }
+    assert ledger.claim(scope, retry, items("k:a"), EVERY_RUN, now=stale + timedelta(1)).uncertain
+    contacts = {c.contact_key: c for c in ledger.uncertain_contacts(scope)}
+    assert {c.claim_try_number for c in contacts.values()} == {1}
+    later = stale + timedelta(days=2)
+    applied = ledger.resolve(
+        scope,
+        list(contacts.values()),
+        {
+            "k:a": Resolution(Outcome.LAUNCHED, "reconciled: marker", "p-a"),
+            "k:z": Resolution(Outcome.FAILED, "not processed: no profile"),
+        },
+        now=later,
+    )
+
+    assert applied == {Outcome.LAUNCHED: 1, Outcome.FAILED: 1}
+    assert row(engine, scope, "k:a")["last_window_key"] == "dag/send/wA"
+    assert ledger.counts(scope, sender) == {
+        **dict.fromkeys(Outcome, 0),
+        Outcome.LAUNCHED: 1,
+        Outcome.FAILED: 1,
+        Outcome.REJECTED: 1,
+    }, "the sending try tells what happened to what it sent"
+    assert ledger.counts(scope, other)[Outcome.UNCERTAIN] == 2, "what run B saw stays as it was"
+    assert ledger.counts(scope, retry)[Outcome.UNCERTAIN] == 1, "so does what A's try 2 saw"
+    verdicts = [o for o in ledger.history("k:a", scope).outcomes if o["outcome"] == "launched"]
+    assert [(o["run_id"], o["try_number"], o["reason"]) for o in verdicts] == [
+        ("rA", 1, "reconciled: marker")
+    ]
+    backfill = ledger.claim(scope, run("rA3", window="wA"), items("k:a"), EVERY_RUN, now=later)
+    assert backfill.skipped["k:a"].startswith("already launched for this window")
+    assert ledger.claim(scope, run("rB2", window="wB"), items("k:a"), EVERY_RUN, now=later).to_send == ["k:a"]
+    assert_days_are_the_rows(engine, scope)
+
+
 CONTACTS, OUTCOMES = "altcraft_contacts", "altcraft_outcomes"
 #: Columns added by later versions, by table, oldest first.
 ADDED_COLUMNS = {

@@ -268,6 +268,8 @@ class UncertainContact:
     launch_marker: str | None
     claimed_at: datetime
     claim_run_key: str
+    #: the try of that run that made the claim (its outcomes are that try's)
+    claim_try_number: int
     batch_id: str
     #: how the latest claim's request was sent (a ``DeliveryMode`` value); None when not recorded (claimed
     #: by a version before ``delivery_mode``), which reconciliation reads as possibly queued

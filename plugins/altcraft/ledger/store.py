@@ -518,6 +518,7 @@ class Ledger:
             _C.launch_marker,
             _C.claimed_at,
             _C.claim_run_key,
+            _C.claim_try_number,
             _C.batch_id,
             _C.delivery_mode,
             _C.updated_at,
@@ -555,9 +556,10 @@ class Ledger:
     ) -> dict[Outcome, int]:
         """Apply reconciliation verdicts (by contact key) to still-uncertain contacts of the same claim.
 
-        What a verdict does to the row is :func:`altcraft.ledger.rules.resolved`; the uncertain outcome
-        of the try that sent it becomes the verdict (``launched`` or ``failed``). A row that changed
-        meanwhile is left alone. Returns the counts applied.
+        What a verdict does to the row is :func:`altcraft.ledger.rules.resolved`, for the window of the try
+        that sent it; that try's uncertain outcome becomes the verdict (``launched`` or ``failed``), or the
+        verdict is recorded as its outcome if it left none. A row that changed meanwhile is left alone.
+        Returns the counts applied.
         """
         at = utc(now)
         by_key = {c.contact_key: c for c in contacts}
@@ -567,8 +569,8 @@ class Ledger:
             for key, resolution in sorted(resolutions.items(), key=lambda kv: by_key[kv[0]].contact_hash):
                 contact = by_key[key]  # in hash order, the order claims lock rows in
                 settled = resolution.outcome is not Outcome.UNCERTAIN
-                outcome_row = _first_uncertain_outcome(conn, contact) if settled else None
-                change = rules.resolved(contact, resolution, outcome_row.window_key if outcome_row else None)
+                sender, outcome_row = _sender(conn, contact) if settled else (None, None)
+                change = rules.resolved(contact, resolution, sender.window_key if sender else None)
                 guard = (
                     _C.contact_hash == contact.contact_hash,
                     _C.status == ContactStatus.UNCERTAIN.value,
@@ -582,6 +584,8 @@ class Ledger:
                 applied[resolution.outcome] += 1
                 if outcome_row is not None:
                     _rewrite_outcome(conn, scope, outcome_row, resolution)
+                elif sender is not None:
+                    _record_verdict(conn, scope, sender, contact, resolution, at)
             return dict(applied)
 
         return self._write(work)
@@ -824,17 +828,52 @@ def _log_claim(claim: Claim, run: RunRef, *, dry_run: bool) -> None:
     )
 
 
-def _first_uncertain_outcome(conn: Connection, contact: UncertainContact) -> RowMapping | None:
-    """The outcome recorded when the contact's latest claim became uncertain: its first ``uncertain``
-    outcome since that claim (later tries that met it uncertain come after)."""
+def _sender(conn: Connection, contact: UncertainContact) -> tuple[RunRef, RowMapping | None]:
+    """The try that sent the contact's latest claim, with the window it sent it for, and the ``uncertain``
+    outcome that try recorded for it: None when it recorded none (it died and another run's claim found its
+    claim stale; that run's own ``uncertain`` outcome, like those of tries that met the contact uncertain
+    later, says what that try saw and is not the sender's)."""
+    dag_id, task_id, run_id = contact.claim_run_key.split("/", 2)  # ids hold no "/", a run id may
+    sent_by = (dag_id, task_id, run_id, contact.claim_try_number)
     query = (
-        sa.select(_O.id, _O.window_key, _O.dag_id, _O.task_id, _O.recorded_at)
+        sa.select(_O.id, _O.window_key, _O.dag_id, _O.task_id, _O.run_id, _O.try_number, _O.recorded_at)
         .where(_O.outcome == Outcome.UNCERTAIN.value, _O.recorded_at >= contact.claimed_at)
         .order_by(_O.id)
-        .limit(1)
     )
+    # the contact's few uncertain outcomes since the claim, searched in its index (not in the run's, which
+    # holds every outcome of the run), the sender's picked here
     found = contact_outcome_rows(conn, {contact.contact_hash: contact.created_at}, query)
-    return found[0]._mapping if found else None
+    row = next((o._mapping for o in found if (o.dag_id, o.task_id, o.run_id, o.try_number) == sent_by), None)
+    # no outcome of its own: the window of the run's other outcomes, else none (the run key, as RunRef.create)
+    same_run = (_O.dag_id == dag_id, _O.run_id == run_id, _O.task_id == task_id)
+    window = (
+        row.window_key if row else conn.execute(sa.select(_O.window_key).where(*same_run).limit(1)).scalar()
+    )
+    return RunRef(dag_id, task_id, run_id, contact.claim_try_number, window or contact.claim_run_key), row
+
+
+def _record_verdict(
+    conn: Connection,
+    scope: Scope,
+    sender: RunRef,
+    contact: UncertainContact,
+    resolution: Resolution,
+    at: datetime,
+) -> None:
+    """Record the verdict as an outcome of the try that sent the contact, which recorded none for it."""
+    source_key = conn.execute(
+        sa.select(_C.source_key).where(_C.contact_hash == contact.contact_hash)
+    ).scalar_one()
+    entry = (
+        contact.contact_key,
+        contact.contact_hash,
+        source_key,
+        None,
+        resolution.reason,
+        resolution.profile_id,
+        contact.created_at,
+    )
+    insert_outcomes(conn, scope, sender, resolution.outcome, at, [entry])
 
 
 def _rewrite_outcome(conn: Connection, scope: Scope, row: RowMapping, resolution: Resolution) -> None:
