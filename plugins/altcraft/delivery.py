@@ -57,7 +57,8 @@ from altcraft.makers import maker
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
 from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
-from altcraft.reconciliation import DEFAULT_GRACE, judge, launch_marker, match_of, with_marker
+from altcraft.reconciliation import DEFAULT_GRACE, judge, launch_marker, match_of, unread, with_marker
+from altcraft.storable import storable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -605,8 +606,8 @@ class Delivery:
         """Check uncertain contacts in Altcraft (``profiles/get``) and record the verdicts.
 
         ``keys``: only these (before a claim); None: every uncertain contact of the scenario. A read
-        that fails leaves the contact uncertain; the delivery goes on. Each contact is checked once per
-        try (``summary.reconciled`` counts contacts, not checks).
+        that fails leaves the contact uncertain (counted and noted as such); the delivery goes on. Each
+        contact is checked once per try (``summary.reconciled`` counts contacts, not checks).
         """
         if self.profiles_db_id is None or self.dry_run:
             return {}
@@ -645,12 +646,13 @@ class Delivery:
         try:
             profile = self.hook.get_profile(self.profiles_db_id, match)
         except AltcraftError as exc:
+            why = storable(scrub(exc))
             log.warning(
                 "Could not read %s back from Altcraft (%s): it stays uncertain",
                 mask_key(contact.contact_key),
-                exc,
+                why,
             )
-            return None
+            return unread(why)
         # by how the contact's claim was sent and when its answer was lost, not how this try sends
         return judge(contact, profile, grace=self.reconcile_grace)
 

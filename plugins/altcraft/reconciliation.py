@@ -8,8 +8,8 @@ set to the sending try's id. Reading the profile back then tells, per contact:
 * the profile carries that request's marker → it was processed: ``launched``;
 * there is no profile, or the request carried a marker and the profile has none or another one → it was
   not processed: ``failed`` (the next claim sends it again, under the relaunch policy);
-* anything else (a profile exists, the request carried no marker) → still ``uncertain``, with the
-  evidence noted.
+* anything else (a profile exists, the request carried no marker; the read failed) → still ``uncertain``,
+  with the evidence noted.
 
 A request that created an Altcraft task (``async`` delivery) may still be waiting in Altcraft's queue when
 the profile is read, so only the marker is evidence there: without it the contact stays ``uncertain``.
@@ -108,6 +108,15 @@ def judge(
             verdict.profile_id,
         )
     return verdict
+
+
+def unread(why: str, now: datetime | None = None) -> Resolution:
+    """The verdict on a contact whose profile could not be read (``why``, free of contact data): still
+    uncertain, the failed read noted as its evidence."""
+    at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    return Resolution(
+        Outcome.UNCERTAIN, f"still uncertain (reconciled {at}: reading the profile failed: {why})"
+    )
 
 
 def may_still_run(contact: UncertainContact, now: datetime, grace: timedelta = DEFAULT_GRACE) -> str | None:

@@ -464,6 +464,51 @@ def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, mar
     assert set(launch_counts(emulator, marker_scenario).values()) == {1}
 
 
+@pytest.mark.parametrize(
+    ("lost", "reads", "says"),
+    [
+        ("drop_before", None, "Altcraft may still be processing the request (the grace is 600 s)"),
+        ("drop_after", 503, "reading the profile failed"),
+        ("drop_after", 429, "reading the profile failed"),
+    ],
+    ids=["within-the-grace", "reads-answer-503", "reads-answer-429"],
+)
+def test_a_reconciliation_run_that_leaves_contacts_undecided_is_not_clean(
+    dag_with, emulator, marker_scenario, lost, reads, says
+):
+    """Reconcile now while nothing can be decided yet: within the grace of a lost answer, or with every
+    profile read refused (503, 429). The run's own contacts all launch; the 6 it was asked to decide stay
+    uncertain, each counted as such, the evidence (or the failed read) noted on its row, and the run fails
+    saying so instead of turning green."""
+    emulator.add_faults({"endpoint": BATCH, "kind": lost, "count": 1})
+    first = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER)
+    assert task_states(run_dag(first, DAY)) == {"import_and_launch": "failed"}
+    if reads is not None:
+        emulator.add_faults({"endpoint": "profiles/get", "kind": "status", "status": reads, "retry_after": 0})
+
+    other = dag_with(contacts(2, start=100), batch_size=6, launch_marker_field=MARKER)
+    dag_run = other.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
+
+    summary = summary_of(other, dag_run)
+    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert (summary["launched"], summary["uncertain"], summary["scope"]["uncertain"]) == (2, 0, 6)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}, "6 contacts are still undecided"
+    assert contact_statuses(marker_scenario) == {"launched": 2, "uncertain": 6}
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        notes = conn.execute(
+            sa.text(
+                "SELECT error_text FROM altcraft_contacts WHERE scenario_id = :sid AND status = 'uncertain'"
+            ),
+            {"sid": marker_scenario},
+        ).scalars()
+        assert all(says in note for note in notes)
+    engine.dispose()
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * (
+        8 if lost == "drop_after" else 2
+    )
+
+
 # ------------------------------------------------------------------------ 5. dry runs leave no trace
 
 

@@ -609,6 +609,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             None if delivery.dry_run else self.max_failed_ratio,
             None if delivery.dry_run else self.max_uncertain_ratio,
             moved_past=moved_past,
+            reconciling=bool(self.reconcile),
         )
 
     def _report(self, delivery: Delivery, context: Context, *, final: bool) -> dict[str, Any]:
@@ -654,8 +655,12 @@ def _problems(
     max_uncertain: float | None,
     *,
     moved_past: bool = False,
+    reconciling: bool = False,
 ) -> tuple[str, str, str]:
-    """Why a try is not a clean success: (rejected, failed, uncertain) messages, empty when fine."""
+    """Why a try is not a clean success: (rejected, failed, uncertain) messages, empty when fine.
+
+    ``reconciling``: the try was asked to reconcile the whole scenario, so the contacts its reconciliation
+    left undecided count too (beyond the ratio of those it checked), not only those of its own input."""
     rejected = failed = uncertain = ""
     if summary.ratio("rejected") > max_rejected:
         rejected = (
@@ -683,6 +688,20 @@ def _problems(
             "launched them, so they are not resent. Set launch_marker_field so reconciliation can decide, "
             "then run with reconcile=true; or check them in Altcraft and rerun with resend_uncertain=True "
             "(see docs/ledger.md)."
+        )
+    checked, left = sum(summary.reconciled.values()), summary.reconciled["uncertain"]
+    if reconciling and max_uncertain is not None and left and left / checked > max_uncertain:
+        uncertain = " ".join(
+            m
+            for m in (
+                uncertain,
+                f"{left} of the {checked} uncertain contact(s) this run checked in Altcraft are still "
+                "undecided (each one's evidence, or why its profile could not be read, is in the log and in "
+                "altcraft_contacts.error_text): they are not resent. Run with reconcile=true again once the "
+                "reconciliation grace has passed or Altcraft answers, or check them in Altcraft and rerun "
+                "with resend_uncertain=True (see docs/ledger.md).",
+            )
+            if m
         )
     return rejected, failed, uncertain
 
