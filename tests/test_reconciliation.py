@@ -8,7 +8,14 @@ import pytest
 
 from altcraft.ledger import Outcome, UncertainContact
 from altcraft.mapping import Mapper, ProfileMapping
-from altcraft.reconciliation import DEFAULT_GRACE, judge, launch_marker, match_of, with_marker
+from altcraft.reconciliation import (
+    DEFAULT_GRACE,
+    another_profile,
+    judge,
+    launch_marker,
+    match_of,
+    with_marker,
+)
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 #: when the contacts below (uncertain since T0) are read back: their requests are past the grace
@@ -110,6 +117,67 @@ def test_a_synchronous_request_within_the_grace_may_still_be_running(marker, pro
     )
     marked = judge(sent, {"id": "p1", "AF_SYNC": "abc"}, T0)
     assert marked.outcome is (Outcome.LAUNCHED if marker else Outcome.UNCERTAIN), "the marker needs no wait"
+
+
+ANNA = {"matching": "email", "email": "anna@example.org"}
+SUBSCRIBED = [{"channel": "email", "email_data": {"email": "Anna@Example.org"}, "resource_id": 1}]
+
+
+@pytest.mark.parametrize(
+    ("profile", "match", "other"),
+    [
+        ({"email": "ANNA@example.org "}, ANNA, None),
+        ({"email": "work@example.org", "subscriptions": SUBSCRIBED}, ANNA, None),
+        ({"email": "boris@example.org", "subscriptions": SUBSCRIBED[:0]}, ANNA, "email"),
+        ({"email": "boris@example.org", "subscriptions": [{"email": "b@example.org"}]}, ANNA, "email"),
+        ({"id": "p1", "_fname": "Boris"}, ANNA, None),
+        ({"phones": ["+7 (900) 123-45-67"]}, {"matching": "phone", "phone": "+79001234567"}, None),
+        ({"phones": ["+79007654321"]}, {"matching": "phone", "phone": "+79001234567"}, "phone"),
+        (
+            {"email": "boris@example.org", "phones": ["+79001234567"]},
+            {"matching": "email_phone", "email": "anna@example.org", "phone": "+79001234567"},
+            None,
+        ),
+        (
+            {"email": "boris@example.org", "phones": ["+79007654321"]},
+            {"matching": "email_phone", "email": "anna@example.org", "phone": "+79001234567"},
+            "email and phone",
+        ),
+        ({"CRM_ID": 17}, {"matching": "custom", "field_name": "CRM_ID", "field_value": "17"}, None),
+        (
+            {"CRM_ID": "18"},
+            {"matching": "custom", "field_name": "CRM_ID", "field_value": "17"},
+            "custom field",
+        ),
+        ({"CRM_ID": "18"}, {"matching": "custom_sub", "field_name": "CRM_ID", "field_value": "17"}, None),
+    ],
+    ids=[
+        "same-email",
+        "email-in-a-subscription",
+        "other-email",
+        "other-subscription",
+        "email-not-shown",
+        "same-phone",
+        "other-phone",
+        "either-key",
+        "neither-key",
+        "same-custom",
+        "other-custom",
+        "custom-sub-not-a-profile-field",
+    ],
+)
+def test_an_answer_about_another_profile_is_told_by_what_it_shows(profile, match, other):
+    """The marker names the try, which sent other contacts too: a profile read back is evidence only
+    when it is the contact's. Matching by email looks in the profile's email and its subscriptions."""
+    assert another_profile(profile, match) == other
+    verdict = judge(contact("AF_SYNC=abc"), {**profile, "AF_SYNC": "abc"}, LATER, match=match)
+    assert verdict.outcome is (Outcome.UNCERTAIN if other else Outcome.LAUNCHED)
+    if other:
+        assert f"the answer is another profile's (its {other} is not the contact's)" in verdict.reason
+        assert verdict.profile_id is None and "anna" not in verdict.reason
+    assert judge(contact("AF_SYNC=abc"), {**profile}, LATER, match=match).outcome is (
+        Outcome.UNCERTAIN if other else Outcome.FAILED
+    ), "nor is a profile without the marker evidence, when it is another's"
 
 
 @pytest.mark.parametrize(

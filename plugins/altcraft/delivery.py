@@ -654,7 +654,7 @@ class Delivery:
             )
             return unread(why)
         # by how the contact's claim was sent and when its answer was lost, not how this try sends
-        return judge(contact, profile, grace=self.reconcile_grace)
+        return judge(contact, profile, grace=self.reconcile_grace, match=match)
 
     # ---------------------------------------------------------------------------------------- sending
 

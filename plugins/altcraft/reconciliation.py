@@ -33,7 +33,7 @@ Pure functions: the delivery makes the calls and the ledger records the verdicts
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -92,13 +92,25 @@ def judge(
     profile: dict[str, Any] | None,
     now: datetime | None = None,
     grace: timedelta = DEFAULT_GRACE,
+    *,
+    match: Mapping[str, Any] | None = None,
 ) -> Resolution:
-    """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent).
+    """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent)
+    when asked with ``match`` (:func:`match_of`; None: the answer is not checked against it).
 
-    No "not processed" while the contact's request may still run (:func:`may_still_run`).
+    A profile that is not the one asked for (:func:`another_profile`) proves nothing: the marker names the
+    try, which sent other contacts too. No "not processed" while the contact's request may still run
+    (:func:`may_still_run`).
     """
     now = now or datetime.now(UTC)
     at = now.isoformat(timespec="seconds")
+    other = None if profile is None or match is None else another_profile(profile, match)
+    if other:
+        return Resolution(
+            Outcome.UNCERTAIN,
+            f"still uncertain (reconciled {at}: the answer is another profile's (its {other} is not the "
+            "contact's), which says nothing of this contact)",
+        )
     verdict = _judge(contact, profile, at)
     running = may_still_run(contact, now, grace)
     if running is not None and verdict.outcome is Outcome.FAILED:
@@ -117,6 +129,52 @@ def unread(why: str, now: datetime | None = None) -> Resolution:
     return Resolution(
         Outcome.UNCERTAIN, f"still uncertain (reconciled {at}: reading the profile failed: {why})"
     )
+
+
+def another_profile(profile: Mapping[str, Any], match: Mapping[str, Any]) -> str | None:
+    """The matching fields by which ``profile``, as ``profiles/get`` answered ``match``, is another
+    contact's profile, or None. Only what the answer shows is compared: the email among the profile's
+    ``email`` and its subscriptions' addresses (matching by email looks in both), the phone among its
+    ``phones`` and its subscriptions' numbers, a ``custom`` field's value in that field. One asked key found
+    is enough (combined modes find a profile by either); a key the answer does not show proves nothing."""
+    asked = {
+        name: _normal(name, match[name])
+        for name in ("email", "phone", "field_value")
+        if name in match and (name != "field_value" or match.get("matching") == "custom")
+    }
+    shown: dict[str, set[str | None]] = {}
+    for name in asked:
+        values = {_normal(name, v) for v in _shown(profile, name, match.get("field_name"))} - {None}
+        if values:
+            shown[name] = values
+    if not shown or any(asked[name] in values for name, values in shown.items()):
+        return None
+    return " and ".join("custom field" if name == "field_value" else name for name in shown)
+
+
+def _shown(profile: Mapping[str, Any], name: str, field_name: str | None) -> Iterator[Any]:
+    """The values of one matching key that a ``profiles/get`` answer shows: profile fields, subscriptions."""
+    if name == "field_value":
+        value = profile.get(field_name or "")
+        yield from value if isinstance(value, list) else [value]
+        return
+    value = profile.get("phones" if name == "phone" else "email")
+    yield from value if isinstance(value, list) else [value]
+    for sub in profile.get("subscriptions") or ():
+        if isinstance(sub, Mapping):
+            yield sub.get(name)
+            if name == "email" and isinstance(sub.get("email_data"), Mapping):  # as imports nest it
+                yield sub["email_data"].get("email")
+
+
+def _normal(name: str, value: Any) -> str | None:
+    """A matching value as compared: emails without case, phones by their digits, others as text."""
+    if value is None or value == "" or isinstance(value, Mapping | list):
+        return None
+    text = str(value).strip()
+    if name == "email":
+        return text.casefold()
+    return "".join(ch for ch in text if ch.isdigit()) if name == "phone" else text
 
 
 def may_still_run(contact: UncertainContact, now: datetime, grace: timedelta = DEFAULT_GRACE) -> str | None:

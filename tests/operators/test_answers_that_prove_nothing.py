@@ -16,7 +16,7 @@ import pytest
 from altcraft.delivery import DeliveryStopped
 from altcraft.ledger import Outcome
 
-from .conftest import contacts, in_batches, launch_counts, run_ref
+from .conftest import MARKER, contacts, in_batches, launch_counts, run_ref
 
 BATCH = "workflows/import_and_start_batch"
 
@@ -231,3 +231,38 @@ def test_the_database_of_absent_profiles_is_asked_for_once(make_delivery, emulat
     summary = _reconciled(make_delivery, emulator, "drop_before", db_id=1)
     assert summary.reconciled["not_processed"] == 3
     assert asked == [1]
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["marker-of-the-same-try", "no-marker"])
+def test_a_profile_lookup_answered_with_another_contacts_profile_proves_nothing(
+    make_delivery, emulator, proxy, marker_scenario, marked
+):
+    """Try 1 launches user0 and user2; user1's result is an error 500 (not launched, recorded uncertain).
+    Try 2's read of user1 is answered with user0's profile. The marker is the try's, not the contact's, so
+    that profile carries the very marker user1's request had (or, without it, none): neither proves what
+    happened to user1, who stays uncertain instead of being recorded launched without proof (or sent
+    again)."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "profile_error", "every": 2, "count": 1})
+    first = make_delivery(batch_size=3, launch_marker_field=MARKER, profiles_db_id=marker_scenario)
+    assert (first.process(in_batches(contacts(3), 3)).uncertain, first.summary.launched) == (1, 2)
+    other = {"db_id": marker_scenario, "email": "user0@example.org"}
+    answer = emulator.post("profiles/get", other).json()
+    if not marked:
+        del answer["data"][MARKER]
+    proxy.rewrite["profiles/get"] = lambda body, upstream, status: (200, answer)
+
+    again = make_delivery(
+        batch_size=3,
+        run=run_ref(try_number=2),
+        launch_marker_field=MARKER,
+        profiles_db_id=marker_scenario,
+        reconcile_grace=timedelta(0),
+    )
+    summary = again.process(in_batches(contacts(3), 3))
+
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1}
+    assert (summary.uncertain, summary.requests) == (1, 0)
+    row = again.ledger.history("email:user1@example.org", again.scope).contact
+    assert (row["status"], row["launch_count"]) == ("uncertain", 0)
+    assert "the answer is another profile's (its email is not the contact's)" in row["error_text"]
+    assert len(launch_counts(emulator, marker_scenario)) == 2, "user1 was never launched, nor sent again"
