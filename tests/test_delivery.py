@@ -3,11 +3,13 @@ exactly-once flow; tests/operators/test_delivery.py covers the same over HTTP an
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
 from altcraft.api.errors import REFUSAL_CODES
-from altcraft.delivery import Delivery, TasksStillRunning, _settlements_for_results
+from altcraft.delivery import Delivery, DeliveryStopped, TasksStillRunning, _settlements_for_results
 from altcraft.emulator.in_process import InProcessAltcraft
 from altcraft.emulator.state import DEFAULT_TOKEN, Emulator, demo_seed
 from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Settlement
@@ -124,6 +126,24 @@ def test_a_contact_met_again_in_a_later_chunk_is_reconciled_once(altcraft, ledge
     assert again.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1}
     assert ledger.contact_states(again.scope) == {"email:user0@example.org": "uncertain"}
     assert len(launched(altcraft)) == 1
+
+
+def test_a_delivery_asked_to_stop_reads_no_further_profile(altcraft, ledger):
+    """``stop`` (the task's on_kill) also ends a reconciliation: no profile is read after it, and the
+    contacts not read yet stay uncertain, untouched, for the next try."""
+    first = delivery(altcraft, ledger)
+    doubt = RunRef("welcome", "import_and_launch", "run-0", 1, "w0")
+    keys = [(f"email:user{i}@example.org", str(i)) for i in range(3)]
+    claim = ledger.claim(first.scope, doubt, keys, RelaunchPolicy("once"), delivery_mode="batch")
+    ledger.settle(first.scope, doubt, claim, {})  # no answer: uncertain; no profile, so "not processed"
+
+    stopping = delivery(altcraft, ledger, try_number=2, profiles_db_id=1, reconcile_grace=timedelta(0))
+    stopping.stop()
+    with pytest.raises(DeliveryStopped, match="asked to stop"):
+        stopping.reconcile()
+
+    assert stopping.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert set(ledger.contact_states(first.scope).values()) == {"uncertain"}, "none read, none decided"
 
 
 def _settlement_of(result: tuple) -> Settlement:

@@ -99,6 +99,8 @@ class AltcraftApi(Protocol):
 
 
 _SETTLED_COUNTERS = ("launched", "failed", "uncertain")
+#: The summary's name of each reconciliation verdict (``Summary.reconciled``).
+_VERDICTS = {Outcome.LAUNCHED: "launched", Outcome.FAILED: "not_processed", Outcome.UNCERTAIN: "uncertain"}
 
 
 def _zero(*names: str) -> Callable[[], dict[str, int]]:
@@ -129,7 +131,7 @@ class Summary:
     dry_run: bool = False
     reasons: dict[str, int] = field(default_factory=dict)
     earlier_tries: dict[str, int] = field(default_factory=_zero(*_SETTLED_COUNTERS))
-    reconciled: dict[str, int] = field(default_factory=_zero("launched", "not_processed", "uncertain"))
+    reconciled: dict[str, int] = field(default_factory=_zero(*_VERDICTS.values()))
     scope: dict[str, int] = field(default_factory=_zero("uncertain", "failed"))
 
     def add(self, outcome: Outcome, n: int = 1, *, earlier: bool = False) -> None:
@@ -607,33 +609,30 @@ class Delivery:
 
         ``keys``: only these (before a claim); None: every uncertain contact of the scenario. A read
         that fails leaves the contact uncertain (counted and noted as such); the delivery goes on. Each
-        contact is checked once per try (``summary.reconciled`` counts contacts, not checks).
+        verdict is recorded as soon as it is reached, so a try stopped part-way (its execution_timeout, a
+        kill; asked to stop, it reads no further profile) keeps those it reached. Each contact is checked
+        once per try (``summary.reconciled`` counts contacts, not checks).
         """
         if self.profiles_db_id is None or self.dry_run:
             return {}
         contacts = [c for c in self.session.uncertain_contacts(keys) if c.contact_key not in self.checked]
         self.checked.update(c.contact_key for c in contacts)
-        verdicts: dict[str, Resolution] = {}
+        applied: Counter[Outcome] = Counter()
         for contact in contacts:
+            self._unless_stopped(None)
             verdict = self._judge(contact)
-            if verdict is not None:
-                verdicts[contact.contact_key] = verdict
-        if not verdicts:
-            return {}
-        applied = self.session.resolve(contacts, verdicts)
-        names = {
-            Outcome.LAUNCHED: "launched",
-            Outcome.FAILED: "not_processed",
-            Outcome.UNCERTAIN: "uncertain",
-        }
-        for outcome, n in applied.items():
-            self.summary.reconciled[names[outcome]] += n
-        log.info(
-            "Reconciled %d uncertain contact(s) with Altcraft: %s",
-            sum(applied.values()),
-            ", ".join(f"{names[o]} {n}" for o, n in applied.items()) or "no change",
-        )
-        return applied
+            if verdict is None:
+                continue
+            for outcome, n in self.session.resolve([contact], {contact.contact_key: verdict}).items():
+                applied[outcome] += n
+                self.summary.reconciled[_VERDICTS[outcome]] += n
+        if applied:
+            log.info(
+                "Reconciled %d uncertain contact(s) with Altcraft: %s",
+                applied.total(),
+                ", ".join(f"{_VERDICTS[o]} {n}" for o, n in applied.items()),
+            )
+        return dict(applied)
 
     def standing(self) -> dict[str, int]:
         """The scenario's standing in the ledger now: its uncertain and failed contacts, all runs."""

@@ -23,7 +23,7 @@ from tests.airflow_helpers import (
     xcom_values,
 )
 
-from .conftest import EMAIL_MAPPING, PG_URL, contacts, launch_counts
+from .conftest import EMAIL_MAPPING, MARKER, PG_URL, contacts, launch_counts
 
 DAG_FILE = Path(__file__).parent / "dag_files" / "welcome_contacts.py"
 DAY = pendulum.datetime(2026, 3, 1, tz="UTC")
@@ -330,6 +330,42 @@ def test_a_task_asked_to_stop_while_waiting_for_altcraft_tasks_stops_waiting(dag
     assert not launch_counts(emulator, scenario_id)
     summary = xcom_values(dag.dag_id, dag_run.run_id, key="altcraft_summary")["import_and_launch", -1]
     assert (summary["found"], summary["pending"], summary["launched"]) == (4, 4, 0)
+
+
+def _statuses(scenario_id: int) -> Counter:
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        query = "SELECT status FROM altcraft_contacts WHERE scenario_id = :s"
+        statuses = Counter(conn.execute(sa.text(query), {"s": scenario_id}).scalars())
+    engine.dispose()
+    return statuses
+
+
+def test_a_reconciliation_stopped_part_way_keeps_what_it_decided(dag_with, emulator, marker_scenario):
+    """Six contacts are uncertain (their batch processed, its answer lost); a reconciliation run reads their
+    profiles at a second each and is stopped by its 3 s execution_timeout part-way. The verdicts it reached
+    are recorded (they were all lost: every contact stayed uncertain, so a backlog longer than the timeout
+    was never reconciled), and the next reconciliation decides the rest; nobody is launched twice."""
+    emulator.add_faults({"endpoint": "workflows/import_and_start_batch", "kind": "drop_after", "count": 1})
+    first = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER)
+    assert task_states(run_dag(first, DAY)) == {"import_and_launch": "failed"}
+    emulator.add_faults({"endpoint": "profiles/get", "kind": "latency", "latency_ms": 1000, "count": 6})
+
+    stopped = dag_with([], launch_marker_field=MARKER, reconcile=True, execution_timeout_seconds=3)
+    dag_run = run_dag(stopped, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    decided = _statuses(marker_scenario)["launched"]
+    assert 1 <= decided < 6, "stopped part-way, with what it read recorded"
+    summary = xcom_values(stopped.dag_id, dag_run.run_id, key="altcraft_summary")["import_and_launch", -1]
+    assert summary["reconciled"] == {"launched": decided, "not_processed": 0, "uncertain": 0}
+    again = dag_with([], dag_id="welcome_again", launch_marker_field=MARKER, reconcile=True)
+    dag_run = run_dag(again, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = xcom_values(again.dag_id, dag_run.run_id)["import_and_launch", -1]
+    assert summary["reconciled"] == {"launched": 6 - decided, "not_processed": 0, "uncertain": 0}
+    assert _statuses(marker_scenario) == {"launched": 6}
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 6
 
 
 def test_dry_run_sends_nothing(dag_with, emulator, scenario_id):
