@@ -3,6 +3,7 @@ exactly-once flow; tests/operators/test_delivery.py covers the same over HTTP an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -144,6 +145,48 @@ def test_a_delivery_asked_to_stop_reads_no_further_profile(altcraft, ledger):
 
     assert stopping.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
     assert set(ledger.contact_states(first.scope).values()) == {"uncertain"}, "none read, none decided"
+
+
+def test_a_combined_mode_contact_met_under_another_key_is_reconciled_before_its_claim(altcraft, ledger):
+    """Anna is sent by her email alone and the answer is lost (her request was processed: the marker is on
+    her profile). Met again with her phone too, under another ledger key of the same contact, she is
+    reconciled before the claim, as any uncertain contact of a chunk is, and found launched; she was not
+    looked up (her row is under the first key's hash), so the claim met her uncertain and the try failed."""
+    mapping = ProfileMapping.model_validate(
+        {
+            "matching": "email_phone",
+            "key": {"email": "email", "phone": "phone"},
+            "fields": {"phones": {"source": "phone", "type": "phone"}},
+            "default_region": "RU",
+        }
+    )
+    options = {"mapping": mapping, "key_column": "id", "launch_marker_field": "CRM_ID", "profiles_db_id": 1}
+    run = RunRef("welcome", "import_and_launch", "run-1", 1, "w1")
+    first = Delivery.create(altcraft, ledger, run, scenario_id=SCENARIO, **options)
+    claim = first.session.claim(
+        [("email_phone:anna@example.org|", "1")],
+        first.policy,
+        marker=first.marker,
+        delivery_mode="batch",
+        aliases={"email_phone:anna@example.org|": ["email:anna@example.org"]},
+    )
+    altcraft.call(
+        "workflows/import_and_start",
+        {
+            "workflow_id": SCENARIO,
+            "email": "anna@example.org",
+            "data": {"CRM_ID": first.marker.partition("=")[2]},
+        },
+    )
+    first.session.settle(claim, {})  # no answer: uncertain
+
+    retry = Delivery.create(altcraft, ledger, replace(run, try_number=2), scenario_id=SCENARIO, **options)
+    summary = retry.process([[{"id": 1, "email": "anna@example.org", "phone": "+79001234567"}]])
+
+    assert summary.reconciled == {"launched": 1, "not_processed": 0, "uncertain": 0}
+    assert (summary.uncertain, summary.skipped, summary.requests) == (0, 1, 0)
+    assert set(ledger.contact_states(retry.scope).values()) == {"launched"}
+    assert len(launched(altcraft)) == 1
 
 
 def _settlement_of(result: tuple) -> Settlement:

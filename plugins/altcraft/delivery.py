@@ -517,7 +517,7 @@ class Delivery:
             # combined matching two different keys can be one contact, so always)
             self._behind.finish()
         self.summary.found += len(piece.profiles)  # counted when decided, so a stopped try adds up
-        self.reconcile({key for key, _ in items})
+        self.reconcile({key for key, _ in items}, aliases)
         claim = self.session.claim(
             items,
             self.policy,
@@ -604,10 +604,13 @@ class Delivery:
 
     # --------------------------------------------------------------------------------- reconciliation
 
-    def reconcile(self, keys: set[str] | None = None) -> dict[Outcome, int]:
+    def reconcile(
+        self, keys: set[str] | None = None, aliases: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[Outcome, int]:
         """Check uncertain contacts in Altcraft (``profiles/get``) and record the verdicts.
 
-        ``keys``: only these (before a claim); None: every uncertain contact of the scenario. A read
+        ``keys``: only these (before a claim; with their ``aliases`` under combined matching, so a contact
+        first claimed under another key is among them); None: every uncertain contact of the scenario. A read
         that fails leaves the contact uncertain (counted and noted as such); the delivery goes on. Each
         verdict is recorded as soon as it is reached, so a try stopped part-way (its execution_timeout, a
         kill; asked to stop, it reads no further profile) keeps those it reached. Each contact is checked
@@ -615,7 +618,9 @@ class Delivery:
         """
         if self.profiles_db_id is None or self.dry_run:
             return {}
-        contacts = [c for c in self.session.uncertain_contacts(keys) if c.contact_key not in self.checked]
+        contacts = [
+            c for c in self.session.uncertain_contacts(keys, aliases) if c.contact_key not in self.checked
+        ]
         self.checked.update(c.contact_key for c in contacts)
         applied: Counter[Outcome] = Counter()
         for contact in contacts:

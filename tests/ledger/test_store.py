@@ -1458,6 +1458,12 @@ def test_combined_mode_identity_any_component_matches(engine, ledger, scope):
     two_people = ledger.claim(scope, run("r6"), items("ep:a@x|+7911"), ONCE, aliases=keys_of("ep:a@x|+7911"))
     assert two_people.to_send == [] and "2 different earlier contacts" in two_people.skipped["ep:a@x|+7911"]
     assert len(ledger.contact_states(scope)) == 2
+    unsure = ledger.claim(scope, run("r7"), items("ep:c@x|"), ONCE, aliases=keys_of("ep:c@x|"), now=T0)
+    ledger.settle(scope, run("r7"), unsure, {}, now=T0)  # no answer: uncertain
+    asked = ["ep:c@x|+7922", "ep:|+7922"]
+    assert ledger.uncertain_contacts(scope, asked) == []
+    found = ledger.uncertain_contacts(scope, asked, aliases=keys_of(*asked))
+    assert [c.contact_key for c in found] == ["ep:c@x|"], "met under another key, looked up by its email"
 
 
 # --- per-day counts ---------------------------------------------------------------------------------

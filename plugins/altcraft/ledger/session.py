@@ -125,8 +125,10 @@ class LedgerSession:
         run = replace(self.run, try_number=claim.try_number) if self.is_earlier(claim) else self.run
         self.ledger.settle(self.scope, run, claim, settlements)
 
-    def uncertain_contacts(self, keys: Iterable[str] | None = None) -> list[UncertainContact]:
-        return self.ledger.uncertain_contacts(self.scope, keys)
+    def uncertain_contacts(
+        self, keys: Iterable[str] | None = None, aliases: Mapping[str, Sequence[str]] | None = None
+    ) -> list[UncertainContact]:
+        return self.ledger.uncertain_contacts(self.scope, keys, aliases=aliases)
 
     def resolve(
         self, contacts: Sequence[UncertainContact], resolutions: Mapping[str, Resolution]

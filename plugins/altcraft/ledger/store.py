@@ -509,9 +509,16 @@ class Ledger:
     # --- reconciliation -------------------------------------------------------------------------------
 
     def uncertain_contacts(
-        self, scope: Scope, keys: Iterable[str] | None = None, *, limit: int | None = None
+        self,
+        scope: Scope,
+        keys: Iterable[str] | None = None,
+        *,
+        limit: int | None = None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
     ) -> list[UncertainContact]:
-        """The scope's ``uncertain`` contacts (only among ``keys`` if given), oldest first."""
+        """The scope's ``uncertain`` contacts (only among ``keys`` if given), oldest first. ``aliases`` (key
+        -> component keys, combined matching modes, as :meth:`claim` takes them): a key also stands for the
+        earlier contact a component of it was claimed for, whose row is under another key."""
         columns_ = (
             _C.contact_key,
             _C.contact_hash,
@@ -536,8 +543,12 @@ class Ledger:
                 query = sa.select(*columns_).where(*where).order_by(_C.updated_at, _C.contact_hash)
                 rows = conn.execute(query if limit is None else query.limit(limit)).all()
                 return [UncertainContact(*row) for row in rows]
+            hashes = {scope.contact_hash(key) for key in keys}
+            wanted = {scope.alias_hash(alias) for key in keys for alias in (aliases or {}).get(key, ())}
+            for _, condition in matching(conn, _A.alias_hash, wanted):
+                hashes.update(conn.execute(sa.select(_A.contact_hash).where(condition)).scalars())
             found: list[UncertainContact] = []
-            for _, condition in matching(conn, _C.contact_hash, {scope.contact_hash(key) for key in keys}):
+            for _, condition in matching(conn, _C.contact_hash, hashes):
                 found += [
                     UncertainContact(*row)
                     for row in conn.execute(sa.select(*columns_).where(condition, *where))
