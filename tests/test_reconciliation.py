@@ -119,6 +119,20 @@ def test_a_synchronous_request_within_the_grace_may_still_be_running(marker, pro
     assert marked.outcome is (Outcome.LAUNCHED if marker else Outcome.UNCERTAIN), "the marker needs no wait"
 
 
+def test_a_profile_without_a_marker_its_database_cannot_show_proves_nothing():
+    """Without the marker's field in the database (deleted since the send, or never a custom string
+    field) no profile can show the marker: its absence is not "not processed". Another request's marker
+    is still shown, and no profile is still absent."""
+    unseen = "launch marker field 'AF_SYNC' does not exist in the database; create it (type string)"
+    sent = contact("AF_SYNC=abc")
+    verdict = judge(sent, {"id": "p1"}, LATER, marker_unseen=unseen)
+    assert verdict.outcome is Outcome.UNCERTAIN
+    assert f"the profile shows no AF_SYNC, but {unseen}" in verdict.reason
+    assert judge(sent, {"id": "p1", "AF_SYNC": "old"}, LATER, marker_unseen=unseen).outcome is Outcome.FAILED
+    assert judge(sent, None, LATER, marker_unseen=unseen).outcome is Outcome.FAILED
+    assert judge(sent, {"id": "p1"}, LATER).outcome is Outcome.FAILED
+
+
 ANNA = {"matching": "email", "email": "anna@example.org"}
 SUBSCRIBED = [{"channel": "email", "email_data": {"email": "Anna@Example.org"}, "resource_id": 1}]
 

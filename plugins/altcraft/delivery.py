@@ -30,6 +30,7 @@ from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.matching import LAUNCH_ENDPOINTS
 from altcraft.api.models import (
     BatchLaunchRequest,
+    DatabaseField,
     ImportAndStartRequest,
     ProfileResult,
     ResultRead,
@@ -57,7 +58,15 @@ from altcraft.makers import maker
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
 from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
-from altcraft.reconciliation import DEFAULT_GRACE, judge, launch_marker, match_of, unread, with_marker
+from altcraft.reconciliation import (
+    DEFAULT_GRACE,
+    judge,
+    launch_marker,
+    marker_field_problem,
+    match_of,
+    unread,
+    with_marker,
+)
 from altcraft.storable import storable
 
 log = logging.getLogger(__name__)
@@ -96,6 +105,8 @@ class AltcraftApi(Protocol):
     ) -> TaskStatus: ...
 
     def get_profile(self, db_id: int, match: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    def get_database_fields(self, db_id: int) -> list[DatabaseField]: ...
 
 
 _SETTLED_COUNTERS = ("launched", "failed", "uncertain")
@@ -251,6 +262,8 @@ class Delivery:
     reconcile_grace: timedelta = DEFAULT_GRACE
     #: the ledger bound to this try (a dry run's session predicts claims and writes nothing)
     session: LedgerSession = field(init=False, repr=False)
+    #: why the database cannot show each launch marker field (None: it can), read once per try
+    marker_fields: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     #: contacts this try already checked in Altcraft: a key met again in a later chunk is not asked twice
     checked: set[str] = field(default_factory=set, init=False, repr=False)
     #: contacts skipped because another run still had them in flight (`in_flight_elsewhere`)
@@ -658,7 +671,24 @@ class Delivery:
             )
             return unread(why)
         # by how the contact's claim was sent and when its answer was lost, not how this try sends
-        return judge(contact, profile, grace=self.reconcile_grace, match=match)
+        unseen = self._marker_unseen(contact.launch_marker)
+        return judge(contact, profile, grace=self.reconcile_grace, match=match, marker_unseen=unseen)
+
+    def _marker_unseen(self, marker: str | None) -> str | None:
+        """Why no profile of the database can show the launch marker's field (it was deleted, or never made
+        a custom string field), so a profile without it proves nothing; None when one can, or the request
+        carried no marker. The database's fields are read once per try (a read that failed counts as cannot,
+        until the next try)."""
+        if not marker:
+            return None
+        name = marker.partition("=")[0]
+        if name not in self.marker_fields:
+            try:
+                problem = marker_field_problem(self.hook.get_database_fields(self.profiles_db_id), name)
+            except AltcraftError as exc:
+                problem = f"the database's fields could not be read ({storable(scrub(exc))})"
+            self.marker_fields[name] = problem
+        return self.marker_fields[name]
 
     # ---------------------------------------------------------------------------------------- sending
 

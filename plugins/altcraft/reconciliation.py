@@ -94,9 +94,12 @@ def judge(
     grace: timedelta = DEFAULT_GRACE,
     *,
     match: Mapping[str, Any] | None = None,
+    marker_unseen: str | None = None,
 ) -> Resolution:
     """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent)
     when asked with ``match`` (:func:`match_of`; None: the answer is not checked against it).
+    ``marker_unseen``: why no profile of the database can show the marker's field
+    (:func:`marker_field_problem`), so a profile without it proves nothing; None: one can.
 
     A profile that is not the one asked for (:func:`another_profile`) proves nothing: the marker names the
     try, which sent other contacts too. No "not processed" while the contact's request may still run
@@ -111,7 +114,7 @@ def judge(
             f"still uncertain (reconciled {at}: the answer is another profile's (its {other} is not the "
             "contact's), which says nothing of this contact)",
         )
-    verdict = _judge(contact, profile, at)
+    verdict = _judge(contact, profile, at, marker_unseen)
     running = may_still_run(contact, now, grace)
     if running is not None and verdict.outcome is Outcome.FAILED:
         return Resolution(
@@ -197,7 +200,9 @@ def may_still_run(contact: UncertainContact, now: datetime, grace: timedelta = D
     return None
 
 
-def _judge(contact: UncertainContact, profile: dict[str, Any] | None, at: str) -> Resolution:
+def _judge(
+    contact: UncertainContact, profile: dict[str, Any] | None, at: str, marker_unseen: str | None
+) -> Resolution:
     if profile is None:
         return Resolution(Outcome.FAILED, f"not processed (reconciled {at}: Altcraft has no such profile)")
     profile_id = str(profile.get("id") or "") or None
@@ -211,6 +216,12 @@ def _judge(contact: UncertainContact, profile: dict[str, Any] | None, at: str) -
                 profile_id,
             )
         seen = "none" if found in (None, "") else "another request's"
+        if seen == "none" and marker_unseen:
+            return Resolution(
+                Outcome.UNCERTAIN,
+                f"still uncertain (reconciled {at}: the profile shows no {field_name}, but {marker_unseen})",
+                profile_id,
+            )
         return Resolution(
             Outcome.FAILED,
             f"not processed (reconciled {at}: the profile's {field_name} is {seen}, "

@@ -266,3 +266,38 @@ def test_a_profile_lookup_answered_with_another_contacts_profile_proves_nothing(
     assert (row["status"], row["launch_count"]) == ("uncertain", 0)
     assert "the answer is another profile's (its email is not the contact's)" in row["error_text"]
     assert len(launch_counts(emulator, marker_scenario)) == 2, "user1 was never launched, nor sent again"
+
+
+def test_a_profile_without_a_marker_its_database_cannot_hold_proves_nothing(
+    make_delivery, emulator, proxy, marker_scenario
+):
+    """Try 1's batch is processed (each profile got its marker) and its answer lost; then the marker's field
+    is deleted from the database (the proxy answers its fields and profiles without it). A profile without
+    the marker says nothing then, since none could show one: the contacts stay uncertain, saying why,
+    instead of being judged not processed and launched a second time."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
+    with pytest.raises(DeliveryStopped):
+        make_delivery(batch_size=3, launch_marker_field=MARKER).process(in_batches(contacts(3), 3))
+    proxy.rewrite["databases/fields_get"] = lambda body, upstream, status: (
+        status,
+        {**upstream, "data": [field for field in upstream["data"] if field["name"] != MARKER]},
+    )
+    proxy.rewrite["profiles/get"] = lambda body, upstream, status: (
+        status,
+        {**upstream, "data": {name: v for name, v in upstream["data"].items() if name != MARKER}},
+    )
+
+    again = make_delivery(
+        batch_size=3,
+        run=run_ref(try_number=2),
+        launch_marker_field=MARKER,
+        profiles_db_id=marker_scenario,
+        reconcile_grace=timedelta(0),
+    )
+    summary = again.process(in_batches(contacts(3), 3))
+
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3}
+    assert (summary.uncertain, summary.requests) == (3, 0)
+    row = again.ledger.history("email:user1@example.org", again.scope).contact
+    assert f"launch marker field {MARKER!r} does not exist in the database" in row["error_text"]
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 3, "nobody launched twice"
