@@ -660,7 +660,8 @@ def _problems(
     """Why a try is not a clean success: (rejected, failed, uncertain) messages, empty when fine.
 
     ``reconciling``: the try was asked to reconcile the whole scenario, so the contacts its reconciliation
-    left undecided count too (beyond the ratio of those it checked), not only those of its own input."""
+    left undecided fail it too when more than ``max_uncertain`` of those it checked, though none of them
+    was in its own input."""
     rejected = failed = uncertain = ""
     if summary.ratio("rejected") > max_rejected:
         rejected = (
@@ -691,18 +692,14 @@ def _problems(
         )
     checked, left = sum(summary.reconciled.values()), summary.reconciled["uncertain"]
     if reconciling and max_uncertain is not None and left and left / checked > max_uncertain:
-        uncertain = " ".join(
-            m
-            for m in (
-                uncertain,
-                f"{left} of the {checked} uncertain contact(s) this run checked in Altcraft are still "
-                "undecided (each one's evidence, or why its profile could not be read, is in the log and in "
-                "altcraft_contacts.error_text): they are not resent. Run with reconcile=true again once the "
-                "reconciliation grace has passed or Altcraft answers, or check them in Altcraft and rerun "
-                "with resend_uncertain=True (see docs/ledger.md).",
-            )
-            if m
+        undecided = (
+            f"{left} of the {checked} uncertain contact(s) this run checked in Altcraft are still undecided "
+            "(each one's evidence, or why its profile could not be read, is in the log and in "
+            "altcraft_contacts.error_text): they are not resent. Run with reconcile=true again once the "
+            "reconciliation grace has passed or Altcraft answers, or check them in Altcraft and rerun with "
+            "resend_uncertain=True (see docs/ledger.md)."
         )
+        uncertain = f"{uncertain} {undecided}".strip()
     return rejected, failed, uncertain
 
 
