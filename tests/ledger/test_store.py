@@ -40,6 +40,7 @@ from altcraft.ledger.statements import (
     contact_states,
     drop_tally,
     insert_outcomes,
+    is_transient,
     shard,
     tally,
 )
@@ -728,6 +729,44 @@ def test_concurrent_claims_never_send_a_contact_twice(engine, scope):
             decided = len(claim.to_send) + len(claim.skipped) + len(claim.uncertain) + claim.duplicates
             assert decided == len(share), "each claim decides every one of its items exactly once"
     assert_days_are_the_rows(engine, scope)  # concurrent writers of the same day's counts
+
+
+@pytest.mark.parametrize("driver", ["pymysql", "mysqldb", "mysqlconnector"])
+def test_lock_conflicts_are_retried_on_every_mysql_driver(database_name, driver, scope):
+    """The Airflow MySQL connection may use mysqlclient or mysql-connector-python (extra ``client``), whose
+    errors carry a generic SQLSTATE (23000, HY000) besides MySQL's code: a claim that waits past
+    ``innodb_lock_wait_timeout`` for another claim's locks is retried, then leaves the contact to that
+    claim, and a concurrent insert of the same contact (duplicate key) is a conflict, as on every driver."""
+    url = f"mysql+{driver}://root@127.0.0.1:3306/{database_name}"
+    first = Ledger(sa.create_engine(MARIA + f"/{database_name}"))
+    second = Ledger(sa.create_engine(url, connect_args={"init_command": "SET innodb_lock_wait_timeout = 1"}))
+    earlier = first.claim(scope, run("r0"), items("k:a"), EVERY_RUN)  # failed: claimable, its row locked
+    first.settle(scope, run("r0"), earlier, {"k:a": Settlement(Outcome.FAILED, 400, "bad")})
+    found: list[Claim | BaseException] = []
+
+    def claim() -> None:
+        try:
+            found.append(second.claim(scope, run("r2"), items("k:a"), EVERY_RUN))
+        except BaseException as exc:
+            found.append(exc)
+
+    try:
+        second.ensure_schema()
+        opened = first.open_claim(scope, run("r1"), items("k:a"), EVERY_RUN)
+        waiting = threading.Thread(target=claim)
+        waiting.start()
+        time.sleep(2.5)  # the waiting claim's first attempts time out
+        opened.commit()
+        waiting.join(30)
+        [outcome] = found
+        assert isinstance(outcome, Claim), f"not retried: {outcome!r}"
+        assert outcome.to_send == [] and list(outcome.skipped) == ["k:a"], "left to the first claim"
+        with pytest.raises(sa.exc.IntegrityError) as duplicate, second.engine.begin() as conn:
+            conn.execute(sa.insert(contacts_table).values(row(first.engine, scope, "k:a")))
+        assert is_transient(duplicate.value)
+    finally:
+        first.close()
+        second.close()
 
 
 def test_ten_thousand_contacts(engine, ledger, scope):

@@ -31,16 +31,22 @@ _D = activity_table.c
 
 
 def is_transient(exc: sa.exc.DBAPIError) -> bool:
-    """A lock conflict, deadlock, busy database or concurrent insert of the same key: retrying helps."""
+    """A lock conflict, deadlock, busy database or concurrent insert of the same key: retrying helps.
+
+    MySQL/MariaDB by the server's error code, first: mysql-connector-python's errors carry a generic SQLSTATE
+    too (23000 for a duplicate key, HY000 for a lock wait timeout)."""
     orig = exc.orig
+    args = getattr(orig, "args", ())
+    mysql_code = getattr(orig, "errno", None) or (args[0] if args and isinstance(args[0], int) else None)
+    if mysql_code is not None:  # mysql-connector-python / mysqlclient, PyMySQL
+        return mysql_code in {1062, 1205, 1213}  # duplicate key, lock wait timeout, deadlock
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3 / psycopg2
     if sqlstate:
         return sqlstate in {"23505", "40001", "40P01", "55P03"}
     sqlite_error = getattr(orig, "sqlite_errorname", None)
-    if sqlite_error:
-        return sqlite_error.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CONSTRAINT_PRIMARYKEY"))
-    args = getattr(orig, "args", ())
-    return bool(args) and args[0] in {1062, 1205, 1213}  # MySQL: duplicate key, lock timeout, deadlock
+    return bool(sqlite_error) and sqlite_error.startswith(
+        ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CONSTRAINT_PRIMARYKEY")
+    )
 
 
 def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
