@@ -769,6 +769,33 @@ def test_lock_conflicts_are_retried_on_every_mysql_driver(database_name, driver,
         second.close()
 
 
+def test_a_sqlite_transaction_rolled_back_by_sqlite_raises_its_own_error(tmp_path, scope):
+    """SQLite rolls a transaction back itself on some errors (a full disk): the task log shows that error, not
+    a failed ROLLBACK of no transaction, and the ledger is usable again once there is room."""
+    engine = _engine(f"sqlite:///{tmp_path / 'full.db'}")
+    ledger = Ledger(engine)
+    ledger.ensure_schema()
+    with engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+    room = {"pages": pages + 3}
+
+    @sa.event.listens_for(engine, "connect")
+    def cap(dbapi_connection, _) -> None:
+        dbapi_connection.execute(f"PRAGMA max_page_count = {room['pages']}")
+
+    engine.dispose()
+    many = [(f"k:{n}-" + "x" * 100, "s" * 200) for n in range(3000)]
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="database or disk is full"):
+            ledger.claim(scope, run(), many, ONCE)
+        assert row(engine, scope, many[0][0]) == {}, "nothing of it was written"
+        room["pages"] = 1_000_000
+        engine.dispose()
+        assert ledger.claim(scope, run(), many[:2], ONCE).to_send == sorted(key for key, _ in many[:2])
+    finally:
+        engine.dispose()
+
+
 def test_ten_thousand_contacts(engine, ledger, scope):
     keys = [f"email:user{i}@x.test" for i in range(10_000)]
     answers = {

@@ -157,7 +157,9 @@ class Ledger:
                         days.apply(conn)
                         conn.exec_driver_sql("COMMIT")
                     except BaseException:
-                        conn.exec_driver_sql("ROLLBACK")
+                        # unless SQLite rolled it back itself (a full disk, an I/O error): its error goes on
+                        if conn.connection.dbapi_connection.in_transaction:
+                            conn.exec_driver_sql("ROLLBACK")
                         raise
                     return
                 if dialect == "mysql":  # InnoDB's REPEATABLE READ adds gap locks and deadlocks on new keys
