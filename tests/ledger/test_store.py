@@ -11,7 +11,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -35,6 +36,7 @@ from altcraft.ledger import (
     outcomes_table,
 )
 from altcraft.ledger.rules import ContactState
+from altcraft.ledger.schema import LedgerSchemaError
 from altcraft.ledger.statements import (
     begin_tally,
     contact_states,
@@ -1232,6 +1234,69 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
     ledger.settle(scope, run(), claim, {"k:a": LAUNCHED}, now=T0)
     assert sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10, "kept from then on"
     assert ledger.recount_days() > 0 and sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10
+
+
+@contextmanager
+def user_who_may_only_write_rows(engine: sa.Engine) -> Generator[sa.Engine]:
+    """An engine on ``engine``'s database as a new user with SELECT, INSERT and UPDATE on its tables and
+    no right to create or alter them (PostgreSQL: not their owner, no CREATE on the schema)."""
+    name, database = f"ledger_writer_{uuid.uuid4().hex[:8]}", engine.url.database
+    if engine.dialect.name == "postgresql":
+        grants = [f"CREATE ROLE {name} LOGIN", "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                  f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {name}",
+                  f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {name}"]  # fmt: skip
+        drop, url = f"DROP OWNED BY {name}; DROP ROLE {name}", f"{PG}/{database}"
+    else:
+        grants = [
+            f"CREATE USER '{name}'@'%'",
+            f"GRANT SELECT, INSERT, UPDATE ON {database}.* TO '{name}'@'%'",
+        ]
+        drop, url = f"DROP USER '{name}'@'%'", f"{MARIA}/{database}"
+    with engine.begin() as conn:
+        for statement in grants:
+            conn.execute(sa.text(statement))
+    writer = sa.create_engine(url.replace("postgres@", f"{name}@").replace("root@", f"{name}@"))
+    try:
+        yield writer
+    finally:
+        writer.dispose()
+        with engine.begin() as conn:
+            for statement in drop.split("; "):
+                conn.execute(sa.text(statement))
+
+
+ACTIVITY = "ix_altcraft_outcomes_activity"
+
+
+def test_an_upgrade_the_database_user_may_not_make_says_what_to_do(fresh_engine, scope):
+    """A user who may write the ledger's rows but not alter its tables uses an up-to-date ledger as it is;
+    an older one it cannot upgrade stops the task with an error naming the statement that failed and what
+    to do, not the database's bare refusal, and writes nothing."""
+    if fresh_engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has no users: whoever may write the file may alter its tables")
+    Ledger(fresh_engine).ensure_schema()
+    with user_who_may_only_write_rows(fresh_engine) as writer:
+        assert launch(Ledger(writer), scope, run("r1"), ["k:a"]).to_send == ["k:a"], "up to date: it works"
+        with fresh_engine.begin() as conn:  # as an earlier version left it: a column and an index missing
+            conn.exec_driver_sql("ALTER TABLE altcraft_contacts DROP COLUMN delivery_mode")
+            conn.execute(sa.schema.DropIndex(*(i for i in outcomes_table.indexes if i.name == ACTIVITY)))
+        for step in (
+            "ALTER TABLE altcraft_contacts ADD COLUMN delivery_mode",
+            "CREATE INDEX ix_altcraft_outcomes_",
+        ):
+            with pytest.raises(LedgerSchemaError) as refused:
+                Ledger(writer).claim(scope, run("r2"), items("k:b"), ONCE, delivery_mode="batch")
+            message = str(refused.value)
+            assert (
+                step in message and "docs/ledger.md" in message and "Upgrading an existing ledger" in message
+            )
+            assert "owner" in message or "denied" in message, "the database's own reason"
+            if step.startswith("ALTER"):  # the DBA adds the column: the index is what is left
+                with fresh_engine.begin() as conn:
+                    conn.exec_driver_sql(step + " VARCHAR(16)")
+        assert row(fresh_engine, scope, "k:b") == {}, "nothing written"
+        Ledger(fresh_engine).ensure_schema()  # the DBA (the tables' owner) upgrades it
+        assert launch(Ledger(writer), scope, run("r2"), ["k:b"]).to_send == ["k:b"]
 
 
 def test_an_older_ledgers_launches_still_count_after_the_upgrade(fresh_engine, scope):

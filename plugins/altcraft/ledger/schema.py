@@ -17,6 +17,24 @@ from altcraft.ledger.model import ID_LEN, KEY_LEN, MARKER_LEN, MODE_LEN, PLATFOR
 log = logging.getLogger(__name__)
 
 
+class LedgerSchemaError(RuntimeError):
+    """The ledger's tables could not be created or brought up to this version (the database user may not
+    create or alter them)."""
+
+
+def _schema_error(exc: sa.exc.DBAPIError) -> LedgerSchemaError:
+    """The failure of a statement creating or upgrading the tables, saying what to do."""
+    said = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    statement = " ".join(str(exc.statement or "").split())[:300]
+    return LedgerSchemaError(
+        f"The sync ledger's tables could not be created or upgraded to this version: {said} (in "
+        f"{statement}). Where the ledger connection's user may not create or alter the tables, give it "
+        "that right for one run (PostgreSQL: CREATE on the schema, and be the tables' owner; "
+        "MySQL/MariaDB: CREATE, ALTER and INDEX), or run that statement and those of docs/ledger.md, "
+        "'Upgrading an existing ledger', as the database's administrator."
+    )
+
+
 class UtcDateTime(sa.TypeDecorator[datetime]):
     """Timezone-aware datetimes stored as naive UTC (microseconds on every backend)."""
 
@@ -190,9 +208,9 @@ def create_schema(engine: Engine) -> bool:
         try:
             metadata.create_all(engine, tables=tables, checkfirst=True)
             break
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError as exc:
             if attempt == 3:
-                raise
+                raise _schema_error(exc) from exc
             log.info("Ledger tables were being created concurrently; checking again")
             time.sleep(0.2 * attempt)
     _add_missing_columns(engine)
@@ -206,9 +224,9 @@ def create_days(conn: Connection) -> None:
     try:
         with conn.begin_nested():
             activity_table.create(conn, checkfirst=True)
-    except sa.exc.DBAPIError:
+    except sa.exc.DBAPIError as exc:
         if not sa.inspect(conn).has_table(activity_table.name):
-            raise
+            raise _schema_error(exc) from exc
 
 
 #: Indexes of older versions (name: columns) that a current index replaces.
@@ -239,9 +257,9 @@ def _add_missing_indexes(engine: Engine) -> None:
                 with engine.begin() as conn:
                     index.create(conn)
                 log.info("Ledger: created index %s", index.name)
-            except sa.exc.DBAPIError:
+            except sa.exc.DBAPIError as exc:
                 if index.name not in {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}:
-                    raise
+                    raise _schema_error(exc) from exc
         for old, columns in _REPLACED_INDEXES.get(table.name, {}).items():
             if old not in present:
                 continue
@@ -250,9 +268,9 @@ def _add_missing_indexes(engine: Engine) -> None:
                     former = sa.Table(table.name, sa.MetaData(), *(sa.Column(name) for name in columns))
                     sa.Index(old, *former.c).drop(conn)  # on a copy: the ledger's table keeps its indexes
                 log.info("Ledger: dropped index %s (replaced)", old)
-            except sa.exc.DBAPIError:
+            except sa.exc.DBAPIError as exc:
                 if old in {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}:
-                    raise
+                    raise _schema_error(exc) from exc
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -271,6 +289,6 @@ def _add_missing_columns(engine: Engine) -> None:
                 with engine.begin() as conn:
                     conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
                 log.info("Ledger: added column %s.%s", table.name, column.name)
-            except sa.exc.DBAPIError:
+            except sa.exc.DBAPIError as exc:
                 if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
-                    raise
+                    raise _schema_error(exc) from exc
