@@ -15,6 +15,7 @@ from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -1297,6 +1298,45 @@ def test_an_upgrade_the_database_user_may_not_make_says_what_to_do(fresh_engine,
         assert row(fresh_engine, scope, "k:b") == {}, "nothing written"
         Ledger(fresh_engine).ensure_schema()  # the DBA (the tables' owner) upgrades it
         assert launch(Ledger(writer), scope, run("r2"), ["k:b"]).to_send == ["k:b"]
+
+
+def test_the_upgrade_a_dba_runs_from_the_docs_leaves_nothing_for_the_ledger_to_alter(fresh_engine, scope):
+    """docs/ledger.md's statements for a DBA, run on a ledger of the earliest version (PostgreSQL), bring it
+    up to date: a user who may only write rows then uses it, and the launches made before still count."""
+    if fresh_engine.dialect.name != "postgresql":
+        pytest.skip("the statements are written for PostgreSQL (with notes for MySQL/MariaDB)")
+    old = create_older_ledger(fresh_engine)
+    with fresh_engine.begin() as conn:
+        old.tables["altcraft_aliases"].drop(conn)  # the earliest version had none, and this index already
+        conn.execute(sa.schema.CreateIndex(*(i for i in outcomes_table.indexes if i.name.endswith("_run"))))
+        launched = {
+            "platform": scope.platform, "scenario_id": 7, "dag_id": "dag", "task_id": "send", "run_id": "r0",
+            "window_key": "dag/send/w", "try_number": 1, "contact_key": "k:a", "source_key": "src-k:a",
+            "contact_hash": scope.contact_hash("k:a"), "outcome": "launched", "recorded_at": T0,
+        }  # fmt: skip
+        conn.execute(old.tables[OUTCOMES].insert(), [launched])
+        conn.execute(old.tables[CONTACTS].insert(), [{
+            "contact_hash": scope.contact_hash("k:a"), "platform": scope.platform, "scenario_id": 7,
+            "contact_key": "k:a", "status": "launched", "source_key": "src-k:a", "launch_count": 1,
+            "first_launched_at": T0, "last_launched_at": T0, "last_run_key": "dag/send/r0",
+            "last_window_key": "dag/send/w", "claim_run_key": "dag/send/r0", "claim_try_number": 1,
+            "batch_id": "b0", "claimed_at": T0, "updated_at": T0}])  # fmt: skip
+    docs = (Path(__file__).parents[2] / "docs" / "ledger.md").read_text(encoding="utf-8")
+    statements = docs.split("To do it as the DBA instead:\n\n```sql\n", 1)[1].split("```", 1)[0]
+    dba = fresh_engine.raw_connection()
+    try:
+        dba.autocommit = True
+        dba.cursor().execute(statements)
+    finally:
+        dba.close()
+    with user_who_may_only_write_rows(fresh_engine) as writer:
+        ledger = Ledger(writer)
+        rerun = ledger.claim(scope, run("r1", window="w"), items("k:a", "k:b"), EVERY_RUN, now=T0)
+        assert rerun.to_send == ["k:b"] and list(rerun.skipped) == ["k:a"]
+    days = activity_table.c
+    total = sa.select(sa.func.sum(days.outcome_count)).where(days.platform == scope.platform)
+    with fresh_engine.connect() as conn:
+        assert conn.execute(total).scalar_one() == 2, "counted by the DBA's INSERT, then by the claim"
 
 
 def test_an_older_ledgers_launches_still_count_after_the_upgrade(fresh_engine, scope):
