@@ -1269,6 +1269,16 @@ def user_who_may_only_write_rows(engine: sa.Engine) -> Generator[sa.Engine]:
 ACTIVITY = "ix_altcraft_outcomes_activity"
 
 
+@pytest.mark.parametrize("url", [f"{PG}/test", f"{MARIA}/test"], ids=["postgresql", "mariadb"])
+def test_a_database_that_cannot_be_reached_is_not_reported_as_a_schema_error(url):
+    """No statement ran: the database's own connection error, not advice on rights to create tables."""
+    unreachable = sa.create_engine(sa.make_url(url).set(port=9))
+    with pytest.raises(sa.exc.OperationalError) as raised:
+        Ledger(unreachable).ensure_schema()
+    assert not isinstance(raised.value, LedgerSchemaError)
+    unreachable.dispose()
+
+
 def test_an_upgrade_the_database_user_may_not_make_says_what_to_do(fresh_engine, scope):
     """A user who may write the ledger's rows but not alter its tables uses an up-to-date ledger as it is;
     an older one it cannot upgrade stops the task with an error naming the statement that failed and what

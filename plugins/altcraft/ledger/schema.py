@@ -22,12 +22,16 @@ class LedgerSchemaError(RuntimeError):
     create or alter them)."""
 
 
-def _schema_error(exc: sa.exc.DBAPIError) -> LedgerSchemaError:
-    """The failure of a statement creating or upgrading the tables, saying what to do."""
+def schema_error(exc: sa.exc.DBAPIError, tables: str = "The sync ledger's tables") -> LedgerSchemaError:
+    """The failure of a statement creating or upgrading ``tables`` of the ledger's database, saying what to
+    do. A database that could not be reached (no statement ran, or the connection was lost) is no such
+    failure: ``exc`` is raised as it is."""
+    if exc.statement is None or exc.connection_invalidated:
+        raise exc
     said = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
     statement = " ".join(str(exc.statement or "").split())[:300]
     return LedgerSchemaError(
-        f"The sync ledger's tables could not be created or upgraded to this version: {said} (in "
+        f"{tables} could not be created or upgraded to this version: {said} (in "
         f"{statement}). Where the ledger connection's user may not create or alter the tables, give it "
         "that right for one run (PostgreSQL: CREATE on the schema, and be the tables' owner; "
         "MySQL/MariaDB: CREATE, ALTER and INDEX), or run that statement and those of docs/ledger.md, "
@@ -210,7 +214,7 @@ def create_schema(engine: Engine) -> bool:
             break
         except sa.exc.DBAPIError as exc:
             if attempt == 3:
-                raise _schema_error(exc) from exc
+                raise schema_error(exc) from exc
             log.info("Ledger tables were being created concurrently; checking again")
             time.sleep(0.2 * attempt)
     _add_missing_columns(engine)
@@ -226,7 +230,7 @@ def create_days(conn: Connection) -> None:
             activity_table.create(conn, checkfirst=True)
     except sa.exc.DBAPIError as exc:
         if not sa.inspect(conn).has_table(activity_table.name):
-            raise _schema_error(exc) from exc
+            raise schema_error(exc) from exc
 
 
 #: Indexes of older versions (name: columns) that a current index replaces.
@@ -259,7 +263,7 @@ def _add_missing_indexes(engine: Engine) -> None:
                 log.info("Ledger: created index %s", index.name)
             except sa.exc.DBAPIError as exc:
                 if index.name not in {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}:
-                    raise _schema_error(exc) from exc
+                    raise schema_error(exc) from exc
         for old, columns in _REPLACED_INDEXES.get(table.name, {}).items():
             if old not in present:
                 continue
@@ -270,7 +274,7 @@ def _add_missing_indexes(engine: Engine) -> None:
                 log.info("Ledger: dropped index %s (replaced)", old)
             except sa.exc.DBAPIError as exc:
                 if old in {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}:
-                    raise _schema_error(exc) from exc
+                    raise schema_error(exc) from exc
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -291,4 +295,4 @@ def _add_missing_columns(engine: Engine) -> None:
                 log.info("Ledger: added column %s.%s", table.name, column.name)
             except sa.exc.DBAPIError as exc:
                 if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
-                    raise _schema_error(exc) from exc
+                    raise schema_error(exc) from exc
