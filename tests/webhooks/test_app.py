@@ -46,7 +46,7 @@ from altcraft.webhooks.kinds import (
     signature,
     strict_json,
 )
-from altcraft.webhooks.store import KeyConflict, WebhookStore, deliveries_table
+from altcraft.webhooks.store import KeyConflict, WebhookStore, deliveries_table, heads_table
 from tests.fake_crms.server import serving_app
 
 SECRET = "s3cret-for-tests"
@@ -763,32 +763,58 @@ def test_a_large_delivery_is_stored_whole_also_in_a_table_of_an_older_version(se
     assert [records for _, records in server_store.read("shared", None)] == [contacts]
 
 
-def test_a_table_of_an_older_version_gets_the_proof_and_keeps_its_rows_on_sqlite(store):
-    assert_older_table_upgraded(WebhookStore(store.engine))
+@pytest.mark.parametrize("proof_column", [False, True], ids=["before-proof", "proof-without-its-key"])
+def test_a_table_of_an_older_version_gets_the_proof_and_keeps_its_rows_on_sqlite(store, proof_column):
+    assert_older_table_upgraded(WebhookStore(store.engine), proof_column)
 
 
-def test_a_table_of_an_older_version_gets_the_proof_and_keeps_its_rows(server_store):
-    assert_older_table_upgraded(server_store)
+@pytest.mark.parametrize("proof_column", [False, True], ids=["before-proof", "proof-without-its-key"])
+def test_a_table_of_an_older_version_gets_the_proof_and_keeps_its_rows(server_store, proof_column):
+    """``proof-without-its-key``: MySQL/MariaDB commit each statement, so a process ended after the column was
+    added and before its unique key left a table every later start took for upgraded: a signed request
+    replayed under another ``Idempotency-Key`` was stored again."""
+    assert_older_table_upgraded(server_store, proof_column)
 
 
-def assert_older_table_upgraded(store: WebhookStore) -> None:
-    """A table made before ``proof``: the column and its unique constraint are added, old rows read on."""
-    with store.engine.begin() as conn:
+def create_older_table(engine: sa.Engine, *, proof_column: bool = False) -> None:
+    """The deliveries table as a version before ``proof`` made it (or with the column and not its unique
+    key), holding one delivery, and the heads table."""
+    with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS altcraft_webhook_deliveries")
     old = sa.MetaData()
     sa.Table(
         "altcraft_webhook_deliveries",
         old,
-        *(column.copy() for column in deliveries_table.columns if column.name != "proof"),
+        *(column.copy() for column in deliveries_table.columns if proof_column or column.name != "proof"),
         sa.UniqueConstraint("pipeline", "delivery_key", name="uq_altcraft_webhook_delivery"),
     )
-    old.create_all(store.engine)
-    with store.engine.begin() as conn:
+    heads_table.to_metadata(old)
+    old.create_all(engine)
+    with engine.begin() as conn:
         conn.execute(
             old.tables["altcraft_webhook_deliveries"].insert(),
             [{"pipeline": "p", "delivery_key": "k0", "kind": "hmac", "received_at": datetime(2026, 1, 1),
               "record_count": 1, "records": '[{"email": "old@example.com"}]'}],
         )  # fmt: skip
+
+
+def test_an_upgrade_the_database_user_may_not_make_says_what_to_do(server_store):
+    """A table of an older version on a connection whose user may write rows but not alter tables: every
+    delivery failed with the database's bare refusal ('must be owner of table', 'ALTER command denied')."""
+    from altcraft.ledger.schema import LedgerSchemaError
+    from tests.ledger.test_store import user_who_may_only_write_rows
+
+    create_older_table(server_store.engine)
+    with user_who_may_only_write_rows(server_store.engine) as writer:
+        with pytest.raises(LedgerSchemaError, match=r"webhook store's tables .*docs/ledger\.md"):
+            WebhookStore(writer).put("p", "k1", "hmac", [{"email": "a@example.com"}], proof="a" * 64)
+        server_store.ensure_schema()  # the DBA (the table's owner) upgrades it
+        assert WebhookStore(writer).put("p", "k1", "hmac", [{"email": "a@example.com"}], proof="a" * 64)
+
+
+def assert_older_table_upgraded(store: WebhookStore, proof_column: bool) -> None:
+    """A table made before ``proof``: the column and its unique constraint are added, old rows read on."""
+    create_older_table(store.engine, proof_column=proof_column)
 
     assert store.put("p", "k1", "hmac", [{"email": "a@example.com"}], proof="a" * 64)
     assert not store.put("p", "k2", "hmac", [{"email": "a@example.com"}], proof="a" * 64), "the same request"

@@ -13,7 +13,7 @@ become visible in order, and no delivery commits later below an id a run already
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +23,12 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
 from altcraft.engines import ledger_engine
+from altcraft.ledger.schema import schema_error
 from altcraft.storable import storable_json
 
 metadata = sa.MetaData()
+_TABLES = "The webhook store's tables (altcraft_webhook_deliveries, altcraft_webhook_heads)"
+_PROOF_KEY = "uq_altcraft_webhook_proof"
 
 deliveries_table = sa.Table(
     "altcraft_webhook_deliveries",
@@ -41,7 +44,7 @@ deliveries_table = sa.Table(
     # SHA-256 of a signed request's signature; NULL for kinds that sign nothing (and rows of older versions)
     sa.Column("proof", sa.String(64)),
     sa.UniqueConstraint("pipeline", "delivery_key", name="uq_altcraft_webhook_delivery"),
-    sa.UniqueConstraint("pipeline", "proof", name="uq_altcraft_webhook_proof"),
+    sa.UniqueConstraint("pipeline", "proof", name=_PROOF_KEY),
     sa.Index("ix_altcraft_webhook_pipeline_id", "pipeline", "id"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
@@ -87,33 +90,55 @@ class WebhookStore:
         return cls(ledger_engine(conn_id))
 
     def ensure_schema(self) -> None:
+        """Create the tables, or bring those of an older version up to date (`LedgerSchemaError` where the
+        database user may not: docs/ledger.md, "Upgrading an existing ledger")."""
         if not self._ready:
             try:
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.DBAPIError:  # created concurrently by another process: check once more
-                metadata.create_all(self.engine, checkfirst=True)
+                try:
+                    metadata.create_all(self.engine, checkfirst=True)
+                except sa.exc.DBAPIError as exc:
+                    raise schema_error(exc, _TABLES) from exc
             self._upgrade()
             self._ready = True
 
     def _upgrade(self) -> None:
-        """Bring a table an older version made up to date: a ``proof`` column with its unique constraint
-        and, on MySQL/MariaDB, a LONGTEXT ``records`` (it was TEXT)."""
+        """Bring a table an older version made up to date: a ``proof`` column, its unique key and, on
+        MySQL/MariaDB, a LONGTEXT ``records`` (it was TEXT). One statement each, so that a key not made
+        after its column (MySQL commits each statement; a process ended between them) is made next time."""
         table = deliveries_table.name
-        columns = {c["name"]: c["type"] for c in sa.inspect(self.engine).get_columns(table)}
-        mysql_family = self.engine.dialect.name in ("mysql", "mariadb")
-        if mysql_family and not isinstance(columns["records"], mysql.LONGTEXT):
+        if self.engine.dialect.name in ("mysql", "mariadb") and not self._longtext():
+            self._alter(f"ALTER TABLE {table} MODIFY records LONGTEXT NOT NULL", self._longtext)
+        if not self._has_proof():
+            self._alter(f"ALTER TABLE {table} ADD COLUMN proof VARCHAR(64)", self._has_proof)
+        if not self._has_proof_key():
+            self._alter(f"CREATE UNIQUE INDEX {_PROOF_KEY} ON {table} (pipeline, proof)", self._has_proof_key)
+
+    def _alter(self, statement: str, done: Callable[[], bool]) -> None:
+        """Run one upgrade ``statement``; its failure is fine if ``done()`` (made concurrently by another
+        process), else a `LedgerSchemaError` saying what to do."""
+        try:
             with self.engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE {table} MODIFY records LONGTEXT NOT NULL")
-        if "proof" not in columns:
-            try:
-                with self.engine.begin() as conn:
-                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN proof VARCHAR(64)")
-                    conn.exec_driver_sql(
-                        f"CREATE UNIQUE INDEX uq_altcraft_webhook_proof ON {table} (pipeline, proof)"
-                    )
-            except sa.exc.DBAPIError:  # added concurrently by another process
-                if "proof" not in {c["name"] for c in sa.inspect(self.engine).get_columns(table)}:
-                    raise
+                conn.exec_driver_sql(statement)
+        except sa.exc.DBAPIError as exc:
+            if not done():
+                raise schema_error(exc, _TABLES) from exc
+
+    def _columns(self) -> dict[str, Any]:
+        return {c["name"]: c["type"] for c in sa.inspect(self.engine).get_columns(deliveries_table.name)}
+
+    def _longtext(self) -> bool:
+        return isinstance(self._columns()["records"], mysql.LONGTEXT)
+
+    def _has_proof(self) -> bool:
+        return "proof" in self._columns()
+
+    def _has_proof_key(self) -> bool:
+        inspector = sa.inspect(self.engine)
+        names = [i["name"] for i in inspector.get_indexes(deliveries_table.name)]
+        names += [u["name"] for u in inspector.get_unique_constraints(deliveries_table.name)]
+        return _PROOF_KEY in names
 
     def _add_head(self, pipeline: str) -> None:
         """Add the pipeline's row to ``altcraft_webhook_heads`` (another process adding it too is fine)."""
