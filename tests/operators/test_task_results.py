@@ -115,7 +115,8 @@ def test_the_status_of_another_task_settles_nobody(make_delivery, emulator, prox
 @pytest.mark.parametrize("ledger", ["sqlite"], indirect=True)
 def test_several_profiles_for_one_contact_are_no_verdict(make_delivery, emulator, proxy, scenario_id):
     """``profiles/get`` answers a list of two profiles for a contact whose launch was lost: it stays
-    uncertain and is not sent again (it was read as "no such profile": not processed, resent)."""
+    uncertain, counted as a reconciliation that decided nothing, and is not sent again (it was read as "no
+    such profile": not processed, resent)."""
     emulator.add_faults({"endpoint": "workflows/import_and_start_batch", "kind": "drop_after", "count": 1})
     first = make_delivery(batch_size=5)
     with pytest.raises(DeliveryStopped):
@@ -126,6 +127,6 @@ def test_several_profiles_for_one_contact_are_no_verdict(make_delivery, emulator
     )
     second = make_delivery(batch_size=5, profiles_db_id=1, run=run_ref(try_number=2))
     second.process(in_batches(contacts(5), 5))
-    assert second.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert second.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 5}
     assert (second.summary.uncertain, second.summary.requests) == (5, 0)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5
