@@ -184,6 +184,18 @@ def _reconciled(make_delivery, emulator, fault: str, db_id: int):
     return again.process(in_batches(contacts(3), 3))
 
 
+def _marked_retry(make_delivery, db_id: int):
+    """Try 2 of a batch of 3 carrying the launch marker: it reads its uncertain contacts back from database
+    ``db_id`` at once (no grace)."""
+    return make_delivery(
+        batch_size=3,
+        run=run_ref(try_number=2),
+        launch_marker_field=MARKER,
+        profiles_db_id=db_id,
+        reconcile_grace=timedelta(0),
+    )
+
+
 def test_a_profile_lookup_404_for_a_database_that_does_not_exist_proves_nothing(
     make_delivery, emulator, scenario_id
 ):
@@ -251,13 +263,7 @@ def test_a_profile_lookup_answered_with_another_contacts_profile_proves_nothing(
         del answer["data"][MARKER]
     proxy.rewrite["profiles/get"] = lambda body, upstream, status: (200, answer)
 
-    again = make_delivery(
-        batch_size=3,
-        run=run_ref(try_number=2),
-        launch_marker_field=MARKER,
-        profiles_db_id=marker_scenario,
-        reconcile_grace=timedelta(0),
-    )
+    again = _marked_retry(make_delivery, marker_scenario)
     summary = again.process(in_batches(contacts(3), 3))
 
     assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1}
@@ -287,13 +293,7 @@ def test_a_profile_without_a_marker_its_database_cannot_hold_proves_nothing(
         {**upstream, "data": {name: v for name, v in upstream["data"].items() if name != MARKER}},
     )
 
-    again = make_delivery(
-        batch_size=3,
-        run=run_ref(try_number=2),
-        launch_marker_field=MARKER,
-        profiles_db_id=marker_scenario,
-        reconcile_grace=timedelta(0),
-    )
+    again = _marked_retry(make_delivery, marker_scenario)
     summary = again.process(in_batches(contacts(3), 3))
 
     assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import uuid
 from collections.abc import Iterator
@@ -75,3 +76,20 @@ def drop_tables(databases: dict[str, Database]) -> Iterator[list[tuple[Database,
     for database, name in created:
         with database.engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.fixture
+def urllib3_debug_lines() -> Iterator[list[str]]:
+    """The messages urllib3 logs at DEBUG during the test (each request's line among them), as logged."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    urllib3 = logging.getLogger("urllib3")
+    level = urllib3.level
+    urllib3.addHandler(handler)
+    urllib3.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        urllib3.removeHandler(handler)
+        urllib3.setLevel(level)

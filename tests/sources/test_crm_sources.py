@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import replace
 from datetime import timedelta
 
@@ -215,24 +214,16 @@ def test_bitrix24_errors_never_show_the_webhook_url(bitrix, monkeypatch):
     assert bitrix.url not in str(failure.value)
 
 
-def test_bitrix24_webhook_secret_is_redacted_from_the_debug_lines_of_each_request(bitrix):
+def test_bitrix24_webhook_secret_is_redacted_from_the_debug_lines_of_each_request(
+    bitrix, urllib3_debug_lines
+):
     """urllib3 logs each request's line at DEBUG (``"POST /rest/1/<secret>/crm.item.list HTTP/1.1" 200``).
     Airflow redacts the connection's password from task logs, but that is the whole webhook URL, which the
     line does not hold: the secret must be redacted on its own."""
     from airflow.sdk.log import mask_logs
 
-    lines: list[str] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    urllib3 = logging.getLogger("urllib3")
-    level = urllib3.level
-    urllib3.addHandler(handler)
-    urllib3.setLevel(logging.DEBUG)
-    try:
-        ids(b24_source(), hours(1, 3))
-    finally:
-        urllib3.removeHandler(handler)
-        urllib3.setLevel(level)
+    lines = urllib3_debug_lines
+    ids(b24_source(), hours(1, 3))
     assert any("crm.item.list" in line for line in lines), lines  # the request lines were logged
     written = mask_logs(None, "debug", {"event": "\n".join(lines)})["event"]  # as the task log writes them
     assert bitrix.secret not in written, written

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -238,7 +237,7 @@ def test_a_request_that_gets_no_answer_fails_without_quoting_the_connection_head
     assert "s3cr3t" not in str(failure.value) and failure.value.__cause__ is None
 
 
-def test_cursors_that_are_emails_reach_no_log_line(monkeypatch, capfd):
+def test_cursors_that_are_emails_reach_no_log_line(monkeypatch, capfd, urllib3_debug_lines):
     """The API gives contacts' emails as the next pages' cursors, then stops answering: neither the query of
     a request answered (urllib3's DEBUG line ``"GET /v1/contacts?cursor=anna... HTTP/1.1" 200``) nor that of
     the request that failed (quoted by the connection error) appears in a log line or the error."""
@@ -271,13 +270,7 @@ def test_cursors_that_are_emails_reach_no_log_line(monkeypatch, capfd):
         record_path="items",
         paginator=CursorPaginator(cursor_path="next"),
     )
-    debug: list[str] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: debug.append(record.getMessage())
-    urllib3 = logging.getLogger("urllib3")
-    level = urllib3.level
-    urllib3.addHandler(handler)
-    urllib3.setLevel(logging.DEBUG)
+    debug = urllib3_debug_lines
     try:
         batches = rest.batches(None, 1)
         assert next(batches) == [{"id": 0}] and next(batches) == [{"id": len(anna)}]
@@ -286,8 +279,6 @@ def test_cursors_that_are_emails_reach_no_log_line(monkeypatch, capfd):
         with pytest.raises(SourceError, match=r"no answer \(ConnectionError\) from v1/contacts$") as failure:
             next(batches)
     finally:
-        urllib3.removeHandler(handler)
-        urllib3.setLevel(level)
         server.shutdown()
         server.server_close()
 
