@@ -5,6 +5,7 @@ Neutral ground: `altcraft.sources` and `altcraft.mapping` both import it, neithe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 Record = dict[str, Any]
@@ -17,3 +18,17 @@ column says where (``"<file>:<line>"``). The mapper must reject it under this fi
 def error_record(key_column: str, location: str, reason: str) -> Record:
     """A record standing for unreadable input at ``location``; see `ERROR_FIELD`."""
     return {key_column: location, ERROR_FIELD: reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A value the database holds and Python cannot (a PostgreSQL date or time of ``infinity``, ``-infinity``
+    or before year 1), as the database writes it: the mapper rejects a record mapping its column, naming
+    the column and the value (`altcraft.validation.kind_of`); a record that does not map it is delivered."""
+
+    text: str
+    column: str = ""
+
+    def __str__(self) -> str:
+        of = f" of column {self.column!r}" if self.column else ""
+        return f"the value {self.text!r}{of}, a date or time beyond Python's (years 1 to 9999)"

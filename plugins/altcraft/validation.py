@@ -24,6 +24,8 @@ from functools import cache, lru_cache
 from typing import Any, Literal
 from uuid import UUID
 
+from altcraft.records import Unreadable
+
 MAX_FIELD_CHARS = 64 * 1024
 """Default limit of one string field value, in characters (`ProfileMapping.max_field_chars`)."""
 MAX_PROFILE_BYTES = 256 * 1024
@@ -90,8 +92,9 @@ class ValidationError(ValueError):
 
 
 def kind_of(value: Any) -> str:
-    """A short, value-free description of a value's type for error reasons."""
-    return type(value).__name__
+    """A short, value-free description of a value's type for error reasons; an `Unreadable` value says what
+    it is (a date the database holds, no contact's data Python could read)."""
+    return str(value) if isinstance(value, Unreadable) else type(value).__name__
 
 
 def is_finite(value: Any) -> bool:

@@ -747,3 +747,127 @@ def test_sqlite_column_names_match_without_regard_to_case_as_sqlite_does(databas
     assert keys(by_seq.batches(None, 10)) == [1, 2]
     by_seq.commit()
     assert keys(by_seq.batches(None, 10)) == []
+
+
+@pytest.mark.parametrize("source_kind", ["table", "query"])
+def test_postgres_dates_python_cannot_hold_are_their_rows_rejections_and_never_the_watermark(
+    postgres, drop_tables, source_kind
+):
+    """``infinity``, ``-infinity`` and BC dates made psycopg raise DataError: the whole read failed on one
+    row. Now each is an `Unreadable` value the mapper rejects naming the column and the value, a row not
+    mapping it is delivered, and the watermark moves past the readable values only (+infinity would be
+    one no later row passes)."""
+    from altcraft.mapping import Profile, Rejection
+
+    table, state = postgres.new_table(), MemoryStateStore()
+    with postgres.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table} (id integer primary key, email text, born date, seen timestamp, "
+            "changed timestamptz)"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} VALUES (1, 'a@example.org', '1990-05-01', '2024-03-01', '2024-03-01'), "
+            "(2, 'b@example.org', '-infinity', 'infinity', 'infinity'), "
+            "(3, 'c@example.org', '0044-03-15 BC', '0044-03-15 BC', '0044-03-15 BC'), "
+            "(4, 'd@example.org', '1991-06-02', '2024-03-02', '2024-03-02')"
+        )
+    drop_tables.append((postgres, table))
+    mapper = Mapper(
+        ProfileMapping.model_validate(
+            {
+                "matching": "email",
+                "key": {"email": "email"},
+                "fields": {"BORN": {"source": "born", "type": "date"}},
+            }
+        ),
+        source_key_column="id",
+    )
+    source = (
+        SqlTableSource(postgres.conn_id, table, key_column="id", watermark_column="changed", state=state)
+        if source_kind == "table"
+        else SqlQuerySource(postgres.conn_id, f"SELECT * FROM {table}", key_column="id")
+    )
+
+    records = [record for batch in source.batches(None, 2) for record in batch]
+    mapped = [mapper.map(record) for record in records]
+
+    assert [type(m) for m in mapped] == [Profile, Rejection, Rejection, Profile]
+    assert [(m.source_key, m.field) for m in mapped[1:3]] == [("2", "BORN"), ("3", "BORN")]
+    assert "'-infinity' of column 'born'" in mapped[1].reason
+    assert "'0044-03-15 BC' of column 'born'" in mapped[2].reason
+    if source_kind == "table":
+        source.commit()
+        assert state.get(source.state_key) == {"type": "datetime", "value": "2024-03-02T00:00:00+00:00"}
+        with postgres.engine.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES (5, 'e@example.org', NULL, NULL, '2024-03-03')")
+        again = SqlTableSource(
+            postgres.conn_id, table, key_column="id", watermark_column="changed", state=state
+        )
+        assert keys(again.batches(None, 10)) == [2, 5]  # +infinity passes every watermark: rejected again
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_postgres_drivers_read_dates_python_cannot_hold_as_unreadable_values(driver):
+    """psycopg2 read ``infinity`` as ``datetime.max`` and ``-infinity`` as year 1 (a date the database never
+    held), and failed the read on a BC date or a year past 9999; psycopg 3 failed it on each of them."""
+    from altcraft.records import Unreadable
+
+    engine = sa.create_engine(f"postgresql+{driver}://postgres@127.0.0.1:5432/test")
+    query = (
+        "SELECT 'infinity'::timestamp, '-infinity'::date, '0044-03-15 BC'::timestamptz, '10000-01-01'::date,"
+        " '2024-03-01'::date"
+    )
+    try:
+        with engine.connect() as conn:
+            seen: list[bool] = []
+            _begin_read(conn, "UTC", seen)
+            row = conn.exec_driver_sql(query).one()
+    finally:
+        engine.dispose()
+
+    assert [value.text if isinstance(value, Unreadable) else value for value in row] == [
+        "infinity",
+        "-infinity",
+        "0044-03-15 00:00:00+00 BC",
+        "10000-01-01",
+        datetime(2024, 3, 1).date(),
+    ]
+    assert seen == [True]
+
+
+def test_mariadb_dates_with_a_zero_month_or_day_are_their_rows_rejections(databases, drop_tables):
+    """mysqlclient read ``2024-00-15`` (stored where NO_ZERO_IN_DATE is off) as None: the row was delivered
+    without its date. A zero date is still NULL, as before."""
+    from altcraft.mapping import Profile, Rejection
+
+    database, table = databases["mysql"], databases["mysql"].new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("SET SESSION sql_mode = ''")
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table} (id int primary key, email text, born date, seen datetime)"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} VALUES (1, 'a@example.org', '1990-05-01', '2024-03-01'), "
+            "(2, 'b@example.org', '2024-00-15', '2024-02-00 10:00:00'), "
+            "(3, 'c@example.org', '0000-00-00', '0000-00-00 00:00:00')"
+        )
+    drop_tables.append((database, table))
+    mapper = Mapper(
+        ProfileMapping.model_validate(
+            {
+                "matching": "email",
+                "key": {"email": "email"},
+                "fields": {"BORN": {"source": "born", "type": "date"}},
+            }
+        ),
+        source_key_column="id",
+    )
+
+    [records] = list(
+        SqlQuerySource(database.conn_id, f"SELECT * FROM {table}", key_column="id").batches(None, 10)
+    )
+    mapped = [mapper.map(record) for record in records]
+
+    assert [type(m) for m in mapped] == [Profile, Rejection, Profile]
+    assert (mapped[1].field, "'2024-00-15' of column 'born'" in mapped[1].reason) == ("BORN", True)
+    assert [records[2]["born"], records[2]["seen"]] == [None, None]
