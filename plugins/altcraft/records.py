@@ -5,6 +5,8 @@ Neutral ground: `altcraft.sources` and `altcraft.mapping` both import it, neithe
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,3 +34,36 @@ class Unreadable:
     def __str__(self) -> str:
         of = f" of column {self.column!r}" if self.column else ""
         return f"the value {self.text!r}{of}, a date or time beyond Python's (years 1 to 9999)"
+
+
+class NamedTwice(dict[str, Any]):
+    """A JSON object naming a key more than once, its last value kept (as `json.loads` keeps it) and the key
+    in ``twice``: which value its sender meant is ambiguous, so a reader refuses it (`named_twice`)."""
+
+    twice: str
+
+
+def json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of a JSON decoder: the object's dict, a `NamedTwice` if it names a key twice."""
+    made = dict(pairs)
+    if len(made) == len(pairs):
+        return made
+    twice = NamedTwice(made)
+    twice.twice = str(repeated(key for key, _ in pairs))
+    return twice
+
+
+def repeated(names: Iterable[str]) -> str | None:
+    """The first of ``names`` that comes more than once, or None."""
+    return next((name for name, count in Counter(names).items() if count > 1), None)
+
+
+def named_twice(value: Any, skip: Any = None) -> str | None:
+    """The first key an object in ``value`` (nested objects and arrays too) names twice, or None; ``skip`` (an
+    object or array of ``value``, by identity) is not looked into."""
+    if value is skip and skip is not None:
+        return None
+    if isinstance(value, NamedTwice):
+        return value.twice
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((key for item in items if (key := named_twice(item, skip)) is not None), None)

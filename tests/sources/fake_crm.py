@@ -126,6 +126,15 @@ class _Handler(BaseHTTPRequestHandler):
             odd = {**CONTACTS[1], "email": "ODD"}
             body = json.dumps({"items": [CONTACTS[0], odd, CONTACTS[2]]}).encode()
             self._send(body.replace(b'"ODD"', b'"user1\xff@example.org"'))
+        elif path == "/v1/twice":  # the second contact names "email" twice, nested "city" too
+            first, last = (json.dumps(c) for c in (CONTACTS[0], CONTACTS[2]))
+            twice = '{"id": 1, "email": "user1@example.org", "email": "other@example.org"}'
+            nested = '{"id": 3, "email": "x@example.org", "address": {"city": "A", "city": "B"}}'
+            self._send(f'{{"items": [{first}, {twice}, {nested}, {last}]}}'.encode())
+        elif path == "/v1/twice-envelope":  # which cursor counts is ambiguous
+            self._send(
+                f'{{"items": {json.dumps(CONTACTS[:1])}, "next_cursor": "a", "next_cursor": null}}'.encode()
+            )
         elif path == "/v1/inclusive":
             self._send({"items": contacts_between(_instant(start), _instant(end), end_included=True)})
         elif path == "/v1/odd-times":

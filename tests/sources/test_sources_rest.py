@@ -312,6 +312,25 @@ def test_a_byte_that_is_not_utf8_is_its_contacts_rejection_and_the_others_are_de
     ]
 
 
+def test_a_record_naming_a_key_twice_is_that_records_error_and_the_others_are_read(crm):
+    """json.loads kept the last value unseen, so the contact was launched with a value its sender may not
+    have meant; files refuse such a line already."""
+    records = [r for batch in source("v1/twice", "items", None).batches(None, 10) for r in batch]
+    assert [r["id"] for r in records if ERROR_FIELD not in r] == [CONTACTS[0]["id"], CONTACTS[2]["id"]]
+    assert [(r["id"], r[ERROR_FIELD]) for r in records if ERROR_FIELD in r] == [
+        ("page 1 item 2", "an object names 'email' twice"),
+        ("page 1 item 3", "an object names 'city' twice"),
+    ]
+
+
+def test_an_answer_naming_a_key_twice_outside_its_records_fails_the_read(crm):
+    paginator = CursorPaginator(cursor_path="next_cursor", cursor_param="cursor")
+    with pytest.raises(
+        SourceError, match=r"page 1: the answer names 'next_cursor' twice outside its records"
+    ):
+        list(source("v1/twice-envelope", "items", paginator).batches(None, 10))
+
+
 def test_a_missing_record_list_is_an_error(crm):
     with pytest.raises(SourceError, match=r"no list at record_path 'data\.contacts'"):
         list(source("v1/pages", "data.contacts", PageNumberPaginator()).batches(WINDOW, 10))

@@ -40,6 +40,7 @@ from altcraft.webhooks.kinds import (
     SECRET_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    BadPayload,
     TooManyRecords,
     Unauthorized,
     WebhookRequest,
@@ -155,6 +156,40 @@ def test_forged_or_unsigned_deliveries_get_401_and_nothing_is_stored(client, sto
     assert answer.status_code == 401
     assert SECRET not in answer.text and "ann@" not in answer.text
     assert store.count("signed") == 0
+
+
+def test_a_record_naming_a_key_twice_is_its_runs_rejection_and_the_others_are_delivered(client, store):
+    """json.loads kept the last value without a word: the contact was launched with an address its sender
+    may not have meant, where a JSON Lines file refuses the line."""
+    body = (
+        b'[{"email": "ann@example.com", "first_name": "Ann"},'
+        b' {"email": "bob@example.com", "email": "eve@example.com"},'
+        b' {"email": "cy@example.com", "tags": {"a": 1, "a": 2}}]'
+    )
+    assert client.post("/signed", content=body, headers=signed(body)).json() == {
+        "status": "accepted",
+        "records": 3,
+    }
+    source = WebhookSource(
+        "signed", key_column="email", ledger_conn_id="webhook_ledger", state=MemoryStateStore()
+    )
+
+    records = [r for batch in source.batches(None, 10) for r in batch]
+
+    [delivery_id] = [delivery_id for delivery_id, _ in store.read("signed", None)]
+    assert [(r["email"], r.get(ERROR_FIELD)) for r in records] == [
+        ("ann@example.com", None),
+        (f"delivery {delivery_id} item 2", "an object names 'email' twice"),
+        (f"delivery {delivery_id} item 3", "an object names 'a' twice"),
+    ]
+    assert "eve@" not in json.dumps(records)
+
+
+def test_a_hubspot_event_naming_a_key_twice_is_400(store):
+    """The event's contact id is ambiguous: its creation event would have been dropped without a word."""
+    body = b'[{"eventId": 1, "subscriptionType": "contact.creation", "objectId": 5, "objectId": 6}]'
+    with pytest.raises(BadPayload, match="an event is ambiguous: an object names 'objectId' twice"):
+        KINDS["hubspot"].parse(request(body))
 
 
 def test_shared_secret_endpoint(client, store):

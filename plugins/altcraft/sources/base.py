@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, Protocol
 
-from altcraft.records import ERROR_FIELD, Record, error_record
+from altcraft.records import ERROR_FIELD, Record, error_record, json_object, named_twice
 
 __all__ = ["ERROR_FIELD", "Record", "error_record"]  # re-exported: the records every source yields
 
@@ -208,9 +208,13 @@ def json_answer(content: bytes) -> Any:
     """The JSON of an HTTP answer (UTF-8, or the UTF-16/32 its first bytes show), each byte not valid there
     read as a lone surrogate: a value holding one is that record's rejection naming its field
     (`altcraft.validation.check_text`), and the answer's other records are delivered. ``Response.json()``
-    of requests read it as U+FFFD, so the contact was launched with a value its system never held.
-    Raises ValueError (not JSON) and RecursionError as `json.loads`."""
-    return json.loads(content.decode(json.detect_encoding(content), "surrogateescape"))
+    of requests read it as U+FFFD, so the contact was launched with a value its system never held. An
+    object naming a key twice is a `NamedTwice` (`objects_or_errors` makes a record holding one its error
+    record). Raises ValueError (not JSON) and RecursionError as `json.loads`."""
+    return _JSON.decode(content.decode(json.detect_encoding(content), "surrogateescape"))
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=json_object)  # an object naming a key twice: a `NamedTwice`
 
 
 def value_at(body: Any, path: str | None) -> Any:
@@ -278,14 +282,17 @@ def not_an_object(key_column: str, location: str, item: Any, expected: str = "a 
 def objects_or_errors(
     items: Iterable[Any], key_column: str, place: str = "", expected: str = "a JSON object"
 ) -> Iterator[Any]:
-    """Each item that is a mapping, and for each that is not its error record (`not_an_object`, keyed
-    ``<place> item <n>``, n from 1): the mapper rejects it and the other items are delivered."""
+    """Each item that is a mapping, and for each that is not, or names a key twice (`named_twice`: which
+    value counts is ambiguous), its error record (keyed ``<place> item <n>``, n from 1): the mapper rejects
+    it and the other items are delivered."""
     prefix = f"{place} " if place else ""
     for number, item in enumerate(items, start=1):
-        if isinstance(item, Mapping):
-            yield item
-        else:
+        if not isinstance(item, Mapping):
             yield not_an_object(key_column, f"{prefix}item {number}", item, expected)
+        elif (twice := named_twice(item)) is not None:
+            yield error_record(key_column, f"{prefix}item {number}", f"an object names {twice!r} twice")
+        else:
+            yield item
 
 
 def rechunk(records: Iterable[Mapping[str, Any]], batch_size: int) -> Iterator[list[Record]]:

@@ -31,11 +31,11 @@ import hashlib
 import json
 import re
 import zlib
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from altcraft.records import json_object, named_twice, repeated
 from altcraft.sources.base import (
     Partition,
     Record,
@@ -203,10 +203,10 @@ class FileSource(Stateful):
             except RecursionError:
                 yield number, "invalid JSON: nested too deeply"
                 continue
-            except _NamedTwice as exc:
-                yield number, f"invalid JSON: an object names {exc.args[0]!r} twice"
-                continue
-            yield number, record if isinstance(record, dict) else "not a JSON object"
+            if (twice := named_twice(record)) is not None:
+                yield number, f"invalid JSON: an object names {twice!r} twice"
+            else:
+                yield number, record if isinstance(record, dict) else "not a JSON object"
 
     def _read_csv(self, handle: IO[str], name: str) -> Iterator[tuple[int, Record | str]]:
         lines = _RecordLines(handle)
@@ -217,7 +217,7 @@ class FileSource(Stateful):
             raise SourceError(f"{name}:{lines.count}: unreadable CSV header ({exc})") from None
         if fieldnames is not None and _UNDECODABLE.search("".join(fieldnames)):
             raise SourceError(f"{name}: the header line is not valid {self.encoding}")
-        if twice := _twice(column for column in fieldnames or () if column):  # unnamed ones name nothing
+        if twice := repeated(column for column in fieldnames or () if column):  # unnamed ones name nothing
             raise SourceError(
                 f"{name}: the header names the column {twice!r} twice, so its rows could keep only one of "
                 "the values: rename one"
@@ -252,24 +252,7 @@ def _path_bytes(file: ObjectStoragePath) -> bytes:
     return str(file).encode("utf-8", "surrogatepass")
 
 
-class _NamedTwice(Exception):
-    """A JSON object naming a key twice (json.loads keeps the last value): its key."""
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's dict; `_NamedTwice` if it names a key twice, so that no value is dropped unseen."""
-    made = dict(pairs)
-    if len(made) < len(pairs):
-        raise _NamedTwice(_twice(key for key, _ in pairs))
-    return made
-
-
-_JSON = json.JSONDecoder(object_pairs_hook=_object)
-
-
-def _twice(names: Iterable[str]) -> str | None:
-    """The first of ``names`` that comes more than once, or None."""
-    return next((name for name, count in Counter(names).items() if count > 1), None)
+_JSON = json.JSONDecoder(object_pairs_hook=json_object)
 
 
 class _LineTooLong(Exception):

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
 from altcraft.masking import ScrubbedLog
+from altcraft.records import named_twice
 from altcraft.sources.base import (
     ERROR_FIELD,
     PageLog,
@@ -299,10 +300,7 @@ class RestSource(Source):
             raise SourceError(f"{self.describe()}: polling needs window_params with 'start'")
         window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
         request = self._first_request(window)
-        records = value_at(self._json(self._send(self._hook(), request)), self.record_path)
-        if not isinstance(records, list):
-            raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
-        return len(records), None
+        return len(self._page(self._json(self._send(self._hook(), request)))), None
 
     def _first_request(self, window: Window | None) -> PageRequest:
         params = dict(self.params)
@@ -337,9 +335,7 @@ class RestSource(Source):
             asked.add(query)
             response = self._send(hook, request)
             body = self._json(response)
-            records = value_at(body, self.record_path)
-            if not isinstance(records, list):
-                raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
+            records = self._page(body, f"page {pages.count + 1}")
             pages.add(records)
             yield from objects_or_errors(records, self.key_column, f"page {pages.count}")
             try:
@@ -351,6 +347,20 @@ class RestSource(Source):
                 raise SourceError(
                     f"{pages.what}: {empty} empty pages in a row, each pointing to a next one: it loops"
                 )
+
+    def _page(self, body: Any, page: str = "the first page") -> list[Any]:
+        """The records of an answer's ``body``; `SourceError` if there is no list at ``record_path``, or if
+        an object outside the records names a key twice: which value counts (the records' place, the next
+        cursor) is ambiguous. Records naming a key twice are their own errors (`objects_or_errors`)."""
+        records = value_at(body, self.record_path)
+        if not isinstance(records, list):
+            raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
+        if (twice := named_twice(body, skip=records)) is not None:
+            raise SourceError(
+                f"{self.describe()}: {page}: the answer names {twice!r} twice outside its records, so "
+                "which of the values counts is ambiguous"
+            )
+        return records
 
     def _send(self, hook: Any, request: PageRequest) -> Response:
         endpoint = self._relative(hook, request.endpoint)

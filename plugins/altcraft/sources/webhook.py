@@ -9,7 +9,8 @@ again and the ledger launches nobody twice.
 A stored record that is not an object (or not what the reader's ``check`` expects), or a delivery whose
 stored text cannot be parsed (cut short by an older, narrower column), is an error record
 (``delivery <id> item <n>``, ``delivery <id>``): the mapper rejects it, the other records are delivered
-and the position moves past it, instead of every run failing.
+and the position moves past it, instead of every run failing. So is a record the endpoint stored as its
+reason only (``{"__error__": ...}``: it named a key twice).
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ class WebhookSource(Stateful):
                 )
             items = objects_or_errors(records or (), self.key_column, where)
             for number, item in enumerate(items, start=1):
-                reason = None if self.check is None or ERROR_FIELD in item else self.check(item)
+                if ERROR_FIELD in item and self.key_column not in item:  # the endpoint's reason (`parse`)
+                    reason = str(item[ERROR_FIELD])
+                else:
+                    reason = None if self.check is None or ERROR_FIELD in item else self.check(item)
                 if reason is None:
                     yield item
                 else:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from altcraft.records import ERROR_FIELD, json_object, named_twice
+
 SECRET_HEADER = "x-altcraft-webhook-secret"  # ruff: ignore[hardcoded-password-string]
 SIGNATURE_HEADER = "x-altcraft-signature"
 TIMESTAMP_HEADER = "x-altcraft-timestamp"
@@ -96,14 +98,15 @@ class WebhookKind:
 
     def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
         """A JSON object (one contact) or a JSON array of objects, nested at most `MAX_DEPTH` levels, with
-        finite numbers only (`strict_json`); `TooManyRecords` beyond ``max_records`` of them."""
+        finite numbers only (`strict_json`); `TooManyRecords` beyond ``max_records`` of them. A record
+        naming a key twice is stored as the reason only (`_unambiguous`): its run rejects it."""
         data = strict_json(request.body, max_records)
         if _too_deep(data):
             raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels")
         records = data if isinstance(data, list) else [data]
         if not records or not all(isinstance(record, dict) for record in records):
             raise BadPayload("expected a JSON object (one contact) or a non-empty array of objects")
-        return records
+        return [_unambiguous(record) for record in records]
 
     def delivery_key(self, request: WebhookRequest) -> str:
         """SHA-256 of the sender's ``Idempotency-Key`` header if given, else of the body. The key is not
@@ -128,7 +131,9 @@ def strict_json(body: bytes, max_items: int | None = None) -> Any:
     item beyond it, before the rest is parsed (ten MiB of ``{},`` are 3.4 million dicts)."""
     try:
         if max_items is None:
-            return json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+            return json.loads(
+                body, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=json_object
+            )
         return _bounded_json(body.decode(json.detect_encoding(body), "surrogatepass"), max_items)
     except BadPayload:
         raise
@@ -183,8 +188,16 @@ def _no_constant(name: str) -> NoReturn:
     raise BadPayload(f"{name} is no JSON value (only finite numbers are)")
 
 
-_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=json_object)
 _SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _unambiguous(record: dict[str, Any]) -> dict[str, Any]:
+    """``record``, or if it names a key twice (at any depth: which value its sender meant is ambiguous, and
+    a parser keeps the last without a word) ``{ERROR_FIELD: reason}``, which the run rejects naming the key
+    (`altcraft.sources.webhook`), delivering the delivery's other records."""
+    twice = named_twice(record)
+    return record if twice is None else {ERROR_FIELD: f"an object names {twice!r} twice"}
 
 
 def _too_deep(data: Any) -> bool:
@@ -360,6 +373,8 @@ class HubSpot(WebhookKind):
 
     def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
         events = super().parse(request, max_records)
+        if reason := next((event[ERROR_FIELD] for event in events if ERROR_FIELD in event), None):
+            raise BadPayload(f"an event is ambiguous: {reason}")  # which contact it names is unclear
         created = [e for e in events if str(e.get("subscriptionType", "")).lower() == "contact.creation"]
         return _ids([str(e.get("objectId", "")) for e in created], "contact.creation objectId", None)
 
