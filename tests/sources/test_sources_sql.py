@@ -749,6 +749,19 @@ def test_sqlite_column_names_match_without_regard_to_case_as_sqlite_does(databas
     assert keys(by_seq.batches(None, 10)) == []
 
 
+#: a contact's e-mail and birth date: the mapping of the tests of dates a database holds and Python cannot
+BORN_MAPPER = Mapper(
+    ProfileMapping.model_validate(
+        {
+            "matching": "email",
+            "key": {"email": "email"},
+            "fields": {"BORN": {"source": "born", "type": "date"}},
+        }
+    ),
+    source_key_column="id",
+)
+
+
 @pytest.mark.parametrize("source_kind", ["table", "query"])
 def test_postgres_dates_python_cannot_hold_are_their_rows_rejections_and_never_the_watermark(
     postgres, drop_tables, source_kind
@@ -772,16 +785,6 @@ def test_postgres_dates_python_cannot_hold_are_their_rows_rejections_and_never_t
             "(4, 'd@example.org', '1991-06-02', '2024-03-02', '2024-03-02')"
         )
     drop_tables.append((postgres, table))
-    mapper = Mapper(
-        ProfileMapping.model_validate(
-            {
-                "matching": "email",
-                "key": {"email": "email"},
-                "fields": {"BORN": {"source": "born", "type": "date"}},
-            }
-        ),
-        source_key_column="id",
-    )
     source = (
         SqlTableSource(postgres.conn_id, table, key_column="id", watermark_column="changed", state=state)
         if source_kind == "table"
@@ -789,7 +792,7 @@ def test_postgres_dates_python_cannot_hold_are_their_rows_rejections_and_never_t
     )
 
     records = [record for batch in source.batches(None, 2) for record in batch]
-    mapped = [mapper.map(record) for record in records]
+    mapped = [BORN_MAPPER.map(record) for record in records]
 
     assert [type(m) for m in mapped] == [Profile, Rejection, Rejection, Profile]
     assert [(m.source_key, m.field) for m in mapped[1:3]] == [("2", "BORN"), ("3", "BORN")]
@@ -852,21 +855,11 @@ def test_mariadb_dates_with_a_zero_month_or_day_are_their_rows_rejections(databa
             "(3, 'c@example.org', '0000-00-00', '0000-00-00 00:00:00')"
         )
     drop_tables.append((database, table))
-    mapper = Mapper(
-        ProfileMapping.model_validate(
-            {
-                "matching": "email",
-                "key": {"email": "email"},
-                "fields": {"BORN": {"source": "born", "type": "date"}},
-            }
-        ),
-        source_key_column="id",
-    )
 
     [records] = list(
         SqlQuerySource(database.conn_id, f"SELECT * FROM {table}", key_column="id").batches(None, 10)
     )
-    mapped = [mapper.map(record) for record in records]
+    mapped = [BORN_MAPPER.map(record) for record in records]
 
     assert [type(m) for m in mapped] == [Profile, Rejection, Profile]
     assert (mapped[1].field, "'2024-00-15' of column 'born'" in mapped[1].reason) == ("BORN", True)
