@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -404,3 +405,73 @@ def test_a_local_name_that_is_not_utf8_is_read_and_remembered_in_storable_text(t
     assert sorted(identity["path"].rpartition("/")[2] for identity in kept) == ["caf\ufffd.csv"] * 2
     json.dumps(kept, ensure_ascii=False).encode("utf-8")  # no lone surrogate left
     assert read(source) == []
+
+
+def test_a_file_replaced_by_another_of_the_same_size_and_mtime_is_read(tmp_path):
+    """The state kept path, size and mtime only: a file renamed over the one read (or rewritten in place), its
+    modification time set back as `cp -p` or `rsync -t` do, was skipped and its contacts never read."""
+    path = write(tmp_path / "a.csv", CSV_HEADER + "1,a@example.org,\n", START)
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=MemoryStateStore())
+    assert ids(read(source)) == ["1"]
+    source.commit()
+
+    write(tmp_path / "next.tmp", CSV_HEADER + "2,b@example.org,\n", START).rename(path)
+    assert ids(read(source)) == ["2"], "a file renamed over it"
+    source.commit()
+    write(path, CSV_HEADER + "3,c@example.org,\n", START)
+    assert ids(read(source)) == ["3"], "rewritten in place"
+    source.commit()
+    assert ids(read(source)) == []
+
+
+def test_a_file_remembered_without_a_version_by_an_earlier_version_is_not_read_again(tmp_path):
+    path = write(tmp_path / "a.csv", CSV_HEADER + "1,a@example.org,\n", START)
+    state = MemoryStateStore()
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=state)
+    read(source)
+    source.commit()
+    [key] = state
+    state.set(key, {k: v for k, v in state.get(key).items() if k != "version"})
+
+    assert ids(read(source)) == []
+    os.utime(path, ((START + timedelta(hours=1)).timestamp(),) * 2)
+    assert ids(read(source)) == ["1"]
+
+
+def test_a_file_whose_last_line_is_being_written_is_not_read_cut_short(tmp_path, caplog):
+    """A CSV's last row cut short by its writer ("2,b@exa") has every field: it was read, and launched, as a
+    contact of another address. Now the read waits until the file is unchanged for settle_seconds: one
+    that changed meanwhile fails the read before any of its rows is read, and the retry reads it whole."""
+    path = tmp_path / "a.csv"
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", settle_seconds=2)
+    now = datetime.now(UTC)
+    window = Window(now - timedelta(hours=1), now + timedelta(hours=1))
+    write(path, CSV_HEADER + "1,a@example.org,\n2,b@exa")
+
+    def finish_the_line(record: logging.LogRecord) -> None:
+        with path.open("a") as handle:
+            handle.write("mple.org,\n")
+
+    writer = logging.Handler()  # the writer finishes the line while the read waits (its log line says so)
+    writer.emit = finish_the_line
+    files_log = logging.getLogger("altcraft.sources.files")
+    files_log.addHandler(writer)
+    try:
+        with pytest.raises(SourceError, match=r"a\.csv \(and 0 more\) changed within settle_seconds \(2s\)"):
+            read(source, window)
+    finally:
+        files_log.removeHandler(writer)
+    assert "end without a line terminator (still being written?): waiting" in caplog.text
+
+    assert [record["email"] for record in read(source, window)] == ["a@example.org", "b@example.org"]
+
+
+def test_a_settled_file_without_a_last_line_terminator_is_read_whole(tmp_path):
+    """A writer that leaves out the last line's terminator: once the file is unchanged for settle_seconds,
+    its last row is whole."""
+    now = datetime.now(UTC)
+    write(tmp_path / "a.jsonl", '{"id": "1"}\n{"id": "2"}', now - timedelta(seconds=1.8))
+    write(tmp_path / "b.jsonl", '{"id": "3"}', now - timedelta(hours=1))
+    source = FileSource(str(tmp_path), key_column="id", format="jsonl", window_by="mtime", settle_seconds=2)
+
+    assert ids(read(source, Window(now - timedelta(days=1), now + timedelta(hours=1)))) == ["1", "2", "3"]

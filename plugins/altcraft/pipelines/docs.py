@@ -67,6 +67,9 @@ NOTES: dict[tuple[str, str], str] = {
     ("FileSpec", "pattern"): "file names to read in a directory (`**/` recurses); default `*.<format>`",
     ("FileSpec", "timezone"): "zone of naive timestamps",
     ("FileSpec", "conn_id"): "connection with the object store's credentials",
+    ("FileSpec", "settle_seconds"): "a file whose last line lacks its terminator and that was modified less "
+    "than this long ago may still be being written: the read waits until it is unchanged this long, and "
+    "fails (the retry reads it) if it changed meanwhile",
     ("RestSpec", "http_conn_id"): (
         'HTTP connection: base URL, credentials, default headers; its extra `"trust_env": false` stops '
         "requests taking `~/.netrc` credentials in place of an `Authorization` header"

@@ -6,11 +6,17 @@
   (ISO 8601 text, naive read in ``timezone``; or epoch seconds). ``window_by="mtime"``: whole files whose
   modification time lies in the window are read.
 * Order: files by path, rows in file order; the deterministic order is (file, line), not the key.
-* A file is remembered as processed (by path, size and modification time) on `commit` and skipped next
-  time; a changed file counts as new. With ``window_by="column"`` a file is only remembered if every row
-  fell inside the window: a file spanning several windows is read by each of them (rows filtered), so
-  no window -- nor a retry or a partition of one -- can lose rows because another one committed first.
-  Without a state store nothing is remembered.
+* A file is remembered as processed (by path, size, modification time and version: a local file's inode
+  and change time, an object's ETag or generation) on `commit` and skipped next time; a changed file,
+  also one replaced by another of the same size and modification time, counts as new. With
+  ``window_by="mtime"`` a file outside the window is skipped without a state lookup. With
+  ``window_by="column"`` a file is only remembered if every row fell inside the window: a file spanning
+  several windows is read by each of them (rows filtered), so no window -- nor a retry or a partition of
+  one -- can lose rows because another one committed first. Without a state store nothing is remembered.
+* A file modified less than ``settle_seconds`` (10) ago whose last line lacks its terminator may still be
+  being written, its last row cut short yet whole to the parser: the read waits until none was modified
+  for ``settle_seconds`` (logged) and then reads them whole; one that changed meanwhile fails the read
+  before any of its rows is read (`SourceError`), and the retry reads it.
 * A line that cannot be read (invalid JSON, JSON nested too deep to parse or naming a key of an object
   twice, not an object, wrong number of CSV fields, a CSV field over the csv module's ``field_size_limit``
   of 128 KiB, bytes that are not valid in ``encoding``, unreadable timestamp, a line over
@@ -29,11 +35,13 @@ import codecs
 import csv
 import hashlib
 import json
+import logging
 import re
+import time
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
 from altcraft.records import json_object, named_twice, repeated
 from altcraft.sources.base import (
@@ -54,9 +62,14 @@ from altcraft.storable import replace_unstorable
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+log = logging.getLogger(__name__)
+
 FileFormat = Literal["csv", "jsonl"]
 WindowBy = Literal["column", "mtime"]
 
+#: How long a file whose last line lacks its terminator must be unchanged to count as complete (seconds).
+SETTLE_SECONDS = 10.0
+MAX_SETTLE_SECONDS = 600
 #: The longest line read (characters): a longer one is an error record, read past without being held.
 MAX_LINE_CHARS = 16 * 1024 * 1024
 _UNDECODABLE = re.compile(r"[\udc80-\udcff]")
@@ -86,6 +99,7 @@ class FileSource(Stateful):
         pattern: str | None = None,
         timezone: str = "UTC",
         conn_id: str | None = None,
+        settle_seconds: float = SETTLE_SECONDS,
         state: StateStore | None = None,
     ):
         if format not in ("csv", "jsonl"):
@@ -97,6 +111,8 @@ class FileSource(Stateful):
         if len(delimiter) != 1:
             raise ValueError(f"delimiter: expected one character, got {delimiter!r}")
         check_encoding(encoding)
+        if not 0 <= settle_seconds <= MAX_SETTLE_SECONDS:
+            raise ValueError(f"settle_seconds: expected 0 to {MAX_SETTLE_SECONDS}, got {settle_seconds!r}")
         self.path = checked("FileSource", "path", path, no_credentials)  # an object store's keys: conn_id
         self.key_column = key_column
         self.format = format
@@ -107,6 +123,7 @@ class FileSource(Stateful):
         self.pattern = pattern or f"*.{format}"
         self.timezone = check_timezone(timezone)
         self.conn_id = conn_id
+        self.settle_seconds = settle_seconds
         self.state = state
         self._pending: list[tuple[str, dict[str, Any]]] = []
 
@@ -141,16 +158,73 @@ class FileSource(Stateful):
             found = [p for p in found if zlib.crc32(_path_bytes(p)) % count == index]
         return sorted(found, key=str)
 
-    def _records(self, window: Window | None, partition: Partition | None) -> Iterator[Record]:
+    def _unread(self, window: Window | None, partition: Partition | None) -> list[_File]:
+        """The files of this read not processed before: in the window first (``mtime``: no state lookup for a
+        file outside it), then not remembered under the same identity (`same_file`)."""
+        found = []
         for file in self.files(partition):
-            stat, name = file.stat(), replace_unstorable(str(file))
-            key = "file:" + hashlib.sha256(_path_bytes(file)).hexdigest()
-            identity = {"path": name, "size": stat.st_size, "mtime": stat.st_mtime}
-            if self.state is not None and self.state.get(key) == identity:
-                continue
+            stat = file.stat()
             modified = datetime.fromtimestamp(stat.st_mtime, UTC)
             if self.window_by == "mtime" and window is not None and not window.contains(modified):
                 continue
+            key = "file:" + hashlib.sha256(_path_bytes(file)).hexdigest()
+            identity = file_identity(replace_unstorable(str(file)), stat)
+            if self.state is None or not same_file(self.state.get(key), identity):
+                found.append(_File(file, key, identity))
+        return found
+
+    def _settled(self, files: list[_File]) -> None:
+        """Wait for the files that may still be being written: modified less than ``settle_seconds`` ago with
+        a last line lacking its terminator (its row may be cut short and still parse as a whole one). Once
+        none was modified for ``settle_seconds`` they are complete; one that changed meanwhile fails the read
+        (`SourceError`) before any of its rows is read, and the retry, or the run whose window holds its new
+        modification time, reads it whole."""
+        now = time.time()
+        fresh = [
+            f
+            for f in files
+            if now - f.identity["mtime"] < self.settle_seconds and not self._ends_a_line(f.path)
+        ]
+        if not fresh:
+            return
+        wait = max(f.identity["mtime"] for f in fresh) + self.settle_seconds - now
+        log.warning(
+            "%s: %d file(s) modified within the last %gs end without a line terminator (still being "
+            "written?): waiting %.1fs for them to settle, first %s",
+            self.describe(),
+            len(fresh),
+            self.settle_seconds,
+            wait,
+            fresh[0].identity["path"],
+        )
+        time.sleep(max(wait, 0))
+        changed = [
+            f.identity["path"]
+            for f in fresh
+            if file_identity(f.identity["path"], f.path.stat()) != f.identity
+        ]
+        if changed:
+            raise SourceError(
+                f"{self.describe()}: {changed[0]} (and {len(changed) - 1} more) changed within "
+                f"settle_seconds ({self.settle_seconds:g}s), its last line lacking a terminator: it is still "
+                "being written, so none of its rows is read now; the retry (or the run whose window holds "
+                "its new modification time) reads it whole"
+            )
+
+    def _ends_a_line(self, file: ObjectStoragePath) -> bool:
+        """Whether the file is empty or its last bytes are a line terminator in ``encoding``."""
+        ends = [_unit(self.encoding, "\n"), _unit(self.encoding, "\r")]
+        with file.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(size - 4, 0))
+            tail = handle.read()
+        return not size or any(tail.endswith(end) for end in ends)
+
+    def _records(self, window: Window | None, partition: Partition | None) -> Iterator[Record]:
+        unread = self._unread(window, partition)
+        self._settled(unread)
+        for file, key, identity in unread:
+            name = identity["path"]
             all_inside = True
             for line, row in self._read(file):
                 try:
@@ -244,6 +318,40 @@ class FileSource(Stateful):
     @property
     def _undecodable(self) -> str:
         return f"bytes that are not valid {self.encoding}"
+
+
+class _File(NamedTuple):
+    """A file to read, with its state key and identity."""
+
+    path: ObjectStoragePath
+    key: str
+    identity: dict[str, Any]
+
+
+#: What the listing says of a file that tells a replacement of the same size and modification time: a local
+#: file's inode and change time (a file renamed over it, or rewritten in place, and its time set back), an
+#: object's ETag or generation. Free: the listing gives them; no byte of the file is read.
+_VERSION_FIELDS = ("ino", "created", "ETag", "etag", "generation")
+
+
+def file_identity(path: str, stat: Any) -> dict[str, Any]:
+    """How a file is remembered as processed: path, size, modification time, version (`_VERSION_FIELDS`)."""
+    version = [[field, stat[field]] for field in _VERSION_FIELDS if stat.get(field) is not None]
+    return {"path": path, "size": stat.st_size, "mtime": stat.st_mtime, "version": version}
+
+
+def same_file(stored: Any, identity: dict[str, Any]) -> bool:
+    """Whether ``stored`` remembers the file of ``identity``; an identity stored without a version (by an
+    earlier version of this source) by its path, size and modification time, so that no processed file is
+    read again after an upgrade."""
+    if isinstance(stored, dict) and "version" not in stored:
+        return stored == {k: v for k, v in identity.items() if k != "version"}
+    return stored == identity
+
+
+def _unit(encoding: str, char: str) -> bytes:
+    """``char`` encoded in ``encoding``, without the byte order mark some encodings put first."""
+    return (char * 2).encode(encoding)[len(char.encode(encoding)) :]
 
 
 def _path_bytes(file: ObjectStoragePath) -> bytes:

@@ -18,7 +18,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.sources.base import Source, StateStore
 from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
-from altcraft.sources.files import FileFormat, FileSource, WindowBy, check_encoding
+from altcraft.sources.files import (
+    MAX_SETTLE_SECONDS,
+    SETTLE_SECONDS,
+    FileFormat,
+    FileSource,
+    WindowBy,
+    check_encoding,
+)
 from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
 from altcraft.sources.sql import SqlQuerySource, SqlTableSource, validate_identifier, validate_select
@@ -144,6 +151,7 @@ class FileSpec(_SourceSpec):
     pattern: NonEmpty | None = None
     timezone: Timezone = "UTC"
     conn_id: NonEmpty | None = None
+    settle_seconds: Annotated[float, Field(ge=0, le=MAX_SETTLE_SECONDS)] = SETTLE_SECONDS
 
     @model_validator(mode="after")
     def _timestamp_for_column_window(self) -> FileSpec:
