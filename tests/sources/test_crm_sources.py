@@ -386,6 +386,30 @@ def test_an_unreadable_contact_is_its_error_record_and_the_others_are_delivered(
         assert delivered == [1, 5, 6, 7]
 
 
+class _NamedTwice(dict):
+    """A contact the fake CRM answers naming its ``id`` twice (the JSON encoder writes what items() gives)."""
+
+    def items(self):
+        return [*super().items(), ("id", self["id"])]
+
+
+@pytest.mark.parametrize("crm_name", sorted(CRMS))
+def test_a_contact_naming_a_key_twice_is_its_error_record_and_the_others_are_delivered(request, crm_name):
+    """json.loads kept the last value without a word, as in REST pages and webhook bodies."""
+    crm = request.getfixturevalue(crm_name)
+    build, label = CRMS[crm_name]
+    crm.broken = {2: _NamedTwice}
+
+    records = [
+        r for batch in build(MemoryStateStore(), mode="window").batches(hours(1, 8), 100) for r in batch
+    ]
+
+    assert [(r["id"], r[ERROR_FIELD]) for r in records if ERROR_FIELD in r] == [
+        ("page 1 item 2", f"{label} contact names 'id' twice")
+    ]
+    assert [int(r["id"]) for r in records if ERROR_FIELD not in r][:2] == [1, 3]
+
+
 @pytest.mark.parametrize("filter_mode", ["apply", "refuse", "ignore"])
 def test_amocrm_contact_without_created_at_is_rejected_in_the_window_of_its_update(amo, filter_mode):
     """A contact without created_at was dropped without a word where the filter was refused or ignored

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
+from altcraft.records import named_twice
 from altcraft.sources.base import (
     ERROR_FIELD,
     Partition,
@@ -212,9 +213,12 @@ class CrmSource(Stateful):
 
     def record(self, raw: Any, where: str) -> Record:
         """The flat record of one raw contact, or the error record saying why it cannot be one (keyed by
-        its id, else by ``where``): one unreadable contact is rejected, the others are delivered."""
+        its id, else by ``where``; a contact naming a key twice, at any depth, is one): one unreadable
+        contact is rejected, the others are delivered."""
         if not isinstance(raw, dict):
             return not_an_object("id", where, raw)
+        if (twice := named_twice(raw)) is not None:  # which value the CRM meant is ambiguous
+            return error_record("id", where, f"{self.crm} contact names {twice!r} twice")
         if contact_id(raw) is None:
             return error_record("id", where, f"{self.crm} contact without a numeric id")
         try:
