@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pydantic
 import pytest
@@ -157,8 +158,9 @@ def test_profiles_and_rejections_are_frozen():
         ("date", "2024-02-29", "2024-02-29"),
         ("date", "20240229", "2024-02-29"),
         ("date", date(2001, 12, 31), "2001-12-31"),
-        ("date", datetime(2001, 12, 31, 23, 0, tzinfo=UTC), "2001-12-31"),  # its own wall date
-        ("date", "2001-12-31T23:30:00-05:00", "2001-12-31"),
+        ("date", datetime(2001, 12, 31, 23, 0), "2001-12-31"),  # naive: its own wall date
+        ("date", datetime(2001, 12, 31, 23, 0, tzinfo=UTC), "2001-12-31"),
+        ("date", "2001-12-31T23:30:00-05:00", "2002-01-01"),  # an instant: its date in the mapping's UTC
         ("date", 0, "1970-01-01"),
         ("email", "Anna@Example.ORG", "Anna@example.org"),
         ("email", "anna@xn--e1afmkfd.xn--p1ai", "anna@xn--e1afmkfd.xn--p1ai"),  # IDN kept in the given form
@@ -379,6 +381,23 @@ def test_epoch_seconds_of_any_plausible_time_are_read(raw, expected):
 
 
 @pytest.mark.parametrize(
+    ("raw", "zone", "expected"),
+    [
+        (datetime(2024, 3, 1, 22, 30, tzinfo=UTC), "Europe/Moscow", "2024-03-02"),
+        (datetime(2024, 3, 2, 1, 30, tzinfo=ZoneInfo("Europe/Moscow")), "UTC", "2024-03-01"),
+        ("2024-03-01T22:30:00+00:00", "Europe/Moscow", "2024-03-02"),
+        ("2024-03-01T22:30:00", "Europe/Moscow", "2024-03-01"),  # naive: a wall time, its own date
+        (datetime(2024, 3, 1, 22, 30), "Asia/Tokyo", "2024-03-01"),
+        ("2024-03-01+14:00", "UTC", "2024-03-01"),  # a date alone is that date, whatever its offset
+    ],
+)
+def test_an_instant_in_a_date_field_is_on_its_date_in_the_mapping_time_zone(raw, zone, expected):
+    """A timestamptz column comes as an aware value in the source session's zone: its own calendar date was
+    that zone's, not the mapping's (22:30 UTC on March 1 is March 2 in Moscow)."""
+    assert profile(one_field("date", raw, timezone=zone)).data == {"f": expected}
+
+
+@pytest.mark.parametrize(
     ("field_type", "raw", "expected"),
     [
         # a date with an offset (XML Schema's xs:date, Java's ISO_DATE) is that date, its midnight there:
@@ -533,6 +552,34 @@ def test_every_matching_mode_yields_its_keys_and_ledger_key(spec, record, match,
 
 def test_all_eleven_modes_are_covered_above():
     assert {spec["matching"] for spec, *_ in MODE_CASES} == {mode.value for mode in MatchingMode}
+
+
+def test_a_float_reaches_every_text_path_in_positional_notation():
+    """A string field, a template, tags, a custom matching key and the source key all write a float as a
+    number column shows it (they wrote ``1e-05`` and ``1e+16``)."""
+    m = Mapper(
+        ProfileMapping(
+            matching="custom",
+            field_name="CRM_ID",
+            key={"field_value": "code"},
+            fields={
+                "note": "share",
+                "line": {"template": "{share} of {big}"},
+                "labels": {"source": "big", "type": "tags"},
+            },
+        ),
+        source_key_column="big",
+    )
+    result = profile(m.map({"code": 2e-05, "share": 1e-05, "big": 1e16}))
+    assert result.source_key == "10000000000000000.0"
+    assert result.match == {"field_value": "0.00002"}
+    assert result.ledger_key == "custom:0.00002"
+    assert result.data == {
+        "CRM_ID": "0.00002",
+        "note": "0.00001",
+        "line": "0.00001 of 10000000000000000.0",
+        "labels": ["10000000000000000.0"],
+    }
 
 
 def test_custom_matching_puts_the_key_value_into_data_under_field_name():

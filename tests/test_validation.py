@@ -219,6 +219,24 @@ def test_as_text_accepts_scalars(raw, text):
 
 
 @pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (1e-05, "0.00001"),
+        (-2.5e-07, "-0.00000025"),
+        (1e16, "10000000000000000.0"),
+        (1.234e20, "123400000000000000000.0"),
+        (1e15, "1000000000000000.0"),  # str's own positional forms are unchanged
+        (0.0001, "0.0001"),
+        (-0.0, "-0.0"),
+    ],
+)
+def test_a_float_is_text_in_positional_notation(raw, text):
+    """``str`` wrote 1e-05 and 1e+16: a text field got an exponent, as no number column writes its value."""
+    assert as_text(raw, field="f") == text
+    assert float(text) == raw
+
+
+@pytest.mark.parametrize(
     ("raw", "reason"),
     [
         (True, "got bool"),

@@ -10,12 +10,13 @@ the record is rejected naming it.
 Field types and what they send:
 
 ======== ======================================================================================
-string   text (str, int, finite float, Decimal in positional notation, UUID), stripped, NFC, no controls
+string   text (str, int, finite float and Decimal in positional notation, UUID), stripped, NFC, no controls
 int      int, integral float/Decimal, or decimal text; 64-bit range; bool is refused
 float    finite number or decimal text within a float's range (1e999 and 1e-400 are refused, not inf or 0)
 bool     bool, 0/1, or true/false/yes/no/on/off/t/f/y/n/1/0 text
-date     ``YYYY-MM-DD`` from a date, a datetime (its own wall date), ISO text or epoch seconds (years 1653
-         to 2286: a number beyond, such as epoch milliseconds, is refused)
+date     ``YYYY-MM-DD`` from a date, a datetime (a naive one's own date; an aware one, an instant, its date in
+         `timezone`), ISO text (a date alone, with or without an offset, is that date) or epoch seconds
+         (years 1653 to 2286: a number beyond, such as epoch milliseconds, is refused)
 datetime RFC 3339 with offset from a datetime, a date (midnight), ISO text (a date with an offset,
          ``2024-03-01+03:00``: its midnight there) or epoch seconds (int/float);
          naive values are wall time in `timezone`: an ambiguous time (DST fall-back) is its first
@@ -58,6 +59,7 @@ from altcraft.validation import (
     email_identity,
     is_finite,
     iso_datetime,
+    iso_day,
     key_text,
     kind_of,
     normalize_email,
@@ -216,7 +218,11 @@ class ProfileMapping(BaseModel):
     key: dict[str, str] = Field(description="matching key field -> source column")
     fields: dict[str, FieldSpec] = Field(default_factory=dict, description="target field -> value spec")
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
-    timezone: Timezone = Field(default="UTC", description="zone of naive date-times")
+    timezone: Timezone = Field(
+        default="UTC",
+        description="zone of naive date-times; not given: the source's `timezone` (UTC for a source without "
+        "one), so a record's naive times are read in one zone by the window and the fields",
+    )
     default_region: str | None = Field(default=None, description="region of phones without +country code")
     required: list[str] = Field(
         default_factory=list, description="field targets or keys that must be present"
@@ -328,6 +334,14 @@ class ProfileMapping(BaseModel):
         return self
 
 
+def in_source_zone(mapping: ProfileMapping, timezone: str | None) -> ProfileMapping:
+    """``mapping`` reading naive date-times in the source's ``timezone`` (None: the source has none) unless it
+    names a zone itself: a source's naive times are in its zone, the fields' as much as the window's."""
+    if timezone is None or "timezone" in mapping.model_fields_set:
+        return mapping
+    return mapping.model_copy(update={"timezone": timezone})
+
+
 # ------------------------------------------------------------------------------------------- coercion
 
 
@@ -432,11 +446,14 @@ def _is_number(raw: Any) -> bool:
     return isinstance(raw, _NUMBERS) and not isinstance(raw, bool)
 
 
-def _iso_text(raw: str, field: str, reason: str) -> datetime | None:
-    """The date or date-time ``raw`` writes in ISO 8601 (`validation.iso_datetime`); None if it is blank."""
+def _iso_text(
+    raw: str, field: str, reason: str, parse: Callable[[str], date | datetime] = iso_datetime
+) -> Any:
+    """The date or date-time ``raw`` writes in ISO 8601 (`validation.iso_datetime`, or ``parse``); None if
+    it is blank."""
     text = raw.strip()
     try:
-        return iso_datetime(text) if text else None
+        return parse(text) if text else None
     except ValueError:
         raise ValidationError(field, reason) from None
 
@@ -444,11 +461,14 @@ def _iso_text(raw: str, field: str, reason: str) -> datetime | None:
 def _date(field: str, zone: tzinfo) -> Coercer:
     def coerce(raw: Any) -> str | None:
         if isinstance(raw, str):
-            raw = _iso_text(raw, field, "is not an ISO 8601 date (YYYY-MM-DD)")
+            raw = _iso_text(raw, field, "is not an ISO 8601 date (YYYY-MM-DD)", iso_day)
             if raw is None:
                 return None
-        if isinstance(raw, datetime):
-            return raw.date().isoformat()
+        if isinstance(raw, datetime):  # an instant (aware) is on its date in `zone`; a wall time on its own
+            try:
+                return (raw if raw.utcoffset() is None else raw.astimezone(zone)).date().isoformat()
+            except OverflowError:
+                raise ValidationError(field, "is out of range") from None
         if isinstance(raw, date):
             return raw.isoformat()
         if _is_number(raw):

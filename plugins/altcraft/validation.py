@@ -18,7 +18,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Collection
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -116,6 +116,8 @@ def as_text(value: Any, *, field: str) -> str:
         raise ValidationError(field, "is not a finite number")
     if isinstance(value, Decimal):
         return decimal_text(value, field=field)
+    if isinstance(value, float):
+        return float_text(value)
     return int_text(value, field=field) if isinstance(value, int) else str(value)
 
 
@@ -128,6 +130,17 @@ def int_text(value: int, *, field: str) -> str:
         raise ValidationError(field, "is an integer too long to write as text") from None
 
 
+def float_text(value: float) -> str:
+    """A finite float in positional notation, as a database writes a number: ``0.00001`` and
+    ``10000000000000000.0`` where ``str`` writes ``1e-05`` and ``1e+16``. Its shortest digits (``repr``),
+    and ``.0`` after an integral one, as ``str`` writes the floats from 1e-4 to 1e16 (those are unchanged)."""
+    text = float.__repr__(value)  # a subclass's own repr (numpy's ``np.float64(1.5)``) is not its digits
+    if "e" not in text:
+        return text
+    positional = format(Decimal(text), "f")
+    return positional if "." in positional else f"{positional}.0"
+
+
 def iso_datetime(text: str) -> datetime:
     """ISO 8601 text as a datetime, naive without an offset; a date alone is its midnight, and a date with an
     offset (``2024-03-01+03:00``: XML Schema's ``xs:date``, Java's ``ISO_DATE``) its midnight there.
@@ -138,12 +151,27 @@ def iso_datetime(text: str) -> datetime:
 
     :raises ValueError: not ISO 8601 text, or no such date or time (the message may quote the text).
     """
-    shape = _ISO_TEXT.fullmatch(text)
-    if shape is None:
-        raise ValueError("not ISO 8601 text")
+    shape = _iso_shape(text)
     if shape.group("time") is None:  # a date alone, or with an offset
         text = f"{shape.group('date')}T00:00{shape.group('offset') or ''}"
     return datetime.fromisoformat(text)
+
+
+def iso_day(text: str) -> date | datetime:
+    """ISO 8601 text as the day it names: a date alone (an offset after it, xs:date's, is the zone of that
+    very day) as its date, a date-time as `iso_datetime` reads it.
+
+    :raises ValueError: as `iso_datetime`.
+    """
+    shape = _iso_shape(text)
+    return datetime.fromisoformat(text) if shape.group("time") else date.fromisoformat(shape.group("date"))
+
+
+def _iso_shape(text: str) -> re.Match[str]:
+    shape = _ISO_TEXT.fullmatch(text)
+    if shape is None:
+        raise ValueError("not ISO 8601 text")
+    return shape
 
 
 def decimal_text(value: Decimal, *, field: str) -> str:

@@ -67,7 +67,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     """Import contacts into Altcraft and launch each into a scenario exactly once.
 
     :param scenario_id: Altcraft scenario ("workflow") id. Templated.
-    :param mapping: how a source record becomes a profile (:class:`altcraft.mapping.ProfileMapping` or dict).
+    :param mapping: how a source record becomes a profile (:class:`altcraft.mapping.ProfileMapping` or dict);
+        one naming no ``timezone`` reads naive date-times in the source's ``timezone``.
     :param source: where contacts come from (:class:`altcraft.sources.base.Source`); or give ``contacts``.
     :param contacts: records as an iterable, or an upstream task's small output (an XComArg, read when the
         task runs); needs ``key_column``. Not templated: Airflow would keep the records among the task's
@@ -181,7 +182,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.api.matching import check_launch_matching
         from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_ITEMS
         from altcraft.ledger import RelaunchPolicy
-        from altcraft.mapping import ProfileMapping
+        from altcraft.mapping import ProfileMapping, in_source_zone
         from altcraft.modes import DeliveryMode
         from altcraft.spec_checks import MAX_BYTES, MAX_DURATION, MAX_TIMEOUT_SECONDS, checked, no_credentials
 
@@ -195,6 +196,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             )
         except ValidationError as error:
             raise ValueError(f"`mapping` is not a valid profile mapping: {error}") from None
+        self.mapping = in_source_zone(self.mapping, getattr(source, "timezone", None))
         if source is not None and key_column not in (None, source.key_column):
             raise ValueError(
                 f"`key_column` {key_column!r} differs from the source's key column {source.key_column!r}: "

@@ -34,9 +34,10 @@ _SCALARS = {
     timedelta: "duration (`90s`, `15m`, `1h`, `1d`, `2w`; at most 366 days)",
 }
 
+_OF_THE_MAPPING = "; also of the mapping's naive date-times unless mapping.timezone is given"
 _WINDOW_COLUMN_TZ = (
     "zone of naive timestamp columns (a time of the hour a clock change repeats is its first occurrence; "
-    "PostgreSQL reads it as its second)"
+    "PostgreSQL reads it as its second)" + _OF_THE_MAPPING
 )
 NOTES: dict[tuple[str, str], str] = {
     # Meanings of fields whose model (owned by `altcraft.sources` / `altcraft.mapping`) has no description.
@@ -65,11 +66,14 @@ NOTES: dict[tuple[str, str], str] = {
     ("FileSpec", "encoding"): "text encoding of the files",
     ("FileSpec", "delimiter"): "CSV field delimiter",
     ("FileSpec", "pattern"): "file names to read in a directory (`**/` recurses); default `*.<format>`",
-    ("FileSpec", "timezone"): "zone of naive timestamps",
+    ("FileSpec", "timezone"): "zone of naive timestamps" + _OF_THE_MAPPING,
     ("FileSpec", "conn_id"): "connection with the object store's credentials",
     ("FileSpec", "settle_seconds"): "a file whose last line lacks its terminator and that was modified less "
     "than this long ago may still be being written: the read waits until it is unchanged this long, and "
     "fails (the retry reads it) if it changed meanwhile",
+    ("FileSpec", "null_values"): "CSV cells meaning NULL (e.g. `[NULL, \\N]`): a cell whose whole text is "
+    "one of them, quoted or not, is an empty value, left out of the profile (a required field or key: the "
+    "row is rejected); default none, every cell is its text",
     ("RestSpec", "http_conn_id"): (
         'HTTP connection: base URL, credentials, default headers; its extra `"trust_env": false` stops '
         "requests taking `~/.netrc` credentials in place of an `Authorization` header"
@@ -87,7 +91,7 @@ NOTES: dict[tuple[str, str], str] = {
     ("RestSpec", "window_field"): "dotted path of a record's creation time (ISO 8601 or epoch seconds): each "
     "record is checked against [window start, end) again, so an API whose end is inclusive or that ignores "
     "the window gives no record to two windows; without it the API is trusted to apply [start, end)",
-    ("RestSpec", "timezone"): "zone of naive times in window_field",
+    ("RestSpec", "timezone"): "zone of naive times in window_field" + _OF_THE_MAPPING,
     ("RestSpec", "record_path"): "dotted path of the record list in the answer; default the answer itself",
     ("RestSpec", "paginator"): "how to ask for the next page; default a single page",
     ("RestSpec", "timeout"): "seconds one page request may take in all (connect, send, whole answer)",

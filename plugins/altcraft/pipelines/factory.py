@@ -198,6 +198,10 @@ class SpecSource:
     def complete_records(self) -> bool:
         return self.source.complete_records
 
+    @property
+    def timezone(self) -> str | None:
+        return self.source.timezone
+
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:

@@ -125,6 +125,9 @@ class Source(ABC):
     #: header's): a column a mapping reads that a record lacks is then no column of the source, and the
     #: record is rejected naming it (`altcraft.mapping.Mapper`); False where records vary (JSON, APIs)
     complete_records = False
+    #: the zone of the source's naive times (SQL columns, file and REST timestamps), which a mapping naming
+    #: no zone reads its naive date-times in (`altcraft.mapping.in_source_zone`); None: the source has none
+    timezone: str | None = None
 
     @abstractmethod
     def batches(

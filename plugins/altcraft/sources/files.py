@@ -27,6 +27,8 @@
   under the same key). Only a CSV header that cannot be read, or names a column twice (its rows would
   keep one of the values), fails the file.
 * Partitions deal files by a stable hash of their path: each file is read by exactly one partition.
+* ``null_values`` (CSV only): a cell whose whole text is one of them (``NULL``, ``\\N``, quoted or not) is
+  None, an empty value, as a database exporting it meant; by default every cell is its text.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -100,6 +102,7 @@ class FileSource(Stateful):
         timezone: str = "UTC",
         conn_id: str | None = None,
         settle_seconds: float = SETTLE_SECONDS,
+        null_values: Collection[str] = (),
         state: StateStore | None = None,
     ):
         if format not in ("csv", "jsonl"):
@@ -110,6 +113,10 @@ class FileSource(Stateful):
             raise ValueError("timestamp_column: required when window_by is 'column'")
         if len(delimiter) != 1:
             raise ValueError(f"delimiter: expected one character, got {delimiter!r}")
+        if isinstance(null_values, str):
+            raise ValueError(f"null_values: expected a list of cell texts, got the text {null_values!r}")
+        if null_values and format != "csv":
+            raise ValueError("null_values: for CSV only (JSON Lines writes null itself)")
         check_encoding(encoding)
         if not 0 <= settle_seconds <= MAX_SETTLE_SECONDS:
             raise ValueError(f"settle_seconds: expected 0 to {MAX_SETTLE_SECONDS}, got {settle_seconds!r}")
@@ -124,6 +131,7 @@ class FileSource(Stateful):
         self.timezone = check_timezone(timezone)
         self.conn_id = conn_id
         self.settle_seconds = settle_seconds
+        self.null_values = frozenset(null_values)
         self.state = state
         self._pending: list[tuple[str, dict[str, Any]]] = []
 
@@ -312,6 +320,10 @@ class FileSource(Stateful):
                 yield first_line, f"expected {len(fieldnames or ())} CSV fields"
             elif _UNDECODABLE.search("".join(row.values())):
                 yield first_line, self._undecodable
+            elif (
+                nulls := self.null_values
+            ):  # a cell that is one of them whole is NULL, as a database reads it
+                yield first_line, {column: None if cell in nulls else cell for column, cell in row.items()}
             else:
                 yield first_line, row
 

@@ -152,11 +152,14 @@ class FileSpec(_SourceSpec):
     timezone: Timezone = "UTC"
     conn_id: NonEmpty | None = None
     settle_seconds: Annotated[float, Field(ge=0, le=MAX_SETTLE_SECONDS)] = SETTLE_SECONDS
+    null_values: list[str] = []
 
     @model_validator(mode="after")
     def _timestamp_for_column_window(self) -> FileSpec:
         if self.window_by == "column" and self.timestamp_column is None:
             raise ValueError("timestamp_column: required when window_by is 'column'")
+        if self.null_values and self.format != "csv":
+            raise ValueError("null_values: for CSV only (JSON Lines writes null itself)")
         return self
 
     @property

@@ -1,0 +1,148 @@
+"""Contact values as they reach Altcraft, end to end: a PostgreSQL table or a CSV file → `dag.test()` → the
+emulator. Floats in text fields, naive and aware times in date-time and date fields, CSV NULL cells."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+import sqlalchemy as sa
+
+from tests.airflow_helpers import run_dag, task_states, xcom_values
+
+from .test_pipeline_runs import PG, load_dags
+
+START = pendulum.datetime(2026, 3, 1, tz="UTC")
+RUN_DATE = START + timedelta(days=1)  # the daily run reading March 1 (UTC)
+
+
+@pytest.fixture
+def crm_table(monkeypatch):
+    """Two contacts created on March 1: a double precision column, a naive and an aware time."""
+    table = f"valfix_{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_PG", PG)
+    engine = sa.create_engine(PG.replace("postgresql", "postgresql+psycopg2"))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {table} (id int primary key, email text, created_at timestamp, "
+                "share double precision, big double precision, visit timestamp, paid timestamptz)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table} VALUES (1, 'ann@example.org', '2026-03-01 12:00', 1e-05, 1e16, "
+                "'2026-03-01 10:00', '2026-03-01 22:30+00')"
+            )
+        )
+    yield table
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {table}"))
+    engine.dispose()
+
+
+def pipeline(dag_id: str, source: dict, mapping: dict, scenario_id: int) -> dict:
+    return {
+        "id": dag_id,
+        "schedule": "1d",
+        "timezone": "UTC",
+        "start_date": "2026-03-01",
+        "source": source,
+        "mapping": {"matching": "email", "key": {"email": "email"}, **mapping},
+        "scenario": {"id": scenario_id, "db_id": 1},
+        "retries": 0,
+    }
+
+
+def fields_of(emulator, email: str) -> dict:
+    (found,) = [p["fields"] for p in emulator.profiles(db_id=1) if p["fields"].get("email") == email]
+    return found
+
+
+def run_once(dag) -> dict:
+    run = run_dag(dag, RUN_DATE)
+    assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
+    return xcom_values(dag.dag_id, run.run_id)["import_and_launch", 0]
+
+
+def test_floats_and_times_of_a_postgresql_row_reach_altcraft_as_the_database_means_them(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """The source's timezone says its naive columns are Moscow time: the window read them so, and so does a
+    mapping naming no zone of its own (it sent 10:00 as UTC). Floats go to text fields positionally (they
+    went as 1e-05 and 1e+16)."""
+    source = {
+        "type": "sql_table",
+        "conn_id": "crm_pg",
+        "table": crm_table,
+        "key_column": "id",
+        "created_at_column": "created_at",
+        "timezone": "Europe/Moscow",
+    }
+    fields = {
+        "CRM_ID": {"source": "big", "type": "string"},
+        "_regcity": {"template": "share {share}"},
+        "_regdate": {"source": "visit", "type": "datetime"},
+    }
+    dag = load_dags([pipeline("valfix_pg_values", source, {"fields": fields}, scenario_id)])[
+        "valfix_pg_values"
+    ]
+    assert run_once(dag)["launched"] == 1
+    sent = fields_of(emulator, "ann@example.org")
+    assert {name: sent[name] for name in fields} == {
+        "CRM_ID": "10000000000000000.0",
+        "_regcity": "share 0.00001",
+        "_regdate": "2026-03-01T10:00:00+03:00",
+    }
+
+
+def test_a_timestamptz_in_a_date_field_is_on_its_date_in_the_mappings_time_zone(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """22:30 UTC on March 1 is 01:30 on March 2 in Moscow: the date field took the date of the source's
+    session zone (UTC), not the mapping's."""
+    source = {
+        "type": "sql_table",
+        "conn_id": "crm_pg",
+        "table": crm_table,
+        "key_column": "id",
+        "created_at_column": "created_at",
+    }
+    mapping = {"timezone": "Europe/Moscow", "fields": {"_bdate": {"source": "paid", "type": "date"}}}
+    dag = load_dags([pipeline("valfix_pg_date", source, mapping, scenario_id)])["valfix_pg_date"]
+    assert run_once(dag)["launched"] == 1
+    assert fields_of(emulator, "ann@example.org")["_bdate"] == "2026-03-02"
+
+
+def test_csv_null_cells_are_empty_values_when_the_source_names_them(
+    airflow_db, emulator, scenario_id, tmp_path: Path
+):
+    """A database export writes NULL as ``NULL`` or ``\\N``: with ``null_values`` such a cell is no value (it
+    was sent as that text); a row whose key is NULL is rejected naming it, the others are delivered."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "export.csv").write_text(
+        "id,email,first_name,city,created_at\n"
+        "1,ann@example.org,NULL,\\N,2026-03-01T12:00:00Z\n"
+        "2,NULL,Bob,Oslo,2026-03-01T12:00:00Z\n"
+        '3,cid@example.org,"NULL",NULLS,2026-03-01T12:00:00Z\n'
+    )
+    source = {
+        "type": "file",
+        "path": str(folder),
+        "key_column": "id",
+        "timestamp_column": "created_at",
+        "null_values": ["NULL", "\\N"],
+    }
+    mapping = {"fields": {"_fname": "first_name", "_regcity": "city"}}
+    spec = {**pipeline("valfix_csv_nulls", source, mapping, scenario_id), "max_rejected_ratio": 0.5}
+    dag = load_dags([spec])["valfix_csv_nulls"]
+    summary = run_once(dag)
+    assert (summary["found"], summary["launched"], summary["rejected"]) == (3, 2, 1)
+    ann = fields_of(emulator, "ann@example.org")
+    assert "_fname" not in ann and "_regcity" not in ann
+    cid = fields_of(emulator, "cid@example.org")
+    assert "_fname" not in cid and cid["_regcity"] == "NULLS"
