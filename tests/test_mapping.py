@@ -1000,6 +1000,40 @@ def test_the_email_field_of_an_email_key_comes_from_the_key_column(matching):
         assert item["data"]["email"] == "a@b.co"
 
 
+@pytest.mark.parametrize("matching", ["phone", "phone_sub", "email_phone", "email_phone_sub"])
+def test_the_phones_field_of_a_phone_key_comes_from_the_key_column(matching):
+    """The email rule's twin: a batch item carries a phone key as ``phones`` inside ``data`` only when the
+    mapping writes none, so ``phones`` from another column left a data-only reading (``batch_item_layout:
+    data``, and the hedged layout's data) one number, not the key: Altcraft matched the profile by it while
+    the ledger knew the contact by the key. A column listing every phone is refused too: which number of
+    a list Altcraft matches by ("by the phones profile field") is not documented."""
+    spec = {"matching": matching, "key": {"phone": "mobile"}, "default_region": "RU"}
+    for other in ("home", "all_phones"):
+        with pytest.raises(
+            pydantic.ValidationError, match=r"phones: the matched field must come from key\.phone's"
+        ):
+            ProfileMapping.model_validate({**spec, "fields": {"phones": {"source": other, "type": "phone"}}})
+    record = {"id": 1, "mobile": "+79001234567", "home": "+79001234568"}
+    for fields in ({"phones": {"source": "mobile", "type": "phone"}}, {}):
+        m = Mapper(
+            ProfileMapping.model_validate({**spec, "fields": fields}), source_key_column="id", layout="data"
+        )
+        assert profile(m.map(record)).batch_item()["data"]["phones"] == ["+79001234567"]
+    # a field matched on by a combined mode needs its key: from no key column, the item named two profiles
+    with pytest.raises(pydantic.ValidationError, match=r"email: matching 'email_phone' matches on it"):
+        ProfileMapping.model_validate(
+            {
+                "matching": "email_phone",
+                "key": {"phone": "mobile"},
+                "fields": {"email": {"source": "m", "type": "email"}},
+            }
+        )
+    for mode in ("email", "profile_id"):  # phones are no key of these: any column
+        key = {"email": "e"} if mode == "email" else {"profile_id": "pid"}
+        fields = {"phones": {"source": "all_phones", "type": "phone"}}
+        ProfileMapping.model_validate({"matching": mode, "key": key, "fields": fields})
+
+
 def test_spec_shorthand_region_case_and_yaml_dates():
     spec = ProfileMapping.model_validate(
         yaml.safe_load(

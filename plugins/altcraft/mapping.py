@@ -292,10 +292,16 @@ class ProfileMapping(BaseModel):
             return value
         # a batch item carries the key as this field too (`altcraft.api.layouts.key_as_fields`), which a
         # reading of data alone matches on: from another column, the item would name two profiles
-        key_fields = {"email": "email", **({"field_value": field_name} if mode.needs_field_name else {})}
-        for key_name, target in key_fields.items():
-            spec = value.get(target)
-            if spec is not None and key_name in key and spec.source != key[key_name]:
+        for key_name, target in (("email", "email"), ("phone", "phones"), ("field_value", field_name)):
+            spec = value.get(target) if key_name in mode.key_fields else None
+            if spec is None:
+                continue
+            if key_name not in key:
+                raise ValueError(
+                    f"{target}: matching {mode.value!r} matches on it, so it must come from key.{key_name}'s "
+                    f"column: give key.{key_name}"
+                )
+            if spec.source != key[key_name]:
                 raise ValueError(f"{target}: the matched field must come from key.{key_name}'s column")
         spec = value.get(field_name) if mode.needs_field_name else None
         if spec is not None and spec.type in ("tags", "bool"):

@@ -44,6 +44,18 @@ def crm_table(monkeypatch):
     engine.dispose()
 
 
+def table_source(table: str, **extra: str) -> dict:
+    """The PostgreSQL table read by the run's window on its naive ``created_at``."""
+    return {
+        "type": "sql_table",
+        "conn_id": "crm_pg",
+        "table": table,
+        "key_column": "id",
+        "created_at_column": "created_at",
+        **extra,
+    }
+
+
 def pipeline(dag_id: str, source: dict, mapping: dict, scenario_id: int) -> dict:
     return {
         "id": dag_id,
@@ -74,14 +86,7 @@ def test_floats_and_times_of_a_postgresql_row_reach_altcraft_as_the_database_mea
     """The source's timezone says its naive columns are Moscow time: the window read them so, and so does a
     mapping naming no zone of its own (it sent 10:00 as UTC). Floats go to text fields positionally (they
     went as 1e-05 and 1e+16)."""
-    source = {
-        "type": "sql_table",
-        "conn_id": "crm_pg",
-        "table": crm_table,
-        "key_column": "id",
-        "created_at_column": "created_at",
-        "timezone": "Europe/Moscow",
-    }
+    source = table_source(crm_table, timezone="Europe/Moscow")
     fields = {
         "CRM_ID": {"source": "big", "type": "string"},
         "_regcity": {"template": "share {share}"},
@@ -104,13 +109,7 @@ def test_a_timestamptz_in_a_date_field_is_on_its_date_in_the_mappings_time_zone(
 ):
     """22:30 UTC on March 1 is 01:30 on March 2 in Moscow: the date field took the date of the source's
     session zone (UTC), not the mapping's."""
-    source = {
-        "type": "sql_table",
-        "conn_id": "crm_pg",
-        "table": crm_table,
-        "key_column": "id",
-        "created_at_column": "created_at",
-    }
+    source = table_source(crm_table)
     mapping = {"timezone": "Europe/Moscow", "fields": {"_bdate": {"source": "paid", "type": "date"}}}
     dag = load_dags([pipeline("valfix_pg_date", source, mapping, scenario_id)])["valfix_pg_date"]
     assert run_once(dag)["launched"] == 1
@@ -146,3 +145,29 @@ def test_csv_null_cells_are_empty_values_when_the_source_names_them(
     assert "_fname" not in ann and "_regcity" not in ann
     cid = fields_of(emulator, "cid@example.org")
     assert "_fname" not in cid and cid["_regcity"] == "NULLS"
+
+
+def test_a_mapping_naming_no_zone_takes_its_sources_in_a_hand_written_dag_too():
+    """The operator applies the rule (`in_source_zone`), so a DAG built in Python follows it as a spec does;
+    a mapping's own zone wins, and a source without one leaves the mapping's default."""
+    from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+    from altcraft.sources.python import PythonSource
+    from altcraft.sources.sql import SqlTableSource
+
+    mapping = {"matching": "email", "key": {"email": "email"}}
+    moscow = SqlTableSource(
+        "crm_pg", "contacts", key_column="id", created_at_column="created_at", timezone="Europe/Moscow"
+    )
+    python = PythonSource("tests.pipelines.test_contact_values:pipeline", key_column="id")
+    zones = [
+        ImportAndLaunchScenarioOperator(
+            task_id="t", scenario_id=1, source=source, mapping=given
+        ).mapping.timezone
+        for source, given in (
+            (moscow, mapping),
+            (moscow, {**mapping, "timezone": "Asia/Tokyo"}),
+            (moscow, {**mapping, "timezone": "UTC"}),
+            (python, mapping),
+        )
+    ]
+    assert zones == ["Europe/Moscow", "Asia/Tokyo", "UTC", "UTC"]
