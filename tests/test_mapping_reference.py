@@ -30,6 +30,7 @@ import pytest
 
 import tests.test_mapping as mapping_tests
 from altcraft.api.layouts import BatchItemLayout
+from altcraft.api.matching import MatchingMode
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection
 from altcraft.records import ERROR_FIELD
 from tests import mapping_reference, test_validation_fast_path
@@ -434,7 +435,10 @@ FIELD_MAPPINGS: list[dict[str, Any]] = [
     },
     {
         "matching": "email_phone",
-        "key": {"email": "c_email", "phone": "p"},  # the email field's column: the key's (ProfileMapping)
+        "key": {
+            "email": "c_email",
+            "phone": "c_phones",
+        },  # the email and phones fields' columns (ProfileMapping)
         "fields": typed_fields(),
         "max_field_chars": 12,
         "max_profile_bytes": 380,
@@ -479,9 +483,20 @@ def key_mappings() -> list[dict[str, Any]]:
         fields = {"X": {"source": column, "type": type_}}
         specs.append({"matching": mode, "field_name": "X", "key": {"field_value": column}, "fields": fields})
     return [
-        {**spec, "default_region": region, "fields": {**KEY_FIELDS, **spec.get("fields", {})}}
+        {**spec, "default_region": region, "fields": {**key_fields(spec), **spec.get("fields", {})}}
         for spec, region in zip(specs, itertools.cycle(["RU", None]), strict=False)
     ]
+
+
+def key_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """`KEY_FIELDS`, with ``phones`` from the phone key's column where the mode matches on phones (a mapping
+    must take it from there: `ProfileMapping`), and without it where that key is not given."""
+    if "phone" not in MatchingMode(spec["matching"]).key_fields:
+        return KEY_FIELDS
+    fields = {name: value for name, value in KEY_FIELDS.items() if name != "phones"}
+    if "phone" in spec["key"]:
+        fields["phones"] = {"source": spec["key"]["phone"], "type": "phone"}
+    return fields
 
 
 # --------------------------------------------------------------------------------------- comparison

@@ -19,8 +19,9 @@ date     ``YYYY-MM-DD`` from a date, a datetime (a naive one's own date; an awar
          (years 1653 to 2286: a number beyond, such as epoch milliseconds, is refused)
 datetime RFC 3339 with offset from a datetime, a date (midnight), ISO text (a date with an offset,
          ``2024-03-01+03:00``: its midnight there) or epoch seconds (int/float);
-         naive values are wall time in `timezone`: an ambiguous time (DST fall-back) is its first
-         occurrence, a non-existent one (spring-forward gap) moves forward by the gap
+         naive values are wall time in `timezone` (not given: the source's, `in_source_zone`): an
+         ambiguous time (DST fall-back) is its first occurrence, a non-existent one (spring-forward
+         gap) moves forward by the gap
 email    syntax-checked and normalised address (email-validator, no DNS)
 phone    E.164 text; the target ``phones`` always gets a list (one number, or a list of numbers)
 tags     list of distinct strings from a list or a comma-separated text

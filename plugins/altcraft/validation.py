@@ -110,14 +110,16 @@ def as_text(value: Any, *, field: str) -> str:
         return value
     if type(value) is int:  # an id column (bool, a subclass of int, is refused below)
         return int_text(value, field=field)
+    if isinstance(value, float):  # a float column's value, before the other numbers' checks
+        if not math.isfinite(value):
+            raise ValidationError(field, "is not a finite number")
+        return float_text(value)
     if isinstance(value, bool) or not isinstance(value, _TEXT_SCALARS):
         raise ValidationError(field, f"expected text, got {kind_of(value)}")
     if not is_finite(value):
         raise ValidationError(field, "is not a finite number")
     if isinstance(value, Decimal):
         return decimal_text(value, field=field)
-    if isinstance(value, float):
-        return float_text(value)
     return int_text(value, field=field) if isinstance(value, int) else str(value)
 
 
