@@ -171,3 +171,23 @@ def test_a_mapping_naming_no_zone_takes_its_sources_in_a_hand_written_dag_too():
         )
     ]
     assert zones == ["Europe/Moscow", "Asia/Tokyo", "UTC", "UTC"]
+
+
+def test_null_values_are_csv_cells_and_by_default_no_cell_is_null(tmp_path: Path):
+    """Without ``null_values`` a cell is its text, as before; the option is refused where it means nothing
+    (JSON Lines has null) or would be read letter by letter (one text instead of a list)."""
+    import pydantic
+
+    from altcraft.sources import FileSource
+    from altcraft.sources.spec import FileSpec
+
+    (tmp_path / "a.csv").write_text("id,city\n1,NULL\n")
+    (batch,) = FileSource(str(tmp_path), key_column="id", window_by="mtime").batches(None, 10)
+    assert batch == [{"id": "1", "city": "NULL"}]
+    with pytest.raises(ValueError, match="null_values: for CSV only"):
+        FileSource(str(tmp_path), key_column="id", window_by="mtime", format="jsonl", null_values=["NULL"])
+    with pytest.raises(ValueError, match="null_values: expected a list of cell texts"):
+        FileSource(str(tmp_path), key_column="id", window_by="mtime", null_values="NULL")
+    spec = {"type": "file", "path": "/x", "key_column": "id", "window_by": "mtime", "format": "jsonl"}
+    with pytest.raises(pydantic.ValidationError, match="null_values: for CSV only"):
+        FileSpec.model_validate({**spec, "null_values": ["NULL"]})
