@@ -199,24 +199,46 @@ def test_watermark_is_not_saved_when_the_consumer_stops_early(contacts):
 
 
 #: watermark columns holding what real tables hold: (dialect, column, values of rows 1-3, value of row 4, what
-#: the second run reads): NaN and infinity, which no number passes (their rows pass every watermark), a
-#: MariaDB zero date (read as None), text next to numbers in SQLite (ordered after them)
+#: the second run reads, the rows rejected whenever read): NaN and infinity, which no number passes (their
+#: rows pass every watermark), a MariaDB zero date (read as None), text next to numbers in SQLite (ordered
+#: after them), and text that is no time (SQLite keeps dates as text, and compares text: past 'infinity',
+#: '9999-99-99' or 'N/A' no later date is read)
 ODD_WATERMARKS = [
-    ("postgresql", "w double precision", ["'NaN'", "5", "7"], "9", [1, 4]),
-    ("postgresql", "w numeric", ["5", "'NaN'", "7"], "9", [2, 4]),
-    ("postgresql", "w double precision", ["5", "'Infinity'", "7"], "9", [2, 4]),
-    ("mysql", "w datetime", ["'0000-00-00 00:00:00'", "'2024-03-01'", "'2024-03-02'"], "'2024-03-03'", [4]),
-    ("sqlite", "w", ["5", "'x'", "7"], "'y'", [4]),
+    ("postgresql", "w double precision", ["'NaN'", "5", "7"], "9", [1, 4], [1]),
+    ("postgresql", "w numeric", ["5", "'NaN'", "7"], "9", [2, 4], [2]),
+    ("postgresql", "w double precision", ["5", "'Infinity'", "7"], "9", [2, 4], [2]),
+    ("postgresql", "w text", ["'2024-03-01'", "'N/A'", "'2024-03-02'"], "'2024-03-03'", [2, 4], [2]),
+    (
+        "mysql",
+        "w datetime",
+        ["'0000-00-00 00:00:00'", "'2024-03-01'", "'2024-03-02'"],
+        "'2024-03-03'",
+        [4],
+        [],
+    ),
+    ("sqlite", "w", ["5", "'x'", "7"], "'2024-03-01T10:00:00Z'", [2, 4], [2]),
+    (
+        "sqlite",
+        "w text",
+        ["'2024-03-01 10:00'", "'infinity'", "'9999-99-99'"],
+        "'2024-03-02'",
+        [2, 3, 4],
+        [2, 3],
+    ),
+    ("sqlite", "w text", ["'N/A'", "'2024-03-01'", "'2024-03-01 12:00'"], "'2024-03-02'", [1, 4], [1]),
 ]
 
 
-@pytest.mark.parametrize(("dialect", "column", "values", "later", "again"), ODD_WATERMARKS)
+@pytest.mark.parametrize(("dialect", "column", "values", "later", "again", "odd"), ODD_WATERMARKS)
 def test_a_watermark_column_of_odd_values_is_read_and_moves_past_them(
-    databases, drop_tables, dialect, column, values, later, again
+    databases, drop_tables, dialect, column, values, later, again, odd
 ):
     """The highest value was Python's max(): a zero date or text next to numbers failed every run with a
     TypeError, a numeric NaN with InvalidOperation, and a float NaN or infinity became the watermark, past
-    which PostgreSQL places no number: no later row was ever read. Now the database's order, without them."""
+    which PostgreSQL places no number: no later row was ever read. So did text that is no time (SQLite keeps
+    dates as text). Now the database's order, without them, and their rows are rejected naming the column."""
+    from altcraft.records import ERROR_FIELD
+
     database, table, state = databases[dialect], databases[dialect].new_table(), MemoryStateStore()
     with database.engine.begin() as conn:
         if dialect == "mysql":
@@ -228,8 +250,12 @@ def test_a_watermark_column_of_odd_values_is_read_and_moves_past_them(
 
     def run() -> list[int]:
         source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="w", state=state)
-        read = keys(source.batches(None, 2))
+        records = [record for batch in source.batches(None, 2) for record in batch]
         source.commit()
+        read = [int(record["id"]) for record in records]
+        rejected = {int(r["id"]): r[ERROR_FIELD] for r in records if ERROR_FIELD in r}
+        assert sorted(rejected) == [key for key in odd if key in read]
+        assert all(why.startswith("w: not a value a watermark can move to") for why in rejected.values())
         return read
 
     assert run() == [1, 2, 3]
@@ -795,10 +821,13 @@ def test_postgres_dates_python_cannot_hold_are_their_rows_rejections_and_never_t
     mapped = [BORN_MAPPER.map(record) for record in records]
 
     assert [type(m) for m in mapped] == [Profile, Rejection, Rejection, Profile]
-    assert [(m.source_key, m.field) for m in mapped[1:3]] == [("2", "BORN"), ("3", "BORN")]
-    assert "'-infinity' of column 'born'" in mapped[1].reason
-    assert "'0044-03-15 BC' of column 'born'" in mapped[2].reason
-    if source_kind == "table":
+    if source_kind == "query":
+        assert [(m.source_key, m.field) for m in mapped[1:3]] == [("2", "BORN"), ("3", "BORN")]
+        assert "'-infinity' of column 'born'" in mapped[1].reason
+        assert "'0044-03-15 BC' of column 'born'" in mapped[2].reason
+    else:  # the watermark column's value, which no watermark can move to, rejects the row first
+        assert [m.source_key for m in mapped[1:3]] == ["2", "3"]
+        assert all(m.reason.startswith("changed: not a value a watermark can move to") for m in mapped[1:3])
         source.commit()
         assert state.get(source.state_key) == {"type": "datetime", "value": "2024-03-02T00:00:00+00:00"}
         with postgres.engine.begin() as conn:
@@ -806,7 +835,7 @@ def test_postgres_dates_python_cannot_hold_are_their_rows_rejections_and_never_t
         again = SqlTableSource(
             postgres.conn_id, table, key_column="id", watermark_column="changed", state=state
         )
-        assert keys(again.batches(None, 10)) == [2, 5]  # +infinity passes every watermark: rejected again
+        assert keys(again.batches(None, 10)) == ["2", 5]  # +infinity passes every watermark: rejected again
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])

@@ -424,27 +424,31 @@ def encode_watermark(value: Any) -> dict[str, Any]:
 _INFINITY = float("inf")  # equal to Decimal("Infinity") too
 
 
-def _highest(values: list[Any]) -> Any:
-    """The highest of ``values`` a watermark may move to, in the database's order; None if none may.
+def _may_lead(value: Any, timezone: str) -> bool:
+    """Whether a watermark may move to ``value``: a number that is not NaN or infinity, a date or time Python
+    holds, or text our date parsing reads (ISO 8601 or epoch seconds, `instant_text`); also None (NULL, as
+    MariaDB's zero date is read), which `_highest` leaves out and which is no row's rejection.
 
-    Left out: NULL (MariaDB reads a zero date as None), lowest in every order, and NaN and infinity, which
-    no later number would pass (PostgreSQL places NaN above every number), and an `Unreadable` date or time
-    (PostgreSQL's ``infinity``, which no later time would pass, ``-infinity``, a year before 1): their own
-    rows pass every watermark, so every run reads them again and the ledger skips them (an `Unreadable`
-    one: the mapper rejects it again). Values of different types (SQLite
-    keeps any value in any column) are ordered as SQLite orders them: numbers, then text, then bytes.
-    """
-    kept = [
-        value
-        for value in values
-        if value is not None
-        and not isinstance(value, Unreadable)
-        and value == value != _INFINITY  # NaN != NaN
-    ]
+    Left out, each its row's rejection (`SqlTableSource._rejecting`): NaN and infinity, which no later number
+    would pass (PostgreSQL places NaN above every number); an `Unreadable` date or time (PostgreSQL's
+    ``infinity``, which no later time would pass, ``-infinity``, a year before 1); and text that is no time
+    (``'infinity'``, ``'9999-99-99'``, ``'N/A'``), which SQLite, keeping dates as text, compares as text, so
+    that no later date passes it either; bytes too. Their rows pass every watermark but the lowest, so every
+    run reads them again, and rejects them again."""
+    if isinstance(value, str):
+        return instant_text(value, timezone) is not None
+    return not isinstance(value, Unreadable | bytes) and value == value != _INFINITY  # NaN != NaN
+
+
+def _highest(values: list[Any]) -> Any:
+    """The highest of ``values`` (values `_may_lead` allows), None left out, in the database's order; None
+    if none is left. Values of different types (SQLite keeps any value in any column) are ordered as SQLite
+    orders them: numbers, then text."""
+    kept = [value for value in values if value is not None]
     try:
         return max(kept, default=None)
     except TypeError:
-        return max(kept, key=lambda value: (isinstance(value, str) + 2 * isinstance(value, bytes), value))
+        return max(kept, key=lambda value: (isinstance(value, str), value))
 
 
 def decode_watermark(stored: dict[str, Any]) -> Any:
@@ -533,15 +537,23 @@ class SqlTableSource(_Probing, Stateful):
         query selects them in every window) as its error record, naming the column, never the value. A typed
         column's values (PostgreSQL, MySQL/MariaDB) are not checked: the database placed them."""
         assert self.created_at_column is not None
-        column = _selected_name(batch[0], self.created_at_column)
+        return self._rejecting(
+            batch,
+            self.created_at_column,
+            lambda value: instant_text(value, self.timezone) is not None,
+            "not a timestamp (ISO 8601 text, a date or epoch seconds)",
+        )
+
+    def _rejecting(
+        self, batch: list[Record], column: str, readable: Callable[[Any], bool], reason: str
+    ) -> list[Record]:
+        """The batch, each row whose ``column`` value is not ``readable`` as its error record naming the
+        column and ``reason``, never the value."""
+        selected = _selected_name(batch[0], column)
         return [
             record
-            if instant_text(record[column], self.timezone) is not None
-            else error_record(
-                self.key_column,
-                str(record.get(self.key_column)),
-                f"{self.created_at_column}: not a timestamp (ISO 8601 text, a date or epoch seconds)",
-            )
+            if readable(record[selected])
+            else error_record(self.key_column, str(record.get(self.key_column)), f"{column}: {reason}")
             for record in batch
         ]
 
@@ -553,10 +565,17 @@ class SqlTableSource(_Probing, Stateful):
         stored = self.state.get(self.state_key)
         last = None if stored is None else decode_watermark(stored)
         assert self.watermark_column is not None
+        leads = partial(_may_lead, timezone=self.timezone)
         for batch in _stream(self.conn_id, self.timezone, batch_size, partial(self._select, last=last)):
             column = _selected_name(batch[0], self.watermark_column)
-            self._pending = _highest([self._pending, *(row[column] for row in batch)])
-            yield batch
+            self._pending = _highest([self._pending, *filter(leads, (row[column] for row in batch))])
+            yield self._rejecting(
+                batch,
+                self.watermark_column,
+                leads,
+                "not a value a watermark can move to (a number but NaN or infinity, a date or time, or text "
+                "that is ISO 8601 or epoch seconds)",
+            )
 
     def _select(
         self, conn: Connection, window: Window | None = None, last: Any = None
