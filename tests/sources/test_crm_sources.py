@@ -9,6 +9,8 @@ from datetime import timedelta
 import pytest
 from fastapi.responses import Response
 from tests.fake_crms import FakeAmoCrm, FakeBitrix24, FakeHubSpot, serving, without
+from tests.fake_crms.amocrm import contact
+from tests.fake_crms.bitrix24 import item
 from tests.fake_crms.hubspot import result
 from tests.fake_crms.server import EPOCH, people
 
@@ -356,6 +358,8 @@ def ids_part(source, window, partition):
 
 #: each CRM's source and name
 CRMS = {"amo": (amo_source, "amoCRM"), "bitrix": (b24_source, "Bitrix24"), "hubspot": (hs_source, "HubSpot")}
+#: each CRM's contact as its fake account answers it
+RENDERED = {"amo": contact, "bitrix": item, "hubspot": lambda person: result(person, ["email"])}
 
 
 @pytest.mark.parametrize("mode", ["window", "watermark"])
@@ -408,6 +412,38 @@ def test_a_contact_naming_a_key_twice_is_its_error_record_and_the_others_are_del
         ("page 1 item 2", f"{label} contact names 'id' twice")
     ]
     assert [int(r["id"]) for r in records if ERROR_FIELD not in r][:2] == [1, 3]
+
+
+#: per CRM: an answer of one contact (``{}``) whose envelope names a key twice, its call and the key
+ENVELOPES_NAMING_A_KEY_TWICE = {
+    "amo": (
+        '{{"_page": 1, "_links": {{"next": {{"href": "?page=2"}}}}, "_links": {{}}, '
+        '"_embedded": {{"contacts": [{}]}}}}',
+        "contacts",
+        "_links",
+    ),
+    "bitrix": ('{{"result": {{"items": [{}]}}, "next": 50, "next": 100}}', "crm.item.list", "next"),
+    "hubspot": (
+        '{{"results": [{}], "paging": {{"next": {{"after": "1"}}}}, "paging": {{}}}}',
+        "contacts/search",
+        "paging",
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", ["window", "watermark"])
+@pytest.mark.parametrize("crm_name", sorted(CRMS))
+def test_an_answer_naming_a_key_twice_outside_its_contacts_fails_the_read(request, crm_name, mode):
+    """json.loads kept the last value without a word: which next page (or list) the CRM meant was picked
+    unseen, as REST pages' envelopes were before."""
+    crm = request.getfixturevalue(crm_name)
+    build, label = CRMS[crm_name]
+    body, call, key = ENVELOPES_NAMING_A_KEY_TWICE[crm_name]
+    first = json.dumps(RENDERED[crm_name](crm.contacts[0]))
+    crm.instead = [Response(body.format(first), media_type="application/json")]
+
+    with pytest.raises(SourceError, match=rf"^{label}: {call}: the answer names '{key}' twice outside"):
+        ids(build(MemoryStateStore(), mode=mode), hours(1, 8))
 
 
 @pytest.mark.parametrize("filter_mode", ["apply", "refuse", "ignore"])

@@ -220,6 +220,19 @@ def json_answer(content: bytes) -> Any:
 _JSON = json.JSONDecoder(object_pairs_hook=json_object)  # an object naming a key twice: a `NamedTwice`
 
 
+def unambiguous(body: Any, records: list[Any], where: str) -> list[Any]:
+    """``records``, the list of contacts found in the answer ``body``; `SourceError` naming the key if an
+    object outside them names a key twice (a next cursor or link, the list's place): which value counts,
+    and so which page comes next, is ambiguous. Records naming one are their own errors
+    (`objects_or_errors`)."""
+    if (twice := named_twice(body, skip=records)) is not None:
+        raise SourceError(
+            f"{where}: the answer names {twice!r} twice outside its records, so which of the values counts "
+            "is ambiguous"
+        )
+    return records
+
+
 def value_at(body: Any, path: str | None) -> Any:
     """The value at a dotted path (``data.items``) in a JSON body; ``None`` if absent; the body if no path."""
     for part in path.split(".") if path else ():

@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
 from altcraft.masking import ScrubbedLog
-from altcraft.records import named_twice
 from altcraft.sources.base import (
     ERROR_FIELD,
     PageLog,
@@ -48,6 +47,7 @@ from altcraft.sources.base import (
     objects_or_errors,
     partition_window,
     rechunk,
+    unambiguous,
     value_at,
 )
 from altcraft.sources.timestamps import parse_timestamp
@@ -355,12 +355,7 @@ class RestSource(Source):
         records = value_at(body, self.record_path)
         if not isinstance(records, list):
             raise SourceError(f"{self.describe()}: no list at record_path {self.record_path!r}")
-        if (twice := named_twice(body, skip=records)) is not None:
-            raise SourceError(
-                f"{self.describe()}: {page}: the answer names {twice!r} twice outside its records, so "
-                "which of the values counts is ambiguous"
-            )
-        return records
+        return unambiguous(body, records, f"{self.describe()}: {page}")
 
     def _send(self, hook: Any, request: PageRequest) -> Response:
         endpoint = self._relative(hook, request.endpoint)

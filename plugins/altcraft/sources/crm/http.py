@@ -24,7 +24,7 @@ from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.protocol import parse_retry_after
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.http_environment import pin_environment
-from altcraft.sources.base import SourceError, json_answer, value_at
+from altcraft.sources.base import SourceError, json_answer, unambiguous, value_at
 from altcraft.sources.crm.base import Limits
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,12 @@ class CrmHttp:
 
     def contacts_at(self, answer: Any, path: str, label: str) -> list[Any]:
         """The list at the dotted ``path`` of a parsed answer; `SourceError` if there is none (an error
-        object in an HTTP 200, a list, null): an answer without its list is never read as no contacts."""
+        object in an HTTP 200, a list, null): an answer without its list is never read as no contacts; nor one
+        whose envelope names a key twice (`unambiguous`: which next page or list counts is unclear)."""
         found = value_at(answer, path)
         if not isinstance(found, list):
             raise SourceError(f"{self.crm}: {label}: no list of contacts at {path} in the answer")
-        return found
+        return unambiguous(answer, found, f"{self.crm}: {label}")
 
     def _send(
         self, method: str, path: str, *, params: Any, json: Any, headers: dict[str, str] | None
