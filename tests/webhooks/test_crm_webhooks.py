@@ -13,9 +13,10 @@ from urllib.parse import urlencode
 import pytest
 from fastapi.testclient import TestClient
 
-from altcraft.sources import MemoryStateStore
+from altcraft.sources import ERROR_FIELD, MemoryStateStore
 from altcraft.sources.crm import AmoCrmSpec, Bitrix24Spec, HubSpotSpec
-from altcraft.sources.crm.base import WebhookRead
+from altcraft.sources.crm.base import WebhookRead, not_a_stored_id
+from altcraft.sources.webhook import WebhookSource
 from altcraft.webhooks.app import WebhookConfig, create_app
 from altcraft.webhooks.kinds import HUBSPOT_SIGNATURE, HUBSPOT_TIMESTAMP, hubspot_signature
 from altcraft.webhooks.store import WebhookStore
@@ -175,6 +176,45 @@ def test_bitrix24_a_body_that_is_not_a_form_is_401_not_500(client, store):
         answer = client.post("/bitrix24_welcome", content=body, headers=FORM)
         assert answer.status_code == 401, answer.text
     assert store.count("bitrix24_welcome") == 0
+
+
+def read_back(pipeline: str) -> list[tuple[str, str | None]]:
+    """What a run reads of the pipeline's stored deliveries (the stored ids the CRM source fetches, and the
+    rejections): (id or place, reason)."""
+    source = WebhookSource(
+        pipeline,
+        key_column="id",
+        ledger_conn_id="crm_hook_ledger",
+        state=MemoryStateStore(),
+        check=not_a_stored_id,
+    )
+    return [(r["id"], r.get(ERROR_FIELD)) for batch in source.batches(None, 10) for r in batch]
+
+
+#: per CRM: the form field of the second contact's id, and the deliveries of contacts 7, 8 and 10 with that
+#: field given twice (8, then 9)
+NAMED_TWICE = {
+    "amocrm": ("contacts[add][1][id]", lambda again: [amo_body(7, 8, 10) + again]),
+    "bitrix24": ("data[FIELDS][ID]", lambda again: [b24_body(7), b24_body(8) + again, b24_body(10)]),
+}
+
+
+@pytest.mark.parametrize("crm", sorted(NAMED_TWICE))
+def test_a_contact_whose_form_names_a_field_twice_is_its_rejection_and_the_others_are_stored(
+    client, store, crm
+):
+    """Every value of the form was taken: a contact naming its id twice (two values for one field) had both
+    ids fetched and launched, whichever its sender meant; a JSON record naming a key twice is rejected."""
+    field, deliveries = NAMED_TWICE[crm]
+    for body in deliveries(b"&" + urlencode([(field, "9")]).encode()):
+        assert client.post(f"/{crm}_welcome?secret={SECRET}", content=body, headers=FORM).status_code == 200
+
+    [(delivery, records)] = [d for d in store.read(f"{crm}_welcome", None) if "id" not in d[1][-1]]
+    rejected = (f"delivery {delivery} item {len(records)}", f"the form names {field!r} twice")
+    expected = (
+        [("7", None), ("10", None), rejected] if crm == "amocrm" else [("7", None), rejected, ("10", None)]
+    )
+    assert read_back(f"{crm}_welcome") == expected
 
 
 # ---------------------------------------------------------------------------------------- HubSpot

@@ -16,7 +16,9 @@ one more `WebhookKind` registered in `KINDS`:
   HMAC-SHA256, with the app's client secret, over method + URI + body + ``X-HubSpot-Request-Timestamp``;
   older than 5 minutes is refused; identified by the events' ``eventId`` values.
 
-The CRM kinds store only ``{"id": ...}`` records: the pipeline's CRM source fetches the full contacts.
+The CRM kinds store only ``{"id": ...}`` records: the pipeline's CRM source fetches the full contacts. A
+form-encoded contact naming one of its fields twice is stored as ``{ERROR_FIELD: reason}`` naming the
+field, as a JSON record naming a key twice is: its run rejects it, the delivery's other contacts are read.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from altcraft.records import ERROR_FIELD, json_object, named_twice
+from altcraft.records import ERROR_FIELD, json_object, named_twice, repeated
 
 SECRET_HEADER = "x-altcraft-webhook-secret"  # ruff: ignore[hardcoded-password-string]
 SIGNATURE_HEADER = "x-altcraft-signature"
@@ -273,15 +275,40 @@ def _form(request: WebhookRequest, max_fields: int | None = None) -> list[tuple[
         raise BadPayload("the body is not x-www-form-urlencoded") from None
 
 
-def _ids(values: list[str], what: str, max_records: int | None) -> list[dict[str, Any]]:
-    ids = list(dict.fromkeys(v.strip() for v in values))
-    if max_records is not None and len(ids) > max_records:
+def _ids(
+    values: list[str], what: str, max_records: int | None, twice: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """``{"id": ...}`` of each of the contact ids ``values`` (once each), then ``{ERROR_FIELD: reason}`` of
+    each contact whose form names the field in ``twice`` twice (`_form_contacts`): its run rejects it."""
+    ids, twice = list(dict.fromkeys(v.strip() for v in values)), twice or []
+    if max_records is not None and len(ids) + len(twice) > max_records:
         raise TooManyRecords(f"more than {max_records} records in one delivery")
-    if not ids:
+    if not ids and not twice:
         raise BadPayload(f"no {what} in the body: subscribe the webhook to contact creation only")
     if not all(re.fullmatch(r"[0-9]{1,20}", v) for v in ids):
         raise BadPayload(f"{what}: a contact id is not a number")
-    return [{"id": v} for v in ids]
+    return [{"id": v} for v in ids] + [{ERROR_FIELD: f"the form names {key!r} twice"} for key in twice]
+
+
+def _form_contacts(
+    form: list[tuple[str, str]], contact: re.Pattern[str], id_field: str
+) -> tuple[list[str], list[str]]:
+    """The contact ids of a form, and for each contact naming a field twice that field instead (which value
+    its sender meant is ambiguous, and a form parser keeps one without a word): ``contact`` matches the
+    fields of a contact, its first group naming the contact (``contacts[add][0]``), whose ``id_field``
+    (``[id]``) is its id."""
+    fields: dict[str, list[tuple[str, str]]] = {}
+    for key, value in form:
+        if matched := contact.fullmatch(key):
+            fields.setdefault(matched[1], []).append((key, value))
+    ids: list[str] = []
+    twice: list[str] = []
+    for name, given in fields.items():
+        if (key := repeated(field for field, _ in given)) is not None:
+            twice.append(key)
+        else:
+            ids += [value for field, value in given if field == name + id_field]
+    return ids, twice
 
 
 def _keyed(*parts: str) -> str:
@@ -294,21 +321,22 @@ class AmoCrm(WebhookKind):
 
     name = "amocrm"
     needs_body = False
-    _ADDED = re.compile(r"contacts\[add\]\[[0-9]+\]\[id\]")
+    _ADDED = re.compile(r"(contacts\[add\]\[[0-9]+\])\[.+")
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         if not _same(request.query.get("secret", ""), secret):
             raise Unauthorized("missing or wrong secret query parameter")
 
     def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
-        added = [v for k, v in _form(request) if self._ADDED.fullmatch(k)]
-        return _ids(added, "contacts[add][N][id]", max_records)
+        added, twice = _form_contacts(_form(request), self._ADDED, "[id]")
+        return _ids(added, "contacts[add][N][id]", max_records, twice)
 
 
 class Bitrix24(WebhookKind):
     """Bitrix24: ``auth[application_token]`` is the secret; ``ONCRMCONTACTADD`` with ``data[FIELDS][ID]``."""
 
     name = "bitrix24"
+    _FIELDS = re.compile(r"(data\[FIELDS\])\[.+")
 
     def verify_head(self, request: WebhookRequest, secret: str, *, now: float | None = None) -> None:
         """Nothing: the token is inside the body."""
@@ -327,10 +355,15 @@ class Bitrix24(WebhookKind):
         events = {v.upper() for k, v in form if k == "event"}
         if events != {"ONCRMCONTACTADD"}:
             raise BadPayload("expected event ONCRMCONTACTADD")
-        return _ids([v for k, v in form if k == "data[FIELDS][ID]"], "data[FIELDS][ID]", max_records)
+        added, twice = _form_contacts(form, self._FIELDS, "[ID]")
+        return _ids(added, "data[FIELDS][ID]", max_records, twice)
 
     def delivery_key(self, request: WebhookRequest) -> str:
-        return _keyed("bitrix24", *(record["id"] for record in self.parse(request)))
+        """The contact id; for a contact naming a field twice (no id names it) the body's."""
+        records = self.parse(request)
+        if any(ERROR_FIELD in record for record in records):
+            return super().delivery_key(request)
+        return _keyed("bitrix24", *(record["id"] for record in records))
 
 
 HUBSPOT_SIGNATURE = "x-hubspot-signature-v3"
