@@ -8,8 +8,9 @@ A pipeline of 4 partitions with a pool per Altcraft platform is backfilled over 
 what each worker ran and what the emulator recorded are printed.
 
 ``tests/e2e/test_celery.py`` and ``bench/celery.py`` run the same deployment (`CeleryDeployment`).
-Environment: ``CELERY_DEMO_N`` (contacts, default 100,000), ``CELERY_DEMO_WORKERS`` (default 2),
-``REDIS_URL`` (default redis://127.0.0.1:6379).
+Environment: ``CELERY_DEMO_N`` (contacts, default 100,000), ``CELERY_DEMO_WORKERS`` (1 or 2, default 2),
+``REDIS_URL`` (default redis://127.0.0.1:6379); a count that does not fit stops the demo at once with
+status 2, naming the variable.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import yaml
 from altcraft.testing import EmulatorClient, emulator_process
 from demo.airflow_env import REPO, LocalAirflow, celery_settings, free_port
 from demo.seed_crm import Contact, sample_contacts, write_contacts
+from demo.settings import SettingError, whole
 
 PG_SERVER = "postgres@127.0.0.1:5432"
 #: Redis database of this project's Celery broker: runs share it, each with a queue of its own.
@@ -47,6 +49,7 @@ PLATFORM_POOL = "altcraft_emulator"
 POOL_SLOTS = 4
 LOADER = REPO / "dags" / "altcraft_pipelines.py"
 WORKERS = ("celery-a", "celery-b")
+MAX_CONTACTS = 10_000_000
 
 
 def pipeline_spec(dag_id: str, scenario_id: int, **extra: Any) -> dict[str, Any]:
@@ -300,8 +303,12 @@ DEMO_SCENARIO = 31
 
 
 def main() -> int:
-    n = int(os.environ.get("CELERY_DEMO_N", "100000"))
-    workers = WORKERS[: int(os.environ.get("CELERY_DEMO_WORKERS", "2"))]
+    try:
+        n = whole(os.environ, "CELERY_DEMO_N", 100_000, 1, MAX_CONTACTS)
+        workers = WORKERS[: whole(os.environ, "CELERY_DEMO_WORKERS", len(WORKERS), 1, len(WORKERS))]
+    except SettingError as error:
+        print(f"make celery-demo: {error}", file=sys.stderr)
+        return 2
     dates = backfill_dates()
     started = time.monotonic()
     with (

@@ -6,10 +6,12 @@ LocalExecutor on SQLite) with its home in ``.airflow/``. Then backfills ``demo_s
 last 7 days, prints what each run did and what the emulator recorded, and keeps everything running for
 the Airflow UI until Ctrl-C. Everything is reused by the next ``make demo``; ``make clean`` starts over.
 
-Environment: ``DEMO_KEEP_RUNNING=0`` exits after the summary; ``DEMO_API_PORT`` (8080) and
-``DEMO_EMULATOR_PORT`` (8765) move the two ports; ``DEMO_HOME`` moves the state (default ``.airflow``);
-``DEMO_DAGS_FOLDER`` replaces the repository's ``dags/``. Ctrl-C or SIGTERM stops every process and
-exits with status 0. ``<DEMO_HOME>/env.sh`` holds the Airflow CLI's environment (``make demo-shell``).
+Environment: ``DEMO_KEEP_RUNNING=0`` (or ``false``, ``no``) exits after the summary; ``DEMO_API_PORT``
+(8080) and ``DEMO_EMULATOR_PORT`` (8765) move the two ports; ``DEMO_HOME`` moves the state (default
+``.airflow``); ``DEMO_DAGS_FOLDER`` replaces the repository's ``dags/``. A value that does not fit stops
+the demo at once with status 2, naming the variable (`demo_settings`). Ctrl-C or SIGTERM stops every
+process and exits with status 0. ``<DEMO_HOME>/env.sh`` holds the Airflow CLI's environment
+(``make demo-shell``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from altcraft.testing import EmulatorClient
+from demo import settings as env
 from demo.airflow_api import SUMMARY_COUNTS, wait_for
 from demo.airflow_env import REPO, LocalAirflow, emulator_command, port_in_use
 from demo.seed_crm import has_contacts, sample_contacts, write_contacts
@@ -42,19 +47,46 @@ class DemoError(RuntimeError):
     """A problem the user can fix; printed without a traceback."""
 
 
+@dataclass(frozen=True)
+class DemoSettings:
+    """The ``DEMO_*`` environment variables, checked (docs/demo.md lists them)."""
+
+    home: Path
+    dags_folder: Path
+    api_port: int
+    emulator_port: int
+    keep_running: bool
+
+
+def demo_settings(environ: Mapping[str, str]) -> DemoSettings:
+    """The settings of ``environ``; a value that does not fit raises a `SettingError` naming its variable."""
+    settings = DemoSettings(
+        home=env.folder(environ, "DEMO_HOME", REPO / ".airflow", must_exist=False),
+        dags_folder=env.folder(environ, "DEMO_DAGS_FOLDER", REPO / "dags", must_exist=True),
+        api_port=env.port(environ, "DEMO_API_PORT", 8080),
+        emulator_port=env.port(environ, "DEMO_EMULATOR_PORT", 8765),
+        keep_running=env.flag(environ, "DEMO_KEEP_RUNNING", True),
+    )
+    if settings.api_port == settings.emulator_port:
+        raise env.SettingError(
+            f"DEMO_API_PORT and DEMO_EMULATOR_PORT are both {settings.api_port}: give them different ports"
+        )
+    return settings
+
+
 def main() -> int:
     # `kill` and a closed terminal stop everything as Ctrl-C does (the components run in sessions of their
     # own: a hangup reaches only this process, and its default action would leave them running)
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, signal.default_int_handler)
-    home = Path(os.environ.get("DEMO_HOME") or REPO / ".airflow").resolve()
-    dags_folder = Path(os.environ.get("DEMO_DAGS_FOLDER") or REPO / "dags").resolve()
-    api_port = int(os.environ.get("DEMO_API_PORT", "8080"))
-    emulator_port = int(os.environ.get("DEMO_EMULATOR_PORT", "8765"))
-    keep_running = os.environ.get("DEMO_KEEP_RUNNING", "1") != "0"
     try:
-        check_ports({"DEMO_API_PORT": api_port, "DEMO_EMULATOR_PORT": emulator_port})
-        run(home, dags_folder, api_port, emulator_port, keep_running)
+        settings = demo_settings(os.environ)
+    except env.SettingError as error:
+        print(f"make demo: {error} (the DEMO_* variables: docs/demo.md)", file=sys.stderr)
+        return 2
+    try:
+        check_ports({"DEMO_API_PORT": settings.api_port, "DEMO_EMULATOR_PORT": settings.emulator_port})
+        run(settings)
     except DemoError as error:
         print(f"\nmake demo: {error}", file=sys.stderr)
         return 1
@@ -72,11 +104,12 @@ def check_ports(ports: dict[str, int]) -> None:
             )
 
 
-def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_running: bool) -> None:
+def run(settings: DemoSettings) -> None:
     started = time.monotonic()
+    home = settings.home
     crm = home / "demo_crm.db"
     seed_crm(crm)
-    emulator = EmulatorClient(f"http://127.0.0.1:{emulator_port}")
+    emulator = EmulatorClient(f"http://127.0.0.1:{settings.emulator_port}")
     airflow = LocalAirflow(
         home=home,
         # SQLite lets one writer in at a time, after every open read has ended: wait up to a minute for the
@@ -84,8 +117,8 @@ def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_r
         # "Database error" on a busy machine). Write-ahead-log mode was tried and is worse: a transaction
         # that reads, then writes fails at once whenever another component committed in between.
         sql_alchemy_conn=f"sqlite:///{home / 'airflow.db'}?timeout=60",
-        dags_folder=dags_folder,
-        api_port=api_port,
+        dags_folder=settings.dags_folder,
+        api_port=settings.api_port,
         extra_env={
             "AIRFLOW_CONN_ALTCRAFT_DEFAULT": emulator.connection_json(),
             # A task's start may wait out that busy timeout (docs/demo.md: the API server's SQLite lock-up).
@@ -97,7 +130,7 @@ def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_r
     )
     with airflow:
         try:
-            start_and_backfill(airflow, emulator_port, crm)
+            start_and_backfill(airflow, settings.emulator_port, crm)
         except Exception:
             print(f"\nThe demo failed; the end of each component's log:\n{airflow.stack.logs(30)}")
             raise
@@ -105,7 +138,7 @@ def run(home: Path, dags_folder: Path, api_port: int, emulator_port: int, keep_r
         print(f"\nAirflow UI: {airflow.api_url}  (user admin, password {airflow.password})")
         print(f"Emulator:   {emulator.url}/_emulator/state   Component logs: {airflow.stack.log_dir}")
         print(f"Airflow CLI: {demo_shell(home)}  (or: . {home / ENV_FILE}; airflow dags list)")
-        if keep_running:
+        if settings.keep_running:
             print(f"Everything keeps running; press Ctrl-C (or kill {os.getpid()}) to stop.", flush=True)
             while True:
                 airflow.stack.check_alive()
