@@ -19,12 +19,6 @@ from altcraft.masking import scrub
 log = logging.getLogger(__name__)
 
 
-#: Options of every engine made here. SQLAlchemy writes a failed statement's bound values (contact keys
-#: with their emails and phones, source rows) into its error messages, which reach task logs. The
-#: database's own text of the error is masked by `_masked_errors`.
-ENGINE_OPTIONS = {"hide_parameters": True}
-
-
 class NotASqlConnection(ValueError):
     """The connection's hook is not a SQL database hook."""
 
@@ -40,13 +34,13 @@ def sql_engine(conn_id: str) -> Engine:
         hook = conn.get_hook()
     except Exception as exc:  # no hook for this connection type: its URI may still work
         log.info("No hook for connection %s (%s); using its URI", conn_id, type(exc).__name__)
-        return _masked_errors(sa.create_engine(_sqlalchemy_url(conn.get_uri()), **ENGINE_OPTIONS))
+        return protected(sa.create_engine(_sqlalchemy_url(conn.get_uri())))
     get_engine = getattr(hook, "get_sqlalchemy_engine", None)
     if not callable(get_engine):
         raise NotASqlConnection(
             f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})"
         )
-    return _masked_errors(get_engine(engine_kwargs=dict(ENGINE_OPTIONS)))
+    return protected(get_engine())
 
 
 def ledger_conn_id(conn_id: str | None = None) -> str | None:
@@ -68,16 +62,21 @@ def ledger_engine(conn_id: str | None) -> Engine:
         return sql_engine(conn_id)
     home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    return _masked_errors(
-        sa.create_engine(
-            f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60}, **ENGINE_OPTIONS
-        )
+    return protected(
+        sa.create_engine(f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60})
     )
 
 
-def _masked_errors(engine: Engine) -> Engine:
-    """``engine``, every error it raises with the emails and phones of its text masked (`_mask_error`)."""
-    sa.event.listen(engine, "handle_error", _mask_error)
+def protected(engine: Engine) -> Engine:
+    """``engine``, whoever made it, kept from writing contact data into its errors; idempotent.
+
+    SQLAlchemy writes a failed statement's bound values (contact keys with their emails and phones, source
+    rows) into its error messages, which reach task logs: ``hide_parameters`` is set. The database's own
+    text of the error is masked by `_mask_error`, listening to the engine's errors once. The engines made
+    here are protected, and so is an engine given to `Ledger` or `WebhookStore` by hand."""
+    engine.hide_parameters = True
+    if not sa.event.contains(engine, "handle_error", _mask_error):
+        sa.event.listen(engine, "handle_error", _mask_error)
     return engine
 
 

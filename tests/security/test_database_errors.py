@@ -2,7 +2,8 @@
 check constraint, a trigger's message naming the row, a value that could not be cast. ``hide_parameters``
 hides only SQLAlchemy's copy of the bound values, so the engines made in `altcraft.engines` mask the emails
 and phones of every error text at its origin: the exception, its chained driver error and a logged
-traceback of either show the contact masked, never in clear."""
+traceback of either show the contact masked, never in clear. An engine made by hand and given to `Ledger`
+or `WebhookStore` had neither protection: they now apply both to any engine they are given."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from altcraft.engines import sql_engine
 from altcraft.ledger import Ledger, RelaunchPolicy, RunRef, Scope
+from altcraft.webhooks.store import WebhookStore
 
 EMAIL = "anna.petrova@example.org"
 SERVERS = {
@@ -41,14 +43,15 @@ def _admin(server: str, database: str, statement: str) -> None:
 
 
 @pytest.fixture(params=list(SERVERS))
-def ledger_conn(request, monkeypatch) -> Iterator[str]:
-    """An Airflow connection to a database of its own on each server (dropped afterwards)."""
+def ledger_database(request, monkeypatch) -> Iterator[tuple[str, str]]:
+    """A database of its own on each server (dropped afterwards): the server's name and the database's
+    SQLAlchemy URL; the Airflow connection ``pii_ledger`` names it too."""
     server, admin, scheme = SERVERS[request.param]
     name = f"altcraft_pii_{uuid.uuid4().hex[:10]}"
     _admin(server, admin, f"CREATE DATABASE {name}")
     host = server.split("://", 1)[1]
     monkeypatch.setenv("AIRFLOW_CONN_PII_LEDGER", f"{scheme}://{host}/{name}")
-    yield request.param
+    yield request.param, f"{server}/{name}"
     _admin(server, admin, f"DROP DATABASE IF EXISTS {name}")
 
 
@@ -57,13 +60,16 @@ def _shown(exc: BaseException) -> str:
     return str(exc) + "".join(traceback.format_exception(exc))
 
 
-def test_a_ledger_row_refused_by_the_database_is_named_masked(ledger_conn):
-    ledger = Ledger.from_conn_id("pii_ledger")
+@pytest.mark.parametrize("made", ["from_conn_id", "by_hand"])
+def test_a_ledger_row_refused_by_the_database_is_named_masked(ledger_database, made):
+    server, url = ledger_database
+    # by hand: an engine with neither protection, as a user's own code makes it
+    ledger = Ledger.from_conn_id("pii_ledger") if made == "from_conn_id" else Ledger(sa.create_engine(url))
     run = RunRef("pii_dag", "import_and_launch", "manual__1", 1, "w")
     try:
         ledger.ensure_schema()
         with ledger.engine.begin() as conn:
-            for statement in REFUSALS[ledger_conn]:
+            for statement in REFUSALS[server]:
                 conn.exec_driver_sql(statement)
         with pytest.raises(sa.exc.DBAPIError) as refused:
             ledger.claim(
@@ -80,10 +86,22 @@ def test_a_ledger_row_refused_by_the_database_is_named_masked(ledger_conn):
     assert "parameters hidden" in shown  # the statement is still named, its values are not
 
 
-def test_a_value_the_database_could_not_cast_is_masked_in_its_error(monkeypatch):
+PG_TEST = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.mark.parametrize(
+    "engine_of",
+    [
+        lambda: sql_engine("pii_pg"),
+        lambda: Ledger(sa.create_engine(PG_TEST)).engine,
+        lambda: WebhookStore(sa.create_engine(PG_TEST)).engine,
+    ],
+    ids=["sql_engine", "ledger_by_hand", "webhook_store_by_hand"],
+)
+def test_a_value_the_database_could_not_cast_is_masked_in_its_error(monkeypatch, engine_of):
     """PostgreSQL's error quotes the value it could not cast, though the parameters are hidden."""
-    monkeypatch.setenv("AIRFLOW_CONN_PII_PG", "postgresql://postgres@127.0.0.1:5432/test")
-    engine = sql_engine("pii_pg")
+    monkeypatch.setenv("AIRFLOW_CONN_PII_PG", PG_TEST)
+    engine = engine_of()
     try:
         with pytest.raises(sa.exc.DBAPIError) as refused, engine.connect() as conn:
             conn.execute(sa.text("SELECT CAST(:email AS integer)"), {"email": EMAIL})
@@ -92,3 +110,4 @@ def test_a_value_the_database_could_not_cast_is_masked_in_its_error(monkeypatch)
     shown = _shown(refused.value)
     assert EMAIL not in shown, shown
     assert "invalid input syntax for type integer" in shown and "a***@e***.org" in shown, shown
+    assert "parameters hidden" in shown

@@ -26,7 +26,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from altcraft.engines import ledger_engine
+from altcraft.engines import ledger_engine, protected
 from altcraft.ledger import rules
 from altcraft.ledger.model import (
     SETTLED,
@@ -87,7 +87,7 @@ class Ledger:
     """The sync ledger on one SQLAlchemy engine. Thread-safe; every public method is one transaction."""
 
     def __init__(self, engine: Engine, *, stale_after: timedelta = timedelta(hours=6)):
-        self.engine = engine
+        self.engine = protected(engine)  # also one made by hand: no contact data in its errors
         self.stale_after = stale_after
         self._schema_ready = False
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
-from altcraft.engines import ledger_engine
+from altcraft.engines import ledger_engine, protected
 from altcraft.ledger.schema import schema_error
 from altcraft.storable import storable_json
 
@@ -81,7 +81,7 @@ class WebhookStore:
     """Accepted deliveries on one SQLAlchemy engine (PostgreSQL, MySQL/MariaDB, SQLite)."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.engine = protected(engine)  # also one made by hand: no contact data in its errors
         self._ready = False
 
     @classmethod
