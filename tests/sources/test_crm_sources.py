@@ -130,6 +130,42 @@ def test_amocrm_oauth_refresh_on_401_keeps_the_new_pair_encrypted(amo, monkeypat
         get_fernet.cache_clear()
 
 
+def test_amocrm_tokens_obtained_at_runtime_never_reach_a_debug_log(
+    amo, monkeypatch, capsys, urllib3_debug_lines
+):
+    """Airflow masks the connection's password and secret-named extras, not the token pair amoCRM hands out
+    at runtime. Logged at DEBUG the way the requests docs show (http.client's ``send:`` lines, urllib3's
+    request lines), a failing read after a refresh showed the refreshed access token in its
+    ``Authorization`` header and the stored refresh token in the next exchange's body."""
+    import http.client
+
+    from airflow.sdk.crypto import get_fernet
+    from airflow.sdk.log import mask_logs
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    monkeypatch.setattr(http.client.HTTPConnection, "debuglevel", 1)
+    get_fernet.cache_clear()
+    amo.access_tokens, amo.refresh_tokens = {"somebody-else"}, {"refresh-1"}
+    connect(monkeypatch, "amo_test", amo, password="expired-token", extra=amo_oauth("refresh-1"))
+    state, seen = MemoryStateStore(), []
+    try:
+        assert ids(amo_source(state), hours(1, 4)) == [1, 2, 3]  # refreshed in this run
+        seen += amo.access_tokens | amo.refresh_tokens
+        amo.access_tokens = {"rotated-by-amocrm"}  # the stored access token expired: the stored refresh
+        assert ids(amo_source(state), hours(4, 6)) == [4, 5]
+        seen += amo.access_tokens
+        amo.storm = 100  # a run on the stored token whose requests fail
+        with pytest.raises(SourceError, match="HTTP 429 after 1 retries"):
+            ids(amo_source(state, max_retries=1), hours(6, 7))
+    finally:
+        get_fernet.cache_clear()
+    logged = capsys.readouterr().out + "\n".join(urllib3_debug_lines)
+    assert all(token in logged for token in seen)  # as logged: in headers and in the exchange's body
+    written = mask_logs(None, "debug", {"event": logged})["event"]  # as the task log writes them
+    assert not [token for token in seen if token in written], written
+
+
 @pytest.mark.parametrize("refusal", [400, 401])
 def test_amocrm_refused_token_refresh_fails_once_naming_the_refresh(amo, monkeypatch, refusal):
     amo.refusal, amo.access_tokens = refusal, {"somebody-else"}

@@ -14,7 +14,7 @@
   HTTP 401 exchanges the refresh token at ``POST /oauth2/access_token`` (``grant_type=refresh_token``).
   amoCRM answers with a *new* refresh token, so the pair is kept -- encrypted with Airflow's Fernet key,
   like a connection password -- in the pipeline's source state, and used until the connection's own
-  refresh token changes. An empty page is HTTP 204.
+  refresh token changes; both tokens are registered with Airflow's secret masker. An empty page is HTTP 204.
 * **Limit**: 7 requests per second; HTTP 429 is retried with backoff.
 
 The record: ``id``, ``name``, ``first_name``, ``last_name``, ``email`` and ``phone`` (first value of the
@@ -85,7 +85,9 @@ class AmoCrmSource(CrmSource):
         if not stored or stored.get("from") != _fingerprint(connection_refresh):
             return {}
         fernet = get_fernet()
-        return {name: fernet.decrypt(stored[name].encode()).decode() for name in ("access", "refresh")}
+        return _masked(
+            {name: fernet.decrypt(stored[name].encode()).decode() for name in ("access", "refresh")}
+        )
 
     def _refresh(self, http: Any, oauth: dict[str, str]) -> dict[str, str] | None:
         from airflow.sdk.crypto import get_fernet
@@ -106,7 +108,7 @@ class AmoCrmSource(CrmSource):
             isinstance(answer.get(name), str) and answer[name] for name in ("access_token", "refresh_token")
         ):
             raise SourceError(f"{self.crm}: the token refresh answered without a token pair")
-        self._renewed = {"access": answer["access_token"], "refresh": answer["refresh_token"]}
+        self._renewed = _masked({"access": answer["access_token"], "refresh": answer["refresh_token"]})
         if self.state is not None:
             fernet = get_fernet()
             self.state.set(
@@ -243,6 +245,17 @@ def _placed(window: Window, contact: Any) -> bool:
     if created is not None or updated is None:
         return _near(window, created)
     return window.start.timestamp() <= updated < window.end.timestamp()
+
+
+def _masked(tokens: dict[str, str]) -> dict[str, str]:
+    """``tokens``, registered with Airflow's secret masker: a token obtained at runtime (refreshed, or
+    decrypted from the source state) is no connection field Airflow masks by itself, and a request line or
+    header logged at DEBUG (http.client's ``send:``, a proxy's log) would show it."""
+    from airflow.sdk.log import mask_secret
+
+    for token in tokens.values():
+        mask_secret(token)
+    return tokens
 
 
 def _fingerprint(refresh_token: str) -> str:
