@@ -57,6 +57,7 @@ from altcraft.api.protocol import (
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.http_environment import pin_environment
 from altcraft.masking import scrub
+from altcraft.unanswered import why_unanswered
 
 RECORDING_FORMAT = "altcraft-exchanges/1"
 #: Our mapping types → Altcraft field types they may be written to (``unicode``: resources/fields_get).
@@ -93,6 +94,8 @@ class Answer:
     @property
     def error(self) -> str:
         doc = self.document if isinstance(self.document, dict) else {}
+        if self.status == 0:  # no answer: what the exchange saw (`why_unanswered`), or an answer too large
+            return scrub(str(doc.get("error_text", "")))
         return scrub(f"HTTP {self.status}, error {doc.get('error')}: {doc.get('error_text', '')}".strip())
 
 
@@ -137,8 +140,8 @@ class Exchanger:
                 )
                 content = read_capped(response, self.max_answer_bytes)
         except requests.RequestException as exc:
-            kind = f"no complete answer within {self.timeout:g}s" if deadline.expired else type(exc).__name__
-            answer = Answer(0, {"error": -1, "error_text": kind})
+            kind = f"no complete answer within {self.timeout:g}s" if deadline.expired else None
+            answer = Answer(0, {"error": -1, "error_text": kind or why_unanswered(exc, self.base_url)})
         except AnswerTooLarge as exc:
             answer = Answer(0, {"error": -1, "error_text": str(exc)})
         else:

@@ -6,74 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import threading
-import time
-from pathlib import Path
 
 import pytest
-import uvicorn
 
 from altcraft.api.errors import AltcraftApiError, AltcraftError, AltcraftTransportError
-from altcraft.emulator.app import build_app
-from altcraft.emulator.state import DEFAULT_TOKEN, Emulator, demo_seed
+from altcraft.emulator.state import DEFAULT_TOKEN
 from altcraft.hooks.altcraft_async import AltcraftAsyncHook
-from altcraft.testing import _free_port
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    """A self-signed certificate of 127.0.0.1 and its key."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-@pytest.fixture(scope="module")
-def https_emulator(certificate) -> str:
-    """An emulator served over HTTPS with the self-signed certificate; its URL."""
-    cert, key = certificate
-    port = _free_port()
-    config = uvicorn.Config(
-        build_app(Emulator(demo_seed(), token=DEFAULT_TOKEN)),
-        host="127.0.0.1",
-        port=port,
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"https://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 def connect(monkeypatch, conn_id: str, host: str, **extra) -> str:
