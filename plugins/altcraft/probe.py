@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from pydantic import ValidationError
@@ -58,6 +58,9 @@ from altcraft.deadline import Deadline, watch_sockets
 from altcraft.http_environment import pin_environment
 from altcraft.masking import scrub
 from altcraft.unanswered import why_unanswered
+
+if TYPE_CHECKING:
+    from altcraft.hooks.connection import AltcraftConnection
 
 RECORDING_FORMAT = "altcraft-exchanges/1"
 #: Our mapping types → Altcraft field types they may be written to (``unicode``: resources/fields_get).
@@ -160,6 +163,16 @@ class Exchanger:
             }
         )
         return Answer(answer.status, clean_document(answer.document, self.token))
+
+    def close(self) -> None:
+        """Close the session's connections (the Test button runs in the long-lived API server)."""
+        self._session.close()
+
+    def __enter__(self) -> Exchanger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def clean(self, text: str) -> str:
         """Text for the report (the table, the Test button's message): no token, no email or phone."""
@@ -509,7 +522,14 @@ def exchanger_for_connection(conn_id: str, *, keep_contact: bool = False) -> Exc
     from altcraft.hooks.altcraft import AltcraftHook
     from altcraft.hooks.connection import read_connection
 
-    settings, url, token = read_connection(conn_id, AltcraftHook.get_connection(conn_id))
+    return exchanger_for(
+        read_connection(conn_id, AltcraftHook.get_connection(conn_id)), keep_contact=keep_contact
+    )
+
+
+def exchanger_for(connection: AltcraftConnection, *, keep_contact: bool = False) -> Exchanger:
+    """An :class:`Exchanger` with a connection's URL, token and settings (timeout, TLS, proxies, cap)."""
+    settings, url, token = connection
     return Exchanger(
         url,
         token,
@@ -550,8 +570,8 @@ def main(args: Any, out: Callable[[str], None] = print) -> int:
     plan.marker_field = args.marker_field or plan.marker_field
     plan.test_contact = args.test_contact
     plan.task_timeout = args.task_timeout
-    ex = exchanger_for_connection(conn_id or "altcraft_default", keep_contact=args.keep_contact)
-    rows = run(ex, plan)
+    with exchanger_for_connection(conn_id or "altcraft_default", keep_contact=args.keep_contact) as ex:
+        rows = run(ex, plan)
     out(ex.clean(table(rows)))
     if args.record:
         Path(args.record).write_text(json.dumps(ex.recording(), ensure_ascii=False, indent=1), "utf-8")

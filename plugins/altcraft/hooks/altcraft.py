@@ -135,27 +135,27 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         return self.settings.scenario_url.format(base_url=self.base_url, scenario_id=scenario_id)
 
     def test_connection(self) -> tuple[bool, str]:
-        """The read-only part of the conformance probe: the token in the header and in the body."""
-        from altcraft.probe import Exchanger, Plan, failed, read_only
+        """The read-only part of the conformance probe: the token in the header and in the body.
+
+        The connection form's Test button runs it on a copy of the connection under a random id: messages
+        name its fields (Platform URL, password, Extra), never that id. Its HTTP session is closed after."""
+        from altcraft.probe import Plan, exchanger_for, failed, read_only
 
         try:
-            self.get_conn()
-            exchanger = Exchanger(
-                self.base_url,
-                self._token,
-                timeout=self.settings.timeout,
-                verify=self.settings.verify,
-                cert=self.settings.cert,
-                proxies=self.settings.proxies,
-                max_answer_bytes=self.settings.max_answer_bytes,
-            )
-            rows = read_only(exchanger, Plan())
-        except (ValueError, AltcraftError) as exc:  # an answer that does not fit: its places, not its values
+            connection = read_connection(None, self.get_connection(self.altcraft_conn_id))
+            mask_secret(connection.token)
+            exchanger = exchanger_for(connection)  # a CA bundle variable naming no file is refused here
+        except ValueError as exc:
             return False, f"Altcraft connection test failed: {exc}"
-        summary = exchanger.clean("; ".join(f"{row.check}: {row.result} ({row.detail})" for row in rows))
+        with exchanger:
+            try:
+                rows = read_only(exchanger, Plan())
+            except (ValueError, AltcraftError) as exc:  # an answer that does not fit: its places, not values
+                return False, f"Altcraft connection test failed: {exc}"
+            summary = exchanger.clean("; ".join(f"{row.check}: {row.result} ({row.detail})" for row in rows))
         if failed(rows):
             return False, f"Altcraft connection test failed: {summary}"
-        return True, f"Connected to {self.base_url}; {summary}"
+        return True, f"Connected to {connection.base_url}; {summary}"
 
 
 #: requests refuses to build these requests: nothing is sent.

@@ -152,8 +152,10 @@ class AltcraftConnection(NamedTuple):
     token: str
 
 
-def read_connection(conn_id: str, conn: ConnectionFields) -> AltcraftConnection:
+def read_connection(conn_id: str | None, conn: ConnectionFields) -> AltcraftConnection:
     """An ``altcraft`` connection's settings, platform URL and API token, as both hooks and the probe use it.
+
+    ``conn_id`` None: messages name no id (the Test button's copy of the connection has a random one).
 
     :raises ValueError: naming the connection and what is wrong (its type, URL, token or an extra), never
         quoting the token; nothing has been sent with it then.
@@ -161,7 +163,7 @@ def read_connection(conn_id: str, conn: ConnectionFields) -> AltcraftConnection:
     if conn.conn_type != CONN_TYPE:
         # another connection's password (a database's, a CRM's) must not travel as the Altcraft token
         raise ValueError(
-            f"Connection {conn_id!r} is of type {conn.conn_type!r}, not {CONN_TYPE!r}: "
+            f"{_connection(conn_id)} is of type {conn.conn_type!r}, not {CONN_TYPE!r}: "
             "altcraft_conn_id must name an Altcraft connection (Platform URL and API token)"
         )
     password = conn.password or ""
@@ -172,7 +174,12 @@ def read_connection(conn_id: str, conn: ConnectionFields) -> AltcraftConnection:
     )
 
 
-def connection_extra(conn_id: str, conn: ConnectionFields) -> dict[str, Any]:
+def _connection(conn_id: str | None) -> str:
+    """How messages name a connection: by its id, or as "The connection" when it has none worth naming."""
+    return "The connection" if conn_id is None else f"Connection {conn_id!r}"
+
+
+def connection_extra(conn_id: str | None, conn: ConnectionFields) -> dict[str, Any]:
     """The extras of connection ``conn_id``, from its Extra, a JSON object (or nothing).
 
     :raises ValueError: naming the connection when the Extra is not a JSON object: Airflow read JSON it
@@ -183,10 +190,10 @@ def connection_extra(conn_id: str, conn: ConnectionFields) -> dict[str, Any]:
         try:
             extra = json.loads(conn.extra)
         except ValueError as error:  # its position only: the Extra may hold a proxy's password
-            raise ValueError(f"Connection {conn_id!r}: its Extra is not valid JSON ({error})") from None
+            raise ValueError(f"{_connection(conn_id)}: its Extra is not valid JSON ({error})") from None
         if not isinstance(extra, dict | None):
             raise ValueError(
-                f"Connection {conn_id!r}: its Extra is a JSON {type(extra).__name__}, not an object such "
+                f"{_connection(conn_id)}: its Extra is a JSON {type(extra).__name__}, not an object such "
                 'as {"timeout": 30}'
             )
     return conn.extra_dejson or {}
@@ -246,7 +253,7 @@ def tls_context(verify: bool | str, cert: str | None) -> ssl.SSLContext | bool:
 _NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]|^[ \t]|[ \t]$")
 
 
-def api_token(conn_id: str, password: str | None) -> str:
+def api_token(conn_id: str | None, password: str | None) -> str:
     """The API token of connection ``conn_id``: its password.
 
     :raises ValueError: naming the connection, never the token, when there is none, or when no header can
@@ -256,10 +263,10 @@ def api_token(conn_id: str, password: str | None) -> str:
         ends stripped) and one reading the body saw two different tokens.
     """
     if not password:
-        raise ValueError(f"Connection {conn_id!r} has no API token (password field)")
+        raise ValueError(f"{_connection(conn_id)} has no API token (password field)")
     if _NOT_IN_A_HEADER.search(password):
         raise ValueError(
-            f"Connection {conn_id!r}: the API token (password field) holds a line break, a space at either "
+            f"{_connection(conn_id)}: the API token (password field) holds a line break, a space at either "
             "end or another character no HTTP header can carry (a control character, one beyond Latin-1 such "
             "as a zero-width space); set it again without"
         )
