@@ -231,3 +231,53 @@ def test_startup_never_takes_another_server_on_its_port_for_its_own(altcraft_emu
     finally:
         stranger.kill()
         stranger.wait()
+
+
+@pytest.mark.parametrize("token", [None, "my-secret-emulator-token"])
+def test_the_emulator_says_where_it_listens_at_its_default_log_level(token):
+    """`make emulator` printed nothing at all: uvicorn names its address at ``--log-level info`` only."""
+    import re
+    import select
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "altcraft.emulator",
+        "--port",
+        "0",
+        *(["--token", token] if token else []),
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert select.select([server.stdout], [], [], 60)[0], "nothing printed within 60 s"
+        line = server.stdout.readline()
+        listening = re.fullmatch(
+            r"Altcraft API emulator listening on (http://127\.0\.0\.1:\d+) \(API /api/v1\.1/, control API "
+            r"/_emulator/, no auth\); API token: (.+)\. Ctrl-C stops it\.\n",
+            line,
+        )
+        assert listening, line
+        assert requests.get(f"{listening[1]}/_emulator/state", timeout=10).json()["pid"] == server.pid
+        assert listening[2] == ("--token" if token else "the default token (docs/emulator.md)")
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)
+    assert "emulator-token" not in line + "".join(output)
+    assert token is None or token not in line + "".join(output)
+
+
+def test_a_port_in_use_stops_the_emulator_without_a_listening_line():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        command = [sys.executable, "-m", "altcraft.emulator", "--port", str(busy.getsockname()[1])]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    assert done.returncode == 3, done.stderr
+    assert "address already in use" in done.stderr.lower() and "listening" not in done.stdout

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import socket
+import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from uvicorn.config import LOG_LEVELS
+from uvicorn.server import STARTUP_FAILURE
 
 from altcraft.emulator.app import build_app
 from altcraft.emulator.replay import Replay
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         replay = Replay.load(args.replay) if args.replay else None
     except (OSError, ValueError) as exc:
         cli.error(f"--replay {args.replay}: {exc}")
-    uvicorn.run(
+    config = uvicorn.Config(
         build_app(emulator, replay),
         host=args.host,
         port=args.port,
@@ -87,6 +92,38 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         # a request held by a latency rule is dropped at shutdown instead of holding the server up
         timeout_graceful_shutdown=1,
+    )
+    server = _Server(
+        config, "the default token (docs/emulator.md)" if args.token == DEFAULT_TOKEN else "--token"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # as uvicorn.run: an address already in use, say
+        sys.exit(STARTUP_FAILURE)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying where it listens whatever the log level (uvicorn says it at ``info`` only:
+    ``make emulator`` printed nothing), and which token it takes without quoting it."""
+
+    def __init__(self, config: uvicorn.Config, token_source: str) -> None:
+        super().__init__(config)
+        self.token_source = token_source
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            addresses = [sock.getsockname() for server in self.servers for sock in server.sockets]
+            print(listening(addresses, self.token_source), flush=True)
+
+
+def listening(addresses: list[tuple[Any, ...]], token_source: str) -> str:
+    """The line saying where the emulator listens: each address as a URL, the API's and the control API's
+    paths, and where its token comes from."""
+    urls = ", ".join(f"http://{f'[{host}]' if ':' in host else host}:{port}" for host, port, *_ in addresses)
+    return (
+        f"Altcraft API emulator listening on {urls} (API /api/v1.1/, control API /_emulator/, no auth); "
+        f"API token: {token_source}. Ctrl-C stops it."
     )
 
 
