@@ -4,8 +4,13 @@ extras, and the environment's proxy and CA bundle variables."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -243,3 +248,68 @@ def test_the_connection_test_ignores_netrc_credentials_for_the_platform(
     ok, message = AltcraftHook(connect(monkeypatch, "altcraft_netrc", emulator.url)).test_connection()
 
     assert ok, message
+
+
+@pytest.fixture
+def recording_proxy(emulator) -> Iterator[tuple[int, list[tuple[str, str | None]]]]:
+    """A tiny HTTP proxy on localhost: it forwards plain HTTP requests to the emulator and refuses a
+    CONNECT (403), recording each request's method and ``Proxy-Authorization``; its port and the records."""
+    import requests
+
+    seen: list[tuple[str, str | None]] = []
+    direct = requests.Session()
+    direct.trust_env = False
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(("POST", self.headers.get("Proxy-Authorization")))
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            forwarded = {
+                name: self.headers[name] for name in ("Authorization", "Content-Type") if name in self.headers
+            }
+            answer = direct.post(
+                emulator.url + urlsplit(self.path).path, data=body, headers=forwarded, timeout=30
+            )
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def do_CONNECT(self) -> None:
+            seen.append(("CONNECT", self.headers.get("Proxy-Authorization")))
+            self.send_error(403)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+    direct.close()
+
+
+@pytest.mark.parametrize("credentials", ["", "proxy-user:proxy-pass@"], ids=["none", "in_the_url"])
+def test_both_hooks_give_the_proxy_the_credentials_of_its_url_only(
+    monkeypatch, tmp_path, recording_proxy, no_proxy_variables, credentials
+):
+    """The async hook sent the API token to the proxy as ``Proxy-Authorization: Bearer ...`` (aiohttp adds
+    a session's headers to the proxy's), on an HTTPS platform's CONNECT too. Neither hook reads proxy
+    credentials from ``~/.netrc``: both send those of the proxy's URL, or none."""
+    port, seen = recording_proxy
+    (tmp_path / ".netrc").write_text("machine localhost login netrc-user password netrc-pass\n", "utf-8")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NETRC", raising=False)
+    proxies = {"all": f"http://{credentials}localhost:{port}"}
+
+    for platform in ("http://altcraft.invalid", "https://altcraft.invalid"):
+        sync_task_status(monkeypatch, platform, proxies=proxies)
+        unknown_task_status(monkeypatch, platform, proxies=proxies)
+
+    expected = "Basic " + base64.b64encode(b"proxy-user:proxy-pass").decode() if credentials else None
+    assert sorted({method for method, _ in seen}) == ["CONNECT", "POST"]
+    assert [auth for _, auth in seen] == [expected] * len(seen), seen

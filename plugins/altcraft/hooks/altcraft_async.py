@@ -53,6 +53,7 @@ class AltcraftAsyncHook(BaseHook):
         self._session: aiohttp.ClientSession | None = None
         self._tls: ssl.SSLContext | bool = True
         self._proxy: str | None = None
+        self._headers: dict[str, str] = {}
 
     async def __aenter__(self) -> AltcraftAsyncHook:
         return self
@@ -76,10 +77,11 @@ class AltcraftAsyncHook(BaseHook):
             self._proxy = await loop.run_in_executor(
                 None, platform_proxy, self.base_url, self.settings.proxies
             )
-            self._session = aiohttp.ClientSession(
-                headers=request_headers(self._token, __version__),
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            )
+            # the token's headers go with each request, not as the session's: aiohttp adds a session's
+            # headers to those for the proxy and sent its Authorization there as Proxy-Authorization
+            # (on an HTTPS platform's CONNECT too, which the proxy otherwise never sees the token in)
+            self._headers = request_headers(self._token, __version__)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
         return self._session
 
     async def call(
@@ -104,6 +106,7 @@ class AltcraftAsyncHook(BaseHook):
                 async with session.post(
                     url,
                     data=payload,
+                    headers=self._headers,
                     ssl=self._tls,
                     proxy=self._proxy,
                     allow_redirects=False,
