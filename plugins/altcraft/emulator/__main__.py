@@ -41,8 +41,19 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--port", type=port, default=8765)
     cli.add_argument("--token", type=token, default=DEFAULT_TOKEN, help="the full-access API token")
     cli.add_argument("--seed", type=Path, help="JSON seed file (default: the bundled demo seed)")
-    cli.add_argument("--max-batch-profiles", type=int, default=Config().max_batch_profiles)
-    cli.add_argument("--max-body-bytes", type=int, default=Config().max_body_bytes)
+    cli.add_argument(
+        "--max-batch-profiles",
+        type=int,
+        default=Config().max_batch_profiles,
+        help="items of a batch request refused above this with --strict only: the docs advise against more "
+        "than 10,000 and document no refusal",
+    )
+    cli.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=Config().max_body_bytes,
+        help="request bodies refused (413) above this: the docs' limit, 10 MB by default",
+    )
     cli.add_argument("--random-seed", type=int, default=0, help="seed of fault-rule probabilities")
     cli.add_argument(
         "--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP protocol"
