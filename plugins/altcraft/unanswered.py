@@ -31,39 +31,44 @@ _NOT_TLS = frozenset(
 
 
 def why_unanswered(exc: BaseException, url: str) -> str:
-    """What a failed request's exception ``exc`` says about the platform ``url``, and what to change."""
+    """A request without an answer, for the probe's table: ``no answer: <what to change>``."""
+    advice = explained(exc, url)
+    return f"no answer: {advice}" if advice else f"no answer ({type(exc).__name__})"
+
+
+def explained(exc: BaseException, url: str) -> str | None:
+    """What a failed request's exception ``exc`` says about the platform ``url``, and what to change; None
+    when it says nothing a user can act on (a timeout, an answer cut off)."""
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc}"
     chain = list(_chain(exc))
-    tls = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
+    tls_errors = [e for e in chain if isinstance(e, ssl.SSLError)]  # aiohttp's wrappers are SSLErrors too
+    reason = next((e.reason for e in tls_errors if getattr(e, "reason", None)), None)
     if isinstance(exc, requests.exceptions.ProxyError):
+        return f"the proxy gave no connection to {origin} (check the `proxies` extra or HTTPS_PROXY)"
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in tls_errors):
         return (
-            f"no answer: the proxy gave no connection to {origin} (check the `proxies` extra or HTTPS_PROXY)"
-        )
-    if isinstance(tls, ssl.SSLCertVerificationError):
-        return (
-            f"no answer: the TLS certificate of {origin} is not trusted (certificate verify failed): "
+            f"the TLS certificate of {origin} is not trusted (certificate verify failed): "
             "give its CA bundle in the `verify` extra"
         )
-    if tls is not None and getattr(tls, "reason", None) in _NOT_TLS:
+    if reason in _NOT_TLS:
         return (
-            f"no answer: {origin} does not speak TLS, plain HTTP perhaps (a {URL_FIELD} without a scheme "
+            f"{origin} does not speak TLS, plain HTTP perhaps (a {URL_FIELD} without a scheme "
             f"is read as https://): write http://{parts.netloc} in that field if the server serves HTTP"
         )
-    if tls is not None:
-        reason = getattr(tls, "reason", None) or "SSLError"
-        return f"no answer: the TLS handshake with {origin} failed ({reason})"
+    if tls_errors:
+        return f"the TLS handshake with {origin} failed ({reason or 'SSLError'})"
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return f"no answer: {parts.netloc} refused the connection: check the host and port of the {URL_FIELD}"
+        return f"{parts.netloc} refused the connection: check the host and port of the {URL_FIELD}"
     if any(isinstance(e, socket.gaierror) for e in chain):
-        return f"no answer: the name {parts.hostname} does not resolve: check the {URL_FIELD}"
+        return f"the name {parts.hostname} does not resolve: check the {URL_FIELD}"
     closed = (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError)
     if parts.scheme == "http" and any(isinstance(e, closed) for e in chain):
         return (
-            f"no answer: {origin} closed the connection without an HTTP answer: if it serves HTTPS, write "
+            f"{origin} closed the connection without an HTTP answer: if it serves HTTPS, write "
             f"https://{parts.netloc} in the {URL_FIELD}"
         )
-    return f"no answer ({type(exc).__name__})"
+    return None
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

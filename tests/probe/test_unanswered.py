@@ -71,3 +71,33 @@ def test_each_request_without_an_answer_says_what_to_change(https_emulator, url_
 
     assert answer.status == 0 and said in answer.error, answer.error
     assert "HTTP 0" not in answer.error
+
+
+def test_both_hooks_say_the_same_in_a_task(emulator, monkeypatch):
+    """A task's transport error said only ``SSLError talking to Altcraft``."""
+    import asyncio
+
+    from altcraft.api.errors import AltcraftTransportError
+    from altcraft.hooks.altcraft import AltcraftHook
+    from altcraft.hooks.altcraft_async import AltcraftAsyncHook
+
+    host = emulator.url.removeprefix("http://")
+    connection = {
+        "conn_type": "altcraft",
+        "host": host,
+        "password": emulator.token,
+        "extra": {"max_retries": 0},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_NO_SCHEME", json.dumps(connection))
+    said = f"talking to Altcraft: https://{host} does not speak TLS, plain HTTP perhaps"
+
+    with pytest.raises(AltcraftTransportError, match=f"^SSLError {said}") as sync:
+        AltcraftHook("altcraft_no_scheme").get_task_status("task_nope")
+
+    async def ask() -> None:
+        async with AltcraftAsyncHook("altcraft_no_scheme") as hook:
+            await hook.get_task_status("task_nope")
+
+    with pytest.raises(AltcraftTransportError, match=said) as unanswered:
+        asyncio.run(ask())
+    assert emulator.token not in str(sync.value) + str(unanswered.value)

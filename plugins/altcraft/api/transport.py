@@ -37,6 +37,7 @@ class Observed:
     connected: bool  # a connection to the server was opened
     timed_out: bool  # the call's deadline (connect + send + the whole answer) passed
     kind: str  # the library's exception class name, for the message
+    why: str | None = None  # what it says the user should change (`altcraft.unanswered.explained`)
 
 
 def classify(observed: Observed) -> Fate:
@@ -64,7 +65,7 @@ def transport_error(observed: Observed, *, endpoint: str, timeout: float) -> Alt
     """
     fate = classify(observed)
     what = f"no complete answer within {timeout:g}s" if observed.timed_out else observed.kind
-    message = f"{what} talking to Altcraft"
+    message = f"{what} talking to Altcraft" + (f": {observed.why}" if observed.why else "")
     if fate is Fate.REFUSED:
         return AltcraftRequestRefused(
             f"{message}: the request could not be built", sent=False, endpoint=endpoint

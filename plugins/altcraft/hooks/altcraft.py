@@ -26,6 +26,7 @@ from altcraft.api.transport import Observed, transport_error
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.hooks.connection import AltcraftConnectionSettings, read_connection
 from altcraft.http_environment import pin_environment
+from altcraft.unanswered import explained
 
 
 class AltcraftHook(HttpHook, AltcraftCalls):
@@ -109,7 +110,7 @@ class AltcraftHook(HttpHook, AltcraftCalls):
                     body = read_capped(response, self.settings.max_answer_bytes)
             except requests.RequestException as exc:
                 failure: AltcraftError = transport_error(
-                    _observed(exc, deadline), endpoint=endpoint, timeout=deadline.seconds
+                    _observed(exc, deadline, self.base_url), endpoint=endpoint, timeout=deadline.seconds
                 )
             except AnswerTooLarge as exc:
                 failure = AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint)
@@ -168,13 +169,14 @@ _UNBUILDABLE = (
 )
 
 
-def _observed(exc: requests.RequestException, deadline: Deadline) -> Observed:
+def _observed(exc: requests.RequestException, deadline: Deadline, url: str) -> Observed:
     """The transport adapter of requests: what a failure says about the exchange (altcraft.api.transport)."""
     return Observed(
         built=not isinstance(exc, _UNBUILDABLE),
         connected=not _never_connected(exc),
         timed_out=deadline.expired,
         kind=type(exc).__name__,
+        why=None if deadline.expired else explained(exc, url),
     )
 
 

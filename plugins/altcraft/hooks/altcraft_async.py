@@ -32,6 +32,7 @@ from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
 from altcraft.hooks.connection import AltcraftConnectionSettings, read_connection, tls_context
 from altcraft.http_environment import platform_proxy
+from altcraft.unanswered import explained
 
 T = TypeVar("T")
 
@@ -114,7 +115,7 @@ class AltcraftAsyncHook(BaseHook):
                     content = await aread_capped(response, self.settings.max_answer_bytes)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure: AltcraftError = transport_error(
-                    _observed(exc), endpoint=endpoint, timeout=self.settings.timeout
+                    _observed(exc, self.base_url), endpoint=endpoint, timeout=self.settings.timeout
                 )
             except AnswerTooLarge as exc:
                 failure = AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint)
@@ -137,7 +138,7 @@ class AltcraftAsyncHook(BaseHook):
         return await self.call(endpoint, body, parse=parse)
 
 
-def _observed(exc: BaseException) -> Observed:
+def _observed(exc: BaseException, url: str) -> Observed:
     """The transport adapter of aiohttp: what a failure says about the exchange (altcraft.api.transport).
 
     ``ClientTimeout(total=...)`` is one deadline for connect + the whole answer: a plain timeout may have
@@ -148,4 +149,5 @@ def _observed(exc: BaseException) -> Observed:
         connected=not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError),
         timed_out=isinstance(exc, TimeoutError),
         kind=type(exc).__name__,
+        why=None if isinstance(exc, TimeoutError) else explained(exc, url),
     )
