@@ -52,7 +52,7 @@ from altcraft.ledger import (
     Settlement,
     UncertainContact,
 )
-from altcraft.ledger.rules import in_flight_elsewhere
+from altcraft.ledger.rules import IN_GRACE, in_flight_elsewhere
 from altcraft.ledger.store import OpenClaim
 from altcraft.makers import maker
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
@@ -539,6 +539,7 @@ class Delivery:
             marker=self.marker,
             delivery_mode=self.mode,
             aliases=aliases,
+            grace=self.reconcile_grace,
         )
         self._count(claim)
         return claim
@@ -574,6 +575,7 @@ class Delivery:
             resend_uncertain=self.resend_uncertain,
             marker=self.marker,
             delivery_mode=self.mode,
+            grace=self.reconcile_grace,
         )
 
     def _claimed_ahead(self, piece: Chunk, ahead: Future[OpenClaim | None]) -> Claim:
@@ -597,6 +599,15 @@ class Delivery:
         self.summary.add(Outcome.SKIPPED, len(claim.skipped) + claim.duplicates)
         self.left_to_others += sum(map(in_flight_elsewhere, claim.skipped.values()))
         self.summary.add(Outcome.UNCERTAIN, len(claim.uncertain))
+        in_grace = sum(reason.startswith(IN_GRACE) for reason in claim.uncertain.values())
+        if in_grace:
+            log.warning(
+                "%d uncertain contact(s) not resent: they became uncertain less than the reconciliation "
+                "grace (%.0f s) ago, and Altcraft may still be processing their requests. Reconcile, or "
+                "resend them once the grace has passed (each one's time is in its outcome's reason)",
+                in_grace,
+                self.reconcile_grace.total_seconds(),
+            )
 
     def _send(self, piece: Chunk, claim: Claim) -> None:
         """Send the chunk's claimed contacts by the delivery mode, and settle them."""
@@ -660,6 +671,7 @@ class Delivery:
         match = match_of(contact.contact_key, self.mapper.mapping)
         if match is None:
             return None
+        now = self.session.now()  # the ledger's clock, which wrote the row; read before the profile is
         try:
             profile = self.hook.get_profile(self.profiles_db_id, match)
         except AltcraftError as exc:
@@ -669,10 +681,10 @@ class Delivery:
                 mask_key(contact.contact_key),
                 why,
             )
-            return unread(why)
+            return unread(f"reading the profile failed: {why}", now)
         # by how the contact's claim was sent and when its answer was lost, not how this try sends
         unseen = self._marker_unseen(contact.launch_marker)
-        return judge(contact, profile, grace=self.reconcile_grace, match=match, marker_unseen=unseen)
+        return judge(contact, profile, now, self.reconcile_grace, match=match, marker_unseen=unseen)
 
     def _marker_unseen(self, marker: str | None) -> str | None:
         """Why no profile of the database can show the launch marker's field (it was deleted, or never made

@@ -34,17 +34,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from altcraft.api.matching import MatchingMode
 from altcraft.api.models import DatabaseField
 from altcraft.ledger import Outcome, Resolution, UncertainContact
+from altcraft.ledger.rules import DEFAULT_GRACE, grace_left  # DEFAULT_GRACE: also this module's to import
 from altcraft.mapping import FieldSpec, ProfileMapping
 from altcraft.modes import SYNCHRONOUS, DeliveryMode
-
-#: how long after its answer was lost a synchronous request's missing marker or profile still proves nothing
-DEFAULT_GRACE = timedelta(minutes=10)
 
 
 def launch_marker(field_name: str, run_key: str, try_number: int) -> str:
@@ -90,14 +88,15 @@ _RESOURCE_MODES = {"email", "email_sub", "phone", "phone_sub", "email_phone", "e
 def judge(
     contact: UncertainContact,
     profile: dict[str, Any] | None,
-    now: datetime | None = None,
+    now: datetime,
     grace: timedelta = DEFAULT_GRACE,
     *,
     match: Mapping[str, Any] | None = None,
     marker_unseen: str | None = None,
 ) -> Resolution:
     """The verdict on one uncertain contact from its profile as ``profiles/get`` gave it (None: absent)
-    when asked with ``match`` (:func:`match_of`; None: the answer is not checked against it).
+    when asked with ``match`` (:func:`match_of`; None: the answer is not checked against it), at ``now`` (the
+    ledger database's time, read before the profile: the one clock its rows were written by).
     ``marker_unseen``: why no profile of the database can show the marker's field
     (:func:`marker_field_problem`), so a profile without it proves nothing; None: one can.
 
@@ -105,7 +104,6 @@ def judge(
     try, which sent other contacts too. No "not processed" while the contact's request may still run
     (:func:`may_still_run`).
     """
-    now = now or datetime.now(UTC)
     at = now.isoformat(timespec="seconds")
     other = None if profile is None or match is None else another_profile(profile, match)
     if other:
@@ -125,12 +123,11 @@ def judge(
     return verdict
 
 
-def unread(why: str, now: datetime | None = None) -> Resolution:
-    """The verdict on a contact whose profile could not be read (``why``, free of contact data): still
-    uncertain, the failed read noted as its evidence."""
-    at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+def unread(why: str, now: datetime) -> Resolution:
+    """The verdict on a contact whose profile was not read (``why``, free of contact data: the read failed,
+    or it cannot be looked up): still uncertain, with why as its evidence."""
     return Resolution(
-        Outcome.UNCERTAIN, f"still uncertain (reconciled {at}: reading the profile failed: {why})"
+        Outcome.UNCERTAIN, f"still uncertain (reconciled {now.isoformat(timespec='seconds')}: {why})"
     )
 
 
@@ -183,7 +180,8 @@ def _normal(name: str, value: Any) -> str | None:
 def may_still_run(contact: UncertainContact, now: datetime, grace: timedelta = DEFAULT_GRACE) -> str | None:
     """Why the contact's request may still be processed by Altcraft, or None when a missing marker or
     profile means it was not: its recorded delivery mode answers only after processing
-    (:data:`~altcraft.modes.SYNCHRONOUS`) and ``grace`` has passed since its answer was lost."""
+    (:data:`~altcraft.modes.SYNCHRONOUS`) and ``grace`` has passed since its answer was lost
+    (:func:`~altcraft.ledger.rules.grace_left`)."""
     if contact.delivery_mode == DeliveryMode.ASYNC:
         return "the request created an Altcraft task that may still be queued"
     if contact.delivery_mode not in SYNCHRONOUS:
@@ -191,8 +189,8 @@ def may_still_run(contact: UncertainContact, now: datetime, grace: timedelta = D
             "the ledger has no delivery mode for the request (claimed by an earlier version): it may be an "
             "Altcraft task still queued"
         )
-    age = now - contact.uncertain_since
-    if age < grace:
+    if grace_left(contact.uncertain_since, now, grace) is not None:
+        age = now - contact.uncertain_since
         return (
             f"its answer was lost {max(age.total_seconds(), 0):.0f} s ago and Altcraft may still be "
             f"processing the request (the grace is {grace.total_seconds():.0f} s)"

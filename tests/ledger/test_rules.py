@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from altcraft.ledger import Claim, Outcome, RelaunchPolicy, Resolution, RunRef, Scope, Settlement
 from altcraft.ledger.model import ContactStatus, UncertainContact
 from altcraft.ledger.rules import (
+    IN_GRACE,
     NEVER_CLAIMED,
     NO_ANSWER,
     Change,
@@ -34,6 +35,7 @@ from altcraft.ledger.rules import (
 
 NOW = datetime(2030, 1, 2, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 RUN = RunRef("d", "t", "r2", 2, "w2")  # run key d/t/r2, try 2
 THIS_RUN = RUN.run_key
 OTHER_RUN = "d/t/r1"
@@ -118,13 +120,43 @@ DECISIONS = [
         ),
     ),
     (
-        "a stale claim of another run, resend_uncertain: sent, the note kept",
+        "a stale claim of another run, resend_uncertain: uncertain from now, so not resent within the grace",
         state("sending", claimed=7 * HOUR),
         None,
         ONCE,
         False,
         True,
-        (True, "", f"claim by run {OTHER_RUN} at {at(7 * HOUR)} was never settled", False),
+        (
+            False,
+            f"{IN_GRACE}uncertain since {at(timedelta(0))} (run {OTHER_RUN}), less than 600 s ago: Altcraft "
+            f"may still be processing its request; reconcile, or resend from {at(-10 * MINUTE)}",
+            f"claim by run {OTHER_RUN} at {at(7 * HOUR)} was never settled",
+            True,
+        ),
+    ),
+    (
+        "uncertain from another run 9 minutes ago, resend_uncertain: not resent within the grace",
+        state("uncertain", claimed=9 * MINUTE),
+        None,
+        ONCE,
+        False,
+        True,
+        (
+            False,
+            f"{IN_GRACE}uncertain since {at(9 * MINUTE)} (run {OTHER_RUN}), less than 600 s ago: Altcraft "
+            f"may still be processing its request; reconcile, or resend from {at(-MINUTE)}",
+            None,
+            True,
+        ),
+    ),
+    (
+        "uncertain from another run 10 minutes ago, resend_uncertain: the grace has passed, resent",
+        state("uncertain", claimed=10 * MINUTE),
+        None,
+        ONCE,
+        False,
+        True,
+        (True, "", None, False),
     ),
     (
         "uncertain from another run",

@@ -48,7 +48,9 @@ from altcraft.ledger.statements import (
     tally,
 )
 from altcraft.modes import DeliveryMode
+from altcraft.reconciliation import DEFAULT_GRACE as GRACE
 from altcraft.reconciliation import judge
+from tests.clock import set_clock_off
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 MARIA = "mysql+pymysql://root@127.0.0.1:3306"
@@ -62,6 +64,7 @@ ONCE = RelaunchPolicy.parse("once")
 EVERY_RUN = RelaunchPolicy.parse("every_run")
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LAUNCHED = Settlement(Outcome.LAUNCHED, profile_id="p1")
+MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
 
 
 # --- databases --------------------------------------------------------------------------------------
@@ -431,9 +434,31 @@ def test_uncertain_contacts_need_resend_uncertain_from_another_run(ledger, scope
     same_run = ledger.claim(scope, run("r1", 2), items("k:a"), ONCE, resend_uncertain=True, now=T0)
     assert same_run.to_send == []
     assert "this run never resends its own" in same_run.uncertain["k:a"]
-    assert ledger.claim(scope, run("r3"), items("k:a"), ONCE, resend_uncertain=True, now=T0).to_send == [
-        "k:a"
-    ]
+    early = ledger.claim(scope, run("r3"), items("k:a"), ONCE, resend_uncertain=True, now=T0 + 9 * MINUTE)
+    assert early.to_send == [], "Altcraft may still be processing its request"
+    assert "within the reconciliation grace" in early.uncertain["k:a"]
+    assert "resend from 2030-01-01T00:10:00+00:00" in early.uncertain["k:a"]
+    after = ledger.claim(scope, run("r3"), items("k:a"), ONCE, resend_uncertain=True, now=T0 + GRACE)
+    assert after.to_send == ["k:a"]
+
+
+def test_times_are_the_databases_whatever_the_workers_clock(ledger, scope, monkeypatch):
+    """A worker whose clock is an hour behind claims a contact and loses its answer; another, an hour
+    ahead, resends it at once. The rows took each worker's clock: the answer looked lost two hours ago,
+    past the grace, and was resent while Altcraft might still be processing it. Now every time the ledger
+    writes and compares is its database's (the servers here keep the real clock)."""
+    before = datetime.now(UTC) - timedelta(seconds=1)  # SQLite's clock reads milliseconds
+    set_clock_off(monkeypatch, -timedelta(hours=1))
+    ref = run("r1")
+    claim = ledger.claim(scope, ref, items("k:a"), ONCE, delivery_mode="batch", marker="AF_SYNC=abc")
+    ledger.settle(scope, ref, claim, {"k:a": Settlement(Outcome.UNCERTAIN, text="timeout")})
+    [contact] = ledger.uncertain_contacts(scope)
+    assert before <= contact.claimed_at <= contact.uncertain_since <= datetime.now(UTC)
+
+    set_clock_off(monkeypatch, timedelta(hours=1))
+    resend = ledger.claim(scope, run("r2"), items("k:a"), ONCE, resend_uncertain=True)
+    assert resend.to_send == []
+    assert "within the reconciliation grace" in resend.uncertain["k:a"]
 
 
 def test_an_uncertain_contact_resolved_by_hand_is_not_resent(engine, ledger, scope):
@@ -463,8 +488,10 @@ def test_in_flight_and_stale_claims(engine, scope):
     assert row(engine, scope, "k:a")["status"] == ContactStatus.UNCERTAIN
     assert "was never settled" in row(engine, scope, "k:a")["error_text"]
     quick = Ledger(engine, stale_after=timedelta(minutes=5))
+    found = quick.claim(scope, run("r3"), items("k:b"), ONCE, resend_uncertain=True, now=T0 + 6 * MINUTE)
+    assert found.to_send == [], "uncertain from now: its request may still be in flight at Altcraft"
     resent = quick.claim(
-        scope, run("r3"), items("k:b"), ONCE, resend_uncertain=True, now=T0 + timedelta(minutes=6)
+        scope, run("r3"), items("k:b"), ONCE, resend_uncertain=True, now=T0 + 6 * MINUTE + GRACE
     )
     assert resent.to_send == ["k:b"]
 
@@ -494,7 +521,8 @@ def test_recover_after_a_crash(engine, scope):
     again = ledger.claim(scope, retry, items(*keys), ONCE, now=T0)
     assert again.to_send == [] and sorted(again.uncertain) == keys
     assert ledger.counts(scope, retry) == {**dict.fromkeys(Outcome, 0), Outcome.UNCERTAIN: 3}
-    assert ledger.claim(scope, run("r2"), items(*keys), ONCE, resend_uncertain=True, now=T0).to_send == keys
+    resend = ledger.claim(scope, run("r2"), items(*keys), ONCE, resend_uncertain=True, now=T0 + GRACE)
+    assert resend.to_send == keys
 
 
 def test_claim_of_a_retry_without_recover_treats_dead_claims_as_uncertain(ledger, scope):
@@ -603,8 +631,10 @@ def test_late_settlement_of_a_recovered_claim_wins(ledger, scope):
 def test_settlement_after_a_takeover_leaves_the_new_claim_alone(ledger, scope):
     zombie_run = run("r1")
     zombie = ledger.claim(scope, zombie_run, items("k:a"), ONCE, now=T0)
+    stale = ledger.claim(scope, run("r2"), items("k:a"), ONCE, resend_uncertain=True, now=T0 + 7 * HOUR)
+    assert stale.to_send == [], "found dead now: uncertain, not resent within the grace"
     taken = ledger.claim(
-        scope, run("r2"), items("k:a"), ONCE, resend_uncertain=True, now=T0 + timedelta(hours=7)
+        scope, run("r2"), items("k:a"), ONCE, resend_uncertain=True, now=T0 + 7 * HOUR + GRACE
     )
     assert taken.to_send == ["k:a"]
     ledger.settle(scope, zombie_run, zombie, {"k:a": LAUNCHED}, now=T0 + timedelta(hours=8))
@@ -1196,7 +1226,9 @@ def test_each_claim_records_how_its_request_is_sent(engine, ledger, scope):
     ledger.resolve(scope, contacts, {"k:a": Resolution(Outcome.UNCERTAIN, "no marker yet")})
     assert row(engine, scope, "k:a")["delivery_mode"] == "async"
 
-    again = ledger.claim(scope, run("r2"), items("k:b"), ONCE, resend_uncertain=True, delivery_mode="batch")
+    again = ledger.claim(
+        scope, run("r2"), items("k:b"), ONCE, resend_uncertain=True, delivery_mode="batch", now=T0 + GRACE
+    )
     assert again.to_send == ["k:b"] and row(engine, scope, "k:b")["delivery_mode"] == "batch"
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from altcraft.testing import CONNECTION_ENV
 from tests.airflow_helpers import asset_event_extras, install_dag, run_dag, task_states, xcom_values
+from tests.clock import set_clock_off
 from tests.conftest import FAST
 
 from .conftest import EMAIL_MAPPING, MARKER, PG_URL, contacts, launch_counts
@@ -82,6 +83,22 @@ def contact_statuses(scenario_id: int) -> Counter:
         statuses = Counter(rows)
     engine.dispose()
     return statuses
+
+
+def uncertain_notes(scenario_id: int) -> list[str]:
+    """The ``error_text`` of the scenario's uncertain contacts."""
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        notes = conn.execute(
+            sa.text(
+                "SELECT error_text FROM altcraft_contacts WHERE scenario_id = :sid AND status = 'uncertain'"
+            ),
+            {"sid": scenario_id},
+        ).scalars()
+        found = list(notes)
+    engine.dispose()
+    assert found, "no uncertain contact"
+    return found
 
 
 def assert_one_row_per_contact_per_try(rows) -> None:
@@ -392,13 +409,85 @@ def test_reconciliation_waits_for_a_timed_out_batch_that_altcraft_may_still_be_p
         assert (summary["requests"], summary["uncertain"]) == (0, 6)
     else:
         assert summary["reconciled"]["not_processed"] == 6
-    deadline = time.monotonic() + 10
-    while (
-        sum(launch_counts(emulator, marker_scenario).values()) < 6 * launches and time.monotonic() < deadline
-    ):
+    assert wait_for_launches(emulator, marker_scenario, 6 * launches, 10) == [launches] * 6
+
+
+def wait_for_launches(emulator, scenario_id: int, at_least: int, seconds: float) -> list[int]:
+    """The scenario's launch counts per profile, once ``at_least`` launches were made (or ``seconds`` passed),
+    and a moment more for any launch still on its way."""
+    deadline = time.monotonic() + seconds
+    while sum(launch_counts(emulator, scenario_id).values()) < at_least and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(0.5)
-    assert sorted(launch_counts(emulator, marker_scenario).values()) == [launches] * 6
+    return sorted(launch_counts(emulator, scenario_id).values())
+
+
+def test_a_worker_whose_clock_is_behind_does_not_make_a_request_in_flight_look_old(
+    dag_with, emulator, marker_scenario, monkeypatch
+):
+    """Run 1's worker clock is half an hour behind; its batch takes Altcraft 15 s behind a 1 s client
+    timeout. Run 2, on a worker with the right clock, reconciles at once, while Altcraft still processes
+    that batch. Its rows' times were written by the worker's clock, so the answer looked lost 30 minutes
+    ago, past the 10-minute grace: "not processed", sent again, launched twice. The ledger's database
+    clock writes and compares every time now: lost a few seconds ago, still uncertain, launched once."""
+    monkeypatch.setenv(CONNECTION_ENV, emulator.connection_json(**{**FAST, "timeout": 1}))
+    emulator.add_faults({"endpoint": BATCH, "kind": "latency", "latency_ms": 15000, "count": 1})
+    dag = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER)
+    set_clock_off(monkeypatch, -timedelta(minutes=30))
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "failed"}
+    set_clock_off(monkeypatch, timedelta(0))
+
+    dag_run = dag.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
+
+    summary = summary_of(dag, dag_run)
+    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert (summary["requests"], summary["uncertain"]) == (0, 6)
+    assert contact_statuses(marker_scenario) == {"uncertain": 6}
+    assert wait_for_launches(emulator, marker_scenario, 6, 20) == [1] * 6
+
+
+@pytest.mark.parametrize(
+    ("grace", "launches"),
+    [(None, 1), (0, 2)],
+    ids=["default grace: kept uncertain, launched once", "no grace: resent at once, launched twice"],
+)
+def test_resend_uncertain_as_a_run_parameter_waits_for_the_grace(
+    dag_with, emulator, marker_scenario, grace, launches
+):
+    """Run 1's batch is processed and its answer lost (the connection dropped after): uncertain. Run 2 is
+    started at once with ``resend_uncertain`` in its conf, as the Altcraft page's action would be refused
+    (409) then: Altcraft may still be processing such a request. It resent them anyway, and each contact
+    was launched twice. Now the run parameter keeps the same grace: they stay uncertain, each outcome
+    saying from when a resend is possible, and the run fails saying they are undecided. With no grace it
+    resends, which is what ``resend_uncertain`` is for."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
+    dag = dag_with(
+        contacts(6),
+        batch_size=6,
+        resend_uncertain="{{ (dag_run.conf or {}).get('resend_uncertain', False) }}",  # as a pipeline's param
+        **({} if grace is None else {"reconcile_grace": grace}),
+    )
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "failed"}
+
+    dag_run = dag.test(logical_date=DAY + timedelta(days=1), run_conf={"resend_uncertain": True})
+
+    summary = summary_of(dag, dag_run)
+    if grace is None:
+        assert task_states(dag_run) == {"import_and_launch": "failed"}, "contacts left uncertain"
+        assert (summary["requests"], summary["uncertain"], summary["launched"]) == (0, 6, 0)
+        engine = sa.create_engine(PG_URL)
+        with engine.connect() as conn:
+            reasons = conn.execute(
+                sa.text("SELECT reason FROM altcraft_outcomes WHERE scenario_id = :sid AND run_id = :run"),
+                {"sid": marker_scenario, "run": dag_run.run_id},
+            ).scalars()
+            assert all(
+                "within the reconciliation grace" in reason and "resend from" in reason for reason in reasons
+            )
+        engine.dispose()
+    else:
+        assert (summary["requests"], summary["launched"]) == (1, 6)
+    assert wait_for_launches(emulator, marker_scenario, 6 * launches, 5) == [launches] * 6
 
 
 def test_reconciliation_never_resends_an_async_task_that_may_still_be_queued(
@@ -497,16 +586,7 @@ def test_a_reconciliation_run_that_leaves_contacts_undecided_is_not_clean(
     assert (summary["launched"], summary["uncertain"], summary["scope"]["uncertain"]) == (2, 0, 6)
     assert task_states(dag_run) == {"import_and_launch": "failed"}, "6 contacts are still undecided"
     assert contact_statuses(marker_scenario) == {"launched": 2, "uncertain": 6}
-    engine = sa.create_engine(PG_URL)
-    with engine.connect() as conn:
-        notes = conn.execute(
-            sa.text(
-                "SELECT error_text FROM altcraft_contacts WHERE scenario_id = :sid AND status = 'uncertain'"
-            ),
-            {"sid": marker_scenario},
-        ).scalars()
-        assert all(says in note for note in notes)
-    engine.dispose()
+    assert all(says in note for note in uncertain_notes(marker_scenario))
     assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * (
         8 if lost == "drop_after" else 2
     )

@@ -32,10 +32,25 @@ NO_ANSWER = Settlement(Outcome.UNCERTAIN, text="no result was reported for this 
 SETTLEABLE = (ContactStatus.SENDING, ContactStatus.UNCERTAIN)
 #: An earlier launch of a contact read from the outcomes table: (run_id, time).
 EarlierLaunch = tuple[str, datetime]
+#: How long after its answer was lost a request may still be processed by Altcraft: until then neither
+#: reconciliation calls it not processed nor ``resend_uncertain`` (a run's or the Altcraft page's) resends it.
+DEFAULT_GRACE = timedelta(minutes=10)
 
 
 def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
+
+
+def grace_left(
+    uncertain_since: datetime, now: datetime, grace: timedelta = DEFAULT_GRACE
+) -> timedelta | None:
+    """How long a contact uncertain since ``uncertain_since`` (its row's ``updated_at``, when its answer was
+    lost) may still have its request processed by Altcraft at ``now``, or None once ``grace`` has passed.
+    Both times are the ledger database's (:meth:`~altcraft.ledger.store.Ledger.now`): workers' clocks differ.
+    The one rule of reconciliation's "not processed", of ``resend_uncertain`` and of the Altcraft page's
+    resend actions."""
+    left = uncertain_since + grace - now
+    return left if left > timedelta(0) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +223,10 @@ def recovery(state: ContactState, run: RunRef) -> Change | None:
     return None if note is None else Change(ContactStatus.UNCERTAIN, error_text=note)
 
 
+#: How the reason of an uncertain contact that ``resend_uncertain`` did not resend within the grace starts.
+IN_GRACE = "not resent within the reconciliation grace: "
+
+
 IN_FLIGHT = "in flight in "
 """How the skip reason of a contact claimed by a live claim starts (see `decide`)."""
 
@@ -228,9 +247,13 @@ def decide(
     resend_uncertain: bool,
     now: datetime,
     stale_after: timedelta,
+    grace: timedelta = DEFAULT_GRACE,
 ) -> Verdict:
     """Send or skip one contact, given its row (None: never claimed) and ``earlier``: its launch by this
-    run (``relaunch``) or for this window (otherwise), as read per :func:`launch_lookup`."""
+    run (``relaunch``) or for this window (otherwise), as read per :func:`launch_lookup`.
+
+    ``resend_uncertain`` resends an uncertain contact of another run only once ``grace`` has passed since
+    it became uncertain (:func:`grace_left`); a dead claim found now became uncertain now."""
     if state is None:
         return NEVER_CLAIMED
     status, by, since = state.status, state.claim_run_key, state.updated_at
@@ -247,8 +270,18 @@ def decide(
     if status == ContactStatus.UNCERTAIN and (not resend_uncertain or by == run.run_key):
         hint = "this run never resends its own" if by == run.run_key else "resend with resend_uncertain=True"
         return Verdict(False, f"uncertain since {iso(since)} (run {by}); {hint}", note, uncertain=True)
+    left = grace_left(since, now, grace) if status == ContactStatus.UNCERTAIN else None
+    if left is not None:
+        return Verdict(False, _in_grace(since, by, grace), note, uncertain=True)
     reason = policy_reason(state, earlier, policy, relaunch=relaunch, now=now)
     return Verdict(reason is None, reason or "", note)
+
+
+def _in_grace(since: datetime, by: str, grace: timedelta) -> str:
+    return (
+        f"{IN_GRACE}uncertain since {iso(since)} (run {by}), less than {grace.total_seconds():.0f} s ago: "
+        f"Altcraft may still be processing its request; reconcile, or resend from {iso(since + grace)}"
+    )
 
 
 def policy_reason(

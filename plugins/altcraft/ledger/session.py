@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from altcraft.ledger.model import (
@@ -21,6 +22,7 @@ from altcraft.ledger.model import (
     Settlement,
     UncertainContact,
 )
+from altcraft.ledger.rules import DEFAULT_GRACE
 
 if TYPE_CHECKING:
     from altcraft.ledger.store import Ledger, OpenClaim
@@ -68,6 +70,7 @@ class LedgerSession:
         marker: str | None = None,
         delivery_mode: DeliveryMode | None = None,
         aliases: Mapping[str, Sequence[str]] | None = None,
+        grace: timedelta = DEFAULT_GRACE,
     ) -> Claim:
         """:meth:`Ledger.claim` for this try; a dry run predicts it, counting what it would have sent."""
         claim = self.ledger.claim(
@@ -80,6 +83,7 @@ class LedgerSession:
             marker=marker,
             delivery_mode=delivery_mode,
             aliases=aliases,
+            grace=grace,
             dry_run=self.dry_run,
         )
         if self.dry_run:
@@ -100,6 +104,7 @@ class LedgerSession:
         resend_uncertain: bool = False,
         marker: str | None = None,
         delivery_mode: DeliveryMode | None = None,
+        grace: timedelta = DEFAULT_GRACE,
     ) -> OpenClaim:
         """:meth:`Ledger.open_claim` for this try (not in a dry run, which writes nothing)."""
         if self.dry_run:
@@ -113,6 +118,7 @@ class LedgerSession:
             resend_uncertain=resend_uncertain,
             marker=marker,
             delivery_mode=delivery_mode,
+            grace=grace,
         )
 
     def claim_of(self, batch_id: str) -> Claim:
@@ -138,6 +144,10 @@ class LedgerSession:
 
     def standing(self) -> dict[str, int]:
         return self.ledger.standing(self.scope)
+
+    def now(self) -> datetime:
+        """:meth:`Ledger.now`: the ledger database's time."""
+        return self.ledger.now()
 
     def counts(self) -> dict[Outcome, int]:
         return self.ledger.counts(self.scope, self.run)

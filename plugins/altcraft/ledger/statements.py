@@ -49,6 +49,21 @@ def is_transient(exc: sa.exc.DBAPIError) -> bool:
     )
 
 
+#: The database's clock, UTC, as each dialect reads it: the one clock every ledger time is written and
+#: compared by, whichever worker writes it (PostgreSQL's ``clock_timestamp()``, not the transaction's start).
+_CLOCK = {
+    "postgresql": "timezone('UTC', clock_timestamp())",
+    "mysql": "UTC_TIMESTAMP(6)",
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+}
+
+
+def database_now(conn: Connection) -> datetime:
+    """The ledger database's time now (aware UTC)."""
+    clock = sa.type_coerce(sa.literal_column(_CLOCK[conn.dialect.name]), UtcDateTime())
+    return conn.execute(sa.select(clock)).scalar_one()
+
+
 def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]

@@ -59,6 +59,7 @@ from altcraft.ledger.statements import (
     change_values,
     contact_outcome_rows,
     contact_states,
+    database_now,
     drop_tally,
     insert_outcome_rows,
     insert_outcomes,
@@ -195,6 +196,15 @@ class Ledger:
         with self.engine.connect() as conn:
             return work(conn)
 
+    def now(self) -> datetime:
+        """The ledger database's time now (aware UTC): the one clock of every time the ledger writes and of
+        every comparison with them (reconciliation's grace, stale claims), whichever worker's clock is off."""
+        return self._read(database_now)
+
+    def _at(self, now: datetime | None) -> datetime:
+        """The time of a write: ``now`` if given (aware), else the database's (:meth:`now`)."""
+        return self.now() if now is None else utc(now)
+
     # --- the exactly-once protocol -------------------------------------------------------------------
 
     def recover(self, scope: Scope, run: RunRef, *, now: datetime | None = None) -> list[str]:
@@ -203,7 +213,7 @@ class Ledger:
         Records an ``uncertain`` outcome for each, as an outcome of the try that sent it (that try
         never settled it); returns their ledger keys, sorted.
         """
-        at = utc(now)
+        at = self._at(now)
 
         def work(conn: Connection) -> list[str]:
             query = (
@@ -260,6 +270,7 @@ class Ledger:
         marker: str | None = None,
         delivery_mode: DeliveryMode | str | None = None,
         aliases: Mapping[str, Sequence[str]] | None = None,
+        grace: timedelta = rules.DEFAULT_GRACE,
         now: datetime | None = None,
         dry_run: bool = False,
     ) -> Claim:
@@ -271,12 +282,14 @@ class Ledger:
         how it is sent (a :class:`~altcraft.modes.DeliveryMode`), both kept for reconciliation; None for
         the mode records it unknown, which reconciliation reads as possibly an Altcraft task still queued.
         ``aliases`` (key -> component keys, for combined matching modes): a key whose component was
-        claimed before is the same contact as that earlier one. ``dry_run``: the same decisions, read
-        without locks, and nothing written (batch id ``preview``).
+        claimed before is the same contact as that earlier one. ``grace``: ``resend_uncertain`` resends only
+        contacts uncertain for longer (:func:`~altcraft.ledger.rules.grace_left`). ``dry_run``: the same
+        decisions, read without locks, and nothing written (batch id ``preview``).
         """
-        at = utc(now)
+        at = self._at(now)
+        resend = grace if resend_uncertain else None
         work = self._claimer(
-            scope, run, items, policy, relaunch, resend_uncertain, marker, delivery_mode, aliases, at, dry_run
+            scope, run, items, policy, relaunch, resend, marker, delivery_mode, aliases, at, dry_run
         )
         claim = self._read(work) if dry_run else self._write(work)
         _log_claim(claim, run, dry_run=dry_run)
@@ -293,6 +306,7 @@ class Ledger:
         resend_uncertain: bool = False,
         marker: str | None = None,
         delivery_mode: DeliveryMode | str | None = None,
+        grace: timedelta = rules.DEFAULT_GRACE,
         now: datetime | None = None,
     ) -> OpenClaim:
         """:meth:`claim`'s statements in a transaction left open: nothing is claimed until
@@ -301,8 +315,9 @@ class Ledger:
         Its row locks are held until then: a concurrent claim of the same contacts waits. One attempt: a
         conflict raises (the caller claims again with :meth:`claim`). Not for combined matching.
         """
+        resend = grace if resend_uncertain else None
         work = self._claimer(
-            scope, run, items, policy, relaunch, resend_uncertain, marker, delivery_mode, None, utc(now)
+            scope, run, items, policy, relaunch, resend, marker, delivery_mode, None, self._at(now)
         )
         self._ready()
         with ExitStack() as stack:
@@ -316,14 +331,15 @@ class Ledger:
         items: Sequence[tuple[str, str]],
         policy: RelaunchPolicy,
         relaunch: bool,
-        resend_uncertain: bool,
+        resend: timedelta | None,
         marker: str | None,
         delivery_mode: DeliveryMode | str | None,
         aliases: Mapping[str, Sequence[str]] | None,
         at: datetime,
         dry_run: bool = False,
     ) -> Callable[[Connection], Claim]:
-        """The transaction's work of a claim (see :meth:`claim`)."""
+        """The transaction's work of a claim (see :meth:`claim`); ``resend``: the grace after which
+        ``resend_uncertain`` resends (None: it was not asked)."""
         batch_id = "preview" if dry_run else uuid.uuid4().hex
         mode = None if delivery_mode is None else DeliveryMode(delivery_mode).value  # an unknown one raises
         first, duplicates = rules.split_duplicates(items)
@@ -360,9 +376,10 @@ class Ledger:
                         run,
                         policy,
                         relaunch=relaunch,
-                        resend_uncertain=resend_uncertain,
+                        resend_uncertain=resend is not None,
                         now=at,
                         stale_after=self.stale_after,
+                        grace=rules.DEFAULT_GRACE if resend is None else resend,
                     )
                 )
                 if verdict.send:
@@ -432,7 +449,7 @@ class Ledger:
         recorded.
         """
         final = rules.final_settlements(claim, settlements)
-        at = utc(now)
+        at = self._at(now)
         by_outcome: dict[Outcome, list[str]] = {}
         for key, settlement in final.items():
             by_outcome.setdefault(settlement.outcome, []).append(key)
@@ -501,7 +518,7 @@ class Ledger:
             )
         if not rows:
             return
-        at = utc(now)
+        at = self._at(now)
         entries: list[Entry] = [
             (key, None if key is None else scope.contact_hash(key), source_key, code, reason, None, None)
             for key, source_key, code, reason in rows
@@ -574,7 +591,7 @@ class Ledger:
         verdict is recorded as its outcome if it left none. A row that changed meanwhile is left alone.
         Returns the counts applied.
         """
-        at = utc(now)
+        at = self._at(now)
         by_key = {c.contact_key: c for c in contacts}
 
         def work(conn: Connection) -> dict[Outcome, int]:

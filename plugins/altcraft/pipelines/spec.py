@@ -238,8 +238,8 @@ class ScenarioSpec(_Model):
         ge=0,
         le=int(MAX_DURATION.total_seconds()),
         description="how long after its answer was lost a request sent single or batch may still be running "
-        "in Altcraft: until then a missing marker or profile leaves it uncertain, not 'not processed' "
-        "(default 600)",
+        "in Altcraft: until then a missing marker or profile leaves it uncertain, not 'not processed', and "
+        "resend_uncertain does not resend it (default 600)",
     )
 
 

@@ -29,10 +29,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from altcraft.ledger.rules import DEFAULT_GRACE, grace_left
+from altcraft.ledger.statements import database_now
 from altcraft.mapping import mask_key
 from altcraft.masking import scrub
 from altcraft.pipelines.spec import duration_text
-from altcraft.reconciliation import DEFAULT_GRACE
 from altcraft.ui import airflow_runs, queries
 from altcraft.ui.actions import KEEPS_POSITION, NO_WINDOW, Action, plan
 from altcraft.ui.keys import candidate_keys
@@ -360,17 +361,18 @@ async def contact_search(request: Request, user: GetUserDep, conn: Ledger) -> HT
 
 
 def refuse_resend_within_grace(
-    last_uncertain: datetime | None, grace: timedelta | None, now: datetime | None = None
+    last_uncertain: datetime | None, grace: timedelta | None, now: datetime
 ) -> None:
     """409 while a contact to resend became uncertain less than the pipeline's reconciliation ``grace`` ago
-    (None: `DEFAULT_GRACE`): Altcraft may still be processing its request (an answer lost to a timeout, a
-    queued task), and a resend now could launch it twice. Reconciliation waits as long before it calls such
-    a request not processed."""
+    (None: `DEFAULT_GRACE`) at ``now``, the ledger database's time, the clock its rows were written by:
+    Altcraft may still be processing its request (an answer lost to a timeout, a queued task), and a resend
+    now could launch it twice. The rule of reconciliation and of the run's ``resend_uncertain`` too
+    (:func:`~altcraft.ledger.rules.grace_left`)."""
     if last_uncertain is None:
         return
     grace = DEFAULT_GRACE if grace is None else grace
-    ready = last_uncertain + grace
-    if ready > (now or datetime.now(UTC)):
+    if grace_left(last_uncertain, now, grace) is not None:
+        ready = last_uncertain + grace
         raise HTTPException(
             409,
             f"An uncertain contact to resend became uncertain less than {duration_text(grace)} ago (the "
@@ -424,7 +426,7 @@ def action_plan(
         raise HTTPException(400, str(error)) from None
     if action is Action.RESEND_UNCERTAIN:
         last = queries.last_uncertain_at(conn, dag_id, run_id, chosen or None)
-        refuse_resend_within_grace(last, marker.grace)
+        refuse_resend_within_grace(last, marker.grace, database_now(conn))
     return JSONResponse(
         {
             "people": planned.people,
