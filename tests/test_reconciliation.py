@@ -218,12 +218,39 @@ def test_an_answer_about_another_profile_is_told_by_what_it_shows(profile, match
             "email_phone:anna@example.org|+79001234567",
             {"email": "anna@example.org", "phone": "+79001234567", "resource_id": 3},
         ),
-        ({"matching": "email", "key": {"email": "e"}}, "phone:+79001234567", None),
+        # recorded under another matching mode (the pipeline's changed, or another pipeline sent it): looked
+        # up by the mode it was sent with
+        ({"matching": "email", "key": {"email": "e"}}, "phone:+79001234567", {"phone": "+79001234567"}),
+        (
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}, "resource_id": 3},
+            "email:anna@example.org",
+            {"email": "anna@example.org", "resource_id": 3},
+        ),
+        (
+            {"matching": "email", "key": {"email": "e"}},
+            "email_phone:anna@example.org|+79001234567",
+            {"email": "anna@example.org", "phone": "+79001234567"},
+        ),
     ],
 )
 def test_a_ledger_key_reads_back_as_the_profiles_get_match(mapping, key, match):
-    expected = None if match is None else {"matching": key.partition(":")[0], **match}
+    expected = {"matching": key.partition(":")[0], **match}
     assert match_of(key, ProfileMapping.model_validate(mapping)) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("custom:A1", "does not know the field matched on"),
+        ("push_sub:fcm", "does not hold the 2 keys of matching push_sub"),
+        ("anna@example.org", "no known matching mode"),
+    ],
+)
+def test_a_ledger_key_that_cannot_be_looked_up_says_why_without_its_value(key, says):
+    mapping = ProfileMapping.model_validate({"matching": "email", "key": {"email": "e"}})
+    with pytest.raises(ValueError, match=says) as raised:
+        match_of(key, mapping)
+    assert "anna" not in str(raised.value) and "A1" not in str(raised.value)
 
 
 def test_the_marker_is_per_try_and_goes_into_every_profile():

@@ -650,8 +650,6 @@ class Delivery:
         for contact in contacts:
             self._unless_stopped(None)
             verdict = self._judge(contact)
-            if verdict is None:
-                continue
             for outcome, n in self.session.resolve([contact], {contact.contact_key: verdict}).items():
                 applied[outcome] += n
                 self.summary.reconciled[_VERDICTS[outcome]] += n
@@ -667,11 +665,15 @@ class Delivery:
         """The scenario's standing in the ledger now: its uncertain and failed contacts, all runs."""
         return self.session.standing()
 
-    def _judge(self, contact: UncertainContact) -> Resolution | None:
-        match = match_of(contact.contact_key, self.mapper.mapping)
-        if match is None:
-            return None
+    def _judge(self, contact: UncertainContact) -> Resolution:
         now = self.session.now()  # the ledger's clock, which wrote the row; read before the profile is
+        try:
+            match = match_of(contact.contact_key, self.mapper.mapping)
+        except ValueError as exc:
+            log.warning(
+                "Cannot look %s up in Altcraft (%s): it stays uncertain", mask_key(contact.contact_key), exc
+            )
+            return unread(f"its profile cannot be looked up: {exc}", now)
         try:
             profile = self.hook.get_profile(self.profiles_db_id, match)
         except AltcraftError as exc:

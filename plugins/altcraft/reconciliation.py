@@ -64,24 +64,36 @@ def with_marker(mapping: ProfileMapping, marker: str) -> ProfileMapping:
     return mapping.model_copy(update={"fields": fields})
 
 
-def match_of(contact_key: str, mapping: ProfileMapping) -> dict[str, Any] | None:
-    """The ``profiles/get`` matching fields of a ledger key written with ``mapping``, or None if the key
-    belongs to another matching mode (another pipeline's contact: it cannot be looked up from here)."""
+def match_of(contact_key: str, mapping: ProfileMapping) -> dict[str, Any]:
+    """The ``profiles/get`` matching fields of a ledger key, by the matching mode it was recorded (and sent)
+    under, whatever the reconciling pipeline's ``mapping`` matches by now (its matching changed, or another
+    pipeline sent the contact): that mode's keys are all in the ledger key, except the field of ``custom``
+    modes, which only a pipeline matching on a field (the same one: docs/ledger.md) knows; ``resource_id``
+    is the mapping's. Raises ValueError saying why the key cannot be looked up from ``mapping``."""
     mode, _, rest = contact_key.partition(":")
-    if mode != mapping.matching.value:
-        return None
-    names = MatchingMode(mode).key_fields
+    if mode not in _MODES:
+        raise ValueError("its ledger key starts with no known matching mode")
+    matching = MatchingMode(mode)
+    names = matching.key_fields
     parts = rest.split("|") if len(names) > 1 else [rest]
     if len(parts) != len(names):
-        return None
+        raise ValueError(f"its ledger key does not hold the {len(names)} keys of matching {mode}")
     match: dict[str, Any] = {"matching": mode, **{n: v for n, v in zip(names, parts, strict=True) if v}}
-    if mapping.field_name:
+    if matching.needs_field_name:
+        if not mapping.matching.needs_field_name or not mapping.field_name:
+            raise ValueError(
+                f"it was sent with matching {mode}, and this pipeline (matching {mapping.matching.value}) "
+                "does not know the field matched on: reconcile it from a pipeline matching on that field, "
+                "or check it in Altcraft, then resend it (resend_uncertain) or set its row by hand "
+                "(docs/ledger.md)"
+            )
         match["field_name"] = mapping.field_name
     if mapping.resource_id is not None and mode in _RESOURCE_MODES:
         match["resource_id"] = mapping.resource_id
     return match
 
 
+_MODES = frozenset(mode.value for mode in MatchingMode)
 _RESOURCE_MODES = {"email", "email_sub", "phone", "phone_sub", "email_phone", "email_phone_sub"}
 
 

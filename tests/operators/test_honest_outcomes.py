@@ -556,6 +556,57 @@ def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, mar
     assert set(launch_counts(emulator, marker_scenario).values()) == {1}
 
 
+EMAIL_PHONE = {
+    "matching": "email_phone",
+    "key": {"email": "email", "phone": "phone"},
+    "fields": {"phones": {"source": "phone", "type": "phone"}},
+    "default_region": "RU",
+}
+BY_CRM_ID = {"matching": "custom", "field_name": "CRM_ID", "key": {"field_value": "id"}}
+
+
+@pytest.mark.parametrize(
+    ("sent_with", "reconciled_with", "verdicts", "says"),
+    [
+        (EMAIL_MAPPING, EMAIL_PHONE, {"launched": 6, "not_processed": 0, "uncertain": 0}, None),
+        (BY_CRM_ID, EMAIL_MAPPING, {"launched": 0, "not_processed": 0, "uncertain": 6}, "field matched on"),
+    ],
+    ids=["email, then email_phone: looked up by email", "custom, then email: the field is unknown, said so"],
+)
+def test_reconcile_decides_contacts_sent_under_another_matching_mode(
+    dag_with, emulator, marker_scenario, sent_with, reconciled_with, verdicts, says
+):
+    """Run 1 sends 6 contacts with one matching mode and loses the answer (Altcraft processed them). The
+    pipeline then matches otherwise and runs with reconcile=true. Their ledger keys are of the old mode, so
+    they were not looked up at all: not counted, not noted, uncertain forever, and the run green. Now each
+    is looked up by the mode it was sent with; one whose custom field this pipeline does not know stays
+    uncertain, counted, its row saying why and what to do, and the run fails saying so."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
+    first = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER, mapping=sent_with)
+    assert task_states(run_dag(first, DAY)) == {"import_and_launch": "failed"}
+
+    other = dag_with(
+        contacts(2, start=100),
+        batch_size=6,
+        launch_marker_field=MARKER,
+        mapping=reconciled_with,
+        allow_undocumented_matching=True,
+    )
+    dag_run = other.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
+
+    summary = summary_of(other, dag_run)
+    assert summary["reconciled"] == verdicts
+    assert summary["launched"] == 2
+    if says is None:
+        assert task_states(dag_run) == {"import_and_launch": "success"}
+        assert contact_statuses(marker_scenario) == {"launched": 8}
+    else:
+        assert task_states(dag_run) == {"import_and_launch": "failed"}, "6 contacts are still undecided"
+        assert contact_statuses(marker_scenario) == {"launched": 2, "uncertain": 6}
+        assert all(says in note for note in uncertain_notes(marker_scenario))
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 8
+
+
 @pytest.mark.parametrize(
     ("lost", "reads", "says"),
     [
