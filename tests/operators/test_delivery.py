@@ -6,6 +6,7 @@ import json
 import math
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -389,7 +390,12 @@ def test_uncertain_contacts_are_resent_only_when_asked(make_delivery, emulator, 
         make_delivery(batch_size=5).process(in_batches(contacts(5)))
     later = make_delivery(run=run_ref(run_id="r2", window="w2")).process(in_batches(contacts(5)))
     assert (later.uncertain, later.launched) == (5, 0), "uncertain contacts are never resent blindly"
-    resend = make_delivery(run=run_ref(run_id="r3", window="w3"), resend_uncertain=True)
+    early = make_delivery(run=run_ref(run_id="r3", window="w3"), resend_uncertain=True)
+    early_summary = early.process(in_batches(contacts(5)))
+    assert (early_summary.uncertain, early_summary.launched) == (5, 0), "not within the reconciliation grace"
+    resend = make_delivery(
+        run=run_ref(run_id="r4", window="w4"), resend_uncertain=True, reconcile_grace=timedelta(0)
+    )
     assert resend.process(in_batches(contacts(5))).launched == 5
     assert (
         sorted(launch_counts(emulator, scenario_id).values()) == [2] * 5
