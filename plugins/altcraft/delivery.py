@@ -55,7 +55,7 @@ from altcraft.ledger import (
 from altcraft.ledger.rules import IN_GRACE, in_flight_elsewhere
 from altcraft.ledger.store import OpenClaim
 from altcraft.makers import maker
-from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, mask_key
+from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, identity_of, mask_key
 from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import (
@@ -794,6 +794,11 @@ class Delivery:
         )
 
     # ------------------------------------------------------------------------- tasks and crash recovery
+
+    def identify(self) -> None:
+        """Before the first claim: refuse (`IdentityChanged`) a mapping keying contacts otherwise than the
+        scope's contacts are keyed, under which every contact launched before would be launched again."""
+        self.session.identify(identity_of(self.mapper.mapping))
 
     def recover(
         self, pending_tasks: MutableMapping[str, str], *, timeout: float, poll_interval: float

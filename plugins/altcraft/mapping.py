@@ -883,6 +883,14 @@ def _identity(name: str, value: Any) -> str:
     return email_identity(value) if name == "email" else str(value)
 
 
+def identity_of(mapping: ProfileMapping) -> str:
+    """What a mapping's ledger keys know a contact by: the matching mode (the keys' prefix), and for the
+    custom modes the field, which the keys leave out (``custom:<value>``). Keys of two identities never
+    meet, so the ledger keeps one per scope (`altcraft.ledger.Ledger.identify`)."""
+    mode = mapping.matching
+    return f"{mode.value}:{mapping.field_name}" if mode.needs_field_name else mode.value
+
+
 def identity_keys(ledger_key: str) -> tuple[str, ...]:
     """The component keys of a combined-mode (``email_phone``, ``email_phone_sub``) ledger key, e.g.
     ``("email:anna@example.org", "phone:+79001234567")``; empty for every other mode.

@@ -24,6 +24,7 @@ from sqlalchemy.engine.interfaces import CacheStats
 from altcraft.ledger import (
     Claim,
     ContactStatus,
+    IdentityChanged,
     Ledger,
     Outcome,
     RelaunchPolicy,
@@ -33,6 +34,7 @@ from altcraft.ledger import (
     Settlement,
     activity_table,
     contacts_table,
+    identities_table,
     metadata,
     outcomes_table,
 )
@@ -681,7 +683,13 @@ def test_ensure_schema_is_idempotent_and_race_safe(fresh_engine):
         thread.join()
     assert errors == []
     Ledger(fresh_engine).ensure_schema()
-    tables = {"altcraft_contacts", "altcraft_outcomes", "altcraft_outcome_days", "altcraft_aliases"}
+    tables = {
+        "altcraft_contacts",
+        "altcraft_outcomes",
+        "altcraft_outcome_days",
+        "altcraft_aliases",
+        "altcraft_identities",
+    }
     assert tables == set(sa.inspect(fresh_engine).get_table_names())
     index_names = {index["name"] for index in sa.inspect(fresh_engine).get_indexes("altcraft_outcomes")}
     assert {"ix_altcraft_outcomes_run", "ix_altcraft_outcomes_by_contact"} <= index_names
@@ -1179,11 +1187,11 @@ ADDED_COLUMNS = {
 def create_older_ledger(
     engine: sa.Engine, without: Mapping[str, tuple[str, ...]] = ADDED_COLUMNS
 ) -> sa.MetaData:
-    """The tables and indexes as an earlier version made them: no per-day counts, tables ``without``
-    those columns, identifiers in the database's collation, the indexes since replaced."""
+    """The tables and indexes as an earlier version made them: no per-day counts and no identities, tables
+    ``without`` those columns, identifiers in the database's collation, the indexes since replaced."""
     old = sa.MetaData()
     for table in metadata.tables.values():
-        if table is activity_table:
+        if table is activity_table or table is identities_table:
             continue
         columns = [c.copy() for c in table.columns if c.name not in without.get(table.name, ())]
         for column in columns:  # in the database's collation, as before identifiers compared bytewise
@@ -1511,7 +1519,7 @@ def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine):
     }
     assert collations["altcraft_contacts", "contact_hash"] == "C"
     assert collations["altcraft_contacts", "delivery_mode"] == "C"
-    assert len(collations) == 23  # 21 identifiers and the two free texts
+    assert len(collations) == 26  # 24 identifiers and the two free texts
 
 
 def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contacts(tmp_path, scope):
@@ -1787,3 +1795,49 @@ def test_every_component_finds_the_configured_ledger_without_a_conn_id(monkeypat
     assert not list(tmp_path.rglob("*.db"))
     for engine in engines:
         engine.dispose()
+
+
+# --- how a scope's contacts are keyed ----------------------------------------------------------------
+
+
+def test_a_scope_keeps_the_identity_its_first_task_keyed_contacts_by(ledger, scope):
+    """A ledger key names its matching (``email:…``): a task matching otherwise knew none of the contacts
+    launched before and launched them again. The first task records the scope's identity; a task of
+    another identity is refused, naming the field, the identity kept and the run that set it, and a dry run
+    (which writes nothing) is refused alike but records nothing in a new scope."""
+    other = Scope(scope.platform, scope.scenario_id + 1)
+    ledger.identify(other, run("dry"), "phone", dry_run=True)
+    ledger.identify(scope, run("r1"), "email")
+    ledger.identify(scope, run("r2"), "email")  # the same identity: any run, any try
+    ledger.identify(other, run("r3"), "email")  # the dry run recorded nothing there
+
+    for attempt, dry_run in ((run("r4", 2), False), (run("r5"), True)):
+        with pytest.raises(IdentityChanged) as refused:
+            ledger.identify(scope, attempt, "custom:CRM_ID", dry_run=dry_run)
+        text = str(refused.value)
+        assert text.startswith("mapping.matching: ")
+        assert "by matching 'email' (since run dag/send/r1)" in text and "matches 'custom:CRM_ID'" in text
+    table = identities_table
+    query = sa.select(table.c.identity, table.c.scenario_id).where(table.c.platform == scope.platform)
+    with ledger.engine.connect() as conn:
+        assert sorted(conn.execute(query).all()) == [("email", 7), ("email", 8)]
+
+
+def test_concurrent_first_tasks_of_two_identities_leave_one_identity(engine, scope):
+    """Two tasks into a new scope, of two identities, at once: one records its identity, the other is
+    refused (the second insert of the scope's row is a duplicate key, read again)."""
+    results: dict[str, BaseException | None] = {}
+
+    def first_task(identity: str) -> None:
+        try:
+            Ledger(engine).identify(scope, run(identity), identity)
+            results[identity] = None
+        except IdentityChanged as error:
+            results[identity] = error
+
+    threads = [threading.Thread(target=first_task, args=(i,)) for i in ("email", "phone")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(error is None for error in results.values()) == [False, True]

@@ -11,6 +11,7 @@ from altcraft.ledger.model import (
     Claim,
     ContactHistory,
     ContactStatus,
+    IdentityChanged,
     Outcome,
     RelaunchPolicy,
     Resolution,
@@ -20,7 +21,14 @@ from altcraft.ledger.model import (
     UncertainContact,
     normalise_platform,
 )
-from altcraft.ledger.schema import activity_table, aliases_table, contacts_table, metadata, outcomes_table
+from altcraft.ledger.schema import (
+    activity_table,
+    aliases_table,
+    contacts_table,
+    identities_table,
+    metadata,
+    outcomes_table,
+)
 from altcraft.ledger.session import LedgerSession
 from altcraft.ledger.store import Ledger
 
@@ -28,6 +36,7 @@ __all__ = [
     "Claim",
     "ContactHistory",
     "ContactStatus",
+    "IdentityChanged",
     "Ledger",
     "LedgerSession",
     "Outcome",
@@ -40,6 +49,7 @@ __all__ = [
     "activity_table",
     "aliases_table",
     "contacts_table",
+    "identities_table",
     "metadata",
     "normalise_platform",
     "outcomes_table",

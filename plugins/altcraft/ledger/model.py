@@ -166,6 +166,28 @@ class Scope:
         """Primary key of a combined-mode component row (``altcraft_aliases``)."""
         return self.contact_hash(f"alias\n{alias}")
 
+    @property
+    def identity_hash(self) -> str:
+        """Primary key of the scope's row of ``altcraft_identities`` (how its contacts are keyed)."""
+        return self.contact_hash("identity\n")
+
+
+class IdentityChanged(ValueError):
+    """A try would key its contacts otherwise than the scope's contacts are keyed (``altcraft_identities``):
+    every contact launched before would be unknown under the new keys, and launched again when read again."""
+
+    def __init__(self, scope: Scope, recorded: str, identity: str, since: str) -> None:
+        self.scope, self.recorded, self.identity = scope, recorded, identity
+        super().__init__(
+            f"mapping.matching: the sync ledger knows the contacts of scenario {scope.scenario_id} on "
+            f"{scope.platform} by matching {recorded!r} (since run {since}); this task matches {identity!r}, "
+            f"under which none of them is known, so each one read again (a rerun, a backfill, a lookback, "
+            f"another pipeline) would be launched a second time. Nothing was sent. Match by {recorded!r} "
+            "again (mapping.matching and mapping.field_name), or launch into another scenario; to switch "
+            "for good once no contact launched before will be read again, see "
+            "docs/ledger.md#changing-how-contacts-are-matched"
+        )
+
 
 @dataclass(frozen=True)
 class RunRef:

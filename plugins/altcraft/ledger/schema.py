@@ -200,6 +200,21 @@ aliases_table = sa.Table(
     **_MYSQL_OPTIONS,
 )
 
+#: How each scope's contacts are keyed (``altcraft.mapping.identity_of``: the matching mode, and for custom
+#: modes the field), recorded by the first task into the scope: a task keying them otherwise is refused
+#: (`IdentityChanged`), since none of the contacts launched before would be known under its keys.
+identities_table = sa.Table(
+    "altcraft_identities",
+    metadata,
+    sa.Column("scope_hash", _identifier(64), primary_key=True),
+    sa.Column("platform", _identifier(PLATFORM_LEN), nullable=False),
+    sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("identity", sa.Text, nullable=False),
+    sa.Column("run_key", _identifier(KEY_LEN), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
 
 def create_schema(engine: Engine) -> bool:
     """Create the tables and indexes if missing, then add the columns and indexes an older ledger lacks.

@@ -51,6 +51,10 @@ class LedgerSession:
         """Whether ``claim`` was made by an earlier try of this task (its async task, settled by this try)."""
         return claim.try_number not in (None, self.run.try_number)
 
+    def identify(self, identity: str) -> None:
+        """:meth:`Ledger.identify` for this try (a dry run only reads)."""
+        self.ledger.identify(self.scope, self.run, identity, dry_run=self.dry_run)
+
     def recover(self) -> list[str]:
         """:meth:`Ledger.recover` for this try (nothing in a dry run)."""
         return [] if self.dry_run else self.ledger.recover(self.scope, self.run)

@@ -33,6 +33,7 @@ from altcraft.ledger.model import (
     Claim,
     ContactHistory,
     ContactStatus,
+    IdentityChanged,
     Outcome,
     RelaunchPolicy,
     Resolution,
@@ -49,6 +50,7 @@ from altcraft.ledger.schema import (
     contacts_table,
     create_days,
     create_schema,
+    identities_table,
     outcomes_table,
 )
 from altcraft.ledger.session import LedgerSession
@@ -206,6 +208,28 @@ class Ledger:
         return self.now() if now is None else utc(now)
 
     # --- the exactly-once protocol -------------------------------------------------------------------
+
+    def identify(self, scope: Scope, run: RunRef, identity: str, *, dry_run: bool = False) -> None:
+        """Check that ``run`` keys its contacts as the scope's contacts are keyed (``identity``, see
+        ``altcraft.mapping.identity_of``), else raise `IdentityChanged`; the scope's first task records it
+        (a dry run only reads). Once per try, before its first claim.
+        """
+        table = identities_table
+
+        def work(conn: Connection) -> None:
+            row = conn.execute(sa.select(table).where(table.c.scope_hash == scope.identity_hash)).first()
+            if row is not None and row.identity != identity:
+                raise IdentityChanged(scope, row.identity, identity, row.run_key)
+            if row is None and not dry_run:  # a concurrent first insert: a duplicate key, read again
+                values = {"platform": scope.platform, "scenario_id": scope.scenario_id, "identity": identity}
+                row_values = {**values, "run_key": run.run_key, "created_at": utc(None)}
+                conn.execute(sa.insert(table).values(scope_hash=scope.identity_hash, **row_values))
+                log.info("Ledger: the contacts of scenario %s are keyed by %r", scope.scenario_id, identity)
+
+        if dry_run:
+            self._read(work)
+        else:
+            self._write(work)
 
     def recover(self, scope: Scope, run: RunRef, *, now: datetime | None = None) -> list[str]:
         """Mark ``uncertain`` the rows an earlier try of this run left ``sending`` (it died mid-batch).

@@ -345,8 +345,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                     timeout=self.task_timeout.total_seconds(),
                     poll_interval=self.poll_interval,
                 )
-                if self.reconcile:
-                    delivery.reconcile()
+            _identify(delivery)
+            if self.reconcile and not delivery.dry_run:
+                delivery.reconcile()
             delivery.process(_read(source, window, self.batch_size))
             if delivery.mode == "async" and not delivery.dry_run:
                 self._wait_for_tasks(delivery, context, source)
@@ -760,6 +761,17 @@ def _read(source: Source, window: Window | None, batch_size: int) -> Iterator[li
         elif not text.startswith(name):  # a source's own errors mostly name it already
             text = f"{name}: {text}"
         raise SourceError(text).with_traceback(exc.__traceback__) from None
+
+
+def _identify(delivery: Delivery) -> None:
+    """`Delivery.identify`; a mapping keying contacts otherwise fails the task without retries (a retry
+    would key them the same)."""
+    from altcraft.ledger import IdentityChanged
+
+    try:
+        delivery.identify()
+    except IdentityChanged as error:
+        raise AirflowFailException(str(error)) from None
 
 
 def _task_book(context: Context) -> MutableMapping[str, str]:

@@ -1,0 +1,68 @@
+"""A pipeline's spec edited between runs, or two specs into one scenario: nobody is launched twice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.airflow_helpers import run_dag, task_states, xcom_values
+
+from .test_pipeline_runs import PER_DAY, PG, START, launched_emails, load_dags, spec
+from .test_pipeline_runs import crm_table as crm_table  # a fixture
+
+
+@pytest.fixture
+def pg_ledger(monkeypatch) -> str:
+    """The pipelines' ledger in PostgreSQL (each test launches a scenario of its own)."""
+    monkeypatch.setenv("AIRFLOW_CONN_LIFEAUDIT_LEDGER", PG)
+    return "lifeaudit_ledger"
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        {"matching": "email_profile", "key": {"email": "email"}},  # the same people, by the same address
+        {"matching": "custom", "field_name": "CRM_ID", "key": {"field_value": "id"}},
+    ],
+    ids=["email_profile", "custom"],
+)
+def test_a_matching_changed_between_runs_is_refused_before_anything_is_sent(
+    airflow_db, emulator, crm_table, scenario_id, pg_ledger, edited
+):
+    """The ledger knows a contact by its matching key (``email:anna@…``): after an edit to the spec's
+    matching it knew nobody, and a rerun of a window launched each of its contacts a second time (24 of
+    24 on main). The ledger keeps how a scenario's contacts are keyed: a task keying them otherwise fails
+    at once, naming the field, and sends nothing."""
+    first = spec("rematched_welcome", crm_table, scenario_id, ledger_conn_id=pg_ledger)
+    run = run_dag(load_dags([first])["rematched_welcome"], START + timedelta(days=1))
+    assert task_states(run)["import_and_launch"] == "success"
+
+    rematched = {**first, "mapping": {**first["mapping"], **edited}}
+    dag = load_dags([rematched])["rematched_welcome"]
+    again = dag.test(logical_date=START + timedelta(days=1, hours=1))  # a rerun of the same window
+
+    assert task_states(again)["import_and_launch"] == "failed"
+    launched = launched_emails(emulator, scenario_id)
+    assert len(launched) == len(set(launched)) == PER_DAY
+    summary = xcom_values(dag.dag_id, again.run_id, key="altcraft_summary")["import_and_launch", 0]
+    assert (summary["found"], summary["launched"]) == (0, 0)
+
+
+def test_a_second_pipeline_matching_otherwise_into_the_same_scenario_is_refused(
+    airflow_db, emulator, crm_table, scenario_id, pg_ledger
+):
+    """Two specs launching one scenario from one table, by email and by email_profile: each launched every
+    contact (48 launches of 24 people on main); the second now fails before sending."""
+    by_email = spec("welcome_by_email", crm_table, scenario_id, ledger_conn_id=pg_ledger)
+    by_profile = spec("welcome_by_profile", crm_table, scenario_id, ledger_conn_id=pg_ledger)
+    by_profile["mapping"] = {**by_profile["mapping"], "matching": "email_profile"}
+    dags = load_dags([by_email, by_profile])
+
+    first = run_dag(dags["welcome_by_email"], START + timedelta(days=1))
+    second = run_dag(dags["welcome_by_profile"], START + timedelta(days=1))
+
+    assert task_states(first)["import_and_launch"] == "success"
+    assert task_states(second)["import_and_launch"] == "failed"
+    launched = launched_emails(emulator, scenario_id)
+    assert len(launched) == len(set(launched)) == PER_DAY
