@@ -29,8 +29,10 @@ from altcraft.ledger.rules import (
     launch_lookup,
     recovery,
     resolved,
+    same_window,
     settled,
     split_duplicates,
+    window_owner,
 )
 
 NOW = datetime(2030, 1, 2, 12, tzinfo=UTC)
@@ -492,3 +494,35 @@ def test_new_components_are_returned_for_recording_and_known_ones_are_not():
     ids = identities(SCOPE, {f"{E}|{P2}": "row-1"}, [], ALIASES, known(**{E: "c1"}))
     assert ids.hashes == {f"{E}|{P2}": "c1"}
     assert ids.new_aliases == {SCOPE.alias_hash(P2): ("c1", P2)}
+
+
+DAY = "dag/import_and_launch[0]/2026-03-01T00:00:00+00:00/2026-03-02T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("other", "same"),
+    [
+        (DAY, True),
+        ("dag/import_and_launch[2]/2026-03-01T16:00:00+00:00/2026-03-02T00:00:00+00:00", True),  # partition
+        ("dag/import_and_launch/2026-03-01T06:00:00+00:00/2026-03-01T12:00:00+00:00", True),  # schedule
+        ("dag/import_and_launch[0]/2026-03-01T23:45:00+00:00/2026-03-02T01:00:00+00:00", True),  # lookback
+        ("dag/import_and_launch[0]/2026-03-02T00:00:00+00:00/2026-03-03T00:00:00+00:00", False),  # the next
+        ("dag/import_and_launch[0]/2026-02-28T00:00:00+00:00/2026-03-01T00:00:00+00:00", False),  # before
+        ("other/import_and_launch[0]/2026-03-01T00:00:00+00:00/2026-03-02T00:00:00+00:00", False),
+        ("dag/import_and_launch_v2/2026-03-01T00:00:00+00:00/2026-03-02T00:00:00+00:00", False),
+        ("dag/import_and_launch/events/2026-03-01T00:00:00+00:00", False),
+        ("dag/import_and_launch/manual__2026-03-01T00:00:00+00:00", False),
+    ],
+)
+def test_a_launch_for_an_overlapping_window_of_the_same_task_counts_as_one_for_this_window(other, same):
+    """A spec's partitions, schedule or lookback changed cut the same time into windows of other keys: a
+    rerun of a window launched its contacts again under every_run and cooldowns."""
+    assert same_window(DAY, other) is same
+    assert same_window(other, DAY) is same
+    assert other.startswith(window_owner(DAY)) or not same
+
+
+def test_named_windows_and_run_keys_are_the_same_window_only_as_the_same_key():
+    for key in ("dag/send/events/2026-03-01T00:00:00+00:00", "dag/send/manual__2026-03-01"):
+        assert same_window(key, key) and window_owner(key) == key
+        assert not same_window(key, DAY)

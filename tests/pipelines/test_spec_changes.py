@@ -66,3 +66,34 @@ def test_a_second_pipeline_matching_otherwise_into_the_same_scenario_is_refused(
     assert task_states(second)["import_and_launch"] == "failed"
     launched = launched_emails(emulator, scenario_id)
     assert len(launched) == len(set(launched)) == PER_DAY
+
+
+@pytest.mark.parametrize("edited", [{"partitions": 3}, {"schedule": "6h"}], ids=["partitions", "schedule"])
+def test_a_day_rerun_after_the_spec_cut_time_otherwise_relaunches_nobody_under_every_run(
+    airflow_db, emulator, crm_table, scenario_id, pg_ledger, edited
+):
+    """Under ``every_run`` a rerun or backfill of a window never relaunches, told by the window's key: a
+    spec given more partitions or another schedule cuts the same time into windows of other keys, and
+    rerunning the first day launched all 24 of its contacts a second time on main. A launch for an
+    overlapping window of the same task now counts."""
+    daily = spec(
+        "recut_welcome",
+        crm_table,
+        scenario_id,
+        ledger_conn_id=pg_ledger,
+        relaunch_policy="every_run",
+        max_rejected_ratio=0.5,
+    )
+    run = run_dag(load_dags([daily])["recut_welcome"], START + timedelta(days=1))
+    assert task_states(run)["import_and_launch"] == "success"
+
+    dag = load_dags([{**daily, **edited}])["recut_welcome"]
+    ends = [START + timedelta(hours=6 * n) for n in range(1, 5)] if "schedule" in edited else [START]
+    summaries = []
+    for end in ends:  # the first day's runs under the new schedule, or that day again in 3 partitions
+        again = run_dag(dag, end if "schedule" in edited else START + timedelta(days=1))
+        summaries += xcom_values(dag.dag_id, again.run_id, key="altcraft_summary").values()
+
+    assert sum(s["launched"] for s in summaries) == 0 and sum(s["skipped"] for s in summaries) == PER_DAY
+    launched = launched_emails(emulator, scenario_id)
+    assert len(launched) == len(set(launched)) == PER_DAY

@@ -8,6 +8,7 @@ writes what they return. See ``docs/ledger.md`` for the tables these rules are w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -192,6 +193,42 @@ def identities(
             continue
         taken[contact] = key
     return result
+
+
+_PARTITION = re.compile(r"\[\d+\]$")
+
+
+def _span(window_key: str) -> tuple[str, datetime, datetime] | None:
+    """``(task, start, end)`` of a window key ``dag/task[i]/<start>/<end>`` (`RunRef.create`), the task
+    without its partition's index; None for a named window (``…/events/<watermark>``) or a run key."""
+    owner, *bounds = window_key.rsplit("/", 2)
+    try:
+        start, end = (datetime.fromisoformat(bound) for bound in bounds)
+    except ValueError:
+        return None
+    if len(bounds) != 2 or start.tzinfo is None or end.tzinfo is None:
+        return None
+    return _PARTITION.sub("", owner), start, end
+
+
+def window_owner(window_key: str) -> str:
+    """What every window key that `same_window` may match starts with: ``dag/task`` of a time window (any
+    partition's), else the key itself."""
+    span = _span(window_key)
+    return window_key if span is None else span[0]
+
+
+def same_window(window_key: str, other: str) -> bool:
+    """Whether a launch for window ``other`` was one for ``window_key``: the same key, or a window of the
+    same task (any partition) over an overlapping time. A spec whose ``partitions``, schedule or
+    ``lookback`` changed cuts the same time into other windows: a rerun or backfill of it launched every
+    contact again under ``every_run`` and cooldowns."""
+    if other == window_key:
+        return True
+    mine, theirs = _span(window_key), _span(other)
+    if mine is None or theirs is None or mine[0] != theirs[0]:
+        return False
+    return mine[1] < theirs[2] and theirs[1] < mine[2]
 
 
 def launch_lookup(policy: RelaunchPolicy, *, relaunch: bool) -> Literal["run", "window"] | None:

@@ -717,8 +717,8 @@ class Ledger:
         *,
         relaunch: bool,
     ) -> dict[str, rules.EarlierLaunch]:
-        """Launches of already-launched contacts by this run or for this window, per
-        :func:`~altcraft.ledger.rules.launch_lookup`.
+        """Launches of already-launched contacts by this run or for this window (or one of the task's
+        windows over the same time: `rules.same_window`), per :func:`~altcraft.ledger.rules.launch_lookup`.
 
         Read from the outcomes table, so a rerun of an old window is recognised even after later
         windows launched the contact again.
@@ -729,13 +729,17 @@ class Ledger:
         if lookup == "run":
             same = (_O.dag_id == run.dag_id, _O.task_id == run.task_id, _O.run_id == run.run_id)
         else:
-            same = (_O.window_key == run.window_key,)
+            same = (_O.window_key.startswith(rules.window_owner(run.window_key), autoescape=True),)
         launched = {h: state.created_at for h, state in states.items() if state.last_launched_at is not None}
-        query = sa.select(_O.id, _O.contact_hash, _O.run_id, _O.recorded_at).where(
+        query = sa.select(_O.id, _O.contact_hash, _O.run_id, _O.recorded_at, _O.window_key).where(
             _O.outcome == Outcome.LAUNCHED.value, *same
         )
         found = contact_outcome_rows(conn, launched, query)  # the latest launch of each contact last
-        return {row.contact_hash: (row.run_id, row.recorded_at) for row in found}
+        return {
+            row.contact_hash: (row.run_id, row.recorded_at)
+            for row in found
+            if lookup == "run" or rules.same_window(run.window_key, row.window_key)
+        }
 
     @staticmethod
     def _identities(
