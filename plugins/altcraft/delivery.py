@@ -796,8 +796,9 @@ class Delivery:
     # ------------------------------------------------------------------------- tasks and crash recovery
 
     def identify(self) -> None:
-        """Before the first claim: refuse (`IdentityChanged`) a mapping keying contacts otherwise than the
-        scope's contacts are keyed, under which every contact launched before would be launched again."""
+        """Before the first claim: refuse (`IdentityChanged`) a mapping keying contacts otherwise than this
+        pipeline keyed the scope's contacts before, under which every contact it launched before would be
+        launched again."""
         self.session.identify(identity_of(self.mapper.mapping))
 
     def recover(

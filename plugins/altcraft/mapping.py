@@ -886,7 +886,7 @@ def _identity(name: str, value: Any) -> str:
 def identity_of(mapping: ProfileMapping) -> str:
     """What a mapping's ledger keys know a contact by: the matching mode (the keys' prefix), and for the
     custom modes the field, which the keys leave out (``custom:<value>``). Keys of two identities never
-    meet, so the ledger keeps one per scope (`altcraft.ledger.Ledger.identify`)."""
+    meet, so the ledger keeps one per pipeline of a scope (`altcraft.ledger.Ledger.identify`)."""
     mode = mapping.matching
     return f"{mode.value}:{mapping.field_name}" if mode.needs_field_name else mode.value
 

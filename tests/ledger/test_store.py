@@ -1519,7 +1519,7 @@ def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine):
     }
     assert collations["altcraft_contacts", "contact_hash"] == "C"
     assert collations["altcraft_contacts", "delivery_mode"] == "C"
-    assert len(collations) == 26  # 24 identifiers and the two free texts
+    assert len(collations) == 27  # 25 identifiers and the two free texts
 
 
 def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contacts(tmp_path, scope):
@@ -1797,35 +1797,49 @@ def test_every_component_finds_the_configured_ledger_without_a_conn_id(monkeypat
         engine.dispose()
 
 
-# --- how a scope's contacts are keyed ----------------------------------------------------------------
+# --- how each pipeline keys a scope's contacts ---------------------------------------------------------
 
 
-def test_a_scope_keeps_the_identity_its_first_task_keyed_contacts_by(ledger, scope):
+def test_a_pipeline_keeps_the_identity_its_first_task_keyed_contacts_by(ledger, scope):
     """A ledger key names its matching (``email:…``): a task matching otherwise knew none of the contacts
-    launched before and launched them again. The first task records the scope's identity; a task of
-    another identity is refused, naming the field, the identity kept and the run that set it, and a dry run
-    (which writes nothing) is refused alike but records nothing in a new scope."""
+    its pipeline launched before and launched them again. A pipeline's (``dag_id/task_id``, any partition)
+    first task records its identity in the scope; a later task of another identity is refused, naming the
+    field, the pipeline, the identity kept and the run that set it, and a dry run (which writes nothing)
+    is refused alike but records nothing in a new scope. Another pipeline of the scope may key otherwise."""
     other = Scope(scope.platform, scope.scenario_id + 1)
     ledger.identify(other, run("dry"), "phone", dry_run=True)
     ledger.identify(scope, run("r1"), "email")
     ledger.identify(scope, run("r2"), "email")  # the same identity: any run, any try
     ledger.identify(other, run("r3"), "email")  # the dry run recorded nothing there
+    app = RunRef("app", "send", "r1", 1, "app/send/r1")
+    ledger.identify(scope, app, "phone")  # another pipeline of the scope, keyed otherwise
+    ledger.identify(scope, RunRef("app", "send[2]", "r2", 1, "app/send[2]/r2"), "phone")  # a partition
 
-    for attempt, dry_run in ((run("r4", 2), False), (run("r5"), True)):
+    refusals = [
+        (run("r4", 2), "custom:CRM_ID", False, "dag/send", "'email' (since run dag/send/r1)"),
+        (run("r5"), "custom:CRM_ID", True, "dag/send", "'email' (since run dag/send/r1)"),
+        (RunRef("app", "send[1]", "r3", 1, "app/send[1]/r3"), "email", False, "app/send", "'phone'"),
+    ]
+    for attempt, identity, dry_run, pipeline, kept in refusals:
         with pytest.raises(IdentityChanged) as refused:
-            ledger.identify(scope, attempt, "custom:CRM_ID", dry_run=dry_run)
+            ledger.identify(scope, attempt, identity, dry_run=dry_run)
         text = str(refused.value)
-        assert text.startswith("mapping.matching: ")
-        assert "by matching 'email' (since run dag/send/r1)" in text and "matches 'custom:CRM_ID'" in text
+        assert text.startswith(f"mapping.matching: pipeline {pipeline} launched into scenario 7 on ")
+        assert f"matching {kept}" in text and f"this task matches {identity!r}" in text
     table = identities_table
-    query = sa.select(table.c.identity, table.c.scenario_id).where(table.c.platform == scope.platform)
+    query = sa.select(table.c.pipeline, table.c.identity, table.c.scenario_id, table.c.run_key)
     with ledger.engine.connect() as conn:
-        assert sorted(conn.execute(query).all()) == [("email", 7), ("email", 8)]
+        rows = conn.execute(query.where(table.c.platform == scope.platform)).all()
+    assert sorted(rows) == [
+        ("app/send", "phone", 7, "app/send/r1"),
+        ("dag/send", "email", 7, "dag/send/r1"),
+        ("dag/send", "email", 8, "dag/send/r3"),
+    ]
 
 
-def test_concurrent_first_tasks_of_two_identities_leave_one_identity(engine, scope):
-    """Two tasks into a new scope, of two identities, at once: one records its identity, the other is
-    refused (the second insert of the scope's row is a duplicate key, read again)."""
+def test_concurrent_first_tasks_of_one_pipeline_of_two_identities_leave_one_identity(engine, scope):
+    """Two tasks of one pipeline into a new scope, of two identities, at once: one records its identity,
+    the other is refused (the second insert of the pipeline's row is a duplicate key, read again)."""
     results: dict[str, BaseException | None] = {}
 
     def first_task(identity: str) -> None:
@@ -1841,3 +1855,7 @@ def test_concurrent_first_tasks_of_two_identities_leave_one_identity(engine, sco
     for thread in threads:
         thread.join()
     assert sorted(error is None for error in results.values()) == [False, True]
+    table = identities_table
+    with engine.connect() as conn:
+        kept = conn.execute(sa.select(table.c.identity).where(table.c.platform == scope.platform)).all()
+    assert kept == [(next(identity for identity, error in results.items() if error is None),)]

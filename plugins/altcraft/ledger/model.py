@@ -41,6 +41,7 @@ SETTLED = (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
 
 _UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
 MAX_COOLDOWN = timedelta(days=36_500)
+_MAP_INDEX = re.compile(r"\[\d+\]$")  # a mapped task instance's ``[map_index]`` (`RunRef.create`)
 """The longest cooldown (100 years): now minus a longer one leaves the dates a ledger can compare."""
 _POLICY_HELP = "relaunch policy must be 'once', 'every_run' or 'cooldown:<N>d|h|m'"
 
@@ -166,25 +167,26 @@ class Scope:
         """Primary key of a combined-mode component row (``altcraft_aliases``)."""
         return self.contact_hash(f"alias\n{alias}")
 
-    @property
-    def identity_hash(self) -> str:
-        """Primary key of the scope's row of ``altcraft_identities`` (how its contacts are keyed)."""
-        return self.contact_hash("identity\n")
+    def identity_hash(self, pipeline: str) -> str:
+        """Primary key of a pipeline's row of ``altcraft_identities`` (how it keys the scope's contacts):
+        ``pipeline`` is `RunRef.pipeline`."""
+        return self.contact_hash(f"identity\n{pipeline}")
 
 
 class IdentityChanged(ValueError):
-    """A try would key its contacts otherwise than the scope's contacts are keyed (``altcraft_identities``):
-    every contact launched before would be unknown under the new keys, and launched again when read again."""
+    """A try would key its contacts otherwise than its pipeline keyed the scope's contacts before
+    (``altcraft_identities``): every contact the pipeline launched before would be unknown under the new
+    keys, and launched again when read again."""
 
-    def __init__(self, scope: Scope, recorded: str, identity: str, since: str) -> None:
-        self.scope, self.recorded, self.identity = scope, recorded, identity
+    def __init__(self, scope: Scope, pipeline: str, recorded: str, identity: str, since: str) -> None:
+        self.scope, self.pipeline, self.recorded, self.identity = scope, pipeline, recorded, identity
         super().__init__(
-            f"mapping.matching: the sync ledger knows the contacts of scenario {scope.scenario_id} on "
-            f"{scope.platform} by matching {recorded!r} (since run {since}); this task matches {identity!r}, "
-            f"under which none of them is known, so each one read again (a rerun, a backfill, a lookback, "
-            f"another pipeline) would be launched a second time. Nothing was sent. Match by {recorded!r} "
-            "again (mapping.matching and mapping.field_name), or launch into another scenario; to switch "
-            "for good once no contact launched before will be read again, see "
+            f"mapping.matching: pipeline {pipeline} launched into scenario {scope.scenario_id} on "
+            f"{scope.platform} matching {recorded!r} (since run {since}); this task matches {identity!r}, "
+            f"under which none of the contacts it launched is known, so each one read again (a rerun, a "
+            f"backfill, a lookback, a retry) would be launched a second time. Nothing was sent. Match by "
+            f"{recorded!r} again (mapping.matching and mapping.field_name), or launch into another scenario; "
+            "to switch for good once no contact launched before will be read again, see "
             "docs/ledger.md#changing-how-contacts-are-matched"
         )
 
@@ -208,6 +210,12 @@ class RunRef:
     @property
     def run_key(self) -> str:
         return f"{self.dag_id}/{self.task_id}/{self.run_id}"
+
+    @property
+    def pipeline(self) -> str:
+        """The pipeline part of the run key, ``dag_id/task_id``; a mapped task's index (``task[2]``, a
+        partition) left out, since its instances share one mapping."""
+        return f"{self.dag_id}/{_MAP_INDEX.sub('', self.task_id)}"
 
     @classmethod
     def create(

@@ -200,15 +200,18 @@ aliases_table = sa.Table(
     **_MYSQL_OPTIONS,
 )
 
-#: How each scope's contacts are keyed (``altcraft.mapping.identity_of``: the matching mode, and for custom
-#: modes the field), recorded by the first task into the scope: a task keying them otherwise is refused
-#: (`IdentityChanged`), since none of the contacts launched before would be known under its keys.
+#: How each pipeline keys a scope's contacts (``altcraft.mapping.identity_of``: the matching mode, and for
+#: custom modes the field), recorded by the pipeline's first task into the scope (``pipeline`` is
+#: `RunRef.pipeline`, ``dag_id/task_id``): a later task of the pipeline keying them otherwise is refused
+#: (`IdentityChanged`), since none of the contacts it launched before would be known under its keys.
+#: Two pipelines of one scope may key them differently.
 identities_table = sa.Table(
     "altcraft_identities",
     metadata,
-    sa.Column("scope_hash", _identifier(64), primary_key=True),
+    sa.Column("pipeline_hash", _identifier(64), primary_key=True),
     sa.Column("platform", _identifier(PLATFORM_LEN), nullable=False),
     sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("pipeline", _identifier(KEY_LEN), nullable=False),
     sa.Column("identity", sa.Text, nullable=False),
     sa.Column("run_key", _identifier(KEY_LEN), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),

@@ -210,21 +210,28 @@ class Ledger:
     # --- the exactly-once protocol -------------------------------------------------------------------
 
     def identify(self, scope: Scope, run: RunRef, identity: str, *, dry_run: bool = False) -> None:
-        """Check that ``run`` keys its contacts as the scope's contacts are keyed (``identity``, see
-        ``altcraft.mapping.identity_of``), else raise `IdentityChanged`; the scope's first task records it
-        (a dry run only reads). Once per try, before its first claim.
+        """Check that ``run`` keys its contacts as its pipeline (`RunRef.pipeline`) keyed the scope's
+        contacts before (``identity``, see ``altcraft.mapping.identity_of``), else raise `IdentityChanged`;
+        the pipeline's first task into the scope records it (a dry run only reads). Other pipelines of the
+        scope may key them otherwise. Once per try, before its first claim.
         """
-        table = identities_table
+        table, pipeline = identities_table, run.pipeline
+        key = scope.identity_hash(pipeline)
 
         def work(conn: Connection) -> None:
-            row = conn.execute(sa.select(table).where(table.c.scope_hash == scope.identity_hash)).first()
+            row = conn.execute(sa.select(table).where(table.c.pipeline_hash == key)).first()
             if row is not None and row.identity != identity:
-                raise IdentityChanged(scope, row.identity, identity, row.run_key)
+                raise IdentityChanged(scope, pipeline, row.identity, identity, row.run_key)
             if row is None and not dry_run:  # a concurrent first insert: a duplicate key, read again
-                values = {"platform": scope.platform, "scenario_id": scope.scenario_id, "identity": identity}
-                row_values = {**values, "run_key": run.run_key, "created_at": utc(None)}
-                conn.execute(sa.insert(table).values(scope_hash=scope.identity_hash, **row_values))
-                log.info("Ledger: the contacts of scenario %s are keyed by %r", scope.scenario_id, identity)
+                values = {"platform": scope.platform, "scenario_id": scope.scenario_id, "pipeline": pipeline}
+                row_values = {**values, "identity": identity, "run_key": run.run_key, "created_at": utc(None)}
+                conn.execute(sa.insert(table).values(pipeline_hash=key, **row_values))
+                log.info(
+                    "Ledger: pipeline %s keys the contacts of scenario %s by %r",
+                    pipeline,
+                    scope.scenario_id,
+                    identity,
+                )
 
         if dry_run:
             self._read(work)

@@ -764,8 +764,8 @@ def _read(source: Source, window: Window | None, batch_size: int) -> Iterator[li
 
 
 def _identify(delivery: Delivery) -> None:
-    """`Delivery.identify`; a mapping keying contacts otherwise fails the task without retries (a retry
-    would key them the same)."""
+    """`Delivery.identify`; a mapping keying contacts otherwise than this pipeline did before fails the task
+    without retries (a retry would key them the same)."""
     from altcraft.ledger import IdentityChanged
 
     try:
