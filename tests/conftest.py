@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,14 +34,38 @@ def airflow_home() -> Path:
 
 
 @pytest.fixture(scope="session")
-def airflow_db(airflow_home: Path) -> Path:
-    """A migrated SQLite metadata database, for tests that run DAGs with ``dag.test()``."""
+def migrated_metadata(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite metadata database as ``airflow db migrate`` leaves it, migrated once a session (a subprocess
+    importing Airflow, most of a minute on a slow machine): a test's Airflow gets a copy (`copy_metadata`)."""
+    home = tmp_path_factory.mktemp("airflow-migrated")
+    database = home / "airflow.db"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}",
+    }
     subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        check=True,
-        capture_output=True,
-        env=os.environ.copy(),
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=env
     )
+    return database
+
+
+def copy_metadata(migrated: Path, database: Path) -> None:
+    """``migrated`` copied to ``database``, which it replaces at once: a connection open on the file there
+    keeps reading the old one, never a half-copied file."""
+    part = database.with_name(f"{database.name}.part")
+    shutil.copyfile(migrated, part)
+    part.replace(database)
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path, migrated_metadata: Path) -> Path:
+    """A migrated SQLite metadata database, for tests that run DAGs with ``dag.test()``."""
+    from airflow.configuration import conf
+
+    database = airflow_home / "airflow.db"
+    assert conf.get("database", "sql_alchemy_conn") == f"sqlite:///{database}", "not the isolated home's"
+    copy_metadata(migrated_metadata, database)
     return airflow_home
 
 

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 import altcraft
 from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
+from tests.conftest import copy_metadata
 
 from .airflow_server import NOBODY, READABLE, RESTRICTED, SLOW_GRACE, WATERMARK
 
@@ -118,8 +119,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(home: Path, ledger_url: str) -> Generator[Page]:
-    """Airflow's API server (metadata in ``home``) with the page reading the ledger at ``ledger_url``."""
+def serving(home: Path, ledger_url: str, migrated: Path) -> Generator[Page]:
+    """Airflow's API server (metadata in ``home``, a copy of ``migrated``) with the page reading the ledger
+    at ``ledger_url``."""
     (home / "dags").mkdir()
     (home / "passwords.json").write_text(json.dumps(USERS))
     env = {
@@ -139,9 +141,7 @@ def serving(home: Path, ledger_url: str) -> Generator[Page]:
         "AIRFLOW_CONN_UI_LEDGER": ledger_url,
         "AIRFLOW__ALTCRAFT__LEDGER_CONN_ID": "ui_ledger",
     }
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
-    )
+    copy_metadata(migrated, home / "airflow.db")
     port = _free_port()
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
@@ -196,9 +196,9 @@ def ledger_db() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory, ledger_db) -> Iterator[Page]:
+def page(tmp_path_factory, ledger_db, migrated_metadata) -> Iterator[Page]:
     home = tmp_path_factory.mktemp("airflow-ui-app")
-    with serving(home, f"postgresql://postgres@127.0.0.1:5432/{ledger_db}") as page:
+    with serving(home, f"postgresql://postgres@127.0.0.1:5432/{ledger_db}", migrated_metadata) as page:
         yield page
 
 
@@ -344,8 +344,13 @@ def _all_routes(page: Page) -> dict[str, requests.Response]:
     }
 
 
-def test_a_missing_old_or_unreachable_ledger_is_said_on_every_route_not_a_server_error(tmp_path):
-    with database() as name, serving(tmp_path, f"postgresql://postgres@127.0.0.1:5432/{name}") as page:
+def test_a_missing_old_or_unreachable_ledger_is_said_on_every_route_not_a_server_error(
+    tmp_path, migrated_metadata
+):
+    with (
+        database() as name,
+        serving(tmp_path, f"postgresql://postgres@127.0.0.1:5432/{name}", migrated_metadata) as page,
+    ):
         engine = sa.create_engine(f"{PG}/{name}")
         states = {}
         states["missing"] = _all_routes(page)  # an empty database: no ledger tables
