@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from altcraft.pipelines.dag_folder import DAG_FILES, init
+from altcraft.pipelines.dag_folder import DAG_FILES, init, main
 from tests.pipelines.conftest import CHECKER, DAGS, LOADER
 
 
@@ -29,13 +29,11 @@ def test_init_writes_the_dag_files_and_the_specs_folder_once(tmp_path: Path):
     assert init(tmp_path / "dags") == []  # again: nothing to do
 
 
-def test_init_never_overwrites_a_different_file(tmp_path: Path):
+def test_init_never_overwrites_a_different_file(tmp_path: Path, capsys):
+    """In this process: ``python -m altcraft.pipelines`` exits with what `main` returns (the test above
+    runs the module), and a second interpreter importing Airflow costs seconds of a slow machine."""
     (tmp_path / LOADER.name).write_text("# mine\n")
 
-    done = subprocess.run(
-        [sys.executable, "-m", "altcraft.pipelines", "init", str(tmp_path)], capture_output=True, text=True
-    )
-
-    assert done.returncode == 1
-    assert f"{tmp_path / LOADER.name} exists and differs" in done.stderr
+    assert main(["init", str(tmp_path)]) == 1
+    assert f"{tmp_path / LOADER.name} exists and differs" in capsys.readouterr().err
     assert (tmp_path / LOADER.name).read_text() == "# mine\n"
