@@ -4,7 +4,6 @@ settles one chunk behind)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from altcraft.ledger import Ledger, Scope
 from altcraft.ledger.schema import activity_table, contacts_table
 
 from .conftest import PG_URL, launch_counts, open_claims, tagged
+from .crash_worker import deliver
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -34,6 +34,8 @@ def _wait_for(predicate, timeout=180.0):
 
 
 def _worker(scenario_id: int, try_number: int, ledger_url: str = PG_URL) -> subprocess.Popen:
+    """A try in a process of its own, to be killed; a retry runs in this process (`deliver`, the same code):
+    another interpreter importing Airflow takes many seconds of a slow machine."""
     return subprocess.Popen(
         [sys.executable, str(WORKER), ledger_url, str(scenario_id), str(try_number), "100"],
         stdout=subprocess.PIPE,
@@ -65,10 +67,7 @@ def test_sigkill_mid_run_then_retry(emulator, scenario_id):
     assert worker.returncode == -signal.SIGKILL
     _wait_for(lambda: len(emulator.journal(scenario_id=scenario_id)) == 30)  # the held batch was processed
 
-    retry = _worker(scenario_id, try_number=2)
-    out, err = retry.communicate(timeout=240)
-    assert retry.returncode == 0, err
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary = deliver(PG_URL, scenario_id, try_number=2, count=100)  # the retry: see `_worker`
     assert summary["recovered"] == 10, "the batch in flight is uncertain; the kill rolled chunk 4 back"
     assert summary["earlier_tries"]["uncertain"] == 10, "recorded for try 1, counted apart"
     assert (summary["found"], summary["launched"], summary["skipped"], summary["uncertain"]) == (
@@ -110,10 +109,7 @@ def _settles_held():
 
 
 def _assert_retry_finds_two_chunks_uncertain(emulator, scenario_id: int) -> None:
-    retry = _worker(scenario_id, try_number=2)
-    out, err = retry.communicate(timeout=240)
-    assert retry.returncode == 0, err
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary = deliver(PG_URL, scenario_id, try_number=2, count=100)  # the retry: see `_worker`
     assert summary["recovered"] == 20, "the chunk being settled and the one sent after it"
     assert (summary["found"], summary["launched"], summary["uncertain"]) == (100, 80, 20)
     counts = launch_counts(emulator, scenario_id)
