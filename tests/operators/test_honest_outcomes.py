@@ -576,10 +576,11 @@ BY_CRM_ID = {"matching": "custom", "field_name": "CRM_ID", "key": {"field_value"
 def test_reconcile_decides_contacts_sent_under_another_matching_mode(
     dag_with, emulator, marker_scenario, sent_with, reconciled_with, verdicts, says
 ):
-    """Run 1 sends 6 contacts with one matching mode and loses the answer (Altcraft processed them). The
-    pipeline then matches otherwise and runs with reconcile=true. Their ledger keys are of the old mode, so
-    they were not looked up at all: not counted, not noted, uncertain forever, and the run green. Now each
-    is looked up by the mode it was sent with; one whose custom field this pipeline does not know stays
+    """Run 1 sends 6 contacts with one matching mode and loses the answer (Altcraft processed them).
+    Another pipeline of the scenario, matching otherwise, runs with reconcile=true (a pipeline's own
+    matching cannot change: tests/pipelines/test_spec_changes.py). Their ledger keys are of the other mode,
+    so they were not looked up at all: not counted, not noted, uncertain forever, and the run green. Now
+    each is looked up by the mode it was sent with; one whose custom field this pipeline does not know stays
     uncertain, counted, its row saying why and what to do, and the run fails saying so."""
     emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
     first = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER, mapping=sent_with)
@@ -587,6 +588,7 @@ def test_reconcile_decides_contacts_sent_under_another_matching_mode(
 
     other = dag_with(
         contacts(2, start=100),
+        dag_id="outcomes_other_matching",
         batch_size=6,
         launch_marker_field=MARKER,
         mapping=reconciled_with,
