@@ -51,30 +51,12 @@ def task_errors(home: Path, lines: int = 40) -> str:
     return "\n".join(found) or "(no task log recorded an error)"
 
 
-@pytest.fixture(scope="session")
-def migrated_metadata(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL database (its name) as ``airflow db migrate`` of a `LocalAirflow` leaves it, migrated
-    once a session: `pg_databases` copies it, where each module migrated its own (a subprocess importing
-    Airflow, a minute of a slow machine)."""
-    name = f"altcraft_e2e_{uuid.uuid4().hex[:10]}_migrated"
-    _admin("CREATE DATABASE {}", [name])
-    try:
-        home = tmp_path_factory.mktemp("airflow-migrated")
-        conn = f"postgresql+psycopg2://{PG_SERVER}/{name}"
-        LocalAirflow(home=home, sql_alchemy_conn=conn, dags_folder=home, api_port=free_port()).migrate()
-        yield name
-    finally:
-        _admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", [name])
-
-
 @pytest.fixture(scope="module")
-def pg_databases(migrated_metadata: str) -> Iterator[dict[str, str]]:
-    """Two fresh databases on the local PostgreSQL: Airflow's metadata, migrated (a copy of
-    `migrated_metadata`), and the CRM (with the ledger)."""
+def pg_databases() -> Iterator[dict[str, str]]:
+    """Two fresh databases on the local PostgreSQL: Airflow's metadata and the CRM (with the ledger)."""
     prefix = f"altcraft_e2e_{uuid.uuid4().hex[:10]}"
     names = {"metadata": prefix, "crm": f"{prefix}_crm"}
-    _admin(f"CREATE DATABASE {{}} TEMPLATE {migrated_metadata}", [names["metadata"]])
-    _admin("CREATE DATABASE {}", [names["crm"]])
+    _admin("CREATE DATABASE {}", names.values())
     try:
         yield {role: f"{PG_SERVER}/{name}" for role, name in names.items()}
     finally:
@@ -114,8 +96,7 @@ def start_airflow(
     dag_ids: list[str],
     start_timeout: float = 180,
 ) -> LocalAirflow:
-    """A running Airflow with the DAGs parsed, its metadata database migrated already (`pg_databases`);
-    RuntimeError with the component logs if not."""
+    """A migrated, running Airflow with the DAGs parsed; RuntimeError with the component logs if not."""
     airflow = LocalAirflow(
         home=home,
         sql_alchemy_conn=sql_alchemy_conn,
@@ -124,6 +105,7 @@ def start_airflow(
         extra_env=env,
     )
     try:
+        airflow.migrate()
         airflow.start(timeout=start_timeout)
         airflow.wait_for_dags(*dag_ids)
     except Exception as error:
