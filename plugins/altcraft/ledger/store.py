@@ -224,7 +224,12 @@ class Ledger:
                 raise IdentityChanged(scope, pipeline, row.identity, identity, row.run_key)
             if row is None and not dry_run:  # a concurrent first insert: a duplicate key, read again
                 values = {"platform": scope.platform, "scenario_id": scope.scenario_id, "pipeline": pipeline}
-                row_values = {**values, "identity": identity, "run_key": run.run_key, "created_at": utc(None)}
+                row_values = {
+                    **values,
+                    "identity": identity,
+                    "run_key": run.run_key,
+                    "created_at": database_now(conn),
+                }
                 conn.execute(sa.insert(table).values(pipeline_hash=key, **row_values))
                 log.info(
                     "Ledger: pipeline %s keys the contacts of scenario %s by %r",
