@@ -5,6 +5,7 @@ Neutral ground: `altcraft.sources` and `altcraft.mapping` both import it, neithe
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -51,6 +52,11 @@ def json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     twice = NamedTwice(made)
     twice.twice = str(repeated(key for key, _ in pairs))
     return twice
+
+
+#: The JSON decoder of records read from files, REST pages and CRM answers: an object naming a key twice
+#: decodes to a `NamedTwice`.
+JSON_DECODER = json.JSONDecoder(object_pairs_hook=json_object)
 
 
 def repeated(names: Iterable[str]) -> str | None:

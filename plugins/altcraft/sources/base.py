@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, Protocol
 
-from altcraft.records import ERROR_FIELD, Record, error_record, json_object, named_twice
+from altcraft.records import ERROR_FIELD, JSON_DECODER, Record, error_record, named_twice
 
 __all__ = ["ERROR_FIELD", "Record", "error_record"]  # re-exported: the records every source yields
 
@@ -214,10 +214,7 @@ def json_answer(content: bytes) -> Any:
     of requests read it as U+FFFD, so the contact was launched with a value its system never held. An
     object naming a key twice is a `NamedTwice` (`objects_or_errors` makes a record holding one its error
     record). Raises ValueError (not JSON) and RecursionError as `json.loads`."""
-    return _JSON.decode(content.decode(json.detect_encoding(content), "surrogateescape"))
-
-
-_JSON = json.JSONDecoder(object_pairs_hook=json_object)  # an object naming a key twice: a `NamedTwice`
+    return JSON_DECODER.decode(content.decode(json.detect_encoding(content), "surrogateescape"))
 
 
 def unambiguous(body: Any, records: list[Any], where: str) -> list[Any]:

@@ -45,7 +45,7 @@ from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
-from altcraft.records import json_object, named_twice, repeated
+from altcraft.records import JSON_DECODER, named_twice, repeated
 from altcraft.sources.base import (
     Partition,
     Record,
@@ -278,7 +278,7 @@ class FileSource(Stateful):
                 yield number, self._undecodable
                 continue
             try:
-                record = _JSON.decode(line)
+                record = JSON_DECODER.decode(line)
             except json.JSONDecodeError as exc:
                 yield number, f"invalid JSON: {exc.msg} at column {exc.colno}"
                 continue
@@ -370,9 +370,6 @@ def _path_bytes(file: ObjectStoragePath) -> bytes:
     """The path's UTF-8 bytes, for the hashes that name and deal a file. A local name that is not UTF-8 comes
     with its bytes as lone surrogates (``os.fsdecode``), which are encoded back as they came."""
     return str(file).encode("utf-8", "surrogatepass")
-
-
-_JSON = json.JSONDecoder(object_pairs_hook=json_object)
 
 
 class _LineTooLong(Exception):
