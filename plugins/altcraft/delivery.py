@@ -789,6 +789,7 @@ class Delivery:
             self._stop(claim, {}, keys, AltcraftDeliveryUncertain(endpoint, keys, AltcraftError(reason)))
         self.summary.pending += len(keys)
         self.tasks[claim.batch_id] = task_id
+        self.session.record_task(claim.batch_id, task_id, keys)  # read by reconciliation if this try dies
         log.info(
             "Submitted Altcraft task %s for %d contact(s) (batch %s)", task_id, len(keys), claim.batch_id
         )

@@ -689,6 +689,7 @@ def test_ensure_schema_is_idempotent_and_race_safe(fresh_engine):
         "altcraft_outcome_days",
         "altcraft_aliases",
         "altcraft_identities",
+        "altcraft_tasks",
     }
     assert tables == set(sa.inspect(fresh_engine).get_table_names())
     index_names = {index["name"] for index in sa.inspect(fresh_engine).get_indexes("altcraft_outcomes")}
@@ -1176,7 +1177,26 @@ def test_a_verdict_is_recorded_for_the_try_that_sent_the_contact_not_one_that_me
     assert_days_are_the_rows(engine, scope)
 
 
+def test_the_altcraft_task_of_a_claim_is_kept_with_the_keys_it_was_sent_in_order(ledger, scope):
+    """An async claim's Altcraft task (its id, and its 10,000 keys in request order, over 1 MB of JSON: more
+    than MySQL/MariaDB's TEXT holds) is read back by batch id, in its scope only; a claim without one has
+    none."""
+    keys = [f"email:адресат-{n:05d}-{'x' * 100}@example.org" for n in range(10_000)]
+    claim = ledger.claim(scope, run(), items(*keys), ONCE, delivery_mode="async", now=T0)
+    untasked = ledger.claim(scope, run("r2"), items("k:z"), ONCE, delivery_mode="async", now=T0)
+    ledger.record_task(scope, claim.batch_id, "task_0d9c6a52-7a5b", claim.to_send, now=T0)
+
+    found = ledger.sent_tasks(scope, [claim.batch_id, untasked.batch_id, "unknown"])
+    assert list(found) == [claim.batch_id] and found[claim.batch_id].task_id == "task_0d9c6a52-7a5b"
+    assert found[claim.batch_id].keys == tuple(claim.to_send)
+    assert ledger.sent_tasks(Scope(scope.platform, 8), [claim.batch_id]) == {}, "another scenario's"
+    with pytest.raises(sa.exc.IntegrityError):  # one task per claim
+        ledger.record_task(scope, claim.batch_id, "task_other", claim.to_send, now=T0)
+
+
 CONTACTS, OUTCOMES = "altcraft_contacts", "altcraft_outcomes"
+#: Tables added by later versions.
+ADDED_TABLES = ("altcraft_outcome_days", "altcraft_identities", "altcraft_tasks")
 #: Columns added by later versions, by table, oldest first.
 ADDED_COLUMNS = {
     CONTACTS: ("launch_marker", "delivery_mode", "created_at"),
@@ -1187,11 +1207,11 @@ ADDED_COLUMNS = {
 def create_older_ledger(
     engine: sa.Engine, without: Mapping[str, tuple[str, ...]] = ADDED_COLUMNS
 ) -> sa.MetaData:
-    """The tables and indexes as an earlier version made them: no per-day counts and no identities, tables
-    ``without`` those columns, identifiers in the database's collation, the indexes since replaced."""
+    """The tables and indexes as an earlier version made them: no per-day counts, identities or tasks,
+    tables ``without`` those columns, identifiers in the database's collation, the indexes since replaced."""
     old = sa.MetaData()
     for table in metadata.tables.values():
-        if table is activity_table or table is identities_table:
+        if table.name in ADDED_TABLES:
             continue
         columns = [c.copy() for c in table.columns if c.name not in without.get(table.name, ())]
         for column in columns:  # in the database's collation, as before identifiers compared bytewise
@@ -1272,6 +1292,9 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
         "created_at": T0,
     }
     assert claim.to_send == ["k:a"]
+    assert set(ADDED_TABLES) <= set(sa.inspect(fresh_engine).get_table_names())
+    ledger.record_task(scope, claim.batch_id, "task_1", claim.to_send, now=T0)
+    assert ledger.sent_tasks(scope, [claim.batch_id])[claim.batch_id].keys == ("k:a",)
     ledger.settle(scope, run(), claim, {"k:a": LAUNCHED}, now=T0)
     assert sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10, "kept from then on"
     assert ledger.recount_days() > 0 and sum(assert_days_are_the_rows(fresh_engine, scope).values()) == 10
@@ -1519,7 +1542,7 @@ def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine):
     }
     assert collations["altcraft_contacts", "contact_hash"] == "C"
     assert collations["altcraft_contacts", "delivery_mode"] == "C"
-    assert len(collations) == 27  # 25 identifiers and the two free texts
+    assert len(collations) == 29  # 27 identifiers and the two free texts
 
 
 def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contacts(tmp_path, scope):

@@ -17,6 +17,7 @@ from altcraft.ledger.model import (
     Resolution,
     RunRef,
     Scope,
+    SentTask,
     Settlement,
     UncertainContact,
     normalise_platform,
@@ -28,6 +29,7 @@ from altcraft.ledger.schema import (
     identities_table,
     metadata,
     outcomes_table,
+    tasks_table,
 )
 from altcraft.ledger.session import LedgerSession
 from altcraft.ledger.store import Ledger
@@ -44,6 +46,7 @@ __all__ = [
     "Resolution",
     "RunRef",
     "Scope",
+    "SentTask",
     "Settlement",
     "UncertainContact",
     "activity_table",
@@ -53,4 +56,5 @@ __all__ = [
     "metadata",
     "normalise_platform",
     "outcomes_table",
+    "tasks_table",
 ]

@@ -312,6 +312,15 @@ class UncertainContact:
 
 
 @dataclass(frozen=True)
+class SentTask:
+    """The Altcraft task an ``async`` claim's request created (``altcraft_tasks``): its id, and the ledger
+    keys it was sent, in request order (its per-contact results are positional)."""
+
+    task_id: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Resolution:
     """A reconciliation verdict for one uncertain contact: launched, failed (not processed) or uncertain."""
 

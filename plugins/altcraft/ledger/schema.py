@@ -219,6 +219,24 @@ identities_table = sa.Table(
 )
 
 
+#: The Altcraft task each ``async`` claim's request created (``workflows/import_and_start_batch_task``), keyed
+#: by the claim's ``batch_id``, with the ledger keys it was sent in request order (a JSON list): its
+#: per-contact results are positional. Written once the task id is known, so that reconciliation can read the
+#: task's result when the try that submitted it died (the id is otherwise only in that try's Airflow task
+#: state) and another run meets its contacts uncertain.
+tasks_table = sa.Table(
+    "altcraft_tasks",
+    metadata,
+    sa.Column("batch_id", _identifier(32), primary_key=True),
+    sa.Column("platform", _identifier(PLATFORM_LEN), nullable=False),
+    sa.Column("scenario_id", sa.BigInteger, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("contact_keys", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
+
 def create_schema(engine: Engine) -> bool:
     """Create the tables and indexes if missing, then add the columns and indexes an older ledger lacks.
 

@@ -19,6 +19,7 @@ from altcraft.ledger.model import (
     Resolution,
     RunRef,
     Scope,
+    SentTask,
     Settlement,
     UncertainContact,
 )
@@ -127,6 +128,14 @@ class LedgerSession:
 
     def claim_of(self, batch_id: str) -> Claim:
         return self.ledger.claim_of(self.scope, batch_id)
+
+    def record_task(self, batch_id: str, task_id: str, keys: Sequence[str]) -> None:
+        """:meth:`Ledger.record_task` (nothing in a dry run)."""
+        if not self.dry_run:
+            self.ledger.record_task(self.scope, batch_id, task_id, keys)
+
+    def sent_tasks(self, batch_ids: Iterable[str]) -> dict[str, SentTask]:
+        return self.ledger.sent_tasks(self.scope, batch_ids)
 
     def settle(self, claim: Claim, settlements: Mapping[str, Settlement]) -> None:
         """:meth:`Ledger.settle`, recorded as outcomes of the try that made the claim."""

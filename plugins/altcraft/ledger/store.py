@@ -10,6 +10,7 @@ primary key; conflicting transactions are retried a bounded number of times. No 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -39,6 +40,7 @@ from altcraft.ledger.model import (
     Resolution,
     RunRef,
     Scope,
+    SentTask,
     Settlement,
     UncertainContact,
     utc,
@@ -52,6 +54,7 @@ from altcraft.ledger.schema import (
     create_schema,
     identities_table,
     outcomes_table,
+    tasks_table,
 )
 from altcraft.ledger.session import LedgerSession
 from altcraft.ledger.statements import (
@@ -84,6 +87,7 @@ _MAX_ATTEMPTS = 8
 _C = contacts_table.c
 _O = outcomes_table.c
 _A = aliases_table.c
+_T = tasks_table.c
 
 
 class Ledger:
@@ -461,6 +465,35 @@ class Ledger:
             try_number=try_number,
             origins={key: rows[key].created_at for key in keys},
         )
+
+    def record_task(
+        self, scope: Scope, batch_id: str, task_id: str, keys: Sequence[str], *, now: datetime | None = None
+    ) -> None:
+        """Record the Altcraft task that claim ``batch_id``'s request created, sent ``keys`` in this order."""
+        row = {
+            "batch_id": batch_id,
+            "platform": scope.platform,
+            "scenario_id": scope.scenario_id,
+            "task_id": task_id,
+            "contact_keys": json.dumps(list(keys), ensure_ascii=False),
+            "created_at": self._at(now),
+        }
+        self._write(lambda conn: conn.execute(sa.insert(tasks_table), [row]))
+
+    def sent_tasks(self, scope: Scope, batch_ids: Iterable[str]) -> dict[str, SentTask]:
+        """The recorded Altcraft task of each claim of ``batch_ids`` that has one (:meth:`record_task`)."""
+
+        def work(conn: Connection) -> dict[str, SentTask]:
+            found: dict[str, SentTask] = {}
+            for _, condition in matching(conn, _T.batch_id, set(batch_ids)):
+                query = sa.select(_T.batch_id, _T.task_id, _T.contact_keys).where(
+                    condition, _T.platform == scope.platform, _T.scenario_id == scope.scenario_id
+                )
+                for batch_id, task_id, keys in conn.execute(query):
+                    found[batch_id] = SentTask(task_id, tuple(json.loads(keys)))
+            return found
+
+        return self._read(work)
 
     def contact_states(self, scope: Scope) -> dict[str, str]:
         """Every contact of a scope with its status (``launched``, ``failed``, ``uncertain``, ``sending``)."""
