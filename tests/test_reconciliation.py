@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from altcraft.ledger import Outcome, UncertainContact
+from altcraft.ledger import Outcome, Settlement, UncertainContact
 from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.reconciliation import (
     DEFAULT_GRACE,
     another_profile,
+    by_task,
     judge,
     launch_marker,
     match_of,
@@ -35,6 +36,32 @@ def contact(marker: str | None, delivery_mode: str | None = "batch") -> Uncertai
         delivery_mode,
         uncertain_since=T0,
     )
+
+
+REFUSED = Settlement(Outcome.FAILED, 400, "invalid field anna@example.org")
+
+
+@pytest.mark.parametrize(
+    ("said", "now", "outcome", "says"),
+    [
+        (Settlement(Outcome.LAUNCHED, profile_id="p1"), T0, Outcome.LAUNCHED, "task t1 reports it launched"),
+        (REFUSED, LATER, Outcome.FAILED, "not processed (reconciled 2030-01-01T00:10:00+00:00: its Altcraft "
+         "task t1 refused it: API 400: invalid field a***@e***.org)"),
+        (REFUSED, LATER - timedelta(seconds=1), None, "refused it (API 400: invalid field a***@e***.org), "
+         "but it became uncertain less than the grace (600 s) ago: not processed from 2030-01-01T00:10:00"),
+        (Settlement(Outcome.UNCERTAIN, 500, "internal"), LATER, None, "nothing conclusive of it (API 500"),
+        (Settlement(Outcome.UNCERTAIN, text="no result"), LATER, None, "conclusive of it (no result)"),
+    ],
+    ids=["launched", "refused", "refused within the grace", "another error", "no answer"],
+)  # fmt: skip
+def test_a_finished_altcraft_task_decides_what_its_result_proves(said, now, outcome, says):
+    """Launched or refused by the task that carried the request (the grace applying to a resend as ever);
+    anything else is left to the profile's reading, saying why. Contact data in Altcraft's text is masked."""
+    verdict = by_task(contact(None, "async"), "t1", said, now)
+    if outcome is None:
+        assert isinstance(verdict, str) and says in verdict
+    else:
+        assert (verdict.outcome, verdict.profile_id) == (outcome, said.profile_id) and says in verdict.reason
 
 
 @pytest.mark.parametrize("delivery_mode", ["single", "batch"])

@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Mu
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -49,6 +49,7 @@ from altcraft.ledger import (
     Resolution,
     RunRef,
     Scope,
+    SentTask,
     Settlement,
     UncertainContact,
 )
@@ -60,6 +61,7 @@ from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import (
     DEFAULT_GRACE,
+    by_task,
     judge,
     launch_marker,
     marker_field_problem,
@@ -266,6 +268,8 @@ class Delivery:
     marker_fields: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     #: contacts this try already checked in Altcraft: a key met again in a later chunk is not asked twice
     checked: set[str] = field(default_factory=set, init=False, repr=False)
+    #: what each recorded Altcraft task read by reconciliation said (`task_settlements`), read once per try
+    task_reads: dict[str, dict[str, Settlement] | str] = field(default_factory=dict, init=False, repr=False)
     #: contacts skipped because another run still had them in flight (`in_flight_elsewhere`)
     left_to_others: int = field(default=0, init=False)
     #: where `process` settles a chunk while it claims and sends the next (None: settled in line)
@@ -646,10 +650,11 @@ class Delivery:
             c for c in self.session.uncertain_contacts(keys, aliases) if c.contact_key not in self.checked
         ]
         self.checked.update(c.contact_key for c in contacts)
+        tasks = self.session.sent_tasks({c.batch_id for c in contacts}) if contacts else {}
         applied: Counter[Outcome] = Counter()
         for contact in contacts:
             self._unless_stopped(None)
-            verdict = self._judge(contact)
+            verdict = self._judge(contact, tasks.get(contact.batch_id))
             for outcome, n in self.session.resolve([contact], {contact.contact_key: verdict}).items():
                 applied[outcome] += n
                 self.summary.reconciled[_VERDICTS[outcome]] += n
@@ -665,8 +670,47 @@ class Delivery:
         """The scenario's standing in the ledger now: its uncertain and failed contacts, all runs."""
         return self.session.standing()
 
-    def _judge(self, contact: UncertainContact) -> Resolution:
-        now = self.session.now()  # the ledger's clock, which wrote the row; read before the profile is
+    def _judge(self, contact: UncertainContact, task: SentTask | None) -> Resolution:
+        """The verdict from the Altcraft task the contact's request created (``task``, if recorded), else
+        from its profile; a contact neither decides keeps what the task said in its note."""
+        now = self.session.now()  # the ledger's clock, which wrote the row; read before the task or profile
+        by_its_task = None if task is None else self._by_task(contact, task, now)
+        if isinstance(by_its_task, Resolution):
+            return by_its_task
+        looked_up = self._look_up(contact, now)
+        if by_its_task is None or looked_up.outcome is not Outcome.UNCERTAIN:
+            return looked_up
+        return Resolution(Outcome.UNCERTAIN, f"{looked_up.reason}; {by_its_task}", looked_up.profile_id)
+
+    def _by_task(self, contact: UncertainContact, task: SentTask, now: datetime) -> Resolution | str:
+        """`by_task` on what ``task`` (read once per try) says of the contact, or why it says nothing."""
+        if task.task_id not in self.task_reads:
+            self.task_reads[task.task_id] = self._read_task(task)
+        said = self.task_reads[task.task_id]
+        if isinstance(said, str):
+            return said
+        if contact.contact_key not in said:
+            return f"its Altcraft task {task.task_id} was not sent this contact"
+        return by_task(contact, task.task_id, said[contact.contact_key], now, self.reconcile_grace)
+
+    def _read_task(self, task: SentTask) -> dict[str, Settlement] | str:
+        """A recorded Altcraft task's settlements (`task_settlements`), or why it tells nothing now (still
+        running, or its status could not be read)."""
+        try:
+            status = self.hook.get_task_status(task.task_id)
+        except AltcraftError as exc:
+            why = f"its Altcraft task {task.task_id} could not be read ({storable(scrub(exc))})"
+            log.warning("Reconciling: %s; its contacts are looked up instead", why)
+            return why
+        if not status.state.is_terminal:
+            return f"its Altcraft task {task.task_id} is still {status.status!r}"
+        said = task_settlements(status, task.keys)
+        if isinstance(said, str):
+            log.warning("Reconciling: %s; its contacts are looked up instead", said)
+        return said
+
+    def _look_up(self, contact: UncertainContact, now: datetime) -> Resolution:
+        """The verdict from the contact's profile as ``profiles/get`` answers it (`judge`)."""
         try:
             match = match_of(contact.contact_key, self.mapper.mapping)
         except ValueError as exc:
@@ -872,22 +916,13 @@ class Delivery:
         at its position); counts that prove every contact launched settle them
         launched; anything else settles them uncertain with the reason, logged as an error.
         """
-        verdict = task_verdict(status, claim.to_send)
-        if verdict.uncertain:
-            self._settle_unknown_task(claim, verdict.reason)
+        found = task_settlements(status, claim.to_send)
+        if isinstance(found, str):
+            self._settle_unknown_task(claim, found)
             return
         if not self.session.is_earlier(claim):
             self.summary.pending -= len(claim.to_send)
-        if verdict.results is not None:
-            self._settle_results(claim, claim.to_send, [result.read for result in verdict.results])
-        else:
-            log.info(
-                "Altcraft task %s counts %d launched and no errors (no per-contact results): recording them",
-                status.task_id,
-                len(claim.to_send),
-            )
-            launched = Settlement(Outcome.LAUNCHED, text=f"task {status.task_id}: counts prove every launch")
-            self._settle(claim, dict.fromkeys(claim.to_send, launched))
+        self._settle(claim, found)
 
     def _settle_unknown_task(self, claim: Claim, reason: str) -> None:
         """Settle an ``async`` chunk whose task cannot tell who was launched: uncertain, logged as error."""
@@ -967,6 +1002,19 @@ def _settlements_for_results(keys: Sequence[str], results: Sequence[ResultRead])
         else _unrefused(code, text)
         for key, (code, text, profile_id) in zip(keys, results, strict=True)
     }
+
+
+def task_settlements(status: TaskStatus, keys: Sequence[str]) -> dict[str, Settlement] | str:
+    """What a finished Altcraft task that was sent ``keys`` (in request order) says of each contact
+    (`task_verdict`): their settlements, or why it cannot tell who was launched."""
+    verdict = task_verdict(status, keys)
+    if verdict.uncertain:
+        return verdict.reason
+    if verdict.results is not None:
+        return _settlements_for_results(keys, [result.read for result in verdict.results])
+    return dict.fromkeys(
+        keys, Settlement(Outcome.LAUNCHED, text=f"task {status.task_id}: counts prove every launch")
+    )
 
 
 def _unrefused(code: int, text: str) -> Settlement:

@@ -21,6 +21,11 @@ after processing (``single``, ``batch``: :data:`~altcraft.modes.SYNCHRONOUS`) le
 profile mean "not processed". Judging a contact not processed while its task still waits would launch it
 twice; leaving it uncertain costs at most a contact that waits for ``resend_uncertain`` or a check by hand.
 
+An ``async`` request whose Altcraft task the ledger recorded (``altcraft_tasks``: the try that submitted it
+may have died, and its Airflow task state with it) is first judged by that task's result (:func:`by_task`,
+read as the sending try reads it: :func:`altcraft.delivery.task_settlements`); only what the task does not
+prove is looked up.
+
 A synchronous request is no proof either while it may still be running: an answer lost to a client-side
 timeout or a dropped connection leaves Altcraft free to finish the request later. So "not processed" also
 waits until ``grace`` (:data:`DEFAULT_GRACE`, ten minutes) has passed since the contact became uncertain
@@ -39,9 +44,10 @@ from typing import Any
 
 from altcraft.api.matching import MatchingMode
 from altcraft.api.models import DatabaseField
-from altcraft.ledger import Outcome, Resolution, UncertainContact
+from altcraft.ledger import Outcome, Resolution, Settlement, UncertainContact
 from altcraft.ledger.rules import DEFAULT_GRACE, grace_left  # DEFAULT_GRACE: also this module's to import
 from altcraft.mapping import FieldSpec, ProfileMapping
+from altcraft.masking import scrub
 from altcraft.modes import SYNCHRONOUS, DeliveryMode
 
 
@@ -133,6 +139,40 @@ def judge(
             verdict.profile_id,
         )
     return verdict
+
+
+def by_task(
+    contact: UncertainContact, task_id: str, said: Settlement, now: datetime, grace: timedelta = DEFAULT_GRACE
+) -> Resolution | str:
+    """The verdict on a contact from the finished Altcraft task its request created, given what the task's
+    result ``said`` of it (its settlement), or why that proves nothing (then the profile is looked up).
+
+    Launched: ``launched``. Refused: not processed, ``failed``, once ``grace`` has passed since the contact
+    became uncertain (:func:`~altcraft.ledger.rules.grace_left`, as every resend waits for); within it, why
+    it waits. Any other answer (an error that is no refusal, no result for it): why it proves nothing.
+    """
+    at, since = now.isoformat(timespec="seconds"), contact.uncertain_since
+    if said.outcome is Outcome.LAUNCHED:
+        return Resolution(
+            Outcome.LAUNCHED,
+            f"reconciled {at}: its Altcraft task {task_id} reports it launched",
+            said.profile_id,
+        )
+    answer = (
+        scrub(said.text or "no text") if said.code is None else f"API {said.code}: {scrub(said.text or '')}"
+    )
+    if said.outcome is not Outcome.FAILED:
+        return f"its Altcraft task {task_id} says nothing conclusive of it ({answer})"
+    left = grace_left(since, now, grace)
+    if left is not None:
+        until = (since + grace).isoformat(timespec="seconds")
+        return (
+            f"its Altcraft task {task_id} refused it ({answer}), but it became uncertain less than the grace "
+            f"({grace.total_seconds():.0f} s) ago: not processed from {until}"
+        )
+    return Resolution(
+        Outcome.FAILED, f"not processed (reconciled {at}: its Altcraft task {task_id} refused it: {answer})"
+    )
 
 
 def unread(why: str, now: datetime) -> Resolution:

@@ -30,6 +30,8 @@ from .conftest import (
     run_ref,
 )
 
+TASK_ENDPOINT = "workflows/import_and_start_batch_task"
+
 
 def assert_exactly_once(emulator, scenario_id, expected: int) -> None:
     counts = launch_counts(emulator, scenario_id)
@@ -446,6 +448,107 @@ def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_s
     while len(launch_counts(emulator, marker_scenario)) < 6 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert_exactly_once(emulator, marker_scenario, 6)
+
+
+def submit_and_die(make_delivery, people: list[dict], **options) -> str:
+    """A try that submits its Altcraft task and dies before reading it: its contacts stay ``sending``, the
+    task id is in the dead try's Airflow task state (here: dropped) and the ledger. The task then finishes
+    in Altcraft. Returns its id."""
+    dead = make_delivery(mode="async", batch_size=len(people), **options)
+    dead.process(in_batches(people))
+    [task_id] = dead.tasks.values()
+    assert dead.hook.wait_for_task(task_id, timeout=30, poll_interval=0.05).state.is_terminal
+    return task_id
+
+
+def meet_stale(make_delivery, ledger, people: list[dict], run_id: str = "r2") -> None:
+    """A later run meets the dead try's claim stale: its contacts become uncertain, and nobody is sent."""
+    ledger.stale_after = timedelta(0)
+    met = make_delivery(run=run_ref(run_id=run_id, window=run_id)).process(in_batches(people))
+    assert (met.uncertain, met.requests) == (len(people), 0)
+
+
+def uncertain_notes(ledger, scenario_id: int) -> list[str]:
+    query = sa.select(contacts_table.c.error_text).where(
+        contacts_table.c.scenario_id == scenario_id, contacts_table.c.status == "uncertain"
+    )
+    with ledger.engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
+def test_the_task_of_a_try_that_died_settles_the_contacts_a_later_run_met_stale(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """The try that submitted the task died; another run met its claim stale (6 uncertain). The task's id
+    was only in the dead try's Airflow task state, so reconciliation could only look the profiles up, and a
+    profile proves nothing of a task that may still be queued: 6 uncertain for good, though the task had
+    launched them. Now the ledger keeps the task id and reconciliation reads its result first."""
+    people = contacts(6)
+    submit_and_die(make_delivery, people)
+    meet_stale(make_delivery, ledger, people)
+
+    reconciler = make_delivery(run=run_ref(run_id="r3", window="r3"), profiles_db_id=1)
+    assert reconciler.reconcile() == {Outcome.LAUNCHED: 6}
+    assert reconciler.standing() == {"uncertain": 0, "failed": 0}
+    summary = reconciler.process(in_batches(people))
+    assert (summary.skipped, summary.requests) == (6, 0), "launched once, by the task"
+    assert_exactly_once(emulator, scenario_id, 6)
+
+
+def test_contacts_a_dead_tries_task_refused_are_resent_only_after_the_grace(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """The dead try's task refused every second contact (400): those were not launched. Reconciliation
+    reads the task: the others are launched; the refused ones stay uncertain within the grace (as every
+    resend waits for it), then are judged not processed and sent again, once."""
+    emulator.add_faults(
+        {"endpoint": TASK_ENDPOINT, "kind": "profile_error", "code": 400, "text": "bad field", "every": 2}
+    )
+    people = contacts(6)
+    task_id = submit_and_die(make_delivery, people)
+    emulator.clear_faults()
+    meet_stale(make_delivery, ledger, people)
+
+    early = make_delivery(run=run_ref(run_id="r3", window="r3"), profiles_db_id=1)
+    early.process(in_batches(people))
+    assert early.summary.reconciled == {"launched": 3, "not_processed": 0, "uncertain": 3}
+    assert (early.summary.requests, early.summary.uncertain) == (0, 3), "nobody resent within the grace"
+    notes = uncertain_notes(ledger, scenario_id)
+    assert len(notes) == 3 and all(f"task {task_id} refused it (API 400: bad field)" in n for n in notes)
+
+    late = make_delivery(
+        run=run_ref(run_id="r4", window="r4"), profiles_db_id=1, reconcile_grace=timedelta(0)
+    )
+    summary = late.process(in_batches(people))
+    assert summary.reconciled == {"launched": 0, "not_processed": 3, "uncertain": 0}
+    assert (summary.launched, summary.skipped, summary.requests) == (3, 3, 1)
+    assert_exactly_once(emulator, scenario_id, 6)
+
+
+def test_a_dead_tries_task_that_cannot_be_read_leaves_its_contacts_uncertain_saying_so(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """``tasks/status`` fails (503s past the retries): the task proves nothing, the profiles cannot either
+    (an async request), so the contacts stay uncertain, counted and noted, and nobody is sent; once the
+    task can be read, it decides."""
+    people = contacts(4)
+    task_id = submit_and_die(make_delivery, people)
+    meet_stale(make_delivery, ledger, people)
+    emulator.add_faults({"endpoint": "tasks/status", "kind": "status", "status": 503})
+
+    blind = make_delivery(
+        run=run_ref(run_id="r3", window="r3"), profiles_db_id=1, reconcile_grace=timedelta(0)
+    )
+    summary = blind.process(in_batches(people))
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 4}
+    assert (summary.uncertain, summary.requests) == (4, 0)
+    notes = uncertain_notes(ledger, scenario_id)
+    assert len(notes) == 4 and all(f"its Altcraft task {task_id} could not be read" in n for n in notes)
+
+    emulator.clear_faults()
+    again = make_delivery(run=run_ref(run_id="r4", window="r4"), profiles_db_id=1)
+    assert again.reconcile() == {Outcome.LAUNCHED: 4}
+    assert_exactly_once(emulator, scenario_id, 4)
 
 
 def test_pausing_passes_every_item_on_in_order_without_reading_ahead():

@@ -540,6 +540,53 @@ def test_a_batch_pipeline_never_resends_what_an_async_pipeline_may_still_have_qu
     assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 6, "launched once, by the task"
 
 
+def test_a_dead_tries_altcraft_task_decides_the_contacts_another_pipeline_met_stale(
+    dag_with, emulator, scenario_id
+):
+    """An async try gave up waiting for its Altcraft task (task_timeout, no retry left): its contacts stay
+    sending, the task id in that task instance's state only, and the task launches them later. Hours later
+    another pipeline meets the claim stale (6 uncertain: the run fails), then reconciles. The task id was
+    gone, an async profile without a marker proves nothing, and the 6 stayed uncertain, every run failing;
+    now the ledger has the task and reconciliation reads it: 6 launched, the run green, nobody sent twice."""
+    emulator.config(task_delay_seconds=2)
+    people = contacts(6)
+    sender = dag_with(
+        people,
+        dag_id="outcomes_async",
+        delivery="async",
+        deferrable=False,
+        task_timeout=0.5,
+        poll_interval=0.1,
+    )
+    assert task_states(run_dag(sender, DAY)) == {"import_and_launch": "failed"}
+    deadline = time.monotonic() + 20
+    while len(launch_counts(emulator, scenario_id)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:  # hours pass: the claim is stale (the ledger's stale_after is 6 h)
+        conn.execute(
+            sa.text(
+                "UPDATE altcraft_contacts SET claimed_at = claimed_at - INTERVAL '7 hours', "
+                "updated_at = updated_at - INTERVAL '7 hours' WHERE scenario_id = :sid AND status = 'sending'"
+            ),
+            {"sid": scenario_id},
+        )
+    engine.dispose()
+
+    other = dag_with(people, dag_id="outcomes_other")
+    met = run_dag(other, DAY)
+    assert task_states(met) == {"import_and_launch": "failed"}
+    assert (summary_of(other, met)["uncertain"], summary_of(other, met)["requests"]) == (6, 0)
+
+    dag_run = other.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
+    summary = summary_of(other, dag_run)
+    assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    assert summary["scope"] == {"uncertain": 0, "failed": 0}
+    assert contact_statuses(scenario_id) == {"launched": 6}
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 6, "launched once, by the task"
+
+
 def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, marker_scenario):
     emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
     first = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER)
