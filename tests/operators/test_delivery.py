@@ -476,6 +476,7 @@ def uncertain_notes(ledger, scenario_id: int) -> list[str]:
         return list(conn.execute(query).scalars())
 
 
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
 def test_the_task_of_a_try_that_died_settles_the_contacts_a_later_run_met_stale(
     make_delivery, emulator, scenario_id, ledger
 ):
