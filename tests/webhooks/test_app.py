@@ -40,7 +40,6 @@ from altcraft.webhooks.kinds import (
     SECRET_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    BadPayload,
     TooManyRecords,
     Unauthorized,
     WebhookRequest,
@@ -52,12 +51,6 @@ from tests.fake_crms.server import serving_app
 
 SECRET = "s3cret-for-tests"
 CONTACT = {"email": "ann@example.com", "first_name": "Ann"}
-
-
-def request(body: bytes, **headers: str) -> WebhookRequest:
-    return WebhookRequest(
-        headers={k.lower().replace("_", "-"): v for k, v in headers.items()}, query={}, body=body
-    )
 
 
 def signed(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
@@ -185,11 +178,25 @@ def test_a_record_naming_a_key_twice_is_its_runs_rejection_and_the_others_are_de
     assert "eve@" not in json.dumps(records)
 
 
-def test_a_hubspot_event_naming_a_key_twice_is_400(store):
-    """The event's contact id is ambiguous: its creation event would have been dropped without a word."""
-    body = b'[{"eventId": 1, "subscriptionType": "contact.creation", "objectId": 5, "objectId": 6}]'
-    with pytest.raises(BadPayload, match="an event is ambiguous: an object names 'objectId' twice"):
-        KINDS["hubspot"].parse(request(body))
+def test_an_item_that_is_no_object_is_its_runs_rejection_and_the_others_are_delivered(client, store):
+    """A delivery holding one item that is no object was 400 whole: its contacts were lost with it (a body
+    holding no object at all is still 400: see the bad payloads below)."""
+    body = json.dumps([CONTACT, 5, None, ["x"], {**CONTACT, "email": "bob@example.com"}]).encode()
+    assert client.post("/signed", content=body, headers=signed(body)).json() == {
+        "status": "accepted",
+        "records": 5,
+    }
+    source = WebhookSource(
+        "signed", key_column="email", ledger_conn_id="webhook_ledger", state=MemoryStateStore()
+    )
+    [(delivery_id, _)] = store.read("signed", None)
+    assert [(r["email"], r.get(ERROR_FIELD)) for batch in source.batches(None, 10) for r in batch] == [
+        ("ann@example.com", None),
+        (f"delivery {delivery_id} item 2", "not a JSON object but int"),
+        (f"delivery {delivery_id} item 3", "not a JSON object but null"),
+        (f"delivery {delivery_id} item 4", "not a JSON object but list"),
+        ("bob@example.com", None),
+    ]
 
 
 def test_shared_secret_endpoint(client, store):

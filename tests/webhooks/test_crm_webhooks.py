@@ -47,7 +47,7 @@ def client(store) -> TestClient:
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
-def amo_body(*ids: int) -> bytes:
+def amo_body(*ids: int | str) -> bytes:
     fields = [("account[subdomain]", "example"), ("account[id]", "28805383")]
     for n, contact_id in enumerate(ids):
         fields += [
@@ -58,7 +58,7 @@ def amo_body(*ids: int) -> bytes:
 
 
 def b24_body(
-    contact_id: int, token: str = SECRET, ts: int = 1724775198, event: str = "ONCRMCONTACTADD"
+    contact_id: int | str, token: str = SECRET, ts: int = 1724775198, event: str = "ONCRMCONTACTADD"
 ) -> bytes:
     return urlencode(
         [
@@ -74,23 +74,25 @@ def b24_body(
 
 
 def hubspot_body(*ids: int, event_base: int = 3816279340) -> bytes:
-    return json.dumps(
-        [
-            {
-                "eventId": event_base + n,
-                "subscriptionId": 25,
-                "portalId": 33,
-                "appId": 1160452,
-                "occurredAt": 1462216307945,
-                "subscriptionType": "contact.creation",
-                "attemptNumber": 0,
-                "objectId": contact_id,
-                "changeSource": "CRM",
-                "changeFlag": "NEW",
-            }
-            for n, contact_id in enumerate(ids)
-        ]
-    ).encode()
+    return json.dumps(hubspot_events(*ids, event_base=event_base)).encode()
+
+
+def hubspot_events(*ids: int | str, event_base: int = 3816279340) -> list[dict]:
+    return [
+        {
+            "eventId": event_base + n,
+            "subscriptionId": 25,
+            "portalId": 33,
+            "appId": 1160452,
+            "occurredAt": 1462216307945,
+            "subscriptionType": "contact.creation",
+            "attemptNumber": 0,
+            "objectId": contact_id,
+            "changeSource": "CRM",
+            "changeFlag": "NEW",
+        }
+        for n, contact_id in enumerate(ids)
+    ]
 
 
 def hubspot_headers(
@@ -217,7 +219,69 @@ def test_a_contact_whose_form_names_a_field_twice_is_its_rejection_and_the_other
     assert read_back(f"{crm}_welcome") == expected
 
 
+#: ids no CRM sends (not a number, empty, negative, more than 20 digits, with a space or a point inside)
+NOT_IDS = ["abc", "", "-5", "1" * 21, "1 2", "7.5"]
+
+
+@pytest.mark.parametrize("bad", NOT_IDS)
+@pytest.mark.parametrize("crm", sorted(NAMED_TWICE))
+def test_a_contact_whose_id_is_no_contact_id_is_its_rejection_and_the_others_are_stored(
+    client, store, crm, bad
+):
+    """Such an id made the whole delivery 400: its valid contacts were lost with it (a CRM resends nothing,
+    or everything); a bad contact is its own rejection naming the field, never its value."""
+    field = {"amocrm": "contacts[add][1][id]", "bitrix24": "data[FIELDS][ID]"}[crm]
+    bodies = [amo_body(7, bad, 10)] if crm == "amocrm" else [b24_body(7), b24_body(bad), b24_body(10)]
+    for body in bodies:
+        answer = client.post(f"/{crm}_welcome?secret={SECRET}", content=body, headers=FORM)
+        assert answer.status_code == 200, answer.text
+
+    [(delivery, records)] = [d for d in store.read(f"{crm}_welcome", None) if "id" not in d[1][-1]]
+    reason = f"{field} is {'not a contact id' if bad else 'empty'} (1 to 20 digits)"
+    rejected = (f"delivery {delivery} item {len(records)}", reason)
+    expected = (
+        [("7", None), ("10", None), rejected] if crm == "amocrm" else [("7", None), rejected, ("10", None)]
+    )
+    assert read_back(f"{crm}_welcome") == expected
+    assert records[-1] == {ERROR_FIELD: reason}  # the value itself is stored nowhere
+
+
+def test_an_amocrm_contact_without_an_id_is_its_rejection_not_dropped(client, store):
+    """Only ``[id]`` fields were read: a contact without one vanished from its delivery without a word."""
+    body = amo_body(7, 10) + b"&" + urlencode([("contacts[add][2][name]", "Nameless")]).encode()
+    assert client.post(f"/amocrm_welcome?secret={SECRET}", content=body, headers=FORM).status_code == 200
+    [(delivery, _)] = store.read("amocrm_welcome", None)
+    assert read_back("amocrm_welcome") == [
+        ("7", None),
+        ("10", None),
+        (f"delivery {delivery} item 3", "the form has no contacts[add][2][id]"),
+    ]
+
+
 # ---------------------------------------------------------------------------------------- HubSpot
+
+
+def test_a_hubspot_event_that_is_no_creation_of_a_contact_id_is_its_rejection_and_the_others_stored(
+    client, store
+):
+    """An event that is no object, names a key twice, or whose objectId is no contact id made the whole
+    delivery 400, losing its other events (HubSpot does not retry a 4xx)."""
+    good, bad_id, missing, twice, other = hubspot_events(512, "x1", 0, 66, 0)
+    del missing["objectId"]
+    other["subscriptionType"] = "contact.propertyChange"  # not ours: left out, as before
+    events = [good, bad_id, missing, twice, 5, other, *hubspot_events(513, event_base=9)]
+    body = json.dumps(events).replace('"objectId": 66', '"objectId": 6, "objectId": 7').encode()
+    answer = client.post("/hubspot_welcome", content=body, headers=hubspot_headers(body))
+    assert answer.json() == {"status": "accepted", "records": 6}, answer.text
+    [(delivery, _)] = store.read("hubspot_welcome", None)
+    assert read_back("hubspot_welcome") == [
+        ("512", None),
+        ("513", None),
+        (f"delivery {delivery} item 3", "event 2 objectId is not a contact id (1 to 20 digits)"),
+        (f"delivery {delivery} item 4", "event 3 objectId is empty (1 to 20 digits)"),
+        (f"delivery {delivery} item 5", "event 4: an object names 'objectId' twice"),
+        (f"delivery {delivery} item 6", "event 5: not a JSON object but int"),
+    ]
 
 
 def test_hubspot_signed_events_store_the_contact_ids_and_a_replay_is_a_duplicate(client, store):

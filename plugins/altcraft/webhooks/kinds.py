@@ -17,8 +17,9 @@ one more `WebhookKind` registered in `KINDS`:
   older than 5 minutes is refused; identified by the events' ``eventId`` values.
 
 The CRM kinds store only ``{"id": ...}`` records: the pipeline's CRM source fetches the full contacts. A
-form-encoded contact naming one of its fields twice is stored as ``{ERROR_FIELD: reason}`` naming the
-field, as a JSON record naming a key twice is: its run rejects it, the delivery's other contacts are read.
+contact whose id is no number of 1 to 20 digits, or that has none, or whose form names one of its fields
+twice, is stored as ``{ERROR_FIELD: reason}`` naming the field, as a JSON item that is no object or names a
+key twice is: its run rejects it, the delivery's other contacts are read.
 """
 
 from __future__ import annotations
@@ -101,14 +102,15 @@ class WebhookKind:
     def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
         """A JSON object (one contact) or a JSON array of objects, nested at most `MAX_DEPTH` levels, with
         finite numbers only (`strict_json`); `TooManyRecords` beyond ``max_records`` of them. A record
-        naming a key twice is stored as the reason only (`_unambiguous`): its run rejects it."""
+        that is no object, or names a key twice, is stored as the reason only (`_record`): its run rejects
+        it; a body holding no object is `BadPayload`."""
         data = strict_json(request.body, max_records)
         if _too_deep(data):
             raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels")
         records = data if isinstance(data, list) else [data]
-        if not records or not all(isinstance(record, dict) for record in records):
-            raise BadPayload("expected a JSON object (one contact) or a non-empty array of objects")
-        return [_unambiguous(record) for record in records]
+        if not any(isinstance(record, dict) for record in records):
+            raise BadPayload("expected a JSON object (one contact) or an array of objects")
+        return [_record(record) for record in records]
 
     def delivery_key(self, request: WebhookRequest) -> str:
         """SHA-256 of the sender's ``Idempotency-Key`` header if given, else of the body. The key is not
@@ -194,12 +196,14 @@ _DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant, ob
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
-def _unambiguous(record: dict[str, Any]) -> dict[str, Any]:
-    """``record``, or if it names a key twice (at any depth: which value its sender meant is ambiguous, and
-    a parser keeps the last without a word) ``{ERROR_FIELD: reason}``, which the run rejects naming the key
-    (`altcraft.sources.webhook`), delivering the delivery's other records."""
-    twice = named_twice(record)
-    return record if twice is None else {ERROR_FIELD: f"an object names {twice!r} twice"}
+def _record(item: Any) -> dict[str, Any]:
+    """``item`` of a delivery, or ``{ERROR_FIELD: reason}`` if it is no object or names a key twice (at any
+    depth: which value its sender meant is ambiguous, and a parser keeps the last without a word): the run
+    rejects it naming its place (`altcraft.sources.webhook`), delivering the delivery's other records."""
+    if not isinstance(item, dict):
+        return {ERROR_FIELD: f"not a JSON object but {'null' if item is None else type(item).__name__}"}
+    twice = named_twice(item)
+    return item if twice is None else {ERROR_FIELD: f"an object names {twice!r} twice"}
 
 
 def _too_deep(data: Any) -> bool:
@@ -275,40 +279,50 @@ def _form(request: WebhookRequest, max_fields: int | None = None) -> list[tuple[
         raise BadPayload("the body is not x-www-form-urlencoded") from None
 
 
-def _ids(
-    values: list[str], what: str, max_records: int | None, twice: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """``{"id": ...}`` of each of the contact ids ``values`` (once each), then ``{ERROR_FIELD: reason}`` of
-    each contact whose form names the field in ``twice`` twice (`_form_contacts`): its run rejects it."""
-    ids, twice = list(dict.fromkeys(v.strip() for v in values)), twice or []
-    if max_records is not None and len(ids) + len(twice) > max_records:
+def _ids(records: list[dict[str, Any]], what: str, max_records: int | None) -> list[dict[str, Any]]:
+    """The ``{"id": ...}`` of ``records`` (each id once), then their ``{ERROR_FIELD: reason}`` (`_contact_id`,
+    `_form_contacts`): the run rejects those and the delivery's other contacts are fetched."""
+    ids = list(dict.fromkeys(record["id"] for record in records if ERROR_FIELD not in record))
+    rejected = [record for record in records if ERROR_FIELD in record]
+    if max_records is not None and len(ids) + len(rejected) > max_records:
         raise TooManyRecords(f"more than {max_records} records in one delivery")
-    if not ids and not twice:
+    if not ids and not rejected:
         raise BadPayload(f"no {what} in the body: subscribe the webhook to contact creation only")
-    if not all(re.fullmatch(r"[0-9]{1,20}", v) for v in ids):
-        raise BadPayload(f"{what}: a contact id is not a number")
-    return [{"id": v} for v in ids] + [{ERROR_FIELD: f"the form names {key!r} twice"} for key in twice]
+    return [{"id": v} for v in ids] + rejected
+
+
+_CONTACT_ID = re.compile(r"[0-9]{1,20}")
+
+
+def _contact_id(value: str, where: str) -> dict[str, Any]:
+    """``{"id": value}`` (spaces around it dropped) if ``value`` is a contact id, a number of 1 to 20 digits;
+    else ``{ERROR_FIELD: reason}`` naming ``where`` (the field), never the value."""
+    value = value.strip()
+    if _CONTACT_ID.fullmatch(value):
+        return {"id": value}
+    return {ERROR_FIELD: f"{where} is {'empty' if not value else 'not a contact id'} (1 to 20 digits)"}
 
 
 def _form_contacts(
     form: list[tuple[str, str]], contact: re.Pattern[str], id_field: str
-) -> tuple[list[str], list[str]]:
-    """The contact ids of a form, and for each contact naming a field twice that field instead (which value
-    its sender meant is ambiguous, and a form parser keeps one without a word): ``contact`` matches the
-    fields of a contact, its first group naming the contact (``contacts[add][0]``), whose ``id_field``
-    (``[id]``) is its id."""
+) -> list[dict[str, Any]]:
+    """A record per contact of a form: ``contact`` matches the fields of a contact, its first group naming
+    the contact (``contacts[add][0]``), whose ``id_field`` (``[id]``) is its id (`_contact_id`). A contact
+    naming a field twice (which value its sender meant is ambiguous, and a form parser keeps one without a
+    word), or no id, is ``{ERROR_FIELD: reason}`` naming the field."""
     fields: dict[str, list[tuple[str, str]]] = {}
     for key, value in form:
         if matched := contact.fullmatch(key):
             fields.setdefault(matched[1], []).append((key, value))
-    ids: list[str] = []
-    twice: list[str] = []
-    for name, given in fields.items():
-        if (key := repeated(field for field, _ in given)) is not None:
-            twice.append(key)
-        else:
-            ids += [value for field, value in given if field == name + id_field]
-    return ids, twice
+    return [_form_contact(name + id_field, given) for name, given in fields.items()]
+
+
+def _form_contact(id_field: str, given: list[tuple[str, str]]) -> dict[str, Any]:
+    """The record of one contact of a form (`_form_contacts`), ``given`` its fields, ``id_field`` its id's."""
+    if (key := repeated(field for field, _ in given)) is not None:
+        return {ERROR_FIELD: f"the form names {key!r} twice"}
+    ids = [value for field, value in given if field == id_field]
+    return _contact_id(ids[0], id_field) if ids else {ERROR_FIELD: f"the form has no {id_field}"}
 
 
 def _keyed(*parts: str) -> str:
@@ -328,8 +342,8 @@ class AmoCrm(WebhookKind):
             raise Unauthorized("missing or wrong secret query parameter")
 
     def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
-        added, twice = _form_contacts(_form(request), self._ADDED, "[id]")
-        return _ids(added, "contacts[add][N][id]", max_records, twice)
+        contacts = _form_contacts(_form(request), self._ADDED, "[id]")
+        return _ids(contacts, "contacts[add][N][id]", max_records)
 
 
 class Bitrix24(WebhookKind):
@@ -355,11 +369,10 @@ class Bitrix24(WebhookKind):
         events = {v.upper() for k, v in form if k == "event"}
         if events != {"ONCRMCONTACTADD"}:
             raise BadPayload("expected event ONCRMCONTACTADD")
-        added, twice = _form_contacts(form, self._FIELDS, "[ID]")
-        return _ids(added, "data[FIELDS][ID]", max_records, twice)
+        return _ids(_form_contacts(form, self._FIELDS, "[ID]"), "data[FIELDS][ID]", max_records)
 
     def delivery_key(self, request: WebhookRequest) -> str:
-        """The contact id; for a contact naming a field twice (no id names it) the body's."""
+        """The contact id; for a rejected contact (no id names it) the body's."""
         records = self.parse(request)
         if any(ERROR_FIELD in record for record in records):
             return super().delivery_key(request)
@@ -405,16 +418,28 @@ class HubSpot(WebhookKind):
         return _keyed("hubspot", request.headers[HUBSPOT_SIGNATURE])
 
     def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
-        events = super().parse(request, max_records)
-        if reason := next((event[ERROR_FIELD] for event in events if ERROR_FIELD in event), None):
-            raise BadPayload(f"an event is ambiguous: {reason}")  # which contact it names is unclear
-        created = [e for e in events if str(e.get("subscriptionType", "")).lower() == "contact.creation"]
-        return _ids([str(e.get("objectId", "")) for e in created], "contact.creation objectId", None)
+        """The ``objectId`` of each ``contact.creation`` event; an event that is no object, names a key twice
+        (which contact it names is unclear) or whose ``objectId`` is no contact id is its rejection."""
+        events = enumerate(super().parse(request, max_records), start=1)
+        created = [_created(number, event) for number, event in events if _may_create(event)]
+        return _ids(created, "contact.creation objectId", None)
 
     def delivery_key(self, request: WebhookRequest) -> str:
         events = super().parse(request)
         ids = sorted(str(e.get("eventId")) for e in events if e.get("eventId") is not None)
         return _keyed("hubspot", *ids) if ids else super().delivery_key(request)
+
+
+def _may_create(event: dict[str, Any]) -> bool:
+    """Whether a HubSpot event is, or may be, a contact's creation: a rejected one may."""
+    return ERROR_FIELD in event or str(event.get("subscriptionType", "")).lower() == "contact.creation"
+
+
+def _created(number: int, event: dict[str, Any]) -> dict[str, Any]:
+    """The record of HubSpot event ``number`` (from 1), which `_may_create`: its contact id or rejection."""
+    if ERROR_FIELD in event:
+        return {ERROR_FIELD: f"event {number}: {event[ERROR_FIELD]}"}
+    return _contact_id(str(event.get("objectId", "")), f"event {number} objectId")
 
 
 def _public_uris(request: WebhookRequest) -> list[str]:
