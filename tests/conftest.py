@@ -60,12 +60,17 @@ def copy_metadata(migrated: Path, database: Path) -> None:
 
 @pytest.fixture(scope="session")
 def airflow_db(airflow_home: Path, migrated_metadata: Path) -> Path:
-    """A migrated SQLite metadata database, for tests that run DAGs with ``dag.test()``."""
+    """A migrated SQLite metadata database, for tests that run DAGs with ``dag.test()``. Connections a test
+    opened on the file before (a webhook lookup of tests/webhooks) are closed: they kept reading the
+    empty file the copy replaced ("no such table")."""
+    from airflow import settings
     from airflow.configuration import conf
 
     database = airflow_home / "airflow.db"
     assert conf.get("database", "sql_alchemy_conn") == f"sqlite:///{database}", "not the isolated home's"
     copy_metadata(migrated_metadata, database)
+    if settings.engine is not None:
+        settings.engine.dispose()
     return airflow_home
 
 
