@@ -723,11 +723,11 @@ def _webhook_secret(spec: PipelineSpec) -> str | None:
 
 def _replayable(spec: PipelineSpec, sharing: Sequence[PipelineSpec]) -> bool:
     """Whether a delivery to one of these webhook pipelines sharing a secret could be posted to another:
-    one of them checks a proof that does not cover the URL (`WebhookKind.covers_url`)."""
-    from altcraft.webhooks.kinds import KINDS
+    one of them checks a proof that does not cover the URL (`altcraft.webhooks.kinds.may_share_a_secret`)."""
+    from altcraft.webhooks.kinds import may_share_a_secret
 
-    return bool(sharing) and not all(
-        KINDS[other.trigger.auth].covers_url for other in (spec, *sharing) if other.trigger is not None
+    return bool(sharing) and not may_share_a_secret(
+        *(other.trigger.auth for other in (spec, *sharing) if other.trigger is not None)
     )
 
 

@@ -3,7 +3,8 @@
 Per request, in this order (nothing is stored unless every step passes):
 
 1. the pipeline's webhook settings (`WebhookConfig`: which kind, the secret's connection, the ledger's
-   connection, the size limit) -- unknown pipeline: 404;
+   connection, the size limit) -- unknown pipeline: 404; its secret missing, or held by another active
+   webhook's connection where a proof names no pipeline (`shared_secret`): 503, the log says why;
 2. the kind's `verify_head` against the secret, before a byte of the body is read (a header or query
    secret is compared here, a signature's header and timestamp checked) -- wrong or missing: 401;
 3. the body, read up to ``max_bytes`` -- larger: 413; not whole within `BODY_SECONDS`: 408;
@@ -27,13 +28,15 @@ Neither the body nor the secret is ever logged.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hmac
 import ipaddress
 import logging
 import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,6 +55,7 @@ from altcraft.webhooks.kinds import (
     TooManyRecords,
     Unauthorized,
     WebhookRequest,
+    may_share_a_secret,
 )
 from altcraft.webhooks.store import KeyConflict, WebhookStore
 
@@ -94,26 +98,24 @@ class WebhookConfig:
 ConfigLookup = Callable[[str], WebhookConfig | None]
 
 
-def airflow_config(pipeline: str) -> WebhookConfig | None:
-    """The settings of an active pipeline's event asset (metadata database) and its secret (connection)."""
-    from airflow.models.asset import AssetActive, AssetModel
-    from airflow.models.connection import Connection
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
+class SharedSecret(LookupError):
+    """Another active webhook's connection holds the pipeline's secret (`shared_secret`)."""
 
-    uri = f"altcraft-pipeline://{pipeline}/events"
-    with create_session() as session:
-        extra = session.scalar(
-            select(AssetModel.extra)
-            .join(AssetActive, (AssetActive.name == AssetModel.name) & (AssetActive.uri == AssetModel.uri))
-            .where(AssetModel.uri == uri)
-        )
-    settings = (extra or {}).get("webhook")
+
+def airflow_config(pipeline: str) -> WebhookConfig | None:
+    """The settings of an active pipeline's event asset (metadata database) and its secret (connection);
+    `SharedSecret` where another active webhook may take its deliveries."""
+    from airflow.models.connection import Connection
+
+    webhooks = _active_webhooks()
+    settings = webhooks.get(pipeline)
     if not settings:
         return None
     secret = Connection.get_connection_from_secrets(settings["secret_conn_id"]).password
     if not secret:
         raise LookupError(f"connection {settings['secret_conn_id']!r} of webhook {pipeline} has no password")
+    if (problem := shared_secret(pipeline, secret, webhooks, functools.cache(_password_if_any))) is not None:
+        raise SharedSecret(problem)
     return WebhookConfig(
         pipeline=pipeline,
         auth=settings["auth"],
@@ -122,6 +124,71 @@ def airflow_config(pipeline: str) -> WebhookConfig | None:
         max_bytes=int(settings["max_bytes"]),
         max_records=int(settings.get("max_records", MAX_RECORDS)),
         auth_failures_per_minute=int(settings.get("auth_failures_per_minute", AUTH_FAILURES_PER_MINUTE)),
+    )
+
+
+_EVENTS_URI = re.compile(r"altcraft-pipeline://([^/]+)/events")
+
+
+def _active_webhooks() -> dict[str, Mapping[str, Any]]:
+    """The webhook settings of every active pipeline event asset (`pipeline_event_asset`), by pipeline."""
+    from airflow.models.asset import AssetActive, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    query = (
+        select(AssetModel.uri, AssetModel.extra)
+        .join(AssetActive, (AssetActive.name == AssetModel.name) & (AssetActive.uri == AssetModel.uri))
+        .where(AssetModel.uri.like("altcraft-pipeline://%/events"))
+    )
+    with create_session() as session:
+        rows = session.execute(query).all()
+    return {
+        matched[1]: (extra or {})["webhook"]
+        for uri, extra in rows
+        if (matched := _EVENTS_URI.fullmatch(uri)) and (extra or {}).get("webhook")
+    }
+
+
+def _password_if_any(conn_id: str) -> str | None:
+    """The password of connection ``conn_id``; None if there is no such connection."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    try:
+        return Connection.get_connection_from_secrets(conn_id).password
+    except AirflowNotFoundException:
+        return None
+
+
+def shared_secret(
+    pipeline: str,
+    secret: str,
+    webhooks: Mapping[str, Mapping[str, Any]],
+    password: Callable[[str], str | None],
+) -> str | None:
+    """Why webhook ``pipeline`` may take no delivery, or None: the other ``webhooks`` (settings by pipeline)
+    whose secret connection (``password``) holds its ``secret`` too where one of the two proofs names no
+    pipeline (`may_share_a_secret`), so that a delivery to one would be taken by the other. It names the
+    connections and webhooks, never the secret; another webhook's connection missing is that webhook's
+    problem, not this one's."""
+    own = webhooks[pipeline]
+    holders = {
+        other: settings
+        for other, settings in sorted(webhooks.items())
+        if other != pipeline
+        and not may_share_a_secret(own["auth"], settings["auth"])
+        and hmac.compare_digest((password(settings["secret_conn_id"]) or "").encode(), secret.encode())
+    }
+    if not holders:
+        return None
+    named = ", ".join(f"connection {s['secret_conn_id']!r} of webhook {o}" for o, s in holders.items())
+    auths = {own["auth"], *(settings["auth"] for settings in holders.values())}
+    blind = ", ".join(sorted(auth for auth in auths if not may_share_a_secret(auth)))
+    return (
+        f"its secret (connection {own['secret_conn_id']!r}) is also held by {named}; the proofs of auth "
+        f"{blind} name no pipeline, so a delivery to one of them could be taken by another: their deliveries "
+        "are refused until each has a secret of its own"
     )
 
 

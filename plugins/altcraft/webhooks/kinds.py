@@ -455,3 +455,9 @@ def _public_uris(request: WebhookRequest) -> list[str]:
 KINDS: dict[str, WebhookKind] = {
     kind.name: kind for kind in (SharedSecret(), HmacSignature(), AmoCrm(), Bitrix24(), HubSpot())
 }
+
+
+def may_share_a_secret(*auths: str) -> bool:
+    """Whether webhooks of these kinds (``auth``) may hold one secret: the proof of every one of them covers
+    the URL (`WebhookKind.covers_url`), so a delivery to one cannot be posted to another and taken there."""
+    return all(kind is not None and kind.covers_url for kind in map(KINDS.get, auths))

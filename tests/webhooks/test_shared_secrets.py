@@ -1,0 +1,136 @@
+"""Webhooks whose secret connections hold one secret, as the API server finds them: its own lookup
+(`airflow_config`) in a real Airflow metadata database, into which the pipelines' DAGs are synced as the DAG
+processor syncs them, and connections given as Airflow reads them (environment variables)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from altcraft.webhooks.app import airflow_config, create_app
+from altcraft.webhooks.store import WebhookStore
+
+LOADER = Path(__file__).resolve().parents[2] / "dags" / "altcraft_pipelines.py"
+SECRET = "one-secret-held-by-two-connections"
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+BODY = b"contacts%5Badd%5D%5B0%5D%5Bid%5D=7"
+
+
+def b24_body(token: str) -> bytes:
+    return urlencode(
+        [("event", "ONCRMCONTACTADD"), ("data[FIELDS][ID]", "7"), ("auth[application_token]", token)]
+    ).encode()
+
+
+def webhook_spec(pipeline: str, auth: str, secret_conn_id: str) -> dict:
+    return {
+        "id": pipeline,
+        "timezone": "UTC",
+        "start_date": "2026-03-01",
+        "ledger_conn_id": "shared_hook_ledger",
+        "source": {"type": auth, "conn_id": f"crm_{auth}"},
+        "trigger": {"type": "webhook", "auth": auth, "secret_conn_id": secret_conn_id},
+        "mapping": {"fields": {"CRM_ID": {"source": "id", "type": "string"}}},
+        "scenario": {"id": 12, "db_id": 1},
+    }
+
+
+def sync_dag_folder(specs: list[dict]) -> None:
+    """The loader and ``specs`` as the DAG folder, parsed and written to the metadata database (DAGs, their
+    event assets with the webhook settings, the assets activated), as ``dag.test()`` syncs its bundle."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+
+    folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    shutil.rmtree(folder)
+    (folder / "pipelines").mkdir(parents=True)
+    shutil.copy(LOADER, folder / LOADER.name)
+    for spec in specs:
+        (folder / "pipelines" / f"{spec['id']}.yaml").write_text(yaml.safe_dump(spec))
+    manager = DagBundlesManager()
+    manager.sync_bundles_to_db()
+    for bundle in manager.get_all_dag_bundles():
+        bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        assert not bag.import_errors, bag.import_errors
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+
+
+def secret_connection(monkeypatch, conn_id: str, password: str) -> None:
+    conn = json.dumps({"conn_type": "generic", "password": password})
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", conn)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Iterator[WebhookStore]:
+    monkeypatch.setenv("AIRFLOW_CONN_SHARED_HOOK_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    store = WebhookStore.from_conn_id("shared_hook_ledger")
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def four_webhooks(airflow_db, monkeypatch) -> Iterator[None]:
+    """Webhooks ``shared_amo`` (amocrm) and ``shared_b24`` (bitrix24), each with a secret connection of its
+    own, and HubSpot webhooks ``shared_hs1`` and ``shared_hs2`` whose two connections hold one secret; the
+    DAG folder is emptied after."""
+    sync_dag_folder(
+        [
+            webhook_spec("shared_amo", "amocrm", "amo_hook_secret"),
+            webhook_spec("shared_b24", "bitrix24", "b24_hook_secret"),
+            webhook_spec("shared_hs1", "hubspot", "hs1_hook_secret"),
+            webhook_spec("shared_hs2", "hubspot", "hs2_hook_secret"),
+        ]
+    )
+    for conn_id in ("hs1_hook_secret", "hs2_hook_secret"):
+        secret_connection(monkeypatch, conn_id, "one-app-secret")
+    yield
+    sync_dag_folder([])
+
+
+def test_two_connections_holding_one_secret_refuse_both_webhooks_naming_the_connections(
+    four_webhooks, store, monkeypatch, caplog
+):
+    """The secret was looked up per pipeline only: both took deliveries proven by the one secret (an amoCRM
+    URL's secret was a Bitrix24 token too). HubSpot webhooks may share one (their proof names the URL), and
+    a webhook whose connection is missing does not make another unusable."""
+    secret_connection(monkeypatch, "amo_hook_secret", SECRET)
+    secret_connection(monkeypatch, "b24_hook_secret", SECRET)
+    client = TestClient(create_app())
+
+    with caplog.at_level(logging.ERROR, logger="altcraft.webhooks.app"):
+        answer = client.post(f"/shared_amo?secret={SECRET}", content=BODY, headers=FORM)
+        b24 = client.post("/shared_b24", content=b24_body(SECRET), headers=FORM)
+
+    assert (answer.status_code, b24.status_code) == (503, 503), answer.text
+    assert answer.json() == {"error": "webhook not configured"}
+    assert store.count("shared_amo") == store.count("shared_b24") == 0
+    [amo_line, b24_line] = [r.getMessage() for r in caplog.records]
+    assert amo_line == (
+        "Webhook shared_amo is not usable: SharedSecret: its secret (connection 'amo_hook_secret') is "
+        "also held by connection 'b24_hook_secret' of webhook shared_b24; the proofs of auth amocrm, "
+        "bitrix24 name no pipeline, so a delivery to one of them could be taken by another: their "
+        "deliveries are refused until each has a secret of its own"
+    )
+    assert "'amo_hook_secret' of webhook shared_amo" in b24_line
+    assert SECRET not in caplog.text + answer.text + b24.text
+
+    # HubSpot's signature covers the URL: two HubSpot apps' webhooks may hold one secret
+    assert airflow_config("shared_hs1").secret == airflow_config("shared_hs2").secret == "one-app-secret"
+    # a webhook whose connection is missing is its own problem, not the others'
+    monkeypatch.delenv("AIRFLOW_CONN_B24_HOOK_SECRET")
+    client = TestClient(create_app())
+    assert client.post(f"/shared_amo?secret={SECRET}", content=BODY, headers=FORM).status_code == 200
+    assert client.post("/shared_b24", content=BODY, headers=FORM).status_code == 503
+    secret_connection(monkeypatch, "b24_hook_secret", "another-secret")  # each a secret of its own
+    answer = TestClient(create_app()).post("/shared_b24", content=b24_body("another-secret"), headers=FORM)
+    assert answer.json() == {"status": "accepted", "records": 1}
