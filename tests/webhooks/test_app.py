@@ -43,8 +43,8 @@ from altcraft.webhooks.kinds import (
     TooManyRecords,
     Unauthorized,
     WebhookRequest,
+    delivery_json,
     signature,
-    strict_json,
 )
 from altcraft.webhooks.store import KeyConflict, WebhookStore, deliveries_table, heads_table
 from tests.fake_crms.server import serving_app
@@ -325,9 +325,9 @@ def test_records_beyond_the_bound_are_not_parsed():
     """Ten MiB of ``{},`` were 3.4 million dicts before the records were counted: now reading stops at the
     first record beyond the bound (what follows it, even no JSON, is never looked at)."""
     with pytest.raises(TooManyRecords, match="more than 3 records"):
-        strict_json(b"[{}, {}, {},\n {}, " + b"never read" * 1000, 3)
-    assert strict_json(b' [ {"a": [1, {"b": 2}]} , 2.5 ] ', 3) == strict_json(b'[{"a": [1, {"b": 2}]}, 2.5]')
-    assert strict_json(b'{"email": "a@example.com"}', 1) == {"email": "a@example.com"}
+        delivery_json(b"[{}, {}, {},\n {}, " + b"never read" * 1000, 3)
+    assert delivery_json(b' [ {"a": [1, {"b": 2}]} , 2.5 ] ', 3) == [{"a": [1, {"b": 2}]}, 2.5]
+    assert delivery_json(b'{"email": "a@example.com"}', 1) == {"email": "a@example.com"}
 
 
 def test_size_limit_unknown_pipeline_and_bad_payloads_store_nothing(client, store):
@@ -340,17 +340,13 @@ def test_size_limit_unknown_pipeline_and_bad_payloads_store_nothing(client, stor
     assert store.count("signed") == 0
 
 
-def test_deep_nesting_is_400(store):
-    """Nesting past the recursion limit was 500."""
+def test_nesting_past_the_recursion_limit_is_400(store):
+    """It was 500. (A contact that is parsed but nests too deep is its rejection: see the next test.)"""
     config = WebhookConfig("shared", "secret", SECRET, "webhook_ledger", 1_048_576)
-    client, headers = TestClient(create_app({"shared": config}.get)), {SECRET_HEADER: SECRET}
-    past_the_recursion_limit = b"[" * 100_000 + b"]" * 100_000
-    parsed_but_deep = json.dumps(
-        {"email": "x@example.com", "custom": json.loads("[" * 40 + "]" * 40)}
-    ).encode()
-    for body in (past_the_recursion_limit, parsed_but_deep):
-        answer = client.post("/shared", content=body, headers=headers)
-        assert answer.status_code == 400 and "nests deeper than 32" in answer.json()["error"]
+    client = TestClient(create_app({"shared": config}.get))
+    answer = client.post("/shared", content=b"[" * 100_000 + b"]" * 100_000, headers={SECRET_HEADER: SECRET})
+    assert answer.status_code == 400 and "nests deeper than 32" in answer.json()["error"]
+    assert store.count("shared") == 0
 
 
 #: A delivery whose values no database stores as they are: a lone surrogate (JSON's ``\ud83d``), a NUL
@@ -388,23 +384,41 @@ def test_a_delivery_no_database_stores_as_is_is_stored_as_sent_on_sqlite(store):
 
 
 @pytest.mark.parametrize(
-    ("number", "reason"),
+    ("value", "reason"),
     [
         (b"1" * 5000, "a number has more than 4300 digits"),
-        (b"1e999", "too large to be read"),
-        (b"NaN", "NaN is no JSON value"),
-        (b"-Infinity", "-Infinity is no JSON value"),
+        (b"1e999", "a number of 5 characters is too large"),
+        (b"NaN", "NaN is no JSON value (only finite numbers are)"),
+        (b"-Infinity", "-Infinity is no JSON value (only finite numbers are)"),
+        (b"[" * 40 + b"]" * 40, "it nests deeper than 32 levels"),
     ],
 )
-def test_a_number_that_is_no_json_or_that_python_cannot_read_is_400(store, number, reason):
-    """A 5,000-digit integer was a 500 (past Python's digit limit for int()); NaN, Infinity and 1e999
-    (read as inf), which are no JSON, were stored as an accepted delivery."""
+def test_a_contact_holding_a_value_no_json_or_python_reads_is_its_rejection_and_the_others_stored(
+    store, value, reason
+):
+    """Such a value (a 5,000-digit integer was a 500, past Python's digit limit for int(); NaN, Infinity and
+    1e999, read as inf, which are no JSON, were stored) made the whole delivery 400: the other contacts were
+    lost with it. Now that contact is stored as its reason only, in an array or as the whole body, and the
+    others as they came; a body that is such a value alone still is 400."""
     config = WebhookConfig("shared", "secret", SECRET, "webhook_ledger", 1_048_576)
-    client = TestClient(create_app({"shared": config}.get))
-    body = b'[{"email": "x@example.com"}, {"email": "y@example.com", "score": ' + number + b"}]"
-    answer = client.post("/shared", content=body, headers={SECRET_HEADER: SECRET})
-    assert answer.status_code == 400 and reason in answer.json()["error"], answer.text
-    assert "x@example" not in answer.text and store.count("shared") == 0
+    client, headers = TestClient(create_app({"shared": config}.get)), {SECRET_HEADER: SECRET}
+    odd = b'{"email": "y@example.com", "score": {"points": ' + value + b"}}"
+    for body in (b'[{"email": "x@example.com"}, ' + odd + b', {"email": "z@example.com"}]', odd):
+        answer = client.post("/shared", content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+    source = WebhookSource(
+        "shared", key_column="email", ledger_conn_id="webhook_ledger", state=MemoryStateStore()
+    )
+    first, second = (delivery_id for delivery_id, _ in store.read("shared", None))
+    assert [(r["email"], r.get(ERROR_FIELD)) for batch in source.batches(None, 10) for r in batch] == [
+        ("x@example.com", None),
+        (f"delivery {first} item 2", reason),
+        ("z@example.com", None),
+        (f"delivery {second} item 1", reason),
+    ]
+    assert "y@example" not in json.dumps(list(store.read("shared", None)))
+    answer = client.post("/shared", content=value, headers=headers)
+    assert answer.status_code == 400 and "x@example" not in answer.text
 
 
 def test_a_store_that_is_down_or_a_stale_kind_is_503_with_nothing_of_the_contact_logged(monkeypatch):

@@ -18,8 +18,9 @@ one more `WebhookKind` registered in `KINDS`:
 
 The CRM kinds store only ``{"id": ...}`` records: the pipeline's CRM source fetches the full contacts. A
 contact whose id is no number of 1 to 20 digits, or that has none, or whose form names one of its fields
-twice, is stored as ``{ERROR_FIELD: reason}`` naming the field, as a JSON item that is no object or names a
-key twice is: its run rejects it, the delivery's other contacts are read.
+twice, is stored as ``{ERROR_FIELD: reason}`` naming the field, as a JSON item that is no object, names a
+key twice, holds a number no JSON or Python holds or nests too deep is (`_flaw`): its run rejects it, the
+delivery's other contacts are read.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ import math
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from altcraft.records import ERROR_FIELD, json_object, named_twice, repeated
@@ -45,8 +46,8 @@ TIMESTAMP_HEADER = "x-altcraft-timestamp"
 IDEMPOTENCY_HEADER = "idempotency-key"
 #: A signed delivery further than this (seconds) from now is refused: a captured one cannot be replayed later.
 SIGNATURE_TOLERANCE = 300
-#: Deepest JSON nesting accepted (the array of contacts is level 1): a deeper body, which the endpoint may
-#: still parse but a run, deeper in its stack, may not, is refused instead of stored.
+#: Deepest JSON nesting accepted (the array of contacts is level 1): a deeper item, which the endpoint may
+#: still parse but a run, deeper in its stack, may not, is stored as its rejection (`_flaw`) instead.
 MAX_DEPTH = 32
 #: Most fields a Bitrix24 form may have: its token is looked for before the sender is known.
 MAX_FORM_FIELDS = 1000
@@ -100,13 +101,11 @@ class WebhookKind:
         self.verify_head(request, secret, now=now)
 
     def parse(self, request: WebhookRequest, max_records: int | None = None) -> list[dict[str, Any]]:
-        """A JSON object (one contact) or a JSON array of objects, nested at most `MAX_DEPTH` levels, with
-        finite numbers only (`strict_json`); `TooManyRecords` beyond ``max_records`` of them. A record
-        that is no object, or names a key twice, is stored as the reason only (`_record`): its run rejects
-        it; a body holding no object is `BadPayload`."""
-        data = strict_json(request.body, max_records)
-        if _too_deep(data):
-            raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels")
+        """A JSON object (one contact) or a JSON array of objects (`delivery_json`); `TooManyRecords` beyond
+        ``max_records`` of them. An item that is no object, names a key twice, holds a number no JSON or
+        Python holds or nests deeper than `MAX_DEPTH` is stored as the reason only (`_record`): its run
+        rejects it. A body holding no object is `BadPayload`."""
+        data = delivery_json(request.body, max_records)
         records = data if isinstance(data, list) else [data]
         if not any(isinstance(record, dict) for record in records):
             raise BadPayload("expected a JSON object (one contact) or an array of objects")
@@ -126,19 +125,30 @@ class WebhookKind:
         return None
 
 
-def strict_json(body: bytes, max_items: int | None = None) -> Any:
+def strict_json(body: bytes) -> Any:
     """``body`` parsed as JSON (RFC 8259), or `BadPayload` saying why not, never quoting it: also for what
     Python's parser takes but is no JSON or no finite number (``NaN``, ``Infinity``, ``1e999``), and for
-    an integer longer than Python reads (`sys.get_int_max_str_digits`, a ValueError that was a 500).
+    an integer longer than Python reads (`sys.get_int_max_str_digits`, a ValueError that was a 500)."""
+    return _read(lambda: _STRICT.decode(_text(body)))
 
-    With ``max_items``, a top-level array is read item by item, and `TooManyRecords` raised at the first
-    item beyond it, before the rest is parsed (ten MiB of ``{},`` are 3.4 million dicts)."""
+
+def delivery_json(body: bytes, max_items: int | None = None) -> Any:
+    """``body`` parsed as a webhook delivery: as `strict_json`, but a value no JSON or Python number holds
+    is an `_Unreadable` in its place, which makes its item a rejection (`_record`), not the whole body a
+    `BadPayload`. A top-level array is read item by item, and `TooManyRecords` raised at the first item
+    beyond ``max_items``, before the rest is parsed (ten MiB of ``{},`` are 3.4 million dicts)."""
+    return _read(lambda: _items(_text(body), max_items))
+
+
+def _text(body: bytes) -> str:
+    """``body`` as text, in the encoding JSON's first bytes show (as `json.loads` takes bytes)."""
+    return body.decode(json.detect_encoding(body), "surrogatepass")
+
+
+def _read(parse: Callable[[], Any]) -> Any:
+    """What ``parse`` returns; `BadPayload` saying why it failed, never quoting the body."""
     try:
-        if max_items is None:
-            return json.loads(
-                body, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=json_object
-            )
-        return _bounded_json(body.decode(json.detect_encoding(body), "surrogatepass"), max_items)
+        return parse()
     except BadPayload:
         raise
     except json.JSONDecodeError as error:
@@ -147,22 +157,20 @@ def strict_json(body: bytes, max_items: int | None = None) -> Any:
         raise BadPayload(f"the body is not JSON: {error}") from None
     except RecursionError:
         raise BadPayload(f"the body nests deeper than {MAX_DEPTH} levels") from None
-    except ValueError:  # int() of more digits than the interpreter's limit
-        raise BadPayload(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
 
 
-def _bounded_json(text: str, max_items: int) -> Any:
-    """`json.loads` of ``text``, reading a top-level array's items one at a time, at most ``max_items``."""
+def _items(text: str, max_items: int | None) -> Any:
+    """``text`` decoded (`_DELIVERY`), a top-level array's items one at a time, at most ``max_items``."""
     index = _space(text, 0)
     if not text.startswith("[", index):
-        return _DECODER.decode(text)
+        return _DELIVERY.decode(text)
     items: list[Any] = []
     index = _space(text, index + 1)
     closed = text.startswith("]", index)
     while not closed:
         if len(items) == max_items:
             raise TooManyRecords(f"more than {max_items} records in one delivery")
-        item, index = _DECODER.raw_decode(text, index)
+        item, index = _DELIVERY.raw_decode(text, index)
         items.append(item)
         index = _space(text, index)
         closed = text.startswith("]", index)
@@ -181,42 +189,84 @@ def _space(text: str, index: int) -> int:
     return match.end()
 
 
-def _finite(text: str) -> float:
+@dataclass(frozen=True)
+class _Unreadable:
+    """Read in place of a value no JSON or Python number holds: why."""
+
+    reason: str
+
+
+def _number(text: str) -> float | _Unreadable:
     value = float(text)
-    if not math.isfinite(value):
-        raise BadPayload(f"a number of {len(text)} characters is too large to be read")
-    return value
+    return value if math.isfinite(value) else _Unreadable(f"a number of {len(text)} characters is too large")
 
 
-def _no_constant(name: str) -> NoReturn:
-    raise BadPayload(f"{name} is no JSON value (only finite numbers are)")
+def _integer(text: str) -> int | _Unreadable:
+    try:
+        return int(text)
+    except ValueError:  # more digits than the interpreter's limit
+        return _Unreadable(f"a number has more than {sys.get_int_max_str_digits()} digits")
 
 
-_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=json_object)
+def _constant(name: str) -> _Unreadable:
+    return _Unreadable(f"{name} is no JSON value (only finite numbers are)")
+
+
+def _refused(hook: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``hook``, raising `BadPayload` where it reads an `_Unreadable`."""
+
+    def strict(text: str) -> Any:
+        value = hook(text)
+        if isinstance(value, _Unreadable):
+            raise BadPayload(value.reason)
+        return value
+
+    return strict
+
+
+_STRICT = json.JSONDecoder(
+    parse_float=_refused(_number),
+    parse_int=_refused(_integer),
+    parse_constant=_refused(_constant),
+    object_pairs_hook=json_object,
+)
+_DELIVERY = json.JSONDecoder(
+    parse_float=_number, parse_int=_integer, parse_constant=_constant, object_pairs_hook=json_object
+)
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
 def _record(item: Any) -> dict[str, Any]:
-    """``item`` of a delivery, or ``{ERROR_FIELD: reason}`` if it is no object or names a key twice (at any
-    depth: which value its sender meant is ambiguous, and a parser keeps the last without a word): the run
-    rejects it naming its place (`altcraft.sources.webhook`), delivering the delivery's other records."""
+    """``item`` of a delivery (`delivery_json`), or ``{ERROR_FIELD: reason}`` where it cannot be stored as it
+    came (`_flaw`): the run rejects it naming its place (`altcraft.sources.webhook`), delivering the
+    delivery's other records."""
+    reason = _flaw(item)
+    return item if reason is None else {ERROR_FIELD: reason}
+
+
+def _flaw(item: Any) -> str | None:
+    """Why a delivery's item cannot be stored as it came, or None: it is no object; it names a key twice (at
+    any depth: which value its sender meant is ambiguous, and a parser keeps the last without a word); it
+    holds an `_Unreadable`; it nests deeper than `MAX_DEPTH` (an item counts as level 2, inside the array of
+    contacts, also when it is the whole body: a run, deeper in its stack, may not read what the endpoint
+    can)."""
     if not isinstance(item, dict):
-        return {ERROR_FIELD: f"not a JSON object but {'null' if item is None else type(item).__name__}"}
-    twice = named_twice(item)
-    return item if twice is None else {ERROR_FIELD: f"an object names {twice!r} twice"}
-
-
-def _too_deep(data: Any) -> bool:
-    stack = [(data, 1)]
+        kind = "null" if item is None else type(item).__name__
+        return item.reason if isinstance(item, _Unreadable) else f"not a JSON object but {kind}"
+    if (twice := named_twice(item)) is not None:
+        return f"an object names {twice!r} twice"
+    stack: list[tuple[Any, int]] = [(item, 2)]
     while stack:
         value, depth = stack.pop()
+        if isinstance(value, _Unreadable):
+            return value.reason
         if isinstance(value, dict | list):
             if depth > MAX_DEPTH:
-                return True
+                return f"it nests deeper than {MAX_DEPTH} levels"
             stack.extend(
                 (child, depth + 1) for child in (value.values() if isinstance(value, dict) else value)
             )
-    return False
+    return None
 
 
 def _same(given: str, expected: str) -> bool:
