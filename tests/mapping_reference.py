@@ -211,7 +211,7 @@ def _coercer(mapping: ProfileMapping, target: str, field_type: FieldType) -> Coe
         case "bool":
             return _bool(target)
         case "date":
-            return _date(target, zone)
+            return _date(target, zone, zone)  # a naive value in the mapping's zone: no source zone here
         case "datetime":
             return _datetime(target, zone)
         case "email":

@@ -400,6 +400,39 @@ def test_an_instant_in_a_date_field_is_on_its_date_in_the_mapping_time_zone(raw,
 @pytest.mark.parametrize(
     ("field_type", "raw", "expected"),
     [
+        ("datetime", datetime(2024, 3, 1, 22, 30), "2024-03-02T01:30:00+03:00"),  # MySQL TIMESTAMP in UTC
+        ("datetime", "2024-03-01 22:30", "2024-03-02T01:30:00+03:00"),  # SQLite's or a CSV file's text
+        ("datetime", date(2024, 3, 1), "2024-03-01T03:00:00+03:00"),  # its midnight in the source's zone
+        ("datetime", "2024-03-01T22:30:00-05:00", "2024-03-01T22:30:00-05:00"),  # an instant, as before
+        ("datetime", 1709332200, "2024-03-02T01:30:00+03:00"),
+        ("date", datetime(2024, 3, 1, 22, 30), "2024-03-02"),
+        ("date", "2024-03-01 22:30", "2024-03-02"),
+        ("date", date(2024, 3, 1), "2024-03-01"),  # a date alone is that date
+    ],
+)
+def test_a_sources_naive_values_are_in_its_zone_and_written_in_the_mappings(field_type, raw, expected):
+    """A source in UTC, a mapping in Moscow: main read the naive values in the mapping's zone (22:30 UTC went
+    out as 22:30 Moscow time, on March 1). A constant is the spec's, in the mapping's zone; so is a key."""
+    spec = ProfileMapping(
+        matching="custom",
+        field_name="seen",
+        key={"field_value": "v"},
+        fields={
+            "seen": {"source": "v", "type": field_type},
+            "c": {"const": "2024-03-01 22:30", "type": field_type},
+        },
+        timezone="Europe/Moscow",
+    )
+    result = profile(Mapper(spec, source_key_column="id", source_zone="UTC").map({"id": 1, "v": raw}))
+    constant = "2024-03-01T22:30:00+03:00" if field_type == "datetime" else "2024-03-01"
+    assert (result.match, result.data) == ({"field_value": expected}, {"seen": expected, "c": constant})
+    same = Mapper(spec, source_key_column="id", source_zone="Europe/Moscow").map({"id": 1, "v": raw})
+    assert profile(same).data["c"] == constant
+
+
+@pytest.mark.parametrize(
+    ("field_type", "raw", "expected"),
+    [
         # a date with an offset (XML Schema's xs:date, Java's ISO_DATE) is that date, its midnight there:
         # Python 3.11's fromisoformat read the offset as a time of day (03:00, 05:00 naive)
         ("datetime", "2024-03-01+03:00", "2024-03-01T00:00:00+03:00"),

@@ -299,15 +299,16 @@ class Delivery:
         layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
         launch_marker_field: str | None = None,
         complete_records: bool = False,
+        source_zone: str | None = None,
         **options: Any,
     ) -> Delivery:
         """The delivery of one task try into ``scenario_id``, on the platform the (connected) hook talks to.
 
         ``layout`` is that of each scenario-batch item (:mod:`altcraft.api.layouts`);
         ``launch_marker_field``: custom profile field every launching request sets to this try's id (see
-        :mod:`altcraft.reconciliation`); ``complete_records``: the source's records hold every column it has
-        (`Mapper`). ``options`` are the other fields (``relaunch``, ``batch_size``,
-        ``dry_run``, ``profiles_db_id``...).
+        :mod:`altcraft.reconciliation`); ``complete_records``: the source's records hold every column it has,
+        ``source_zone``: the zone of its naive times (`Mapper`). ``options`` are the other fields
+        (``relaunch``, ``batch_size``, ``dry_run``, ``profiles_db_id``...).
         """
         marker = None
         if launch_marker_field:
@@ -330,7 +331,11 @@ class Delivery:
                 detect_geo=detect_geo,
             ),
             mapper=Mapper(
-                mapping, source_key_column=key_column, layout=layout, complete_records=complete_records
+                mapping,
+                source_key_column=key_column,
+                layout=layout,
+                complete_records=complete_records,
+                source_zone=source_zone,
             ),
             mode=DeliveryMode(mode),
             policy=policy if isinstance(policy, RelaunchPolicy) else RelaunchPolicy.parse(policy),

@@ -14,14 +14,16 @@ string   text (str, int, finite float and Decimal in positional notation, UUID),
 int      int, integral float/Decimal, or decimal text; 64-bit range; bool is refused
 float    finite number or decimal text within a float's range (1e999 and 1e-400 are refused, not inf or 0)
 bool     bool, 0/1, or true/false/yes/no/on/off/t/f/y/n/1/0 text
-date     ``YYYY-MM-DD`` from a date, a datetime (a naive one's own date; an aware one, an instant, its date in
-         `timezone`), ISO text (a date alone, with or without an offset, is that date) or epoch seconds
-         (years 1653 to 2286: a number beyond, such as epoch milliseconds, is refused)
+date     ``YYYY-MM-DD`` from a date, a datetime (its instant's date in `timezone`; a naive one is read as
+         a datetime field reads it, so in a source's own zone it is its own date), ISO text (a date
+         alone, with or without an offset, is that date) or epoch seconds (years 1653 to 2286: a
+         number beyond, such as epoch milliseconds, is refused)
 datetime RFC 3339 with offset from a datetime, a date (midnight), ISO text (a date with an offset,
          ``2024-03-01+03:00``: its midnight there) or epoch seconds (int/float);
-         naive values are wall time in `timezone` (not given: the source's, `in_source_zone`): an
-         ambiguous time (DST fall-back) is its first occurrence, a non-existent one (spring-forward
-         gap) moves forward by the gap
+         naive values are wall time in the source's zone (`Mapper`'s ``source_zone``; a source
+         without one, and constants: `timezone`), written in `timezone` (not given: the source's,
+         `in_source_zone`): an ambiguous time (DST fall-back) is its first occurrence, a non-existent
+         one (spring-forward gap) moves forward by the gap
 email    syntax-checked and normalised address (email-validator, no DNS)
 phone    E.164 text; the target ``phones`` always gets a list (one number, or a list of numbers)
 tags     list of distinct strings from a list or a comma-separated text
@@ -221,8 +223,9 @@ class ProfileMapping(BaseModel):
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
     timezone: Timezone = Field(
         default="UTC",
-        description="zone of naive date-times; not given: the source's `timezone` (UTC for a source without "
-        "one), so a record's naive times are read in one zone by the window and the fields",
+        description="zone date-times are written in and instants' dates taken in; not given: the source's "
+        "`timezone` (UTC for a source without one). A source's naive values are read in the source's "
+        "`timezone`, as its window reads them; constants' and those of a source without one in this zone",
     )
     default_region: str | None = Field(default=None, description="region of phones without +country code")
     required: list[str] = Field(
@@ -342,8 +345,9 @@ class ProfileMapping(BaseModel):
 
 
 def in_source_zone(mapping: ProfileMapping, timezone: str | None) -> ProfileMapping:
-    """``mapping`` reading naive date-times in the source's ``timezone`` (None: the source has none) unless it
-    names a zone itself: a source's naive times are in its zone, the fields' as much as the window's."""
+    """``mapping`` writing date-times (and taking instants' dates) in the source's ``timezone`` (None: the
+    source has none) unless it names a zone itself. The source's naive values are read in its zone whatever
+    the mapping's (`Mapper`'s ``source_zone``)."""
     if timezone is None or "timezone" in mapping.model_fields_set:
         return mapping
     return mapping.model_copy(update={"timezone": timezone})
@@ -465,15 +469,17 @@ def _iso_text(
         raise ValidationError(field, reason) from None
 
 
-def _date(field: str, zone: tzinfo) -> Coercer:
+def _date(field: str, zone: tzinfo, naive_zone: tzinfo) -> Coercer:
     def coerce(raw: Any) -> str | None:
         if isinstance(raw, str):
             raw = _iso_text(raw, field, "is not an ISO 8601 date (YYYY-MM-DD)", iso_day)
             if raw is None:
                 return None
-        if isinstance(raw, datetime):  # an instant (aware) is on its date in `zone`; a wall time on its own
+        if isinstance(raw, datetime):  # an instant is on its date in `zone`, a wall time in `naive_zone` too
             try:
-                return (raw if raw.utcoffset() is None else raw.astimezone(zone)).date().isoformat()
+                if raw.utcoffset() is None:
+                    raw = raw.replace(tzinfo=naive_zone)  # the same zone: its own date, untouched
+                return raw.astimezone(zone).date().isoformat()
             except OverflowError:
                 raise ValidationError(field, "is out of range") from None
         if isinstance(raw, date):
@@ -485,10 +491,10 @@ def _date(field: str, zone: tzinfo) -> Coercer:
     return coerce
 
 
-def _datetime(field: str, zone: tzinfo) -> Coercer:
+def _datetime(field: str, zone: tzinfo, naive_zone: tzinfo) -> Coercer:
     # UTC (the default zone) has no gap or fold: a naive value is placed there as is, without the round
     # trip through UTC that settles them elsewhere (1 us per value)
-    fixed = getattr(zone, "key", None) == "UTC"
+    fixed = naive_zone is zone and getattr(zone, "key", None) == "UTC"
 
     def coerce(raw: Any) -> str | None:
         if isinstance(raw, str):
@@ -506,7 +512,7 @@ def _datetime(field: str, zone: tzinfo) -> Coercer:
         try:
             offset = value.utcoffset()
             if offset is None:
-                value = value.replace(tzinfo=zone)
+                value = value.replace(tzinfo=naive_zone)
                 if not fixed:
                     value = value.astimezone(UTC).astimezone(zone)
                 offset = value.utcoffset()
@@ -555,8 +561,13 @@ def _listed(item: Coercer, *, split: bool) -> Coercer:
     return coerce
 
 
-def _coercer(mapping: ProfileMapping, target: str, field_type: FieldType) -> Coercer:
+def _coercer(
+    mapping: ProfileMapping, target: str, field_type: FieldType, source_zone: str | None = None
+) -> Coercer:
+    """How ``target`` coerces a value: date-times written in the mapping's zone, a naive one read in
+    ``source_zone`` (that of the values' source; None: the mapping's, as for constants)."""
     zone = ZoneInfo(mapping.timezone)
+    naive_zone = zone if source_zone is None else ZoneInfo(source_zone)
     match field_type:
         case "string":
             return _string(target, mapping.max_field_chars)
@@ -567,9 +578,9 @@ def _coercer(mapping: ProfileMapping, target: str, field_type: FieldType) -> Coe
         case "bool":
             return _bool(target)
         case "date":
-            return _date(target, zone)
+            return _date(target, zone, naive_zone)
         case "datetime":
-            return _datetime(target, zone)
+            return _datetime(target, zone, naive_zone)
         case "email":
             return _email(target)
         case "phone" if target == "phones":
@@ -581,10 +592,10 @@ def _coercer(mapping: ProfileMapping, target: str, field_type: FieldType) -> Coe
     raise AssertionError(field_type)
 
 
-def _key_coercer(mapping: ProfileMapping, key_field: str, label: str) -> Coercer:
+def _key_coercer(mapping: ProfileMapping, key_field: str, label: str, source_zone: str | None) -> Coercer:
     spec = mapping.fields.get(label) if mapping.matching.needs_field_name else None
     if spec is not None and spec.type != "string":
-        return _coercer(mapping, label, spec.type)
+        return _coercer(mapping, label, spec.type, source_zone)
     if key_field == "email":
         return _email(label)
     if key_field == "phone":
@@ -691,10 +702,13 @@ class Mapper:
         source_key_column: str,
         layout: BatchItemLayout | str = BatchItemLayout.HEDGED,
         complete_records: bool = False,
+        source_zone: str | None = None,
     ) -> None:
         """``complete_records``: every record holds every column of its source, NULL or empty ones too (a
         table's, a CSV file's; `altcraft.sources.base.Source.complete_records`), so a column the mapping
-        reads that a record lacks is no column of the source: the record is rejected naming it."""
+        reads that a record lacks is no column of the source: the record is rejected naming it.
+        ``source_zone``: the zone of the source's naive times (`altcraft.sources.base.Source.timezone`), in
+        which its naive values are read; None (a source without one): the mapping's ``timezone``."""
         self.mapping = mapping
         self._layout = BatchItemLayout(layout)
         self._item = item_maker(self._layout)
@@ -711,7 +725,7 @@ class Mapper:
                 name,
                 label,
                 mapping.key[name],
-                _key_coercer(mapping, name, label),
+                _key_coercer(mapping, name, label, source_zone),
                 not mode.any_of or name in mapping.required,
             )
             for name in mode.key_fields
@@ -719,7 +733,9 @@ class Mapper:
             for label in [self._custom_field if name == "field_value" else name]
         ]
         self._fields = [
-            self._field(target, spec) for target, spec in mapping.fields.items() if target != self._key_field
+            self._field(target, spec, source_zone)
+            for target, spec in mapping.fields.items()
+            if target != self._key_field
         ]
         self._subscriptions = [
             _subscription_step(index, spec, mapping.default_region)
@@ -741,14 +757,16 @@ class Mapper:
             first.setdefault(column, label)
         return first
 
-    def _field(self, target: str, spec: FieldSpec) -> _Field:
-        coerce = _coercer(self.mapping, target, spec.type)
+    def _field(self, target: str, spec: FieldSpec, source_zone: str | None) -> _Field:
+        """A target's step: a column's or a template's value read as the source's, a constant in the
+        mapping's zone (as `ProfileMapping` checked it)."""
+        coerce = _coercer(self.mapping, target, spec.type, source_zone)
         required = target in self.mapping.required
         if spec.source is not None:
             return _Field(target, spec.source, coerce, required)
         if spec.template is not None:
             return _Field(target, None, _template_step(target, spec.template, coerce), required)
-        value = coerce(spec.const)
+        value = _coercer(self.mapping, target, spec.type)(spec.const)
         return _Field(target, None, lambda record: value, required)
 
     def map(self, record: Mapping[str, Any]) -> Profile | Rejection:

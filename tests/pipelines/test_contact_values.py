@@ -116,6 +116,72 @@ def test_a_timestamptz_in_a_date_field_is_on_its_date_in_the_mappings_time_zone(
     assert fields_of(emulator, "ann@example.org")["_bdate"] == "2026-03-02"
 
 
+#: per dialect: the Airflow URI, the table's columns, its row (created on March 1 in the source's zone), the
+#: source's zone and the mapping's. ``stamped`` and ``wall`` are naive as read (MySQL's TIMESTAMP in the
+#: session's zone), both 22:30 UTC on March 1. MariaDB's zone tables are not loaded here: its source is UTC.
+NAIVE_SOURCES = {
+    "mysql": (
+        "mysql://root@127.0.0.1:3306/test",
+        "id int primary key, email varchar(64), created_at datetime, stamped timestamp null, wall datetime",
+        "1, 'ann@example.org', '2026-03-01 12:00', '2026-03-01 22:30', '2026-03-01 22:30'",
+        "UTC",
+        "Europe/Moscow",
+    ),
+    "postgresql": (
+        PG,
+        "id int primary key, email text, created_at timestamp, stamped timestamp, wall timestamp",
+        "1, 'ann@example.org', '2026-03-01 12:00', '2026-03-02 01:30', '2026-03-02 01:30'",
+        "Europe/Moscow",
+        "UTC",
+    ),
+    "sqlite": (
+        "sqlite:///{folder}/crm.db",
+        "id integer primary key, email text, created_at text, stamped text, wall text",
+        "1, 'ann@example.org', '2026-03-01 12:00:00', '2026-03-02T01:30:00', '2026-03-02 01:30:00'",
+        "Europe/Moscow",
+        "UTC",
+    ),
+}
+
+
+@pytest.mark.parametrize("dialect", list(NAIVE_SOURCES))
+def test_a_sources_naive_times_are_in_its_zone_under_a_mapping_naming_another(
+    airflow_db, emulator, scenario_id, monkeypatch, tmp_path: Path, dialect
+):
+    """A naive time from a source is wall-clock time in the zone it was produced in, the source's (MySQL's
+    TIMESTAMP comes back in the session's, its DATETIME, PostgreSQL's timestamp and SQLite's text are read
+    so by the window); the mapping's zone is the one times are written in and instants' dates taken in.
+    Main read them in the mapping's zone: 22:30 UTC went out as 22:30 Moscow time (or 01:30 UTC), on the
+    wrong date."""
+    uri, columns, values, source_zone, mapping_zone = NAIVE_SOURCES[dialect]
+    uri = uri.format(folder=tmp_path)
+    table = f"valfix_{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_NAIVE", uri)
+    engine = sa.create_engine(uri.replace("postgresql:", "postgresql+psycopg2:"))
+    try:
+        with engine.begin() as conn:
+            if dialect == "mysql":
+                conn.exec_driver_sql("SET time_zone = '+00:00'")
+            conn.exec_driver_sql(f"CREATE TABLE {table} ({columns})")
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES ({values})")
+        source = {**table_source(table, timezone=source_zone), "conn_id": "crm_naive"}
+        fields = {
+            "_regdate": {"source": "stamped", "type": "datetime"},
+            "_bdate": {"source": "wall", "type": "date"},
+        }
+        mapping = {"timezone": mapping_zone, "fields": fields}
+        dag_id = f"valfix_naive_{dialect}"
+        dag = load_dags([pipeline(dag_id, source, mapping, scenario_id)])[dag_id]
+        assert run_once(dag)["launched"] == 1
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        engine.dispose()
+    sent = fields_of(emulator, "ann@example.org")
+    at = "2026-03-02T01:30:00+03:00" if mapping_zone == "Europe/Moscow" else "2026-03-01T22:30:00+00:00"
+    assert {name: sent[name] for name in fields} == {"_regdate": at, "_bdate": at[:10]}
+
+
 def test_csv_null_cells_are_empty_values_when_the_source_names_them(
     airflow_db, emulator, scenario_id, tmp_path: Path
 ):

@@ -68,7 +68,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
 
     :param scenario_id: Altcraft scenario ("workflow") id. Templated.
     :param mapping: how a source record becomes a profile (:class:`altcraft.mapping.ProfileMapping` or dict);
-        one naming no ``timezone`` reads naive date-times in the source's ``timezone``.
+        the source's naive date-times are read in its ``timezone``, and one naming no ``timezone`` writes
+        date-times in it too.
     :param source: where contacts come from (:class:`altcraft.sources.base.Source`); or give ``contacts``.
     :param contacts: records as an iterable, or an upstream task's small output (an XComArg, read when the
         task runs); needs ``key_column``. Not templated: Airflow would keep the records among the task's
@@ -467,6 +468,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             layout=hook.settings.batch_item_layout,
             launch_marker_field=self.launch_marker_field,
             complete_records=self.source is not None and self.source.complete_records,
+            source_zone=getattr(self.source, "timezone", None),
             relaunch=self.relaunch,
             resend_uncertain=self.resend_uncertain,
             batch_size=self.batch_size,

@@ -34,7 +34,10 @@ _SCALARS = {
     timedelta: "duration (`90s`, `15m`, `1h`, `1d`, `2w`; at most 366 days)",
 }
 
-_OF_THE_MAPPING = "; also of the mapping's naive date-times unless mapping.timezone is given"
+_OF_THE_MAPPING = (
+    "; the mapping reads the source's naive values in it too, and writes date-times in it unless "
+    "mapping.timezone is given"
+)
 _WINDOW_COLUMN_TZ = (
     "zone of naive timestamp columns (a time of the hour a clock change repeats is its first occurrence; "
     "PostgreSQL reads it as its second)" + _OF_THE_MAPPING

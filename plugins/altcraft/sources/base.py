@@ -125,8 +125,9 @@ class Source(ABC):
     #: header's): a column a mapping reads that a record lacks is then no column of the source, and the
     #: record is rejected naming it (`altcraft.mapping.Mapper`); False where records vary (JSON, APIs)
     complete_records = False
-    #: the zone of the source's naive times (SQL columns, file and REST timestamps), which a mapping naming
-    #: no zone reads its naive date-times in (`altcraft.mapping.in_source_zone`); None: the source has none
+    #: the zone of the source's naive times (SQL columns, file and REST timestamps): the mapping reads its
+    #: naive values in it, and writes date-times in it unless it names a zone (`altcraft.mapping.Mapper`,
+    #: `altcraft.mapping.in_source_zone`); None: the source has none (the mapping's zone is theirs)
     timezone: str | None = None
 
     @abstractmethod
