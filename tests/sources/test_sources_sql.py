@@ -264,6 +264,42 @@ def test_a_watermark_column_of_odd_values_is_read_and_moves_past_them(
     assert run() == again
 
 
+#: text times of one column in the forms writers mix: (key, text), in the runs that insert them; in UTC,
+#: run 1 holds 10:00, 09:00 and 09:00, run 2 11:00, 10:30 and 09:30, run 3 11:30 and 10:45
+MIXED_TEXT_TIMES = [
+    {1: "2024-03-01 10:00:00", 2: "2024-03-01T09:00:00", 3: "2024-03-01 12:00:00+03:00"},
+    {4: "2024-03-01 11:00:00", 5: "2024-03-01T10:30:00Z", 6: "2024-03-01T09:30:00"},
+    {7: "2024-03-01 11:30:00", 8: "2024-03-01 13:45:00+03:00"},
+]
+TEXT_COLUMN = {"postgresql": "text", "mysql": "varchar(40)", "sqlite": "text"}
+
+
+def test_a_watermark_of_text_times_in_mixed_forms_moves_by_their_instants(database, drop_tables):
+    """Each run reads the rows whose instant is past the highest instant read before, whatever the form of
+    their text (' ' or 'T', an offset, a 'Z'); a row whose time is before it (6, 8: committed late) is not
+    read, as with any watermark. Main compared the text: 'T' sorts after ' ', so the watermark became
+    '2024-03-01T09:00:00' and rows 4 and 7, later in time, were never read (lost), and 6 was read though it
+    is before the watermark."""
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table} (id integer primary key, w {TEXT_COLUMN[database.dialect]})"
+        )
+    drop_tables.append((database, table))
+    state, read = MemoryStateStore(), []
+    for rows in MIXED_TEXT_TIMES:
+        with database.engine.begin() as conn:
+            conn.execute(
+                sa.text(f"INSERT INTO {table} VALUES (:id, :w)"), [{"id": k, "w": w} for k, w in rows.items()]
+            )
+        source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="w", state=state)
+        read.append(keys(source.batches(None, 2)))
+        source.commit()
+
+    assert read == [[1, 2, 3], [4, 5], [7]]
+    assert state.get(source.state_key) == {"type": "json", "value": "2024-03-01 11:30:00"}
+
+
 def test_watermark_mode_needs_a_state_store_and_cannot_be_partitioned(contacts):
     database, table = contacts
     source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="seq")

@@ -53,7 +53,8 @@ NOTES: dict[tuple[str, str], str] = {
     "milliseconds, is refused); on SQLite ISO 8601 text with or without a zone, a date or epoch seconds, "
     "a row holding anything else is rejected",
     ("SqlTableSpec", "watermark_column"): "watermark mode instead: rows above the highest value read "
-    "before (a strictly increasing column); the window is ignored",
+    "before (a strictly increasing column; text times by their instants, whatever their ISO 8601 form); "
+    "the window is ignored",
     ("SqlTableSpec", "columns"): "columns to read; default all",
     ("SqlTableSpec", "timezone"): _WINDOW_COLUMN_TZ,
     ("SqlQuerySpec", "conn_id"): "Airflow connection of the database",

@@ -440,15 +440,36 @@ def _may_lead(value: Any, timezone: str) -> bool:
     return not isinstance(value, Unreadable | bytes) and value == value != _INFINITY  # NaN != NaN
 
 
-def _highest(values: list[Any]) -> Any:
-    """The highest of ``values`` (values `_may_lead` allows), None left out, in the database's order; None
-    if none is left. Values of different types (SQLite keeps any value in any column) are ordered as SQLite
-    orders them: numbers, then text."""
-    kept = [value for value in values if value is not None]
-    try:
-        return max(kept, default=None)
-    except TypeError:
-        return max(kept, key=lambda value: (isinstance(value, str), value))
+def _highest(values: list[Any], timezone: str) -> Any:
+    """The highest of ``values`` (values `_may_lead` allows), None left out; None if none is left. Text
+    (times, as `_may_lead` allows) by its instant (`_order`), the rest in the database's order."""
+    return max(
+        (value for value in values if value is not None), key=partial(_order, timezone=timezone), default=None
+    )
+
+
+def _order(value: Any, timezone: str) -> tuple[bool, Any]:
+    """Where a watermark value stands: text after every number, as SQLite orders values of different types
+    (it keeps any value in any column), and by the instant it writes (`instant_text`), not as text: ISO 8601
+    text of one time in two forms (``T`` or a space, an offset) sorts apart."""
+    return (True, instant_text(value, timezone)) if isinstance(value, str) else (False, value)
+
+
+def _after_text(last: str, timezone: str) -> Callable[[Any], bool]:
+    """Whether a value of a watermark column stands past the text watermark ``last`` (`_order`): text
+    whose instant is later, and text that is no time, which every run reads and rejects as window mode
+    does; not a number (ordered before text); bytes (SQLite orders them after text, and they are rejected).
+    Only Python reads every form of ISO 8601 text (the databases' casts refuse or misread some), so the
+    rows are compared here, not in the query."""
+    bound = instant_text(last, timezone) or ""  # an older watermark that is no time: every row is past it
+
+    def after(value: Any) -> bool:
+        if not isinstance(value, str):
+            return isinstance(value, bytes)
+        instant = instant_text(value, timezone)
+        return instant is None or instant > bound
+
+    return after
 
 
 def decode_watermark(stored: dict[str, Any]) -> Any:
@@ -462,9 +483,10 @@ class SqlTableSource(_Probing, Stateful):
     * window mode (``created_at_column``): ``created_at >= start AND created_at < end`` -- a row exactly at
       ``end`` belongs to the next window. Without a window the whole table is read.
     * watermark mode (``watermark_column``, for tables without a reliable creation time): rows whose
-      watermark is greater than the highest one committed before (NULLs never qualify); the window is
-      ignored. `commit` saves the new highest value -- equal values arriving later are not read, so use a
-      strictly increasing column (a sequence, a precise update timestamp).
+      watermark is greater than the highest one committed before (NULLs never qualify; text times by their
+      instants, `_after_text`); the window is ignored. `commit` saves the new highest value -- equal values
+      arriving later are not read, so use a strictly increasing column (a sequence, a precise update
+      timestamp).
 
     Rows are ordered by ``key_column``. Identifiers are validated and quoted by SQLAlchemy.
     """
@@ -566,9 +588,13 @@ class SqlTableSource(_Probing, Stateful):
         last = None if stored is None else decode_watermark(stored)
         assert self.watermark_column is not None
         leads = partial(_may_lead, timezone=self.timezone)
+        after = _after_text(last, self.timezone) if isinstance(last, str) else None
         for batch in _stream(self.conn_id, self.timezone, batch_size, partial(self._select, last=last)):
             column = _selected_name(batch[0], self.watermark_column)
-            self._pending = _highest([self._pending, *filter(leads, (row[column] for row in batch))])
+            if after is not None and not (batch := [row for row in batch if after(row[column])]):
+                continue
+            values = filter(leads, (row[column] for row in batch))
+            self._pending = _highest([self._pending, *values], self.timezone)
             yield self._rejecting(
                 batch,
                 self.watermark_column,
@@ -588,7 +614,7 @@ class SqlTableSource(_Probing, Stateful):
         stmt = select(*selected).select_from(tbl).order_by(tbl.c[self.key_column])
         if self.watermark_column:
             stmt = stmt.where(tbl.c[self.watermark_column].is_not(None))
-            if last is not None:
+            if last is not None and not isinstance(last, str):  # text: `_after_text`
                 stmt = stmt.where(tbl.c[self.watermark_column] > last)
         elif window is not None:
             assert self.created_at_column is not None
