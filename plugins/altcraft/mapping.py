@@ -477,9 +477,11 @@ def _date(field: str, zone: tzinfo, naive_zone: tzinfo) -> Coercer:
                 return None
         if isinstance(raw, datetime):  # an instant is on its date in `zone`, a wall time in `naive_zone` too
             try:
-                if raw.utcoffset() is None:
-                    raw = raw.replace(tzinfo=naive_zone)  # the same zone: its own date, untouched
-                return raw.astimezone(zone).date().isoformat()
+                if raw.utcoffset() is not None:
+                    raw = raw.astimezone(zone)
+                elif naive_zone is not zone:  # in `zone` itself a wall time is on its own date
+                    raw = raw.replace(tzinfo=naive_zone).astimezone(zone)
+                return raw.date().isoformat()
             except OverflowError:
                 raise ValidationError(field, "is out of range") from None
         if isinstance(raw, date):
