@@ -656,7 +656,8 @@ class SqlQuerySource(_Probing, Source):
     The window reaches the query only as the bound parameters ``:window_start`` / ``:window_end``
     (``WHERE created >= :window_start AND created < :window_end``; in PostgreSQL write
     ``CAST(:window_start AS timestamptz)``, not ``::``). Partitions bind each its time sub-window, so a
-    partitioned query must use both parameters.
+    partitioned query must use both parameters. On SQLite, whose bounds are wall-clock text, text times of
+    mixed forms compare as instants through ``altcraft_instant(created) >= altcraft_instant(:window_start)``.
     """
 
     complete_records = True
