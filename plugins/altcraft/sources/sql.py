@@ -442,21 +442,17 @@ def _may_lead(value: Any, timezone: str) -> bool:
 
 def _highest(values: list[Any], timezone: str) -> Any:
     """The highest of ``values`` (values `_may_lead` allows), None left out; None if none is left. Text
-    (times, as `_may_lead` allows) by its instant (`_order`), the rest in the database's order."""
-    return max(
-        (value for value in values if value is not None), key=partial(_order, timezone=timezone), default=None
-    )
-
-
-def _order(value: Any, timezone: str) -> tuple[bool, Any]:
-    """Where a watermark value stands: text after every number, as SQLite orders values of different types
-    (it keeps any value in any column), and by the instant it writes (`instant_text`), not as text: ISO 8601
-    text of one time in two forms (``T`` or a space, an offset) sorts apart."""
-    return (True, instant_text(value, timezone)) if isinstance(value, str) else (False, value)
+    stands after every number, as SQLite orders values of different types (it keeps any value in any
+    column), and by the instant it writes (`instant_text`), not as text: ISO 8601 text of one time in two
+    forms (``T`` or a space, an offset) sorts apart. Other values in the database's order."""
+    kept = [value for value in values if value is not None]
+    if texts := [value for value in kept if isinstance(value, str)]:
+        return max(texts, key=partial(instant_text, timezone=timezone))
+    return max(kept, default=None)
 
 
 def _after_text(last: str, timezone: str) -> Callable[[Any], bool]:
-    """Whether a value of a watermark column stands past the text watermark ``last`` (`_order`): text
+    """Whether a value of a watermark column stands past the text watermark ``last`` (`_highest`): text
     whose instant is later, and text that is no time, which every run reads and rejects as window mode
     does; not a number (ordered before text); bytes (SQLite orders them after text, and they are rejected).
     Only Python reads every form of ISO 8601 text (the databases' casts refuse or misread some), so the
