@@ -183,6 +183,40 @@ def test_watermark_pipeline_reads_only_new_rows_across_runs(airflow_db, emulator
     assert (summary["found"], summary["launched"], summary["skipped"]) == (5, 5, 0)
 
 
+def test_a_sqlite_watermark_of_text_times_in_mixed_forms_launches_each_later_contact(
+    airflow_db, emulator, scenario_id, monkeypatch, tmp_path
+):
+    """A SQLite text column of times written in mixed forms, kept as the watermark between runs in the asset
+    state store: each run launches the contacts past the latest instant read before. Main compared the
+    text: the watermark stuck at the 'T' form (09:00) and the later contacts written with a space (11:00,
+    11:30) were never launched."""
+    database = tmp_path / "crm.db"
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_SQLITE", f"sqlite:///{database}")
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id integer primary key, email text, seen text)")
+    source = {"type": "sql_table", "conn_id": "crm_sqlite", "table": "contacts", "key_column": "id"}
+    pipeline = spec("text_watermark", "contacts", scenario_id, source={**source, "watermark_column": "seen"})
+    pipeline["mapping"] = {**pipeline["mapping"], "fields": {}}  # the table has no first_name
+    dag = load_dags([pipeline])["text_watermark"]
+    runs = [
+        {1: "2024-03-01 10:00:00", 2: "2024-03-01T09:00:00", 3: "2024-03-01 12:00:00+03:00"},
+        {4: "2024-03-01 11:00:00", 5: "2024-03-01T10:30:00Z"},
+        {6: "2024-03-01 11:30:00"},
+    ]
+    for day, rows in enumerate(runs, start=1):
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO contacts VALUES (:id, :email, :seen)"),
+                [{"id": k, "email": f"t{k}@example.org", "seen": seen} for k, seen in rows.items()],
+            )
+        run = run_dag(dag, START + timedelta(days=day))
+        assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
+    engine.dispose()
+
+    assert sorted(launched_emails(emulator, scenario_id)) == [f"t{k}@example.org" for k in range(1, 7)]
+
+
 def test_a_runs_conf_reaches_the_tasks_which_keep_no_copy_of_the_params(
     airflow_db, emulator, crm_table, scenario_id
 ):
