@@ -138,11 +138,21 @@ def run(settings: DemoSettings) -> None:
         print(f"\nAirflow UI: {airflow.api_url}  (user admin, password {airflow.password})")
         print(f"Emulator:   {emulator.url}/_emulator/state   Component logs: {airflow.stack.log_dir}")
         print(f"Airflow CLI: {demo_shell(home)}  (or: . {home / ENV_FILE}; airflow dags list)")
+        print(last_line(settings.keep_running, os.getpid()), flush=True)
         if settings.keep_running:
-            print(f"Everything keeps running; press Ctrl-C (or kill {os.getpid()}) to stop.", flush=True)
             while True:
                 airflow.stack.check_alive()
                 time.sleep(2)
+
+
+def last_line(keep_running: bool, pid: int) -> str:
+    """How to stop what keeps running or, with ``DEMO_KEEP_RUNNING=0``, that the addresses above are gone."""
+    if keep_running:
+        return f"Everything keeps running; press Ctrl-C (or kill {pid}) to stop."
+    return (
+        "Everything has stopped (DEMO_KEEP_RUNNING=0): the UI and the emulator answer only while the demo "
+        "runs. `make demo` starts them again on this state, launching nobody twice."
+    )
 
 
 def demo_shell(home: Path) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from demo.airflow_env import REPO
-from demo.run import demo_settings
+from demo.run import demo_settings, last_line
 from demo.settings import SettingError
 
 
@@ -80,3 +80,14 @@ def test_unset_or_empty_settings_take_the_defaults():
 def test_the_two_ports_must_differ():
     with pytest.raises(SettingError, match="DEMO_API_PORT and DEMO_EMULATOR_PORT are both 9000"):
         demo_settings({"DEMO_API_PORT": "9000", "DEMO_EMULATOR_PORT": "9000"})
+
+
+def test_a_demo_that_exits_after_the_summary_says_its_addresses_are_gone():
+    """With DEMO_KEEP_RUNNING=0 the demo printed the UI's address and login as its last words and exited,
+    stopping the UI: a newcomer opening that address found nothing listening (2026-12-07)."""
+    stopped = last_line(keep_running=False, pid=4321)
+
+    assert "has stopped" in stopped and "kill" not in stopped
+    assert last_line(keep_running=True, pid=4321) == (
+        "Everything keeps running; press Ctrl-C (or kill 4321) to stop."
+    )

@@ -280,6 +280,7 @@ def test_the_demo_backfills_seven_days_and_the_emulator_agrees(first_demo):
     assert "email: matching key is missing" in first_demo.stdout  # rejection reasons from the ledger
     assert re.search(r"Airflow UI: http://127\.0\.0\.1:\d+  \(user admin, password \S+\)", first_demo.stdout)
     assert "Airflow CLI: make demo-shell" in first_demo.stdout
+    assert "Everything has stopped (DEMO_KEEP_RUNNING=0)" in first_demo.stdout  # it ran with 0
 
 
 @pytest.mark.e2e
