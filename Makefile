@@ -1,4 +1,4 @@
-# Everything a newcomer or CI needs: `make test`, `make demo`, `make bench`, `make lint`.
+# Everything a newcomer or CI needs: `make test`, `make demo`, `make bench`, `make lint`; `make` lists them.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,6 +10,7 @@ DEMO_HOME ?= .airflow
 .PHONY: help install test test-e2e lint demo demo-shell celery-demo bench bench-latency bench-celery bench-ledger emulator clean system-deps
 
 help:
+	@echo "make install   create .venv if missing and install the project with its dev extras (test, demo, ... do it first)"
 	@echo "make test      create .venv if missing, install, run ruff and the test suite"
 	@echo "make test-e2e  the slow end-to-end modules: whole Airflow deployments, demo, install, Celery"
 	@echo "make lint      ruff (including the Airflow AIR rules)"

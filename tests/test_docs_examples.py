@@ -323,6 +323,16 @@ def test_every_make_target_named_exists():
     assert {(name, target) for name, target in named if target not in targets} == set()
 
 
+def test_make_help_lists_every_target():
+    """``make`` alone prints the help: a newcomer's list of what to type. ``make install`` (what the others
+    run first, a .venv with the project) was missing from it."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    phony = set(re.search(r"^\.PHONY:(.*)$", makefile, re.M)[1].split())
+    helped = set(re.findall(r'^\t@echo "make ([\w-]+) ', makefile, re.M))
+
+    assert phony - helped == {"help", "system-deps"}
+
+
 def test_the_emulator_usage_lists_every_flag():
     from altcraft.emulator.__main__ import parser
 
