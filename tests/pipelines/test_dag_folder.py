@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from altcraft.pipelines.dag_folder import DAG_FILES, init, main
 from tests.pipelines.conftest import CHECKER, DAGS, LOADER
 
@@ -37,3 +39,27 @@ def test_init_never_overwrites_a_different_file(tmp_path: Path, capsys):
     assert main(["init", str(tmp_path)]) == 1
     assert f"{tmp_path / LOADER.name} exists and differs" in capsys.readouterr().err
     assert (tmp_path / LOADER.name).read_text() == "# mine\n"
+
+
+def test_init_of_an_empty_folder_name_writes_nothing(tmp_path: Path, capsys, monkeypatch):
+    """``DAGS="$(airflow config get-value core dags_folder)"`` is empty when that command fails (no
+    ``airflow`` on the PATH, another virtualenv): ``init ""`` wrote the DAG files into the current folder,
+    which Airflow never reads, and said it had."""
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(SystemExit) as usage_error:
+        main(["init", ""])
+
+    assert usage_error.value.code == 2
+    assert "the DAG folder is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_into_a_path_that_is_no_folder_says_so(tmp_path: Path, capsys):
+    """A file in the folder's place (a typo'd path) ended ``init`` in a NotADirectoryError traceback."""
+    (tmp_path / "dags").write_text("not a folder\n")
+
+    assert main(["init", str(tmp_path / "dags")]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the DAG files into {tmp_path / 'dags'}" in err
+    assert "Traceback" not in err

@@ -64,16 +64,31 @@ def init(dags_folder: Path) -> list[Path]:
     return written
 
 
+def folder_argument(value: str) -> Path:
+    """The DAG folder's path; an empty one (``$(airflow config get-value ...)`` that failed) is refused, as
+    it would name the current folder, which Airflow does not read."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "the DAG folder is empty: did `airflow config get-value core dags_folder` fail?"
+        )
+    return Path(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m altcraft.pipelines", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("init", help="write the pipeline DAG files into an Airflow DAG folder")
-    command.add_argument("dags_folder", type=Path, help="Airflow's [core] dags_folder")
+    command.add_argument("dags_folder", type=folder_argument, help="Airflow's [core] dags_folder")
     args = parser.parse_args(argv)
     try:
         written = init(args.dags_folder)
     except ValueError as error:
         print(error, file=sys.stderr)
+        return 1
+    except OSError as error:  # a file in a folder's place, no permission: the path is the user's to fix
+        print(
+            f"cannot write the DAG files into {args.dags_folder}: {error.strerror or error}", file=sys.stderr
+        )
         return 1
     for path in written:
         print(f"wrote {path}")
