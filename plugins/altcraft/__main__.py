@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from altcraft.command_line import path_argument
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m altcraft")
@@ -20,7 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     probe.add_argument("--scenario", type=int, help="scenario (workflow) id")
     probe.add_argument("--db", type=int, help="database the scenario must work on")
-    probe.add_argument("--pipeline", help="pipeline spec YAML: its scenario, mapping fields and matching")
+    probe.add_argument(
+        "--pipeline", type=path_argument, help="pipeline spec YAML: its scenario, mapping fields and matching"
+    )
     probe.add_argument(
         "--marker-field",
         help="custom field that carries the launch marker (default: the pipeline's launch_marker_field)",
@@ -31,7 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="launch this one contact into the scenario through single, batch (every layout) and async",
     )
     probe.add_argument(
-        "--record", metavar="FILE", help="write every exchange as JSON (for emulator --replay)"
+        "--record",
+        type=path_argument,
+        metavar="FILE",
+        help="write every exchange as JSON (for emulator --replay)",
     )
     probe.add_argument("--keep-contact", action="store_true", help="do not mask emails/phones in --record")
     probe.add_argument("--task-timeout", type=float, default=60.0, help="seconds to wait for the async task")

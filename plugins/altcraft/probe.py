@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import requests
 from pydantic import ValidationError
@@ -560,10 +561,24 @@ def plan_from_pipeline(path: Path) -> tuple[Plan, str]:
     return plan, spec.altcraft_conn_id
 
 
+def open_record(path: Path) -> TextIO:
+    """The ``--record`` file, opened (not emptied) before anything is sent: one that cannot be written stops
+    the probe before it launches a test contact whose answers it would then lose."""
+    try:
+        return path.open("a", encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"cannot write --record {path}: {error.strerror or error}") from error
+
+
 def main(args: Any, out: Callable[[str], None] = print) -> int:
+    with open_record(args.record) if args.record else nullcontext() as record:
+        return _probe(args, record, out)
+
+
+def _probe(args: Any, record: TextIO | None, out: Callable[[str], None]) -> int:
     plan, conn_id = Plan(), args.conn_id
     if args.pipeline:
-        plan, spec_conn = plan_from_pipeline(Path(args.pipeline))
+        plan, spec_conn = plan_from_pipeline(args.pipeline)
         conn_id = conn_id or spec_conn
     plan.scenario = args.scenario if args.scenario is not None else plan.scenario
     plan.db = args.db if args.db is not None else plan.db
@@ -573,7 +588,8 @@ def main(args: Any, out: Callable[[str], None] = print) -> int:
     with exchanger_for_connection(conn_id or "altcraft_default", keep_contact=args.keep_contact) as ex:
         rows = run(ex, plan)
     out(ex.clean(table(rows)))
-    if args.record:
-        Path(args.record).write_text(json.dumps(ex.recording(), ensure_ascii=False, indent=1), "utf-8")
+    if record is not None:
+        record.truncate(0)
+        record.write(json.dumps(ex.recording(), ensure_ascii=False, indent=1))
         out(f"recorded {len(ex.exchanges)} exchange(s) to {args.record}")
     return 1 if failed(rows) else 0

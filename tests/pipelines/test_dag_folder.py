@@ -51,7 +51,7 @@ def test_init_of_an_empty_folder_name_writes_nothing(tmp_path: Path, capsys, mon
         main(["init", ""])
 
     assert usage_error.value.code == 2
-    assert "the DAG folder is empty" in capsys.readouterr().err
+    assert "argument dags_folder: empty" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

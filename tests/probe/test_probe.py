@@ -213,3 +213,36 @@ def test_probe_order_check_does_not_read_a_result_without_an_error_code_as_launc
         "result order (batch)", [Answer(200, {"error": 0, "result": results})], [[NOBODY, contact]]
     )
     assert (row.result, row.detail) == ("FAIL", "result 2 has no error code the delivery can read")
+
+
+def test_a_record_file_that_cannot_be_written_stops_the_probe_before_it_sends(altcraft_emulator, capsys):
+    """`--record` into a folder that does not exist ended in a FileNotFoundError traceback after the probe
+    had launched its test contact: the answers were lost, and probing again launched the contact again."""
+    assert (
+        main(
+            [
+                "probe",
+                "--scenario",
+                "12",
+                "--test-contact",
+                "probe.person@example.org",
+                "--record",
+                "/nonexistent/folder/answers.json",
+            ]
+        )
+        == 2
+    )
+
+    assert "cannot write --record /nonexistent/folder/answers.json" in capsys.readouterr().err
+    assert altcraft_emulator.state()["launches"] == 0
+
+
+@pytest.mark.parametrize("flag", ["--pipeline", "--record"])
+def test_an_empty_path_is_a_usage_error(altcraft_emulator, capsys, flag):
+    """`--pipeline "$SPEC"` with SPEC unset probed without the pipeline's checks, `--record ""` recorded
+    nothing, both without a word."""
+    with pytest.raises(SystemExit) as usage_error:
+        main(["probe", "--scenario", "12", flag, ""])
+
+    assert usage_error.value.code == 2
+    assert f"argument {flag}: empty" in capsys.readouterr().err

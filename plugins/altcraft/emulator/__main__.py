@@ -7,13 +7,13 @@ import contextlib
 import json
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOG_LEVELS
 from uvicorn.server import STARTUP_FAILURE
 
+from altcraft.command_line import path_argument
 from altcraft.emulator.app import build_app
 from altcraft.emulator.replay import Replay
 from altcraft.emulator.state import DEFAULT_TOKEN, Config, Emulator, demo_seed
@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--host", default="127.0.0.1")
     cli.add_argument("--port", type=port, default=8765)
     cli.add_argument("--token", type=token, default=DEFAULT_TOKEN, help="the full-access API token")
-    cli.add_argument("--seed", type=Path, help="JSON seed file (default: the bundled demo seed)")
+    cli.add_argument("--seed", type=path_argument, help="JSON seed file (default: the bundled demo seed)")
     cli.add_argument(
         "--max-batch-profiles",
         type=int,
@@ -65,7 +65,9 @@ def parser() -> argparse.ArgumentParser:
         "only documented matching modes per endpoint, the matching key on every batch item",
     )
     cli.add_argument(
-        "--replay", type=Path, help="answer with the shapes recorded by `python -m altcraft probe --record`"
+        "--replay",
+        type=path_argument,
+        help="answer with the shapes recorded by `python -m altcraft probe --record`",
     )
     cli.add_argument("--log-level", type=str.lower, choices=list(LOG_LEVELS), default="warning")
     return cli

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from altcraft.command_line import path_argument
 from altcraft.pipelines.factory import CHECKER_FILE, LOADER_FILE
 
 SPECS_FOLDER = "pipelines"
@@ -64,21 +65,11 @@ def init(dags_folder: Path) -> list[Path]:
     return written
 
 
-def folder_argument(value: str) -> Path:
-    """The DAG folder's path; an empty one (``$(airflow config get-value ...)`` that failed) is refused, as
-    it would name the current folder, which Airflow does not read."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError(
-            "the DAG folder is empty: did `airflow config get-value core dags_folder` fail?"
-        )
-    return Path(value)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m altcraft.pipelines", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("init", help="write the pipeline DAG files into an Airflow DAG folder")
-    command.add_argument("dags_folder", type=folder_argument, help="Airflow's [core] dags_folder")
+    command.add_argument("dags_folder", type=path_argument, help="Airflow's [core] dags_folder")
     args = parser.parse_args(argv)
     try:
         written = init(args.dags_folder)
