@@ -208,3 +208,39 @@ def test_scenario_mode_decides_whether_a_repeat_launch_enters(altcraft_emulator)
     ok(altcraft_emulator.post("workflows/import_and_start", {"workflow_id": 30, "email": ANNA}))
     assert [e["entered"] for e in altcraft_emulator.journal(30)] == [True, False, True]
     assert [e["seq"] for e in altcraft_emulator.journal()] == [1, 2, 3, 4, 5]
+
+
+def _twice(channel: str, **address):
+    return [{"channel": channel, "resource_id": resource, **address} for resource in (1, 2)]
+
+
+@pytest.mark.parametrize(
+    ("data", "matching", "key"),
+    [
+        ({"subscriptions": _twice("email", email=ANNA)}, "email_sub", {"email": ANNA}),
+        ({"subscriptions": _twice("sms", phone="+79000000001")}, "phone_sub", {"phone": "+79000000001"}),
+        ({"phones": ["+7 900 000-00-01", "+79000000001"]}, "phone", {"phone": "+79000000001"}),
+        (
+            {"subscriptions": _twice("push", provider="android-firebase", subscription_id="tok-1")},
+            "push_sub",
+            {"provider": "android-firebase", "subscription_id": "tok-1"},
+        ),
+        (
+            {"subscriptions": _twice("telegram_bot", cc_data={"id": "tg-1"})},
+            "custom_sub",
+            {"field_name": "id", "field_value": "tg-1"},
+        ),
+    ],
+    ids=["email-subscription", "sms-subscription", "phones", "push-subscription", "cc_data"],
+)
+def test_a_profile_found_twice_under_one_key_is_updated_again(altcraft_emulator, data, matching, key):
+    """A profile listing one address twice (two resources, or two spellings of a phone) is found by it and
+    updated on every import: the second import was a 500 that left the profile half removed."""
+    first = ok(altcraft_emulator.post("profiles/import", {"db_id": 1, "email": ANNA, "data": data}))
+    for name in ("First", "Second"):
+        update = {"db_id": 1, "email": ANNA, "data": {**data, "_fname": name}}
+        assert ok(altcraft_emulator.post("profiles/import", update))["profile_id"] == first["profile_id"]
+    [profile] = altcraft_emulator.profiles(1)
+    assert profile["fields"]["_fname"] == "Second"
+    found = ok(altcraft_emulator.post("profiles/get", {"db_id": 1, "matching": matching, **key}))
+    assert found["data"]["id"] == first["profile_id"]

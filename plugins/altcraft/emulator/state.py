@@ -291,7 +291,9 @@ class Database:
 
     def add(self, profile: Profile) -> None:
         self.profiles[profile.id] = profile
-        profile.index_keys = list(_index_keys(self, profile))
+        # once each: a profile may list one key twice (an address under two resources), and `remove`
+        # takes the profile out of each key's ids once
+        profile.index_keys = list(dict.fromkeys(_index_keys(self, profile)))
         for key in profile.index_keys:
             self.index.setdefault(key, set()).add(profile.id)
 
