@@ -15,6 +15,7 @@ import html
 import json
 import os
 import uuid
+from collections.abc import Generator
 from http import HTTPStatus
 from typing import Any
 
@@ -88,15 +89,11 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
         if recorded_error is not None:
             return json_response(recorded_error.response, recorded_error.status)
         try:
-            answer = emulator.call(endpoint, *await _api_request(request, endpoint, emulator.config))
+            arguments = await _api_request(request, endpoint, emulator.config)
+            with _frozen_after():
+                answer = emulator.call(endpoint, *arguments)
         except ApiError as exc:
             return error_response(emulator.config, exc)
-        # The state only grows between resets (profiles, journal): in the permanent generation it is not
-        # walked again by every full collection (at 100,000 profiles those passes made a batch call 1.6x
-        # as costly). The call's own cyclic garbage is collected first (a pass over what is not frozen
-        # yet: about a millisecond); reference counting frees what is dropped later; reset unfreezes.
-        gc.collect()
-        gc.freeze()
         if endpoint == TASK_ENDPOINT:
             job = asyncio.create_task(_run_task(emulator, answer["data"]["task_id"]))
             jobs.add(job)
@@ -126,7 +123,7 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
         for job in list(jobs):
             job.cancel()
         emulator.reset()
-        gc.unfreeze()  # what the reset dropped is the collector's again (see `api`)
+        gc.unfreeze()  # what the reset dropped is the collector's again (see `_frozen_after`)
         return json_response({"ok": True})
 
     @app.post("/_emulator/seed")
@@ -188,6 +185,29 @@ async def _api_request(
     return body, token, request.state.request_id, token_in
 
 
+@contextlib.contextmanager
+def _frozen_after() -> Generator[None]:
+    """Run an API call (or a part of a task), then put what it left into the permanent generation
+    (unless it failed).
+
+    The state only grows between resets (profiles, journal): frozen, it is not walked again by every full
+    collection (at 100,000 profiles those passes made a batch call 1.6x as costly). The call's own cyclic
+    garbage is collected first, in one pass over what is not frozen (what the call made); reference
+    counting frees what is dropped later; reset unfreezes. No automatic pass runs during the call: a
+    batch of 1,000 contacts made 31, each walking the call's new objects again (1.8 us of CPU per
+    contact, measured with `gc.callbacks`); the calls make no cyclic garbage for them to find.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        gc.collect()
+        gc.freeze()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 async def _control_body(request: Request) -> dict[str, Any]:
     body = strict_json(await request.body())  # ValueError (400) as for an API body
     if not isinstance(body, dict):
@@ -199,8 +219,14 @@ async def _run_task(emulator: Emulator, task_id: str) -> None:
     """Background life of a batch task: ``queued`` for the delay, then ``running`` in ten steps."""
     delay = emulator.config.task_delay_seconds
     await asyncio.sleep(delay)
-    while emulator.advance_task(task_id, steps=10):
+    while _advance(emulator, task_id):
         await asyncio.sleep(delay / 10)
+
+
+def _advance(emulator: Emulator, task_id: str) -> bool:
+    """`Emulator.advance_task` by a tenth of the task, its state frozen after it as an API call's."""
+    with _frozen_after():
+        return emulator.advance_task(task_id, steps=10)
 
 
 # ------------------------------------------------------------------------------------------ fault layer
