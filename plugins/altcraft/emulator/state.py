@@ -237,9 +237,17 @@ class Profile:
         }
 
 
+class Index(dict[tuple[Hashable, ...], "str | set[str]"]):
+    """A database's lookup keys, as a dict the garbage collector never untracks (it untracks only plain
+    dicts): holding only tuples of text and numbers, and ids, a plain dict was untracked by each pass,
+    tracked again as young by the next new key, and so walked whole by the pass after every API call."""
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class Database:
-    """A profile database: its fields, its profiles and one index of every lookup key to profile ids."""
+    """A profile database: its fields, its profiles and an index of their lookup keys to profile ids."""
 
     id: int
     name: str
@@ -249,7 +257,13 @@ class Database:
     suppress_id: int | None
     fields: dict[str, Field]
     profiles: dict[str, Profile] = field(default_factory=dict)
-    index: dict[tuple[Hashable, ...], set[str]] = field(default_factory=dict)
+    #: lookup key → the id of the one profile it finds, or the set of ids when several share it (a new set
+    #: for each key of each new profile was a third of the cost of indexing it)
+    index: Index = field(default_factory=Index)
+    #: the fields whose values the index holds (its ``("field", name, value)`` keys): those a ``custom``
+    #: lookup asked for so far (`lookup_field`). Indexing every field of every profile was most of the index
+    #: updates of a batch, for a mode most requests never use.
+    indexed_fields: set[str] = field(default_factory=set)
 
     @classmethod
     def from_seed(cls, raw: dict[str, Any]) -> Database:
@@ -294,19 +308,46 @@ class Database:
         # once each: a profile may list one key twice (an address under two resources), and `remove`
         # takes the profile out of each key's ids once
         profile.index_keys = list(dict.fromkeys(_index_keys(self, profile)))
-        for key in profile.index_keys:
-            self.index.setdefault(key, set()).add(profile.id)
+        for key in self._held(profile.index_keys):
+            self._hold(key, profile.id)
 
     def remove(self, profile: Profile) -> None:
         del self.profiles[profile.id]
-        for key in profile.index_keys:
-            ids = self.index[key]
-            ids.discard(profile.id)
-            if not ids:
-                del self.index[key]
+        for key in self._held(profile.index_keys):
+            self._release(key, profile.id)
 
     def lookup(self, key: tuple[Hashable, ...]) -> set[str] | frozenset[str]:
-        return self.index.get(key, _EMPTY)
+        ids = self.index.get(key, _EMPTY)
+        return frozenset((ids,)) if isinstance(ids, str) else ids
+
+    def lookup_field(self, name: str, value: Hashable) -> set[str] | frozenset[str]:
+        """`lookup` of a field's value; the field's values are indexed at its first lookup."""
+        if name not in self.indexed_fields:
+            self.indexed_fields.add(name)
+            for profile in self.profiles.values():
+                for key in profile.index_keys:
+                    if key[0] == "field" and key[1] == name:
+                        self._hold(key, profile.id)
+        return self.lookup(("field", name, value))
+
+    def _held(self, keys: list[tuple[Hashable, ...]]) -> Iterator[tuple[Hashable, ...]]:
+        """Those of a profile's ``keys`` the index holds."""
+        indexed = self.indexed_fields
+        return (key for key in keys if key[0] != "field" or key[1] in indexed)
+
+    def _hold(self, key: tuple[Hashable, ...], profile_id: str) -> None:
+        ids = self.index.setdefault(key, profile_id)
+        if isinstance(ids, set):
+            ids.add(profile_id)
+        elif ids != profile_id:
+            self.index[key] = {ids, profile_id}
+
+    def _release(self, key: tuple[Hashable, ...], profile_id: str) -> None:
+        ids = self.index[key]
+        if isinstance(ids, set) and len(ids) > 1:
+            ids.discard(profile_id)
+        else:  # the profile's own id, or a set of it alone
+            del self.index[key]
 
 
 @dataclass(slots=True)
@@ -754,7 +795,8 @@ class Emulator:
             triggers = [Trigger.from_seed(raw) for raw in seed.get("triggers", [])]
             for db_id, db in databases.items():
                 if db_id in self.databases:
-                    db.profiles, db.index = self.databases[db_id].profiles, self.databases[db_id].index
+                    old = self.databases[db_id]
+                    db.profiles, db.index, db.indexed_fields = old.profiles, old.index, old.indexed_fields
             all_dbs = self.databases | databases
             for what, objects in (("scenario", scenarios), ("trigger", triggers)):
                 for obj in objects:
@@ -1199,7 +1241,7 @@ class Emulator:
                     raise ApiError(
                         400, f"'field_value' to match field '{spec.field_name}' must be text or a number"
                     )
-                found = [look(("field", spec.field_name, v)) for v in values]
+                found = [db.lookup_field(spec.field_name or "", v) for v in values]
                 return set.intersection(*map(set, found)) if found else _EMPTY
             case Mode.CUSTOM_SUB:
                 return look(("custom_sub", spec.field_name, str(keys["field_value"])))
