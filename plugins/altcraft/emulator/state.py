@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from importlib import resources
 from math import isfinite
 from typing import Any
@@ -101,8 +103,12 @@ def norm_email(value: str) -> str:
     return value.strip().lower()
 
 
+#: What a phone number loses when it is normalised (`norm_phone`): spaces, dashes and parentheses.
+_PHONE_SEPARATORS = str.maketrans("", "", " -()")
+
+
 def norm_phone(value: str) -> str:
-    return "".join(ch for ch in value.strip() if ch not in " -()")
+    return value.strip().translate(_PHONE_SEPARATORS)
 
 
 def _string(value: Any) -> str:
@@ -711,7 +717,17 @@ def _int_param(body: dict[str, Any], name: str, default: Any = _MISSING) -> Any:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time now in UTC, to the millisecond: ``2026-12-07T06:05:14.123Z``."""
+    return _rfc3339_millisecond(time.time_ns() // 1_000_000)
+
+
+@lru_cache(maxsize=1)
+def _rfc3339_millisecond(millisecond: int) -> str:
+    """`now_rfc3339` of one millisecond since the epoch, formatted once for every profile created in it
+    (formatting was 5% of a batch's CPU)."""
+    seconds, rest = divmod(millisecond, 1000)
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest * 1000)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 #: API method → name of the :class:`Emulator` method that serves it.
