@@ -133,3 +133,20 @@ def test_custom_matching_on_a_json_field_needs_a_scalar_value(altcraft_emulator,
     assert result["error"] == 400 and "'field_value'" in result["error_text"]
     assert altcraft_emulator.journal() == []
     ok(altcraft_emulator.post("workflows/import_and_start", {"workflow_id": 12, **body, "field_value": "k"}))
+
+
+def test_a_key_named_twice_takes_its_last_value(altcraft_emulator):
+    """As Python's parser reads it (RFC 8259 leaves it open): the request's, an item's, its data's."""
+    raw = (
+        '{"workflow_id": 13, "workflow_id": 12, "data": [{"email": "x@example.org",'
+        ' "email": "anna@example.org", "data": {"LOYALTY": "bad", "LOYALTY": 2}}]}'
+    )
+    response = altcraft_emulator.post(
+        "workflows/import_and_start_batch", data=raw, headers={"Content-Type": "application/json"}
+    )
+    [result] = ok(response)["result"]
+    assert result["error"] == 0
+    [profile] = altcraft_emulator.profiles(1)
+    assert profile["fields"] == {"email": "anna@example.org", "LOYALTY": 2}
+    [entry] = altcraft_emulator.journal()
+    assert (entry["scenario_id"], entry["key"]) == (12, "anna@example.org")

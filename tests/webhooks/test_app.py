@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from altcraft.mapping import Mapper, ProfileMapping
+from altcraft.records import NamedTwice
 from altcraft.sources import ERROR_FIELD, MemoryStateStore
 from altcraft.sources.webhook import WebhookSource
 from altcraft.webhooks import app as app_module
@@ -900,3 +901,13 @@ def test_a_pipelines_head_row_deleted_meanwhile_is_added_again_before_the_next_d
     assert not server_store.put("shared", "k2", "secret", [{"email": "b@example.com"}])  # a replay
     with pytest.raises(KeyConflict):  # the key of another delivery
         server_store.put("shared", "k2", "secret", [{"email": "c@example.com"}])
+
+
+def test_an_object_naming_a_key_twice_is_a_plain_dict_when_the_reader_takes_it_so():
+    twice = b'{"email": "a@example.com", "data": {"x": 1, "x": 2}, "email": "b@example.com"}'
+    plain = strict_json(twice, named_twice=False)
+    assert plain == {"email": "b@example.com", "data": {"x": 2}}
+    assert type(plain) is dict and type(plain["data"]) is dict
+    assert type(strict_json(twice)) is NamedTwice and strict_json(twice) == plain
+    with pytest.raises(BadPayload, match="NaN is no JSON value"):
+        strict_json(b'{"x": NaN}', named_twice=False)

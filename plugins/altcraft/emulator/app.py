@@ -170,7 +170,7 @@ async def _api_request(
     try:
         # "A description of the JSON format can be found in RFC 7159" (api-interaction): no NaN, no
         # Infinity, no number beyond the float range; nesting too deep to parse is refused too
-        body = strict_json(raw) if raw.strip() else {}
+        body = strict_json(raw, named_twice=False) if raw.strip() else {}  # a key named twice: its last value
     except ValueError as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
     if not isinstance(body, dict):

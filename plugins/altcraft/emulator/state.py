@@ -443,6 +443,12 @@ class Call:
     body: dict[str, Any]
     #: where the request carried a token: ``header`` (Authorization: Bearer), ``body``, ``query``
     token_in: tuple[str, ...] = ("header",)
+    #: the request's launch options as sent (`LAUNCH_OPTIONS`), journalled with each launch
+    options: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        options = {name: self.body[name] for name in LAUNCH_OPTIONS if name in self.body}
+        object.__setattr__(self, "options", options)  # once per request, not per launch
 
 
 @dataclass(slots=True, frozen=True)
@@ -1323,7 +1329,9 @@ class Emulator:
     def _launch(
         self, call: Call, scenario: Scenario, profile: Profile, spec: MatchSpec, keys: dict[str, Any]
     ) -> None:
-        members = self.members.setdefault(scenario.id, set())
+        members = self.members.get(scenario.id)
+        if members is None:
+            members = self.members[scenario.id] = set()
         entered = scenario.mode not in SKIP_MODES or profile.id not in members
         members.add(profile.id)
         self._journal(call, profile, spec, keys, scenario_id=scenario.id, entered=entered)
@@ -1353,7 +1361,7 @@ class Emulator:
                 "matching": str(spec.mode),
                 "key": spec.journal_key(keys),
                 "entered": entered,
-                "options": {name: call.body[name] for name in LAUNCH_OPTIONS if name in call.body},
+                "options": dict(call.options),
                 "token_in": list(call.token_in),
             }
         )

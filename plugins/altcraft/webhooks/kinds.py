@@ -125,11 +125,16 @@ class WebhookKind:
         return None
 
 
-def strict_json(body: bytes) -> Any:
+def strict_json(body: bytes, *, named_twice: bool = True) -> Any:
     """``body`` parsed as JSON (RFC 8259), or `BadPayload` saying why not, never quoting it: also for what
     Python's parser takes but is no JSON or no finite number (``NaN``, ``Infinity``, ``1e999``), and for
-    an integer longer than Python reads (`sys.get_int_max_str_digits`, a ValueError that was a 500)."""
-    return _read(lambda: _STRICT.decode(_text(body)))
+    an integer longer than Python reads (`sys.get_int_max_str_digits`, a ValueError that was a 500).
+
+    An object naming a key twice is a `NamedTwice`; with ``named_twice=False`` a plain dict (its last value
+    kept), for a reader that takes it so: no Python call per object, which was 40% of the time parsing an
+    emulator batch."""
+    decoder = _STRICT if named_twice else _STRICT_PLAIN
+    return _read(lambda: decoder.decode(_text(body)))
 
 
 def delivery_json(body: bytes, max_items: int | None = None) -> Any:
@@ -229,6 +234,9 @@ _STRICT = json.JSONDecoder(
     parse_int=_refused(_integer),
     parse_constant=_refused(_constant),
     object_pairs_hook=json_object,
+)
+_STRICT_PLAIN = json.JSONDecoder(
+    parse_float=_STRICT.parse_float, parse_int=_STRICT.parse_int, parse_constant=_STRICT.parse_constant
 )
 _DELIVERY = json.JSONDecoder(
     parse_float=_number, parse_int=_integer, parse_constant=_constant, object_pairs_hook=json_object
