@@ -75,6 +75,8 @@ _ITEM_ONLY = frozenset(
         "data",
     }
 )
+#: Keys of a batch item that has ``data``, which are not profile fields: those above and its matching keys.
+_NOT_FIELDS = {mode: _ITEM_ONLY | set(mode.key_names) for mode in Mode}
 _EMPTY: frozenset[str] = frozenset()
 _MISSING: Any = object()
 
@@ -164,7 +166,11 @@ def _str_list(value: Any, split: bool) -> list[str]:
     )
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         raise TypeError
-    return list(dict.fromkeys(item.strip() for item in items if item.strip()))
+    return list(dict.fromkeys(filter(None, map(str.strip, items))))
+
+
+def _phones(value: Any) -> list[str]:
+    return [norm_phone(phone) for phone in _str_list(value, split=False)]
 
 
 def _scalar(value: Any) -> Any:
@@ -187,7 +193,7 @@ _COERCE = {
     "date": _iso_date,
     "datetime": _iso_date,
     "tags": lambda value: _str_list(value, split=True),
-    "phones": lambda value: [norm_phone(phone) for phone in _str_list(value, split=False)],
+    "phones": _phones,
 }
 
 
@@ -463,13 +469,16 @@ class MatchSpec:
 
     def keys(self, source: dict[str, Any]) -> dict[str, Any]:
         """The matching key(s) of one profile, read from a request body or a batch item."""
-        names = self.mode.key_names
-        present = {name: source[name] for name in names if source.get(name) not in (None, "")}
-        missing = next((name for name in names if name not in present), None)
-        if self.mode.any_of and not present:
+        names, any_of = self.mode.key_names, self.mode.any_of
+        present = {}
+        for name in names:
+            value = source.get(name)
+            if value is not None and value != "":
+                present[name] = value
+            elif not any_of:
+                raise ApiError(400, f"matching '{self.mode}' needs '{name}'")
+        if not present:
             raise ApiError(400, f"matching '{self.mode}' needs {' or '.join(names)}")
-        if missing and not self.mode.any_of:
-            raise ApiError(400, f"matching '{self.mode}' needs '{missing}'")
         for name, value in present.items():
             if name != "field_value" and not isinstance(value, str):
                 raise ApiError(400, f"'{name}' must be a string")
@@ -658,18 +667,20 @@ def merge_subscriptions(current: list[dict[str, Any]], new: Iterable[dict[str, A
 
 
 def _keys_from_fields(spec: MatchSpec, fields: dict[str, Any]) -> dict[str, Any]:
-    """Matching keys readable from a batch item's profile fields (flat and data-only layouts)."""
+    """The matching keys of ``spec``'s mode readable from a batch item's profile fields (flat and data-only
+    layouts)."""
     keys: dict[str, Any] = {}
+    names = spec.mode.key_names
     subs = fields.get("subscriptions") if isinstance(fields.get("subscriptions"), list) else []
     subs = [sub for sub in subs if isinstance(sub, dict)]
-    email = fields.get("email")
-    if not isinstance(email, str) or not email:
+    email = fields.get("email") if "email" in names else None
+    if "email" in names and (not isinstance(email, str) or not email):
         email = next((_sub_address(sub, "email") for sub in subs if sub.get("channel") == "email"), None)
     if email:
         keys["email"] = email
-    phones = fields.get("phones")
+    phones = fields.get("phones") if "phone" in names else None
     phone = phones if isinstance(phones, str) else phones[0] if isinstance(phones, list) and phones else None
-    if not isinstance(phone, str) or not phone:
+    if "phone" in names and (not isinstance(phone, str) or not phone):
         phone = next((sub.get("phone") for sub in subs if sub.get("channel") == "sms"), None)
     if phone:
         keys["phone"] = phone
@@ -1191,17 +1202,19 @@ class Emulator:
         if not isinstance(item, dict):
             raise ApiError(400, "each profile must be an object")
         nested = item.get("data")
-        if nested is not None and not isinstance(nested, dict):
+        if nested is None:
+            fields = {k: v for k, v in item.items() if k not in _ITEM_ONLY}
+        elif isinstance(
+            nested, dict
+        ):  # the item's own key names are only keys here, as in the Data array page
+            fields = {k: v for k, v in item.items() if k not in _NOT_FIELDS[spec.mode]}
+            fields.update(nested)
+        else:
             raise ApiError(400, "'data' of a profile must be an object")
-        key_names = set(spec.mode.key_names)
-        outer = {k: v for k, v in item.items() if k not in _ITEM_ONLY}
-        if nested is not None:  # the item's own key names are only keys here, as in the Data array page
-            outer = {k: v for k, v in outer.items() if k not in key_names}
-        fields = {**outer, **(nested or {})}
         if self.config.strict:
             return spec.keys(item), fields
-        source = {**_keys_from_fields(spec, fields), **{k: item[k] for k in key_names if k in item}}
-        return spec.keys(source), fields
+        on_item = {k: item[k] for k in spec.mode.key_names if k in item}
+        return spec.keys({**_keys_from_fields(spec, fields), **on_item}), fields
 
     def _parse_data(
         self, db: Database, data: Any, skip_invalid_subscriptions: bool = False
