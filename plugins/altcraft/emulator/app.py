@@ -92,6 +92,7 @@ def create_app(emulator: Emulator, replay: Replay | None = None) -> FastAPI:
             arguments = await _api_request(request, endpoint, emulator.config)
             with _frozen_after():
                 answer = emulator.call(endpoint, *arguments)
+                del arguments  # the request's body, garbage now: freed before the pass, never frozen
         except ApiError as exc:
             return error_response(emulator.config, exc)
         if endpoint == TASK_ENDPOINT:
