@@ -41,11 +41,13 @@ from altcraft.webhooks.kinds import (
     SECRET_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    BadPayload,
     TooManyRecords,
     Unauthorized,
     WebhookRequest,
     delivery_json,
     signature,
+    strict_json,
 )
 from altcraft.webhooks.store import KeyConflict, WebhookStore, deliveries_table, heads_table
 from tests.fake_crms.server import serving_app
