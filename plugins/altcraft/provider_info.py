@@ -42,7 +42,8 @@ def get_provider_info() -> dict[str, Any]:
                 "options": {
                     "ledger_conn_id": {
                         "description": "Connection of the SQL database that holds the sync ledger when "
-                        "a task does not name one (ledger_conn_id). Empty: a SQLite file in AIRFLOW_HOME, "
+                        "a task does not name one (ledger_conn_id); a pipeline spec takes the DAG "
+                        "processor's value when it is parsed. Empty: a SQLite file in AIRFLOW_HOME, "
                         "which only suits a single machine.",
                         "version_added": "0.1.0",
                         "type": "string",

@@ -1801,17 +1801,16 @@ def test_ledger_errors_never_carry_the_values_of_the_statement(monkeypatch, tmp_
 
 
 def test_every_component_finds_the_configured_ledger_without_a_conn_id(monkeypatch, database_name, tmp_path):
-    """``[altcraft] ledger_conn_id``: the operator's ledger, the webhook store (the API server's endpoint,
-    a worker's webhook source) and the Altcraft page all use that database, none a SQLite file."""
+    """``[altcraft] ledger_conn_id``: the operator's ledger and the Altcraft page use that database, not a
+    SQLite file (a webhook pipeline records it in its DAG: tests/webhooks/test_ledger_drift.py)."""
     from altcraft.engines import ledger_engine
-    from altcraft.webhooks.store import WebhookStore
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     monkeypatch.setenv(
         "AIRFLOW_CONN_CONFIGURED_LEDGER", f"postgresql://postgres@127.0.0.1:5432/{database_name}"
     )
     monkeypatch.setenv("AIRFLOW__ALTCRAFT__LEDGER_CONN_ID", "configured_ledger")
-    engines = [Ledger.from_conn_id(None).engine, WebhookStore.from_conn_id(None).engine, ledger_engine(None)]
+    engines = [Ledger.from_conn_id(None).engine, ledger_engine(None)]
     assert {(engine.dialect.name, engine.url.database) for engine in engines} == {
         ("postgresql", database_name)
     }

@@ -421,8 +421,9 @@ class PipelineSpec(_Model):
     altcraft_conn_id: ConnId = Field(default="altcraft_default", description="Altcraft connection")
     ledger_conn_id: ConnId | None = Field(
         default=None,
-        description="SQL connection of the sync ledger; default `[altcraft] ledger_conn_id`, else a SQLite "
-        "file in AIRFLOW_HOME",
+        description="SQL connection of the sync ledger (and of a webhook's deliveries); default "
+        "`[altcraft] ledger_conn_id` where the DAG processor parses the spec, else a SQLite file in "
+        "AIRFLOW_HOME",
     )
     on_failure: NotificationSpec | None = Field(default=None, description="notification of a failed run")
 
@@ -534,6 +535,17 @@ class PipelineSpec(_Model):
         if problem:
             raise ValueError(problem)
         return self
+
+    @model_validator(mode="after")
+    def _settled_ledger(self) -> PipelineSpec:
+        """No ``ledger_conn_id``: ``[altcraft] ledger_conn_id`` where the spec is parsed (the DAG processor),
+        recorded in the DAG, so the API server, the triggerer and every worker use one database whatever
+        their own setting (webhook deliveries acknowledged in one, read from another, were never launched)."""
+        from altcraft.engines import ledger_conn_id
+
+        if self.ledger_conn_id is not None or (configured := ledger_conn_id(None)) is None:
+            return self
+        return self.model_copy(update={"ledger_conn_id": configured})
 
     @model_validator(mode="after")
     def _when(self) -> PipelineSpec:

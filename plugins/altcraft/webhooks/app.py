@@ -15,7 +15,9 @@ Per request, in this order (nothing is stored unless every step passes):
    False: a secret header or query parameter). Authenticated deliveries are never counted;
 5. the kind's `parse` into records -- more than ``max_records``: 413, read no further; not what the kind
    sends: 400;
-6. the delivery committed to the store in the ledger's database -- then 200 ``accepted``, or 200
+6. the delivery committed to the store in the ledger's database the pipeline's DAG names (settled when the
+   DAG processor parsed it; none while ``[altcraft] ledger_conn_id`` here names one: 503, `StoreMismatch`)
+   -- then 200 ``accepted``, or 200
    ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again), or 422 when
    its key was stored with other contacts (`KeyConflict`: the ``Idempotency-Key`` is not signed, so a
    key alone never makes a delivery a duplicate of another's contacts); the store
@@ -45,7 +47,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from altcraft.engines import ledger_conn_id
 from altcraft.masking import scrub
 from altcraft.webhooks.kinds import (
     AUTH_FAILURES_PER_MINUTE,
@@ -315,12 +316,13 @@ def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
     def store_of(conn_id: str | None) -> WebhookStore:
         if conn_id not in stores:
             stores[conn_id] = WebhookStore.from_conn_id(conn_id)
-            if ledger_conn_id(conn_id) is None:
+            if conn_id is None:
                 log.warning(
                     "Webhook deliveries of pipelines without a ledger_conn_id are stored in %s, a file on "
                     "the API server's machine: they are launched only if the triggerer and the workers use "
                     "that very file (one machine, one AIRFLOW_HOME); otherwise give the pipelines a "
-                    "ledger_conn_id (or set [altcraft] ledger_conn_id) on a database every component reaches",
+                    "ledger_conn_id (or set [altcraft] ledger_conn_id where the DAG processor runs) on a "
+                    "database every component reaches",
                     stores[conn_id].engine.url.database,
                 )
         return stores[conn_id]

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
-from altcraft.engines import ledger_engine, protected
+from altcraft.engines import ledger_conn_id, ledger_engine, protected
 from altcraft.ledger.schema import schema_error
 from altcraft.storable import storable_json
 
@@ -64,6 +64,10 @@ heads_table = sa.Table(
 _H = heads_table.c
 
 
+class StoreMismatch(LookupError):
+    """The store a pipeline names is not provably the one each component uses (see `from_conn_id`)."""
+
+
 class KeyConflict(Exception):
     """The delivery's key is stored with other records: not a replay of that delivery, and not stored."""
 
@@ -86,7 +90,18 @@ class WebhookStore:
 
     @classmethod
     def from_conn_id(cls, conn_id: str | None) -> WebhookStore:
-        """The store in the ledger's database: an Airflow connection, or the default SQLite ledger file."""
+        """The store in the ledger's database a pipeline's DAG names: an Airflow connection, or (None) the
+        default SQLite ledger file. None where this component's ``[altcraft] ledger_conn_id`` names a
+        connection is `StoreMismatch`: the DAG was parsed without one, so another component may read (or
+        write) the file while this one used the connection, and acknowledged deliveries would be lost."""
+        configured = ledger_conn_id(None)
+        if conn_id is None and configured is not None:
+            raise StoreMismatch(
+                f"the pipeline's DAG was parsed with no ledger connection (the SQLite ledger file), but "
+                f"[altcraft] ledger_conn_id here is {configured!r}: deliveries stored by one and read by the "
+                "other would never be launched. Set the same [altcraft] ledger_conn_id where the DAG "
+                "processor runs (then reparse), or give the pipeline a ledger_conn_id"
+            )
         return cls(ledger_engine(conn_id))
 
     def ensure_schema(self) -> None:
