@@ -3,11 +3,12 @@ the argument (a templated one once rendered: tests/operators/test_operator.py)."
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from airflow.sdk import Asset
 
+from altcraft.operators import arguments as check
 from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
 from altcraft.sources.python import IterableSource
 
@@ -69,6 +70,15 @@ def test_a_wrong_argument_is_refused_at_parse_time_naming_it(wrong, message):
     with pytest.raises(ValueError) as refused:
         ImportAndLaunchScenarioOperator(**{**GIVEN, **wrong})
     assert message in str(refused.value)
+
+
+def test_a_window_bound_with_an_offset_after_a_date_is_that_dates_midnight_there():
+    """Python 3.11's ``fromisoformat`` read ``2026-03-01+03:00`` as 03:00 with no zone: refused as zoneless,
+    and ``2026-03-01x05:00`` was taken for 05:00 (refused as zoneless too, for the wrong reason)."""
+    rendered = check.rendered({"window_start": "2026-03-01+03:00"})  # as a task renders it when it runs
+    assert rendered["window_start"] == datetime(2026, 3, 1, tzinfo=timezone(timedelta(hours=3)))
+    with pytest.raises(ValueError, match="`window_end` must be an ISO 8601 date and time"):
+        ImportAndLaunchScenarioOperator(**{**GIVEN, "window_end": "2026-03-01x05:00+03:00"})
 
 
 @pytest.mark.parametrize(

@@ -241,6 +241,20 @@ def test_a_runs_conf_reaches_the_tasks_which_keep_no_copy_of_the_params(
     assert sorted(launched_emails(emulator, scenario_id)) == sorted(day_2_emails)
 
 
+def test_a_window_given_as_dates_with_an_offset_reads_from_their_midnights_there(
+    airflow_db, emulator, crm_table, scenario_id
+):
+    """Python 3.11's ``fromisoformat`` read ``2026-03-02+03:00`` as 03:00 in the spec's zone (UTC): the run
+    launched the contacts of [03:00, 03:00 the next day) UTC, not those from 21:00 UTC the evening before."""
+    dag = load_dags([spec("offset_dates", crm_table, scenario_id)])["offset_dates"]
+    window = {"window_start": "2026-03-02+03:00", "window_end": "2026-03-03+03:00"}
+    run = dag.test(logical_date=START + timedelta(days=DAYS), run_conf=window)
+
+    assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
+    hours = [21, 22, 23, *range(100, 121)]  # 2026-03-01 21:00 to 2026-03-02 20:00 UTC
+    assert sorted(launched_emails(emulator, scenario_id)) == sorted(f"p{n}@example.org" for n in hours)
+
+
 def test_a_pipeline_with_the_largest_pool_slots_is_created_and_runs(
     airflow_db, emulator, crm_table, scenario_id
 ):

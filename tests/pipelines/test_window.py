@@ -110,6 +110,65 @@ def test_a_window_that_cannot_be_read_says_how_to_trigger_the_run(params, reason
 
 
 @pytest.mark.parametrize(
+    ("given", "instant"),
+    [
+        (
+            "2025-03-01+03:00",
+            datetime(2025, 2, 28, 21, tzinfo=UTC),
+        ),  # a date with an offset: its midnight there
+        ("2025-03-01Z", datetime(2025, 3, 1, tzinfo=UTC)),  # ... in UTC, not the schedule's zone
+        (" 2025-03-01T10:00+0300 ", datetime(2025, 3, 1, 7, tzinfo=UTC)),  # pasted with spaces
+    ],
+)
+def test_a_triggered_window_bound_in_any_iso_form_is_the_instant_it_names(given, instant):
+    """``datetime.fromisoformat`` of Python 3.11 read a date with an offset as that many hours, naive (in
+    the schedule's zone): ``2025-03-01+03:00`` was 03:00 Moscow, ``2025-03-01Z`` midnight in Moscow."""
+    start, _, _ = run_window(
+        params={"window_start": given, "window_end": "2025-03-05T00:00+00:00"},
+        data_interval=(None, None),
+        run_after=None,
+        schedule=Schedule("Europe/Moscow", cron="0 0 * * *"),
+    )
+    assert start == instant
+
+
+@pytest.mark.parametrize(
+    ("given", "zone", "reason"),
+    [
+        ("2025-03-01x05:00", "UTC", "window_end '2025-03-01x05:00' is not an ISO 8601 date or date-time ("),
+        (
+            "2025-03-01T24:00",
+            "UTC",
+            "window_end '2025-03-01T24:00' is not an ISO 8601 date or date-time (hour",
+        ),
+        ("2025-02-30", "UTC", "window_end '2025-02-30' is not an ISO 8601 date or date-time (day is out of"),
+        (
+            "2026-03-29T02:30",
+            "Europe/Berlin",
+            "window_end '2026-03-29T02:30' happens twice or never in Europe/",
+        ),
+        (
+            "2026-10-25T02:30",
+            "Europe/Berlin",
+            "window_end '2026-10-25T02:30' happens twice or never in Europe/",
+        ),
+    ],
+)
+def test_a_triggered_window_bound_read_no_single_way_is_refused_naming_the_key_and_why(given, zone, reason):
+    """Accepted and misread before (a letter between date and time; a wall-clock time the zone skips or
+    repeats, silently taken as one of two instants or one that never was), or refused without a reason
+    (24:00, February 30)."""
+    with pytest.raises(WindowError) as refused:
+        run_window(
+            params={"window_start": "2025-01-01T00:00+00:00", "window_end": given},
+            data_interval=(None, None),
+            run_after=None,
+            schedule=Schedule(zone, cron="0 0 * * *"),
+        )
+    assert reason in str(refused.value)
+
+
+@pytest.mark.parametrize(
     ("cron", "zone", "day"),
     [
         ("0 * * * *", "Europe/Berlin", datetime(2026, 3, 29, tzinfo=UTC)),  # spring: 02:00 -> 03:00

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from altcraft.spec_checks import MAX_INT64
+from altcraft.validation import iso_datetime
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _DIGITS = re.compile(r"[0-9]+")
@@ -113,7 +114,7 @@ def moment(name: str, value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.strip())
+            value = iso_datetime(value.strip())
         except ValueError:
             raise ValueError(f"`{name}` must be an ISO 8601 date and time, got {_shown(value)}") from None
     if not isinstance(value, datetime):

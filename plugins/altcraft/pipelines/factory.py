@@ -350,7 +350,8 @@ def run_params(spec: PipelineSpec) -> dict[str, Param]:
             name: _param(
                 None,
                 ["null", "string"],
-                f"{name} of the window to read (ISO 8601; give both or neither; default: the data "
+                f"{name} of the window to read (ISO 8601; without an offset in the pipeline's timezone; "
+                "give both or neither; default: the data "
                 "interval, or the last complete interval for a run without a logical date)",
             )
             for name in ("window_start", "window_end")

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from altcraft.validation import iso_datetime
+
 if TYPE_CHECKING:
     from airflow.sdk.bases.timetable import BaseTimetable
 
@@ -136,12 +138,19 @@ def run_window(
 
 
 def _parse(name: str, value: Any, timezone: str) -> datetime:
-    if isinstance(value, datetime):
-        return _aware(value, timezone)
+    """Conf key ``name``'s bound: a datetime, or ISO 8601 text as `iso_datetime` reads it (a date alone is
+    its midnight); without an offset it is wall-clock time in ``timezone``, refused where a clock change
+    makes that time happen twice or never there."""
     try:
-        return _aware(datetime.fromisoformat(str(value).replace("Z", "+00:00")), timezone)
-    except ValueError:
-        raise WindowError(f"{name} {value!r} is not an ISO 8601 date-time") from None
+        moment = value if isinstance(value, datetime) else iso_datetime(str(value).strip())
+    except ValueError as error:
+        raise WindowError(f"{name} {value!r} is not an ISO 8601 date or date-time ({error})") from None
+    local = _aware(moment, timezone)
+    if moment.tzinfo is None and local.utcoffset() != local.replace(fold=1).utcoffset():
+        raise WindowError(
+            f"{name} {value!r} happens twice or never in {timezone} (a clock change): give its UTC offset"
+        )
+    return local
 
 
 def _aware(moment: datetime, timezone: str) -> datetime:
