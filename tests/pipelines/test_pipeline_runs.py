@@ -217,6 +217,43 @@ def test_a_sqlite_watermark_of_text_times_in_mixed_forms_launches_each_later_con
     assert sorted(launched_emails(emulator, scenario_id)) == [f"t{k}@example.org" for k in range(1, 7)]
 
 
+def test_a_source_timezone_changed_between_runs_keeps_the_watermarks_instant(
+    airflow_db, emulator, scenario_id, monkeypatch, tmp_path
+):
+    """The stored watermark was naive text, ``2024-03-01 10:00:00``, read in UTC by the first run; with the
+    spec's ``source.timezone`` changed to Europe/Moscow the next run read it as 07:00 UTC and read again the
+    contact of 09:00 UTC (a later one written with an offset), which the first run had handled."""
+    database = tmp_path / "crm.db"
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_SQLITE", f"sqlite:///{database}")
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id integer primary key, email text, seen text)")
+    runs = [
+        ("UTC", {1: "2024-03-01 10:00:00", 2: "2024-03-01T09:00:00+00:00"}),
+        ("Europe/Moscow", {3: "2024-03-01T10:30:00+00:00"}),
+    ]
+    found = []
+    for day, (zone, rows) in enumerate(runs, start=1):
+        source = {"type": "sql_table", "conn_id": "crm_sqlite", "table": "contacts", "key_column": "id"}
+        source |= {"watermark_column": "seen", "timezone": zone}
+        pipeline = spec("zone_watermark", "contacts", scenario_id, source=source)
+        pipeline["mapping"] = {**pipeline["mapping"], "fields": {}}  # the table has no first_name
+        dag = load_dags([pipeline])["zone_watermark"]
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO contacts VALUES (:id, :email, :seen)"),
+                [{"id": k, "email": f"z{k}@example.org", "seen": seen} for k, seen in rows.items()],
+            )
+        run = run_dag(dag, START + timedelta(days=day))
+        assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
+        summary = xcom_values(dag.dag_id, run.run_id)["import_and_launch", 0]
+        found.append((summary["found"], summary["launched"], summary["skipped"]))
+    engine.dispose()
+
+    assert found == [(2, 2, 0), (1, 1, 0)]  # each contact read once
+    assert sorted(launched_emails(emulator, scenario_id)) == [f"z{k}@example.org" for k in (1, 2, 3)]
+
+
 def test_a_runs_conf_reaches_the_tasks_which_keep_no_copy_of_the_params(
     airflow_db, emulator, crm_table, scenario_id
 ):

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.sources import MemoryStateStore, SourceError, SqlQuerySource, SqlTableSource, Window
-from altcraft.sources.sql import _begin_read, _bound, validate_select
+from altcraft.sources.sql import _begin_read, _bound, decode_watermark, encode_watermark, validate_select
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -183,6 +183,34 @@ def test_watermark_reads_only_rows_beyond_the_last_committed_one(contacts, colum
     assert state.get(next(iter(state))) == saved
 
 
+@pytest.mark.parametrize(
+    ("stored", "zone", "read"),
+    [
+        # a naive time kept with its zone: the same instant as wall-clock time in the new zone
+        (
+            {"type": "datetime", "value": "2024-03-01T10:00:00", "timezone": "UTC"},
+            "Europe/Moscow",
+            datetime(2024, 3, 1, 13, 0),
+        ),
+        (
+            {"type": "json", "value": "2024-03-01 13:00:00", "timezone": "Europe/Moscow"},
+            "UTC",
+            "2024-03-01T13:00:00+03:00",
+        ),
+        # kept by an earlier version, without a zone: read as before, in the source's zone
+        ({"type": "datetime", "value": "2024-03-01T10:00:00"}, "Europe/Moscow", datetime(2024, 3, 1, 10, 0)),
+        (
+            {"type": "datetime", "value": "2024-03-01T10:00:00+00:00", "timezone": "UTC"},
+            "Europe/Moscow",
+            datetime(2024, 3, 1, 10, 0, tzinfo=UTC),
+        ),
+    ],
+)
+def test_a_naive_watermark_keeps_its_instant_when_the_sources_timezone_changes(stored, zone, read):
+    assert decode_watermark(stored, zone) == read
+    assert decode_watermark(encode_watermark(read, zone), zone) == read
+
+
 def test_watermark_is_not_saved_when_the_consumer_stops_early(contacts):
     database, table = contacts
     state = MemoryStateStore()
@@ -297,7 +325,7 @@ def test_a_watermark_of_text_times_in_mixed_forms_moves_by_their_instants(databa
         source.commit()
 
     assert read == [[1, 2, 3], [4, 5], [7]]
-    assert state.get(source.state_key) == {"type": "json", "value": "2024-03-01 11:30:00"}
+    assert state.get(source.state_key) == {"type": "json", "value": "2024-03-01 11:30:00", "timezone": "UTC"}
 
 
 def test_watermark_mode_needs_a_state_store_and_cannot_be_partitioned(contacts):

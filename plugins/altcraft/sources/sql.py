@@ -51,7 +51,7 @@ from altcraft.sources.base import (
     error_record,
     partition_window,
 )
-from altcraft.sources.timestamps import EPOCH_SECONDS, instant_text, utc_text
+from altcraft.sources.timestamps import EPOCH_SECONDS, instant_text, parse_timestamp, utc_text
 from altcraft.spec_checks import check_timezone
 
 if TYPE_CHECKING:
@@ -411,13 +411,16 @@ class _Probing:
             self._probe_engine = None
 
 
-def encode_watermark(value: Any) -> dict[str, Any]:
-    """A watermark value as JSON for the state store (datetimes keep their offset or naivety)."""
+def encode_watermark(value: Any, timezone: str) -> dict[str, Any]:
+    """A watermark value as JSON for the state store (datetimes keep their offset or naivety); a naive time,
+    and text (which may be one), keep the ``timezone`` they were read in (`decode_watermark`)."""
+    naive = isinstance(value, str) or (isinstance(value, datetime) and value.tzinfo is None)
+    zone = {"timezone": timezone} if naive else {}
     for kind, python_type in (("datetime", datetime), ("date", date), ("decimal", Decimal)):
         if isinstance(value, python_type):
-            return {"type": kind, "value": value.isoformat() if kind != "decimal" else str(value)}
+            return {"type": kind, "value": value.isoformat() if kind != "decimal" else str(value), **zone}
     if isinstance(value, int | float | str) and not isinstance(value, bool):
-        return {"type": "json", "value": value}
+        return {"type": "json", "value": value, **zone}
     raise SourceError(f"cannot keep a watermark of type {type(value).__name__}")
 
 
@@ -468,9 +471,28 @@ def _after_text(last: str, timezone: str) -> Callable[[Any], bool]:
     return after
 
 
-def decode_watermark(stored: dict[str, Any]) -> Any:
+def decode_watermark(stored: dict[str, Any], timezone: str) -> Any:
+    """The stored watermark as the source reads it in ``timezone``: a naive time or text kept in another
+    zone (the spec's ``timezone`` changed) is the same instant, not the same wall-clock time (which skipped
+    or re-read the hours between); one stored without a zone (an earlier version) is read as before."""
     parse = {"datetime": datetime.fromisoformat, "date": date.fromisoformat, "decimal": Decimal}
-    return parse.get(stored["type"], lambda value: value)(stored["value"])
+    value = parse.get(stored["type"], lambda value: value)(stored["value"])
+    kept = stored.get("timezone")
+    return value if kept in (None, timezone) else _same_instant(value, kept, timezone)
+
+
+def _same_instant(value: Any, kept: str, timezone: str) -> Any:
+    """A watermark read in zone ``kept`` as the source reads it in ``timezone``: a naive datetime as the
+    wall-clock time there (a naive column compares wall-clock times), text as its instant with an offset
+    (text is compared by instant, `_after_text`); anything else as it is."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=ZoneInfo(kept)).astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+    if isinstance(value, str):
+        try:
+            return parse_timestamp(value, kept).isoformat()
+        except (ValueError, OverflowError, OSError):
+            return value  # no time: every row is past it (`_after_text`)
+    return value
 
 
 class SqlTableSource(_Probing, Stateful):
@@ -581,7 +603,7 @@ class SqlTableSource(_Probing, Stateful):
         if self.state is None:
             raise SourceError(f"{self.describe()}: watermark mode needs a state store")
         stored = self.state.get(self.state_key)
-        last = None if stored is None else decode_watermark(stored)
+        last = None if stored is None else decode_watermark(stored, self.timezone)
         assert self.watermark_column is not None
         leads = partial(_may_lead, timezone=self.timezone)
         after = _after_text(last, self.timezone) if isinstance(last, str) else None
@@ -643,7 +665,7 @@ class SqlTableSource(_Probing, Stateful):
     def _save(self, state: StateStore) -> None:
         """The highest watermark read."""
         if self._pending is not None:
-            state.set(self.state_key, encode_watermark(self._pending))
+            state.set(self.state_key, encode_watermark(self._pending, self.timezone))
 
 
 class SqlQuerySource(_Probing, Source):
