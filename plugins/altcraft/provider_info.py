@@ -42,9 +42,9 @@ def get_provider_info() -> dict[str, Any]:
                 "options": {
                     "ledger_conn_id": {
                         "description": "Connection of the SQL database that holds the sync ledger when "
-                        "a task does not name one (ledger_conn_id); a pipeline spec takes the DAG "
-                        "processor's value when it is parsed. Empty: a SQLite file in AIRFLOW_HOME, "
-                        "which only suits a single machine.",
+                        "a task does not name one (ledger_conn_id); set it alike on every component "
+                        "(a webhook's API server and triggerer follow the DAG processor's). Empty: a SQLite "
+                        "file in AIRFLOW_HOME, which only suits a single machine.",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "crm_postgres",

@@ -248,6 +248,7 @@ def test_a_pipeline_moved_to_another_ledger_database_reads_and_fires_for_its_del
     assert run("hook_new") == ["moved@example.com"]
     assert fired("hook_new") == [] and run("hook_new") == []
     old.put("p", "k3", "hmac", [{"email": "back@example.com"}])
+    assert [event["fingerprint"]["count"] for event in fired("hook_old")] == [1]  # the watcher restarted
     assert run("hook_old") == ["back@example.com"], "the old database's position is kept"
 
 

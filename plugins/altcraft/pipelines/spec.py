@@ -422,8 +422,8 @@ class PipelineSpec(_Model):
     ledger_conn_id: ConnId | None = Field(
         default=None,
         description="SQL connection of the sync ledger (and of a webhook's deliveries); default "
-        "`[altcraft] ledger_conn_id` where the DAG processor parses the spec, else a SQLite file in "
-        "AIRFLOW_HOME",
+        "`[altcraft] ledger_conn_id` where the spec is parsed (set it alike on every component), else a "
+        "SQLite file in AIRFLOW_HOME",
     )
     on_failure: NotificationSpec | None = Field(default=None, description="notification of a failed run")
 
@@ -538,9 +538,10 @@ class PipelineSpec(_Model):
 
     @model_validator(mode="after")
     def _settled_ledger(self) -> PipelineSpec:
-        """No ``ledger_conn_id``: ``[altcraft] ledger_conn_id`` where the spec is parsed (the DAG processor),
-        recorded in the DAG, so the API server, the triggerer and every worker use one database whatever
-        their own setting (webhook deliveries acknowledged in one, read from another, were never launched)."""
+        """No ``ledger_conn_id``: ``[altcraft] ledger_conn_id`` where the spec is parsed, recorded in the DAG:
+        the API server and the triggerer follow the DAG processor's, whatever their own setting (webhook
+        deliveries acknowledged in one database and read from another were never launched). A worker parses
+        again; `WebhookSource` fails where it would read another database than the one watched."""
         from altcraft.engines import ledger_conn_id
 
         if self.ledger_conn_id is not None or (configured := ledger_conn_id(None)) is None:

@@ -38,6 +38,10 @@ STATE_KEY = "webhook:last_id"
 #: The last delivery id handled per ledger database (`database_name`): ids count in one database's table,
 #: so a position taken in one means nothing in another (the first ids of a new one lie below it).
 POSITIONS_KEY = "webhook:positions"
+#: The ledger database the pipeline's watcher checks for deliveries (`database_name`), recorded by the
+#: trigger when it starts: it and the API server follow the DAG as the DAG processor parsed it, while a
+#: worker parses the spec again with its own ``[altcraft] ledger_conn_id``.
+WATCHED_KEY = "webhook:watched"
 
 
 def database_name(conn_id: str | None) -> str:
@@ -45,6 +49,11 @@ def database_name(conn_id: str | None) -> str:
     from altcraft.engines import ledger_conn_id
 
     return ledger_conn_id(conn_id) or ""
+
+
+def _named(database: str) -> str:
+    """A ledger database (`database_name`) as messages name it."""
+    return f"connection {database!r}" if database else "the default ledger database (the SQLite file)"
 
 
 def position_in(database: str, last_id: Any, positions: Any) -> int | None:
@@ -83,10 +92,7 @@ class WebhookSource(Stateful):
         return self._store
 
     def describe(self) -> str:
-        where = (
-            f"connection {self.ledger_conn_id!r}" if self.ledger_conn_id else "the default ledger database"
-        )
-        return f"webhook deliveries of {self.pipeline!r} stored in {where}"
+        return f"webhook deliveries of {self.pipeline!r} stored in {_named(self.database)}"
 
     def _read_batches(
         self, window: Window | None, batch_size: int, partition: Partition | None
@@ -96,6 +102,14 @@ class WebhookSource(Stateful):
         if self.state is None:
             raise SourceError(f"{self.describe()}: needs a state store for its position")
         self._pending = None
+        watched = self.state.get(WATCHED_KEY)
+        if watched is not None and watched != self.database:
+            raise SourceError(
+                f"{self.describe()}, but the deliveries are stored and watched in {_named(watched)} (the "
+                "DAG as the DAG processor parsed it): this worker's [altcraft] ledger_conn_id differs, and "
+                "it would read none of them. Set the same [altcraft] ledger_conn_id on every Airflow "
+                "component, or give the pipeline a ledger_conn_id"
+            )
         after = position_in(self.database, self.state.get(STATE_KEY), self.state.get(POSITIONS_KEY))
         try:
             yield from rechunk(self._records(after), batch_size)

@@ -32,7 +32,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from altcraft.masking import scrub
 from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY
-from altcraft.sources.webhook import POSITIONS_KEY, database_name, position_in
+from altcraft.sources.webhook import POSITIONS_KEY, WATCHED_KEY, database_name, position_in
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,11 @@ class NewRowsTrigger(BaseEventTrigger):
     def by_window(self) -> bool:
         return self.source.get("type") != "webhook" and not self.source.get("webhook")
 
+    @property
+    def database(self) -> str:
+        """The ledger database a webhook source's deliveries are watched in (`database_name`)."""
+        return database_name((self.source.get("webhook") or self.source).get("ledger_conn_id"))
+
     def build_source(self) -> Any:
         from pydantic import TypeAdapter
 
@@ -87,6 +92,8 @@ class NewRowsTrigger(BaseEventTrigger):
         if state is None:
             raise RuntimeError("NewRowsTrigger runs only as the asset watcher of a pipeline's event asset")
         source = self.build_source()
+        if not self.by_window:  # where a worker must read the deliveries (`WebhookSource`)
+            await state.aset(WATCHED_KEY, self.database)
         self.log.info(
             "Watching %s for pipeline %s every %ss", source.describe(), self.pipeline, self.poll_interval
         )
@@ -120,9 +127,8 @@ class NewRowsTrigger(BaseEventTrigger):
                 await state.aset(WATERMARK_KEY, position)
             count, newest = await asyncio.to_thread(source.probe, datetime.fromisoformat(position))
         else:
-            database = database_name((self.source.get("webhook") or self.source).get("ledger_conn_id"))
             last_id, positions = await state.aget(WEBHOOK_KEY), await state.aget(POSITIONS_KEY)
-            position = position_in(database, last_id, positions)
+            position = position_in(self.database, last_id, positions)
             count, newest = await asyncio.to_thread(source.probe, position)
         fingerprint = {"position": position, "count": count, "newest": newest}
         now = datetime.now(UTC)
