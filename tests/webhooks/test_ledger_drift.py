@@ -95,11 +95,11 @@ def test_every_component_uses_the_ledger_the_dag_processor_parsed_or_the_worker_
 
 
 def test_a_dag_parsed_without_a_ledger_is_refused_by_a_component_whose_setting_names_one(
-    two_ledgers, monkeypatch, caplog
+    two_ledgers, monkeypatch, caplog, capfd
 ):
     """Parsed where no ``[altcraft] ledger_conn_id`` is set (the SQLite file), the DAG cannot say which
-    database an API server or a worker with a setting should use: both refuse, naming the setting, and the
-    sender gets 503 (retries) instead of a 200 for a delivery nobody reads."""
+    database an API server or a triggerer with a setting should use: both refuse, naming the setting, and
+    the sender gets 503 (retries) instead of a 200 for a delivery nobody reads."""
     spec = parsed_where(monkeypatch, "", sync=True)
     monkeypatch.setenv("AIRFLOW__ALTCRAFT__LEDGER_CONN_ID", "drift_b")
     with caplog.at_level(logging.ERROR, logger="altcraft.webhooks.app"):
@@ -108,5 +108,7 @@ def test_a_dag_parsed_without_a_ledger_is_refused_by_a_component_whose_setting_n
     assert "ann@" not in caplog.text
     assert two_ledgers["drift_b"].count("drift_hook") == 0
 
-    with pytest.raises(LookupError, match=r"parsed with no ledger connection.*'drift_b'"):
-        read_by_worker(spec, AsyncStore())
+    [watcher] = pipeline_event_asset(spec).watchers
+    assert asyncio.run(events_of(watcher.trigger, AsyncStore(), polls=1)) == []
+    out, err = capfd.readouterr()
+    assert "Probe of drift_hook failed" in out + err and "parsed with no ledger connection" in out + err
