@@ -19,7 +19,6 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from altcraft.api.protocol import encode_body
 from altcraft.mapping import PROFILE, Profile, Rejection, encode_json
 
 MAX_BATCH_ITEMS = 10_000
@@ -57,6 +56,8 @@ def _array(items: list[bytes]) -> bytes:
 
 def request_overhead(params: Mapping[str, Any], *, token: str | None = None) -> int:
     """Bytes of the request body besides the profile array: the `overhead_bytes` to pass to `chunk`."""
+    from altcraft.api.protocol import encode_body
+
     return len(encode_body(params, token=token, raw_data=b""))
 
 

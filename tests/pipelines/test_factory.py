@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,21 @@ def test_each_example_serializes_the_same_way_every_parse():
         restored = DagSerialization.from_dict(data)
         assert restored.task_dict[LAUNCH_TASK_ID].is_mapped
         assert DagSerialization.serialize_dag(dag)["dag_id"] == dag_id
+
+
+RUN_TIME_MODULES = ("altcraft.ledger", "altcraft.api.models", "altcraft.api.protocol", "altcraft.hooks")
+
+
+def test_a_parse_imports_no_module_only_the_tasks_use():
+    """Every parse of the DAG folder imports what it uses in a fresh process: the ledger (SQL tables and
+    stores) and the API client (answer models, hooks) are the tasks' modules, not a spec's or a DAG's."""
+    code = (
+        "import sys; from altcraft.pipelines import load_pipelines; "
+        f"assert not load_pipelines({str(DAGS / 'pipelines')!r}).errors; print(*sorted(sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    assert [name for name in loaded.split() if name.startswith(RUN_TIME_MODULES)] == []
 
 
 RUN_PARAMS = {

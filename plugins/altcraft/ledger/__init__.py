@@ -13,7 +13,6 @@ from altcraft.ledger.model import (
     ContactStatus,
     IdentityChanged,
     Outcome,
-    RelaunchPolicy,
     Resolution,
     RunRef,
     Scope,
@@ -33,6 +32,7 @@ from altcraft.ledger.schema import (
 )
 from altcraft.ledger.session import LedgerSession
 from altcraft.ledger.store import Ledger
+from altcraft.relaunch import RelaunchPolicy
 
 __all__ = [
     "Claim",

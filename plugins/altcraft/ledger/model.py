@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 ID_LEN = 250  # Airflow's length of dag_id, task_id and run_id
@@ -39,11 +39,7 @@ class ContactStatus(StrEnum):
 #: The outcomes of a contact that was sent: settled from Altcraft's answer or by reconciliation.
 SETTLED = (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
 
-_UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
-MAX_COOLDOWN = timedelta(days=36_500)
 _MAP_INDEX = re.compile(r"\[\d+\]$")  # a mapped task instance's ``[map_index]`` (`RunRef.create`)
-"""The longest cooldown (100 years): now minus a longer one leaves the dates a ledger can compare."""
-_POLICY_HELP = "relaunch policy must be 'once', 'every_run' or 'cooldown:<N>d|h|m'"
 
 
 def utc(moment: datetime | None) -> datetime:
@@ -80,46 +76,6 @@ def aware_utc(stored: datetime) -> datetime:
         stored.microsecond,
         UTC,
     )
-
-
-@dataclass(frozen=True)
-class RelaunchPolicy:
-    """When a contact already launched into the scenario may be launched again.
-
-    ``once``: never. ``cooldown``: when its last launch is older than ``cooldown`` and it was not launched
-    for the same window. ``every_run``: by every run, except a rerun of a window it was launched for.
-    """
-
-    kind: Literal["once", "cooldown", "every_run"]
-    cooldown: timedelta | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("once", "cooldown", "every_run"):
-            raise ValueError(f"{_POLICY_HELP}, got kind {self.kind!r}")
-        if (self.kind == "cooldown") != (self.cooldown is not None):
-            raise ValueError("a cooldown duration is required for kind 'cooldown' and only for it")
-        if self.cooldown is not None and (self.cooldown <= timedelta(0) or self.cooldown % _UNITS["m"]):
-            raise ValueError("cooldown must be a positive whole number of minutes")
-        if self.cooldown is not None and self.cooldown > MAX_COOLDOWN:
-            raise ValueError(f"cooldown must be at most {MAX_COOLDOWN.days} days (longer is `once`)")
-
-    @classmethod
-    def parse(cls, text: str) -> RelaunchPolicy:
-        """Parse ``once``, ``every_run`` or ``cooldown:<N><d|h|m>`` (e.g. ``cooldown:30d``)."""
-        spec = text.strip().lower()
-        if spec in ("once", "every_run"):
-            return cls(spec)  # type: ignore[arg-type]
-        kind, _, amount = spec.partition(":")
-        match = re.fullmatch(r"([0-9]{1,9})([dhm])", amount)
-        if kind != "cooldown" or match is None:
-            raise ValueError(f"{_POLICY_HELP}, got {text!r}")
-        return cls("cooldown", int(match[1]) * _UNITS[match[2]])
-
-    def __str__(self) -> str:
-        if self.cooldown is None:
-            return self.kind
-        unit = next(name for name, size in _UNITS.items() if not self.cooldown % size)
-        return f"cooldown:{self.cooldown // _UNITS[unit]}{unit}"
 
 
 def normalise_platform(url: str) -> str:

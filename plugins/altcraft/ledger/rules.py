@@ -18,13 +18,13 @@ from altcraft.ledger.model import (
     Claim,
     ContactStatus,
     Outcome,
-    RelaunchPolicy,
     Resolution,
     RunRef,
     Scope,
     Settlement,
     UncertainContact,
 )
+from altcraft.relaunch import RelaunchPolicy
 
 #: A settlement for a key of a sent claim that got no answer: it may have been launched.
 NO_ANSWER = Settlement(Outcome.UNCERTAIN, text="no result was reported for this contact")

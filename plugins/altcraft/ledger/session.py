@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from altcraft.ledger.model import (
     Claim,
     Outcome,
-    RelaunchPolicy,
     Resolution,
     RunRef,
     Scope,
@@ -24,6 +23,7 @@ from altcraft.ledger.model import (
     UncertainContact,
 )
 from altcraft.ledger.rules import DEFAULT_GRACE
+from altcraft.relaunch import RelaunchPolicy
 
 if TYPE_CHECKING:
     from altcraft.ledger.store import Ledger, OpenClaim

@@ -36,7 +36,6 @@ from altcraft.ledger.model import (
     ContactStatus,
     IdentityChanged,
     Outcome,
-    RelaunchPolicy,
     Resolution,
     RunRef,
     Scope,
@@ -77,6 +76,7 @@ from altcraft.ledger.statements import (
     update_contacts,
 )
 from altcraft.modes import DeliveryMode
+from altcraft.relaunch import RelaunchPolicy
 
 log = logging.getLogger("altcraft.ledger")
 

@@ -182,9 +182,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
 
         from altcraft.api.matching import check_launch_matching
         from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_ITEMS
-        from altcraft.ledger import RelaunchPolicy
         from altcraft.mapping import ProfileMapping, in_source_zone
         from altcraft.modes import DeliveryMode
+        from altcraft.relaunch import RelaunchPolicy
         from altcraft.spec_checks import MAX_BYTES, MAX_DURATION, MAX_TIMEOUT_SECONDS, checked, no_credentials
 
         if (source is None) == (contacts is None):

@@ -8,7 +8,6 @@ field at fault (``partitions: ...``, ``source.table: ...``). `read_spec` turns a
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ from pydantic import (
 from altcraft.batching import MAX_BATCH_ITEMS
 from altcraft.mapping import ProfileMapping
 from altcraft.modes import DeliveryMode
+from altcraft.relaunch import RelaunchPolicy
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
@@ -462,8 +462,6 @@ class PipelineSpec(_Model):
     @field_validator("relaunch_policy")
     @classmethod
     def _policy(cls, value: str) -> str:
-        from altcraft.ledger import RelaunchPolicy
-
         return str(RelaunchPolicy.parse(value))
 
     @field_validator("lookback")
@@ -596,8 +594,6 @@ def double_launch(spec: PipelineSpec) -> str | None:
     run read (up to ``lookback`` + the schedule's longest interval earlier). Event runs from one watermark
     share their ledger window (`altcraft.pipelines.factory.event_window_name`).
     """
-    from altcraft.ledger import RelaunchPolicy
-
     policy = RelaunchPolicy.parse(spec.relaunch_policy)
     if policy.kind == "once":
         return None
@@ -900,6 +896,8 @@ def _field_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
 def _suggestion(field: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
     if len(field) != 1 or not isinstance(field[0], str):
         return ""
+    import difflib
+
     close = difflib.get_close_matches(field[0], PipelineSpec.model_fields, n=1)
     return f" (did you mean {close[0]!r}?)" if close and close[0] not in data else ""
 
