@@ -354,3 +354,16 @@ def test_phone_validity_compiles_for_every_country_code_and_length():
         for length in range(1, 18):
             for region in validation._regions(code):
                 region.pattern_for(length)
+
+
+def test_phone_regions_known_without_phonenumbers_are_the_ones_it_supports():
+    """`PHONE_REGIONS` spares a spec's ``default_region`` the import of phonenumbers: it must be the
+    library's list, and `supported_region` must say of every two-letter code what the library says."""
+    codes = (a + b for a in string.ascii_uppercase for b in string.ascii_uppercase)
+
+    assert validation.PHONE_REGIONS == phonenumbers.SUPPORTED_REGIONS
+    assert [
+        code
+        for code in codes
+        if validation.supported_region(code) != (code in phonenumbers.SUPPORTED_REGIONS)
+    ] == []

@@ -68,6 +68,7 @@ from altcraft.validation import (
     normalize_email,
     normalize_phone,
     stripped_text,
+    supported_region,
 )
 
 FieldType = Literal["string", "int", "float", "bool", "date", "datetime", "email", "phone", "tags"]
@@ -315,9 +316,7 @@ class ProfileMapping(BaseModel):
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
-        from phonenumbers import SUPPORTED_REGIONS
-
-        if value is not None and value.upper() not in SUPPORTED_REGIONS:
+        if value is not None and not supported_region(value.upper()):
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as RU")
         return None if value is None else value.upper()
 

@@ -55,6 +55,32 @@ _TEXT_SCALARS = (int, float, Decimal, UUID)
 _PHONE_SCALARS = (str, int)
 
 
+_REGION_CODES = (
+    "AC AD AE AF AG AI AL AM AO AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT "
+    "BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER "
+    "ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GT GU GW GY HK HN HR HT HU ID IE "
+    "IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV "
+    "LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP "
+    "NR NU NZ OM PA PE PF PG PH PK PL PM PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK "
+    "SL SM SN SO SR SS ST SV SX SY SZ TA TC TD TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG US UY UZ VA "
+    "VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW"
+)
+PHONE_REGIONS = frozenset(_REGION_CODES.split())
+"""The regions phonenumbers 9.0 parses numbers of (``SUPPORTED_REGIONS``), known without importing it:
+that import takes about 13 ms of CPU, paid at every parse of a DAG file whose mapping names a
+``default_region`` (tests/test_validation_fast_path.py keeps the two equal)."""
+
+
+def supported_region(code: str) -> bool:
+    """Whether phonenumbers parses numbers of region ``code`` (upper case): one of `PHONE_REGIONS`, else as
+    the installed library says (it is imported only then)."""
+    if code in PHONE_REGIONS:
+        return True
+    from phonenumbers import SUPPORTED_REGIONS
+
+    return code in SUPPORTED_REGIONS
+
+
 @lru_cache(maxsize=1)
 def _phone_reasons() -> tuple[dict[int, str], dict[int, str]]:
     """Reasons by phonenumbers' result codes: (not possible, not parsable). Imported on first use, so a

@@ -153,12 +153,19 @@ def test_each_example_serializes_the_same_way_every_parse():
         assert DagSerialization.serialize_dag(dag)["dag_id"] == dag_id
 
 
-RUN_TIME_MODULES = ("altcraft.ledger", "altcraft.api.models", "altcraft.api.protocol", "altcraft.hooks")
+RUN_TIME_MODULES = (
+    "altcraft.ledger",
+    "altcraft.api.models",
+    "altcraft.api.protocol",
+    "altcraft.hooks",
+    "phonenumbers",
+)
 
 
 def test_a_parse_imports_no_module_only_the_tasks_use():
     """Every parse of the DAG folder imports what it uses in a fresh process: the ledger (SQL tables and
-    stores) and the API client (answer models, hooks) are the tasks' modules, not a spec's or a DAG's."""
+    stores), the API client (answer models, hooks) and the phone library (a ``default_region`` is checked
+    without it) are the tasks' modules, not a spec's or a DAG's."""
     code = (
         "import sys; from altcraft.pipelines import load_pipelines; "
         f"assert not load_pipelines({str(DAGS / 'pipelines')!r}).errors; print(*sorted(sys.modules))"
