@@ -27,6 +27,8 @@ import sqlalchemy as sa
 from demo.airflow_api import wait_for
 from demo.airflow_env import airflow_command
 
+from altcraft.pipelines.events import WATERMARK_KEY
+from altcraft.sources.webhook import POSITIONS_KEY
 from altcraft.webhooks.kinds import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from altcraft.webhooks.store import WebhookStore
 
@@ -151,20 +153,39 @@ def contact(index: int) -> bytes:
 # ------------------------------------------------------------------------------------------- poll
 
 
-def watermark(pg_databases: dict[str, str], dag_id: str) -> str | None:
-    """The pipeline's event watermark in Airflow's asset state store (metadata database)."""
+def event_state(pg_databases: dict[str, str], dag_id: str, key: str) -> Any:
+    """A value of the pipeline's event asset state store (metadata database), decoded; None if unset."""
     engine = sa.create_engine(f"postgresql+psycopg2://{pg_databases['metadata']}")
     try:
         with engine.connect() as conn:
-            return conn.scalar(
+            value = conn.scalar(
                 sa.text(
                     "SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
-                    "WHERE a.uri = :uri AND s.key = 'window:watermark'"
+                    "WHERE a.uri = :uri AND s.key = :key"
                 ),
-                {"uri": f"altcraft-pipeline://{dag_id}/events"},
+                {"uri": f"altcraft-pipeline://{dag_id}/events", "key": key},
             )
     finally:
         engine.dispose()
+    return None if value is None else json.loads(value)
+
+
+def watermark(pg_databases: dict[str, str], dag_id: str) -> datetime | None:
+    """The pipeline's event watermark: where its next event run starts reading."""
+    value = event_state(pg_databases, dag_id, WATERMARK_KEY)
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def idle(airflow, dag_id: str) -> bool:
+    """No run of the pipeline is queued or running."""
+    return all(run["state"] not in ("queued", "running") for run in airflow.api.runs(dag_id))
+
+
+def poll_settled(airflow, pg_databases: dict[str, str]) -> bool:
+    """The poll pipeline has handled every row, so nothing is left to fire for: its watermark is past the
+    newest row (a successful event run read them all) and no run is queued or running."""
+    mark = watermark(pg_databases, POLL)
+    return mark is not None and mark > latest_row(pg_databases) and idle(airflow, POLL)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +205,9 @@ def polled(local_airflow, e2e_emulator, crm, pg_databases) -> dict[str, Any]:
         60,
         check=local_airflow.stack.check_alive,
     )
-    time.sleep(2)  # idle
+    wait_for(
+        "the pipeline idle", lambda: idle(local_airflow, POLL), WAIT, check=local_airflow.stack.check_alive
+    )
     inserted_at = time.monotonic()
     new = insert(crm, 100, 5, datetime.now(UTC))
     keys = wait_launched(local_airflow, e2e_emulator, POLL, len(old) + len(new))
@@ -209,7 +232,8 @@ def test_rows_inserted_while_idle_are_launched_once_without_waiting_for_the_sche
     runs_of = dict(launch_runs(pg_databases, POLL))
     assert {runs_of[str(i)].split("__")[0] for i in range(100, 105)} == {"asset_triggered"}, runs_of
     assert {runs_of[str(i)].split("__")[0] for i in range(1, 4)} == {"scheduled"}, runs_of
-    time.sleep(4)  # a few more polls: nothing fires again, nobody is launched twice
+    # nothing is left to fire for (every row behind the watermark, no run queued): nobody launched twice
+    wait_settled(local_airflow, pg_databases, POLL)
     keys = launched(e2e_emulator, POLL)
     assert sorted(keys) == sorted(polled["old"] + polled["new"])
     runs = local_airflow.api.runs(POLL)
@@ -265,17 +289,11 @@ def test_rows_arriving_during_an_active_run_are_launched_before_it_ends_and_once
     held_run = {runs_of[str(i)] for i in range(200, 203)}
     late_runs = {runs_of[str(i)] for i in range(300, 303)}
     assert len(held_run) == 1 and not held_run & late_runs, runs_of
+    # the event watermark caught up with every row once the runs were over, and nothing is left to fire for
+    wait_settled(local_airflow, pg_databases, POLL)
     # the overlapping run left the held rows to the first run, which launched them: once each
-    time.sleep(4)
     keys = launched(e2e_emulator, POLL)
     assert sorted(keys) == sorted(polled["old"] + polled["new"] + overlapping["held"] + overlapping["late"])
-    # and the event watermark caught up with every row once the runs were over
-    wait_for(
-        "the watermark past the late rows",
-        lambda: datetime.fromisoformat(json.loads(watermark(pg_databases, POLL))) > latest_row(pg_databases),
-        WAIT,
-        check=local_airflow.stack.check_alive,
-    )
     runs = local_airflow.api.runs(POLL)
     assert all(run["state"] == "success" for run in runs if run["state"] in ("success", "failed")), runs
 
@@ -311,9 +329,38 @@ def burst(local_airflow, e2e_emulator, overlapping) -> dict[str, Any]:
     return {"codes": Counter(first + second), "sent_seconds": sent, "keys": keys}
 
 
-def test_a_burst_of_1000_webhooks_launches_each_once_in_few_runs(burst, local_airflow, e2e_emulator):
+def newest_delivery(pg_databases: dict[str, str], pipeline: str) -> int | None:
+    engine = sa.create_engine(crm_url(pg_databases))
+    try:
+        with engine.connect() as conn:
+            query = "SELECT max(id) FROM altcraft_webhook_deliveries WHERE pipeline = :p"
+            return conn.scalar(sa.text(query), {"p": pipeline})
+    finally:
+        engine.dispose()
+
+
+def hook_settled(airflow, pg_databases: dict[str, str]) -> bool:
+    """The webhook pipeline has handled every stored delivery, so nothing is left to fire for: its
+    position is the newest delivery and no run is queued or running."""
+    positions = event_state(pg_databases, HOOK, POSITIONS_KEY) or {}
+    newest = newest_delivery(pg_databases, HOOK)
+    return newest is not None and max(positions.values(), default=-1) >= newest and idle(airflow, HOOK)
+
+
+def wait_settled(airflow, pg_databases: dict[str, str], dag_id: str) -> None:
+    """Until the pipeline is settled (`poll_settled`, `hook_settled`): what proves that no launch is still
+    to come, where a pause would only make one less likely."""
+    settled = poll_settled if dag_id == POLL else hook_settled
+    wait_for(
+        f"{dag_id} to settle", lambda: settled(airflow, pg_databases), WAIT, check=airflow.stack.check_alive
+    )
+
+
+def test_a_burst_of_1000_webhooks_launches_each_once_in_few_runs(
+    burst, local_airflow, e2e_emulator, pg_databases
+):
     assert burst["codes"] == {200: BURST}
-    time.sleep(3)
+    wait_settled(local_airflow, pg_databases, HOOK)  # nothing left to fire for: nobody launched twice
     keys = launched(e2e_emulator, HOOK)
     assert len(keys) == BURST and len(set(keys)) == BURST
     assert set(keys) == {f"hook{i}@example.com" for i in range(BURST)}
@@ -336,7 +383,7 @@ def test_a_replayed_webhook_is_accepted_once_and_a_forged_one_is_stored_nowhere(
     unsigned = requests.post(url, data=forged, headers={"Content-Type": "application/json"}, timeout=30)
     assert unsigned.status_code == 401
     assert store.count(HOOK) == stored
-    time.sleep(4)
+    wait_settled(local_airflow, pg_databases, HOOK)
     keys = launched(e2e_emulator, HOOK)
     assert len(keys) == BURST and f"hook{BURST + 1}@example.com" not in keys
 
