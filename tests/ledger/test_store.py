@@ -6,6 +6,7 @@ Scope, so tests share the tables but never rows.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from demo.airflow_api import wait_for
 from sqlalchemy.engine.interfaces import CacheStats
 
 from altcraft.ledger import (
@@ -774,7 +776,7 @@ def test_concurrent_claims_never_send_a_contact_twice(engine, scope):
 
 
 @pytest.mark.parametrize("driver", ["pymysql", "mysqldb", "mysqlconnector"])
-def test_lock_conflicts_are_retried_on_every_mysql_driver(database_name, driver, scope):
+def test_lock_conflicts_are_retried_on_every_mysql_driver(database_name, driver, scope, caplog):
     """The Airflow MySQL connection may use mysqlclient or mysql-connector-python (extra ``client``), whose
     errors carry a generic SQLSTATE (23000, HY000) besides MySQL's code: a claim that waits past
     ``innodb_lock_wait_timeout`` for another claim's locks is retried, then leaves the contact to that
@@ -795,9 +797,11 @@ def test_lock_conflicts_are_retried_on_every_mysql_driver(database_name, driver,
     try:
         second.ensure_schema()
         opened = first.open_claim(scope, run("r1"), items("k:a"), EVERY_RUN)
+        caplog.set_level(logging.INFO, logger="altcraft.ledger")
+        caplog.clear()
         waiting = threading.Thread(target=claim)
         waiting.start()
-        time.sleep(2.5)  # the waiting claim's first attempts time out
+        wait_for("the waiting claim's first attempt to time out", lambda: retried(caplog), 60, interval=0.05)
         opened.commit()
         waiting.join(30)
         [outcome] = found
@@ -809,6 +813,11 @@ def test_lock_conflicts_are_retried_on_every_mysql_driver(database_name, driver,
     finally:
         first.close()
         second.close()
+
+
+def retried(caplog: pytest.LogCaptureFixture) -> bool:
+    """Whether the ledger logged a transaction conflict it is retrying."""
+    return any("conflict" in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records)
 
 
 def test_a_sqlite_transaction_rolled_back_by_sqlite_raises_its_own_error(tmp_path, scope):
