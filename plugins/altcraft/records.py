@@ -66,10 +66,15 @@ def repeated(names: Iterable[str]) -> str | None:
 
 def named_twice(value: Any, skip: Any = None) -> str | None:
     """The first key an object in ``value`` (nested objects and arrays too) names twice, or None; ``skip`` (an
-    object or array of ``value``, by identity) is not looked into."""
-    if value is skip and skip is not None:
-        return None
-    if isinstance(value, NamedTwice):
-        return value.twice
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return next((key for item in items if (key := named_twice(item, skip)) is not None), None)
+    object or array of ``value``, by identity) is not looked into. Iterative: a value nested past Python's
+    recursion limit, which the JSON decoder still reads, is no RecursionError (a webhook delivery's 500)."""
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if value is skip and skip is not None:
+            continue
+        if isinstance(value, NamedTwice):
+            return value.twice
+        if isinstance(value, dict | list):
+            stack.extend(reversed(value.values() if isinstance(value, dict) else value))
+    return None

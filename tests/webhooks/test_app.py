@@ -394,6 +394,7 @@ def test_a_delivery_no_database_stores_as_is_is_stored_as_sent_on_sqlite(store):
         (b"NaN", "NaN is no JSON value (only finite numbers are)"),
         (b"-Infinity", "-Infinity is no JSON value (only finite numbers are)"),
         (b"[" * 40 + b"]" * 40, "it nests deeper than 32 levels"),
+        (b"[" * 600 + b"]" * 600, "it nests deeper than 32 levels"),  # past named_twice's recursion: a 500
     ],
 )
 def test_a_contact_holding_a_value_no_json_or_python_reads_is_its_rejection_and_the_others_stored(
