@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -134,3 +135,56 @@ def test_two_connections_holding_one_secret_refuse_both_webhooks_naming_the_conn
     secret_connection(monkeypatch, "b24_hook_secret", "another-secret")  # each a secret of its own
     answer = TestClient(create_app()).post("/shared_b24", content=b24_body("another-secret"), headers=FORM)
     assert answer.json() == {"status": "accepted", "records": 1}
+
+
+@pytest.fixture
+def fifty_webhooks(airflow_db) -> Iterator[list[str]]:
+    """50 amoCRM webhooks, each with a secret connection of its own in the metadata database (where the API
+    server's secrets backend finds them); the DAG folder and the connections are emptied after."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    pipelines = [f"busy_{n:02d}" for n in range(50)]
+    sync_dag_folder([webhook_spec(p, "amocrm", f"{p}_secret") for p in pipelines])
+    with create_session() as session:
+        session.add_all(
+            Connection(conn_id=f"{p}_secret", conn_type="generic", password=f"secret of {p}")
+            for p in pipelines
+        )
+    yield pipelines
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id.like("busy_%")).delete(synchronize_session=False)
+    sync_dag_folder([])
+
+
+def test_fifty_busy_webhooks_read_each_secret_connection_about_once_per_cache_period(
+    fifty_webhooks, store, monkeypatch, caplog
+):
+    """Each lookup read the secret of every other active webhook: with N webhooks taking deliveries, N² calls
+    of the secrets backend per `CACHE_SECONDS` (main: 2,500 for 50, 2.0 s of metadata queries on SQLite; a
+    Vault is slower). Now the app keeps each connection's digest: about two reads a connection."""
+    from airflow.models.connection import Connection
+
+    real, calls = Connection.get_connection_from_secrets.__func__, []
+
+    def counted(cls, conn_id):
+        calls.append(conn_id)
+        return real(cls, conn_id)
+
+    monkeypatch.setattr(Connection, "get_connection_from_secrets", classmethod(counted))
+    client = TestClient(create_app())
+    started = time.perf_counter()
+    with caplog.at_level(logging.ERROR, logger="altcraft.webhooks.app"):
+        codes = [
+            client.post(f"/{p}?secret=secret of {p}", content=BODY, headers=FORM).status_code
+            for p in fifty_webhooks
+        ]
+    logging.getLogger(__name__).warning(
+        "50 deliveries to 50 webhooks: %d secrets-backend calls, %.2f s",
+        len(calls),
+        time.perf_counter() - started,
+    )
+    assert codes == [200] * 50, caplog.text
+    assert [store.count(p) for p in fifty_webhooks] == [1] * 50
+    secret_reads = [conn_id for conn_id in calls if conn_id.startswith("busy_")]
+    assert len(secret_reads) <= 2 * len(fifty_webhooks), len(secret_reads)

@@ -31,16 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import hmac
 import ipaddress
 import logging
 import math
+import os
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -97,15 +99,18 @@ class WebhookConfig:
 
 
 ConfigLookup = Callable[[str], WebhookConfig | None]
+Found = TypeVar("Found")
 
 
 class SharedSecret(LookupError):
     """Another active webhook's connection holds the pipeline's secret (`shared_secret`)."""
 
 
-def airflow_config(pipeline: str) -> WebhookConfig | None:
+def airflow_config(pipeline: str, digests: _Cached[bytes] | None = None) -> WebhookConfig | None:
     """The settings of an active pipeline's event asset (metadata database) and its secret (connection);
-    `SharedSecret` where another active webhook may take its deliveries."""
+    `SharedSecret` where another active webhook may take its deliveries. ``digests`` keeps the `_digest` of
+    each secret connection read, its own too (`create_app` keeps them for `CACHE_SECONDS`: each lookup read
+    every other webhook's, N² secrets-backend calls for N busy webhooks); by default they are read afresh."""
     from airflow.models.connection import Connection
 
     webhooks = _active_webhooks()
@@ -115,7 +120,9 @@ def airflow_config(pipeline: str) -> WebhookConfig | None:
     secret = Connection.get_connection_from_secrets(settings["secret_conn_id"]).password
     if not secret:
         raise LookupError(f"connection {settings['secret_conn_id']!r} of webhook {pipeline} has no password")
-    if (problem := shared_secret(pipeline, secret, webhooks, functools.cache(_password_if_any))) is not None:
+    digests = digests or _Cached(_password_digest)
+    digests.keep(settings["secret_conn_id"], own := _digest(secret))
+    if (problem := shared_secret(pipeline, own, webhooks, digests)) is not None:
         raise SharedSecret(problem)
     return WebhookConfig(
         pipeline=pipeline,
@@ -151,25 +158,36 @@ def _active_webhooks() -> dict[str, Mapping[str, Any]]:
     }
 
 
-def _password_if_any(conn_id: str) -> str | None:
-    """The password of connection ``conn_id``; None if there is no such connection."""
+#: Key of `_digest`, new in each process: a digest proves nothing elsewhere, and no secret is kept in clear.
+_DIGEST_KEY = os.urandom(32)
+
+
+def _digest(secret: str) -> bytes:
+    """A keyed hash of ``secret``, compared in its place (`shared_secret`)."""
+    return hmac.new(_DIGEST_KEY, secret.encode(), hashlib.sha256).digest()
+
+
+def _password_digest(conn_id: str) -> bytes | None:
+    """The `_digest` of connection ``conn_id``'s password; None if there is no such connection or password."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
     try:
-        return Connection.get_connection_from_secrets(conn_id).password
+        password = Connection.get_connection_from_secrets(conn_id).password
     except AirflowNotFoundException:
         return None
+    return _digest(password) if password else None
 
 
 def shared_secret(
     pipeline: str,
-    secret: str,
+    secret: bytes,
     webhooks: Mapping[str, Mapping[str, Any]],
-    password: Callable[[str], str | None],
+    digest: Callable[[str], bytes | None],
 ) -> str | None:
     """Why webhook ``pipeline`` may take no delivery, or None: the other ``webhooks`` (settings by pipeline)
-    whose secret connection (``password``) holds its ``secret`` too where one of the two proofs names no
+    whose secret connection holds its ``secret`` too (both as `_digest`s: ``digest`` of a connection id)
+    where one of the two proofs names no
     pipeline (`may_share_a_secret`), so that a delivery to one would be taken by the other. It names the
     connections and webhooks, never the secret; another webhook's connection missing is that webhook's
     problem, not this one's."""
@@ -179,7 +197,7 @@ def shared_secret(
         for other, settings in sorted(webhooks.items())
         if other != pipeline
         and not may_share_a_secret(own["auth"], settings["auth"])
-        and hmac.compare_digest((password(settings["secret_conn_id"]) or "").encode(), secret.encode())
+        and hmac.compare_digest(digest(settings["secret_conn_id"]) or b"", secret)
     }
     if not holders:
         return None
@@ -193,23 +211,23 @@ def shared_secret(
     )
 
 
-class _Cached:
+class _Cached(Generic[Found]):
     """``lookup`` with answers kept for `CACHE_SECONDS` (a burst looks a pipeline up once), at most
     `CACHE_ENTRIES` of them: any client can post to as many made-up pipeline names as it likes. A lookup
     that failed (a secret connection missing) is kept as well and raised again: each delivery to such a
     pipeline cost a metadata query and a secrets backend call."""
 
-    def __init__(self, lookup: ConfigLookup) -> None:
+    def __init__(self, lookup: Callable[[str], Found | None]) -> None:
         self.lookup = lookup
-        self._answers: OrderedDict[str, tuple[float, WebhookConfig | Exception | None]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[float, Found | Exception | None]] = OrderedDict()
 
     def knows(self, pipeline: str) -> bool:
-        """Whether ``pipeline`` is a webhook by a fresh answer kept here (no lookup)."""
+        """Whether ``pipeline`` has a fresh answer kept here (no lookup), neither None nor an error."""
         found = self._answers.get(pipeline)
         fresh = found is not None and time.monotonic() - found[0] <= CACHE_SECONDS
-        return fresh and isinstance(found[1], WebhookConfig)
+        return fresh and found[1] is not None and not isinstance(found[1], Exception)
 
-    def __call__(self, pipeline: str) -> WebhookConfig | None:
+    def __call__(self, pipeline: str) -> Found | None:
         now = time.monotonic()
         found = self._answers.get(pipeline)
         if found is None or now - found[0] > CACHE_SECONDS:
@@ -217,13 +235,20 @@ class _Cached:
                 found = (now, self.lookup(pipeline))
             except Exception as error:
                 found = (now, error)
-        self._answers[pipeline] = found
-        self._answers.move_to_end(pipeline)
-        while len(self._answers) > CACHE_ENTRIES:
-            self._answers.popitem(last=False)
+        self._keep(pipeline, found)
         if isinstance(found[1], Exception):
             raise found[1]
         return found[1]
+
+    def keep(self, key: str, answer: Found) -> None:
+        """Keep ``answer`` for ``key`` as if it had just been looked up."""
+        self._keep(key, (time.monotonic(), answer))
+
+    def _keep(self, key: str, found: tuple[float, Found | Exception | None]) -> None:
+        self._answers[key] = found
+        self._answers.move_to_end(key)
+        while len(self._answers) > CACHE_ENTRIES:
+            self._answers.popitem(last=False)
 
 
 Client = tuple[str, str]  # (address, pipeline)
@@ -306,10 +331,11 @@ def _too_large(pipeline: str, limit: int) -> JSONResponse:
     return _answer(413, error=f"body larger than {limit} bytes")
 
 
-def create_app(lookup: ConfigLookup = airflow_config) -> FastAPI:
-    """The endpoint app; ``lookup`` finds a pipeline's `WebhookConfig` (tests give their own)."""
+def create_app(lookup: ConfigLookup | None = None) -> FastAPI:
+    """The endpoint app; ``lookup`` finds a pipeline's `WebhookConfig` (tests give their own), by default
+    `airflow_config` with the secret connections' digests kept for `CACHE_SECONDS`."""
     app = FastAPI(title="Altcraft webhooks", docs_url=None, redoc_url=None, openapi_url=None)
-    config_of = _Cached(lookup)
+    config_of = _Cached(lookup or functools.partial(airflow_config, digests=_Cached(_password_digest)))
     failures = _Failures()  # used from the event loop only
     stores: dict[str | None, WebhookStore] = {}
 
