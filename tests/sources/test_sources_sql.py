@@ -328,6 +328,41 @@ def test_a_watermark_of_text_times_in_mixed_forms_moves_by_their_instants(databa
     assert state.get(source.state_key) == {"type": "json", "value": "2024-03-01 11:30:00", "timezone": "UTC"}
 
 
+TYPED_COLUMN = {
+    "postgresql": "ALTER COLUMN w TYPE timestamp USING w::timestamp",
+    "mysql": "MODIFY w datetime",
+}
+
+
+def test_a_text_watermark_passes_to_a_column_typed_as_a_time_since(database, drop_tables):
+    """A text watermark column changed to a date-time type: the rows are compared with the stored text by
+    their instants. Main compared only text in Python once the watermark was text (2fed5a2): every row of
+    the typed column stood before it, so no later contact was ever read, the runs found nothing."""
+    if database.dialect == "sqlite":
+        pytest.skip("SQLite gives any column's times as text")
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table} (id integer primary key, w {TEXT_COLUMN[database.dialect]})"
+        )
+        conn.execute(sa.text(f"INSERT INTO {table} VALUES (1, '2024-03-01 10:00:00')"))
+    drop_tables.append((database, table))
+    state = MemoryStateStore()
+    read = []
+    for new_rows in ([], [(2, "2024-03-01 09:00:00"), (3, "2024-03-01 11:00:00")]):
+        with database.engine.begin() as conn:
+            if new_rows:
+                conn.exec_driver_sql(f"ALTER TABLE {table} {TYPED_COLUMN[database.dialect]}")
+            for key, moment in new_rows:
+                conn.execute(sa.text(f"INSERT INTO {table} VALUES (:id, :w)"), {"id": key, "w": moment})
+        source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="w", state=state)
+        read.append(keys(source.batches(None, 10)))
+        source.commit()
+
+    assert read == [[1], [3]]
+    assert state.get(source.state_key)["value"] == "2024-03-01T11:00:00"
+
+
 def test_watermark_mode_needs_a_state_store_and_cannot_be_partitioned(contacts):
     database, table = contacts
     source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="seq")

@@ -457,18 +457,28 @@ def _highest(values: list[Any], timezone: str) -> Any:
 def _after_text(last: str, timezone: str) -> Callable[[Any], bool]:
     """Whether a value of a watermark column stands past the text watermark ``last`` (`_highest`): text
     whose instant is later, and text that is no time, which every run reads and rejects as window mode
-    does; not a number (ordered before text); bytes (SQLite orders them after text, and they are rejected).
-    Only Python reads every form of ISO 8601 text (the databases' casts refuse or misread some), so the
-    rows are compared here, not in the query."""
+    does; a date or time whose instant is later (the column was given a time type since: else no row would
+    ever pass); not a number (ordered before text); bytes (SQLite orders them after text, and they are
+    rejected). Only Python reads every form of ISO 8601 text (the databases' casts refuse or misread some),
+    so the rows are compared here, not in the query."""
     bound = instant_text(last, timezone) or ""  # an older watermark that is no time: every row is past it
 
     def after(value: Any) -> bool:
+        if isinstance(value, date):  # a datetime too
+            return _instant_of(value, timezone) > bound
         if not isinstance(value, str):
             return isinstance(value, bytes)
         instant = instant_text(value, timezone)
         return instant is None or instant > bound
 
     return after
+
+
+def _instant_of(value: date, timezone: str) -> str:
+    """A date or time of a typed column as `instant_text` writes an instant: naive (a date's midnight too)
+    in ``timezone``."""
+    moment = value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
+    return utc_text(moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo(timezone)))
 
 
 def decode_watermark(stored: dict[str, Any], timezone: str) -> Any:
