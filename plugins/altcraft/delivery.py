@@ -917,17 +917,25 @@ class Delivery:
     def settle_task(self, claim: Claim, status: TaskStatus) -> None:
         """Settle an ``async`` chunk from its finished Altcraft task (see :mod:`altcraft.api.task_results`).
 
-        Per-contact results are used in request order (unless one names another contact than the one sent
-        at its position); counts that prove every contact launched settle them
-        launched; anything else settles them uncertain with the reason, logged as an error.
+        Per-contact results are used in the order the request was sent (`_sent_keys`; unless one names
+        another contact than the one sent at its position); counts that prove every contact launched settle
+        them launched; anything else settles them uncertain with the reason, logged as an error. Only the
+        claim's contacts still ``sending`` are settled.
         """
-        found = task_settlements(status, claim.to_send)
+        found = task_settlements(status, self._sent_keys(claim, status.task_id))
         if isinstance(found, str):
             self._settle_unknown_task(claim, found)
             return
         if not self.session.is_earlier(claim):
             self.summary.pending -= len(claim.to_send)
-        self._settle(claim, found)
+        self._settle(claim, {key: found[key] for key in claim.to_send if key in found})
+
+    def _sent_keys(self, claim: Claim, task_id: str) -> Sequence[str]:
+        """The keys ``claim``'s Altcraft task ``task_id`` was sent, in request order: as the ledger recorded
+        them (``altcraft_tasks``), since another run may have made some of them uncertain since, leaving
+        fewer ``sending``; the claim's own where none is recorded (a version before the table)."""
+        recorded = self.session.sent_tasks({claim.batch_id}).get(claim.batch_id)
+        return recorded.keys if recorded is not None and recorded.task_id == task_id else claim.to_send
 
     def _settle_unknown_task(self, claim: Claim, reason: str) -> None:
         """Settle an ``async`` chunk whose task cannot tell who was launched: uncertain, logged as error."""

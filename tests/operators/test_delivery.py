@@ -552,6 +552,27 @@ def test_a_dead_tries_task_that_cannot_be_read_leaves_its_contacts_uncertain_say
     assert_exactly_once(emulator, scenario_id, 4)
 
 
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_a_retry_reads_its_task_by_the_keys_it_sent_when_another_run_took_some_of_them_over(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """The try that submitted a task of 6 died; another run met 3 of them stale (made uncertain) before a
+    retry of the first came back for the task. The retry read the task's 6 positional results against only
+    the 3 contacts still ``sending``, so it could not tell who was launched and settled those 3 uncertain
+    too. Now it reads them by the keys the request was sent (``altcraft_tasks``): the 3 are launched."""
+    people = contacts(6)
+    dead = make_delivery(mode="async", batch_size=6)
+    dead.process(in_batches(people))
+    tasks = dict(dead.tasks)
+    meet_stale(make_delivery, ledger, people[:3])
+
+    retry = make_delivery(mode="async", run=run_ref(try_number=2))
+    retry.recover(tasks, timeout=30, poll_interval=0.05)
+    assert retry.summary.earlier_tries == {"launched": 3, "failed": 0, "uncertain": 0}
+    assert sorted(ledger.contact_states(retry.scope).values()) == ["launched"] * 3 + ["uncertain"] * 3
+    assert_exactly_once(emulator, scenario_id, 6)
+
+
 def test_pausing_passes_every_item_on_in_order_without_reading_ahead():
     from altcraft.delivery import pausing
 
