@@ -689,6 +689,8 @@ class Delivery:
 
     def _by_task(self, contact: UncertainContact, task: SentTask, now: datetime) -> Resolution | str:
         """`by_task` on what ``task`` (read once per try) says of the contact, or why it says nothing."""
+        if task.shared:
+            return _shared(task.task_id)
         if task.task_id not in self.task_reads:
             self.task_reads[task.task_id] = self._read_task(task)
         said = self.task_reads[task.task_id]
@@ -830,8 +832,10 @@ class Delivery:
         task_id = self._send_chunk(claim, self.hook.submit_import_and_start_batch_task, piece)
         earlier = next((batch for batch, known in self.tasks.items() if known == task_id), None)
         if earlier is not None:
-            # one task id for two batches: its results cannot tell which batch they are for
+            # one task id for two batches: its results cannot tell which batch they are for; recorded for
+            # this one too, so that reconciliation reads it for neither (`SentTask.shared`)
             reason = f"Altcraft answered task id {task_id} for two batches"
+            self.session.record_task(claim.batch_id, task_id, keys)
             self._settle_unknown_task(self.session.claim_of(earlier), reason)
             del self.tasks[earlier]
             endpoint = LAUNCH_ENDPOINTS[DeliveryMode.ASYNC.value]
@@ -917,12 +921,13 @@ class Delivery:
     def settle_task(self, claim: Claim, status: TaskStatus) -> None:
         """Settle an ``async`` chunk from its finished Altcraft task (see :mod:`altcraft.api.task_results`).
 
-        Per-contact results are used in the order the request was sent (`_sent_keys`; unless one names
+        Per-contact results are used in the order the request was sent (`_sent_task`; unless one names
         another contact than the one sent at its position); counts that prove every contact launched settle
         them launched; anything else settles them uncertain with the reason, logged as an error. Only the
         claim's contacts still ``sending`` are settled.
         """
-        found = task_settlements(status, self._sent_keys(claim, status.task_id))
+        sent = self._sent_task(claim, status.task_id)
+        found = _shared(sent.task_id) if sent.shared else task_settlements(status, sent.keys)
         if isinstance(found, str):
             self._settle_unknown_task(claim, found)
             return
@@ -930,12 +935,14 @@ class Delivery:
             self.summary.pending -= len(claim.to_send)
         self._settle(claim, {key: found[key] for key in claim.to_send if key in found})
 
-    def _sent_keys(self, claim: Claim, task_id: str) -> Sequence[str]:
-        """The keys ``claim``'s Altcraft task ``task_id`` was sent, in request order: as the ledger recorded
-        them (``altcraft_tasks``), since another run may have made some of them uncertain since, leaving
-        fewer ``sending``; the claim's own where none is recorded (a version before the table)."""
+    def _sent_task(self, claim: Claim, task_id: str) -> SentTask:
+        """``claim``'s Altcraft task ``task_id`` as the ledger recorded it (``altcraft_tasks``): the keys it
+        was sent in request order, since another run may have made some of them uncertain since, leaving
+        fewer ``sending``; the claim's own keys where none is recorded (a version before the table)."""
         recorded = self.session.sent_tasks({claim.batch_id}).get(claim.batch_id)
-        return recorded.keys if recorded is not None and recorded.task_id == task_id else claim.to_send
+        if recorded is not None and recorded.task_id == task_id:
+            return recorded
+        return SentTask(task_id, tuple(claim.to_send))
 
     def _settle_unknown_task(self, claim: Claim, reason: str) -> None:
         """Settle an ``async`` chunk whose task cannot tell who was launched: uncertain, logged as error."""
@@ -1028,6 +1035,11 @@ def task_settlements(status: TaskStatus, keys: Sequence[str]) -> dict[str, Settl
     return dict.fromkeys(
         keys, Settlement(Outcome.LAUNCHED, text=f"task {status.task_id}: counts prove every launch")
     )
+
+
+def _shared(task_id: str) -> str:
+    """Why a task whose id Altcraft answered for more than one request (`SentTask.shared`) proves nothing."""
+    return f"Altcraft answered task id {task_id} for another request too: its result may be that request's"
 
 
 def _unrefused(code: int, text: str) -> Settlement:

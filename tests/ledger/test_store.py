@@ -39,6 +39,7 @@ from altcraft.ledger import (
     identities_table,
     metadata,
     outcomes_table,
+    tasks_table,
 )
 from altcraft.ledger.rules import ContactState
 from altcraft.ledger.schema import LedgerSchemaError
@@ -1201,6 +1202,29 @@ def test_the_altcraft_task_of_a_claim_is_kept_with_the_keys_it_was_sent_in_order
     assert ledger.sent_tasks(Scope(scope.platform, 8), [claim.batch_id]) == {}, "another scenario's"
     with pytest.raises(sa.exc.IntegrityError):  # one task per claim
         ledger.record_task(scope, claim.batch_id, "task_other", claim.to_send, now=T0)
+
+
+def test_a_task_id_recorded_for_two_claims_proves_nothing_even_in_a_tasks_table_made_without_its_index(
+    fresh_engine, scope
+):
+    """``altcraft_tasks`` as the version that added it made it (no index on ``task_id``) gets the index from
+    ``ensure_schema``; a task id recorded for two claims of the platform (Altcraft answered it for two
+    requests) is read as shared for both, in whichever scenario; another is not."""
+    metadata.create_all(fresh_engine)
+    [index] = tasks_table.indexes
+    with fresh_engine.begin() as conn:
+        index.drop(conn)
+    ledger = Ledger(fresh_engine)
+    ledger.ensure_schema()
+    assert index.name in {i["name"] for i in sa.inspect(fresh_engine).get_indexes(tasks_table.name)}
+
+    ledger.record_task(scope, "b1", "task_reused", ["k:a"], now=T0)
+    ledger.record_task(Scope(scope.platform, 8), "b2", "task_reused", ["k:b"], now=T0)
+    ledger.record_task(scope, "b3", "task_own", ["k:c"], now=T0)
+    ledger.record_task(Scope("https://other.example.com", 7), "b4", "task_own", ["k:d"], now=T0)
+    found = ledger.sent_tasks(scope, ["b1", "b3"])
+    assert {batch: task.shared for batch, task in found.items()} == {"b1": True, "b3": False}
+    ledger.close()
 
 
 CONTACTS, OUTCOMES = "altcraft_contacts", "altcraft_outcomes"

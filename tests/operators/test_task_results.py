@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,59 @@ def test_a_task_id_answered_for_two_batches_settles_both_uncertain(
     assert (s.found, s.launched, s.uncertain, s.failed, s.pending) == (10, 0, 10, 0, 0)
     assert {o: n for o, n in delivery.session.counts().items() if n} == {Outcome.UNCERTAIN: 10}
     assert not delivery.tasks
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "sqlite"], indirect=True)
+def test_reconciliation_never_reads_a_task_id_answered_for_two_batches(
+    make_delivery, emulator, proxy, scenario_id
+):
+    """Altcraft answers one task id (here: that of an earlier task, which refused its 5 contacts) for two
+    batches: the sending try settles both uncertain, since the results may be either batch's. The first
+    batch's task was recorded, though, and reconciliation read those results as its own: its 5 contacts,
+    launched by their real task, were judged refused, not processed, and sent again."""
+    task = "workflows/import_and_start_batch_task"
+    emulator.add_faults({"endpoint": task, "kind": "profile_error", "code": 400, "text": "bad", "every": 1})
+    refused = make_delivery(mode="async", batch_size=5, run=run_ref(run_id="r0", window="r0"))
+    refused.process(in_batches(contacts(5, start=100)))
+    [reused] = refused.tasks.values()
+    refused.settle_tasks(refused.tasks, timeout=60, poll_interval=0.05)
+    assert refused.summary.failed == 5
+    emulator.clear_faults()
+    proxy.rewrite[task] = lambda body, answer, status: (status, {**answer, "data": {"task_id": reused}})
+
+    people = contacts(10)
+    with pytest.raises(DeliveryStopped, match="for two batches"):
+        make_delivery(mode="async", batch_size=5).process(in_batches(people, 5))
+    deadline = time.monotonic() + 30  # their real tasks run (their ids were hidden by the reused one)
+    while len(launch_counts(emulator, scenario_id)) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reconciler = make_delivery(
+        run=run_ref(run_id="r2", window="r2"), profiles_db_id=1, reconcile_grace=timedelta(0)
+    )
+    summary = reconciler.process(in_batches(people, 5))
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 10}
+    assert (summary.requests, summary.uncertain) == (0, 10)
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 10, "nobody launched twice"
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "sqlite"], indirect=True)
+def test_a_task_id_another_run_was_answered_too_settles_nobody(make_delivery, emulator, proxy, scenario_id):
+    """Altcraft answers a later run the task id an earlier run's request got (that task launched its 5): the
+    later run cannot see it among its own tasks, and read those results as its own: its 5 contacts, whose
+    real task refused them, were settled launched and never sent. Both are recorded, so it sees the id
+    shared and settles its contacts uncertain."""
+    task = "workflows/import_and_start_batch_task"
+    earlier = make_delivery(mode="async", batch_size=5, run=run_ref(run_id="r0", window="r0"))
+    earlier.process(in_batches(contacts(5, start=100)))
+    [reused] = earlier.tasks.values()
+    assert earlier.hook.wait_for_task(reused, timeout=30, poll_interval=0.05).state.is_terminal
+    proxy.rewrite[task] = lambda body, answer, status: (status, {**answer, "data": {"task_id": reused}})
+    emulator.add_faults({"endpoint": task, "kind": "profile_error", "code": 400, "text": "bad", "every": 1})
+
+    later = make_delivery(mode="async", batch_size=5)
+    _run_async(later, contacts(5))
+    assert (later.summary.launched, later.summary.uncertain) == (0, 5)
+    assert len(launch_counts(emulator, scenario_id)) == 5, "the earlier run's only"
 
 
 @pytest.mark.parametrize("ledger", ["sqlite"], indirect=True)

@@ -270,10 +270,12 @@ class UncertainContact:
 @dataclass(frozen=True)
 class SentTask:
     """The Altcraft task an ``async`` claim's request created (``altcraft_tasks``): its id, and the ledger
-    keys it was sent, in request order (its per-contact results are positional)."""
+    keys it was sent, in request order (its per-contact results are positional). ``shared``: Altcraft
+    answered its id for another request too, so its result may be that request's and proves nothing."""
 
     task_id: str
     keys: tuple[str, ...]
+    shared: bool = False
 
 
 @dataclass(frozen=True)

@@ -481,17 +481,21 @@ class Ledger:
         self._write(lambda conn: conn.execute(sa.insert(tasks_table), [row]))
 
     def sent_tasks(self, scope: Scope, batch_ids: Iterable[str]) -> dict[str, SentTask]:
-        """The recorded Altcraft task of each claim of ``batch_ids`` that has one (:meth:`record_task`)."""
+        """The recorded Altcraft task of each claim of ``batch_ids`` that has one (:meth:`record_task`),
+        ``shared`` when its id was recorded for another claim on the platform too."""
 
         def work(conn: Connection) -> dict[str, SentTask]:
-            found: dict[str, SentTask] = {}
+            found: dict[str, tuple[str, str]] = {}
             for _, condition in matching(conn, _T.batch_id, set(batch_ids)):
                 query = sa.select(_T.batch_id, _T.task_id, _T.contact_keys).where(
                     condition, _T.platform == scope.platform, _T.scenario_id == scope.scenario_id
                 )
-                for batch_id, task_id, keys in conn.execute(query):
-                    found[batch_id] = SentTask(task_id, tuple(json.loads(keys)))
-            return found
+                found.update((batch_id, (task_id, keys)) for batch_id, task_id, keys in conn.execute(query))
+            shared = _shared_tasks(conn, scope, {task_id for task_id, _ in found.values()})
+            return {
+                batch_id: SentTask(task_id, tuple(json.loads(keys)), task_id in shared)
+                for batch_id, (task_id, keys) in found.items()
+            }
 
         return self._read(work)
 
@@ -929,6 +933,21 @@ def _log_claim(claim: Claim, run: RunRef, *, dry_run: bool) -> None:
         len(claim.uncertain),
         claim.duplicates,
     )
+
+
+def _shared_tasks(conn: Connection, scope: Scope, task_ids: set[str]) -> set[str]:
+    """Which of ``task_ids`` are recorded for more than one claim on the scope's platform (Altcraft answered
+    one task id for two requests)."""
+    shared: set[str] = set()
+    for _, condition in matching(conn, _T.task_id, task_ids):
+        query = (
+            sa.select(_T.task_id)
+            .where(condition, _T.platform == scope.platform)
+            .group_by(_T.task_id)
+            .having(sa.func.count() > 1)
+        )
+        shared.update(conn.execute(query).scalars())
+    return shared
 
 
 def _sender(conn: Connection, contact: UncertainContact) -> tuple[RunRef, RowMapping | None]:
