@@ -10,7 +10,9 @@ from pathlib import Path
 import pendulum
 import pytest
 import sqlalchemy as sa
+from pydantic import ValidationError
 
+from altcraft.pipelines.spec import PipelineSpec
 from tests.airflow_helpers import run_dag, task_states, xcom_values
 
 from .test_pipeline_runs import PG, load_dags
@@ -109,7 +111,7 @@ def test_a_timestamptz_in_a_date_field_is_on_its_date_in_the_mappings_time_zone(
 ):
     """22:30 UTC on March 1 is 01:30 on March 2 in Moscow: the date field took the date of the source's
     session zone (UTC), not the mapping's."""
-    source = table_source(crm_table)
+    source = table_source(crm_table, timezone="UTC")
     mapping = {"timezone": "Europe/Moscow", "fields": {"_bdate": {"source": "paid", "type": "date"}}}
     dag = load_dags([pipeline("valfix_pg_date", source, mapping, scenario_id)])["valfix_pg_date"]
     assert run_once(dag)["launched"] == 1
@@ -257,3 +259,22 @@ def test_null_values_are_csv_cells_and_by_default_no_cell_is_null(tmp_path: Path
     spec = {"type": "file", "path": "/x", "key_column": "id", "window_by": "mtime", "format": "jsonl"}
     with pytest.raises(pydantic.ValidationError, match="null_values: for CSV only"):
         FileSpec.model_validate({**spec, "null_values": ["NULL"]})
+
+
+@pytest.mark.parametrize("source_zone", [None, "UTC", "Europe/Moscow"])
+def test_a_mapping_zone_over_a_source_naming_none_is_refused_where_it_reads_times(source_zone):
+    """A spec whose mapping names a zone and whose source names none read the source's naive times in the
+    mapping's zone until they became the source's (UTC when not set): it would send other times without
+    saying so, so it is refused naming source.timezone, where the mapping reads a date or date-time from
+    the source. A source naming its zone, a mapping of no such field or a constant one are not refused."""
+    extra = {} if source_zone is None else {"timezone": source_zone}
+    dated = {"timezone": "Europe/Moscow", "fields": {"_bdate": {"source": "paid", "type": "date"}}}
+    spec = pipeline("zones", table_source("crm", **extra), dated, 1)
+    if source_zone is None:
+        with pytest.raises(ValidationError, match=r"source\.timezone is not set while mapping\.timezone is "):
+            PipelineSpec.model_validate(spec)
+    else:
+        assert PipelineSpec.model_validate(spec).mapping.timezone == "Europe/Moscow"
+    for fields in ({"city": {"source": "city"}}, {"_bdate": {"const": "2026-03-01", "type": "date"}}):
+        undated = {"timezone": "Europe/Moscow", "fields": fields}
+        PipelineSpec.model_validate(pipeline("zones", table_source("crm", **extra), undated, 1))

@@ -535,6 +535,13 @@ class PipelineSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _zone_of_naive_times(self) -> PipelineSpec:
+        problem = naive_times_moved(self.source, self.mapping)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _settled_ledger(self) -> PipelineSpec:
         """No ``ledger_conn_id``: ``[altcraft] ledger_conn_id`` where the spec is parsed, recorded in the DAG:
         the API server and the triggerer follow the DAG processor's, whatever their own setting (webhook
@@ -778,6 +785,33 @@ def read_spec(path: Path) -> PipelineSpec | SpecError:
         return SpecError(path, "  values are nested too deeply")
     except Exception as error:
         return SpecError(path, f"  cannot read the spec: {type(error).__name__}: {error}")
+
+
+def naive_times_moved(source: BaseModel, mapping: ProfileMapping) -> str | None:
+    """Why a spec whose mapping names a zone and whose source (one with naive times) names none is refused
+    when the mapping reads date or date-time values from the source: those values were read in the mapping's
+    zone until a source's naive times became its own zone's (UTC by default, as its window reads them), so
+    the spec would send other times than it did without saying so. None: nothing moved."""
+    if (
+        "timezone" not in type(source).model_fields
+        or "timezone" in source.model_fields_set
+        or "timezone" not in mapping.model_fields_set
+        or mapping.timezone.upper() in ("UTC", "ETC/UTC")
+    ):
+        return None
+    read = sorted(
+        target
+        for target, field in mapping.fields.items()
+        if field.type in ("date", "datetime") and field.const is None
+    )
+    if not read:
+        return None
+    return (
+        f"source.timezone is not set while mapping.timezone is {mapping.timezone}: the naive times of "
+        f"mapping.fields {', '.join(read)} are read in the source's zone (UTC when not set), no longer in "
+        f"the mapping's. Set source.timezone to the zone the source's naive times are in "
+        f"(e.g. {mapping.timezone}, which its window then reads them in too; UTC keeps the window as it was)"
+    )
 
 
 def _read_regular(path: Path, limit: int) -> bytes | None:
