@@ -205,16 +205,21 @@ def test_a_sqlite_watermark_of_text_times_in_mixed_forms_launches_each_later_con
         {6: "2024-03-01 11:30:00"},
     ]
     for day, rows in enumerate(runs, start=1):
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text("INSERT INTO contacts VALUES (:id, :email, :seen)"),
-                [{"id": k, "email": f"t{k}@example.org", "seen": seen} for k, seen in rows.items()],
-            )
+        _insert_seen(engine, "t", rows)
         run = run_dag(dag, START + timedelta(days=day))
         assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
     engine.dispose()
 
     assert sorted(launched_emails(emulator, scenario_id)) == [f"t{k}@example.org" for k in range(1, 7)]
+
+
+def _insert_seen(engine: sa.Engine, prefix: str, rows: dict[int, str]) -> None:
+    """Rows of the ``contacts (id, email, seen)`` table: id -> seen, emails ``<prefix><id>@example.org``."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO contacts VALUES (:id, :email, :seen)"),
+            [{"id": k, "email": f"{prefix}{k}@example.org", "seen": seen} for k, seen in rows.items()],
+        )
 
 
 def test_a_source_timezone_changed_between_runs_keeps_the_watermarks_instant(
@@ -239,11 +244,7 @@ def test_a_source_timezone_changed_between_runs_keeps_the_watermarks_instant(
         pipeline = spec("zone_watermark", "contacts", scenario_id, source=source)
         pipeline["mapping"] = {**pipeline["mapping"], "fields": {}}  # the table has no first_name
         dag = load_dags([pipeline])["zone_watermark"]
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text("INSERT INTO contacts VALUES (:id, :email, :seen)"),
-                [{"id": k, "email": f"z{k}@example.org", "seen": seen} for k, seen in rows.items()],
-            )
+        _insert_seen(engine, "z", rows)
         run = run_dag(dag, START + timedelta(days=day))
         assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
         summary = xcom_values(dag.dag_id, run.run_id)["import_and_launch", 0]
