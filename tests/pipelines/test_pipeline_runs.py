@@ -108,14 +108,20 @@ def add_new_contacts(table: str, count: int = 5) -> None:
     engine.dispose()
 
 
-def load_dags(specs: list[dict]) -> dict:
-    """Put the loader and these specs in the DAG folder, import the loader, return its DAGs by id."""
+def write_dag_folder(specs: list[dict]) -> Path:
+    """The DAG folder emptied, holding the loader and these specs (``pipelines/<id>.yaml``)."""
     folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     shutil.rmtree(folder)
     (folder / "pipelines").mkdir(parents=True)
     shutil.copy(LOADER, folder / LOADER.name)
     for item in specs:
         (folder / "pipelines" / f"{item['id']}.yaml").write_text(yaml.safe_dump(item))
+    return folder
+
+
+def load_dags(specs: list[dict]) -> dict:
+    """Put the loader and these specs in the DAG folder, import the loader, return its DAGs by id."""
+    folder = write_dag_folder(specs)
     name = f"altcraft_pipelines_{uuid.uuid4().hex[:8]}"
     module_spec = importlib.util.spec_from_file_location(name, folder / LOADER.name)
     module = importlib.util.module_from_spec(module_spec)

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from altcraft.webhooks.app import airflow_config, create_app
 from altcraft.webhooks.store import WebhookStore
+from tests.pipelines.test_pipeline_runs import write_dag_folder
 
-LOADER = Path(__file__).resolve().parents[2] / "dags" / "altcraft_pipelines.py"
 SECRET = "one-secret-held-by-two-connections"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 BODY = b"contacts%5Badd%5D%5B0%5D%5Bid%5D=7"
@@ -51,12 +47,7 @@ def sync_dag_folder(specs: list[dict]) -> None:
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
 
-    folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    shutil.rmtree(folder)
-    (folder / "pipelines").mkdir(parents=True)
-    shutil.copy(LOADER, folder / LOADER.name)
-    for spec in specs:
-        (folder / "pipelines" / f"{spec['id']}.yaml").write_text(yaml.safe_dump(spec))
+    write_dag_folder(specs)
     manager = DagBundlesManager()
     manager.sync_bundles_to_db()
     for bundle in manager.get_all_dag_bundles():
