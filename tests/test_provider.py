@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -86,3 +88,65 @@ def test_the_celery_extra_installs_a_celery_executor_that_imports():
     statement = "import airflow.providers.celery.executors.celery_executor_utils"
     done = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+#: What Airflow's components do with the installed providers: the API server's connection form and
+#: ``airflow providers`` commands (ProvidersManager), a worker's hooks (ProvidersManagerTaskRuntime), the
+#: plugins, and every component listing DAG bundles with the example DAGs on (DagBundlesManager), which
+#: imports each provider's module to look for its example DAGs. Prints every warning or error logged.
+LOAD_EVERYTHING = """
+import json
+import logging
+
+import airflow  # configures logging first
+
+kept = []
+
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        kept.append(self.format(record))
+
+
+keep = Keep(logging.WARNING)
+keep.setFormatter(logging.Formatter())
+logging.getLogger().addHandler(keep)
+
+from airflow import plugins_manager
+from airflow.dag_processing.bundles.manager import DagBundlesManager
+from airflow.providers_manager import ProvidersManager
+from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+manager = ProvidersManager()
+list(manager.iter_connection_type_hook_ui_metadata())
+for facet in ("connection_form_widgets", "field_behaviours", "extra_links_class_names", "plugins", "trigger",
+              "notification", "provider_configs", "dialects"):
+    getattr(manager, facet)
+hook = ProvidersManagerTaskRuntime().hooks["altcraft"]
+plugins_manager.get_plugin_info()
+bundles = DagBundlesManager()
+print(json.dumps({
+    "hook": hook.hook_class_name,
+    "form": sorted(key for key in manager.connection_form_widgets if key.startswith("extra__altcraft__")),
+    "bundles": sorted(name for name, _ in bundles._bundle_config.items()),
+    "plugin_errors": plugins_manager.get_import_errors(),
+    "logged": kept,
+}))
+"""
+
+
+def test_airflow_loads_the_provider_without_a_warning(tmp_path):
+    """With the example DAGs on (true in a new AIRFLOW_HOME), every component listing DAG bundles logged
+    "Could not load provider module airflow_provider_altcraft for example DAG discovery" with a traceback:
+    Airflow imports each provider's module, guessed from its distribution name."""
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "True"}
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_EVERYTHING], capture_output=True, text=True, env=env, timeout=240
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["hook"] == "altcraft.hooks.altcraft.AltcraftHook"
+    assert len(loaded["form"]) == 7 and "example_dags" in loaded["bundles"]
+    assert [error for error in loaded["plugin_errors"].values() if "altcraft" in error] == []
+    assert [line for line in loaded["logged"] if "altcraft" in line.lower()] == []
