@@ -588,11 +588,14 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
 
     A spec that cannot be read, validated or built becomes a `SpecError`, as does whatever `find_specs`
     reports; the others load regardless. Specs sharing an ``id`` are all errors, each naming the others
-    (none shadows another, whatever their order), and so are webhook pipelines sharing a secret connection
-    where a proof does not cover the URL (`_replayable`). Each DAG is validated here, because Airflow
-    reports a DAG that fails validation against the loader file, which would mark every pipeline DAG of
-    that file as having import errors. Errors are in path order.
+    (none shadows another, whatever their order), as is a spec whose ``id`` a DAG of another file takes
+    (`altcraft.pipelines.clashes`: Airflow would keep either DAG, by parse order), and so are webhook
+    pipelines sharing a secret connection where a proof does not cover the URL (`_replayable`). Each DAG
+    is validated here, because Airflow reports a DAG that fails validation against the loader file, which
+    would mark every pipeline DAG of that file as having import errors. Errors are in path order.
     """
+    from altcraft.pipelines.clashes import other_dags
+
     result = Pipelines()
     folder = Path(folder)
     specs: dict[Path, PipelineSpec] = {}
@@ -604,6 +607,7 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
             specs[found] = spec
     same_id = _sharing(specs, lambda spec: spec.id)
     same_secret = _sharing(specs, _webhook_secret)
+    elsewhere = other_dags(folder, {spec.id for spec in specs.values()})
     matched_fields: dict[tuple[Any, ...], tuple[str, str]] = {}  # see `_custom_field_clash`
     for path, spec in specs.items():
         name = spec_name(path, folder)
@@ -612,6 +616,8 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
         built = (
             _shared_id(spec, path, others)
             if others
+            else _shared_id(spec, path, elsewhere[spec.id], dag_files=True)
+            if spec.id in elsewhere
             else _shared_secret(spec, path, [spec_name(other, folder) for other in same_secret[path]])
             if replayable
             else _custom_field_clash(spec, path, matched_fields) or _validated_dag(spec, path, name)
@@ -738,12 +744,20 @@ def _shared(path: Path, field: tuple[str, ...], text: str) -> SpecError:
     return SpecError(path, f"  {f'line {line}, ' if line else ''}{'.'.join(field)}: {text}", line)
 
 
-def _shared_id(spec: PipelineSpec, path: Path, others: Sequence[str]) -> SpecError:
+def _shared_id(
+    spec: PipelineSpec, path: Path, others: Sequence[str], *, dag_files: bool = False
+) -> SpecError:
+    """The error of a spec whose id other specs of its folder take, or (``dag_files``) DAGs of other files:
+    Airflow keeps one DAG per id, its DAG processor whichever file it parsed last."""
+    owners = f"a DAG in {', '.join(others)}" if dag_files else ", ".join(others)
+    outcome = (
+        "Airflow keeps one DAG per id (its DAG processor takes whichever file it parsed last), so this "
+        "pipeline is"
+        if dag_files
+        else "a DAG id belongs to one spec, so none of them is"
+    )
     return _shared(
-        path,
-        ("id",),
-        f"{spec.id!r} is also the id of {', '.join(others)}; a DAG id belongs to one spec, so none of them "
-        "is loaded until the ids differ",
+        path, ("id",), f"{spec.id!r} is also the id of {owners}; {outcome} loaded until the ids differ"
     )
 
 
