@@ -14,6 +14,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 from altcraft.pipelines import load_pipelines
 from altcraft.pipelines.clashes import declared_dag_ids
+from altcraft.pipelines.dag_folder import main
 from tests.pipelines.conftest import CHECKER, EXAMPLES, LOADER, make_bundle
 from tests.pipelines.test_import_errors import _parse_and_store, _stored_errors
 
@@ -130,3 +131,22 @@ def test_a_spec_sharing_its_id_with_an_airflow_example_dag_is_refused_when_examp
     assert loaded.dags == {}
     assert "'example_simplest_dag' is also the id of a DAG in " in str(loaded.errors[0])
     assert "/airflow/example_dags/example_simplest_dag.py" in str(loaded.errors[0])
+
+
+def test_the_check_command_names_the_clash_and_passes_a_folder_without_one(tmp_path, capsys):
+    dag_id = f"clash_{uuid.uuid4().hex[:8]}"
+    root = make_bundle(tmp_path / "bundle", [spec_with_id(tmp_path, dag_id)])
+
+    assert main(["check", str(root)]) == 0
+    assert "1 pipeline loads; no spec is broken" in capsys.readouterr().out
+
+    (root / "hand_written.py").write_text(HAND_WRITTEN.format(dag_id=dag_id))
+    assert main(["check", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "1 pipeline spec is broken" in err
+    assert f"'{dag_id}' is also the id of a DAG in hand_written.py" in err
+
+
+def test_the_check_command_of_a_folder_without_pipelines_says_so(tmp_path, capsys):
+    assert main(["check", str(tmp_path)]) == 1
+    assert f"no pipelines folder in {tmp_path}" in capsys.readouterr().err

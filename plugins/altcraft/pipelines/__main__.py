@@ -1,4 +1,4 @@
-"""``python -m altcraft.pipelines init <dags_folder>``: see `altcraft.pipelines.dag_folder`."""
+"""``python -m altcraft.pipelines init|check <dags_folder>``: see `altcraft.pipelines.dag_folder`."""
 
 import sys
 

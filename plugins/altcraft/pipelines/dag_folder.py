@@ -1,7 +1,9 @@
-"""The two DAG files that put YAML pipelines into an Airflow DAG folder, and the command writing them.
+"""The two DAG files that put YAML pipelines into an Airflow DAG folder, and the commands using them.
 
 ``python -m altcraft.pipelines init <dags_folder>`` writes them and creates ``<dags_folder>/pipelines/``
-for the specs. The repository's ``dags/`` holds the same files (a test keeps them identical).
+for the specs; ``python -m altcraft.pipelines check <dags_folder>`` lists what the checker DAG file would
+(broken specs, ids another DAG takes). The repository's ``dags/`` holds the same files (a test keeps them
+identical).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from altcraft.command_line import path_argument
-from altcraft.pipelines.factory import CHECKER_FILE, LOADER_FILE
+from altcraft.pipelines.factory import CHECKER_FILE, LOADER_FILE, BrokenPipelineSpecs, load_pipelines
 
 SPECS_FOLDER = "pipelines"
 
@@ -65,12 +67,36 @@ def init(dags_folder: Path) -> list[Path]:
     return written
 
 
+def check(dags_folder: Path) -> int:
+    """Print what the checker DAG file of ``dags_folder`` would raise (`BrokenPipelineSpecs`: broken specs,
+    ids another DAG file takes) to stderr and return 1, or say how many pipelines load and return 0."""
+    specs = dags_folder / SPECS_FOLDER
+    if not specs.is_dir():
+        print(
+            f"no pipelines folder in {dags_folder}: run `init` first, or name the DAG folder", file=sys.stderr
+        )
+        return 1
+    pipelines = load_pipelines(specs)
+    if pipelines.errors:
+        print(BrokenPipelineSpecs(pipelines.errors), file=sys.stderr)
+        return 1
+    count = len(pipelines.dags)
+    print(f"{count} pipeline{' loads' if count == 1 else 's load'}; no spec is broken")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m altcraft.pipelines", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("init", help="write the pipeline DAG files into an Airflow DAG folder")
     command.add_argument("dags_folder", type=path_argument, help="Airflow's [core] dags_folder")
+    command = commands.add_parser(
+        "check", help="list the broken specs of a DAG folder's pipelines and the ids other DAGs take"
+    )
+    command.add_argument("dags_folder", type=path_argument, help="the DAG folder holding pipelines/")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return check(args.dags_folder)
     try:
         written = init(args.dags_folder)
     except ValueError as error:
