@@ -150,3 +150,15 @@ def test_the_check_command_names_the_clash_and_passes_a_folder_without_one(tmp_p
 def test_the_check_command_of_a_folder_without_pipelines_says_so(tmp_path, capsys):
     assert main(["check", str(tmp_path)]) == 1
     assert f"no pipelines folder in {tmp_path}" in capsys.readouterr().err
+
+
+def test_pipelines_load_when_the_search_for_other_dags_fails(tmp_path, monkeypatch, caplog):
+    """The search is a check beside the pipelines: a setting it cannot read costs the check, logged, and
+    never the pipelines themselves."""
+    folder = make_bundle(tmp_path / "bundle", [spec_with_id(tmp_path, "unclashed")]) / "pipelines"
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", "[not json")
+
+    loaded = load_pipelines(folder)
+
+    assert list(loaded.dags) == ["unclashed"] and loaded.errors == []
+    assert "not checked against other DAG files: AirflowConfigException" in caplog.text

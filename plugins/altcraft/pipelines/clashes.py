@@ -107,9 +107,25 @@ def dag_files(roots: Collection[Path]) -> Iterator[Path]:
 
 def other_dags(specs_folder: Path, ids: Collection[str]) -> dict[str, list[str]]:
     """For each of ``ids`` (the DAG ids of ``specs_folder``'s specs) declared by another DAG file or by a
-    spec of another pipelines folder, those files, named from the folder of the pipelines' DAG files."""
+    spec of another pipelines folder, those files, named from the folder of the pipelines' DAG files.
+
+    A check beside the pipelines: when the search itself fails (a setting it cannot read, say), it is
+    logged and nothing is found, so the pipelines load as they would without it."""
     if not ids:
         return {}
+    try:
+        return _declared_elsewhere(specs_folder, ids)
+    except Exception as error:
+        log.warning(
+            "DAG ids of the pipelines in %s not checked against other DAG files: %s: %s",
+            specs_folder,
+            type(error).__name__,
+            error,
+        )
+        return {}
+
+
+def _declared_elsewhere(specs_folder: Path, ids: Collection[str]) -> dict[str, list[str]]:
     from altcraft.pipelines.factory import find_specs
     from altcraft.pipelines.spec import PipelineSpec, read_spec
 
