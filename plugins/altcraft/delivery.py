@@ -572,9 +572,10 @@ class Delivery:
         return self._ahead.submit(self._open_claim, items, keys)
 
     def _open_claim(self, items: list[tuple[str, str]], keys: set[str]) -> OpenClaim | None:
-        """On the claim thread: the open claim, or None when contacts must be reconciled first (in line)."""
+        """On the claim thread: the open claim, or None when contacts must be reconciled first (in line):
+        uncertain ones, or dead claims (`Ledger.to_reconcile` makes them uncertain)."""
         if self.profiles_db_id is not None and any(
-            contact.contact_key not in self.checked for contact in self.session.uncertain_contacts(keys)
+            contact.contact_key not in self.checked for contact in self.session.to_reconcile(keys)
         ):
             return None
         return self.session.open_claim(
@@ -643,17 +644,17 @@ class Delivery:
         """Check uncertain contacts in Altcraft (``profiles/get``) and record the verdicts.
 
         ``keys``: only these (before a claim; with their ``aliases`` under combined matching, so a contact
-        first claimed under another key is among them); None: every uncertain contact of the scenario. A read
-        that fails leaves the contact uncertain (counted and noted as such); the delivery goes on. Each
-        verdict is recorded as soon as it is reached, so a try stopped part-way (its execution_timeout, a
-        kill; asked to stop, it reads no further profile) keeps those it reached. Each contact is checked
-        once per try (``summary.reconciled`` counts contacts, not checks).
+        first claimed under another key is among them), a dead claim of theirs made uncertain first, so its
+        evidence decides before the claim does (`Ledger.to_reconcile`); None: every uncertain contact of the
+        scenario. A read that fails leaves the contact uncertain (counted and noted as such); the delivery
+        goes on. Each verdict is recorded as soon as it is reached, so a try stopped part-way (its
+        execution_timeout, a kill; asked to stop, it reads no further profile) keeps those it reached. Each
+        contact is checked once per try (``summary.reconciled`` counts contacts, not checks).
         """
         if self.profiles_db_id is None or self.dry_run:
             return {}
-        contacts = [
-            c for c in self.session.uncertain_contacts(keys, aliases) if c.contact_key not in self.checked
-        ]
+        met = self.session.uncertain_contacts() if keys is None else self.session.to_reconcile(keys, aliases)
+        contacts = [c for c in met if c.contact_key not in self.checked]
         self.checked.update(c.contact_key for c in contacts)
         tasks = self.session.sent_tasks({c.batch_id for c in contacts}) if contacts else {}
         applied: Counter[Outcome] = Counter()

@@ -501,6 +501,44 @@ def test_in_flight_and_stale_claims(engine, scope):
     assert resent.to_send == ["k:b"]
 
 
+def test_dead_claims_a_run_meets_become_uncertain_before_its_claim_to_be_reconciled(engine, scope):
+    """``to_reconcile`` gives a run about to claim ``keys`` their uncertain contacts and those whose claim
+    is dead (stale, or an earlier try of this run), made uncertain now, as its claim would make them: so
+    their evidence is read before that claim, not by a later run. A claim in flight elsewhere, and a dead
+    claim of another key, stay ``sending``; the claim then decides as before."""
+    ledger = Ledger(engine, stale_after=6 * HOUR)
+    ledger.claim(scope, run("r1"), items("k:stale", "k:other"), ONCE, now=T0)
+    ledger.claim(scope, run("r2"), items("k:dead"), ONCE, now=T0 + 5 * HOUR)  # try 1 of r2 dies
+    ledger.claim(scope, run("r3"), items("k:live"), ONCE, now=T0 + 5 * HOUR)
+    lost = ledger.claim(scope, run("r4"), items("k:lost"), ONCE, now=T0)
+    ledger.settle(scope, run("r4"), lost, {}, now=T0 + MINUTE)  # no answer: uncertain
+    retry, at = run("r2", 2), T0 + 6 * HOUR
+    keys = ["k:stale", "k:dead", "k:live", "k:lost", "k:new"]
+
+    found = {c.contact_key: c for c in ledger.to_reconcile(scope, retry, keys, now=at)}
+
+    assert sorted(found) == ["k:dead", "k:lost", "k:stale"]
+    assert {key: c.uncertain_since for key, c in found.items()} == {
+        "k:dead": at,
+        "k:lost": T0 + MINUTE,
+        "k:stale": at,
+    }, "a dead claim found now became uncertain now: the grace of a resend counts from here"
+    assert (
+        "claim by run dag/send/r1 at 2030-01-01T00:00:00+00:00 was never settled"
+        in row(engine, scope, "k:stale")["error_text"]
+    )
+    assert row(engine, scope, "k:dead")["error_text"].startswith("try 1 of this run claimed it at")
+    assert [row(engine, scope, key)["status"] for key in ("k:live", "k:other")] == ["sending"] * 2
+    assert ledger.counts(scope, retry)[Outcome.UNCERTAIN] == 0, "the claim records this try's outcomes"
+    claim = ledger.claim(scope, retry, items(*keys), ONCE, now=at)
+    assert (claim.to_send, sorted(claim.uncertain), list(claim.skipped)) == (
+        ["k:new"],
+        ["k:dead", "k:lost", "k:stale"],
+        ["k:live"],
+    )
+    assert ledger.to_reconcile(scope, run("r5"), ["k:new"], now=at) == [], "in flight, not stale"
+
+
 def test_same_run_parallel_batch_is_in_flight(ledger, scope):
     ledger.claim(scope, run("r1"), items("k:a"), ONCE, now=T0)
     other_batch = ledger.claim(scope, run("r1"), items("k:a"), ONCE, now=T0)

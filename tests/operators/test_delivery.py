@@ -573,6 +573,124 @@ def test_a_retry_reads_its_task_by_the_keys_it_sent_when_another_run_took_some_o
     assert_exactly_once(emulator, scenario_id, 6)
 
 
+def first_to_meet(make_delivery, ledger, run_id: str = "r2", **options):
+    """The first run after the dead try whose claims meet its contacts (the claim stale at once:
+    ``stale_after`` 0), reconciling (``profiles_db_id``), in chunks of 3 (on PostgreSQL and MariaDB the
+    second one claimed ahead, while the first is sent)."""
+    ledger.stale_after = timedelta(0)
+    run = run_ref(run_id=run_id, window=run_id)
+    return make_delivery(run=run, profiles_db_id=1, batch_size=3, **options)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_the_first_run_to_meet_a_dead_tries_claim_settles_it_from_its_task(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """The try that submitted the task died, leaving its 6 contacts ``sending``; the task launched them.
+    The first run to meet the claim stale made them uncertain unread, failed, and only a later run read the
+    task. Now that first run reads it before its claims decide: 6 launched (recorded for the dead try, which
+    sent them), nobody sent again, nothing left uncertain."""
+    people = contacts(6)
+    submit_and_die(make_delivery, people)
+
+    first = first_to_meet(make_delivery, ledger)
+    summary = first.process(in_batches(people))
+
+    assert summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert (summary.skipped, summary.uncertain, summary.requests) == (6, 0, 0)
+    assert first.standing() == {"uncertain": 0, "failed": 0}
+    assert ledger.counts(first.scope, run_ref())[Outcome.LAUNCHED] == 6, "the dead try's launches"
+    assert_exactly_once(emulator, scenario_id, 6)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+@pytest.mark.parametrize("grace", [None, timedelta(0)], ids=["default grace", "grace passed"])
+def test_the_first_run_to_meet_a_dead_tries_claim_resends_what_its_task_refused_after_the_grace(
+    make_delivery, emulator, scenario_id, ledger, grace
+):
+    """The dead try's task refused every second contact (400) and launched the others. The first run to
+    meet the claim records the 3 launched and sends them to nobody; the 3 refused ones it sends once the
+    grace has passed since it found them (as every resend waits), else a later run does."""
+    emulator.add_faults(
+        {"endpoint": TASK_ENDPOINT, "kind": "profile_error", "code": 400, "text": "bad field", "every": 2}
+    )
+    people = contacts(6)
+    task_id = submit_and_die(make_delivery, people)
+    emulator.clear_faults()
+
+    first = first_to_meet(make_delivery, ledger, **({} if grace is None else {"reconcile_grace": grace}))
+    summary = first.process(in_batches(people))
+
+    if grace is None:
+        assert summary.reconciled == {"launched": 3, "not_processed": 0, "uncertain": 3}
+        assert (summary.skipped, summary.uncertain, summary.requests) == (3, 3, 0), "not within the grace"
+        notes = uncertain_notes(ledger, scenario_id)
+        assert len(notes) == 3 and all(f"task {task_id} refused it (API 400: bad field)" in n for n in notes)
+        late = first_to_meet(make_delivery, ledger, "r3", reconcile_grace=timedelta(0))
+        summary = late.process(in_batches(people))
+        assert summary.reconciled == {"launched": 0, "not_processed": 3, "uncertain": 0}
+    else:
+        assert summary.reconciled == {"launched": 3, "not_processed": 3, "uncertain": 0}
+    assert (summary.launched, summary.skipped, summary.uncertain) == (3, 3, 0)
+    assert_exactly_once(emulator, scenario_id, 6)
+
+
+def met_undecided(make_delivery, ledger, scenario_id: int, people: list[dict], says: str) -> None:
+    """The first run to meet the dead try's claim, past the grace, sends nobody: its contacts stay
+    uncertain, each checked and its note saying why (``says``)."""
+    summary = first_to_meet(make_delivery, ledger, reconcile_grace=timedelta(0)).process(in_batches(people))
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": len(people)}
+    assert (summary.uncertain, summary.requests) == (len(people), 0)
+    notes = uncertain_notes(ledger, scenario_id)
+    assert len(notes) == len(people) and all(says in note for note in notes)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_a_dead_tries_task_still_running_leaves_the_contacts_the_first_run_meets_uncertain(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """The dead try's task is still queued when the first run meets its claim: the task proves nothing yet,
+    nor does a profile of an async request, so nothing is sent (even past the grace), the 6 are uncertain,
+    their notes naming the task; the task then launches each of them once."""
+    emulator.config(task_delay_seconds=8)  # queued while the run below reads it, on a loaded machine too
+    people = contacts(6)
+    dead = make_delivery(mode="async", batch_size=6)
+    dead.process(in_batches(people))
+    [task_id] = dead.tasks.values()
+
+    met_undecided(
+        make_delivery, ledger, scenario_id, people, f"its Altcraft task {task_id} is still 'queued'"
+    )
+    assert dead.hook.wait_for_task(task_id, timeout=30, poll_interval=0.1).state.is_terminal
+    assert_exactly_once(emulator, scenario_id, 6)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_a_task_id_recorded_for_two_claims_proves_nothing_to_the_first_run_to_meet_them(
+    make_delivery, emulator, proxy, scenario_id, ledger
+):
+    """Altcraft answered the dead try's request with an earlier run's task id (that task launched the
+    earlier run's 5): the id is recorded for two claims, so its result may be the other request's and
+    proves nothing. The first run to meet the dead try's claim sends nobody and leaves the 6 uncertain,
+    saying why, though their own task (its id hidden) launched them."""
+    earlier = make_delivery(mode="async", batch_size=5, run=run_ref(run_id="r0", window="r0"))
+    earlier.process(in_batches(contacts(5, start=100)))
+    [reused] = earlier.tasks.values()
+    assert earlier.hook.wait_for_task(reused, timeout=30, poll_interval=0.05).state.is_terminal
+    proxy.rewrite[TASK_ENDPOINT] = lambda _body, answer, status: (
+        status,
+        answer | {"data": {"task_id": reused}},
+    )
+    people = contacts(6)
+    make_delivery(mode="async", batch_size=6).process(in_batches(people))  # and dies
+    deadline = time.monotonic() + 30
+    while len(launch_counts(emulator, scenario_id)) < 11 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    met_undecided(make_delivery, ledger, scenario_id, people, f"task id {reused} for another request too")
+    assert_exactly_once(emulator, scenario_id, 11)
+
+
 def test_pausing_passes_every_item_on_in_order_without_reading_ahead():
     from altcraft.delivery import pausing
 

@@ -254,10 +254,32 @@ def dead_try_note(state: ContactState, run: RunRef) -> str | None:
     )
 
 
+def dead_claim_note(state: ContactState, run: RunRef, now: datetime, stale_after: timedelta) -> str | None:
+    """Why a ``sending`` row's claim is dead when ``run`` meets it at ``now``: an earlier try of this same
+    run made it (`dead_try_note`), or it is ``stale_after`` old (its run ended without settling it). None for
+    a claim still in flight, or a row not ``sending``."""
+    if state.status != ContactStatus.SENDING:
+        return None
+    note = dead_try_note(state, run)
+    if note is None and now - state.claimed_at >= stale_after:
+        note = f"claim by run {state.claim_run_key} at {iso(state.claimed_at)} was never settled"
+    return note
+
+
+def uncertain_with(note: str | None) -> Change | None:
+    """A dead claim's row becoming uncertain with its ``note`` (None: no change)."""
+    return None if note is None else Change(ContactStatus.UNCERTAIN, error_text=note)
+
+
 def recovery(state: ContactState, run: RunRef) -> Change | None:
     """What recovery does to a row: a dead claim of this run becomes uncertain with its note."""
-    note = dead_try_note(state, run)
-    return None if note is None else Change(ContactStatus.UNCERTAIN, error_text=note)
+    return uncertain_with(dead_try_note(state, run))
+
+
+def expiry(state: ContactState, run: RunRef, now: datetime, stale_after: timedelta) -> Change | None:
+    """What meeting a row before a claim does to it (`dead_claim_note`): a dead claim becomes uncertain
+    now, as the claim would make it, so that reconciliation reads its evidence before the claim decides."""
+    return uncertain_with(dead_claim_note(state, run, now, stale_after))
 
 
 #: How the reason of an uncertain contact that ``resend_uncertain`` did not resend within the grace starts.
@@ -296,13 +318,10 @@ def decide(
     status, by, since = state.status, state.claim_run_key, state.updated_at
     note = None
     if status == ContactStatus.SENDING:
-        claimed = iso(state.claimed_at)
-        note = dead_try_note(state, run)
-        if note is None and now - state.claimed_at >= stale_after:
-            note = f"claim by run {by} at {claimed} was never settled"
+        note = dead_claim_note(state, run, now, stale_after)
         if note is None:
             where = "this run (another batch)" if by == run.run_key else f"run {by}"
-            return Verdict(False, f"{IN_FLIGHT}{where} since {claimed}")
+            return Verdict(False, f"{IN_FLIGHT}{where} since {iso(state.claimed_at)}")
         status, since = ContactStatus.UNCERTAIN, now
     if status == ContactStatus.UNCERTAIN and (not resend_uncertain or by == run.run_key):
         hint = "this run never resends its own" if by == run.run_key else "resend with resend_uncertain=True"

@@ -149,6 +149,14 @@ class LedgerSession:
     ) -> list[UncertainContact]:
         return self.ledger.uncertain_contacts(self.scope, keys, aliases=aliases)
 
+    def to_reconcile(
+        self, keys: Iterable[str], aliases: Mapping[str, Sequence[str]] | None = None
+    ) -> list[UncertainContact]:
+        """:meth:`Ledger.to_reconcile` for this try; a dry run changes no row: the uncertain ones only."""
+        if self.dry_run:
+            return self.uncertain_contacts(keys, aliases)
+        return self.ledger.to_reconcile(self.scope, self.run, keys, aliases=aliases)
+
     def resolve(
         self, contacts: Sequence[UncertainContact], resolutions: Mapping[str, Resolution]
     ) -> dict[Outcome, int]:

@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import repeat
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
@@ -611,43 +611,65 @@ class Ledger:
         """The scope's ``uncertain`` contacts (only among ``keys`` if given), oldest first. ``aliases`` (key
         -> component keys, combined matching modes, as :meth:`claim` takes them): a key also stands for the
         earlier contact a component of it was claimed for, whose row is under another key."""
-        columns_ = (
-            _C.contact_key,
-            _C.contact_hash,
-            _C.launch_marker,
-            _C.claimed_at,
-            _C.claim_run_key,
-            _C.claim_try_number,
-            _C.batch_id,
-            _C.delivery_mode,
-            _C.updated_at,
-            _C.created_at,
+        if keys is not None:
+            rows = self._read(lambda conn: _contacts_of(conn, scope, keys, aliases, _UNCERTAIN))
+            return _uncertain(rows)
+        query = (
+            sa.select(*_UNCERTAIN_COLUMNS)
+            .where(_C.status == ContactStatus.UNCERTAIN.value, *_open_in(scope))
+            .order_by(_C.updated_at, _C.contact_hash)
         )
-        where = (
-            _C.status == ContactStatus.UNCERTAIN.value,
-            NOT_LAUNCHED,
-            _C.scenario_id == scope.scenario_id,
-            _C.platform == scope.platform,
-        )
+        rows = self._read(lambda conn: conn.execute(query if limit is None else query.limit(limit)).all())
+        return [UncertainContact(*row) for row in rows]
 
-        def work(conn: Connection) -> list[UncertainContact]:
-            if keys is None:
-                query = sa.select(*columns_).where(*where).order_by(_C.updated_at, _C.contact_hash)
-                rows = conn.execute(query if limit is None else query.limit(limit)).all()
-                return [UncertainContact(*row) for row in rows]
-            hashes = {scope.contact_hash(key) for key in keys}
-            wanted = {scope.alias_hash(alias) for key in keys for alias in (aliases or {}).get(key, ())}
-            for _, condition in matching(conn, _A.alias_hash, wanted):
-                hashes.update(conn.execute(sa.select(_A.contact_hash).where(condition)).scalars())
-            found: list[UncertainContact] = []
-            for _, condition in matching(conn, _C.contact_hash, hashes):
-                found += [
-                    UncertainContact(*row)
-                    for row in conn.execute(sa.select(*columns_).where(condition, *where))
-                ]
-            return sorted(found, key=lambda c: (c.claimed_at, c.contact_hash))
+    def to_reconcile(
+        self,
+        scope: Scope,
+        run: RunRef,
+        keys: Iterable[str],
+        *,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+        now: datetime | None = None,
+    ) -> list[UncertainContact]:
+        """The contacts among ``keys`` (and ``aliases``, as :meth:`uncertain_contacts` takes them) that
+        ``run`` reconciles before it claims them: the ``uncertain`` ones, and those whose claim is dead
+        (:func:`~altcraft.ledger.rules.expiry`: an earlier try of this run, or stale), which become
+        ``uncertain`` now, as the claim would make them. So the first run to meet a dead claim reads its
+        evidence (the Altcraft task it recorded, its launch marker) before deciding, not a run after it.
 
-        return self._read(work)
+        One read when no contact is ``sending``; a claim in flight elsewhere is left as it is.
+        """
+        keys = list(keys)
+        statuses = (ContactStatus.UNCERTAIN.value, ContactStatus.SENDING.value)
+        rows = self._read(lambda conn: _contacts_of(conn, scope, keys, aliases, statuses))
+        sending = [row.contact_hash for row in rows if row.status == ContactStatus.SENDING.value]
+        if sending and self._expire(scope, run, sending, self._at(now)):
+            rows = self._read(lambda conn: _contacts_of(conn, scope, keys, aliases, _UNCERTAIN))
+        return _uncertain(rows)
+
+    def _expire(self, scope: Scope, run: RunRef, hashes: Sequence[str], at: datetime) -> int:
+        """Make ``uncertain`` those of the ``sending`` rows ``hashes`` whose claim is dead at ``at``
+        (:func:`~altcraft.ledger.rules.expiry`), decided on the rows locked; returns how many."""
+
+        def work(conn: Connection) -> int:
+            states = self._select_contacts(conn, hashes, lock=True)
+            changes = {
+                found: change
+                for found, state in states.items()
+                if (change := rules.expiry(state, run, at, self.stale_after)) is not None
+            }
+            return apply_changes(conn, changes, at)
+
+        expired = self._write(work)
+        if expired:
+            log.warning(
+                "%d contact(s) of scenario %s met by %s were left 'sending' by a claim that was never "
+                "settled; now uncertain, they are reconciled before the claim decides",
+                expired,
+                scope.scenario_id,
+                run.run_key,
+            )
+        return expired
 
     def resolve(
         self,
@@ -933,6 +955,55 @@ def _log_claim(claim: Claim, run: RunRef, *, dry_run: bool) -> None:
         len(claim.uncertain),
         claim.duplicates,
     )
+
+
+#: The columns of an `UncertainContact`, in its fields' order.
+_UNCERTAIN_COLUMNS = (
+    _C.contact_key,
+    _C.contact_hash,
+    _C.launch_marker,
+    _C.claimed_at,
+    _C.claim_run_key,
+    _C.claim_try_number,
+    _C.batch_id,
+    _C.delivery_mode,
+    _C.updated_at,
+    _C.created_at,
+)
+_UNCERTAIN = (ContactStatus.UNCERTAIN.value,)
+
+
+def _open_in(scope: Scope) -> tuple[sa.ColumnElement[bool], ...]:
+    """The scope's contacts not launched (in ``ix_altcraft_contacts_open``)."""
+    return NOT_LAUNCHED, _C.scenario_id == scope.scenario_id, _C.platform == scope.platform
+
+
+def _contacts_of(
+    conn: Connection,
+    scope: Scope,
+    keys: Iterable[str],
+    aliases: Mapping[str, Sequence[str]] | None,
+    statuses: Sequence[str],
+) -> list[sa.Row[Any]]:
+    """The rows of the contacts of ``keys`` (and of the earlier contacts their ``aliases`` were claimed
+    for) in ``statuses``: the `UncertainContact` columns, then ``status``."""
+    hashes = {scope.contact_hash(key) for key in keys}
+    wanted = {scope.alias_hash(alias) for key in keys for alias in (aliases or {}).get(key, ())}
+    for _, condition in matching(conn, _A.alias_hash, wanted):
+        hashes.update(conn.execute(sa.select(_A.contact_hash).where(condition)).scalars())
+    found: list[sa.Row[Any]] = []
+    for _, condition in matching(conn, _C.contact_hash, hashes):
+        query = sa.select(*_UNCERTAIN_COLUMNS, _C.status).where(
+            condition, _C.status.in_(statuses), *_open_in(scope)
+        )
+        found += conn.execute(query).all()
+    return found
+
+
+def _uncertain(rows: Iterable[sa.Row[Any]]) -> list[UncertainContact]:
+    """The ``uncertain`` ones of `_contacts_of`'s rows, oldest claim first."""
+    found = [UncertainContact(*row[:-1]) for row in rows if row.status == ContactStatus.UNCERTAIN.value]
+    return sorted(found, key=lambda c: (c.claimed_at, c.contact_hash))
 
 
 def _shared_tasks(conn: Connection, scope: Scope, task_ids: set[str]) -> set[str]:
