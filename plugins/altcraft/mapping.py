@@ -352,6 +352,47 @@ def in_source_zone(mapping: ProfileMapping, timezone: str | None) -> ProfileMapp
     return mapping.model_copy(update={"timezone": timezone})
 
 
+@dataclass(frozen=True)
+class ZoneNames:
+    """How `naive_times_moved` names where the source's zone, the mapping's zone and its fields are set."""
+
+    source_zone: str
+    mapping_zone: str
+    fields: str
+
+
+#: The names of a pipeline spec's paths.
+SPEC_ZONE_NAMES = ZoneNames("source.timezone", "mapping.timezone", "mapping.fields")
+
+
+def naive_times_moved(
+    mapping: ProfileMapping, source_zone_defaulted: bool, names: ZoneNames = SPEC_ZONE_NAMES
+) -> str | None:
+    """Why a mapping naming a zone over a source of naive times that names none (``source_zone_defaulted``:
+    it took UTC) is refused when it reads date or date-time values from the source: those values were read
+    in the mapping's zone until a source's naive times became its own zone's (UTC by default, as its window
+    reads them), so it would send other times than it did without saying so. None: nothing moved."""
+    if (
+        not source_zone_defaulted
+        or "timezone" not in mapping.model_fields_set
+        or mapping.timezone.upper() in ("UTC", "ETC/UTC")
+    ):
+        return None
+    read = sorted(
+        target
+        for target, spec in mapping.fields.items()
+        if spec.type in ("date", "datetime") and spec.const is None
+    )
+    if not read:
+        return None
+    return (
+        f"{names.source_zone} is not set while {names.mapping_zone} is {mapping.timezone}: the naive times "
+        f"of {names.fields} {', '.join(read)} are read in the source's zone (UTC when not set), no longer in "
+        f"the mapping's. Set {names.source_zone} to the zone the source's naive times are in "
+        f"(e.g. {mapping.timezone}, which its window then reads them in too; UTC keeps the window as it was)"
+    )
+
+
 # ------------------------------------------------------------------------------------------- coercion
 
 

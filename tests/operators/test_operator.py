@@ -44,10 +44,12 @@ def dag_with(airflow_db, emulator, scenario_id, ledger_conn):
         sql_source=None,
         contacts_from_task=False,
         execution_timeout_seconds=None,
+        expand=None,
         **operator,
     ):
         config = {
             "dag_id": dag_id,
+            "expand": expand,
             "execution_timeout_seconds": execution_timeout_seconds,
             "contacts": records,
             "contacts_from_task": contacts_from_task,
@@ -476,3 +478,70 @@ def test_default_ledger_comes_from_airflow_config(dag_with, emulator, scenario_i
         Scope(platform=emulator.url, scenario_id=scenario_id)
     )
     assert sorted(states.values()) == ["launched"] * 3
+
+
+@pytest.fixture
+def paid_table():
+    """A PostgreSQL table of one contact paid at the naive time 2026-03-01 10:00."""
+    table = f"op_paid_{os.getpid()}_{time.monotonic_ns()}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id INTEGER, email TEXT, paid TIMESTAMP)")
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, 'paid.person@example.org', '2026-03-01 10:00')")
+    yield table
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {table}")
+    engine.dispose()
+
+
+#: A mapping writing date-times in Moscow that reads the naive ``paid`` of the source.
+MOSCOW_PAID = {
+    "matching": "email",
+    "key": {"email": "email"},
+    "timezone": "Europe/Moscow",
+    "fields": {"_regdate": {"source": "paid", "type": "datetime"}},
+}
+ZONE_MOVED = r"the `timezone` of `source` is not set while the `timezone` of `mapping` is Europe/Moscow"
+
+
+def test_a_mapping_zone_over_a_source_given_none_is_an_import_error_of_the_dag_file(dag_with, paid_table):
+    """A source given no timezone reads its naive times as UTC, not in the mapping's zone: as in a spec
+    (`naive_times_moved`), the operator refuses it where its mapping reads a date-time from the source, and
+    the hand-written DAG file does not load, its error naming both arguments and the field."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    source = {"conn_id": "ledger_pg", "sql": f"SELECT id, email, paid FROM {paid_table}"}
+    with pytest.raises(ValueError, match=ZONE_MOVED):
+        dag_with(None, sql_source=source, mapping=MOSCOW_PAID)
+    bag = DagBag(dag_folder=Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / DAG_FILE.name)
+    (error,) = bag.import_errors.values()
+    assert "`mapping` fields _regdate" in error and "Set the `timezone` of `source`" in error
+
+
+def test_a_mapped_task_over_a_source_given_no_zone_fails_before_any_request(
+    dag_with, emulator, scenario_id, paid_table
+):
+    """A mapped task's operator is built when the task runs: the same refusal fails it there, before
+    anything is read or sent."""
+    source = {"conn_id": "ledger_pg", "sql": f"SELECT id, email, paid FROM {paid_table}"}
+    dag = dag_with(None, sql_source=source, mapping=MOSCOW_PAID, expand={"batch_size": [100]})
+    dag_run = run_dag(dag, DAY)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    assert emulator.journal(scenario_id) == []
+    assert not [p for p in emulator.profiles() if p["fields"].get("email") == "paid.person@example.org"]
+
+
+@pytest.mark.parametrize(
+    ("zone", "sent"), [("UTC", "2026-03-01T13:00:00+03:00"), ("Europe/Moscow", "2026-03-01T10:00:00+03:00")]
+)
+@pytest.mark.parametrize("expand", [None, {"batch_size": [100]}])
+def test_a_source_naming_its_zone_runs_under_a_mapping_naming_another(
+    dag_with, emulator, scenario_id, paid_table, zone, sent, expand
+):
+    """With the source's zone given, its naive 10:00 is read in it and written in the mapping's."""
+    source = {"conn_id": "ledger_pg", "sql": f"SELECT id, email, paid FROM {paid_table}", "timezone": zone}
+    dag = dag_with(None, sql_source=source, mapping=MOSCOW_PAID, expand=expand)
+    assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "success"}
+    (profile,) = [p for p in emulator.profiles() if p["fields"].get("email") == "paid.person@example.org"]
+    assert profile["fields"]["_regdate"] == sent
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1]

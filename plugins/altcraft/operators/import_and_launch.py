@@ -69,7 +69,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param scenario_id: Altcraft scenario ("workflow") id. Templated.
     :param mapping: how a source record becomes a profile (:class:`altcraft.mapping.ProfileMapping` or dict);
         the source's naive date-times are read in its ``timezone``, and one naming no ``timezone`` writes
-        date-times in it too.
+        date-times in it too. A mapping naming a zone other than UTC that reads dates or date-times from a
+        SQL, file or REST source given no ``timezone`` (so UTC) is refused, naming both: give the source
+        the zone its naive times are in.
     :param source: where contacts come from (:class:`altcraft.sources.base.Source`); or give ``contacts``.
     :param contacts: records as an iterable, or an upstream task's small output (an XComArg, read when the
         task runs); needs ``key_column``. Not templated: Airflow would keep the records among the task's
@@ -182,7 +184,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
 
         from altcraft.api.matching import check_launch_matching
         from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_ITEMS
-        from altcraft.mapping import ProfileMapping, in_source_zone
+        from altcraft.mapping import ProfileMapping, ZoneNames, in_source_zone, naive_times_moved
         from altcraft.modes import DeliveryMode
         from altcraft.relaunch import RelaunchPolicy
         from altcraft.spec_checks import MAX_BYTES, MAX_DURATION, MAX_TIMEOUT_SECONDS, checked, no_credentials
@@ -197,6 +199,13 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             )
         except ValidationError as error:
             raise ValueError(f"`mapping` is not a valid profile mapping: {error}") from None
+        moved = naive_times_moved(
+            self.mapping,
+            getattr(source, "timezone_defaulted", False),
+            ZoneNames("the `timezone` of `source`", "the `timezone` of `mapping`", "`mapping` fields"),
+        )
+        if moved:
+            raise ValueError(moved)
         self.mapping = in_source_zone(self.mapping, getattr(source, "timezone", None))
         if source is not None and key_column not in (None, source.key_column):
             raise ValueError(

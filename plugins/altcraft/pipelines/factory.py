@@ -202,6 +202,10 @@ class SpecSource:
     def timezone(self) -> str | None:
         return self.source.timezone
 
+    @property
+    def timezone_defaulted(self) -> bool:
+        return self.source.timezone_defaulted
+
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:

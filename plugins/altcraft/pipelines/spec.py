@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from altcraft.batching import MAX_BATCH_ITEMS
-from altcraft.mapping import ProfileMapping
+from altcraft.mapping import ProfileMapping, naive_times_moved
 from altcraft.modes import DeliveryMode
 from altcraft.relaunch import RelaunchPolicy
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
@@ -536,7 +536,10 @@ class PipelineSpec(_Model):
 
     @model_validator(mode="after")
     def _zone_of_naive_times(self) -> PipelineSpec:
-        problem = naive_times_moved(self.source, self.mapping)
+        defaulted = (
+            "timezone" in type(self.source).model_fields and "timezone" not in self.source.model_fields_set
+        )
+        problem = naive_times_moved(self.mapping, defaulted)
         if problem:
             raise ValueError(problem)
         return self
@@ -785,33 +788,6 @@ def read_spec(path: Path) -> PipelineSpec | SpecError:
         return SpecError(path, "  values are nested too deeply")
     except Exception as error:
         return SpecError(path, f"  cannot read the spec: {type(error).__name__}: {error}")
-
-
-def naive_times_moved(source: BaseModel, mapping: ProfileMapping) -> str | None:
-    """Why a spec whose mapping names a zone and whose source (one with naive times) names none is refused
-    when the mapping reads date or date-time values from the source: those values were read in the mapping's
-    zone until a source's naive times became its own zone's (UTC by default, as its window reads them), so
-    the spec would send other times than it did without saying so. None: nothing moved."""
-    if (
-        "timezone" not in type(source).model_fields
-        or "timezone" in source.model_fields_set
-        or "timezone" not in mapping.model_fields_set
-        or mapping.timezone.upper() in ("UTC", "ETC/UTC")
-    ):
-        return None
-    read = sorted(
-        target
-        for target, field in mapping.fields.items()
-        if field.type in ("date", "datetime") and field.const is None
-    )
-    if not read:
-        return None
-    return (
-        f"source.timezone is not set while mapping.timezone is {mapping.timezone}: the naive times of "
-        f"mapping.fields {', '.join(read)} are read in the source's zone (UTC when not set), no longer in "
-        f"the mapping's. Set source.timezone to the zone the source's naive times are in "
-        f"(e.g. {mapping.timezone}, which its window then reads them in too; UTC keeps the window as it was)"
-    )
 
 
 def _read_regular(path: Path, limit: int) -> bytes | None:

@@ -31,6 +31,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 from altcraft.records import ERROR_FIELD, JSON_DECODER, Record, error_record, named_twice
+from altcraft.spec_checks import check_timezone
 
 __all__ = ["ERROR_FIELD", "Record", "error_record"]  # re-exported: the records every source yields
 
@@ -129,6 +130,9 @@ class Source(ABC):
     #: naive values in it, and writes date-times in it unless it names a zone (`altcraft.mapping.Mapper`,
     #: `altcraft.mapping.in_source_zone`); None: the source has none (the mapping's zone is theirs)
     timezone: str | None = None
+    #: whether ``timezone`` is the UTC a source of naive times takes when given none: a mapping naming
+    #: another zone and reading dates or date-times from it is refused (`altcraft.mapping.naive_times_moved`)
+    timezone_defaulted = False
 
     @abstractmethod
     def batches(
@@ -262,6 +266,11 @@ class PageLog:
                 f"{self.what}: page {self.count} repeats page {first}: the API ignores its paging "
                 "parameter or loops"
             )
+
+
+def naive_zone(timezone: str | None) -> tuple[str, bool]:
+    """A source's ``timezone`` argument as (the zone of its naive times, whether it took UTC for none)."""
+    return check_timezone("UTC" if timezone is None else timezone), timezone is None
 
 
 def check_batch_size(batch_size: int) -> int:

@@ -55,10 +55,11 @@ from altcraft.sources.base import (
     Window,
     check_partition,
     error_record,
+    naive_zone,
     rechunk,
 )
 from altcraft.sources.timestamps import parse_timestamp
-from altcraft.spec_checks import check_timezone, checked, no_credentials
+from altcraft.spec_checks import checked, no_credentials
 from altcraft.storable import replace_unstorable
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class FileSource(Stateful):
         encoding: str = "utf-8",
         delimiter: str = ",",
         pattern: str | None = None,
-        timezone: str = "UTC",
+        timezone: str | None = None,
         conn_id: str | None = None,
         settle_seconds: float = SETTLE_SECONDS,
         null_values: Collection[str] = (),
@@ -128,7 +129,7 @@ class FileSource(Stateful):
         self.encoding = encoding
         self.delimiter = delimiter
         self.pattern = pattern or f"*.{format}"
-        self.timezone = check_timezone(timezone)
+        self.timezone, self.timezone_defaulted = naive_zone(timezone)
         self.conn_id = conn_id
         self.settle_seconds = settle_seconds
         self.null_values = frozenset(null_values)

@@ -44,6 +44,7 @@ from altcraft.sources.base import (
     error_record,
     fingerprint,
     json_answer,
+    naive_zone,
     objects_or_errors,
     partition_window,
     rechunk,
@@ -53,7 +54,6 @@ from altcraft.sources.base import (
 from altcraft.sources.timestamps import parse_timestamp
 from altcraft.spec_checks import (
     MAX_INT32,
-    check_timezone,
     checked,
     no_credentials,
     no_secret_names,
@@ -235,7 +235,7 @@ class RestSource(Source):
         timeout: float = 60.0,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         window_field: str | None = None,
-        timezone: str = "UTC",
+        timezone: str | None = None,
     ):
         unknown = set(window_params or {}) - set(WINDOW_PARAM_KEYS)
         if unknown:
@@ -256,7 +256,7 @@ class RestSource(Source):
         self.timeout = timeout
         self.max_answer_bytes = max_answer_bytes
         self.window_field = window_field
-        self.timezone = check_timezone(timezone)
+        self.timezone, self.timezone_defaulted = naive_zone(timezone)
 
     def describe(self) -> str:
         pages = self.paginator.type if self.paginator else "one page"

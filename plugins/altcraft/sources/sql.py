@@ -49,10 +49,10 @@ from altcraft.sources.base import (
     check_batch_size,
     check_partition,
     error_record,
+    naive_zone,
     partition_window,
 )
 from altcraft.sources.timestamps import EPOCH_SECONDS, instant_text, parse_timestamp, utc_text
-from altcraft.spec_checks import check_timezone
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, CursorResult, Engine
@@ -531,7 +531,7 @@ class SqlTableSource(_Probing, Stateful):
         watermark_column: str | None = None,
         schema: str | None = None,
         columns: list[str] | None = None,
-        timezone: str = "UTC",
+        timezone: str | None = None,
         state: StateStore | None = None,
     ):
         if (created_at_column is None) == (watermark_column is None):
@@ -545,7 +545,7 @@ class SqlTableSource(_Probing, Stateful):
         )
         self.watermark_column = watermark_column and validate_identifier(watermark_column, "watermark_column")
         self.columns = [validate_identifier(c, "columns") for c in columns] if columns else None
-        self.timezone = check_timezone(timezone)
+        self.timezone, self.timezone_defaulted = naive_zone(timezone)
         self.state = state
         self._pending: Any = None
         self._untyped_times = False  # this read's times may be no timestamp (SQLite): `_placeable` checks
@@ -690,13 +690,13 @@ class SqlQuerySource(_Probing, Source):
 
     complete_records = True
 
-    def __init__(self, conn_id: str, sql: str, *, key_column: str, timezone: str = "UTC"):
+    def __init__(self, conn_id: str, sql: str, *, key_column: str, timezone: str | None = None):
         from sqlalchemy import text
 
         self.conn_id = conn_id
         self.sql = validate_select(sql)
         self.key_column = validate_identifier(key_column, "key_column")
-        self.timezone = check_timezone(timezone)
+        self.timezone, self.timezone_defaulted = naive_zone(timezone)
         self._window_params = [p for p in WINDOW_PARAMS if p in text(self.sql).compile().params]
 
     def describe(self) -> str:

@@ -3,7 +3,8 @@
 ``sql_source`` (``{"conn_id": ..., "sql": ...}``) reads the contacts with a `SqlQuerySource`, and
 ``file_source`` (`FileSource`'s arguments) with a `FileSource`, instead of ``contacts``. With
 ``contacts_from_task`` the ``contacts`` are an upstream task's output (an XComArg).
-``execution_timeout_seconds`` is the task's ``execution_timeout``.
+``execution_timeout_seconds`` is the task's ``execution_timeout``. With ``expand`` (argument -> list of
+values) the task is mapped: ``.partial()`` of the other arguments, ``.expand(**expand)``.
 """
 
 import json
@@ -31,7 +32,7 @@ with DAG(
     def read_contacts() -> list[dict]:
         return config["contacts"]
 
-    ImportAndLaunchScenarioOperator(
+    arguments = dict(
         task_id="import_and_launch",
         **(
             {"source": SqlQuerySource(key_column="id", **config["sql_source"])}
@@ -46,3 +47,7 @@ with DAG(
         **config["operator"],
         **({"execution_timeout": timedelta(seconds=timeout)} if timeout else {}),
     )
+    if config.get("expand"):
+        ImportAndLaunchScenarioOperator.partial(**arguments).expand(**config["expand"])
+    else:
+        ImportAndLaunchScenarioOperator(**arguments)
