@@ -18,7 +18,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Collection
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -183,6 +183,16 @@ def iso_datetime(text: str) -> datetime:
     if shape.group("time") is None:  # a date alone, or with an offset
         text = f"{shape.group('date')}T00:00{shape.group('offset') or ''}"
     return datetime.fromisoformat(text)
+
+
+def in_utc_range(moment: datetime) -> bool:
+    """Whether a datetime holds the aware ``moment`` in UTC: not so within a day of year 1 in a zone east of
+    UTC, or of 9999 in one west, where converting it raises OverflowError."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def iso_day(text: str) -> date | datetime:

@@ -52,6 +52,10 @@ GIVEN = {"task_id": "t", "scenario_id": 1, "mapping": EMAIL_MAPPING, "contacts":
             {"window_end": "2026-03-01T00:00:00"},
             "`window_end` must have a time zone",
         ),
+        (  # before year 1 in UTC: an OverflowError when the task made its window
+            {"window_start": "0001-01-01T00:00:00+03:00"},
+            "`window_start` must be a time of the years 1 to 9999 in UTC, got 0001-01-01T00:00:00+03:00",
+        ),
         ({"content": ["a", "b"]}, "`content` must be a mapping of names to values, got list"),
         ({"contacts": "anna@example.org"}, "`contacts` must be a list (or another iterable) of records"),
         ({"contacts": {"id": 1}}, "`contacts` must be a list (or another iterable) of records"),

@@ -152,6 +152,11 @@ def test_a_triggered_window_bound_in_any_iso_form_is_the_instant_it_names(given,
             "Europe/Berlin",
             "window_end '2026-10-25T02:30' happens twice or never in Europe/",
         ),
+        (  # past 9999 in UTC: an OverflowError when the window was made
+            "9999-12-31T23:00",
+            "America/New_York",
+            "window_end '9999-12-31T23:00' is not a time of the years 1 to 9999 in UTC",
+        ),
     ],
 )
 def test_a_triggered_window_bound_read_no_single_way_is_refused_naming_the_key_and_why(given, zone, reason):

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from altcraft.spec_checks import MAX_INT64
-from altcraft.validation import iso_datetime
+from altcraft.validation import in_utc_range, iso_datetime
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _DIGITS = re.compile(r"[0-9]+")
@@ -121,6 +121,8 @@ def moment(name: str, value: Any) -> datetime | None:
         raise ValueError(f"`{name}` must be a datetime or its ISO 8601 text, got {_shown(value)}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"`{name}` must have a time zone, got {value.isoformat()}")
+    if not in_utc_range(value):
+        raise ValueError(f"`{name}` must be a time of the years 1 to 9999 in UTC, got {value.isoformat()}")
     return value
 
 

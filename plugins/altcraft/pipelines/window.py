@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from altcraft.validation import iso_datetime
+from altcraft.validation import in_utc_range, iso_datetime
 
 if TYPE_CHECKING:
     from airflow.sdk.bases.timetable import BaseTimetable
@@ -150,6 +150,8 @@ def _parse(name: str, value: Any, timezone: str) -> datetime:
         raise WindowError(
             f"{name} {value!r} happens twice or never in {timezone} (a clock change): give its UTC offset"
         )
+    if not in_utc_range(local):
+        raise WindowError(f"{name} {value!r} is not a time of the years 1 to 9999 in UTC")
     return local
 
 

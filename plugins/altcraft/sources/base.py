@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from altcraft.records import ERROR_FIELD, JSON_DECODER, Record, error_record, named_twice
 from altcraft.spec_checks import check_timezone
+from altcraft.validation import in_utc_range
 
 __all__ = ["ERROR_FIELD", "Record", "error_record"]  # re-exported: the records every source yields
 
@@ -54,6 +55,8 @@ class Window:
             value = getattr(self, name)
             if value.tzinfo is None or value.utcoffset() is None:
                 raise ValueError(f"Window.{name} must be timezone-aware, got {value!r}")
+            if not in_utc_range(value):
+                raise ValueError(f"Window.{name} is no time of the years 1 to 9999 in UTC: {value!r}")
             utc = value.astimezone(UTC)  # a plain datetime: pendulum arithmetic can drop a foreign tzinfo
             plain = datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=UTC)
             object.__setattr__(self, name, plain)

@@ -121,8 +121,13 @@ def wall_clock(ts: datetime, zone: ZoneInfo) -> datetime:
     """The naive bound in ``zone`` for the instant ``ts``: its wall-clock time, except in the second
     occurrence of an hour a clock change repeats, whose wall-clock times the windows before already
     compared with (a naive time there is its first occurrence): there the end of the repeated hour. So
-    consecutive bounds never go back, and no row is read by two windows."""
-    local = ts.astimezone(zone)
+    consecutive bounds never go back, and no row is read by two windows. An instant within a day of year 1
+    or 9999 that no naive time in ``zone`` holds is `datetime.min` or `datetime.max`: before or past every
+    naive value, as the instant is."""
+    try:
+        local = ts.astimezone(zone)
+    except OverflowError:
+        return datetime.min if ts.year == 1 else datetime.max
     naive = local.replace(tzinfo=None)
     if not local.fold:
         return naive
@@ -427,10 +432,16 @@ def encode_watermark(value: Any, timezone: str) -> dict[str, Any]:
 _INFINITY = float("inf")  # equal to Decimal("Infinity") too
 
 
+#: `instant_text` of the first instant of year 9999: a watermark never moves to it or past it
+_LAST_YEAR = "9999"
+
+
 def _may_lead(value: Any, timezone: str) -> bool:
     """Whether a watermark may move to ``value``: a number that is not NaN or infinity, a date or time Python
-    holds, or text our date parsing reads (ISO 8601 or epoch seconds, `instant_text`); also None (NULL, as
-    MariaDB's zero date is read), which `_highest` leaves out and which is no row's rejection.
+    holds before year 9999 (UTC), or text our date parsing reads (ISO 8601 or epoch seconds, `instant_text`)
+    of such a time; also None (NULL, as MariaDB's zero date is read), which `_highest` leaves out and which
+    is no row's rejection. A date or time in year 9999 (``9999-12-31``, a stand-in for "never") is left out
+    as infinity is: past it no later row would ever be read.
 
     Left out, each its row's rejection (`SqlTableSource._rejecting`): NaN and infinity, which no later number
     would pass (PostgreSQL places NaN above every number); an `Unreadable` date or time (PostgreSQL's
@@ -439,7 +450,9 @@ def _may_lead(value: Any, timezone: str) -> bool:
     that no later date passes it either; bytes too. Their rows pass every watermark but the lowest, so every
     run reads them again, and rejects them again."""
     if isinstance(value, str):
-        return instant_text(value, timezone) is not None
+        return (instant_text(value, timezone) or _LAST_YEAR) < _LAST_YEAR
+    if isinstance(value, date):  # a datetime too
+        return value.year < 9998 or _instant_of(value, timezone) < _LAST_YEAR
     return not isinstance(value, Unreadable | bytes) and value == value != _INFINITY  # NaN != NaN
 
 
@@ -494,9 +507,15 @@ def decode_watermark(stored: dict[str, Any], timezone: str) -> Any:
 def _same_instant(value: Any, kept: str, timezone: str) -> Any:
     """A watermark read in zone ``kept`` as the source reads it in ``timezone``: a naive datetime as the
     wall-clock time there (a naive column compares wall-clock times), text as its instant with an offset
-    (text is compared by instant, `_after_text`); anything else as it is."""
+    (text is compared by instant, `_after_text`); anything else as it is. A naive time no naive time in
+    ``timezone`` holds (within a day of year 1 or 9999) is None before year 1 (no watermark: every row is
+    read) and `datetime.max` past 9999."""
     if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=ZoneInfo(kept)).astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+        instant = value.replace(tzinfo=ZoneInfo(kept))
+        try:
+            return instant.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+        except OverflowError:
+            return None if instant.year == 1 else datetime.max
     if isinstance(value, str):
         try:
             return parse_timestamp(value, kept).isoformat()
@@ -627,8 +646,8 @@ class SqlTableSource(_Probing, Stateful):
                 batch,
                 self.watermark_column,
                 leads,
-                "not a value a watermark can move to (a number but NaN or infinity, a date or time, or text "
-                "that is ISO 8601 or epoch seconds)",
+                "not a value a watermark can move to (a number but NaN or infinity, a date or time before "
+                "year 9999, or text that is ISO 8601 or epoch seconds of one)",
             )
 
     def _select(

@@ -5,7 +5,7 @@ database column, decides which window a record belongs to: file rows and SQLite 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,5 +49,17 @@ def instant_text(value: Any, timezone: str) -> str | None:
 
 
 def utc_text(moment: datetime) -> str:
-    """An aware ``moment`` as `instant_text` writes it."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    """An aware ``moment`` as `instant_text` writes it. An instant a datetime cannot hold in UTC (within a day
+    of year 1 in a zone east of UTC, of 9999 in one west) is written so that the text order is still time
+    order: ``0000-12-31 21:29:43.000000`` before year 1, ``9999-12-31 28:59:00.000000`` past 9999 (its hours
+    go on from 24), never an OverflowError."""
+    try:
+        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    except OverflowError:
+        offset, wall = moment.utcoffset(), moment.replace(tzinfo=None)
+        assert offset is not None
+        day = timedelta(days=1)
+        if offset > timedelta(0):  # on the day before year 1: that clock time a day later is on 0001-01-01
+            return f"0000-12-31 {(wall + day - offset).time().isoformat('microseconds')}"
+        clock = wall - day - offset  # past 9999-12-31 by less than a day: that clock time a day earlier
+        return f"9999-12-31 {clock.hour + 24}:{clock:%M:%S.%f}"
