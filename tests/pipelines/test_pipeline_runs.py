@@ -228,37 +228,72 @@ def _insert_seen(engine: sa.Engine, prefix: str, rows: dict[int, str]) -> None:
         )
 
 
+def _runs_in_zones(
+    scenario_id: int, monkeypatch, tmp_path: Path, prefix: str, runs: list[tuple[str, dict[int, str]]]
+) -> list[tuple[int, int, int]]:
+    """Daily runs of a pipeline reading a SQLite table ``contacts`` by its ``seen`` text watermark, each run
+    under its own source ``timezone`` after inserting its rows (`_insert_seen`); (found, launched, skipped)
+    of each. The pipeline's id is new, so its watermark is its own."""
+    database = tmp_path / "crm.db"
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_SQLITE", f"sqlite:///{database}")
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id integer primary key, email text, seen text)")
+    found, dag_id = [], f"zone_watermark_{uuid.uuid4().hex[:8]}"
+    for day, (zone, rows) in enumerate(runs, start=1):
+        source = {"type": "sql_table", "conn_id": "crm_sqlite", "table": "contacts", "key_column": "id"}
+        source |= {"watermark_column": "seen", "timezone": zone}
+        pipeline = spec(dag_id, "contacts", scenario_id, source=source)
+        pipeline["mapping"] = {**pipeline["mapping"], "fields": {}}  # the table has no first_name
+        dag = load_dags([pipeline])[dag_id]
+        _insert_seen(engine, prefix, rows)
+        run = run_dag(dag, START + timedelta(days=day))
+        assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
+        summary = xcom_values(dag.dag_id, run.run_id)["import_and_launch", 0]
+        found.append((summary["found"], summary["launched"], summary["skipped"]))
+    engine.dispose()
+    return found
+
+
 def test_a_source_timezone_changed_between_runs_keeps_the_watermarks_instant(
     airflow_db, emulator, scenario_id, monkeypatch, tmp_path
 ):
     """The stored watermark was naive text, ``2024-03-01 10:00:00``, read in UTC by the first run; with the
     spec's ``source.timezone`` changed to Europe/Moscow the next run read it as 07:00 UTC and read again the
     contact of 09:00 UTC (a later one written with an offset), which the first run had handled."""
-    database = tmp_path / "crm.db"
-    monkeypatch.setenv("AIRFLOW_CONN_CRM_SQLITE", f"sqlite:///{database}")
-    engine = sa.create_engine(f"sqlite:///{database}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE contacts (id integer primary key, email text, seen text)")
     runs = [
         ("UTC", {1: "2024-03-01 10:00:00", 2: "2024-03-01T09:00:00+00:00"}),
         ("Europe/Moscow", {3: "2024-03-01T10:30:00+00:00"}),
     ]
-    found = []
-    for day, (zone, rows) in enumerate(runs, start=1):
-        source = {"type": "sql_table", "conn_id": "crm_sqlite", "table": "contacts", "key_column": "id"}
-        source |= {"watermark_column": "seen", "timezone": zone}
-        pipeline = spec("zone_watermark", "contacts", scenario_id, source=source)
-        pipeline["mapping"] = {**pipeline["mapping"], "fields": {}}  # the table has no first_name
-        dag = load_dags([pipeline])["zone_watermark"]
-        _insert_seen(engine, "z", rows)
-        run = run_dag(dag, START + timedelta(days=day))
-        assert task_states(run) == {"plan": "success", "import_and_launch": "success"}
-        summary = xcom_values(dag.dag_id, run.run_id)["import_and_launch", 0]
-        found.append((summary["found"], summary["launched"], summary["skipped"]))
-    engine.dispose()
+    found = _runs_in_zones(scenario_id, monkeypatch, tmp_path, "z", runs)
 
     assert found == [(2, 2, 0), (1, 1, 0)]  # each contact read once
     assert sorted(launched_emails(emulator, scenario_id)) == [f"z{k}@example.org" for k in (1, 2, 3)]
+
+
+@pytest.mark.parametrize(
+    ("first", "later"),
+    [
+        # autumn: 02:10 and 02:40 happen twice in Berlin, the watermark 02:40 is read as 00:40 UTC (its
+        # first occurrence), not 01:40: the first run's rows, now UTC wall times, are read again
+        ({1: "2026-10-25 02:10:00", 2: "2026-10-25 02:40:00"}, {3: "2026-10-25 03:00:00"}),
+        # spring: 02:30 never happens in Berlin, the watermark 02:30 is read as 00:30 UTC (by the offset
+        # after the change), not 01:30, which skipped row 3 of 01:00 UTC (03:00 in Berlin, after 02:30)
+        ({1: "2026-03-29 01:50:00", 2: "2026-03-29 02:30:00"}, {3: "2026-03-29 01:00:00"}),
+    ],
+)
+def test_a_watermark_in_an_hour_of_a_clock_change_carried_to_another_zone_reads_again_and_skips_nothing(
+    airflow_db, emulator, scenario_id, monkeypatch, tmp_path, first, later
+):
+    """A naive watermark kept in Europe/Berlin and read after the source's zone became UTC: a wall-clock
+    time a clock change repeats or skips names two instants, and the earlier one is taken, so rows between
+    them are read again, never skipped. Reading them again launches nobody twice: the ledger skips them."""
+    found = _runs_in_zones(
+        scenario_id, monkeypatch, tmp_path, "f", [("Europe/Berlin", first), ("UTC", later)]
+    )
+
+    assert found == [(2, 2, 0), (3, 1, 2)]  # read again, and skipped by the ledger
+    assert sorted(launched_emails(emulator, scenario_id)) == [f"f{k}@example.org" for k in (1, 2, 3)]
 
 
 def test_a_runs_conf_reaches_the_tasks_which_keep_no_copy_of_the_params(

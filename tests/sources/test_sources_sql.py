@@ -211,6 +211,22 @@ def test_a_naive_watermark_keeps_its_instant_when_the_sources_timezone_changes(s
     assert decode_watermark(encode_watermark(read, zone), zone) == read
 
 
+@pytest.mark.parametrize(
+    ("kind", "value", "read"),
+    [
+        ("datetime", "2026-10-25T02:40:00", datetime(2026, 10, 25, 0, 40)),  # autumn: its first occurrence
+        ("datetime", "2026-03-29T02:30:00", datetime(2026, 3, 29, 0, 30)),  # spring: by the offset after
+        ("json", "2026-03-29 02:30:00", "2026-03-29T02:30:00+02:00"),
+    ],
+)
+def test_a_watermark_in_an_hour_a_clock_change_repeats_or_skips_is_read_elsewhere_at_its_earlier_instant(
+    kind, value, read
+):
+    """Kept in Berlin, read in UTC: of the two instants the wall-clock time names, the earlier, so rows
+    between them are read again, never skipped (the spring one was read at the later, 01:30 UTC)."""
+    assert decode_watermark({"type": kind, "value": value, "timezone": "Europe/Berlin"}, "UTC") == read
+
+
 def test_watermark_is_not_saved_when_the_consumer_stops_early(contacts):
     database, table = contacts
     state = MemoryStateStore()

@@ -507,21 +507,33 @@ def decode_watermark(stored: dict[str, Any], timezone: str) -> Any:
 def _same_instant(value: Any, kept: str, timezone: str) -> Any:
     """A watermark read in zone ``kept`` as the source reads it in ``timezone``: a naive datetime as the
     wall-clock time there (a naive column compares wall-clock times), text as its instant with an offset
-    (text is compared by instant, `_after_text`); anything else as it is. A naive time no naive time in
-    ``timezone`` holds (within a day of year 1 or 9999) is None before year 1 (no watermark: every row is
-    read) and `datetime.max` past 9999."""
+    (text is compared by instant, `_after_text`); anything else as it is. A naive time a clock change in
+    ``kept`` repeats or skips is its earliest reading (`_earliest`): rows of the hour between are read
+    again, never skipped. A naive time no naive time in ``timezone`` holds (within a day of year 1 or 9999)
+    is None before year 1 (no watermark: every row is read) and `datetime.max` past 9999."""
     if isinstance(value, datetime) and value.tzinfo is None:
-        instant = value.replace(tzinfo=ZoneInfo(kept))
+        instant = _earliest(value, ZoneInfo(kept))
         try:
             return instant.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
         except OverflowError:
             return None if instant.year == 1 else datetime.max
     if isinstance(value, str):
         try:
-            return parse_timestamp(value, kept).isoformat()
+            moment = parse_timestamp(value, kept)
         except (ValueError, OverflowError, OSError):
             return value  # no time: every row is past it (`_after_text`)
+        if isinstance(moment.tzinfo, ZoneInfo):  # naive text, read in `kept`
+            moment = _earliest(moment.replace(tzinfo=None), moment.tzinfo)
+        return moment.isoformat()
     return value
+
+
+def _earliest(naive: datetime, zone: ZoneInfo) -> datetime:
+    """The earliest instant the wall-clock time ``naive`` may mean in ``zone``: in an hour a clock change
+    repeats, its first occurrence (``fold=0``); in one it skips, the reading by the offset after the change
+    (``fold=1``), an hour before the other."""
+    readings = (naive.replace(tzinfo=zone, fold=fold) for fold in (0, 1))
+    return max(readings, key=lambda reading: reading.utcoffset() or timedelta(0))
 
 
 class SqlTableSource(_Probing, Stateful):
