@@ -10,7 +10,11 @@ from airflow.sdk import Asset
 
 from altcraft.operators import arguments as check
 from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+from altcraft.sources.files import FileSource
 from altcraft.sources.python import IterableSource
+from altcraft.sources.rest import RestSource
+from altcraft.sources.sql import SqlQuerySource, SqlTableSource
+from altcraft.sources.webhook import WebhookSource
 
 from .conftest import EMAIL_MAPPING
 
@@ -121,3 +125,36 @@ def test_templated_arguments_are_checked_once_rendered():
         **{**GIVEN, "scenario_id": "{{ params.scenario }}", "dry_run": "{{ params.dry_run }}"}
     )
     assert (operator.scenario_id, operator.dry_run_mode) == ("{{ params.scenario }}", "{{ params.dry_run }}")
+
+
+#: A mapping writing date-times in Moscow that reads the source's ``paid``.
+MOSCOW_PAID = {
+    **EMAIL_MAPPING,
+    "timezone": "Europe/Moscow",
+    "fields": {"_regdate": {"source": "paid", "type": "datetime"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        (lambda: SqlQuerySource("crm", "SELECT 1 AS id", key_column="id"), True),
+        (lambda: SqlTableSource("crm", "c", key_column="id", watermark_column="w"), True),
+        (lambda: FileSource("/x", key_column="id", timestamp_column="at"), True),
+        (lambda: RestSource("api", "/contacts", key_column="id"), True),
+        (lambda: SqlQuerySource("crm", "SELECT 1 AS id", key_column="id", timezone="UTC"), False),
+        (lambda: FileSource("/x", key_column="id", timestamp_column="at", timezone="Europe/Moscow"), False),
+        (lambda: IterableSource([], key_column="id"), False),  # no zone of its own: the mapping's
+        (lambda: WebhookSource("hook", key_column="id"), False),
+    ],
+)
+def test_a_mapping_zone_over_a_source_of_naive_times_given_none_is_refused_naming_both(source, refused):
+    """Every source of naive times (SQL, file, REST) given no timezone reads them as UTC: a mapping naming
+    another zone and reading a date-time from it is refused when the DAG is parsed; a source naming its
+    zone, and one with no zone (Python, webhook, CRM: its naive values are the mapping's), are not."""
+    arguments = {**GIVEN, "contacts": None, "source": source(), "mapping": MOSCOW_PAID}
+    if refused:
+        with pytest.raises(ValueError, match="the `timezone` of `source` is not set while the `timezone` of"):
+            ImportAndLaunchScenarioOperator(**arguments)
+    else:
+        assert ImportAndLaunchScenarioOperator(**arguments).mapping.timezone == "Europe/Moscow"
