@@ -223,6 +223,13 @@ def test_plan_cuts_the_window_minus_lookback_into_contiguous_partitions():
     assert set(windows[0]) == {"window_start", "window_end"}
 
 
+def test_a_lookback_reaching_before_year_1_starts_the_window_at_its_first_instant():
+    """A window from year 1 (a manual run reading everything) minus a lookback raised OverflowError."""
+    start = datetime(1, 1, 1, 1, tzinfo=UTC)
+    (window,) = plan_windows(start, END, partitions=1, lookback=timedelta(hours=2))
+    assert window["window_start"] == "0001-01-01T00:00:00+00:00"
+
+
 def test_plan_with_one_partition_is_the_data_interval():
     assert plan_windows(START, END, partitions=1) == [
         {"window_start": "2025-03-01T00:00:00+00:00", "window_end": "2025-03-02T00:00:00+00:00"}

@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +57,16 @@ CHECKER_FILE = "altcraft_pipelines_check.py"
 def plan_windows(
     start: datetime, end: datetime, *, partitions: int, lookback: timedelta | None = None
 ) -> list[dict[str, str]]:
-    """The window ``[start - lookback, end)`` cut into ``partitions`` contiguous sub-windows.
+    """The window ``[start - lookback, end)`` cut into ``partitions`` contiguous sub-windows; a lookback
+    reaching before year 1 (UTC) starts at its first instant, before which no time is.
 
     Returns one ``{"window_start", "window_end"}`` (ISO 8601, UTC) per partition: references to data,
     never data. An empty interval gives no partition (the mapped task is then skipped).
     """
     from altcraft.sources.base import Window
 
-    window = Window(start - lookback if lookback else start, end)
+    first = datetime.min.replace(tzinfo=UTC)
+    window = Window(start - min(lookback, start - first) if lookback else start, end)
     if window.start == window.end:
         return []
     parts = (window.part(index, partitions) for index in range(partitions))
