@@ -246,6 +246,46 @@ def test_a_contact_whose_id_is_no_contact_id_is_its_rejection_and_the_others_are
     assert records[-1] == {ERROR_FIELD: reason}  # the value itself is stored nowhere
 
 
+def hubspot_rejected(attempt: int) -> bytes:
+    """A HubSpot event naming its objectId twice and carrying no eventId, as attempt ``attempt`` sends it."""
+    [event] = hubspot_events(66)
+    del event["eventId"]
+    event["attemptNumber"] = attempt
+    return json.dumps([event]).replace('"objectId": 66', '"objectId": 6, "objectId": 7').encode()
+
+
+#: per CRM: the first delivery of an event whose one contact is rejected, and its repetition as the CRM sends
+#: it again (Bitrix24: another ``ts``; HubSpot: the next ``attemptNumber``; amoCRM: the same form)
+REPEATED_REJECTIONS = {
+    "amocrm": (amo_body("x1"), amo_body("x1")),
+    "bitrix24": (b24_body("x1"), b24_body("x1", ts=1724779999)),
+    "hubspot": (hubspot_rejected(0), hubspot_rejected(1)),
+}
+
+
+@pytest.mark.parametrize("crm", sorted(REPEATED_REJECTIONS))
+def test_a_repeated_event_of_a_rejected_contact_is_a_duplicate_stored_once(client, store, crm):
+    """An accepted contact's event was keyed by what names it (the contact id, the eventId), a rejected
+    one's by its body, which the CRM's repetition changes: stored, and so rejected, once per repetition."""
+    first, again = REPEATED_REJECTIONS[crm]
+    answers = []
+    for body in (first, again):
+        signed = crm == "hubspot"  # its signature covers the URL
+        url = f"/{crm}_welcome" if signed else f"/{crm}_welcome?secret={SECRET}"
+        answer = client.post(url, content=body, headers=hubspot_headers(body) if signed else FORM)
+        answers.append(answer.json())
+    assert [answer["status"] for answer in answers] == ["accepted", "duplicate"], answers
+    assert [len(read_back(f"{crm}_welcome"))] == [1]
+
+
+def test_two_bitrix24_events_of_other_rejected_contacts_are_two_deliveries(client, store):
+    """Keyed by its data, not by its reason: another event rejected for the same reason is not a replay."""
+    for contact in ("x1", "x2"):
+        answer = client.post("/bitrix24_welcome", content=b24_body(contact), headers=FORM)
+        assert answer.json()["status"] == "accepted"
+    assert store.count("bitrix24_welcome") == 2
+
+
 def test_an_amocrm_contact_without_an_id_is_its_rejection_not_dropped(client, store):
     """Only ``[id]`` fields were read: a contact without one vanished from its delivery without a word."""
     body = amo_body(7, 10) + b"&" + urlencode([("contacts[add][2][name]", "Nameless")]).encode()

@@ -11,10 +11,11 @@ one more `WebhookKind` registered in `KINDS`:
 * ``bitrix24`` -- form-encoded ``event=ONCRMCONTACTADD&data[FIELDS][ID]=...&auth[application_token]=...``;
   the application token of the outgoing webhook is the secret (inside the body, so the body is read
   before it is checked); identified by the contact id (an event is sent once per contact, so a replay
-  with another ``ts`` is still a duplicate);
+  with another ``ts`` is still a duplicate), a rejected contact's by the event's ``data[...]`` fields;
 * ``hubspot`` -- a JSON array of ``contact.creation`` events, ``X-HubSpot-Signature-v3``: base64 of the
   HMAC-SHA256, with the app's client secret, over method + URI + body + ``X-HubSpot-Request-Timestamp``;
-  older than 5 minutes is refused; identified by the events' ``eventId`` values.
+  older than 5 minutes is refused; identified by the events' ``eventId`` values (an event without one by
+  its content but its ``attemptNumber``).
 
 The CRM kinds store only ``{"id": ...}`` records: the pipeline's CRM source fetches the full contacts. A
 contact whose id is no number of 1 to 20 digits, or that has none, or whose form names one of its fields
@@ -430,11 +431,14 @@ class Bitrix24(WebhookKind):
         return _ids(_form_contacts(form, self._FIELDS, "[ID]"), "data[FIELDS][ID]", max_records)
 
     def delivery_key(self, request: WebhookRequest) -> str:
-        """The contact id; for a rejected contact (no id names it) the body's."""
+        """The contact id; for a rejected contact (no id names it) the event's ``event`` and ``data[...]``
+        fields: Bitrix24 sends an event again with another ``ts``, a rejection as an accepted contact."""
         records = self.parse(request)
-        if any(ERROR_FIELD in record for record in records):
-            return super().delivery_key(request)
-        return _keyed("bitrix24", *(record["id"] for record in records))
+        if all(ERROR_FIELD not in record for record in records):
+            return _keyed("bitrix24", *(record["id"] for record in records))
+        form = _form(request, MAX_FORM_FIELDS)
+        data = sorted((k, v) for k, v in form if k == "event" or k.startswith("data["))
+        return _keyed("bitrix24 event", *(part for field in data for part in field))
 
 
 HUBSPOT_SIGNATURE = "x-hubspot-signature-v3"
@@ -483,9 +487,29 @@ class HubSpot(WebhookKind):
         return _ids(created, "contact.creation objectId", None)
 
     def delivery_key(self, request: WebhookRequest) -> str:
-        events = super().parse(request)
-        ids = sorted(str(e.get("eventId")) for e in events if e.get("eventId") is not None)
-        return _keyed("hubspot", *ids) if ids else super().delivery_key(request)
+        """The events' ``eventId`` values, and each event without one as it reads but its ``attemptNumber``:
+        HubSpot sends an event again with the next ``attemptNumber``, a rejection as an accepted contact. The
+        body's where an event without an id cannot be written back (nested too deep)."""
+        events = delivery_json(request.body)
+        events = events if isinstance(events, list) else [events]
+        ids = sorted(str(e["eventId"]) for e in events if _event_id(e) is not None)
+        try:
+            others = sorted(_event_text(e) for e in events if _event_id(e) is None)
+        except RecursionError:
+            return super().delivery_key(request)
+        return _keyed("hubspot", *ids, *others)
+
+
+def _event_id(event: Any) -> Any:
+    """A HubSpot event's ``eventId``, or None (also for an item that is no object)."""
+    return event.get("eventId") if isinstance(event, dict) else None
+
+
+def _event_text(event: Any) -> str:
+    """A HubSpot event without an ``eventId`` as JSON, but its ``attemptNumber`` (`HubSpot.delivery_key`)."""
+    if isinstance(event, dict):
+        event = {key: value for key, value in event.items() if key != "attemptNumber"}
+    return json.dumps(event, sort_keys=True, default=repr)
 
 
 def _may_create(event: dict[str, Any]) -> bool:
