@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
+from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+from airflow.secrets import BaseSecretsBackend
 from fastapi.testclient import TestClient
 
-from altcraft.webhooks.app import airflow_config, create_app
+from altcraft.webhooks import app as app_module
+from altcraft.webhooks.app import SecretUnknown, airflow_config, create_app
 from altcraft.webhooks.store import WebhookStore
 from tests.pipelines.test_pipeline_runs import write_dag_folder
 
@@ -179,3 +183,98 @@ def test_fifty_busy_webhooks_read_each_secret_connection_about_once_per_cache_pe
     assert [store.count(p) for p in fifty_webhooks] == [1] * 50
     secret_reads = [conn_id for conn_id in calls if conn_id.startswith("busy_")]
     assert len(secret_reads) <= 2 * len(fifty_webhooks), len(secret_reads)
+
+
+#: Environment variables naming the connections the `FailingBackend` fails to read: raising an error (which
+#: Airflow takes for "not defined", after reading the next backends), or denying access (which it raises).
+DOWN, DENIED = "ALTCRAFT_TEST_SECRETS_DOWN", "ALTCRAFT_TEST_SECRETS_DENIED"
+VAULT = "ALTCRAFT_TEST_VAULT_"
+
+
+class FailingBackend(BaseSecretsBackend):
+    """A secrets backend (``[secrets] backend``) holding the connections `vault_connection` gives it, failing
+    for those `DOWN` or `DENIED` name."""
+
+    def get_conn_value(self, conn_id: str, team_name: str | None = None) -> str | None:
+        if conn_id in os.environ.get(DOWN, "").split(","):
+            raise ConnectionError("the secrets backend is unreachable")
+        if conn_id in os.environ.get(DENIED, "").split(","):
+            raise AirflowSecretsBackendAccessDenied(f"access to connection {conn_id} denied")
+        return os.environ.get(VAULT + conn_id.upper())
+
+
+def vault_connection(monkeypatch, conn_id: str, password: str) -> None:
+    monkeypatch.setenv(VAULT + conn_id.upper(), json.dumps({"conn_type": "generic", "password": password}))
+
+
+@pytest.fixture
+def failing_backend(four_webhooks, store, monkeypatch) -> None:
+    """`FailingBackend` as the secrets backend, each lookup made afresh (no `CACHE_SECONDS`)."""
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND", f"{__name__}.FailingBackend")
+    monkeypatch.setattr(app_module, "CACHE_SECONDS", 0)
+
+
+def deliver(client: TestClient, amo_secret: str, b24_secret: str) -> tuple[int, int]:
+    """The answers of ``shared_amo`` and ``shared_b24`` to a delivery proven by these secrets."""
+    amo = client.post(f"/shared_amo?secret={amo_secret}", content=BODY, headers=FORM)
+    b24 = client.post("/shared_b24", content=b24_body(b24_secret), headers=FORM)
+    return amo.status_code, b24.status_code
+
+
+@pytest.mark.parametrize("failure", [DOWN, DENIED])
+def test_another_webhooks_failing_secrets_backend_keeps_its_last_read_secret(
+    failing_backend, store, monkeypatch, caplog, failure
+):
+    """A webhook's lookup reads every other webhook's secret (whether they share one), and any failure made
+    it 503 as well: one broken connection took every webhook down. The last secret read of that connection
+    is compared instead (its keyed hash, in this process): the webhook that holds another's secret is still
+    refused, the others take their deliveries, the broken one is 503 naming its connection."""
+    secret_connection(monkeypatch, "amo_hook_secret", "amo-secret")
+    vault_connection(monkeypatch, "b24_hook_secret", "b24-secret")
+    client = TestClient(create_app())
+    assert deliver(client, "amo-secret", "b24-secret") == (200, 200)
+
+    monkeypatch.setenv(failure, "b24_hook_secret")
+    with caplog.at_level(logging.WARNING, logger="altcraft.webhooks.app"):
+        assert deliver(client, "amo-secret", "b24-secret") == (200, 503)
+    assert "connection 'b24_hook_secret' could not be read" in caplog.text
+    assert "Webhook shared_b24 is not usable" in caplog.text and "b24-secret" not in caplog.text
+
+    # the same secret in both: refused while b24's connection is read, and after, as last read
+    monkeypatch.delenv(failure)
+    vault_connection(monkeypatch, "b24_hook_secret", "amo-secret")
+    assert deliver(client, "amo-secret", "amo-secret") == (503, 503)
+    monkeypatch.setenv(failure, "b24_hook_secret")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="altcraft.webhooks.app"):
+        assert deliver(client, "amo-secret", "amo-secret") == (503, 503)
+    assert "also held by connection 'b24_hook_secret' of webhook shared_b24" in caplog.text
+    assert store.count("shared_amo") == store.count("shared_b24") == 1
+    assert "amo-secret" not in caplog.text
+
+
+def test_a_connection_never_read_refuses_the_webhooks_that_may_share_its_secret(
+    failing_backend, monkeypatch, caplog
+):
+    """Denied before it was ever read, another webhook's connection may hold this one's secret: both are
+    refused, naming it, until it is read."""
+    secret_connection(monkeypatch, "amo_hook_secret", "amo-secret")
+    vault_connection(monkeypatch, "b24_hook_secret", "b24-secret")
+    monkeypatch.setenv(DENIED, "b24_hook_secret")
+    client = TestClient(create_app())
+    with caplog.at_level(logging.ERROR, logger="altcraft.webhooks.app"):
+        assert deliver(client, "amo-secret", "b24-secret") == (503, 503)
+    [amo_line, b24_line] = [r.getMessage() for r in caplog.records]
+    assert amo_line == (
+        "Webhook shared_amo is not usable: SecretUnknown: the secret of connection 'b24_hook_secret' of "
+        "webhook shared_b24 (AirflowSecretsBackendAccessDenied) could not be read, so whether it holds this "
+        "webhook's secret (connection 'amo_hook_secret') is not known: its deliveries are refused until it is"
+    )
+    assert b24_line.startswith(
+        "Webhook shared_b24 is not usable: LookupError: connection 'b24_hook_secret' of webhook shared_b24 "
+        "could not be read: AirflowSecretsBackendAccessDenied"
+    )
+    with pytest.raises(SecretUnknown, match="'b24_hook_secret' of webhook shared_b24"):
+        airflow_config("shared_hs1")  # a HubSpot proof names the URL, a Bitrix24 one does not
+    monkeypatch.delenv(DENIED)
+    assert deliver(client, "amo-secret", "b24-secret") == (200, 200)

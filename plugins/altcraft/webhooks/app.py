@@ -3,8 +3,9 @@
 Per request, in this order (nothing is stored unless every step passes):
 
 1. the pipeline's webhook settings (`WebhookConfig`: which kind, the secret's connection, the ledger's
-   connection, the size limit) -- unknown pipeline: 404; its secret missing, or held by another active
-   webhook's connection where a proof names no pipeline (`shared_secret`): 503, the log says why;
+   connection, the size limit) -- unknown pipeline: 404; its secret missing or unreadable, or held by
+   another active webhook's connection where a proof names no pipeline (`shared_secret`; one unreadable
+   now is compared as last read, one never read refuses: `SecretUnknown`): 503, the log says why;
 2. the kind's `verify_head` against the secret, before a byte of the body is read (a header or query
    secret is compared here, a signature's header and timestamp checked) -- wrong or missing: 401;
 3. the body, read up to ``max_bytes`` -- larger: 413; not whole within `BODY_SECONDS`: 408;
@@ -106,24 +107,36 @@ class SharedSecret(LookupError):
     """Another active webhook's connection holds the pipeline's secret (`shared_secret`)."""
 
 
+class SecretUnknown(LookupError):
+    """Another active webhook's connection, never read, may hold the pipeline's secret (`shared_secret`)."""
+
+
 def airflow_config(pipeline: str, digests: _Cached[bytes] | None = None) -> WebhookConfig | None:
     """The settings of an active pipeline's event asset (metadata database) and its secret (connection);
-    `SharedSecret` where another active webhook may take its deliveries. ``digests`` keeps the `_digest` of
-    each secret connection read, its own too (`create_app` keeps them for `CACHE_SECONDS`: each lookup read
-    every other webhook's, N² secrets-backend calls for N busy webhooks); by default they are read afresh."""
+    `SharedSecret` where another active webhook may take its deliveries (`SecretUnknown`: may, its secret
+    never read); `LookupError` naming its connection where that cannot be read. ``digests`` keeps the
+    `_digest` of each secret connection read, its own too (`create_app` keeps them for `CACHE_SECONDS`, and
+    while a connection cannot be read: `_Held`; each lookup read every other webhook's, N² secrets-backend
+    calls for N busy webhooks); by default they are read afresh."""
     from airflow.models.connection import Connection
 
     webhooks = _active_webhooks()
     settings = webhooks.get(pipeline)
     if not settings:
         return None
-    secret = Connection.get_connection_from_secrets(settings["secret_conn_id"]).password
+    conn_id = settings["secret_conn_id"]
+    try:
+        secret = Connection.get_connection_from_secrets(conn_id).password
+    except Exception as error:
+        raise LookupError(
+            f"connection {conn_id!r} of webhook {pipeline} could not be read: {type(error).__name__}: {error}"
+        ) from None
     if not secret:
-        raise LookupError(f"connection {settings['secret_conn_id']!r} of webhook {pipeline} has no password")
-    digests = digests or _Cached(_password_digest)
-    digests.keep(settings["secret_conn_id"], own := _digest(secret))
+        raise LookupError(f"connection {conn_id!r} of webhook {pipeline} has no password")
+    digests = digests or _Held(_password_digest)
+    digests.keep(conn_id, own := _digest(secret))
     if (problem := shared_secret(pipeline, own, webhooks, digests)) is not None:
-        raise SharedSecret(problem)
+        raise problem
     return WebhookConfig(
         pipeline=pipeline,
         auth=settings["auth"],
@@ -184,31 +197,41 @@ def shared_secret(
     secret: bytes,
     webhooks: Mapping[str, Mapping[str, Any]],
     digest: Callable[[str], bytes | None],
-) -> str | None:
+) -> SharedSecret | SecretUnknown | None:
     """Why webhook ``pipeline`` may take no delivery, or None: the other ``webhooks`` (settings by pipeline)
     whose secret connection holds its ``secret`` too (both as `_digest`s: ``digest`` of a connection id)
-    where one of the two proofs names no
-    pipeline (`may_share_a_secret`), so that a delivery to one would be taken by the other. It names the
-    connections and webhooks, never the secret; another webhook's connection missing is that webhook's
+    where one of the two proofs names no pipeline (`may_share_a_secret`), so that a delivery to one would be
+    taken by the other; else those whose connection ``digest`` could not read (`SecretUnknown`). It names
+    the connections and webhooks, never the secret; another webhook's connection missing is that webhook's
     problem, not this one's."""
     own = webhooks[pipeline]
-    holders = {
-        other: settings
-        for other, settings in sorted(webhooks.items())
-        if other != pipeline
-        and not may_share_a_secret(own["auth"], settings["auth"])
-        and hmac.compare_digest(digest(settings["secret_conn_id"]) or b"", secret)
-    }
-    if not holders:
-        return None
-    named = ", ".join(f"connection {s['secret_conn_id']!r} of webhook {o}" for o, s in holders.items())
-    auths = {own["auth"], *(settings["auth"] for settings in holders.values())}
-    blind = ", ".join(sorted(auth for auth in auths if not may_share_a_secret(auth)))
-    return (
-        f"its secret (connection {own['secret_conn_id']!r}) is also held by {named}; the proofs of auth "
-        f"{blind} name no pipeline, so a delivery to one of them could be taken by another: their deliveries "
-        "are refused until each has a secret of its own"
-    )
+    holders, unread = {}, {}
+    for other, settings in sorted(webhooks.items()):
+        if other == pipeline or may_share_a_secret(own["auth"], settings["auth"]):
+            continue
+        try:
+            if hmac.compare_digest(digest(settings["secret_conn_id"]) or b"", secret):
+                holders[other] = settings
+        except Exception as error:
+            unread[other] = (
+                f"connection {settings['secret_conn_id']!r} of webhook {other} ({type(error).__name__})"
+            )
+    if holders:
+        named = ", ".join(f"connection {s['secret_conn_id']!r} of webhook {o}" for o, s in holders.items())
+        auths = {own["auth"], *(settings["auth"] for settings in holders.values())}
+        blind = ", ".join(sorted(auth for auth in auths if not may_share_a_secret(auth)))
+        return SharedSecret(
+            f"its secret (connection {own['secret_conn_id']!r}) is also held by {named}; the proofs of auth "
+            f"{blind} name no pipeline, so a delivery to one of them could be taken by another: their "
+            "deliveries are refused until each has a secret of its own"
+        )
+    if unread:
+        return SecretUnknown(
+            f"the secret of {', '.join(unread.values())} could not be read, so whether it holds this "
+            f"webhook's secret (connection {own['secret_conn_id']!r}) is not known: its deliveries are "
+            "refused until it is"
+        )
+    return None
 
 
 class _Cached(Generic[Found]):
@@ -231,14 +254,18 @@ class _Cached(Generic[Found]):
         now = time.monotonic()
         found = self._answers.get(pipeline)
         if found is None or now - found[0] > CACHE_SECONDS:
-            try:
-                found = (now, self.lookup(pipeline))
-            except Exception as error:
-                found = (now, error)
+            found = (now, self._look_up(pipeline, None if found is None else found[1]))
         self._keep(pipeline, found)
         if isinstance(found[1], Exception):
             raise found[1]
         return found[1]
+
+    def _look_up(self, key: str, before: Found | Exception | None) -> Found | Exception | None:
+        """``lookup(key)``, or the error it raised; ``before`` is the answer kept until now."""
+        try:
+            return self.lookup(key)
+        except Exception as error:
+            return error
 
     def keep(self, key: str, answer: Found) -> None:
         """Keep ``answer`` for ``key`` as if it had just been looked up."""
@@ -249,6 +276,26 @@ class _Cached(Generic[Found]):
         self._answers.move_to_end(key)
         while len(self._answers) > CACHE_ENTRIES:
             self._answers.popitem(last=False)
+
+
+class _Held(_Cached[bytes]):
+    """The `_digest`s of secret connections (`_password_digest`), each kept for `CACHE_SECONDS` and, while
+    its connection cannot be read (its secrets backend fails: Airflow reports that as a connection not
+    defined, or raises), the last read in this process: one broken connection does not stop every webhook
+    checking that none holds its secret (`shared_secret`), nor a webhook holding its secret taking deliveries
+    while it is broken. Never read: its error, or None (not defined) as before."""
+
+    def _look_up(self, key: str, before: bytes | Exception | None) -> bytes | Exception | None:
+        found = super()._look_up(key, before)
+        if isinstance(before, bytes) and not isinstance(found, bytes):
+            reason = type(found).__name__ if isinstance(found, Exception) else "not defined, or no password"
+            log.warning(
+                "Secret connection %r could not be read (%s): its secret as last read is compared",
+                key,
+                reason,
+            )
+            return before
+        return found
 
 
 Client = tuple[str, str]  # (address, pipeline)
@@ -335,7 +382,7 @@ def create_app(lookup: ConfigLookup | None = None) -> FastAPI:
     """The endpoint app; ``lookup`` finds a pipeline's `WebhookConfig` (tests give their own), by default
     `airflow_config` with the secret connections' digests kept for `CACHE_SECONDS`."""
     app = FastAPI(title="Altcraft webhooks", docs_url=None, redoc_url=None, openapi_url=None)
-    config_of = _Cached(lookup or functools.partial(airflow_config, digests=_Cached(_password_digest)))
+    config_of = _Cached(lookup or functools.partial(airflow_config, digests=_Held(_password_digest)))
     failures = _Failures()  # used from the event loop only
     stores: dict[str | None, WebhookStore] = {}
 
