@@ -67,6 +67,29 @@ def ledger_engine(conn_id: str | None) -> Engine:
     )
 
 
+#: The port a URL naming none means, per dialect: one database whichever way a connection writes it.
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+
+
+def database_location(engine: Engine) -> dict[str, str]:
+    """Where ``engine`` points, to tell two databases apart: its dialect, host (lower case), port and
+    database (MySQL/MariaDB: schema) name, or a SQLite file's absolute path; never its user, password or
+    options. Two connections of one id defined differently on two components have different locations."""
+    url = engine.url
+    dialect = url.get_backend_name()
+    if dialect == "sqlite":
+        name = url.database or ""
+        path = name if name in ("", ":memory:") or name.startswith("file:") else str(Path(name).resolve())
+        return {"dialect": dialect, "path": path}
+    port = url.port or _DEFAULT_PORTS.get(dialect)
+    return {
+        "dialect": dialect,
+        "host": (url.host or "").lower(),
+        "port": "" if port is None else str(port),
+        "database": url.database or "",
+    }
+
+
 def protected(engine: Engine) -> Engine:
     """``engine``, whoever made it, kept from writing contact data into its errors; idempotent.
 

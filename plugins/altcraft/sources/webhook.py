@@ -38,10 +38,18 @@ STATE_KEY = "webhook:last_id"
 #: The last delivery id handled per ledger database (`database_name`): ids count in one database's table,
 #: so a position taken in one means nothing in another (the first ids of a new one lie below it).
 POSITIONS_KEY = "webhook:positions"
-#: The ledger database the pipeline's watcher checks for deliveries (`database_name`), recorded by the
-#: trigger when it starts: it and the API server follow the DAG as the DAG processor parsed it, while a
-#: worker parses the spec again with its own ``[altcraft] ledger_conn_id``.
+#: Where the pipeline's watcher checks for deliveries (`placement`), recorded by the trigger when it starts:
+#: it and the API server follow the DAG as the DAG processor parsed it, while a worker parses the spec again
+#: with its own ``[altcraft] ledger_conn_id``, and each component reads its own definition of a connection.
+#: (A text: an earlier version's, the connection id alone.)
 WATCHED_KEY = "webhook:watched"
+#: Where the API server stores the pipeline's deliveries (`placement`), recorded by it before it stores one.
+STORED_KEY = "webhook:stored"
+#: What a component whose ledger database is not the one recorded is told to do.
+ALIGN = (
+    "Define the ledger connection alike (one host, port and database, or SQLite file) and set the same "
+    "[altcraft] ledger_conn_id on every Airflow component, or give the pipeline a ledger_conn_id"
+)
 
 
 def database_name(conn_id: str | None) -> str:
@@ -54,6 +62,32 @@ def database_name(conn_id: str | None) -> str:
 def _named(database: str) -> str:
     """A ledger database (`database_name`) as messages name it."""
     return f"connection {database!r}" if database else "the default ledger database (the SQLite file)"
+
+
+def placement(conn_id: str | None, store: WebhookStore) -> dict[str, str]:
+    """Where deliveries go, as components record and compare it: the ledger connection (`database_name`)
+    and the database it points to here (`WebhookStore.location`), never a password."""
+    return {"connection": database_name(conn_id), **store.location}
+
+
+def misplaced(mine: Mapping[str, str], theirs: Any, role: str) -> str | None:
+    """Why the deliveries ``role`` ("stored", "watched") in ``theirs`` (a `placement` another component
+    recorded, None: none yet) are not in the database of ``mine``, or None: both connections and the parts
+    that differ. A text is an earlier version's record, a connection id alone, compared as such."""
+    if theirs is None:
+        return None
+    if isinstance(theirs, str):
+        theirs = {"connection": theirs}
+        differ = [] if theirs["connection"] == mine["connection"] else ["connection"]
+    else:
+        differ = sorted(k for k in {*mine, *theirs} - {"connection"} if mine.get(k) != theirs.get(k))
+    if not differ:
+        return None
+    parts = ", ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
+    return (
+        f"the deliveries are {role} in the database of {_named(theirs.get('connection', ''))} and this "
+        f"component's {_named(mine['connection'])} is another ({parts})"
+    )
 
 
 def position_in(database: str, last_id: Any, positions: Any) -> int | None:
@@ -102,14 +136,10 @@ class WebhookSource(Stateful):
         if self.state is None:
             raise SourceError(f"{self.describe()}: needs a state store for its position")
         self._pending = None
-        watched = self.state.get(WATCHED_KEY)
-        if watched is not None and watched != self.database:
-            raise SourceError(
-                f"{self.describe()}, but the deliveries are stored and watched in {_named(watched)} (the "
-                "DAG as the DAG processor parsed it): this worker's [altcraft] ledger_conn_id differs, and "
-                "it would read none of them. Set the same [altcraft] ledger_conn_id on every Airflow "
-                "component, or give the pipeline a ledger_conn_id"
-            )
+        for key, role in ((STORED_KEY, "stored"), (WATCHED_KEY, "watched")):
+            if (problem := misplaced(self.placement(), self.state.get(key), role)) is not None:
+                unread = "it would read none of them (they stay stored)"
+                raise SourceError(f"{self.describe()}, but {problem}: {unread}. {ALIGN}")
         after = position_in(self.database, self.state.get(STATE_KEY), self.state.get(POSITIONS_KEY))
         try:
             yield from rechunk(self._records(after), batch_size)
@@ -138,6 +168,10 @@ class WebhookSource(Stateful):
     @property
     def database(self) -> str:
         return database_name(self.ledger_conn_id)
+
+    def placement(self) -> dict[str, str]:
+        """Where this source reads the deliveries (`placement`)."""
+        return placement(self.ledger_conn_id, self.store)
 
     def _save(self, state: StateStore) -> None:
         """The last delivery read, as the position in this database (and, for an earlier version, alone)."""

@@ -92,8 +92,8 @@ class NewRowsTrigger(BaseEventTrigger):
         if state is None:
             raise RuntimeError("NewRowsTrigger runs only as the asset watcher of a pipeline's event asset")
         source = self.build_source()
-        if not self.by_window:  # where a worker must read the deliveries (`WebhookSource`)
-            await state.aset(WATCHED_KEY, self.database)
+        if not self.by_window:  # where the API server must store, and a worker read, the deliveries
+            await self.record_placement(state, source)
         self.log.info(
             "Watching %s for pipeline %s every %ss", source.describe(), self.pipeline, self.poll_interval
         )
@@ -117,6 +117,14 @@ class NewRowsTrigger(BaseEventTrigger):
                 await asyncio.sleep(self.poll_interval)
         finally:
             await asyncio.to_thread(source.close_probe)
+
+    async def record_placement(self, state: AsyncStateStore, source: Any) -> None:
+        """Record where the deliveries are watched (`WATCHED_KEY`); where that cannot be known (a store this
+        component refuses), each probe fails saying why, and the API server and workers check nothing."""
+        try:
+            await state.aset(WATCHED_KEY, await asyncio.to_thread(source.placement))
+        except Exception as error:
+            self.log.error("Where %s watches its deliveries is not known: %s", self.pipeline, scrub(error))
 
     async def poll_once(self, state: AsyncStateStore, source: Any) -> dict[str, Any] | None:
         """One probe: the event to fire, or None when nothing changed since the last one fired."""

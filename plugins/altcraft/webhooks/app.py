@@ -17,8 +17,9 @@ Per request, in this order (nothing is stored unless every step passes):
 5. the kind's `parse` into records -- more than ``max_records``: 413, read no further; not what the kind
    sends: 400;
 6. the delivery committed to the store in the ledger's database the pipeline's DAG names (settled when the
-   DAG processor parsed it; none while ``[altcraft] ledger_conn_id`` here names one: 503, `StoreMismatch`)
-   -- then 200 ``accepted``, or 200
+   DAG processor parsed it; none while ``[altcraft] ledger_conn_id`` here names one, or a database other
+   than the one its watcher watches, as the connections point: 503, `StoreMismatch`; where it is stored is
+   recorded for the workers, `record_placement`) -- then 200 ``accepted``, or 200
    ``duplicate`` for a delivery stored before (a replay is acknowledged, not stored again), or 422 when
    its key was stored with other contacts (`KeyConflict`: the ``Idempotency-Key`` is not signed, so a
    key alone never makes a delivery a duplicate of another's contacts); the store
@@ -35,6 +36,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -51,6 +53,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from altcraft.masking import scrub
+from altcraft.sources.webhook import ALIGN, STORED_KEY, WATCHED_KEY, misplaced, placement
 from altcraft.webhooks.kinds import (
     AUTH_FAILURES_PER_MINUTE,
     KINDS,
@@ -61,7 +64,7 @@ from altcraft.webhooks.kinds import (
     WebhookRequest,
     may_share_a_secret,
 )
-from altcraft.webhooks.store import KeyConflict, WebhookStore
+from altcraft.webhooks.store import KeyConflict, StoreMismatch, WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,9 @@ class WebhookConfig:
     max_bytes: int = 1_048_576
     max_records: int = MAX_RECORDS
     auth_failures_per_minute: int = AUTH_FAILURES_PER_MINUTE
+    #: The pipeline's event asset, whose state store records where deliveries are stored and watched (None:
+    #: not recorded, e.g. settings a test gives).
+    asset_id: int | None = None
 
 
 ConfigLookup = Callable[[str], WebhookConfig | None]
@@ -145,6 +151,7 @@ def airflow_config(pipeline: str, digests: _Cached[bytes] | None = None) -> Webh
         max_bytes=int(settings["max_bytes"]),
         max_records=int(settings.get("max_records", MAX_RECORDS)),
         auth_failures_per_minute=int(settings.get("auth_failures_per_minute", AUTH_FAILURES_PER_MINUTE)),
+        asset_id=settings["asset_id"],
     )
 
 
@@ -152,23 +159,41 @@ _EVENTS_URI = re.compile(r"altcraft-pipeline://([^/]+)/events")
 
 
 def _active_webhooks() -> dict[str, Mapping[str, Any]]:
-    """The webhook settings of every active pipeline event asset (`pipeline_event_asset`), by pipeline."""
+    """The webhook settings of every active pipeline event asset (`pipeline_event_asset`), by pipeline, with
+    the asset's id (``asset_id``)."""
     from airflow.models.asset import AssetActive, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     query = (
-        select(AssetModel.uri, AssetModel.extra)
+        select(AssetModel.id, AssetModel.uri, AssetModel.extra)
         .join(AssetActive, (AssetActive.name == AssetModel.name) & (AssetActive.uri == AssetModel.uri))
         .where(AssetModel.uri.like("altcraft-pipeline://%/events"))
     )
     with create_session() as session:
         rows = session.execute(query).all()
     return {
-        matched[1]: (extra or {})["webhook"]
-        for uri, extra in rows
+        matched[1]: {**(extra or {})["webhook"], "asset_id": asset_id}
+        for asset_id, uri, extra in rows
         if (matched := _EVENTS_URI.fullmatch(uri)) and (extra or {}).get("webhook")
     }
+
+
+def record_placement(asset_id: int, mine: Mapping[str, str]) -> None:
+    """Record where the API server stores a pipeline's deliveries (``mine``, a `placement`) in its event
+    asset's state store (`STORED_KEY`, which a worker checks before reading), after checking that its
+    watcher watches that database (`WATCHED_KEY`): else `StoreMismatch` naming both connections and the
+    parts that differ, and nothing is stored."""
+    from airflow.state import AssetScope, get_state_backend
+
+    backend, scope = get_state_backend(), AssetScope(asset_id=asset_id)
+    watched = backend.get(scope, WATCHED_KEY)
+    problem = misplaced(mine, None if watched is None else json.loads(watched), "watched")
+    if problem is not None:
+        raise StoreMismatch(f"{problem}: its watcher would never see them. {ALIGN}")
+    stored = backend.get(scope, STORED_KEY)
+    if stored is None or json.loads(stored) != mine:
+        backend.set(scope, STORED_KEY, json.dumps(mine))
 
 
 #: Key of `_digest`, new in each process: a digest proves nothing elsewhere, and no secret is kept in clear.
@@ -400,6 +425,18 @@ def create_app(lookup: ConfigLookup | None = None) -> FastAPI:
                 )
         return stores[conn_id]
 
+    def placed(pipeline: str) -> bool:
+        """Where the pipeline's deliveries are stored is where they are watched, and recorded
+        (`record_placement`); kept for `CACHE_SECONDS`, its `StoreMismatch` too."""
+        config = config_of(pipeline)
+        if config is not None and config.asset_id is not None:
+            record_placement(
+                config.asset_id, placement(config.ledger_conn_id, store_of(config.ledger_conn_id))
+            )
+        return True
+
+    placements = _Cached(placed)
+
     @app.post("/{pipeline}")
     async def receive(pipeline: str, request: Request) -> JSONResponse:
         if not _PIPELINE.fullmatch(pipeline):
@@ -451,7 +488,10 @@ def create_app(lookup: ConfigLookup | None = None) -> FastAPI:
         key, proof = kind.delivery_key(received), kind.proof(received)
         try:
             stored = await run_in_threadpool(
-                lambda: store_of(config.ledger_conn_id).put(pipeline, key, kind.name, records, proof)
+                lambda: (
+                    placements(pipeline)
+                    and store_of(config.ledger_conn_id).put(pipeline, key, kind.name, records, proof)
+                )
             )
         except KeyConflict:
             log.warning("Webhook %s: a delivery from %s reused a stored delivery's key", pipeline, client[0])

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
-from altcraft.engines import ledger_conn_id, ledger_engine, protected
+from altcraft.engines import database_location, ledger_conn_id, ledger_engine, protected
 from altcraft.ledger.schema import schema_error
 from altcraft.storable import storable_json
 
@@ -65,7 +65,8 @@ _H = heads_table.c
 
 
 class StoreMismatch(LookupError):
-    """The store a pipeline names is not provably the one each component uses (see `from_conn_id`)."""
+    """The store a pipeline names is not provably the one each component uses (see `from_conn_id`, and
+    `altcraft.webhooks.app.record_placement`)."""
 
 
 class KeyConflict(Exception):
@@ -103,6 +104,12 @@ class WebhookStore:
                 "processor runs (then reparse), or give the pipeline a ledger_conn_id"
             )
         return cls(ledger_engine(conn_id))
+
+    @property
+    def location(self) -> dict[str, str]:
+        """Where the store's database is (`database_location`): compared where deliveries are stored, watched
+        and read (`altcraft.sources.webhook.misplaced`)."""
+        return database_location(self.engine)
 
     def ensure_schema(self) -> None:
         """Create the tables, or bring those of an older version up to date (`LedgerSchemaError` where the

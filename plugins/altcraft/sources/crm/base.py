@@ -307,6 +307,10 @@ class CrmSource(Stateful):
             self._watched = WebhookSource(hook.endpoint, key_column="id", ledger_conn_id=hook.ledger_conn_id)
         return self._watched
 
+    def placement(self) -> dict[str, str]:
+        """Where the webhook's stored ids are watched (`altcraft.sources.webhook.placement`)."""
+        return self._watched_ids().placement()
+
     def close_probe(self) -> None:
         if self._watched is not None:
             self._watched.close_probe()
