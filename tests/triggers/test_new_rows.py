@@ -7,6 +7,7 @@ an in-memory one with the same JSON-only contract, and runs the trigger's own ``
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,8 +17,8 @@ import sqlalchemy as sa
 
 from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY, advanced_watermark
 from altcraft.sources.base import MemoryStateStore
+from altcraft.sources.webhook import POSITIONS_KEY, WebhookSource
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
-from altcraft.sources.webhook import WebhookSource
 from altcraft.triggers.new_rows import REFIRE_AFTER, NewRowsTrigger
 from altcraft.webhooks.store import WebhookStore
 
@@ -218,6 +219,21 @@ def test_webhook_deliveries_past_the_run_position(tmp_path, monkeypatch):
     assert asyncio.run(events_of(trigger(), store, polls=2)) == []
 
 
+def run_webhook(state: AsyncStore, conn_id: str) -> list[str]:
+    """A run of webhook pipeline ``p``: the emails it read, its position committed."""
+    source = WebhookSource("p", key_column="email", ledger_conn_id=conn_id, state=state)
+    emails = [record["email"] for batch in source.batches(None, 10) for record in batch]
+    source.commit()
+    return emails
+
+
+def webhook_fired(state: AsyncStore, conn_id: str) -> list[dict[str, Any]]:
+    """What the watcher of webhook pipeline ``p`` fires in two probes."""
+    source = {"type": "webhook", "key_column": "email", "endpoint": "p", "ledger_conn_id": conn_id}
+    trigger = NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)
+    return asyncio.run(events_of(trigger, state, polls=2))
+
+
 def test_a_pipeline_moved_to_another_ledger_database_reads_and_fires_for_its_deliveries_there(
     tmp_path, monkeypatch
 ):
@@ -230,17 +246,7 @@ def test_a_pipeline_moved_to_another_ledger_database_reads_and_fires_for_its_del
     for index in range(3):
         old.put("p", f"k{index}", "hmac", [{"email": f"c{index}@example.com"}])
     state = AsyncStore()
-
-    def run(conn_id: str) -> list[str]:
-        source = WebhookSource("p", key_column="email", ledger_conn_id=conn_id, state=state)
-        emails = [record["email"] for batch in source.batches(None, 10) for record in batch]
-        source.commit()
-        return emails
-
-    def fired(conn_id: str) -> list[dict[str, Any]]:
-        source = {"type": "webhook", "key_column": "email", "endpoint": "p", "ledger_conn_id": conn_id}
-        trigger = NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)
-        return asyncio.run(events_of(trigger, state, polls=2))
+    run, fired = functools.partial(run_webhook, state), functools.partial(webhook_fired, state)
 
     assert run("hook_old") == ["c0@example.com", "c1@example.com", "c2@example.com"]
     new.put("p", "k9", "hmac", [{"email": "moved@example.com"}])
@@ -250,6 +256,35 @@ def test_a_pipeline_moved_to_another_ledger_database_reads_and_fires_for_its_del
     old.put("p", "k3", "hmac", [{"email": "back@example.com"}])
     assert [event["fingerprint"]["count"] for event in fired("hook_old")] == [1]  # the watcher restarted
     assert run("hook_old") == ["back@example.com"], "the old database's position is kept"
+
+
+def test_a_connection_defined_anew_on_another_database_reads_and_fires_for_its_deliveries_there(
+    tmp_path, monkeypatch
+):
+    """The same with the connection id kept and defined anew on every component (a ledger moved to another
+    server): the positions were kept per connection id, so the new database's first deliveries were below
+    the old one's position. A position an earlier version kept per connection id is still read."""
+
+    def defined(name: str) -> WebhookStore:
+        monkeypatch.setenv("AIRFLOW_CONN_HOOK_LEDGER", f"sqlite:///{tmp_path / name}.db")
+        return WebhookStore.from_conn_id("hook_ledger")
+
+    old = defined("old")
+    for index in range(3):
+        old.put("p", f"k{index}", "hmac", [{"email": f"c{index}@example.com"}])
+    earlier = AsyncStore()  # as an earlier version left it, a run having handled the first two
+    earlier.set(WEBHOOK_KEY, 2)
+    earlier.set(POSITIONS_KEY, {"hook_ledger": 2})
+    assert run_webhook(earlier, "hook_ledger") == ["c2@example.com"]
+    state = AsyncStore()
+    assert run_webhook(state, "hook_ledger") == ["c0@example.com", "c1@example.com", "c2@example.com"]
+    new = defined("new")
+    new.put("p", "k9", "hmac", [{"email": "moved@example.com"}])
+    assert [event["fingerprint"]["count"] for event in webhook_fired(state, "hook_ledger")] == [1]
+    assert run_webhook(state, "hook_ledger") == ["moved@example.com"]
+    assert webhook_fired(state, "hook_ledger") == [] and run_webhook(state, "hook_ledger") == []
+    for store in (old, new):
+        store.engine.dispose()
 
 
 def test_a_crm_webhook_pipeline_is_probed_over_one_connection(tmp_path, monkeypatch):

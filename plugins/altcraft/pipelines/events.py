@@ -6,8 +6,11 @@ pipeline's progress, shared by the trigger and the tasks:
 
 * ``window:watermark`` -- where the next event run's window starts: the end of the last successful
   window that covered it (ISO 8601, UTC). The trigger sets it when it first starts.
-* ``webhook:positions`` -- the last stored webhook delivery a run handled, per ledger database
-  (`altcraft.sources.webhook`); ``webhook:last_id``, the last one alone, as earlier versions kept it.
+* ``webhook:positions`` -- the last stored webhook delivery a run handled, per ledger database, by where
+  it is (`altcraft.sources.webhook.position_key`); ``webhook:last_id``, the last one alone, as earlier
+  versions kept it.
+* ``webhook:watched`` / ``webhook:stored`` -- where the watcher watches, and the API server stores, the
+  deliveries (`altcraft.sources.webhook.placement`), which a worker checks before reading.
 * ``trigger:seen`` -- what the trigger last fired for, so it fires once per change, not once per poll.
 
 Asset-triggered (and manual) runs have no data interval; their window is ``[watermark, now)`` (the plan

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from altcraft.webhooks.store import WebhookStore
 
 STATE_KEY = "webhook:last_id"
-#: The last delivery id handled per ledger database (`database_name`): ids count in one database's table,
-#: so a position taken in one means nothing in another (the first ids of a new one lie below it).
+#: The last delivery id handled per ledger database (`position_key`: where it is, not which connection id
+#: names it): ids count in one database's table, so a position taken in one means nothing in another (the
+#: first ids of a new one lie below it).
 POSITIONS_KEY = "webhook:positions"
 #: Where the pipeline's watcher checks for deliveries (`placement`), recorded by the trigger when it starts:
 #: it and the API server follow the DAG as the DAG processor parsed it, while a worker parses the spec again
@@ -90,10 +91,25 @@ def misplaced(mine: Mapping[str, str], theirs: Any, role: str) -> str | None:
     )
 
 
-def position_in(database: str, last_id: Any, positions: Any) -> int | None:
-    """The last delivery id handled in ``database``: its entry of ``positions``; ``last_id`` where there are
-    none yet (kept by an earlier version, which counted in the one database it knew)."""
-    return positions.get(database) if isinstance(positions, dict) else last_id
+def position_key(where: Mapping[str, str]) -> str:
+    """The key of a ledger database's entry of `POSITIONS_KEY`: where it is (a `placement`), as a URL
+    without user or password (an earlier version's keys, connection ids, have no ``://``)."""
+    if where["dialect"] == "sqlite":
+        return f"sqlite:///{where['path']}"
+    return f"{where['dialect']}://{where['host']}:{where['port']}/{where['database']}"
+
+
+def position_in(where: Mapping[str, str], last_id: Any, positions: Any) -> int | None:
+    """The last delivery id handled in the database ``where`` (a `placement`): its entry of ``positions``
+    (`position_key`); where no entry names a database yet, that of its connection id (kept by an earlier
+    version, which counted per connection id); ``last_id`` where there are no entries at all (an earlier
+    version still, which counted in the one database it knew)."""
+    if not isinstance(positions, dict):
+        return last_id
+    key = position_key(where)
+    if key in positions or any("://" in name for name in positions):
+        return positions.get(key)
+    return positions.get(where["connection"])
 
 
 class WebhookSource(Stateful):
@@ -140,7 +156,7 @@ class WebhookSource(Stateful):
             if (problem := misplaced(self.placement(), self.state.get(key), role)) is not None:
                 unread = "it would read none of them (they stay stored)"
                 raise SourceError(f"{self.describe()}, but {problem}: {unread}. {ALIGN}")
-        after = position_in(self.database, self.state.get(STATE_KEY), self.state.get(POSITIONS_KEY))
+        after = position_in(self.placement(), self.state.get(STATE_KEY), self.state.get(POSITIONS_KEY))
         try:
             yield from rechunk(self._records(after), batch_size)
         finally:
@@ -178,7 +194,7 @@ class WebhookSource(Stateful):
         if self._pending is not None:
             positions = state.get(POSITIONS_KEY)
             positions = positions if isinstance(positions, dict) else {}
-            state.set(POSITIONS_KEY, {**positions, self.database: self._pending})
+            state.set(POSITIONS_KEY, {**positions, position_key(self.placement()): self._pending})
             state.set(STATE_KEY, self._pending)
 
     def probe(self, after: int | None) -> tuple[int, str | None]:

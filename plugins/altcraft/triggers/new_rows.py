@@ -32,7 +32,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from altcraft.masking import scrub
 from altcraft.pipelines.events import SEEN_KEY, WATERMARK_KEY
-from altcraft.sources.webhook import POSITIONS_KEY, WATCHED_KEY, database_name, position_in
+from altcraft.sources.webhook import POSITIONS_KEY, WATCHED_KEY, position_in
 from altcraft.sources.webhook import STATE_KEY as WEBHOOK_KEY
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,6 @@ class NewRowsTrigger(BaseEventTrigger):
     @property
     def by_window(self) -> bool:
         return self.source.get("type") != "webhook" and not self.source.get("webhook")
-
-    @property
-    def database(self) -> str:
-        """The ledger database a webhook source's deliveries are watched in (`database_name`)."""
-        return database_name((self.source.get("webhook") or self.source).get("ledger_conn_id"))
 
     def build_source(self) -> Any:
         from pydantic import TypeAdapter
@@ -136,7 +131,7 @@ class NewRowsTrigger(BaseEventTrigger):
             count, newest = await asyncio.to_thread(source.probe, datetime.fromisoformat(position))
         else:
             last_id, positions = await state.aget(WEBHOOK_KEY), await state.aget(POSITIONS_KEY)
-            position = position_in(self.database, last_id, positions)
+            position = position_in(await asyncio.to_thread(source.placement), last_id, positions)
             count, newest = await asyncio.to_thread(source.probe, position)
         fingerprint = {"position": position, "count": count, "newest": newest}
         now = datetime.now(UTC)
