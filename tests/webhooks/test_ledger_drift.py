@@ -168,6 +168,7 @@ SERVERS = {
     "postgresql": "postgresql://postgres:pg-pass-1234@127.0.0.1:5432",
     "mariadb": "mysql://root@127.0.0.1:3306",
 }
+ADMIN = {"postgresql": PG, "mariadb": MARIA}  # where the two databases are created and dropped
 
 
 @pytest.fixture(params=["sqlite", "sqlite-home", "postgresql", "mariadb"])
@@ -182,15 +183,14 @@ def one_id_two_databases(request, airflow_db, tmp_path, monkeypatch) -> Iterator
     elif kind == "sqlite":
         environments = [{"AIRFLOW_CONN_DRIFT_LEDGER": f"sqlite:///{tmp_path / name}.db"} for name in names]
     else:
-        server = {"postgresql": PG, "mariadb": MARIA}[kind]
         for name in names:
-            _create_database(server, name)
+            _create_database(ADMIN[kind], name)
         environments = [{"AIRFLOW_CONN_DRIFT_LEDGER": f"{SERVERS[kind]}/{name}"} for name in names]
     yield kind, environments
     sync_dag_folder([])
     if kind in SERVERS:
         for name in names:
-            _drop_database({"postgresql": PG, "mariadb": MARIA}[kind], name)
+            _drop_database(ADMIN[kind], name)
 
 
 def as_defined(monkeypatch, environment: dict[str, str]) -> None:

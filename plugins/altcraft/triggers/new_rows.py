@@ -115,7 +115,7 @@ class NewRowsTrigger(BaseEventTrigger):
 
     async def record_placement(self, state: AsyncStateStore, source: Any) -> None:
         """Record where the deliveries are watched (`WATCHED_KEY`); where that cannot be known (a store this
-        component refuses), each probe fails saying why, and the API server and workers check nothing."""
+        component refuses) the error is logged, the record left as it was, and each probe fails saying why."""
         try:
             await state.aset(WATCHED_KEY, await asyncio.to_thread(source.placement))
         except Exception as error:

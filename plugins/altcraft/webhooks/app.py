@@ -486,13 +486,13 @@ def create_app(lookup: ConfigLookup | None = None) -> FastAPI:
         except BadPayload as error:
             return _answer(400, error=str(error))
         key, proof = kind.delivery_key(received), kind.proof(received)
+
+        def store() -> bool:
+            placements(pipeline)  # StoreMismatch where its watcher watches another database
+            return store_of(config.ledger_conn_id).put(pipeline, key, kind.name, records, proof)
+
         try:
-            stored = await run_in_threadpool(
-                lambda: (
-                    placements(pipeline)
-                    and store_of(config.ledger_conn_id).put(pipeline, key, kind.name, records, proof)
-                )
-            )
+            stored = await run_in_threadpool(store)
         except KeyConflict:
             log.warning("Webhook %s: a delivery from %s reused a stored delivery's key", pipeline, client[0])
             return _answer(422, error=KEY_REUSED)
