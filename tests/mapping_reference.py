@@ -5,7 +5,8 @@ Copied as it was at commit 2692d46, unchanged but for names: the coercers, steps
 here `_phone_number`, without its cache) and `_e164_parts` of `altcraft.validation`; `batch_item` of
 `altcraft.api.layouts`; profiles made by their constructor, not by ``makers.maker``. What those fast paths
 left alone is the live code (imported from it: the coercers of bool and date, lists, steps of a source column
-or template, `_Key`, `_identity`): the spec, `Profile`, `Rejection`, `check_text`, `as_text`, the email check
+or template, `_Key`, `_identity`, and the custom key's text and float rules `_custom_text`,
+`_exact_float`): the spec, `Profile`, `Rejection`, `check_text`, `as_text`, the email check
 (``validation._email``) and phone validity (``_impossible``, ``_is_valid_number``), both compared with
 email-validator and phonenumbers by tests/test_validation_fast_path.py.
 
@@ -37,7 +38,9 @@ from altcraft.mapping import (
     Rejection,
     SubscriptionSpec,
     _bool,
+    _custom_text,
     _date,
+    _exact_float,
     _from_epoch,
     _identity,
     _is_number,
@@ -227,12 +230,16 @@ def _coercer(mapping: ProfileMapping, target: str, field_type: FieldType) -> Coe
 
 def _key_coercer(mapping: ProfileMapping, key_field: str, label: str) -> Coercer:
     spec = mapping.fields.get(label) if mapping.matching.needs_field_name else None
+    if spec is not None and spec.type == "float":  # the key rules of later changes: one form per number
+        return _exact_float(label, _float(label))
     if spec is not None and spec.type != "string":
         return _coercer(mapping, label, spec.type)
     if key_field == "email":
         return _email(label)
     if key_field == "phone":
         return _phone(label, mapping.default_region)
+    if key_field == "field_value":
+        return _custom_text(label)
     return lambda raw: key_text(raw, field=label) or None
 
 

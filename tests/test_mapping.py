@@ -720,17 +720,19 @@ def test_a_source_key_too_long_to_write_is_invalid_and_other_records_map():
 
 
 @pytest.mark.parametrize(
-    ("raw", "text"),
+    ("raw", "text", "key"),
     [
         # what a PostgreSQL or MariaDB numeric(20,10) / DECIMAL(20,10) column gives for 0 and 1e-8: str() of
         # these Decimals wrote 0E-10 and 1E-8, which is no text the database or the user ever saw
-        (Decimal("0.0000000000"), "0.0000000000"),
-        (Decimal("0.00000001"), "0.00000001"),
-        (Decimal("1E+3"), "1000"),
-        (Decimal("-12.50"), "-12.50"),
+        (Decimal("0.0000000000"), "0.0000000000", "0"),
+        (Decimal("0.00000001"), "0.00000001", "0.00000001"),
+        (Decimal("1E+3"), "1000", "1000"),
+        (Decimal("-12.50"), "-12.50", "-12.5"),
     ],
 )
-def test_a_decimal_is_written_as_the_database_writes_it(raw, text):
+def test_a_decimal_is_written_as_the_database_writes_it(raw, text, key):
+    """...but for a custom matching key, whose number has one form whatever column holds it
+    (tests/test_custom_keys.py)."""
     m = mapper(
         matching="custom",
         field_name="AMOUNT_KEY",
@@ -742,8 +744,12 @@ def test_a_decimal_is_written_as_the_database_writes_it(raw, text):
         },
     )
     result = profile(m.map({"id": raw, "v": raw}))
-    assert (result.source_key, result.match) == (text, {"field_value": text})
-    assert result.data == {"AMOUNT_KEY": text, "note": f"amount {text}", "AMOUNT": text, "TAGS": [text]}
+    assert (result.source_key, result.match, result.ledger_key) == (
+        text,
+        {"field_value": key},
+        f"custom:{key}",
+    )
+    assert result.data == {"AMOUNT_KEY": key, "note": f"amount {text}", "AMOUNT": text, "TAGS": [text]}
 
 
 def test_a_decimal_too_long_to_write_is_that_records_rejection():

@@ -67,6 +67,7 @@ from altcraft.validation import (
     kind_of,
     normalize_email,
     normalize_phone,
+    number_key_text,
     stripped_text,
     supported_region,
 )
@@ -636,13 +637,47 @@ def _coercer(
 
 def _key_coercer(mapping: ProfileMapping, key_field: str, label: str, source_zone: str | None) -> Coercer:
     spec = mapping.fields.get(label) if mapping.matching.needs_field_name else None
+    if spec is not None and spec.type == "float":
+        return _exact_float(label, _float(label))
     if spec is not None and spec.type != "string":
         return _coercer(mapping, label, spec.type, source_zone)
     if key_field == "email":
         return _email(label)
     if key_field == "phone":
         return _phone(label, mapping.default_region)
+    if key_field == "field_value":
+        return _custom_text(label)
     return lambda raw: key_text(raw, field=label) or None
+
+
+def _custom_text(field: str) -> Coercer:
+    """A custom key declared as text (or not declared): text as written (``007`` and ``7`` are two ids), a
+    number in `number_key_text`'s one form per value, so an id read as an integer, a decimal or a float
+    (a column's type changed, a CSV and a SQL source) is one contact."""
+
+    def coerce(raw: Any) -> str | None:
+        if _is_number(raw):
+            if not is_finite(raw):
+                raise ValidationError(field, "is not a finite number")
+            raw = number_key_text(raw, field=field)
+        return key_text(raw, field=field) or None
+
+    return coerce
+
+
+def _exact_float(field: str, coerce: Coercer) -> Coercer:
+    """A float key's ``coerce``, refusing a number no float holds: 2**53 + 1 would be sent, and keyed, as
+    2**53, another contact's id."""
+
+    def exact(raw: Any) -> float | None:
+        value = coerce(raw)
+        if value is None or isinstance(raw, float):
+            return value
+        if Decimal(raw.strip() if isinstance(raw, str) else raw) != Decimal(float.__repr__(value)):
+            raise ValidationError(field, "is a number a float cannot hold exactly")
+        return value
+
+    return exact
 
 
 # ---------------------------------------------------------------------------------------------- mapper
@@ -937,10 +972,13 @@ def _where(error: BaseException) -> str:
 
 
 def _identity(name: str, value: Any) -> str:
-    """A key value as the ledger knows it (an IDN email in one form, whichever form was sent)."""
+    """A key value as the ledger knows it (an IDN email in one form, whichever form was sent; a custom key's
+    number in one form, whichever type holds it: `number_key_text`)."""
     if value is None:
         return ""
-    return email_identity(value) if name == "email" else str(value)
+    if name == "email":
+        return email_identity(value)
+    return value if type(value) is str else number_key_text(value, field=name)
 
 
 def identity_of(mapping: ProfileMapping) -> str:

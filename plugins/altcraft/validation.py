@@ -221,6 +221,19 @@ def decimal_text(value: Decimal, *, field: str) -> str:
     return format(value, "f")
 
 
+def number_key_text(value: int | float | Decimal, *, field: str) -> str:
+    """A finite number as a matching key writes it, one text per value whatever type holds it: an integral
+    one as its digits (``1``, ``1.0`` and ``Decimal('1.00')`` are ``1``), any other in its shortest
+    positional digits (``1.5``, ``0.00001``), zero without a sign. `decimal_text`'s limits apply."""
+    if type(value) is int:
+        return int_text(value, field=field)
+    number = Decimal(float.__repr__(value)) if isinstance(value, float) else value
+    text = decimal_text(number, field=field)
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
 def check_text(
     value: str, *, field: str = "value", max_chars: int = MAX_FIELD_CHARS, key: bool = False
 ) -> str:

@@ -1781,6 +1781,26 @@ def test_combined_mode_identity_any_component_matches(engine, ledger, scope):
     assert [c.contact_key for c in found] == ["ep:c@x|"], "met under another key, looked up by its email"
 
 
+@pytest.mark.parametrize(
+    ("earlier", "later", "aliases"),
+    [
+        ("ep:a@x|", "ep:a@x|+7900", {"ep:a@x|": ["email:a@x"], "ep:a@x|+7900": ["email:a@x", "phone:+7900"]}),
+        ("custom:1.00", "custom:1", None),  # a custom key an earlier version wrote otherwise
+    ],
+)
+def test_a_claim_read_back_settles_the_row_its_key_was_claimed_for(ledger, scope, earlier, later, aliases):
+    """`claim_of` (an Altcraft task settled after a restart) gave no row hashes: a contact claimed under a key
+    other than its row's (a combined-mode key meeting an earlier contact by a component, a custom key found
+    under its former form) was settled under its key's own hash, which no row has: the row stayed
+    ``sending`` (later recovered as uncertain)."""
+    first = ledger.claim(scope, run("r1"), items(earlier), ONCE, aliases=aliases, now=T0)
+    ledger.settle(scope, run("r1"), first, {earlier: Settlement(Outcome.FAILED, 400, "bad")}, now=T0)
+    again = ledger.claim(scope, run("r2"), items(later), ONCE, aliases=aliases, now=T0)
+    assert again.to_send == [later]
+    ledger.settle(scope, run("r2"), ledger.claim_of(scope, again.batch_id), {later: LAUNCHED}, now=T0)
+    assert ledger.contact_states(scope) == {later: "launched"}, "one row, under the key it was sent by"
+
+
 # --- per-day counts ---------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from altcraft.ledger.model import (
@@ -145,13 +146,15 @@ def split_duplicates(items: Sequence[tuple[str, str]]) -> tuple[dict[str, str], 
 
 @dataclass
 class Identities:
-    """The contact row each key of a claim stands for (combined modes: found through any component)."""
+    """The contact row each key of a claim stands for (combined modes: found through any component; custom
+    modes: under a former form of the key too)."""
 
     first: dict[str, str]  # key -> source key: the first key of each identity, input order
     duplicates: list[tuple[str, str]]  # items whose key or identity an earlier item took
     hashes: dict[str, str]  # key -> contact hash
     ambiguous: dict[str, str] = field(default_factory=dict)  # key -> why it cannot be sent
     new_aliases: dict[str, tuple[str, str]] = field(default_factory=dict)  # alias hash -> (contact, alias)
+    rekeyed: bool = False  # some key stands for a row recorded under another key
 
 
 def identities(
@@ -160,21 +163,27 @@ def identities(
     duplicates: Sequence[tuple[str, str]],
     aliases: Mapping[str, Sequence[str]] | None,
     known: Mapping[str, str],
+    former: Mapping[str, str] | None = None,
 ) -> Identities:
-    """Resolve each key to its contact row, given ``known`` components (alias hash -> contact hash).
+    """Resolve each key to its contact row, given ``known`` components (alias hash -> contact hash) and the
+    ``former`` rows of keys (key -> the hash of its row under a `former_keys` form, for a key with no row
+    of its own).
 
-    Without ``aliases`` every key is its own contact. With them (key -> component keys, combined matching
-    modes) a key with a known component is that earlier contact; a key whose components belong to two
-    different contacts is ambiguous (not sent); a key whose identity an earlier key of the same claim took
-    is a duplicate. Components seen for the first time are returned as ``new_aliases`` to record.
+    Without ``aliases`` or ``former`` every key is its own contact. With aliases (key -> component keys,
+    combined matching modes) a key with a known component is that earlier contact; a key whose components
+    belong to two different contacts is ambiguous (not sent). A key whose identity an earlier key of the
+    same claim took is a duplicate. Components seen for the first time are returned as ``new_aliases`` to
+    record.
     """
-    result = Identities(dict(first), list(duplicates), {key: scope.contact_hash(key) for key in first})
-    if not aliases:
+    former = former or {}
+    rows = {key: former.get(key) or scope.contact_hash(key) for key in first}
+    result = Identities(dict(first), list(duplicates), rows, rekeyed=bool(aliases or former))
+    if not aliases and not former:
         return result
     known = dict(known)
     taken: dict[str, str] = {}  # contact hash -> first key of this claim with that identity
-    for key in first:
-        components = aliases.get(key, ())
+    for key in list(first):
+        components = (aliases or {}).get(key, ())
         hashes = {alias: scope.alias_hash(alias) for alias in components}
         found = {known[h] for h in hashes.values() if h in known}
         if len(found) > 1:
@@ -193,6 +202,34 @@ def identities(
             continue
         taken[contact] = key
     return result
+
+
+_CUSTOM = ("custom", "custom_sub")
+"""The matching modes keyed by a custom field's value."""
+FORMER_PLACES = 6
+"""Most decimal places of the former forms of a custom key (`former_keys`): a decimal column's scale."""
+
+_NUMBER_KEY = re.compile(r"(?!-0$)-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?")
+"""A custom key value as `altcraft.validation.number_key_text` writes a number."""
+
+
+def former_keys(ledger_key: str) -> tuple[str, ...]:
+    """The keys an earlier version wrote for the contact of a custom-mode ``ledger_key`` whose value is a
+    number (``custom:1``), which keyed a custom value by `str()` of the value it held: a decimal column's
+    digits at its scale (``custom:1.00``, up to `FORMER_PLACES` places), a float's ``1.0``, ``1e+16`` and
+    ``1e-05``. A claim finds a contact under them too (`identities`), so none it launched is launched
+    again; see `altcraft.validation.number_key_text`."""
+    mode, _, value = ledger_key.partition(":")
+    if mode not in _CUSTOM or not _NUMBER_KEY.fullmatch(value):
+        return ()
+    _, point, fraction = value.partition(".")
+    prefix = f"{mode}:{value}{'' if point else '.'}"
+    keys = [prefix + "0" * zeros for zeros in range(1, FORMER_PLACES - len(fraction) + 1)]
+    as_float = float(value)
+    text = str(as_float)  # 1.0 of an integral one below 10**16: among the decimal forms already
+    if text != value and f"{mode}:{text}" not in keys and Decimal(repr(as_float)) == Decimal(value):
+        keys.append(f"{mode}:{text}")  # a float holds the number: its str() was a key of it
+    return tuple(keys)
 
 
 _PARTITION = re.compile(r"\[\d+\]$")

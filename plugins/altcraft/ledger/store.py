@@ -386,9 +386,9 @@ class Ledger:
 
         def work(conn: Connection) -> Claim:
             ids = self._identities(conn, scope, first, duplicates, aliases, at, write=not dry_run)
-            # without aliases every first key is its own candidate: the hashes as they are
+            # every first key its own row (no aliases, no former rows): the hashes as they are
             candidates = (
-                {k: ids.hashes[k] for k in ids.first if k not in ids.ambiguous} if aliases else ids.hashes
+                {k: ids.hashes[k] for k in ids.first if k not in ids.ambiguous} if ids.rekeyed else ids.hashes
             )
             states = self._select_contacts(conn, list(candidates.values()), lock=not dry_run)
             earlier = self._earlier_launches(conn, run, states, policy, relaunch=relaunch)
@@ -434,7 +434,7 @@ class Ledger:
                     )
             claim.skipped.update(ids.ambiguous)
             if not dry_run:
-                self._write_claim(conn, scope, run, claim, ids, states, marker, mode, at, rekey=bool(aliases))
+                self._write_claim(conn, scope, run, claim, ids, states, marker, mode, at, rekey=ids.rekeyed)
                 apply_changes(conn, dead, at)
             return claim
 
@@ -446,7 +446,9 @@ class Ledger:
         Used to settle an asynchronous Altcraft task after a restart: a chunk is always sent in sorted
         key order, so the task's per-profile results line up with these keys.
         """
-        query = sa.select(_C.contact_key, _C.source_key, _C.claim_try_number, _C.created_at).where(
+        query = sa.select(
+            _C.contact_key, _C.contact_hash, _C.source_key, _C.claim_try_number, _C.created_at
+        ).where(
             _C.batch_id == batch_id,
             _C.status == ContactStatus.SENDING.value,
             NOT_LAUNCHED,
@@ -463,6 +465,8 @@ class Ledger:
             {},
             {key: rows[key].source_key for key in keys},
             try_number=try_number,
+            # the rows' own: one claimed under another key than its first has not that key's hash
+            hashes={key: rows[key].contact_hash for key in keys},
             origins={key: rows[key].created_at for key in keys},
         )
 
@@ -753,10 +757,12 @@ class Ledger:
         return counts
 
     def history(self, contact_key: str, scope: Scope) -> ContactHistory:
-        """The contact's ledger row and all its outcomes in this scope, for support and debugging."""
-        contact_hash = scope.contact_hash(contact_key)
+        """The contact's ledger row and all its outcomes in this scope, for support and debugging (a custom
+        key's row under a form an earlier version wrote it in, when it has none of its own)."""
 
         def work(conn: Connection) -> ContactHistory:
+            former = _former_rows(conn, scope, [contact_key])
+            contact_hash = former.get(contact_key) or scope.contact_hash(contact_key)
             row = (
                 conn.execute(sa.select(contacts_table).where(_C.contact_hash == contact_hash))
                 .mappings()
@@ -834,7 +840,7 @@ class Ledger:
                 if write:
                     query = query.with_for_update()
                 known.update(conn.execute(query).all())
-        ids = rules.identities(scope, first, duplicates, aliases, known)
+        ids = rules.identities(scope, first, duplicates, aliases, known, _former_rows(conn, scope, first))
         if write and ids.new_aliases:
             ordered = sorted(ids.new_aliases.items())
             shared = {"platform": scope.platform, "scenario_id": scope.scenario_id, "created_at": at}
@@ -944,6 +950,27 @@ class OpenClaim:
         self._transaction.__exit__(_Abandoned, _Abandoned(), None)
 
 
+def _former_rows(conn: Connection, scope: Scope, keys: Iterable[str]) -> dict[str, str]:
+    """The row each of ``keys`` without a row of its own has under a form an earlier version wrote it in
+    (`rules.former_keys`: ``custom:1.00`` of ``custom:1``): key -> that row's hash."""
+    forms = {
+        key: [scope.contact_hash(form) for form in (key, *former)]
+        for key in keys
+        if (former := rules.former_keys(key))
+    }
+    if not forms:
+        return {}
+    recorded: set[str] = set()
+    for _, condition in matching(conn, _C.contact_hash, {h for hashes in forms.values() for h in hashes}):
+        recorded.update(conn.execute(sa.select(_C.contact_hash).where(condition)).scalars())
+    found = {
+        key: next((h for h in older if h in recorded), None)
+        for key, (own, *older) in forms.items()
+        if own not in recorded
+    }
+    return {key: row for key, row in found.items() if row is not None}
+
+
 def _log_claim(claim: Claim, run: RunRef, *, dry_run: bool) -> None:
     log.info(
         "Ledger %s %s for %s: %d to send, %d skipped, %d uncertain, %d duplicate(s)",
@@ -986,8 +1013,11 @@ def _contacts_of(
     statuses: Sequence[str],
 ) -> list[sa.Row[Any]]:
     """The rows of the contacts of ``keys`` (and of the earlier contacts their ``aliases`` were claimed
-    for) in ``statuses``: the `UncertainContact` columns, then ``status``."""
+    for, and a custom key's row under a form an earlier version wrote it in: `_former_rows`) in
+    ``statuses``: the `UncertainContact` columns, then ``status``."""
+    keys = list(keys)
     hashes = {scope.contact_hash(key) for key in keys}
+    hashes |= set(_former_rows(conn, scope, keys).values())
     wanted = {scope.alias_hash(alias) for key in keys for alias in (aliases or {}).get(key, ())}
     for _, condition in matching(conn, _A.alias_hash, wanted):
         hashes.update(conn.execute(sa.select(_A.contact_hash).where(condition)).scalars())
