@@ -191,6 +191,11 @@ SUBSCRIBED = [{"channel": "email", "email_data": {"email": "Anna@Example.org"}, 
             "custom field",
         ),
         ({"CRM_ID": "18"}, {"matching": "custom_sub", "field_name": "CRM_ID", "field_value": "17"}, None),
+        ({"KF": 1.0}, {"matching": "custom", "field_name": "KF", "field_value": "1"}, None),
+        ({"KF": 1e16}, {"matching": "custom", "field_name": "KF", "field_value": "10000000000000000"}, None),
+        ({"KF": 1.0}, {"matching": "custom", "field_name": "KF", "field_value": "1.0"}, None),
+        ({"KF": 1.5}, {"matching": "custom", "field_name": "KF", "field_value": "1"}, "custom field"),
+        ({"KS": "1"}, {"matching": "custom", "field_name": "KS", "field_value": "1.00"}, "custom field"),
     ],
     ids=[
         "same-email",
@@ -205,6 +210,11 @@ SUBSCRIBED = [{"channel": "email", "email_data": {"email": "Anna@Example.org"}, 
         "same-custom",
         "other-custom",
         "custom-sub-not-a-profile-field",
+        "float-field-of-a-number-key",  # a float field shows 1.0 for the key custom:1
+        "float-field-of-a-large-key",
+        "float-field-of-an-earlier-key",  # custom:1.0, written by an earlier version
+        "other-float",
+        "text-is-compared-as-text",
     ],
 )
 def test_an_answer_about_another_profile_is_told_by_what_it_shows(profile, match, other):

@@ -49,6 +49,7 @@ from altcraft.ledger.rules import DEFAULT_GRACE, grace_left  # DEFAULT_GRACE: al
 from altcraft.mapping import FieldSpec, ProfileMapping
 from altcraft.masking import scrub
 from altcraft.modes import SYNCHRONOUS, DeliveryMode
+from altcraft.validation import number_key, text_number_key
 
 
 def launch_marker(field_name: str, run_key: str, try_number: int) -> str:
@@ -190,16 +191,16 @@ def another_profile(profile: Mapping[str, Any], match: Mapping[str, Any]) -> str
     ``phones`` and its subscriptions' numbers, a ``custom`` field's value in that field. One asked key found
     is enough (combined modes find a profile by either); a key the answer does not show proves nothing."""
     asked = {
-        name: _normal(name, match[name])
+        name: _asked(name, match[name])
         for name in ("email", "phone", "field_value")
         if name in match and (name != "field_value" or match.get("matching") == "custom")
     }
-    shown: dict[str, set[str | None]] = {}
+    shown: dict[str, set[Compared | None]] = {}
     for name in asked:
         values = {_normal(name, v) for v in _shown(profile, name, match.get("field_name"))} - {None}
         if values:
             shown[name] = values
-    if not shown or any(asked[name] in values for name, values in shown.items()):
+    if not shown or any(asked[name] & values for name, values in shown.items()):
         return None
     return " and ".join("custom field" if name == "field_value" else name for name in shown)
 
@@ -219,10 +220,27 @@ def _shown(profile: Mapping[str, Any], name: str, field_name: str | None) -> Ite
                 yield sub["email_data"].get("email")
 
 
-def _normal(name: str, value: Any) -> str | None:
-    """A matching value as compared: emails without case, phones by their digits, others as text."""
+Compared = str | tuple[str, str]
+"""A matching value as `another_profile` compares it: text, or ``("number", key text)`` of a number."""
+
+
+def _asked(name: str, value: Any) -> set[Compared | None]:
+    """The forms a profile may show the asked ``value`` (text of a ledger key) in: itself, and a custom
+    field's number (``1.0`` of a float field) for a key that writes one (``custom:1``, or ``custom:1.0`` of
+    an earlier version)."""
+    forms = {_normal(name, value)}
+    number = text_number_key(str(value)) if name == "field_value" else None
+    return forms if number is None else {*forms, ("number", number)}
+
+
+def _normal(name: str, value: Any) -> Compared | None:
+    """A matching value as compared: emails without case, phones by their digits, a custom field's number in
+    its key's form (`altcraft.validation.number_key`), others as text."""
     if value is None or value == "" or isinstance(value, Mapping | list):
         return None
+    number = number_key(value) if name == "field_value" else None
+    if number is not None:
+        return ("number", number)
     text = str(value).strip()
     if name == "email":
         return text.casefold()

@@ -234,6 +234,24 @@ def number_key_text(value: int | float | Decimal, *, field: str) -> str:
     return "0" if text == "-0" else text
 
 
+def number_key(value: Any) -> str | None:
+    """`number_key_text` of a finite number (a bool is none) that a key can write; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal) or not is_finite(value):
+        return None
+    try:
+        return number_key_text(value, field="value")
+    except ValidationError:  # too long to write
+        return None
+
+
+def text_number_key(text: str) -> str | None:
+    """`number_key` of the number ``text`` writes (``1.00``, ``1e16``); None for text that is no number."""
+    try:
+        return number_key(Decimal(text.strip()))
+    except (ArithmeticError, ValueError):  # decimal.InvalidOperation is an ArithmeticError
+        return None
+
+
 def check_text(
     value: str, *, field: str = "value", max_chars: int = MAX_FIELD_CHARS, key: bool = False
 ) -> str:

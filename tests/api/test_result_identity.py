@@ -17,6 +17,7 @@ EMAILS = ["email:anna@example.org", "email:user@пример.рф"]
         (EMAILS, [{"email": "Anna@Example.org"}, {"email": "user@xn--e1afmkfd.xn--p1ai"}]),
         (["phone:+79001234567"], [{"phone": "+7 (900) 123-45-67"}]),
         (["custom:123"], [{"field_value": 123}]),
+        (["custom:1", "custom:0.00001"], [{"field_value": 1.0}, {"field_value": 1e-05}]),  # a float field's
         (["email_phone:a@b.org|+79001234567"], [{"email": "a@b.org", "phone": "79001234567"}]),
         (["email_phone:|+79001234567"], [{"email": "other@b.org", "phone": "+79001234567"}]),
         (
@@ -35,6 +36,7 @@ EMAILS = ["email:anna@example.org", "email:user@пример.рф"]
         "email-case-and-idn",
         "phone-punctuation",
         "custom-int",
+        "custom-float",
         "combined",
         "combined-email-not-sent",
         "push",
@@ -57,6 +59,12 @@ def test_results_naming_the_contact_at_their_position_pass(keys, echoes):
         (EMAILS, [{"email": "user@пример.рф"}, {}], "result 1 names another contact (email)"),
         (["phone:+79001234567"], [{"phone": "+79001234568"}], "result 1 names another contact (phone)"),
         (["profile_id:65a0", "profile_id:65a1"], [{}, {"profile_id": "65a0"}], "result 2 names another"),
+        (
+            ["custom:1", "custom:2"],
+            [{}, {"field_value": 1.0}],
+            "result 2 names another contact (field_value)",
+        ),
+        (["custom:1"], [{"field_value": "1.0"}], "result 1 names another contact (field_value)"),  # text
         (EMAILS, [{"index": 1}, {"index": 0}], "result 2 gives index 0"),
         (EMAILS, [{"index": 0}, {"index": 2}], "result 2 gives index 2"),
         (EMAILS, [{"index": 5}, {}], "result 1 gives index 5"),

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from altcraft.api.matching import MatchingMode
-from altcraft.validation import email_identity
+from altcraft.validation import email_identity, number_key
 
 #: A result's own position, where a server gives one (no page documents it).
 INDEX = "index"
@@ -109,7 +109,14 @@ def _same(name: str, ours: Any, theirs: Any) -> bool:
         return isinstance(theirs, str) and email_identity(theirs).lower() == email_identity(str(ours)).lower()
     if name == "phone":
         return _digits(theirs) == _digits(ours) != ""
-    return str(theirs) == str(ours)
+    return _text(theirs) == _text(ours)
+
+
+def _text(value: Any) -> str:
+    """A matching value as its key writes it: a number in its one form (a float field's ``1.0`` echoed for
+    the key ``custom:1``, `number_key`), anything else as text."""
+    number = number_key(value)
+    return str(value) if number is None else number
 
 
 def _digits(value: Any) -> str:
