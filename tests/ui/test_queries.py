@@ -201,6 +201,34 @@ def test_a_typed_contact_is_found_in_every_scenario_as_the_ledger_keys_it(histor
         assert queries.contact_history(conn, candidate_keys("nobody@x.org"), scopes, None) == []
 
 
+def test_a_custom_contact_keyed_by_an_earlier_version_is_found_by_its_number_and_its_hash(ledger):
+    """A row an earlier version keyed ``custom:1.00`` and one sent again under its new key (``custom:7``
+    into the row of ``custom:7.0``, whose hash it keeps): typing ``1`` or ``7.0`` finds them, and so does the
+    link by hash, which looked the row up by the hash of the key it carries and found nothing."""
+    run = ref("welcome", "scheduled__d1")
+    for key, outcome in (("custom:1.00", Outcome.LAUNCHED), ("custom:7.0", Outcome.FAILED)):
+        claim = ledger.claim(SCOPE, run, [(key, "row")], ONCE, now=NOW)
+        ledger.settle(SCOPE, run, claim, {key: Settlement(outcome, text="x")}, now=NOW)
+    again = ledger.claim(SCOPE, ref("welcome", "scheduled__d2"), [("custom:7", "row")], ONCE, now=NOW)
+    ledger.settle(
+        SCOPE, ref("welcome", "scheduled__d2"), again, {"custom:7": Settlement(Outcome.LAUNCHED)}, now=NOW
+    )
+    with ledger.engine.connect() as conn:
+        for typed, row_key in {
+            "1": "custom:1.00",
+            "1.0": "custom:1.00",
+            "7": "custom:7",
+            "7.0": "custom:7",
+        }.items():
+            found = queries.contact_history(conn, candidate_keys(typed), [(SCOPE.platform, 42)], None)
+            assert [record.row["contact_key"] for record in found] == [row_key], typed
+        (record,) = queries.contact_by_hash(conn, SCOPE.contact_hash("custom:7.0"), None)
+        assert (record.row["contact_key"], [o["outcome"] for o in record.outcomes]) == (
+            "custom:7",
+            ["failed", "launched"],
+        )
+
+
 def test_who_a_resend_or_relaunch_would_reach(history):
     with history.engine.connect() as conn:
         assert queries.open_in_run(conn, "welcome", "scheduled__d2") == {"uncertain": 1, "failed": 1}

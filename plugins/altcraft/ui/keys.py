@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from altcraft.api.matching import MatchingMode
-from altcraft.validation import ValidationError, email_identity, normalize_email, normalize_phone
+from altcraft.ledger.rules import former_keys
+from altcraft.validation import (
+    ValidationError,
+    email_identity,
+    normalize_email,
+    normalize_phone,
+    text_number_key,
+)
 
 _EMAIL_MODES = (MatchingMode.EMAIL, MatchingMode.EMAIL_PROFILE, MatchingMode.EMAIL_SUB)
 _PHONE_MODES = (MatchingMode.PHONE, MatchingMode.PHONE_SUB)
 _BOTH_MODES = (MatchingMode.EMAIL_PHONE, MatchingMode.EMAIL_PHONE_SUB)
 _VALUE_MODES = (MatchingMode.CUSTOM, MatchingMode.CUSTOM_SUB, MatchingMode.PROFILE_ID)
+_CUSTOM_MODES = (MatchingMode.CUSTOM, MatchingMode.CUSTOM_SUB)
 
 
 def candidate_keys(text: str, default_region: str | None = None) -> list[str]:
@@ -17,7 +25,7 @@ def candidate_keys(text: str, default_region: str | None = None) -> list[str]:
     An email is normalised (an IDN domain in Unicode) and lower-cased, a phone becomes E.164
     (``default_region`` for numbers without ``+``), ``email|phone`` finds contacts matched by both, and a
     full ledger key (``email:anna@example.org``) is taken as it is. Anything else is a custom field value
-    or profile id.
+    or profile id; a number also as the key of a custom field's number and its former forms.
     """
     text = text.strip()
     if not text:
@@ -36,7 +44,16 @@ def candidate_keys(text: str, default_region: str | None = None) -> list[str]:
     if bar and (email or phone):
         keys += [f"{mode}:{(email or '')}|{phone or ''}" for mode in _BOTH_MODES]
     keys += [f"{mode}:{text}" for mode in _VALUE_MODES]
+    keys += [key for mode in _CUSTOM_MODES for key in _custom_number_keys(mode, text)]
     return list(dict.fromkeys(keys))
+
+
+def _custom_number_keys(mode: MatchingMode, text: str) -> list[str]:
+    """The keys a custom field's number ``text`` has (``1.0``: ``custom:1``, as the mapper writes any number
+    of an id, and the forms an earlier version wrote it in, which the ledger still finds); none for text
+    that is no number."""
+    number = text_number_key(text)
+    return [] if number is None else [f"{mode}:{number}", *former_keys(f"{mode}:{number}")]
 
 
 def _email(text: str) -> str | None:

@@ -9,7 +9,7 @@ are declared with the tables in :mod:`altcraft.ledger` (see ``docs/ui.md``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -308,6 +308,13 @@ def contact_history(
         for platform, scenario_id in scope_list
         for key in keys
     }
+    return _histories(conn, wanted, dag_ids)
+
+
+def _histories(
+    conn: Connection, wanted: Mapping[str, tuple[str, int, str]], dag_ids: Collection[str] | None
+) -> list[ContactRecord]:
+    """`contact_history` of the contact rows ``wanted`` (hash -> platform, scenario, key)."""
     if not wanted:
         return []
     rows = {
@@ -342,7 +349,9 @@ def contact_by_hash(conn: Connection, found: str, dag_ids: Collection[str] | Non
     row = conn.execute(sa.select(contacts_table).where(_C.contact_hash == found)).mappings().first()
     if row is None:
         return []
-    return contact_history(conn, [row["contact_key"]], [(row["platform"], int(row["scenario_id"]))], dag_ids)
+    # by its hash: a row claimed under another key than its first (a combined-mode contact met by a later
+    # key, a custom key found under its former form) has not the hash of the key it carries
+    return _histories(conn, {found: (row["platform"], int(row["scenario_id"]), row["contact_key"])}, dag_ids)
 
 
 #: Statuses of a run's contacts that a later run over its window may send (again): failed ones always,
