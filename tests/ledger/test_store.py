@@ -1065,6 +1065,49 @@ def test_a_claim_and_settle_on_postgresql_render_no_statement_at_execution(engin
     assert rendered == []
 
 
+def test_a_claim_and_settle_on_the_databases_clock_take_one_connection_each(engine, scope):
+    """A claim or settle without ``now`` reads the database's clock in its own transaction: on a connection of
+    its own (checked out, a transaction begun and rolled back) a read cost 113 us of CPU on PostgreSQL, twice
+    per chunk; on the write's, 35 us. The times are still the database's."""
+    ledger = Ledger(engine)
+    launch(ledger, scope, run("first"), ["k:a"], now=None)
+    checkouts: list[object] = []
+
+    def checkout(*args: object) -> None:
+        checkouts.append(args)
+
+    sa.event.listen(engine, "checkout", checkout)
+    try:
+        before = ledger.now()
+        claim = ledger.claim(scope, run("second"), items("k:b", "k:c"), ONCE)
+        claimed = len(checkouts)
+        ledger.settle(scope, run("second"), claim, dict.fromkeys(claim.to_send, LAUNCHED))
+    finally:
+        sa.event.remove(engine, "checkout", checkout)
+    assert (claimed, len(checkouts)) == (2, 3)  # ledger.now(), then one connection each
+    written = row(engine, scope, "k:b")
+    assert before <= written["claimed_at"] <= written["updated_at"] <= ledger.now()
+
+
+def test_the_clocks_query_is_built_once(engine):
+    """Every read of the database's clock executes the one query built for its dialect: building it (and
+    walking it for SQLAlchemy's cache key) on every read cost 25 of its 60 us of CPU."""
+    clocks: list[sa.Select] = []
+
+    def seen(conn, clauseelement, multiparams, params, execution_options):
+        if isinstance(clauseelement, sa.Select) and not clauseelement.get_final_froms():
+            clocks.append(clauseelement)
+
+    ledger = Ledger(engine)
+    sa.event.listen(engine, "before_execute", seen)
+    try:
+        first, second = ledger.now(), ledger.now()
+    finally:
+        sa.event.remove(engine, "before_execute", seen)
+    assert first <= second
+    assert len(clocks) == 2 and clocks[0] is clocks[1]
+
+
 def test_a_settle_of_new_contacts_builds_no_update_again(engine, scope):
     """The second chunk's settle executes the very UPDATE of contact rows the first one built: building one
     (and walking it for SQLAlchemy's cache key) on every settle cost about 0.3 us a contact."""

@@ -60,8 +60,14 @@ _CLOCK = {
 
 def database_now(conn: Connection) -> datetime:
     """The ledger database's time now (aware UTC)."""
-    clock = sa.type_coerce(sa.literal_column(_CLOCK[conn.dialect.name]), UtcDateTime())
-    return conn.execute(sa.select(clock)).scalar_one()
+    return conn.execute(_clock(conn.dialect.name)).scalar_one()
+
+
+@lru_cache(maxsize=len(_CLOCK))
+def _clock(dialect: str) -> sa.Select[tuple[datetime]]:
+    """The query of a dialect's clock, built once: built per call (and walked for SQLAlchemy's cache key) it
+    cost 25 us of the 60 us of CPU a read of the clock takes on PostgreSQL."""
+    return sa.select(sa.type_coerce(sa.literal_column(_CLOCK[dialect]), UtcDateTime()))
 
 
 def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
