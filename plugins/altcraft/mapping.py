@@ -767,6 +767,7 @@ class Mapper:
         "_logged",
         "_max_bytes",
         "_mode",
+        "_plan",
         "_source_key_column",
         "_subscriptions",
         "mapping",
@@ -814,6 +815,8 @@ class Mapper:
             for target, spec in mapping.fields.items()
             if target != self._key_field
         ]
+        # what `map` reads of each field, unpacked from a tuple: four attribute reads of a `_Field` cost more
+        self._plan = tuple((f.name, f.column, f.make, f.required) for f in self._fields)
         self._subscriptions = [
             _subscription_step(index, spec, mapping.default_region)
             for index, spec in enumerate(mapping.subscriptions)
@@ -862,17 +865,18 @@ class Mapper:
         try:
             match, ledger_key = self._match(record)
             data: dict[str, Any] = {self._key_field: match["field_value"]} if self._key_field else {}
-            for target in self._fields:
-                if target.column is None:
-                    value = target.make(record)
+            get = record.get
+            for name, column, make, required in self._plan:
+                if column is None:
+                    value = make(record)
                 else:  # what `_source_step` does, inline
-                    raw = record.get(target.column)
+                    raw = get(column)
                     empty = raw is None or (isinstance(raw, _SEQUENCES) and not raw)
-                    value = None if empty else target.make(raw)
+                    value = None if empty else make(raw)
                 if value is not None:
-                    data[target.name] = value
-                elif target.required:
-                    raise ValidationError(target.name, "required value is missing")
+                    data[name] = value
+                elif required:
+                    raise ValidationError(name, "required value is missing")
             if self._subscriptions:
                 subscriptions = [
                     sub for sub in (step(record) for step in self._subscriptions) if sub is not None
