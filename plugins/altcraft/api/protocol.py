@@ -258,15 +258,19 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
     every_string = forms is not None or unstorable
     shapes: dict[tuple[Any, ...], tuple[Any, ...] | None] = {}
     plain = _PLAIN_KEYS if secret is None or len(secret) > _PLAIN_KEY_CHARS else frozenset()
+    texts: dict[str, str] = {}  # each server text met, cleaned: the items of a batch answer repeat theirs
     root = [document]
     stack: list[dict[Any, Any] | list[Any]] = [root]
     while stack:
         container = stack.pop()
         if isinstance(container, list):
+            if not every_string:  # only the objects and lists in it can hold what changes
+                stack += [value for value in container if isinstance(value, _CONTAINERS)]
+                continue
             for index, value in enumerate(container):
                 if isinstance(value, _CONTAINERS):
                     stack.append(value)
-                elif every_string and isinstance(value, str):
+                elif isinstance(value, str):
                     container[index] = _clean_string(value, forms, unstorable)
             continue
         if not container.keys() <= plain:
@@ -275,8 +279,7 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
             if isinstance(value, str):
                 cleaned = _clean_string(value, forms, unstorable) if every_string else value
                 if cleaned and key in SERVER_TEXT_KEYS:
-                    short = len(cleaned) <= _SCRUB_CACHED_CHARS
-                    cleaned = _scrub_short(cleaned) if short else _clean(cleaned, None)
+                    cleaned = texts.get(cleaned) or texts.setdefault(cleaned, _server_text(cleaned))
                 if cleaned is not value:
                     container[key] = cleaned
             elif key == "error_text" and value is not None:
@@ -314,6 +317,11 @@ def _clean_string(value: str, forms: TokenForms | None, unstorable: bool) -> str
 _SCRUB_CACHED_CHARS = 200
 _scrub_short = lru_cache(maxsize=1024)(scrub)
 """`scrub` of short server texts, which repeat in every item of a batch answer (``error_text``)."""
+
+
+def _server_text(text: str) -> str:
+    """A server text with contacts masked (`scrub`), cut to `MAX_SERVER_TEXT` characters when long."""
+    return _scrub_short(text) if len(text) <= _SCRUB_CACHED_CHARS else _clean(text, None)
 
 
 def parse_answer(endpoint: str, parse: Callable[[Any], T], answer: Any) -> T:
