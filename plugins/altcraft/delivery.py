@@ -54,7 +54,7 @@ from altcraft.ledger import (
     UncertainContact,
 )
 from altcraft.ledger.rules import IN_GRACE, in_flight_elsewhere
-from altcraft.ledger.store import OpenClaim
+from altcraft.ledger.store import STANDING, OpenClaim
 from altcraft.makers import maker
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, identity_of, mask_key
 from altcraft.masking import scrub
@@ -128,7 +128,8 @@ class Summary:
     decided on counted once (``pending``: in an Altcraft task whose result this try has not seen).
     ``earlier_tries``: contacts this try settled for an earlier try of the same task (its async tasks,
     its rows left ``sending``). ``reconciled``: uncertain contacts this try checked in Altcraft and the
-    verdicts. ``scope``: contacts of the scenario uncertain / failed in the ledger after this try.
+    verdicts. ``scope``: contacts of the scenario uncertain / failed / left sending by a stale claim in the
+    ledger after this try (`Ledger.standing`).
     """
 
     found: int = 0
@@ -145,7 +146,7 @@ class Summary:
     reasons: dict[str, int] = field(default_factory=dict)
     earlier_tries: dict[str, int] = field(default_factory=_zero(*_SETTLED_COUNTERS))
     reconciled: dict[str, int] = field(default_factory=_zero(*_VERDICTS.values()))
-    scope: dict[str, int] = field(default_factory=_zero("uncertain", "failed"))
+    scope: dict[str, int] = field(default_factory=_zero(*STANDING))
 
     def add(self, outcome: Outcome, n: int = 1, *, earlier: bool = False) -> None:
         if earlier:
@@ -644,16 +645,17 @@ class Delivery:
         """Check uncertain contacts in Altcraft (``profiles/get``) and record the verdicts.
 
         ``keys``: only these (before a claim; with their ``aliases`` under combined matching, so a contact
-        first claimed under another key is among them), a dead claim of theirs made uncertain first, so its
-        evidence decides before the claim does (`Ledger.to_reconcile`); None: every uncertain contact of the
-        scenario. A read that fails leaves the contact uncertain (counted and noted as such); the delivery
+        first claimed under another key is among them); None: every uncertain contact of the scenario.
+        Either way a dead claim among them (stale, or an earlier try's of this run) is made uncertain first,
+        so its evidence decides (`Ledger.to_reconcile`): before the claim does, or though no claim meets it.
+        A read that fails leaves the contact uncertain (counted and noted as such); the delivery
         goes on. Each verdict is recorded as soon as it is reached, so a try stopped part-way (its
         execution_timeout, a kill; asked to stop, it reads no further profile) keeps those it reached. Each
         contact is checked once per try (``summary.reconciled`` counts contacts, not checks).
         """
         if self.profiles_db_id is None or self.dry_run:
             return {}
-        met = self.session.uncertain_contacts() if keys is None else self.session.to_reconcile(keys, aliases)
+        met = self.session.to_reconcile(keys, aliases)
         contacts = [c for c in met if c.contact_key not in self.checked]
         self.checked.update(c.contact_key for c in contacts)
         tasks = self.session.sent_tasks({c.batch_id for c in contacts}) if contacts else {}
@@ -673,7 +675,8 @@ class Delivery:
         return dict(applied)
 
     def standing(self) -> dict[str, int]:
-        """The scenario's standing in the ledger now: its uncertain and failed contacts, all runs."""
+        """The scenario's standing in the ledger now (`Ledger.standing`): its uncertain, failed and stale
+        sending contacts, all runs."""
         return self.session.standing()
 
     def _judge(self, contact: UncertainContact, task: SentTask | None) -> Resolution:
@@ -814,8 +817,9 @@ class Delivery:
     ) -> None:
         """Settle a chunk whose request was out when the try was stopped (its ``execution_timeout``, a
         kill): the request may have reached Altcraft, so its contacts are uncertain, recorded now rather
-        than left ``sending`` (which a last try's summary and the scenario's standing do not count); the
-        chunk's contacts never sent are released as failed. The caller raises ``exc`` on."""
+        than left ``sending`` (which a last try's summary does not count, nor the scenario's standing
+        until the claim is stale); the chunk's contacts never sent are released as failed. The caller
+        raises ``exc`` on."""
         uncertain = Settlement(
             Outcome.UNCERTAIN, text=f"the try stopped ({type(exc).__name__}) while its request was out"
         )

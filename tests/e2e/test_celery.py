@@ -273,7 +273,7 @@ def test_the_in_flight_batch_is_recorded_uncertain_then_reconciled_by_the_retry(
     summary = killed_worker["summary"]
     assert summary["earlier_tries"]["uncertain"] == CRASH_BATCH, "try 1's batch in flight, recorded uncertain"
     assert summary["reconciled"] == {"launched": CRASH_BATCH, "not_processed": 0, "uncertain": 0}
-    assert (summary["uncertain"], summary["scope"]) == (0, {"uncertain": 0, "failed": 0})
+    assert (summary["uncertain"], summary["scope"]) == (0, {"uncertain": 0, "failed": 0, "stale_sending": 0})
 
     requests = requests_of(emulator, CRASH)
     held = set(requests[2])  # the third request, processed after its client was killed

@@ -539,6 +539,34 @@ def test_dead_claims_a_run_meets_become_uncertain_before_its_claim_to_be_reconci
     assert ledger.to_reconcile(scope, run("r5"), ["k:new"], now=at) == [], "in flight, not stale"
 
 
+def test_a_whole_scenario_reconciliation_meets_the_dead_claims_no_claim_meets(engine, scope):
+    """A run reconciling the whole scenario (``keys`` None) makes uncertain every dead claim of it, as a
+    claim meeting them would, though none does (a try killed mid-send, its retries used up; a window never
+    read again): they were read only when ``uncertain``, so stayed ``sending``, unreconciled, and counted in
+    no standing. The standing counts the stale ones (``stale_sending``) until then; a claim in flight
+    stays."""
+    ledger = Ledger(engine, stale_after=6 * HOUR)
+    ledger.claim(scope, run("r1"), items("k:stale"), ONCE, now=T0)
+    ledger.claim(scope, run("r2"), items("k:dead"), ONCE, now=T0 + 5 * HOUR)  # try 1 of r2 dies
+    ledger.claim(scope, run("r3"), items("k:live"), ONCE, now=T0 + 5 * HOUR)
+    lost = ledger.claim(scope, run("r4"), items("k:lost"), ONCE, now=T0)
+    ledger.settle(scope, run("r4"), lost, {}, now=T0 + MINUTE)  # no answer: uncertain
+    at = T0 + 6 * HOUR
+
+    assert ledger.standing(scope, now=at - MINUTE) == {"uncertain": 1, "failed": 0, "stale_sending": 0}
+    assert ledger.standing(scope, now=at) == {"uncertain": 1, "failed": 0, "stale_sending": 1}
+    early = ledger.to_reconcile(scope, run("r5"), now=at - MINUTE)
+    assert [c.contact_key for c in early] == ["k:lost"], "nothing stale yet, nor of this run"
+    found = {c.contact_key: c.uncertain_since for c in ledger.to_reconcile(scope, run("r2", 2), now=at)}
+
+    assert found == {"k:stale": at, "k:dead": at, "k:lost": T0 + MINUTE}, "oldest first, dead ones now"
+    assert "claim by run dag/send/r1 at" in row(engine, scope, "k:stale")["error_text"]
+    assert row(engine, scope, "k:dead")["error_text"].startswith("try 1 of this run claimed it at")
+    assert row(engine, scope, "k:live")["status"] == "sending", "in flight, not stale"
+    assert ledger.standing(scope, now=at) == {"uncertain": 3, "failed": 0, "stale_sending": 0}
+    assert ledger.standing(scope, now=T0 + 11 * HOUR)["stale_sending"] == 1, "k:live, once stale"
+
+
 def test_same_run_parallel_batch_is_in_flight(ledger, scope):
     ledger.claim(scope, run("r1"), items("k:a"), ONCE, now=T0)
     other_batch = ledger.claim(scope, run("r1"), items("k:a"), ONCE, now=T0)
@@ -1217,7 +1245,7 @@ def test_reconciliation_verdicts_update_the_contact_and_the_sending_tries_outcom
     assert ledger.resolve(scope, contacts, {"k:a": Resolution(Outcome.FAILED, "late")}) == {}
     rerun = ledger.claim(scope, run("r2", window="w1"), items("k:a", "k:b"), EVERY_RUN, now=later)
     assert rerun.to_send == ["k:b"], "reconciled launch counts for its window; not processed is sent"
-    assert ledger.standing(scope) == {"uncertain": 1, "failed": 0}
+    assert ledger.standing(scope) == {"uncertain": 1, "failed": 0, "stale_sending": 0}
 
 
 def test_a_verdict_is_recorded_for_the_try_that_sent_the_contact_not_one_that_met_it(engine, ledger, scope):
@@ -1681,12 +1709,13 @@ def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contact
     ledger.claim_of(scope, "batch")
     ledger.uncertain_contacts(scope)
     ledger.standing(scope)
+    ledger.to_reconcile(scope, run("r2"))
     with engine.connect() as conn:
         queries.pipelines(conn, T0)
         queries.open_in_run(conn, "dag", "r1")
     sa.event.remove(engine, "before_cursor_execute", capture)
 
-    assert len(seen) == 5, "those not found by contact (hash, or a join on it)"
+    assert len(seen) == 7, "those not found by contact (hash, or a join on it)"
     with engine.connect() as conn:
         for statement, parameters in seen:
             plan = " ".join(

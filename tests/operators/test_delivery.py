@@ -6,6 +6,7 @@ import json
 import math
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -490,7 +491,7 @@ def test_the_task_of_a_try_that_died_settles_the_contacts_a_later_run_met_stale(
 
     reconciler = make_delivery(run=run_ref(run_id="r3", window="r3"), profiles_db_id=1)
     assert reconciler.reconcile() == {Outcome.LAUNCHED: 6}
-    assert reconciler.standing() == {"uncertain": 0, "failed": 0}
+    assert reconciler.standing() == NO_STANDING
     summary = reconciler.process(in_batches(people))
     assert (summary.skipped, summary.requests) == (6, 0), "launched once, by the task"
     assert_exactly_once(emulator, scenario_id, 6)
@@ -598,7 +599,7 @@ def test_the_first_run_to_meet_a_dead_tries_claim_settles_it_from_its_task(
 
     assert summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0}
     assert (summary.skipped, summary.uncertain, summary.requests) == (6, 0, 0)
-    assert first.standing() == {"uncertain": 0, "failed": 0}
+    assert first.standing() == NO_STANDING
     assert ledger.counts(first.scope, run_ref())[Outcome.LAUNCHED] == 6, "the dead try's launches"
     assert_exactly_once(emulator, scenario_id, 6)
 
@@ -689,6 +690,98 @@ def test_a_task_id_recorded_for_two_claims_proves_nothing_to_the_first_run_to_me
 
     met_undecided(make_delivery, ledger, scenario_id, people, f"task id {reused} for another request too")
     assert_exactly_once(emulator, scenario_id, 11)
+
+
+class WorkerKilled(Exception):
+    """The worker running a try was killed."""
+
+
+@contextmanager
+def killed_before_settling(ledger):
+    """The try's worker is killed once its request is out: its settle's first write to the contact rows
+    fails, so nothing it sent is settled and its claim stays ``sending``, as a kill leaves it."""
+
+    def kill(conn, cursor, statement, *args) -> None:
+        if statement.startswith("UPDATE altcraft_contacts"):
+            raise WorkerKilled
+
+    sa.event.listen(ledger.engine, "before_cursor_execute", kill)
+    try:
+        yield
+    finally:
+        sa.event.remove(ledger.engine, "before_cursor_execute", kill)
+
+
+def send_and_die(make_delivery, ledger, people: list[dict], **options) -> None:
+    """A try (run ``run-1``) that sends ``people`` in one request, Altcraft launching them, and is killed
+    before it records the answer; no retry follows, and no later run reads these contacts again."""
+    dying = make_delivery(batch_size=len(people), **options)
+    with killed_before_settling(ledger), pytest.raises(WorkerKilled):
+        dying.process(in_batches(people))
+    assert sorted(ledger.contact_states(dying.scope).values()) == ["sending"] * len(people)
+
+
+NO_STANDING = {"uncertain": 0, "failed": 0, "stale_sending": 0}
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+@pytest.mark.parametrize("mode", ["single", "batch"])
+def test_a_whole_scenario_reconciliation_settles_a_dead_claim_no_run_meets_again(
+    make_delivery, emulator, marker_scenario, ledger, mode
+):
+    """A try sent 6 contacts (Altcraft launched them, each carrying the try's marker) and was killed before
+    recording it; no retry was left, and no later run's source yields them. Reconciling the whole scenario
+    read only ``uncertain`` contacts: the 6 stayed ``sending`` for good, and the standing counted them
+    nowhere. Now, hours later, they are counted as ``stale_sending``, and a run reconciling the scenario
+    makes them uncertain and finds them launched by their marker: recorded for the dead try, sent again to
+    nobody."""
+    marked = {"profiles_db_id": marker_scenario, "launch_marker_field": MARKER}
+    send_and_die(make_delivery, ledger, contacts(6), mode=mode, **marked)
+    ledger.stale_after = timedelta(0)  # hours pass
+
+    reconciler = make_delivery(run=run_ref(run_id="r2", window="r2"), **marked)
+    assert reconciler.standing() == {**NO_STANDING, "stale_sending": 6}
+    assert reconciler.reconcile() == {Outcome.LAUNCHED: 6}
+    assert reconciler.standing() == NO_STANDING
+    summary = reconciler.process(in_batches(contacts(2, start=100)))
+    assert (summary.launched, summary.requests) == (2, 1)
+    assert ledger.counts(reconciler.scope, run_ref())[Outcome.LAUNCHED] == 6, "the dead try's launches"
+    assert_exactly_once(emulator, marker_scenario, 8)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_a_whole_scenario_reconciliation_settles_a_dead_async_claim_from_its_task(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """The try that submitted its Altcraft task died and no run meets its 6 contacts again: a whole-scenario
+    reconciliation reads their recorded task, which launched them (their profiles, sent async, prove
+    nothing), and nobody is sent again."""
+    submit_and_die(make_delivery, contacts(6))
+    ledger.stale_after = timedelta(0)
+
+    reconciler = make_delivery(run=run_ref(run_id="r2", window="r2"), profiles_db_id=1)
+    assert reconciler.standing() == {**NO_STANDING, "stale_sending": 6}
+    assert reconciler.reconcile() == {Outcome.LAUNCHED: 6}
+    assert reconciler.summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert reconciler.standing() == NO_STANDING
+    assert_exactly_once(emulator, scenario_id, 6)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_a_whole_scenario_reconciliation_leaves_a_claim_in_flight_alone(
+    make_delivery, emulator, marker_scenario, ledger
+):
+    """A claim younger than ``stale_after`` (6 h) may be another run's live try: a whole-scenario
+    reconciliation neither expires nor reads it, and the standing does not count it stale."""
+    marked = {"profiles_db_id": marker_scenario, "launch_marker_field": MARKER}
+    send_and_die(make_delivery, ledger, contacts(6), **marked)
+
+    reconciler = make_delivery(run=run_ref(run_id="r2", window="r2"), **marked)
+    assert reconciler.reconcile() == {}
+    assert reconciler.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert reconciler.standing() == NO_STANDING
+    assert sorted(ledger.contact_states(reconciler.scope).values()) == ["sending"] * 6
+    assert_exactly_once(emulator, marker_scenario, 6)
 
 
 def test_pausing_passes_every_item_on_in_order_without_reading_ahead():

@@ -201,7 +201,7 @@ def test_contacts_left_uncertain_stay_visible_in_later_runs(dag_with, emulator, 
     summary = summary_of(dag, second)
     assert task_states(second) == {"import_and_launch": "failed"}, "8 contacts are still uncertain"
     assert summary["uncertain"] == 8
-    assert summary["scope"] == {"uncertain": 8, "failed": 0}
+    assert summary["scope"] == {"uncertain": 8, "failed": 0, "stale_sending": 0}
     assert_adds_up(summary)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8, "nobody resent blindly"
 
@@ -231,10 +231,12 @@ def test_contacts_refused_by_altcraft_fail_the_task_and_notify(dag_with, emulato
 
 
 def logged_standings(output: str) -> list[dict[str, int]]:
-    """Every ``scenario now: uncertain U, failed F`` line of the task log's summary tables."""
+    """Every ``scenario now: uncertain U, failed F, stale_sending S`` line of the task log's summary
+    tables."""
+    line = r"scenario now: uncertain (\d+), failed (\d+), stale_sending (\d+)"
     return [
-        {"uncertain": int(u), "failed": int(f)}
-        for u, f in re.findall(r"scenario now: uncertain (\d+), failed (\d+)", output)
+        {"uncertain": int(u), "failed": int(f), "stale_sending": int(s)}
+        for u, f, s in re.findall(line, output)
     ]
 
 
@@ -249,7 +251,7 @@ def test_the_logged_summary_states_the_standing_after_the_try(dag_with, emulator
     assert task_states(dag_run) == {"import_and_launch": "failed"}
     summary = summary_of(dag, dag_run)
     assert summary["failed"] == 2, "the 7th and 14th profiles"
-    assert summary["scope"] == {"uncertain": 0, "failed": 2}
+    assert summary["scope"] == {"uncertain": 0, "failed": 2, "stale_sending": 0}
     output = capfd.readouterr().out
     assert "Altcraft delivery summary" in output
     assert logged_standings(output) == [summary["scope"]], "one final table, with the real standing"
@@ -260,7 +262,7 @@ def test_a_dry_run_and_a_deferred_try_report_the_standing_they_found(dag_with, e
     table before it defers say so, instead of zeros never read from the ledger."""
     emulator.add_faults({"endpoint": BATCH, "kind": "profile_error", "every": 7, "count": 1, "code": 400})
     run_dag(dag_with(contacts(10), dag_id="outcomes_refused", batch_size=10), DAY)
-    standing = {"uncertain": 0, "failed": 1}
+    standing = {"uncertain": 0, "failed": 1, "stale_sending": 0}
     capfd.readouterr()
 
     dry = dag_with(contacts(5, start=100), dag_id="outcomes_dry_standing", dry_run=True)
@@ -370,7 +372,7 @@ def test_reconciliation_resends_exactly_the_unprocessed_contacts(dag_with, emula
     assert len(counts) == 16 and set(counts.values()) == {1}, "the processed 8 were not resent"
     summary = summary_of(dag, dag_run)
     assert (summary["launched"], summary["skipped"], summary["uncertain"]) == (8, 8, 0)
-    assert summary["scope"] == {"uncertain": 0, "failed": 0}
+    assert summary["scope"] == {"uncertain": 0, "failed": 0, "stale_sending": 0}
     assert contact_statuses(marker_scenario) == {"launched": 16}
     assert_one_row_per_contact_per_try(outcome_rows(marker_scenario))
     markers = {p["fields"].get(MARKER) for p in emulator.profiles(db_id=marker_scenario)}
@@ -540,16 +542,11 @@ def test_a_batch_pipeline_never_resends_what_an_async_pipeline_may_still_have_qu
     assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 6, "launched once, by the task"
 
 
-def test_a_dead_tries_altcraft_task_decides_the_contacts_when_another_pipeline_first_meets_them(
-    dag_with, emulator, scenario_id
-):
-    """An async try gave up waiting for its Altcraft task (task_timeout, no retry left): its contacts stay
-    sending, the task id in that task instance's state and the ledger, and the task launches them later.
-    Hours later another pipeline meets the claim stale. It made the 6 uncertain without reading the task and
-    failed; only a later reconciling run read the task. Now the run that meets them reads it first: 6
-    launched, nobody sent twice, the run green."""
+def async_try_gives_up_hours_ago(dag_with, emulator, scenario_id: int, people: list[dict]) -> None:
+    """An async try that gave up waiting for its Altcraft task (task_timeout, no retry left): its contacts
+    stay sending, the task id in that task instance's state and the ledger; the task launches them. Then
+    hours pass: the claim is stale (the ledger's stale_after is 6 h)."""
     emulator.config(task_delay_seconds=2)
-    people = contacts(6)
     sender = dag_with(
         people,
         dag_id="outcomes_async",
@@ -560,10 +557,10 @@ def test_a_dead_tries_altcraft_task_decides_the_contacts_when_another_pipeline_f
     )
     assert task_states(run_dag(sender, DAY)) == {"import_and_launch": "failed"}
     deadline = time.monotonic() + 20
-    while len(launch_counts(emulator, scenario_id)) < 6 and time.monotonic() < deadline:
+    while len(launch_counts(emulator, scenario_id)) < len(people) and time.monotonic() < deadline:
         time.sleep(0.2)
     engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:  # hours pass: the claim is stale (the ledger's stale_after is 6 h)
+    with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "UPDATE altcraft_contacts SET claimed_at = claimed_at - INTERVAL '7 hours', "
@@ -573,6 +570,18 @@ def test_a_dead_tries_altcraft_task_decides_the_contacts_when_another_pipeline_f
         )
     engine.dispose()
 
+
+def test_a_dead_tries_altcraft_task_decides_the_contacts_when_another_pipeline_first_meets_them(
+    dag_with, emulator, scenario_id
+):
+    """An async try gave up waiting for its Altcraft task (task_timeout, no retry left): its contacts stay
+    sending, the task id in that task instance's state and the ledger, and the task launches them later.
+    Hours later another pipeline meets the claim stale. It made the 6 uncertain without reading the task and
+    failed; only a later reconciling run read the task. Now the run that meets them reads it first: 6
+    launched, nobody sent twice, the run green."""
+    people = contacts(6)
+    async_try_gives_up_hours_ago(dag_with, emulator, scenario_id, people)
+
     other = dag_with(people, dag_id="outcomes_other")
     met = run_dag(other, DAY)
 
@@ -580,9 +589,43 @@ def test_a_dead_tries_altcraft_task_decides_the_contacts_when_another_pipeline_f
     summary = summary_of(other, met)
     assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0}
     assert (summary["skipped"], summary["uncertain"], summary["requests"]) == (6, 0, 0)
-    assert summary["scope"] == {"uncertain": 0, "failed": 0}
+    assert summary["scope"] == {"uncertain": 0, "failed": 0, "stale_sending": 0}
     assert contact_statuses(scenario_id) == {"launched": 6}
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 6, "launched once, by the task"
+
+
+def test_a_dead_claim_no_run_meets_shows_in_the_standing_until_a_reconciling_run_settles_it(
+    dag_with, emulator, scenario_id, capfd
+):
+    """The dead async try's 6 contacts are in no later run's source. A run of another pipeline reported the
+    scenario clean (scope: uncertain 0, failed 0) while they may or may not have been launched, and one
+    with reconcile=true read only uncertain contacts: they stayed sending, counted nowhere, for good. Now
+    the first run's standing counts them (stale_sending 6) and the reconciling run settles them from their
+    recorded task: 6 launched, nobody sent twice, the standing clean."""
+    people = contacts(6)
+    async_try_gives_up_hours_ago(dag_with, emulator, scenario_id, people)
+    other = dag_with(contacts(2, start=100), dag_id="outcomes_other")
+    capfd.readouterr()
+
+    first = run_dag(other, DAY)
+    assert task_states(first) == {"import_and_launch": "success"}
+    stale = {"uncertain": 0, "failed": 0, "stale_sending": 6}
+    assert summary_of(other, first)["scope"] == stale
+    assert logged_standings(capfd.readouterr().out) == [stale]
+
+    assert_reconciles_the_6_clean(other, emulator, scenario_id)
+
+
+def assert_reconciles_the_6_clean(dag, emulator, scenario_id: int) -> None:
+    """A run of ``dag`` (2 contacts of its own) with reconcile=true finds the scenario's 6 others launched:
+    green, the standing clean, each of the 8 launched once."""
+    dag_run = dag.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = summary_of(dag, dag_run)
+    assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert summary["scope"] == {"uncertain": 0, "failed": 0, "stale_sending": 0}
+    assert contact_statuses(scenario_id) == {"launched": 8}
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8, "launched once each"
 
 
 def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, marker_scenario):
@@ -591,14 +634,7 @@ def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, mar
     assert task_states(run_dag(first, DAY)) == {"import_and_launch": "failed"}
 
     other = dag_with(contacts(2, start=100), batch_size=6, launch_marker_field=MARKER)
-    dag_run = other.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
-
-    assert task_states(dag_run) == {"import_and_launch": "success"}
-    summary = summary_of(other, dag_run)
-    assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0}
-    assert summary["scope"] == {"uncertain": 0, "failed": 0}
-    assert contact_statuses(marker_scenario) == {"launched": 8}
-    assert set(launch_counts(emulator, marker_scenario).values()) == {1}
+    assert_reconciles_the_6_clean(other, emulator, marker_scenario)
 
 
 EMAIL_PHONE = {

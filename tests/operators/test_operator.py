@@ -266,7 +266,7 @@ def test_a_try_stopped_by_its_execution_timeout_mid_request_records_that_request
     summary = xcom_values(dag.dag_id, dag_run.run_id, key="altcraft_summary")["import_and_launch", -1]
     assert (summary["found"], summary["launched"], summary["uncertain"], summary["pending"]) == counts
     assert (summary["skipped"], summary["rejected"], summary["failed"]) == (0, 0, 0)
-    assert summary["scope"] == {"uncertain": counts[2], "failed": 0}
+    assert summary["scope"] == {"uncertain": counts[2], "failed": 0, "stale_sending": 0}
     engine = sa.create_engine(PG_URL)
     with engine.connect() as conn:
         query = "SELECT status FROM altcraft_contacts WHERE scenario_id = :s"

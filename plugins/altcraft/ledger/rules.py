@@ -291,6 +291,12 @@ def dead_try_note(state: ContactState, run: RunRef) -> str | None:
     )
 
 
+def stale_before(now: datetime, stale_after: timedelta) -> datetime:
+    """The claim time at and before which a ``sending`` row's claim is stale at ``now``: its run ended
+    without settling it (`dead_claim_note`; the scenario's standing counts such rows with it)."""
+    return now - stale_after
+
+
 def dead_claim_note(state: ContactState, run: RunRef, now: datetime, stale_after: timedelta) -> str | None:
     """Why a ``sending`` row's claim is dead when ``run`` meets it at ``now``: an earlier try of this same
     run made it (`dead_try_note`), or it is ``stale_after`` old (its run ended without settling it). None for
@@ -298,7 +304,7 @@ def dead_claim_note(state: ContactState, run: RunRef, now: datetime, stale_after
     if state.status != ContactStatus.SENDING:
         return None
     note = dead_try_note(state, run)
-    if note is None and now - state.claimed_at >= stale_after:
+    if note is None and state.claimed_at <= stale_before(now, stale_after):
         note = f"claim by run {state.claim_run_key} at {iso(state.claimed_at)} was never settled"
     return note
 

@@ -150,9 +150,10 @@ class LedgerSession:
         return self.ledger.uncertain_contacts(self.scope, keys, aliases=aliases)
 
     def to_reconcile(
-        self, keys: Iterable[str], aliases: Mapping[str, Sequence[str]] | None = None
+        self, keys: Iterable[str] | None = None, aliases: Mapping[str, Sequence[str]] | None = None
     ) -> list[UncertainContact]:
-        """:meth:`Ledger.to_reconcile` for this try; a dry run changes no row: the uncertain ones only."""
+        """:meth:`Ledger.to_reconcile` for this try (``keys`` None: the whole scenario); a dry run changes no
+        row: the uncertain ones only."""
         if self.dry_run:
             return self.uncertain_contacts(keys, aliases)
         return self.ledger.to_reconcile(self.scope, self.run, keys, aliases=aliases)

@@ -636,7 +636,7 @@ class Ledger:
         self,
         scope: Scope,
         run: RunRef,
-        keys: Iterable[str],
+        keys: Iterable[str] | None = None,
         *,
         aliases: Mapping[str, Sequence[str]] | None = None,
         now: datetime | None = None,
@@ -646,9 +646,14 @@ class Ledger:
         (:func:`~altcraft.ledger.rules.expiry`: an earlier try of this run, or stale), which become
         ``uncertain`` now, as the claim would make them. So the first run to meet a dead claim reads its
         evidence (the Altcraft task it recorded, its launch marker) before deciding, not a run after it.
+        ``keys`` None: the whole scenario, oldest first, its dead claims too, which no claim may ever meet
+        (a try killed mid-send whose retries were used up, a window never read again).
 
         One read when no contact is ``sending``; a claim in flight elsewhere is left as it is.
         """
+        if keys is None:
+            self._expire_dead(scope, run, self._at(now))
+            return self.uncertain_contacts(scope)
         keys = list(keys)
         statuses = (ContactStatus.UNCERTAIN.value, ContactStatus.SENDING.value)
         rows = self._read(lambda conn: _contacts_of(conn, scope, keys, aliases, statuses))
@@ -656,6 +661,19 @@ class Ledger:
         if sending and self._expire(scope, run, sending, self._at(now)):
             rows = self._read(lambda conn: _contacts_of(conn, scope, keys, aliases, _UNCERTAIN))
         return _uncertain(rows)
+
+    def _expire_dead(self, scope: Scope, run: RunRef, at: datetime) -> None:
+        """`_expire` the scope's ``sending`` rows whose claim may be dead at ``at``: stale, or made by this
+        run (the rule decides on the rows locked)."""
+        cutoff = rules.stale_before(at, self.stale_after)
+        query = sa.select(_C.contact_hash).where(
+            _C.status == ContactStatus.SENDING.value,
+            sa.or_(_C.claimed_at <= cutoff, _C.claim_run_key == run.run_key),
+            *_open_in(scope),
+        )
+        sending = self._read(lambda conn: conn.execute(query).scalars().all())
+        if sending:
+            self._expire(scope, run, sending, at)
 
     def _expire(self, scope: Scope, run: RunRef, hashes: Sequence[str], at: datetime) -> int:
         """Make ``uncertain`` those of the ``sending`` rows ``hashes`` whose claim is dead at ``at``
@@ -674,7 +692,7 @@ class Ledger:
         if expired:
             log.warning(
                 "%d contact(s) of scenario %s met by %s were left 'sending' by a claim that was never "
-                "settled; now uncertain, they are reconciled before the claim decides",
+                "settled; now uncertain, they are reconciled (before any claim of them decides)",
                 expired,
                 scope.scenario_id,
                 run.run_key,
@@ -725,21 +743,25 @@ class Ledger:
 
         return self._write(work)
 
-    def standing(self, scope: Scope) -> dict[str, int]:
-        """How many contacts of the scope are uncertain and failed right now (all runs)."""
-        query = (
-            sa.select(_C.status, sa.func.count())
-            .where(
-                _C.status.in_([ContactStatus.UNCERTAIN.value, ContactStatus.FAILED.value]),
-                NOT_LAUNCHED,
-                _C.scenario_id == scope.scenario_id,
-                _C.platform == scope.platform,
+    def standing(self, scope: Scope, *, now: datetime | None = None) -> dict[str, int]:
+        """How many contacts of the scope are, right now (all runs): ``uncertain``, ``failed``, and
+        ``stale_sending``: left ``sending`` by a claim at least ``stale_after`` old (`rules.stale_before`),
+        which its run never settled, so they may or may not have been launched, as uncertain ones.
+        One query over ``ix_altcraft_contacts_open``, at the ledger's time unless ``now`` is given."""
+
+        def work(conn: Connection) -> list[sa.Row[Any]]:
+            cutoff = rules.stale_before(database_now(conn) if now is None else utc(now), self.stale_after)
+            settled = _C.status.in_([ContactStatus.UNCERTAIN.value, ContactStatus.FAILED.value])
+            stale = sa.and_(_C.status == ContactStatus.SENDING.value, _C.claimed_at <= cutoff)
+            query = (
+                sa.select(_C.status, sa.func.count())
+                .where(sa.or_(settled, stale), *_open_in(scope))
+                .group_by(_C.status)
             )
-            .group_by(_C.status)
-        )
-        standing = {ContactStatus.UNCERTAIN.value: 0, ContactStatus.FAILED.value: 0}
-        standing.update(self._read(lambda conn: conn.execute(query).all()))
-        return standing
+            return conn.execute(query).all()
+
+        counts = dict(self._read(work))
+        return {name: counts.get(status, 0) for name, status in STANDING.items()}
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -1004,6 +1026,12 @@ _UNCERTAIN_COLUMNS = (
     _C.created_at,
 )
 _UNCERTAIN = (ContactStatus.UNCERTAIN.value,)
+#: The scenario's standing (`Ledger.standing`): each count's name and the status it counts.
+STANDING = {
+    "uncertain": ContactStatus.UNCERTAIN.value,
+    "failed": ContactStatus.FAILED.value,
+    "stale_sending": ContactStatus.SENDING.value,
+}
 
 
 def _open_in(scope: Scope) -> tuple[sa.ColumnElement[bool], ...]:

@@ -99,8 +99,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param launch_marker_field: custom profile field (string) written with the sending try's id in every
         launching request, so reconciliation can prove whether an uncertain request was processed. One
         field per scenario. See docs/ledger.md.
-    :param reconcile: before delivering, check every uncertain contact of the scenario in Altcraft
-        (uncertain contacts met by a claim are always checked). Templated; default the run's
+    :param reconcile: before delivering, check every uncertain contact of the scenario in Altcraft, and
+        every one whose claim is dead (left ``sending`` by a claim older than the ledger's ``stale_after``);
+        those met by a claim are always checked. Templated; default the run's
         ``reconcile`` conf or param.
     :param reconcile_grace: how long after its answer was lost a request sent ``single`` or ``batch`` may
         still be running in Altcraft (a lost answer does not stop it): until then a missing marker or

@@ -368,7 +368,9 @@ def run_params(spec: PipelineSpec) -> dict[str, Param]:
             "only these contacts (ledger hashes; set by the Altcraft page); empty: all",
             items={"type": "string", "pattern": "^[0-9a-f]{64}$"},
         ),
-        "reconcile": _param(False, "boolean", "check every uncertain contact in Altcraft first"),
+        "reconcile": _param(
+            False, "boolean", "check every uncertain contact and dead claim in Altcraft first"
+        ),
     }
 
 
