@@ -315,6 +315,7 @@ def test_a_run_with_uncertain_sending_or_failed_contacts_never_looks_clean(page)
     restricted = page.get("/run", RESTRICTED, **RUN).text.split('id="attention"', 1)[1].split("</p>", 1)[0]
     assert attention(restricted) == {"uncertain": 2, "sending": 1, "failed": 3}, "not secret_dag's failure"
     assert "may or may not have launched" in alert
+    assert "<em>Reconcile now</em> does too" in alert, "a dead claim no later run reads is reconciled so"
     row = page.get("/").text.split(f'data-dag="{READABLE}"', 1)[1].split("</tr>", 1)[0]
     assert 'state-success">success' in row and attention(row) == {"uncertain": 2, "failed": 3}  # its last run
     assert 'id="attention"' not in page.get("/run", dag_id=READABLE, run_id="no-outcomes").text

@@ -117,10 +117,10 @@ def _message(action: Action, dag_id: str, people: int, selected: bool, *, keeps_
         return f"Start a dry run of {dag_id} over this window? Nothing is sent and nothing is written."
     if keeps_position:  # reconciling: `plan` refused the actions that must read the run's contacts again
         return (
-            f"Start a reconciliation run of {dag_id}? Its uncertain contacts are first checked in Altcraft, "
-            "none resent. Its source then reads only records past its position, not this run's window: "
-            "none of this run's contacts is sent again, only contacts new to the source may get the "
-            "scenario's messages."
+            f"Start a reconciliation run of {dag_id}? Its uncertain contacts, and those of dead claims, are "
+            "first checked in Altcraft, none resent. Its source then reads only records past its position, "
+            "not this run's window: none of this run's contacts is sent again, only contacts new to the "
+            "source may get the scenario's messages."
         )
     if action is Action.RELAUNCH_SELECTED:
         return f"Relaunch the selected contacts? {who} will get the scenario's messages again."
@@ -136,8 +136,8 @@ def _message(action: Action, dag_id: str, people: int, selected: bool, *, keeps_
             "and failed ones) and any contact new to the window may get the scenario's messages."
         )
     return (
-        f"Start a reconciliation run of {dag_id} over this window? Its uncertain contacts are first "
-        "checked in Altcraft, none resent; then the window is delivered as a scheduled run would: up to "
-        f"{who} of this run (failed ones, and uncertain ones Altcraft never received) and any contact new "
-        "to the window may get the scenario's messages."
+        f"Start a reconciliation run of {dag_id} over this window? Its uncertain contacts, and those of "
+        "dead claims, are first checked in Altcraft, none resent; then the window is delivered as a "
+        f"scheduled run would: up to {who} of this run (failed ones, and uncertain ones Altcraft never "
+        "received) and any contact new to the window may get the scenario's messages."
     )

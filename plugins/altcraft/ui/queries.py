@@ -392,8 +392,9 @@ def open_in_run(
 
 def sending_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
     """Contacts a try of this run claimed and has recorded no answer for (still ``sending``): it is still
-    sending them, or it died (they have no outcome row in the run until a retry or a later claim recovers
-    them as uncertain). Found by their claim (``dag_id/task_id/run_id``) among the open contacts."""
+    sending them, or it died (they have no outcome row in the run until a retry, a later claim or, once
+    the claim is stale, a reconciling run recovers them as uncertain). Found by their claim
+    (``dag_id/task_id/run_id``) among the open contacts."""
     pattern = f"{_like_literal(dag_id)}/%/{_like_literal(run_id)}"
     query = sa.select(sa.func.count()).where(
         _C.status == "sending", NOT_LAUNCHED, _C.claim_run_key.like(pattern, escape="!")
