@@ -480,11 +480,14 @@ class Delivery:
             mapped.close()
 
     def _selected(self, profiles: list[Profile], only: frozenset[str]) -> list[Profile]:
-        """The profiles of the selected contacts; the others get a `skipped` outcome."""
+        """The profiles of the selected contacts (hashes of their rows, each profile's as its claim finds it:
+        `LedgerSession.contact_rows`); the others get a `skipped` outcome."""
+        keys = [profile.ledger_key for profile in profiles]
+        rows = self.session.contact_rows(keys, self._aliases(keys))
         chosen: list[Profile] = []
         others: list[Profile] = []
         for profile in profiles:
-            (chosen if self.scope.contact_hash(profile.ledger_key) in only else others).append(profile)
+            (chosen if rows[profile.ledger_key] in only else others).append(profile)
         if others:
             self.summary.found += len(others)
             self.summary.add(Outcome.SKIPPED, len(others))
@@ -527,10 +530,11 @@ class Delivery:
         """The chunk's (ledger key, source key) pairs, and each key's component keys under combined
         matching (None otherwise)."""
         items = [(p.ledger_key, p.source_key) for p in piece.profiles]
-        aliases = (
-            {key: identity_keys(key) for key, _ in items} if self.mapper.mapping.matching.any_of else None
-        )
-        return items, aliases
+        return items, self._aliases(key for key, _ in items)
+
+    def _aliases(self, keys: Iterable[str]) -> dict[str, list[str]] | None:
+        """Each key's component keys under combined matching (None otherwise), as a claim takes them."""
+        return {key: identity_keys(key) for key in keys} if self.mapper.mapping.matching.any_of else None
 
     def _claim(self, piece: Chunk) -> Claim:
         """Reconcile the chunk's uncertain contacts, then claim it in the ledger (committed)."""

@@ -186,3 +186,21 @@ def test_a_contact_sent_again_under_its_new_key_keeps_its_one_row(
     delivery.settle_tasks(delivery.tasks, timeout=60, poll_interval=0.05)
     assert _rows(delivery) == [("custom:1", "launched"), ("custom:2", "launched")]
     assert sorted(launch_counts(emulator, key_scenario).values()) == [1, 1]
+
+
+@pytest.mark.parametrize("ledger", LEDGERS, indirect=True)
+def test_a_selected_contact_an_earlier_version_keyed_otherwise_is_relaunched(
+    make_delivery, emulator, key_scenario, ledger
+):
+    """The page selects a contact by its row's hash: the row of ``custom:1.00``. Read as 1 its key is
+    ``custom:1``, whose own hash was compared with the selection: skipped as not selected, never relaunched,
+    while its claim would have found that row. The selection finds it as the claim does."""
+    mapping = custom("KS", "string")
+    delivery = make_delivery(mapping=mapping)
+    _launched_by_an_earlier_version(delivery, "custom:1.00", Settlement(Outcome.LAUNCHED, profile_id="p"))
+    relaunch = make_delivery(mapping=mapping, run=run_ref(run_id="r1", window="w1"), relaunch=True)
+    relaunch.only = frozenset({delivery.scope.contact_hash("custom:1.00")})
+    summary = relaunch.process([[{"id": "s1", "crm": Decimal("1.00")}, {"id": "s2", "crm": 2}]])
+    assert (summary.launched, summary.skipped) == (1, 1)
+    assert len(emulator.journal(scenario_id=key_scenario)) == 1
+    assert _rows(relaunch) == [("custom:1", "launched")], "its one row, rekeyed as sent"

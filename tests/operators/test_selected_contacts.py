@@ -37,3 +37,31 @@ def test_only_contacts_parameter_is_a_list_of_ledger_hashes():
     for bad in ('["anna@example.org"]', "not json", "{}1"):
         with pytest.raises(ValueError, match="only_contacts"):
             hashes("only_contacts", bad)
+
+
+COMBINED = {
+    "matching": "email_phone",
+    "key": {"email": "email", "phone": "phone"},
+    "fields": {"phones": {"source": "phone", "type": "phone"}},
+    "default_region": "RU",
+}
+
+
+def test_a_selected_contact_whose_row_is_under_another_key_is_relaunched(
+    make_delivery, emulator, ledger, scenario_id
+):
+    """The page selects a contact by its row's hash. Anna was first launched by her email alone; read again
+    with her phone too, her key is another, whose own hash was compared with the selection: she was skipped
+    as not selected, never relaunched. A claim finds her row through her email; so does the selection."""
+    first = make_delivery(mapping=COMBINED)
+    assert first.process([[{"id": "a", "email": "anna@example.org"}]]).launched == 1
+    [key] = ledger.contact_states(first.scope)
+    delivery = make_delivery(mapping=COMBINED, run=run_ref(run_id="run-2", window="w2"), relaunch=True)
+    delivery.only = frozenset({first.scope.contact_hash(key)})
+    records = [
+        {"id": "a", "email": "anna@example.org", "phone": "+79001234567"},
+        {"id": "b", "email": "boris@example.org"},
+    ]
+    second = delivery.process([records])
+    assert (second.launched, second.skipped) == (1, 1)
+    assert len(emulator.journal(scenario_id)) == 2, "Anna's first launch and her relaunch"

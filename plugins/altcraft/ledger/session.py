@@ -149,6 +149,11 @@ class LedgerSession:
     ) -> list[UncertainContact]:
         return self.ledger.uncertain_contacts(self.scope, keys, aliases=aliases)
 
+    def contact_rows(
+        self, keys: Iterable[str], aliases: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, str]:
+        return self.ledger.contact_rows(self.scope, keys, aliases=aliases)
+
     def to_reconcile(
         self, keys: Iterable[str] | None = None, aliases: Mapping[str, Sequence[str]] | None = None
     ) -> list[UncertainContact]:

@@ -784,6 +784,17 @@ class Ledger:
             counts[Outcome(outcome)] = count
         return counts
 
+    def contact_rows(
+        self, scope: Scope, keys: Iterable[str], *, aliases: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, str]:
+        """The contact row (its hash) a claim of ``keys`` takes each key for, read as the claim reads it
+        (`rules.identities`): its own, or the earlier contact a component of it (``aliases``, as :meth:`claim`
+        takes them) was claimed for, or a custom key's row under a former form. Nothing is written."""
+        first = {key: key for key in keys}
+        return self._read(
+            lambda conn: self._identities(conn, scope, first, [], aliases, None, write=False).hashes
+        )
+
     def history(self, contact_key: str, scope: Scope) -> ContactHistory:
         """The contact's ledger row and all its outcomes in this scope, for support and debugging (a custom
         key's row under a form an earlier version wrote it in, when it has none of its own)."""
@@ -853,12 +864,12 @@ class Ledger:
         first: dict[str, str],
         duplicates: list[tuple[str, str]],
         aliases: Mapping[str, Sequence[str]] | None,
-        at: datetime,
+        at: datetime | None,
         *,
         write: bool,
     ) -> rules.Identities:
         """:func:`~altcraft.ledger.rules.identities` on the recorded components; with ``write``, new
-        components are recorded (locked like contact rows, so two concurrent claims agree on one
+        components are recorded at ``at`` (locked like contact rows, so two concurrent claims agree on one
         identity)."""
         known: dict[str, str] = {}
         if aliases:
