@@ -53,7 +53,7 @@ from altcraft.ledger import (
     Settlement,
     UncertainContact,
 )
-from altcraft.ledger.rules import IN_GRACE, in_flight_elsewhere
+from altcraft.ledger.rules import IN_GRACE, in_flight_elsewhere, of_former_key
 from altcraft.ledger.store import STANDING, OpenClaim
 from altcraft.makers import maker
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, identity_of, mask_key
@@ -539,7 +539,9 @@ class Delivery:
     def _claim(self, piece: Chunk) -> Claim:
         """Reconcile the chunk's uncertain contacts, then claim it in the ledger (committed)."""
         items, aliases = self._items(piece)
-        if self._behind is not None and (aliases or not self._behind.keys.isdisjoint(k for k, _ in items)):
+        if self._behind is not None and (
+            aliases or self._share_rows(self._behind.keys, (k for k, _ in items))
+        ):
             # a contact of the chunk being settled: this claim must read its outcome, not `sending` (under
             # combined matching two different keys can be one contact, so always)
             self._behind.finish()
@@ -570,11 +572,18 @@ class Delivery:
             return None
         items, aliases = self._items(piece)
         keys = {key for key, _ in items}
-        if aliases or not keys.isdisjoint(sending.to_send):
+        if aliases or self._share_rows(sending.to_send, keys):
             return None
-        if not self._behind.keys.isdisjoint(keys):
+        if self._share_rows(self._behind.keys, keys):
             self._behind.finish()
         return self._ahead.submit(self._open_claim, items, keys)
+
+    @staticmethod
+    def _share_rows(these: Iterable[str], keys: Iterable[str]) -> bool:
+        """Whether two chunks' keys may stand for one contact row: a key in both, or a custom key and a form
+        an earlier version wrote it in (`former_keys`: ``custom:1`` and text ``1.0`` are one row where
+        ``custom:1.0`` was written), which a claim finds as that key's row."""
+        return not set(map(of_former_key, these)).isdisjoint(map(of_former_key, keys))
 
     def _open_claim(self, items: list[tuple[str, str]], keys: set[str]) -> OpenClaim | None:
         """On the claim thread: the open claim, or None when contacts must be reconciled first (in line):

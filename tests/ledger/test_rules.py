@@ -27,6 +27,7 @@ from altcraft.ledger.rules import (
     final_settlements,
     identities,
     launch_lookup,
+    of_former_key,
     recovery,
     resolved,
     same_window,
@@ -526,3 +527,23 @@ def test_named_windows_and_run_keys_are_the_same_window_only_as_the_same_key():
     for key in ("dag/send/events/2026-03-01T00:00:00+00:00", "dag/send/manual__2026-03-01"):
         assert same_window(key, key) and window_owner(key) == key
         assert not same_window(key, DAY)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("custom:1.0", "custom:1"),
+        ("custom:1.00", "custom:1"),
+        ("custom_sub:1.500", "custom_sub:1.5"),
+        ("custom:1e+16", "custom:10000000000000000"),
+        ("custom:1e-05", "custom:0.00001"),
+        ("custom:1", "custom:1"),
+        ("custom:1.5", "custom:1.5"),
+        ("custom:1.0000000", "custom:1.0000000"),  # more places than a former form has
+        ("custom:abe", "custom:abe"),
+        ("custom:-0.0", "custom:-0.0"),
+        ("email:a@b.e0", "email:a@b.e0"),
+    ],
+)
+def test_of_former_key_names_the_key_whose_former_form_a_key_is(key, expected):
+    assert of_former_key(key) == expected

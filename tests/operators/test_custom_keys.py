@@ -3,14 +3,19 @@ form an earlier version keyed it by: runs against the emulator over HTTP and rea
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from altcraft.ledger import Outcome, RelaunchPolicy, Settlement
+from altcraft.batching import Chunk
+from altcraft.delivery import _abandon
+from altcraft.ledger import Claim, Outcome, RelaunchPolicy, Settlement
 from altcraft.ledger.schema import contacts_table, outcomes_table
+from altcraft.mapping import Profile
 
 from .conftest import launch_counts, run_ref
 
@@ -204,3 +209,37 @@ def test_a_selected_contact_an_earlier_version_keyed_otherwise_is_relaunched(
     assert (summary.launched, summary.skipped) == (1, 1)
     assert len(emulator.journal(scenario_id=key_scenario)) == 1
     assert _rows(relaunch) == [("custom:1", "launched")], "its one row, rekeyed as sent"
+
+
+def _chunk(*keys: str) -> Chunk:
+    profiles = [Profile(f"s{n}", {"field_value": key}, key, {}) for n, key in enumerate(keys)]
+    return Chunk(profiles, [b"{}"] * len(profiles))
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb"], indirect=True)
+def test_a_chunk_standing_for_a_row_of_the_chunks_in_flight_is_not_claimed_beside_them(
+    make_delivery, key_scenario, ledger
+):
+    """``custom:1`` and text ``1.0`` are two keys of one row when an earlier version wrote ``custom:1.0``.
+    A chunk's claim was opened ahead (its rows locked, the transaction held until the chunk being sent is
+    sent) when its keys differed from those being sent and settled: a settle waiting for that lock, while
+    the sender waited for the settle to start the next, hung the run. It now waits for the settle first,
+    and is claimed in line after a chunk being sent."""
+    delivery = make_delivery(mapping=custom("KS", "string"))
+    sending = Claim("sending-batch", ["custom:1"], {})
+    settled = threading.Event()
+    with delivery._overlapping():
+        delivery._behind.start(lambda: time.sleep(0.2) or settled.set(), lambda: None, ["custom:1"])
+        waited = _ahead_then_rolled_back(delivery, _chunk("custom:1.0"), Claim("other", ["custom:7"], {}))
+        assert waited and settled.is_set(), "claimed while the chunk standing for its row was being settled"
+        assert not _ahead_then_rolled_back(delivery, _chunk("custom:1.0"), sending)
+        assert not _ahead_then_rolled_back(delivery, _chunk("custom:1.5"), Claim("b", ["custom:1.50"], {}))
+        assert _ahead_then_rolled_back(delivery, _chunk("custom:2"), sending), "sharing no row: ahead"
+
+
+def _ahead_then_rolled_back(delivery, piece: Chunk, sending: Claim) -> bool:
+    """Whether ``piece`` is claimed ahead of ``sending``'s send (that claim rolled back)."""
+    ahead = delivery._claim_ahead(piece, sending)
+    if ahead is not None:
+        _abandon(ahead)
+    return ahead is not None

@@ -26,6 +26,7 @@ from altcraft.ledger.model import (
     UncertainContact,
 )
 from altcraft.relaunch import RelaunchPolicy
+from altcraft.validation import text_number_key
 
 #: A settlement for a key of a sent claim that got no answer: it may have been launched.
 NO_ANSWER = Settlement(Outcome.UNCERTAIN, text="no result was reported for this contact")
@@ -230,6 +231,17 @@ def former_keys(ledger_key: str) -> tuple[str, ...]:
     if text != value and f"{mode}:{text}" not in keys and Decimal(repr(as_float)) == Decimal(value):
         keys.append(f"{mode}:{text}")  # a float holds the number: its str() was a key of it
     return tuple(keys)
+
+
+def of_former_key(ledger_key: str) -> str:
+    """The key whose `former_keys` form ``ledger_key`` is (``custom:1`` of ``custom:1.0``), or ``ledger_key``
+    itself: two keys a claim may take for one row have one. Cheap for keys that are no such form."""
+    mode, _, value = ledger_key.partition(":")
+    if mode in _CUSTOM and ("e" in value or ("." in value and value.endswith("0"))):
+        number = text_number_key(value)
+        if number is not None and ledger_key in former_keys(f"{mode}:{number}"):
+            return f"{mode}:{number}"
+    return ledger_key
 
 
 _PARTITION = re.compile(r"\[\d+\]$")
