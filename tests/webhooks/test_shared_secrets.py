@@ -188,6 +188,8 @@ def test_fifty_busy_webhooks_read_each_secret_connection_about_once_per_cache_pe
 #: Environment variables naming the connections the `FailingBackend` fails to read: raising an error (which
 #: Airflow takes for "not defined", after reading the next backends), or denying access (which it raises).
 DOWN, DENIED = "ALTCRAFT_TEST_SECRETS_DOWN", "ALTCRAFT_TEST_SECRETS_DENIED"
+#: ... or denying it with an error quoting what it holds (the secret too), which Airflow raises as it is.
+UNPARSABLE = "ALTCRAFT_TEST_SECRETS_UNPARSABLE"
 VAULT = "ALTCRAFT_TEST_VAULT_"
 
 
@@ -200,6 +202,8 @@ class FailingBackend(BaseSecretsBackend):
             raise ConnectionError("the secrets backend is unreachable")
         if conn_id in os.environ.get(DENIED, "").split(","):
             raise AirflowSecretsBackendAccessDenied(f"access to connection {conn_id} denied")
+        if conn_id in os.environ.get(UNPARSABLE, "").split(","):
+            raise AirflowSecretsBackendAccessDenied(f"refused: {os.environ.get(VAULT + conn_id.upper())}")
         return os.environ.get(VAULT + conn_id.upper())
 
 
@@ -221,7 +225,7 @@ def deliver(client: TestClient, amo_secret: str, b24_secret: str) -> tuple[int, 
     return amo.status_code, b24.status_code
 
 
-@pytest.mark.parametrize("failure", [DOWN, DENIED])
+@pytest.mark.parametrize("failure", [DOWN, DENIED, UNPARSABLE])
 def test_another_webhooks_failing_secrets_backend_keeps_its_last_read_secret(
     failing_backend, store, monkeypatch, caplog, failure
 ):

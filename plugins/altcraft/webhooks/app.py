@@ -135,7 +135,8 @@ def airflow_config(pipeline: str, digests: _Cached[bytes] | None = None) -> Webh
         secret = Connection.get_connection_from_secrets(conn_id).password
     except Exception as error:
         raise LookupError(
-            f"connection {conn_id!r} of webhook {pipeline} could not be read: {type(error).__name__}: {error}"
+            # the error's type only: a secrets backend's text may quote what it holds, the secret too
+            f"connection {conn_id!r} of webhook {pipeline} could not be read: {type(error).__name__}"
         ) from None
     if not secret:
         raise LookupError(f"connection {conn_id!r} of webhook {pipeline} has no password")
