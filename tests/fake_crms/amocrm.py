@@ -99,7 +99,7 @@ class FakeAmoCrm(FakeCrm):
             limit, page = int(q.get("limit", 50)), 1 if self.deaf else int(q.get("page", 1))
             if limit > MAX_LIMIT:
                 return problem(400, title="Bad Request", status=400, detail="limit is above 250")
-            found = list(self.contacts)
+            found = self.listed()
             filtered = any(k.startswith("filter[") for k in q)
             if filtered and self.filter_mode == "refuse":
                 return problem(400, title="Bad Request", status=400, detail="Filter is not available")

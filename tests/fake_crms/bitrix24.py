@@ -91,7 +91,7 @@ class FakeBitrix24(FakeCrm):
             given = body.get("filter") or {}
             found = [
                 p
-                for p in self.contacts
+                for p in self.listed()
                 if _matches(p, {k: v for k, v in given.items() if k != ">id" or not self.deaf})
             ]
             order = body.get("order") or {}

@@ -100,7 +100,7 @@ class FakeHubSpot(FakeCrm):
                     message="Cannot page beyond 10000 results",
                     category="VALIDATION_ERROR",
                 )
-            found = list(self.contacts)
+            found = self.listed()
             for group in body.get("filterGroups") or []:
                 for f in group["filters"]:
                     if self.deaf and (f["propertyName"], f["operator"]) == ("hs_object_id", "GT"):

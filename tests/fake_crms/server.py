@@ -68,9 +68,21 @@ class FakeCrm:
     url: str = ""
     broken: dict[int, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
     """Contacts answered malformed: contact id -> what the answer holds instead, given its item."""
+    hidden: set[int] = field(default_factory=set)
+    """Contacts that exist (fetched by id) but are not yet in listings and searches: committed after a
+    higher id was listed, or not yet in the search index."""
+    then: list[Callable[[], Any] | None] = field(default_factory=list)
+    """Changes made to the account, in turn, after each of the next requests is answered (None: none)."""
 
     def by_id(self) -> dict[int, Person]:
         return {p.id: p for p in self.contacts}
+
+    def listed(self) -> list[Person]:
+        """The contacts a listing or search shows (not `hidden`)."""
+        return [p for p in self.contacts if p.id not in self.hidden]
+
+    def delete(self, contact_id: int) -> None:
+        self.contacts = [p for p in self.contacts if p.id != contact_id]
 
     def shown(self, person: Person, item: dict[str, Any]) -> Any:
         """The item answered for ``person``: its rendered ``item``, unless it is `broken`."""
@@ -103,7 +115,10 @@ class FakeCrm:
                 return self.limited()
             if self.instead:
                 return self.instead.pop(0)
-            return await call_next(request)
+            answer = await call_next(request)
+            if self.then and (change := self.then.pop(0)) is not None:
+                change()
+            return answer
 
         self.routes(app)
         return app

@@ -58,7 +58,8 @@ def test_amocrm_reads_a_window_across_its_250_contact_pages(amo):
 
     assert [int(r["id"]) for r in records] == list(range(10, 610))
     pages = [r["query"] for r in amo.requests]
-    assert [int(q["page"]) for q in pages] == [1, 2, 3] and {q["limit"] for q in pages} == {"250"}
+    spans = [((int(q["page"]) - 1) * int(q["limit"]), int(q["page"]) * int(q["limit"])) for q in pages]
+    assert spans == [(0, 250), (249, 498), (496, 744)]  # each page starts with the last contact(s) read
     assert {q["filter[created_at][from]"] for q in pages} == {str(int(hours(10, 610).start.timestamp()))}
     first = records[0]
     assert (first["email"], first["phone"], first["first_name"], first["last_name"]) == (
@@ -591,3 +592,67 @@ def test_a_hostile_retry_after_waits_at_most_backoff_max_and_the_log_says_the_wa
     assert client.retries == 1 and waits and all(0 <= wait <= 0.05 for wait in waits)
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("HubSpot: contacts/search answered HTTP 429; retry 1 in 0.0")
+
+
+# ------------------------------------------------------------------ an account changing during a read
+
+
+#: per read of contacts 101..600: the account's filter mode, the contact deleted (one read on the first page
+#: of the listing it pages) and how many requests come before that page (the filter refused, or ignored:
+#: its first page holds contacts outside the window)
+CHANGING_READS = {
+    "watermark": ("apply", 400, 0),  # order[id]=desc: 600..351 on page 1
+    "window": ("apply", 110, 0),  # order[id]=asc: 101..350
+    "refuse": ("refuse", 650, 1),  # order[updated_at]=desc: 700..451
+    "ignore": ("ignore", 650, 1),
+}
+
+
+@pytest.mark.parametrize("read", sorted(CHANGING_READS))
+def test_amocrm_a_contact_deleted_between_two_pages_skips_no_other(amo, read):
+    """amoCRM pages by offset (``page``): a contact read on page 1 and deleted before page 2 moved every
+    later one a place up, and the one first on page 2 was never read -- in watermark mode (``order[id]=desc``)
+    below the new watermark, lost for good; in window mode (``order[id]=asc``) and read by update time
+    (``order[updated_at]=desc``, the account refusing or ignoring the filter) lost to the window."""
+    state, mode = MemoryStateStore(), "watermark" if read == "watermark" else "window"
+    amo.filter_mode, gone, before = CHANGING_READS[read]
+    if mode == "watermark":
+        amo.contacts = people(100)
+        first = amo_source(state, mode=mode)
+        assert ids(first) == list(range(1, 101))
+        first.commit()
+        amo.contacts += people(500, start=101)
+    amo.then = [None] * before + [lambda: amo.delete(gone)]  # once the listing's first page is answered
+    source = amo_source(state, mode=mode)
+
+    got = ids(source, hours(101, 601))
+
+    assert set(range(101, 601)) - {gone} <= set(got) <= set(range(101, 601))  # `gone` was read on page 1
+    if mode == "watermark":
+        source.commit()
+        assert state.get(WATERMARK_KEY) == 600
+
+
+def test_amocrm_many_contacts_deleted_between_two_pages_skip_no_other(amo):
+    """30 contacts deleted past a page's overlap: the read steps back a page and reads on."""
+    amo.then = [lambda: [amo.delete(n) for n in range(200, 230)]]
+
+    assert set(range(1, 601)) - set(range(200, 230)) <= set(ids(amo_source(), hours(1, 601)))
+
+
+def test_amocrm_contacts_moving_up_at_every_page_fail_the_read_instead_of_reading_forever(amo):
+    amo.then = [lambda n=n: amo.delete(n) for n in range(1, 500)]  # one deleted after every request
+
+    with pytest.raises(SourceError, match=r"^amoCRM: contacts: contacts kept moving up past the pages read"):
+        ids(amo_source(), hours(1, 601))
+    assert len(amo.requests) < 150
+
+
+@pytest.mark.parametrize("size", [50, 249, 250])
+def test_amocrm_each_page_after_the_first_overlaps_the_positions_read_and_reads_past_them(size):
+    from altcraft.sources.crm.amocrm import overlapping
+
+    for end in [*range(1, 20_000), 2**40 - 1, 2**40]:
+        page, limit = overlapping(end, size)
+        offset = (page - 1) * limit
+        assert 2 <= limit <= size and offset < end < offset + limit, (end, page, limit)

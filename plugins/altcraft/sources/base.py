@@ -265,10 +265,14 @@ class PageLog:
         """Note the next page; `SourceError` if it is not empty and repeats an earlier one."""
         self.count += 1
         if records and (first := self._first.setdefault(fingerprint(records), self.count)) != self.count:
-            raise SourceError(
-                f"{self.what}: page {self.count} repeats page {first}: the API ignores its paging "
-                "parameter or loops"
-            )
+            raise self.repeats(first)
+
+    def repeats(self, first: int) -> SourceError:
+        """The error of the last page repeating page ``first``."""
+        return SourceError(
+            f"{self.what}: page {self.count} repeats page {first}: the API ignores its paging parameter "
+            "or loops"
+        )
 
 
 def naive_zone(timezone: str | None) -> tuple[str, bool]:

@@ -8,6 +8,13 @@
   applied here; a contact without a readable ``created_at`` (an error record) is placed by its
   ``updated_at``, and is no sign of an ignored filter.
 * **Watermark**: ``order[id]=desc`` down to the last id read (all pages ``order[id]=asc`` the first time).
+* **Pages overlap**: ``page`` is an offset (``(page - 1) * limit``), and amoCRM has no id range to page by
+  instead. A contact deleted or merged (in update order: updated) before the offset while a listing is
+  read moves every later one a place up, and the one first on the next page was never read (in watermark
+  mode below the new watermark: lost for good). So every page after the first is asked with a ``limit``
+  (at most ``page_size``) whose offset falls before the end of the contacts read, and must start with one
+  of them; else contacts moved up past the overlap, and the read steps back a page (at most 50 times).
+  Each contact is given once.
 * **Webhook**: ``GET /api/v4/contacts/{id}`` per stored id.
 * **Auth**: ``Authorization: Bearer <connection password>`` -- a long-lived token, or an OAuth access
   token. With ``client_id``, ``client_secret``, ``refresh_token`` and ``redirect_uri`` in the extras, an
@@ -32,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from altcraft.sources.base import PageLog, Record, SourceError, Window, value_at
+from altcraft.sources.base import PageLog, Record, SourceError, Window, fingerprint, value_at
 from altcraft.sources.crm.base import (
     CrmSource,
     CrmSpec,
@@ -49,6 +56,10 @@ CONTACTS = "/api/v4/contacts"
 TOKEN_PATH = "/oauth2/access_token"  # ruff: ignore[hardcoded-password-string] -- a URL path
 OAUTH_EXTRAS = ("client_id", "client_secret", "refresh_token", "redirect_uri")
 TOKENS_KEY = "crm:amocrm:oauth"
+MIN_PAGE = 50
+"""The smallest ``page_size``: pages overlap (`overlapping`), which needs limits to choose from."""
+MAX_STEPS_BACK = 50
+"""Steps back (`AmoCrmSource._pages`) one listing may take before the read fails: contacts keep moving."""
 
 
 class AmoCrmSource(CrmSource):
@@ -186,20 +197,40 @@ class AmoCrmSource(CrmSource):
     def _pages(
         self, params: dict[str, Any], headers: dict[str, str] | None = None
     ) -> Iterator[list[dict[str, Any]]]:
-        page, log = 1, PageLog(f"{self.crm}: contacts")
+        """The listing's pages, each contact once. ``page`` is an offset: a contact deleted or merged (or
+        updated, in update order) before the offset moves every later one a place up, and the contact
+        first on the next page was never read. So each page after the first overlaps the contacts read
+        (`overlapping`) and must start with one of them; one that does not (or an empty answer before the
+        end read) shows contacts moved up past the overlap, and the read steps back a page."""
+        log, size = PageLog(f"{self.crm}: contacts"), self.spec.page_size
+        read: dict[bytes, int] = {}  # each contact read (`_key`) -> the page it was first read on
+        end = furthest = steps_back = 0  # the listing's positions read, up to `end`; the furthest read
         while True:
-            query = {**params, "page": page, "limit": self.spec.page_size}
+            page, limit = overlapping(end, size)
+            query = {**params, "page": page, "limit": limit}
             response = self.http.request("GET", CONTACTS, label="contacts", params=query, headers=headers)
-            if response.status_code == 204:  # amoCRM's empty page
-                return
-            body = self.http.json(response, "contacts")
-            contacts = self.http.contacts_at(body, "_embedded.contacts", "contacts")
+            empty = response.status_code == 204  # amoCRM's empty page
+            body = None if empty else self.http.json(response, "contacts")
+            contacts = [] if empty else self.http.contacts_at(body, "_embedded.contacts", "contacts")
+            offset = (page - 1) * limit
+            if offset and (not contacts or _key(contacts[0]) not in read):
+                steps_back += 1
+                if steps_back > MAX_STEPS_BACK:
+                    raise SourceError(f"{log.what}: contacts kept moving up past the pages read; read again")
+                end = max(0, end - size)
+                continue
             log.add(contacts)
-            if contacts:
-                yield contacts
-            if not contacts or not value_at(body, "_links.next"):
+            fresh = [contact for contact in contacts if _key(contact) not in read]
+            more = bool(contacts) and bool(value_at(body, "_links.next"))
+            if more and not fresh and offset + limit > furthest:
+                raise log.repeats(min(read[_key(contact)] for contact in contacts))
+            read.update((_key(contact), log.count) for contact in fresh)
+            if fresh:
+                yield fresh
+            end = offset + len(contacts)
+            furthest = max(furthest, end)
+            if not more:
                 return
-            page += 1
 
     def flatten(self, raw: dict[str, Any]) -> Record:
         custom, coded = {}, {}
@@ -220,6 +251,23 @@ class AmoCrmSource(CrmSource):
             name=raw.get("name"),
             extra={"responsible_user_id": raw.get("responsible_user_id"), **custom},
         )
+
+
+def overlapping(end: int, size: int) -> tuple[int, int]:
+    """``page`` and ``limit`` (at most ``size``) of the request reading on from listing position ``end``
+    (the positions before it read): its offset, ``(page - 1) * limit``, falls before ``end``, so the page
+    starts with a contact read already, and it reads as many positions past ``end`` as such a limit can.
+    Some limit of 2 to `MIN_PAGE` reads past any position below their least common multiple (~10^21)."""
+    if end == 0:
+        return 1, size
+    limit = max(range(2, size + 1), key=lambda limit: (limit - 1 - (end - 1) % limit, limit))
+    return (end - 1) // limit + 1, limit
+
+
+def _key(contact: Any) -> bytes:
+    """What tells a listed contact from the others: its id, or (without one) the whole item."""
+    number = contact_id(contact)
+    return fingerprint(contact if number is None else number)
 
 
 def _seconds(contact: Any, name: str) -> int | None:
@@ -269,4 +317,9 @@ class AmoCrmSpec(CrmSpec):
     default_requests_per_second = 7.0
 
     type: Literal["amocrm"] = Field(description="selects this kind: `amocrm`")
-    page_size: int = Field(default=250, ge=1, le=250, description="contacts per page (amoCRM allows 250)")
+    page_size: int = Field(
+        default=250,
+        ge=MIN_PAGE,
+        le=250,
+        description="contacts per page at most (amoCRM allows 250); pages overlap by a few contacts",
+    )
