@@ -60,6 +60,7 @@ def test_an_event_run_after_a_failed_one_does_not_relaunch_under_every_run(
 
 BASE = {**{k: v for k, v in MINIMAL.items() if k != "schedule"}, "id": "overlap"}  # each case sets its own
 POLL = {"type": "poll", "interval": "1m"}
+CRM_WATERMARK = {"type": "bitrix24", "conn_id": "crm", "mode": "watermark"}
 
 
 @pytest.mark.parametrize(
@@ -94,6 +95,19 @@ POLL = {"type": "poll", "interval": "1m"}
             "is read again up to 1d after its launch (the schedule's longest interval) and would be launched "
             "again. Use relaunch_policy: once, or cooldown:1d or longer",
         ),
+        (
+            {"schedule": "1h", "source": CRM_WATERMARK, "relaunch_policy": "every_run"},
+            "relaunch_policy: every_run: a bitrix24 watermark stays behind contacts created less than "
+            "settle_seconds (5m) before a run, so a contact is read again up to 1h 5m after its launch "
+            "(settle_seconds + the schedule's longest interval) and would be launched again. Use "
+            "relaunch_policy: once, or cooldown:65m or longer, or settle_seconds: 0",
+        ),
+        (
+            {"source": {**CRM_WATERMARK, "settle_seconds": 90}, "relaunch_policy": "cooldown:1d"},
+            "relaunch_policy: cooldown:1d: a bitrix24 watermark stays behind contacts created less than "
+            "settle_seconds (1m 30s) before a run, so a contact is read again by the runs after its launch "
+            "(no schedule) and would be launched again. Use relaunch_policy: once, or settle_seconds: 0",
+        ),
     ],
 )
 def test_a_policy_that_would_launch_a_row_read_twice_is_a_spec_error(fields: dict, message: str):
@@ -112,6 +126,9 @@ def test_a_policy_that_would_launch_a_row_read_twice_is_a_spec_error(fields: dic
         {"trigger": POLL, "lookback": "15m", "schedule": "1h"},  # once
         {"trigger": POLL, "max_active_runs": 1, "relaunch_policy": "every_run"},  # one watermark at a time
         {"trigger": POLL, "max_active_runs": 1, "schedule": "@daily", "relaunch_policy": "cooldown:1d"},
+        {"schedule": "1h", "source": CRM_WATERMARK, "relaunch_policy": "cooldown:65m"},
+        {"schedule": "1h", "source": {**CRM_WATERMARK, "settle_seconds": 0}, "relaunch_policy": "every_run"},
+        {"schedule": "1h", "source": {**CRM_WATERMARK, "mode": "window"}, "relaunch_policy": "every_run"},
     ],
 )
 def test_a_policy_that_launches_a_row_read_twice_once_is_accepted(fields: dict):

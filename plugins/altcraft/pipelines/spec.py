@@ -36,7 +36,7 @@ from altcraft.batching import MAX_BATCH_ITEMS
 from altcraft.mapping import ProfileMapping, naive_times_moved
 from altcraft.modes import DeliveryMode
 from altcraft.relaunch import RelaunchPolicy
-from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, merge_mapping
+from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, CrmSpec, merge_mapping
 from altcraft.sources.python import validate_callable_path
 from altcraft.sources.spec import SourceSpec
 from altcraft.spec_checks import (
@@ -620,12 +620,13 @@ def double_launch(spec: PipelineSpec) -> str | None:
             "read the same rows from different watermarks, and each would launch them. Use "
             "relaunch_policy: once, or max_active_runs: 1"
         )
+    if isinstance(spec.source, CrmSpec) and spec.source.rereads:
+        return _settling_watermark(spec, named)
     if spec.schedule is None or (spec.lookback is None and spec.trigger is None):
         return None
     span = (spec.lookback or timedelta(0)) + longest_interval(spec.schedule, spec.start_date, spec.timezone)
     if policy.cooldown is not None and policy.cooldown >= span:
         return None
-    least = -(span // -timedelta(minutes=1)) * timedelta(minutes=1)
     reread = (
         f"with lookback: {duration_text(spec.lookback)}, consecutive windows overlap"
         if spec.lookback
@@ -634,7 +635,38 @@ def double_launch(spec: PipelineSpec) -> str | None:
     return (
         f"{named}: {reread}, so a row is read again up to {duration_text(span)} after its launch "
         f"({'lookback + ' if spec.lookback else ''}the schedule's longest interval) and would be launched "
-        f"again. Use relaunch_policy: once, or {RelaunchPolicy('cooldown', least)} or longer"
+        f"again. Use relaunch_policy: once, or {_covering(span)} or longer"
+    )
+
+
+def _covering(span: timedelta) -> RelaunchPolicy:
+    """The shortest cooldown, in whole minutes, of at least ``span``."""
+    return RelaunchPolicy("cooldown", -(span // -timedelta(minutes=1)) * timedelta(minutes=1))
+
+
+def _settling_watermark(spec: PipelineSpec, named: str) -> str | None:
+    """Why ``spec``'s relaunch policy would launch a contact of its CRM watermark twice, or None: the
+    watermark stays behind contacts younger than ``settle_seconds``, so runs read them again up to that long
+    + the schedule's longest interval after their launch (and any later manual run)."""
+    source = spec.source
+    assert isinstance(source, CrmSpec)
+    policy, settle = RelaunchPolicy.parse(spec.relaunch_policy), source.settle
+    behind = (
+        f"{named}: a {source.type} watermark stays behind contacts created less than settle_seconds "
+        f"({duration_text(settle)}) before a run, so a contact is read again"
+    )
+    if spec.schedule is None:
+        return (
+            f"{behind} by the runs after its launch (no schedule) and would be launched again. Use "
+            "relaunch_policy: once, or settle_seconds: 0"
+        )
+    span = settle + longest_interval(spec.schedule, spec.start_date, spec.timezone)
+    if policy.cooldown is not None and policy.cooldown >= span:
+        return None
+    return (
+        f"{behind} up to {duration_text(span)} after its launch (settle_seconds + the schedule's longest "
+        f"interval) and would be launched again. Use relaunch_policy: once, or {_covering(span)} or longer, "
+        "or settle_seconds: 0"
     )
 
 

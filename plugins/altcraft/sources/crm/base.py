@@ -3,11 +3,16 @@
 A preset (`altcraft.sources.crm.amocrm`, ``bitrix24``, ``hubspot``) only says how its CRM pages, filters,
 authenticates and names fields; this base turns that into a `Source`:
 
-* **window** (default): contacts created in ``[start, end)``. The CRM's own filter narrows the request,
+* **window** (default): contacts created in ``[start, end)`` moved back by ``settle_seconds``
+  (`Window.shifted`: consecutive windows still read each contact once), so a window is read once its
+  contacts had that long to show in the listing or search. The CRM's own filter narrows the request,
   and every contact is checked against the window here too, so an inclusive bound, a filter the account
   ignores, or a fallback that reads more never puts a contact in two windows (or two partitions).
 * **watermark**: contacts whose id is above the highest id committed before (ids grow with creation in
-  all three CRMs); the window is ignored. The id is saved by `commit`, as the SQL watermark is.
+  all three CRMs); the window is ignored. The id is saved by `commit`, as the SQL watermark is, but never
+  past a contact created less than ``settle_seconds`` ago: a lower id may still show (committed after a
+  higher one was listed, or not yet in the search index), and the next run reads from below it again
+  (the ledger skips whoever was launched).
 * **webhook** (set by the pipeline when its trigger is a CRM webhook): the contact ids the endpoint stored
   are read past the last delivery handled (`altcraft.sources.webhook.WebhookSource`), and the full contacts
   are fetched from the CRM by id. A contact deleted meanwhile becomes a rejected record, not a failure.
@@ -70,6 +75,10 @@ class Limits:
 
 
 WATERMARK_KEY = "crm:last_id"
+SETTLE_SECONDS = 300
+"""How long a new contact may take to show in a CRM's listing or search, unless the spec says: an id
+committed after a higher one was listed (Bitrix24), a search index lagging (HubSpot)."""
+MAX_SETTLE_SECONDS = 86_400
 
 PRESET_MAPPING: dict[str, Any] = {
     "matching": "email",
@@ -125,6 +134,13 @@ class CrmSpec(BaseModel):
     timeout: float = Field(
         default=60.0, gt=0, le=MAX_TIMEOUT_SECONDS, description="seconds one request may take in all"
     )
+    settle_seconds: int = Field(
+        default=SETTLE_SECONDS,
+        ge=0,
+        le=MAX_SETTLE_SECONDS,
+        description="how long a new contact may take to show in the CRM's listing or search: a window reads "
+        "the contacts created this much before it (each once); a watermark never moves past a younger one",
+    )
     webhook: WebhookRead | None = Field(
         default=None, description="leave out: set from the pipeline's webhook trigger"
     )
@@ -152,6 +168,15 @@ class CrmSpec(BaseModel):
     @property
     def rate(self) -> float:
         return self.requests_per_second or self.default_requests_per_second
+
+    @property
+    def settle(self) -> timedelta:
+        return timedelta(seconds=self.settle_seconds)
+
+    @property
+    def rereads(self) -> bool:
+        """Whether runs read a contact again after it was launched: the watermark stays behind the young."""
+        return self.mode == "watermark" and self.webhook is None and self.settle_seconds > 0
 
 
 class CrmSource(Stateful):
@@ -208,7 +233,7 @@ class CrmSource(Stateful):
             part = partition_window(window, partition)
             if part is None:
                 raise SourceError(f"{self.describe()}: reads by creation time and needs a window")
-            records = self._in_window(part)
+            records = self._in_window(part.shifted(self.spec.settle))
         yield from rechunk(records, batch_size)
 
     def record(self, raw: Any, where: str) -> Record:
@@ -241,14 +266,19 @@ class CrmSource(Stateful):
         if self.state is None:
             raise SourceError(f"{self.describe()}: watermark mode needs a state store")
         last = self.state.get(WATERMARK_KEY)
-        floor = -1 if last is None else int(last)
+        read = -1 if last is None else int(last)
+        young, settling = datetime.now(UTC) - self.spec.settle, False
         for where, raw in _numbered(self.pages_after(None if last is None else int(last))):
             number = contact_id(raw)
             if number is None:  # no id to place it by: rejected where it is read
                 yield self.record(raw, where)
-            elif number > max(floor, self._pending or -1):  # ascending; a page repeated on a shift
-                self._pending = number
-                yield self.record(raw, where)
+            elif number > read:  # ascending; a page repeated on a shift
+                read, record = number, self.record(raw, where)
+                # a lower id may yet show: the watermark stays behind the first contact created since `young`
+                settling = settling or (ERROR_FIELD not in record and _instant(record["created_at"]) > young)
+                if not settling:
+                    self._pending = number
+                yield record
 
     def _from_webhook(self, batch_size: int, partition: Partition | None) -> Iterator[Record]:
         from altcraft.sources.webhook import WebhookSource
