@@ -29,10 +29,12 @@ class Person:
     first_name: str
     last_name: str
     phone: str | None = None
+    modified: datetime | None = None
+    """When it was last updated, if not 5 minutes after its creation."""
 
     @property
     def updated(self) -> datetime:
-        return self.created + timedelta(minutes=5)
+        return self.modified or self.created + timedelta(minutes=5)
 
 
 def people(count: int, *, start: int = 1, every: timedelta = timedelta(hours=1)) -> list[Person]:

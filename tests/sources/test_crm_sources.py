@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from fastapi.responses import Response
@@ -79,7 +80,11 @@ def test_amocrm_account_without_the_filter_is_read_by_update_time(amo, mode):
     assert ids(amo_source(), hours(650, 660)) == list(range(650, 660))
     fallback = [r for r in amo.requests if "order[updated_at]" in r["query"]]
     assert fallback and all("if-modified-since" in r["headers"] for r in fallback)
-    assert len(fallback) == 1  # the newest page already reaches before the window
+    # the newest page already reaches before the window; a second pass, from the newest update read,
+    # finds no contact updated meanwhile
+    assert len(fallback) == 2
+    newest = max(person.updated for person in amo.contacts)
+    assert fallback[1]["headers"]["if-modified-since"] == format_datetime(newest - timedelta(seconds=1), True)
 
 
 def test_amocrm_rate_limit_storm_is_waited_out(amo):
@@ -632,6 +637,34 @@ def test_amocrm_a_contact_deleted_between_two_pages_skips_no_other(amo, read):
     if mode == "watermark":
         source.commit()
         assert state.get(WATERMARK_KEY) == 600
+
+
+@pytest.mark.parametrize("filter_mode", ["refuse", "ignore"])
+def test_amocrm_a_contact_updated_while_read_by_update_time_is_read(amo, filter_mode):
+    """Read by ``order[updated_at]=desc``, a contact not read yet and updated meanwhile moved to the top,
+    above the pages read: it was never read, and lost to its window."""
+    amo.filter_mode = filter_mode
+
+    def update() -> None:
+        amo.by_id()[200].modified = EPOCH + timedelta(days=40)
+
+    amo.then = [None, update]  # once the listing's first page (700..451) is answered
+
+    assert ids(amo_source(), hours(101, 601)) == list(range(101, 601))
+
+
+def test_amocrm_a_contact_of_the_window_new_at_every_pass_fails_the_read_instead_of_reading_forever(amo):
+    """Contact 200 is answered without its id (told apart by its whole item) and updated after every
+    request: each pass over the newest updates finds it anew."""
+    amo.filter_mode, amo.broken = "refuse", {200: without("id")}
+
+    def update(n: int) -> None:
+        amo.by_id()[200].modified = EPOCH + timedelta(days=40 + n)
+
+    amo.then = [lambda n=n: update(n) for n in range(30)]
+
+    with pytest.raises(SourceError, match=r"^amoCRM: contacts: contacts of the window kept being updated"):
+        ids(amo_source(), hours(101, 601))
 
 
 def test_amocrm_many_contacts_deleted_between_two_pages_skip_no_other(amo):

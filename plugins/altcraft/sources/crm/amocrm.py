@@ -6,7 +6,8 @@
   ``order[updated_at]=desc`` with ``If-Modified-Since: <window start>`` instead, down to the first contact
   updated before the window (a contact is updated no earlier than it is created), and the window is
   applied here; a contact without a readable ``created_at`` (an error record) is placed by its
-  ``updated_at``, and is no sign of an ignored filter.
+  ``updated_at``, and is no sign of an ignored filter. A contact updated while that listing is read moves
+  to its top, above the pages read: the newest updates are read again until a pass finds nothing new.
 * **Watermark**: ``order[id]=desc`` down to the last id read (all pages ``order[id]=asc`` the first time).
 * **Pages overlap**: ``page`` is an offset (``(page - 1) * limit``), and amoCRM has no id range to page by
   instead. A contact deleted or merged (in update order: updated) before the offset while a listing is
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Literal
 
@@ -60,6 +61,8 @@ MIN_PAGE = 50
 """The smallest ``page_size``: pages overlap (`overlapping`), which needs limits to choose from."""
 MAX_STEPS_BACK = 50
 """Steps back (`AmoCrmSource._pages`) one listing may take before the read fails: contacts keep moving."""
+MAX_PASSES = 10
+"""Passes over the newest updates (`AmoCrmSource._updated_since`) before the read fails."""
 
 
 class AmoCrmSource(CrmSource):
@@ -154,15 +157,35 @@ class AmoCrmSource(CrmSource):
         yield from self._updated_since(window)
 
     def _updated_since(self, window: Window) -> Iterator[list[dict[str, Any]]]:
-        """Contacts updated since the window start, newest first, gathered and given in id order."""
-        since = {"If-Modified-Since": format_datetime(window.start, usegmt=True)}
-        found: list[dict[str, Any]] = []
-        for page in self._pages({"order[updated_at]": "desc"}, headers=since):
-            found += [contact for contact in page if _placed(window, contact)]
+        """The window's contacts among those updated since its start, in id order. A contact updated while
+        the pages are read moves to the top, above the pages read: so the listing is read again from the
+        newest update read (amoCRM's clock, a second early), until a pass finds no contact of the window
+        not read yet (at most `MAX_PASSES`)."""
+        found: dict[bytes, dict[str, Any]] = {}
+        since = window.start
+        for passes in range(MAX_PASSES + 1):
+            listed = self._updated_pass(since, window)
+            fresh = {_key(c): c for c in listed if _placed(window, c) and _key(c) not in found}
+            if passes and not fresh:
+                yield in_id_order(found.values())
+                return
+            found.update(fresh)
+            newest = max((s for s in (_seconds(c, "updated_at") for c in listed) if s is not None), default=0)
+            since = max(since, epoch(newest) - timedelta(seconds=1))
+        raise SourceError(
+            f"{self.crm}: contacts: contacts of the window kept being updated while read; read again"
+        )
+
+    def _updated_pass(self, since: datetime, window: Window) -> list[dict[str, Any]]:
+        """Contacts updated since ``since``, newest first, down to the first page reaching before it."""
+        header = {"If-Modified-Since": format_datetime(since, usegmt=True)}
+        listed: list[dict[str, Any]] = []
+        for page in self._pages({"order[updated_at]": "desc"}, headers=header):
+            listed += page
             updated = [s for s in (_seconds(contact, "updated_at") for contact in page) if s is not None]
-            if updated and min(updated) < window.start.timestamp():
+            if updated and min(updated) < since.timestamp():
                 break
-        yield in_id_order(found)
+        return listed
 
     def pages_after(self, last_id: int | None) -> Iterator[list[dict[str, Any]]]:
         if last_id is None:
