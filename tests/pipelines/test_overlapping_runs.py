@@ -129,6 +129,12 @@ def test_a_policy_that_would_launch_a_row_read_twice_is_a_spec_error(fields: dic
         {"schedule": "1h", "source": CRM_WATERMARK, "relaunch_policy": "cooldown:65m"},
         {"schedule": "1h", "source": {**CRM_WATERMARK, "settle_seconds": 0}, "relaunch_policy": "every_run"},
         {"schedule": "1h", "source": {**CRM_WATERMARK, "mode": "window"}, "relaunch_policy": "every_run"},
+        {  # read by webhook: the stored ids, no watermark held back
+            "source": CRM_WATERMARK,
+            "trigger": {"type": "webhook", "auth": "bitrix24", "secret_conn_id": "b24_app_token"},
+            "max_active_runs": 1,
+            "relaunch_policy": "every_run",
+        },
     ],
 )
 def test_a_policy_that_launches_a_row_read_twice_once_is_accepted(fields: dict):

@@ -620,7 +620,8 @@ def double_launch(spec: PipelineSpec) -> str | None:
             "read the same rows from different watermarks, and each would launch them. Use "
             "relaunch_policy: once, or max_active_runs: 1"
         )
-    if isinstance(spec.source, CrmSpec) and spec.source.rereads:
+    by_webhook = spec.trigger is not None and spec.trigger.type == "webhook"  # the stored ids, no watermark
+    if isinstance(spec.source, CrmSpec) and spec.source.rereads and not by_webhook:
         return _settling_watermark(spec, named)
     if spec.schedule is None or (spec.lookback is None and spec.trigger is None):
         return None
