@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import uvicorn
 
 from altcraft.emulator.app import build_app
 from altcraft.emulator.state import DEFAULT_TOKEN, Emulator, demo_seed
+from altcraft.ledger import Ledger
+from altcraft.ledger.schema import CANONICAL_KEYS, meta_table
 from altcraft.testing import EmulatorClient, _free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,6 +75,17 @@ def airflow_db(airflow_home: Path, migrated_metadata: Path) -> Path:
     if settings.engine is not None:
         settings.engine.dispose()
     return airflow_home
+
+
+def as_upgraded_from_an_earlier_version(ledger: Ledger) -> Ledger:
+    """``ledger`` as a ledger an earlier version created is once this one upgraded it: without the mark that
+    every custom key was written in its one form (`CANONICAL_KEYS`), so a key of a number is looked for under
+    the forms an earlier version wrote too."""
+    ledger.ensure_schema()
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.delete(meta_table).where(meta_table.c.name == CANONICAL_KEYS[0]))
+    ledger.ensure_schema()  # reads the mark again
+    return ledger
 
 
 FAST = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 2, "timeout": 5}

@@ -6,6 +6,7 @@ Scope, so tests share the tables but never rows.
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import threading
@@ -13,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Generator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -41,8 +42,8 @@ from altcraft.ledger import (
     outcomes_table,
     tasks_table,
 )
-from altcraft.ledger.rules import ContactState
-from altcraft.ledger.schema import LedgerSchemaError
+from altcraft.ledger.rules import ContactState, former_keys
+from altcraft.ledger.schema import CANONICAL_KEYS, LedgerSchemaError, meta_table
 from altcraft.ledger.statements import (
     begin_tally,
     contact_states,
@@ -56,6 +57,7 @@ from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import DEFAULT_GRACE as GRACE
 from altcraft.reconciliation import judge
 from tests.clock import set_clock_off
+from tests.conftest import as_upgraded_from_an_earlier_version
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 MARIA = "mysql+pymysql://root@127.0.0.1:3306"
@@ -735,6 +737,8 @@ def test_record_and_counts_per_try(ledger, scope):
 
 
 def test_ensure_schema_is_idempotent_and_race_safe(fresh_engine):
+    """Workers' first tasks on a new database create the tables at once: none fails, and the one that
+    created the contacts table marked its keys canonical, once."""
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
@@ -759,8 +763,11 @@ def test_ensure_schema_is_idempotent_and_race_safe(fresh_engine):
         "altcraft_aliases",
         "altcraft_identities",
         "altcraft_tasks",
+        "altcraft_ledger_meta",
     }
     assert tables == set(sa.inspect(fresh_engine).get_table_names())
+    with fresh_engine.connect() as conn:  # by the worker that created the contacts table
+        assert conn.execute(sa.select(meta_table)).all() == [CANONICAL_KEYS], "marked once"
     index_names = {index["name"] for index in sa.inspect(fresh_engine).get_indexes("altcraft_outcomes")}
     assert {"ix_altcraft_outcomes_run", "ix_altcraft_outcomes_by_contact"} <= index_names
 
@@ -1338,7 +1345,7 @@ def test_a_task_id_recorded_for_two_claims_proves_nothing_even_in_a_tasks_table_
 
 CONTACTS, OUTCOMES = "altcraft_contacts", "altcraft_outcomes"
 #: Tables added by later versions.
-ADDED_TABLES = ("altcraft_outcome_days", "altcraft_identities", "altcraft_tasks")
+ADDED_TABLES = ("altcraft_outcome_days", "altcraft_identities", "altcraft_tasks", "altcraft_ledger_meta")
 #: Columns added by later versions, by table, oldest first.
 ADDED_COLUMNS = {
     CONTACTS: ("launch_marker", "delivery_mode", "created_at"),
@@ -1684,7 +1691,7 @@ def test_identifiers_compare_byte_by_byte_on_postgresql(fresh_engine):
     }
     assert collations["altcraft_contacts", "contact_hash"] == "C"
     assert collations["altcraft_contacts", "delivery_mode"] == "C"
-    assert len(collations) == 29  # 27 identifiers and the two free texts
+    assert len(collations) == 30  # 28 identifiers and the two free texts
 
 
 def test_every_query_on_contacts_not_launched_can_use_the_index_of_those_contacts(tmp_path, scope):
@@ -1860,11 +1867,14 @@ def test_combined_mode_identity_any_component_matches(engine, ledger, scope):
         ("custom:1.00", "custom:1", None),  # a custom key an earlier version wrote otherwise
     ],
 )
-def test_a_claim_read_back_settles_the_row_its_key_was_claimed_for(ledger, scope, earlier, later, aliases):
+def test_a_claim_read_back_settles_the_row_its_key_was_claimed_for(
+    fresh_engine, scope, earlier, later, aliases
+):
     """`claim_of` (an Altcraft task settled after a restart) gave no row hashes: a contact claimed under a key
     other than its row's (a combined-mode key meeting an earlier contact by a component, a custom key found
-    under its former form) was settled under its key's own hash, which no row has: the row stayed
-    ``sending`` (later recovered as uncertain)."""
+    under its former form, in a ledger upgraded from the version that wrote it) was settled under its key's
+    own hash, which no row has: the row stayed ``sending`` (later recovered as uncertain)."""
+    ledger = as_upgraded_from_an_earlier_version(Ledger(fresh_engine))
     first = ledger.claim(scope, run("r1"), items(earlier), ONCE, aliases=aliases, now=T0)
     ledger.settle(scope, run("r1"), first, {earlier: Settlement(Outcome.FAILED, 400, "bad")}, now=T0)
     again = ledger.claim(scope, run("r2"), items(later), ONCE, aliases=aliases, now=T0)
@@ -2044,3 +2054,106 @@ def test_concurrent_first_tasks_of_one_pipeline_of_two_identities_leave_one_iden
     with engine.connect() as conn:
         kept = conn.execute(sa.select(table.c.identity).where(table.c.platform == scope.platform)).all()
     assert kept == [(next(identity for identity, error in results.items() if error is None),)]
+
+
+# --- the forms an earlier version wrote a custom key in --------------------------------------------------
+
+NUMBERS = [f"custom:{n}" for n in range(1, 101)]
+
+
+@contextmanager
+def statements_run(engine: sa.Engine) -> Generator[list[str]]:
+    """Each statement the engine runs meanwhile, with its bound values, as text."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append(f"{statement} {parameters!r}")
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def former_probes(statements: list[str], scope: Scope, keys: list[str]) -> int:
+    """How many hashes of ``keys``' former forms (`former_keys`) the statements looked up."""
+    hashes = {scope.contact_hash(form) for key in keys for form in former_keys(key)}
+    return sum(text.count(contact_hash) for text in statements for contact_hash in hashes)
+
+
+def lookups(ledger: Ledger, scope: Scope, keys: list[str]) -> list[str]:
+    """The statements of a claim of ``keys`` and of every other look-up of contacts by their keys."""
+    with statements_run(ledger.engine) as seen:
+        claim = ledger.claim(scope, run("r1"), items(*keys), ONCE, now=T0)
+        ledger.settle(scope, run("r1"), claim, {}, now=T0)  # no answer: uncertain
+        ledger.to_reconcile(scope, run("r2"), keys[:10])
+        ledger.uncertain_contacts(scope, keys[:10])
+        ledger.contact_rows(scope, keys[:10])
+        ledger.history(keys[0], scope)
+    return seen
+
+
+def test_a_ledger_created_now_looks_up_no_key_under_a_form_an_earlier_version_wrote(fresh_engine, scope):
+    """Each claim of a custom key of a number looked its contact up under 6 or 7 more keys (an earlier
+    version's forms), in a ledger no earlier version ever wrote too. One this version creates is marked
+    when its contacts table is: none of those keys is looked up there, by any look-up."""
+    ledger = Ledger(fresh_engine)
+    ledger.ensure_schema()
+    with fresh_engine.connect() as conn:
+        assert conn.execute(sa.select(meta_table)).all() == [CANONICAL_KEYS]
+    seen = lookups(ledger, scope, NUMBERS)
+    assert former_probes(seen, scope, NUMBERS) == 0
+    assert ledger.contact_states(scope) == dict.fromkeys(NUMBERS, "uncertain")
+    upgraded = as_upgraded_from_an_earlier_version(Ledger(fresh_engine))
+    assert former_probes(
+        lookups(upgraded, Scope(scope.platform, 8), NUMBERS), Scope(scope.platform, 8), NUMBERS
+    )
+
+
+def test_a_ledger_an_earlier_version_created_still_finds_its_keys_former_forms(fresh_engine, scope):
+    """The ledger's meta table, added to a ledger of an earlier version, bears no mark: its rows may be
+    keyed ``custom:1.0``, and a claim of ``custom:1`` finds that contact launched (6 forms of each key
+    looked up)."""
+    old = create_older_ledger(fresh_engine)
+    with fresh_engine.begin() as conn:
+        conn.execute(old.tables[CONTACTS].insert(), [{
+            "contact_hash": scope.contact_hash("custom:1.0"), "platform": scope.platform, "scenario_id": 7,
+            "contact_key": "custom:1.0", "status": "launched", "source_key": "s1", "launch_count": 1,
+            "first_launched_at": T0, "last_launched_at": T0, "claim_run_key": "dag/send/r0",
+            "claim_try_number": 1, "batch_id": "b0", "claimed_at": T0, "updated_at": T0}])  # fmt: skip
+    ledger = Ledger(fresh_engine)
+    ledger.ensure_schema()
+    with fresh_engine.connect() as conn:
+        assert conn.execute(sa.select(meta_table)).all() == [], "no mark: rows of the earlier version exist"
+    with statements_run(fresh_engine) as seen:
+        claim = ledger.claim(scope, run("r1"), items(*NUMBERS[:10]), ONCE, now=T0)
+    assert list(claim.skipped) == ["custom:1"] and claim.to_send == NUMBERS[1:10]
+    assert former_probes(seen, scope, NUMBERS[:10]) >= 10 * 6
+
+
+def dba_ddl(dialect: str) -> list[str]:
+    """The statements docs/ledger.md's script prints for ``dialect``, as a DBA runs them."""
+    docs = (Path(__file__).parents[2] / "docs" / "ledger.md").read_text(encoding="utf-8")
+    script = docs.split("the DDL for your database and run it as the DBA", 1)[1]
+    script = script.split("python - <<'EOF'\n", 1)[1].split("\nEOF", 1)[0]
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        exec(script.replace('"postgresql://"', f'"{dialect}://"'), {})
+    return [statement.strip() for statement in printed.getvalue().split(";\n") if statement.strip()]
+
+
+def test_a_ledger_a_dba_creates_from_the_docs_is_marked_unless_the_mark_is_left_out(fresh_engine, scope):
+    """docs/ledger.md's DDL for a new ledger ends with the mark: a ledger so created looks up no former
+    forms. Left out (as the docs say to where the tables will take an earlier ledger's rows), they are."""
+    statements = dba_ddl(fresh_engine.dialect.name)
+    assert statements[-1].startswith("INSERT INTO altcraft_ledger_meta")
+    for count, expected in ((len(statements), 0), (len(statements) - 1, None)):
+        with fresh_engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                table.drop(conn, checkfirst=True)
+            for statement in statements[:count]:
+                conn.exec_driver_sql(statement)
+        scenario = Scope(scope.platform, count)
+        probes = former_probes(lookups(Ledger(fresh_engine), scenario, NUMBERS[:10]), scenario, NUMBERS[:10])
+        assert probes == 0 if expected == 0 else probes > 0

@@ -16,6 +16,7 @@ from altcraft.delivery import _abandon
 from altcraft.ledger import Claim, Outcome, RelaunchPolicy, Settlement
 from altcraft.ledger.schema import contacts_table, outcomes_table
 from altcraft.mapping import Profile
+from tests.conftest import as_upgraded_from_an_earlier_version
 
 from .conftest import launch_counts, run_ref
 
@@ -69,7 +70,8 @@ def test_one_id_read_as_int_float_decimal_and_text_is_launched_once(
 
 def _launched_by_an_earlier_version(delivery, key: str, settlement: Settlement) -> None:
     """The ledger row an earlier version left for ``key`` (written by the ledger as it was then: the key
-    is the only thing that changed)."""
+    is the only thing that changed), in a ledger upgraded from that version."""
+    as_upgraded_from_an_earlier_version(delivery.ledger)
     run = run_ref(run_id="earlier", window="w0")
     claim = delivery.ledger.claim(delivery.scope, run, [(key, "s1")], RelaunchPolicy.parse("once"))
     assert claim.to_send == [key]

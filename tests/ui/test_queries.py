@@ -24,6 +24,7 @@ from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.ui import queries
 from altcraft.ui.actions import SELECTED_CONF_KEY, Action, plan
 from altcraft.ui.keys import candidate_keys
+from tests.conftest import as_upgraded_from_an_earlier_version
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 MARIA = "mysql+pymysql://root@127.0.0.1:3306"
@@ -205,6 +206,7 @@ def test_a_custom_contact_keyed_by_an_earlier_version_is_found_by_its_number_and
     """A row an earlier version keyed ``custom:1.00`` and one sent again under its new key (``custom:7``
     into the row of ``custom:7.0``, whose hash it keeps): typing ``1`` or ``7.0`` finds them, and so does the
     link by hash, which looked the row up by the hash of the key it carries and found nothing."""
+    as_upgraded_from_an_earlier_version(ledger)
     run = ref("welcome", "scheduled__d1")
     for key, outcome in (("custom:1.00", Outcome.LAUNCHED), ("custom:7.0", Outcome.FAILED)):
         claim = ledger.claim(SCOPE, run, [(key, "row")], ONCE, now=NOW)

@@ -131,6 +131,39 @@ sa.event.listen(
     ).execute_if(dialect="mysql"),
 )
 
+#: Facts about the ledger itself, by name. `CANONICAL_KEYS`: the contacts table was created by a version that
+#: writes a custom key's number in one form (`altcraft.validation.number_key_text`), so none of its rows can
+#: be under a form an earlier version wrote (`altcraft.ledger.rules.former_keys`) and a claim looks for none.
+meta_table = sa.Table(
+    "altcraft_ledger_meta",
+    metadata,
+    sa.Column("name", _identifier(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
+#: The mark (name, value), written by whoever creates the contacts table, right after it (on PostgreSQL in
+#: the same transaction; MySQL/MariaDB and SQLite commit the table first, and a crash in between leaves the
+#: ledger unmarked: lookups kept, nothing lost); never where the table is found (a ledger of an earlier
+#: version gets the meta table without it).
+CANONICAL_KEYS = ("custom_keys", "canonical")
+contacts_table.add_is_dependent_on(meta_table)  # created first, so the mark can follow the contacts table
+sa.event.listen(
+    contacts_table,
+    "after_create",
+    sa.DDL(
+        f"INSERT INTO {meta_table.name} (name, value) VALUES ('{CANONICAL_KEYS[0]}', '{CANONICAL_KEYS[1]}')"
+    ),
+)
+
+
+def keys_canonical(conn: Connection) -> bool:
+    """Whether the ledger bears the `CANONICAL_KEYS` mark."""
+    name, value = CANONICAL_KEYS
+    query = sa.select(meta_table.c.value).where(meta_table.c.name == name)
+    return conn.execute(query).scalar_one_or_none() == value
+
+
 #: The condition of ``ix_altcraft_contacts_open``, as a literal: a query on contacts in a status other than
 #: ``launched`` states it too, so the index serves it whatever its bound parameters (a generic plan).
 NOT_LAUNCHED = contacts_table.c.status != sa.literal_column("'launched'")

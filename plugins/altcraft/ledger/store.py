@@ -52,6 +52,7 @@ from altcraft.ledger.schema import (
     create_days,
     create_schema,
     identities_table,
+    keys_canonical,
     outcomes_table,
     tasks_table,
 )
@@ -97,6 +98,9 @@ class Ledger:
         self.engine = protected(engine)  # also one made by hand: no contact data in its errors
         self.stale_after = stale_after
         self._schema_ready = False
+        #: whether rows may be keyed in a form an earlier version wrote (`_former_rows`); read by
+        #: `ensure_schema`
+        self._former_forms = True
 
     @classmethod
     def from_conn_id(cls, conn_id: str | None, *, stale_after: timedelta = timedelta(hours=6)) -> Ledger:
@@ -119,10 +123,14 @@ class Ledger:
     def ensure_schema(self) -> None:
         """Create the tables and indexes if missing. Idempotent; a concurrent creator is tolerated.
 
-        A ledger of an earlier version gets ``altcraft_outcome_days`` filled from its outcome rows once.
+        A ledger of an earlier version gets ``altcraft_outcome_days`` filled from its outcome rows once. Reads
+        whether every custom key of the ledger is in its one form (`schema.CANONICAL_KEYS`); if not, a key
+        of a number is looked for under its former forms too (`_former_rows`).
         """
         if create_schema(self.engine):
             self._recount_days(create=True)
+        with self.engine.connect() as conn:
+            self._former_forms = not keys_canonical(conn)
         self._schema_ready = True
 
     def recount_days(self) -> int:
@@ -622,7 +630,7 @@ class Ledger:
         -> component keys, combined matching modes, as :meth:`claim` takes them): a key also stands for the
         earlier contact a component of it was claimed for, whose row is under another key."""
         if keys is not None:
-            rows = self._read(lambda conn: _contacts_of(conn, scope, keys, aliases, _UNCERTAIN))
+            rows = self._read(lambda conn: self._contacts_of(conn, scope, keys, aliases, _UNCERTAIN))
             return _uncertain(rows)
         query = (
             sa.select(*_UNCERTAIN_COLUMNS)
@@ -656,10 +664,10 @@ class Ledger:
             return self.uncertain_contacts(scope)
         keys = list(keys)
         statuses = (ContactStatus.UNCERTAIN.value, ContactStatus.SENDING.value)
-        rows = self._read(lambda conn: _contacts_of(conn, scope, keys, aliases, statuses))
+        rows = self._read(lambda conn: self._contacts_of(conn, scope, keys, aliases, statuses))
         sending = [row.contact_hash for row in rows if row.status == ContactStatus.SENDING.value]
         if sending and self._expire(scope, run, sending, self._at(now)):
-            rows = self._read(lambda conn: _contacts_of(conn, scope, keys, aliases, _UNCERTAIN))
+            rows = self._read(lambda conn: self._contacts_of(conn, scope, keys, aliases, _UNCERTAIN))
         return _uncertain(rows)
 
     def _expire_dead(self, scope: Scope, run: RunRef, at: datetime) -> None:
@@ -800,7 +808,7 @@ class Ledger:
         key's row under a form an earlier version wrote it in, when it has none of its own)."""
 
         def work(conn: Connection) -> ContactHistory:
-            former = _former_rows(conn, scope, [contact_key])
+            former = self._former_rows(conn, scope, [contact_key])
             contact_hash = former.get(contact_key) or scope.contact_hash(contact_key)
             row = (
                 conn.execute(sa.select(contacts_table).where(_C.contact_hash == contact_hash))
@@ -857,8 +865,8 @@ class Ledger:
             if lookup == "run" or rules.same_window(run.window_key, row.window_key)
         }
 
-    @staticmethod
     def _identities(
+        self,
         conn: Connection,
         scope: Scope,
         first: dict[str, str],
@@ -879,7 +887,8 @@ class Ledger:
                 if write:
                     query = query.with_for_update()
                 known.update(conn.execute(query).all())
-        ids = rules.identities(scope, first, duplicates, aliases, known, _former_rows(conn, scope, first))
+        former = self._former_rows(conn, scope, first)
+        ids = rules.identities(scope, first, duplicates, aliases, known, former)
         if write and ids.new_aliases:
             ordered = sorted(ids.new_aliases.items())
             shared = {"platform": scope.platform, "scenario_id": scope.scenario_id, "created_at": at}
@@ -965,6 +974,54 @@ class Ledger:
         ]
         insert_outcomes(conn, scope, run, Outcome.UNCERTAIN, at, entries)
 
+    def _former_rows(self, conn: Connection, scope: Scope, keys: Iterable[str]) -> dict[str, str]:
+        """The row each of ``keys`` without a row of its own has under a form an earlier version wrote it in
+        (`rules.former_keys`: ``custom:1.00`` of ``custom:1``): key -> that row's hash. None looked up where
+        the ledger bears `schema.CANONICAL_KEYS`: no row of it is keyed so."""
+        if not self._former_forms:
+            return {}
+        forms = {
+            key: [scope.contact_hash(form) for form in (key, *former)]
+            for key in keys
+            if (former := rules.former_keys(key))
+        }
+        if not forms:
+            return {}
+        recorded: set[str] = set()
+        for _, condition in matching(conn, _C.contact_hash, {h for hashes in forms.values() for h in hashes}):
+            recorded.update(conn.execute(sa.select(_C.contact_hash).where(condition)).scalars())
+        found = {
+            key: next((h for h in older if h in recorded), None)
+            for key, (own, *older) in forms.items()
+            if own not in recorded
+        }
+        return {key: row for key, row in found.items() if row is not None}
+
+    def _contacts_of(
+        self,
+        conn: Connection,
+        scope: Scope,
+        keys: Iterable[str],
+        aliases: Mapping[str, Sequence[str]] | None,
+        statuses: Sequence[str],
+    ) -> list[sa.Row[Any]]:
+        """The rows of the contacts of ``keys`` (and of the earlier contacts their ``aliases`` were claimed
+        for, and a custom key's row under a form an earlier version wrote it in: `_former_rows`) in
+        ``statuses``: the `UncertainContact` columns, then ``status``."""
+        keys = list(keys)
+        hashes = {scope.contact_hash(key) for key in keys}
+        hashes |= set(self._former_rows(conn, scope, keys).values())
+        wanted = {scope.alias_hash(alias) for key in keys for alias in (aliases or {}).get(key, ())}
+        for _, condition in matching(conn, _A.alias_hash, wanted):
+            hashes.update(conn.execute(sa.select(_A.contact_hash).where(condition)).scalars())
+        found: list[sa.Row[Any]] = []
+        for _, condition in matching(conn, _C.contact_hash, hashes):
+            query = sa.select(*_UNCERTAIN_COLUMNS, _C.status).where(
+                condition, _C.status.in_(statuses), *_open_in(scope)
+            )
+            found += conn.execute(query).all()
+        return found
+
 
 class _Abandoned(Exception):
     """Thrown into an open claim's transaction to roll it back."""
@@ -987,27 +1044,6 @@ class OpenClaim:
 
     def rollback(self) -> None:
         self._transaction.__exit__(_Abandoned, _Abandoned(), None)
-
-
-def _former_rows(conn: Connection, scope: Scope, keys: Iterable[str]) -> dict[str, str]:
-    """The row each of ``keys`` without a row of its own has under a form an earlier version wrote it in
-    (`rules.former_keys`: ``custom:1.00`` of ``custom:1``): key -> that row's hash."""
-    forms = {
-        key: [scope.contact_hash(form) for form in (key, *former)]
-        for key in keys
-        if (former := rules.former_keys(key))
-    }
-    if not forms:
-        return {}
-    recorded: set[str] = set()
-    for _, condition in matching(conn, _C.contact_hash, {h for hashes in forms.values() for h in hashes}):
-        recorded.update(conn.execute(sa.select(_C.contact_hash).where(condition)).scalars())
-    found = {
-        key: next((h for h in older if h in recorded), None)
-        for key, (own, *older) in forms.items()
-        if own not in recorded
-    }
-    return {key: row for key, row in found.items() if row is not None}
 
 
 def _log_claim(claim: Claim, run: RunRef, *, dry_run: bool) -> None:
@@ -1048,31 +1084,6 @@ STANDING = {
 def _open_in(scope: Scope) -> tuple[sa.ColumnElement[bool], ...]:
     """The scope's contacts not launched (in ``ix_altcraft_contacts_open``)."""
     return NOT_LAUNCHED, _C.scenario_id == scope.scenario_id, _C.platform == scope.platform
-
-
-def _contacts_of(
-    conn: Connection,
-    scope: Scope,
-    keys: Iterable[str],
-    aliases: Mapping[str, Sequence[str]] | None,
-    statuses: Sequence[str],
-) -> list[sa.Row[Any]]:
-    """The rows of the contacts of ``keys`` (and of the earlier contacts their ``aliases`` were claimed
-    for, and a custom key's row under a form an earlier version wrote it in: `_former_rows`) in
-    ``statuses``: the `UncertainContact` columns, then ``status``."""
-    keys = list(keys)
-    hashes = {scope.contact_hash(key) for key in keys}
-    hashes |= set(_former_rows(conn, scope, keys).values())
-    wanted = {scope.alias_hash(alias) for key in keys for alias in (aliases or {}).get(key, ())}
-    for _, condition in matching(conn, _A.alias_hash, wanted):
-        hashes.update(conn.execute(sa.select(_A.contact_hash).where(condition)).scalars())
-    found: list[sa.Row[Any]] = []
-    for _, condition in matching(conn, _C.contact_hash, hashes):
-        query = sa.select(*_UNCERTAIN_COLUMNS, _C.status).where(
-            condition, _C.status.in_(statuses), *_open_in(scope)
-        )
-        found += conn.execute(query).all()
-    return found
 
 
 def _uncertain(rows: Iterable[sa.Row[Any]]) -> list[UncertainContact]:
