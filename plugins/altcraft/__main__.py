@@ -1,4 +1,4 @@
-"""``python -m altcraft``: command-line tools of the provider (today: ``probe``)."""
+"""``python -m altcraft``: command-line tools of the provider (``probe``, ``mark-canonical-keys``)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     probe.add_argument("--keep-contact", action="store_true", help="do not mask emails/phones in --record")
     probe.add_argument("--task-timeout", type=float, default=60.0, help="seconds to wait for the async task")
+    mark = commands.add_parser(
+        "mark-canonical-keys",
+        help="stop looking custom keys up under the forms an earlier version wrote, if no row has one",
+        description="See docs/ledger.md, 'Keys an earlier version wrote otherwise'.",
+    )
+    mark.add_argument(
+        "--conn-id", help="the ledger's Airflow connection (default: [altcraft] ledger_conn_id, else SQLite)"
+    )
     return parser.parse_args(argv)
+
+
+def mark_canonical_keys(conn_id: str | None) -> int:
+    """`Ledger.mark_keys_canonical` of the ledger on ``conn_id``: 0 if marked, 1 if rows keep it unmarked."""
+    from altcraft.ledger import Ledger
+
+    ledger = Ledger.from_conn_id(conn_id)
+    try:
+        found = ledger.mark_keys_canonical()
+    finally:
+        ledger.close()
+    if found:
+        print(
+            f"mark-canonical-keys: {found} contact row(s) are keyed in a form an earlier version wrote "
+            "(custom:1.0 of custom:1): not marked; claims keep looking keys up under those forms",
+            file=sys.stderr,
+        )
+        return 1
+    print("mark-canonical-keys: marked: no custom key is looked up under a former form any more")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     from altcraft.api.errors import AltcraftError
 
     try:
+        if args.command == "mark-canonical-keys":
+            return mark_canonical_keys(args.conn_id)
         return probe.main(args)
     except AirflowNotFoundException as exc:  # a connection not made yet, or made in another AIRFLOW_HOME
         print(
-            f"probe: {exc}: add it (`airflow connections add`) or name another with --conn-id",
+            f"{args.command}: {exc}: add it (`airflow connections add`) or name another with --conn-id",
             file=sys.stderr,
         )
         return 2

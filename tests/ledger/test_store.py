@@ -2157,3 +2157,60 @@ def test_a_ledger_a_dba_creates_from_the_docs_is_marked_unless_the_mark_is_left_
         scenario = Scope(scope.platform, count)
         probes = former_probes(lookups(Ledger(fresh_engine), scenario, NUMBERS[:10]), scenario, NUMBERS[:10])
         assert probes == 0 if expected == 0 else probes > 0
+
+
+def old_row(key: str, status: str, scope: Scope) -> dict:
+    """A contact row as an earlier version wrote it."""
+    return {
+        "contact_hash": scope.contact_hash(key), "platform": scope.platform, "scenario_id": scope.scenario_id,
+        "contact_key": key, "status": status, "source_key": "s", "launch_count": 0,
+        "claim_run_key": "dag/send/r0", "claim_try_number": 1, "batch_id": "b0", "claimed_at": T0,
+        "updated_at": T0,
+    }  # fmt: skip
+
+
+def test_an_earlier_versions_ledger_is_marked_once_no_row_is_keyed_in_a_former_form(fresh_engine, scope):
+    """`Ledger.mark_keys_canonical`: refused while a row is keyed ``custom:1.0`` (a claim of ``custom:1``
+    still finds it); once that contact was sent again under its one form, the ledger is marked, and no key
+    is looked up under a former form any more. Keys of other shapes never keep it unmarked."""
+    old = create_older_ledger(fresh_engine)
+    others = ["custom:1.5", "custom:10", "custom:abc.0", "custom_sub:7", "email:a.0@x.org", "custom:eve"]
+    with fresh_engine.begin() as conn:
+        rows = [old_row("custom:1.0", "failed", scope), *(old_row(key, "launched", scope) for key in others)]
+        conn.execute(old.tables[CONTACTS].insert(), rows)
+    ledger = Ledger(fresh_engine)
+    assert ledger.mark_keys_canonical() == 1
+    with fresh_engine.connect() as conn:
+        assert conn.execute(sa.select(meta_table)).all() == [], "not marked"
+    launch(ledger, scope, run("r1"), ["custom:1"])  # found as custom:1.0's row, sent again: rekeyed
+    assert ledger.contact_states(scope)["custom:1"] == "launched"
+    assert ledger.mark_keys_canonical() == 0
+    assert ledger.mark_keys_canonical() == 0, "marked once"
+    with fresh_engine.connect() as conn:
+        assert conn.execute(sa.select(meta_table)).all() == [CANONICAL_KEYS]
+    scenario = Scope(scope.platform, 8)
+    assert former_probes(lookups(Ledger(fresh_engine), scenario, NUMBERS), scenario, NUMBERS) == 0
+
+
+def test_the_command_line_marks_a_ledger_or_says_why_not(fresh_engine, scope, monkeypatch, capsys):
+    """``python -m altcraft mark-canonical-keys --conn-id …``: exit 1 naming how many rows keep the ledger
+    unmarked (no key, no value), exit 0 once marked."""
+    if fresh_engine.dialect.name != "postgresql":
+        pytest.skip("the command is the same on every database; the method is tested on each")
+    from altcraft.__main__ import main
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OLD_LEDGER", f"postgresql://postgres@127.0.0.1:5432/{fresh_engine.url.database}"
+    )
+    old = create_older_ledger(fresh_engine)
+    with fresh_engine.begin() as conn:
+        conn.execute(old.tables[CONTACTS].insert(), [old_row("custom:1e+16", "launched", scope)])
+    assert main(["mark-canonical-keys", "--conn-id", "old_ledger"]) == 1
+    said = capsys.readouterr().err
+    assert "1 contact row(s) are keyed in a form an earlier version wrote" in said and "1e+16" not in said
+    with fresh_engine.begin() as conn:
+        conn.execute(old.tables[CONTACTS].delete())
+    assert main(["mark-canonical-keys", "--conn-id", "old_ledger"]) == 0
+    assert "marked" in capsys.readouterr().out
+    with fresh_engine.connect() as conn:
+        assert conn.execute(sa.select(meta_table)).all() == [CANONICAL_KEYS]

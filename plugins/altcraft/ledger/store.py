@@ -45,6 +45,7 @@ from altcraft.ledger.model import (
     utc,
 )
 from altcraft.ledger.schema import (
+    CANONICAL_KEYS,
     NOT_LAUNCHED,
     activity_table,
     aliases_table,
@@ -53,6 +54,7 @@ from altcraft.ledger.schema import (
     create_schema,
     identities_table,
     keys_canonical,
+    meta_table,
     outcomes_table,
     tasks_table,
 )
@@ -132,6 +134,28 @@ class Ledger:
         with self.engine.connect() as conn:
             self._former_forms = not keys_canonical(conn)
         self._schema_ready = True
+
+    def mark_keys_canonical(self) -> int:
+        """Mark a ledger an earlier version created as `ensure_schema` marks a new one
+        (`schema.CANONICAL_KEYS`) when none of its rows is keyed in a form an earlier version wrote a custom
+        key's number in (`rules.of_former_key`: ``custom:1.0``): its claims then look up no key under those
+        forms. Returns how many rows are so keyed: 0 once marked. Run it when no earlier version writes the
+        ledger."""
+        self._ready()
+        former = _C.contact_key.like("%.%0") | _C.contact_key.like("%e%")  # of_former_key's shapes, and more
+        query = sa.select(_C.contact_key).where(_C.contact_key.like("custom%"), former)
+        name, value = CANONICAL_KEYS
+
+        def work(conn: Connection) -> int:
+            rows = conn.execute(query.execution_options(yield_per=10_000)).scalars()
+            found = sum(rules.of_former_key(key) != key for key in rows)
+            if not found and not keys_canonical(conn):
+                conn.execute(sa.insert(meta_table).values(name=name, value=value))
+            return found
+
+        found = self._attempts(work)
+        self._former_forms = bool(found)
+        return found
 
     def recount_days(self) -> int:
         """Recount ``altcraft_outcome_days`` from the outcome rows, exact while writes wait: a one-off
