@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -268,7 +269,8 @@ def trigger(api: AirflowApi, dag_id: str, **body: Any) -> dict[str, Any]:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(1200)
-def test_the_demo_backfills_seven_days_and_the_emulator_agrees(first_demo):
+def test_the_demo_backfills_seven_days_and_the_emulator_agrees(first_demo, demo_state):
+    home = demo_state["home"].resolve()
     assert first_demo.returncode == 0, f"{first_demo.stdout}\n{first_demo.stderr}"
     rows, (found, launched, skipped, rejected, failed, uncertain), recorded = report(first_demo.stdout)
     assert len(rows) == 7
@@ -279,7 +281,8 @@ def test_the_demo_backfills_seven_days_and_the_emulator_agrees(first_demo):
     assert failed == uncertain == 0
     assert "email: matching key is missing" in first_demo.stdout  # rejection reasons from the ledger
     assert re.search(r"Airflow UI: http://127\.0\.0\.1:\d+  \(user admin, password \S+\)", first_demo.stdout)
-    assert "Airflow CLI: make demo-shell" in first_demo.stdout
+    # the command that opens this demo's state: its DEMO_HOME is not the repository's .airflow/
+    assert f"Airflow CLI: DEMO_HOME={shlex.quote(str(home))} make demo-shell" in first_demo.stdout
     assert "Everything has stopped (DEMO_KEEP_RUNNING=0)" in first_demo.stdout  # it ran with 0
 
 
