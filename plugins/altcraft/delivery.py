@@ -61,6 +61,7 @@ from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import (
     DEFAULT_GRACE,
+    NO_DATABASE_ID,
     by_task,
     judge,
     launch_marker,
@@ -259,7 +260,8 @@ class Delivery:
     sample: list[str] = field(default_factory=list)
     #: ``FIELD=value`` launch marker the mapper writes into every profile (see altcraft.reconciliation)
     marker: str | None = None
-    #: database to read profiles from when reconciling (None: no reconciliation)
+    #: database to read profiles from when reconciling (None: not known, so only recorded Altcraft tasks
+    #: decide: `NO_DATABASE_ID`)
     profiles_db_id: int | None = None
     #: how long after its answer was lost a synchronous request's missing marker or profile proves nothing
     reconcile_grace: timedelta = DEFAULT_GRACE
@@ -588,7 +590,7 @@ class Delivery:
     def _open_claim(self, items: list[tuple[str, str]], keys: set[str]) -> OpenClaim | None:
         """On the claim thread: the open claim, or None when contacts must be reconciled first (in line):
         uncertain ones, or dead claims (`Ledger.to_reconcile` makes them uncertain)."""
-        if self.profiles_db_id is not None and any(
+        if not self.dry_run and any(
             contact.contact_key not in self.checked for contact in self.session.to_reconcile(keys)
         ):
             return None
@@ -655,7 +657,8 @@ class Delivery:
     def reconcile(
         self, keys: set[str] | None = None, aliases: Mapping[str, Sequence[str]] | None = None
     ) -> dict[Outcome, int]:
-        """Check uncertain contacts in Altcraft (``profiles/get``) and record the verdicts.
+        """Check uncertain contacts in Altcraft (their recorded task, then ``profiles/get``) and record the
+        verdicts.
 
         ``keys``: only these (before a claim; with their ``aliases`` under combined matching, so a contact
         first claimed under another key is among them); None: every uncertain contact of the scenario.
@@ -664,14 +667,18 @@ class Delivery:
         A read that fails leaves the contact uncertain (counted and noted as such); the delivery
         goes on. Each verdict is recorded as soon as it is reached, so a try stopped part-way (its
         execution_timeout, a kill; asked to stop, it reads no further profile) keeps those it reached. Each
-        contact is checked once per try (``summary.reconciled`` counts contacts, not checks).
+        contact is checked once per try (``summary.reconciled`` counts contacts, not checks). With no
+        ``profiles_db_id`` known only contacts whose request recorded an Altcraft task are checked
+        (`_by_tasks_only`).
         """
-        if self.profiles_db_id is None or self.dry_run:
+        if self.dry_run:
             return {}
         met = self.session.to_reconcile(keys, aliases)
         contacts = [c for c in met if c.contact_key not in self.checked]
         self.checked.update(c.contact_key for c in contacts)
         tasks = self.session.sent_tasks({c.batch_id for c in contacts}) if contacts else {}
+        if self.profiles_db_id is None:
+            contacts = _by_tasks_only(contacts, tasks)
         applied: Counter[Outcome] = Counter()
         for contact in contacts:
             self._unless_stopped(None)
@@ -734,7 +741,10 @@ class Delivery:
         return said
 
     def _look_up(self, contact: UncertainContact, now: datetime) -> Resolution:
-        """The verdict from the contact's profile as ``profiles/get`` answers it (`judge`)."""
+        """The verdict from the contact's profile as ``profiles/get`` answers it (`judge`); unread with no
+        database known."""
+        if self.profiles_db_id is None:
+            return unread(NO_DATABASE_ID, now)
         try:
             match = match_of(contact.contact_key, self.mapper.mapping)
         except ValueError as exc:
@@ -1053,6 +1063,21 @@ def task_settlements(status: TaskStatus, keys: Sequence[str]) -> dict[str, Settl
     return dict.fromkeys(
         keys, Settlement(Outcome.LAUNCHED, text=f"task {status.task_id}: counts prove every launch")
     )
+
+
+def _by_tasks_only(contacts: list[UncertainContact], tasks: Mapping[str, SentTask]) -> list[UncertainContact]:
+    """Of contacts to reconcile with no database known, those a recorded Altcraft task (``tasks``, by batch
+    id) may decide; the others (sent ``single`` or ``batch``, or no task recorded) are left as they are,
+    counted in a warning (no contact data)."""
+    kept = [contact for contact in contacts if contact.batch_id in tasks]
+    if len(kept) < len(contacts):
+        log.warning(
+            "Reconciling: %d uncertain contact(s) have no Altcraft task recorded, and %s: they stay "
+            "uncertain, unread",
+            len(contacts) - len(kept),
+            NO_DATABASE_ID,
+        )
+    return kept
 
 
 def _shared(task_id: str) -> str:

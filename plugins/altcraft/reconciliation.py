@@ -176,6 +176,14 @@ def by_task(
     )
 
 
+#: Why a contact's profile is not looked up when the scenario's database is not known (its ``workflows/list``
+#: answer names none, and no ``db_id`` is set): only an Altcraft task recorded for its request can decide it.
+NO_DATABASE_ID = (
+    "no profile lookup was possible: no Altcraft database id is known (set db_id on the operator, "
+    "scenario.db_id in a pipeline spec)"
+)
+
+
 def unread(why: str, now: datetime) -> Resolution:
     """The verdict on a contact whose profile was not read (``why``, free of contact data: the read failed,
     or it cannot be looked up): still uncertain, with why as its evidence."""

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from altcraft.api.matching import MatchingMode
 from altcraft.delivery import DeliveryStopped
-from altcraft.ledger import Outcome
+from altcraft.ledger import Outcome, RelaunchPolicy
 from altcraft.ledger.rules import IN_FLIGHT
 from altcraft.ledger.schema import contacts_table, outcomes_table
 from altcraft.modes import DeliveryMode
@@ -451,6 +451,14 @@ def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_s
     assert_exactly_once(emulator, marker_scenario, 6)
 
 
+#: A run knowing the scenario's database (where profiles are looked up), and one knowing none: the
+#: scenario's answer names none and no ``db_id`` is set. Both read a dead try's recorded task.
+DATABASE_IDS = pytest.mark.parametrize("db_id", [1, None], ids=["database known", "no database id"])
+
+#: What a contact's note says when its profile could not be looked up for want of a database id.
+NO_DATABASE_ID = "no Altcraft database id is known"
+
+
 def submit_and_die(make_delivery, people: list[dict], **options) -> str:
     """A try that submits its Altcraft task and dies before reading it: its contacts stay ``sending``, the
     task id is in the dead try's Airflow task state (here: dropped) and the ledger. The task then finishes
@@ -463,10 +471,13 @@ def submit_and_die(make_delivery, people: list[dict], **options) -> str:
 
 
 def meet_stale(make_delivery, ledger, people: list[dict], run_id: str = "r2") -> None:
-    """A later run meets the dead try's claim stale: its contacts become uncertain, and nobody is sent."""
+    """A later claim meets the dead try's claim stale, its task unread (as a claim alone does): its contacts
+    become uncertain, and nobody is sent."""
     ledger.stale_after = timedelta(0)
-    met = make_delivery(run=run_ref(run_id=run_id, window=run_id)).process(in_batches(people))
-    assert (met.uncertain, met.requests) == (len(people), 0)
+    items = [(f"email:{person['email']}", str(person["id"])) for person in people]
+    run = run_ref(run_id=run_id, window=run_id)
+    claim = ledger.claim(make_delivery().scope, run, items, RelaunchPolicy.parse("once"))
+    assert (len(claim.uncertain), claim.to_send) == (len(people), [])
 
 
 def uncertain_notes(ledger, scenario_id: int) -> list[str]:
@@ -478,18 +489,20 @@ def uncertain_notes(ledger, scenario_id: int) -> list[str]:
 
 
 @pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+@DATABASE_IDS
 def test_the_task_of_a_try_that_died_settles_the_contacts_a_later_run_met_stale(
-    make_delivery, emulator, scenario_id, ledger
+    make_delivery, emulator, scenario_id, ledger, db_id
 ):
     """The try that submitted the task died; another run met its claim stale (6 uncertain). The task's id
     was only in the dead try's Airflow task state, so reconciliation could only look the profiles up, and a
     profile proves nothing of a task that may still be queued: 6 uncertain for good, though the task had
-    launched them. Now the ledger keeps the task id and reconciliation reads its result first."""
+    launched them. Now the ledger keeps the task id and reconciliation reads its result first, with a
+    database id known or not (knowing none, it reconciled nothing)."""
     people = contacts(6)
     submit_and_die(make_delivery, people)
     meet_stale(make_delivery, ledger, people)
 
-    reconciler = make_delivery(run=run_ref(run_id="r3", window="r3"), profiles_db_id=1)
+    reconciler = make_delivery(run=run_ref(run_id="r3", window="r3"), profiles_db_id=db_id)
     assert reconciler.reconcile() == {Outcome.LAUNCHED: 6}
     assert reconciler.standing() == NO_STANDING
     summary = reconciler.process(in_batches(people))
@@ -574,27 +587,29 @@ def test_a_retry_reads_its_task_by_the_keys_it_sent_when_another_run_took_some_o
     assert_exactly_once(emulator, scenario_id, 6)
 
 
-def first_to_meet(make_delivery, ledger, run_id: str = "r2", **options):
+def first_to_meet(make_delivery, ledger, run_id: str = "r2", db_id: int | None = 1, **options):
     """The first run after the dead try whose claims meet its contacts (the claim stale at once:
-    ``stale_after`` 0), reconciling (``profiles_db_id``), in chunks of 3 (on PostgreSQL and MariaDB the
-    second one claimed ahead, while the first is sent)."""
+    ``stale_after`` 0), reconciling (profiles looked up in ``db_id``, if known), in chunks of 3 (on
+    PostgreSQL and MariaDB the second one claimed ahead, while the first is sent)."""
     ledger.stale_after = timedelta(0)
     run = run_ref(run_id=run_id, window=run_id)
-    return make_delivery(run=run, profiles_db_id=1, batch_size=3, **options)
+    return make_delivery(run=run, profiles_db_id=db_id, batch_size=3, **options)
 
 
 @pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+@DATABASE_IDS
 def test_the_first_run_to_meet_a_dead_tries_claim_settles_it_from_its_task(
-    make_delivery, emulator, scenario_id, ledger
+    make_delivery, emulator, scenario_id, ledger, db_id
 ):
     """The try that submitted the task died, leaving its 6 contacts ``sending``; the task launched them.
     The first run to meet the claim stale made them uncertain unread, failed, and only a later run read the
     task. Now that first run reads it before its claims decide: 6 launched (recorded for the dead try, which
-    sent them), nobody sent again, nothing left uncertain."""
+    sent them), nobody sent again, nothing left uncertain. Reading a task needs no database id: a run
+    knowing none made them uncertain unread, as a claim alone does."""
     people = contacts(6)
     submit_and_die(make_delivery, people)
 
-    first = first_to_meet(make_delivery, ledger)
+    first = first_to_meet(make_delivery, ledger, db_id=db_id)
     summary = first.process(in_batches(people))
 
     assert summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0}
@@ -606,12 +621,14 @@ def test_the_first_run_to_meet_a_dead_tries_claim_settles_it_from_its_task(
 
 @pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
 @pytest.mark.parametrize("grace", [None, timedelta(0)], ids=["default grace", "grace passed"])
+@DATABASE_IDS
 def test_the_first_run_to_meet_a_dead_tries_claim_resends_what_its_task_refused_after_the_grace(
-    make_delivery, emulator, scenario_id, ledger, grace
+    make_delivery, emulator, scenario_id, ledger, grace, db_id
 ):
     """The dead try's task refused every second contact (400) and launched the others. The first run to
     meet the claim records the 3 launched and sends them to nobody; the 3 refused ones it sends once the
-    grace has passed since it found them (as every resend waits), else a later run does."""
+    grace has passed since it found them (as every resend waits), else a later run does; with a database id
+    known or not."""
     emulator.add_faults(
         {"endpoint": TASK_ENDPOINT, "kind": "profile_error", "code": 400, "text": "bad field", "every": 2}
     )
@@ -619,7 +636,8 @@ def test_the_first_run_to_meet_a_dead_tries_claim_resends_what_its_task_refused_
     task_id = submit_and_die(make_delivery, people)
     emulator.clear_faults()
 
-    first = first_to_meet(make_delivery, ledger, **({} if grace is None else {"reconcile_grace": grace}))
+    options = {"db_id": db_id} | ({} if grace is None else {"reconcile_grace": grace})
+    first = first_to_meet(make_delivery, ledger, **options)
     summary = first.process(in_batches(people))
 
     if grace is None:
@@ -627,7 +645,7 @@ def test_the_first_run_to_meet_a_dead_tries_claim_resends_what_its_task_refused_
         assert (summary.skipped, summary.uncertain, summary.requests) == (3, 3, 0), "not within the grace"
         notes = uncertain_notes(ledger, scenario_id)
         assert len(notes) == 3 and all(f"task {task_id} refused it (API 400: bad field)" in n for n in notes)
-        late = first_to_meet(make_delivery, ledger, "r3", reconcile_grace=timedelta(0))
+        late = first_to_meet(make_delivery, ledger, "r3", db_id, reconcile_grace=timedelta(0))
         summary = late.process(in_batches(people))
         assert summary.reconciled == {"launched": 0, "not_processed": 3, "uncertain": 0}
     else:
@@ -636,23 +654,30 @@ def test_the_first_run_to_meet_a_dead_tries_claim_resends_what_its_task_refused_
     assert_exactly_once(emulator, scenario_id, 6)
 
 
-def met_undecided(make_delivery, ledger, scenario_id: int, people: list[dict], says: str) -> None:
+def met_undecided(
+    make_delivery, ledger, scenario_id: int, people: list[dict], says: str, db_id: int | None = 1
+) -> None:
     """The first run to meet the dead try's claim, past the grace, sends nobody: its contacts stay
-    uncertain, each checked and its note saying why (``says``)."""
-    summary = first_to_meet(make_delivery, ledger, reconcile_grace=timedelta(0)).process(in_batches(people))
+    uncertain, each checked and its note saying why (``says``; with no database id, that too)."""
+    first = first_to_meet(make_delivery, ledger, db_id=db_id, reconcile_grace=timedelta(0))
+    summary = first.process(in_batches(people))
     assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": len(people)}
     assert (summary.uncertain, summary.requests) == (len(people), 0)
     notes = uncertain_notes(ledger, scenario_id)
     assert len(notes) == len(people) and all(says in note for note in notes)
+    if db_id is None:
+        assert all(f"{NO_DATABASE_ID} (set db_id" in note for note in notes), notes[0]
 
 
 @pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+@DATABASE_IDS
 def test_a_dead_tries_task_still_running_leaves_the_contacts_the_first_run_meets_uncertain(
-    make_delivery, emulator, scenario_id, ledger
+    make_delivery, emulator, scenario_id, ledger, db_id
 ):
     """The dead try's task is still queued when the first run meets its claim: the task proves nothing yet,
     nor does a profile of an async request, so nothing is sent (even past the grace), the 6 are uncertain,
-    their notes naming the task; the task then launches each of them once."""
+    their notes naming the task (and, knowing no database id, that no profile was looked up and which
+    setting gives one); the task then launches each of them once."""
     emulator.config(task_delay_seconds=8)  # queued while the run below reads it, on a loaded machine too
     people = contacts(6)
     dead = make_delivery(mode="async", batch_size=6)
@@ -660,7 +685,7 @@ def test_a_dead_tries_task_still_running_leaves_the_contacts_the_first_run_meets
     [task_id] = dead.tasks.values()
 
     met_undecided(
-        make_delivery, ledger, scenario_id, people, f"its Altcraft task {task_id} is still 'queued'"
+        make_delivery, ledger, scenario_id, people, f"its Altcraft task {task_id} is still 'queued'", db_id
     )
     assert dead.hook.wait_for_task(task_id, timeout=30, poll_interval=0.1).state.is_terminal
     assert_exactly_once(emulator, scenario_id, 6)
@@ -750,21 +775,49 @@ def test_a_whole_scenario_reconciliation_settles_a_dead_claim_no_run_meets_again
 
 
 @pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+@DATABASE_IDS
 def test_a_whole_scenario_reconciliation_settles_a_dead_async_claim_from_its_task(
-    make_delivery, emulator, scenario_id, ledger
+    make_delivery, emulator, scenario_id, ledger, db_id
 ):
     """The try that submitted its Altcraft task died and no run meets its 6 contacts again: a whole-scenario
     reconciliation reads their recorded task, which launched them (their profiles, sent async, prove
-    nothing), and nobody is sent again."""
+    nothing), and nobody is sent again. With no database id known it reconciled nothing (``{}``), the 6
+    left ``sending``, though reading a task needs none."""
     submit_and_die(make_delivery, contacts(6))
     ledger.stale_after = timedelta(0)
 
-    reconciler = make_delivery(run=run_ref(run_id="r2", window="r2"), profiles_db_id=1)
+    reconciler = make_delivery(run=run_ref(run_id="r2", window="r2"), profiles_db_id=db_id)
     assert reconciler.standing() == {**NO_STANDING, "stale_sending": 6}
     assert reconciler.reconcile() == {Outcome.LAUNCHED: 6}
     assert reconciler.summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0}
     assert reconciler.standing() == NO_STANDING
     assert_exactly_once(emulator, scenario_id, 6)
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_with_no_database_id_a_whole_scenario_reconciliation_leaves_what_only_a_profile_decides_saying_so(
+    make_delivery, emulator, marker_scenario, ledger, caplog
+):
+    """A dead claim of a batch request has no Altcraft task, and knowing no database id the reconciliation
+    cannot look its profiles up: the claim is made uncertain (as a claim meeting it would, its note kept),
+    nothing is judged or counted as checked, and the log says how many were left and which setting gives a
+    database id. With one, the marker then decides them."""
+    marked = {"launch_marker_field": MARKER}
+    send_and_die(make_delivery, ledger, contacts(6), **marked)
+    ledger.stale_after = timedelta(0)
+
+    blind = make_delivery(run=run_ref(run_id="r2", window="r2"), **marked)
+    assert blind.reconcile() == {}
+    assert blind.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert blind.standing() == {**NO_STANDING, "uncertain": 6}
+    notes = uncertain_notes(ledger, marker_scenario)
+    assert len(notes) == 6 and all("claim by run" in note and "never settled" in note for note in notes)
+    said = [r.getMessage() for r in caplog.records if NO_DATABASE_ID in r.getMessage()]
+    assert len(said) == 1 and "6 uncertain contact(s)" in said[0] and "set db_id" in said[0], said
+
+    seeing = make_delivery(run=run_ref(run_id="r3", window="r3"), profiles_db_id=marker_scenario, **marked)
+    assert seeing.reconcile() == {Outcome.LAUNCHED: 6}
+    assert_exactly_once(emulator, marker_scenario, 6)
 
 
 @pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)

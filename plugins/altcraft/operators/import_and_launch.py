@@ -77,7 +77,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         task runs); needs ``key_column``. Not templated: Airflow would keep the records among the task's
         rendered fields (its database, the UI).
     :param key_column: the record field identifying a contact (taken from ``source`` when given).
-    :param db_id: database the scenario must work on; checked before anything is sent. Templated.
+    :param db_id: database the scenario must work on; checked before anything is sent. Templated. It is
+        also where reconciliation looks profiles up when Altcraft's scenario names no database; with
+        neither, only an Altcraft task recorded for a contact's request can decide it.
     :param delivery: ``single``, ``batch`` (default) or ``async`` (batch task + deferrable wait).
     :param batch_size: contacts per request (≤ 10,000) and per source read.
     :param max_request_bytes: cap of one request's encoded JSON (default just under 10 MB).
