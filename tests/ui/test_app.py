@@ -52,8 +52,9 @@ def _admin(statement: str) -> None:
 def _fill(ledger: Ledger) -> None:
     """Both DAGs' run ``r1`` with hostile reasons and source keys (``secret_dag``'s settled just now, an
     hour after ``open_dag``'s); a contact both DAGs sent; and an uncertain contact of another scenario
-    whose only outcome is 40 days old; a contact of another scenario that a try of ``open_dag``'s run left
-    ``sending``; run ``r1`` of each pipeline DAG with a contact left uncertain an hour ago."""
+    whose only outcome is 40 days old; two contacts of another scenario that tries of ``open_dag``'s run left
+    ``sending``, one just now (in flight, maybe), one 7 hours ago (stale: the try died); run ``r1`` of each
+    pipeline DAG with a contact left uncertain an hour ago."""
     now = datetime.now(UTC)
     for dag_id, at in ((READABLE, now - timedelta(hours=1)), (SECRET, now)):  # uncertain: for long, just now
         run = RunRef.create(dag_id, "import_and_launch", "r1", 1)
@@ -79,10 +80,13 @@ def _fill(ledger: Ledger) -> None:
             claim,
             {k: Settlement(outcome, code=5, text=f"text of {dag_id}") for k in claim.to_send},
         )
-    # a contact that a try of open_dag's r1 claimed and died sending: no outcome row, still `sending`
-    ledger.claim(
-        DIED, RunRef.create(READABLE, "import_and_launch", "r1", 1), [("email:died@example.org", "d")], ONCE
-    )
+    # contacts that tries of open_dag's r1 claimed and died sending (just now; 7 h ago: stale): no outcome
+    # row, still `sending`
+    for key, at in (
+        ("email:died@example.org", now),
+        ("email:died-long-ago@example.org", now - timedelta(hours=7)),
+    ):
+        ledger.claim(DIED, RunRef.create(READABLE, "import_and_launch", "r1", 1), [(key, "d")], ONCE, now=at)
     for dag_id in (WATERMARK, SLOW_GRACE):
         run, hour_ago = RunRef.create(dag_id, "import_and_launch", "r1", 1), now - timedelta(hours=1)
         claim = ledger.claim(PIPELINE, run, [(f"email:{dag_id}@example.org", "row")], ONCE, now=hour_ago)
@@ -291,6 +295,15 @@ def test_open_contacts_show_though_their_outcomes_are_older_than_the_trend(page)
     assert open_counts(html, OLD.scenario_id) == {"uncertain": 1}
 
 
+def test_contacts_a_stale_claim_left_sending_are_not_shown_as_sending_now(page):
+    """A claim older than the ledger's stale_after was never settled (its try died): the card said "2
+    sending now" with the one in flight; now apart, saying what settles it."""
+    html = page.get("/").text
+    assert open_counts(html, DIED.scenario_id) == {"sending": 1, "stale_sending": 1}
+    card = html.split(f'data-scenario="{DIED.scenario_id}"', 1)[1].split("</section>", 1)[0]
+    assert "1 sending now" in card and "1 stale (reconcile to settle)" in card
+
+
 def test_a_user_sees_no_counts_or_contact_state_set_by_a_dag_they_may_not_read(page):
     # open now: 3 failed and 2 uncertain of each DAG's run, and the shared contact that secret_dag failed
     assert open_counts(page.get("/").text, SCOPE.scenario_id) == {"failed": 7, "uncertain": 4}
@@ -304,18 +317,21 @@ def test_a_user_sees_no_counts_or_contact_state_set_by_a_dag_they_may_not_read(p
 
 def attention(html: str) -> dict[str, int]:
     """The "N uncertain" / "N failed" badges that flag what a person must look at."""
-    return {status: int(n) for n, status in re.findall(r'data-attention="\w+">(\d+) (\w+)<', html)}
+    return {status: int(n) for status, n in re.findall(r'data-attention="(\w+)">(\d+) ', html)}
 
 
 def test_a_run_with_uncertain_sending_or_failed_contacts_never_looks_clean(page):
     run = page.get("/run", **RUN).text
     alert = run.split('id="attention"', 1)[1].split("</p>", 1)[0]
-    # now: with the shared one secret_dag failed, and the one a try died sending
-    assert attention(alert) == {"uncertain": 2, "sending": 1, "failed": 4}
+    # now: with the shared one secret_dag failed, and the two tries left sending: one stale, one in flight
+    assert attention(alert) == {"uncertain": 2, "sending": 1, "stale_sending": 1, "failed": 4}
+    assert "1 stale sending</span>" in alert
     restricted = page.get("/run", RESTRICTED, **RUN).text.split('id="attention"', 1)[1].split("</p>", 1)[0]
-    assert attention(restricted) == {"uncertain": 2, "sending": 1, "failed": 3}, "not secret_dag's failure"
+    expected = {"uncertain": 2, "sending": 1, "stale_sending": 1, "failed": 3}
+    assert attention(restricted) == expected, "not secret_dag's failure"
     assert "may or may not have launched" in alert
     assert "<em>Reconcile now</em> does too" in alert, "a dead claim no later run reads is reconciled so"
+    assert "<strong>Stale sending</strong>" in alert and "<em>Reconcile now</em> settles them" in alert
     row = page.get("/").text.split(f'data-dag="{READABLE}"', 1)[1].split("</tr>", 1)[0]
     assert 'state-success">success' in row and attention(row) == {"uncertain": 2, "failed": 3}  # its last run
     assert 'id="attention"' not in page.get("/run", dag_id=READABLE, run_id="no-outcomes").text

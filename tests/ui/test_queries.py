@@ -20,6 +20,7 @@ from altcraft.ledger import (
     Settlement,
     outcomes_table,
 )
+from altcraft.ledger.rules import STALE_AFTER
 from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.ui import queries
 from altcraft.ui.actions import SELECTED_CONF_KEY, Action, plan
@@ -260,9 +261,26 @@ def test_contacts_a_run_left_sending_are_found_by_their_claim(ledger):
             SCOPE, ref(dag_id, run_id, "import_and_launch[0]"), [(f"email:{run_id}@{dag_id}.org", "s")], ONCE
         )
     with ledger.engine.connect() as conn:
-        assert queries.sending_in_run(conn, "wel_come", "r%1") == 1  # `_` and `%` are no wildcards
-        assert queries.sending_in_run(conn, "wel_come", "r") == 0
+        in_flight = {"sending": 1, "stale_sending": 0}
+        assert queries.sending_in_run(conn, "wel_come", "r%1") == in_flight  # `_` and `%` are no wildcards
+        assert queries.sending_in_run(conn, "wel_come", "r") == {"sending": 0, "stale_sending": 0}
         assert queries.open_in_run(conn, "wel_come", "r%1") == {}, "no outcome row in the run"
+
+
+def test_contacts_a_stale_claim_left_sending_are_counted_apart_from_those_in_flight(ledger):
+    """A claim older than the ledger's ``stale_after`` was never settled: its try died, and only a
+    reconciling run settles it. The Pipelines card and the run page counted it as "sending now" with a
+    claim in flight; now apart, as the scenario's standing does (``stale_sending``), by the ledger's clock."""
+    run, now = ref("welcome", "r1", "import_and_launch[0]"), datetime.now(UTC)
+    ledger.claim(SCOPE, run, [("email:live@x.org", "a")], ONCE)
+    dead = [("email:dead1@x.org", "b"), ("email:dead2@x.org", "c")]
+    ledger.claim(SCOPE, run, dead, ONCE, now=now - STALE_AFTER - timedelta(minutes=5))
+    counts = {"sending": 1, "stale_sending": 2}
+    with ledger.engine.connect() as conn:
+        assert queries.sending_in_run(conn, "welcome", "r1") == counts
+        (scope,) = queries.pipelines(conn, now)
+        assert scope.open_contacts == counts
+    assert ledger.standing(SCOPE)["stale_sending"] == 2
 
 
 def test_candidate_keys_normalise_like_the_mapper():

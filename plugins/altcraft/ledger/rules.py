@@ -303,6 +303,11 @@ def dead_try_note(state: ContactState, run: RunRef) -> str | None:
     )
 
 
+#: How old a claim still ``sending`` must be to be taken for dead: the ledger's ``stale_after`` unless given
+#: (`Ledger`; the operator's and the Altcraft page's).
+STALE_AFTER = timedelta(hours=6)
+
+
 def stale_before(now: datetime, stale_after: timedelta) -> datetime:
     """The claim time at and before which a ``sending`` row's claim is stale at ``now``: its run ended
     without settling it (`dead_claim_note`; the scenario's standing counts such rows with it)."""

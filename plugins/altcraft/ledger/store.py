@@ -96,7 +96,7 @@ _T = tasks_table.c
 class Ledger:
     """The sync ledger on one SQLAlchemy engine. Thread-safe; every public method is one transaction."""
 
-    def __init__(self, engine: Engine, *, stale_after: timedelta = timedelta(hours=6)):
+    def __init__(self, engine: Engine, *, stale_after: timedelta = rules.STALE_AFTER):
         self.engine = protected(engine)  # also one made by hand: no contact data in its errors
         self.stale_after = stale_after
         self._schema_ready = False
@@ -105,7 +105,7 @@ class Ledger:
         self._former_forms = True
 
     @classmethod
-    def from_conn_id(cls, conn_id: str | None, *, stale_after: timedelta = timedelta(hours=6)) -> Ledger:
+    def from_conn_id(cls, conn_id: str | None, *, stale_after: timedelta = rules.STALE_AFTER) -> Ledger:
         """Ledger on an Airflow connection's database, or on ``$AIRFLOW_HOME/altcraft_ledger.db`` if None."""
         return cls(ledger_engine(conn_id), stale_after=stale_after)
 

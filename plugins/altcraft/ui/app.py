@@ -29,7 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from altcraft.ledger.rules import DEFAULT_GRACE, grace_left
+from altcraft.ledger.rules import DEFAULT_GRACE, STALE_AFTER, grace_left
 from altcraft.ledger.statements import database_now
 from altcraft.mapping import mask_key
 from altcraft.masking import scrub
@@ -211,6 +211,7 @@ templates.globals.update(
     bars=bars,
     no_window=NO_WINDOW,
     keeps_position=KEEPS_POSITION,
+    stale_after=duration_text(STALE_AFTER),
 )
 
 # ---------------------------------------------------------------------------------------------- pages
@@ -267,7 +268,7 @@ def run_page(
         filtered=filtered,
         open_now={
             **queries.open_in_run(conn, dag_id, run_id, airflow_runs.readable_dag_ids(user)),
-            "sending": queries.sending_in_run(conn, dag_id, run_id),
+            **queries.sending_in_run(conn, dag_id, run_id),
         },
         can_trigger=airflow_runs.may_trigger(user, dag_id),
         marker=airflow_runs.dag_marker(dag_id),

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from altcraft.ledger import Scope, activity_table, contacts_table, outcomes_table
+from altcraft.ledger.rules import STALE_AFTER, stale_before
 from altcraft.ledger.schema import NOT_LAUNCHED
-from altcraft.ledger.statements import as_date, contact_outcome_rows
+from altcraft.ledger.statements import as_date, contact_outcome_rows, database_now
 
 _C = contacts_table.c
 _O = outcomes_table.c
@@ -30,6 +31,8 @@ _D = activity_table.c
 _RECORDED_ORDER = _O.id + 0
 #: Contact states a person should look at: not (yet) launched and not resent automatically.
 OPEN_STATUSES = ("uncertain", "failed", "sending")
+#: How `open_contacts` and `sending_in_run` count ``sending`` contacts whose claim is stale (`stale_count`).
+STALE_SENDING = "stale_sending"
 #: The order of the well-known outcomes in tables and charts; others follow alphabetically.
 OUTCOME_ORDER = ("launched", "skipped", "rejected", "failed", "uncertain")
 
@@ -50,6 +53,7 @@ class ScopeActivity:
     last_30d: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     #: day → outcome → count, for the trend chart (days without outcomes are absent)
     per_day: dict[date, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    #: status → count; ``sending`` only those of a claim in flight, `STALE_SENDING` those of a stale one
     open_contacts: dict[str, int] = field(default_factory=dict)
     last_recorded_at: datetime | None = None
 
@@ -121,8 +125,9 @@ def pipelines(
     conn: Connection, now: datetime, dag_ids: Collection[str] | None = None, trend_days: int = 30
 ) -> list[ScopeActivity]:
     """Every scope with outcomes in the last ``trend_days`` UTC days (today included) or with contacts
-    still open, however old. ``dag_ids``: only outcomes of these DAGs (those the user may read), and
-    only open contacts that one of them claimed last; ``None``: all."""
+    still open, however old (``sending`` ones of a stale claim, by the ledger's clock, as `STALE_SENDING`).
+    ``dag_ids``: only outcomes of these DAGs (those the user may read), and only open contacts that one of
+    them claimed last; ``None``: all."""
     if dag_ids is not None and not dag_ids:
         return []
     scopes: dict[tuple[str, int], ScopeActivity] = {}
@@ -146,15 +151,27 @@ def pipelines(
     for platform, scenario_id, dag_id, outcome, count in recent(conn, now - timedelta(hours=24)):
         if (activity := fed(platform, scenario_id, dag_id)) is not None:
             activity.last_24h[outcome] += count
+    group = (_C.platform, _C.scenario_id, _C.claim_run_key, _C.status)
     open_rows = (
-        sa.select(_C.platform, _C.scenario_id, _C.claim_run_key, _C.status, sa.func.count())
+        sa.select(*group, sa.func.count(), stale_count(conn))
         .where(_C.status.in_(OPEN_STATUSES), NOT_LAUNCHED)
-        .group_by(_C.platform, _C.scenario_id, _C.claim_run_key, _C.status)
+        .group_by(*group)
     )
-    for platform, scenario_id, claim_run_key, status, count in conn.execute(open_rows):
+    for platform, scenario_id, claim_run_key, status, count, stale in conn.execute(open_rows):
         if (activity := fed(platform, int(scenario_id), claim_dag(claim_run_key))) is not None:
-            activity.open_contacts[status] = activity.open_contacts.get(status, 0) + count
+            for name, n in ((status, count - int(stale)), (STALE_SENDING, int(stale))):
+                if n:
+                    activity.open_contacts[name] = activity.open_contacts.get(name, 0) + n
     return sorted(scopes.values(), key=lambda s: (s.platform, s.scenario_id))
+
+
+def stale_count(conn: Connection) -> sa.ColumnElement[int]:
+    """How many of the rows counted are ``sending`` by a stale claim: one the ledger's ``stale_after`` old
+    by its clock (`stale_before`), which its try never settled (it died), as the scenario's standing counts
+    them (``stale_sending``); a reconciling run settles them."""
+    cutoff = stale_before(database_now(conn), STALE_AFTER)
+    stale = sa.and_(_C.status == "sending", _C.claimed_at <= cutoff)
+    return sa.func.coalesce(sa.func.sum(sa.case((stale, 1), else_=0)), 0)
 
 
 @dataclass(frozen=True)
@@ -390,16 +407,18 @@ def open_in_run(
     return dict(found)
 
 
-def sending_in_run(conn: Connection, dag_id: str, run_id: str) -> int:
-    """Contacts a try of this run claimed and has recorded no answer for (still ``sending``): it is still
-    sending them, or it died (they have no outcome row in the run until a retry, a later claim or, once
-    the claim is stale, a reconciling run recovers them as uncertain). Found by their claim
+def sending_in_run(conn: Connection, dag_id: str, run_id: str) -> dict[str, int]:
+    """Contacts a try of this run claimed and has recorded no answer for (still ``sending``), as
+    ``sending`` (the claim may be in flight: the try is still sending them, or it died) and `STALE_SENDING`
+    (the claim is stale, `stale_count`: it died). They have no outcome row in the run until a retry, a later
+    claim or, once the claim is stale, a reconciling run recovers them as uncertain. Found by their claim
     (``dag_id/task_id/run_id``) among the open contacts."""
     pattern = f"{_like_literal(dag_id)}/%/{_like_literal(run_id)}"
-    query = sa.select(sa.func.count()).where(
+    query = sa.select(sa.func.count(), stale_count(conn)).where(
         _C.status == "sending", NOT_LAUNCHED, _C.claim_run_key.like(pattern, escape="!")
     )
-    return int(conn.execute(query).scalar_one())
+    count, stale = conn.execute(query).one()
+    return {"sending": int(count) - int(stale), STALE_SENDING: int(stale)}
 
 
 def _like_literal(text: str) -> str:
