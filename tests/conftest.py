@@ -88,6 +88,35 @@ def as_upgraded_from_an_earlier_version(ledger: Ledger) -> Ledger:
     return ledger
 
 
+#: The shared PostgreSQL database of the tests' ledgers: they keep their rows between runs.
+PG_URL = os.environ.get("ALTCRAFT_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+_SCENARIO_BLOCK = 1000
+_scenario_block: list[int] = []
+
+
+def fresh_scenario_id() -> int:
+    """A scenario id no test took before, in this run or an earlier one on these databases: blocks of
+    `_SCENARIO_BLOCK` ids from a sequence in `PG_URL`'s database, one per process at a time. The ledgers'
+    databases keep what each test left, and a test counting a scenario's rows must meet only its own
+    (random ids of two runs met: a test counted 24 launches an earlier run had left under its id)."""
+    if not _scenario_block:
+        engine = sa.create_engine(PG_URL)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('altcraft_test_scenario_ids'))"))
+                conn.execute(
+                    sa.text(
+                        "CREATE SEQUENCE IF NOT EXISTS altcraft_test_scenario_ids "
+                        f"START 2000000 INCREMENT {_SCENARIO_BLOCK}"
+                    )
+                )
+                start = conn.execute(sa.text("SELECT nextval('altcraft_test_scenario_ids')")).scalar_one()
+        finally:
+            engine.dispose()
+        _scenario_block.extend(range(start + _SCENARIO_BLOCK - 1, start - 1, -1))
+    return _scenario_block.pop()
+
+
 FAST = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 2, "timeout": 5}
 """Connection extras that back off at once and give up soon (a directory's ``altcraft_connection_extra``)."""
 

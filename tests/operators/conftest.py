@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,10 +14,7 @@ from altcraft.delivery import Delivery
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Ledger, RunRef
 from altcraft.mapping import ProfileMapping
-from tests.conftest import FAST
-
-PG_URL = os.environ.get("ALTCRAFT_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-_ids = itertools.count(int(uuid.uuid4().int % 10_000) * 100 + 1000)
+from tests.conftest import FAST, PG_URL, fresh_scenario_id
 
 EMAIL_MAPPING = {**MAPPING, "default_region": "RU"}
 """The bench's mapping; the contacts below have no ``loyalty`` column, so ``LOYALTY`` is never sent."""
@@ -46,7 +41,7 @@ def altcraft_connection_extra() -> dict[str, Any]:
 @pytest.fixture
 def scenario_id(emulator) -> int:
     """A fresh active scenario on database 1, so each test has its own exactly-once scope."""
-    sid = next(_ids)
+    sid = fresh_scenario_id()
     emulator.seed(
         scenarios=[{"id": sid, "name": f"Welcome {sid}", "db_id": 1, "is_active": True, "mode": "restart"}]
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST
+from tests.conftest import FAST, fresh_scenario_id
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -41,9 +41,7 @@ def altcraft_connection_extra() -> dict:
 
 @pytest.fixture
 def scenario_id(emulator) -> int:
-    import uuid
-
-    sid = 100_000 + uuid.uuid4().int % 800_000
+    sid = fresh_scenario_id()
     emulator.seed(
         scenarios=[{"id": sid, "name": f"Welcome {sid}", "db_id": 1, "is_active": True, "mode": "restart"}]
     )
