@@ -61,6 +61,13 @@ def test_an_event_run_after_a_failed_one_does_not_relaunch_under_every_run(
 BASE = {**{k: v for k, v in MINIMAL.items() if k != "schedule"}, "id": "overlap"}  # each case sets its own
 POLL = {"type": "poll", "interval": "1m"}
 CRM_WATERMARK = {"type": "bitrix24", "conn_id": "crm", "mode": "watermark"}
+SQL_WATERMARK = {
+    "type": "sql_table",
+    "conn_id": "crm",
+    "table": "t",
+    "key_column": "id",
+    "watermark_column": "id",
+}
 
 
 @pytest.mark.parametrize(
@@ -108,6 +115,20 @@ CRM_WATERMARK = {"type": "bitrix24", "conn_id": "crm", "mode": "watermark"}
             "settle_seconds (1m 30s) before a run, so a contact is read again by the runs after its launch "
             "(no schedule) and would be launched again. Use relaunch_policy: once, or settle_seconds: 0",
         ),
+        (  # a quiet table keeps the margin over the same rows, run after run: no cooldown covers it
+            {"schedule": "1h", "source": {**SQL_WATERMARK, "lookback": 1000}, "relaunch_policy": "every_run"},
+            "relaunch_policy: every_run with source.lookback: 1000: each run reads again the rows within "
+            "lookback below the watermark, for as long as no higher value comes (however long that is), and "
+            "would launch them again. Use relaunch_policy: once, or no source.lookback",
+        ),
+        (
+            {
+                "schedule": "1h",
+                "source": {**SQL_WATERMARK, "lookback": "15m"},
+                "relaunch_policy": "cooldown:1d",
+            },
+            "relaunch_policy: cooldown:1d with source.lookback: 15m: each run reads again",
+        ),
     ],
 )
 def test_a_policy_that_would_launch_a_row_read_twice_is_a_spec_error(fields: dict, message: str):
@@ -129,6 +150,9 @@ def test_a_policy_that_would_launch_a_row_read_twice_is_a_spec_error(fields: dic
         {"schedule": "1h", "source": CRM_WATERMARK, "relaunch_policy": "cooldown:65m"},
         {"schedule": "1h", "source": {**CRM_WATERMARK, "settle_seconds": 0}, "relaunch_policy": "every_run"},
         {"schedule": "1h", "source": {**CRM_WATERMARK, "mode": "window"}, "relaunch_policy": "every_run"},
+        {"schedule": "1h", "source": {**SQL_WATERMARK, "lookback": 1000}},  # once
+        {"schedule": "1h", "source": {**SQL_WATERMARK, "lookback": 0}, "relaunch_policy": "every_run"},
+        {"schedule": "1h", "source": SQL_WATERMARK, "relaunch_policy": "every_run"},
         {  # read by webhook: the stored ids, no watermark held back
             "source": CRM_WATERMARK,
             "trigger": {"type": "webhook", "auth": "bitrix24", "secret_conn_id": "b24_app_token"},

@@ -189,6 +189,73 @@ def test_watermark_pipeline_reads_only_new_rows_across_runs(airflow_db, emulator
     assert (summary["found"], summary["launched"], summary["skipped"]) == (5, 5, 0)
 
 
+#: databases whose writers take an id or a time on insert: (Airflow URI, SQLAlchemy URI, table columns)
+TAKING_WRITERS = {
+    "postgresql": (
+        PG,
+        PG.replace("postgresql", "postgresql+psycopg2"),
+        "id bigserial primary key, email text, first_name text, taken timestamptz default clock_timestamp()",
+    ),
+    "mariadb": (
+        "mysql://root@127.0.0.1:3306/test",
+        "mysql+mysqldb://root@127.0.0.1:3306/test",
+        "id bigint auto_increment primary key, email varchar(64), first_name varchar(64), "
+        "taken datetime(6) default current_timestamp(6)",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("database", "column", "lookback"), [("postgresql", "id", 1000), ("mariadb", "taken", "1h")]
+)
+def test_a_contact_committed_after_a_higher_one_was_read_is_launched_by_the_next_run_within_lookback(
+    airflow_db, emulator, scenario_id, monkeypatch, database, column, lookback
+):
+    """Two writers on a real database: A takes the lower id (or time), B the higher one and commits first,
+    a run launches B and moves the watermark past A's value, then A commits. Main launched A by no run, and
+    said nothing (its spec refused a lookback in watermark mode). The source's lookback re-reads that margin
+    below the watermark: the next run launches A, and the ledger skips the contacts re-read."""
+    airflow_uri, sqlalchemy_uri, columns = TAKING_WRITERS[database]
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_TAKEN", airflow_uri)
+    engine, table = sa.create_engine(sqlalchemy_uri), f"taken_{uuid.uuid4().hex[:10]}"
+    insert = f"INSERT INTO {table} (email, first_name) VALUES (:email, 'X')"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} ({columns})")
+        conn.execute(sa.text(insert), {"email": "first@example.org"})
+    source = {"type": "sql_table", "conn_id": "crm_taken", "table": table, "key_column": "id"}
+    source |= {"watermark_column": column, "lookback": lookback}
+    dag_id = f"late_commits_{uuid.uuid4().hex[:8]}"
+    dag = load_dags([spec(dag_id, table, scenario_id, source=source)])[dag_id]
+    summaries = []
+
+    def run(day: int) -> None:
+        done = run_dag(dag, START + timedelta(days=day))
+        assert task_states(done) == {"plan": "success", "import_and_launch": "success"}
+        summary = xcom_values(dag.dag_id, done.run_id)["import_and_launch", 0]
+        summaries.append((summary["found"], summary["launched"], summary["skipped"]))
+
+    try:
+        run(1)
+        with engine.connect() as slow, engine.connect() as fast:
+            slow.execute(sa.text(insert), {"email": "slow@example.org"})  # not committed yet
+            fast.execute(sa.text(insert), {"email": "fast@example.org"})
+            fast.commit()
+            run(2)
+            slow.commit()
+        run(3)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        engine.dispose()
+
+    assert summaries == [(1, 1, 0), (2, 1, 1), (3, 1, 2)]
+    assert sorted(launched_emails(emulator, scenario_id)) == [
+        "fast@example.org",
+        "first@example.org",
+        "slow@example.org",
+    ]
+
+
 def test_a_sqlite_watermark_of_text_times_in_mixed_forms_launches_each_later_contact(
     airflow_db, emulator, scenario_id, monkeypatch, tmp_path
 ):

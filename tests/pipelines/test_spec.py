@@ -606,12 +606,43 @@ def test_files_windowed_by_column_cannot_be_split():
     assert spec_with(partitions=2, source={**files, "window_by": "mtime"}).partitions == 2
 
 
-def test_watermark_sources_take_neither_partitions_nor_lookback():
+def test_watermark_sources_take_neither_partitions_nor_the_pipelines_lookback():
     watermark = {**MINIMAL["source"], "created_at_column": None, "watermark_column": "seq"}
 
     assert spec_with(source=watermark).lookback is None
-    assert "remove lookback" in error_of(source=watermark, lookback="1h")
+    assert (
+        "remove lookback: to read again a margin below the watermark, give it as the source's lookback"
+        in (error_of(source=watermark, lookback="1h"))
+    )
     assert "partitions must be 1" in error_of(source=watermark, partitions=2)
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [(1000, 1000), (0, 0), (2.5, 2.5), ("15m", timedelta(minutes=15)), ("2d", timedelta(days=2))],
+)
+def test_a_sql_watermark_takes_a_lookback_of_its_columns_units_or_a_duration(given, read):
+    watermark = {**MINIMAL["source"], "created_at_column": None, "watermark_column": "seq"}
+
+    assert spec_with(source={**watermark, "lookback": given}).source.lookback == read
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"watermark_column": "seq", "lookback": -1}, "lookback: expected a duration such as 15m"),
+        ({"watermark_column": "seq", "lookback": True}, "lookback: expected a duration such as 15m"),
+        ({"watermark_column": "seq", "lookback": float("nan")}, "lookback: expected a duration such as 15m"),
+        ({"watermark_column": "seq", "lookback": "1000"}, "expected a duration such as 30m"),
+        ({"watermark_column": "seq", "lookback": "400d"}, "must be at most 366 days"),
+        ({"created_at_column": "at", "lookback": "15m"}, "lookback: a margin below a watermark"),
+    ],
+)
+def test_a_source_lookback_that_is_no_margin_below_a_watermark_is_refused_naming_it(source, message):
+    error = error_of(source={**MINIMAL["source"], "created_at_column": None, **source})
+
+    assert "source.sql_table" in error
+    assert message in error
 
 
 def test_notification_is_one_dotted_path_never_imported_at_parse():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from itertools import chain
 from zoneinfo import ZoneInfo
 
@@ -13,7 +14,14 @@ import sqlalchemy as sa
 
 from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.sources import MemoryStateStore, SourceError, SqlQuerySource, SqlTableSource, Window
-from altcraft.sources.sql import _begin_read, _bound, decode_watermark, encode_watermark, validate_select
+from altcraft.sources.sql import (
+    _begin_read,
+    _bound,
+    decode_watermark,
+    encode_watermark,
+    lowered,
+    validate_select,
+)
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -377,6 +385,177 @@ def test_a_text_watermark_passes_to_a_column_typed_as_a_time_since(database, dro
 
     assert read == [[1], [3]]
     assert state.get(source.state_key)["value"] == "2024-03-01T11:00:00"
+
+
+#: a table whose id and time the database takes when a row is inserted: (id, time) by dialect
+TAKEN_ON_INSERT = {
+    "postgresql": "id bigserial primary key, email text, taken timestamptz default clock_timestamp()",
+    "mysql": "id bigint auto_increment primary key, email varchar(64), taken datetime(6) "
+    "default current_timestamp(6)",
+}
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mysql"], indirect=True)
+@pytest.mark.parametrize(("column", "lookback"), [("id", 1000), ("taken", timedelta(hours=1))])
+def test_a_row_committed_after_a_higher_one_was_read_is_read_by_the_next_run_within_lookback(
+    database, drop_tables, column, lookback
+):
+    """Two writers: A takes the lower id (or time), B the higher one and commits first; a run reads B and
+    moves the watermark past A's value; then A commits. Read above the watermark alone, A's row was never
+    read by any run, without a word. Each run now also reads ``lookback`` below the watermark: the next run
+    reads A's row (and again the rows within the margin, which the ledger skips); the watermark stays at
+    the highest value read."""
+    table = database.new_table()
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} ({TAKEN_ON_INSERT[database.dialect]})")
+        conn.exec_driver_sql(f"INSERT INTO {table} (email) VALUES ('first@example.org')")
+    drop_tables.append((database, table))
+    state = MemoryStateStore()
+
+    def run() -> list[str]:
+        source = SqlTableSource(
+            database.conn_id, table, key_column="id", watermark_column=column, lookback=lookback, state=state
+        )
+        read = [record["email"] for batch in source.batches(None, 10) for record in batch]
+        source.commit()
+        return read
+
+    assert run() == ["first@example.org"]
+    with database.engine.connect() as slow, database.engine.connect() as fast:
+        slow.exec_driver_sql(f"INSERT INTO {table} (email) VALUES ('slow@example.org')")  # not committed
+        fast.exec_driver_sql(f"INSERT INTO {table} (email) VALUES ('fast@example.org')")
+        fast.commit()
+        assert run() == ["first@example.org", "fast@example.org"]
+        slow.commit()
+    assert run() == ["first@example.org", "slow@example.org", "fast@example.org"]
+    highest = state.get(f"sql_table:.{table}.{column}:watermark")
+    with database.engine.connect() as conn:
+        top = conn.exec_driver_sql(f"SELECT max({column}) FROM {table}").scalar_one()
+    assert decode_watermark(highest, "UTC") == top
+
+
+@pytest.mark.parametrize(
+    ("column", "lookback", "late", "again"),
+    [
+        ("seq", 10, {7: 55, 8: 5}, [6, 7]),
+        ("created_at", timedelta(hours=1), {7: END - timedelta(minutes=30), 8: START}, [3, 5, 7]),
+        ("created_utc", timedelta(hours=1), {7: END - timedelta(minutes=30), 8: START}, [3, 5, 7]),
+    ],
+)
+def test_lookback_reads_again_the_margin_below_the_watermark_which_stays(
+    contacts, column, lookback, late, again
+):
+    """Rows showing below the watermark: one within ``lookback`` (7) is read by the next run, with the rows
+    read before within it (the ledger skips those); one further below (8) is still never read. A number
+    (seq), an aware time (PostgreSQL), a naive one (MariaDB, PostgreSQL) and text (SQLite) alike; the
+    watermark stays the highest value read."""
+    database, table = contacts
+    state = MemoryStateStore()
+
+    def run() -> list[int]:
+        source = SqlTableSource(
+            database.conn_id, table, key_column="id", watermark_column=column, lookback=lookback, state=state
+        )
+        read = keys(source.batches(None, 4))
+        source.commit()
+        return read
+
+    assert run() == [1, 2, 3, 4, 5, 6]
+    saved = state.get(next(iter(state)))
+    insert(database, table, {key: START for key in late} if column == "seq" else late)
+    if column == "seq":
+        with database.engine.begin() as conn:
+            for key, seq in late.items():
+                conn.execute(
+                    sa.text(f"UPDATE {table} SET seq = :seq WHERE id = :id"), {"seq": seq, "id": key}
+                )
+    assert run() == again
+    assert run() == again
+    assert state.get(next(iter(state))) == saved
+
+
+@pytest.mark.parametrize(
+    ("column", "lookback", "message"),
+    [
+        (
+            "seq",
+            timedelta(hours=1),
+            "lookback: 1:00:00 is a duration, but watermark_column 'seq' holds numbers",
+        ),
+        ("created_utc", 10, "lookback: 10 is a number, but watermark_column 'created_utc' holds "),
+    ],
+)
+def test_a_lookback_that_does_not_fit_the_watermark_column_is_refused_naming_it(
+    contacts, column, lookback, message
+):
+    """Refused before the first batch, on the first run (no watermark yet) and on a run after one without
+    lookback, whose watermark the margin would be taken off."""
+    database, table = contacts
+    state = MemoryStateStore()
+
+    def source(margin: object) -> SqlTableSource:
+        return SqlTableSource(
+            database.conn_id, table, key_column="id", watermark_column=column, lookback=margin, state=state
+        )
+
+    with pytest.raises(SourceError, match=message):
+        next(iter(source(lookback).batches(None, 100)))
+    first = source(None)
+    keys(first.batches(None, 100))
+    first.commit()
+    with pytest.raises(SourceError, match=message):
+        next(iter(source(lookback).batches(None, 100)))
+
+
+def test_a_watermark_read_without_lookback_says_late_commits_are_lost(contacts, caplog):
+    """Without lookback a row committed after a higher one was read is lost: each read says so in its
+    log; ``lookback: 0`` (one writer, committing in order) says it is known."""
+    database, table = contacts
+    for lookback, warned in ((None, True), (0, False)):
+        caplog.clear()
+        source = SqlTableSource(
+            database.conn_id,
+            table,
+            key_column="id",
+            watermark_column="seq",
+            lookback=lookback,
+            state=MemoryStateStore(),
+        )
+        assert keys(source.batches(None, 100)) == [1, 2, 3, 4, 5, 6]
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("no lookback" in text for text in warnings) == warned
+
+
+@pytest.mark.parametrize(
+    ("last", "lookback", "zone", "read"),
+    [
+        (1000, 1000, "UTC", 0),
+        (Decimal("10.5"), 0.5, "UTC", Decimal("10.0")),
+        (7.5, 10, "UTC", -2.5),
+        (date(2024, 3, 2), timedelta(minutes=15), "UTC", date(2024, 3, 1)),  # whole days, rounded up
+        # an aware time: by the instant (wall-clock arithmetic in Berlin gave a time the spring skips)
+        (
+            datetime(2026, 3, 29, 3, 30, tzinfo=BERLIN),
+            timedelta(hours=1),
+            "UTC",
+            datetime(2026, 3, 29, 0, 30, tzinfo=UTC),
+        ),
+        # naive in Berlin, across the spring change: 03:30 less an hour is 01:30 (02:30 missed 01:30-01:59)
+        (datetime(2026, 3, 29, 3, 30), timedelta(hours=1), "Europe/Berlin", datetime(2026, 3, 29, 1, 30)),
+        # in the autumn hour repeated: from its first occurrence
+        (
+            datetime(2026, 10, 25, 2, 20),
+            timedelta(minutes=30),
+            "Europe/Berlin",
+            datetime(2026, 10, 25, 1, 50),
+        ),
+        ("2024-03-01 10:00:00", timedelta(hours=1), "Europe/Moscow", "2024-03-01T06:00:00+00:00"),
+        ("N/A", timedelta(hours=1), "UTC", "N/A"),  # no time: every row is past it, as before
+        (datetime(1, 1, 1, 0, 30), timedelta(hours=1), "UTC", None),  # before year 1: every row
+    ],
+)
+def test_the_watermark_less_lookback_is_at_least_that_much_earlier(last, lookback, zone, read):
+    assert lowered(last, lookback, zone) == read
 
 
 def test_watermark_mode_needs_a_state_store_and_cannot_be_partitioned(contacts):

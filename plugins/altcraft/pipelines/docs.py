@@ -55,6 +55,10 @@ NOTES: dict[tuple[str, str], str] = {
     ("SqlTableSpec", "watermark_column"): "watermark mode instead: rows above the highest value read "
     "before (a strictly increasing column; text times by their instants, whatever their ISO 8601 form); "
     "the window is ignored",
+    ("SqlTableSpec", "lookback"): "watermark mode: each run also reads again the rows this far below the "
+    "watermark, to read a row committed after a higher one was read (concurrent writers): a duration for "
+    "a date/time column (or text times), a number of the column's units for a numeric one (`1000` ids); "
+    "only with relaunch_policy once. Without it such a row is lost, and each run's log says so",
     ("SqlTableSpec", "columns"): "columns to read; default all",
     ("SqlTableSpec", "timezone"): _WINDOW_COLUMN_TZ,
     ("SqlQuerySpec", "conn_id"): "Airflow connection of the database",

@@ -38,7 +38,7 @@ from altcraft.modes import DeliveryMode
 from altcraft.relaunch import RelaunchPolicy
 from altcraft.sources.crm import CRM_SPECS, PRESET_MAPPING, CrmSpec, merge_mapping
 from altcraft.sources.python import validate_callable_path
-from altcraft.sources.spec import SourceSpec
+from altcraft.sources.spec import SourceSpec, SqlTableSpec
 from altcraft.spec_checks import (
     MAX_BYTES,
     MAX_DURATION,
@@ -410,7 +410,9 @@ class PipelineSpec(_Model):
     )
     dry_run: bool = Field(default=False, description="map, validate and check the ledger; send nothing")
     lookback: Duration | None = Field(
-        default=None, description="move the window start back by this much, to catch rows that land late"
+        default=None,
+        description="move the window start back by this much, to catch rows that land late (a source read "
+        "by watermark ignores the window: a sql_table takes its own lookback below the watermark)",
     )
     partitions: int = Field(
         default=1, ge=1, le=64, description="split each window into this many mapped tasks (time sub-windows)"
@@ -469,7 +471,12 @@ class PipelineSpec(_Model):
     def _lookback(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
         source = info.data.get("source")
         if value is not None and source is not None and source.uses_watermark:
-            raise ValueError("the source reads by watermark, not by window: remove lookback")
+            instead = (
+                ": to read again a margin below the watermark, give it as the source's lookback"
+                if isinstance(source, SqlTableSpec)
+                else ""
+            )
+            raise ValueError(f"the source reads by watermark, not by window: remove lookback{instead}")
         return value
 
     @field_validator("partitions")
@@ -601,8 +608,10 @@ def double_launch(spec: PipelineSpec) -> str | None:
     apart (other windows, and not within the cooldown) is launched by both: runs from two watermarks (event
     runs overlapping), an event run reading back ``lookback`` behind a watermark the previous run read up
     to (however long ago that was), and a scheduled window reading what the previous window or an event
-    run read (up to ``lookback`` + the schedule's longest interval earlier). Event runs from one watermark
-    share their ledger window (`altcraft.pipelines.factory.event_window_name`).
+    run read (up to ``lookback`` + the schedule's longest interval earlier), and a SQL watermark's runs
+    reading again the rows within its ``lookback`` (for as long as no higher value comes: no cooldown
+    covers that). Event runs from one watermark share their ledger window
+    (`altcraft.pipelines.factory.event_window_name`).
     """
     policy = RelaunchPolicy.parse(spec.relaunch_policy)
     if policy.kind == "once":
@@ -619,6 +628,12 @@ def double_launch(spec: PipelineSpec) -> str | None:
             f"{named} with a trigger and max_active_runs: {spec.max_active_runs}: overlapping event runs "
             "read the same rows from different watermarks, and each would launch them. Use "
             "relaunch_policy: once, or max_active_runs: 1"
+        )
+    if isinstance(spec.source, SqlTableSpec) and spec.source.rereads:
+        return (
+            f"{named} with source.lookback: {_margin_text(spec.source.lookback)}: each run reads again the "
+            "rows within lookback below the watermark, for as long as no higher value comes (however long "
+            "that is), and would launch them again. Use relaunch_policy: once, or no source.lookback"
         )
     by_webhook = spec.trigger is not None and spec.trigger.type == "webhook"  # the stored ids, no watermark
     if isinstance(spec.source, CrmSpec) and spec.source.rereads and not by_webhook:
@@ -638,6 +653,11 @@ def double_launch(spec: PipelineSpec) -> str | None:
         f"({'lookback + ' if spec.lookback else ''}the schedule's longest interval) and would be launched "
         f"again. Use relaunch_policy: once, or {_covering(span)} or longer"
     )
+
+
+def _margin_text(margin: Any) -> str:
+    """A source's lookback as a spec gives it: a duration in spec units, a number as it is."""
+    return duration_text(margin) if isinstance(margin, timedelta) else str(margin)
 
 
 def _covering(span: timedelta) -> RelaunchPolicy:

@@ -11,9 +11,10 @@ gives a source that keeps state its state asset.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, model_validator
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.sources.base import Source, StateStore
@@ -28,7 +29,14 @@ from altcraft.sources.files import (
 )
 from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
-from altcraft.sources.sql import SqlQuerySource, SqlTableSource, validate_identifier, validate_select
+from altcraft.sources.sql import (
+    Lookback,
+    SqlQuerySource,
+    SqlTableSource,
+    check_lookback,
+    validate_identifier,
+    validate_select,
+)
 from altcraft.sources.webhook import WebhookSource
 from altcraft.spec_checks import (
     MAX_BYTES,
@@ -45,6 +53,13 @@ def _identifier(field: str) -> AfterValidator:
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def parse_lookback(value: Any) -> Lookback:
+    """A watermark's margin (`check_lookback`): text as a spec duration (``15m``), a number as it is."""
+    from altcraft.pipelines.spec import parse_duration  # the spec's durations; it imports this module
+
+    return check_lookback(parse_duration(value) if isinstance(value, str) else value)
 
 
 class _SourceSpec(BaseModel):
@@ -87,16 +102,27 @@ class SqlTableSpec(_SourceSpec):
     watermark_column: Annotated[str, _identifier("watermark_column")] | None = None
     columns: list[Annotated[str, _identifier("columns")]] | None = None
     timezone: Timezone = "UTC"
+    lookback: Annotated[timedelta | float, PlainValidator(parse_lookback)] | None = None
 
     @model_validator(mode="after")
     def _one_mode(self) -> SqlTableSpec:
         if (self.created_at_column is None) == (self.watermark_column is None):
             raise ValueError("set exactly one of created_at_column (window mode) and watermark_column")
+        if self.lookback is not None and self.watermark_column is None:
+            raise ValueError(
+                "lookback: a margin below a watermark (watermark_column); in window mode give the "
+                "pipeline's lookback, which moves the window start back"
+            )
         return self
 
     @property
     def uses_watermark(self) -> bool:
         return self.watermark_column is not None
+
+    @property
+    def rereads(self) -> bool:
+        """Whether runs read rows again: those within ``lookback`` below the watermark."""
+        return self.uses_watermark and bool(self.lookback)
 
     @property
     def pollable(self) -> bool:
@@ -113,6 +139,7 @@ class SqlTableSpec(_SourceSpec):
             columns=self.columns,
             timezone=self.timezone,
             state=state,
+            lookback=self.lookback,
         )
 
 

@@ -28,9 +28,11 @@ SQLite ``query_only``).
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -57,6 +59,8 @@ from altcraft.sources.timestamps import EPOCH_SECONDS, instant_text, parse_times
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, CursorResult, Engine
     from sqlalchemy.sql import Executable, TableClause
+
+log = logging.getLogger(__name__)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 WINDOW_PARAMS = ("window_start", "window_end")
@@ -536,16 +540,80 @@ def _earliest(naive: datetime, zone: ZoneInfo) -> datetime:
     return max(readings, key=lambda reading: reading.utcoffset() or timedelta(0))
 
 
+Lookback = timedelta | int | float | Decimal
+"""A margin below a watermark: a duration for a date, time or text-time column, a number of the column's
+units for a numeric one (`check_lookback`)."""
+
+
+def check_lookback(lookback: Any) -> Lookback:
+    """``lookback`` if it is a margin (`Lookback`): a positive duration, or a finite number >= 0 (not a
+    bool); ValueError naming the field otherwise."""
+    duration = isinstance(lookback, timedelta) and lookback > timedelta(0)
+    number = isinstance(lookback, int | float | Decimal) and not isinstance(lookback, bool)
+    if duration or (number and math.isfinite(lookback) and lookback >= 0):
+        return lookback
+    raise ValueError(
+        f"lookback: expected a duration such as 15m (a date/time watermark column) or a number >= 0 of the "
+        f"column's units (a numeric one, e.g. 1000 ids), got {lookback!r}"
+    )
+
+
+def _margin_misfit(value: Any, lookback: Lookback, column: str) -> str | None:
+    """Why ``lookback`` cannot be taken off ``value``, a value of the watermark column, or None."""
+    numeric = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    if isinstance(lookback, timedelta) and numeric:
+        return (
+            f"lookback: {lookback} is a duration, but watermark_column {column!r} holds numbers "
+            f"({type(value).__name__}): give lookback as a number of the column's units (lookback: 1000)"
+        )
+    if not isinstance(lookback, timedelta) and not numeric:
+        return (
+            f"lookback: {lookback} is a number, but watermark_column {column!r} holds "
+            f"{type(value).__name__} values: give lookback as a duration such as 15m"
+        )
+    return None
+
+
+def lowered(last: Any, lookback: Lookback, timezone: str) -> Any:
+    """The value a run reads above: the watermark ``last`` moved down by ``lookback`` (`_margin_misfit`
+    says it fits), at least that much in time. A number less the number (a decimal as a decimal); an aware
+    time less the duration; a date less it in whole days, rounded up; a naive time (wall-clock time in
+    ``timezone``) at the earlier of its wall-clock time less the duration and the wall-clock time of its
+    earliest instant less it (`_earliest`), so a clock change within the margin (the autumn hour repeated)
+    narrows it by none; text (compared by instant, `_after_text`) as the instant of its time less the
+    duration, text that is no time as it is. None (no watermark: every row is read) below year 1."""
+    if not isinstance(lookback, timedelta):
+        return last - (Decimal(str(lookback)) if isinstance(last, Decimal) else lookback)
+    try:
+        if isinstance(last, str):
+            try:
+                moment = parse_timestamp(last, timezone)
+            except (ValueError, OverflowError, OSError):
+                return last
+            return (moment.astimezone(UTC) - lookback).isoformat()
+        if isinstance(last, datetime) and last.tzinfo is None:
+            zone = ZoneInfo(timezone)
+            moment = _earliest(last, zone).astimezone(UTC) - lookback
+            return min(last - lookback, moment.astimezone(zone).replace(tzinfo=None))
+        if isinstance(last, datetime):
+            return last.astimezone(UTC) - lookback
+        return last - timedelta(days=-(-lookback // timedelta(days=1)))  # a date: whole days, rounded up
+    except OverflowError:
+        return None
+
+
 class SqlTableSource(_Probing, Stateful):
     """Rows of one table, by creation time window or by watermark.
 
     * window mode (``created_at_column``): ``created_at >= start AND created_at < end`` -- a row exactly at
       ``end`` belongs to the next window. Without a window the whole table is read.
     * watermark mode (``watermark_column``, for tables without a reliable creation time): rows whose
-      watermark is greater than the highest one committed before (NULLs never qualify; text times by their
-      instants, `_after_text`); the window is ignored. `commit` saves the new highest value -- equal values
-      arriving later are not read, so use a strictly increasing column (a sequence, a precise update
-      timestamp).
+      watermark is greater than the highest one committed before less ``lookback`` (`lowered`; NULLs never
+      qualify; text times by their instants, `_after_text`); the window is ignored. `commit` saves the
+      highest value read -- equal values arriving later are not read, so use a strictly increasing column
+      (a sequence, a precise update timestamp). A value taken by a transaction that commits after a higher
+      one was read is below the watermark when it shows: only a ``lookback`` covering that delay reads it
+      (rows within the margin are read again by every run, for the ledger to skip).
 
     Rows are ordered by ``key_column``. Identifiers are validated and quoted by SQLAlchemy.
     """
@@ -564,9 +632,12 @@ class SqlTableSource(_Probing, Stateful):
         columns: list[str] | None = None,
         timezone: str | None = None,
         state: StateStore | None = None,
+        lookback: Lookback | None = None,
     ):
         if (created_at_column is None) == (watermark_column is None):
             raise ValueError("set exactly one of created_at_column (window mode) and watermark_column")
+        if lookback is not None and watermark_column is None:
+            raise ValueError("lookback: a margin below a watermark, for watermark mode (watermark_column)")
         self.conn_id = conn_id
         self.table = validate_identifier(table, "table")
         self.schema = None if schema is None else validate_identifier(schema, "schema")
@@ -578,6 +649,7 @@ class SqlTableSource(_Probing, Stateful):
         self.columns = [validate_identifier(c, "columns") for c in columns] if columns else None
         self.timezone, self.timezone_defaulted = naive_zone(timezone)
         self.state = state
+        self.lookback = None if lookback is None else check_lookback(lookback)
         self._pending: Any = None
         self._untyped_times = False  # this read's times may be no timestamp (SQLite): `_placeable` checks
 
@@ -587,8 +659,9 @@ class SqlTableSource(_Probing, Stateful):
 
     def describe(self) -> str:
         name = f"{self.schema}.{self.table}" if self.schema else self.table
+        margin = f" (and {self.lookback} below it again)" if self.lookback else ""
         mode = (
-            f"watermark {self.watermark_column}"
+            f"watermark {self.watermark_column}{margin}"
             if self.watermark_column
             else f"window on {self.created_at_column} ({self.timezone})"
         )
@@ -645,22 +718,43 @@ class SqlTableSource(_Probing, Stateful):
             raise SourceError(f"{self.describe()}: watermark mode needs a state store")
         stored = self.state.get(self.state_key)
         last = None if stored is None else decode_watermark(stored, self.timezone)
-        assert self.watermark_column is not None
+        column = self.watermark_column
+        assert column is not None
+        if self.lookback is None:
+            log.warning(
+                "%s: no lookback, so a row whose %s was taken before a higher one's but committed after "
+                "that was read (concurrent writers) is never read; give the source a lookback longer than "
+                "a writing transaction takes (lookback: 0 if one writer commits in order)",
+                self.describe(),
+                column,
+            )
+        elif self.lookback and last is not None:
+            self._check_margin(last)
+            last = lowered(last, self.lookback, self.timezone)
         leads = partial(_may_lead, timezone=self.timezone)
         after = _after_text(last, self.timezone) if isinstance(last, str) else None
         for batch in _stream(self.conn_id, self.timezone, batch_size, partial(self._select, last=last)):
-            column = _selected_name(batch[0], self.watermark_column)
-            if after is not None and not (batch := [row for row in batch if after(row[column])]):
+            selected = _selected_name(batch[0], column)
+            if after is not None and not (batch := [row for row in batch if after(row[selected])]):
                 continue
-            values = filter(leads, (row[column] for row in batch))
+            values = filter(leads, (row[selected] for row in batch))
             self._pending = _highest([self._pending, *values], self.timezone)
+            if self.lookback and self._pending is not None:
+                self._check_margin(self._pending)
             yield self._rejecting(
                 batch,
-                self.watermark_column,
+                column,
                 leads,
                 "not a value a watermark can move to (a number but NaN or infinity, a date or time before "
                 "year 9999, or text that is ISO 8601 or epoch seconds of one)",
             )
+
+    def _check_margin(self, value: Any) -> None:
+        """`SourceError` naming ``lookback`` if it cannot be taken off ``value`` (`_margin_misfit`)."""
+        assert self.lookback is not None and self.watermark_column is not None
+        misfit = _margin_misfit(value, self.lookback, self.watermark_column)
+        if misfit:
+            raise SourceError(f"{self.describe()}: {misfit}")
 
     def _select(
         self, conn: Connection, window: Window | None = None, last: Any = None
