@@ -18,6 +18,7 @@ from altcraft.sources.webhook import WebhookSource
 
 from .conftest import EMAIL_MAPPING
 
+LOOKING_BACK = SqlTableSource("crm", "c", key_column="id", watermark_column="id", lookback=1000)
 GIVEN = {"task_id": "t", "scenario_id": 1, "mapping": EMAIL_MAPPING, "contacts": [], "key_column": "id"}
 
 
@@ -72,12 +73,23 @@ GIVEN = {"task_id": "t", "scenario_id": 1, "mapping": EMAIL_MAPPING, "contacts":
             {"contacts": None, "source": IterableSource([], key_column="id"), "key_column": "email"},
             "`key_column` 'email' differs from the source's key column 'id': give it on the source only",
         ),
+        (  # a quiet table keeps the margin over the same rows: every run would launch them again
+            {"contacts": None, "source": LOOKING_BACK, "relaunch_policy": "cooldown:30d"},
+            "`relaunch_policy` cooldown:30d with the source's `lookback` 1000: each run reads again the rows "
+            "within lookback below the watermark",
+        ),
     ],
 )
 def test_a_wrong_argument_is_refused_at_parse_time_naming_it(wrong, message):
     with pytest.raises(ValueError) as refused:
         ImportAndLaunchScenarioOperator(**{**GIVEN, **wrong})
     assert message in str(refused.value)
+
+
+def test_a_sql_watermarks_lookback_is_taken_under_relaunch_policy_once():
+    operator = ImportAndLaunchScenarioOperator(**{**GIVEN, "contacts": None, "source": LOOKING_BACK})
+
+    assert (operator.relaunch_policy, operator.source.lookback) == ("once", 1000)
 
 
 def test_a_window_bound_with_an_offset_after_a_date_is_that_dates_midnight_there():

@@ -234,7 +234,13 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 ("max_uncertain_ratio", max_uncertain_ratio),
             )
         }
-        RelaunchPolicy.parse(relaunch_policy)  # fail at parse time on a typo
+        policy = RelaunchPolicy.parse(relaunch_policy)  # fail at parse time on a typo
+        if policy.kind != "once" and getattr(source, "lookback", None):  # a SQL watermark's margin
+            raise ValueError(
+                f"`relaunch_policy` {policy} with the source's `lookback` {source.lookback}: each run reads "
+                "again the rows within lookback below the watermark, for as long as no higher value comes, "
+                "and would launch them again. Use relaunch_policy 'once', or no lookback"
+            )
         # templated, so stored with the serialized DAG: a URL with a password in it would be shown
         checked(type(self).__name__, "content", content, no_credentials)
         templated = {
