@@ -579,9 +579,11 @@ def lowered(last: Any, lookback: Lookback, timezone: str) -> Any:
     says it fits), at least that much in time. A number less the number (a decimal as a decimal); an aware
     time less the duration; a date less it in whole days, rounded up; a naive time (wall-clock time in
     ``timezone``) at the earlier of its wall-clock time less the duration and the wall-clock time of its
-    earliest instant less it (`_earliest`), so a clock change within the margin (the autumn hour repeated)
-    narrows it by none; text (compared by instant, `_after_text`) as the instant of its time less the
-    duration, text that is no time as it is. None (no watermark: every row is read) below year 1."""
+    earliest instant less it (`_earliest`), so one clock change within the margin (the autumn hour
+    repeated) narrows it by none (a margin of months spanning two may miss the second occurrence of an
+    autumn hour repeated right after its start); text (compared by instant, `_after_text`) as the instant
+    of its time less the duration, text that is no time as it is. None (no watermark: every row is read)
+    below year 1."""
     if not isinstance(lookback, timedelta):
         return last - (Decimal(str(lookback)) if isinstance(last, Decimal) else lookback)
     try:
