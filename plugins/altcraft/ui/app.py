@@ -276,13 +276,16 @@ def run_page(
 
 
 CSV_COLUMNS = ("task_id", "try_number", "outcome", "code", "reason", "source_key", "contact", "recorded_at")
-#: What makes a spreadsheet read a cell as a formula (OWASP "CSV injection"); such cells get a leading ``'``.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Where a spreadsheet may start a cell that it reads as a formula (OWASP "CSV injection"): at the text's
+#: start, and after a ``;`` or a line break, where Excel starts a new cell when its list separator is ``;``
+#: (its Russian locale, among others: it reads a CSV split there, a quote opening a cell only at its start),
+#: then at ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, quoted or not. A ``'`` goes before each.
+_FORMULA_CELL = re.compile(r'(?:^|(?<=[;\r\n]))(?="*[=+\-@\t\r])')
 
 
 def csv_text(value: str) -> str:
     """A text cell of the CSV export that spreadsheets show as text, never run as a formula."""
-    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+    return _FORMULA_CELL.sub("'", value)
 
 
 @app.get("/run.csv", dependencies=[ReadRuns])
