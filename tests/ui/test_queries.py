@@ -267,6 +267,16 @@ def test_contacts_a_run_left_sending_are_found_by_their_claim(ledger):
         assert queries.open_in_run(conn, "wel_come", "r%1") == {}, "no outcome row in the run"
 
 
+def test_contacts_left_sending_by_a_dag_or_run_named_alike_but_for_case_are_not_the_runs(ledger):
+    """Airflow's ids are case-sensitive: ``Welcome`` is another DAG than ``welcome``, which a user may read
+    alone. SQLite's ``LIKE`` ignores case: the run page of ``welcome`` counted ``Welcome``'s contacts."""
+    for dag_id, run_id in (("welcome", "r1"), ("Welcome", "r1"), ("WELCOME", "r1"), ("welcome", "R1")):
+        ledger.claim(SCOPE, ref(dag_id, run_id), [(f"email:{run_id}@{dag_id}.org", "s")], ONCE)
+    with ledger.engine.connect() as conn:
+        assert queries.sending_in_run(conn, "welcome", "r1") == {"sending": 1, "stale_sending": 0}
+        assert queries.sending_in_run(conn, "Welcome", "R1") == {"sending": 0, "stale_sending": 0}
+
+
 def test_contacts_a_stale_claim_left_sending_are_counted_apart_from_those_in_flight(ledger):
     """A claim older than the ledger's ``stale_after`` was never settled: its try died, and only a
     reconciling run settles it. The Pipelines card and the run page counted it as "sending now" with a

@@ -412,13 +412,25 @@ def sending_in_run(conn: Connection, dag_id: str, run_id: str) -> dict[str, int]
     ``sending`` (the claim may be in flight: the try is still sending them, or it died) and `STALE_SENDING`
     (the claim is stale, `stale_count`: it died). They have no outcome row in the run until a retry, a later
     claim or, once the claim is stale, a reconciling run recovers them as uncertain. Found by their claim
-    (``dag_id/task_id/run_id``) among the open contacts."""
+    (``dag_id/task_id/run_id``) among the open contacts: ``LIKE`` finds the claims, each then compared
+    exactly (SQLite's ``LIKE`` ignores case, and Airflow's ids do not: ``Welcome`` is another DAG)."""
     pattern = f"{_like_literal(dag_id)}/%/{_like_literal(run_id)}"
-    query = sa.select(sa.func.count(), stale_count(conn)).where(
-        _C.status == "sending", NOT_LAUNCHED, _C.claim_run_key.like(pattern, escape="!")
+    query = (
+        sa.select(_C.claim_run_key, sa.func.count(), stale_count(conn))
+        .where(_C.status == "sending", NOT_LAUNCHED, _C.claim_run_key.like(pattern, escape="!"))
+        .group_by(_C.claim_run_key)
     )
-    count, stale = conn.execute(query).one()
-    return {"sending": int(count) - int(stale), STALE_SENDING: int(stale)}
+    found = {"sending": 0, STALE_SENDING: 0}
+    for claim_run_key, count, stale in conn.execute(query):
+        if _claim_run(claim_run_key) == (dag_id, run_id):
+            found["sending"] += int(count) - int(stale)
+            found[STALE_SENDING] += int(stale)
+    return found
+
+
+def _claim_run(claim_run_key: str) -> tuple[str, str]:
+    """The DAG and run of a claim (``dag_id/task_id/run_id``; neither a DAG nor a task id holds ``/``)."""
+    return claim_dag(claim_run_key), claim_run_key.partition("/")[2].partition("/")[2]
 
 
 def _like_literal(text: str) -> str:
