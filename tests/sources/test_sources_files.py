@@ -475,3 +475,15 @@ def test_a_settled_file_without_a_last_line_terminator_is_read_whole(tmp_path):
     source = FileSource(str(tmp_path), key_column="id", format="jsonl", window_by="mtime", settle_seconds=2)
 
     assert ids(read(source, Window(now - timedelta(days=1), now + timedelta(hours=1)))) == ["1", "2", "3"]
+
+
+def test_a_local_path_that_does_not_exist_fails_the_read_an_empty_folder_reads_nothing(tmp_path):
+    """A folder that is not there (a typo, a share not mounted) read as no file at all: the run found 0
+    contacts and turned green, as if the source were empty."""
+    (tmp_path / "empty").mkdir()
+    assert read(FileSource(str(tmp_path / "empty"), key_column="id", window_by="mtime")) == []
+    for missing in (tmp_path / "missing", tmp_path / "missing.csv"):
+        for location in (str(missing), missing.as_uri()):
+            source = FileSource(location, key_column="id", window_by="mtime")
+            with pytest.raises(SourceError, match="does not exist"):
+                read(source)

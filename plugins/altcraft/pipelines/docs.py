@@ -65,7 +65,10 @@ NOTES: dict[tuple[str, str], str] = {
     ("SqlQuerySpec", "sql"): "one SELECT; the window is bound as :window_start and :window_end",
     ("SqlQuerySpec", "key_column"): "result column identifying a contact; rows are read ordered by it",
     ("SqlQuerySpec", "timezone"): _WINDOW_COLUMN_TZ,
-    ("FileSpec", "path"): "a file, or a directory / prefix (file://, s3://, gs:// ...)",
+    ("FileSpec", "path"): (
+        "a file, or a directory / prefix (file://, s3://, gs:// ...); a local path that does not exist fails "
+        "the read (an object store's prefix holding no object reads as empty)"
+    ),
     ("FileSpec", "key_column"): "column identifying a contact",
     ("FileSpec", "format"): "file format (CSV with a header line, or JSON Lines)",
     ("FileSpec", "timestamp_column"): "column compared with the window when window_by is column",

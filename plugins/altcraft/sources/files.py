@@ -1,7 +1,9 @@
 """CSV and JSON Lines files, local or in an object store, read through Airflow's ObjectStoragePath.
 
 * ``path`` is a file or a directory/prefix whose files matching ``pattern`` are read (``**/`` recurses);
-  ``file:///...``, ``s3://...``, ``gs://...`` URLs use ``conn_id`` for credentials.
+  ``file:///...``, ``s3://...``, ``gs://...`` URLs use ``conn_id`` for credentials. A local path that does
+  not exist fails the read (`SourceError`), so a missing folder is not read as an empty one; an object
+  store's prefix holding no object reads as empty (it has no folder that could be missing).
 * ``window_by="column"``: rows whose ``timestamp_column`` lies outside the window are skipped
   (ISO 8601 text, naive read in ``timezone``; or epoch seconds). ``window_by="mtime"``: whole files whose
   modification time lies in the window are read.
@@ -76,6 +78,14 @@ MAX_SETTLE_SECONDS = 600
 #: The longest line read (characters): a longer one is an error record, read past without being held.
 MAX_LINE_CHARS = 16 * 1024 * 1024
 _UNDECODABLE = re.compile(r"[\udc80-\udcff]")
+
+
+def _local(path: ObjectStoragePath) -> bool:
+    """Whether ``path`` is on the local file system, where a folder exists or not; an object store's prefix
+    holding no object is no error (it has no folder to miss)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(path.fs, LocalFileSystem)
 
 
 def check_encoding(name: str) -> str:
@@ -161,6 +171,12 @@ class FileSource(Stateful):
         from airflow.sdk import ObjectStoragePath
 
         root = ObjectStoragePath(self.path, conn_id=self.conn_id)
+        if not root.is_file() and _local(root) and not root.is_dir():
+            # a glob of a folder that is not there finds nothing: the run would find 0 contacts and succeed
+            raise SourceError(
+                f"{self.describe()}: {self.path} does not exist (or is neither a file nor a folder): nothing "
+                "can be read. Check the path, and that the share holding it is mounted where the task runs"
+            )
         found = [root] if root.is_file() else [p for p in root.glob(self.pattern) if p.is_file()]
         if partition is not None:
             index, count = check_partition(partition)
