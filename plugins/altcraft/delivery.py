@@ -127,6 +127,8 @@ class Summary:
 
     ``found = launched + skipped + rejected + failed + uncertain + pending``: each input this try
     decided on counted once (``pending``: in an Altcraft task whose result this try has not seen).
+    ``in_flight_elsewhere``: of the skipped, those another run was still sending (`in_flight_elsewhere`):
+    their outcome is that run's, not known yet.
     ``earlier_tries``: contacts this try settled for an earlier try of the same task (its async tasks,
     its rows left ``sending``). ``reconciled``: uncertain contacts this try checked in Altcraft and the
     verdicts. ``scope``: contacts of the scenario uncertain / failed / left sending by a stale claim in the
@@ -140,6 +142,7 @@ class Summary:
     failed: int = 0
     uncertain: int = 0
     pending: int = 0
+    in_flight_elsewhere: int = 0
     requests: int = 0
     chunks: int = 0
     seconds: float = 0.0
@@ -176,6 +179,8 @@ class Summary:
         rows += [("pending", self.pending)] if self.pending else []
         rows += [("requests", self.requests), ("seconds", f"{self.seconds:.2f}")]
         lines = [f"  {name:<10} {value:>10}" for name, value in rows]
+        if self.in_flight_elsewhere:
+            lines.insert(3, f"    of which in flight in another run: {self.in_flight_elsewhere}")
         for title, counts in (
             ("for earlier tries", self.earlier_tries),
             ("reconciled", self.reconciled),
@@ -273,8 +278,6 @@ class Delivery:
     checked: set[str] = field(default_factory=set, init=False, repr=False)
     #: what each recorded Altcraft task read by reconciliation said (`task_settlements`), read once per try
     task_reads: dict[str, dict[str, Settlement] | str] = field(default_factory=dict, init=False, repr=False)
-    #: contacts skipped because another run still had them in flight (`in_flight_elsewhere`)
-    left_to_others: int = field(default=0, init=False)
     #: where `process` settles a chunk while it claims and sends the next (None: settled in line)
     _behind: Behind | None = field(default=None, init=False, repr=False)
     #: where `process` claims a chunk while it sends the one before (None: claimed in line)
@@ -623,7 +626,7 @@ class Delivery:
     def _count(self, claim: Claim) -> None:
         """Count the claim's decisions other than sending."""
         self.summary.add(Outcome.SKIPPED, len(claim.skipped) + claim.duplicates)
-        self.left_to_others += sum(map(in_flight_elsewhere, claim.skipped.values()))
+        self.summary.in_flight_elsewhere += sum(map(in_flight_elsewhere, claim.skipped.values()))
         self.summary.add(Outcome.UNCERTAIN, len(claim.uncertain))
         in_grace = sum(reason.startswith(IN_GRACE) for reason in claim.uncertain.values())
         if in_grace:

@@ -241,9 +241,10 @@ def test_contacts_in_flight_in_an_overlapping_run_are_counted_as_left_to_it(
     assert len(claim.to_send) == 5  # committed as `sending`, never settled: run-a is still sending them
     overlapping = make_delivery(run=run_ref(run_id="run-b", window="w2"))
     summary = overlapping.process(in_batches(contacts(12)))
-    assert (summary.launched, summary.skipped, overlapping.left_to_others) == (7, 5, 5)
+    assert (summary.launched, summary.skipped, summary.in_flight_elsewhere) == (7, 5, 5)
     again = make_delivery(run=run_ref(run_id="run-c", window="w3"))
-    assert (again.process(in_batches(contacts(12))).skipped, again.left_to_others) == (12, 5)
+    later = again.process(in_batches(contacts(12)))
+    assert (later.skipped, later.in_flight_elsewhere) == (12, 5)
     assert_exactly_once(emulator, scenario_id, 7)
 
 

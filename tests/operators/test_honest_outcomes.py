@@ -350,6 +350,78 @@ def test_a_failed_threshold_lets_a_run_with_refusals_succeed(dag_with, emulator,
     assert task_states(run_dag(dag, DAY)) == {"import_and_launch": "success"}
 
 
+def not_clean(output: str) -> str:
+    """What the warning after a green try's last summary table says it left undone."""
+    after = output[output.rindex("Altcraft delivery summary") :]
+    found = re.search(r"\[warning\s*\] Not a clean run: (.*)", after)
+    assert found, f"no warning after the summary table:\n{after}"
+    return found.group(1)
+
+
+def test_a_run_green_within_its_ratios_ends_its_log_saying_what_it_left_undone(
+    dag_with, emulator, scenario_id, capfd
+):
+    """A rejected and a refused contact within max_rejected_ratio / max_failed_ratio: the try succeeds, and
+    its log ended with the summary table at INFO, like any clean run's."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "profile_error", "every": 7, "count": 1, "code": 400})
+    records = [*contacts(19), {"id": 999, "email": "broken"}]
+    dag = dag_with(records, batch_size=10, max_failed_ratio=0.1)
+    dag_run = run_dag(dag, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = summary_of(dag, dag_run)
+    assert (summary["launched"], summary["rejected"], summary["failed"]) == (18, 1, 1)
+    warning = not_clean(capfd.readouterr().out)
+    assert "1 rejected" in warning and "1 refused by Altcraft" in warning, warning
+
+
+def claim_elsewhere(scenario_id: int, records: list[dict]) -> None:
+    """Claim ``records`` in the ledger for another pipeline's run, which is still sending them."""
+    from altcraft.delivery import Delivery
+    from altcraft.hooks.altcraft import AltcraftHook
+    from altcraft.ledger import Ledger
+    from altcraft.mapping import ProfileMapping
+
+    from .conftest import run_ref
+
+    hook = AltcraftHook()
+    hook.get_conn()
+    ledger = Ledger(sa.create_engine(PG_URL))
+    other = Delivery.create(
+        hook,
+        ledger,
+        run_ref(run_id="another-run", dag_id="another_pipeline"),
+        scenario_id=scenario_id,
+        mapping=ProfileMapping.model_validate(EMAIL_MAPPING),
+        key_column="id",
+    )
+    profiles = [other.mapper.map(record) for record in records]
+    claim = other.session.claim([(p.ledger_key, p.source_key) for p in profiles], other.policy)
+    assert len(claim.to_send) == len(records)
+    ledger.close()
+
+
+def test_contacts_in_flight_in_another_run_are_counted_apart_and_warned_of(
+    dag_with, emulator, scenario_id, capfd
+):
+    """3 of 8 contacts were being sent by another run, whose outcome for them is not known yet: this green
+    try counted them as plain "skipped", as if already launched, in its summary, its log and its asset
+    event, and said nothing of them (a source without a position gave not even the position's warning)."""
+    claim_elsewhere(scenario_id, contacts(3))
+    dag = dag_with(contacts(8))
+    dag_run = run_dag(dag, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    summary = summary_of(dag, dag_run)
+    assert (summary["launched"], summary["skipped"], summary["in_flight_elsewhere"]) == (5, 3, 3)
+    extra = asset_event_extras(f"altcraft://altcraft_default/scenarios/{scenario_id}")[-1]
+    assert (extra["skipped"], extra["in_flight_elsewhere"]) == (3, 3)
+    output = capfd.readouterr().out
+    assert "of which in flight in another run: 3" in output[output.rindex("Altcraft delivery summary") :]
+    assert not_clean(output).startswith("3 in flight in another run, skipped: that run's outcome decides")
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5, "none of the 3 sent twice"
+
+
 # ---------------------------------------------------------------------- 3. automatic reconciliation
 
 

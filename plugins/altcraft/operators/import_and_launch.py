@@ -49,7 +49,8 @@ _TEMPLATED = {
     "window_start": "window_start",
     "window_end": "window_end",
 }
-_COUNTERS = ("found", "launched", "skipped", "rejected", "failed", "uncertain")
+#: The summary's counts in the scenario asset event's ``extra``.
+_COUNTERS = ("found", "launched", "skipped", "rejected", "failed", "uncertain", "in_flight_elsewhere")
 
 
 class AltcraftScenarioLink(BaseOperatorLink):
@@ -556,9 +557,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         """Why the source's position must stay where it is after this try; empty when it may move."""
         if delivery.only is not None:
             return "This run was limited to selected contacts, and skipped the others it read"
-        if delivery.left_to_others:
+        if delivery.summary.in_flight_elsewhere:
             # another run (an overlapping event run) may yet fail to launch them
-            return f"{delivery.left_to_others} contact(s) were in flight in another run"
+            return f"{delivery.summary.in_flight_elsewhere} contact(s) were in flight in another run"
         if any(self._problems(delivery, moved_past=False)):
             return "This try leaves contacts rejected, refused or uncertain beyond the allowed ratios"
         return ""
@@ -623,6 +624,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             raise AirflowException(message)
         if message:
             raise AirflowFailException(message)
+        undone = _left_undone(delivery.summary, moved_past=moved_past)
+        if undone:  # the last line of a green try's log: it is not a clean one
+            self.log.warning(
+                "Not a clean run%s: %s", " (dry run, predicted)" if delivery.dry_run else "", undone
+            )
         return result
 
     def _problems(self, delivery: Delivery, *, moved_past: bool) -> tuple[str, str, str]:
@@ -724,6 +730,35 @@ def _problems(
         )
         uncertain = f"{uncertain} {undecided}".strip()
     return rejected, failed, uncertain
+
+
+def _left_undone(summary: Any, *, moved_past: bool) -> str:
+    """What a try that succeeds (its problems within the allowed ratios) left undone, and what to do about
+    each; empty when every contact it found was launched or skipped by the ledger's rules."""
+    refused_next = (
+        "this source's position moved past them, so it does not read them again unless their records change"
+        if moved_past
+        else "a later run that reads them again sends them"
+    )
+    parts = (
+        (
+            summary.rejected,
+            "rejected: fix the source data or the mapping (reasons above and in altcraft_outcomes)",
+        ),
+        (summary.failed, f"refused by Altcraft (failed), not launched: {refused_next}"),
+        (
+            summary.uncertain,
+            "uncertain: Altcraft may have launched them, so they are not resent; run with reconcile=true "
+            "(see docs/ledger.md)",
+        ),
+        (
+            summary.in_flight_elsewhere,
+            "in flight in another run, skipped: that run's outcome decides them (it is named in the reason "
+            "of their skipped outcome in altcraft_outcomes); if it fails to launch them, its retry or a "
+            "later run reading them sends them",
+        ),
+    )
+    return "; ".join(f"{count} {what}" for count, what in parts if count)
 
 
 def scenario_asset(altcraft_conn_id: str, scenario_id: int) -> Asset:
