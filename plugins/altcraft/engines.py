@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, ExceptionContext
@@ -95,12 +96,31 @@ def protected(engine: Engine) -> Engine:
 
     SQLAlchemy writes a failed statement's bound values (contact keys with their emails and phones, source
     rows) into its error messages, which reach task logs: ``hide_parameters`` is set. The database's own
-    text of the error is masked by `_mask_error`, listening to the engine's errors once. The engines made
-    here are protected, and so is an engine given to `Ledger` or `WebhookStore` by hand."""
+    text of the error is masked by `_mask_error`, listening to the engine's errors once. On MySQL/MariaDB
+    every new connection speaks utf8mb4 (`_utf8mb4`). The engines made here are protected, and so is an
+    engine given to `Ledger` or `WebhookStore` by hand."""
     engine.hide_parameters = True
     if not sa.event.contains(engine, "handle_error", _mask_error):
         sa.event.listen(engine, "handle_error", _mask_error)
+    if engine.dialect.name in ("mysql", "mariadb") and not sa.event.contains(engine, "connect", _utf8mb4):
+        sa.event.listen(engine, "connect", _utf8mb4)
     return engine
+
+
+def _utf8mb4(dbapi_connection: Any, _record: Any) -> None:
+    """Switch a new MySQL/MariaDB connection to utf8mb4, the server's and the driver's side both. A
+    connection in MySQL's ``utf8`` (utf8mb3, as many Airflow connections are defined: ``charset=utf8``)
+    holds no character of 4 bytes (emoji, rarer CJK): the server refused a ledger row holding one (1366
+    "Incorrect string value", quoting the contact's bytes: the run failed, nobody delivered), and sent a
+    source's as ``?``, which made another, valid email address of ``anna😀@example.org``.
+    mysqlclient and PyMySQL name the set ``character_set_name``, mysql-connector-python ``charset``; a
+    driver with neither (MariaDB Connector/Python) speaks utf8mb4 always."""
+    named = getattr(dbapi_connection, "character_set_name", None)
+    current = named() if callable(named) else getattr(dbapi_connection, "charset", "utf8mb4")
+    if current == "utf8mb4":
+        return
+    switch = getattr(dbapi_connection, "set_character_set", None) or dbapi_connection.set_charset_collation
+    switch("utf8mb4")
 
 
 def _mask_error(context: ExceptionContext) -> None:

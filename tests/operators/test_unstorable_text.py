@@ -281,3 +281,74 @@ def test_file_lines_no_database_stores_are_rejected_and_the_others_delivered(
     rejected = {key.rpartition("/")[2]: reason for key, outcome, reason, _ in rows if outcome == "rejected"}
     assert rejected == FILE_REJECTIONS[name]
     assert statuses == {"launched": 2}
+
+
+#: An Airflow MySQL connection whose character set is MySQL's ``utf8`` (utf8mb3: at most 3 bytes a character),
+#: as many are defined; the test database, its server and the ledger's tables are utf8mb4.
+UTF8MB3_URI = "mysql://root@127.0.0.1:3306/test?charset=utf8"
+
+
+def _astral(tag: str) -> list[dict[str, Any]]:
+    """Contacts whose key and email hold characters of 4 bytes in UTF-8 (emoji), unique to ``tag``."""
+    return [
+        {"id": f"{tag}-\U0001f600", "email": f"emoji-{tag}-\U0001f600@example.org"},
+        {"id": f"{tag}-\U00020000", "email": f"cjk-{tag}-\U00020000@example.org"},
+    ]
+
+
+def _sent_emails(emulator) -> set[str]:
+    return {str(value) for profile in emulator.profiles(1) for value in profile["fields"].values()}
+
+
+@pytest.mark.parametrize("ledger_url", ["mariadb"], indirect=True)
+def test_a_utf8mb3_ledger_connection_stores_four_byte_characters_and_delivers_everyone(
+    emulator, airflow_db, scenario_id, ledger_url, monkeypatch, capfd
+):
+    """The claim's write of a key or email with an emoji failed on a connection in MySQL's utf8 (1366
+    "Incorrect string value: '\\xF0\\x9F\\x98\\x80-a...'", quoting the contact's bytes): the whole chunk was
+    refused, the run failed and so did every retry, nobody delivered."""
+    monkeypatch.setenv("AIRFLOW_CONN_TEXT_LEDGER", UTF8MB3_URI)
+    tag = uuid.uuid4().hex[:8]
+    dag_run, summary = _run([*contacts(2), *_astral(tag)], scenario_id)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    assert (summary["launched"], summary["rejected"]) == (4, 0)
+    rows, statuses = _ledger(ledger_url, scenario_id)
+    assert statuses == {"launched": 4}
+    assert {key for key, _, _, _ in rows} >= {record["id"] for record in _astral(tag)}
+    assert {record["email"] for record in _astral(tag)} <= _sent_emails(emulator)
+    assert "Incorrect string value" not in capfd.readouterr().out
+
+
+@pytest.fixture
+def utf8mb4_crm(monkeypatch) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A utf8mb4 MariaDB table holding contacts with 4-byte characters, and its connection id, whose
+    connection is in MySQL's utf8 (utf8mb3); the table name and contacts."""
+    tag = uuid.uuid4().hex[:8]
+    table = f"crm_{tag}"
+    records = _astral(tag)
+    crm = sa.create_engine(LEDGER_URLS["mariadb"])
+    with crm.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id varchar(64), email text) CHARSET utf8mb4")
+        conn.execute(sa.text(f"INSERT INTO {table} VALUES (:id, :email)"), records)
+    monkeypatch.setenv("AIRFLOW_CONN_UTF8MB3_CRM", UTF8MB3_URI)
+    yield table, records
+    with crm.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    crm.dispose()
+
+
+@pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)
+def test_a_utf8mb3_source_connection_reads_four_byte_characters_as_they_are(
+    emulator, airflow_db, scenario_id, ledger_url, utf8mb4_crm
+):
+    """MariaDB sent each 4-byte character as ``?`` on a connection in MySQL's utf8: ``emoji-…-?@example.org``
+    is a valid address, so another contact than the source's was launched, without a word."""
+    table, records = utf8mb4_crm
+    columns = "id, email, NULL AS first_name, NULL AS loyalty, NULL AS phone"  # the mapping's columns
+    sql = {"conn_id": "utf8mb3_crm", "sql": f"SELECT {columns} FROM {table} ORDER BY id"}
+    dag_run, summary = _run([], scenario_id, source={"sql_source": sql})
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    assert summary["launched"] == 2
+    sent = _sent_emails(emulator)
+    assert {record["email"] for record in records} <= sent
+    assert not any("?@example.org" in email for email in sent)

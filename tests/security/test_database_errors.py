@@ -111,3 +111,31 @@ def test_a_value_the_database_could_not_cast_is_masked_in_its_error(monkeypatch,
     assert EMAIL not in shown, shown
     assert "invalid input syntax for type integer" in shown and "a***@e***.org" in shown, shown
     assert "parameters hidden" in shown
+
+
+ASTRAL = "anna\U0001f600@example.org"
+"""An address with a character of 4 bytes in UTF-8, which MySQL's ``utf8`` (utf8mb3) cannot carry."""
+
+
+@pytest.mark.parametrize("charset", ["utf8", "latin1"])
+@pytest.mark.parametrize("driver", ["mysqldb", "pymysql", "mysqlconnector"])
+def test_every_mysql_driver_carries_four_byte_characters_whatever_the_connections_charset(driver, charset):
+    """A connection in utf8 made MariaDB refuse the value (1366 "Incorrect string value: '\\xF0\\x9F\\x98\\x80
+    @e...'", the contact's bytes) and send a stored one back as ``anna?@example.org``; in latin1 neither
+    direction carried it either."""
+    pure = "&use_pure=true" if driver == "mysqlconnector" else ""  # its C extension may not load
+    engine = sql_engine_of(f"mysql+{driver}://root@127.0.0.1:3306/test?charset={charset}{pure}")
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT @@character_set_connection")).scalar() == "utf8mb4"
+            conn.exec_driver_sql("CREATE TEMPORARY TABLE astral (value text) CHARSET utf8mb4")
+            conn.execute(sa.text("INSERT INTO astral VALUES (:value)"), {"value": ASTRAL})
+            assert conn.execute(sa.text("SELECT value FROM astral")).scalar() == ASTRAL
+    finally:
+        engine.dispose()
+
+
+def sql_engine_of(url: str) -> sa.Engine:
+    """The engine a ledger or source gets of ``url``: made by hand and given to `Ledger`, which protects it
+    as `sql_engine` protects an Airflow connection's."""
+    return Ledger(sa.create_engine(url)).engine
