@@ -126,7 +126,8 @@ class Summary:
     """What a try did, in counts only (this is what goes to XCom).
 
     ``found = launched + skipped + rejected + failed + uncertain + pending``: each input this try
-    decided on counted once (``pending``: in an Altcraft task whose result this try has not seen).
+    decided on counted once (``pending``: in an Altcraft task whose result this try has not seen; once all
+    its tasks are settled, those another run took over meanwhile count as uncertain).
     ``in_flight_elsewhere``: of the skipped, those another run was still sending (`in_flight_elsewhere`):
     their outcome is that run's, not known yet.
     ``earlier_tries``: contacts this try settled for an earlier try of the same task (its async tasks,
@@ -948,6 +949,25 @@ class Delivery:
                     )
                 self.settle_task(claim, status)
             del tasks[batch_id]
+        self._taken_over()
+
+    def _taken_over(self) -> None:
+        """Once every Altcraft task of the try is settled, count as uncertain the contacts still `pending`: a
+        task's contacts that another run met stale (the try waited past ``stale_after``) and made uncertain
+        are no longer ``sending``, so settling the task left them out. Their rows are that run's to decide
+        now (reconciliation reads the task); counted pending, they made a try whose tasks had all finished
+        look done."""
+        left = self.summary.pending
+        if not left:
+            return
+        self.summary.pending = 0
+        self.summary.add(Outcome.UNCERTAIN, left)
+        log.warning(
+            "%d contact(s) of this try's Altcraft tasks were met stale by another run, which made them "
+            "uncertain before this try settled its tasks: counted uncertain (see the scenario's standing; "
+            "a run with reconcile=true decides them by their task)",
+            left,
+        )
 
     def settle_task(self, claim: Claim, status: TaskStatus) -> None:
         """Settle an ``async`` chunk from its finished Altcraft task (see :mod:`altcraft.api.task_results`).

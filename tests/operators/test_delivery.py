@@ -588,6 +588,29 @@ def test_a_retry_reads_its_task_by_the_keys_it_sent_when_another_run_took_some_o
     assert_exactly_once(emulator, scenario_id, 6)
 
 
+@pytest.mark.parametrize("taken", [3, 6])
+def test_a_live_try_whose_task_contacts_another_run_took_over_leaves_none_pending(
+    make_delivery, emulator, scenario_id, ledger, taken
+):
+    """A try waits for its Altcraft task past ``stale_after``; another run meets some or all of its contacts
+    stale and makes them uncertain. The try settled only those still ``sending`` and left the others
+    ``pending``: counted neither launched nor uncertain, so the operator ended the try green, its summary
+    saying ``pending`` for contacts whose task had finished. Now they count as what their row says: uncertain
+    (reconciliation decides them by the task it reads)."""
+    people = contacts(6)
+    live = make_delivery(mode="async", batch_size=6)
+    live.process(in_batches(people))
+    assert live.summary.pending == 6
+    meet_stale(make_delivery, ledger, people[:taken])
+
+    live.settle_tasks(live.tasks, timeout=30, poll_interval=0.05)
+    summary = live.summary
+    assert (summary.pending, summary.launched, summary.uncertain) == (0, 6 - taken, taken)
+    assert summary.found == summary.launched + summary.uncertain
+    assert live.tasks == {}
+    assert set(launch_counts(emulator, scenario_id).values()) <= {1}, "nobody sent twice"
+
+
 def first_to_meet(make_delivery, ledger, run_id: str = "r2", db_id: int | None = 1, **options):
     """The first run after the dead try whose claims meet its contacts (the claim stale at once:
     ``stale_after`` 0), reconciling (profiles looked up in ``db_id``, if known), in chunks of 3 (on
