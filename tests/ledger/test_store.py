@@ -1491,6 +1491,37 @@ def test_a_database_that_cannot_be_reached_is_not_reported_as_a_schema_error(url
     unreachable.dispose()
 
 
+@pytest.fixture
+def latin1_database() -> Iterator[str]:
+    """A PostgreSQL database of its own in LATIN1 (dropped afterwards); its SQLAlchemy URL."""
+    name = f"altcraft_latin1_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'LATIN1' LOCALE 'C' TEMPLATE template0")
+    yield f"{PG}/{name}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
+
+
+@pytest.mark.parametrize("store", ["ledger", "webhook_store"])
+def test_a_postgresql_database_not_in_utf8_is_refused_before_anything_is_written(latin1_database, store):
+    """A LATIN1 database took the tables; the first claim holding a key it cannot hold (``email:анна@…``)
+    then failed with a bare UnicodeEncodeError, the chunk's other contacts with it, and so did every retry
+    (a webhook delivery holding such text alike). Now the database is refused before anything is created,
+    saying why and what to do."""
+    from altcraft.webhooks.store import WebhookStore
+
+    engine = sa.create_engine(latin1_database)
+    try:
+        made = Ledger(engine) if store == "ledger" else WebhookStore(engine)
+        with pytest.raises(LedgerSchemaError, match=r"encoding is LATIN1.*ENCODING 'UTF8'"):
+            made.ensure_schema()
+        assert sa.inspect(engine).get_table_names() == [], "no table created"
+    finally:
+        engine.dispose()
+
+
 def test_an_upgrade_the_database_user_may_not_make_says_what_to_do(fresh_engine, scope):
     """A user who may write the ledger's rows but not alter its tables uses an up-to-date ledger as it is;
     an older one it cannot upgrade stops the task with an error naming the statement that failed and what

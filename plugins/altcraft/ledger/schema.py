@@ -39,6 +39,25 @@ def schema_error(exc: sa.exc.DBAPIError, tables: str = "The sync ledger's tables
     )
 
 
+def check_encoding(engine: Engine, tables: str = "The sync ledger's tables") -> None:
+    """Refuse (`LedgerSchemaError`) a PostgreSQL database whose encoding is not UTF8, before anything is
+    created in it: a LATIN1 one cannot hold a Cyrillic email, so the first claim holding one failed with a
+    bare UnicodeEncodeError (the chunk's other contacts with it), and every retry after it. MySQL/MariaDB
+    tables are created utf8mb4 and every connection speaks it (`altcraft.engines.protected`); SQLite
+    stores UTF-8."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        encoding = conn.exec_driver_sql("SHOW server_encoding").scalar()
+    if encoding != "UTF8":
+        raise LedgerSchemaError(
+            f"{tables} need a database that stores any text, and this PostgreSQL database's encoding is "
+            f"{encoding}: a contact's key or a webhook delivery it cannot hold would fail its run part-way. "
+            "Create a database with ENCODING 'UTF8' and point the connection at it (docs/ledger.md, "
+            "'Database specifics')."
+        )
+
+
 class UtcDateTime(sa.TypeDecorator[datetime]):
     """Timezone-aware datetimes stored as naive UTC (microseconds on every backend)."""
 

@@ -49,6 +49,7 @@ from altcraft.ledger.schema import (
     NOT_LAUNCHED,
     activity_table,
     aliases_table,
+    check_encoding,
     contacts_table,
     create_days,
     create_schema,
@@ -129,6 +130,7 @@ class Ledger:
         whether every custom key of the ledger is in its one form (`schema.CANONICAL_KEYS`); if not, a key
         of a number is looked for under its former forms too (`_former_rows`).
         """
+        check_encoding(self.engine)
         if create_schema(self.engine):
             self._recount_days(create=True)
         with self.engine.connect() as conn:

@@ -23,7 +23,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
 from altcraft.engines import database_location, ledger_conn_id, ledger_engine, protected
-from altcraft.ledger.schema import schema_error
+from altcraft.ledger.schema import check_encoding, schema_error
 from altcraft.storable import storable_json
 
 metadata = sa.MetaData()
@@ -115,6 +115,7 @@ class WebhookStore:
         """Create the tables, or bring those of an older version up to date (`LedgerSchemaError` where the
         database user may not: docs/ledger.md, "Upgrading an existing ledger")."""
         if not self._ready:
+            check_encoding(self.engine, _TABLES)
             try:
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.DBAPIError:  # created concurrently by another process: check once more
