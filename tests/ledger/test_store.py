@@ -1522,6 +1522,26 @@ def test_a_postgresql_database_not_in_utf8_is_refused_before_anything_is_written
         engine.dispose()
 
 
+def test_a_mysql_ledger_table_not_in_utf8mb4_is_refused_naming_it(scope):
+    """A ledger table a DBA made or converted in utf8mb3 took claims until the first key holding a character
+    of 4 bytes (an emoji), which failed with 1366 "Incorrect string value" quoting the contact's bytes, the
+    chunk's other contacts with it, and every retry after it. Now the ledger is refused, naming the table."""
+    name = f"altcraft_ledger_mb3_{uuid.uuid4().hex[:10]}"
+    _create_database(MARIA, name)
+    engine = _engine(f"{MARIA}/{name}")
+    try:
+        Ledger(engine).ensure_schema()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE altcraft_outcomes CONVERT TO CHARACTER SET utf8mb3 COLLATE utf8mb3_bin"
+            )
+        with pytest.raises(LedgerSchemaError, match=r"altcraft_outcomes\.\w+ is in utf8mb3.*utf8mb4"):
+            launch(Ledger(engine), scope, run("r1"), ["email:anna\U0001f600@example.org"])
+    finally:
+        engine.dispose()
+        _drop_database(MARIA, name)
+
+
 def test_an_upgrade_the_database_user_may_not_make_says_what_to_do(fresh_engine, scope):
     """A user who may write the ledger's rows but not alter its tables uses an up-to-date ledger as it is;
     an older one it cannot upgrade stops the task with an error naming the statement that failed and what

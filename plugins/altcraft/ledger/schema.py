@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -39,23 +39,41 @@ def schema_error(exc: sa.exc.DBAPIError, tables: str = "The sync ledger's tables
     )
 
 
-def check_encoding(engine: Engine, tables: str = "The sync ledger's tables") -> None:
-    """Refuse (`LedgerSchemaError`) a PostgreSQL database whose encoding is not UTF8, before anything is
-    created in it: a LATIN1 one cannot hold a Cyrillic email, so the first claim holding one failed with a
-    bare UnicodeEncodeError (the chunk's other contacts with it), and every retry after it. MySQL/MariaDB
-    tables are created utf8mb4 and every connection speaks it (`altcraft.engines.protected`); SQLite
-    stores UTF-8."""
-    if engine.dialect.name != "postgresql":
-        return
+def check_encoding(
+    engine: Engine, tables: Iterable[sa.Table], what: str = "The sync ledger's tables"
+) -> None:
+    """Refuse (`LedgerSchemaError`) a database that cannot hold every text ``tables`` store: one a claim or a
+    webhook delivery would fail on part-way, the chunk's other contacts with it, and every retry after it.
+    A PostgreSQL database whose encoding is not UTF8 (LATIN1 holds no Cyrillic email: a bare
+    UnicodeEncodeError), before anything is created in it; a MySQL/MariaDB text column of ``tables`` (which
+    this project creates utf8mb4) that a DBA made or converted in another character set (utf8mb3 holds no
+    emoji: 1366 "Incorrect string value"). Connections speak utf8mb4 (`altcraft.engines.protected`);
+    SQLite stores UTF-8."""
+    dialect = engine.dialect.name
     with engine.connect() as conn:
-        encoding = conn.exec_driver_sql("SHOW server_encoding").scalar()
-    if encoding != "UTF8":
+        if dialect == "postgresql":
+            found = conn.exec_driver_sql("SHOW server_encoding").scalar()
+            problem = None if found == "UTF8" else f"this PostgreSQL database's encoding is {found}"
+            fix = "Create a database with ENCODING 'UTF8' and point the connection at it"
+        elif dialect in ("mysql", "mariadb"):
+            column = conn.execute(_NOT_UTF8MB4, {"names": [table.name for table in tables]}).first()
+            problem = None if column is None else f"{column[0]}.{column[1]} is in {column[2]}"
+            fix = "Convert the table: ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        else:
+            problem = None
+    if problem:
         raise LedgerSchemaError(
-            f"{tables} need a database that stores any text, and this PostgreSQL database's encoding is "
-            f"{encoding}: a contact's key or a webhook delivery it cannot hold would fail its run part-way. "
-            "Create a database with ENCODING 'UTF8' and point the connection at it (docs/ledger.md, "
-            "'Database specifics')."
+            f"{what} need a database that stores any text, and {problem}: a contact's key or a webhook "
+            f"delivery it cannot hold would fail its run part-way. {fix} (docs/ledger.md, 'Database "
+            "specifics')."
         )
+
+
+_NOT_UTF8MB4 = sa.text(
+    "SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names AND CHARACTER_SET_NAME <> 'utf8mb4' "
+    "ORDER BY TABLE_NAME, ORDINAL_POSITION"
+).bindparams(sa.bindparam("names", expanding=True))
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):

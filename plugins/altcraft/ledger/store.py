@@ -56,6 +56,7 @@ from altcraft.ledger.schema import (
     identities_table,
     keys_canonical,
     meta_table,
+    metadata,
     outcomes_table,
     tasks_table,
 )
@@ -130,7 +131,7 @@ class Ledger:
         whether every custom key of the ledger is in its one form (`schema.CANONICAL_KEYS`); if not, a key
         of a number is looked for under its former forms too (`_former_rows`).
         """
-        check_encoding(self.engine)
+        check_encoding(self.engine, metadata.sorted_tables)
         if create_schema(self.engine):
             self._recount_days(create=True)
         with self.engine.connect() as conn:

@@ -115,7 +115,7 @@ class WebhookStore:
         """Create the tables, or bring those of an older version up to date (`LedgerSchemaError` where the
         database user may not: docs/ledger.md, "Upgrading an existing ledger")."""
         if not self._ready:
-            check_encoding(self.engine, _TABLES)
+            check_encoding(self.engine, metadata.sorted_tables, _TABLES)
             try:
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.DBAPIError:  # created concurrently by another process: check once more
