@@ -161,3 +161,25 @@ def test_a_server_error_whose_body_says_429_is_uncertain_not_rate_limited(serve)
     with pytest.raises(AltcraftDeliveryUncertain):
         AltcraftHook().import_and_start_batch(_batch(), keys=KEYS)
     assert len(server.seen) == 1
+
+
+#: Rate-limit answers that also report on profiles: some may have been launched.
+RATE_LIMITED_WITH_RESULTS = {
+    "HTTP 200, error 429": (200, {"error": 429, "result": [{"error": 0, "profile_id": "p1"}]}),
+    "HTTP 429, a profile id": (429, {"error": 429, "error_text": "slow down", "profile_id": "p1"}),
+}
+
+
+@pytest.mark.parametrize("case", RATE_LIMITED_WITH_RESULTS)
+def test_a_429_that_reports_on_profiles_is_uncertain_not_resent(serve, case):
+    """An answer with ``error: 429`` (or HTTP 429) that also carries per-profile output says something was
+    done for some profiles: it is no refusal of the whole request. It was read as a rate limit, which a
+    launch retries: the hooks sent the batch 51 times (rate_limit_retries + 1), each time launching again."""
+    status, body = RATE_LIMITED_WITH_RESULTS[case]
+    server = serve(lambda seen: http_answer(status, body))
+    with pytest.raises(AltcraftDeliveryUncertain):
+        AltcraftHook().import_and_start_batch(_batch(), keys=KEYS)
+    assert len(server.seen) == 1
+    with pytest.raises(AltcraftDeliveryUncertain):
+        run_async(lambda ahook: launch_batch(ahook, _batch(), keys=KEYS))
+    assert len(server.seen) == 2

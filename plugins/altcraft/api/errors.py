@@ -65,7 +65,8 @@ class AltcraftApiError(AltcraftError):
 
 
 class AltcraftRateLimited(AltcraftApiError):
-    """HTTP 429. The request was not processed; safe to retry after :attr:`retry_after` seconds."""
+    """HTTP 429 (or `error` 429) reporting on no profile. The request was not processed; safe to retry after
+    :attr:`retry_after` seconds."""
 
     def __init__(self, text: str, *, retry_after: float | None, endpoint: str = ""):
         super().__init__(429, text, http_status=429, endpoint=endpoint)

@@ -103,7 +103,9 @@ def parse_response(
         raise AltcraftRedirected(status, _clean(_origin(location), secret), endpoint=endpoint)
     document = _decode(body)
     code, text = _envelope(document)
-    if status == 429 or (code == 429 and status < 500):  # a 5xx says the server broke, whatever its body
+    per_profile = _reports_on_profiles(document)
+    # a 5xx says the server broke, whatever its body; per-profile output says something was done
+    if (status == 429 or (code == 429 and status < 500)) and not per_profile:
         raise AltcraftRateLimited(
             _clean(text or "too many requests", secret),
             retry_after=parse_retry_after(headers.get("Retry-After") or headers.get("retry-after")),
@@ -113,7 +115,7 @@ def parse_response(
         if not text:
             text = f"HTTP {status}" + (f": {_snippet(body, secret)}" if body and document is None else "")
         code = code if code is not None and code > 0 else status
-        raise _api_error(code, text, status, endpoint, document, secret)
+        raise _api_error(code, text, status, endpoint, per_profile, secret)
     if document is None or not isinstance(document, dict):
         raise AltcraftTransportError(
             f"unreadable response (HTTP {status}, {len(body)} bytes): {_snippet(body, secret)}",
@@ -123,7 +125,7 @@ def parse_response(
     if code is None:
         raise AltcraftUnexpectedAnswer(f"`error` is not a code: {_clean(text, secret)}", endpoint=endpoint)
     if code:
-        raise _api_error(code, text, status, endpoint, document, secret)
+        raise _api_error(code, text, status, endpoint, per_profile, secret)
     maybe_secret = secret if secret and _may_quote(body, token_forms(secret)) else None
     return clean_document(document, maybe_secret, unstorable=_UNSTORABLE_ESCAPE.search(body) is not None)
 
@@ -385,14 +387,19 @@ def _envelope(document: Any) -> tuple[int | None, str]:
     return code, _text(document.get("error_text"))
 
 
-def _api_error(
-    code: int, text: str, status: int, endpoint: str, document: Any, secret: str | None
-) -> AltcraftApiError:
-    """The error of an answer with an error code or status: its text cleaned, and whether it also reports
-    on profiles (a non-empty ``result`` or a ``profile_id``: then it is no refusal of the whole request)."""
-    per_profile = isinstance(document, dict) and (
+def _reports_on_profiles(document: Any) -> bool:
+    """Whether an answer carries per-profile output (a non-empty ``result`` or a ``profile_id``): then,
+    whatever its code, it is no refusal of the whole request, nor a rate limit."""
+    return isinstance(document, dict) and (
         bool(document.get("result")) or document.get("profile_id") is not None
     )
+
+
+def _api_error(
+    code: int, text: str, status: int, endpoint: str, per_profile: bool, secret: str | None
+) -> AltcraftApiError:
+    """The error of an answer with an error code or status, its text cleaned (``per_profile``: see
+    `_reports_on_profiles`)."""
     return AltcraftApiError(
         code, _clean(text, secret), http_status=status, endpoint=endpoint, per_profile=per_profile
     )
