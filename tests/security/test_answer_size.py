@@ -13,7 +13,7 @@ import time
 import pytest
 from hostile_server import TOKEN, drip, run_async
 
-from altcraft.api.errors import AltcraftAnswerTooLarge, AltcraftDeliveryUncertain
+from altcraft.api.errors import AltcraftAnswerTooLarge, AltcraftDeliveryUncertain, AltcraftError
 from altcraft.api.models import BatchLaunchRequest
 from altcraft.hooks.altcraft import AltcraftHook
 from tests.async_calls import launch_batch, read_scenario
@@ -135,3 +135,48 @@ def test_the_probe_has_one_deadline_per_exchange(serve):
     answer = Exchanger(server.url, TOKEN, timeout=1.0).post("workflows/list", {"limit": 1})
     assert time.monotonic() - started < 1.0 + 1.5  # the drip alone would take 12 s
     assert "no complete answer within 1s" in answer.error
+
+
+#: Content-Length values that int() refuses though str.isdigit() takes them: a number past Python's
+#: 4,300-digit limit of int() (a declared size, too large by far), and Latin-1's superscript two (no size).
+ODD_LENGTHS = {"5,000 digits": ("9" * 5000, True), "superscript two": ("\u00b2", False)}
+
+
+def _odd_length(value: str):
+    def answer(seen):
+        body = json.dumps({"error": 0, "data": [{"id": 12, "name": "w", "is_active": True}]}).encode()
+        return [(_json_head(f"Content-Length: {value}\r\n").decode().encode("latin-1") + body, 0.0)]
+
+    return answer
+
+
+@pytest.mark.parametrize("case", ODD_LENGTHS)
+def test_a_content_length_int_refuses_is_no_crash(serve, monkeypatch, case):
+    """``_declared_too_large`` read the header with ``int()`` after ``str.isdigit()``: a length of 5,000
+    digits or a "²" raised a bare ValueError out of the sync hook (a launch's contacts then left as an
+    interrupted try), the REST source and the probe. A length that many digits long is too large; one that
+    is no number declares nothing, and the answer is read to its end."""
+    from altcraft.probe import Exchanger
+    from altcraft.sources import RestSource, SourceError
+
+    value, too_large = ODD_LENGTHS[case]
+    server = serve(_odd_length(value), max_answer_bytes=LIMIT)
+    hook = AltcraftHook()
+    if too_large:
+        with pytest.raises(AltcraftAnswerTooLarge):
+            hook.get_scenario(12)
+        with pytest.raises(AltcraftDeliveryUncertain):
+            hook.import_and_start_batch(_batch(), keys=KEYS)
+    else:
+        assert hook.get_scenario(12).name == "w"
+    with pytest.raises(AltcraftError):  # aiohttp's parser refuses both headers: a typed error
+        run_async(lambda ahook: read_scenario(ahook, 12))
+
+    monkeypatch.setenv("AIRFLOW_CONN_ODD_CRM", f'{{"conn_type": "http", "host": "{server.url}"}}')
+    rest = RestSource("odd_crm", "v1/contacts", key_column="id", record_path="data", max_answer_bytes=LIMIT)
+    try:
+        list(rest.batches(None, 10))
+    except SourceError as failure:
+        assert too_large and "larger than" in str(failure)
+    probed = Exchanger(server.url, TOKEN, timeout=5, max_answer_bytes=LIMIT).post("workflows/list", {})
+    assert probed.ok is not too_large
