@@ -183,3 +183,38 @@ def test_a_429_that_reports_on_profiles_is_uncertain_not_resent(serve, case):
     with pytest.raises(AltcraftDeliveryUncertain):
         run_async(lambda ahook: launch_batch(ahook, _batch(), keys=KEYS))
     assert len(server.seen) == 2
+
+
+#: A ``Retry-After`` HTTP-date whose year no date holds: parsing it raised OverflowError.
+HUGE_YEAR = "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"
+
+
+def _rate_limited_once(answer: dict):
+    """A 429 with `HUGE_YEAR` to the first request, ``answer`` to every later one."""
+    asked: list[int] = []
+
+    def respond(seen):
+        asked.append(1)
+        if len(asked) == 1:
+            return http_answer(429, {"error": 429}, {"Retry-After": HUGE_YEAR})
+        return http_answer(200, answer)
+
+    return respond
+
+
+def test_a_retry_after_of_no_date_is_waited_as_none(serve):
+    """``parse_retry_after`` caught ValueError and TypeError, not the OverflowError a year past C's long
+    raises: a 429 carrying it crashed the hooks (a launch's contacts then recorded only as an interrupted
+    try's) and the CRM sources with a bare OverflowError. It is read as no Retry-After: the usual backoff."""
+    from altcraft.sources.crm.base import Limits
+    from altcraft.sources.crm.http import CrmHttp
+
+    launched = {"error": 0, "result": [{"error": 0, "profile_id": "p1"}]}
+    server = serve(_rate_limited_once(launched))
+    assert AltcraftHook().import_and_start_batch(_batch(), keys=KEYS).result[0].ok
+    assert len(server.seen) == 2
+    server = serve(_rate_limited_once(launched))
+    assert run_async(lambda ahook: launch_batch(ahook, _batch(), keys=KEYS)).result[0].ok
+    crm = serve(_rate_limited_once({"results": []}), connect=False)
+    client = CrmHttp("hubspot", crm.url, {}, Limits(requests_per_second=100, backoff_seconds=0.01))
+    assert client.request("GET", "/crm/v3/objects/contacts", label="contacts").status_code == 200

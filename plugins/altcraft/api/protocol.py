@@ -83,7 +83,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         pass
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a year past C's long: OverflowError
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
