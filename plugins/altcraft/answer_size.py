@@ -4,12 +4,14 @@ A call's deadline (`altcraft.deadline`) bounds how long an answer may take, not 
 link a minute is gigabytes. Every HTTP client here -- both Altcraft hooks, the probe, the REST and CRM
 sources -- opens the answer as a stream and reads it through :func:`read_capped` / :func:`aread_capped`,
 which stop one chunk past the limit. The limit counts decoded bytes, so a small gzip answer that inflates
-beyond it is refused as well.
+beyond it is refused as well. :func:`read_capped` also refuses an interim answer (`InterimAnswer`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import requests
 
 #: The default limit: far above any documented answer (a 10,000-profile batch's per-profile results are a
 #: few MiB), far below what would hurt a worker.
@@ -34,9 +36,24 @@ def _declared_too_large(headers: Any, limit: int) -> bool:
     return len(length) > len(str(limit)) or int(length) > limit
 
 
+class InterimAnswer(requests.RequestException):
+    """The server's first answer was an interim one (1xx: ``102 Processing``, ``103 Early Hints``), which
+    http.client, unlike aiohttp, takes for the final answer (only ``100 Continue`` is skipped). The final
+    answer is still to come on its connection, which is closed: kept alive, its next request would read
+    that answer as its own. The request reached the server and may have been processed."""
+
+    def __init__(self, status: int):
+        self.status = status
+        super().__init__(f"an interim HTTP {status} answer")
+
+
 def read_capped(response: Any, limit: int) -> bytes:
     """The decoded body of a `requests` answer opened with ``stream=True``; `AnswerTooLarge` beyond
-    ``limit`` bytes. Afterwards ``response.content`` and ``response.json()`` work as usual."""
+    ``limit`` bytes, `InterimAnswer` for a 1xx. Afterwards ``response.content`` and ``response.json()``
+    work as usual."""
+    if response.status_code < 200:
+        response.close()  # its connection, with the final answer still to come, is not reused
+        raise InterimAnswer(response.status_code)
     try:
         if _declared_too_large(response.headers, limit):
             raise AnswerTooLarge(limit)

@@ -32,8 +32,8 @@ def servers() -> Iterator[list[HostileServer]]:
 def serve(servers, monkeypatch):
     """``serve(answer, **extra)``: a hostile server, made the default Altcraft connection."""
 
-    def start(answer, *, connect: bool = True, **extra) -> HostileServer:
-        server = HostileServer(answer)
+    def start(answer, *, connect: bool = True, keep_alive: bool = False, **extra) -> HostileServer:
+        server = HostileServer(answer, keep_alive=keep_alive)
         servers.append(server)
         if connect:
             extra = {"backoff_initial": 0, "backoff_max": 0.01, "max_retries": 2, "timeout": 5, **extra}

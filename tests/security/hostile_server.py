@@ -65,6 +65,7 @@ def drip(status: int, body: bytes, every: float) -> Answer:
 class HostileServer:
     answer: Callable[[Seen], Answer] = field(default=lambda seen: http_answer(200, {"error": 0}))
     seen: list[Seen] = field(default_factory=list)
+    keep_alive: bool = False  # answer each request of a connection (answers without Connection: close)
 
     def __post_init__(self) -> None:
         self._sock = socket.socket()
@@ -94,16 +95,16 @@ class HostileServer:
     def _handle(self, conn: socket.socket) -> None:
         with conn:
             try:
-                seen = _read_request(conn)
-                if seen is None:
-                    return
-                self.seen.append(seen)
-                for piece, delay in self.answer(seen):
-                    if delay:
-                        time.sleep(delay)
-                    if self._stop.is_set():
+                while (seen := _read_request(conn)) is not None:
+                    self.seen.append(seen)
+                    for piece, delay in self.answer(seen):
+                        if delay:
+                            time.sleep(delay)
+                        if self._stop.is_set():
+                            return
+                        conn.sendall(piece)
+                    if not self.keep_alive:
                         return
-                    conn.sendall(piece)
             except OSError:
                 return
 

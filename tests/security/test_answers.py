@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -10,7 +11,13 @@ import sqlalchemy as sa
 from hostile_server import TOKEN, http_answer, run_async
 
 from altcraft.api.errors import AltcraftDeliveryUncertain, AltcraftError
-from altcraft.api.models import BatchLaunchRequest, BatchResult, ImportAndStartRequest, ProfileResult
+from altcraft.api.models import (
+    BatchLaunchRequest,
+    BatchResult,
+    ImportAndStartRequest,
+    ProfileResult,
+    Scenario,
+)
 from altcraft.delivery import Delivery, DeliveryStopped
 from altcraft.hooks.altcraft import AltcraftHook
 from altcraft.ledger import Ledger, RunRef
@@ -218,3 +225,53 @@ def test_a_retry_after_of_no_date_is_waited_as_none(serve):
     crm = serve(_rate_limited_once({"results": []}), connect=False)
     client = CrmHttp("hubspot", crm.url, {}, Limits(requests_per_second=100, backoff_seconds=0.01))
     assert client.request("GET", "/crm/v3/objects/contacts", label="contacts").status_code == 200
+
+
+def _kept_alive(document: dict) -> bytes:
+    """A complete 200 answer that leaves the connection open."""
+    body = json.dumps(document).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (
+        len(body),
+        body,
+    )
+
+
+def _interim_then_late(seen):
+    """``workflows/list`` from id 2: its page at once. Anything else: an interim ``102 Processing``, then,
+    0.3 s later on the same connection, the final answer (scenario 1's page, or one launched profile)."""
+    asked = json.loads(seen.body)
+    if asked.get("from_id") == 2:
+        return [(_kept_alive({"error": 0, "data": [{"id": 2, "name": "two"}]}), 0.0)]
+    late = {"error": 0, "data": [{"id": 1, "name": "one"}], "result": [{"error": 0, "profile_id": "p1"}]}
+    return [(b"HTTP/1.1 102 Processing\r\n\r\n", 0.0), (_kept_alive(late), 0.3)]
+
+
+def test_an_interim_1xx_answer_leaves_no_late_answer_for_the_next_request(serve):
+    """http.client takes a 1xx other than 100 for the final answer (with no body): the sync hook read
+    ``102 Processing`` as error 102 and put its connection back in the pool, where the real answer came in
+    after the next request was sent, and was read as that request's. On main the scenario read after a
+    launch (or after a read) got the launch's (or that read's) answer: scenario 1 for scenario 2. Now the
+    connection of a 1xx is closed and the exchange is a transport error (a launch: uncertain)."""
+    serve(_interim_then_late, keep_alive=True)
+    hook = AltcraftHook()
+    with pytest.raises(AltcraftDeliveryUncertain):
+        hook.import_and_start_batch(_batch(), keys=KEYS)
+    assert hook.get_scenario(2) == Scenario(id=2, name="two"), "the launch's late answer read as this read's"
+    with pytest.raises(AltcraftError, match="InterimAnswer talking to Altcraft"):
+        hook.get_scenario(1)
+    assert hook.get_scenario(2) == Scenario(id=2, name="two"), (
+        "the first read's late answer read as this one's"
+    )
+    # aiohttp reads past an interim answer to the final one
+    assert run_async(lambda ahook: launch_batch(ahook, _batch(), keys=KEYS)).result[0].ok
+
+
+def test_an_interim_1xx_answer_leaves_no_late_answer_for_the_probe(serve):
+    """The probe's exchanges read answers as the sync hook does (`read_capped`), on one keep-alive session:
+    on main its second question got the first one's late answer (scenario 1's page for scenario 2)."""
+    from altcraft.probe import Exchanger
+
+    server = serve(_interim_then_late, keep_alive=True, connect=False)
+    with Exchanger(server.url, TOKEN, timeout=5) as exchanger:
+        assert not exchanger.post("workflows/list", {"from_id": 1}).ok
+        assert exchanger.post("workflows/list", {"from_id": 2}).document["data"] == [{"id": 2, "name": "two"}]
