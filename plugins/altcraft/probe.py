@@ -51,6 +51,7 @@ from altcraft.api.protocol import (
     api_path,
     clean_document,
     encode_body,
+    header_bytes,
     parse_answer,
     remove_token,
     request_headers,
@@ -137,7 +138,7 @@ class Exchanger:
                 response = self._session.post(
                     self.base_url + api_path(endpoint),
                     data=payload,
-                    headers=headers,
+                    headers=header_bytes(headers),
                     timeout=self.timeout,
                     allow_redirects=False,
                     stream=True,

@@ -155,3 +155,39 @@ def test_a_per_profile_error_quoting_the_base64_token_is_kept_nowhere(
 def _batch(size: int) -> BatchLaunchRequest:
     items = [{"email": f"user{i}@example.org", "data": {}} for i in range(size)]
     return BatchLaunchRequest(workflow_id=12, matching="email", data=items)
+
+
+def _echoing_authorization(seen) -> list:
+    """A 401 quoting the ``Authorization`` header's bytes as they came (the test server reads them as
+    Latin-1, which gives each byte back)."""
+    raw = seen.headers["authorization"].encode("latin-1")
+    return http_answer(401, b'{"error":401,"error_text":"refused ' + raw + b'"}')
+
+
+def test_a_token_beyond_ascii_travels_and_is_removed_as_one_form(servers, monkeypatch):
+    """The sync hook and the probe: requests sent a header's text as Latin-1, aiohttp and the JSON body as
+    UTF-8, so a token with "ö" went as two different tokens in the sync hook's header and body (and from
+    the two hooks), and a server quoting the sync hook's header gave back bytes that are not UTF-8, read as
+    U+FFFD where each such letter was: no form of the token matched, and the rest of it (``nicode-5b1e``)
+    was kept in the error."""
+    from altcraft.probe import Exchanger
+
+    token = TOKENS[2]
+    server = HostileServer(_echoing_authorization)
+    servers.append(server)
+    monkeypatch.setenv("AIRFLOW_CONN_ALTCRAFT_DEFAULT", server.connection(token, max_retries=0, timeout=5))
+    kept = []
+    for read in (
+        lambda: AltcraftHook().get_scenario(12),
+        lambda: run_async(lambda hook: read_scenario(hook, 12)),
+    ):
+        with pytest.raises(AltcraftError) as refused:
+            read()
+        kept.append(str(refused.value))
+    with Exchanger(server.url, token, timeout=5) as exchanger:  # the probe, the Test button
+        kept.append(exchanger.post("workflows/list", {}).error)
+    assert all("refused Bearer ***" in text for text in kept), kept
+    assert not revealed(token, "\n".join(kept)), kept
+    for seen in server.seen:
+        assert seen.headers["authorization"].encode("latin-1") == b"Bearer " + token.encode()
+        assert json.loads(seen.body).get("token", token) == token

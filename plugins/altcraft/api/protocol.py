@@ -56,6 +56,13 @@ def request_headers(token: str, version: str) -> dict[str, str]:
     }
 
 
+def header_bytes(headers: Mapping[str, str]) -> dict[str, bytes]:
+    """``headers`` as UTF-8, for `requests`, which sends text as Latin-1: a token beyond ASCII then went in
+    other bytes than in the JSON body and than aiohttp (UTF-8) sends it, and a server quoting that header
+    gave back bytes no form of the token (`token_forms`) matches."""
+    return {name: value.encode() for name, value in headers.items()}
+
+
 def encode_body(body: Mapping[str, Any], *, token: str | None, raw_data: bytes | None = None) -> bytes:
     """Encode a JSON request body, adding ``token`` when given.
 

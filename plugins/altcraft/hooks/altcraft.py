@@ -20,7 +20,7 @@ from altcraft import __version__
 from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.calls import AltcraftCalls
 from altcraft.api.errors import AltcraftAnswerTooLarge, AltcraftError
-from altcraft.api.protocol import api_path, encode_body, parse_response, request_headers
+from altcraft.api.protocol import api_path, encode_body, header_bytes, parse_response, request_headers
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
 from altcraft.deadline import Deadline, watch_sockets
@@ -62,7 +62,7 @@ class AltcraftHook(HttpHook, AltcraftCalls):
             self._base_url_initialized = True
             mask_secret(self._token)
             session = requests.Session()
-            session.headers.update(request_headers(self._token, __version__))
+            session.headers.update(header_bytes(request_headers(self._token, __version__)))
             session.verify = self.settings.verify
             session.cert = self.settings.cert
             session.proxies = self.settings.proxies or {}

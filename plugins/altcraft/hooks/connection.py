@@ -249,7 +249,7 @@ def tls_context(verify: bool | str, cert: str | None) -> ssl.SSLContext | bool:
 
 
 #: what no HTTP header value carries as the body does: a line break or another control character (tab
-#: aside), a character beyond Latin-1 (requests cannot encode it), a space or tab at either end (dropped)
+#: aside), a character beyond Latin-1 (a zero-width space pasted in), a space or tab at either end (dropped)
 _NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]|^[ \t]|[ \t]$")
 
 
