@@ -275,3 +275,30 @@ def test_an_interim_1xx_answer_leaves_no_late_answer_for_the_probe(serve):
     with Exchanger(server.url, TOKEN, timeout=5) as exchanger:
         assert not exchanger.post("workflows/list", {"from_id": 1}).ok
         assert exchanger.post("workflows/list", {"from_id": 2}).document["data"] == [{"id": 2, "name": "two"}]
+
+
+#: Answers naming one key twice with two values: json.loads keeps the last, the server may have meant either.
+TWICE = {
+    "a result's error": b'{"error":0,"result":[{"error":0,"profile_id":"p1","error":400}]}',
+    "the answer's error": b'{"error":0,"result":[{"error":0,"profile_id":"p1"}],"error":400}',
+    "the result list": b'{"error":0,"result":[{"error":0,"profile_id":"p1"}],"result":[{"error":400}]}',
+}
+
+
+@pytest.mark.parametrize("case", TWICE)
+def test_an_answer_with_a_key_twice_is_uncertain(serve, case):
+    """Read as json.loads reads it (the last value wins), a result saying both launched and refused settled
+    its contact ``failed`` -- sent again by the next run, though the first value said launched -- or the
+    whole request refused. Such an answer says nothing for sure: after a launch it is delivery-uncertain."""
+    serve(lambda seen: http_answer(200, TWICE[case]), max_retries=0)
+    with pytest.raises(AltcraftDeliveryUncertain):
+        AltcraftHook().import_and_start_batch(_batch(), keys=KEYS)
+    with pytest.raises(AltcraftDeliveryUncertain):
+        run_async(lambda ahook: launch_batch(ahook, _batch(), keys=KEYS))
+
+
+def test_a_key_twice_with_one_value_is_read(serve):
+    """The same value twice leaves no doubt: the answer is read."""
+    twice = b'{"error":0,"result":[{"error":0,"error":0,"profile_id":"p1","profile_id":"p1"}]}'
+    serve(lambda seen: http_answer(200, twice), max_retries=0)
+    assert AltcraftHook().import_and_start_batch(_batch(), keys=KEYS).result[0].profile_id == "p1"

@@ -365,21 +365,31 @@ def _origin(url: str) -> str:
 
 
 def _decode(body: bytes) -> Any:
-    """The JSON of ``body`` (None: not JSON). Bytes that are not UTF-8 (a server text in another encoding)
-    are read as U+FFFD: they leave the rest of the answer readable, so its codes still tell who was
-    launched, instead of making every contact of a launching request uncertain."""
+    """The JSON of ``body`` (None: not JSON, or an object naming a key twice with two values, `_unique`).
+    Bytes that are not UTF-8 (a server text in another encoding) are read as U+FFFD: they leave the rest of
+    the answer readable, so its codes still tell who was launched, instead of making every contact of a
+    launching request uncertain."""
     if not body:
         return None
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique)
     except UnicodeDecodeError:
         text = body.decode("utf-8", "replace")
     except (ValueError, RecursionError):
         return None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique)
     except (ValueError, RecursionError):
         return None
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of an answer; `ValueError` when it names a key twice with two values: json.loads keeps the
+    last, the server may have meant either (a result's ``error`` 0 and 400: launched, or sent again)."""
+    document = dict(pairs)
+    if len(document) < len(pairs) and any(document[key] != value for key, value in pairs):
+        raise ValueError("a key twice with two values")
+    return document
 
 
 def _envelope(document: Any) -> tuple[int | None, str]:
