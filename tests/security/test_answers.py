@@ -302,3 +302,21 @@ def test_a_key_twice_with_one_value_is_read(serve):
     twice = b'{"error":0,"result":[{"error":0,"error":0,"profile_id":"p1","profile_id":"p1"}]}'
     serve(lambda seen: http_answer(200, twice), max_retries=0)
     assert AltcraftHook().import_and_start_batch(_batch(), keys=KEYS).result[0].profile_id == "p1"
+
+
+#: A UTF-8 answer with a byte-order mark and a server text in Latin-1 (a byte that is not UTF-8).
+BOM_AND_LATIN1 = b'\xef\xbb\xbf{"error":0,"result":[{"error":400,"error_text":"caf\xe9"},{"error":0}]}'
+
+
+def test_an_answer_with_a_bom_and_a_byte_not_utf8_is_read_per_contact(serve):
+    """Bytes that are not UTF-8 are read as U+FFFD so that the answer's codes still settle each contact;
+    with a byte-order mark before them that second reading kept the mark, which json.loads refuses: the
+    whole answer was unreadable, every contact of the launch uncertain. Now the mark is dropped as the
+    first reading drops it (and UTF-16/32 answers are read in their encoding)."""
+    serve(lambda seen: http_answer(200, BOM_AND_LATIN1), max_retries=0)
+    keys = ["email:a@example.org", "email:b@example.org"]
+    request = BatchLaunchRequest(
+        workflow_id=12, matching="email", data=[{"email": f"{n}@example.org", "data": {}} for n in "ab"]
+    )
+    results = AltcraftHook().import_and_start_batch_results(request, keys=keys)
+    assert results == [(400, "caf\ufffd", None), (0, "", None)]

@@ -368,13 +368,14 @@ def _decode(body: bytes) -> Any:
     """The JSON of ``body`` (None: not JSON, or an object naming a key twice with two values, `_unique`).
     Bytes that are not UTF-8 (a server text in another encoding) are read as U+FFFD: they leave the rest of
     the answer readable, so its codes still tell who was launched, instead of making every contact of a
-    launching request uncertain."""
+    launching request uncertain. Read in the encoding json.loads reads (a byte-order mark dropped, UTF-16 or
+    32 as such): as UTF-8 a kept mark made the whole answer unreadable."""
     if not body:
         return None
     try:
         return json.loads(body, object_pairs_hook=_unique)
     except UnicodeDecodeError:
-        text = body.decode("utf-8", "replace")
+        text = body.decode(json.detect_encoding(body), "replace")
     except (ValueError, RecursionError):
         return None
     try:
