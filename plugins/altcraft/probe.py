@@ -50,6 +50,7 @@ from altcraft.api.models import (
 from altcraft.api.protocol import (
     api_path,
     clean_document,
+    decode_answer,
     encode_body,
     header_bytes,
     parse_answer,
@@ -150,9 +151,8 @@ class Exchanger:
         except AnswerTooLarge as exc:
             answer = Answer(0, {"error": -1, "error_text": str(exc)})
         else:
-            try:
-                document = json.loads(content)
-            except (ValueError, RecursionError):
+            document = decode_answer(content)  # as the hooks read it
+            if document is None:
                 document = {"error": -1, "error_text": f"not JSON ({len(content)} bytes)"}
             answer = Answer(response.status_code, document)
         self.exchanges.append(

@@ -320,3 +320,18 @@ def test_an_answer_with_a_bom_and_a_byte_not_utf8_is_read_per_contact(serve):
     )
     results = AltcraftHook().import_and_start_batch_results(request, keys=keys)
     assert results == [(400, "caf\ufffd", None), (0, "", None)]
+
+
+def test_the_probe_decodes_answers_as_the_hooks_do(serve):
+    """The probe's table tells which item layout an account accepts and whether results keep the request's
+    order, from answers it read with json.loads: a result naming ``error`` twice (400, then 0) read as
+    launched where the hooks find the answer unreadable, and a BOM'd answer with a Latin-1 byte as "not
+    JSON" where the hooks read each result."""
+    from altcraft.probe import Exchanger, _item_ok
+
+    twice = b'{"error":0,"result":[{"error":400,"error":0,"profile_id":"p1"}]}'
+    answers = iter([http_answer(200, twice), http_answer(200, BOM_AND_LATIN1)])
+    server = serve(lambda seen: next(answers), connect=False)
+    with Exchanger(server.url, TOKEN, timeout=5) as exchanger:
+        assert not _item_ok(exchanger.post("workflows/import_and_start_batch", {}))
+        assert exchanger.post("workflows/import_and_start_batch", {}).document["result"][0]["error"] == 400

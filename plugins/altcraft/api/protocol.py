@@ -108,7 +108,7 @@ def parse_response(
     if 300 <= status < 400:
         location = headers.get("Location") or headers.get("location") or ""
         raise AltcraftRedirected(status, _clean(_origin(location), secret), endpoint=endpoint)
-    document = _decode(body)
+    document = decode_answer(body)
     code, text = _envelope(document)
     per_profile = _reports_on_profiles(document)
     # a 5xx says the server broke, whatever its body; per-profile output says something was done
@@ -364,7 +364,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
 
 
-def _decode(body: bytes) -> Any:
+def decode_answer(body: bytes) -> Any:
     """The JSON of ``body`` (None: not JSON, or an object naming a key twice with two values, `_unique`).
     Bytes that are not UTF-8 (a server text in another encoding) are read as U+FFFD: they leave the rest of
     the answer readable, so its codes still tell who was launched, instead of making every contact of a
