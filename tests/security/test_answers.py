@@ -107,6 +107,18 @@ UNSTORABLE = {
         b'{"error":0,"result":' + b"[" + b",".join([b'{"error":400,"error_text":"\\ud800"}'] * 3) + b"]}",
         "failed",
     ),
+    "lone surrogate as its UTF-8 bytes": (
+        b'{"error":0,"result":[' + b",".join([b'{"error":400,"error_text":"\xed\xa0\x80"}'] * 3) + b"]}",
+        "failed",
+    ),
+    "NUL in a text, the answer in UTF-16": (
+        json.dumps({"error": 0, "result": [{"error": 400, "error_text": "bad\u0000x"}] * 3}).encode("utf-16"),
+        "failed",
+    ),
+    "NUL in a profile id, the answer in UTF-32": (
+        json.dumps({"error": 0, "result": [{"error": 0, "profile_id": "p\u00001"}] * 3}).encode("utf-32"),
+        "launched",
+    ),
     "text of 70,000 characters": (
         {"error": 0, "result": [{"error": 400, "error_text": "t" * 70_000}] * 3},
         "failed",

@@ -37,8 +37,10 @@ API_PREFIX = "/api/v1.1/"
 _SNIPPET = 200
 #: Longest server text kept (in an exception, a log, the ledger): see `altcraft.storable`.
 MAX_SERVER_TEXT = MAX_STORED_CHARS
-#: NUL and lone surrogates (`altcraft.storable.UNSTORABLE`) in a JSON answer: only as ``\u`` escapes.
-_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
+#: Where a JSON answer may write NUL or a lone surrogate (`altcraft.storable.UNSTORABLE`): a ``\u`` escape;
+#: a surrogate's own UTF-8 bytes (json.loads reads bytes with ``surrogatepass``); a NUL byte, in every ASCII
+#: character of JSON in UTF-16 or UTF-32, whose escapes are not searched.
+_MAY_BE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])|\xed[\xa0-\xbf]|\x00")
 
 
 def api_path(endpoint: str) -> str:
@@ -134,7 +136,7 @@ def parse_response(
     if code:
         raise _api_error(code, text, status, endpoint, per_profile, secret)
     maybe_secret = secret if secret and _may_quote(body, token_forms(secret)) else None
-    return clean_document(document, maybe_secret, unstorable=_UNSTORABLE_ESCAPE.search(body) is not None)
+    return clean_document(document, maybe_secret, unstorable=_MAY_BE_UNSTORABLE.search(body) is not None)
 
 
 @dataclass(frozen=True, slots=True)
