@@ -12,7 +12,7 @@ credential, is refused where a spec could hold it; a source built in Python refu
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -91,22 +91,30 @@ def secret_like(name: str) -> bool:
     return bool(found) and not (found == {"token"} and any(word in plain for word in _CURSOR_WORDS))
 
 
-def _credentials_in(value: Any, where: str) -> str | None:
-    """Where in ``value`` (text, or mappings and lists of it) a URL with userinfo is, if anywhere."""
-    if isinstance(value, str):
-        return where if _USERINFO.search(value) else None
+def _entries(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """``value`` and every value inside it (mappings and lists, at any depth), each with its path
+    (``db.hosts[0]``; ``where`` for ``value`` itself)."""
+    yield where, value
     if isinstance(value, Mapping):
         items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
     elif isinstance(value, list | tuple):
         items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
     else:
-        return None
-    return next((found for key, item in items if (found := _credentials_in(item, key)) is not None), None)
+        return
+    for path, item in items:
+        yield from _entries(item, path)
+
+
+def _credentials_in(value: Any) -> str | None:
+    """Where in ``value`` (text, or mappings and lists of it) a URL with userinfo is, if anywhere."""
+    return next(
+        (where for where, item in _entries(value) if isinstance(item, str) and _USERINFO.search(item)), None
+    )
 
 
 def no_credentials(value: Any) -> Any:
     """``value`` unless a URL in it carries a user name or password (named by its key, never shown)."""
-    where = _credentials_in(value, "")
+    where = _credentials_in(value)
     if where is not None:
         at = f" (at {where})" if where else ""
         raise ValueError(
@@ -117,8 +125,15 @@ def no_credentials(value: Any) -> Any:
 
 
 def no_secret_names(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``value`` unless one of its keys names a credential (``Authorization``, ``api_key``, ``token``)."""
-    named = sorted(name for name in value if secret_like(name))
+    """``value`` unless one of its keys, or a key of a mapping inside it (``db.password``), names a
+    credential (``Authorization``, ``api_key``, ``token``)."""
+    named = sorted(
+        f"{where}.{key}" if where else str(key)
+        for where, item in _entries(value)
+        if isinstance(item, Mapping)
+        for key in item
+        if secret_like(str(key))
+    )
     if named:
         raise ValueError(
             f"{', '.join(repr(name[:60]) for name in named)} would carry a credential, stored and shown with "

@@ -467,6 +467,22 @@ PYTHON = {"type": "python", "callable": "crm.read:contacts", "key_column": "id"}
             "'slack_token'",
         ),
         ({"description": f"see https://admin:{SECRET}@wiki.example.org"}, "description", "URL"),
+        # a key inside a value names its credential as well: it was loaded and served with the DAG
+        (
+            {"source": {**PYTHON, "kwargs": {"db": {"host": "crm", "password": SECRET}}}},
+            "source.kwargs",
+            "'db.password'",
+        ),
+        (
+            {"source": {**REST, "params": {"filter": [{"api_key": SECRET}]}}},
+            "source.params",
+            "'filter[0].api_key'",
+        ),
+        (
+            {"on_failure": {"notifier": "a.b:C", "kwargs": {"slack": {"token": SECRET}}}},
+            "on_failure.kwargs",
+            "'slack.token'",
+        ),
     ],
 )
 def test_a_credential_in_a_spec_is_refused_naming_its_field_never_shown(

@@ -50,6 +50,14 @@ REFUSED = {
         lambda: PythonSource("crm.read:contacts", key_column="id", kwargs={"password": SECRET}),
         "PythonSource kwargs: 'password'",
     ),
+    "python kwargs nested": (
+        lambda: PythonSource("crm.read:contacts", key_column="id", kwargs={"db": {"password": SECRET}}),
+        "PythonSource kwargs: 'db.password'",
+    ),
+    "rest param nested": (
+        lambda: RestSource("crm", "v1/contacts", key_column="id", params={"filter": [{"api_key": SECRET}]}),
+        "RestSource params: 'filter[0].api_key'",
+    ),
     "python kwargs URL": (
         lambda: PythonSource(
             "crm.read:contacts", key_column="id", kwargs={"dsn": f"mysql://a:{SECRET}@db/x"}
