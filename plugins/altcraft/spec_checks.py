@@ -11,9 +11,10 @@ credential, is refused where a spec could hold it; a source built in Python refu
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -149,6 +150,35 @@ def no_secret_query(url: str) -> str:
     return url
 
 
+def _not_json(value: Any) -> tuple[str, str] | None:
+    """What ``value`` itself (not what it holds) is and why it is not JSON data, or None."""
+    if isinstance(value, date):  # a datetime too
+        return (
+            "a date or time",
+            "YAML reads an unquoted 2025-01-01 as one, not as text: quote it to send it as written",
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not a finite number", "JSON has none (.inf, .nan)"
+    if isinstance(value, Mapping):
+        return (
+            ("a key that is not text", "quote it") if any(not isinstance(key, str) for key in value) else None
+        )
+    if value is None or isinstance(value, str | int | float | list):
+        return None
+    return f"a {type(value).__name__}", "not JSON data (text, numbers, true/false, null, lists, mappings)"
+
+
+def json_data(value: Any) -> Any:
+    """``value`` unless something in it is not JSON data (a date YAML read from ``2025-01-01``, ``.inf``, a
+    ``!!set``). A spec's free values (REST ``params``, python and notifier ``kwargs``) are sent as a JSON
+    body and rebuilt from JSON in the triggerer: anything else failed a POST or was sent otherwise there."""
+    found = next(((where, problem) for where, item in _entries(value) if (problem := _not_json(item))), None)
+    if found is not None:
+        where, (what, why) = found
+        raise ValueError(f"{what}{f' (at {where})' if where else ''}: {why}")
+    return value
+
+
 def checked(owner: str, argument: str, value: T, *checks: Callable[[T], object]) -> T:
     """``value`` once every check (`no_credentials`, `no_secret_names`) took it: a source or operator built in
     Python refuses what a spec is refused, in the same words, naming ``owner`` and ``argument`` (a check
@@ -164,3 +194,4 @@ def checked(owner: str, argument: str, value: T, *checks: Callable[[T], object])
 NoCredentials = AfterValidator(no_credentials)
 NoSecretNames = AfterValidator(no_secret_names)
 NoSecretQuery = AfterValidator(no_secret_query)
+JsonData = AfterValidator(json_data)

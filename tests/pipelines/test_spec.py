@@ -516,6 +516,55 @@ def test_a_rest_source_keeps_headers_params_and_urls_that_carry_no_credential():
     assert spec.source.headers == source["headers"] and spec.source.params == source["params"]
 
 
+FREE_VALUES = {
+    "source.params": {"source": {**REST, "method": "POST", "params": {"list": "PLACEHOLDER"}}},
+    "source.kwargs": {"source": {**PYTHON, "kwargs": {"list": "PLACEHOLDER"}}},
+    "on_failure.kwargs": {"on_failure": {"callback": "a.b:c", "kwargs": {"list": "PLACEHOLDER"}}},
+}
+
+
+@pytest.mark.parametrize("field", FREE_VALUES)
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("2025-01-01", "a date or time (at list): YAML reads an unquoted 2025-01-01 as one, not as text"),
+        ("2025-01-01T10:00:00Z", "a date or time (at list): "),
+        ("[a, 2025-01-01 10:00:00]", "a date or time (at list[1]): "),
+        ("{since: .inf}", "not a finite number (at list.since): "),
+        (".nan", "not a finite number (at list): "),
+        ("!!set {a, b}", "a set (at list): not JSON data"),
+        ("!!binary aGk=", "a bytes (at list): not JSON data"),
+        ("{1: a}", "a key that is not text (at list): quote it"),
+    ],
+)
+def test_a_free_value_that_is_no_json_data_is_an_error_at_its_line(
+    tmp_path: Path, field: str, value: str, words: str
+):
+    """REST params, python and notifier kwargs are JSON data: a POST sends them as a JSON body, and the
+    triggerer's watcher rebuilds the source from its JSON. A YAML timestamp loaded: a POST failed every run
+    ("Object of type datetime is not JSON serializable"), a GET sent ``2025-01-01 10:00:00+00:00`` where
+    the watcher sent ``2025-01-01T10:00:00Z``, and ``.inf`` was sent by one and dropped by the other."""
+    path = tmp_path / "free.yaml"
+    text = yaml.safe_dump({**MINIMAL, **FREE_VALUES[field]}, sort_keys=False).replace("PLACEHOLDER", value)
+    path.write_text(text.replace(f"'{value}'", value))
+
+    error = read_spec(path)
+
+    assert isinstance(error, SpecError), error
+    line = field_line(path, tuple(field.split(".")))
+    assert f"  line {line}, {field}: " in error.message and words in error.message, error.message
+
+
+def test_free_values_of_json_data_load_and_survive_the_watchers_json():
+    params = {"since": "2025-01-01", "limit": 10, "ratio": 0.5, "vip": True, "none": None, "ids": [1, "a"]}
+    source = {**REST, "params": params, "window_params": {"start": "from", "end": "to"}}
+
+    spec = spec_with(source=source, trigger={"type": "poll"})
+
+    assert spec.source.params == params
+    assert type(spec.source).model_validate(spec.source.model_dump(mode="json", by_alias=True)) == spec.source
+
+
 def test_keyword_arguments_naming_a_connection_are_no_credentials():
     """A connection id is where a credential belongs: ``password_conn_id`` names one, it holds none."""
     kwargs = {"crm_conn_id": "crm", "token_conn_id": "vault", "secret_connection_id": "s"}

@@ -93,8 +93,9 @@ NOTES: dict[tuple[str, str], str] = {
     "password, or a query parameter named like a credential (`?api_key=`), is refused",
     ("RestSpec", "key_column"): "record field identifying a contact",
     ("RestSpec", "method"): "GET sends params as the query string, POST as a JSON body",
-    ("RestSpec", "params"): "request parameters; no secrets: one named like a credential (`api_key`, "
-    "`token`, ...) or a URL with a password is refused, keep them in the connection",
+    ("RestSpec", "params"): "request parameters, JSON data (quote a date: `'2025-01-01'`); no secrets: one "
+    "named like a credential (`api_key`, `token`, ...) or a URL with a password is refused, keep them in the "
+    "connection",
     ("RestSpec", "headers"): "extra request headers; no secrets: `Authorization`, `Cookie`, `X-API-Key` "
     "and the like are refused, the connection's extra gives them",
     ("RestSpec", "window_params"): "names of the request parameters carrying the window start and end",
@@ -109,7 +110,8 @@ NOTES: dict[tuple[str, str], str] = {
     ("RestSpec", "max_answer_bytes"): "largest page answer read (decoded bytes); a larger one fails the read",
     ("PythonSpec", "callable"): "`package.module:function`, called as fn(window=window, **kwargs)",
     ("PythonSpec", "key_column"): "record field identifying a contact",
-    ("PythonSpec", "kwargs"): "keyword arguments of the function; no secrets: one named like a credential "
+    ("PythonSpec", "kwargs"): "keyword arguments of the function, JSON data (quote a date); no secrets: one "
+    "named like a credential "
     "(`password`, `api_key`, ...; `*_conn_id` names a connection and is fine) or a URL with a password is "
     "refused",
     ("ProfileMapping", "matching"): "how Altcraft finds the profile of a record (matching mode)",

@@ -44,6 +44,7 @@ from altcraft.spec_checks import (
     MAX_DURATION,
     MAX_INT32,
     MAX_INT64,
+    JsonData,
     NoCredentials,
     NoSecretNames,
     Timezone,
@@ -277,9 +278,10 @@ class NotificationSpec(_Model):
         description="notifier class instantiated with kwargs and called with the context, e.g. "
         "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
     )
-    kwargs: Annotated[dict[str, Any], NoSecretNames, NoCredentials] = Field(
+    kwargs: Annotated[dict[str, Any], NoSecretNames, NoCredentials, JsonData] = Field(
         default_factory=dict,
-        description="keyword arguments of either (no credentials: keep them in a connection)",
+        description="keyword arguments of either, JSON data (quote a date); no credentials: keep them in a "
+        "connection",
     )
 
     @model_validator(mode="after")

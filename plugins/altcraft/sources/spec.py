@@ -41,6 +41,7 @@ from altcraft.sources.webhook import WebhookSource
 from altcraft.spec_checks import (
     MAX_BYTES,
     MAX_TIMEOUT_SECONDS,
+    JsonData,
     NoCredentials,
     NoSecretNames,
     NoSecretQuery,
@@ -206,7 +207,7 @@ class RestSpec(_SourceSpec):
     endpoint: Annotated[str, NoCredentials, NoSecretQuery]
     key_column: NonEmpty
     method: Literal["GET", "POST"] = "GET"
-    params: Annotated[dict[str, Any], NoSecretNames, NoCredentials] = {}
+    params: Annotated[dict[str, Any], NoSecretNames, NoCredentials, JsonData] = {}
     headers: Annotated[dict[str, str], NoSecretNames, NoCredentials] = {}
     window_params: dict[Literal["start", "end"], NonEmpty] | None = None
     window_format: WindowFormat = "iso"
@@ -236,7 +237,7 @@ class PythonSpec(_SourceSpec):
     type: Literal["python"]
     callable: Annotated[str, AfterValidator(validate_callable_path)]
     key_column: NonEmpty
-    kwargs: Annotated[dict[str, Any], NoSecretNames, NoCredentials] = {}
+    kwargs: Annotated[dict[str, Any], NoSecretNames, NoCredentials, JsonData] = {}
 
     def build(self, state: StateStore | None = None) -> PythonSource:
         return PythonSource(self.callable, key_column=self.key_column, kwargs=self.kwargs)
