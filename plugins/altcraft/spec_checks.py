@@ -52,12 +52,24 @@ _SECRET_WORDS = (
     "apikey",
     "accesskey",
     "privatekey",
+    # keys that open something (a ``sort_key`` or ``partition_key`` is data)
+    "authkey",
+    "appkey",
+    "clientkey",
+    "consumerkey",
+    "masterkey",
+    "licensekey",
+    "subscriptionkey",
+    "signingkey",
+    "encryptionkey",
     "cookie",
     "credential",
     "signature",
     "session",
+    "jwt",
+    "bearer",
 )
-_SECRET_NAMES = frozenset({"auth", "xauth", "pwd", "key", "sig"})
+_SECRET_NAMES = frozenset({"auth", "xauth", "pass", "pwd", "pw", "key", "sig"})
 #: words of a paging parameter, whose "token" is a cursor, not a credential (``page_token``, ``nextToken``)
 _CURSOR_WORDS = ("page", "cursor", "next", "continuation", "offset")
 #: endings of a name that names a connection, where a credential is kept (``password_conn_id``)

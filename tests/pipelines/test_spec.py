@@ -467,6 +467,21 @@ PYTHON = {"type": "python", "callable": "crm.read:contacts", "key_column": "id"}
             "'slack_token'",
         ),
         ({"description": f"see https://admin:{SECRET}@wiki.example.org"}, "description", "URL"),
+        # names of well-known API key headers and parameters that loaded and were served with the DAG
+        (
+            {"source": {**REST, "headers": {"X-Auth-Email": "ops@example.org", "X-Auth-Key": SECRET}}},
+            "source.headers",
+            "'X-Auth-Key'",
+        ),
+        (
+            {"source": {**REST, "headers": {"Ocp-Apim-Subscription-Key": SECRET}}},
+            "source.headers",
+            "'Ocp-Apim-Subscription-Key'",
+        ),
+        ({"source": {**REST, "headers": {"X-Master-Key": SECRET}}}, "source.headers", "'X-Master-Key'"),
+        ({"source": {**REST, "params": {"jwt": SECRET}}}, "source.params", "'jwt'"),
+        ({"source": {**REST, "params": {"user": "api", "pass": SECRET}}}, "source.params", "'pass'"),
+        ({"source": {**PYTHON, "kwargs": {"app_key": SECRET}}}, "source.kwargs", "'app_key'"),
         # a key inside a value names its credential as well: it was loaded and served with the DAG
         (
             {"source": {**PYTHON, "kwargs": {"db": {"host": "crm", "password": SECRET}}}},
@@ -508,6 +523,9 @@ def test_a_rest_source_keeps_headers_params_and_urls_that_carry_no_credential():
             "next": "https://x.org/p?a=b@c",
             "page_token": "",  # a cursor, not a credential
             "nextToken": "",
+            "sort_key": "created",  # a key that opens nothing
+            "keyword": "vip",
+            "passport_country": "RU",
         },
     }
 
