@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from airflow.dag_processing.dagbag import DagBag
+from airflow.exceptions import AirflowClusterPolicyViolation
+from airflow.policies import hookimpl
 
 from altcraft.pipelines import load_pipelines
 from tests.pipelines.conftest import CHECKER, make_bundle
@@ -296,3 +298,41 @@ def test_a_spec_or_folder_the_dag_processor_cannot_read_is_named_in_the_import_e
     assert dags == ["good"]
     assert "cannot read the file: Permission denied" in section(error, "secret.yaml")
     assert "cannot list the folder: Permission denied; its specs are not loaded" in section(error, "locked")
+
+
+class OwnedTasksPolicy:
+    """A cluster policy as Airflow's docs suggest: every task has an owner other than the default."""
+
+    @staticmethod
+    @hookimpl
+    def task_policy(task) -> None:
+        if task.owner == "airflow":
+            raise AirflowClusterPolicyViolation(f"task {task.task_id} needs an owner other than airflow")
+
+
+@pytest.fixture
+def owned_tasks_policy() -> Iterator[None]:
+    """``OwnedTasksPolicy`` installed as an ``airflow.policy`` plugin (how Airflow loads local settings)."""
+    from airflow.settings import get_policy_plugin_manager
+
+    manager = get_policy_plugin_manager()
+    manager.register(OwnedTasksPolicy)
+    yield
+    manager.unregister(OwnedTasksPolicy)
+
+
+def test_a_spec_a_cluster_policy_refuses_is_named_under_the_checker_and_the_others_load(
+    root: Path, owned_tasks_policy: None
+):
+    """Airflow applies the policies as it bags each DAG of the loader file: a refused pipeline was an
+    import error of altcraft_pipelines.py, naming no spec and flagging every pipeline of that file."""
+    write(root / "pipelines", "owned.yaml", spec_text("owned") + "owner: crm-team\n")
+    write(root / "pipelines", "unowned.yaml", spec_text("unowned"))
+
+    dags, error = parse(root)
+
+    assert dags == {"owned"}
+    assert section(error, "unowned.yaml") == (
+        "  refused by a cluster policy of this Airflow: AirflowClusterPolicyViolation: "
+        "task plan needs an owner other than airflow"
+    )

@@ -711,7 +711,36 @@ def _validated_dag(spec: PipelineSpec, path: Path, name: str) -> DAG | SpecError
         dag.validate()
     except Exception as error:
         return SpecError(path, f"  cannot build the DAG: {type(error).__name__}: {error}")
-    return dag
+    return _refused_by_policy(spec, path, name) or dag
+
+
+def _refused_by_policy(spec: PipelineSpec, path: Path, name: str) -> SpecError | None:
+    """The error of a spec whose DAG the cluster policies of this Airflow (``dag_policy``, ``task_policy``
+    of ``airflow_local_settings`` or an ``airflow.policy`` plugin) refuse, or None.
+
+    Airflow applies them as it takes each DAG of the loader file, and reports a refusal as the loader's
+    import error, naming no spec and marking every pipeline DAG. Applied here first, when a policy is
+    installed, to a DAG built for the check (a policy may change the DAG it is given, and Airflow applies
+    it to the registered DAG again); a DAG a policy skips is left for Airflow to skip.
+    """
+    from airflow import settings
+    from airflow.exceptions import AirflowClusterPolicySkipDag
+
+    hook = settings.get_policy_plugin_manager().hook
+    if not (hook.dag_policy.get_hookimpls() or hook.task_policy.get_hookimpls()):
+        return None
+    try:
+        dag = build_dag(spec, spec_name=name)
+        settings.dag_policy(dag)
+        for task in dag.tasks:
+            settings.task_policy(task)
+    except AirflowClusterPolicySkipDag:
+        return None
+    except Exception as error:
+        return SpecError(
+            path, f"  refused by a cluster policy of this Airflow: {type(error).__name__}: {error}"
+        )
+    return None
 
 
 def _sharing(
