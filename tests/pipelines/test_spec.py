@@ -240,6 +240,31 @@ def test_a_number_yaml_11_reads_unlike_its_text_is_an_error_at_its_line(
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "read_as"),
+    [
+        ("id", "on", "true or false (unquoted yes, no, on and off are read so too)"),
+        ("description", "2025-01-01", "a date or time (an unquoted 2025-01-01 is read so)"),
+        ("owner", "1_000", "a number"),
+        ("tags", "[NO]", "true or false (unquoted yes, no, on and off are read so too)"),
+    ],
+)
+def test_text_yaml_reads_as_another_type_is_an_error_saying_to_quote_it(
+    tmp_path: Path, field: str, value: str, read_as: str
+):
+    """``id: on``, ``tags: [NO]``, ``description: 2025-01-01``: "Input should be a valid string" named the
+    field but not why, to someone who wrote text there."""
+    path = tmp_path / "text.yaml"
+    path.write_text(
+        yaml.safe_dump({**MINIMAL, field: "PLACEHOLDER"}, sort_keys=False).replace("PLACEHOLDER", value)
+    )
+
+    error = read_spec(path)
+
+    assert isinstance(error, SpecError), error
+    assert f"Input should be a valid string, got {read_as}: quote it" in error.message, error.message
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [("'0123'", "0123"), ("0", "0"), ("1_000", "1000"), ("0x1F", "31"), ("-0.5", "-0.5")],
 )

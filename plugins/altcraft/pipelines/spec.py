@@ -936,6 +936,8 @@ def _error_lines(text: str, data: Mapping[str, Any], error: ValidationError) -> 
             message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
             if field:  # a check shared with the sources names its field itself (`timezone: unknown ...`)
                 message = message.removeprefix(f"{field[-1]}: ")
+            if item["type"] == "string_type":
+                message += _read_as(data, field)
         line = _line_of(root, field)
         text_line = f"  {'line ' + str(line) + ', ' if line else ''}{name or 'spec'}: {message}"
         seen.setdefault(text_line, (text_line, line))
@@ -956,6 +958,22 @@ def _field_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
         elif index == len(loc) - 1:
             path.append(part)
     return tuple(path)
+
+
+def _read_as(data: Any, field: tuple[str | int, ...]) -> str:
+    """What the value at ``field``, where text is expected, was read as, if the file's author likely wrote
+    text there (YAML reads an unquoted ``on`` or ``NO`` as a boolean, ``2025-01-01`` as a date), or ""."""
+    value = data
+    for part in field:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    if isinstance(value, bool):
+        return ", got true or false (unquoted yes, no, on and off are read so too): quote it"
+    if isinstance(value, date):
+        return ", got a date or time (an unquoted 2025-01-01 is read so): quote it"
+    return ", got a number: quote it" if isinstance(value, int | float) else ""
 
 
 def _suggestion(field: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
