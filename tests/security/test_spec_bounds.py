@@ -91,3 +91,34 @@ def test_a_pipe_folder_or_device_named_like_a_spec_is_an_error_of_that_name(tmp_
     for name in ("pipe.yaml", "folder.yaml", "device.yaml"):
         assert found["errors"][name] == f"Pipeline spec {name} {refused}"
     assert "Too many levels of symbolic links" in found["errors"]["loop.yaml"]
+
+
+def _many(count: int, item: str) -> str:
+    return ", ".join(item.format(index) for index in range(count))
+
+
+MANY_ERRORS = {  # each just under the size limit (256 KiB), one error per key or item
+    "unknown_keys.yaml": "{" + _many(25_000, "k{:x}: 0") + "}",
+    "unknown_keys.json": "{" + _many(21_000, '"k{:x}": 0') + "}",
+    "bad_tags.yaml": "{id: bad_tags, tags: [" + _many(38_000, "{}") + "]}",
+}
+
+
+def test_a_spec_with_tens_of_thousands_of_errors_is_read_quickly_and_lists_the_first(tmp_path):
+    """Each error's line was found by a scan of its mapping, and a JSON object's repeated keys by a count
+    of its keys: a spec of 25,000 unknown keys took a minute (Airflow's DAG file import timeout is 30s, and
+    timing out drops every pipeline), and its import error ran to 25,000 lines."""
+    for name, text in MANY_ERRORS.items():
+        assert len(text) < 256 * 1024
+        (tmp_path / name).write_text(text)
+    (tmp_path / "good.yaml").write_text(REST_SPEC.read_text().replace("id: welcome_rest_crm", "id: good"))
+
+    found = _load_in_a_subprocess(tmp_path, seconds=25)
+
+    assert found["dags"] == ["good"]
+    for name in MANY_ERRORS:
+        message = found["errors"][name]
+        assert len(message.splitlines()) <= 30, message[:2000]
+        assert message.splitlines()[-1].startswith("  ... and "), message[-500:]
+    assert "  line 1, k0: unknown field" in found["errors"]["unknown_keys.yaml"]
+    assert "  line 1, tags.0: Input should be a valid string" in found["errors"]["bad_tags.yaml"]

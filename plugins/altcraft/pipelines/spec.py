@@ -913,35 +913,58 @@ def _load_json(text: str) -> Any:
     refuses tab indentation); a key given twice in one object is an error, as in YAML."""
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        twice = next((key for key in keys if keys.count(key) > 1), None)
-        if twice is not None:
-            raise _KeyTwice(f"{twice!r} is given twice in one object")
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _KeyTwice(f"{key!r} is given twice in one object")
+            seen.add(key)
         return dict(pairs)
 
     return json.loads(text, object_pairs_hook=unique)
 
 
+MAX_LISTED_ERRORS = 20
+"""The errors of one spec listed, the first in file order; the import error says how many more there are."""
+
+
 def _error_lines(text: str, data: Mapping[str, Any], error: ValidationError) -> list[tuple[str, int | None]]:
-    root = _compose(text)
-    seen: dict[str, tuple[str, int | None]] = {}
+    """Each error as a line naming its line and field, in file order; linear in the number of errors."""
+    root, keys = _compose(text), {}
+    found: dict[tuple[tuple[str | int, ...], str], int | None] = {}
     for item in error.errors(include_url=False, include_input=False):
         field = _field_path(data, item["loc"])
-        name = ".".join(str(part) for part in field)
-        if item["type"] == "extra_forbidden":
-            message = "unknown field" + _suggestion(field, data)
-        elif item["type"] == "missing":
-            message = "required field is missing"
-        else:
-            message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            if field:  # a check shared with the sources names its field itself (`timezone: unknown ...`)
-                message = message.removeprefix(f"{field[-1]}: ")
-            if item["type"] == "string_type":
-                message += _read_as(data, field)
-        line = _line_of(root, field)
-        text_line = f"  {'line ' + str(line) + ', ' if line else ''}{name or 'spec'}: {message}"
-        seen.setdefault(text_line, (text_line, line))
-    return sorted(seen.values(), key=lambda entry: (entry[1] is None, entry[1] or 0))
+        found.setdefault((field, _message(item, field, data)), _line_of(root, field, keys))
+    ordered = sorted(found.items(), key=lambda entry: (entry[1] is None, entry[1] or 0))
+    listed = [_listed(field, message, line, data) for (field, message), line in ordered[:MAX_LISTED_ERRORS]]
+    if len(ordered) > MAX_LISTED_ERRORS:
+        listed.append((f"  ... and {len(ordered) - MAX_LISTED_ERRORS:,} more errors", None))
+    return listed
+
+
+def _message(item: Any, field: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
+    """What is wrong, in words, without the field (`_listed` names it)."""
+    if item["type"] == "extra_forbidden":
+        return UNKNOWN_FIELD
+    if item["type"] == "missing":
+        return "required field is missing"
+    message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if field:  # a check shared with the sources names its field itself (`timezone: unknown ...`)
+        message = message.removeprefix(f"{field[-1]}: ")
+    return message + _read_as(data, field) if item["type"] == "string_type" else message
+
+
+UNKNOWN_FIELD = "unknown field"
+
+
+def _listed(
+    field: tuple[str | int, ...], message: str, line: int | None, data: Mapping[str, Any]
+) -> tuple[str, int | None]:
+    """One error's line of the import error; an unknown field gets its likely name (only those listed:
+    finding it costs a fuzzy match over the field names)."""
+    if message == UNKNOWN_FIELD:
+        message += _suggestion(field, data)
+    name = ".".join(str(part) for part in field) or "spec"
+    return f"  {'line ' + str(line) + ', ' if line else ''}{name}: {message}", line
 
 
 def _field_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
@@ -1002,12 +1025,23 @@ def _compose(text: str) -> yaml.Node | None:
         return None
 
 
-def _line_of(node: yaml.Node | None, field: tuple[str | int, ...]) -> int | None:
-    """1-based line of the deepest part of ``field`` found in the YAML node tree."""
+def _line_of(
+    node: yaml.Node | None,
+    field: tuple[str | int, ...],
+    keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] | None = None,
+) -> int | None:
+    """1-based line of the deepest part of ``field`` found in the YAML node tree. ``keys`` keeps each
+    mapping's entries by key once read, for the next field: a scan per field made thousands quadratic."""
+    keys = {} if keys is None else keys
     line = None
     for part in field:
         if isinstance(node, yaml.MappingNode):
-            found = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if id(node) not in keys:
+                keys[id(node)] = {}
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode):
+                        keys[id(node)].setdefault(key.value, (key, value))
+            found = keys[id(node)].get(str(part))
             if found is None:
                 break
             line, node = found[0].start_mark.line + 1, found[1]
