@@ -242,17 +242,17 @@ def test_a_number_yaml_11_reads_unlike_its_text_is_an_error_at_its_line(
 @pytest.mark.parametrize(
     ("field", "value", "read_as"),
     [
-        ("id", "on", "true or false (unquoted yes, no, on and off are read so too)"),
+        ("id", "true", "true or false"),
         ("description", "2025-01-01", "a date or time (an unquoted 2025-01-01 is read so)"),
         ("owner", "1_000", "a number"),
-        ("tags", "[NO]", "true or false (unquoted yes, no, on and off are read so too)"),
+        ("tags", "[false]", "true or false"),
     ],
 )
 def test_text_yaml_reads_as_another_type_is_an_error_saying_to_quote_it(
     tmp_path: Path, field: str, value: str, read_as: str
 ):
-    """``id: on``, ``tags: [NO]``, ``description: 2025-01-01``: "Input should be a valid string" named the
-    field but not why, to someone who wrote text there."""
+    """``id: true``, ``tags: [false]``, ``description: 2025-01-01``: "Input should be a valid string" named
+    the field but not why, to someone who wrote text there."""
     path = tmp_path / "text.yaml"
     path.write_text(
         yaml.safe_dump({**MINIMAL, field: "PLACEHOLDER"}, sort_keys=False).replace("PLACEHOLDER", value)
@@ -557,6 +557,31 @@ def test_a_rest_source_keeps_headers_params_and_urls_that_carry_no_credential():
     spec = spec_with(source=source)
 
     assert spec.source.headers == source["headers"] and spec.source.params == source["params"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "value", "words"),
+    [
+        ({"source": {**REST, "params": {"country": "PLACEHOLDER"}}}, "NO", "reads NO as false"),
+        ({"source": {**PYTHON, "kwargs": {"vip": "PLACEHOLDER"}}}, "on", "reads on as true"),
+        ({"catchup": "PLACEHOLDER"}, "yes", "reads yes as true: quote it ('yes') for text, or write true"),
+        ({"dry_run": "PLACEHOLDER"}, "Off", "reads Off as false"),
+    ],
+)
+def test_a_boolean_yaml_11_reads_from_a_word_is_an_error_at_its_line(
+    tmp_path: Path, changes: dict, value: str, words: str
+):
+    """YAML 1.1 reads yes, no, on, off as booleans: ``params: {country: NO}`` (Norway) loaded and every
+    request asked for ``country=False``; ``kwargs: {vip: on}`` gave the function True."""
+    path = tmp_path / "words.yaml"
+    text = yaml.safe_dump({**MINIMAL, **changes}, sort_keys=False)
+    path.write_text(text.replace("PLACEHOLDER", value))
+
+    error = read_spec(path)
+
+    assert isinstance(error, SpecError), error
+    assert f"invalid YAML: YAML 1.1 {words}" in error.message, error.message
+    assert error.line == next(n for n, line in enumerate(text.splitlines(), 1) if "PLACEHOLDER" in line)
 
 
 FREE_VALUES = {

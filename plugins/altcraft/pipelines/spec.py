@@ -768,6 +768,20 @@ class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
             )
         return number
 
+    def construct_bool(self, node: yaml.ScalarNode) -> bool:
+        """A YAML boolean written ``true`` or ``false``: YAML 1.1 also reads yes, no, on and off (any case)
+        as booleans, so a constant ``country: NO`` was sent as "False" and a ``vip: on`` passed True."""
+        value = self.construct_yaml_bool(node)
+        if node.value.lower() not in ("true", "false"):
+            word = str(value).lower()
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"YAML 1.1 reads {node.value} as {word}: quote it ('{node.value}') for text, or write {word}",
+                node.start_mark,
+            )
+        return value
+
     @classmethod
     def load(cls, text: str) -> Any:
         """The document in ``text``; its node graph is checked (`check_expansion`) before it is built."""
@@ -784,6 +798,7 @@ class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
 
 _SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_number)
 _SpecLoader.add_constructor("tag:yaml.org,2002:float", _SpecLoader.construct_number)
+_SpecLoader.add_constructor("tag:yaml.org,2002:bool", _SpecLoader.construct_bool)
 
 MAX_SPEC_BYTES = 256 * 1024
 """A spec file larger than this (256 KiB; specs are a few KiB) is refused before it is parsed."""
@@ -993,7 +1008,7 @@ def _read_as(data: Any, field: tuple[str | int, ...]) -> str:
         except (KeyError, IndexError, TypeError):
             return ""
     if isinstance(value, bool):
-        return ", got true or false (unquoted yes, no, on and off are read so too): quote it"
+        return ", got true or false: quote it"
     if isinstance(value, date):
         return ", got a date or time (an unquoted 2025-01-01 is read so): quote it"
     return ", got a number: quote it" if isinstance(value, int | float) else ""
