@@ -336,3 +336,21 @@ def test_a_spec_a_cluster_policy_refuses_is_named_under_the_checker_and_the_othe
         "  refused by a cluster policy of this Airflow: AirflowClusterPolicyViolation: "
         "task plan needs an owner other than airflow"
     )
+
+
+@pytest.mark.parametrize("kind", ["link to nothing", "file"])
+def test_a_pipelines_folder_that_is_no_folder_is_an_import_error(root: Path, kind: str):
+    """A pipelines folder linked to a volume that is not mounted (or replaced by a file) loaded no pipeline
+    and said nothing: every pipeline DAG left Airflow without an import error. (No folder at all is no
+    error: a DAG folder may hold the DAG files before any spec.)"""
+    specs = root / "pipelines"
+    specs.rmdir()
+    if kind == "file":
+        specs.write_text("")
+    else:
+        specs.symlink_to(root / "unmounted" / "pipelines")
+
+    dags, error = parse(root)
+
+    assert dags == set()
+    assert section(error, "pipelines/").startswith("  not a folder"), error

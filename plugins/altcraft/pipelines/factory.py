@@ -607,7 +607,7 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
     result = Pipelines()
     folder = Path(folder)
     specs: dict[Path, PipelineSpec] = {}
-    for found in find_specs(folder) if folder.is_dir() else ():
+    for found in find_specs(folder) if folder.is_dir() else _not_a_folder(folder):
         spec = found if isinstance(found, SpecError) else read_spec(found)
         if isinstance(spec, SpecError):
             result.errors.append(replace(spec, name=spec_name(spec.path, folder)))
@@ -638,6 +638,14 @@ def load_pipelines(folder: str | os.PathLike[str]) -> Pipelines:
             matched_fields.setdefault(_custom_scope(spec), (spec.mapping.field_name or "", name))
     result.errors.sort(key=lambda error: error.path)
     return result
+
+
+def _not_a_folder(folder: Path) -> Iterator[SpecError]:
+    """The error of a pipelines folder that is there but no folder: a file, or a link to nothing (a volume
+    not mounted) that would drop every pipeline without a word. No folder at all is no error."""
+    if os.path.lexists(folder):
+        link = f" (a link to {os.readlink(folder)})" if folder.is_symlink() else ""
+        yield SpecError(folder, f"  not a folder{link}: no spec in it is loaded")
 
 
 def find_specs(folder: Path) -> Iterator[Path | SpecError]:
