@@ -355,6 +355,24 @@ def test_two_specs_matching_one_scenario_on_different_custom_fields_load_the_fir
     )
 
 
+def test_a_custom_field_clash_in_a_spec_whose_lines_are_unknown_names_no_line(tmp_path):
+    """A .json spec that is no YAML (the escaped emoji ``json.dumps`` writes) has no known lines: the clash
+    said "line None, mapping.field_name"."""
+    mapping = {"matching": "custom", "field_name": "CRM_ID", "key": {"field_value": "id"}}
+    (tmp_path / "a.json").write_text(json.dumps({**MINIMAL, "id": "crm", "mapping": mapping}))
+    other = {**MINIMAL, "id": "loyalty", "description": "Hi \N{WAVING HAND SIGN}"}
+    (tmp_path / "b.json").write_text(
+        json.dumps({**other, "mapping": {**mapping, "field_name": "LOYALTY_ID"}})
+    )
+
+    [error] = load_pipelines(tmp_path).errors
+
+    assert error.line is None
+    assert error.message.startswith("  mapping.field_name: 'LOYALTY_ID', but a.json launches scenario 12"), (
+        error.message
+    )
+
+
 def test_a_spec_that_validates_but_cannot_be_built_is_reported_alone(tmp_path, monkeypatch):
     shutil.copy(EXAMPLES[0], tmp_path / "good.yaml")
     (tmp_path / "late.yaml").write_text(json.dumps({**MINIMAL, "id": "too_late"}))  # JSON is YAML

@@ -838,13 +838,11 @@ def _custom_field_clash(
     field_name, owner = matched_fields.get(_custom_scope(spec), (None, None))
     if owner is None or field_name == spec.mapping.field_name:
         return None
-    line = field_line(path, ("mapping", "field_name"))
-    return SpecError(
+    return _shared(
         path,
-        f"  line {line}, mapping.field_name: {spec.mapping.field_name!r}, but {owner} launches scenario "
-        f"{spec.scenario.id} matching {spec.mapping.matching.value} on {field_name!r}; the ledger knows such "
-        "contacts by the value "
-        "alone, so one pipeline's value would stand for the other's contact. Match on one field, or "
-        "launch separate scenarios",
-        line,
+        ("mapping", "field_name"),
+        f"{spec.mapping.field_name!r}, but {owner} launches scenario {spec.scenario.id} matching "
+        f"{spec.mapping.matching.value} on {field_name!r}; the ledger knows such contacts by the value "
+        "alone, so one pipeline's value would stand for the other's contact. Match on one field, or launch "
+        "separate scenarios",
     )
