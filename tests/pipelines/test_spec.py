@@ -246,6 +246,7 @@ def test_a_number_yaml_11_reads_unlike_its_text_is_an_error_at_its_line(
         ("description", "2025-01-01", "a date or time (an unquoted 2025-01-01 is read so)"),
         ("owner", "1_000", "a number"),
         ("tags", "[false]", "true or false"),
+        ("tags", "[NULL]", "null (an unquoted null, Null, NULL or ~ is read so)"),
     ],
 )
 def test_text_yaml_reads_as_another_type_is_an_error_saying_to_quote_it(

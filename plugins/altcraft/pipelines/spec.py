@@ -1000,13 +1000,15 @@ def _field_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
 
 def _read_as(data: Any, field: tuple[str | int, ...]) -> str:
     """What the value at ``field``, where text is expected, was read as, if the file's author likely wrote
-    text there (YAML reads an unquoted ``on`` or ``NO`` as a boolean, ``2025-01-01`` as a date), or ""."""
+    text there (YAML reads an unquoted ``NULL`` as null, ``2025-01-01`` as a date), or ""."""
     value = data
     for part in field:
         try:
             value = value[part]
         except (KeyError, IndexError, TypeError):
             return ""
+    if value is None:
+        return ", got null (an unquoted null, Null, NULL or ~ is read so): quote it"
     if isinstance(value, bool):
         return ", got true or false: quote it"
     if isinstance(value, date):
