@@ -69,6 +69,8 @@ _SECRET_WORDS = (
     "jwt",
     "bearer",
 )
+#: credential names a refusal lists, the first in order (then how many more)
+_NAMES_LISTED = 5
 _SECRET_NAMES = frozenset({"auth", "xauth", "pass", "pwd", "pw", "key", "sig"})
 #: words of a paging parameter, whose "token" is a cursor, not a credential (``page_token``, ``nextToken``)
 _CURSOR_WORDS = ("page", "cursor", "next", "continuation", "offset")
@@ -104,18 +106,25 @@ def secret_like(name: str) -> bool:
     return bool(found) and not (found == {"token"} and any(word in plain for word in _CURSOR_WORDS))
 
 
-def _entries(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+def _entries(value: Any) -> Iterator[tuple[str, Any]]:
     """``value`` and every value inside it (mappings and lists, at any depth), each with its path
-    (``db.hosts[0]``; ``where`` for ``value`` itself)."""
-    yield where, value
-    if isinstance(value, Mapping):
-        items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
-    elif isinstance(value, list | tuple):
-        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
-    else:
-        return
-    for path, item in items:
-        yield from _entries(item, path)
+    (``db.hosts[0]``; "" for ``value`` itself), in document order. A value met again (a YAML alias) is
+    given where it is first met only: the checks cost what the distinct values do, not their expansion."""
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield where, item
+        if isinstance(item, Mapping):
+            inner = [(f"{where}.{key}" if where else str(key), each) for key, each in item.items()]
+        elif isinstance(item, list | tuple):
+            inner = [(f"{where}[{index}]", each) for index, each in enumerate(item)]
+        else:
+            continue
+        stack.extend(reversed(inner))
 
 
 def _credentials_in(value: Any) -> str | None:
@@ -148,9 +157,11 @@ def no_secret_names(value: Mapping[str, Any]) -> Mapping[str, Any]:
         if secret_like(str(key))
     )
     if named:
+        more = f" (and {len(named) - _NAMES_LISTED} more)" if len(named) > _NAMES_LISTED else ""
         raise ValueError(
-            f"{', '.join(repr(name[:60]) for name in named)} would carry a credential, stored and shown with "
-            "the DAG: keep it in the Airflow connection (its login, password or extra headers)"
+            f"{', '.join(repr(name[:60]) for name in named[:_NAMES_LISTED])}{more} would carry a credential, "
+            "stored and shown with the DAG: keep it in the Airflow connection (its login, password or extra "
+            "headers)"
         )
     return value
 

@@ -122,3 +122,26 @@ def test_a_spec_with_tens_of_thousands_of_errors_is_read_quickly_and_lists_the_f
         assert message.splitlines()[-1].startswith("  ... and "), message[-500:]
     assert "  line 1, k0: unknown field" in found["errors"]["unknown_keys.yaml"]
     assert "  line 1, tags.0: Input should be a valid string" in found["errors"]["bad_tags.yaml"]
+
+
+def _aliased_params(name: str, leaf: str, width: int) -> str:
+    """REST params whose aliases expand to ``width`` * 6,561 ``leaf`` values (under the bound of 1 Mi nodes
+    and characters: a spec may be this large)."""
+    lines = [f"    l0: &l0 [{', '.join([leaf] * width)}]"]
+    lines += [f"    l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]" for level in range(1, 5)]
+    return _rest_spec_with(name, "  params:\n" + "\n".join(lines))
+
+
+def test_the_checks_of_a_value_cost_what_its_distinct_values_do_not_its_expansion(tmp_path):
+    """The checks for credentials and JSON data walk each distinct value once: walking every path of the
+    expansion took seconds a spec (and three walks, three times that)."""
+    (tmp_path / "aliased.yaml").write_text(_aliased_params("aliased", "a", width=49))
+    (tmp_path / "secret.yaml").write_text(_aliased_params("secret", "{api_key: s3cretpass}", width=6))
+
+    found = _load_in_a_subprocess(tmp_path, seconds=15)
+
+    assert found["dags"] == ["aliased"]
+    error = found["errors"]["secret.yaml"]
+    assert "source.params: 'l0[0].api_key', " in error, error
+    assert "'l0[4].api_key' (and 1 more) would carry a credential" in error, error
+    assert "s3cretpass" not in error
