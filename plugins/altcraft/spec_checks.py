@@ -69,13 +69,13 @@ _SECRET_WORDS = (
     "jwt",
     "bearer",
 )
-#: credential names a refusal lists, the first in order (then how many more)
-_NAMES_LISTED = 5
 _SECRET_NAMES = frozenset({"auth", "xauth", "pass", "pwd", "pw", "key", "sig"})
 #: words of a paging parameter, whose "token" is a cursor, not a credential (``page_token``, ``nextToken``)
 _CURSOR_WORDS = ("page", "cursor", "next", "continuation", "offset")
 #: endings of a name that names a connection, where a credential is kept (``password_conn_id``)
 _CONNECTION_IDS = ("connid", "connectionid")
+#: credential names a refusal lists, the first in order (then how many more)
+_NAMES_LISTED = 5
 
 
 def check_timezone(name: str) -> str:

@@ -940,6 +940,7 @@ def _load_json(text: str) -> Any:
 
 MAX_LISTED_ERRORS = 20
 """The errors of one spec listed, the first in file order; the import error says how many more there are."""
+_UNKNOWN_FIELD = "unknown field"
 
 
 def _error_lines(text: str, data: Mapping[str, Any], error: ValidationError) -> list[tuple[str, int | None]]:
@@ -959,7 +960,7 @@ def _error_lines(text: str, data: Mapping[str, Any], error: ValidationError) -> 
 def _message(item: Any, field: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
     """What is wrong, in words, without the field (`_listed` names it)."""
     if item["type"] == "extra_forbidden":
-        return UNKNOWN_FIELD
+        return _UNKNOWN_FIELD
     if item["type"] == "missing":
         return "required field is missing"
     message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
@@ -968,15 +969,12 @@ def _message(item: Any, field: tuple[str | int, ...], data: Mapping[str, Any]) -
     return message + _read_as(data, field) if item["type"] == "string_type" else message
 
 
-UNKNOWN_FIELD = "unknown field"
-
-
 def _listed(
     field: tuple[str | int, ...], message: str, line: int | None, data: Mapping[str, Any]
 ) -> tuple[str, int | None]:
     """One error's line of the import error; an unknown field gets its likely name (only those listed:
     finding it costs a fuzzy match over the field names)."""
-    if message == UNKNOWN_FIELD:
+    if message == _UNKNOWN_FIELD:
         message += _suggestion(field, data)
     name = ".".join(str(part) for part in field) or "spec"
     return f"  {'line ' + str(line) + ', ' if line else ''}{name}: {message}", line
