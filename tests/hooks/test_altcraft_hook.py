@@ -488,3 +488,20 @@ def test_a_wait_beyond_the_rate_limit_budget_gives_up_at_once_saying_why(emulato
     assert "wait 3600 s in all (Retry-After), more than the connection's rate_limit_max_wait of 60 s" in (
         caplog.text
     )
+
+
+@pytest.mark.parametrize("entry", ["run", "run_and_check", "run_with_advanced_retry"])
+def test_httphooks_generic_requests_are_refused_and_send_nothing(hook, emulator, entry):
+    """HttpHook's own request methods would follow redirects, log raw answers and retry a launch blindly:
+    on an AltcraftHook they send nothing and say which methods to use."""
+    hook.import_profile(
+        ImportProfileRequest(db_id=1, email="raw@example.org", data={"email": "raw@example.org"})
+    )
+    body = {"id": WELCOME, "matching": "email", "email": "raw@example.org"}
+    request = {"endpoint": "/api/v1.1/workflows/start", "json": body}
+    arguments = {"_retry_args": {"stop": None}, **request} if entry == "run_with_advanced_retry" else request
+    if entry == "run_and_check":
+        arguments = {"session": hook.get_conn(), "prepped_request": None, "extra_options": {}}
+    with pytest.raises(NotImplementedError, match=r"AltcraftHook\.call"):
+        getattr(hook, entry)(**arguments)
+    assert launches(emulator) == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
@@ -129,6 +129,16 @@ class AltcraftHook(HttpHook, AltcraftCalls):
             if launching and (uncertain := as_uncertain(exc, endpoint, keys)) is not exc:
                 raise uncertain from exc
             raise  # unchanged (not its own cause)
+
+    def run(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused, with HttpHook's other generic request methods: they follow redirects, log raw answers
+        and retry any request, a scenario launch too, bypassing the guards of `call`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} sends no generic HTTP request (HttpHook.run and its kin): use "
+            "AltcraftHook.call or the named API methods (start, import_and_start_batch, ...)"
+        )
+
+    run_and_check = run_with_advanced_retry = run
 
     def scenario_url(self, scenario_id: int | str) -> str:
         """Link to the scenario in the Altcraft UI (pattern set by the ``scenario_url`` extra)."""
