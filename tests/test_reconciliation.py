@@ -162,6 +162,7 @@ def test_a_profile_without_a_marker_its_database_cannot_show_proves_nothing():
 
 ANNA = {"matching": "email", "email": "anna@example.org"}
 SUBSCRIBED = [{"channel": "email", "email_data": {"email": "Anna@Example.org"}, "resource_id": 1}]
+SMS_SUBSCRIBED = [{"channel": "sms", "phone_data": {"phone": "+79001234567"}, "resource_id": 1}]
 
 
 @pytest.mark.parametrize(
@@ -174,6 +175,12 @@ SUBSCRIBED = [{"channel": "email", "email_data": {"email": "Anna@Example.org"}, 
         ({"id": "p1", "_fname": "Boris"}, ANNA, None),
         ({"phones": ["+7 (900) 123-45-67"]}, {"matching": "phone", "phone": "+79001234567"}, None),
         ({"phones": ["+79007654321"]}, {"matching": "phone", "phone": "+79001234567"}, "phone"),
+        (
+            {"phones": ["+79007654321"], "subscriptions": SMS_SUBSCRIBED},
+            {"matching": "phone", "phone": "+7 900 123-45-67"},
+            None,
+        ),
+        ({"subscriptions": SMS_SUBSCRIBED}, {"matching": "phone", "phone": "+79007654321"}, "phone"),
         (
             {"email": "boris@example.org", "phones": ["+79001234567"]},
             {"matching": "email_phone", "email": "anna@example.org", "phone": "+79001234567"},
@@ -205,6 +212,8 @@ SUBSCRIBED = [{"channel": "email", "email_data": {"email": "Anna@Example.org"}, 
         "email-not-shown",
         "same-phone",
         "other-phone",
+        "phone-in-a-subscription",  # profiles/get nests it: "phone_data" - for SMS (Subscription object page)
+        "other-phone-subscription",
         "either-key",
         "neither-key",
         "same-custom",

@@ -224,8 +224,11 @@ def _shown(profile: Mapping[str, Any], name: str, field_name: str | None) -> Ite
     for sub in profile.get("subscriptions") or ():
         if isinstance(sub, Mapping):
             yield sub.get(name)
-            if name == "email" and isinstance(sub.get("email_data"), Mapping):  # as imports nest it
-                yield sub["email_data"].get("email")
+            # profiles/get nests the address: '"email_data" - for Email subscriptions, "phone_data" - for
+            # SMS/Viber/WhatsApp' (developer-guide/objects/Subscription-status_2195807)
+            nested = sub.get(f"{name}_data")
+            if isinstance(nested, Mapping):
+                yield nested.get(name)
 
 
 Compared = str | tuple[str, str]

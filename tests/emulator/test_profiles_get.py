@@ -29,3 +29,34 @@ def test_profiles_get_refuses_an_unknown_profile_or_database(altcraft_emulator):
     )
     error(altcraft_emulator.post("profiles/get", {"db_id": 9, "email": ANNA}), 404, "database")
     error(altcraft_emulator.post("profiles/get", {"email": ANNA}), 400)
+
+
+def test_profiles_get_answers_subscriptions_with_their_channel_data_nested_as_documented(altcraft_emulator):
+    """Developer guide, Objects → Subscription object (developer-guide/objects/Subscription-status_2195807):
+    "When querying the profile through the /api/v1.1/profiles/get/ handler, the subscription object contains
+    additional metadata: Channel data is stored in separate objects: "email_data" - for Email subscriptions,
+    "phone_data" - for SMS/Viber/WhatsApp"; its Get profile data example (developer-guide/profiles/2195482):
+    "subscriptions": [{"channel": "email", "email_data": {"domain": "example.org", "domain_group": "other",
+    "email": "example_email@example.org", "md5": "…"}, "hash_id": "37885611", "is_delete": false, …}].
+    An import sends the address on the subscription itself; the read answers it nested."""
+    subscriptions = [
+        {"channel": "email", "email": ANNA, "resource_id": 1},
+        {"channel": "sms", "phone": "+79000000002", "resource_id": 1},
+    ]
+    data = {"_fname": "Anna", "subscriptions": subscriptions}
+    ok(altcraft_emulator.post("profiles/import", {"db_id": 1, "email": ANNA, "data": data}))
+    by_sub = {"db_id": 1, "matching": "phone_sub", "phone": "+79000000002"}
+    email_sub, sms_sub = ok(altcraft_emulator.post("profiles/get", by_sub))["data"]["subscriptions"]
+    assert (email_sub["channel"], email_sub["email_data"]["email"], email_sub["resource_id"]) == (
+        "email",
+        ANNA,
+        1,
+    )
+    assert (sms_sub["channel"], sms_sub["phone_data"]["phone"], sms_sub["resource_id"]) == (
+        "sms",
+        "+79000000002",
+        1,
+    )
+    assert "email" not in email_sub and "phone" not in sms_sub, "the documented layout has no flat address"
+    [stored] = altcraft_emulator.profiles(1)
+    assert stored["subscriptions"][0]["email"] == ANNA, "only the answer is laid out, not what is stored"

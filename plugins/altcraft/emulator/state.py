@@ -640,6 +640,22 @@ def _parse_subscription(raw: Any) -> dict[str, Any]:
     return sub
 
 
+#: Where ``profiles/get`` answers a subscription's address: "Channel data is stored in separate objects:
+#: "email_data" - for Email subscriptions, "phone_data" - for SMS/Viber/WhatsApp"
+#: (developer-guide/objects/Subscription-status_2195807; profiles/2195482 shows ``email_data``).
+_READ_BACK_NESTING = {"email": ("email_data", "email"), "sms": ("phone_data", "phone")}
+
+
+def _read_back(sub: dict[str, Any]) -> dict[str, Any]:
+    """A stored subscription as ``profiles/get`` answers it: its address moved into its channel's object."""
+    nesting = _READ_BACK_NESTING.get(sub["channel"])
+    if nesting is None:
+        return sub
+    container, name = nesting
+    flat = {key: value for key, value in sub.items() if key != name}
+    return {**flat, container: {**(sub.get(container) or {}), name: sub[name]}}
+
+
 def _subscription_identity(sub: dict[str, Any]) -> tuple[Hashable, ...]:
     channel, resource = sub["channel"], sub["resource_id"]
     if channel == "email":
@@ -1048,7 +1064,7 @@ class Emulator:
             "_createtime": profile.created_at,
             "id": profile.id,
             "db_id": db.id,
-            "subscriptions": profile.subscriptions,
+            "subscriptions": [_read_back(sub) for sub in profile.subscriptions],
         }
         return {"data": data}
 
