@@ -221,6 +221,25 @@ def test_a_profile_lookup_answer_without_a_profile_or_its_absence_proves_nothing
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
 
 
+@pytest.mark.parametrize(
+    "page",
+    [b"<html><body><h1>404 Not Found</h1></body></html>", b'{"message": "Not Found"}'],
+    ids=["html-page", "json-without-error-code"],
+)
+def test_a_profile_lookup_404_without_an_altcraft_error_code_proves_nothing(
+    make_delivery, emulator, proxy, scenario_id, page
+):
+    """A 404 whose body is not an Altcraft answer (a proxy's or router's page: the guide's answers carry
+    "error — error code; error_text — error description", developer-guide/api-interaction) says the path
+    was not found, not the profile: while ``databases/get`` finds the database, the contacts (launched, the
+    answer lost) stay uncertain instead of being sent again."""
+    proxy.rewrite["profiles/get"] = lambda body, upstream, status: (404, page)
+    summary = _reconciled(make_delivery, emulator, "drop_after", db_id=1)
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3}
+    assert (summary.uncertain, summary.requests) == (3, 0)
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
+
+
 def test_a_profile_absent_from_a_database_that_exists_was_not_processed(make_delivery, emulator, scenario_id):
     """The request was refused before Altcraft processed it, its answer lost: no profile in the (existing)
     database, so the contacts were not processed and are sent once more."""

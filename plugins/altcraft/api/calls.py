@@ -248,15 +248,16 @@ class AltcraftCalls:
         ``field_value``, …). Developer guide, Profiles → "Get profile data": ``db_id`` is required, the
         answer's ``data`` holds the fields with ``_createtime`` and ``id``. The not-found answer is not
         documented, and "no profile" sends the contact again, so only an answer that says so is read as
-        that: a ``data`` of null, ``{}`` or ``[]``, or an error 404 while ``databases/get`` finds the
-        database (Altcraft answers 404 for a database not found too). Anything else raises: an answer
-        without ``data``, or with one that is not a profile, is :class:`AltcraftUnexpectedAnswer`, as is a
-        list of several profiles (no verdict can pick one).
+        that: a ``data`` of null, ``{}`` or ``[]``, or an error 404 of Altcraft's own (its ``error`` code, not
+        only an HTTP 404 of a proxy's or router's page, which says the path was not found) while
+        ``databases/get`` finds the database (Altcraft answers 404 for a database not found too). Anything
+        else raises: an answer without ``data``, or with one that is not a profile, is
+        :class:`AltcraftUnexpectedAnswer`, as is a list of several profiles (no verdict can pick one).
         """
         try:
             answer = self.call("profiles/get", {"db_id": db_id, **match})
         except AltcraftApiError as exc:
-            if exc.code == 404 and exc.refused and self._database_found(db_id):
+            if exc.code == 404 and exc.coded and exc.refused and self._database_found(db_id):
                 return None
             raise
         if "data" not in answer:

@@ -28,7 +28,10 @@ class AltcraftApiError(AltcraftError):
     """Altcraft answered with an error: HTTP status not 2xx, or a non-zero ``error`` code.
 
     ``per_profile``: the answer also carried per-profile output (a ``result`` list, a ``profile_id``), so
-    something may have been done for some profiles whatever its code says.
+    something may have been done for some profiles whatever its code says. ``coded``: the answer itself
+    carried the error code (an Altcraft answer: "error — error code; error_text — error description",
+    developer-guide/api-interaction); False when ``code`` is only the HTTP status of a body without one (a
+    proxy's or router's page).
     """
 
     def __init__(
@@ -39,8 +42,10 @@ class AltcraftApiError(AltcraftError):
         http_status: int | None = None,
         endpoint: str = "",
         per_profile: bool = False,
+        coded: bool = True,
     ):
         self.code = code
+        self.coded = coded
         self.text = text
         self.http_status = http_status
         self.endpoint = endpoint

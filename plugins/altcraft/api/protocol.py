@@ -123,8 +123,8 @@ def parse_response(
     if not 200 <= status < 300:
         if not text:
             text = f"HTTP {status}" + (f": {_snippet(body, secret)}" if body and document is None else "")
-        code = code if code is not None and code > 0 else status
-        raise _api_error(code, text, status, endpoint, per_profile, secret)
+        coded = code is not None and code > 0
+        raise _api_error(code if coded else status, text, status, endpoint, per_profile, secret, coded=coded)
     if document is None or not isinstance(document, dict):
         raise AltcraftTransportError(
             f"unreadable response (HTTP {status}, {len(body)} bytes): {_snippet(body, secret)}",
@@ -416,12 +416,25 @@ def _reports_on_profiles(document: Any) -> bool:
 
 
 def _api_error(
-    code: int, text: str, status: int, endpoint: str, per_profile: bool, secret: str | None
+    code: int,
+    text: str,
+    status: int,
+    endpoint: str,
+    per_profile: bool,
+    secret: str | None,
+    *,
+    coded: bool = True,
 ) -> AltcraftApiError:
     """The error of an answer with an error code or status, its text cleaned (``per_profile``: see
-    `_reports_on_profiles`)."""
+    `_reports_on_profiles`; ``coded``: whether the answer carried ``code`` itself, False: only the HTTP
+    status)."""
     return AltcraftApiError(
-        code, _clean(text, secret), http_status=status, endpoint=endpoint, per_profile=per_profile
+        code,
+        _clean(text, secret),
+        http_status=status,
+        endpoint=endpoint,
+        per_profile=per_profile,
+        coded=coded,
     )
 
 
