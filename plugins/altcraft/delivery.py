@@ -1141,11 +1141,12 @@ def _stops_the_run(exc: AltcraftError) -> bool:
 
     Uncertain delivery, rate-limit exhaustion, an unreachable server, auth, tariff and server errors stop
     the run (going on would fail the same way, or pile up uncertain contacts); a refusal of one profile
-    (400 bad field, 404 no such profile, 409 ambiguous match) does not.
+    (400 bad field, 404 no such profile, 409 ambiguous match, in Altcraft's own ``error`` code) does not.
+    An HTTP status without that code (a proxy's or router's page) is about the path, not the profile.
     """
     if isinstance(exc, AltcraftDeliveryUncertain) or certainly_not_processed(exc):
         return True
-    return not isinstance(exc, AltcraftApiError) or exc.code not in (400, 404, 409)
+    return not isinstance(exc, AltcraftApiError) or not exc.coded or exc.code not in (400, 404, 409)
 
 
 def _in_claim_order(piece: Chunk, claim: Claim) -> Chunk:

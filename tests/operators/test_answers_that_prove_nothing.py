@@ -240,6 +240,19 @@ def test_a_profile_lookup_404_without_an_altcraft_error_code_proves_nothing(
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
 
 
+def test_a_single_launch_404_without_an_altcraft_error_code_stops_the_run(make_delivery, emulator, proxy):
+    """A 404 page for the launching path (no Altcraft ``error`` code) says the path was not found, not "no
+    such profile": every contact would get it. The run stops at the first contact (not processed, so
+    failed) instead of recording each contact refused in turn."""
+    page = b"<html><body><h1>404 Not Found</h1></body></html>"
+    proxy.rewrite["workflows/import_and_start"] = lambda body, upstream, status: (404, page)
+    delivery = make_delivery(mode="single", batch_size=5)
+    with pytest.raises(DeliveryStopped):
+        delivery.process(in_batches(contacts(5), 5))
+    assert delivery.summary.requests == 1
+    assert _states(delivery) == {Outcome.FAILED: 5}
+
+
 def test_a_profile_absent_from_a_database_that_exists_was_not_processed(make_delivery, emulator, scenario_id):
     """The request was refused before Altcraft processed it, its answer lost: no profile in the (existing)
     database, so the contacts were not processed and are sent once more."""
