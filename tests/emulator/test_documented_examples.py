@@ -125,6 +125,43 @@ def test_import_batch_example_flat_items_with_email_data(emulator):
     assert sub["email_data"] == {"email": "john@example.com"} and sub["resource_id"] == 1
 
 
+def test_get_profile_data_example_answers_in_the_documented_layout(emulator):
+    # https://guides.altcraft.com/en/developer-guide/profiles/2195482 (request example; its answer, cut:
+    # {"data": {…, "db_id": 24, "email": "example@example.org", "id": "5a61f87d69d42678a8dc6dd9",
+    # "phones": ["+508370045348179"], "subscriptions": [{"channel": "email", "email_data": {"domain":
+    # "example.org", "domain_group": "other", "email": "example_email@example.org", "md5": "…"},
+    # "hash_id": "37885611", "is_delete": false, "priority": 0, …}]}})
+    data = {
+        "email": "example@example.com",
+        "phones": ["+79000000000"],
+        "subscriptions": [{"channel": "email", "email": "example@example.com", "resource_id": 1}],
+    }
+    imported = ok(
+        emulator.post("profiles/import", {"db_id": 1, "email": "example@example.com", "data": data})
+    )
+    answer = _post(
+        emulator,
+        "profiles/get",
+        """{
+"token": "abcdefghijklmnqrstuvwxyz",
+"db_id": 1,
+"email": "example@example.com"
+}""",
+    )["data"]
+    assert (answer["id"], answer["db_id"], answer["email"]) == (
+        imported["profile_id"],
+        1,
+        "example@example.com",
+    )
+    assert answer["phones"] == ["+79000000000"]
+    [sub] = answer["subscriptions"]
+    assert (sub["channel"], sub["email_data"]["email"], sub["resource_id"]) == (
+        "email",
+        "example@example.com",
+        1,
+    )
+
+
 def test_import_batch_flat_item_with_an_unknown_field_fails_alone_naming_it(emulator):
     answer = ok(
         emulator.post(
