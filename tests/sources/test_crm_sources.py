@@ -731,3 +731,59 @@ def test_a_contact_shown_late_is_read_by_a_window_once_it_shows(request, crm_nam
     assert ids(build(), Window(now - hour, now)) == []  # read as the window closes: not shown yet
     crm.hidden = set()
     assert ids(build(), Window(now, now + hour)) == [1000]
+
+
+#: per CRM: a page of the contacts given (their JSON text), as the CRM answers it, the last page
+LAST_PAGES = {
+    "amo": '{{"_page": 1, "_embedded": {{"contacts": [{}]}}}}',
+    "bitrix": '{{"result": {{"items": [{}]}}}}',
+    "hubspot": '{{"results": [{}]}}',
+}
+
+
+def _page_with_id(crm_name: str, crm, literal: str) -> Response:
+    """The last page of contacts 1 to 3, contact 2's ``id`` (and HubSpot's ``hs_object_id``) the JSON
+    ``literal`` given."""
+    items = [RENDERED[crm_name](person) for person in crm.contacts[:3]]
+    items[1]["id"] = "<id>"
+    items[1].get("properties", {}).pop("hs_object_id", None)
+    text = ", ".join(json.dumps(item) for item in items).replace('"<id>"', literal)
+    return Response(LAST_PAGES[crm_name].format(text), media_type="application/json")
+
+
+@pytest.mark.parametrize("mode", ["window", "watermark"])
+@pytest.mark.parametrize("crm_name", sorted(CRMS))
+@pytest.mark.parametrize(
+    "literal", ["1e999", "Infinity", "-Infinity", "2.5", '"1_000"', '" 2"', '"\\u0662"', '"2e0"', "true"]
+)
+def test_a_contact_whose_id_is_no_whole_number_is_rejected_and_the_others_are_delivered(
+    request, crm_name, mode, literal
+):
+    """A JSON number past a float's range (1e999, Infinity) failed the whole read with OverflowError; a
+    fraction was cut to a whole number (2.5: id 2 for the watermark, "2.5" for the record), and text Python's
+    int() reads but no CRM writes (``1_000``, spaces, non-ASCII digits) was taken as an id."""
+    crm = request.getfixturevalue(crm_name)
+    build, label = CRMS[crm_name]
+    crm.instead = [_page_with_id(crm_name, crm, literal)]
+
+    records = [r for batch in build(MemoryStateStore(), mode=mode).batches(hours(1, 8), 100) for r in batch]
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        ("1", None),
+        ("page 1 item 2", f"{label} contact without a numeric id"),
+        ("3", None),
+    ]
+
+
+@pytest.mark.parametrize("crm_name", sorted(CRMS))
+@pytest.mark.parametrize("literal", ["2", "2.0", '"2"', '"0002"'])
+def test_a_contact_id_is_read_as_its_whole_number_in_one_form(request, crm_name, literal):
+    """Its record's id was the id's JSON as given ("2.0", "0002"): one contact under two ids in a window's
+    deduplication, and no match for the id a webhook stored."""
+    crm = request.getfixturevalue(crm_name)
+    build, _ = CRMS[crm_name]
+    crm.instead = [_page_with_id(crm_name, crm, literal)]
+
+    records = [r for batch in build(MemoryStateStore()).batches(hours(1, 8), 100) for r in batch]
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [("1", None), ("2", None), ("3", None)]

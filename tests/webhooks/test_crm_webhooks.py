@@ -454,3 +454,25 @@ def test_a_200_batch_read_without_its_results_fails_the_run_instead_of_rejecting
             SourceError, match=r"^HubSpot: contacts/batch/read: no list of contacts at results"
         ):
             [r for b in source.batches(None, 10) for r in b]
+
+
+def test_a_stored_id_with_leading_zeros_is_the_contact_of_its_number(store, monkeypatch):
+    """The webhook keeps an id as the digits it was sent (``0003``); the CRM answers the contact as ``3``:
+    no answered id matched the asked one, so the contact was rejected as deleted in the CRM and never
+    delivered; and the same contact stored as ``3`` as well was not the same id, so not read once."""
+    store.put("hubspot_welcome", "a" * 64, "hubspot", [{"id": "0003"}, {"id": "4"}])
+    store.put("hubspot_welcome", "b" * 64, "hubspot", [{"id": "3"}])
+    with serving(FakeHubSpot(contacts=people(10))) as fake:
+        host, port = fake.url.rsplit(":", 1)
+        conn = {"conn_type": "generic", "host": host, "port": int(port), "password": fake.token}
+        monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK", json.dumps(conn))
+        read = WebhookRead(endpoint="hubspot_welcome", ledger_conn_id="crm_hook_ledger")
+        source = HubSpotSpec(type="hubspot", conn_id="crm_hook", webhook=read, **FAST).build(
+            MemoryStateStore()
+        )
+        records = [r for b in source.batches(None, 10) for r in b]
+
+    assert [(r["id"], r.get("__error__"), r.get("email")) for r in records] == [
+        ("3", None, "c3@example.org"),
+        ("4", None, "c4@example.org"),
+    ]

@@ -264,7 +264,7 @@ class AmoCrmSource(CrmSource):
             if field.get("field_code"):
                 coded.setdefault(str(field["field_code"]).upper(), first)
         return contact_record(
-            raw["id"],
+            raw,
             created_at=instant("created_at", raw.get("created_at"), epoch),
             updated_at=instant("updated_at", raw["updated_at"], epoch) if raw.get("updated_at") else None,
             email=coded.get("EMAIL"),

@@ -250,7 +250,7 @@ class CrmSource(Stateful):
             return self.flatten(raw)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError) as exc:
             reason = str(exc) if isinstance(exc, ContactError) else f"unreadable ({type(exc).__name__})"
-            return error_record("id", str(raw["id"]), f"{self.crm} contact: {reason}")
+            return error_record("id", str(contact_id(raw)), f"{self.crm} contact: {reason}")
 
     def _in_window(self, window: Window) -> Iterator[Record]:
         seen: set[str] = set()
@@ -294,7 +294,7 @@ class CrmSource(Stateful):
         )
         for fetch, stored in enumerate(self._webhook.batches(None, self.fetch_chunk, partition=partition), 1):
             yield from (item for item in stored if ERROR_FIELD in item)  # a stored delivery it cannot read
-            ids = list(dict.fromkeys(str(item["id"]) for item in stored if ERROR_FIELD not in item))
+            ids = list(dict.fromkeys(str(contact_id(item)) for item in stored if ERROR_FIELD not in item))
             found: dict[str, Record] = {}
             for item, raw in enumerate(self.by_ids(ids), start=1):
                 record = self.record(raw, f"fetch {fetch} item {item}")
@@ -380,7 +380,7 @@ class CrmSource(Stateful):
 
 
 def contact_record(
-    contact_id: Any,
+    raw: Mapping[str, Any],
     *,
     created_at: datetime,
     updated_at: datetime | None = None,
@@ -391,9 +391,10 @@ def contact_record(
     name: Any = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Record:
-    """The flat record every preset yields; ``extra`` (the CRM's own fields) never hides a common one."""
+    """The flat record every preset yields of the raw contact ``raw`` (its id in one form, `contact_id`);
+    ``extra`` (the CRM's own fields) never hides a common one."""
     common = {
-        "id": str(contact_id),
+        "id": str(contact_id(raw)),
         "email": email,
         "phone": phone,
         "first_name": first_name,
@@ -411,14 +412,20 @@ class ContactError(ValueError):
 
 def contact_id(raw: Any) -> int | None:
     """A raw contact's numeric ``id`` (all three CRMs number contacts); None if it is not an object or has
-    no such id."""
-    value = raw.get("id") if isinstance(raw, dict) else None
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+    no such id (`whole_number`)."""
+    return whole_number(raw.get("id")) if isinstance(raw, dict) else None
+
+
+def whole_number(value: Any) -> int | None:
+    """A CRM id as the whole number it is: a JSON integer, a float holding one (``2.0``), or text of ASCII
+    digits (``"0002"``); None for anything else. ``int()`` cut a fraction off (``2.5``: 2), read text no CRM
+    writes (``1_000``, spaces, other scripts' digits) and raised OverflowError on infinity (``1e999``),
+    failing the whole read on one contact."""
+    if isinstance(value, str):
+        return int(value) if value.isascii() and value.isdigit() else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None  # False for NaN and infinity
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def not_a_stored_id(item: Mapping[str, Any]) -> str | None:

@@ -113,7 +113,7 @@ class Bitrix24Source(CrmSource):
     def flatten(self, raw: dict[str, Any]) -> Record:
         extra = {k: v for k, v in raw.items() if not isinstance(v, (dict, list))}
         return contact_record(
-            raw["id"],
+            raw,
             created_at=instant("createdTime", raw.get("createdTime"), iso_instant),
             updated_at=instant("updatedTime", raw["updatedTime"], iso_instant)
             if raw.get("updatedTime")

@@ -34,6 +34,7 @@ from altcraft.sources.crm.base import (
     contact_record,
     instant,
     iso_instant,
+    whole_number,
     widened,
 )
 
@@ -128,7 +129,7 @@ class HubSpotSource(CrmSource):
         created = props.get("createdate") or raw.get("createdAt")
         updated = props.get("lastmodifieddate") or raw.get("updatedAt")
         return contact_record(
-            raw["id"],
+            raw,
             created_at=instant("createdate", created, iso_instant),
             updated_at=instant("lastmodifieddate", updated, iso_instant) if updated else None,
             email=props.get("email"),
@@ -146,11 +147,11 @@ def _ms(moment: datetime) -> int:
 
 
 def _object_id(contact: Any) -> int | None:
-    """A contact's ``hs_object_id`` (its id when the property is not read); None if unreadable."""
-    try:
-        return int((contact.get("properties") or {}).get("hs_object_id") or contact["id"])
-    except (KeyError, TypeError, ValueError, AttributeError):
+    """A contact's ``hs_object_id`` (its id when the property is not read); None if unreadable
+    (`whole_number`)."""
+    if not isinstance(contact, dict) or not isinstance(properties := contact.get("properties") or {}, dict):
         return None
+    return whole_number(properties.get("hs_object_id") or contact.get("id"))
 
 
 class HubSpotSpec(CrmSpec):
