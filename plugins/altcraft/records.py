@@ -5,6 +5,7 @@ Neutral ground: `altcraft.sources` and `altcraft.mapping` both import it, neithe
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -21,6 +22,24 @@ column says where (``"<file>:<line>"``). The mapper must reject it under this fi
 def error_record(key_column: str, location: str, reason: str) -> Record:
     """A record standing for unreadable input at ``location``; see `ERROR_FIELD`."""
     return {key_column: location, ERROR_FIELD: reason}
+
+
+#: The decoding error handler that reads each invalid byte as a lone surrogate, U+DC00 plus the byte: a value
+#: holding one is that record's rejection (`altcraft.validation.check_text`), the other records are read.
+#: ``surrogateescape`` keeps only bytes from 0x80 and raised on the invalid code units of UTF-16 and UTF-32,
+#: which hold lower ones (a lone surrogate ``00 D8``), failing the whole read on one of them.
+UNDECODABLE = "altcraft.undecodable"
+#: The lone surrogates `UNDECODABLE` reads invalid bytes as: no valid text decodes to one.
+UNDECODABLE_CHARS = "[\udc00-\udcff]"
+
+
+def _undecodable(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return "".join(chr(0xDC00 + byte) for byte in error.object[error.start : error.end]), error.end
+
+
+codecs.register_error(UNDECODABLE, _undecodable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ per page unless the client asks for another ``limit``:
 * ``/v1/deaf``                   -> the first contacts whatever page, offset, cursor or window is asked
 * ``/v1/odd-bytes``              -> ``{"items": [...]}``: three contacts, the second's email with a byte that
   is not UTF-8
+* ``/v1/odd-units``              -> ``/v1/odd-bytes`` in UTF-16, the second's email with a lone surrogate
 * ``/v1/inclusive``              -> ``{"items": [...]}``: the contacts of ``[from, to]`` (the end included)
 * ``/v1/odd-times``              -> ``{"items": [...]}``: the first three contacts, created at a time that is
   not one, at epoch seconds and at naive text
@@ -126,6 +127,12 @@ class _Handler(BaseHTTPRequestHandler):
             odd = {**CONTACTS[1], "email": "ODD"}
             body = json.dumps({"items": [CONTACTS[0], odd, CONTACTS[2]]}).encode()
             self._send(body.replace(b'"ODD"', b'"user1\xff@example.org"'))
+        elif path == "/v1/odd-units":  # UTF-16, the second contact's email with a lone surrogate
+            odd = {**CONTACTS[1], "email": "ODD"}
+            body = json.dumps({"items": [CONTACTS[0], odd, CONTACTS[2]]}).encode("utf-16-le")
+            self._send(
+                body.replace('"ODD"'.encode("utf-16-le"), '"user1'.encode("utf-16-le") + b'\x00\xd8"\x00')
+            )
         elif path == "/v1/twice":  # the second contact names "email" twice, nested "city" too
             first, last = (json.dumps(c) for c in (CONTACTS[0], CONTACTS[2]))
             twice = '{"id": 1, "email": "user1@example.org", "email": "other@example.org"}'

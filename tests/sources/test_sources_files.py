@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import logging
@@ -138,6 +139,55 @@ def test_other_encodings_are_decoded(tmp_path):
     source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at", encoding="latin-1")
 
     assert read(source)[0]["name"] == "Zoë"
+
+
+#: an encoding whose invalid bytes may be below 0x80, which ``surrogateescape`` cannot keep: the codec of its
+#: text after the byte order mark, the mark, and an invalid code unit (UTF-16: a lone high surrogate;
+#: UTF-32: a code point past U+10FFFF)
+WIDE = {
+    "utf-16": ("utf-16-le", codecs.BOM_UTF16_LE, b"\x00\xd8"),
+    "utf-32": ("utf-32-le", codecs.BOM_UTF32_LE, b"\x00\x00\x11\x00"),
+}
+
+
+#: per format: its rows of contacts 1 to 3, contact 2's email after ``#``, and the timestamp column
+WIDE_ROWS = {
+    "csv": (
+        "id,email,created_at\n" + "".join(f"{n},u{n}@example.org,2024-03-01 10:00\n" for n in (1, 2, 3)),
+        "created_at",
+    ),
+    "jsonl": (
+        "".join(
+            f'{{"id": "{n}", "email": "u{n}@example.org", "t": "2024-03-01T10:00:00Z"}}\n' for n in (1, 2, 3)
+        ),
+        "t",
+    ),
+}
+
+
+@pytest.mark.parametrize("file_format", sorted(WIDE_ROWS))
+@pytest.mark.parametrize("encoding", sorted(WIDE))
+def test_a_row_invalid_in_a_wide_encoding_is_its_error_record_and_the_rest_is_read(
+    tmp_path, encoding, file_format
+):
+    """Bytes not valid in UTF-16 or UTF-32 include bytes below 0x80, which the ``surrogateescape`` handler
+    cannot keep: the read failed with a UnicodeDecodeError on the first, its other rows undelivered."""
+    codec, bom, bad = WIDE[encoding]
+    text, column = WIDE_ROWS[file_format]
+    before, after = text.split("u2@")
+    path = write(tmp_path / f"contacts.{file_format}", bom + before.encode(codec) + bad + after.encode(codec))
+    source = FileSource(
+        str(tmp_path), format=file_format, key_column="id", timestamp_column=column, encoding=encoding
+    )
+
+    records = read(source)
+
+    line = 3 if file_format == "csv" else 2
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        ("1", None),
+        (f"{path}:{line}", f"bytes that are not valid {encoding}"),
+        ("3", None),
+    ]
 
 
 def test_a_csv_header_that_cannot_be_decoded_fails_naming_the_file(tmp_path):

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, Protocol
 
-from altcraft.records import ERROR_FIELD, JSON_DECODER, Record, error_record, named_twice
+from altcraft.records import ERROR_FIELD, JSON_DECODER, UNDECODABLE, Record, error_record, named_twice
 from altcraft.spec_checks import check_timezone
 from altcraft.validation import in_utc_range
 
@@ -217,12 +217,12 @@ class Stateful(Source):
 
 def json_answer(content: bytes) -> Any:
     """The JSON of an HTTP answer (UTF-8, or the UTF-16/32 its first bytes show), each byte not valid there
-    read as a lone surrogate: a value holding one is that record's rejection naming its field
+    read as a lone surrogate (`UNDECODABLE`): a value holding one is that record's rejection naming its field
     (`altcraft.validation.check_text`), and the answer's other records are delivered. ``Response.json()``
     of requests read it as U+FFFD, so the contact was launched with a value its system never held. An
     object naming a key twice is a `NamedTwice` (`objects_or_errors` makes a record holding one its error
     record). Raises ValueError (not JSON) and RecursionError as `json.loads`."""
-    return JSON_DECODER.decode(content.decode(json.detect_encoding(content), "surrogateescape"))
+    return JSON_DECODER.decode(content.decode(json.detect_encoding(content), UNDECODABLE))
 
 
 def unambiguous(body: Any, records: list[Any], where: str) -> list[Any]:

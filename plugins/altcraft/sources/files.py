@@ -47,7 +47,7 @@ from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
-from altcraft.records import JSON_DECODER, named_twice, repeated
+from altcraft.records import JSON_DECODER, UNDECODABLE, UNDECODABLE_CHARS, named_twice, repeated
 from altcraft.sources.base import (
     Partition,
     Record,
@@ -77,7 +77,7 @@ SETTLE_SECONDS = 10.0
 MAX_SETTLE_SECONDS = 600
 #: The longest line read (characters): a longer one is an error record, read past without being held.
 MAX_LINE_CHARS = 16 * 1024 * 1024
-_UNDECODABLE = re.compile(r"[\udc80-\udcff]")
+_UNDECODABLE = re.compile(UNDECODABLE_CHARS)
 
 
 def _local(path: ObjectStoragePath) -> bool:
@@ -281,7 +281,7 @@ class FileSource(Stateful):
         # utf-8-sig reads a file with or without a byte-order mark (Excel writes one): with plain utf-8 the
         # BOM would glue itself to the first CSV header or make the first JSON line invalid
         encoding = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
-        with file.open("r", encoding=encoding, errors="surrogateescape", newline="") as handle:
+        with file.open("r", encoding=encoding, errors=UNDECODABLE, newline="") as handle:
             yield from self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
 
     def _read_jsonl(self, handle: IO[str]) -> Iterator[tuple[int, Record | str]]:
