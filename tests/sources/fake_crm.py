@@ -22,6 +22,7 @@ per page unless the client asks for another ``limit``:
 * ``/v1/odd-bytes``              -> ``{"items": [...]}``: three contacts, the second's email with a byte that
   is not UTF-8
 * ``/v1/odd-units``              -> ``/v1/odd-bytes`` in UTF-16, the second's email with a lone surrogate
+* ``/v1/odd-length``             -> ``{"items": [...]}``: two contacts, ``Content-Length: ²`` (no number)
 * ``/v1/inclusive``              -> ``{"items": [...]}``: the contacts of ``[from, to]`` (the end included)
 * ``/v1/odd-times``              -> ``{"items": [...]}``: the first three contacts, created at a time that is
   not one, at epoch seconds and at naive text
@@ -118,6 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
             items = found[int(query["offset"]) :][:limit] if "offset" in query else by_page
             keys = () if query["odd"] == "absent" else ("total", "total_pages", "next", "next_cursor")
             self._send({"items": items, **{key: json.loads(query["odd"]) for key in keys}})
+        elif path == "/v1/odd-length":  # a Content-Length of digits that are not ASCII (latin-1 on the wire)
+            self._send({"items": found[:2]}, length="\u00b2")
         elif path == "/v1/empty-pages":  # empty pages, each with a new cursor; the 200th has none
             at = int(query.get("cursor", 0))
             self._send({"items": [], "next_cursor": str(at + 1) if at < 199 else None})
@@ -158,11 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send({"error": "not found"}, status=404)
 
-    def _send(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, body: Any, status: int = 200, headers: dict[str, str] | None = None, length: str | None = None
+    ) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", str(len(payload)) if length is None else length)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()

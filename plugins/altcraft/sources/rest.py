@@ -83,7 +83,7 @@ def count_at(body: Any, path: str) -> int:
     left out (or null, or negative) would end the listing after this page, the rest unread and the run
     clean."""
     value = value_at(body, path)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # "²" passes isdigit, not int()
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         kind = "absent" if value is None else "negative" if isinstance(value, int) else type(value).__name__
