@@ -9,11 +9,13 @@ from decimal import Decimal
 from itertools import chain
 from zoneinfo import ZoneInfo
 
+import pydantic
 import pytest
 import sqlalchemy as sa
 
 from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.sources import MemoryStateStore, SourceError, SqlQuerySource, SqlTableSource, Window
+from altcraft.sources.spec import SqlQuerySpec
 from altcraft.sources.sql import (
     _begin_read,
     _bound,
@@ -802,6 +804,32 @@ def test_anything_but_one_select_is_refused(sql):
         validate_select(sql)
     with pytest.raises(ValueError, match=r"^sql: only"):
         SqlQuerySource("any", sql, key_column="id")
+
+
+@pytest.mark.parametrize(
+    ("sql", "name"),
+    [
+        ("SELECT id FROM contacts WHERE note <> ':vip'", "vip"),
+        ("SELECT id FROM contacts WHERE created >= :since", "since"),
+        ("SELECT id FROM contacts WHERE created >= :window_start::timestamptz", "window_start::"),
+    ],
+)
+def test_a_colon_name_other_than_the_window_bounds_is_refused_naming_the_field(sql, name):
+    """SQLAlchemy reads ``:name`` as a parameter to bind, in a string literal too; only the window bounds are
+    bound, so the spec was accepted and every run failed with "A value is required for bind parameter". A
+    ``:name::`` cast is no parameter: the database got the text and every run failed with a syntax error."""
+    with pytest.raises(ValueError, match=rf"^sql: ':{name}' (would be|is no) a? ?parameter to bind"):
+        validate_select(sql)
+    with pytest.raises(pydantic.ValidationError, match=rf"sql: ':{name}' "):
+        SqlQuerySpec(type="sql_query", conn_id="any", sql=sql, key_column="id")
+
+
+def test_an_escaped_colon_name_in_a_query_is_text(contacts):
+    database, table = contacts
+    sql = f"SELECT id, '\\:vip' AS tag, email FROM {table} WHERE id = 1 AND email <> '\\:vip'"
+    source = SqlQuerySource(database.conn_id, sql, key_column="id")
+
+    assert [r["tag"] for batch in source.batches(None, 10) for r in batch] == [":vip"]
 
 
 @pytest.mark.parametrize(

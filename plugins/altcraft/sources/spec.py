@@ -30,9 +30,11 @@ from altcraft.sources.files import (
 from altcraft.sources.python import PythonSource, validate_callable_path
 from altcraft.sources.rest import Paginator, RestSource, WindowFormat
 from altcraft.sources.sql import (
+    WINDOW_PARAMS,
     Lookback,
     SqlQuerySource,
     SqlTableSource,
+    bound_names,
     check_lookback,
     validate_identifier,
     validate_select,
@@ -155,7 +157,7 @@ class SqlQuerySpec(_SourceSpec):
 
     @property
     def reads_window(self) -> bool:
-        return all(f":{name}" in self.sql for name in ("window_start", "window_end"))
+        return set(WINDOW_PARAMS) <= set(bound_names(self.sql))
 
     @property
     def pollable(self) -> bool:

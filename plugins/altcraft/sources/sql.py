@@ -79,6 +79,8 @@ _WRITES = re.compile(
     re.IGNORECASE,
 )
 _FIRST_WORD = re.compile(r"[\s(]*(\w+)")
+#: A ``:name`` that a ``::`` cast follows: SQLAlchemy binds no parameter there and passes it on as it is
+_CAST_PARAM = re.compile(r"(?<![:\w\\]):(\w+)::")
 
 
 def validate_identifier(value: str, field: str) -> str:
@@ -106,7 +108,25 @@ def validate_select(sql: str, field: str = "sql") -> str:
             raise ValueError(f"{field}: only one statement is allowed (found ';')")
         if write := _WRITES.search(code):
             raise ValueError(f"{field}: only a SELECT statement is allowed (found {write.group(1).upper()})")
+    if cast := _CAST_PARAM.search(statement):
+        raise ValueError(
+            f"{field}: ':{cast.group(1)}::' is no parameter to bind but text the database cannot read: write "
+            f"CAST(:{cast.group(1)} AS <type>) for a cast"
+        )
+    if unbound := [name for name in bound_names(statement) if name not in WINDOW_PARAMS]:
+        raise ValueError(
+            f"{field}: ':{unbound[0]}' would be a parameter to bind (in a string literal too), and only "
+            f":window_start and :window_end are bound: write \\:{unbound[0]} for a colon in text"
+        )
     return statement
+
+
+def bound_names(sql: str) -> list[str]:
+    """The names SQLAlchemy binds in ``sql``: each ``:name`` (in a string literal or comment too), not
+    ``\\:name`` nor a ``::`` cast."""
+    from sqlalchemy import text
+
+    return list(text(sql).compile().params)
 
 
 def _is_utc(timezone: str) -> bool:
@@ -818,13 +838,11 @@ class SqlQuerySource(_Probing, Source):
     complete_records = True
 
     def __init__(self, conn_id: str, sql: str, *, key_column: str, timezone: str | None = None):
-        from sqlalchemy import text
-
         self.conn_id = conn_id
         self.sql = validate_select(sql)
         self.key_column = validate_identifier(key_column, "key_column")
         self.timezone, self.timezone_defaulted = naive_zone(timezone)
-        self._window_params = [p for p in WINDOW_PARAMS if p in text(self.sql).compile().params]
+        self._window_params = [p for p in WINDOW_PARAMS if p in bound_names(self.sql)]
 
     def describe(self) -> str:
         bounds = "window as :window_start/:window_end" if self._window_params else "no window"
