@@ -134,6 +134,44 @@ def test_bad_csv_rows_become_error_records(tmp_path):
     ]
 
 
+def test_a_quote_that_never_closes_is_its_rows_error_naming_the_lines_it_took(tmp_path):
+    """The csv module (not strict) read a quoted field that never closes to the end of the file: contact 2
+    was delivered with the lines of contacts 3 and 4 in its last field, and they were lost without a word."""
+    path = write(
+        tmp_path / "contacts.csv",
+        CSV_HEADER + "1,a@example.org,2024-03-01 10:00\n"
+        '2,b@example.org,"2024-03-01 10:00\n'
+        "3,c@example.org,2024-03-01 10:00\n"
+        "4,d@example.org,2024-03-01 10:00\n",
+    )
+    source = FileSource(str(path), key_column="id", window_by="mtime")
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in read(source, None)] == [
+        ("1", None),
+        (
+            f"{path}:3",
+            "unreadable CSV (unexpected end of data): a quoted field never closes, lines 3 to 5 unread",
+        ),
+    ]
+
+
+def test_text_after_a_closing_quote_is_its_rows_error_and_the_rest_is_read(tmp_path):
+    """``"b@example.org"junk`` was read as ``b@example.orgjunk``, an address the file does not plainly
+    hold."""
+    path = write(
+        tmp_path / "contacts.csv",
+        CSV_HEADER + '1,a@example.org,2024-03-01 10:00\n2,"b@example.org"junk,2024-03-01 10:00\n'
+        "3,c@example.org,2024-03-01 10:00\n",
+    )
+    source = FileSource(str(path), key_column="id", window_by="mtime")
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in read(source, None)] == [
+        ("1", None),
+        (f"{path}:3", "unreadable CSV (',' expected after '\"')"),
+        ("3", None),
+    ]
+
+
 def test_other_encodings_are_decoded(tmp_path):
     write(tmp_path / "latin.csv", "id,name,created_at\n1,Zoë,2024-03-01 10:00\n".encode("latin-1"))
     source = FileSource(str(tmp_path), key_column="id", timestamp_column="created_at", encoding="latin-1")
@@ -422,7 +460,10 @@ def test_a_csv_line_too_long_to_hold_is_its_rows_error_and_memory_stays_bounded(
         (f"{long_line}:3", f"unreadable CSV (a line longer than {MAX_LINE_CHARS:,} characters)"),
         ("3", None),
         ("4", None),
-        (f"{never_closed}:3", limit),
+        (
+            f"{never_closed}:3",
+            f"{limit}: a quoted field never closes, lines 3 to {2 + MAX_LINE_CHARS // 250} unread",
+        ),
     ]
 
 

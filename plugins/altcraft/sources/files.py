@@ -20,14 +20,15 @@
   for ``settle_seconds`` (logged) and then reads them whole; one that changed meanwhile fails the read
   before any of its rows is read (`SourceError`), and the retry reads it.
 * A line that cannot be read (invalid JSON, JSON nested too deep to parse or naming a key of an object
-  twice, not an object, wrong number of CSV fields, a CSV field over the csv module's ``field_size_limit``
-  of 128 KiB, bytes that are not valid in ``encoding``, unreadable timestamp, a line over
-  `MAX_LINE_CHARS`) becomes an error record
-  (`base.error_record`) with the key ``"<file>:<line>"`` (a CSV record's first line; bytes of a local
-  file name that are not UTF-8 as U+FFFD, as in the path the state store keeps); the run goes on,
-  the rest of the file is read, and the mapper rejects it (every window reading the file yields it again,
-  under the same key). Only a CSV header that cannot be read, or names a column twice (its rows would
-  keep one of the values), fails the file.
+  twice, not an object, wrong number of CSV fields, text after a CSV field's closing quote, a CSV field
+  over the csv module's ``field_size_limit`` of 128 KiB, bytes that are not valid in ``encoding``,
+  unreadable timestamp, a line over `MAX_LINE_CHARS`) becomes an error record (`base.error_record`) with
+  the key ``"<file>:<line>"`` (a CSV record's first line; bytes of a local file name that are not UTF-8 as
+  U+FFFD, as in the path the state store keeps); the run goes on, the rest of the file is read, and the
+  mapper rejects it (every window reading the file yields it again, under the same key). A CSV quoted field
+  that never closes takes the rest of the file: its error record names the lines it took. Only a CSV
+  header that cannot be read, or names a column twice (its rows would keep one of the values), fails the
+  file.
 * Partitions deal files by a stable hash of their path: each file is read by exactly one partition.
 * ``null_values`` (CSV only): a cell whose whole text is one of them (``NULL``, ``\\N``, quoted or not) is
   None, an empty value, as a database exporting it meant; by default every cell is its text.
@@ -309,7 +310,9 @@ class FileSource(Stateful):
 
     def _read_csv(self, handle: IO[str], name: str) -> Iterator[tuple[int, Record | str]]:
         lines = _RecordLines(handle)
-        reader = csv.DictReader(lines, delimiter=self.delimiter)
+        # strict: a quoted field that never closes is an error, not the rest of the file in one field, and
+        # text after a closing quote ("a@b.org"junk) is not glued to the field
+        reader = csv.DictReader(lines, delimiter=self.delimiter, strict=True)
         try:
             fieldnames = reader.fieldnames
         except (csv.Error, _LineTooLong) as exc:
@@ -331,7 +334,8 @@ class FileSource(Stateful):
             except (csv.Error, _LineTooLong) as exc:  # a field or line too long: that row, not the file
                 row = f"unreadable CSV ({exc})"  # read past below, the error and the line it holds gone
             if isinstance(row, str):
-                lines.read_past_record(self.delimiter)
+                if lines.read_past_record(self.delimiter) == "quoted":  # to the end of the file
+                    row += f": a quoted field never closes, lines {first_line} to {lines.count} unread"
                 yield first_line, row
             elif None in row or None in row.values():
                 yield first_line, f"expected {len(fieldnames or ())} CSV fields"
@@ -422,15 +426,17 @@ class _RecordLines:
         self._cut = _cut(piece)
         return piece
 
-    def read_past_record(self, delimiter: str) -> None:
+    def read_past_record(self, delimiter: str) -> str:
         """Skip the rest of the current record: the reader drops the rest of the line it failed on, and
-        would read the lines of a quoted field that goes on as records of their own."""
+        would read the lines of a quoted field that goes on as records of their own. Returns where the file
+        ends (`_csv_state`): "quoted" if in a quoted field that never closed."""
         state = "start"
         for line in self.record:
             state = _csv_state(line, delimiter, state)
         self.record.clear()
         while (self._cut or state == "quoted") and (piece := self._piece()):
             state = _csv_state(piece, delimiter, state)
+        return state
 
 
 def _csv_state(text: str, delimiter: str, state: str = "start") -> str:
