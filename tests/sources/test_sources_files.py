@@ -557,6 +557,43 @@ def test_a_file_whose_last_line_is_being_written_is_not_read_cut_short(tmp_path,
     assert [record["email"] for record in read(source, window)] == ["a@example.org", "b@example.org"]
 
 
+#: per format: a file's first line (or none), a row of contact n (its email last), and contact 1001's row cut
+#: short (an address of another domain so far)
+GROWING = {
+    "csv": (
+        "id,created_at,email\n",
+        "{n},2024-03-01 10:00,u{n}@example.org\n",
+        "1001,2024-03-01 10:00,e@example.co",
+    ),
+    "jsonl": ("", '{{"id": "{n}", "email": "u{n}@example.org"}}\n', '{"id": "1001", "email": "e@example.co'),
+}
+
+
+@pytest.mark.parametrize("file_format", sorted(GROWING))
+def test_a_row_appended_while_the_file_is_read_is_left_to_the_next_read(tmp_path, file_format):
+    """The read went on past the size the file had when it was listed (and remembered at commit): a row its
+    writer was appending meanwhile was read cut short, a CSV one delivered as a contact of another address
+    (e@example.co), a JSON line rejected. Now the read stops at that size, and the grown file, no longer the
+    one remembered, is read again by the next read, the finished row whole."""
+    header, row, cut = GROWING[file_format]
+    path = write(tmp_path / f"a.{file_format}", header + "".join(row.format(n=n) for n in range(1, 1001)))
+    state = MemoryStateStore()
+    source = FileSource(str(tmp_path), format=file_format, key_column="id", window_by="mtime", state=state)
+
+    batches = source.batches(None, 10)
+    first = next(batches)  # the file is open, its first buffer read
+    with path.open("a") as handle:
+        handle.write(cut)
+    records = [*first, *chain.from_iterable(batches)]
+    source.commit()
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [(str(n), None) for n in range(1, 1001)]
+    with path.open("a") as handle:
+        handle.write("m\n" if file_format == "csv" else 'm"}\n')
+    again = read(source, None)
+    assert [r["email"] for r in again][-2:] == ["u1000@example.org", "e@example.com"]
+
+
 def test_a_settled_file_without_a_last_line_terminator_is_read_whole(tmp_path):
     """A writer that leaves out the last line's terminator: once the file is unchanged for settle_seconds,
     its last row is whole."""

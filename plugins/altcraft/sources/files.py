@@ -19,6 +19,8 @@
   being written, its last row cut short yet whole to the parser: the read waits until none was modified
   for ``settle_seconds`` (logged) and then reads them whole; one that changed meanwhile fails the read
   before any of its rows is read (`SourceError`), and the retry reads it.
+* A file is read up to its size when listed: rows appended while it is read are left to the next read,
+  which reads the grown file again (it counts as new).
 * A line that cannot be read (invalid JSON, JSON nested too deep to parse or naming a key of an object
   twice, not an object, wrong number of CSV fields, text after a CSV field's closing quote, a CSV field
   over the csv module's ``field_size_limit`` of 128 KiB, bytes that are not valid in ``encoding``,
@@ -39,6 +41,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import io
 import json
 import logging
 import re
@@ -209,7 +212,8 @@ class FileSource(Stateful):
         fresh = [
             f
             for f in files
-            if now - f.identity["mtime"] < self.settle_seconds and not self._ends_a_line(f.path)
+            if now - f.identity["mtime"] < self.settle_seconds
+            and not self._ends_a_line(f.path, f.identity["size"])
         ]
         if not fresh:
             return
@@ -237,13 +241,13 @@ class FileSource(Stateful):
                 "its new modification time) reads it whole"
             )
 
-    def _ends_a_line(self, file: ObjectStoragePath) -> bool:
-        """Whether the file is empty or its last bytes are a line terminator in ``encoding``."""
+    def _ends_a_line(self, file: ObjectStoragePath, size: int) -> bool:
+        """Whether the file's first ``size`` bytes (its size when listed) are none or end with a line
+        terminator in ``encoding``."""
         ends = [_unit(self.encoding, "\n"), _unit(self.encoding, "\r")]
         with file.open("rb") as handle:
-            size = handle.seek(0, 2)
             handle.seek(max(size - 4, 0))
-            tail = handle.read()
+            tail = handle.read(min(size, 4))
         return not size or any(tail.endswith(end) for end in ends)
 
     def _records(self, window: Window | None, partition: Partition | None) -> Iterator[Record]:
@@ -252,7 +256,7 @@ class FileSource(Stateful):
         for file, key, identity in unread:
             name = identity["path"]
             all_inside = True
-            for line, row in self._read(file):
+            for line, row in self._read(file, identity["size"]):
                 try:
                     if isinstance(row, str):
                         raise ValueError(row)
@@ -277,12 +281,14 @@ class FileSource(Stateful):
         except (ValueError, OverflowError, OSError):
             raise ValueError(f"{self.timestamp_column}: not ISO 8601 text or epoch seconds") from None
 
-    def _read(self, file: ObjectStoragePath) -> Iterator[tuple[int, Record | str]]:
-        """(line number, record) pairs; a text instead of a record says why that line is unreadable."""
+    def _read(self, file: ObjectStoragePath, size: int) -> Iterator[tuple[int, Record | str]]:
+        """(line number, record) pairs of the file's first ``size`` bytes, its size when listed (`_Upto`); a
+        text instead of a record says why that line is unreadable."""
         # utf-8-sig reads a file with or without a byte-order mark (Excel writes one): with plain utf-8 the
         # BOM would glue itself to the first CSV header or make the first JSON line invalid
         encoding = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
-        with file.open("r", encoding=encoding, errors=UNDECODABLE, newline="") as handle:
+        listed = io.BufferedReader(_Upto(file.open("rb"), size))
+        with io.TextIOWrapper(listed, encoding=encoding, errors=UNDECODABLE, newline="") as handle:
             yield from self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
 
     def _read_jsonl(self, handle: IO[str]) -> Iterator[tuple[int, Record | str]]:
@@ -391,6 +397,28 @@ def _path_bytes(file: ObjectStoragePath) -> bytes:
     """The path's UTF-8 bytes, for the hashes that name and deal a file. A local name that is not UTF-8 comes
     with its bytes as lone surrogates (``os.fsdecode``), which are encoded back as they came."""
     return str(file).encode("utf-8", "surrogatepass")
+
+
+class _Upto(io.RawIOBase):
+    """The first ``size`` bytes of a binary file, its size when listed: a row its writer appends while the
+    file is read (cut short at the end so far) is left to the next read, which reads the grown file again
+    as one no longer remembered (`same_file`)."""
+
+    def __init__(self, raw: IO[bytes], size: int) -> None:
+        self._raw, self._left = raw, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(min(len(buffer), self._left))
+        buffer[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class _LineTooLong(Exception):
