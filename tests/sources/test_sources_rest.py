@@ -338,6 +338,42 @@ def test_a_missing_record_list_is_an_error(crm):
         list(source("v1/pages", "data.contacts", PageNumberPaginator()).batches(WINDOW, 10))
 
 
+@pytest.mark.parametrize(
+    ("paginator", "params", "message"),
+    [
+        (
+            OffsetPaginator(limit=PAGE_SIZE, limit_param="created_to"),
+            {},
+            "paginator: 'created_to' is also the parameter of window_params' end",
+        ),
+        (
+            PageNumberPaginator(page_param="created_from"),
+            {},
+            "paginator: 'created_from' is also the parameter",
+        ),
+        (CursorPaginator(cursor_param="created_to"), {}, "paginator: 'created_to' is also the parameter"),
+        (PageNumberPaginator(), {"page": 3}, "paginator: 'page' is also the parameter of params"),
+        (
+            None,
+            {"created_from": "2024-01-01"},
+            "window_params: 'created_from' is also the parameter of params",
+        ),
+    ],
+)
+def test_a_parameter_two_settings_name_is_refused_instead_of_one_replacing_the_other(
+    crm, paginator, params, message
+):
+    """The paginator's value replaced the window bound (or a parameter given) in every request: with an
+    offset paginator whose ``limit_param`` named the end bound, the API was asked for the contacts created
+    before epoch second 4, and every window read no contact, the run clean."""
+    with pytest.raises(ValueError, match=rf"^{message}"):
+        source("v1/offset", "items", paginator, params=params)
+    with pytest.raises(
+        ValueError, match=r"^window_params: 'at' is also the parameter of window_params' start"
+    ):
+        RestSource(CONN, "v1/offset", key_column="id", window_params={"start": "at", "end": "at"})
+
+
 def test_settings_are_checked_and_describe_shows_no_query(crm):
     with pytest.raises(ValueError, match=r"^window_params: "):
         RestSource(CONN, "v1/pages", key_column="id", window_params={"from": "created_from"})

@@ -6,7 +6,8 @@ of a record's creation time) every record is checked against ``[start, end)`` ag
 left to the window it belongs to, so an API whose end bound is inclusive, or that ignores the bounds,
 gives no record to two windows; a record whose time cannot be read is its error record. Without it the
 API is trusted to apply ``[start, end)``. GET sends ``params`` as the query string, other methods as a
-JSON body.
+JSON body. A parameter named by two of ``params``, ``window_params`` and the paginator is refused
+(`check_one_owner`).
 
 Records come in the order the API returns them (the key is only used downstream to deduplicate), and are
 re-chunked to ``batch_size``. A failed page fails the run; a retry starts again from the first page. A
@@ -106,6 +107,10 @@ class PageRequest(BaseModel):
 class _Paginator(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def param_names(self) -> tuple[str, ...]:
+        """The request parameters this paginator sets."""
+        return ()
+
     def first(self, request: PageRequest) -> PageRequest:
         """The first request."""
         return request
@@ -125,6 +130,9 @@ class PageNumberPaginator(_Paginator):
     page_param: str = "page"
     start_page: int = Field(1, ge=0, le=MAX_INT32)
     total_pages_path: str | None = None
+
+    def param_names(self) -> tuple[str, ...]:
+        return (self.page_param,)
 
     def first(self, request: PageRequest) -> PageRequest:
         return request.with_params(**{self.page_param: self.start_page})
@@ -151,6 +159,9 @@ class OffsetPaginator(_Paginator):
     limit: int = Field(100, ge=1, le=MAX_INT32)
     total_path: str | None = None
 
+    def param_names(self) -> tuple[str, ...]:
+        return (self.offset_param, self.limit_param)
+
     def first(self, request: PageRequest) -> PageRequest:
         return request.with_params(**{self.offset_param: 0, self.limit_param: self.limit})
 
@@ -172,6 +183,9 @@ class CursorPaginator(_Paginator):
     type: Literal["cursor"] = "cursor"
     cursor_path: str = "next_cursor"
     cursor_param: str = "cursor"
+
+    def param_names(self) -> tuple[str, ...]:
+        return (self.cursor_param,)
 
     def next(
         self, request: PageRequest, response: Response, body: Any, records: list[Any]
@@ -208,6 +222,24 @@ class NextLinkPaginator(_Paginator):
 Paginator = Annotated[
     PageNumberPaginator | OffsetPaginator | CursorPaginator | NextLinkPaginator, Field(discriminator="type")
 ]
+
+
+def check_one_owner(
+    params: dict[str, Any], window_params: dict[str, str], paginator: Paginator | None
+) -> None:
+    """ValueError if two settings name one request parameter: the later one (the window's bounds over
+    ``params``, the paginator's over both) replaced the other in every request, a window bound too -- the
+    window then not applied, or no contact read, without a word. (A next link carries every parameter.)"""
+    owners: dict[str, str] = {name: "params" for name in params}
+    named = [(name, "window_params", f"window_params' {key}") for key, name in window_params.items()]
+    named += [(name, "paginator", "the paginator") for name in paginator.param_names()] if paginator else []
+    for name, field, owner in named:
+        if name in owners:
+            raise ValueError(
+                f"{field}: {name!r} is also the parameter of {owners[name]}: one would replace the other in "
+                "every request"
+            )
+        owners[name] = owner
 
 
 def format_bound(ts: datetime, window_format: WindowFormat) -> str | int | float:
@@ -250,6 +282,7 @@ class RestSource(Source):
         self.params = checked("RestSource", "params", dict(params or {}), no_secret_names, no_credentials)
         self.headers = checked("RestSource", "headers", dict(headers or {}), no_secret_names, no_credentials)
         self.window_params = dict(window_params or {})
+        check_one_owner(self.params, self.window_params, paginator)
         self.window_format = window_format
         self.record_path = record_path
         self.paginator = paginator
