@@ -787,3 +787,23 @@ def test_a_contact_id_is_read_as_its_whole_number_in_one_form(request, crm_name,
     records = [r for batch in build(MemoryStateStore()).batches(hours(1, 8), 100) for r in batch]
 
     assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [("1", None), ("2", None), ("3", None)]
+
+
+@pytest.mark.parametrize("filter_mode", ["apply", "refuse"])
+@pytest.mark.parametrize("value", [True, False, 10**20])
+def test_amocrm_a_creation_time_that_is_no_time_is_that_contacts_rejection(amo, filter_mode, value):
+    """int(True) is 1: the contact was taken as created at 1970-01-01 00:00:01, in no window, and was lost
+    without a word (an applied filter's answer holding it was also taken for an ignored filter); a number
+    no datetime holds was placed by that number, in no window either, though its record was an error."""
+    amo.filter_mode = filter_mode
+    amo.broken = {3: lambda item: {**item, "created_at": value}}
+
+    records = [r for batch in amo_source().batches(hours(1, 6), 100) for r in batch]
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        ("1", None),
+        ("2", None),
+        ("3", f"amoCRM contact: created_at is not a time ({type(value).__name__})"),
+        ("4", None),
+        ("5", None),
+    ]

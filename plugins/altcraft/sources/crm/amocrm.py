@@ -297,8 +297,8 @@ def _seconds(contact: Any, name: str) -> int | None:
     """A raw contact's Unix seconds in field ``name``; None if unreadable (the contact is then an error
     record)."""
     try:
-        return int(contact[name])
-    except (KeyError, TypeError, ValueError, OverflowError):
+        return int(epoch(contact[name]).timestamp())
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
         return None
 
 

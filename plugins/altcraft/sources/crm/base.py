@@ -477,7 +477,9 @@ def widened(window: Window, unit: timedelta) -> Window:
 
 
 def epoch(ts: Any) -> datetime:
-    """Unix seconds as an aware UTC datetime."""
+    """Unix seconds as an aware UTC datetime; TypeError for true or false (int() read them as 1 and 0)."""
+    if isinstance(ts, bool):
+        raise TypeError("a boolean is no time")
     return datetime.fromtimestamp(int(ts), UTC)
 
 
