@@ -354,6 +354,31 @@ def test_commit_before_all_batches_were_read_is_refused(tmp_path):
     assert list(state) == []
 
 
+@pytest.mark.parametrize("url", [False, True])
+def test_a_link_to_a_file_outside_the_folder_is_its_error_record_and_not_read(tmp_path, url):
+    """A link in the folder (an SFTP client can make one) was followed to any file the worker may read, and
+    that file's lines were read as contacts. A link to a file inside the folder is read."""
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    write(inbox / "a.csv", CSV_HEADER + "1,a@example.org,2024-03-01 10:00\n")
+    write(tmp_path / "secret.csv", CSV_HEADER + "9,s@example.org,2024-03-01 10:00\n")
+    (inbox / "sub" / "out.csv").symlink_to(tmp_path / "secret.csv")
+    (inbox / "sub" / "in.csv").symlink_to(inbox / "a.csv")
+    path = f"file://{inbox}" if url else str(inbox)
+    state = MemoryStateStore()
+    source = FileSource(path, key_column="id", timestamp_column="created_at", pattern="**/*.csv", state=state)
+
+    records = read(source)
+    source.commit()
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        ("1", None),
+        ("1", None),
+        (f"{path}/sub/out.csv", "a link to a file outside the folder read: not read"),
+    ]
+    assert [r["id"] for r in read(source)] == [f"{path}/sub/out.csv"]  # rejected by every read
+
+
 def test_partitions_deal_each_file_to_exactly_one_partition(tmp_path):
     for number in range(8):
         rows = f"{number}a,a@example.org,\n{number}b,b@example.org,\n"

@@ -21,6 +21,8 @@
   before any of its rows is read (`SourceError`), and the retry reads it.
 * A file is read up to its size when listed: rows appended while it is read are left to the next read,
   which reads the grown file again (it counts as new).
+* A local file that a link leads to out of ``path`` (resolved) is an error record keyed by its name, not
+  read; a link within the folder is followed.
 * A line that cannot be read (invalid JSON, JSON nested too deep to parse or naming a key of an object
   twice, not an object, wrong number of CSV fields, text after a CSV field's closing quote, a CSV field
   over the csv module's ``field_size_limit`` of 128 KiB, bytes that are not valid in ``encoding``,
@@ -44,10 +46,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import time
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -82,6 +85,8 @@ MAX_SETTLE_SECONDS = 600
 #: The longest line read (characters): a longer one is an error record, read past without being held.
 MAX_LINE_CHARS = 16 * 1024 * 1024
 _UNDECODABLE = re.compile(UNDECODABLE_CHARS)
+#: The protocols of local files, where a file found may be a link to one outside the folder
+_LOCAL = ("", "file", "local")
 
 
 def _local(path: ObjectStoragePath) -> bool:
@@ -253,8 +258,14 @@ class FileSource(Stateful):
     def _records(self, window: Window | None, partition: Partition | None) -> Iterator[Record]:
         unread = self._unread(window, partition)
         self._settled(unread)
+        in_folder = self._in_folder()
         for file, key, identity in unread:
             name = identity["path"]
+            if not in_folder(file):
+                yield error_record(
+                    self.key_column, name, "a link to a file outside the folder read: not read"
+                )
+                continue
             all_inside = True
             for line, row in self._read(file, identity["size"]):
                 try:
@@ -269,6 +280,17 @@ class FileSource(Stateful):
                     yield row
             if all_inside:
                 self._pending.append((key, identity))
+
+    def _in_folder(self) -> Callable[[ObjectStoragePath], bool]:
+        """Whether a local file found is in ``path`` once links are resolved: a link in the folder (an SFTP
+        client can make one) to any file the worker may read is not read. Object stores have no links."""
+        from airflow.sdk import ObjectStoragePath
+
+        root = ObjectStoragePath(self.path, conn_id=self.conn_id)
+        if root.protocol not in _LOCAL:
+            return lambda file: True
+        folder = os.path.realpath(root.path)
+        return lambda file: os.path.commonpath([folder, os.path.realpath(file.path)]) == folder
 
     def _inside(self, row: Record, window: Window | None) -> bool:
         """Whether the row belongs to the window; ValueError if its timestamp is unreadable."""
