@@ -8,7 +8,7 @@ from itertools import chain
 
 import pytest
 
-from altcraft.sources import ERROR_FIELD, PythonSource, Window
+from altcraft.sources import ERROR_FIELD, PythonSource, SourceError, Window
 from altcraft.sources.python import IterableSource
 
 WINDOW = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
@@ -94,6 +94,21 @@ def test_a_plain_callable_works_and_an_item_that_is_not_a_mapping_is_its_error_r
     given = IterableSource([{"id": 1}, 2, {"id": 3}], key_column="id")
     parts = [given.batches(None, 5, partition=(i, 2)) for i in (0, 1)]
     assert [[r["id"] for b in part for r in b] for part in parts] == [[1, 3], ["item 2"]]
+
+
+@pytest.mark.parametrize(
+    ("produced", "kind"), [({"id": 1, "email": "a@example.org"}, "dict"), (None, "null"), ("id=1", "str")]
+)
+def test_a_callable_returning_no_records_fails_the_read_saying_what_it_returned(produced, kind):
+    """One record returned alone was read as its keys, each rejected as "not a mapping but str" (the contact
+    never launched, the reasons misleading), text as its characters; None failed with a bare TypeError."""
+
+    def produce(window):
+        return produced
+
+    source = PythonSource(produce, key_column="id")
+    with pytest.raises(SourceError, match=rf"^python .*produce: returned {kind}, not records \("):
+        list(source.batches(WINDOW, 10))
 
 
 @pytest.mark.parametrize("path", ["os.path.join", "os:path:join", "1mod:fn", "pkg.mod:fn()", ""])

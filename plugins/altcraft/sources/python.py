@@ -5,7 +5,8 @@ records; they are re-chunked to ``batch_size`` in the order given. Partitions pa
 sub-window. `IterableSource`: a fixed collection of records (an operator's ``contacts`` argument).
 
 An item that is not a mapping is that item's error record (keyed ``item <n>``, its position from 1): the
-mapper rejects it and the other records are delivered.
+mapper rejects it and the other records are delivered. A callable returning no iterable of records (None,
+one mapping alone, text) fails the read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from altcraft.sources.base import (
     Partition,
     Record,
     Source,
+    SourceError,
     Window,
     check_partition,
     objects_or_errors,
@@ -79,6 +81,12 @@ class PythonSource(Source):
     ) -> Iterator[list[Record]]:
         fn = import_callable(self.callable) if isinstance(self.callable, str) else self.callable
         produced = fn(window=partition_window(window, partition), **self.kwargs)
+        if produced is None or isinstance(produced, Mapping | str | bytes):
+            kind = "null" if produced is None else type(produced).__name__
+            raise SourceError(
+                f"{self.describe()}: returned {kind}, not records (an iterable of mappings, or of lists of "
+                "them): one record alone would be read as its keys, text as its characters"
+            )
         records = objects_or_errors(_flatten(produced), self.key_column, expected="a mapping")
         yield from rechunk(records, batch_size)
 
