@@ -10,7 +10,9 @@ per page unless the client asks for another ``limit``:
 * ``/v1/link?page=N``            -> ``{"items": [...]}`` and a ``Link: <...>; rel="next"`` header
 * ``/v1/link-in-body?page=N``    -> ``{"items": [...], "next": "<relative link>" | null}``
 * ``/v1/escaping-link``          -> ``{"items": [...], "next": "http://elsewhere.invalid/steal"}``
-* ``/v1/unavailable``            -> HTTP 503 whose body mentions a contact
+* ``/v1/unavailable``            -> HTTP 503 (``Retry-After: 0``) whose body mentions a contact
+* ``/v1/limited?page=N``         -> ``/v1/pages``, but HTTP 429 (``Retry-After: 0``) to the first two requests
+  of each page
 * ``/v1/looping-link``           -> ``{"items": [...]}``, pages 1 and 2 alternately linking to each other
 * ``/v1/looping-cursor``         -> ``{"items": [...], "next_cursor": ...}``: cursors a, b, a, b ...
 * ``/v1/echo-link?next=``        -> ``{"items": [...], "next": "<the link given>"}``
@@ -157,7 +159,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/v1/deep":  # nested deeper than any JSON parser of Python's recursion limit reads
             self._send(b"[" * 100_000 + b"]" * 100_000)
         elif path == "/v1/unavailable":
-            self._send({"error": "down, try user1@example.org later"}, status=503)
+            self._send({"error": "down, try user1@example.org later"}, 503, {"Retry-After": "0"})
+        elif path == "/v1/limited":  # HTTP 429 to the first two requests of each page, then the page
+            asked = sum(1 for seen, q in self.server.requests if seen == path and q == query)
+            if asked <= 2:
+                self._send({"error": "rate limit"}, 429, {"Retry-After": "0"})
+            else:
+                self._send({"data": {"items": by_page, "total_pages": total_pages}})
         else:
             self._send({"error": "not found"}, status=404)
 

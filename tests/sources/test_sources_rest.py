@@ -151,9 +151,21 @@ def test_http_errors_fail_without_leaking_the_answer(crm):
     with pytest.raises(SourceError) as failure:
         list(rest.batches(WINDOW, 10))
 
-    assert "HTTP 503 from v1/unavailable" in str(failure.value)
+    assert "HTTP 503 from v1/unavailable after 4 retries" in str(failure.value)
     assert "example.org" not in str(failure.value)
     assert "s3cr3t" not in str(failure.value)
+
+
+def test_a_limit_answer_is_waited_out_and_the_page_asked_again(crm, caplog):
+    """HTTP 429 failed the run at once, and its retry started again from page 1, to meet the limit again:
+    an API limiting its pages was never read to its end."""
+    crm.requests.clear()
+
+    records = ids(source("v1/limited", "data.items", PageNumberPaginator()).batches(WINDOW, 100))
+
+    assert records == list(range(2, 15))
+    assert len(crm.requests) == 3 * 5  # four pages and the empty fifth, each answered the third time
+    assert "HTTP 429 from v1/limited; retry 2 in 0.00s" in caplog.text
 
 
 def test_an_answer_nested_too_deeply_to_parse_fails_with_a_clear_error(crm):

@@ -10,7 +10,9 @@ JSON body. A parameter named by two of ``params``, ``window_params`` and the pag
 (`check_one_owner`).
 
 Records come in the order the API returns them (the key is only used downstream to deduplicate), and are
-re-chunked to ``batch_size``. A failed page fails the run; a retry starts again from the first page. A
+re-chunked to ``batch_size``. A page answered with a limit answer or server trouble (HTTP 429, 500, 502,
+503, 504) is asked again, up to `MAX_RETRIES` times, as ``Retry-After`` says (30 s at most) or after 0.5 s
+doubling; a page that still fails fails the run, and its retry starts again from the first page. A
 pagination that loops fails the run too: a request made before (a cursor or next link that comes back) or a
 page whose records repeat an earlier page's (an API that ignores the page or offset parameter). So do
 `MAX_EMPTY_PAGES` empty pages in a row that still point to a next one (each cursor new, so no request
@@ -25,6 +27,7 @@ models with a ``type`` so that pipeline specs can name them directly.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -33,6 +36,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
+from altcraft.api.protocol import parse_retry_after
 from altcraft.masking import ScrubbedLog
 from altcraft.sources.base import (
     ERROR_FIELD,
@@ -52,6 +56,7 @@ from altcraft.sources.base import (
     unambiguous,
     value_at,
 )
+from altcraft.sources.crm.http import RETRY_STATUSES
 from altcraft.sources.timestamps import parse_timestamp
 from altcraft.spec_checks import (
     MAX_INT32,
@@ -66,12 +71,18 @@ if TYPE_CHECKING:
 
 #: urllib3 logs each request's line at DEBUG, with its query: a cursor or next link may hold a contact's email
 _REQUEST_LINES = logging.getLogger("urllib3.connectionpool")
+log = logging.getLogger(__name__)
 _SCRUBBED = ScrubbedLog()
 
 WindowFormat = Literal["iso", "epoch"]
 WINDOW_PARAM_KEYS = ("start", "end")
 #: Empty pages in a row after which a paginator still asking for more is taken to loop.
 MAX_EMPTY_PAGES = 50
+#: Retries of one request answered with a limit answer or server trouble (`RETRY_STATUSES`), the first after
+#: ``Retry-After`` (at most `BACKOFF_MAX` seconds) or `BACKOFF_SECONDS`, doubling.
+MAX_RETRIES = 4
+BACKOFF_SECONDS = 0.5
+BACKOFF_MAX = 30.0
 
 
 class PagingError(ValueError):
@@ -391,6 +402,27 @@ class RestSource(Source):
         return unambiguous(body, records, f"{self.describe()}: {page}")
 
     def _send(self, hook: Any, request: PageRequest) -> Response:
+        """The 2xx answer to ``request``; asked again after a limit answer or server trouble
+        (`RETRY_STATUSES`, at most `MAX_RETRIES` times): a read may be repeated, while a failed run's retry
+        started again from page 1, to meet the API's limit at the same place."""
+        path = urlsplit(self._relative(hook, request.endpoint)).path
+        for failures in range(MAX_RETRIES + 1):
+            response = self._send_once(hook, request)
+            status = response.status_code
+            if status not in RETRY_STATUSES or failures == MAX_RETRIES:
+                break
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            wait = min(BACKOFF_SECONDS * 2**failures if wait is None else wait, BACKOFF_MAX)
+            log.warning(
+                "%s: HTTP %d from %s; retry %d in %.2fs", self.describe(), status, path, failures + 1, wait
+            )
+            time.sleep(wait)
+        if not 200 <= status < 300:
+            retried = f" after {MAX_RETRIES} retries" if status in RETRY_STATUSES else ""
+            raise SourceError(f"{self.describe()}: HTTP {status} from {path}{retried}")
+        return response
+
+    def _send_once(self, hook: Any, request: PageRequest) -> Response:
         endpoint = self._relative(hook, request.endpoint)
         body = {"params": request.params or None} if self.method == "GET" else {"json": request.params}
         # Redirects are not followed: requests keeps custom headers (an API key from the connection's
@@ -428,8 +460,6 @@ class RestSource(Source):
                 f"{location.hostname or 'the same host'} not followed: point the connection or endpoint "
                 "at the address that answers"
             )
-        if not 200 <= response.status_code < 300:
-            raise SourceError(f"{self.describe()}: HTTP {response.status_code} from {path}")
         return response
 
     def _json(self, response: Response) -> Any:
