@@ -560,6 +560,41 @@ def test_the_watermark_less_lookback_is_at_least_that_much_earlier(last, lookbac
     assert lowered(last, lookback, zone) == read
 
 
+@pytest.mark.parametrize(
+    ("kind", "value", "python_type"),
+    [
+        ("uuid", "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'", "UUID"),
+        ("time", "'10:00'", "time"),
+        ("interval", "'1 day'", "timedelta"),
+        ("jsonb", "'{\"a\": 1}'", "dict"),
+    ],
+)
+def test_a_watermark_column_no_watermark_can_keep_fails_before_its_rows_are_read(
+    postgres, drop_tables, kind, value, python_type
+):
+    """Every row was read and delivered, and then commit failed ("cannot keep a watermark of type UUID"),
+    or the read failed with a bare TypeError comparing two values (jsonb): every run read the table again
+    and failed again."""
+    table = postgres.new_table()
+    drop_tables.append((postgres, table))
+    with postgres.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id integer primary key, email text, mark {kind})")
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} VALUES (1, 'a@example.org', {value}), (2, 'b@x.org', {value})"
+        )
+    source = SqlTableSource(
+        postgres.conn_id,
+        table,
+        key_column="id",
+        watermark_column="mark",
+        lookback=0,
+        state=MemoryStateStore(),
+    )
+
+    with pytest.raises(SourceError, match=rf"watermark_column 'mark' holds {python_type} values, which no "):
+        next(source.batches(None, 10))
+
+
 def test_watermark_mode_needs_a_state_store_and_cannot_be_partitioned(contacts):
     database, table = contacts
     source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="seq")

@@ -460,6 +460,17 @@ _INFINITY = float("inf")  # equal to Decimal("Infinity") too
 _LAST_YEAR = "9999"
 
 
+def _keepable(value: Any) -> bool:
+    """Whether a watermark column's value is one `encode_watermark` keeps (a number, a date or time, text), or
+    one `_may_lead` leaves out as its row's rejection (NULL, `Unreadable`, bytes); not a UUID, a time of day,
+    an interval, JSON or an array, whose column can keep no watermark."""
+    return value is None or (isinstance(value, _KEPT) and not isinstance(value, bool))
+
+
+#: what `_keepable` allows besides None
+_KEPT = (str, int, float, Decimal, date, Unreadable, bytes)
+
+
 def _may_lead(value: Any, timezone: str) -> bool:
     """Whether a watermark may move to ``value``: a number that is not NaN or infinity, a date or time Python
     holds before year 9999 (UTC), or text our date parsing reads (ISO 8601 or epoch seconds, `instant_text`)
@@ -759,8 +770,14 @@ class SqlTableSource(_Probing, Stateful):
             selected = _selected_name(batch[0], column)
             if after is not None and not (batch := [row for row in batch if after(row[selected])]):
                 continue
-            values = filter(leads, (row[selected] for row in batch))
-            self._pending = _highest([self._pending, *values], self.timezone)
+            values = [row[selected] for row in batch]
+            if (odd := next((value for value in values if not _keepable(value)), None)) is not None:
+                raise SourceError(
+                    f"{self.describe()}: watermark_column {column!r} holds {type(odd).__name__} values, "
+                    "which no watermark can keep (every row would be read, and the watermark never saved): "
+                    "use a column of numbers, dates or times, or ISO 8601 text"
+                )
+            self._pending = _highest([self._pending, *filter(leads, values)], self.timezone)
             if self.lookback and self._pending is not None:
                 self._check_margin(self._pending)
             yield self._rejecting(
