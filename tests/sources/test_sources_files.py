@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import gzip
 import json
 import logging
 import os
@@ -169,6 +171,23 @@ def test_text_after_a_closing_quote_is_its_rows_error_and_the_rest_is_read(tmp_p
         ("1", None),
         (f"{path}:3", "unreadable CSV (',' expected after '\"')"),
         ("3", None),
+    ]
+
+
+@pytest.mark.parametrize("file_format", ["csv", "jsonl"])
+@pytest.mark.parametrize(("packer", "name"), [(gzip.compress, "gzip"), (bz2.compress, "bzip2")])
+def test_a_compressed_file_is_its_error_record_saying_so(tmp_path, file_format, packer, name):
+    """A compressed file was read as text: a CSV failed the whole read ("the header line is not valid
+    utf-8"), a JSON Lines file was a rejection per line of compressed bytes ("bytes that are not valid
+    utf-8"), its contacts never read and the reasons pointing away from the cause."""
+    text = {"csv": CSV_HEADER + "1,a@example.org,2024-03-01 10:00\n", "jsonl": '{"id": "1"}\n'}[file_format]
+    packed = write(tmp_path / f"a.{file_format}", packer(text.encode()))
+    write(tmp_path / f"b.{file_format}", text.replace("1", "2", 1))
+    source = FileSource(str(tmp_path), format=file_format, key_column="id", window_by="mtime")
+
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in read(source, None)] == [
+        (f"{packed}:1", f"{name}-compressed: not read (put the file in the folder uncompressed)"),
+        ("2", None),
     ]
 
 

@@ -23,6 +23,8 @@
   which reads the grown file again (it counts as new).
 * A local file that a link leads to out of ``path`` (resolved) is an error record keyed by its name, not
   read; a link within the folder is followed.
+* A compressed file (`_compression`: gzip, bzip2, xz, zstd, zip) is one error record (``<file>:1``), not
+  read as text.
 * A line that cannot be read (invalid JSON, JSON nested too deep to parse or naming a key of an object
   twice, not an object, wrong number of CSV fields, text after a CSV field's closing quote, a CSV field
   over the csv module's ``field_size_limit`` of 128 KiB, bytes that are not valid in ``encoding``,
@@ -310,6 +312,10 @@ class FileSource(Stateful):
         # BOM would glue itself to the first CSV header or make the first JSON line invalid
         encoding = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
         listed = io.BufferedReader(_Upto(file.open("rb"), size))
+        if (packed := _compression(listed.peek(10))) is not None:
+            listed.close()
+            yield 1, f"{packed}-compressed: not read (put the file in the folder uncompressed)"
+            return
         with io.TextIOWrapper(listed, encoding=encoding, errors=UNDECODABLE, newline="") as handle:
             yield from self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
 
@@ -379,6 +385,18 @@ class FileSource(Stateful):
     @property
     def _undecodable(self) -> str:
         return f"bytes that are not valid {self.encoding}"
+
+
+#: The first bytes of the compressed files a folder may hold, read as text they are garbage
+_MAGIC = {b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+_BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
+
+
+def _compression(head: bytes) -> str | None:
+    """The compression whose signature a file starts with (``head``, its first bytes), or None."""
+    if _BZIP2.match(head):
+        return "bzip2"
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
 
 
 class _File(NamedTuple):
