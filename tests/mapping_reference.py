@@ -51,7 +51,7 @@ from altcraft.mapping import (
     encode_json,
 )
 from altcraft.masking import scrub
-from altcraft.records import ERROR_FIELD
+from altcraft.records import ERROR_FIELD, ErrorRecord
 from altcraft.validation import (
     _PHONE_CHARS,
     _PHONE_SCALARS,
@@ -339,8 +339,7 @@ class Mapper:
         source_key = self._source_key(record)
         if isinstance(source_key, Rejection):
             return source_key
-        if ERROR_FIELD in record:  # the source could not read this record; its value says why
-            # scrubbed: a record's own column of that name (a CRM's, a file's) is contact data, not a reason
+        if isinstance(record, ErrorRecord):  # the source could not read this record; its reason says why
             return Rejection(source_key, ERROR_FIELD, scrub(record[ERROR_FIELD]))
         try:
             match, ledger_key = self._match(record)

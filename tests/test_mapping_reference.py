@@ -32,7 +32,7 @@ import tests.test_mapping as mapping_tests
 from altcraft.api.layouts import BatchItemLayout
 from altcraft.api.matching import MatchingMode
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection
-from altcraft.records import ERROR_FIELD
+from altcraft.records import ERROR_FIELD, error_record
 from tests import mapping_reference, test_validation_fast_path
 from tests.broken_contacts import BROKEN_CONTACTS, VALID_CONTACTS
 
@@ -583,9 +583,10 @@ def test_every_matching_key_and_source_key_maps_as_before(values, contacts):
         columns = list(spec["key"].values())
         yield from records(spec, columns + (["id"] if spec is specs[0] else []), values)
         yield from records(spec, columns, contacts)
-        yield {**GOOD, ERROR_FIELD: "line 3: anna@example.org +79001234567"}
+        yield error_record("id", "line 3", "anna@example.org +79001234567")
+        yield error_record("id", "", "unreadable")
+        yield {**GOOD, ERROR_FIELD: "anna@example.org +79001234567"}  # a column of that name: data
         yield {**GOOD, ERROR_FIELD: None}
-        yield {**GOOD, "id": None, ERROR_FIELD: "unreadable"}
 
     counts = compare(specs, cases)
     assert counts[Profile] > 20_000 and counts[Rejection] > 40_000, counts

@@ -51,7 +51,7 @@ from altcraft.api.layouts import BatchItemLayout, batch_item, flat_item, item_ma
 from altcraft.api.matching import MatchingMode
 from altcraft.makers import maker
 from altcraft.masking import mask_email, mask_phone, mask_text, scrub, text_of
-from altcraft.records import ERROR_FIELD
+from altcraft.records import ERROR_FIELD, ErrorRecord
 from altcraft.spec_checks import MAX_BYTES, MAX_INT64, Timezone
 from altcraft.storable import storable
 from altcraft.validation import (
@@ -854,9 +854,8 @@ class Mapper:
         source_key = self._source_key(record)
         if isinstance(source_key, Rejection):
             return source_key
-        if ERROR_FIELD in record:  # the source could not read this record; its value says why
-            # scrubbed and made storable: a record's own column of that name (a CRM's, a file's, a webhook
-            # sender's) is contact data, not a reason, and may hold anything (NUL, lone surrogates, megabytes)
+        if isinstance(record, ErrorRecord):  # the source could not read this record; its reason says why
+            # scrubbed and made storable: a reason quoting a library's error may still hold a value's piece
             return Rejection(source_key, ERROR_FIELD, storable(scrub(record[ERROR_FIELD])))
         if self._columns and not record.keys() >= self._columns.keys():  # complete records lacking one
             column, label = next((c, label) for c, label in self._columns.items() if c not in record)

@@ -15,13 +15,21 @@ from typing import Any
 Record = dict[str, Any]
 
 ERROR_FIELD = "__error__"
-"""A record holding this field is not data: its value says what is wrong (never the raw content), its key
-column says where (``"<file>:<line>"``). The mapper must reject it under this field name."""
+"""The field an `ErrorRecord` holds its reason under, and its rejection names. Only the type makes a record
+an error record: a row's own column of this name (a table's, a file's, a sender's) is data like any other."""
 
 
-def error_record(key_column: str, location: str, reason: str) -> Record:
-    """A record standing for unreadable input at ``location``; see `ERROR_FIELD`."""
-    return {key_column: location, ERROR_FIELD: reason}
+class ErrorRecord(dict[str, Any]):
+    """A record that is not data but stands for unreadable input: its key column says where
+    (``"<file>:<line>"``), `ERROR_FIELD` what is wrong (never the raw content). Made by `error_record` (the
+    webhook endpoint's, keyless, by its store): being of this type, which no source reads from its data, is
+    what makes it one, so a row holding an ``__error__`` column cannot pose as one. The mapper rejects it
+    under `ERROR_FIELD`."""
+
+
+def error_record(key_column: str, location: str, reason: str) -> ErrorRecord:
+    """A record standing for unreadable input at ``location``; see `ErrorRecord`."""
+    return ErrorRecord({key_column: location, ERROR_FIELD: reason})
 
 
 #: The decoding error handler that reads each invalid byte as a lone surrogate, U+DC00 plus the byte: a value

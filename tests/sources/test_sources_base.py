@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from altcraft.sources import MemoryStateStore, Window, error_record
-from altcraft.sources.base import ERROR_FIELD, partition_window, rechunk
+from altcraft.sources.base import ERROR_FIELD, ErrorRecord, partition_window, rechunk
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -108,4 +108,7 @@ def test_error_records_say_where_and_why():
     record = error_record("id", "contacts.jsonl:7", "invalid JSON")
 
     assert record == {"id": "contacts.jsonl:7", ERROR_FIELD: "invalid JSON"}
-    assert ERROR_FIELD in record and ERROR_FIELD not in {"id": 1}
+    assert isinstance(record, ErrorRecord) and not isinstance({"id": 1, ERROR_FIELD: "x"}, ErrorRecord)
+    # batched, it stays one (its type is what makes it one), a row holding that column stays data
+    [[kept, data]] = rechunk([record, {"id": 1, ERROR_FIELD: "x"}], 5)
+    assert isinstance(kept, ErrorRecord) and not isinstance(data, ErrorRecord)

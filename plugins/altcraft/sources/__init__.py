@@ -7,6 +7,7 @@ HTTP and object-storage libraries are loaded only when a source is read.
 
 from altcraft.sources.base import (
     ERROR_FIELD,
+    ErrorRecord,
     MemoryStateStore,
     Partition,
     Record,
@@ -32,6 +33,7 @@ from altcraft.sources.sql import SqlQuerySource, SqlTableSource
 __all__ = [
     "ERROR_FIELD",
     "CursorPaginator",
+    "ErrorRecord",
     "FileSource",
     "MemoryStateStore",
     "NextLinkPaginator",

@@ -30,11 +30,24 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, Protocol
 
-from altcraft.records import ERROR_FIELD, JSON_DECODER, UNDECODABLE, Record, error_record, named_twice
+from altcraft.records import (
+    ERROR_FIELD,
+    JSON_DECODER,
+    UNDECODABLE,
+    ErrorRecord,
+    Record,
+    error_record,
+    named_twice,
+)
 from altcraft.spec_checks import check_timezone
 from altcraft.validation import in_utc_range
 
-__all__ = ["ERROR_FIELD", "Record", "error_record"]  # re-exported: the records every source yields
+__all__ = [
+    "ERROR_FIELD",
+    "ErrorRecord",
+    "Record",
+    "error_record",
+]  # re-exported: the records every source yields
 
 Partition = tuple[int, int]
 
@@ -326,11 +339,12 @@ def objects_or_errors(
 
 
 def rechunk(records: Iterable[Mapping[str, Any]], batch_size: int) -> Iterator[list[Record]]:
-    """Group records into lists of at most ``batch_size``; every record must be a mapping."""
+    """Group records into lists of at most ``batch_size``, each a dict copy of its record but an `ErrorRecord`
+    (its type is what makes it one); every record must be a mapping."""
     check_batch_size(batch_size)
     iterator = iter(records)
     while batch := list(islice(iterator, batch_size)):
         for record in batch:
             if not isinstance(record, Mapping):
                 raise TypeError(f"a record must be a mapping of column to value, got {type(record).__name__}")
-        yield [dict(record) for record in batch]
+        yield [record if isinstance(record, ErrorRecord) else dict(record) for record in batch]

@@ -39,7 +39,7 @@ from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_
 from altcraft.api.protocol import parse_retry_after
 from altcraft.masking import ScrubbedLog
 from altcraft.sources.base import (
-    ERROR_FIELD,
+    ErrorRecord,
     PageLog,
     Partition,
     Record,
@@ -322,7 +322,7 @@ class RestSource(Source):
         """The records whose ``field`` lies in ``window`` (error records pass), and the error record of
         each whose time cannot be read."""
         for record in records:
-            if ERROR_FIELD in record:
+            if isinstance(record, ErrorRecord):
                 yield record
                 continue
             try:

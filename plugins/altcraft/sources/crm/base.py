@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES
 from altcraft.records import named_twice
 from altcraft.sources.base import (
-    ERROR_FIELD,
+    ErrorRecord,
     Partition,
     Record,
     SourceError,
@@ -257,7 +257,7 @@ class CrmSource(Stateful):
         for where, raw in _numbered(self.created_pages(window)):
             record = self.record(raw, where)
             # an error record has no time to check: the CRM's filter (or amoCRM's fallback) placed it
-            placed = ERROR_FIELD in record or window.contains(_instant(record["created_at"]))
+            placed = isinstance(record, ErrorRecord) or window.contains(_instant(record["created_at"]))
             if record["id"] not in seen and placed:
                 seen.add(record["id"])
                 yield record
@@ -275,7 +275,9 @@ class CrmSource(Stateful):
             elif number > read:  # ascending; a page repeated on a shift
                 read, record = number, self.record(raw, where)
                 # a lower id may yet show: the watermark stays behind the first contact created since `young`
-                settling = settling or (ERROR_FIELD not in record and _instant(record["created_at"]) > young)
+                settling = settling or (
+                    not isinstance(record, ErrorRecord) and _instant(record["created_at"]) > young
+                )
                 if not settling:
                     self._pending = number
                 yield record
@@ -293,8 +295,11 @@ class CrmSource(Stateful):
             check=not_a_stored_id,
         )
         for fetch, stored in enumerate(self._webhook.batches(None, self.fetch_chunk, partition=partition), 1):
-            yield from (item for item in stored if ERROR_FIELD in item)  # a stored delivery it cannot read
-            ids = list(dict.fromkeys(str(contact_id(item)) for item in stored if ERROR_FIELD not in item))
+            # a stored delivery it cannot read
+            yield from (item for item in stored if isinstance(item, ErrorRecord))
+            ids = list(
+                dict.fromkeys(str(contact_id(item)) for item in stored if not isinstance(item, ErrorRecord))
+            )
             found: dict[str, Record] = {}
             for item, raw in enumerate(self.by_ids(ids), start=1):
                 record = self.record(raw, f"fetch {fetch} item {item}")
@@ -323,7 +328,9 @@ class CrmSource(Stateful):
         window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
         first = next(iter(self.created_pages(window)), [])
         read = (self.record(raw, "probe") for raw in first)
-        records = [r for r in read if ERROR_FIELD not in r and window.contains(_instant(r["created_at"]))]
+        records = [
+            r for r in read if not isinstance(r, ErrorRecord) and window.contains(_instant(r["created_at"]))
+        ]
         newest = max((r["created_at"] for r in records), default=None)
         return len(records), newest
 
