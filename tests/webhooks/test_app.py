@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from altcraft.mapping import Mapper, ProfileMapping
-from altcraft.records import NamedTwice
+from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection
+from altcraft.records import ErrorRecord, NamedTwice
 from altcraft.sources import ERROR_FIELD, MemoryStateStore
 from altcraft.sources.webhook import WebhookSource
 from altcraft.webhooks import app as app_module
@@ -200,6 +200,50 @@ def test_an_item_that_is_no_object_is_its_runs_rejection_and_the_others_are_deli
         (f"delivery {delivery_id} item 4", "not a JSON object but list"),
         ("bob@example.com", None),
     ]
+
+
+#: Free text a sender wrote under the key the endpoint once stored its own reasons under (a name and an
+#: address: no masking hides them)
+SENDER_TEXT = "Hidden Personname, 5 Secretstreet"
+
+
+def test_a_senders_error_key_is_data_never_the_endpoints_reason(client, store):
+    """An object with a top-level ``"__error__"`` key: with the key column it was rejected by the mapper,
+    without it read back as the endpoint's reason, the sender's text as the reason in both (its run's log,
+    XCom summary and ledger). Now the first is a contact, the second rejected for its missing key."""
+    body = json.dumps([{**CONTACT, ERROR_FIELD: SENDER_TEXT}, {ERROR_FIELD: SENDER_TEXT}]).encode()
+    assert client.post("/signed", content=body, headers=signed(body)).json()["status"] == "accepted"
+    source = WebhookSource(
+        "signed", key_column="email", ledger_conn_id="webhook_ledger", state=MemoryStateStore()
+    )
+    mapping = ProfileMapping(matching="email", key={"email": "email"}, fields={"_fname": "first_name"})
+    mapper = Mapper(mapping, source_key_column="email")
+    mapped = [mapper.map(record) for batch in source.batches(None, 10) for record in batch]
+    assert isinstance(mapped[0], Profile) and mapped[0].data == {"_fname": "Ann"}
+    assert isinstance(mapped[1], Rejection)
+    assert SENDER_TEXT not in repr(mapped)
+
+
+def test_deliveries_an_earlier_version_stored_with_its_reasons_are_read_as_rejections(store):
+    """An earlier endpoint stored a rejected item as ``{"__error__": reason}``: still a rejection, its text
+    not repeated (a sender's object holding only that key was stored alike); its other records are read."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            deliveries_table.insert().values(
+                pipeline="signed",
+                delivery_key="legacy",
+                received_at=datetime.now(),
+                kind="hmac",
+                record_count=2,
+                records=json.dumps([CONTACT, {ERROR_FIELD: SENDER_TEXT}]),
+            )
+        )
+    source = WebhookSource(
+        "signed", key_column="email", ledger_conn_id="webhook_ledger", state=MemoryStateStore()
+    )
+    [first, second] = [record for batch in source.batches(None, 10) for record in batch]
+    assert first == CONTACT and not isinstance(first, ErrorRecord)
+    assert isinstance(second, ErrorRecord) and SENDER_TEXT not in repr(second)
 
 
 def test_shared_secret_endpoint(client, store):

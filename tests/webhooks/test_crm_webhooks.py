@@ -324,6 +324,19 @@ def test_a_hubspot_event_that_is_no_creation_of_a_contact_id_is_its_rejection_an
     ]
 
 
+def test_a_hubspot_events_error_key_is_never_stored_as_the_endpoints_reason(client, store):
+    """A signed event with an ``"__error__"`` key was stored as the endpoint's rejection, the sender's text
+    its reason (``event 1: <text>``), though it names a contact: now it is read as the event it is."""
+    text = "Hidden Personname, 5 Secretstreet"
+    forged, other = hubspot_events(512, 513)
+    forged["__error__"] = text
+    other["__error__"], other["subscriptionType"] = text, "contact.propertyChange"  # not ours: left out
+    body = json.dumps([forged, other]).encode()
+    answer = client.post("/hubspot_welcome", content=body, headers=hubspot_headers(body))
+    assert answer.json() == {"status": "accepted", "records": 1}, answer.text
+    assert read_back("hubspot_welcome") == [("512", None)]
+
+
 def test_hubspot_signed_events_store_the_contact_ids_and_a_replay_is_a_duplicate(client, store):
     body = hubspot_body(512, 513)
     assert client.post("/hubspot_welcome", content=body, headers=hubspot_headers(body)).json() == {

@@ -10,7 +10,8 @@ A stored record that is not an object (or not what the reader's ``check`` expect
 stored text cannot be parsed (cut short by an older, narrower column), is an error record
 (``delivery <id> item <n>``, ``delivery <id>``): the mapper rejects it, the other records are delivered
 and the position moves past it, instead of every run failing. So is a record the endpoint stored as its
-reason only (``{"__error__": ...}``: it named a key twice).
+rejection (`altcraft.webhooks.kinds.rejected`: it named a key twice, say), which the store reads back as
+one; a sender's ``"__error__"`` key is data (`altcraft.webhooks.store`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from altcraft.sources.base import (
     ERROR_FIELD,
+    ErrorRecord,
     Partition,
     Record,
     SourceError,
@@ -171,10 +173,10 @@ class WebhookSource(Stateful):
                 )
             items = objects_or_errors(records or (), self.key_column, where)
             for number, item in enumerate(items, start=1):
-                if ERROR_FIELD in item and self.key_column not in item:  # the endpoint's reason (`parse`)
+                if isinstance(item, ErrorRecord):  # not an object, or the endpoint's rejection
                     reason = str(item[ERROR_FIELD])
                 else:
-                    reason = None if self.check is None or ERROR_FIELD in item else self.check(item)
+                    reason = None if self.check is None else self.check(item)
                 if reason is None:
                     yield item
                 else:

@@ -19,7 +19,7 @@ one more `WebhookKind` registered in `KINDS`:
 
 The CRM kinds store only ``{"id": ...}`` records: the pipeline's CRM source fetches the full contacts. A
 contact whose id is no number of 1 to 20 digits, or that has none, or whose form names one of its fields
-twice, is stored as ``{ERROR_FIELD: reason}`` naming the field, as a JSON item that is no object, names a
+twice, is stored as its reason (`rejected`) naming the field, as a JSON item that is no object, names a
 key twice, holds a number no JSON or Python holds or nests too deep is (`_flaw`): its run rejects it, the
 delivery's other contacts are read.
 """
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from altcraft.records import ERROR_FIELD, json_object, named_twice, repeated
+from altcraft.records import ERROR_FIELD, ErrorRecord, json_object, named_twice, repeated
 
 SECRET_HEADER = "x-altcraft-webhook-secret"  # ruff: ignore[hardcoded-password-string]
 SIGNATURE_HEADER = "x-altcraft-signature"
@@ -245,12 +245,18 @@ _DELIVERY = json.JSONDecoder(
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
+def rejected(reason: str) -> ErrorRecord:
+    """The record of a contact the endpoint cannot store as it came: ``reason`` alone, no key column (its run
+    names the place: `altcraft.sources.webhook`); the store keeps it apart from any object a sender sent."""
+    return ErrorRecord({ERROR_FIELD: reason})
+
+
 def _record(item: Any) -> dict[str, Any]:
-    """``item`` of a delivery (`delivery_json`), or ``{ERROR_FIELD: reason}`` where it cannot be stored as it
+    """``item`` of a delivery (`delivery_json`), or its `rejected` reason where it cannot be stored as it
     came (`_flaw`): the run rejects it naming its place (`altcraft.sources.webhook`), delivering the
     delivery's other records."""
     reason = _flaw(item)
-    return item if reason is None else {ERROR_FIELD: reason}
+    return item if reason is None else rejected(reason)
 
 
 def _flaw(item: Any) -> str | None:
@@ -339,15 +345,15 @@ def _form(request: WebhookRequest, max_fields: int | None = None) -> list[tuple[
 
 
 def _ids(records: list[dict[str, Any]], what: str, max_records: int | None) -> list[dict[str, Any]]:
-    """The ``{"id": ...}`` of ``records`` (each id once), then their ``{ERROR_FIELD: reason}`` (`_contact_id`,
+    """The ``{"id": ...}`` of ``records`` (each id once), then their `rejected` reasons (`_contact_id`,
     `_form_contacts`): the run rejects those and the delivery's other contacts are fetched."""
-    ids = list(dict.fromkeys(record["id"] for record in records if ERROR_FIELD not in record))
-    rejected = [record for record in records if ERROR_FIELD in record]
-    if max_records is not None and len(ids) + len(rejected) > max_records:
+    ids = list(dict.fromkeys(record["id"] for record in records if not isinstance(record, ErrorRecord)))
+    refused = [record for record in records if isinstance(record, ErrorRecord)]
+    if max_records is not None and len(ids) + len(refused) > max_records:
         raise TooManyRecords(f"more than {max_records} records in one delivery")
-    if not ids and not rejected:
+    if not ids and not refused:
         raise BadPayload(f"no {what} in the body: subscribe the webhook to contact creation only")
-    return [{"id": v} for v in ids] + rejected
+    return [{"id": v} for v in ids] + refused
 
 
 _CONTACT_ID = re.compile(r"[0-9]{1,20}")
@@ -355,11 +361,11 @@ _CONTACT_ID = re.compile(r"[0-9]{1,20}")
 
 def _contact_id(value: str, where: str) -> dict[str, Any]:
     """``{"id": value}`` (spaces around it dropped) if ``value`` is a contact id, a number of 1 to 20 digits;
-    else ``{ERROR_FIELD: reason}`` naming ``where`` (the field), never the value."""
+    else its `rejected` reason naming ``where`` (the field), never the value."""
     value = value.strip()
     if _CONTACT_ID.fullmatch(value):
         return {"id": value}
-    return {ERROR_FIELD: f"{where} is {'empty' if not value else 'not a contact id'} (1 to 20 digits)"}
+    return rejected(f"{where} is {'empty' if not value else 'not a contact id'} (1 to 20 digits)")
 
 
 def _form_contacts(
@@ -368,7 +374,7 @@ def _form_contacts(
     """A record per contact of a form: ``contact`` matches the fields of a contact, its first group naming
     the contact (``contacts[add][0]``), whose ``id_field`` (``[id]``) is its id (`_contact_id`). A contact
     naming a field twice (which value its sender meant is ambiguous, and a form parser keeps one without a
-    word), or no id, is ``{ERROR_FIELD: reason}`` naming the field."""
+    word), or no id, is its `rejected` reason naming the field."""
     fields: dict[str, list[tuple[str, str]]] = {}
     for key, value in form:
         if matched := contact.fullmatch(key):
@@ -379,9 +385,9 @@ def _form_contacts(
 def _form_contact(id_field: str, given: list[tuple[str, str]]) -> dict[str, Any]:
     """The record of one contact of a form (`_form_contacts`), ``given`` its fields, ``id_field`` its id's."""
     if (key := repeated(field for field, _ in given)) is not None:
-        return {ERROR_FIELD: f"the form names {key!r} twice"}
+        return rejected(f"the form names {key!r} twice")
     ids = [value for field, value in given if field == id_field]
-    return _contact_id(ids[0], id_field) if ids else {ERROR_FIELD: f"the form has no {id_field}"}
+    return _contact_id(ids[0], id_field) if ids else rejected(f"the form has no {id_field}")
 
 
 def _keyed(*parts: str) -> str:
@@ -434,7 +440,7 @@ class Bitrix24(WebhookKind):
         """The contact id; for a rejected contact (no id names it) the event's ``event`` and ``data[...]``
         fields: Bitrix24 sends an event again with another ``ts``, a rejection as an accepted contact."""
         records = self.parse(request)
-        if all(ERROR_FIELD not in record for record in records):
+        if not any(isinstance(record, ErrorRecord) for record in records):
             return _keyed("bitrix24", *(record["id"] for record in records))
         form = _form(request, MAX_FORM_FIELDS)
         data = sorted((k, v) for k, v in form if k == "event" or k.startswith("data["))
@@ -514,13 +520,15 @@ def _event_text(event: Any) -> str:
 
 def _may_create(event: dict[str, Any]) -> bool:
     """Whether a HubSpot event is, or may be, a contact's creation: a rejected one may."""
-    return ERROR_FIELD in event or str(event.get("subscriptionType", "")).lower() == "contact.creation"
+    return (
+        isinstance(event, ErrorRecord) or str(event.get("subscriptionType", "")).lower() == "contact.creation"
+    )
 
 
 def _created(number: int, event: dict[str, Any]) -> dict[str, Any]:
     """The record of HubSpot event ``number`` (from 1), which `_may_create`: its contact id or rejection."""
-    if ERROR_FIELD in event:
-        return {ERROR_FIELD: f"event {number}: {event[ERROR_FIELD]}"}
+    if isinstance(event, ErrorRecord):
+        return rejected(f"event {number}: {event[ERROR_FIELD]}")
     return _contact_id(str(event.get("objectId", "")), f"event {number} objectId")
 
 

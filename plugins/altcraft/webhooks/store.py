@@ -8,6 +8,12 @@ replayed under another, unsigned ``Idempotency-Key`` is a replay too, not a new 
 in ``id`` order after the last id a run committed (the pipeline's webhook source keeps it), so the
 deliveries of a pipeline are committed one at a time, holding its row of ``altcraft_webhook_heads``: ids
 become visible in order, and no delivery commits later below an id a run already read past.
+
+A delivery's records are stored as a JSON list: each object as its sender sent it, and each rejection of
+the endpoint (`altcraft.webhooks.kinds.rejected`) as the array ``["__error__", reason]``, which no sender's
+record is stored as (the endpoint stores objects only): a sender's ``"__error__"`` key is data, never read
+as the endpoint's reason. An earlier version stored its rejections as the object ``{"__error__": reason}``:
+an object holding that key alone is read as a rejection, its text not repeated (`LEGACY_REASON`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from sqlalchemy.engine import Engine
 
 from altcraft.engines import database_location, ledger_conn_id, ledger_engine, protected
 from altcraft.ledger.schema import check_encoding, schema_error
+from altcraft.records import ERROR_FIELD, ErrorRecord
 from altcraft.storable import storable_json
+from altcraft.webhooks.kinds import rejected
 
 metadata = sa.MetaData()
 _TABLES = "The webhook store's tables (altcraft_webhook_deliveries, altcraft_webhook_heads)"
@@ -188,7 +196,8 @@ class WebhookStore:
         where U+FFFD in its place would have launched it with a value its sender never sent.
         """
         self.ensure_schema()
-        text = json.dumps(records, ensure_ascii=False, separators=(",", ":"), default=str)
+        stored = [[ERROR_FIELD, r[ERROR_FIELD]] if isinstance(r, ErrorRecord) else r for r in records]
+        text = json.dumps(stored, ensure_ascii=False, separators=(",", ":"), default=str)
         row = {
             "pipeline": pipeline,
             "delivery_key": delivery_key,
@@ -236,8 +245,9 @@ class WebhookStore:
     def read(
         self, pipeline: str, after: int | None, batch: int = 500
     ) -> Iterator[tuple[int, list[Any] | None]]:
-        """``(id, records)`` of every delivery past ``after``, in id order, ``batch`` rows per query;
-        records None where the stored text is not a JSON list (cut short by an older, narrower column)."""
+        """``(id, records)`` of every delivery past ``after``, in id order, ``batch`` rows per query, the
+        endpoint's rejections as `rejected` records (`_readable`); records None where the stored text is not
+        a JSON list (cut short by an older, narrower column)."""
         self.ensure_schema()
         last = after or 0
         while True:
@@ -250,7 +260,8 @@ class WebhookStore:
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
             for row_id, text in rows:
-                yield row_id, _stored_records(text)
+                records = _stored_records(text)
+                yield row_id, None if records is None else [_readable(item) for item in records]
                 last = row_id
             if len(rows) < batch:
                 return
@@ -284,7 +295,36 @@ def _replayed(stored: str | None, records: str) -> bool:
 
 
 def _contents(records: list[Any] | None) -> list[str] | None:
-    return None if records is None else sorted(json.dumps(record, sort_keys=True) for record in records)
+    """Stored ``records`` in a canonical order and form (an earlier version's rejection as the current's)."""
+    if records is None:
+        return None
+    return sorted(json.dumps(_current(record), sort_keys=True) for record in records)
+
+
+#: The reason of a stored object holding ``"__error__"`` alone: an earlier version's rejection, whose text a
+#: sender could have written as well (it stored senders' objects alike), so it is not repeated.
+LEGACY_REASON = (
+    "stored holding only '__error__': rejected by an earlier version of the endpoint, or sent so (its text "
+    "is not repeated)"
+)
+
+
+def _legacy(item: Any) -> bool:
+    """Whether a stored item is an object holding `ERROR_FIELD` alone, an earlier version's rejection."""
+    return isinstance(item, dict) and item.keys() == {ERROR_FIELD}
+
+
+def _current(item: Any) -> Any:
+    """A stored item, an earlier version's rejection in the current form (`WebhookStore.put`)."""
+    return [ERROR_FIELD, item[ERROR_FIELD]] if _legacy(item) else item
+
+
+def _readable(item: Any) -> Any:
+    """A stored item as a run reads it: the endpoint's rejection (``["__error__", reason]``) as `rejected`,
+    an earlier version's with `LEGACY_REASON`; any other as stored."""
+    if isinstance(item, list) and len(item) == 2 and item[0] == ERROR_FIELD and isinstance(item[1], str):
+        return rejected(item[1])
+    return rejected(LEGACY_REASON) if _legacy(item) else item
 
 
 def _stored_records(text: str) -> list[Any] | None:
