@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -114,28 +115,48 @@ def test_every_component_reads_the_one_airflow_cfg_airflow_init_writes(services)
         assert not {"AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"} & set(environment), name
 
 
-def test_the_build_context_holds_only_what_the_image_copies():
+def sent_to_the_build(path: str) -> bool:
+    """Whether ``.dockerignore`` lets ``path`` (relative to the repository) into the build context."""
     rules = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    included = True
+    for rule in rules:
+        pattern = rule.removeprefix("!").rstrip("/")
+        if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
+            included = rule.startswith("!")
+    return included
 
-    def sent(path: str) -> bool:
-        included = True
-        for rule in rules:
-            pattern = rule.removeprefix("!").rstrip("/")
-            if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
-                included = rule.startswith("!")
-        return included
 
+def copied_into_the_image() -> list[str]:
+    """The sources of demo/Dockerfile's ``COPY`` lines."""
     dockerfile = (REPO / "demo" / "Dockerfile").read_text(encoding="utf-8")
-    copied = [
+    return [
         part
         for line in dockerfile.splitlines()
         if line.startswith("COPY ")
         for part in line.split()[1:-1]
         if not part.startswith("--")
     ]
-    assert copied and all(sent(path) for path in copied), copied
+
+
+def test_the_build_context_holds_only_what_the_image_copies():
+    copied = copied_into_the_image()
+    assert copied and all(sent_to_the_build(path) for path in copied), copied
     for path in (".venv/bin/python", ".airflow/airflow.db", ".git/HEAD", "tests/conftest.py", "dags/x.py"):
-        assert not sent(path), path
+        assert not sent_to_the_build(path), path
+
+
+def test_the_image_installs_every_module_the_package_ships():
+    """pyproject.toml's top-level modules (``airflow_provider_altcraft``, which Airflow imports by the
+    distribution's name) reach the image: the build context and the COPY lines once let only the
+    ``altcraft`` package through, and the image's install left the module out without an error."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    root = setuptools["package-dir"][""]
+    shipped = [f"{root}/{module}.py" for module in setuptools["py-modules"]] + [f"{root}/altcraft"]
+    copied = copied_into_the_image()
+
+    assert shipped and all((REPO / path).exists() for path in shipped), shipped
+    assert [path for path in shipped if not sent_to_the_build(path)] == []
+    assert [path for path in shipped if not any(path == c or path.startswith(f"{c}/") for c in copied)] == []
 
 
 def test_the_emulator_runs_like_in_the_demo(services):
