@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from altcraft.hooks.connection import AltcraftConnectionSettings
 
@@ -88,6 +91,20 @@ def test_the_celery_extra_installs_a_celery_executor_that_imports():
     statement = "import airflow.providers.celery.executors.celery_executor_utils"
     done = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_build_asks_for_a_setuptools_that_reads_the_license():
+    """pyproject.toml's ``license`` is an SPDX expression (PEP 639), which setuptools reads from 77.0 on:
+    76.1.0 refuses the file ("`project.license` must be valid exactly by one definition"), and the build
+    requirement allowed anything from 69."""
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    [setuptools] = [
+        Requirement(text) for text in pyproject["build-system"]["requires"] if text.startswith("setuptools")
+    ]
+
+    assert isinstance(pyproject["project"]["license"], str)
+    assert not setuptools.specifier.contains("76.1.0")
+    assert setuptools.specifier.contains("77.0.0")
 
 
 #: What Airflow's components do with the installed providers: the API server's connection form and
