@@ -420,6 +420,50 @@ def test_a_number_beyond_where_it_goes_is_an_error_naming_its_line_and_field(
     assert f"less than or equal to {largest}" in error.message, error.message
 
 
+WITHOUT_CREATED_AT = {name: value for name, value in MINIMAL["source"].items() if name != "created_at_column"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "meant"),
+    [
+        (
+            {"source": {**WITHOUT_CREATED_AT, "created_at_colum": "created_at"}},
+            "source.created_at_colum",
+            "created_at_column",
+        ),
+        ({"delivery": {"bach_size": 100}}, "delivery.bach_size", "batch_size"),
+        ({"scenario": {"id": 12, "dbid": 1}}, "scenario.dbid", "db_id"),
+        (
+            {"mapping": {**MINIMAL["mapping"], "fields": {"CRM_ID": {"source": "id", "typ": "string"}}}},
+            "mapping.fields.CRM_ID.typ",
+            "type",
+        ),
+        (
+            {"mapping": {**MINIMAL["mapping"], "subscriptions": [{"chanel": "email", "email": "email"}]}},
+            "mapping.subscriptions.0.chanel",
+            "channel",
+        ),
+        ({"source": {"type": "hubspot", "conn_id": "crm", "mdoe": "watermark"}}, "source.mdoe", "mode"),
+        ({"trigger": {"type": "poll", "intervl": "5s"}}, "trigger.intervl", "interval"),
+        ({"on_failure": {"callback": "a.b:c", "kwarg": {}}}, "on_failure.kwarg", "kwargs"),
+    ],
+)
+def test_a_misspelt_field_at_any_depth_names_the_field_meant(
+    tmp_path: Path, changes: dict, field: str, meant: str
+):
+    """A typo in a nested field name (``source.created_at_colum``) names the field of that block it is
+    close to, as one at the top does (broken_specs/unknown_field.yaml); only a top-level typo did."""
+    error = file_error_of(tmp_path, **changes)
+
+    assert f"{field}: unknown field (did you mean {meant!r}?)" in error.message, error.message
+
+
+def test_a_misspelt_field_given_beside_its_right_spelling_gets_no_suggestion(tmp_path: Path):
+    error = file_error_of(tmp_path, delivery={"batch_size": 100, "bach_size": 100})
+
+    assert error.message.endswith("delivery.bach_size: unknown field"), error.message
+
+
 def test_the_largest_numbers_still_build_a_dag():
     spec = spec_with(
         pool_slots=MAX_INT32,

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import chain
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -947,11 +948,16 @@ def _error_lines(text: str, data: Mapping[str, Any], error: ValidationError) -> 
     """Each error as a line naming its line and field, in file order; linear in the number of errors."""
     root, keys = _compose(text), {}
     found: dict[tuple[tuple[str | int, ...], str], int | None] = {}
+    locations: dict[tuple[str | int, ...], tuple[str | int, ...]] = {}
     for item in error.errors(include_url=False, include_input=False):
         field = _field_path(data, item["loc"])
+        locations.setdefault(field, item["loc"])
         found.setdefault((field, _message(item, field, data)), _line_of(root, field, keys))
     ordered = sorted(found.items(), key=lambda entry: (entry[1] is None, entry[1] or 0))
-    listed = [_listed(field, message, line, data) for (field, message), line in ordered[:MAX_LISTED_ERRORS]]
+    listed = [
+        _listed(field, message, line, data, locations[field])
+        for (field, message), line in ordered[:MAX_LISTED_ERRORS]
+    ]
     if len(ordered) > MAX_LISTED_ERRORS:
         listed.append((f"  ... and {len(ordered) - MAX_LISTED_ERRORS:,} more errors", None))
     return listed
@@ -970,12 +976,16 @@ def _message(item: Any, field: tuple[str | int, ...], data: Mapping[str, Any]) -
 
 
 def _listed(
-    field: tuple[str | int, ...], message: str, line: int | None, data: Mapping[str, Any]
+    field: tuple[str | int, ...],
+    message: str,
+    line: int | None,
+    data: Mapping[str, Any],
+    loc: Sequence[str | int],
 ) -> tuple[str, int | None]:
     """One error's line of the import error; an unknown field gets its likely name (only those listed:
     finding it costs a fuzzy match over the field names)."""
     if message == _UNKNOWN_FIELD:
-        message += _suggestion(field, data)
+        message += _suggestion(field, loc, data)
     name = ".".join(str(part) for part in field) or "spec"
     return f"  {'line ' + str(line) + ', ' if line else ''}{name}: {message}", line
 
@@ -1014,13 +1024,68 @@ def _read_as(data: Any, field: tuple[str | int, ...]) -> str:
     return ", got a number: quote it" if isinstance(value, int | float) else ""
 
 
-def _suggestion(field: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
-    if len(field) != 1 or not isinstance(field[0], str):
+def _suggestion(field: tuple[str | int, ...], loc: Sequence[str | int], data: Mapping[str, Any]) -> str:
+    """`` (did you mean 'name'?)`` for an unknown field at ``field`` (pydantic's ``loc``) close to a field the
+    spec takes there and does not give, at any depth (``source.created_at_colum``), or ""."""
+    if not field or not isinstance(field[-1], str):
         return ""
     import difflib
 
-    close = difflib.get_close_matches(field[0], PipelineSpec.model_fields, n=1)
-    return f" (did you mean {close[0]!r}?)" if close and close[0] not in data else ""
+    given: Any = data
+    for part in field[:-1]:
+        given = given[part]
+    close = difflib.get_close_matches(field[-1], sorted(_names_at(loc[:-1])), n=1)
+    return f" (did you mean {close[0]!r}?)" if close and close[0] not in given else ""
+
+
+def model_tag(model: type[BaseModel]) -> str | None:
+    """The value of the model's ``type: Literal[...]`` discriminator, if it has one."""
+    annotation = model.model_fields["type"].annotation if "type" in model.model_fields else None
+    values = get_args(annotation) if get_origin(annotation) is Literal else ()
+    return values[0] if len(values) == 1 else None
+
+
+def _names_at(loc: Sequence[str | int]) -> set[str]:
+    """The field names a spec takes in the mapping at pydantic's ``loc``, walked from `PipelineSpec` through
+    the models' annotations (a union's tag, a mapping's key or a list's index step into what it holds)."""
+    annotations: list[Any] = [PipelineSpec]
+    for part in loc:
+        annotations = [inner for annotation in annotations for inner in _step(annotation, part)]
+    return {
+        field.alias or name
+        for annotation in annotations
+        for model in _alternatives(annotation)
+        if isinstance(model, type) and issubclass(model, BaseModel)
+        for name, field in model.model_fields.items()
+    }
+
+
+def _alternatives(annotation: Any) -> list[Any]:
+    """``annotation`` without ``Annotated`` and ``None``, a union as its members."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _alternatives(args[0])
+    if origin in (Union, UnionType):
+        return [inner for arg in args if arg is not type(None) for inner in _alternatives(arg)]
+    return [annotation]
+
+
+def _step(annotation: Any, part: str | int) -> list[Any]:
+    """What ``part`` of a ``loc`` leads to inside ``annotation``."""
+    found = []
+    for inner in _alternatives(annotation):
+        origin, args = get_origin(inner), get_args(inner)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            fields = {field.alias or name: field for name, field in inner.model_fields.items()}
+            if part in fields:
+                found.append(fields[part].annotation)
+            elif part in (model_tag(inner), inner.__name__):
+                found.append(inner)
+        elif origin is dict and len(args) == 2:
+            found.append(args[1])
+        elif origin is list and args and isinstance(part, int):
+            found.append(args[0])
+    return found
 
 
 def field_line(path: Path, field: tuple[str | int, ...]) -> int | None:
