@@ -76,9 +76,11 @@ def mark_canonical_keys(conn_id: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from airflow.sdk.exceptions import AirflowNotFoundException
+    from sqlalchemy.exc import DBAPIError
 
     from altcraft import probe
     from altcraft.api.errors import AltcraftError
+    from altcraft.engines import ledger_conn_id
 
     try:
         if args.command == "mark-canonical-keys":
@@ -90,8 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except DBAPIError as exc:  # the ledger's database: not running, unreachable, refusing the user
+        said = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        conn_id = ledger_conn_id(args.conn_id)
+        where = f"connection {conn_id!r}" if conn_id else "the SQLite file in AIRFLOW_HOME"
+        print(
+            f"{args.command}: the ledger's database ({where}) cannot be used: {said}: check that its "
+            "server runs and the connection's host, port and user, or name another with --conn-id",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, AltcraftError) as exc:  # an answer that does not fit: its places, not its values
-        print(f"probe: {exc}", file=sys.stderr)
+        print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -2265,3 +2265,18 @@ def test_the_command_line_marks_a_ledger_or_says_why_not(fresh_engine, scope, mo
     assert "marked" in capsys.readouterr().out
     with fresh_engine.connect() as conn:
         assert conn.execute(sa.select(meta_table)).all() == [CANONICAL_KEYS]
+
+
+def test_the_command_line_names_the_ledger_connection_it_cannot_reach(monkeypatch, capsys):
+    """A ledger database that is not running is exit 2 naming the connection and what to check, not a
+    traceback of the driver's OperationalError."""
+    from altcraft.__main__ import main
+
+    monkeypatch.setenv("AIRFLOW_CONN_LEDGER_DOWN", "postgresql://postgres@127.0.0.1:1/test")
+
+    assert main(["mark-canonical-keys", "--conn-id", "ledger_down"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith(
+        "mark-canonical-keys: the ledger's database (connection 'ledger_down') cannot be used"
+    )
+    assert "refused" in said and "host, port and user" in said
