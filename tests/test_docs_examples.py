@@ -344,16 +344,32 @@ def test_the_emulator_usage_lists_every_flag():
     assert set(re.findall(r"--[\w-]+", usage)) == flags - {"-h", "--help"}
 
 
-def test_documented_probe_command_lines_parse():
-    from altcraft.__main__ import parse_args
-
-    lines = [
+def probe_command_lines() -> list[str]:
+    """Every ``python -m altcraft probe`` line of a bash block of the docs, continuation lines joined."""
+    return [
         line
         for b in BLOCKS
         if b.lang == "bash"
         for line in b.text.replace("\\\n", " ").splitlines()
         if "-m altcraft probe" in line
     ]
+
+
+def test_the_probe_command_lines_show_every_flag():
+    """A newcomer meets the probe's flags in the docs: --db and --task-timeout were in its --help only."""
+    from altcraft.__main__ import parser
+
+    [commands] = [action for action in parser()._actions if action.dest == "command"]
+    flags = {flag for action in commands.choices["probe"]._actions for flag in action.option_strings}
+    shown = {flag for line in probe_command_lines() for flag in re.findall(r"(?<!\S)--[\w-]+", line)}
+
+    assert flags - {"-h", "--help"} - shown == set()
+
+
+def test_documented_probe_command_lines_parse():
+    from altcraft.__main__ import parse_args
+
+    lines = probe_command_lines()
 
     assert lines
     for line in lines:

@@ -9,7 +9,8 @@ import sys
 from altcraft.command_line import path_argument
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m altcraft``."""
     parser = argparse.ArgumentParser(prog="python -m altcraft")
     commands = parser.add_subparsers(dest="command", required=True)
     probe = commands.add_parser(
@@ -50,7 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mark.add_argument(
         "--conn-id", help="the ledger's Airflow connection (default: [altcraft] ledger_conn_id, else SQLite)"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def mark_canonical_keys(conn_id: str | None) -> int:
