@@ -98,6 +98,16 @@ class Answer:
             return False
 
     @property
+    def token_refused(self) -> bool:
+        """HTTP 401 or 403, or an ``error`` of 401 or 403: the token is wrong or has no access."""
+        doc = self.document if isinstance(self.document, dict) else {}
+        try:
+            code = error_code(doc.get("error"))
+        except ValueError:
+            code = None
+        return bool({self.status, code} & {401, 403})
+
+    @property
     def error(self) -> str:
         doc = self.document if isinstance(self.document, dict) else {}
         if self.status == 0:  # no answer: what the exchange saw (`why_unanswered`), or an answer too large
@@ -336,7 +346,8 @@ def _token_row(answer: Answer, auth: str) -> Row:
         page = parse_answer("databases/list", Page.model_validate, answer.document)
         seen = page.total if page.total is not None else len(page.data)
         return Row(f"token ({auth})", "ok", f"accepted in the {where}; {seen} database(s) visible")
-    return Row(f"token ({auth})", "FAIL" if auth == "header" else "warn", f"{where}: {answer.error}")
+    hint = ": check the API token (password field)" if answer.token_refused else ""
+    return Row(f"token ({auth})", "FAIL" if auth == "header" else "warn", f"{where}: {answer.error}{hint}")
 
 
 def _scenario_rows(ex: Exchanger, plan: Plan) -> tuple[list[Row], int | None]:

@@ -130,6 +130,26 @@ def test_preflight_fails_before_sending(dag_with, emulator, scenario_id, change,
     assert message in _output(capfd)
 
 
+def test_a_wrong_token_fails_before_sending_naming_the_connection_field(
+    dag_with, emulator, monkeypatch, capfd
+):
+    """A token Altcraft refuses (401/403) fails the task at once, naming the connection and the field to
+    fix; it said only "Altcraft error 403 from workflows/list: Invalid API token"."""
+    dag = dag_with(contacts(3))
+    connection = json.loads(os.environ["AIRFLOW_CONN_ALTCRAFT_DEFAULT"])
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps({**connection, "password": "not-the-token"})
+    )
+
+    dag_run = run_dag(dag, DAY)
+
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    assert emulator.journal() == [], "nothing is launched with a refused token"
+    output = _output(capfd)
+    assert "connection 'altcraft_default'" in output and "API token (password field)" in output, output
+    assert "not-the-token" not in output
+
+
 def test_inactive_scenario_fails_fast(dag_with, emulator, scenario_id, capfd):
     emulator.seed(
         scenarios=[{"id": scenario_id, "name": "Off", "db_id": 1, "is_active": False, "mode": "skip"}]

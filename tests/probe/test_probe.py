@@ -53,6 +53,20 @@ def test_read_only_probe_fails_on_inactive_scenario_wrong_database_and_missing_f
     )
 
 
+def test_a_refused_token_names_the_field_to_fix(altcraft_emulator, monkeypatch, capsys):
+    """The token rows (and so the connection form's Test button) of a token Altcraft refuses say where the
+    token goes; they said only "HTTP 403, error 403: Invalid API token"."""
+    connection = json.loads(os.environ["AIRFLOW_CONN_ALTCRAFT_DEFAULT"])
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ALTCRAFT_DEFAULT", json.dumps({**connection, "password": "not-the-token"})
+    )
+
+    assert main(["probe", "--scenario", "12"]) == 1
+    rows = _rows(capsys.readouterr().out)
+    for check in ("token (header)", "token (body)"):
+        assert "Invalid API token: check the API token (password field)" in rows[check][1], rows[check]
+
+
 def test_probe_with_a_test_contact_launches_it_every_way_and_records(altcraft_emulator, tmp_path):
     record = tmp_path / "probe.json"
     env = {**os.environ, "AIRFLOW_CONN_ALTCRAFT_DEFAULT": altcraft_emulator.connection_json()}

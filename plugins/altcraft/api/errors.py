@@ -62,6 +62,12 @@ class AltcraftApiError(AltcraftError):
         return any(c >= 500 for c in (self.code, self.http_status or 0))
 
     @property
+    def token_refused(self) -> bool:
+        """Whether Altcraft's answer (`coded`: not a proxy's page) refuses the request's API token: 401 (no
+        or a wrong token) or 403 (one without access), reporting on no profile."""
+        return self.coded and bool({self.code, self.http_status} & {401, 403}) and not self.per_profile
+
+    @property
     def refused(self) -> bool:
         """Whether the answer says the request was refused as a whole, so nothing of it was processed:
         every code it carries is one of `REFUSAL_CODES`, and it has no per-profile output."""

@@ -433,8 +433,18 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
 
         Returns the scenario's database (where uncertain contacts are looked up), if known.
         """
+        from altcraft.api.errors import AltcraftApiError
+
         scenario_id = self.scenario_id
-        scenario = hook.get_scenario(scenario_id)
+        try:
+            scenario = hook.get_scenario(scenario_id)
+        except AltcraftApiError as exc:
+            if not exc.token_refused:
+                raise
+            raise AirflowFailException(
+                f"Altcraft refused the token of connection {self.altcraft_conn_id!r} ({exc}): put a token "
+                "from Settings → Tokens in its API token (password field)"
+            ) from None
         if scenario is None:
             raise AirflowFailException(
                 f"Altcraft scenario {scenario_id} does not exist or the token of "
