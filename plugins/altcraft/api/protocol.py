@@ -11,8 +11,6 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
@@ -29,6 +27,7 @@ from altcraft.api.errors import (
 )
 from altcraft.api.models import MAX_ID_CHARS, Page, Scenario, TaskStatus, error_code
 from altcraft.masking import MASK, scrub
+from altcraft.retry_after import parse_retry_after
 from altcraft.storable import MAX_STORED_CHARS, replace_unstorable, storable
 
 T = TypeVar("T")
@@ -79,24 +78,6 @@ def encode_body(body: Mapping[str, Any], *, token: str | None, raw_data: bytes |
         return encoded
     head = encoded[:-1] + (b',"data":' if len(encoded) > 2 else b'"data":')
     return head + raw_data + b"}"
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); ``0`` is honoured."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, OverflowError):  # a year past C's long: OverflowError
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def parse_response(

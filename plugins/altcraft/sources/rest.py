@@ -36,8 +36,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from altcraft.answer_size import DEFAULT_MAX_ANSWER_BYTES, AnswerTooLarge, read_capped
-from altcraft.api.protocol import parse_retry_after
 from altcraft.masking import ScrubbedLog
+from altcraft.retry_after import RETRY_STATUSES, parse_retry_after
 from altcraft.sources.base import (
     ErrorRecord,
     PageLog,
@@ -56,7 +56,6 @@ from altcraft.sources.base import (
     unambiguous,
     value_at,
 )
-from altcraft.sources.crm.http import RETRY_STATUSES
 from altcraft.sources.timestamps import parse_timestamp
 from altcraft.spec_checks import (
     MAX_INT32,

@@ -21,9 +21,9 @@ from typing import Any
 import requests
 
 from altcraft.answer_size import AnswerTooLarge, read_capped
-from altcraft.api.protocol import parse_retry_after
 from altcraft.deadline import Deadline, watch_sockets
 from altcraft.http_environment import pin_environment
+from altcraft.retry_after import RETRY_STATUSES, parse_retry_after
 from altcraft.sources.base import SourceError, json_answer, unambiguous, value_at
 from altcraft.sources.crm.base import Limits
 
@@ -36,10 +36,6 @@ class CrmHttpError(SourceError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-#: Answers worth another try: the CRMs' limit answers, and server trouble.
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass
