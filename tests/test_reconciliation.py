@@ -15,6 +15,7 @@ from altcraft.reconciliation import (
     judge,
     launch_marker,
     match_of,
+    sent_forms,
     with_marker,
 )
 
@@ -357,3 +358,24 @@ def test_the_marker_check_reads_the_documented_fields_layout():
     assert marker_field_problem(fields, "AF_SYNC") is None
     assert "custom string field" in marker_field_problem(fields, "api_new_field_1")
     assert "custom string field" in marker_field_problem(fields, "_device_model")
+
+
+@pytest.mark.parametrize(
+    ("match", "forms"),
+    [
+        ({"matching": "email", "email": "anna@example.org"}, ["anna@example.org"]),
+        ({"matching": "email", "email": "анна@пример.рф"}, ["анна@пример.рф", "анна@xn--e1afmkfd.xn--p1ai"]),
+        (
+            {"matching": "email_phone", "email": "anna@пример.рф", "phone": "+79001234567"},
+            ["anna@пример.рф", "anna@xn--e1afmkfd.xn--p1ai"],
+        ),
+        ({"matching": "phone", "phone": "+79001234567"}, [None]),
+    ],
+)
+def test_a_contact_is_looked_up_in_every_form_its_request_may_have_carried(match, forms):
+    found = sent_forms(match)
+    assert [form.get("email") for form in found] == forms
+    assert all(
+        {k: v for k, v in form.items() if k != "email"} == {k: v for k, v in match.items() if k != "email"}
+        for form in found
+    )

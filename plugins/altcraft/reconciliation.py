@@ -49,7 +49,7 @@ from altcraft.ledger.rules import DEFAULT_GRACE, grace_left  # DEFAULT_GRACE: al
 from altcraft.mapping import FieldSpec, ProfileMapping
 from altcraft.masking import scrub
 from altcraft.modes import SYNCHRONOUS, DeliveryMode
-from altcraft.validation import number_key, text_number_key
+from altcraft.validation import email_sent_forms, number_key, text_number_key
 
 
 def launch_marker(field_name: str, run_key: str, try_number: int) -> str:
@@ -98,6 +98,14 @@ def match_of(contact_key: str, mapping: ProfileMapping) -> dict[str, Any]:
     if mapping.resource_id is not None and mode in _RESOURCE_MODES:
         match["resource_id"] = mapping.resource_id
     return match
+
+
+def sent_forms(match: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every ``profiles/get`` match of a contact (:func:`match_of`) in a form its request may have carried:
+    ``match``, and with the ASCII form of an IDN email (`email_sent_forms`: the ledger keeps one form, the
+    request carried the source's). Only when none finds a profile is there none."""
+    emails = email_sent_forms(match["email"]) if "email" in match else ()
+    return [dict(match), *({**match, "email": email} for email in emails[1:])]
 
 
 _MODES = frozenset(mode.value for mode in MatchingMode)

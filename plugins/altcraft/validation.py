@@ -439,6 +439,22 @@ def email_identity(email: str) -> str:
         return email
 
 
+def email_sent_forms(identity: str) -> tuple[str, ...]:
+    """The forms an address the ledger knows as ``identity`` (`email_identity`) may have been sent in: itself
+    and, for a Unicode domain, the same address with the domain ASCII-encoded (``xn--``), which the source
+    may have given. Altcraft keeps the form sent and is not known to equate the two."""
+    local, _, domain = identity.rpartition("@")
+    if domain.isascii():
+        return (identity,)
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        ascii_domain = validate_email(identity, check_deliverability=False).ascii_domain
+    except EmailNotValidError:
+        return (identity,)
+    return (identity, f"{local}@{ascii_domain}")
+
+
 def _phone(value: str, default_region: str | None) -> str:
     """The number in E.164: ``+`` and digits that `_e164_parts` splits are checked as they are, any other
     text is parsed by `_parsed_phone`; the number accepted just before is answered at once (`_last_phone`)."""

@@ -926,3 +926,28 @@ def test_behind_runs_one_call_at_a_time_and_raises_its_error_in_the_caller():
     assert "never counted" not in events and events[-1] == "second counted" and behind.keys == frozenset()
     behind.finish()  # nothing running: nothing to do
     behind.close()
+
+
+@pytest.mark.parametrize(
+    "email", ["anna@xn--e1afmkfd.xn--p1ai", "anna@пример.рф"], ids=["sent-ascii", "sent-unicode"]
+)
+def test_an_idn_contact_is_looked_up_in_every_form_it_may_have_been_sent_in(
+    make_delivery, emulator, scenario_id, email
+):
+    """The ledger keeps an IDN address in one form (Unicode), whichever form was sent; Altcraft keeps the
+    form sent and is not known to equate the two. Reconciliation looked up only the ledger's form: a contact
+    sent as ``xn--`` was "not found", judged not processed, and launched twice."""
+    emulator.add_faults({"endpoint": "workflows/import_and_start_batch", "kind": "drop_after", "count": 1})
+    people = [{"id": 1, "email": email}]
+    with pytest.raises(DeliveryStopped):
+        make_delivery().process(in_batches(people))
+
+    again = make_delivery(
+        run=run_ref(run_id="r2", window="w2"), profiles_db_id=1, reconcile_grace=timedelta(0)
+    )
+    summary = again.process(in_batches(people))
+
+    assert summary.reconciled["not_processed"] == 0, "its profile exists, in the form it was sent in"
+    assert summary.launched == 0
+    assert_exactly_once(emulator, scenario_id, 1)
+
