@@ -26,3 +26,15 @@ def test_an_empty_path_is_a_usage_error_naming_its_argument(parse, argument, cap
 
     assert usage_error.value.code == 2
     assert f"argument {argument}: empty: a shell variable that is not set" in capsys.readouterr().err
+
+
+def test_mark_canonical_keys_names_itself_in_its_errors(monkeypatch, capsys):
+    """An error of ``mark-canonical-keys`` (here its connection is no SQL database) began ``probe:``."""
+    from altcraft.__main__ import main
+
+    monkeypatch.setenv("AIRFLOW_CONN_NOT_SQL", "http://user:s3cret-pw@example.org")
+
+    assert main(["mark-canonical-keys", "--conn-id", "not_sql"]) == 2
+    said = capsys.readouterr().err
+    assert "mark-canonical-keys: connection 'not_sql' is not a SQL database" in said
+    assert "probe" not in said and "s3cret-pw" not in said

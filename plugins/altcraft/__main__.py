@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from altcraft.command_line import path_argument
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,6 +68,13 @@ def mark_canonical_keys(conn_id: str | None) -> int:
 
     ledger = Ledger.from_conn_id(conn_id)
     try:
+        if not ledger.exists():
+            print(
+                f"mark-canonical-keys: no ledger in {_where(ledger.engine)}: nothing marked, nothing created "
+                "(a wrong --conn-id, or no [altcraft] ledger_conn_id in this AIRFLOW_HOME?)",
+                file=sys.stderr,
+            )
+            return 2
         found = ledger.mark_keys_canonical()
     finally:
         ledger.close()
@@ -76,6 +87,16 @@ def mark_canonical_keys(conn_id: str | None) -> int:
         return 1
     print("mark-canonical-keys: marked: no custom key is looked up under a former form any more")
     return 0
+
+
+def _where(engine: Engine) -> str:
+    """Which database ``engine`` is on, without its user, password or options."""
+    from altcraft.engines import database_location
+
+    at = database_location(engine)
+    if "path" in at:
+        return f"SQLite file {at['path']}"
+    return f"{at['dialect']} database {at['database']!r} on {at['host']}:{at['port']}"
 
 
 def main(argv: list[str] | None = None) -> int:

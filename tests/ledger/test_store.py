@@ -2243,6 +2243,33 @@ def test_an_earlier_versions_ledger_is_marked_once_no_row_is_keyed_in_a_former_f
     assert former_probes(lookups(Ledger(fresh_engine), scenario, NUMBERS), scenario, NUMBERS) == 0
 
 
+def test_the_command_line_creates_no_ledger_where_there_is_none(fresh_engine, monkeypatch, capsys):
+    """``mark-canonical-keys`` on a database with no ledger (a wrong ``--conn-id``, or no ``[altcraft]
+    ledger_conn_id`` in this shell's AIRFLOW_HOME) created a whole ledger there and said "marked", while
+    the real one stayed unmarked. Now it exits 2 naming where it looked (no password), creating nothing."""
+    if fresh_engine.dialect.name != "postgresql":
+        pytest.skip("the command is the same on every database; the check is tested on each")
+    from altcraft.__main__ import main
+
+    url = f"postgresql://postgres:s3cret@127.0.0.1:5432/{fresh_engine.url.database}"
+    monkeypatch.setenv("AIRFLOW_CONN_NOT_THE_LEDGER", url)
+
+    assert main(["mark-canonical-keys", "--conn-id", "not_the_ledger"]) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and "mark-canonical-keys: no ledger in" in said.err
+    assert fresh_engine.url.database in said.err and "s3cret" not in said.err
+    assert sa.inspect(fresh_engine).get_table_names() == [], "no table created"
+
+
+@pytest.mark.parametrize("created", [False, True])
+def test_a_ledger_tells_whether_it_exists_without_creating_itself(fresh_engine, created):
+    ledger = Ledger(fresh_engine)
+    if created:
+        ledger.ensure_schema()
+    assert Ledger(fresh_engine).exists() is created
+    assert bool(sa.inspect(fresh_engine).get_table_names()) is created
+
+
 def test_the_command_line_marks_a_ledger_or_says_why_not(fresh_engine, scope, monkeypatch, capsys):
     """``python -m altcraft mark-canonical-keys --conn-id …``: exit 1 naming how many rows keep the ledger
     unmarked (no key, no value), exit 0 once marked."""

@@ -138,6 +138,11 @@ class Ledger:
             self._former_forms = not keys_canonical(conn)
         self._schema_ready = True
 
+    def exists(self) -> bool:
+        """Whether the database holds a ledger (its contacts table); creates nothing, unlike every other
+        method (`ensure_schema`)."""
+        return sa.inspect(self.engine).has_table(contacts_table.name)
+
     def mark_keys_canonical(self) -> int:
         """Mark a ledger an earlier version created as `ensure_schema` marks a new one
         (`schema.CANONICAL_KEYS`) when none of its rows is keyed in a form an earlier version wrote a custom
