@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from altcraft.ledger import Outcome, Settlement, UncertainContact
+from altcraft.ledger import Outcome, Resolution, Settlement, UncertainContact
 from altcraft.mapping import Mapper, ProfileMapping
 from altcraft.reconciliation import (
     DEFAULT_GRACE,
@@ -15,6 +15,7 @@ from altcraft.reconciliation import (
     judge,
     launch_marker,
     match_of,
+    of_forms,
     sent_forms,
     with_marker,
 )
@@ -363,19 +364,49 @@ def test_the_marker_check_reads_the_documented_fields_layout():
 @pytest.mark.parametrize(
     ("match", "forms"),
     [
-        ({"matching": "email", "email": "anna@example.org"}, ["anna@example.org"]),
-        ({"matching": "email", "email": "анна@пример.рф"}, ["анна@пример.рф", "анна@xn--e1afmkfd.xn--p1ai"]),
+        ({"email": "anna@example.org"}, [{"email": "anna@example.org"}]),
+        ({"email": "анна@пример.рф"}, [{"email": "анна@пример.рф"}, {"email": "анна@xn--e1afmkfd.xn--p1ai"}]),
         (
-            {"matching": "email_phone", "email": "anna@пример.рф", "phone": "+79001234567"},
-            ["anna@пример.рф", "anna@xn--e1afmkfd.xn--p1ai"],
+            {"email": "a@пример.рф", "phone": "+79001234567"},
+            [
+                {"email": "a@пример.рф", "phone": "+79001234567"},
+                {"email": "a@xn--e1afmkfd.xn--p1ai", "phone": "+79001234567"},
+            ],
         ),
-        ({"matching": "phone", "phone": "+79001234567"}, [None]),
+        ({"phone": "+79001234567"}, [{"phone": "+79001234567"}]),
+        (
+            {"phone": "+79001234567", "resource_id": 2},
+            [{"phone": "+79001234567", "resource_id": 2}, {"phone": "+79001234567"}],
+        ),
+        (
+            {"email": "a@пример.рф", "resource_id": 2},
+            [
+                {"email": "a@пример.рф", "resource_id": 2},
+                {"email": "a@xn--e1afmkfd.xn--p1ai", "resource_id": 2},
+                {"email": "a@пример.рф"},
+                {"email": "a@xn--e1afmkfd.xn--p1ai"},
+            ],
+        ),
     ],
 )
 def test_a_contact_is_looked_up_in_every_form_its_request_may_have_carried(match, forms):
-    found = sent_forms(match)
-    assert [form.get("email") for form in found] == forms
-    assert all(
-        {k: v for k, v in form.items() if k != "email"} == {k: v for k, v in match.items() if k != "email"}
-        for form in found
-    )
+    assert sent_forms({"matching": "x", **match}) == [{"matching": "x", **form} for form in forms]
+
+
+LAUNCHED, FAILED, UNSURE = (
+    Resolution(o, o.value) for o in (Outcome.LAUNCHED, Outcome.FAILED, Outcome.UNCERTAIN)
+)
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "verdict"),
+    [
+        ([FAILED, FAILED], FAILED),
+        ([FAILED, UNSURE, FAILED], UNSURE),
+        ([UNSURE, LAUNCHED], LAUNCHED),
+        ([FAILED, LAUNCHED, UNSURE], LAUNCHED),
+        ([FAILED], FAILED),
+    ],
+)
+def test_not_processed_needs_every_form_to_say_so(verdicts, verdict):
+    assert of_forms(verdicts) is verdict

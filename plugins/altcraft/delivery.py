@@ -67,6 +67,7 @@ from altcraft.reconciliation import (
     launch_marker,
     marker_field_problem,
     match_of,
+    of_forms,
     sent_forms,
     unread,
     with_marker,
@@ -757,8 +758,18 @@ class Delivery:
                 "Cannot look %s up in Altcraft (%s): it stays uncertain", mask_key(contact.contact_key), exc
             )
             return unread(f"its profile cannot be looked up: {exc}", now)
+        verdicts = []
+        for form in sent_forms(match):
+            verdict = self._read_form(contact, form, now)
+            if verdict.outcome is Outcome.LAUNCHED:
+                return verdict
+            verdicts.append(verdict)
+        return of_forms(verdicts)
+
+    def _read_form(self, contact: UncertainContact, match: dict[str, Any], now: datetime) -> Resolution:
+        """`judge` of the profile ``profiles/get`` answers for one of the contact's `sent_forms`."""
         try:
-            profile, match = self._read_profile(match)
+            profile = self.hook.get_profile(self.profiles_db_id, match)
         except AltcraftError as exc:
             why = storable(scrub(exc))
             log.warning(
@@ -770,15 +781,6 @@ class Delivery:
         # by how the contact's claim was sent and when its answer was lost, not how this try sends
         unseen = self._marker_unseen(contact.launch_marker)
         return judge(contact, profile, now, self.reconcile_grace, match=match, marker_unseen=unseen)
-
-    def _read_profile(self, match: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """The contact's profile under the first of its `sent_forms` that finds one, with that form; None
-        (and ``match``) when none does."""
-        for form in sent_forms(match):
-            profile = self.hook.get_profile(self.profiles_db_id, form)
-            if profile is not None:
-                return profile, form
-        return None, match
 
     def _marker_unseen(self, marker: str | None) -> str | None:
         """Why no profile of the database can show the launch marker's field (it was deleted, or never made

@@ -76,7 +76,8 @@ def match_of(contact_key: str, mapping: ProfileMapping) -> dict[str, Any]:
     under, whatever the reconciling pipeline's ``mapping`` matches by now (its matching changed, or another
     pipeline sent the contact): that mode's keys are all in the ledger key, except the field of ``custom``
     modes, which only a pipeline matching on a field (the same one: docs/ledger.md) knows; ``resource_id``
-    is the mapping's. Raises ValueError saying why the key cannot be looked up from ``mapping``."""
+    is the mapping's (:func:`sent_forms` reads it without too). Raises ValueError saying why the key cannot
+    be looked up from ``mapping``."""
     mode, _, rest = contact_key.partition(":")
     if mode not in _MODES:
         raise ValueError("its ledger key starts with no known matching mode")
@@ -101,11 +102,26 @@ def match_of(contact_key: str, mapping: ProfileMapping) -> dict[str, Any]:
 
 
 def sent_forms(match: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every ``profiles/get`` match of a contact (:func:`match_of`) in a form its request may have carried:
-    ``match``, and with the ASCII form of an IDN email (`email_sent_forms`: the ledger keeps one form, the
-    request carried the source's). Only when none finds a profile is there none."""
-    emails = email_sent_forms(match["email"]) if "email" in match else ()
-    return [dict(match), *({**match, "email": email} for email in emails[1:])]
+    """Every ``profiles/get`` match of a contact (:func:`match_of`) in a form its request may have carried,
+    to read each (:func:`of_forms`): ``match``, with the ASCII form of an IDN email too
+    (`email_sent_forms`: the ledger keeps one form, the request carried the source's), and each again without
+    ``resource_id`` (the request may have been narrowed to another resource, or to none: the ledger does not
+    record which)."""
+    emails = email_sent_forms(match["email"]) if "email" in match else (None,)
+    forms = [dict(match) if email is None else {**match, "email": email} for email in emails]
+    if "resource_id" in match:
+        forms += [{k: v for k, v in form.items() if k != "resource_id"} for form in forms]
+    return forms
+
+
+def of_forms(verdicts: Sequence[Resolution]) -> Resolution:
+    """The verdict on a contact from those of its `sent_forms` (in their order): ``launched`` if one
+    shows the launch; else ``uncertain`` if one proves nothing; ``failed`` only when every form says not
+    processed, as the request carried one of them."""
+    return next(
+        (v for v in verdicts if v.outcome is Outcome.LAUNCHED),
+        next((v for v in verdicts if v.outcome is Outcome.UNCERTAIN), verdicts[-1]),
+    )
 
 
 _MODES = frozenset(mode.value for mode in MatchingMode)

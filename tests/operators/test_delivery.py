@@ -951,3 +951,32 @@ def test_an_idn_contact_is_looked_up_in_every_form_it_may_have_been_sent_in(
     assert summary.launched == 0
     assert_exactly_once(emulator, scenario_id, 1)
 
+
+@pytest.mark.parametrize("sent_under", [1, None], ids=["resource-1", "any-resource"])
+def test_a_sub_contact_is_not_judged_absent_by_a_lookup_narrowed_to_another_resource(
+    make_delivery, emulator, scenario_id, sent_under
+):
+    """Matching ``email_sub`` narrowed by ``resource_id``: the contact was sent under resource 1 (or no
+    resource), and reconciled by the pipeline after its spec moved to resource 2. Its lookup, narrowed to
+    resource 2, found no profile: judged not processed, it was launched a second time."""
+    subscribed = {"matching": "email_sub", "key": {"email": "email"}}
+    before = subscribed | {"subscriptions": [{"channel": "email", "resource_id": 1, "source": "email"}]}
+    if sent_under is not None:
+        before |= {"resource_id": sent_under}
+    after = subscribed | {
+        "resource_id": 2,
+        "subscriptions": [{"channel": "email", "resource_id": 2, "source": "email"}],
+    }
+    emulator.add_faults({"endpoint": "workflows/import_and_start_batch", "kind": "drop_after", "count": 1})
+    people = contacts(1)
+    with pytest.raises(DeliveryStopped):
+        make_delivery(mapping=before).process(in_batches(people))
+
+    again = make_delivery(
+        mapping=after, run=run_ref(run_id="r2", window="w2"), profiles_db_id=1, reconcile_grace=timedelta(0)
+    )
+    summary = again.process(in_batches(people))
+
+    assert summary.reconciled["not_processed"] == 0, "the profile is there, under resource 1"
+    assert summary.launched == 0
+    assert_exactly_once(emulator, scenario_id, 1)
