@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from altcraft.ledger import Outcome, Resolution, Settlement, UncertainContact
-from altcraft.mapping import Mapper, ProfileMapping
+from altcraft.mapping import Mapper, ProfileMapping, identity_keys
 from altcraft.reconciliation import (
     DEFAULT_GRACE,
     another_profile,
@@ -266,6 +266,16 @@ def test_an_answer_about_another_profile_is_told_by_what_it_shows(profile, match
             "email_phone:anna@example.org|+79001234567",
             {"email": "anna@example.org", "phone": "+79001234567", "resource_id": 3},
         ),
+        (  # "|" is valid in an email's local part: the key's last "|" ends the email (a phone has none)
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}},
+            "email_phone:a|b@example.org|+79001234567",
+            {"email": "a|b@example.org", "phone": "+79001234567"},
+        ),
+        (
+            {"matching": "email_phone", "key": {"email": "e", "phone": "p"}},
+            "email_phone:a|b@example.org|",
+            {"email": "a|b@example.org"},
+        ),
         # recorded under another matching mode (the pipeline's changed, or another pipeline sent it): looked
         # up by the mode it was sent with
         ({"matching": "email", "key": {"email": "e"}}, "phone:+79001234567", {"phone": "+79001234567"}),
@@ -410,3 +420,18 @@ LAUNCHED, FAILED, UNSURE = (
 )
 def test_not_processed_needs_every_form_to_say_so(verdicts, verdict):
     assert of_forms(verdicts) is verdict
+
+
+@pytest.mark.parametrize(
+    ("key", "components"),
+    [
+        ("email_phone:anna@example.org|+79001234567", ("email:anna@example.org", "phone:+79001234567")),
+        ("email_phone:a|b@example.org|+79001234567", ("email:a|b@example.org", "phone:+79001234567")),
+        ("email_phone_sub:a|b@example.org|", ("email:a|b@example.org",)),
+        ("email_phone:|+79001234567", ("phone:+79001234567",)),
+    ],
+)
+def test_a_combined_key_splits_into_its_components_with_a_bar_in_the_email(key, components):
+    """With the email ``a|b@example.org`` (valid) the aliases were ``email:a`` and
+    ``phone:b@example.org|+79001234567``: the same person met by phone alone was a new contact."""
+    assert identity_keys(key) == components

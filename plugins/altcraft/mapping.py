@@ -1002,7 +1002,7 @@ def identity_keys(ledger_key: str) -> tuple[str, ...]:
     mode, _, rest = ledger_key.partition(":")
     if not MatchingMode(mode).any_of:
         return ()
-    email, _, phone = rest.partition("|")
+    email, _, phone = rest.rpartition("|")  # an email may hold "|", an E.164 phone never does
     return tuple(key for key in (email and f"email:{email}", phone and f"phone:{phone}") if key)
 
 

@@ -83,7 +83,8 @@ def match_of(contact_key: str, mapping: ProfileMapping) -> dict[str, Any]:
         raise ValueError("its ledger key starts with no known matching mode")
     matching = MatchingMode(mode)
     names = matching.key_fields
-    parts = rest.split("|") if len(names) > 1 else [rest]
+    # "|" may be in an email or a push subscription id, never in an E.164 phone or a push provider
+    parts = rest.rsplit("|", 1) if names[-1] == "phone" else rest.split("|", len(names) - 1)
     if len(parts) != len(names):
         raise ValueError(f"its ledger key does not hold the {len(names)} keys of matching {mode}")
     match: dict[str, Any] = {"matching": mode, **{n: v for n, v in zip(names, parts, strict=True) if v}}
