@@ -980,3 +980,19 @@ def test_a_sub_contact_is_not_judged_absent_by_a_lookup_narrowed_to_another_reso
     assert summary.reconciled["not_processed"] == 0, "the profile is there, under resource 1"
     assert summary.launched == 0
     assert_exactly_once(emulator, scenario_id, 1)
+
+
+def test_a_combined_mode_contact_whose_email_holds_a_bar_is_known_by_its_phone_alone(
+    make_delivery, emulator, scenario_id
+):
+    """``a|b@example.org`` is a valid email; the ledger split its key at the first ``|`` and recorded the
+    aliases ``email:a`` and ``phone:b@example.org|+7…``, so the person met again by phone alone was a new
+    contact, and Altcraft, finding the profile by that phone, launched it a second time."""
+    mapping = _mode_mapping("email_phone")
+    make_delivery(mapping=mapping).process([[{"id": 1, "email": "a|b@example.org", "phone": "+79001234567"}]])
+
+    again = make_delivery(mapping=mapping, run=run_ref(run_id="r2", window="w2"))
+    summary = again.process([[{"id": 1, "email": None, "phone": "+79001234567"}]])
+
+    assert (summary.launched, summary.skipped) == (0, 1)
+    assert_exactly_once(emulator, scenario_id, 1)
