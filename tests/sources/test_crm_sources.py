@@ -807,3 +807,22 @@ def test_amocrm_a_creation_time_that_is_no_time_is_that_contacts_rejection(amo, 
         ("4", None),
         ("5", None),
     ]
+
+
+@pytest.mark.parametrize("crm_name", ["hubspot", "bitrix", "amo"])
+def test_the_probe_counts_the_contacts_a_run_started_now_reads(request, crm_name, monkeypatch):
+    """A run reads its window moved back by ``settle_seconds``; the probe counted the window unmoved. A
+    contact created less than the settle time ago fired an event whose run did not read it, yet moved the
+    watermark past it: no probe counted it again, and a trigger-only pipeline left it unlaunched until
+    another contact came. The probe counts the window the run reads: it fires once the contact settled."""
+    now = datetime.now(UTC)
+    settled, fresh = (
+        replace(person, created=now - age)
+        for person, age in zip(people(2), (timedelta(minutes=7), timedelta(minutes=1)), strict=True)
+    )
+    crm = request.getfixturevalue(crm_name)
+    crm.contacts = [settled, fresh]
+    source = {"hubspot": hs_source, "bitrix": b24_source, "amo": amo_source}[crm_name]()
+    since = now - timedelta(minutes=10)
+    count, _ = source.probe(since)
+    assert (count, ids(source, Window(since, datetime.now(UTC)))) == (1, [settled.id])

@@ -480,3 +480,16 @@ def test_window_field_reads_epoch_and_naive_times_and_rejects_a_time_that_is_not
     # 0: "soon"; 1: one second past EPOCH; 2: 01:00 in Berlin is EPOCH, the window's end is one minute later
     assert [record["id"] for record in records] == ["0", 1, 2]
     assert records[0][ERROR_FIELD] == "created_at: not ISO 8601 text or epoch seconds"
+
+
+def test_probe_counts_only_what_a_run_reads_of_an_api_that_ignores_the_window(crm):
+    """``/v1/deaf`` answers its first contacts (created in 2024) whatever window is asked. A run with
+    ``window_field`` reads none of them after a watermark of now, but the probe counted them all: the
+    trigger fired after every run, each run reading nothing. With ``window_field`` the probe counts what
+    the run keeps."""
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    kwargs = {"key_column": "id", "record_path": "items", "window_params": WINDOW_PARAMS}
+    checking = RestSource(CONN, "v1/deaf", window_field="created_at", **kwargs)
+    assert ids(checking.batches(Window(since, datetime.now(UTC)), 10)) == []
+    assert checking.probe(since) == (0, None)
+    assert RestSource(CONN, "v1/deaf", **kwargs).probe(since) == (PAGE_SIZE, None)  # no field: the API's word

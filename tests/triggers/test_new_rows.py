@@ -310,3 +310,48 @@ def test_a_crm_webhook_pipeline_is_probed_over_one_connection(tmp_path, monkeypa
         sa.event.remove(sa.pool.Pool, "connect", count)
     assert [event["fingerprint"]["count"] for event in fired] == [1]
     assert len(connected) == 1
+
+
+def test_a_row_created_in_the_future_is_not_fired_for_at_every_run(crm):
+    """A row whose creation time is ahead of now (a typo'd year, a clock ahead) is past every watermark an
+    event run commits, but no run's window ``[watermark, now)`` reads it: the probe counted it, each run
+    moved the watermark, the fingerprint changed, and the trigger fired again at every poll, run after
+    run, until the row's time came. It counts what a run started now reads: ``[watermark, now)``."""
+    engine, table = crm
+    store = AsyncStore()
+    now = datetime.now(UTC)
+    store.set(WATERMARK_KEY, (now - timedelta(minutes=5)).isoformat())
+    insert(engine, table, 1, 1, now + timedelta(days=400))
+    fired = []
+    for _ in range(3):  # a poll, then the event run handling [watermark, now)
+        fired += asyncio.run(events_of(table_trigger(table), store, polls=2))
+        start = datetime.fromisoformat(store.get(WATERMARK_KEY))
+        store.set(WATERMARK_KEY, advanced_watermark(store.get(WATERMARK_KEY), start, datetime.now(UTC)))
+    assert fired == []
+
+    store.set(WATERMARK_KEY, (now - timedelta(minutes=5)).isoformat())  # (MySQL keeps whole seconds)
+    insert(engine, table, 2, 1, now)  # beside it, a row of now is fired for, once
+    assert [e["fingerprint"]["count"] for e in asyncio.run(events_of(table_trigger(table), store, 3))] == [1]
+
+
+def test_a_query_row_created_in_the_future_is_not_fired_for(tmp_path, monkeypatch):
+    """The same for ``sql_query``, whose probe counted the query's rows up to a day ahead of now."""
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", f"sqlite:///{tmp_path / 'crm.db'}")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, created_at TIMESTAMP)"
+        )
+    now = datetime.now(UTC)
+    insert(engine, "contacts", 1, 1, now + timedelta(hours=2))
+    sql = (
+        "SELECT id, email FROM contacts WHERE altcraft_instant(created_at) >= altcraft_instant(:window_start)"
+        " AND altcraft_instant(created_at) < altcraft_instant(:window_end)"
+    )
+    source = {"type": "sql_query", "conn_id": "trigger_crm", "sql": sql, "key_column": "id"}
+    store = AsyncStore()
+    store.set(WATERMARK_KEY, (now - timedelta(minutes=5)).isoformat())
+    trigger = lambda: NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)  # ruff: ignore[lambda-assignment]
+    assert asyncio.run(events_of(trigger(), store, polls=2)) == []
+    insert(engine, "contacts", 2, 1, now)
+    assert [e["fingerprint"]["count"] for e in asyncio.run(events_of(trigger(), store, polls=2))] == [1]

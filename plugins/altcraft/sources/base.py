@@ -315,6 +315,13 @@ def partition_window(window: Window | None, partition: Partition | None) -> Wind
     return window.part(*partition)
 
 
+def probe_window(since: datetime) -> Window:
+    """What a watcher trigger's `Source.probe` counts: ``[since, now)``, what an event run started now reads
+    from watermark ``since``. Not past now: a row created ahead of now (a clock ahead, a mistyped year) is
+    past every watermark a run commits, and counting it fired an event after every run until its time."""
+    return Window(since, max(since, datetime.now(UTC)))
+
+
 def not_an_object(key_column: str, location: str, item: Any, expected: str = "a JSON object") -> Record:
     """The error record of an item at ``location`` that is not ``expected`` (a mapping): its kind, never
     its content."""

@@ -52,6 +52,7 @@ from altcraft.sources.base import (
     naive_zone,
     objects_or_errors,
     partition_window,
+    probe_window,
     rechunk,
     unambiguous,
     value_at,
@@ -333,17 +334,19 @@ class RestSource(Source):
                 yield error_record(self.key_column, location, f"{field}: not ISO 8601 text or epoch seconds")
 
     def probe(self, since: datetime) -> tuple[int, str | None]:
-        """Records on the first page of ``[since, now + 1 min)``: one request, for a polling trigger.
+        """Records on the first page of `probe_window`: one request, for a polling trigger; with
+        ``window_field``, those of them a run reads (inside the window, or unreadable: error records).
 
         Needs ``window_params`` with ``start`` (the API's "created since" parameter).
         """
-        from datetime import UTC, timedelta
-
         if "start" not in self.window_params:
             raise SourceError(f"{self.describe()}: polling needs window_params with 'start'")
-        window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
-        request = self._first_request(window)
-        return len(self._page(self._json(self._send(self._hook(), request)))), None
+        window = probe_window(since)
+        page = self._page(self._json(self._send(self._hook(), self._first_request(window))))
+        records = objects_or_errors(page, self.key_column, "the first page")
+        if self.window_field:
+            records = self._inside(records, window, self.window_field)
+        return sum(1 for _ in records), None
 
     def _first_request(self, window: Window | None) -> PageRequest:
         params = dict(self.params)

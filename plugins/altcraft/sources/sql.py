@@ -53,6 +53,7 @@ from altcraft.sources.base import (
     error_record,
     naive_zone,
     partition_window,
+    probe_window,
 )
 from altcraft.sources.timestamps import EPOCH_SECONDS, instant_text, parse_timestamp, utc_text
 
@@ -820,18 +821,20 @@ class SqlTableSource(_Probing, Stateful):
         return stmt, {}
 
     def probe(self, since: datetime) -> tuple[int, str | None]:
-        """Rows created at or after ``since`` and the newest creation time (window mode only)."""
+        """Rows created in `probe_window` and the newest creation time (window mode only)."""
         from sqlalchemy import column, func, select, table
 
         if not self.created_at_column:
             raise SourceError(f"{self.describe()}: only window mode (created_at_column) can be polled")
+        window = probe_window(since)
 
         def statement(conn: Connection) -> tuple[Executable, dict[str, Any]]:
             assert self.created_at_column is not None
             tbl = table(self.table, column(self.created_at_column), schema=self.schema)
-            value, bound = _time_filter(conn, tbl, self.created_at_column, self.timezone)(since)
+            compared = _time_filter(conn, tbl, self.created_at_column, self.timezone)
+            (value, start), (_, end) = compared(window.start), compared(window.end)
             stmt = select(func.count(), func.max(tbl.c[self.created_at_column])).select_from(tbl)
-            return stmt.where(value >= bound), {}
+            return stmt.where(value >= start, value < end), {}
 
         count, newest = self._aggregate(statement)
         return int(count), None if newest is None else str(newest)
@@ -877,12 +880,10 @@ class SqlQuerySource(_Probing, Source):
         yield from _stream(self.conn_id, self.timezone, batch_size, lambda conn: self._select(conn, window))
 
     def probe(self, since: datetime) -> tuple[int, str | None]:
-        """How many rows the query gives for ``[since, a day from now)``: a count, never the rows."""
-        from datetime import UTC, timedelta
-
+        """How many rows the query gives for `probe_window`: a count, never the rows."""
         from sqlalchemy import func, select
 
-        window = Window(since, max(since, datetime.now(UTC)) + timedelta(days=1))
+        window = probe_window(since)
 
         def statement(conn: Connection) -> tuple[Executable, dict[str, Any]]:
             stmt, params = self._select(conn, window)

@@ -51,6 +51,7 @@ from altcraft.sources.base import (
     error_record,
     not_an_object,
     partition_window,
+    probe_window,
     rechunk,
 )
 from altcraft.spec_checks import MAX_TIMEOUT_SECONDS, MIN_REQUESTS_PER_SECOND
@@ -322,10 +323,11 @@ class CrmSource(Stateful):
     # ------------------------------------------------------------------------------ polling trigger
 
     def probe(self, since: Any) -> tuple[int, str | None]:
-        """Contacts on the first page created since ``since`` (or, for a webhook, stored past it)."""
+        """Contacts on the first page created in the window a run started now reads (`probe_window` moved
+        back by ``settle_seconds``), or, for a webhook, stored past ``since``."""
         if self.spec.webhook is not None:
             return self._watched_ids().probe(since)
-        window = Window(since, max(since, datetime.now(UTC)) + timedelta(minutes=1))
+        window = probe_window(since).shifted(self.spec.settle)
         first = next(iter(self.created_pages(window)), [])
         read = (self.record(raw, "probe") for raw in first)
         records = [
