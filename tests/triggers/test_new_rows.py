@@ -355,3 +355,59 @@ def test_a_query_row_created_in_the_future_is_not_fired_for(tmp_path, monkeypatc
     assert asyncio.run(events_of(trigger(), store, polls=2)) == []
     insert(engine, "contacts", 2, 1, now)
     assert [e["fingerprint"]["count"] for e in asyncio.run(events_of(trigger(), store, polls=2))] == [1]
+
+
+def test_a_probe_that_does_not_answer_is_logged_until_it_does(monkeypatch, capfd):
+    """A probe waiting on a lock (a migration holding the table) or on a dead connection blocked the
+    trigger without a word: no event, no error, for as long as it waited. It is logged as an error every
+    `SLOW_PROBE_AFTER` seconds it keeps waiting, no second probe is started beside it, and once it answers
+    polling goes on and fires."""
+    from altcraft.triggers import new_rows
+
+    monkeypatch.setattr(new_rows, "SLOW_PROBE_AFTER", 0.3, raising=False)
+    uri, sa_uri = DATABASES["postgresql"]
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", uri)
+    engine = sa.create_engine(sa_uri)
+    table = f"trig_lock_{hashlib.sha1(str(datetime.now()).encode()).hexdigest()[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id INTEGER, email TEXT, created_at TIMESTAMP)")
+    insert(engine, table, 1, 1, datetime.now(UTC))
+    store = AsyncStore()
+    store.set(WATERMARK_KEY, (datetime.now(UTC) - timedelta(minutes=1)).isoformat())
+    trigger = table_trigger(table)
+    trigger.asset_state_store = store
+
+    async def watch() -> list[dict[str, Any]]:
+        fired: list[dict[str, Any]] = []
+
+        async def consume() -> None:
+            async for event in trigger.run():
+                fired.append(event.payload)
+
+        locker = engine.connect()
+        locker.begin()
+        locker.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        task = asyncio.create_task(consume())
+        try:
+            await asyncio.sleep(1.5)
+            assert fired == []
+            locker.rollback()
+            for _ in range(100):
+                if fired:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            locker.close()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return fired
+
+    try:
+        fired = asyncio.run(watch())
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        engine.dispose()
+    out, err = capfd.readouterr()
+    assert (out + err).count("Probe of p has not answered for") >= 2, out + err
+    assert [e["fingerprint"]["count"] for e in fired] == [1]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds after which rows still past an unmoved position are fired for again.
 REFIRE_AFTER = 300.0
+#: Seconds a probe may go unanswered (a lock, a dead connection) before each error saying it still waits.
+SLOW_PROBE_AFTER = 60.0
 
 
 class AsyncStateStore(Protocol):
@@ -95,7 +97,7 @@ class NewRowsTrigger(BaseEventTrigger):
         try:
             while True:
                 try:
-                    event = await self.poll_once(state, source)
+                    event = await self.answer_of(self.poll_once(state, source))
                 except Exception as error:  # a database or API hiccup must not end the watch
                     self.log.error(  # scrubbed: a database's message may quote a row's email or phone
                         "Probe of %s failed, next try in %ss: %s",
@@ -112,6 +114,23 @@ class NewRowsTrigger(BaseEventTrigger):
                 await asyncio.sleep(self.poll_interval)
         finally:
             await asyncio.to_thread(source.close_probe)
+
+    async def answer_of(self, probe: Coroutine[Any, Any, dict[str, Any] | None]) -> dict[str, Any] | None:
+        """The probe's answer, waited for as long as it takes (a probe's thread cannot be stopped, and a
+        second one beside it would wait alike), with an error logged every `SLOW_PROBE_AFTER` seconds."""
+        task = asyncio.ensure_future(probe)
+        started = asyncio.get_running_loop().time()
+        try:
+            while not (await asyncio.wait({task}, timeout=SLOW_PROBE_AFTER))[0]:
+                self.log.error(
+                    "Probe of %s has not answered for %.1fs (a lock on the table, a connection that died?): "
+                    "no event until it does",
+                    self.pipeline,
+                    asyncio.get_running_loop().time() - started,
+                )
+            return task.result()
+        finally:
+            task.cancel()  # when the watch itself is cancelled; a no-op once the probe answered
 
     async def record_placement(self, state: AsyncStateStore, source: Any) -> None:
         """Record where the deliveries are watched (`WATCHED_KEY`); where that cannot be known (a store this
