@@ -200,3 +200,23 @@ def test_a_triggered_source_commits_the_window_watermark_after_the_source(tmp_pa
     assert [r["id"] for batch in source.batches(window, 10) for r in batch] == [1]
     source.commit()
     assert store.get(WATERMARK_KEY) == "2026-01-01T12:05:00+00:00"
+
+
+def test_a_window_ending_after_its_read_moves_the_watermark_only_to_when_it_was_read(tmp_path, monkeypatch):
+    """A run given a window ending in the future (``window_end`` next month, to catch up) read the rows there
+    were, then moved the watermark to that end: every event run read ``[now, now)`` and the trigger counted
+    nothing past it, so each contact created meanwhile was left unlaunched, without a word, until then. The
+    watermark moves to the window's end or to when the read began, whichever is first."""
+    monkeypatch.setenv("AIRFLOW_CONN_CRM", f"sqlite:///{tmp_path / 'crm.db'}")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, created_at TEXT)")
+    source = SpecSource(PipelineSpec.model_validate(spec(trigger=POLL)).source, track_windows=True)
+    source.state = store = MemoryStateStore()
+    before = datetime.now(UTC)
+    store.set(WATERMARK_KEY, (before - timedelta(days=1)).isoformat())
+    assert list(source.batches(Window(before - timedelta(days=7), before + timedelta(days=30)), 10)) == []
+    source.commit()
+    assert before <= datetime.fromisoformat(store.get(WATERMARK_KEY)) <= datetime.now(UTC)

@@ -172,7 +172,7 @@ class SpecSource:
         self.key_column = self.source.key_column
         self.track_windows = track_windows
         self._store: StateStore | None = None
-        self._window: Window | None = None
+        self._read: Window | None = None
 
     def __repr__(self) -> str:
         return repr(self.spec) + (" (tracks windows)" if self.track_windows else "")
@@ -211,16 +211,21 @@ class SpecSource:
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:
-        self._window = window
+        from altcraft.sources.base import Window
+
+        # what a read begun now covers: a window ending later holds no row created after now yet
+        self._read = window and Window(window.start, max(window.start, min(window.end, datetime.now(UTC))))
         return self.source.batches(window, batch_size, partition=partition)
 
     def commit(self) -> None:
-        """The source's own progress, then (triggered pipelines) the window watermark."""
+        """The source's own progress, then (triggered pipelines) the window watermark: to the window's end,
+        or to when the read began if that was earlier (a window given ending in the future read only the
+        rows there were; past its end, event runs and the trigger would see no row until then)."""
         from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
 
         self.source.commit()
-        if self.track_windows and self._store is not None and self._window is not None:
-            moved = advanced_watermark(self._store.get(WATERMARK_KEY), self._window.start, self._window.end)
+        if self.track_windows and self._store is not None and self._read is not None:
+            moved = advanced_watermark(self._store.get(WATERMARK_KEY), self._read.start, self._read.end)
             if moved is not None:
                 self._store.set(WATERMARK_KEY, moved)
 
