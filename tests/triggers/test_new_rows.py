@@ -411,3 +411,26 @@ def test_a_probe_that_does_not_answer_is_logged_until_it_does(monkeypatch, capfd
     out, err = capfd.readouterr()
     assert (out + err).count("Probe of p has not answered for") >= 2, out + err
     assert [e["fingerprint"]["count"] for e in fired] == [1]
+
+
+def test_rows_fired_for_again_say_why(tmp_path, monkeypatch, capfd):
+    """Rows a run did not move past were fired for again every `REFIRE_AFTER` seconds, each time logged as
+    plain "New rows": nothing told a reader of the triggerer log that the same rows kept coming back."""
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", f"sqlite:///{tmp_path / 'crm.db'}")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, created_at TIMESTAMP)"
+        )
+    now = datetime.now(UTC)
+    insert(engine, "contacts", 1, 2, now - timedelta(minutes=1))
+    store = AsyncStore()
+    store.set(WATERMARK_KEY, (now - timedelta(minutes=5)).isoformat())
+    assert len(asyncio.run(events_of(table_trigger("contacts"), store, polls=2))) == 1
+    assert "firing again" not in "".join(capfd.readouterr())
+    old = (now - timedelta(seconds=REFIRE_AFTER + 1)).isoformat()
+    store.set(SEEN_KEY, {**store.get(SEEN_KEY), "fired_at": old})  # the run failed: the watermark stayed
+    assert len(asyncio.run(events_of(table_trigger("contacts"), store, polls=2))) == 1
+    out, err = capfd.readouterr()
+    assert f"2 row(s) of p still past position {store.get(WATERMARK_KEY)} since the last event" in out + err
+    assert f"at {old}" in out + err and "firing again" in out + err

@@ -162,4 +162,13 @@ class NewRowsTrigger(BaseEventTrigger):
         )
         if count == 0 or (unchanged and recent):
             return None
+        if unchanged:  # rows fired for long ago and still past an unmoved position: say why they are again
+            self.log.warning(
+                "%d row(s) of %s still past position %s since the last event for them at %s (its run failed "
+                "or left them to another run, or the event was lost?): firing again",
+                count,
+                self.pipeline,
+                position,
+                fired_at,
+            )
         return {"pipeline": self.pipeline, "fingerprint": fingerprint, "detected_at": now.isoformat()}
