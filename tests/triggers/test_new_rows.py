@@ -89,13 +89,15 @@ async def events_of(trigger: NewRowsTrigger, store: AsyncStore, polls: int) -> l
     """Run the trigger's ``run()`` until it probed ``polls`` times; what it fired meanwhile."""
     trigger.asset_state_store = store
     fired: list[dict[str, Any]] = []
-    probes = 0
+    probes = events = 0
     poll_once = trigger.poll_once
 
     async def counted(*args: Any) -> Any:  # observes the trigger's own probe, whatever it returns or raises
-        nonlocal probes
+        nonlocal probes, events
         try:
-            return await poll_once(*args)
+            event = await poll_once(*args)
+            events += event is not None
+            return event
         finally:
             probes += 1
 
@@ -107,7 +109,10 @@ async def events_of(trigger: NewRowsTrigger, store: AsyncStore, polls: int) -> l
 
     task = asyncio.create_task(consume())
     deadline = asyncio.get_running_loop().time() + 60
-    while probes < polls and not task.done() and asyncio.get_running_loop().time() < deadline:
+    # until the probes ran and each event they returned was fired (run() yields it a few steps later)
+    while (probes < polls or len(fired) < events) and not task.done():
+        if asyncio.get_running_loop().time() > deadline:
+            break
         await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
