@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -112,6 +113,15 @@ def stored_ids(store, pipeline) -> list[list[str]]:
 
 
 # ----------------------------------------------------------------------------------------- amoCRM
+
+
+def hubspot_webhook_source(fake: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The HubSpot source reading the ``hubspot_welcome`` webhook's stored ids, its connection at ``fake``."""
+    host, port = fake.url.rsplit(":", 1)
+    conn = {"conn_type": "generic", "host": host, "port": int(port), "password": fake.token}
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK", json.dumps(conn))
+    read = WebhookRead(endpoint="hubspot_welcome", ledger_conn_id="crm_hook_ledger")
+    return HubSpotSpec(type="hubspot", conn_id="crm_hook", webhook=read, **FAST).build(MemoryStateStore())
 
 
 def test_amocrm_form_with_the_url_secret_stores_the_added_ids(client, store):
@@ -429,13 +439,7 @@ def test_a_stored_item_without_a_numeric_contact_id_is_rejected_and_the_rest_fet
     store.put("hubspot_welcome", "a" * 64, "hmac", [{"email": "ann@example.com"}, {"id": "x1"}, {"id": "3"}])
     store.put("hubspot_welcome", "b" * 64, "hubspot", [{"id": "4"}])
     with serving(FakeHubSpot(contacts=people(10))) as fake:
-        host, port = fake.url.rsplit(":", 1)
-        conn = {"conn_type": "generic", "host": host, "port": int(port), "password": fake.token}
-        monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK", json.dumps(conn))
-        read = WebhookRead(endpoint="hubspot_welcome", ledger_conn_id="crm_hook_ledger")
-        source = HubSpotSpec(type="hubspot", conn_id="crm_hook", webhook=read, **FAST).build(
-            MemoryStateStore()
-        )
+        source = hubspot_webhook_source(fake, monkeypatch)
         records = [r for b in source.batches(None, 10) for r in b]
     delivery = next(delivery_id for delivery_id, _ in store.read("hubspot_welcome", None))
     assert [(r["id"], r.get("__error__")) for r in records if "__error__" in r] == [
@@ -455,14 +459,8 @@ def test_a_200_batch_read_without_its_results_fails_the_run_instead_of_rejecting
 
     store.put("hubspot_welcome", "a" * 64, "hubspot", [{"id": "3"}, {"id": "4"}])
     with serving(FakeHubSpot(contacts=people(10))) as fake:
-        host, port = fake.url.rsplit(":", 1)
-        conn = {"conn_type": "generic", "host": host, "port": int(port), "password": fake.token}
-        monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK", json.dumps(conn))
         fake.instead = [JSONResponse({"status": "error", "message": "internal error, try again"})]
-        read = WebhookRead(endpoint="hubspot_welcome", ledger_conn_id="crm_hook_ledger")
-        source = HubSpotSpec(type="hubspot", conn_id="crm_hook", webhook=read, **FAST).build(
-            MemoryStateStore()
-        )
+        source = hubspot_webhook_source(fake, monkeypatch)
         with pytest.raises(
             SourceError, match=r"^HubSpot: contacts/batch/read: no list of contacts at results"
         ):
@@ -476,13 +474,7 @@ def test_a_stored_id_with_leading_zeros_is_the_contact_of_its_number(store, monk
     store.put("hubspot_welcome", "a" * 64, "hubspot", [{"id": "0003"}, {"id": "4"}])
     store.put("hubspot_welcome", "b" * 64, "hubspot", [{"id": "3"}])
     with serving(FakeHubSpot(contacts=people(10))) as fake:
-        host, port = fake.url.rsplit(":", 1)
-        conn = {"conn_type": "generic", "host": host, "port": int(port), "password": fake.token}
-        monkeypatch.setenv("AIRFLOW_CONN_CRM_HOOK", json.dumps(conn))
-        read = WebhookRead(endpoint="hubspot_welcome", ledger_conn_id="crm_hook_ledger")
-        source = HubSpotSpec(type="hubspot", conn_id="crm_hook", webhook=read, **FAST).build(
-            MemoryStateStore()
-        )
+        source = hubspot_webhook_source(fake, monkeypatch)
         records = [r for b in source.batches(None, 10) for r in b]
 
     assert [(r["id"], r.get("__error__"), r.get("email")) for r in records] == [
