@@ -323,6 +323,22 @@ def test_candidate_keys_hold_the_ledger_key_the_mapper_gives(matching, typed):
     assert mapper.map({"id": 1, "v": typed}).ledger_key in candidate_keys(typed)
 
 
+@pytest.mark.parametrize(
+    ("matching", "key", "row"),
+    [
+        ("email", {"email": "e"}, {"e": "a|b@example.org"}),
+        ("email_phone", {"email": "e", "phone": "p"}, {"e": "a|b@example.org", "p": "+79001234567"}),
+        ("email_phone", {"email": "e", "phone": "p"}, {"e": "a|b@example.org", "p": None}),
+    ],
+)
+def test_an_email_holding_a_bar_is_found_alone_and_with_its_phone(matching, key, row):
+    """The mapper splits ``email|phone`` at the last bar (a phone never holds one); the search split at the
+    first, so it found no contact whose email's local part holds ``|``."""
+    mapper = Mapper(ProfileMapping(matching=matching, key=key), source_key_column="id")
+    typed = "|".join(value for value in row.values() if value) + ("|" if row.get("p", "") is None else "")
+    assert mapper.map({"id": 1, **row}).ledger_key in candidate_keys(typed)
+
+
 def test_action_plans_name_the_window_params_and_people():
     interval = (NOW - timedelta(days=1), NOW)
     resend = plan(

@@ -34,15 +34,16 @@ def candidate_keys(text: str, default_region: str | None = None) -> list[str]:
     if sep and mode in MatchingMode.__members__.values():
         return [f"{mode}:{rest.lower() if 'email' in mode else rest}"]
     keys: list[str] = []
-    email_part, bar, phone_part = text.partition("|")
-    email = _email(email_part) if bar or "@" in text else None
-    phone = _phone(phone_part if bar else text, default_region)
-    if email and not bar:
+    email = _email(text) if "@" in text else None  # an email's local part may hold "|"
+    phone = _phone(text, default_region)
+    if email:
         keys += [f"{mode}:{email}" for mode in _EMAIL_MODES] + [f"{mode}:{email}|" for mode in _BOTH_MODES]
-    if phone and not bar:
+    if phone:
         keys += [f"{mode}:{phone}" for mode in _PHONE_MODES] + [f"{mode}:|{phone}" for mode in _BOTH_MODES]
-    if bar and (email or phone):
-        keys += [f"{mode}:{(email or '')}|{phone or ''}" for mode in _BOTH_MODES]
+    email_part, bar, phone_part = text.rpartition("|")  # as the mapper splits: a phone never holds "|"
+    pair = (_email(email_part), _phone(phone_part, default_region)) if bar else (None, None)
+    if any(pair):
+        keys += [f"{mode}:{pair[0] or ''}|{pair[1] or ''}" for mode in _BOTH_MODES]
     keys += [f"{mode}:{text}" for mode in _VALUE_MODES]
     keys += [key for mode in _CUSTOM_MODES for key in _custom_number_keys(mode, text)]
     return list(dict.fromkeys(keys))
