@@ -156,13 +156,19 @@ def test_fires_once_per_change_and_a_restarted_trigger_does_not_refire(crm):
     assert asyncio.run(events_of(table_trigger(table), store, polls=3)) == []
 
 
-def test_first_start_sets_the_watermark_and_ignores_older_rows(tmp_path, monkeypatch):
+def sqlite_crm(tmp_path, monkeypatch) -> sa.Engine:
+    """An empty ``contacts`` table in a SQLite file that the connection ``trigger_crm`` names."""
     monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", f"sqlite:///{tmp_path / 'crm.db'}")
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, created_at TIMESTAMP)"
         )
+    return engine
+
+
+def test_first_start_sets_the_watermark_and_ignores_older_rows(tmp_path, monkeypatch):
+    engine = sqlite_crm(tmp_path, monkeypatch)
     insert(engine, "contacts", 1, 2, datetime.now(UTC) - timedelta(minutes=1))
     store = AsyncStore()
     assert asyncio.run(events_of(table_trigger("contacts"), store, polls=2)) == []
@@ -341,12 +347,7 @@ def test_a_row_created_in_the_future_is_not_fired_for_at_every_run(crm):
 
 def test_a_query_row_created_in_the_future_is_not_fired_for(tmp_path, monkeypatch):
     """The same for ``sql_query``, whose probe counted the query's rows up to a day ahead of now."""
-    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", f"sqlite:///{tmp_path / 'crm.db'}")
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, created_at TIMESTAMP)"
-        )
+    engine = sqlite_crm(tmp_path, monkeypatch)
     now = datetime.now(UTC)
     insert(engine, "contacts", 1, 1, now + timedelta(hours=2))
     sql = (
@@ -421,12 +422,7 @@ def test_a_probe_that_does_not_answer_is_logged_until_it_does(monkeypatch, capfd
 def test_rows_fired_for_again_say_why(tmp_path, monkeypatch, capfd):
     """Rows a run did not move past were fired for again every `REFIRE_AFTER` seconds, each time logged as
     plain "New rows": nothing told a reader of the triggerer log that the same rows kept coming back."""
-    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", f"sqlite:///{tmp_path / 'crm.db'}")
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, created_at TIMESTAMP)"
-        )
+    engine = sqlite_crm(tmp_path, monkeypatch)
     now = datetime.now(UTC)
     insert(engine, "contacts", 1, 2, now - timedelta(minutes=1))
     store = AsyncStore()
