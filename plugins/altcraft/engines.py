@@ -24,24 +24,29 @@ class NotASqlConnection(ValueError):
     """The connection's hook is not a SQL database hook."""
 
 
-def sql_engine(conn_id: str) -> Engine:
+def sql_engine(conn_id: str, field: str = "conn_id") -> Engine:
     """The engine of an Airflow connection: its hook's ``get_sqlalchemy_engine()`` (a ``postgres``,
     ``mysql``, ``sqlite``... connection). A connection type without an installed hook falls back to
-    ``create_engine(conn.get_uri())``; a hook that is not a SQL database hook is refused."""
+    ``create_engine(conn.get_uri())``; a hook that is not a SQL database hook is refused. ``field`` is the
+    argument or spec field that named ``conn_id``: a connection not defined, or a database that cannot be
+    connected to (`named`), is an error naming both."""
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    conn = BaseHook.get_connection(conn_id)
+    label = f"{field} {conn_id!r}"
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as exc:
+        raise AirflowNotFoundException(f"{label}: no Airflow connection of that id is defined") from exc
     try:
         hook = conn.get_hook()
     except Exception as exc:  # no hook for this connection type: its URI may still work
         log.info("No hook for connection %s (%s); using its URI", conn_id, type(exc).__name__)
-        return protected(sa.create_engine(_sqlalchemy_url(conn.get_uri())))
+        return named(protected(sa.create_engine(_sqlalchemy_url(conn.get_uri()))), label)
     get_engine = getattr(hook, "get_sqlalchemy_engine", None)
     if not callable(get_engine):
-        raise NotASqlConnection(
-            f"connection {conn_id!r} is not a SQL database (its hook is {type(hook).__name__})"
-        )
-    return protected(get_engine())
+        raise NotASqlConnection(f"{label}: not a SQL database (its hook is {type(hook).__name__})")
+    return named(protected(get_engine()), label)
 
 
 def ledger_conn_id(conn_id: str | None = None) -> str | None:
@@ -60,12 +65,11 @@ def ledger_engine(conn_id: str | None) -> Engine:
     SQLite file ``$AIRFLOW_HOME/altcraft_ledger.db`` (``~/airflow`` if ``AIRFLOW_HOME`` is unset)."""
     conn_id = ledger_conn_id(conn_id)
     if conn_id is not None:
-        return sql_engine(conn_id)
+        return sql_engine(conn_id, "ledger_conn_id")
     home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    return protected(
-        sa.create_engine(f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60})
-    )
+    engine = sa.create_engine(f"sqlite:///{home / 'altcraft_ledger.db'}", connect_args={"timeout": 60})
+    return named(protected(engine), "ledger_conn_id not set (the SQLite file in AIRFLOW_HOME)")
 
 
 #: The port a URL naming none means, per dialect: one database whichever way a connection writes it.
@@ -105,6 +109,43 @@ def protected(engine: Engine) -> Engine:
     if engine.dialect.name in ("mysql", "mariadb") and not sa.event.contains(engine, "connect", _utf8mb4):
         sa.event.listen(engine, "connect", _utf8mb4)
     return engine
+
+
+#: How an error names each dialect's server.
+_PRODUCTS = {"postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB", "mariadb": "MariaDB", "sqlite": "SQLite"}
+
+
+def named(engine: Engine, label: str) -> Engine:
+    """``engine``, whose failures to connect name ``label`` (the field and the Airflow connection id that
+    gave it: ``ledger_conn_id 'altcraft_ledger'``) and where it connects, never its user or password:
+    ``ledger_conn_id 'altcraft_ledger': cannot connect to PostgreSQL at 127.0.0.1:1/test: (...) Connection
+    refused``. The error stays the SQLAlchemy error it was (every ``except DBAPIError`` still holds), raised
+    from the driver's."""
+    sa.event.listen(engine, "handle_error", _ConnectFailure(label))
+    return engine
+
+
+class _ConnectFailure:
+    """The ``handle_error`` listener of `named`: prefixes an error of opening a connection (none was
+    open, and it was no pre-ping of a pooled one) with the label and where (`database_location`: no user,
+    password or options)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __call__(self, context: ExceptionContext) -> None:
+        error = context.sqlalchemy_exception
+        if error is None or context.connection is not None or context.is_pre_ping:
+            return
+        at = database_location(context.engine)
+        product = _PRODUCTS.get(at["dialect"], at["dialect"])
+        where = (
+            f"open the {product} file {at['path']}"
+            if "path" in at
+            else f"connect to {product} at {at['host']}:{at['port']}/{at['database']}"
+        )
+        said = error.args[0] if error.args and isinstance(error.args[0], str) else str(error.orig)
+        error.args = (f"{self.label}: cannot {where}: {said}", *error.args[1:])
 
 
 def _utf8mb4(dbapi_connection: Any, _record: Any) -> None:

@@ -146,8 +146,10 @@ Ledger = Annotated[Connection, Depends(read_only)]
 
 def ledger_error(error: DBAPIError) -> str:
     """What the page says when the ledger cannot be read: the database's own first line, scrubbed (no SQL,
-    no parameters: they may hold contact hashes or keys)."""
-    first = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
+    no parameters: they may hold contact hashes or keys); where no statement ran (it could not connect),
+    the error's own, which names the ledger's connection (`altcraft.engines.named`)."""
+    said = error.orig if error.statement is not None else error
+    first = (str(said).strip().splitlines() or [type(error.orig).__name__])[0]
     return (
         "The sync ledger cannot be read: its database is unreachable or did not answer in time, or its "
         "tables are missing or of an older version (the first pipeline run of this version creates and "
