@@ -740,7 +740,7 @@ class Delivery:
             log.warning("Reconciling: %s; its contacts are looked up instead", why)
             return why
         if not status.state.is_terminal:
-            return f"its Altcraft task {task.task_id} is still {status.status!r}"
+            return f"its Altcraft task {task.task_id} {status.still}"
         said = task_settlements(status, task.keys)
         if isinstance(said, str):
             log.warning("Reconciling: %s; its contacts are looked up instead", said)
@@ -955,9 +955,9 @@ class Delivery:
                         "try re-attaches to it"
                     )
                 if not status.state.is_terminal:
+                    waited = "" if timeout is None else f" after {timeout:g} s"
                     raise TasksStillRunning(
-                        f"Altcraft task {task_id} is still {status.status!r} after {timeout}s; "
-                        "the next try re-attaches to it"
+                        f"Altcraft task {task_id} {status.still}{waited}; the next try re-attaches to it"
                     )
                 self.settle_task(claim, status)
             del tasks[batch_id]

@@ -449,7 +449,7 @@ def _async_row(ex: Exchanger, body: dict[str, Any], timeout: float) -> Row:
             result = "accepted" if status.state is TaskState.SUCCEEDED else "refused"
             return Row("async", result, f"status {status.status!r}, result {_shape(status.result)}")
         time.sleep(min(2.0, max(0.2, timeout / 50)))
-    return Row("async", "warn", f"task {task_id} still {status.status!r} after {timeout:g} s")
+    return Row("async", "warn", f"task {task_id} {status.still} after {timeout:g} s")
 
 
 def _orders(item: dict[str, Any]) -> list[list[dict[str, Any]]]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 
 from altcraft.api.errors import AltcraftApiError, AltcraftRateLimited, AltcraftTransportError
 from altcraft.api.models import BatchResult, Database, Page, Scenario, TaskState, TaskStatus
-from altcraft.api.protocol import encode_body, parse_response, parse_retry_after, task_id_of
+from altcraft.api.protocol import encode_body, parse_response, parse_retry_after, task_id_of, task_status_of
 
 
 def test_encode_body_adds_token_and_splices_raw_data():
@@ -104,6 +106,42 @@ def test_lenient_models():
 )
 def test_task_states(raw, state):
     assert TaskState.parse(raw) is state
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("running", None),
+        (" Completed ", None),
+        (None, None),
+        ("completed_with_errors", "'completed_with_errors'"),
+        ("done\x1b[2J\nfake log line\x00", "'done\\x1b[2J\\nfake log line\\x00'"),
+        ("x" * 100, repr("x" * 64 + "…")),
+    ],
+)
+def test_a_status_we_do_not_recognise_is_waited_on_as_running_and_quoted_safely(raw, shown):
+    """Never guessed finished or failed; quoted as server text: at most 64 characters, controls escaped."""
+    status = TaskStatus(task_id="t1", status=raw)
+    assert status.unrecognised == shown
+    if shown is not None:
+        assert status.state is TaskState.RUNNING
+        assert status.still == f"still reported unrecognised status {shown}"
+
+
+def test_each_unrecognised_status_of_a_task_is_warned_of_once(caplog):
+    """Every poll of a task reads it through `task_status_of`: one WARNING per task and distinct status."""
+    a, b = (f"task_{uuid.uuid4().hex}" for _ in range(2))  # warned once per process: ids of this test only
+    answers = [(a, "completed_with_errors")] * 3 + [(a, "partial"), (b, "partial"), (a, "running")]
+    with caplog.at_level(logging.WARNING, logger="altcraft.api.protocol"):
+        for task_id, raw in answers:
+            task_status_of({"data": {"status": raw}}, task_id)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 3, warned
+    assert f"Altcraft task {a} reports status 'completed_with_errors', which we do not recognise" in warned[0]
+    assert (
+        f"task {a} reports status 'partial'" in warned[1]
+        and f"task {b} reports status 'partial'" in warned[2]
+    )
 
 
 def test_task_profile_results_in_either_place():

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from altcraft.api.matching import MatchingMode
-from altcraft.delivery import DeliveryStopped
+from altcraft.delivery import DeliveryStopped, TasksStillRunning
 from altcraft.ledger import Outcome, RelaunchPolicy
 from altcraft.ledger.rules import IN_FLIGHT
 from altcraft.ledger.schema import contacts_table, outcomes_table
@@ -713,6 +713,29 @@ def test_a_dead_tries_task_still_running_leaves_the_contacts_the_first_run_meets
     )
     assert dead.hook.wait_for_task(task_id, timeout=30, poll_interval=0.1).state.is_terminal
     assert_exactly_once(emulator, scenario_id, 6)
+
+
+@pytest.mark.parametrize("ledger", ["sqlite"], indirect=True)
+def test_a_task_status_we_do_not_recognise_is_waited_on_and_said_never_guessed(
+    make_delivery, emulator, scenario_id, ledger, caplog
+):
+    """Altcraft ends the task with a status we do not recognise (``completed_with_errors``): the try waits
+    for it as running until its timeout, warns once naming the task and the status, and fails saying the
+    task still reported it; its contacts are never guessed launched or not launched: the first run to meet
+    them leaves them uncertain, each note saying what the task last reported."""
+    emulator.config(task_success_status="completed_with_errors", task_delay_seconds=0.01)
+    people = contacts(3)
+    sent = make_delivery(mode="async", batch_size=3)
+    sent.process(in_batches(people))
+    [task_id] = sent.tasks.values()
+    said = f"Altcraft task {task_id} still reported unrecognised status 'completed_with_errors'"
+    with caplog.at_level("WARNING"), pytest.raises(TasksStillRunning, match=f"^{said} after 0.3 s; "):
+        sent.settle_tasks(sent.tasks, timeout=0.3, poll_interval=0.02)
+    warned = [r.getMessage() for r in caplog.records if "do not recognise" in r.getMessage()]
+    assert len(warned) == 1 and task_id in warned[0] and "'completed_with_errors'" in warned[0], warned
+    assert list(sent.tasks.values()) == [task_id], "the next try re-attaches to it"
+
+    met_undecided(make_delivery, ledger, scenario_id, people, f"its {said}")
 
 
 @pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)

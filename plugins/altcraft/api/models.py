@@ -381,7 +381,8 @@ class Page(_Response):
 
 class TaskState(StrEnum):
     """Normalised state of an asynchronous task; raw values vary between doc versions
-    (``profiles/3115796``)."""
+    (``profiles/3115796``). A raw value we do not recognise (`TaskStatus.unrecognised`) is read as running:
+    it may be a finished task's, but whether that launched anyone is a guess either way."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -390,18 +391,28 @@ class TaskState(StrEnum):
 
     @classmethod
     def parse(cls, raw: str | None) -> TaskState:
-        value = (raw or "").strip().lower()
-        if value in {"completed", "complete", "success", "succeeded", "done", "finished"}:
-            return cls.SUCCEEDED
-        if value in {"failed", "fail", "error", "canceled", "cancelled", "aborted"}:
-            return cls.FAILED
-        if value in {"", "new", "queued", "pending", "waiting", "created"}:
-            return cls.PENDING
-        return cls.RUNNING
+        return _RAW_STATES.get(_normal(raw), cls.RUNNING)
 
     @property
     def is_terminal(self) -> bool:
         return self in (TaskState.SUCCEEDED, TaskState.FAILED)
+
+
+#: Each raw task status we recognise (stripped, lower case) and its state.
+_RAW_STATES = {
+    **dict.fromkeys(
+        ("completed", "complete", "success", "succeeded", "done", "finished"), TaskState.SUCCEEDED
+    ),
+    **dict.fromkeys(("failed", "fail", "error", "canceled", "cancelled", "aborted"), TaskState.FAILED),
+    **dict.fromkeys(("", "new", "queued", "pending", "waiting", "created"), TaskState.PENDING),
+    **dict.fromkeys(("running", "processing", "in_progress", "started"), TaskState.RUNNING),
+}
+#: How much of an unrecognised status messages quote.
+SHOWN_STATUS_CHARS = 64
+
+
+def _normal(raw: str | None) -> str:
+    return (raw or "").strip().lower()
 
 
 class TaskStatus(_Response):
@@ -415,6 +426,22 @@ class TaskStatus(_Response):
     @property
     def state(self) -> TaskState:
         return TaskState.parse(self.status)
+
+    @property
+    def unrecognised(self) -> str | None:
+        """A status we do not recognise, quoted as messages show it (server-chosen text: at most
+        `SHOWN_STATUS_CHARS` characters, control characters escaped); None for a known one."""
+        if _normal(self.status) in _RAW_STATES:
+            return None
+        raw = self.status or ""
+        return repr(raw[:SHOWN_STATUS_CHARS] + ("…" if len(raw) > SHOWN_STATUS_CHARS else ""))
+
+    @property
+    def still(self) -> str:
+        """What a task not over yet still says, for a message after its id: ``is still 'queued'``, or
+        ``still reported unrecognised status 'completed_with_errors'``."""
+        shown = self.unrecognised
+        return f"is still {self.status!r}" if shown is None else f"still reported unrecognised status {shown}"
 
     def profile_results(self) -> list[ProfileResult]:
         """Per-profile results of an import-and-launch task, wherever the server put them."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from altcraft.api.models import MAX_ID_CHARS, Page, Scenario, TaskStatus, error_
 from altcraft.masking import MASK, scrub
 from altcraft.retry_after import parse_retry_after
 from altcraft.storable import MAX_STORED_CHARS, replace_unstorable, storable
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -473,7 +476,23 @@ def task_status_of(answer: dict[str, Any], task_id: str) -> TaskStatus:
     named = data.get("task_id")
     if named not in (None, "") and str(named) != task_id:
         raise AltcraftUnexpectedAnswer("data.task_id names another task than the one asked for")
-    return TaskStatus.model_validate({**data, "task_id": task_id})
+    status = TaskStatus.model_validate({**data, "task_id": task_id})
+    if (shown := status.unrecognised) is not None:
+        _warn_unrecognised(task_id, shown)
+    return status
+
+
+@lru_cache(maxsize=4096)
+def _warn_unrecognised(task_id: str, shown: str) -> None:
+    """Warn of a task status we do not recognise, once per task and status in a process (the cache
+    remembers the last 4096): every reader of a task (the operator's and the trigger's polls,
+    reconciliation) reads it through `task_status_of`."""
+    log.warning(
+        "Altcraft task %s reports status %s, which we do not recognise: it is waited for as running until "
+        "task_timeout (never guessed finished or failed: it may have launched its contacts)",
+        task_id,
+        shown,
+    )
 
 
 def scenario_of(answer: dict[str, Any], scenario_id: int) -> Scenario | None:

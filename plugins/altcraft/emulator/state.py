@@ -521,7 +521,8 @@ class Task:
 _CONFIG_CHOICES: dict[str, tuple[Any, ...]] = {
     "error_http_status": ("mirror", "always_200"),
     "total_key": (None, "total", "total_count"),
-    "task_success_status": ("completed", "success"),
+    # the status a finished task reports: the two documented, or one the client does not recognise
+    "task_success_status": ("completed", "success", "completed_with_errors"),
     "task_result": TASK_RESULT_LAYOUTS,
     "strict": (False, True),
 }

@@ -405,10 +405,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         if event.get("status") != "done":
             # still running at Altcraft: keep them in task_state_store; the retry re-attaches to them
             self._report(delivery, context, final=False)
-            raise AirflowException(
-                f"{len(event.get('pending', []))} Altcraft task(s) still running after {self.task_timeout}; "
-                "the next try re-attaches to them instead of submitting again"
-            )
+            from altcraft.triggers.task_status import timed_out
+
+            raise AirflowException(timed_out(event, self.task_timeout.total_seconds()))
         try:
             delivery.settle_tasks(_task_book(context), timeout=None)
         except BaseException:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -15,12 +15,26 @@ from altcraft.api.errors import AltcraftApiError, AltcraftError
 UNKNOWN = "unknown"
 
 
+def timed_out(event: Mapping[str, Any], timeout: float) -> str:
+    """Why the try fails when the trigger's ``event`` is a timeout after ``timeout`` seconds: how many tasks
+    were still running, and what each one last reported that we do not recognise."""
+    unrecognised = "".join(
+        f"; task {task_id} still reported unrecognised status {shown} after {timeout:g} s"
+        for task_id, shown in (event.get("unrecognised") or {}).items()
+    )
+    return (
+        f"{len(event.get('pending', []))} Altcraft task(s) still running after {timeout:g} s{unrecognised}; "
+        "the next try re-attaches to them instead of submitting again"
+    )
+
+
 class AltcraftTaskTrigger(BaseTrigger):
     """Fire once every task in ``task_ids`` has reached a terminal state (or is unknown to Altcraft: 404),
     or ``timeout`` seconds passed.
 
     The event carries only task ids and states (no contact data); the resumed operator reads the
-    per-profile results itself.
+    per-profile results itself. A timeout's event also names the tasks whose last status was one we do
+    not recognise (``unrecognised``: task id → the status as `TaskStatus.unrecognised` quotes it).
     """
 
     def __init__(
@@ -55,6 +69,7 @@ class AltcraftTaskTrigger(BaseTrigger):
 
         pending = set(self.task_ids)
         states: dict[str, str] = {}
+        unrecognised: dict[str, str] = {}
         interval = self.poll_interval
         started = time.monotonic()
         # The first look waits one interval: the tasks were just created, and a trigger that fires within
@@ -72,11 +87,25 @@ class AltcraftTaskTrigger(BaseTrigger):
                             states[task_id] = UNKNOWN
                             pending.discard(task_id)
                         continue
+                    if (shown := status.unrecognised) is not None:
+                        unrecognised[task_id] = shown
+                    else:
+                        unrecognised.pop(task_id, None)
                     if status.state.is_terminal:
                         states[task_id] = status.state.value
                         pending.discard(task_id)
                 if pending and self.timeout is not None and time.monotonic() - started > self.timeout:
-                    yield TriggerEvent({"status": "timeout", "pending": sorted(pending), "states": states})
+                    still = {
+                        task_id: unrecognised[task_id] for task_id in sorted(pending & unrecognised.keys())
+                    }
+                    yield TriggerEvent(
+                        {
+                            "status": "timeout",
+                            "pending": sorted(pending),
+                            "states": states,
+                            "unrecognised": still,
+                        }
+                    )
                     return
                 if pending:
                     self.log.info(
