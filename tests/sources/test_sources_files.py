@@ -430,12 +430,35 @@ def test_file_urls_and_single_files_are_read_through_object_storage(tmp_path):
         ({"window_by": "ctime"}, "^window_by: "),
         ({"encoding": "utf-9"}, "^encoding: unknown"),
         ({"delimiter": ";;"}, "^delimiter: "),
+        ({"delimiter": '"'}, "^delimiter: '\"' is the quote character"),
+        ({"delimiter": "\r"}, r"^delimiter: '\\r' is a line break \(CR\)"),
+        ({"delimiter": "\n"}, r"^delimiter: '\\n' is a line break \(LF\)"),
+        ({"delimiter": "§", "encoding": "ascii"}, "^delimiter: '§' cannot be written in encoding 'ascii'"),
+        ({"delimiter": "\udc80"}, r"^delimiter: '\\udc80' cannot be written in encoding 'utf-8'"),
+        ({"encoding": "base64"}, "^encoding: 'base64' is not a text encoding"),
+        ({"encoding": "rot13"}, "^encoding: 'rot13' is not a text encoding"),
         ({"timezone": "Mars/Olympus"}, "^timezone: unknown"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_setting(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         FileSource(str(tmp_path), key_column="id", **{"timestamp_column": "t", **kwargs})
+
+
+@pytest.mark.parametrize("delimiter", ["\t", " ", "\0", "|", "\x85", "\u2028", "'"])
+def test_any_other_delimiter_reads_what_the_csv_module_writes(tmp_path, delimiter):
+    """Only the quote character and line breaks are refused: a tab, a space, NUL or a character some
+    readers take for a line break separate fields as a comma does, in quoted fields too."""
+    rows = [
+        ["id", "email", "note"],
+        ["1", "a@example.org", f'a "quote"{delimiter}and\na line'],
+        ["2", "", " x "],
+    ]
+    with (tmp_path / "a.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter=delimiter).writerows(rows)
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", delimiter=delimiter)
+
+    assert read(source, None) == [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
 
 
 def test_credentials_in_the_url_are_refused_the_connection_holds_them():

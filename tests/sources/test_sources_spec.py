@@ -115,6 +115,11 @@ def error_of(data: dict) -> tuple[tuple, str]:
         ("sql_query", {"sql": "SELECT 1; SELECT 2"}, "sql", "sql: only one statement is allowed"),
         ("file", {"format": "xlsx"}, "format", "Input should be 'csv' or 'jsonl'"),
         ("file", {"encoding": "klingon"}, "encoding", "encoding: unknown encoding 'klingon'"),
+        ("file", {"encoding": "hex"}, "encoding", "encoding: 'hex' is not a text encoding"),
+        ("file", {"delimiter": '"'}, "delimiter", "delimiter: '\"' is the quote character"),
+        ("file", {"delimiter": "\r"}, "delimiter", "delimiter: '\\r' is a line break (CR)"),
+        ("file", {"delimiter": "\n"}, "delimiter", "delimiter: '\\n' is a line break (LF)"),
+        ("file", {"delimiter": ";;"}, "delimiter", "delimiter: expected one character"),
         ("rest", {"paginator": {"type": "magic"}}, "paginator", "does not match any of the expected tags"),
         ("rest", {"window_params": {"since": "x"}}, "window_params", "Input should be 'start' or 'end'"),
         ("python", {"callable": "os.system"}, "callable", "callable: expected 'package.module:function'"),
@@ -147,6 +152,11 @@ def test_paginator_settings_are_strict_too():
         ("sql_table", {"watermark_column": "seq"}, "exactly one of created_at_column"),
         ("sql_table", {"created_at_column": None}, "exactly one of created_at_column"),
         ("file", {"window_by": "column"}, "timestamp_column: required"),
+        (
+            "file",
+            {"delimiter": "é", "encoding": "ascii"},
+            "delimiter: 'é' cannot be written in encoding 'ascii'",
+        ),
     ],
 )
 def test_inconsistent_modes_are_refused(kind, changes, message):

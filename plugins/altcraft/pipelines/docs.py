@@ -74,8 +74,8 @@ NOTES: dict[tuple[str, str], str] = {
     ("FileSpec", "timestamp_column"): "column compared with the window when window_by is column",
     ("FileSpec", "window_by"): "column: rows whose timestamp lies in the window; mtime: whole files "
     "modified in the window",
-    ("FileSpec", "encoding"): "text encoding of the files",
-    ("FileSpec", "delimiter"): "CSV field delimiter",
+    ("FileSpec", "encoding"): "text encoding of the files (not a codec such as `base64`)",
+    ("FileSpec", "delimiter"): 'CSV field delimiter: one character `encoding` can write, not `"`, CR or LF',
     ("FileSpec", "pattern"): "file names to read in a directory (`**/` recurses); default `*.<format>`",
     ("FileSpec", "timezone"): "zone of naive timestamps" + _OF_THE_MAPPING,
     ("FileSpec", "conn_id"): "connection with the object store's credentials",

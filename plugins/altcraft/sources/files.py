@@ -38,6 +38,8 @@
 * Partitions deal files by a stable hash of their path: each file is read by exactly one partition.
 * ``null_values`` (CSV only): a cell whose whole text is one of them (``NULL``, ``\\N``, quoted or not) is
   None, an empty value, as a database exporting it meant; by default every cell is its text.
+* ``delimiter`` (CSV): one character ``encoding`` can write, neither ``"`` (the quote character, fixed) nor
+  CR or LF (`check_delimiter`); ``encoding``: a text encoding (`check_encoding`).
 """
 
 from __future__ import annotations
@@ -100,11 +102,42 @@ def _local(path: ObjectStoragePath) -> bool:
 
 
 def check_encoding(name: str) -> str:
+    """``name`` if it is a text encoding; ValueError naming the field if it is unknown, or a codec of bytes
+    to bytes or text to text (``base64``, ``rot13``: ``codecs`` knows them, but no file can be read as
+    text in them)."""
     try:
         codecs.lookup(name)
     except LookupError:
         raise ValueError(f"encoding: unknown encoding {name!r}") from None
+    try:
+        "".encode(name)
+    except LookupError:
+        raise ValueError(f"encoding: {name!r} is not a text encoding") from None
     return name
+
+
+#: Characters no CSV field delimiter may be: the quote character (fixed: ``"``) and the line breaks
+_NOT_DELIMITERS = {'"': "the quote character", "\r": "a line break (CR)", "\n": "a line break (LF)"}
+
+
+def check_delimiter(delimiter: str, encoding: str = "utf-8") -> str:
+    """``delimiter`` if it can separate CSV fields of a file in ``encoding``: one character, not the quote
+    character nor a line break (the csv module reads a file with one wrong, or ambiguously, without an
+    error), and one the encoding can write (else no line holds it, and every row is one field); ValueError
+    naming the field otherwise. Any other character works, a tab, a space or NUL too."""
+    if len(delimiter) != 1:
+        raise ValueError(f"delimiter: expected one character, got {delimiter!r}")
+    if delimiter in _NOT_DELIMITERS:
+        raise ValueError(
+            f"delimiter: {delimiter!r} is {_NOT_DELIMITERS[delimiter]}, it cannot separate fields"
+        )
+    try:
+        delimiter.encode(encoding)
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"delimiter: {delimiter!r} cannot be written in encoding {encoding!r}: no file in it holds one"
+        ) from None
+    return delimiter
 
 
 class FileSource(Stateful):
@@ -133,13 +166,11 @@ class FileSource(Stateful):
             raise ValueError(f"window_by: expected 'column' or 'mtime', got {window_by!r}")
         if window_by == "column" and not timestamp_column:
             raise ValueError("timestamp_column: required when window_by is 'column'")
-        if len(delimiter) != 1:
-            raise ValueError(f"delimiter: expected one character, got {delimiter!r}")
         if isinstance(null_values, str):
             raise ValueError(f"null_values: expected a list of cell texts, got the text {null_values!r}")
         if null_values and format != "csv":
             raise ValueError("null_values: for CSV only (JSON Lines writes null itself)")
-        check_encoding(encoding)
+        check_delimiter(delimiter, check_encoding(encoding))
         if not 0 <= settle_seconds <= MAX_SETTLE_SECONDS:
             raise ValueError(f"settle_seconds: expected 0 to {MAX_SETTLE_SECONDS}, got {settle_seconds!r}")
         self.path = checked("FileSource", "path", path, no_credentials)  # an object store's keys: conn_id

@@ -25,6 +25,7 @@ from altcraft.sources.files import (
     FileFormat,
     FileSource,
     WindowBy,
+    check_delimiter,
     check_encoding,
 )
 from altcraft.sources.python import PythonSource, validate_callable_path
@@ -177,7 +178,7 @@ class FileSpec(_SourceSpec):
     timestamp_column: NonEmpty | None = None
     window_by: WindowBy = "column"
     encoding: Annotated[str, AfterValidator(check_encoding)] = "utf-8"
-    delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
+    delimiter: Annotated[str, AfterValidator(check_delimiter)] = ","
     pattern: NonEmpty | None = None
     timezone: Timezone = "UTC"
     conn_id: NonEmpty | None = None
@@ -190,6 +191,7 @@ class FileSpec(_SourceSpec):
             raise ValueError("timestamp_column: required when window_by is 'column'")
         if self.null_values and self.format != "csv":
             raise ValueError("null_values: for CSV only (JSON Lines writes null itself)")
+        check_delimiter(self.delimiter, self.encoding)  # one the encoding can write
         return self
 
     @property
