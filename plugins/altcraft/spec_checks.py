@@ -178,7 +178,8 @@ def _not_json(value: Any) -> tuple[str, str] | None:
     if isinstance(value, date):  # a datetime too
         return (
             "a date or time",
-            "YAML reads an unquoted 2025-01-01 as one, not as text: quote it to send it as written",
+            "YAML reads an unquoted 2025-01-01 as one, not as text: quote it to send it as written (in "
+            "Python, give the text: isoformat())",
         )
     if isinstance(value, float) and not math.isfinite(value):
         return "not a finite number", "JSON has none (.inf, .nan)"
@@ -186,7 +187,7 @@ def _not_json(value: Any) -> tuple[str, str] | None:
         return (
             ("a key that is not text", "quote it") if any(not isinstance(key, str) for key in value) else None
         )
-    if value is None or isinstance(value, str | int | float | list):
+    if value is None or isinstance(value, str | int | float | list | tuple):  # a tuple: a list in JSON
         return None
     return f"a {type(value).__name__}", "not JSON data (text, numbers, true/false, null, lists, mappings)"
 
@@ -194,7 +195,8 @@ def _not_json(value: Any) -> tuple[str, str] | None:
 def json_data(value: Any) -> Any:
     """``value`` unless something in it is not JSON data (a date YAML read from ``2025-01-01``, ``.inf``, a
     ``!!set``). A spec's free values (REST ``params``, python and notifier ``kwargs``) are sent as a JSON
-    body and rebuilt from JSON in the triggerer: anything else failed a POST or was sent otherwise there."""
+    body and rebuilt from JSON in the triggerer: anything else failed a POST or was sent otherwise there.
+    `RestSource` and `PythonSource` built in Python refuse the same (`checked`)."""
     found = next(((where, problem) for where, item in _entries(value) if (problem := _not_json(item))), None)
     if found is not None:
         where, (what, why) = found

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -170,3 +175,45 @@ def test_an_unknown_type_is_refused():
 
     assert loc == ()
     assert "'sql_table', 'sql_query', 'file', 'rest', 'python'" in msg
+
+
+class _Custom:
+    pass
+
+
+BUILT_IN_PYTHON = {
+    "RestSource params": lambda value: RestSource(
+        "crm", "v1/c", key_column="id", params={"f": {"since": value}}
+    ),
+    "PythonSource kwargs": lambda value: PythonSource(
+        "a.b:c", key_column="id", kwargs={"f": {"since": value}}
+    ),
+}
+
+
+@pytest.mark.parametrize("built", BUILT_IN_PYTHON)
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (datetime(2025, 1, 1, tzinfo=UTC), "a date or time (at f.since): "),
+        (date(2025, 1, 1), "a date or time (at f.since): "),
+        ({"a", "b"}, "a set (at f.since): not JSON data"),
+        (math.nan, "not a finite number (at f.since)"),
+        (-math.inf, "not a finite number (at f.since)"),
+        (_Custom(), "a _Custom (at f.since): not JSON data"),
+        ([1, Decimal("2.5")], "a Decimal (at f.since[1]): not JSON data"),
+        ({1: "a"}, "a key that is not text (at f.since)"),
+    ],
+)
+def test_a_source_built_in_python_refuses_what_is_no_json_data_as_a_spec_does(built, value, words):
+    """The spec's rule (`json_data`), naming the argument and the path: a POST could not send a datetime, a
+    GET sent its ``str()``; NaN went out as ``NaN``, which no JSON reader reads."""
+    with pytest.raises(ValueError, match=re.escape(f"{built}: {words}")):
+        BUILT_IN_PYTHON[built](value)
+
+
+@pytest.mark.parametrize("built", BUILT_IN_PYTHON)
+def test_a_source_built_in_python_keeps_json_data_and_tuples(built):
+    value = ["2025-01-01", 1, 0.5, True, None, (1, "a"), {"k": []}]
+
+    BUILT_IN_PYTHON[built](value)

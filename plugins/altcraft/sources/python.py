@@ -27,7 +27,7 @@ from altcraft.sources.base import (
     partition_window,
     rechunk,
 )
-from altcraft.spec_checks import checked, no_credentials, no_secret_names
+from altcraft.spec_checks import checked, json_data, no_credentials, no_secret_names
 
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
@@ -69,7 +69,9 @@ class PythonSource(Source):
     ):
         self.callable = validate_callable_path(callable) if isinstance(callable, str) else callable
         self.key_column = key_column
-        self.kwargs = checked("PythonSource", "kwargs", dict(kwargs or {}), no_secret_names, no_credentials)
+        self.kwargs = checked(
+            "PythonSource", "kwargs", dict(kwargs or {}), no_secret_names, no_credentials, json_data
+        )
 
     def describe(self) -> str:
         target = self.callable

@@ -61,6 +61,7 @@ from altcraft.sources.timestamps import parse_timestamp
 from altcraft.spec_checks import (
     MAX_INT32,
     checked,
+    json_data,
     no_credentials,
     no_secret_names,
     no_secret_query,
@@ -290,7 +291,9 @@ class RestSource(Source):
         self.endpoint = checked("RestSource", "endpoint", endpoint, no_credentials, no_secret_query)
         self.key_column = key_column
         self.method = method.upper()
-        self.params = checked("RestSource", "params", dict(params or {}), no_secret_names, no_credentials)
+        self.params = checked(
+            "RestSource", "params", dict(params or {}), no_secret_names, no_credentials, json_data
+        )
         self.headers = checked("RestSource", "headers", dict(headers or {}), no_secret_names, no_credentials)
         self.window_params = dict(window_params or {})
         check_one_owner(self.params, self.window_params, paginator)
