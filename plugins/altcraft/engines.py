@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
+from collections.abc import Generator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,9 @@ from sqlalchemy.engine import Engine, ExceptionContext
 from altcraft.masking import scrub
 
 log = logging.getLogger(__name__)
+
+#: SQLite virtual machine instructions between two looks at the clock of `time_limited` (microseconds apart)
+_SQLITE_STEPS = 10_000
 
 
 class NotASqlConnection(ValueError):
@@ -177,3 +183,41 @@ def _mask_error(context: ExceptionContext) -> None:
 def _sqlalchemy_url(uri: str) -> str:
     """Airflow writes PostgreSQL URIs as ``postgres://``; SQLAlchemy only knows ``postgresql://``."""
     return re.sub(r"^postgres(?=://|\+)", "postgresql", uri)
+
+
+@contextmanager
+def time_limited(conn: sa.Connection, seconds: float) -> Generator[None]:
+    """Have the database cancel what ``conn`` runs in the block once it ran ``seconds``: PostgreSQL's
+    ``statement_timeout`` for the transaction (``SET LOCAL``), MariaDB's ``max_statement_time`` and MySQL's
+    ``max_execution_time`` (SELECTs only) for the session, reset after the block; SQLite's query
+    interrupted by a progress handler. A statement cancelled so raises `TimeoutError` naming ``seconds``. A
+    connection that died without a word is no statement the server runs: only the caller's wait sees it."""
+    dialect = conn.dialect.name
+    driver: Any = conn.connection.driver_connection
+    reset = None
+    if dialect == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(seconds * 1000))}")
+    elif dialect in ("mysql", "mariadb"):
+        name, value = (
+            ("max_statement_time", f"{seconds:.6f}")
+            if getattr(conn.dialect, "is_mariadb", False)
+            else ("max_execution_time", str(max(1, round(seconds * 1000))))
+        )
+        conn.exec_driver_sql(f"SET SESSION {name} = {value}")
+        reset = f"SET SESSION {name} = DEFAULT"
+    started = time.monotonic()
+    if dialect == "sqlite":
+        driver.set_progress_handler(lambda: time.monotonic() - started > seconds, _SQLITE_STEPS)
+    try:
+        yield
+    except sa.exc.DBAPIError:
+        if time.monotonic() - started < seconds:
+            raise
+        raise TimeoutError(
+            f"no answer within {seconds:g}s: the database cancelled the query (statement timeout)"
+        ) from None
+    finally:
+        if dialect == "sqlite":
+            driver.set_progress_handler(None, _SQLITE_STEPS)
+        elif reset is not None and not conn.invalidated:
+            conn.exec_driver_sql(reset)

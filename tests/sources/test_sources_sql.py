@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -615,6 +616,42 @@ def test_query_gets_the_window_as_bound_parameters(contacts):
     assert keys(source.batches(Window(END, END + timedelta(hours=1)), 3)) == [3]
     parts = [keys(source.batches(WINDOW, 3, partition=(index, 2))) for index in range(2)]
     assert parts == [[1, 6], [2, 5]]
+
+
+#: A query that answers after 10 s or later, using both window bounds (so that a probe may run it)
+SLOW_QUERIES = {
+    "postgresql": "SELECT 1 AS id FROM pg_sleep(10) "
+    "WHERE CAST(:window_start AS timestamptz) < CAST(:window_end AS timestamptz)",
+    "mysql": "SELECT SLEEP(10) AS id FROM DUAL WHERE :window_start < :window_end",
+    "sqlite": "WITH RECURSIVE n(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM n WHERE id < 1000000000) "
+    "SELECT id FROM n WHERE :window_start < :window_end",
+}
+
+
+def test_a_probe_the_database_does_not_answer_is_cancelled_after_the_probe_timeout(database):
+    """A probe query waited on forever (a lock, a slow plan) held its connection, and the trigger only
+    said every 60 s that it still waited. The database cancels it after ``probe_timeout``; the error names
+    the source and the timeout, and the connection serves the next probe."""
+    quick = "SELECT 1 AS id FROM (SELECT 1 AS x) AS one WHERE :window_start < :window_end"
+    source = SqlQuerySource(database.conn_id, quick, key_column="id")
+    source.probe_timeout = 0.5
+    try:
+        assert source.probe(START) == (1, None)  # connected (the driver imported) before the clock starts
+        source.sql = SLOW_QUERIES[database.dialect]
+        started = time.monotonic()
+        with pytest.raises(SourceError) as failed:
+            source.probe(START)
+        waited = time.monotonic() - started
+        source.sql = quick
+        assert source.probe(START) == (1, None)
+    finally:
+        source.close_probe()
+
+    assert str(failed.value) == (
+        f"{source.describe()}: probe: no answer within 0.5s: the database cancelled the query "
+        "(statement timeout)"
+    )
+    assert 0.5 <= waited < 3
 
 
 @pytest.mark.parametrize("database", ["postgresql", "sqlite"], indirect=True)  # MariaDB: see above

@@ -419,6 +419,30 @@ def test_a_probe_that_does_not_answer_is_logged_until_it_does(monkeypatch, capfd
     assert [e["fingerprint"]["count"] for e in fired] == [1]
 
 
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_probe_past_its_timeout_fails_naming_it_and_polling_goes_on(dialect, monkeypatch, capfd):
+    """A probe query that did not answer was waited on forever, holding its connection. The database cancels
+    it after the probe's timeout (`PROBE_TIMEOUT`, here 0.5 s): an error naming the source and the timeout,
+    and the next poll probes again."""
+    from altcraft.sources.sql import SqlQuerySource
+
+    monkeypatch.setattr(SqlQuerySource, "probe_timeout", 0.5)
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_CRM", DATABASES[dialect][0])
+    sleep = "pg_sleep(10)" if dialect == "postgresql" else "SLEEP(10)"
+    sql = f"SELECT 1 AS id FROM (SELECT {sleep} AS slept) AS slow WHERE :window_start < :window_end"
+    source = {"type": "sql_query", "conn_id": "trigger_crm", "sql": sql, "key_column": "id"}
+    store = AsyncStore()
+    store.set(WATERMARK_KEY, datetime.now(UTC).isoformat())
+
+    trigger = NewRowsTrigger(pipeline="p", source=source, poll_interval=0.01)
+    assert asyncio.run(events_of(trigger, store, polls=3)) == []  # the third's error may go unlogged
+
+    out, err = capfd.readouterr()
+    timed_out = "Probe of p failed, next try in 0.01s: sql_query on connection 'trigger_crm'"
+    assert (out + err).count(timed_out) >= 2, out + err
+    assert "probe: no answer within 0.5s: the database cancelled the query (statement timeout)" in out + err
+
+
 def test_rows_fired_for_again_say_why(tmp_path, monkeypatch, capfd):
     """Rows a run did not move past were fired for again every `REFIRE_AFTER` seconds, each time logged as
     plain "New rows": nothing told a reader of the triggerer log that the same rows kept coming back."""

@@ -730,6 +730,38 @@ def test_store_reads_in_id_order_past_a_position(store):
         assert conn.scalar(sa.text("SELECT count(*) FROM altcraft_webhook_deliveries")) == 5
 
 
+def test_a_store_probe_waiting_on_a_lock_is_cancelled_after_its_timeout():
+    """The trigger's probe of the deliveries waited for as long as a lock held the table (a migration),
+    holding its connection; the database cancels it after the timeout, and the next probe answers. In a
+    schema of its own, so that the lock holds up no other test."""
+    schema = f"probe_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine = sa.create_engine(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+        connect_args={"options": f"-csearch_path={schema}"},
+    )
+    store = WebhookStore(engine)
+    try:
+        assert store.probe("p", None).deliveries == 0
+        with engine.connect() as locker:
+            locker.exec_driver_sql("LOCK TABLE altcraft_webhook_deliveries IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(
+                TimeoutError, match=r"^no answer within 0\.3s: the database cancelled the query"
+            ):
+                store.probe("p", None, timeout=0.3)
+            assert time.monotonic() - started < 3
+            locker.rollback()
+        assert store.probe("p", None, timeout=0.3).deliveries == 0
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
 def test_an_unreadable_stored_delivery_or_record_is_its_error_record_and_the_rest_are_read(store):
     """A delivery cut short by an older TEXT column (or a record that is not an object) failed every run
     at json.loads and held the pipeline's position there for good."""

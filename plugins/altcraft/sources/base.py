@@ -315,6 +315,15 @@ def partition_window(window: Window | None, partition: Partition | None) -> Wind
     return window.part(*partition)
 
 
+PROBE_TIMEOUT = 30.0
+"""Seconds a watcher trigger's probe query may run before the database cancels it
+(`altcraft.engines.time_limited`). A probe is one aggregate meant to answer in milliseconds, and the next
+one starts a poll interval after it ended (probes never overlap, whatever the interval), so this bounds
+only a probe that hangs (a lock held on the table): it fails naming the timeout, its connection is freed,
+and the next poll tries again. Below the trigger's ``SLOW_PROBE_AFTER`` (60 s): such a probe fails before
+it is reported as unanswered."""
+
+
 def probe_window(since: datetime) -> Window:
     """What a watcher trigger's `Source.probe` counts: ``[since, now)``, what an event run started now reads
     from watermark ``since``. Not past now: a row created ahead of now (a clock ahead, a mistyped year) is

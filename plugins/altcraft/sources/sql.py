@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo
 from altcraft.makers import records_maker
 from altcraft.records import Unreadable
 from altcraft.sources.base import (
+    PROBE_TIMEOUT,
     Partition,
     Record,
     Source,
@@ -414,26 +415,34 @@ def _engine(conn_id: str) -> Engine:
         raise SourceError(str(exc)) from None
 
 
-class _Probing:
+class _Probing(Source):
     """Cheap checks for new rows (`probe`), for a watcher trigger that polls every few seconds.
 
     The probe runs one aggregate query (a count and a maximum, never the rows) on an engine kept between
-    calls; `close_probe` disposes it.
+    calls; `close_probe` disposes it. The database cancels it after ``probe_timeout`` seconds
+    (`time_limited`): a probe waiting on a lock fails naming the timeout, and frees its connection.
     """
 
     conn_id: str
     timezone: str
+    probe_timeout: float = PROBE_TIMEOUT
     _probe_engine: Engine | None = None
 
     def _aggregate(
         self, statement: Callable[[Connection], tuple[Executable, dict[str, Any]]]
     ) -> tuple[Any, ...]:
+        from altcraft.engines import time_limited
+
         if self._probe_engine is None:
             self._probe_engine = _engine(self.conn_id)
         with self._probe_engine.connect() as conn:
             _begin_read(conn, self.timezone)
-            stmt, params = statement(conn)
-            return tuple(conn.execute(stmt, params).one())
+            try:
+                with time_limited(conn, self.probe_timeout):
+                    stmt, params = statement(conn)
+                    return tuple(conn.execute(stmt, params).one())
+            except TimeoutError as exc:
+                raise SourceError(f"{self.describe()}: probe: {exc}") from None
 
     def close_probe(self) -> None:
         if self._probe_engine is not None:
@@ -845,7 +854,7 @@ class SqlTableSource(_Probing, Stateful):
             state.set(self.state_key, encode_watermark(self._pending, self.timezone))
 
 
-class SqlQuerySource(_Probing, Source):
+class SqlQuerySource(_Probing):
     """A custom SELECT, wrapped as a subquery and ordered by ``key_column``.
 
     The window reaches the query only as the bound parameters ``:window_start`` / ``:window_end``

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds after which rows still past an unmoved position are fired for again.
 REFIRE_AFTER = 300.0
-#: Seconds a probe may go unanswered (a lock, a dead connection) before each error saying it still waits.
+#: Seconds a probe may go unanswered (a dead connection) before each error saying it still waits; a SQL
+#: probe's query is cancelled by the database before (`altcraft.sources.base.PROBE_TIMEOUT`).
 SLOW_PROBE_AFTER = 60.0
 
 

@@ -28,9 +28,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
-from altcraft.engines import database_location, ledger_conn_id, ledger_engine, protected
+from altcraft.engines import database_location, ledger_conn_id, ledger_engine, protected, time_limited
 from altcraft.ledger.schema import check_encoding, schema_error
 from altcraft.records import ERROR_FIELD, ErrorRecord
+from altcraft.sources.base import PROBE_TIMEOUT
 from altcraft.storable import storable_json
 from altcraft.webhooks.kinds import rejected
 
@@ -231,14 +232,15 @@ class WebhookStore:
             return False
         return True
 
-    def probe(self, pipeline: str, after: int | None) -> Probe:
-        """Counts past ``after`` (an id), from the index alone: never the stored records."""
+    def probe(self, pipeline: str, after: int | None, timeout: float = PROBE_TIMEOUT) -> Probe:
+        """Counts past ``after`` (an id), from the index alone: never the stored records. The database
+        cancels the query after ``timeout`` seconds (`time_limited`: `TimeoutError`)."""
         self.ensure_schema()
         query = sa.select(
             sa.func.count(), sa.func.coalesce(sa.func.sum(_D.record_count), 0), sa.func.max(_D.id)
         )
         query = query.where(_D.pipeline == pipeline, _D.id > (after or 0))
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn, time_limited(conn, timeout):
             deliveries, records, newest = conn.execute(query).one()
         return Probe(int(deliveries), int(records), None if newest is None else int(newest))
 
