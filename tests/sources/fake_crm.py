@@ -28,6 +28,11 @@ per page unless the client asks for another ``limit``:
 * ``/v1/inclusive``              -> ``{"items": [...]}``: the contacts of ``[from, to]`` (the end included)
 * ``/v1/odd-times``              -> ``{"items": [...]}``: the first three contacts, created at a time that is
   not one, at epoch seconds and at naive text
+* ``/v1/cookie``                 -> ``{"items": [...]}`` and ``Set-Cookie``: the first contacts of the window,
+  none to a request that sends a cookie back
+
+``running_crm(keep_alive=True)`` answers in HTTP/1.1, keeping a connection open between requests;
+``connections`` counts those accepted, ``closed`` is released as each ends.
 """
 
 from __future__ import annotations
@@ -156,6 +161,11 @@ class _Handler(BaseHTTPRequestHandler):
                 (EPOCH + timedelta(hours=1)).replace(tzinfo=None).isoformat(),
             ]
             self._send({"items": [{**c, "created_at": t} for c, t in zip(CONTACTS, times, strict=False)]})
+        elif path == "/v1/cookie":
+            self._send(
+                {"items": [] if "Cookie" in self.headers else found[:PAGE_SIZE]},
+                headers={"Set-Cookie": "seen=1"},
+            )
         elif path == "/v1/deep":  # nested deeper than any JSON parser of Python's recursion limit reads
             self._send(b"[" * 100_000 + b"]" * 100_000)
         elif path == "/v1/unavailable":
@@ -182,12 +192,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # the connection stays open for the client's next request
+
+
 class FakeCrm(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, keep_alive: bool = False) -> None:
+        super().__init__(("127.0.0.1", 0), _KeepAliveHandler if keep_alive else _Handler)
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.connections = 0
+        self.closed = threading.Semaphore(0)
+
+    def get_request(self) -> tuple[Any, Any]:
+        accepted = super().get_request()
+        self.connections += 1
+        return accepted
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        self.closed.release()
 
     @property
     def url(self) -> str:
@@ -196,9 +221,9 @@ class FakeCrm(ThreadingHTTPServer):
 
 
 @contextmanager
-def running_crm() -> Generator[FakeCrm]:
-    server = FakeCrm()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+def running_crm(keep_alive: bool = False) -> Generator[FakeCrm]:
+    server = FakeCrm(keep_alive)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # quick to shut down
     thread.start()
     try:
         yield server

@@ -10,7 +10,7 @@ from itertools import chain
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from fake_crm import CONTACTS, EPOCH, PAGE_SIZE, contacts_between
+from fake_crm import CONTACTS, EPOCH, PAGE_SIZE, contacts_between, running_crm
 
 from altcraft.mapping import Mapper, ProfileMapping, Rejection
 from altcraft.sources import (
@@ -493,3 +493,39 @@ def test_probe_counts_only_what_a_run_reads_of_an_api_that_ignores_the_window(cr
     assert ids(checking.batches(Window(since, datetime.now(UTC)), 10)) == []
     assert checking.probe(since) == (0, None)
     assert RestSource(CONN, "v1/deaf", **kwargs).probe(since) == (PAGE_SIZE, None)  # no field: the API's word
+
+
+def test_the_probes_of_a_trigger_and_the_pages_of_a_read_go_over_one_connection_closed_at_the_end(
+    monkeypatch,
+):
+    """Each probe (every few seconds, for as long as the trigger runs) opened a new connection: a TCP (and
+    TLS) handshake per poll, and the connections of the ones before left to the garbage collector. The
+    probes keep one until `close_probe`; a read closes its own at its end. No cookie an answer sets goes
+    with the next request (``/v1/cookie`` answers nothing to one that sends it back)."""
+    with running_crm(keep_alive=True) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_SRC_TEST_KEEP_ALIVE", server.url)
+        probing = RestSource(
+            "src_test_keep_alive",
+            "v1/cookie",
+            key_column="id",
+            record_path="items",
+            window_params=WINDOW_PARAMS,
+        )
+        try:
+            assert [probing.probe(EPOCH) for _ in range(3)] == [(PAGE_SIZE, None)] * 3
+            assert (server.connections, len(server.requests)) == (1, 3)
+        finally:
+            probing.close_probe()
+        assert server.closed.acquire(timeout=5), "close_probe closes the connection"
+
+        reading = RestSource(
+            "src_test_keep_alive",
+            "v1/cursor",
+            key_column="id",
+            record_path="data.items",
+            window_params=WINDOW_PARAMS,
+            paginator=CursorPaginator(),
+        )
+        assert len(ids(reading.batches(WINDOW, 100))) == 13
+        assert (server.connections, len(server.requests)) == (2, 3 + 4)
+        assert server.closed.acquire(timeout=5), "a read closes its connection at its end"

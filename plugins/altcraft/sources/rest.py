@@ -304,6 +304,7 @@ class RestSource(Source):
         self.max_answer_bytes = max_answer_bytes
         self.window_field = window_field
         self.timezone, self.timezone_defaulted = naive_zone(timezone)
+        self._probe_hook: Any = None  # `probe`'s, kept between polls
 
     def describe(self) -> str:
         pages = self.paginator.type if self.paginator else "one page"
@@ -345,11 +346,19 @@ class RestSource(Source):
         if "start" not in self.window_params:
             raise SourceError(f"{self.describe()}: polling needs window_params with 'start'")
         window = probe_window(since)
-        page = self._page(self._json(self._send(self._hook(), self._first_request(window))))
+        if self._probe_hook is None:
+            self._probe_hook = self._hook()
+        page = self._page(self._json(self._send(self._probe_hook, self._first_request(window))))
         records = objects_or_errors(page, self.key_column, "the first page")
         if self.window_field:
             records = self._inside(records, window, self.window_field)
         return sum(1 for _ in records), None
+
+    def close_probe(self) -> None:
+        """Close the connection the probes kept open."""
+        if self._probe_hook is not None:
+            self._probe_hook.adapter.close()
+            self._probe_hook = None
 
     def _first_request(self, window: Window | None) -> PageRequest:
         params = dict(self.params)
@@ -361,7 +370,10 @@ class RestSource(Source):
         return self.paginator.first(request) if self.paginator else request
 
     def _hook(self) -> Any:
-        """The connection's `HttpHook`, its sockets under each request's `Deadline`."""
+        """The connection's `HttpHook`, its sockets under each request's `Deadline`. Its adapter keeps the
+        connections (`_send_once`: each request's session is new, no cookie of an answer goes with the next
+        request, but it mounts this adapter): the pages of a read, or the probes of a trigger (`probe`,
+        until `close_probe`), go over one connection; close the adapter when done."""
         from airflow.providers.http.hooks.http import HttpHook
 
         from altcraft.deadline import DeadlineAdapter
@@ -371,6 +383,12 @@ class RestSource(Source):
 
     def _records(self, window: Window | None) -> Iterator[Any]:
         hook = self._hook()
+        try:
+            yield from self._pages(hook, window)
+        finally:
+            hook.adapter.close()
+
+    def _pages(self, hook: Any, window: Window | None) -> Iterator[Any]:
         request: PageRequest | None = self._first_request(window)
         asked: set[bytes] = set()
         pages = PageLog(self.describe())
