@@ -110,6 +110,7 @@ class FakeCrm:
                     "query": dict(request.query_params),
                     "headers": dict(request.headers),
                     "body": body,
+                    "port": request.client and request.client.port,  # the client's end of the connection
                 }
             )
             if self.storm > 0:

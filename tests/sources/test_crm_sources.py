@@ -809,6 +809,21 @@ def test_amocrm_a_creation_time_that_is_no_time_is_that_contacts_rejection(amo, 
     ]
 
 
+def test_the_probes_share_one_connection_until_close_probe(hubspot):
+    """The trigger calls `close_probe` when it stops: the CRM source's session stayed open, its connection
+    with it. Its probes share one connection until then; a probe after it connects anew."""
+    source = hs_source()
+    since = datetime.now(UTC) - timedelta(minutes=10)
+    for _ in range(3):
+        source.probe(since)
+    source.close_probe()
+    source.probe(since)
+    source.close_probe()
+
+    ports = [asked["port"] for asked in hubspot.requests]
+    assert len(ports) == 4 and len(set(ports[:3])) == 1 and ports[3] != ports[0], ports
+
+
 @pytest.mark.parametrize("crm_name", ["hubspot", "bitrix", "amo"])
 def test_the_probe_counts_the_contacts_a_run_started_now_reads(request, crm_name, monkeypatch):
     """A run reads its window moved back by ``settle_seconds``; the probe counted the window unmoved. A

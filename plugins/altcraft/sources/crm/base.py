@@ -351,6 +351,10 @@ class CrmSource(Stateful):
         return self._watched_ids().placement()
 
     def close_probe(self) -> None:
+        """Close the HTTP session the probes kept (`http`), and the webhook store's connections."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         if self._watched is not None:
             self._watched.close_probe()
 

@@ -63,6 +63,10 @@ class CrmHttp:
         self._next_slot = 0.0
         self._renewing = False
 
+    def close(self) -> None:
+        """Close the session's connections."""
+        self._session.close()
+
     def request(
         self,
         method: str,
