@@ -130,6 +130,22 @@ def test_task_fails_when_its_scenario_is_deactivated_before_it_starts(altcraft_e
     assert altcraft_emulator.journal() == []
 
 
+def test_a_held_task_stays_queued_past_its_delay_until_released(altcraft_emulator):
+    altcraft_emulator.config(task_delay_seconds=0, tasks_held=True)
+    task_id = ok(
+        altcraft_emulator.post(
+            "workflows/import_and_start_batch_task", {"workflow_id": 12, "data": _items(3)}
+        )
+    )["data"]["task_id"]
+    for _ in range(5):
+        time.sleep(0.05)
+        assert ok(altcraft_emulator.post("tasks/status", {"task_id": task_id}))["data"]["status"] == "queued"
+    assert altcraft_emulator.journal() == []
+    altcraft_emulator.config(tasks_held=False)
+    seen, _data = _statuses_until_done(altcraft_emulator, task_id)
+    assert seen[-1] == "completed" and len(altcraft_emulator.journal(12)) == 3
+
+
 def test_task_status_refusals(altcraft_emulator):
     error(altcraft_emulator.post("tasks/status", {"task_id": "task_nope"}), 404, "task not found")
     error(altcraft_emulator.post("tasks/status", {}), 400, "task_id")

@@ -39,6 +39,7 @@ def test_state_describes_the_demo_seed(altcraft_emulator):
         "task_result": "per_profile",
         "strict": False,
         "task_delay_seconds": 0.2,
+        "tasks_held": False,
         "max_batch_profiles": 10000,
         "max_body_bytes": 10485760,
         "latency_ms": 0,
@@ -145,6 +146,7 @@ def test_config_refuses_unknown_keys_and_bad_values(altcraft_emulator):
         {"task_delay_seconds": "x"},
         {"strict": 1},
         {"strict": "true"},
+        {"tasks_held": 1},
         {"latency_ms": None},
     ):
         with pytest.raises(RuntimeError, match="400"):

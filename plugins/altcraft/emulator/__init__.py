@@ -38,11 +38,12 @@ Readings chosen where the documentation is silent:
   per item, in order; a failed item is neither imported nor launched. ``db_id`` of a launch must equal the
   scenario's ``list_id`` when given.
 * Tasks: ``data.task_id`` = ``task_<uuid>``; ``tasks/status`` gives ``data: {task_id, status, progress,
-  result}``; status ``queued`` (for ``task_delay_seconds``) → ``running`` (ten steps) → ``completed`` (or
-  ``success``, or ``completed_with_errors``: a status the client does not recognise), or ``failed`` when
-  the scenario is gone/inactive when the task starts. ``result`` (null until the end) = ``{"total": n,
-  "result": [per-item entries]}`` (+ ``errors`` when failed), or with config ``task_result="counts"``
-  ``{"errors": [...], "total": n, "type": "workflow"}``, or ``"none"``: null.
+  result}``; status ``queued`` (for ``task_delay_seconds``, and while config ``tasks_held``) → ``running``
+  (ten steps) → ``completed`` (or ``success``, or ``completed_with_errors``: a status the client does not
+  recognise), or ``failed`` when the scenario is gone/inactive when the task starts. ``result`` (null
+  until the end) = ``{"total": n, "result": [per-item entries]}`` (+ ``errors`` when failed), or with
+  config ``task_result="counts"`` ``{"errors": [...], "total": n, "type": "workflow"}``, or ``"none"``:
+  null.
 * Lists: ``from_id`` is inclusive; ``next_from_id`` is omitted on the last page; the total is under
   ``total`` for ``workflows/list`` and ``total_count`` for ``databases/list`` unless config ``total_key``
   forces one spelling. The ``groups``/``ui_tags``/``attributes`` filters are ignored.

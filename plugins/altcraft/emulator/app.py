@@ -217,9 +217,12 @@ async def _control_body(request: Request) -> dict[str, Any]:
 
 
 async def _run_task(emulator: Emulator, task_id: str) -> None:
-    """Background life of a batch task: ``queued`` for the delay, then ``running`` in ten steps."""
+    """Background life of a batch task: ``queued`` for the delay (and while ``tasks_held``), then ``running``
+    in ten steps."""
     delay = emulator.config.task_delay_seconds
     await asyncio.sleep(delay)
+    while emulator.config.tasks_held:
+        await asyncio.sleep(0.01)
     while _advance(emulator, task_id):
         await asyncio.sleep(delay / 10)
 

@@ -525,6 +525,7 @@ _CONFIG_CHOICES: dict[str, tuple[Any, ...]] = {
     "task_success_status": ("completed", "success", "completed_with_errors"),
     "task_result": TASK_RESULT_LAYOUTS,
     "strict": (False, True),
+    "tasks_held": (False, True),
 }
 _CONFIG_NUMBERS: dict[str, tuple[type, float]] = {
     "task_delay_seconds": (float, 0),
@@ -544,6 +545,8 @@ class Config:
     task_result: str = "per_profile"
     strict: bool = False
     task_delay_seconds: float = 0.2
+    #: tasks stay ``queued`` past their delay until this is switched off: "still queued" without a wait
+    tasks_held: bool = False
     max_batch_profiles: int = 10_000
     max_body_bytes: int = 10 * 1024 * 1024
     latency_ms: float = 0
