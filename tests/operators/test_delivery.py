@@ -432,8 +432,7 @@ def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_s
     """The spec said ``async`` when the contacts were sent (the task submission's answer was lost, the task
     runs seconds later) and ``batch`` when the next run reconciles them before it has: how the ledger
     recorded they were sent decides (an Altcraft task, maybe still queued), not how this run sends."""
-    # long enough for the next run to reconcile before the task runs, on a loaded machine too (2 s was not)
-    emulator.config(task_delay_seconds=8)
+    emulator.config(tasks_held=True)  # queued until the next run has reconciled, on a loaded machine too
     emulator.add_faults(
         {"endpoint": "workflows/import_and_start_batch_task", "kind": "drop_after", "count": 1}
     )
@@ -446,6 +445,7 @@ def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_s
     assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 6}
     assert (summary.requests, summary.uncertain) == (0, 6), "nobody sent again"
     assert {task["status"] for task in emulator.state()["tasks"]} == {"queued"}, "the task had not run yet"
+    emulator.config(tasks_held=False)
     deadline = time.monotonic() + 30
     while len(launch_counts(emulator, marker_scenario)) < 6 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -702,7 +702,7 @@ def test_a_dead_tries_task_still_running_leaves_the_contacts_the_first_run_meets
     nor does a profile of an async request, so nothing is sent (even past the grace), the 6 are uncertain,
     their notes naming the task (and, knowing no database id, that no profile was looked up and which
     setting gives one); the task then launches each of them once."""
-    emulator.config(task_delay_seconds=8)  # queued while the run below reads it, on a loaded machine too
+    emulator.config(tasks_held=True)  # queued while the run below reads it, on a loaded machine too
     people = contacts(6)
     dead = make_delivery(mode="async", batch_size=6)
     dead.process(in_batches(people))
@@ -711,6 +711,7 @@ def test_a_dead_tries_task_still_running_leaves_the_contacts_the_first_run_meets
     met_undecided(
         make_delivery, ledger, scenario_id, people, f"its Altcraft task {task_id} is still 'queued'", db_id
     )
+    emulator.config(tasks_held=False)
     assert dead.hook.wait_for_task(task_id, timeout=30, poll_interval=0.1).state.is_terminal
     assert_exactly_once(emulator, scenario_id, 6)
 

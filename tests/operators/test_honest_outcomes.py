@@ -569,7 +569,7 @@ def test_reconciliation_never_resends_an_async_task_that_may_still_be_queued(
 ):
     """Try 1's task submission is answered into a dropped connection; the task runs seconds later. Try 2
     reads the profiles before it has: no marker yet is no evidence, so nothing is sent again."""
-    emulator.config(task_delay_seconds=3)
+    emulator.config(tasks_held=True)  # queued until try 2 has read the profiles
     emulator.add_faults({"endpoint": TASK, "kind": "drop_after", "count": 1})
     dag = dag_with(
         contacts(6), batch_size=6, delivery="async", launch_marker_field=MARKER, retries=1, retry_delay=0
@@ -581,6 +581,8 @@ def test_reconciliation_never_resends_an_async_task_that_may_still_be_queued(
     assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
     assert (summary["requests"], summary["uncertain"]) == (0, 6)
     assert contact_statuses(marker_scenario) == {"uncertain": 6}
+    assert [task["status"] for task in emulator.state()["tasks"]] == ["queued"], "the task had not run yet"
+    emulator.config(tasks_held=False)
     deadline = time.monotonic() + 10
     while len(launch_counts(emulator, marker_scenario)) < 6 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -594,7 +596,7 @@ def test_a_batch_pipeline_never_resends_what_an_async_pipeline_may_still_have_qu
     connection and its task runs later; the batch one, meeting those contacts before the task has run,
     judges them by how they were sent (an Altcraft task, maybe still queued), not by its own batch mode
     (by which no profile meant "not processed": it sent them again, and the task launched them twice)."""
-    emulator.config(task_delay_seconds=5)
+    emulator.config(tasks_held=True)  # queued until the batch pipeline has met the contacts
     emulator.add_faults({"endpoint": TASK, "kind": "drop_after", "count": 1})
     people = contacts(6)
     sender = dag_with(people, dag_id="outcomes_async", delivery="async", launch_marker_field=MARKER)
@@ -608,6 +610,7 @@ def test_a_batch_pipeline_never_resends_what_an_async_pipeline_may_still_have_qu
     summary = summary_of(other, dag_run)
     assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
     assert task_states(dag_run) == {"import_and_launch": "failed"}, "6 contacts are uncertain"
+    emulator.config(tasks_held=False)
     deadline = time.monotonic() + 20
     while len(launch_counts(emulator, marker_scenario)) < 6 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -618,7 +621,7 @@ def async_try_gives_up_hours_ago(dag_with, emulator, scenario_id: int, people: l
     """An async try that gave up waiting for its Altcraft task (task_timeout, no retry left): its contacts
     stay sending, the task id in that task instance's state and the ledger; the task launches them. Then
     hours pass: the claim is stale (the ledger's stale_after is 6 h)."""
-    emulator.config(task_delay_seconds=2)
+    emulator.config(tasks_held=True)  # still queued when the try gives up waiting
     sender = dag_with(
         people,
         dag_id="outcomes_async",
@@ -628,6 +631,7 @@ def async_try_gives_up_hours_ago(dag_with, emulator, scenario_id: int, people: l
         poll_interval=0.1,
     )
     assert task_states(run_dag(sender, DAY)) == {"import_and_launch": "failed"}
+    emulator.config(tasks_held=False)
     deadline = time.monotonic() + 20
     while len(launch_counts(emulator, scenario_id)) < len(people) and time.monotonic() < deadline:
         time.sleep(0.2)
