@@ -36,5 +36,5 @@ def test_mark_canonical_keys_names_itself_in_its_errors(monkeypatch, capsys):
 
     assert main(["mark-canonical-keys", "--conn-id", "not_sql"]) == 2
     said = capsys.readouterr().err
-    assert "mark-canonical-keys: connection 'not_sql' is not a SQL database" in said
+    assert "mark-canonical-keys: ledger_conn_id 'not_sql': not a SQL database" in said
     assert "probe" not in said and "s3cret-pw" not in said
