@@ -117,10 +117,12 @@ def test_task_states(raw, state):
         ("completed_with_errors", "'completed_with_errors'"),
         ("done\x1b[2J\nfake log line\x00", "'done\\x1b[2J\\nfake log line\\x00'"),
         ("x" * 100, repr("x" * 64 + "…")),
+        ("failed for anna.petrova@example.org", "'failed for a***@e***.org'"),
     ],
 )
 def test_a_status_we_do_not_recognise_is_waited_on_as_running_and_quoted_safely(raw, shown):
-    """Never guessed finished or failed; quoted as server text: at most 64 characters, controls escaped."""
+    """Never guessed finished or failed; quoted as server text: at most 64 characters, emails and phones
+    masked, controls escaped."""
     status = TaskStatus(task_id="t1", status=raw)
     assert status.unrecognised == shown
     if shown is not None:

@@ -25,6 +25,7 @@ from pydantic import (
 
 from altcraft.api.layouts import flat_item
 from altcraft.api.matching import MatchingMode
+from altcraft.masking import scrub
 
 # ---------------------------------------------------------------------------------------------- requests
 
@@ -430,11 +431,12 @@ class TaskStatus(_Response):
     @property
     def unrecognised(self) -> str | None:
         """A status we do not recognise, quoted as messages show it (server-chosen text: at most
-        `SHOWN_STATUS_CHARS` characters, control characters escaped); None for a known one."""
+        `SHOWN_STATUS_CHARS` characters, emails and phones masked, control characters escaped); None for a
+        known one."""
         if _normal(self.status) in _RAW_STATES:
             return None
         raw = self.status or ""
-        return repr(raw[:SHOWN_STATUS_CHARS] + ("…" if len(raw) > SHOWN_STATUS_CHARS else ""))
+        return repr(scrub(raw[:SHOWN_STATUS_CHARS]) + ("…" if len(raw) > SHOWN_STATUS_CHARS else ""))
 
     @property
     def still(self) -> str:
