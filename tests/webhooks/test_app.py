@@ -29,6 +29,7 @@ from altcraft.webhooks import app as app_module
 from altcraft.webhooks.app import (
     CACHE_ENTRIES,
     FAILURE_ENTRIES,
+    KEY_REUSED,
     WebhookConfig,
     _Cached,
     _Failures,
@@ -244,6 +245,35 @@ def test_deliveries_an_earlier_version_stored_with_its_reasons_are_read_as_rejec
     [first, second] = [record for batch in source.batches(None, 10) for record in batch]
     assert first == CONTACT and not isinstance(first, ErrorRecord)
     assert isinstance(second, ErrorRecord) and SENDER_TEXT not in repr(second)
+
+
+@pytest.mark.parametrize("earlier", [True, False], ids=["earlier-version", "other-wording"])
+def test_a_replay_of_a_stored_delivery_is_a_duplicate_whatever_its_rejections_say_now(client, store, earlier):
+    """Its rejection stored in other words (``{"__error__": ...}`` by an earlier version) made the replay of
+    a stored delivery a key stored with other records: 422, where its sender expects 200."""
+    key = KINDS["hmac"].delivery_key(WebhookRequest({"idempotency-key": "d-1"}, {}, b""))
+    rejection = {ERROR_FIELD: "an earlier wording"} if earlier else [ERROR_FIELD, "an earlier wording"]
+    with store.engine.begin() as conn:
+        conn.execute(
+            deliveries_table.insert().values(
+                pipeline="signed",
+                delivery_key=key,
+                received_at=datetime.now(),
+                kind="hmac",
+                record_count=2,
+                records=json.dumps([CONTACT, rejection]),
+            )
+        )
+
+    def post(*records: object) -> dict:
+        body = json.dumps(records).encode()
+        return client.post("/signed", content=body, headers={**signed(body), "Idempotency-Key": "d-1"}).json()
+
+    assert post(CONTACT, 5) == {"status": "duplicate", "records": 2}
+    assert post(CONTACT, [1]) == {"status": "duplicate", "records": 2}  # rejected for another reason
+    for other in ((CONTACT,), ({**CONTACT, "email": "bob@example.com"}, 5), (CONTACT, 5, 5)):
+        assert post(*other) == {"error": KEY_REUSED}
+    assert store.count("signed") == 1
 
 
 def test_shared_secret_endpoint(client, store):

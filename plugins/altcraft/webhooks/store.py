@@ -1,8 +1,9 @@
 """The durable store of accepted webhook deliveries: one table in the ledger's database.
 
 A delivery is committed *before* the endpoint answers 2xx, so an acknowledged contact is never lost.
-``(pipeline, delivery_key)`` is unique: a replayed delivery is recognised and stored once, and a delivery
-whose key was stored with other records is a `KeyConflict` (never silently taken for a replay). So is
+``(pipeline, delivery_key)`` is unique: a replayed delivery is recognised and stored once (its rejections
+compared without their reasons, which another version may word otherwise), and a delivery whose key was
+stored with other records is a `KeyConflict` (never silently taken for a replay). So is
 ``(pipeline, proof)``: a signed request's signature (its digest), so that the very request captured and
 replayed under another, unsigned ``Idempotency-Key`` is a replay too, not a new delivery. Rows are read
 in ``id`` order after the last id a run committed (the pipeline's webhook source keeps it), so the
@@ -287,8 +288,10 @@ def _proven_before(conn: sa.Connection, pipeline: str, proof: str | None) -> boo
 
 
 def _replayed(stored: str | None, records: str) -> bool:
-    """Whether a delivery with ``records`` is a replay of the ``stored`` one (None: nothing stored);
-    `KeyConflict` when the stored one has other records, or records no longer readable."""
+    """Whether a delivery with ``records`` is a replay of the ``stored`` one (None: nothing stored): the
+    same objects and as many rejections, whatever their reasons (a version may word or find a reason
+    otherwise than the one that stored it); `KeyConflict` when the stored one has other records, or records
+    no longer readable."""
     if stored is None:
         return False
     if _contents(_stored_records(stored)) != _contents(json.loads(records)):
@@ -297,10 +300,11 @@ def _replayed(stored: str | None, records: str) -> bool:
 
 
 def _contents(records: list[Any] | None) -> list[str] | None:
-    """Stored ``records`` in a canonical order and form (an earlier version's rejection as the current's)."""
+    """Stored ``records`` in a canonical order and form, each rejection (an earlier version's too) as
+    `ERROR_FIELD` alone, its reason left out."""
     if records is None:
         return None
-    return sorted(json.dumps(_current(record), sort_keys=True) for record in records)
+    return sorted(json.dumps(_reasonless(record), sort_keys=True) for record in records)
 
 
 #: The reason of a stored object holding ``"__error__"`` alone: an earlier version's rejection, whose text a
@@ -316,15 +320,20 @@ def _legacy(item: Any) -> bool:
     return isinstance(item, dict) and item.keys() == {ERROR_FIELD}
 
 
-def _current(item: Any) -> Any:
-    """A stored item, an earlier version's rejection in the current form (`WebhookStore.put`)."""
-    return [ERROR_FIELD, item[ERROR_FIELD]] if _legacy(item) else item
+def _reasonless(item: Any) -> Any:
+    """A stored item, or `ERROR_FIELD` alone for a rejection, the current form's or an earlier version's."""
+    return [ERROR_FIELD] if _legacy(item) or _rejection(item) else item
+
+
+def _rejection(item: Any) -> bool:
+    """Whether a stored item is the endpoint's rejection, ``["__error__", reason]`` (`WebhookStore.put`)."""
+    return isinstance(item, list) and len(item) == 2 and item[0] == ERROR_FIELD and isinstance(item[1], str)
 
 
 def _readable(item: Any) -> Any:
     """A stored item as a run reads it: the endpoint's rejection (``["__error__", reason]``) as `rejected`,
     an earlier version's with `LEGACY_REASON`; any other as stored."""
-    if isinstance(item, list) and len(item) == 2 and item[0] == ERROR_FIELD and isinstance(item[1], str):
+    if _rejection(item):
         return rejected(item[1])
     return rejected(LEGACY_REASON) if _legacy(item) else item
 
