@@ -50,6 +50,18 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "crm_postgres",
                         "default": "",
                     },
+                    "webhook_public_url": {
+                        "description": "Scheme and host the CRMs post webhook deliveries to "
+                        "(https://hooks.example.com), read by the API server: a signature covering the URL "
+                        "(HubSpot's) is verified against it with the request's path and query only, never "
+                        "the Host or X-Forwarded-* headers. A pipeline's trigger.public_url wins. Empty: the "
+                        "URL as received or as X-Forwarded-Proto and X-Forwarded-Host name it, which the "
+                        "sender chooses.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "https://hooks.example.com",
+                        "default": "",
+                    },
                     "ui_show_contact_keys": {
                         "description": "Show contact keys (emails, phones, ids) in clear on the Altcraft "
                         "page of the Airflow UI and in its CSV export. Default: masked (a***@e***.org). "

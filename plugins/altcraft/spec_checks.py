@@ -95,6 +95,35 @@ def has_userinfo(url: str) -> bool:
     return bool(_USERINFO.match(url.strip()))
 
 
+def public_base_url(url: str, field: str = "public_url") -> str:
+    """``url`` without a trailing slash if it is an http(s) URL of a host (and port) alone: no user name or
+    password, path, query or fragment. The error names ``field``, never the value (it may hold a password)."""
+    reason = _not_a_base_url(url)
+    if reason is not None:
+        raise ValueError(
+            f"{field}: {reason} (give https://host or https://host:port, as the sender posts to)"
+        )
+    return url.removesuffix("/")
+
+
+def _not_a_base_url(url: str) -> str | None:
+    """Why ``url`` is no http(s) URL of a host alone (`public_base_url`), or None."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is no number, or out of range, raises ValueError
+    except ValueError:
+        return "not a URL"
+    checks = (
+        (any(char.isspace() for char in url), "not a URL: it holds a space"),
+        (parts.scheme.lower() not in ("http", "https"), "not an http:// or https:// URL"),
+        ("@" in parts.netloc, "a user name or password in the URL: keep credentials out of it"),
+        (not parts.hostname, "the URL names no host"),
+        (parts.path not in ("", "/"), "a path: give the scheme and host only, the path is the request's"),
+        ("?" in url or "#" in url, "a query or fragment: the query is the request's"),
+    )
+    return next((reason for failed, reason in checks if failed), None)
+
+
 def secret_like(name: str) -> bool:
     """Whether a header or parameter name says it carries a credential (``Authorization``, ``api_key``)."""
     plain = re.sub(r"[^a-z0-9]", "", name.lower())

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 from airflow.sdk import Asset, AssetOrTimeSchedule
 from pydantic import ValidationError
 
 from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
 from altcraft.pipelines.factory import SpecSource, build_dag, event_window
-from altcraft.pipelines.spec import EVENT_MAX_ACTIVE_RUNS, PipelineSpec
+from altcraft.pipelines.spec import EVENT_MAX_ACTIVE_RUNS, PipelineSpec, SpecError, read_spec
 from altcraft.sources.base import MemoryStateStore, Window
 from altcraft.triggers.new_rows import NewRowsTrigger
 
@@ -66,6 +67,48 @@ def test_a_trigger_may_replace_the_schedule_but_one_of_them_is_needed():
 )
 def test_trigger_mistakes_name_the_field(fields: dict[str, Any], message: str):
     assert message in errors(spec(**{"trigger": POLL, **fields}))
+
+
+HUBSPOT_HOOK = {**HOOK, "auth": "hubspot"}
+HUBSPOT = {"type": "hubspot", "conn_id": "crm_hubspot"}
+
+
+def test_a_public_url_is_the_scheme_and_host_alone():
+    pinned = {**HUBSPOT_HOOK, "public_url": "https://hooks.example.com:8443/"}
+    assert PipelineSpec.model_validate(spec(trigger=pinned, source=HUBSPOT)).trigger.public_url == (
+        "https://hooks.example.com:8443"
+    )
+    unpinned = PipelineSpec.model_validate(spec(trigger=HUBSPOT_HOOK, source=HUBSPOT))
+    assert unpinned.trigger.public_url is None
+
+
+@pytest.mark.parametrize(
+    ("trigger", "message"),
+    [
+        ({**HUBSPOT_HOOK, "public_url": "ftp://hooks.example.com"}, "not an http:// or https:// URL"),
+        ({**HUBSPOT_HOOK, "public_url": "hooks.example.com"}, "not an http:// or https:// URL"),
+        ({**HUBSPOT_HOOK, "public_url": "https://"}, "the URL names no host"),
+        ({**HUBSPOT_HOOK, "public_url": "https://ann:pa55@hooks.example.com"}, "a user name or password"),
+        ({**HUBSPOT_HOOK, "public_url": "https://hooks.example.com/altcraft-webhooks/rt"}, "a path"),
+        ({**HUBSPOT_HOOK, "public_url": "https://hooks.example.com?x=1"}, "a query or fragment"),
+        ({**HUBSPOT_HOOK, "public_url": "https://hooks.example.com#top"}, "a query or fragment"),
+        ({**HUBSPOT_HOOK, "public_url": "https://hooks.example.com:99999"}, "not a URL"),
+        ({**HUBSPOT_HOOK, "public_url": "https://hooks example.com"}, "not a URL"),
+        (
+            {**HOOK, "public_url": "https://hooks.example.com"},
+            "the proof of auth hmac does not cover the URL",
+        ),
+    ],
+)
+def test_a_public_url_mistake_names_the_field_never_the_value(
+    tmp_path, trigger: dict[str, Any], message: str
+):
+    path = tmp_path / "rt.yaml"
+    source = HUBSPOT if trigger.get("auth") == "hubspot" else {"type": "webhook", "key_column": "email"}
+    path.write_text(yaml.safe_dump(spec(trigger=trigger, source=source)))
+    error = read_spec(path)
+    assert isinstance(error, SpecError) and f"trigger.public_url: {message}" in error.message, error
+    assert "pa55" not in error.message
 
 
 def test_a_webhook_source_reads_the_pipeline_endpoint_in_the_ledger_database():
@@ -133,6 +176,7 @@ def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():
             "max_bytes": 1048576,
             "max_records": 10_000,
             "auth_failures_per_minute": 30,
+            "public_url": None,
         }
     }
     for task_asset in hook.get_task("plan").inlets:  # Airflow keeps one definition per asset: the last one

@@ -34,6 +34,7 @@ from altcraft.webhooks.app import (
     _Cached,
     _Failures,
     create_app,
+    pinned_url,
 )
 from altcraft.webhooks.kinds import (
     HUBSPOT_SIGNATURE,
@@ -274,6 +275,21 @@ def test_a_replay_of_a_stored_delivery_is_a_duplicate_whatever_its_rejections_sa
     for other in ((CONTACT,), ({**CONTACT, "email": "bob@example.com"}, 5), (CONTACT, 5, 5)):
         assert post(*other) == {"error": KEY_REUSED}
     assert store.count("signed") == 1
+
+
+def test_a_webhooks_public_url_is_its_specs_else_the_api_servers_option(monkeypatch):
+    option = "AIRFLOW__ALTCRAFT__WEBHOOK_PUBLIC_URL"
+    hubspot = {"auth": "hubspot", "public_url": None}
+    monkeypatch.delenv(option, raising=False)
+    assert pinned_url(hubspot) is None
+    monkeypatch.setenv(option, "https://hooks.example.com/")
+    assert pinned_url(hubspot) == "https://hooks.example.com"
+    assert pinned_url({**hubspot, "public_url": "https://crm.example.com"}) == "https://crm.example.com"
+    monkeypatch.setenv(option, "https://ann:pa55@hooks.example.com")
+    with pytest.raises(ValueError, match=r"^\[altcraft\] webhook_public_url: a user name or") as caught:
+        pinned_url(hubspot)
+    assert "pa55" not in str(caught.value)
+    assert pinned_url({"auth": "hmac"}) is None  # its proof does not cover the URL: never refused for it
 
 
 def test_shared_secret_endpoint(client, store):

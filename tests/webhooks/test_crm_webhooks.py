@@ -7,6 +7,7 @@ the stored ids and fetches the contacts from a fake CRM over HTTP.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -365,6 +366,57 @@ def test_hubspot_behind_a_proxy_is_verified_against_the_public_url(client, store
     assert client.post("/hubspot_welcome", content=body, headers=direct).json()["status"] == "accepted"
     unproxied = hubspot_headers(hubspot_body(601), url="https://hooks.example.com/hubspot_welcome")
     assert client.post("/hubspot_welcome", content=hubspot_body(601), headers=unproxied).status_code == 401
+
+
+HOST_A, HOST_B = "hooks.a.example", "hooks.b.example"
+PROXIED = {"x-forwarded-proto": "https"}
+
+
+def pinned_client(public_url: str | None) -> TestClient:
+    """The endpoint at an internal address (behind a proxy), its HubSpot webhook pinned to ``public_url``."""
+    config = WebhookConfig(
+        "hubspot_welcome", "hubspot", SECRET, "crm_hook_ledger", 65536, public_url=public_url
+    )
+    return TestClient(create_app({"hubspot_welcome": config}.get), base_url="http://airflow-api:8080")
+
+
+def signed_for(host: str, contact: int, query: str = "") -> tuple[bytes, dict]:
+    """A HubSpot delivery of one contact, signed for ``https://<host>/hubspot_welcome<query>``."""
+    body = hubspot_body(contact, event_base=contact)
+    return body, hubspot_headers(body, url=f"https://{host}/hubspot_welcome{query}")
+
+
+def test_hubspot_pinned_to_its_public_url_refuses_a_delivery_signed_for_another_host(store, caplog):
+    """The host the signature covers was the request's Host or X-Forwarded-Host, which the sender chooses:
+    a delivery captured on its way to host A, posted to B within its 5 minutes naming A, was taken by B."""
+    caplog.set_level(logging.WARNING, logger="altcraft.webhooks.app")
+    client = pinned_client(f"https://{HOST_B}/")
+    body, for_a = signed_for(HOST_A, 700)
+    for naming_a in ({"host": HOST_A, **PROXIED}, {"x-forwarded-host": HOST_A, **PROXIED}):
+        assert client.post("/hubspot_welcome", content=body, headers=for_a | naming_a).status_code == 401
+    body, for_b = signed_for(HOST_B, 701, "?portal=33")
+    proxied = for_b | {"x-forwarded-host": HOST_B, **PROXIED}
+    answer = client.post("/hubspot_welcome?portal=33", content=body, headers=proxied)
+    assert answer.json()["status"] == "accepted", answer.text
+    body, for_b = signed_for(HOST_B, 702)  # whatever the headers say
+    answer = client.post("/hubspot_welcome", content=body, headers=for_b | {"x-forwarded-host": HOST_A})
+    assert answer.json()["status"] == "accepted", answer.text
+    assert stored_ids(store, "hubspot_welcome") == [["701"], ["702"]]
+    assert "public_url" not in caplog.text
+
+
+def test_hubspot_not_pinned_takes_the_host_the_request_names_and_says_so_once(store, caplog):
+    """Without a public_url the behaviour is as before, and the log says what that leaves unproved."""
+    caplog.set_level(logging.WARNING, logger="altcraft.webhooks.app")
+    client = pinned_client(None)
+    for contact, naming_a in ((710, {"host": HOST_A}), (711, {"x-forwarded-host": HOST_A})):
+        body, for_a = signed_for(HOST_A, contact)
+        answer = client.post("/hubspot_welcome", content=body, headers=for_a | naming_a | PROXIED)
+        assert answer.json()["status"] == "accepted", answer.text
+    [warning] = [record.getMessage() for record in caplog.records if "public_url" in record.getMessage()]
+    assert warning.startswith(
+        "Webhook hubspot_welcome: its signature covers the URL, but the scheme and host"
+    )
 
 
 def test_hubspot_forged_altered_and_replayed_later_deliveries_get_401(client, store):

@@ -429,6 +429,7 @@ def pipeline_event_asset(spec: PipelineSpec) -> Asset:
             "max_bytes": trigger.max_bytes,
             "max_records": trigger.max_records,
             "auth_failures_per_minute": trigger.auth_failures_per_minute,
+            "public_url": trigger.public_url,
         }
     watcher = NewRowsTrigger(
         pipeline=spec.id,

@@ -49,8 +49,9 @@ from altcraft.spec_checks import (
     NoCredentials,
     NoSecretNames,
     Timezone,
+    public_base_url,
 )
-from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, MAX_RECORDS
+from altcraft.webhooks.kinds import AUTH_FAILURES_PER_MINUTE, KINDS, MAX_RECORDS
 
 _DAG_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 _CONN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
@@ -293,8 +294,6 @@ class NotificationSpec(_Model):
 
 
 def _webhook_auth(value: str) -> str:
-    from altcraft.webhooks.kinds import KINDS
-
     if value not in KINDS:
         raise ValueError(f"unknown webhook auth {value!r}; one of {', '.join(sorted(KINDS))}")
     return value
@@ -336,9 +335,29 @@ class WebhookTriggerSpec(_Model):
         description="failed authentications a client address may make in a minute; then its deliveries get "
         "429 until the minute ends (authenticated ones too, unless auth is secret or amocrm)",
     )
+    public_url: Annotated[str, AfterValidator(public_base_url)] | None = Field(
+        default=None,
+        description="scheme and host the CRM posts to (https://hooks.example.com), for an auth whose "
+        "signature covers the URL (hubspot): it is verified against this URL and the request's path and "
+        "query only, never the Host or X-Forwarded-* headers the sender chooses; default [altcraft] "
+        "webhook_public_url of the API server, else the URL as received or as a proxy's X-Forwarded-Proto "
+        "and X-Forwarded-Host name it",
+    )
     interval: Duration = Field(
         default=timedelta(seconds=2), description="time between two checks of the stored deliveries"
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _url_signed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        auth = info.data.get("auth")
+        if value is not None and auth in KINDS and not KINDS[auth].covers_url:
+            signed = ", ".join(name for name, kind in KINDS.items() if kind.covers_url)
+            raise ValueError(
+                f"public_url: the proof of auth {auth} does not cover the URL, so it has no use; it is for "
+                f"auth {signed}"
+            )
+        return value
 
 
 TriggerSpec = Annotated[PollTriggerSpec | WebhookTriggerSpec, Field(discriminator="type")]

@@ -9,7 +9,9 @@ Per request, in this order (nothing is stored unless every step passes):
 2. the kind's `verify_head` against the secret, before a byte of the body is read (a header or query
    secret is compared here, a signature's header and timestamp checked) -- wrong or missing: 401;
 3. the body, read up to ``max_bytes`` -- larger: 413; not whole within `BODY_SECONDS`: 408;
-4. the kind's `verify` of the whole request, constant-time -- wrong: 401.
+4. the kind's `verify` of the whole request, constant-time -- wrong: 401. A proof covering the URL is
+   checked against the pipeline's ``public_url`` (`pinned_url`) with the request's path and query; without
+   one, against the URL the request and its X-Forwarded-* headers name (a warning, once per pipeline).
    A client address that failed ``auth_failures_per_minute`` times for the pipeline in its current
    minute (`_Failures`) gets 429 with Retry-After instead, before its body is read: also when its
    delivery would be authenticated, unless the kind's `verify_head` alone proves it (``needs_body``
@@ -54,6 +56,7 @@ from starlette.requests import ClientDisconnect
 
 from altcraft.masking import scrub
 from altcraft.sources.webhook import ALIGN, STORED_KEY, WATCHED_KEY, misplaced, placement
+from altcraft.spec_checks import public_base_url
 from altcraft.webhooks.kinds import (
     AUTH_FAILURES_PER_MINUTE,
     KINDS,
@@ -103,6 +106,9 @@ class WebhookConfig:
     #: The pipeline's event asset, whose state store records where deliveries are stored and watched (None:
     #: not recorded, e.g. settings a test gives).
     asset_id: int | None = None
+    #: The scheme and host its sender posts to (`pinned_url`), against which alone a proof covering the URL
+    #: is checked; None: the request's URL and X-Forwarded-* headers, which the sender chooses.
+    public_url: str | None = None
 
 
 ConfigLookup = Callable[[str], WebhookConfig | None]
@@ -153,7 +159,23 @@ def airflow_config(pipeline: str, digests: _Cached[bytes] | None = None) -> Webh
         max_records=int(settings.get("max_records", MAX_RECORDS)),
         auth_failures_per_minute=int(settings.get("auth_failures_per_minute", AUTH_FAILURES_PER_MINUTE)),
         asset_id=settings["asset_id"],
+        public_url=pinned_url(settings),
     )
+
+
+def pinned_url(settings: Mapping[str, Any]) -> str | None:
+    """The scheme and host a webhook's sender posts to where its proof covers the URL: its spec's
+    ``trigger.public_url``, else this API server's ``[altcraft] webhook_public_url`` (`ValueError` naming it
+    where it is no such URL), else None (None too for the other kinds, which have no use for it)."""
+    from airflow.configuration import conf
+
+    kind = KINDS.get(settings["auth"])
+    if kind is None or not kind.covers_url:
+        return None
+    if settings.get("public_url"):
+        return settings["public_url"]
+    configured = conf.get("altcraft", "webhook_public_url", fallback="")
+    return public_base_url(configured, "[altcraft] webhook_public_url") if configured else None
 
 
 _EVENTS_URI = re.compile(r"altcraft-pipeline://([^/]+)/events")
@@ -410,6 +432,7 @@ def create_app(lookup: ConfigLookup | None = None) -> FastAPI:
     app = FastAPI(title="Altcraft webhooks", docs_url=None, redoc_url=None, openapi_url=None)
     config_of = _Cached(lookup or functools.partial(airflow_config, digests=_Held(_password_digest)))
     failures = _Failures()  # used from the event loop only
+    unpinned: set[str] = set()  # pipelines warned that their URL is taken from the request (`_warn_unpinned`)
     stores: dict[str | None, WebhookStore] = {}
 
     def store_of(conn_id: str | None) -> WebhookStore:
@@ -463,7 +486,11 @@ def create_app(lookup: ConfigLookup | None = None) -> FastAPI:
             body=b"",
             method=request.method,
             url=str(request.url),
+            public_url=config.public_url,
         )
+        if kind.covers_url and config.public_url is None and pipeline not in unpinned:
+            unpinned.add(pipeline)
+            _warn_unpinned(pipeline)
         client, limit = (_address(request), pipeline), config.auth_failures_per_minute
         wait = failures.wait(client, limit)
         try:
@@ -509,6 +536,18 @@ def create_app(lookup: ConfigLookup | None = None) -> FastAPI:
         return _answer(200, status="accepted" if stored else "duplicate", records=len(records))
 
     return app
+
+
+def _warn_unpinned(pipeline: str) -> None:
+    """Say that the pipeline's signature is checked against a URL the request's headers name."""
+    log.warning(
+        "Webhook %s: its signature covers the URL, but the scheme and host are taken from the request (Host, "
+        "X-Forwarded-Proto, X-Forwarded-Host), which its sender chooses: a delivery signed for another "
+        "deployment or host name with the same secret and pipeline id is taken here too. Set the pipeline's "
+        "trigger.public_url, or [altcraft] webhook_public_url, to the URL the CRM posts to "
+        "(docs/pipelines.md#hubspot-type-hubspot)",
+        pipeline,
+    )
 
 
 def _refused(client: Client, failed: int, seconds_left: int, limit: int, error: Unauthorized) -> JSONResponse:

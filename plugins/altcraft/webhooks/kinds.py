@@ -13,7 +13,8 @@ one more `WebhookKind` registered in `KINDS`:
   before it is checked); identified by the contact id (an event is sent once per contact, so a replay
   with another ``ts`` is still a duplicate), a rejected contact's by the event's ``data[...]`` fields;
 * ``hubspot`` -- a JSON array of ``contact.creation`` events, ``X-HubSpot-Signature-v3``: base64 of the
-  HMAC-SHA256, with the app's client secret, over method + URI + body + ``X-HubSpot-Request-Timestamp``;
+  HMAC-SHA256, with the app's client secret, over method + URI + body + ``X-HubSpot-Request-Timestamp``
+  (the URI's scheme and host are the pipeline's ``public_url`` where set, else the request's: `_public_uris`);
   older than 5 minutes is refused; identified by the events' ``eventId`` values (an event without one by
   its content but its ``attemptNumber``).
 
@@ -80,6 +81,9 @@ class WebhookRequest:
     body: bytes
     method: str = "POST"
     url: str = ""
+    #: The scheme and host its sender posts to, where the pipeline pins them (`WebhookConfig.public_url`):
+    #: a proof covering the URL is checked against it alone (`_public_uris`).
+    public_url: str | None = None
 
 
 class WebhookKind:
@@ -533,11 +537,17 @@ def _created(number: int, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _public_uris(request: WebhookRequest) -> list[str]:
-    """The URL as received, and as the sender saw it through a proxy (``X-Forwarded-Proto`` / ``-Host``)."""
+    """The URLs a signature covering the URL may be over: the pinned ``public_url`` with the request's path
+    and query, and only that; else the URL as received, and as the sender saw it through a proxy
+    (``X-Forwarded-Proto`` / ``-Host``) -- headers the sender chooses, so that a delivery signed for another
+    host with the same secret is taken too."""
+    url = urlsplit(request.url)
+    if request.public_url is not None:
+        pinned = urlsplit(request.public_url)
+        return [urlunsplit((pinned.scheme, pinned.netloc, url.path, url.query, ""))]
     uris = [request.url]
     proto, host = request.headers.get("x-forwarded-proto"), request.headers.get("x-forwarded-host")
     if proto or host:
-        url = urlsplit(request.url)
         uris.append(urlunsplit((proto or url.scheme, host or url.netloc, url.path, url.query, "")))
     return uris
 
