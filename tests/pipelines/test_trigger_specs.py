@@ -12,7 +12,7 @@ from airflow.sdk import Asset, AssetOrTimeSchedule
 from pydantic import ValidationError
 
 from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
-from altcraft.pipelines.factory import SpecSource, build_dag, event_window
+from altcraft.pipelines.factory import SpecSource, build_dag, event_window, pipeline_event_asset
 from altcraft.pipelines.spec import EVENT_MAX_ACTIVE_RUNS, PipelineSpec, SpecError, read_spec
 from altcraft.sources.base import MemoryStateStore, Window
 from altcraft.triggers.new_rows import NewRowsTrigger
@@ -80,6 +80,15 @@ def test_a_public_url_is_the_scheme_and_host_alone():
     )
     unpinned = PipelineSpec.model_validate(spec(trigger=HUBSPOT_HOOK, source=HUBSPOT))
     assert unpinned.trigger.public_url is None
+
+
+def test_the_webhook_app_reads_a_pinned_url_from_the_pipelines_asset_and_an_unpinned_asset_is_unchanged():
+    pinned = PipelineSpec.model_validate(
+        spec(trigger={**HUBSPOT_HOOK, "public_url": "https://hooks.example.com"}, source=HUBSPOT)
+    )
+    assert pipeline_event_asset(pinned).extra["webhook"]["public_url"] == "https://hooks.example.com"
+    unpinned = PipelineSpec.model_validate(spec(trigger=HUBSPOT_HOOK, source=HUBSPOT))
+    assert "public_url" not in pipeline_event_asset(unpinned).extra["webhook"]
 
 
 @pytest.mark.parametrize(
@@ -176,7 +185,6 @@ def test_the_dag_is_scheduled_on_its_watched_event_asset_or_the_schedule():
             "max_bytes": 1048576,
             "max_records": 10_000,
             "auth_failures_per_minute": 30,
-            "public_url": None,
         }
     }
     for task_asset in hook.get_task("plan").inlets:  # Airflow keeps one definition per asset: the last one

@@ -429,8 +429,9 @@ def pipeline_event_asset(spec: PipelineSpec) -> Asset:
             "max_bytes": trigger.max_bytes,
             "max_records": trigger.max_records,
             "auth_failures_per_minute": trigger.auth_failures_per_minute,
-            "public_url": trigger.public_url,
         }
+        if trigger.public_url is not None:  # only then: an unpinned pipeline's asset keeps its extra
+            extra["webhook"]["public_url"] = trigger.public_url
     watcher = NewRowsTrigger(
         pipeline=spec.id,
         source=spec.source.model_dump(mode="json", by_alias=True),
