@@ -124,7 +124,7 @@ def test_a_contact_met_again_in_a_later_chunk_is_reconciled_once(altcraft, ledge
     again = delivery(altcraft, ledger, try_number=2, batch_size=1, profiles_db_id=1)
     again.process([records(1), records(1)])  # the same contact in two chunks
 
-    assert again.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1}
+    assert again.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1, "deferred": 0}
     assert ledger.contact_states(again.scope) == {"email:user0@example.org": "uncertain"}
     assert len(launched(altcraft)) == 1
 
@@ -143,7 +143,7 @@ def test_a_delivery_asked_to_stop_reads_no_further_profile(altcraft, ledger):
     with pytest.raises(DeliveryStopped, match="asked to stop"):
         stopping.reconcile()
 
-    assert stopping.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert stopping.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0, "deferred": 0}
     assert set(ledger.contact_states(first.scope).values()) == {"uncertain"}, "none read, none decided"
 
 
@@ -183,7 +183,7 @@ def test_a_combined_mode_contact_met_under_another_key_is_reconciled_before_its_
     retry = Delivery.create(altcraft, ledger, replace(run, try_number=2), scenario_id=SCENARIO, **options)
     summary = retry.process([[{"id": 1, "email": "anna@example.org", "phone": "+79001234567"}]])
 
-    assert summary.reconciled == {"launched": 1, "not_processed": 0, "uncertain": 0}
+    assert summary.reconciled == {"launched": 1, "not_processed": 0, "uncertain": 0, "deferred": 0}
     assert (summary.uncertain, summary.skipped, summary.requests) == (0, 1, 0)
     assert set(ledger.contact_states(retry.scope).values()) == {"launched"}
     assert len(launched(altcraft)) == 1

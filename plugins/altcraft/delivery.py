@@ -61,6 +61,7 @@ from altcraft.masking import scrub
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import (
     DEFAULT_GRACE,
+    DEFAULT_MAX_LOOKUPS,
     NO_DATABASE_ID,
     by_task,
     judge,
@@ -117,6 +118,9 @@ class AltcraftApi(Protocol):
 _SETTLED_COUNTERS = ("launched", "failed", "uncertain")
 #: The summary's name of each reconciliation verdict (``Summary.reconciled``).
 _VERDICTS = {Outcome.LAUNCHED: "launched", Outcome.FAILED: "not_processed", Outcome.UNCERTAIN: "uncertain"}
+#: ``Summary.reconciled``'s count of the uncertain contacts the try left as they are, not looked up: its
+#: ``reconcile_max_lookups`` was reached.
+DEFERRED = "deferred"
 
 
 def _zero(*names: str) -> Callable[[], dict[str, int]]:
@@ -134,7 +138,8 @@ class Summary:
     their outcome is that run's, not known yet.
     ``earlier_tries``: contacts this try settled for an earlier try of the same task (its async tasks,
     its rows left ``sending``). ``reconciled``: uncertain contacts this try checked in Altcraft and the
-    verdicts. ``scope``: contacts of the scenario uncertain / failed / left sending by a stale claim in the
+    verdicts, and those it left for later runs (``deferred``: its ``reconcile_max_lookups`` reached).
+    ``scope``: contacts of the scenario uncertain / failed / left sending by a stale claim in the
     ledger after this try (`Ledger.standing`).
     """
 
@@ -152,7 +157,7 @@ class Summary:
     dry_run: bool = False
     reasons: dict[str, int] = field(default_factory=dict)
     earlier_tries: dict[str, int] = field(default_factory=_zero(*_SETTLED_COUNTERS))
-    reconciled: dict[str, int] = field(default_factory=_zero(*_VERDICTS.values()))
+    reconciled: dict[str, int] = field(default_factory=_zero(*_VERDICTS.values(), DEFERRED))
     scope: dict[str, int] = field(default_factory=_zero(*STANDING))
 
     def add(self, outcome: Outcome, n: int = 1, *, earlier: bool = False) -> None:
@@ -273,12 +278,20 @@ class Delivery:
     profiles_db_id: int | None = None
     #: how long after its answer was lost a synchronous request's missing marker or profile proves nothing
     reconcile_grace: timedelta = DEFAULT_GRACE
+    #: how many uncertain contacts this try checks in Altcraft at most, oldest first; the others it meets are
+    #: left as they are (`NOT_RECONCILED`) and counted ``reconciled.deferred``
+    reconcile_max_lookups: int = DEFAULT_MAX_LOOKUPS
     #: the ledger bound to this try (a dry run's session predicts claims and writes nothing)
     session: LedgerSession = field(init=False, repr=False)
     #: why the database cannot show each launch marker field (None: it can), read once per try
     marker_fields: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     #: contacts this try already checked in Altcraft: a key met again in a later chunk is not asked twice
     checked: set[str] = field(default_factory=set, init=False, repr=False)
+    #: row hashes of the uncertain contacts this try met and did not check (past `reconcile_max_lookups`):
+    #: its claims never resend them
+    deferred: set[str] = field(default_factory=set, init=False, repr=False)
+    #: whether a whole-scenario reconciliation counted every contact it left (those later met are not again)
+    _deferred_all: bool = field(default=False, init=False, repr=False)
     #: what each recorded Altcraft task read by reconciliation said (`task_settlements`), read once per try
     task_reads: dict[str, dict[str, Settlement] | str] = field(default_factory=dict, init=False, repr=False)
     #: where `process` settles a chunk while it claims and sends the next (None: settled in line)
@@ -564,6 +577,7 @@ class Delivery:
             delivery_mode=self.mode,
             aliases=aliases,
             grace=self.reconcile_grace,
+            hold=self.deferred,
         )
         self._count(claim)
         return claim
@@ -675,14 +689,18 @@ class Delivery:
         execution_timeout, a kill; asked to stop, it reads no further profile) keeps those it reached. Each
         contact is checked once per try (``summary.reconciled`` counts contacts, not checks). With no
         ``profiles_db_id`` known only contacts whose request recorded an Altcraft task are checked
-        (`_by_tasks_only`).
+        (`_by_tasks_only`). At most ``reconcile_max_lookups`` contacts are checked per try (`_bounded`).
         """
         if self.dry_run:
             return {}
-        met = self.session.to_reconcile(keys, aliases)
-        contacts = [c for c in met if c.contact_key not in self.checked]
-        self.checked.update(c.contact_key for c in contacts)
-        tasks = self.session.sent_tasks({c.batch_id for c in contacts}) if contacts else {}
+        room = self.reconcile_max_lookups - len(self.checked)
+        limit = None if keys is not None else self.reconcile_max_lookups  # the checked may be the oldest
+        met = self.session.to_reconcile(keys, aliases, limit=limit)
+        unread = 0 if limit is None or len(met) < limit else max(self.standing()["uncertain"] - limit, 0)
+        fresh = [c for c in met if c.contact_key not in self.checked]
+        tasks = self.session.sent_tasks({c.batch_id for c in fresh}) if fresh else {}
+        contacts = self._bounded(fresh, room, unread, everyone=keys is None)
+        self.checked.update(c.contact_key for c in fresh if c.contact_hash not in self.deferred)
         if self.profiles_db_id is None:
             contacts = _by_tasks_only(contacts, tasks)
         applied: Counter[Outcome] = Counter()
@@ -699,6 +717,34 @@ class Delivery:
                 ", ".join(f"{_VERDICTS[o]} {n}" for o, n in applied.items()),
             )
         return dict(applied)
+
+    def _bounded(
+        self, contacts: list[UncertainContact], room: int, unread: int, *, everyone: bool
+    ) -> list[UncertainContact]:
+        """The first ``room`` of ``contacts`` (oldest first) to check: `reconcile_max_lookups` less those this
+        try checked. The others, and ``unread`` more of the scenario not read from the ledger, are left as
+        they are for later runs, never resent by this try (`deferred`), and counted ``reconciled.deferred``
+        once: after a whole-scenario reconciliation (``everyone``) that left some, the contacts met later
+        were among them."""
+        fits = contacts[: max(room, 0)]
+        left = [c for c in contacts[len(fits) :] if c.contact_hash not in self.deferred]
+        if not left and not unread:
+            return fits
+        first = not self.deferred and not self._deferred_all
+        if not self._deferred_all:
+            self.summary.reconciled[DEFERRED] += len(left) + unread
+        self._deferred_all = self._deferred_all or everyone
+        self.deferred.update(c.contact_hash for c in left)
+        if first or everyone:
+            log.warning(
+                "Reconciling: %d uncertain contact(s) are left as they are, not looked up nor resent: this "
+                "try reached its reconcile_max_lookups (%d). Later runs go on with them, oldest first; the "
+                "summary counts them (reconciled: deferred)%s",
+                len(left) + unread,
+                self.reconcile_max_lookups,
+                "" if everyone else ", and any more this try meets",
+            )
+        return fits
 
     def standing(self) -> dict[str, int]:
         """The scenario's standing in the ledger now (`Ledger.standing`): its uncertain, failed and stale

@@ -51,6 +51,10 @@ from altcraft.masking import scrub
 from altcraft.modes import SYNCHRONOUS, DeliveryMode
 from altcraft.validation import email_sent_forms, number_key, text_number_key
 
+#: How many uncertain contacts one try looks up in Altcraft unless told (``reconcile_max_lookups``): a
+#: backlog (an outage's) is worked through by successive runs, oldest first, none holding its task for hours.
+DEFAULT_MAX_LOOKUPS = 10_000
+
 
 def launch_marker(field_name: str, run_key: str, try_number: int) -> str:
     """``FIELD=value`` for one task try: 16 hex of ``sha256(run_key \\n try_number)``.

@@ -37,6 +37,8 @@ MAX_DURATION = timedelta(days=366)
 """The longest duration of a spec or an operator argument: a longer schedule, retry delay, lookback or
 wait (999999w is 19,000 years) overflows the dates Airflow and the plan compute from it, failing the DAG's
 scheduling or its runs."""
+MAX_LOOKUPS = 1_000_000_000
+"""The highest ``reconcile_max_lookups`` (uncertain contacts one try checks in Altcraft): in effect none."""
 MIN_REQUESTS_PER_SECOND = 0.001
 """The slowest request rate a source may keep to (one request in 1,000 seconds): a rate near zero made
 the wait between two requests overflow the sleep."""

@@ -272,7 +272,12 @@ def test_the_in_flight_batch_is_recorded_uncertain_then_reconciled_by_the_retry(
     """Try 2 records try 1's unanswered batch as uncertain, then reads it back: the marker proves it."""
     summary = killed_worker["summary"]
     assert summary["earlier_tries"]["uncertain"] == CRASH_BATCH, "try 1's batch in flight, recorded uncertain"
-    assert summary["reconciled"] == {"launched": CRASH_BATCH, "not_processed": 0, "uncertain": 0}
+    assert summary["reconciled"] == {
+        "launched": CRASH_BATCH,
+        "not_processed": 0,
+        "uncertain": 0,
+        "deferred": 0,
+    }
     assert (summary["uncertain"], summary["scope"]) == (0, {"uncertain": 0, "failed": 0, "stale_sending": 0})
 
     requests = requests_of(emulator, CRASH)

@@ -19,6 +19,7 @@ from altcraft.ledger.rules import (
     IN_GRACE,
     NEVER_CLAIMED,
     NO_ANSWER,
+    NOT_RECONCILED,
     Change,
     ContactState,
     Launch,
@@ -299,6 +300,26 @@ def test_what_a_claim_decides_for_one_contact(row, earlier, policy, relaunch, re
         stale_after=6 * HOUR,
     )
     assert (verdict.send, verdict.reason, verdict.uncertain_note, verdict.uncertain) == expected
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (
+            state("uncertain", claimed=HOUR),
+            (False, f"uncertain since {at(HOUR)} (run {OTHER_RUN}); {NOT_RECONCILED}"),
+        ),
+        (state("launched", launched=HOUR), (False, f"already launched at {at(HOUR)} (policy once)")),
+    ],
+    ids=["uncertain", "launched"],
+)
+def test_resend_uncertain_never_resends_a_contact_held_unreconciled(row, expected):
+    """A contact the try did not look up (its reconcile_max_lookups reached) is held: not resent, though
+    the grace has passed; the rules for every other row are unchanged."""
+    verdict = decide(
+        row, None, RUN, ONCE, relaunch=False, resend_uncertain=True, held=True, now=NOW, stale_after=6 * HOUR
+    )
+    assert (verdict.send, verdict.reason) == expected
 
 
 def test_contact_and_alias_hashes_are_the_stored_keys():

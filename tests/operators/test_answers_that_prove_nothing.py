@@ -202,7 +202,7 @@ def test_a_profile_lookup_404_for_a_database_that_does_not_exist_proves_nothing(
     """Reconciling against a database id Altcraft does not have (a spec edited since): its 404 is not "no
     such profile", so the contacts stay uncertain instead of being sent again (checked, and counted so)."""
     summary = _reconciled(make_delivery, emulator, "drop_after", db_id=999)
-    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3}
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3, "deferred": 0}
     assert (summary.uncertain, summary.requests) == (3, 0)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
 
@@ -235,7 +235,7 @@ def test_a_profile_lookup_404_without_an_altcraft_error_code_proves_nothing(
     answer lost) stay uncertain instead of being sent again."""
     proxy.rewrite["profiles/get"] = lambda body, upstream, status: (404, page)
     summary = _reconciled(make_delivery, emulator, "drop_after", db_id=1)
-    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3}
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3, "deferred": 0}
     assert (summary.uncertain, summary.requests) == (3, 0)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 3
 
@@ -298,7 +298,7 @@ def test_a_profile_lookup_answered_with_another_contacts_profile_proves_nothing(
     again = _marked_retry(make_delivery, marker_scenario)
     summary = again.process(in_batches(contacts(3), 3))
 
-    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1}
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 1, "deferred": 0}
     assert (summary.uncertain, summary.requests) == (1, 0)
     row = again.ledger.history("email:user1@example.org", again.scope).contact
     assert (row["status"], row["launch_count"]) == ("uncertain", 0)
@@ -328,7 +328,7 @@ def test_a_profile_without_a_marker_its_database_cannot_hold_proves_nothing(
     again = _marked_retry(make_delivery, marker_scenario)
     summary = again.process(in_batches(contacts(3), 3))
 
-    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3}
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 3, "deferred": 0}
     assert (summary.uncertain, summary.requests) == (3, 0)
     row = again.ledger.history("email:user1@example.org", again.scope).contact
     assert f"launch marker field {MARKER!r} does not exist in the database" in row["error_text"]

@@ -46,6 +46,11 @@ GIVEN = {"task_id": "t", "scenario_id": 1, "mapping": EMAIL_MAPPING, "contacts":
             "`reconcile_grace` must be seconds or a timedelta, not negative and at most 366 days, got -1 s",
         ),
         ({"reconcile_grace": "10m"}, "`reconcile_grace` must be seconds or a timedelta, not negative"),
+        (
+            {"reconcile_max_lookups": 0},
+            "`reconcile_max_lookups` must be a whole number between 1 and 1000000000, got 0",
+        ),
+        ({"reconcile_max_lookups": "10"}, "`reconcile_max_lookups` must be a whole number between 1 and"),
         ({"dry_run": "ture"}, "`dry_run` must be true or false, got 'ture'"),
         ({"relaunch": 2}, "`relaunch` must be true or false, got 2"),
         ({"deferrable": "no"}, "`deferrable` must be True or False, got 'no'"),

@@ -442,7 +442,7 @@ def test_a_pipeline_switched_from_async_to_batch_never_resends_a_task_that_may_s
 
     switched = make_delivery(mode="batch", run=run_ref(run_id="r2", window="w2"), **marked)
     summary = switched.process(in_batches(contacts(6)))
-    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 6, "deferred": 0}
     assert (summary.requests, summary.uncertain) == (0, 6), "nobody sent again"
     assert {task["status"] for task in emulator.state()["tasks"]} == {"queued"}, "the task had not run yet"
     emulator.config(tasks_held=False)
@@ -527,7 +527,7 @@ def test_contacts_a_dead_tries_task_refused_are_resent_only_after_the_grace(
 
     early = make_delivery(run=run_ref(run_id="r3", window="r3"), profiles_db_id=1)
     early.process(in_batches(people))
-    assert early.summary.reconciled == {"launched": 3, "not_processed": 0, "uncertain": 3}
+    assert early.summary.reconciled == {"launched": 3, "not_processed": 0, "uncertain": 3, "deferred": 0}
     assert (early.summary.requests, early.summary.uncertain) == (0, 3), "nobody resent within the grace"
     notes = uncertain_notes(ledger, scenario_id)
     assert len(notes) == 3 and all(f"task {task_id} refused it (API 400: bad field)" in n for n in notes)
@@ -536,7 +536,7 @@ def test_contacts_a_dead_tries_task_refused_are_resent_only_after_the_grace(
         run=run_ref(run_id="r4", window="r4"), profiles_db_id=1, reconcile_grace=timedelta(0)
     )
     summary = late.process(in_batches(people))
-    assert summary.reconciled == {"launched": 0, "not_processed": 3, "uncertain": 0}
+    assert summary.reconciled == {"launched": 0, "not_processed": 3, "uncertain": 0, "deferred": 0}
     assert (summary.launched, summary.skipped, summary.requests) == (3, 3, 1)
     assert_exactly_once(emulator, scenario_id, 6)
 
@@ -556,7 +556,7 @@ def test_a_dead_tries_task_that_cannot_be_read_leaves_its_contacts_uncertain_say
         run=run_ref(run_id="r3", window="r3"), profiles_db_id=1, reconcile_grace=timedelta(0)
     )
     summary = blind.process(in_batches(people))
-    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 4}
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 4, "deferred": 0}
     assert (summary.uncertain, summary.requests) == (4, 0)
     notes = uncertain_notes(ledger, scenario_id)
     assert len(notes) == 4 and all(f"its Altcraft task {task_id} could not be read" in n for n in notes)
@@ -636,7 +636,7 @@ def test_the_first_run_to_meet_a_dead_tries_claim_settles_it_from_its_task(
     first = first_to_meet(make_delivery, ledger, db_id=db_id)
     summary = first.process(in_batches(people))
 
-    assert summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0, "deferred": 0}
     assert (summary.skipped, summary.uncertain, summary.requests) == (6, 0, 0)
     assert first.standing() == NO_STANDING
     assert ledger.counts(first.scope, run_ref())[Outcome.LAUNCHED] == 6, "the dead try's launches"
@@ -665,15 +665,15 @@ def test_the_first_run_to_meet_a_dead_tries_claim_resends_what_its_task_refused_
     summary = first.process(in_batches(people))
 
     if grace is None:
-        assert summary.reconciled == {"launched": 3, "not_processed": 0, "uncertain": 3}
+        assert summary.reconciled == {"launched": 3, "not_processed": 0, "uncertain": 3, "deferred": 0}
         assert (summary.skipped, summary.uncertain, summary.requests) == (3, 3, 0), "not within the grace"
         notes = uncertain_notes(ledger, scenario_id)
         assert len(notes) == 3 and all(f"task {task_id} refused it (API 400: bad field)" in n for n in notes)
         late = first_to_meet(make_delivery, ledger, "r3", db_id, reconcile_grace=timedelta(0))
         summary = late.process(in_batches(people))
-        assert summary.reconciled == {"launched": 0, "not_processed": 3, "uncertain": 0}
+        assert summary.reconciled == {"launched": 0, "not_processed": 3, "uncertain": 0, "deferred": 0}
     else:
-        assert summary.reconciled == {"launched": 3, "not_processed": 3, "uncertain": 0}
+        assert summary.reconciled == {"launched": 3, "not_processed": 3, "uncertain": 0, "deferred": 0}
     assert (summary.launched, summary.skipped, summary.uncertain) == (3, 3, 0)
     assert_exactly_once(emulator, scenario_id, 6)
 
@@ -685,7 +685,7 @@ def met_undecided(
     uncertain, each checked and its note saying why (``says``; with no database id, that too)."""
     first = first_to_meet(make_delivery, ledger, db_id=db_id, reconcile_grace=timedelta(0))
     summary = first.process(in_batches(people))
-    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": len(people)}
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": len(people), "deferred": 0}
     assert (summary.uncertain, summary.requests) == (len(people), 0)
     notes = uncertain_notes(ledger, scenario_id)
     assert len(notes) == len(people) and all(says in note for note in notes)
@@ -837,7 +837,7 @@ def test_a_whole_scenario_reconciliation_settles_a_dead_async_claim_from_its_tas
     reconciler = make_delivery(run=run_ref(run_id="r2", window="r2"), profiles_db_id=db_id)
     assert reconciler.standing() == {**NO_STANDING, "stale_sending": 6}
     assert reconciler.reconcile() == {Outcome.LAUNCHED: 6}
-    assert reconciler.summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert reconciler.summary.reconciled == {"launched": 6, "not_processed": 0, "uncertain": 0, "deferred": 0}
     assert reconciler.standing() == NO_STANDING
     assert_exactly_once(emulator, scenario_id, 6)
 
@@ -856,7 +856,7 @@ def test_with_no_database_id_a_whole_scenario_reconciliation_leaves_what_only_a_
 
     blind = make_delivery(run=run_ref(run_id="r2", window="r2"), **marked)
     assert blind.reconcile() == {}
-    assert blind.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert blind.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0, "deferred": 0}
     assert blind.standing() == {**NO_STANDING, "uncertain": 6}
     notes = uncertain_notes(ledger, marker_scenario)
     assert len(notes) == 6 and all("claim by run" in note and "never settled" in note for note in notes)
@@ -879,7 +879,7 @@ def test_a_whole_scenario_reconciliation_leaves_a_claim_in_flight_alone(
 
     reconciler = make_delivery(run=run_ref(run_id="r2", window="r2"), **marked)
     assert reconciler.reconcile() == {}
-    assert reconciler.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0}
+    assert reconciler.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 0, "deferred": 0}
     assert reconciler.standing() == NO_STANDING
     assert sorted(ledger.contact_states(reconciler.scope).values()) == ["sending"] * 6
     assert_exactly_once(emulator, marker_scenario, 6)

@@ -479,7 +479,7 @@ def test_reconciliation_waits_for_a_timed_out_batch_that_altcraft_may_still_be_p
     summary = summary_of(dag, dag_run)
     if grace is None:
         assert task_states(dag_run) == {"import_and_launch": "failed"}, "uncertain contacts are not green"
-        assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+        assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6, "deferred": 0}
         assert (summary["requests"], summary["uncertain"]) == (0, 6)
     else:
         assert summary["reconciled"]["not_processed"] == 6
@@ -514,7 +514,7 @@ def test_a_worker_whose_clock_is_behind_does_not_make_a_request_in_flight_look_o
     dag_run = dag.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
 
     summary = summary_of(dag, dag_run)
-    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6, "deferred": 0}
     assert (summary["requests"], summary["uncertain"]) == (0, 6)
     assert contact_statuses(marker_scenario) == {"uncertain": 6}
     assert wait_for_launches(emulator, marker_scenario, 6, 20) == [1] * 6
@@ -578,7 +578,7 @@ def test_reconciliation_never_resends_an_async_task_that_may_still_be_queued(
 
     assert task_states(dag_run) == {"import_and_launch": "failed"}, "uncertain contacts are not green"
     summary = summary_of(dag, dag_run)
-    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6, "deferred": 0}
     assert (summary["requests"], summary["uncertain"]) == (0, 6)
     assert contact_statuses(marker_scenario) == {"uncertain": 6}
     assert [task["status"] for task in emulator.state()["tasks"]] == ["queued"], "the task had not run yet"
@@ -608,7 +608,7 @@ def test_a_batch_pipeline_never_resends_what_an_async_pipeline_may_still_have_qu
     assert [task["status"] for task in emulator.state()["tasks"]] == ["queued"], "the task had not run yet"
     assert launch_counts(emulator, marker_scenario) == {}, "the batch pipeline sent nobody"
     summary = summary_of(other, dag_run)
-    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6, "deferred": 0}
     assert task_states(dag_run) == {"import_and_launch": "failed"}, "6 contacts are uncertain"
     emulator.config(tasks_held=False)
     deadline = time.monotonic() + 20
@@ -674,7 +674,7 @@ def test_a_dead_tries_altcraft_task_decides_the_contacts_when_another_pipeline_f
 
     assert task_states(met) == {"import_and_launch": "success"}
     summary = summary_of(other, met)
-    assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0, "deferred": 0}
     assert (summary["skipped"], summary["uncertain"], summary["requests"]) == (6, 0, 0)
     assert summary["scope"] == {"uncertain": 0, "failed": 0, "stale_sending": 0}
     assert contact_statuses(scenario_id) == {"launched": 6}
@@ -709,7 +709,7 @@ def assert_reconciles_the_6_clean(dag, emulator, scenario_id: int) -> None:
     dag_run = dag.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
     assert task_states(dag_run) == {"import_and_launch": "success"}
     summary = summary_of(dag, dag_run)
-    assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0}
+    assert summary["reconciled"] == {"launched": 6, "not_processed": 0, "uncertain": 0, "deferred": 0}
     assert summary["scope"] == {"uncertain": 0, "failed": 0, "stale_sending": 0}
     assert contact_statuses(scenario_id) == {"launched": 8}
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 8, "launched once each"
@@ -724,6 +724,32 @@ def test_reconcile_param_resolves_the_scenario_on_demand(dag_with, emulator, mar
     assert_reconciles_the_6_clean(other, emulator, marker_scenario)
 
 
+def test_a_reconciliation_run_that_reaches_its_lookup_bound_is_not_clean_and_the_next_goes_on(
+    dag_with, emulator, marker_scenario, capfd
+):
+    """6 contacts left uncertain (Altcraft launched them); a run with reconcile=true and
+    reconcile_max_lookups=4 decides 4 and leaves 2 as they are: counted deferred, and the run fails saying
+    so instead of turning green. The next reconciling run decides the 2 and succeeds; nobody twice."""
+    emulator.add_faults({"endpoint": BATCH, "kind": "drop_after", "count": 1})
+    first = dag_with(contacts(6), batch_size=6, launch_marker_field=MARKER)
+    assert task_states(run_dag(first, DAY)) == {"import_and_launch": "failed"}
+    other = dag_with(contacts(2, start=100), launch_marker_field=MARKER, reconcile_max_lookups=4)
+    capfd.readouterr()
+
+    for day, (decided, left, state) in enumerate([(4, 2, "failed"), (2, 0, "success")], start=1):
+        dag_run = other.test(logical_date=DAY + timedelta(days=day), run_conf={"reconcile": True})
+        summary = summary_of(other, dag_run)
+        assert summary["reconciled"] == {
+            "launched": decided,
+            "not_processed": 0,
+            "uncertain": 0,
+            "deferred": left,
+        }
+        assert (summary["scope"]["uncertain"], task_states(dag_run)) == (left, {"import_and_launch": state})
+    assert "2 uncertain contact(s) were not looked up in Altcraft" in capfd.readouterr().out
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 8
+
+
 EMAIL_PHONE = {
     "matching": "email_phone",
     "key": {"email": "email", "phone": "phone"},
@@ -736,8 +762,18 @@ BY_CRM_ID = {"matching": "custom", "field_name": "CRM_ID", "key": {"field_value"
 @pytest.mark.parametrize(
     ("sent_with", "reconciled_with", "verdicts", "says"),
     [
-        (EMAIL_MAPPING, EMAIL_PHONE, {"launched": 6, "not_processed": 0, "uncertain": 0}, None),
-        (BY_CRM_ID, EMAIL_MAPPING, {"launched": 0, "not_processed": 0, "uncertain": 6}, "field matched on"),
+        (
+            EMAIL_MAPPING,
+            EMAIL_PHONE,
+            {"launched": 6, "not_processed": 0, "uncertain": 0, "deferred": 0},
+            None,
+        ),
+        (
+            BY_CRM_ID,
+            EMAIL_MAPPING,
+            {"launched": 0, "not_processed": 0, "uncertain": 6, "deferred": 0},
+            "field matched on",
+        ),
     ],
     ids=["email, then email_phone: looked up by email", "custom, then email: the field is unknown, said so"],
 )
@@ -803,7 +839,7 @@ def test_a_reconciliation_run_that_leaves_contacts_undecided_is_not_clean(
     dag_run = other.test(logical_date=DAY + timedelta(days=1), run_conf={"reconcile": True})
 
     summary = summary_of(other, dag_run)
-    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6}
+    assert summary["reconciled"] == {"launched": 0, "not_processed": 0, "uncertain": 6, "deferred": 0}
     assert (summary["launched"], summary["uncertain"], summary["scope"]["uncertain"]) == (2, 0, 6)
     assert task_states(dag_run) == {"import_and_launch": "failed"}, "6 contacts are still undecided"
     assert contact_statuses(marker_scenario) == {"launched": 2, "uncertain": 6}

@@ -448,12 +448,17 @@ def test_a_reconciliation_stopped_part_way_keeps_what_it_decided(dag_with, emula
     decided = _statuses(marker_scenario)["launched"]
     assert 1 <= decided < 6, "stopped part-way, with what it read recorded"
     summary = xcom_values(stopped.dag_id, dag_run.run_id, key="altcraft_summary")["import_and_launch", -1]
-    assert summary["reconciled"] == {"launched": decided, "not_processed": 0, "uncertain": 0}
+    assert summary["reconciled"] == {"launched": decided, "not_processed": 0, "uncertain": 0, "deferred": 0}
     again = dag_with([], dag_id="welcome_again", launch_marker_field=MARKER, reconcile=True)
     dag_run = run_dag(again, DAY)
     assert task_states(dag_run) == {"import_and_launch": "success"}
     summary = xcom_values(again.dag_id, dag_run.run_id)["import_and_launch", -1]
-    assert summary["reconciled"] == {"launched": 6 - decided, "not_processed": 0, "uncertain": 0}
+    assert summary["reconciled"] == {
+        "launched": 6 - decided,
+        "not_processed": 0,
+        "uncertain": 0,
+        "deferred": 0,
+    }
     assert _statuses(marker_scenario) == {"launched": 6}
     assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 6
 

@@ -126,7 +126,7 @@ def test_reconciliation_never_reads_a_task_id_answered_for_two_batches(
         run=run_ref(run_id="r2", window="r2"), profiles_db_id=1, reconcile_grace=timedelta(0)
     )
     summary = reconciler.process(in_batches(people, 5))
-    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 10}
+    assert summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 10, "deferred": 0}
     assert (summary.requests, summary.uncertain) == (0, 10)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 10, "nobody launched twice"
 
@@ -182,6 +182,6 @@ def test_several_profiles_for_one_contact_are_no_verdict(make_delivery, emulator
     )
     second = make_delivery(batch_size=5, profiles_db_id=1, run=run_ref(try_number=2))
     second.process(in_batches(contacts(5), 5))
-    assert second.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 5}
+    assert second.summary.reconciled == {"launched": 0, "not_processed": 0, "uncertain": 5, "deferred": 0}
     assert (second.summary.uncertain, second.summary.requests) == (5, 0)
     assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5

@@ -86,6 +86,16 @@ def test_the_specs_reconcile_grace_reaches_the_operator(grace, expected):
     assert operator.reconcile_grace == expected, "None: the delivery's DEFAULT_GRACE"
 
 
+@pytest.mark.parametrize(("given", "expected"), [(None, None), (3, 3)])
+def test_the_specs_reconcile_max_lookups_reaches_the_operator(given, expected):
+    data = read_spec(EXAMPLES[0]).model_dump(by_alias=True, exclude_none=True)
+    if given is not None:
+        data["scenario"]["reconcile_max_lookups"] = given
+    launch = build_dag(PipelineSpec.model_validate(data)).task_dict[LAUNCH_TASK_ID]
+    operator = ImportAndLaunchScenarioOperator(task_id="t", **launch.partial_kwargs)
+    assert operator.reconcile_max_lookups == expected, "None: the delivery's DEFAULT_MAX_LOOKUPS"
+
+
 def test_stateful_sources_get_the_store_through_the_spec_source(examples):
     files, rest = (
         examples[name][1].task_dict[LAUNCH_TASK_ID] for name in ("welcome_csv_drop", "welcome_rest_crm")

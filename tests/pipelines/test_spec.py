@@ -16,7 +16,7 @@ from altcraft.pipelines import PipelineSpec, SpecError, read_spec
 from altcraft.pipelines.docs import spec_models
 from altcraft.pipelines.factory import build_dag
 from altcraft.pipelines.spec import MAX_DURATION, field_line, parse_duration
-from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, MAX_TIMEOUT_SECONDS
+from altcraft.spec_checks import MAX_BYTES, MAX_INT32, MAX_INT64, MAX_LOOKUPS, MAX_TIMEOUT_SECONDS
 from tests.pipelines.conftest import BROKEN, EXAMPLES
 
 # file -> (line, field, words of the message)
@@ -384,6 +384,11 @@ def test_every_integer_field_of_a_spec_has_an_upper_bound():
             GRACE,
         ),
         (
+            {"scenario": {"id": 12, "reconcile_max_lookups": 10**30}},
+            ("scenario", "reconcile_max_lookups"),
+            MAX_LOOKUPS,
+        ),
+        (
             {"mapping": {**MINIMAL["mapping"], "max_field_chars": 10**30}},
             ("mapping", "max_field_chars"),
             MAX_BYTES,
@@ -467,7 +472,12 @@ def test_a_misspelt_field_given_beside_its_right_spelling_gets_no_suggestion(tmp
 def test_the_largest_numbers_still_build_a_dag():
     spec = spec_with(
         pool_slots=MAX_INT32,
-        scenario={"id": MAX_INT64, "db_id": MAX_INT64, "reconcile_grace_seconds": GRACE},
+        scenario={
+            "id": MAX_INT64,
+            "db_id": MAX_INT64,
+            "reconcile_grace_seconds": GRACE,
+            "reconcile_max_lookups": MAX_LOOKUPS,
+        },
         mapping={**MINIMAL["mapping"], "max_field_chars": MAX_BYTES, "max_profile_bytes": MAX_BYTES},
         delivery={"max_request_bytes": MAX_BYTES},
     )

@@ -342,6 +342,12 @@ def expiry(state: ContactState, run: RunRef, now: datetime, stale_after: timedel
     return uncertain_with(dead_claim_note(state, run, now, stale_after))
 
 
+#: Why an uncertain contact that a run did not look up (its ``reconcile_max_lookups`` reached) is not resent.
+NOT_RECONCILED = (
+    "not reconciled by this run (its reconcile_max_lookups was reached), so not resent: a later run "
+    "reconciles it"
+)
+
 #: How the reason of an uncertain contact that ``resend_uncertain`` did not resend within the grace starts.
 IN_GRACE = "not resent within the reconciliation grace: "
 
@@ -367,12 +373,14 @@ def decide(
     now: datetime,
     stale_after: timedelta,
     grace: timedelta = DEFAULT_GRACE,
+    held: bool = False,
 ) -> Verdict:
     """Send or skip one contact, given its row (None: never claimed) and ``earlier``: its launch by this
     run (``relaunch``) or for this window (otherwise), as read per :func:`launch_lookup`.
 
     ``resend_uncertain`` resends an uncertain contact of another run only once ``grace`` has passed since
-    it became uncertain (:func:`grace_left`); a dead claim found now became uncertain now."""
+    it became uncertain (:func:`grace_left`), and never one ``held`` (the run did not reconcile it: its
+    ``reconcile_max_lookups`` was reached); a dead claim found now became uncertain now."""
     if state is None:
         return NEVER_CLAIMED
     status, by, since = state.status, state.claim_run_key, state.updated_at
@@ -383,8 +391,13 @@ def decide(
             where = "this run (another batch)" if by == run.run_key else f"run {by}"
             return Verdict(False, f"{IN_FLIGHT}{where} since {iso(state.claimed_at)}")
         status, since = ContactStatus.UNCERTAIN, now
-    if status == ContactStatus.UNCERTAIN and (not resend_uncertain or by == run.run_key):
-        hint = "this run never resends its own" if by == run.run_key else "resend with resend_uncertain=True"
+    if status == ContactStatus.UNCERTAIN and (not resend_uncertain or held or by == run.run_key):
+        if by == run.run_key:
+            hint = "this run never resends its own"
+        elif held:
+            hint = NOT_RECONCILED
+        else:
+            hint = "resend with resend_uncertain=True"
         return Verdict(False, f"uncertain since {iso(since)} (run {by}); {hint}", note, uncertain=True)
     left = grace_left(since, now, grace) if status == ContactStatus.UNCERTAIN else None
     if left is not None:

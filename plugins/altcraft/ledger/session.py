@@ -7,7 +7,7 @@ run). Its other writes do nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -76,6 +76,7 @@ class LedgerSession:
         delivery_mode: DeliveryMode | None = None,
         aliases: Mapping[str, Sequence[str]] | None = None,
         grace: timedelta = DEFAULT_GRACE,
+        hold: Collection[str] = frozenset(),
     ) -> Claim:
         """:meth:`Ledger.claim` for this try; a dry run predicts it, counting what it would have sent."""
         claim = self.ledger.claim(
@@ -89,6 +90,7 @@ class LedgerSession:
             delivery_mode=delivery_mode,
             aliases=aliases,
             grace=grace,
+            hold=hold,
             dry_run=self.dry_run,
         )
         if self.dry_run:
@@ -155,13 +157,16 @@ class LedgerSession:
         return self.ledger.contact_rows(self.scope, keys, aliases=aliases)
 
     def to_reconcile(
-        self, keys: Iterable[str] | None = None, aliases: Mapping[str, Sequence[str]] | None = None
+        self,
+        keys: Iterable[str] | None = None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+        limit: int | None = None,
     ) -> list[UncertainContact]:
-        """:meth:`Ledger.to_reconcile` for this try (``keys`` None: the whole scenario); a dry run changes no
-        row: the uncertain ones only."""
+        """:meth:`Ledger.to_reconcile` for this try (``keys`` None: the whole scenario, at most ``limit`` of
+        it); a dry run changes no row: the uncertain ones only."""
         if self.dry_run:
             return self.uncertain_contacts(keys, aliases)
-        return self.ledger.to_reconcile(self.scope, self.run, keys, aliases=aliases)
+        return self.ledger.to_reconcile(self.scope, self.run, keys, aliases=aliases, limit=limit)
 
     def resolve(
         self, contacts: Sequence[UncertainContact], resolutions: Mapping[str, Resolution]

@@ -16,7 +16,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -357,6 +357,7 @@ class Ledger:
         delivery_mode: DeliveryMode | str | None = None,
         aliases: Mapping[str, Sequence[str]] | None = None,
         grace: timedelta = rules.DEFAULT_GRACE,
+        hold: Collection[str] = frozenset(),
         now: datetime | None = None,
         dry_run: bool = False,
     ) -> Claim:
@@ -369,12 +370,13 @@ class Ledger:
         the mode records it unknown, which reconciliation reads as possibly an Altcraft task still queued.
         ``aliases`` (key -> component keys, for combined matching modes): a key whose component was
         claimed before is the same contact as that earlier one. ``grace``: ``resend_uncertain`` resends only
-        contacts uncertain for longer (:func:`~altcraft.ledger.rules.grace_left`). ``dry_run``: the same
-        decisions, read without locks, and nothing written (batch id ``preview``).
+        contacts uncertain for longer (:func:`~altcraft.ledger.rules.grace_left`), and none whose row's hash
+        is in ``hold`` (not reconciled yet). ``dry_run``: the same decisions, read without locks, and nothing
+        written (batch id ``preview``).
         """
         resend = grace if resend_uncertain else None
         work = self._claimer(
-            scope, run, items, policy, relaunch, resend, marker, delivery_mode, aliases, now, dry_run
+            scope, run, items, policy, relaunch, resend, marker, delivery_mode, aliases, now, dry_run, hold
         )
         claim = self._read(work) if dry_run else self._write(work)
         _log_claim(claim, run, dry_run=dry_run)
@@ -420,10 +422,11 @@ class Ledger:
         aliases: Mapping[str, Sequence[str]] | None,
         now: datetime | None,
         dry_run: bool = False,
+        hold: Collection[str] = frozenset(),
     ) -> Callable[[Connection], Claim]:
         """The transaction's work of a claim (see :meth:`claim`); ``resend``: the grace after which
-        ``resend_uncertain`` resends (None: it was not asked); ``now``: the claim's time (None: the
-        database's, read in the transaction)."""
+        ``resend_uncertain`` resends (None: it was not asked), but not the rows of ``hold``; ``now``: the
+        claim's time (None: the database's, read in the transaction)."""
         batch_id = "preview" if dry_run else uuid.uuid4().hex
         mode = None if delivery_mode is None else DeliveryMode(delivery_mode).value  # an unknown one raises
         first, duplicates = rules.split_duplicates(items)
@@ -462,6 +465,7 @@ class Ledger:
                         policy,
                         relaunch=relaunch,
                         resend_uncertain=resend is not None,
+                        held=contact_hash in hold,
                         now=at,
                         stale_after=self.stale_after,
                         grace=rules.DEFAULT_GRACE if resend is None else resend,
@@ -680,6 +684,7 @@ class Ledger:
         *,
         aliases: Mapping[str, Sequence[str]] | None = None,
         now: datetime | None = None,
+        limit: int | None = None,
     ) -> list[UncertainContact]:
         """The contacts among ``keys`` (and ``aliases``, as :meth:`uncertain_contacts` takes them) that
         ``run`` reconciles before it claims them: the ``uncertain`` ones, and those whose claim is dead
@@ -687,13 +692,14 @@ class Ledger:
         ``uncertain`` now, as the claim would make them. So the first run to meet a dead claim reads its
         evidence (the Altcraft task it recorded, its launch marker) before deciding, not a run after it.
         ``keys`` None: the whole scenario, oldest first, its dead claims too, which no claim may ever meet
-        (a try killed mid-send whose retries were used up, a window never read again).
+        (a try killed mid-send whose retries were used up, a window never read again); ``limit``: only that
+        many of them, the oldest (a bounded reconciliation).
 
         One read when no contact is ``sending``; a claim in flight elsewhere is left as it is.
         """
         if keys is None:
             self._expire_dead(scope, run, self._at(now))
-            return self.uncertain_contacts(scope)
+            return self.uncertain_contacts(scope, limit=limit)
         keys = list(keys)
         statuses = (ContactStatus.UNCERTAIN.value, ContactStatus.SENDING.value)
         rows = self._read(lambda conn: self._contacts_of(conn, scope, keys, aliases, statuses))

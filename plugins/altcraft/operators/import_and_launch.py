@@ -110,6 +110,10 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         still be running in Altcraft (a lost answer does not stop it): until then a missing marker or
         profile leaves the contact uncertain instead of "not processed" (seconds or a timedelta; default
         ten minutes, ``altcraft.reconciliation.DEFAULT_GRACE``).
+    :param reconcile_max_lookups: how many uncertain contacts one try checks in Altcraft at most (whole
+        scenario and those its claims meet), oldest first; the others are left as they are, never resent
+        by the try, for later runs, and counted ``reconciled.deferred`` (default 10,000,
+        ``altcraft.reconciliation.DEFAULT_MAX_LOOKUPS``; at most 1,000,000,000).
     :param ledger_conn_id: SQL connection of the sync ledger; default ``[altcraft] ledger_conn_id`` of the
         Airflow configuration, else a SQLite file in AIRFLOW_HOME.
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
@@ -169,6 +173,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         launch_marker_field: str | None = None,
         reconcile: bool | str = RECONCILE_FROM_RUN,
         reconcile_grace: timedelta | float | None = None,
+        reconcile_max_lookups: int | None = None,
         ledger_conn_id: str | None = None,
         window_start: datetime | str | None = "{{ data_interval_start }}",
         window_end: datetime | str | None = "{{ data_interval_end }}",
@@ -191,7 +196,14 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         from altcraft.mapping import ProfileMapping, ZoneNames, in_source_zone, naive_times_moved
         from altcraft.modes import DeliveryMode
         from altcraft.relaunch import RelaunchPolicy
-        from altcraft.spec_checks import MAX_BYTES, MAX_DURATION, MAX_TIMEOUT_SECONDS, checked, no_credentials
+        from altcraft.spec_checks import (
+            MAX_BYTES,
+            MAX_DURATION,
+            MAX_LOOKUPS,
+            MAX_TIMEOUT_SECONDS,
+            checked,
+            no_credentials,
+        )
 
         if (source is None) == (contacts is None):
             raise ValueError("Give exactly one of `source` or `contacts`")
@@ -292,6 +304,11 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             None
             if reconcile_grace is None
             else check.duration("reconcile_grace", reconcile_grace, high=MAX_DURATION, positive=False)
+        )
+        self.reconcile_max_lookups = (
+            None
+            if reconcile_max_lookups is None
+            else check.count("reconcile_max_lookups", reconcile_max_lookups, 1, MAX_LOOKUPS)
         )
         self.ledger_conn_id = check.name("ledger_conn_id", ledger_conn_id, optional=True)
         self.window_start = window_start
@@ -465,7 +482,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     ) -> Delivery:
         from altcraft.delivery import Delivery
         from altcraft.ledger import Ledger, RunRef
-        from altcraft.reconciliation import DEFAULT_GRACE
+        from altcraft.reconciliation import DEFAULT_GRACE, DEFAULT_MAX_LOOKUPS
 
         ledger = Ledger.from_conn_id(self.ledger_conn_id)  # None: [altcraft] ledger_conn_id, else SQLite
         hook.get_conn()
@@ -506,6 +523,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             only=self.only_contacts,
             profiles_db_id=profiles_db_id,
             reconcile_grace=DEFAULT_GRACE if self.reconcile_grace is None else self.reconcile_grace,
+            reconcile_max_lookups=self.reconcile_max_lookups or DEFAULT_MAX_LOOKUPS,
         )
 
     def _window(self) -> Window | None:
@@ -698,8 +716,8 @@ def _problems(
     """Why a try is not a clean success: (rejected, failed, uncertain) messages, empty when fine.
 
     ``reconciling``: the try was asked to reconcile the whole scenario, so the contacts its reconciliation
-    left undecided fail it too when more than ``max_uncertain`` of those it checked, though none of them
-    was in its own input."""
+    left undecided (checked, or not looked up: ``reconciled.deferred``) fail it too when more than
+    ``max_uncertain`` of those it met, though none of them was in its own input."""
     rejected = failed = uncertain = ""
     if summary.ratio("rejected") > max_rejected:
         rejected = (
@@ -728,17 +746,29 @@ def _problems(
             "then run with reconcile=true; or check them in Altcraft and rerun with resend_uncertain=True "
             "(see docs/ledger.md)."
         )
-    checked, left = sum(summary.reconciled.values()), summary.reconciled["uncertain"]
-    if reconciling and max_uncertain is not None and left and left / checked > max_uncertain:
+    deferred = summary.reconciled.get("deferred", 0)  # absent from a summary saved by an earlier version
+    met, left = sum(summary.reconciled.values()), summary.reconciled["uncertain"]
+    too_many = reconciling and max_uncertain is not None and (left + deferred) / (met or 1) > max_uncertain
+    if too_many and left:
         undecided = (
-            f"{left} of the {checked} uncertain contact(s) this run checked in Altcraft are still undecided "
-            "(each one's evidence, or why its profile could not be read, is in the log and in "
+            f"{left} of the {met - deferred} uncertain contact(s) this run checked in Altcraft are still "
+            "undecided (each one's evidence, or why its profile could not be read, is in the log and in "
             "altcraft_contacts.error_text): they are not resent. Run with reconcile=true again once the "
             "reconciliation grace has passed or Altcraft answers, or check them in Altcraft and rerun with "
             "resend_uncertain=True (see docs/ledger.md)."
         )
         uncertain = f"{uncertain} {undecided}".strip()
+    if deferred and (uncertain or too_many):
+        uncertain = f"{uncertain} {deferred} {NOT_LOOKED_UP}.".strip()
     return rejected, failed, uncertain
+
+
+#: What a try's ``reconciled.deferred`` contacts are, after their count.
+NOT_LOOKED_UP = (
+    "uncertain contact(s) were not looked up in Altcraft, left as they are and not resent: this try "
+    "reached its reconcile_max_lookups. A later run with reconcile=true goes on with them, oldest first "
+    "(see docs/ledger.md)"
+)
 
 
 def _left_undone(summary: Any, *, moved_past: bool) -> str:
@@ -760,6 +790,7 @@ def _left_undone(summary: Any, *, moved_past: bool) -> str:
             "uncertain: Altcraft may have launched them, so they are not resent; run with reconcile=true "
             "(see docs/ledger.md)",
         ),
+        (summary.reconciled.get("deferred", 0), NOT_LOOKED_UP),
         (
             summary.in_flight_elsewhere,
             "in flight in another run, skipped: that run's outcome decides them (it is named in the reason "

@@ -305,6 +305,7 @@ def build_dag(spec: PipelineSpec, *, spec_name: str | None = None) -> DAG:
         "db_id": spec.scenario.db_id,
         "launch_marker_field": spec.scenario.launch_marker_field,
         "reconcile_grace": spec.scenario.reconcile_grace_seconds,
+        "reconcile_max_lookups": spec.scenario.reconcile_max_lookups,
         "state_asset": state,
     }
     with dag:

@@ -45,6 +45,7 @@ from altcraft.spec_checks import (
     MAX_DURATION,
     MAX_INT32,
     MAX_INT64,
+    MAX_LOOKUPS,
     JsonData,
     NoCredentials,
     NoSecretNames,
@@ -243,6 +244,14 @@ class ScenarioSpec(_Model):
         description="how long after its answer was lost a request sent single or batch may still be running "
         "in Altcraft: until then a missing marker or profile leaves it uncertain, not 'not processed', and "
         "resend_uncertain does not resend it (default 600)",
+    )
+    reconcile_max_lookups: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_LOOKUPS,
+        description="how many uncertain contacts one run checks in Altcraft at most, oldest first: the "
+        "others are left as they are, not resent, for later runs, and counted reconciled.deferred "
+        "(default 10000)",
     )
 
 
