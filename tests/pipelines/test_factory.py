@@ -75,25 +75,22 @@ def test_each_example_is_plan_then_mapped_import_and_launch(name, examples):
 
 
 @pytest.mark.parametrize(
-    ("grace", "expected"), [(None, None), (0, timedelta(0)), (90, timedelta(seconds=90))]
+    ("field", "given", "attribute", "expected"),
+    [
+        ("reconcile_grace_seconds", None, "reconcile_grace", None),  # None: the delivery's DEFAULT_GRACE
+        ("reconcile_grace_seconds", 0, "reconcile_grace", timedelta(0)),
+        ("reconcile_grace_seconds", 90, "reconcile_grace", timedelta(seconds=90)),
+        ("reconcile_max_lookups", None, "reconcile_max_lookups", None),  # None: DEFAULT_MAX_LOOKUPS
+        ("reconcile_max_lookups", 3, "reconcile_max_lookups", 3),
+    ],
 )
-def test_the_specs_reconcile_grace_reaches_the_operator(grace, expected):
-    data = read_spec(EXAMPLES[0]).model_dump(by_alias=True, exclude_none=True)
-    if grace is not None:
-        data["scenario"]["reconcile_grace_seconds"] = grace
-    launch = build_dag(PipelineSpec.model_validate(data)).task_dict[LAUNCH_TASK_ID]
-    operator = ImportAndLaunchScenarioOperator(task_id="t", **launch.partial_kwargs)
-    assert operator.reconcile_grace == expected, "None: the delivery's DEFAULT_GRACE"
-
-
-@pytest.mark.parametrize(("given", "expected"), [(None, None), (3, 3)])
-def test_the_specs_reconcile_max_lookups_reaches_the_operator(given, expected):
+def test_the_specs_reconciliation_settings_reach_the_operator(field, given, attribute, expected):
     data = read_spec(EXAMPLES[0]).model_dump(by_alias=True, exclude_none=True)
     if given is not None:
-        data["scenario"]["reconcile_max_lookups"] = given
+        data["scenario"][field] = given
     launch = build_dag(PipelineSpec.model_validate(data)).task_dict[LAUNCH_TASK_ID]
     operator = ImportAndLaunchScenarioOperator(task_id="t", **launch.partial_kwargs)
-    assert operator.reconcile_max_lookups == expected, "None: the delivery's DEFAULT_MAX_LOOKUPS"
+    assert getattr(operator, attribute) == expected
 
 
 def test_stateful_sources_get_the_store_through_the_spec_source(examples):
