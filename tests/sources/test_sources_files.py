@@ -638,28 +638,133 @@ GROWING = {
 
 
 @pytest.mark.parametrize("file_format", sorted(GROWING))
-def test_a_row_appended_while_the_file_is_read_is_left_to_the_next_read(tmp_path, file_format):
+def test_a_row_appended_while_the_file_is_read_fails_the_read_and_is_read_whole_again(tmp_path, file_format):
     """The read went on past the size the file had when it was listed (and remembered at commit): a row its
     writer was appending meanwhile was read cut short, a CSV one delivered as a contact of another address
-    (e@example.co), a JSON line rejected. Now the read stops at that size, and the grown file, no longer the
-    one remembered, is read again by the next read, the finished row whole."""
+    (e@example.co), a JSON line rejected. The read stops at that size; an append, which the open file's
+    status cannot tell from a rewrite, fails the read before any row of a block read after it is used, and
+    the grown file, no longer the one listed, is read again whole."""
     header, row, cut = GROWING[file_format]
     path = write(tmp_path / f"a.{file_format}", header + "".join(row.format(n=n) for n in range(1, 1001)))
     state = MemoryStateStore()
     source = FileSource(str(tmp_path), format=file_format, key_column="id", window_by="mtime", state=state)
 
     batches = source.batches(None, 10)
-    first = next(batches)  # the file is open, its first buffer read
+    records = next(batches)  # the file is open, its first block read
     with path.open("a") as handle:
         handle.write(cut)
-    records = [*first, *chain.from_iterable(batches)]
-    source.commit()
+    with pytest.raises(SourceError, match=rf"a\.{file_format} changed while it was read"):
+        records.extend(chain.from_iterable(batches))
 
-    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [(str(n), None) for n in range(1, 1001)]
+    assert 10 <= len(records) < 1000
+    assert [(r["id"], r.get(ERROR_FIELD)) for r in records] == [
+        (str(n), None) for n in range(1, len(records) + 1)
+    ]
     with path.open("a") as handle:
         handle.write("m\n" if file_format == "csv" else 'm"}\n')
     again = read(source, None)
+    source.commit()
     assert [r["email"] for r in again][-2:] == ["u1000@example.org", "e@example.com"]
+    assert read(source, None) == []
+
+
+def _overwrite(path: Path, text: str) -> None:
+    """Write ``text`` over the file's bytes from its start, in place (same inode), without truncating it."""
+    with path.open("r+b") as handle:
+        handle.write(text.encode())
+
+
+def _rewrite(path: Path, text: str) -> None:
+    """Truncate the file and write ``text`` into it, in place (same inode), as `>` in a shell does."""
+    path.write_text(text)
+
+
+def _rewrite_keeping_the_time(path: Path, text: str) -> None:
+    """Rewrite the file in place and set its modification time back, as `cp -p` or `rsync -t --inplace`."""
+    times = path.stat()
+    path.write_text(text)
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+@pytest.mark.parametrize("change", [_rewrite, _overwrite, _rewrite_keeping_the_time])
+def test_a_file_rewritten_in_place_while_it_is_read_yields_no_row_read_after(tmp_path, change):
+    """A file rewritten in place between two blocks of its read was read on: rows after the first block
+    came from the new text, the row across the blocks' boundary torn between the two (u2@exa + mple.net: a
+    valid address of no one), and the file was remembered as read. Now the open file's status is checked
+    after each block, before any row of it is used: the read fails naming the file, and its next read reads
+    the new text whole."""
+    old = CSV_HEADER + "".join(f"{n},u{n}@example.org,\n" for n in range(1, 1001))
+    new = CSV_HEADER + "".join(f"{n},w{n}@example.net,\n" for n in range(1, 1001))
+    assert len(old) == len(new)
+    path = write(tmp_path / "a.csv", old, START)
+    state = MemoryStateStore()
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=state)
+
+    batches = source.batches(None, 10)
+    records = next(batches)  # the file is open, its first block read
+    change(path, new)
+    with pytest.raises(SourceError, match=r"a\.csv changed while it was read"):
+        records.extend(chain.from_iterable(batches))
+
+    assert 10 <= len(records) < 1000
+    assert [r["email"] for r in records] == [f"u{n}@example.org" for n in range(1, len(records) + 1)]
+    with pytest.raises(SourceError, match="fully consumed"):
+        source.commit()
+    assert list(state) == []
+    again = read(source, None)
+    source.commit()
+    assert [r["email"] for r in again] == [f"w{n}@example.net" for n in range(1, 1001)]
+
+
+def test_a_file_rewritten_after_it_was_listed_is_not_read(tmp_path):
+    """A file rewritten (longer) after the listing, while the one before it was read, was read up to the
+    size listed: its new text cut where the old one ended, and remembered as read. Now its first block is
+    checked against its listing like every other: the read fails naming it."""
+    write(tmp_path / "a.csv", CSV_HEADER + "".join(f"{n},u{n}@example.org,\n" for n in range(1, 1001)), START)
+    second = write(tmp_path / "b.csv", CSV_HEADER + "1,ann@example.org,\n", START)
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=MemoryStateStore())
+
+    batches = source.batches(None, 10)
+    records = next(batches)  # both listed, a.csv open
+    second.write_text(CSV_HEADER + "1,al@example.org,\n2,bob@example.org,\n")
+    with pytest.raises(SourceError, match=r"b\.csv changed while it was read"):
+        records.extend(chain.from_iterable(batches))
+
+    assert ids(records) == [str(n) for n in range(1, 1001)]
+    assert [r["email"] for r in read(source, None)][-2:] == ["al@example.org", "bob@example.org"]
+
+
+def test_a_file_read_in_one_block_is_not_failed_by_an_append_after_it(tmp_path):
+    """A file no longer than one block is read whole at once: a row appended once it is read is left to the
+    next read, which reads the grown file again."""
+    path = write(tmp_path / "a.csv", CSV_HEADER + "1,a@example.org,\n2,b@example.org,\n", START)
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=MemoryStateStore())
+
+    batches = source.batches(None, 1)
+    records = next(batches)
+    with path.open("a") as handle:
+        handle.write("3,c@example.org,\n")
+    records.extend(chain.from_iterable(batches))
+    source.commit()
+
+    assert ids(records) == ["1", "2"]
+    assert ids(read(source, None)) == ["1", "2", "3"]
+
+
+def test_a_file_renamed_over_the_one_being_read_is_read_next_time(tmp_path):
+    """A writer that replaces the file by renaming a new one over it leaves the open file as it was: it is
+    read whole, and the new file next time."""
+    path = write(tmp_path / "a.csv", CSV_HEADER + "".join(f"{n},u{n}@example.org,\n" for n in range(1, 1001)))
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=MemoryStateStore())
+
+    batches = source.batches(None, 10)
+    records = next(batches)
+    write(tmp_path / "next.tmp", CSV_HEADER + "1001,v@example.org,\n").rename(path)
+    records.extend(chain.from_iterable(batches))
+    source.commit()
+
+    assert ids(records) == [str(n) for n in range(1, 1001)]
+    assert ids(read(source, None)) == ["1001"]
 
 
 def test_a_settled_file_without_a_last_line_terminator_is_read_whole(tmp_path):

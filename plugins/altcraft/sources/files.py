@@ -19,8 +19,12 @@
   being written, its last row cut short yet whole to the parser: the read waits until none was modified
   for ``settle_seconds`` (logged) and then reads them whole; one that changed meanwhile fails the read
   before any of its rows is read (`SourceError`), and the retry reads it.
-* A file is read up to its size when listed: rows appended while it is read are left to the next read,
-  which reads the grown file again (it counts as new).
+* A file is read up to its size when listed. A local file that changes while it is read (checked after
+  each block, before any row of it is used: the open file's inode, size, modification and change time
+  against its listing's) fails the read (`SourceError`), no row of a block read since used: a rewrite in
+  place would tear a row between old and new text. An append counts too (its status cannot tell it from
+  a rewrite); the retry, or the run whose window holds its new modification time, reads the file whole.
+  One renamed over it leaves the open file as it was: it is read whole, the new one next time.
 * A local file that a link leads to out of ``path`` (resolved) is an error record keyed by its name, not
   read; a link within the folder is followed.
 * A compressed file (`_compression`: gzip, bzip2, xz, zstd, zip) is one error record (``<file>:1``), not
@@ -300,7 +304,7 @@ class FileSource(Stateful):
                 )
                 continue
             all_inside = True
-            for line, row in self._read(file, identity["size"]):
+            for line, row in self._read(file, identity):
                 try:
                     if isinstance(row, str):
                         raise ValueError(row)
@@ -336,19 +340,39 @@ class FileSource(Stateful):
         except (ValueError, OverflowError, OSError):
             raise ValueError(f"{self.timestamp_column}: not ISO 8601 text or epoch seconds") from None
 
-    def _read(self, file: ObjectStoragePath, size: int) -> Iterator[tuple[int, Record | str]]:
-        """(line number, record) pairs of the file's first ``size`` bytes, its size when listed (`_Upto`); a
-        text instead of a record says why that line is unreadable."""
+    def _read(self, file: ObjectStoragePath, identity: dict[str, Any]) -> Iterator[tuple[int, Record | str]]:
+        """(line number, record) pairs of the file's first bytes, up to its size when listed (`_Upto`), a
+        local file's checked unchanged since (`_unchanged`) after each block is read; a text instead of a
+        record says why that line is unreadable."""
         # utf-8-sig reads a file with or without a byte-order mark (Excel writes one): with plain utf-8 the
         # BOM would glue itself to the first CSV header or make the first JSON line invalid
         encoding = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
-        listed = io.BufferedReader(_Upto(file.open("rb"), size))
-        if (packed := _compression(listed.peek(10))) is not None:
-            listed.close()
-            yield 1, f"{packed}-compressed: not read (put the file in the folder uncompressed)"
-            return
-        with io.TextIOWrapper(listed, encoding=encoding, errors=UNDECODABLE, newline="") as handle:
-            yield from self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
+        raw = file.open("rb")
+        check = self._unchanged(raw.fileno(), identity) if _local(file) else None
+        with io.BufferedReader(_Upto(raw, identity["size"], check)) as listed:
+            if (packed := _compression(listed.peek(10))) is not None:
+                yield 1, f"{packed}-compressed: not read (put the file in the folder uncompressed)"
+                return
+            with io.TextIOWrapper(listed, encoding=encoding, errors=UNDECODABLE, newline="") as handle:
+                yield from (
+                    self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
+                )
+
+    def _unchanged(self, fd: int, identity: dict[str, Any]) -> Callable[[], None]:
+        """A check that the open local file ``fd`` is still the one listed as ``identity``
+        (`changed_since_listed`), else `SourceError`: run after each block is read, before any of its rows
+        is used, it keeps a row torn between a file's old text and the new one written over it in place from
+        being read."""
+
+        def check() -> None:
+            if changed_since_listed(os.fstat(fd), identity):
+                raise SourceError(
+                    f"{self.describe()}: {identity['path']} changed while it was read (written over, "
+                    "truncated or appended to): none of its rows read since is used; the retry (or the run "
+                    "whose window holds its new modification time) reads it whole"
+                )
+
+        return check
 
     def _read_jsonl(self, handle: IO[str]) -> Iterator[tuple[int, Record | str]]:
         for number, line in enumerate(_lines(handle), start=1):
@@ -459,6 +483,22 @@ def same_file(stored: Any, identity: dict[str, Any]) -> bool:
     return stored == identity
 
 
+def changed_since_listed(stat: os.stat_result, identity: dict[str, Any]) -> bool:
+    """Whether a local file's ``stat`` (`os.fstat` of the file open) tells it changed since it was listed as
+    ``identity``: any write or truncation moves its modification time, and setting that back (`cp -p`) its
+    change time. The change time of a file no longer linked (a file renamed over it, or it deleted) moved
+    with the unlinking: only a writer that holds it open can still write it, moving its modification time."""
+    listed = {"size": identity["size"], "mtime": identity["mtime"], **dict(identity["version"])}
+    seen = {  # as fsspec's LocalFileSystem.info lists them
+        "size": stat.st_size,
+        "mtime": stat.st_mtime,
+        "ino": stat.st_ino,
+        "created": getattr(stat, "st_birthtime", stat.st_ctime),
+    }
+    fields = listed.keys() - ({"created"} if stat.st_nlink == 0 else set())
+    return any(seen.get(field) != listed[field] for field in fields)
+
+
 def _unit(encoding: str, char: str) -> bytes:
     """``char`` encoded in ``encoding``, without the byte order mark some encodings put first."""
     return (char * 2).encode(encoding)[len(char.encode(encoding)) :]
@@ -472,17 +512,19 @@ def _path_bytes(file: ObjectStoragePath) -> bytes:
 
 class _Upto(io.RawIOBase):
     """The first ``size`` bytes of a binary file, its size when listed: a row its writer appends while the
-    file is read (cut short at the end so far) is left to the next read, which reads the grown file again
-    as one no longer remembered (`same_file`)."""
+    file is read (cut short at the end so far) is never read. ``check``, if any, runs after each block is
+    read, before any byte of it is passed on (`FileSource._unchanged`)."""
 
-    def __init__(self, raw: IO[bytes], size: int) -> None:
-        self._raw, self._left = raw, size
+    def __init__(self, raw: IO[bytes], size: int, check: Callable[[], None] | None = None) -> None:
+        self._raw, self._left, self._check = raw, size, check
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         data = self._raw.read(min(len(buffer), self._left))
+        if data and self._check is not None:
+            self._check()
         buffer[: len(data)] = data
         self._left -= len(data)
         return len(data)
