@@ -767,6 +767,38 @@ def test_a_file_renamed_over_the_one_being_read_is_read_next_time(tmp_path):
     assert ids(read(source, None)) == ["1001"]
 
 
+@pytest.mark.parametrize("away", ["renamed in the folder", "moved out of it"])
+def test_a_file_moved_while_it_is_read_is_read_whole(tmp_path, away):
+    """A rename moves a file's change time, not its text: a file moved while it was read (an archiver taking
+    it out of the folder) failed the read, and its retry no longer found it, so its rows after the first
+    block were never read. Its open file is still the one listed: it is read whole."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = write(folder / "a.csv", CSV_HEADER + "".join(f"{n},u{n}@example.org,\n" for n in range(1, 1001)))
+    source = FileSource(str(folder), key_column="id", window_by="mtime", state=MemoryStateStore())
+
+    batches = source.batches(None, 10)
+    records = next(batches)
+    path.rename(folder / "b.csv" if away == "renamed in the folder" else tmp_path / "a.csv")
+    records.extend(chain.from_iterable(batches))
+
+    assert ids(records) == [str(n) for n in range(1, 1001)]
+
+
+def test_a_file_whose_mode_changes_while_it_is_read_fails_the_read(tmp_path):
+    """Its change time moves as a rewrite that sets the modification time back (`cp -p`) moves it: where the
+    file is still under its name the two cannot be told apart, so the read fails and the retry reads it."""
+    path = write(tmp_path / "a.csv", CSV_HEADER + "".join(f"{n},u{n}@example.org,\n" for n in range(1, 1001)))
+    source = FileSource(str(tmp_path), key_column="id", window_by="mtime", state=MemoryStateStore())
+
+    batches = source.batches(None, 10)
+    next(batches)
+    path.chmod(0o600)
+    with pytest.raises(SourceError, match=r"a\.csv changed while it was read"):
+        list(chain.from_iterable(batches))
+    assert len(read(source, None)) == 1000
+
+
 def test_a_settled_file_without_a_last_line_terminator_is_read_whole(tmp_path):
     """A writer that leaves out the last line's terminator: once the file is unchanged for settle_seconds,
     its last row is whole."""

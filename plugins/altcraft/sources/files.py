@@ -24,7 +24,7 @@
   against its listing's) fails the read (`SourceError`), no row of a block read since used: a rewrite in
   place would tear a row between old and new text. An append counts too (its status cannot tell it from
   a rewrite); the retry, or the run whose window holds its new modification time, reads the file whole.
-  One renamed over it leaves the open file as it was: it is read whole, the new one next time.
+  One renamed over it, or itself renamed or moved away, leaves the open file as it was: it is read whole.
 * A local file that a link leads to out of ``path`` (resolved) is an error record keyed by its name, not
   read; a link within the folder is followed.
 * A compressed file (`_compression`: gzip, bzip2, xz, zstd, zip) is one error record (``<file>:1``), not
@@ -348,7 +348,7 @@ class FileSource(Stateful):
         # BOM would glue itself to the first CSV header or make the first JSON line invalid
         encoding = "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
         raw = file.open("rb")
-        check = self._unchanged(raw.fileno(), identity) if _local(file) else None
+        check = self._unchanged(raw.fileno(), identity, file.path) if _local(file) else None
         with io.BufferedReader(_Upto(raw, identity["size"], check)) as listed:
             if (packed := _compression(listed.peek(10))) is not None:
                 yield 1, f"{packed}-compressed: not read (put the file in the folder uncompressed)"
@@ -358,14 +358,15 @@ class FileSource(Stateful):
                     self._read_csv(handle, str(file)) if self.format == "csv" else self._read_jsonl(handle)
                 )
 
-    def _unchanged(self, fd: int, identity: dict[str, Any]) -> Callable[[], None]:
-        """A check that the open local file ``fd`` is still the one listed as ``identity``
-        (`changed_since_listed`), else `SourceError`: run after each block is read, before any of its rows
-        is used, it keeps a row torn between a file's old text and the new one written over it in place from
-        being read."""
+    def _unchanged(self, fd: int, identity: dict[str, Any], path: str) -> Callable[[], None]:
+        """A check that the open local file ``fd``, listed at ``path``, is still the one listed as
+        ``identity`` (`changed_since_listed`), else `SourceError`: run after each block is read, before any of
+        its rows is used, it keeps a row torn between a file's old text and the new one written over it in
+        place from being read."""
 
         def check() -> None:
-            if changed_since_listed(os.fstat(fd), identity):
+            stat = os.fstat(fd)
+            if changed_since_listed(stat, identity, moved=lambda: not _named(path, stat)):
                 raise SourceError(
                     f"{self.describe()}: {identity['path']} changed while it was read (written over, "
                     "truncated or appended to): none of its rows read since is used; the retry (or the run "
@@ -483,11 +484,14 @@ def same_file(stored: Any, identity: dict[str, Any]) -> bool:
     return stored == identity
 
 
-def changed_since_listed(stat: os.stat_result, identity: dict[str, Any]) -> bool:
+def changed_since_listed(
+    stat: os.stat_result, identity: dict[str, Any], *, moved: Callable[[], bool] = lambda: False
+) -> bool:
     """Whether a local file's ``stat`` (`os.fstat` of the file open) tells it changed since it was listed as
     ``identity``: any write or truncation moves its modification time, and setting that back (`cp -p`) its
-    change time. The change time of a file no longer linked (a file renamed over it, or it deleted) moved
-    with the unlinking: only a writer that holds it open can still write it, moving its modification time."""
+    change time. A rename or an unlink moves the change time alone, not the text: a file no longer linked
+    (a file renamed over it, or it deleted) or ``moved`` (no longer at its listed path: renamed, moved out of
+    the folder) is still the one listed if nothing else changed. Only then is ``moved`` asked."""
     listed = {"size": identity["size"], "mtime": identity["mtime"], **dict(identity["version"])}
     seen = {  # as fsspec's LocalFileSystem.info lists them
         "size": stat.st_size,
@@ -495,8 +499,21 @@ def changed_since_listed(stat: os.stat_result, identity: dict[str, Any]) -> bool
         "ino": stat.st_ino,
         "created": getattr(stat, "st_birthtime", stat.st_ctime),
     }
-    fields = listed.keys() - ({"created"} if stat.st_nlink == 0 else set())
-    return any(seen.get(field) != listed[field] for field in fields)
+    changed = {field for field, value in listed.items() if seen.get(field) != value}
+    if changed == {"created"} and (stat.st_nlink == 0 or moved()):
+        return False
+    return bool(changed)
+
+
+def _named(path: str, stat: os.stat_result) -> bool:
+    """Whether ``path`` still names the file of ``stat`` (an error other than its absence: as if it did)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return (here.st_dev, here.st_ino) == (stat.st_dev, stat.st_ino)
 
 
 def _unit(encoding: str, char: str) -> bytes:
