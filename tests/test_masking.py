@@ -238,6 +238,12 @@ def test_scrub_takes_linear_time_on_a_long_run_without_spaces(run):
         ('"x" and "anna"@example.org', '"anna"'),
         ("email anna@[192.168.0.1] bad", "192.168.0.1"),
         ("url ?email=anna.petrova%40example.org", "anna.petrova"),
+        # a "+" and 7 to 9 digits: E.164 numbers as short as the country code allows
+        ("phone +4930123 is not valid", "4930123"),
+        ("phone +49 30 123 is not valid", "30 123"),
+        ("phone +(683) 4002 unknown", "683) 4002"),
+        ("tel:+290222226;ext=1", "222226"),
+        ("subscriber x+4930123 blocked", "4930123"),
     ],
 )
 def test_scrub_masks_phones_with_separators_and_emails_of_every_shape(text, contact):
@@ -255,6 +261,8 @@ def test_scrub_masks_phones_with_separators_and_emails_of_every_shape(text, cont
         "profile 65a0c0ff0000000000000001, task 550e8400-e29b-41d4-a716-446655440000, scenario 4711",
         "host 192.168.100.200:8080 refused, retry 192.168.100.200",
         'field "name" must be text',
+        "offset +0300, UTC+03:00, +123456 points, 1 + 2345678 = 2345679",
+        "at 2026-12-02T10:20:30+03:00, order 4930123, id a-4930123",
     ],
 )
 def test_scrub_keeps_dates_times_statuses_counts_and_ids_readable(text):
@@ -273,3 +281,66 @@ def test_scrub_keeps_dates_times_statuses_counts_and_ids_readable(text):
 )
 def test_log_samples_of_free_text_mask_the_phones_in_it(value, contact):
     assert contact not in json.dumps(mask_value(value), ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "masked"),
+    [
+        # the phone as sent, its digits without "+" (also after a trunk prefix), in one text
+        (
+            "phone +4930123 is not valid; subscriber 4930123 blocked; dial 004930123",
+            ["+4930123"],
+            "phone +*****23 is not valid; subscriber 4****23 blocked; dial 004****23",
+        ),
+        # an email in any letter case, a custom key value inside a word
+        ("ANNA.Petrova@Example.ORG refused", ["anna.petrova@example.org"], "A***@E***.ORG refused"),
+        ("row KEY-7781x not found", ["key-7781"], "row K***1x not found"),
+        # values shorter than 4 characters are left: masking them would mangle the text
+        ("code 400 for abc", ["abc", "400"], "code 400 for abc"),
+        # no value, no text, a value not in the text: unchanged
+        ("phone +4930123", [], "phone +4930123"),
+        ("", ["+4930123"], ""),
+        ("all fine", ["+4930123", None, 42], "all fine"),
+    ],
+)
+def test_mask_values_masks_every_form_of_the_known_values_in_a_text(text, values, masked):
+    from altcraft.masking import mask_values
+
+    assert mask_values(text, values) == masked
+
+
+def test_mask_values_keeps_every_other_character_where_it_was():
+    """A character whose lower case is longer (``İ``) moved every later match of the lower-cased text off
+    its place in the text."""
+    from altcraft.masking import mask_values
+
+    assert mask_values("İİ ANNA@EXAMPLE.ORG İ 4930123.", ["anna@example.org", "+4930123"]) == (
+        "İİ A***@E***.ORG İ 4****23."
+    )
+
+
+def test_mask_values_takes_a_bounded_number_of_values():
+    from altcraft.masking import MAX_KNOWN_VALUES, mask_values
+
+    values = [f"value-{n:04d}" for n in range(MAX_KNOWN_VALUES + 1)]
+    masked = mask_values(" ".join(values), values)
+    assert not any(value in masked for value in values[:MAX_KNOWN_VALUES])
+    assert values[MAX_KNOWN_VALUES] in masked
+
+
+@pytest.mark.parametrize(
+    ("run", "values"),
+    [
+        ("a", ["aaaa", "aaaaa", "a" * 300]),
+        ("1", ["+1111111", "11111"]),
+        ("4930123", ["+4930123", "0123"]),
+        ("ab", ["abab", "baba", "ababa"]),
+    ],
+)
+def test_mask_values_takes_linear_time_on_a_hostile_text(run, values):
+    from altcraft.masking import mask_values
+
+    text = run * (200_000 // len(run))
+    started = time.perf_counter()
+    mask_values(text, values)
+    assert time.perf_counter() - started < 2

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
+from itertools import islice
 from typing import Any
 
 MASK = "***"
@@ -17,6 +18,7 @@ SAMPLE_CHARS = 64
 """Longer text in `mask_record` output is cut to this many characters."""
 
 _PHONE_LIKE = re.compile(r"\+?[0-9 ().\-]{6,32}")
+_NOT_DIGIT = re.compile(r"\D")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _ADDRESS_CHAR = r"[^\s@<>()\[\],;:\"']"
 # a match starts only where a run of address characters starts (the lookbehind): tried at every character of
@@ -26,14 +28,16 @@ _ADDRESS_CHAR = r"[^\s@<>()\[\],;:\"']"
 _LOCAL_PART = rf'(?<![^\s<(,;:="\'])"[^"\r\n]{{1,64}}"|(?<!{_ADDRESS_CHAR}){_ADDRESS_CHAR}+'
 _DOMAIN = rf"\[[^\]\s]{{1,64}}\]|{_ADDRESS_CHAR}+"
 _EMAIL_IN_TEXT = re.compile(rf"(?:{_LOCAL_PART})(?:@|%40)(?:{_DOMAIN})")
-# A phone: 10 or more digits, maybe after a ``+``, with up to two of `` .-()`` between digits (`8 (900)
-# 123-45-67`, `900.123.4567`). It starts where a number starts, never inside a word, an id (`a-1234567890`)
-# or a number (the lookbehinds: linear time, as each run is tried once), and does not run into a time
-# (`2026-12-02 10:20`).
+# A phone: a ``+`` and 7 or more digits (E.164 numbers are as short as that with the country code; no id
+# starts with ``+``), or 10 or more digits without it, with up to two of `` .-()`` between digits (`8 (900)
+# 123-45-67`, `900.123.4567`). Without a ``+`` it starts where a number starts, never inside a word, an id
+# (`a-1234567890`) or a number (the lookbehinds: linear time, as each run is tried once); neither runs into
+# a time (`2026-12-02 10:20`).
 _SEPARATORS = r" .()\-"
+_DIGITS = rf"\(?\d(?:[{_SEPARATORS}]{{1,2}}\d|\d)"
 _PHONE_IN_TEXT = re.compile(
-    rf"(?:\+|(?<![\w+\-])(?<!\d[:{_SEPARATORS}])(?<!\d[{_SEPARATORS}]{{2}}))"
-    rf"\(?\d(?:[{_SEPARATORS}]{{1,2}}\d|\d){{9,}}(?!\d|:\d)"
+    rf"(?:\+{_DIGITS}{{6,}}|(?<![\w+\-])(?<!\d[:{_SEPARATORS}])(?<!\d[{_SEPARATORS}]{{2}}){_DIGITS}{{9,}})"
+    r"(?!\d|:\d)"
 )
 # Numbers that look like phones but are not: an IPv4 address, a text holding an ISO date (two dates).
 _NOT_A_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|.*\d{4}-\d\d-\d\d.*", re.DOTALL)
@@ -84,6 +88,73 @@ def scrub(text: Any) -> str:
     """Free text (e.g. an error message from Altcraft) with every email and phone-like number in it masked."""
     masked = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group()), text_of(text))
     return _PHONE_IN_TEXT.sub(_masked_phone, masked)
+
+
+MIN_KNOWN_CHARS = 4
+"""A known value shorter than this is not masked in a text (`mask_values`): it would mangle the text."""
+MAX_KNOWN_VALUES = 8
+"""At most this many of a contact's values are masked in a text about it: bounded work on any text."""
+MAX_KNOWN_CHARS = 320
+"""A longer value is not looked for (an email is at most 254 characters): bounded work on any text."""
+
+
+def known_forms(values: Iterable[Any]) -> list[str]:
+    """The forms a text may quote ``values`` (a contact's email, phone, key) in, lower-cased, longest
+    first: each value as it was sent and, for a phone-like one, its digits (``+4930123``: ``4930123``).
+    Of the first `MAX_KNOWN_VALUES` only; none shorter than `MIN_KNOWN_CHARS` or longer than
+    `MAX_KNOWN_CHARS`."""
+    forms: set[str] = set()
+    for value in islice(values, MAX_KNOWN_VALUES):
+        text = text_of(value).strip().lower()
+        forms.add(text)
+        if _PHONE_LIKE.fullmatch(text):
+            forms.add(_NOT_DIGIT.sub("", text))
+    return sorted((f for f in forms if MIN_KNOWN_CHARS <= len(f) <= MAX_KNOWN_CHARS), key=len, reverse=True)
+
+
+def mask_values(text: Any, values: Iterable[Any]) -> str:
+    """``text`` with every occurrence of the `known_forms` of ``values`` masked (letter case aside), wherever
+    it is: for a text about a contact whose values we sent, quoting them in forms `scrub` cannot tell
+    (a short phone, its digits without the ``+``). Linear in the text's length: no pattern is built from
+    the values."""
+    text = text_of(text)
+    forms = known_forms(values) if text else []
+    if not forms:
+        return text
+    lowered = _lowered(text)
+    taken = bytearray(len(text))
+    spans = []
+    for form in forms:  # longest first: a form inside a longer one (the digits of a phone) is taken with it
+        start = lowered.find(form)
+        while start >= 0:
+            end = start + len(form)
+            overlap = taken.rfind(1, start, end)
+            if overlap < 0:
+                taken[start:end] = b"\x01" * len(form)
+                spans.append((start, end))
+            start = lowered.find(form, end if overlap < 0 else overlap + 1)  # each character passed once
+    if not spans:
+        return text
+    pieces, at = [], 0
+    for start, end in sorted(spans):
+        pieces += [text[at:start], _masked_known(text[start:end])]
+        at = end
+    return "".join(pieces) + text[at:]
+
+
+def _lowered(text: str) -> str:
+    """``text`` lower-cased character by character, so each character stays where it was (``"İ".lower()``
+    is two characters: such a character is kept as it is)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):  # no character lower-cased to more than one: every place kept
+        return lowered
+    return "".join(low if len(low := char.lower()) == 1 else char for char in text)
+
+
+def _masked_known(found: str) -> str:
+    if "@" in found:
+        return mask_email(found)
+    return mask_phone(found) if _PHONE_LIKE.fullmatch(found) else mask_text(found)
 
 
 class ScrubbedLog(logging.Filter):
