@@ -36,6 +36,7 @@ from altcraft.api.models import (
     ResultRead,
     TaskStatus,
 )
+from altcraft.api.result_identity import contact_values
 from altcraft.api.retry import certainly_not_processed
 from altcraft.api.task_results import task_verdict
 from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, Chunk, chunk, request_overhead
@@ -57,7 +58,7 @@ from altcraft.ledger.rules import IN_GRACE, in_flight_elsewhere, of_former_key
 from altcraft.ledger.store import STANDING, OpenClaim
 from altcraft.makers import maker
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, identity_of, mask_key
-from altcraft.masking import scrub
+from altcraft.masking import mask_values, scrub
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import (
     DEFAULT_GRACE,
@@ -110,7 +111,9 @@ class AltcraftApi(Protocol):
         self, task_id: str, timeout: float, poll_interval: float, stop: threading.Event | None = None
     ) -> TaskStatus: ...
 
-    def get_profile(self, db_id: int, match: dict[str, Any]) -> dict[str, Any] | None: ...
+    def get_profile(
+        self, db_id: int, match: dict[str, Any], *, keys: Sequence[str] = ()
+    ) -> dict[str, Any] | None: ...
 
     def get_database_fields(self, db_id: int) -> list[DatabaseField]: ...
 
@@ -815,7 +818,7 @@ class Delivery:
     def _read_form(self, contact: UncertainContact, match: dict[str, Any], now: datetime) -> Resolution:
         """`judge` of the profile ``profiles/get`` answers for one of the contact's `sent_forms`."""
         try:
-            profile = self.hook.get_profile(self.profiles_db_id, match)
+            profile = self.hook.get_profile(self.profiles_db_id, match, keys=[contact.contact_key])
         except AltcraftError as exc:
             why = storable(scrub(exc))
             log.warning(
@@ -1120,17 +1123,24 @@ _settlement = maker(Settlement)
 def _settlements_for_results(keys: Sequence[str], results: Sequence[ResultRead]) -> dict[str, Settlement]:
     """Each key's settlement from its result, in order: launched with the profile id (error 0); failed with
     the code and text when the code refuses the profile (`REFUSAL_CODES`); otherwise uncertain (a 5xx, a
-    402, an undocumented code: the profile may have been launched). One comprehension, without a function
-    call per result but the settlement's."""
+    402, an undocumented code: the profile may have been launched). A result's text is about its contact:
+    the contact's values are masked in it (`_of_contact`). One comprehension, without a function call per
+    launched result but the settlement's."""
     launched, failed = Outcome.LAUNCHED, Outcome.FAILED
     return {
         key: _settlement(launched, None, None, profile_id)
         if code == 0
-        else _settlement(failed, code, text, None)
+        else _settlement(failed, code, _of_contact(key, text), None)
         if code in REFUSAL_CODES
-        else _unrefused(code, text)
+        else _unrefused(code, _of_contact(key, text))
         for key, (code, text, profile_id) in zip(keys, results, strict=True)
     }
+
+
+def _of_contact(key: str, text: str) -> str:
+    """Altcraft's ``text`` about the contact of ledger key ``key``, its values masked (`mask_values`): the
+    answer was cleaned for a batch of contacts, whose values it could not tell apart (`contact_values`)."""
+    return mask_values(text, contact_values([key])) if text else text
 
 
 def task_settlements(status: TaskStatus, keys: Sequence[str]) -> dict[str, Settlement] | str:

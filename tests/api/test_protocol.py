@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from altcraft.api.errors import AltcraftApiError, AltcraftRateLimited, AltcraftTransportError
+from altcraft.api.errors import AltcraftApiError, AltcraftError, AltcraftRateLimited, AltcraftTransportError
 from altcraft.api.models import BatchResult, Database, Page, Scenario, TaskState, TaskStatus
 from altcraft.api.protocol import encode_body, parse_response, parse_retry_after, task_id_of, task_status_of
 
@@ -166,3 +166,36 @@ def test_contact_data_in_server_text_is_masked():
     with pytest.raises(AltcraftApiError) as err:
         parse_response("x", 409, {}, b'{"error":409,"error_text":"two profiles have anna@example.org"}')
     assert "anna@example.org" not in str(err.value) and "409" in str(err.value)
+
+
+#: an answer about one contact quoting its phone's digits, which no pattern tells from an id
+_QUOTED = "subscriber 4930123 blocked"
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b'{"error":400,"error_text":"subscriber 4930123 blocked"}'),
+        (409, b'{"error":409,"error_text":"subscriber 4930123 blocked"}'),
+        (429, b'{"error":429,"error_text":"subscriber 4930123 blocked"}'),
+        (500, b"<html>subscriber 4930123 blocked</html>"),
+        (200, b"subscriber 4930123 blocked"),
+        (200, b'{"error":"x","error_text":"subscriber 4930123 blocked"}'),
+        (200, b'{"error":400,"error_text":{"why":"subscriber 4930123 blocked"}}'),
+    ],
+)
+def test_the_known_values_of_the_contact_an_error_answer_is_about_are_masked(status, body):
+    with pytest.raises(AltcraftError) as unknown:
+        parse_response("x", status, {}, body)
+    assert "4930123" in str(unknown.value)  # an id for all that scrub can tell
+    with pytest.raises(AltcraftError) as known:
+        parse_response("x", status, {}, body, known=("+4930123",))
+    assert "4930123" not in str(known.value) and "blocked" in str(known.value)
+
+
+def test_the_known_values_are_masked_in_every_server_text_of_a_successful_answer():
+    answer = {"error": 0, "error_text": _QUOTED, "result": [{"error": 400, "error_text": _QUOTED.upper()}]}
+    body = json.dumps(answer).encode()
+    assert "4930123" in json.dumps(parse_response("x", 200, {}, body))
+    cleaned = json.dumps(parse_response("x", 200, {}, body, known=("+4930123",)))
+    assert "4930123" not in cleaned and "BLOCKED" in cleaned

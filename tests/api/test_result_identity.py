@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from altcraft.api.result_identity import item_identity, key_identity, keys_misattributed
+from altcraft.api.result_identity import contact_values, item_identity, key_identity, keys_misattributed
 
 OK = {"error": 0, "error_text": "Successful operation"}
 EMAILS = ["email:anna@example.org", "email:user@пример.рф"]
@@ -91,3 +91,18 @@ def test_identities_of_keys_and_import_items():
         "email": "a@b.org"
     }
     assert item_identity("not an item", "email") == {}
+
+
+@pytest.mark.parametrize(
+    ("keys", "values"),
+    [
+        (["phone:+4930123"], ("+4930123",)),
+        (["email_phone:anna@example.org|+4930123"], ("anna@example.org", "+4930123")),
+        (["push_sub:firebase|sub-123456"], ("sub-123456",)),  # not the provider's name
+        (["custom:A-1"], ("A-1",)),
+        (["email:a@example.org", "email:b@example.org"], ()),  # a batch: no one contact's text
+        ([], ()),
+    ],
+)
+def test_contact_values_are_the_matching_values_of_a_lone_contact(keys, values):
+    assert contact_values(keys) == values

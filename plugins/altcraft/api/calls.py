@@ -85,7 +85,8 @@ class AltcraftCalls:
 
         :param raw_data: the ``data`` array already encoded, spliced into the body.
         :param launching: the call puts profiles into a scenario; see :mod:`altcraft.api.retry`.
-        :param keys: the profiles in the request, carried by ``AltcraftDeliveryUncertain``.
+        :param keys: the profiles in the request, carried by ``AltcraftDeliveryUncertain``; the values of a
+            lone one are masked in the answer's texts (`contact_values`).
         """
         raise NotImplementedError
 
@@ -241,11 +242,14 @@ class AltcraftCalls:
         pages = self.iter_pages("databases/list", filters, item=Database.model_validate)
         return [database for page in pages for database in page]
 
-    def get_profile(self, db_id: int, match: dict[str, Any]) -> dict[str, Any] | None:
+    def get_profile(
+        self, db_id: int, match: dict[str, Any], *, keys: Sequence[str] = ()
+    ) -> dict[str, Any] | None:
         """One profile's fields (``profiles/get``), or None when Altcraft has no such profile.
 
         ``match`` holds ``matching`` and its key fields (``email``, ``phone``, ``field_name`` +
-        ``field_value``, …). Developer guide, Profiles → "Get profile data": ``db_id`` is required, the
+        ``field_value``, …); ``keys``: the contact's ledger key, whose values are masked in the answer's
+        texts (`call`). Developer guide, Profiles → "Get profile data": ``db_id`` is required, the
         answer's ``data`` holds the fields with ``_createtime`` and ``id``. The not-found answer is not
         documented, and "no profile" sends the contact again, so only an answer that says so is read as
         that: a ``data`` of null, ``{}`` or ``[]``, or an error 404 of Altcraft's own (its ``error`` code, not
@@ -255,7 +259,7 @@ class AltcraftCalls:
         :class:`AltcraftUnexpectedAnswer`, as is a list of several profiles (no verdict can pick one).
         """
         try:
-            answer = self.call("profiles/get", {"db_id": db_id, **match})
+            answer = self.call("profiles/get", {"db_id": db_id, **match}, keys=keys)
         except AltcraftApiError as exc:
             if exc.code == 404 and exc.coded and exc.refused and self._database_found(db_id):
                 return None

@@ -10,7 +10,7 @@ import html
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ from altcraft.api.errors import (
     AltcraftUnexpectedAnswer,
 )
 from altcraft.api.models import MAX_ID_CHARS, Page, Scenario, TaskStatus, error_code
-from altcraft.masking import MASK, scrub
+from altcraft.masking import MASK, mask_values, scrub
 from altcraft.retry_after import parse_retry_after
 from altcraft.storable import MAX_STORED_CHARS, replace_unstorable, storable
 
@@ -84,12 +84,20 @@ def encode_body(body: Mapping[str, Any], *, token: str | None, raw_data: bytes |
 
 
 def parse_response(
-    endpoint: str, status: int, headers: Mapping[str, str], body: bytes, *, secret: str | None = None
+    endpoint: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: str | None = None,
+    known: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Return the decoded JSON of a successful answer, or raise the matching typed error.
 
     Success means HTTP 2xx **and** ``error == 0``; both are checked because Altcraft may report an error
-    with HTTP 200. A 3xx is :class:`AltcraftRedirected`: the hooks never follow redirects.
+    with HTTP 200. A 3xx is :class:`AltcraftRedirected`: the hooks never follow redirects. ``known``: the
+    values of the one contact the request was about (`altcraft.api.result_identity.contact_values`),
+    masked in every server text of the answer (`mask_values`) besides what `scrub` masks.
     """
     if 300 <= status < 400:
         location = headers.get("Location") or headers.get("location") or ""
@@ -100,27 +108,34 @@ def parse_response(
     # a 5xx says the server broke, whatever its body; per-profile output says something was done
     if (status == 429 or (code == 429 and status < 500)) and not per_profile:
         raise AltcraftRateLimited(
-            _clean(text or "too many requests", secret),
+            _clean(text or "too many requests", secret, known=known),
             retry_after=parse_retry_after(headers.get("Retry-After") or headers.get("retry-after")),
             endpoint=endpoint,
         )
     if not 200 <= status < 300:
         if not text:
-            text = f"HTTP {status}" + (f": {_snippet(body, secret)}" if body and document is None else "")
+            text = f"HTTP {status}" + (
+                f": {_snippet(body, secret, known)}" if body and document is None else ""
+            )
         coded = code is not None and code > 0
-        raise _api_error(code if coded else status, text, status, endpoint, per_profile, secret, coded=coded)
+        raise _api_error(
+            code if coded else status, text, status, endpoint, per_profile, secret, known, coded=coded
+        )
     if document is None or not isinstance(document, dict):
         raise AltcraftTransportError(
-            f"unreadable response (HTTP {status}, {len(body)} bytes): {_snippet(body, secret)}",
+            f"unreadable response (HTTP {status}, {len(body)} bytes): {_snippet(body, secret, known)}",
             sent=True,
             endpoint=endpoint,
         )
     if code is None:
-        raise AltcraftUnexpectedAnswer(f"`error` is not a code: {_clean(text, secret)}", endpoint=endpoint)
+        raise AltcraftUnexpectedAnswer(
+            f"`error` is not a code: {_clean(text, secret, known=known)}", endpoint=endpoint
+        )
     if code:
-        raise _api_error(code, text, status, endpoint, per_profile, secret)
+        raise _api_error(code, text, status, endpoint, per_profile, secret, known)
     maybe_secret = secret if secret and _may_quote(body, token_forms(secret)) else None
-    return clean_document(document, maybe_secret, unstorable=_MAY_BE_UNSTORABLE.search(body) is not None)
+    unstorable = _MAY_BE_UNSTORABLE.search(body) is not None
+    return clean_document(document, maybe_secret, unstorable=unstorable, known=known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +252,13 @@ _PLAIN_KEY_CHARS = max(map(len, _PLAIN_KEYS))
 _CONTAINERS = (dict, list)
 
 
-def clean_document(document: Any, secret: str | None, *, unstorable: bool = True) -> Any:
+def clean_document(
+    document: Any, secret: str | None, *, unstorable: bool = True, known: Sequence[str] = ()
+) -> Any:
     """The answer with every key cleaned as a server text (`_clean`), the token removed from every string
-    and contacts masked in every server text, each server text cut to `MAX_SERVER_TEXT` characters; with
-    ``unstorable``, NUL and lone surrogates replaced in every string.
+    and contacts masked in every server text (``known``: and those values, `mask_values`), each server text
+    cut to `MAX_SERVER_TEXT` characters; with ``unstorable``, NUL and lone surrogates replaced in every
+    string.
 
     Done once here, for both hooks, so no text that came from Altcraft reaches a log, an exception,
     XCom or the ledger with the token or an email/phone in clear, or in a form the ledger cannot store.
@@ -274,12 +292,12 @@ def clean_document(document: Any, secret: str | None, *, unstorable: bool = True
             if isinstance(value, str):
                 cleaned = _clean_string(value, forms, unstorable) if every_string else value
                 if cleaned and key in SERVER_TEXT_KEYS:
-                    cleaned = texts.get(cleaned) or texts.setdefault(cleaned, _server_text(cleaned))
+                    cleaned = texts.get(cleaned) or texts.setdefault(cleaned, _server_text(cleaned, known))
                 if cleaned is not value:
                     container[key] = cleaned
             elif key == "error_text" and value is not None:
                 # an object, a list or a number that `Envelope` reads as text: cleaned as that text
-                container[key] = _clean(_text(value), secret)
+                container[key] = _clean(_text(value), secret, known=known)
             elif isinstance(value, _CONTAINERS):
                 stack.append(value)
     return root[0]
@@ -314,9 +332,12 @@ _scrub_short = lru_cache(maxsize=1024)(scrub)
 """`scrub` of short server texts, which repeat in every item of a batch answer (``error_text``)."""
 
 
-def _server_text(text: str) -> str:
-    """A server text with contacts masked (`scrub`), cut to `MAX_SERVER_TEXT` characters when long."""
-    return _scrub_short(text) if len(text) <= _SCRUB_CACHED_CHARS else _clean(text, None)
+def _server_text(text: str, known: Sequence[str] = ()) -> str:
+    """A server text with contacts masked (`scrub`, and the ``known`` values), cut to `MAX_SERVER_TEXT`
+    characters when long."""
+    if len(text) > _SCRUB_CACHED_CHARS:
+        return _clean(text, None, known=known)
+    return mask_values(_scrub_short(text), known) if known else _scrub_short(text)
 
 
 def parse_answer(endpoint: str, parse: Callable[[Any], T], answer: Any) -> T:
@@ -406,15 +427,16 @@ def _api_error(
     endpoint: str,
     per_profile: bool,
     secret: str | None,
+    known: Sequence[str],
     *,
     coded: bool = True,
 ) -> AltcraftApiError:
     """The error of an answer with an error code or status, its text cleaned (``per_profile``: see
     `_reports_on_profiles`; ``coded``: whether the answer carried ``code`` itself, False: only the HTTP
-    status)."""
+    status; ``known``: see `parse_response`)."""
     return AltcraftApiError(
         code,
-        _clean(text, secret),
+        _clean(text, secret, known=known),
         http_status=status,
         endpoint=endpoint,
         per_profile=per_profile,
@@ -429,12 +451,12 @@ def _text(value: Any) -> str:
     return "" if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _snippet(body: bytes, secret: str | None) -> str:
+def _snippet(body: bytes, secret: str | None, known: Sequence[str]) -> str:
     """The start of a body that is not JSON, cleaned (`_clean`) and cut to `_SNIPPET` characters; the token
     is removed before whitespace is collapsed (a token with spaces would no longer match)."""
     window = body[: _SNIPPET + _margin(secret)]
     text = remove_token(window.decode("utf-8", errors="replace"), secret)
-    return _clean(" ".join(text.split()), None, limit=_SNIPPET, more=len(body) > len(window))
+    return _clean(" ".join(text.split()), None, limit=_SNIPPET, more=len(body) > len(window), known=known)
 
 
 #: Characters read past a cut before the text is cleaned: room for an email or a phone across the cut.
@@ -446,15 +468,22 @@ def _margin(secret: str | None) -> int:
     return _MARGIN + (token_forms(secret).longest if secret else 0)
 
 
-def _clean(text: str, secret: str | None, *, limit: int = MAX_SERVER_TEXT, more: bool = False) -> str:
+def _clean(
+    text: str,
+    secret: str | None,
+    *,
+    limit: int = MAX_SERVER_TEXT,
+    more: bool = False,
+    known: Sequence[str] = (),
+) -> str:
     """Server text made safe for logs, exceptions and the ledger: no token (in any of its `token_forms`: a
-    URL's host and scheme come back lower-cased), no email or phone in clear, nothing a database refuses, at
-    most ``limit`` characters and "…" where it was cut (``more``: ``text`` is already the start of a longer
-    one). Cleaned *before* it is cut: cut first, a token or an email across the cut would keep its first
-    part."""
+    URL's host and scheme come back lower-cased), no email or phone in clear (nor the ``known`` values of
+    the contact it is about, `mask_values`), nothing a database refuses, at most ``limit`` characters and
+    "…" where it was cut (``more``: ``text`` is already the start of a longer one). Cleaned *before* it is
+    cut: cut first, a token or an email across the cut would keep its first part."""
     window = text[: limit + _margin(secret)]
     more = more or len(text) > len(window)
-    return storable(scrub(remove_token(window, secret)), limit, more=more)
+    return storable(mask_values(scrub(remove_token(window, secret)), known), limit, more=more)
 
 
 def task_id_of(answer: dict[str, Any]) -> str:

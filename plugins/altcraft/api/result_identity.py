@@ -92,6 +92,15 @@ def key_identity(ledger_key: str) -> Identity:
     return {name: part for name, part in zip(names, parts, strict=False) if part}
 
 
+def contact_values(keys: Sequence[str]) -> tuple[str, ...]:
+    """What a text about the one contact of a request (``keys``: its ledger keys) may quote of it: its
+    matching values (`key_identity`) but a push provider's name, for `altcraft.masking.mask_values`; none
+    for a request of several contacts, whose texts do not say which contact they are about."""
+    if len(keys) != 1:
+        return ()
+    return tuple(value for name, value in key_identity(keys[0]).items() if name != "provider")
+
+
 def item_identity(item: Any, matching: MatchingMode | str) -> Identity:
     """The matching values a batch item carries at its top level (where a flat ``profiles/import_batch``
     item and a hedged or nested scenario item have them, see `altcraft.api.layouts`)."""

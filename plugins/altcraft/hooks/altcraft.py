@@ -21,6 +21,7 @@ from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.calls import AltcraftCalls
 from altcraft.api.errors import AltcraftAnswerTooLarge, AltcraftError
 from altcraft.api.protocol import api_path, encode_body, header_bytes, parse_response, request_headers
+from altcraft.api.result_identity import contact_values
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
 from altcraft.deadline import Deadline, watch_sockets
@@ -89,13 +90,15 @@ class AltcraftHook(HttpHook, AltcraftCalls):
         """POST one API method and return its decoded answer, retrying as the policy allows.
 
         :param launching: the call puts profiles into a scenario; see :mod:`altcraft.api.retry`.
-        :param keys: the profiles in the request, carried by :class:`AltcraftDeliveryUncertain`.
+        :param keys: the profiles in the request, carried by :class:`AltcraftDeliveryUncertain`; a lone
+            one's values are masked in the answer's texts (`contact_values`).
         """
         session = self.get_conn()
         payload = encode_body(
             body, token=self._token if self.settings.token_in_body else None, raw_data=raw_data
         )
         url = self.base_url + api_path(endpoint)
+        known = contact_values(keys)  # a request about one contact: its values masked in the answer
 
         def attempt() -> dict[str, Any]:
             self.requests_made += 1
@@ -121,7 +124,9 @@ class AltcraftHook(HttpHook, AltcraftCalls):
             self.log.debug(
                 "POST %s -> HTTP %s in %.3fs", endpoint, response.status_code, time.monotonic() - started
             )
-            return parse_response(endpoint, response.status_code, response.headers, body, secret=self._token)
+            return parse_response(
+                endpoint, response.status_code, response.headers, body, secret=self._token, known=known
+            )
 
         try:
             return self.settings.retry_policy.retrying(launching=launching)(attempt)

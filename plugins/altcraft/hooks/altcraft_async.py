@@ -28,6 +28,7 @@ from altcraft.api.protocol import (
     parse_response,
     request_headers,
 )
+from altcraft.api.result_identity import contact_values
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
 from altcraft.hooks.connection import AltcraftConnectionSettings, read_connection, tls_context
@@ -101,6 +102,7 @@ class AltcraftAsyncHook(BaseHook):
             body, token=self._token if self.settings.token_in_body else None, raw_data=raw_data
         )
         url = self.base_url + api_path(endpoint)
+        known = contact_values(keys)  # a request about one contact: its values masked in the answer
 
         async def attempt() -> dict[str, Any]:
             try:
@@ -121,7 +123,7 @@ class AltcraftAsyncHook(BaseHook):
                 failure = AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint)
             else:
                 status, headers = response.status, response.headers
-                return parse_response(endpoint, status, headers, content, secret=self._token)
+                return parse_response(endpoint, status, headers, content, secret=self._token, known=known)
             raise failure  # outside `except`: see `altcraft.api.transport.transport_error`
 
         try:
