@@ -281,8 +281,9 @@ class Delivery:
     profiles_db_id: int | None = None
     #: how long after its answer was lost a synchronous request's missing marker or profile proves nothing
     reconcile_grace: timedelta = DEFAULT_GRACE
-    #: how many uncertain contacts this try checks in Altcraft at most, oldest first; the others it meets are
-    #: left as they are (`NOT_RECONCILED`) and counted ``reconciled.deferred``
+    #: how many uncertain contacts this try checks in Altcraft at most, the longest waiting first
+    #: (`UncertainContact.turn`); the others it meets are left as they are (`NOT_RECONCILED`) and counted
+    #: ``reconciled.deferred``
     reconcile_max_lookups: int = DEFAULT_MAX_LOOKUPS
     #: the ledger bound to this try (a dry run's session predicts claims and writes nothing)
     session: LedgerSession = field(init=False, repr=False)
@@ -724,11 +725,11 @@ class Delivery:
     def _bounded(
         self, contacts: list[UncertainContact], room: int, unread: int, *, everyone: bool
     ) -> list[UncertainContact]:
-        """The first ``room`` of ``contacts`` (oldest first) to check: `reconcile_max_lookups` less those this
-        try checked. The others, and ``unread`` more of the scenario not read from the ledger, are left as
-        they are for later runs, never resent by this try (`deferred`), and counted ``reconciled.deferred``
-        once: after a whole-scenario reconciliation (``everyone``) that left some, the contacts met later
-        were among them."""
+        """The first ``room`` of ``contacts`` (the longest waiting first) to check: `reconcile_max_lookups`
+        less those this try checked. The others, and ``unread`` more of the scenario not read from the
+        ledger, are left as they are for later runs, never resent by this try (`deferred`), and counted
+        ``reconciled.deferred`` once: after a whole-scenario reconciliation (``everyone``) that left some,
+        the contacts met later were among them."""
         fits = contacts[: max(room, 0)]
         left = [c for c in contacts[len(fits) :] if c.contact_hash not in self.deferred]
         if not left and not unread:
@@ -741,8 +742,8 @@ class Delivery:
         if first or everyone:
             log.warning(
                 "Reconciling: %d uncertain contact(s) are left as they are, not looked up nor resent: this "
-                "try reached its reconcile_max_lookups (%d). Later runs go on with them, oldest first; the "
-                "summary counts them (reconciled: deferred)%s",
+                "try reached its reconcile_max_lookups (%d). Later runs go on with them, the longest waiting "
+                "first; the summary counts them (reconciled: deferred)%s",
                 len(left) + unread,
                 self.reconcile_max_lookups,
                 "" if everyone else ", and any more this try meets",

@@ -52,7 +52,8 @@ from altcraft.modes import SYNCHRONOUS, DeliveryMode
 from altcraft.validation import email_sent_forms, number_key, text_number_key
 
 #: How many uncertain contacts one try looks up in Altcraft unless told (``reconcile_max_lookups``): a
-#: backlog (an outage's) is worked through by successive runs, oldest first, none holding its task for hours.
+#: backlog (an outage's) is worked through by successive runs, the longest waiting first (a contact checked
+#: and left undecided goes behind the others), none holding its task for hours.
 DEFAULT_MAX_LOOKUPS = 10_000
 
 

@@ -1348,7 +1348,7 @@ CONTACTS, OUTCOMES = "altcraft_contacts", "altcraft_outcomes"
 ADDED_TABLES = ("altcraft_outcome_days", "altcraft_identities", "altcraft_tasks", "altcraft_ledger_meta")
 #: Columns added by later versions, by table, oldest first.
 ADDED_COLUMNS = {
-    CONTACTS: ("launch_marker", "delivery_mode", "created_at"),
+    CONTACTS: ("launch_marker", "delivery_mode", "created_at", "checked_at"),
     OUTCOMES: ("contact_created_at",),
 }
 
@@ -1439,6 +1439,7 @@ def test_an_older_ledger_gets_the_new_columns_and_indexes(fresh_engine, scope):
         "launch_marker": "AF_SYNC=1",
         "delivery_mode": "async",
         "created_at": T0,
+        "checked_at": None,
     }
     assert claim.to_send == ["k:a"]
     assert set(ADDED_TABLES) <= set(sa.inspect(fresh_engine).get_table_names())
@@ -1690,7 +1691,7 @@ def test_an_older_ledgers_uncertain_contacts_are_read_as_possibly_queued(fresh_e
     """A contact an earlier version left uncertain has no delivery mode after the upgrade (NULL): it may
     have been sent as an Altcraft task still queued, so only its launch marker decides it; no profile, or
     one without the marker, leaves it uncertain instead of "not processed" (which would send it again)."""
-    before_delivery_mode = {**ADDED_COLUMNS, CONTACTS: ("delivery_mode", "created_at")}
+    before_delivery_mode = {**ADDED_COLUMNS, CONTACTS: ("delivery_mode", "created_at", "checked_at")}
     old = create_older_ledger(fresh_engine, without=before_delivery_mode)
     claimed = {
         "contact_hash": scope.contact_hash("k:a"), "platform": scope.platform, "scenario_id": 7,

@@ -21,13 +21,17 @@ from .conftest import MARKER, contacts, in_batches, launch_counts, run_ref
 ON_POSTGRESQL = pytest.mark.parametrize("ledger", ["postgresql"], indirect=True)
 
 
-def lose_one_by_one(make_delivery, emulator, people: list[dict], kind: str) -> None:
+def lose_one_by_one(
+    make_delivery, emulator, people: list[dict], kind: str, marker: str | None = MARKER
+) -> None:
     """Each person sent by a run of its own whose answer is lost (``drop_after``: Altcraft launched them;
-    ``drop_before``: it did not): uncertain, each a little later than the one before."""
-    for i, person in enumerate(people):
+    ``drop_before``: it did not): uncertain, each a little later than the one before. ``marker``: the
+    launch marker field the requests carry (None: none)."""
+    for person in people:
         emulator.add_faults({"endpoint": "workflows/import_and_start_batch", "kind": kind, "count": 1})
+        run = run_ref(run_id=f"lost-{person['id']}")
         with pytest.raises(DeliveryStopped):
-            make_delivery(run=run_ref(run_id=f"lost-{i}"), launch_marker_field=MARKER).process([[person]])
+            make_delivery(run=run, launch_marker_field=marker).process([[person]])
 
 
 def recorded_lookups(proxy) -> list[str]:
@@ -43,13 +47,11 @@ def recorded_lookups(proxy) -> list[str]:
 
 
 def bounded(make_delivery, marker_scenario: int, run: int, **options):
+    settings = {"launch_marker_field": MARKER, "reconcile_grace": timedelta(0), "reconcile_max_lookups": 3}
     return make_delivery(
         run=run_ref(run_id=f"r{run}", window=f"r{run}"),
         profiles_db_id=marker_scenario,
-        launch_marker_field=MARKER,
-        reconcile_grace=timedelta(0),
-        reconcile_max_lookups=3,
-        **options,
+        **settings | options,
     )
 
 
@@ -101,6 +103,39 @@ def test_contacts_a_try_did_not_look_up_are_never_resent_even_with_resend_uncert
         assert (summary.launched, summary.uncertain, summary.skipped) == (resent, left, 9 - resent - left)
     assert asked == [person["email"] for person in people]
     assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 9, "nobody launched twice"
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+@pytest.mark.parametrize("whole", [True, False], ids=["whole_scenario", "met_by_a_claim"])
+def test_contacts_checked_and_left_undecided_go_behind_so_bounded_runs_reach_every_one(
+    make_delivery, emulator, marker_scenario, ledger, proxy, whole
+):
+    """4 uncertain contacts no lookup decides (2 sent without a launch marker, 2 not processed but lost
+    within the grace), then one Altcraft launched; at most 3 lookups a try, by a whole-scenario
+    reconciliation or the claim of a run meeting all 5. A contact checked and left undecided goes behind
+    those waiting longer: the second run checks the last undecided one and the launched one, the third the
+    2 of the first 3 it did not check. Before, they kept their place among the oldest and every run checked
+    the same 3: the launched one was never reached. Nobody is sent again."""
+    people = contacts(5)
+    lose_one_by_one(make_delivery, emulator, people[:2], "drop_after", marker=None)
+    lose_one_by_one(make_delivery, emulator, people[2:4], "drop_before")
+    lose_one_by_one(make_delivery, emulator, people[4:], "drop_after")
+    asked = recorded_lookups(proxy)
+    emails = [person["email"] for person in people]
+
+    for run, (launched, deferred) in enumerate([(0, 2), (1, 2), (0, 1)], start=2):
+        reconciler = bounded(make_delivery, marker_scenario, run, reconcile_grace=timedelta(hours=1))
+        if whole:
+            reconciler.reconcile()
+        else:
+            reconciler.process(in_batches(people))
+        verdicts = {"launched": launched, "not_processed": 0, "uncertain": 3 - launched, "deferred": deferred}
+        assert reconciler.summary.reconciled == verdicts, f"run {run}"
+
+    first, second, third = asked[:3], asked[3:6], asked[6:]
+    assert first == emails[:3] and second[:2] == emails[3:], "the 3 oldest, then the 2 never checked"
+    assert sorted(third[:2] + second[2:]) == emails[:3], "then those checked longest ago"
+    assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 3, "nobody launched twice"
 
 
 def held_reasons(ledger, scenario_id: int, run_id: str) -> list[str]:

@@ -265,6 +265,14 @@ class UncertainContact:
     uncertain_since: datetime
     #: when the row was made (None if made before the column existed): where its outcomes are indexed
     created_at: datetime | None = None
+    #: when a reconciliation last checked it (None: none has, or not since the column existed)
+    checked_at: datetime | None = None
+
+    @property
+    def turn(self) -> datetime:
+        """When it last had its turn: became uncertain, or was checked since. A bounded reconciliation
+        checks the earliest first, so one checked and left undecided goes behind those waiting longer."""
+        return self.uncertain_since if self.checked_at is None else max(self.checked_at, self.uncertain_since)
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,10 @@ contacts_table = sa.Table(
     # when the row was made (its first claim); never changed. NULL in rows made before it existed. Copied to
     # the contact's outcome rows (``contact_created_at``), which it places in their contact index
     sa.Column("created_at", UtcDateTime),
+    # when a reconciliation last checked the contact (read its evidence, whatever it decided); NULL if none
+    # has. A bounded reconciliation takes the uncertain contacts by when each last had its turn, the later
+    # of this and ``updated_at``, so one checked and left undecided goes behind the others
+    sa.Column("checked_at", UtcDateTime),
     # the contacts not launched (sending, uncertain, failed), for recovery, reconciliation and the standing;
     # on PostgreSQL and SQLite only those rows, so a settle's `launched` adds no entry (PostgreSQL, claim +
     # settle of 1,000 new contacts: server CPU 29 -> 22 us per contact); a query uses it by stating

@@ -662,7 +662,9 @@ class Ledger:
         limit: int | None = None,
         aliases: Mapping[str, Sequence[str]] | None = None,
     ) -> list[UncertainContact]:
-        """The scope's ``uncertain`` contacts (only among ``keys`` if given), oldest first. ``aliases`` (key
+        """The scope's ``uncertain`` contacts (only among ``keys`` if given), the longest waiting first
+        (`UncertainContact.turn`: one a reconciliation checked and left undecided goes behind the others, so
+        bounded runs go round the whole backlog; the SQL `_TURN`, sorting only these). ``aliases`` (key
         -> component keys, combined matching modes, as :meth:`claim` takes them): a key also stands for the
         earlier contact a component of it was claimed for, whose row is under another key."""
         if keys is not None:
@@ -671,7 +673,7 @@ class Ledger:
         query = (
             sa.select(*_UNCERTAIN_COLUMNS)
             .where(_C.status == ContactStatus.UNCERTAIN.value, *_open_in(scope))
-            .order_by(_C.updated_at, _C.contact_hash)
+            .order_by(_TURN, _C.contact_hash)
         )
         rows = self._read(lambda conn: conn.execute(query if limit is None else query.limit(limit)).all())
         return [UncertainContact(*row) for row in rows]
@@ -691,9 +693,9 @@ class Ledger:
         (:func:`~altcraft.ledger.rules.expiry`: an earlier try of this run, or stale), which become
         ``uncertain`` now, as the claim would make them. So the first run to meet a dead claim reads its
         evidence (the Altcraft task it recorded, its launch marker) before deciding, not a run after it.
-        ``keys`` None: the whole scenario, oldest first, its dead claims too, which no claim may ever meet
-        (a try killed mid-send whose retries were used up, a window never read again); ``limit``: only that
-        many of them, the oldest (a bounded reconciliation).
+        ``keys`` None: the whole scenario, the longest waiting first, its dead claims too, which no claim may
+        ever meet (a try killed mid-send whose retries were used up, a window never read again); ``limit``:
+        only that many of them, the first (a bounded reconciliation).
 
         One read when no contact is ``sending``; a claim in flight elsewhere is left as it is.
         """
@@ -757,8 +759,9 @@ class Ledger:
 
         What a verdict does to the row is :func:`altcraft.ledger.rules.resolved`, for the window of the try
         that sent it; that try's uncertain outcome becomes the verdict (``launched`` or ``failed``), or the
-        verdict is recorded as its outcome if it left none. A row that changed meanwhile is left alone.
-        Returns the counts applied.
+        verdict is recorded as its outcome if it left none; the row's ``checked_at`` becomes now, which sends
+        a contact left uncertain behind the others waiting (`uncertain_contacts`). A row that changed
+        meanwhile is left alone. Returns the counts applied.
         """
         at = self._at(now)
         by_key = {c.contact_key: c for c in contacts}
@@ -775,9 +778,8 @@ class Ledger:
                     _C.status == ContactStatus.UNCERTAIN.value,
                     _C.batch_id == contact.batch_id,
                 )
-                statement = (
-                    sa.update(contacts_table).where(*guard).values(set_values(change_values(change, at)))
-                )
+                values = {**change_values(change, at), "checked_at": at}
+                statement = sa.update(contacts_table).where(*guard).values(set_values(values))
                 if not conn.execute(statement).rowcount:
                     continue
                 applied[resolution.outcome] += 1
@@ -1109,7 +1111,10 @@ _UNCERTAIN_COLUMNS = (
     _C.delivery_mode,
     _C.updated_at,
     _C.created_at,
+    _C.checked_at,
 )
+#: `UncertainContact.turn` in SQL: the later of ``checked_at`` and ``updated_at`` (NULL: never checked).
+_TURN = sa.case((_C.checked_at > _C.updated_at, _C.checked_at), else_=_C.updated_at)
 _UNCERTAIN = (ContactStatus.UNCERTAIN.value,)
 #: The scenario's standing (`Ledger.standing`): each count's name and the status it counts.
 STANDING = {
@@ -1125,9 +1130,9 @@ def _open_in(scope: Scope) -> tuple[sa.ColumnElement[bool], ...]:
 
 
 def _uncertain(rows: Iterable[sa.Row[Any]]) -> list[UncertainContact]:
-    """The ``uncertain`` ones of `_contacts_of`'s rows, oldest claim first."""
+    """The ``uncertain`` ones of `_contacts_of`'s rows, the longest waiting first (as `_TURN` sorts)."""
     found = [UncertainContact(*row[:-1]) for row in rows if row.status == ContactStatus.UNCERTAIN.value]
-    return sorted(found, key=lambda c: (c.claimed_at, c.contact_hash))
+    return sorted(found, key=lambda c: (c.turn, c.contact_hash))
 
 
 def _shared_tasks(conn: Connection, scope: Scope, task_ids: set[str]) -> set[str]:

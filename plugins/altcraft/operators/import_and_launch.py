@@ -766,8 +766,8 @@ def _problems(
 #: What a try's ``reconciled.deferred`` contacts are, after their count.
 NOT_LOOKED_UP = (
     "uncertain contact(s) were not looked up in Altcraft, left as they are and not resent: this try "
-    "reached its reconcile_max_lookups. A later run with reconcile=true goes on with them, oldest first "
-    "(see docs/ledger.md)"
+    "reached its reconcile_max_lookups. A later run with reconcile=true goes on with them, the longest "
+    "waiting first (see docs/ledger.md)"
 )
 
 

@@ -249,8 +249,8 @@ class ScenarioSpec(_Model):
         default=None,
         ge=1,
         le=MAX_LOOKUPS,
-        description="how many uncertain contacts one run checks in Altcraft at most, oldest first: the "
-        "others are left as they are, not resent, for later runs, and counted reconciled.deferred "
+        description="how many uncertain contacts one run checks in Altcraft at most, the longest waiting "
+        "first: the others are left as they are, not resent, for later runs, and counted reconciled.deferred "
         "(default 10000)",
     )
 
