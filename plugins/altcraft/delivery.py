@@ -706,7 +706,8 @@ class Delivery:
         contacts = self._bounded(fresh, room, unread, everyone=keys is None)
         self.checked.update(c.contact_key for c in fresh if c.contact_hash not in self.deferred)
         if self.profiles_db_id is None:
-            contacts = _by_tasks_only(contacts, tasks)
+            contacts, untasked = _by_tasks_only(contacts, tasks)
+            self.session.mark_checked(untasked)  # their turn taken: behind the others, as a verdict puts them
         applied: Counter[Outcome] = Counter()
         for contact in contacts:
             self._unless_stopped(None)
@@ -1157,19 +1158,22 @@ def task_settlements(status: TaskStatus, keys: Sequence[str]) -> dict[str, Settl
     )
 
 
-def _by_tasks_only(contacts: list[UncertainContact], tasks: Mapping[str, SentTask]) -> list[UncertainContact]:
+def _by_tasks_only(
+    contacts: list[UncertainContact], tasks: Mapping[str, SentTask]
+) -> tuple[list[UncertainContact], list[UncertainContact]]:
     """Of contacts to reconcile with no database known, those a recorded Altcraft task (``tasks``, by batch
-    id) may decide; the others (sent ``single`` or ``batch``, or no task recorded) are left as they are,
-    counted in a warning (no contact data)."""
+    id) may decide, and the others (sent ``single`` or ``batch``, or no task recorded), which stay as they
+    are, counted in a warning (no contact data)."""
     kept = [contact for contact in contacts if contact.batch_id in tasks]
-    if len(kept) < len(contacts):
+    untasked = [contact for contact in contacts if contact.batch_id not in tasks]
+    if untasked:
         log.warning(
             "Reconciling: %d uncertain contact(s) have no Altcraft task recorded, and %s: they stay "
             "uncertain, unread",
-            len(contacts) - len(kept),
+            len(untasked),
             NO_DATABASE_ID,
         )
-    return kept
+    return kept, untasked
 
 
 def _shared(task_id: str) -> str:

@@ -17,6 +17,7 @@ from altcraft.ledger.schema import outcomes_table
 from altcraft.operators.import_and_launch import NOT_LOOKED_UP, _left_undone, _problems
 
 from .conftest import MARKER, contacts, in_batches, launch_counts, run_ref
+from .test_delivery import submit_and_die
 
 ON_POSTGRESQL = pytest.mark.parametrize("ledger", ["postgresql"], indirect=True)
 
@@ -136,6 +137,27 @@ def test_contacts_checked_and_left_undecided_go_behind_so_bounded_runs_reach_eve
     assert first == emails[:3] and second[:2] == emails[3:], "the 3 oldest, then the 2 never checked"
     assert sorted(third[:2] + second[2:]) == emails[:3], "then those checked longest ago"
     assert sorted(launch_counts(emulator, marker_scenario).values()) == [1] * 3, "nobody launched twice"
+
+
+@pytest.mark.parametrize("ledger", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_with_no_database_id_contacts_no_task_decides_go_behind_so_bounded_runs_reach_the_others(
+    make_delivery, emulator, scenario_id, ledger
+):
+    """No database id known: 4 uncertain contacts sent in batch requests (no Altcraft task to read, no
+    profile to look up) take a try's turn and stay as they are; behind them a dead try's Altcraft task
+    launched one more. At most 3 checks a try: the first passes over 3, the second reaches the task's
+    contact. Before, the 3 oldest kept their place and every run passed over the same 3. Nobody is sent
+    again."""
+    lose_one_by_one(make_delivery, emulator, contacts(4), "drop_after", marker=None)
+    submit_and_die(make_delivery, contacts(1, start=4))
+    ledger.stale_after = timedelta(0)
+
+    for run, launched in [(2, 0), (3, 1)]:
+        reconciler = make_delivery(run=run_ref(run_id=f"r{run}", window=f"r{run}"), reconcile_max_lookups=3)
+        reconciler.reconcile()
+        verdicts = {"launched": launched, "not_processed": 0, "uncertain": 0, "deferred": 2}
+        assert reconciler.summary.reconciled == verdicts, f"run {run}"
+    assert sorted(launch_counts(emulator, scenario_id).values()) == [1] * 5, "nobody launched twice"
 
 
 def held_reasons(ledger, scenario_id: int, run_id: str) -> list[str]:

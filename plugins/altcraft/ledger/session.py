@@ -174,6 +174,11 @@ class LedgerSession:
         """:meth:`Ledger.resolve` (nothing in a dry run)."""
         return {} if self.dry_run else self.ledger.resolve(self.scope, contacts, resolutions)
 
+    def mark_checked(self, contacts: Sequence[UncertainContact]) -> None:
+        """:meth:`Ledger.mark_checked` (nothing in a dry run)."""
+        if not self.dry_run:
+            self.ledger.mark_checked(contacts)
+
     def standing(self) -> dict[str, int]:
         return self.ledger.standing(self.scope)
 

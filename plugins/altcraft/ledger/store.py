@@ -773,13 +773,8 @@ class Ledger:
                 settled = resolution.outcome is not Outcome.UNCERTAIN
                 sender, outcome_row = _sender(conn, contact) if settled else (None, None)
                 change = rules.resolved(contact, resolution, sender.window_key if sender else None)
-                guard = (
-                    _C.contact_hash == contact.contact_hash,
-                    _C.status == ContactStatus.UNCERTAIN.value,
-                    _C.batch_id == contact.batch_id,
-                )
                 values = {**change_values(change, at), "checked_at": at}
-                statement = sa.update(contacts_table).where(*guard).values(set_values(values))
+                statement = sa.update(contacts_table).where(*_unchanged(contact)).values(set_values(values))
                 if not conn.execute(statement).rowcount:
                     continue
                 applied[resolution.outcome] += 1
@@ -790,6 +785,21 @@ class Ledger:
             return dict(applied)
 
         return self._write(work)
+
+    def mark_checked(self, contacts: Sequence[UncertainContact], *, now: datetime | None = None) -> int:
+        """Stamp ``checked_at`` on those of ``contacts`` still uncertain from the same claim: a reconciliation
+        took them in turn and left them as they were, with no verdict to record. They go behind the others
+        waiting, as a verdict sends them (:meth:`resolve`). Returns how many."""
+        at = self._at(now)
+
+        def work(conn: Connection) -> int:
+            stamped = 0
+            for contact in sorted(contacts, key=lambda c: c.contact_hash):  # the order claims lock rows in
+                statement = sa.update(contacts_table).where(*_unchanged(contact)).values(checked_at=at)
+                stamped += conn.execute(statement).rowcount
+            return stamped
+
+        return self._write(work) if contacts else 0
 
     def standing(self, scope: Scope, *, now: datetime | None = None) -> dict[str, int]:
         """How many contacts of the scope are, right now (all runs): ``uncertain``, ``failed``, and
@@ -1127,6 +1137,15 @@ STANDING = {
 def _open_in(scope: Scope) -> tuple[sa.ColumnElement[bool], ...]:
     """The scope's contacts not launched (in ``ix_altcraft_contacts_open``)."""
     return NOT_LAUNCHED, _C.scenario_id == scope.scenario_id, _C.platform == scope.platform
+
+
+def _unchanged(contact: UncertainContact) -> tuple[sa.ColumnElement[bool], ...]:
+    """The contact's row, while still uncertain from the claim it was read with."""
+    return (
+        _C.contact_hash == contact.contact_hash,
+        _C.status == ContactStatus.UNCERTAIN.value,
+        _C.batch_id == contact.batch_id,
+    )
 
 
 def _uncertain(rows: Iterable[sa.Row[Any]]) -> list[UncertainContact]:
