@@ -203,6 +203,18 @@ def test_a_typed_contact_is_found_in_every_scenario_as_the_ledger_keys_it(histor
         assert queries.contact_history(conn, candidate_keys("nobody@x.org"), scopes, None) == []
 
 
+def test_a_contact_is_found_in_a_ledger_no_task_of_this_version_has_upgraded_yet(history):
+    """The page read every column of the contacts table: before a task of a new version added its new column
+    (``checked_at``) to the ledger, each contact search failed (503: the column does not exist)."""
+    with history.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE altcraft_contacts DROP COLUMN checked_at")
+    with history.engine.connect() as conn:
+        found = queries.contact_history(conn, candidate_keys("a@x.org"), queries.scopes(conn), None)
+        assert [(r.scenario_id, r.row["status"]) for r in found] == [(42, "launched"), (43, "launched")]
+        by_hash = queries.contact_by_hash(conn, SCOPE.contact_hash("email:a@x.org"), None)
+        assert [(r.scenario_id, r.row["launch_count"]) for r in by_hash] == [(42, 1)]
+
+
 def test_a_custom_contact_keyed_by_an_earlier_version_is_found_by_its_number_and_its_hash(ledger):
     """A row an earlier version keyed ``custom:1.00`` and one sent again under its new key (``custom:7``
     into the row of ``custom:7.0``, whose hash it keeps): typing ``1`` or ``7.0`` finds them, and so does the

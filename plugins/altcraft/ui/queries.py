@@ -244,6 +244,14 @@ def _run_rows(
     return sa.and_(*conditions)
 
 
+#: What the contact page shows of a contact's row (and finds its outcomes and its DAG by): named, not the
+#: whole table, so a page still reads a ledger no task of this version has upgraded yet (a column added since,
+#: such as ``checked_at``, is not there until one does).
+CONTACT_COLUMNS = (
+    _C.contact_hash, _C.platform, _C.scenario_id, _C.contact_key, _C.status, _C.source_key, _C.launch_count,
+    _C.first_launched_at, _C.last_launched_at, _C.claim_run_key, _C.claim_try_number, _C.claimed_at,
+    _C.error_code, _C.error_text, _C.updated_at, _C.created_at,
+)  # fmt: skip
 OUTCOME_COLUMNS = (
     _O.id, _O.task_id, _O.try_number, _O.outcome, _O.code, _O.reason, _O.source_key,
     _O.contact_key, _O.contact_hash, _O.profile_id, _O.recorded_at, _O.platform, _O.scenario_id,
@@ -334,10 +342,8 @@ def _histories(
     """`contact_history` of the contact rows ``wanted`` (hash -> platform, scenario, key)."""
     if not wanted:
         return []
-    rows = {
-        row["contact_hash"]: dict(row)
-        for row in conn.execute(sa.select(contacts_table).where(_C.contact_hash.in_(list(wanted)))).mappings()
-    }
+    of_contacts = sa.select(*CONTACT_COLUMNS).where(_C.contact_hash.in_(list(wanted)))
+    rows = {row["contact_hash"]: dict(row) for row in conn.execute(of_contacts).mappings()}
     history: dict[str, list[dict[str, Any]]] = defaultdict(list)
     query = sa.select(*OUTCOME_COLUMNS, _O.dag_id, _O.run_id, _O.window_key).where(_dag_filter(dag_ids))
     origins = {found: rows[found]["created_at"] if found in rows else None for found in wanted}
@@ -363,7 +369,7 @@ def _histories(
 
 def contact_by_hash(conn: Connection, found: str, dag_ids: Collection[str] | None) -> list[ContactRecord]:
     """The contact with this ledger hash (a link from a run page), if the user may see one of its runs."""
-    row = conn.execute(sa.select(contacts_table).where(_C.contact_hash == found)).mappings().first()
+    row = conn.execute(sa.select(*CONTACT_COLUMNS).where(_C.contact_hash == found)).mappings().first()
     if row is None:
         return []
     # by its hash: a row claimed under another key than its first (a combined-mode contact met by a later
