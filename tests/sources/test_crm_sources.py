@@ -283,6 +283,20 @@ def test_bitrix24_watermark(bitrix):
     assert ids(b24_source(state, mode="watermark")) == [131, 132, 133]
 
 
+def test_a_crm_watermark_commit_after_a_higher_one_leaves_the_higher(bitrix):
+    """Two runs read from one id watermark; the one that read more commits first, then the other. Main
+    saved blindly: the watermark moved back to 130, and the next run read 131-133 again (under every_run,
+    launched them again). A commit now keeps the higher id."""
+    state = MemoryStateStore()
+    less, more = b24_source(state, mode="watermark"), b24_source(state, mode="watermark")
+    assert ids(less) == list(range(1, 131))
+    bitrix.contacts += people(3, start=131)
+    assert ids(more) == list(range(1, 134))
+    more.commit()
+    less.commit()
+    assert ids(b24_source(state, mode="watermark")) == []
+
+
 # ----------------------------------------------------------------------------------------- HubSpot
 
 

@@ -194,6 +194,27 @@ def test_watermark_reads_only_rows_beyond_the_last_committed_one(contacts, colum
     assert state.get(next(iter(state))) == saved
 
 
+@pytest.mark.parametrize("column", ["seq", "created_at"])
+def test_a_commit_after_a_higher_one_leaves_the_higher_watermark(contacts, column):
+    """Two runs read from one watermark; the one that read more (rows 7 and 8 too) commits first, then the
+    other. Main saved blindly: the watermark moved back to the lower run's value, and the next run read
+    rows 7 and 8 again (under every_run, launched them again). A commit now keeps the later value (SQLite's
+    text times compared by instant)."""
+    database, table = contacts
+    state = MemoryStateStore()
+
+    def source() -> SqlTableSource:
+        return SqlTableSource(database.conn_id, table, key_column="id", watermark_column=column, state=state)
+
+    less, more = source(), source()
+    assert keys(less.batches(None, 4)) == [1, 2, 3, 4, 5, 6]
+    insert(database, table, {7: END + timedelta(hours=1), 8: END + timedelta(hours=2)})
+    assert keys(more.batches(None, 4)) == [1, 2, 3, 4, 5, 6, 7, 8]
+    more.commit()
+    less.commit()
+    assert keys(source().batches(None, 4)) == []
+
+
 @pytest.mark.parametrize(
     ("stored", "zone", "read"),
     [

@@ -776,6 +776,28 @@ def test_store_reads_in_id_order_past_a_position(store):
         assert conn.scalar(sa.text("SELECT count(*) FROM altcraft_webhook_deliveries")) == 5
 
 
+def test_a_webhook_commit_after_a_higher_one_leaves_the_higher_position(store):
+    """Two runs read from one position; the one that read more (a later delivery too) commits first, then
+    the other. Main saved blindly: the position moved back, and the next run read the later delivery
+    again. A commit now keeps the later position."""
+    state = MemoryStateStore()
+
+    def source() -> WebhookSource:
+        return WebhookSource("p", key_column="email", ledger_conn_id="webhook_ledger", state=state)
+
+    def put(index: int) -> None:
+        assert store.put("p", f"{index:064x}", "hmac", [{"email": f"c{index}@example.com"}])
+
+    put(1)
+    less, more = source(), source()
+    assert len([r for batch in less.batches(None, 10) for r in batch]) == 1
+    put(2)
+    assert len([r for batch in more.batches(None, 10) for r in batch]) == 2
+    more.commit()
+    less.commit()
+    assert list(source().batches(None, 10)) == []
+
+
 def test_a_store_probe_waiting_on_a_lock_is_cancelled_after_its_timeout():
     """The trigger's probe of the deliveries waited for as long as a lock held the table (a migration),
     holding its connection; the database cancels it after the timeout, and the next probe answers. In a

@@ -532,6 +532,21 @@ def _after_text(last: str, timezone: str) -> Callable[[Any], bool]:
     return after
 
 
+def _later(value: Any, last: Any, timezone: str) -> bool:
+    """Whether the watermark ``value`` stands past ``last`` (a stored one, decoded) as a read compares them:
+    past a text watermark by `_after_text`; text past any other value (`_highest`: SQLite's order); others
+    in the database's order, and values Python cannot compare (a naive and an aware time, a date and a
+    time: the column's type changed between the reads) as past, the read's own value kept."""
+    if isinstance(last, str):
+        return _after_text(last, timezone)(value)
+    if isinstance(value, str):
+        return True
+    try:
+        return bool(value > last)
+    except TypeError:
+        return True
+
+
 def _instant_of(value: date, timezone: str) -> str:
     """A date or time of a typed column as `instant_text` writes an instant: naive (a date's midnight too)
     in ``timezone``."""
@@ -849,8 +864,12 @@ class SqlTableSource(_Probing, Stateful):
         return int(count), None if newest is None else str(newest)
 
     def _save(self, state: StateStore) -> None:
-        """The highest watermark read."""
-        if self._pending is not None:
+        """The highest watermark read, unless another run stored a later one since (`_later`): a run that
+        read less and commits last must not move the watermark back."""
+        if self._pending is None:
+            return
+        stored = state.get(self.state_key)
+        if stored is None or _later(self._pending, decode_watermark(stored, self.timezone), self.timezone):
             state.set(self.state_key, encode_watermark(self._pending, self.timezone))
 
 

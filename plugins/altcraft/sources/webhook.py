@@ -114,6 +114,11 @@ def position_in(where: Mapping[str, str], last_id: Any, positions: Any) -> int |
     return positions.get(where["connection"])
 
 
+def _position(where: Mapping[str, str], state: StateStore) -> int | None:
+    """The last delivery id handled in the database ``where`` as ``state`` keeps it (`position_in`)."""
+    return position_in(where, state.get(STATE_KEY), state.get(POSITIONS_KEY))
+
+
 class WebhookSource(Stateful):
     """Records of the stored deliveries of webhook endpoint ``pipeline``; ``check`` says why a stored record
     is not what its reader expects (None: it is), which makes it an error record naming its place."""
@@ -192,8 +197,13 @@ class WebhookSource(Stateful):
         return placement(self.ledger_conn_id, self.store)
 
     def _save(self, state: StateStore) -> None:
-        """The last delivery read, as the position in this database (and, for an earlier version, alone)."""
-        if self._pending is not None:
+        """The last delivery read, as the position in this database (and, for an earlier version, alone),
+        unless another run stored a later one since: a run that read less and commits last must not move
+        the position back."""
+        if self._pending is None:
+            return
+        stored = _position(self.placement(), state)
+        if stored is None or self._pending > stored:
             positions = state.get(POSITIONS_KEY)
             positions = positions if isinstance(positions, dict) else {}
             state.set(POSITIONS_KEY, {**positions, position_key(self.placement()): self._pending})

@@ -314,11 +314,11 @@ class CrmSource(Stateful):
                 )
 
     def _save(self, state: StateStore) -> None:
-        """The watermark, or the webhook position."""
+        """The watermark, or the webhook position; neither moves back."""
         if self._webhook is not None:
             self._webhook.commit()
-        elif self._pending is not None:
-            state.set(WATERMARK_KEY, self._pending)
+        elif self._pending is not None and ((stored := _stored_id(state)) is None or self._pending > stored):
+            state.set(WATERMARK_KEY, self._pending)  # never back below an id another run stored since
 
     # ------------------------------------------------------------------------------ polling trigger
 
@@ -463,6 +463,12 @@ def instant(name: str, value: Any, parse: Callable[[Any], datetime]) -> datetime
         return parse(value)
     except (TypeError, ValueError, AttributeError, OverflowError, OSError):
         raise ContactError(f"{name} is not a time ({type(value).__name__})") from None
+
+
+def _stored_id(state: StateStore) -> int | None:
+    """The id watermark kept in ``state``; None: none yet."""
+    last = state.get(WATERMARK_KEY)
+    return None if last is None else int(last)
 
 
 def _numbered(pages: Iterable[list[Any]]) -> Iterator[tuple[str, Any]]:
