@@ -297,6 +297,18 @@ def test_a_crm_watermark_commit_after_a_higher_one_leaves_the_higher(bitrix):
     assert ids(b24_source(state, mode="watermark")) == []
 
 
+def test_a_crm_watermark_read_starts_from_the_position_it_named(bitrix):
+    """`start_position` names the stored id a run starts from and fixes it for the read: another run
+    committing meanwhile moves neither. Window mode reads no position."""
+    state = MemoryStateStore()
+    source = b24_source(state, mode="watermark")
+    assert source.ignores_window and source.start_position() == "null"
+    state.set(WATERMARK_KEY, 100)  # another run commits
+    assert ids(source) == list(range(1, 131))
+    assert b24_source(state, mode="watermark").start_position() == "100"
+    assert not b24_source(state).ignores_window
+
+
 # ----------------------------------------------------------------------------------------- HubSpot
 
 

@@ -215,6 +215,20 @@ def test_a_commit_after_a_higher_one_leaves_the_higher_watermark(contacts, colum
     assert keys(source().batches(None, 4)) == []
 
 
+def test_a_watermark_read_starts_from_the_position_it_named(contacts):
+    """`start_position` names the stored watermark a run starts from and fixes it for the read: another
+    run committing meanwhile moves neither. Window mode reads no position."""
+    database, table = contacts
+    state = MemoryStateStore()
+    source = SqlTableSource(database.conn_id, table, key_column="id", watermark_column="seq", state=state)
+    assert source.ignores_window and source.start_position() == "null"
+    state.set(source.state_key, encode_watermark(1000, "UTC"))  # another run commits
+    assert keys(source.batches(None, 4)) == [1, 2, 3, 4, 5, 6]
+    assert source.start_position() == '{"type":"json","value":1000}'
+    windowed = SqlTableSource(database.conn_id, table, key_column="id", created_at_column="created_at")
+    assert not windowed.ignores_window
+
+
 @pytest.mark.parametrize(
     ("stored", "zone", "read"),
     [

@@ -779,7 +779,7 @@ def test_store_reads_in_id_order_past_a_position(store):
 def test_a_webhook_commit_after_a_higher_one_leaves_the_higher_position(store):
     """Two runs read from one position; the one that read more (a later delivery too) commits first, then
     the other. Main saved blindly: the position moved back, and the next run read the later delivery
-    again. A commit now keeps the later position."""
+    again. A commit now keeps the later position; `start_position` names the one a read starts from."""
     state = MemoryStateStore()
 
     def source() -> WebhookSource:
@@ -796,6 +796,8 @@ def test_a_webhook_commit_after_a_higher_one_leaves_the_higher_position(store):
     more.commit()
     less.commit()
     assert list(source().batches(None, 10)) == []
+    later = source()
+    assert later.ignores_window and later.start_position() == str(max(d for d, _ in store.read("p", None)))
 
 
 def test_a_store_probe_waiting_on_a_lock_is_cancelled_after_its_timeout():

@@ -34,6 +34,9 @@ SCENARIO_URL_XCOM_KEY = "altcraft_scenario_url"
 _TASKS_KEY = "altcraft_tasks"
 _SUMMARY_KEY = "altcraft_summary"  # task_state_store: the summary across a deferral
 _MOVED = "position_moved"  # in it: whether the source's position moved before the deferral
+_NAMED = "window_name"  # in it: the try's window name in the ledger (`_ledger_window_name`)
+#: The prefix of a window named by the source position a run starts from (`position_window_name`).
+POSITION_WINDOW = "position/"
 #: XCom key of every try's summary, pushed also when the try fails (the return value only on success).
 SUMMARY_XCOM_KEY = "altcraft_summary"
 #: The templated arguments (`arguments.rendered`) and the attribute each is kept in.
@@ -119,7 +122,9 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     :param window_start, window_end: the data interval to read. Templated; default the run's data interval.
     :param window_name: the window's name in the ledger, in place of its ``[start, end)``: runs reading
         windows of one name share their launches for policies ``every_run`` and ``cooldown`` (a pipeline's
-        event runs name theirs by the watermark they start from; see `PlanWindowsOperator`).
+        event runs name theirs by the watermark they start from; see `PlanWindowsOperator`). A source that
+        ignores the window (a watermark: `Source.ignores_window`) names it by the stored position the run
+        starts from instead (`position_window_name`), whatever this says.
     :param content: passed to Altcraft. Templated (strings inside are rendered). A URL with a user name or
         password in it is refused (it would be stored and shown with the DAG).
     :param skip_triggers, skip_invalid_subscriptions, detect_geo: passed to Altcraft.
@@ -148,6 +153,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
     operator_extra_links = (AltcraftScenarioLink(),)
     ui_color = "#ffd8b0"
     _position_moved = False  # whether this try moved a source's position (watermark, files, cursor)
+    _named: str | None = None  # this try's window name in the ledger (`_ledger_window_name`)
 
     def __init__(
         self,
@@ -354,7 +360,8 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         db_id = self._preflight(hook)
         context["ti"].xcom_push(key=SCENARIO_URL_XCOM_KEY, value=hook.scenario_url(self.scenario_id))
         window = self._window()
-        delivery = self._running = self._delivery(hook, context, window, profiles_db_id=db_id)
+        self._named = self._ledger_window_name(context)
+        delivery = self._running = self._delivery(hook, context, window, self._named, profiles_db_id=db_id)
         try:
             return self._execute(delivery, context, window)
         finally:
@@ -408,14 +415,17 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
 
         self._check_rendered()
         hook = AltcraftHook(self.altcraft_conn_id)
-        delivery = self._delivery(hook, context, self._window())
+        saved = context["task_state_store"].get(_SUMMARY_KEY) or {}
+        # the window as named before the deferral: the position it names has moved since
+        delivery = self._delivery(hook, context, self._window(), saved.pop(_NAMED, self.window_name))
         try:
-            return self._complete(delivery, context, event)
+            return self._complete(delivery, context, event, saved)
         finally:
             delivery.ledger.close()
 
-    def _complete(self, delivery: Delivery, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        saved = context["task_state_store"].get(_SUMMARY_KEY) or {}
+    def _complete(
+        self, delivery: Delivery, context: Context, event: dict[str, Any], saved: dict[str, Any]
+    ) -> dict[str, Any]:
         self._position_moved = bool(saved.pop(_MOVED, False))
         for name, value in saved.items():
             setattr(delivery.summary, name, value)
@@ -478,7 +488,12 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
         return self.db_id
 
     def _delivery(
-        self, hook: AltcraftHook, context: Context, window: Window | None, profiles_db_id: int | None = None
+        self,
+        hook: AltcraftHook,
+        context: Context,
+        window: Window | None,
+        window_name: str | None,
+        profiles_db_id: int | None = None,
     ) -> Delivery:
         from altcraft.delivery import Delivery
         from altcraft.ledger import Ledger, RunRef
@@ -494,7 +509,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
             ti.try_number,
             (window.start, window.end) if window else None,
             map_index=ti.map_index,
-            window_name=self.window_name,
+            window_name=window_name,
         )
         return Delivery.create(
             hook,
@@ -540,6 +555,23 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                 end,
             )
         return Window(start=start, end=end)
+
+    def _ledger_window_name(self, context: Context) -> str | None:
+        """The window's name in the ledger: for a source that ignores the window, the stored position the
+        run starts from (`position_window_name`), fixed for its read, so runs starting from one position
+        share their launches (overlapping runs, a backfill, a manual run beside a scheduled one, a run
+        after one that kept the position) and each new position is a new window; else ``window_name``."""
+        if self.source is None or not self.source.ignores_window:
+            return self.window_name
+        position = self._source(context).start_position()
+        name = position_window_name(position)
+        self.log.info(
+            "Ledger window: %s, the source's stored position %s%s (shared by the runs starting from it)",
+            name,
+            position,
+            f", in place of window_name {self.window_name!r}" if self.window_name else "",
+        )
+        return name
 
     def _source(self, context: Context) -> Source:
         from altcraft.sources.python import IterableSource
@@ -610,6 +642,7 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                     **delivery.summary.as_dict(),
                     "reasons": delivery.summary.reasons,
                     _MOVED: self._position_moved,
+                    _NAMED: self._named,
                 },
             )
             self.defer(
@@ -867,6 +900,15 @@ def _identify(delivery: Delivery) -> None:
         delivery.identify()
     except IdentityChanged as error:
         raise AirflowFailException(str(error)) from None
+
+
+def position_window_name(position: str) -> str:
+    """The ledger's name of the window of a run reading past the stored ``position``
+    (`Source.start_position`): a short digest of it, a window key being at most
+    `altcraft.ledger.model.KEY_LEN` characters."""
+    import hashlib
+
+    return POSITION_WINDOW + hashlib.sha256(position.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
 def _task_book(context: Context) -> MutableMapping[str, str]:

@@ -197,6 +197,13 @@ class SpecSource:
         return self.source.tracks_progress
 
     @property
+    def ignores_window(self) -> bool:
+        return self.source.ignores_window
+
+    def start_position(self) -> str:
+        return self.source.start_position()
+
+    @property
     def complete_records(self) -> bool:
         return self.source.complete_records
 

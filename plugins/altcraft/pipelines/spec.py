@@ -642,7 +642,9 @@ def double_launch(spec: PipelineSpec) -> str | None:
     run read (up to ``lookback`` + the schedule's longest interval earlier), and a SQL watermark's runs
     reading again the rows within its ``lookback`` (for as long as no higher value comes: no cooldown
     covers that). Event runs from one watermark share their ledger window
-    (`altcraft.pipelines.factory.event_window_name`).
+    (`altcraft.pipelines.factory.event_window_name`), and so do runs of a source that ignores the window
+    (a SQL or CRM watermark) starting from one stored position, whatever their data intervals or how many
+    run at once (`altcraft.operators.import_and_launch.position_window_name`): nothing to refuse there.
     """
     policy = RelaunchPolicy.parse(spec.relaunch_policy)
     if policy.kind == "once":

@@ -175,6 +175,17 @@ class Source(ABC):
         retry or later run reads the records again."""
         return False
 
+    @property
+    def ignores_window(self) -> bool:
+        """Whether `batches` reads the records past a position kept in ``state`` (a watermark), whatever the
+        window: runs starting from one position read the same records, and `start_position` names it."""
+        return False
+
+    def start_position(self) -> str:
+        """The stored position the next `batches` reads from, as canonical JSON text (``null``: none yet),
+        fixed for that read: another run committing meanwhile does not move it. Only if `ignores_window`."""
+        raise SourceError(f"{self.describe()}: reads by window, from no stored position")
+
     def probe(self, since: Any) -> tuple[int, str | None]:
         """For a watcher trigger: how many rows are past ``since`` and the newest, never the rows."""
         raise SourceError(f"{self.describe()}: cannot be polled for new rows")
@@ -195,6 +206,22 @@ class Stateful(Source):
     #: where the progress is kept between runs (watermark, processed files, position); None: nowhere
     state: StateStore | None = None
     _complete = False
+    _start: tuple[Any] | None = None  # the position `start_position` fixed for the next read
+
+    def start_position(self) -> str:
+        if not self.ignores_window:
+            return super().start_position()
+        self._start = (self._stored(),)
+        return json.dumps(self._start[0], sort_keys=True, separators=(",", ":"))
+
+    def _start_value(self) -> Any:
+        """The stored position this read starts from: the one `start_position` fixed, else the stored one."""
+        start, self._start = self._start, None
+        return self._stored() if start is None else start[0]
+
+    def _stored(self) -> Any:
+        """The position kept in ``state`` now (JSON; None: none yet), of a source that `ignores_window`."""
+        raise SourceError(f"{self.describe()}: reads by window, from no stored position")
 
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None

@@ -730,6 +730,16 @@ class SqlTableSource(_Probing, Stateful):
         """Watermark mode keeps the highest watermark read; window mode remembers nothing."""
         return bool(self.watermark_column)
 
+    @property
+    def ignores_window(self) -> bool:
+        """Watermark mode reads past the stored watermark, whatever the window."""
+        return bool(self.watermark_column)
+
+    def _stored(self) -> Any:
+        if self.state is None:
+            raise SourceError(f"{self.describe()}: watermark mode needs a state store")
+        return self.state.get(self.state_key)
+
     def _read_batches(
         self, window: Window | None, batch_size: int, partition: Partition | None
     ) -> Iterator[list[Record]]:
@@ -772,9 +782,7 @@ class SqlTableSource(_Probing, Stateful):
     def _watermark_batches(self, batch_size: int, partition: Partition | None) -> Iterator[list[Record]]:
         if partition is not None and check_partition(partition)[1] > 1:
             raise ValueError("watermark mode keeps one watermark: it cannot be partitioned")
-        if self.state is None:
-            raise SourceError(f"{self.describe()}: watermark mode needs a state store")
-        stored = self.state.get(self.state_key)
+        stored = self._start_value()
         last = None if stored is None else decode_watermark(stored, self.timezone)
         column = self.watermark_column
         assert column is not None

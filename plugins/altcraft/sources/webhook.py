@@ -156,14 +156,12 @@ class WebhookSource(Stateful):
     ) -> Iterator[list[Record]]:
         if partition is not None and partition[1] > 1:
             raise ValueError("a webhook source keeps one position: it cannot be partitioned")
-        if self.state is None:
-            raise SourceError(f"{self.describe()}: needs a state store for its position")
+        after = self._start_value()
         self._pending = None
         for key, role in ((STORED_KEY, "stored"), (WATCHED_KEY, "watched")):
-            if (problem := misplaced(self.placement(), self.state.get(key), role)) is not None:
+            if (problem := misplaced(self.placement(), self._state().get(key), role)) is not None:
                 unread = "it would read none of them (they stay stored)"
                 raise SourceError(f"{self.describe()}, but {problem}: {unread}. {ALIGN}")
-        after = position_in(self.placement(), self.state.get(STATE_KEY), self.state.get(POSITIONS_KEY))
         try:
             yield from rechunk(self._records(after), batch_size)
         finally:
@@ -187,6 +185,19 @@ class WebhookSource(Stateful):
                 else:
                     yield error_record(self.key_column, f"{where} item {number}", reason)
             self._pending = delivery_id
+
+    @property
+    def ignores_window(self) -> bool:
+        """The deliveries past the stored position, whatever the window."""
+        return True
+
+    def _state(self) -> StateStore:
+        if self.state is None:
+            raise SourceError(f"{self.describe()}: needs a state store for its position")
+        return self.state
+
+    def _stored(self) -> int | None:
+        return _position(self.placement(), self._state())
 
     @property
     def database(self) -> str:

@@ -218,6 +218,23 @@ class CrmSource(Stateful):
         """A watermark or the webhook's stored ids; window mode reads its window and remembers nothing."""
         return self.spec.uses_watermark
 
+    @property
+    def ignores_window(self) -> bool:
+        """Watermark mode reads past the stored id, webhook mode past the deliveries handled, whatever the
+        window."""
+        return self.spec.uses_watermark
+
+    def start_position(self) -> str:
+        """The stored id, or (webhook mode) the webhook's position, the next read starts from."""
+        if self.spec.webhook is not None:
+            return self._deliveries().start_position()
+        return super().start_position()
+
+    def _stored(self) -> int | None:
+        if self.state is None:
+            raise SourceError(f"{self.describe()}: watermark mode needs a state store")
+        return _stored_id(self.state)
+
     # ------------------------------------------------------------------------------------ reading
 
     def _read_batches(
@@ -264,12 +281,10 @@ class CrmSource(Stateful):
                 yield record
 
     def _past_watermark(self) -> Iterator[Record]:
-        if self.state is None:
-            raise SourceError(f"{self.describe()}: watermark mode needs a state store")
-        last = self.state.get(WATERMARK_KEY)
-        read = -1 if last is None else int(last)
+        last = self._start_value()
+        read = -1 if last is None else last
         young, settling = datetime.now(UTC) - self.spec.settle, False
-        for where, raw in _numbered(self.pages_after(None if last is None else int(last))):
+        for where, raw in _numbered(self.pages_after(last)):
             number = contact_id(raw)
             if number is None:  # no id to place it by: rejected where it is read
                 yield self.record(raw, where)
@@ -283,19 +298,26 @@ class CrmSource(Stateful):
                     self._pending = number
                 yield record
 
-    def _from_webhook(self, batch_size: int, partition: Partition | None) -> Iterator[Record]:
+    def _deliveries(self) -> WebhookSource:
+        """The webhook's stored contact ids (webhook mode), one reader for the position and the read."""
         from altcraft.sources.webhook import WebhookSource
 
         hook = self.spec.webhook
         assert hook is not None
-        self._webhook = WebhookSource(
-            hook.endpoint,
-            key_column="id",
-            ledger_conn_id=hook.ledger_conn_id,
-            state=self.state,
-            check=not_a_stored_id,
-        )
-        for fetch, stored in enumerate(self._webhook.batches(None, self.fetch_chunk, partition=partition), 1):
+        if self._webhook is None:
+            self._webhook = WebhookSource(
+                hook.endpoint,
+                key_column="id",
+                ledger_conn_id=hook.ledger_conn_id,
+                state=self.state,
+                check=not_a_stored_id,
+            )
+        self._webhook.state = self.state
+        return self._webhook
+
+    def _from_webhook(self, batch_size: int, partition: Partition | None) -> Iterator[Record]:
+        deliveries = self._deliveries().batches(None, self.fetch_chunk, partition=partition)
+        for fetch, stored in enumerate(deliveries, 1):
             # a stored delivery it cannot read
             yield from (item for item in stored if isinstance(item, ErrorRecord))
             ids = list(
