@@ -604,11 +604,13 @@ class Delivery:
             self._behind.finish()
         return self._ahead.submit(self._open_claim, items, keys)
 
-    @staticmethod
-    def _share_rows(these: Iterable[str], keys: Iterable[str]) -> bool:
+    def _share_rows(self, these: Iterable[str], keys: Iterable[str]) -> bool:
         """Whether two chunks' keys may stand for one contact row: a key in both, or a custom key and a form
         an earlier version wrote it in (`former_keys`: ``custom:1`` and text ``1.0`` are one row where
-        ``custom:1.0`` was written), which a claim finds as that key's row."""
+        ``custom:1.0`` was written), which a claim finds as that key's row. A ledger that has no such form
+        (`Ledger.former_forms`) compares the keys alone: 0.04 us a key, not 0.46."""
+        if not self.ledger.former_forms:
+            return not set(these).isdisjoint(keys)
         return not set(map(of_former_key, these)).isdisjoint(map(of_former_key, keys))
 
     def _open_claim(self, items: list[tuple[str, str]], keys: set[str]) -> OpenClaim | None:

@@ -228,6 +228,7 @@ def test_a_chunk_standing_for_a_row_of_the_chunks_in_flight_is_not_claimed_besid
     the sender waited for the settle to start the next, hung the run. It now waits for the settle first,
     and is claimed in line after a chunk being sent."""
     delivery = make_delivery(mapping=custom("KS", "string"))
+    as_upgraded_from_an_earlier_version(delivery.ledger)
     sending = Claim("sending-batch", ["custom:1"], {})
     settled = threading.Event()
     with delivery._overlapping():
@@ -237,6 +238,20 @@ def test_a_chunk_standing_for_a_row_of_the_chunks_in_flight_is_not_claimed_besid
         assert not _ahead_then_rolled_back(delivery, _chunk("custom:1.0"), sending)
         assert not _ahead_then_rolled_back(delivery, _chunk("custom:1.5"), Claim("b", ["custom:1.50"], {}))
         assert _ahead_then_rolled_back(delivery, _chunk("custom:2"), sending), "sharing no row: ahead"
+
+
+@pytest.mark.parametrize("ledger", ["sqlite"], indirect=True)
+def test_chunks_of_a_ledger_without_former_forms_share_a_row_only_by_a_key_in_both(make_delivery, ledger):
+    """A ledger bearing `CANONICAL_KEYS` has no row under a form an earlier version wrote: two chunks share a
+    row only by a key in both (a claim of ``custom:1.0`` finds no row of ``custom:1`` there). Unmarked, the
+    former forms count."""
+    delivery = make_delivery(mapping=custom("KS", "string"))
+    assert not ledger.former_forms
+    assert delivery._share_rows(["custom:1", "custom:2"], {"custom:2"})
+    assert not delivery._share_rows(["custom:1"], {"custom:1.0"})
+    as_upgraded_from_an_earlier_version(ledger)
+    assert ledger.former_forms
+    assert delivery._share_rows(["custom:1"], {"custom:1.0"})
 
 
 def _ahead_then_rolled_back(delivery, piece: Chunk, sending: Claim) -> bool:

@@ -106,6 +106,13 @@ class Ledger:
         #: `ensure_schema`
         self._former_forms = True
 
+    @property
+    def former_forms(self) -> bool:
+        """Whether a row may be keyed in a form an earlier version wrote its key in (`rules.former_keys`):
+        False once `ensure_schema` found the `schema.CANONICAL_KEYS` mark or `mark_keys_canonical` made it;
+        True until then."""
+        return self._former_forms
+
     @classmethod
     def from_conn_id(cls, conn_id: str | None, *, stale_after: timedelta = rules.STALE_AFTER) -> Ledger:
         """Ledger on an Airflow connection's database, or on ``$AIRFLOW_HOME/altcraft_ledger.db`` if None."""
