@@ -8,7 +8,7 @@ inserts, chunked below SQLite's historical limit of 999 parameters per statement
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from altcraft.ledger.model import Outcome, RunRef, Scope, naive_utc, utc
 from altcraft.ledger.rules import SETTLEABLE, STATE_COLUMNS, Change
-from altcraft.ledger.schema import UtcDateTime, activity_table, contacts_table, outcomes_table
+from altcraft.ledger.schema import NOT_LAUNCHED, UtcDateTime, activity_table, contacts_table, outcomes_table
 
 T = TypeVar("T")
 
@@ -208,6 +208,41 @@ def _contacts_where(condition: sa.ColumnElement[bool], *, lock: bool) -> sa.Sele
     state = [_C[name] for name in STATE_COLUMNS]
     query = sa.select(_C.contact_hash, *state).where(condition).order_by(_C.contact_hash)
     return query.with_for_update() if lock else query
+
+
+def open_in(platform: Any, scenario_id: Any) -> tuple[sa.ColumnElement[bool], ...]:
+    """A scope's contacts not launched (in ``ix_altcraft_contacts_open``): its ``platform`` and
+    ``scenario_id``, or the bind parameters of a statement built once."""
+    return NOT_LAUNCHED, _C.scenario_id == scenario_id, _C.platform == platform
+
+
+def open_contacts(
+    conn: Connection,
+    scope: Scope,
+    hashes: Collection[str],
+    columns: tuple[sa.Column[Any], ...],
+    statuses: tuple[str, ...],
+) -> list[sa.Row[Any]]:
+    """``columns`` of the scope's contact rows of ``hashes`` in ``statuses``, not launched (`open_in`). On
+    PostgreSQL one statement built once per columns and statuses, the hashes one array, unsorted (nothing is
+    locked): built and sorted per call, a read of 1,000 new contacts took 1.3-1.4 us of CPU per contact at
+    best, not 0.85-0.92; elsewhere one per chunk of `matching`."""
+    if hashes and _arrays(conn):
+        params = _array_params(_C.contact_hash, "hashes", list(hashes))
+        bound = {**params, "platform": scope.platform, "scenario_id": scope.scenario_id}
+        return conn.execute(_open_among(columns, statuses), bound).all()
+    found: list[sa.Row[Any]] = []
+    for _, condition in matching(conn, _C.contact_hash, hashes):
+        open_rows = open_in(scope.platform, scope.scenario_id)
+        found += conn.execute(sa.select(*columns).where(condition, _C.status.in_(statuses), *open_rows)).all()
+    return found
+
+
+@lru_cache(maxsize=4)
+def _open_among(columns: tuple[sa.Column[Any], ...], statuses: tuple[str, ...]) -> sa.Select[Any]:
+    among = _C.contact_hash == sa.any_(_array_param(_C.contact_hash, "hashes"))
+    bound = open_in(sa.bindparam("platform"), sa.bindparam("scenario_id"))
+    return sa.select(*columns).where(among, _C.status.in_(statuses), *bound)
 
 
 def contact_outcome_rows(

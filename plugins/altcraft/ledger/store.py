@@ -75,6 +75,8 @@ from altcraft.ledger.statements import (
     insert_rows,
     is_transient,
     matching,
+    open_contacts,
+    open_in,
     recount_days,
     set_values,
     tally,
@@ -1072,13 +1074,7 @@ class Ledger:
         wanted = {scope.alias_hash(a) for key in keys for a in aliases.get(key, ())} if aliases else set()
         for _, condition in matching(conn, _A.alias_hash, wanted):
             hashes.update(conn.execute(sa.select(_A.contact_hash).where(condition)).scalars())
-        found: list[sa.Row[Any]] = []
-        for _, condition in matching(conn, _C.contact_hash, hashes):
-            query = sa.select(*_UNCERTAIN_COLUMNS, _C.status).where(
-                condition, _C.status.in_(statuses), *_open_in(scope)
-            )
-            found += conn.execute(query).all()
-        return found
+        return open_contacts(conn, scope, hashes, (*_UNCERTAIN_COLUMNS, _C.status), tuple(statuses))
 
 
 class _Abandoned(Exception):
@@ -1143,8 +1139,8 @@ STANDING = {
 
 
 def _open_in(scope: Scope) -> tuple[sa.ColumnElement[bool], ...]:
-    """The scope's contacts not launched (in ``ix_altcraft_contacts_open``)."""
-    return NOT_LAUNCHED, _C.scenario_id == scope.scenario_id, _C.platform == scope.platform
+    """The scope's contacts not launched (`open_in`)."""
+    return open_in(scope.platform, scope.scenario_id)
 
 
 def _unchanged(contact: UncertainContact) -> tuple[sa.ColumnElement[bool], ...]:
