@@ -223,6 +223,12 @@ class Stateful(Source):
         """The position kept in ``state`` now (JSON; None: none yet), of a source that `ignores_window`."""
         raise SourceError(f"{self.describe()}: reads by window, from no stored position")
 
+    def _position_store(self) -> StateStore:
+        """``state``, which a source reading past a stored position cannot do without."""
+        if self.state is None:
+            raise SourceError(f"{self.describe()}: needs a state store for its position")
+        return self.state
+
     def batches(
         self, window: Window | None, batch_size: int, *, partition: Partition | None = None
     ) -> Iterator[list[Record]]:

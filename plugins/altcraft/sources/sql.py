@@ -736,9 +736,7 @@ class SqlTableSource(_Probing, Stateful):
         return bool(self.watermark_column)
 
     def _stored(self) -> Any:
-        if self.state is None:
-            raise SourceError(f"{self.describe()}: watermark mode needs a state store")
-        return self.state.get(self.state_key)
+        return self._position_store().get(self.state_key)
 
     def _read_batches(
         self, window: Window | None, batch_size: int, partition: Partition | None

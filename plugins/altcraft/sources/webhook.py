@@ -159,7 +159,7 @@ class WebhookSource(Stateful):
         after = self._start_value()
         self._pending = None
         for key, role in ((STORED_KEY, "stored"), (WATCHED_KEY, "watched")):
-            if (problem := misplaced(self.placement(), self._state().get(key), role)) is not None:
+            if (problem := misplaced(self.placement(), self._position_store().get(key), role)) is not None:
                 unread = "it would read none of them (they stay stored)"
                 raise SourceError(f"{self.describe()}, but {problem}: {unread}. {ALIGN}")
         try:
@@ -191,13 +191,8 @@ class WebhookSource(Stateful):
         """The deliveries past the stored position, whatever the window."""
         return True
 
-    def _state(self) -> StateStore:
-        if self.state is None:
-            raise SourceError(f"{self.describe()}: needs a state store for its position")
-        return self.state
-
     def _stored(self) -> int | None:
-        return _position(self.placement(), self._state())
+        return _position(self.placement(), self._position_store())
 
     @property
     def database(self) -> str:

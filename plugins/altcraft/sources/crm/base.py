@@ -231,9 +231,7 @@ class CrmSource(Stateful):
         return super().start_position()
 
     def _stored(self) -> int | None:
-        if self.state is None:
-            raise SourceError(f"{self.describe()}: watermark mode needs a state store")
-        return _stored_id(self.state)
+        return _stored_id(self._position_store())
 
     # ------------------------------------------------------------------------------------ reading
 
