@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-
 #: The default limit: far above any documented answer (a 10,000-profile batch's per-profile results are a
 #: few MiB), far below what would hurt a worker.
 DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -36,22 +34,13 @@ def _declared_too_large(headers: Any, limit: int) -> bool:
     return len(length) > len(str(limit)) or int(length) > limit
 
 
-class InterimAnswer(requests.RequestException):
-    """The server's first answer was an interim one (1xx: ``102 Processing``, ``103 Early Hints``), which
-    http.client, unlike aiohttp, takes for the final answer (only ``100 Continue`` is skipped). The final
-    answer is still to come on its connection, which is closed: kept alive, its next request would read
-    that answer as its own. The request reached the server and may have been processed."""
-
-    def __init__(self, status: int):
-        self.status = status
-        super().__init__(f"an interim HTTP {status} answer")
-
-
 def read_capped(response: Any, limit: int) -> bytes:
     """The decoded body of a `requests` answer opened with ``stream=True``; `AnswerTooLarge` beyond
     ``limit`` bytes, `InterimAnswer` for a 1xx. Afterwards ``response.content`` and ``response.json()``
     work as usual."""
     if response.status_code < 200:
+        from altcraft.interim_answer import InterimAnswer  # here: importing requests costs DAG parsing 50 ms
+
         response.close()  # its connection, with the final answer still to come, is not reused
         raise InterimAnswer(response.status_code)
     try:

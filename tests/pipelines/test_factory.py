@@ -166,13 +166,16 @@ RUN_TIME_MODULES = (
     "altcraft.api.protocol",
     "altcraft.hooks",
     "phonenumbers",
+    "requests",
+    "urllib3",
 )
 
 
 def test_a_parse_imports_no_module_only_the_tasks_use():
     """Every parse of the DAG folder imports what it uses in a fresh process: the ledger (SQL tables and
-    stores), the API client (answer models, hooks) and the phone library (a ``default_region`` is checked
-    without it) are the tasks' modules, not a spec's or a DAG's."""
+    stores), the API client (answer models, hooks), the HTTP client (``requests``, 50 ms of every parse) and
+    the phone library (a ``default_region`` is checked without it) are the tasks' modules, not a spec's or a
+    DAG's."""
     code = (
         "import sys; from altcraft.pipelines import load_pipelines; "
         f"assert not load_pipelines({str(DAGS / 'pipelines')!r}).errors; print(*sorted(sys.modules))"
