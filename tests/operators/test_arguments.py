@@ -9,7 +9,7 @@ import pytest
 from airflow.sdk import Asset
 
 from altcraft.operators import arguments as check
-from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator
+from altcraft.operators.import_and_launch import ImportAndLaunchScenarioOperator, scenario_asset
 from altcraft.sources.files import FileSource
 from altcraft.sources.python import IterableSource
 from altcraft.sources.rest import RestSource
@@ -119,6 +119,19 @@ def test_a_scenario_id_given_as_its_digits_is_that_scenario_with_its_asset():
     operator = ImportAndLaunchScenarioOperator(**{**GIVEN, "scenario_id": "42"})
     assert operator.scenario_id == 42
     assert [outlet.uri for outlet in operator.outlets] == ["altcraft://altcraft_default/scenarios/42"]
+
+
+def test_the_scenario_asset_is_named_by_its_uri_one_per_connection_and_scenario():
+    prod, stage = scenario_asset("altcraft_prod", 5), scenario_asset("altcraft_stage", 5)
+
+    # what a consumer DAG declares with the documented URI: same name, same URI
+    assert prod == Asset("altcraft://altcraft_prod/scenarios/5")
+    assert (prod.name, prod.uri) == ("altcraft://altcraft_prod/scenarios/5",) * 2
+    assert prod.name != stage.name and prod.uri != stage.uri  # Airflow needs both unique to activate both
+    operator = ImportAndLaunchScenarioOperator(
+        **{**GIVEN, "altcraft_conn_id": "altcraft_stage", "scenario_id": 5}
+    )
+    assert operator.outlets == [stage]
 
 
 def test_an_upstream_tasks_output_in_a_templated_argument_is_checked_once_resolved():

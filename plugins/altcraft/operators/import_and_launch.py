@@ -835,10 +835,15 @@ def _left_undone(summary: Any, *, moved_past: bool) -> str:
 
 
 def scenario_asset(altcraft_conn_id: str, scenario_id: int) -> Asset:
-    """The asset standing for one Altcraft scenario; each run's event carries its counts in ``extra``."""
-    return Asset(
-        name=f"altcraft_scenario_{scenario_id}", uri=f"altcraft://{altcraft_conn_id}/scenarios/{scenario_id}"
-    )
+    """The asset standing for one Altcraft scenario on one connection; each run's event carries its counts
+    in ``extra``.
+
+    Its name is its URI, ``altcraft://<conn_id>/scenarios/<id>``: Airflow activates an asset only if no
+    other active asset has its name or its URI, so the name must be as unique as the URI (one scenario id
+    on two connections is two assets), and equal to the name a consumer's ``Asset("altcraft://…")`` gets.
+    """
+    uri = f"altcraft://{altcraft_conn_id}/scenarios/{scenario_id}"
+    return Asset(name=uri, uri=uri)
 
 
 class _StoredTasks(MutableMapping[str, str]):
