@@ -30,6 +30,7 @@ from altcraft.ledger import (
     IdentityChanged,
     Ledger,
     Outcome,
+    PositionLocked,
     RelaunchPolicy,
     Resolution,
     RunRef,
@@ -2308,3 +2309,100 @@ def test_the_command_line_names_the_ledger_connection_it_cannot_reach(monkeypatc
         "mark-canonical-keys: the ledger's database (connection 'ledger_down') cannot be used"
     )
     assert "refused" in said and "host, port and user" in said
+
+
+# --- the lock of a stored position ----------------------------------------------------------------------
+
+
+@contextmanager
+def held_lock(ledger: Ledger, name: str) -> Generator[threading.Event]:
+    """``name``'s position lock held by another thread until the block ends; yields the event that the
+    thread set once it held it."""
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ledger.position_lock(name):
+            holding.set()
+            assert done.wait(60), "never let go"
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(30), "the lock was never taken"
+        yield holding
+    finally:
+        done.set()
+        thread.join(60)
+
+
+def test_a_position_lock_waits_at_most_its_wait_then_names_the_position(ledger):
+    """Another run holds the pipeline's lock (stuck in its commit): a commit waits ``wait`` seconds, then
+    fails naming the position, and takes the lock once it is free."""
+    name = f"altcraft_pipeline_{uuid.uuid4().hex[:8]}_source"
+    with held_lock(ledger, name):
+        started = time.monotonic()
+        with pytest.raises(PositionLocked) as caught, Ledger(ledger.engine).position_lock(name, wait=1):
+            pass
+        assert 1 <= time.monotonic() - started < 10
+    assert f"the stored position of {name} within 1s" in str(caught.value)
+    with ledger.position_lock(name, wait=1):
+        pass
+
+
+def test_the_position_locks_of_two_pipelines_do_not_wait_on_each_other(ledger):
+    """One pipeline's commit holds its lock: another pipeline's is taken at once (PostgreSQL, MariaDB: a
+    row of its own). SQLite locks whole databases, so there it waits for the first commit, and no longer."""
+    first, second = (f"altcraft_pipeline_{uuid.uuid4().hex[:8]}_source" for _ in range(2))
+    sqlite = ledger.engine.dialect.name == "sqlite"
+    with held_lock(ledger, first):
+        if sqlite:
+            with pytest.raises(PositionLocked), ledger.position_lock(second, wait=0.5):
+                pass
+        else:
+            with ledger.position_lock(second, wait=1):  # waiting for the first, it would fail after 1 s
+                pass
+    with ledger.position_lock(second, wait=1):
+        pass
+
+
+def test_a_position_lock_is_released_when_the_commit_raises(ledger):
+    """A commit that fails (the state store unreachable) lets go of the lock, its error unchanged: the
+    pipeline's next commit does not wait for it."""
+
+    class Unreachable(Exception):
+        pass
+
+    name = f"altcraft_pipeline_{uuid.uuid4().hex[:8]}_source"
+    with pytest.raises(Unreachable), ledger.position_lock(name):
+        raise Unreachable
+    other = Ledger(ledger.engine)
+    started = time.monotonic()
+    with other.position_lock(name, wait=1):
+        assert time.monotonic() - started < 1
+
+
+def test_position_locks_serialize_two_commits_of_one_pipeline(ledger):
+    """Two commits, each a read-compare-set under the lock: the one that comes second waits until the
+    first has set, then reads the first's value and keeps the higher (without the lock it read before the
+    first set, and set the lower last)."""
+    from altcraft.sources.base import MemoryStateStore
+
+    name = f"altcraft_pipeline_{uuid.uuid4().hex[:8]}_source"
+    store = MemoryStateStore()
+    read_low = threading.Event()
+
+    def commit(value: int, after_read: threading.Event | None) -> None:
+        with Ledger(ledger.engine).position_lock(name, wait=30):
+            stored = store.get("position")
+            if after_read is not None:
+                after_read.set()
+                time.sleep(0.5)  # the other commit comes now
+            if stored is None or value > stored:
+                store.set("position", value)
+
+    low = threading.Thread(target=commit, args=(5, read_low))
+    low.start()
+    assert read_low.wait(30)
+    commit(8, None)
+    low.join(30)
+    assert store.get("position") == 8

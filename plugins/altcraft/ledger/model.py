@@ -165,6 +165,19 @@ class IdentityChanged(ValueError):
         )
 
 
+class PositionLocked(RuntimeError):
+    """Another run of the pipeline held the lock of its stored position (`Ledger.position_lock`) for the
+    whole wait: this run's position was not committed."""
+
+    def __init__(self, name: str, wait: float) -> None:
+        self.name, self.wait = name, wait
+        super().__init__(
+            f"could not take the lock of the stored position of {name} within {wait:g}s: another run of "
+            "the pipeline was committing its position (or, on a SQLite ledger, another write held the "
+            "database) all that time. The position did not move"
+        )
+
+
 @dataclass(frozen=True)
 class RunRef:
     """Who is sending: one try of one task instance, and the data window it processes."""

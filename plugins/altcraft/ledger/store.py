@@ -10,8 +10,10 @@ primary key; conflicting transactions are retried a bounded number of times. No 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -36,6 +38,7 @@ from altcraft.ledger.model import (
     ContactStatus,
     IdentityChanged,
     Outcome,
+    PositionLocked,
     Resolution,
     RunRef,
     Scope,
@@ -91,6 +94,8 @@ T = TypeVar("T")
 
 #: Attempts of one transaction that hit a lock conflict, deadlock or concurrent insert.
 _MAX_ATTEMPTS = 8
+#: Seconds `Ledger.position_lock` waits for another run of the pipeline to finish committing its position.
+POSITION_LOCK_WAIT = 60.0
 _C = contacts_table.c
 _O = outcomes_table.c
 _A = aliases_table.c
@@ -265,6 +270,56 @@ class Ledger:
         """`_at` read on the connection of the write's own transaction: without a connection of its own
         (checked out, a transaction begun and rolled back) a read of the clock costs 35 us of CPU, not 113."""
         return database_now(conn) if now is None else utc(now)
+
+    # --- stored positions -----------------------------------------------------------------------------
+
+    @contextmanager
+    def position_lock(self, name: str, *, wait: float = POSITION_LOCK_WAIT) -> Generator[None]:
+        """Hold the lock of the stored position ``name`` (a state asset's name) while its commit reads,
+        compares and sets it: every run of a pipeline shares its ledger, and Airflow's asset state store has
+        no compare-and-set, so two commits interleaved (both read the stored value, the higher one sets,
+        then the lower one) would move the position back.
+
+        A row of ``altcraft_ledger_meta`` named for the position, locked by ``SELECT ... FOR UPDATE`` in a
+        transaction open for the duration (PostgreSQL, MySQL/MariaDB: other positions do not wait); on
+        SQLite, which locks whole databases, the transaction's ``BEGIN IMMEDIATE`` is the lock, so every
+        other write to the ledger waits for the commit too. The database drops the lock with the
+        connection: a process that dies holding it keeps no one waiting. Waits at most ``wait`` seconds
+        (MySQL/MariaDB: whole seconds, rounded up), then raises `PositionLocked`; an error in the body
+        releases the lock and goes on. Not reentrant: a second lock of ``name`` in the body waits for the
+        first, which it holds."""
+        self._ready()
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":  # no row to lock: the write lock is the database's
+            with self.engine.connect() as conn:
+                yield from _sqlite_lock(conn, name, wait)
+            return
+        row = "position_lock:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:50]
+        locked = sa.select(meta_table.c.value).where(meta_table.c.name == row)
+        if self._read(lambda conn: conn.execute(locked).first()) is None:
+            self._attempts(lambda conn: _lock_row_made(conn, row, name))
+        with self.engine.connect() as conn:
+            seconds = max(0, math.ceil(wait))
+            if dialect == "mysql":
+                conn.execution_options(isolation_level="READ COMMITTED")
+                before = conn.exec_driver_sql("SELECT @@SESSION.innodb_lock_wait_timeout").scalar_one()
+                conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
+                conn.commit()  # the transaction begun by those statements: the lock's begins next
+            try:
+                with conn.begin():
+                    if dialect == "postgresql":
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
+                    try:
+                        conn.execute(locked.with_for_update()).one()
+                    except sa.exc.DBAPIError as exc:
+                        if not is_transient(exc):
+                            raise
+                        raise PositionLocked(name, wait) from exc
+                    yield
+            finally:
+                if dialect == "mysql":
+                    conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {int(before)}")
+                    conn.commit()
 
     # --- the exactly-once protocol -------------------------------------------------------------------
 
@@ -1075,6 +1130,36 @@ class Ledger:
         for _, condition in matching(conn, _A.alias_hash, wanted):
             hashes.update(conn.execute(sa.select(_A.contact_hash).where(condition)).scalars())
         return open_contacts(conn, scope, hashes, (*_UNCERTAIN_COLUMNS, _C.status), tuple(statuses))
+
+
+def _lock_row_made(conn: Connection, row: str, name: str) -> None:
+    """Make the row `Ledger.position_lock` locks for the position ``name``, unless another run just did
+    (its insert: a duplicate key, and the attempt again finds the row)."""
+    if conn.execute(sa.select(meta_table.c.name).where(meta_table.c.name == row)).first() is None:
+        conn.execute(sa.insert(meta_table).values(name=row, value=name))
+
+
+def _sqlite_lock(conn: Connection, name: str, wait: float) -> Generator[None]:
+    """`Ledger.position_lock` on SQLite: the database's write lock (``BEGIN IMMEDIATE``), taken within
+    ``wait`` seconds (the connection's busy timeout meanwhile), held until the body ends."""
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    before = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(0, round(wait * 1000))}")
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except sa.exc.DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        raise PositionLocked(name, wait) from exc
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(before)}")
+    try:
+        yield
+        conn.exec_driver_sql("COMMIT")
+    except BaseException:
+        if conn.connection.dbapi_connection.in_transaction:
+            conn.exec_driver_sql("ROLLBACK")
+        raise
 
 
 class _Abandoned(Exception):
