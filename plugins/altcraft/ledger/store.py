@@ -274,7 +274,7 @@ class Ledger:
     # --- stored positions -----------------------------------------------------------------------------
 
     @contextmanager
-    def position_lock(self, name: str, *, wait: float = POSITION_LOCK_WAIT) -> Generator[None]:
+    def position_lock(self, name: str, *, wait: float | None = None) -> Generator[None]:
         """Hold the lock of the stored position ``name`` (a state asset's name) while its commit reads,
         compares and sets it: every run of a pipeline shares its ledger, and Airflow's asset state store has
         no compare-and-set, so two commits interleaved (both read the stored value, the higher one sets,
@@ -285,9 +285,10 @@ class Ledger:
         SQLite, which locks whole databases, the transaction's ``BEGIN IMMEDIATE`` is the lock, so every
         other write to the ledger waits for the commit too. The database drops the lock with the
         connection: a process that dies holding it keeps no one waiting. Waits at most ``wait`` seconds
-        (MySQL/MariaDB: whole seconds, rounded up), then raises `PositionLocked`; an error in the body
-        releases the lock and goes on. Not reentrant: a second lock of ``name`` in the body waits for the
-        first, which it holds."""
+        (default `POSITION_LOCK_WAIT`; MySQL/MariaDB: whole seconds, rounded up), then raises
+        `PositionLocked`; an error in the body releases the lock and goes on. Not reentrant: a second lock
+        of ``name`` in the body waits for the first, which it holds."""
+        wait = POSITION_LOCK_WAIT if wait is None else wait
         self._ready()
         dialect = self.engine.dialect.name
         if dialect == "sqlite":  # no row to lock: the write lock is the database's
