@@ -609,8 +609,30 @@ class ImportAndLaunchScenarioOperator(BaseOperator):
                     why,
                 )
             return
-        source.commit()  # watermarks and processed files move on only after every record was settled
+        if getattr(source, "state", None) is None:  # keeps nothing (a factory's source: AttributeError)
+            source.commit()
+        else:
+            self._commit_position(delivery, source)
         self._position_moved = source.tracks_progress
+
+    def _commit_position(self, delivery: Delivery, source: Source) -> None:
+        """Commit the source's position (a factory's source: its window watermark too) under the ledger's
+        lock of the state asset (`Ledger.position_lock`), so that of two runs committing at once the
+        later read and set never come between the other's: Airflow's state store has no compare-and-set,
+        and the lower position would be set last. The lock is named for the state asset (where none: the
+        DAG), which all runs keeping this position share."""
+        from altcraft.ledger import PositionLocked
+
+        name = self.state_asset.name if self.state_asset is not None else delivery.run.dag_id
+        try:
+            with delivery.ledger.position_lock(name):
+                source.commit()  # watermarks and processed files move on only after every record was settled
+        except PositionLocked as exc:
+            raise AirflowException(
+                f"Pipeline {delivery.run.dag_id}: {exc}. The next try reads these contacts again and the "
+                "ledger skips those launched; if this repeats, look for a run of the pipeline stuck in its "
+                "commit (docs/pipelines.md#what-a-run-does)"
+            ) from exc
 
     def _why_keep_position(self, delivery: Delivery) -> str:
         """Why the source's position must stay where it is after this try; empty when it may move."""

@@ -227,7 +227,11 @@ class SpecSource:
     def commit(self) -> None:
         """The source's own progress, then (triggered pipelines) the window watermark: to the window's end,
         or to when the read began if that was earlier (a window given ending in the future read only the
-        rows there were; past its end, event runs and the trigger would see no row until then)."""
+        rows there were; past its end, event runs and the trigger would see no row until then).
+
+        Both under the one lock of the state asset the operator holds around this call
+        (`ImportAndLaunchScenarioOperator._commit_position`, `Ledger.position_lock`): the window watermark's
+        read and set, too, come between no other run's. Not taken again here: it is not reentrant."""
         from altcraft.pipelines.events import WATERMARK_KEY, advanced_watermark
 
         self.source.commit()
