@@ -344,3 +344,37 @@ def test_mask_values_takes_linear_time_on_a_hostile_text(run, values):
     started = time.perf_counter()
     mask_values(text, values)
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("value", "like"),
+    [
+        ("+4930123", "+4930123"),
+        ("8 (900) 123-45-67", "8 (900) 123-45-67"),
+        (4930123, "4930123"),
+        ("Anna@Example.org", "Anna@Example.org"),
+        ("4930", None),  # too few digits for a phone
+        ("2026-12-01", None),  # a date
+        ("192.168.10.1", None),  # an IPv4 address
+        ("A-1234567", None),  # an id
+        ("@example.org", None),
+        ("anna@", None),
+        (True, None),
+        (None, None),
+        (4.5, None),
+    ],
+)
+def test_contact_like_tells_an_email_or_a_phone_sent_in_a_data_field(value, like):
+    from altcraft.masking import contact_like
+
+    assert contact_like(value) == like
+
+
+def test_mask_values_of_a_request_takes_every_contacts_values_up_to_its_bound():
+    from altcraft.masking import MAX_KNOWN_VALUES, MAX_REQUEST_VALUES, mask_values
+
+    values = [f"+4930{n:04d}" for n in range(1000)]
+    text = "refused: 49300999 and 49300998, ticket 1234"
+    assert mask_values(text, values) == text  # a contact's bound: the first 8 values only
+    assert mask_values(text, values, MAX_REQUEST_VALUES) == "refused: 4*****99 and 4*****98, ticket 1234"
+    assert mask_values(text, values[: MAX_KNOWN_VALUES + 1], MAX_KNOWN_VALUES + 1) == text

@@ -94,17 +94,21 @@ MIN_KNOWN_CHARS = 4
 """A known value shorter than this is not masked in a text (`mask_values`): it would mangle the text."""
 MAX_KNOWN_VALUES = 8
 """At most this many of a contact's values are masked in a text about it: bounded work on any text."""
+MAX_REQUEST_VALUES = 50_000
+"""At most this many values of a request's contacts are masked in a text about the whole request (a batch
+of a few thousand contacts, `MAX_KNOWN_VALUES` each): bounded work on any text."""
 MAX_KNOWN_CHARS = 320
 """A longer value is not looked for (an email is at most 254 characters): bounded work on any text."""
+_MIN_PHONE_DIGITS = 7
 
 
-def known_forms(values: Iterable[Any]) -> list[str]:
+def known_forms(values: Iterable[Any], limit: int = MAX_KNOWN_VALUES) -> list[str]:
     """The forms a text may quote ``values`` (a contact's email, phone, key) in, lower-cased, longest
     first: each value as it was sent and, for a phone-like one, its digits (``+4930123``: ``4930123``).
-    Of the first `MAX_KNOWN_VALUES` only; none shorter than `MIN_KNOWN_CHARS` or longer than
-    `MAX_KNOWN_CHARS`."""
+    Of the first ``limit`` only (`MAX_KNOWN_VALUES`: one contact's; `MAX_REQUEST_VALUES`: a request's); none
+    shorter than `MIN_KNOWN_CHARS` or longer than `MAX_KNOWN_CHARS`."""
     forms: set[str] = set()
-    for value in islice(values, MAX_KNOWN_VALUES):
+    for value in islice(values, limit):
         text = text_of(value).strip().lower()
         forms.add(text)
         if _PHONE_LIKE.fullmatch(text):
@@ -112,16 +116,38 @@ def known_forms(values: Iterable[Any]) -> list[str]:
     return sorted((f for f in forms if MIN_KNOWN_CHARS <= len(f) <= MAX_KNOWN_CHARS), key=len, reverse=True)
 
 
-def mask_values(text: Any, values: Iterable[Any]) -> str:
-    """``text`` with every occurrence of the `known_forms` of ``values`` masked (letter case aside), wherever
-    it is: for a text about a contact whose values we sent, quoting them in forms `scrub` cannot tell
-    (a short phone, its digits without the ``+``). Linear in the text's length: no pattern is built from
-    the values."""
+def contact_like(value: Any) -> str | None:
+    """``value`` as text when it reads as an email (an ``@`` between characters) or a phone (digits, a
+    leading ``+`` and `` .-()`` only, 7 or more digits, not a date or an IPv4 address): a contact's value
+    sent in a data field, which a text about the contact may quote (`mask_values`); else None. A number of
+    7 or more digits counts as a phone."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    if not MIN_KNOWN_CHARS <= len(text) <= MAX_KNOWN_CHARS:
+        return None
+    if "@" in text:
+        return text if 0 < text.rfind("@") < len(text) - 1 else None
+    if not _PHONE_LIKE.fullmatch(text) or _NOT_A_PHONE.fullmatch(text) or "+" in text[1:]:
+        return None
+    return text if len(_NOT_DIGIT.sub("", text)) >= _MIN_PHONE_DIGITS else None
+
+
+def mask_values(text: Any, values: Iterable[Any], limit: int = MAX_KNOWN_VALUES) -> str:
+    """``text`` with every occurrence of the `known_forms` of ``values`` (the first ``limit``) masked (letter
+    case aside), wherever it is: for a text about a contact whose values we sent, quoting them in forms
+    `scrub` cannot tell (a short phone, its digits without the ``+``), or about a whole request of several
+    contacts (``limit`` `MAX_REQUEST_VALUES`). Linear in the text's length and the number of forms: no
+    pattern is built from the values, and only a form whose first `MIN_KNOWN_CHARS` characters are in the
+    text is looked for."""
     text = text_of(text)
-    forms = known_forms(values) if text else []
+    forms = known_forms(values, limit) if text else []
     if not forms:
         return text
     lowered = _lowered(text)
+    if len(forms) > MAX_KNOWN_VALUES:  # many forms: only those that may be in the text are looked for
+        heads = {lowered[at : at + MIN_KNOWN_CHARS] for at in range(len(lowered) - MIN_KNOWN_CHARS + 1)}
+        forms = [form for form in forms if form[:MIN_KNOWN_CHARS] in heads]
     taken = bytearray(len(text))
     spans = []
     for form in forms:  # longest first: a form inside a longer one (the digits of a phone) is taken with it
