@@ -106,3 +106,41 @@ def test_identities_of_keys_and_import_items():
 )
 def test_contact_values_are_the_matching_values_of_a_lone_contact(keys, values):
     assert contact_values(keys) == values
+
+
+def test_contact_values_take_the_emails_and_phones_of_the_contacts_data_whatever_field_carries_them():
+    from altcraft.api.result_identity import contact_values
+    from altcraft.masking import MAX_KNOWN_VALUES
+
+    data = {"_fname": "Anna", "phones": "+4930123", "_lname": "anna@example.org", "_bdate": "1990-01-02"}
+    assert set(contact_values(["custom:A-1"], data)) == {"A-1", "+4930123", "anna@example.org"}
+    assert contact_values(["a", "b"], data) == ()  # several contacts: `request_values`
+    many = {f"f{n}": f"+4930{n:04d}" for n in range(20)}
+    assert len(contact_values(["email:a@b.org"], many)) == MAX_KNOWN_VALUES
+
+
+def test_request_values_take_every_contacts_keys_and_data_in_any_layout():
+    from altcraft.api.result_identity import request_values
+
+    items = [{"phone": "+79001234567", "data": {"phones": "+4930123", "_fname": "Anna"}}, {"data": {"x": 1}}]
+    assert set(request_values(["phone:+79001234567", "phone:+79001234568"], items)) == {
+        "+79001234567",
+        "+79001234568",
+        "+4930123",
+    }
+
+
+def test_texts_about_a_request_read_its_contacts_values_once_and_only_for_several():
+    import json
+
+    from altcraft.api.result_identity import texts_about
+
+    single = {"phone": "+79001234567", "data": {"phones": "+4930123"}}
+    known, about = texts_about(["phone:+79001234567"], single)
+    assert set(known) == {"+79001234567", "+4930123"} and about is None
+    raw = json.dumps([{"data": {"phones": "+4930123"}}, {"data": {"phones": "+4930124"}}]).encode()
+    known, about = texts_about(["email:a@b.org", "email:c@d.org"], {}, raw)
+    assert known == () and set(about()) == {"a@b.org", "c@d.org", "+4930123", "+4930124"}
+    assert about() is about()  # read once, whatever the retries
+    assert texts_about([], {"data": {"phones": "+4930123"}}) == ((), None)
+    assert set(texts_about(["email:a@b.org"], {}, b"not json")[0]) == {"a@b.org"}

@@ -22,10 +22,14 @@ speaks, which ``python -m altcraft probe`` checks on a real account (docs/api-co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
+from itertools import islice
 from typing import Any
 
 from altcraft.api.matching import MatchingMode
+from altcraft.masking import MAX_KNOWN_VALUES, MAX_REQUEST_VALUES, contact_like
 from altcraft.validation import email_identity, number_key
 
 #: A result's own position, where a server gives one (no page documents it).
@@ -92,13 +96,83 @@ def key_identity(ledger_key: str) -> Identity:
     return {name: part for name, part in zip(names, parts, strict=False) if part}
 
 
-def contact_values(keys: Sequence[str]) -> tuple[str, ...]:
+def contact_values(keys: Sequence[str], data: Any = None) -> tuple[str, ...]:
     """What a text about the one contact of a request (``keys``: its ledger keys) may quote of it: its
-    matching values (`key_identity`) but a push provider's name, for `altcraft.masking.mask_values`; none
-    for a request of several contacts, whose texts do not say which contact they are about."""
+    matching values (`key_identity`) but a push provider's name, and the emails and phones it was sent with
+    in ``data`` (its fields, any layout: `data_values`), at most `MAX_KNOWN_VALUES` in all, for
+    `altcraft.masking.mask_values`; none for a request of several contacts (`request_values`)."""
     if len(keys) != 1:
         return ()
-    return tuple(value for name, value in key_identity(keys[0]).items() if name != "provider")
+    own = [value for name, value in key_identity(keys[0]).items() if name != "provider"]
+    return tuple(islice(dict.fromkeys([*own, *data_values(data)]), MAX_KNOWN_VALUES))
+
+
+def request_values(keys: Sequence[str], items: Iterable[Any] = ()) -> list[str]:
+    """What a text about a whole request of several contacts (a batch refused, an Altcraft task failed) may
+    quote of any of them: each contact's `contact_values`, from its ledger key (``keys``) and its batch item
+    (``items``: the request's ``data`` array, any layout), at most `MAX_REQUEST_VALUES` in all."""
+    values: dict[str, None] = {}
+    for key in keys:
+        values.update(dict.fromkeys(contact_values([key])))
+    for item in items:
+        values.update(dict.fromkeys(data_values(item)))
+        if len(values) >= MAX_REQUEST_VALUES:
+            break
+    return list(islice(values, MAX_REQUEST_VALUES))
+
+
+def data_values(data: Any) -> list[str]:
+    """The emails and phones (`contact_like`) among the values of a contact's data: its fields, a batch item
+    of any layout (fields nested in objects and lists, up to `_DATA_DEPTH` deep), at most
+    `MAX_KNOWN_VALUES`; whatever field carries them (a field of type ``email`` or ``phone``, or any other)."""
+    found: list[str] = []
+    stack = [(data, 0)]
+    while stack and len(found) < MAX_KNOWN_VALUES:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            if depth < _DATA_DEPTH:
+                inner = value.values() if isinstance(value, dict) else value
+                stack.extend((item, depth + 1) for item in islice(inner, _DATA_ITEMS))
+        elif (text := contact_like(value)) is not None:
+            found.append(text)
+    return found
+
+
+def texts_about(
+    keys: Sequence[str], body: Mapping[str, Any], raw_data: bytes | None = None
+) -> tuple[tuple[str, ...], Callable[[], list[str]] | None]:
+    """What the texts of the answer to a request (``body``, its ``data`` array encoded apart in ``raw_data``)
+    about the contacts of ``keys`` may quote, for `altcraft.api.protocol.parse_response`: ``known``, the
+    lone contact's values (`contact_values`, its data included), masked in every text of the answer; and
+    ``about``, for a request of several contacts, what reads all their values (`request_values`), read only
+    when the answer is an error (a text about the whole request)."""
+    if not keys:
+        return (), None
+    if len(keys) == 1:
+        return contact_values(keys, _data(body, raw_data)), None
+
+    @cache
+    def about() -> list[str]:  # read once, whatever the retries
+        data = _data(body, raw_data)
+        return request_values(keys, data if isinstance(data, list) else [])
+
+    return (), about
+
+
+def _data(body: Mapping[str, Any], raw_data: bytes | None) -> Any:
+    """A request's ``data``: its own, or decoded from ``raw_data`` (None when it cannot be)."""
+    if raw_data is None:
+        return body.get("data")
+    try:
+        return json.loads(raw_data)
+    except ValueError:
+        return None
+
+
+#: How deep `data_values` looks into a contact's data (a nested item's ``data``, a list field's items).
+_DATA_DEPTH = 3
+#: How many entries of one object or list of a contact's data `data_values` looks at.
+_DATA_ITEMS = 200
 
 
 def item_identity(item: Any, matching: MatchingMode | str) -> Identity:
