@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from itertools import repeat
 from queue import Full, Queue
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -36,7 +37,7 @@ from altcraft.api.models import (
     ResultRead,
     TaskStatus,
 )
-from altcraft.api.result_identity import contact_values
+from altcraft.api.result_identity import contact_values, request_values
 from altcraft.api.retry import certainly_not_processed
 from altcraft.api.task_results import task_verdict
 from altcraft.batching import DEFAULT_MAX_REQUEST_BYTES, Chunk, chunk, request_overhead
@@ -58,7 +59,7 @@ from altcraft.ledger.rules import IN_GRACE, in_flight_elsewhere, of_former_key
 from altcraft.ledger.store import STANDING, OpenClaim
 from altcraft.makers import maker
 from altcraft.mapping import Mapper, Profile, ProfileMapping, Rejection, identity_keys, identity_of, mask_key
-from altcraft.masking import mask_values, scrub
+from altcraft.masking import MAX_REQUEST_VALUES, mask_values, scrub
 from altcraft.modes import DeliveryMode
 from altcraft.reconciliation import (
     DEFAULT_GRACE,
@@ -105,10 +106,16 @@ class AltcraftApi(Protocol):
         self, request: BatchLaunchRequest, *, raw_data: bytes | None = None, keys: Sequence[str] = ()
     ) -> str: ...
 
-    def get_task_status(self, task_id: str) -> TaskStatus: ...
+    def get_task_status(self, task_id: str, *, keys: Sequence[str] = ()) -> TaskStatus: ...
 
     def wait_for_task(
-        self, task_id: str, timeout: float, poll_interval: float, stop: threading.Event | None = None
+        self,
+        task_id: str,
+        timeout: float,
+        poll_interval: float,
+        stop: threading.Event | None = None,
+        *,
+        keys: Sequence[str] = (),
     ) -> TaskStatus: ...
 
     def get_profile(
@@ -787,13 +794,13 @@ class Delivery:
         """A recorded Altcraft task's settlements (`task_settlements`), or why it tells nothing now (still
         running, or its status could not be read)."""
         try:
-            status = self.hook.get_task_status(task.task_id)
+            status = self.hook.get_task_status(task.task_id, keys=task.keys)
         except AltcraftError as exc:
             why = f"its Altcraft task {task.task_id} could not be read ({storable(scrub(exc))})"
             log.warning("Reconciling: %s; its contacts are looked up instead", why)
             return why
         if not status.state.is_terminal:
-            return f"its Altcraft task {task.task_id} {status.still}"
+            return f"its Altcraft task {task.task_id} {_of_request(status.still, task.keys)}"
         said = task_settlements(status, task.keys)
         if isinstance(said, str):
             log.warning("Reconciling: %s; its contacts are looked up instead", said)
@@ -868,7 +875,7 @@ class Delivery:
 
     def _send_batch(self, claim: Claim, piece: Chunk) -> None:
         results = self._send_chunk(claim, self.hook.import_and_start_batch_results, piece)
-        self._settle_results(claim, claim.to_send, results)
+        self._settle_results(claim, claim.to_send, results, piece.profiles)
 
     def _send_singly(self, claim: Claim, profiles: list[Profile]) -> None:
         settlements: dict[str, Settlement] = {}
@@ -887,7 +894,7 @@ class Delivery:
                 self._interrupted(claim, settlements, [profile.ledger_key], exc)
                 raise
             else:
-                settlements.update(_settlements_for_results([profile.ledger_key], [result.read]))
+                settlements.update(_settlements_for_results([profile.ledger_key], [result.read], [profile]))
         self._settle(claim, settlements)
 
     def _stop(
@@ -986,13 +993,14 @@ class Delivery:
         for batch_id, task_id in list(tasks.items()):
             claim = self.session.claim_of(batch_id)
             if claim.to_send:
+                keys = self._sent_task(claim, task_id).keys  # an error's text may quote any of them
                 try:
                     if deadline is None:
-                        status = self.hook.get_task_status(task_id)
+                        status = self.hook.get_task_status(task_id, keys=keys)
                     else:
                         left = max(0.0, deadline - time.monotonic())
                         status = self.hook.wait_for_task(
-                            task_id, timeout=left, poll_interval=poll_interval, stop=self._stopping
+                            task_id, timeout=left, poll_interval=poll_interval, stop=self._stopping, keys=keys
                         )
                 except AltcraftApiError as exc:
                     if exc.code != 404:
@@ -1010,7 +1018,8 @@ class Delivery:
                 if not status.state.is_terminal:
                     waited = "" if timeout is None else f" after {timeout:g} s"
                     raise TasksStillRunning(
-                        f"Altcraft task {task_id} {status.still}{waited}; the next try re-attaches to it"
+                        f"Altcraft task {task_id} {_of_request(status.still, keys)}{waited}; the next try "
+                        "re-attaches to it"
                     )
                 self.settle_task(claim, status)
             del tasks[batch_id]
@@ -1073,7 +1082,11 @@ class Delivery:
 
     # --------------------------------------------------------------------------------------- settling
 
-    def _settle_results(self, claim: Claim, keys: Sequence[str], results: Sequence[ResultRead]) -> None:
+    def _settle_results(
+        self, claim: Claim, keys: Sequence[str], results: Sequence[ResultRead], profiles: Sequence[Profile]
+    ) -> None:
+        """Settle a chunk from its per-contact ``results``, in the order of ``keys`` (and of ``profiles``,
+        the contacts sent, whose data's values are masked in their results' texts)."""
         if len(results) != len(keys):
             log.warning(
                 "Altcraft answered %d result(s) for %d contact(s); without a 1:1 answer they are uncertain",
@@ -1082,7 +1095,7 @@ class Delivery:
             )
             self._settle(claim, {})
             return
-        self._settle(claim, lambda: _settlements_for_results(keys, results))
+        self._settle(claim, lambda: _settlements_for_results(keys, results, profiles))
 
     def _settle(
         self, claim: Claim, settlements: Mapping[str, Settlement] | Callable[[], Mapping[str, Settlement]]
@@ -1124,27 +1137,40 @@ _settlement = maker(Settlement)
 """`Settlement` of every field, positional: one per contact of every answer (see `altcraft.makers`)."""
 
 
-def _settlements_for_results(keys: Sequence[str], results: Sequence[ResultRead]) -> dict[str, Settlement]:
+def _settlements_for_results(
+    keys: Sequence[str], results: Sequence[ResultRead], profiles: Sequence[Profile] | None = None
+) -> dict[str, Settlement]:
     """Each key's settlement from its result, in order: launched with the profile id (error 0); failed with
     the code and text when the code refuses the profile (`REFUSAL_CODES`); otherwise uncertain (a 5xx, a
     402, an undocumented code: the profile may have been launched). A result's text is about its contact:
-    the contact's values are masked in it (`_of_contact`). One comprehension, without a function call per
-    launched result but the settlement's."""
+    the contact's values are masked in it (`_of_contact`; ``profiles``: the contacts sent, in the same order,
+    whose data's emails and phones are among them; None: their keys' values only). One comprehension,
+    without a function call per launched result but the settlement's."""
     launched, failed = Outcome.LAUNCHED, Outcome.FAILED
+    sent = repeat(None, len(keys)) if profiles is None else profiles
     return {
         key: _settlement(launched, None, None, profile_id)
         if code == 0
-        else _settlement(failed, code, _of_contact(key, text), None)
+        else _settlement(failed, code, _of_contact(key, text, profile), None)
         if code in REFUSAL_CODES
-        else _unrefused(code, _of_contact(key, text))
-        for key, (code, text, profile_id) in zip(keys, results, strict=True)
+        else _unrefused(code, _of_contact(key, text, profile))
+        for key, (code, text, profile_id), profile in zip(keys, results, sent, strict=True)
     }
 
 
-def _of_contact(key: str, text: str) -> str:
-    """Altcraft's ``text`` about the contact of ledger key ``key``, its values masked (`mask_values`): the
-    answer was cleaned for a batch of contacts, whose values it could not tell apart (`contact_values`)."""
-    return mask_values(text, contact_values([key])) if text else text
+def _of_contact(key: str, text: str, profile: Profile | None = None) -> str:
+    """Altcraft's ``text`` about the contact of ledger key ``key`` (sent as ``profile``, None: not known),
+    its values masked (`mask_values`): the answer was cleaned for a batch of contacts, whose values it could
+    not tell apart (`contact_values`: its key's, and the emails and phones of its data)."""
+    if not text:
+        return text
+    return mask_values(text, contact_values([key], None if profile is None else profile.data))
+
+
+def _of_request(text: str, keys: Sequence[str]) -> str:
+    """A server ``text`` about a whole request of the contacts of ``keys`` (an Altcraft task's status), every
+    one's values masked (`request_values`: those of their keys)."""
+    return mask_values(text, request_values(keys), MAX_REQUEST_VALUES) if text and keys else text
 
 
 def task_settlements(status: TaskStatus, keys: Sequence[str]) -> dict[str, Settlement] | str:

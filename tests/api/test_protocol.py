@@ -199,3 +199,27 @@ def test_the_known_values_are_masked_in_every_server_text_of_a_successful_answer
     assert "4930123" in json.dumps(parse_response("x", 200, {}, body))
     cleaned = json.dumps(parse_response("x", 200, {}, body, known=("+4930123",)))
     assert "4930123" not in cleaned and "BLOCKED" in cleaned
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, json.dumps({"error": 400, "error_text": _QUOTED}).encode()),
+        (200, json.dumps({"error": 500, "error_text": _QUOTED}).encode()),
+        (502, f"<html>{_QUOTED}</html>".encode()),
+        (429, json.dumps({"error": 429, "error_text": _QUOTED}).encode()),
+    ],
+)
+def test_an_error_answer_to_a_request_of_several_contacts_masks_every_ones_values(status, body):
+    values = [f"+4930{n:03d}" for n in range(100, 999)] + ["+4930123"]
+    with pytest.raises(AltcraftError) as refused:
+        parse_response("x", status, {}, body, about=lambda: values)
+    assert "4930123" not in str(refused.value) and "blocked" in str(refused.value)
+
+
+def test_a_successful_answer_to_a_request_of_several_contacts_does_not_read_their_values():
+    def about() -> list[str]:
+        raise AssertionError("read on success")
+
+    body = json.dumps({"error": 0, "result": [{"error": 400, "error_text": _QUOTED}]}).encode()
+    assert "blocked" in json.dumps(parse_response("x", 200, {}, body, about=about))

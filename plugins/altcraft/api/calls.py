@@ -162,25 +162,33 @@ class AltcraftCalls:
         body = request.to_body(without_data=raw_data is not None)
         return self._typed(endpoint, body, parse, raw_data=raw_data, launching=True, keys=keys)
 
-    def get_task_status(self, task_id: str) -> TaskStatus:
-        """Read an asynchronous task's state (``tasks/status``)."""
-        return self._typed(*task_status_call(task_id))
+    def get_task_status(self, task_id: str, *, keys: Sequence[str] = ()) -> TaskStatus:
+        """Read an asynchronous task's state (``tasks/status``); ``keys``: the contacts the task was sent,
+        whose values are masked in an error's text (`call`)."""
+        endpoint, body, parse = task_status_call(task_id)
+        return self._typed(endpoint, body, parse, keys=keys)
 
     def wait_for_task(
-        self, task_id: str, timeout: float, poll_interval: float, stop: threading.Event | None = None
+        self,
+        task_id: str,
+        timeout: float,
+        poll_interval: float,
+        stop: threading.Event | None = None,
+        *,
+        keys: Sequence[str] = (),
     ) -> TaskStatus:
         """Poll ``tasks/status`` until the task is over, ``timeout`` seconds passed or ``stop`` is set; its
-        last status.
+        last status (``keys``: see `get_task_status`).
 
         The caller decides what a still running task means (see ``TaskStatus.state.is_terminal``).
         """
         deadline = time.monotonic() + timeout
         pause = (stop or threading.Event()).wait
-        status = self.get_task_status(task_id)
+        status = self.get_task_status(task_id, keys=keys)
         while not status.state.is_terminal and time.monotonic() < deadline:
             if pause(poll_interval):
                 break
-            status = self.get_task_status(task_id)
+            status = self.get_task_status(task_id, keys=keys)
         return status
 
     # ----------------------------------------------------------------------------------------- imports

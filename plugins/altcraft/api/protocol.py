@@ -27,7 +27,7 @@ from altcraft.api.errors import (
     AltcraftUnexpectedAnswer,
 )
 from altcraft.api.models import MAX_ID_CHARS, Page, Scenario, TaskStatus, error_code
-from altcraft.masking import MASK, mask_values, scrub
+from altcraft.masking import MASK, MAX_REQUEST_VALUES, mask_values, scrub
 from altcraft.retry_after import parse_retry_after
 from altcraft.storable import MAX_STORED_CHARS, replace_unstorable, storable
 
@@ -91,13 +91,16 @@ def parse_response(
     *,
     secret: str | None = None,
     known: Sequence[str] = (),
+    about: Callable[[], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Return the decoded JSON of a successful answer, or raise the matching typed error.
 
     Success means HTTP 2xx **and** ``error == 0``; both are checked because Altcraft may report an error
     with HTTP 200. A 3xx is :class:`AltcraftRedirected`: the hooks never follow redirects. ``known``: the
     values of the one contact the request was about (`altcraft.api.result_identity.contact_values`),
-    masked in every server text of the answer (`mask_values`) besides what `scrub` masks.
+    masked in every server text of the answer (`mask_values`) besides what `scrub` masks. ``about``: the
+    values of every contact of a request of several (`altcraft.api.result_identity.request_values`), read
+    only when the answer is an error, whose text is about the whole request: masked in it too.
     """
     if 300 <= status < 400:
         location = headers.get("Location") or headers.get("location") or ""
@@ -105,6 +108,8 @@ def parse_response(
     document = decode_answer(body)
     code, text = _envelope(document)
     per_profile = _reports_on_profiles(document)
+    if about is not None and (code != 0 or not 200 <= status < 300):
+        known = (*known, *about())  # an error: its text is about the request, any of its contacts
     # a 5xx says the server broke, whatever its body; per-profile output says something was done
     if (status == 429 or (code == 429 and status < 500)) and not per_profile:
         raise AltcraftRateLimited(
@@ -483,7 +488,8 @@ def _clean(
     cut: cut first, a token or an email across the cut would keep its first part."""
     window = text[: limit + _margin(secret)]
     more = more or len(text) > len(window)
-    return storable(mask_values(scrub(remove_token(window, secret)), known), limit, more=more)
+    masked = mask_values(scrub(remove_token(window, secret)), known, MAX_REQUEST_VALUES)
+    return storable(masked, limit, more=more)
 
 
 def task_id_of(answer: dict[str, Any]) -> str:

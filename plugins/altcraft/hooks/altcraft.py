@@ -21,7 +21,7 @@ from altcraft.answer_size import AnswerTooLarge, read_capped
 from altcraft.api.calls import AltcraftCalls
 from altcraft.api.errors import AltcraftAnswerTooLarge, AltcraftError
 from altcraft.api.protocol import api_path, encode_body, header_bytes, parse_response, request_headers
-from altcraft.api.result_identity import contact_values
+from altcraft.api.result_identity import texts_about
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
 from altcraft.deadline import Deadline, watch_sockets
@@ -98,7 +98,8 @@ class AltcraftHook(HttpHook, AltcraftCalls):
             body, token=self._token if self.settings.token_in_body else None, raw_data=raw_data
         )
         url = self.base_url + api_path(endpoint)
-        known = contact_values(keys)  # a request about one contact: its values masked in the answer
+        # a request about one contact: its values masked in the answer; about several: in an error's text
+        known, about = texts_about(keys, body, raw_data)
 
         def attempt() -> dict[str, Any]:
             self.requests_made += 1
@@ -125,7 +126,13 @@ class AltcraftHook(HttpHook, AltcraftCalls):
                 "POST %s -> HTTP %s in %.3fs", endpoint, response.status_code, time.monotonic() - started
             )
             return parse_response(
-                endpoint, response.status_code, response.headers, body, secret=self._token, known=known
+                endpoint,
+                response.status_code,
+                response.headers,
+                body,
+                secret=self._token,
+                known=known,
+                about=about,
             )
 
         try:

@@ -28,7 +28,7 @@ from altcraft.api.protocol import (
     parse_response,
     request_headers,
 )
-from altcraft.api.result_identity import contact_values
+from altcraft.api.result_identity import texts_about
 from altcraft.api.retry import as_uncertain
 from altcraft.api.transport import Observed, transport_error
 from altcraft.hooks.connection import AltcraftConnectionSettings, read_connection, tls_context
@@ -102,7 +102,8 @@ class AltcraftAsyncHook(BaseHook):
             body, token=self._token if self.settings.token_in_body else None, raw_data=raw_data
         )
         url = self.base_url + api_path(endpoint)
-        known = contact_values(keys)  # a request about one contact: its values masked in the answer
+        # a request about one contact: its values masked in the answer; about several: in an error's text
+        known, about = texts_about(keys, body, raw_data)
 
         async def attempt() -> dict[str, Any]:
             try:
@@ -123,7 +124,9 @@ class AltcraftAsyncHook(BaseHook):
                 failure = AltcraftAnswerTooLarge(exc.limit, endpoint=endpoint)
             else:
                 status, headers = response.status, response.headers
-                return parse_response(endpoint, status, headers, content, secret=self._token, known=known)
+                return parse_response(
+                    endpoint, status, headers, content, secret=self._token, known=known, about=about
+                )
             raise failure  # outside `except`: see `altcraft.api.transport.transport_error`
 
         try:

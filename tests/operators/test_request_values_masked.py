@@ -1,0 +1,151 @@
+"""Altcraft's texts quoting contacts' values in forms no pattern can tell from an id (a short phone's digits
+without ``+``), through the real operator (``dag.test()``), the emulator behind a rewriting proxy and a
+PostgreSQL ledger: (a) a text about a whole request of several contacts (a batch refused, an Altcraft task
+unknown) is masked with every one of its contacts' values; (b) a per-contact text quoting a phone the contact
+was sent in a data field only (not its key) is masked with it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+import sqlalchemy as sa
+
+from altcraft.ledger.schema import contacts_table, outcomes_table
+from altcraft.operators.import_and_launch import SUMMARY_XCOM_KEY
+from tests.airflow_helpers import install_dag, run_dag, task_states, xcom_values
+from tests.conftest import PG_URL
+
+DAG_FILE = Path(__file__).parent / "dag_files" / "welcome_contacts.py"
+DAY = pendulum.datetime(2026, 3, 1, tz="UTC")
+SHORT_PHONE = "+4930123"  # E.164 with the country code: 7 digits
+DIGITS = SHORT_PHONE[1:]  # what no pattern masks
+#: matched by phone: the short phone is the first contact's key
+BY_PHONE = {
+    "matching": "phone",
+    "key": {"phone": "phone"},
+    "fields": {"_fname": "first_name", "email": {"source": "email", "type": "email"}},
+}
+#: matched by email: the short phone is sent in a data field only
+BY_EMAIL = {
+    "matching": "email",
+    "key": {"email": "email"},
+    "fields": {"_fname": "first_name", "phones": {"source": "phone", "type": "phone"}},
+}
+CONTACTS = [
+    {"id": 1, "phone": SHORT_PHONE, "email": "anna.petrova@example.org", "first_name": "Anna"},
+    {"id": 2, "phone": "+79001234567", "email": "boris@example.org", "first_name": "Boris"},
+    {"id": 3, "phone": "+79001234568", "email": "vera@example.org", "first_name": "Vera"},
+]
+TEXT = f"subscriber {DIGITS} is blocked"
+
+
+def _refuse_batch(body: dict[str, Any], answer: dict[str, Any], status: int) -> tuple[int, dict[str, Any]]:
+    return 400, {"error": 400, "error_text": f"the whole request is refused: {TEXT}"}
+
+
+def _task_unknown(body: dict[str, Any], answer: dict[str, Any], status: int) -> tuple[int, dict[str, Any]]:
+    return 404, {"error": 404, "error_text": f"task not found: {TEXT}"}
+
+
+def _refuse_first(results: list[dict[str, Any]]) -> None:
+    results[0].update(error=400, error_text=TEXT)
+
+
+def _batch_first(body: dict[str, Any], answer: dict[str, Any], status: int) -> tuple[int, dict[str, Any]]:
+    _refuse_first(answer["result"])
+    return status, answer
+
+
+def _single_first(body: dict[str, Any], answer: dict[str, Any], status: int) -> tuple[int, dict[str, Any]]:
+    if body.get("email") != CONTACTS[0]["email"]:
+        return status, answer
+    return 400, {"error": 400, "error_text": TEXT}
+
+
+@pytest.fixture
+def pg_ledger(monkeypatch) -> str:
+    monkeypatch.setenv("AIRFLOW_CONN_REQUEST_LEDGER", "postgresql://postgres@127.0.0.1:5432/test")
+    return "request_ledger"
+
+
+def _stored(scenario_id: int) -> list[str]:
+    """The scenario's outcome reasons and contacts' error texts in the ledger."""
+    engine = sa.create_engine(PG_URL)
+    o, c = outcomes_table.c, contacts_table.c
+    with engine.connect() as conn:
+        reasons = conn.scalars(sa.select(o.reason).where(o.scenario_id == scenario_id)).all()
+        errors = conn.scalars(sa.select(c.error_text).where(c.scenario_id == scenario_id)).all()
+    engine.dispose()
+    return [text for text in [*reasons, *errors] if text]
+
+
+def _run(scenario_id: int, ledger: str, mapping: dict[str, Any], delivery: str) -> tuple[Any, Any, Any]:
+    config = {
+        "dag_id": f"welcome_request_values_{delivery}",
+        "contacts": CONTACTS,
+        "key_column": "id",
+        "operator": {
+            "scenario_id": scenario_id,
+            "mapping": mapping,
+            "ledger_conn_id": ledger,
+            "delivery": delivery,
+            "poll_interval": 0.1,
+            "deferrable": False,
+            "max_failed_ratio": 1.0,
+        },
+    }
+    dag = install_dag(DAG_FILE, config, Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]))
+    dag_run = run_dag(dag, DAY)
+    summary = xcom_values(dag.dag_id, dag_run.run_id, key=SUMMARY_XCOM_KEY).get(("import_and_launch", -1))
+    return dag_run, summary, _stored(scenario_id)
+
+
+def _leaked(stored: list[str], summary: Any, log: str) -> dict[str, str]:
+    seen = {"ledger": json.dumps(stored), "summary": json.dumps(summary), "log": log}
+    return {where: text for where, text in seen.items() if DIGITS in text}
+
+
+@pytest.mark.parametrize(
+    ("delivery", "rewrites", "said"),
+    [
+        ("batch", {"workflows/import_and_start_batch": _refuse_batch}, "the whole request is refused"),
+        ("async", {"workflows/import_and_start_batch_task": _refuse_batch}, "the whole request is refused"),
+        ("async", {"tasks/status": _task_unknown}, "task not found"),
+    ],
+)
+def test_a_text_about_a_whole_request_quoting_one_contacts_short_phone_is_masked_everywhere(
+    emulator, airflow_db, proxy, scenario_id, pg_ledger, delivery, rewrites, said, caplog, capfd
+):
+    proxy.rewrite.update(rewrites)
+    dag_run, summary, stored = _run(scenario_id, pg_ledger, BY_PHONE, delivery)
+    assert task_states(dag_run) == {"import_and_launch": "failed"}
+    assert summary is not None and summary["launched"] == 0
+    assert summary["failed"] + summary["uncertain"] == len(CONTACTS)
+    # every contact of the request has the request's text, masked
+    assert sum(said in text and "is blocked" in text for text in stored) >= len(CONTACTS), stored
+    leaked = _leaked(stored, summary, caplog.text + capfd.readouterr().out)
+    assert not leaked, leaked
+
+
+@pytest.mark.parametrize(
+    ("delivery", "rewrites"),
+    [
+        ("batch", {"workflows/import_and_start_batch": _batch_first}),
+        ("single", {"workflows/import_and_start": _single_first}),
+    ],
+)
+def test_a_contacts_text_quoting_a_phone_sent_in_a_data_field_only_is_masked_everywhere(
+    emulator, airflow_db, proxy, scenario_id, pg_ledger, delivery, rewrites, caplog, capfd
+):
+    proxy.rewrite.update(rewrites)
+    dag_run, summary, stored = _run(scenario_id, pg_ledger, BY_EMAIL, delivery)
+    assert task_states(dag_run) == {"import_and_launch": "success"}
+    assert (summary["launched"], summary["failed"]) == (2, 1)  # the others as before
+    assert sum("is blocked" in text for text in stored) == 2, stored  # its outcome and its error text
+    leaked = _leaked(stored, summary, caplog.text + capfd.readouterr().out)
+    assert not leaked, leaked
