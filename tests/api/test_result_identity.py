@@ -142,5 +142,9 @@ def test_texts_about_a_request_read_its_contacts_values_once_and_only_for_severa
     known, about = texts_about(["email:a@b.org", "email:c@d.org"], {}, raw)
     assert known == () and set(about()) == {"a@b.org", "c@d.org", "+4930123", "+4930124"}
     assert about() is about()  # read once, whatever the retries
-    assert texts_about([], {"data": {"phones": "+4930123"}}) == ((), None)
+    assert texts_about([], {"db_id": 12345678, "data": {"phones": "+4930123"}}) == (("+4930123",), None)
+    assert texts_about([], {"email": "a@b.org", "data": {"x": "y"}}) == (("a@b.org",), None)
+    assert texts_about([], {"matching": "email"}) == ((), None)
+    known, about = texts_about([], {"data": [{"email": "a@b.org"}, {"email": "c@d.org"}]})
+    assert known == () and set(about()) == {"a@b.org", "c@d.org"}
     assert set(texts_about(["email:a@b.org"], {}, b"not json")[0]) == {"a@b.org"}

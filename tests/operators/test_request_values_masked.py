@@ -149,3 +149,24 @@ def test_a_contacts_text_quoting_a_phone_sent_in_a_data_field_only_is_masked_eve
     assert sum("is blocked" in text for text in stored) == 2, stored  # its outcome and its error text
     leaked = _leaked(stored, summary, caplog.text + capfd.readouterr().out)
     assert not leaked, leaked
+
+
+def test_a_direct_import_refused_as_a_whole_masks_every_profiles_values(emulator, proxy, caplog):
+    """A hook's import called without keys: Altcraft's text about the whole batch (or the one profile),
+    retried and logged, quoting a phone sent in a data field masks the request's values."""
+    from altcraft.api.errors import AltcraftApiError
+    from altcraft.api.models import ImportBatchRequest, ImportProfileRequest
+    from altcraft.hooks.altcraft import AltcraftHook
+
+    proxy.rewrite["profiles/import_batch"] = _refuse_batch
+    proxy.rewrite["profiles/import"] = _refuse_batch
+    hook = AltcraftHook()
+    batch = [{"email": "a@example.org", "phones": SHORT_PHONE}, {"email": "b@example.org"}]
+    with pytest.raises(AltcraftApiError) as refused_batch:
+        hook.import_profiles(ImportBatchRequest(db_id=1, data=batch))
+    one = ImportProfileRequest(db_id=1, email="a@example.org", data={"phones": SHORT_PHONE})
+    with pytest.raises(AltcraftApiError) as refused_one:
+        hook.import_profile(one)
+    for refused in (refused_batch, refused_one):
+        assert "is blocked" in str(refused.value) and DIGITS not in str(refused.value)
+    assert DIGITS not in caplog.text

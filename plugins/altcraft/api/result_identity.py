@@ -145,9 +145,12 @@ def texts_about(
     about the contacts of ``keys`` may quote, for `altcraft.api.protocol.parse_response`: ``known``, the
     lone contact's values (`contact_values`, its data included), masked in every text of the answer; and
     ``about``, for a request of several contacts, what reads all their values (`request_values`), read only
-    when the answer is an error (a text about the whole request)."""
-    if not keys:
-        return (), None
+    when the answer is an error (a text about the whole request). A request without ``keys`` (a hook's
+    method called directly: ``profiles/import``, ``profiles/import_batch``) is about the profile of its
+    ``email``, ``phone`` and ``data`` fields, or the items of its ``data`` array."""
+    if not keys and raw_data is None and not isinstance(body.get("data"), list):
+        own = [value for name in ("email", "phone") if (value := contact_like(body.get(name))) is not None]
+        return tuple(islice(dict.fromkeys([*own, *data_values(body.get("data"))]), MAX_KNOWN_VALUES)), None
     if len(keys) == 1:
         return contact_values(keys, _data(body, raw_data)), None
 
